@@ -1,0 +1,499 @@
+#include "config.h"
+
+#include "alloc.h"
+#include "errinfo.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <librdkafka/rdkafka.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* librdkafka properties ksf sets itself; the ksf key to use instead. */
+static const struct {
+    const char *property;
+    const char *instead;
+} managed_props[] = {
+    {"bootstrap.servers", "\"brokers\""},
+    {"metadata.broker.list", "\"brokers\""},
+    {"client.id", "\"client.id\" and \"postfix.id\""},
+    {"group.id", "\"group.id\" and \"postfix.id\""},
+    {"enable.auto.commit", "nothing: ksf commits after each reply is acknowledged"},
+    {"enable.auto.offset.store", "nothing: ksf stores offsets after each reply"},
+};
+
+static const struct {
+    const char *prefix;
+    ksf_kafka_role role;
+} role_prefixes[] = {
+    {"kafka.", KSF_KAFKA_ALL},
+    {"consumer.", KSF_KAFKA_CONSUMER},
+    {"producer.", KSF_KAFKA_PRODUCER},
+};
+
+ksf_err
+ksf_config_new(ksf_config **out)
+{
+    ksf_config *cfg = ksfi_calloc(1, sizeof *cfg);
+    if (!cfg) {
+        return KSF_ENOMEM;
+    }
+    cfg->brokers = ksfi_strdup(KSFI_DEFAULT_BROKERS);
+    cfg->client_id = ksfi_strdup(KSFI_DEFAULT_CLIENT_ID);
+    cfg->group_id = ksfi_strdup(KSFI_DEFAULT_GROUP_ID);
+    if (!cfg->brokers || !cfg->client_id || !cfg->group_id) {
+        ksf_config_destroy(cfg);
+        return KSF_ENOMEM;
+    }
+    cfg->server_workers = 4;
+    cfg->client_timeout_ms = 30000;
+    cfg->client_max_in_flight = 10000;
+    cfg->client_reply_partition = 0;
+    cfg->message_max_bytes = 1000000;
+    cfg->log_max_level = KSF_LOG_INFO;
+    *out = cfg;
+    return KSF_OK;
+}
+
+void
+ksf_config_destroy(ksf_config *cfg)
+{
+    if (!cfg) {
+        return;
+    }
+    ksfi_free(cfg->brokers);
+    ksfi_free(cfg->client_id);
+    ksfi_free(cfg->group_id);
+    ksfi_free(cfg->postfix_id);
+    for (size_t i = 0; i < cfg->nprops; i++) {
+        ksfi_free(cfg->props[i].key);
+        ksfi_free(cfg->props[i].value);
+    }
+    ksfi_free(cfg->props);
+    ksfi_free(cfg);
+}
+
+/* Replace *slot by a copy of @p value (NULL allowed). */
+static ksf_err
+set_string(char **slot, const char *value)
+{
+    char *copy = NULL;
+    if (value && !(copy = ksfi_strdup(value))) {
+        return KSF_ENOMEM;
+    }
+    ksfi_free(*slot);
+    *slot = copy;
+    return KSF_OK;
+}
+
+ksf_err
+ksf_config_dup(const ksf_config *cfg, ksf_config **out)
+{
+    ksf_config *c = ksfi_calloc(1, sizeof *c);
+    if (!c) {
+        return KSF_ENOMEM;
+    }
+    *c = *cfg;
+    c->brokers = c->client_id = c->group_id = c->postfix_id = NULL;
+    c->props = NULL;
+    c->nprops = 0;
+    if (set_string(&c->brokers, cfg->brokers) || set_string(&c->client_id, cfg->client_id) ||
+        set_string(&c->group_id, cfg->group_id) ||
+        set_string(&c->postfix_id, cfg->postfix_id)) {
+        goto fail;
+    }
+    if (cfg->nprops) {
+        c->props = ksfi_calloc(cfg->nprops, sizeof *c->props);
+        if (!c->props) {
+            goto fail;
+        }
+        for (size_t i = 0; i < cfg->nprops; i++) {
+            c->props[i].role = cfg->props[i].role;
+            c->props[i].key = ksfi_strdup(cfg->props[i].key);
+            c->props[i].value = ksfi_strdup(cfg->props[i].value);
+            c->nprops = i + 1;
+            if (!c->props[i].key || !c->props[i].value) {
+                goto fail;
+            }
+        }
+    }
+    *out = c;
+    return KSF_OK;
+fail:
+    ksf_config_destroy(c);
+    return KSF_ENOMEM;
+}
+
+/* Parse a base-10 integer filling the whole string, within [min, max]. */
+static bool
+parse_int(const char *s, long long min, long long max, long long *out)
+{
+    if (!s || !*s) {
+        return false;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < min || v > max) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Check one host:port entry of a broker list ("[v6]:port" allowed). */
+static bool
+valid_broker(const char *entry, size_t len, const char **why)
+{
+    const char *colon = NULL;
+    for (size_t i = len; i > 0; i--) {
+        if (entry[i - 1] == ':') {
+            colon = entry + i - 1;
+            break;
+        }
+    }
+    if (!colon) {
+        *why = "missing :port";
+        return false;
+    }
+    if (colon == entry) {
+        *why = "empty host";
+        return false;
+    }
+    size_t plen = len - (size_t)(colon + 1 - entry);
+    if (plen == 0 || plen > 5) {
+        *why = "invalid port";
+        return false;
+    }
+    int port = 0;
+    for (size_t i = 0; i < plen; i++) {
+        char c = colon[1 + i];
+        if (c < '0' || c > '9') {
+            *why = "invalid port";
+            return false;
+        }
+        port = port * 10 + (c - '0');
+    }
+    if (port < 1 || port > 65535) {
+        *why = "port out of range 1-65535";
+        return false;
+    }
+    for (const char *p = entry; p < colon; p++) {
+        if (*p == ' ' || *p == '\t') {
+            *why = "whitespace in host";
+            return false;
+        }
+    }
+    return true;
+}
+
+static ksf_err
+set_brokers(ksf_config *cfg, const char *value, ksf_errinfo *ei)
+{
+    const char *why = "empty list";
+    const char *p = value;
+    if (!*p) {
+        goto bad;
+    }
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0) {
+            why = "empty entry";
+            goto bad;
+        }
+        if (!valid_broker(p, len, &why)) {
+            goto bad;
+        }
+        if (!comma) {
+            break;
+        }
+        p = comma + 1;
+    }
+    return set_string(&cfg->brokers, value);
+bad:
+    return ksfi_fail(ei, KSF_EINVAL,
+                     "brokers \"%s\": %s; expected host:port[,host:port...] "
+                     "(e.g. 127.0.0.1:9092)",
+                     value, why);
+}
+
+/* Kafka ids: non-empty, printable ASCII, no spaces (librdkafka and brokers agree). */
+static ksf_err
+set_id(char **slot, const char *key, const char *value, bool allow_empty,
+       ksf_errinfo *ei)
+{
+    if (!*value && !allow_empty) {
+        return ksfi_fail(ei, KSF_EINVAL, "%s \"\": must not be empty", key);
+    }
+    if (strlen(value) > 200) {
+        return ksfi_fail(ei, KSF_EINVAL, "%s \"%.40s...\": longer than 200 characters", key,
+                         value);
+    }
+    for (const char *p = value; *p; p++) {
+        if (*p <= ' ' || *p > '~') {
+            return ksfi_fail(ei, KSF_EINVAL,
+                             "%s \"%s\": contains a space or non-printable character; "
+                             "use printable ASCII without spaces",
+                             key, value);
+        }
+    }
+    return set_string(slot, value);
+}
+
+static ksf_err
+set_range(int *slot, const char *key, const char *value, long long min, long long max,
+          ksf_errinfo *ei)
+{
+    long long v;
+    if (!parse_int(value, min, max, &v)) {
+        return ksfi_fail(ei, KSF_EINVAL, "%s \"%s\": expected an integer from %lld to %lld",
+                         key, value, min, max);
+    }
+    *slot = (int)v;
+    return KSF_OK;
+}
+
+/* Validate a librdkafka property against librdkafka itself, then store it. */
+static ksf_err
+set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char *value,
+               ksf_errinfo *ei)
+{
+    static const char *const role_names[] = {"kafka", "consumer", "producer"};
+    if ((int)role < 0 || role > KSF_KAFKA_PRODUCER) {
+        return ksfi_fail(ei, KSF_EINVAL, "kafka role %d: expected KSF_KAFKA_ALL, "
+                                         "KSF_KAFKA_CONSUMER or KSF_KAFKA_PRODUCER",
+                         (int)role);
+    }
+    for (size_t i = 0; i < sizeof managed_props / sizeof managed_props[0]; i++) {
+        if (!strcmp(key, managed_props[i].property)) {
+            return ksfi_fail(ei, KSF_EINVAL,
+                             "%s.%s: ksf manages this librdkafka property; use %s",
+                             role_names[role], key, managed_props[i].instead);
+        }
+    }
+    rd_kafka_conf_t *scratch = rd_kafka_conf_new();
+    char err[256];
+    rd_kafka_conf_res_t res = rd_kafka_conf_set(scratch, key, value, err, sizeof err);
+    rd_kafka_conf_destroy(scratch);
+    if (res == RD_KAFKA_CONF_UNKNOWN) {
+        return ksfi_fail(ei, KSF_ENOENT,
+                         "%s.%s: librdkafka has no such property (see librdkafka's "
+                         "CONFIGURATION.md)",
+                         role_names[role], key);
+    }
+    if (res != RD_KAFKA_CONF_OK) {
+        return ksfi_fail(ei, KSF_EINVAL, "%s.%s \"%s\": %s", role_names[role], key, value,
+                         err);
+    }
+    for (size_t i = 0; i < cfg->nprops; i++) {
+        if (cfg->props[i].role == role && !strcmp(cfg->props[i].key, key)) {
+            return set_string(&cfg->props[i].value, value);
+        }
+    }
+    ksfi_kprop *grown = ksfi_realloc(cfg->props, (cfg->nprops + 1) * sizeof *grown);
+    if (!grown) {
+        return KSF_ENOMEM;
+    }
+    cfg->props = grown;
+    ksfi_kprop *p = &cfg->props[cfg->nprops];
+    p->role = role;
+    p->key = ksfi_strdup(key);
+    p->value = ksfi_strdup(value);
+    if (!p->key || !p->value) {
+        ksfi_free(p->key);
+        ksfi_free(p->value);
+        return KSF_ENOMEM;
+    }
+    cfg->nprops++;
+    return KSF_OK;
+}
+
+ksf_err
+ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role, const char *key,
+                     const char *value, ksf_errinfo *ei)
+{
+    if (!cfg || !key || !value || !*key) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_config_set_kafka: cfg, key and value are "
+                                         "required");
+    }
+    return set_kafka_prop(cfg, role, key, value, ei);
+}
+
+ksf_err
+ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
+{
+    if (!cfg || !key || !value) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_config_set: cfg, key and value are required");
+    }
+    if (!strcmp(key, "brokers")) {
+        return set_brokers(cfg, value, ei);
+    }
+    if (!strcmp(key, "client.id")) {
+        return set_id(&cfg->client_id, key, value, false, ei);
+    }
+    if (!strcmp(key, "group.id")) {
+        return set_id(&cfg->group_id, key, value, false, ei);
+    }
+    if (!strcmp(key, "postfix.id")) {
+        return set_id(&cfg->postfix_id, key, value, true, ei);
+    }
+    if (!strcmp(key, "server.workers")) {
+        return set_range(&cfg->server_workers, key, value, 1, 1024, ei);
+    }
+    if (!strcmp(key, "client.timeout.ms")) {
+        return set_range(&cfg->client_timeout_ms, key, value, 1, 86400000, ei);
+    }
+    if (!strcmp(key, "client.max.in.flight")) {
+        return set_range(&cfg->client_max_in_flight, key, value, 1, 1000000, ei);
+    }
+    if (!strcmp(key, "client.reply.partition")) {
+        int v;
+        ksf_err e = set_range(&v, key, value, 0, INT32_MAX, ei);
+        if (!e) {
+            cfg->client_reply_partition = v;
+        }
+        return e;
+    }
+    if (!strcmp(key, "message.max.bytes")) {
+        int v;
+        ksf_err e = set_range(&v, key, value, 1, 1000000000, ei);
+        if (!e) {
+            cfg->message_max_bytes = (size_t)v;
+        }
+        return e;
+    }
+    for (size_t i = 0; i < sizeof role_prefixes / sizeof role_prefixes[0]; i++) {
+        size_t plen = strlen(role_prefixes[i].prefix);
+        if (!strncmp(key, role_prefixes[i].prefix, plen) && key[plen]) {
+            return set_kafka_prop(cfg, role_prefixes[i].role, key + plen, value, ei);
+        }
+    }
+    return ksfi_fail(ei, KSF_ENOENT,
+                     "unknown configuration key \"%s\"; expected brokers, client.id, "
+                     "group.id, postfix.id, server.workers, client.timeout.ms, "
+                     "client.max.in.flight, client.reply.partition, message.max.bytes, "
+                     "or kafka./consumer./producer.<librdkafka property>",
+                     key);
+}
+
+static ksf_err
+copy_out(char *buf, size_t size, const char *value)
+{
+    if (size == 0) {
+        return KSF_EINVAL;
+    }
+    size_t n = strlen(value);
+    if (n >= size) {
+        memcpy(buf, value, size - 1);
+        buf[size - 1] = '\0';
+        return KSF_EINVAL;
+    }
+    memcpy(buf, value, n + 1);
+    return KSF_OK;
+}
+
+ksf_err
+ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
+{
+    char num[32];
+    if (!cfg || !key || !buf) {
+        return KSF_EINVAL;
+    }
+    if (!strcmp(key, "brokers")) {
+        return copy_out(buf, size, cfg->brokers);
+    }
+    if (!strcmp(key, "client.id")) {
+        return copy_out(buf, size, cfg->client_id);
+    }
+    if (!strcmp(key, "group.id")) {
+        return copy_out(buf, size, cfg->group_id);
+    }
+    if (!strcmp(key, "postfix.id")) {
+        if (!cfg->postfix_id) {
+            return KSF_ENOENT; /* unset: the role decides */
+        }
+        return copy_out(buf, size, cfg->postfix_id);
+    }
+    long long v;
+    if (!strcmp(key, "server.workers")) {
+        v = cfg->server_workers;
+    } else if (!strcmp(key, "client.timeout.ms")) {
+        v = cfg->client_timeout_ms;
+    } else if (!strcmp(key, "client.max.in.flight")) {
+        v = cfg->client_max_in_flight;
+    } else if (!strcmp(key, "client.reply.partition")) {
+        v = cfg->client_reply_partition;
+    } else if (!strcmp(key, "message.max.bytes")) {
+        v = (long long)cfg->message_max_bytes;
+    } else {
+        for (size_t r = 0; r < sizeof role_prefixes / sizeof role_prefixes[0]; r++) {
+            size_t plen = strlen(role_prefixes[r].prefix);
+            if (strncmp(key, role_prefixes[r].prefix, plen)) {
+                continue;
+            }
+            for (size_t i = 0; i < cfg->nprops; i++) {
+                if (cfg->props[i].role == role_prefixes[r].role &&
+                    !strcmp(cfg->props[i].key, key + plen)) {
+                    return copy_out(buf, size, cfg->props[i].value);
+                }
+            }
+        }
+        return KSF_ENOENT;
+    }
+    snprintf(num, sizeof num, "%lld", v);
+    return copy_out(buf, size, num);
+}
+
+ksf_err
+ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei)
+{
+    const char *brokers = getenv("KSF_BROKERS");
+    if (!brokers || !*brokers) {
+        return KSF_OK;
+    }
+    ksf_err e = ksf_config_set(cfg, "brokers", brokers, ei);
+    if (e && ei) {
+        char inner[sizeof ei->text];
+        memcpy(inner, ei->text, sizeof inner);
+        ksfi_fail(ei, e, "environment variable KSF_BROKERS: %s", inner);
+    }
+    return e;
+}
+
+void
+ksf_config_set_log(ksf_config *cfg, ksf_log_fn fn, void *user, ksf_log_level max_level)
+{
+    if (!cfg) {
+        return;
+    }
+    cfg->log_fn = fn;
+    cfg->log_user = user;
+    cfg->log_max_level = max_level;
+}
+
+static char *
+join_id(const char *base, const char *postfix)
+{
+    size_t a = strlen(base), b = strlen(postfix);
+    char *s = ksfi_malloc(a + b + 1);
+    if (s) {
+        memcpy(s, base, a);
+        memcpy(s + a, postfix, b + 1);
+    }
+    return s;
+}
+
+char *
+ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix)
+{
+    return join_id(cfg->client_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
+}
+
+char *
+ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix)
+{
+    return join_id(cfg->group_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
+}

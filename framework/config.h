@@ -1,0 +1,39 @@
+/* The configuration object's innards, read by the server, the client and the tools. */
+#ifndef KSF_CONFIG_H
+#define KSF_CONFIG_H
+
+#include <ksf/ksf.h>
+
+/* One librdkafka pass-through property and the handles it applies to. */
+typedef struct ksfi_kprop {
+    ksf_kafka_role role;
+    char *key;
+    char *value;
+} ksfi_kprop;
+
+struct ksf_config {
+    char *brokers;
+    char *client_id;
+    char *group_id;
+    char *postfix_id; /* NULL: the role's default suffix */
+    int server_workers;
+    int client_timeout_ms;
+    int client_max_in_flight;
+    int32_t client_reply_partition;
+    size_t message_max_bytes;
+    ksfi_kprop *props; /* in the order set; a later set of the same key replaces */
+    size_t nprops;
+    ksf_log_fn log_fn;
+    void *log_user;
+    ksf_log_level log_max_level;
+};
+
+/*
+ * "<client.id><postfix>" for the role whose default suffix is @p default_postfix
+ * (KSFI_SERVER_POSTFIX / KSFI_CLIENT_POSTFIX). Returns a new string or NULL on ENOMEM.
+ */
+char *ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix);
+/* "<group.id><postfix>", likewise. */
+char *ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix);
+
+#endif

@@ -1,0 +1,142 @@
+#include "kafka.h"
+
+#include "alloc.h"
+#include "errinfo.h"
+
+#include <string.h>
+
+/* Defaults ksf applies before the user's properties (see docs/configuration.md). */
+static const char *const common_defaults[][2] = {
+    /* Request/reply is latency-bound: do not wait to batch. */
+    {"socket.nagle.disable", "true"},
+};
+static const char *const producer_defaults[][2] = {
+    {"linger.ms", "0"},
+    /* Replies must not be lost or reordered by retries (at-least-once contract). */
+    {"enable.idempotence", "false"},
+    {"acks", "all"},
+};
+static const char *const consumer_defaults[][2] = {
+    /* ksf stores offsets itself after each reply is acknowledged. */
+    {"enable.auto.offset.store", "false"},
+    {"auto.offset.reset", "latest"},
+    {"fetch.wait.max.ms", "100"},
+};
+
+static void
+log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    const ksfi_logger *lg = rd_kafka_opaque(rk);
+    if (!lg) {
+        return;
+    }
+    int l = level < KSF_LOG_ERROR ? KSF_LOG_ERROR : level > KSF_LOG_DEBUG ? KSF_LOG_DEBUG : level;
+    ksfi_log(lg, (ksf_log_level)l, "kafka", "%s: %s", fac, buf);
+}
+
+static ksf_err
+conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, ksf_errinfo *ei)
+{
+    char err[256];
+    if (rd_kafka_conf_set(conf, key, value, err, sizeof err) != RD_KAFKA_CONF_OK) {
+        return ksfi_fail(ei, KSF_EINVAL, "librdkafka property %s \"%s\": %s", key, value,
+                         err);
+    }
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *client_id,
+                const char *group_id, rd_kafka_conf_t **out, ksf_errinfo *ei)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ksf_err e;
+    if ((e = conf_set(conf, "bootstrap.servers", cfg->brokers, ei)) ||
+        (e = conf_set(conf, "client.id", client_id, ei))) {
+        goto fail;
+    }
+    if (group_id && (e = conf_set(conf, "group.id", group_id, ei))) {
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof common_defaults / sizeof common_defaults[0]; i++) {
+        if ((e = conf_set(conf, common_defaults[i][0], common_defaults[i][1], ei))) {
+            goto fail;
+        }
+    }
+    const char *const(*defaults)[2] = role == KSF_KAFKA_PRODUCER ? producer_defaults
+                                                                  : consumer_defaults;
+    size_t ndefaults = role == KSF_KAFKA_PRODUCER
+                           ? sizeof producer_defaults / sizeof producer_defaults[0]
+                           : sizeof consumer_defaults / sizeof consumer_defaults[0];
+    for (size_t i = 0; i < ndefaults; i++) {
+        if ((e = conf_set(conf, defaults[i][0], defaults[i][1], ei))) {
+            goto fail;
+        }
+    }
+    /* "kafka." properties first, then the role's, so the more specific one wins. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < cfg->nprops; i++) {
+            const ksfi_kprop *p = &cfg->props[i];
+            bool applies = pass == 0 ? p->role == KSF_KAFKA_ALL : p->role == role;
+            if (applies && (e = conf_set(conf, p->key, p->value, ei))) {
+                goto fail;
+            }
+        }
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    *out = conf;
+    return KSF_OK;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return e;
+}
+
+ksf_err
+ksfi_kafka_read_headers(const rd_kafka_message_t *msg, ksfi_header **out, size_t *count)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    *out = NULL;
+    *count = 0;
+    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR || !hdrs) {
+        return KSF_OK;
+    }
+    size_t n = rd_kafka_header_cnt(hdrs);
+    if (n == 0) {
+        return KSF_OK;
+    }
+    ksfi_header *h = ksfi_calloc(n, sizeof *h);
+    if (!h) {
+        return KSF_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const void *value;
+        size_t len;
+        if (rd_kafka_header_get_all(hdrs, i, &h[i].name, &value, &len)) {
+            n = i;
+            break;
+        }
+        h[i].value = value;
+        h[i].len = value ? len : 0;
+    }
+    *out = h;
+    *count = n;
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_kafka_add_headers(rd_kafka_headers_t *hdrs, const ksfi_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (rd_kafka_header_add(hdrs, h[i].name, -1, h[i].value,
+                                h[i].value ? (ssize_t)h[i].len : -1)) {
+            return KSF_EKAFKA;
+        }
+    }
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_kafka_fail(ksf_errinfo *ei, rd_kafka_resp_err_t err, const char *what)
+{
+    return ksfi_fail_kafka(ei, (int)err, "%s: %s", what, rd_kafka_err2str(err));
+}

@@ -1,0 +1,631 @@
+/*
+ * ksf: request/reply and events over Kafka, wire-compatible with NestJS microservices.
+ *
+ * This is the whole public API. A service registers handlers for message patterns
+ * (the analogue of NestJS's @MessagePattern / @EventPattern) and runs a ksf_server;
+ * a caller uses a ksf_client to send() requests and emit() events. On the wire ksf
+ * speaks exactly what NestJS's ClientKafka / ServerKafka speak, so C and NestJS
+ * services can call each other through the same broker.
+ *
+ * Conventions used throughout this header:
+ * - Objects are opaque, created by *_new and freed by *_destroy. Every destroy
+ *   accepts NULL.
+ * - Fallible functions return ksf_err (KSF_OK == 0). Where a failure needs a sentence,
+ *   the last argument is an optional ksf_errinfo *; pass NULL when you do not want it.
+ * - JSON follows jansson's vocabulary: `const json_t *` inputs are borrowed; `json_t **`
+ *   outputs are new references the caller must json_decref().
+ * - Ownership of an argument moves only when the call returns KSF_OK.
+ * - The library never prints and never exits; diagnostics go to the log callback set
+ *   with ksf_config_set_log().
+ */
+#ifndef KSF_KSF_H
+#define KSF_KSF_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KSF_API __attribute__((visibility("default")))
+#else
+#define KSF_API
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* Version                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+#define KSF_VERSION_MAJOR 0
+#define KSF_VERSION_MINOR 1
+#define KSF_VERSION_PATCH 0
+#define KSF_VERSION_STRING "0.1.0"
+
+/** The library's version as "MAJOR.MINOR.PATCH" (the one linked, not the header's). */
+KSF_API const char *ksf_version(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* Errors                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/** Result codes. KSF_OK is zero; every other value has a ksf_strerror() string. */
+typedef enum ksf_err {
+    KSF_OK = 0,
+    KSF_ENOMEM = 1,       /**< An allocation failed. */
+    KSF_EINVAL = 2,       /**< An argument or configuration value is invalid. */
+    KSF_ETIMEDOUT = 3,    /**< The deadline passed before the operation completed. */
+    KSF_ECLOSED = 4,      /**< The object is stopping or destroyed. */
+    KSF_EPROTO = 5,       /**< A message or protocol response was malformed. */
+    KSF_EREMOTE = 6,      /**< The remote handler answered with an error (see the error JSON). */
+    KSF_EKAFKA = 7,       /**< The Kafka client reported an error (ksf_errinfo.kafka_err). */
+    KSF_EEXIST = 8,       /**< Already exists, e.g. a pattern registered twice. */
+    KSF_ENOENT = 9,       /**< Not found, e.g. an unknown configuration key or controller. */
+    KSF_ENOPARTITION = 10, /**< This client owns no partition of the reply topic. */
+    KSF_EBUSY = 11,       /**< The in-flight request limit is reached. */
+    KSF_ESTATE = 12,      /**< The call is not valid in the object's current state. */
+    KSF_EMSGSIZE = 13,    /**< A message is larger than the configured limit. */
+    KSF_DEFERRED = 100,   /**< Not an error: a handler will finish its reply later. */
+} ksf_err;
+
+/** A short English description of @p err. Never NULL, also for unknown codes. */
+KSF_API const char *ksf_strerror(ksf_err err);
+
+#define KSF_ERRINFO_TEXT_SIZE 320
+
+/**
+ * Details of a failure: the code, librdkafka's error code when Kafka was involved
+ * (0 otherwise, an rd_kafka_resp_err_t value), and a sentence naming what was wrong and
+ * what to do about it. Filled by every function that takes one and fails; left
+ * untouched on success.
+ */
+typedef struct ksf_errinfo {
+    ksf_err code;
+    int kafka_err;
+    char text[KSF_ERRINFO_TEXT_SIZE];
+} ksf_errinfo;
+
+/* ------------------------------------------------------------------------------------ */
+/* Logging                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+/** Log levels; the numbers are syslog's. */
+typedef enum ksf_log_level {
+    KSF_LOG_ERROR = 3,
+    KSF_LOG_WARNING = 4,
+    KSF_LOG_NOTICE = 5,
+    KSF_LOG_INFO = 6,
+    KSF_LOG_DEBUG = 7,
+} ksf_log_level;
+
+/**
+ * A log sink. @p component names the part of ksf speaking ("server", "client",
+ * "kafka", ...). Threads: called from any ksf thread, possibly concurrently; must not
+ * call back into the object that logged.
+ */
+typedef void (*ksf_log_fn)(void *user, ksf_log_level level, const char *component,
+                           const char *message);
+
+/** A ready-made sink writing "ksf <LEVEL> <component>: <message>" lines to stderr. */
+KSF_API void ksf_log_stderr(void *user, ksf_log_level level, const char *component,
+                            const char *message);
+
+/** The name of @p level ("error", "warning", ...). Never NULL. */
+KSF_API const char *ksf_log_level_name(ksf_log_level level);
+
+/* ------------------------------------------------------------------------------------ */
+/* Configuration                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * Settings shared by servers and clients. Every value is checked when it is set; a bad
+ * value is refused with KSF_EINVAL and a sentence naming the key, the value and what
+ * is expected. Servers and clients copy the configuration at _new, so one
+ * configuration can create several objects and may be destroyed afterwards.
+ *
+ * Keys accepted by ksf_config_set() (defaults in brackets):
+ * - "brokers"               host:port[,host:port...]                   [localhost:9092]
+ * - "client.id"             NestJS client.clientId, before the suffix  [nestjs-consumer]
+ * - "group.id"              NestJS consumer.groupId, before the suffix [nestjs-group]
+ * - "postfix.id"            suffix for both ids; "" for none  [-server / -client by role]
+ * - "server.workers"        handler threads, 1..1024                   [4]
+ * - "client.timeout.ms"     default request timeout, 1..86400000       [30000]
+ * - "client.max.in.flight"  requests awaiting a reply, 1..1000000      [10000]
+ * - "client.reply.partition" the static reply partition, 0..2^31-1     [0]
+ * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
+ * - "kafka.<property>"      a librdkafka property for every Kafka handle ksf creates
+ *                           (NestJS's `client` options)
+ * - "consumer.<property>"   a librdkafka property for consumers only (`consumer`)
+ * - "producer.<property>"   a librdkafka property for producers only (`producer`)
+ * librdkafka properties are validated against librdkafka at set time. Properties ksf
+ * manages itself (bootstrap.servers, client.id, group.id, enable.auto.commit,
+ * enable.auto.offset.store, the callbacks) are refused with a pointer to the ksf key.
+ */
+typedef struct ksf_config ksf_config;
+
+/** Which Kafka handles a pass-through librdkafka property applies to. */
+typedef enum ksf_kafka_role {
+    KSF_KAFKA_ALL = 0,
+    KSF_KAFKA_CONSUMER = 1,
+    KSF_KAFKA_PRODUCER = 2,
+} ksf_kafka_role;
+
+/** Create a configuration holding the defaults. Errors: KSF_ENOMEM. */
+KSF_API ksf_err ksf_config_new(ksf_config **out);
+
+/** Free a configuration. NULL is a no-op. */
+KSF_API void ksf_config_destroy(ksf_config *cfg);
+
+/** Copy @p cfg into a new configuration. Errors: KSF_ENOMEM. */
+KSF_API ksf_err ksf_config_dup(const ksf_config *cfg, ksf_config **out);
+
+/**
+ * Set one key (see the table above) to a string value.
+ * Errors: KSF_ENOENT for an unknown key, KSF_EINVAL for a bad value, KSF_ENOMEM.
+ */
+KSF_API ksf_err ksf_config_set(ksf_config *cfg, const char *key, const char *value,
+                               ksf_errinfo *ei);
+
+/**
+ * Copy the current value of @p key into @p buf (always NUL-terminated when size > 0).
+ * Errors: KSF_ENOENT for a key that is neither known nor set, KSF_EINVAL when @p buf is
+ * too small (it then holds a truncated value).
+ */
+KSF_API ksf_err ksf_config_get(const ksf_config *cfg, const char *key, char *buf,
+                               size_t size);
+
+/**
+ * Set a librdkafka property for the handles of @p role; the same as
+ * ksf_config_set(cfg, "kafka.<key>" / "consumer.<key>" / "producer.<key>", value).
+ */
+KSF_API ksf_err ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role,
+                                     const char *key, const char *value, ksf_errinfo *ei);
+
+/**
+ * Apply the environment: KSF_BROKERS, when set and non-empty, becomes "brokers".
+ * Tools and examples call this before parsing their flags, so flags win.
+ * Errors: as ksf_config_set(), naming the variable.
+ */
+KSF_API ksf_err ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei);
+
+/**
+ * Route logs at or above @p max_level severity (i.e. numerically <= max_level) to
+ * @p fn. @p fn NULL turns logging off (the default). librdkafka's own logs are routed
+ * to the same sink with component "kafka".
+ */
+KSF_API void ksf_config_set_log(ksf_config *cfg, ksf_log_fn fn, void *user,
+                                ksf_log_level max_level);
+
+/* ------------------------------------------------------------------------------------ */
+/* Server: handlers and the handler context                                             */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct ksf_server ksf_server;
+
+/**
+ * The per-message context handed to a handler (NestJS's KafkaContext analogue). It is
+ * valid until the handler returns, or, for a deferred handler, until ksf_ctx_finish().
+ */
+typedef struct ksf_ctx ksf_ctx;
+
+/**
+ * A handler. @p data is the decoded payload, borrowed for the call, following NestJS's
+ * parsing rules: a value starting with '{' or '[' that parses as JSON is that JSON; any
+ * other text is a JSON string (invalid UTF-8 replaced by U+FFFD); a null Kafka value is
+ * json null; a value whose first byte is 0x00 is binary and @p data is NULL (read the
+ * bytes with ksf_ctx_value()).
+ *
+ * A message handler answers by setting @p *reply to a new reference (or leaving it
+ * NULL for a null reply value) and returning KSF_OK. It reports an error to the caller
+ * with `return ksf_ctx_reply_error(ctx, "text")`. Any other non-OK return sends
+ * NestJS's {"status":"error","message":"Internal server error"}. It may instead
+ * `return ksf_ctx_defer(ctx)` and finish later from any thread.
+ *
+ * An event handler gets a valid @p reply slot too; whatever is put there is discarded.
+ *
+ * Threads: handlers run on the server's worker pool; messages of one partition are
+ * handed to handlers one at a time, in offset order.
+ */
+typedef ksf_err (*ksf_handler_fn)(ksf_ctx *ctx, const json_t *data, json_t **reply);
+
+/** The pattern (topic) the message arrived on. */
+KSF_API const char *ksf_ctx_topic(const ksf_ctx *ctx);
+/** The partition the message arrived on. */
+KSF_API int32_t ksf_ctx_partition(const ksf_ctx *ctx);
+/** The message's offset. */
+KSF_API int64_t ksf_ctx_offset(const ksf_ctx *ctx);
+/** The message's timestamp in ms since the epoch, or -1 when it has none. */
+KSF_API int64_t ksf_ctx_timestamp_ms(const ksf_ctx *ctx);
+/** The message key, or NULL when it has none; @p len (optional) receives its length. */
+KSF_API const void *ksf_ctx_key(const ksf_ctx *ctx, size_t *len);
+/** The raw value bytes, or NULL for a null value; @p len (optional) gets the length. */
+KSF_API const void *ksf_ctx_value(const ksf_ctx *ctx, size_t *len);
+/** The number of headers on the message. */
+KSF_API size_t ksf_ctx_header_count(const ksf_ctx *ctx);
+/**
+ * Header @p idx (0-based, in wire order): its name and value. A null header value gives
+ * *value NULL. Returns false when @p idx is out of range.
+ */
+KSF_API bool ksf_ctx_header_at(const ksf_ctx *ctx, size_t idx, const char **name,
+                               const void **value, size_t *len);
+/** The value of the last header named @p name, or NULL when absent. */
+KSF_API const void *ksf_ctx_header(const ksf_ctx *ctx, const char *name, size_t *len);
+/** The request's correlation id as text, or NULL for an event. */
+KSF_API const char *ksf_ctx_correlation_id(const ksf_ctx *ctx);
+/** The topic the reply will go to, or NULL for an event. */
+KSF_API const char *ksf_ctx_reply_topic(const ksf_ctx *ctx);
+/** The partition the reply will go to, or -1 when the request named none. */
+KSF_API int32_t ksf_ctx_reply_partition(const ksf_ctx *ctx);
+/** True when the message is an event: no reply will be sent. */
+KSF_API bool ksf_ctx_is_event(const ksf_ctx *ctx);
+/** The @p user pointer given when the handler was registered (NULL for macros). */
+KSF_API void *ksf_ctx_user(const ksf_ctx *ctx);
+
+/**
+ * Answer with NestJS's RpcException(string) shape {"status":"error","message":<text>}.
+ * Returns KSF_EREMOTE so a handler can `return ksf_ctx_reply_error(ctx, "...")`.
+ * On an event it only logs. Later reply calls on the same ctx are refused.
+ */
+KSF_API ksf_err ksf_ctx_reply_error(ksf_ctx *ctx, const char *message);
+
+/**
+ * Answer with an error object sent as is, like RpcException({...}) (a JSON string is
+ * sent as raw text, like RpcException of a non-object). Returns KSF_EREMOTE.
+ */
+KSF_API ksf_err ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error);
+
+/**
+ * Send one value of a streamed reply now (the NestJS Observable case). The final value
+ * is the one the handler returns (or passes to ksf_ctx_finish); it carries the
+ * end-of-stream header. Errors: KSF_ESTATE after the reply ended or on an event,
+ * KSF_EKAFKA when the produce could not be queued.
+ */
+KSF_API ksf_err ksf_ctx_stream(ksf_ctx *ctx, const json_t *value, ksf_errinfo *ei);
+
+/**
+ * Make the final reply value these raw bytes instead of the JSON in *reply (copied).
+ * Use a first byte 0x00 for binary data a NestJS peer should see as a Buffer.
+ */
+KSF_API ksf_err ksf_ctx_set_reply_raw(ksf_ctx *ctx, const void *bytes, size_t len);
+
+/** Give the final reply message a key (copied); NestJS's {key, value} reply form. */
+KSF_API ksf_err ksf_ctx_set_reply_key(ksf_ctx *ctx, const void *key, size_t len);
+
+/**
+ * Add a header to the final reply message (copied); NestJS's {headers, value} form.
+ * Headers named kafka_* are reserved for the protocol and refused with KSF_EINVAL.
+ */
+KSF_API ksf_err ksf_ctx_add_reply_header(ksf_ctx *ctx, const char *name,
+                                         const void *value, size_t len);
+
+/**
+ * Keep the context after the handler returns: `return ksf_ctx_defer(ctx);`. The ctx
+ * then stays valid until ksf_ctx_finish(), which any thread may call. The message's
+ * offset is committed only after the finish and its reply are done. Later messages of
+ * the same partition are still dispatched meanwhile.
+ */
+KSF_API ksf_err ksf_ctx_defer(ksf_ctx *ctx);
+
+/**
+ * Finish a deferred handler as if it had returned @p status with @p reply in *reply.
+ * Ownership: @p reply (may be NULL) is stolen, whatever the result. The ctx is freed.
+ * Errors: KSF_ESTATE when the ctx was not deferred or was already finished.
+ */
+KSF_API ksf_err ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply);
+
+/* Handler registration macros ------------------------------------------------------- */
+
+/** Kinds of registered handler. */
+typedef enum ksf_handler_kind {
+    KSF_HANDLER_MESSAGE = 1, /**< @MessagePattern: request/reply. */
+    KSF_HANDLER_EVENT = 2,   /**< @EventPattern: fire and forget. */
+} ksf_handler_kind;
+
+/**
+ * A handler definition as the macros below create it: static storage in the user's
+ * module, linked into a library-owned list by a constructor before main() runs.
+ * Not meant to be filled in by hand (use ksf_server_on_message instead).
+ */
+typedef struct ksf_handler_def {
+    const char *controller; /**< group name; KSF_DEFAULT_CONTROLLER for the plain macros */
+    const char *pattern;
+    ksf_handler_kind kind;
+    ksf_handler_fn fn;
+    const char *file;
+    int line;
+    struct ksf_handler_def *next; /**< owned by the registry */
+} ksf_handler_def;
+
+/** Add @p def to the global handler registry (called by the macros' constructors). */
+KSF_API void ksf_registry_add(ksf_handler_def *def);
+
+/** The controller name used by KSF_MESSAGE_PATTERN / KSF_EVENT_PATTERN. */
+#define KSF_DEFAULT_CONTROLLER "default"
+
+#define KSF__HANDLER(controller_, pattern_, kind_, fn_)                                 \
+    static ksf_err fn_(ksf_ctx *ctx, const json_t *data, json_t **reply);               \
+    static ksf_handler_def ksf__def_##fn_ = {(controller_), (pattern_), (kind_), fn_,   \
+                                             __FILE__, __LINE__, NULL};                 \
+    __attribute__((constructor)) static void ksf__register_##fn_(void)                   \
+    {                                                                                    \
+        ksf_registry_add(&ksf__def_##fn_);                                               \
+    }                                                                                    \
+    static ksf_err fn_(ksf_ctx *ctx __attribute__((unused)),                            \
+                       const json_t *data __attribute__((unused)),                      \
+                       json_t **reply __attribute__((unused)))
+
+/**
+ * Define a request/reply handler for @p pattern at file scope, like @MessagePattern:
+ *
+ *     KSF_MESSAGE_PATTERN("hero.kill.dragon", kill_dragon)
+ *     {
+ *         *reply = json_pack("[{s:i,s:s}]", "id", 1, "name", "Mythical Sword");
+ *         return KSF_OK;
+ *     }
+ *
+ * `ctx`, `data` and `reply` are in scope (see ksf_handler_fn). Handlers may live in any
+ * number of translation units; ksf_server_mount() collects them. Handlers in a static
+ * library are linked only if something references their object file: see
+ * KSF_CONTROLLER_ANCHOR.
+ */
+#define KSF_MESSAGE_PATTERN(pattern, fn)                                                 \
+    KSF__HANDLER(KSF_DEFAULT_CONTROLLER, pattern, KSF_HANDLER_MESSAGE, fn)
+
+/** Define an event handler for @p pattern, like @EventPattern. */
+#define KSF_EVENT_PATTERN(pattern, fn)                                                   \
+    KSF__HANDLER(KSF_DEFAULT_CONTROLLER, pattern, KSF_HANDLER_EVENT, fn)
+
+/**
+ * As KSF_MESSAGE_PATTERN, inside the named controller (a string), so one binary can
+ * mount several services separately: ksf_server_mount(srv, "heroes", NULL).
+ */
+#define KSF_CONTROLLER_MESSAGE_PATTERN(controller, pattern, fn)                          \
+    KSF__HANDLER(controller, pattern, KSF_HANDLER_MESSAGE, fn)
+
+/** As KSF_EVENT_PATTERN, inside the named controller. */
+#define KSF_CONTROLLER_EVENT_PATTERN(controller, pattern, fn)                            \
+    KSF__HANDLER(controller, pattern, KSF_HANDLER_EVENT, fn)
+
+/**
+ * Static-library remedy. An archive member nothing references is not linked, and its
+ * constructors never run. Put KSF_CONTROLLER_ANCHOR(name) at file scope in each
+ * handler file of the archive and KSF_USE_CONTROLLER(name) at file scope in the
+ * program (e.g. next to main); the reference pulls the member in. (Linking with
+ * -Wl,--whole-archive works too.) @p name is a C identifier.
+ */
+#define KSF_CONTROLLER_ANCHOR(name) const int ksf_controller_anchor_##name = 1
+/** See KSF_CONTROLLER_ANCHOR. */
+#define KSF_USE_CONTROLLER(name)                                                         \
+    extern const int ksf_controller_anchor_##name;                                       \
+    __attribute__((used)) static const int *const ksf__use_controller_##name =           \
+        &ksf_controller_anchor_##name
+
+/* Server lifecycle ---------------------------------------------------------------- */
+
+/**
+ * Create a server (NestJS ServerKafka). It consumes the pattern topics in consumer
+ * group "<group.id><postfix.id>" (default nestjs-group-server) with client id
+ * "<client.id><postfix.id>" (default nestjs-consumer-server). Nothing connects until
+ * ksf_server_run(). Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL,
+ * KSF_EKAFKA.
+ */
+KSF_API ksf_err ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei);
+
+/**
+ * Stop the server if it runs (as ksf_server_stop, then waits for run to return when it
+ * runs on another thread) and free it, deferred contexts included. NULL is a no-op.
+ * Threads: never call from a handler.
+ */
+KSF_API void ksf_server_destroy(ksf_server *srv);
+
+/**
+ * Register a request/reply handler for @p pattern; @p user is returned by
+ * ksf_ctx_user(). Errors: KSF_EEXIST when the pattern already has a handler,
+ * KSF_EINVAL for an empty or non-topic pattern, KSF_ESTATE once the server runs.
+ */
+KSF_API ksf_err ksf_server_on_message(ksf_server *srv, const char *pattern,
+                                      ksf_handler_fn fn, void *user, ksf_errinfo *ei);
+
+/** Register an event handler for @p pattern. Errors: as ksf_server_on_message(). */
+KSF_API ksf_err ksf_server_on_event(ksf_server *srv, const char *pattern,
+                                    ksf_handler_fn fn, void *user, ksf_errinfo *ei);
+
+/**
+ * Register every macro-defined handler of @p controller (NULL: of all controllers).
+ * Errors: KSF_EEXIST naming the pattern (and both definitions' file:line) when a
+ * pattern would have two handlers; KSF_ENOENT when the controller has no handlers.
+ */
+KSF_API ksf_err ksf_server_mount(ksf_server *srv, const char *controller,
+                                 ksf_errinfo *ei);
+
+/** Called once the server has joined its group and is consuming (see set_ready_cb). */
+typedef void (*ksf_ready_fn)(ksf_server *srv, void *user);
+
+/** Set a callback run (on the run thread) once the server is ready to serve. */
+KSF_API void ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user);
+
+/**
+ * Connect, subscribe to the registered patterns and serve until ksf_server_stop().
+ * On stop: fetching stops, in-flight handlers finish, replies are flushed, offsets are
+ * committed and the group is left; then run returns KSF_OK.
+ * Delivery: at least once. A message's offset is committed only after its handler
+ * finished and its reply was acknowledged by the broker.
+ * Errors: KSF_EINVAL when no handler is registered, KSF_ESTATE when already running,
+ * KSF_EKAFKA for a fatal Kafka error.
+ */
+KSF_API ksf_err ksf_server_run(ksf_server *srv, ksf_errinfo *ei);
+
+/**
+ * Ask a running server to stop; returns at once. Threads: async-signal-safe, callable
+ * from any thread or a signal handler. Calling it before run makes run return at once.
+ */
+KSF_API void ksf_server_stop(ksf_server *srv);
+
+/**
+ * Install SIGINT and SIGTERM handlers that call ksf_server_stop(@p srv). One server per
+ * process can be the target at a time. Errors: KSF_EINVAL when sigaction fails.
+ */
+KSF_API ksf_err ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei);
+
+/** Counters of a server, readable at any time. */
+typedef struct ksf_server_stats {
+    uint64_t requests;        /**< request messages handled */
+    uint64_t events;          /**< event messages handled */
+    uint64_t replies;         /**< reply messages acknowledged by the broker */
+    uint64_t errors;          /**< error replies sent (remote errors, internal errors) */
+    uint64_t no_handler;      /**< messages on a topic with no handler */
+    uint64_t malformed;       /**< messages whose headers could not be used */
+    uint64_t reply_failures;  /**< reply produces that failed for good */
+} ksf_server_stats;
+
+/** Copy the server's counters into @p out. */
+KSF_API void ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out);
+
+/* ------------------------------------------------------------------------------------ */
+/* Client: send (request/reply) and emit (events)                                      */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct ksf_client ksf_client;
+
+/** One delivery to a send callback. Everything in it is borrowed for the call. */
+typedef struct ksf_reply {
+    /** KSF_OK, KSF_EREMOTE, KSF_ETIMEDOUT, KSF_ECLOSED, KSF_EPROTO, KSF_EKAFKA... */
+    ksf_err err;
+    /** KSF_OK: the decoded value (NULL for binary, json null for a null value);
+     *  KSF_EREMOTE: the error as sent by the server (object or string); else NULL. */
+    const json_t *value;
+    /** The raw reply value bytes (NULL for a null value or when err is local). */
+    const void *raw;
+    size_t raw_len;
+    /** True on the last delivery for this request: exactly one per request. */
+    bool done;
+    /** The request's correlation id. */
+    const char *correlation_id;
+    /** For a non-OK err: a sentence saying what happened. Otherwise "". */
+    const char *text;
+} ksf_reply;
+
+/**
+ * A send callback. Without KSF_SEND_STREAM it runs exactly once, with done == true:
+ * the final reply value (the last one for a stream), a remote error, KSF_ETIMEDOUT, or
+ * KSF_ECLOSED when the client is destroyed first. With KSF_SEND_STREAM it runs once per
+ * streamed value (done == false) and then once with done == true (a final value, or no
+ * value when the stream ended with a separate end message: err KSF_OK, value NULL).
+ * Threads: runs on the client's reply thread (or the destroying thread for
+ * KSF_ECLOSED); it must not block and must not destroy the client.
+ */
+typedef void (*ksf_reply_fn)(const ksf_reply *reply, void *user);
+
+/** Flags for ksf_send_opts.flags. */
+enum {
+    KSF_SEND_STREAM = 1 << 0, /**< deliver every streamed value, not only the last */
+};
+
+/**
+ * Per-request options; a zeroed struct (or NULL) means the defaults.
+ */
+typedef struct ksf_send_opts {
+    int timeout_ms;        /**< 0: the client's client.timeout.ms */
+    const void *key;       /**< message key (NULL: none) */
+    size_t key_len;
+    const json_t *headers; /**< extra headers: an object of name -> string */
+    const void *raw_value; /**< send these bytes instead of encoding @p data */
+    size_t raw_len;
+    unsigned flags;        /**< KSF_SEND_* */
+} ksf_send_opts;
+
+/**
+ * Create a client (NestJS ClientKafka). Its ids are "<client.id><postfix.id>" and
+ * "<group.id><postfix.id>" with postfix "-client" by default. It starts its reply
+ * thread at once but connects lazily. Ownership: @p cfg is copied.
+ * Errors: KSF_ENOMEM, KSF_EINVAL, KSF_EKAFKA.
+ */
+KSF_API ksf_err ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei);
+
+/**
+ * Fail every pending request with KSF_ECLOSED (each callback runs once, on the calling
+ * thread), flush queued emits for up to 5 s, and free the client. NULL is a no-op.
+ * Threads: never call from a reply callback.
+ */
+KSF_API void ksf_client_destroy(ksf_client *cli);
+
+/**
+ * Start consuming "<pattern>.reply" now, so the first send of @p pattern does not pay
+ * for it (sends subscribe on demand otherwise). Errors: KSF_EINVAL, KSF_ECLOSED.
+ */
+KSF_API ksf_err ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern,
+                                                    ksf_errinfo *ei);
+
+/**
+ * Wait until the producer reached the brokers and every subscribed reply topic has a
+ * reply partition, for up to @p timeout_ms. Errors: KSF_ETIMEDOUT naming what was not
+ * ready, KSF_ENOPARTITION, KSF_EKAFKA, KSF_ECLOSED.
+ */
+KSF_API ksf_err ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei);
+
+/**
+ * Send a request to topic @p pattern and call @p cb with the reply. @p data is encoded
+ * as NestJS does (objects and arrays as JSON text, strings raw, numbers and booleans as
+ * their text, json null or NULL as a null value) unless opts->raw_value is set.
+ * Returns KSF_OK when the request is queued; @p cb then runs exactly once with
+ * done == true. On any other return @p cb is never called.
+ * Errors: KSF_EINVAL, KSF_EBUSY (client.max.in.flight reached: retry later),
+ * KSF_ENOPARTITION (no reply partition: the sentence names the topic and its partition
+ * count), KSF_EMSGSIZE, KSF_EKAFKA, KSF_ECLOSED.
+ * Threads: any thread, including server handlers.
+ */
+KSF_API ksf_err ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
+                                const ksf_send_opts *opts, ksf_reply_fn cb, void *user,
+                                ksf_errinfo *ei);
+
+/**
+ * Send and wait for the final reply on the calling thread. On KSF_OK, *reply is the
+ * reply value (json null for a null value); on KSF_EREMOTE it is the error JSON sent by
+ * the server; otherwise NULL. @p timeout_ms 0 means client.timeout.ms.
+ * Errors: those of ksf_client_send(), KSF_EREMOTE, KSF_ETIMEDOUT.
+ */
+KSF_API ksf_err ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data,
+                                int timeout_ms, json_t **reply, ksf_errinfo *ei);
+
+/** Delivery report of an emit: KSF_OK once the broker acknowledged it. */
+typedef void (*ksf_emit_fn)(ksf_err err, const char *text, void *user);
+
+/**
+ * Emit an event to topic @p pattern: no correlation headers, no reply. @p cb (optional)
+ * runs once, on a client thread, when the broker acknowledged the event or it failed
+ * for good. Errors: KSF_EINVAL, KSF_EMSGSIZE, KSF_EKAFKA (queue full), KSF_ECLOSED.
+ */
+KSF_API ksf_err ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
+                                const ksf_send_opts *opts, ksf_emit_fn cb, void *user,
+                                ksf_errinfo *ei);
+
+/**
+ * Wait up to @p timeout_ms until every emitted event and sent request left the
+ * producer. Errors: KSF_ETIMEDOUT with the count still queued.
+ */
+KSF_API ksf_err ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei);
+
+/** Counters of a client, readable at any time. */
+typedef struct ksf_client_stats {
+    uint64_t sent;              /**< requests produced */
+    uint64_t replies;           /**< requests answered with a value */
+    uint64_t remote_errors;     /**< requests answered with an error */
+    uint64_t timeouts;          /**< requests that timed out */
+    uint64_t late_replies;      /**< replies for requests that had timed out */
+    uint64_t unknown_replies;   /**< replies with an id this client never sent */
+    uint64_t duplicate_replies; /**< replies for requests already finished */
+    uint64_t emitted;           /**< events acknowledged */
+    uint32_t in_flight;         /**< requests awaiting their final reply now */
+} ksf_client_stats;
+
+/** Copy the client's counters into @p out. */
+KSF_API void ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KSF_KSF_H */

@@ -1,0 +1,90 @@
+#include "errinfo.h"
+
+#include <check.h>
+#include <ksf/ksf.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(test_errors_every_code_has_a_string)
+{
+    static const ksf_err all[] = {KSF_OK,      KSF_ENOMEM, KSF_EINVAL,      KSF_ETIMEDOUT,
+                                  KSF_ECLOSED, KSF_EPROTO, KSF_EREMOTE,     KSF_EKAFKA,
+                                  KSF_EEXIST,  KSF_ENOENT, KSF_ENOPARTITION, KSF_EBUSY,
+                                  KSF_ESTATE,  KSF_EMSGSIZE, KSF_DEFERRED};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        const char *s = ksf_strerror(all[i]);
+        ck_assert_ptr_nonnull(s);
+        ck_assert_str_ne(s, "unknown ksf error");
+        for (size_t j = 0; j < i; j++) {
+            ck_assert_str_ne(s, ksf_strerror(all[j])); /* distinct texts */
+        }
+    }
+    ck_assert_str_eq(ksf_strerror(KSF_OK), "success");
+    ck_assert_str_eq(ksf_strerror(KSF_ETIMEDOUT), "timed out");
+}
+END_TEST
+
+START_TEST(test_errors_unknown_code_is_not_null)
+{
+    ck_assert_str_eq(ksf_strerror((ksf_err)12345), "unknown ksf error");
+    ck_assert_str_eq(ksf_strerror((ksf_err)-1), "unknown ksf error");
+}
+END_TEST
+
+START_TEST(test_errors_fail_fills_errinfo)
+{
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksfi_fail(&ei, KSF_EINVAL, "key %s: %d", "x", 7), KSF_EINVAL);
+    ck_assert_int_eq(ei.code, KSF_EINVAL);
+    ck_assert_int_eq(ei.kafka_err, 0);
+    ck_assert_str_eq(ei.text, "key x: 7");
+    ck_assert_int_eq(ksfi_fail_kafka(&ei, -195, "produce"), KSF_EKAFKA);
+    ck_assert_int_eq(ei.code, KSF_EKAFKA);
+    ck_assert_int_eq(ei.kafka_err, -195);
+    ck_assert_int_eq(ksfi_fail(NULL, KSF_ENOMEM, "ignored"), KSF_ENOMEM);
+}
+END_TEST
+
+START_TEST(test_errors_long_text_is_truncated_and_terminated)
+{
+    ksf_errinfo ei;
+    memset(&ei, 'x', sizeof ei);
+    char big[1000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    ksfi_fail(&ei, KSF_EINVAL, "%s", big);
+    ck_assert_uint_eq(strlen(ei.text), KSF_ERRINFO_TEXT_SIZE - 1);
+}
+END_TEST
+
+START_TEST(test_errors_version)
+{
+    ck_assert_str_eq(ksf_version(), KSF_VERSION_STRING);
+}
+END_TEST
+
+static Suite *
+errors_suite(void)
+{
+    Suite *s = suite_create("errors");
+    TCase *tc = tcase_create("strerror");
+    tcase_add_test(tc, test_errors_every_code_has_a_string);
+    tcase_add_test(tc, test_errors_unknown_code_is_not_null);
+    tcase_add_test(tc, test_errors_version);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errinfo");
+    tcase_add_test(tc, test_errors_fail_fills_errinfo);
+    tcase_add_test(tc, test_errors_long_text_is_truncated_and_terminated);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(errors_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
