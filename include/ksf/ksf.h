@@ -272,8 +272,9 @@ KSF_API void *ksf_ctx_user(const ksf_ctx *ctx);
 KSF_API ksf_err ksf_ctx_reply_error(ksf_ctx *ctx, const char *message);
 
 /**
- * Answer with an error object sent as is, like RpcException({...}) (a JSON string is
- * sent as raw text, like RpcException of a non-object). Returns KSF_EREMOTE.
+ * Answer with an error as RpcException(@p error) does: an object or array is sent as is
+ * ({"code":42,"message":"x"}); any other value is wrapped as
+ * {"status":"error","message":<value>}. Returns KSF_EREMOTE.
  */
 KSF_API ksf_err ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error);
 
