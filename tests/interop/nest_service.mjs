@@ -1,0 +1,84 @@
+// A NestJS microservice (ServerKafka) exposing the interop handler matrix.
+// Usage: node nest_service.mjs BROKER   (prints "nest service ready" when listening)
+// Plain JavaScript: decorators are applied by calling them, so no TypeScript build is needed.
+import 'reflect-metadata';
+import { Controller, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { EventPattern, MessagePattern, RpcException, Transport } from '@nestjs/microservices';
+import { interval, of, take } from 'rxjs';
+import { appendFileSync } from 'node:fs';
+
+const broker = process.argv[2];
+const eventLog = process.env.KSF_INTEROP_EVENT_LOG; // one JSON line per event received
+
+class MatrixController {
+  object() { return { id: 1, name: 'Mythical Sword' }; }
+  array() { return [{ id: 1 }, { id: 2 }]; }
+  string() { return 'dragon slain'; }
+  number() { return 42; }
+  nullResult() { return null; }
+  echo(data) { return data; }
+  rpcString() { throw new RpcException('hero not found'); }
+  rpcObject() { throw new RpcException({ code: 42, message: 'bad dragon' }); }
+  plainError() { throw new Error('kaboom'); }
+  stream() { return interval(20).pipe(take(3)); }
+  streamSync() { return of(1, 2, 3); }
+  async asyncResult(data) {
+    await new Promise((r) => setTimeout(r, 10));
+    return { async: true, got: data };
+  }
+  context(data, ctx) {
+    const msg = ctx.getMessage();
+    const headers = {};
+    for (const [k, v] of Object.entries(msg.headers ?? {})) {
+      headers[k] = Buffer.isBuffer(v) ? v.toString('hex') : v;
+    }
+    return {
+      topic: ctx.getTopic(),
+      partition: ctx.getPartition(),
+      key: msg.key === null ? null : String(msg.key),
+      headers,
+    };
+  }
+  event(data, ctx) {
+    if (eventLog) {
+      appendFileSync(eventLog, JSON.stringify({ topic: ctx.getTopic(), data }) + '\n');
+    }
+  }
+}
+
+const messagePatterns = {
+  object: 'interop.object', array: 'interop.array', string: 'interop.string',
+  number: 'interop.number', nullResult: 'interop.null', echo: 'interop.echo',
+  rpcString: 'interop.rpc-string', rpcObject: 'interop.rpc-object',
+  plainError: 'interop.plain-error', stream: 'interop.stream',
+  streamSync: 'interop.stream-sync', asyncResult: 'interop.async',
+  context: 'interop.context',
+};
+for (const [method, pattern] of Object.entries(messagePatterns)) {
+  const d = Object.getOwnPropertyDescriptor(MatrixController.prototype, method);
+  MessagePattern(pattern)(MatrixController.prototype, method, d);
+}
+{
+  const d = Object.getOwnPropertyDescriptor(MatrixController.prototype, 'event');
+  EventPattern('interop.event')(MatrixController.prototype, 'event', d);
+}
+Controller()(MatrixController);
+
+class AppModule {}
+Module({ controllers: [MatrixController] })(AppModule);
+
+const app = await NestFactory.createMicroservice(AppModule, {
+  logger: ['error', 'warn'],
+  transport: Transport.KAFKA,
+  options: {
+    client: { clientId: 'interop', brokers: [broker], logLevel: 1 },
+    consumer: { groupId: 'interop-nest', maxWaitTimeInMs: 5, sessionTimeout: 6000,
+                heartbeatInterval: 500 },
+  },
+});
+await app.listen();
+console.log('nest service ready');
+const stop = async () => { await app.close(); process.exit(0); };
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
