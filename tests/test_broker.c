@@ -27,7 +27,8 @@
 #define REQ_REPLY_PARTITION "2"
 
 static rd_kafka_t *
-new_client(rd_kafka_type_t type, const char *address) {
+new_client(rd_kafka_type_t type, const char *address)
+{
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *kv[][2] = {
@@ -47,7 +48,8 @@ new_client(rd_kafka_type_t type, const char *address) {
 }
 
 static void
-produce_request(const char *address, const char *topic, int32_t partition) {
+produce_request(const char *address, const char *topic, int32_t partition)
+{
     static char value[] = REQ_VALUE; /* producev wants a non-const pointer */
     rd_kafka_t *rk = new_client(RD_KAFKA_PRODUCER, address);
     rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -64,7 +66,8 @@ produce_request(const char *address, const char *topic, int32_t partition) {
 }
 
 static void
-assert_header(rd_kafka_headers_t *hdrs, size_t idx, const char *name, const char *value) {
+assert_header(rd_kafka_headers_t *hdrs, size_t idx, const char *name, const char *value)
+{
     const char *n;
     const void *v;
     size_t len;
@@ -76,7 +79,8 @@ assert_header(rd_kafka_headers_t *hdrs, size_t idx, const char *name, const char
 }
 
 static void
-assert_is_request(rd_kafka_message_t *m) {
+assert_is_request(rd_kafka_message_t *m)
+{
     rd_kafka_headers_t *hdrs = NULL;
     ck_assert_uint_eq(m->len, strlen(REQ_VALUE));
     ck_assert_int_eq(memcmp(m->payload, REQ_VALUE, m->len), 0);
@@ -91,7 +95,8 @@ assert_is_request(rd_kafka_message_t *m) {
 
 /* Reads @p partition from the start to its end; asserts exactly one request is there. */
 static void
-consume_request(const char *address, const char *topic, int32_t partition) {
+consume_request(const char *address, const char *topic, int32_t partition)
+{
     rd_kafka_t *rk = new_client(RD_KAFKA_CONSUMER, address);
     rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(tp, topic, partition)->offset =
@@ -121,7 +126,8 @@ consume_request(const char *address, const char *topic, int32_t partition) {
     rd_kafka_destroy(rk);
 }
 
-START_TEST(test_broker_request_headers_roundtrip) {
+START_TEST(test_broker_request_headers_roundtrip)
+{
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, "hero.kill.dragon", 3);
     produce_request(ksft_broker_address(b), "hero.kill.dragon", 1);
@@ -140,7 +146,8 @@ typedef struct tool {
 } tool;
 
 static tool
-tool_spawn(const char *const *args) {
+tool_spawn(const char *const *args)
+{
     const char *path = getenv("KSF_TOOL");
     ck_assert_msg(path && *path, "KSF_TOOL is not set (meson sets it to the ksf binary)");
     char *argv[16] = {(char *)path, (char *)"broker"};
@@ -166,7 +173,8 @@ tool_spawn(const char *const *args) {
 
 /* Reads the child's first stdout line within @p timeout_ms; "" when none came. */
 static void
-tool_first_line(tool *t, char *line, size_t size, int timeout_ms) {
+tool_first_line(tool *t, char *line, size_t size, int timeout_ms)
+{
     size_t len = 0;
     int64_t deadline = ksft_now_ms() + timeout_ms;
     line[0] = '\0';
@@ -186,7 +194,8 @@ tool_first_line(tool *t, char *line, size_t size, int timeout_ms) {
 /* Waits for the child to exit; returns its raw wait status, or -1 after a timeout
  * (the child is then killed so that nothing outlives the test). */
 static int
-tool_wait(tool *t, int timeout_ms) {
+tool_wait(tool *t, int timeout_ms)
+{
     int status = -1;
     struct timespec tick = {0, 10 * 1000 * 1000};
     for (int64_t deadline = ksft_now_ms() + timeout_ms; ksft_now_ms() < deadline;) {
@@ -203,14 +212,16 @@ tool_wait(tool *t, int timeout_ms) {
 }
 
 static int
-tool_stop(tool *t) {
+tool_stop(tool *t)
+{
     ck_assert_int_eq(kill(t->pid, SIGTERM), 0);
     return tool_wait(t, 10000);
 }
 
 /* Asserts "127.0.0.1:PORT" and returns PORT. */
 static int
-address_port(const char *line) {
+address_port(const char *line)
+{
     int port = 0;
     char rest = 0;
     ck_assert_msg(sscanf(line, "127.0.0.1:%d%c", &port, &rest) == 1,
@@ -222,7 +233,8 @@ address_port(const char *line) {
 
 /* Fetches metadata for @p topic; returns its partition count and the broker's port. */
 static int
-topic_partitions(const char *address, const char *topic, int *broker_port) {
+topic_partitions(const char *address, const char *topic, int *broker_port)
+{
     rd_kafka_t *rk = new_client(RD_KAFKA_PRODUCER, address);
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
@@ -240,7 +252,8 @@ topic_partitions(const char *address, const char *topic, int *broker_port) {
     return n;
 }
 
-START_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm) {
+START_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm)
+{
     char line[128], address[64];
     int broker_port;
     tool t = tool_spawn((const char *[]){"--topic", "t1:3", "--topic", "t2", NULL});
@@ -255,7 +268,8 @@ START_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm) {
 }
 END_TEST
 
-START_TEST(test_broker_tool_bad_flags_exit_2) {
+START_TEST(test_broker_tool_bad_flags_exit_2)
+{
     static const char *const cases[][3] = {
         {"--bogus", NULL},         {"--port", "0", NULL},
         {"--port", "70000", NULL}, {"--partitions", "x", NULL},
@@ -276,7 +290,8 @@ END_TEST
 
 /* A listening socket on an ephemeral loopback port; returns its fd and port. */
 static int
-listen_any(int *port) {
+listen_any(int *port)
+{
     struct sockaddr_in sin = {.sin_family = AF_INET};
     socklen_t sl = sizeof sin;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -289,7 +304,8 @@ listen_any(int *port) {
     return s;
 }
 
-START_TEST(test_broker_tool_port_in_use_exit_1) {
+START_TEST(test_broker_tool_port_in_use_exit_1)
+{
     char port_arg[16], line[128];
     int port;
     int s = listen_any(&port);
@@ -306,7 +322,8 @@ END_TEST
 
 /* --port and --partitions go through the front door: clients must only ever see its
  * port, topics must auto-create with --partitions, and a request must round-trip. */
-START_TEST(test_broker_tool_front_door) {
+START_TEST(test_broker_tool_front_door)
+{
     char port_arg[16], line[128], address[64];
     int port, broker_port;
     close(listen_any(&port)); /* a port that was free a moment ago */
@@ -328,7 +345,8 @@ START_TEST(test_broker_tool_front_door) {
 END_TEST
 
 static Suite *
-broker_suite(void) {
+broker_suite(void)
+{
     Suite *s = suite_create("broker");
     struct {
         const char *name;
@@ -350,7 +368,8 @@ broker_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(broker_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -65,7 +65,8 @@ typedef struct broker_opts {
 static int signal_pipe[2] = {-1, -1};
 
 static void
-on_signal(int sig) {
+on_signal(int sig)
+{
     int saved = errno;
     unsigned char b = (unsigned char)sig;
     if (write(signal_pipe[1], &b, 1) < 0) {
@@ -75,7 +76,8 @@ on_signal(int sig) {
 }
 
 static int
-install_signals(void) {
+install_signals(void)
+{
     if (pipe(signal_pipe) != 0) {
         return -1;
     }
@@ -100,7 +102,8 @@ install_signals(void) {
 /* ---------------------------------------------------------------------------------- */
 
 static void
-broker_usage(FILE *out) {
+broker_usage(FILE *out)
+{
     fprintf(
         out,
         "Usage: ksf broker [--port N] [--partitions N] [--topic NAME[:PARTITIONS]]...\n"
@@ -133,7 +136,8 @@ broker_usage(FILE *out) {
 static int bad_flag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int
-bad_flag(const char *fmt, ...) {
+bad_flag(const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "ksf broker: ");
@@ -145,7 +149,8 @@ bad_flag(const char *fmt, ...) {
 
 /* Parses a whole decimal integer in [lo, hi]. */
 static bool
-parse_int(const char *s, long lo, long hi, int *out) {
+parse_int(const char *s, long lo, long hi, int *out)
+{
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -157,7 +162,8 @@ parse_int(const char *s, long lo, long hi, int *out) {
 }
 
 static bool
-valid_topic_name(const char *s, size_t len) {
+valid_topic_name(const char *s, size_t len)
+{
     if (len == 0 || len > TOPIC_NAME_MAX || !strncmp(s, ".", len) ||
         !strncmp(s, "..", len)) {
         return false;
@@ -173,7 +179,8 @@ valid_topic_name(const char *s, size_t len) {
 }
 
 static int
-parse_topic(broker_opts *o, const char *arg) {
+parse_topic(broker_opts *o, const char *arg)
+{
     if (o->topic_cnt == BROKER_MAX_TOPICS) {
         return bad_flag("too many --topic options (the limit is 256): %s", arg);
     }
@@ -199,7 +206,8 @@ parse_topic(broker_opts *o, const char *arg) {
 
 /* Splits "--flag=value" and "--flag value"; returns the value or NULL if missing. */
 static const char *
-flag_value(int argc, char **argv, int *i, const char *flag) {
+flag_value(int argc, char **argv, int *i, const char *flag)
+{
     size_t n = strlen(flag);
     const char *a = argv[*i];
     if (a[n] == '=') {
@@ -212,14 +220,16 @@ flag_value(int argc, char **argv, int *i, const char *flag) {
 }
 
 static bool
-is_flag(const char *arg, const char *flag) {
+is_flag(const char *arg, const char *flag)
+{
     size_t n = strlen(flag);
     return !strncmp(arg, flag, n) && (arg[n] == '\0' || arg[n] == '=');
 }
 
 /* Returns -1 to go on, else the exit status (0 for --help, 2 for bad flags). */
 static int
-parse_flags(broker_opts *o, int argc, char **argv) {
+parse_flags(broker_opts *o, int argc, char **argv)
+{
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -285,12 +295,14 @@ typedef struct front_door {
 } front_door;
 
 static size_t
-fbuf_size(const fbuf *b) {
+fbuf_size(const fbuf *b)
+{
     return b->len - b->off;
 }
 
 static bool
-fbuf_append(fbuf *b, const void *data, size_t n) {
+fbuf_append(fbuf *b, const void *data, size_t n)
+{
     if (b->off > 0 && b->len + n > b->cap) {
         memmove(b->p, b->p + b->off, b->len - b->off);
         b->len -= b->off;
@@ -314,7 +326,8 @@ fbuf_append(fbuf *b, const void *data, size_t n) {
 }
 
 static void
-fbuf_consume(fbuf *b, size_t n) {
+fbuf_consume(fbuf *b, size_t n)
+{
     b->off += n;
     if (b->off == b->len) {
         b->off = b->len = 0;
@@ -322,20 +335,22 @@ fbuf_consume(fbuf *b, size_t n) {
 }
 
 static int32_t
-get_i32(const unsigned char *p) {
+get_i32(const unsigned char *p)
+{
     return (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
                      (uint32_t)p[3]);
 }
 
 static int16_t
-get_i16(const unsigned char *p) {
+get_i16(const unsigned char *p)
+{
     return (int16_t)((uint16_t)p[0] << 8 | (uint16_t)p[1]);
 }
 
 /* Skips a Kafka (nullable) STRING at *pos; false if it runs past @p end. */
 static bool
-skip_string(const unsigned char *p, size_t end, size_t *pos, size_t *start,
-            int16_t *len) {
+skip_string(const unsigned char *p, size_t end, size_t *pos, size_t *start, int16_t *len)
+{
     if (*pos + 2 > end) {
         return false;
     }
@@ -353,7 +368,8 @@ skip_string(const unsigned char *p, size_t end, size_t *pos, size_t *start,
 
 /* Overwrites the INT32 port at @p pos when it is the mock's own port. */
 static void
-patch_port(front_door *fd, unsigned char *p, size_t pos) {
+patch_port(front_door *fd, unsigned char *p, size_t pos)
+{
     if (get_i32(p + pos) == fd->mock_port) {
         p[pos] = p[pos + 1] = 0;
         p[pos + 2] = (unsigned char)(fd->port >> 8);
@@ -367,7 +383,8 @@ patch_port(front_door *fd, unsigned char *p, size_t pos) {
  * @p p is the request body after the header's client_id.
  */
 static void
-precreate_topics(front_door *fd, const unsigned char *p, size_t pos, size_t end) {
+precreate_topics(front_door *fd, const unsigned char *p, size_t pos, size_t end)
+{
     if (pos + 4 > end) {
         return;
     }
@@ -390,7 +407,8 @@ precreate_topics(front_door *fd, const unsigned char *p, size_t pos, size_t end)
 
 /* Looks at one complete request frame (p[0..4) is its length) going to the mock. */
 static void
-on_request(front_door *fd, front_conn *c, const unsigned char *p, size_t frame_len) {
+on_request(front_door *fd, front_conn *c, const unsigned char *p, size_t frame_len)
+{
     size_t end = 4 + frame_len, pos = 12, start;
     int16_t len;
     if (frame_len < 10) {
@@ -412,7 +430,8 @@ on_request(front_door *fd, front_conn *c, const unsigned char *p, size_t frame_l
 
 /* Rewrites the broker ports in a Metadata response, versions 0-2. */
 static void
-patch_metadata(front_door *fd, unsigned char *p, size_t end, int16_t ver) {
+patch_metadata(front_door *fd, unsigned char *p, size_t end, int16_t ver)
+{
     size_t pos = 8, start;
     int16_t len;
     if (pos + 4 > end) {
@@ -435,7 +454,8 @@ patch_metadata(front_door *fd, unsigned char *p, size_t end, int16_t ver) {
 
 /* Rewrites the coordinator port in a FindCoordinator response, versions 0-2. */
 static void
-patch_find_coordinator(front_door *fd, unsigned char *p, size_t end, int16_t ver) {
+patch_find_coordinator(front_door *fd, unsigned char *p, size_t end, int16_t ver)
+{
     size_t pos = 8, start;
     int16_t len;
     if (ver >= 1) {
@@ -455,7 +475,8 @@ patch_find_coordinator(front_door *fd, unsigned char *p, size_t end, int16_t ver
 
 /* Looks at one complete response frame coming from the mock. */
 static void
-on_response(front_door *fd, front_conn *c, unsigned char *p, size_t frame_len) {
+on_response(front_door *fd, front_conn *c, unsigned char *p, size_t frame_len)
+{
     if (frame_len < 4) {
         return;
     }
@@ -478,7 +499,8 @@ on_response(front_door *fd, front_conn *c, unsigned char *p, size_t frame_len) {
 
 /* Moves every complete frame from @p in to @p out; false on a protocol violation. */
 static bool
-move_frames(front_door *fd, front_conn *c, fbuf *in, fbuf *out, bool to_mock) {
+move_frames(front_door *fd, front_conn *c, fbuf *in, fbuf *out, bool to_mock)
+{
     while (fbuf_size(in) >= 4) {
         unsigned char *p = in->p + in->off;
         int32_t frame_len = get_i32(p);
@@ -502,7 +524,8 @@ move_frames(front_door *fd, front_conn *c, fbuf *in, fbuf *out, bool to_mock) {
 }
 
 static void
-conn_close(front_conn *c) {
+conn_close(front_conn *c)
+{
     close(c->cfd);
     close(c->ufd);
     free(c->cin.p);
@@ -513,7 +536,8 @@ conn_close(front_conn *c) {
 }
 
 static int
-connect_mock(const front_door *fd) {
+connect_mock(const front_door *fd)
+{
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(fd->mock_port)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -529,7 +553,8 @@ connect_mock(const front_door *fd) {
 }
 
 static void
-front_accept(front_door *fd) {
+front_accept(front_door *fd)
+{
     int cfd = accept(fd->listen_fd, NULL, NULL);
     if (cfd < 0) {
         return;
@@ -556,7 +581,8 @@ front_accept(front_door *fd) {
 
 /* Reads what is there; false when the peer closed or failed. */
 static bool
-read_into(int s, fbuf *b) {
+read_into(int s, fbuf *b)
+{
     unsigned char tmp[65536];
     ssize_t n = read(s, tmp, sizeof tmp);
     if (n > 0) {
@@ -566,7 +592,8 @@ read_into(int s, fbuf *b) {
 }
 
 static bool
-write_from(int s, fbuf *b) {
+write_from(int s, fbuf *b)
+{
     ssize_t n = write(s, b->p + b->off, fbuf_size(b));
     if (n >= 0) {
         fbuf_consume(b, (size_t)n);
@@ -577,7 +604,8 @@ write_from(int s, fbuf *b) {
 
 /* Serves one connection pair given its poll results; false to close it. */
 static bool
-conn_io(front_door *fd, front_conn *c, short cev, short uev) {
+conn_io(front_door *fd, front_conn *c, short cev, short uev)
+{
     if ((cev & POLLIN) &&
         (!read_into(c->cfd, &c->cin) || !move_frames(fd, c, &c->cin, &c->uout, true))) {
         return false;
@@ -599,7 +627,8 @@ conn_io(front_door *fd, front_conn *c, short cev, short uev) {
 }
 
 static short
-want_events(const fbuf *in_other_out, const fbuf *out) {
+want_events(const fbuf *in_other_out, const fbuf *out)
+{
     short ev = fbuf_size(in_other_out) < FRONT_BACKLOG_BYTES ? POLLIN : 0;
     return (short)(ev | (fbuf_size(out) ? POLLOUT : 0));
 }
@@ -607,7 +636,8 @@ want_events(const fbuf *in_other_out, const fbuf *out) {
 /* One poll round over the signal pipe, the listener and every connection.
  * Returns false once a signal arrived. */
 static bool
-front_poll(front_door *fd) {
+front_poll(front_door *fd)
+{
     struct pollfd pfd[2 + 2 * FRONT_MAX_CONNS];
     front_conn *polled[FRONT_MAX_CONNS];
     nfds_t n = 2;
@@ -649,7 +679,8 @@ front_poll(front_door *fd) {
 }
 
 static void
-front_close(front_door *fd) {
+front_close(front_door *fd)
+{
     for (size_t i = 0; i < FRONT_MAX_CONNS; i++) {
         if (fd->conns[i]) {
             conn_close(fd->conns[i]);
@@ -662,7 +693,8 @@ front_close(front_door *fd) {
 
 /* Binds 127.0.0.1:@p port (0: any). Returns 0, or 1 after printing why not. */
 static int
-front_listen(front_door *fd, int port) {
+front_listen(front_door *fd, int port)
+{
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     socklen_t sl = sizeof sin;
     int on = 1;
@@ -706,7 +738,8 @@ typedef struct broker {
 } broker;
 
 static int
-broker_start(broker *b) {
+broker_start(broker *b)
+{
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* The host handle never connects anywhere; only mock errors are worth showing. */
@@ -729,7 +762,8 @@ broker_start(broker *b) {
 }
 
 static void
-broker_stop(broker *b) {
+broker_stop(broker *b)
+{
     if (b->mcluster) {
         rd_kafka_mock_cluster_destroy(b->mcluster);
     }
@@ -739,7 +773,8 @@ broker_stop(broker *b) {
 }
 
 static int
-create_topics(broker *b, const broker_opts *o) {
+create_topics(broker *b, const broker_opts *o)
+{
     for (size_t i = 0; i < o->topic_cnt; i++) {
         const broker_topic *t = &o->topics[i];
         int parts = t->partitions   ? t->partitions
@@ -760,7 +795,8 @@ create_topics(broker *b, const broker_opts *o) {
 }
 
 static void
-announce(const char *address, bool front) {
+announce(const char *address, bool front)
+{
     printf("%s\n", address);
     fflush(stdout);
     fprintf(stderr,
@@ -773,14 +809,16 @@ announce(const char *address, bool front) {
 
 /* Waits for SIGINT/SIGTERM. */
 static void
-wait_for_signal(void) {
+wait_for_signal(void)
+{
     unsigned char b;
     while (read(signal_pipe[0], &b, 1) < 0 && errno == EINTR) {
     }
 }
 
 static int
-run(const broker_opts *o) {
+run(const broker_opts *o)
+{
     broker b = {0};
     front_door fd = {.listen_fd = -1};
     bool front = o->port || o->partitions;
@@ -816,7 +854,8 @@ done:
 }
 
 int
-ksf_cmd_broker(int argc, char **argv) {
+ksf_cmd_broker(int argc, char **argv)
+{
     broker_opts *o = calloc(1, sizeof *o);
     if (!o) {
         fprintf(stderr, "ksf broker: out of memory\n");
