@@ -1,0 +1,378 @@
+/*
+ * The embedded broker: a NestJS-style request (kafka_* headers, JSON value) survives a
+ * produce/consume round trip through the mock byte for byte, and the `ksf broker` tool
+ * (path in $KSF_TOOL, set by meson) starts, serves metadata, honours its flags and
+ * stops cleanly on SIGTERM.
+ */
+#include "mock_broker.h"
+#include "wire.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQ_VALUE "{\"heroId\":1,\"dragonId\":7}"
+#define REQ_CORR_ID "6f1c0a52-1b8e-4c63-9a41-3d2f0e7b9c10"
+#define REQ_REPLY_TOPIC "hero.kill.dragon.reply"
+#define REQ_REPLY_PARTITION "2"
+
+static rd_kafka_t *
+new_client(rd_kafka_type_t type, const char *address)
+{
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *kv[][2] = {
+        {"bootstrap.servers", address}, {"log_level", "3"},
+        {"group.id", "test-broker"},    {"enable.auto.commit", "false"},
+        {"fetch.wait.max.ms", "5"},     {"enable.partition.eof", "true"},
+    };
+    size_t n = type == RD_KAFKA_PRODUCER ? 2 : sizeof kv / sizeof kv[0];
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(rd_kafka_conf_set(conf, kv[i][0], kv[i][1], err, sizeof err) ==
+                          RD_KAFKA_CONF_OK,
+                      "%s: %s", kv[i][0], err);
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
+    ck_assert_msg(rk != NULL, "rd_kafka_new: %s", err);
+    return rk;
+}
+
+static void
+produce_request(const char *address, const char *topic, int32_t partition)
+{
+    static char value[] = REQ_VALUE; /* producev wants a non-const pointer */
+    rd_kafka_t *rk = new_client(RD_KAFKA_PRODUCER, address);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_VALUE(value, strlen(value)),
+        RD_KAFKA_V_HEADER(KSFI_HDR_CORRELATION_ID, REQ_CORR_ID, -1),
+        RD_KAFKA_V_HEADER(KSFI_HDR_REPLY_TOPIC, REQ_REPLY_TOPIC, -1),
+        RD_KAFKA_V_HEADER(KSFI_HDR_REPLY_PARTITION, REQ_REPLY_PARTITION, -1),
+        RD_KAFKA_V_END);
+    ck_assert_msg(e == RD_KAFKA_RESP_ERR_NO_ERROR, "producev: %s", rd_kafka_err2str(e));
+    ck_assert_int_eq(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(rd_kafka_outq_len(rk), 0);
+    rd_kafka_destroy(rk);
+}
+
+static void
+assert_header(rd_kafka_headers_t *hdrs, size_t idx, const char *name, const char *value)
+{
+    const char *n;
+    const void *v;
+    size_t len;
+    ck_assert_int_eq(rd_kafka_header_get_all(hdrs, idx, &n, &v, &len),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_str_eq(n, name);
+    ck_assert_uint_eq(len, strlen(value));
+    ck_assert_int_eq(memcmp(v, value, len), 0);
+}
+
+static void
+assert_is_request(rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    ck_assert_uint_eq(m->len, strlen(REQ_VALUE));
+    ck_assert_int_eq(memcmp(m->payload, REQ_VALUE, m->len), 0);
+    ck_assert_ptr_null(m->key);
+    ck_assert_int_eq(rd_kafka_message_headers(m, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_uint_eq(rd_kafka_header_cnt(hdrs), 3);
+    /* Literal names: the test pins the wire contract, not just our constants. */
+    assert_header(hdrs, 0, "kafka_correlationId", REQ_CORR_ID);
+    assert_header(hdrs, 1, "kafka_replyTopic", REQ_REPLY_TOPIC);
+    assert_header(hdrs, 2, "kafka_replyPartition", REQ_REPLY_PARTITION);
+}
+
+/* Reads @p partition from the start to its end; asserts exactly one request is there. */
+static void
+consume_request(const char *address, const char *topic, int32_t partition)
+{
+    rd_kafka_t *rk = new_client(RD_KAFKA_CONSUMER, address);
+    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(tp, topic, partition)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+    ck_assert_int_eq(rd_kafka_assign(rk, tp), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(tp);
+    int got = 0;
+    bool at_end = false;
+    for (int64_t deadline = ksft_now_ms() + 10000; !at_end && ksft_now_ms() < deadline;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m) {
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            at_end = got > 0;
+        } else {
+            ck_assert_msg(!m->err, "consume: %s", rd_kafka_message_errstr(m));
+            ck_assert_int_eq(m->partition, partition);
+            assert_is_request(m);
+            got++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    ck_assert_msg(at_end, "no end of partition within 10 s (got %d messages)", got);
+    ck_assert_int_eq(got, 1); /* none lost, none duplicated */
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+START_TEST(test_broker_request_headers_roundtrip)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "hero.kill.dragon", 3);
+    produce_request(ksft_broker_address(b), "hero.kill.dragon", 1);
+    consume_request(ksft_broker_address(b), "hero.kill.dragon", 1);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------- */
+/* The `ksf broker` tool as a child process                                            */
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct tool {
+    pid_t pid;
+    int out; /* its stdout */
+} tool;
+
+static tool
+tool_spawn(const char *const *args)
+{
+    const char *path = getenv("KSF_TOOL");
+    ck_assert_msg(path && *path, "KSF_TOOL is not set (meson sets it to the ksf binary)");
+    char *argv[16] = {(char *)path, (char *)"broker"};
+    size_t n = 2;
+    for (; args[n - 2] && n < 15; n++) {
+        argv[n] = (char *)args[n - 2];
+    }
+    argv[n] = NULL;
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    tool t = {.pid = fork(), .out = p[0]};
+    ck_assert_int_ge(t.pid, 0);
+    if (t.pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        close(p[0]);
+        close(p[1]);
+        execv(path, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    return t;
+}
+
+/* Reads the child's first stdout line within @p timeout_ms; "" when none came. */
+static void
+tool_first_line(tool *t, char *line, size_t size, int timeout_ms)
+{
+    size_t len = 0;
+    int64_t deadline = ksft_now_ms() + timeout_ms;
+    line[0] = '\0';
+    while (len + 1 < size && ksft_now_ms() < deadline) {
+        struct pollfd pfd = {.fd = t->out, .events = POLLIN};
+        if (poll(&pfd, 1, (int)(deadline - ksft_now_ms())) <= 0) {
+            continue;
+        }
+        if (read(t->out, line + len, 1) != 1 || line[len] == '\n') {
+            break;
+        }
+        line[++len] = '\0';
+    }
+    line[len] = '\0';
+}
+
+/* Waits for the child to exit; returns its raw wait status, or -1 after a timeout
+ * (the child is then killed so that nothing outlives the test). */
+static int
+tool_wait(tool *t, int timeout_ms)
+{
+    int status = -1;
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    for (int64_t deadline = ksft_now_ms() + timeout_ms; ksft_now_ms() < deadline;) {
+        if (waitpid(t->pid, &status, WNOHANG) == t->pid) {
+            close(t->out);
+            return status;
+        }
+        nanosleep(&tick, NULL);
+    }
+    kill(t->pid, SIGKILL);
+    waitpid(t->pid, &status, 0);
+    close(t->out);
+    return -1;
+}
+
+static int
+tool_stop(tool *t)
+{
+    ck_assert_int_eq(kill(t->pid, SIGTERM), 0);
+    return tool_wait(t, 10000);
+}
+
+/* Asserts "127.0.0.1:PORT" and returns PORT. */
+static int
+address_port(const char *line)
+{
+    int port = 0;
+    char rest = 0;
+    ck_assert_msg(sscanf(line, "127.0.0.1:%d%c", &port, &rest) == 1,
+                  "first stdout line \"%s\" is not 127.0.0.1:PORT", line);
+    ck_assert_int_gt(port, 0);
+    ck_assert_int_lt(port, 65536);
+    return port;
+}
+
+/* Fetches metadata for @p topic; returns its partition count and the broker's port. */
+static int
+topic_partitions(const char *address, const char *topic, int *broker_port)
+{
+    rd_kafka_t *rk = new_client(RD_KAFKA_PRODUCER, address);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+    ck_assert_msg(e == RD_KAFKA_RESP_ERR_NO_ERROR, "metadata: %s", rd_kafka_err2str(e));
+    ck_assert_int_eq(md->topic_cnt, 1);
+    ck_assert_str_eq(md->topics[0].topic, topic);
+    ck_assert_int_eq(md->topics[0].err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(md->broker_cnt, 1);
+    int n = md->topics[0].partition_cnt;
+    *broker_port = md->brokers[0].port;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+START_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm)
+{
+    char line[128], address[64];
+    int broker_port;
+    tool t = tool_spawn((const char *[]){"--topic", "t1:3", "--topic", "t2", NULL});
+    tool_first_line(&t, line, sizeof line, 10000);
+    snprintf(address, sizeof address, "127.0.0.1:%d", address_port(line));
+    ck_assert_int_eq(topic_partitions(address, "t1", &broker_port), 3);
+    ck_assert_int_eq(topic_partitions(address, "t2", &broker_port), 4);
+    int status = tool_stop(&t);
+    ck_assert_msg(status != -1, "ksf broker did not exit within 10 s of SIGTERM");
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
+START_TEST(test_broker_tool_bad_flags_exit_2)
+{
+    static const char *const cases[][3] = {
+        {"--bogus", NULL},         {"--port", "0", NULL},
+        {"--port", "70000", NULL}, {"--partitions", "x", NULL},
+        {"--topic", "t1:0", NULL}, {"--topic", "bad/name", NULL},
+        {"--topic", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char line[128];
+        tool t = tool_spawn(cases[i]);
+        tool_first_line(&t, line, sizeof line, 5000);
+        int status = tool_wait(&t, 5000);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 2,
+                      "case %zu (%s): status %d, want exit 2", i, cases[i][0], status);
+        ck_assert_str_eq(line, ""); /* nothing on stdout: no address was promised */
+    }
+}
+END_TEST
+
+/* A listening socket on an ephemeral loopback port; returns its fd and port. */
+static int
+listen_any(int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t sl = sizeof sin;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(s, 0);
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&sin, sizeof sin), 0);
+    ck_assert_int_eq(listen(s, 1), 0);
+    ck_assert_int_eq(getsockname(s, (struct sockaddr *)&sin, &sl), 0);
+    *port = ntohs(sin.sin_port);
+    return s;
+}
+
+START_TEST(test_broker_tool_port_in_use_exit_1)
+{
+    char port_arg[16], line[128];
+    int port;
+    int s = listen_any(&port);
+    snprintf(port_arg, sizeof port_arg, "%d", port);
+    tool t = tool_spawn((const char *[]){"--port", port_arg, NULL});
+    tool_first_line(&t, line, sizeof line, 5000);
+    int status = tool_wait(&t, 5000);
+    close(s);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d, want exit 1",
+                  status);
+    ck_assert_str_eq(line, "");
+}
+END_TEST
+
+/* --port and --partitions go through the front door: clients must only ever see its
+ * port, topics must auto-create with --partitions, and a request must round-trip. */
+START_TEST(test_broker_tool_front_door)
+{
+    char port_arg[16], line[128], address[64];
+    int port, broker_port;
+    close(listen_any(&port)); /* a port that was free a moment ago */
+    snprintf(port_arg, sizeof port_arg, "%d", port);
+    tool t = tool_spawn((const char *[]){"--port", port_arg, "--partitions", "2",
+                                         "--topic", "t3:3", NULL});
+    tool_first_line(&t, line, sizeof line, 10000);
+    ck_assert_int_eq(address_port(line), port);
+    snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    ck_assert_int_eq(topic_partitions(address, "auto.created", &broker_port), 2);
+    ck_assert_int_eq(broker_port, port);
+    ck_assert_int_eq(topic_partitions(address, "t3", &broker_port), 3);
+    produce_request(address, "auto.created", 1);
+    consume_request(address, "auto.created", 1);
+    int status = tool_stop(&t);
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "status %d, want exit 0", status);
+}
+END_TEST
+
+static Suite *
+broker_suite(void)
+{
+    Suite *s = suite_create("broker");
+    struct {
+        const char *name;
+        const TTest *test;
+    } cases[] = {
+        {"request_headers_roundtrip", test_broker_request_headers_roundtrip},
+        {"tool_serves_topics", test_broker_tool_serves_topics_and_stops_on_sigterm},
+        {"tool_bad_flags", test_broker_tool_bad_flags_exit_2},
+        {"tool_port_in_use", test_broker_tool_port_in_use_exit_1},
+        {"tool_front_door", test_broker_tool_front_door},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(broker_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
