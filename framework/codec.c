@@ -198,29 +198,110 @@ stringify_string(sbuf *b, const char *s, size_t n)
     sb_put(b, "\"", 1);
 }
 
+static void stringify(sbuf *b, const json_t *v);
+
+/*
+ * JavaScript objects enumerate "array index" keys (canonical decimal integers below
+ * 2^32 - 1) first, in ascending order, and only then the other keys in insertion
+ * order; JSON.stringify follows that order, so {"b":1,"1":2} prints as {"1":2,"b":1}.
+ */
+static bool
+array_index_key(const char *k, size_t n, uint32_t *idx)
+{
+    if (n == 0 || n > 10 || (n > 1 && k[0] == '0')) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k[i] < '0' || k[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(k[i] - '0');
+    }
+    if (v >= UINT32_MAX) {
+        return false;
+    }
+    *idx = (uint32_t)v;
+    return true;
+}
+
+typedef struct index_key {
+    uint32_t idx;
+    const char *key;
+    size_t len;
+    const json_t *value;
+} index_key;
+
+static int
+index_key_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const index_key *)a)->idx, y = ((const index_key *)b)->idx;
+    return (x > y) - (x < y);
+}
+
+static void
+stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t *value)
+{
+    if (!*first) {
+        sb_put(b, ",", 1);
+    }
+    *first = false;
+    stringify_string(b, key, len);
+    sb_put(b, ":", 1);
+    stringify(b, value);
+}
+
+static void
+stringify_object(sbuf *b, const json_t *v)
+{
+    const char *key;
+    size_t len, nindex = 0;
+    json_t *item;
+    uint32_t idx;
+    bool first = true;
+    json_object_keylen_foreach((json_t *)v, key, len, item)
+    {
+        nindex += array_index_key(key, len, &idx);
+    }
+    index_key *keys = nindex ? ksfi_malloc(nindex * sizeof *keys) : NULL;
+    if (nindex && !keys) {
+        b->oom = true;
+        return;
+    }
+    size_t k = 0;
+    json_object_keylen_foreach((json_t *)v, key, len, item)
+    {
+        if (array_index_key(key, len, &idx)) {
+            keys[k++] = (index_key){idx, key, len, item};
+        }
+    }
+    qsort(keys, nindex, sizeof *keys, index_key_cmp);
+    sb_put(b, "{", 1);
+    for (k = 0; k < nindex; k++) {
+        stringify_member(b, &first, keys[k].key, keys[k].len, keys[k].value);
+    }
+    ksfi_free(keys);
+    json_object_keylen_foreach((json_t *)v, key, len, item)
+    {
+        if (!array_index_key(key, len, &idx)) {
+            stringify_member(b, &first, key, len, item);
+        }
+    }
+    sb_put(b, "}", 1);
+}
+
 static void
 stringify(sbuf *b, const json_t *v)
 {
     char num[32];
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *item;
-        bool first = true;
-        sb_put(b, "{", 1);
-        json_object_foreach((json_t *)v, key, item)
-        {
-            if (!first) {
-                sb_put(b, ",", 1);
-            }
-            first = false;
-            stringify_string(b, key, strlen(key));
-            sb_put(b, ":", 1);
-            stringify(b, item);
-        }
-        sb_put(b, "}", 1);
+    if (!v) {
+        sb_puts(b, "null"); /* as undefined prints inside an array */
         return;
     }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        stringify_object(b, v);
+        return;
     case JSON_ARRAY:
         sb_put(b, "[", 1);
         for (size_t i = 0; i < json_array_size(v); i++) {
@@ -374,6 +455,246 @@ ksfi_utf8_sanitize(const char *s, size_t len, size_t *out_len)
     return sb_finish(&b, out_len);
 }
 
+/* ---- JSON.parse compatibility ------------------------------------------------------ */
+
+/*
+ * JSON.parse accepts three things jansson refuses, and NestJS hands the result to the
+ * handler: escaped lone surrogates ("\ud800"), integers beyond int64, and numbers
+ * beyond the double range (Infinity). Rather than fall back to a string, the text is
+ * rewritten so jansson reads the nearest thing it can hold: U+FFFD for a lone
+ * surrogate (what Buffer.from() makes of one), a double for a huge integer (what JS
+ * holds), and null for an infinite number (what JSON.stringify prints for Infinity).
+ * Only well-formed tokens are rewritten, so invalid JSON stays invalid.
+ */
+
+/* 2^1024 - 2^970, the smallest decimal that rounds to Infinity, without trailing 0s. */
+static const char dbl_overflow_digits[] =
+    "17976931348623158079372897140530341507993413271003782693617377898044496829276475094"
+    "66490179775872070963302864166928879109465555478519404026306574886715058206819089020"
+    "00708383676273854845817711531764475730270069855571366959622842914819860834936475292"
+    "719074168444365510704342711559699508093042880177904174497792";
+
+typedef struct num_token {
+    size_t len;           /* bytes of the token */
+    bool integer;         /* no fraction, no exponent */
+    bool negative;        /* leading '-' */
+    const char *int_part; /* digits before any '.', without the sign */
+    size_t int_len;
+} num_token;
+
+static size_t
+scan_digits(const char *s, size_t i, size_t n)
+{
+    while (i < n && s[i] >= '0' && s[i] <= '9') {
+        i++;
+    }
+    return i;
+}
+
+/* Scan the JSON number grammar at s[0..n); false when the token is malformed. */
+static bool
+scan_number(const char *s, size_t n, num_token *t)
+{
+    size_t i = 0;
+    memset(t, 0, sizeof *t);
+    t->negative = s[0] == '-';
+    i += t->negative;
+    size_t d = scan_digits(s, i, n);
+    if (d == i || (s[i] == '0' && d > i + 1)) {
+        return false; /* no digits, or a leading zero */
+    }
+    t->int_part = s + i;
+    t->int_len = d - i;
+    i = d;
+    t->integer = true;
+    if (i < n && s[i] == '.') {
+        d = scan_digits(s, i + 1, n);
+        if (d == i + 1) {
+            return false;
+        }
+        i = d;
+        t->integer = false;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i += 1 + (i + 1 < n && (s[i + 1] == '+' || s[i + 1] == '-'));
+        d = scan_digits(s, i, n);
+        if (d == i) {
+            return false;
+        }
+        i = d;
+        t->integer = false;
+    }
+    if (i < n && strchr("0123456789.eE+-", s[i])) {
+        return false;
+    }
+    t->len = i;
+    return true;
+}
+
+/* True when the number token @p s (well-formed) is beyond the double range. */
+static bool
+number_overflows(const char *s, size_t n)
+{
+    char digits[sizeof dbl_overflow_digits + 1];
+    size_t nd = 0, i = s[0] == '-';
+    long long exp10 = 0; /* value = 0.digits * 10^exp10 */
+    bool in_frac = false, seen = false;
+    for (; i < n && s[i] != 'e' && s[i] != 'E'; i++) {
+        if (s[i] == '.') {
+            in_frac = true;
+        } else if (s[i] != '0' || seen) {
+            seen = true;
+            exp10 += !in_frac;
+            if (nd < sizeof digits - 1) {
+                digits[nd++] = s[i];
+            }
+        } else if (in_frac) {
+            exp10--; /* a leading zero after the point */
+        }
+    }
+    if (!seen) {
+        return false;
+    }
+    if (i < n) { /* exponent: clamp, anything this large decides on its own */
+        long long e = 0;
+        bool neg = s[i + 1] == '-';
+        for (i += 1 + (s[i + 1] == '+' || s[i + 1] == '-'); i < n; i++) {
+            e = e < 100000 ? e * 10 + (s[i] - '0') : e;
+        }
+        exp10 += neg ? -e : e;
+    }
+    if (exp10 != 309) {
+        return exp10 > 309;
+    }
+    while (nd > 0 && digits[nd - 1] == '0') {
+        nd--;
+    }
+    digits[nd] = '\0';
+    return strcmp(digits, dbl_overflow_digits) >= 0; /* both start with a non-zero digit */
+}
+
+/* True when the integer token does not fit jansson's json_int_t (long long). */
+static bool
+integer_overflows(const num_token *t)
+{
+    static const char max[] = "9223372036854775807", min[] = "9223372036854775808";
+    if (t->int_len != sizeof max - 1) {
+        return t->int_len > sizeof max - 1;
+    }
+    return memcmp(t->int_part, t->negative ? min : max, t->int_len) > 0;
+}
+
+static int
+hex4(const char *s)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) {
+            return -1;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* The code unit of a "\uXXXX" escape at s (n bytes left), or -1. */
+static int
+unicode_escape(const char *s, size_t n)
+{
+    return n >= 6 && s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
+}
+
+typedef struct rewriter {
+    sbuf out;
+    const char *src;
+    size_t done; /* src bytes already copied to out */
+} rewriter;
+
+static void
+rewrite(rewriter *w, size_t at, size_t skip, const char *with)
+{
+    sb_put(&w->out, w->src + w->done, at - w->done);
+    sb_puts(&w->out, with);
+    w->done = at + skip;
+}
+
+/* Inside a string at s[i] == '\\': rewrite a lone surrogate escape; the next index. */
+static size_t
+compat_escape(rewriter *w, const char *s, size_t i, size_t n)
+{
+    int u = unicode_escape(s + i, n - i);
+    if (u < 0xD800 || u > 0xDFFF) {
+        return i + 2; /* any other escape (or a malformed one jansson will refuse) */
+    }
+    int low = unicode_escape(s + i + 6, n - i - 6);
+    if (u <= 0xDBFF && low >= 0xDC00 && low <= 0xDFFF) {
+        return i + 12; /* a proper pair */
+    }
+    rewrite(w, i, 6, "\\ufffd");
+    return i + 6;
+}
+
+/* Rewrite @p s for jansson. Returns a new text, or NULL with *oom false when the text
+ * needs no change. */
+static char *
+json_compat(const char *s, size_t n, size_t *out_len, bool *oom)
+{
+    rewriter w = {.src = s};
+    bool in_string = false;
+    size_t i = 0;
+    while (i < n) {
+        char c = s[i];
+        num_token t;
+        if (in_string) {
+            in_string = c != '"';
+            i = c == '\\' ? compat_escape(&w, s, i, n) : i + 1;
+        } else if (c == '"') {
+            in_string = true;
+            i++;
+        } else if ((c == '-' || (c >= '0' && c <= '9')) && scan_number(s + i, n - i, &t)) {
+            if (number_overflows(s + i, t.len)) {
+                rewrite(&w, i, t.len, "null");
+            } else if (t.integer && integer_overflows(&t)) {
+                rewrite(&w, i + t.len, 0, ".0");
+            }
+            i += t.len;
+        } else {
+            i++;
+        }
+    }
+    *oom = w.out.oom;
+    if (!w.out.data || w.out.oom) {
+        ksfi_free(w.out.data);
+        return NULL;
+    }
+    sb_put(&w.out, s + w.done, n - w.done);
+    return sb_finish(&w.out, out_len);
+}
+
+/* JSON.parse as NestJS's KafkaParser runs it; NULL when it would throw. */
+static json_t *
+parse_like_js(const char *text, size_t n, bool *oom)
+{
+    size_t m = 0;
+    char *fixed = json_compat(text, n, &m, oom);
+    if (*oom) {
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *parsed = json_loadb(fixed ? fixed : text, fixed ? m : n,
+                                JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    ksfi_free(fixed);
+    if (!parsed && json_error_code(&jerr) == json_error_out_of_memory) {
+        *oom = true;
+    }
+    return parsed;
+}
+
 ksf_err
 ksfi_decode_value(const void *bytes, size_t len, json_t **out)
 {
@@ -391,12 +712,12 @@ ksfi_decode_value(const void *bytes, size_t len, json_t **out)
         return KSF_ENOMEM;
     }
     if (n > 0 && (text[0] == '{' || text[0] == '[')) {
-        json_error_t jerr;
-        json_t *parsed = json_loadb(text, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-        if (parsed) {
+        bool oom = false;
+        json_t *parsed = parse_like_js(text, n, &oom);
+        if (parsed || oom) {
             ksfi_free(text);
             *out = parsed;
-            return KSF_OK;
+            return parsed ? KSF_OK : KSF_ENOMEM;
         }
         /* JSON.parse failed: NestJS keeps the string, and so do we. */
     }
@@ -497,11 +818,47 @@ header_is(const ksfi_header *h, const char *name)
     return h->name && !strcmp(h->name, name);
 }
 
+/*
+ * Quote up to 40 bytes of a header value for an error sentence: printable ASCII as it
+ * is ('"' and '\' escaped), every other byte as \xNN, "..." when cut.
+ */
+static void
+quote_bytes(const void *value, size_t len, char out[200])
+{
+    const unsigned char *v = value;
+    size_t o = 0, n = len < 40 ? len : 40;
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '"' || v[i] == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)v[i];
+        } else if (v[i] >= 0x20 && v[i] < 0x7f) {
+            out[o++] = (char)v[i];
+        } else {
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", v[i]);
+        }
+    }
+    memcpy(out + o, len > n ? "...\"" : "\"", len > n ? 5 : 2);
+}
+
+static bool
+legal_reply_topic(const char *value, size_t len)
+{
+    char topic[KSFI_TOPIC_MAX + 1];
+    if (len > KSFI_TOPIC_MAX || memchr(value, '\0', len)) {
+        return false;
+    }
+    memcpy(topic, value, len);
+    topic[len] = '\0';
+    return ksfi_check_topic(topic, false, NULL) == KSF_OK;
+}
+
 ksf_err
 ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_meta *meta,
                            ksf_errinfo *ei)
 {
     const ksfi_header *partition = NULL;
+    char shown[200];
     memset(meta, 0, sizeof *meta);
     meta->reply_partition = -1;
     for (size_t i = 0; i < count; i++) {
@@ -517,36 +874,24 @@ ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_m
         }
     }
     meta->is_request = meta->correlation_id_len > 0 && meta->reply_topic_len > 0;
-    if (meta->reply_topic_len > 0) {
-        char topic[KSFI_TOPIC_MAX + 1];
-        bool ok = meta->reply_topic_len <= KSFI_TOPIC_MAX;
-        if (ok) {
-            memcpy(topic, meta->reply_topic, meta->reply_topic_len);
-            topic[meta->reply_topic_len] = '\0';
-            ok = strlen(topic) == meta->reply_topic_len &&
-                 ksfi_check_topic(topic, false, NULL) == KSF_OK;
-        }
-        if (!ok) {
-            return ksfi_fail(ei, KSF_EPROTO,
-                             "header %s \"%.*s\" is not a legal Kafka topic name; the reply "
-                             "cannot be sent",
-                             KSFI_HDR_REPLY_TOPIC, (int)(meta->reply_topic_len > 80 ? 80 : meta->reply_topic_len),
-                             (const char *)meta->reply_topic);
-        }
+    if (!meta->is_request) {
+        return KSF_OK; /* an event is never answered: its reply headers do not matter */
+    }
+    if (!legal_reply_topic(meta->reply_topic, meta->reply_topic_len)) {
+        quote_bytes(meta->reply_topic, meta->reply_topic_len, shown);
+        return ksfi_fail(ei, KSF_EPROTO,
+                         "header %s %s is not a legal Kafka topic name; the reply "
+                         "cannot be sent",
+                         KSFI_HDR_REPLY_TOPIC, shown);
     }
     if (partition && !ksfi_parse_reply_partition(partition->value, partition->len,
                                                  &meta->reply_partition)) {
-        char shown[64];
-        size_t n = partition->len < 20 ? partition->len : 20;
-        const unsigned char *v = partition->value;
-        size_t o = 0;
-        for (size_t i = 0; i < n; i++) {
-            o += (size_t)snprintf(shown + o, sizeof shown - o, "%02x", v[i]);
-        }
+        quote_bytes(partition->value, partition->len, shown);
         return ksfi_fail(ei, KSF_EPROTO,
-                         "header %s (%zu bytes, hex %s) is neither a decimal partition "
+                         "header %s %s (%zu byte%s) is neither a decimal partition "
                          "number nor a 4-byte big-endian int; the reply cannot be sent",
-                         KSFI_HDR_REPLY_PARTITION, partition->len, shown);
+                         KSFI_HDR_REPLY_PARTITION, shown, partition->len,
+                         partition->len == 1 ? "" : "s");
     }
     return KSF_OK;
 }
@@ -570,6 +915,7 @@ ksfi_reply_headers(const void *correlation_id, size_t correlation_id_len, const 
 void
 ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta *meta)
 {
+    const ksfi_header *err = NULL;
     memset(meta, 0, sizeof *meta);
     for (size_t i = 0; i < count; i++) {
         const ksfi_header *h = &hdrs[i];
@@ -577,15 +923,19 @@ ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta 
             meta->correlation_id = h->value;
             meta->correlation_id_len = h->value ? h->len : 0;
         } else if (header_is(h, KSFI_HDR_NEST_ERR)) {
-            meta->has_err = true;
-            meta->err = h->value;
-            meta->err_len = h->value ? h->len : 0;
+            err = h;
         } else if (header_is(h, KSFI_HDR_NEST_IS_DISPOSED)) {
             meta->is_disposed = true;
         }
     }
-    if (meta->has_err) {
-        meta->is_disposed = true; /* KafkaResponseDeserializer: an error ends the stream */
+    if (err) {
+        /* KafkaResponseDeserializer: any err header ends the stream and drops the value;
+         * createObserver then reports an error only for a truthy err (not "" or null). */
+        meta->is_disposed = true;
+        meta->drop_value = true;
+        meta->err = err->value;
+        meta->err_len = err->value ? err->len : 0;
+        meta->has_err = meta->err_len > 0;
     }
 }
 

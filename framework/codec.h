@@ -69,10 +69,12 @@ typedef struct ksfi_request_meta {
 } ksfi_request_meta;
 
 /*
- * Read the request headers. The last occurrence of a repeated header wins.
- * kafka_replyPartition is accepted as a decimal string (NestJS) or a 4-byte big-endian
- * int (Spring Kafka). Errors: KSF_EPROTO when kafka_replyPartition is present but
- * neither, or kafka_replyTopic is not a legal topic name; the sentence quotes it.
+ * Read the request headers. The last occurrence of a repeated header wins (kafkajs
+ * would comma-join repeated values; ksf never sends repeats). kafka_replyPartition is
+ * accepted as a decimal string (NestJS) or a 4-byte big-endian int (Spring Kafka).
+ * Errors, for a request only (an event's reply headers are never used): KSF_EPROTO
+ * when kafka_replyPartition is present but neither, or kafka_replyTopic is not a
+ * legal topic name; the sentence quotes the bytes. *meta is filled in either case.
  */
 ksf_err ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count,
                                    ksfi_request_meta *meta, ksf_errinfo *ei);
@@ -101,13 +103,19 @@ size_t ksfi_reply_headers(const void *correlation_id, size_t correlation_id_len,
 typedef struct ksfi_reply_meta {
     const void *correlation_id; /* NULL: not a reply, ignore it */
     size_t correlation_id_len;
-    const void *err; /* non-NULL when kafka_nest-err is present */
+    const void *err; /* the kafka_nest-err value (NULL: absent or a null value) */
     size_t err_len;
-    bool has_err;
-    bool is_disposed; /* kafka_nest-is-disposed present, or an error (which ends it) */
+    bool has_err;     /* an error reply: kafka_nest-err present and non-empty */
+    bool drop_value;  /* kafka_nest-err present at all: NestJS ignores the value */
+    bool is_disposed; /* kafka_nest-is-disposed or kafka_nest-err present: the end */
 } ksfi_reply_meta;
 
-/* Read the reply headers, as KafkaResponseDeserializer does. */
+/*
+ * Read the reply headers, as KafkaResponseDeserializer and createObserver do. The last
+ * occurrence of a repeated header wins. An empty or null kafka_nest-err is falsy in
+ * JavaScript: NestJS then completes the call without a value and without an error
+ * (has_err false, drop_value and is_disposed true).
+ */
 void ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count,
                               ksfi_reply_meta *meta);
 
