@@ -20,8 +20,7 @@ typedef struct sbuf {
 } sbuf;
 
 static void
-sb_put(sbuf *b, const char *s, size_t n)
-{
+sb_put(sbuf *b, const char *s, size_t n) {
     if (b->oom) {
         return;
     }
@@ -44,15 +43,13 @@ sb_put(sbuf *b, const char *s, size_t n)
 }
 
 static void
-sb_puts(sbuf *b, const char *s)
-{
+sb_puts(sbuf *b, const char *s) {
     sb_put(b, s, strlen(s));
 }
 
 /* Hand the buffer over (an empty string when nothing was written); NULL on ENOMEM. */
 static char *
-sb_finish(sbuf *b, size_t *len)
-{
+sb_finish(sbuf *b, size_t *len) {
     if (!b->oom && !b->data) {
         sb_put(b, "", 0);
     }
@@ -68,9 +65,52 @@ sb_finish(sbuf *b, size_t *len)
 
 /* ---- numbers as JavaScript prints them -------------------------------------------- */
 
+/*
+ * The p+1 significant digits of |d| rounded to nearest by printf, moved by @p bump
+ * units in the last place, into digits[] (no point) and *exp10 (d ~ D.DDD x 10^exp10).
+ * Returns true when that decimal reads back as exactly d.
+ */
+static bool
+digits_round_trip(double d, int prec, int bump, char digits[24], int *exp10) {
+    char sci[48];
+    snprintf(sci, sizeof sci, "%.*e", prec, fabs(d));
+    char point = prec > 0 ? sci[1] : '.'; /* the locale's, so strtod agrees */
+    int nd = 0;
+    const char *p = sci;
+    for (; *p != 'e'; p++) {
+        if (*p >= '0' && *p <= '9') {
+            digits[nd++] = *p;
+        }
+    }
+    *exp10 = atoi(p + 1);
+    for (int i = nd - 1; bump && i >= 0; i--) { /* add bump with carry/borrow */
+        int v = digits[i] - '0' + bump;
+        bump = v > 9 ? 1 : v < 0 ? -1 : 0;
+        digits[i] = (char)('0' + (v + 10) % 10);
+    }
+    if (bump > 0) { /* 9.99 + 0.01 = 10.00: renormalise to 1.000 x 10^(e+1) */
+        digits[0] = '1';
+        (*exp10)++;
+    } else if (digits[0] == '0') { /* 1.00 - 0.01 = 0.99: 9.90 x 10^(e-1) */
+        memmove(digits, digits + 1, (size_t)nd - 1);
+        digits[nd - 1] = '0';
+        (*exp10)--;
+    }
+    char text[64];
+    int o = snprintf(text, sizeof text, "%c%c", digits[0], point);
+    memcpy(text + o, digits + 1, (size_t)nd - 1);
+    snprintf(text + o + nd - 1, sizeof text - (size_t)(o + nd - 1), "e%d", *exp10);
+    digits[nd] = '\0';
+    return strtod(text, NULL) == fabs(d);
+}
+
+/*
+ * JavaScript's Number::toString: the fewest significant digits that read back as d
+ * (ECMA-262 6.1.6.1.20); printf's nearest rounding at that length can miss where the
+ * rounding interval is lopsided (powers of two), so the neighbours are tried too.
+ */
 void
-ksfi_format_number(double d, char buf[32])
-{
+ksfi_format_number(double d, char buf[32]) {
     if (!isfinite(d)) {
         strcpy(buf, "null");
         return;
@@ -79,33 +119,22 @@ ksfi_format_number(double d, char buf[32])
         strcpy(buf, "0"); /* also -0, as Number#toString does */
         return;
     }
-    /* The shortest %e precision that round-trips gives JavaScript's digit string. */
-    char sci[40];
+    char digits[24];
+    int e10 = 0;
     for (int prec = 0; prec < 17; prec++) {
-        snprintf(sci, sizeof sci, "%.*e", prec, d);
-        if (strtod(sci, NULL) == d) {
+        if (digits_round_trip(d, prec, 0, digits, &e10) ||
+            digits_round_trip(d, prec, 1, digits, &e10) ||
+            digits_round_trip(d, prec, -1, digits, &e10)) {
             break;
         }
     }
-    char digits[24];
-    size_t k = 0;
-    const char *p = sci;
-    bool negative = *p == '-';
-    if (negative) {
-        p++;
-    }
-    for (; *p && *p != 'e'; p++) {
-        if (*p >= '0' && *p <= '9') {
-            digits[k++] = *p;
-        }
-    }
+    size_t k = strlen(digits);
     while (k > 1 && digits[k - 1] == '0') {
         k--;
     }
-    digits[k] = '\0';
-    int n = atoi(p + 1) + 1; /* value = 0.digits * 10^n */
+    int n = e10 + 1; /* value = 0.digits * 10^n */
     char *o = buf;
-    if (negative) {
+    if (d < 0) {
         *o++ = '-';
     }
     if ((int)k <= n && n <= 21) {
@@ -143,8 +172,7 @@ ksfi_format_number(double d, char buf[32])
 /* ---- JSON.stringify ---------------------------------------------------------------- */
 
 static void
-stringify_string(sbuf *b, const char *s, size_t n)
-{
+stringify_string(sbuf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     sb_put(b, "\"", 1);
     size_t run = 0; /* bytes copied verbatim, flushed in one go */
@@ -206,8 +234,7 @@ static void stringify(sbuf *b, const json_t *v);
  * order; JSON.stringify follows that order, so {"b":1,"1":2} prints as {"1":2,"b":1}.
  */
 static bool
-array_index_key(const char *k, size_t n, uint32_t *idx)
-{
+array_index_key(const char *k, size_t n, uint32_t *idx) {
     if (n == 0 || n > 10 || (n > 1 && k[0] == '0')) {
         return false;
     }
@@ -233,15 +260,13 @@ typedef struct index_key {
 } index_key;
 
 static int
-index_key_cmp(const void *a, const void *b)
-{
+index_key_cmp(const void *a, const void *b) {
     uint32_t x = ((const index_key *)a)->idx, y = ((const index_key *)b)->idx;
     return (x > y) - (x < y);
 }
 
 static void
-stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t *value)
-{
+stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t *value) {
     if (!*first) {
         sb_put(b, ",", 1);
     }
@@ -252,15 +277,13 @@ stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t
 }
 
 static void
-stringify_object(sbuf *b, const json_t *v)
-{
+stringify_object(sbuf *b, const json_t *v) {
     const char *key;
     size_t len, nindex = 0;
     json_t *item;
     uint32_t idx;
     bool first = true;
-    json_object_keylen_foreach((json_t *)v, key, len, item)
-    {
+    json_object_keylen_foreach((json_t *)v, key, len, item) {
         nindex += array_index_key(key, len, &idx);
     }
     index_key *keys = nindex ? ksfi_malloc(nindex * sizeof *keys) : NULL;
@@ -269,8 +292,7 @@ stringify_object(sbuf *b, const json_t *v)
         return;
     }
     size_t k = 0;
-    json_object_keylen_foreach((json_t *)v, key, len, item)
-    {
+    json_object_keylen_foreach((json_t *)v, key, len, item) {
         if (array_index_key(key, len, &idx)) {
             keys[k++] = (index_key){idx, key, len, item};
         }
@@ -281,8 +303,7 @@ stringify_object(sbuf *b, const json_t *v)
         stringify_member(b, &first, keys[k].key, keys[k].len, keys[k].value);
     }
     ksfi_free(keys);
-    json_object_keylen_foreach((json_t *)v, key, len, item)
-    {
+    json_object_keylen_foreach((json_t *)v, key, len, item) {
         if (!array_index_key(key, len, &idx)) {
             stringify_member(b, &first, key, len, item);
         }
@@ -291,8 +312,7 @@ stringify_object(sbuf *b, const json_t *v)
 }
 
 static void
-stringify(sbuf *b, const json_t *v)
-{
+stringify(sbuf *b, const json_t *v) {
     char num[32];
     if (!v) {
         sb_puts(b, "null"); /* as undefined prints inside an array */
@@ -336,16 +356,14 @@ stringify(sbuf *b, const json_t *v)
 }
 
 char *
-ksfi_json_stringify(const json_t *v, size_t *len)
-{
+ksfi_json_stringify(const json_t *v, size_t *len) {
     sbuf b = {0};
     stringify(&b, v);
     return sb_finish(&b, len);
 }
 
 ksf_err
-ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
-{
+ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei) {
     char num[32];
     const char *text = NULL;
     size_t n = 0;
@@ -358,7 +376,8 @@ ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
     case JSON_OBJECT:
     case JSON_ARRAY:
         *out = ksfi_json_stringify(v, len);
-        return *out ? KSF_OK : ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
+        return *out ? KSF_OK
+                    : ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
     case JSON_STRING:
         text = json_string_value(v);
         n = json_string_length(v);
@@ -390,13 +409,13 @@ ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
     return KSF_OK;
 }
 
-/* ---- UTF-8 repair (WHATWG decoder: one U+FFFD per maximal invalid subpart) ---------- */
+/* ---- UTF-8 repair (WHATWG decoder: one U+FFFD per maximal invalid subpart) ----------
+ */
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 with *bad = bytes to
  * replace by one U+FFFD. */
 static size_t
-utf8_seq(const unsigned char *s, size_t n, size_t *bad)
-{
+utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
     unsigned char c = s[0];
     size_t need;
     unsigned char lo = 0x80, hi = 0xBF;
@@ -434,8 +453,7 @@ utf8_seq(const unsigned char *s, size_t n, size_t *bad)
 }
 
 char *
-ksfi_utf8_sanitize(const char *s, size_t len, size_t *out_len)
-{
+ksfi_utf8_sanitize(const char *s, size_t len, size_t *out_len) {
     const unsigned char *u = (const unsigned char *)s;
     sbuf b = {0};
     size_t i = 0, start = 0;
@@ -483,8 +501,7 @@ typedef struct num_token {
 } num_token;
 
 static size_t
-scan_digits(const char *s, size_t i, size_t n)
-{
+scan_digits(const char *s, size_t i, size_t n) {
     while (i < n && s[i] >= '0' && s[i] <= '9') {
         i++;
     }
@@ -493,8 +510,7 @@ scan_digits(const char *s, size_t i, size_t n)
 
 /* Scan the JSON number grammar at s[0..n); false when the token is malformed. */
 static bool
-scan_number(const char *s, size_t n, num_token *t)
-{
+scan_number(const char *s, size_t n, num_token *t) {
     size_t i = 0;
     memset(t, 0, sizeof *t);
     t->negative = s[0] == '-';
@@ -533,8 +549,7 @@ scan_number(const char *s, size_t n, num_token *t)
 
 /* True when the number token @p s (well-formed) is beyond the double range. */
 static bool
-number_overflows(const char *s, size_t n)
-{
+number_overflows(const char *s, size_t n) {
     char digits[sizeof dbl_overflow_digits + 1];
     size_t nd = 0, i = s[0] == '-';
     long long exp10 = 0; /* value = 0.digits * 10^exp10 */
@@ -570,13 +585,13 @@ number_overflows(const char *s, size_t n)
         nd--;
     }
     digits[nd] = '\0';
-    return strcmp(digits, dbl_overflow_digits) >= 0; /* both start with a non-zero digit */
+    return strcmp(digits, dbl_overflow_digits) >=
+           0; /* both start with a non-zero digit */
 }
 
 /* True when the integer token does not fit jansson's json_int_t (long long). */
 static bool
-integer_overflows(const num_token *t)
-{
+integer_overflows(const num_token *t) {
     static const char max[] = "9223372036854775807", min[] = "9223372036854775808";
     if (t->int_len != sizeof max - 1) {
         return t->int_len > sizeof max - 1;
@@ -585,8 +600,7 @@ integer_overflows(const num_token *t)
 }
 
 static int
-hex4(const char *s)
-{
+hex4(const char *s) {
     int v = 0;
     for (int i = 0; i < 4; i++) {
         char c = s[i];
@@ -604,8 +618,7 @@ hex4(const char *s)
 
 /* The code unit of a "\uXXXX" escape at s (n bytes left), or -1. */
 static int
-unicode_escape(const char *s, size_t n)
-{
+unicode_escape(const char *s, size_t n) {
     return n >= 6 && s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
 }
 
@@ -616,8 +629,7 @@ typedef struct rewriter {
 } rewriter;
 
 static void
-rewrite(rewriter *w, size_t at, size_t skip, const char *with)
-{
+rewrite(rewriter *w, size_t at, size_t skip, const char *with) {
     sb_put(&w->out, w->src + w->done, at - w->done);
     sb_puts(&w->out, with);
     w->done = at + skip;
@@ -625,8 +637,7 @@ rewrite(rewriter *w, size_t at, size_t skip, const char *with)
 
 /* Inside a string at s[i] == '\\': rewrite a lone surrogate escape; the next index. */
 static size_t
-compat_escape(rewriter *w, const char *s, size_t i, size_t n)
-{
+compat_escape(rewriter *w, const char *s, size_t i, size_t n) {
     int u = unicode_escape(s + i, n - i);
     if (u < 0xD800 || u > 0xDFFF) {
         return i + 2; /* any other escape (or a malformed one jansson will refuse) */
@@ -642,8 +653,7 @@ compat_escape(rewriter *w, const char *s, size_t i, size_t n)
 /* Rewrite @p s for jansson. Returns a new text, or NULL with *oom false when the text
  * needs no change. */
 static char *
-json_compat(const char *s, size_t n, size_t *out_len, bool *oom)
-{
+json_compat(const char *s, size_t n, size_t *out_len, bool *oom) {
     rewriter w = {.src = s};
     bool in_string = false;
     size_t i = 0;
@@ -656,7 +666,8 @@ json_compat(const char *s, size_t n, size_t *out_len, bool *oom)
         } else if (c == '"') {
             in_string = true;
             i++;
-        } else if ((c == '-' || (c >= '0' && c <= '9')) && scan_number(s + i, n - i, &t)) {
+        } else if ((c == '-' || (c >= '0' && c <= '9')) &&
+                   scan_number(s + i, n - i, &t)) {
             if (number_overflows(s + i, t.len)) {
                 rewrite(&w, i, t.len, "null");
             } else if (t.integer && integer_overflows(&t)) {
@@ -678,8 +689,7 @@ json_compat(const char *s, size_t n, size_t *out_len, bool *oom)
 
 /* JSON.parse as NestJS's KafkaParser runs it; NULL when it would throw. */
 static json_t *
-parse_like_js(const char *text, size_t n, bool *oom)
-{
+parse_like_js(const char *text, size_t n, bool *oom) {
     size_t m = 0;
     char *fixed = json_compat(text, n, &m, oom);
     if (*oom) {
@@ -696,8 +706,7 @@ parse_like_js(const char *text, size_t n, bool *oom)
 }
 
 ksf_err
-ksfi_decode_value(const void *bytes, size_t len, json_t **out)
-{
+ksfi_decode_value(const void *bytes, size_t len, json_t **out) {
     *out = NULL;
     if (!bytes) {
         *out = json_null();
@@ -731,19 +740,21 @@ ksfi_decode_value(const void *bytes, size_t len, json_t **out)
 #define KSFI_TOPIC_MAX 249
 
 ksf_err
-ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei)
-{
+ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei) {
     if (!topic || !*topic) {
-        return ksfi_fail(ei, KSF_EINVAL, "pattern is empty; a Kafka pattern is a topic "
-                                         "name such as \"hero.kill.dragon\"");
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "pattern is empty; a Kafka pattern is a topic "
+                         "name such as \"hero.kill.dragon\"");
     }
     size_t n = strlen(topic);
-    size_t max = need_reply_room ? KSFI_TOPIC_MAX - strlen(KSFI_REPLY_SUFFIX) : KSFI_TOPIC_MAX;
+    size_t max =
+        need_reply_room ? KSFI_TOPIC_MAX - strlen(KSFI_REPLY_SUFFIX) : KSFI_TOPIC_MAX;
     if (n > max) {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "pattern \"%.60s...\" is %zu characters; at most %zu fit a Kafka "
-                         "topic%s",
-                         topic, n, max, need_reply_room ? " with its \".reply\" suffix" : "");
+        return ksfi_fail(
+            ei, KSF_EINVAL,
+            "pattern \"%.60s...\" is %zu characters; at most %zu fit a Kafka "
+            "topic%s",
+            topic, n, max, need_reply_room ? " with its \".reply\" suffix" : "");
     }
     if (!strcmp(topic, ".") || !strcmp(topic, "..")) {
         return ksfi_fail(ei, KSF_EINVAL, "pattern \"%s\" is not a legal Kafka topic name",
@@ -754,19 +765,19 @@ ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei)
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                   (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
         if (!ok) {
-            return ksfi_fail(ei, KSF_EINVAL,
-                             "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "
-                             "topic names allow only A-Z a-z 0-9 . _ -",
-                             topic, (c >= ' ' && c <= '~') ? c : '?', (unsigned char)c,
-                             (size_t)(p - topic));
+            return ksfi_fail(
+                ei, KSF_EINVAL,
+                "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "
+                "topic names allow only A-Z a-z 0-9 . _ -",
+                topic, (c >= ' ' && c <= '~') ? c : '?', (unsigned char)c,
+                (size_t)(p - topic));
         }
     }
     return KSF_OK;
 }
 
 char *
-ksfi_reply_topic_of(const char *pattern)
-{
+ksfi_reply_topic_of(const char *pattern) {
     size_t a = strlen(pattern), b = strlen(KSFI_REPLY_SUFFIX);
     char *s = ksfi_malloc(a + b + 1);
     if (s) {
@@ -779,8 +790,7 @@ ksfi_reply_topic_of(const char *pattern)
 /* ---- headers ----------------------------------------------------------------------- */
 
 bool
-ksfi_parse_reply_partition(const void *value, size_t len, int32_t *out)
-{
+ksfi_parse_reply_partition(const void *value, size_t len, int32_t *out) {
     const unsigned char *v = value;
     if (!v || len == 0) {
         return false;
@@ -813,8 +823,7 @@ ksfi_parse_reply_partition(const void *value, size_t len, int32_t *out)
 }
 
 static bool
-header_is(const ksfi_header *h, const char *name)
-{
+header_is(const ksfi_header *h, const char *name) {
     return h->name && !strcmp(h->name, name);
 }
 
@@ -823,8 +832,7 @@ header_is(const ksfi_header *h, const char *name)
  * is ('"' and '\' escaped), every other byte as \xNN, "..." when cut.
  */
 static void
-quote_bytes(const void *value, size_t len, char out[200])
-{
+quote_bytes(const void *value, size_t len, char out[200]) {
     const unsigned char *v = value;
     size_t o = 0, n = len < 40 ? len : 40;
     out[o++] = '"';
@@ -842,8 +850,7 @@ quote_bytes(const void *value, size_t len, char out[200])
 }
 
 static bool
-legal_reply_topic(const char *value, size_t len)
-{
+legal_reply_topic(const char *value, size_t len) {
     char topic[KSFI_TOPIC_MAX + 1];
     if (len > KSFI_TOPIC_MAX || memchr(value, '\0', len)) {
         return false;
@@ -855,8 +862,7 @@ legal_reply_topic(const char *value, size_t len)
 
 ksf_err
 ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_meta *meta,
-                           ksf_errinfo *ei)
-{
+                           ksf_errinfo *ei) {
     const ksfi_header *partition = NULL;
     char shown[200];
     memset(meta, 0, sizeof *meta);
@@ -898,8 +904,8 @@ ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_m
 
 size_t
 ksfi_reply_headers(const void *correlation_id, size_t correlation_id_len, const char *err,
-                   size_t err_len, bool disposed, ksfi_header out[KSFI_PROTO_HEADERS_MAX])
-{
+                   size_t err_len, bool disposed,
+                   ksfi_header out[KSFI_PROTO_HEADERS_MAX]) {
     static const unsigned char zero = 0x00;
     size_t n = 0;
     out[n++] = (ksfi_header){KSFI_HDR_CORRELATION_ID, correlation_id, correlation_id_len};
@@ -913,8 +919,7 @@ ksfi_reply_headers(const void *correlation_id, size_t correlation_id_len, const 
 }
 
 void
-ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta *meta)
-{
+ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta *meta) {
     const ksfi_header *err = NULL;
     memset(meta, 0, sizeof *meta);
     for (size_t i = 0; i < count; i++) {
@@ -942,18 +947,18 @@ ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta 
 size_t
 ksfi_request_headers(const char *correlation_id, const char *reply_topic,
                      int32_t reply_partition, char partition_buf[12],
-                     ksfi_header out[KSFI_PROTO_HEADERS_MAX])
-{
+                     ksfi_header out[KSFI_PROTO_HEADERS_MAX]) {
     snprintf(partition_buf, 12, "%" PRId32, reply_partition);
-    out[0] = (ksfi_header){KSFI_HDR_CORRELATION_ID, correlation_id, strlen(correlation_id)};
+    out[0] =
+        (ksfi_header){KSFI_HDR_CORRELATION_ID, correlation_id, strlen(correlation_id)};
     out[1] = (ksfi_header){KSFI_HDR_REPLY_TOPIC, reply_topic, strlen(reply_topic)};
-    out[2] = (ksfi_header){KSFI_HDR_REPLY_PARTITION, partition_buf, strlen(partition_buf)};
+    out[2] =
+        (ksfi_header){KSFI_HDR_REPLY_PARTITION, partition_buf, strlen(partition_buf)};
     return 3;
 }
 
 void
-ksfi_new_correlation_id(char out[37])
-{
+ksfi_new_correlation_id(char out[37]) {
     uuid_t id;
     uuid_generate_random(id);
     uuid_unparse_lower(id, out);
@@ -962,20 +967,19 @@ ksfi_new_correlation_id(char out[37])
 /* ---- errors ------------------------------------------------------------------------ */
 
 json_t *
-ksfi_error_shape(const char *message)
-{
+ksfi_error_shape(const char *message) {
     return json_pack("{s:s, s:s}", "status", "error", "message", message ? message : "");
 }
 
 json_t *
-ksfi_error_from_json(const json_t *error)
-{
+ksfi_error_from_json(const json_t *error) {
     if (json_is_object(error) || json_is_array(error)) {
         return json_incref((json_t *)error);
     }
     json_t *shape = json_object();
     if (!shape || json_object_set_new(shape, "status", json_string("error")) ||
-        json_object_set_new(shape, "message", error ? json_deep_copy(error) : json_null())) {
+        json_object_set_new(shape, "message",
+                            error ? json_deep_copy(error) : json_null())) {
         json_decref(shape);
         return NULL;
     }
@@ -983,8 +987,7 @@ ksfi_error_from_json(const json_t *error)
 }
 
 char *
-ksfi_encode_error(const json_t *error, size_t *len)
-{
+ksfi_encode_error(const json_t *error, size_t *len) {
     if (json_is_string(error)) {
         size_t n = json_string_length(error);
         char *s = ksfi_memdup(json_string_value(error), n);
