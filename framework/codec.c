@@ -297,7 +297,9 @@ stringify_object(sbuf *b, const json_t *v) {
             keys[k++] = (index_key){idx, key, len, item};
         }
     }
-    qsort(keys, nindex, sizeof *keys, index_key_cmp);
+    if (nindex > 1) {
+        qsort(keys, nindex, sizeof *keys, index_key_cmp);
+    }
     sb_put(b, "{", 1);
     for (k = 0; k < nindex; k++) {
         stringify_member(b, &first, keys[k].key, keys[k].len, keys[k].value);
