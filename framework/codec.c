@@ -20,7 +20,8 @@ typedef struct sbuf {
 } sbuf;
 
 static void
-sb_put(sbuf *b, const char *s, size_t n) {
+sb_put(sbuf *b, const char *s, size_t n)
+{
     if (b->oom) {
         return;
     }
@@ -43,13 +44,15 @@ sb_put(sbuf *b, const char *s, size_t n) {
 }
 
 static void
-sb_puts(sbuf *b, const char *s) {
+sb_puts(sbuf *b, const char *s)
+{
     sb_put(b, s, strlen(s));
 }
 
 /* Hand the buffer over (an empty string when nothing was written); NULL on ENOMEM. */
 static char *
-sb_finish(sbuf *b, size_t *len) {
+sb_finish(sbuf *b, size_t *len)
+{
     if (!b->oom && !b->data) {
         sb_put(b, "", 0);
     }
@@ -71,7 +74,8 @@ sb_finish(sbuf *b, size_t *len) {
  * Returns true when that decimal reads back as exactly d.
  */
 static bool
-digits_round_trip(double d, int prec, int bump, char digits[24], int *exp10) {
+digits_round_trip(double d, int prec, int bump, char digits[24], int *exp10)
+{
     char sci[48];
     snprintf(sci, sizeof sci, "%.*e", prec, fabs(d));
     char point = prec > 0 ? sci[1] : '.'; /* the locale's, so strtod agrees */
@@ -110,7 +114,8 @@ digits_round_trip(double d, int prec, int bump, char digits[24], int *exp10) {
  * rounding interval is lopsided (powers of two), so the neighbours are tried too.
  */
 void
-ksfi_format_number(double d, char buf[32]) {
+ksfi_format_number(double d, char buf[32])
+{
     if (!isfinite(d)) {
         strcpy(buf, "null");
         return;
@@ -172,7 +177,8 @@ ksfi_format_number(double d, char buf[32]) {
 /* ---- JSON.stringify ---------------------------------------------------------------- */
 
 static void
-stringify_string(sbuf *b, const char *s, size_t n) {
+stringify_string(sbuf *b, const char *s, size_t n)
+{
     static const char hex[] = "0123456789abcdef";
     sb_put(b, "\"", 1);
     size_t run = 0; /* bytes copied verbatim, flushed in one go */
@@ -234,7 +240,8 @@ static void stringify(sbuf *b, const json_t *v);
  * order; JSON.stringify follows that order, so {"b":1,"1":2} prints as {"1":2,"b":1}.
  */
 static bool
-array_index_key(const char *k, size_t n, uint32_t *idx) {
+array_index_key(const char *k, size_t n, uint32_t *idx)
+{
     if (n == 0 || n > 10 || (n > 1 && k[0] == '0')) {
         return false;
     }
@@ -260,13 +267,15 @@ typedef struct index_key {
 } index_key;
 
 static int
-index_key_cmp(const void *a, const void *b) {
+index_key_cmp(const void *a, const void *b)
+{
     uint32_t x = ((const index_key *)a)->idx, y = ((const index_key *)b)->idx;
     return (x > y) - (x < y);
 }
 
 static void
-stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t *value) {
+stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t *value)
+{
     if (!*first) {
         sb_put(b, ",", 1);
     }
@@ -277,13 +286,14 @@ stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t
 }
 
 static void
-stringify_object(sbuf *b, const json_t *v) {
+stringify_object(sbuf *b, const json_t *v)
+{
     const char *key;
     size_t len, nindex = 0;
     json_t *item;
     uint32_t idx;
     bool first = true;
-    json_object_keylen_foreach((json_t *)v, key, len, item) {
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
         nindex += array_index_key(key, len, &idx);
     }
     index_key *keys = nindex ? ksfi_malloc(nindex * sizeof *keys) : NULL;
@@ -292,7 +302,7 @@ stringify_object(sbuf *b, const json_t *v) {
         return;
     }
     size_t k = 0;
-    json_object_keylen_foreach((json_t *)v, key, len, item) {
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
         if (array_index_key(key, len, &idx)) {
             keys[k++] = (index_key){idx, key, len, item};
         }
@@ -305,7 +315,7 @@ stringify_object(sbuf *b, const json_t *v) {
         stringify_member(b, &first, keys[k].key, keys[k].len, keys[k].value);
     }
     ksfi_free(keys);
-    json_object_keylen_foreach((json_t *)v, key, len, item) {
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
         if (!array_index_key(key, len, &idx)) {
             stringify_member(b, &first, key, len, item);
         }
@@ -314,7 +324,8 @@ stringify_object(sbuf *b, const json_t *v) {
 }
 
 static void
-stringify(sbuf *b, const json_t *v) {
+stringify(sbuf *b, const json_t *v)
+{
     char num[32];
     if (!v) {
         sb_puts(b, "null"); /* as undefined prints inside an array */
@@ -358,14 +369,16 @@ stringify(sbuf *b, const json_t *v) {
 }
 
 char *
-ksfi_json_stringify(const json_t *v, size_t *len) {
+ksfi_json_stringify(const json_t *v, size_t *len)
+{
     sbuf b = {0};
     stringify(&b, v);
     return sb_finish(&b, len);
 }
 
 ksf_err
-ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei) {
+ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
+{
     char num[32];
     const char *text = NULL;
     size_t n = 0;
@@ -417,7 +430,8 @@ ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei) {
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 with *bad = bytes to
  * replace by one U+FFFD. */
 static size_t
-utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
+utf8_seq(const unsigned char *s, size_t n, size_t *bad)
+{
     unsigned char c = s[0];
     size_t need;
     unsigned char lo = 0x80, hi = 0xBF;
@@ -455,7 +469,8 @@ utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
 }
 
 char *
-ksfi_utf8_sanitize(const char *s, size_t len, size_t *out_len) {
+ksfi_utf8_sanitize(const char *s, size_t len, size_t *out_len)
+{
     const unsigned char *u = (const unsigned char *)s;
     sbuf b = {0};
     size_t i = 0, start = 0;
@@ -503,7 +518,8 @@ typedef struct num_token {
 } num_token;
 
 static size_t
-scan_digits(const char *s, size_t i, size_t n) {
+scan_digits(const char *s, size_t i, size_t n)
+{
     while (i < n && s[i] >= '0' && s[i] <= '9') {
         i++;
     }
@@ -512,7 +528,8 @@ scan_digits(const char *s, size_t i, size_t n) {
 
 /* Scan the JSON number grammar at s[0..n); false when the token is malformed. */
 static bool
-scan_number(const char *s, size_t n, num_token *t) {
+scan_number(const char *s, size_t n, num_token *t)
+{
     size_t i = 0;
     memset(t, 0, sizeof *t);
     t->negative = s[0] == '-';
@@ -551,7 +568,8 @@ scan_number(const char *s, size_t n, num_token *t) {
 
 /* True when the number token @p s (well-formed) is beyond the double range. */
 static bool
-number_overflows(const char *s, size_t n) {
+number_overflows(const char *s, size_t n)
+{
     char digits[sizeof dbl_overflow_digits + 1];
     size_t nd = 0, i = s[0] == '-';
     long long exp10 = 0; /* value = 0.digits * 10^exp10 */
@@ -593,7 +611,8 @@ number_overflows(const char *s, size_t n) {
 
 /* True when the integer token does not fit jansson's json_int_t (long long). */
 static bool
-integer_overflows(const num_token *t) {
+integer_overflows(const num_token *t)
+{
     static const char max[] = "9223372036854775807", min[] = "9223372036854775808";
     if (t->int_len != sizeof max - 1) {
         return t->int_len > sizeof max - 1;
@@ -602,7 +621,8 @@ integer_overflows(const num_token *t) {
 }
 
 static int
-hex4(const char *s) {
+hex4(const char *s)
+{
     int v = 0;
     for (int i = 0; i < 4; i++) {
         char c = s[i];
@@ -620,7 +640,8 @@ hex4(const char *s) {
 
 /* The code unit of a "\uXXXX" escape at s (n bytes left), or -1. */
 static int
-unicode_escape(const char *s, size_t n) {
+unicode_escape(const char *s, size_t n)
+{
     return n >= 6 && s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
 }
 
@@ -631,7 +652,8 @@ typedef struct rewriter {
 } rewriter;
 
 static void
-rewrite(rewriter *w, size_t at, size_t skip, const char *with) {
+rewrite(rewriter *w, size_t at, size_t skip, const char *with)
+{
     sb_put(&w->out, w->src + w->done, at - w->done);
     sb_puts(&w->out, with);
     w->done = at + skip;
@@ -639,7 +661,8 @@ rewrite(rewriter *w, size_t at, size_t skip, const char *with) {
 
 /* Inside a string at s[i] == '\\': rewrite a lone surrogate escape; the next index. */
 static size_t
-compat_escape(rewriter *w, const char *s, size_t i, size_t n) {
+compat_escape(rewriter *w, const char *s, size_t i, size_t n)
+{
     int u = unicode_escape(s + i, n - i);
     if (u < 0xD800 || u > 0xDFFF) {
         return i + 2; /* any other escape (or a malformed one jansson will refuse) */
@@ -655,7 +678,8 @@ compat_escape(rewriter *w, const char *s, size_t i, size_t n) {
 /* Rewrite @p s for jansson. Returns a new text, or NULL with *oom false when the text
  * needs no change. */
 static char *
-json_compat(const char *s, size_t n, size_t *out_len, bool *oom) {
+json_compat(const char *s, size_t n, size_t *out_len, bool *oom)
+{
     rewriter w = {.src = s};
     bool in_string = false;
     size_t i = 0;
@@ -691,7 +715,8 @@ json_compat(const char *s, size_t n, size_t *out_len, bool *oom) {
 
 /* JSON.parse as NestJS's KafkaParser runs it; NULL when it would throw. */
 static json_t *
-parse_like_js(const char *text, size_t n, bool *oom) {
+parse_like_js(const char *text, size_t n, bool *oom)
+{
     size_t m = 0;
     char *fixed = json_compat(text, n, &m, oom);
     if (*oom) {
@@ -708,7 +733,8 @@ parse_like_js(const char *text, size_t n, bool *oom) {
 }
 
 ksf_err
-ksfi_decode_value(const void *bytes, size_t len, json_t **out) {
+ksfi_decode_value(const void *bytes, size_t len, json_t **out)
+{
     *out = NULL;
     if (!bytes) {
         *out = json_null();
@@ -742,7 +768,8 @@ ksfi_decode_value(const void *bytes, size_t len, json_t **out) {
 #define KSFI_TOPIC_MAX 249
 
 ksf_err
-ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei) {
+ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei)
+{
     if (!topic || !*topic) {
         return ksfi_fail(ei, KSF_EINVAL,
                          "pattern is empty; a Kafka pattern is a topic "
@@ -779,7 +806,8 @@ ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei) {
 }
 
 char *
-ksfi_reply_topic_of(const char *pattern) {
+ksfi_reply_topic_of(const char *pattern)
+{
     size_t a = strlen(pattern), b = strlen(KSFI_REPLY_SUFFIX);
     char *s = ksfi_malloc(a + b + 1);
     if (s) {
@@ -792,7 +820,8 @@ ksfi_reply_topic_of(const char *pattern) {
 /* ---- headers ----------------------------------------------------------------------- */
 
 bool
-ksfi_parse_reply_partition(const void *value, size_t len, int32_t *out) {
+ksfi_parse_reply_partition(const void *value, size_t len, int32_t *out)
+{
     const unsigned char *v = value;
     if (!v || len == 0) {
         return false;
@@ -825,7 +854,8 @@ ksfi_parse_reply_partition(const void *value, size_t len, int32_t *out) {
 }
 
 static bool
-header_is(const ksfi_header *h, const char *name) {
+header_is(const ksfi_header *h, const char *name)
+{
     return h->name && !strcmp(h->name, name);
 }
 
@@ -834,7 +864,8 @@ header_is(const ksfi_header *h, const char *name) {
  * is ('"' and '\' escaped), every other byte as \xNN, "..." when cut.
  */
 static void
-quote_bytes(const void *value, size_t len, char out[200]) {
+quote_bytes(const void *value, size_t len, char out[200])
+{
     const unsigned char *v = value;
     size_t o = 0, n = len < 40 ? len : 40;
     out[o++] = '"';
@@ -852,7 +883,8 @@ quote_bytes(const void *value, size_t len, char out[200]) {
 }
 
 static bool
-legal_reply_topic(const char *value, size_t len) {
+legal_reply_topic(const char *value, size_t len)
+{
     char topic[KSFI_TOPIC_MAX + 1];
     if (len > KSFI_TOPIC_MAX || memchr(value, '\0', len)) {
         return false;
@@ -864,7 +896,8 @@ legal_reply_topic(const char *value, size_t len) {
 
 ksf_err
 ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_meta *meta,
-                           ksf_errinfo *ei) {
+                           ksf_errinfo *ei)
+{
     const ksfi_header *partition = NULL;
     char shown[200];
     memset(meta, 0, sizeof *meta);
@@ -906,8 +939,8 @@ ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_m
 
 size_t
 ksfi_reply_headers(const void *correlation_id, size_t correlation_id_len, const char *err,
-                   size_t err_len, bool disposed,
-                   ksfi_header out[KSFI_PROTO_HEADERS_MAX]) {
+                   size_t err_len, bool disposed, ksfi_header out[KSFI_PROTO_HEADERS_MAX])
+{
     static const unsigned char zero = 0x00;
     size_t n = 0;
     out[n++] = (ksfi_header){KSFI_HDR_CORRELATION_ID, correlation_id, correlation_id_len};
@@ -921,7 +954,8 @@ ksfi_reply_headers(const void *correlation_id, size_t correlation_id_len, const 
 }
 
 void
-ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta *meta) {
+ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta *meta)
+{
     const ksfi_header *err = NULL;
     memset(meta, 0, sizeof *meta);
     for (size_t i = 0; i < count; i++) {
@@ -949,7 +983,8 @@ ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta 
 size_t
 ksfi_request_headers(const char *correlation_id, const char *reply_topic,
                      int32_t reply_partition, char partition_buf[12],
-                     ksfi_header out[KSFI_PROTO_HEADERS_MAX]) {
+                     ksfi_header out[KSFI_PROTO_HEADERS_MAX])
+{
     snprintf(partition_buf, 12, "%" PRId32, reply_partition);
     out[0] =
         (ksfi_header){KSFI_HDR_CORRELATION_ID, correlation_id, strlen(correlation_id)};
@@ -960,7 +995,8 @@ ksfi_request_headers(const char *correlation_id, const char *reply_topic,
 }
 
 void
-ksfi_new_correlation_id(char out[37]) {
+ksfi_new_correlation_id(char out[37])
+{
     uuid_t id;
     uuid_generate_random(id);
     uuid_unparse_lower(id, out);
@@ -969,12 +1005,14 @@ ksfi_new_correlation_id(char out[37]) {
 /* ---- errors ------------------------------------------------------------------------ */
 
 json_t *
-ksfi_error_shape(const char *message) {
+ksfi_error_shape(const char *message)
+{
     return json_pack("{s:s, s:s}", "status", "error", "message", message ? message : "");
 }
 
 json_t *
-ksfi_error_from_json(const json_t *error) {
+ksfi_error_from_json(const json_t *error)
+{
     if (json_is_object(error) || json_is_array(error)) {
         return json_incref((json_t *)error);
     }
@@ -989,7 +1027,8 @@ ksfi_error_from_json(const json_t *error) {
 }
 
 char *
-ksfi_encode_error(const json_t *error, size_t *len) {
+ksfi_encode_error(const json_t *error, size_t *len)
+{
     if (json_is_string(error)) {
         size_t n = json_string_length(error);
         char *s = ksfi_memdup(json_string_value(error), n);

@@ -28,9 +28,11 @@ typedef struct ksfi_header {
 ksf_err ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei);
 
 /*
- * JSON.stringify of @p v: compact, keys in insertion order, only '"', '\\' and control
- * characters escaped, numbers as JavaScript prints them. Returns a NUL-terminated
- * ksfi_malloc'd string (length in *len when non-NULL) or NULL on ENOMEM.
+ * JSON.stringify of @p v: compact; object keys in JavaScript's enumeration order
+ * (array-index keys such as "2" first, ascending, then insertion order); only '"',
+ * '\\' and control characters escaped; numbers as JavaScript prints them (integers
+ * exactly, even beyond 2^53). Returns a NUL-terminated ksfi_malloc'd string (length in
+ * *len when non-NULL) or NULL on ENOMEM.
  */
 char *ksfi_json_stringify(const json_t *v, size_t *len);
 
@@ -45,7 +47,11 @@ void ksfi_format_number(double d, char buf[32]);
  * json null. A non-empty value whose first byte is 0x00 is binary: *out = NULL and
  * KSF_OK. Text starting with '{' or '[' that parses as JSON becomes that JSON; any other
  * text (including JSON that fails to parse) becomes a JSON string, with invalid UTF-8
- * replaced by U+FFFD as Node's Buffer#toString does. Errors: KSF_ENOMEM.
+ * replaced by U+FFFD as Node's Buffer#toString does. What JSON.parse accepts but
+ * jansson cannot hold is mapped to the nearest value: an escaped lone surrogate to
+ * U+FFFD, an integer beyond int64 to a double, a number beyond the double range
+ * (Infinity) to null. Not mapped (they stay strings): "\u0000" inside an object key,
+ * nesting deeper than jansson's 2048 levels. Errors: KSF_ENOMEM.
  */
 ksf_err ksfi_decode_value(const void *bytes, size_t len, json_t **out);
 

@@ -39,7 +39,8 @@ static const struct {
  * characters or broken UTF-8 into a log line.
  */
 static const char *
-quote(const char *value, char out[260]) {
+quote(const char *value, char out[260])
+{
     size_t o = 0;
     out[o++] = '"';
     for (size_t i = 0; value[i]; i++) {
@@ -64,7 +65,8 @@ quote(const char *value, char out[260]) {
 }
 
 ksf_err
-ksf_config_new(ksf_config **out) {
+ksf_config_new(ksf_config **out)
+{
     if (!out) {
         return KSF_EINVAL;
     }
@@ -90,7 +92,8 @@ ksf_config_new(ksf_config **out) {
 }
 
 void
-ksf_config_destroy(ksf_config *cfg) {
+ksf_config_destroy(ksf_config *cfg)
+{
     if (!cfg) {
         return;
     }
@@ -108,7 +111,8 @@ ksf_config_destroy(ksf_config *cfg) {
 
 /* Replace *slot by a copy of @p value (NULL allowed). */
 static ksf_err
-set_string(char **slot, const char *value) {
+set_string(char **slot, const char *value)
+{
     char *copy = NULL;
     if (value && !(copy = ksfi_strdup(value))) {
         return KSF_ENOMEM;
@@ -119,7 +123,8 @@ set_string(char **slot, const char *value) {
 }
 
 ksf_err
-ksf_config_dup(const ksf_config *cfg, ksf_config **out) {
+ksf_config_dup(const ksf_config *cfg, ksf_config **out)
+{
     if (!cfg || !out) {
         return KSF_EINVAL;
     }
@@ -162,7 +167,8 @@ fail:
 /* Parse a base-10 integer filling the whole string, within [min, max]; unlike bare
  * strtoll, no leading blanks or '+'. */
 static bool
-parse_int(const char *s, long long min, long long max, long long *out) {
+parse_int(const char *s, long long min, long long max, long long *out)
+{
     if (!s || !(*s == '-' || (*s >= '0' && *s <= '9'))) {
         return false;
     }
@@ -178,7 +184,8 @@ parse_int(const char *s, long long min, long long max, long long *out) {
 
 /* Check one host:port entry of a broker list ("[v6]:port" allowed). */
 static bool
-valid_broker(const char *entry, size_t len, const char **why) {
+valid_broker(const char *entry, size_t len, const char **why)
+{
     const char *colon = NULL;
     for (size_t i = len; i > 0; i--) {
         if (entry[i - 1] == ':') {
@@ -222,7 +229,8 @@ valid_broker(const char *entry, size_t len, const char **why) {
 }
 
 static ksf_err
-set_brokers(ksf_config *cfg, const char *value, ksf_errinfo *ei) {
+set_brokers(ksf_config *cfg, const char *value, ksf_errinfo *ei)
+{
     const char *why = "empty list";
     const char *p = value;
     if (!*p) {
@@ -254,8 +262,8 @@ bad:;
 
 /* Kafka ids: non-empty, printable ASCII, no spaces (librdkafka and brokers agree). */
 static ksf_err
-set_id(char **slot, const char *key, const char *value, bool allow_empty,
-       ksf_errinfo *ei) {
+set_id(char **slot, const char *key, const char *value, bool allow_empty, ksf_errinfo *ei)
+{
     const char *why = NULL;
     char q[260];
     if (!*value && !allow_empty) {
@@ -279,7 +287,8 @@ set_id(char **slot, const char *key, const char *value, bool allow_empty,
 
 static ksf_err
 set_range(int *slot, const char *key, const char *value, long long min, long long max,
-          ksf_errinfo *ei) {
+          ksf_errinfo *ei)
+{
     long long v;
     char q[260];
     if (!parse_int(value, min, max, &v)) {
@@ -293,7 +302,8 @@ set_range(int *slot, const char *key, const char *value, long long min, long lon
 /* Validate a librdkafka property against librdkafka itself, then store it. */
 static ksf_err
 set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char *value,
-               ksf_errinfo *ei) {
+               ksf_errinfo *ei)
+{
     static const char *const role_names[] = {"kafka", "consumer", "producer"};
     if ((int)role < 0 || role > KSF_KAFKA_PRODUCER) {
         return ksfi_fail(ei, KSF_EINVAL,
@@ -348,7 +358,8 @@ set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char
 
 /* Allocation failures deep down return a bare KSF_ENOMEM; give them their sentence. */
 static ksf_err
-oom_sentence(ksf_err e, const char *key, ksf_errinfo *ei) {
+oom_sentence(ksf_err e, const char *key, ksf_errinfo *ei)
+{
     if (e == KSF_ENOMEM) {
         char q[260];
         return ksfi_fail(ei, e, "out of memory setting %s", quote(key, q));
@@ -358,7 +369,8 @@ oom_sentence(ksf_err e, const char *key, ksf_errinfo *ei) {
 
 ksf_err
 ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role, const char *key,
-                     const char *value, ksf_errinfo *ei) {
+                     const char *value, ksf_errinfo *ei)
+{
     if (!cfg || !key || !value || !*key) {
         return ksfi_fail(ei, KSF_EINVAL,
                          "ksf_config_set_kafka: cfg, key and value are "
@@ -371,7 +383,8 @@ static ksf_err config_set(ksf_config *cfg, const char *key, const char *value,
                           ksf_errinfo *ei);
 
 ksf_err
-ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei) {
+ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
+{
     if (!cfg || !key || !value) {
         return ksfi_fail(ei, KSF_EINVAL,
                          "ksf_config_set: cfg, key and value are required");
@@ -380,7 +393,8 @@ ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo 
 }
 
 static ksf_err
-config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei) {
+config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
+{
     if (!strcmp(key, "brokers")) {
         return set_brokers(cfg, value, ei);
     }
@@ -434,7 +448,8 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
 }
 
 static ksf_err
-copy_out(char *buf, size_t size, const char *value) {
+copy_out(char *buf, size_t size, const char *value)
+{
     if (size == 0) {
         return KSF_EINVAL;
     }
@@ -449,7 +464,8 @@ copy_out(char *buf, size_t size, const char *value) {
 }
 
 ksf_err
-ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size) {
+ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
+{
     char num[32];
     if (!cfg || !key || !buf) {
         return KSF_EINVAL;
@@ -500,7 +516,8 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size) {
 }
 
 ksf_err
-ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei) {
+ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei)
+{
     const char *brokers = getenv("KSF_BROKERS");
     if (!brokers || !*brokers) {
         return KSF_OK;
@@ -515,7 +532,8 @@ ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei) {
 }
 
 void
-ksf_config_set_log(ksf_config *cfg, ksf_log_fn fn, void *user, ksf_log_level max_level) {
+ksf_config_set_log(ksf_config *cfg, ksf_log_fn fn, void *user, ksf_log_level max_level)
+{
     if (!cfg) {
         return;
     }
@@ -525,7 +543,8 @@ ksf_config_set_log(ksf_config *cfg, ksf_log_fn fn, void *user, ksf_log_level max
 }
 
 static char *
-join_id(const char *base, const char *postfix) {
+join_id(const char *base, const char *postfix)
+{
     size_t a = strlen(base), b = strlen(postfix);
     char *s = ksfi_malloc(a + b + 1);
     if (s) {
@@ -536,11 +555,13 @@ join_id(const char *base, const char *postfix) {
 }
 
 char *
-ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix) {
+ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix)
+{
     return join_id(cfg->client_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
 }
 
 char *
-ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix) {
+ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix)
+{
     return join_id(cfg->group_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
 }

@@ -38,7 +38,8 @@ static const char *const names[] = {KSFI_HDR_CORRELATION_ID,   KSFI_HDR_REPLY_TO
 
 /* Strict UTF-8 check, written independently of the codec's decoder. */
 static bool
-valid_utf8(const unsigned char *s, size_t n) {
+valid_utf8(const unsigned char *s, size_t n)
+{
     size_t i = 0;
     while (i < n) {
         uint32_t c = s[i], cp;
@@ -67,7 +68,8 @@ valid_utf8(const unsigned char *s, size_t n) {
 }
 
 static void
-check_sanitize(const uint8_t *v, size_t n) {
+check_sanitize(const uint8_t *v, size_t n)
+{
     size_t m = 0, m2 = 0;
     char *s = ksfi_utf8_sanitize((const char *)v, n, &m);
     CHECK(s != NULL);
@@ -84,7 +86,8 @@ check_sanitize(const uint8_t *v, size_t n) {
 /* encode(decode(x)) is a fixed point: decoding the encoded bytes and encoding again
  * gives the same bytes (JSON text for containers, the sanitized text for strings). */
 static void
-check_decode(const uint8_t *v, size_t n) {
+check_decode(const uint8_t *v, size_t n)
+{
     json_t *j = (json_t *)0x1;
     CHECK(ksfi_decode_value(v, n, &j) == KSF_OK);
     if (!v) {
@@ -121,7 +124,8 @@ check_decode(const uint8_t *v, size_t n) {
 }
 
 static bool
-printable_ascii(const char *s) {
+printable_ascii(const char *s)
+{
     for (; *s; s++) {
         if (*s < 0x20 || *s > 0x7e) {
             return false;
@@ -131,7 +135,8 @@ printable_ascii(const char *s) {
 }
 
 static void
-check_request(const ksfi_header *h, size_t nh) {
+check_request(const ksfi_header *h, size_t nh)
+{
     ksfi_request_meta m;
     ksf_errinfo ei = {0};
     ksf_err e = ksfi_parse_request_headers(h, nh, &m, &ei);
@@ -173,7 +178,8 @@ check_request(const ksfi_header *h, size_t nh) {
 }
 
 static void
-check_reply(const ksfi_header *h, size_t nh) {
+check_reply(const ksfi_header *h, size_t nh)
+{
     ksfi_reply_meta r;
     ksfi_parse_reply_headers(h, nh, &r);
     CHECK(!r.has_err || (r.is_disposed && r.drop_value && r.err && r.err_len > 0));
@@ -182,7 +188,8 @@ check_reply(const ksfi_header *h, size_t nh) {
 }
 
 static void
-check_number(const uint8_t *v, size_t n) {
+check_number(const uint8_t *v, size_t n)
+{
     if (n < 8) {
         return;
     }
@@ -199,7 +206,8 @@ check_number(const uint8_t *v, size_t n) {
 }
 
 int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
     if (size == 0) {
         return 0;
     }

@@ -18,8 +18,7 @@ KSF_CONTROLLER_MESSAGE_PATTERN("cxx", "cxx.sum", cxx_sum)
     json_int_t sum = 0;
     size_t i;
     json_t *item;
-    json_array_foreach(data, i, item)
-    {
+    json_array_foreach (data, i, item) {
         sum += json_integer_value(item);
     }
     *reply = json_integer(sum);

@@ -16,7 +16,8 @@ static const char *data_dir = "tests/data";
 
 /* Assert that encoding @p v gives exactly @p want (NULL: a null Kafka value). */
 static void
-assert_encodes(json_t *v, const char *want, size_t want_len) {
+assert_encodes(json_t *v, const char *want, size_t want_len)
+{
     char *out = (char *)"sentinel";
     size_t len = 99;
     ck_assert_int_eq(ksfi_encode_value(v, &out, &len, NULL), KSF_OK);
@@ -36,7 +37,8 @@ assert_encodes(json_t *v, const char *want, size_t want_len) {
 #define ENCODES(v, lit) assert_encodes((v), (lit), sizeof(lit) - 1)
 
 static json_t *
-parse(const char *text) {
+parse(const char *text)
+{
     json_error_t e;
     json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
     ck_assert_msg(v != NULL, "test JSON %s: %s", text, e.text);
@@ -45,7 +47,8 @@ parse(const char *text) {
 
 /* ---- request value (section 0 "Request value", section 2.5) ----------------------- */
 
-START_TEST(test_codec_encode_objects_and_arrays) {
+START_TEST(test_codec_encode_objects_and_arrays)
+{
     ENCODES(parse("{\"a\":1}"), "{\"a\":1}");
     ENCODES(parse("[1,2]"), "[1,2]");
     ENCODES(parse("{}"), "{}");
@@ -67,7 +70,8 @@ START_TEST(test_codec_encode_objects_and_arrays) {
 }
 END_TEST
 
-START_TEST(test_codec_encode_string_escaping) {
+START_TEST(test_codec_encode_string_escaping)
+{
     /* JSON.stringify escapes '"', '\\', \b \f \n \r \t and other controls as \u00xx
      * (lowercase); '/', DEL, U+2028 and non-ASCII stay as they are. */
     json_t *a = json_array();
@@ -79,7 +83,8 @@ START_TEST(test_codec_encode_string_escaping) {
 }
 END_TEST
 
-START_TEST(test_codec_encode_scalars) {
+START_TEST(test_codec_encode_scalars)
+{
     ENCODES(json_string("str"), "str");             /* strings raw, no quotes */
     ENCODES(json_string("{\"a\":1}"), "{\"a\":1}"); /* a JSON-looking string too */
     ENCODES(json_string(""), "");
@@ -94,7 +99,8 @@ START_TEST(test_codec_encode_scalars) {
 }
 END_TEST
 
-START_TEST(test_codec_encode_js_numbers) {
+START_TEST(test_codec_encode_js_numbers)
+{
     ENCODES(json_real(0.1), "0.1");
     ENCODES(json_real(1e21), "1e+21");
     ENCODES(json_real(1e20), "100000000000000000000");
@@ -115,7 +121,8 @@ START_TEST(test_codec_encode_js_numbers) {
 END_TEST
 
 /* ksfi_format_number against 4121 doubles printed by Node (tests/data/numbers.txt). */
-START_TEST(test_codec_format_number_matches_node) {
+START_TEST(test_codec_format_number_matches_node)
+{
     char path[4096];
     snprintf(path, sizeof path, "%s/numbers.txt", data_dir);
     FILE *f = fopen(path, "r");
@@ -139,7 +146,8 @@ END_TEST
 /* ---- incoming parse (section 0 "Incoming parse", section 7) ------------------------ */
 
 static json_t *
-decode(const char *bytes, size_t len) {
+decode(const char *bytes, size_t len)
+{
     json_t *v = (json_t *)0x1;
     ck_assert_int_eq(ksfi_decode_value(bytes, len, &v), KSF_OK);
     return v;
@@ -147,7 +155,8 @@ decode(const char *bytes, size_t len) {
 #define DECODE(lit) decode((lit), sizeof(lit) - 1)
 
 static void
-assert_string(json_t *v, const char *want, size_t len) {
+assert_string(json_t *v, const char *want, size_t len)
+{
     ck_assert_msg(json_is_string(v), "expected a JSON string");
     ck_assert_uint_eq(json_string_length(v), len);
     ck_assert_msg(!memcmp(json_string_value(v), want, len), "got \"%s\"",
@@ -157,7 +166,8 @@ assert_string(json_t *v, const char *want, size_t len) {
 #define IS_STRING(v, lit) assert_string((v), (lit), sizeof(lit) - 1)
 
 static void
-assert_json(json_t *v, const char *stringified) {
+assert_json(json_t *v, const char *stringified)
+{
     ck_assert_msg(json_is_object(v) || json_is_array(v), "expected parsed JSON");
     char *s = ksfi_json_stringify(v, NULL);
     ck_assert_str_eq(s, stringified);
@@ -165,7 +175,8 @@ assert_json(json_t *v, const char *stringified) {
     json_decref(v);
 }
 
-START_TEST(test_codec_decode_sniff) {
+START_TEST(test_codec_decode_sniff)
+{
     assert_json(DECODE("{\"a\":1}"), "{\"a\":1}");
     assert_json(DECODE("[1,\"x\",{\"b\":null}]"), "[1,\"x\",{\"b\":null}]");
     assert_json(DECODE("[ 1 ,\n2 ]\t"), "[1,2]");
@@ -182,7 +193,8 @@ START_TEST(test_codec_decode_sniff) {
 }
 END_TEST
 
-START_TEST(test_codec_decode_null_and_binary) {
+START_TEST(test_codec_decode_null_and_binary)
+{
     json_t *v = decode(NULL, 0);
     ck_assert(json_is_null(v));
     json_decref(v);
@@ -192,7 +204,8 @@ START_TEST(test_codec_decode_null_and_binary) {
 }
 END_TEST
 
-START_TEST(test_codec_decode_js_parse_quirks) {
+START_TEST(test_codec_decode_js_parse_quirks)
+{
     /* What JSON.parse accepts and jansson alone would refuse. */
     assert_json(DECODE("[123456789012345678901]"), "[123456789012345680000]");
     assert_json(DECODE("[-9223372036854775809]"), "[-9223372036854776000]");
@@ -214,7 +227,8 @@ START_TEST(test_codec_decode_js_parse_quirks) {
 END_TEST
 
 /* Buffer#toString: one U+FFFD per maximal invalid subpart (WHATWG), as Node prints. */
-START_TEST(test_codec_decode_invalid_utf8) {
+START_TEST(test_codec_decode_invalid_utf8)
+{
 #define FFFD "\xef\xbf\xbd"
     IS_STRING(DECODE("a\xc3"), "a" FFFD);    /* truncated 2 */
     IS_STRING(DECODE("\xe2\x82"), FFFD);     /* truncated 3 */
@@ -234,7 +248,8 @@ START_TEST(test_codec_decode_invalid_utf8) {
 }
 END_TEST
 
-START_TEST(test_codec_utf8_sanitize) {
+START_TEST(test_codec_utf8_sanitize)
+{
     size_t n = 0;
     char *s = ksfi_utf8_sanitize("ok\0\xc3\xa9", 5, &n);
     ck_assert_uint_eq(n, 5);
@@ -255,7 +270,8 @@ END_TEST
 
 /* ---- request headers (section 0 "Request headers", section 2.6) -------------------- */
 
-START_TEST(test_codec_request_headers_exact) {
+START_TEST(test_codec_request_headers_exact)
+{
     ksfi_header h[KSFI_PROTO_HEADERS_MAX];
     char pbuf[12];
     ck_assert_uint_eq(ksfi_request_headers("abc-1", "math.sum.reply", 0, pbuf, h), 3);
@@ -276,7 +292,8 @@ START_TEST(test_codec_request_headers_exact) {
 }
 END_TEST
 
-START_TEST(test_codec_request_headers_round_trip) {
+START_TEST(test_codec_request_headers_round_trip)
+{
     ksfi_header h[KSFI_PROTO_HEADERS_MAX];
     char pbuf[12], id[37];
     ksfi_new_correlation_id(id);
@@ -291,7 +308,8 @@ START_TEST(test_codec_request_headers_round_trip) {
 }
 END_TEST
 
-START_TEST(test_codec_reply_partition_forms) {
+START_TEST(test_codec_reply_partition_forms)
+{
     int32_t p = -5;
     ck_assert(ksfi_parse_reply_partition("0", 1, &p) && p == 0);
     ck_assert(ksfi_parse_reply_partition("42", 2, &p) && p == 42);
@@ -311,7 +329,8 @@ START_TEST(test_codec_reply_partition_forms) {
 }
 END_TEST
 
-START_TEST(test_codec_request_headers_garbage) {
+START_TEST(test_codec_request_headers_garbage)
+{
     ksfi_header h[] = {{KSFI_HDR_CORRELATION_ID, "id", 2},
                        {KSFI_HDR_REPLY_TOPIC, "r.reply", 7},
                        {KSFI_HDR_REPLY_PARTITION, "one", 3}};
@@ -332,7 +351,8 @@ START_TEST(test_codec_request_headers_garbage) {
 }
 END_TEST
 
-START_TEST(test_codec_request_last_occurrence_wins) {
+START_TEST(test_codec_request_last_occurrence_wins)
+{
     ksfi_header h[] = {{KSFI_HDR_REPLY_PARTITION, "1", 1},
                        {KSFI_HDR_CORRELATION_ID, "a", 1},
                        {KSFI_HDR_CORRELATION_ID, "b", 1},
@@ -351,7 +371,8 @@ END_TEST
 /* ---- events (section 0 "Events", section 4) ------------------------------------------
  */
 
-START_TEST(test_codec_event_rules) {
+START_TEST(test_codec_event_rules)
+{
     ksfi_request_meta m;
     ksfi_header h[3] = {{KSFI_HDR_CORRELATION_ID, "id", 2},
                         {KSFI_HDR_REPLY_TOPIC, "t.reply", 7},
@@ -384,7 +405,8 @@ END_TEST
 /* ---- replies (section 0 "Reply", "Typical single reply", "Error reply") -------------
  */
 
-START_TEST(test_codec_reply_headers_order) {
+START_TEST(test_codec_reply_headers_order)
+{
     ksfi_header h[KSFI_PROTO_HEADERS_MAX];
     const char *err = "{\"status\":\"error\",\"message\":\"bad\"}";
     ck_assert_uint_eq(ksfi_reply_headers("id-1", 4, err, strlen(err), true, h), 3);
@@ -408,7 +430,8 @@ START_TEST(test_codec_reply_headers_order) {
 }
 END_TEST
 
-START_TEST(test_codec_reply_parse) {
+START_TEST(test_codec_reply_parse)
+{
     ksfi_reply_meta m;
     ksfi_header h[3] = {{KSFI_HDR_CORRELATION_ID, "id", 2},
                         {KSFI_HDR_NEST_IS_DISPOSED, "\0", 1},
@@ -433,7 +456,8 @@ START_TEST(test_codec_reply_parse) {
 END_TEST
 
 static void
-assert_error_text(json_t *err, const char *want) {
+assert_error_text(json_t *err, const char *want)
+{
     ck_assert_ptr_nonnull(err);
     size_t n = 0;
     char *s = ksfi_encode_error(err, &n);
@@ -443,7 +467,8 @@ assert_error_text(json_t *err, const char *want) {
     json_decref(err);
 }
 
-START_TEST(test_codec_error_shapes) {
+START_TEST(test_codec_error_shapes)
+{
     /* RpcException('bad') */
     assert_error_text(ksfi_error_shape("bad"),
                       "{\"status\":\"error\",\"message\":\"bad\"}");
@@ -477,7 +502,8 @@ START_TEST(test_codec_error_shapes) {
 }
 END_TEST
 
-START_TEST(test_codec_wire_names) {
+START_TEST(test_codec_wire_names)
+{
     ck_assert_str_eq(
         KSFI_NO_MESSAGE_HANDLER,
         "There is no matching message handler defined in the remote service.");
@@ -495,11 +521,13 @@ END_TEST
  */
 
 static int
-cmp_id(const void *a, const void *b) {
+cmp_id(const void *a, const void *b)
+{
     return memcmp(a, b, 37);
 }
 
-START_TEST(test_codec_correlation_ids) {
+START_TEST(test_codec_correlation_ids)
+{
     enum { N = 100000 };
     char(*ids)[37] = malloc(sizeof(*ids) * N);
     ck_assert_ptr_nonnull(ids);
@@ -523,7 +551,8 @@ START_TEST(test_codec_correlation_ids) {
 }
 END_TEST
 
-START_TEST(test_codec_topics) {
+START_TEST(test_codec_topics)
+{
     ksf_errinfo ei = {0};
     char *r = ksfi_reply_topic_of("math.sum");
     ck_assert_str_eq(r, "math.sum.reply");
@@ -564,7 +593,8 @@ END_TEST
 /* ---- allocation failures
  * ---------------------------------------------------------------- */
 
-START_TEST(test_codec_alloc_failures) {
+START_TEST(test_codec_alloc_failures)
+{
     json_t *v = parse("{\"b\":[1,2.5,\"x\"],\"1\":{\"2\":null},\"c\":\"\\u0001\"}");
     for (unsigned long nth = 1; nth < 64; nth++) {
         char *out = NULL;
@@ -602,7 +632,8 @@ START_TEST(test_codec_alloc_failures) {
 END_TEST
 
 static TCase *
-tcase(Suite *s, const char *name) {
+tcase(Suite *s, const char *name)
+{
     TCase *tc = tcase_create(name);
     tcase_set_timeout(tc, 30);
     suite_add_tcase(s, tc);
@@ -610,7 +641,8 @@ tcase(Suite *s, const char *name) {
 }
 
 static Suite *
-codec_suite(void) {
+codec_suite(void)
+{
     Suite *s = suite_create("codec");
     tcase_add_test(tcase(s, "encode_containers"), test_codec_encode_objects_and_arrays);
     tcase_add_test(tcase(s, "encode_escaping"), test_codec_encode_string_escaping);
@@ -639,7 +671,8 @@ codec_suite(void) {
 }
 
 int
-main(int argc, char **argv) {
+main(int argc, char **argv)
+{
     if (argc > 1) {
         data_dir = argv[1];
     }

@@ -35,7 +35,8 @@ typedef struct codec_case {
 } codec_case;
 
 static int
-hexval(char c) {
+hexval(char c)
+{
     if (c >= '0' && c <= '9') {
         return c - '0';
     }
@@ -47,7 +48,8 @@ hexval(char c) {
 
 /* "null" or "hex:<lowercase hex>" into @p out; false when malformed. */
 static bool
-parse_bytes(const char *s, bytes *out) {
+parse_bytes(const char *s, bytes *out)
+{
     out->data = NULL;
     out->len = 0;
     if (!strcmp(s, "null")) {
@@ -75,7 +77,8 @@ parse_bytes(const char *s, bytes *out) {
 }
 
 static char *
-read_file(const char *path) {
+read_file(const char *path)
+{
     FILE *f = fopen(path, "rb");
     ck_assert_msg(f != NULL, "cannot open %s", path);
     static char buf[1 << 16];
@@ -88,7 +91,8 @@ read_file(const char *path) {
 
 /* Everything after "expect decode " etc.: checks against the decoded value. */
 static void
-check_decode(const char *path, const codec_case *c, const char *what) {
+check_decode(const char *path, const codec_case *c, const char *what)
+{
     json_t *v = (json_t *)0x1;
     ck_assert_int_eq(ksfi_decode_value(c->value.data, c->value.len, &v), KSF_OK);
     bytes want;
@@ -131,7 +135,8 @@ check_decode(const char *path, const codec_case *c, const char *what) {
 
 static void
 check_bytes(const char *path, const char *label, const void *got, size_t got_len,
-            const char *spec) {
+            const char *spec)
+{
     if (!strcmp(spec, "absent")) {
         ck_assert_msg(got == NULL, "%s: %s should be absent", path, label);
         return;
@@ -147,7 +152,8 @@ check_bytes(const char *path, const char *label, const void *got, size_t got_len
 /* One "expect <what> <arg>" line about headers. */
 static void
 check_header_expectation(const char *path, const codec_case *c, const char *what,
-                         const char *arg) {
+                         const char *arg)
+{
     ksfi_request_meta rq;
     ksfi_reply_meta rp;
     ksf_errinfo ei = {0};
@@ -187,7 +193,8 @@ check_header_expectation(const char *path, const codec_case *c, const char *what
 }
 
 static void
-free_case(codec_case *c) {
+free_case(codec_case *c)
+{
     for (size_t i = 0; i < c->nheaders; i++) {
         free((char *)c->headers[i].name);
         free(c->header_values[i].data);
@@ -195,7 +202,8 @@ free_case(codec_case *c) {
     free(c->value.data);
 }
 
-START_TEST(test_codec_data_case) {
+START_TEST(test_codec_data_case)
+{
     const char *path = case_paths[_i];
     char *text = read_file(path);
     codec_case c = {0};
@@ -242,19 +250,22 @@ START_TEST(test_codec_data_case) {
 }
 END_TEST
 
-START_TEST(test_codec_data_enough_cases) {
+START_TEST(test_codec_data_enough_cases)
+{
     ck_assert_int_ge(nvalid, 30);
     ck_assert_int_ge(ninvalid, 15);
 }
 END_TEST
 
 static int
-cmp_str(const void *a, const void *b) {
+cmp_str(const void *a, const void *b)
+{
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static void
-collect(const char *dir, const char *sub, bool invalid) {
+collect(const char *dir, const char *sub, bool invalid)
+{
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, sub);
     DIR *d = opendir(path);
@@ -277,7 +288,8 @@ collect(const char *dir, const char *sub, bool invalid) {
 }
 
 int
-main(int argc, char **argv) {
+main(int argc, char **argv)
+{
     if (argc != 2) {
         fprintf(stderr, "usage: %s DATA_DIR (holding valid/ and invalid/)\n", argv[0]);
         return EXIT_FAILURE;

@@ -13,7 +13,8 @@
 #include <string.h>
 
 static ksf_config *
-new_config(void) {
+new_config(void)
+{
     ksf_config *cfg = NULL;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
     ck_assert_ptr_nonnull(cfg);
@@ -21,14 +22,16 @@ new_config(void) {
 }
 
 static void
-assert_get(const ksf_config *cfg, const char *key, const char *want) {
+assert_get(const ksf_config *cfg, const char *key, const char *want)
+{
     char buf[256];
     ck_assert_int_eq(ksf_config_get(cfg, key, buf, sizeof buf), KSF_OK);
     ck_assert_str_eq(buf, want);
 }
 
 static void
-assert_accepts(const char *key, const char *value, const char *stored) {
+assert_accepts(const char *key, const char *value, const char *stored)
+{
     ksf_config *cfg = new_config();
     ksf_errinfo ei = {.code = KSF_EPROTO, .text = "untouched"};
     ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s refused: %s",
@@ -39,7 +42,8 @@ assert_accepts(const char *key, const char *value, const char *stored) {
 }
 
 static void
-assert_refuses(const char *key, const char *value, ksf_err code, const char *sentence) {
+assert_refuses(const char *key, const char *value, ksf_err code, const char *sentence)
+{
     ksf_config *cfg = new_config();
     char before[256], after[256];
     ksf_err had = ksf_config_get(cfg, key, before, sizeof before);
@@ -58,7 +62,8 @@ assert_refuses(const char *key, const char *value, ksf_err code, const char *sen
 #define HOSTPORT "; expected host:port[,host:port...] (e.g. 127.0.0.1:9092)"
 #define IDCHARS " to 200 printable ASCII characters without spaces"
 
-START_TEST(test_config_defaults) {
+START_TEST(test_config_defaults)
+{
     ksf_config *cfg = new_config();
     assert_get(cfg, "brokers", "localhost:9092");
     assert_get(cfg, "client.id", "nestjs-consumer");
@@ -76,7 +81,8 @@ START_TEST(test_config_defaults) {
 }
 END_TEST
 
-START_TEST(test_config_brokers) {
+START_TEST(test_config_brokers)
+{
     assert_accepts("brokers", "127.0.0.1:9092", NULL);
     assert_accepts("brokers", "a:1,b.example.com:65535", NULL);
     assert_accepts("brokers", "[::1]:9092", NULL);
@@ -110,7 +116,8 @@ START_TEST(test_config_brokers) {
 }
 END_TEST
 
-START_TEST(test_config_ids) {
+START_TEST(test_config_ids)
+{
     assert_accepts("client.id", "hero", NULL);
     assert_accepts("group.id", "hero-consumer", NULL);
     assert_accepts("postfix.id", "-x", NULL);
@@ -135,7 +142,8 @@ START_TEST(test_config_ids) {
 }
 END_TEST
 
-START_TEST(test_config_integers) {
+START_TEST(test_config_integers)
+{
     static const struct {
         const char *key, *min, *max, *below, *above;
     } keys[] = {
@@ -163,7 +171,8 @@ START_TEST(test_config_integers) {
 }
 END_TEST
 
-START_TEST(test_config_unknown_key) {
+START_TEST(test_config_unknown_key)
+{
     assert_refuses("brokerz", "x", KSF_ENOENT,
                    "unknown configuration key \"brokerz\"; expected brokers, client.id, "
                    "group.id, postfix.id, server.workers, client.timeout.ms, "
@@ -181,7 +190,8 @@ START_TEST(test_config_unknown_key) {
 }
 END_TEST
 
-START_TEST(test_config_kafka_passthrough) {
+START_TEST(test_config_kafka_passthrough)
+{
     ksf_config *cfg = new_config();
     ksf_errinfo ei = {0};
     ck_assert_int_eq(ksf_config_set(cfg, "kafka.socket.timeout.ms", "5000", &ei), KSF_OK);
@@ -239,7 +249,8 @@ START_TEST(test_config_kafka_passthrough) {
 }
 END_TEST
 
-START_TEST(test_config_get_buffer) {
+START_TEST(test_config_get_buffer)
+{
     ksf_config *cfg = new_config();
     char buf[8];
     ck_assert_int_eq(ksf_config_get(cfg, "brokers", buf, 5), KSF_EINVAL);
@@ -254,7 +265,8 @@ START_TEST(test_config_get_buffer) {
 }
 END_TEST
 
-START_TEST(test_config_env_brokers) {
+START_TEST(test_config_env_brokers)
+{
     ksf_config *cfg = new_config();
     ksf_errinfo ei = {0};
     unsetenv("KSF_BROKERS");
@@ -282,14 +294,16 @@ START_TEST(test_config_env_brokers) {
 END_TEST
 
 static void
-log_sink(void *user, ksf_log_level level, const char *component, const char *message) {
+log_sink(void *user, ksf_log_level level, const char *component, const char *message)
+{
     (void)user;
     (void)level;
     (void)component;
     (void)message;
 }
 
-START_TEST(test_config_dup) {
+START_TEST(test_config_dup)
+{
     ksf_config *cfg = new_config(), *copy = NULL;
     int token;
     ck_assert_int_eq(ksf_config_set(cfg, "client.id", "hero", NULL), KSF_OK);
@@ -321,7 +335,8 @@ END_TEST
 
 static void
 assert_names(ksf_config *cfg, const char *server_client, const char *server_group,
-             const char *client_client, const char *client_group) {
+             const char *client_client, const char *client_group)
+{
     char *s[4] = {ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX),
                   ksfi_config_group_id(cfg, KSFI_SERVER_POSTFIX),
                   ksfi_config_client_id(cfg, KSFI_CLIENT_POSTFIX),
@@ -335,7 +350,8 @@ assert_names(ksf_config *cfg, const char *server_client, const char *server_grou
     }
 }
 
-START_TEST(test_config_nestjs_names) {
+START_TEST(test_config_nestjs_names)
+{
     ksf_config *cfg = new_config();
     assert_names(cfg, "nestjs-consumer-server", "nestjs-group-server",
                  "nestjs-consumer-client", "nestjs-group-client");
@@ -362,7 +378,8 @@ typedef ksf_err (*op_fn)(ksf_config *cfg, ksf_config **made);
  * nothing. Returns how many failure points were exercised.
  */
 static unsigned long
-sweep(op_fn op, bool sticky) {
+sweep(op_fn op, bool sticky)
+{
     for (unsigned long nth = 1; nth < 1000; nth++) {
         ksf_config *cfg = new_config(), *made = NULL;
         ksf_config_set(cfg, "kafka.linger.ms", "1", NULL);
@@ -384,18 +401,21 @@ sweep(op_fn op, bool sticky) {
 }
 
 static ksf_err
-op_new(ksf_config *cfg, ksf_config **made) {
+op_new(ksf_config *cfg, ksf_config **made)
+{
     (void)cfg;
     return ksf_config_new(made);
 }
 
 static ksf_err
-op_dup(ksf_config *cfg, ksf_config **made) {
+op_dup(ksf_config *cfg, ksf_config **made)
+{
     return ksf_config_dup(cfg, made);
 }
 
 static ksf_err
-op_set_all(ksf_config *cfg, ksf_config **made) {
+op_set_all(ksf_config *cfg, ksf_config **made)
+{
     static const char *const kv[][2] = {
         {"brokers", "a:1"},       {"client.id", "c"},
         {"group.id", "g"},        {"postfix.id", ""},
@@ -423,7 +443,8 @@ op_set_all(ksf_config *cfg, ksf_config **made) {
 }
 
 static ksf_err
-op_names(ksf_config *cfg, ksf_config **made) {
+op_names(ksf_config *cfg, ksf_config **made)
+{
     (void)made;
     char *a = ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX);
     char *b = ksfi_config_group_id(cfg, KSFI_CLIENT_POSTFIX);
@@ -434,7 +455,8 @@ op_names(ksf_config *cfg, ksf_config **made) {
 }
 
 static ksf_err
-op_env(ksf_config *cfg, ksf_config **made) {
+op_env(ksf_config *cfg, ksf_config **made)
+{
     (void)made;
     setenv("KSF_BROKERS", "e:1", 1);
     ksf_err e = ksf_config_set_from_env(cfg, NULL);
@@ -442,7 +464,8 @@ op_env(ksf_config *cfg, ksf_config **made) {
     return e;
 }
 
-START_TEST(test_config_alloc_failures) {
+START_TEST(test_config_alloc_failures)
+{
     ck_assert_uint_eq(sweep(op_new, false), 4);
     ck_assert_uint_eq(sweep(op_new, true), 4);
     ck_assert_uint_ge(sweep(op_dup, false), 7);
@@ -455,7 +478,8 @@ START_TEST(test_config_alloc_failures) {
 END_TEST
 
 static TCase *
-tcase(Suite *s, const char *name) {
+tcase(Suite *s, const char *name)
+{
     TCase *tc = tcase_create(name);
     tcase_set_timeout(tc, 30);
     suite_add_tcase(s, tc);
@@ -463,7 +487,8 @@ tcase(Suite *s, const char *name) {
 }
 
 static Suite *
-config_suite(void) {
+config_suite(void)
+{
     Suite *s = suite_create("config");
     tcase_add_test(tcase(s, "defaults"), test_config_defaults);
     tcase_add_test(tcase(s, "brokers"), test_config_brokers);
@@ -480,7 +505,8 @@ config_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(config_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

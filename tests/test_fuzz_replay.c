@@ -17,7 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char *inputs[MAX_INPUTS];
 static int ninputs;
 
-START_TEST(test_fuzz_replay_input) {
+START_TEST(test_fuzz_replay_input)
+{
     FILE *f = fopen(inputs[_i], "rb");
     ck_assert_msg(f != NULL, "cannot open %s", inputs[_i]);
     static uint8_t buf[1 << 20];
@@ -33,13 +34,15 @@ START_TEST(test_fuzz_replay_input) {
 }
 END_TEST
 
-START_TEST(test_fuzz_replay_corpus_present) {
+START_TEST(test_fuzz_replay_corpus_present)
+{
     ck_assert_int_ge(ninputs, 100);
 }
 END_TEST
 
 static void
-collect(const char *dir) {
+collect(const char *dir)
+{
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "cannot open %s\n", dir);
@@ -58,7 +61,8 @@ collect(const char *dir) {
 }
 
 int
-main(int argc, char **argv) {
+main(int argc, char **argv)
+{
     for (int i = 1; i < argc; i++) {
         collect(argv[i]);
     }
