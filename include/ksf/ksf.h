@@ -153,13 +153,13 @@ typedef enum ksf_kafka_role {
     KSF_KAFKA_PRODUCER = 2,
 } ksf_kafka_role;
 
-/** Create a configuration holding the defaults. Errors: KSF_ENOMEM. */
+/** Create a configuration holding the defaults. Errors: KSF_ENOMEM, KSF_EINVAL (NULL). */
 KSF_API ksf_err ksf_config_new(ksf_config **out);
 
 /** Free a configuration. NULL is a no-op. */
 KSF_API void ksf_config_destroy(ksf_config *cfg);
 
-/** Copy @p cfg into a new configuration. Errors: KSF_ENOMEM. */
+/** Copy @p cfg into a new configuration. Errors: KSF_ENOMEM, KSF_EINVAL (NULL). */
 KSF_API ksf_err ksf_config_dup(const ksf_config *cfg, ksf_config **out);
 
 /**
