@@ -68,6 +68,51 @@ sb_finish(sbuf *b, size_t *len)
 
 /* ---- numbers as JavaScript prints them -------------------------------------------- */
 
+/*
+ * The p+1 significant digits of |d| rounded to nearest by printf, moved by @p bump
+ * units in the last place, into digits[] (no point) and *exp10 (d ~ D.DDD x 10^exp10).
+ * Returns true when that decimal reads back as exactly d.
+ */
+static bool
+digits_round_trip(double d, int prec, int bump, char digits[24], int *exp10)
+{
+    char sci[48];
+    snprintf(sci, sizeof sci, "%.*e", prec, fabs(d));
+    char point = prec > 0 ? sci[1] : '.'; /* the locale's, so strtod agrees */
+    int nd = 0;
+    const char *p = sci;
+    for (; *p != 'e'; p++) {
+        if (*p >= '0' && *p <= '9') {
+            digits[nd++] = *p;
+        }
+    }
+    *exp10 = atoi(p + 1);
+    for (int i = nd - 1; bump && i >= 0; i--) { /* add bump with carry/borrow */
+        int v = digits[i] - '0' + bump;
+        bump = v > 9 ? 1 : v < 0 ? -1 : 0;
+        digits[i] = (char)('0' + (v + 10) % 10);
+    }
+    if (bump > 0) { /* 9.99 + 0.01 = 10.00: renormalise to 1.000 x 10^(e+1) */
+        digits[0] = '1';
+        (*exp10)++;
+    } else if (digits[0] == '0') { /* 1.00 - 0.01 = 0.99: 9.90 x 10^(e-1) */
+        memmove(digits, digits + 1, (size_t)nd - 1);
+        digits[nd - 1] = '0';
+        (*exp10)--;
+    }
+    char text[64];
+    int o = snprintf(text, sizeof text, "%c%c", digits[0], point);
+    memcpy(text + o, digits + 1, (size_t)nd - 1);
+    snprintf(text + o + nd - 1, sizeof text - (size_t)(o + nd - 1), "e%d", *exp10);
+    digits[nd] = '\0';
+    return strtod(text, NULL) == fabs(d);
+}
+
+/*
+ * JavaScript's Number::toString: the fewest significant digits that read back as d
+ * (ECMA-262 6.1.6.1.20); printf's nearest rounding at that length can miss where the
+ * rounding interval is lopsided (powers of two), so the neighbours are tried too.
+ */
 void
 ksfi_format_number(double d, char buf[32])
 {
@@ -79,33 +124,22 @@ ksfi_format_number(double d, char buf[32])
         strcpy(buf, "0"); /* also -0, as Number#toString does */
         return;
     }
-    /* The shortest %e precision that round-trips gives JavaScript's digit string. */
-    char sci[40];
+    char digits[24];
+    int e10 = 0;
     for (int prec = 0; prec < 17; prec++) {
-        snprintf(sci, sizeof sci, "%.*e", prec, d);
-        if (strtod(sci, NULL) == d) {
+        if (digits_round_trip(d, prec, 0, digits, &e10) ||
+            digits_round_trip(d, prec, 1, digits, &e10) ||
+            digits_round_trip(d, prec, -1, digits, &e10)) {
             break;
         }
     }
-    char digits[24];
-    size_t k = 0;
-    const char *p = sci;
-    bool negative = *p == '-';
-    if (negative) {
-        p++;
-    }
-    for (; *p && *p != 'e'; p++) {
-        if (*p >= '0' && *p <= '9') {
-            digits[k++] = *p;
-        }
-    }
+    size_t k = strlen(digits);
     while (k > 1 && digits[k - 1] == '0') {
         k--;
     }
-    digits[k] = '\0';
-    int n = atoi(p + 1) + 1; /* value = 0.digits * 10^n */
+    int n = e10 + 1; /* value = 0.digits * 10^n */
     char *o = buf;
-    if (negative) {
+    if (d < 0) {
         *o++ = '-';
     }
     if ((int)k <= n && n <= 21) {
@@ -198,29 +232,109 @@ stringify_string(sbuf *b, const char *s, size_t n)
     sb_put(b, "\"", 1);
 }
 
+static void stringify(sbuf *b, const json_t *v);
+
+/*
+ * JavaScript objects enumerate "array index" keys (canonical decimal integers below
+ * 2^32 - 1) first, in ascending order, and only then the other keys in insertion
+ * order; JSON.stringify follows that order, so {"b":1,"1":2} prints as {"1":2,"b":1}.
+ */
+static bool
+array_index_key(const char *k, size_t n, uint32_t *idx)
+{
+    if (n == 0 || n > 10 || (n > 1 && k[0] == '0')) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k[i] < '0' || k[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(k[i] - '0');
+    }
+    if (v >= UINT32_MAX) {
+        return false;
+    }
+    *idx = (uint32_t)v;
+    return true;
+}
+
+typedef struct index_key {
+    uint32_t idx;
+    const char *key;
+    size_t len;
+    const json_t *value;
+} index_key;
+
+static int
+index_key_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const index_key *)a)->idx, y = ((const index_key *)b)->idx;
+    return (x > y) - (x < y);
+}
+
+static void
+stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t *value)
+{
+    if (!*first) {
+        sb_put(b, ",", 1);
+    }
+    *first = false;
+    stringify_string(b, key, len);
+    sb_put(b, ":", 1);
+    stringify(b, value);
+}
+
+static void
+stringify_object(sbuf *b, const json_t *v)
+{
+    const char *key;
+    size_t len, nindex = 0;
+    json_t *item;
+    uint32_t idx;
+    bool first = true;
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+        nindex += array_index_key(key, len, &idx);
+    }
+    index_key *keys = nindex ? ksfi_malloc(nindex * sizeof *keys) : NULL;
+    if (nindex && !keys) {
+        b->oom = true;
+        return;
+    }
+    size_t k = 0;
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+        if (array_index_key(key, len, &idx)) {
+            keys[k++] = (index_key){idx, key, len, item};
+        }
+    }
+    if (nindex > 1) {
+        qsort(keys, nindex, sizeof *keys, index_key_cmp);
+    }
+    sb_put(b, "{", 1);
+    for (k = 0; k < nindex; k++) {
+        stringify_member(b, &first, keys[k].key, keys[k].len, keys[k].value);
+    }
+    ksfi_free(keys);
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+        if (!array_index_key(key, len, &idx)) {
+            stringify_member(b, &first, key, len, item);
+        }
+    }
+    sb_put(b, "}", 1);
+}
+
 static void
 stringify(sbuf *b, const json_t *v)
 {
     char num[32];
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *item;
-        bool first = true;
-        sb_put(b, "{", 1);
-        json_object_foreach((json_t *)v, key, item)
-        {
-            if (!first) {
-                sb_put(b, ",", 1);
-            }
-            first = false;
-            stringify_string(b, key, strlen(key));
-            sb_put(b, ":", 1);
-            stringify(b, item);
-        }
-        sb_put(b, "}", 1);
+    if (!v) {
+        sb_puts(b, "null"); /* as undefined prints inside an array */
         return;
     }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        stringify_object(b, v);
+        return;
     case JSON_ARRAY:
         sb_put(b, "[", 1);
         for (size_t i = 0; i < json_array_size(v); i++) {
@@ -277,7 +391,8 @@ ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
     case JSON_OBJECT:
     case JSON_ARRAY:
         *out = ksfi_json_stringify(v, len);
-        return *out ? KSF_OK : ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
+        return *out ? KSF_OK
+                    : ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
     case JSON_STRING:
         text = json_string_value(v);
         n = json_string_length(v);
@@ -309,7 +424,8 @@ ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
     return KSF_OK;
 }
 
-/* ---- UTF-8 repair (WHATWG decoder: one U+FFFD per maximal invalid subpart) ---------- */
+/* ---- UTF-8 repair (WHATWG decoder: one U+FFFD per maximal invalid subpart) ----------
+ */
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 with *bad = bytes to
  * replace by one U+FFFD. */
@@ -374,6 +490,248 @@ ksfi_utf8_sanitize(const char *s, size_t len, size_t *out_len)
     return sb_finish(&b, out_len);
 }
 
+/* ---- JSON.parse compatibility ------------------------------------------------------ */
+
+/*
+ * JSON.parse accepts three things jansson refuses, and NestJS hands the result to the
+ * handler: escaped lone surrogates ("\ud800"), integers beyond int64, and numbers
+ * beyond the double range (Infinity). Rather than fall back to a string, the text is
+ * rewritten so jansson reads the nearest thing it can hold: U+FFFD for a lone
+ * surrogate (what Buffer.from() makes of one), a double for a huge integer (what JS
+ * holds), and null for an infinite number (what JSON.stringify prints for Infinity).
+ * Only well-formed tokens are rewritten, so invalid JSON stays invalid.
+ */
+
+/* 2^1024 - 2^970, the smallest decimal that rounds to Infinity, without trailing 0s. */
+static const char dbl_overflow_digits[] =
+    "17976931348623158079372897140530341507993413271003782693617377898044496829276475094"
+    "66490179775872070963302864166928879109465555478519404026306574886715058206819089020"
+    "00708383676273854845817711531764475730270069855571366959622842914819860834936475292"
+    "719074168444365510704342711559699508093042880177904174497792";
+
+typedef struct num_token {
+    size_t len;           /* bytes of the token */
+    bool integer;         /* no fraction, no exponent */
+    bool negative;        /* leading '-' */
+    const char *int_part; /* digits before any '.', without the sign */
+    size_t int_len;
+} num_token;
+
+static size_t
+scan_digits(const char *s, size_t i, size_t n)
+{
+    while (i < n && s[i] >= '0' && s[i] <= '9') {
+        i++;
+    }
+    return i;
+}
+
+/* Scan the JSON number grammar at s[0..n); false when the token is malformed. */
+static bool
+scan_number(const char *s, size_t n, num_token *t)
+{
+    size_t i = 0;
+    memset(t, 0, sizeof *t);
+    t->negative = s[0] == '-';
+    i += t->negative;
+    size_t d = scan_digits(s, i, n);
+    if (d == i || (s[i] == '0' && d > i + 1)) {
+        return false; /* no digits, or a leading zero */
+    }
+    t->int_part = s + i;
+    t->int_len = d - i;
+    i = d;
+    t->integer = true;
+    if (i < n && s[i] == '.') {
+        d = scan_digits(s, i + 1, n);
+        if (d == i + 1) {
+            return false;
+        }
+        i = d;
+        t->integer = false;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i += 1 + (i + 1 < n && (s[i + 1] == '+' || s[i + 1] == '-'));
+        d = scan_digits(s, i, n);
+        if (d == i) {
+            return false;
+        }
+        i = d;
+        t->integer = false;
+    }
+    if (i < n && strchr("0123456789.eE+-", s[i])) {
+        return false;
+    }
+    t->len = i;
+    return true;
+}
+
+/* True when the number token @p s (well-formed) is beyond the double range. */
+static bool
+number_overflows(const char *s, size_t n)
+{
+    char digits[sizeof dbl_overflow_digits + 1];
+    size_t nd = 0, i = s[0] == '-';
+    long long exp10 = 0; /* value = 0.digits * 10^exp10 */
+    bool in_frac = false, seen = false;
+    for (; i < n && s[i] != 'e' && s[i] != 'E'; i++) {
+        if (s[i] == '.') {
+            in_frac = true;
+        } else if (s[i] != '0' || seen) {
+            seen = true;
+            exp10 += !in_frac;
+            if (nd < sizeof digits - 1) {
+                digits[nd++] = s[i];
+            }
+        } else if (in_frac) {
+            exp10--; /* a leading zero after the point */
+        }
+    }
+    if (!seen) {
+        return false;
+    }
+    if (i < n) { /* exponent: clamp, anything this large decides on its own */
+        long long e = 0;
+        bool neg = s[i + 1] == '-';
+        for (i += 1 + (s[i + 1] == '+' || s[i + 1] == '-'); i < n; i++) {
+            e = e < 100000 ? e * 10 + (s[i] - '0') : e;
+        }
+        exp10 += neg ? -e : e;
+    }
+    if (exp10 != 309) {
+        return exp10 > 309;
+    }
+    while (nd > 0 && digits[nd - 1] == '0') {
+        nd--;
+    }
+    digits[nd] = '\0';
+    return strcmp(digits, dbl_overflow_digits) >=
+           0; /* both start with a non-zero digit */
+}
+
+/* True when the integer token does not fit jansson's json_int_t (long long). */
+static bool
+integer_overflows(const num_token *t)
+{
+    static const char max[] = "9223372036854775807", min[] = "9223372036854775808";
+    if (t->int_len != sizeof max - 1) {
+        return t->int_len > sizeof max - 1;
+    }
+    return memcmp(t->int_part, t->negative ? min : max, t->int_len) > 0;
+}
+
+static int
+hex4(const char *s)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) {
+            return -1;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* The code unit of a "\uXXXX" escape at s (n bytes left), or -1. */
+static int
+unicode_escape(const char *s, size_t n)
+{
+    return n >= 6 && s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
+}
+
+typedef struct rewriter {
+    sbuf out;
+    const char *src;
+    size_t done; /* src bytes already copied to out */
+} rewriter;
+
+static void
+rewrite(rewriter *w, size_t at, size_t skip, const char *with)
+{
+    sb_put(&w->out, w->src + w->done, at - w->done);
+    sb_puts(&w->out, with);
+    w->done = at + skip;
+}
+
+/* Inside a string at s[i] == '\\': rewrite a lone surrogate escape; the next index. */
+static size_t
+compat_escape(rewriter *w, const char *s, size_t i, size_t n)
+{
+    int u = unicode_escape(s + i, n - i);
+    if (u < 0xD800 || u > 0xDFFF) {
+        return i + 2; /* any other escape (or a malformed one jansson will refuse) */
+    }
+    int low = unicode_escape(s + i + 6, n - i - 6);
+    if (u <= 0xDBFF && low >= 0xDC00 && low <= 0xDFFF) {
+        return i + 12; /* a proper pair */
+    }
+    rewrite(w, i, 6, "\\ufffd");
+    return i + 6;
+}
+
+/* Rewrite @p s for jansson. Returns a new text, or NULL with *oom false when the text
+ * needs no change. */
+static char *
+json_compat(const char *s, size_t n, size_t *out_len, bool *oom)
+{
+    rewriter w = {.src = s};
+    bool in_string = false;
+    size_t i = 0;
+    while (i < n) {
+        char c = s[i];
+        num_token t;
+        if (in_string) {
+            in_string = c != '"';
+            i = c == '\\' ? compat_escape(&w, s, i, n) : i + 1;
+        } else if (c == '"') {
+            in_string = true;
+            i++;
+        } else if ((c == '-' || (c >= '0' && c <= '9')) &&
+                   scan_number(s + i, n - i, &t)) {
+            if (number_overflows(s + i, t.len)) {
+                rewrite(&w, i, t.len, "null");
+            } else if (t.integer && integer_overflows(&t)) {
+                rewrite(&w, i + t.len, 0, ".0");
+            }
+            i += t.len;
+        } else {
+            i++;
+        }
+    }
+    *oom = w.out.oom;
+    if (!w.out.data || w.out.oom) {
+        ksfi_free(w.out.data);
+        return NULL;
+    }
+    sb_put(&w.out, s + w.done, n - w.done);
+    return sb_finish(&w.out, out_len);
+}
+
+/* JSON.parse as NestJS's KafkaParser runs it; NULL when it would throw. */
+static json_t *
+parse_like_js(const char *text, size_t n, bool *oom)
+{
+    size_t m = 0;
+    char *fixed = json_compat(text, n, &m, oom);
+    if (*oom) {
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *parsed = json_loadb(fixed ? fixed : text, fixed ? m : n,
+                                JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    ksfi_free(fixed);
+    if (!parsed && json_error_code(&jerr) == json_error_out_of_memory) {
+        *oom = true;
+    }
+    return parsed;
+}
+
 ksf_err
 ksfi_decode_value(const void *bytes, size_t len, json_t **out)
 {
@@ -391,12 +749,12 @@ ksfi_decode_value(const void *bytes, size_t len, json_t **out)
         return KSF_ENOMEM;
     }
     if (n > 0 && (text[0] == '{' || text[0] == '[')) {
-        json_error_t jerr;
-        json_t *parsed = json_loadb(text, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-        if (parsed) {
+        bool oom = false;
+        json_t *parsed = parse_like_js(text, n, &oom);
+        if (parsed || oom) {
             ksfi_free(text);
             *out = parsed;
-            return KSF_OK;
+            return parsed ? KSF_OK : KSF_ENOMEM;
         }
         /* JSON.parse failed: NestJS keeps the string, and so do we. */
     }
@@ -413,16 +771,19 @@ ksf_err
 ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei)
 {
     if (!topic || !*topic) {
-        return ksfi_fail(ei, KSF_EINVAL, "pattern is empty; a Kafka pattern is a topic "
-                                         "name such as \"hero.kill.dragon\"");
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "pattern is empty; a Kafka pattern is a topic "
+                         "name such as \"hero.kill.dragon\"");
     }
     size_t n = strlen(topic);
-    size_t max = need_reply_room ? KSFI_TOPIC_MAX - strlen(KSFI_REPLY_SUFFIX) : KSFI_TOPIC_MAX;
+    size_t max =
+        need_reply_room ? KSFI_TOPIC_MAX - strlen(KSFI_REPLY_SUFFIX) : KSFI_TOPIC_MAX;
     if (n > max) {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "pattern \"%.60s...\" is %zu characters; at most %zu fit a Kafka "
-                         "topic%s",
-                         topic, n, max, need_reply_room ? " with its \".reply\" suffix" : "");
+        return ksfi_fail(
+            ei, KSF_EINVAL,
+            "pattern \"%.60s...\" is %zu characters; at most %zu fit a Kafka "
+            "topic%s",
+            topic, n, max, need_reply_room ? " with its \".reply\" suffix" : "");
     }
     if (!strcmp(topic, ".") || !strcmp(topic, "..")) {
         return ksfi_fail(ei, KSF_EINVAL, "pattern \"%s\" is not a legal Kafka topic name",
@@ -433,11 +794,12 @@ ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei)
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                   (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
         if (!ok) {
-            return ksfi_fail(ei, KSF_EINVAL,
-                             "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "
-                             "topic names allow only A-Z a-z 0-9 . _ -",
-                             topic, (c >= ' ' && c <= '~') ? c : '?', (unsigned char)c,
-                             (size_t)(p - topic));
+            return ksfi_fail(
+                ei, KSF_EINVAL,
+                "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "
+                "topic names allow only A-Z a-z 0-9 . _ -",
+                topic, (c >= ' ' && c <= '~') ? c : '?', (unsigned char)c,
+                (size_t)(p - topic));
         }
     }
     return KSF_OK;
@@ -497,11 +859,47 @@ header_is(const ksfi_header *h, const char *name)
     return h->name && !strcmp(h->name, name);
 }
 
+/*
+ * Quote up to 40 bytes of a header value for an error sentence: printable ASCII as it
+ * is ('"' and '\' escaped), every other byte as \xNN, "..." when cut.
+ */
+static void
+quote_bytes(const void *value, size_t len, char out[200])
+{
+    const unsigned char *v = value;
+    size_t o = 0, n = len < 40 ? len : 40;
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '"' || v[i] == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)v[i];
+        } else if (v[i] >= 0x20 && v[i] < 0x7f) {
+            out[o++] = (char)v[i];
+        } else {
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", v[i]);
+        }
+    }
+    memcpy(out + o, len > n ? "...\"" : "\"", len > n ? 5 : 2);
+}
+
+static bool
+legal_reply_topic(const char *value, size_t len)
+{
+    char topic[KSFI_TOPIC_MAX + 1];
+    if (len > KSFI_TOPIC_MAX || memchr(value, '\0', len)) {
+        return false;
+    }
+    memcpy(topic, value, len);
+    topic[len] = '\0';
+    return ksfi_check_topic(topic, false, NULL) == KSF_OK;
+}
+
 ksf_err
 ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_meta *meta,
                            ksf_errinfo *ei)
 {
     const ksfi_header *partition = NULL;
+    char shown[200];
     memset(meta, 0, sizeof *meta);
     meta->reply_partition = -1;
     for (size_t i = 0; i < count; i++) {
@@ -517,36 +915,24 @@ ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_m
         }
     }
     meta->is_request = meta->correlation_id_len > 0 && meta->reply_topic_len > 0;
-    if (meta->reply_topic_len > 0) {
-        char topic[KSFI_TOPIC_MAX + 1];
-        bool ok = meta->reply_topic_len <= KSFI_TOPIC_MAX;
-        if (ok) {
-            memcpy(topic, meta->reply_topic, meta->reply_topic_len);
-            topic[meta->reply_topic_len] = '\0';
-            ok = strlen(topic) == meta->reply_topic_len &&
-                 ksfi_check_topic(topic, false, NULL) == KSF_OK;
-        }
-        if (!ok) {
-            return ksfi_fail(ei, KSF_EPROTO,
-                             "header %s \"%.*s\" is not a legal Kafka topic name; the reply "
-                             "cannot be sent",
-                             KSFI_HDR_REPLY_TOPIC, (int)(meta->reply_topic_len > 80 ? 80 : meta->reply_topic_len),
-                             (const char *)meta->reply_topic);
-        }
+    if (!meta->is_request) {
+        return KSF_OK; /* an event is never answered: its reply headers do not matter */
+    }
+    if (!legal_reply_topic(meta->reply_topic, meta->reply_topic_len)) {
+        quote_bytes(meta->reply_topic, meta->reply_topic_len, shown);
+        return ksfi_fail(ei, KSF_EPROTO,
+                         "header %s %s is not a legal Kafka topic name; the reply "
+                         "cannot be sent",
+                         KSFI_HDR_REPLY_TOPIC, shown);
     }
     if (partition && !ksfi_parse_reply_partition(partition->value, partition->len,
                                                  &meta->reply_partition)) {
-        char shown[64];
-        size_t n = partition->len < 20 ? partition->len : 20;
-        const unsigned char *v = partition->value;
-        size_t o = 0;
-        for (size_t i = 0; i < n; i++) {
-            o += (size_t)snprintf(shown + o, sizeof shown - o, "%02x", v[i]);
-        }
+        quote_bytes(partition->value, partition->len, shown);
         return ksfi_fail(ei, KSF_EPROTO,
-                         "header %s (%zu bytes, hex %s) is neither a decimal partition "
+                         "header %s %s (%zu byte%s) is neither a decimal partition "
                          "number nor a 4-byte big-endian int; the reply cannot be sent",
-                         KSFI_HDR_REPLY_PARTITION, partition->len, shown);
+                         KSFI_HDR_REPLY_PARTITION, shown, partition->len,
+                         partition->len == 1 ? "" : "s");
     }
     return KSF_OK;
 }
@@ -570,6 +956,7 @@ ksfi_reply_headers(const void *correlation_id, size_t correlation_id_len, const 
 void
 ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta *meta)
 {
+    const ksfi_header *err = NULL;
     memset(meta, 0, sizeof *meta);
     for (size_t i = 0; i < count; i++) {
         const ksfi_header *h = &hdrs[i];
@@ -577,15 +964,19 @@ ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta 
             meta->correlation_id = h->value;
             meta->correlation_id_len = h->value ? h->len : 0;
         } else if (header_is(h, KSFI_HDR_NEST_ERR)) {
-            meta->has_err = true;
-            meta->err = h->value;
-            meta->err_len = h->value ? h->len : 0;
+            err = h;
         } else if (header_is(h, KSFI_HDR_NEST_IS_DISPOSED)) {
             meta->is_disposed = true;
         }
     }
-    if (meta->has_err) {
-        meta->is_disposed = true; /* KafkaResponseDeserializer: an error ends the stream */
+    if (err) {
+        /* KafkaResponseDeserializer: any err header ends the stream and drops the value;
+         * createObserver then reports an error only for a truthy err (not "" or null). */
+        meta->is_disposed = true;
+        meta->drop_value = true;
+        meta->err = err->value;
+        meta->err_len = err->value ? err->len : 0;
+        meta->has_err = meta->err_len > 0;
     }
 }
 
@@ -595,9 +986,11 @@ ksfi_request_headers(const char *correlation_id, const char *reply_topic,
                      ksfi_header out[KSFI_PROTO_HEADERS_MAX])
 {
     snprintf(partition_buf, 12, "%" PRId32, reply_partition);
-    out[0] = (ksfi_header){KSFI_HDR_CORRELATION_ID, correlation_id, strlen(correlation_id)};
+    out[0] =
+        (ksfi_header){KSFI_HDR_CORRELATION_ID, correlation_id, strlen(correlation_id)};
     out[1] = (ksfi_header){KSFI_HDR_REPLY_TOPIC, reply_topic, strlen(reply_topic)};
-    out[2] = (ksfi_header){KSFI_HDR_REPLY_PARTITION, partition_buf, strlen(partition_buf)};
+    out[2] =
+        (ksfi_header){KSFI_HDR_REPLY_PARTITION, partition_buf, strlen(partition_buf)};
     return 3;
 }
 
@@ -625,7 +1018,8 @@ ksfi_error_from_json(const json_t *error)
     }
     json_t *shape = json_object();
     if (!shape || json_object_set_new(shape, "status", json_string("error")) ||
-        json_object_set_new(shape, "message", error ? json_deep_copy(error) : json_null())) {
+        json_object_set_new(shape, "message",
+                            error ? json_deep_copy(error) : json_null())) {
         json_decref(shape);
         return NULL;
     }

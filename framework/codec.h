@@ -28,9 +28,11 @@ typedef struct ksfi_header {
 ksf_err ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei);
 
 /*
- * JSON.stringify of @p v: compact, keys in insertion order, only '"', '\\' and control
- * characters escaped, numbers as JavaScript prints them. Returns a NUL-terminated
- * ksfi_malloc'd string (length in *len when non-NULL) or NULL on ENOMEM.
+ * JSON.stringify of @p v: compact; object keys in JavaScript's enumeration order
+ * (array-index keys such as "2" first, ascending, then insertion order); only '"',
+ * '\\' and control characters escaped; numbers as JavaScript prints them (integers
+ * exactly, even beyond 2^53). Returns a NUL-terminated ksfi_malloc'd string (length in
+ * *len when non-NULL) or NULL on ENOMEM.
  */
 char *ksfi_json_stringify(const json_t *v, size_t *len);
 
@@ -45,7 +47,11 @@ void ksfi_format_number(double d, char buf[32]);
  * json null. A non-empty value whose first byte is 0x00 is binary: *out = NULL and
  * KSF_OK. Text starting with '{' or '[' that parses as JSON becomes that JSON; any other
  * text (including JSON that fails to parse) becomes a JSON string, with invalid UTF-8
- * replaced by U+FFFD as Node's Buffer#toString does. Errors: KSF_ENOMEM.
+ * replaced by U+FFFD as Node's Buffer#toString does. What JSON.parse accepts but
+ * jansson cannot hold is mapped to the nearest value: an escaped lone surrogate to
+ * U+FFFD, an integer beyond int64 to a double, a number beyond the double range
+ * (Infinity) to null. Not mapped (they stay strings): "\u0000" inside an object key,
+ * nesting deeper than jansson's 2048 levels. Errors: KSF_ENOMEM.
  */
 ksf_err ksfi_decode_value(const void *bytes, size_t len, json_t **out);
 
@@ -69,10 +75,12 @@ typedef struct ksfi_request_meta {
 } ksfi_request_meta;
 
 /*
- * Read the request headers. The last occurrence of a repeated header wins.
- * kafka_replyPartition is accepted as a decimal string (NestJS) or a 4-byte big-endian
- * int (Spring Kafka). Errors: KSF_EPROTO when kafka_replyPartition is present but
- * neither, or kafka_replyTopic is not a legal topic name; the sentence quotes it.
+ * Read the request headers. The last occurrence of a repeated header wins (kafkajs
+ * would comma-join repeated values; ksf never sends repeats). kafka_replyPartition is
+ * accepted as a decimal string (NestJS) or a 4-byte big-endian int (Spring Kafka).
+ * Errors, for a request only (an event's reply headers are never used): KSF_EPROTO
+ * when kafka_replyPartition is present but neither, or kafka_replyTopic is not a
+ * legal topic name; the sentence quotes the bytes. *meta is filled in either case.
  */
 ksf_err ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count,
                                    ksfi_request_meta *meta, ksf_errinfo *ei);
@@ -101,13 +109,19 @@ size_t ksfi_reply_headers(const void *correlation_id, size_t correlation_id_len,
 typedef struct ksfi_reply_meta {
     const void *correlation_id; /* NULL: not a reply, ignore it */
     size_t correlation_id_len;
-    const void *err; /* non-NULL when kafka_nest-err is present */
+    const void *err; /* the kafka_nest-err value (NULL: absent or a null value) */
     size_t err_len;
-    bool has_err;
-    bool is_disposed; /* kafka_nest-is-disposed present, or an error (which ends it) */
+    bool has_err;     /* an error reply: kafka_nest-err present and non-empty */
+    bool drop_value;  /* kafka_nest-err present at all: NestJS ignores the value */
+    bool is_disposed; /* kafka_nest-is-disposed or kafka_nest-err present: the end */
 } ksfi_reply_meta;
 
-/* Read the reply headers, as KafkaResponseDeserializer does. */
+/*
+ * Read the reply headers, as KafkaResponseDeserializer and createObserver do. The last
+ * occurrence of a repeated header wins. An empty or null kafka_nest-err is falsy in
+ * JavaScript: NestJS then completes the call without a value and without an error
+ * (has_err false, drop_value and is_disposed true).
+ */
 void ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count,
                               ksfi_reply_meta *meta);
 

@@ -33,9 +33,43 @@ static const struct {
     {"producer.", KSF_KAFKA_PRODUCER},
 };
 
+/*
+ * A value as error sentences show it: quoted, cut after 60 bytes with "...", and with
+ * '"', '\\' and non-printable bytes escaped, so a sentence never carries raw control
+ * characters or broken UTF-8 into a log line.
+ */
+static const char *
+quote(const char *value, char out[260])
+{
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; value[i]; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if (i == 60) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            out[o++] = (char)c;
+        } else {
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", c);
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return out;
+}
+
 ksf_err
 ksf_config_new(ksf_config **out)
 {
+    if (!out) {
+        return KSF_EINVAL;
+    }
     ksf_config *cfg = ksfi_calloc(1, sizeof *cfg);
     if (!cfg) {
         return KSF_ENOMEM;
@@ -91,6 +125,9 @@ set_string(char **slot, const char *value)
 ksf_err
 ksf_config_dup(const ksf_config *cfg, ksf_config **out)
 {
+    if (!cfg || !out) {
+        return KSF_EINVAL;
+    }
     ksf_config *c = ksfi_calloc(1, sizeof *c);
     if (!c) {
         return KSF_ENOMEM;
@@ -99,7 +136,8 @@ ksf_config_dup(const ksf_config *cfg, ksf_config **out)
     c->brokers = c->client_id = c->group_id = c->postfix_id = NULL;
     c->props = NULL;
     c->nprops = 0;
-    if (set_string(&c->brokers, cfg->brokers) || set_string(&c->client_id, cfg->client_id) ||
+    if (set_string(&c->brokers, cfg->brokers) ||
+        set_string(&c->client_id, cfg->client_id) ||
         set_string(&c->group_id, cfg->group_id) ||
         set_string(&c->postfix_id, cfg->postfix_id)) {
         goto fail;
@@ -126,11 +164,12 @@ fail:
     return KSF_ENOMEM;
 }
 
-/* Parse a base-10 integer filling the whole string, within [min, max]. */
+/* Parse a base-10 integer filling the whole string, within [min, max]; unlike bare
+ * strtoll, no leading blanks or '+'. */
 static bool
 parse_int(const char *s, long long min, long long max, long long *out)
 {
-    if (!s || !*s) {
+    if (!s || !(*s == '-' || (*s >= '0' && *s <= '9'))) {
         return false;
     }
     char *end;
@@ -181,8 +220,8 @@ valid_broker(const char *entry, size_t len, const char **why)
         return false;
     }
     for (const char *p = entry; p < colon; p++) {
-        if (*p == ' ' || *p == '\t') {
-            *why = "whitespace in host";
+        if (*p <= ' ' || *p > '~') { /* negative (non-ASCII) bytes too */
+            *why = "space or non-printable character in host";
             return false;
         }
     }
@@ -213,32 +252,35 @@ set_brokers(ksf_config *cfg, const char *value, ksf_errinfo *ei)
         p = comma + 1;
     }
     return set_string(&cfg->brokers, value);
-bad:
+bad:;
+    char q[260];
     return ksfi_fail(ei, KSF_EINVAL,
-                     "brokers \"%s\": %s; expected host:port[,host:port...] "
+                     "brokers %s: %s; expected host:port[,host:port...] "
                      "(e.g. 127.0.0.1:9092)",
-                     value, why);
+                     quote(value, q), why);
 }
 
 /* Kafka ids: non-empty, printable ASCII, no spaces (librdkafka and brokers agree). */
 static ksf_err
-set_id(char **slot, const char *key, const char *value, bool allow_empty,
-       ksf_errinfo *ei)
+set_id(char **slot, const char *key, const char *value, bool allow_empty, ksf_errinfo *ei)
 {
+    const char *why = NULL;
+    char q[260];
     if (!*value && !allow_empty) {
-        return ksfi_fail(ei, KSF_EINVAL, "%s \"\": must not be empty", key);
+        why = "empty";
+    } else if (strlen(value) > 200) {
+        why = "longer than 200 characters";
     }
-    if (strlen(value) > 200) {
-        return ksfi_fail(ei, KSF_EINVAL, "%s \"%.40s...\": longer than 200 characters", key,
-                         value);
-    }
-    for (const char *p = value; *p; p++) {
+    for (const char *p = value; *p && !why; p++) {
         if (*p <= ' ' || *p > '~') {
-            return ksfi_fail(ei, KSF_EINVAL,
-                             "%s \"%s\": contains a space or non-printable character; "
-                             "use printable ASCII without spaces",
-                             key, value);
+            why = "contains a space or non-printable character";
         }
+    }
+    if (why) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "%s %s: %s; expected %s to 200 printable ASCII characters "
+                         "without spaces",
+                         key, quote(value, q), why, allow_empty ? "0" : "1");
     }
     return set_string(slot, value);
 }
@@ -248,9 +290,10 @@ set_range(int *slot, const char *key, const char *value, long long min, long lon
           ksf_errinfo *ei)
 {
     long long v;
+    char q[260];
     if (!parse_int(value, min, max, &v)) {
-        return ksfi_fail(ei, KSF_EINVAL, "%s \"%s\": expected an integer from %lld to %lld",
-                         key, value, min, max);
+        return ksfi_fail(ei, KSF_EINVAL, "%s %s: expected an integer from %lld to %lld",
+                         key, quote(value, q), min, max);
     }
     *slot = (int)v;
     return KSF_OK;
@@ -263,8 +306,9 @@ set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char
 {
     static const char *const role_names[] = {"kafka", "consumer", "producer"};
     if ((int)role < 0 || role > KSF_KAFKA_PRODUCER) {
-        return ksfi_fail(ei, KSF_EINVAL, "kafka role %d: expected KSF_KAFKA_ALL, "
-                                         "KSF_KAFKA_CONSUMER or KSF_KAFKA_PRODUCER",
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "kafka role %d: expected KSF_KAFKA_ALL, "
+                         "KSF_KAFKA_CONSUMER or KSF_KAFKA_PRODUCER",
                          (int)role);
     }
     for (size_t i = 0; i < sizeof managed_props / sizeof managed_props[0]; i++) {
@@ -285,8 +329,9 @@ set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char
                          role_names[role], key);
     }
     if (res != RD_KAFKA_CONF_OK) {
-        return ksfi_fail(ei, KSF_EINVAL, "%s.%s \"%s\": %s", role_names[role], key, value,
-                         err);
+        char q[260];
+        return ksfi_fail(ei, KSF_EINVAL, "%s.%s %s: %s", role_names[role], key,
+                         quote(value, q), err);
     }
     for (size_t i = 0; i < cfg->nprops; i++) {
         if (cfg->props[i].role == role && !strcmp(cfg->props[i].key, key)) {
@@ -311,23 +356,45 @@ set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char
     return KSF_OK;
 }
 
+/* Allocation failures deep down return a bare KSF_ENOMEM; give them their sentence. */
+static ksf_err
+oom_sentence(ksf_err e, const char *key, ksf_errinfo *ei)
+{
+    if (e == KSF_ENOMEM) {
+        char q[260];
+        return ksfi_fail(ei, e, "out of memory setting %s", quote(key, q));
+    }
+    return e;
+}
+
 ksf_err
 ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role, const char *key,
                      const char *value, ksf_errinfo *ei)
 {
     if (!cfg || !key || !value || !*key) {
-        return ksfi_fail(ei, KSF_EINVAL, "ksf_config_set_kafka: cfg, key and value are "
-                                         "required");
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "ksf_config_set_kafka: cfg, key and value are "
+                         "required");
     }
-    return set_kafka_prop(cfg, role, key, value, ei);
+    return oom_sentence(set_kafka_prop(cfg, role, key, value, ei), key, ei);
 }
+
+static ksf_err config_set(ksf_config *cfg, const char *key, const char *value,
+                          ksf_errinfo *ei);
 
 ksf_err
 ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
 {
     if (!cfg || !key || !value) {
-        return ksfi_fail(ei, KSF_EINVAL, "ksf_config_set: cfg, key and value are required");
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "ksf_config_set: cfg, key and value are required");
     }
+    return oom_sentence(config_set(cfg, key, value, ei), key, ei);
+}
+
+static ksf_err
+config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
+{
     if (!strcmp(key, "brokers")) {
         return set_brokers(cfg, value, ei);
     }
@@ -371,12 +438,13 @@ ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo 
             return set_kafka_prop(cfg, role_prefixes[i].role, key + plen, value, ei);
         }
     }
+    char q[260];
     return ksfi_fail(ei, KSF_ENOENT,
-                     "unknown configuration key \"%s\"; expected brokers, client.id, "
+                     "unknown configuration key %s; expected brokers, client.id, "
                      "group.id, postfix.id, server.workers, client.timeout.ms, "
                      "client.max.in.flight, client.reply.partition, message.max.bytes, "
                      "or kafka./consumer./producer.<librdkafka property>",
-                     key);
+                     quote(key, q));
 }
 
 static ksf_err

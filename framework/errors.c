@@ -47,6 +47,10 @@ ksf_strerror(ksf_err err)
     return "unknown ksf error";
 }
 
+/* The format attribute lets -Wformat-nonliteral (clang, -Wformat=2) see fmt checked. */
+static ksf_err vfail(ksf_errinfo *ei, ksf_err code, int kafka_err, const char *fmt,
+                     va_list ap) __attribute__((format(printf, 4, 0)));
+
 static ksf_err
 vfail(ksf_errinfo *ei, ksf_err code, int kafka_err, const char *fmt, va_list ap)
 {

@@ -153,13 +153,13 @@ typedef enum ksf_kafka_role {
     KSF_KAFKA_PRODUCER = 2,
 } ksf_kafka_role;
 
-/** Create a configuration holding the defaults. Errors: KSF_ENOMEM. */
+/** Create a configuration holding the defaults. Errors: KSF_ENOMEM, KSF_EINVAL (NULL). */
 KSF_API ksf_err ksf_config_new(ksf_config **out);
 
 /** Free a configuration. NULL is a no-op. */
 KSF_API void ksf_config_destroy(ksf_config *cfg);
 
-/** Copy @p cfg into a new configuration. Errors: KSF_ENOMEM. */
+/** Copy @p cfg into a new configuration. Errors: KSF_ENOMEM, KSF_EINVAL (NULL). */
 KSF_API ksf_err ksf_config_dup(const ksf_config *cfg, ksf_config **out);
 
 /**
@@ -397,7 +397,11 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
  * program (e.g. next to main); the reference pulls the member in. (Linking with
  * -Wl,--whole-archive works too.) @p name is a C identifier.
  */
-#define KSF_CONTROLLER_ANCHOR(name) const int ksf_controller_anchor_##name = 1
+/* The extern declaration gives the anchor external linkage in C++ too, where a bare
+ * namespace-scope const would be internal and the reference could not find it. */
+#define KSF_CONTROLLER_ANCHOR(name)                                                      \
+    extern const int ksf_controller_anchor_##name;                                       \
+    const int ksf_controller_anchor_##name = 1
 /** See KSF_CONTROLLER_ANCHOR. */
 #define KSF_USE_CONTROLLER(name)                                                         \
     extern const int ksf_controller_anchor_##name;                                       \

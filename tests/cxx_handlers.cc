@@ -1,0 +1,33 @@
+// Handler macros used from C++ (see cxx_header.cc): message and event patterns, a named
+// controller, and the static-library anchor.
+#include <ksf/ksf.h>
+
+KSF_MESSAGE_PATTERN("cxx.echo", cxx_echo)
+{
+    *reply = json_deep_copy(data);
+    return KSF_OK;
+}
+
+KSF_EVENT_PATTERN("cxx.event", cxx_event)
+{
+    return ksf_ctx_is_event(ctx) ? KSF_OK : KSF_EINVAL;
+}
+
+KSF_CONTROLLER_MESSAGE_PATTERN("cxx", "cxx.sum", cxx_sum)
+{
+    json_int_t sum = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach (data, i, item) {
+        sum += json_integer_value(item);
+    }
+    *reply = json_integer(sum);
+    return KSF_OK;
+}
+
+KSF_CONTROLLER_EVENT_PATTERN("cxx", "cxx.note", cxx_note)
+{
+    return KSF_OK;
+}
+
+KSF_CONTROLLER_ANCHOR(cxx_handlers);

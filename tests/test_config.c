@@ -1,0 +1,515 @@
+/*
+ * ksf_config: every key's accepted and refused values with the exact sentence (key,
+ * value, expectation), librdkafka pass-through validation, KSF_BROKERS, get/dup, the
+ * NestJS client and group ids, and allocation failure at every point.
+ */
+#include "alloc.h"
+#include "config.h"
+#include "wire.h"
+
+#include <check.h>
+#include <ksf/ksf.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ksf_config *
+new_config(void)
+{
+    ksf_config *cfg = NULL;
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    ck_assert_ptr_nonnull(cfg);
+    return cfg;
+}
+
+static void
+assert_get(const ksf_config *cfg, const char *key, const char *want)
+{
+    char buf[256];
+    ck_assert_int_eq(ksf_config_get(cfg, key, buf, sizeof buf), KSF_OK);
+    ck_assert_str_eq(buf, want);
+}
+
+static void
+assert_accepts(const char *key, const char *value, const char *stored)
+{
+    ksf_config *cfg = new_config();
+    ksf_errinfo ei = {.code = KSF_EPROTO, .text = "untouched"};
+    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s refused: %s",
+                  key, value, ei.text);
+    ck_assert_str_eq(ei.text, "untouched"); /* errinfo is left alone on success */
+    assert_get(cfg, key, stored ? stored : value);
+    ksf_config_destroy(cfg);
+}
+
+static void
+assert_refuses(const char *key, const char *value, ksf_err code, const char *sentence)
+{
+    ksf_config *cfg = new_config();
+    char before[256], after[256];
+    ksf_err had = ksf_config_get(cfg, key, before, sizeof before);
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_set(cfg, key, value, &ei), code);
+    ck_assert_int_eq(ei.code, code);
+    ck_assert_str_eq(ei.text, sentence);
+    ck_assert_int_eq(ksf_config_set(cfg, key, value, NULL), code); /* ei optional */
+    ck_assert_int_eq(ksf_config_get(cfg, key, after, sizeof after), had);
+    if (had == KSF_OK) {
+        ck_assert_str_eq(after, before); /* a refused value changes nothing */
+    }
+    ksf_config_destroy(cfg);
+}
+
+#define HOSTPORT "; expected host:port[,host:port...] (e.g. 127.0.0.1:9092)"
+#define IDCHARS " to 200 printable ASCII characters without spaces"
+
+START_TEST(test_config_defaults)
+{
+    ksf_config *cfg = new_config();
+    assert_get(cfg, "brokers", "localhost:9092");
+    assert_get(cfg, "client.id", "nestjs-consumer");
+    assert_get(cfg, "group.id", "nestjs-group");
+    assert_get(cfg, "server.workers", "4");
+    assert_get(cfg, "client.timeout.ms", "30000");
+    assert_get(cfg, "client.max.in.flight", "10000");
+    assert_get(cfg, "client.reply.partition", "0");
+    assert_get(cfg, "message.max.bytes", "1000000");
+    char buf[16];
+    ck_assert_int_eq(ksf_config_get(cfg, "postfix.id", buf, sizeof buf), KSF_ENOENT);
+    ck_assert_int_eq(ksf_config_get(cfg, "kafka.acks", buf, sizeof buf), KSF_ENOENT);
+    ck_assert_int_eq(ksf_config_get(cfg, "nope", buf, sizeof buf), KSF_ENOENT);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_config_brokers)
+{
+    assert_accepts("brokers", "127.0.0.1:9092", NULL);
+    assert_accepts("brokers", "a:1,b.example.com:65535", NULL);
+    assert_accepts("brokers", "[::1]:9092", NULL);
+    assert_refuses("brokers", "", KSF_EINVAL, "brokers \"\": empty list" HOSTPORT);
+    assert_refuses("brokers", "kafka", KSF_EINVAL,
+                   "brokers \"kafka\": missing :port" HOSTPORT);
+    assert_refuses("brokers", ":9092", KSF_EINVAL,
+                   "brokers \":9092\": empty host" HOSTPORT);
+    assert_refuses("brokers", "h:", KSF_EINVAL, "brokers \"h:\": invalid port" HOSTPORT);
+    assert_refuses("brokers", "h:9x", KSF_EINVAL,
+                   "brokers \"h:9x\": invalid port" HOSTPORT);
+    assert_refuses("brokers", "h:123456", KSF_EINVAL,
+                   "brokers \"h:123456\": invalid port" HOSTPORT);
+    assert_refuses("brokers", "h:0", KSF_EINVAL,
+                   "brokers \"h:0\": port out of range 1-65535" HOSTPORT);
+    assert_refuses("brokers", "h:65536", KSF_EINVAL,
+                   "brokers \"h:65536\": port out of range 1-65535" HOSTPORT);
+    assert_refuses("brokers", "a:1,,b:2", KSF_EINVAL,
+                   "brokers \"a:1,,b:2\": empty entry" HOSTPORT);
+    assert_refuses("brokers", "a:1,", KSF_EINVAL,
+                   "brokers \"a:1,\": empty entry" HOSTPORT);
+    assert_refuses(
+        "brokers", "a b:1", KSF_EINVAL,
+        "brokers \"a b:1\": space or non-printable character in host" HOSTPORT);
+    assert_refuses("brokers", "h\x01\"x:1", KSF_EINVAL,
+                   "brokers \"h\\x01\\\"x:1\": space or non-printable character in "
+                   "host" HOSTPORT);
+    assert_refuses("brokers", "h\xc3\xa9:1", KSF_EINVAL,
+                   "brokers \"h\\xc3\\xa9:1\": space or non-printable character in "
+                   "host" HOSTPORT);
+}
+END_TEST
+
+START_TEST(test_config_ids)
+{
+    assert_accepts("client.id", "hero", NULL);
+    assert_accepts("group.id", "hero-consumer", NULL);
+    assert_accepts("postfix.id", "-x", NULL);
+    assert_accepts("postfix.id", "", NULL);
+    assert_refuses("client.id", "", KSF_EINVAL,
+                   "client.id \"\": empty; expected 1" IDCHARS);
+    assert_refuses("group.id", "a b", KSF_EINVAL,
+                   "group.id \"a b\": contains a space or non-printable character; "
+                   "expected 1" IDCHARS);
+    assert_refuses("postfix.id", "-\xc3\xa9", KSF_EINVAL,
+                   "postfix.id \"-\\xc3\\xa9\": contains a space or non-printable "
+                   "character; expected 0" IDCHARS);
+    char longid[202];
+    memset(longid, 'a', 201);
+    longid[201] = '\0';
+    assert_refuses(
+        "client.id", longid, KSF_EINVAL,
+        "client.id \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "...\": longer than 200 characters; expected 1" IDCHARS);
+    longid[200] = '\0';
+    assert_accepts("client.id", longid, NULL);
+}
+END_TEST
+
+START_TEST(test_config_integers)
+{
+    static const struct {
+        const char *key, *min, *max, *below, *above;
+    } keys[] = {
+        {"server.workers", "1", "1024", "0", "1025"},
+        {"client.timeout.ms", "1", "86400000", "0", "86400001"},
+        {"client.max.in.flight", "1", "1000000", "0", "1000001"},
+        {"client.reply.partition", "0", "2147483647", "-1", "2147483648"},
+        {"message.max.bytes", "1", "1000000000", "0", "1000000001"},
+    };
+    static const char *const junk[] = {"",   "abc",  "5x",  " 5",
+                                       "+5", "0x10", "1.5", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char want[256];
+        assert_accepts(keys[i].key, keys[i].min, NULL);
+        assert_accepts(keys[i].key, keys[i].max, NULL);
+        assert_accepts(keys[i].key, "007", "7");
+        const char *bad[] = {keys[i].below, keys[i].above};
+        for (size_t b = 0; b < 2 + sizeof junk / sizeof junk[0]; b++) {
+            const char *v = b < 2 ? bad[b] : junk[b - 2];
+            snprintf(want, sizeof want, "%s \"%s\": expected an integer from %s to %s",
+                     keys[i].key, v, keys[i].min, keys[i].max);
+            assert_refuses(keys[i].key, v, KSF_EINVAL, want);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_config_unknown_key)
+{
+    assert_refuses("brokerz", "x", KSF_ENOENT,
+                   "unknown configuration key \"brokerz\"; expected brokers, client.id, "
+                   "group.id, postfix.id, server.workers, client.timeout.ms, "
+                   "client.max.in.flight, client.reply.partition, message.max.bytes, or "
+                   "kafka./consumer./producer.<librdkafka property>");
+    ksf_errinfo ei = {0};
+    ksf_config *cfg = new_config();
+    ck_assert_int_eq(ksf_config_set(cfg, "kafka.", "1", &ei), KSF_ENOENT);
+    ck_assert_int_eq(ksf_config_set(cfg, "", "1", &ei), KSF_ENOENT);
+    ck_assert_int_eq(ksf_config_set(NULL, "brokers", "a:1", &ei), KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "ksf_config_set: cfg, key and value are required");
+    ck_assert_int_eq(ksf_config_set(cfg, NULL, "a:1", NULL), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_set(cfg, "brokers", NULL, NULL), KSF_EINVAL);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_config_kafka_passthrough)
+{
+    ksf_config *cfg = new_config();
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_set(cfg, "kafka.socket.timeout.ms", "5000", &ei), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", &ei),
+                     KSF_OK);
+    ck_assert_int_eq(ksf_config_set_kafka(cfg, KSF_KAFKA_PRODUCER, "linger.ms", "5", &ei),
+                     KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "producer.linger.ms", "7", &ei), KSF_OK);
+    assert_get(cfg, "kafka.socket.timeout.ms", "5000");
+    assert_get(cfg, "consumer.auto.offset.reset", "earliest");
+    assert_get(cfg, "producer.linger.ms", "7"); /* replaced, not duplicated */
+    ck_assert_uint_eq(cfg->nprops, 3);
+    char buf[16];
+    ck_assert_int_eq(ksf_config_get(cfg, "consumer.linger.ms", buf, sizeof buf),
+                     KSF_ENOENT);
+    /* unknown to librdkafka */
+    ck_assert_int_eq(ksf_config_set(cfg, "kafka.no.such.property", "1", &ei), KSF_ENOENT);
+    ck_assert_str_eq(ei.text, "kafka.no.such.property: librdkafka has no such property "
+                              "(see librdkafka's CONFIGURATION.md)");
+    /* a bad value: librdkafka's own reason */
+    ck_assert_int_eq(ksf_config_set(cfg, "kafka.socket.timeout.ms", "soon", &ei),
+                     KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "kafka.socket.timeout.ms \"soon\": Invalid value for "
+                              "configuration property \"socket.timeout.ms\"");
+    ck_assert_int_eq(ksf_config_set(cfg, "producer.acks", "maybe", &ei), KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "producer.acks \"maybe\": "));
+    assert_get(cfg, "kafka.socket.timeout.ms", "5000");
+    /* managed properties point at the ksf key */
+    ck_assert_int_eq(ksf_config_set(cfg, "kafka.bootstrap.servers", "a:1", &ei),
+                     KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "kafka.bootstrap.servers: ksf manages this librdkafka "
+                              "property; use \"brokers\"");
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.group.id", "g", &ei), KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "consumer.group.id: ksf manages this librdkafka property; "
+                              "use \"group.id\" and \"postfix.id\"");
+    ck_assert_int_eq(ksf_config_set_kafka(cfg, KSF_KAFKA_ALL, "client.id", "c", &ei),
+                     KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.enable.auto.commit", "true", &ei),
+                     KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_set(cfg, "producer.metadata.broker.list", "a:1", &ei),
+                     KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.enable.auto.offset.store", "1", &ei),
+                     KSF_EINVAL);
+    /* bad roles and arguments */
+    ck_assert_int_eq(ksf_config_set_kafka(cfg, (ksf_kafka_role)7, "linger.ms", "1", &ei),
+                     KSF_EINVAL);
+    ck_assert_str_eq(ei.text,
+                     "kafka role 7: expected KSF_KAFKA_ALL, KSF_KAFKA_CONSUMER or "
+                     "KSF_KAFKA_PRODUCER");
+    ck_assert_int_eq(ksf_config_set_kafka(cfg, KSF_KAFKA_ALL, "", "1", &ei), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_set_kafka(NULL, KSF_KAFKA_ALL, "a", "1", &ei),
+                     KSF_EINVAL);
+    ck_assert_uint_eq(cfg->nprops, 3);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_config_get_buffer)
+{
+    ksf_config *cfg = new_config();
+    char buf[8];
+    ck_assert_int_eq(ksf_config_get(cfg, "brokers", buf, 5), KSF_EINVAL);
+    ck_assert_str_eq(buf, "loca"); /* truncated and terminated */
+    ck_assert_int_eq(ksf_config_get(cfg, "brokers", buf, 0), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_get(cfg, "server.workers", buf, 2), KSF_OK);
+    ck_assert_str_eq(buf, "4");
+    ck_assert_int_eq(ksf_config_get(NULL, "brokers", buf, sizeof buf), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_get(cfg, NULL, buf, sizeof buf), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_get(cfg, "brokers", NULL, 8), KSF_EINVAL);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_config_env_brokers)
+{
+    ksf_config *cfg = new_config();
+    ksf_errinfo ei = {0};
+    unsetenv("KSF_BROKERS");
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
+    assert_get(cfg, "brokers", "localhost:9092");
+    setenv("KSF_BROKERS", "", 1); /* empty: ignored */
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
+    assert_get(cfg, "brokers", "localhost:9092");
+    setenv("KSF_BROKERS", "127.0.0.1:39092,127.0.0.1:39093", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
+    assert_get(cfg, "brokers", "127.0.0.1:39092,127.0.0.1:39093");
+    ck_assert_int_eq(ksf_config_set(cfg, "brokers", "flag:1", NULL),
+                     KSF_OK); /* flags win */
+    assert_get(cfg, "brokers", "flag:1");
+    setenv("KSF_BROKERS", "nohost", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_EINVAL);
+    ck_assert_int_eq(ei.code, KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "environment variable KSF_BROKERS: brokers \"nohost\": "
+                              "missing :port" HOSTPORT);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, NULL), KSF_EINVAL);
+    assert_get(cfg, "brokers", "flag:1");
+    unsetenv("KSF_BROKERS");
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+static void
+log_sink(void *user, ksf_log_level level, const char *component, const char *message)
+{
+    (void)user;
+    (void)level;
+    (void)component;
+    (void)message;
+}
+
+START_TEST(test_config_dup)
+{
+    ksf_config *cfg = new_config(), *copy = NULL;
+    int token;
+    ck_assert_int_eq(ksf_config_set(cfg, "client.id", "hero", NULL), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "postfix.id", "", NULL), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "server.workers", "9", NULL), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", NULL),
+                     KSF_OK);
+    ksf_config_set_log(cfg, log_sink, &token, KSF_LOG_DEBUG);
+    ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);
+    ksf_config_set(cfg, "client.id", "other", NULL); /* the copy is independent */
+    ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "50", NULL);
+    ksf_config_destroy(cfg);
+    assert_get(copy, "client.id", "hero");
+    assert_get(copy, "postfix.id", "");
+    assert_get(copy, "server.workers", "9");
+    assert_get(copy, "consumer.fetch.wait.max.ms", "5");
+    assert_get(copy, "brokers", "localhost:9092");
+    ck_assert(copy->log_fn == log_sink);
+    ck_assert_ptr_eq(copy->log_user, &token);
+    ck_assert_int_eq(copy->log_max_level, KSF_LOG_DEBUG);
+    ck_assert_int_eq(ksf_config_dup(NULL, &cfg), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_dup(copy, NULL), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_new(NULL), KSF_EINVAL);
+    ksf_config_destroy(copy);
+    ksf_config_destroy(NULL); /* no-op */
+    ksf_config_set_log(NULL, log_sink, NULL, KSF_LOG_ERROR);
+}
+END_TEST
+
+static void
+assert_names(ksf_config *cfg, const char *server_client, const char *server_group,
+             const char *client_client, const char *client_group)
+{
+    char *s[4] = {ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX),
+                  ksfi_config_group_id(cfg, KSFI_SERVER_POSTFIX),
+                  ksfi_config_client_id(cfg, KSFI_CLIENT_POSTFIX),
+                  ksfi_config_group_id(cfg, KSFI_CLIENT_POSTFIX)};
+    ck_assert_str_eq(s[0], server_client);
+    ck_assert_str_eq(s[1], server_group);
+    ck_assert_str_eq(s[2], client_client);
+    ck_assert_str_eq(s[3], client_group);
+    for (int i = 0; i < 4; i++) {
+        ksfi_free(s[i]);
+    }
+}
+
+START_TEST(test_config_nestjs_names)
+{
+    ksf_config *cfg = new_config();
+    assert_names(cfg, "nestjs-consumer-server", "nestjs-group-server",
+                 "nestjs-consumer-client", "nestjs-group-client");
+    ksf_config_set(cfg, "client.id", "hero", NULL);
+    ksf_config_set(cfg, "group.id", "hero-consumer", NULL);
+    assert_names(cfg, "hero-server", "hero-consumer-server", "hero-client",
+                 "hero-consumer-client");
+    ksf_config_set(cfg, "postfix.id", "-v2", NULL); /* the same suffix on both ids */
+    assert_names(cfg, "hero-v2", "hero-consumer-v2", "hero-v2", "hero-consumer-v2");
+    ksf_config_set(cfg, "postfix.id", "", NULL); /* postfixId: '' means none */
+    assert_names(cfg, "hero", "hero-consumer", "hero", "hero-consumer");
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+/* ---- allocation failure at every point
+ * ------------------------------------------------- */
+
+typedef ksf_err (*op_fn)(ksf_config *cfg, ksf_config **made);
+
+/*
+ * Run @p op with allocation number 1, 2, ... failing until it runs without reaching
+ * the failure: each failing run must return KSF_ENOMEM, and (under valgrind) leak
+ * nothing. Returns how many failure points were exercised.
+ */
+static unsigned long
+sweep(op_fn op, bool sticky)
+{
+    for (unsigned long nth = 1; nth < 1000; nth++) {
+        ksf_config *cfg = new_config(), *made = NULL;
+        ksf_config_set(cfg, "kafka.linger.ms", "1", NULL);
+        ksf_config_set(cfg, "postfix.id", "-p", NULL);
+        ksfi_alloc_fail_after(nth, sticky);
+        ksf_err e = op(cfg, &made);
+        unsigned long used = ksfi_alloc_count();
+        ksfi_alloc_fail_after(0, 0);
+        ksf_config_destroy(made);
+        ksf_config_destroy(cfg);
+        if (used < nth) {
+            ck_assert_int_eq(e, KSF_OK); /* no failure injected: success */
+            return nth - 1;
+        }
+        ck_assert_msg(e == KSF_ENOMEM, "failure %lu returned %d", nth, e);
+    }
+    ck_abort_msg("no end to the allocations");
+    return 0;
+}
+
+static ksf_err
+op_new(ksf_config *cfg, ksf_config **made)
+{
+    (void)cfg;
+    return ksf_config_new(made);
+}
+
+static ksf_err
+op_dup(ksf_config *cfg, ksf_config **made)
+{
+    return ksf_config_dup(cfg, made);
+}
+
+static ksf_err
+op_set_all(ksf_config *cfg, ksf_config **made)
+{
+    static const char *const kv[][2] = {
+        {"brokers", "a:1"},       {"client.id", "c"},
+        {"group.id", "g"},        {"postfix.id", ""},
+        {"server.workers", "2"},  {"kafka.linger.ms", "2"},
+        {"producer.acks", "all"}, {"consumer.fetch.wait.max.ms", "5"}};
+    (void)made;
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+        ksf_errinfo ei = {0};
+        char before[64];
+        ksf_err had = ksf_config_get(cfg, kv[i][0], before, sizeof before);
+        ksf_err e = ksf_config_set(cfg, kv[i][0], kv[i][1], &ei);
+        if (e) {
+            ck_assert_int_eq(ei.code, KSF_ENOMEM);
+            ck_assert_ptr_nonnull(strstr(ei.text, "out of memory setting \""));
+            char after[64];
+            ck_assert_int_eq(ksf_config_get(cfg, kv[i][0], after, sizeof after), had);
+            if (had == KSF_OK) {
+                ck_assert_str_eq(after, before); /* the old value survives */
+            }
+            return e;
+        }
+        assert_get(cfg, kv[i][0], kv[i][1]);
+    }
+    return KSF_OK;
+}
+
+static ksf_err
+op_names(ksf_config *cfg, ksf_config **made)
+{
+    (void)made;
+    char *a = ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX);
+    char *b = ksfi_config_group_id(cfg, KSFI_CLIENT_POSTFIX);
+    ksf_err e = a && b ? KSF_OK : KSF_ENOMEM;
+    ksfi_free(a);
+    ksfi_free(b);
+    return e;
+}
+
+static ksf_err
+op_env(ksf_config *cfg, ksf_config **made)
+{
+    (void)made;
+    setenv("KSF_BROKERS", "e:1", 1);
+    ksf_err e = ksf_config_set_from_env(cfg, NULL);
+    unsetenv("KSF_BROKERS");
+    return e;
+}
+
+START_TEST(test_config_alloc_failures)
+{
+    ck_assert_uint_eq(sweep(op_new, false), 4);
+    ck_assert_uint_eq(sweep(op_new, true), 4);
+    ck_assert_uint_ge(sweep(op_dup, false), 7);
+    ck_assert_uint_ge(sweep(op_dup, true), 7);
+    ck_assert_uint_ge(sweep(op_set_all, false), 8);
+    ck_assert_uint_ge(sweep(op_set_all, true), 8);
+    ck_assert_uint_eq(sweep(op_names, false), 2);
+    ck_assert_uint_eq(sweep(op_env, false), 1);
+}
+END_TEST
+
+static TCase *
+tcase(Suite *s, const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 30);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+static Suite *
+config_suite(void)
+{
+    Suite *s = suite_create("config");
+    tcase_add_test(tcase(s, "defaults"), test_config_defaults);
+    tcase_add_test(tcase(s, "brokers"), test_config_brokers);
+    tcase_add_test(tcase(s, "ids"), test_config_ids);
+    tcase_add_test(tcase(s, "integers"), test_config_integers);
+    tcase_add_test(tcase(s, "unknown_key"), test_config_unknown_key);
+    tcase_add_test(tcase(s, "kafka_passthrough"), test_config_kafka_passthrough);
+    tcase_add_test(tcase(s, "get_buffer"), test_config_get_buffer);
+    tcase_add_test(tcase(s, "env_brokers"), test_config_env_brokers);
+    tcase_add_test(tcase(s, "dup"), test_config_dup);
+    tcase_add_test(tcase(s, "nestjs_names"), test_config_nestjs_names);
+    tcase_add_test(tcase(s, "alloc_failures"), test_config_alloc_failures);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(config_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
