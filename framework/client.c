@@ -22,10 +22,10 @@
 #include <string.h>
 #include <time.h>
 
-#define RECENT_IDS 4096        /* finished ids remembered for late/duplicate counts */
-#define IDLE_PAUSE_MS 1000     /* idle time before the reply partitions are paused */
-#define POLL_CAP_MS 1000       /* longest reply-thread sleep */
-#define DESTROY_FLUSH_MS 5000  /* how long destroy waits for queued emits */
+#define RECENT_IDS 4096       /* finished ids remembered for late/duplicate counts */
+#define IDLE_PAUSE_MS 1000    /* idle time before the reply partitions are paused */
+#define POLL_CAP_MS 1000      /* longest reply-thread sleep */
+#define DESTROY_FLUSH_MS 5000 /* how long destroy waits for queued emits */
 
 /* A reply partition the client advertises, or drains after a revoke. */
 typedef struct reply_slot {
@@ -78,8 +78,7 @@ struct ksf_client {
 };
 
 static int64_t
-now_ms(void)
-{
+now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -87,8 +86,7 @@ now_ms(void)
 
 /* Wait on cli->cond until @p deadline_ms (monotonic). Returns false on timeout. */
 static bool
-wait_until(ksf_client *cli, int64_t deadline_ms)
-{
+wait_until(ksf_client *cli, int64_t deadline_ms) {
     struct timespec ts = {.tv_sec = deadline_ms / 1000,
                           .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
     return pthread_cond_timedwait(&cli->cond, &cli->lock, &ts) == 0;
@@ -98,8 +96,7 @@ wait_until(ksf_client *cli, int64_t deadline_ms)
 
 /* Pause or resume every assigned reply partition (idle handling); under lock. */
 static void
-set_paused_locked(ksf_client *cli, bool pause)
-{
+set_paused_locked(ksf_client *cli, bool pause) {
     rd_kafka_topic_partition_list_t *list = NULL;
     if (rd_kafka_assignment(cli->consumer, &list) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         list->cnt > 0) {
@@ -116,8 +113,7 @@ set_paused_locked(ksf_client *cli, bool pause)
 }
 
 static void
-slot_free_locked(ksf_client *cli, reply_slot *s)
-{
+slot_free_locked(ksf_client *cli, reply_slot *s) {
     reply_slot **link = &cli->slots;
     while (*link && *link != s) {
         link = &(*link)->next;
@@ -132,8 +128,7 @@ slot_free_locked(ksf_client *cli, reply_slot *s)
 
 /* A request that advertised @p s finished: finish a drain when it was the last. */
 static void
-slot_put_locked(ksf_client *cli, reply_slot *s)
-{
+slot_put_locked(ksf_client *cli, reply_slot *s) {
     if (s && --s->outstanding == 0 && s->revoked) {
         slot_free_locked(cli, s);
     }
@@ -141,8 +136,7 @@ slot_put_locked(ksf_client *cli, reply_slot *s)
 
 /* The provider's revoke notice (any thread): stop advertising, drain, then release. */
 static void
-on_revoked(void *opaque, const char *topic, int32_t partition)
-{
+on_revoked(void *opaque, const char *topic, int32_t partition) {
     ksf_client *cli = opaque;
     pthread_mutex_lock(&cli->lock);
     for (reply_topic *t = cli->topics; t; t = t->next) {
@@ -164,8 +158,7 @@ on_revoked(void *opaque, const char *topic, int32_t partition)
 }
 
 static reply_topic *
-topic_get_locked(ksf_client *cli, const char *name)
-{
+topic_get_locked(ksf_client *cli, const char *name) {
     for (reply_topic *t = cli->topics; t; t = t->next) {
         if (!strcmp(t->name, name)) {
             return t;
@@ -183,8 +176,7 @@ topic_get_locked(ksf_client *cli, const char *name)
 
 /* Record the partition the provider gave @p t; under lock. */
 static ksf_err
-topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition)
-{
+topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition) {
     reply_slot *s = ksfi_calloc(1, sizeof *s);
     if (!s || !(s->topic = ksfi_strdup(t->name))) {
         ksfi_free(s);
@@ -209,8 +201,7 @@ topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition)
  */
 static ksf_err
 reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot **slot,
-               ksf_errinfo *ei)
-{
+               ksf_errinfo *ei) {
     ksf_err e = KSF_OK;
     pthread_mutex_lock(&cli->lock);
     for (;;) {
@@ -225,7 +216,8 @@ reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot *
             return KSF_OK;
         }
         if (t->state == TOPIC_ACQUIRING) {
-            if (now_ms() >= deadline || (!wait_until(cli, deadline) && now_ms() >= deadline)) {
+            if (now_ms() >= deadline ||
+                (!wait_until(cli, deadline) && now_ms() >= deadline)) {
                 e = ksfi_fail(ei, KSF_ETIMEDOUT,
                               "reply topic %s: no reply partition yet (another thread is "
                               "still acquiring it)",
@@ -260,8 +252,7 @@ reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot *
 
 /* Unlink @p p from the table and its slot; under lock. The caller then delivers. */
 static void
-finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why)
-{
+finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why) {
     ksfi_inflight_remove(cli->inflight, p, why);
     slot_put_locked(cli, p->slot);
     p->slot = NULL;
@@ -271,8 +262,7 @@ finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why)
 }
 
 static void
-pending_free(ksfi_pending *p)
-{
+pending_free(ksfi_pending *p) {
     if (p) {
         ksfi_free(p->last_raw);
         ksfi_free(p);
@@ -281,8 +271,7 @@ pending_free(ksfi_pending *p)
 
 /* Deliver a local outcome (timeout, closed, Kafka failure) and free @p p. */
 static void
-deliver_local(ksfi_pending *p, ksf_err err, const char *text)
-{
+deliver_local(ksfi_pending *p, ksf_err err, const char *text) {
     ksf_reply r = {.err = err, .done = true, .correlation_id = p->id, .text = text};
     p->cb(&r, p->user);
     pending_free(p);
@@ -290,8 +279,7 @@ deliver_local(ksfi_pending *p, ksf_err err, const char *text)
 
 /* Fail request @p id with @p err unless it already finished (delivery failures). */
 static void
-fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text)
-{
+fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text) {
     pthread_mutex_lock(&cli->lock);
     ksfi_pending *p = ksfi_inflight_find(cli->inflight, id, strlen(id));
     if (p) {
@@ -303,12 +291,12 @@ fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text)
     }
 }
 
-/* ---- reply handling ----------------------------------------------------------------- */
+/* ---- reply handling -----------------------------------------------------------------
+ */
 
 /* "remote error: <message>" from the error JSON a server sent. */
 static void
-remote_error_text(const json_t *err, char *buf, size_t size)
-{
+remote_error_text(const json_t *err, char *buf, size_t size) {
     const json_t *m = json_is_object(err) ? json_object_get(err, "message") : err;
     if (json_is_string(m)) {
         snprintf(buf, size, "remote error: %s", json_string_value(m));
@@ -322,8 +310,7 @@ remote_error_text(const json_t *err, char *buf, size_t size)
 /* Deliver one reply message to @p cb; @p final marks the last delivery. */
 static void
 deliver_reply(ksf_reply_fn cb, void *user, const char *id, const ksfi_reply_meta *meta,
-              const void *raw, size_t raw_len, bool bare_end, bool final)
-{
+              const void *raw, size_t raw_len, bool bare_end, bool final) {
     char text[KSF_ERRINFO_TEXT_SIZE] = "";
     json_t *value = NULL;
     ksf_reply r = {.err = KSF_OK, .done = final, .correlation_id = id, .text = text};
@@ -353,8 +340,7 @@ deliver_reply(ksf_reply_fn cb, void *user, const char *id, const ksfi_reply_meta
 
 /* Count a reply whose id is not in flight: late, duplicate or unknown. */
 static void
-count_stray_locked(ksf_client *cli, const char *id, size_t len)
-{
+count_stray_locked(ksf_client *cli, const char *id, size_t len) {
     switch (ksfi_inflight_recent(cli->inflight, id, len)) {
     case KSFI_RECENT_TIMED_OUT:
         cli->stats.late_replies++;
@@ -371,13 +357,13 @@ count_stray_locked(ksf_client *cli, const char *id, size_t len)
 }
 
 static void
-handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
-{
+handle_reply(ksf_client *cli, const rd_kafka_message_t *msg) {
     ksfi_header *hdrs = NULL;
     size_t nhdrs = 0;
     ksfi_reply_meta meta;
     if (ksfi_kafka_read_headers(msg, &hdrs, &nhdrs) != KSF_OK) {
-        ksfi_log(&cli->log, KSF_LOG_ERROR, "client", "out of memory reading reply headers");
+        ksfi_log(&cli->log, KSF_LOG_ERROR, "client",
+                 "out of memory reading reply headers");
         return;
     }
     ksfi_parse_reply_headers(hdrs, nhdrs, &meta);
@@ -403,7 +389,9 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         bool stream = p->stream;
         char id[KSFI_ID_SIZE];
         memcpy(id, p->id, sizeof id);
-        if (!stream) {
+        if (stream) {
+            p->has_last = true; /* a later null-valued end is then a bare end */
+        } else {
             ksfi_free(p->last_raw);
             p->last_raw = raw ? ksfi_memdup(raw, raw_len) : NULL;
             p->last_len = raw_len;
@@ -440,8 +428,7 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
 
 /* Expire due requests and plan the next poll; under lock. Returns the expired list. */
 static ksfi_pending *
-reply_tick_locked(ksf_client *cli, int *timeout_ms)
-{
+reply_tick_locked(ksf_client *cli, int *timeout_ms) {
     int64_t now = now_ms();
     ksfi_pending *expired = NULL, *p;
     while ((p = ksfi_inflight_expire(cli->inflight, now)) != NULL) {
@@ -471,8 +458,7 @@ reply_tick_locked(ksf_client *cli, int *timeout_ms)
 }
 
 static void *
-reply_main(void *arg)
-{
+reply_main(void *arg) {
     ksf_client *cli = arg;
     for (;;) {
         int timeout_ms;
@@ -485,7 +471,8 @@ reply_main(void *arg)
         pthread_mutex_unlock(&cli->lock);
         while (expired) {
             ksfi_pending *next = expired->hnext;
-            deliver_local(expired, KSF_ETIMEDOUT, "no reply before the request's deadline");
+            deliver_local(expired, KSF_ETIMEDOUT,
+                          "no reply before the request's deadline");
             expired = next;
         }
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(cli->consumer, timeout_ms);
@@ -506,8 +493,7 @@ reply_main(void *arg)
 /* ---- delivery reports ------------------------------------------------------------- */
 
 static void
-on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
-{
+on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
     (void)rk;
     ksf_client *cli = opaque;
     dr_ticket *t = msg->_private;
@@ -538,8 +524,7 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 }
 
 static void *
-dr_main(void *arg)
-{
+dr_main(void *arg) {
     ksf_client *cli = arg;
     for (;;) {
         pthread_mutex_lock(&cli->lock);
@@ -554,17 +539,19 @@ dr_main(void *arg)
     return NULL;
 }
 
-/* ---- lifecycle ----------------------------------------------------------------------- */
+/* ---- lifecycle -----------------------------------------------------------------------
+ */
 
 static ksf_err
-make_handles(ksf_client *cli, ksf_errinfo *ei)
-{
+make_handles(ksf_client *cli, ksf_errinfo *ei) {
     char err[256];
     rd_kafka_conf_t *conf = NULL;
     char *client_id = ksfi_config_client_id(cli->cfg, KSFI_CLIENT_POSTFIX);
     char *group_id = ksfi_config_group_id(cli->cfg, KSFI_CLIENT_POSTFIX);
-    ksf_err e = client_id && group_id ? KSF_OK : ksfi_fail(ei, KSF_ENOMEM, "out of memory");
-    if (e || (e = ksfi_kafka_conf(cli->cfg, KSF_KAFKA_PRODUCER, client_id, NULL, &conf, ei))) {
+    ksf_err e =
+        client_id && group_id ? KSF_OK : ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    if (e ||
+        (e = ksfi_kafka_conf(cli->cfg, KSF_KAFKA_PRODUCER, client_id, NULL, &conf, ei))) {
         goto done;
     }
     rd_kafka_conf_set_opaque(conf, cli);
@@ -574,7 +561,8 @@ make_handles(ksf_client *cli, ksf_errinfo *ei)
         e = ksfi_fail(ei, KSF_EKAFKA, "cannot create the request producer: %s", err);
         goto done;
     }
-    if ((e = ksfi_kafka_conf(cli->cfg, KSF_KAFKA_CONSUMER, client_id, group_id, &conf, ei))) {
+    if ((e = ksfi_kafka_conf(cli->cfg, KSF_KAFKA_CONSUMER, client_id, group_id, &conf,
+                             ei))) {
         goto done;
     }
     /* Reply partitions are assigned by hand at explicit offsets: nothing to commit. */
@@ -594,8 +582,7 @@ done:
 }
 
 static ksf_err
-start_threads(ksf_client *cli, ksf_errinfo *ei)
-{
+start_threads(ksf_client *cli, ksf_errinfo *ei) {
     if (pthread_create(&cli->reply_thread, NULL, reply_main, cli) != 0) {
         return ksfi_fail(ei, KSF_ENOMEM, "cannot start the reply thread");
     }
@@ -608,8 +595,7 @@ start_threads(ksf_client *cli, ksf_errinfo *ei)
 }
 
 static void
-stop_reply_thread(ksf_client *cli)
-{
+stop_reply_thread(ksf_client *cli) {
     if (!cli->reply_started) {
         return;
     }
@@ -622,8 +608,7 @@ stop_reply_thread(ksf_client *cli)
 }
 
 static void
-stop_dr_thread(ksf_client *cli)
-{
+stop_dr_thread(ksf_client *cli) {
     if (!cli->dr_started) {
         return;
     }
@@ -637,8 +622,7 @@ stop_dr_thread(ksf_client *cli)
 
 /* Free everything; the threads are stopped and no request is pending. */
 static void
-client_free(ksf_client *cli)
-{
+client_free(ksf_client *cli) {
     if (cli->producer) {
         /* Whatever is still queued fails now; its reports free the tickets. */
         rd_kafka_purge(cli->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -674,8 +658,7 @@ client_free(ksf_client *cli)
 }
 
 static ksf_err
-sync_init(ksf_client *cli)
-{
+sync_init(ksf_client *cli) {
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0) {
         return KSF_ENOMEM;
@@ -694,8 +677,7 @@ sync_init(ksf_client *cli)
 }
 
 ksf_err
-ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
-{
+ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei) {
     if (!out || !cfg) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_client_new: out and cfg must not be NULL");
     }
@@ -733,8 +715,7 @@ fail:
 }
 
 void
-ksf_client_destroy(ksf_client *cli)
-{
+ksf_client_destroy(ksf_client *cli) {
     if (!cli) {
         return;
     }
@@ -761,8 +742,8 @@ ksf_client_destroy(ksf_client *cli)
 }
 
 ksf_err
-ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern, ksf_errinfo *ei)
-{
+ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern,
+                                    ksf_errinfo *ei) {
     char name[256];
     ksf_err e;
     if (!cli) {
@@ -783,10 +764,10 @@ ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern, ksf_er
 }
 
 ksf_err
-ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
-{
+ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
     if (!cli || timeout_ms < 0) {
-        return ksfi_fail(ei, KSF_EINVAL, "ksf_client_connect: NULL client or negative timeout");
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "ksf_client_connect: NULL client or negative timeout");
     }
     int64_t deadline = now_ms() + timeout_ms;
     const struct rd_kafka_metadata *md = NULL;
@@ -825,8 +806,7 @@ typedef struct outgoing {
 } outgoing;
 
 static void
-outgoing_clear(outgoing *m)
-{
+outgoing_clear(outgoing *m) {
     ksfi_free(m->value);
     if (m->hdrs) {
         rd_kafka_headers_destroy(m->hdrs);
@@ -836,8 +816,7 @@ outgoing_clear(outgoing *m)
 
 /* The caller's extra headers: names not reserved, values strings. */
 static ksf_err
-add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
-{
+add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei) {
     const char *name;
     json_t *v;
     if (!user) {
@@ -846,8 +825,7 @@ add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
     if (!json_is_object(user)) {
         return ksfi_fail(ei, KSF_EINVAL, "opts.headers must be a JSON object of strings");
     }
-    json_object_foreach((json_t *)user, name, v)
-    {
+    json_object_foreach ((json_t *)user, name, v) {
         if (!strncmp(name, KSFI_HDR_RESERVED_PREFIX, strlen(KSFI_HDR_RESERVED_PREFIX))) {
             return ksfi_fail(ei, KSF_EINVAL,
                              "header \"%s\": names starting with \"%s\" are reserved for "
@@ -855,8 +833,8 @@ add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
                              name, KSFI_HDR_RESERVED_PREFIX);
         }
         if (!json_is_string(v)) {
-            return ksfi_fail(ei, KSF_EINVAL, "header \"%s\": the value must be a JSON string",
-                             name);
+            return ksfi_fail(ei, KSF_EINVAL,
+                             "header \"%s\": the value must be a JSON string", name);
         }
         rd_kafka_header_add(hdrs, name, -1, json_string_value(v),
                             (ssize_t)json_string_length(v));
@@ -867,8 +845,7 @@ add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
 /* Validate and encode what every send and emit carries. */
 static ksf_err
 outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
-               outgoing *m, ksf_errinfo *ei)
-{
+               outgoing *m, ksf_errinfo *ei) {
     ksf_err e;
     memset(m, 0, sizeof *m);
     if (opts && opts->raw_value) {
@@ -888,8 +865,8 @@ outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
         goto fail;
     }
     if (opts && opts->key && opts->key_len > cli->cfg->message_max_bytes) {
-        e = ksfi_fail(ei, KSF_EMSGSIZE, "the key is %zu bytes, more than message.max.bytes",
-                      opts->key_len);
+        e = ksfi_fail(ei, KSF_EMSGSIZE,
+                      "the key is %zu bytes, more than message.max.bytes", opts->key_len);
         goto fail;
     }
     m->hdrs = rd_kafka_headers_new(8);
@@ -905,8 +882,7 @@ fail:
 /* Produce @p m to @p topic; on success the headers belong to librdkafka. */
 static ksf_err
 produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *opts,
-        dr_ticket *t, ksf_errinfo *ei)
-{
+        dr_ticket *t, ksf_errinfo *ei) {
     rd_kafka_resp_err_t err = rd_kafka_producev(
         cli->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_VALUE((void *)m->bytes, m->bytes ? m->len : 0),
@@ -924,13 +900,14 @@ produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *op
 
 static ksf_err
 send_check(ksf_client *cli, const char *pattern, const ksf_send_opts *opts,
-           ksf_reply_fn cb, ksf_errinfo *ei)
-{
+           ksf_reply_fn cb, ksf_errinfo *ei) {
     if (!cli || !cb) {
-        return ksfi_fail(ei, KSF_EINVAL, "ksf_client_send: client and callback are required");
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "ksf_client_send: client and callback are required");
     }
     if (opts && opts->timeout_ms < 0) {
-        return ksfi_fail(ei, KSF_EINVAL, "timeout_ms %d is negative; use 0 for the default",
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "timeout_ms %d is negative; use 0 for the default",
                          opts->timeout_ms);
     }
     return ksfi_check_topic(pattern, true, ei);
@@ -938,8 +915,7 @@ send_check(ksf_client *cli, const char *pattern, const ksf_send_opts *opts,
 
 /* Reserve an in-flight entry for @p p against @p slot; called with the lock held. */
 static ksf_err
-reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *ei)
-{
+reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *ei) {
     if (cli->closing) {
         return ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed");
     }
@@ -970,8 +946,7 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *
 
 ksf_err
 ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
-                const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei)
-{
+                const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei) {
     char topic[256], pbuf[12];
     outgoing m;
     ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
@@ -980,7 +955,8 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     if (e || (e = outgoing_build(cli, data, opts, &m, ei))) {
         return e;
     }
-    int timeout = opts && opts->timeout_ms ? opts->timeout_ms : cli->cfg->client_timeout_ms;
+    int timeout =
+        opts && opts->timeout_ms ? opts->timeout_ms : cli->cfg->client_timeout_ms;
     int64_t deadline = now_ms() + timeout;
     dr_ticket *t = ksfi_calloc(1, sizeof *t);
     ksfi_pending *p = ksfi_calloc(1, sizeof *p);
@@ -988,7 +964,9 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
         goto fail;
     }
-    *p = (ksfi_pending){.deadline_ms = deadline, .cb = cb, .user = user,
+    *p = (ksfi_pending){.deadline_ms = deadline,
+                        .cb = cb,
+                        .user = user,
                         .stream = opts && (opts->flags & KSF_SEND_STREAM)};
     snprintf(topic, sizeof topic, "%s%s", pattern, KSFI_REPLY_SUFFIX);
     if ((e = reply_slot_get(cli, topic, deadline, &slot, ei))) {
@@ -1032,7 +1010,8 @@ fail:
     return e;
 }
 
-/* ---- the blocking call --------------------------------------------------------------- */
+/* ---- the blocking call ---------------------------------------------------------------
+ */
 
 typedef struct call_wait {
     pthread_mutex_t m;
@@ -1044,8 +1023,7 @@ typedef struct call_wait {
 } call_wait;
 
 static void
-call_done(const ksf_reply *r, void *user)
-{
+call_done(const ksf_reply *r, void *user) {
     call_wait *w = user;
     pthread_mutex_lock(&w->m);
     w->err = r->err;
@@ -1058,8 +1036,7 @@ call_done(const ksf_reply *r, void *user)
 
 ksf_err
 ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data, int timeout_ms,
-                json_t **reply, ksf_errinfo *ei)
-{
+                json_t **reply, ksf_errinfo *ei) {
     if (!reply) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_client_call: reply must not be NULL");
     }
@@ -1091,12 +1068,12 @@ ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data, int ti
     return e;
 }
 
-/* ---- events, flush, stats ------------------------------------------------------------ */
+/* ---- events, flush, stats ------------------------------------------------------------
+ */
 
 ksf_err
 ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
-                const ksf_send_opts *opts, ksf_emit_fn cb, void *user, ksf_errinfo *ei)
-{
+                const ksf_send_opts *opts, ksf_emit_fn cb, void *user, ksf_errinfo *ei) {
     outgoing m;
     ksf_err e;
     if (!cli) {
@@ -1126,8 +1103,7 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
 }
 
 ksf_err
-ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
-{
+ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
     if (!cli) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_client_flush: client is NULL");
     }
@@ -1152,8 +1128,7 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
 }
 
 void
-ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out)
-{
+ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out) {
     if (!cli || !out) {
         return;
     }

@@ -17,16 +17,14 @@ typedef struct static_provider {
 } static_provider;
 
 static int64_t
-now_ms(void)
-{
+now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int
-remaining(int64_t deadline)
-{
+remaining(int64_t deadline) {
     int64_t left = deadline - now_ms();
     return left > 0 ? (int)left : 0;
 }
@@ -38,8 +36,7 @@ remaining(int64_t deadline)
  */
 static ksf_err
 partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, int *count,
-                ksf_errinfo *ei)
-{
+                ksf_errinfo *ei) {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     if (!rkt) {
         return ksfi_kafka_fail(ei, rd_kafka_last_error(), "reply topic handle");
@@ -48,11 +45,19 @@ partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, int *count,
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
         rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, remaining(deadline));
-        if (err == RD_KAFKA_RESP_ERR__TIMED_OUT) {
+        bool transient = err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                         err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+                         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+        if (transient && remaining(deadline) > 0) {
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000},
+                      NULL); /* brokers may return */
+            continue;
+        }
+        if (transient) {
             e = ksfi_fail(ei, KSF_ETIMEDOUT,
-                          "reply topic %s: no metadata from the brokers in time; check "
-                          "that the brokers are reachable",
-                          topic);
+                          "reply topic %s: no metadata from the brokers in time (%s); "
+                          "check that the brokers are reachable",
+                          topic, rd_kafka_err2str(err));
             break;
         }
         if (err) {
@@ -80,8 +85,7 @@ partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, int *count,
 
 static ksf_err
 static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
-               int32_t *partition, ksf_errinfo *ei)
-{
+               int32_t *partition, ksf_errinfo *ei) {
     static_provider *p = (static_provider *)base;
     rd_kafka_t *rk = base->host.consumer;
     int64_t deadline = now_ms() + timeout_ms;
@@ -99,8 +103,8 @@ static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
     /* Start at the high watermark: every reply to a request sent from now on is at or
      * after it, and nothing older is replayed (no committed offsets are used). */
     int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, topic, p->partition,
-                                                               &lo, &hi, remaining(deadline));
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        rk, topic, p->partition, &lo, &hi, remaining(deadline));
     if (err) {
         return ksfi_kafka_fail(ei, err, "reply partition high watermark");
     }
@@ -120,8 +124,7 @@ static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
 }
 
 static void
-static_release(ksfi_reply_provider *base, const char *topic, int32_t partition)
-{
+static_release(ksfi_reply_provider *base, const char *topic, int32_t partition) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, topic, partition);
     rd_kafka_error_t *kerr = rd_kafka_incremental_unassign(base->host.consumer, list);
@@ -134,8 +137,7 @@ static_release(ksfi_reply_provider *base, const char *topic, int32_t partition)
 }
 
 static void
-static_destroy(ksfi_reply_provider *base)
-{
+static_destroy(ksfi_reply_provider *base) {
     ksfi_free(base);
 }
 
@@ -148,8 +150,7 @@ static const ksfi_reply_provider_ops static_ops = {
 
 ksf_err
 ksfi_reply_static_new(const ksf_config *cfg, const ksfi_reply_host *host,
-                      ksfi_reply_provider **out)
-{
+                      ksfi_reply_provider **out) {
     static_provider *p = ksfi_calloc(1, sizeof *p);
     if (!p) {
         return KSF_ENOMEM;
