@@ -60,6 +60,7 @@ struct ksf_client {
     rd_kafka_t *producer;
     rd_kafka_t *consumer;
     rd_kafka_queue_t *consumer_q; /* yielded to wake the reply thread */
+    rd_kafka_queue_t *producer_q; /* the producer's main queue: delivery reports */
     ksfi_reply_provider *provider;
     pthread_t reply_thread, dr_thread;
     bool reply_started, dr_started;
@@ -534,7 +535,7 @@ dr_main(void *arg) {
         if (stop) {
             break;
         }
-        rd_kafka_poll(cli->producer, POLL_CAP_MS);
+        rd_kafka_queue_poll_callback(cli->producer_q, POLL_CAP_MS);
     }
     return NULL;
 }
@@ -561,6 +562,7 @@ make_handles(ksf_client *cli, ksf_errinfo *ei) {
         e = ksfi_fail(ei, KSF_EKAFKA, "cannot create the request producer: %s", err);
         goto done;
     }
+    cli->producer_q = rd_kafka_queue_get_main(cli->producer);
     if ((e = ksfi_kafka_conf(cli->cfg, KSF_KAFKA_CONSUMER, client_id, group_id, &conf,
                              ei))) {
         goto done;
@@ -615,7 +617,7 @@ stop_dr_thread(ksf_client *cli) {
     pthread_mutex_lock(&cli->lock);
     cli->stop_dr = true;
     pthread_mutex_unlock(&cli->lock);
-    rd_kafka_yield(cli->producer);
+    rd_kafka_queue_yield(cli->producer_q);
     pthread_join(cli->dr_thread, NULL);
     cli->dr_started = false;
 }
@@ -636,6 +638,9 @@ client_free(ksf_client *cli) {
     }
     if (cli->consumer_q) {
         rd_kafka_queue_destroy(cli->consumer_q);
+    }
+    if (cli->producer_q) {
+        rd_kafka_queue_destroy(cli->producer_q);
     }
     if (cli->consumer) {
         rd_kafka_consumer_close(cli->consumer);
@@ -763,6 +768,36 @@ ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern,
     return e;
 }
 
+/* A Metadata round trip through the producer, retried until @p deadline while the
+ * brokers are unreachable. */
+static ksf_err
+wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei) {
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        int64_t left = deadline - now_ms();
+        rd_kafka_resp_err_t err =
+            rd_kafka_metadata(cli->producer, 0, NULL, &md, left > 0 ? (int)left : 0);
+        if (!err) {
+            rd_kafka_metadata_destroy(md);
+            return KSF_OK;
+        }
+        bool transient = err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                         err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+                         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+        if (!transient) {
+            return ksfi_kafka_fail(ei, err, "connect");
+        }
+        if (now_ms() + 100 >= deadline) {
+            return ksfi_fail(ei, KSF_ETIMEDOUT,
+                             "no broker of \"%s\" answered in time (%s); check the "
+                             "address and that the brokers are up",
+                             cli->cfg->brokers, rd_kafka_err2str(err));
+        }
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000},
+                  NULL); /* brokers may return */
+    }
+}
+
 ksf_err
 ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
     if (!cli || timeout_ms < 0) {
@@ -770,24 +805,17 @@ ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
                          "ksf_client_connect: NULL client or negative timeout");
     }
     int64_t deadline = now_ms() + timeout_ms;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(cli->producer, 0, NULL, &md, timeout_ms);
-    if (err == RD_KAFKA_RESP_ERR__TIMED_OUT) {
-        return ksfi_fail(ei, KSF_ETIMEDOUT, "no broker of \"%s\" answered within %d ms",
-                         cli->cfg->brokers, timeout_ms);
+    ksf_err e = wait_for_brokers(cli, deadline, ei);
+    if (e) {
+        return e;
     }
-    if (err) {
-        return ksfi_kafka_fail(ei, err, "connect");
-    }
-    rd_kafka_metadata_destroy(md);
     /* Topics are never unlinked before destroy, so the walk may drop the lock. */
     pthread_mutex_lock(&cli->lock);
     reply_topic *t = cli->topics;
     pthread_mutex_unlock(&cli->lock);
     for (; t; t = t->next) {
         reply_slot *slot;
-        ksf_err e = reply_slot_get(cli, t->name, deadline, &slot, ei);
-        if (e) {
+        if ((e = reply_slot_get(cli, t->name, deadline, &slot, ei))) {
             return e;
         }
         pthread_mutex_unlock(&cli->lock);

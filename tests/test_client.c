@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #define PATTERN "svc.do"
@@ -814,6 +815,62 @@ START_TEST(test_client_destroy_null) {
 }
 END_TEST
 
+/* Run the ksf tool through the shell; returns its exit status, output in @p out. */
+static int
+run_tool(const char *args, char *out, size_t size) {
+    const char *tool = getenv("KSF_TOOL");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "\"%s\" %s", tool, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(test_client_cli) {
+    if (!getenv("KSF_TOOL")) {
+        fprintf(stderr, "test_client_cli: KSF_TOOL not set (run through meson test)\n");
+        return;
+    }
+    env v = env_start(NULL);
+    ksft_broker_create_topic(v.b, "ev.cli", 1);
+    const char *b = ksft_broker_address(v.b);
+    char args[512], out[1024];
+    static const struct {
+        const char *args;
+        const char *redirect; /* which stream is compared */
+        int rc;
+        const char *out;
+    } cases[] = {
+        {"call " PATTERN " string --timeout-ms 10000", "2>/dev/null", 0, "\"hello\"\n"},
+        {"call " PATTERN " '{\"heroId\":1}'", "2>/dev/null", 0, "{\"heroId\":1}\n"},
+        {"call " PATTERN " stream3", "2>/dev/null", 0,
+         "{\"i\":1}\n{\"i\":2}\n{\"i\":3}\n"},
+        {"call " PATTERN " errobj", "2>&1 >/dev/null", 1,
+         "{\"code\":42,\"message\":\"x\"}\n"},
+        {"call " PATTERN " silent --timeout-ms 300", "2>/dev/null", 3, ""},
+        {"call 'bad topic' x", "2>/dev/null", 2, ""},
+        {"call " PATTERN " --bogus", "2>/dev/null", 2, ""},
+        {"emit ev.cli '{\"a\":1}'", "2>/dev/null", 0, ""},
+        {"call " PATTERN " x --set client.reply.partition=9", "2>&1 >/dev/null", 4,
+         "ksf call: The client consumer did not subscribe to the corresponding reply "
+         "topic "
+         "(" PATTERN ".reply). It has 4 partitions; client.reply.partition is 9.\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(args, sizeof args, "%s --brokers %s %s", cases[i].args, b,
+                 cases[i].redirect);
+        int rc = run_tool(args, out, sizeof out);
+        ck_assert_msg(rc == cases[i].rc, "ksf %s: exit %d, want %d", args, rc,
+                      cases[i].rc);
+        ck_assert_str_eq(out, cases[i].out);
+    }
+    env_stop(&v);
+}
+END_TEST
+
 static Suite *
 client_suite(void) {
     Suite *s = suite_create("client");
@@ -835,6 +892,7 @@ client_suite(void) {
         {"emit_bytes", test_client_emit_bytes, 30},
         {"idle_pauses", test_client_idle_pauses, 30},
         {"destroy_null", test_client_destroy_null, 5},
+        {"cli", test_client_cli, 60},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
