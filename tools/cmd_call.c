@@ -1,22 +1,404 @@
-/* ksf call / ksf emit: placeholder until the client lands. */
+/*
+ * ksf call / ksf emit: grpcurl for ksf. Send one request (or event) to a pattern from
+ * the command line and print what comes back.
+ */
 #include "commands.h"
 
+#include <ksf/ksf.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-int
-ksf_cmd_call(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "ksf call: not built yet\n");
-    return 1;
+/* Exit codes (documented in --help and docs/client.md). */
+enum {
+    EXIT_OK = 0,
+    EXIT_REMOTE = 1,  /* the handler answered with an error */
+    EXIT_USAGE = 2,   /* bad flags, bad pattern, bad configuration */
+    EXIT_TIMEOUT = 3, /* no reply (or delivery report) in time */
+    EXIT_KAFKA = 4,   /* brokers unreachable, no reply partition, Kafka errors */
+};
+
+typedef struct call_opts {
+    bool emit;
+    const char *pattern;
+    const char *json; /* NULL: a null value; "-": stdin */
+    int timeout_ms;
+    const char *key;
+    json_t *headers;
+    ksf_config *cfg;
+    bool verbose;
+} call_opts;
+
+static void
+usage(FILE *out, bool emit) {
+    const char *cmd = emit ? "emit" : "call";
+    fprintf(out,
+            "Usage: ksf %s PATTERN [JSON|-] [OPTIONS]\n\n"
+            "%s\n\n"
+            "JSON is parsed as JSON when it parses (objects, arrays, numbers, strings,\n"
+            "true/false/null), otherwise it is sent as a plain string; '-' reads stdin.\n"
+            "Without JSON the message has a null value.\n\n"
+            "Options:\n"
+            "  --brokers B        host:port[,host:port] (default: KSF_BROKERS, else\n"
+            "                     localhost:9092)\n"
+            "  --timeout-ms N     %s (default 30000)\n"
+            "  --key K            message key\n"
+            "  --header K=V       extra header (repeatable; kafka_* names are reserved)\n"
+            "  --set KEY=VALUE    any ksf configuration key, e.g. --set client.id=cli\n"
+            "                     or --set kafka.security.protocol=ssl (repeatable)\n"
+            "  -v, --verbose      log ksf and librdkafka messages to stderr\n"
+            "  -h, --help         this text\n\n"
+            "Exit status:\n"
+            "  0  success%s\n"
+            "  1  the remote handler answered with an error (error JSON on stderr)\n"
+            "  2  usage error: bad flag, pattern, JSON or configuration value\n"
+            "  3  timeout: %s\n"
+            "  4  Kafka or connection error (brokers unreachable, no reply partition)\n",
+            cmd,
+            emit ? "Emit an event to PATTERN (no reply) and wait for the broker's ack."
+                 : "Send a request to PATTERN and print the reply JSON on stdout\n"
+                   "(a streamed reply prints one value per line).",
+            emit ? "how long to wait for the delivery report" : "request timeout",
+            emit ? " (the broker acknowledged the event)" : " (reply printed)",
+            emit ? "no delivery report in time" : "no reply in time");
+}
+
+static int usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ksf %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(ksf %s --help for usage)\n", cmd);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* The value of flag @p name at argv[*i] ("--name V" or "--name=V"), or NULL. */
+static const char *
+flag_value(int argc, char **argv, int *i, const char *name) {
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0) {
+        return NULL;
+    }
+    if (argv[*i][n] == '=') {
+        return argv[*i] + n + 1;
+    }
+    if (argv[*i][n] == '\0' && *i + 1 < argc) {
+        return argv[++*i];
+    }
+    return NULL;
+}
+
+static int
+set_kv(call_opts *o, const char *cmd, const char *kv, bool header) {
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv) {
+        return usage_error(cmd, "--%s \"%s\": expected %s=VALUE",
+                           header ? "header" : "set", kv, header ? "NAME" : "KEY");
+    }
+    char key[256];
+    snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
+    if (header) {
+        if (!o->headers) {
+            o->headers = json_object();
+        }
+        json_object_set_new(o->headers, key, json_string(eq + 1));
+        return EXIT_OK;
+    }
+    ksf_errinfo ei = {0};
+    if (ksf_config_set(o->cfg, key, eq + 1, &ei) != KSF_OK) {
+        return usage_error(cmd, "%s", ei.text);
+    }
+    return EXIT_OK;
+}
+
+/* Parse flags and positionals into @p o; returns an exit code, or -1 to go on. */
+static int
+parse_args(int argc, char **argv, call_opts *o) {
+    const char *cmd = argv[0];
+    int npos = 0;
+    ksf_errinfo ei = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        int rc = EXIT_OK;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout, o->emit);
+            return EXIT_OK;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            o->verbose = true;
+        } else if ((v = flag_value(argc, argv, &i, "--brokers"))) {
+            if (ksf_config_set(o->cfg, "brokers", v, &ei) != KSF_OK) {
+                return usage_error(cmd, "%s", ei.text);
+            }
+        } else if ((v = flag_value(argc, argv, &i, "--timeout-ms"))) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n <= 0 || n > 86400000) {
+                return usage_error(cmd, "--timeout-ms \"%s\": expected 1..86400000", v);
+            }
+            o->timeout_ms = (int)n;
+        } else if ((v = flag_value(argc, argv, &i, "--key"))) {
+            o->key = v;
+        } else if ((v = flag_value(argc, argv, &i, "--header"))) {
+            rc = set_kv(o, cmd, v, true);
+        } else if ((v = flag_value(argc, argv, &i, "--set"))) {
+            rc = set_kv(o, cmd, v, false);
+        } else if (a[0] == '-' && a[1] != '\0') {
+            return usage_error(cmd, "unknown option or missing value: %s", a);
+        } else if (npos == 0) {
+            o->pattern = a;
+            npos++;
+        } else if (npos == 1) {
+            o->json = a;
+            npos++;
+        } else {
+            return usage_error(cmd, "unexpected argument \"%s\"", a);
+        }
+        if (rc) {
+            return rc;
+        }
+    }
+    if (!o->pattern) {
+        return usage_error(cmd, "%s", "missing PATTERN");
+    }
+    size_t len = strlen(o->pattern);
+    if (len == 0 || len > 243 ||
+        strspn(o->pattern,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+            len) {
+        return usage_error(
+            cmd,
+            "PATTERN \"%s\" is not a Kafka topic name: use 1..243 characters "
+            "of [A-Za-z0-9._-]",
+            o->pattern);
+    }
+    return -1;
+}
+
+/* Read all of stdin; NULL on failure. */
+static char *
+read_stdin(void) {
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t n = fread(buf + len, 1, cap - len - 1, stdin);
+        len += n;
+        if (n == 0) {
+            break;
+        }
+        if (len + 1 == cap) {
+            char *b = realloc(buf, cap *= 2);
+            if (!b) {
+                free(buf);
+                return NULL;
+            }
+            buf = b;
+        }
+    }
+    if (buf) {
+        buf[len] = '\0';
+    }
+    return buf;
+}
+
+/* The payload: JSON when it parses, else the text as a string; NULL text: null. */
+static json_t *
+payload(const char *text) {
+    if (!text) {
+        return json_null();
+    }
+    char *in = !strcmp(text, "-") ? read_stdin() : NULL;
+    const char *s = in ? in : text;
+    json_t *v = json_loads(s, JSON_DECODE_ANY, NULL);
+    if (!v && in) {
+        size_t n = strlen(in);
+        while (n && (in[n - 1] == '\n' || in[n - 1] == '\r')) {
+            in[--n] = '\0'; /* `echo text | ksf call p -` sends "text" */
+        }
+    }
+    if (!v) {
+        v = json_string(s);
+    }
+    free(in);
+    return v;
+}
+
+/* ---- call -------------------------------------------------------------------------- */
+
+typedef struct call_state {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    bool done;
+    ksf_err err;
+    char text[KSF_ERRINFO_TEXT_SIZE];
+} call_state;
+
+static void
+print_value(FILE *out, const ksf_reply *r) {
+    if (r->value) {
+        char *s =
+            json_dumps(r->value, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+        fprintf(out, "%s\n", s ? s : "");
+        free(s);
+    } else if (r->raw) {
+        fwrite(r->raw, 1, r->raw_len, out); /* binary reply: the bytes as they came */
+        fputc('\n', out);
+    }
+    fflush(out);
+}
+
+static void
+on_reply(const ksf_reply *r, void *user) {
+    call_state *st = user;
+    if (r->err == KSF_OK) {
+        print_value(stdout, r);
+    } else if (r->err == KSF_EREMOTE) {
+        print_value(stderr, r);
+    }
+    if (!r->done) {
+        return;
+    }
+    pthread_mutex_lock(&st->m);
+    st->err = r->err;
+    snprintf(st->text, sizeof st->text, "%s", r->text ? r->text : "");
+    st->done = true;
+    pthread_cond_signal(&st->c);
+    pthread_mutex_unlock(&st->m);
+}
+
+static void
+on_emitted(ksf_err err, const char *text, void *user) {
+    call_state *st = user;
+    pthread_mutex_lock(&st->m);
+    st->err = err;
+    snprintf(st->text, sizeof st->text, "%s", text ? text : "");
+    st->done = true;
+    pthread_cond_signal(&st->c);
+    pthread_mutex_unlock(&st->m);
+}
+
+static int
+exit_code(ksf_err e) {
+    switch (e) {
+    case KSF_OK:
+        return EXIT_OK;
+    case KSF_EREMOTE:
+        return EXIT_REMOTE;
+    case KSF_ETIMEDOUT:
+        return EXIT_TIMEOUT;
+    case KSF_EINVAL:
+    case KSF_EMSGSIZE:
+    case KSF_ENOENT:
+        return EXIT_USAGE;
+    default:
+        return EXIT_KAFKA;
+    }
+}
+
+/* Send (or emit) and wait for the outcome; returns the exit code. */
+static int
+run(call_opts *o, ksf_client *cli, json_t *data, call_state *st) {
+    const char *cmd = o->emit ? "emit" : "call";
+    ksf_errinfo ei = {0};
+    ksf_send_opts so = {.timeout_ms = o->timeout_ms,
+                        .key = o->key,
+                        .key_len = o->key ? strlen(o->key) : 0,
+                        .headers = o->headers,
+                        .flags = KSF_SEND_STREAM};
+    /* Reach the brokers first, so "unreachable" (4) is not reported as a timeout (3). */
+    ksf_err e = ksf_client_connect(cli, o->timeout_ms, &ei);
+    if (!e) {
+        e = o->emit ? ksf_client_emit(cli, o->pattern, data, &so, on_emitted, st, &ei)
+                    : ksf_client_send(cli, o->pattern, data, &so, on_reply, st, &ei);
+    }
+    if (e) {
+        fprintf(stderr, "ksf %s: %s\n", cmd, ei.text);
+        return e == KSF_ETIMEDOUT ? EXIT_KAFKA : exit_code(e);
+    }
+    /* A request always ends by its deadline; an event's delivery report may not (the
+     * producer retries for message.timeout.ms), so wait for it only as long as asked. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += o->timeout_ms / 1000;
+    until.tv_nsec += (long)(o->timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&st->m);
+    while (!st->done) {
+        if (o->emit && pthread_cond_timedwait(&st->c, &st->m, &until) != 0) {
+            break;
+        } else if (!o->emit) {
+            pthread_cond_wait(&st->c, &st->m);
+        }
+    }
+    bool done = st->done;
+    ksf_err err = st->err;
+    pthread_mutex_unlock(&st->m);
+    if (!done) {
+        fprintf(stderr, "ksf %s: timed out: no delivery report within %d ms\n", cmd,
+                o->timeout_ms);
+        return EXIT_TIMEOUT;
+    }
+    if (err && err != KSF_EREMOTE) {
+        fprintf(stderr, "ksf %s: %s: %s\n", cmd, ksf_strerror(err), st->text);
+    }
+    return exit_code(err);
+}
+
+static int
+call_main(int argc, char **argv, bool emit) {
+    call_opts o = {.emit = emit, .timeout_ms = 30000};
+    /* Outlives the client: a late delivery report may still arrive during destroy. */
+    call_state st = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    ksf_errinfo ei = {0};
+    ksf_client *cli = NULL;
+    json_t *data = NULL;
+    int rc;
+    if (ksf_config_new(&o.cfg) != KSF_OK) {
+        fprintf(stderr, "ksf %s: out of memory\n", argv[0]);
+        return EXIT_KAFKA;
+    }
+    if (ksf_config_set_from_env(o.cfg, &ei) != KSF_OK) {
+        rc = usage_error(argv[0], "%s", ei.text);
+        goto done;
+    }
+    if ((rc = parse_args(argc, argv, &o)) >= 0) {
+        goto done;
+    }
+    ksf_config_set_log(o.cfg, o.verbose ? ksf_log_stderr : NULL, NULL, KSF_LOG_INFO);
+    if (!(data = payload(o.json))) {
+        rc = usage_error(argv[0], "%s", "cannot read the payload");
+        goto done;
+    }
+    if (ksf_client_new(&cli, o.cfg, &ei) != KSF_OK) {
+        fprintf(stderr, "ksf %s: %s\n", argv[0], ei.text);
+        rc = exit_code(ei.code);
+        goto done;
+    }
+    rc = run(&o, cli, data, &st);
+done:
+    ksf_client_destroy(cli);
+    json_decref(data);
+    json_decref(o.headers);
+    ksf_config_destroy(o.cfg);
+    return rc;
 }
 
 int
-ksf_cmd_emit(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "ksf emit: not built yet\n");
-    return 1;
+ksf_cmd_call(int argc, char **argv) {
+    return call_main(argc, argv, false);
+}
+
+int
+ksf_cmd_emit(int argc, char **argv) {
+    return call_main(argc, argv, true);
 }

@@ -519,8 +519,9 @@ typedef struct ksf_reply {
  * KSF_ECLOSED when the client is destroyed first. With KSF_SEND_STREAM it runs once per
  * streamed value (done == false) and then once with done == true (a final value, or no
  * value when the stream ended with a separate end message: err KSF_OK, value NULL).
- * Threads: runs on the client's reply thread (or the destroying thread for
- * KSF_ECLOSED); it must not block and must not destroy the client.
+ * Threads: runs on the client's reply thread (the delivery thread for KSF_EKAFKA when
+ * the request could not be produced, the destroying thread for KSF_ECLOSED); it must
+ * not block, must not call ksf_client_call() and must not destroy the client.
  */
 typedef void (*ksf_reply_fn)(const ksf_reply *reply, void *user);
 
@@ -558,8 +559,9 @@ KSF_API ksf_err ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_erri
 KSF_API void ksf_client_destroy(ksf_client *cli);
 
 /**
- * Start consuming "<pattern>.reply" now, so the first send of @p pattern does not pay
- * for it (sends subscribe on demand otherwise). Errors: KSF_EINVAL, KSF_ECLOSED.
+ * Register "<pattern>.reply" so that ksf_client_connect() acquires its reply partition
+ * ahead of time and the first send of @p pattern does not pay for it (sends acquire
+ * on demand otherwise). Errors: KSF_EINVAL, KSF_ECLOSED.
  */
 KSF_API ksf_err ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern,
                                                     ksf_errinfo *ei);
@@ -588,8 +590,9 @@ KSF_API ksf_err ksf_client_send(ksf_client *cli, const char *pattern, const json
 
 /**
  * Send and wait for the final reply on the calling thread. On KSF_OK, *reply is the
- * reply value (json null for a null value); on KSF_EREMOTE it is the error JSON sent by
- * the server; otherwise NULL. @p timeout_ms 0 means client.timeout.ms.
+ * reply value (json null for a null value, NULL for a binary value: use send for
+ * those); on KSF_EREMOTE it is the error JSON sent by the server; otherwise NULL.
+ * @p timeout_ms 0 means client.timeout.ms. Threads: never from a reply callback.
  * Errors: those of ksf_client_send(), KSF_EREMOTE, KSF_ETIMEDOUT.
  */
 KSF_API ksf_err ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data,

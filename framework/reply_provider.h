@@ -1,0 +1,68 @@
+/*
+ * Reply-partition providers: where a client's replies come from.
+ *
+ * A client advertises one partition of "<pattern>.reply" in kafka_replyPartition and
+ * must keep fetching it while requests that advertised it are in flight. A provider
+ * decides which partition that is and makes the client's reply consumer fetch it (with
+ * rd_kafka_incremental_assign at an explicit offset: no subscribe, no commits).
+ *
+ * The contract, in both directions:
+ * - acquire(topic): called by the client (on a sending thread, never under the client
+ *   lock) the first time it needs a partition of @p topic, and again after that
+ *   partition was revoked. On KSF_OK the partition is being fetched from a position no
+ *   later than any reply to a request sent afterwards. Errors: KSF_ENOPARTITION with a
+ *   sentence naming the topic and why, KSF_ETIMEDOUT, KSF_EKAFKA.
+ * - host->revoked(topic, partition): called by the provider (from any thread) when the
+ *   partition must be given up. The client stops advertising it at once, keeps
+ *   fetching it while requests that advertised it are in flight (the drain) and then
+ *   calls release().
+ * - release(topic, partition): the client no longer needs the partition; the provider
+ *   stops fetching it (incremental unassign). Also called for every held partition
+ *   when the client is destroyed.
+ *
+ * Providers: static (reply_static.c: the configured client.reply.partition, never
+ * revoked). A group-managed provider (NestReplyPartitionAssigner membership) plugs in
+ * through the same interface.
+ */
+#ifndef KSF_REPLY_PROVIDER_H
+#define KSF_REPLY_PROVIDER_H
+
+#include "config.h"
+#include "log.h"
+
+#include <librdkafka/rdkafka.h>
+
+/* What a provider may use of its client. */
+typedef struct ksfi_reply_host {
+    rd_kafka_t *consumer; /* the reply consumer: assign partitions on it */
+    const ksfi_logger *log;
+    /* Give up @p partition of @p topic (see above). */
+    void (*revoked)(void *opaque, const char *topic, int32_t partition);
+    void *opaque;
+} ksfi_reply_host;
+
+typedef struct ksfi_reply_provider ksfi_reply_provider;
+
+typedef struct ksfi_reply_provider_ops {
+    const char *name;
+    ksf_err (*acquire)(ksfi_reply_provider *p, const char *topic, int timeout_ms,
+                       int32_t *partition, ksf_errinfo *ei);
+    void (*release)(ksfi_reply_provider *p, const char *topic, int32_t partition);
+    void (*destroy)(ksfi_reply_provider *p);
+} ksfi_reply_provider_ops;
+
+/* Every provider starts with this; the rest of its struct is its own. */
+struct ksfi_reply_provider {
+    const ksfi_reply_provider_ops *ops;
+    ksfi_reply_host host;
+};
+
+/*
+ * The static provider: partition cfg->client_reply_partition of every reply topic,
+ * fetched from its high watermark so old replies are never replayed.
+ * Errors: KSF_ENOMEM.
+ */
+ksf_err ksfi_reply_static_new(const ksf_config *cfg, const ksfi_reply_host *host,
+                              ksfi_reply_provider **out);
+
+#endif

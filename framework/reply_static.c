@@ -1,0 +1,163 @@
+/*
+ * The static reply-partition provider: every reply topic's partition is the configured
+ * client.reply.partition. It is never revoked. Suits a single client instance, or
+ * instances that are each given their own partition by configuration.
+ */
+#include "alloc.h"
+#include "errinfo.h"
+#include "kafka.h"
+#include "reply_provider.h"
+#include "wire.h"
+
+#include <time.h>
+
+typedef struct static_provider {
+    ksfi_reply_provider base;
+    int32_t partition;
+} static_provider;
+
+static int64_t
+now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+remaining(int64_t deadline) {
+    int64_t left = deadline - now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
+/*
+ * The partition count of @p topic. A Metadata request naming the topic makes the
+ * broker auto-create it when it does not exist; a real broker may answer
+ * LEADER_NOT_AVAILABLE while it does, so that is retried until the deadline.
+ */
+static ksf_err
+partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, int *count,
+                ksf_errinfo *ei) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt) {
+        return ksfi_kafka_fail(ei, rd_kafka_last_error(), "reply topic handle");
+    }
+    ksf_err e = KSF_OK;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, remaining(deadline));
+        bool transient = err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                         err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+                         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+        if (transient && remaining(deadline) > 0) {
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000},
+                      NULL); /* brokers may return */
+            continue;
+        }
+        if (transient) {
+            e = ksfi_fail(ei, KSF_ETIMEDOUT,
+                          "reply topic %s: no metadata from the brokers in time (%s); "
+                          "check that the brokers are reachable",
+                          topic, rd_kafka_err2str(err));
+            break;
+        }
+        if (err) {
+            e = ksfi_kafka_fail(ei, err, "reply topic metadata");
+            break;
+        }
+        rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err : err;
+        *count = md->topic_cnt == 1 ? md->topics[0].partition_cnt : 0;
+        rd_kafka_metadata_destroy(md);
+        if (!terr && *count > 0) {
+            break;
+        }
+        if (remaining(deadline) == 0) {
+            e = ksfi_fail(ei, KSF_ENOPARTITION,
+                          "reply topic %s has no partitions yet (%s); create it or "
+                          "enable topic auto-creation on the brokers",
+                          topic, rd_kafka_err2str(terr));
+            break;
+        }
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return e;
+}
+
+static ksf_err
+static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
+               int32_t *partition, ksf_errinfo *ei) {
+    static_provider *p = (static_provider *)base;
+    rd_kafka_t *rk = base->host.consumer;
+    int64_t deadline = now_ms() + timeout_ms;
+    int count = 0;
+    ksf_err e = partition_count(rk, topic, deadline, &count, ei);
+    if (e) {
+        return e;
+    }
+    if (p->partition >= count) {
+        return ksfi_fail(ei, KSF_ENOPARTITION,
+                         KSFI_NO_REPLY_TOPIC_FMT " It has %d partition%s; "
+                                                 "client.reply.partition is %d.",
+                         topic, count, count == 1 ? "" : "s", (int)p->partition);
+    }
+    /* Start at the high watermark: every reply to a request sent from now on is at or
+     * after it, and nothing older is replayed (no committed offsets are used). */
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        rk, topic, p->partition, &lo, &hi, remaining(deadline));
+    if (err) {
+        return ksfi_kafka_fail(ei, err, "reply partition high watermark");
+    }
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, p->partition)->offset = hi;
+    rd_kafka_error_t *kerr = rd_kafka_incremental_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (kerr) {
+        e = ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
+        rd_kafka_error_destroy(kerr);
+        return e;
+    }
+    ksfi_log(base->host.log, KSF_LOG_DEBUG, "client", "fetching %s [%d] from offset %lld",
+             topic, (int)p->partition, (long long)hi);
+    *partition = p->partition;
+    return KSF_OK;
+}
+
+static void
+static_release(ksfi_reply_provider *base, const char *topic, int32_t partition) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition);
+    rd_kafka_error_t *kerr = rd_kafka_incremental_unassign(base->host.consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (kerr) {
+        ksfi_log(base->host.log, KSF_LOG_WARNING, "client", "unassign %s [%d]: %s", topic,
+                 (int)partition, rd_kafka_error_string(kerr));
+        rd_kafka_error_destroy(kerr);
+    }
+}
+
+static void
+static_destroy(ksfi_reply_provider *base) {
+    ksfi_free(base);
+}
+
+static const ksfi_reply_provider_ops static_ops = {
+    .name = "static",
+    .acquire = static_acquire,
+    .release = static_release,
+    .destroy = static_destroy,
+};
+
+ksf_err
+ksfi_reply_static_new(const ksf_config *cfg, const ksfi_reply_host *host,
+                      ksfi_reply_provider **out) {
+    static_provider *p = ksfi_calloc(1, sizeof *p);
+    if (!p) {
+        return KSF_ENOMEM;
+    }
+    p->base.ops = &static_ops;
+    p->base.host = *host;
+    p->partition = cfg->client_reply_partition;
+    *out = &p->base;
+    return KSF_OK;
+}

@@ -1,0 +1,913 @@
+/*
+ * ksf_client against the mock broker. The server side is a small responder written
+ * with plain librdkafka in this file: it reads requests on one topic and answers as
+ * the request value tells it ("null", "errobj", "stream3", ... ; anything else is
+ * echoed), the way a NestJS server would shape each reply.
+ */
+#include "mock_broker.h"
+#include "wire.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#define PATTERN "svc.do"
+
+/* ---- the responder ----------------------------------------------------------------- */
+
+typedef struct request {
+    char id[128];
+    char reply_topic[256];
+    int32_t partition;
+    char value[256];
+    bool null_value;
+    /* The raw headers of the request, "name=value" joined by '\n'. */
+    char headers[1024];
+} request;
+
+typedef struct responder {
+    rd_kafka_t *consumer, *producer;
+    pthread_t thread;
+    atomic_bool stop;
+    atomic_int requests;
+    pthread_mutex_t m; /* guards last */
+    request last;
+} responder;
+
+static rd_kafka_t *
+plain_handle(ksft_broker *b, rd_kafka_type_t type) {
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", ksft_broker_address(b), err, sizeof err);
+    rd_kafka_conf_set(conf, "log_level", "2", err, sizeof err);
+    if (type == RD_KAFKA_PRODUCER) {
+        rd_kafka_conf_set(conf, "linger.ms", "1", err, sizeof err);
+    } else {
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "5", err, sizeof err);
+        rd_kafka_conf_set(conf, "group.id", "test-responder", err, sizeof err);
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
+    ck_assert_msg(rk != NULL, "%s", err);
+    return rk;
+}
+
+/* Fetch partition 0 of @p topic from the start. */
+static void
+assign_from_start(rd_kafka_t *rk, const char *topic) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    ck_assert_int_eq(rd_kafka_assign(rk, l), 0);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void
+reply(responder *r, const request *q, const char *id, const char *value, const char *err,
+      bool disposed) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+    rd_kafka_header_add(h, KSFI_HDR_CORRELATION_ID, -1, id, -1);
+    if (err) {
+        rd_kafka_header_add(h, KSFI_HDR_NEST_ERR, -1, err, -1);
+    }
+    if (disposed) {
+        rd_kafka_header_add(h, KSFI_HDR_NEST_IS_DISPOSED, -1, "\0", 1);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        r->producer, RD_KAFKA_V_TOPIC(q->reply_topic), RD_KAFKA_V_PARTITION(q->partition),
+        RD_KAFKA_V_VALUE((void *)value, value ? strlen(value) : 0),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    ck_assert_int_eq(e, 0);
+}
+
+static void
+sleep_ms(int ms) {
+    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
+}
+
+/* Answer @p q as its value asks. */
+static void
+behave(responder *r, const request *q) {
+    const char *v = q->value, *id = q->id;
+    if (!strcmp(v, "silent")) {
+        return;
+    } else if (!strcmp(v, "null")) {
+        reply(r, q, id, NULL, NULL, true);
+    } else if (!strcmp(v, "string")) {
+        reply(r, q, id, "hello", NULL, true);
+    } else if (!strcmp(v, "number")) {
+        reply(r, q, id, "3", NULL, true);
+    } else if (!strcmp(v, "errobj")) {
+        reply(r, q, id, NULL, "{\"code\":42,\"message\":\"x\"}", true);
+    } else if (!strcmp(v, "errstr")) {
+        reply(r, q, id, NULL, "bad thing", true);
+    } else if (!strcmp(v, "nohandler")) {
+        reply(r, q, id, NULL, KSFI_NO_MESSAGE_HANDLER, false);
+    } else if (!strcmp(v, "stream3") || !strcmp(v, "stream3end")) {
+        bool end = !strcmp(v, "stream3end");
+        reply(r, q, id, "{\"i\":1}", NULL, false);
+        reply(r, q, id, "{\"i\":2}", NULL, false);
+        reply(r, q, id, "{\"i\":3}", NULL, !end);
+        if (end) {
+            reply(r, q, id, NULL, NULL, true);
+        }
+    } else if (!strcmp(v, "late")) {
+        sleep_ms(400); /* a slow server, not synchronisation */
+        reply(r, q, id, "\"late\"", NULL, true);
+    } else if (!strcmp(v, "dup")) {
+        reply(r, q, id, "1", NULL, true);
+        reply(r, q, id, "2", NULL, true);
+    } else if (!strcmp(v, "unknown")) {
+        reply(r, q, "0123456789abcdef-not-ours", "x", NULL, true);
+        reply(r, q, id, "ok", NULL, true);
+    } else {
+        reply(r, q, id, q->null_value ? NULL : v, NULL, true);
+    }
+}
+
+static void
+parse_request(const rd_kafka_message_t *msg, request *q) {
+    memset(q, 0, sizeof *q);
+    q->partition = -1;
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(msg, &h) == 0) {
+        const char *name;
+        const void *val;
+        size_t len;
+        for (size_t i = 0; !rd_kafka_header_get_all(h, i, &name, &val, &len); i++) {
+            size_t used = strlen(q->headers);
+            snprintf(q->headers + used, sizeof q->headers - used, "%s%s=%.*s",
+                     i ? "\n" : "", name, (int)len, (const char *)val);
+            char *dst = !strcmp(name, KSFI_HDR_CORRELATION_ID) ? q->id
+                        : !strcmp(name, KSFI_HDR_REPLY_TOPIC)  ? q->reply_topic
+                                                               : NULL;
+            if (dst) {
+                snprintf(dst, 128, "%.*s", (int)len, (const char *)val);
+            } else if (!strcmp(name, KSFI_HDR_REPLY_PARTITION)) {
+                q->partition = atoi(val);
+            }
+        }
+    }
+    q->null_value = !msg->payload;
+    snprintf(q->value, sizeof q->value, "%.*s", (int)msg->len,
+             (const char *)msg->payload);
+}
+
+static void *
+responder_main(void *arg) {
+    responder *r = arg;
+    while (!atomic_load(&r->stop)) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(r->consumer, 50);
+        if (!msg) {
+            continue;
+        }
+        if (!msg->err) {
+            request q;
+            parse_request(msg, &q);
+            pthread_mutex_lock(&r->m);
+            r->last = q;
+            pthread_mutex_unlock(&r->m);
+            atomic_fetch_add(&r->requests, 1);
+            if (q.id[0]) {
+                behave(r, &q);
+            }
+        }
+        rd_kafka_message_destroy(msg);
+        rd_kafka_poll(r->producer, 0);
+    }
+    return NULL;
+}
+
+static responder *
+responder_start(ksft_broker *b) {
+    responder *r = calloc(1, sizeof *r);
+    ck_assert_ptr_nonnull(r);
+    ksft_broker_create_topic(b, PATTERN, 1);
+    r->consumer = plain_handle(b, RD_KAFKA_CONSUMER);
+    r->producer = plain_handle(b, RD_KAFKA_PRODUCER);
+    rd_kafka_poll_set_consumer(r->consumer);
+    assign_from_start(r->consumer, PATTERN);
+    pthread_mutex_init(&r->m, NULL);
+    ck_assert_int_eq(pthread_create(&r->thread, NULL, responder_main, r), 0);
+    return r;
+}
+
+static void
+responder_stop(responder *r) {
+    atomic_store(&r->stop, true);
+    pthread_join(r->thread, NULL);
+    rd_kafka_flush(r->producer, 2000);
+    rd_kafka_consumer_close(r->consumer);
+    rd_kafka_destroy(r->consumer);
+    rd_kafka_destroy(r->producer);
+    pthread_mutex_destroy(&r->m);
+    free(r);
+}
+
+/* ---- the environment: broker, responder, client ------------------------------------ */
+
+typedef struct env {
+    ksft_broker *b;
+    responder *r;
+    ksf_client *cli;
+} env;
+
+/* Start everything; @p extra is NULL or {key, value, key, value, ..., NULL}. */
+static env
+env_start(const char *const *extra) {
+    env v = {0};
+    ksf_errinfo ei = {0};
+    v.b = ksft_broker_start();
+    v.r = responder_start(v.b);
+    ksf_config *cfg = ksft_config(v.b);
+    for (size_t i = 0; extra && extra[i]; i += 2) {
+        ck_assert_msg(ksf_config_set(cfg, extra[i], extra[i + 1], &ei) == KSF_OK, "%s",
+                      ei.text);
+    }
+    ck_assert_msg(ksf_client_new(&v.cli, cfg, &ei) == KSF_OK, "%s", ei.text);
+    ksf_config_destroy(cfg);
+    return v;
+}
+
+static void
+env_stop(env *v) {
+    ksf_client_destroy(v->cli);
+    responder_stop(v->r);
+    ksft_broker_stop(v->b);
+}
+
+static ksf_client_stats
+stats(ksf_client *cli) {
+    ksf_client_stats s;
+    ksf_client_get_stats(cli, &s);
+    return s;
+}
+
+/* A call whose request value is the text @p cmd; returns the reply (new reference). */
+static ksf_err
+call_cmd(ksf_client *cli, const char *cmd, int timeout_ms, json_t **out,
+         ksf_errinfo *ei) {
+    json_t *data = json_string(cmd);
+    ksf_err e = ksf_client_call(cli, PATTERN, data, timeout_ms, out, ei);
+    json_decref(data);
+    return e;
+}
+
+static void
+assert_json(const json_t *v, const char *expect) {
+    ck_assert_ptr_nonnull(v);
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+    ck_assert_str_eq(s, expect);
+    free(s);
+}
+
+/* ---- collecting async deliveries ------------------------------------------------------
+ */
+
+typedef struct delivery {
+    ksf_err err;
+    bool done;
+    char value[128]; /* compact JSON, "(none)" for NULL */
+    pthread_t thread;
+} delivery;
+
+typedef struct collector {
+    pthread_mutex_t m;
+    delivery d[64];
+    int n;
+} collector;
+
+static void
+collect(const ksf_reply *r, void *user) {
+    collector *c = user;
+    pthread_mutex_lock(&c->m);
+    if (c->n < 64) {
+        delivery *d = &c->d[c->n++];
+        d->err = r->err;
+        d->done = r->done;
+        d->thread = pthread_self();
+        char *s = r->value ? json_dumps(r->value, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        snprintf(d->value, sizeof d->value, "%s", s ? s : "(none)");
+        free(s);
+    }
+    pthread_mutex_unlock(&c->m);
+}
+
+static int
+collected(collector *c) {
+    pthread_mutex_lock(&c->m);
+    int n = c->n;
+    pthread_mutex_unlock(&c->m);
+    return n;
+}
+
+/* Wait until @p c holds @p n deliveries; false after @p ms. */
+static bool
+wait_collected(collector *c, int n, int ms) {
+    int64_t end = ksft_now_ms() + ms;
+    while (collected(c) < n) {
+        if (ksft_now_ms() > end) {
+            return false;
+        }
+        sleep_ms(5);
+    }
+    return true;
+}
+
+static void
+send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, collector *c) {
+    ksf_errinfo ei = {0};
+    json_t *data = json_string(cmd);
+    ksf_send_opts o = {.timeout_ms = timeout_ms, .flags = flags};
+    ck_assert_msg(ksf_client_send(cli, PATTERN, data, &o, collect, c, &ei) == KSF_OK,
+                  "%s", ei.text);
+    json_decref(data);
+}
+
+#define STAT_WAIT(cli, field, want, ms)                                                  \
+    do {                                                                                 \
+        int64_t end_ = ksft_now_ms() + (ms);                                             \
+        while (stats(cli).field != (want) && ksft_now_ms() < end_) {                     \
+            sleep_ms(5);                                                                 \
+        }                                                                                \
+        ck_assert_uint_eq(stats(cli).field, (want));                                     \
+    } while (0)
+
+/* ---- tests
+ * ------------------------------------------------------------------------------ */
+
+START_TEST(test_client_reply_shapes) {
+    env v = env_start(NULL);
+    ksf_errinfo ei = {0};
+    json_t *out = NULL;
+    json_t *obj = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", 7);
+    ck_assert_msg(ksf_client_call(v.cli, PATTERN, obj, 10000, &out, &ei) == KSF_OK, "%s",
+                  ei.text);
+    json_decref(obj);
+    assert_json(out, "{\"heroId\":1,\"dragonId\":7}");
+    json_decref(out);
+    static const struct {
+        const char *cmd;
+        ksf_err err;
+        const char *json;
+    } cases[] = {
+        {"null", KSF_OK, "null"},
+        {"string", KSF_OK, "\"hello\""},
+        {"number", KSF_OK, "\"3\""}, /* NestJS revives no numbers: "3" stays a string */
+        {"errobj", KSF_EREMOTE, "{\"code\":42,\"message\":\"x\"}"},
+        {"errstr", KSF_EREMOTE, "\"bad thing\""},
+        {"nohandler", KSF_EREMOTE, "\"" KSFI_NO_MESSAGE_HANDLER "\""},
+        {"stream3", KSF_OK, "{\"i\":3}"},
+        {"stream3end", KSF_OK, "{\"i\":3}"}, /* a bare end keeps the last value */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        out = NULL;
+        ksf_err e = call_cmd(v.cli, cases[i].cmd, 10000, &out, &ei);
+        ck_assert_msg(e == cases[i].err, "%s: %s (%s)", cases[i].cmd, ksf_strerror(e),
+                      ei.text);
+        assert_json(out, cases[i].json);
+        json_decref(out);
+    }
+    ck_assert_str_eq(ei.text, PATTERN ": remote error: " KSFI_NO_MESSAGE_HANDLER);
+    ksf_client_stats s = stats(v.cli);
+    ck_assert_uint_eq(s.sent, 9);
+    ck_assert_uint_eq(s.replies, 6);
+    ck_assert_uint_eq(s.remote_errors, 3);
+    ck_assert_uint_eq(s.in_flight, 0);
+    ck_assert_uint_eq(s.unknown_replies + s.late_replies + s.duplicate_replies, 0);
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_stream) {
+    env v = env_start(NULL);
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    send_cmd(v.cli, "stream3", KSF_SEND_STREAM, 10000, &c);
+    ck_assert(wait_collected(&c, 3, 10000));
+    send_cmd(v.cli, "stream3end", KSF_SEND_STREAM, 10000, &c);
+    ck_assert(wait_collected(&c, 7, 10000));
+    static const struct {
+        bool done;
+        const char *value;
+    } want[] = {{false, "{\"i\":1}"}, {false, "{\"i\":2}"}, {true, "{\"i\":3}"},
+                {false, "{\"i\":1}"}, {false, "{\"i\":2}"}, {false, "{\"i\":3}"},
+                {true, "(none)"}};
+    for (int i = 0; i < 7; i++) {
+        ck_assert_int_eq(c.d[i].err, KSF_OK);
+        ck_assert_int_eq(c.d[i].done, want[i].done);
+        ck_assert_str_eq(c.d[i].value, want[i].value);
+    }
+    /* Nothing more arrives for either request. */
+    ck_assert_uint_eq(stats(v.cli).in_flight, 0);
+    ck_assert_int_eq(collected(&c), 7);
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_timeouts) {
+    env v = env_start(NULL);
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    json_t *out = NULL;
+    ck_assert_int_eq(call_cmd(v.cli, "null", 10000, &out, NULL), KSF_OK); /* warm up */
+    json_decref(out);
+    int64_t t0 = ksft_now_ms();
+    for (int i = 0; i < 10; i++) {
+        send_cmd(v.cli, "silent", 0, 200, &c);
+    }
+    ck_assert(wait_collected(&c, 10, 5000));
+    int64_t took = ksft_now_ms() - t0;
+    ck_assert_msg(took >= 200 && took < 1000, "10 timeouts of 200 ms took %lld ms",
+                  (long long)took);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(c.d[i].err, KSF_ETIMEDOUT);
+        ck_assert(c.d[i].done);
+    }
+    ksf_client_stats s = stats(v.cli);
+    ck_assert_uint_eq(s.timeouts, 10);
+    ck_assert_uint_eq(s.in_flight, 0);
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(call_cmd(v.cli, "silent", 100, &out, &ei), KSF_ETIMEDOUT);
+    ck_assert_ptr_null(out);
+    ck_assert_uint_eq(stats(v.cli).timeouts, 11);
+    ck_assert_int_eq(collected(&c), 10); /* exactly once each */
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_late_unknown_duplicate) {
+    env v = env_start(NULL);
+    json_t *out = NULL;
+    ck_assert_int_eq(call_cmd(v.cli, "null", 10000, &out, NULL), KSF_OK); /* warm up */
+    json_decref(out);
+    out = NULL;
+    ck_assert_int_eq(call_cmd(v.cli, "late", 100, &out, NULL), KSF_ETIMEDOUT);
+    STAT_WAIT(v.cli, late_replies, 1, 5000);
+    ck_assert_int_eq(call_cmd(v.cli, "unknown", 10000, &out, NULL), KSF_OK);
+    assert_json(out, "\"ok\"");
+    json_decref(out);
+    STAT_WAIT(v.cli, unknown_replies, 1, 5000);
+    ck_assert_int_eq(call_cmd(v.cli, "dup", 10000, &out, NULL), KSF_OK);
+    assert_json(out, "\"1\"");
+    json_decref(out);
+    STAT_WAIT(v.cli, duplicate_replies, 1, 5000);
+    ksf_client_stats s = stats(v.cli);
+    ck_assert_uint_eq(s.late_replies, 1);
+    ck_assert_uint_eq(s.unknown_replies, 1);
+    ck_assert_uint_eq(s.timeouts, 1);
+    ck_assert_uint_eq(s.replies, 3);
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_destroy_in_flight) {
+    env v = env_start(NULL);
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    for (int i = 0; i < 5; i++) {
+        send_cmd(v.cli, "silent", 0, 60000, &c);
+    }
+    ck_assert_uint_eq(stats(v.cli).in_flight, 5);
+    ksf_client_destroy(v.cli);
+    v.cli = NULL;
+    ck_assert_int_eq(collected(&c), 5);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(c.d[i].err, KSF_ECLOSED);
+        ck_assert(c.d[i].done);
+        ck_assert(pthread_equal(c.d[i].thread, pthread_self()));
+    }
+    env_stop(&v);
+}
+END_TEST
+
+enum { THREADS = 8, PER_THREAD = 1000, TOTAL = THREADS * PER_THREAD };
+
+typedef struct conc {
+    ksf_client *cli;
+    int base;
+    atomic_int calls[TOTAL];
+    atomic_int wrong, failed, total;
+} conc;
+
+typedef struct conc_req {
+    conc *c;
+    int n;
+} conc_req;
+
+static void
+conc_done(const ksf_reply *r, void *user) {
+    conc_req *q = user;
+    atomic_fetch_add(&q->c->calls[q->n], 1);
+    if (r->err != KSF_OK || !r->done) {
+        atomic_fetch_add(&q->c->failed, 1);
+    } else if (json_integer_value(json_object_get(r->value, "n")) != q->n) {
+        atomic_fetch_add(&q->c->wrong, 1);
+    }
+    atomic_fetch_add(&q->c->total, 1);
+}
+
+typedef struct conc_arg {
+    conc *c;
+    conc_req *reqs;
+    int thread;
+    int send_errors;
+} conc_arg;
+
+static void *
+conc_sender(void *arg) {
+    conc_arg *a = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        int n = a->thread * PER_THREAD + i;
+        a->reqs[n] = (conc_req){a->c, n};
+        json_t *data = json_pack("{s:i}", "n", n);
+        if (ksf_client_send(a->c->cli, PATTERN, data, NULL, conc_done, &a->reqs[n],
+                            NULL)) {
+            a->send_errors++;
+        }
+        json_decref(data);
+    }
+    return NULL;
+}
+
+START_TEST(test_client_concurrent_sends) {
+    env v = env_start(NULL);
+    conc *c = calloc(1, sizeof *c);
+    conc_req *reqs = calloc(TOTAL, sizeof *reqs);
+    c->cli = v.cli;
+    ck_assert_int_eq(ksf_client_connect(v.cli, 10000, NULL), KSF_OK);
+    ck_assert_int_eq(ksf_client_subscribe_to_response_of(v.cli, PATTERN, NULL), KSF_OK);
+    ck_assert_int_eq(ksf_client_connect(v.cli, 10000, NULL), KSF_OK);
+    pthread_t th[THREADS];
+    conc_arg args[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        args[t] = (conc_arg){c, reqs, t, 0};
+        ck_assert_int_eq(pthread_create(&th[t], NULL, conc_sender, &args[t]), 0);
+    }
+    int send_errors = 0;
+    for (int t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+        send_errors += args[t].send_errors;
+    }
+    ck_assert_int_eq(send_errors, 0);
+    int64_t end = ksft_now_ms() + 40000;
+    while (atomic_load(&c->total) < TOTAL && ksft_now_ms() < end) {
+        sleep_ms(10);
+    }
+    int lost = 0, duplicated = 0;
+    for (int n = 0; n < TOTAL; n++) {
+        int k = atomic_load(&c->calls[n]);
+        lost += k == 0;
+        duplicated += k > 1;
+    }
+    ck_assert_int_eq(lost, 0);
+    ck_assert_int_eq(duplicated, 0);
+    ck_assert_int_eq(atomic_load(&c->failed), 0);
+    ck_assert_int_eq(atomic_load(&c->wrong), 0);
+    ksf_client_stats s = stats(v.cli);
+    ck_assert_uint_eq(s.sent, TOTAL);
+    ck_assert_uint_eq(s.replies, TOTAL);
+    ck_assert_uint_eq(s.in_flight, 0);
+    ck_assert_uint_eq(s.unknown_replies + s.duplicate_replies + s.late_replies, 0);
+    env_stop(&v);
+    free(reqs);
+    free(c);
+}
+END_TEST
+
+static void
+never_called(const ksf_reply *r, void *user) {
+    (void)r;
+    (void)user;
+    ck_abort_msg("callback ran for a refused send");
+}
+
+START_TEST(test_client_bad_input) {
+    const char *const extra[] = {"message.max.bytes", "100", "client.max.in.flight", "2",
+                                 NULL};
+    env v = env_start(extra);
+    ksf_errinfo ei = {0};
+    json_t *data = json_string("silent");
+    ck_assert_int_eq(
+        ksf_client_send(v.cli, "bad topic!", data, NULL, never_called, NULL, &ei),
+        KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "bad topic!"));
+    ck_assert_int_eq(ksf_client_send(v.cli, "", data, NULL, never_called, NULL, &ei),
+                     KSF_EINVAL);
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, data, NULL, NULL, NULL, &ei),
+                     KSF_EINVAL);
+    ck_assert_int_eq(ksf_client_send(NULL, PATTERN, data, NULL, never_called, NULL, &ei),
+                     KSF_EINVAL);
+    ksf_send_opts neg = {.timeout_ms = -5};
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, data, &neg, never_called, NULL, &ei),
+                     KSF_EINVAL);
+    json_t *hdr = json_pack("{s:s}", "kafka_replyTopic", "x");
+    ksf_send_opts ho = {.headers = hdr};
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, data, &ho, never_called, NULL, &ei),
+                     KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "reserved"));
+    json_decref(hdr);
+    char big[201];
+    memset(big, 'a', 200);
+    big[200] = '\0';
+    json_t *bigj = json_string(big);
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, bigj, NULL, never_called, NULL, &ei),
+                     KSF_EMSGSIZE);
+    ck_assert_str_eq(ei.text,
+                     "the value is 200 bytes, more than message.max.bytes (100); "
+                     "send less or raise message.max.bytes");
+    ck_assert_int_eq(ksf_client_emit(v.cli, PATTERN, bigj, NULL, NULL, NULL, &ei),
+                     KSF_EMSGSIZE);
+    json_decref(bigj);
+    ck_assert_uint_eq(stats(v.cli).sent, 0);
+    /* client.max.in.flight = 2: the third fails fast. */
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    send_cmd(v.cli, "silent", 0, 60000, &c);
+    send_cmd(v.cli, "silent", 0, 60000, &c);
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, data, NULL, never_called, NULL, &ei),
+                     KSF_EBUSY);
+    ck_assert_str_eq(ei.text, "2 requests are in flight, the client.max.in.flight limit; "
+                              "retry when some have finished");
+    json_decref(data);
+    ksf_client_destroy(v.cli);
+    v.cli = NULL;
+    ck_assert_int_eq(collected(&c), 2);
+    ck_assert_int_eq(c.d[0].err, KSF_ECLOSED);
+    ck_assert_int_eq(c.d[1].err, KSF_ECLOSED);
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_reply_partition_out_of_range) {
+    const char *const extra[] = {"client.reply.partition", "7", NULL};
+    env v = env_start(extra);
+    ksf_errinfo ei = {0};
+    json_t *data = json_string("null");
+    int64_t t0 = ksft_now_ms();
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, data, NULL, never_called, NULL, &ei),
+                     KSF_ENOPARTITION);
+    ck_assert_int_lt(ksft_now_ms() - t0, 5000);
+    ck_assert_str_eq(ei.text,
+                     "The client consumer did not subscribe to the corresponding "
+                     "reply topic (" PATTERN ".reply). It has 4 partitions; "
+                     "client.reply.partition is 7.");
+    json_t *out = NULL;
+    ck_assert_int_eq(ksf_client_call(v.cli, PATTERN, data, 1000, &out, &ei),
+                     KSF_ENOPARTITION);
+    ck_assert_ptr_null(out);
+    ck_assert_int_eq(ksf_client_subscribe_to_response_of(v.cli, PATTERN, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_client_connect(v.cli, 5000, &ei), KSF_ENOPARTITION);
+    json_decref(data);
+    ck_assert_uint_eq(stats(v.cli).sent, 0);
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_broker_down) {
+    env v = env_start(NULL);
+    json_t *out = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(call_cmd(v.cli, "null", 10000, &out, &ei), KSF_OK); /* topic ready */
+    json_decref(out);
+    ksft_broker_set_down(v.b, true);
+    int64_t t0 = ksft_now_ms();
+    ck_assert_int_eq(call_cmd(v.cli, "null", 500, &out, &ei), KSF_ETIMEDOUT);
+    ck_assert_int_lt(ksft_now_ms() - t0, 3000);
+    ck_assert_ptr_null(out);
+    ck_assert_ptr_nonnull(strstr(ei.text, PATTERN ": "));
+    /* A pattern whose reply topic is not known yet: no metadata, a clear sentence. */
+    json_t *data = json_string("x");
+    ksf_send_opts o = {.timeout_ms = 500};
+    ksf_err e =
+        ksf_client_send(v.cli, "other.pattern", data, &o, never_called, NULL, &ei);
+    ck_assert_msg(e == KSF_ETIMEDOUT, "%s: %s", ksf_strerror(e), ei.text);
+    ck_assert_ptr_nonnull(strstr(ei.text, "other.pattern.reply"));
+    ck_assert_ptr_nonnull(strstr(ei.text, "brokers"));
+    json_decref(data);
+    ck_assert_int_eq(ksf_client_flush(v.cli, 200, &ei), KSF_ETIMEDOUT);
+    ck_assert_ptr_nonnull(strstr(ei.text, "still queued"));
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_request_header_bytes) {
+    env v = env_start(NULL);
+    json_t *obj = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", 7), *out = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_client_call(v.cli, PATTERN, obj, 10000, &out, &ei) == KSF_OK, "%s",
+                  ei.text);
+    json_decref(out);
+    json_decref(obj);
+    request q;
+    pthread_mutex_lock(&v.r->m);
+    q = v.r->last;
+    pthread_mutex_unlock(&v.r->m);
+    ck_assert_str_eq(q.value, "{\"heroId\":1,\"dragonId\":7}");
+    ck_assert_uint_eq(strlen(q.id), 36);
+    ck_assert_uint_eq(strspn(q.id, "0123456789abcdef-"), 36);
+    char want[512];
+    snprintf(want, sizeof want,
+             "kafka_correlationId=%s\nkafka_replyTopic=" PATTERN ".reply\n"
+             "kafka_replyPartition=0",
+             q.id);
+    ck_assert_str_eq(q.headers, want);
+    /* Extra headers and a key ride along; the protocol headers come last. */
+    json_t *hdrs = json_pack("{s:s}", "x-trace", "abc"), *data = json_string("null");
+    ksf_send_opts o = {.headers = hdrs, .key = "k1", .key_len = 2};
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, data, &o, collect, &c, &ei), KSF_OK);
+    ck_assert(wait_collected(&c, 1, 10000));
+    ck_assert_str_eq(c.d[0].value, "null");
+    pthread_mutex_lock(&v.r->m);
+    q = v.r->last;
+    pthread_mutex_unlock(&v.r->m);
+    ck_assert_ptr_eq(strstr(q.headers, "x-trace=abc\nkafka_correlationId="), q.headers);
+    json_decref(hdrs);
+    json_decref(data);
+    env_stop(&v);
+}
+END_TEST
+
+typedef struct emit_seen {
+    atomic_int n, ok;
+} emit_seen;
+
+static void
+emit_done(ksf_err err, const char *text, void *user) {
+    emit_seen *s = user;
+    (void)text;
+    atomic_fetch_add(&s->ok, err == KSF_OK);
+    atomic_fetch_add(&s->n, 1);
+}
+
+START_TEST(test_client_emit_bytes) {
+    env v = env_start(NULL);
+    ksft_broker_create_topic(v.b, "ev.topic", 1);
+    static const char *const inputs[] = {"{\"heroId\":1,\"dragonId\":7}", "\"plain\"",
+                                         "42", "true", "null"};
+    static const char *const wire[] = {"{\"heroId\":1,\"dragonId\":7}", "plain", "42",
+                                       "true", NULL};
+    emit_seen seen = {0};
+    ksf_errinfo ei = {0};
+    for (int i = 0; i < 5; i++) {
+        json_t *d = json_loads(inputs[i], JSON_DECODE_ANY, NULL);
+        ck_assert_int_eq(
+            ksf_client_emit(v.cli, "ev.topic", d, NULL, emit_done, &seen, &ei), KSF_OK);
+        json_decref(d);
+    }
+    ck_assert_int_eq(ksf_client_flush(v.cli, 10000, &ei), KSF_OK);
+    ck_assert_int_eq(atomic_load(&seen.n), 5);
+    ck_assert_int_eq(atomic_load(&seen.ok), 5);
+    ck_assert_uint_eq(stats(v.cli).emitted, 5);
+    ck_assert_uint_eq(stats(v.cli).sent, 0);
+    rd_kafka_t *rk = plain_handle(v.b, RD_KAFKA_CONSUMER);
+    rd_kafka_poll_set_consumer(rk);
+    assign_from_start(rk, "ev.topic");
+    int got = 0;
+    int64_t end = ksft_now_ms() + 10000;
+    while (got < 5 && ksft_now_ms() < end) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m) {
+            continue;
+        }
+        if (!m->err) {
+            rd_kafka_headers_t *h = NULL;
+            ck_assert_int_ne(rd_kafka_message_headers(m, &h), 0); /* no headers at all */
+            if (wire[got]) {
+                ck_assert_uint_eq(m->len, strlen(wire[got]));
+                ck_assert_int_eq(memcmp(m->payload, wire[got], m->len), 0);
+            } else {
+                ck_assert_ptr_null(m->payload);
+            }
+            ck_assert_ptr_null(m->key);
+            got++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    ck_assert_int_eq(got, 5);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_idle_pauses) {
+    env v = env_start(NULL);
+    json_t *out = NULL;
+    ck_assert_int_eq(call_cmd(v.cli, "string", 10000, &out, NULL), KSF_OK);
+    json_decref(out);
+    /* After the idle delay the reply partition is paused; a send resumes it. */
+    sleep_ms(1500); /* the idle delay itself is what is tested */
+    ck_assert_int_eq(call_cmd(v.cli, "number", 10000, &out, NULL), KSF_OK);
+    assert_json(out, "\"3\"");
+    json_decref(out);
+    ck_assert_uint_eq(stats(v.cli).replies, 2);
+    env_stop(&v);
+}
+END_TEST
+
+START_TEST(test_client_destroy_null) {
+    ksf_client_destroy(NULL);
+    ksf_client_stats s = {.sent = 99};
+    ksf_client_get_stats(NULL, &s);
+    ck_assert_uint_eq(s.sent, 99);
+}
+END_TEST
+
+/* Run the ksf tool through the shell; returns its exit status, output in @p out. */
+static int
+run_tool(const char *args, char *out, size_t size) {
+    const char *tool = getenv("KSF_TOOL");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "\"%s\" %s", tool, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(test_client_cli) {
+    if (!getenv("KSF_TOOL")) {
+        fprintf(stderr, "test_client_cli: KSF_TOOL not set (run through meson test)\n");
+        return;
+    }
+    env v = env_start(NULL);
+    ksft_broker_create_topic(v.b, "ev.cli", 1);
+    const char *b = ksft_broker_address(v.b);
+    char args[512], out[1024];
+    static const struct {
+        const char *args;
+        const char *redirect; /* which stream is compared */
+        int rc;
+        const char *out;
+    } cases[] = {
+        {"call " PATTERN " string --timeout-ms 10000", "2>/dev/null", 0, "\"hello\"\n"},
+        {"call " PATTERN " '{\"heroId\":1}'", "2>/dev/null", 0, "{\"heroId\":1}\n"},
+        {"call " PATTERN " stream3", "2>/dev/null", 0,
+         "{\"i\":1}\n{\"i\":2}\n{\"i\":3}\n"},
+        {"call " PATTERN " errobj", "2>&1 >/dev/null", 1,
+         "{\"code\":42,\"message\":\"x\"}\n"},
+        {"call " PATTERN " silent --timeout-ms 300", "2>/dev/null", 3, ""},
+        {"call 'bad topic' x", "2>/dev/null", 2, ""},
+        {"call " PATTERN " --bogus", "2>/dev/null", 2, ""},
+        {"emit ev.cli '{\"a\":1}'", "2>/dev/null", 0, ""},
+        {"call " PATTERN " x --set client.reply.partition=9", "2>&1 >/dev/null", 4,
+         "ksf call: The client consumer did not subscribe to the corresponding reply "
+         "topic "
+         "(" PATTERN ".reply). It has 4 partitions; client.reply.partition is 9.\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(args, sizeof args, "%s --brokers %s %s", cases[i].args, b,
+                 cases[i].redirect);
+        int rc = run_tool(args, out, sizeof out);
+        ck_assert_msg(rc == cases[i].rc, "ksf %s: exit %d, want %d", args, rc,
+                      cases[i].rc);
+        ck_assert_str_eq(out, cases[i].out);
+    }
+    env_stop(&v);
+}
+END_TEST
+
+static Suite *
+client_suite(void) {
+    Suite *s = suite_create("client");
+    struct {
+        const char *name;
+        const TTest *test;
+        int timeout;
+    } cases[] = {
+        {"reply_shapes", test_client_reply_shapes, 30},
+        {"stream", test_client_stream, 30},
+        {"timeouts", test_client_timeouts, 30},
+        {"late_unknown_duplicate", test_client_late_unknown_duplicate, 30},
+        {"destroy_in_flight", test_client_destroy_in_flight, 30},
+        {"concurrent_sends", test_client_concurrent_sends, 60},
+        {"bad_input", test_client_bad_input, 30},
+        {"reply_partition_out_of_range", test_client_reply_partition_out_of_range, 30},
+        {"broker_down", test_client_broker_down, 30},
+        {"request_header_bytes", test_client_request_header_bytes, 30},
+        {"emit_bytes", test_client_emit_bytes, 30},
+        {"idle_pauses", test_client_idle_pauses, 30},
+        {"destroy_null", test_client_destroy_null, 5},
+        {"cli", test_client_cli, 60},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_set_timeout(tc, cases[i].timeout);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int
+main(void) {
+    SRunner *sr = srunner_create(client_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
