@@ -415,7 +415,13 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg) {
     /* A null-valued end message after values is a bare completion (NestJS would emit an
      * extra null first): a stream gets no value, a plain request its last value. */
     bool bare_end = !meta.has_err && !raw && p->has_last;
-    if (bare_end && !p->stream) {
+    if (meta.drop_value && !meta.has_err) {
+        /* An empty kafka_nest-err: NestJS completes without a value or an error. */
+        raw = NULL;
+        raw_len = 0;
+        bare_end = true;
+    }
+    if (bare_end && !p->stream && p->has_last) {
         raw = p->last_raw;
         raw_len = p->last_len;
         bare_end = false;
