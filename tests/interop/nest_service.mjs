@@ -4,7 +4,7 @@
 import 'reflect-metadata';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { EventPattern, MessagePattern, RpcException, Transport } from '@nestjs/microservices';
+import { Ctx, EventPattern, MessagePattern, Payload, RpcException, Transport } from '@nestjs/microservices';
 import { interval, of, take } from 'rxjs';
 import { appendFileSync } from 'node:fs';
 
@@ -33,11 +33,13 @@ class MatrixController {
     for (const [k, v] of Object.entries(msg.headers ?? {})) {
       headers[k] = Buffer.isBuffer(v) ? v.toString('hex') : v;
     }
+    // Not `key`/`headers`: NestJS would take an object with a `key` property for a
+    // ready-made Kafka message (wire doc section 2, the {key, value} gotcha).
     return {
       topic: ctx.getTopic(),
       partition: ctx.getPartition(),
-      key: msg.key === null ? null : String(msg.key),
-      headers,
+      msgKey: msg.key === null ? null : String(msg.key),
+      msgHeaders: headers,
     };
   }
   event(data, ctx) {
@@ -62,6 +64,12 @@ for (const [method, pattern] of Object.entries(messagePatterns)) {
 {
   const d = Object.getOwnPropertyDescriptor(MatrixController.prototype, 'event');
   EventPattern('interop.event')(MatrixController.prototype, 'event', d);
+}
+// Without TypeScript's parameter metadata Nest passes only the payload: name the context
+// parameter explicitly where a handler reads it.
+for (const method of ['context', 'event']) {
+  Payload()(MatrixController.prototype, method, 0);
+  Ctx()(MatrixController.prototype, method, 1);
 }
 Controller()(MatrixController);
 
