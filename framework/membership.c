@@ -29,6 +29,7 @@
 /* Consecutive MEMBER_ID_REQUIRED answers tolerated before backing off (a broker
  * sends it once per join; more means something is wrong). */
 #define MAX_MEMBER_ID_RETRIES 3
+#define LEADER_SYNC_DELAY_MS 300
 
 typedef struct hostport {
     char *host;
@@ -768,6 +769,13 @@ join_and_sync(ksfi_membership *m) {
     bool leader = strcmp(jr.leader, m->member_id) == 0;
     if (leader && (err = leader_plan_build(m, &jr, &lp)) != KSF_OK) {
         goto done; /* logged; rejoin after a backoff */
+    }
+    if (leader && jr.member_count > 1) {
+        /* The librdkafka mock answers followers that sync after the leader with
+         * INVALID_REQUEST (KAFKA-GROUP-PROTOCOL.md 7); Java and librdkafka leaders fetch
+         * metadata first and so are naturally later. A real broker only waits a little.
+         */
+        nap(m, LEADER_SYNC_DELAY_MS);
     }
     if ((err = send_sync(m, &lp, &sr)) != KSF_OK) {
         goto done;
