@@ -31,16 +31,11 @@
 #define MAX_MEMBER_ID_RETRIES 3
 #define LEADER_SYNC_DELAY_MS 300
 
-typedef struct hostport {
-    char *host;
-    char port[8];
-} hostport;
-
 typedef enum member_state { ST_NEED_JOIN, ST_STABLE } member_state;
 
 struct ksfi_membership {
     /* configuration, immutable after _new */
-    hostport *bootstrap;
+    ksfi_hostport *bootstrap;
     size_t bootstrap_count;
     char *group_id, *client_id;
     ksfi_assignor_topic *topics; /* names owned */
@@ -60,8 +55,8 @@ struct ksfi_membership {
     ksfi_membership_stats stats;
 
     /* thread-only protocol state */
-    int fd;         /* connection to the coordinator, -1 when none */
-    hostport coord; /* known coordinator (host NULL when unknown) */
+    int fd;              /* connection to the coordinator, -1 when none */
+    ksfi_hostport coord; /* known coordinator (host NULL when unknown) */
     size_t next_bootstrap;
     int32_t corr;
     int16_t v_find, v_join, v_sync, v_hb, v_leave;
@@ -176,7 +171,7 @@ connect_addr(ksfi_membership *m, const struct addrinfo *ai, int64_t deadline) {
 
 /* Open a connection to @p hp (getaddrinfo; every address tried in turn). */
 static ksf_err
-conn_open(ksfi_membership *m, const hostport *hp, int64_t deadline) {
+conn_open(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline) {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -411,7 +406,7 @@ typedef struct version_need {
 
 /* Connect to @p hp and pick the request versions it serves. */
 static ksf_err
-conn_setup(ksfi_membership *m, const hostport *hp, int64_t deadline) {
+conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline) {
     ksfi_gp_buf req = {0};
     ksfi_gp_api_versions_resp r = {0};
     uint8_t *payload = NULL;
@@ -475,7 +470,7 @@ find_coordinator(ksfi_membership *m, ksfi_gp_find_coordinator_resp *r) {
 /* Find the coordinator through the next bootstrap broker and connect to it. */
 static ksf_err
 discover(ksfi_membership *m) {
-    const hostport *b = &m->bootstrap[m->next_bootstrap++ % m->bootstrap_count];
+    const ksfi_hostport *b = &m->bootstrap[m->next_bootstrap++ % m->bootstrap_count];
     ksfi_gp_find_coordinator_resp r = {0};
     ksf_err err = conn_setup(m, b, now_ms() + CONNECT_TIMEOUT_MS);
     if (err != KSF_OK || (err = find_coordinator(m, &r)) != KSF_OK) {
@@ -908,85 +903,6 @@ run(void *arg) {
 
 /* ---- lifecycle --------------------------------------------------------------------- */
 
-/* Split "host:port[,host:port...]" ("[v6]:port" too) into m->bootstrap. */
-static ksf_err
-parse_brokers(ksfi_membership *m, const char *list, ksf_errinfo *ei) {
-    size_t n = 1;
-    for (const char *c = list; *c; c++) {
-        n += *c == ',';
-    }
-    if (!(m->bootstrap = ksfi_calloc(n, sizeof *m->bootstrap))) {
-        return ksfi_fail(ei, KSF_ENOMEM, "out of memory copying the broker list");
-    }
-    for (const char *s = list; *s;) {
-        size_t len = strcspn(s, ",");
-        const char *colon = s + len;
-        while (colon > s && *colon != ':') {
-            colon--;
-        }
-        const char *host = s, *host_end = colon;
-        if (len > 1 && *s == '[' && colon > s && colon[-1] == ']') {
-            host++;
-            host_end--;
-        }
-        char *end = NULL;
-        long port = colon > s ? strtol(colon + 1, &end, 10) : 0;
-        if (colon == s || host_end <= host || end != s + len || port < 1 ||
-            port > 65535) {
-            return ksfi_fail(ei, KSF_EINVAL,
-                             "brokers \"%s\": \"%.*s\" is not host:port; expected "
-                             "host:port[,host:port...]",
-                             list, (int)len, s);
-        }
-        hostport *hp = &m->bootstrap[m->bootstrap_count++];
-        snprintf(hp->port, sizeof hp->port, "%ld", port);
-        if (!(hp->host = ksfi_strndup(host, (size_t)(host_end - host)))) {
-            return ksfi_fail(ei, KSF_ENOMEM, "out of memory copying the broker list");
-        }
-        s += len + (s[len] == ',');
-    }
-    return KSF_OK;
-}
-
-static ksf_err
-validate(const ksfi_membership_config *c, ksf_errinfo *ei) {
-    if (!c->brokers || !*c->brokers) {
-        return ksfi_fail(ei, KSF_EINVAL, "brokers is empty; expected host:port[,...]");
-    }
-    if (!c->group_id || !*c->group_id || strlen(c->group_id) > 32767) {
-        return ksfi_fail(ei, KSF_EINVAL, "group id must be 1..32767 bytes");
-    }
-    if (c->client_id && strlen(c->client_id) > 32767) {
-        return ksfi_fail(ei, KSF_EINVAL, "client id must be at most 32767 bytes");
-    }
-    if (!c->topics || c->topic_count == 0) {
-        return ksfi_fail(ei, KSF_EINVAL, "group %s: no topics to subscribe to",
-                         c->group_id);
-    }
-    for (size_t i = 0; i < c->topic_count; i++) {
-        if (!c->topics[i].name || !*c->topics[i].name ||
-            strlen(c->topics[i].name) > 249 || c->topics[i].partitions < 0) {
-            return ksfi_fail(ei, KSF_EINVAL,
-                             "group %s: topic %zu needs a 1..249-byte name and a "
-                             "partition count >= 0",
-                             c->group_id, i);
-        }
-    }
-    if (c->session_timeout_ms < 1000 || c->session_timeout_ms > 3600000 ||
-        c->rebalance_timeout_ms < c->session_timeout_ms ||
-        c->rebalance_timeout_ms > INT32_MAX - 5000 || c->heartbeat_interval_ms < 10 ||
-        c->heartbeat_interval_ms > c->session_timeout_ms / 3) {
-        return ksfi_fail(
-            ei, KSF_EINVAL,
-            "group %s: timeouts session %d ms, rebalance %d ms, heartbeat %d "
-            "ms; expected session 1000..3600000, rebalance >= session, "
-            "heartbeat 10..session/3",
-            c->group_id, (int)c->session_timeout_ms, (int)c->rebalance_timeout_ms,
-            (int)c->heartbeat_interval_ms);
-    }
-    return KSF_OK;
-}
-
 static void
 membership_free(ksfi_membership *m) {
     for (size_t i = 0; i < m->bootstrap_count; i++) {
@@ -1012,7 +928,8 @@ membership_free(ksfi_membership *m) {
 
 static ksf_err
 copy_config(ksfi_membership *m, const ksfi_membership_config *c, ksf_errinfo *ei) {
-    ksf_err err = parse_brokers(m, c->brokers, ei);
+    ksf_err err =
+        ksfi_membership_parse_brokers(c->brokers, &m->bootstrap, &m->bootstrap_count, ei);
     if (err != KSF_OK) {
         return err;
     }
@@ -1042,7 +959,7 @@ copy_config(ksfi_membership *m, const ksfi_membership_config *c, ksf_errinfo *ei
 ksf_err
 ksfi_membership_new(ksfi_membership **out, const ksfi_membership_config *cfg,
                     const ksfi_membership_callbacks *cb, ksf_errinfo *ei) {
-    ksf_err err = validate(cfg, ei);
+    ksf_err err = ksfi_membership_validate(cfg, ei);
     if (err != KSF_OK) {
         return err;
     }

@@ -85,4 +85,19 @@ typedef struct ksfi_membership_stats {
 
 void ksfi_membership_get_stats(ksfi_membership *m, ksfi_membership_stats *out);
 
+/* ---- used by membership.c (membership_config.c) ---------------------------------- */
+
+typedef struct ksfi_hostport {
+    char *host;
+    char port[8];
+} ksfi_hostport;
+
+/* Split "host:port[,host:port...]" ("[v6]:port" too) into *out (*count entries; free
+ * each host, then the array, also on error). Errors: KSF_EINVAL naming the bad entry. */
+ksf_err ksfi_membership_parse_brokers(const char *list, ksfi_hostport **out,
+                                      size_t *count, ksf_errinfo *ei);
+
+/* Check a configuration. Errors: KSF_EINVAL with a sentence naming the bad setting. */
+ksf_err ksfi_membership_validate(const ksfi_membership_config *c, ksf_errinfo *ei);
+
 #endif
