@@ -1,0 +1,375 @@
+/* Reply-group membership against the embedded mock broker. Every mock rebalance after
+ * the first join costs session_timeout - 1 s (5 s here): see KAFKA-GROUP-PROTOCOL.md 7.
+ */
+#include "membership.h"
+#include "mock_broker.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOPIC "math.sum.reply"
+#define GROUP "ksf-test-client"
+
+/* What one member's owner has heard, guarded by lock (callbacks run on its thread). */
+typedef struct tmember {
+    ksfi_membership *m;
+    pthread_mutex_t lock;
+    int32_t generation;
+    char parts[64]; /* "0,3" */
+    int32_t lowest;
+    unsigned assigned, revoked, fatal;
+    char fatal_text[KSF_ERRINFO_TEXT_SIZE];
+} tmember;
+
+static void
+on_assigned(void *user, int32_t generation, const ksfi_gp_assignment *a) {
+    tmember *t = user;
+    pthread_mutex_lock(&t->lock);
+    t->generation = generation;
+    t->parts[0] = '\0';
+    for (size_t i = 0; i < a->count; i++) {
+        for (size_t j = 0; j < a->topics[i].count; j++) {
+            size_t off = strlen(t->parts);
+            snprintf(t->parts + off, sizeof t->parts - off, "%s%d", off ? "," : "",
+                     (int)a->topics[i].partitions[j]);
+        }
+    }
+    t->lowest = ksfi_gp_assignment_min(a, TOPIC);
+    t->assigned++;
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void
+on_revoked(void *user, int32_t generation, const ksfi_gp_assignment *a,
+           const char *reason) {
+    tmember *t = user;
+    (void)generation, (void)a, (void)reason;
+    pthread_mutex_lock(&t->lock);
+    t->revoked++;
+    t->parts[0] = '\0';
+    t->lowest = -1;
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void
+on_fatal(void *user, ksf_err err, const char *sentence) {
+    tmember *t = user;
+    (void)err;
+    pthread_mutex_lock(&t->lock);
+    t->fatal++;
+    snprintf(t->fatal_text, sizeof t->fatal_text, "%s", sentence);
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void
+start(tmember *t, ksft_broker *b, int64_t launch) {
+    static const ksfi_assignor_topic topics[] = {{TOPIC, 4}};
+    ksfi_membership_config cfg = {
+        ksft_broker_address(b),
+        GROUP,
+        "ksf-test",
+        topics,
+        1,
+        6000,
+        10000,
+        500,
+        launch,
+        {ksf_log_stderr, NULL,
+         getenv("KSFT_GROUP_INFO") ? KSF_LOG_INFO : KSF_LOG_WARNING}};
+    ksfi_membership_callbacks cb = {on_assigned, on_revoked, on_fatal, NULL, t};
+    ksf_errinfo ei = {0};
+    memset(t, 0, sizeof *t);
+    t->generation = -1;
+    t->lowest = -1;
+    pthread_mutex_init(&t->lock, NULL);
+    ck_assert_msg(ksfi_membership_new(&t->m, &cfg, &cb, &ei) == KSF_OK, "%s", ei.text);
+}
+
+static void
+snapshot(tmember *t, int32_t *gen, char *parts, int32_t *lowest, unsigned *revoked) {
+    pthread_mutex_lock(&t->lock);
+    *gen = t->generation;
+    strcpy(parts, t->parts);
+    *lowest = t->lowest;
+    *revoked = t->revoked;
+    pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * Wait until the @p n members all hold a generation above @p after, the same one, with
+ * the partitions in @p want (NULL entries: not checked). Returns that generation.
+ */
+static int32_t
+wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
+            int timeout_ms) {
+    int64_t deadline = ksft_now_ms() + timeout_ms;
+    char got[8][64];
+    int32_t gen[8], low;
+    unsigned rev;
+    for (;;) {
+        bool ok = true;
+        for (size_t i = 0; i < n; i++) {
+            snapshot(ms[i], &gen[i], got[i], &low, &rev);
+            ok = ok && gen[i] > after && gen[i] == gen[0] &&
+                 (!want[i] || strcmp(got[i], want[i]) == 0);
+        }
+        if (ok) {
+            return gen[0];
+        }
+        if (ksft_now_ms() > deadline) {
+            for (size_t i = 0; i < n; i++) {
+                fprintf(stderr,
+                        "member %zu: generation %d partitions \"%s\" want \"%s\"\n", i,
+                        (int)gen[i], got[i], want[i] ? want[i] : "*");
+            }
+            ck_abort_msg("the group did not settle within %d ms", timeout_ms);
+        }
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static unsigned
+revocations(tmember *t) {
+    pthread_mutex_lock(&t->lock);
+    unsigned r = t->revoked;
+    pthread_mutex_unlock(&t->lock);
+    return r;
+}
+
+static void
+finish(tmember *t) {
+    ksfi_membership_close(t->m);
+    pthread_mutex_destroy(&t->lock);
+}
+
+/* 3 join, a 4th joins, one leaves, one vanishes: nobody's lowest partition moves. */
+START_TEST(test_membership_rebalances) {
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, TOPIC, 4);
+    tmember a, bb, c, d;
+    start(&a, b, 1000);
+    start(&bb, b, 2000);
+    start(&c, b, 3000);
+    tmember *three[] = {&a, &bb, &c};
+    const char *w3[] = {"0,3", "1", "2"};
+    int32_t g = wait_stable(three, 3, -1, w3, 15000);
+
+    start(&d, b, 4000);
+    tmember *four[] = {&a, &bb, &c, &d};
+    const char *w4[] = {"0", "1", "2", "3"};
+    g = wait_stable(four, 4, g, w4, 15000);
+
+    finish(&c); /* LeaveGroup: the others rebalance at once, not after a session */
+    tmember *left[] = {&a, &bb, &d};
+    const char *wl[] = {"0,2", "1", "3"};
+    g = wait_stable(left, 3, g, wl, 12000);
+
+    ksfi_membership_abandon(d.m); /* no LeaveGroup: the session timeout evicts it */
+    pthread_mutex_destroy(&d.lock);
+    tmember *two[] = {&a, &bb};
+    const char *w2[] = {"0,2", "1,3"};
+    int64_t t0 = ksft_now_ms();
+    wait_stable(two, 2, g, w2, 20000);
+    ck_assert_int_ge(ksft_now_ms() - t0, 6000); /* eviction waited for the session */
+    ck_assert_uint_eq(revocations(&a) + revocations(&bb), 0);
+    ksfi_membership_stats sa, sb;
+    ksfi_membership_get_stats(a.m, &sa);
+    ksfi_membership_get_stats(bb.m, &sb);
+    ck_assert_int_eq(sa.leader + sb.leader, 1);
+    ck_assert_uint_eq(sa.revocations + sb.revocations, 0);
+    finish(&a);
+    finish(&bb);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+static void
+total(tmember *t, ksfi_membership_stats *st) {
+    ksfi_membership_get_stats(t->m, st);
+}
+
+/* Coordinator errors injected on every group API are survived without losing a
+ * partition. */
+START_TEST(test_membership_injected_errors) {
+    ksft_broker *b = ksft_broker_start();
+    rd_kafka_mock_cluster_t *mc = ksft_broker_mock(b);
+    ksft_broker_create_topic(b, TOPIC, 4);
+    /* The first join already meets a moved and a loading coordinator. */
+    rd_kafka_mock_push_request_errors(mc, KSFI_GP_API_JOIN_GROUP, 2,
+                                      RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+                                      RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS);
+    tmember a, bb;
+    start(&a, b, 1000);
+    start(&bb, b, 2000);
+    tmember *two[] = {&a, &bb};
+    const char *want[] = {"0,2", "1,3"};
+    int32_t g = wait_stable(two, 2, -1, want, 20000);
+
+    /* NOT_COORDINATOR on a heartbeat: rediscover, no rebalance. */
+    ksfi_membership_stats s1, s2;
+    total(&a, &s1);
+    total(&bb, &s2);
+    unsigned lookups = s1.lookups + s2.lookups;
+    rd_kafka_mock_push_request_errors(mc, KSFI_GP_API_HEARTBEAT, 1,
+                                      RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
+    int64_t deadline = ksft_now_ms() + 5000;
+    do {
+        total(&a, &s1);
+        total(&bb, &s2);
+        ck_assert_msg(ksft_now_ms() < deadline, "no rediscovery after NOT_COORDINATOR");
+    } while (s1.lookups + s2.lookups == lookups);
+
+    /* REBALANCE_IN_PROGRESS on a heartbeat, then errors on the rejoin's JoinGroup and
+     * SyncGroup: the group settles again on the same partitions. */
+    rd_kafka_mock_push_request_errors(mc, KSFI_GP_API_SYNC_GROUP, 1,
+                                      RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
+    rd_kafka_mock_push_request_errors(mc, KSFI_GP_API_JOIN_GROUP, 1,
+                                      RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS);
+    rd_kafka_mock_push_request_errors(mc, KSFI_GP_API_HEARTBEAT, 1,
+                                      RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS);
+    g = wait_stable(two, 2, g, want, 30000);
+    total(&a, &s1);
+    total(&bb, &s2);
+    ck_assert_uint_ge(s1.group_errors + s2.group_errors, 6);
+    ck_assert_uint_eq(revocations(&a) + revocations(&bb), 0);
+    ck_assert(s1.stable && s2.stable);
+    finish(&a);
+    finish(&bb);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* The broker goes away briefly: reconnect, keep the assignment, no revocation. Away for
+ * longer than the session: the owner hears it is lost, then it is assigned again. */
+START_TEST(test_membership_broker_down) {
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, TOPIC, 4);
+    tmember a;
+    start(&a, b, 1000);
+    tmember *one[] = {&a};
+    const char *want[] = {"0,1,2,3"};
+    int32_t g = wait_stable(one, 1, -1, want, 10000);
+    ksfi_membership_stats st;
+    total(&a, &st);
+    unsigned hb = st.heartbeats;
+
+    ksft_broker_set_down(b, true);
+    struct timespec two_s = {2, 0};
+    nanosleep(&two_s, NULL); /* the outage itself is what is being tested */
+    ksft_broker_set_down(b, false);
+    int64_t deadline = ksft_now_ms() + 8000;
+    do {
+        total(&a, &st);
+        ck_assert_msg(ksft_now_ms() < deadline, "heartbeats did not resume");
+    } while (st.heartbeats < hb + 3);
+    ck_assert_uint_gt(st.io_errors, 0);
+    ck_assert_uint_eq(revocations(&a), 0);
+    ck_assert_int_eq(st.generation, g);
+
+    ksft_broker_set_down(b, true);
+    deadline = ksft_now_ms() + 9000;
+    while (revocations(&a) == 0) {
+        ck_assert_msg(ksft_now_ms() < deadline,
+                      "no revocation after the session expired");
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    ksft_broker_set_down(b, false);
+    wait_stable(one, 1, g, want, 15000);
+    ck_assert_uint_eq(revocations(&a), 1);
+    finish(&a);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* A fatal answer (INVALID_SESSION_TIMEOUT on JoinGroup) reaches the owner once, with a
+ * sentence saying what to do, and the membership stops retrying. */
+START_TEST(test_membership_fatal_error) {
+    ksft_broker *b = ksft_broker_start();
+    rd_kafka_mock_push_request_errors(ksft_broker_mock(b), KSFI_GP_API_JOIN_GROUP, 1,
+                                      RD_KAFKA_RESP_ERR_INVALID_SESSION_TIMEOUT);
+    tmember a;
+    start(&a, b, 1000);
+    int64_t deadline = ksft_now_ms() + 5000;
+    for (;;) {
+        pthread_mutex_lock(&a.lock);
+        unsigned f = a.fatal;
+        pthread_mutex_unlock(&a.lock);
+        if (f) {
+            break;
+        }
+        ck_assert_msg(ksft_now_ms() < deadline, "no fatal error reported");
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    ck_assert_ptr_nonnull(strstr(a.fatal_text, "INVALID_SESSION_TIMEOUT (26)"));
+    ck_assert_ptr_nonnull(strstr(a.fatal_text, "session.timeout.ms"));
+    ksfi_membership_stats st;
+    ksfi_membership_get_stats(a.m, &st);
+    ck_assert(st.fatal);
+    ck_assert_uint_eq(st.joins, 0);
+    ck_assert_uint_eq(a.fatal, 1);
+    finish(&a);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+START_TEST(test_membership_bad_config) {
+    ksfi_assignor_topic topics[] = {{TOPIC, 4}};
+    ksfi_membership_config cfg = {
+        "127.0.0.1:x", GROUP, "c", topics, 1,
+        6000,          10000, 500, 1,      {NULL, NULL, KSF_LOG_ERROR}};
+    ksfi_membership *m = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksfi_membership_new(&m, &cfg, NULL, &ei), KSF_EINVAL);
+    ck_assert_str_eq(ei.text,
+                     "brokers \"127.0.0.1:x\": \"127.0.0.1:x\" is not host:port; "
+                     "expected host:port[,host:port...]");
+    cfg.brokers = "127.0.0.1:9092,[::1]:9093";
+    cfg.heartbeat_interval_ms = 3000;
+    ck_assert_int_eq(ksfi_membership_new(&m, &cfg, NULL, &ei), KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "heartbeat 10..session/3"));
+    cfg.heartbeat_interval_ms = 500;
+    cfg.topic_count = 0;
+    ck_assert_int_eq(ksfi_membership_new(&m, &cfg, NULL, &ei), KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "no topics"));
+    ck_assert_ptr_null(m);
+    ksfi_membership_close(NULL);
+}
+END_TEST
+
+static Suite *
+membership_suite(void) {
+    Suite *s = suite_create("membership");
+    struct {
+        const char *name;
+        const TTest *test;
+        int timeout;
+    } cases[] = {
+        {"bad_config", test_membership_bad_config, 10},
+        {"fatal_error", test_membership_fatal_error, 20},
+        {"rebalances", test_membership_rebalances, 80},
+        {"injected_errors", test_membership_injected_errors, 70},
+        {"broker_down", test_membership_broker_down, 50},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_set_timeout(tc, cases[i].timeout);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int
+main(void) {
+    SRunner *sr = srunner_create(membership_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
