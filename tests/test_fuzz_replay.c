@@ -1,7 +1,7 @@
 /*
- * Replays the fuzz target (fuzz/fuzz_codec.c, linked here without libFuzzer) over
- * every file of the directories given as arguments: fuzz/corpus/codec and the
- * tests/data case directories. An invariant failure aborts the input's test.
+ * Replays a fuzz target (fuzz/fuzz_<name>.c, linked here without libFuzzer) over
+ * every file of the directories given as arguments (--min N: fail unless at least N
+ * inputs were found). An invariant failure aborts the input's test.
  */
 #include <check.h>
 #include <dirent.h>
@@ -16,6 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char *inputs[MAX_INPUTS];
 static int ninputs;
+/* The fewest inputs the corpus must hold (--min N), so a lost corpus fails loudly. */
+static int min_inputs = 1;
 
 START_TEST(test_fuzz_replay_input)
 {
@@ -36,7 +38,7 @@ END_TEST
 
 START_TEST(test_fuzz_replay_corpus_present)
 {
-    ck_assert_int_ge(ninputs, 100);
+    ck_assert_int_ge(ninputs, min_inputs);
 }
 END_TEST
 
@@ -64,7 +66,11 @@ int
 main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
-        collect(argv[i]);
+        if (!strcmp(argv[i], "--min") && i + 1 < argc) {
+            min_inputs = atoi(argv[++i]);
+        } else {
+            collect(argv[i]);
+        }
     }
     Suite *s = suite_create("fuzz_replay");
     TCase *tc = tcase_create("replay");
