@@ -119,7 +119,7 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
 static void
 make_ready(ksfi_dispatch *d, ksfi_part *p)
 {
-    if (p->in_ready || p->busy || !p->next_run || !p->assigned) {
+    if (p->in_ready || p->busy || !p->next_run || !p->assigned || d->stopping) {
         return;
     }
     p->in_ready = true;
@@ -446,11 +446,25 @@ unfinished(const ksfi_dispatch *d)
     return n;
 }
 
+/* Stop starting handlers: drop every queued message (lock held). */
+static void
+quiesce(ksfi_dispatch *d)
+{
+    d->stopping = true;
+    for (size_t i = 0; i < d->nparts; i++) {
+        drop_queued(d->parts[i]);
+        d->parts[i]->in_ready = false;
+    }
+    d->ready_head = d->ready_tail = NULL;
+    pthread_cond_broadcast(&d->work);
+}
+
 size_t
 ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms)
 {
     struct timespec until = deadline_in(timeout_ms);
     pthread_mutex_lock(&d->lock);
+    quiesce(d);
     int rc = 0;
     size_t left;
     while ((left = unfinished(d)) > 0 && rc != ETIMEDOUT) {
@@ -464,16 +478,7 @@ void
 ksfi_dispatch_stop(ksfi_dispatch *d)
 {
     pthread_mutex_lock(&d->lock);
-    d->stopping = true;
-    /* Nothing queued may start any more: stop means finish what runs, not more. */
-    for (size_t i = 0; i < d->nparts; i++) {
-        drop_queued(d->parts[i]);
-    }
-    d->ready_head = d->ready_tail = NULL;
-    for (size_t i = 0; i < d->nparts; i++) {
-        d->parts[i]->in_ready = false;
-    }
-    pthread_cond_broadcast(&d->work);
+    quiesce(d);
     pthread_mutex_unlock(&d->lock);
     for (int i = 0; i < d->nthreads; i++) {
         pthread_join(d->threads[i], NULL);

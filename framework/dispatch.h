@@ -50,7 +50,8 @@ size_t ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_lis
 /* Apply pending pause/resume decisions to the consumer (consumer thread). */
 void ksfi_dispatch_sync_pause(ksfi_dispatch *d);
 
-/* Wait up to @p timeout_ms until every queued and started message is complete.
+/* Stop starting handlers (queued messages are dropped unstored: they are delivered
+ * again), then wait up to @p timeout_ms until every started one is complete.
  * Returns the number still unfinished. */
 size_t ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms);
 

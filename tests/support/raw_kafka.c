@@ -332,3 +332,24 @@ ksft_collector_destroy(ksft_collector *c)
     rd_kafka_destroy(c->rk);
     free(c);
 }
+
+int64_t
+ksft_committed(const char *brokers, const char *group, const char *topic, int32_t partition)
+{
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    set(conf, "bootstrap.servers", brokers);
+    set(conf, "group.id", group);
+    set(conf, "log_level", "3");
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    ck_assert_msg(rk != NULL, "offset reader: %s", err);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition);
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 10000);
+    ck_assert_msg(e == RD_KAFKA_RESP_ERR_NO_ERROR, "committed(%s): %s", group,
+                  rd_kafka_err2str(e));
+    int64_t offset = l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return offset;
+}

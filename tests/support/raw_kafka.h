@@ -81,4 +81,10 @@ size_t ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int t
 /* The last header @p name of @p m: true when present (*value NULL for a null value). */
 bool ksft_msg_header(const ksft_msg *m, const char *name, const void **value, size_t *len);
 
+/* ---- offsets --------------------------------------------------------------------- */
+
+/* The offset @p group committed for @p topic/@p partition, or -1001 when none. */
+int64_t ksft_committed(const char *brokers, const char *group, const char *topic,
+                       int32_t partition);
+
 #endif
