@@ -36,7 +36,7 @@ struct ksf_ctx {
     pthread_mutex_t lock;
     ksfi_ctx_phase phase;
     bool deferred; /* ksf_ctx_defer was called (never cleared) */
-    bool ended; /* the final (or error) reply was sent: later replies are refused */
+    bool ended;    /* the final (or error) reply was sent: later replies are refused */
     void *raw;
     size_t raw_len;
     bool has_raw;

@@ -23,8 +23,8 @@ typedef struct ksfi_part {
     bool assigned;
     bool busy; /* a worker runs one of its handlers now */
     bool in_ready;
-    bool paused;      /* as last applied to the consumer */
-    bool want_paused; /* as decided from the queue length */
+    bool paused;         /* as last applied to the consumer */
+    bool want_paused;    /* as decided from the queue length */
     int64_t next_offset; /* next offset expected from the consumer (dedup on refetch) */
     ksf_ctx *head, *tail, *next_run;
     size_t queued;  /* not yet started */
@@ -47,8 +47,7 @@ struct ksfi_dispatch {
 };
 
 ksf_err
-ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg)
-{
+ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg) {
     ksfi_dispatch *d = ksfi_calloc(1, sizeof *d);
     if (!d) {
         return KSF_ENOMEM;
@@ -63,8 +62,7 @@ ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg)
 
 /* Unlink and free every context of @p p (pool teardown or dropped queue). */
 static void
-free_list(ksf_ctx *c)
-{
+free_list(ksf_ctx *c) {
     while (c) {
         ksf_ctx *next = c->next;
         ksfi_ctx_free(c);
@@ -73,8 +71,7 @@ free_list(ksf_ctx *c)
 }
 
 void
-ksfi_dispatch_destroy(ksfi_dispatch *d)
-{
+ksfi_dispatch_destroy(ksfi_dispatch *d) {
     if (!d) {
         return;
     }
@@ -93,8 +90,7 @@ ksfi_dispatch_destroy(ksfi_dispatch *d)
 
 /* Find or create the partition; NULL on ENOMEM. Lock held. */
 static ksfi_part *
-part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
-{
+part_get(ksfi_dispatch *d, const char *topic, int32_t partition) {
     for (size_t i = 0; i < d->nparts; i++) {
         if (d->parts[i]->partition == partition && !strcmp(d->parts[i]->topic, topic)) {
             return d->parts[i];
@@ -117,8 +113,7 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
 }
 
 static void
-make_ready(ksfi_dispatch *d, ksfi_part *p)
-{
+make_ready(ksfi_dispatch *d, ksfi_part *p) {
     if (p->in_ready || p->busy || !p->next_run || !p->assigned || d->stopping) {
         return;
     }
@@ -134,8 +129,7 @@ make_ready(ksfi_dispatch *d, ksfi_part *p)
 }
 
 static void
-update_pause(ksfi_part *p)
-{
+update_pause(ksfi_part *p) {
     if (p->queued >= KSFI_DISPATCH_PAUSE_AT) {
         p->want_paused = true;
     } else if (p->queued <= KSFI_DISPATCH_RESUME_AT) {
@@ -144,8 +138,7 @@ update_pause(ksfi_part *p)
 }
 
 void
-ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx)
-{
+ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx) {
     const rd_kafka_message_t *m = ctx->msg;
     pthread_mutex_lock(&d->lock);
     ksfi_part *p = part_get(d, ctx->topic, m->partition);
@@ -181,8 +174,7 @@ ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx)
 
 /* Store the offset after the contiguous completed prefix and free that prefix. */
 static void
-advance(ksfi_dispatch *d, ksfi_part *p)
-{
+advance(ksfi_dispatch *d, ksfi_part *p) {
     int64_t last = -1;
     while (p->head && p->head->done) {
         ksf_ctx *c = p->head;
@@ -201,14 +193,14 @@ advance(ksfi_dispatch *d, ksfi_part *p)
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(d->consumer, l);
     if (err) {
         ksfi_log(d->log, KSF_LOG_WARNING, "server", "storing offset %s[%d]@%lld: %s",
-                 p->topic, (int)p->partition, (long long)(last + 1), rd_kafka_err2str(err));
+                 p->topic, (int)p->partition, (long long)(last + 1),
+                 rd_kafka_err2str(err));
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
 
 void
-ksfi_dispatch_done(ksf_ctx *ctx)
-{
+ksfi_dispatch_done(ksf_ctx *ctx) {
     ksfi_part *p = ctx->part;
     if (!p) { /* never submitted */
         ksfi_ctx_free(ctx);
@@ -230,8 +222,7 @@ ksfi_dispatch_done(ksf_ctx *ctx)
 }
 
 static void *
-worker_main(void *arg)
-{
+worker_main(void *arg) {
     ksfi_dispatch *d = arg;
     pthread_mutex_lock(&d->lock);
     for (;;) {
@@ -268,8 +259,8 @@ worker_main(void *arg)
 }
 
 ksf_err
-ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer, ksf_errinfo *ei)
-{
+ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer,
+                    ksf_errinfo *ei) {
     d->threads = ksfi_calloc((size_t)workers, sizeof *d->threads);
     if (!d->threads) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory starting %d workers", workers);
@@ -280,8 +271,8 @@ ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer, ksf_err
         int rc = pthread_create(&d->threads[i], NULL, worker_main, d);
         if (rc) {
             ksfi_dispatch_stop(d);
-            return ksfi_fail(ei, KSF_EINVAL, "cannot start worker thread %d of %d: %s", i + 1,
-                             workers, strerror(rc));
+            return ksfi_fail(ei, KSF_EINVAL, "cannot start worker thread %d of %d: %s",
+                             i + 1, workers, strerror(rc));
         }
         d->nthreads = i + 1;
     }
@@ -289,8 +280,7 @@ ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer, ksf_err
 }
 
 void
-ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts)
-{
+ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts) {
     pthread_mutex_lock(&d->lock);
     for (int i = 0; i < parts->cnt; i++) {
         ksfi_part *p = part_get(d, parts->elems[i].topic, parts->elems[i].partition);
@@ -310,8 +300,7 @@ ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *pa
 
 /* Absolute deadline @p ms from now on CLOCK_REALTIME (pthread_cond_timedwait's). */
 static struct timespec
-deadline_in(int ms)
-{
+deadline_in(int ms) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += ms / 1000;
@@ -326,8 +315,7 @@ deadline_in(int ms)
 /* Forget @p p's window: queued contexts are freed, started ones are freed by
  * ksfi_dispatch_done when they complete (their epoch no longer matches). */
 static void
-detach(ksfi_dispatch *d, ksfi_part *p)
-{
+detach(ksfi_dispatch *d, ksfi_part *p) {
     if (p->in_ready) { /* unlink from the ready list */
         ksfi_part **pp = &d->ready_head, *prev = NULL;
         while (*pp != p) {
@@ -358,8 +346,7 @@ detach(ksfi_dispatch *d, ksfi_part *p)
 /* Cut the not-yet-started tail off @p p's window and free it: the next owner of the
  * partition gets those messages again from the committed offset. */
 static void
-drop_queued(ksfi_part *p)
-{
+drop_queued(ksfi_part *p) {
     if (!p->next_run) {
         return;
     }
@@ -380,8 +367,7 @@ drop_queued(ksfi_part *p)
 
 size_t
 ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts,
-                     int timeout_ms)
-{
+                     int timeout_ms) {
     struct timespec until = deadline_in(timeout_ms);
     size_t left = 0;
     pthread_mutex_lock(&d->lock);
@@ -409,8 +395,7 @@ ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *pa
 }
 
 void
-ksfi_dispatch_sync_pause(ksfi_dispatch *d)
-{
+ksfi_dispatch_sync_pause(ksfi_dispatch *d) {
     pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < d->nparts; i++) {
         ksfi_part *p = d->parts[i];
@@ -419,8 +404,9 @@ ksfi_dispatch_sync_pause(ksfi_dispatch *d)
         }
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-        rd_kafka_resp_err_t err = p->want_paused ? rd_kafka_pause_partitions(d->consumer, l)
-                                                 : rd_kafka_resume_partitions(d->consumer, l);
+        rd_kafka_resp_err_t err = p->want_paused
+                                      ? rd_kafka_pause_partitions(d->consumer, l)
+                                      : rd_kafka_resume_partitions(d->consumer, l);
         rd_kafka_topic_partition_list_destroy(l);
         if (err) {
             ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s %s[%d]: %s",
@@ -430,15 +416,15 @@ ksfi_dispatch_sync_pause(ksfi_dispatch *d)
         }
         p->paused = p->want_paused;
         ksfi_log(d->log, KSF_LOG_DEBUG, "server", "%s %s[%d] (%zu queued)",
-                 p->paused ? "paused" : "resumed", p->topic, (int)p->partition, p->queued);
+                 p->paused ? "paused" : "resumed", p->topic, (int)p->partition,
+                 p->queued);
     }
     pthread_mutex_unlock(&d->lock);
 }
 
 /* Messages queued or started and not complete, over all partitions. Lock held. */
 static size_t
-unfinished(const ksfi_dispatch *d)
-{
+unfinished(const ksfi_dispatch *d) {
     size_t n = 0;
     for (size_t i = 0; i < d->nparts; i++) {
         n += d->parts[i]->queued + d->parts[i]->pending;
@@ -448,8 +434,7 @@ unfinished(const ksfi_dispatch *d)
 
 /* Stop starting handlers: drop every queued message (lock held). */
 static void
-quiesce(ksfi_dispatch *d)
-{
+quiesce(ksfi_dispatch *d) {
     d->stopping = true;
     for (size_t i = 0; i < d->nparts; i++) {
         drop_queued(d->parts[i]);
@@ -460,8 +445,7 @@ quiesce(ksfi_dispatch *d)
 }
 
 size_t
-ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms)
-{
+ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms) {
     struct timespec until = deadline_in(timeout_ms);
     pthread_mutex_lock(&d->lock);
     quiesce(d);
@@ -475,8 +459,7 @@ ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms)
 }
 
 void
-ksfi_dispatch_stop(ksfi_dispatch *d)
-{
+ksfi_dispatch_stop(ksfi_dispatch *d) {
     pthread_mutex_lock(&d->lock);
     quiesce(d);
     pthread_mutex_unlock(&d->lock);

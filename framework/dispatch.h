@@ -44,8 +44,8 @@ void ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_
  * get them), wait up to @p timeout_ms for started ones, store the final offsets and
  * forget them. Returns the number of messages still unfinished at the deadline.
  */
-size_t ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts,
-                            int timeout_ms);
+size_t ksfi_dispatch_revoke(ksfi_dispatch *d,
+                            const rd_kafka_topic_partition_list_t *parts, int timeout_ms);
 
 /* Apply pending pause/resume decisions to the consumer (consumer thread). */
 void ksfi_dispatch_sync_pause(ksfi_dispatch *d);

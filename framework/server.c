@@ -27,8 +27,7 @@
 #define KSFI_FLUSH_MS 5000
 
 ksf_err
-ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
-{
+ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei) {
     if (!out || !cfg) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_new: out and cfg are required");
     }
@@ -49,7 +48,8 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
     srv->log = ksfi_logger_from_config(srv->cfg);
     srv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (srv->wake_fd < 0) {
-        ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s", strerror(errno));
+        ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
+                  strerror(errno));
         goto fail;
     }
     if (ksfi_dispatch_new(&srv->dispatch, &srv->log)) {
@@ -68,8 +68,7 @@ fail:
 static _Atomic(ksf_server *) signal_target;
 
 void
-ksf_server_destroy(ksf_server *srv)
-{
+ksf_server_destroy(ksf_server *srv) {
     if (!srv) {
         return;
     }
@@ -110,8 +109,7 @@ ksf_server_destroy(ksf_server *srv)
 }
 
 const ksfi_handler *
-ksfi_server_find(const ksf_server *srv, const char *topic)
-{
+ksfi_server_find(const ksf_server *srv, const char *topic) {
     for (size_t i = 0; i < srv->nhandlers; i++) {
         if (!strcmp(srv->handlers[i].pattern, topic)) {
             return &srv->handlers[i];
@@ -123,14 +121,15 @@ ksfi_server_find(const ksf_server *srv, const char *topic)
 ksf_err
 ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
                         ksf_handler_fn fn, void *user, const char *file, int line,
-                        ksf_errinfo *ei)
-{
+                        ksf_errinfo *ei) {
     if (!srv || !fn) {
-        return ksfi_fail(ei, KSF_EINVAL, "registering a handler: srv and fn are required");
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "registering a handler: srv and fn are required");
     }
     if (atomic_load(&srv->state) != KSFI_SRV_NEW) {
-        return ksfi_fail(ei, KSF_ESTATE, "pattern \"%s\": handlers must be registered "
-                                         "before ksf_server_run",
+        return ksfi_fail(ei, KSF_ESTATE,
+                         "pattern \"%s\": handlers must be registered "
+                         "before ksf_server_run",
                          pattern ? pattern : "(null)");
     }
     ksf_err e = ksfi_check_topic(pattern, false, ei);
@@ -139,9 +138,11 @@ ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind k
     }
     const ksfi_handler *old = ksfi_server_find(srv, pattern);
     if (old) {
-        return ksfi_fail(ei, KSF_EEXIST, "pattern \"%s\" already has a handler (%s:%d); one "
-                                         "pattern, one handler",
-                         pattern, old->file ? old->file : "registered by call", old->line);
+        return ksfi_fail(ei, KSF_EEXIST,
+                         "pattern \"%s\" already has a handler (%s:%d); one "
+                         "pattern, one handler",
+                         pattern, old->file ? old->file : "registered by call",
+                         old->line);
     }
     ksfi_handler *grown =
         ksfi_realloc(srv->handlers, (srv->nhandlers + 1) * sizeof *grown);
@@ -159,21 +160,20 @@ ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind k
 
 ksf_err
 ksf_server_on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
-                      ksf_errinfo *ei)
-{
-    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_MESSAGE, fn, user, NULL, 0, ei);
+                      ksf_errinfo *ei) {
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_MESSAGE, fn, user, NULL, 0,
+                                   ei);
 }
 
 ksf_err
 ksf_server_on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
-                    ksf_errinfo *ei)
-{
-    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_EVENT, fn, user, NULL, 0, ei);
+                    ksf_errinfo *ei) {
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_EVENT, fn, user, NULL, 0,
+                                   ei);
 }
 
 ksf_err
-ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei)
-{
+ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei) {
     ksf_err e = ksfi_check_topic(topic, false, ei);
     if (e) {
         return e;
@@ -191,8 +191,7 @@ ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei)
 }
 
 void
-ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user)
-{
+ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user) {
     if (srv) {
         srv->ready_fn = fn;
         srv->ready_user = user;
@@ -200,8 +199,7 @@ ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user)
 }
 
 void
-ksf_server_stop(ksf_server *srv)
-{
+ksf_server_stop(ksf_server *srv) {
     if (!srv) {
         return;
     }
@@ -213,8 +211,7 @@ ksf_server_stop(ksf_server *srv)
 }
 
 static void
-on_signal(int sig)
-{
+on_signal(int sig) {
     (void)sig;
     ksf_server *srv = atomic_load(&signal_target);
     if (srv) {
@@ -223,8 +220,7 @@ on_signal(int sig)
 }
 
 ksf_err
-ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei)
-{
+ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei) {
     if (!srv) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_stop_on_signals: srv is NULL");
     }
@@ -235,14 +231,14 @@ ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei)
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
     if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL)) {
-        return ksfi_fail(ei, KSF_EINVAL, "sigaction(SIGINT/SIGTERM): %s", strerror(errno));
+        return ksfi_fail(ei, KSF_EINVAL, "sigaction(SIGINT/SIGTERM): %s",
+                         strerror(errno));
     }
     return KSF_OK;
 }
 
 void
-ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
-{
+ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out) {
     if (!srv || !out) {
         return;
     }
@@ -259,8 +255,7 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
 /* ---- the reply producer ------------------------------------------------------------ */
 
 static void
-dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
+dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     (void)opaque;
     ksfi_ctx_delivered(m->_private, m->err, rd_kafka_topic_name(m->rkt));
@@ -269,12 +264,12 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 ksf_err
 ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t partition,
                     const void *value, size_t len, const void *key, size_t key_len,
-                    const ksfi_header *hdrs, size_t nhdrs, ksf_errinfo *ei)
-{
+                    const ksfi_header *hdrs, size_t nhdrs, ksf_errinfo *ei) {
     ksf_err e = KSF_OK;
     pthread_rwlock_rdlock(&srv->replies_lock);
     if (!srv->replies_open) {
-        e = ksfi_fail(ei, KSF_ECLOSED, "the server has stopped; reply to %s not sent", topic);
+        e = ksfi_fail(ei, KSF_ECLOSED, "the server has stopped; reply to %s not sent",
+                      topic);
         goto out;
     }
     rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
@@ -287,12 +282,11 @@ ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t pa
     rd_kafka_resp_err_t err;
     /* A full queue drains as the poll thread serves delivery reports: back off a bit. */
     for (int tries = 0;; tries++) {
-        err = rd_kafka_producev(srv->producer, RD_KAFKA_V_TOPIC(topic),
-                                RD_KAFKA_V_PARTITION(partition),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_VALUE((void *)value, len),
-                                RD_KAFKA_V_KEY((void *)key, key_len), RD_KAFKA_V_HEADERS(h),
-                                RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
+        err = rd_kafka_producev(
+            srv->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY((void *)key, key_len),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 500) {
             break;
         }
@@ -312,8 +306,7 @@ out:
 }
 
 static void *
-producer_poll_main(void *arg)
-{
+producer_poll_main(void *arg) {
     ksf_server *srv = arg;
     while (!atomic_load(&srv->threads_exit)) {
         rd_kafka_poll(srv->producer, 100);
@@ -323,8 +316,7 @@ producer_poll_main(void *arg)
 
 /* Turns ksf_server_stop's eventfd write into a wake-up of the consumer poll. */
 static void *
-watcher_main(void *arg)
-{
+watcher_main(void *arg) {
     ksf_server *srv = arg;
     while (!atomic_load(&srv->threads_exit)) {
         struct pollfd pfd = {.fd = srv->wake_fd, .events = POLLIN};
@@ -350,8 +342,8 @@ watcher_main(void *arg)
  * before ready is announced.
  */
 static void
-pin_new_partitions(ksf_server *srv, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
-{
+pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
+                   rd_kafka_topic_partition_list_t *parts) {
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, KSFI_QUERY_TIMEOUT_MS);
     for (int i = 0; !err && i < c->cnt; i++) {
@@ -371,8 +363,8 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk, rd_kafka_topic_partition_lis
 }
 
 static void
-log_partitions(ksf_server *srv, const char *what, const rd_kafka_topic_partition_list_t *l)
-{
+log_partitions(ksf_server *srv, const char *what,
+               const rd_kafka_topic_partition_list_t *l) {
     char buf[512];
     size_t o = 0;
     buf[0] = '\0';
@@ -385,9 +377,8 @@ log_partitions(ksf_server *srv, const char *what, const rd_kafka_topic_partition
 }
 
 static void
-rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
-             void *opaque)
-{
+rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+             rd_kafka_topic_partition_list_t *parts, void *opaque) {
     ksf_server *srv = opaque;
     bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
     rd_kafka_error_t *error = NULL;
@@ -433,8 +424,7 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_l
 
 /* The effective auto.offset.reset: ksf's default (latest) unless the user set it. */
 static bool
-reset_is_latest(const ksf_config *cfg)
-{
+reset_is_latest(const ksf_config *cfg) {
     const char *v = "latest";
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < cfg->nprops; i++) {
@@ -449,8 +439,7 @@ reset_is_latest(const ksf_config *cfg)
 }
 
 static bool
-user_set(const ksf_config *cfg, const char *key)
-{
+user_set(const ksf_config *cfg, const char *key) {
     for (size_t i = 0; i < cfg->nprops; i++) {
         if (cfg->props[i].role != KSF_KAFKA_PRODUCER && !strcmp(cfg->props[i].key, key)) {
             return true;
@@ -460,8 +449,7 @@ user_set(const ksf_config *cfg, const char *key)
 }
 
 static ksf_err
-create_consumer(ksf_server *srv, ksf_errinfo *ei)
-{
+create_consumer(ksf_server *srv, ksf_errinfo *ei) {
     rd_kafka_conf_t *conf = NULL;
     char err[256];
     ksf_err e = ksfi_kafka_conf(srv->cfg, KSF_KAFKA_CONSUMER, srv->client_id,
@@ -487,8 +475,7 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
 }
 
 static ksf_err
-create_producer(ksf_server *srv, ksf_errinfo *ei)
-{
+create_producer(ksf_server *srv, ksf_errinfo *ei) {
     rd_kafka_conf_t *conf = NULL;
     char err[256];
     ksf_err e =
@@ -507,12 +494,12 @@ create_producer(ksf_server *srv, ksf_errinfo *ei)
 }
 
 static ksf_err
-subscribe(ksf_server *srv, ksf_errinfo *ei)
-{
+subscribe(ksf_server *srv, ksf_errinfo *ei) {
     rd_kafka_topic_partition_list_t *l =
         rd_kafka_topic_partition_list_new((int)(srv->nhandlers + srv->nextra));
     for (size_t i = 0; i < srv->nhandlers; i++) {
-        rd_kafka_topic_partition_list_add(l, srv->handlers[i].pattern, RD_KAFKA_PARTITION_UA);
+        rd_kafka_topic_partition_list_add(l, srv->handlers[i].pattern,
+                                          RD_KAFKA_PARTITION_UA);
     }
     for (size_t i = 0; i < srv->nextra; i++) {
         rd_kafka_topic_partition_list_add(l, srv->extra_topics[i], RD_KAFKA_PARTITION_UA);
@@ -527,16 +514,16 @@ subscribe(ksf_server *srv, ksf_errinfo *ei)
 
 /* Handle a consumer error event. Returns KSF_EKAFKA when it is fatal. */
 static ksf_err
-consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
-{
+consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei) {
     char reason[256];
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         return KSF_OK;
     }
     if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
-        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(srv->consumer, reason, sizeof reason);
-        return ksfi_fail_kafka(ei, (int)orig, "fatal Kafka error in the server's consumer: %s",
-                               reason);
+        rd_kafka_resp_err_t orig =
+            rd_kafka_fatal_error(srv->consumer, reason, sizeof reason);
+        return ksfi_fail_kafka(ei, (int)orig,
+                               "fatal Kafka error in the server's consumer: %s", reason);
     }
     if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
         m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
@@ -553,15 +540,14 @@ consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
 
 /* Poll and dispatch until stopped. Runs on the caller's thread. */
 static ksf_err
-consume(ksf_server *srv, ksf_errinfo *ei)
-{
+consume(ksf_server *srv, ksf_errinfo *ei) {
     while (!atomic_load(&srv->stop_requested)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(srv->consumer, 100);
         if (srv->ready_pending) {
             srv->ready_pending = false;
             srv->ready_done = true;
-            ksfi_log(&srv->log, KSF_LOG_NOTICE, "server", "ready: group %s, %zu pattern(s)",
-                     srv->group_id, srv->nhandlers);
+            ksfi_log(&srv->log, KSF_LOG_NOTICE, "server",
+                     "ready: group %s, %zu pattern(s)", srv->group_id, srv->nhandlers);
             if (srv->ready_fn) {
                 srv->ready_fn(srv, srv->ready_user);
             }
@@ -581,8 +567,9 @@ consume(ksf_server *srv, ksf_errinfo *ei)
         ksf_ctx *ctx;
         if (ksfi_ctx_new(srv, m, &ctx)) {
             rd_kafka_message_destroy(m);
-            return ksfi_fail(ei, KSF_ENOMEM, "out of memory queueing a message; stopping "
-                                             "(it will be delivered again)");
+            return ksfi_fail(ei, KSF_ENOMEM,
+                             "out of memory queueing a message; stopping "
+                             "(it will be delivered again)");
         }
         ksfi_dispatch_submit(srv->dispatch, ctx);
     }
@@ -590,8 +577,7 @@ consume(ksf_server *srv, ksf_errinfo *ei)
 }
 
 static ksf_err
-start(ksf_server *srv, ksf_errinfo *ei)
-{
+start(ksf_server *srv, ksf_errinfo *ei) {
     ksf_err e;
     if ((e = create_producer(srv, ei)) || (e = create_consumer(srv, ei))) {
         return e;
@@ -617,8 +603,7 @@ start(ksf_server *srv, ksf_errinfo *ei)
 
 /* Stop in the documented order; safe after a partial start. */
 static void
-shut_down(ksf_server *srv)
-{
+shut_down(ksf_server *srv) {
     if (srv->consumer) {
         size_t left = ksfi_dispatch_drain(srv->dispatch, KSFI_STOP_DRAIN_MS);
         if (left) {
@@ -653,7 +638,8 @@ shut_down(ksf_server *srv)
             ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                      "%d reply message(s) not delivered within %d ms; dropping them",
                      rd_kafka_outq_len(srv->producer), KSFI_FLUSH_MS);
-            rd_kafka_purge(srv->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_purge(srv->producer,
+                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
             rd_kafka_poll(srv->producer, 0); /* delivery reports release the contexts */
         }
         rd_kafka_destroy(srv->producer);
@@ -662,16 +648,16 @@ shut_down(ksf_server *srv)
 }
 
 ksf_err
-ksf_server_run(ksf_server *srv, ksf_errinfo *ei)
-{
+ksf_server_run(ksf_server *srv, ksf_errinfo *ei) {
     if (!srv) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_run: srv is NULL");
     }
     int expected = KSFI_SRV_NEW;
     if (!atomic_compare_exchange_strong(&srv->state, &expected, KSFI_SRV_RUNNING)) {
         return ksfi_fail(ei, KSF_ESTATE, "ksf_server_run: the server %s",
-                         expected == KSFI_SRV_RUNNING ? "is already running"
-                                                      : "has already run; create a new one");
+                         expected == KSFI_SRV_RUNNING
+                             ? "is already running"
+                             : "has already run; create a new one");
     }
     pthread_mutex_lock(&srv->run_lock);
     srv->run_active = true;
@@ -681,12 +667,14 @@ ksf_server_run(ksf_server *srv, ksf_errinfo *ei)
         goto out;
     }
     if (srv->nhandlers + srv->nextra == 0) {
-        e = ksfi_fail(ei, KSF_EINVAL, "no handler is registered; call ksf_server_mount, "
-                                      "ksf_server_on_message or ksf_server_on_event first");
+        e = ksfi_fail(ei, KSF_EINVAL,
+                      "no handler is registered; call ksf_server_mount, "
+                      "ksf_server_on_message or ksf_server_on_event first");
         goto out;
     }
-    ksfi_log(&srv->log, KSF_LOG_INFO, "server", "starting: client %s, group %s, %d workers",
-             srv->client_id, srv->group_id, srv->cfg->server_workers);
+    ksfi_log(&srv->log, KSF_LOG_INFO, "server",
+             "starting: client %s, group %s, %d workers", srv->client_id, srv->group_id,
+             srv->cfg->server_workers);
     if (!(e = start(srv, ei))) {
         e = consume(srv, ei);
     }

@@ -1,6 +1,7 @@
 /*
  * The server's innards, shared by server.c (lifecycle, Kafka handles), registry.c
- * (macro-defined handlers), ctx.c (handler context, replies) and dispatch.c (worker pool).
+ * (macro-defined handlers), ctx.c (handler context, replies) and dispatch.c (worker
+ * pool).
  */
 #ifndef KSF_SERVER_H
 #define KSF_SERVER_H
@@ -42,9 +43,9 @@ struct ksf_server {
     ksf_ready_fn ready_fn;
     void *ready_user;
 
-    atomic_int state;          /* enum ksfi_server_state */
+    atomic_int state;           /* enum ksfi_server_state */
     atomic_bool stop_requested; /* set by ksf_server_stop, possibly in a signal handler */
-    int wake_fd;               /* eventfd written by ksf_server_stop */
+    int wake_fd;                /* eventfd written by ksf_server_stop */
     /* replies_open: the producer accepts replies (false outside run). Read-held while
      * producing, write-held while the producer is being shut down. */
     pthread_rwlock_t replies_lock;
@@ -56,9 +57,10 @@ struct ksf_server {
     rd_kafka_t *consumer;
     rd_kafka_queue_t *consumer_queue;
     rd_kafka_t *producer;
-    bool ready_pending;   /* consumer thread only: call ready_fn after this poll */
-    bool ready_done;      /* consumer thread only */
-    bool auto_reset_latest; /* auto.offset.reset is latest: pin new partitions at the end */
+    bool ready_pending;     /* consumer thread only: call ready_fn after this poll */
+    bool ready_done;        /* consumer thread only */
+    bool auto_reset_latest; /* auto.offset.reset is latest: pin new partitions at the end
+                             */
     ksfi_dispatch *dispatch;
     ksfi_server_counters counters;
     /* Guards run_active, which ksf_server_destroy waits on. */
@@ -75,9 +77,9 @@ const ksfi_handler *ksfi_server_find(const ksf_server *srv, const char *topic);
  * Errors: KSF_EEXIST naming the pattern and both definitions, KSF_EINVAL, KSF_ESTATE,
  * KSF_ENOMEM.
  */
-ksf_err ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
-                                ksf_handler_fn fn, void *user, const char *file, int line,
-                                ksf_errinfo *ei);
+ksf_err ksfi_server_add_handler(ksf_server *srv, const char *pattern,
+                                ksf_handler_kind kind, ksf_handler_fn fn, void *user,
+                                const char *file, int line, ksf_errinfo *ei);
 
 /*
  * Subscribe to @p topic too, without a handler: messages on it take the no-handler

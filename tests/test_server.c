@@ -20,8 +20,7 @@
 #define WAIT_MS 10000
 
 static void
-sleep_ms(int ms)
-{
+sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
@@ -40,15 +39,13 @@ typedef struct running {
 } running;
 
 static void
-on_ready(ksf_server *srv, void *user)
-{
+on_ready(ksf_server *srv, void *user) {
     (void)srv;
     atomic_fetch_add(&((running *)user)->ready, 1);
 }
 
 static void *
-run_main(void *arg)
-{
+run_main(void *arg) {
     running *r = arg;
     r->run_err = ksf_server_run(r->srv, &r->ei);
     return NULL;
@@ -56,8 +53,7 @@ run_main(void *arg)
 
 /* Start @p srv (handlers registered) on a thread and wait for its ready callback. */
 static void
-run_server(running *r, ksf_server *srv)
-{
+run_server(running *r, ksf_server *srv) {
     r->srv = srv;
     ksf_server_set_ready_cb(srv, on_ready, r);
     ck_assert_int_eq(pthread_create(&r->thread, NULL, run_main, r), 0);
@@ -69,16 +65,14 @@ run_server(running *r, ksf_server *srv)
 }
 
 static void
-stop_server(running *r)
-{
+stop_server(running *r) {
     ksf_server_stop(r->srv);
     pthread_join(r->thread, NULL);
     ck_assert_msg(r->run_err == KSF_OK, "run: %s", r->ei.text);
 }
 
 static ksf_server *
-new_server(ksf_config *cfg)
-{
+new_server(ksf_config *cfg) {
     ksf_server *srv = NULL;
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_new(&srv, cfg, &ei) == KSF_OK, "%s", ei.text);
@@ -86,24 +80,22 @@ new_server(ksf_config *cfg)
 }
 
 static void
-on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user)
-{
+on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user) {
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_on_message(srv, pattern, fn, user, &ei) == KSF_OK, "%s",
                   ei.text);
 }
 
 static void
-on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user)
-{
+on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user) {
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_server_on_event(srv, pattern, fn, user, &ei) == KSF_OK, "%s", ei.text);
+    ck_assert_msg(ksf_server_on_event(srv, pattern, fn, user, &ei) == KSF_OK, "%s",
+                  ei.text);
 }
 
 /* Broker, topics (1 partition each) and the test's producer and collector. */
 static void
-setup_world(running *r, const char *const *topics)
-{
+setup_world(running *r, const char *const *topics) {
     memset(r, 0, sizeof *r);
     r->broker = ksft_broker_start();
     ksft_broker_create_topic(r->broker, REPLY, 1);
@@ -115,20 +107,19 @@ setup_world(running *r, const char *const *topics)
 }
 
 static void
-teardown_world(running *r)
-{
+teardown_world(running *r) {
     ksf_server_destroy(r->srv);
     ksft_collector_destroy(r->replies);
     ksft_producer_destroy(r->prod);
     ksft_broker_stop(r->broker);
 }
 
-/* ---- reply assertions --------------------------------------------------------------- */
+/* ---- reply assertions ---------------------------------------------------------------
+ */
 
 /* Send a request on @p topic with id @p id and return its only (or @p nth) reply. */
 static const ksft_msg *
-request(running *r, const char *topic, const char *id, const void *value, size_t len)
-{
+request(running *r, const char *topic, const char *id, const void *value, size_t len) {
     ksft_send_request(r->prod, topic, 0, id, REPLY, 0, value, len, true);
     ck_assert_msg(ksft_collector_wait_id(r->replies, id, 1, WAIT_MS) >= 1,
                   "no reply to %s (%s)", topic, id);
@@ -137,20 +128,18 @@ request(running *r, const char *topic, const char *id, const void *value, size_t
 
 static void
 assert_bytes(const void *got, size_t got_len, const void *want, size_t want_len,
-             const char *what)
-{
+             const char *what) {
     ck_assert_msg((got == NULL) == (want == NULL), "%s: %s, expected %s", what,
                   got ? "present" : "null", want ? "present" : "null");
     ck_assert_msg(got_len == want_len && (!want_len || !memcmp(got, want, want_len)),
-                  "%s: got %zu bytes \"%.*s\", expected %zu bytes \"%.*s\"", what, got_len,
-                  (int)got_len, got ? (const char *)got : "", want_len, (int)want_len,
-                  want ? (const char *)want : "");
+                  "%s: got %zu bytes \"%.*s\", expected %zu bytes \"%.*s\"", what,
+                  got_len, (int)got_len, got ? (const char *)got : "", want_len,
+                  (int)want_len, want ? (const char *)want : "");
 }
 
 /* Exact header list: names in order, values byte for byte. */
 static void
-assert_headers(const ksft_msg *m, const ksfi_header *want, size_t n)
-{
+assert_headers(const ksft_msg *m, const ksfi_header *want, size_t n) {
     ck_assert_uint_eq(m->nhdrs, n);
     for (size_t i = 0; i < n; i++) {
         ck_assert_str_eq(m->hdrs[i].name, want[i].name);
@@ -166,8 +155,7 @@ assert_headers(const ksft_msg *m, const ksfi_header *want, size_t n)
 
 /* A value reply: the value plus kafka_correlationId and kafka_nest-is-disposed. */
 static void
-assert_value_reply(const ksft_msg *m, const char *id, const char *value, size_t len)
-{
+assert_value_reply(const ksft_msg *m, const char *id, const char *value, size_t len) {
     assert_bytes(m->value, m->len, value, len, "value");
     ksfi_header want[] = {{KSFI_HDR_CORRELATION_ID, id, strlen(id)}, DISPOSED};
     assert_headers(m, want, 2);
@@ -175,8 +163,7 @@ assert_value_reply(const ksft_msg *m, const char *id, const char *value, size_t 
 
 /* An error reply: null value, kafka_correlationId, kafka_nest-err, is-disposed. */
 static void
-assert_error_reply(const ksft_msg *m, const char *id, const char *err)
-{
+assert_error_reply(const ksft_msg *m, const char *id, const char *err) {
     assert_bytes(m->value, m->len, NULL, 0, "value");
     ksfi_header want[] = {{KSFI_HDR_CORRELATION_ID, id, strlen(id)},
                           {KSFI_HDR_NEST_ERR, err, strlen(err)},
@@ -185,8 +172,7 @@ assert_error_reply(const ksft_msg *m, const char *id, const char *err)
 }
 
 static ksf_server_stats
-stats(running *r)
-{
+stats(running *r) {
     ksf_server_stats s;
     ksf_server_get_stats(r->srv, &s);
     return s;
@@ -205,8 +191,7 @@ stats(running *r)
 /* ---- handlers ------------------------------------------------------------------ */
 
 static ksf_err
-h_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_object(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     (void)data;
     *reply = json_pack("{s:i, s:[b, n], s:s}", "a", 1, "b", 1, "c", "x\"y");
@@ -214,18 +199,16 @@ h_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_array(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_array(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     (void)data;
-    *reply = json_pack("[{s:i, s:s}, {s:i, s:s}]", "id", 1, "name", "Mythical Sword", "id",
-                       2, "name", "Key to Dungeon");
+    *reply = json_pack("[{s:i, s:s}, {s:i, s:s}]", "id", 1, "name", "Mythical Sword",
+                       "id", 2, "name", "Key to Dungeon");
     return KSF_OK;
 }
 
 static ksf_err
-h_string(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_string(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     (void)data;
     *reply = json_string("hello world");
@@ -233,8 +216,7 @@ h_string(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_number(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_number(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     /* 42 for an empty object request, 0.1 (JavaScript's text) otherwise. */
     *reply = json_object_size(data) == 0 ? json_integer(42) : json_real(0.1);
@@ -242,8 +224,7 @@ h_number(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_null(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_null(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     (void)data;
     (void)reply;
@@ -251,16 +232,14 @@ h_null(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_err_string(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_err_string(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)data;
     *reply = json_string("ignored"); /* the error already ended the reply */
     return ksf_ctx_reply_error(ctx, "dragon not found");
 }
 
 static ksf_err
-h_err_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_err_object(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)data;
     (void)reply;
     json_t *e = json_pack("{s:i, s:s}", "code", 42, "message", "x");
@@ -271,8 +250,7 @@ h_err_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_internal(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_internal(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     (void)data;
     (void)reply;
@@ -281,8 +259,7 @@ h_internal(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 /* Echo: JSON data as is; binary data (NULL) as the same raw bytes. */
 static ksf_err
-h_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_echo(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     if (!data) {
         size_t len;
         const void *v = ksf_ctx_value(ctx, &len);
@@ -292,11 +269,10 @@ h_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_server_reply_shapes)
-{
-    static const char *const topics[] = {"t.object", "t.array", "t.string", "t.number",
-                                         "t.null",   "t.err.string", "t.err.object",
-                                         "t.internal", "t.nohandler", NULL};
+START_TEST(test_server_reply_shapes) {
+    static const char *const topics[] = {
+        "t.object",     "t.array",      "t.string",   "t.number",    "t.null",
+        "t.err.string", "t.err.object", "t.internal", "t.nohandler", NULL};
     running r;
     setup_world(&r, topics);
     ksf_config *cfg = ksft_config(r.broker);
@@ -323,8 +299,8 @@ START_TEST(test_server_reply_shapes)
     assert_value_reply(request(&r, "t.string", "id-str", "x", 1), "id-str", "hello world",
                        11);
     assert_value_reply(request(&r, "t.number", "id-int", "{}", 2), "id-int", "42", 2);
-    assert_value_reply(request(&r, "t.number", "id-real", "{\"a\":1}", 7), "id-real", "0.1",
-                       3);
+    assert_value_reply(request(&r, "t.number", "id-real", "{\"a\":1}", 7), "id-real",
+                       "0.1", 3);
     assert_value_reply(request(&r, "t.null", "id-null", NULL, 0), "id-null", NULL, 0);
     assert_error_reply(request(&r, "t.err.string", "id-es", "{}", 2), "id-es",
                        "{\"status\":\"error\",\"message\":\"dragon not found\"}");
@@ -355,8 +331,7 @@ END_TEST
 /* ---- streams, deferral, reply options, size limit, ctx accessors ------------------- */
 
 static ksf_err
-h_stream(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_stream(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)data;
     for (int i = 1; i <= 2; i++) {
         json_t *v = json_integer(i);
@@ -373,14 +348,14 @@ h_stream(ksf_ctx *ctx, const json_t *data, json_t **reply)
 static atomic_int extras_refused; /* kafka_* header refused with KSF_EINVAL */
 
 static ksf_err
-h_extras(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_extras(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)data;
     if (ksf_ctx_add_reply_header(ctx, "kafka_correlationId", "x", 1) == KSF_EINVAL) {
         atomic_fetch_add(&extras_refused, 1);
     }
     *reply = json_string("replaced by the raw bytes");
-    if (ksf_ctx_set_reply_key(ctx, "k1", 2) || ksf_ctx_add_reply_header(ctx, "x-trace", "abc", 3) ||
+    if (ksf_ctx_set_reply_key(ctx, "k1", 2) ||
+        ksf_ctx_add_reply_header(ctx, "x-trace", "abc", 3) ||
         ksf_ctx_set_reply_raw(ctx, "\x00\x01\x02", 3)) {
         return KSF_ENOMEM;
     }
@@ -388,8 +363,7 @@ h_extras(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_big(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_big(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     (void)data;
     char big[2001];
@@ -400,23 +374,22 @@ h_big(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_ctx(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_ctx(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)data;
     size_t key_len, hlen;
     const char *key = ksf_ctx_key(ctx, &key_len);
     const char *trace = ksf_ctx_header(ctx, "x-trace", &hlen);
     const char *name;
     ksf_ctx_header_at(ctx, 0, &name, NULL, NULL);
-    *reply = json_pack("{s:s, s:i, s:I, s:s, s:s, s:i, s:b, s:s#, s:s#, s:i, s:s, s:b, s:s}",
-                       "topic", ksf_ctx_topic(ctx), "partition", (int)ksf_ctx_partition(ctx),
-                       "offset", (json_int_t)ksf_ctx_offset(ctx), "id",
-                       ksf_ctx_correlation_id(ctx), "reply_topic", ksf_ctx_reply_topic(ctx),
-                       "reply_partition", (int)ksf_ctx_reply_partition(ctx), "event",
-                       ksf_ctx_is_event(ctx), "key", key, key_len, "trace", trace, hlen,
-                       "headers", (int)ksf_ctx_header_count(ctx), "user",
-                       (const char *)ksf_ctx_user(ctx), "ts", ksf_ctx_timestamp_ms(ctx) > 0,
-                       "first", name);
+    *reply = json_pack(
+        "{s:s, s:i, s:I, s:s, s:s, s:i, s:b, s:s#, s:s#, s:i, s:s, s:b, s:s}", "topic",
+        ksf_ctx_topic(ctx), "partition", (int)ksf_ctx_partition(ctx), "offset",
+        (json_int_t)ksf_ctx_offset(ctx), "id", ksf_ctx_correlation_id(ctx), "reply_topic",
+        ksf_ctx_reply_topic(ctx), "reply_partition", (int)ksf_ctx_reply_partition(ctx),
+        "event", ksf_ctx_is_event(ctx), "key", key, key_len, "trace", trace, hlen,
+        "headers", (int)ksf_ctx_header_count(ctx), "user",
+        (const char *)ksf_ctx_user(ctx), "ts", ksf_ctx_timestamp_ms(ctx) > 0, "first",
+        name);
     return KSF_OK;
 }
 
@@ -424,8 +397,7 @@ static atomic_int go_seen;   /* the "go" request was handled */
 static atomic_int finish_rc; /* a second ksf_ctx_finish's result */
 
 static void *
-finish_later(void *arg)
-{
+finish_later(void *arg) {
     ksf_ctx *ctx = arg;
     int64_t until = ksft_now_ms() + WAIT_MS;
     while (!atomic_load(&go_seen) && ksft_now_ms() < until) {
@@ -439,8 +411,7 @@ finish_later(void *arg)
 }
 
 static ksf_err
-h_defer(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_defer(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     if (json_is_string(data) && !strcmp(json_string_value(data), "go")) {
         *reply = json_string("went");
         atomic_store(&go_seen, 1);
@@ -454,10 +425,9 @@ h_defer(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return rc;
 }
 
-START_TEST(test_server_streams_and_deferral)
-{
-    static const char *const topics[] = {"t.stream", "t.extras", "t.big", "t.ctx",
-                                         "t.defer", NULL};
+START_TEST(test_server_streams_and_deferral) {
+    static const char *const topics[] = {"t.stream", "t.extras", "t.big",
+                                         "t.ctx",    "t.defer",  NULL};
     running r;
     setup_world(&r, topics);
     ksf_config *cfg = ksft_config(r.broker);
@@ -490,20 +460,22 @@ START_TEST(test_server_streams_and_deferral)
     assert_headers(m, want, 3);
     ck_assert_int_eq(atomic_load(&extras_refused), 1);
 
-    assert_error_reply(request(&r, "t.big", "big", "{}", 2), "big",
-                       "{\"status\":\"error\",\"message\":\"reply value for t.big is 2000 "
-                       "bytes, larger than message.max.bytes (1000); send less or raise "
-                       "message.max.bytes\"}");
+    assert_error_reply(
+        request(&r, "t.big", "big", "{}", 2), "big",
+        "{\"status\":\"error\",\"message\":\"reply value for t.big is 2000 "
+        "bytes, larger than message.max.bytes (1000); send less or raise "
+        "message.max.bytes\"}");
 
     ksfi_header req[] = {H("x-trace", "t-1"), ID("cx"), H(KSFI_HDR_REPLY_TOPIC, REPLY),
                          H(KSFI_HDR_REPLY_PARTITION, "0")};
     ksft_produce(r.prod, "t.ctx", 0, "kk", 2, "{}", 2, req, 4, true);
     ck_assert_uint_eq(ksft_collector_wait_id(r.replies, "cx", 1, WAIT_MS), 1);
     m = ksft_collector_get_id(r.replies, "cx", 0);
-    const char ctxj[] = "{\"topic\":\"t.ctx\",\"partition\":0,\"offset\":0,\"id\":\"cx\","
-                        "\"reply_topic\":\"t.reply\",\"reply_partition\":0,\"event\":false,"
-                        "\"key\":\"kk\",\"trace\":\"t-1\",\"headers\":4,\"user\":"
-                        "\"user-pointer\",\"ts\":true,\"first\":\"x-trace\"}";
+    const char ctxj[] =
+        "{\"topic\":\"t.ctx\",\"partition\":0,\"offset\":0,\"id\":\"cx\","
+        "\"reply_topic\":\"t.reply\",\"reply_partition\":0,\"event\":false,"
+        "\"key\":\"kk\",\"trace\":\"t-1\",\"headers\":4,\"user\":"
+        "\"user-pointer\",\"ts\":true,\"first\":\"x-trace\"}";
     assert_bytes(m->value, m->len, ctxj, strlen(ctxj), "ctx accessors");
 
     /* Deferred: finished from another thread after a later message was answered. */
@@ -525,8 +497,9 @@ START_TEST(test_server_streams_and_deferral)
     WAIT_STAT(&r, replies, 9);
     stop_server(&r);
     /* Both t.defer messages are complete: the committed offset is past them. */
-    ck_assert_int_eq(
-        ksft_committed(ksft_broker_address(r.broker), "nestjs-group-server", "t.defer", 0), 2);
+    ck_assert_int_eq(ksft_committed(ksft_broker_address(r.broker), "nestjs-group-server",
+                                    "t.defer", 0),
+                     2);
     ksft_collector_poll(r.replies, 100);
     ck_assert_uint_eq(ksft_collector_count(r.replies), 9);
     teardown_world(&r);
@@ -538,29 +511,26 @@ END_TEST
 static atomic_int ev_seen, ev_bad_ctx, msg_as_event;
 
 static ksf_err
-h_event(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_event(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)reply;
     json_t *want = json_pack("{s:i}", "dragon", 1);
     bool ok = ksf_ctx_is_event(ctx) && !ksf_ctx_correlation_id(ctx) &&
-              !ksf_ctx_reply_topic(ctx) && ksf_ctx_stream(ctx, want, NULL) == KSF_ESTATE &&
-              json_equal(data, want);
+              !ksf_ctx_reply_topic(ctx) &&
+              ksf_ctx_stream(ctx, want, NULL) == KSF_ESTATE && json_equal(data, want);
     json_decref(want);
     atomic_fetch_add(ok ? &ev_seen : &ev_bad_ctx, 1);
     return KSF_OK;
 }
 
 static ksf_err
-h_event_fails(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_event_fails(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)data;
     (void)reply;
     return ksf_ctx_reply_error(ctx, "poison"); /* logged, counted, committed */
 }
 
 static ksf_err
-h_msg_counting(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_msg_counting(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)data;
     if (ksf_ctx_is_event(ctx)) {
         atomic_fetch_add(&msg_as_event, 1);
@@ -569,8 +539,7 @@ h_msg_counting(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_server_events)
-{
+START_TEST(test_server_events) {
     static const char *const topics[] = {"t.ev", "t.ev.fail", "t.msg", "t.ev.none", NULL};
     running r;
     setup_world(&r, topics);
@@ -622,8 +591,7 @@ END_TEST
 
 /* ---- malformed input --------------------------------------------------------------- */
 
-START_TEST(test_server_malformed_input)
-{
+START_TEST(test_server_malformed_input) {
     static const char *const topics[] = {"t.echo", NULL};
     running r;
     setup_world(&r, topics);
@@ -637,10 +605,22 @@ START_TEST(test_server_malformed_input)
      * Node does; a leading 0x00 is binary and reaches the handler as raw bytes. */
     assert_value_reply(request(&r, "t.echo", "v-json", "{\"broken", 8), "v-json",
                        "{\"broken", 8);
-    assert_value_reply(request(&r, "t.echo", "v-utf8", "a\xff" "b", 3), "v-utf8",
-                       "a\xEF\xBF\xBD" "b", 5);
-    assert_value_reply(request(&r, "t.echo", "v-bin", "\x00\x01" "bin", 5), "v-bin",
-                       "\x00\x01" "bin", 5);
+    assert_value_reply(request(&r, "t.echo", "v-utf8",
+                               "a\xff"
+                               "b",
+                               3),
+                       "v-utf8",
+                       "a\xEF\xBF\xBD"
+                       "b",
+                       5);
+    assert_value_reply(request(&r, "t.echo", "v-bin",
+                               "\x00\x01"
+                               "bin",
+                               5),
+                       "v-bin",
+                       "\x00\x01"
+                       "bin",
+                       5);
     assert_value_reply(request(&r, "t.echo", "v-arr", "[1, 2]", 6), "v-arr", "[1,2]", 5);
     assert_value_reply(request(&r, "t.echo", "v-num", "42", 2), "v-num", "42", 2);
 
@@ -660,7 +640,8 @@ START_TEST(test_server_malformed_input)
 
     stop_server(&r);
     ck_assert_int_eq(
-        ksft_committed(ksft_broker_address(r.broker), "nestjs-group-server", "t.echo", 0), 8);
+        ksft_committed(ksft_broker_address(r.broker), "nestjs-group-server", "t.echo", 0),
+        8);
     ksf_server_stats s = stats(&r);
     ck_assert_uint_eq(s.requests, 6);
     ck_assert_uint_eq(s.replies, 6);
@@ -670,7 +651,8 @@ START_TEST(test_server_malformed_input)
 }
 END_TEST
 
-/* ---- ordering under a multi-worker pool ---------------------------------------------- */
+/* ---- ordering under a multi-worker pool ----------------------------------------------
+ */
 
 #define ORDER_N 200
 
@@ -680,8 +662,7 @@ static int order_count[2];
 static atomic_int order_concurrent, order_max_concurrent;
 
 static ksf_err
-h_order(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_order(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)reply;
     int now = atomic_fetch_add(&order_concurrent, 1) + 1;
     int max = atomic_load(&order_max_concurrent);
@@ -701,8 +682,7 @@ h_order(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_server_partition_order)
-{
+START_TEST(test_server_partition_order) {
     running r;
     static const char *const none[] = {NULL};
     setup_world(&r, none);
@@ -726,11 +706,11 @@ START_TEST(test_server_partition_order)
     for (int p = 0; p < 2; p++) {
         ck_assert_int_eq(order_count[p], ORDER_N);
         for (int i = 0; i < ORDER_N; i++) {
-            ck_assert_msg(order_seen[p][i] == i, "partition %d: position %d holds %d", p, i,
-                          order_seen[p][i]);
+            ck_assert_msg(order_seen[p][i] == i, "partition %d: position %d holds %d", p,
+                          i, order_seen[p][i]);
         }
-        ck_assert_int_eq(ksft_committed(ksft_broker_address(r.broker), "nestjs-group-server",
-                                        "t.order", p),
+        ck_assert_int_eq(ksft_committed(ksft_broker_address(r.broker),
+                                        "nestjs-group-server", "t.order", p),
                          ORDER_N);
     }
     /* At most one handler per partition at a time: two partitions, so at most two. */
@@ -745,8 +725,7 @@ static atomic_int revocations;
 
 static void
 count_revocations(void *user, ksf_log_level level, const char *component,
-                  const char *message)
-{
+                  const char *message) {
     if (strstr(message, "partitions revoked")) {
         atomic_fetch_add(&revocations, 1);
     }
@@ -756,8 +735,7 @@ count_revocations(void *user, ksf_log_level level, const char *component,
 }
 
 static ksf_err
-h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     (void)data;
     sleep_ms(9000); /* the behaviour under test: longer than session and poll interval */
@@ -765,13 +743,13 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_server_slow_handler)
-{
+START_TEST(test_server_slow_handler) {
     static const char *const topics[] = {"t.slow", "t.fast", NULL};
     running r;
     setup_world(&r, topics);
     ksf_config *cfg = ksft_config(r.broker);
-    ck_assert_int_eq(ksf_config_set(cfg, "consumer.session.timeout.ms", "6000", NULL), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.session.timeout.ms", "6000", NULL),
+                     KSF_OK);
     ck_assert_int_eq(ksf_config_set(cfg, "consumer.max.poll.interval.ms", "7000", NULL),
                      KSF_OK);
     ksf_config_set_log(cfg, count_revocations, NULL, KSF_LOG_INFO);
@@ -797,13 +775,13 @@ START_TEST(test_server_slow_handler)
 }
 END_TEST
 
-/* ---- stop with requests in flight --------------------------------------------------- */
+/* ---- stop with requests in flight ---------------------------------------------------
+ */
 
 #define STOP_N 60
 
 static ksf_err
-h_work(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
+h_work(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     (void)ctx;
     sleep_ms(50); /* work in progress when stop comes */
     *reply = json_incref((json_t *)data);
@@ -811,8 +789,7 @@ h_work(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_server *
-work_server(running *r)
-{
+work_server(running *r) {
     ksf_config *cfg = ksft_config(r->broker);
     /* A restarted server must see what nobody committed, not skip to the end. */
     ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", NULL),
@@ -824,8 +801,7 @@ work_server(running *r)
 }
 
 static size_t
-answered(running *r, size_t *max_per_id)
-{
+answered(running *r, size_t *max_per_id) {
     size_t n = 0;
     *max_per_id = 0;
     for (int i = 0; i < STOP_N; i++) {
@@ -838,8 +814,7 @@ answered(running *r, size_t *max_per_id)
     return n;
 }
 
-START_TEST(test_server_stop_in_flight)
-{
+START_TEST(test_server_stop_in_flight) {
     running r;
     static const char *const none[] = {NULL};
     setup_world(&r, none);
@@ -881,10 +856,10 @@ START_TEST(test_server_stop_in_flight)
 }
 END_TEST
 
-/* ---- lifecycle and registration errors (no broker) ----------------------------------- */
+/* ---- lifecycle and registration errors (no broker) -----------------------------------
+ */
 
-START_TEST(test_server_lifecycle)
-{
+START_TEST(test_server_lifecycle) {
     ksf_server_destroy(NULL); /* no-op */
     ksf_server_stop(NULL);
     ksf_errinfo ei = {0};
@@ -905,11 +880,14 @@ START_TEST(test_server_lifecycle)
     ck_assert_int_eq(ksf_config_set(cfg, "group.id", "heroes", NULL), KSF_OK);
     ck_assert_int_eq(ksf_server_new(&srv, cfg, &ei), KSF_OK);
     ck_assert_str_eq(srv->group_id, "heroes");
-    ck_assert_int_eq(ksf_server_on_message(srv, "bad topic", h_null, NULL, &ei), KSF_EINVAL);
+    ck_assert_int_eq(ksf_server_on_message(srv, "bad topic", h_null, NULL, &ei),
+                     KSF_EINVAL);
     ck_assert_int_eq(ksf_server_on_message(srv, "hero.kill", h_null, NULL, &ei), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_event(srv, "hero.kill", h_null, NULL, &ei), KSF_EEXIST);
-    ck_assert_str_eq(ei.text, "pattern \"hero.kill\" already has a handler (registered by "
-                              "call:0); one pattern, one handler");
+    ck_assert_int_eq(ksf_server_on_event(srv, "hero.kill", h_null, NULL, &ei),
+                     KSF_EEXIST);
+    ck_assert_str_eq(ei.text,
+                     "pattern \"hero.kill\" already has a handler (registered by "
+                     "call:0); one pattern, one handler");
     /* Stop before run: run returns at once, without connecting. */
     ksf_server_stop(srv);
     int64_t t0 = ksft_now_ms();
@@ -927,8 +905,7 @@ START_TEST(test_server_lifecycle)
 END_TEST
 
 static Suite *
-server_suite(void)
-{
+server_suite(void) {
     Suite *s = suite_create("server");
     struct {
         const char *name;
@@ -954,8 +931,7 @@ server_suite(void)
 }
 
 int
-main(void)
-{
+main(void) {
     SRunner *sr = srunner_create(server_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

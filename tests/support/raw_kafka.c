@@ -13,13 +13,13 @@ struct ksft_producer {
     rd_kafka_t *rk;
     char *known[64]; /* topics whose metadata was fetched */
     size_t nknown;
-    int failed; /* deliveries that failed; touched only by poll/flush on the test thread */
+    int failed; /* deliveries that failed; touched only by poll/flush on the test thread
+                 */
     char last_error[256];
 };
 
 static void
-dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
+dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     ksft_producer *p = opaque;
     if (m->err) {
@@ -32,16 +32,14 @@ dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 }
 
 static void
-set(rd_kafka_conf_t *conf, const char *k, const char *v)
-{
+set(rd_kafka_conf_t *conf, const char *k, const char *v) {
     char err[256];
     ck_assert_msg(rd_kafka_conf_set(conf, k, v, err, sizeof err) == RD_KAFKA_CONF_OK,
                   "%s=%s: %s", k, v, err);
 }
 
 ksft_producer *
-ksft_producer_new(const char *brokers)
-{
+ksft_producer_new(const char *brokers) {
     char err[256];
     ksft_producer *p = calloc(1, sizeof *p);
     ck_assert_ptr_nonnull(p);
@@ -57,18 +55,16 @@ ksft_producer_new(const char *brokers)
 }
 
 void
-ksft_producer_flush(ksft_producer *p, int timeout_ms)
-{
+ksft_producer_flush(ksft_producer *p, int timeout_ms) {
     rd_kafka_resp_err_t err = rd_kafka_flush(p->rk, timeout_ms);
     ck_assert_msg(err == RD_KAFKA_RESP_ERR_NO_ERROR, "test producer flush: %s (%d left)",
                   rd_kafka_err2str(err), rd_kafka_outq_len(p->rk));
-    ck_assert_msg(p->failed == 0, "test producer: %d deliveries failed, last: %s", p->failed,
-                  p->last_error);
+    ck_assert_msg(p->failed == 0, "test producer: %d deliveries failed, last: %s",
+                  p->failed, p->last_error);
 }
 
 void
-ksft_producer_destroy(ksft_producer *p)
-{
+ksft_producer_destroy(ksft_producer *p) {
     if (!p) {
         return;
     }
@@ -82,8 +78,7 @@ ksft_producer_destroy(ksft_producer *p)
 
 /* librdkafka looks up a new topic's metadata on a 1 s timer; ask at once instead. */
 static void
-learn_topic(ksft_producer *p, const char *topic)
-{
+learn_topic(ksft_producer *p, const char *topic) {
     for (size_t i = 0; i < p->nknown; i++) {
         if (!strcmp(p->known[i], topic)) {
             return;
@@ -104,8 +99,7 @@ learn_topic(ksft_producer *p, const char *topic)
 void
 ksft_produce(ksft_producer *p, const char *topic, int32_t partition, const void *key,
              size_t key_len, const void *value, size_t len, const ksfi_header *hdrs,
-             size_t nhdrs, bool wait)
-{
+             size_t nhdrs, bool wait) {
     learn_topic(p, topic);
     rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
     for (size_t i = 0; i < nhdrs; i++) {
@@ -139,8 +133,7 @@ ksft_produce(ksft_producer *p, const char *topic, int32_t partition, const void 
 void
 ksft_send_request(ksft_producer *p, const char *topic, int32_t partition,
                   const char *correlation_id, const char *reply_topic,
-                  int32_t reply_partition, const void *value, size_t len, bool wait)
-{
+                  int32_t reply_partition, const void *value, size_t len, bool wait) {
     char part[16];
     snprintf(part, sizeof part, "%" PRId32, reply_partition);
     ksfi_header h[3] = {
@@ -161,8 +154,7 @@ struct ksft_collector {
 };
 
 ksft_collector *
-ksft_collector_new(const char *brokers, const char *topic, int32_t partition)
-{
+ksft_collector_new(const char *brokers, const char *topic, int32_t partition) {
     char err[256];
     ksft_collector *c = calloc(1, sizeof *c);
     ck_assert_ptr_nonnull(c);
@@ -175,15 +167,15 @@ ksft_collector_new(const char *brokers, const char *topic, int32_t partition)
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     ck_assert_msg(c->rk != NULL, "collector: %s", err);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
     ck_assert_int_eq(rd_kafka_assign(c->rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_topic_partition_list_destroy(l);
     return c;
 }
 
 static void *
-dup_bytes(const void *p, size_t n)
-{
+dup_bytes(const void *p, size_t n) {
     if (!p) {
         return NULL;
     }
@@ -195,8 +187,7 @@ dup_bytes(const void *p, size_t n)
 }
 
 static void
-keep(ksft_collector *c, const rd_kafka_message_t *m)
-{
+keep(ksft_collector *c, const rd_kafka_message_t *m) {
     if (c->count == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 64;
         c->msgs = realloc(c->msgs, c->cap * sizeof *c->msgs);
@@ -226,8 +217,7 @@ keep(ksft_collector *c, const rd_kafka_message_t *m)
 }
 
 size_t
-ksft_collector_poll(ksft_collector *c, int timeout_ms)
-{
+ksft_collector_poll(ksft_collector *c, int timeout_ms) {
     int64_t until = ksft_now_ms() + timeout_ms;
     do {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 20);
@@ -242,20 +232,17 @@ ksft_collector_poll(ksft_collector *c, int timeout_ms)
 }
 
 size_t
-ksft_collector_count(const ksft_collector *c)
-{
+ksft_collector_count(const ksft_collector *c) {
     return c->count;
 }
 
 const ksft_msg *
-ksft_collector_at(const ksft_collector *c, size_t i)
-{
+ksft_collector_at(const ksft_collector *c, size_t i) {
     return i < c->count ? &c->msgs[i] : NULL;
 }
 
 bool
-ksft_msg_header(const ksft_msg *m, const char *name, const void **value, size_t *len)
-{
+ksft_msg_header(const ksft_msg *m, const char *name, const void **value, size_t *len) {
     for (size_t i = m->nhdrs; i > 0; i--) {
         if (!strcmp(m->hdrs[i - 1].name, name)) {
             if (value) {
@@ -271,8 +258,7 @@ ksft_msg_header(const ksft_msg *m, const char *name, const void **value, size_t 
 }
 
 static bool
-has_id(const ksft_msg *m, const char *id)
-{
+has_id(const ksft_msg *m, const char *id) {
     const void *v;
     size_t n;
     return ksft_msg_header(m, KSFI_HDR_CORRELATION_ID, &v, &n) && v && n == strlen(id) &&
@@ -280,8 +266,7 @@ has_id(const ksft_msg *m, const char *id)
 }
 
 size_t
-ksft_collector_count_id(const ksft_collector *c, const char *id)
-{
+ksft_collector_count_id(const ksft_collector *c, const char *id) {
     size_t n = 0;
     for (size_t i = 0; i < c->count; i++) {
         n += has_id(&c->msgs[i], id);
@@ -290,8 +275,7 @@ ksft_collector_count_id(const ksft_collector *c, const char *id)
 }
 
 const ksft_msg *
-ksft_collector_get_id(const ksft_collector *c, const char *id, size_t nth)
-{
+ksft_collector_get_id(const ksft_collector *c, const char *id, size_t nth) {
     for (size_t i = 0; i < c->count; i++) {
         if (has_id(&c->msgs[i], id) && nth-- == 0) {
             return &c->msgs[i];
@@ -301,8 +285,7 @@ ksft_collector_get_id(const ksft_collector *c, const char *id, size_t nth)
 }
 
 size_t
-ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int timeout_ms)
-{
+ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int timeout_ms) {
     int64_t until = ksft_now_ms() + timeout_ms;
     size_t seen;
     while ((seen = ksft_collector_count_id(c, id)) < n && ksft_now_ms() < until) {
@@ -312,8 +295,7 @@ ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int timeout_
 }
 
 void
-ksft_collector_destroy(ksft_collector *c)
-{
+ksft_collector_destroy(ksft_collector *c) {
     if (!c) {
         return;
     }
@@ -334,8 +316,8 @@ ksft_collector_destroy(ksft_collector *c)
 }
 
 int64_t
-ksft_committed(const char *brokers, const char *group, const char *topic, int32_t partition)
-{
+ksft_committed(const char *brokers, const char *group, const char *topic,
+               int32_t partition) {
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     set(conf, "bootstrap.servers", brokers);

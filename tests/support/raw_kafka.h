@@ -59,7 +59,8 @@ typedef struct ksft_msg {
 typedef struct ksft_collector ksft_collector;
 
 /* Read @p topic partition @p partition from its first offset. */
-ksft_collector *ksft_collector_new(const char *brokers, const char *topic, int32_t partition);
+ksft_collector *ksft_collector_new(const char *brokers, const char *topic,
+                                   int32_t partition);
 void ksft_collector_destroy(ksft_collector *c);
 
 /* Read what is available for up to @p timeout_ms; returns the total collected. */
@@ -72,14 +73,17 @@ const ksft_msg *ksft_collector_at(const ksft_collector *c, size_t i);
 /* Messages whose kafka_correlationId equals @p id (as text), collected so far. */
 size_t ksft_collector_count_id(const ksft_collector *c, const char *id);
 /* The @p nth (0-based) of them, or NULL. */
-const ksft_msg *ksft_collector_get_id(const ksft_collector *c, const char *id, size_t nth);
+const ksft_msg *ksft_collector_get_id(const ksft_collector *c, const char *id,
+                                      size_t nth);
 
 /* Poll until at least @p n messages carry @p id or @p timeout_ms passed; returns the
  * count seen. */
-size_t ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int timeout_ms);
+size_t ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n,
+                              int timeout_ms);
 
 /* The last header @p name of @p m: true when present (*value NULL for a null value). */
-bool ksft_msg_header(const ksft_msg *m, const char *name, const void **value, size_t *len);
+bool ksft_msg_header(const ksft_msg *m, const char *name, const void **value,
+                     size_t *len);
 
 /* ---- offsets --------------------------------------------------------------------- */
 
