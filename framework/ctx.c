@@ -1,0 +1,575 @@
+#include "ctx.h"
+
+#include "alloc.h"
+#include "dispatch.h"
+#include "errinfo.h"
+#include "server.h"
+#include "wire.h"
+
+#include <string.h>
+
+/* Reply headers beyond the protocol's: the user's extras, capped to keep it simple. */
+#define KSFI_CTX_EXTRA_MAX 64
+
+ksf_err
+ksfi_ctx_new(ksf_server *srv, rd_kafka_message_t *msg, ksf_ctx **out) {
+    ksf_ctx *ctx = ksfi_calloc(1, sizeof *ctx);
+    if (!ctx) {
+        return KSF_ENOMEM;
+    }
+    ctx->srv = srv;
+    ctx->msg = msg;
+    ctx->topic = rd_kafka_topic_name(msg->rkt);
+    ctx->meta.reply_partition = -1;
+    pthread_mutex_init(&ctx->lock, NULL);
+    /* One for the handler (until it returns or finishes), one for the worker. */
+    atomic_init(&ctx->pending, 2);
+    *out = ctx;
+    return KSF_OK;
+}
+
+void
+ksfi_ctx_free(ksf_ctx *ctx) {
+    if (!ctx) {
+        return;
+    }
+    for (size_t i = 0; i < ctx->nextra; i++) {
+        ksfi_free((void *)ctx->extra[i].name);
+        ksfi_free((void *)ctx->extra[i].value);
+    }
+    ksfi_free(ctx->extra);
+    ksfi_free(ctx->hdrs);
+    ksfi_free(ctx->correlation_id);
+    ksfi_free(ctx->reply_topic);
+    ksfi_free(ctx->raw);
+    ksfi_free(ctx->key);
+    pthread_mutex_destroy(&ctx->lock);
+    rd_kafka_message_destroy(ctx->msg);
+    ksfi_free(ctx);
+}
+
+void
+ksfi_ctx_release(ksf_ctx *ctx) {
+    if (atomic_fetch_sub(&ctx->pending, 1) == 1) {
+        ksfi_dispatch_done(ctx);
+    }
+}
+
+void
+ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic) {
+    ksf_server *srv = ctx->srv;
+    if (err) {
+        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
+                 "reply to %s for %s[%d]@%lld failed for good: %s", topic, ctx->topic,
+                 (int)ctx->msg->partition, (long long)ctx->msg->offset,
+                 rd_kafka_err2str(err));
+        atomic_fetch_add(&srv->counters.reply_failures, 1);
+    } else {
+        atomic_fetch_add(&srv->counters.replies, 1);
+    }
+    ksfi_ctx_release(ctx);
+}
+
+/* Claim the right to send the final reply; false when it was already sent. */
+static bool
+claim_end(ksf_ctx *ctx) {
+    pthread_mutex_lock(&ctx->lock);
+    bool first = !ctx->ended;
+    ctx->ended = true;
+    pthread_mutex_unlock(&ctx->lock);
+    return first;
+}
+
+/* Produce one reply message; failures are logged and counted (nobody else can act). */
+static ksf_err
+produce(ksf_ctx *ctx, const void *value, size_t len, const void *key, size_t key_len,
+        const ksfi_header *hdrs, size_t n, ksf_errinfo *ei) {
+    ksf_errinfo local;
+    ksf_errinfo *e = ei ? ei : &local;
+    int32_t partition =
+        ctx->meta.reply_partition < 0 ? RD_KAFKA_PARTITION_UA : ctx->meta.reply_partition;
+    ksf_err err = ksfi_server_produce(ctx->srv, ctx, ctx->reply_topic, partition, value,
+                                      len, key, key_len, hdrs, n, e);
+    if (err) {
+        ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server", "reply for %s[%d]@%lld: %s",
+                 ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset,
+                 e->text);
+        atomic_fetch_add(&ctx->srv->counters.reply_failures, 1);
+    }
+    return err;
+}
+
+/* Send @p error (borrowed) as the final reply: null value, kafka_nest-err, disposed. */
+static ksf_err
+send_error(ksf_ctx *ctx, const json_t *error, bool disposed) {
+    size_t len = 0;
+    char *text = ksfi_encode_error(error, &len);
+    ksfi_header h[KSFI_PROTO_HEADERS_MAX];
+    if (!text) {
+        ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server",
+                 "out of memory encoding an error");
+        return KSF_ENOMEM;
+    }
+    size_t n = ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len,
+                                  text, len, disposed, h);
+    atomic_fetch_add(&ctx->srv->counters.errors, 1);
+    ksf_err err = produce(ctx, NULL, 0, NULL, 0, h, n, NULL);
+    ksfi_free(text);
+    return err;
+}
+
+/* Send {"status":"error","message":<text>} as the final reply. */
+static void
+send_error_text(ksf_ctx *ctx, const char *text) {
+    json_t *shape = ksfi_error_shape(text);
+    if (shape) {
+        send_error(ctx, shape, true);
+    } else {
+        ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server",
+                 "out of memory building an error");
+    }
+    json_decref(shape);
+}
+
+/* Encode a reply value (raw bytes win over JSON); checks message.max.bytes. */
+static ksf_err
+encode_reply(ksf_ctx *ctx, const json_t *v, char **out, size_t *len, ksf_errinfo *ei) {
+    ksf_err e;
+    if (ctx->has_raw) {
+        *out = ksfi_memdup(ctx->raw, ctx->raw_len);
+        *len = ctx->raw_len;
+        e = *out ? KSF_OK : ksfi_fail(ei, KSF_ENOMEM, "out of memory copying a reply");
+    } else {
+        e = ksfi_encode_value(v, out, len, ei);
+    }
+    size_t max = ctx->srv->cfg->message_max_bytes;
+    if (!e && *len > max) {
+        ksfi_free(*out);
+        *out = NULL;
+        return ksfi_fail(ei, KSF_EMSGSIZE,
+                         "reply value for %s is %zu bytes, larger than message.max.bytes "
+                         "(%zu); send less or raise message.max.bytes",
+                         ctx->topic, *len, max);
+    }
+    return e;
+}
+
+/* The final reply: the value, the user's key and headers, then the protocol's. */
+static void
+send_final(ksf_ctx *ctx, const json_t *reply) {
+    ksf_errinfo ei = {0};
+    char *value = NULL;
+    size_t len = 0;
+    if (!claim_end(ctx)) {
+        return;
+    }
+    ksf_err e = encode_reply(ctx, reply, &value, &len, &ei);
+    if (e) {
+        ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server", "%s", ei.text);
+        send_error_text(ctx, e == KSF_EMSGSIZE ? ei.text : KSFI_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    ksfi_header h[KSFI_CTX_EXTRA_MAX + KSFI_PROTO_HEADERS_MAX];
+    memcpy(h, ctx->extra, ctx->nextra * sizeof *h);
+    size_t n = ctx->nextra;
+    n += ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len, NULL,
+                            0, true, h + n);
+    produce(ctx, value, len, ctx->key, ctx->key_len, h, n, NULL);
+    ksfi_free(value);
+}
+
+/* Copy the request headers the ctx accessors hand out as text. */
+static ksf_err
+copy_meta(ksf_ctx *ctx) {
+    if (ctx->meta.correlation_id_len > 0 &&
+        !(ctx->correlation_id =
+              ksfi_memdup(ctx->meta.correlation_id, ctx->meta.correlation_id_len))) {
+        return KSF_ENOMEM;
+    }
+    if (ctx->meta.reply_topic_len > 0 &&
+        !(ctx->reply_topic =
+              ksfi_strndup(ctx->meta.reply_topic, ctx->meta.reply_topic_len))) {
+        return KSF_ENOMEM;
+    }
+    return KSF_OK;
+}
+
+/*
+ * Read the headers and find the handler. Returns false when the message needs nothing
+ * more: malformed headers (logged, counted) or no handler (answered or logged).
+ */
+static bool
+prepare(ksf_ctx *ctx) {
+    ksf_server *srv = ctx->srv;
+    ksf_errinfo ei = {0};
+    const rd_kafka_message_t *m = ctx->msg;
+    if (ksfi_kafka_read_headers(m, &ctx->hdrs, &ctx->nhdrs) ||
+        ksfi_parse_request_headers(ctx->hdrs, ctx->nhdrs, &ctx->meta, &ei) ||
+        copy_meta(ctx)) {
+        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
+                 "%s[%d]@%lld: malformed request headers: %s; skipping it (no reply is "
+                 "possible)",
+                 ctx->topic, (int)m->partition, (long long)m->offset,
+                 ei.code ? ei.text : "out of memory reading them");
+        atomic_fetch_add(&srv->counters.malformed, 1);
+        return false;
+    }
+    ctx->handler = ksfi_server_find(srv, ctx->topic);
+    ctx->is_event = !ctx->meta.is_request ||
+                    (ctx->handler && ctx->handler->kind == KSF_HANDLER_EVENT);
+    atomic_fetch_add(ctx->is_event ? &srv->counters.events : &srv->counters.requests, 1);
+    if (ctx->handler) {
+        return true;
+    }
+    atomic_fetch_add(&srv->counters.no_handler, 1);
+    if (ctx->is_event) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "%s Event pattern: %s",
+                 KSFI_NO_EVENT_HANDLER, ctx->topic);
+        return false;
+    }
+    /* NestJS sends the bare text, without is-disposed, straight from handleMessage. */
+    ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "%s Message pattern: %s",
+             KSFI_NO_MESSAGE_HANDLER, ctx->topic);
+    json_t *text = json_string(KSFI_NO_MESSAGE_HANDLER);
+    if (text && claim_end(ctx)) {
+        send_error(ctx, text, false);
+    }
+    json_decref(text);
+    return false;
+}
+
+/* Act on a handler's result (returned or finished); steals @p reply. */
+static ksf_err
+finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply) {
+    ksf_server *srv = ctx->srv;
+    pthread_mutex_lock(&ctx->lock);
+    bool already = ctx->phase == KSFI_CTX_FINISHED;
+    ctx->phase = KSFI_CTX_FINISHED;
+    bool ended = ctx->ended;
+    pthread_mutex_unlock(&ctx->lock);
+    if (already) {
+        json_decref(reply);
+        return KSF_ESTATE;
+    }
+    if (ctx->is_event) {
+        if (status != KSF_OK) {
+            /* Logged and committed: redelivering a poison event forever helps nobody. */
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                     "event handler for %s[%d]@%lld failed (%s); the event is committed",
+                     ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset,
+                     ksf_strerror(status));
+            atomic_fetch_add(&srv->counters.errors, 1);
+        }
+    } else if (!ended && status == KSF_OK) {
+        send_final(ctx, reply);
+    } else if (!ended && claim_end(ctx)) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "handler for %s[%d]@%lld returned \"%s\" without a reply error; sending "
+                 "\"%s\"",
+                 ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset,
+                 ksf_strerror(status), KSFI_INTERNAL_SERVER_ERROR);
+        send_error_text(ctx, KSFI_INTERNAL_SERVER_ERROR);
+    }
+    json_decref(reply);
+    ksfi_ctx_release(ctx); /* the handler's reference */
+    return KSF_OK;
+}
+
+void
+ksfi_ctx_run(ksf_ctx *ctx) {
+    if (!prepare(ctx)) {
+        pthread_mutex_lock(&ctx->lock);
+        ctx->phase = KSFI_CTX_FINISHED;
+        pthread_mutex_unlock(&ctx->lock);
+        ksfi_ctx_release(ctx); /* the handler's */
+        ksfi_ctx_release(ctx); /* the worker's: ctx may be gone now */
+        return;
+    }
+    const rd_kafka_message_t *m = ctx->msg;
+    json_t *data = NULL, *reply = NULL;
+    ksf_err status = ksfi_decode_value(m->payload, m->len, &data);
+    if (status == KSF_OK) {
+        status = ctx->handler->fn(ctx, data, &reply);
+    }
+    json_decref(data);
+    if (status == KSF_DEFERRED) {
+        pthread_mutex_lock(&ctx->lock);
+        bool deferred = ctx->deferred;
+        pthread_mutex_unlock(&ctx->lock);
+        if (deferred) {
+            json_decref(reply); /* the final reply comes with ksf_ctx_finish */
+            ksfi_ctx_release(ctx);
+            return;
+        }
+        ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server",
+                 "handler for %s returned KSF_DEFERRED without calling ksf_ctx_defer",
+                 ctx->topic);
+        status = KSF_ESTATE;
+    }
+    finish_result(ctx, status, reply);
+    ksfi_ctx_release(ctx);
+}
+
+ksf_err
+ksf_ctx_defer(ksf_ctx *ctx) {
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->phase == KSFI_CTX_RUNNING) {
+        ctx->phase = KSFI_CTX_DEFERRED;
+        ctx->deferred = true;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return KSF_DEFERRED;
+}
+
+ksf_err
+ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply) {
+    pthread_mutex_lock(&ctx->lock);
+    bool deferred = ctx->phase == KSFI_CTX_DEFERRED;
+    pthread_mutex_unlock(&ctx->lock);
+    if (!deferred) {
+        json_decref(reply);
+        return KSF_ESTATE;
+    }
+    return finish_result(ctx, status, reply);
+}
+
+ksf_err
+ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error) {
+    if (ctx->is_event) {
+        char *text = ksfi_encode_error(error, NULL);
+        ksfi_log(&ctx->srv->log, KSF_LOG_WARNING, "server",
+                 "event handler for %s[%d]@%lld reported an error: %s", ctx->topic,
+                 (int)ctx->msg->partition, (long long)ctx->msg->offset,
+                 text ? text : "(out of memory)");
+        ksfi_free(text);
+        return KSF_EREMOTE;
+    }
+    json_t *shape = ksfi_error_from_json(error);
+    if (!shape) {
+        return KSF_ENOMEM;
+    }
+    if (!claim_end(ctx)) {
+        json_decref(shape);
+        return KSF_ESTATE;
+    }
+    send_error(ctx, shape, true);
+    json_decref(shape);
+    return KSF_EREMOTE;
+}
+
+ksf_err
+ksf_ctx_reply_error(ksf_ctx *ctx, const char *message) {
+    json_t *text = json_string(message ? message : "");
+    if (!text) {
+        return KSF_ENOMEM;
+    }
+    ksf_err e = ksf_ctx_reply_error_json(ctx, text);
+    json_decref(text);
+    return e;
+}
+
+ksf_err
+ksf_ctx_stream(ksf_ctx *ctx, const json_t *value, ksf_errinfo *ei) {
+    pthread_mutex_lock(&ctx->lock);
+    bool open = !ctx->ended && ctx->phase != KSFI_CTX_FINISHED && !ctx->is_event;
+    pthread_mutex_unlock(&ctx->lock);
+    if (!open) {
+        return ksfi_fail(ei, KSF_ESTATE, "%s: %s", ctx->topic,
+                         ctx->is_event ? "an event has no reply stream"
+                                       : "the reply has already ended");
+    }
+    char *out = NULL;
+    size_t len = 0;
+    ksf_err e = ksfi_encode_value(value, &out, &len, ei);
+    if (e) {
+        return e;
+    }
+    if (len > ctx->srv->cfg->message_max_bytes) {
+        ksfi_free(out);
+        return ksfi_fail(
+            ei, KSF_EMSGSIZE,
+            "stream value for %s is %zu bytes, larger than message.max.bytes "
+            "(%zu)",
+            ctx->topic, len, ctx->srv->cfg->message_max_bytes);
+    }
+    ksfi_header h[KSFI_PROTO_HEADERS_MAX];
+    size_t n = ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len,
+                                  NULL, 0, false, h);
+    e = produce(ctx, out, len, NULL, 0, h, n, ei);
+    ksfi_free(out);
+    return e;
+}
+
+/* Replace *slot with a copy of @p bytes unless the reply has ended. */
+static ksf_err
+set_bytes(ksf_ctx *ctx, void **slot, size_t *slot_len, const void *bytes, size_t len) {
+    void *copy = ksfi_memdup(bytes ? bytes : "", bytes ? len : 0);
+    if (!copy) {
+        return KSF_ENOMEM;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    bool ended = ctx->ended;
+    if (!ended) {
+        ksfi_free(*slot);
+        *slot = copy;
+        *slot_len = bytes ? len : 0;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (ended) {
+        ksfi_free(copy);
+        return KSF_ESTATE;
+    }
+    return KSF_OK;
+}
+
+ksf_err
+ksf_ctx_set_reply_raw(ksf_ctx *ctx, const void *bytes, size_t len) {
+    ksf_err e = set_bytes(ctx, &ctx->raw, &ctx->raw_len, bytes, len);
+    if (!e) {
+        pthread_mutex_lock(&ctx->lock);
+        ctx->has_raw = true;
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    return e;
+}
+
+ksf_err
+ksf_ctx_set_reply_key(ksf_ctx *ctx, const void *key, size_t len) {
+    return set_bytes(ctx, &ctx->key, &ctx->key_len, key, len);
+}
+
+ksf_err
+ksf_ctx_add_reply_header(ksf_ctx *ctx, const char *name, const void *value, size_t len) {
+    if (!name || !*name ||
+        !strncmp(name, KSFI_HDR_RESERVED_PREFIX, strlen(KSFI_HDR_RESERVED_PREFIX))) {
+        return KSF_EINVAL; /* kafka_* carry the protocol; a user copy would confuse peers
+                            */
+    }
+    char *n = ksfi_strdup(name);
+    void *v = value ? ksfi_memdup(value, len) : NULL;
+    if (!n || (value && !v)) {
+        ksfi_free(n);
+        ksfi_free(v);
+        return KSF_ENOMEM;
+    }
+    ksf_err e = KSF_OK;
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->ended) {
+        e = KSF_ESTATE;
+    } else if (ctx->nextra >= KSFI_CTX_EXTRA_MAX) {
+        e = KSF_EINVAL;
+    } else {
+        ksfi_header *grown = ksfi_realloc(ctx->extra, (ctx->nextra + 1) * sizeof *grown);
+        if (!grown) {
+            e = KSF_ENOMEM;
+        } else {
+            ctx->extra = grown;
+            ctx->extra[ctx->nextra++] = (ksfi_header){n, v, value ? len : 0};
+        }
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (e) {
+        ksfi_free(n);
+        ksfi_free(v);
+    }
+    return e;
+}
+
+const char *
+ksf_ctx_topic(const ksf_ctx *ctx) {
+    return ctx->topic;
+}
+
+int32_t
+ksf_ctx_partition(const ksf_ctx *ctx) {
+    return ctx->msg->partition;
+}
+
+int64_t
+ksf_ctx_offset(const ksf_ctx *ctx) {
+    return ctx->msg->offset;
+}
+
+int64_t
+ksf_ctx_timestamp_ms(const ksf_ctx *ctx) {
+    rd_kafka_timestamp_type_t type;
+    int64_t ts = rd_kafka_message_timestamp(ctx->msg, &type);
+    return type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts;
+}
+
+const void *
+ksf_ctx_key(const ksf_ctx *ctx, size_t *len) {
+    if (len) {
+        *len = ctx->msg->key ? ctx->msg->key_len : 0;
+    }
+    return ctx->msg->key;
+}
+
+const void *
+ksf_ctx_value(const ksf_ctx *ctx, size_t *len) {
+    if (len) {
+        *len = ctx->msg->payload ? ctx->msg->len : 0;
+    }
+    return ctx->msg->payload;
+}
+
+size_t
+ksf_ctx_header_count(const ksf_ctx *ctx) {
+    return ctx->nhdrs;
+}
+
+bool
+ksf_ctx_header_at(const ksf_ctx *ctx, size_t idx, const char **name, const void **value,
+                  size_t *len) {
+    if (idx >= ctx->nhdrs) {
+        return false;
+    }
+    if (name) {
+        *name = ctx->hdrs[idx].name;
+    }
+    if (value) {
+        *value = ctx->hdrs[idx].value;
+    }
+    if (len) {
+        *len = ctx->hdrs[idx].len;
+    }
+    return true;
+}
+
+const void *
+ksf_ctx_header(const ksf_ctx *ctx, const char *name, size_t *len) {
+    for (size_t i = ctx->nhdrs; i > 0; i--) {
+        if (name && !strcmp(ctx->hdrs[i - 1].name, name)) {
+            if (len) {
+                *len = ctx->hdrs[i - 1].len;
+            }
+            return ctx->hdrs[i - 1].value;
+        }
+    }
+    return NULL;
+}
+
+const char *
+ksf_ctx_correlation_id(const ksf_ctx *ctx) {
+    return ctx->is_event ? NULL : ctx->correlation_id;
+}
+
+const char *
+ksf_ctx_reply_topic(const ksf_ctx *ctx) {
+    return ctx->is_event ? NULL : ctx->reply_topic;
+}
+
+int32_t
+ksf_ctx_reply_partition(const ksf_ctx *ctx) {
+    return ctx->meta.reply_partition;
+}
+
+bool
+ksf_ctx_is_event(const ksf_ctx *ctx) {
+    return ctx->is_event;
+}
+
+void *
+ksf_ctx_user(const ksf_ctx *ctx) {
+    return ctx->handler ? ctx->handler->user : NULL;
+}

@@ -1,0 +1,690 @@
+/*
+ * ksf_server: lifecycle, the consumer thread (the thread that calls ksf_server_run),
+ * the reply producer with its poll thread, and the stop machinery.
+ */
+#include "server.h"
+
+#include "alloc.h"
+#include "ctx.h"
+#include "errinfo.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long stop waits for in-flight handlers and their replies. */
+#define KSFI_STOP_DRAIN_MS 30000
+/* How long a revoke waits for the revoked partitions' started handlers. */
+#define KSFI_REVOKE_WAIT_MS 10000
+/* Blocking broker queries made while assigning partitions. */
+#define KSFI_QUERY_TIMEOUT_MS 5000
+/* How long stop waits for replies still queued in the producer. */
+#define KSFI_FLUSH_MS 5000
+
+ksf_err
+ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei) {
+    if (!out || !cfg) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_server_new: out and cfg are required");
+    }
+    ksf_server *srv = ksfi_calloc(1, sizeof *srv);
+    if (!srv) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+    }
+    srv->wake_fd = -1;
+    pthread_mutex_init(&srv->run_lock, NULL);
+    pthread_rwlock_init(&srv->replies_lock, NULL);
+    pthread_cond_init(&srv->run_cond, NULL);
+    if (ksf_config_dup(cfg, &srv->cfg) ||
+        !(srv->client_id = ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX)) ||
+        !(srv->group_id = ksfi_config_group_id(cfg, KSFI_SERVER_POSTFIX))) {
+        ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+        goto fail;
+    }
+    srv->log = ksfi_logger_from_config(srv->cfg);
+    srv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (srv->wake_fd < 0) {
+        ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
+                  strerror(errno));
+        goto fail;
+    }
+    if (ksfi_dispatch_new(&srv->dispatch, &srv->log)) {
+        ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+        goto fail;
+    }
+    atomic_init(&srv->state, KSFI_SRV_NEW);
+    *out = srv;
+    return KSF_OK;
+fail:
+    ksf_server_destroy(srv);
+    return ei ? ei->code : KSF_ENOMEM;
+}
+
+/* The server signal handlers stop; see ksf_server_stop_on_signals. */
+static _Atomic(ksf_server *) signal_target;
+
+void
+ksf_server_destroy(ksf_server *srv) {
+    if (!srv) {
+        return;
+    }
+    ksf_server *self = srv;
+    atomic_compare_exchange_strong(&signal_target, &self, NULL);
+    ksf_server_stop(srv);
+    pthread_mutex_lock(&srv->run_lock);
+    while (srv->run_active) {
+        pthread_cond_wait(&srv->run_cond, &srv->run_lock);
+    }
+    pthread_mutex_unlock(&srv->run_lock);
+    /* Contexts hold consumer messages: free them before the consumer handle. */
+    ksfi_dispatch_destroy(srv->dispatch);
+    if (srv->consumer_queue) {
+        rd_kafka_queue_destroy(srv->consumer_queue);
+    }
+    if (srv->consumer) {
+        rd_kafka_destroy(srv->consumer);
+    }
+    for (size_t i = 0; i < srv->nhandlers; i++) {
+        ksfi_free(srv->handlers[i].pattern);
+    }
+    ksfi_free(srv->handlers);
+    for (size_t i = 0; i < srv->nextra; i++) {
+        ksfi_free(srv->extra_topics[i]);
+    }
+    ksfi_free(srv->extra_topics);
+    if (srv->wake_fd >= 0) {
+        close(srv->wake_fd);
+    }
+    ksfi_free(srv->client_id);
+    ksfi_free(srv->group_id);
+    ksf_config_destroy(srv->cfg);
+    pthread_mutex_destroy(&srv->run_lock);
+    pthread_rwlock_destroy(&srv->replies_lock);
+    pthread_cond_destroy(&srv->run_cond);
+    ksfi_free(srv);
+}
+
+const ksfi_handler *
+ksfi_server_find(const ksf_server *srv, const char *topic) {
+    for (size_t i = 0; i < srv->nhandlers; i++) {
+        if (!strcmp(srv->handlers[i].pattern, topic)) {
+            return &srv->handlers[i];
+        }
+    }
+    return NULL;
+}
+
+ksf_err
+ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
+                        ksf_handler_fn fn, void *user, const char *file, int line,
+                        ksf_errinfo *ei) {
+    if (!srv || !fn) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "registering a handler: srv and fn are required");
+    }
+    if (atomic_load(&srv->state) != KSFI_SRV_NEW) {
+        return ksfi_fail(ei, KSF_ESTATE,
+                         "pattern \"%s\": handlers must be registered "
+                         "before ksf_server_run",
+                         pattern ? pattern : "(null)");
+    }
+    ksf_err e = ksfi_check_topic(pattern, false, ei);
+    if (e) {
+        return e;
+    }
+    const ksfi_handler *old = ksfi_server_find(srv, pattern);
+    if (old) {
+        return ksfi_fail(ei, KSF_EEXIST,
+                         "pattern \"%s\" already has a handler (%s:%d); one "
+                         "pattern, one handler",
+                         pattern, old->file ? old->file : "registered by call",
+                         old->line);
+    }
+    ksfi_handler *grown =
+        ksfi_realloc(srv->handlers, (srv->nhandlers + 1) * sizeof *grown);
+    if (!grown) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering \"%s\"", pattern);
+    }
+    srv->handlers = grown;
+    char *copy = ksfi_strdup(pattern);
+    if (!copy) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering \"%s\"", pattern);
+    }
+    srv->handlers[srv->nhandlers++] = (ksfi_handler){copy, kind, fn, user, file, line};
+    return KSF_OK;
+}
+
+ksf_err
+ksf_server_on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
+                      ksf_errinfo *ei) {
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_MESSAGE, fn, user, NULL, 0,
+                                   ei);
+}
+
+ksf_err
+ksf_server_on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
+                    ksf_errinfo *ei) {
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_EVENT, fn, user, NULL, 0,
+                                   ei);
+}
+
+ksf_err
+ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei) {
+    ksf_err e = ksfi_check_topic(topic, false, ei);
+    if (e) {
+        return e;
+    }
+    char **grown = ksfi_realloc(srv->extra_topics, (srv->nextra + 1) * sizeof *grown);
+    if (!grown) {
+        return KSF_ENOMEM;
+    }
+    srv->extra_topics = grown;
+    if (!(srv->extra_topics[srv->nextra] = ksfi_strdup(topic))) {
+        return KSF_ENOMEM;
+    }
+    srv->nextra++;
+    return KSF_OK;
+}
+
+void
+ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user) {
+    if (srv) {
+        srv->ready_fn = fn;
+        srv->ready_user = user;
+    }
+}
+
+void
+ksf_server_stop(ksf_server *srv) {
+    if (!srv) {
+        return;
+    }
+    /* Only async-signal-safe operations: a lock-free atomic store and write(2). */
+    atomic_store(&srv->stop_requested, true);
+    uint64_t one = 1;
+    ssize_t rc = write(srv->wake_fd, &one, sizeof one);
+    (void)rc; /* EAGAIN means a wake-up is already pending: good enough */
+}
+
+static void
+on_signal(int sig) {
+    (void)sig;
+    ksf_server *srv = atomic_load(&signal_target);
+    if (srv) {
+        ksf_server_stop(srv);
+    }
+}
+
+ksf_err
+ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei) {
+    if (!srv) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_server_stop_on_signals: srv is NULL");
+    }
+    atomic_store(&signal_target, srv);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL)) {
+        return ksfi_fail(ei, KSF_EINVAL, "sigaction(SIGINT/SIGTERM): %s",
+                         strerror(errno));
+    }
+    return KSF_OK;
+}
+
+void
+ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out) {
+    if (!srv || !out) {
+        return;
+    }
+    const ksfi_server_counters *c = &srv->counters;
+    out->requests = atomic_load(&c->requests);
+    out->events = atomic_load(&c->events);
+    out->replies = atomic_load(&c->replies);
+    out->errors = atomic_load(&c->errors);
+    out->no_handler = atomic_load(&c->no_handler);
+    out->malformed = atomic_load(&c->malformed);
+    out->reply_failures = atomic_load(&c->reply_failures);
+}
+
+/* ---- the reply producer ------------------------------------------------------------ */
+
+static void
+dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    ksfi_ctx_delivered(m->_private, m->err, rd_kafka_topic_name(m->rkt));
+}
+
+ksf_err
+ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t partition,
+                    const void *value, size_t len, const void *key, size_t key_len,
+                    const ksfi_header *hdrs, size_t nhdrs, ksf_errinfo *ei) {
+    ksf_err e = KSF_OK;
+    pthread_rwlock_rdlock(&srv->replies_lock);
+    if (!srv->replies_open) {
+        e = ksfi_fail(ei, KSF_ECLOSED, "the server has stopped; reply to %s not sent",
+                      topic);
+        goto out;
+    }
+    rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
+    if (ksfi_kafka_add_headers(h, hdrs, nhdrs)) {
+        rd_kafka_headers_destroy(h);
+        e = ksfi_fail(ei, KSF_EKAFKA, "building the headers of a reply to %s", topic);
+        goto out;
+    }
+    atomic_fetch_add(&ctx->pending, 1);
+    rd_kafka_resp_err_t err;
+    /* A full queue drains as the poll thread serves delivery reports: back off a bit. */
+    for (int tries = 0;; tries++) {
+        err = rd_kafka_producev(
+            srv->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY((void *)key, key_len),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 500) {
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        atomic_fetch_sub(&ctx->pending, 1);
+        char what[300];
+        snprintf(what, sizeof what, "producing a reply to %s", topic);
+        e = ksfi_kafka_fail(ei, err, what);
+    }
+out:
+    pthread_rwlock_unlock(&srv->replies_lock);
+    return e;
+}
+
+static void *
+producer_poll_main(void *arg) {
+    ksf_server *srv = arg;
+    while (!atomic_load(&srv->threads_exit)) {
+        rd_kafka_poll(srv->producer, 100);
+    }
+    return NULL;
+}
+
+/* Turns ksf_server_stop's eventfd write into a wake-up of the consumer poll. */
+static void *
+watcher_main(void *arg) {
+    ksf_server *srv = arg;
+    while (!atomic_load(&srv->threads_exit)) {
+        struct pollfd pfd = {.fd = srv->wake_fd, .events = POLLIN};
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+            break;
+        }
+        uint64_t v;
+        ssize_t rc = read(srv->wake_fd, &v, sizeof v);
+        (void)rc;
+        if (atomic_load(&srv->stop_requested)) {
+            rd_kafka_queue_yield(srv->consumer_queue);
+        }
+    }
+    return NULL;
+}
+
+/* ---- the consumer ---------------------------------------------------------------- */
+
+/*
+ * With auto.offset.reset=latest, a partition without a committed offset would start at
+ * whatever the end is when the fetcher gets round to asking, so a request produced just
+ * after the ready callback could be skipped. Pin such partitions at their end now,
+ * before ready is announced.
+ */
+static void
+pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
+                   rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, KSFI_QUERY_TIMEOUT_MS);
+    for (int i = 0; !err && i < c->cnt; i++) {
+        int64_t lo, hi;
+        if (c->elems[i].offset >= 0 ||
+            rd_kafka_query_watermark_offsets(rk, c->elems[i].topic, c->elems[i].partition,
+                                             &lo, &hi, KSFI_QUERY_TIMEOUT_MS)) {
+            continue;
+        }
+        parts->elems[i].offset = hi;
+    }
+    if (err) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "reading committed offsets: %s",
+                 rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(c);
+}
+
+static void
+log_partitions(ksf_server *srv, const char *what,
+               const rd_kafka_topic_partition_list_t *l) {
+    char buf[512];
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < l->cnt && o < sizeof buf - 64; i++) {
+        o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%.40s[%d]", i ? " " : "",
+                              l->elems[i].topic, (int)l->elems[i].partition);
+    }
+    ksfi_log(&srv->log, KSF_LOG_INFO, "server", "partitions %s: %d%s%s", what, l->cnt,
+             l->cnt ? " " : "", buf);
+}
+
+static void
+rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+             rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    ksf_server *srv = opaque;
+    bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    rd_kafka_error_t *error = NULL;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (srv->auto_reset_latest) {
+            pin_new_partitions(srv, rk, parts);
+        }
+        ksfi_dispatch_assign(srv->dispatch, parts);
+        if (coop) {
+            error = rd_kafka_incremental_assign(rk, parts);
+        } else {
+            err = rd_kafka_assign(rk, parts);
+        }
+        log_partitions(srv, "assigned", parts);
+        srv->ready_pending = !srv->ready_done;
+    } else {
+        if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+            ksfi_log(&srv->log, KSF_LOG_ERROR, "server", "rebalance failed: %s",
+                     rd_kafka_err2str(err));
+        }
+        /* Finish what runs, so its offsets are committed before another member
+         * takes over: that is what keeps a rebalance from answering twice. */
+        ksfi_dispatch_revoke(srv->dispatch, parts, KSFI_REVOKE_WAIT_MS);
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "committing on revoke: %s",
+                     rd_kafka_err2str(cerr));
+        }
+        if (coop) {
+            error = rd_kafka_incremental_unassign(rk, parts);
+        } else {
+            err = rd_kafka_assign(rk, NULL);
+        }
+        log_partitions(srv, "revoked", parts);
+        err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
+    if (error || err) {
+        ksfi_log(&srv->log, KSF_LOG_ERROR, "server", "applying an assignment: %s",
+                 error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+/* The effective auto.offset.reset: ksf's default (latest) unless the user set it. */
+static bool
+reset_is_latest(const ksf_config *cfg) {
+    const char *v = "latest";
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < cfg->nprops; i++) {
+            const ksfi_kprop *p = &cfg->props[i];
+            if ((pass == 0 ? p->role == KSF_KAFKA_ALL : p->role == KSF_KAFKA_CONSUMER) &&
+                !strcmp(p->key, "auto.offset.reset")) {
+                v = p->value;
+            }
+        }
+    }
+    return !strcmp(v, "latest") || !strcmp(v, "largest") || !strcmp(v, "end");
+}
+
+static bool
+user_set(const ksf_config *cfg, const char *key) {
+    for (size_t i = 0; i < cfg->nprops; i++) {
+        if (cfg->props[i].role != KSF_KAFKA_PRODUCER && !strcmp(cfg->props[i].key, key)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static ksf_err
+create_consumer(ksf_server *srv, ksf_errinfo *ei) {
+    rd_kafka_conf_t *conf = NULL;
+    char err[256];
+    ksf_err e = ksfi_kafka_conf(srv->cfg, KSF_KAFKA_CONSUMER, srv->client_id,
+                                srv->group_id, &conf, ei);
+    if (e) {
+        return e;
+    }
+    /* NestJS (kafkajs) lets the broker create missing pattern topics; so do we. */
+    if (!user_set(srv->cfg, "allow.auto.create.topics")) {
+        rd_kafka_conf_set(conf, "allow.auto.create.topics", "true", err, sizeof err);
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, srv);
+    srv->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!srv->consumer) {
+        rd_kafka_conf_destroy(conf);
+        return ksfi_fail(ei, KSF_EKAFKA, "creating the server's consumer: %s", err);
+    }
+    rd_kafka_poll_set_consumer(srv->consumer);
+    srv->consumer_queue = rd_kafka_queue_get_consumer(srv->consumer);
+    srv->auto_reset_latest = reset_is_latest(srv->cfg);
+    return KSF_OK;
+}
+
+static ksf_err
+create_producer(ksf_server *srv, ksf_errinfo *ei) {
+    rd_kafka_conf_t *conf = NULL;
+    char err[256];
+    ksf_err e =
+        ksfi_kafka_conf(srv->cfg, KSF_KAFKA_PRODUCER, srv->client_id, NULL, &conf, ei);
+    if (e) {
+        return e;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_conf_set_opaque(conf, srv);
+    srv->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!srv->producer) {
+        rd_kafka_conf_destroy(conf);
+        return ksfi_fail(ei, KSF_EKAFKA, "creating the server's reply producer: %s", err);
+    }
+    return KSF_OK;
+}
+
+static ksf_err
+subscribe(ksf_server *srv, ksf_errinfo *ei) {
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new((int)(srv->nhandlers + srv->nextra));
+    for (size_t i = 0; i < srv->nhandlers; i++) {
+        rd_kafka_topic_partition_list_add(l, srv->handlers[i].pattern,
+                                          RD_KAFKA_PARTITION_UA);
+    }
+    for (size_t i = 0; i < srv->nextra; i++) {
+        rd_kafka_topic_partition_list_add(l, srv->extra_topics[i], RD_KAFKA_PARTITION_UA);
+    }
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(srv->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) {
+        return ksfi_kafka_fail(ei, err, "subscribing to the handler patterns");
+    }
+    return KSF_OK;
+}
+
+/* Handle a consumer error event. Returns KSF_EKAFKA when it is fatal. */
+static ksf_err
+consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei) {
+    char reason[256];
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        return KSF_OK;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+        rd_kafka_resp_err_t orig =
+            rd_kafka_fatal_error(srv->consumer, reason, sizeof reason);
+        return ksfi_fail_kafka(ei, (int)orig,
+                               "fatal Kafka error in the server's consumer: %s", reason);
+    }
+    if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "pattern topic %s does not exist (yet): create it, or enable "
+                 "auto.create.topics.enable on the broker (%s)",
+                 m->rkt ? rd_kafka_topic_name(m->rkt) : "?", rd_kafka_message_errstr(m));
+        return KSF_OK;
+    }
+    ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "consumer: %s",
+             rd_kafka_message_errstr(m));
+    return KSF_OK;
+}
+
+/* Poll and dispatch until stopped. Runs on the caller's thread. */
+static ksf_err
+consume(ksf_server *srv, ksf_errinfo *ei) {
+    while (!atomic_load(&srv->stop_requested)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(srv->consumer, 100);
+        if (srv->ready_pending) {
+            srv->ready_pending = false;
+            srv->ready_done = true;
+            ksfi_log(&srv->log, KSF_LOG_NOTICE, "server",
+                     "ready: group %s, %zu pattern(s)", srv->group_id, srv->nhandlers);
+            if (srv->ready_fn) {
+                srv->ready_fn(srv, srv->ready_user);
+            }
+        }
+        ksfi_dispatch_sync_pause(srv->dispatch);
+        if (!m) {
+            continue;
+        }
+        if (m->err) {
+            ksf_err e = consumer_error(srv, m, ei);
+            rd_kafka_message_destroy(m);
+            if (e) {
+                return e;
+            }
+            continue;
+        }
+        ksf_ctx *ctx;
+        if (ksfi_ctx_new(srv, m, &ctx)) {
+            rd_kafka_message_destroy(m);
+            return ksfi_fail(ei, KSF_ENOMEM,
+                             "out of memory queueing a message; stopping "
+                             "(it will be delivered again)");
+        }
+        ksfi_dispatch_submit(srv->dispatch, ctx);
+    }
+    return KSF_OK;
+}
+
+static ksf_err
+start(ksf_server *srv, ksf_errinfo *ei) {
+    ksf_err e;
+    if ((e = create_producer(srv, ei)) || (e = create_consumer(srv, ei))) {
+        return e;
+    }
+    pthread_rwlock_wrlock(&srv->replies_lock);
+    srv->replies_open = true;
+    pthread_rwlock_unlock(&srv->replies_lock);
+    atomic_store(&srv->threads_exit, false);
+    if (pthread_create(&srv->producer_poll, NULL, producer_poll_main, srv)) {
+        return ksfi_fail(ei, KSF_EINVAL, "cannot start the reply producer's poll thread");
+    }
+    srv->producer_poll_started = true;
+    if (pthread_create(&srv->watcher, NULL, watcher_main, srv)) {
+        return ksfi_fail(ei, KSF_EINVAL, "cannot start the server's stop watcher thread");
+    }
+    srv->watcher_started = true;
+    if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers, srv->consumer,
+                                 ei))) {
+        return e;
+    }
+    return subscribe(srv, ei);
+}
+
+/* Stop in the documented order; safe after a partial start. */
+static void
+shut_down(ksf_server *srv) {
+    if (srv->consumer) {
+        size_t left = ksfi_dispatch_drain(srv->dispatch, KSFI_STOP_DRAIN_MS);
+        if (left) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                     "stopping with %zu message(s) unfinished after %d ms; they will be "
+                     "delivered again",
+                     left, KSFI_STOP_DRAIN_MS);
+        }
+    }
+    ksfi_dispatch_stop(srv->dispatch);
+    if (srv->consumer) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(srv->consumer, NULL, 0);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "final commit: %s",
+                     rd_kafka_err2str(err));
+        }
+        rd_kafka_consumer_close(srv->consumer); /* leaves the group */
+    }
+    pthread_rwlock_wrlock(&srv->replies_lock);
+    srv->replies_open = false;
+    pthread_rwlock_unlock(&srv->replies_lock);
+    atomic_store(&srv->threads_exit, true);
+    ksf_server_stop(srv); /* wakes the watcher */
+    if (srv->producer_poll_started) {
+        pthread_join(srv->producer_poll, NULL);
+    }
+    if (srv->watcher_started) {
+        pthread_join(srv->watcher, NULL);
+    }
+    if (srv->producer) {
+        if (rd_kafka_flush(srv->producer, KSFI_FLUSH_MS)) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                     "%d reply message(s) not delivered within %d ms; dropping them",
+                     rd_kafka_outq_len(srv->producer), KSFI_FLUSH_MS);
+            rd_kafka_purge(srv->producer,
+                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_poll(srv->producer, 0); /* delivery reports release the contexts */
+        }
+        rd_kafka_destroy(srv->producer);
+        srv->producer = NULL;
+    }
+}
+
+ksf_err
+ksf_server_run(ksf_server *srv, ksf_errinfo *ei) {
+    if (!srv) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_server_run: srv is NULL");
+    }
+    int expected = KSFI_SRV_NEW;
+    if (!atomic_compare_exchange_strong(&srv->state, &expected, KSFI_SRV_RUNNING)) {
+        return ksfi_fail(ei, KSF_ESTATE, "ksf_server_run: the server %s",
+                         expected == KSFI_SRV_RUNNING
+                             ? "is already running"
+                             : "has already run; create a new one");
+    }
+    pthread_mutex_lock(&srv->run_lock);
+    srv->run_active = true;
+    pthread_mutex_unlock(&srv->run_lock);
+    ksf_err e = KSF_OK;
+    if (atomic_load(&srv->stop_requested)) {
+        goto out;
+    }
+    if (srv->nhandlers + srv->nextra == 0) {
+        e = ksfi_fail(ei, KSF_EINVAL,
+                      "no handler is registered; call ksf_server_mount, "
+                      "ksf_server_on_message or ksf_server_on_event first");
+        goto out;
+    }
+    ksfi_log(&srv->log, KSF_LOG_INFO, "server",
+             "starting: client %s, group %s, %d workers", srv->client_id, srv->group_id,
+             srv->cfg->server_workers);
+    if (!(e = start(srv, ei))) {
+        e = consume(srv, ei);
+    }
+    shut_down(srv);
+    ksfi_log(&srv->log, KSF_LOG_INFO, "server", "stopped");
+out:
+    atomic_store(&srv->state, KSFI_SRV_DONE);
+    pthread_mutex_lock(&srv->run_lock);
+    srv->run_active = false;
+    pthread_cond_broadcast(&srv->run_cond);
+    pthread_mutex_unlock(&srv->run_lock);
+    return e;
+}
