@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# NestJS interoperability, both directions, on a fresh embedded broker:
+#   1. C -> NestJS: interop_client calls nest_service.mjs's handler matrix and emits an event;
+#   2. NestJS -> C: nest_client.mjs (a NestJS ClientKafka) calls interop_server's matrix.
+# Usage: run.sh KSF_TOOL INTEROP_CLIENT INTEROP_SERVER
+# Exit 0: all passed; 1: a check failed; 77 (meson: skipped) when node or the pinned npm
+# packages are missing, saying so. `npm ci` in tests/interop installs them (tools/dev deps).
+set -u
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ksf=$1 c_client=$2 c_server=$3
+
+if ! command -v node >/dev/null; then
+    echo "skipped: node not found (install nodejs to run the NestJS interop tests)"
+    exit 77
+fi
+if [[ ! -d $here/node_modules/@nestjs/microservices ]]; then
+    echo "skipped: NestJS packages not installed (run: npm ci --prefix tests/interop)"
+    exit 77
+fi
+
+tmp=$(mktemp -d /tmp/ksf-interop.XXXXXX)
+pids=()
+cleanup() {
+    # Newest first: services leave their groups while the broker is still up.
+    local i
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null
+        wait "${pids[i]}" 2>/dev/null
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# wait_for FILE TEXT SECONDS PID: true once TEXT shows up in FILE.
+wait_for() {
+    local deadline=$((SECONDS + $3))
+    while ((SECONDS < deadline)); do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        kill -0 "$4" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+fail() {
+    echo "interop: $*"
+    for f in "$tmp"/*.log; do [[ -s $f ]] && sed "s|^|  $(basename "$f")| |" "$f"; done
+    exit 1
+}
+
+"$ksf" broker >"$tmp/broker.out" 2>"$tmp/broker.log" &
+pids+=($!)
+wait_for "$tmp/broker.out" '^127\.0\.0\.1:' 10 "${pids[-1]}" || fail "ksf broker did not start"
+broker=$(head -n1 "$tmp/broker.out")
+echo "# embedded broker at $broker"
+
+echo "# 1. C client -> NestJS service (t=${SECONDS}s)"
+KSF_INTEROP_EVENT_LOG=$tmp/events.jsonl node "$here/nest_service.mjs" "$broker" \
+    >"$tmp/nest_service.log" 2>&1 &
+pids+=($!)
+wait_for "$tmp/nest_service.log" 'nest service ready' 60 "${pids[-1]}" ||
+    fail "the NestJS service did not become ready"
+echo "# NestJS service ready (t=${SECONDS}s)"
+"$c_client" "$broker" "$tmp/events.jsonl" | tee "$tmp/c_client.out"
+c_rc=${PIPESTATUS[0]}
+
+echo "# 2. NestJS client -> C service (t=${SECONDS}s)"
+"$c_server" "$broker" >"$tmp/c_server.log" 2>&1 &
+pids+=($!)
+wait_for "$tmp/c_server.log" 'ksf interop server ready' 60 "${pids[-1]}" ||
+    fail "the ksf interop server did not become ready"
+echo "# ksf server ready (t=${SECONDS}s)"
+node "$here/nest_client.mjs" "$broker" | tee "$tmp/nest_client.out"
+n_rc=${PIPESTATUS[0]}
+
+passed=0 failed=0
+for out in "$tmp/c_client.out" "$tmp/nest_client.out"; do
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1)
+    [[ -n $line ]] || { failed=$((failed + 1)); continue; }
+    read -r p _ f _ <<<"${line//,/}"
+    passed=$((passed + p)) failed=$((failed + f))
+done
+echo "# done (t=${SECONDS}s)"
+echo "interop: $passed passed, $failed failed"
+((c_rc == 0 && n_rc == 0 && failed == 0)) || fail "see the failures above"
