@@ -13,6 +13,11 @@ if ! command -v node >/dev/null; then
     echo "skipped: node not found (install nodejs to run the NestJS interop tests)"
     exit 77
 fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 20)); then
+    echo "skipped: node $(node --version) is too old; NestJS 12 needs node >= 20"
+    exit 77
+fi
 if [[ ! -d $here/node_modules/@nestjs/microservices ]]; then
     echo "skipped: NestJS packages not installed (run: npm ci --prefix tests/interop)"
     exit 77
