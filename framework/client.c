@@ -5,9 +5,10 @@
  * kafka_correlationId and expires deadlines, and a delivery thread that serves the
  * producer's delivery reports.
  *
- * Idle cost: once nothing has been in flight for IDLE_PAUSE_MS the reply partitions
- * are paused (rd_kafka_pause_partitions), so an idle client sends no Fetch requests;
- * the next send resumes them before it produces its request.
+ * Idle cost: once nothing has been in flight for IDLE_PAUSE_MS (LATE_GRACE_MS after a
+ * timeout, so late replies are still seen and counted) the reply partitions are paused
+ * (rd_kafka_pause_partitions), so an idle client sends no Fetch requests; the next send
+ * resumes them before it produces its request.
  */
 #include "alloc.h"
 #include "codec.h"
@@ -24,6 +25,8 @@
 
 #define RECENT_IDS 4096       /* finished ids remembered for late/duplicate counts */
 #define IDLE_PAUSE_MS 1000    /* idle time before the reply partitions are paused */
+#define LATE_GRACE_MS 10000   /* fetching goes on this long after a timeout, so a late
+                               * reply is seen and counted in late_replies */
 #define POLL_CAP_MS 1000      /* longest reply-thread sleep */
 #define DESTROY_FLUSH_MS 5000 /* how long destroy waits for queued emits */
 
@@ -451,7 +454,7 @@ reply_tick_locked(ksf_client *cli, int *timeout_ms) {
         wake = next < wake ? next : wake;
     } else {
         if (expired) {
-            cli->idle_since = now;
+            cli->idle_since = now + LATE_GRACE_MS - IDLE_PAUSE_MS;
         }
         if (!cli->paused && now - cli->idle_since >= IDLE_PAUSE_MS) {
             set_paused_locked(cli, true);

@@ -1,0 +1,596 @@
+/*
+ * End to end: ksf clients calling a ksf server through the embedded broker. The server
+ * and client suites test each side against plain librdkafka; this one checks the two
+ * halves agree, including a handler that calls another service (nested calls).
+ */
+#include "mock_broker.h"
+#include "server_thread.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* One broker, one server on a thread, one client: what every case starts from. */
+typedef struct world {
+    ksft_broker *broker;
+    ksf_config *cfg;
+    ksf_server *srv;
+    ksft_running *running;
+    ksf_client *cli;
+    ksf_client *inner; /* a client the server's handlers call through, if any */
+} world;
+
+static void
+world_open(world *w, ksf_server *(*make_server)(const ksf_config *cfg, void *user),
+           void *user)
+{
+    memset(w, 0, sizeof *w);
+    w->broker = ksft_broker_start();
+    w->cfg = ksft_config(w->broker);
+    w->cli = ksft_client_new(w->cfg);
+    w->srv = make_server(w->cfg, user ? user : w);
+    w->running = ksft_server_start(w->srv);
+}
+
+static void
+world_close(world *w)
+{
+    ksf_client_destroy(w->cli);
+    ksft_server_stop(w->running);
+    ksf_server_destroy(w->srv);
+    ksf_client_destroy(w->inner); /* after the server: its handlers used it */
+    ksf_config_destroy(w->cfg);
+    ksft_broker_stop(w->broker);
+}
+
+static void
+register_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user)
+{
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_server_on_message(srv, pattern, fn, user, &ei) == KSF_OK, "%s",
+                  ei.text);
+}
+
+/* Call and compare the reply (or remote error) with @p want_json exactly. */
+static void
+expect_call(ksf_client *cli, const char *pattern, const char *data_json, ksf_err want_err,
+            const char *want_json)
+{
+    json_t *data = json_loads(data_json, JSON_DECODE_ANY, NULL);
+    json_t *want = json_loads(want_json, JSON_DECODE_ANY, NULL);
+    json_t *got = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_ptr_nonnull(data);
+    ck_assert_ptr_nonnull(want);
+    ksf_err e = ksf_client_call(cli, pattern, data, 15000, &got, &ei);
+    char *text = got ? json_dumps(got, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    ck_assert_msg(e == want_err, "%s: got %s (%s), want %s", pattern, ksf_strerror(e),
+                  ei.text, ksf_strerror(want_err));
+    ck_assert_msg(json_equal(got, want), "%s: got %s, want %s", pattern,
+                  text ? text : "NULL", want_json);
+    free(text);
+    json_decref(got);
+    json_decref(data);
+    json_decref(want);
+}
+
+/* ---- handlers -------------------------------------------------------------------- */
+
+static ksf_err
+h_hero(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    *reply = json_pack("[{s:i,s:s},{s:i,s:s}]", "id", 1, "name", "Mythical Sword", "id", 2,
+                       "name", "Key to Dungeon");
+    return KSF_OK;
+}
+
+/* math.sum: the sum of an array of integers; anything else is a caller error. */
+static ksf_err
+h_sum(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    json_int_t sum = 0;
+    size_t i;
+    json_t *v;
+    if (!json_is_array(data)) {
+        return ksf_ctx_reply_error(ctx, "math.sum expects an array of integers");
+    }
+    json_array_foreach(data, i, v)
+    {
+        sum += json_integer_value(v);
+    }
+    *reply = json_integer(sum);
+    return KSF_OK;
+}
+
+static ksf_err
+h_fail(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    (void)reply;
+    return KSF_EPROTO; /* an unexpected failure: the caller sees "Internal server error" */
+}
+
+static ksf_err
+h_object_error(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)reply;
+    (void)data;
+    json_t *err = json_pack("{s:i,s:s}", "code", 404, "message", "no such dragon");
+    ksf_err e = ksf_ctx_reply_error_json(ctx, err);
+    json_decref(err);
+    return e;
+}
+
+static ksf_server *
+make_basic_server(const ksf_config *cfg, void *user)
+{
+    (void)user;
+    ksf_server *srv = ksft_server_new(cfg);
+    register_message(srv, "hero.kill.dragon", h_hero, NULL);
+    register_message(srv, "math.sum", h_sum, NULL);
+    register_message(srv, "math.fail", h_fail, NULL);
+    register_message(srv, "dragon.find", h_object_error, NULL);
+    return srv;
+}
+
+START_TEST(test_e2e_reply_and_error_shapes)
+{
+    world w;
+    world_open(&w, make_basic_server, NULL);
+    expect_call(w.cli, "hero.kill.dragon", "{\"heroId\":1,\"dragonId\":7}", KSF_OK,
+                "[{\"id\":1,\"name\":\"Mythical Sword\"},{\"id\":2,\"name\":\"Key to "
+                "Dungeon\"}]");
+    /* Numbers travel as text, as between NestJS services: 6 arrives as "6". */
+    expect_call(w.cli, "math.sum", "[1,2,3]", KSF_OK, "\"6\"");
+    expect_call(w.cli, "math.sum", "\"oops\"", KSF_EREMOTE,
+                "{\"status\":\"error\",\"message\":\"math.sum expects an array of "
+                "integers\"}");
+    expect_call(w.cli, "math.fail", "{}", KSF_EREMOTE,
+                "{\"status\":\"error\",\"message\":\"Internal server error\"}");
+    expect_call(w.cli, "dragon.find", "{}", KSF_EREMOTE,
+                "{\"code\":404,\"message\":\"no such dragon\"}");
+    world_close(&w);
+}
+END_TEST
+
+
+/* ---- streams ------------------------------------------------------------------------ */
+
+static ksf_err
+h_countdown(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    for (int i = 3; i > 1; i--) {
+        json_t *v = json_integer(i);
+        ksf_err e = ksf_ctx_stream(ctx, v, NULL);
+        json_decref(v);
+        if (e) {
+            return e;
+        }
+    }
+    *reply = json_string("liftoff");
+    return KSF_OK;
+}
+
+typedef struct collected {
+    pthread_mutex_t lock;
+    json_t *values;
+    int deliveries, done;
+    ksf_err final_err;
+} collected;
+
+static void
+collect_reply(const ksf_reply *r, void *user)
+{
+    collected *c = user;
+    pthread_mutex_lock(&c->lock);
+    c->deliveries++;
+    if (r->value) {
+        json_array_append_new(c->values, json_deep_copy(r->value));
+    }
+    if (r->done) {
+        c->done++;
+        c->final_err = r->err;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int
+collected_done(collected *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int d = c->done;
+    pthread_mutex_unlock(&c->lock);
+    return d;
+}
+
+static void
+sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Poll @p cond(arg) until it is true or @p timeout_ms passed. */
+static bool
+wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
+{
+    int64_t until = ksft_now_ms() + timeout_ms;
+    while (!cond(arg)) {
+        if (ksft_now_ms() > until) {
+            return false;
+        }
+        sleep_ms(5);
+    }
+    return true;
+}
+
+static bool
+one_done(void *arg)
+{
+    return collected_done(arg) >= 1;
+}
+
+static ksf_server *
+make_stream_server(const ksf_config *cfg, void *user)
+{
+    (void)user;
+    ksf_server *srv = ksft_server_new(cfg);
+    register_message(srv, "rocket.launch", h_countdown, NULL);
+    return srv;
+}
+
+START_TEST(test_e2e_stream)
+{
+    world w;
+    world_open(&w, make_stream_server, NULL);
+    collected c = {.values = json_array()};
+    pthread_mutex_init(&c.lock, NULL);
+    ksf_send_opts opts = {.flags = KSF_SEND_STREAM, .timeout_ms = 15000};
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_send(w.cli, "rocket.launch", NULL, &opts, collect_reply, &c,
+                                     &ei),
+                     KSF_OK);
+    ck_assert_msg(wait_until(one_done, &c, 15000), "the stream did not end");
+    char *got = json_dumps(c.values, JSON_COMPACT);
+    ck_assert_str_eq(got, "[\"3\",\"2\",\"liftoff\"]");
+    ck_assert_int_eq(c.deliveries, 3);
+    ck_assert_int_eq(c.done, 1);
+    ck_assert_int_eq(c.final_err, KSF_OK);
+    free(got);
+    /* Without the stream flag only the last value arrives. */
+    expect_call(w.cli, "rocket.launch", "null", KSF_OK, "\"liftoff\"");
+    json_decref(c.values);
+    pthread_mutex_destroy(&c.lock);
+    world_close(&w);
+}
+END_TEST
+
+/* ---- nested calls: a handler that calls another service through a client ------------ */
+
+static ksf_err
+h_order(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    ksf_client *cli = ksf_ctx_user(ctx);
+    json_t *total = NULL;
+    ksf_errinfo ei = {0};
+    ksf_err e = ksf_client_call(cli, "math.sum", json_object_get(data, "prices"), 10000,
+                                &total, &ei);
+    if (e == KSF_EREMOTE) { /* pass the inner service's error on, as it was sent */
+        e = ksf_ctx_reply_error_json(ctx, total);
+        json_decref(total);
+        return e;
+    }
+    if (e) {
+        json_decref(total);
+        return ksf_ctx_reply_error(ctx, ei.text);
+    }
+    *reply = json_pack("{s:O}", "total", total);
+    json_decref(total);
+    return KSF_OK;
+}
+
+static ksf_server *
+make_nested_server(const ksf_config *cfg, void *user)
+{
+    world *w = user;
+    w->inner = ksft_client_new(cfg);
+    ksf_server *srv = ksft_server_new(cfg);
+    register_message(srv, "math.sum", h_sum, NULL);
+    register_message(srv, "order.create", h_order, w->inner);
+    return srv;
+}
+
+START_TEST(test_e2e_nested_call)
+{
+    world w;
+    world_open(&w, make_nested_server, NULL);
+    expect_call(w.cli, "order.create", "{\"prices\":[5,7,30]}", KSF_OK, "{\"total\":\"42\"}");
+    /* The inner call's remote error comes back through the outer handler. */
+    expect_call(w.cli, "order.create", "{\"prices\":\"free\"}", KSF_EREMOTE,
+                "{\"status\":\"error\",\"message\":\"math.sum expects an array of "
+                "integers\"}");
+    world_close(&w);
+}
+END_TEST
+
+/* ---- many threads at once ---------------------------------------------------------- */
+
+#define E2E_THREADS 4
+#define E2E_PER_THREAD 500
+
+typedef struct tally {
+    atomic_int calls[E2E_THREADS * E2E_PER_THREAD]; /* callbacks per request */
+    atomic_int wrong;                               /* replies with the wrong value */
+    atomic_int failed;                              /* callbacks with err != OK */
+    atomic_int finished;
+    ksf_client *cli;
+    atomic_int send_errors;
+} tally;
+
+typedef struct ticket {
+    tally *t;
+    int index;
+} ticket;
+
+static ticket tickets[E2E_THREADS * E2E_PER_THREAD];
+
+static void
+tally_reply(const ksf_reply *r, void *user)
+{
+    ticket *k = user;
+    char want[32];
+    snprintf(want, sizeof want, "%d", k->index * 2 + 1); /* sum of [index, index + 1] */
+    atomic_fetch_add(&k->t->calls[k->index], 1);
+    if (r->err != KSF_OK) {
+        atomic_fetch_add(&k->t->failed, 1);
+    } else if (!json_is_string(r->value) || strcmp(json_string_value(r->value), want)) {
+        atomic_fetch_add(&k->t->wrong, 1);
+    }
+    atomic_fetch_add(&k->t->finished, 1);
+}
+
+typedef struct sender_arg {
+    tally *t;
+    int thread;
+} sender_arg;
+
+static void *
+sender(void *arg)
+{
+    sender_arg *a = arg;
+    for (int i = 0; i < E2E_PER_THREAD; i++) {
+        int index = a->thread * E2E_PER_THREAD + i;
+        tickets[index] = (ticket){a->t, index};
+        json_t *data = json_pack("[i,i]", index, index + 1);
+        ksf_send_opts opts = {.timeout_ms = 30000};
+        if (ksf_client_send(a->t->cli, "math.sum", data, &opts, tally_reply,
+                            &tickets[index], NULL) != KSF_OK) {
+            atomic_fetch_add(&a->t->send_errors, 1);
+        }
+        json_decref(data);
+    }
+    return NULL;
+}
+
+static bool
+all_finished(void *arg)
+{
+    tally *t = arg;
+    return atomic_load(&t->finished) >= E2E_THREADS * E2E_PER_THREAD;
+}
+
+START_TEST(test_e2e_concurrent_sends_exact_accounting)
+{
+    world w;
+    world_open(&w, make_basic_server, NULL);
+    static tally t;
+    memset(&t, 0, sizeof t);
+    t.cli = w.cli;
+    pthread_t threads[E2E_THREADS];
+    sender_arg args[E2E_THREADS];
+    for (int i = 0; i < E2E_THREADS; i++) {
+        args[i] = (sender_arg){&t, i};
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, sender, &args[i]), 0);
+    }
+    for (int i = 0; i < E2E_THREADS; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    ck_assert_int_eq(atomic_load(&t.send_errors), 0);
+    ck_assert_msg(wait_until(all_finished, &t, 60000), "only %d of %d finished",
+                  atomic_load(&t.finished), E2E_THREADS * E2E_PER_THREAD);
+    int lost = 0, duplicated = 0;
+    for (int i = 0; i < E2E_THREADS * E2E_PER_THREAD; i++) {
+        int n = atomic_load(&t.calls[i]);
+        lost += n == 0;
+        duplicated += n > 1;
+    }
+    ck_assert_int_eq(lost, 0);
+    ck_assert_int_eq(duplicated, 0);
+    ck_assert_int_eq(atomic_load(&t.failed), 0);
+    ck_assert_int_eq(atomic_load(&t.wrong), 0);
+    ksf_client_stats st;
+    ksf_client_get_stats(w.cli, &st);
+    ck_assert_uint_eq(st.sent, E2E_THREADS * E2E_PER_THREAD);
+    ck_assert_uint_eq(st.replies, E2E_THREADS * E2E_PER_THREAD);
+    ck_assert_uint_eq(st.timeouts, 0);
+    ck_assert_uint_eq(st.duplicate_replies, 0);
+    ck_assert_uint_eq(st.unknown_replies, 0);
+    ck_assert_uint_eq(st.in_flight, 0);
+    world_close(&w);
+}
+END_TEST
+
+/* ---- a timeout, then the late reply is counted, not delivered ------------------------ */
+
+static ksf_err
+h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    sleep_ms(1500); /* the work itself: slower than the caller's timeout */
+    *reply = json_string("finally");
+    return KSF_OK;
+}
+
+static ksf_server *
+make_slow_server(const ksf_config *cfg, void *user)
+{
+    (void)user;
+    ksf_server *srv = ksft_server_new(cfg);
+    register_message(srv, "slow.op", h_slow, NULL);
+    return srv;
+}
+
+static bool
+one_late_reply(void *arg)
+{
+    ksf_client_stats st;
+    ksf_client_get_stats(arg, &st);
+    return st.late_replies == 1;
+}
+
+START_TEST(test_e2e_timeout_then_late_reply)
+{
+    world w;
+    world_open(&w, make_slow_server, NULL);
+    json_t *got = NULL;
+    ksf_errinfo ei = {0};
+    int64_t start = ksft_now_ms();
+    ck_assert_int_eq(ksf_client_call(w.cli, "slow.op", NULL, 300, &got, &ei),
+                     KSF_ETIMEDOUT);
+    int64_t took = ksft_now_ms() - start;
+    ck_assert_ptr_null(got);
+    ck_assert_msg(took >= 300 && took < 1400, "timed out after %lld ms", (long long)took);
+    ck_assert_msg(strstr(ei.text, "slow.op") != NULL, "text names the pattern: %s", ei.text);
+    ck_assert_msg(wait_until(one_late_reply, w.cli, 10000), "the late reply was not counted");
+    ksf_client_stats st;
+    ksf_client_get_stats(w.cli, &st);
+    ck_assert_uint_eq(st.timeouts, 1);
+    ck_assert_uint_eq(st.replies, 0);
+    ck_assert_uint_eq(st.in_flight, 0);
+    world_close(&w);
+}
+END_TEST
+
+/* ---- events -------------------------------------------------------------------------- */
+
+#define E2E_EVENTS 50
+
+static atomic_int events_seen[E2E_EVENTS];
+static atomic_int events_total;
+
+static ksf_err
+h_killed(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    json_int_t id = json_integer_value(json_object_get(data, "dragonId"));
+    if (ksf_ctx_is_event(ctx) && id >= 0 && id < E2E_EVENTS) {
+        atomic_fetch_add(&events_seen[id], 1);
+    }
+    atomic_fetch_add(&events_total, 1);
+    *reply = json_string("discarded: events have no reply");
+    return KSF_OK;
+}
+
+static ksf_server *
+make_event_server(const ksf_config *cfg, void *user)
+{
+    (void)user;
+    ksf_server *srv = ksft_server_new(cfg);
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_server_on_event(srv, "hero.dragon.killed", h_killed, NULL, &ei) ==
+                      KSF_OK,
+                  "%s", ei.text);
+    return srv;
+}
+
+static atomic_int emits_acked;
+
+static void
+on_emitted(ksf_err err, const char *text, void *user)
+{
+    (void)text;
+    (void)user;
+    if (err == KSF_OK) {
+        atomic_fetch_add(&emits_acked, 1);
+    }
+}
+
+static bool
+all_events_seen(void *arg)
+{
+    (void)arg;
+    return atomic_load(&events_total) >= E2E_EVENTS;
+}
+
+START_TEST(test_e2e_events_each_handled_once)
+{
+    world w;
+    world_open(&w, make_event_server, NULL);
+    ksf_errinfo ei = {0};
+    for (int i = 0; i < E2E_EVENTS; i++) {
+        json_t *ev = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", i);
+        ck_assert_int_eq(ksf_client_emit(w.cli, "hero.dragon.killed", ev, NULL, on_emitted,
+                                         NULL, &ei),
+                         KSF_OK);
+        json_decref(ev);
+    }
+    ck_assert_msg(ksf_client_flush(w.cli, 10000, &ei) == KSF_OK, "%s", ei.text);
+    ck_assert_int_eq(atomic_load(&emits_acked), E2E_EVENTS);
+    ck_assert_msg(wait_until(all_events_seen, NULL, 15000), "handled %d of %d events",
+                  atomic_load(&events_total), E2E_EVENTS);
+    for (int i = 0; i < E2E_EVENTS; i++) {
+        ck_assert_msg(atomic_load(&events_seen[i]) == 1, "event %d handled %d times", i,
+                      atomic_load(&events_seen[i]));
+    }
+    ksf_server_stats st;
+    ksf_server_get_stats(w.srv, &st);
+    ck_assert_uint_eq(st.events, E2E_EVENTS);
+    ck_assert_uint_eq(st.replies, 0);
+    world_close(&w);
+}
+END_TEST
+
+static Suite *
+e2e_suite(void)
+{
+    Suite *s = suite_create("e2e");
+    TCase *tc = tcase_create("shapes");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_e2e_reply_and_error_shapes);
+    tcase_add_test(tc, test_e2e_stream);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("nested");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_e2e_nested_call);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("load");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_e2e_concurrent_sends_exact_accounting);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("timeouts");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_e2e_timeout_then_late_reply);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("events");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_e2e_events_each_handled_once);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(e2e_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
