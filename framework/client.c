@@ -46,7 +46,8 @@ typedef struct reply_topic {
     struct reply_topic *next;
     char *name;
     topic_state state;
-    reply_slot *slot; /* READY: the partition advertised in new requests */
+    reply_slot *slot;       /* READY: the partition advertised in new requests */
+    int32_t revoked_early; /* ACQUIRING: a partition revoked before it was recorded */
 } reply_topic;
 
 /* The msg_opaque of every produced message, freed by its delivery report. */
@@ -157,6 +158,10 @@ on_revoked(void *opaque, const char *topic, int32_t partition) {
             }
             break;
         }
+        if (t->state == TOPIC_ACQUIRING && !strcmp(t->name, topic)) {
+            t->revoked_early = partition; /* acquire returned it; we are about to
+                                             record it */
+        }
     }
     pthread_mutex_unlock(&cli->lock);
 }
@@ -231,12 +236,18 @@ reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot *
             continue;
         }
         t->state = TOPIC_ACQUIRING;
+        t->revoked_early = -1;
         pthread_mutex_unlock(&cli->lock);
         int32_t partition = -1;
         int64_t left = deadline - now_ms();
         e = cli->provider->ops->acquire(cli->provider, name, left > 0 ? (int)left : 0,
                                         &partition, ei);
         pthread_mutex_lock(&cli->lock);
+        if (!e && t->revoked_early == partition) {
+            cli->provider->ops->release(cli->provider, name, partition);
+            t->state = TOPIC_NEW; /* revoked in between: acquire again */
+            continue;
+        }
         if (!e && (e = topic_ready_locked(cli, t, partition))) {
             ksfi_fail(ei, e, "out of memory");
         }
@@ -712,8 +723,13 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei) {
         goto fail;
     }
     ksfi_reply_host host = {cli->consumer, &cli->log, on_revoked, cli};
-    if (ksfi_reply_static_new(cli->cfg, &host, &cli->provider) != KSF_OK) {
-        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    if (cli->cfg->client_reply_provider == KSFI_REPLY_STATIC) {
+        e = ksfi_reply_static_new(cli->cfg, &host, &cli->provider);
+        e = e ? ksfi_fail(ei, e, "out of memory") : KSF_OK;
+    } else {
+        e = ksfi_reply_group_new(cli->cfg, &host, &cli->provider, ei);
+    }
+    if (e) {
         goto fail;
     }
     if ((e = start_threads(cli, ei))) {

@@ -393,6 +393,23 @@ ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo 
 }
 
 static ksf_err
+set_reply_provider(ksf_config *cfg, const char *value, ksf_errinfo *ei)
+{
+    char q[260];
+    if (!strcmp(value, "group")) {
+        cfg->client_reply_provider = KSFI_REPLY_GROUP;
+    } else if (!strcmp(value, "static")) {
+        cfg->client_reply_provider = KSFI_REPLY_STATIC;
+    } else {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "client.reply.provider %s: expected \"group\" (a reply-group "
+                         "membership) or \"static\" (client.reply.partition)",
+                         quote(value, q));
+    }
+    return KSF_OK;
+}
+
+static ksf_err
 config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
 {
     if (!strcmp(key, "brokers")) {
@@ -424,6 +441,9 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
         }
         return e;
     }
+    if (!strcmp(key, "client.reply.provider")) {
+        return set_reply_provider(cfg, value, ei);
+    }
     if (!strcmp(key, "message.max.bytes")) {
         int v;
         ksf_err e = set_range(&v, key, value, 1, 1000000000, ei);
@@ -439,12 +459,14 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
         }
     }
     char q[260];
-    return ksfi_fail(ei, KSF_ENOENT,
-                     "unknown configuration key %s; expected brokers, client.id, "
-                     "group.id, postfix.id, server.workers, client.timeout.ms, "
-                     "client.max.in.flight, client.reply.partition, message.max.bytes, "
-                     "or kafka./consumer./producer.<librdkafka property>",
-                     quote(key, q));
+    return ksfi_fail(
+        ei, KSF_ENOENT,
+        "unknown configuration key %s; expected brokers, client.id, "
+        "group.id, postfix.id, server.workers, client.timeout.ms, "
+        "client.max.in.flight, client.reply.provider, client.reply.partition, "
+        "message.max.bytes, "
+        "or kafka./consumer./producer.<librdkafka property>",
+        quote(key, q));
 }
 
 static ksf_err
@@ -484,6 +506,11 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
             return KSF_ENOENT; /* unset: the role decides */
         }
         return copy_out(buf, size, cfg->postfix_id);
+    }
+    if (!strcmp(key, "client.reply.provider")) {
+        return copy_out(buf, size,
+                        cfg->client_reply_provider == KSFI_REPLY_STATIC ? "static"
+                                                                        : "group");
     }
     long long v;
     if (!strcmp(key, "server.workers")) {

@@ -4,6 +4,12 @@
 
 #include <ksf/ksf.h>
 
+/* client.reply.provider: where a client's reply partitions come from. */
+typedef enum ksfi_reply_provider_kind {
+    KSFI_REPLY_GROUP = 0, /* a reply-group membership (the default) */
+    KSFI_REPLY_STATIC,    /* client.reply.partition of every reply topic */
+} ksfi_reply_provider_kind;
+
 /* One librdkafka pass-through property and the handles it applies to. */
 typedef struct ksfi_kprop {
     ksf_kafka_role role;
@@ -20,6 +26,7 @@ struct ksf_config {
     int client_timeout_ms;
     int client_max_in_flight;
     int32_t client_reply_partition;
+    ksfi_reply_provider_kind client_reply_provider;
     size_t message_max_bytes;
     ksfi_kprop *props; /* in the order set; a later set of the same key replaces */
     size_t nprops;

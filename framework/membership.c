@@ -51,8 +51,10 @@ struct ksfi_membership {
     atomic_bool abandon; /* ... without LeaveGroup */
     bool leaving;        /* thread only: waits ignore the wake pipe */
 
-    pthread_mutex_t lock; /* guards stats, the only state other threads read */
+    pthread_mutex_t lock; /* guards stats and pending_topics, shared with other threads */
     ksfi_membership_stats stats;
+    ksfi_assignor_topic *pending_topics; /* set_topics: the next subscription */
+    size_t pending_count;
 
     /* thread-only protocol state */
     int fd;              /* connection to the coordinator, -1 when none */
@@ -627,8 +629,12 @@ build_metadata(ksfi_membership *m, ksfi_gp_buf *out) {
     if (names && prev) {
         for (size_t i = 0; i < m->topic_count; i++) {
             names[i] = m->topics[i].name;
-            int32_t low =
-                m->assigned ? ksfi_gp_assignment_min(&m->assignment, names[i]) : -1;
+            int32_t low = m->cb.previous_partition
+                              ? m->cb.previous_partition(m->cb.user, names[i])
+                              : -1;
+            if (low < 0 && m->assigned) {
+                low = ksfi_gp_assignment_min(&m->assignment, names[i]);
+            }
             if (low >= 0) {
                 prev[np].topic = (char *)names[i];
                 prev[np++].partition = low;
@@ -875,10 +881,38 @@ leave(ksfi_membership *m) {
     ksfi_gp_buf_free(&req);
 }
 
+static void
+free_topics(ksfi_assignor_topic *topics, size_t count) {
+    for (size_t i = 0; topics && i < count; i++) {
+        ksfi_free((char *)topics[i].name);
+    }
+    ksfi_free(topics);
+}
+
+/* Adopt a subscription from set_topics(); a stable member rejoins to announce it. */
+static void
+apply_pending_topics(ksfi_membership *m) {
+    pthread_mutex_lock(&m->lock);
+    ksfi_assignor_topic *t = m->pending_topics;
+    size_t n = m->pending_count;
+    m->pending_topics = NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (!t) {
+        return;
+    }
+    free_topics(m->topics, m->topic_count);
+    m->topics = t;
+    m->topic_count = n;
+    if (m->state == ST_STABLE) {
+        m->state = ST_NEED_JOIN;
+    }
+}
+
 static void *
 run(void *arg) {
     ksfi_membership *m = arg;
     while (!atomic_load(&m->closing)) {
+        apply_pending_topics(m);
         check_session(m);
         if (m->fatal) {
             nap(m, 1000);
@@ -908,11 +942,9 @@ membership_free(ksfi_membership *m) {
     for (size_t i = 0; i < m->bootstrap_count; i++) {
         ksfi_free(m->bootstrap[i].host);
     }
-    for (size_t i = 0; m->topics && i < m->topic_count; i++) {
-        ksfi_free((char *)m->topics[i].name);
-    }
+    free_topics(m->topics, m->topic_count);
+    free_topics(m->pending_topics, m->pending_count);
     ksfi_free(m->bootstrap);
-    ksfi_free(m->topics);
     ksfi_free(m->group_id);
     ksfi_free(m->client_id);
     ksfi_free(m->member_id);
@@ -995,6 +1027,37 @@ ksfi_membership_new(ksfi_membership **out, const ksfi_membership_config *cfg,
 fail:
     membership_free(m);
     return err;
+}
+
+ksf_err
+ksfi_membership_set_topics(ksfi_membership *m, const ksfi_assignor_topic *topics,
+                           size_t topic_count, ksf_errinfo *ei) {
+    ksfi_membership_config c = {.brokers = "x:1", .group_id = m->group_id,
+                                .topics = topics, .topic_count = topic_count,
+                                .session_timeout_ms = m->session_ms,
+                                .rebalance_timeout_ms = m->rebalance_ms,
+                                .heartbeat_interval_ms = m->heartbeat_ms};
+    ksf_err err = ksfi_membership_validate(&c, ei);
+    if (err != KSF_OK) {
+        return err;
+    }
+    ksfi_assignor_topic *copy = ksfi_calloc(topic_count, sizeof *copy);
+    for (size_t i = 0; copy && i < topic_count; i++) {
+        copy[i].partitions = topics[i].partitions;
+        if (!(copy[i].name = ksfi_strdup(topics[i].name))) {
+            free_topics(copy, i);
+            copy = NULL;
+        }
+    }
+    if (!copy) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory changing the subscription");
+    }
+    pthread_mutex_lock(&m->lock);
+    free_topics(m->pending_topics, m->pending_count);
+    m->pending_topics = copy;
+    m->pending_count = topic_count;
+    pthread_mutex_unlock(&m->lock);
+    return KSF_OK;
 }
 
 static void

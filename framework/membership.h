@@ -36,6 +36,10 @@ typedef struct ksfi_membership_callbacks {
      * assigning); a value < 0 means "use the count given at creation". */
     int32_t (*partition_count)(void *user, const char *topic);
     void *user;
+    /* Optional: the partition of @p topic this member asks to keep, sent as its
+     * previousAssignment (a reply provider passes the partition it advertises, which
+     * need not be its lowest); a value < 0 means "the lowest assigned", as NestJS does. */
+    int32_t (*previous_partition)(void *user, const char *topic);
 } ksfi_membership_callbacks;
 
 typedef struct ksfi_membership_config {
@@ -64,6 +68,15 @@ ksf_err ksfi_membership_new(ksfi_membership **out, const ksfi_membership_config 
  * once rather than after a session timeout), stop the thread and free. NULL is a no-op.
  */
 void ksfi_membership_close(ksfi_membership *m);
+
+/*
+ * Replace the subscription by @p topics (copied; same rules as at creation) and rejoin
+ * with it, keeping the member id so the partitions of the other topics stay put. The
+ * rejoin starts within a heartbeat interval. Threads: any thread but a callback's.
+ * Errors: KSF_EINVAL, KSF_ENOMEM.
+ */
+ksf_err ksfi_membership_set_topics(ksfi_membership *m, const ksfi_assignor_topic *topics,
+                                   size_t topic_count, ksf_errinfo *ei);
 
 /* Test hook: stop and free without LeaveGroup, as if the process had died. */
 void ksfi_membership_abandon(ksfi_membership *m);

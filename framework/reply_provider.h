@@ -21,8 +21,8 @@
  *   when the client is destroyed.
  *
  * Providers: static (reply_static.c: the configured client.reply.partition, never
- * revoked). A group-managed provider (NestReplyPartitionAssigner membership) plugs in
- * through the same interface.
+ * revoked) and group (reply_group.c: a NestReplyPartitionAssigner reply-group
+ * membership, the default; client.reply.provider chooses).
  */
 #ifndef KSF_REPLY_PROVIDER_H
 #define KSF_REPLY_PROVIDER_H
@@ -64,5 +64,36 @@ struct ksfi_reply_provider {
  */
 ksf_err ksfi_reply_static_new(const ksf_config *cfg, const ksfi_reply_host *host,
                               ksfi_reply_provider **out);
+
+/*
+ * The group-managed provider: one reply-group membership ("<group.id><postfix>")
+ * subscribed to every reply topic acquired so far; the reply partition of a topic is
+ * the one it advertised while still assigned, else its lowest assigned one.
+ * The session, heartbeat and rebalance timeouts come from consumer.session.timeout.ms,
+ * consumer.heartbeat.interval.ms and consumer.max.poll.interval.ms, else kafkajs's
+ * 30000, 3000 and 60000. Errors: KSF_ENOMEM, KSF_EINVAL (timeouts that do not fit).
+ */
+ksf_err ksfi_reply_group_new(const ksf_config *cfg, const ksfi_reply_host *host,
+                             ksfi_reply_provider **out, ksf_errinfo *ei);
+
+/* ---- helpers shared by the providers (reply_static.c) ------------------------------ */
+
+/* Milliseconds on the monotonic clock; deadlines below are on it. */
+int64_t ksfi_reply_now_ms(void);
+
+/* The partition count of @p topic (a Metadata request, which may auto-create it),
+ * retried while the brokers are unreachable until @p deadline.
+ * Errors: KSF_ETIMEDOUT, KSF_ENOPARTITION, KSF_EKAFKA. */
+ksf_err ksfi_reply_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline,
+                                   int *count, ksf_errinfo *ei);
+
+/* Start fetching @p partition of @p topic on the host's consumer at its high
+ * watermark. Errors: KSF_EKAFKA. */
+ksf_err ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,
+                                  int32_t partition, int64_t deadline, ksf_errinfo *ei);
+
+/* Stop fetching @p partition of @p topic (failures are logged). */
+void ksfi_reply_unfetch(const ksfi_reply_host *host, const char *topic,
+                        int32_t partition);
 
 #endif

@@ -16,8 +16,8 @@ typedef struct static_provider {
     int32_t partition;
 } static_provider;
 
-static int64_t
-now_ms(void) {
+int64_t
+ksfi_reply_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -25,7 +25,7 @@ now_ms(void) {
 
 static int
 remaining(int64_t deadline) {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - ksfi_reply_now_ms();
     return left > 0 ? (int)left : 0;
 }
 
@@ -34,8 +34,8 @@ remaining(int64_t deadline) {
  * broker auto-create it when it does not exist; a real broker may answer
  * LEADER_NOT_AVAILABLE while it does, so that is retried until the deadline.
  */
-static ksf_err
-partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, int *count,
+ksf_err
+ksfi_reply_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, int *count,
                 ksf_errinfo *ei) {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     if (!rkt) {
@@ -83,14 +83,53 @@ partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, int *count,
     return e;
 }
 
+ksf_err
+ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,
+                          int32_t partition, int64_t deadline, ksf_errinfo *ei) {
+    /* Start at the high watermark: every reply to a request sent from now on is at or
+     * after it, and nothing older is replayed (no committed offsets are used). */
+    rd_kafka_t *rk = host->consumer;
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo,
+                                                               &hi, remaining(deadline));
+    if (err) {
+        return ksfi_kafka_fail(ei, err, "reply partition high watermark");
+    }
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = hi;
+    rd_kafka_error_t *kerr = rd_kafka_incremental_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (kerr) {
+        ksf_err e = ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
+        rd_kafka_error_destroy(kerr);
+        return e;
+    }
+    ksfi_log(host->log, KSF_LOG_DEBUG, "client", "fetching %s [%d] from offset %lld", topic,
+             (int)partition, (long long)hi);
+    return KSF_OK;
+}
+
+void
+ksfi_reply_unfetch(const ksfi_reply_host *host, const char *topic, int32_t partition) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition);
+    rd_kafka_error_t *kerr = rd_kafka_incremental_unassign(host->consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (kerr) {
+        ksfi_log(host->log, KSF_LOG_WARNING, "client", "unassign %s [%d]: %s", topic,
+                 (int)partition, rd_kafka_error_string(kerr));
+        rd_kafka_error_destroy(kerr);
+    }
+}
+
 static ksf_err
 static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
                int32_t *partition, ksf_errinfo *ei) {
     static_provider *p = (static_provider *)base;
     rd_kafka_t *rk = base->host.consumer;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = ksfi_reply_now_ms() + timeout_ms;
     int count = 0;
-    ksf_err e = partition_count(rk, topic, deadline, &count, ei);
+    ksf_err e = ksfi_reply_partition_count(rk, topic, deadline, &count, ei);
     if (e) {
         return e;
     }
@@ -100,40 +139,16 @@ static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
                                                  "client.reply.partition is %d.",
                          topic, count, count == 1 ? "" : "s", (int)p->partition);
     }
-    /* Start at the high watermark: every reply to a request sent from now on is at or
-     * after it, and nothing older is replayed (no committed offsets are used). */
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        rk, topic, p->partition, &lo, &hi, remaining(deadline));
-    if (err) {
-        return ksfi_kafka_fail(ei, err, "reply partition high watermark");
-    }
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, topic, p->partition)->offset = hi;
-    rd_kafka_error_t *kerr = rd_kafka_incremental_assign(rk, list);
-    rd_kafka_topic_partition_list_destroy(list);
-    if (kerr) {
-        e = ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
-        rd_kafka_error_destroy(kerr);
+    if ((e = ksfi_reply_fetch_from_end(&base->host, topic, p->partition, deadline, ei))) {
         return e;
     }
-    ksfi_log(base->host.log, KSF_LOG_DEBUG, "client", "fetching %s [%d] from offset %lld",
-             topic, (int)p->partition, (long long)hi);
     *partition = p->partition;
     return KSF_OK;
 }
 
 static void
 static_release(ksfi_reply_provider *base, const char *topic, int32_t partition) {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, topic, partition);
-    rd_kafka_error_t *kerr = rd_kafka_incremental_unassign(base->host.consumer, list);
-    rd_kafka_topic_partition_list_destroy(list);
-    if (kerr) {
-        ksfi_log(base->host.log, KSF_LOG_WARNING, "client", "unassign %s [%d]: %s", topic,
-                 (int)partition, rd_kafka_error_string(kerr));
-        rd_kafka_error_destroy(kerr);
-    }
+    ksfi_reply_unfetch(&base->host, topic, partition);
 }
 
 static void

@@ -216,14 +216,20 @@ typedef struct env {
     ksf_client *cli;
 } env;
 
-/* Start everything; @p extra is NULL or {key, value, key, value, ..., NULL}. */
+/* Start everything; @p extra is NULL or {key, value, key, value, ..., NULL}. Tests
+ * about one client's own behaviour use the static reply provider (a reply-group join
+ * costs 3 s on the mock); the others run on the default, the reply group. */
 static env
-env_start(const char *const *extra) {
+env_start_with(const char *provider, const char *const *extra) {
     env v = {0};
     ksf_errinfo ei = {0};
     v.b = ksft_broker_start();
     v.r = responder_start(v.b);
     ksf_config *cfg = ksft_config(v.b);
+    if (provider) {
+        ck_assert_int_eq(ksf_config_set(cfg, "client.reply.provider", provider, &ei),
+                         KSF_OK);
+    }
     for (size_t i = 0; extra && extra[i]; i += 2) {
         ck_assert_msg(ksf_config_set(cfg, extra[i], extra[i + 1], &ei) == KSF_OK, "%s",
                       ei.text);
@@ -231,6 +237,11 @@ env_start(const char *const *extra) {
     ck_assert_msg(ksf_client_new(&v.cli, cfg, &ei) == KSF_OK, "%s", ei.text);
     ksf_config_destroy(cfg);
     return v;
+}
+
+static env
+env_start(const char *const *extra) {
+    return env_start_with(NULL, extra);
 }
 
 static void
@@ -409,7 +420,7 @@ START_TEST(test_client_stream) {
 END_TEST
 
 START_TEST(test_client_timeouts) {
-    env v = env_start(NULL);
+    env v = env_start_with("static", NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
     json_t *out = NULL;
     ck_assert_int_eq(call_cmd(v.cli, "null", 10000, &out, NULL), KSF_OK); /* warm up */
@@ -439,7 +450,7 @@ START_TEST(test_client_timeouts) {
 END_TEST
 
 START_TEST(test_client_late_unknown_duplicate) {
-    env v = env_start(NULL);
+    env v = env_start_with("static", NULL);
     json_t *out = NULL;
     ck_assert_int_eq(call_cmd(v.cli, "null", 10000, &out, NULL), KSF_OK); /* warm up */
     json_decref(out);
@@ -586,7 +597,7 @@ never_called(const ksf_reply *r, void *user) {
 START_TEST(test_client_bad_input) {
     const char *const extra[] = {"message.max.bytes", "100", "client.max.in.flight", "2",
                                  NULL};
-    env v = env_start(extra);
+    env v = env_start_with("static", extra);
     ksf_errinfo ei = {0};
     json_t *data = json_string("silent");
     ck_assert_int_eq(
@@ -641,7 +652,7 @@ END_TEST
 
 START_TEST(test_client_reply_partition_out_of_range) {
     const char *const extra[] = {"client.reply.partition", "7", NULL};
-    env v = env_start(extra);
+    env v = env_start_with("static", extra);
     ksf_errinfo ei = {0};
     json_t *data = json_string("null");
     int64_t t0 = ksft_now_ms();
@@ -665,7 +676,7 @@ START_TEST(test_client_reply_partition_out_of_range) {
 END_TEST
 
 START_TEST(test_client_broker_down) {
-    env v = env_start(NULL);
+    env v = env_start_with("static", NULL);
     json_t *out = NULL;
     ksf_errinfo ei = {0};
     ck_assert_int_eq(call_cmd(v.cli, "null", 10000, &out, &ei), KSF_OK); /* topic ready */
@@ -742,7 +753,7 @@ emit_done(ksf_err err, const char *text, void *user) {
 }
 
 START_TEST(test_client_emit_bytes) {
-    env v = env_start(NULL);
+    env v = env_start_with("static", NULL);
     ksft_broker_create_topic(v.b, "ev.topic", 1);
     static const char *const inputs[] = {"{\"heroId\":1,\"dragonId\":7}", "\"plain\"",
                                          "42", "true", "null"};
@@ -793,7 +804,7 @@ START_TEST(test_client_emit_bytes) {
 END_TEST
 
 START_TEST(test_client_idle_pauses) {
-    env v = env_start(NULL);
+    env v = env_start_with("static", NULL);
     json_t *out = NULL;
     ck_assert_int_eq(call_cmd(v.cli, "string", 10000, &out, NULL), KSF_OK);
     json_decref(out);
@@ -834,7 +845,7 @@ START_TEST(test_client_cli) {
         fprintf(stderr, "test_client_cli: KSF_TOOL not set (run through meson test)\n");
         return;
     }
-    env v = env_start(NULL);
+    env v = env_start_with("static", NULL);
     ksft_broker_create_topic(v.b, "ev.cli", 1);
     const char *b = ksft_broker_address(v.b);
     char args[512], out[1024];

@@ -48,7 +48,9 @@ usage(FILE *out, bool emit) {
             "  --key K            message key\n"
             "  --header K=V       extra header (repeatable; kafka_* names are reserved)\n"
             "  --set KEY=VALUE    any ksf configuration key, e.g. --set client.id=cli\n"
-            "                     or --set kafka.security.protocol=ssl (repeatable)\n"
+            "                     or --set kafka.security.protocol=ssl (repeatable);\n"
+            "                     replies come to client.reply.partition (0) unless\n"
+            "                     --set client.reply.provider=group\n"
             "  -v, --verbose      log ksf and librdkafka messages to stderr\n"
             "  -h, --help         this text\n\n"
             "Exit status:\n"
@@ -367,6 +369,9 @@ call_main(int argc, char **argv, bool emit) {
         fprintf(stderr, "ksf %s: out of memory\n", argv[0]);
         return EXIT_KAFKA;
     }
+    /* A one-shot call needs no reply group: joining one costs seconds and makes the
+     * group's long-lived members rebalance. --set client.reply.provider=group wins. */
+    ksf_config_set(o.cfg, "client.reply.provider", "static", NULL);
     if (ksf_config_set_from_env(o.cfg, &ei) != KSF_OK) {
         rc = usage_error(argv[0], "%s", ei.text);
         goto done;

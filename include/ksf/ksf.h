@@ -134,6 +134,11 @@ KSF_API const char *ksf_log_level_name(ksf_log_level level);
  * - "server.workers"        handler threads, 1..1024                   [4]
  * - "client.timeout.ms"     default request timeout, 1..86400000       [30000]
  * - "client.max.in.flight"  requests awaiting a reply, 1..1000000      [10000]
+ * - "client.reply.provider" "group": a NestJS reply-group membership, whose
+ *                           session/heartbeat/rebalance timeouts are
+ *                           consumer.session.timeout.ms, consumer.heartbeat.interval.ms
+ *                           and consumer.max.poll.interval.ms if set, else 30000,
+ *                           3000 and 60000; "static": client.reply.partition  [group]
  * - "client.reply.partition" the static reply partition, 0..2^31-1     [0]
  * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
  * - "kafka.<property>"      a librdkafka property for every Kafka handle ksf creates
@@ -581,7 +586,10 @@ KSF_API ksf_err ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo 
  * done == true. On any other return @p cb is never called.
  * Errors: KSF_EINVAL, KSF_EBUSY (client.max.in.flight reached: retry later),
  * KSF_ENOPARTITION (no reply partition: the sentence names the topic and its partition
- * count), KSF_EMSGSIZE, KSF_EKAFKA, KSF_ECLOSED.
+ * count; with the group provider, fails fast while more instances than partitions
+ * share the reply group), KSF_ETIMEDOUT (the reply group assigned no partition in
+ * time: the first send of a fresh client waits for its group join), KSF_EMSGSIZE,
+ * KSF_EKAFKA, KSF_ECLOSED.
  * Threads: any thread, including server handlers.
  */
 KSF_API ksf_err ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
