@@ -201,7 +201,7 @@ rnd(unsigned *s, unsigned n) {
 
 typedef struct world {
     size_t n, nt;
-    char ids[MAXM][8];
+    char ids[MAXM][24]; /* "m" + any size_t */
     char *names[2];
     ksfi_gp_member_meta meta[MAXM];
     ksfi_gp_prev prev[MAXM][2];
