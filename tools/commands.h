@@ -6,5 +6,6 @@
 int ksf_cmd_broker(int argc, char **argv);
 int ksf_cmd_call(int argc, char **argv);
 int ksf_cmd_emit(int argc, char **argv);
+int ksf_cmd_bench(int argc, char **argv);
 
 #endif

@@ -1,4 +1,4 @@
-/* ksf: the command-line companion of libksf (embedded broker, call, emit). */
+/* ksf: the command-line companion of libksf (embedded broker, call, emit, bench). */
 #include "commands.h"
 
 #include <ksf/ksf.h>
@@ -13,6 +13,7 @@ static const struct {
     {"broker", ksf_cmd_broker, "run the embedded development broker (librdkafka mock)"},
     {"call", ksf_cmd_call, "send a request to a pattern and print the reply"},
     {"emit", ksf_cmd_emit, "emit an event to a pattern"},
+    {"bench", ksf_cmd_bench, "load-test a pattern: latency percentiles and rate"},
 };
 
 static void

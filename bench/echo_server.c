@@ -1,0 +1,100 @@
+/*
+ * The ksf side of the benchmark: a server whose handler "bench.echo" answers with the
+ * request's data, so the measured cost is ksf's and the broker's, not the handler's.
+ *
+ * Usage: echo_server [--brokers B] [--workers N] [--set KEY=VALUE]...
+ * Prints "echo server ready" on stdout once it serves; stops on SIGINT/SIGTERM.
+ */
+#include <ksf/ksf.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ksf_err
+echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    size_t len;
+    const void *raw = ksf_ctx_value(ctx, &len);
+    if (!data && raw) {
+        return ksf_ctx_set_reply_raw(ctx, raw, len); /* binary: echo the bytes */
+    }
+    *reply = data ? json_incref((json_t *)data) : NULL;
+    return KSF_OK;
+}
+
+static void
+on_ready(ksf_server *srv, void *user)
+{
+    (void)srv;
+    (void)user;
+    printf("echo server ready\n");
+    fflush(stdout);
+}
+
+static int
+fail(const char *what, const ksf_errinfo *ei)
+{
+    fprintf(stderr, "echo_server: %s: %s\n", what, ei->text);
+    return 1;
+}
+
+/* Apply the command line to @p cfg; returns 0, or the exit status. */
+static int
+parse_flags(ksf_config *cfg, int argc, char **argv, ksf_errinfo *ei)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char key[256];
+        ksf_err e;
+        if (!v) {
+            fprintf(stderr, "Usage: echo_server [--brokers B] [--workers N] "
+                            "[--set KEY=VALUE]...\n");
+            return 2;
+        }
+        i++;
+        if (!strcmp(flag, "--brokers")) {
+            e = ksf_config_set(cfg, "brokers", v, ei);
+        } else if (!strcmp(flag, "--workers")) {
+            e = ksf_config_set(cfg, "server.workers", v, ei);
+        } else if (!strcmp(flag, "--set") && strchr(v, '=')) {
+            snprintf(key, sizeof key, "%.*s", (int)(strchr(v, '=') - v), v);
+            e = ksf_config_set(cfg, key, strchr(v, '=') + 1, ei);
+        } else {
+            fprintf(stderr, "echo_server: unknown flag %s\n", flag);
+            return 2;
+        }
+        if (e) {
+            return fail(flag, ei);
+        }
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    ksf_errinfo ei = {0};
+    ksf_config *cfg = NULL;
+    ksf_server *srv = NULL;
+    int rc = 1;
+    if (ksf_config_new(&cfg) || ksf_config_set_from_env(cfg, &ei)) {
+        goto done;
+    }
+    ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
+    if ((rc = parse_flags(cfg, argc, argv, &ei))) {
+        goto done;
+    }
+    rc = 1;
+    if (ksf_server_new(&srv, cfg, &ei) ||
+        ksf_server_on_message(srv, "bench.echo", echo, NULL, &ei) ||
+        ksf_server_stop_on_signals(srv, &ei)) {
+        rc = fail("setup", &ei);
+        goto done;
+    }
+    ksf_server_set_ready_cb(srv, on_ready, NULL);
+    rc = ksf_server_run(srv, &ei) ? fail("run", &ei) : 0;
+done:
+    ksf_server_destroy(srv);
+    ksf_config_destroy(cfg);
+    return rc;
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""bench/run's report: turn the per-scenario JSON lines into one markdown table with
+ratios, and write it with the raw results. Usage (from bench/run):
+table.py RESULTS.jsonl MACHINE FETCH_WAIT_MS SECONDS OUT.json OUT.md"""
+import json
+import sys
+
+src, machine, fw, secs, out_json, out_md = sys.argv[1:7]
+rows = [json.loads(l) for l in open(src) if l.strip()]
+by = {(r["impl"], r["scenario"]): r for r in rows}
+IMPLS = ["floor", "ksf", "nest-tuned", "nest-default"]
+NAMES = {"floor": "floor (librdkafka)", "ksf": "ksf", "nest-tuned": "NestJS tuned",
+         "nest-default": "NestJS default"}
+
+
+def client(impl, scen, key):
+    r = by.get((impl, scen))
+    return r["client"].get(key) if r and r.get("client") else None
+
+
+def field(impl, scen, key):
+    r = by.get((impl, scen))
+    return r.get(key) if r else None
+
+
+def idle_pct(impl, who):
+    r = by.get((impl, "cold"))
+    if not r or not r.get("idle_s"):
+        return None
+    return 100.0 * r[who + "_idle_ms"] / 1000.0 / r["idle_s"]
+
+
+def cpu_per_1000(impl):
+    r = by.get((impl, "c64"))
+    if not r or not r.get("client") or not r["client"]["count"]:
+        return None
+    return (r["client"]["cpu_ms"] + r["server_cpu_ms"]) * 1000.0 / r["client"]["count"]
+
+
+def mb(v):
+    return None if v is None else v / 1024.0
+
+
+# (label, getter, lower_is_better, target text for ksf/floor, target for nest/ksf)
+METRICS = [
+    ("cold start: process start to first reply (ms)",
+     lambda i: client(i, "cold", "first_reply_ms"), True, "", ""),
+    ("sequential p50 (us)", lambda i: client(i, "seq", "p50_us"), True, "<= 1.2", ""),
+    ("sequential p99 (us)", lambda i: client(i, "seq", "p99_us"), True, "<= 1.5", ">= 10"),
+    ("sequential requests/s", lambda i: client(i, "seq", "rps"), False, "", ""),
+    ("64 in flight: requests/s", lambda i: client(i, "c64", "rps"), False, ">= 0.8",
+     ">= 50"),
+    ("64 in flight: p50 (us)", lambda i: client(i, "c64", "p50_us"), True, "<= 1.5",
+     ">= 10"),
+    ("64 in flight: p99 (us)", lambda i: client(i, "c64", "p99_us"), True, "", ""),
+    ("256 in flight: requests/s", lambda i: client(i, "c256", "rps"), False, ">= 0.8",
+     ""),
+    ("256 in flight: p50 (us)", lambda i: client(i, "c256", "p50_us"), True, "<= 1.5",
+     ""),
+    ("emit, 1000 in flight: events/s", lambda i: client(i, "emit", "rps"), False, "", ""),
+    ("emit: ack p50 (us)", lambda i: client(i, "emit", "p50_us"), True, "", ""),
+    ("idle CPU, client (% of a core)", lambda i: idle_pct(i, "client"), True, "", ""),
+    ("idle CPU, server (% of a core)", lambda i: idle_pct(i, "server"), True, "", ""),
+    ("RSS client, peak at 64 in flight (MB)",
+     lambda i: mb(field(i, "c64", "client_rss_kb")), True, "", ""),
+    ("RSS server, peak at 64 in flight (MB)",
+     lambda i: mb(field(i, "c64", "server_rss_kb")), True, "", ">= 5"),
+    ("CPU per 1,000 requests, client + server (ms)", cpu_per_1000, True, "", ">= 10"),
+]
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+lines = [
+    f"Machine: {machine}. Embedded broker (librdkafka mock), loopback, one fresh broker "
+    f"per scenario; C consumers with fetch.wait.max.ms={fw}; {secs} s per throughput run.",
+    "",
+    "| metric | " + " | ".join(NAMES[i] for i in IMPLS)
+    + " | ksf / floor (target) | NestJS tuned vs ksf (target) |",
+    "| --- | " + " | ".join("---:" for _ in IMPLS) + " | ---: | ---: |",
+]
+report = {"machine": machine, "fetch_wait_max_ms": int(fw), "seconds": float(secs),
+          "results": rows, "table": []}
+for label, get, lower, t_floor, t_nest in METRICS:
+    vals = {i: get(i) for i in IMPLS}
+    r_floor = ratio(vals["ksf"], vals["floor"])
+    # "NestJS vs ksf" is how many times better ksf is: nest/ksf when lower is better.
+    r_nest = ratio(vals["nest-tuned"], vals["ksf"]) if lower else ratio(
+        vals["ksf"], vals["nest-tuned"])
+    rf = "-" if r_floor is None else f"{r_floor:.2f}x" + (f" ({t_floor})" if t_floor else "")
+    rn = "-" if r_nest is None else f"{r_nest:.1f}x" + (f" ({t_nest})" if t_nest else "")
+    lines.append(f"| {label} | " + " | ".join(fmt(vals[i]) for i in IMPLS)
+                 + f" | {rf} | {rn} |")
+    report["table"].append({"metric": label, "values": vals, "ksf_over_floor": r_floor,
+                            "ksf_advantage_over_nest_tuned": r_nest})
+dflt = by.get(("ksf-defaults", "cold"))
+if dflt and dflt.get("idle_s"):
+    lines += ["", "ksf at its own defaults (fetch.wait.max.ms=100): idle CPU client "
+              f"{100.0 * dflt['client_idle_ms'] / 1000 / dflt['idle_s']:.1f} %, server "
+              f"{100.0 * dflt['server_idle_ms'] / 1000 / dflt['idle_s']:.1f} % of a core; "
+              f"cold start {fmt(dflt['client'] and dflt['client']['first_reply_ms'])} ms."]
+lines += ["", "Ratios: \"ksf / floor\" is ksf's value divided by the floor's (latency: "
+          "lower is better; rate: higher is better). \"NestJS tuned vs ksf\" is how many "
+          "times better ksf does than NestJS tuned. Figures are from one run on a shared "
+          "2-core machine; see docs/benchmarks.md."]
+md = "\n".join(lines) + "\n"
+with open(out_json, "w") as f:
+    json.dump(report, f, indent=1)
+with open(out_md, "w") as f:
+    f.write(md)

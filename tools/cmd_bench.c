@@ -1,0 +1,561 @@
+/*
+ * ksf bench: ghz for ksf. Keep C requests (or events) in flight against a pattern for
+ * a count or a duration, then report the latency distribution and the rate.
+ *
+ * Each finished request starts the next one from its reply callback, so the client
+ * never has more than C requests in flight and no extra thread hop sits between a
+ * reply and the next request.
+ */
+#include "commands.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ksf/ksf.h>
+
+enum {
+    EXIT_OK = 0,
+    EXIT_FAILED = 1, /* some requests failed or timed out */
+    EXIT_USAGE = 2,
+    EXIT_KAFKA = 4, /* could not connect or create the client */
+};
+
+#define MAX_CONCURRENCY 100000
+#define CONNECT_TIMEOUT_MS 30000
+
+typedef struct bench_opts {
+    const char *pattern;
+    const char *json;
+    long count;        /* 0: use duration */
+    double duration_s; /* 0: use count */
+    int concurrency;
+    int timeout_ms;
+    double idle_s; /* stay connected and idle this long after the report */
+    bool emit;
+    bool json_out;
+    bool verbose;
+    ksf_config *cfg;
+} bench_opts;
+
+typedef struct bench bench;
+
+/* One in-flight lane: a request at a time, reissued when its reply arrives. */
+typedef struct lane {
+    bench *b;
+    int64_t start_ns;
+} lane;
+
+struct bench {
+    const bench_opts *o;
+    ksf_client *cli;
+    json_t *data;
+    lane *lanes;
+    int64_t t0_ns, end_ns; /* run start; for --duration the time to stop issuing */
+    int64_t first_done_ns; /* first completion, for the cold-start figure */
+    double cpu_ms;         /* this process's CPU time during the run */
+    pthread_mutex_t m;     /* guards everything below */
+    pthread_cond_t c;      /* a lane stopped */
+    long issued, done, ok, errors, timeouts;
+    int active;       /* lanes with a request in flight */
+    uint32_t *lat_us; /* one latency per completion */
+    size_t nlat, caplat;
+    char first_error[KSF_ERRINFO_TEXT_SIZE];
+};
+
+static int64_t
+mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t
+real_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* User plus system CPU time of this process so far, in milliseconds. */
+static double
+cpu_ms_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
+static void
+usage(FILE *out)
+{
+    fprintf(
+        out,
+        "Usage: ksf bench PATTERN [JSON|-] (--count N | --duration S) [OPTIONS]\n\n"
+        "Keep --concurrency requests in flight to PATTERN and report count, ok,\n"
+        "errors, timeouts, p50/p90/p99/max latency (microseconds) and requests/s.\n"
+        "A progress line goes to stderr once a second. JSON is parsed as in ksf call.\n\n"
+        "Options:\n"
+        "  --count N          send N requests in all\n"
+        "  --duration S       send for S seconds (fractions allowed), then wait for\n"
+        "                     the requests still in flight\n"
+        "  --concurrency C    requests in flight at once, 1..%d (default 1)\n"
+        "  --emit             emit events instead; latency is the broker's ack\n"
+        "  --brokers B        host:port[,host:port] (default: KSF_BROKERS, else\n"
+        "                     localhost:9092)\n"
+        "  --timeout-ms N     per-request timeout (default 30000)\n"
+        "  --set KEY=VALUE    any ksf configuration key (repeatable)\n"
+        "  --json             make the last stdout line one JSON object: count, ok,\n"
+        "                     errors, timeouts, p50_us, p90_us, p99_us, max_us, rps,\n"
+        "                     elapsed_s, connect_ms, first_reply_ms\n"
+        "  -v, --verbose      log ksf and librdkafka messages to stderr\n"
+        "  -h, --help         this text\n\n"
+        "first_reply_ms counts from process start when the environment variable\n"
+        "KSF_BENCH_T0_US holds the wall-clock start in microseconds (set by harnesses\n"
+        "such as bench/run), else from the start of ksf bench's main.\n\n"
+        "Exit status: 0 every request succeeded, 1 some failed or timed out,\n"
+        "2 usage error, 4 client creation or connection failed.\n",
+        MAX_CONCURRENCY);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int
+usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ksf bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(ksf bench --help for usage)\n");
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* The value of flag @p name at argv[*i] ("--name V" or "--name=V"), or NULL. */
+static const char *
+flag_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0) {
+        return NULL;
+    }
+    if (argv[*i][n] == '=') {
+        return argv[*i] + n + 1;
+    }
+    if (argv[*i][n] == '\0' && *i + 1 < argc) {
+        return argv[++*i];
+    }
+    return NULL;
+}
+
+static bool
+parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < min || v > max) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* One flag or positional at argv[*i]; returns an exit code, or -1 to go on. */
+static int
+parse_one(int argc, char **argv, int *i, bench_opts *o, int *npos)
+{
+    const char *a = argv[*i], *v;
+    ksf_errinfo ei = {0};
+    long n;
+    if (!strcmp(a, "--emit")) {
+        o->emit = true;
+    } else if (!strcmp(a, "--json")) {
+        o->json_out = true;
+    } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+        o->verbose = true;
+    } else if ((v = flag_value(argc, argv, i, "--count"))) {
+        if (!parse_long(v, 1, 1000000000L, &o->count)) {
+            return usage_error("--count \"%s\": expected 1..1000000000", v);
+        }
+    } else if ((v = flag_value(argc, argv, i, "--duration"))) {
+        char *end;
+        o->duration_s = strtod(v, &end);
+        if (!*v || *end || !(o->duration_s > 0 && o->duration_s <= 86400)) {
+            return usage_error("--duration \"%s\": expected seconds, 0 < S <= 86400", v);
+        }
+    } else if ((v = flag_value(argc, argv, i, "--idle"))) {
+        char *end;
+        o->idle_s = strtod(v, &end);
+        if (!*v || *end || !(o->idle_s >= 0 && o->idle_s <= 86400)) {
+            return usage_error("--idle \"%s\": expected seconds, 0 <= S <= 86400", v);
+        }
+    } else if ((v = flag_value(argc, argv, i, "--concurrency"))) {
+        if (!parse_long(v, 1, MAX_CONCURRENCY, &n)) {
+            return usage_error("--concurrency \"%s\": expected 1..%d", v,
+                               MAX_CONCURRENCY);
+        }
+        o->concurrency = (int)n;
+    } else if ((v = flag_value(argc, argv, i, "--timeout-ms"))) {
+        if (!parse_long(v, 1, 86400000L, &n)) {
+            return usage_error("--timeout-ms \"%s\": expected 1..86400000", v);
+        }
+        o->timeout_ms = (int)n;
+    } else if ((v = flag_value(argc, argv, i, "--brokers"))) {
+        if (ksf_config_set(o->cfg, "brokers", v, &ei) != KSF_OK) {
+            return usage_error("%s", ei.text);
+        }
+    } else if ((v = flag_value(argc, argv, i, "--set"))) {
+        const char *eq = strchr(v, '=');
+        char key[256];
+        if (!eq || eq == v || eq - v >= (long)sizeof key) {
+            return usage_error("--set \"%s\": expected KEY=VALUE", v);
+        }
+        snprintf(key, sizeof key, "%.*s", (int)(eq - v), v);
+        if (ksf_config_set(o->cfg, key, eq + 1, &ei) != KSF_OK) {
+            return usage_error("%s", ei.text);
+        }
+    } else if (a[0] == '-' && a[1] != '\0') {
+        return usage_error("unknown option or missing value: %s", a);
+    } else if (*npos < 2) {
+        *(*npos == 0 ? &o->pattern : &o->json) = a;
+        ++*npos;
+    } else {
+        return usage_error("unexpected argument \"%s\"", a);
+    }
+    return -1;
+}
+
+static int
+parse_args(int argc, char **argv, bench_opts *o)
+{
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return EXIT_OK;
+        }
+        int rc = parse_one(argc, argv, &i, o, &npos);
+        if (rc >= 0) {
+            return rc;
+        }
+    }
+    if (!o->pattern) {
+        return usage_error("missing PATTERN");
+    }
+    size_t len = strlen(o->pattern);
+    if (len == 0 || len > 243 ||
+        strspn(o->pattern, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                           "0123456789._-") != len) {
+        return usage_error("PATTERN \"%s\" is not a Kafka topic name: use 1..243 "
+                           "characters of [A-Za-z0-9._-]",
+                           o->pattern);
+    }
+    if ((o->count > 0) == (o->duration_s > 0)) {
+        return usage_error("give exactly one of --count N and --duration S");
+    }
+    if (o->count > 0 && o->concurrency > o->count) {
+        o->concurrency = (int)o->count; /* more lanes than requests would idle */
+    }
+    return -1;
+}
+
+/* The payload: JSON when it parses, else the text as a string; NULL text: null. */
+static json_t *
+payload(const char *text)
+{
+    if (!text) {
+        return json_null();
+    }
+    json_t *v = !strcmp(text, "-") ? json_loadf(stdin, JSON_DECODE_ANY, NULL)
+                                   : json_loads(text, JSON_DECODE_ANY, NULL);
+    return v ? v : json_string(text);
+}
+
+/* ---- the run ---------------------------------------------------------------------- */
+
+static void issue(lane *l);
+
+/* Record one completion and decide whether the lane goes on; returns true if so. */
+static bool
+record(bench *b, lane *l, ksf_err err, const char *text)
+{
+    int64_t now = mono_ns();
+    uint64_t us = (uint64_t)(now - l->start_ns) / 1000;
+    pthread_mutex_lock(&b->m);
+    b->done++;
+    if (err == KSF_OK) {
+        b->ok++;
+    } else if (err == KSF_ETIMEDOUT) {
+        b->timeouts++;
+    } else {
+        b->errors++;
+    }
+    if (err != KSF_OK && !b->first_error[0]) {
+        snprintf(b->first_error, sizeof b->first_error, "%s: %s", ksf_strerror(err),
+                 text && *text ? text : "(no details)");
+    }
+    if (!b->first_done_ns) {
+        b->first_done_ns = now;
+    }
+    if (b->nlat < b->caplat) {
+        b->lat_us[b->nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    }
+    bool more = b->o->count ? b->issued < b->o->count : now < b->end_ns;
+    if (more) {
+        b->issued++;
+    } else {
+        b->active--;
+        b->end_ns = now > b->end_ns ? now : b->end_ns;
+        pthread_cond_signal(&b->c);
+    }
+    pthread_mutex_unlock(&b->m);
+    return more;
+}
+
+static void
+on_reply(const ksf_reply *r, void *user)
+{
+    lane *l = user;
+    if (r->done && record(l->b, l, r->err, r->text)) {
+        issue(l);
+    }
+}
+
+static void
+on_emitted(ksf_err err, const char *text, void *user)
+{
+    lane *l = user;
+    if (record(l->b, l, err, text)) {
+        issue(l);
+    }
+}
+
+/* Start the lane's next request; a refused send counts as a failed request. */
+static void
+issue(lane *l)
+{
+    bench *b = l->b;
+    ksf_errinfo ei = {0};
+    ksf_send_opts so = {.timeout_ms = b->o->timeout_ms};
+    for (;;) {
+        l->start_ns = mono_ns();
+        ksf_err e =
+            b->o->emit
+                ? ksf_client_emit(b->cli, b->o->pattern, b->data, &so, on_emitted, l, &ei)
+                : ksf_client_send(b->cli, b->o->pattern, b->data, &so, on_reply, l, &ei);
+        if (e == KSF_OK || !record(b, l, e, ei.text)) {
+            return;
+        }
+    }
+}
+
+/* Grow the latency array to @p n entries up front: no allocation while measuring. */
+static bool
+reserve_latencies(bench *b, size_t n)
+{
+    b->lat_us = malloc(n * sizeof *b->lat_us);
+    b->caplat = b->lat_us ? n : 0;
+    return b->lat_us != NULL;
+}
+
+static void
+progress(bench *b, bool tty, bool last)
+{
+    double s = (double)(mono_ns() - b->t0_ns) / 1e9;
+    fprintf(stderr, "%s[%5.1fs] %ld done, %ld ok, %ld errors, %ld timeouts, %.0f/s%s",
+            tty ? "\r" : "", s, b->done, b->ok, b->errors, b->timeouts,
+            s > 0 ? (double)b->done / s : 0.0, tty && !last ? "   " : "\n");
+    fflush(stderr);
+}
+
+/* Issue the first request of every lane, then wait for all lanes to stop. */
+static void
+run_lanes(bench *b)
+{
+    bool tty = isatty(STDERR_FILENO);
+    pthread_mutex_lock(&b->m);
+    b->t0_ns = mono_ns();
+    b->end_ns = b->o->count ? 0 : b->t0_ns + (int64_t)(b->o->duration_s * 1e9);
+    b->active = b->o->concurrency;
+    b->issued = b->o->concurrency;
+    pthread_mutex_unlock(&b->m);
+    for (int i = 0; i < b->o->concurrency; i++) {
+        b->lanes[i].b = b;
+        issue(&b->lanes[i]);
+    }
+    pthread_mutex_lock(&b->m);
+    int64_t next_progress = mono_ns() + 1000000000;
+    while (b->active > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&b->c, &b->m, &ts);
+        if (mono_ns() >= next_progress) {
+            progress(b, tty, false);
+            next_progress += 1000000000;
+        }
+    }
+    if (tty) {
+        progress(b, tty, true);
+    }
+    pthread_mutex_unlock(&b->m);
+}
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The nearest-rank percentile @p q (0..1] of the sorted latencies. */
+static uint32_t
+percentile(const bench *b, double q)
+{
+    if (b->nlat == 0) {
+        return 0;
+    }
+    size_t rank = (size_t)(q * (double)b->nlat + 0.999999);
+    rank = rank < 1 ? 1 : rank > b->nlat ? b->nlat : rank;
+    return b->lat_us[rank - 1];
+}
+
+static void
+report(bench *b, double connect_ms, double first_ms)
+{
+    qsort(b->lat_us, b->nlat, sizeof *b->lat_us, cmp_u32);
+    double elapsed = (double)(b->end_ns - b->t0_ns) / 1e9;
+    double rps = elapsed > 0 ? (double)b->done / elapsed : 0;
+    uint32_t p50 = percentile(b, 0.50), p90 = percentile(b, 0.90);
+    uint32_t p99 = percentile(b, 0.99), max = percentile(b, 1.0);
+    printf("%s %s, concurrency %d\n"
+           "  count     %ld\n  ok        %ld\n  errors    %ld\n  timeouts  %ld\n"
+           "  latency   p50 %u us, p90 %u us, p99 %u us, max %u us\n"
+           "  rate      %.0f %s/s over %.3f s\n",
+           b->o->emit ? "emit" : "send", b->o->pattern, b->o->concurrency, b->done, b->ok,
+           b->errors, b->timeouts, p50, p90, p99, max, rps,
+           b->o->emit ? "events" : "requests", elapsed);
+    if (b->first_error[0]) {
+        printf("  first error: %s\n", b->first_error);
+    }
+    if (b->o->json_out) {
+        printf("{\"pattern\":\"%s\",\"mode\":\"%s\",\"concurrency\":%d,\"count\":%ld,"
+               "\"ok\":%ld,\"errors\":%ld,\"timeouts\":%ld,\"p50_us\":%u,\"p90_us\":%u,"
+               "\"p99_us\":%u,\"max_us\":%u,\"rps\":%.1f,\"elapsed_s\":%.3f,"
+               "\"connect_ms\":%.1f,\"first_reply_ms\":%.1f,\"cpu_ms\":%.1f}\n",
+               b->o->pattern, b->o->emit ? "emit" : "send", b->o->concurrency, b->done,
+               b->ok, b->errors, b->timeouts, p50, p90, p99, max, rps, elapsed,
+               connect_ms, first_ms, b->cpu_ms);
+    }
+    fflush(stdout);
+}
+
+/* Connect, run, report; returns the exit code. */
+static int
+bench_run(bench *b, int64_t start_us)
+{
+    ksf_errinfo ei = {0};
+    int64_t c0 = mono_ns();
+    ksf_err e = KSF_OK;
+    if (!b->o->emit) {
+        e = ksf_client_subscribe_to_response_of(b->cli, b->o->pattern, &ei);
+    }
+    if (!e) {
+        e = ksf_client_connect(b->cli, CONNECT_TIMEOUT_MS, &ei);
+    }
+    if (e) {
+        fprintf(stderr, "ksf bench: %s\n", ei.text);
+        return e == KSF_EINVAL ? EXIT_USAGE : EXIT_KAFKA;
+    }
+    double connect_ms = (double)(mono_ns() - c0) / 1e6;
+    size_t want = b->o->count ? (size_t)b->o->count : 1u << 22;
+    if (!(b->lanes = calloc((size_t)b->o->concurrency, sizeof *b->lanes)) ||
+        !reserve_latencies(b, want)) {
+        fprintf(stderr, "ksf bench: out of memory\n");
+        return EXIT_KAFKA;
+    }
+    int64_t start_mono_ns = c0 - (real_us() - start_us) * 1000;
+    fprintf(stderr, "ksf bench: connected in %.1f ms; running\n", connect_ms);
+    double cpu0 = cpu_ms_now();
+    run_lanes(b);
+    b->cpu_ms = cpu_ms_now() - cpu0;
+    report(b, connect_ms, (double)(b->first_done_ns - start_mono_ns) / 1e6);
+    if (b->o->idle_s > 0) {
+        struct timespec ts = {
+            (time_t)b->o->idle_s,
+            (long)((b->o->idle_s - (double)(time_t)b->o->idle_s) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+    }
+    return b->ok == b->done ? EXIT_OK : EXIT_FAILED;
+}
+
+/* Wall-clock process start from KSF_BENCH_T0_US, else now. */
+static int64_t
+start_time_us(void)
+{
+    const char *s = getenv("KSF_BENCH_T0_US");
+    char *end;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    return s && *s && !*end && v > 0 ? (int64_t)v : real_us();
+}
+
+int
+ksf_cmd_bench(int argc, char **argv)
+{
+    int64_t start_us = start_time_us();
+    bench_opts o = {.concurrency = 1, .timeout_ms = 30000};
+    bench b = {.o = &o, .m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    ksf_errinfo ei = {0};
+    int rc;
+    char inflight[16];
+    if (ksf_config_new(&o.cfg) != KSF_OK) {
+        fprintf(stderr, "ksf bench: out of memory\n");
+        return EXIT_KAFKA;
+    }
+    if (ksf_config_set_from_env(o.cfg, &ei) != KSF_OK) {
+        rc = usage_error("%s", ei.text);
+        goto done;
+    }
+    if ((rc = parse_args(argc, argv, &o)) >= 0) {
+        goto done;
+    }
+    /* Room for every lane, unless the user asked for a limit explicitly. */
+    if (ksf_config_get(o.cfg, "client.max.in.flight", inflight, sizeof inflight) ==
+            KSF_OK &&
+        atol(inflight) < o.concurrency) {
+        snprintf(inflight, sizeof inflight, "%d", o.concurrency);
+        ksf_config_set(o.cfg, "client.max.in.flight", inflight, NULL);
+    }
+    ksf_config_set_log(o.cfg, o.verbose ? ksf_log_stderr : NULL, NULL, KSF_LOG_INFO);
+    if (!(b.data = payload(o.json))) {
+        rc = usage_error("cannot read the payload");
+        goto done;
+    }
+    if (ksf_client_new(&b.cli, o.cfg, &ei) != KSF_OK) {
+        fprintf(stderr, "ksf bench: %s\n", ei.text);
+        rc = ei.code == KSF_EINVAL ? EXIT_USAGE : EXIT_KAFKA;
+        goto done;
+    }
+    rc = bench_run(&b, start_us);
+done:
+    ksf_client_destroy(b.cli);
+    json_decref(b.data);
+    free(b.lanes);
+    free(b.lat_us);
+    ksf_config_destroy(o.cfg);
+    return rc;
+}
