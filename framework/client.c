@@ -823,6 +823,28 @@ wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei) {
     }
 }
 
+/* Hand every topic from @p first on to the provider's prepare in one call. */
+static ksf_err
+announce_topics(ksf_client *cli, reply_topic *first, int64_t deadline, ksf_errinfo *ei) {
+    size_t n = 0;
+    for (reply_topic *t = first; t; t = t->next) {
+        n++;
+    }
+    const char **names = ksfi_calloc(n ? n : 1, sizeof *names);
+    if (!names) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    }
+    n = 0;
+    for (reply_topic *t = first; t; t = t->next) {
+        names[n++] = t->name;
+    }
+    int64_t left = deadline - now_ms();
+    ksf_err e = cli->provider->ops->prepare(cli->provider, names, n,
+                                            left > 0 ? (int)left : 0, ei);
+    ksfi_free(names);
+    return e;
+}
+
 ksf_err
 ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
     if (!cli || timeout_ms < 0) {
@@ -838,6 +860,9 @@ ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
     pthread_mutex_lock(&cli->lock);
     reply_topic *t = cli->topics;
     pthread_mutex_unlock(&cli->lock);
+    if (cli->provider->ops->prepare && (e = announce_topics(cli, t, deadline, ei))) {
+        return e;
+    }
     for (; t; t = t->next) {
         reply_slot *slot;
         if ((e = reply_slot_get(cli, t->name, deadline, &slot, ei))) {

@@ -542,24 +542,68 @@ log_plan(ksfi_membership *m, const ksfi_assignor_member *am, const ksfi_gp_assig
     }
 }
 
-/* Decode every member's metadata and run the assignor (the topics are ours, as in
- * kafkajs; partition counts come from the owner when it can tell). */
+/* Topic @p name's index in @p topics[0..n), or -1. */
+static ssize_t
+topic_index(const ksfi_assignor_topic *topics, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(topics[i].name, name)) {
+            return (ssize_t)i;
+        }
+    }
+    return -1;
+}
+
+/* The topics to deal out: ours and every member's (kafkajs deals only the leader's, so
+ * a member whose reply topic the leader does not use would get nothing). Partition
+ * counts come from the owner when it can tell; a topic whose count nobody knows is
+ * left out. *out is ksfi_malloc'd; names borrow from m and @p metas. */
+static ksf_err
+union_topics(ksfi_membership *m, const ksfi_gp_member_meta *metas, size_t members,
+             ksfi_assignor_topic **out, size_t *count) {
+    size_t cap = m->topic_count;
+    for (size_t i = 0; i < members; i++) {
+        cap += metas[i].topic_count;
+    }
+    ksfi_assignor_topic *topics = ksfi_calloc(cap ? cap : 1, sizeof *topics);
+    if (!topics) {
+        return KSF_ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < m->topic_count; i++) {
+        topics[n++] = m->topics[i];
+    }
+    for (size_t i = 0; i < members; i++) {
+        for (size_t t = 0; t < metas[i].topic_count; t++) {
+            if (topic_index(topics, n, metas[i].topics[t]) < 0) {
+                topics[n++] = (ksfi_assignor_topic){metas[i].topics[t], -1};
+            }
+        }
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t c = m->cb.partition_count ? m->cb.partition_count(m->cb.user, topics[i].name)
+                                          : -1;
+        topics[i].partitions = c >= 0 ? c : topics[i].partitions;
+        if (topics[i].partitions < 0) {
+            ksfi_log(&m->log, KSF_LOG_WARNING, COMPONENT,
+                     "group %s: partition count of %s unknown; its members get none of it "
+                     "this round",
+                     m->group_id, topics[i].name);
+            continue;
+        }
+        topics[kept++] = topics[i];
+    }
+    *out = topics;
+    *count = kept;
+    return KSF_OK;
+}
+
+/* Decode every member's metadata and run the assignor over the union of topics. */
 static ksf_err
 assign_members(ksfi_membership *m, const ksfi_gp_join_group_resp *jr,
                ksfi_gp_member_meta *metas, ksfi_assignor_member *am,
                ksfi_gp_assignment *out) {
     ksf_errinfo ei = {0};
-    ksfi_assignor_topic *topics = ksfi_calloc(m->topic_count, sizeof *topics);
-    if (!topics) {
-        return KSF_ENOMEM;
-    }
-    for (size_t i = 0; i < m->topic_count; i++) {
-        int32_t n = m->cb.partition_count
-                        ? m->cb.partition_count(m->cb.user, m->topics[i].name)
-                        : -1;
-        topics[i] = m->topics[i];
-        topics[i].partitions = n >= 0 ? n : m->topics[i].partitions;
-    }
     for (size_t i = 0; i < jr->member_count; i++) {
         const ksfi_gp_join_member *jm = &jr->members[i];
         if (ksfi_gp_decode_member_meta(jm->metadata, jm->metadata_len, &metas[i], &ei) !=
@@ -571,7 +615,12 @@ assign_members(ksfi_membership *m, const ksfi_gp_join_group_resp *jr,
         am[i].member_id = jm->member_id;
         am[i].meta = &metas[i];
     }
-    ksf_err err = ksfi_assign(am, jr->member_count, topics, m->topic_count, out, &ei);
+    ksfi_assignor_topic *topics;
+    size_t ntopics;
+    if (union_topics(m, metas, jr->member_count, &topics, &ntopics) != KSF_OK) {
+        return KSF_ENOMEM;
+    }
+    ksf_err err = ksfi_assign(am, jr->member_count, topics, ntopics, out, &ei);
     if (err != KSF_OK) {
         ksfi_log(&m->log, KSF_LOG_ERROR, COMPONENT, "group %s: %s", m->group_id, ei.text);
     } else {

@@ -246,6 +246,13 @@ partition_count_cb(void *user, const char *topic)
     gtopic *t = topic_find(p, topic);
     int32_t n = t ? t->partitions : -1;
     pthread_mutex_unlock(&p->lock);
+    if (n < 0) { /* another member's reply topic: ask the brokers (leader only) */
+        int count = 0;
+        if (ksfi_reply_partition_count(p->base.host.consumer, topic,
+                                       ksfi_reply_now_ms() + 5000, &count, NULL) == KSF_OK) {
+            n = count;
+        }
+    }
     return n;
 }
 
@@ -289,12 +296,13 @@ subscribe_locked(group_provider *p, ksf_errinfo *ei)
     return e;
 }
 
-/* Find or add @p name (asking the brokers for its partition count first). Returns
- * with the lock held on KSF_OK. */
+/* Find or add @p name (asking the brokers for its partition count first) without
+ * announcing it; *added says whether it is new. Returns with the lock held on KSF_OK. */
 static ksf_err
-topic_get(group_provider *p, const char *name, int64_t deadline, gtopic **out,
+topic_add(group_provider *p, const char *name, int64_t deadline, gtopic **out, bool *added,
           ksf_errinfo *ei)
 {
+    *added = false;
     pthread_mutex_lock(&p->lock);
     if ((*out = topic_find(p, name))) {
         return KSF_OK;
@@ -314,19 +322,75 @@ topic_get(group_provider *p, const char *name, int64_t deadline, gtopic **out,
     t->partitions = count;
     t->advertised = -1;
     pthread_mutex_lock(&p->lock);
-    t->next = p->topics; /* one acquire per topic at a time: no one added it since */
-    p->topics = t;
-    p->topic_count++;
-    if ((e = subscribe_locked(p, ei))) {
-        p->topics = t->next;
-        p->topic_count--;
-        pthread_mutex_unlock(&p->lock);
+    if ((*out = topic_find(p, name))) { /* added meanwhile by a concurrent prepare */
         ksfi_free(t->name);
         ksfi_free(t);
+        return KSF_OK;
+    }
+    t->next = p->topics;
+    p->topics = t;
+    p->topic_count++;
+    *out = t;
+    *added = true;
+    return KSF_OK;
+}
+
+/* Unlink and free the newest topic @p t (an announcement of it failed); under lock. */
+static void
+topic_drop_newest_locked(group_provider *p, gtopic *t)
+{
+    p->topics = t->next;
+    p->topic_count--;
+    ksfi_free(t->name);
+    ksfi_free(t);
+}
+
+/* Find or add @p name and announce it to the group when new. Returns with the lock
+ * held on KSF_OK. */
+static ksf_err
+topic_get(group_provider *p, const char *name, int64_t deadline, gtopic **out,
+          ksf_errinfo *ei)
+{
+    bool added;
+    ksf_err e = topic_add(p, name, deadline, out, &added, ei);
+    if (e || !added) {
         return e;
     }
-    *out = t;
+    if ((e = subscribe_locked(p, ei))) {
+        if (p->topics == *out) {
+            topic_drop_newest_locked(p, *out);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return e;
+    }
     return KSF_OK;
+}
+
+/* Learn every topic, then announce the new ones in one subscription. */
+static ksf_err
+group_prepare(ksfi_reply_provider *base, const char *const *topics, size_t count,
+              int timeout_ms, ksf_errinfo *ei)
+{
+    group_provider *p = (group_provider *)base;
+    int64_t deadline = ksfi_reply_now_ms() + timeout_ms;
+    bool any_added = false;
+    for (size_t i = 0; i < count; i++) {
+        gtopic *t;
+        bool added;
+        ksf_err e = topic_add(p, topics[i], deadline, &t, &added, ei);
+        if (e) {
+            return e;
+        }
+        any_added |= added;
+        pthread_mutex_unlock(&p->lock);
+    }
+    if (!any_added) {
+        return KSF_OK;
+    }
+    pthread_mutex_lock(&p->lock);
+    ksf_err e = subscribe_locked(p, ei);
+    pthread_mutex_unlock(&p->lock);
+    return e;
 }
 
 /* ---- fetching -----------------------------------------------------------------------
@@ -525,6 +589,7 @@ static const ksfi_reply_provider_ops group_ops = {
     .name = "group",
     .acquire = group_acquire,
     .release = group_release,
+    .prepare = group_prepare,
     .destroy = group_destroy,
 };
 

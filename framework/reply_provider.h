@@ -16,6 +16,9 @@
  *   partition must be given up. The client stops advertising it at once, keeps
  *   fetching it while requests that advertised it are in flight (the drain) and then
  *   calls release().
+ * - prepare(topics) (optional): ksf_client_connect() hands over every subscribed topic
+ *   first, so a provider can announce them together (one group join, not one rebalance
+ *   per topic).
  * - release(topic, partition): the client no longer needs the partition; the provider
  *   stops fetching it (incremental unassign). Also called for every held partition
  *   when the client is destroyed.
@@ -48,6 +51,10 @@ typedef struct ksfi_reply_provider_ops {
     ksf_err (*acquire)(ksfi_reply_provider *p, const char *topic, int timeout_ms,
                        int32_t *partition, ksf_errinfo *ei);
     void (*release)(ksfi_reply_provider *p, const char *topic, int32_t partition);
+    /* Optional: learn every topic @p topics before they are acquired one by one, so a
+     * provider that must announce its topics (the group) announces them once. */
+    ksf_err (*prepare)(ksfi_reply_provider *p, const char *const *topics, size_t count,
+                       int timeout_ms, ksf_errinfo *ei);
     void (*destroy)(ksfi_reply_provider *p);
 } ksfi_reply_provider_ops;
 

@@ -462,6 +462,9 @@ START_TEST(test_e2e_timeout_then_late_reply)
     world_open(&w, make_slow_server, NULL);
     json_t *got = NULL;
     ksf_errinfo ei = {0};
+    /* Join the reply group first: the 300 ms below is for the request alone. */
+    ck_assert_int_eq(ksf_client_subscribe_to_response_of(w.cli, "slow.op", &ei), KSF_OK);
+    ck_assert_msg(ksf_client_connect(w.cli, 20000, &ei) == KSF_OK, "%s", ei.text);
     int64_t start = ksft_now_ms();
     ck_assert_int_eq(ksf_client_call(w.cli, "slow.op", NULL, 300, &got, &ei),
                      KSF_ETIMEDOUT);

@@ -193,11 +193,31 @@ main(int argc, char **argv)
     if (ksf_config_set(cfg, "brokers", argv[1], &ei) ||
         ksf_config_set(cfg, "client.id", "interop-c", &ei) ||
         ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", &ei) ||
+        /* The embedded broker finishes a rebalance only after session.timeout.ms - 1 s. */
+        ksf_config_set(cfg, "consumer.session.timeout.ms", "6000", &ei) ||
+        ksf_config_set(cfg, "consumer.heartbeat.interval.ms", "500", &ei) ||
         ksf_client_new(&cli, cfg, &ei)) {
         fprintf(stderr, "interop_client: %s\n", ei.text);
         return 2;
     }
     ksf_config_destroy(cfg);
+    /* As with NestJS's subscribeToResponseOf: every reply topic before connect, so the
+     * reply group is joined once rather than once per pattern. */
+    static const char *const patterns[] = {
+        "interop.object",      "interop.array",       "interop.string", "interop.number",
+        "interop.null",        "interop.echo",        "interop.rpc-string",
+        "interop.rpc-object",  "interop.plain-error", "interop.stream",
+        "interop.stream-sync", "interop.async",       "interop.context"};
+    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
+        if (ksf_client_subscribe_to_response_of(cli, patterns[i], &ei)) {
+            fprintf(stderr, "interop_client: %s\n", ei.text);
+            return 2;
+        }
+    }
+    if (ksf_client_connect(cli, 30000, &ei)) {
+        fprintf(stderr, "interop_client: connect: %s\n", ei.text);
+        return 2;
+    }
 
     expect_call(cli, "interop.object", "{\"heroId\":1}", NULL,
                 "{\"values\":[{\"id\":1,\"name\":\"Mythical Sword\"}]}");

@@ -49,7 +49,7 @@ wait_for() {
 
 fail() {
     echo "interop: $*"
-    for f in "$tmp"/*.log; do [[ -s $f ]] && sed "s|^|  $(basename "$f")| |" "$f"; done
+    for f in "$tmp"/*.log; do [[ -s $f ]] && sed "s/^/  $(basename "$f"): /" "$f"; done
     exit 1
 }
 
