@@ -424,10 +424,15 @@ count(sender *s)
     return t;
 }
 
+/* Make the next @p n requests of @p api (from any client of the broker) fail. */
 static void
 push_errors(ksft_broker *b, int16_t api, rd_kafka_resp_err_t err, size_t n)
 {
-    rd_kafka_resp_err_t errs[4] = {err, err, err, err};
+    rd_kafka_resp_err_t errs[8];
+    ck_assert_uint_le(n, 8);
+    for (size_t i = 0; i < n; i++) {
+        errs[i] = err;
+    }
     rd_kafka_mock_push_request_errors_array(ksft_broker_mock(b), api, n, errs);
 }
 
@@ -492,7 +497,9 @@ START_TEST(test_reply_group_storm)
     }
     /* Phase 2: a fourth (the child) joins while Heartbeats fail with NOT_COORDINATOR. */
     int gen = atomic_load(&v[A]->generation);
-    push_errors(b, API_HEARTBEAT, RD_KAFKA_RESP_ERR_NOT_COORDINATOR, 2);
+    /* The mock fails the next Heartbeats of ANY client, the server's consumer included,
+     * so push enough that several reach the reply-group members. */
+    push_errors(b, API_HEARTBEAT, RD_KAFKA_RESP_ERR_NOT_COORDINATOR, 6);
     child_release(&d, ksft_broker_address(b));
     ck_assert_msg(child_wait_reply(&d, 30000), "the child client got no reply");
     ck_assert_msg(wait_generation(v, C + 1, gen, 30000), "no rebalance for the child");
@@ -511,7 +518,7 @@ START_TEST(test_reply_group_storm)
     sender_quiesce(v[B]);
     ksf_client_get_stats(v[B]->cli, &st[B]);
     int64_t left_at = ksft_now_ms();
-    push_errors(b, API_HEARTBEAT, RD_KAFKA_RESP_ERR_NOT_COORDINATOR, 2);
+    push_errors(b, API_HEARTBEAT, RD_KAFKA_RESP_ERR_NOT_COORDINATOR, 6);
     ksf_client_destroy(v[B]->cli);
     v[B]->cli = NULL;
     ck_assert_msg(wait_ok(v[E], 20, 30000), "E got no partition after B left");
