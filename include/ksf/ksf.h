@@ -566,7 +566,10 @@ KSF_API void ksf_client_destroy(ksf_client *cli);
 /**
  * Register "<pattern>.reply" so that ksf_client_connect() acquires its reply partition
  * ahead of time and the first send of @p pattern does not pay for it (sends acquire
- * on demand otherwise). Errors: KSF_EINVAL, KSF_ECLOSED.
+ * on demand otherwise). Subscribe every pattern before connect, as with NestJS's
+ * subscribeToResponseOf: connect then joins the reply group once with all of them,
+ * where a later first send of an unsubscribed pattern costs a group rebalance.
+ * Errors: KSF_EINVAL, KSF_ECLOSED.
  */
 KSF_API ksf_err ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern,
                                                     ksf_errinfo *ei);
