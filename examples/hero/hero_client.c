@@ -79,6 +79,11 @@ main(int argc, char **argv) {
         fatal("client", e);
     }
     ksf_config_destroy(cfg);
+    /* Like NestJS's subscribeToResponseOf + connect: join the reply group once, up front. */
+    if ((e = ksf_client_subscribe_to_response_of(cli, "hero.kill.dragon", &ei)) ||
+        (e = ksf_client_connect(cli, timeout_ms, &ei))) {
+        fatal("connect", e);
+    }
 
     /* Request/reply: the reply is whatever the handler returned. */
     json_t *kill = json_pack("{s:i, s:i}", "heroId", 1, "dragonId", 7);
