@@ -43,6 +43,7 @@ struct ksfi_dispatch {
     /* Started contexts of revoked partitions, not complete yet (linked by next): a
      * deferred one may never be finished, and destroy must still free it. */
     ksf_ctx *orphans;
+    size_t queued_high; /* the most messages one partition ever had queued */
     rd_kafka_t *consumer; /* NULL when not running: nothing is stored */
     pthread_t *threads;
     int nthreads;
@@ -171,9 +172,20 @@ ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx) {
         p->next_run = ctx;
     }
     p->queued++;
+    if (p->queued > d->queued_high) {
+        d->queued_high = p->queued;
+    }
     update_pause(p);
     make_ready(d, p);
     pthread_mutex_unlock(&d->lock);
+}
+
+size_t
+ksfi_dispatch_queued_high(ksfi_dispatch *d) {
+    pthread_mutex_lock(&d->lock);
+    size_t n = d->queued_high;
+    pthread_mutex_unlock(&d->lock);
+    return n;
 }
 
 /* Store the offset after the contiguous completed prefix and free that prefix. */
