@@ -645,7 +645,15 @@ close_bounded(ksf_server *srv) {
     rd_kafka_error_t *error = rd_kafka_consumer_close_queue(srv->consumer, q);
     int64_t until = now_ms() + wait_ms;
     while (!error && !rd_kafka_consumer_closed(srv->consumer) && now_ms() < until) {
-        rd_kafka_queue_poll_callback(q, 50);
+        /* Events, not callbacks: the queue also carries fetched messages, which
+         * rd_kafka_queue_poll_callback refuses (an assertion in librdkafka). They are
+         * dropped unstored, as the stop drops every queued message. */
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);
+        if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+            rebalance_cb(srv->consumer, rd_kafka_event_error(ev),
+                         rd_kafka_event_topic_partition_list(ev), srv);
+        }
+        rd_kafka_event_destroy(ev);
     }
     srv->consumer_closed = !error && rd_kafka_consumer_closed(srv->consumer);
     if (!srv->consumer_closed) {

@@ -145,6 +145,7 @@ on_reply(const ksf_reply *r, void *user)
         atomic_fetch_add(&t->other, 1);
     }
     free(k);
+    atomic_fetch_add(&t->finished, 1); /* last: waiters then read the counts */
 }
 
 ksf_err
@@ -173,11 +174,7 @@ ksft_tally_send(ksft_tally *t, ksf_client *cli, const char *pattern, size_t i,
 size_t
 ksft_tally_finished(ksft_tally *t)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < t->n; i++) {
-        n += atomic_load(&t->calls[i]) > 0;
-    }
-    return n;
+    return atomic_load(&t->finished);
 }
 
 size_t

@@ -42,6 +42,7 @@ typedef struct ksft_tally {
     atomic_uint *calls; /* callbacks per request index */
     atomic_uint ok, timedout, closed, kafka, remote, other, extra_calls;
     atomic_uint wrong_value; /* an OK reply whose value is not the request's */
+    atomic_size_t finished;  /* requests with at least one callback */
 } ksft_tally;
 
 void ksft_tally_init(ksft_tally *t, size_t n);
