@@ -362,9 +362,10 @@ commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when) {
         rd_kafka_event_destroy(ev);
     }
     rd_kafka_queue_destroy(q);
-    if (err == RD_KAFKA_RESP_ERR__TIMED_OUT) {
-        srv->commit_wait_ms = KSFI_GONE_WAIT_MS;
-    }
+    /* A slow revoke commit must not shorten a later stop for good: only the latest
+     * outcome counts. */
+    srv->commit_wait_ms =
+        err == RD_KAFKA_RESP_ERR__TIMED_OUT ? KSFI_GONE_WAIT_MS : KSFI_COMMIT_WAIT_MS;
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                  "committing %s: %s; the uncommitted messages will be delivered again",
