@@ -170,7 +170,9 @@ send_final(ksf_ctx *ctx, const json_t *reply) {
         return;
     }
     ksfi_header h[KSFI_CTX_EXTRA_MAX + KSFI_PROTO_HEADERS_MAX];
-    memcpy(h, ctx->extra, ctx->nextra * sizeof *h);
+    if (ctx->nextra) { /* extra is NULL without user headers: memcpy's UB */
+        memcpy(h, ctx->extra, ctx->nextra * sizeof *h);
+    }
     size_t n = ctx->nextra;
     n += ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len, NULL,
                             0, true, h + n);
