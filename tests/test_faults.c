@@ -219,6 +219,16 @@ END_TEST
 
 #define RTT_N 40
 
+static atomic_int keeper_calls;
+
+static void
+on_keeper(const ksf_reply *r, void *user)
+{
+    (void)r;
+    (void)user;
+    atomic_fetch_add(&keeper_calls, 1);
+}
+
 START_TEST(test_faults_rtt)
 {
     ksft_broker *b = ksft_broker_start();
@@ -242,7 +252,12 @@ START_TEST(test_faults_rtt)
     for (size_t i = 0; i < RTT_N; i++) {
         ck_assert_uint_eq(atomic_load(&t.calls[i]), 1);
     }
-    /* The late replies arrive and are counted, never delivered. */
+    /* The late replies arrive and are counted, never delivered. A client fetches
+     * replies only while something is in flight (idle, it pauses its reply
+     * partitions), so one request to a pattern nobody serves keeps it listening. */
+    ksf_send_opts keep = {.timeout_ms = 15000};
+    ck_assert_int_eq(ksf_client_send(cli, "f.nobody", NULL, &keep, on_keeper, NULL, NULL),
+                     KSF_OK);
     ksf_client_stats st;
     int64_t until = ksft_now_ms() + 10000;
     do {
@@ -251,6 +266,7 @@ START_TEST(test_faults_rtt)
     } while (st.late_replies < RTT_N / 2 && ksft_now_ms() < until);
     ck_assert_uint_eq(st.late_replies, RTT_N / 2);
     ck_assert_uint_eq(st.timeouts, RTT_N / 2);
+    ck_assert_int_eq(atomic_load(&keeper_calls), 0); /* still waiting: it kept us up */
     ck_assert_uint_eq(st.replies, RTT_N / 2);
     ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
     ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(ksft_broker_mock(b), 1, 0), 0);
