@@ -366,10 +366,12 @@ static atomic_int deferred_seen;
 static ksf_err
 h_defer_forever(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
-    (void)data;
-    (void)reply;
-    atomic_fetch_add(&deferred_seen, 1);
-    return ksf_ctx_defer(ctx); /* never finished: the server must free it */
+    /* The first delivery of each message is deferred and never finished; a redelivery
+     * after the rebalance is answered, so no stop has to wait for it. */
+    if (atomic_fetch_add(&deferred_seen, 1) >= PARTS) {
+        return ksft_echo(ctx, data, reply);
+    }
+    return ksf_ctx_defer(ctx);
 }
 
 START_TEST(test_faults_deferred_revoked)
@@ -392,7 +394,7 @@ START_TEST(test_faults_deferred_revoked)
     while (atomic_load(&deferred_seen) < PARTS && ksft_now_ms() < until) {
         ksft_sleep_ms(10);
     }
-    ck_assert_int_eq(atomic_load(&deferred_seen), PARTS);
+    ck_assert_int_ge(atomic_load(&deferred_seen), PARTS);
     /* A second member joins: the first one's partitions are revoked (the revoke waits
      * for the deferred contexts, then gives up on them). */
     ksft_service_start(&other, ksft_echo_server(cfg, patterns), 40000);
