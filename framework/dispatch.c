@@ -40,6 +40,10 @@ struct ksfi_dispatch {
     ksfi_part **parts;
     size_t nparts;
     ksfi_part *ready_head, *ready_tail;
+    /* Started contexts of revoked partitions, not complete yet (linked by next): a
+     * deferred one may never be finished, and destroy must still free it. */
+    ksf_ctx *orphans;
+    size_t queued_high; /* the most messages one partition ever had queued */
     rd_kafka_t *consumer; /* NULL when not running: nothing is stored */
     pthread_t *threads;
     int nthreads;
@@ -80,6 +84,7 @@ ksfi_dispatch_destroy(ksfi_dispatch *d) {
         ksfi_free(d->parts[i]->topic);
         ksfi_free(d->parts[i]);
     }
+    free_list(d->orphans);
     ksfi_free(d->parts);
     ksfi_free(d->threads);
     pthread_mutex_destroy(&d->lock);
@@ -167,9 +172,20 @@ ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx) {
         p->next_run = ctx;
     }
     p->queued++;
+    if (p->queued > d->queued_high) {
+        d->queued_high = p->queued;
+    }
     update_pause(p);
     make_ready(d, p);
     pthread_mutex_unlock(&d->lock);
+}
+
+size_t
+ksfi_dispatch_queued_high(ksfi_dispatch *d) {
+    pthread_mutex_lock(&d->lock);
+    size_t n = d->queued_high;
+    pthread_mutex_unlock(&d->lock);
+    return n;
 }
 
 /* Store the offset after the contiguous completed prefix and free that prefix. */
@@ -210,7 +226,14 @@ ksfi_dispatch_done(ksf_ctx *ctx) {
     ksfi_dispatch *d = ctx->dispatch;
     pthread_mutex_lock(&d->lock);
     if (ctx->epoch != p->epoch) {
-        /* Revoked while it ran: already unlinked from the window. */
+        /* Revoked while it ran: unlinked from the window, kept among the orphans. */
+        ksf_ctx **link = &d->orphans;
+        while (*link && *link != ctx) {
+            link = &(*link)->next;
+        }
+        if (*link) {
+            *link = ctx->next;
+        }
         ksfi_ctx_free(ctx);
     } else {
         ctx->done = true;
@@ -312,8 +335,9 @@ deadline_in(int ms) {
     return ts;
 }
 
-/* Forget @p p's window: queued contexts are freed, started ones are freed by
- * ksfi_dispatch_done when they complete (their epoch no longer matches). */
+/* Forget @p p's window: queued contexts are freed, started ones become orphans, freed
+ * by ksfi_dispatch_done when they complete (their epoch no longer matches) or by
+ * ksfi_dispatch_destroy. */
 static void
 detach(ksfi_dispatch *d, ksfi_part *p) {
     if (p->in_ready) { /* unlink from the ready list */
@@ -331,9 +355,11 @@ detach(ksfi_dispatch *d, ksfi_part *p) {
     ksf_ctx *c = p->head;
     while (c) {
         ksf_ctx *next = c->next;
-        c->next = NULL;
         if (!c->started || c->done) {
             ksfi_ctx_free(c);
+        } else {
+            c->next = d->orphans;
+            d->orphans = c;
         }
         c = next;
     }

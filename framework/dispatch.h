@@ -59,6 +59,10 @@ size_t ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms);
  * nothing). The pool can be destroyed afterwards. */
 void ksfi_dispatch_stop(ksfi_dispatch *d);
 
+/* The most messages one partition ever had queued (not started): the memory bound the
+ * pause/resume hysteresis keeps, for tests and diagnostics. Threads: any. */
+size_t ksfi_dispatch_queued_high(ksfi_dispatch *d);
+
 /* @p ctx is complete: its offset may be stored. Called once per context. */
 void ksfi_dispatch_done(ksf_ctx *ctx);
 

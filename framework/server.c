@@ -25,6 +25,12 @@
 #define KSFI_QUERY_TIMEOUT_MS 5000
 /* How long stop waits for replies still queued in the producer. */
 #define KSFI_FLUSH_MS 5000
+/* How long a commit may wait for the group coordinator (a synchronous commit waits for
+ * as long as the coordinator stays unreachable), and how long leaving the group may
+ * take; once a commit timed out the broker is taken as gone and the rest is short. */
+#define KSFI_COMMIT_WAIT_MS 1500
+#define KSFI_CLOSE_WAIT_MS 10000
+#define KSFI_GONE_WAIT_MS 500
 
 ksf_err
 ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei) {
@@ -86,7 +92,10 @@ ksf_server_destroy(ksf_server *srv) {
         rd_kafka_queue_destroy(srv->consumer_queue);
     }
     if (srv->consumer) {
-        rd_kafka_destroy(srv->consumer);
+        /* An unfinished close is not retried: it would block as long as it did. */
+        rd_kafka_destroy_flags(srv->consumer, srv->consumer_closed
+                                                  ? 0
+                                                  : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     for (size_t i = 0; i < srv->nhandlers; i++) {
         ksfi_free(srv->handlers[i].pattern);
@@ -335,6 +344,35 @@ watcher_main(void *arg) {
 
 /* ---- the consumer ---------------------------------------------------------------- */
 
+static int64_t
+now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Commit the stored offsets, waiting at most srv->commit_wait_ms (consumer thread). */
+static void
+commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when) {
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk, NULL, q, NULL, NULL);
+    if (!err) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, srv->commit_wait_ms);
+        err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
+    /* A slow revoke commit must not shorten a later stop for good: only the latest
+     * outcome counts. */
+    srv->commit_wait_ms =
+        err == RD_KAFKA_RESP_ERR__TIMED_OUT ? KSFI_GONE_WAIT_MS : KSFI_COMMIT_WAIT_MS;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "committing %s: %s; the uncommitted messages will be delivered again",
+                 when, rd_kafka_err2str(err));
+    }
+}
+
 /*
  * With auto.offset.reset=latest, a partition without a committed offset would start at
  * whatever the end is when the fetcher gets round to asking, so a request produced just
@@ -402,11 +440,7 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* Finish what runs, so its offsets are committed before another member
          * takes over: that is what keeps a rebalance from answering twice. */
         ksfi_dispatch_revoke(srv->dispatch, parts, KSFI_REVOKE_WAIT_MS);
-        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
-        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-            ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "committing on revoke: %s",
-                     rd_kafka_err2str(cerr));
-        }
+        commit_bounded(srv, rk, "on revoke");
         if (coop) {
             error = rd_kafka_incremental_unassign(rk, parts);
         } else {
@@ -471,6 +505,7 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei) {
     rd_kafka_poll_set_consumer(srv->consumer);
     srv->consumer_queue = rd_kafka_queue_get_consumer(srv->consumer);
     srv->auto_reset_latest = reset_is_latest(srv->cfg);
+    srv->commit_wait_ms = KSFI_COMMIT_WAIT_MS;
     return KSF_OK;
 }
 
@@ -601,6 +636,38 @@ start(ksf_server *srv, ksf_errinfo *ei) {
     return subscribe(srv, ei);
 }
 
+/* Leave the group (the revoke callback runs here), for a bounded time: with the broker
+ * gone, rd_kafka_consumer_close would wait for it for tens of seconds. */
+static void
+close_bounded(ksf_server *srv) {
+    int wait_ms =
+        srv->commit_wait_ms == KSFI_GONE_WAIT_MS ? KSFI_GONE_WAIT_MS : KSFI_CLOSE_WAIT_MS;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(srv->consumer);
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(srv->consumer, q);
+    int64_t until = now_ms() + wait_ms;
+    while (!error && !rd_kafka_consumer_closed(srv->consumer) && now_ms() < until) {
+        /* Events, not callbacks: the queue also carries fetched messages, which
+         * rd_kafka_queue_poll_callback refuses (an assertion in librdkafka). They are
+         * dropped unstored, as the stop drops every queued message. */
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);
+        if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+            rebalance_cb(srv->consumer, rd_kafka_event_error(ev),
+                         rd_kafka_event_topic_partition_list(ev), srv);
+        }
+        rd_kafka_event_destroy(ev);
+    }
+    srv->consumer_closed = !error && rd_kafka_consumer_closed(srv->consumer);
+    if (!srv->consumer_closed) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "leaving group %s did not finish within %d ms (%s); the group will "
+                 "notice after session.timeout.ms",
+                 srv->group_id, wait_ms,
+                 error ? rd_kafka_error_string(error) : "broker unreachable?");
+    }
+    rd_kafka_error_destroy(error);
+    rd_kafka_queue_destroy(q);
+}
+
 /* Stop in the documented order; safe after a partial start. */
 static void
 shut_down(ksf_server *srv) {
@@ -615,12 +682,8 @@ shut_down(ksf_server *srv) {
     }
     ksfi_dispatch_stop(srv->dispatch);
     if (srv->consumer) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(srv->consumer, NULL, 0);
-        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-            ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "final commit: %s",
-                     rd_kafka_err2str(err));
-        }
-        rd_kafka_consumer_close(srv->consumer); /* leaves the group */
+        commit_bounded(srv, srv->consumer, "at stop");
+        close_bounded(srv);
     }
     pthread_rwlock_wrlock(&srv->replies_lock);
     srv->replies_open = false;
@@ -634,10 +697,12 @@ shut_down(ksf_server *srv) {
         pthread_join(srv->watcher, NULL);
     }
     if (srv->producer) {
-        if (rd_kafka_flush(srv->producer, KSFI_FLUSH_MS)) {
+        /* Their offsets were not committed when the broker is gone: no long wait. */
+        int flush_ms = srv->consumer_closed ? KSFI_FLUSH_MS : KSFI_GONE_WAIT_MS;
+        if (rd_kafka_flush(srv->producer, flush_ms)) {
             ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                      "%d reply message(s) not delivered within %d ms; dropping them",
-                     rd_kafka_outq_len(srv->producer), KSFI_FLUSH_MS);
+                     rd_kafka_outq_len(srv->producer), flush_ms);
             rd_kafka_purge(srv->producer,
                            RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
             rd_kafka_poll(srv->producer, 0); /* delivery reports release the contexts */

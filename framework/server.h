@@ -61,6 +61,8 @@ struct ksf_server {
     bool ready_done;        /* consumer thread only */
     bool auto_reset_latest; /* auto.offset.reset is latest: pin new partitions at the end
                              */
+    int commit_wait_ms;     /* consumer thread only: shortened once the broker is gone */
+    bool consumer_closed;   /* the group was left within its deadline */
     ksfi_dispatch *dispatch;
     ksfi_server_counters counters;
     /* Guards run_active, which ksf_server_destroy waits on. */

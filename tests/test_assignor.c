@@ -222,7 +222,7 @@ make_world(world *w, unsigned *seed) {
     }
     for (size_t i = 0; i < w->n; i++) {
         ksfi_gp_member_meta *m = &w->meta[i];
-        snprintf(w->ids[i], sizeof w->ids[i], "m%zu", i);
+        snprintf(w->ids[i], sizeof w->ids[i], "m%u", (unsigned)(i % 1000000));
         m->topics = w->names;
         m->topic_count = w->nt;
         m->previous = w->prev[i];

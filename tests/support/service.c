@@ -1,0 +1,212 @@
+#include "service.h"
+
+#include "mock_broker.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void
+ksft_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+ksf_err
+ksft_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    *reply = data ? json_incref((json_t *)data) : NULL;
+    return KSF_OK;
+}
+
+ksf_server *
+ksft_echo_server(const ksf_config *cfg, const char *const *patterns)
+{
+    ksf_server *srv = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_server_new(&srv, cfg, &ei) == KSF_OK, "%s", ei.text);
+    for (size_t i = 0; patterns[i]; i++) {
+        ck_assert_msg(ksf_server_on_message(srv, patterns[i], ksft_echo, NULL, &ei) ==
+                          KSF_OK,
+                      "%s", ei.text);
+    }
+    return srv;
+}
+
+static void
+on_ready(ksf_server *srv, void *user)
+{
+    (void)srv;
+    atomic_fetch_add(&((ksft_service *)user)->ready, 1);
+}
+
+static void *
+run_main(void *arg)
+{
+    ksft_service *s = arg;
+    s->run_err = ksf_server_run(s->srv, &s->ei);
+    return NULL;
+}
+
+void
+ksft_service_start(ksft_service *s, ksf_server *srv, int timeout_ms)
+{
+    s->srv = srv;
+    s->run_err = KSF_OK;
+    atomic_store(&s->ready, 0);
+    ksf_server_set_ready_cb(srv, on_ready, s);
+    ck_assert_int_eq(pthread_create(&s->thread, NULL, run_main, s), 0);
+    s->running = true;
+    int64_t until = ksft_now_ms() + timeout_ms;
+    while (!atomic_load(&s->ready) && ksft_now_ms() < until) {
+        ksft_sleep_ms(10); /* polling a condition with a deadline */
+    }
+    ck_assert_msg(atomic_load(&s->ready) == 1, "server not ready within %d ms",
+                  timeout_ms);
+}
+
+void
+ksft_service_stop(ksft_service *s)
+{
+    if (s->running) {
+        ksf_server_stop(s->srv);
+        pthread_join(s->thread, NULL);
+        s->running = false;
+        ck_assert_msg(s->run_err == KSF_OK, "run: %s", s->ei.text);
+    }
+    ksf_server_destroy(s->srv);
+    s->srv = NULL;
+}
+
+/* ---- tally ------------------------------------------------------------------------ */
+
+void
+ksft_tally_init(ksft_tally *t, size_t n)
+{
+    memset(t, 0, sizeof *t);
+    t->n = n;
+    t->calls = calloc(n, sizeof *t->calls);
+    ck_assert_ptr_nonnull(t->calls);
+}
+
+void
+ksft_tally_free(ksft_tally *t)
+{
+    free(t->calls);
+    t->calls = NULL;
+}
+
+/* The user pointer of request i: the tally plus the index, packed in a small struct. */
+typedef struct ticket {
+    ksft_tally *t;
+    size_t i;
+} ticket;
+
+static void
+on_reply(const ksf_reply *r, void *user)
+{
+    ticket *k = user;
+    ksft_tally *t = k->t;
+    if (atomic_fetch_add(&t->calls[k->i], 1) > 0) {
+        atomic_fetch_add(&t->extra_calls, 1);
+        return; /* the ticket is freed by the first call */
+    }
+    switch (r->err) {
+    case KSF_OK: {
+        json_t *i = json_object_get(r->value, "i");
+        if (!json_is_integer(i) || (size_t)json_integer_value(i) != k->i) {
+            atomic_fetch_add(&t->wrong_value, 1);
+        }
+        atomic_fetch_add(&t->ok, 1);
+        break;
+    }
+    case KSF_ETIMEDOUT:
+        atomic_fetch_add(&t->timedout, 1);
+        break;
+    case KSF_ECLOSED:
+        atomic_fetch_add(&t->closed, 1);
+        break;
+    case KSF_EKAFKA:
+        atomic_fetch_add(&t->kafka, 1);
+        break;
+    case KSF_EREMOTE:
+        atomic_fetch_add(&t->remote, 1);
+        break;
+    default:
+        atomic_fetch_add(&t->other, 1);
+        break;
+    }
+    if (!r->done) {
+        atomic_fetch_add(&t->other, 1);
+    }
+    free(k);
+    atomic_fetch_add(&t->finished, 1); /* last: waiters then read the counts */
+}
+
+ksf_err
+ksft_tally_send(ksft_tally *t, ksf_client *cli, const char *pattern, size_t i,
+                int timeout_ms, int give_up_ms)
+{
+    ck_assert_uint_lt(i, t->n);
+    json_t *v = json_pack("{s:I}", "i", (json_int_t)i);
+    ticket *k = malloc(sizeof *k);
+    ck_assert_ptr_nonnull(k);
+    *k = (ticket){t, i};
+    ksf_send_opts o = {.timeout_ms = timeout_ms};
+    int64_t until = ksft_now_ms() + give_up_ms;
+    ksf_err e;
+    while ((e = ksf_client_send(cli, pattern, v, &o, on_reply, k, NULL)) == KSF_EBUSY &&
+           ksft_now_ms() < until) {
+        ksft_sleep_ms(1); /* back-pressure: wait for replies to make room */
+    }
+    json_decref(v);
+    if (e != KSF_OK) {
+        free(k);
+    }
+    return e;
+}
+
+size_t
+ksft_tally_finished(ksft_tally *t)
+{
+    return atomic_load(&t->finished);
+}
+
+size_t
+ksft_tally_wait(ksft_tally *t, size_t want, int timeout_ms)
+{
+    int64_t until = ksft_now_ms() + timeout_ms;
+    size_t n;
+    while ((n = ksft_tally_finished(t)) < want && ksft_now_ms() < until) {
+        ksft_sleep_ms(10);
+    }
+    return n;
+}
+
+ksf_client *
+ksft_client(const ksf_config *cfg)
+{
+    ksf_client *cli = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_client_new(&cli, cfg, &ei) == KSF_OK, "%s", ei.text);
+    return cli;
+}
+
+long
+ksft_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2) {
+            rss = 0;
+        }
+        fclose(f);
+    }
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}

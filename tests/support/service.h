@@ -1,0 +1,72 @@
+/*
+ * Helpers for the reliability tests (faults, overload, bad input, soak): a ksf server
+ * running on its own thread, and a tally that counts every callback of every request
+ * a ksf client sent, so a test can assert "exactly one callback per request" and the
+ * exact split between replies, timeouts and errors. Create everything inside the test.
+ */
+#ifndef KSF_TEST_SERVICE_H
+#define KSF_TEST_SERVICE_H
+
+#include <ksf/ksf.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* ---- a server on a thread ------------------------------------------------------- */
+
+typedef struct ksft_service {
+    ksf_server *srv;
+    pthread_t thread;
+    bool running;
+    ksf_err run_err;
+    ksf_errinfo ei;
+    atomic_int ready;
+} ksft_service;
+
+/* A server from @p cfg with an echo handler on each of @p patterns (NULL-terminated):
+ * the reply is the request's value. Fails the test on error. */
+ksf_server *ksft_echo_server(const ksf_config *cfg, const char *const *patterns);
+
+/* The echo handler itself, for tests registering their own mix. */
+ksf_err ksft_echo(ksf_ctx *ctx, const json_t *data, json_t **reply);
+
+/* Run @p srv on a thread and wait up to @p timeout_ms for its ready callback. */
+void ksft_service_start(ksft_service *s, ksf_server *srv, int timeout_ms);
+
+/* Stop, join (asserting run returned KSF_OK) and destroy. Safe when not started. */
+void ksft_service_stop(ksft_service *s);
+
+/* ---- every callback of every request ------------------------------------------- */
+
+typedef struct ksft_tally {
+    size_t n;
+    atomic_uint *calls; /* callbacks per request index */
+    atomic_uint ok, timedout, closed, kafka, remote, other, extra_calls;
+    atomic_uint wrong_value; /* an OK reply whose value is not the request's */
+    atomic_size_t finished;  /* requests with at least one callback */
+} ksft_tally;
+
+void ksft_tally_init(ksft_tally *t, size_t n);
+void ksft_tally_free(ksft_tally *t);
+
+/* Send request @p i of @p t to @p pattern with the value {"i": i}; retries KSF_EBUSY
+ * until @p give_up_ms from now. Returns the final ksf_client_send result. */
+ksf_err ksft_tally_send(ksft_tally *t, ksf_client *cli, const char *pattern, size_t i,
+                        int timeout_ms, int give_up_ms);
+
+/* Requests that got at least one callback. */
+size_t ksft_tally_finished(ksft_tally *t);
+
+/* Wait until @p want requests got a callback or @p timeout_ms passed; returns count. */
+size_t ksft_tally_wait(ksft_tally *t, size_t want, int timeout_ms);
+
+/* ---- misc ------------------------------------------------------------------------ */
+
+void ksft_sleep_ms(int ms);
+
+/* A client from @p cfg (fails the test on error). */
+ksf_client *ksft_client(const ksf_config *cfg);
+
+/* Resident set size of this process in KiB (from /proc/self/statm). */
+long ksft_rss_kib(void);
+
+#endif

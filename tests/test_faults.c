@@ -1,0 +1,445 @@
+/*
+ * Faults while requests flow from ksf clients to ksf servers, on the embedded broker
+ * with its fault injection: broker down and up, request errors, added round-trip time,
+ * a server stopped mid-stream and restarted, a broker gone at stop, a deferred context
+ * revoked by a rebalance. Each test counts every callback of every request (exactly
+ * one each) and checks committed offsets against the replies on the reply topic.
+ */
+#include "mock_broker.h"
+#include "raw_kafka.h"
+#include "service.h"
+#include "wire.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PATTERN "f.echo"
+#define REPLY_TOPIC "f.echo.reply"
+#define PARTS 2
+#define GROUP "nestjs-group-server"
+
+/* Topics, then a configuration whose restarted servers see what nobody committed. */
+static ksf_config *
+world(ksft_broker *b)
+{
+    ksft_broker_create_topic(b, PATTERN, PARTS);
+    ksft_broker_create_topic(b, REPLY_TOPIC, 1);
+    ksf_config *cfg = ksft_config(b);
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", NULL),
+                     KSF_OK);
+    return cfg;
+}
+
+static const char *const patterns[] = {PATTERN, NULL};
+
+/* Read @p c until nothing new arrived for 300 ms (at least 1 s, at most 10 s): the
+ * collector's consumer needs a moment to connect before the first fetch. */
+static size_t
+drain(ksft_collector *c)
+{
+    int64_t start = ksft_now_ms(), quiet_since = start;
+    size_t n = ksft_collector_count(c);
+    while (ksft_now_ms() - start < 10000) {
+        size_t now = ksft_collector_poll(c, 50);
+        if (now != n) {
+            n = now;
+            quiet_since = ksft_now_ms();
+        } else if (ksft_now_ms() - quiet_since >= 300 && ksft_now_ms() - start >= 1000) {
+            break;
+        }
+    }
+    return n;
+}
+
+static void
+connect_client(ksf_client *cli)
+{
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, PATTERN, &ei), KSF_OK);
+    ck_assert_msg(ksf_client_connect(cli, 10000, &ei) == KSF_OK, "%s", ei.text);
+}
+
+static void
+send_range(ksft_tally *t, ksf_client *cli, size_t from, size_t to, int timeout_ms)
+{
+    for (size_t i = from; i < to; i++) {
+        ck_assert_int_eq(ksft_tally_send(t, cli, PATTERN, i, timeout_ms, 10000), KSF_OK);
+    }
+}
+
+/* Every request answered exactly once with its own value. */
+static void
+assert_all_ok(ksft_tally *t)
+{
+    ck_assert_uint_eq(ksft_tally_wait(t, t->n, 30000), t->n);
+    ck_assert_uint_eq(atomic_load(&t->ok), t->n);
+    ck_assert_uint_eq(atomic_load(&t->extra_calls), 0);
+    ck_assert_uint_eq(atomic_load(&t->wrong_value), 0);
+}
+
+/*
+ * The commit rule, checked from the outside: for every partition of the pattern topic,
+ * every request below the group's committed offset has a reply on the reply topic.
+ * Returns the number of requests below the committed offsets.
+ */
+static size_t
+assert_commits_answered(ksft_broker *b)
+{
+    const char *addr = ksft_broker_address(b);
+    ksft_collector *replies = ksft_collector_new(addr, REPLY_TOPIC, 0);
+    drain(replies);
+    size_t below = 0;
+    for (int32_t p = 0; p < PARTS; p++) {
+        int64_t committed = ksft_committed(addr, GROUP, PATTERN, p);
+        ksft_collector *reqs = ksft_collector_new(addr, PATTERN, p);
+        drain(reqs);
+        for (size_t i = 0; i < ksft_collector_count(reqs); i++) {
+            const ksft_msg *m = ksft_collector_at(reqs, i);
+            const void *id;
+            size_t len;
+            if (m->offset >= committed) {
+                continue;
+            }
+            ck_assert(ksft_msg_header(m, KSFI_HDR_CORRELATION_ID, &id, &len));
+            char sid[64];
+            snprintf(sid, sizeof sid, "%.*s", (int)len, (const char *)id);
+            ck_assert_msg(ksft_collector_count_id(replies, sid) >= 1,
+                          "%s[%d]@%lld committed without a reply", PATTERN, (int)p,
+                          (long long)m->offset);
+            below++;
+        }
+        ksft_collector_destroy(reqs);
+    }
+    ksft_collector_destroy(replies);
+    return below;
+}
+
+/* Reply messages on the reply topic: each is one callback or one stray counted in the
+ * client's stats; nothing else. */
+static void
+assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
+{
+    ksft_collector *replies = ksft_collector_new(ksft_broker_address(b), REPLY_TOPIC, 0);
+    drain(replies);
+    size_t n = ksft_collector_count(replies);
+    ksft_collector_destroy(replies);
+    ksf_client_stats s;
+    int64_t until = ksft_now_ms() + 10000;
+    do {
+        ksf_client_get_stats(cli, &s);
+        if (callbacks + s.duplicate_replies + s.late_replies + s.unknown_replies >= n) {
+            break;
+        }
+        ksft_sleep_ms(20);
+    } while (ksft_now_ms() < until);
+    ck_assert_uint_eq(s.unknown_replies, 0);
+    ck_assert_uint_eq(callbacks + s.duplicate_replies + s.late_replies, n);
+}
+
+/* ---- broker down and up while requests flow ------------------------------------- */
+
+#define DOWN_N 200
+
+START_TEST(test_faults_broker_down_up)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = world(b);
+    ksft_service s = {0};
+    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 20000);
+    ksf_client *cli = ksft_client(cfg);
+    connect_client(cli);
+    ksft_tally t;
+    ksft_tally_init(&t, DOWN_N);
+
+    send_range(&t, cli, 0, DOWN_N / 2, 30000);
+    ck_assert_uint_ge(ksft_tally_wait(&t, DOWN_N / 4, 10000), DOWN_N / 4);
+    ksft_broker_set_down(b, true);
+    send_range(&t, cli, DOWN_N / 2, DOWN_N, 30000); /* queued while the broker is down */
+    ksft_sleep_ms(2000);                            /* the outage under test */
+    ksft_broker_set_down(b, false);
+    assert_all_ok(&t);
+    ksft_service_stop(&s);
+    ck_assert_uint_eq(assert_commits_answered(b), DOWN_N); /* clean stop: all committed */
+    assert_replies_accounted(b, cli, DOWN_N);
+    ksf_client_destroy(cli);
+    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    ksft_tally_free(&t);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- request errors on every API the request path uses ------------------------- */
+
+#define ERR_N 200
+
+START_TEST(test_faults_request_errors)
+{
+    ksft_broker *b = ksft_broker_start();
+    rd_kafka_mock_cluster_t *mc = ksft_broker_mock(b);
+    ksf_config *cfg = world(b);
+    /* API keys (Kafka protocol): Produce 0, Fetch 1, OffsetCommit 8, JoinGroup 11,
+     * Heartbeat 12. All retriable: the request path must ride them out. */
+    rd_kafka_mock_push_request_errors(mc, 11, 2,
+                                      RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+                                      RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS);
+    ksft_service s = {0};
+    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 30000);
+    ksf_client *cli = ksft_client(cfg);
+    connect_client(cli);
+    ksft_tally t;
+    ksft_tally_init(&t, ERR_N);
+    send_range(&t, cli, 0, ERR_N / 4, 30000);
+    rd_kafka_mock_push_request_errors(
+        mc, 0, 3, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
+    rd_kafka_mock_push_request_errors(mc, 1, 3,
+                                      RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                      RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+                                      RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+    rd_kafka_mock_push_request_errors(mc, 8, 2, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                      RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE);
+    rd_kafka_mock_push_request_errors(mc, 12, 2, RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+                                      RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE);
+    send_range(&t, cli, ERR_N / 4, ERR_N, 30000);
+    assert_all_ok(&t);
+    ksft_service_stop(&s);
+    ck_assert_uint_le(assert_commits_answered(b), ERR_N);
+    assert_replies_accounted(b, cli, ERR_N);
+    ksf_client_destroy(cli);
+    ksft_tally_free(&t);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- added round-trip time: timeouts, then late replies only in the stats -------- */
+
+#define RTT_N 40
+
+static atomic_int keeper_calls;
+
+static void
+on_keeper(const ksf_reply *r, void *user)
+{
+    (void)r;
+    (void)user;
+    atomic_fetch_add(&keeper_calls, 1);
+}
+
+START_TEST(test_faults_rtt)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = world(b);
+    ksft_service s = {0};
+    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 20000);
+    ksf_client *cli = ksft_client(cfg);
+    connect_client(cli);
+    ksft_tally t;
+    ksft_tally_init(&t, RTT_N);
+    ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(ksft_broker_mock(b), 1, 250), 0);
+    /* Even requests may wait 20 s, odd ones 150 ms: less than one round trip. */
+    for (size_t i = 0; i < RTT_N; i++) {
+        ck_assert_int_eq(ksft_tally_send(&t, cli, PATTERN, i, i % 2 ? 150 : 20000, 1000),
+                         KSF_OK);
+    }
+    ck_assert_uint_eq(ksft_tally_wait(&t, RTT_N, 40000), RTT_N);
+    ck_assert_uint_eq(atomic_load(&t.ok), RTT_N / 2);
+    ck_assert_uint_eq(atomic_load(&t.timedout), RTT_N / 2);
+    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    for (size_t i = 0; i < RTT_N; i++) {
+        ck_assert_uint_eq(atomic_load(&t.calls[i]), 1);
+    }
+    /* The late replies arrive and are counted, never delivered. A client fetches
+     * replies only while something is in flight (idle, it pauses its reply
+     * partitions), so one request to a pattern nobody serves keeps it listening. */
+    ksf_send_opts keep = {.timeout_ms = 15000};
+    ck_assert_int_eq(ksf_client_send(cli, "f.nobody", NULL, &keep, on_keeper, NULL, NULL),
+                     KSF_OK);
+    ksf_client_stats st;
+    int64_t until = ksft_now_ms() + 10000;
+    do {
+        ksf_client_get_stats(cli, &st);
+        ksft_sleep_ms(20);
+    } while (st.late_replies < RTT_N / 2 && ksft_now_ms() < until);
+    ck_assert_uint_eq(st.late_replies, RTT_N / 2);
+    ck_assert_uint_eq(st.timeouts, RTT_N / 2);
+    ck_assert_int_eq(atomic_load(&keeper_calls), 0); /* still waiting: it kept us up */
+    ck_assert_uint_eq(st.replies, RTT_N / 2);
+    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(ksft_broker_mock(b), 1, 0), 0);
+    ksft_service_stop(&s);
+    ck_assert_uint_eq(assert_commits_answered(b), RTT_N);
+    ksf_client_destroy(cli);
+    ksft_tally_free(&t);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- a server stopped mid-stream and restarted ---------------------------------- */
+
+#define RESTART_N 400
+
+static ksf_err
+h_slowish(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    ksft_sleep_ms(20); /* work in progress when the stop comes */
+    return ksft_echo(ctx, data, reply);
+}
+
+static ksf_server *
+slowish_server(ksf_config *cfg)
+{
+    ksf_server *srv = NULL;
+    ck_assert_int_eq(ksf_server_new(&srv, cfg, NULL), KSF_OK);
+    ck_assert_int_eq(ksf_server_on_message(srv, PATTERN, h_slowish, NULL, NULL), KSF_OK);
+    return srv;
+}
+
+START_TEST(test_faults_server_restart)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = world(b);
+    ksft_service s = {0};
+    ksft_service_start(&s, slowish_server(cfg), 20000);
+    ksf_client *cli = ksft_client(cfg);
+    connect_client(cli);
+    ksft_tally t;
+    ksft_tally_init(&t, RESTART_N);
+    send_range(&t, cli, 0, RESTART_N / 2, 60000);
+    ksft_tally_wait(&t, RESTART_N / 8, 10000);
+    ksft_service_stop(&s); /* mid-stream: some answered, some queued, some not fetched */
+    size_t before = ksft_tally_finished(&t);
+    ck_assert_uint_lt(before, RESTART_N / 2);
+    ck_assert_uint_le(assert_commits_answered(b), before);
+    send_range(&t, cli, RESTART_N / 2, RESTART_N, 60000); /* while no server runs */
+    ksft_service_start(&s, slowish_server(cfg), 20000);
+    assert_all_ok(&t);
+    ksft_service_stop(&s);
+    ck_assert_uint_eq(assert_commits_answered(b), RESTART_N);
+    assert_replies_accounted(b, cli, RESTART_N);
+    ksf_client_destroy(cli);
+    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    ksft_tally_free(&t);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- stop when the broker is already gone: bounded --------------------------------- */
+
+START_TEST(test_faults_stop_broker_gone)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = world(b);
+    ksft_service s = {0};
+    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 20000);
+    ksf_client *cli = ksft_client(cfg);
+    connect_client(cli);
+    ksft_tally t;
+    ksft_tally_init(&t, 20);
+    send_range(&t, cli, 0, 20, 30000);
+    assert_all_ok(&t);
+    ksft_broker_set_down(b, true);
+    int64_t t0 = ksft_now_ms();
+    ksft_service_stop(&s);
+    int64_t took = ksft_now_ms() - t0;
+    fprintf(stderr, "stop with the broker gone: %lld ms\n", (long long)took);
+    ck_assert_msg(took < 9000, "stop took %lld ms with the broker gone", (long long)took);
+    t0 = ksft_now_ms();
+    ksf_client_destroy(cli);
+    took = ksft_now_ms() - t0;
+    ck_assert_msg(took < 8000, "client destroy took %lld ms with the broker gone",
+                  (long long)took);
+    ksft_tally_free(&t);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- a deferred context revoked by a rebalance and never finished ---------------- */
+
+static atomic_int deferred_seen;
+
+static ksf_err
+h_defer_forever(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    /* The first delivery of each message is deferred and never finished; a redelivery
+     * after the rebalance is answered, so no stop has to wait for it. */
+    if (atomic_fetch_add(&deferred_seen, 1) >= PARTS) {
+        return ksft_echo(ctx, data, reply);
+    }
+    return ksf_ctx_defer(ctx);
+}
+
+START_TEST(test_faults_deferred_revoked)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = world(b);
+    ksf_server *srv = NULL;
+    ck_assert_int_eq(ksf_server_new(&srv, cfg, NULL), KSF_OK);
+    ck_assert_int_eq(ksf_server_on_message(srv, PATTERN, h_defer_forever, NULL, NULL),
+                     KSF_OK);
+    ksft_service a = {0}, other = {0};
+    ksft_service_start(&a, srv, 20000);
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(b));
+    for (int32_t part = 0; part < PARTS; part++) {
+        char id[16];
+        snprintf(id, sizeof id, "d-%d", (int)part);
+        ksft_send_request(p, PATTERN, part, id, REPLY_TOPIC, 0, "{}", 2, true);
+    }
+    int64_t until = ksft_now_ms() + 10000;
+    while (atomic_load(&deferred_seen) < PARTS && ksft_now_ms() < until) {
+        ksft_sleep_ms(10);
+    }
+    ck_assert_int_ge(atomic_load(&deferred_seen), PARTS);
+    /* A second member joins: the first one's partitions are revoked (the revoke waits
+     * for the deferred contexts, then gives up on them). */
+    ksft_service_start(&other, ksft_echo_server(cfg, patterns), 40000);
+    /* The first member now holds only the orphans: its stop has nothing to wait for,
+     * and its destroy must free them (ASan/valgrind would report the leak). */
+    ksft_service_stop(&a);
+    ksft_service_stop(&other);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+static Suite *
+faults_suite(void)
+{
+    Suite *s = suite_create("faults");
+    struct {
+        const char *name;
+        const TTest *test;
+        int timeout;
+    } cases[] = {
+        {"broker_down_up", test_faults_broker_down_up, 60},
+        {"request_errors", test_faults_request_errors, 60},
+        {"rtt", test_faults_rtt, 60},
+        {"server_restart", test_faults_server_restart, 60},
+        {"stop_broker_gone", test_faults_stop_broker_gone, 60},
+        {"deferred_revoked", test_faults_deferred_revoked, 60},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_test(tc, cases[i].test);
+        tcase_set_timeout(tc, cases[i].timeout);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(faults_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,242 @@
+/*
+ * Soak: 3 ksf servers and 3 ksf clients in this process, N requests (KSF_SOAK_REQUESTS,
+ * default 200,000), one server stopped and replaced half-way. Reports lost = 0,
+ * duplicated replies delivered = 0, and RSS at the end within 10% of RSS after
+ * warm-up. The broker runs as a child process (`ksf broker`, KSF_TOOL) so that the
+ * messages it stores do not count against this process's memory.
+ */
+#include "mock_broker.h"
+#include "service.h"
+
+#include <check.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PATTERN "soak.echo"
+#define NSRV 3
+#define NCLI 3
+#define WINDOW 2000 /* requests in flight per client */
+
+typedef struct broker_child {
+    pid_t pid;
+    char address[64];
+} broker_child;
+
+static void
+broker_child_start(broker_child *b)
+{
+    const char *tool = getenv("KSF_TOOL");
+    ck_assert_msg(tool != NULL, "KSF_TOOL (the ksf binary) is not set");
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    b->pid = fork();
+    ck_assert_int_ge(b->pid, 0);
+    if (b->pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execl(tool, tool, "broker", "--topic", PATTERN ":6", "--topic",
+              PATTERN ".reply:3", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(b->address, sizeof b->address, f));
+    fclose(f);
+    b->address[strcspn(b->address, "\n")] = '\0';
+    ck_assert_msg(!strncmp(b->address, "127.0.0.1:", 10), "broker said \"%s\"",
+                  b->address);
+}
+
+static void
+broker_child_stop(broker_child *b)
+{
+    int status = 0;
+    kill(b->pid, SIGTERM);
+    ck_assert_int_eq(waitpid(b->pid, &status, 0), b->pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "broker status %d",
+                  status);
+}
+
+static ksf_config *
+soak_config(const char *address)
+{
+    ksf_config *cfg = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    const char *kv[][2] = {
+        {"brokers", address},
+        {"consumer.fetch.wait.max.ms", "5"},
+        {"consumer.session.timeout.ms", "6000"},
+        {"consumer.heartbeat.interval.ms", "500"},
+        {"consumer.auto.offset.reset", "earliest"},
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+        ck_assert_msg(ksf_config_set(cfg, kv[i][0], kv[i][1], &ei) == KSF_OK, "%s",
+                      ei.text);
+    }
+    ksf_config_set_log(cfg, ksf_log_stderr, NULL,
+                       getenv("KSF_SOAK_LOG") ? KSF_LOG_INFO : KSF_LOG_ERROR);
+    return cfg;
+}
+
+/* ---- one client's sender thread ------------------------------------------------- */
+
+typedef struct sender {
+    ksf_client *cli;
+    ksft_tally tally;
+    pthread_t thread;
+    atomic_size_t sent;
+    ksf_err failed; /* the first send that failed for good */
+} sender;
+
+static void *
+sender_main(void *arg)
+{
+    sender *s = arg;
+    for (size_t i = 0; i < s->tally.n; i++) {
+        /* Keep WINDOW in flight: the client's limit is not the point here. */
+        while (i - ksft_tally_finished(&s->tally) >= WINDOW) {
+            ksft_sleep_ms(1);
+        }
+        ksf_err e = ksft_tally_send(&s->tally, s->cli, PATTERN, i, 120000, 30000);
+        if (e != KSF_OK) {
+            s->failed = e;
+            break;
+        }
+        atomic_store(&s->sent, i + 1);
+    }
+    return NULL;
+}
+
+static size_t
+answered(sender *snd)
+{
+    size_t n = 0;
+    for (int i = 0; i < NCLI; i++) {
+        n += ksft_tally_finished(&snd[i].tally);
+    }
+    return n;
+}
+
+/* Wait until @p want requests in total were answered; fails after @p timeout_ms. */
+static void
+wait_answered(sender *snd, size_t want, int timeout_ms)
+{
+    int64_t until = ksft_now_ms() + timeout_ms;
+    while (answered(snd) < want && ksft_now_ms() < until) {
+        ksft_sleep_ms(20);
+    }
+    ck_assert_msg(answered(snd) >= want, "only %zu of %zu answered", answered(snd), want);
+}
+
+/* RSS once glibc returned its free lists: the question is what ksf keeps, not how
+ * many freed pages the allocator caches in its per-thread arenas. */
+static long
+settled_rss(void)
+{
+    malloc_trim(0);
+    return ksft_rss_kib();
+}
+
+START_TEST(test_soak_restart)
+{
+    const char *env = getenv("KSF_SOAK_REQUESTS");
+    size_t total = env ? strtoul(env, NULL, 10) : 200000;
+    ck_assert_uint_ge(total, 3000);
+    broker_child b;
+    broker_child_start(&b);
+    ksf_config *cfg = soak_config(b.address);
+    static const char *const patterns[] = {PATTERN, NULL};
+    ksft_service srv[NSRV];
+    memset(srv, 0, sizeof srv);
+    for (int i = 0; i < NSRV; i++) {
+        ksft_service_start(&srv[i], ksft_echo_server(cfg, patterns), 40000);
+    }
+    sender snd[NCLI];
+    memset(snd, 0, sizeof snd);
+    for (int i = 0; i < NCLI; i++) {
+        char part[8];
+        snprintf(part, sizeof part, "%d", i);
+        ck_assert_int_eq(ksf_config_set(cfg, "client.reply.partition", part, NULL),
+                         KSF_OK);
+        snd[i].cli = ksft_client(cfg);
+        ksft_tally_init(&snd[i].tally, total / NCLI);
+    }
+    size_t n = NCLI * (total / NCLI);
+    int64_t t0 = ksft_now_ms();
+    for (int i = 0; i < NCLI; i++) {
+        ck_assert_int_eq(pthread_create(&snd[i].thread, NULL, sender_main, &snd[i]), 0);
+    }
+    wait_answered(snd, n / 5, 120000);
+    long rss_warm = settled_rss();
+    wait_answered(snd, n / 2, 240000);
+    /* The restart: one server leaves mid-stream, a new one takes its place. */
+    ksft_service_stop(&srv[0]);
+    ksft_service_start(&srv[0], ksft_echo_server(cfg, patterns), 40000);
+    wait_answered(snd, n, 300000);
+    for (int i = 0; i < NCLI; i++) {
+        pthread_join(snd[i].thread, NULL);
+        ck_assert_int_eq(snd[i].failed, KSF_OK);
+    }
+    long rss_end = settled_rss();
+    int64_t took = ksft_now_ms() - t0;
+
+    size_t ok = 0, dup_delivered = 0, wrong = 0, timeouts = 0;
+    uint64_t dup_ignored = 0, late_ignored = 0;
+    for (int i = 0; i < NCLI; i++) {
+        ok += atomic_load(&snd[i].tally.ok);
+        dup_delivered += atomic_load(&snd[i].tally.extra_calls);
+        wrong += atomic_load(&snd[i].tally.wrong_value);
+        timeouts += atomic_load(&snd[i].tally.timedout);
+        ksf_client_stats st;
+        ksf_client_get_stats(snd[i].cli, &st);
+        dup_ignored += st.duplicate_replies;
+        late_ignored += st.late_replies;
+    }
+    fprintf(stderr,
+            "soak: %zu requests, %d servers (one restarted), %d clients, %lld ms: "
+            "lost = %zu, duplicated replies delivered = %zu, duplicates ignored = %llu, "
+            "late ignored = %llu, timeouts = %zu, RSS after warm-up %ld KiB, at end "
+            "%ld KiB (%+.1f%%)\n",
+            n, NSRV, NCLI, (long long)took, n - ok, dup_delivered,
+            (unsigned long long)dup_ignored, (unsigned long long)late_ignored, timeouts,
+            rss_warm, rss_end, 100.0 * (double)(rss_end - rss_warm) / (double)rss_warm);
+    ck_assert_uint_eq(n - ok, 0);
+    ck_assert_uint_eq(dup_delivered, 0);
+    ck_assert_uint_eq(wrong, 0);
+    ck_assert_msg(rss_end <= rss_warm + rss_warm / 10,
+                  "RSS %ld KiB at the end, %ld KiB after warm-up", rss_end, rss_warm);
+
+    for (int i = 0; i < NCLI; i++) {
+        ksf_client_destroy(snd[i].cli);
+        ksft_tally_free(&snd[i].tally);
+    }
+    for (int i = 0; i < NSRV; i++) {
+        ksft_service_stop(&srv[i]);
+    }
+    ksf_config_destroy(cfg);
+    broker_child_stop(&b);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("soak");
+    TCase *tc = tcase_create("restart");
+    tcase_add_test(tc, test_soak_restart);
+    tcase_set_timeout(tc, 900);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
