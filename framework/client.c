@@ -79,6 +79,7 @@ struct ksf_client {
     bool paused;        /* reply partitions paused because idle */
     int64_t idle_since; /* when in-flight last dropped to 0 */
     int64_t wake_at;    /* when the reply thread plans to wake up */
+    ksfi_idgen ids;     /* correlation ids: no syscall per request */
     ksf_client_stats stats;
 };
 
@@ -719,6 +720,7 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei) {
     }
     cli->log = ksfi_logger_from_config(cli->cfg);
     cli->idle_since = now_ms();
+    ksfi_idgen_init(&cli->ids);
     if ((e = make_handles(cli, ei))) {
         goto fail;
     }
@@ -1005,7 +1007,7 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *
                          n);
     }
     do {
-        ksfi_new_correlation_id(p->id);
+        ksfi_idgen_next(&cli->ids, p->id);
     } while (ksfi_inflight_find(cli->inflight, p->id, strlen(p->id)));
     if (ksfi_inflight_add(cli->inflight, p) != KSF_OK) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
