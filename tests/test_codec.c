@@ -92,6 +92,9 @@ START_TEST(test_codec_encode_scalars)
     ENCODES(json_integer(42), "42");
     ENCODES(json_integer(-7), "-7");
     ENCODES(json_integer(9007199254740993), "9007199254740993");
+    ENCODES(json_integer(0), "0");
+    ENCODES(json_integer(INT64_MAX), "9223372036854775807");
+    ENCODES(json_integer(INT64_MIN), "-9223372036854775808");
     ENCODES(json_true(), "true");
     ENCODES(json_false(), "false");
     assert_encodes(json_null(), NULL, 0); /* null and undefined: a null value */
