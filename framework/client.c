@@ -19,6 +19,7 @@
 #include "wire.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -58,6 +59,9 @@ typedef struct dr_ticket {
     void *user;
 } dr_ticket;
 
+/* The shared ticket of events without a callback: nothing per event to allocate. */
+static dr_ticket plain_event;
+
 struct ksf_client {
     ksfi_logger log; /* first: librdkafka's log callback reads it from the opaque */
     ksf_config *cfg;
@@ -79,7 +83,10 @@ struct ksf_client {
     bool paused;        /* reply partitions paused because idle */
     int64_t idle_since; /* when in-flight last dropped to 0 */
     int64_t wake_at;    /* when the reply thread plans to wake up */
+    ksfi_idgen ids;     /* correlation ids: no syscall per request */
     ksf_client_stats stats;
+    /* Outside the lock: counted per acknowledged event, read by get_stats. */
+    _Atomic uint64_t emitted;
 };
 
 static int64_t
@@ -533,15 +540,15 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
         }
     } else {
         if (!msg->err) {
-            pthread_mutex_lock(&cli->lock);
-            cli->stats.emitted++;
-            pthread_mutex_unlock(&cli->lock);
+            atomic_fetch_add_explicit(&cli->emitted, 1, memory_order_relaxed);
         }
         if (t->cb) {
             t->cb(msg->err ? KSF_EKAFKA : KSF_OK, text, t->user);
         }
     }
-    ksfi_free(t);
+    if (t != &plain_event) {
+        ksfi_free(t);
+    }
 }
 
 static void *
@@ -719,6 +726,7 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei) {
     }
     cli->log = ksfi_logger_from_config(cli->cfg);
     cli->idle_since = now_ms();
+    ksfi_idgen_init(&cli->ids);
     if ((e = make_handles(cli, ei))) {
         goto fail;
     }
@@ -947,9 +955,13 @@ outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
                       "the key is %zu bytes, more than message.max.bytes", opts->key_len);
         goto fail;
     }
-    m->hdrs = rd_kafka_headers_new(8);
-    if ((e = add_user_headers(m->hdrs, opts ? opts->headers : NULL, ei))) {
-        goto fail;
+    /* An event without extra headers carries none: no header list to allocate. */
+    const json_t *user = opts ? opts->headers : NULL;
+    if (user && (!json_is_object(user) || json_object_size(user) > 0)) {
+        m->hdrs = rd_kafka_headers_new(8);
+        if ((e = add_user_headers(m->hdrs, user, ei))) {
+            goto fail;
+        }
     }
     return KSF_OK;
 fail:
@@ -1005,7 +1017,7 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *
                          n);
     }
     do {
-        ksfi_new_correlation_id(p->id);
+        ksfi_idgen_next(&cli->ids, p->id);
     } while (ksfi_inflight_find(cli->inflight, p->id, strlen(p->id)));
     if (ksfi_inflight_add(cli->inflight, p) != KSF_OK) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
@@ -1046,7 +1058,10 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
                         .cb = cb,
                         .user = user,
                         .stream = opts && (opts->flags & KSF_SEND_STREAM)};
-    snprintf(topic, sizeof topic, "%s%s", pattern, KSFI_REPLY_SUFFIX);
+    /* send_check left room for the suffix; snprintf was a visible cost per request. */
+    size_t plen = strlen(pattern);
+    memcpy(topic, pattern, plen);
+    memcpy(topic + plen, KSFI_REPLY_SUFFIX, sizeof KSFI_REPLY_SUFFIX);
     if ((e = reply_slot_get(cli, topic, deadline, &slot, ei))) {
         goto fail;
     }
@@ -1058,6 +1073,9 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     t->request = true;
     memcpy(t->id, p->id, sizeof t->id);
     size_t n = ksfi_request_headers(p->id, topic, p->reply_partition, pbuf, proto);
+    if (!m.hdrs) {
+        m.hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
+    }
     ksfi_kafka_add_headers(m.hdrs, proto, n);
     char id[KSFI_ID_SIZE];
     memcpy(id, p->id, sizeof id); /* p may be finished and freed once produced */
@@ -1161,19 +1179,21 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
         (e = outgoing_build(cli, data, opts, &m, ei))) {
         return e;
     }
-    dr_ticket *t = ksfi_calloc(1, sizeof *t);
+    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &plain_event;
     if (!t) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     } else {
         pthread_mutex_lock(&cli->lock);
         bool closing = cli->closing;
         pthread_mutex_unlock(&cli->lock);
-        t->cb = cb;
-        t->user = user;
+        if (t != &plain_event) {
+            t->cb = cb;
+            t->user = user;
+        }
         e = closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
                     : produce(cli, pattern, &m, opts, t, ei);
     }
-    if (e) {
+    if (e && t != &plain_event) {
         ksfi_free(t);
     }
     outgoing_clear(&m);
@@ -1212,6 +1232,7 @@ ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out) {
     }
     pthread_mutex_lock(&cli->lock);
     *out = cli->stats;
+    out->emitted = atomic_load_explicit(&cli->emitted, memory_order_relaxed);
     out->in_flight = (uint32_t)ksfi_inflight_count(cli->inflight);
     pthread_mutex_unlock(&cli->lock);
 }

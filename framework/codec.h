@@ -146,6 +146,21 @@ char *ksfi_reply_topic_of(const char *pattern);
 void ksfi_new_correlation_id(char out[37]);
 
 /*
+ * A per-client correlation id generator: libuuid's random (v4) UUID once, then a
+ * counter in its last 48 bits, so a request costs no syscall. Ids keep the shape of
+ * ksfi_new_correlation_id (36 lowercase characters, version nibble 4); the 74 random
+ * bits of the fixed part keep them unique across clients, and one client would need
+ * 2^48 requests to wrap its counter. Not thread-safe: the client calls it under its lock.
+ */
+typedef struct ksfi_idgen {
+    char prefix[24]; /* "xxxxxxxx-xxxx-4xxx-yxxx-": the fixed part, formatted once */
+    uint64_t next;   /* the last 48 bits of the next id */
+} ksfi_idgen;
+
+void ksfi_idgen_init(ksfi_idgen *g);
+void ksfi_idgen_next(ksfi_idgen *g, char out[37]);
+
+/*
  * Check that @p topic is a legal Kafka topic name (1..249 characters of [A-Za-z0-9._-],
  * not "." or ".."), and, when @p need_reply_room, that "<topic>.reply" is legal too.
  * Errors: KSF_EINVAL with a sentence quoting the name and what is allowed.

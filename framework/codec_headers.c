@@ -252,6 +252,34 @@ ksfi_new_correlation_id(char out[37])
     uuid_unparse_lower(id, out);
 }
 
+void
+ksfi_idgen_init(ksfi_idgen *g)
+{
+    uuid_t id;
+    char text[37];
+    uuid_generate_random(id);
+    uuid_unparse_lower(id, text);
+    memcpy(g->prefix, text, sizeof g->prefix);
+    g->next = 0;
+    for (int i = 10; i < 16; i++) {
+        g->next = g->next << 8 | id[i]; /* start the counter at the random tail */
+    }
+}
+
+void
+ksfi_idgen_next(ksfi_idgen *g, char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t n = g->next;
+    g->next = (n + 1) & 0xffffffffffffULL;
+    memcpy(out, g->prefix, sizeof g->prefix);
+    for (int i = 35; i >= 24; i--) {
+        out[i] = hex[n & 0xf];
+        n >>= 4;
+    }
+    out[36] = '\0';
+}
+
 /* ---- errors ------------------------------------------------------------------------ */
 
 json_t *

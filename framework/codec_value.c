@@ -328,6 +328,30 @@ stringify_object(sbuf *b, const json_t *v)
     sb_put(b, "}", 1);
 }
 
+/* Decimal text of @p v into @p out (at least 21 bytes); returns its length. Integers
+ * are on every hot path's payload, and snprintf costs several times more. */
+static size_t
+format_integer(json_int_t v, char *out)
+{
+    char tmp[24];
+    size_t n = 0;
+    /* Negate as unsigned so the most negative value does not overflow. */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0) {
+        out[len++] = '-';
+    }
+    while (n) {
+        out[len++] = tmp[--n];
+    }
+    out[len] = '\0';
+    return len;
+}
+
 static void
 stringify(sbuf *b, const json_t *v)
 {
@@ -354,8 +378,7 @@ stringify(sbuf *b, const json_t *v)
         stringify_string(b, json_string_value(v), json_string_length(v));
         return;
     case JSON_INTEGER:
-        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        sb_puts(b, num);
+        sb_put(b, num, format_integer(json_integer_value(v), num));
         return;
     case JSON_REAL:
         ksfi_format_number(json_real_value(v), num);
@@ -403,9 +426,8 @@ ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
         n = json_string_length(v);
         break;
     case JSON_INTEGER:
-        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        n = format_integer(json_integer_value(v), num);
         text = num;
-        n = strlen(num);
         break;
     case JSON_REAL:
         ksfi_format_number(json_real_value(v), num);

@@ -92,6 +92,9 @@ START_TEST(test_codec_encode_scalars)
     ENCODES(json_integer(42), "42");
     ENCODES(json_integer(-7), "-7");
     ENCODES(json_integer(9007199254740993), "9007199254740993");
+    ENCODES(json_integer(0), "0");
+    ENCODES(json_integer(INT64_MAX), "9223372036854775807");
+    ENCODES(json_integer(INT64_MIN), "-9223372036854775808");
     ENCODES(json_true(), "true");
     ENCODES(json_false(), "false");
     assert_encodes(json_null(), NULL, 0); /* null and undefined: a null value */
@@ -528,11 +531,21 @@ cmp_id(const void *a, const void *b)
 
 START_TEST(test_codec_correlation_ids)
 {
-    enum { N = 100000 };
+    /* What the clients use: several generators (one per client) interleaved, plus
+     * libuuid's own ids; every one well-formed and all of them distinct. */
+    enum { N = 100000, GENS = 4 };
+    ksfi_idgen gens[GENS];
+    for (int g = 0; g < GENS; g++) {
+        ksfi_idgen_init(&gens[g]);
+    }
     char(*ids)[37] = malloc(sizeof(*ids) * N);
     ck_assert_ptr_nonnull(ids);
     for (int i = 0; i < N; i++) {
-        ksfi_new_correlation_id(ids[i]);
+        if (i % (GENS + 1) == GENS) {
+            ksfi_new_correlation_id(ids[i]);
+        } else {
+            ksfi_idgen_next(&gens[i % (GENS + 1)], ids[i]);
+        }
         ck_assert_uint_eq(strlen(ids[i]), 36);
         ck_assert_uint_eq(strspn(ids[i], "0123456789abcdef-"), 36);
         ck_assert(ids[i][8] == '-' && ids[i][13] == '-' && ids[i][18] == '-' &&
@@ -544,6 +557,14 @@ START_TEST(test_codec_correlation_ids)
         ck_assert_msg(memcmp(ids[i - 1], ids[i], 37), "duplicate id %s", ids[i]);
     }
     free(ids);
+    /* The counter wraps within its 48 bits and never touches the fixed part. */
+    char a[37], b[37];
+    gens[0].next = 0xffffffffffffULL;
+    ksfi_idgen_next(&gens[0], a);
+    ksfi_idgen_next(&gens[0], b);
+    ck_assert_str_eq(a + 24, "ffffffffffff");
+    ck_assert_str_eq(b + 24, "000000000000");
+    ck_assert(!memcmp(a, b, 24) && !memcmp(a, gens[0].prefix, 24));
     /* an id never starts with '{' or '[' so NestJS echoes it unparsed */
     json_t *v = decode("0f0e", 4);
     ck_assert(json_is_string(v));
