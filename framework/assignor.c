@@ -23,7 +23,8 @@ typedef struct plan {
 
 /* Launch order: launch time, then member id; members without a launch time last. */
 static int
-member_cmp(const ksfi_assignor_member *a, const ksfi_assignor_member *b) {
+member_cmp(const ksfi_assignor_member *a, const ksfi_assignor_member *b)
+{
     bool ha = a->meta && a->meta->has_launch_time;
     bool hb = b->meta && b->meta->has_launch_time;
     if (ha != hb) {
@@ -37,7 +38,8 @@ member_cmp(const ksfi_assignor_member *a, const ksfi_assignor_member *b) {
 
 /* Insertion sort: groups are small and this keeps the function reentrant. */
 static void
-sort_members(plan *pl) {
+sort_members(plan *pl)
+{
     for (size_t i = 0; i < pl->n; i++) {
         pl->order[i] = i;
     }
@@ -53,7 +55,8 @@ sort_members(plan *pl) {
 }
 
 static bool
-subscribes(const ksfi_assignor_member *m, const char *topic) {
+subscribes(const ksfi_assignor_member *m, const char *topic)
+{
     for (size_t i = 0; m->meta && i < m->meta->topic_count; i++) {
         if (strcmp(m->meta->topics[i], topic) == 0) {
             return true;
@@ -63,7 +66,8 @@ subscribes(const ksfi_assignor_member *m, const char *topic) {
 }
 
 static int32_t
-previous_of(const ksfi_assignor_member *m, const char *topic) {
+previous_of(const ksfi_assignor_member *m, const char *topic)
+{
     for (size_t i = 0; m->meta && i < m->meta->previous_count; i++) {
         if (strcmp(m->meta->previous[i].topic, topic) == 0) {
             return m->meta->previous[i].partition;
@@ -74,7 +78,8 @@ previous_of(const ksfi_assignor_member *m, const char *topic) {
 
 /* The subscribers of topic @p t in launch order, into pl->subs; returns the count. */
 static size_t
-collect_subs(plan *pl, size_t t) {
+collect_subs(plan *pl, size_t t)
+{
     size_t k = 0;
     for (size_t i = 0; i < pl->n; i++) {
         if (subscribes(&pl->members[pl->order[i]], pl->topics[t].name)) {
@@ -85,7 +90,8 @@ collect_subs(plan *pl, size_t t) {
 }
 
 static void
-give(plan *pl, size_t t, int32_t p, size_t m) {
+give(plan *pl, size_t t, int32_t p, size_t m)
+{
     pl->owner[t][p] = (int32_t)m;
     int32_t *low = &pl->lowest[t * pl->n + m];
     if (*low < 0 || p < *low) {
@@ -95,7 +101,8 @@ give(plan *pl, size_t t, int32_t p, size_t m) {
 
 /* Passes 1 and 2 for topic @p t: keep previous partitions, then fill the empty. */
 static void
-keep_and_fill(plan *pl, size_t t) {
+keep_and_fill(plan *pl, size_t t)
+{
     size_t ns = collect_subs(pl, t);
     int32_t count = pl->topics[t].partitions;
     for (size_t i = 0; i < ns; i++) {
@@ -122,7 +129,8 @@ keep_and_fill(plan *pl, size_t t) {
 
 /* Pass 3: deal every still-free partition, one round-robin index across all topics. */
 static void
-deal_rest(plan *pl) {
+deal_rest(plan *pl)
+{
     size_t i = 0;
     for (size_t t = 0; t < pl->nt; t++) {
         size_t ns = collect_subs(pl, t);
@@ -146,7 +154,8 @@ deal_rest(plan *pl) {
 
 /* Member @p m's assignment from the owner tables. */
 static ksf_err
-build_one(const plan *pl, size_t m, ksfi_gp_assignment *a) {
+build_one(const plan *pl, size_t m, ksfi_gp_assignment *a)
+{
     a->topics = ksfi_calloc(pl->nt ? pl->nt : 1, sizeof *a->topics);
     if (!a->topics) {
         return KSF_ENOMEM;
@@ -172,7 +181,8 @@ build_one(const plan *pl, size_t m, ksfi_gp_assignment *a) {
 }
 
 static ksf_err
-validate(const plan *pl, ksf_errinfo *ei) {
+validate(const plan *pl, ksf_errinfo *ei)
+{
     for (size_t t = 0; t < pl->nt; t++) {
         if (pl->topics[t].partitions < 0 || pl->topics[t].partitions > MAX_PARTITIONS) {
             return ksfi_fail(ei, KSF_EINVAL,
@@ -194,7 +204,8 @@ validate(const plan *pl, ksf_errinfo *ei) {
 }
 
 static void
-plan_free(plan *pl) {
+plan_free(plan *pl)
+{
     for (size_t t = 0; pl->owner && t < pl->nt; t++) {
         ksfi_free(pl->owner[t]);
     }
@@ -205,7 +216,8 @@ plan_free(plan *pl) {
 }
 
 static ksf_err
-plan_init(plan *pl) {
+plan_init(plan *pl)
+{
     size_t n = pl->n ? pl->n : 1, nt = pl->nt ? pl->nt : 1;
     pl->order = ksfi_calloc(n, sizeof *pl->order);
     pl->subs = ksfi_calloc(n, sizeof *pl->subs);
@@ -229,7 +241,8 @@ plan_init(plan *pl) {
 ksf_err
 ksfi_assign(const ksfi_assignor_member *members, size_t member_count,
             const ksfi_assignor_topic *topics, size_t topic_count,
-            ksfi_gp_assignment *out, ksf_errinfo *ei) {
+            ksfi_gp_assignment *out, ksf_errinfo *ei)
+{
     plan pl = {members, member_count, topics, topic_count, NULL, NULL, NULL, NULL};
     ksf_err err;
     memset(out, 0, member_count * sizeof *out);

@@ -24,9 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-#define RECENT_IDS 4096       /* finished ids remembered for late/duplicate counts */
-#define IDLE_PAUSE_MS 1000    /* idle time before the reply partitions are paused */
-#define LATE_GRACE_MS 10000   /* fetching goes on this long after a timeout, so a late
+#define RECENT_IDS 4096    /* finished ids remembered for late/duplicate counts */
+#define IDLE_PAUSE_MS 1000 /* idle time before the reply partitions are paused */
+#define LATE_GRACE_MS                                                                    \
+    10000                     /* fetching goes on this long after a timeout, so a late   \
                                * reply is seen and counted in late_replies */
 #define POLL_CAP_MS 1000      /* longest reply-thread sleep */
 #define DESTROY_FLUSH_MS 5000 /* how long destroy waits for queued emits */
@@ -47,7 +48,7 @@ typedef struct reply_topic {
     struct reply_topic *next;
     char *name;
     topic_state state;
-    reply_slot *slot;       /* READY: the partition advertised in new requests */
+    reply_slot *slot;      /* READY: the partition advertised in new requests */
     int32_t revoked_early; /* ACQUIRING: a partition revoked before it was recorded */
 } reply_topic;
 
@@ -90,7 +91,8 @@ struct ksf_client {
 };
 
 static int64_t
-now_ms(void) {
+now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -98,7 +100,8 @@ now_ms(void) {
 
 /* Wait on cli->cond until @p deadline_ms (monotonic). Returns false on timeout. */
 static bool
-wait_until(ksf_client *cli, int64_t deadline_ms) {
+wait_until(ksf_client *cli, int64_t deadline_ms)
+{
     struct timespec ts = {.tv_sec = deadline_ms / 1000,
                           .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
     return pthread_cond_timedwait(&cli->cond, &cli->lock, &ts) == 0;
@@ -108,7 +111,8 @@ wait_until(ksf_client *cli, int64_t deadline_ms) {
 
 /* Pause or resume every assigned reply partition (idle handling); under lock. */
 static void
-set_paused_locked(ksf_client *cli, bool pause) {
+set_paused_locked(ksf_client *cli, bool pause)
+{
     rd_kafka_topic_partition_list_t *list = NULL;
     if (rd_kafka_assignment(cli->consumer, &list) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         list->cnt > 0) {
@@ -125,7 +129,8 @@ set_paused_locked(ksf_client *cli, bool pause) {
 }
 
 static void
-slot_free_locked(ksf_client *cli, reply_slot *s) {
+slot_free_locked(ksf_client *cli, reply_slot *s)
+{
     reply_slot **link = &cli->slots;
     while (*link && *link != s) {
         link = &(*link)->next;
@@ -140,7 +145,8 @@ slot_free_locked(ksf_client *cli, reply_slot *s) {
 
 /* A request that advertised @p s finished: finish a drain when it was the last. */
 static void
-slot_put_locked(ksf_client *cli, reply_slot *s) {
+slot_put_locked(ksf_client *cli, reply_slot *s)
+{
     if (s && --s->outstanding == 0 && s->revoked) {
         slot_free_locked(cli, s);
     }
@@ -148,7 +154,8 @@ slot_put_locked(ksf_client *cli, reply_slot *s) {
 
 /* The provider's revoke notice (any thread): stop advertising, drain, then release. */
 static void
-on_revoked(void *opaque, const char *topic, int32_t partition) {
+on_revoked(void *opaque, const char *topic, int32_t partition)
+{
     ksf_client *cli = opaque;
     pthread_mutex_lock(&cli->lock);
     for (reply_topic *t = cli->topics; t; t = t->next) {
@@ -174,7 +181,8 @@ on_revoked(void *opaque, const char *topic, int32_t partition) {
 }
 
 static reply_topic *
-topic_get_locked(ksf_client *cli, const char *name) {
+topic_get_locked(ksf_client *cli, const char *name)
+{
     for (reply_topic *t = cli->topics; t; t = t->next) {
         if (!strcmp(t->name, name)) {
             return t;
@@ -192,7 +200,8 @@ topic_get_locked(ksf_client *cli, const char *name) {
 
 /* Record the partition the provider gave @p t; under lock. */
 static ksf_err
-topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition) {
+topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition)
+{
     reply_slot *s = ksfi_calloc(1, sizeof *s);
     if (!s || !(s->topic = ksfi_strdup(t->name))) {
         ksfi_free(s);
@@ -217,7 +226,8 @@ topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition) {
  */
 static ksf_err
 reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot **slot,
-               ksf_errinfo *ei) {
+               ksf_errinfo *ei)
+{
     ksf_err e = KSF_OK;
     pthread_mutex_lock(&cli->lock);
     for (;;) {
@@ -274,7 +284,8 @@ reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot *
 
 /* Unlink @p p from the table and its slot; under lock. The caller then delivers. */
 static void
-finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why) {
+finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why)
+{
     ksfi_inflight_remove(cli->inflight, p, why);
     slot_put_locked(cli, p->slot);
     p->slot = NULL;
@@ -284,7 +295,8 @@ finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why) {
 }
 
 static void
-pending_free(ksfi_pending *p) {
+pending_free(ksfi_pending *p)
+{
     if (p) {
         ksfi_free(p->last_raw);
         ksfi_free(p);
@@ -293,7 +305,8 @@ pending_free(ksfi_pending *p) {
 
 /* Deliver a local outcome (timeout, closed, Kafka failure) and free @p p. */
 static void
-deliver_local(ksfi_pending *p, ksf_err err, const char *text) {
+deliver_local(ksfi_pending *p, ksf_err err, const char *text)
+{
     ksf_reply r = {.err = err, .done = true, .correlation_id = p->id, .text = text};
     p->cb(&r, p->user);
     pending_free(p);
@@ -301,7 +314,8 @@ deliver_local(ksfi_pending *p, ksf_err err, const char *text) {
 
 /* Fail request @p id with @p err unless it already finished (delivery failures). */
 static void
-fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text) {
+fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text)
+{
     pthread_mutex_lock(&cli->lock);
     ksfi_pending *p = ksfi_inflight_find(cli->inflight, id, strlen(id));
     if (p) {
@@ -318,7 +332,8 @@ fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text) {
 
 /* "remote error: <message>" from the error JSON a server sent. */
 static void
-remote_error_text(const json_t *err, char *buf, size_t size) {
+remote_error_text(const json_t *err, char *buf, size_t size)
+{
     const json_t *m = json_is_object(err) ? json_object_get(err, "message") : err;
     if (json_is_string(m)) {
         snprintf(buf, size, "remote error: %s", json_string_value(m));
@@ -332,7 +347,8 @@ remote_error_text(const json_t *err, char *buf, size_t size) {
 /* Deliver one reply message to @p cb; @p final marks the last delivery. */
 static void
 deliver_reply(ksf_reply_fn cb, void *user, const char *id, const ksfi_reply_meta *meta,
-              const void *raw, size_t raw_len, bool bare_end, bool final) {
+              const void *raw, size_t raw_len, bool bare_end, bool final)
+{
     char text[KSF_ERRINFO_TEXT_SIZE] = "";
     json_t *value = NULL;
     ksf_reply r = {.err = KSF_OK, .done = final, .correlation_id = id, .text = text};
@@ -362,7 +378,8 @@ deliver_reply(ksf_reply_fn cb, void *user, const char *id, const ksfi_reply_meta
 
 /* Count a reply whose id is not in flight: late, duplicate or unknown. */
 static void
-count_stray_locked(ksf_client *cli, const char *id, size_t len) {
+count_stray_locked(ksf_client *cli, const char *id, size_t len)
+{
     switch (ksfi_inflight_recent(cli->inflight, id, len)) {
     case KSFI_RECENT_TIMED_OUT:
         cli->stats.late_replies++;
@@ -379,7 +396,8 @@ count_stray_locked(ksf_client *cli, const char *id, size_t len) {
 }
 
 static void
-handle_reply(ksf_client *cli, const rd_kafka_message_t *msg) {
+handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
+{
     ksfi_header *hdrs = NULL;
     size_t nhdrs = 0;
     ksfi_reply_meta meta;
@@ -456,7 +474,8 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg) {
 
 /* Expire due requests and plan the next poll; under lock. Returns the expired list. */
 static ksfi_pending *
-reply_tick_locked(ksf_client *cli, int *timeout_ms) {
+reply_tick_locked(ksf_client *cli, int *timeout_ms)
+{
     int64_t now = now_ms();
     ksfi_pending *expired = NULL, *p;
     while ((p = ksfi_inflight_expire(cli->inflight, now)) != NULL) {
@@ -486,7 +505,8 @@ reply_tick_locked(ksf_client *cli, int *timeout_ms) {
 }
 
 static void *
-reply_main(void *arg) {
+reply_main(void *arg)
+{
     ksf_client *cli = arg;
     for (;;) {
         int timeout_ms;
@@ -521,7 +541,8 @@ reply_main(void *arg) {
 /* ---- delivery reports ------------------------------------------------------------- */
 
 static void
-on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
     (void)rk;
     ksf_client *cli = opaque;
     dr_ticket *t = msg->_private;
@@ -552,7 +573,8 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
 }
 
 static void *
-dr_main(void *arg) {
+dr_main(void *arg)
+{
     ksf_client *cli = arg;
     for (;;) {
         pthread_mutex_lock(&cli->lock);
@@ -571,7 +593,8 @@ dr_main(void *arg) {
  */
 
 static ksf_err
-make_handles(ksf_client *cli, ksf_errinfo *ei) {
+make_handles(ksf_client *cli, ksf_errinfo *ei)
+{
     char err[256];
     rd_kafka_conf_t *conf = NULL;
     char *client_id = ksfi_config_client_id(cli->cfg, KSFI_CLIENT_POSTFIX);
@@ -611,7 +634,8 @@ done:
 }
 
 static ksf_err
-start_threads(ksf_client *cli, ksf_errinfo *ei) {
+start_threads(ksf_client *cli, ksf_errinfo *ei)
+{
     if (pthread_create(&cli->reply_thread, NULL, reply_main, cli) != 0) {
         return ksfi_fail(ei, KSF_ENOMEM, "cannot start the reply thread");
     }
@@ -624,7 +648,8 @@ start_threads(ksf_client *cli, ksf_errinfo *ei) {
 }
 
 static void
-stop_reply_thread(ksf_client *cli) {
+stop_reply_thread(ksf_client *cli)
+{
     if (!cli->reply_started) {
         return;
     }
@@ -637,7 +662,8 @@ stop_reply_thread(ksf_client *cli) {
 }
 
 static void
-stop_dr_thread(ksf_client *cli) {
+stop_dr_thread(ksf_client *cli)
+{
     if (!cli->dr_started) {
         return;
     }
@@ -651,7 +677,8 @@ stop_dr_thread(ksf_client *cli) {
 
 /* Free everything; the threads are stopped and no request is pending. */
 static void
-client_free(ksf_client *cli) {
+client_free(ksf_client *cli)
+{
     if (cli->producer) {
         /* Whatever is still queued fails now; its reports free the tickets. */
         rd_kafka_purge(cli->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -690,7 +717,8 @@ client_free(ksf_client *cli) {
 }
 
 static ksf_err
-sync_init(ksf_client *cli) {
+sync_init(ksf_client *cli)
+{
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0) {
         return KSF_ENOMEM;
@@ -709,7 +737,8 @@ sync_init(ksf_client *cli) {
 }
 
 ksf_err
-ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei) {
+ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
+{
     if (!out || !cfg) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_client_new: out and cfg must not be NULL");
     }
@@ -753,7 +782,8 @@ fail:
 }
 
 void
-ksf_client_destroy(ksf_client *cli) {
+ksf_client_destroy(ksf_client *cli)
+{
     if (!cli) {
         return;
     }
@@ -780,8 +810,8 @@ ksf_client_destroy(ksf_client *cli) {
 }
 
 ksf_err
-ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern,
-                                    ksf_errinfo *ei) {
+ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern, ksf_errinfo *ei)
+{
     char name[256];
     ksf_err e;
     if (!cli) {
@@ -804,7 +834,8 @@ ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern,
 /* A Metadata round trip through the producer, retried until @p deadline while the
  * brokers are unreachable. */
 static ksf_err
-wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei) {
+wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei)
+{
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
         int64_t left = deadline - now_ms();
@@ -833,7 +864,8 @@ wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei) {
 
 /* Hand every topic from @p first on to the provider's prepare in one call. */
 static ksf_err
-announce_topics(ksf_client *cli, reply_topic *first, int64_t deadline, ksf_errinfo *ei) {
+announce_topics(ksf_client *cli, reply_topic *first, int64_t deadline, ksf_errinfo *ei)
+{
     size_t n = 0;
     for (reply_topic *t = first; t; t = t->next) {
         n++;
@@ -854,7 +886,8 @@ announce_topics(ksf_client *cli, reply_topic *first, int64_t deadline, ksf_errin
 }
 
 ksf_err
-ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
+ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
+{
     if (!cli || timeout_ms < 0) {
         return ksfi_fail(ei, KSF_EINVAL,
                          "ksf_client_connect: NULL client or negative timeout");
@@ -892,7 +925,8 @@ typedef struct outgoing {
 } outgoing;
 
 static void
-outgoing_clear(outgoing *m) {
+outgoing_clear(outgoing *m)
+{
     ksfi_free(m->value);
     if (m->hdrs) {
         rd_kafka_headers_destroy(m->hdrs);
@@ -902,7 +936,8 @@ outgoing_clear(outgoing *m) {
 
 /* The caller's extra headers: names not reserved, values strings. */
 static ksf_err
-add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei) {
+add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
+{
     const char *name;
     json_t *v;
     if (!user) {
@@ -931,7 +966,8 @@ add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei) 
 /* Validate and encode what every send and emit carries. */
 static ksf_err
 outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
-               outgoing *m, ksf_errinfo *ei) {
+               outgoing *m, ksf_errinfo *ei)
+{
     ksf_err e;
     memset(m, 0, sizeof *m);
     if (opts && opts->raw_value) {
@@ -972,7 +1008,8 @@ fail:
 /* Produce @p m to @p topic; on success the headers belong to librdkafka. */
 static ksf_err
 produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *opts,
-        dr_ticket *t, ksf_errinfo *ei) {
+        dr_ticket *t, ksf_errinfo *ei)
+{
     rd_kafka_resp_err_t err = rd_kafka_producev(
         cli->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_VALUE((void *)m->bytes, m->bytes ? m->len : 0),
@@ -990,7 +1027,8 @@ produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *op
 
 static ksf_err
 send_check(ksf_client *cli, const char *pattern, const ksf_send_opts *opts,
-           ksf_reply_fn cb, ksf_errinfo *ei) {
+           ksf_reply_fn cb, ksf_errinfo *ei)
+{
     if (!cli || !cb) {
         return ksfi_fail(ei, KSF_EINVAL,
                          "ksf_client_send: client and callback are required");
@@ -1005,7 +1043,8 @@ send_check(ksf_client *cli, const char *pattern, const ksf_send_opts *opts,
 
 /* Reserve an in-flight entry for @p p against @p slot; called with the lock held. */
 static ksf_err
-reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *ei) {
+reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *ei)
+{
     if (cli->closing) {
         return ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed");
     }
@@ -1036,7 +1075,8 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *
 
 ksf_err
 ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
-                const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei) {
+                const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei)
+{
     char topic[256], pbuf[12];
     outgoing m;
     ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
@@ -1119,7 +1159,8 @@ typedef struct call_wait {
 } call_wait;
 
 static void
-call_done(const ksf_reply *r, void *user) {
+call_done(const ksf_reply *r, void *user)
+{
     call_wait *w = user;
     pthread_mutex_lock(&w->m);
     w->err = r->err;
@@ -1132,7 +1173,8 @@ call_done(const ksf_reply *r, void *user) {
 
 ksf_err
 ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data, int timeout_ms,
-                json_t **reply, ksf_errinfo *ei) {
+                json_t **reply, ksf_errinfo *ei)
+{
     if (!reply) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_client_call: reply must not be NULL");
     }
@@ -1169,7 +1211,8 @@ ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data, int ti
 
 ksf_err
 ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
-                const ksf_send_opts *opts, ksf_emit_fn cb, void *user, ksf_errinfo *ei) {
+                const ksf_send_opts *opts, ksf_emit_fn cb, void *user, ksf_errinfo *ei)
+{
     outgoing m;
     ksf_err e;
     if (!cli) {
@@ -1201,7 +1244,8 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
 }
 
 ksf_err
-ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
+ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
+{
     if (!cli) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_client_flush: client is NULL");
     }
@@ -1226,7 +1270,8 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei) {
 }
 
 void
-ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out) {
+ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out)
+{
     if (!cli || !out) {
         return;
     }

@@ -12,7 +12,8 @@
 #define KSFI_CTX_EXTRA_MAX 64
 
 ksf_err
-ksfi_ctx_new(ksf_server *srv, rd_kafka_message_t *msg, ksf_ctx **out) {
+ksfi_ctx_new(ksf_server *srv, rd_kafka_message_t *msg, ksf_ctx **out)
+{
     ksf_ctx *ctx = ksfi_calloc(1, sizeof *ctx);
     if (!ctx) {
         return KSF_ENOMEM;
@@ -29,7 +30,8 @@ ksfi_ctx_new(ksf_server *srv, rd_kafka_message_t *msg, ksf_ctx **out) {
 }
 
 void
-ksfi_ctx_free(ksf_ctx *ctx) {
+ksfi_ctx_free(ksf_ctx *ctx)
+{
     if (!ctx) {
         return;
     }
@@ -49,14 +51,16 @@ ksfi_ctx_free(ksf_ctx *ctx) {
 }
 
 void
-ksfi_ctx_release(ksf_ctx *ctx) {
+ksfi_ctx_release(ksf_ctx *ctx)
+{
     if (atomic_fetch_sub(&ctx->pending, 1) == 1) {
         ksfi_dispatch_done(ctx);
     }
 }
 
 void
-ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic) {
+ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic)
+{
     ksf_server *srv = ctx->srv;
     if (err) {
         ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
@@ -72,7 +76,8 @@ ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic) {
 
 /* Claim the right to send the final reply; false when it was already sent. */
 static bool
-claim_end(ksf_ctx *ctx) {
+claim_end(ksf_ctx *ctx)
+{
     pthread_mutex_lock(&ctx->lock);
     bool first = !ctx->ended;
     ctx->ended = true;
@@ -83,7 +88,8 @@ claim_end(ksf_ctx *ctx) {
 /* Produce one reply message; failures are logged and counted (nobody else can act). */
 static ksf_err
 produce(ksf_ctx *ctx, const void *value, size_t len, const void *key, size_t key_len,
-        const ksfi_header *hdrs, size_t n, ksf_errinfo *ei) {
+        const ksfi_header *hdrs, size_t n, ksf_errinfo *ei)
+{
     ksf_errinfo local;
     ksf_errinfo *e = ei ? ei : &local;
     int32_t partition =
@@ -101,7 +107,8 @@ produce(ksf_ctx *ctx, const void *value, size_t len, const void *key, size_t key
 
 /* Send @p error (borrowed) as the final reply: null value, kafka_nest-err, disposed. */
 static ksf_err
-send_error(ksf_ctx *ctx, const json_t *error, bool disposed) {
+send_error(ksf_ctx *ctx, const json_t *error, bool disposed)
+{
     size_t len = 0;
     char *text = ksfi_encode_error(error, &len);
     ksfi_header h[KSFI_PROTO_HEADERS_MAX];
@@ -120,7 +127,8 @@ send_error(ksf_ctx *ctx, const json_t *error, bool disposed) {
 
 /* Send {"status":"error","message":<text>} as the final reply. */
 static void
-send_error_text(ksf_ctx *ctx, const char *text) {
+send_error_text(ksf_ctx *ctx, const char *text)
+{
     json_t *shape = ksfi_error_shape(text);
     if (shape) {
         send_error(ctx, shape, true);
@@ -133,7 +141,8 @@ send_error_text(ksf_ctx *ctx, const char *text) {
 
 /* Encode a reply value (raw bytes win over JSON); checks message.max.bytes. */
 static ksf_err
-encode_reply(ksf_ctx *ctx, const json_t *v, char **out, size_t *len, ksf_errinfo *ei) {
+encode_reply(ksf_ctx *ctx, const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
+{
     ksf_err e;
     if (ctx->has_raw) {
         *out = ksfi_memdup(ctx->raw, ctx->raw_len);
@@ -156,7 +165,8 @@ encode_reply(ksf_ctx *ctx, const json_t *v, char **out, size_t *len, ksf_errinfo
 
 /* The final reply: the value, the user's key and headers, then the protocol's. */
 static void
-send_final(ksf_ctx *ctx, const json_t *reply) {
+send_final(ksf_ctx *ctx, const json_t *reply)
+{
     ksf_errinfo ei = {0};
     char *value = NULL;
     size_t len = 0;
@@ -182,7 +192,8 @@ send_final(ksf_ctx *ctx, const json_t *reply) {
 
 /* Copy the request headers the ctx accessors hand out as text. */
 static ksf_err
-copy_meta(ksf_ctx *ctx) {
+copy_meta(ksf_ctx *ctx)
+{
     if (ctx->meta.correlation_id_len > 0 &&
         !(ctx->correlation_id =
               ksfi_memdup(ctx->meta.correlation_id, ctx->meta.correlation_id_len))) {
@@ -201,7 +212,8 @@ copy_meta(ksf_ctx *ctx) {
  * more: malformed headers (logged, counted) or no handler (answered or logged).
  */
 static bool
-prepare(ksf_ctx *ctx) {
+prepare(ksf_ctx *ctx)
+{
     ksf_server *srv = ctx->srv;
     ksf_errinfo ei = {0};
     const rd_kafka_message_t *m = ctx->msg;
@@ -242,7 +254,8 @@ prepare(ksf_ctx *ctx) {
 
 /* Act on a handler's result (returned or finished); steals @p reply. */
 static ksf_err
-finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply) {
+finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
+{
     ksf_server *srv = ctx->srv;
     pthread_mutex_lock(&ctx->lock);
     bool already = ctx->phase == KSFI_CTX_FINISHED;
@@ -278,7 +291,8 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply) {
 }
 
 void
-ksfi_ctx_run(ksf_ctx *ctx) {
+ksfi_ctx_run(ksf_ctx *ctx)
+{
     if (!prepare(ctx)) {
         pthread_mutex_lock(&ctx->lock);
         ctx->phase = KSFI_CTX_FINISHED;
@@ -313,7 +327,8 @@ ksfi_ctx_run(ksf_ctx *ctx) {
 }
 
 ksf_err
-ksf_ctx_defer(ksf_ctx *ctx) {
+ksf_ctx_defer(ksf_ctx *ctx)
+{
     pthread_mutex_lock(&ctx->lock);
     if (ctx->phase == KSFI_CTX_RUNNING) {
         ctx->phase = KSFI_CTX_DEFERRED;
@@ -324,7 +339,8 @@ ksf_ctx_defer(ksf_ctx *ctx) {
 }
 
 ksf_err
-ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply) {
+ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply)
+{
     pthread_mutex_lock(&ctx->lock);
     bool deferred = ctx->phase == KSFI_CTX_DEFERRED;
     pthread_mutex_unlock(&ctx->lock);
@@ -336,7 +352,8 @@ ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply) {
 }
 
 ksf_err
-ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error) {
+ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error)
+{
     if (ctx->is_event) {
         char *text = ksfi_encode_error(error, NULL);
         ksfi_log(&ctx->srv->log, KSF_LOG_WARNING, "server",
@@ -360,7 +377,8 @@ ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error) {
 }
 
 ksf_err
-ksf_ctx_reply_error(ksf_ctx *ctx, const char *message) {
+ksf_ctx_reply_error(ksf_ctx *ctx, const char *message)
+{
     json_t *text = json_string(message ? message : "");
     if (!text) {
         return KSF_ENOMEM;
@@ -371,7 +389,8 @@ ksf_ctx_reply_error(ksf_ctx *ctx, const char *message) {
 }
 
 ksf_err
-ksf_ctx_stream(ksf_ctx *ctx, const json_t *value, ksf_errinfo *ei) {
+ksf_ctx_stream(ksf_ctx *ctx, const json_t *value, ksf_errinfo *ei)
+{
     pthread_mutex_lock(&ctx->lock);
     bool open = !ctx->ended && ctx->phase != KSFI_CTX_FINISHED && !ctx->is_event;
     pthread_mutex_unlock(&ctx->lock);
@@ -404,7 +423,8 @@ ksf_ctx_stream(ksf_ctx *ctx, const json_t *value, ksf_errinfo *ei) {
 
 /* Replace *slot with a copy of @p bytes unless the reply has ended. */
 static ksf_err
-set_bytes(ksf_ctx *ctx, void **slot, size_t *slot_len, const void *bytes, size_t len) {
+set_bytes(ksf_ctx *ctx, void **slot, size_t *slot_len, const void *bytes, size_t len)
+{
     void *copy = ksfi_memdup(bytes ? bytes : "", bytes ? len : 0);
     if (!copy) {
         return KSF_ENOMEM;
@@ -425,7 +445,8 @@ set_bytes(ksf_ctx *ctx, void **slot, size_t *slot_len, const void *bytes, size_t
 }
 
 ksf_err
-ksf_ctx_set_reply_raw(ksf_ctx *ctx, const void *bytes, size_t len) {
+ksf_ctx_set_reply_raw(ksf_ctx *ctx, const void *bytes, size_t len)
+{
     ksf_err e = set_bytes(ctx, &ctx->raw, &ctx->raw_len, bytes, len);
     if (!e) {
         pthread_mutex_lock(&ctx->lock);
@@ -436,12 +457,14 @@ ksf_ctx_set_reply_raw(ksf_ctx *ctx, const void *bytes, size_t len) {
 }
 
 ksf_err
-ksf_ctx_set_reply_key(ksf_ctx *ctx, const void *key, size_t len) {
+ksf_ctx_set_reply_key(ksf_ctx *ctx, const void *key, size_t len)
+{
     return set_bytes(ctx, &ctx->key, &ctx->key_len, key, len);
 }
 
 ksf_err
-ksf_ctx_add_reply_header(ksf_ctx *ctx, const char *name, const void *value, size_t len) {
+ksf_ctx_add_reply_header(ksf_ctx *ctx, const char *name, const void *value, size_t len)
+{
     if (!name || !*name ||
         !strncmp(name, KSFI_HDR_RESERVED_PREFIX, strlen(KSFI_HDR_RESERVED_PREFIX))) {
         return KSF_EINVAL; /* kafka_* carry the protocol; a user copy would confuse peers
@@ -478,29 +501,34 @@ ksf_ctx_add_reply_header(ksf_ctx *ctx, const char *name, const void *value, size
 }
 
 const char *
-ksf_ctx_topic(const ksf_ctx *ctx) {
+ksf_ctx_topic(const ksf_ctx *ctx)
+{
     return ctx->topic;
 }
 
 int32_t
-ksf_ctx_partition(const ksf_ctx *ctx) {
+ksf_ctx_partition(const ksf_ctx *ctx)
+{
     return ctx->msg->partition;
 }
 
 int64_t
-ksf_ctx_offset(const ksf_ctx *ctx) {
+ksf_ctx_offset(const ksf_ctx *ctx)
+{
     return ctx->msg->offset;
 }
 
 int64_t
-ksf_ctx_timestamp_ms(const ksf_ctx *ctx) {
+ksf_ctx_timestamp_ms(const ksf_ctx *ctx)
+{
     rd_kafka_timestamp_type_t type;
     int64_t ts = rd_kafka_message_timestamp(ctx->msg, &type);
     return type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts;
 }
 
 const void *
-ksf_ctx_key(const ksf_ctx *ctx, size_t *len) {
+ksf_ctx_key(const ksf_ctx *ctx, size_t *len)
+{
     if (len) {
         *len = ctx->msg->key ? ctx->msg->key_len : 0;
     }
@@ -508,7 +536,8 @@ ksf_ctx_key(const ksf_ctx *ctx, size_t *len) {
 }
 
 const void *
-ksf_ctx_value(const ksf_ctx *ctx, size_t *len) {
+ksf_ctx_value(const ksf_ctx *ctx, size_t *len)
+{
     if (len) {
         *len = ctx->msg->payload ? ctx->msg->len : 0;
     }
@@ -516,13 +545,15 @@ ksf_ctx_value(const ksf_ctx *ctx, size_t *len) {
 }
 
 size_t
-ksf_ctx_header_count(const ksf_ctx *ctx) {
+ksf_ctx_header_count(const ksf_ctx *ctx)
+{
     return ctx->nhdrs;
 }
 
 bool
 ksf_ctx_header_at(const ksf_ctx *ctx, size_t idx, const char **name, const void **value,
-                  size_t *len) {
+                  size_t *len)
+{
     if (idx >= ctx->nhdrs) {
         return false;
     }
@@ -539,7 +570,8 @@ ksf_ctx_header_at(const ksf_ctx *ctx, size_t idx, const char **name, const void 
 }
 
 const void *
-ksf_ctx_header(const ksf_ctx *ctx, const char *name, size_t *len) {
+ksf_ctx_header(const ksf_ctx *ctx, const char *name, size_t *len)
+{
     for (size_t i = ctx->nhdrs; i > 0; i--) {
         if (name && !strcmp(ctx->hdrs[i - 1].name, name)) {
             if (len) {
@@ -552,26 +584,31 @@ ksf_ctx_header(const ksf_ctx *ctx, const char *name, size_t *len) {
 }
 
 const char *
-ksf_ctx_correlation_id(const ksf_ctx *ctx) {
+ksf_ctx_correlation_id(const ksf_ctx *ctx)
+{
     return ctx->is_event ? NULL : ctx->correlation_id;
 }
 
 const char *
-ksf_ctx_reply_topic(const ksf_ctx *ctx) {
+ksf_ctx_reply_topic(const ksf_ctx *ctx)
+{
     return ctx->is_event ? NULL : ctx->reply_topic;
 }
 
 int32_t
-ksf_ctx_reply_partition(const ksf_ctx *ctx) {
+ksf_ctx_reply_partition(const ksf_ctx *ctx)
+{
     return ctx->meta.reply_partition;
 }
 
 bool
-ksf_ctx_is_event(const ksf_ctx *ctx) {
+ksf_ctx_is_event(const ksf_ctx *ctx)
+{
     return ctx->is_event;
 }
 
 void *
-ksf_ctx_user(const ksf_ctx *ctx) {
+ksf_ctx_user(const ksf_ctx *ctx)
+{
     return ctx->handler ? ctx->handler->user : NULL;
 }

@@ -43,7 +43,7 @@ struct ksfi_dispatch {
     /* Started contexts of revoked partitions, not complete yet (linked by next): a
      * deferred one may never be finished, and destroy must still free it. */
     ksf_ctx *orphans;
-    size_t queued_high; /* the most messages one partition ever had queued */
+    size_t queued_high;   /* the most messages one partition ever had queued */
     rd_kafka_t *consumer; /* NULL when not running: nothing is stored */
     pthread_t *threads;
     int nthreads;
@@ -51,7 +51,8 @@ struct ksfi_dispatch {
 };
 
 ksf_err
-ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg) {
+ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg)
+{
     ksfi_dispatch *d = ksfi_calloc(1, sizeof *d);
     if (!d) {
         return KSF_ENOMEM;
@@ -66,7 +67,8 @@ ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg) {
 
 /* Unlink and free every context of @p p (pool teardown or dropped queue). */
 static void
-free_list(ksf_ctx *c) {
+free_list(ksf_ctx *c)
+{
     while (c) {
         ksf_ctx *next = c->next;
         ksfi_ctx_free(c);
@@ -75,7 +77,8 @@ free_list(ksf_ctx *c) {
 }
 
 void
-ksfi_dispatch_destroy(ksfi_dispatch *d) {
+ksfi_dispatch_destroy(ksfi_dispatch *d)
+{
     if (!d) {
         return;
     }
@@ -95,7 +98,8 @@ ksfi_dispatch_destroy(ksfi_dispatch *d) {
 
 /* Find or create the partition; NULL on ENOMEM. Lock held. */
 static ksfi_part *
-part_get(ksfi_dispatch *d, const char *topic, int32_t partition) {
+part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
+{
     for (size_t i = 0; i < d->nparts; i++) {
         if (d->parts[i]->partition == partition && !strcmp(d->parts[i]->topic, topic)) {
             return d->parts[i];
@@ -118,7 +122,8 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition) {
 }
 
 static void
-make_ready(ksfi_dispatch *d, ksfi_part *p) {
+make_ready(ksfi_dispatch *d, ksfi_part *p)
+{
     if (p->in_ready || p->busy || !p->next_run || !p->assigned || d->stopping) {
         return;
     }
@@ -134,7 +139,8 @@ make_ready(ksfi_dispatch *d, ksfi_part *p) {
 }
 
 static void
-update_pause(ksfi_part *p) {
+update_pause(ksfi_part *p)
+{
     if (p->queued >= KSFI_DISPATCH_PAUSE_AT) {
         p->want_paused = true;
     } else if (p->queued <= KSFI_DISPATCH_RESUME_AT) {
@@ -143,7 +149,8 @@ update_pause(ksfi_part *p) {
 }
 
 void
-ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx) {
+ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx)
+{
     const rd_kafka_message_t *m = ctx->msg;
     pthread_mutex_lock(&d->lock);
     ksfi_part *p = part_get(d, ctx->topic, m->partition);
@@ -181,7 +188,8 @@ ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx) {
 }
 
 size_t
-ksfi_dispatch_queued_high(ksfi_dispatch *d) {
+ksfi_dispatch_queued_high(ksfi_dispatch *d)
+{
     pthread_mutex_lock(&d->lock);
     size_t n = d->queued_high;
     pthread_mutex_unlock(&d->lock);
@@ -190,7 +198,8 @@ ksfi_dispatch_queued_high(ksfi_dispatch *d) {
 
 /* Store the offset after the contiguous completed prefix and free that prefix. */
 static void
-advance(ksfi_dispatch *d, ksfi_part *p) {
+advance(ksfi_dispatch *d, ksfi_part *p)
+{
     int64_t last = -1;
     while (p->head && p->head->done) {
         ksf_ctx *c = p->head;
@@ -216,7 +225,8 @@ advance(ksfi_dispatch *d, ksfi_part *p) {
 }
 
 void
-ksfi_dispatch_done(ksf_ctx *ctx) {
+ksfi_dispatch_done(ksf_ctx *ctx)
+{
     ksfi_part *p = ctx->part;
     if (!p) { /* never submitted */
         ksfi_ctx_free(ctx);
@@ -245,7 +255,8 @@ ksfi_dispatch_done(ksf_ctx *ctx) {
 }
 
 static void *
-worker_main(void *arg) {
+worker_main(void *arg)
+{
     ksfi_dispatch *d = arg;
     pthread_mutex_lock(&d->lock);
     for (;;) {
@@ -282,8 +293,8 @@ worker_main(void *arg) {
 }
 
 ksf_err
-ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer,
-                    ksf_errinfo *ei) {
+ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer, ksf_errinfo *ei)
+{
     d->threads = ksfi_calloc((size_t)workers, sizeof *d->threads);
     if (!d->threads) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory starting %d workers", workers);
@@ -303,7 +314,8 @@ ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer,
 }
 
 void
-ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts) {
+ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts)
+{
     pthread_mutex_lock(&d->lock);
     for (int i = 0; i < parts->cnt; i++) {
         ksfi_part *p = part_get(d, parts->elems[i].topic, parts->elems[i].partition);
@@ -323,7 +335,8 @@ ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *pa
 
 /* Absolute deadline @p ms from now on CLOCK_REALTIME (pthread_cond_timedwait's). */
 static struct timespec
-deadline_in(int ms) {
+deadline_in(int ms)
+{
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += ms / 1000;
@@ -339,7 +352,8 @@ deadline_in(int ms) {
  * by ksfi_dispatch_done when they complete (their epoch no longer matches) or by
  * ksfi_dispatch_destroy. */
 static void
-detach(ksfi_dispatch *d, ksfi_part *p) {
+detach(ksfi_dispatch *d, ksfi_part *p)
+{
     if (p->in_ready) { /* unlink from the ready list */
         ksfi_part **pp = &d->ready_head, *prev = NULL;
         while (*pp != p) {
@@ -372,7 +386,8 @@ detach(ksfi_dispatch *d, ksfi_part *p) {
 /* Cut the not-yet-started tail off @p p's window and free it: the next owner of the
  * partition gets those messages again from the committed offset. */
 static void
-drop_queued(ksfi_part *p) {
+drop_queued(ksfi_part *p)
+{
     if (!p->next_run) {
         return;
     }
@@ -393,7 +408,8 @@ drop_queued(ksfi_part *p) {
 
 size_t
 ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts,
-                     int timeout_ms) {
+                     int timeout_ms)
+{
     struct timespec until = deadline_in(timeout_ms);
     size_t left = 0;
     pthread_mutex_lock(&d->lock);
@@ -421,7 +437,8 @@ ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *pa
 }
 
 void
-ksfi_dispatch_sync_pause(ksfi_dispatch *d) {
+ksfi_dispatch_sync_pause(ksfi_dispatch *d)
+{
     pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < d->nparts; i++) {
         ksfi_part *p = d->parts[i];
@@ -450,7 +467,8 @@ ksfi_dispatch_sync_pause(ksfi_dispatch *d) {
 
 /* Messages queued or started and not complete, over all partitions. Lock held. */
 static size_t
-unfinished(const ksfi_dispatch *d) {
+unfinished(const ksfi_dispatch *d)
+{
     size_t n = 0;
     for (size_t i = 0; i < d->nparts; i++) {
         n += d->parts[i]->queued + d->parts[i]->pending;
@@ -460,7 +478,8 @@ unfinished(const ksfi_dispatch *d) {
 
 /* Stop starting handlers: drop every queued message (lock held). */
 static void
-quiesce(ksfi_dispatch *d) {
+quiesce(ksfi_dispatch *d)
+{
     d->stopping = true;
     for (size_t i = 0; i < d->nparts; i++) {
         drop_queued(d->parts[i]);
@@ -471,7 +490,8 @@ quiesce(ksfi_dispatch *d) {
 }
 
 size_t
-ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms) {
+ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms)
+{
     struct timespec until = deadline_in(timeout_ms);
     pthread_mutex_lock(&d->lock);
     quiesce(d);
@@ -485,7 +505,8 @@ ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms) {
 }
 
 void
-ksfi_dispatch_stop(ksfi_dispatch *d) {
+ksfi_dispatch_stop(ksfi_dispatch *d)
+{
     pthread_mutex_lock(&d->lock);
     quiesce(d);
     pthread_mutex_unlock(&d->lock);

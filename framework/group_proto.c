@@ -12,7 +12,8 @@
 #include <string.h>
 
 const char *
-ksfi_gp_error_name(int code) {
+ksfi_gp_error_name(int code)
+{
     switch (code) {
     case KSFI_GP_ERR_NONE:
         return "NONE";
@@ -53,13 +54,15 @@ ksfi_gp_error_name(int code) {
 /* ---- writing --------------------------------------------------------------------- */
 
 void
-ksfi_gp_buf_free(ksfi_gp_buf *b) {
+ksfi_gp_buf_free(ksfi_gp_buf *b)
+{
     ksfi_free(b->data);
     memset(b, 0, sizeof *b);
 }
 
 static void
-put(ksfi_gp_buf *b, const void *p, size_t n) {
+put(ksfi_gp_buf *b, const void *p, size_t n)
+{
     if (b->oom) {
         return;
     }
@@ -87,19 +90,22 @@ put(ksfi_gp_buf *b, const void *p, size_t n) {
 }
 
 static void
-put_i8(ksfi_gp_buf *b, int8_t v) {
+put_i8(ksfi_gp_buf *b, int8_t v)
+{
     put(b, &v, 1);
 }
 
 static void
-put_i16(ksfi_gp_buf *b, int16_t v) {
+put_i16(ksfi_gp_buf *b, int16_t v)
+{
     uint16_t u = (uint16_t)v;
     uint8_t x[2] = {(uint8_t)(u >> 8), (uint8_t)u};
     put(b, x, 2);
 }
 
 static void
-put_i32(ksfi_gp_buf *b, int32_t v) {
+put_i32(ksfi_gp_buf *b, int32_t v)
+{
     uint32_t u = (uint32_t)v;
     uint8_t x[4] = {(uint8_t)(u >> 24), (uint8_t)(u >> 16), (uint8_t)(u >> 8),
                     (uint8_t)u};
@@ -108,7 +114,8 @@ put_i32(ksfi_gp_buf *b, int32_t v) {
 
 /* STRING / NULLABLE_STRING; NULL writes length -1. Longer than int16 cannot be sent. */
 static void
-put_str(ksfi_gp_buf *b, const char *s) {
+put_str(ksfi_gp_buf *b, const char *s)
+{
     if (!s) {
         put_i16(b, -1);
         return;
@@ -123,7 +130,8 @@ put_str(ksfi_gp_buf *b, const char *s) {
 }
 
 static void
-put_bytes(ksfi_gp_buf *b, const void *p, size_t n) {
+put_bytes(ksfi_gp_buf *b, const void *p, size_t n)
+{
     if (n > INT32_MAX) {
         b->oom = true;
         return;
@@ -134,7 +142,8 @@ put_bytes(ksfi_gp_buf *b, const void *p, size_t n) {
 
 /* Start a frame: a size placeholder and request header v1. Returns the size offset. */
 static size_t
-frame_begin(ksfi_gp_buf *b, int16_t api_key, const ksfi_gp_header *h) {
+frame_begin(ksfi_gp_buf *b, int16_t api_key, const ksfi_gp_header *h)
+{
     size_t at = b->len;
     put_i32(b, 0);
     put_i16(b, api_key);
@@ -145,7 +154,8 @@ frame_begin(ksfi_gp_buf *b, int16_t api_key, const ksfi_gp_header *h) {
 }
 
 static ksf_err
-frame_end(ksfi_gp_buf *b, size_t at) {
+frame_end(ksfi_gp_buf *b, size_t at)
+{
     if (b->oom) {
         return KSF_ENOMEM;
     }
@@ -169,7 +179,8 @@ typedef struct reader {
 } reader;
 
 static bool
-rd_fail(reader *r, ksf_err code, const char *field, const char *why) {
+rd_fail(reader *r, ksf_err code, const char *field, const char *why)
+{
     if (r->err == KSF_OK) {
         r->err = code;
         if (code == KSF_ENOMEM) {
@@ -183,7 +194,8 @@ rd_fail(reader *r, ksf_err code, const char *field, const char *why) {
 }
 
 static bool
-rd_need(reader *r, const char *field, size_t n) {
+rd_need(reader *r, const char *field, size_t n)
+{
     if (r->err != KSF_OK) {
         return false;
     }
@@ -194,7 +206,8 @@ rd_need(reader *r, const char *field, size_t n) {
 }
 
 static bool
-rd_i16(reader *r, const char *field, int16_t *v) {
+rd_i16(reader *r, const char *field, int16_t *v)
+{
     if (!rd_need(r, field, 2)) {
         return false;
     }
@@ -205,7 +218,8 @@ rd_i16(reader *r, const char *field, int16_t *v) {
 }
 
 static bool
-rd_i32(reader *r, const char *field, int32_t *v) {
+rd_i32(reader *r, const char *field, int32_t *v)
+{
     if (!rd_need(r, field, 4)) {
         return false;
     }
@@ -219,7 +233,8 @@ rd_i32(reader *r, const char *field, int32_t *v) {
 /* A (nullable) string as a new C string; null gives NULL. A NUL inside is refused,
  * since two member ids that differ after a NUL would otherwise compare equal. */
 static bool
-rd_str(reader *r, const char *field, char **out) {
+rd_str(reader *r, const char *field, char **out)
+{
     int16_t n;
     *out = NULL;
     if (!rd_i16(r, field, &n)) {
@@ -247,7 +262,8 @@ rd_str(reader *r, const char *field, char **out) {
 
 /* As rd_str, but null becomes "" so callers never see NULL. */
 static bool
-rd_str_nn(reader *r, const char *field, char **out) {
+rd_str_nn(reader *r, const char *field, char **out)
+{
     if (!rd_str(r, field, out)) {
         return false;
     }
@@ -259,7 +275,8 @@ rd_str_nn(reader *r, const char *field, char **out) {
 
 /* (Nullable) bytes, borrowed from the input: *p NULL for null. */
 static bool
-rd_bytes_ref(reader *r, const char *field, const uint8_t **p, size_t *n) {
+rd_bytes_ref(reader *r, const char *field, const uint8_t **p, size_t *n)
+{
     int32_t len;
     *p = NULL;
     *n = 0;
@@ -283,7 +300,8 @@ rd_bytes_ref(reader *r, const char *field, const uint8_t **p, size_t *n) {
 
 /* (Nullable) bytes as an owned copy; null and empty give NULL. */
 static bool
-rd_bytes(reader *r, const char *field, uint8_t **out, size_t *n) {
+rd_bytes(reader *r, const char *field, uint8_t **out, size_t *n)
+{
     const uint8_t *p;
     *out = NULL;
     if (!rd_bytes_ref(r, field, &p, n)) {
@@ -300,7 +318,8 @@ rd_bytes(reader *r, const char *field, uint8_t **out, size_t *n) {
  * @p min_elem bytes per element is refused before anything is allocated for it.
  */
 static bool
-rd_count(reader *r, const char *field, size_t min_elem, size_t *count) {
+rd_count(reader *r, const char *field, size_t min_elem, size_t *count)
+{
     int32_t n;
     *count = 0;
     if (!rd_i32(r, field, &n)) {
@@ -321,7 +340,8 @@ rd_count(reader *r, const char *field, size_t min_elem, size_t *count) {
 
 /* calloc for @p count decoded elements (at least one byte so NULL means failure). */
 static void *
-rd_alloc(reader *r, const char *field, size_t count, size_t size) {
+rd_alloc(reader *r, const char *field, size_t count, size_t size)
+{
     void *p = ksfi_calloc(count ? count : 1, size);
     if (!p) {
         rd_fail(r, KSF_ENOMEM, field, "");
@@ -330,7 +350,8 @@ rd_alloc(reader *r, const char *field, size_t count, size_t size) {
 }
 
 static void
-reader_init(reader *r, const uint8_t *p, size_t len, const char *what, ksf_errinfo *ei) {
+reader_init(reader *r, const uint8_t *p, size_t len, const char *what, ksf_errinfo *ei)
+{
     r->p = p;
     r->len = p ? len : 0;
     r->off = 0;
@@ -342,7 +363,8 @@ reader_init(reader *r, const uint8_t *p, size_t len, const char *what, ksf_errin
 /* ---- consumer-protocol blobs (ConsumerProtocolSubscription/Assignment, kafkajs) ---- */
 
 void
-ksfi_gp_assignment_free(ksfi_gp_assignment *a) {
+ksfi_gp_assignment_free(ksfi_gp_assignment *a)
+{
     if (!a) {
         return;
     }
@@ -356,7 +378,8 @@ ksfi_gp_assignment_free(ksfi_gp_assignment *a) {
 }
 
 ksf_err
-ksfi_gp_assignment_copy(ksfi_gp_assignment *dst, const ksfi_gp_assignment *src) {
+ksfi_gp_assignment_copy(ksfi_gp_assignment *dst, const ksfi_gp_assignment *src)
+{
     dst->count = 0;
     dst->topics = ksfi_calloc(src->count ? src->count : 1, sizeof *dst->topics);
     if (!dst->topics) {
@@ -378,7 +401,8 @@ ksfi_gp_assignment_copy(ksfi_gp_assignment *dst, const ksfi_gp_assignment *src) 
 }
 
 int32_t
-ksfi_gp_assignment_min(const ksfi_gp_assignment *a, const char *topic) {
+ksfi_gp_assignment_min(const ksfi_gp_assignment *a, const char *topic)
+{
     int32_t min = -1;
     for (size_t i = 0; i < a->count; i++) {
         if (strcmp(a->topics[i].topic, topic) != 0) {
@@ -395,7 +419,8 @@ ksfi_gp_assignment_min(const ksfi_gp_assignment *a, const char *topic) {
 }
 
 void
-ksfi_gp_member_meta_free(ksfi_gp_member_meta *m) {
+ksfi_gp_member_meta_free(ksfi_gp_member_meta *m)
+{
     if (!m) {
         return;
     }
@@ -413,7 +438,8 @@ ksfi_gp_member_meta_free(ksfi_gp_member_meta *m) {
 /* The userData JSON text (see the header); NULL on ENOMEM. */
 static char *
 user_data_json(const ksfi_gp_prev *previous, size_t previous_count,
-               int64_t launch_time_ns, size_t *len) {
+               int64_t launch_time_ns, size_t *len)
+{
     char *text = NULL;
     json_t *root = json_object();
     json_t *prev = json_object();
@@ -444,8 +470,8 @@ done:
 ksf_err
 ksfi_gp_encode_member_meta(ksfi_gp_buf *out, const char *const *topics,
                            size_t topic_count, const ksfi_gp_prev *previous,
-                           size_t previous_count, int64_t launch_time_ns,
-                           ksf_errinfo *ei) {
+                           size_t previous_count, int64_t launch_time_ns, ksf_errinfo *ei)
+{
     size_t ud_len = 0;
     char *ud = user_data_json(previous, previous_count, launch_time_ns, &ud_len);
     if (!ud) {
@@ -468,7 +494,8 @@ ksfi_gp_encode_member_meta(ksfi_gp_buf *out, const char *const *topics,
 
 /* "123" (decimal digits only, no sign, fits int64, > 0) -> value; false otherwise. */
 static bool
-parse_ns(const char *s, int64_t *out) {
+parse_ns(const char *s, int64_t *out)
+{
     if (!*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19) {
         return false;
     }
@@ -483,7 +510,8 @@ parse_ns(const char *s, int64_t *out) {
 
 /* Read previousAssignment and launchTime; anything odd is simply absent. */
 static ksf_err
-decode_user_data(const uint8_t *p, size_t len, ksfi_gp_member_meta *m) {
+decode_user_data(const uint8_t *p, size_t len, ksfi_gp_member_meta *m)
+{
     json_t *root = p && len ? json_loadb((const char *)p, len, 0, NULL) : NULL;
     json_t *prev = json_object_get(root, "previousAssignment");
     json_t *lt = json_object_get(root, "launchTime");
@@ -524,7 +552,8 @@ done:
 
 ksf_err
 ksfi_gp_decode_member_meta(const uint8_t *p, size_t len, ksfi_gp_member_meta *out,
-                           ksf_errinfo *ei) {
+                           ksf_errinfo *ei)
+{
     reader r;
     int16_t version;
     size_t n;
@@ -561,8 +590,8 @@ fail:
 }
 
 ksf_err
-ksfi_gp_encode_assignment(ksfi_gp_buf *out, const ksfi_gp_assignment *a,
-                          ksf_errinfo *ei) {
+ksfi_gp_encode_assignment(ksfi_gp_buf *out, const ksfi_gp_assignment *a, ksf_errinfo *ei)
+{
     put_i16(out, 1);
     put_i32(out, (int32_t)a->count);
     for (size_t i = 0; i < a->count; i++) {
@@ -580,7 +609,8 @@ ksfi_gp_encode_assignment(ksfi_gp_buf *out, const ksfi_gp_assignment *a,
 }
 
 static bool
-decode_topic_parts(reader *r, ksfi_gp_topic_parts *tp) {
+decode_topic_parts(reader *r, ksfi_gp_topic_parts *tp)
+{
     size_t n;
     if (!rd_str_nn(r, "assigned_partitions[].topic", &tp->topic) ||
         !rd_count(r, "assigned_partitions[].partitions", 4, &n) ||
@@ -603,7 +633,8 @@ decode_topic_parts(reader *r, ksfi_gp_topic_parts *tp) {
 
 ksf_err
 ksfi_gp_decode_assignment(const uint8_t *p, size_t len, ksfi_gp_assignment *out,
-                          ksf_errinfo *ei) {
+                          ksf_errinfo *ei)
+{
     reader r;
     int16_t version;
     size_t n;
@@ -631,13 +662,15 @@ fail:
 /* ---- requests (Kafka protocol spec, non-flexible versions) ----------------------- */
 
 ksf_err
-ksfi_gp_encode_api_versions(ksfi_gp_buf *out, const ksfi_gp_header *h) {
+ksfi_gp_encode_api_versions(ksfi_gp_buf *out, const ksfi_gp_header *h)
+{
     return frame_end(out, frame_begin(out, KSFI_GP_API_VERSIONS, h));
 }
 
 ksf_err
 ksfi_gp_encode_find_coordinator(ksfi_gp_buf *out, const ksfi_gp_header *h,
-                                const char *group_id) {
+                                const char *group_id)
+{
     size_t at = frame_begin(out, KSFI_GP_API_FIND_COORDINATOR, h);
     put_str(out, group_id);
     if (h->api_version >= 1) {
@@ -648,7 +681,8 @@ ksfi_gp_encode_find_coordinator(ksfi_gp_buf *out, const ksfi_gp_header *h,
 
 ksf_err
 ksfi_gp_encode_join_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
-                          const ksfi_gp_join_request *r) {
+                          const ksfi_gp_join_request *r)
+{
     size_t at = frame_begin(out, KSFI_GP_API_JOIN_GROUP, h);
     put_str(out, r->group_id);
     put_i32(out, r->session_timeout_ms);
@@ -669,7 +703,8 @@ ksfi_gp_encode_join_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
 ksf_err
 ksfi_gp_encode_sync_group(ksfi_gp_buf *out, const ksfi_gp_header *h, const char *group_id,
                           int32_t generation, const char *member_id,
-                          const ksfi_gp_member_blob *assignments, size_t count) {
+                          const ksfi_gp_member_blob *assignments, size_t count)
+{
     size_t at = frame_begin(out, KSFI_GP_API_SYNC_GROUP, h);
     put_str(out, group_id);
     put_i32(out, generation);
@@ -687,7 +722,8 @@ ksfi_gp_encode_sync_group(ksfi_gp_buf *out, const ksfi_gp_header *h, const char 
 
 ksf_err
 ksfi_gp_encode_heartbeat(ksfi_gp_buf *out, const ksfi_gp_header *h, const char *group_id,
-                         int32_t generation, const char *member_id) {
+                         int32_t generation, const char *member_id)
+{
     size_t at = frame_begin(out, KSFI_GP_API_HEARTBEAT, h);
     put_str(out, group_id);
     put_i32(out, generation);
@@ -700,7 +736,8 @@ ksfi_gp_encode_heartbeat(ksfi_gp_buf *out, const ksfi_gp_header *h, const char *
 
 ksf_err
 ksfi_gp_encode_leave_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
-                           const char *group_id, const char *member_id) {
+                           const char *group_id, const char *member_id)
+{
     size_t at = frame_begin(out, KSFI_GP_API_LEAVE_GROUP, h);
     put_str(out, group_id);
     put_str(out, member_id);
@@ -711,7 +748,8 @@ ksfi_gp_encode_leave_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
 
 ksf_err
 ksfi_gp_decode_response_header(const uint8_t *p, size_t len, int32_t *correlation_id,
-                               const uint8_t **body, size_t *body_len, ksf_errinfo *ei) {
+                               const uint8_t **body, size_t *body_len, ksf_errinfo *ei)
+{
     reader r;
     reader_init(&r, p, len, "response header", ei);
     if (!rd_i32(&r, "correlation_id", correlation_id)) {
@@ -723,7 +761,8 @@ ksfi_gp_decode_response_header(const uint8_t *p, size_t len, int32_t *correlatio
 }
 
 void
-ksfi_gp_api_versions_resp_free(ksfi_gp_api_versions_resp *r) {
+ksfi_gp_api_versions_resp_free(ksfi_gp_api_versions_resp *r)
+{
     if (r) {
         ksfi_free(r->apis);
         memset(r, 0, sizeof *r);
@@ -732,7 +771,8 @@ ksfi_gp_api_versions_resp_free(ksfi_gp_api_versions_resp *r) {
 
 ksf_err
 ksfi_gp_decode_api_versions(const uint8_t *p, size_t len, int16_t version,
-                            ksfi_gp_api_versions_resp *out, ksf_errinfo *ei) {
+                            ksfi_gp_api_versions_resp *out, ksf_errinfo *ei)
+{
     reader r;
     size_t n;
     memset(out, 0, sizeof *out);
@@ -761,7 +801,8 @@ fail:
 
 int16_t
 ksfi_gp_pick_version(const ksfi_gp_api_versions_resp *r, int16_t api_key, int16_t our_min,
-                     int16_t our_max) {
+                     int16_t our_max)
+{
     for (size_t i = 0; i < r->api_count; i++) {
         const ksfi_gp_api_range *a = &r->apis[i];
         if (a->api_key != api_key) {
@@ -775,7 +816,8 @@ ksfi_gp_pick_version(const ksfi_gp_api_versions_resp *r, int16_t api_key, int16_
 }
 
 void
-ksfi_gp_find_coordinator_resp_free(ksfi_gp_find_coordinator_resp *r) {
+ksfi_gp_find_coordinator_resp_free(ksfi_gp_find_coordinator_resp *r)
+{
     if (r) {
         ksfi_free(r->error_message);
         ksfi_free(r->host);
@@ -785,7 +827,8 @@ ksfi_gp_find_coordinator_resp_free(ksfi_gp_find_coordinator_resp *r) {
 
 ksf_err
 ksfi_gp_decode_find_coordinator(const uint8_t *p, size_t len, int16_t version,
-                                ksfi_gp_find_coordinator_resp *out, ksf_errinfo *ei) {
+                                ksfi_gp_find_coordinator_resp *out, ksf_errinfo *ei)
+{
     reader r;
     memset(out, 0, sizeof *out);
     reader_init(&r, p, len, "FindCoordinator response", ei);
@@ -801,7 +844,8 @@ ksfi_gp_decode_find_coordinator(const uint8_t *p, size_t len, int16_t version,
 }
 
 void
-ksfi_gp_join_group_resp_free(ksfi_gp_join_group_resp *r) {
+ksfi_gp_join_group_resp_free(ksfi_gp_join_group_resp *r)
+{
     if (!r) {
         return;
     }
@@ -819,7 +863,8 @@ ksfi_gp_join_group_resp_free(ksfi_gp_join_group_resp *r) {
 
 ksf_err
 ksfi_gp_decode_join_group(const uint8_t *p, size_t len, int16_t version,
-                          ksfi_gp_join_group_resp *out, ksf_errinfo *ei) {
+                          ksfi_gp_join_group_resp *out, ksf_errinfo *ei)
+{
     reader r;
     size_t n;
     memset(out, 0, sizeof *out);
@@ -850,7 +895,8 @@ fail:
 }
 
 void
-ksfi_gp_sync_group_resp_free(ksfi_gp_sync_group_resp *r) {
+ksfi_gp_sync_group_resp_free(ksfi_gp_sync_group_resp *r)
+{
     if (r) {
         ksfi_free(r->assignment);
         memset(r, 0, sizeof *r);
@@ -859,7 +905,8 @@ ksfi_gp_sync_group_resp_free(ksfi_gp_sync_group_resp *r) {
 
 ksf_err
 ksfi_gp_decode_sync_group(const uint8_t *p, size_t len, int16_t version,
-                          ksfi_gp_sync_group_resp *out, ksf_errinfo *ei) {
+                          ksfi_gp_sync_group_resp *out, ksf_errinfo *ei)
+{
     reader r;
     memset(out, 0, sizeof *out);
     reader_init(&r, p, len, "SyncGroup response", ei);
@@ -874,7 +921,8 @@ ksfi_gp_decode_sync_group(const uint8_t *p, size_t len, int16_t version,
 
 static ksf_err
 decode_simple(const uint8_t *p, size_t len, int16_t version, const char *what,
-              ksfi_gp_simple_resp *out, ksf_errinfo *ei) {
+              ksfi_gp_simple_resp *out, ksf_errinfo *ei)
+{
     reader r;
     memset(out, 0, sizeof *out);
     reader_init(&r, p, len, what, ei);
@@ -887,12 +935,14 @@ decode_simple(const uint8_t *p, size_t len, int16_t version, const char *what,
 
 ksf_err
 ksfi_gp_decode_heartbeat(const uint8_t *p, size_t len, int16_t version,
-                         ksfi_gp_simple_resp *out, ksf_errinfo *ei) {
+                         ksfi_gp_simple_resp *out, ksf_errinfo *ei)
+{
     return decode_simple(p, len, version, "Heartbeat response", out, ei);
 }
 
 ksf_err
 ksfi_gp_decode_leave_group(const uint8_t *p, size_t len, int16_t version,
-                           ksfi_gp_simple_resp *out, ksf_errinfo *ei) {
+                           ksfi_gp_simple_resp *out, ksf_errinfo *ei)
+{
     return decode_simple(p, len, version, "LeaveGroup response", out, ei);
 }

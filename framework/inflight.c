@@ -26,7 +26,8 @@ struct ksfi_inflight {
 
 /* FNV-1a: ids are random UUIDs, so any cheap spread will do. */
 static size_t
-hash_id(const char *id, size_t len) {
+hash_id(const char *id, size_t len)
+{
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < len; i++) {
         h = (h ^ (unsigned char)id[i]) * 1099511628211ull;
@@ -35,12 +36,14 @@ hash_id(const char *id, size_t len) {
 }
 
 static bool
-id_eq(const char *stored, const char *id, size_t len) {
+id_eq(const char *stored, const char *id, size_t len)
+{
     return len < KSFI_ID_SIZE && memcmp(stored, id, len) == 0 && stored[len] == '\0';
 }
 
 ksf_err
-ksfi_inflight_new(size_t memory, ksfi_inflight **out) {
+ksfi_inflight_new(size_t memory, ksfi_inflight **out)
+{
     ksfi_inflight *t = ksfi_calloc(1, sizeof *t);
     if (!t) {
         return KSF_ENOMEM;
@@ -71,7 +74,8 @@ fail:
 }
 
 void
-ksfi_inflight_destroy(ksfi_inflight *t) {
+ksfi_inflight_destroy(ksfi_inflight *t)
+{
     if (!t) {
         return;
     }
@@ -85,13 +89,15 @@ ksfi_inflight_destroy(ksfi_inflight *t) {
 /* ---- deadline heap ------------------------------------------------------------- */
 
 static void
-heap_set(ksfi_inflight *t, size_t i, ksfi_pending *p) {
+heap_set(ksfi_inflight *t, size_t i, ksfi_pending *p)
+{
     t->heap[i] = p;
     p->heap_idx = i;
 }
 
 static void
-heap_up(ksfi_inflight *t, size_t i) {
+heap_up(ksfi_inflight *t, size_t i)
+{
     ksfi_pending *p = t->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
@@ -105,7 +111,8 @@ heap_up(ksfi_inflight *t, size_t i) {
 }
 
 static void
-heap_down(ksfi_inflight *t, size_t i) {
+heap_down(ksfi_inflight *t, size_t i)
+{
     size_t n = t->count;
     ksfi_pending *p = t->heap[i];
     for (;;) {
@@ -129,7 +136,8 @@ heap_down(ksfi_inflight *t, size_t i) {
 
 /* Double the bucket array; on ENOMEM keep the old one (longer chains, still correct). */
 static void
-grow_buckets(ksfi_inflight *t) {
+grow_buckets(ksfi_inflight *t)
+{
     size_t n = t->nbuckets * 2;
     ksfi_pending **b = ksfi_calloc(n, sizeof *b);
     if (!b) {
@@ -151,7 +159,8 @@ grow_buckets(ksfi_inflight *t) {
 }
 
 ksf_err
-ksfi_inflight_add(ksfi_inflight *t, ksfi_pending *p) {
+ksfi_inflight_add(ksfi_inflight *t, ksfi_pending *p)
+{
     size_t len = strnlen(p->id, KSFI_ID_SIZE);
     if (len == KSFI_ID_SIZE || ksfi_inflight_find(t, p->id, len)) {
         return KSF_EEXIST;
@@ -179,7 +188,8 @@ ksfi_inflight_add(ksfi_inflight *t, ksfi_pending *p) {
 }
 
 ksfi_pending *
-ksfi_inflight_find(const ksfi_inflight *t, const char *id, size_t len) {
+ksfi_inflight_find(const ksfi_inflight *t, const char *id, size_t len)
+{
     ksfi_pending *p = t->buckets[hash_id(id, len) & (t->nbuckets - 1)];
     while (p && !id_eq(p->id, id, len)) {
         p = p->hnext;
@@ -190,7 +200,8 @@ ksfi_inflight_find(const ksfi_inflight *t, const char *id, size_t len) {
 /* ---- recent ids -------------------------------------------------------------------- */
 
 static void
-recent_unlink(ksfi_inflight *t, int32_t slot) {
+recent_unlink(ksfi_inflight *t, int32_t slot)
+{
     recent_slot *s = &t->ring[slot];
     int32_t *link = &t->rbuckets[hash_id(s->id, strlen(s->id)) & (t->nrbuckets - 1)];
     while (*link != -1 && *link != slot) {
@@ -202,7 +213,8 @@ recent_unlink(ksfi_inflight *t, int32_t slot) {
 }
 
 static void
-remember(ksfi_inflight *t, const char *id, ksfi_recent why) {
+remember(ksfi_inflight *t, const char *id, ksfi_recent why)
+{
     if (!t->memory || why == KSFI_RECENT_NONE) {
         return;
     }
@@ -220,7 +232,8 @@ remember(ksfi_inflight *t, const char *id, ksfi_recent why) {
 }
 
 ksfi_recent
-ksfi_inflight_recent(const ksfi_inflight *t, const char *id, size_t len) {
+ksfi_inflight_recent(const ksfi_inflight *t, const char *id, size_t len)
+{
     if (!t->memory) {
         return KSFI_RECENT_NONE;
     }
@@ -237,7 +250,8 @@ ksfi_inflight_recent(const ksfi_inflight *t, const char *id, size_t len) {
 /* ---- removal ----------------------------------------------------------------------- */
 
 void
-ksfi_inflight_remove(ksfi_inflight *t, ksfi_pending *p, ksfi_recent why) {
+ksfi_inflight_remove(ksfi_inflight *t, ksfi_pending *p, ksfi_recent why)
+{
     ksfi_pending **link = &t->buckets[hash_id(p->id, strlen(p->id)) & (t->nbuckets - 1)];
     while (*link && *link != p) {
         link = &(*link)->hnext;
@@ -258,7 +272,8 @@ ksfi_inflight_remove(ksfi_inflight *t, ksfi_pending *p, ksfi_recent why) {
 }
 
 ksfi_pending *
-ksfi_inflight_expire(ksfi_inflight *t, int64_t now_ms) {
+ksfi_inflight_expire(ksfi_inflight *t, int64_t now_ms)
+{
     if (!t->count || t->heap[0]->deadline_ms > now_ms) {
         return NULL;
     }
@@ -268,16 +283,19 @@ ksfi_inflight_expire(ksfi_inflight *t, int64_t now_ms) {
 }
 
 int64_t
-ksfi_inflight_next_deadline(const ksfi_inflight *t) {
+ksfi_inflight_next_deadline(const ksfi_inflight *t)
+{
     return t->count ? t->heap[0]->deadline_ms : INT64_MAX;
 }
 
 ksfi_pending *
-ksfi_inflight_any(const ksfi_inflight *t) {
+ksfi_inflight_any(const ksfi_inflight *t)
+{
     return t->count ? t->heap[0] : NULL;
 }
 
 size_t
-ksfi_inflight_count(const ksfi_inflight *t) {
+ksfi_inflight_count(const ksfi_inflight *t)
+{
     return t->count;
 }

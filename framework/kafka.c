@@ -31,7 +31,9 @@ log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
     if (!lg) {
         return;
     }
-    int l = level < KSF_LOG_ERROR ? KSF_LOG_ERROR : level > KSF_LOG_DEBUG ? KSF_LOG_DEBUG : level;
+    int l = level < KSF_LOG_ERROR   ? KSF_LOG_ERROR
+            : level > KSF_LOG_DEBUG ? KSF_LOG_DEBUG
+                                    : level;
     ksfi_log(lg, (ksf_log_level)l, "kafka", "%s: %s", fac, buf);
 }
 
@@ -64,8 +66,8 @@ ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *client_i
             goto fail;
         }
     }
-    const char *const(*defaults)[2] = role == KSF_KAFKA_PRODUCER ? producer_defaults
-                                                                  : consumer_defaults;
+    const char *const(*defaults)[2] =
+        role == KSF_KAFKA_PRODUCER ? producer_defaults : consumer_defaults;
     size_t ndefaults = role == KSF_KAFKA_PRODUCER
                            ? sizeof producer_defaults / sizeof producer_defaults[0]
                            : sizeof consumer_defaults / sizeof consumer_defaults[0];

@@ -75,7 +75,8 @@ struct ksfi_membership {
 };
 
 static int64_t
-now_ms(void) {
+now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -89,7 +90,8 @@ now_ms(void) {
     } while (0)
 
 static void
-publish_state(ksfi_membership *m, bool stable, bool leader) {
+publish_state(ksfi_membership *m, bool stable, bool leader)
+{
     pthread_mutex_lock(&m->lock);
     m->stats.stable = stable;
     m->stats.leader = leader;
@@ -99,7 +101,8 @@ publish_state(ksfi_membership *m, bool stable, bool leader) {
 }
 
 void
-ksfi_membership_get_stats(ksfi_membership *m, ksfi_membership_stats *out) {
+ksfi_membership_get_stats(ksfi_membership *m, ksfi_membership_stats *out)
+{
     pthread_mutex_lock(&m->lock);
     *out = m->stats;
     pthread_mutex_unlock(&m->lock);
@@ -112,7 +115,8 @@ ksfi_membership_get_stats(ksfi_membership *m, ksfi_membership_stats *out) {
  * 0 on timeout, -1 when close() interrupted the wait (not while leaving).
  */
 static int
-wait_fd(ksfi_membership *m, int fd, short events, int64_t deadline) {
+wait_fd(ksfi_membership *m, int fd, short events, int64_t deadline)
+{
     for (;;) {
         if (!m->leaving && atomic_load(&m->closing)) {
             return -1;
@@ -132,7 +136,8 @@ wait_fd(ksfi_membership *m, int fd, short events, int64_t deadline) {
 
 /* Sleep up to @p ms, returning early when close() is called. */
 static void
-nap(ksfi_membership *m, int64_t ms) {
+nap(ksfi_membership *m, int64_t ms)
+{
     int64_t deadline = now_ms() + ms;
     while (!atomic_load(&m->closing) && now_ms() < deadline) {
         struct pollfd p = {m->wake[0], POLLIN, 0};
@@ -142,7 +147,8 @@ nap(ksfi_membership *m, int64_t ms) {
 }
 
 static void
-conn_close(ksfi_membership *m) {
+conn_close(ksfi_membership *m)
+{
     if (m->fd >= 0) {
         close(m->fd);
         m->fd = -1;
@@ -151,7 +157,8 @@ conn_close(ksfi_membership *m) {
 
 /* Connect to one resolved address, non-blocking, bounded by @p deadline. */
 static int
-connect_addr(ksfi_membership *m, const struct addrinfo *ai, int64_t deadline) {
+connect_addr(ksfi_membership *m, const struct addrinfo *ai, int64_t deadline)
+{
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) {
         return -1;
@@ -173,7 +180,8 @@ connect_addr(ksfi_membership *m, const struct addrinfo *ai, int64_t deadline) {
 
 /* Open a connection to @p hp (getaddrinfo; every address tried in turn). */
 static ksf_err
-conn_open(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline) {
+conn_open(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline)
+{
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -199,7 +207,8 @@ conn_open(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline) {
 
 /* Move @p len bytes to (@p out) or from the socket before @p deadline. */
 static ksf_err
-io_full(ksfi_membership *m, uint8_t *p, size_t len, bool out, int64_t deadline) {
+io_full(ksfi_membership *m, uint8_t *p, size_t len, bool out, int64_t deadline)
+{
     size_t done = 0;
     while (done < len) {
         int w = wait_fd(m, m->fd, out ? POLLOUT : POLLIN, deadline);
@@ -225,7 +234,8 @@ io_full(ksfi_membership *m, uint8_t *p, size_t len, bool out, int64_t deadline) 
  */
 static ksf_err
 roundtrip(ksfi_membership *m, const ksfi_gp_buf *req, int32_t corr, int timeout_ms,
-          const char *api, uint8_t **payload, const uint8_t **body, size_t *body_len) {
+          const char *api, uint8_t **payload, const uint8_t **body, size_t *body_len)
+{
     int64_t deadline = now_ms() + timeout_ms;
     uint8_t sz[4];
     int32_t got = 0;
@@ -264,7 +274,8 @@ roundtrip(ksfi_membership *m, const ksfi_gp_buf *req, int32_t corr, int timeout_
 }
 
 static ksfi_gp_header
-next_header(ksfi_membership *m, int16_t version) {
+next_header(ksfi_membership *m, int16_t version)
+{
     ksfi_gp_header h = {version, ++m->corr, m->client_id};
     if (m->corr == INT32_MAX) {
         m->corr = 0;
@@ -275,7 +286,8 @@ next_header(ksfi_membership *m, int16_t version) {
 /* ---- outcomes the owner hears about ------------------------------------------------ */
 
 static void
-revoke(ksfi_membership *m, const char *reason) {
+revoke(ksfi_membership *m, const char *reason)
+{
     if (!m->assigned) {
         return;
     }
@@ -295,7 +307,8 @@ static void fatal(ksfi_membership *m, ksf_err err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
-fatal(ksfi_membership *m, ksf_err err, const char *fmt, ...) {
+fatal(ksfi_membership *m, ksf_err err, const char *fmt, ...)
+{
     char text[KSF_ERRINFO_TEXT_SIZE];
     va_list ap;
     va_start(ap, fmt);
@@ -312,7 +325,8 @@ fatal(ksfi_membership *m, ksf_err err, const char *fmt, ...) {
 
 /* A fatal group error code, with what the user should do about it. */
 static void
-fatal_code(ksfi_membership *m, const char *api, int code) {
+fatal_code(ksfi_membership *m, const char *api, int code)
+{
     const char *what;
     switch (code) {
     case KSFI_GP_ERR_INCONSISTENT_GROUP_PROTOCOL:
@@ -348,7 +362,8 @@ fatal_code(ksfi_membership *m, const char *api, int code) {
 /* A non-zero error code from a group API, handled as Java's AbstractCoordinator does
  * (KAFKA-GROUP-PROTOCOL.md section 4). */
 static void
-act_on_error(ksfi_membership *m, const char *api, int code) {
+act_on_error(ksfi_membership *m, const char *api, int code)
+{
     STAT_ADD(m, group_errors);
     ksfi_log(&m->log, KSF_LOG_INFO, COMPONENT, "group %s: %s answered %s (%d)",
              m->group_id, api, ksfi_gp_error_name(code), code);
@@ -392,7 +407,8 @@ act_on_error(ksfi_membership *m, const char *api, int code) {
 }
 
 static void
-backoff(ksfi_membership *m) {
+backoff(ksfi_membership *m)
+{
     nap(m, m->backoff_ms);
     m->backoff_ms =
         m->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : m->backoff_ms * 2;
@@ -408,7 +424,8 @@ typedef struct version_need {
 
 /* Connect to @p hp and pick the request versions it serves. */
 static ksf_err
-conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline) {
+conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline)
+{
     ksfi_gp_buf req = {0};
     ksfi_gp_api_versions_resp r = {0};
     uint8_t *payload = NULL;
@@ -450,7 +467,8 @@ conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline) {
 }
 
 static ksf_err
-find_coordinator(ksfi_membership *m, ksfi_gp_find_coordinator_resp *r) {
+find_coordinator(ksfi_membership *m, ksfi_gp_find_coordinator_resp *r)
+{
     ksfi_gp_buf req = {0};
     uint8_t *payload = NULL;
     const uint8_t *body;
@@ -471,7 +489,8 @@ find_coordinator(ksfi_membership *m, ksfi_gp_find_coordinator_resp *r) {
 
 /* Find the coordinator through the next bootstrap broker and connect to it. */
 static ksf_err
-discover(ksfi_membership *m) {
+discover(ksfi_membership *m)
+{
     const ksfi_hostport *b = &m->bootstrap[m->next_bootstrap++ % m->bootstrap_count];
     ksfi_gp_find_coordinator_resp r = {0};
     ksf_err err = conn_setup(m, b, now_ms() + CONNECT_TIMEOUT_MS);
@@ -512,7 +531,8 @@ typedef struct leader_plan {
 } leader_plan;
 
 static void
-leader_plan_free(leader_plan *lp) {
+leader_plan_free(leader_plan *lp)
+{
     for (size_t i = 0; lp->bufs && i < lp->n; i++) {
         ksfi_gp_buf_free(&lp->bufs[i]);
     }
@@ -522,7 +542,8 @@ leader_plan_free(leader_plan *lp) {
 
 static void
 log_plan(ksfi_membership *m, const ksfi_assignor_member *am, const ksfi_gp_assignment *a,
-         size_t n) {
+         size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         char line[256];
         size_t off = 0;
@@ -544,7 +565,8 @@ log_plan(ksfi_membership *m, const ksfi_assignor_member *am, const ksfi_gp_assig
 
 /* Topic @p name's index in @p topics[0..n), or -1. */
 static ssize_t
-topic_index(const ksfi_assignor_topic *topics, size_t n, const char *name) {
+topic_index(const ksfi_assignor_topic *topics, size_t n, const char *name)
+{
     for (size_t i = 0; i < n; i++) {
         if (!strcmp(topics[i].name, name)) {
             return (ssize_t)i;
@@ -559,7 +581,8 @@ topic_index(const ksfi_assignor_topic *topics, size_t n, const char *name) {
  * left out. *out is ksfi_malloc'd; names borrow from m and @p metas. */
 static ksf_err
 union_topics(ksfi_membership *m, const ksfi_gp_member_meta *metas, size_t members,
-             ksfi_assignor_topic **out, size_t *count) {
+             ksfi_assignor_topic **out, size_t *count)
+{
     size_t cap = m->topic_count;
     for (size_t i = 0; i < members; i++) {
         cap += metas[i].topic_count;
@@ -581,14 +604,16 @@ union_topics(ksfi_membership *m, const ksfi_gp_member_meta *metas, size_t member
     }
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        int32_t c = m->cb.partition_count ? m->cb.partition_count(m->cb.user, topics[i].name)
-                                          : -1;
+        int32_t c = m->cb.partition_count
+                        ? m->cb.partition_count(m->cb.user, topics[i].name)
+                        : -1;
         topics[i].partitions = c >= 0 ? c : topics[i].partitions;
         if (topics[i].partitions < 0) {
-            ksfi_log(&m->log, KSF_LOG_WARNING, COMPONENT,
-                     "group %s: partition count of %s unknown; its members get none of it "
-                     "this round",
-                     m->group_id, topics[i].name);
+            ksfi_log(
+                &m->log, KSF_LOG_WARNING, COMPONENT,
+                "group %s: partition count of %s unknown; its members get none of it "
+                "this round",
+                m->group_id, topics[i].name);
             continue;
         }
         topics[kept++] = topics[i];
@@ -602,7 +627,8 @@ union_topics(ksfi_membership *m, const ksfi_gp_member_meta *metas, size_t member
 static ksf_err
 assign_members(ksfi_membership *m, const ksfi_gp_join_group_resp *jr,
                ksfi_gp_member_meta *metas, ksfi_assignor_member *am,
-               ksfi_gp_assignment *out) {
+               ksfi_gp_assignment *out)
+{
     ksf_errinfo ei = {0};
     for (size_t i = 0; i < jr->member_count; i++) {
         const ksfi_gp_join_member *jm = &jr->members[i];
@@ -631,8 +657,8 @@ assign_members(ksfi_membership *m, const ksfi_gp_join_group_resp *jr,
 }
 
 static ksf_err
-leader_plan_build(ksfi_membership *m, const ksfi_gp_join_group_resp *jr,
-                  leader_plan *lp) {
+leader_plan_build(ksfi_membership *m, const ksfi_gp_join_group_resp *jr, leader_plan *lp)
+{
     size_t n = jr->member_count ? jr->member_count : 1;
     ksfi_gp_member_meta *metas = ksfi_calloc(n, sizeof *metas);
     ksfi_assignor_member *am = ksfi_calloc(n, sizeof *am);
@@ -670,7 +696,8 @@ done:
 
 /* This member's metadata: our topics, our lowest partition of each, our launch time. */
 static ksf_err
-build_metadata(ksfi_membership *m, ksfi_gp_buf *out) {
+build_metadata(ksfi_membership *m, ksfi_gp_buf *out)
+{
     const char **names = ksfi_calloc(m->topic_count, sizeof *names);
     ksfi_gp_prev *prev = ksfi_calloc(m->topic_count, sizeof *prev);
     size_t np = 0;
@@ -698,7 +725,8 @@ build_metadata(ksfi_membership *m, ksfi_gp_buf *out) {
 }
 
 static ksf_err
-send_join(ksfi_membership *m, const ksfi_gp_buf *meta, ksfi_gp_join_group_resp *jr) {
+send_join(ksfi_membership *m, const ksfi_gp_buf *meta, ksfi_gp_join_group_resp *jr)
+{
     ksfi_gp_buf req = {0};
     uint8_t *payload = NULL;
     const uint8_t *body;
@@ -725,7 +753,8 @@ send_join(ksfi_membership *m, const ksfi_gp_buf *meta, ksfi_gp_join_group_resp *
 
 /* JoinGroup, repeating at once with the given id on MEMBER_ID_REQUIRED (KIP-394). */
 static ksf_err
-join(ksfi_membership *m, ksfi_gp_join_group_resp *jr) {
+join(ksfi_membership *m, ksfi_gp_join_group_resp *jr)
+{
     ksfi_gp_buf meta = {0};
     ksf_err err = build_metadata(m, &meta);
     for (int tries = 0; err == KSF_OK; tries++) {
@@ -751,7 +780,8 @@ join(ksfi_membership *m, ksfi_gp_join_group_resp *jr) {
 }
 
 static ksf_err
-send_sync(ksfi_membership *m, const leader_plan *lp, ksfi_gp_sync_group_resp *sr) {
+send_sync(ksfi_membership *m, const leader_plan *lp, ksfi_gp_sync_group_resp *sr)
+{
     ksfi_gp_buf req = {0};
     uint8_t *payload = NULL;
     const uint8_t *body;
@@ -776,7 +806,8 @@ send_sync(ksfi_membership *m, const leader_plan *lp, ksfi_gp_sync_group_resp *sr
 
 /* A new assignment arrived: keep it and tell the owner. */
 static void
-adopt(ksfi_membership *m, ksfi_gp_assignment *a, bool leader) {
+adopt(ksfi_membership *m, ksfi_gp_assignment *a, bool leader)
+{
     ksfi_gp_assignment_free(&m->assignment);
     m->assignment = *a;
     memset(a, 0, sizeof *a);
@@ -800,7 +831,8 @@ adopt(ksfi_membership *m, ksfi_gp_assignment *a, bool leader) {
  * after the leader with INVALID_REQUEST, so followers must not wait for anything).
  */
 static ksf_err
-join_and_sync(ksfi_membership *m) {
+join_and_sync(ksfi_membership *m)
+{
     ksfi_gp_join_group_resp jr = {0};
     ksfi_gp_sync_group_resp sr = {0};
     ksfi_gp_assignment a = {0};
@@ -851,7 +883,8 @@ done:
 /* ---- Heartbeat v1-3, LeaveGroup v1 ------------------------------------------------- */
 
 static void
-heartbeat(ksfi_membership *m) {
+heartbeat(ksfi_membership *m)
+{
     int64_t now = now_ms();
     if (now < m->next_heartbeat_ms) {
         nap(m, m->next_heartbeat_ms - now);
@@ -889,7 +922,8 @@ heartbeat(ksfi_membership *m) {
  * once session_ms have passed since our last success, it has certainly evicted us.
  */
 static void
-check_session(ksfi_membership *m) {
+check_session(ksfi_membership *m)
+{
     if (!m->assigned || now_ms() - m->last_ok_ms <= m->session_ms) {
         return;
     }
@@ -907,7 +941,8 @@ check_session(ksfi_membership *m) {
 /* LeaveGroup v1, bounded by LEAVE_TIMEOUT_MS, so the others need not wait out our
  * session. Best effort: the group recovers without it, only slower. */
 static void
-leave(ksfi_membership *m) {
+leave(ksfi_membership *m)
+{
     int64_t deadline = now_ms() + LEAVE_TIMEOUT_MS;
     ksfi_gp_buf req = {0};
     ksfi_gp_simple_resp r = {0};
@@ -931,7 +966,8 @@ leave(ksfi_membership *m) {
 }
 
 static void
-free_topics(ksfi_assignor_topic *topics, size_t count) {
+free_topics(ksfi_assignor_topic *topics, size_t count)
+{
     for (size_t i = 0; topics && i < count; i++) {
         ksfi_free((char *)topics[i].name);
     }
@@ -940,7 +976,8 @@ free_topics(ksfi_assignor_topic *topics, size_t count) {
 
 /* Adopt a subscription from set_topics(); a stable member rejoins to announce it. */
 static void
-apply_pending_topics(ksfi_membership *m) {
+apply_pending_topics(ksfi_membership *m)
+{
     pthread_mutex_lock(&m->lock);
     ksfi_assignor_topic *t = m->pending_topics;
     size_t n = m->pending_count;
@@ -958,7 +995,8 @@ apply_pending_topics(ksfi_membership *m) {
 }
 
 static void *
-run(void *arg) {
+run(void *arg)
+{
     ksfi_membership *m = arg;
     while (!atomic_load(&m->closing)) {
         apply_pending_topics(m);
@@ -987,7 +1025,8 @@ run(void *arg) {
 /* ---- lifecycle --------------------------------------------------------------------- */
 
 static void
-membership_free(ksfi_membership *m) {
+membership_free(ksfi_membership *m)
+{
     for (size_t i = 0; i < m->bootstrap_count; i++) {
         ksfi_free(m->bootstrap[i].host);
     }
@@ -1008,7 +1047,8 @@ membership_free(ksfi_membership *m) {
 }
 
 static ksf_err
-copy_config(ksfi_membership *m, const ksfi_membership_config *c, ksf_errinfo *ei) {
+copy_config(ksfi_membership *m, const ksfi_membership_config *c, ksf_errinfo *ei)
+{
     ksf_err err =
         ksfi_membership_parse_brokers(c->brokers, &m->bootstrap, &m->bootstrap_count, ei);
     if (err != KSF_OK) {
@@ -1039,7 +1079,8 @@ copy_config(ksfi_membership *m, const ksfi_membership_config *c, ksf_errinfo *ei
 
 ksf_err
 ksfi_membership_new(ksfi_membership **out, const ksfi_membership_config *cfg,
-                    const ksfi_membership_callbacks *cb, ksf_errinfo *ei) {
+                    const ksfi_membership_callbacks *cb, ksf_errinfo *ei)
+{
     ksf_err err = ksfi_membership_validate(cfg, ei);
     if (err != KSF_OK) {
         return err;
@@ -1080,9 +1121,12 @@ fail:
 
 ksf_err
 ksfi_membership_set_topics(ksfi_membership *m, const ksfi_assignor_topic *topics,
-                           size_t topic_count, ksf_errinfo *ei) {
-    ksfi_membership_config c = {.brokers = "x:1", .group_id = m->group_id,
-                                .topics = topics, .topic_count = topic_count,
+                           size_t topic_count, ksf_errinfo *ei)
+{
+    ksfi_membership_config c = {.brokers = "x:1",
+                                .group_id = m->group_id,
+                                .topics = topics,
+                                .topic_count = topic_count,
                                 .session_timeout_ms = m->session_ms,
                                 .rebalance_timeout_ms = m->rebalance_ms,
                                 .heartbeat_interval_ms = m->heartbeat_ms};
@@ -1110,7 +1154,8 @@ ksfi_membership_set_topics(ksfi_membership *m, const ksfi_assignor_topic *topics
 }
 
 static void
-stop(ksfi_membership *m, bool abandon) {
+stop(ksfi_membership *m, bool abandon)
+{
     if (!m) {
         return;
     }
@@ -1123,11 +1168,13 @@ stop(ksfi_membership *m, bool abandon) {
 }
 
 void
-ksfi_membership_close(ksfi_membership *m) {
+ksfi_membership_close(ksfi_membership *m)
+{
     stop(m, false);
 }
 
 void
-ksfi_membership_abandon(ksfi_membership *m) {
+ksfi_membership_abandon(ksfi_membership *m)
+{
     stop(m, true);
 }

@@ -38,7 +38,8 @@ typedef struct ksfi_membership_callbacks {
     void *user;
     /* Optional: the partition of @p topic this member asks to keep, sent as its
      * previousAssignment (a reply provider passes the partition it advertises, which
-     * need not be its lowest); a value < 0 means "the lowest assigned", as NestJS does. */
+     * need not be its lowest); a value < 0 means "the lowest assigned", as NestJS does.
+     */
     int32_t (*previous_partition)(void *user, const char *topic);
 } ksfi_membership_callbacks;
 

@@ -10,7 +10,8 @@
 /* See membership.h. */
 ksf_err
 ksfi_membership_parse_brokers(const char *list, ksfi_hostport **out, size_t *count,
-                              ksf_errinfo *ei) {
+                              ksf_errinfo *ei)
+{
     size_t n = 1;
     for (const char *c = list; *c; c++) {
         n += *c == ',';
@@ -49,7 +50,8 @@ ksfi_membership_parse_brokers(const char *list, ksfi_hostport **out, size_t *cou
 }
 
 ksf_err
-ksfi_membership_validate(const ksfi_membership_config *c, ksf_errinfo *ei) {
+ksfi_membership_validate(const ksfi_membership_config *c, ksf_errinfo *ei)
+{
     if (!c->brokers || !*c->brokers) {
         return ksfi_fail(ei, KSF_EINVAL, "brokers is empty; expected host:port[,...]");
     }

@@ -16,7 +16,8 @@ static ksf_handler_def *registry_head;
 static ksf_handler_def **registry_tail = &registry_head;
 
 void
-ksf_registry_add(ksf_handler_def *def) {
+ksf_registry_add(ksf_handler_def *def)
+{
     if (!def) {
         return;
     }
@@ -34,13 +35,15 @@ ksf_registry_add(ksf_handler_def *def) {
 }
 
 static bool
-selected(const ksf_handler_def *def, const char *controller) {
+selected(const ksf_handler_def *def, const char *controller)
+{
     return !controller || (def->controller && !strcmp(def->controller, controller));
 }
 
 /* Check the selection before registering any of it: mount is all or nothing. */
 static ksf_err
-check_selection(ksf_server *srv, const char *controller, size_t *count, ksf_errinfo *ei) {
+check_selection(ksf_server *srv, const char *controller, size_t *count, ksf_errinfo *ei)
+{
     *count = 0;
     for (const ksf_handler_def *d = registry_head; d; d = d->next) {
         if (!selected(d, controller)) {
@@ -69,7 +72,8 @@ check_selection(ksf_server *srv, const char *controller, size_t *count, ksf_erri
 }
 
 ksf_err
-ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei) {
+ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
+{
     if (!srv) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_mount: srv is NULL");
     }

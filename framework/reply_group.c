@@ -249,7 +249,8 @@ partition_count_cb(void *user, const char *topic)
     if (n < 0) { /* another member's reply topic: ask the brokers (leader only) */
         int count = 0;
         if (ksfi_reply_partition_count(p->base.host.consumer, topic,
-                                       ksfi_reply_now_ms() + 5000, &count, NULL) == KSF_OK) {
+                                       ksfi_reply_now_ms() + 5000, &count,
+                                       NULL) == KSF_OK) {
             n = count;
         }
     }
@@ -299,8 +300,8 @@ subscribe_locked(group_provider *p, ksf_errinfo *ei)
 /* Find or add @p name (asking the brokers for its partition count first) without
  * announcing it; *added says whether it is new. Returns with the lock held on KSF_OK. */
 static ksf_err
-topic_add(group_provider *p, const char *name, int64_t deadline, gtopic **out, bool *added,
-          ksf_errinfo *ei)
+topic_add(group_provider *p, const char *name, int64_t deadline, gtopic **out,
+          bool *added, ksf_errinfo *ei)
 {
     *added = false;
     pthread_mutex_lock(&p->lock);

@@ -17,14 +17,16 @@ typedef struct static_provider {
 } static_provider;
 
 int64_t
-ksfi_reply_now_ms(void) {
+ksfi_reply_now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int
-remaining(int64_t deadline) {
+remaining(int64_t deadline)
+{
     int64_t left = deadline - ksfi_reply_now_ms();
     return left > 0 ? (int)left : 0;
 }
@@ -35,8 +37,9 @@ remaining(int64_t deadline) {
  * LEADER_NOT_AVAILABLE while it does, so that is retried until the deadline.
  */
 ksf_err
-ksfi_reply_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, int *count,
-                ksf_errinfo *ei) {
+ksfi_reply_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline,
+                           int *count, ksf_errinfo *ei)
+{
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     if (!rkt) {
         return ksfi_kafka_fail(ei, rd_kafka_last_error(), "reply topic handle");
@@ -85,7 +88,8 @@ ksfi_reply_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline, 
 
 ksf_err
 ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,
-                          int32_t partition, int64_t deadline, ksf_errinfo *ei) {
+                          int32_t partition, int64_t deadline, ksf_errinfo *ei)
+{
     /* Start at the high watermark: every reply to a request sent from now on is at or
      * after it, and nothing older is replayed (no committed offsets are used). */
     rd_kafka_t *rk = host->consumer;
@@ -100,17 +104,19 @@ ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,
     rd_kafka_error_t *kerr = rd_kafka_incremental_assign(rk, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (kerr) {
-        ksf_err e = ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
+        ksf_err e =
+            ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
         rd_kafka_error_destroy(kerr);
         return e;
     }
-    ksfi_log(host->log, KSF_LOG_DEBUG, "client", "fetching %s [%d] from offset %lld", topic,
-             (int)partition, (long long)hi);
+    ksfi_log(host->log, KSF_LOG_DEBUG, "client", "fetching %s [%d] from offset %lld",
+             topic, (int)partition, (long long)hi);
     return KSF_OK;
 }
 
 void
-ksfi_reply_unfetch(const ksfi_reply_host *host, const char *topic, int32_t partition) {
+ksfi_reply_unfetch(const ksfi_reply_host *host, const char *topic, int32_t partition)
+{
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, topic, partition);
     rd_kafka_error_t *kerr = rd_kafka_incremental_unassign(host->consumer, list);
@@ -124,7 +130,8 @@ ksfi_reply_unfetch(const ksfi_reply_host *host, const char *topic, int32_t parti
 
 static ksf_err
 static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
-               int32_t *partition, ksf_errinfo *ei) {
+               int32_t *partition, ksf_errinfo *ei)
+{
     static_provider *p = (static_provider *)base;
     rd_kafka_t *rk = base->host.consumer;
     int64_t deadline = ksfi_reply_now_ms() + timeout_ms;
@@ -147,12 +154,14 @@ static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
 }
 
 static void
-static_release(ksfi_reply_provider *base, const char *topic, int32_t partition) {
+static_release(ksfi_reply_provider *base, const char *topic, int32_t partition)
+{
     ksfi_reply_unfetch(&base->host, topic, partition);
 }
 
 static void
-static_destroy(ksfi_reply_provider *base) {
+static_destroy(ksfi_reply_provider *base)
+{
     ksfi_free(base);
 }
 
@@ -165,7 +174,8 @@ static const ksfi_reply_provider_ops static_ops = {
 
 ksf_err
 ksfi_reply_static_new(const ksf_config *cfg, const ksfi_reply_host *host,
-                      ksfi_reply_provider **out) {
+                      ksfi_reply_provider **out)
+{
     static_provider *p = ksfi_calloc(1, sizeof *p);
     if (!p) {
         return KSF_ENOMEM;

@@ -33,7 +33,8 @@
 #define KSFI_GONE_WAIT_MS 500
 
 ksf_err
-ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei) {
+ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
+{
     if (!out || !cfg) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_new: out and cfg are required");
     }
@@ -74,7 +75,8 @@ fail:
 static _Atomic(ksf_server *) signal_target;
 
 void
-ksf_server_destroy(ksf_server *srv) {
+ksf_server_destroy(ksf_server *srv)
+{
     if (!srv) {
         return;
     }
@@ -118,7 +120,8 @@ ksf_server_destroy(ksf_server *srv) {
 }
 
 const ksfi_handler *
-ksfi_server_find(const ksf_server *srv, const char *topic) {
+ksfi_server_find(const ksf_server *srv, const char *topic)
+{
     for (size_t i = 0; i < srv->nhandlers; i++) {
         if (!strcmp(srv->handlers[i].pattern, topic)) {
             return &srv->handlers[i];
@@ -130,7 +133,8 @@ ksfi_server_find(const ksf_server *srv, const char *topic) {
 ksf_err
 ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
                         ksf_handler_fn fn, void *user, const char *file, int line,
-                        ksf_errinfo *ei) {
+                        ksf_errinfo *ei)
+{
     if (!srv || !fn) {
         return ksfi_fail(ei, KSF_EINVAL,
                          "registering a handler: srv and fn are required");
@@ -169,20 +173,23 @@ ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind k
 
 ksf_err
 ksf_server_on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
-                      ksf_errinfo *ei) {
+                      ksf_errinfo *ei)
+{
     return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_MESSAGE, fn, user, NULL, 0,
                                    ei);
 }
 
 ksf_err
 ksf_server_on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
-                    ksf_errinfo *ei) {
+                    ksf_errinfo *ei)
+{
     return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_EVENT, fn, user, NULL, 0,
                                    ei);
 }
 
 ksf_err
-ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei) {
+ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei)
+{
     ksf_err e = ksfi_check_topic(topic, false, ei);
     if (e) {
         return e;
@@ -200,7 +207,8 @@ ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei) {
 }
 
 void
-ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user) {
+ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user)
+{
     if (srv) {
         srv->ready_fn = fn;
         srv->ready_user = user;
@@ -208,7 +216,8 @@ ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user) {
 }
 
 void
-ksf_server_stop(ksf_server *srv) {
+ksf_server_stop(ksf_server *srv)
+{
     if (!srv) {
         return;
     }
@@ -220,7 +229,8 @@ ksf_server_stop(ksf_server *srv) {
 }
 
 static void
-on_signal(int sig) {
+on_signal(int sig)
+{
     (void)sig;
     ksf_server *srv = atomic_load(&signal_target);
     if (srv) {
@@ -229,7 +239,8 @@ on_signal(int sig) {
 }
 
 ksf_err
-ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei) {
+ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei)
+{
     if (!srv) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_stop_on_signals: srv is NULL");
     }
@@ -247,7 +258,8 @@ ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei) {
 }
 
 void
-ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out) {
+ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
+{
     if (!srv || !out) {
         return;
     }
@@ -264,7 +276,8 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out) {
 /* ---- the reply producer ------------------------------------------------------------ */
 
 static void
-dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
     (void)rk;
     (void)opaque;
     ksfi_ctx_delivered(m->_private, m->err, rd_kafka_topic_name(m->rkt));
@@ -273,7 +286,8 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 ksf_err
 ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t partition,
                     const void *value, size_t len, const void *key, size_t key_len,
-                    const ksfi_header *hdrs, size_t nhdrs, ksf_errinfo *ei) {
+                    const ksfi_header *hdrs, size_t nhdrs, ksf_errinfo *ei)
+{
     ksf_err e = KSF_OK;
     pthread_rwlock_rdlock(&srv->replies_lock);
     if (!srv->replies_open) {
@@ -315,7 +329,8 @@ out:
 }
 
 static void *
-producer_poll_main(void *arg) {
+producer_poll_main(void *arg)
+{
     ksf_server *srv = arg;
     while (!atomic_load(&srv->threads_exit)) {
         rd_kafka_poll(srv->producer, 100);
@@ -325,7 +340,8 @@ producer_poll_main(void *arg) {
 
 /* Turns ksf_server_stop's eventfd write into a wake-up of the consumer poll. */
 static void *
-watcher_main(void *arg) {
+watcher_main(void *arg)
+{
     ksf_server *srv = arg;
     while (!atomic_load(&srv->threads_exit)) {
         struct pollfd pfd = {.fd = srv->wake_fd, .events = POLLIN};
@@ -345,7 +361,8 @@ watcher_main(void *arg) {
 /* ---- the consumer ---------------------------------------------------------------- */
 
 static int64_t
-now_ms(void) {
+now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -353,7 +370,8 @@ now_ms(void) {
 
 /* Commit the stored offsets, waiting at most srv->commit_wait_ms (consumer thread). */
 static void
-commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when) {
+commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when)
+{
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk, NULL, q, NULL, NULL);
     if (!err) {
@@ -381,7 +399,8 @@ commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when) {
  */
 static void
 pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
-                   rd_kafka_topic_partition_list_t *parts) {
+                   rd_kafka_topic_partition_list_t *parts)
+{
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, KSFI_QUERY_TIMEOUT_MS);
     for (int i = 0; !err && i < c->cnt; i++) {
@@ -402,7 +421,8 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
 
 static void
 log_partitions(ksf_server *srv, const char *what,
-               const rd_kafka_topic_partition_list_t *l) {
+               const rd_kafka_topic_partition_list_t *l)
+{
     char buf[512];
     size_t o = 0;
     buf[0] = '\0';
@@ -416,7 +436,8 @@ log_partitions(ksf_server *srv, const char *what,
 
 static void
 rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-             rd_kafka_topic_partition_list_t *parts, void *opaque) {
+             rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
     ksf_server *srv = opaque;
     bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
     rd_kafka_error_t *error = NULL;
@@ -458,7 +479,8 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* The effective auto.offset.reset: ksf's default (latest) unless the user set it. */
 static bool
-reset_is_latest(const ksf_config *cfg) {
+reset_is_latest(const ksf_config *cfg)
+{
     const char *v = "latest";
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < cfg->nprops; i++) {
@@ -473,7 +495,8 @@ reset_is_latest(const ksf_config *cfg) {
 }
 
 static bool
-user_set(const ksf_config *cfg, const char *key) {
+user_set(const ksf_config *cfg, const char *key)
+{
     for (size_t i = 0; i < cfg->nprops; i++) {
         if (cfg->props[i].role != KSF_KAFKA_PRODUCER && !strcmp(cfg->props[i].key, key)) {
             return true;
@@ -483,7 +506,8 @@ user_set(const ksf_config *cfg, const char *key) {
 }
 
 static ksf_err
-create_consumer(ksf_server *srv, ksf_errinfo *ei) {
+create_consumer(ksf_server *srv, ksf_errinfo *ei)
+{
     rd_kafka_conf_t *conf = NULL;
     char err[256];
     ksf_err e = ksfi_kafka_conf(srv->cfg, KSF_KAFKA_CONSUMER, srv->client_id,
@@ -510,7 +534,8 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei) {
 }
 
 static ksf_err
-create_producer(ksf_server *srv, ksf_errinfo *ei) {
+create_producer(ksf_server *srv, ksf_errinfo *ei)
+{
     rd_kafka_conf_t *conf = NULL;
     char err[256];
     ksf_err e =
@@ -529,7 +554,8 @@ create_producer(ksf_server *srv, ksf_errinfo *ei) {
 }
 
 static ksf_err
-subscribe(ksf_server *srv, ksf_errinfo *ei) {
+subscribe(ksf_server *srv, ksf_errinfo *ei)
+{
     rd_kafka_topic_partition_list_t *l =
         rd_kafka_topic_partition_list_new((int)(srv->nhandlers + srv->nextra));
     for (size_t i = 0; i < srv->nhandlers; i++) {
@@ -549,7 +575,8 @@ subscribe(ksf_server *srv, ksf_errinfo *ei) {
 
 /* Handle a consumer error event. Returns KSF_EKAFKA when it is fatal. */
 static ksf_err
-consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei) {
+consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
+{
     char reason[256];
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         return KSF_OK;
@@ -575,7 +602,8 @@ consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei) {
 
 /* Poll and dispatch until stopped. Runs on the caller's thread. */
 static ksf_err
-consume(ksf_server *srv, ksf_errinfo *ei) {
+consume(ksf_server *srv, ksf_errinfo *ei)
+{
     while (!atomic_load(&srv->stop_requested)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(srv->consumer, 100);
         if (srv->ready_pending) {
@@ -612,7 +640,8 @@ consume(ksf_server *srv, ksf_errinfo *ei) {
 }
 
 static ksf_err
-start(ksf_server *srv, ksf_errinfo *ei) {
+start(ksf_server *srv, ksf_errinfo *ei)
+{
     ksf_err e;
     if ((e = create_producer(srv, ei)) || (e = create_consumer(srv, ei))) {
         return e;
@@ -639,7 +668,8 @@ start(ksf_server *srv, ksf_errinfo *ei) {
 /* Leave the group (the revoke callback runs here), for a bounded time: with the broker
  * gone, rd_kafka_consumer_close would wait for it for tens of seconds. */
 static void
-close_bounded(ksf_server *srv) {
+close_bounded(ksf_server *srv)
+{
     int wait_ms =
         srv->commit_wait_ms == KSFI_GONE_WAIT_MS ? KSFI_GONE_WAIT_MS : KSFI_CLOSE_WAIT_MS;
     rd_kafka_queue_t *q = rd_kafka_queue_new(srv->consumer);
@@ -670,7 +700,8 @@ close_bounded(ksf_server *srv) {
 
 /* Stop in the documented order; safe after a partial start. */
 static void
-shut_down(ksf_server *srv) {
+shut_down(ksf_server *srv)
+{
     if (srv->consumer) {
         size_t left = ksfi_dispatch_drain(srv->dispatch, KSFI_STOP_DRAIN_MS);
         if (left) {
@@ -713,7 +744,8 @@ shut_down(ksf_server *srv) {
 }
 
 ksf_err
-ksf_server_run(ksf_server *srv, ksf_errinfo *ei) {
+ksf_server_run(ksf_server *srv, ksf_errinfo *ei)
+{
     if (!srv) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_run: srv is NULL");
     }

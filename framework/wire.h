@@ -25,12 +25,12 @@
 #define KSFI_DEFAULT_GROUP_ID "nestjs-group"
 
 /* Error texts, byte for byte (constants.ts, core/constants.ts). */
-#define KSFI_NO_MESSAGE_HANDLER                                                        \
+#define KSFI_NO_MESSAGE_HANDLER                                                          \
     "There is no matching message handler defined in the remote service."
-#define KSFI_NO_EVENT_HANDLER                                                          \
+#define KSFI_NO_EVENT_HANDLER                                                            \
     "There is no matching event handler defined in the remote service."
 #define KSFI_INTERNAL_SERVER_ERROR "Internal server error"
-#define KSFI_NO_REPLY_TOPIC_FMT                                                        \
+#define KSFI_NO_REPLY_TOPIC_FMT                                                          \
     "The client consumer did not subscribe to the corresponding reply topic (%s)."
 
 /* The reply-group assigner (helpers/kafka-reply-partition-assigner.ts). */

@@ -3,7 +3,8 @@
 
 KSF_CONTROLLER_ANCHOR(heroes);
 
-KSF_CONTROLLER_MESSAGE_PATTERN("heroes", "lib.hero", lib_hero) {
+KSF_CONTROLLER_MESSAGE_PATTERN("heroes", "lib.hero", lib_hero)
+{
     *reply = json_string("hero");
     return KSF_OK;
 }

@@ -2,6 +2,7 @@
  * and all, so its controller must not be found (the pitfall the anchor fixes). */
 #include <ksf/ksf.h>
 
-KSF_CONTROLLER_MESSAGE_PATTERN("orphans", "lib.orphan", lib_orphan) {
+KSF_CONTROLLER_MESSAGE_PATTERN("orphans", "lib.orphan", lib_orphan)
+{
     return KSF_OK;
 }

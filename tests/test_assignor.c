@@ -28,7 +28,8 @@ typedef struct acase {
 
 /* "t[0,2] u[]" for one assignment. */
 static void
-render(const ksfi_gp_assignment *a, char *buf, size_t size) {
+render(const ksfi_gp_assignment *a, char *buf, size_t size)
+{
     size_t off = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < a->count; i++) {
@@ -43,7 +44,8 @@ render(const ksfi_gp_assignment *a, char *buf, size_t size) {
 }
 
 static void
-run_case(const acase *c) {
+run_case(const acase *c)
+{
     char *ta[] = {(char *)"t", (char *)"u"};
     ksfi_gp_member_meta meta[MAXM];
     ksfi_gp_prev prev[MAXM][2];
@@ -166,12 +168,14 @@ static const acase cases[] = {
      {"t[0,1]", "t[2]", "t[3]"}},
 };
 
-START_TEST(test_assignor_table) {
+START_TEST(test_assignor_table)
+{
     run_case(&cases[_i]);
 }
 END_TEST
 
-START_TEST(test_assignor_invalid) {
+START_TEST(test_assignor_invalid)
+{
     ksfi_gp_member_meta meta = {0};
     ksfi_assignor_member am[2] = {{"x", &meta}, {"x", &meta}};
     ksfi_assignor_topic t = {"t", 2};
@@ -194,7 +198,8 @@ END_TEST
 
 /* A small deterministic generator, so a failure names a reproducible round. */
 static unsigned
-rnd(unsigned *s, unsigned n) {
+rnd(unsigned *s, unsigned n)
+{
     *s = *s * 1103515245u + 12345u;
     return (*s >> 16) % n;
 }
@@ -211,7 +216,8 @@ typedef struct world {
 } world;
 
 static void
-make_world(world *w, unsigned *seed) {
+make_world(world *w, unsigned *seed)
+{
     memset(w, 0, sizeof *w);
     w->n = 1 + rnd(seed, MAXM);
     w->nt = 1 + rnd(seed, 2);
@@ -261,7 +267,8 @@ make_world(world *w, unsigned *seed) {
 }
 
 static bool
-holds(const ksfi_gp_assignment *a, size_t t, int32_t p) {
+holds(const ksfi_gp_assignment *a, size_t t, int32_t p)
+{
     for (size_t j = 0; j < a->topics[t].count; j++) {
         if (a->topics[t].partitions[j] == p) {
             return true;
@@ -272,7 +279,8 @@ holds(const ksfi_gp_assignment *a, size_t t, int32_t p) {
 
 /* Whether member @p i holds the previous partition it advertised for topic @p t. */
 static bool
-kept_previous(const world *w, const ksfi_gp_assignment *a, size_t i, size_t t) {
+kept_previous(const world *w, const ksfi_gp_assignment *a, size_t i, size_t t)
+{
     for (size_t j = 0; j < w->meta[i].previous_count; j++) {
         if (w->prev[i][j].topic == w->names[t] && holds(a, t, w->prev[i][j].partition)) {
             return true;
@@ -284,7 +292,8 @@ kept_previous(const world *w, const ksfi_gp_assignment *a, size_t i, size_t t) {
 /* Every partition exactly once; a valid, unclaimed-by-an-earlier-member previous
  * partition is kept; only the latest-launched surplus members go without. */
 static void
-check_properties(const world *w, const ksfi_gp_assignment *out, unsigned round) {
+check_properties(const world *w, const ksfi_gp_assignment *out, unsigned round)
+{
     for (size_t t = 0; t < w->nt; t++) {
         int32_t count = w->topics[t].partitions;
         for (int32_t p = 0; p < count; p++) {
@@ -331,7 +340,8 @@ check_properties(const world *w, const ksfi_gp_assignment *out, unsigned round) 
     }
 }
 
-START_TEST(test_assignor_properties) {
+START_TEST(test_assignor_properties)
+{
     unsigned seed = 20241126;
     for (unsigned round = 0; round < 3000; round++) {
         world w;
@@ -365,7 +375,8 @@ START_TEST(test_assignor_properties) {
 }
 END_TEST
 
-START_TEST(test_assignor_alloc_failures) {
+START_TEST(test_assignor_alloc_failures)
+{
     unsigned seed = 7;
     world w;
     do {
@@ -389,7 +400,8 @@ START_TEST(test_assignor_alloc_failures) {
 END_TEST
 
 static Suite *
-assignor_suite(void) {
+assignor_suite(void)
+{
     Suite *s = suite_create("assignor");
     TCase *tc = tcase_create("table");
     tcase_set_timeout(tc, 30);
@@ -409,7 +421,8 @@ assignor_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(assignor_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

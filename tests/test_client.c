@@ -40,7 +40,8 @@ typedef struct responder {
 } responder;
 
 static rd_kafka_t *
-plain_handle(ksft_broker *b, rd_kafka_type_t type) {
+plain_handle(ksft_broker *b, rd_kafka_type_t type)
+{
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", ksft_broker_address(b), err, sizeof err);
@@ -59,7 +60,8 @@ plain_handle(ksft_broker *b, rd_kafka_type_t type) {
 
 /* Fetch partition 0 of @p topic from the start. */
 static void
-assign_from_start(rd_kafka_t *rk, const char *topic) {
+assign_from_start(rd_kafka_t *rk, const char *topic)
+{
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
     ck_assert_int_eq(rd_kafka_assign(rk, l), 0);
@@ -68,7 +70,8 @@ assign_from_start(rd_kafka_t *rk, const char *topic) {
 
 static void
 reply(responder *r, const request *q, const char *id, const char *value, const char *err,
-      bool disposed) {
+      bool disposed)
+{
     rd_kafka_headers_t *h = rd_kafka_headers_new(3);
     rd_kafka_header_add(h, KSFI_HDR_CORRELATION_ID, -1, id, -1);
     if (err) {
@@ -85,13 +88,15 @@ reply(responder *r, const request *q, const char *id, const char *value, const c
 }
 
 static void
-sleep_ms(int ms) {
+sleep_ms(int ms)
+{
     nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
 }
 
 /* Answer @p q as its value asks. */
 static void
-behave(responder *r, const request *q) {
+behave(responder *r, const request *q)
+{
     const char *v = q->value, *id = q->id;
     if (!strcmp(v, "silent")) {
         return;
@@ -130,7 +135,8 @@ behave(responder *r, const request *q) {
 }
 
 static void
-parse_request(const rd_kafka_message_t *msg, request *q) {
+parse_request(const rd_kafka_message_t *msg, request *q)
+{
     memset(q, 0, sizeof *q);
     q->partition = -1;
     rd_kafka_headers_t *h = NULL;
@@ -158,7 +164,8 @@ parse_request(const rd_kafka_message_t *msg, request *q) {
 }
 
 static void *
-responder_main(void *arg) {
+responder_main(void *arg)
+{
     responder *r = arg;
     while (!atomic_load(&r->stop)) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(r->consumer, 50);
@@ -183,7 +190,8 @@ responder_main(void *arg) {
 }
 
 static responder *
-responder_start(ksft_broker *b) {
+responder_start(ksft_broker *b)
+{
     responder *r = calloc(1, sizeof *r);
     ck_assert_ptr_nonnull(r);
     ksft_broker_create_topic(b, PATTERN, 1);
@@ -197,7 +205,8 @@ responder_start(ksft_broker *b) {
 }
 
 static void
-responder_stop(responder *r) {
+responder_stop(responder *r)
+{
     atomic_store(&r->stop, true);
     pthread_join(r->thread, NULL);
     rd_kafka_flush(r->producer, 2000);
@@ -220,7 +229,8 @@ typedef struct env {
  * about one client's own behaviour use the static reply provider (a reply-group join
  * costs 3 s on the mock); the others run on the default, the reply group. */
 static env
-env_start_with(const char *provider, const char *const *extra) {
+env_start_with(const char *provider, const char *const *extra)
+{
     env v = {0};
     ksf_errinfo ei = {0};
     v.b = ksft_broker_start();
@@ -240,19 +250,22 @@ env_start_with(const char *provider, const char *const *extra) {
 }
 
 static env
-env_start(const char *const *extra) {
+env_start(const char *const *extra)
+{
     return env_start_with(NULL, extra);
 }
 
 static void
-env_stop(env *v) {
+env_stop(env *v)
+{
     ksf_client_destroy(v->cli);
     responder_stop(v->r);
     ksft_broker_stop(v->b);
 }
 
 static ksf_client_stats
-stats(ksf_client *cli) {
+stats(ksf_client *cli)
+{
     ksf_client_stats s;
     ksf_client_get_stats(cli, &s);
     return s;
@@ -260,8 +273,8 @@ stats(ksf_client *cli) {
 
 /* A call whose request value is the text @p cmd; returns the reply (new reference). */
 static ksf_err
-call_cmd(ksf_client *cli, const char *cmd, int timeout_ms, json_t **out,
-         ksf_errinfo *ei) {
+call_cmd(ksf_client *cli, const char *cmd, int timeout_ms, json_t **out, ksf_errinfo *ei)
+{
     json_t *data = json_string(cmd);
     ksf_err e = ksf_client_call(cli, PATTERN, data, timeout_ms, out, ei);
     json_decref(data);
@@ -269,7 +282,8 @@ call_cmd(ksf_client *cli, const char *cmd, int timeout_ms, json_t **out,
 }
 
 static void
-assert_json(const json_t *v, const char *expect) {
+assert_json(const json_t *v, const char *expect)
+{
     ck_assert_ptr_nonnull(v);
     char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
     ck_assert_str_eq(s, expect);
@@ -293,7 +307,8 @@ typedef struct collector {
 } collector;
 
 static void
-collect(const ksf_reply *r, void *user) {
+collect(const ksf_reply *r, void *user)
+{
     collector *c = user;
     pthread_mutex_lock(&c->m);
     if (c->n < 64) {
@@ -309,7 +324,8 @@ collect(const ksf_reply *r, void *user) {
 }
 
 static int
-collected(collector *c) {
+collected(collector *c)
+{
     pthread_mutex_lock(&c->m);
     int n = c->n;
     pthread_mutex_unlock(&c->m);
@@ -318,7 +334,8 @@ collected(collector *c) {
 
 /* Wait until @p c holds @p n deliveries; false after @p ms. */
 static bool
-wait_collected(collector *c, int n, int ms) {
+wait_collected(collector *c, int n, int ms)
+{
     int64_t end = ksft_now_ms() + ms;
     while (collected(c) < n) {
         if (ksft_now_ms() > end) {
@@ -330,7 +347,8 @@ wait_collected(collector *c, int n, int ms) {
 }
 
 static void
-send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, collector *c) {
+send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, collector *c)
+{
     ksf_errinfo ei = {0};
     json_t *data = json_string(cmd);
     ksf_send_opts o = {.timeout_ms = timeout_ms, .flags = flags};
@@ -351,7 +369,8 @@ send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, colle
 /* ---- tests
  * ------------------------------------------------------------------------------ */
 
-START_TEST(test_client_reply_shapes) {
+START_TEST(test_client_reply_shapes)
+{
     env v = env_start(NULL);
     ksf_errinfo ei = {0};
     json_t *out = NULL;
@@ -394,7 +413,8 @@ START_TEST(test_client_reply_shapes) {
 }
 END_TEST
 
-START_TEST(test_client_stream) {
+START_TEST(test_client_stream)
+{
     env v = env_start(NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
     send_cmd(v.cli, "stream3", KSF_SEND_STREAM, 10000, &c);
@@ -419,7 +439,8 @@ START_TEST(test_client_stream) {
 }
 END_TEST
 
-START_TEST(test_client_timeouts) {
+START_TEST(test_client_timeouts)
+{
     env v = env_start_with("static", NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
     json_t *out = NULL;
@@ -449,7 +470,8 @@ START_TEST(test_client_timeouts) {
 }
 END_TEST
 
-START_TEST(test_client_late_unknown_duplicate) {
+START_TEST(test_client_late_unknown_duplicate)
+{
     env v = env_start_with("static", NULL);
     json_t *out = NULL;
     ck_assert_int_eq(call_cmd(v.cli, "null", 10000, &out, NULL), KSF_OK); /* warm up */
@@ -474,7 +496,8 @@ START_TEST(test_client_late_unknown_duplicate) {
 }
 END_TEST
 
-START_TEST(test_client_destroy_in_flight) {
+START_TEST(test_client_destroy_in_flight)
+{
     env v = env_start(NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
     for (int i = 0; i < 5; i++) {
@@ -508,7 +531,8 @@ typedef struct conc_req {
 } conc_req;
 
 static void
-conc_done(const ksf_reply *r, void *user) {
+conc_done(const ksf_reply *r, void *user)
+{
     conc_req *q = user;
     atomic_fetch_add(&q->c->calls[q->n], 1);
     if (r->err != KSF_OK || !r->done) {
@@ -527,7 +551,8 @@ typedef struct conc_arg {
 } conc_arg;
 
 static void *
-conc_sender(void *arg) {
+conc_sender(void *arg)
+{
     conc_arg *a = arg;
     for (int i = 0; i < PER_THREAD; i++) {
         int n = a->thread * PER_THREAD + i;
@@ -542,7 +567,8 @@ conc_sender(void *arg) {
     return NULL;
 }
 
-START_TEST(test_client_concurrent_sends) {
+START_TEST(test_client_concurrent_sends)
+{
     env v = env_start(NULL);
     conc *c = calloc(1, sizeof *c);
     conc_req *reqs = calloc(TOTAL, sizeof *reqs);
@@ -588,13 +614,15 @@ START_TEST(test_client_concurrent_sends) {
 END_TEST
 
 static void
-never_called(const ksf_reply *r, void *user) {
+never_called(const ksf_reply *r, void *user)
+{
     (void)r;
     (void)user;
     ck_abort_msg("callback ran for a refused send");
 }
 
-START_TEST(test_client_bad_input) {
+START_TEST(test_client_bad_input)
+{
     const char *const extra[] = {"message.max.bytes", "100", "client.max.in.flight", "2",
                                  NULL};
     env v = env_start_with("static", extra);
@@ -650,7 +678,8 @@ START_TEST(test_client_bad_input) {
 }
 END_TEST
 
-START_TEST(test_client_reply_partition_out_of_range) {
+START_TEST(test_client_reply_partition_out_of_range)
+{
     const char *const extra[] = {"client.reply.partition", "7", NULL};
     env v = env_start_with("static", extra);
     ksf_errinfo ei = {0};
@@ -675,7 +704,8 @@ START_TEST(test_client_reply_partition_out_of_range) {
 }
 END_TEST
 
-START_TEST(test_client_broker_down) {
+START_TEST(test_client_broker_down)
+{
     env v = env_start_with("static", NULL);
     json_t *out = NULL;
     ksf_errinfo ei = {0};
@@ -702,7 +732,8 @@ START_TEST(test_client_broker_down) {
 }
 END_TEST
 
-START_TEST(test_client_request_header_bytes) {
+START_TEST(test_client_request_header_bytes)
+{
     env v = env_start(NULL);
     json_t *obj = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", 7), *out = NULL;
     ksf_errinfo ei = {0};
@@ -745,14 +776,16 @@ typedef struct emit_seen {
 } emit_seen;
 
 static void
-emit_done(ksf_err err, const char *text, void *user) {
+emit_done(ksf_err err, const char *text, void *user)
+{
     emit_seen *s = user;
     (void)text;
     atomic_fetch_add(&s->ok, err == KSF_OK);
     atomic_fetch_add(&s->n, 1);
 }
 
-START_TEST(test_client_emit_bytes) {
+START_TEST(test_client_emit_bytes)
+{
     env v = env_start_with("static", NULL);
     ksft_broker_create_topic(v.b, "ev.topic", 1);
     static const char *const inputs[] = {"{\"heroId\":1,\"dragonId\":7}", "\"plain\"",
@@ -803,7 +836,8 @@ START_TEST(test_client_emit_bytes) {
 }
 END_TEST
 
-START_TEST(test_client_idle_pauses) {
+START_TEST(test_client_idle_pauses)
+{
     env v = env_start_with("static", NULL);
     json_t *out = NULL;
     ck_assert_int_eq(call_cmd(v.cli, "string", 10000, &out, NULL), KSF_OK);
@@ -818,7 +852,8 @@ START_TEST(test_client_idle_pauses) {
 }
 END_TEST
 
-START_TEST(test_client_destroy_null) {
+START_TEST(test_client_destroy_null)
+{
     ksf_client_destroy(NULL);
     ksf_client_stats s = {.sent = 99};
     ksf_client_get_stats(NULL, &s);
@@ -828,7 +863,8 @@ END_TEST
 
 /* Run the ksf tool through the shell; returns its exit status, output in @p out. */
 static int
-run_tool(const char *args, char *out, size_t size) {
+run_tool(const char *args, char *out, size_t size)
+{
     const char *tool = getenv("KSF_TOOL");
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "\"%s\" %s", tool, args);
@@ -840,7 +876,8 @@ run_tool(const char *args, char *out, size_t size) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-START_TEST(test_client_cli) {
+START_TEST(test_client_cli)
+{
     if (!getenv("KSF_TOOL")) {
         fprintf(stderr, "test_client_cli: KSF_TOOL not set (run through meson test)\n");
         return;
@@ -883,7 +920,8 @@ START_TEST(test_client_cli) {
 END_TEST
 
 static Suite *
-client_suite(void) {
+client_suite(void)
+{
     Suite *s = suite_create("client");
     struct {
         const char *name;
@@ -915,7 +953,8 @@ client_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(client_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -84,8 +84,8 @@ h_hero(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)ctx;
     (void)data;
-    *reply = json_pack("[{s:i,s:s},{s:i,s:s}]", "id", 1, "name", "Mythical Sword", "id", 2,
-                       "name", "Key to Dungeon");
+    *reply = json_pack("[{s:i,s:s},{s:i,s:s}]", "id", 1, "name", "Mythical Sword", "id",
+                       2, "name", "Key to Dungeon");
     return KSF_OK;
 }
 
@@ -99,8 +99,7 @@ h_sum(ksf_ctx *ctx, const json_t *data, json_t **reply)
     if (!json_is_array(data)) {
         return ksf_ctx_reply_error(ctx, "math.sum expects an array of integers");
     }
-    json_array_foreach(data, i, v)
-    {
+    json_array_foreach (data, i, v) {
         sum += json_integer_value(v);
     }
     *reply = json_integer(sum);
@@ -113,7 +112,8 @@ h_fail(ksf_ctx *ctx, const json_t *data, json_t **reply)
     (void)ctx;
     (void)data;
     (void)reply;
-    return KSF_EPROTO; /* an unexpected failure: the caller sees "Internal server error" */
+    return KSF_EPROTO; /* an unexpected failure: the caller sees "Internal server error"
+                        */
 }
 
 static ksf_err
@@ -159,8 +159,8 @@ START_TEST(test_e2e_reply_and_error_shapes)
 }
 END_TEST
 
-
-/* ---- streams ------------------------------------------------------------------------ */
+/* ---- streams ------------------------------------------------------------------------
+ */
 
 static ksf_err
 h_countdown(ksf_ctx *ctx, const json_t *data, json_t **reply)
@@ -254,9 +254,9 @@ START_TEST(test_e2e_stream)
     pthread_mutex_init(&c.lock, NULL);
     ksf_send_opts opts = {.flags = KSF_SEND_STREAM, .timeout_ms = 15000};
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_client_send(w.cli, "rocket.launch", NULL, &opts, collect_reply, &c,
-                                     &ei),
-                     KSF_OK);
+    ck_assert_int_eq(
+        ksf_client_send(w.cli, "rocket.launch", NULL, &opts, collect_reply, &c, &ei),
+        KSF_OK);
     ck_assert_msg(wait_until(one_done, &c, 15000), "the stream did not end");
     char *got = json_dumps(c.values, JSON_COMPACT);
     ck_assert_str_eq(got, "[\"3\",\"2\",\"liftoff\"]");
@@ -272,7 +272,8 @@ START_TEST(test_e2e_stream)
 }
 END_TEST
 
-/* ---- nested calls: a handler that calls another service through a client ------------ */
+/* ---- nested calls: a handler that calls another service through a client ------------
+ */
 
 static ksf_err
 h_order(ksf_ctx *ctx, const json_t *data, json_t **reply)
@@ -311,7 +312,8 @@ START_TEST(test_e2e_nested_call)
 {
     world w;
     world_open(&w, make_nested_server, NULL);
-    expect_call(w.cli, "order.create", "{\"prices\":[5,7,30]}", KSF_OK, "{\"total\":\"42\"}");
+    expect_call(w.cli, "order.create", "{\"prices\":[5,7,30]}", KSF_OK,
+                "{\"total\":\"42\"}");
     /* The inner call's remote error comes back through the outer handler. */
     expect_call(w.cli, "order.create", "{\"prices\":\"free\"}", KSF_EREMOTE,
                 "{\"status\":\"error\",\"message\":\"math.sum expects an array of "
@@ -427,7 +429,8 @@ START_TEST(test_e2e_concurrent_sends_exact_accounting)
 }
 END_TEST
 
-/* ---- a timeout, then the late reply is counted, not delivered ------------------------ */
+/* ---- a timeout, then the late reply is counted, not delivered ------------------------
+ */
 
 static ksf_err
 h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
@@ -471,8 +474,10 @@ START_TEST(test_e2e_timeout_then_late_reply)
     int64_t took = ksft_now_ms() - start;
     ck_assert_ptr_null(got);
     ck_assert_msg(took >= 300 && took < 1400, "timed out after %lld ms", (long long)took);
-    ck_assert_msg(strstr(ei.text, "slow.op") != NULL, "text names the pattern: %s", ei.text);
-    ck_assert_msg(wait_until(one_late_reply, w.cli, 10000), "the late reply was not counted");
+    ck_assert_msg(strstr(ei.text, "slow.op") != NULL, "text names the pattern: %s",
+                  ei.text);
+    ck_assert_msg(wait_until(one_late_reply, w.cli, 10000),
+                  "the late reply was not counted");
     ksf_client_stats st;
     ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.timeouts, 1);
@@ -482,7 +487,8 @@ START_TEST(test_e2e_timeout_then_late_reply)
 }
 END_TEST
 
-/* ---- events -------------------------------------------------------------------------- */
+/* ---- events --------------------------------------------------------------------------
+ */
 
 #define E2E_EVENTS 50
 
@@ -539,9 +545,9 @@ START_TEST(test_e2e_events_each_handled_once)
     ksf_errinfo ei = {0};
     for (int i = 0; i < E2E_EVENTS; i++) {
         json_t *ev = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", i);
-        ck_assert_int_eq(ksf_client_emit(w.cli, "hero.dragon.killed", ev, NULL, on_emitted,
-                                         NULL, &ei),
-                         KSF_OK);
+        ck_assert_int_eq(
+            ksf_client_emit(w.cli, "hero.dragon.killed", ev, NULL, on_emitted, NULL, &ei),
+            KSF_OK);
         json_decref(ev);
     }
     ck_assert_msg(ksf_client_flush(w.cli, 10000, &ei) == KSF_OK, "%s", ei.text);

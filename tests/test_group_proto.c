@@ -22,7 +22,8 @@
 
 /* Hex (spaces and '|' ignored) to bytes; returns the length. */
 static size_t
-unhex(const char *s, uint8_t *out, size_t cap) {
+unhex(const char *s, uint8_t *out, size_t cap)
+{
     size_t n = 0;
     while (*s) {
         if (!isxdigit((unsigned char)*s)) {
@@ -39,7 +40,8 @@ unhex(const char *s, uint8_t *out, size_t cap) {
 }
 
 static void
-assert_bytes(const ksfi_gp_buf *b, const char *hex) {
+assert_bytes(const ksfi_gp_buf *b, const char *hex)
+{
     uint8_t want[1024];
     size_t n = unhex(hex, want, sizeof want);
     ck_assert(!b->oom);
@@ -53,7 +55,8 @@ assert_bytes(const ksfi_gp_buf *b, const char *hex) {
 /* A response frame as hex (size included) -> body after the correlation id. */
 static size_t
 response_body(const char *hex, uint8_t *frame, size_t cap, const uint8_t **body,
-              int32_t *corr) {
+              int32_t *corr)
+{
     size_t n = unhex(hex, frame, cap), blen;
     ck_assert_uint_ge(n, 8);
     ck_assert_uint_eq((size_t)frame[3] | (size_t)frame[2] << 8, n - 4);
@@ -63,7 +66,8 @@ response_body(const char *hex, uint8_t *frame, size_t cap, const uint8_t **body,
     return blen;
 }
 
-START_TEST(test_group_proto_request_vectors) {
+START_TEST(test_group_proto_request_vectors)
+{
     ksfi_gp_buf b = {0};
     ksfi_gp_header h = {0, 1, "groupprobe"};
     ck_assert_int_eq(ksfi_gp_encode_api_versions(&b, &h), KSF_OK);
@@ -78,7 +82,8 @@ START_TEST(test_group_proto_request_vectors) {
 }
 END_TEST
 
-START_TEST(test_group_proto_group_requests) {
+START_TEST(test_group_proto_group_requests)
+{
     uint8_t meta[64];
     size_t mlen = unhex(META_51, meta, sizeof meta);
     ksfi_gp_join_request jr = {
@@ -135,7 +140,8 @@ END_TEST
     "|" MEMBER_A "| 00000002 |" MEMBER_A "ffff 00000033" META_51 "|" MEMBER_B            \
     "ffff 00000033" META_51
 
-START_TEST(test_group_proto_response_vectors) {
+START_TEST(test_group_proto_response_vectors)
+{
     uint8_t f[512];
     const uint8_t *body;
     int32_t corr;
@@ -204,7 +210,8 @@ START_TEST(test_group_proto_response_vectors) {
 }
 END_TEST
 
-START_TEST(test_group_proto_api_versions) {
+START_TEST(test_group_proto_api_versions)
+{
     /* The section 7 head (17 keys, Produce 0-7, Fetch 0-11), then the group APIs the
      * mock serves; the keys in between are illustrative. */
     uint8_t f[256];
@@ -237,7 +244,8 @@ END_TEST
 /* Hand-built JoinGroup v5 follower-style answers with an error code. */
 static void
 join_error(const char *code_hex, const char *member_hex, int want_code,
-           const char *want_member) {
+           const char *want_member)
+{
     char hex[512];
     uint8_t f[256];
     const uint8_t *body;
@@ -256,7 +264,8 @@ join_error(const char *code_hex, const char *member_hex, int want_code,
     ksfi_gp_join_group_resp_free(&jr);
 }
 
-START_TEST(test_group_proto_error_responses) {
+START_TEST(test_group_proto_error_responses)
+{
     join_error("004f", "0018 6b73662d746573742d31323334353637382d616263646566",
                KSFI_GP_ERR_MEMBER_ID_REQUIRED, "ksf-test-12345678-abcdef");
     join_error("0017", "0000", KSFI_GP_ERR_INCONSISTENT_GROUP_PROTOCOL, "");
@@ -286,7 +295,8 @@ START_TEST(test_group_proto_error_responses) {
 }
 END_TEST
 
-START_TEST(test_group_proto_member_metadata) {
+START_TEST(test_group_proto_member_metadata)
+{
     ksfi_gp_buf b = {0};
     const char *topics[] = {"math.sum.reply"};
     /* NestJS's bytes exactly when there is no launch time. */
@@ -332,7 +342,8 @@ END_TEST
 
 /* Metadata whose userData is @p ud: decodes, with no previous and no launch time. */
 static void
-odd_user_data(const char *ud) {
+odd_user_data(const char *ud)
+{
     uint8_t blob[256];
     size_t n = unhex("0001 00000001" TOPIC, blob, sizeof blob);
     size_t len = strlen(ud);
@@ -348,7 +359,8 @@ odd_user_data(const char *ud) {
     ksfi_gp_member_meta_free(&m);
 }
 
-START_TEST(test_group_proto_user_data_tolerance) {
+START_TEST(test_group_proto_user_data_tolerance)
+{
     static const char *odd[] = {
         "",
         "not json",
@@ -381,7 +393,8 @@ START_TEST(test_group_proto_user_data_tolerance) {
 }
 END_TEST
 
-START_TEST(test_group_proto_assignment) {
+START_TEST(test_group_proto_assignment)
+{
     int32_t parts[] = {0, 2};
     ksfi_gp_topic_parts tp = {(char *)"math.sum.reply", parts, 2};
     ksfi_gp_assignment a = {&tp, 1}, d;
@@ -406,7 +419,8 @@ END_TEST
 
 /* Decode with each decoder's own out type, freeing on success. */
 static ksf_err
-decode_any(int which, const uint8_t *p, size_t len, ksf_errinfo *ei) {
+decode_any(int which, const uint8_t *p, size_t len, ksf_errinfo *ei)
+{
     ksf_err e;
     switch (which) {
     case 0: {
@@ -442,7 +456,8 @@ decode_any(int which, const uint8_t *p, size_t len, ksf_errinfo *ei) {
     }
 }
 
-START_TEST(test_group_proto_truncated) {
+START_TEST(test_group_proto_truncated)
+{
     static const char *full[] = {
         JOIN_LEADER,
         "0000001f 00000004 00000000 0000 ffff 00000001 0009 3132372e302e302e31 0000a76d",
@@ -473,7 +488,8 @@ START_TEST(test_group_proto_truncated) {
 }
 END_TEST
 
-START_TEST(test_group_proto_garbage) {
+START_TEST(test_group_proto_garbage)
+{
     /* A huge member count is refused before anything is allocated for it. */
     uint8_t f[128];
     const uint8_t *body;
@@ -512,7 +528,8 @@ START_TEST(test_group_proto_garbage) {
 }
 END_TEST
 
-START_TEST(test_group_proto_alloc_failures) {
+START_TEST(test_group_proto_alloc_failures)
+{
     uint8_t f[512];
     const uint8_t *body;
     int32_t corr;
@@ -538,7 +555,8 @@ START_TEST(test_group_proto_alloc_failures) {
 END_TEST
 
 static Suite *
-group_proto_suite(void) {
+group_proto_suite(void)
+{
     Suite *s = suite_create("group_proto");
     struct {
         const char *name;
@@ -566,7 +584,8 @@ group_proto_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(group_proto_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -7,7 +7,8 @@
 #include <string.h>
 
 static ksfi_pending *
-entry(int n, int64_t deadline) {
+entry(int n, int64_t deadline)
+{
     ksfi_pending *p = calloc(1, sizeof *p);
     ck_assert_ptr_nonnull(p);
     snprintf(p->id, sizeof p->id, "id-%08d", n);
@@ -16,13 +17,15 @@ entry(int n, int64_t deadline) {
 }
 
 static ksfi_inflight *
-table(size_t memory) {
+table(size_t memory)
+{
     ksfi_inflight *t = NULL;
     ck_assert_int_eq(ksfi_inflight_new(memory, &t), KSF_OK);
     return t;
 }
 
-START_TEST(test_inflight_add_find_remove) {
+START_TEST(test_inflight_add_find_remove)
+{
     ksfi_inflight *t = table(16);
     ksfi_pending *a = entry(1, 100), *b = entry(2, 50);
     ck_assert_int_eq(ksfi_inflight_add(t, a), KSF_OK);
@@ -51,7 +54,8 @@ START_TEST(test_inflight_add_find_remove) {
 }
 END_TEST
 
-START_TEST(test_inflight_deadlines_in_order) {
+START_TEST(test_inflight_deadlines_in_order)
+{
     enum { N = 5000 };
     ksfi_inflight *t = table(0);
     static ksfi_pending *e[N];
@@ -86,7 +90,8 @@ START_TEST(test_inflight_deadlines_in_order) {
 }
 END_TEST
 
-START_TEST(test_inflight_expire_only_due) {
+START_TEST(test_inflight_expire_only_due)
+{
     ksfi_inflight *t = table(8);
     ksfi_pending *a = entry(1, 10), *b = entry(2, 20), *c = entry(3, 30);
     ksfi_inflight_add(t, c);
@@ -108,7 +113,8 @@ START_TEST(test_inflight_expire_only_due) {
 }
 END_TEST
 
-START_TEST(test_inflight_memory_is_bounded) {
+START_TEST(test_inflight_memory_is_bounded)
+{
     enum { MEM = 100, N = 350 };
     ksfi_inflight *t = table(MEM);
     for (int i = 0; i < N; i++) {
@@ -135,7 +141,8 @@ START_TEST(test_inflight_memory_is_bounded) {
 }
 END_TEST
 
-START_TEST(test_inflight_alloc_failure) {
+START_TEST(test_inflight_alloc_failure)
+{
     ksfi_inflight *t = NULL;
     for (unsigned long n = 1; n <= 4; n++) {
         ksfi_alloc_fail_after(n, 0);
@@ -162,7 +169,8 @@ START_TEST(test_inflight_alloc_failure) {
 END_TEST
 
 static Suite *
-inflight_suite(void) {
+inflight_suite(void)
+{
     Suite *s = suite_create("inflight");
     struct {
         const char *name;
@@ -184,7 +192,8 @@ inflight_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(inflight_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -25,7 +25,8 @@ typedef struct tmember {
 } tmember;
 
 static void
-on_assigned(void *user, int32_t generation, const ksfi_gp_assignment *a) {
+on_assigned(void *user, int32_t generation, const ksfi_gp_assignment *a)
+{
     tmember *t = user;
     pthread_mutex_lock(&t->lock);
     t->generation = generation;
@@ -44,7 +45,8 @@ on_assigned(void *user, int32_t generation, const ksfi_gp_assignment *a) {
 
 static void
 on_revoked(void *user, int32_t generation, const ksfi_gp_assignment *a,
-           const char *reason) {
+           const char *reason)
+{
     tmember *t = user;
     (void)generation, (void)a, (void)reason;
     pthread_mutex_lock(&t->lock);
@@ -55,7 +57,8 @@ on_revoked(void *user, int32_t generation, const ksfi_gp_assignment *a,
 }
 
 static void
-on_fatal(void *user, ksf_err err, const char *sentence) {
+on_fatal(void *user, ksf_err err, const char *sentence)
+{
     tmember *t = user;
     (void)err;
     pthread_mutex_lock(&t->lock);
@@ -65,7 +68,8 @@ on_fatal(void *user, ksf_err err, const char *sentence) {
 }
 
 static void
-start(tmember *t, ksft_broker *b, int64_t launch) {
+start(tmember *t, ksft_broker *b, int64_t launch)
+{
     static const ksfi_assignor_topic topics[] = {{TOPIC, 4}};
     ksfi_membership_config cfg = {
         ksft_broker_address(b),
@@ -89,7 +93,8 @@ start(tmember *t, ksft_broker *b, int64_t launch) {
 }
 
 static void
-snapshot(tmember *t, int32_t *gen, char *parts, int32_t *lowest, unsigned *revoked) {
+snapshot(tmember *t, int32_t *gen, char *parts, int32_t *lowest, unsigned *revoked)
+{
     pthread_mutex_lock(&t->lock);
     *gen = t->generation;
     strcpy(parts, t->parts);
@@ -104,7 +109,8 @@ snapshot(tmember *t, int32_t *gen, char *parts, int32_t *lowest, unsigned *revok
  */
 static int32_t
 wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
-            int timeout_ms) {
+            int timeout_ms)
+{
     int64_t deadline = ksft_now_ms() + timeout_ms;
     char got[8][64];
     int32_t gen[8], low;
@@ -133,7 +139,8 @@ wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
 }
 
 static unsigned
-revocations(tmember *t) {
+revocations(tmember *t)
+{
     pthread_mutex_lock(&t->lock);
     unsigned r = t->revoked;
     pthread_mutex_unlock(&t->lock);
@@ -141,13 +148,15 @@ revocations(tmember *t) {
 }
 
 static void
-finish(tmember *t) {
+finish(tmember *t)
+{
     ksfi_membership_close(t->m);
     pthread_mutex_destroy(&t->lock);
 }
 
 /* 3 join, a 4th joins, one leaves, one vanishes: nobody's lowest partition moves. */
-START_TEST(test_membership_rebalances) {
+START_TEST(test_membership_rebalances)
+{
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, TOPIC, 4);
     tmember a, bb, c, d;
@@ -188,13 +197,15 @@ START_TEST(test_membership_rebalances) {
 END_TEST
 
 static void
-total(tmember *t, ksfi_membership_stats *st) {
+total(tmember *t, ksfi_membership_stats *st)
+{
     ksfi_membership_get_stats(t->m, st);
 }
 
 /* Coordinator errors injected on every group API are survived without losing a
  * partition. */
-START_TEST(test_membership_injected_errors) {
+START_TEST(test_membership_injected_errors)
+{
     ksft_broker *b = ksft_broker_start();
     rd_kafka_mock_cluster_t *mc = ksft_broker_mock(b);
     ksft_broker_create_topic(b, TOPIC, 4);
@@ -245,7 +256,8 @@ END_TEST
 
 /* The broker goes away briefly: reconnect, keep the assignment, no revocation. Away for
  * longer than the session: the owner hears it is lost, then it is assigned again. */
-START_TEST(test_membership_broker_down) {
+START_TEST(test_membership_broker_down)
+{
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, TOPIC, 4);
     tmember a;
@@ -288,7 +300,8 @@ END_TEST
 
 /* A fatal answer (INVALID_SESSION_TIMEOUT on JoinGroup) reaches the owner once, with a
  * sentence saying what to do, and the membership stops retrying. */
-START_TEST(test_membership_fatal_error) {
+START_TEST(test_membership_fatal_error)
+{
     ksft_broker *b = ksft_broker_start();
     rd_kafka_mock_push_request_errors(ksft_broker_mock(b), KSFI_GP_API_JOIN_GROUP, 1,
                                       RD_KAFKA_RESP_ERR_INVALID_SESSION_TIMEOUT);
@@ -318,7 +331,8 @@ START_TEST(test_membership_fatal_error) {
 }
 END_TEST
 
-START_TEST(test_membership_bad_config) {
+START_TEST(test_membership_bad_config)
+{
     ksfi_assignor_topic topics[] = {{TOPIC, 4}};
     ksfi_membership_config cfg = {
         "127.0.0.1:x", GROUP, "c", topics, 1,
@@ -343,7 +357,8 @@ START_TEST(test_membership_bad_config) {
 END_TEST
 
 static Suite *
-membership_suite(void) {
+membership_suite(void)
+{
     Suite *s = suite_create("membership");
     struct {
         const char *name;
@@ -366,7 +381,8 @@ membership_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(membership_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

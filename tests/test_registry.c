@@ -16,13 +16,15 @@ KSF_USE_CONTROLLER(heroes);
 extern const int registry_a_dup_line, registry_b_dup_line;
 extern const char *const registry_a_file, *const registry_b_file;
 
-KSF_MESSAGE_PATTERN("reg.main", reg_main) {
+KSF_MESSAGE_PATTERN("reg.main", reg_main)
+{
     *reply = json_string("main");
     return KSF_OK;
 }
 
 static ksf_server *
-server(void) {
+server(void)
+{
     ksf_config *cfg = NULL;
     ksf_server *srv = NULL;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
@@ -34,7 +36,8 @@ server(void) {
 /* Call the mounted handler of @p pattern and compare its string reply. */
 static void
 assert_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
-               const char *reply_text) {
+               const char *reply_text)
+{
     const ksfi_handler *h = ksfi_server_find(srv, pattern);
     ck_assert_msg(h != NULL, "%s not mounted", pattern);
     ck_assert_int_eq(h->kind, kind);
@@ -46,7 +49,8 @@ assert_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
     json_decref(reply);
 }
 
-START_TEST(test_registry_default_controller_spans_translation_units) {
+START_TEST(test_registry_default_controller_spans_translation_units)
+{
     ksf_server *srv = server();
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_mount(srv, KSF_DEFAULT_CONTROLLER, &ei) == KSF_OK, "%s",
@@ -64,7 +68,8 @@ START_TEST(test_registry_default_controller_spans_translation_units) {
 }
 END_TEST
 
-START_TEST(test_registry_named_controller) {
+START_TEST(test_registry_named_controller)
+{
     ksf_server *srv = server();
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_mount(srv, "ctl.x", &ei) == KSF_OK, "%s", ei.text);
@@ -77,7 +82,8 @@ START_TEST(test_registry_named_controller) {
 }
 END_TEST
 
-START_TEST(test_registry_duplicate_pattern) {
+START_TEST(test_registry_duplicate_pattern)
+{
     ksf_server *srv = server();
     ksf_errinfo ei = {0};
     char want[KSF_ERRINFO_TEXT_SIZE];
@@ -100,7 +106,8 @@ START_TEST(test_registry_duplicate_pattern) {
 }
 END_TEST
 
-START_TEST(test_registry_static_library) {
+START_TEST(test_registry_static_library)
+{
     ksf_server *srv = server();
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_mount(srv, "heroes", &ei) == KSF_OK, "%s", ei.text);
@@ -112,7 +119,8 @@ START_TEST(test_registry_static_library) {
 }
 END_TEST
 
-START_TEST(test_registry_add_is_idempotent) {
+START_TEST(test_registry_add_is_idempotent)
+{
     static ksf_handler_def def = {"idem", "reg.idem", KSF_HANDLER_EVENT, NULL, "f.c",
                                   1,      NULL};
     ksf_registry_add(&def);
@@ -128,7 +136,8 @@ START_TEST(test_registry_add_is_idempotent) {
 END_TEST
 
 static Suite *
-registry_suite(void) {
+registry_suite(void)
+{
     Suite *s = suite_create("registry");
     struct {
         const char *name;
@@ -150,7 +159,8 @@ registry_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(registry_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

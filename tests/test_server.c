@@ -20,7 +20,8 @@
 #define WAIT_MS 10000
 
 static void
-sleep_ms(int ms) {
+sleep_ms(int ms)
+{
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
@@ -39,13 +40,15 @@ typedef struct running {
 } running;
 
 static void
-on_ready(ksf_server *srv, void *user) {
+on_ready(ksf_server *srv, void *user)
+{
     (void)srv;
     atomic_fetch_add(&((running *)user)->ready, 1);
 }
 
 static void *
-run_main(void *arg) {
+run_main(void *arg)
+{
     running *r = arg;
     r->run_err = ksf_server_run(r->srv, &r->ei);
     return NULL;
@@ -53,7 +56,8 @@ run_main(void *arg) {
 
 /* Start @p srv (handlers registered) on a thread and wait for its ready callback. */
 static void
-run_server(running *r, ksf_server *srv) {
+run_server(running *r, ksf_server *srv)
+{
     r->srv = srv;
     ksf_server_set_ready_cb(srv, on_ready, r);
     ck_assert_int_eq(pthread_create(&r->thread, NULL, run_main, r), 0);
@@ -65,14 +69,16 @@ run_server(running *r, ksf_server *srv) {
 }
 
 static void
-stop_server(running *r) {
+stop_server(running *r)
+{
     ksf_server_stop(r->srv);
     pthread_join(r->thread, NULL);
     ck_assert_msg(r->run_err == KSF_OK, "run: %s", r->ei.text);
 }
 
 static ksf_server *
-new_server(ksf_config *cfg) {
+new_server(ksf_config *cfg)
+{
     ksf_server *srv = NULL;
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_new(&srv, cfg, &ei) == KSF_OK, "%s", ei.text);
@@ -80,14 +86,16 @@ new_server(ksf_config *cfg) {
 }
 
 static void
-on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user) {
+on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user)
+{
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_on_message(srv, pattern, fn, user, &ei) == KSF_OK, "%s",
                   ei.text);
 }
 
 static void
-on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user) {
+on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user)
+{
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_on_event(srv, pattern, fn, user, &ei) == KSF_OK, "%s",
                   ei.text);
@@ -95,7 +103,8 @@ on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user) {
 
 /* Broker, topics (1 partition each) and the test's producer and collector. */
 static void
-setup_world(running *r, const char *const *topics) {
+setup_world(running *r, const char *const *topics)
+{
     memset(r, 0, sizeof *r);
     r->broker = ksft_broker_start();
     ksft_broker_create_topic(r->broker, REPLY, 1);
@@ -107,7 +116,8 @@ setup_world(running *r, const char *const *topics) {
 }
 
 static void
-teardown_world(running *r) {
+teardown_world(running *r)
+{
     ksf_server_destroy(r->srv);
     ksft_collector_destroy(r->replies);
     ksft_producer_destroy(r->prod);
@@ -119,7 +129,8 @@ teardown_world(running *r) {
 
 /* Send a request on @p topic with id @p id and return its only (or @p nth) reply. */
 static const ksft_msg *
-request(running *r, const char *topic, const char *id, const void *value, size_t len) {
+request(running *r, const char *topic, const char *id, const void *value, size_t len)
+{
     ksft_send_request(r->prod, topic, 0, id, REPLY, 0, value, len, true);
     ck_assert_msg(ksft_collector_wait_id(r->replies, id, 1, WAIT_MS) >= 1,
                   "no reply to %s (%s)", topic, id);
@@ -128,7 +139,8 @@ request(running *r, const char *topic, const char *id, const void *value, size_t
 
 static void
 assert_bytes(const void *got, size_t got_len, const void *want, size_t want_len,
-             const char *what) {
+             const char *what)
+{
     ck_assert_msg((got == NULL) == (want == NULL), "%s: %s, expected %s", what,
                   got ? "present" : "null", want ? "present" : "null");
     ck_assert_msg(got_len == want_len && (!want_len || !memcmp(got, want, want_len)),
@@ -139,7 +151,8 @@ assert_bytes(const void *got, size_t got_len, const void *want, size_t want_len,
 
 /* Exact header list: names in order, values byte for byte. */
 static void
-assert_headers(const ksft_msg *m, const ksfi_header *want, size_t n) {
+assert_headers(const ksft_msg *m, const ksfi_header *want, size_t n)
+{
     ck_assert_uint_eq(m->nhdrs, n);
     for (size_t i = 0; i < n; i++) {
         ck_assert_str_eq(m->hdrs[i].name, want[i].name);
@@ -155,7 +168,8 @@ assert_headers(const ksft_msg *m, const ksfi_header *want, size_t n) {
 
 /* A value reply: the value plus kafka_correlationId and kafka_nest-is-disposed. */
 static void
-assert_value_reply(const ksft_msg *m, const char *id, const char *value, size_t len) {
+assert_value_reply(const ksft_msg *m, const char *id, const char *value, size_t len)
+{
     assert_bytes(m->value, m->len, value, len, "value");
     ksfi_header want[] = {{KSFI_HDR_CORRELATION_ID, id, strlen(id)}, DISPOSED};
     assert_headers(m, want, 2);
@@ -163,7 +177,8 @@ assert_value_reply(const ksft_msg *m, const char *id, const char *value, size_t 
 
 /* An error reply: null value, kafka_correlationId, kafka_nest-err, is-disposed. */
 static void
-assert_error_reply(const ksft_msg *m, const char *id, const char *err) {
+assert_error_reply(const ksft_msg *m, const char *id, const char *err)
+{
     assert_bytes(m->value, m->len, NULL, 0, "value");
     ksfi_header want[] = {{KSFI_HDR_CORRELATION_ID, id, strlen(id)},
                           {KSFI_HDR_NEST_ERR, err, strlen(err)},
@@ -172,7 +187,8 @@ assert_error_reply(const ksft_msg *m, const char *id, const char *err) {
 }
 
 static ksf_server_stats
-stats(running *r) {
+stats(running *r)
+{
     ksf_server_stats s;
     ksf_server_get_stats(r->srv, &s);
     return s;
@@ -191,7 +207,8 @@ stats(running *r) {
 /* ---- handlers ------------------------------------------------------------------ */
 
 static ksf_err
-h_object(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     (void)data;
     *reply = json_pack("{s:i, s:[b, n], s:s}", "a", 1, "b", 1, "c", "x\"y");
@@ -199,7 +216,8 @@ h_object(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_array(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_array(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     (void)data;
     *reply = json_pack("[{s:i, s:s}, {s:i, s:s}]", "id", 1, "name", "Mythical Sword",
@@ -208,7 +226,8 @@ h_array(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_string(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_string(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     (void)data;
     *reply = json_string("hello world");
@@ -216,7 +235,8 @@ h_string(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_number(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_number(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     /* 42 for an empty object request, 0.1 (JavaScript's text) otherwise. */
     *reply = json_object_size(data) == 0 ? json_integer(42) : json_real(0.1);
@@ -224,7 +244,8 @@ h_number(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_null(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_null(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     (void)data;
     (void)reply;
@@ -232,14 +253,16 @@ h_null(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_err_string(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_err_string(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)data;
     *reply = json_string("ignored"); /* the error already ended the reply */
     return ksf_ctx_reply_error(ctx, "dragon not found");
 }
 
 static ksf_err
-h_err_object(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_err_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)data;
     (void)reply;
     json_t *e = json_pack("{s:i, s:s}", "code", 42, "message", "x");
@@ -250,7 +273,8 @@ h_err_object(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_internal(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_internal(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     (void)data;
     (void)reply;
@@ -259,7 +283,8 @@ h_internal(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 
 /* Echo: JSON data as is; binary data (NULL) as the same raw bytes. */
 static ksf_err
-h_echo(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     if (!data) {
         size_t len;
         const void *v = ksf_ctx_value(ctx, &len);
@@ -269,7 +294,8 @@ h_echo(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     return KSF_OK;
 }
 
-START_TEST(test_server_reply_shapes) {
+START_TEST(test_server_reply_shapes)
+{
     static const char *const topics[] = {
         "t.object",     "t.array",      "t.string",   "t.number",    "t.null",
         "t.err.string", "t.err.object", "t.internal", "t.nohandler", NULL};
@@ -331,7 +357,8 @@ END_TEST
 /* ---- streams, deferral, reply options, size limit, ctx accessors ------------------- */
 
 static ksf_err
-h_stream(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_stream(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)data;
     for (int i = 1; i <= 2; i++) {
         json_t *v = json_integer(i);
@@ -348,7 +375,8 @@ h_stream(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 static atomic_int extras_refused; /* kafka_* header refused with KSF_EINVAL */
 
 static ksf_err
-h_extras(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_extras(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)data;
     if (ksf_ctx_add_reply_header(ctx, "kafka_correlationId", "x", 1) == KSF_EINVAL) {
         atomic_fetch_add(&extras_refused, 1);
@@ -363,7 +391,8 @@ h_extras(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_big(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_big(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     (void)data;
     char big[2001];
@@ -374,7 +403,8 @@ h_big(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_ctx(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_ctx(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)data;
     size_t key_len, hlen;
     const char *key = ksf_ctx_key(ctx, &key_len);
@@ -397,7 +427,8 @@ static atomic_int go_seen;   /* the "go" request was handled */
 static atomic_int finish_rc; /* a second ksf_ctx_finish's result */
 
 static void *
-finish_later(void *arg) {
+finish_later(void *arg)
+{
     ksf_ctx *ctx = arg;
     int64_t until = ksft_now_ms() + WAIT_MS;
     while (!atomic_load(&go_seen) && ksft_now_ms() < until) {
@@ -411,7 +442,8 @@ finish_later(void *arg) {
 }
 
 static ksf_err
-h_defer(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_defer(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     if (json_is_string(data) && !strcmp(json_string_value(data), "go")) {
         *reply = json_string("went");
         atomic_store(&go_seen, 1);
@@ -425,7 +457,8 @@ h_defer(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     return rc;
 }
 
-START_TEST(test_server_streams_and_deferral) {
+START_TEST(test_server_streams_and_deferral)
+{
     static const char *const topics[] = {"t.stream", "t.extras", "t.big",
                                          "t.ctx",    "t.defer",  NULL};
     running r;
@@ -511,7 +544,8 @@ END_TEST
 static atomic_int ev_seen, ev_bad_ctx, msg_as_event;
 
 static ksf_err
-h_event(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_event(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)reply;
     json_t *want = json_pack("{s:i}", "dragon", 1);
     bool ok = ksf_ctx_is_event(ctx) && !ksf_ctx_correlation_id(ctx) &&
@@ -523,14 +557,16 @@ h_event(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_err
-h_event_fails(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_event_fails(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)data;
     (void)reply;
     return ksf_ctx_reply_error(ctx, "poison"); /* logged, counted, committed */
 }
 
 static ksf_err
-h_msg_counting(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_msg_counting(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)data;
     if (ksf_ctx_is_event(ctx)) {
         atomic_fetch_add(&msg_as_event, 1);
@@ -539,7 +575,8 @@ h_msg_counting(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     return KSF_OK;
 }
 
-START_TEST(test_server_events) {
+START_TEST(test_server_events)
+{
     static const char *const topics[] = {"t.ev", "t.ev.fail", "t.msg", "t.ev.none", NULL};
     running r;
     setup_world(&r, topics);
@@ -591,7 +628,8 @@ END_TEST
 
 /* ---- malformed input --------------------------------------------------------------- */
 
-START_TEST(test_server_malformed_input) {
+START_TEST(test_server_malformed_input)
+{
     static const char *const topics[] = {"t.echo", NULL};
     running r;
     setup_world(&r, topics);
@@ -662,7 +700,8 @@ static int order_count[2];
 static atomic_int order_concurrent, order_max_concurrent;
 
 static ksf_err
-h_order(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_order(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)reply;
     int now = atomic_fetch_add(&order_concurrent, 1) + 1;
     int max = atomic_load(&order_max_concurrent);
@@ -682,7 +721,8 @@ h_order(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     return KSF_OK;
 }
 
-START_TEST(test_server_partition_order) {
+START_TEST(test_server_partition_order)
+{
     running r;
     static const char *const none[] = {NULL};
     setup_world(&r, none);
@@ -725,7 +765,8 @@ static atomic_int revocations;
 
 static void
 count_revocations(void *user, ksf_log_level level, const char *component,
-                  const char *message) {
+                  const char *message)
+{
     if (strstr(message, "partitions revoked")) {
         atomic_fetch_add(&revocations, 1);
     }
@@ -735,7 +776,8 @@ count_revocations(void *user, ksf_log_level level, const char *component,
 }
 
 static ksf_err
-h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     (void)data;
     sleep_ms(9000); /* the behaviour under test: longer than session and poll interval */
@@ -743,7 +785,8 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply) {
     return KSF_OK;
 }
 
-START_TEST(test_server_slow_handler) {
+START_TEST(test_server_slow_handler)
+{
     static const char *const topics[] = {"t.slow", "t.fast", NULL};
     running r;
     setup_world(&r, topics);
@@ -781,7 +824,8 @@ END_TEST
 #define STOP_N 60
 
 static ksf_err
-h_work(ksf_ctx *ctx, const json_t *data, json_t **reply) {
+h_work(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
     (void)ctx;
     sleep_ms(50); /* work in progress when stop comes */
     *reply = json_incref((json_t *)data);
@@ -789,7 +833,8 @@ h_work(ksf_ctx *ctx, const json_t *data, json_t **reply) {
 }
 
 static ksf_server *
-work_server(running *r) {
+work_server(running *r)
+{
     ksf_config *cfg = ksft_config(r->broker);
     /* A restarted server must see what nobody committed, not skip to the end. */
     ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", NULL),
@@ -801,7 +846,8 @@ work_server(running *r) {
 }
 
 static size_t
-answered(running *r, size_t *max_per_id) {
+answered(running *r, size_t *max_per_id)
+{
     size_t n = 0;
     *max_per_id = 0;
     for (int i = 0; i < STOP_N; i++) {
@@ -814,7 +860,8 @@ answered(running *r, size_t *max_per_id) {
     return n;
 }
 
-START_TEST(test_server_stop_in_flight) {
+START_TEST(test_server_stop_in_flight)
+{
     running r;
     static const char *const none[] = {NULL};
     setup_world(&r, none);
@@ -859,7 +906,8 @@ END_TEST
 /* ---- lifecycle and registration errors (no broker) -----------------------------------
  */
 
-START_TEST(test_server_lifecycle) {
+START_TEST(test_server_lifecycle)
+{
     ksf_server_destroy(NULL); /* no-op */
     ksf_server_stop(NULL);
     ksf_errinfo ei = {0};
@@ -905,7 +953,8 @@ START_TEST(test_server_lifecycle) {
 END_TEST
 
 static Suite *
-server_suite(void) {
+server_suite(void)
+{
     Suite *s = suite_create("server");
     struct {
         const char *name;
@@ -931,7 +980,8 @@ server_suite(void) {
 }
 
 int
-main(void) {
+main(void)
+{
     SRunner *sr = srunner_create(server_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -33,7 +33,8 @@ typedef struct call_opts {
 } call_opts;
 
 static void
-usage(FILE *out, bool emit) {
+usage(FILE *out, bool emit)
+{
     const char *cmd = emit ? "emit" : "call";
     fprintf(out,
             "Usage: ksf %s PATTERN [JSON|-] [OPTIONS]\n\n"
@@ -72,7 +73,8 @@ static int usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static int
-usage_error(const char *cmd, const char *fmt, ...) {
+usage_error(const char *cmd, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "ksf %s: ", cmd);
@@ -84,7 +86,8 @@ usage_error(const char *cmd, const char *fmt, ...) {
 
 /* The value of flag @p name at argv[*i] ("--name V" or "--name=V"), or NULL. */
 static const char *
-flag_value(int argc, char **argv, int *i, const char *name) {
+flag_value(int argc, char **argv, int *i, const char *name)
+{
     size_t n = strlen(name);
     if (strncmp(argv[*i], name, n) != 0) {
         return NULL;
@@ -99,7 +102,8 @@ flag_value(int argc, char **argv, int *i, const char *name) {
 }
 
 static int
-set_kv(call_opts *o, const char *cmd, const char *kv, bool header) {
+set_kv(call_opts *o, const char *cmd, const char *kv, bool header)
+{
     const char *eq = strchr(kv, '=');
     if (!eq || eq == kv) {
         return usage_error(cmd, "--%s \"%s\": expected %s=VALUE",
@@ -123,7 +127,8 @@ set_kv(call_opts *o, const char *cmd, const char *kv, bool header) {
 
 /* Parse flags and positionals into @p o; returns an exit code, or -1 to go on. */
 static int
-parse_args(int argc, char **argv, call_opts *o) {
+parse_args(int argc, char **argv, call_opts *o)
+{
     const char *cmd = argv[0];
     int npos = 0;
     ksf_errinfo ei = {0};
@@ -186,7 +191,8 @@ parse_args(int argc, char **argv, call_opts *o) {
 
 /* Read all of stdin; NULL on failure. */
 static char *
-read_stdin(void) {
+read_stdin(void)
+{
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);
     while (buf) {
@@ -212,7 +218,8 @@ read_stdin(void) {
 
 /* The payload: JSON when it parses, else the text as a string; NULL text: null. */
 static json_t *
-payload(const char *text) {
+payload(const char *text)
+{
     if (!text) {
         return json_null();
     }
@@ -243,7 +250,8 @@ typedef struct call_state {
 } call_state;
 
 static void
-print_value(FILE *out, const ksf_reply *r) {
+print_value(FILE *out, const ksf_reply *r)
+{
     if (r->value) {
         char *s =
             json_dumps(r->value, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
@@ -257,7 +265,8 @@ print_value(FILE *out, const ksf_reply *r) {
 }
 
 static void
-on_reply(const ksf_reply *r, void *user) {
+on_reply(const ksf_reply *r, void *user)
+{
     call_state *st = user;
     if (r->err == KSF_OK) {
         print_value(stdout, r);
@@ -276,7 +285,8 @@ on_reply(const ksf_reply *r, void *user) {
 }
 
 static void
-on_emitted(ksf_err err, const char *text, void *user) {
+on_emitted(ksf_err err, const char *text, void *user)
+{
     call_state *st = user;
     pthread_mutex_lock(&st->m);
     st->err = err;
@@ -287,7 +297,8 @@ on_emitted(ksf_err err, const char *text, void *user) {
 }
 
 static int
-exit_code(ksf_err e) {
+exit_code(ksf_err e)
+{
     switch (e) {
     case KSF_OK:
         return EXIT_OK;
@@ -306,7 +317,8 @@ exit_code(ksf_err e) {
 
 /* Send (or emit) and wait for the outcome; returns the exit code. */
 static int
-run(call_opts *o, ksf_client *cli, json_t *data, call_state *st) {
+run(call_opts *o, ksf_client *cli, json_t *data, call_state *st)
+{
     const char *cmd = o->emit ? "emit" : "call";
     ksf_errinfo ei = {0};
     ksf_send_opts so = {.timeout_ms = o->timeout_ms,
@@ -357,7 +369,8 @@ run(call_opts *o, ksf_client *cli, json_t *data, call_state *st) {
 }
 
 static int
-call_main(int argc, char **argv, bool emit) {
+call_main(int argc, char **argv, bool emit)
+{
     call_opts o = {.emit = emit, .timeout_ms = 30000};
     /* Outlives the client: a late delivery report may still arrive during destroy. */
     call_state st = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
@@ -399,11 +412,13 @@ done:
 }
 
 int
-ksf_cmd_call(int argc, char **argv) {
+ksf_cmd_call(int argc, char **argv)
+{
     return call_main(argc, argv, false);
 }
 
 int
-ksf_cmd_emit(int argc, char **argv) {
+ksf_cmd_emit(int argc, char **argv)
+{
     return call_main(argc, argv, true);
 }

@@ -24,7 +24,8 @@ usage(FILE *out)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
     }
-    fprintf(out, "\nBrokers come from --brokers, else KSF_BROKERS, else localhost:9092.\n");
+    fprintf(out,
+            "\nBrokers come from --brokers, else KSF_BROKERS, else localhost:9092.\n");
 }
 
 int

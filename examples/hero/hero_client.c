@@ -13,14 +13,16 @@
 static ksf_errinfo ei;
 
 static void
-fatal(const char *what, ksf_err err) {
+fatal(const char *what, ksf_err err)
+{
     fprintf(stderr, "hero_client: %s failed: %s%s%s\n", what, ksf_strerror(err),
             ei.text[0] ? "; " : "", ei.text);
     exit(1);
 }
 
 static void
-usage(void) {
+usage(void)
+{
     fprintf(stderr, "Usage: hero_client [--brokers HOST:PORT] [--timeout-ms N] "
                     "[--set KEY=VALUE]...\n"
                     "Brokers default to KSF_BROKERS, else localhost:9092.\n");
@@ -29,7 +31,8 @@ usage(void) {
 
 /* Apply the command line to @p cfg; returns the request timeout. */
 static int
-parse_flags(int argc, char **argv, ksf_config *cfg) {
+parse_flags(int argc, char **argv, ksf_config *cfg)
+{
     ksf_err e;
     int timeout_ms = 5000;
     for (int i = 1; i < argc; i++) {
@@ -58,7 +61,8 @@ parse_flags(int argc, char **argv, ksf_config *cfg) {
 }
 
 static void
-event_delivered(ksf_err err, const char *text, void *user) {
+event_delivered(ksf_err err, const char *text, void *user)
+{
     *(ksf_err *)user = err;
     if (err) {
         fprintf(stderr, "hero_client: event not delivered: %s\n", text);
@@ -66,7 +70,8 @@ event_delivered(ksf_err err, const char *text, void *user) {
 }
 
 int
-main(int argc, char **argv) {
+main(int argc, char **argv)
+{
     ksf_config *cfg = NULL;
     ksf_client *cli = NULL;
     ksf_err e;
@@ -79,7 +84,8 @@ main(int argc, char **argv) {
         fatal("client", e);
     }
     ksf_config_destroy(cfg);
-    /* Like NestJS's subscribeToResponseOf + connect: join the reply group once, up front. */
+    /* Like NestJS's subscribeToResponseOf + connect: join the reply group once, up front.
+     */
     if ((e = ksf_client_subscribe_to_response_of(cli, "hero.kill.dragon", &ei)) ||
         (e = ksf_client_connect(cli, timeout_ms, &ei))) {
         fatal("connect", e);

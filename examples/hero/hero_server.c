@@ -9,13 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-KSF_MESSAGE_PATTERN("hero.kill.dragon", kill_dragon) {
+KSF_MESSAGE_PATTERN("hero.kill.dragon", kill_dragon)
+{
     *reply = json_pack("[{s:i, s:s}, {s:i, s:s}]", "id", 1, "name", "Mythical Sword",
                        "id", 2, "name", "Key to Dungeon");
     return *reply ? KSF_OK : KSF_ENOMEM;
 }
 
-KSF_EVENT_PATTERN("hero.dragon.killed", dragon_killed) {
+KSF_EVENT_PATTERN("hero.dragon.killed", dragon_killed)
+{
     char *text = data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     fprintf(stderr, "hero server: dragon killed: %s (%s[%d]@%lld)\n",
             text ? text : "(binary)", ksf_ctx_topic(ctx), (int)ksf_ctx_partition(ctx),
@@ -25,7 +27,8 @@ KSF_EVENT_PATTERN("hero.dragon.killed", dragon_killed) {
 }
 
 static void
-usage(FILE *out) {
+usage(FILE *out)
+{
     fprintf(out, "Usage: hero_server [--brokers HOST:PORT] [--workers N] "
                  "[--set KEY=VALUE]...\n"
                  "Serves hero.kill.dragon and hero.dragon.killed. Brokers default to "
@@ -36,14 +39,16 @@ usage(FILE *out) {
 static ksf_errinfo ei;
 
 static void
-fatal(const char *what, ksf_err err) {
+fatal(const char *what, ksf_err err)
+{
     fprintf(stderr, "hero server: %s: %s%s%s\n", what, ksf_strerror(err),
             ei.text[0] ? ": " : "", ei.text);
     exit(1);
 }
 
 static void
-on_ready(ksf_server *srv, void *user) {
+on_ready(ksf_server *srv, void *user)
+{
     (void)srv;
     (void)user;
     printf("hero server ready\n");
@@ -52,7 +57,8 @@ on_ready(ksf_server *srv, void *user) {
 
 /* Apply one --set KEY=VALUE (any ksf_config key). */
 static void
-set_pair(ksf_config *cfg, const char *pair) {
+set_pair(ksf_config *cfg, const char *pair)
+{
     const char *eq = strchr(pair, '=');
     if (!eq) {
         fprintf(stderr, "hero server: --set %s: expected KEY=VALUE\n", pair);
@@ -67,7 +73,8 @@ set_pair(ksf_config *cfg, const char *pair) {
 }
 
 static void
-parse_flags(ksf_config *cfg, int argc, char **argv) {
+parse_flags(ksf_config *cfg, int argc, char **argv)
+{
     ksf_err e;
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
@@ -98,7 +105,8 @@ parse_flags(ksf_config *cfg, int argc, char **argv) {
 }
 
 int
-main(int argc, char **argv) {
+main(int argc, char **argv)
+{
     ksf_config *cfg = NULL;
     ksf_server *srv = NULL;
     ksf_err e = ksf_config_new(&cfg);

@@ -55,20 +55,20 @@ KSF_API const char *ksf_version(void);
 /** Result codes. KSF_OK is zero; every other value has a ksf_strerror() string. */
 typedef enum ksf_err {
     KSF_OK = 0,
-    KSF_ENOMEM = 1,       /**< An allocation failed. */
-    KSF_EINVAL = 2,       /**< An argument or configuration value is invalid. */
-    KSF_ETIMEDOUT = 3,    /**< The deadline passed before the operation completed. */
-    KSF_ECLOSED = 4,      /**< The object is stopping or destroyed. */
-    KSF_EPROTO = 5,       /**< A message or protocol response was malformed. */
-    KSF_EREMOTE = 6,      /**< The remote handler answered with an error (see the error JSON). */
-    KSF_EKAFKA = 7,       /**< The Kafka client reported an error (ksf_errinfo.kafka_err). */
-    KSF_EEXIST = 8,       /**< Already exists, e.g. a pattern registered twice. */
-    KSF_ENOENT = 9,       /**< Not found, e.g. an unknown configuration key or controller. */
+    KSF_ENOMEM = 1,    /**< An allocation failed. */
+    KSF_EINVAL = 2,    /**< An argument or configuration value is invalid. */
+    KSF_ETIMEDOUT = 3, /**< The deadline passed before the operation completed. */
+    KSF_ECLOSED = 4,   /**< The object is stopping or destroyed. */
+    KSF_EPROTO = 5,    /**< A message or protocol response was malformed. */
+    KSF_EREMOTE = 6,   /**< The remote handler answered with an error (its JSON). */
+    KSF_EKAFKA = 7,    /**< The Kafka client reported an error (ksf_errinfo.kafka_err). */
+    KSF_EEXIST = 8,    /**< Already exists, e.g. a pattern registered twice. */
+    KSF_ENOENT = 9,    /**< Not found, e.g. an unknown configuration key or controller. */
     KSF_ENOPARTITION = 10, /**< This client owns no partition of the reply topic. */
-    KSF_EBUSY = 11,       /**< The in-flight request limit is reached. */
-    KSF_ESTATE = 12,      /**< The call is not valid in the object's current state. */
-    KSF_EMSGSIZE = 13,    /**< A message is larger than the configured limit. */
-    KSF_DEFERRED = 100,   /**< Not an error: a handler will finish its reply later. */
+    KSF_EBUSY = 11,        /**< The in-flight request limit is reached. */
+    KSF_ESTATE = 12,       /**< The call is not valid in the object's current state. */
+    KSF_EMSGSIZE = 13,     /**< A message is larger than the configured limit. */
+    KSF_DEFERRED = 100,    /**< Not an error: a handler will finish its reply later. */
 } ksf_err;
 
 /** A short English description of @p err. Never NULL, also for unknown codes. */
@@ -336,7 +336,7 @@ typedef enum ksf_handler_kind {
  * Not meant to be filled in by hand (use ksf_server_on_message instead).
  */
 typedef struct ksf_handler_def {
-    const char *controller; /**< group name; KSF_DEFAULT_CONTROLLER for the plain macros */
+    const char *controller; /**< KSF_DEFAULT_CONTROLLER for the plain macros */
     const char *pattern;
     ksf_handler_kind kind;
     ksf_handler_fn fn;
@@ -351,16 +351,16 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
 /** The controller name used by KSF_MESSAGE_PATTERN / KSF_EVENT_PATTERN. */
 #define KSF_DEFAULT_CONTROLLER "default"
 
-#define KSF__HANDLER(controller_, pattern_, kind_, fn_)                                 \
-    static ksf_err fn_(ksf_ctx *ctx, const json_t *data, json_t **reply);               \
-    static ksf_handler_def ksf__def_##fn_ = {(controller_), (pattern_), (kind_), fn_,   \
-                                             __FILE__, __LINE__, NULL};                 \
+#define KSF__HANDLER(controller_, pattern_, kind_, fn_)                                  \
+    static ksf_err fn_(ksf_ctx *ctx, const json_t *data, json_t **reply);                \
+    static ksf_handler_def ksf__def_##fn_ = {(controller_), (pattern_), (kind_), fn_,    \
+                                             __FILE__,      __LINE__,   NULL};           \
     __attribute__((constructor)) static void ksf__register_##fn_(void)                   \
     {                                                                                    \
         ksf_registry_add(&ksf__def_##fn_);                                               \
     }                                                                                    \
-    static ksf_err fn_(ksf_ctx *ctx __attribute__((unused)),                            \
-                       const json_t *data __attribute__((unused)),                      \
+    static ksf_err fn_(ksf_ctx *ctx __attribute__((unused)),                             \
+                       const json_t *data __attribute__((unused)),                       \
                        json_t **reply __attribute__((unused)))
 
 /**
@@ -482,13 +482,13 @@ KSF_API ksf_err ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei);
 
 /** Counters of a server, readable at any time. */
 typedef struct ksf_server_stats {
-    uint64_t requests;        /**< request messages handled */
-    uint64_t events;          /**< event messages handled */
-    uint64_t replies;         /**< reply messages acknowledged by the broker */
-    uint64_t errors;          /**< error replies sent (remote errors, internal errors) */
-    uint64_t no_handler;      /**< messages on a topic with no handler */
-    uint64_t malformed;       /**< messages whose headers could not be used */
-    uint64_t reply_failures;  /**< reply produces that failed for good */
+    uint64_t requests;       /**< request messages handled */
+    uint64_t events;         /**< event messages handled */
+    uint64_t replies;        /**< reply messages acknowledged by the broker */
+    uint64_t errors;         /**< error replies sent (remote errors, internal errors) */
+    uint64_t no_handler;     /**< messages on a topic with no handler */
+    uint64_t malformed;      /**< messages whose headers could not be used */
+    uint64_t reply_failures; /**< reply produces that failed for good */
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
@@ -539,13 +539,13 @@ enum {
  * Per-request options; a zeroed struct (or NULL) means the defaults.
  */
 typedef struct ksf_send_opts {
-    int timeout_ms;        /**< 0: the client's client.timeout.ms */
-    const void *key;       /**< message key (NULL: none) */
+    int timeout_ms;  /**< 0: the client's client.timeout.ms */
+    const void *key; /**< message key (NULL: none) */
     size_t key_len;
     const json_t *headers; /**< extra headers: an object of name -> string */
     const void *raw_value; /**< send these bytes instead of encoding @p data */
     size_t raw_len;
-    unsigned flags;        /**< KSF_SEND_* */
+    unsigned flags; /**< KSF_SEND_* */
 } ksf_send_opts;
 
 /**

@@ -1,7 +1,8 @@
 /*
  * C -> NestJS: a ksf client calls every handler of nest_service.mjs and checks the exact
  * results and error shapes, then emits an event and checks the NestJS side recorded it.
- * Usage: interop_client BROKER EVENT_LOG      Prints "N passed, N failed"; exit 0 if none failed.
+ * Usage: interop_client BROKER EVENT_LOG      Prints "N passed, N failed"; exit 0 if none
+ * failed.
  */
 #include <ksf/ksf.h>
 #include <pthread.h>
@@ -123,7 +124,8 @@ check_context(ksf_client *cli)
     pthread_cond_init(&o.done_cv, NULL);
     o.values = json_array();
     opts.timeout_ms = 15000;
-    ksf_err e = ksf_client_send(cli, "interop.context", payload, &opts, on_reply, &o, &ei);
+    ksf_err e =
+        ksf_client_send(cli, "interop.context", payload, &opts, on_reply, &o, &ei);
     if (e == KSF_OK) {
         pthread_mutex_lock(&o.lock);
         while (!o.done) {
@@ -135,17 +137,17 @@ check_context(ksf_client *cli)
     json_t *h = json_object_get(got, "msgHeaders");
     const char *cid = json_string_value(json_object_get(h, "kafka_correlationId"));
     json_int_t partition = json_integer_value(json_object_get(got, "partition"));
-    bool ok = got && json_is_integer(json_object_get(got, "partition")) && partition >= 0 &&
-              partition < 4 &&
+    bool ok = got && json_is_integer(json_object_get(got, "partition")) &&
+              partition >= 0 && partition < 4 &&
               str_is(json_object_get(got, "topic"), "interop.context") &&
               str_is(json_object_get(got, "msgKey"), "hero-1") &&
-              json_object_size(h) == 4 &&
-              str_is(json_object_get(h, "x-trace"), "abc") &&
+              json_object_size(h) == 4 && str_is(json_object_get(h, "x-trace"), "abc") &&
               str_is(json_object_get(h, "kafka_replyTopic"), "interop.context.reply") &&
-              str_is(json_object_get(h, "kafka_replyPartition"), "0") &&
-              cid && strlen(cid) == 36;
+              str_is(json_object_get(h, "kafka_replyPartition"), "0") && cid &&
+              strlen(cid) == 36;
     char *g = got ? json_dumps(got, JSON_COMPACT) : NULL;
-    snprintf(detail, sizeof detail, "send %s; got %s", e ? ei.text : "ok", g ? g : "nothing");
+    snprintf(detail, sizeof detail, "send %s; got %s", e ? ei.text : "ok",
+             g ? g : "nothing");
     check("interop.context", ok, detail);
     free(g);
     json_decref(payload);
@@ -193,7 +195,8 @@ main(int argc, char **argv)
     if (ksf_config_set(cfg, "brokers", argv[1], &ei) ||
         ksf_config_set(cfg, "client.id", "interop-c", &ei) ||
         ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", &ei) ||
-        /* The embedded broker finishes a rebalance only after session.timeout.ms - 1 s. */
+        /* The embedded broker finishes a rebalance only after session.timeout.ms - 1 s.
+         */
         ksf_config_set(cfg, "consumer.session.timeout.ms", "6000", &ei) ||
         ksf_config_set(cfg, "consumer.heartbeat.interval.ms", "500", &ei) ||
         ksf_client_new(&cli, cfg, &ei)) {
@@ -204,10 +207,11 @@ main(int argc, char **argv)
     /* As with NestJS's subscribeToResponseOf: every reply topic before connect, so the
      * reply group is joined once rather than once per pattern. */
     static const char *const patterns[] = {
-        "interop.object",      "interop.array",       "interop.string", "interop.number",
-        "interop.null",        "interop.echo",        "interop.rpc-string",
-        "interop.rpc-object",  "interop.plain-error", "interop.stream",
-        "interop.stream-sync", "interop.async",       "interop.context"};
+        "interop.object",     "interop.array",       "interop.string",
+        "interop.number",     "interop.null",        "interop.echo",
+        "interop.rpc-string", "interop.rpc-object",  "interop.plain-error",
+        "interop.stream",     "interop.stream-sync", "interop.async",
+        "interop.context"};
     for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
         if (ksf_client_subscribe_to_response_of(cli, patterns[i], &ei)) {
             fprintf(stderr, "interop_client: %s\n", ei.text);
@@ -221,22 +225,26 @@ main(int argc, char **argv)
 
     expect_call(cli, "interop.object", "{\"heroId\":1}", NULL,
                 "{\"values\":[{\"id\":1,\"name\":\"Mythical Sword\"}]}");
-    expect_call(cli, "interop.array", "{}", NULL, "{\"values\":[[{\"id\":1},{\"id\":2}]]}");
+    expect_call(cli, "interop.array", "{}", NULL,
+                "{\"values\":[[{\"id\":1},{\"id\":2}]]}");
     expect_call(cli, "interop.string", "{}", NULL, "{\"values\":[\"dragon slain\"]}");
     expect_call(cli, "interop.number", "{}", NULL, "{\"values\":[\"42\"]}");
     expect_call(cli, "interop.null", "{}", NULL, "{\"values\":[null]}");
     expect_call(cli, "interop.echo", "{\"a\":[1,2.5,\"x\",null,true]}", NULL,
                 "{\"values\":[{\"a\":[1,2.5,\"x\",null,true]}]}");
-    expect_call(cli, "interop.echo", "\"plain text\"", NULL, "{\"values\":[\"plain text\"]}");
+    expect_call(cli, "interop.echo", "\"plain text\"", NULL,
+                "{\"values\":[\"plain text\"]}");
     expect_call(cli, "interop.echo", "7", NULL, "{\"values\":[\"7\"]}");
     expect_call(cli, "interop.rpc-string", "{}", NULL,
                 "{\"error\":{\"status\":\"error\",\"message\":\"hero not found\"}}");
     expect_call(cli, "interop.rpc-object", "{}", NULL,
                 "{\"error\":{\"code\":42,\"message\":\"bad dragon\"}}");
-    expect_call(cli, "interop.plain-error", "{}", NULL,
-                "{\"error\":{\"status\":\"error\",\"message\":\"Internal server error\"}}");
+    expect_call(
+        cli, "interop.plain-error", "{}", NULL,
+        "{\"error\":{\"status\":\"error\",\"message\":\"Internal server error\"}}");
     expect_call(cli, "interop.stream", "{}", NULL, "{\"values\":[\"0\",\"1\",\"2\"]}");
-    expect_call(cli, "interop.stream-sync", "{}", NULL, "{\"values\":[\"1\",\"2\",\"3\"]}");
+    expect_call(cli, "interop.stream-sync", "{}", NULL,
+                "{\"values\":[\"1\",\"2\",\"3\"]}");
     expect_call(cli, "interop.async", "{\"n\":7}", NULL,
                 "{\"values\":[{\"async\":true,\"got\":{\"n\":7}}]}");
     check_context(cli);

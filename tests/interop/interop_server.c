@@ -62,7 +62,8 @@ KSF_MESSAGE_PATTERN("interop.rpc-object", rpc_object)
 
 KSF_MESSAGE_PATTERN("interop.plain-error", plain_error)
 {
-    return KSF_EINVAL; /* any failure that is not a reply_error: "Internal server error" */
+    return KSF_EINVAL; /* any failure that is not a reply_error: "Internal server error"
+                        */
 }
 
 /* Three values, the last one carrying the end-of-stream header. */

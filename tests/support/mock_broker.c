@@ -74,12 +74,15 @@ ksft_config(const ksft_broker *b)
     ksf_config *cfg = NULL;
     ksf_errinfo ei = {0};
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    ck_assert_msg(ksf_config_set(cfg, "brokers", b->address, &ei) == KSF_OK, "%s", ei.text);
+    ck_assert_msg(ksf_config_set(cfg, "brokers", b->address, &ei) == KSF_OK, "%s",
+                  ei.text);
     ck_assert_msg(ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", &ei) == KSF_OK,
                   "%s", ei.text);
-    ck_assert_msg(ksf_config_set(cfg, "consumer.session.timeout.ms", "6000", &ei) == KSF_OK,
+    ck_assert_msg(ksf_config_set(cfg, "consumer.session.timeout.ms", "6000", &ei) ==
+                      KSF_OK,
                   "%s", ei.text);
-    ck_assert_msg(ksf_config_set(cfg, "consumer.heartbeat.interval.ms", "500", &ei) == KSF_OK,
+    ck_assert_msg(ksf_config_set(cfg, "consumer.heartbeat.interval.ms", "500", &ei) ==
+                      KSF_OK,
                   "%s", ei.text);
     ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
     return cfg;

@@ -19,7 +19,8 @@ struct ksft_producer {
 };
 
 static void
-dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
     (void)rk;
     ksft_producer *p = opaque;
     if (m->err) {
@@ -32,14 +33,16 @@ dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 }
 
 static void
-set(rd_kafka_conf_t *conf, const char *k, const char *v) {
+set(rd_kafka_conf_t *conf, const char *k, const char *v)
+{
     char err[256];
     ck_assert_msg(rd_kafka_conf_set(conf, k, v, err, sizeof err) == RD_KAFKA_CONF_OK,
                   "%s=%s: %s", k, v, err);
 }
 
 ksft_producer *
-ksft_producer_new(const char *brokers) {
+ksft_producer_new(const char *brokers)
+{
     char err[256];
     ksft_producer *p = calloc(1, sizeof *p);
     ck_assert_ptr_nonnull(p);
@@ -55,7 +58,8 @@ ksft_producer_new(const char *brokers) {
 }
 
 void
-ksft_producer_flush(ksft_producer *p, int timeout_ms) {
+ksft_producer_flush(ksft_producer *p, int timeout_ms)
+{
     rd_kafka_resp_err_t err = rd_kafka_flush(p->rk, timeout_ms);
     ck_assert_msg(err == RD_KAFKA_RESP_ERR_NO_ERROR, "test producer flush: %s (%d left)",
                   rd_kafka_err2str(err), rd_kafka_outq_len(p->rk));
@@ -64,7 +68,8 @@ ksft_producer_flush(ksft_producer *p, int timeout_ms) {
 }
 
 void
-ksft_producer_destroy(ksft_producer *p) {
+ksft_producer_destroy(ksft_producer *p)
+{
     if (!p) {
         return;
     }
@@ -78,7 +83,8 @@ ksft_producer_destroy(ksft_producer *p) {
 
 /* librdkafka looks up a new topic's metadata on a 1 s timer; ask at once instead. */
 static void
-learn_topic(ksft_producer *p, const char *topic) {
+learn_topic(ksft_producer *p, const char *topic)
+{
     for (size_t i = 0; i < p->nknown; i++) {
         if (!strcmp(p->known[i], topic)) {
             return;
@@ -99,7 +105,8 @@ learn_topic(ksft_producer *p, const char *topic) {
 void
 ksft_produce(ksft_producer *p, const char *topic, int32_t partition, const void *key,
              size_t key_len, const void *value, size_t len, const ksfi_header *hdrs,
-             size_t nhdrs, bool wait) {
+             size_t nhdrs, bool wait)
+{
     learn_topic(p, topic);
     rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
     for (size_t i = 0; i < nhdrs; i++) {
@@ -133,7 +140,8 @@ ksft_produce(ksft_producer *p, const char *topic, int32_t partition, const void 
 void
 ksft_send_request(ksft_producer *p, const char *topic, int32_t partition,
                   const char *correlation_id, const char *reply_topic,
-                  int32_t reply_partition, const void *value, size_t len, bool wait) {
+                  int32_t reply_partition, const void *value, size_t len, bool wait)
+{
     char part[16];
     snprintf(part, sizeof part, "%" PRId32, reply_partition);
     ksfi_header h[3] = {
@@ -154,7 +162,8 @@ struct ksft_collector {
 };
 
 ksft_collector *
-ksft_collector_new(const char *brokers, const char *topic, int32_t partition) {
+ksft_collector_new(const char *brokers, const char *topic, int32_t partition)
+{
     char err[256];
     ksft_collector *c = calloc(1, sizeof *c);
     ck_assert_ptr_nonnull(c);
@@ -175,7 +184,8 @@ ksft_collector_new(const char *brokers, const char *topic, int32_t partition) {
 }
 
 static void *
-dup_bytes(const void *p, size_t n) {
+dup_bytes(const void *p, size_t n)
+{
     if (!p) {
         return NULL;
     }
@@ -187,7 +197,8 @@ dup_bytes(const void *p, size_t n) {
 }
 
 static void
-keep(ksft_collector *c, const rd_kafka_message_t *m) {
+keep(ksft_collector *c, const rd_kafka_message_t *m)
+{
     if (c->count == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 64;
         c->msgs = realloc(c->msgs, c->cap * sizeof *c->msgs);
@@ -217,7 +228,8 @@ keep(ksft_collector *c, const rd_kafka_message_t *m) {
 }
 
 size_t
-ksft_collector_poll(ksft_collector *c, int timeout_ms) {
+ksft_collector_poll(ksft_collector *c, int timeout_ms)
+{
     int64_t until = ksft_now_ms() + timeout_ms;
     do {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 20);
@@ -232,17 +244,20 @@ ksft_collector_poll(ksft_collector *c, int timeout_ms) {
 }
 
 size_t
-ksft_collector_count(const ksft_collector *c) {
+ksft_collector_count(const ksft_collector *c)
+{
     return c->count;
 }
 
 const ksft_msg *
-ksft_collector_at(const ksft_collector *c, size_t i) {
+ksft_collector_at(const ksft_collector *c, size_t i)
+{
     return i < c->count ? &c->msgs[i] : NULL;
 }
 
 bool
-ksft_msg_header(const ksft_msg *m, const char *name, const void **value, size_t *len) {
+ksft_msg_header(const ksft_msg *m, const char *name, const void **value, size_t *len)
+{
     for (size_t i = m->nhdrs; i > 0; i--) {
         if (!strcmp(m->hdrs[i - 1].name, name)) {
             if (value) {
@@ -258,7 +273,8 @@ ksft_msg_header(const ksft_msg *m, const char *name, const void **value, size_t 
 }
 
 static bool
-has_id(const ksft_msg *m, const char *id) {
+has_id(const ksft_msg *m, const char *id)
+{
     const void *v;
     size_t n;
     return ksft_msg_header(m, KSFI_HDR_CORRELATION_ID, &v, &n) && v && n == strlen(id) &&
@@ -266,7 +282,8 @@ has_id(const ksft_msg *m, const char *id) {
 }
 
 size_t
-ksft_collector_count_id(const ksft_collector *c, const char *id) {
+ksft_collector_count_id(const ksft_collector *c, const char *id)
+{
     size_t n = 0;
     for (size_t i = 0; i < c->count; i++) {
         n += has_id(&c->msgs[i], id);
@@ -275,7 +292,8 @@ ksft_collector_count_id(const ksft_collector *c, const char *id) {
 }
 
 const ksft_msg *
-ksft_collector_get_id(const ksft_collector *c, const char *id, size_t nth) {
+ksft_collector_get_id(const ksft_collector *c, const char *id, size_t nth)
+{
     for (size_t i = 0; i < c->count; i++) {
         if (has_id(&c->msgs[i], id) && nth-- == 0) {
             return &c->msgs[i];
@@ -285,7 +303,8 @@ ksft_collector_get_id(const ksft_collector *c, const char *id, size_t nth) {
 }
 
 size_t
-ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int timeout_ms) {
+ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int timeout_ms)
+{
     int64_t until = ksft_now_ms() + timeout_ms;
     size_t seen;
     while ((seen = ksft_collector_count_id(c, id)) < n && ksft_now_ms() < until) {
@@ -295,7 +314,8 @@ ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int timeout_
 }
 
 void
-ksft_collector_destroy(ksft_collector *c) {
+ksft_collector_destroy(ksft_collector *c)
+{
     if (!c) {
         return;
     }
@@ -317,7 +337,8 @@ ksft_collector_destroy(ksft_collector *c) {
 
 int64_t
 ksft_committed(const char *brokers, const char *group, const char *topic,
-               int32_t partition) {
+               int32_t partition)
+{
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     set(conf, "bootstrap.servers", brokers);

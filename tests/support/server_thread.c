@@ -65,7 +65,8 @@ ksft_server_new(const ksf_config *cfg)
 {
     ksf_server *srv = NULL;
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_server_new(&srv, cfg, &ei) == KSF_OK, "ksf_server_new: %s", ei.text);
+    ck_assert_msg(ksf_server_new(&srv, cfg, &ei) == KSF_OK, "ksf_server_new: %s",
+                  ei.text);
     return srv;
 }
 
@@ -74,6 +75,7 @@ ksft_client_new(const ksf_config *cfg)
 {
     ksf_client *cli = NULL;
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_client_new(&cli, cfg, &ei) == KSF_OK, "ksf_client_new: %s", ei.text);
+    ck_assert_msg(ksf_client_new(&cli, cfg, &ei) == KSF_OK, "ksf_client_new: %s",
+                  ei.text);
     return cli;
 }

@@ -9,7 +9,8 @@
 
 typedef struct ksft_running ksft_running;
 
-/* Run @p srv (handlers registered) on a new thread; returns once it is ready (20 s max). */
+/* Run @p srv (handlers registered) on a new thread; returns once it is ready (20 s max).
+ */
 ksft_running *ksft_server_start(ksf_server *srv);
 
 /* Stop the server, join its thread, assert run returned KSF_OK, free @p r (not the
