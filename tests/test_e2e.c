@@ -4,7 +4,7 @@
  * halves agree, including a handler that calls another service (nested calls).
  */
 #include "mock_broker.h"
-#include "server_thread.h"
+#include "service.h"
 
 #include <check.h>
 #include <pthread.h>
@@ -18,7 +18,7 @@ typedef struct world {
     ksft_broker *broker;
     ksf_config *cfg;
     ksf_server *srv;
-    ksft_running *running;
+    ksft_service service;
     ksf_client *cli;
     ksf_client *inner; /* a client the server's handlers call through, if any */
 } world;
@@ -30,18 +30,17 @@ world_open(world *w, ksf_server *(*make_server)(const ksf_config *cfg, void *use
     memset(w, 0, sizeof *w);
     w->broker = ksft_broker_start();
     w->cfg = ksft_config(w->broker);
-    w->cli = ksft_client_new(w->cfg);
+    w->cli = ksft_client(w->cfg);
     w->srv = make_server(w->cfg, user ? user : w);
-    w->running = ksft_server_start(w->srv);
+    ksft_service_start(&w->service, w->srv, 20000);
 }
 
 static void
 world_close(world *w)
 {
     ksf_client_destroy(w->cli);
-    ksft_server_stop(w->running);
-    ksf_server_destroy(w->srv);
-    ksf_client_destroy(w->inner); /* after the server: its handlers used it */
+    ksft_service_stop(&w->service); /* stops and destroys the server */
+    ksf_client_destroy(w->inner);   /* after the server: its handlers used it */
     ksf_config_destroy(w->cfg);
     ksft_broker_stop(w->broker);
 }
@@ -131,7 +130,7 @@ static ksf_server *
 make_basic_server(const ksf_config *cfg, void *user)
 {
     (void)user;
-    ksf_server *srv = ksft_server_new(cfg);
+    ksf_server *srv = ksft_server(cfg);
     register_message(srv, "hero.kill.dragon", h_hero, NULL);
     register_message(srv, "math.sum", h_sum, NULL);
     register_message(srv, "math.fail", h_fail, NULL);
@@ -210,13 +209,6 @@ collected_done(collected *c)
     return d;
 }
 
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Poll @p cond(arg) until it is true or @p timeout_ms passed. */
 static bool
 wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
@@ -226,7 +218,7 @@ wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
         if (ksft_now_ms() > until) {
             return false;
         }
-        sleep_ms(5);
+        ksft_sleep_ms(5);
     }
     return true;
 }
@@ -241,7 +233,7 @@ static ksf_server *
 make_stream_server(const ksf_config *cfg, void *user)
 {
     (void)user;
-    ksf_server *srv = ksft_server_new(cfg);
+    ksf_server *srv = ksft_server(cfg);
     register_message(srv, "rocket.launch", h_countdown, NULL);
     return srv;
 }
@@ -301,8 +293,8 @@ static ksf_server *
 make_nested_server(const ksf_config *cfg, void *user)
 {
     world *w = user;
-    w->inner = ksft_client_new(cfg);
-    ksf_server *srv = ksft_server_new(cfg);
+    w->inner = ksft_client(cfg);
+    ksf_server *srv = ksft_server(cfg);
     register_message(srv, "math.sum", h_sum, NULL);
     register_message(srv, "order.create", h_order, w->inner);
     return srv;
@@ -437,7 +429,7 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)ctx;
     (void)data;
-    sleep_ms(1500); /* the work itself: slower than the caller's timeout */
+    ksft_sleep_ms(1500); /* the work itself: slower than the caller's timeout */
     *reply = json_string("finally");
     return KSF_OK;
 }
@@ -446,7 +438,7 @@ static ksf_server *
 make_slow_server(const ksf_config *cfg, void *user)
 {
     (void)user;
-    ksf_server *srv = ksft_server_new(cfg);
+    ksf_server *srv = ksft_server(cfg);
     register_message(srv, "slow.op", h_slow, NULL);
     return srv;
 }
@@ -511,7 +503,7 @@ static ksf_server *
 make_event_server(const ksf_config *cfg, void *user)
 {
     (void)user;
-    ksf_server *srv = ksft_server_new(cfg);
+    ksf_server *srv = ksft_server(cfg);
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_on_event(srv, "hero.dragon.killed", h_killed, NULL, &ei) ==
                       KSF_OK,

@@ -25,11 +25,19 @@ ksft_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 ksf_server *
-ksft_echo_server(const ksf_config *cfg, const char *const *patterns)
+ksft_server(const ksf_config *cfg)
 {
     ksf_server *srv = NULL;
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_server_new(&srv, cfg, &ei) == KSF_OK, "%s", ei.text);
+    return srv;
+}
+
+ksf_server *
+ksft_echo_server(const ksf_config *cfg, const char *const *patterns)
+{
+    ksf_server *srv = ksft_server(cfg);
+    ksf_errinfo ei = {0};
     for (size_t i = 0; patterns[i]; i++) {
         ck_assert_msg(ksf_server_on_message(srv, patterns[i], ksft_echo, NULL, &ei) ==
                           KSF_OK,

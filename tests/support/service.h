@@ -22,6 +22,9 @@ typedef struct ksft_service {
     atomic_int ready;
 } ksft_service;
 
+/* A new server on @p cfg (fails the test on error). */
+ksf_server *ksft_server(const ksf_config *cfg);
+
 /* A server from @p cfg with an echo handler on each of @p patterns (NULL-terminated):
  * the reply is the request's value. Fails the test on error. */
 ksf_server *ksft_echo_server(const ksf_config *cfg, const char *const *patterns);
