@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # NestJS interoperability, both directions, on a fresh embedded broker:
 #   1. C -> NestJS: interop_client calls nest_service.mjs's handler matrix and emits an event;
-#   2. NestJS -> C: nest_client.mjs (a NestJS ClientKafka) calls interop_server's matrix.
+#   2. NestJS -> C: nest_client.mjs (a NestJS ClientKafka) calls interop_server's matrix;
+#   3. one reply group shared by a NestJS ClientKafka (mixed_client.mjs) and a ksf client
+#      (ksf bench), both sending at once: every request of both must get its reply.
 # Usage: run.sh KSF_TOOL INTEROP_CLIENT INTEROP_SERVER
 # Exit 0: all passed; 1: a check failed; 77 (meson: skipped) when node or the pinned npm
 # packages are missing, saying so. `npm ci` in tests/interop installs them (tools/dev deps).
@@ -78,8 +80,27 @@ echo "# ksf server ready (t=${SECONDS}s)"
 node "$here/nest_client.mjs" "$broker" | tee "$tmp/nest_client.out"
 n_rc=${PIPESTATUS[0]}
 
+echo "# 3. a NestJS client and a ksf client in one reply group (t=${SECONDS}s)"
+node "$here/mixed_client.mjs" "$broker" interop-mixed 20 >"$tmp/mixed.out" 2>&1 &
+mixed_pid=$!
+pids+=("$mixed_pid")
+wait_for "$tmp/mixed.out" 'nest mixed client ready' 60 "$mixed_pid" ||
+    fail "the NestJS mixed-group client did not connect"
+"$ksf" bench interop.echo '{"from":"ksf"}' --duration 10 --concurrency 4 \
+    --brokers "$broker" --timeout-ms 20000 --set group.id=interop-mixed \
+    --set consumer.fetch.wait.max.ms=5 --set consumer.session.timeout.ms=6000 \
+    --set consumer.heartbeat.interval.ms=500 >"$tmp/mixed_bench.out" 2>"$tmp/mixed_bench.log"
+b_rc=$?
+wait "$mixed_pid"
+m_rc=$?
+cat "$tmp/mixed.out"
+echo "ksf client in the same group (ksf bench, exit $b_rc):"
+tail -n 4 "$tmp/mixed_bench.out"
+if ((b_rc == 0)); then echo "1 passed, 0 failed" >"$tmp/mixed_ksf.out"; else
+    echo "0 passed, 1 failed" >"$tmp/mixed_ksf.out"; fi
+
 passed=0 failed=0
-for out in "$tmp/c_client.out" "$tmp/nest_client.out"; do
+for out in "$tmp/c_client.out" "$tmp/nest_client.out" "$tmp/mixed.out" "$tmp/mixed_ksf.out"; do
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1)
     [[ -n $line ]] || { failed=$((failed + 1)); continue; }
     read -r p _ f _ <<<"${line//,/}"
@@ -87,4 +108,5 @@ for out in "$tmp/c_client.out" "$tmp/nest_client.out"; do
 done
 echo "# done (t=${SECONDS}s)"
 echo "interop: $passed passed, $failed failed"
-((c_rc == 0 && n_rc == 0 && failed == 0)) || fail "see the failures above"
+((c_rc == 0 && n_rc == 0 && m_rc == 0 && b_rc == 0 && failed == 0)) ||
+    fail "see the failures above"
