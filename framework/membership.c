@@ -547,14 +547,16 @@ log_plan(ksfi_membership *m, const ksfi_assignor_member *am, const ksfi_gp_assig
     for (size_t i = 0; i < n; i++) {
         char line[256];
         size_t off = 0;
-        for (size_t t = 0; t < a[i].count && off < sizeof line - 16; t++) {
-            for (size_t j = 0; j < a[i].topics[t].count && off < sizeof line - 16; j++) {
-                off += (size_t)snprintf(line + off, sizeof line - off, " %s[%d]",
-                                        a[i].topics[t].topic,
-                                        (int)a[i].topics[t].partitions[j]);
+        bool full = false; /* the line is cut short, never overrun */
+        line[0] = '\0';
+        for (size_t t = 0; t < a[i].count && !full; t++) {
+            for (size_t j = 0; j < a[i].topics[t].count && !full; j++) {
+                int w = snprintf(line + off, sizeof line - off, " %s[%d]",
+                                 a[i].topics[t].topic, (int)a[i].topics[t].partitions[j]);
+                full = w < 0 || (size_t)w >= sizeof line - off;
+                off = full ? sizeof line - 1 : off + (size_t)w;
             }
         }
-        line[off] = '\0';
         ksfi_log(&m->log, KSF_LOG_INFO, COMPONENT,
                  "group %s: assign %s (launch %" PRId64 "):%s", m->group_id,
                  am[i].member_id,
