@@ -211,8 +211,12 @@ START_TEST(test_soak_restart)
     ck_assert_uint_eq(n - ok, 0);
     ck_assert_uint_eq(dup_delivered, 0);
     ck_assert_uint_eq(wrong, 0);
-    ck_assert_msg(rss_end <= rss_warm + rss_warm / 10,
-                  "RSS %ld KiB at the end, %ld KiB after warm-up", rss_end, rss_warm);
+    if (ksft_rss_meaningful()) {
+        ck_assert_msg(rss_end <= rss_warm + rss_warm / 10,
+                      "RSS %ld KiB at the end, %ld KiB after warm-up", rss_end, rss_warm);
+    } else {
+        fprintf(stderr, "soak: RSS bound not checked (ASan or valgrind)\n");
+    }
 
     for (int i = 0; i < NCLI; i++) {
         ksf_client_destroy(snd[i].cli);

@@ -218,3 +218,15 @@ ksft_rss_kib(void)
     }
     return rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
+
+bool
+ksft_rss_meaningful(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return false;
+#else
+    /* valgrind preloads its vgpreload_*.so into the program it runs. */
+    const char *preload = getenv("LD_PRELOAD");
+    return !(preload && strstr(preload, "vgpreload"));
+#endif
+}
