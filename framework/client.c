@@ -38,8 +38,8 @@ typedef struct reply_slot {
     struct reply_slot *next;
     char *topic;
     int32_t partition;
-    uint32_t outstanding; /* requests in flight that advertised it */
-    bool revoked;         /* draining: released when outstanding reaches 0 */
+    uint32_t outstanding;   /* requests in flight that advertised it */
+    bool revoked;           /* draining: released when outstanding reaches 0 */
     ksfi_pmetrics *metrics; /* its topic's pattern metrics (owned by the topic) */
 } reply_slot;
 
@@ -50,8 +50,8 @@ typedef struct reply_topic {
     struct reply_topic *next;
     char *name;
     topic_state state;
-    reply_slot *slot;      /* READY: the partition advertised in new requests */
-    int32_t revoked_early; /* ACQUIRING: a partition revoked before it was recorded */
+    reply_slot *slot;       /* READY: the partition advertised in new requests */
+    int32_t revoked_early;  /* ACQUIRING: a partition revoked before it was recorded */
     ksfi_pmetrics *metrics; /* the pattern's; NULL when it could not be allocated */
 } reply_topic;
 
@@ -468,7 +468,8 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         cli->stats.replies++;
     }
     if (p->metrics) {
-        ksfi_pmetrics_inc(p->metrics, meta.has_err ? KSFI_M_REMOTE_ERRORS : KSFI_M_ANSWERED);
+        ksfi_pmetrics_inc(p->metrics,
+                          meta.has_err ? KSFI_M_REMOTE_ERRORS : KSFI_M_ANSWERED);
         ksfi_hist_observe(&p->metrics->latency, ksfi_metrics_now_us() - p->sent_us);
     }
     pthread_mutex_unlock(&cli->lock);

@@ -435,8 +435,9 @@ log_partitions(ksf_server *srv, const char *what,
                               l->elems[i].topic, (int)l->elems[i].partition);
     }
     char n[24];
-    ksf_log_field f[] = {
-        {"group", srv->group_id}, {"count", KSFI_LOG_NUM(n, l->cnt)}, {"partitions", buf}};
+    ksf_log_field f[] = {{"group", srv->group_id},
+                         {"count", KSFI_LOG_NUM(n, l->cnt)},
+                         {"partitions", buf}};
     ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 3, "partitions %s", what);
 }
 
