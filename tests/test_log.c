@@ -1,10 +1,12 @@
 /* Structured logging: the logfmt and JSON renderings, the ready sinks, and how the
  * internal ksfi_logkv reaches the plain and the structured sinks. */
 #include "config.h"
+#include "kafka.h"
 #include "log.h"
 
 #include <check.h>
 #include <ksf/ksf.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +205,75 @@ START_TEST(test_log_off_by_default)
 }
 END_TEST
 
+/* librdkafka's records: a structured sink fed from its threads. */
+typedef struct kafka_seen {
+    pthread_mutex_t lock;
+    int records, with_fields;
+    char facility[64], client[128];
+} kafka_seen;
+
+static void
+kafka_sink(void *user, ksf_log_level level, const char *component, const char *message,
+           const ksf_log_field *fields, size_t n)
+{
+    kafka_seen *k = user;
+    (void)message;
+    if (strcmp(component, "kafka") != 0 || level != KSF_LOG_DEBUG) {
+        return;
+    }
+    pthread_mutex_lock(&k->lock);
+    k->records++;
+    if (n == 2 && !strcmp(fields[0].key, "facility") &&
+        !strcmp(fields[1].key, "client")) {
+        k->with_fields++;
+        snprintf(k->facility, sizeof k->facility, "%s", fields[0].value);
+        snprintf(k->client, sizeof k->client, "%s", fields[1].value);
+    }
+    pthread_mutex_unlock(&k->lock);
+}
+
+/* The handle's opaque starts with the logger, as kafka.h requires. */
+typedef struct owner {
+    ksfi_logger log;
+} owner;
+
+START_TEST(test_log_kafka_records_carry_facility_and_client)
+{
+    kafka_seen k = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    ksf_config *cfg;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    /* Nothing listens on port 1 of the loopback: the handle only logs its start-up. */
+    ck_assert_int_eq(ksf_config_set(cfg, "brokers", "127.0.0.1:1", &ei), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "kafka.debug", "generic", &ei), KSF_OK);
+    ksf_config_set_log_structured(cfg, kafka_sink, &k, KSF_LOG_DEBUG);
+    owner o = {ksfi_logger_from_config(cfg)};
+    rd_kafka_conf_t *conf = NULL;
+    ck_assert_int_eq(
+        ksfi_kafka_conf(cfg, KSF_KAFKA_PRODUCER, "logtest", NULL, &conf, &ei), KSF_OK);
+    rd_kafka_conf_set_opaque(conf, &o);
+    char err[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ck_assert_msg(rk != NULL, "%s", err);
+    int got = 0;
+    for (int i = 0; i < 500; i++) { /* up to 5 s, polling the condition */
+        pthread_mutex_lock(&k.lock);
+        got = k.with_fields;
+        pthread_mutex_unlock(&k.lock);
+        if (got > 0) {
+            break;
+        }
+        rd_kafka_poll(rk, 10);
+    }
+    rd_kafka_destroy(rk);
+    ck_assert_int_gt(k.with_fields, 0);
+    ck_assert_int_eq(k.with_fields, k.records); /* every record has both fields */
+    ck_assert_str_ne(k.facility, "");
+    ck_assert_msg(!strncmp(k.client, "logtest#producer-", 17), "client=%s", k.client);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
 static Suite *
 log_suite(void)
 {
@@ -220,6 +291,10 @@ log_suite(void)
     tcase_add_test(tc, test_log_ready_sink_cuts_long_lines);
     tcase_add_test(tc, test_log_logkv_reaches_both_sinks);
     tcase_add_test(tc, test_log_off_by_default);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("kafka");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_log_kafka_records_carry_facility_and_client);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -566,7 +566,8 @@ KSF_API void ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out);
  * ksf_server_malformed_total, ksf_server_reply_failures_total. docs/metrics.md says
  * what each counts. Use open_memstream() for a buffer.
  * Errors: KSF_EINVAL (a NULL argument, or a write to @p out failed), KSF_ENOMEM.
- * Threads: any, at any time; the counters are read without stopping the server.
+ * Threads: any, but not while handlers are still being registered; the counters are
+ * read without stopping the server.
  */
 KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
 
