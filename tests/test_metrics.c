@@ -175,6 +175,7 @@ END_TEST
 #define P_FAIL "metrics.fail"
 #define P_EVENT "metrics.event"
 #define P_NOBODY "metrics.nobody"
+#define P_SLOW "metrics.slow"
 #define N_ECHO 3
 #define N_FAIL 2
 
@@ -184,6 +185,17 @@ fail_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
     (void)data;
     (void)reply;
     return ksf_ctx_reply_error(ctx, "refused");
+}
+
+/* Answers after the caller gave up: a late reply. */
+static ksf_err
+slow_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    ksft_sleep_ms(600);
+    *reply = json_string("late");
+    return KSF_OK;
 }
 
 static atomic_int events_seen;
@@ -275,6 +287,7 @@ send_all(ksf_client *cli)
     }
     json_t *rep = NULL;
     ck_assert_int_eq(ksf_client_call(cli, P_NOBODY, NULL, 300, &rep, &ei), KSF_ETIMEDOUT);
+    ck_assert_int_eq(ksf_client_call(cli, P_SLOW, NULL, 200, &rep, &ei), KSF_ETIMEDOUT);
     ck_assert_int_eq(ksf_client_emit(cli, P_EVENT, NULL, NULL, NULL, NULL, &ei), KSF_OK);
     ck_assert_int_eq(ksf_client_flush(cli, 5000, &ei), KSF_OK);
 }
@@ -321,6 +334,12 @@ check_server(ksf_server *srv)
 static void
 check_client(ksf_client *cli)
 {
+    ksf_client_stats st;
+    int64_t until = ksft_now_ms() + 10000;
+    do { /* the slow handler's reply comes about 0.4 s after its timeout */
+        ksft_sleep_ms(20);
+        ksf_client_get_stats(cli, &st);
+    } while (st.late_replies < 1 && ksft_now_ms() < until);
     memout m;
     FILE *f = mem_open(&m);
     ck_assert_int_eq(ksf_client_write_prometheus(cli, f), KSF_OK);
@@ -336,6 +355,9 @@ check_client(ksf_client *cli)
     ck_assert_int_eq(series(t, "ksf_client_timeouts_total{pattern=\"" P_ECHO "\"}"), 0);
     ck_assert_int_eq(series(t, "ksf_client_late_replies_total{pattern=\"" P_ECHO "\"}"),
                      0);
+    ck_assert_int_eq(series(t, "ksf_client_late_replies_total{pattern=\"" P_SLOW "\"}"),
+                     1);
+    ck_assert_int_eq(series(t, "ksf_client_timeouts_total{pattern=\"" P_SLOW "\"}"), 1);
     ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_ECHO),
                      N_ECHO);
     ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_FAIL),
@@ -345,20 +367,20 @@ check_client(ksf_client *cli)
     ck_assert_int_eq(series(t, "ksf_client_in_flight"), 0);
     ck_assert_int_eq(series(t, "ksf_client_events_emitted_total"), 1);
     ck_assert_int_ge(series(t, "ksf_client_reply_group_rebalances_total"), 1);
-    /* One owned partition of each of the three reply topics (4 partitions each). */
+    /* One owned partition of each of the four reply topics (4 partitions each). */
     int owned = 0;
     for (const char *p = strstr(t, "ksf_client_reply_partition{"); p;
          p = strstr(p + 1, "ksf_client_reply_partition{")) {
         ck_assert_ptr_nonnull(strstr(p, "state=\"owned\"} 1\n"));
         owned++;
     }
-    ck_assert_int_eq(owned, 3);
+    ck_assert_int_eq(owned, 4);
     ck_assert_ptr_nonnull(
         strstr(t, "ksf_client_reply_partition{topic=\"" P_ECHO ".reply\",partition=\""));
     free(t);
     json_t *j = NULL;
     ck_assert_int_eq(ksf_client_metrics_json(cli, &j), KSF_OK);
-    ck_assert_uint_eq(json_array_size(json_object_get(j, "reply_partitions")), 3);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "reply_partitions")), 4);
     json_t *fail = json_object_get(json_object_get(j, "patterns"), P_FAIL);
     ck_assert_int_eq(json_integer_value(json_object_get(fail, "remote_errors")), N_FAIL);
     json_decref(j);
@@ -369,8 +391,9 @@ START_TEST(test_metrics_server_and_client_count_traffic)
     ksft_broker *b = ksft_broker_start();
     ksf_config *cfg = ksft_config(b);
     ksf_errinfo ei = {0};
-    const char *topics[] = {P_ECHO,          P_FAIL,          P_EVENT,          P_NOBODY,
-                            P_ECHO ".reply", P_FAIL ".reply", P_NOBODY ".reply"};
+    const char *topics[] = {
+        P_ECHO,          P_FAIL,          P_EVENT,           P_NOBODY,       P_SLOW,
+        P_ECHO ".reply", P_FAIL ".reply", P_NOBODY ".reply", P_SLOW ".reply"};
     for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
         ksft_broker_create_topic(b, topics[i], 4);
     }
@@ -378,11 +401,12 @@ START_TEST(test_metrics_server_and_client_count_traffic)
     ck_assert_int_eq(ksf_server_on_message(srv, P_ECHO, ksft_echo, NULL, &ei), KSF_OK);
     ck_assert_int_eq(ksf_server_on_message(srv, P_FAIL, fail_handler, NULL, &ei), KSF_OK);
     ck_assert_int_eq(ksf_server_on_event(srv, P_EVENT, event_handler, NULL, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_server_on_message(srv, P_SLOW, slow_handler, NULL, &ei), KSF_OK);
     ksft_service s = {0};
     ksft_service_start(&s, srv, 20000);
     ksf_client *cli = ksft_client(cfg);
-    const char *patterns[] = {P_ECHO, P_FAIL, P_NOBODY};
-    for (int i = 0; i < 3; i++) {
+    const char *patterns[] = {P_ECHO, P_FAIL, P_NOBODY, P_SLOW};
+    for (int i = 0; i < 4; i++) {
         ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, patterns[i], &ei),
                          KSF_OK);
     }
