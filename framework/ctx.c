@@ -105,9 +105,14 @@ produce(ksf_ctx *ctx, const void *value, size_t len, const void *key, size_t key
     ksf_err err = ksfi_server_produce(ctx->srv, ctx, ctx->reply_topic, partition, value,
                                       len, key, key_len, hdrs, n, e);
     if (err) {
-        ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server", "reply for %s[%d]@%lld: %s",
-                 ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset,
-                 e->text);
+        char pa[16], off[24];
+        ksf_log_field f[] = {{"topic", ctx->topic},
+                             {"partition", KSFI_LOG_NUM(pa, ctx->msg->partition)},
+                             {"offset", KSFI_LOG_NUM(off, ctx->msg->offset)},
+                             {"correlation_id", ctx->correlation_id},
+                             {"reply_topic", ctx->reply_topic},
+                             {"error", e->text}};
+        ksfi_logkv(&ctx->srv->log, KSF_LOG_ERROR, "server", f, 6, "reply not produced");
         atomic_fetch_add(&ctx->srv->counters.reply_failures, 1);
     }
     return err;
