@@ -15,6 +15,7 @@
 #include "errinfo.h"
 #include "inflight.h"
 #include "kafka.h"
+#include "metrics.h"
 #include "reply_provider.h"
 #include "wire.h"
 
@@ -37,8 +38,9 @@ typedef struct reply_slot {
     struct reply_slot *next;
     char *topic;
     int32_t partition;
-    uint32_t outstanding; /* requests in flight that advertised it */
-    bool revoked;         /* draining: released when outstanding reaches 0 */
+    uint32_t outstanding;   /* requests in flight that advertised it */
+    bool revoked;           /* draining: released when outstanding reaches 0 */
+    ksfi_pmetrics *metrics; /* its topic's pattern metrics (owned by the topic) */
 } reply_slot;
 
 typedef enum { TOPIC_NEW, TOPIC_ACQUIRING, TOPIC_READY } topic_state;
@@ -48,8 +50,9 @@ typedef struct reply_topic {
     struct reply_topic *next;
     char *name;
     topic_state state;
-    reply_slot *slot;      /* READY: the partition advertised in new requests */
-    int32_t revoked_early; /* ACQUIRING: a partition revoked before it was recorded */
+    reply_slot *slot;       /* READY: the partition advertised in new requests */
+    int32_t revoked_early;  /* ACQUIRING: a partition revoked before it was recorded */
+    ksfi_pmetrics *metrics; /* the pattern's; NULL when it could not be allocated */
 } reply_topic;
 
 /* The msg_opaque of every produced message, freed by its delivery report. */
@@ -88,6 +91,7 @@ struct ksf_client {
     ksf_client_stats stats;
     /* Outside the lock: counted per acknowledged event, read by get_stats. */
     _Atomic uint64_t emitted;
+    _Atomic uint64_t rebalances; /* reply-group assignments received (metrics) */
 };
 
 static int64_t
@@ -193,6 +197,12 @@ topic_get_locked(ksf_client *cli, const char *name)
         ksfi_free(t);
         return NULL;
     }
+    /* The pattern is the reply topic less its suffix; counting never allocates. */
+    size_t n = strlen(name), sl = sizeof KSFI_REPLY_SUFFIX - 1;
+    if ((t->metrics = ksfi_pmetrics_new(name)) && n > sl &&
+        !strcmp(name + n - sl, KSFI_REPLY_SUFFIX)) {
+        t->metrics->pattern[n - sl] = '\0';
+    }
     t->next = cli->topics;
     cli->topics = t;
     return t;
@@ -209,6 +219,7 @@ topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition)
         return KSF_ENOMEM;
     }
     s->partition = partition;
+    s->metrics = t->metrics;
     s->next = cli->slots;
     cli->slots = s;
     t->slot = s;
@@ -378,11 +389,16 @@ deliver_reply(ksf_reply_fn cb, void *user, const char *id, const ksfi_reply_meta
 
 /* Count a reply whose id is not in flight: late, duplicate or unknown. */
 static void
-count_stray_locked(ksf_client *cli, const char *id, size_t len)
+count_stray_locked(ksf_client *cli, const char *id, size_t len, const char *topic)
 {
     switch (ksfi_inflight_recent(cli->inflight, id, len)) {
     case KSFI_RECENT_TIMED_OUT:
         cli->stats.late_replies++;
+        for (reply_topic *t = cli->topics; t; t = t->next) {
+            if (!strcmp(t->name, topic)) {
+                ksfi_pmetrics_inc(t->metrics, KSFI_M_LATE);
+            }
+        }
         break;
     case KSFI_RECENT_ANSWERED:
         cli->stats.duplicate_replies++;
@@ -415,7 +431,8 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
     pthread_mutex_lock(&cli->lock);
     ksfi_pending *p = ksfi_inflight_find(cli->inflight, cid, meta.correlation_id_len);
     if (!p) {
-        count_stray_locked(cli, cid, meta.correlation_id_len);
+        count_stray_locked(cli, cid, meta.correlation_id_len,
+                           rd_kafka_topic_name(msg->rkt));
         pthread_mutex_unlock(&cli->lock);
         ksfi_free(hdrs);
         return;
@@ -450,6 +467,11 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
     } else {
         cli->stats.replies++;
     }
+    if (p->metrics) {
+        ksfi_pmetrics_inc(p->metrics,
+                          meta.has_err ? KSFI_M_REMOTE_ERRORS : KSFI_M_ANSWERED);
+        ksfi_hist_observe(&p->metrics->latency, ksfi_metrics_now_us() - p->sent_us);
+    }
     pthread_mutex_unlock(&cli->lock);
     /* A null-valued end message after values is a bare completion (NestJS would emit an
      * extra null first): a stream gets no value, a plain request its last value. */
@@ -482,6 +504,7 @@ reply_tick_locked(ksf_client *cli, int *timeout_ms)
         slot_put_locked(cli, p->slot);
         p->slot = NULL;
         cli->stats.timeouts++;
+        ksfi_pmetrics_inc(p->metrics, KSFI_M_TIMEOUTS);
         p->hnext = expired;
         expired = p;
     }
@@ -707,6 +730,7 @@ client_free(ksf_client *cli)
         reply_topic *t = cli->topics;
         cli->topics = t->next;
         ksfi_free(t->name);
+        ksfi_free(t->metrics);
         ksfi_free(t);
     }
     ksfi_inflight_destroy(cli->inflight);
@@ -759,7 +783,7 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
     if ((e = make_handles(cli, ei))) {
         goto fail;
     }
-    ksfi_reply_host host = {cli->consumer, &cli->log, on_revoked, cli};
+    ksfi_reply_host host = {cli->consumer, &cli->log, on_revoked, cli, &cli->rebalances};
     if (cli->cfg->client_reply_provider == KSFI_REPLY_STATIC) {
         e = ksfi_reply_static_new(cli->cfg, &host, &cli->provider);
         e = e ? ksfi_fail(ei, e, "out of memory") : KSF_OK;
@@ -1063,6 +1087,8 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *
     }
     p->slot = slot;
     p->reply_partition = slot->partition;
+    p->metrics = slot->metrics;
+    p->sent_us = ksfi_metrics_now_us();
     slot->outstanding++;
     if (cli->paused) {
         set_paused_locked(cli, false);
@@ -1119,7 +1145,9 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     ksfi_kafka_add_headers(m.hdrs, proto, n);
     char id[KSFI_ID_SIZE];
     memcpy(id, p->id, sizeof id); /* p may be finished and freed once produced */
+    ksfi_pmetrics *pm = p->metrics;
     if ((e = produce(cli, pattern, &m, opts, t, ei)) == KSF_OK) {
+        ksfi_pmetrics_inc(pm, KSFI_M_SENT);
         pthread_mutex_lock(&cli->lock);
         cli->stats.sent++;
         pthread_mutex_unlock(&cli->lock);
@@ -1280,4 +1308,52 @@ ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out)
     out->emitted = atomic_load_explicit(&cli->emitted, memory_order_relaxed);
     out->in_flight = (uint32_t)ksfi_inflight_count(cli->inflight);
     pthread_mutex_unlock(&cli->lock);
+}
+
+/* ---- metrics (rendered by metrics_export.c) -------------------------------------- */
+
+ksf_err
+ksfi_client_metrics_collect(ksf_client *cli, ksfi_client_metrics *out)
+{
+    memset(out, 0, sizeof *out);
+    ksf_client_get_stats(cli, &out->stats);
+    out->rebalances = atomic_load(&cli->rebalances);
+    pthread_mutex_lock(&cli->lock);
+    size_t nt = 0, ns = 0;
+    for (reply_topic *t = cli->topics; t; t = t->next) {
+        nt++;
+    }
+    for (reply_slot *s = cli->slots; s; s = s->next) {
+        ns++;
+    }
+    out->patterns = ksfi_calloc(nt ? nt : 1, sizeof *out->patterns);
+    out->parts = ksfi_calloc(ns ? ns : 1, sizeof *out->parts);
+    bool ok = out->patterns && out->parts;
+    for (reply_topic *t = cli->topics; ok && t; t = t->next) {
+        out->patterns[out->npatterns++] = t->metrics; /* never freed before destroy */
+    }
+    for (reply_slot *s = cli->slots; ok && s; s = s->next) {
+        ksfi_client_part *cp = &out->parts[out->nparts];
+        ok = (cp->topic = ksfi_strdup(s->topic)) != NULL;
+        cp->partition = s->partition;
+        cp->draining = s->revoked;
+        out->nparts += ok;
+    }
+    pthread_mutex_unlock(&cli->lock);
+    if (!ok) {
+        ksfi_client_metrics_free(out);
+        return KSF_ENOMEM;
+    }
+    return KSF_OK;
+}
+
+void
+ksfi_client_metrics_free(ksfi_client_metrics *m)
+{
+    for (size_t i = 0; i < m->nparts; i++) {
+        ksfi_free(m->parts[i].topic);
+    }
+    ksfi_free(m->parts);
+    ksfi_free(m->patterns);
+    memset(m, 0, sizeof *m);
 }

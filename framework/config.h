@@ -33,6 +33,9 @@ struct ksf_config {
     ksf_log_fn log_fn;
     void *log_user;
     ksf_log_level log_max_level;
+    ksf_log_structured_fn slog_fn; /* ksf_config_set_log_structured (log.c) */
+    void *slog_user;
+    ksf_log_level slog_max_level;
 };
 
 /*

@@ -3,6 +3,7 @@
 #include "alloc.h"
 #include "dispatch.h"
 #include "errinfo.h"
+#include "metrics.h"
 #include "server.h"
 #include "wire.h"
 
@@ -63,13 +64,20 @@ ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic)
 {
     ksf_server *srv = ctx->srv;
     if (err) {
-        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
-                 "reply to %s for %s[%d]@%lld failed for good: %s", topic, ctx->topic,
-                 (int)ctx->msg->partition, (long long)ctx->msg->offset,
-                 rd_kafka_err2str(err));
+        char pa[16], off[24];
+        ksf_log_field f[] = {{"topic", ctx->topic},
+                             {"partition", KSFI_LOG_NUM(pa, ctx->msg->partition)},
+                             {"offset", KSFI_LOG_NUM(off, ctx->msg->offset)},
+                             {"correlation_id", ctx->correlation_id},
+                             {"reply_topic", topic},
+                             {"error", rd_kafka_err2str(err)}};
+        ksfi_logkv(&srv->log, KSF_LOG_ERROR, "server", f, 6, "reply failed for good");
         atomic_fetch_add(&srv->counters.reply_failures, 1);
     } else {
         atomic_fetch_add(&srv->counters.replies, 1);
+        if (ctx->handler) {
+            ksfi_pmetrics_inc(ctx->handler->metrics, KSFI_M_REPLIES);
+        }
     }
     ksfi_ctx_release(ctx);
 }
@@ -97,9 +105,14 @@ produce(ksf_ctx *ctx, const void *value, size_t len, const void *key, size_t key
     ksf_err err = ksfi_server_produce(ctx->srv, ctx, ctx->reply_topic, partition, value,
                                       len, key, key_len, hdrs, n, e);
     if (err) {
-        ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server", "reply for %s[%d]@%lld: %s",
-                 ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset,
-                 e->text);
+        char pa[16], off[24];
+        ksf_log_field f[] = {{"topic", ctx->topic},
+                             {"partition", KSFI_LOG_NUM(pa, ctx->msg->partition)},
+                             {"offset", KSFI_LOG_NUM(off, ctx->msg->offset)},
+                             {"correlation_id", ctx->correlation_id},
+                             {"reply_topic", ctx->reply_topic},
+                             {"error", e->text}};
+        ksfi_logkv(&ctx->srv->log, KSF_LOG_ERROR, "server", f, 6, "reply not produced");
         atomic_fetch_add(&ctx->srv->counters.reply_failures, 1);
     }
     return err;
@@ -120,6 +133,9 @@ send_error(ksf_ctx *ctx, const json_t *error, bool disposed)
     size_t n = ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len,
                                   text, len, disposed, h);
     atomic_fetch_add(&ctx->srv->counters.errors, 1);
+    if (ctx->handler) {
+        ksfi_pmetrics_inc(ctx->handler->metrics, KSFI_M_ERRORS);
+    }
     ksf_err err = produce(ctx, NULL, 0, NULL, 0, h, n, NULL);
     ksfi_free(text);
     return err;
@@ -220,11 +236,14 @@ prepare(ksf_ctx *ctx)
     if (ksfi_kafka_read_headers(m, &ctx->hdrs, &ctx->nhdrs) ||
         ksfi_parse_request_headers(ctx->hdrs, ctx->nhdrs, &ctx->meta, &ei) ||
         copy_meta(ctx)) {
-        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
-                 "%s[%d]@%lld: malformed request headers: %s; skipping it (no reply is "
-                 "possible)",
-                 ctx->topic, (int)m->partition, (long long)m->offset,
-                 ei.code ? ei.text : "out of memory reading them");
+        char pa[16], off[24];
+        ksf_log_field f[] = {{"topic", ctx->topic},
+                             {"partition", KSFI_LOG_NUM(pa, m->partition)},
+                             {"offset", KSFI_LOG_NUM(off, m->offset)},
+                             {"error", ei.code ? ei.text : "out of memory reading them"}};
+        ksfi_logkv(&srv->log, KSF_LOG_ERROR, "server", f, 4,
+                   "malformed request headers; skipping the message (no reply is "
+                   "possible)");
         atomic_fetch_add(&srv->counters.malformed, 1);
         return false;
     }
@@ -233,6 +252,8 @@ prepare(ksf_ctx *ctx)
                     (ctx->handler && ctx->handler->kind == KSF_HANDLER_EVENT);
     atomic_fetch_add(ctx->is_event ? &srv->counters.events : &srv->counters.requests, 1);
     if (ctx->handler) {
+        ksfi_pmetrics_inc(ctx->handler->metrics,
+                          ctx->is_event ? KSFI_M_EVENTS : KSFI_M_REQUESTS);
         return true;
     }
     atomic_fetch_add(&srv->counters.no_handler, 1);
@@ -266,6 +287,11 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         json_decref(reply);
         return KSF_ESTATE;
     }
+    if (ctx->handler->metrics) {
+        /* Deferred handlers included: their latency ends at ksf_ctx_finish. */
+        ksfi_hist_observe(&ctx->handler->metrics->latency,
+                          ksfi_metrics_now_us() - ctx->started_us);
+    }
     if (ctx->is_event) {
         if (status != KSF_OK) {
             /* Logged and committed: redelivering a poison event forever helps nobody. */
@@ -274,6 +300,7 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
                      ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset,
                      ksf_strerror(status));
             atomic_fetch_add(&srv->counters.errors, 1);
+            ksfi_pmetrics_inc(ctx->handler->metrics, KSFI_M_ERRORS);
         }
     } else if (!ended && status == KSF_OK) {
         send_final(ctx, reply);
@@ -303,6 +330,7 @@ ksfi_ctx_run(ksf_ctx *ctx)
     }
     const rd_kafka_message_t *m = ctx->msg;
     json_t *data = NULL, *reply = NULL;
+    ctx->started_us = ksfi_metrics_now_us();
     ksf_err status = ksfi_decode_value(m->payload, m->len, &data);
     if (status == KSF_OK) {
         status = ctx->handler->fn(ctx, data, &reply);

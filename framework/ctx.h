@@ -32,6 +32,7 @@ struct ksf_ctx {
     char *reply_topic;
     const struct ksfi_handler *handler;
     bool is_event;
+    uint64_t started_us; /* when the handler was called: its latency metric */
     /* Reply state; guarded by lock because a deferred ctx is used from any thread. */
     pthread_mutex_t lock;
     ksfi_ctx_phase phase;

@@ -29,9 +29,11 @@ typedef struct ksfi_pending {
     int64_t deadline_ms;
     ksf_reply_fn cb;
     void *user;
-    bool stream;             /* deliver every value (KSF_SEND_STREAM) */
-    int32_t reply_partition; /* the partition advertised in kafka_replyPartition */
-    void *slot;              /* the client's record of that reply partition */
+    bool stream;                   /* deliver every value (KSF_SEND_STREAM) */
+    int32_t reply_partition;       /* the partition advertised in kafka_replyPartition */
+    void *slot;                    /* the client's record of that reply partition */
+    struct ksfi_pmetrics *metrics; /* the pattern's metrics (client-owned), or NULL */
+    uint64_t sent_us;              /* when it was reserved: its round-trip metric */
     /* Non-stream requests keep the last streamed value for the final delivery. */
     bool has_last;
     void *last_raw; /* NULL: a null value */

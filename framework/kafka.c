@@ -31,10 +31,12 @@ log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
     if (!lg) {
         return;
     }
+    /* librdkafka speaks syslog levels; emergency, alert and critical become error. */
     int l = level < KSF_LOG_ERROR   ? KSF_LOG_ERROR
             : level > KSF_LOG_DEBUG ? KSF_LOG_DEBUG
                                     : level;
-    ksfi_log(lg, (ksf_log_level)l, "kafka", "%s: %s", fac, buf);
+    ksf_log_field f[] = {{"facility", fac}, {"client", rd_kafka_name(rk)}};
+    ksfi_logkv(lg, (ksf_log_level)l, "kafka", f, 2, "%s", buf);
 }
 
 static ksf_err

@@ -4,6 +4,8 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 const char *
 ksf_log_level_name(ksf_log_level level)
@@ -32,24 +34,329 @@ ksf_log_stderr(void *user, ksf_log_level level, const char *component,
     fprintf(stderr, "ksf %s %s: %s\n", ksf_log_level_name(level), component, message);
 }
 
+/* ---- rendering ----------------------------------------------------------------------
+ * A bounded writer that keeps counting past the end, so the formatters can report the
+ * length a whole line needs (snprintf's contract) without a second pass. */
+
+typedef struct out {
+    char *buf;
+    size_t size;
+    size_t len; /* the length needed so far, possibly > size */
+} out;
+
+static void
+put_char(out *o, char c)
+{
+    if (o->len + 1 < o->size) {
+        o->buf[o->len] = c;
+    }
+    o->len++;
+}
+
+static void
+put_str(out *o, const char *s)
+{
+    for (; *s; s++) {
+        put_char(o, *s);
+    }
+}
+
+static size_t
+out_end(out *o)
+{
+    if (o->size > 0) {
+        o->buf[o->len < o->size ? o->len : o->size - 1] = '\0';
+    }
+    return o->len;
+}
+
+static bool
+logfmt_needs_quotes(const char *v)
+{
+    if (!*v) {
+        return true; /* key= alone reads as a missing value */
+    }
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p <= ' ' || *p == '=' || *p == '"' || *p == '\\' || *p == 0x7f) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The escapes shared by quoted logfmt values and JSON strings. */
+static void
+put_escaped(out *o, const char *v)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        switch (*p) {
+        case '"':
+            put_str(o, "\\\"");
+            break;
+        case '\\':
+            put_str(o, "\\\\");
+            break;
+        case '\n':
+            put_str(o, "\\n");
+            break;
+        case '\t':
+            put_str(o, "\\t");
+            break;
+        case '\r':
+            put_str(o, "\\r");
+            break;
+        default:
+            if (*p < 0x20 || *p == 0x7f) {
+                put_str(o, "\\u00");
+                put_char(o, hex[*p >> 4]);
+                put_char(o, hex[*p & 15]);
+            } else {
+                put_char(o, (char)*p);
+            }
+        }
+    }
+}
+
+static void
+put_logfmt_value(out *o, const char *v)
+{
+    v = v ? v : "";
+    if (!logfmt_needs_quotes(v)) {
+        put_str(o, v);
+        return;
+    }
+    put_char(o, '"');
+    put_escaped(o, v);
+    put_char(o, '"');
+}
+
+static void
+put_logfmt_key(out *o, const char *k)
+{
+    k = k && *k ? k : "_";
+    for (; *k; k++) {
+        char c = *k;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' || c == '/';
+        put_char(o, ok ? c : '_');
+    }
+}
+
+static void
+put_logfmt_pair(out *o, const char *k, const char *v)
+{
+    put_logfmt_key(o, k);
+    put_char(o, '=');
+    put_logfmt_value(o, v);
+}
+
+static void
+logfmt_body(out *o, ksf_log_level level, const char *component, const char *message,
+            const ksf_log_field *fields, size_t nfields)
+{
+    put_logfmt_pair(o, "level", ksf_log_level_name(level));
+    put_char(o, ' ');
+    put_logfmt_pair(o, "component", component);
+    put_char(o, ' ');
+    put_logfmt_pair(o, "msg", message);
+    for (size_t i = 0; i < nfields; i++) {
+        put_char(o, ' ');
+        put_logfmt_pair(o, fields[i].key, fields[i].value);
+    }
+}
+
+size_t
+ksf_log_format_logfmt(char *buf, size_t size, ksf_log_level level, const char *component,
+                      const char *message, const ksf_log_field *fields, size_t nfields)
+{
+    out o = {buf, size, 0};
+    logfmt_body(&o, level, component, message, fields, nfields);
+    return out_end(&o);
+}
+
+static void
+put_json_pair(out *o, const char *k, const char *v, bool first)
+{
+    if (!first) {
+        put_char(o, ',');
+    }
+    put_char(o, '"');
+    put_escaped(o, k ? k : "");
+    put_str(o, "\":\"");
+    put_escaped(o, v ? v : "");
+    put_char(o, '"');
+}
+
+static void
+json_body(out *o, ksf_log_level level, const char *component, const char *message,
+          const ksf_log_field *fields, size_t nfields)
+{
+    put_json_pair(o, "level", ksf_log_level_name(level), true);
+    put_json_pair(o, "component", component, false);
+    put_json_pair(o, "msg", message, false);
+    for (size_t i = 0; i < nfields; i++) {
+        put_json_pair(o, fields[i].key, fields[i].value, false);
+    }
+}
+
+size_t
+ksf_log_format_json(char *buf, size_t size, ksf_log_level level, const char *component,
+                    const char *message, const ksf_log_field *fields, size_t nfields)
+{
+    out o = {buf, size, 0};
+    put_char(&o, '{');
+    json_body(&o, level, component, message, fields, nfields);
+    put_char(&o, '}');
+    return out_end(&o);
+}
+
+/* "2026-11-26T11:35:19.123Z": UTC so lines from several hosts sort together. */
+static void
+put_time(out *o)
+{
+    struct timespec ts;
+    struct tm tm;
+    char t[40];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(t + n, sizeof t - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
+    put_str(o, t);
+}
+
+/* Lines longer than this are cut (with "..."): a log line is not a data channel. */
+#define KSFI_LOG_LINE_MAX 4096
+
+static void
+write_line(void *user, out *o)
+{
+    if (o->len + 1 >= o->size) {
+        memcpy(o->buf + o->size - 5, "...", 3); /* leaves room for \n and NUL */
+        o->len = o->size - 2;
+    }
+    put_char(o, '\n');
+    out_end(o);
+    /* One fputs per line so concurrent threads do not interleave within a line. */
+    fputs(o->buf, user ? (FILE *)user : stderr);
+}
+
+void
+ksf_log_logfmt(void *user, ksf_log_level level, const char *component,
+               const char *message, const ksf_log_field *fields, size_t nfields)
+{
+    char line[KSFI_LOG_LINE_MAX];
+    out o = {line, sizeof line, 0};
+    put_str(&o, "time=");
+    put_time(&o);
+    put_char(&o, ' ');
+    logfmt_body(&o, level, component, message, fields, nfields);
+    write_line(user, &o);
+}
+
+void
+ksf_log_jsonl(void *user, ksf_log_level level, const char *component, const char *message,
+              const ksf_log_field *fields, size_t nfields)
+{
+    char line[KSFI_LOG_LINE_MAX];
+    out o = {line, sizeof line, 0};
+    put_str(&o, "{\"time\":\"");
+    put_time(&o);
+    put_str(&o, "\",");
+    json_body(&o, level, component, message, fields, nfields);
+    put_char(&o, '}');
+    write_line(user, &o);
+}
+
+/* ---- the internal entry points ------------------------------------------------------
+ */
+
+void
+ksf_config_set_log_structured(ksf_config *cfg, ksf_log_structured_fn fn, void *user,
+                              ksf_log_level max_level)
+{
+    if (!cfg) {
+        return;
+    }
+    cfg->slog_fn = fn;
+    cfg->slog_user = user;
+    cfg->slog_max_level = max_level;
+}
+
 ksfi_logger
 ksfi_logger_from_config(const ksf_config *cfg)
 {
-    ksfi_logger lg = {cfg->log_fn, cfg->log_user, cfg->log_max_level};
+    ksfi_logger lg = {cfg->log_fn,  cfg->log_user,  cfg->log_max_level,
+                      cfg->slog_fn, cfg->slog_user, cfg->slog_max_level};
     return lg;
+}
+
+bool
+ksfi_log_enabled(const ksfi_logger *lg, ksf_log_level level)
+{
+    return lg &&
+           ((lg->fn && level <= lg->max_level) || (lg->sfn && level <= lg->smax_level));
+}
+
+const char *
+ksfi_log_num(char *buf, size_t size, long long v)
+{
+    snprintf(buf, size, "%lld", v);
+    return buf;
+}
+
+static void
+emit(const ksfi_logger *lg, ksf_log_level level, const char *component,
+     const ksf_log_field *fields, size_t n, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (n > KSFI_LOG_FIELDS_MAX) {
+        n = KSFI_LOG_FIELDS_MAX;
+    }
+    if (lg->sfn && level <= lg->smax_level) {
+        lg->sfn(lg->suser, level, component, msg, fields, n);
+    }
+    if (!lg->fn || level > lg->max_level) {
+        return;
+    }
+    if (n == 0) {
+        lg->fn(lg->user, level, component, msg);
+        return;
+    }
+    char line[2048];
+    out o = {line, sizeof line, 0};
+    put_str(&o, msg);
+    for (size_t i = 0; i < n; i++) {
+        put_char(&o, ' ');
+        put_logfmt_pair(&o, fields[i].key, fields[i].value);
+    }
+    out_end(&o);
+    lg->fn(lg->user, level, component, line);
 }
 
 void
 ksfi_log(const ksfi_logger *lg, ksf_log_level level, const char *component,
          const char *fmt, ...)
 {
-    if (!lg || !lg->fn || level > lg->max_level) {
+    if (!ksfi_log_enabled(lg, level)) {
         return;
     }
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    emit(lg, level, component, NULL, 0, fmt, ap);
     va_end(ap);
-    lg->fn(lg->user, level, component, line);
+}
+
+void
+ksfi_logkv(const ksfi_logger *lg, ksf_log_level level, const char *component,
+           const ksf_log_field *fields, size_t n, const char *fmt, ...)
+{
+    if (!ksfi_log_enabled(lg, level)) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    emit(lg, level, component, fields, n, fmt, ap);
+    va_end(ap);
 }

@@ -821,8 +821,15 @@ adopt(ksfi_membership *m, ksfi_gp_assignment *a, bool leader)
     m->backoff_ms = BACKOFF_MIN_MS;
     STAT_ADD(m, syncs);
     publish_state(m, true, leader);
-    ksfi_log(&m->log, KSF_LOG_INFO, COMPONENT, "group %s: member %s in generation %d%s",
-             m->group_id, m->member_id, (int)m->generation, leader ? " (leader)" : "");
+    char gen[16];
+    ksf_log_field f[] = {{"group", m->group_id},
+                         {"member", m->member_id},
+                         {"generation", KSFI_LOG_NUM(gen, m->generation)},
+                         {"leader", leader ? "true" : "false"}};
+    /* The sentence stays as it was: tests and people grep "in generation N". */
+    ksfi_logkv(&m->log, KSF_LOG_INFO, COMPONENT, f, 4,
+               "group %s: member %s in generation %d%s", m->group_id, m->member_id,
+               (int)m->generation, leader ? " (leader)" : "");
     if (m->cb.on_assigned) {
         m->cb.on_assigned(m->cb.user, m->generation, &m->assignment);
     }

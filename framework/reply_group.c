@@ -14,6 +14,7 @@
 #include "wire.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,9 +166,12 @@ static void
 report_revoked(group_provider *p, grevoke *r, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        ksfi_log(p->base.host.log, KSF_LOG_INFO, "client",
-                 "reply group %s: %s [%d] is no longer this client's", p->group_id,
-                 r[i].topic, (int)r[i].partition);
+        char pa[16];
+        ksf_log_field f[] = {{"group", p->group_id},
+                             {"topic", r[i].topic},
+                             {"partition", KSFI_LOG_NUM(pa, r[i].partition)}};
+        ksfi_logkv(p->base.host.log, KSF_LOG_INFO, "client", f, 3,
+                   "reply partition revoked; draining it");
         p->base.host.revoked(p->base.host.opaque, r[i].topic, r[i].partition);
         ksfi_free(r[i].topic);
     }
@@ -193,6 +197,9 @@ on_assigned(void *user, int32_t generation, const ksfi_gp_assignment *a)
     }
     pthread_mutex_unlock(&p->lock);
     ksfi_gp_assignment_free(&copy);
+    if (p->base.host.rebalances) {
+        atomic_fetch_add(p->base.host.rebalances, 1);
+    }
     if (!copied) {
         ksfi_log(p->base.host.log, KSF_LOG_ERROR, "client",
                  "reply group %s: out of memory keeping generation %d's assignment",

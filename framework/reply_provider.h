@@ -42,6 +42,8 @@ typedef struct ksfi_reply_host {
     /* Give up @p partition of @p topic (see above). */
     void (*revoked)(void *opaque, const char *topic, int32_t partition);
     void *opaque;
+    /* Optional: incremented per assignment received (a group join or rebalance). */
+    _Atomic uint64_t *rebalances;
 } ksfi_reply_host;
 
 typedef struct ksfi_reply_provider ksfi_reply_provider;

@@ -7,6 +7,7 @@
 #include "alloc.h"
 #include "ctx.h"
 #include "errinfo.h"
+#include "metrics.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -101,6 +102,7 @@ ksf_server_destroy(ksf_server *srv)
     }
     for (size_t i = 0; i < srv->nhandlers; i++) {
         ksfi_free(srv->handlers[i].pattern);
+        ksfi_free(srv->handlers[i].metrics);
     }
     ksfi_free(srv->handlers);
     for (size_t i = 0; i < srv->nextra; i++) {
@@ -167,7 +169,9 @@ ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind k
     if (!copy) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering \"%s\"", pattern);
     }
-    srv->handlers[srv->nhandlers++] = (ksfi_handler){copy, kind, fn, user, file, line};
+    /* Allocated now so that counting never allocates; a failure only costs metrics. */
+    srv->handlers[srv->nhandlers++] =
+        (ksfi_handler){copy, kind, fn, user, file, line, ksfi_pmetrics_new(pattern)};
     return KSF_OK;
 }
 
@@ -430,8 +434,11 @@ log_partitions(ksf_server *srv, const char *what,
         o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%.40s[%d]", i ? " " : "",
                               l->elems[i].topic, (int)l->elems[i].partition);
     }
-    ksfi_log(&srv->log, KSF_LOG_INFO, "server", "partitions %s: %d%s%s", what, l->cnt,
-             l->cnt ? " " : "", buf);
+    char n[24];
+    ksf_log_field f[] = {{"group", srv->group_id},
+                         {"count", KSFI_LOG_NUM(n, l->cnt)},
+                         {"partitions", buf}};
+    ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 3, "partitions %s", what);
 }
 
 static void
@@ -769,14 +776,16 @@ ksf_server_run(ksf_server *srv, ksf_errinfo *ei)
                       "ksf_server_on_message or ksf_server_on_event first");
         goto out;
     }
-    ksfi_log(&srv->log, KSF_LOG_INFO, "server",
-             "starting: client %s, group %s, %d workers", srv->client_id, srv->group_id,
-             srv->cfg->server_workers);
+    char nw[24];
+    ksf_log_field f[] = {{"client", srv->client_id},
+                         {"group", srv->group_id},
+                         {"workers", KSFI_LOG_NUM(nw, srv->cfg->server_workers)}};
+    ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 3, "starting");
     if (!(e = start(srv, ei))) {
         e = consume(srv, ei);
     }
     shut_down(srv);
-    ksfi_log(&srv->log, KSF_LOG_INFO, "server", "stopped");
+    ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 2, "stopped");
 out:
     atomic_store(&srv->state, KSFI_SRV_DONE);
     pthread_mutex_lock(&srv->run_lock);

@@ -20,6 +20,7 @@ typedef struct ksfi_handler {
     void *user;
     const char *file;
     int line;
+    struct ksfi_pmetrics *metrics; /* owned; NULL when it could not be allocated */
 } ksfi_handler;
 
 /* The counters behind ksf_server_stats, updated from any thread. */

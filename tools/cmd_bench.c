@@ -39,6 +39,7 @@ typedef struct bench_opts {
     double idle_s; /* stay connected and idle this long after the report */
     bool emit;
     bool json_out;
+    bool prometheus;
     bool verbose;
     ksf_config *cfg;
 } bench_opts;
@@ -116,6 +117,8 @@ usage(FILE *out)
         "  --json             make the last stdout line one JSON object: count, ok,\n"
         "                     errors, timeouts, p50_us, p90_us, p99_us, max_us, rps,\n"
         "                     elapsed_s, connect_ms, first_reply_ms\n"
+        "  --prometheus       after the report, print the client's metrics in the\n"
+        "                     Prometheus text format (before the --json line)\n"
         "  -v, --verbose      log ksf and librdkafka messages to stderr\n"
         "  -h, --help         this text\n\n"
         "first_reply_ms counts from process start when the environment variable\n"
@@ -180,6 +183,8 @@ parse_one(int argc, char **argv, int *i, bench_opts *o, int *npos)
         o->emit = true;
     } else if (!strcmp(a, "--json")) {
         o->json_out = true;
+    } else if (!strcmp(a, "--prometheus")) {
+        o->prometheus = true;
     } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
         o->verbose = true;
     } else if ((v = flag_value(argc, argv, i, "--count"))) {
@@ -450,6 +455,10 @@ report(bench *b, double connect_ms, double first_ms)
            b->o->emit ? "events" : "requests", elapsed);
     if (b->first_error[0]) {
         printf("  first error: %s\n", b->first_error);
+    }
+    if (b->o->prometheus) {
+        fflush(stdout);
+        ksf_client_write_prometheus(b->cli, stdout);
     }
     if (b->o->json_out) {
         printf("{\"pattern\":\"%s\",\"mode\":\"%s\",\"concurrency\":%d,\"count\":%ld,"

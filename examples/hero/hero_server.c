@@ -2,7 +2,8 @@
  * The NestJS docs' hero service as a ksf server: hero.kill.dragon answers with the
  * hero's loot, hero.dragon.killed is an event that is only logged.
  *
- * Usage: hero_server [--brokers HOST:PORT] [--workers N] [--set KEY=VALUE]...
+ * Usage: hero_server [--brokers HOST:PORT] [--workers N] [--set KEY=VALUE]... [--metrics
+ * F]
  */
 #include <ksf/ksf.h>
 #include <stdio.h>
@@ -30,13 +31,15 @@ static void
 usage(FILE *out)
 {
     fprintf(out, "Usage: hero_server [--brokers HOST:PORT] [--workers N] "
-                 "[--set KEY=VALUE]...\n"
+                 "[--set KEY=VALUE]... [--metrics FILE]\n"
+                 "--metrics: write Prometheus metrics to FILE on exit.\n"
                  "Serves hero.kill.dragon and hero.dragon.killed. Brokers default to "
                  "KSF_BROKERS, then localhost:9092.\n");
 }
 
 /* The details of the last failure, filled by the ksf calls below. */
 static ksf_errinfo ei;
+static const char *metrics_path; /* --metrics */
 
 static void
 fatal(const char *what, ksf_err err)
@@ -94,6 +97,9 @@ parse_flags(ksf_config *cfg, int argc, char **argv)
         } else if (!strcmp(flag, "--set")) {
             set_pair(cfg, value);
             continue;
+        } else if (!strcmp(flag, "--metrics")) {
+            metrics_path = value;
+            continue;
         } else {
             usage(stderr);
             exit(2);
@@ -117,7 +123,7 @@ main(int argc, char **argv)
         fatal("environment", e);
     }
     parse_flags(cfg, argc, argv);
-    ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
+    ksf_config_set_log_structured(cfg, ksf_log_logfmt, NULL, KSF_LOG_WARNING);
     if ((e = ksf_server_new(&srv, cfg, &ei))) {
         fatal("creating the server", e);
     }
@@ -130,6 +136,12 @@ main(int argc, char **argv)
     }
     ksf_server_set_ready_cb(srv, on_ready, NULL);
     e = ksf_server_run(srv, &ei);
+    /* On exit, what a Prometheus scrape of this process would have read. */
+    FILE *m = metrics_path ? fopen(metrics_path, "w") : NULL; /* e.g. /dev/stdout */
+    if (m) {
+        ksf_server_write_prometheus(srv, m);
+        fclose(m);
+    }
     ksf_server_destroy(srv);
     if (e) {
         fatal("running", e);

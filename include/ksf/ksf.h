@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -116,6 +117,58 @@ KSF_API void ksf_log_stderr(void *user, ksf_log_level level, const char *compone
 /** The name of @p level ("error", "warning", ...). Never NULL. */
 KSF_API const char *ksf_log_level_name(ksf_log_level level);
 
+/** One key=value pair of a structured log record; both strings borrowed for the call. */
+typedef struct ksf_log_field {
+    const char *key;
+    const char *value;
+} ksf_log_field;
+
+/**
+ * A structured log sink: the message without its fields, and the fields apart
+ * (ksf uses topic, partition, offset, pattern, correlation_id, group, generation,
+ * facility, client, error...). Everything is borrowed for the call.
+ * Threads: as ksf_log_fn.
+ */
+typedef void (*ksf_log_structured_fn)(void *user, ksf_log_level level,
+                                      const char *component, const char *message,
+                                      const ksf_log_field *fields, size_t nfields);
+
+/**
+ * Render a record as one logfmt line without a trailing newline:
+ * `level=info component=server msg="partitions assigned" topic=t partition=3`.
+ * A value that is empty or holds a space, '=', '"', '\' or a control character is
+ * quoted, with '"', '\', newline, tab and CR escaped as \" \\ \n \t \r and other
+ * control characters as \u00XX; characters of a key other than letters, digits and
+ * "._-/" become '_'. Writes at most @p size bytes including the NUL (always
+ * terminated when size > 0) and returns the length the whole line needs, like
+ * snprintf. NULL keys/values render as "".
+ */
+KSF_API size_t ksf_log_format_logfmt(char *buf, size_t size, ksf_log_level level,
+                                     const char *component, const char *message,
+                                     const ksf_log_field *fields, size_t nfields);
+
+/**
+ * As ksf_log_format_logfmt, as one JSON object: {"level":"info","component":"server",
+ * "msg":"...","topic":"t"} (fields in order, JSON string escaping; a field named like
+ * an earlier key is still written, the reader decides).
+ */
+KSF_API size_t ksf_log_format_json(char *buf, size_t size, ksf_log_level level,
+                                   const char *component, const char *message,
+                                   const ksf_log_field *fields, size_t nfields);
+
+/**
+ * A ready structured sink: `time=<RFC 3339 UTC, ms> ` then the logfmt line, to the
+ * FILE * in @p user (NULL: stderr), one write per line.
+ */
+KSF_API void ksf_log_logfmt(void *user, ksf_log_level level, const char *component,
+                            const char *message, const ksf_log_field *fields,
+                            size_t nfields);
+
+/** As ksf_log_logfmt, as JSON lines: {"time":"...",...} (see ksf_log_format_json). */
+KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *component,
+                           const char *message, const ksf_log_field *fields,
+                           size_t nfields);
+
 /* ------------------------------------------------------------------------------------ */
 /* Configuration                                                                        */
 /* ------------------------------------------------------------------------------------ */
@@ -203,6 +256,16 @@ KSF_API ksf_err ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei);
  */
 KSF_API void ksf_config_set_log(ksf_config *cfg, ksf_log_fn fn, void *user,
                                 ksf_log_level max_level);
+
+/**
+ * Route logs at or above @p max_level severity to the structured sink @p fn (NULL:
+ * off, the default), alongside the plain sink of ksf_config_set_log(), which keeps
+ * working and gets the fields appended to the message as ` key=value` (logfmt
+ * quoting). librdkafka's logs arrive with component "kafka" and the fields facility
+ * and client.
+ */
+KSF_API void ksf_config_set_log_structured(ksf_config *cfg, ksf_log_structured_fn fn,
+                                           void *user, ksf_log_level max_level);
 
 /* ------------------------------------------------------------------------------------ */
 /* Server: handlers and the handler context                                             */
@@ -494,6 +557,29 @@ typedef struct ksf_server_stats {
 /** Copy the server's counters into @p out. */
 KSF_API void ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out);
 
+/**
+ * Write the server's metrics to @p out in the Prometheus text exposition format 0.0.4
+ * (the body of a GET /metrics answer). Per pattern, labelled pattern="...":
+ * ksf_server_requests_total, ksf_server_events_total, ksf_server_replies_total,
+ * ksf_server_errors_total and the histogram ksf_server_handler_duration_seconds
+ * (buckets 0.0001 s to 10 s); unlabelled: ksf_server_no_handler_total,
+ * ksf_server_malformed_total, ksf_server_reply_failures_total. docs/metrics.md says
+ * what each counts. Use open_memstream() for a buffer.
+ * Errors: KSF_EINVAL (a NULL argument, or a write to @p out failed), KSF_ENOMEM.
+ * Threads: any, but not while handlers are still being registered; the counters are
+ * read without stopping the server.
+ */
+KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
+
+/**
+ * The same metrics as a new JSON object: {"patterns": {"<pattern>": {"requests": n,
+ * "events": n, "replies": n, "errors": n, "handler_duration": {"le_seconds": [...],
+ * "counts": [cumulative, the +Inf bucket last], "sum_seconds": s, "count": n}}},
+ * "no_handler": n, "malformed": n, "reply_failures": n}.
+ * Ownership: *out is a new reference. Errors: KSF_EINVAL, KSF_ENOMEM.
+ */
+KSF_API ksf_err ksf_server_metrics_json(ksf_server *srv, json_t **out);
+
 /* ------------------------------------------------------------------------------------ */
 /* Client: send (request/reply) and emit (events)                                      */
 /* ------------------------------------------------------------------------------------ */
@@ -642,6 +728,30 @@ typedef struct ksf_client_stats {
 
 /** Copy the client's counters into @p out. */
 KSF_API void ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out);
+
+/**
+ * Write the client's metrics to @p out in the Prometheus text exposition format 0.0.4.
+ * Per pattern sent to, labelled pattern="...": ksf_client_requests_total,
+ * ksf_client_replies_total, ksf_client_remote_errors_total, ksf_client_timeouts_total,
+ * ksf_client_late_replies_total and the round-trip histogram
+ * ksf_client_request_duration_seconds; per client: ksf_client_in_flight,
+ * ksf_client_reply_partition{topic,partition,state="owned"|"draining"} (1 per reply
+ * partition held now), ksf_client_reply_group_rebalances_total,
+ * ksf_client_unknown_replies_total, ksf_client_duplicate_replies_total,
+ * ksf_client_events_emitted_total.
+ * Errors: KSF_EINVAL (a NULL argument or a failed write), KSF_ENOMEM. Threads: any.
+ */
+KSF_API ksf_err ksf_client_write_prometheus(ksf_client *cli, FILE *out);
+
+/**
+ * The same metrics as a new JSON object: {"patterns": {"<pattern>": {"sent": n,
+ * "replies": n, "remote_errors": n, "timeouts": n, "late_replies": n,
+ * "request_duration": {...as in ksf_server_metrics_json}}}, "in_flight": n,
+ * "reply_partitions": [{"topic": t, "partition": p, "draining": bool}],
+ * "rebalances": n, "unknown_replies": n, "duplicate_replies": n, "emitted": n}.
+ * Ownership: *out is a new reference. Errors: KSF_EINVAL, KSF_ENOMEM.
+ */
+KSF_API ksf_err ksf_client_metrics_json(ksf_client *cli, json_t **out);
 
 #ifdef __cplusplus
 }

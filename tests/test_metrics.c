@@ -1,0 +1,453 @@
+/*
+ * Metrics: histogram buckets, lock-free counting from several threads, the Prometheus
+ * text (exact lines, label escaping) and a server and a client counting real traffic
+ * on the embedded broker.
+ */
+#include "alloc.h"
+#include "metrics.h"
+#include "mock_broker.h"
+#include "service.h"
+
+#include <check.h>
+#include <ksf/ksf.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(test_metrics_bucket_edges)
+{
+    /* Bounds are inclusive (Prometheus le): a value on a bound is in that bucket. */
+    ck_assert_uint_eq(ksfi_hist_bucket(0), 0);
+    ck_assert_uint_eq(ksfi_hist_bucket(100), 0);
+    ck_assert_uint_eq(ksfi_hist_bucket(101), 1);
+    ck_assert_uint_eq(ksfi_hist_bucket(250), 1);
+    ck_assert_uint_eq(ksfi_hist_bucket(251), 2);
+    ck_assert_uint_eq(ksfi_hist_bucket(1000000), 12);
+    ck_assert_uint_eq(ksfi_hist_bucket(10000000), 15);
+    ck_assert_uint_eq(ksfi_hist_bucket(10000001), KSFI_HIST_EDGES); /* +Inf */
+    ck_assert_uint_eq(ksfi_hist_bucket(UINT64_MAX), KSFI_HIST_EDGES);
+    for (size_t i = 0; i < KSFI_HIST_EDGES; i++) {
+        ck_assert_uint_eq(ksfi_hist_bucket(ksfi_hist_edges_us[i]), i);
+        ck_assert_uint_eq(ksfi_hist_bucket(ksfi_hist_edges_us[i] + 1), i + 1);
+        if (i > 0) {
+            ck_assert_uint_gt(ksfi_hist_edges_us[i], ksfi_hist_edges_us[i - 1]);
+        }
+    }
+}
+END_TEST
+
+#define THREADS 4
+#define PER_THREAD 100000
+
+static void *
+hammer(void *arg)
+{
+    ksfi_pmetrics *m = arg;
+    for (uint64_t i = 0; i < PER_THREAD; i++) {
+        ksfi_pmetrics_inc(m, KSFI_M_REQUESTS);
+        ksfi_hist_observe(&m->latency, i % 3 == 0 ? 50 : 20000000);
+    }
+    return NULL;
+}
+
+START_TEST(test_metrics_concurrent_counts_are_exact)
+{
+    ksfi_pmetrics *m = ksfi_pmetrics_new("p");
+    ck_assert_ptr_nonnull(m);
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        ck_assert_int_eq(pthread_create(&t[i], NULL, hammer, m), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    uint64_t small = 0;
+    for (uint64_t i = 0; i < PER_THREAD; i++) {
+        small += i % 3 == 0;
+    }
+    uint64_t big = PER_THREAD - small;
+    ck_assert_uint_eq(atomic_load(&m->c[KSFI_M_REQUESTS]), THREADS * PER_THREAD);
+    ck_assert_uint_eq(atomic_load(&m->latency.counts[0]), THREADS * small);
+    ck_assert_uint_eq(atomic_load(&m->latency.counts[KSFI_HIST_EDGES]), THREADS * big);
+    ck_assert_uint_eq(atomic_load(&m->latency.sum_us),
+                      THREADS * (small * 50 + big * 20000000));
+    ksfi_free(m);
+}
+END_TEST
+
+/* Render into a string with open_memstream; the caller frees it. */
+typedef struct memout {
+    char *text;
+    size_t len;
+    FILE *f;
+} memout;
+
+static FILE *
+mem_open(memout *m)
+{
+    m->text = NULL;
+    m->len = 0;
+    m->f = open_memstream(&m->text, &m->len);
+    ck_assert_ptr_nonnull(m->f);
+    return m->f;
+}
+
+static char *
+mem_close(memout *m)
+{
+    fclose(m->f);
+    return m->text;
+}
+
+START_TEST(test_metrics_prometheus_text_and_escaping)
+{
+    ksfi_pmetrics *a = ksfi_pmetrics_new("odd \"quoted\" \\path\\\nnext");
+    ksfi_pmetrics *b = ksfi_pmetrics_new("a.plain");
+    ck_assert(a && b);
+    for (int i = 0; i < 3; i++) {
+        ksfi_pmetrics_inc(a, KSFI_M_REQUESTS);
+    }
+    ksfi_hist_observe(&b->latency, 100);      /* le 0.0001 */
+    ksfi_hist_observe(&b->latency, 1000001);  /* le 2.5 */
+    ksfi_hist_observe(&b->latency, 99000000); /* +Inf */
+    const ksfi_pmetrics *items[] = {a, b};
+    ksfi_metrics_view v;
+    ck_assert_int_eq(ksfi_metrics_view_init(&v, items, 2), KSF_OK);
+    memout m;
+    FILE *f = mem_open(&m);
+    ksfi_prom_counter c = {"ksf_server_requests_total", "Requests.", KSFI_M_REQUESTS};
+    ksfi_prom_counters(f, &v, &c);
+    ksfi_prom_histogram(f, &v, "ksf_x_seconds", "Latency.");
+    char *text = mem_close(&m);
+    /* Sorted by pattern: "a.plain" < "odd...". */
+    const char *want = "# HELP ksf_server_requests_total Requests.\n"
+                       "# TYPE ksf_server_requests_total counter\n"
+                       "ksf_server_requests_total{pattern=\"a.plain\"} 0\n"
+                       "ksf_server_requests_total{pattern=\"odd \\\"quoted\\\" "
+                       "\\\\path\\\\\\nnext\"} 3\n"
+                       "# HELP ksf_x_seconds Latency.\n"
+                       "# TYPE ksf_x_seconds histogram\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.0001\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.00025\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.0005\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.001\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.0025\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.005\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.01\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.025\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.05\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.1\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.25\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"0.5\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"1\"} 1\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"2.5\"} 2\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"5\"} 2\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"10\"} 2\n"
+                       "ksf_x_seconds_bucket{pattern=\"a.plain\",le=\"+Inf\"} 3\n"
+                       "ksf_x_seconds_sum{pattern=\"a.plain\"} 100.000101\n"
+                       "ksf_x_seconds_count{pattern=\"a.plain\"} 3\n";
+    ck_assert_msg(!strncmp(text, want, strlen(want)), "got:\n%s", text);
+    /* The escaped pattern's histogram follows, all zero. */
+    ck_assert_ptr_nonnull(strstr(text, "ksf_x_seconds_count{pattern=\"odd \\\"quoted\\\" "
+                                       "\\\\path\\\\\\nnext\"} 0\n"));
+    free(text);
+    ksfi_metrics_view_free(&v);
+    ksfi_free(a);
+    ksfi_free(b);
+}
+END_TEST
+
+START_TEST(test_metrics_null_arguments)
+{
+    json_t *j = NULL;
+    ck_assert_int_eq(ksf_server_write_prometheus(NULL, stdout), KSF_EINVAL);
+    ck_assert_int_eq(ksf_client_write_prometheus(NULL, stdout), KSF_EINVAL);
+    ck_assert_int_eq(ksf_server_metrics_json(NULL, &j), KSF_EINVAL);
+    ck_assert_int_eq(ksf_client_metrics_json(NULL, &j), KSF_EINVAL);
+    ck_assert_ptr_null(j);
+}
+END_TEST
+
+/* ---- a server and a client on the embedded broker -----------------------------------
+ */
+
+#define P_ECHO "metrics.echo"
+#define P_FAIL "metrics.fail"
+#define P_EVENT "metrics.event"
+#define P_NOBODY "metrics.nobody"
+#define P_SLOW "metrics.slow"
+#define N_ECHO 3
+#define N_FAIL 2
+
+static ksf_err
+fail_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    return ksf_ctx_reply_error(ctx, "refused");
+}
+
+/* Answers after the caller gave up: a late reply. */
+static ksf_err
+slow_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    ksft_sleep_ms(600);
+    *reply = json_string("late");
+    return KSF_OK;
+}
+
+static atomic_int events_seen;
+
+static ksf_err
+event_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    (void)reply;
+    atomic_fetch_add(&events_seen, 1);
+    return KSF_OK;
+}
+
+/* The value of the line starting with @p prefix (the whole series name), or -1. */
+static long long
+series(const char *text, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (!strncmp(p, prefix, n) && p[n] == ' ') {
+            return atoll(p + n + 1);
+        }
+    }
+    return -1;
+}
+
+/* Every bucket line of @p pattern's histogram @p name is >= the one before, and the
+ * +Inf one equals _count. Returns _count. */
+static long long
+check_histogram(const char *text, const char *name, const char *pattern)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s_bucket{pattern=\"%s\",le=\"", name, pattern);
+    long long prev = 0, buckets = 0;
+    for (const char *p = strstr(text, prefix); p; p = strstr(p + 1, prefix)) {
+        long long v = atoll(strchr(p, '}') + 2);
+        ck_assert_int_ge(v, prev);
+        prev = v;
+        buckets++;
+    }
+    ck_assert_int_eq(buckets, KSFI_HIST_EDGES + 1);
+    snprintf(prefix, sizeof prefix, "%s_count{pattern=\"%s\"}", name, pattern);
+    ck_assert_int_eq(series(text, prefix), prev);
+    return prev;
+}
+
+static char *
+server_text(ksf_server *srv)
+{
+    memout m;
+    FILE *f = mem_open(&m);
+    ck_assert_int_eq(ksf_server_write_prometheus(srv, f), KSF_OK);
+    return mem_close(&m);
+}
+
+/* Wait until the server's replies_total for @p pattern is @p want (delivery reports
+ * come after the client may already have its reply). */
+static char *
+server_text_when(ksf_server *srv, const char *line, long long want)
+{
+    int64_t until = ksft_now_ms() + 10000;
+    for (;;) {
+        char *text = server_text(srv);
+        if (series(text, line) == want || ksft_now_ms() > until) {
+            return text;
+        }
+        free(text);
+        ksft_sleep_ms(20);
+    }
+}
+
+static void
+send_all(ksf_client *cli)
+{
+    ksf_errinfo ei = {0};
+    for (int i = 0; i < N_ECHO; i++) {
+        json_t *req = json_pack("{s:i}", "i", i), *rep = NULL;
+        ck_assert_msg(ksf_client_call(cli, P_ECHO, req, 10000, &rep, &ei) == KSF_OK, "%s",
+                      ei.text);
+        json_decref(req);
+        json_decref(rep);
+    }
+    for (int i = 0; i < N_FAIL; i++) {
+        json_t *rep = NULL;
+        ck_assert_int_eq(ksf_client_call(cli, P_FAIL, NULL, 10000, &rep, &ei),
+                         KSF_EREMOTE);
+        json_decref(rep);
+    }
+    json_t *rep = NULL;
+    ck_assert_int_eq(ksf_client_call(cli, P_NOBODY, NULL, 300, &rep, &ei), KSF_ETIMEDOUT);
+    ck_assert_int_eq(ksf_client_call(cli, P_SLOW, NULL, 200, &rep, &ei), KSF_ETIMEDOUT);
+    ck_assert_int_eq(ksf_client_emit(cli, P_EVENT, NULL, NULL, NULL, NULL, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_client_flush(cli, 5000, &ei), KSF_OK);
+}
+
+static void
+check_server(ksf_server *srv)
+{
+    int64_t until = ksft_now_ms() + 10000;
+    while (atomic_load(&events_seen) < 1 && ksft_now_ms() < until) {
+        ksft_sleep_ms(20);
+    }
+    char *t =
+        server_text_when(srv, "ksf_server_replies_total{pattern=\"" P_FAIL "\"}", N_FAIL);
+    ck_assert_int_eq(series(t, "ksf_server_requests_total{pattern=\"" P_ECHO "\"}"),
+                     N_ECHO);
+    ck_assert_int_eq(series(t, "ksf_server_requests_total{pattern=\"" P_FAIL "\"}"),
+                     N_FAIL);
+    ck_assert_int_eq(series(t, "ksf_server_requests_total{pattern=\"" P_EVENT "\"}"), 0);
+    ck_assert_int_eq(series(t, "ksf_server_events_total{pattern=\"" P_EVENT "\"}"), 1);
+    ck_assert_int_eq(series(t, "ksf_server_errors_total{pattern=\"" P_ECHO "\"}"), 0);
+    ck_assert_int_eq(series(t, "ksf_server_errors_total{pattern=\"" P_FAIL "\"}"),
+                     N_FAIL);
+    ck_assert_int_eq(series(t, "ksf_server_replies_total{pattern=\"" P_ECHO "\"}"),
+                     N_ECHO);
+    ck_assert_int_eq(series(t, "ksf_server_no_handler_total"), 0);
+    long long n = check_histogram(t, "ksf_server_handler_duration_seconds", P_ECHO) +
+                  check_histogram(t, "ksf_server_handler_duration_seconds", P_FAIL);
+    ck_assert_int_eq(n, N_ECHO + N_FAIL);
+    ck_assert_int_eq(check_histogram(t, "ksf_server_handler_duration_seconds", P_EVENT),
+                     1);
+    ck_assert_ptr_nonnull(strstr(t, "# TYPE ksf_server_handler_duration_seconds "
+                                    "histogram\n"));
+    free(t);
+    json_t *j = NULL;
+    ck_assert_int_eq(ksf_server_metrics_json(srv, &j), KSF_OK);
+    json_t *echo = json_object_get(json_object_get(j, "patterns"), P_ECHO);
+    ck_assert_int_eq(json_integer_value(json_object_get(echo, "requests")), N_ECHO);
+    json_t *h = json_object_get(echo, "handler_duration");
+    ck_assert_int_eq(json_integer_value(json_object_get(h, "count")), N_ECHO);
+    ck_assert_uint_eq(json_array_size(json_object_get(h, "counts")), KSFI_HIST_EDGES + 1);
+    json_decref(j);
+}
+
+static void
+check_client(ksf_client *cli)
+{
+    ksf_client_stats st;
+    int64_t until = ksft_now_ms() + 10000;
+    do { /* the slow handler's reply comes about 0.4 s after its timeout */
+        ksft_sleep_ms(20);
+        ksf_client_get_stats(cli, &st);
+    } while (st.late_replies < 1 && ksft_now_ms() < until);
+    memout m;
+    FILE *f = mem_open(&m);
+    ck_assert_int_eq(ksf_client_write_prometheus(cli, f), KSF_OK);
+    char *t = mem_close(&m);
+    ck_assert_int_eq(series(t, "ksf_client_requests_total{pattern=\"" P_ECHO "\"}"),
+                     N_ECHO);
+    ck_assert_int_eq(series(t, "ksf_client_replies_total{pattern=\"" P_ECHO "\"}"),
+                     N_ECHO);
+    ck_assert_int_eq(series(t, "ksf_client_remote_errors_total{pattern=\"" P_FAIL "\"}"),
+                     N_FAIL);
+    ck_assert_int_eq(series(t, "ksf_client_replies_total{pattern=\"" P_FAIL "\"}"), 0);
+    ck_assert_int_eq(series(t, "ksf_client_timeouts_total{pattern=\"" P_NOBODY "\"}"), 1);
+    ck_assert_int_eq(series(t, "ksf_client_timeouts_total{pattern=\"" P_ECHO "\"}"), 0);
+    ck_assert_int_eq(series(t, "ksf_client_late_replies_total{pattern=\"" P_ECHO "\"}"),
+                     0);
+    ck_assert_int_eq(series(t, "ksf_client_late_replies_total{pattern=\"" P_SLOW "\"}"),
+                     1);
+    ck_assert_int_eq(series(t, "ksf_client_timeouts_total{pattern=\"" P_SLOW "\"}"), 1);
+    ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_ECHO),
+                     N_ECHO);
+    ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_FAIL),
+                     N_FAIL);
+    ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_NOBODY),
+                     0);
+    ck_assert_int_eq(series(t, "ksf_client_in_flight"), 0);
+    ck_assert_int_eq(series(t, "ksf_client_events_emitted_total"), 1);
+    ck_assert_int_ge(series(t, "ksf_client_reply_group_rebalances_total"), 1);
+    /* One owned partition of each of the four reply topics (4 partitions each). */
+    int owned = 0;
+    for (const char *p = strstr(t, "ksf_client_reply_partition{"); p;
+         p = strstr(p + 1, "ksf_client_reply_partition{")) {
+        ck_assert_ptr_nonnull(strstr(p, "state=\"owned\"} 1\n"));
+        owned++;
+    }
+    ck_assert_int_eq(owned, 4);
+    ck_assert_ptr_nonnull(
+        strstr(t, "ksf_client_reply_partition{topic=\"" P_ECHO ".reply\",partition=\""));
+    free(t);
+    json_t *j = NULL;
+    ck_assert_int_eq(ksf_client_metrics_json(cli, &j), KSF_OK);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "reply_partitions")), 4);
+    json_t *fail = json_object_get(json_object_get(j, "patterns"), P_FAIL);
+    ck_assert_int_eq(json_integer_value(json_object_get(fail, "remote_errors")), N_FAIL);
+    json_decref(j);
+}
+
+START_TEST(test_metrics_server_and_client_count_traffic)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = ksft_config(b);
+    ksf_errinfo ei = {0};
+    const char *topics[] = {
+        P_ECHO,          P_FAIL,          P_EVENT,           P_NOBODY,       P_SLOW,
+        P_ECHO ".reply", P_FAIL ".reply", P_NOBODY ".reply", P_SLOW ".reply"};
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
+        ksft_broker_create_topic(b, topics[i], 4);
+    }
+    ksf_server *srv = ksft_server(cfg);
+    ck_assert_int_eq(ksf_server_on_message(srv, P_ECHO, ksft_echo, NULL, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_server_on_message(srv, P_FAIL, fail_handler, NULL, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_server_on_event(srv, P_EVENT, event_handler, NULL, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_server_on_message(srv, P_SLOW, slow_handler, NULL, &ei), KSF_OK);
+    ksft_service s = {0};
+    ksft_service_start(&s, srv, 20000);
+    ksf_client *cli = ksft_client(cfg);
+    const char *patterns[] = {P_ECHO, P_FAIL, P_NOBODY, P_SLOW};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, patterns[i], &ei),
+                         KSF_OK);
+    }
+    ck_assert_msg(ksf_client_connect(cli, 20000, &ei) == KSF_OK, "%s", ei.text);
+    send_all(cli);
+    check_server(srv);
+    check_client(cli);
+    ksf_client_destroy(cli);
+    ksft_service_stop(&s);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+static Suite *
+metrics_suite(void)
+{
+    Suite *s = suite_create("metrics");
+    TCase *tc = tcase_create("histogram");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_metrics_bucket_edges);
+    tcase_add_test(tc, test_metrics_concurrent_counts_are_exact);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("prometheus");
+    tcase_set_timeout(tc, 10);
+    tcase_add_test(tc, test_metrics_prometheus_text_and_escaping);
+    tcase_add_test(tc, test_metrics_null_arguments);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("traffic");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_metrics_server_and_client_count_traffic);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(metrics_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
