@@ -9,7 +9,9 @@
 #include "service.h"
 #include "wire.h"
 
+#include "suite.h"
 #include <arpa/inet.h>
+
 #include <check.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -393,35 +395,14 @@ START_TEST(test_badinput_membership_junk)
 }
 END_TEST
 
-static Suite *
-badinput_suite(void)
+int
+main(void)
 {
-    Suite *s = suite_create("badinput");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
+    const ksft_case cases[] = {
         {"oversized", test_badinput_oversized, 60},
         {"utf8_and_depth", test_badinput_utf8_and_depth, 60},
         {"many_headers", test_badinput_many_headers, 60},
         {"membership_junk", test_badinput_membership_junk, 40},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, cases[i].timeout);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(badinput_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return KSFT_RUN("badinput", cases);
 }

@@ -4,6 +4,8 @@
  */
 #include "mock_broker.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <ksf/ksf.h>
 #include <pthread.h>
@@ -221,34 +223,13 @@ START_TEST(test_bench_timeouts_counted)
 }
 END_TEST
 
-static Suite *
-bench_suite(void)
+int
+main(void)
 {
-    Suite *s = suite_create("bench");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
+    const ksft_case cases[] = {
         {"argument_errors", test_bench_argument_errors, 30},
         {"real_run", test_bench_real_run, 60},
         {"timeouts_counted", test_bench_timeouts_counted, 60},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, cases[i].timeout);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(bench_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return KSFT_RUN("bench", cases);
 }

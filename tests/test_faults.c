@@ -10,6 +10,8 @@
 #include "service.h"
 #include "wire.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -432,15 +434,10 @@ START_TEST(test_faults_deferred_revoked)
 }
 END_TEST
 
-static Suite *
-faults_suite(void)
+int
+main(void)
 {
-    Suite *s = suite_create("faults");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
+    const ksft_case cases[] = {
         {"broker_down_up", test_faults_broker_down_up, 60},
         {"request_errors", test_faults_request_errors, 60},
         {"rtt", test_faults_rtt, 60},
@@ -448,21 +445,5 @@ faults_suite(void)
         {"stop_broker_gone", test_faults_stop_broker_gone, 60},
         {"deferred_revoked", test_faults_deferred_revoked, 60},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, cases[i].timeout);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(faults_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return KSFT_RUN("faults", cases);
 }

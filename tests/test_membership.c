@@ -4,6 +4,8 @@
 #include "membership.h"
 #include "mock_broker.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -356,36 +358,15 @@ START_TEST(test_membership_bad_config)
 }
 END_TEST
 
-static Suite *
-membership_suite(void)
+int
+main(void)
 {
-    Suite *s = suite_create("membership");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
+    const ksft_case cases[] = {
         {"bad_config", test_membership_bad_config, 10},
         {"fatal_error", test_membership_fatal_error, 20},
         {"rebalances", test_membership_rebalances, 80},
         {"injected_errors", test_membership_injected_errors, 70},
         {"broker_down", test_membership_broker_down, 50},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, cases[i].timeout);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(membership_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return KSFT_RUN("membership", cases);
 }

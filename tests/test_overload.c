@@ -9,6 +9,8 @@
 #include "server.h"
 #include "service.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,34 +202,13 @@ START_TEST(test_overload_burst)
 }
 END_TEST
 
-static Suite *
-overload_suite(void)
+int
+main(void)
 {
-    Suite *s = suite_create("overload");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
+    const ksft_case cases[] = {
         {"in_flight_limit", test_overload_in_flight_limit, 60},
         {"slow_handlers", test_overload_slow_handlers, 90},
         {"burst", test_overload_burst, 90},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, cases[i].timeout);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(overload_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return KSFT_RUN("overload", cases);
 }

@@ -8,6 +8,8 @@
  */
 #include "mock_broker.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -693,35 +695,14 @@ START_TEST(test_reply_group_acquire_timeout)
 }
 END_TEST
 
-static Suite *
-reply_group_suite(void)
+int
+main(void)
 {
-    Suite *s = suite_create("reply_group");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
+    const ksft_case cases[] = {
         {"storm", test_reply_group_storm, 150},
         {"distinct", test_reply_group_distinct, 40},
         {"restart", test_reply_group_restart, 40},
         {"acquire_timeout", test_reply_group_acquire_timeout, 30},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, cases[i].timeout);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(reply_group_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return KSFT_RUN("reply_group", cases);
 }
