@@ -131,9 +131,11 @@ conf_is(rd_kafka_conf_t *conf, const char *key, const char *value)
 
 /* Settings the membership connection cannot honour, when TLS is on. */
 static const char *const tls_unsupported[] = {
-    "ssl.keystore.location", "ssl.engine.location",       "ssl.providers",
-    "ssl.crl.location",      "ssl.ca.certificate.stores",
-};
+    "ssl.keystore.location",
+    "ssl.engine.location",
+    "ssl.providers",
+    "ssl.crl.location",
+}; /* ssl.ca.certificate.stores is Windows-only (default "Root"): ignored, as there */
 
 #define STATIC_HINT                                                                      \
     "; set client.reply.provider=static (with client.reply.partition) to use it "        \
