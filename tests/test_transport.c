@@ -22,6 +22,7 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,8 +136,7 @@ tls_files_remove(tls_files *t)
     rmdir(t->dir);
 }
 
-/* ---- a Kafka-speaking server for one connection ---------------------------------------
- */
+/* ---- a Kafka-speaking test server (or a TLS/SASL front for the mock broker) ---- */
 
 typedef struct fake_broker {
     /* set before fake_start */
@@ -145,12 +145,17 @@ typedef struct fake_broker {
     int16_t auth_max;        /* highest SaslAuthenticate version advertised */
     const char *scram_final; /* the client-final to accept (RFC_CLIENT_FINAL) */
     bool silent;             /* accept and never answer */
+    int upstream_port;       /* > 0: after the login, relay frames to this broker */
+    atomic_bool stop;        /* relay mode: stop accepting */
     /* results */
+    int conn_rounds; /* SaslAuthenticate rounds on the current connection */
+    int connections;
+    int forwarded[40]; /* relayed requests per API key */
     int lfd, port;
     pthread_t thread;
     char mechanism[64];  /* asked in SaslHandshake */
     char tokens[3][160]; /* SaslAuthenticate payloads (NULs shown as '|') */
-    int rounds;
+    int rounds;          /* in all */
     int16_t auth_version;
     char client_cn[64];
     int after_auth; /* ApiVersions requests served after authentication */
@@ -252,7 +257,7 @@ fb_authenticate(fake_broker *fb, int16_t v, const uint8_t *p, wire *w)
     fb->auth_version = v;
     const char *answer = "", *error = NULL;
     if (strcmp(fb->mechanism, "PLAIN") != 0) {
-        if (fb->rounds == 0) {
+        if (fb->conn_rounds == 0) {
             answer = RFC_SERVER_FIRST;
         } else if (strcmp(t, fb->scram_final) == 0) {
             answer = RFC_SERVER_FINAL;
@@ -261,6 +266,7 @@ fb_authenticate(fake_broker *fb, int16_t v, const uint8_t *p, wire *w)
         }
     }
     fb->rounds++;
+    fb->conn_rounds++;
     w_be(w, error ? KSFI_ERR_SASL_AUTHENTICATION_FAILED : 0, 2);
     w_str(w, error, v >= 2);
     if (v >= 2) {
@@ -278,9 +284,49 @@ fb_authenticate(fake_broker *fb, int16_t v, const uint8_t *p, wire *w)
     }
 }
 
+/* Rewrite a FindCoordinator v1-2 answer to name this server (as "localhost"). */
+static size_t
+fb_rewrite_coordinator(fake_broker *fb, uint8_t *p, size_t n)
+{
+    size_t at = 4 + 4 + 2; /* correlation id, throttle_time_ms, error_code */
+    int16_t mlen = (int16_t)(p[at] << 8 | p[at + 1]);
+    at += 2 + (mlen > 0 ? (size_t)mlen : 0) + 4; /* error_message, node_id */
+    ck_assert_uint_le(at, n);
+    wire w = {.n = 0};
+    w_str(&w, "localhost", false);
+    w_be(&w, (uint32_t)fb->port, 4);
+    memcpy(p + at, w.b, w.n);
+    return at + w.n;
+}
+
+/* Relay one request frame to the upstream broker and its answer back. */
+static bool
+fb_relay(fake_broker *fb, SSL *ssl, int fd, int up, const uint8_t *req, size_t n,
+         int16_t api)
+{
+    uint8_t sz[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
+                     (uint8_t)n};
+    if (!fb_io(fb, NULL, up, sz, 4, true) || !fb_io(fb, NULL, up, (void *)req, n, true) ||
+        !fb_io(fb, NULL, up, sz, 4, false)) {
+        return false;
+    }
+    size_t m = (size_t)sz[0] << 24 | (size_t)sz[1] << 16 | (size_t)sz[2] << 8 | sz[3];
+    uint8_t *resp = malloc(m + 16);
+    bool ok = resp && m <= 1 << 20 && fb_io(fb, NULL, up, resp, m, false);
+    if (ok && api == 10) {
+        m = fb_rewrite_coordinator(fb, resp, m);
+    }
+    fb->forwarded[api >= 0 && api < 40 ? api : 0]++;
+    uint8_t out[4] = {(uint8_t)(m >> 24), (uint8_t)(m >> 16), (uint8_t)(m >> 8),
+                      (uint8_t)m};
+    ok = ok && fb_io(fb, ssl, fd, out, 4, true) && fb_io(fb, ssl, fd, resp, m, true);
+    free(resp);
+    return ok;
+}
+
 /* Serve frames until the client goes away. */
 static void
-fb_serve(fake_broker *fb, SSL *ssl, int fd)
+fb_serve(fake_broker *fb, SSL *ssl, int fd, int up)
 {
     uint8_t sz[4], req[1024];
     while (fb_io(fb, ssl, fd, sz, 4, false)) {
@@ -296,6 +342,12 @@ fb_serve(fake_broker *fb, SSL *ssl, int fd)
         bool flexible = api == 36 && v >= 2;
         off += flexible; /* the header's empty tagged fields */
         wire w = {.n = 0};
+        if (up >= 0 && api != 17 && api != 36 && (api != 18 || fb->conn_rounds > 0)) {
+            if (!fb_relay(fb, ssl, fd, up, req, n, api)) {
+                return;
+            }
+            continue;
+        }
         if (api == 18) {
             fb->after_auth += fb->rounds > 0;
             fb_api_versions(fb, &w);
@@ -310,30 +362,38 @@ fb_serve(fake_broker *fb, SSL *ssl, int fd)
     }
 }
 
-static void *
-fb_run(void *arg)
+static int
+fb_upstream(int port)
 {
-    fake_broker *fb = arg;
-    struct pollfd p = {fb->lfd, POLLIN, 0};
-    if (poll(&p, 1, 10000) != 1) {
-        return NULL;
-    }
-    int fd = accept(fb->lfd, NULL, NULL);
-    struct timeval tv = {5, 0};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {15, 0}; /* a JoinGroup waits for the rebalance */
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static void
+fb_connection(fake_broker *fb, int fd)
+{
+    struct timeval tv = {fb->upstream_port ? 15 : 5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    fb->connections++;
+    fb->conn_rounds = 0;
     if (fb->silent) {
         char c;
         while (recv(fd, &c, 1, 0) > 0) {
         }
-        close(fd);
-        return NULL;
+        return;
     }
     SSL *ssl = NULL;
     if (fb->tls) {
         ssl = SSL_new(fb->tls);
         SSL_set_fd(ssl, fd);
         if (SSL_accept(ssl) != 1) {
-            goto done;
+            SSL_free(ssl);
+            return;
         }
         X509 *peer = SSL_get1_peer_certificate(ssl);
         if (peer) {
@@ -342,10 +402,35 @@ fb_run(void *arg)
             X509_free(peer);
         }
     }
-    fb_serve(fb, ssl, fd);
-done:
+    int up = fb->upstream_port ? fb_upstream(fb->upstream_port) : -1;
+    fb_serve(fb, ssl, fd, up);
+    if (up >= 0) {
+        close(up);
+    }
     SSL_free(ssl);
-    close(fd);
+}
+
+/* One connection, or (relay mode) connections one after the other until stop. */
+static void *
+fb_run(void *arg)
+{
+    fake_broker *fb = arg;
+    int64_t deadline = ksfi_now_ms() + 30000;
+    do {
+        struct pollfd p = {fb->lfd, POLLIN, 0};
+        if (poll(&p, 1, 100) != 1) {
+            continue;
+        }
+        int fd = accept(fb->lfd, NULL, NULL);
+        if (fd < 0) {
+            return NULL;
+        }
+        fb_connection(fb, fd);
+        close(fd);
+        if (!fb->upstream_port) {
+            return NULL;
+        }
+    } while (!atomic_load(&fb->stop) && ksfi_now_ms() < deadline);
     return NULL;
 }
 
@@ -366,6 +451,7 @@ fake_start(fake_broker *fb)
 static void
 fake_join(fake_broker *fb)
 {
+    atomic_store(&fb->stop, true);
     pthread_join(fb->thread, NULL);
     close(fb->lfd);
     SSL_CTX_free(fb->tls);
@@ -1091,6 +1177,108 @@ START_TEST(test_transport_mock_broker_has_no_sasl)
 }
 END_TEST
 
+typedef struct assigned_seen {
+    pthread_mutex_t lock;
+    int generation;
+    size_t partitions; /* of sec.reply in the last assignment */
+} assigned_seen;
+
+static void
+on_assigned(void *user, int32_t generation, const ksfi_gp_assignment *a)
+{
+    assigned_seen *seen = user;
+    pthread_mutex_lock(&seen->lock);
+    seen->generation = generation;
+    seen->partitions = 0;
+    for (size_t i = 0; i < a->count; i++) {
+        if (strcmp(a->topics[i].topic, "sec.reply") == 0) {
+            seen->partitions = a->topics[i].count;
+        }
+    }
+    pthread_mutex_unlock(&seen->lock);
+}
+
+/*
+ * The whole group protocol over TLS and SCRAM: the membership logs in to a TLS+SASL
+ * front (the in-test server, checking RFC 7677's exchange byte for byte) that relays
+ * every later frame to the mock broker and names itself as the coordinator. The member
+ * joins, syncs and gets both partitions of its reply topic.
+ */
+START_TEST(test_transport_membership_over_tls_and_scram)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "sec.reply", 2);
+    tls_files tf;
+    tls_files_make(&tf);
+    const char *colon = strrchr(ksft_broker_address(b), ':');
+    fake_broker fb = {.tls = server_tls(&tf, false),
+                      .mechanisms = "SCRAM-SHA-256",
+                      .auth_max = 1,
+                      .scram_final = RFC_CLIENT_FINAL,
+                      .upstream_port = atoi(colon + 1)};
+    fake_start(&fb);
+    ksfi_security sec;
+    ksf_errinfo ei = {0};
+    const char *kv[] = {"security.protocol",
+                        "sasl_ssl",
+                        "sasl.mechanisms",
+                        "SCRAM-SHA-256",
+                        "sasl.username",
+                        "user",
+                        "sasl.password",
+                        "pencil",
+                        "ssl.ca.location",
+                        tf.server_cert,
+                        NULL};
+    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    sec.scram_nonce = ksfi_strdup(RFC_NONCE);
+    char brokers[32];
+    snprintf(brokers, sizeof brokers, "localhost:%d", fb.port);
+    assigned_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER, .generation = -1};
+    ksfi_assignor_topic topic = {"sec.reply", 2};
+    ksfi_membership_config mc = {.brokers = brokers,
+                                 .group_id = "sec-client",
+                                 .client_id = "sec",
+                                 .topics = &topic,
+                                 .topic_count = 1,
+                                 .session_timeout_ms = 6000,
+                                 .rebalance_timeout_ms = 6000,
+                                 .heartbeat_interval_ms = 500,
+                                 .security = &sec};
+    ksfi_membership_callbacks cb = {.on_assigned = on_assigned, .user = &seen};
+    ksfi_membership *m = NULL;
+    ck_assert_int_eq(ksfi_membership_new(&m, &mc, &cb, &ei), KSF_OK);
+    int64_t deadline = ksft_now_ms() + 15000;
+    size_t parts = 0;
+    while (parts == 0 && ksft_now_ms() < deadline) {
+        pthread_mutex_lock(&seen.lock);
+        parts = seen.partitions;
+        pthread_mutex_unlock(&seen.lock);
+        if (parts == 0) {
+            poll(NULL, 0, 50);
+        }
+    }
+    ck_assert_uint_eq(parts, 2);
+    ksfi_membership_stats st;
+    ksfi_membership_get_stats(m, &st);
+    ck_assert(!st.fatal);
+    ck_assert_uint_ge(st.joins, 1);
+    ksfi_membership_close(m); /* LeaveGroup, relayed too */
+    fake_join(&fb);
+    /* One connection (the coordinator is the bootstrap broker), one login. */
+    ck_assert_int_eq(fb.connections, 1);
+    ck_assert_int_eq(fb.rounds, 2);
+    ck_assert_str_eq(fb.tokens[1], RFC_CLIENT_FINAL);
+    ck_assert_int_eq(fb.forwarded[10], 1); /* FindCoordinator */
+    ck_assert_int_ge(fb.forwarded[11], 1); /* JoinGroup */
+    ck_assert_int_ge(fb.forwarded[14], 1); /* SyncGroup */
+    ck_assert_int_eq(fb.forwarded[13], 1); /* LeaveGroup */
+    ksfi_security_clear(&sec);
+    tls_files_remove(&tf);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 static Suite *
 transport_suite(void)
 {
@@ -1119,6 +1307,7 @@ transport_suite(void)
         {"librdkafka_props", test_transport_props_reach_librdkafka_handles, 10},
         {"client_new", test_transport_client_new_rejects_oauthbearer, 20},
         {"mock_broker", test_transport_mock_broker_has_no_sasl, 30},
+        {"membership_tls_scram", test_transport_membership_over_tls_and_scram, 40},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
