@@ -72,52 +72,62 @@ wipe_free(char *s)
     }
 }
 
+/* The string fields of @p s, in one order for every copy and clear. */
+#define SECURITY_STRINGS(s)                                                              \
+    {                                                                                    \
+        &(s)->ca_location, &(s)->ca_pem, &(s)->cert_location, &(s)->cert_pem,            \
+            &(s)->key_location, &(s)->key_pem, &(s)->key_password, &(s)->cipher_suites,  \
+            &(s)->curves, &(s)->sigalgs, &(s)->username, &(s)->password,                 \
+            &(s)->scram_nonce                                                            \
+    }
+
+ksf_err
+ksfi_security_copy(ksfi_security *dst, const ksfi_security *src)
+{
+    ksfi_security tmp = *src;
+    char **from[] = SECURITY_STRINGS(&tmp);
+    char **to[] = SECURITY_STRINGS(dst);
+    *dst = *src;
+    for (size_t i = 0; i < sizeof to / sizeof to[0]; i++) {
+        *to[i] = NULL; /* so that a failure half-way frees only our copies */
+    }
+    for (size_t i = 0; i < sizeof to / sizeof to[0]; i++) {
+        if (*from[i] && !(*to[i] = ksfi_strdup(*from[i]))) {
+            ksfi_security_clear(dst);
+            return KSF_ENOMEM;
+        }
+    }
+    return KSF_OK;
+}
+
 void
 ksfi_security_clear(ksfi_security *s)
 {
-    char **strs[] = {&s->ca_location,  &s->ca_pem,  &s->cert_location, &s->cert_pem,
-                     &s->key_location, &s->key_pem, &s->key_password,  &s->cipher_suites,
-                     &s->curves,       &s->sigalgs, &s->username,      &s->password,
-                     &s->scram_nonce};
+    char **strs[] = SECURITY_STRINGS(s);
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         wipe_free(*strs[i]);
     }
     memset(s, 0, sizeof *s);
 }
 
-ksf_err
-ksfi_security_copy(ksfi_security *dst, const ksfi_security *src)
-{
-    *dst = *src;
-    char **strs[] = {&dst->ca_location,  &dst->ca_pem,        &dst->cert_location,
-                     &dst->cert_pem,     &dst->key_location,  &dst->key_pem,
-                     &dst->key_password, &dst->cipher_suites, &dst->curves,
-                     &dst->sigalgs,      &dst->username,      &dst->password,
-                     &dst->scram_nonce};
-    bool ok = true;
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-        if (*strs[i] && !(*strs[i] = ksfi_strdup(*strs[i]))) {
-            ok = false;
-        }
-    }
-    if (!ok) {
-        ksfi_security_clear(dst);
-        return KSF_ENOMEM;
-    }
-    return KSF_OK;
-}
-
-/* The value librdkafka resolved for @p key (its default when unset), or NULL. */
+/* The value librdkafka resolved for @p key (its default when unset), or NULL. PEM text
+ * can be long: ask for the size first. */
 static ksf_err
 conf_str(rd_kafka_conf_t *conf, const char *key, char **out)
 {
-    char v[8192];
-    size_t n = sizeof v;
+    size_t n = 0;
     *out = NULL;
-    if (rd_kafka_conf_get(conf, key, v, &n) != RD_KAFKA_CONF_OK || !v[0]) {
+    if (rd_kafka_conf_get(conf, key, NULL, &n) != RD_KAFKA_CONF_OK || n <= 1) {
         return KSF_OK;
     }
-    return (*out = ksfi_strdup(v)) ? KSF_OK : KSF_ENOMEM;
+    if (!(*out = ksfi_malloc(n))) {
+        return KSF_ENOMEM;
+    }
+    if (rd_kafka_conf_get(conf, key, *out, &n) != RD_KAFKA_CONF_OK) {
+        ksfi_free(*out);
+        *out = NULL;
+    }
+    return KSF_OK;
 }
 
 static bool

@@ -857,10 +857,16 @@ START_TEST(test_transport_tls_hostname)
     /* Identification off: the same connection is accepted. */
     fake_broker fb2 = {.tls = server_tls(&tf, false)};
     fake_start(&fb2);
+    /* ... and the CA given as PEM text (ssl.ca.pem) instead of a file. */
+    char pem[4096] = "";
+    FILE *f = fopen(tf.server_cert, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_gt(fread(pem, 1, sizeof pem - 1, f), 100);
+    fclose(f);
     const char *kv2[] = {"security.protocol",
                          "ssl",
-                         "ssl.ca.location",
-                         tf.server_cert,
+                         "ssl.ca.pem",
+                         pem,
                          "ssl.endpoint.identification.algorithm",
                          "none",
                          NULL};
@@ -1028,6 +1034,47 @@ START_TEST(test_transport_config_consumer_role_wins)
     ck_assert_str_eq(sec.username, "svc");
     ck_assert_str_eq(sec.password, "b");
     ksfi_security_clear(&sec);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+/* Every allocation of reading, copying and loading the settings may fail cleanly. */
+START_TEST(test_transport_allocation_failures)
+{
+    ksf_config *cfg;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    const char *kv[][2] = {{"kafka.security.protocol", "sasl_ssl"},
+                           {"kafka.sasl.mechanisms", "SCRAM-SHA-256"},
+                           {"kafka.sasl.username", "user"},
+                           {"kafka.sasl.password", "pencil"},
+                           {"kafka.ssl.cipher.suites", "HIGH"},
+                           {"kafka.enable.ssl.certificate.verification", "false"}};
+    for (size_t i = 0; i < 6; i++) {
+        ck_assert_int_eq(ksf_config_set(cfg, kv[i][0], kv[i][1], &ei), KSF_OK);
+    }
+    unsigned ok = 0, failed = 0;
+    for (unsigned long n = 1; n < 200; n++) {
+        ksfi_security sec;
+        ksfi_transport *t = NULL;
+        ksfi_alloc_fail_after(n, 0);
+        ksf_err e = ksfi_security_from_config(cfg, &sec, &ei);
+        if (e == KSF_OK) {
+            e = ksfi_transport_new(&t, &sec, &ei);
+        }
+        ksfi_alloc_fail_after(0, 0);
+        ck_assert_msg(e == KSF_OK || e == KSF_ENOMEM, "n=%lu: %s", n, ei.text);
+        if (e == KSF_OK) {
+            ck_assert_str_eq(sec.password, "pencil");
+            ok++;
+        } else {
+            failed++;
+        }
+        ksfi_transport_destroy(t);
+        ksfi_security_clear(&sec);
+    }
+    ck_assert_uint_gt(failed, 5); /* every strdup and the transport itself */
+    ck_assert_uint_gt(ok, 100);
     ksf_config_destroy(cfg);
 }
 END_TEST
@@ -1305,6 +1352,7 @@ transport_suite(void)
         {"config_errors", test_transport_config_errors, 10},
         {"config_roles", test_transport_config_consumer_role_wins, 10},
         {"librdkafka_props", test_transport_props_reach_librdkafka_handles, 10},
+        {"allocation_failures", test_transport_allocation_failures, 20},
         {"client_new", test_transport_client_new_rejects_oauthbearer, 20},
         {"mock_broker", test_transport_mock_broker_has_no_sasl, 30},
         {"membership_tls_scram", test_transport_membership_over_tls_and_scram, 40},
