@@ -72,14 +72,6 @@ struct ksfi_membership {
     bool fatal;
 };
 
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 #define STAT_ADD(m, field)                                                               \
     do {                                                                                 \
         pthread_mutex_lock(&(m)->lock);                                                  \
@@ -120,10 +112,10 @@ cancel_stop(void *user)
 static void
 nap(ksfi_membership *m, int64_t ms)
 {
-    int64_t deadline = now_ms() + ms;
-    while (!atomic_load(&m->closing) && now_ms() < deadline) {
+    int64_t deadline = ksfi_now_ms() + ms;
+    while (!atomic_load(&m->closing) && ksfi_now_ms() < deadline) {
         struct pollfd p = {m->wake[0], POLLIN, 0};
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - ksfi_now_ms();
         poll(&p, 1, (int)(left > 1000 ? 1000 : (left < 0 ? 0 : left)));
     }
 }
@@ -151,7 +143,7 @@ conn_open(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline)
     }
     /* A refused login or certificate does not heal by retrying: stop with the
      * sentence, as Kafka's Java consumer does with its AuthenticationException. */
-    if (ksfi_transport_error_permanent(&ei)) {
+    if (ksfi_transport_error_permanent(&ei) && !m->leaving) {
         fatal(m, KSF_EKAFKA, "group %s: %s", m->group_id, ei.text);
     } else {
         ksfi_log(&m->log, KSF_LOG_WARNING, COMPONENT, "group %s: %s", m->group_id,
@@ -169,7 +161,7 @@ static ksf_err
 roundtrip(ksfi_membership *m, const ksfi_gp_buf *req, int32_t corr, int timeout_ms,
           const char *api, uint8_t **payload, const uint8_t **body, size_t *body_len)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = ksfi_now_ms() + timeout_ms;
     int32_t got = 0;
     size_t n = 0;
     ksf_errinfo ei = {0};
@@ -358,7 +350,7 @@ conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline)
     ksfi_gp_header h = next_header(m, 0);
     ksf_err err = conn_open(m, hp, deadline);
     if (err == KSF_OK && (err = ksfi_gp_encode_api_versions(&req, &h)) == KSF_OK &&
-        (err = roundtrip(m, &req, h.correlation_id, (int)(deadline - now_ms()),
+        (err = roundtrip(m, &req, h.correlation_id, (int)(deadline - ksfi_now_ms()),
                          "ApiVersions", &payload, &body, &blen)) == KSF_OK &&
         (err = ksfi_gp_decode_api_versions(body, blen, 0, &r, NULL)) == KSF_OK &&
         r.error_code != 0) {
@@ -417,7 +409,7 @@ discover(ksfi_membership *m)
 {
     const ksfi_hostport *b = &m->bootstrap[m->next_bootstrap++ % m->bootstrap_count];
     ksfi_gp_find_coordinator_resp r = {0};
-    ksf_err err = conn_setup(m, b, now_ms() + CONNECT_TIMEOUT_MS);
+    ksf_err err = conn_setup(m, b, ksfi_now_ms() + CONNECT_TIMEOUT_MS);
     if (err != KSF_OK || (err = find_coordinator(m, &r)) != KSF_OK) {
         return err;
     }
@@ -441,7 +433,7 @@ discover(ksfi_membership *m)
     ksfi_gp_find_coordinator_resp_free(&r);
     STAT_ADD(m, lookups);
     if (strcmp(m->coord.host, b->host) != 0 || strcmp(m->coord.port, b->port) != 0) {
-        err = conn_setup(m, &m->coord, now_ms() + CONNECT_TIMEOUT_MS);
+        err = conn_setup(m, &m->coord, ksfi_now_ms() + CONNECT_TIMEOUT_MS);
     }
     return err;
 }
@@ -740,7 +732,7 @@ adopt(ksfi_membership *m, ksfi_gp_assignment *a, bool leader)
     m->assigned = true;
     m->assigned_generation = m->generation;
     m->state = ST_STABLE;
-    m->last_ok_ms = now_ms();
+    m->last_ok_ms = ksfi_now_ms();
     m->next_heartbeat_ms = m->last_ok_ms + m->heartbeat_ms;
     m->backoff_ms = BACKOFF_MIN_MS;
     STAT_ADD(m, syncs);
@@ -772,7 +764,7 @@ join_and_sync(ksfi_membership *m)
     m->member_id = jr.member_id;
     jr.member_id = NULL;
     m->generation = jr.generation_id;
-    m->last_ok_ms = now_ms();
+    m->last_ok_ms = ksfi_now_ms();
     STAT_ADD(m, joins);
     bool leader = strcmp(jr.leader, m->member_id) == 0;
     if (leader && (err = leader_plan_build(m, &jr, &lp)) != KSF_OK) {
@@ -811,7 +803,7 @@ done:
 static void
 heartbeat(ksfi_membership *m)
 {
-    int64_t now = now_ms();
+    int64_t now = ksfi_now_ms();
     if (now < m->next_heartbeat_ms) {
         nap(m, m->next_heartbeat_ms - now);
         return;
@@ -831,7 +823,7 @@ heartbeat(ksfi_membership *m)
             STAT_ADD(m, io_errors);
             conn_close(m);
         } else if (r.error_code == 0) {
-            m->last_ok_ms = now_ms();
+            m->last_ok_ms = ksfi_now_ms();
             m->backoff_ms = BACKOFF_MIN_MS;
             STAT_ADD(m, heartbeats);
         } else {
@@ -850,7 +842,7 @@ heartbeat(ksfi_membership *m)
 static void
 check_session(ksfi_membership *m)
 {
-    if (!m->assigned || now_ms() - m->last_ok_ms <= m->session_ms) {
+    if (!m->assigned || ksfi_now_ms() - m->last_ok_ms <= m->session_ms) {
         return;
     }
     char reason[160];
@@ -869,7 +861,7 @@ check_session(ksfi_membership *m)
 static void
 leave(ksfi_membership *m)
 {
-    int64_t deadline = now_ms() + LEAVE_TIMEOUT_MS;
+    int64_t deadline = ksfi_now_ms() + LEAVE_TIMEOUT_MS;
     ksfi_gp_buf req = {0};
     ksfi_gp_simple_resp r = {0};
     uint8_t *payload = NULL;
@@ -882,8 +874,8 @@ leave(ksfi_membership *m)
     }
     ksfi_gp_header h = next_header(m, m->v_leave);
     if (ksfi_gp_encode_leave_group(&req, &h, m->group_id, m->member_id) == KSF_OK &&
-        roundtrip(m, &req, h.correlation_id, (int)(deadline - now_ms()), "LeaveGroup",
-                  &payload, &body, &blen) == KSF_OK &&
+        roundtrip(m, &req, h.correlation_id, (int)(deadline - ksfi_now_ms()),
+                  "LeaveGroup", &payload, &body, &blen) == KSF_OK &&
         ksfi_gp_decode_leave_group(body, blen, m->v_leave, &r, NULL) == KSF_OK) {
         ksfi_log(&m->log, KSF_LOG_INFO, COMPONENT, "group %s: member %s left: %s",
                  m->group_id, m->member_id, ksfi_gp_error_name(r.error_code));
