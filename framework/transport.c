@@ -468,8 +468,9 @@ tls_context(ksfi_transport *t, ksf_errinfo *ei)
     SSL_CTX_set_verify(t->ctx, s->verify_peer ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     ksf_err e;
-    if ((e = load_ca(t->ctx, s, ei)) || (e = load_identity(t->ctx, s, ei)) ||
-        (e = set_lists(t->ctx, s, ei))) {
+    /* Without verification no CA is consulted: skip loading the system store. */
+    if ((s->verify_peer && (e = load_ca(t->ctx, s, ei))) ||
+        (e = load_identity(t->ctx, s, ei)) || (e = set_lists(t->ctx, s, ei))) {
         return e;
     }
     return KSF_OK;
