@@ -47,8 +47,7 @@ ksfi_sasl_plain(const char *user, const char *password, uint8_t **out, size_t *l
     return KSF_OK;
 }
 
-/* ---- SCRAM (RFC 5802) ----------------------------------------------------------------
- */
+/* ---- SCRAM (RFC 5802) -------------------------------------------------------------- */
 
 static const EVP_MD *
 scram_md(ksfi_sasl_mech mech)
@@ -289,8 +288,7 @@ ksfi_scram_clear(ksfi_scram *s)
     OPENSSL_cleanse(s, sizeof *s);
 }
 
-/* ---- Kafka framing for the SASL requests ---------------------------------------------
- */
+/* ---- Kafka framing for the SASL requests ------------------------------------------- */
 
 typedef struct wbuf {
     uint8_t *p;
@@ -428,8 +426,7 @@ skip_tags(rbuf *r)
     }
 }
 
-/* ---- the exchange ---------------------------------------------------------------------
- */
+/* ---- the exchange ------------------------------------------------------------------ */
 
 typedef struct sasl_session {
     ksfi_conn *c;

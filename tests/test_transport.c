@@ -45,8 +45,7 @@
     "Authentication failed during authentication due to invalid credentials with "       \
     "SASL mechanism SCRAM-SHA-256"
 
-/* ---- certificates -------------------------------------------------------------------
- */
+/* ---- certificates ------------------------------------------------------------------ */
 
 typedef struct tls_files {
     char dir[64];
@@ -136,7 +135,7 @@ tls_files_remove(tls_files *t)
     rmdir(t->dir);
 }
 
-/* ---- a Kafka-speaking test server (or a TLS/SASL front for the mock broker) ---- */
+/* ---- a Kafka-speaking test server (or a TLS/SASL front for the mock broker) -------- */
 
 typedef struct fake_broker {
     /* set before fake_start */
@@ -472,8 +471,7 @@ server_tls(const tls_files *t, bool want_client_cert)
     return ctx;
 }
 
-/* ---- client side helpers
- * ---------------------------------------------------------------- */
+/* ---- client side helpers ----------------------------------------------------------- */
 
 /* Security settings from "key=value" kafka.* pairs, through ksf's configuration. */
 static ksf_err
@@ -522,8 +520,7 @@ connect_with(const ksfi_security *sec, const char *host, int port, ksf_errinfo *
     return e;
 }
 
-/* ---- SCRAM and PLAIN as pure functions
- * ----------------------------------------------------- */
+/* ---- SCRAM and PLAIN as pure functions --------------------------------------------- */
 
 START_TEST(test_transport_scram_rfc7677)
 {
@@ -632,8 +629,7 @@ START_TEST(test_transport_plain_message)
 }
 END_TEST
 
-/* ---- SASL over the wire
- * ---------------------------------------------------------------- */
+/* ---- SASL over the wire ------------------------------------------------------------ */
 
 START_TEST(test_transport_sasl_plain_exchange)
 {
@@ -762,8 +758,7 @@ START_TEST(test_transport_sasl_mechanism_not_enabled)
 }
 END_TEST
 
-/* ---- TLS
- * ---------------------------------------------------------------------------------- */
+/* ---- TLS --------------------------------------------------------------------------- */
 
 START_TEST(test_transport_tls_verified_and_client_cert)
 {
@@ -902,8 +897,7 @@ START_TEST(test_transport_tls_to_plaintext_listener)
 }
 END_TEST
 
-/* ---- deadlines and cancellation
- * -------------------------------------------------------- */
+/* ---- deadlines and cancellation ---------------------------------------------------- */
 
 static bool
 stop_now(void *user)
@@ -953,8 +947,7 @@ START_TEST(test_transport_handshake_deadline_and_cancel)
 }
 END_TEST
 
-/* ---- configuration -------------------------------------------------------------------
- */
+/* ---- configuration ----------------------------------------------------------------- */
 
 START_TEST(test_transport_config_errors)
 {
@@ -1124,8 +1117,7 @@ START_TEST(test_transport_props_reach_librdkafka_handles)
 }
 END_TEST
 
-/* ---- against the embedded broker
- * ------------------------------------------------------- */
+/* ---- against the embedded broker --------------------------------------------------- */
 
 START_TEST(test_transport_client_new_rejects_oauthbearer)
 {
