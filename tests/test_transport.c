@@ -555,6 +555,40 @@ START_TEST(test_transport_scram_rfc7677)
 }
 END_TEST
 
+/*
+ * SCRAM-SHA-512 has no RFC example: RFC 7677's inputs with SHA-512, the expected
+ * messages computed independently with Python's hashlib.pbkdf2_hmac and hmac (the same
+ * script reproduces the SHA-256 example above byte for byte).
+ */
+START_TEST(test_transport_scram_sha512_vector)
+{
+    ksfi_scram s = {0};
+    char *first = NULL, *final = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(
+        ksfi_scram_first(&s, KSFI_SASL_SCRAM_SHA_512, "user", RFC_NONCE, &first, &ei),
+        KSF_OK);
+    ck_assert_str_eq(first, RFC_CLIENT_FIRST);
+    const char *sf = RFC_SERVER_FIRST;
+    ck_assert_int_eq(
+        ksfi_scram_final(&s, "pencil", (const uint8_t *)sf, strlen(sf), &final, &ei),
+        KSF_OK);
+    ck_assert_str_eq(final, "c=biws,r=" RFC_NONCE "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=gMGX"
+                            "RcevScNtxZ6/8lQYpGtnsNAc3mGcmNomv+xnoOMw+3R2xNJdMNnzMlTN8PPC"
+                            "6wdp6dybEmDYXYTxwnYPJQ==");
+    const char *ok = "v=ZQnYEgWQMFmmsM8aQMF0nDDCy/AgCzkwk8CmMZYcMg0vSVlKDanekLtifDSeVGT4"
+                     "+5ZxXnJq199RVG2rR7N7Zw==";
+    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)ok, strlen(ok), &ei), KSF_OK);
+    /* The SHA-256 signature is refused for a SHA-512 exchange. */
+    const char *other = RFC_SERVER_FINAL;
+    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)other, strlen(other), &ei),
+                     KSF_EPROTO);
+    ksfi_free(first);
+    ksfi_free(final);
+    ksfi_scram_clear(&s);
+}
+END_TEST
+
 START_TEST(test_transport_scram_rejects_bad_server_first)
 {
     static const char *const cases[][2] = {
@@ -1339,6 +1373,7 @@ transport_suite(void)
         int timeout;
     } cases[] = {
         {"scram", test_transport_scram_rfc7677, 10},
+        {"scram_sha512", test_transport_scram_sha512_vector, 10},
         {"scram_bad_server_first", test_transport_scram_rejects_bad_server_first, 10},
         {"scram_escape_sha512", test_transport_scram_escapes_user_and_sha512_proof_size,
          10},
