@@ -22,6 +22,7 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,8 +149,9 @@ typedef struct fake_broker {
     atomic_bool stop;        /* relay mode: stop accepting */
     /* results */
     int conn_rounds; /* SaslAuthenticate rounds on the current connection */
-    int connections;
-    int forwarded[40]; /* relayed requests per API key */
+    atomic_int connections;
+    int64_t lifetime_ms; /* session_lifetime_ms granted by SaslAuthenticate v1+ */
+    int forwarded[40];   /* relayed requests per API key */
     int lfd, port;
     pthread_t thread;
     char mechanism[64];  /* asked in SaslHandshake */
@@ -276,7 +278,7 @@ fb_authenticate(fake_broker *fb, int16_t v, const uint8_t *p, wire *w)
         w->n += strlen(answer);
     }
     if (v >= 1) {
-        w_be(w, 0, 8); /* session_lifetime_ms: none */
+        w_be(w, error ? 0 : (uint64_t)fb->lifetime_ms, 8); /* session_lifetime_ms */
     }
     if (v >= 2) {
         w->b[w->n++] = 0;
@@ -315,7 +317,7 @@ fb_relay(fake_broker *fb, SSL *ssl, int fd, int up, const uint8_t *req, size_t n
     if (ok && api == 10) {
         m = fb_rewrite_coordinator(fb, resp, m);
     }
-    fb->forwarded[api >= 0 && api < 40 ? api : 0]++;
+    atomic_fetch_add(&fb->forwarded[api >= 0 && api < 40 ? api : 0], 1);
     uint8_t out[4] = {(uint8_t)(m >> 24), (uint8_t)(m >> 16), (uint8_t)(m >> 8),
                       (uint8_t)m};
     ok = ok && fb_io(fb, ssl, fd, out, 4, true) && fb_io(fb, ssl, fd, resp, m, true);
@@ -378,7 +380,7 @@ fb_connection(fake_broker *fb, int fd)
 {
     struct timeval tv = {fb->upstream_port ? 15 : 5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    fb->connections++;
+    atomic_fetch_add(&fb->connections, 1);
     fb->conn_rounds = 0;
     if (fb->silent) {
         char c;
@@ -415,6 +417,12 @@ fb_run(void *arg)
 {
     fake_broker *fb = arg;
     int64_t deadline = ksfi_now_ms() + 30000;
+    /* The test server's own writes to a client that hung up (OpenSSL's alerts) must
+     * not kill the test: SIGPIPE is blocked in this thread only. */
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
     do {
         struct pollfd p = {fb->lfd, POLLIN, 0};
         if (poll(&p, 1, 100) != 1) {
@@ -1288,20 +1296,31 @@ on_assigned(void *user, int32_t generation, const ksfi_gp_assignment *a)
  * every later frame to the mock broker and names itself as the coordinator. The member
  * joins, syncs and gets both partitions of its reply topic.
  */
-START_TEST(test_transport_membership_over_tls_and_scram)
-{
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "sec.reply", 2);
+/* A membership logging in over TLS + SCRAM to the relay in front of the mock broker. */
+typedef struct relay_env {
+    ksft_broker *b;
     tls_files tf;
-    tls_files_make(&tf);
-    const char *colon = strrchr(ksft_broker_address(b), ':');
-    fake_broker fb = {.tls = server_tls(&tf, false),
-                      .mechanisms = "SCRAM-SHA-256",
-                      .auth_max = 1,
-                      .scram_final = RFC_CLIENT_FINAL,
-                      .upstream_port = atoi(colon + 1)};
-    fake_start(&fb);
+    fake_broker fb;
     ksfi_security sec;
+    assigned_seen seen;
+    ksfi_membership *m;
+} relay_env;
+
+static void
+relay_start(relay_env *env, int64_t lifetime_ms)
+{
+    env->b = ksft_broker_start();
+    ksft_broker_create_topic(env->b, "sec.reply", 2);
+    tls_files_make(&env->tf);
+    const char *colon = strrchr(ksft_broker_address(env->b), ':');
+    fake_broker *fb = &env->fb;
+    fb->tls = server_tls(&env->tf, false);
+    fb->mechanisms = "SCRAM-SHA-256";
+    fb->auth_max = 1;
+    fb->scram_final = RFC_CLIENT_FINAL;
+    fb->upstream_port = atoi(colon + 1);
+    fb->lifetime_ms = lifetime_ms;
+    fake_start(fb);
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol",
                         "sasl_ssl",
@@ -1312,13 +1331,14 @@ START_TEST(test_transport_membership_over_tls_and_scram)
                         "sasl.password",
                         "pencil",
                         "ssl.ca.location",
-                        tf.server_cert,
+                        env->tf.server_cert,
                         NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
-    sec.scram_nonce = ksfi_strdup(RFC_NONCE);
+    ck_assert_int_eq(security_from(&env->sec, &ei, kv), KSF_OK);
+    env->sec.scram_nonce = ksfi_strdup(RFC_NONCE);
     char brokers[32];
-    snprintf(brokers, sizeof brokers, "localhost:%d", fb.port);
-    assigned_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER, .generation = -1};
+    snprintf(brokers, sizeof brokers, "localhost:%d", fb->port);
+    pthread_mutex_init(&env->seen.lock, NULL);
+    env->seen.generation = -1;
     ksfi_assignor_topic topic = {"sec.reply", 2};
     ksfi_membership_config mc = {.brokers = brokers,
                                  .group_id = "sec-client",
@@ -1328,38 +1348,83 @@ START_TEST(test_transport_membership_over_tls_and_scram)
                                  .session_timeout_ms = 6000,
                                  .rebalance_timeout_ms = 6000,
                                  .heartbeat_interval_ms = 500,
-                                 .security = &sec};
-    ksfi_membership_callbacks cb = {.on_assigned = on_assigned, .user = &seen};
-    ksfi_membership *m = NULL;
-    ck_assert_int_eq(ksfi_membership_new(&m, &mc, &cb, &ei), KSF_OK);
+                                 .security = &env->sec};
+    ksfi_membership_callbacks cb = {.on_assigned = on_assigned, .user = &env->seen};
+    ck_assert_int_eq(ksfi_membership_new(&env->m, &mc, &cb, &ei), KSF_OK);
     int64_t deadline = ksft_now_ms() + 15000;
     size_t parts = 0;
     while (parts == 0 && ksft_now_ms() < deadline) {
-        pthread_mutex_lock(&seen.lock);
-        parts = seen.partitions;
-        pthread_mutex_unlock(&seen.lock);
+        pthread_mutex_lock(&env->seen.lock);
+        parts = env->seen.partitions;
+        pthread_mutex_unlock(&env->seen.lock);
         if (parts == 0) {
             poll(NULL, 0, 50);
         }
     }
     ck_assert_uint_eq(parts, 2);
+}
+
+static void
+relay_stop(relay_env *env)
+{
+    ksfi_membership_close(env->m); /* LeaveGroup, relayed too */
+    fake_join(&env->fb);
+    ksfi_security_clear(&env->sec);
+    tls_files_remove(&env->tf);
+    ksft_broker_stop(env->b);
+}
+
+/*
+ * The whole group protocol over TLS and SCRAM: the membership logs in to a TLS+SASL
+ * front (the in-test server, checking RFC 7677's exchange byte for byte) that relays
+ * every later frame to the mock broker and names itself as the coordinator. The member
+ * joins, syncs and gets both partitions of its reply topic.
+ */
+START_TEST(test_transport_membership_over_tls_and_scram)
+{
+    relay_env env = {0};
+    relay_start(&env, 0);
     ksfi_membership_stats st;
-    ksfi_membership_get_stats(m, &st);
+    ksfi_membership_get_stats(env.m, &st);
     ck_assert(!st.fatal);
     ck_assert_uint_ge(st.joins, 1);
-    ksfi_membership_close(m); /* LeaveGroup, relayed too */
-    fake_join(&fb);
+    relay_stop(&env);
     /* One connection (the coordinator is the bootstrap broker), one login. */
-    ck_assert_int_eq(fb.connections, 1);
-    ck_assert_int_eq(fb.rounds, 2);
-    ck_assert_str_eq(fb.tokens[1], RFC_CLIENT_FINAL);
-    ck_assert_int_eq(fb.forwarded[10], 1); /* FindCoordinator */
-    ck_assert_int_ge(fb.forwarded[11], 1); /* JoinGroup */
-    ck_assert_int_ge(fb.forwarded[14], 1); /* SyncGroup */
-    ck_assert_int_eq(fb.forwarded[13], 1); /* LeaveGroup */
-    ksfi_security_clear(&sec);
-    tls_files_remove(&tf);
-    ksft_broker_stop(b);
+    ck_assert_int_eq(atomic_load(&env.fb.connections), 1);
+    ck_assert_int_eq(env.fb.rounds, 2);
+    ck_assert_str_eq(env.fb.tokens[1], RFC_CLIENT_FINAL);
+    ck_assert_int_eq(env.fb.forwarded[10], 1); /* FindCoordinator */
+    ck_assert_int_ge(env.fb.forwarded[11], 1); /* JoinGroup */
+    ck_assert_int_ge(env.fb.forwarded[14], 1); /* SyncGroup */
+    ck_assert_int_eq(env.fb.forwarded[13], 1); /* LeaveGroup */
+}
+END_TEST
+
+/*
+ * KIP-368: the broker grants a 1.5 s session; the member reconnects and logs in again
+ * before it ends (at 90 %), keeping its membership: same generation, no revocation.
+ */
+START_TEST(test_transport_membership_reauthenticates)
+{
+    relay_env env = {0};
+    relay_start(&env, 1500);
+    ksfi_membership_stats before, after;
+    ksfi_membership_get_stats(env.m, &before);
+    /* Two more logins, each followed by a new coordinator lookup. */
+    int64_t deadline = ksft_now_ms() + 8000;
+    while (atomic_load(&env.fb.forwarded[10]) < 3 && ksft_now_ms() < deadline) {
+        poll(NULL, 0, 50);
+    }
+    ck_assert_int_ge(atomic_load(&env.fb.forwarded[10]), 3);
+    ksfi_membership_get_stats(env.m, &after);
+    ck_assert_int_eq(after.generation, before.generation);
+    ck_assert_uint_eq(after.revocations, 0);
+    ck_assert(!after.fatal);
+    ck_assert_uint_eq(after.joins, before.joins); /* no rejoin: the member stayed */
+    relay_stop(&env);
+    /* Each of those connections logged in with the full SCRAM exchange. */
+    ck_assert_int_ge(atomic_load(&env.fb.connections), 3);
+    ck_assert_int_ge(env.fb.rounds, 6);
 }
 END_TEST
 
@@ -1394,6 +1459,7 @@ transport_suite(void)
         {"client_new", test_transport_client_new_rejects_oauthbearer, 20},
         {"mock_broker", test_transport_mock_broker_has_no_sasl, 30},
         {"membership_tls_scram", test_transport_membership_over_tls_and_scram, 40},
+        {"membership_reauth", test_transport_membership_reauthenticates, 40},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
