@@ -39,6 +39,7 @@ struct ksfi_conn {
     const ksfi_cancel *cancel; /* NULL: not cancellable */
     char peer[300];            /* "host:port", for sentences */
     int64_t reauth_at_ms;      /* 0: no session lifetime */
+    unsigned frames; /* read so far: none means the listener may speak no Kafka */
 };
 
 int64_t
@@ -717,7 +718,10 @@ io_full(ksfi_conn *c, uint8_t *p, size_t len, bool out, int64_t deadline, ksf_er
                 e == KSF_ETIMEDOUT                ? "timed out"
                 : e == KSF_ECLOSED                ? "cancelled"
                 : c->ssl && kind == SSL_ERROR_SSL ? ssl_reason(why, sizeof why)
-                                                  : "the connection was closed");
+                : c->frames == 0 ? "the connection was closed before any answer (a "
+                                   "TLS or SASL listener closes clients that do not "
+                                   "speak it: check security.protocol)"
+                                 : "the connection was closed");
         }
         done += n;
     }
@@ -759,6 +763,7 @@ ksfi_conn_read_frame(ksfi_conn *c, uint8_t **payload, size_t *len, int64_t deadl
         return e;
     }
     *len = n;
+    c->frames++;
     return KSF_OK;
 }
 

@@ -939,6 +939,41 @@ START_TEST(test_transport_tls_to_plaintext_listener)
 }
 END_TEST
 
+START_TEST(test_transport_plaintext_to_tls_listener)
+{
+    tls_files tf;
+    tls_files_make(&tf);
+    fake_broker fb = {.tls = server_tls(&tf, false), .mechanisms = "PLAIN"};
+    fake_start(&fb);
+    ksfi_security sec;
+    ksf_errinfo ei = {0};
+    const char *kv[] = {"security.protocol",
+                        "sasl_plaintext",
+                        "sasl.mechanisms",
+                        "PLAIN",
+                        "sasl.username",
+                        "u",
+                        "sasl.password",
+                        "p",
+                        NULL};
+    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    ksfi_conn *c = NULL;
+    /* OpenSSL's server closes on our ApiVersions without answering. */
+    ksf_err e = connect_with(&sec, "127.0.0.1", fb.port, &ei, &c);
+    ck_assert_int_eq(e, KSF_EKAFKA);
+    fake_join(&fb);
+    char want[KSF_ERRINFO_TEXT_SIZE];
+    snprintf(want, sizeof want,
+             "receiving from 127.0.0.1:%d: the connection was closed before any answer "
+             "(a TLS or SASL listener closes clients that do not speak it: check "
+             "security.protocol)",
+             fb.port);
+    ck_assert_str_eq(ei.text, want);
+    ksfi_security_clear(&sec);
+    tls_files_remove(&tf);
+}
+END_TEST
+
 /* ---- deadlines and cancellation ---------------------------------------------------- */
 
 static bool
@@ -1451,6 +1486,7 @@ transport_suite(void)
         {"tls_wrong_ca", test_transport_tls_wrong_ca, 20},
         {"tls_hostname", test_transport_tls_hostname, 20},
         {"tls_plaintext_listener", test_transport_tls_to_plaintext_listener, 20},
+        {"plaintext_tls_listener", test_transport_plaintext_to_tls_listener, 20},
         {"deadline_cancel", test_transport_handshake_deadline_and_cancel, 20},
         {"config_errors", test_transport_config_errors, 10},
         {"config_roles", test_transport_config_consumer_role_wins, 10},
