@@ -2,482 +2,24 @@
  * The membership's connection (framework/transport.c, sasl.c): TLS and SASL against a
  * small Kafka-speaking server inside the test (librdkafka's mock cluster does neither),
  * SCRAM byte for byte against RFC 7677's example, the start-up errors, and the mock
- * broker refusing SASL end to end. Certificates are made at test time with OpenSSL
- * (self-signed EC P-256) in a temporary directory.
+ * broker refusing SASL end to end (tests/support/kafka_server.h).
  */
 #include "alloc.h"
 #include "kafka.h"
+#include "kafka_server.h"
 #include "membership.h"
 #include "mock_broker.h"
 #include "sasl.h"
 #include "transport.h"
 
-#include <arpa/inet.h>
 #include <check.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
-
-/* RFC 7677 section 3 (SCRAM-SHA-256; user "user", password "pencil"). */
-#define RFC_NONCE "rOprNGfwEbeRWgbNEkqO"
-#define RFC_CLIENT_FIRST "n,,n=user,r=" RFC_NONCE
-#define RFC_SERVER_FIRST                                                                 \
-    "r=" RFC_NONCE "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
-#define RFC_CLIENT_FINAL                                                                 \
-    "c=biws,r=" RFC_NONCE                                                                \
-    "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjf"                      \
-    "MHgsqmmiz7AndVQ="
-#define RFC_SERVER_FINAL "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
-
-#define BAD_CREDENTIALS                                                                  \
-    "Authentication failed during authentication due to invalid credentials with "       \
-    "SASL mechanism SCRAM-SHA-256"
-
-/* ---- certificates ------------------------------------------------------------------ */
-
-typedef struct tls_files {
-    char dir[64];
-    char server_cert[96], server_key[96]; /* CN/SAN localhost */
-    char other_ca[96];                    /* an unrelated self-signed certificate */
-    char client_cert[96], client_key[96]; /* CN ksf-client, key encrypted "hunter2" */
-} tls_files;
-
-/* A self-signed EC P-256 certificate for @p cn (SAN DNS:@p cn). */
-static X509 *
-make_cert(const char *cn, EVP_PKEY **key)
-{
-    *key = EVP_EC_gen("P-256");
-    ck_assert_ptr_nonnull(*key);
-    X509 *x = X509_new();
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-    X509_set_pubkey(x, *key);
-    X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
-                               -1, 0);
-    X509_set_issuer_name(x, name);
-    char san[80];
-    snprintf(san, sizeof san, "DNS:%s", cn);
-    X509V3_CTX v3;
-    X509V3_set_ctx_nodb(&v3);
-    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-    X509_EXTENSION *ext[] = {
-        X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san),
-        X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:TRUE"),
-    };
-    for (size_t i = 0; i < 2; i++) {
-        ck_assert_ptr_nonnull(ext[i]);
-        X509_add_ext(x, ext[i], -1);
-        X509_EXTENSION_free(ext[i]);
-    }
-    ck_assert_int_gt(X509_sign(x, *key, EVP_sha256()), 0);
-    return x;
-}
-
-static void
-write_pair(const char *cn, const char *cert_path, const char *key_path,
-           const char *password)
-{
-    EVP_PKEY *key;
-    X509 *x = make_cert(cn, &key);
-    FILE *f = fopen(cert_path, "w");
-    ck_assert_ptr_nonnull(f);
-    PEM_write_X509(f, x);
-    fclose(f);
-    f = fopen(key_path, "w");
-    ck_assert_ptr_nonnull(f);
-    PEM_write_PrivateKey(f, key, password ? EVP_aes_256_cbc() : NULL, NULL, 0, NULL,
-                         (void *)password);
-    fclose(f);
-    X509_free(x);
-    EVP_PKEY_free(key);
-}
-
-static void
-tls_files_make(tls_files *t)
-{
-    snprintf(t->dir, sizeof t->dir, "/tmp/ksf-tls-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(t->dir));
-    snprintf(t->server_cert, sizeof t->server_cert, "%s/server.pem", t->dir);
-    snprintf(t->server_key, sizeof t->server_key, "%s/server.key", t->dir);
-    snprintf(t->other_ca, sizeof t->other_ca, "%s/other.pem", t->dir);
-    snprintf(t->client_cert, sizeof t->client_cert, "%s/client.pem", t->dir);
-    snprintf(t->client_key, sizeof t->client_key, "%s/client.key", t->dir);
-    char other_key[96];
-    snprintf(other_key, sizeof other_key, "%s/other.key", t->dir);
-    write_pair("localhost", t->server_cert, t->server_key, NULL);
-    write_pair("localhost", t->other_ca, other_key, NULL);
-    write_pair("ksf-client", t->client_cert, t->client_key, "hunter2");
-    unlink(other_key);
-}
-
-static void
-tls_files_remove(tls_files *t)
-{
-    unlink(t->server_cert);
-    unlink(t->server_key);
-    unlink(t->other_ca);
-    unlink(t->client_cert);
-    unlink(t->client_key);
-    rmdir(t->dir);
-}
-
-/* ---- a Kafka-speaking test server (or a TLS/SASL front for the mock broker) -------- */
-
-typedef struct fake_broker {
-    /* set before fake_start */
-    SSL_CTX *tls;            /* NULL: plaintext */
-    const char *mechanisms;  /* enabled, comma-separated; NULL: no SASL APIs at all */
-    int16_t auth_max;        /* highest SaslAuthenticate version advertised */
-    const char *scram_final; /* the client-final to accept (RFC_CLIENT_FINAL) */
-    bool silent;             /* accept and never answer */
-    int upstream_port;       /* > 0: after the login, relay frames to this broker */
-    atomic_bool stop;        /* relay mode: stop accepting */
-    /* results */
-    int conn_rounds; /* SaslAuthenticate rounds on the current connection */
-    atomic_int connections;
-    int64_t lifetime_ms; /* session_lifetime_ms granted by SaslAuthenticate v1+ */
-    int forwarded[40];   /* relayed requests per API key */
-    int lfd, port;
-    pthread_t thread;
-    char mechanism[64];  /* asked in SaslHandshake */
-    char tokens[3][160]; /* SaslAuthenticate payloads (NULs shown as '|') */
-    int rounds;          /* in all */
-    int16_t auth_version;
-    char client_cn[64];
-    int after_auth; /* ApiVersions requests served after authentication */
-} fake_broker;
-
-typedef struct wire {
-    uint8_t b[1024];
-    size_t n;
-} wire;
-
-static void
-w_be(wire *w, uint64_t v, int bytes)
-{
-    for (int i = bytes - 1; i >= 0; i--) {
-        w->b[w->n++] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static void
-w_str(wire *w, const char *s, bool compact)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (compact) {
-        w->b[w->n++] = (uint8_t)(s ? n + 1 : 0); /* short strings: one varint byte */
-    } else {
-        w_be(w, s ? n : 0xffff, 2);
-    }
-    memcpy(w->b + w->n, s ? s : "", n);
-    w->n += n;
-}
-
-static bool
-fb_io(fake_broker *fb, SSL *ssl, int fd, void *p, size_t n, bool out)
-{
-    size_t done = 0;
-    while (done < n) {
-        int r = ssl ? (out ? SSL_write(ssl, (uint8_t *)p + done, (int)(n - done))
-                           : SSL_read(ssl, (uint8_t *)p + done, (int)(n - done)))
-                    : (int)(out ? send(fd, (uint8_t *)p + done, n - done, MSG_NOSIGNAL)
-                                : recv(fd, (uint8_t *)p + done, n - done, 0));
-        if (r <= 0) {
-            return false;
-        }
-        done += (size_t)r;
-    }
-    (void)fb;
-    return true;
-}
-
-static void
-fb_reply(fake_broker *fb, SSL *ssl, int fd, int32_t corr, bool flexible, wire *body)
-{
-    wire w = {.n = 0};
-    w_be(&w, 4 + (flexible ? 1 : 0) + body->n, 4);
-    w_be(&w, (uint32_t)corr, 4);
-    if (flexible) {
-        w.b[w.n++] = 0;
-    }
-    memcpy(w.b + w.n, body->b, body->n);
-    w.n += body->n;
-    fb_io(fb, ssl, fd, w.b, w.n, true);
-}
-
-static void
-fb_api_versions(fake_broker *fb, wire *w)
-{
-    w_be(w, 0, 2);
-    w_be(w, fb->mechanisms ? 3 : 1, 4);
-    w_be(w, 18, 2), w_be(w, 0, 2), w_be(w, 2, 2);
-    if (fb->mechanisms) {
-        w_be(w, 17, 2), w_be(w, 0, 2), w_be(w, 1, 2);
-        w_be(w, 36, 2), w_be(w, 0, 2), w_be(w, (uint16_t)fb->auth_max, 2);
-    }
-}
-
-static void
-fb_handshake(fake_broker *fb, const uint8_t *p, wire *w)
-{
-    size_t n = (size_t)p[0] << 8 | p[1];
-    snprintf(fb->mechanism, sizeof fb->mechanism, "%.*s", (int)n, (const char *)p + 2);
-    bool ok = strstr(fb->mechanisms, fb->mechanism) != NULL;
-    w_be(w, ok ? 0 : KSFI_ERR_UNSUPPORTED_SASL_MECHANISM, 2);
-    w_be(w, 1, 4);
-    w_str(w, fb->mechanisms, false);
-}
-
-/* One SaslAuthenticate: PLAIN is accepted as is; SCRAM replays RFC 7677. */
-static void
-fb_authenticate(fake_broker *fb, int16_t v, const uint8_t *p, wire *w)
-{
-    size_t n = v >= 2
-                   ? (size_t)p[0] - 1
-                   : (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
-    const uint8_t *tok = p + (v >= 2 ? 1 : 4);
-    char *t = fb->tokens[fb->rounds < 3 ? fb->rounds : 2];
-    for (size_t i = 0; i < n && i < 159; i++) {
-        t[i] = tok[i] ? (char)tok[i] : '|';
-    }
-    fb->auth_version = v;
-    const char *answer = "", *error = NULL;
-    if (strcmp(fb->mechanism, "PLAIN") != 0) {
-        if (fb->conn_rounds == 0) {
-            answer = RFC_SERVER_FIRST;
-        } else if (strcmp(t, fb->scram_final) == 0) {
-            answer = RFC_SERVER_FINAL;
-        } else {
-            error = BAD_CREDENTIALS;
-        }
-    }
-    fb->rounds++;
-    fb->conn_rounds++;
-    w_be(w, error ? KSFI_ERR_SASL_AUTHENTICATION_FAILED : 0, 2);
-    w_str(w, error, v >= 2);
-    if (v >= 2) {
-        w_str(w, answer, true);
-    } else {
-        w_be(w, strlen(answer), 4);
-        memcpy(w->b + w->n, answer, strlen(answer));
-        w->n += strlen(answer);
-    }
-    if (v >= 1) {
-        w_be(w, error ? 0 : (uint64_t)fb->lifetime_ms, 8); /* session_lifetime_ms */
-    }
-    if (v >= 2) {
-        w->b[w->n++] = 0;
-    }
-}
-
-/* Rewrite a FindCoordinator v1-2 answer to name this server (as "localhost"). */
-static size_t
-fb_rewrite_coordinator(fake_broker *fb, uint8_t *p, size_t n)
-{
-    size_t at = 4 + 4 + 2; /* correlation id, throttle_time_ms, error_code */
-    int16_t mlen = (int16_t)(p[at] << 8 | p[at + 1]);
-    at += 2 + (mlen > 0 ? (size_t)mlen : 0) + 4; /* error_message, node_id */
-    ck_assert_uint_le(at, n);
-    wire w = {.n = 0};
-    w_str(&w, "localhost", false);
-    w_be(&w, (uint32_t)fb->port, 4);
-    memcpy(p + at, w.b, w.n);
-    return at + w.n;
-}
-
-/* Relay one request frame to the upstream broker and its answer back. */
-static bool
-fb_relay(fake_broker *fb, SSL *ssl, int fd, int up, const uint8_t *req, size_t n,
-         int16_t api)
-{
-    uint8_t sz[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
-                     (uint8_t)n};
-    if (!fb_io(fb, NULL, up, sz, 4, true) || !fb_io(fb, NULL, up, (void *)req, n, true) ||
-        !fb_io(fb, NULL, up, sz, 4, false)) {
-        return false;
-    }
-    size_t m = (size_t)sz[0] << 24 | (size_t)sz[1] << 16 | (size_t)sz[2] << 8 | sz[3];
-    uint8_t *resp = malloc(m + 16);
-    bool ok = resp && m <= 1 << 20 && fb_io(fb, NULL, up, resp, m, false);
-    if (ok && api == 10) {
-        m = fb_rewrite_coordinator(fb, resp, m);
-    }
-    atomic_fetch_add(&fb->forwarded[api >= 0 && api < 40 ? api : 0], 1);
-    uint8_t out[4] = {(uint8_t)(m >> 24), (uint8_t)(m >> 16), (uint8_t)(m >> 8),
-                      (uint8_t)m};
-    ok = ok && fb_io(fb, ssl, fd, out, 4, true) && fb_io(fb, ssl, fd, resp, m, true);
-    free(resp);
-    return ok;
-}
-
-/* Serve frames until the client goes away. */
-static void
-fb_serve(fake_broker *fb, SSL *ssl, int fd, int up)
-{
-    uint8_t sz[4], req[1024];
-    while (fb_io(fb, ssl, fd, sz, 4, false)) {
-        size_t n = (size_t)sz[0] << 24 | (size_t)sz[1] << 16 | (size_t)sz[2] << 8 | sz[3];
-        if (n < 10 || n > sizeof req || !fb_io(fb, ssl, fd, req, n, false)) {
-            return;
-        }
-        int16_t api = (int16_t)(req[0] << 8 | req[1]),
-                v = (int16_t)(req[2] << 8 | req[3]);
-        int32_t corr = (int32_t)((uint32_t)req[4] << 24 | (uint32_t)req[5] << 16 |
-                                 (uint32_t)req[6] << 8 | req[7]);
-        size_t off = 10 + (size_t)(req[8] << 8 | req[9]); /* after client_id */
-        bool flexible = api == 36 && v >= 2;
-        off += flexible; /* the header's empty tagged fields */
-        wire w = {.n = 0};
-        if (up >= 0 && api != 17 && api != 36 && (api != 18 || fb->conn_rounds > 0)) {
-            if (!fb_relay(fb, ssl, fd, up, req, n, api)) {
-                return;
-            }
-            continue;
-        }
-        if (api == 18) {
-            fb->after_auth += fb->rounds > 0;
-            fb_api_versions(fb, &w);
-        } else if (api == 17) {
-            fb_handshake(fb, req + off, &w);
-        } else if (api == 36) {
-            fb_authenticate(fb, v, req + off, &w);
-        } else {
-            return;
-        }
-        fb_reply(fb, ssl, fd, corr, flexible, &w);
-    }
-}
-
-static int
-fb_upstream(int port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct timeval tv = {15, 0}; /* a JoinGroup waits for the rebalance */
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
-static void
-fb_connection(fake_broker *fb, int fd)
-{
-    struct timeval tv = {fb->upstream_port ? 15 : 5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    atomic_fetch_add(&fb->connections, 1);
-    fb->conn_rounds = 0;
-    if (fb->silent) {
-        char c;
-        while (recv(fd, &c, 1, 0) > 0) {
-        }
-        return;
-    }
-    SSL *ssl = NULL;
-    if (fb->tls) {
-        ssl = SSL_new(fb->tls);
-        SSL_set_fd(ssl, fd);
-        if (SSL_accept(ssl) != 1) {
-            SSL_free(ssl);
-            return;
-        }
-        X509 *peer = SSL_get1_peer_certificate(ssl);
-        if (peer) {
-            X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName,
-                                      fb->client_cn, sizeof fb->client_cn);
-            X509_free(peer);
-        }
-    }
-    int up = fb->upstream_port ? fb_upstream(fb->upstream_port) : -1;
-    fb_serve(fb, ssl, fd, up);
-    if (up >= 0) {
-        close(up);
-    }
-    SSL_free(ssl);
-}
-
-/* One connection, or (relay mode) connections one after the other until stop. */
-static void *
-fb_run(void *arg)
-{
-    fake_broker *fb = arg;
-    int64_t deadline = ksfi_now_ms() + 30000;
-    /* The test server's own writes to a client that hung up (OpenSSL's alerts) must
-     * not kill the test: SIGPIPE is blocked in this thread only. */
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
-    do {
-        struct pollfd p = {fb->lfd, POLLIN, 0};
-        if (poll(&p, 1, 100) != 1) {
-            continue;
-        }
-        int fd = accept(fb->lfd, NULL, NULL);
-        if (fd < 0) {
-            return NULL;
-        }
-        fb_connection(fb, fd);
-        close(fd);
-        if (!fb->upstream_port) {
-            return NULL;
-        }
-    } while (!atomic_load(&fb->stop) && ksfi_now_ms() < deadline);
-    return NULL;
-}
-
-static void
-fake_start(fake_broker *fb)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t al = sizeof a;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    fb->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_eq(bind(fb->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(listen(fb->lfd, 4), 0);
-    getsockname(fb->lfd, (struct sockaddr *)&a, &al);
-    fb->port = ntohs(a.sin_port);
-    ck_assert_int_eq(pthread_create(&fb->thread, NULL, fb_run, fb), 0);
-}
-
-static void
-fake_join(fake_broker *fb)
-{
-    atomic_store(&fb->stop, true);
-    pthread_join(fb->thread, NULL);
-    close(fb->lfd);
-    SSL_CTX_free(fb->tls);
-}
-
-static SSL_CTX *
-server_tls(const tls_files *t, bool want_client_cert)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    ck_assert_int_eq(SSL_CTX_use_certificate_file(ctx, t->server_cert, SSL_FILETYPE_PEM),
-                     1);
-    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(ctx, t->server_key, SSL_FILETYPE_PEM),
-                     1);
-    if (want_client_cert) {
-        ck_assert_int_eq(SSL_CTX_load_verify_locations(ctx, t->client_cert, NULL), 1);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    }
-    return ctx;
-}
 
 /* ---- client side helpers ----------------------------------------------------------- */
 
@@ -675,8 +217,8 @@ END_TEST
 
 START_TEST(test_transport_sasl_plain_exchange)
 {
-    fake_broker fb = {.mechanisms = "PLAIN", .auth_max = 1};
-    fake_start(&fb);
+    ksft_kserver fb = {.mechanisms = "PLAIN", .auth_max = 1};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol",
@@ -692,7 +234,7 @@ START_TEST(test_transport_sasl_plain_exchange)
     ksfi_conn *c = NULL;
     ck_assert_msg(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c) == KSF_OK, "%s",
                   ei.text);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     ck_assert_str_eq(fb.mechanism, "PLAIN");
     ck_assert_int_eq(fb.rounds, 1);
     ck_assert_int_eq(fb.auth_version, 1); /* the highest both serve */
@@ -704,13 +246,13 @@ END_TEST
 
 START_TEST(test_transport_sasl_scram_over_tls_v2)
 {
-    tls_files tf;
-    tls_files_make(&tf);
-    fake_broker fb = {.tls = server_tls(&tf, false),
-                      .mechanisms = "SCRAM-SHA-256,SCRAM-SHA-512",
-                      .auth_max = 2,
-                      .scram_final = RFC_CLIENT_FINAL};
-    fake_start(&fb);
+    ksft_tls_files tf;
+    ksft_tls_files_make(&tf);
+    ksft_kserver fb = {.tls = ksft_server_tls(&tf, false),
+                       .mechanisms = "SCRAM-SHA-256,SCRAM-SHA-512",
+                       .auth_max = 2,
+                       .scram_final = RFC_CLIENT_FINAL};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol",
@@ -729,22 +271,22 @@ START_TEST(test_transport_sasl_scram_over_tls_v2)
     ksfi_conn *c = NULL;
     ck_assert_msg(connect_with(&sec, "localhost", fb.port, &ei, &c) == KSF_OK, "%s",
                   ei.text);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     ck_assert_int_eq(fb.auth_version, 2); /* the flexible version */
     ck_assert_int_eq(fb.rounds, 2);
     ck_assert_str_eq(fb.tokens[0], RFC_CLIENT_FIRST);
     ck_assert_str_eq(fb.tokens[1], RFC_CLIENT_FINAL);
     ck_assert_int_eq(fb.after_auth, 1);
     ksfi_security_clear(&sec);
-    tls_files_remove(&tf);
+    ksft_tls_files_remove(&tf);
 }
 END_TEST
 
 START_TEST(test_transport_sasl_bad_password)
 {
-    fake_broker fb = {
+    ksft_kserver fb = {
         .mechanisms = "SCRAM-SHA-256", .auth_max = 1, .scram_final = RFC_CLIENT_FINAL};
-    fake_start(&fb);
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol", "sasl_plaintext", "sasl.mechanisms",
@@ -754,7 +296,7 @@ START_TEST(test_transport_sasl_bad_password)
     sec.scram_nonce = ksfi_strdup(RFC_NONCE);
     ksfi_conn *c = NULL;
     ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,
              "SASL SCRAM-SHA-256 authentication of user \"user\" with 127.0.0.1:%d "
@@ -772,8 +314,8 @@ END_TEST
 
 START_TEST(test_transport_sasl_mechanism_not_enabled)
 {
-    fake_broker fb = {.mechanisms = "SCRAM-SHA-512", .auth_max = 0};
-    fake_start(&fb);
+    ksft_kserver fb = {.mechanisms = "SCRAM-SHA-512", .auth_max = 0};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol",
@@ -788,7 +330,7 @@ START_TEST(test_transport_sasl_mechanism_not_enabled)
     ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,
              "127.0.0.1:%d does not enable SASL mechanism PLAIN (error 33); it offers: "
@@ -804,10 +346,10 @@ END_TEST
 
 START_TEST(test_transport_tls_verified_and_client_cert)
 {
-    tls_files tf;
-    tls_files_make(&tf);
-    fake_broker fb = {.tls = server_tls(&tf, true)};
-    fake_start(&fb);
+    ksft_tls_files tf;
+    ksft_tls_files_make(&tf);
+    ksft_kserver fb = {.tls = ksft_server_tls(&tf, true)};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol",
@@ -826,7 +368,7 @@ START_TEST(test_transport_tls_verified_and_client_cert)
     ksfi_conn *c = NULL;
     ck_assert_msg(connect_with(&sec, "localhost", fb.port, &ei, &c) == KSF_OK, "%s",
                   ei.text);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     ck_assert_str_eq(fb.client_cn, "ksf-client");
     ck_assert_int_eq(fb.rounds, 0);
     /* The wrong key password fails at start-up, naming the setting. */
@@ -838,23 +380,23 @@ START_TEST(test_transport_tls_verified_and_client_cert)
     snprintf(want, sizeof want, "ssl.key.location \"%s\": cannot load: ", tf.client_key);
     ck_assert_msg(strncmp(ei.text, want, strlen(want)) == 0, "%s", ei.text);
     ksfi_security_clear(&sec);
-    tls_files_remove(&tf);
+    ksft_tls_files_remove(&tf);
 }
 END_TEST
 
 START_TEST(test_transport_tls_wrong_ca)
 {
-    tls_files tf;
-    tls_files_make(&tf);
-    fake_broker fb = {.tls = server_tls(&tf, false)};
-    fake_start(&fb);
+    ksft_tls_files tf;
+    ksft_tls_files_make(&tf);
+    ksft_kserver fb = {.tls = ksft_server_tls(&tf, false)};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol", "ssl", "ssl.ca.location", tf.other_ca, NULL};
     ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     ck_assert_int_eq(connect_with(&sec, "localhost", fb.port, &ei, &c), KSF_EKAFKA);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,
              "TLS: the certificate of localhost:%d failed verification: self-signed "
@@ -864,16 +406,16 @@ START_TEST(test_transport_tls_wrong_ca)
     ck_assert_str_eq(ei.text, want);
     ck_assert(ksfi_transport_error_permanent(&ei));
     ksfi_security_clear(&sec);
-    tls_files_remove(&tf);
+    ksft_tls_files_remove(&tf);
 }
 END_TEST
 
 START_TEST(test_transport_tls_hostname)
 {
-    tls_files tf;
-    tls_files_make(&tf);
-    fake_broker fb = {.tls = server_tls(&tf, false)};
-    fake_start(&fb);
+    ksft_tls_files tf;
+    ksft_tls_files_make(&tf);
+    ksft_kserver fb = {.tls = ksft_server_tls(&tf, false)};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol", "ssl", "ssl.ca.location", tf.server_cert,
@@ -882,7 +424,7 @@ START_TEST(test_transport_tls_hostname)
     ksfi_conn *c = NULL;
     /* The certificate names localhost, not 127.0.0.1. */
     ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,
              "TLS: the certificate of 127.0.0.1:%d does not name host \"127.0.0.1\" "
@@ -892,8 +434,8 @@ START_TEST(test_transport_tls_hostname)
     ck_assert_str_eq(ei.text, want);
     ksfi_security_clear(&sec);
     /* Identification off: the same connection is accepted. */
-    fake_broker fb2 = {.tls = server_tls(&tf, false)};
-    fake_start(&fb2);
+    ksft_kserver fb2 = {.tls = ksft_server_tls(&tf, false)};
+    ksft_kserver_start(&fb2);
     /* ... and the CA given as PEM text (ssl.ca.pem) instead of a file. */
     char pem[4096] = "";
     FILE *f = fopen(tf.server_cert, "r");
@@ -910,16 +452,16 @@ START_TEST(test_transport_tls_hostname)
     ck_assert_int_eq(security_from(&sec, &ei, kv2), KSF_OK);
     ck_assert_msg(connect_with(&sec, "127.0.0.1", fb2.port, &ei, &c) == KSF_OK, "%s",
                   ei.text);
-    fake_join(&fb2);
+    ksft_kserver_join(&fb2);
     ksfi_security_clear(&sec);
-    tls_files_remove(&tf);
+    ksft_tls_files_remove(&tf);
 }
 END_TEST
 
 START_TEST(test_transport_tls_to_plaintext_listener)
 {
-    fake_broker fb = {.mechanisms = NULL};
-    fake_start(&fb);
+    ksft_kserver fb = {.mechanisms = NULL};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol", "ssl", "enable.ssl.certificate.verification",
@@ -927,7 +469,7 @@ START_TEST(test_transport_tls_to_plaintext_listener)
     ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     char want[100];
     snprintf(want, sizeof want, "TLS handshake with 127.0.0.1:%d failed: ", fb.port);
     ck_assert_msg(strncmp(ei.text, want, strlen(want)) == 0, "%s", ei.text);
@@ -941,10 +483,10 @@ END_TEST
 
 START_TEST(test_transport_plaintext_to_tls_listener)
 {
-    tls_files tf;
-    tls_files_make(&tf);
-    fake_broker fb = {.tls = server_tls(&tf, false), .mechanisms = "PLAIN"};
-    fake_start(&fb);
+    ksft_tls_files tf;
+    ksft_tls_files_make(&tf);
+    ksft_kserver fb = {.tls = ksft_server_tls(&tf, false), .mechanisms = "PLAIN"};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol",
@@ -961,7 +503,7 @@ START_TEST(test_transport_plaintext_to_tls_listener)
     /* OpenSSL's server closes on our ApiVersions without answering. */
     ksf_err e = connect_with(&sec, "127.0.0.1", fb.port, &ei, &c);
     ck_assert_int_eq(e, KSF_EKAFKA);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,
              "receiving from 127.0.0.1:%d: the connection was closed before any answer "
@@ -970,7 +512,7 @@ START_TEST(test_transport_plaintext_to_tls_listener)
              fb.port);
     ck_assert_str_eq(ei.text, want);
     ksfi_security_clear(&sec);
-    tls_files_remove(&tf);
+    ksft_tls_files_remove(&tf);
 }
 END_TEST
 
@@ -984,8 +526,8 @@ stop_now(void *user)
 
 START_TEST(test_transport_handshake_deadline_and_cancel)
 {
-    fake_broker fb = {.silent = true};
-    fake_start(&fb);
+    ksft_kserver fb = {.silent = true};
+    ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol", "ssl", NULL};
@@ -1005,10 +547,10 @@ START_TEST(test_transport_handshake_deadline_and_cancel)
     snprintf(want, sizeof want, "TLS handshake with 127.0.0.1:%d: no answer in time",
              fb.port);
     ck_assert_str_eq(ei.text, want);
-    fake_join(&fb);
+    ksft_kserver_join(&fb);
     /* A cancel that is already true ends the wait at once, with KSF_ECLOSED. */
-    fake_broker fb2 = {.silent = true};
-    fake_start(&fb2);
+    ksft_kserver fb2 = {.silent = true};
+    ksft_kserver_start(&fb2);
     snprintf(port, sizeof port, "%d", fb2.port);
     volatile bool stop = true;
     ksfi_cancel cancel = {stop_now, -1, (void *)&stop};
@@ -1018,7 +560,7 @@ START_TEST(test_transport_handshake_deadline_and_cancel)
         KSF_ECLOSED);
     ck_assert_int_lt(ksfi_now_ms() - t0, 1000);
     shutdown(fb2.lfd, SHUT_RDWR);
-    fake_join(&fb2);
+    ksft_kserver_join(&fb2);
     ksfi_transport_destroy(t);
     ksfi_security_clear(&sec);
 }
@@ -1334,8 +876,8 @@ on_assigned(void *user, int32_t generation, const ksfi_gp_assignment *a)
 /* A membership logging in over TLS + SCRAM to the relay in front of the mock broker. */
 typedef struct relay_env {
     ksft_broker *b;
-    tls_files tf;
-    fake_broker fb;
+    ksft_tls_files tf;
+    ksft_kserver fb;
     ksfi_security sec;
     assigned_seen seen;
     ksfi_membership *m;
@@ -1346,16 +888,16 @@ relay_start(relay_env *env, int64_t lifetime_ms)
 {
     env->b = ksft_broker_start();
     ksft_broker_create_topic(env->b, "sec.reply", 2);
-    tls_files_make(&env->tf);
+    ksft_tls_files_make(&env->tf);
     const char *colon = strrchr(ksft_broker_address(env->b), ':');
-    fake_broker *fb = &env->fb;
-    fb->tls = server_tls(&env->tf, false);
+    ksft_kserver *fb = &env->fb;
+    fb->tls = ksft_server_tls(&env->tf, false);
     fb->mechanisms = "SCRAM-SHA-256";
     fb->auth_max = 1;
     fb->scram_final = RFC_CLIENT_FINAL;
     fb->upstream_port = atoi(colon + 1);
     fb->lifetime_ms = lifetime_ms;
-    fake_start(fb);
+    ksft_kserver_start(fb);
     ksf_errinfo ei = {0};
     const char *kv[] = {"security.protocol",
                         "sasl_ssl",
@@ -1403,9 +945,9 @@ static void
 relay_stop(relay_env *env)
 {
     ksfi_membership_close(env->m); /* LeaveGroup, relayed too */
-    fake_join(&env->fb);
+    ksft_kserver_join(&env->fb);
     ksfi_security_clear(&env->sec);
-    tls_files_remove(&env->tf);
+    ksft_tls_files_remove(&env->tf);
     ksft_broker_stop(env->b);
 }
 
@@ -1428,10 +970,10 @@ START_TEST(test_transport_membership_over_tls_and_scram)
     ck_assert_int_eq(atomic_load(&env.fb.connections), 1);
     ck_assert_int_eq(env.fb.rounds, 2);
     ck_assert_str_eq(env.fb.tokens[1], RFC_CLIENT_FINAL);
-    ck_assert_int_eq(env.fb.forwarded[10], 1); /* FindCoordinator */
-    ck_assert_int_ge(env.fb.forwarded[11], 1); /* JoinGroup */
-    ck_assert_int_ge(env.fb.forwarded[14], 1); /* SyncGroup */
-    ck_assert_int_eq(env.fb.forwarded[13], 1); /* LeaveGroup */
+    ck_assert_int_eq(atomic_load(&env.fb.forwarded[10]), 1); /* FindCoordinator */
+    ck_assert_int_ge(atomic_load(&env.fb.forwarded[11]), 1); /* JoinGroup */
+    ck_assert_int_ge(atomic_load(&env.fb.forwarded[14]), 1); /* SyncGroup */
+    ck_assert_int_eq(atomic_load(&env.fb.forwarded[13]), 1); /* LeaveGroup */
 }
 END_TEST
 
