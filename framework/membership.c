@@ -2,14 +2,11 @@
 
 #include "alloc.h"
 #include "errinfo.h"
+#include "transport.h"
 #include "wire.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -17,8 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define COMPONENT "group"
@@ -57,8 +52,10 @@ struct ksfi_membership {
     size_t pending_count;
 
     /* thread-only protocol state */
-    int fd;              /* connection to the coordinator, -1 when none */
-    ksfi_hostport coord; /* known coordinator (host NULL when unknown) */
+    ksfi_transport *transport; /* security settings, TLS context */
+    ksfi_cancel cancel;        /* how close() interrupts a wait on the connection */
+    ksfi_conn *conn;           /* to the coordinator, NULL when none */
+    ksfi_hostport coord;       /* known coordinator (host NULL when unknown) */
     size_t next_bootstrap;
     int32_t corr;
     int16_t v_find, v_join, v_sync, v_hb, v_leave;
@@ -73,14 +70,6 @@ struct ksfi_membership {
     unsigned backoff_ms;
     bool fatal;
 };
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 #define STAT_ADD(m, field)                                                               \
     do {                                                                                 \
@@ -108,40 +97,24 @@ ksfi_membership_get_stats(ksfi_membership *m, ksfi_membership_stats *out)
     pthread_mutex_unlock(&m->lock);
 }
 
-/* ---- sockets --------------------------------------------------------------------- */
+/* ---- the connection (transport.c: TCP, TLS, SASL, frames) -------------------------- */
 
-/*
- * Wait for @p events on @p fd until @p deadline (monotonic ms). Returns 1 when ready,
- * 0 on timeout, -1 when close() interrupted the wait (not while leaving).
- */
-static int
-wait_fd(ksfi_membership *m, int fd, short events, int64_t deadline)
+/* While leaving, close() has already been called: waits must not end early. */
+static bool
+cancel_stop(void *user)
 {
-    for (;;) {
-        if (!m->leaving && atomic_load(&m->closing)) {
-            return -1;
-        }
-        int64_t left = deadline - now_ms();
-        if (left <= 0) {
-            return 0;
-        }
-        /* While leaving, the wake pipe stays readable: do not watch it. */
-        struct pollfd p[2] = {{fd, events, 0}, {m->wake[0], POLLIN, 0}};
-        if (poll(p, m->leaving ? 1 : 2, (int)(left > 1000 ? 1000 : left)) > 0 &&
-            p[0].revents) {
-            return 1;
-        }
-    }
+    ksfi_membership *m = user;
+    return !m->leaving && atomic_load(&m->closing);
 }
 
 /* Sleep up to @p ms, returning early when close() is called. */
 static void
 nap(ksfi_membership *m, int64_t ms)
 {
-    int64_t deadline = now_ms() + ms;
-    while (!atomic_load(&m->closing) && now_ms() < deadline) {
+    int64_t deadline = ksfi_now_ms() + ms;
+    while (!atomic_load(&m->closing) && ksfi_now_ms() < deadline) {
         struct pollfd p = {m->wake[0], POLLIN, 0};
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - ksfi_now_ms();
         poll(&p, 1, (int)(left > 1000 ? 1000 : (left < 0 ? 0 : left)));
     }
 }
@@ -149,82 +122,33 @@ nap(ksfi_membership *m, int64_t ms)
 static void
 conn_close(ksfi_membership *m)
 {
-    if (m->fd >= 0) {
-        close(m->fd);
-        m->fd = -1;
-    }
+    ksfi_conn_close(m->conn);
+    m->conn = NULL;
 }
 
-/* Connect to one resolved address, non-blocking, bounded by @p deadline. */
-static int
-connect_addr(ksfi_membership *m, const struct addrinfo *ai, int64_t deadline)
-{
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-        return -1;
-    }
-    int one = 1, soerr = 0;
-    socklen_t sl = sizeof soerr;
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-        return fd;
-    }
-    if (errno != EINPROGRESS || wait_fd(m, fd, POLLOUT, deadline) != 1 ||
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
+static void fatal(ksfi_membership *m, ksf_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-/* Open a connection to @p hp (getaddrinfo; every address tried in turn). */
+/* Open a connection to @p hp: TCP, then TLS and SASL when configured. */
 static ksf_err
 conn_open(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline)
 {
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(hp->host, hp->port, &hints, &res);
-    if (rc != 0) {
-        ksfi_log(&m->log, KSF_LOG_WARNING, COMPONENT,
-                 "group %s: cannot resolve %s:%s: %s", m->group_id, hp->host, hp->port,
-                 gai_strerror(rc));
-        return KSF_EKAFKA;
-    }
+    ksf_errinfo ei = {0};
     conn_close(m);
-    for (struct addrinfo *ai = res; ai && m->fd < 0; ai = ai->ai_next) {
-        m->fd = connect_addr(m, ai, deadline);
+    ksf_err err = ksfi_conn_open(&m->conn, m->transport, hp->host, hp->port, m->client_id,
+                                 deadline, &m->cancel, &ei);
+    if (err == KSF_OK || err == KSF_ECLOSED) {
+        return err;
     }
-    freeaddrinfo(res);
-    if (m->fd < 0) {
-        ksfi_log(&m->log, KSF_LOG_WARNING, COMPONENT, "group %s: cannot connect to %s:%s",
-                 m->group_id, hp->host, hp->port);
-        return atomic_load(&m->closing) && !m->leaving ? KSF_ECLOSED : KSF_EKAFKA;
+    /* A refused login or certificate does not heal by retrying: stop with the
+     * sentence, as Kafka's Java consumer does with its AuthenticationException. */
+    if (ksfi_transport_error_permanent(&ei) && !m->leaving) {
+        fatal(m, KSF_EKAFKA, "group %s: %s", m->group_id, ei.text);
+    } else {
+        ksfi_log(&m->log, KSF_LOG_WARNING, COMPONENT, "group %s: %s", m->group_id,
+                 ei.text);
     }
-    return KSF_OK;
-}
-
-/* Move @p len bytes to (@p out) or from the socket before @p deadline. */
-static ksf_err
-io_full(ksfi_membership *m, uint8_t *p, size_t len, bool out, int64_t deadline)
-{
-    size_t done = 0;
-    while (done < len) {
-        int w = wait_fd(m, m->fd, out ? POLLOUT : POLLIN, deadline);
-        if (w <= 0) {
-            return w < 0 ? KSF_ECLOSED : KSF_ETIMEDOUT;
-        }
-        ssize_t n = out ? send(m->fd, p + done, len - done, MSG_NOSIGNAL)
-                        : recv(m->fd, p + done, len - done, 0);
-        if (n > 0) {
-            done += (size_t)n;
-        } else if (n == 0 ||
-                   (errno != EAGAIN && errno != EINTR && errno != EWOULDBLOCK)) {
-            return KSF_EKAFKA;
-        }
-    }
-    return KSF_OK;
+    return err;
 }
 
 /*
@@ -236,27 +160,21 @@ static ksf_err
 roundtrip(ksfi_membership *m, const ksfi_gp_buf *req, int32_t corr, int timeout_ms,
           const char *api, uint8_t **payload, const uint8_t **body, size_t *body_len)
 {
-    int64_t deadline = now_ms() + timeout_ms;
-    uint8_t sz[4];
+    int64_t deadline = ksfi_now_ms() + timeout_ms;
     int32_t got = 0;
+    size_t n = 0;
     ksf_errinfo ei = {0};
-    ksf_err err = io_full(m, req->data, req->len, true, deadline);
     *payload = NULL;
-    if (err == KSF_OK && (err = io_full(m, sz, 4, false, deadline)) == KSF_OK) {
-        uint32_t n =
-            (uint32_t)sz[0] << 24 | (uint32_t)sz[1] << 16 | (uint32_t)sz[2] << 8 | sz[3];
-        if (n < 4 || n > KSFI_GP_MAX_FRAME_BYTES) {
-            err = ksfi_fail(&ei, KSF_EPROTO, "frame size %" PRIu32 " is out of range", n);
-        } else if (!(*payload = ksfi_malloc(n))) {
-            err = ksfi_fail(&ei, KSF_ENOMEM, "out of memory for a %" PRIu32 "-byte frame",
-                            n);
-        } else if ((err = io_full(m, *payload, n, false, deadline)) == KSF_OK &&
-                   (err = ksfi_gp_decode_response_header(*payload, n, &got, body,
-                                                         body_len, &ei)) == KSF_OK &&
-                   got != corr) {
-            err = ksfi_fail(&ei, KSF_EPROTO, "correlation id %d, expected %d", (int)got,
-                            (int)corr);
-        }
+    ksf_err err =
+        m->conn ? KSF_OK : ksfi_fail(&ei, KSF_EKAFKA, "not connected to the coordinator");
+    if (err == KSF_OK &&
+        (err = ksfi_conn_write(m->conn, req->data, req->len, deadline, &ei)) == KSF_OK &&
+        (err = ksfi_conn_read_frame(m->conn, payload, &n, deadline, &ei)) == KSF_OK &&
+        (err = ksfi_gp_decode_response_header(*payload, n, &got, body, body_len, &ei)) ==
+            KSF_OK &&
+        got != corr) {
+        err = ksfi_fail(&ei, KSF_EPROTO, "correlation id %d, expected %d", (int)got,
+                        (int)corr);
     }
     if (err != KSF_OK) {
         if (err != KSF_ECLOSED) {
@@ -302,9 +220,6 @@ revoke(ksfi_membership *m, const char *reason)
     STAT_ADD(m, revocations);
     publish_state(m, false, false);
 }
-
-static void fatal(ksfi_membership *m, ksf_err err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 static void
 fatal(ksfi_membership *m, ksf_err err, const char *fmt, ...)
@@ -434,7 +349,7 @@ conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t deadline)
     ksfi_gp_header h = next_header(m, 0);
     ksf_err err = conn_open(m, hp, deadline);
     if (err == KSF_OK && (err = ksfi_gp_encode_api_versions(&req, &h)) == KSF_OK &&
-        (err = roundtrip(m, &req, h.correlation_id, (int)(deadline - now_ms()),
+        (err = roundtrip(m, &req, h.correlation_id, (int)(deadline - ksfi_now_ms()),
                          "ApiVersions", &payload, &body, &blen)) == KSF_OK &&
         (err = ksfi_gp_decode_api_versions(body, blen, 0, &r, NULL)) == KSF_OK &&
         r.error_code != 0) {
@@ -493,7 +408,7 @@ discover(ksfi_membership *m)
 {
     const ksfi_hostport *b = &m->bootstrap[m->next_bootstrap++ % m->bootstrap_count];
     ksfi_gp_find_coordinator_resp r = {0};
-    ksf_err err = conn_setup(m, b, now_ms() + CONNECT_TIMEOUT_MS);
+    ksf_err err = conn_setup(m, b, ksfi_now_ms() + CONNECT_TIMEOUT_MS);
     if (err != KSF_OK || (err = find_coordinator(m, &r)) != KSF_OK) {
         return err;
     }
@@ -517,7 +432,7 @@ discover(ksfi_membership *m)
     ksfi_gp_find_coordinator_resp_free(&r);
     STAT_ADD(m, lookups);
     if (strcmp(m->coord.host, b->host) != 0 || strcmp(m->coord.port, b->port) != 0) {
-        err = conn_setup(m, &m->coord, now_ms() + CONNECT_TIMEOUT_MS);
+        err = conn_setup(m, &m->coord, ksfi_now_ms() + CONNECT_TIMEOUT_MS);
     }
     return err;
 }
@@ -816,7 +731,7 @@ adopt(ksfi_membership *m, ksfi_gp_assignment *a, bool leader)
     m->assigned = true;
     m->assigned_generation = m->generation;
     m->state = ST_STABLE;
-    m->last_ok_ms = now_ms();
+    m->last_ok_ms = ksfi_now_ms();
     m->next_heartbeat_ms = m->last_ok_ms + m->heartbeat_ms;
     m->backoff_ms = BACKOFF_MIN_MS;
     STAT_ADD(m, syncs);
@@ -855,7 +770,7 @@ join_and_sync(ksfi_membership *m)
     m->member_id = jr.member_id;
     jr.member_id = NULL;
     m->generation = jr.generation_id;
-    m->last_ok_ms = now_ms();
+    m->last_ok_ms = ksfi_now_ms();
     STAT_ADD(m, joins);
     bool leader = strcmp(jr.leader, m->member_id) == 0;
     if (leader && (err = leader_plan_build(m, &jr, &lp)) != KSF_OK) {
@@ -894,7 +809,7 @@ done:
 static void
 heartbeat(ksfi_membership *m)
 {
-    int64_t now = now_ms();
+    int64_t now = ksfi_now_ms();
     if (now < m->next_heartbeat_ms) {
         nap(m, m->next_heartbeat_ms - now);
         return;
@@ -914,7 +829,7 @@ heartbeat(ksfi_membership *m)
             STAT_ADD(m, io_errors);
             conn_close(m);
         } else if (r.error_code == 0) {
-            m->last_ok_ms = now_ms();
+            m->last_ok_ms = ksfi_now_ms();
             m->backoff_ms = BACKOFF_MIN_MS;
             STAT_ADD(m, heartbeats);
         } else {
@@ -933,7 +848,7 @@ heartbeat(ksfi_membership *m)
 static void
 check_session(ksfi_membership *m)
 {
-    if (!m->assigned || now_ms() - m->last_ok_ms <= m->session_ms) {
+    if (!m->assigned || ksfi_now_ms() - m->last_ok_ms <= m->session_ms) {
         return;
     }
     char reason[160];
@@ -952,20 +867,21 @@ check_session(ksfi_membership *m)
 static void
 leave(ksfi_membership *m)
 {
-    int64_t deadline = now_ms() + LEAVE_TIMEOUT_MS;
+    int64_t deadline = ksfi_now_ms() + LEAVE_TIMEOUT_MS;
     ksfi_gp_buf req = {0};
     ksfi_gp_simple_resp r = {0};
     uint8_t *payload = NULL;
     const uint8_t *body;
     size_t blen;
     m->leaving = true;
-    if (m->fd < 0 && (!m->coord.host || conn_setup(m, &m->coord, deadline) != KSF_OK)) {
+    m->cancel.wake_fd = -1; /* readable for good now: do not watch it */
+    if (!m->conn && (!m->coord.host || conn_setup(m, &m->coord, deadline) != KSF_OK)) {
         return;
     }
     ksfi_gp_header h = next_header(m, m->v_leave);
     if (ksfi_gp_encode_leave_group(&req, &h, m->group_id, m->member_id) == KSF_OK &&
-        roundtrip(m, &req, h.correlation_id, (int)(deadline - now_ms()), "LeaveGroup",
-                  &payload, &body, &blen) == KSF_OK &&
+        roundtrip(m, &req, h.correlation_id, (int)(deadline - ksfi_now_ms()),
+                  "LeaveGroup", &payload, &body, &blen) == KSF_OK &&
         ksfi_gp_decode_leave_group(body, blen, m->v_leave, &r, NULL) == KSF_OK) {
         ksfi_log(&m->log, KSF_LOG_INFO, COMPONENT, "group %s: member %s left: %s",
                  m->group_id, m->member_id, ksfi_gp_error_name(r.error_code));
@@ -1010,9 +926,12 @@ run(void *arg)
     while (!atomic_load(&m->closing)) {
         apply_pending_topics(m);
         check_session(m);
+        if (ksfi_conn_reauth_due(m->conn)) {
+            conn_close(m); /* reconnect (and log in again) before the broker cuts us */
+        }
         if (m->fatal) {
             nap(m, 1000);
-        } else if (m->fd < 0) {
+        } else if (!m->conn) {
             if (discover(m) != KSF_OK) {
                 backoff(m);
             }
@@ -1047,6 +966,7 @@ membership_free(ksfi_membership *m)
     ksfi_free(m->member_id);
     ksfi_free(m->coord.host);
     ksfi_gp_assignment_free(&m->assignment);
+    ksfi_transport_destroy(m->transport);
     if (m->wake[0] >= 0) {
         close(m->wake[0]);
         close(m->wake[1]);
@@ -1099,7 +1019,6 @@ ksfi_membership_new(ksfi_membership **out, const ksfi_membership_config *cfg,
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory creating the group membership");
     }
     m->wake[0] = m->wake[1] = -1;
-    m->fd = -1;
     m->generation = -1;
     m->backoff_ms = BACKOFF_MIN_MS;
     m->stats.generation = -1;
@@ -1114,6 +1033,12 @@ ksfi_membership_new(ksfi_membership **out, const ksfi_membership_config *cfg,
         m->wake[0] = m->wake[1] = -1;
         err = ksfi_fail(ei, KSF_ENOMEM, "group %s: cannot create a pipe: %s", m->group_id,
                         strerror(errno));
+        goto fail;
+    }
+    m->cancel = (ksfi_cancel){cancel_stop, m->wake[0], m};
+    ksfi_security plaintext = {0};
+    if ((err = ksfi_transport_new(
+             &m->transport, cfg->security ? cfg->security : &plaintext, ei)) != KSF_OK) {
         goto fail;
     }
     if (pthread_create(&m->thread, NULL, run, m) != 0) {

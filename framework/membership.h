@@ -16,6 +16,7 @@
 
 #include "assignor.h"
 #include "log.h"
+#include "transport.h"
 
 typedef struct ksfi_membership ksfi_membership;
 
@@ -54,11 +55,13 @@ typedef struct ksfi_membership_config {
     int32_t heartbeat_interval_ms; /* 100..session/3 */
     int64_t launch_time_ns;        /* CLOCK_REALTIME at client start; orders members */
     ksfi_logger logger;            /* component "group" */
+    const ksfi_security *security; /* TLS/SASL (copied); NULL: plaintext */
 } ksfi_membership_config;
 
 /*
- * Validate @p cfg, copy it and start the membership thread. Returns at once; the
- * first on_assigned follows after the group's join delay.
+ * Validate @p cfg, copy it (loading the TLS files) and start the membership thread.
+ * Returns at once; the first on_assigned follows after the group's join delay. A
+ * refused login or broker certificate is fatal (on_fatal), not retried.
  * Errors: KSF_EINVAL (a sentence naming the bad setting), KSF_ENOMEM.
  */
 ksf_err ksfi_membership_new(ksfi_membership **out, const ksfi_membership_config *cfg,

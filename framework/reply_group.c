@@ -53,6 +53,7 @@ typedef struct group_provider {
     ksfi_reply_provider base;
     ksfi_membership_config mcfg; /* brokers, group_id, client_id owned below */
     char *brokers, *group_id, *client_id;
+    ksfi_security sec; /* TLS/SASL of the membership connection (mcfg.security) */
     /* `lock` guards every field below (callbacks come from the membership thread);
      * `cond` signals a new assignment, a revocation, a fatal error or closing. */
     pthread_mutex_t lock;
@@ -590,6 +591,7 @@ group_destroy(ksfi_reply_provider *base)
     ksfi_free(p->brokers);
     ksfi_free(p->group_id);
     ksfi_free(p->client_id);
+    ksfi_security_clear(&p->sec);
     ksfi_free(p);
 }
 
@@ -616,6 +618,20 @@ consumer_ms(const ksf_config *cfg, const char *key, int32_t dflt)
         }
     }
     return v;
+}
+
+/* The membership's TLS/SASL settings, checked now (files loaded once) so that a
+ * combination it cannot do fails ksf_client_new, naming the setting. */
+static ksf_err
+group_security(group_provider *p, const ksf_config *cfg, ksf_errinfo *ei)
+{
+    ksfi_transport *probe = NULL;
+    ksf_err e = ksfi_security_from_config(cfg, &p->sec, ei);
+    if (e == KSF_OK && (e = ksfi_transport_new(&probe, &p->sec, ei)) == KSF_OK) {
+        p->mcfg.security = &p->sec;
+    }
+    ksfi_transport_destroy(probe);
+    return e;
 }
 
 static ksf_err
@@ -659,7 +675,7 @@ group_config(group_provider *p, const ksf_config *cfg, ksf_errinfo *ei)
             "consumer.heartbeat.interval.ms and consumer.max.poll.interval.ms)",
             inner);
     }
-    return KSF_OK;
+    return group_security(p, cfg, ei);
 }
 
 ksf_err

@@ -201,6 +201,9 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  * librdkafka properties are validated against librdkafka at set time. Properties ksf
  * manages itself (bootstrap.servers, client.id, group.id, enable.auto.commit,
  * enable.auto.offset.store, the callbacks) are refused with a pointer to the ksf key.
+ * TLS and SASL (security.protocol, ssl.*, sasl.*) set as kafka.* or consumer.* also
+ * secure the client's reply-group connection, which supports PEM files and PLAIN,
+ * SCRAM-SHA-256 and SCRAM-SHA-512 (docs/security.md).
  */
 typedef struct ksf_config ksf_config;
 
@@ -638,7 +641,8 @@ typedef struct ksf_send_opts {
  * Create a client (NestJS ClientKafka). Its ids are "<client.id><postfix.id>" and
  * "<group.id><postfix.id>" with postfix "-client" by default. It starts its reply
  * thread at once but connects lazily. Ownership: @p cfg is copied.
- * Errors: KSF_ENOMEM, KSF_EINVAL, KSF_EKAFKA.
+ * Errors: KSF_ENOMEM, KSF_EINVAL (also a TLS/SASL setting the reply-group connection
+ * cannot honour, or a TLS file it cannot load, named with the remedy), KSF_EKAFKA.
  */
 KSF_API ksf_err ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei);
 
