@@ -12,6 +12,8 @@
 #include "sasl.h"
 #include "transport.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <poll.h>
 #include <pthread.h>
@@ -1005,15 +1007,10 @@ START_TEST(test_transport_membership_reauthenticates)
 }
 END_TEST
 
-static Suite *
-transport_suite(void)
+int
+main(void)
 {
-    Suite *s = suite_create("transport");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
+    const ksft_case cases[] = {
         {"scram", test_transport_scram_rfc7677, 10},
         {"scram_sha512", test_transport_scram_sha512_vector, 10},
         {"scram_bad_server_first", test_transport_scram_rejects_bad_server_first, 10},
@@ -1039,21 +1036,5 @@ transport_suite(void)
         {"membership_tls_scram", test_transport_membership_over_tls_and_scram, 40},
         {"membership_reauth", test_transport_membership_reauthenticates, 40},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, cases[i].timeout);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(transport_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return KSFT_RUN("transport", cases);
 }
