@@ -1112,14 +1112,12 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     outgoing m;
     ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
     reply_slot *slot;
-    int timeout;
+    int timeout =
+        opts && opts->timeout_ms ? opts->timeout_ms : cli->cfg->client_timeout_ms;
     int64_t wall_deadline;
     ksf_err e = send_check(cli, pattern, opts, cb, ei);
     /* Inside a handler the request gets at most the handler's remaining time. */
-    if (e || (e = ksfi_deadline_outgoing(opts && opts->timeout_ms
-                                             ? opts->timeout_ms
-                                             : cli->cfg->client_timeout_ms,
-                                         &timeout, &wall_deadline, ei)) ||
+    if (e || (e = ksfi_deadline_outgoing(timeout, &timeout, &wall_deadline, ei)) ||
         (e = outgoing_build(cli, data, opts, &m, ei))) {
         return e;
     }
