@@ -1112,12 +1112,15 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     outgoing m;
     ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
     reply_slot *slot;
-    int timeout =
-        opts && opts->timeout_ms ? opts->timeout_ms : cli->cfg->client_timeout_ms;
     int64_t wall_deadline;
     ksf_err e = send_check(cli, pattern, opts, cb, ei);
+    if (e) {
+        return e;
+    }
+    int timeout =
+        opts && opts->timeout_ms ? opts->timeout_ms : cli->cfg->client_timeout_ms;
     /* Inside a handler the request gets at most the handler's remaining time. */
-    if (e || (e = ksfi_deadline_outgoing(timeout, &timeout, &wall_deadline, ei)) ||
+    if ((e = ksfi_deadline_outgoing(timeout, &timeout, &wall_deadline, ei)) ||
         (e = outgoing_build(cli, data, opts, &m, ei))) {
         return e;
     }
