@@ -4,10 +4,12 @@
 #include "deadline.h"
 #include "errinfo.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 /* ---- random ids ------------------------------------------------------------------- */
 
@@ -40,17 +42,37 @@ static _Thread_local struct {
     bool filled;
 } pool;
 
-/* Fill @p buf from the kernel's CSPRNG; getrandom only returns short on signals. */
+/*
+ * Fill @p buf from the kernel's CSPRNG. getrandom returns short only on signals; where
+ * it fails otherwise (ENOSYS on a pre-3.17 kernel, a seccomp filter) ids need only be
+ * unique, not secret, so a splitmix64 stream seeded from the clocks and a counter keeps
+ * them coming instead of spinning forever.
+ */
 static void
 fill_random(uint8_t *buf, size_t len)
 {
+    static atomic_uint_fast64_t fallback_counter;
     size_t got = 0;
     while (got < len) {
         ssize_t n = getrandom(buf + got, len - got, 0);
         if (n > 0) {
             got += (size_t)n;
+        } else if (n < 0 && errno != EINTR) {
+            break;
         }
-        /* n < 0 is EINTR (blocking read of an initialised pool): try again. */
+    }
+    struct timespec rt, mt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    clock_gettime(CLOCK_MONOTONIC, &mt);
+    uint64_t x = (uint64_t)rt.tv_nsec ^ ((uint64_t)mt.tv_nsec << 32) ^
+                 (uint64_t)rt.tv_sec * 0x9e3779b97f4a7c15ULL ^
+                 atomic_fetch_add(&fallback_counter, 1) << 17 ^ (uintptr_t)buf;
+    for (; got < len; got++) {
+        x += 0x9e3779b97f4a7c15ULL;
+        uint64_t z = x;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        buf[got] = (uint8_t)(z ^ (z >> 31));
     }
 }
 
