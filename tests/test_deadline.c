@@ -91,6 +91,17 @@ count_seen(const char *id)
     return c;
 }
 
+/* With CK_FORK=no (valgrind) every test runs in one process: start from nothing. */
+static void
+reset_seen(void)
+{
+    pthread_mutex_lock(&seen_lock);
+    memset(seen_log, 0, sizeof seen_log);
+    atomic_store(&seen_count, 0);
+    pthread_mutex_unlock(&seen_lock);
+    inner_client = NULL;
+}
+
 static ksf_err
 h_record(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
@@ -165,6 +176,7 @@ on_reply(const ksf_reply *r, void *user)
 
 START_TEST(test_deadline_propagates_through_a_handler)
 {
+    reset_seen();
     ksft_broker *b = ksft_broker_start();
     ksf_config *cfg = ksft_config(b);
     ksf_client *cli = ksft_client(cfg);
@@ -256,6 +268,7 @@ raw_request(ksft_producer *p, const char *topic, const char *id, const ksfi_head
 
 START_TEST(test_deadline_reply_trace_headers)
 {
+    reset_seen();
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
     ksft_broker_create_topic(b, "tr.echo", 1);
@@ -374,6 +387,7 @@ ex_server(const ksf_config *cfg)
 
 START_TEST(test_deadline_expired_is_skipped_and_committed)
 {
+    reset_seen();
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
     ksft_broker_create_topic(b, "ex.t", 1);
@@ -455,6 +469,7 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 START_TEST(test_deadline_late_reply_is_counted)
 {
+    reset_seen();
     ksft_broker *b = ksft_broker_start();
     ksf_config *cfg = ksft_config(b);
     ksf_client *cli = ksft_client(cfg);
