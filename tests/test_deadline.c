@@ -129,6 +129,13 @@ h_a(ksf_ctx *ctx, const json_t *data, json_t **reply)
     if (!s.inner_err) {
         s.inner_err = e2;
     }
+    /* An event from the handler: the trace goes on, the deadline does not. */
+    in = json_string("inner");
+    ksf_err e3 = ksf_client_emit(inner_client, "dl.ev", in, NULL, NULL, NULL, NULL);
+    json_decref(in);
+    if (!s.inner_err) {
+        s.inner_err = e3;
+    }
     record(ctx, &s);
     *reply = json_string("a");
     return KSF_OK;
@@ -148,6 +155,33 @@ h_b(ksf_ctx *ctx, const json_t *data, json_t **reply)
     pthread_mutex_unlock(&seen_lock);
     *reply = json_string("b");
     return KSF_OK;
+}
+
+/* Events on "dl.ev": recorded as "ev.<payload string>". */
+static ksf_err
+h_ev(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)reply;
+    seen s = {.remaining = ksf_ctx_remaining_ms(ctx)};
+    record(ctx, &s);
+    pthread_mutex_lock(&seen_lock);
+    int n = atomic_load(&seen_count);
+    snprintf(seen_log[n - 1].id, sizeof seen_log[n - 1].id, "ev.%s",
+             json_is_string(data) ? json_string_value(data) : "?");
+    pthread_mutex_unlock(&seen_lock);
+    return KSF_OK;
+}
+
+/* Poll until an entry with @p id was recorded or @p timeout_ms passed. */
+static const seen *
+wait_seen_id(const char *id, int timeout_ms)
+{
+    int64_t until = ksft_now_ms() + timeout_ms;
+    const seen *s;
+    while (!(s = find_seen(id)) && ksft_now_ms() < until) {
+        ksft_sleep_ms(10);
+    }
+    return s;
 }
 
 static void
@@ -182,8 +216,10 @@ START_TEST(test_deadline_propagates_through_a_handler)
     ksf_client *cli = ksft_client(cfg);
     inner_client = ksft_client(cfg);
     ksf_server *srv = ksft_server(cfg);
+    ksft_broker_create_topic(b, "dl.ev", 1);
     on(srv, "dl.a", h_a, false);
     on(srv, "dl.b", h_b, false);
+    on(srv, "dl.ev", h_ev, true);
     ksft_service svc;
     ksft_service_start(&svc, srv, 20000);
     ksf_errinfo ei = {0};
@@ -206,9 +242,20 @@ START_TEST(test_deadline_propagates_through_a_handler)
     ck_assert_int_eq(atomic_load(&d.n), 1);
     ck_assert_int_eq(atomic_load(&d.err), KSF_OK);
 
+    /* An event the caller emits with a timeout carries a deadline of its own. */
+    json_t *timed = json_string("timed");
+    ksf_send_opts eo = {.timeout_ms = 60000};
+    int64_t emitted_at = ksfi_wall_ms();
+    ck_assert(!ksf_client_emit(cli, "dl.ev", timed, &eo, NULL, NULL, &ei));
+    json_decref(timed);
+    const seen *ev = wait_seen_id("ev.inner", WAIT_MS);
+    const seen *ev_timed = wait_seen_id("ev.timed", WAIT_MS);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_ptr_nonnull(ev_timed);
+
     const seen *a = NULL, *bl = find_seen("b.long"), *bs = find_seen("b.short");
     for (int i = 0; i < atomic_load(&seen_count); i++) {
-        if (strncmp(seen_log[i].id, "b.", 2)) {
+        if (strncmp(seen_log[i].id, "b.", 2) && strncmp(seen_log[i].id, "ev.", 3)) {
             a = &seen_log[i];
         }
     }
@@ -241,6 +288,19 @@ START_TEST(test_deadline_propagates_through_a_handler)
     ck_assert(bl->remaining <= a->remaining);
     ck_assert(bs->deadline < a->deadline);
     ck_assert(bs->remaining <= 3000);
+    /* The handler's event: same trace, its own span, no deadline. */
+    ck_assert_str_eq(ev->trace_id, TRACE_SPEC);
+    ck_assert(ev->has_parent);
+    ck_assert_str_ne(ev->parent, a->span_id);
+    ck_assert_str_ne(ev->parent, bl->parent);
+    ck_assert_int_eq(ev->deadline, 0);
+    ck_assert_int_eq(ev->remaining, INT64_MAX);
+    /* The caller's timed event: a new trace (whose parent is the emitting client's
+     * span), a deadline 60 s after the emit. */
+    ck_assert_str_ne(ev_timed->trace_id, TRACE_SPEC);
+    ck_assert(ev_timed->has_parent);
+    ck_assert(ev_timed->deadline >= emitted_at + 60000 &&
+              ev_timed->deadline <= ksfi_wall_ms() + 60000);
 
     ksf_client_destroy(cli);
     ksft_service_stop(&svc);

@@ -298,7 +298,8 @@ KSF_API const char *ksf_ctx_trace_id(const ksf_ctx *ctx);
 KSF_API const char *ksf_ctx_span_id(const ksf_ctx *ctx);
 /**
  * The sender's span id from the incoming traceparent (the remote parent an OpenTelemetry
- * bridge links to), or NULL when the message started a new trace.
+ * bridge links to), or NULL when the message had no valid traceparent and the server
+ * started the trace.
  */
 KSF_API const char *ksf_ctx_parent_span_id(const ksf_ctx *ctx);
 
