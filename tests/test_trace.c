@@ -304,6 +304,28 @@ START_TEST(test_trace_deadline_clamp)
 }
 END_TEST
 
+START_TEST(test_trace_skew_config)
+{
+    ksf_config *cfg = NULL;
+    ksf_errinfo ei = {0};
+    char buf[32];
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    ck_assert_int_eq(ksf_config_get(cfg, "server.deadline.skew.ms", buf, sizeof buf),
+                     KSF_OK);
+    ck_assert_str_eq(buf, "1000");
+    ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "0", &ei), KSF_OK);
+    ck_assert_int_eq(ksf_config_get(cfg, "server.deadline.skew.ms", buf, sizeof buf),
+                     KSF_OK);
+    ck_assert_str_eq(buf, "0");
+    ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "-1", &ei),
+                     KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "server.deadline.skew.ms"));
+    ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "3600001", &ei),
+                     KSF_EINVAL);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
 static Suite *
 trace_suite(void)
 {
@@ -319,6 +341,7 @@ trace_suite(void)
         {"outgoing_headers", test_trace_outgoing_headers},
         {"deadline_parse_format", test_trace_deadline_parse_format},
         {"deadline_clamp", test_trace_deadline_clamp},
+        {"skew_config", test_trace_skew_config},
     };
     Suite *s = suite_create("trace");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
