@@ -57,9 +57,12 @@ fill_random(uint8_t *buf, size_t len)
         ssize_t n = getrandom(buf + got, len - got, 0);
         if (n > 0) {
             got += (size_t)n;
-        } else if (n < 0 && errno != EINTR) {
+        } else if (n == 0 || errno != EINTR) {
             break;
         }
+    }
+    if (got == len) {
+        return;
     }
     struct timespec rt, mt;
     clock_gettime(CLOCK_REALTIME, &rt);
