@@ -12,11 +12,13 @@
  */
 #include "alloc.h"
 #include "codec.h"
+#include "deadline.h"
 #include "errinfo.h"
 #include "inflight.h"
 #include "kafka.h"
 #include "metrics.h"
 #include "reply_provider.h"
+#include "trace.h"
 #include "wire.h"
 
 #include <pthread.h>
@@ -1029,6 +1031,35 @@ fail:
     return e;
 }
 
+/*
+ * The headers of trace.h and deadline.h: ksf_deadline when @p deadline (epoch ms) is
+ * set, then traceparent (and tracestate). Errors: KSF_EINVAL for a bad opts.traceparent
+ * or opts.tracestate, KSF_EKAFKA.
+ */
+static ksf_err
+add_context_headers(outgoing *m, const ksf_send_opts *opts, int64_t deadline,
+                    ksf_errinfo *ei)
+{
+    char tp[KSFI_TRACEPARENT_LEN + 1], dl[21];
+    ksfi_header h[1 + KSFI_TRACE_HEADERS_MAX];
+    size_t n = 0, nt = 0;
+    if (deadline > 0) {
+        h[n++] = (ksfi_header){KSFI_HDR_DEADLINE, dl, ksfi_deadline_format(deadline, dl)};
+    }
+    ksf_err e = ksfi_trace_outgoing(opts ? opts->traceparent : NULL,
+                                    opts ? opts->tracestate : NULL, tp, h + n, &nt, ei);
+    if (e) {
+        return e;
+    }
+    if (!m->hdrs) {
+        m->hdrs = rd_kafka_headers_new(8);
+    }
+    if (ksfi_kafka_add_headers(m->hdrs, h, n + nt)) {
+        return ksfi_fail(ei, KSF_EKAFKA, "could not add the trace headers");
+    }
+    return KSF_OK;
+}
+
 /* Produce @p m to @p topic; on success the headers belong to librdkafka. */
 static ksf_err
 produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *opts,
@@ -1107,12 +1138,22 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     outgoing m;
     ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
     reply_slot *slot;
+    int64_t wall_deadline;
     ksf_err e = send_check(cli, pattern, opts, cb, ei);
-    if (e || (e = outgoing_build(cli, data, opts, &m, ei))) {
+    if (e) {
         return e;
     }
     int timeout =
         opts && opts->timeout_ms ? opts->timeout_ms : cli->cfg->client_timeout_ms;
+    /* Inside a handler the request gets at most the handler's remaining time. */
+    if ((e = ksfi_deadline_outgoing(timeout, &timeout, &wall_deadline, ei)) ||
+        (e = outgoing_build(cli, data, opts, &m, ei))) {
+        return e;
+    }
+    if ((e = add_context_headers(&m, opts, wall_deadline, ei))) {
+        outgoing_clear(&m);
+        return e;
+    }
     int64_t deadline = now_ms() + timeout;
     dr_ticket *t = ksfi_calloc(1, sizeof *t);
     ksfi_pending *p = ksfi_calloc(1, sizeof *p);
@@ -1248,6 +1289,13 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
     }
     if ((e = ksfi_check_topic(pattern, false, ei)) ||
         (e = outgoing_build(cli, data, opts, &m, ei))) {
+        return e;
+    }
+    /* An event has no caller waiting: a deadline only when the sender asked for one. */
+    int64_t deadline =
+        opts && opts->timeout_ms > 0 ? ksfi_wall_ms() + opts->timeout_ms : 0;
+    if ((e = add_context_headers(&m, opts, deadline, ei))) {
+        outgoing_clear(&m);
         return e;
     }
     dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &plain_event;

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "alloc.h"
+#include "deadline.h"
 #include "errinfo.h"
 #include "wire.h"
 
@@ -86,6 +87,7 @@ ksf_config_new(ksf_config **out)
     cfg->client_max_in_flight = 10000;
     cfg->client_reply_partition = 0;
     cfg->message_max_bytes = 1000000;
+    cfg->server_deadline_skew_ms = KSFI_DEADLINE_SKEW_DEFAULT_MS;
     cfg->log_max_level = KSF_LOG_INFO;
     *out = cfg;
     return KSF_OK;
@@ -430,6 +432,9 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     if (!strcmp(key, "client.timeout.ms")) {
         return set_range(&cfg->client_timeout_ms, key, value, 1, 86400000, ei);
     }
+    if (!strcmp(key, "server.deadline.skew.ms")) {
+        return set_range(&cfg->server_deadline_skew_ms, key, value, 0, 3600000, ei);
+    }
     if (!strcmp(key, "client.max.in.flight")) {
         return set_range(&cfg->client_max_in_flight, key, value, 1, 1000000, ei);
     }
@@ -517,6 +522,8 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
         v = cfg->server_workers;
     } else if (!strcmp(key, "client.timeout.ms")) {
         v = cfg->client_timeout_ms;
+    } else if (!strcmp(key, "server.deadline.skew.ms")) {
+        v = cfg->server_deadline_skew_ms;
     } else if (!strcmp(key, "client.max.in.flight")) {
         v = cfg->client_max_in_flight;
     } else if (!strcmp(key, "client.reply.partition")) {

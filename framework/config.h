@@ -28,6 +28,7 @@ struct ksf_config {
     int32_t client_reply_partition;
     ksfi_reply_provider_kind client_reply_provider;
     size_t message_max_bytes;
+    int server_deadline_skew_ms;
     ksfi_kprop *props; /* in the order set; a later set of the same key replaces */
     size_t nprops;
     ksf_log_fn log_fn;

@@ -1,6 +1,7 @@
 #include "ctx.h"
 
 #include "alloc.h"
+#include "deadline.h"
 #include "dispatch.h"
 #include "errinfo.h"
 #include "metrics.h"
@@ -44,6 +45,7 @@ ksfi_ctx_free(ksf_ctx *ctx)
     ksfi_free(ctx->hdrs);
     ksfi_free(ctx->correlation_id);
     ksfi_free(ctx->reply_topic);
+    ksfi_scope_clear(&ctx->scope);
     ksfi_free(ctx->raw);
     ksfi_free(ctx->key);
     pthread_mutex_destroy(&ctx->lock);
@@ -124,7 +126,7 @@ send_error(ksf_ctx *ctx, const json_t *error, bool disposed)
 {
     size_t len = 0;
     char *text = ksfi_encode_error(error, &len);
-    ksfi_header h[KSFI_PROTO_HEADERS_MAX];
+    ksfi_header h[KSFI_PROTO_HEADERS_MAX + KSFI_TRACE_HEADERS_MAX];
     if (!text) {
         ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server",
                  "out of memory encoding an error");
@@ -132,6 +134,7 @@ send_error(ksf_ctx *ctx, const json_t *error, bool disposed)
     }
     size_t n = ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len,
                                   text, len, disposed, h);
+    n += ksfi_scope_reply_headers(&ctx->scope, h + n);
     atomic_fetch_add(&ctx->srv->counters.errors, 1);
     if (ctx->handler) {
         ksfi_pmetrics_inc(ctx->handler->metrics, KSFI_M_ERRORS);
@@ -195,13 +198,14 @@ send_final(ksf_ctx *ctx, const json_t *reply)
         send_error_text(ctx, e == KSF_EMSGSIZE ? ei.text : KSFI_INTERNAL_SERVER_ERROR);
         return;
     }
-    ksfi_header h[KSFI_CTX_EXTRA_MAX + KSFI_PROTO_HEADERS_MAX];
+    ksfi_header h[KSFI_CTX_EXTRA_MAX + KSFI_PROTO_HEADERS_MAX + KSFI_TRACE_HEADERS_MAX];
     if (ctx->nextra) { /* extra is NULL when empty: memcpy's source must not be */
         memcpy(h, ctx->extra, ctx->nextra * sizeof *h);
     }
     size_t n = ctx->nextra;
     n += ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len, NULL,
                             0, true, h + n);
+    n += ksfi_scope_reply_headers(&ctx->scope, h + n);
     produce(ctx, value, len, ctx->key, ctx->key_len, h, n, NULL);
     ksfi_free(value);
 }
@@ -247,9 +251,13 @@ prepare(ksf_ctx *ctx)
         atomic_fetch_add(&srv->counters.malformed, 1);
         return false;
     }
+    ksfi_scope_init(&ctx->scope, ctx->hdrs, ctx->nhdrs, &srv->log, ctx->topic);
     ctx->handler = ksfi_server_find(srv, ctx->topic);
     ctx->is_event = !ctx->meta.is_request ||
                     (ctx->handler && ctx->handler->kind == KSF_HANDLER_EVENT);
+    if (ksfi_ctx_expired(ctx)) {
+        return false; /* counted and logged; nobody waits for the answer any more */
+    }
     atomic_fetch_add(ctx->is_event ? &srv->counters.events : &srv->counters.requests, 1);
     if (ctx->handler) {
         ksfi_pmetrics_inc(ctx->handler->metrics,
@@ -333,7 +341,9 @@ ksfi_ctx_run(ksf_ctx *ctx)
     ctx->started_us = ksfi_metrics_now_us();
     ksf_err status = ksfi_decode_value(m->payload, m->len, &data);
     if (status == KSF_OK) {
+        ksfi_scope_enter(&ctx->scope); /* sends from the handler continue its trace */
         status = ctx->handler->fn(ctx, data, &reply);
+        ksfi_scope_enter(NULL);
     }
     json_decref(data);
     if (status == KSF_DEFERRED) {
@@ -441,9 +451,10 @@ ksf_ctx_stream(ksf_ctx *ctx, const json_t *value, ksf_errinfo *ei)
             "(%zu)",
             ctx->topic, len, ctx->srv->cfg->message_max_bytes);
     }
-    ksfi_header h[KSFI_PROTO_HEADERS_MAX];
+    ksfi_header h[KSFI_PROTO_HEADERS_MAX + KSFI_TRACE_HEADERS_MAX];
     size_t n = ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len,
                                   NULL, 0, false, h);
+    n += ksfi_scope_reply_headers(&ctx->scope, h + n);
     e = produce(ctx, out, len, NULL, 0, h, n, ei);
     ksfi_free(out);
     return e;
@@ -639,4 +650,46 @@ void *
 ksf_ctx_user(const ksf_ctx *ctx)
 {
     return ctx->handler ? ctx->handler->user : NULL;
+}
+
+int64_t
+ksf_ctx_deadline_ms(const ksf_ctx *ctx)
+{
+    return ctx->scope.deadline_ms;
+}
+
+int64_t
+ksf_ctx_remaining_ms(const ksf_ctx *ctx)
+{
+    return ctx->scope.deadline_ms ? ctx->scope.deadline_ms - ksfi_wall_ms() : INT64_MAX;
+}
+
+const char *
+ksf_ctx_traceparent(const ksf_ctx *ctx)
+{
+    return ctx->scope.traceparent;
+}
+
+const char *
+ksf_ctx_tracestate(const ksf_ctx *ctx)
+{
+    return ctx->scope.tracestate;
+}
+
+const char *
+ksf_ctx_trace_id(const ksf_ctx *ctx)
+{
+    return ctx->scope.trace_id;
+}
+
+const char *
+ksf_ctx_span_id(const ksf_ctx *ctx)
+{
+    return ctx->scope.span_id;
+}
+
+const char *
+ksf_ctx_parent_span_id(const ksf_ctx *ctx)
+{
+    return ctx->scope.has_parent ? ctx->scope.parent_span_id : NULL;
 }

@@ -8,6 +8,7 @@
 #define KSF_CTX_H
 
 #include "kafka.h"
+#include "trace.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -30,6 +31,7 @@ struct ksf_ctx {
     ksfi_request_meta meta;
     char *correlation_id; /* NUL-terminated copies of the request headers */
     char *reply_topic;
+    ksfi_scope scope; /* trace position and deadline, read from the headers */
     const struct ksfi_handler *handler;
     bool is_event;
     uint64_t started_us; /* when the handler was called: its latency metric */

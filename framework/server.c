@@ -275,6 +275,7 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     out->no_handler = atomic_load(&c->no_handler);
     out->malformed = atomic_load(&c->malformed);
     out->reply_failures = atomic_load(&c->reply_failures);
+    out->expired = atomic_load(&c->expired);
 }
 
 /* ---- the reply producer ------------------------------------------------------------ */

@@ -6,6 +6,7 @@
 #ifndef KSF_SERVER_H
 #define KSF_SERVER_H
 
+#include "deadline.h"
 #include "dispatch.h"
 #include "kafka.h"
 
@@ -26,7 +27,7 @@ typedef struct ksfi_handler {
 /* The counters behind ksf_server_stats, updated from any thread. */
 typedef struct ksfi_server_counters {
     atomic_uint_least64_t requests, events, replies, errors, no_handler, malformed,
-        reply_failures;
+        reply_failures, expired;
 } ksfi_server_counters;
 
 enum ksfi_server_state { KSFI_SRV_NEW, KSFI_SRV_RUNNING, KSFI_SRV_DONE };
@@ -66,6 +67,7 @@ struct ksf_server {
     bool consumer_closed;   /* the group was left within its deadline */
     ksfi_dispatch *dispatch;
     ksfi_server_counters counters;
+    ksfi_ratelimit expired_log; /* the "skipped, deadline passed" debug line */
     /* Guards run_active, which ksf_server_destroy waits on. */
     pthread_mutex_t run_lock;
     pthread_cond_t run_cond;

@@ -750,10 +750,15 @@ START_TEST(test_client_request_header_bytes)
     ck_assert_uint_eq(strspn(q.id, "0123456789abcdef-"), 36);
     char want[512];
     snprintf(want, sizeof want,
-             "kafka_correlationId=%s\nkafka_replyTopic=" PATTERN ".reply\n"
+             "\nkafka_correlationId=%s\nkafka_replyTopic=" PATTERN ".reply\n"
              "kafka_replyPartition=0",
              q.id);
-    ck_assert_str_eq(q.headers, want);
+    /* ksf_deadline (13 digits) and traceparent (55 characters, whose bytes
+     * tests/test_trace.c checks) come first. */
+    ck_assert_int_eq(strncmp(q.headers, "ksf_deadline=", 13), 0);
+    ck_assert_uint_eq(strspn(q.headers + 13, "0123456789"), 13);
+    ck_assert_int_eq(strncmp(q.headers + 26, "\ntraceparent=00-", 16), 0);
+    ck_assert_str_eq(q.headers + 26 + 13 + 55, want);
     /* Extra headers and a key ride along; the protocol headers come last. */
     json_t *hdrs = json_pack("{s:s}", "x-trace", "abc"), *data = json_string("null");
     ksf_send_opts o = {.headers = hdrs, .key = "k1", .key_len = 2};
@@ -764,7 +769,7 @@ START_TEST(test_client_request_header_bytes)
     pthread_mutex_lock(&v.r->m);
     q = v.r->last;
     pthread_mutex_unlock(&v.r->m);
-    ck_assert_ptr_eq(strstr(q.headers, "x-trace=abc\nkafka_correlationId="), q.headers);
+    ck_assert_ptr_eq(strstr(q.headers, "x-trace=abc\nksf_deadline="), q.headers);
     json_decref(hdrs);
     json_decref(data);
     env_stop(&v);
@@ -817,7 +822,13 @@ START_TEST(test_client_emit_bytes)
         }
         if (!m->err) {
             rd_kafka_headers_t *h = NULL;
-            ck_assert_int_ne(rd_kafka_message_headers(m, &h), 0); /* no headers at all */
+            const void *tp = NULL;
+            size_t tp_len = 0;
+            /* Only a traceparent: no reply headers, no deadline for an event. */
+            ck_assert_int_eq(rd_kafka_message_headers(m, &h), 0);
+            ck_assert_uint_eq(rd_kafka_header_cnt(h), 1);
+            ck_assert_int_eq(rd_kafka_header_get_last(h, "traceparent", &tp, &tp_len), 0);
+            ck_assert_uint_eq(tp_len, 55);
             if (wire[got]) {
                 ck_assert_uint_eq(m->len, strlen(wire[got]));
                 ck_assert_int_eq(memcmp(m->payload, wire[got], m->len), 0);

@@ -149,16 +149,19 @@ assert_bytes(const void *got, size_t got_len, const void *want, size_t want_len,
                   (int)want_len, want ? (const char *)want : "");
 }
 
-/* Exact header list: names in order, values byte for byte. */
+/* Exact header list: names in order, values byte for byte. Every reply also ends with
+ * a traceparent, whose random span id tests/test_trace.c checks; here only its size. */
 static void
 assert_headers(const ksft_msg *m, const ksfi_header *want, size_t n)
 {
-    ck_assert_uint_eq(m->nhdrs, n);
+    ck_assert_uint_eq(m->nhdrs, n + 1);
     for (size_t i = 0; i < n; i++) {
         ck_assert_str_eq(m->hdrs[i].name, want[i].name);
         assert_bytes(m->hdrs[i].value, m->hdrs[i].len, want[i].value, want[i].len,
                      want[i].name);
     }
+    ck_assert_str_eq(m->hdrs[n].name, "traceparent");
+    ck_assert_uint_eq(m->hdrs[n].len, 55);
 }
 
 #define H(name, text) ((ksfi_header){(name), (text), sizeof(text) - 1})

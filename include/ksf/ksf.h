@@ -185,6 +185,8 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  * - "group.id"              NestJS consumer.groupId, before the suffix [nestjs-group]
  * - "postfix.id"            suffix for both ids; "" for none  [-server / -client by role]
  * - "server.workers"        handler threads, 1..1024                   [4]
+ * - "server.deadline.skew.ms" how far past its ksf_deadline a request may be and
+ *                           still run (clock skew between hosts), 0..3600000 [1000]
  * - "client.timeout.ms"     default request timeout, 1..86400000       [30000]
  * - "client.max.in.flight"  requests awaiting a reply, 1..1000000      [10000]
  * - "client.reply.provider" "group": a NestJS reply-group membership, whose
@@ -334,6 +336,38 @@ KSF_API int32_t ksf_ctx_reply_partition(const ksf_ctx *ctx);
 KSF_API bool ksf_ctx_is_event(const ksf_ctx *ctx);
 /** The @p user pointer given when the handler was registered (NULL for macros). */
 KSF_API void *ksf_ctx_user(const ksf_ctx *ctx);
+
+/**
+ * The time the caller stops waiting, in ms since the Unix epoch (the request's
+ * ksf_deadline header), or 0 when the message carries none (NestJS callers, events).
+ */
+KSF_API int64_t ksf_ctx_deadline_ms(const ksf_ctx *ctx);
+
+/**
+ * Milliseconds left until ksf_ctx_deadline_ms() by this host's clock: negative once it
+ * passed, INT64_MAX when there is no deadline (so min() with a timeout just works).
+ * Requests sent through a ksf_client from the handler's thread get at most this long.
+ */
+KSF_API int64_t ksf_ctx_remaining_ms(const ksf_ctx *ctx);
+
+/**
+ * The W3C traceparent of this message's span ("00-<trace-id>-<span-id>-<flags>"): the
+ * incoming trace continued with a new span id, or a new trace when the message had no
+ * valid traceparent. The reply carries exactly this header. Never NULL.
+ */
+KSF_API const char *ksf_ctx_traceparent(const ksf_ctx *ctx);
+/** The incoming W3C tracestate, copied onto the reply, or NULL when none. */
+KSF_API const char *ksf_ctx_tracestate(const ksf_ctx *ctx);
+/** The trace id: 32 lowercase hex characters. Never NULL. */
+KSF_API const char *ksf_ctx_trace_id(const ksf_ctx *ctx);
+/** This message's span id (on the reply): 16 lowercase hex characters. Never NULL. */
+KSF_API const char *ksf_ctx_span_id(const ksf_ctx *ctx);
+/**
+ * The sender's span id from the incoming traceparent (the remote parent an OpenTelemetry
+ * bridge links to), or NULL when the message had no valid traceparent and the server
+ * started the trace.
+ */
+KSF_API const char *ksf_ctx_parent_span_id(const ksf_ctx *ctx);
 
 /**
  * Answer with NestJS's RpcException(string) shape {"status":"error","message":<text>}.
@@ -555,6 +589,7 @@ typedef struct ksf_server_stats {
     uint64_t no_handler;     /**< messages on a topic with no handler */
     uint64_t malformed;      /**< messages whose headers could not be used */
     uint64_t reply_failures; /**< reply produces that failed for good */
+    uint64_t expired; /**< messages skipped unhandled: their ksf_deadline had passed */
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
@@ -626,15 +661,28 @@ enum {
 
 /**
  * Per-request options; a zeroed struct (or NULL) means the defaults.
+ *
+ * Every request and event carries a W3C `traceparent` header: @p traceparent when set,
+ * else, on a server handler's thread, the handler's trace continued (same trace id,
+ * new span id, its tracestate), else a new trace. Requests also carry `ksf_deadline`
+ * (now + the timeout, in epoch ms); inside a handler the timeout is cut to the
+ * handler's remaining time.
  */
 typedef struct ksf_send_opts {
-    int timeout_ms;  /**< 0: the client's client.timeout.ms */
+    /** send: 0 means client.timeout.ms. emit: 0 means no deadline; > 0 gives the
+     *  event a ksf_deadline, and servers skip it once that passed. */
+    int timeout_ms;
     const void *key; /**< message key (NULL: none) */
     size_t key_len;
     const json_t *headers; /**< extra headers: an object of name -> string */
     const void *raw_value; /**< send these bytes instead of encoding @p data */
     size_t raw_len;
     unsigned flags; /**< KSF_SEND_* */
+    /** Your own W3C traceparent (e.g. injected from an OpenTelemetry span), sent as
+     *  given; invalid text is refused with KSF_EINVAL. NULL: automatic (see above). */
+    const char *traceparent;
+    /** The tracestate to go with @p traceparent (requires it); NULL: none. */
+    const char *tracestate;
 } ksf_send_opts;
 
 /**

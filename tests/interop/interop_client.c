@@ -113,7 +113,14 @@ static void
 check_context(ksf_client *cli)
 {
     json_t *hdrs = json_pack("{s:s}", "x-trace", "abc");
-    ksf_send_opts opts = {.key = "hero-1", .key_len = 6, .headers = hdrs};
+    /* ksf's own headers (docs/deadlines.md, docs/tracing.md) must reach a NestJS
+     * handler as plain strings and change nothing else. */
+    ksf_send_opts opts = {.key = "hero-1",
+                          .key_len = 6,
+                          .headers = hdrs,
+                          .traceparent =
+                              "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                          .tracestate = "congo=t61rcWkgMzE"};
     json_t *payload = json_object();
     json_t *got = NULL;
     ksf_errinfo ei = {0};
@@ -141,7 +148,12 @@ check_context(ksf_client *cli)
               partition >= 0 && partition < 4 &&
               str_is(json_object_get(got, "topic"), "interop.context") &&
               str_is(json_object_get(got, "msgKey"), "hero-1") &&
-              json_object_size(h) == 4 && str_is(json_object_get(h, "x-trace"), "abc") &&
+              json_object_size(h) == 7 && str_is(json_object_get(h, "x-trace"), "abc") &&
+              str_is(json_object_get(h, "traceparent"),
+                     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") &&
+              str_is(json_object_get(h, "tracestate"), "congo=t61rcWkgMzE") &&
+              json_is_string(json_object_get(h, "ksf_deadline")) &&
+              strlen(json_string_value(json_object_get(h, "ksf_deadline"))) == 13 &&
               str_is(json_object_get(h, "kafka_replyTopic"), "interop.context.reply") &&
               str_is(json_object_get(h, "kafka_replyPartition"), "0") && cid &&
               strlen(cid) == 36;

@@ -1,0 +1,604 @@
+/*
+ * Deadlines and trace context end to end through the embedded broker: what a handler
+ * sees, what the reply carries (exact header bytes), propagation through a handler
+ * calling a second service, expired work skipped and committed, late replies counted.
+ */
+#include "mock_broker.h"
+#include "raw_kafka.h"
+#include "service.h"
+
+#include "deadline.h"
+#include "trace.h"
+#include "wire.h"
+
+#include <check.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TP_SPEC "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+#define TRACE_SPEC "0af7651916cd43dd8448eb211c80319c"
+#define GROUP "nestjs-group-server"
+#define WAIT_MS 15000
+
+/* What one handler call saw, recorded for the test thread. */
+typedef struct seen {
+    char id[64];
+    char trace_id[33], span_id[17], parent[17], traceparent[56], tracestate[64];
+    bool has_parent, has_state;
+    int64_t deadline, remaining;
+    ksf_err inner_err; /* a nested call's result, when the handler makes one */
+} seen;
+
+#define SEEN_MAX 16
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static seen seen_log[SEEN_MAX];
+static atomic_int seen_count;
+static ksf_client *inner_client; /* the client the "a" handler calls "b" through */
+
+static void
+record(ksf_ctx *ctx, const seen *extra)
+{
+    seen s = extra ? *extra : (seen){0};
+    const char *id = ksf_ctx_correlation_id(ctx);
+    snprintf(s.id, sizeof s.id, "%s", id ? id : ksf_ctx_topic(ctx));
+    snprintf(s.trace_id, sizeof s.trace_id, "%s", ksf_ctx_trace_id(ctx));
+    snprintf(s.span_id, sizeof s.span_id, "%s", ksf_ctx_span_id(ctx));
+    snprintf(s.traceparent, sizeof s.traceparent, "%s", ksf_ctx_traceparent(ctx));
+    s.has_parent = ksf_ctx_parent_span_id(ctx) != NULL;
+    snprintf(s.parent, sizeof s.parent, "%s",
+             s.has_parent ? ksf_ctx_parent_span_id(ctx) : "");
+    s.has_state = ksf_ctx_tracestate(ctx) != NULL;
+    snprintf(s.tracestate, sizeof s.tracestate, "%s",
+             s.has_state ? ksf_ctx_tracestate(ctx) : "");
+    s.deadline = ksf_ctx_deadline_ms(ctx);
+    if (!extra) {
+        s.remaining = ksf_ctx_remaining_ms(ctx);
+    }
+    pthread_mutex_lock(&seen_lock);
+    int n = atomic_load(&seen_count);
+    if (n < SEEN_MAX) {
+        seen_log[n] = s;
+        atomic_store(&seen_count, n + 1);
+    }
+    pthread_mutex_unlock(&seen_lock);
+}
+
+/* The seen entry whose id (correlation id or topic) is @p id, or NULL. */
+static const seen *
+find_seen(const char *id)
+{
+    int n = atomic_load(&seen_count);
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(seen_log[i].id, id)) {
+            return &seen_log[i];
+        }
+    }
+    return NULL;
+}
+
+static size_t
+count_seen(const char *id)
+{
+    size_t c = 0;
+    int n = atomic_load(&seen_count);
+    for (int i = 0; i < n; i++) {
+        c += !strcmp(seen_log[i].id, id);
+    }
+    return c;
+}
+
+/* With CK_FORK=no (valgrind) every test runs in one process: start from nothing. */
+static void
+reset_seen(void)
+{
+    pthread_mutex_lock(&seen_lock);
+    memset(seen_log, 0, sizeof seen_log);
+    atomic_store(&seen_count, 0);
+    pthread_mutex_unlock(&seen_lock);
+    inner_client = NULL;
+}
+
+static ksf_err
+h_record(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    record(ctx, NULL);
+    *reply = json_string("ok");
+    return KSF_OK;
+}
+
+/* Service "dl.a": calls "dl.b" twice, with a long and a short timeout. */
+static ksf_err
+h_a(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    seen s = {.remaining = ksf_ctx_remaining_ms(ctx)};
+    json_t *out = NULL, *in = json_string("long");
+    s.inner_err = ksf_client_call(inner_client, "dl.b", in, 20000, &out, NULL);
+    json_decref(out);
+    json_decref(in);
+    out = NULL;
+    in = json_string("short");
+    ksf_err e2 = ksf_client_call(inner_client, "dl.b", in, 3000, &out, NULL);
+    json_decref(out);
+    json_decref(in);
+    if (!s.inner_err) {
+        s.inner_err = e2;
+    }
+    /* An event from the handler: the trace goes on, the deadline does not. */
+    in = json_string("inner");
+    ksf_err e3 = ksf_client_emit(inner_client, "dl.ev", in, NULL, NULL, NULL, NULL);
+    json_decref(in);
+    if (!s.inner_err) {
+        s.inner_err = e3;
+    }
+    record(ctx, &s);
+    *reply = json_string("a");
+    return KSF_OK;
+}
+
+/* Service "dl.b": records which of A's calls this is under the payload's name. */
+static ksf_err
+h_b(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    seen s = {.remaining = ksf_ctx_remaining_ms(ctx)};
+    snprintf(s.id, sizeof s.id, "%s", json_string_value(data));
+    record(ctx, &s);
+    pthread_mutex_lock(&seen_lock);
+    int n = atomic_load(&seen_count);
+    snprintf(seen_log[n - 1].id, sizeof seen_log[n - 1].id, "b.%s",
+             json_string_value(data));
+    pthread_mutex_unlock(&seen_lock);
+    *reply = json_string("b");
+    return KSF_OK;
+}
+
+/* Events on "dl.ev": recorded as "ev.<payload string>". */
+static ksf_err
+h_ev(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)reply;
+    seen s = {.remaining = ksf_ctx_remaining_ms(ctx)};
+    record(ctx, &s);
+    pthread_mutex_lock(&seen_lock);
+    int n = atomic_load(&seen_count);
+    snprintf(seen_log[n - 1].id, sizeof seen_log[n - 1].id, "ev.%s",
+             json_is_string(data) ? json_string_value(data) : "?");
+    pthread_mutex_unlock(&seen_lock);
+    return KSF_OK;
+}
+
+/* Poll until an entry with @p id was recorded or @p timeout_ms passed. */
+static const seen *
+wait_seen_id(const char *id, int timeout_ms)
+{
+    int64_t until = ksft_now_ms() + timeout_ms;
+    const seen *s;
+    while (!(s = find_seen(id)) && ksft_now_ms() < until) {
+        ksft_sleep_ms(10);
+    }
+    return s;
+}
+
+static void
+on(ksf_server *srv, const char *pattern, ksf_handler_fn fn, bool event)
+{
+    ksf_errinfo ei = {0};
+    ksf_err e = event ? ksf_server_on_event(srv, pattern, fn, NULL, &ei)
+                      : ksf_server_on_message(srv, pattern, fn, NULL, &ei);
+    ck_assert_msg(e == KSF_OK, "%s", ei.text);
+}
+
+/* ---- propagation through a second service -------------------------------------- */
+
+typedef struct done_flag {
+    atomic_int n;
+    atomic_int err;
+} done_flag;
+
+static void
+on_reply(const ksf_reply *r, void *user)
+{
+    done_flag *d = user;
+    atomic_store(&d->err, r->err);
+    atomic_fetch_add(&d->n, 1);
+}
+
+START_TEST(test_deadline_propagates_through_a_handler)
+{
+    reset_seen();
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = ksft_config(b);
+    ksf_client *cli = ksft_client(cfg);
+    inner_client = ksft_client(cfg);
+    ksf_server *srv = ksft_server(cfg);
+    ksft_broker_create_topic(b, "dl.ev", 1);
+    on(srv, "dl.a", h_a, false);
+    on(srv, "dl.b", h_b, false);
+    on(srv, "dl.ev", h_ev, true);
+    ksft_service svc;
+    ksft_service_start(&svc, srv, 20000);
+    ksf_errinfo ei = {0};
+    /* Reply partitions first, so no group join eats into A's time budget. */
+    ck_assert(!ksf_client_subscribe_to_response_of(inner_client, "dl.b", &ei));
+    ck_assert(!ksf_client_subscribe_to_response_of(cli, "dl.a", &ei));
+    ck_assert_msg(ksf_client_connect(inner_client, 20000, &ei) == KSF_OK, "%s", ei.text);
+    ck_assert_msg(ksf_client_connect(cli, 20000, &ei) == KSF_OK, "%s", ei.text);
+
+    /* The caller bridges from its own tracer: it supplies the context. */
+    done_flag d = {0};
+    ksf_send_opts o = {.timeout_ms = 12000, .traceparent = TP_SPEC, .tracestate = "k=v"};
+    int64_t sent_at = ksfi_wall_ms();
+    ck_assert_msg(ksf_client_send(cli, "dl.a", NULL, &o, on_reply, &d, &ei) == KSF_OK,
+                  "%s", ei.text);
+    int64_t until = ksft_now_ms() + WAIT_MS;
+    while (!atomic_load(&d.n) && ksft_now_ms() < until) {
+        ksft_sleep_ms(10);
+    }
+    ck_assert_int_eq(atomic_load(&d.n), 1);
+    ck_assert_int_eq(atomic_load(&d.err), KSF_OK);
+
+    /* An event the caller emits with a timeout carries a deadline of its own. */
+    json_t *timed = json_string("timed");
+    ksf_send_opts eo = {.timeout_ms = 60000};
+    int64_t emitted_at = ksfi_wall_ms();
+    ck_assert(!ksf_client_emit(cli, "dl.ev", timed, &eo, NULL, NULL, &ei));
+    json_decref(timed);
+    const seen *ev = wait_seen_id("ev.inner", WAIT_MS);
+    const seen *ev_timed = wait_seen_id("ev.timed", WAIT_MS);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_ptr_nonnull(ev_timed);
+
+    const seen *a = NULL, *bl = find_seen("b.long"), *bs = find_seen("b.short");
+    for (int i = 0; i < atomic_load(&seen_count); i++) {
+        if (strncmp(seen_log[i].id, "b.", 2) && strncmp(seen_log[i].id, "ev.", 3)) {
+            a = &seen_log[i];
+        }
+    }
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(bl);
+    ck_assert_ptr_nonnull(bs);
+    ck_assert_int_eq(a->inner_err, KSF_OK);
+    /* A continues the caller's trace; its parent is the caller's span. */
+    ck_assert_str_eq(a->trace_id, TRACE_SPEC);
+    ck_assert_str_eq(a->parent, "b7ad6b7169203331");
+    ck_assert_str_eq(a->tracestate, "k=v");
+    /* A's deadline is the send time + 12 s, by the wall clock of this host. */
+    ck_assert(a->deadline >= sent_at + 12000 && a->deadline <= ksfi_wall_ms() + 12000);
+    ck_assert(a->remaining > 0 && a->remaining <= 12000);
+    /* B is in the same trace, a hop further: a new parent, neither A's nor the
+     * caller's, and the tracestate came along. */
+    for (int i = 0; i < 2; i++) {
+        const seen *x = i ? bs : bl;
+        ck_assert_str_eq(x->trace_id, TRACE_SPEC);
+        ck_assert(x->has_parent);
+        ck_assert_str_ne(x->parent, "b7ad6b7169203331");
+        ck_assert_str_ne(x->parent, a->span_id);
+        ck_assert_str_ne(x->span_id, a->span_id);
+        ck_assert_str_eq(x->tracestate, "k=v");
+    }
+    ck_assert_str_ne(bl->parent, bs->parent);
+    /* The 20 s call was cut to A's remaining time: the same absolute deadline. The 3 s
+     * call kept its own, shorter one. */
+    ck_assert_int_eq(bl->deadline, a->deadline);
+    ck_assert(bl->remaining <= a->remaining);
+    ck_assert(bs->deadline < a->deadline);
+    ck_assert(bs->remaining <= 3000);
+    /* The handler's event: same trace, its own span, no deadline. */
+    ck_assert_str_eq(ev->trace_id, TRACE_SPEC);
+    ck_assert(ev->has_parent);
+    ck_assert_str_ne(ev->parent, a->span_id);
+    ck_assert_str_ne(ev->parent, bl->parent);
+    ck_assert_int_eq(ev->deadline, 0);
+    ck_assert_int_eq(ev->remaining, INT64_MAX);
+    /* The caller's timed event: a new trace (whose parent is the emitting client's
+     * span), a deadline 60 s after the emit. */
+    ck_assert_str_ne(ev_timed->trace_id, TRACE_SPEC);
+    ck_assert(ev_timed->has_parent);
+    ck_assert(ev_timed->deadline >= emitted_at + 60000 &&
+              ev_timed->deadline <= ksfi_wall_ms() + 60000);
+
+    ksf_client_destroy(cli);
+    ksft_service_stop(&svc);
+    ksf_client_destroy(inner_client);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- the reply's trace headers, byte for byte ------------------------------------ */
+
+/* A request as a raw producer sends it, with extra headers. */
+static void
+raw_request(ksft_producer *p, const char *topic, const char *id, const ksfi_header *extra,
+            size_t nextra)
+{
+    ksfi_header h[8];
+    char pbuf[12];
+    size_t n = ksfi_request_headers(id, "tr.reply", 0, pbuf, h);
+    if (nextra) { /* extra may be NULL: memcpy's source must not be */
+        memcpy(h + n, extra, nextra * sizeof *h);
+    }
+    ksft_produce(p, topic, 0, NULL, 0, "{}", 2, h, n + nextra, true);
+}
+
+START_TEST(test_deadline_reply_trace_headers)
+{
+    reset_seen();
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "tr.echo", 1);
+    ksft_broker_create_topic(b, "tr.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    ksf_server *srv = ksft_server(cfg);
+    on(srv, "tr.echo", h_record, false);
+    ksft_service svc;
+    ksft_service_start(&svc, srv, 20000);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_collector *c = ksft_collector_new(addr, "tr.reply", 0);
+
+    char dl[21];
+    int64_t deadline = ksfi_wall_ms() + 30000;
+    size_t dlen = ksfi_deadline_format(deadline, dl);
+    ksfi_header good[] = {{"traceparent", TP_SPEC, 55},
+                          {"tracestate", "congo=t61rcWkgMzE", 17},
+                          {"ksf_deadline", dl, dlen}};
+    raw_request(p, "tr.echo", "good", good, 3);
+    /* Uppercase hex: invalid, so a new trace, and its tracestate goes with it; a
+     * deadline that is not digits is ignored: the request runs with none. */
+    ksfi_header bad[] = {
+        {"traceparent", "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", 55},
+        {"tracestate", "congo=t61rcWkgMzE", 17},
+        {"ksf_deadline", "soon", 4}};
+    raw_request(p, "tr.echo", "bad", bad, 3);
+    ck_assert_uint_eq(ksft_collector_wait_id(c, "good", 1, WAIT_MS), 1);
+    ck_assert_uint_eq(ksft_collector_wait_id(c, "bad", 1, WAIT_MS), 1);
+
+    const seen *g = find_seen("good"), *x = find_seen("bad");
+    ck_assert_ptr_nonnull(g);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_str_eq(g->trace_id, TRACE_SPEC);
+    ck_assert_str_eq(g->parent, "b7ad6b7169203331");
+    ck_assert_int_eq(g->deadline, deadline);
+    ck_assert(g->remaining > 0 && g->remaining <= 30000);
+    /* The reply: kafka_correlationId, is-disposed, then the handler span's
+     * traceparent and the tracestate, exactly. */
+    const ksft_msg *m = ksft_collector_get_id(c, "good", 0);
+    char want[56];
+    snprintf(want, sizeof want, "00-" TRACE_SPEC "-%s-01", g->span_id);
+    ck_assert_str_eq(g->traceparent, want);
+    ck_assert_uint_eq(m->nhdrs, 4);
+    ck_assert_str_eq(m->hdrs[0].name, KSFI_HDR_CORRELATION_ID);
+    ck_assert_str_eq(m->hdrs[1].name, KSFI_HDR_NEST_IS_DISPOSED);
+    ck_assert_str_eq(m->hdrs[2].name, "traceparent");
+    ck_assert_uint_eq(m->hdrs[2].len, 55);
+    ck_assert_int_eq(memcmp(m->hdrs[2].value, want, 55), 0);
+    ck_assert_str_eq(m->hdrs[3].name, "tracestate");
+    ck_assert_uint_eq(m->hdrs[3].len, 17);
+    ck_assert_int_eq(memcmp(m->hdrs[3].value, "congo=t61rcWkgMzE", 17), 0);
+
+    ck_assert(!x->has_parent);
+    ck_assert(!x->has_state);
+    ck_assert_str_ne(x->trace_id, TRACE_SPEC);
+    ck_assert_uint_eq(strlen(x->trace_id), 32);
+    ck_assert_int_eq(x->deadline, 0);
+    ck_assert_int_eq(x->remaining, INT64_MAX);
+    m = ksft_collector_get_id(c, "bad", 0);
+    snprintf(want, sizeof want, "00-%s-%s-01", x->trace_id, x->span_id);
+    ck_assert_uint_eq(m->nhdrs, 3);
+    ck_assert_int_eq(memcmp(m->hdrs[2].value, want, 55), 0);
+    ksf_server_stats st;
+    ksf_server_get_stats(srv, &st);
+    ck_assert_uint_eq(st.requests, 2);
+    ck_assert_uint_eq(st.expired, 0);
+
+    ksft_service_stop(&svc);
+    ksft_collector_destroy(c);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- expired work is skipped, counted and committed ------------------------------ */
+
+static atomic_int refused_inside; /* nested sends refused for a passed deadline */
+
+/* Runs a request whose deadline passed within the skew: a send from here fails fast. */
+static ksf_err
+h_late_ok(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    record(ctx, NULL);
+    ksf_errinfo ei = {0};
+    json_t *out = NULL;
+    if (ksf_client_call(inner_client, "ex.never", NULL, 5000, &out, &ei) ==
+            KSF_ETIMEDOUT &&
+        strstr(ei.text, "deadline passed")) {
+        atomic_fetch_add(&refused_inside, 1);
+    }
+    json_decref(out);
+    *reply = json_string("ok");
+    return KSF_OK;
+}
+
+static ksf_err
+h_dispatch_ex(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    const char *id = ksf_ctx_correlation_id(ctx);
+    if (id && !strcmp(id, "within-skew")) {
+        return h_late_ok(ctx, data, reply);
+    }
+    return h_record(ctx, data, reply);
+}
+
+static ksf_server *
+ex_server(const ksf_config *cfg)
+{
+    ksf_server *srv = ksft_server(cfg);
+    on(srv, "ex.t", h_dispatch_ex, false);
+    on(srv, "ex.ev", h_record, true);
+    return srv;
+}
+
+START_TEST(test_deadline_expired_is_skipped_and_committed)
+{
+    reset_seen();
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "ex.t", 1);
+    ksft_broker_create_topic(b, "ex.ev", 1);
+    ksft_broker_create_topic(b, "tr.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    inner_client = ksft_client(cfg);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_collector *c = ksft_collector_new(addr, "tr.reply", 0);
+
+    /* A backlog in one partition, handled in order (the server starts at the end of
+     * the partitions, as NestJS does, so it must be running first). */
+    ksft_service svc;
+    ksft_service_start(&svc, ex_server(cfg), 20000);
+    char past[21], skewed[21];
+    size_t plen = ksfi_deadline_format(ksfi_wall_ms() - 5000, past);
+    ksfi_header h_past[] = {{"ksf_deadline", past, plen}};
+    raw_request(p, "ex.t", "expired", h_past, 1);
+    ksft_produce(p, "ex.ev", 0, NULL, 0, "{}", 2, h_past, 1, true); /* event */
+    /* 300 ms ago: within the default 1000 ms skew tolerance, so it runs. */
+    size_t slen = ksfi_deadline_format(ksfi_wall_ms() - 300, skewed);
+    ksfi_header h_skew[] = {{"ksf_deadline", skewed, slen}};
+    raw_request(p, "ex.t", "within-skew", h_skew, 1);
+    raw_request(p, "ex.t", "none", NULL, 0);
+    ck_assert_uint_eq(ksft_collector_wait_id(c, "none", 1, WAIT_MS), 1);
+    ck_assert_uint_eq(ksft_collector_wait_id(c, "within-skew", 1, WAIT_MS), 1);
+    ksf_server_stats st;
+    int64_t until = ksft_now_ms() + WAIT_MS;
+    do { /* the event is on another partition: wait for its verdict */
+        ksf_server_get_stats(svc.srv, &st);
+    } while (st.expired < 2 && ksft_now_ms() < until && (ksft_sleep_ms(10), 1));
+    ck_assert_uint_eq(st.expired, 2);
+    ck_assert_uint_eq(st.requests, 2);
+    ck_assert_uint_eq(st.events, 0);
+    ck_assert_uint_eq(count_seen("expired"), 0);
+    ck_assert_uint_eq(count_seen("ex.ev"), 0);
+    ck_assert_uint_eq(count_seen("within-skew"), 1);
+    ck_assert_uint_eq(count_seen("none"), 1);
+    ck_assert_int_eq(atomic_load(&refused_inside), 1);
+    ck_assert(find_seen("within-skew")->remaining < 0);
+    ksft_service_stop(&svc);
+    /* Skipped, and committed past: no reply went out, and the offsets moved on. */
+    ksft_collector_poll(c, 200);
+    ck_assert_uint_eq(ksft_collector_count_id(c, "expired"), 0);
+    ck_assert_uint_eq(ksft_collector_count(c), 2);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "ex.t", 0), 3);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "ex.ev", 0), 1);
+
+    /* A restarted server resumes after them: the expired request never runs. */
+    raw_request(p, "ex.t", "after", NULL, 0);
+    ksft_service_start(&svc, ex_server(cfg), 20000);
+    ck_assert_uint_eq(ksft_collector_wait_id(c, "after", 1, WAIT_MS), 1);
+    ksf_server_get_stats(svc.srv, &st);
+    ck_assert_uint_eq(st.requests, 1);
+    ck_assert_uint_eq(st.expired, 0);
+    ck_assert_uint_eq(count_seen("expired"), 0);
+    ck_assert_uint_eq(count_seen("none"), 1);
+    ksft_service_stop(&svc);
+
+    ksf_client_destroy(inner_client);
+    ksft_collector_destroy(c);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- late replies ----------------------------------------------------------------- */
+
+static ksf_err
+h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    record(ctx, NULL);
+    ksft_sleep_ms(1200); /* past the caller's 400 ms */
+    *reply = json_string("late");
+    return KSF_OK;
+}
+
+START_TEST(test_deadline_late_reply_is_counted)
+{
+    reset_seen();
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = ksft_config(b);
+    ksf_client *cli = ksft_client(cfg);
+    ksf_server *srv = ksft_server(cfg);
+    on(srv, "lt.slow", h_slow, false);
+    ksft_service svc;
+    ksft_service_start(&svc, srv, 20000);
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_client_subscribe_to_response_of(cli, "lt.slow", &ei) == KSF_OK,
+                  "%s", ei.text);
+    ck_assert_msg(ksf_client_connect(cli, 20000, &ei) == KSF_OK, "%s", ei.text);
+    json_t *out = NULL;
+    ck_assert_int_eq(ksf_client_call(cli, "lt.slow", NULL, 400, &out, &ei),
+                     KSF_ETIMEDOUT);
+    ck_assert_ptr_null(out);
+    ksf_client_stats cs;
+    int64_t until = ksft_now_ms() + WAIT_MS;
+    do {
+        ksf_client_get_stats(cli, &cs);
+    } while (cs.late_replies < 1 && ksft_now_ms() < until && (ksft_sleep_ms(10), 1));
+    ck_assert_uint_eq(cs.timeouts, 1);
+    ck_assert_uint_eq(cs.late_replies, 1);
+    ck_assert_uint_eq(cs.replies, 0);
+    ck_assert_uint_eq(cs.unknown_replies + cs.duplicate_replies, 0);
+    /* The handler started in time and knew it had at most 400 ms. */
+    ck_assert_int_eq(atomic_load(&seen_count), 1);
+    const seen *s = &seen_log[0];
+    ck_assert(s->remaining > 0 && s->remaining <= 400);
+    ksf_server_stats st;
+    ksf_server_get_stats(srv, &st);
+    ck_assert_uint_eq(st.expired, 0);
+    ck_assert_uint_eq(st.replies, 1);
+
+    ksf_client_destroy(cli);
+    ksft_service_stop(&svc);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+static Suite *
+deadline_suite(void)
+{
+    const struct {
+        const char *name;
+        const TTest *test;
+    } cases[] = {
+        {"propagates_through_a_handler", test_deadline_propagates_through_a_handler},
+        {"reply_trace_headers", test_deadline_reply_trace_headers},
+        {"expired_is_skipped_and_committed",
+         test_deadline_expired_is_skipped_and_committed},
+        {"late_reply_is_counted", test_deadline_late_reply_is_counted},
+    };
+    Suite *s = suite_create("deadline");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(deadline_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,364 @@
+/*
+ * W3C Trace Context and ksf_deadline as pure functions: the traceparent parser against
+ * every invalid form the spec names, the formatter byte for byte, tracestate limits,
+ * random ids, the per-thread scope and what an outgoing message gets from it.
+ * The end-to-end behaviour is in tests/test_deadline.c.
+ */
+#include "deadline.h"
+#include "trace.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TP_SPEC "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+static bool
+parses(const char *s)
+{
+    ksfi_traceparent tp;
+    return ksfi_traceparent_parse(s, strlen(s), &tp);
+}
+
+START_TEST(test_trace_parse_valid)
+{
+    ksfi_traceparent tp;
+    char out[KSFI_TRACEPARENT_LEN + 1];
+    static const uint8_t trace[16] = {0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd,
+                                      0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c};
+    static const uint8_t span[8] = {0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31};
+    ck_assert(ksfi_traceparent_parse(TP_SPEC, 55, &tp));
+    ck_assert_int_eq(memcmp(tp.trace_id, trace, 16), 0);
+    ck_assert_int_eq(memcmp(tp.span_id, span, 8), 0);
+    ck_assert_uint_eq(tp.flags, 1);
+    ksfi_traceparent_format(&tp, out);
+    ck_assert_str_eq(out, TP_SPEC);
+    /* Unsampled, and flags this version does not define, are kept as they are. */
+    ck_assert(parses("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
+    ck_assert(parses("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-ff"));
+    /* A later version: 55 characters, or more after a '-'; re-sent as version 00. */
+    ck_assert(parses("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    ck_assert(ksfi_traceparent_parse(
+        "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-holds",
+        79, &tp));
+    ksfi_traceparent_format(&tp, out);
+    ck_assert_str_eq(out, TP_SPEC);
+}
+END_TEST
+
+START_TEST(test_trace_parse_invalid)
+{
+    static const char *const bad[] = {
+        "",
+        "00",
+        /* version ff is forbidden; version 00 must be exactly 55 characters */
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",
+        /* a later version longer than 55 needs a '-' after the flags */
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",
+        /* uppercase hex anywhere */
+        "0A-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-B7AD6B7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0A",
+        /* all-zero ids */
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        /* not hex, wrong separators, fields shifted */
+        "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",
+        "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331_01",
+        "00-0af7651916cd43dd8448eb211c80319-cb7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333 -01",
+        "xx-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(!parses(bad[i]), "accepted \"%s\"", bad[i]);
+    }
+    ksfi_traceparent tp;
+    ck_assert(!ksfi_traceparent_parse(NULL, 0, &tp));
+    /* An embedded NUL is not hex. */
+    ck_assert(!ksfi_traceparent_parse(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0\0", 55, &tp));
+}
+END_TEST
+
+START_TEST(test_trace_tracestate_limits)
+{
+    char big[600];
+    ck_assert(ksfi_tracestate_valid("congo=t61rcWkgMzE", 17));
+    ck_assert(ksfi_tracestate_valid("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE", 40));
+    ck_assert(ksfi_tracestate_valid("a=1,,b=2", 8)); /* empty members are allowed */
+    ck_assert(!ksfi_tracestate_valid("", 0));
+    ck_assert(!ksfi_tracestate_valid(",", 1));
+    ck_assert(!ksfi_tracestate_valid("novalue", 7));
+    ck_assert(!ksfi_tracestate_valid("=v", 2));
+    ck_assert(!ksfi_tracestate_valid("a=\x01", 3));
+    ck_assert(!ksfi_tracestate_valid("a=\xc3\xa9", 4));
+    /* 32 members pass, 33 do not */
+    size_t n = 0;
+    for (int i = 0; i < 33; i++) {
+        n += (size_t)snprintf(big + n, sizeof big - n, "%sk%d=v", i ? "," : "", i);
+        if (i == 31) {
+            ck_assert(ksfi_tracestate_valid(big, n));
+        }
+    }
+    ck_assert(!ksfi_tracestate_valid(big, n));
+    /* 512 characters pass, 513 do not */
+    memset(big, 'x', sizeof big);
+    big[0] = 'k';
+    big[1] = '=';
+    ck_assert(ksfi_tracestate_valid(big, 512));
+    ck_assert(!ksfi_tracestate_valid(big, 513));
+}
+END_TEST
+
+static int
+cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, 8);
+}
+
+START_TEST(test_trace_new_and_child_ids)
+{
+    ksfi_traceparent a, b, c;
+    char ta[56], tb[56];
+    ksfi_trace_new(&a);
+    ksfi_trace_new(&b);
+    ck_assert_uint_eq(a.flags, 1);
+    ck_assert_int_ne(memcmp(a.trace_id, b.trace_id, 16), 0);
+    ck_assert_int_ne(memcmp(a.span_id, b.span_id, 8), 0);
+    ksfi_traceparent_format(&a, ta);
+    ck_assert(parses(ta)); /* lowercase, not all zero, 55 characters */
+    a.flags = 0;
+    ksfi_trace_child(&a, &c);
+    ck_assert_int_eq(memcmp(a.trace_id, c.trace_id, 16), 0);
+    ck_assert_int_ne(memcmp(a.span_id, c.span_id, 8), 0);
+    ck_assert_uint_eq(c.flags, 0);
+    /* Many ids through the per-thread pool (several refills): no repeats. */
+    static uint8_t ids[4096][8];
+    for (int i = 0; i < 4096; i++) {
+        ksfi_trace_child(&a, &c);
+        memcpy(ids[i], c.span_id, 8);
+    }
+    qsort(ids, 4096, 8, cmp_id);
+    for (int i = 1; i < 4096; i++) {
+        ck_assert_int_ne(memcmp(ids[i - 1], ids[i], 8), 0);
+    }
+    ksfi_traceparent_format(&b, tb);
+    ck_assert_str_ne(ta, tb);
+}
+END_TEST
+
+START_TEST(test_trace_scope_from_headers)
+{
+    char dl[21];
+    size_t dlen = ksfi_deadline_format(1700000000123LL, dl);
+    ksfi_header h[] = {
+        {KSFI_HDR_TRACEPARENT, "garbage", 7}, /* an earlier one: the last wins */
+        {KSFI_HDR_TRACEPARENT, TP_SPEC, 55},
+        {KSFI_HDR_TRACESTATE, "congo=t61rcWkgMzE", 17},
+        {KSFI_HDR_DEADLINE, dl, dlen},
+    };
+    ksfi_scope s;
+    ksfi_scope_init(&s, h, 4, NULL, "t");
+    ck_assert(s.has_parent);
+    ck_assert_str_eq(s.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    ck_assert_str_eq(s.parent_span_id, "b7ad6b7169203331");
+    ck_assert_str_ne(s.span_id, "b7ad6b7169203331");
+    ck_assert_uint_eq(strlen(s.span_id), 16);
+    ck_assert_str_eq(s.tracestate, "congo=t61rcWkgMzE");
+    ck_assert_int_eq(s.deadline_ms, 1700000000123LL);
+    char want[56];
+    snprintf(want, sizeof want, "00-%s-%s-01", s.trace_id, s.span_id);
+    ck_assert_str_eq(s.traceparent, want);
+    ksfi_header r[KSFI_TRACE_HEADERS_MAX];
+    ck_assert_uint_eq(ksfi_scope_reply_headers(&s, r), 2);
+    ck_assert_str_eq(r[0].name, "traceparent");
+    ck_assert_uint_eq(r[0].len, 55);
+    ck_assert_int_eq(memcmp(r[0].value, want, 55), 0);
+    ck_assert_str_eq(r[1].name, "tracestate");
+    ck_assert_int_eq(memcmp(r[1].value, "congo=t61rcWkgMzE", 17), 0);
+    ksfi_scope_clear(&s);
+
+    /* Invalid traceparent: a new trace, and its tracestate is dropped with it; a
+     * malformed deadline is ignored. */
+    ksfi_header bad[] = {
+        {KSFI_HDR_TRACEPARENT, "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+         55},
+        {KSFI_HDR_TRACESTATE, "congo=t61rcWkgMzE", 17},
+        {KSFI_HDR_DEADLINE, "12abc", 5},
+    };
+    ksfi_scope_init(&s, bad, 3, NULL, "t");
+    ck_assert(!s.has_parent);
+    ck_assert_str_ne(s.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    ck_assert_str_eq(s.parent_span_id, "");
+    ck_assert_ptr_null(s.tracestate);
+    ck_assert_int_eq(s.deadline_ms, 0);
+    ck_assert_uint_eq(ksfi_scope_reply_headers(&s, r), 1);
+    ksfi_scope_clear(&s);
+}
+END_TEST
+
+START_TEST(test_trace_outgoing_headers)
+{
+    char buf[56];
+    ksfi_header h[KSFI_TRACE_HEADERS_MAX];
+    size_t n = 0;
+    ksf_errinfo ei = {0};
+    /* Outside a handler: a new trace each time. */
+    ck_assert_int_eq(ksfi_trace_outgoing(NULL, NULL, buf, h, &n, &ei), KSF_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(h[0].name, "traceparent");
+    ck_assert(parses(buf));
+    /* The caller's own context is sent as given. */
+    ck_assert_int_eq(ksfi_trace_outgoing(TP_SPEC, "a=b", buf, h, &n, &ei), KSF_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(buf, TP_SPEC);
+    ck_assert_int_eq(memcmp(h[1].value, "a=b", 3), 0);
+    /* Bad input is refused with a sentence. */
+    ck_assert_int_eq(ksfi_trace_outgoing("00-zz", NULL, buf, h, &n, &ei), KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "opts.traceparent \"00-zz\""));
+    ck_assert_int_eq(ksfi_trace_outgoing(NULL, "a=b", buf, h, &n, &ei), KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "needs opts.traceparent"));
+    ck_assert_int_eq(ksfi_trace_outgoing(TP_SPEC, "novalue", buf, h, &n, &ei),
+                     KSF_EINVAL);
+    /* Inside a handler's scope: the same trace, a new span, its tracestate. */
+    ksfi_header in[] = {{KSFI_HDR_TRACEPARENT, TP_SPEC, 55},
+                        {KSFI_HDR_TRACESTATE, "x=1", 3}};
+    ksfi_scope s;
+    ksfi_scope_init(&s, in, 2, NULL, "t");
+    ksfi_scope_enter(&s);
+    ck_assert_ptr_eq(ksfi_scope_current(), &s);
+    ck_assert_int_eq(ksfi_trace_outgoing(NULL, NULL, buf, h, &n, &ei), KSF_OK);
+    ksfi_scope_enter(NULL);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(strncmp(buf, "00-0af7651916cd43dd8448eb211c80319c-", 36), 0);
+    ck_assert_int_ne(strncmp(buf + 36, "b7ad6b7169203331", 16), 0);
+    ck_assert_int_ne(strncmp(buf + 36, s.span_id, 16), 0);
+    ck_assert_str_eq(buf + 52, "-01");
+    ck_assert_int_eq(memcmp(h[1].value, "x=1", 3), 0);
+    ksfi_scope_clear(&s);
+    ck_assert_ptr_null(ksfi_scope_current());
+}
+END_TEST
+
+START_TEST(test_trace_deadline_parse_format)
+{
+    int64_t v = 0;
+    char out[21];
+    ck_assert(ksfi_deadline_parse("1700000000123", 13, &v));
+    ck_assert_int_eq(v, 1700000000123LL);
+    ck_assert_uint_eq(ksfi_deadline_format(v, out), 13);
+    ck_assert_str_eq(out, "1700000000123");
+    static const char *const bad[] = {
+        "",
+        "-1700000000123",
+        "1700000000123 ",
+        "+1700000000123",
+        "17000000001.3",
+        "1700000000", /* seconds, not milliseconds: year 1970 */
+        "946684799999",
+        "4102444800000",
+        "99999999999999999999",
+        "9999999999999999999",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(!ksfi_deadline_parse(bad[i], strlen(bad[i]), &v), "accepted %s",
+                      bad[i]);
+    }
+    ck_assert(ksfi_deadline_parse("946684800000", 12, &v));
+    ck_assert(ksfi_deadline_parse("0004102444799999", 16, &v));
+    ck_assert_int_eq(v, 4102444799999LL);
+    ck_assert(!ksfi_deadline_parse(NULL, 0, &v));
+}
+END_TEST
+
+START_TEST(test_trace_deadline_clamp)
+{
+    int t = 0;
+    int64_t d = 0;
+    ksf_errinfo ei = {0};
+    int64_t now = ksfi_wall_ms();
+    /* Outside a handler the timeout stands. */
+    ck_assert_int_eq(ksfi_deadline_outgoing(5000, &t, &d, &ei), KSF_OK);
+    ck_assert_int_eq(t, 5000);
+    ck_assert(d >= now + 5000 && d <= ksfi_wall_ms() + 5000);
+    /* In a handler with 2 s left: a 5 s timeout is cut to what is left, 1 s is kept. */
+    ksfi_scope s = {.deadline_ms = ksfi_wall_ms() + 2000};
+    ksfi_scope_enter(&s);
+    ck_assert_int_eq(ksfi_deadline_outgoing(5000, &t, &d, &ei), KSF_OK);
+    ck_assert(t <= 2000 && t > 1000);
+    ck_assert_int_eq(d, s.deadline_ms);
+    ck_assert_int_eq(ksfi_deadline_outgoing(1000, &t, &d, &ei), KSF_OK);
+    ck_assert_int_eq(t, 1000);
+    ck_assert(d < s.deadline_ms);
+    /* Passed already: refused, the request would be work nobody waits for. */
+    s.deadline_ms = ksfi_wall_ms() - 10;
+    ck_assert_int_eq(ksfi_deadline_outgoing(5000, &t, &d, &ei), KSF_ETIMEDOUT);
+    ck_assert_ptr_nonnull(strstr(ei.text, "deadline passed"));
+    ksfi_scope_enter(NULL);
+}
+END_TEST
+
+START_TEST(test_trace_skew_config)
+{
+    ksf_config *cfg = NULL;
+    ksf_errinfo ei = {0};
+    char buf[32];
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    ck_assert_int_eq(ksf_config_get(cfg, "server.deadline.skew.ms", buf, sizeof buf),
+                     KSF_OK);
+    ck_assert_str_eq(buf, "1000");
+    ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "0", &ei), KSF_OK);
+    ck_assert_int_eq(ksf_config_get(cfg, "server.deadline.skew.ms", buf, sizeof buf),
+                     KSF_OK);
+    ck_assert_str_eq(buf, "0");
+    ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "-1", &ei),
+                     KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "server.deadline.skew.ms"));
+    ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "3600001", &ei),
+                     KSF_EINVAL);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+static Suite *
+trace_suite(void)
+{
+    const struct {
+        const char *name;
+        const TTest *test;
+    } cases[] = {
+        {"parse_valid", test_trace_parse_valid},
+        {"parse_invalid", test_trace_parse_invalid},
+        {"tracestate_limits", test_trace_tracestate_limits},
+        {"new_and_child_ids", test_trace_new_and_child_ids},
+        {"scope_from_headers", test_trace_scope_from_headers},
+        {"outgoing_headers", test_trace_outgoing_headers},
+        {"deadline_parse_format", test_trace_deadline_parse_format},
+        {"deadline_clamp", test_trace_deadline_clamp},
+        {"skew_config", test_trace_skew_config},
+    };
+    Suite *s = suite_create("trace");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_set_timeout(tc, 10);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(trace_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
