@@ -489,6 +489,19 @@ typedef struct ksf_server_stats {
     uint64_t no_handler;     /**< messages on a topic with no handler */
     uint64_t malformed;      /**< messages whose headers could not be used */
     uint64_t reply_failures; /**< reply produces that failed for good */
+    /** messages that waited because their pattern was at its concurrency limit
+     *  (server.pattern.concurrency; each message counted once) */
+    uint64_t throttled;
+    /** requests answered with the time-budget error (server.handler.timeout.ms) */
+    uint64_t budget_exceeded;
+    /** results of handlers that finished after their budget error: discarded */
+    uint64_t late_discarded;
+    /** event handler re-runs after a failure (server.event.retries) */
+    uint64_t event_retries;
+    /** failed events produced to their dead-letter topic and acknowledged */
+    uint64_t dead_lettered;
+    /** dead-letter produces that failed (each is tried again; nothing is dropped) */
+    uint64_t dlq_failures;
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
