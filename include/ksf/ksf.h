@@ -141,6 +141,19 @@ KSF_API const char *ksf_log_level_name(ksf_log_level level);
  *                           3000 and 60000; "static": client.reply.partition  [group]
  * - "client.reply.partition" the static reply partition, 0..2^31-1     [0]
  * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
+ * - "server.pattern.concurrency" handlers of one pattern started and unfinished at
+ *                           once, 0..1024; 0: all workers but one when the server has
+ *                           >= 2 patterns and >= 2 workers, else all    [0]
+ * - "server.handler.timeout.ms" a request handler's time budget; past it the caller
+ *                           gets an error reply at once, 0 = none       [0]
+ * - "server.event.retries"  re-runs of a failed event handler, 0..100  [3]
+ * - "server.event.retry.backoff.ms" first retry delay (doubling, jitter) [200]
+ * - "server.event.retry.backoff.max.ms" the longest retry delay        [5000]
+ * - "server.event.dlq.topic" dead-letter topic after the last failure; {pattern} is
+ *                           replaced; "none" or "" disables  [{pattern}.dlq]
+ * - "server.pattern.<pattern>.<setting>" one pattern's value of concurrency,
+ *                           handler.timeout.ms, event.retries, event.retry.backoff.ms,
+ *                           event.retry.backoff.max.ms or event.dlq.topic
  * - "kafka.<property>"      a librdkafka property for every Kafka handle ksf creates
  *                           (NestJS's `client` options)
  * - "consumer.<property>"   a librdkafka property for consumers only (`consumer`)
