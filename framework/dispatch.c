@@ -74,6 +74,7 @@ struct ksfi_dispatch {
     uint64_t throttled;
     pthread_cond_t watch; /* CLOCK_MONOTONIC: a budget was armed or a retry scheduled */
     pthread_t watcher;
+    int64_t watch_next; /* when the sleeping watch thread wakes; 0 while it scans */
     bool watching, watch_exit;
 };
 
@@ -530,7 +531,9 @@ watch_main(void *arg)
             continue;
         }
         struct timespec ts = {(time_t)(next / 1000), (long)(next % 1000) * 1000000L};
+        d->watch_next = next;
         pthread_cond_timedwait(&d->watch, &d->lock, &ts);
+        d->watch_next = 0; /* scanning: anything armed now is seen by this scan */
     }
     pthread_mutex_unlock(&d->lock);
     return NULL;
@@ -543,12 +546,19 @@ ksfi_dispatch_arm_budget(ksf_ctx *ctx)
     if (!d) {
         return;
     }
-    pthread_mutex_lock(&d->lock);
     ksfi_part *p = ctx->part;
-    if (p->pat->timeout_ms > 0 && ctx->epoch == p->epoch && !ctx->budget_at_ms) {
+    /* A pattern's budget never changes once created (under the lock, before this
+     * context was queued): most servers have none and skip the lock here. */
+    if (p->pat->timeout_ms <= 0) {
+        return;
+    }
+    pthread_mutex_lock(&d->lock);
+    if (ctx->epoch == p->epoch && !ctx->budget_at_ms) {
         ctx->budget_ms = p->pat->timeout_ms;
         ctx->budget_at_ms = mono_ms() + p->pat->timeout_ms;
-        pthread_cond_signal(&d->watch);
+        if (ctx->budget_at_ms < d->watch_next) { /* else the watch wakes in time */
+            pthread_cond_signal(&d->watch);
+        }
     }
     pthread_mutex_unlock(&d->lock);
 }
