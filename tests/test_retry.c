@@ -170,6 +170,8 @@ START_TEST(test_retry_dead_letter)
     ksf_config *cfg = ksft_config(b);
     set_ok(cfg, "consumer.auto.offset.reset", "earliest");
     set_ok(cfg, "server.event.retries", "2");
+    atomic_store(&poison_runs, 0);
+    atomic_store(&ok_runs, 0);
     set_ok(cfg, "server.event.retry.backoff.ms", "20");
     ksft_service s = {0};
     ksf_server *srv = poison_server(cfg, &s);
@@ -214,6 +216,47 @@ START_TEST(test_retry_dead_letter)
     ck_assert_int_eq(atomic_load(&poison_runs), 3);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 2);
     ck_assert_uint_eq(ksft_collector_poll(dlq, 300), 1);
+    ksft_collector_destroy(dlq);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- the dead-letter produce fails: tried again, never dropped ------------------ */
+
+START_TEST(test_retry_dead_letter_produce_fails)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "r.bad", 1);
+    ksft_broker_create_topic(b, "r.bad.dlq", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "server.pattern.r.bad.event.retries", "1");
+    atomic_store(&poison_runs, 0); /* shared with dead_letter (CK_FORK=no runs both) */
+    set_ok(cfg, "server.event.retry.backoff.ms", "500");
+    set_ok(cfg, "server.event.retry.backoff.max.ms", "300");
+    ksft_service s = {0};
+    ksf_server *srv = poison_server(cfg, &s);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
+                 true);
+    /* The next Produce request is the dead letter's (after the 500 ms backoff): the
+     * broker refuses it for good (Produce is API key 0). */
+    ck_assert_int_eq(wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    rd_kafka_mock_push_request_errors(ksft_broker_mock(b), 0, 1,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    ksf_server_stats st = WAIT_STAT(srv, dead_lettered, 1);
+    ck_assert_uint_eq(st.dead_lettered, 1);
+    /* One refused delivery; librdkafka may also refuse the next produce at once while
+     * it remembers the topic's error: each is one more failure, tried again. */
+    ck_assert_uint_ge(st.dlq_failures, 1);
+    ck_assert_int_eq(atomic_load(&poison_runs), 2);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 1);
+    ksft_collector *dlq = ksft_collector_new(addr, "r.bad.dlq", 0);
+    ck_assert_uint_eq(ksft_collector_poll(dlq, 1000), 1);
+    assert_header(ksft_collector_at(dlq, 0), "ksf_dlq_attempts", "2", 1);
     ksft_collector_destroy(dlq);
     ksft_producer_destroy(p);
     ksf_config_destroy(cfg);
@@ -278,6 +321,7 @@ retry_suite(void)
     } cases[] = {
         {"then_success", test_retry_then_success, 60},
         {"dead_letter", test_retry_dead_letter, 60},
+        {"dead_letter_produce_fails", test_retry_dead_letter_produce_fails, 60},
         {"not_requests", test_retry_not_requests, 60},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
