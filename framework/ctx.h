@@ -66,11 +66,13 @@ struct ksf_ctx {
     int64_t budget_at_ms; /* the time budget's deadline (monotonic ms); 0: none */
     int budget_ms;
     bool budget_sent; /* the dispatcher fired the budget (or found it moot) */
-    /* Written before the handler runs or under lock: retry.c's attempt count and the
-     * event handler's last reported error; budget_fired is under lock. */
+    /* retry.c's count of handler runs, touched only by the thread finishing a run
+     * (runs of one context never overlap). */
     int attempts;
+    /* Guarded by lock: the event handler's last error (for the dead-letter header)
+     * and whether the time-budget error reply was sent. */
     char *error_text;
-    bool budget_fired; /* the time-budget error reply was sent */
+    bool budget_fired;
 };
 
 /* Wrap a consumed message (ownership moves on success). Errors: KSF_ENOMEM. */
