@@ -341,9 +341,13 @@ ksfi_dispatch_done(ksf_ctx *ctx)
     ksfi_dispatch *d = ctx->dispatch;
     pthread_mutex_lock(&d->lock);
     if (ctx->slot) {
+        /* Only a full pattern can have partitions waiting for a slot. */
+        bool was_full = p->pat->active >= p->pat->limit;
         ctx->slot = false;
         p->pat->active--;
-        wake_pattern(d, p->pat);
+        if (was_full) {
+            wake_pattern(d, p->pat);
+        }
     }
     if (ctx->epoch != p->epoch) {
         /* Revoked while it ran: unlinked from the window, kept among the orphans. */
@@ -727,6 +731,7 @@ drop_queued(ksfi_part *p)
 static void
 abandon_retries(ksfi_dispatch *d, ksfi_part *p)
 {
+    bool was_full = p->pat->active >= p->pat->limit;
     for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
         if (c->retry_state == KSFI_RETRY_NONE || c->abandoned ||
             atomic_load(&c->pending) != 1) {
@@ -763,6 +768,9 @@ abandon_retries(ksfi_dispatch *d, ksfi_part *p)
         if (c->abandoned) {
             c->retry_state = KSFI_RETRY_NONE;
         }
+    }
+    if (was_full && p->pat->active < p->pat->limit) {
+        wake_pattern(d, p->pat); /* the pattern's other partitions may go on */
     }
 }
 

@@ -264,6 +264,41 @@ START_TEST(test_retry_dead_letter_produce_fails)
 }
 END_TEST
 
+/* ---- a stop during the backoff: abandoned, not committed, run again ------------ */
+
+START_TEST(test_retry_stop_during_backoff)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "r.bad", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "consumer.auto.offset.reset", "earliest");
+    set_ok(cfg, "server.event.retry.backoff.ms", "20000");
+    set_ok(cfg, "server.event.retry.backoff.max.ms", "20000");
+    atomic_store(&poison_runs, 0);
+    ksft_service s = {0};
+    poison_server(cfg, &s);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
+                 true);
+    ck_assert_int_eq(wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    /* The stop does not wait out the backoff (nor its 30 s drain limit)... */
+    int64_t t0 = ksft_now_ms();
+    ksft_service_stop(&s);
+    int64_t took = ksft_now_ms() - t0;
+    ck_assert_msg(took < 8000, "stop took %lld ms", (long long)took);
+    /* ... and commits nothing: the next server runs the event again. */
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), -1001);
+    poison_server(cfg, &s);
+    ck_assert_int_eq(wait_atomic(&poison_runs, 2, WAIT_MS), 2);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(atomic_load(&poison_runs), 2);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 /* ---- requests are never retried ------------------------------------------------- */
 
 static atomic_int request_runs;
@@ -322,6 +357,7 @@ retry_suite(void)
         {"then_success", test_retry_then_success, 60},
         {"dead_letter", test_retry_dead_letter, 60},
         {"dead_letter_produce_fails", test_retry_dead_letter_produce_fails, 60},
+        {"stop_during_backoff", test_retry_stop_during_backoff, 60},
         {"not_requests", test_retry_not_requests, 60},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
