@@ -6,9 +6,11 @@
  */
 #include "alloc.h"
 #include "config.h"
+#include "dispatch.h"
 #include "mock_broker.h"
 #include "policy.h"
 #include "raw_kafka.h"
+#include "server.h"
 #include "service.h"
 
 #include <check.h>
@@ -103,6 +105,10 @@ END_TEST
 /* ---- a slow pattern next to a fast one ----------------------------------------- */
 
 #define SLOW_N 4
+/* Requests flooding the second slow partition while the pattern is saturated: more
+ * than the pause threshold, so the partition must be paused, not buffered. */
+#define FLOOD 600
+#define SLOW_TOTAL (SLOW_N + FLOOD)
 #define FAST_N 50
 
 static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -110,8 +116,8 @@ static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
 static bool gate_open;
 static atomic_int slow_running, slow_max, slow_started;
 /* The (partition, offset) of each slow handler run, in run order. */
-static int32_t run_part[SLOW_N * 2];
-static int64_t run_off[SLOW_N * 2];
+static int32_t run_part[SLOW_TOTAL];
+static int64_t run_off[SLOW_TOTAL];
 
 static ksf_err
 h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
@@ -121,7 +127,7 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     while (now > max && !atomic_compare_exchange_weak(&slow_max, &max, now)) {
     }
     int i = atomic_fetch_add(&slow_started, 1);
-    if (i < SLOW_N * 2) {
+    if (i < SLOW_TOTAL) {
         run_part[i] = ksf_ctx_partition(ctx);
         run_off[i] = ksf_ctx_offset(ctx);
     }
@@ -157,6 +163,8 @@ START_TEST(test_isolation_slow_pattern)
     ksf_config *cfg = ksft_config(b);
     set_ok(cfg, "server.workers", "4");
     set_ok(cfg, "server.pattern.i.slow.concurrency", "1");
+    /* Small fetches, so that what was fetched before the pause took effect is small. */
+    set_ok(cfg, "consumer.max.partition.fetch.bytes", "4096");
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.slow", h_slow, NULL, NULL), KSF_OK);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.fast", ksft_echo, NULL, NULL), KSF_OK);
@@ -174,6 +182,12 @@ START_TEST(test_isolation_slow_pattern)
                           true);
     }
     ck_assert_int_eq(wait_atomic(&slow_started, 1, WAIT_MS), 1);
+    for (int i = 0; i < FLOOD; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "flood-%d", i);
+        /* One at a time: one record batch each, as a busy service would see them. */
+        ksft_send_request(p, "i.slow", 1, id, "i.slow.reply", 0, "{}", 2, true);
+    }
 
     /* One slow handler holds one worker; the fast pattern has the other three. */
     ksf_client *cli = ksft_client(cfg);
@@ -195,33 +209,44 @@ START_TEST(test_isolation_slow_pattern)
     } while (st.replies < FAST_N && ksft_now_ms() < until);
     ck_assert_uint_ge(st.throttled, 1);
     ck_assert_uint_eq(st.replies, FAST_N);
+    /* The flooded partition was paused near the threshold instead of buffering the
+     * whole flood. */
+    size_t high = ksfi_dispatch_queued_high(srv->dispatch);
+    fprintf(stderr, "slow pattern: queued high-water mark %zu of %d flooded\n", high,
+            FLOOD);
+    ck_assert_msg(high >= KSFI_DISPATCH_PAUSE_AT && high < FLOOD,
+                  "queued high-water mark %zu", high);
 
     pthread_mutex_lock(&gate_lock);
     gate_open = true;
     pthread_cond_broadcast(&gate_cond);
     pthread_mutex_unlock(&gate_lock);
     ksft_collector *replies = ksft_collector_new(addr, "i.slow.reply", 0);
-    for (int i = 0; i < SLOW_N; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "slow-%d", i);
-        ck_assert_uint_eq(ksft_collector_wait_id(replies, id, 1, WAIT_MS), 1);
+    until = ksft_now_ms() + WAIT_MS;
+    while (ksft_collector_poll(replies, 100) < SLOW_TOTAL && ksft_now_ms() < until) {
     }
     ksft_collector_poll(replies, 200);
-    ck_assert_uint_eq(ksft_collector_count(replies), SLOW_N); /* none twice */
-    ck_assert_int_eq(atomic_load(&slow_started), SLOW_N);
-    ck_assert_int_eq(atomic_load(&slow_max), 1);
-    /* Each partition's messages ran in offset order. */
-    int64_t last[2] = {-1, -1};
-    for (int i = 0; i < SLOW_N; i++) {
-        ck_assert_int_gt(run_off[i], last[run_part[i]]);
-        last[run_part[i]] = run_off[i];
+    ck_assert_uint_eq(ksft_collector_count(replies), SLOW_TOTAL);
+    for (int i = 0; i < SLOW_TOTAL; i++) { /* each answered exactly once */
+        char id[16];
+        snprintf(id, sizeof id, i < SLOW_N ? "slow-%d" : "flood-%d",
+                 i < SLOW_N ? i : i - SLOW_N);
+        ck_assert_msg(ksft_collector_count_id(replies, id) == 1, "%s", id);
     }
-    ck_assert_int_eq(last[0], 1);
-    ck_assert_int_eq(last[1], 1);
+    ck_assert_int_eq(atomic_load(&slow_started), SLOW_TOTAL);
+    ck_assert_int_eq(atomic_load(&slow_max), 1);
+    /* Each partition's messages ran once each, in offset order: 0, 1, 2, ... */
+    int64_t next[2] = {0, 0};
+    for (int i = 0; i < SLOW_TOTAL; i++) {
+        ck_assert_int_eq(run_off[i], next[run_part[i]]);
+        next[run_part[i]]++;
+    }
+    ck_assert_int_eq(next[0], 2);
+    ck_assert_int_eq(next[1], 2 + FLOOD);
 
     ksft_service_stop(&s);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "i.slow", 0), 2);
-    ck_assert_int_eq(ksft_committed(addr, GROUP, "i.slow", 1), 2);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "i.slow", 1), 2 + FLOOD);
     ksf_client_destroy(cli);
     ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
     ksft_tally_free(&t);
