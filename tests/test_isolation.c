@@ -376,6 +376,71 @@ START_TEST(test_isolation_budget)
 }
 END_TEST
 
+/* ---- a deferred request past its budget --------------------------------------- */
+
+static atomic_int finish_result = -1;
+
+static void *
+finish_later(void *arg)
+{
+    ksft_sleep_ms(1000); /* well past the 300 ms budget */
+    atomic_store(&finish_result, ksf_ctx_finish(arg, KSF_OK, json_string("late")));
+    return NULL;
+}
+
+static pthread_t finisher;
+
+static ksf_err
+h_defers(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    ksf_err e = ksf_ctx_defer(ctx);
+    ck_assert_int_eq(pthread_create(&finisher, NULL, finish_later, ctx), 0);
+    return e;
+}
+
+START_TEST(test_isolation_budget_deferred)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "i.budget", 1);
+    ksft_broker_create_topic(b, "i.budget.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "server.handler.timeout.ms", "300");
+    ksf_server *srv = ksft_server(cfg);
+    ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_defers, NULL, NULL),
+                     KSF_OK);
+    ksft_service s = {0};
+    ksft_service_start(&s, srv, WAIT_MS);
+    ksft_collector *replies = ksft_collector_new(addr, "i.budget.reply", 0);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_send_request(p, "i.budget", 0, "d-1", "i.budget.reply", 0, "{}", 2, true);
+    ck_assert_uint_eq(ksft_collector_wait_id(replies, "d-1", 1, WAIT_MS), 1);
+    const ksft_msg *m = ksft_collector_get_id(replies, "d-1", 0);
+    assert_header(m, "kafka_nest-err", BUDGET_ERR, strlen(BUDGET_ERR));
+    /* The deferred finish still succeeds for the handler, but sends nothing. */
+    pthread_join(finisher, NULL);
+    ck_assert_int_eq(atomic_load(&finish_result), KSF_OK);
+    ksf_server_stats st;
+    int64_t until = ksft_now_ms() + WAIT_MS;
+    do {
+        ksft_sleep_ms(5);
+        ksf_server_get_stats(srv, &st);
+    } while (st.late_discarded < 1 && ksft_now_ms() < until);
+    ck_assert_uint_eq(st.budget_exceeded, 1);
+    ck_assert_uint_eq(st.late_discarded, 1);
+    ksft_service_stop(&s);
+    ksft_collector_poll(replies, 300);
+    ck_assert_uint_eq(ksft_collector_count(replies), 1);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "i.budget", 0), 1);
+    ksft_collector_destroy(replies);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 static Suite *
 isolation_suite(void)
 {
@@ -388,6 +453,7 @@ isolation_suite(void)
         {"config", test_isolation_config, 10},
         {"slow_pattern", test_isolation_slow_pattern, 60},
         {"budget", test_isolation_budget, 60},
+        {"budget_deferred", test_isolation_budget_deferred, 60},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
