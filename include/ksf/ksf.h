@@ -331,6 +331,8 @@ KSF_API ksf_err ksf_ctx_defer(ksf_ctx *ctx);
 /**
  * Finish a deferred handler as if it had returned @p status with @p reply in *reply.
  * Ownership: @p reply (may be NULL) is stolen, whatever the result. The ctx is freed.
+ * After the request's time budget (server.handler.timeout.ms) has answered the
+ * caller, the finish is accepted and its result discarded (counted in late_discarded).
  * Errors: KSF_ESTATE when the ctx was not deferred or was already finished.
  */
 KSF_API ksf_err ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply);
