@@ -89,6 +89,10 @@ ksf_config_new(ksf_config **out)
     cfg->message_max_bytes = 1000000;
     cfg->server_deadline_skew_ms = KSFI_DEADLINE_SKEW_DEFAULT_MS;
     cfg->log_max_level = KSF_LOG_INFO;
+    if (ksfi_policy_init(&cfg->policy)) {
+        ksf_config_destroy(cfg);
+        return KSF_ENOMEM;
+    }
     *out = cfg;
     return KSF_OK;
 }
@@ -108,6 +112,7 @@ ksf_config_destroy(ksf_config *cfg)
         ksfi_free(cfg->props[i].value);
     }
     ksfi_free(cfg->props);
+    ksfi_policy_free(&cfg->policy);
     ksfi_free(cfg);
 }
 
@@ -138,7 +143,9 @@ ksf_config_dup(const ksf_config *cfg, ksf_config **out)
     c->brokers = c->client_id = c->group_id = c->postfix_id = NULL;
     c->props = NULL;
     c->nprops = 0;
-    if (set_string(&c->brokers, cfg->brokers) ||
+    memset(&c->policy, 0, sizeof c->policy);
+    if (ksfi_policy_copy(&c->policy, &cfg->policy) ||
+        set_string(&c->brokers, cfg->brokers) ||
         set_string(&c->client_id, cfg->client_id) ||
         set_string(&c->group_id, cfg->group_id) ||
         set_string(&c->postfix_id, cfg->postfix_id)) {
@@ -457,6 +464,10 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
         }
         return e;
     }
+    ksf_err pe = ksfi_policy_set(&cfg->policy, key, value, ei);
+    if (pe != KSF_ENOENT) {
+        return pe;
+    }
     for (size_t i = 0; i < sizeof role_prefixes / sizeof role_prefixes[0]; i++) {
         size_t plen = strlen(role_prefixes[i].prefix);
         if (!strncmp(key, role_prefixes[i].prefix, plen) && key[plen]) {
@@ -496,6 +507,10 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
     char num[32];
     if (!cfg || !key || !buf) {
         return KSF_EINVAL;
+    }
+    ksf_err pe = ksfi_policy_get(&cfg->policy, key, buf, size);
+    if (pe != KSF_ENOENT) {
+        return pe;
     }
     if (!strcmp(key, "brokers")) {
         return copy_out(buf, size, cfg->brokers);

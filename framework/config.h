@@ -2,6 +2,8 @@
 #ifndef KSF_CONFIG_H
 #define KSF_CONFIG_H
 
+#include "policy.h"
+
 #include <ksf/ksf.h>
 
 /* client.reply.provider: where a client's reply partitions come from. */
@@ -29,6 +31,7 @@ struct ksf_config {
     ksfi_reply_provider_kind client_reply_provider;
     size_t message_max_bytes;
     int server_deadline_skew_ms;
+    ksfi_policy_config policy; /* server.pattern.*, server.handler.*, server.event.* */
     ksfi_kprop *props; /* in the order set; a later set of the same key replaces */
     size_t nprops;
     ksf_log_fn log_fn;

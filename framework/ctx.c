@@ -5,6 +5,7 @@
 #include "dispatch.h"
 #include "errinfo.h"
 #include "metrics.h"
+#include "retry.h"
 #include "server.h"
 #include "wire.h"
 
@@ -48,6 +49,7 @@ ksfi_ctx_free(ksf_ctx *ctx)
     ksfi_scope_clear(&ctx->scope);
     ksfi_free(ctx->raw);
     ksfi_free(ctx->key);
+    ksfi_free(ctx->error_text);
     pthread_mutex_destroy(&ctx->lock);
     rd_kafka_message_destroy(ctx->msg);
     ksfi_free(ctx);
@@ -65,6 +67,10 @@ void
 ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic)
 {
     ksf_server *srv = ctx->srv;
+    if (ctx->is_event) { /* an event's only produce is its dead letter */
+        ksfi_retry_dead_letter_delivered(ctx, err, topic);
+        return;
+    }
     if (err) {
         char pa[16], off[24];
         ksf_log_field f[] = {{"topic", ctx->topic},
@@ -290,6 +296,7 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
     bool already = ctx->phase == KSFI_CTX_FINISHED;
     ctx->phase = KSFI_CTX_FINISHED;
     bool ended = ctx->ended;
+    bool late = ctx->budget_fired;
     pthread_mutex_unlock(&ctx->lock);
     if (already) {
         json_decref(reply);
@@ -300,16 +307,20 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         ksfi_hist_observe(&ctx->handler->metrics->latency,
                           ksfi_metrics_now_us() - ctx->started_us);
     }
-    if (ctx->is_event) {
-        if (status != KSF_OK) {
-            /* Logged and committed: redelivering a poison event forever helps nobody. */
-            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
-                     "event handler for %s[%d]@%lld failed (%s); the event is committed",
-                     ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset,
-                     ksf_strerror(status));
-            atomic_fetch_add(&srv->counters.errors, 1);
-            ksfi_pmetrics_inc(ctx->handler->metrics, KSFI_M_ERRORS);
-        }
+    if (late) {
+        /* The caller already has the budget error: one answer per request. */
+        atomic_fetch_add(&srv->counters.late_discarded, 1);
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "handler for '%s' (%s[%d]@%lld) finished after its time budget of %d "
+                 "ms; its result (%s) is discarded",
+                 ctx->topic, ctx->topic, (int)ctx->msg->partition,
+                 (long long)ctx->msg->offset, ctx->budget_ms, ksf_strerror(status));
+    } else if (ctx->is_event && status != KSF_OK) {
+        json_decref(reply);
+        ksfi_retry_event_failed(ctx, status); /* takes the handler's reference */
+        return KSF_OK;
+    } else if (ctx->is_event) {
+        /* A handled event: nothing to send (failures went to retry.c above). */
     } else if (!ended && status == KSF_OK) {
         send_final(ctx, reply);
     } else if (!ended && claim_end(ctx)) {
@@ -325,17 +336,10 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
     return KSF_OK;
 }
 
-void
-ksfi_ctx_run(ksf_ctx *ctx)
+/* Decode the value, run the handler and act on its result (or deferral). */
+static void
+invoke(ksf_ctx *ctx)
 {
-    if (!prepare(ctx)) {
-        pthread_mutex_lock(&ctx->lock);
-        ctx->phase = KSFI_CTX_FINISHED;
-        pthread_mutex_unlock(&ctx->lock);
-        ksfi_ctx_release(ctx); /* the handler's */
-        ksfi_ctx_release(ctx); /* the worker's: ctx may be gone now */
-        return;
-    }
     const rd_kafka_message_t *m = ctx->msg;
     json_t *data = NULL, *reply = NULL;
     ctx->started_us = ksfi_metrics_now_us();
@@ -352,7 +356,6 @@ ksfi_ctx_run(ksf_ctx *ctx)
         pthread_mutex_unlock(&ctx->lock);
         if (deferred) {
             json_decref(reply); /* the final reply comes with ksf_ctx_finish */
-            ksfi_ctx_release(ctx);
             return;
         }
         ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server",
@@ -361,7 +364,70 @@ ksfi_ctx_run(ksf_ctx *ctx)
         status = KSF_ESTATE;
     }
     finish_result(ctx, status, reply);
+}
+
+void
+ksfi_ctx_run(ksf_ctx *ctx)
+{
+    if (!prepare(ctx)) {
+        pthread_mutex_lock(&ctx->lock);
+        ctx->phase = KSFI_CTX_FINISHED;
+        pthread_mutex_unlock(&ctx->lock);
+        ksfi_ctx_release(ctx); /* the handler's */
+        ksfi_ctx_release(ctx); /* the worker's: ctx may be gone now */
+        return;
+    }
+    if (!ctx->is_event) {
+        ksfi_dispatch_arm_budget(ctx);
+    }
+    invoke(ctx);
     ksfi_ctx_release(ctx);
+}
+
+void
+ksfi_ctx_rerun(ksf_ctx *ctx)
+{
+    atomic_fetch_add(&ctx->pending, 1); /* the worker's, as in ksfi_ctx_run */
+    pthread_mutex_lock(&ctx->lock);
+    ctx->phase = KSFI_CTX_RUNNING;
+    ctx->deferred = false;
+    ksfi_free(ctx->error_text);
+    ctx->error_text = NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    invoke(ctx);
+    ksfi_ctx_release(ctx);
+}
+
+/* Claim the final reply for the budget error; false when the reply already ended. */
+static bool
+claim_budget(ksf_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    bool first = !ctx->ended && ctx->phase != KSFI_CTX_FINISHED;
+    if (first) {
+        ctx->ended = true;
+        ctx->budget_fired = true;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return first;
+}
+
+void
+ksfi_ctx_budget_expired(ksf_ctx *ctx)
+{
+    ksf_server *srv = ctx->srv;
+    if (ctx->is_event || !claim_budget(ctx)) {
+        return;
+    }
+    char text[KSF_ERRINFO_TEXT_SIZE];
+    snprintf(text, sizeof text, "handler for '%s' exceeded its time budget of %d ms",
+             ctx->topic, ctx->budget_ms);
+    atomic_fetch_add(&srv->counters.budget_exceeded, 1);
+    ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+             "%s[%d]@%lld: %s; answering with an error now (the handler keeps its "
+             "worker until it returns)",
+             ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset, text);
+    send_error_text(ctx, text);
 }
 
 ksf_err
@@ -398,7 +464,10 @@ ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error)
                  "event handler for %s[%d]@%lld reported an error: %s", ctx->topic,
                  (int)ctx->msg->partition, (long long)ctx->msg->offset,
                  text ? text : "(out of memory)");
-        ksfi_free(text);
+        pthread_mutex_lock(&ctx->lock); /* kept for the dead-letter header */
+        ksfi_free(ctx->error_text);
+        ctx->error_text = text;
+        pthread_mutex_unlock(&ctx->lock);
         return KSF_EREMOTE;
     }
     json_t *shape = ksfi_error_from_json(error);

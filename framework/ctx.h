@@ -57,6 +57,25 @@ struct ksf_ctx {
     ksf_ctx *next;
     bool started;
     bool done;
+    /* Isolation and retries (dispatch.c, retry.c), guarded by the dispatcher's lock. */
+    bool slot;       /* holds one of its pattern's concurrency slots */
+    bool holding;    /* holds its partition: a failed event awaiting its retry */
+    bool throttled;  /* waited for a slot (counted once) */
+    bool abandoned;  /* a retry given up at revoke or stop: never stored */
+    int retry_state; /* KSFI_RETRY_* of dispatch.h */
+    int retry_kind;  /* what to do when due (retry.h) */
+    int64_t retry_at_ms;
+    ksf_ctx *retry_next;  /* the partition's list of due retries */
+    int64_t budget_at_ms; /* the time budget's deadline (monotonic ms); 0: none */
+    int budget_ms;
+    bool budget_sent; /* the dispatcher fired the budget (or found it moot) */
+    /* retry.c's count of handler runs, touched only by the thread finishing a run
+     * (runs of one context never overlap). */
+    int attempts;
+    /* Guarded by lock: the event handler's last error (for the dead-letter header)
+     * and whether the time-budget error reply was sent. */
+    char *error_text;
+    bool budget_fired;
 };
 
 /* Wrap a consumed message (ownership moves on success). Errors: KSF_ENOMEM. */
@@ -71,6 +90,13 @@ void ksfi_ctx_release(ksf_ctx *ctx);
 
 /* A reply's delivery report arrived (producer poll thread). */
 void ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic);
+
+/* The request's time budget ran out (the dispatcher's watch thread, holding a
+ * reference): send the budget error unless the reply already ended. */
+void ksfi_ctx_budget_expired(ksf_ctx *ctx);
+
+/* Run the handler of an already prepared context again (an event retry; a worker). */
+void ksfi_ctx_rerun(ksf_ctx *ctx);
 
 /* Free the context and its message (the dispatcher, once complete or dropped). */
 void ksfi_ctx_free(ksf_ctx *ctx);

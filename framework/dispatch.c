@@ -3,11 +3,26 @@
 #include "alloc.h"
 #include "ctx.h"
 #include "errinfo.h"
+#include "retry.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
+
+/* The watch thread wakes at least this often (a budget armed meanwhile signals it). */
+#define KSFI_WATCH_IDLE_MS 1000
+/* Budgets fired per scan; the rest wait for the next, immediate, scan. */
+#define KSFI_WATCH_BATCH 16
+
+/* One pattern (topic): its concurrency limit and time budget. */
+typedef struct ksfi_pattern {
+    char *topic;
+    int limit;
+    int active; /* started, incomplete messages (slots taken) */
+    int timeout_ms;
+} ksfi_pattern;
 
 /*
  * One partition's state. Contexts form a list in offset order from the oldest
@@ -18,6 +33,7 @@
  */
 typedef struct ksfi_part {
     char *topic;
+    ksfi_pattern *pat;
     int32_t partition;
     uint64_t epoch;
     bool assigned;
@@ -29,6 +45,8 @@ typedef struct ksfi_part {
     ksf_ctx *head, *tail, *next_run;
     size_t queued;  /* not yet started */
     size_t pending; /* started and not complete */
+    size_t held;    /* failed events awaiting their retry: nothing new starts */
+    ksf_ctx *due_head, *due_tail; /* retries ready to run, before anything new */
     struct ksfi_part *next_ready;
 } ksfi_part;
 
@@ -48,6 +66,16 @@ struct ksfi_dispatch {
     pthread_t *threads;
     int nthreads;
     bool stopping;
+    ksfi_pattern **pats;
+    size_t npats;
+    const ksfi_policy_config *policy; /* NULL: unlimited, no budgets */
+    int workers;
+    size_t npatterns;
+    uint64_t throttled;
+    pthread_cond_t watch; /* CLOCK_MONOTONIC: a budget was armed or a retry scheduled */
+    pthread_t watcher;
+    int64_t watch_next; /* when the sleeping watch thread wakes; 0 while it scans */
+    bool watching, watch_exit;
 };
 
 ksf_err
@@ -61,6 +89,11 @@ ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg)
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->work, NULL);
     pthread_cond_init(&d->idle, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->watch, &ca);
+    pthread_condattr_destroy(&ca);
     *out = d;
     return KSF_OK;
 }
@@ -88,12 +121,58 @@ ksfi_dispatch_destroy(ksfi_dispatch *d)
         ksfi_free(d->parts[i]);
     }
     free_list(d->orphans);
+    for (size_t i = 0; i < d->npats; i++) {
+        ksfi_free(d->pats[i]->topic);
+        ksfi_free(d->pats[i]);
+    }
+    ksfi_free(d->pats);
     ksfi_free(d->parts);
     ksfi_free(d->threads);
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->work);
     pthread_cond_destroy(&d->idle);
+    pthread_cond_destroy(&d->watch);
     ksfi_free(d);
+}
+
+void
+ksfi_dispatch_set_policy(ksfi_dispatch *d, const ksfi_policy_config *pc, int workers,
+                         size_t npatterns)
+{
+    pthread_mutex_lock(&d->lock);
+    d->policy = pc;
+    d->workers = workers;
+    d->npatterns = npatterns;
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Find or create the pattern of @p topic; NULL on ENOMEM. Lock held. */
+static ksfi_pattern *
+pattern_get(ksfi_dispatch *d, const char *topic)
+{
+    for (size_t i = 0; i < d->npats; i++) {
+        if (!strcmp(d->pats[i]->topic, topic)) {
+            return d->pats[i];
+        }
+    }
+    ksfi_pattern **grown = ksfi_realloc(d->pats, (d->npats + 1) * sizeof *grown);
+    if (!grown) {
+        return NULL;
+    }
+    d->pats = grown;
+    ksfi_pattern *pat = ksfi_calloc(1, sizeof *pat);
+    if (!pat || !(pat->topic = ksfi_strdup(topic))) {
+        ksfi_free(pat);
+        return NULL;
+    }
+    pat->limit = INT_MAX;
+    if (d->policy) {
+        ksfi_policy pol = ksfi_policy_for(d->policy, topic);
+        pat->limit = ksfi_policy_concurrency(pol.concurrency, d->workers, d->npatterns);
+        pat->timeout_ms = pol.timeout_ms;
+    }
+    d->pats[d->npats++] = pat;
+    return pat;
 }
 
 /* Find or create the partition; NULL on ENOMEM. Lock held. */
@@ -111,7 +190,7 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
     }
     d->parts = grown;
     ksfi_part *p = ksfi_calloc(1, sizeof *p);
-    if (!p || !(p->topic = ksfi_strdup(topic))) {
+    if (!p || !(p->pat = pattern_get(d, topic)) || !(p->topic = ksfi_strdup(topic))) {
         ksfi_free(p);
         return NULL;
     }
@@ -121,10 +200,25 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
     return p;
 }
 
+/* May @p p start its next message: one is queued, no retry holds the partition and
+ * the pattern has a free slot? */
+static bool
+can_start(const ksfi_part *p)
+{
+    return p->next_run && !p->held && p->pat->active < p->pat->limit;
+}
+
 static void
 make_ready(ksfi_dispatch *d, ksfi_part *p)
 {
-    if (p->in_ready || p->busy || !p->next_run || !p->assigned || d->stopping) {
+    if (p->in_ready || p->busy || !p->assigned || d->stopping) {
+        return;
+    }
+    if (!p->due_head && !can_start(p)) {
+        if (p->next_run && !p->held && !p->next_run->throttled) {
+            p->next_run->throttled = true; /* waits for its pattern's limit */
+            d->throttled++;
+        }
         return;
     }
     p->in_ready = true;
@@ -224,6 +318,17 @@ advance(ksfi_dispatch *d, ksfi_part *p)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* A slot of @p pat was freed: its partitions waiting for one may go. Lock held. */
+static void
+wake_pattern(ksfi_dispatch *d, const ksfi_pattern *pat)
+{
+    for (size_t i = 0; i < d->nparts && pat->active < pat->limit; i++) {
+        if (d->parts[i]->pat == pat) {
+            make_ready(d, d->parts[i]);
+        }
+    }
+}
+
 void
 ksfi_dispatch_done(ksf_ctx *ctx)
 {
@@ -235,6 +340,15 @@ ksfi_dispatch_done(ksf_ctx *ctx)
     /* The pool outlives every context: destroy frees those still held. */
     ksfi_dispatch *d = ctx->dispatch;
     pthread_mutex_lock(&d->lock);
+    if (ctx->slot) {
+        /* Only a full pattern can have partitions waiting for a slot. */
+        bool was_full = p->pat->active >= p->pat->limit;
+        ctx->slot = false;
+        p->pat->active--;
+        if (was_full) {
+            wake_pattern(d, p->pat);
+        }
+    }
     if (ctx->epoch != p->epoch) {
         /* Revoked while it ran: unlinked from the window, kept among the orphans. */
         ksf_ctx **link = &d->orphans;
@@ -246,12 +360,47 @@ ksfi_dispatch_done(ksf_ctx *ctx)
         }
         ksfi_ctx_free(ctx);
     } else {
+        if (ctx->holding) {
+            ctx->holding = false;
+            p->held--;
+        }
         ctx->done = true;
         p->pending--;
         advance(d, p);
+        make_ready(d, p);
     }
     pthread_cond_broadcast(&d->idle);
     pthread_mutex_unlock(&d->lock);
+}
+
+/* The next context @p p may run (a due retry first), marked started; NULL when none
+ * (its pattern filled up since it became ready). Lock held. */
+static ksf_ctx *
+take_next(ksfi_part *p, bool *retry)
+{
+    ksf_ctx *c = p->due_head;
+    if (c) {
+        p->due_head = c->retry_next;
+        if (!p->due_head) {
+            p->due_tail = NULL;
+        }
+        c->retry_state = KSFI_RETRY_NONE;
+        *retry = true;
+        return c;
+    }
+    if (!can_start(p)) {
+        return NULL;
+    }
+    c = p->next_run;
+    p->next_run = c->next;
+    c->started = true;
+    c->slot = true;
+    p->pat->active++;
+    p->queued--;
+    p->pending++;
+    update_pause(p);
+    *retry = false;
+    return c;
 }
 
 static void *
@@ -272,16 +421,19 @@ worker_main(void *arg)
             d->ready_tail = NULL;
         }
         p->in_ready = false;
-        ksf_ctx *c = p->next_run;
-        p->next_run = c->next;
-        c->started = true;
-        p->queued--;
-        p->pending++;
+        bool retry = false;
+        ksf_ctx *c = take_next(p, &retry);
+        if (!c) {
+            continue; /* made ready again when a slot frees */
+        }
         p->busy = true;
-        update_pause(p);
         pthread_mutex_unlock(&d->lock);
 
-        ksfi_ctx_run(c); /* c may be freed when this returns */
+        if (retry) {
+            ksfi_retry_run(c);
+        } else {
+            ksfi_ctx_run(c); /* c may be freed when this returns */
+        }
 
         pthread_mutex_lock(&d->lock);
         p->busy = false;
@@ -290,6 +442,161 @@ worker_main(void *arg)
     }
     pthread_mutex_unlock(&d->lock);
     return NULL;
+}
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Take a reference on @p c unless it is already completing. */
+static bool
+take_ref(ksf_ctx *c)
+{
+    int v = atomic_load(&c->pending);
+    while (v > 0 && !atomic_compare_exchange_weak(&c->pending, &v, v + 1)) {
+    }
+    return v > 0;
+}
+
+static void
+push_due(ksfi_part *p, ksf_ctx *c)
+{
+    c->retry_state = KSFI_RETRY_DUE;
+    c->retry_next = NULL;
+    if (p->due_tail) {
+        p->due_tail->retry_next = c;
+    } else {
+        p->due_head = c;
+    }
+    p->due_tail = c;
+}
+
+/*
+ * One pass over the started, incomplete contexts: expired budgets are collected into
+ * @p fired (with a reference each), due retries are queued. Returns the count fired;
+ * *next gets the earliest deadline still ahead. Lock held.
+ */
+static size_t
+watch_scan(ksfi_dispatch *d, int64_t now, int64_t *next, ksf_ctx *fired[KSFI_WATCH_BATCH])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->nparts; i++) {
+        ksfi_part *p = d->parts[i];
+        for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+            if (c->done || c->abandoned) {
+                continue;
+            }
+            if (c->budget_at_ms && !c->budget_sent) {
+                if (c->budget_at_ms > now) {
+                    *next = c->budget_at_ms < *next ? c->budget_at_ms : *next;
+                } else if (n < KSFI_WATCH_BATCH) {
+                    c->budget_sent = true;
+                    if (take_ref(c)) {
+                        fired[n++] = c;
+                    }
+                } else {
+                    *next = now;
+                }
+            }
+            if (c->retry_state == KSFI_RETRY_WAITING) {
+                if (c->retry_at_ms > now) {
+                    *next = c->retry_at_ms < *next ? c->retry_at_ms : *next;
+                } else {
+                    push_due(p, c);
+                    make_ready(d, p);
+                }
+            }
+        }
+    }
+    return n;
+}
+
+/* The watch thread: request time budgets and retry backoffs. */
+static void *
+watch_main(void *arg)
+{
+    ksfi_dispatch *d = arg;
+    ksf_ctx *fired[KSFI_WATCH_BATCH];
+    pthread_mutex_lock(&d->lock);
+    while (!d->watch_exit) {
+        int64_t now = mono_ms(), next = now + KSFI_WATCH_IDLE_MS;
+        size_t n = watch_scan(d, now, &next, fired);
+        if (n) {
+            pthread_mutex_unlock(&d->lock);
+            for (size_t i = 0; i < n; i++) {
+                ksfi_ctx_budget_expired(fired[i]);
+                ksfi_ctx_release(fired[i]);
+            }
+            pthread_mutex_lock(&d->lock);
+            continue;
+        }
+        struct timespec ts = {(time_t)(next / 1000), (long)(next % 1000) * 1000000L};
+        d->watch_next = next;
+        pthread_cond_timedwait(&d->watch, &d->lock, &ts);
+        d->watch_next = 0; /* scanning: anything armed now is seen by this scan */
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+void
+ksfi_dispatch_arm_budget(ksf_ctx *ctx)
+{
+    ksfi_dispatch *d = ctx->dispatch;
+    if (!d) {
+        return;
+    }
+    ksfi_part *p = ctx->part;
+    /* A pattern's budget never changes once created (under the lock, before this
+     * context was queued): most servers have none and skip the lock here. */
+    if (p->pat->timeout_ms <= 0) {
+        return;
+    }
+    pthread_mutex_lock(&d->lock);
+    if (ctx->epoch == p->epoch && !ctx->budget_at_ms) {
+        ctx->budget_ms = p->pat->timeout_ms;
+        ctx->budget_at_ms = mono_ms() + p->pat->timeout_ms;
+        if (ctx->budget_at_ms < d->watch_next) { /* else the watch wakes in time */
+            pthread_cond_signal(&d->watch);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+bool
+ksfi_dispatch_retry_later(ksf_ctx *ctx, int kind, int delay_ms)
+{
+    ksfi_dispatch *d = ctx->dispatch;
+    pthread_mutex_lock(&d->lock);
+    ksfi_part *p = ctx->part;
+    bool ours = ctx->epoch == p->epoch;
+    if (ours) {
+        if (!ctx->holding) {
+            ctx->holding = true;
+            p->held++;
+        }
+        ctx->retry_kind = kind;
+        ctx->retry_at_ms = mono_ms() + delay_ms;
+        ctx->retry_state = KSFI_RETRY_WAITING;
+        pthread_cond_signal(&d->watch);
+        /* A drain or revoke waiting for this partition gives the retry up. */
+        pthread_cond_broadcast(&d->idle);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return ours;
+}
+
+uint64_t
+ksfi_dispatch_throttled(ksfi_dispatch *d)
+{
+    pthread_mutex_lock(&d->lock);
+    uint64_t n = d->throttled;
+    pthread_mutex_unlock(&d->lock);
+    return n;
 }
 
 ksf_err
@@ -301,6 +608,15 @@ ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer, ksf_err
     }
     d->consumer = consumer;
     d->stopping = false;
+    d->watch_exit = false;
+    int wrc = pthread_create(&d->watcher, NULL, watch_main, d);
+    if (wrc) {
+        ksfi_free(d->threads);
+        d->threads = NULL;
+        return ksfi_fail(ei, KSF_EINVAL, "cannot start the dispatcher's watch thread: %s",
+                         strerror(wrc));
+    }
+    d->watching = true;
     for (int i = 0; i < workers; i++) {
         int rc = pthread_create(&d->threads[i], NULL, worker_main, d);
         if (rc) {
@@ -369,7 +685,7 @@ detach(ksfi_dispatch *d, ksfi_part *p)
     ksf_ctx *c = p->head;
     while (c) {
         ksf_ctx *next = c->next;
-        if (!c->started || c->done) {
+        if (!c->started || c->done || c->abandoned) {
             ksfi_ctx_free(c);
         } else {
             c->next = d->orphans;
@@ -378,7 +694,8 @@ detach(ksfi_dispatch *d, ksfi_part *p)
         c = next;
     }
     p->head = p->tail = p->next_run = NULL;
-    p->queued = p->pending = 0;
+    p->due_head = p->due_tail = NULL;
+    p->queued = p->pending = p->held = 0;
     p->assigned = false;
     p->epoch++;
 }
@@ -406,6 +723,57 @@ drop_queued(ksfi_part *p)
     p->queued = 0;
 }
 
+/*
+ * Give up @p p's retries that wait (backoff or due) and hold nothing but the
+ * handler's reference: they stay in the window unstored, so the offset never passes
+ * them, and the message is delivered again after the rebalance or restart. Lock held.
+ */
+static void
+abandon_retries(ksfi_dispatch *d, ksfi_part *p)
+{
+    bool was_full = p->pat->active >= p->pat->limit;
+    for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+        if (c->retry_state == KSFI_RETRY_NONE || c->abandoned ||
+            atomic_load(&c->pending) != 1) {
+            continue; /* running, or its worker has not let go yet */
+        }
+        c->abandoned = true;
+        atomic_store(&c->pending, 0);
+        if (c->slot) {
+            c->slot = false;
+            p->pat->active--;
+        }
+        if (c->holding) {
+            c->holding = false;
+            p->held--;
+        }
+        p->pending--;
+        ksfi_log(d->log, KSF_LOG_NOTICE, "server",
+                 "%s[%d]@%lld: retry abandoned (partition revoked or server stopping); "
+                 "it will be delivered again",
+                 p->topic, (int)p->partition, (long long)c->msg->offset);
+    }
+    ksf_ctx **link = &p->due_head;
+    p->due_tail = NULL;
+    while (*link) {
+        if ((*link)->abandoned) {
+            (*link)->retry_state = KSFI_RETRY_NONE;
+            *link = (*link)->retry_next;
+        } else {
+            p->due_tail = *link;
+            link = &(*link)->retry_next;
+        }
+    }
+    for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+        if (c->abandoned) {
+            c->retry_state = KSFI_RETRY_NONE;
+        }
+    }
+    if (was_full && p->pat->active < p->pat->limit) {
+        wake_pattern(d, p->pat); /* the pattern's other partitions may go on */
+    }
+}
+
 size_t
 ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts,
                      int timeout_ms)
@@ -420,8 +788,10 @@ ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *pa
         }
         drop_queued(p);
         int rc = 0;
+        abandon_retries(d, p);
         while (p->pending > 0 && rc != ETIMEDOUT) {
             rc = pthread_cond_timedwait(&d->idle, &d->lock, &until);
+            abandon_retries(d, p);
         }
         if (p->pending > 0) {
             ksfi_log(d->log, KSF_LOG_WARNING, "server",
@@ -497,8 +867,14 @@ ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms)
     quiesce(d);
     int rc = 0;
     size_t left;
+    for (size_t i = 0; i < d->nparts; i++) {
+        abandon_retries(d, d->parts[i]);
+    }
     while ((left = unfinished(d)) > 0 && rc != ETIMEDOUT) {
         rc = pthread_cond_timedwait(&d->idle, &d->lock, &until);
+        for (size_t i = 0; i < d->nparts; i++) {
+            abandon_retries(d, d->parts[i]);
+        }
     }
     pthread_mutex_unlock(&d->lock);
     return left;
@@ -516,6 +892,14 @@ ksfi_dispatch_stop(ksfi_dispatch *d)
     ksfi_free(d->threads);
     d->threads = NULL;
     d->nthreads = 0;
+    pthread_mutex_lock(&d->lock);
+    d->watch_exit = true;
+    pthread_cond_signal(&d->watch);
+    pthread_mutex_unlock(&d->lock);
+    if (d->watching) {
+        pthread_join(d->watcher, NULL);
+        d->watching = false;
+    }
     pthread_mutex_lock(&d->lock);
     d->consumer = NULL;
     for (size_t i = 0; i < d->nparts; i++) {

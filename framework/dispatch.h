@@ -3,13 +3,19 @@
  * tracks which offsets are complete (handler finished and every reply acknowledged) so
  * that only the highest contiguous completed offset + 1 is stored for commit.
  *
- * Threads: submit, assign, revoke, sync_pause, drain and stop are called on the
- * consumer thread only; ksfi_dispatch_done from any thread.
+ * Isolation (docs/isolation.md): each pattern may hold at most its concurrency limit
+ * of started, incomplete messages; a watch thread fires request time budgets and
+ * makes event retries due (docs/retries.md).
+ *
+ * Threads: set_policy, submit, assign, revoke, sync_pause, drain and stop are called
+ * on the consumer thread only; ksfi_dispatch_done, arm_budget and retry_later from
+ * any thread.
  */
 #ifndef KSF_DISPATCH_H
 #define KSF_DISPATCH_H
 
 #include "log.h"
+#include "policy.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -19,6 +25,9 @@ typedef struct ksfi_dispatch ksfi_dispatch;
 #define KSFI_DISPATCH_PAUSE_AT 256
 /* ... and the queue length at which it is resumed. */
 #define KSFI_DISPATCH_RESUME_AT 64
+
+/* Where a context is in its retry (ksf_ctx.retry_state). */
+enum { KSFI_RETRY_NONE, KSFI_RETRY_WAITING, KSFI_RETRY_DUE };
 
 /* Create an idle pool (no threads yet). Errors: KSF_ENOMEM. */
 ksf_err ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg);
@@ -32,6 +41,14 @@ void ksfi_dispatch_destroy(ksfi_dispatch *d);
  */
 ksf_err ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer,
                             ksf_errinfo *ei);
+
+/*
+ * Use @p pc (borrowed; must outlive the pool) for the patterns' concurrency limits and
+ * time budgets, on a server of @p workers threads serving @p npatterns patterns. Before
+ * start; without it patterns are unlimited and have no budget.
+ */
+void ksfi_dispatch_set_policy(ksfi_dispatch *d, const ksfi_policy_config *pc, int workers,
+                              size_t npatterns);
 
 /* Queue @p ctx (owned by the pool from now on) behind its partition's earlier ones. */
 void ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx);
@@ -65,5 +82,20 @@ size_t ksfi_dispatch_queued_high(ksfi_dispatch *d);
 
 /* @p ctx is complete: its offset may be stored. Called once per context. */
 void ksfi_dispatch_done(ksf_ctx *ctx);
+
+/* @p ctx is a request about to run its handler: start its pattern's time budget. */
+void ksfi_dispatch_arm_budget(ksf_ctx *ctx);
+
+/*
+ * Hold @p ctx's partition and make @p ctx due again in @p delay_ms, when a worker
+ * calls ksfi_retry_run on it. The caller keeps the handler's reference for it. Returns
+ * false when the partition was revoked meanwhile: then nothing is scheduled and the
+ * caller releases that reference (the next owner gets the message again). A retry
+ * still waiting at revoke or stop is abandoned unstored, for the same reason.
+ */
+bool ksfi_dispatch_retry_later(ksf_ctx *ctx, int kind, int delay_ms);
+
+/* Messages that waited for their pattern's concurrency limit. Threads: any. */
+uint64_t ksfi_dispatch_throttled(ksfi_dispatch *d);
 
 #endif

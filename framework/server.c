@@ -276,6 +276,12 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     out->malformed = atomic_load(&c->malformed);
     out->reply_failures = atomic_load(&c->reply_failures);
     out->expired = atomic_load(&c->expired);
+    out->throttled = ksfi_dispatch_throttled(srv->dispatch);
+    out->budget_exceeded = atomic_load(&c->budget_exceeded);
+    out->late_discarded = atomic_load(&c->late_discarded);
+    out->event_retries = atomic_load(&c->event_retries);
+    out->dead_lettered = atomic_load(&c->dead_lettered);
+    out->dlq_failures = atomic_load(&c->dlq_failures);
 }
 
 /* ---- the reply producer ------------------------------------------------------------ */
@@ -666,6 +672,8 @@ start(ksf_server *srv, ksf_errinfo *ei)
         return ksfi_fail(ei, KSF_EINVAL, "cannot start the server's stop watcher thread");
     }
     srv->watcher_started = true;
+    ksfi_dispatch_set_policy(srv->dispatch, &srv->cfg->policy, srv->cfg->server_workers,
+                             srv->nhandlers + srv->nextra);
     if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers, srv->consumer,
                                  ei))) {
         return e;

@@ -28,6 +28,9 @@ typedef struct ksfi_handler {
 typedef struct ksfi_server_counters {
     atomic_uint_least64_t requests, events, replies, errors, no_handler, malformed,
         reply_failures, expired;
+    /* isolation.md and retries.md */
+    atomic_uint_least64_t budget_exceeded, late_discarded, event_retries, dead_lettered,
+        dlq_failures;
 } ksfi_server_counters;
 
 enum ksfi_server_state { KSFI_SRV_NEW, KSFI_SRV_RUNNING, KSFI_SRV_DONE };

@@ -584,6 +584,9 @@ START_TEST(test_server_events)
     running r;
     setup_world(&r, topics);
     ksf_config *cfg = ksft_config(r.broker);
+    /* A failing event logged and committed at once (retries: test_retry.c). */
+    ck_assert_int_eq(ksf_config_set(cfg, "server.event.retries", "0", NULL), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "server.event.dlq.topic", "none", NULL), KSF_OK);
     ksf_server *srv = new_server(cfg);
     ksf_config_destroy(cfg);
     on_event(srv, "t.ev", h_event, NULL);

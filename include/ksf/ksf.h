@@ -196,6 +196,19 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *                           3000 and 60000; "static": client.reply.partition  [group]
  * - "client.reply.partition" the static reply partition, 0..2^31-1     [0]
  * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
+ * - "server.pattern.concurrency" handlers of one pattern started and unfinished at
+ *                           once, 0..1024; 0: all workers but one when the server has
+ *                           >= 2 patterns and >= 2 workers, else all    [0]
+ * - "server.handler.timeout.ms" a request handler's time budget; past it the caller
+ *                           gets an error reply at once, 0 = none       [0]
+ * - "server.event.retries"  re-runs of a failed event handler, 0..100  [3]
+ * - "server.event.retry.backoff.ms" first retry delay (doubling, jitter) [200]
+ * - "server.event.retry.backoff.max.ms" the longest retry delay        [5000]
+ * - "server.event.dlq.topic" dead-letter topic after the last failure; {pattern} is
+ *                           replaced; "none" or "" disables  [{pattern}.dlq]
+ * - "server.pattern.<pattern>.<setting>" one pattern's value of concurrency,
+ *                           handler.timeout.ms, event.retries, event.retry.backoff.ms,
+ *                           event.retry.backoff.max.ms or event.dlq.topic
  * - "kafka.<property>"      a librdkafka property for every Kafka handle ksf creates
  *                           (NestJS's `client` options)
  * - "consumer.<property>"   a librdkafka property for consumers only (`consumer`)
@@ -418,6 +431,8 @@ KSF_API ksf_err ksf_ctx_defer(ksf_ctx *ctx);
 /**
  * Finish a deferred handler as if it had returned @p status with @p reply in *reply.
  * Ownership: @p reply (may be NULL) is stolen, whatever the result. The ctx is freed.
+ * After the request's time budget (server.handler.timeout.ms) has answered the
+ * caller, the finish is accepted and its result discarded (counted in late_discarded).
  * Errors: KSF_ESTATE when the ctx was not deferred or was already finished.
  */
 KSF_API ksf_err ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply);
@@ -590,6 +605,19 @@ typedef struct ksf_server_stats {
     uint64_t malformed;      /**< messages whose headers could not be used */
     uint64_t reply_failures; /**< reply produces that failed for good */
     uint64_t expired; /**< messages skipped unhandled: their ksf_deadline had passed */
+    /** messages that waited because their pattern was at its concurrency limit
+     *  (server.pattern.concurrency; each message counted once) */
+    uint64_t throttled;
+    /** requests answered with the time-budget error (server.handler.timeout.ms) */
+    uint64_t budget_exceeded;
+    /** results of handlers that finished after their budget error: discarded */
+    uint64_t late_discarded;
+    /** event handler re-runs after a failure (server.event.retries) */
+    uint64_t event_retries;
+    /** failed events produced to their dead-letter topic and acknowledged */
+    uint64_t dead_lettered;
+    /** dead-letter produces that failed (each is tried again; nothing is dropped) */
+    uint64_t dlq_failures;
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */

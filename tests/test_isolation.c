@@ -1,0 +1,456 @@
+/*
+ * Isolation: a pattern's concurrency limit keeps a slow pattern from taking every
+ * worker (the others keep flowing, its own messages keep their partition order), and
+ * a request handler past its time budget is answered with an error at once while its
+ * late result is discarded. Plus the policy keys themselves.
+ */
+#include "alloc.h"
+#include "config.h"
+#include "dispatch.h"
+#include "mock_broker.h"
+#include "policy.h"
+#include "raw_kafka.h"
+#include "server.h"
+#include "service.h"
+
+#include "suite.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WAIT_MS 20000
+#define GROUP "nestjs-group-server"
+
+/* ---- the policy keys --------------------------------------------------------------- */
+
+static void
+set_ok(ksf_config *cfg, const char *key, const char *value)
+{
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s: %s", key, value,
+                  ei.text);
+}
+
+static void
+assert_get(const ksf_config *cfg, const char *key, const char *want)
+{
+    char buf[128];
+    ck_assert_int_eq(ksf_config_get(cfg, key, buf, sizeof buf), KSF_OK);
+    ck_assert_str_eq(buf, want);
+}
+
+START_TEST(test_isolation_config)
+{
+    ksf_config *cfg = NULL;
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    assert_get(cfg, "server.pattern.concurrency", "0");
+    assert_get(cfg, "server.handler.timeout.ms", "0");
+    assert_get(cfg, "server.event.retries", "3");
+    assert_get(cfg, "server.event.retry.backoff.ms", "200");
+    assert_get(cfg, "server.event.retry.backoff.max.ms", "5000");
+    assert_get(cfg, "server.event.dlq.topic", "{pattern}.dlq");
+    char buf[64];
+    ck_assert_int_eq(ksf_config_get(cfg, "server.pattern.a.b.concurrency", buf, 64),
+                     KSF_ENOENT);
+
+    set_ok(cfg, "server.pattern.concurrency", "2");
+    set_ok(cfg, "server.handler.timeout.ms", "1500");
+    /* A pattern with dots: the setting name is matched at the end of the key. */
+    set_ok(cfg, "server.pattern.hero.kill.concurrency", "1");
+    set_ok(cfg, "server.pattern.hero.kill.handler.timeout.ms", "0");
+    set_ok(cfg, "server.pattern.hero.kill.event.dlq.topic", "dead.{pattern}");
+    set_ok(cfg, "server.pattern.audit.event.dlq.topic", "none");
+    assert_get(cfg, "server.pattern.hero.kill.concurrency", "1");
+    assert_get(cfg, "server.pattern.audit.event.dlq.topic", "none");
+
+    ksf_config *copy = NULL;
+    ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);
+    ksf_config_destroy(cfg);
+    ksfi_policy hero = ksfi_policy_for(&copy->policy, "hero.kill");
+    ck_assert_int_eq(hero.concurrency, 1);
+    ck_assert_int_eq(hero.timeout_ms, 0);
+    ck_assert_str_eq(hero.dlq, "dead.{pattern}");
+    ksfi_policy other = ksfi_policy_for(&copy->policy, "hero");
+    ck_assert_int_eq(other.concurrency, 2);
+    ck_assert_int_eq(other.timeout_ms, 1500);
+    ck_assert_str_eq(other.dlq, "{pattern}.dlq");
+    ck_assert_ptr_null(ksfi_policy_for(&copy->policy, "audit").dlq);
+    char *t = ksfi_policy_dlq_topic("dead.{pattern}.{pattern}", "hero.kill");
+    ck_assert_str_eq(t, "dead.hero.kill.hero.kill");
+    ksfi_free(t);
+
+    /* Bad values name the key and the range. */
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_set(copy, "server.pattern.x.concurrency", "-1", &ei),
+                     KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "server.pattern.x.concurrency \"-1\": expected an integer "
+                              "from 0 to 1024");
+    ck_assert_int_eq(ksf_config_set(copy, "server.event.retries", "101", &ei),
+                     KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_set(copy, "server.event.dlq.topic", "bad topic", &ei),
+                     KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "\"none\" to disable"));
+    ck_assert_int_eq(ksf_config_set(copy, "server.pattern..concurrency", "1", &ei),
+                     KSF_ENOENT);
+    ksf_config_destroy(copy);
+
+    /* Automatic limits: all workers but one once two patterns share them. */
+    ck_assert_int_eq(ksfi_policy_concurrency(0, 4, 2), 3);
+    ck_assert_int_eq(ksfi_policy_concurrency(0, 4, 1), 4);
+    ck_assert_int_eq(ksfi_policy_concurrency(0, 1, 3), 1);
+    ck_assert_int_eq(ksfi_policy_concurrency(2, 4, 3), 2);
+}
+END_TEST
+
+/* ---- a slow pattern next to a fast one ----------------------------------------- */
+
+#define SLOW_N 4
+/* Requests flooding the second slow partition while the pattern is saturated: more
+ * than the pause threshold, so the partition must be paused, not buffered. */
+#define FLOOD 600
+#define SLOW_TOTAL (SLOW_N + FLOOD)
+#define FAST_N 50
+
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static atomic_int slow_running, slow_max, slow_started;
+/* The (partition, offset) of each slow handler run, in run order. */
+static int32_t run_part[SLOW_TOTAL];
+static int64_t run_off[SLOW_TOTAL];
+
+static ksf_err
+h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    int now = atomic_fetch_add(&slow_running, 1) + 1;
+    int max = atomic_load(&slow_max);
+    while (now > max && !atomic_compare_exchange_weak(&slow_max, &max, now)) {
+    }
+    int i = atomic_fetch_add(&slow_started, 1);
+    if (i < SLOW_TOTAL) {
+        run_part[i] = ksf_ctx_partition(ctx);
+        run_off[i] = ksf_ctx_offset(ctx);
+    }
+    pthread_mutex_lock(&gate_lock);
+    while (!gate_open) {
+        pthread_cond_wait(&gate_cond, &gate_lock);
+    }
+    pthread_mutex_unlock(&gate_lock);
+    atomic_fetch_sub(&slow_running, 1);
+    *reply = json_incref((json_t *)data);
+    return KSF_OK;
+}
+
+/* Wait until @p counter reaches @p n (or the deadline); returns its value. */
+static int
+wait_atomic(atomic_int *counter, int n, int timeout_ms)
+{
+    int64_t until = ksft_now_ms() + timeout_ms;
+    while (atomic_load(counter) < n && ksft_now_ms() < until) {
+        ksft_sleep_ms(5);
+    }
+    return atomic_load(counter);
+}
+
+START_TEST(test_isolation_slow_pattern)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "i.slow", 2);
+    ksft_broker_create_topic(b, "i.slow.reply", 1);
+    ksft_broker_create_topic(b, "i.fast", 4);
+    ksft_broker_create_topic(b, "i.fast.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "server.workers", "4");
+    set_ok(cfg, "server.pattern.i.slow.concurrency", "1");
+    /* Small fetches, so that what was fetched before the pause took effect is small. */
+    set_ok(cfg, "consumer.max.partition.fetch.bytes", "4096");
+    ksf_server *srv = ksft_server(cfg);
+    ck_assert_int_eq(ksf_server_on_message(srv, "i.slow", h_slow, NULL, NULL), KSF_OK);
+    ck_assert_int_eq(ksf_server_on_message(srv, "i.fast", ksft_echo, NULL, NULL), KSF_OK);
+    ksft_service s = {0};
+    ksft_service_start(&s, srv, WAIT_MS);
+
+    /* Slow requests on both partitions, two each: partition order within each. */
+    ksft_producer *p = ksft_producer_new(addr);
+    const int32_t parts[SLOW_N] = {0, 1, 0, 1};
+    for (int i = 0; i < SLOW_N; i++) {
+        char id[16], v[16];
+        snprintf(id, sizeof id, "slow-%d", i);
+        int n = snprintf(v, sizeof v, "{\"s\":%d}", i);
+        ksft_send_request(p, "i.slow", parts[i], id, "i.slow.reply", 0, v, (size_t)n,
+                          true);
+    }
+    ck_assert_int_eq(wait_atomic(&slow_started, 1, WAIT_MS), 1);
+    for (int i = 0; i < FLOOD; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "flood-%d", i);
+        /* One at a time: one record batch each, as a busy service would see them. */
+        ksft_send_request(p, "i.slow", 1, id, "i.slow.reply", 0, "{}", 2, true);
+    }
+
+    /* One slow handler holds one worker; the fast pattern has the other three. */
+    ksf_client *cli = ksft_client(cfg);
+    ksft_tally t;
+    ksft_tally_init(&t, FAST_N);
+    for (size_t i = 0; i < FAST_N; i++) {
+        ck_assert_int_eq(ksft_tally_send(&t, cli, "i.fast", i, 15000, 0), KSF_OK);
+    }
+    ck_assert_uint_eq(ksft_tally_wait(&t, FAST_N, WAIT_MS), FAST_N);
+    ck_assert_uint_eq(atomic_load(&t.ok), FAST_N);
+    ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
+    /* Still exactly one slow handler started: the limit held the other partition. */
+    ck_assert_int_eq(atomic_load(&slow_started), 1);
+    ksf_server_stats st;
+    int64_t until = ksft_now_ms() + WAIT_MS;
+    do { /* the broker's acknowledgement of the last replies may still be on its way */
+        ksft_sleep_ms(5);
+        ksf_server_get_stats(srv, &st);
+    } while (st.replies < FAST_N && ksft_now_ms() < until);
+    ck_assert_uint_ge(st.throttled, 1);
+    ck_assert_uint_eq(st.replies, FAST_N);
+    /* The flooded partition was paused near the threshold instead of buffering the
+     * whole flood. */
+    size_t high = ksfi_dispatch_queued_high(srv->dispatch);
+    fprintf(stderr, "slow pattern: queued high-water mark %zu of %d flooded\n", high,
+            FLOOD);
+    ck_assert_msg(high >= KSFI_DISPATCH_PAUSE_AT && high < FLOOD,
+                  "queued high-water mark %zu", high);
+
+    pthread_mutex_lock(&gate_lock);
+    gate_open = true;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_lock);
+    ksft_collector *replies = ksft_collector_new(addr, "i.slow.reply", 0);
+    until = ksft_now_ms() + WAIT_MS;
+    while (ksft_collector_poll(replies, 100) < SLOW_TOTAL && ksft_now_ms() < until) {
+    }
+    ksft_collector_poll(replies, 200);
+    ck_assert_uint_eq(ksft_collector_count(replies), SLOW_TOTAL);
+    for (int i = 0; i < SLOW_TOTAL; i++) { /* each answered exactly once */
+        char id[16];
+        snprintf(id, sizeof id, i < SLOW_N ? "slow-%d" : "flood-%d",
+                 i < SLOW_N ? i : i - SLOW_N);
+        ck_assert_msg(ksft_collector_count_id(replies, id) == 1, "%s", id);
+    }
+    ck_assert_int_eq(atomic_load(&slow_started), SLOW_TOTAL);
+    ck_assert_int_eq(atomic_load(&slow_max), 1);
+    /* Each partition's messages ran once each, in offset order: 0, 1, 2, ... */
+    int64_t next[2] = {0, 0};
+    for (int i = 0; i < SLOW_TOTAL; i++) {
+        ck_assert_int_eq(run_off[i], next[run_part[i]]);
+        next[run_part[i]]++;
+    }
+    ck_assert_int_eq(next[0], 2);
+    ck_assert_int_eq(next[1], 2 + FLOOD);
+
+    ksft_service_stop(&s);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "i.slow", 0), 2);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "i.slow", 1), 2 + FLOOD);
+    ksf_client_destroy(cli);
+    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    ksft_tally_free(&t);
+    ksft_collector_destroy(replies);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- the time budget ----------------------------------------------------------- */
+
+#define BUDGET_ERR                                                                       \
+    "{\"status\":\"error\",\"message\":\"handler for 'i.budget' exceeded its time "      \
+    "budget of 300 ms\"}"
+
+static atomic_int budget_returned;
+
+static ksf_err
+h_oversleeps(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    ksft_sleep_ms(2000); /* the handler under test is slow on purpose */
+    *reply = json_string("late");
+    atomic_fetch_add(&budget_returned, 1);
+    return KSF_OK;
+}
+
+static void
+assert_header(const ksft_msg *m, const char *name, const char *want, size_t want_len)
+{
+    const void *v = NULL;
+    size_t len = 0;
+    ck_assert_msg(ksft_msg_header(m, name, &v, &len), "header %s missing", name);
+    ck_assert_msg(len == want_len && !memcmp(v, want, len), "%s: '%.*s' != '%s'", name,
+                  (int)len, (const char *)v, want);
+}
+
+START_TEST(test_isolation_budget)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "i.budget", 1);
+    ksft_broker_create_topic(b, "i.budget.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "server.handler.timeout.ms", "5000");
+    set_ok(cfg, "server.pattern.i.budget.handler.timeout.ms", "300");
+    ksf_server *srv = ksft_server(cfg);
+    ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_oversleeps, NULL, NULL),
+                     KSF_OK);
+    ksft_service s = {0};
+    ksft_service_start(&s, srv, WAIT_MS);
+    ksft_collector *replies = ksft_collector_new(addr, "i.budget.reply", 0);
+
+    /* A NestJS-style request: the exact error reply, long before the handler ends. */
+    ksft_producer *p = ksft_producer_new(addr);
+    int64_t t0 = ksft_now_ms();
+    ksft_send_request(p, "i.budget", 0, "b-1", "i.budget.reply", 0, "{}", 2, true);
+    ksf_server_stats st;
+    int64_t until = t0 + WAIT_MS, fired_ms = 0;
+    do { /* the server's side: the collector adds its own fetch latency */
+        ksft_sleep_ms(2);
+        ksf_server_get_stats(srv, &st);
+        if (st.budget_exceeded && !fired_ms) {
+            fired_ms = ksft_now_ms() - t0;
+        }
+    } while (st.replies < 1 && ksft_now_ms() < until);
+    int64_t took = ksft_now_ms() - t0;
+    fprintf(stderr,
+            "budget: fired after %lld ms, error reply acknowledged after %lld ms\n",
+            (long long)fired_ms, (long long)took);
+    /* Answered by the budget, not by the handler's return; the first reply of a
+     * fresh producer also waits for the reply topic's metadata. */
+    ck_assert_int_eq(atomic_load(&budget_returned), 0);
+    ck_assert_uint_eq(st.budget_exceeded, 1);
+    ck_assert_msg(fired_ms >= 300 && fired_ms < 600, "budget fired after %lld ms",
+                  (long long)fired_ms);
+    ck_assert_msg(took < 1800, "error reply acknowledged after %lld ms", (long long)took);
+    ck_assert_uint_eq(ksft_collector_wait_id(replies, "b-1", 1, WAIT_MS), 1);
+    const ksft_msg *m = ksft_collector_get_id(replies, "b-1", 0);
+    ck_assert_ptr_null(m->value);
+    assert_header(m, "kafka_correlationId", "b-1", 3);
+    assert_header(m, "kafka_nest-err", BUDGET_ERR, strlen(BUDGET_ERR));
+    assert_header(m, "kafka_nest-is-disposed", "\0", 1);
+    ck_assert_uint_eq(m->nhdrs, 3);
+    ck_assert_int_eq(wait_atomic(&budget_returned, 1, WAIT_MS), 1);
+
+    /* A ksf client sees the error as KSF_EREMOTE, and nothing after it. */
+    ksf_client *cli = ksft_client(cfg);
+    json_t *reply = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_call(cli, "i.budget", NULL, 10000, &reply, &ei),
+                     KSF_EREMOTE);
+    char *text = json_dumps(reply, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    ck_assert_str_eq(text, BUDGET_ERR);
+    free(text);
+    json_decref(reply);
+    ck_assert_int_eq(wait_atomic(&budget_returned, 2, WAIT_MS), 2);
+    until = ksft_now_ms() + WAIT_MS;
+    do {
+        ksft_sleep_ms(5); /* the discard is counted just after the handler returns */
+        ksf_server_get_stats(srv, &st);
+    } while (st.late_discarded < 2 && ksft_now_ms() < until);
+    ck_assert_uint_eq(st.budget_exceeded, 2);
+    ck_assert_uint_eq(st.late_discarded, 2);
+    ck_assert_uint_eq(st.replies, 2);
+
+    /* Both late results were discarded: exactly two reply messages, one per request,
+     * once the server stopped (everything it would send has been sent). */
+    ksft_service_stop(&s);
+    ksft_collector_poll(replies, 300);
+    ck_assert_uint_eq(ksft_collector_count(replies), 2);
+    ck_assert_uint_eq(ksft_collector_count_id(replies, "b-1"), 1);
+    ksf_client_stats cs;
+    ksf_client_get_stats(cli, &cs);
+    ck_assert_uint_eq(cs.remote_errors, 1);
+    ck_assert_uint_eq(cs.duplicate_replies, 0);
+    ck_assert_uint_eq(cs.late_replies, 0);
+    ck_assert_uint_eq(cs.unknown_replies, 0);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "i.budget", 0), 2);
+    ksf_client_destroy(cli);
+    ksft_collector_destroy(replies);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- a deferred request past its budget --------------------------------------- */
+
+static atomic_int finish_result = -1;
+
+static void *
+finish_later(void *arg)
+{
+    ksft_sleep_ms(1000); /* well past the 300 ms budget */
+    atomic_store(&finish_result, ksf_ctx_finish(arg, KSF_OK, json_string("late")));
+    return NULL;
+}
+
+static pthread_t finisher;
+
+static ksf_err
+h_defers(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    ksf_err e = ksf_ctx_defer(ctx);
+    ck_assert_int_eq(pthread_create(&finisher, NULL, finish_later, ctx), 0);
+    return e;
+}
+
+START_TEST(test_isolation_budget_deferred)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "i.budget", 1);
+    ksft_broker_create_topic(b, "i.budget.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "server.handler.timeout.ms", "300");
+    ksf_server *srv = ksft_server(cfg);
+    ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_defers, NULL, NULL),
+                     KSF_OK);
+    ksft_service s = {0};
+    ksft_service_start(&s, srv, WAIT_MS);
+    ksft_collector *replies = ksft_collector_new(addr, "i.budget.reply", 0);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_send_request(p, "i.budget", 0, "d-1", "i.budget.reply", 0, "{}", 2, true);
+    ck_assert_uint_eq(ksft_collector_wait_id(replies, "d-1", 1, WAIT_MS), 1);
+    const ksft_msg *m = ksft_collector_get_id(replies, "d-1", 0);
+    assert_header(m, "kafka_nest-err", BUDGET_ERR, strlen(BUDGET_ERR));
+    /* The deferred finish still succeeds for the handler, but sends nothing. */
+    pthread_join(finisher, NULL);
+    ck_assert_int_eq(atomic_load(&finish_result), KSF_OK);
+    ksf_server_stats st;
+    int64_t until = ksft_now_ms() + WAIT_MS;
+    do {
+        ksft_sleep_ms(5);
+        ksf_server_get_stats(srv, &st);
+    } while (st.late_discarded < 1 && ksft_now_ms() < until);
+    ck_assert_uint_eq(st.budget_exceeded, 1);
+    ck_assert_uint_eq(st.late_discarded, 1);
+    ksft_service_stop(&s);
+    ksft_collector_poll(replies, 300);
+    ck_assert_uint_eq(ksft_collector_count(replies), 1);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "i.budget", 0), 1);
+    ksft_collector_destroy(replies);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+int
+main(void)
+{
+    const ksft_case cases[] = {
+        {"config", test_isolation_config, 10},
+        {"slow_pattern", test_isolation_slow_pattern, 60},
+        {"budget", test_isolation_budget, 60},
+        {"budget_deferred", test_isolation_budget_deferred, 60},
+    };
+    return KSFT_RUN("isolation", cases);
+}

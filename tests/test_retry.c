@@ -1,0 +1,361 @@
+/*
+ * Event retries and dead letters: a failing event handler runs again in place (its
+ * partition waits, so order holds), and after its last failure the original message
+ * goes to the dead-letter topic with the ksf_dlq_* headers; its offset is committed
+ * only then, so a restarted server does not run it again. Requests are never retried.
+ */
+#include "mock_broker.h"
+#include "raw_kafka.h"
+#include "service.h"
+
+#include "suite.h"
+
+#include <check.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WAIT_MS 20000
+#define GROUP "nestjs-group-server"
+
+static void
+set_ok(ksf_config *cfg, const char *key, const char *value)
+{
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s: %s", key, value,
+                  ei.text);
+}
+
+static int
+wait_atomic(atomic_int *counter, int n, int timeout_ms)
+{
+    int64_t until = ksft_now_ms() + timeout_ms;
+    while (atomic_load(counter) < n && ksft_now_ms() < until) {
+        ksft_sleep_ms(5);
+    }
+    return atomic_load(counter);
+}
+
+static ksf_server_stats
+wait_stat(ksf_server *srv, size_t offset, uint64_t n)
+{
+    ksf_server_stats st;
+    int64_t until = ksft_now_ms() + WAIT_MS;
+    for (;;) {
+        ksf_server_get_stats(srv, &st);
+        uint64_t v;
+        memcpy(&v, (const char *)&st + offset, sizeof v);
+        if (v >= n || ksft_now_ms() >= until) {
+            return st;
+        }
+        ksft_sleep_ms(5);
+    }
+}
+#define WAIT_STAT(srv, field, n) wait_stat((srv), offsetof(ksf_server_stats, field), (n))
+
+static void
+assert_header(const ksft_msg *m, const char *name, const char *want, size_t len)
+{
+    const void *v = NULL;
+    size_t got = 0;
+    ck_assert_msg(ksft_msg_header(m, name, &v, &got), "header %s missing", name);
+    ck_assert_msg(got == len && !memcmp(v, want, len), "%s: '%.*s' != '%.*s'", name,
+                  (int)got, (const char *)v, (int)len, want);
+}
+
+/* ---- fails twice, then succeeds ----------------------------------------------- */
+
+/* Every handler run: the event's value, in run order. */
+static char runs[16][16];
+static atomic_int nruns;
+
+static void
+record_run(ksf_ctx *ctx)
+{
+    size_t len = 0;
+    const void *v = ksf_ctx_value(ctx, &len);
+    int i = atomic_fetch_add(&nruns, 1);
+    if (i < 16) {
+        snprintf(runs[i], sizeof runs[i], "%.*s", (int)len, v ? (const char *)v : "");
+    }
+}
+
+static atomic_int flaky_failures;
+
+static ksf_err
+h_flaky(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    record_run(ctx);
+    size_t len = 0;
+    const char *v = ksf_ctx_value(ctx, &len);
+    if (len == 5 && !memcmp(v, "flaky", 5) && atomic_fetch_add(&flaky_failures, 1) < 2) {
+        return KSF_EPROTO; /* a transient failure */
+    }
+    return KSF_OK;
+}
+
+START_TEST(test_retry_then_success)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "r.flaky", 1);
+    ksft_broker_create_topic(b, "r.flaky.dlq", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "server.event.retry.backoff.ms", "50");
+    ksf_server *srv = ksft_server(cfg);
+    ck_assert_int_eq(ksf_server_on_event(srv, "r.flaky", h_flaky, NULL, NULL), KSF_OK);
+    ksft_service s = {0};
+    ksft_service_start(&s, srv, WAIT_MS);
+
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_produce(p, "r.flaky", 0, NULL, 0, "flaky", 5, NULL, 0, false);
+    ksft_produce(p, "r.flaky", 0, NULL, 0, "next", 4, NULL, 0, true);
+    ck_assert_int_eq(wait_atomic(&nruns, 4, WAIT_MS), 4);
+    /* The partition waited for its head: "next" ran after the third "flaky" only. */
+    ck_assert_str_eq(runs[0], "flaky");
+    ck_assert_str_eq(runs[1], "flaky");
+    ck_assert_str_eq(runs[2], "flaky");
+    ck_assert_str_eq(runs[3], "next");
+    ksf_server_stats st = WAIT_STAT(srv, events, 2);
+    ck_assert_uint_eq(st.events, 2);
+    ck_assert_uint_eq(st.event_retries, 2);
+    ck_assert_uint_eq(st.dead_lettered, 0);
+    ck_assert_uint_eq(st.errors, 0);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(atomic_load(&nruns), 4);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "r.flaky", 0), 2);
+    ksft_collector *dlq = ksft_collector_new(addr, "r.flaky.dlq", 0);
+    ck_assert_uint_eq(ksft_collector_poll(dlq, 500), 0);
+    ksft_collector_destroy(dlq);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- always fails: dead-lettered, committed, not run again --------------------- */
+
+static atomic_int poison_runs, ok_runs;
+
+static ksf_err
+h_poison(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)reply;
+    if (json_is_string(data) && !strcmp(json_string_value(data), "ok")) {
+        atomic_fetch_add(&ok_runs, 1);
+        return KSF_OK;
+    }
+    atomic_fetch_add(&poison_runs, 1);
+    return ksf_ctx_reply_error(ctx, "dragon too strong");
+}
+
+#define POISON_VALUE "{\"dragon\":1}"
+
+static ksf_server *
+poison_server(const ksf_config *cfg, ksft_service *s)
+{
+    ksf_server *srv = ksft_server(cfg);
+    ck_assert_int_eq(ksf_server_on_event(srv, "r.bad", h_poison, NULL, NULL), KSF_OK);
+    ksft_service_start(s, srv, WAIT_MS);
+    return srv;
+}
+
+START_TEST(test_retry_dead_letter)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "r.bad", 1);
+    ksft_broker_create_topic(b, "r.bad.dlq", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "consumer.auto.offset.reset", "earliest");
+    set_ok(cfg, "server.event.retries", "2");
+    atomic_store(&poison_runs, 0);
+    atomic_store(&ok_runs, 0);
+    set_ok(cfg, "server.event.retry.backoff.ms", "20");
+    ksft_service s = {0};
+    ksf_server *srv = poison_server(cfg, &s);
+
+    ksft_producer *p = ksft_producer_new(addr);
+    ksfi_header hdrs[] = {{"x-trace", "abc", 3}, {"x-empty", NULL, 0}};
+    ksft_produce(p, "r.bad", 0, "k1", 2, POISON_VALUE, strlen(POISON_VALUE), hdrs, 2,
+                 true);
+    ksf_server_stats st = WAIT_STAT(srv, dead_lettered, 1);
+    ck_assert_uint_eq(st.dead_lettered, 1);
+    ck_assert_int_eq(atomic_load(&poison_runs), 3); /* retries + 1 */
+    ck_assert_uint_eq(st.event_retries, 2);
+    ck_assert_uint_eq(st.dlq_failures, 0);
+    ck_assert_uint_eq(st.errors, 1);
+
+    ksft_collector *dlq = ksft_collector_new(addr, "r.bad.dlq", 0);
+    ck_assert_uint_eq(ksft_collector_poll(dlq, 1000), 1);
+    const ksft_msg *m = ksft_collector_at(dlq, 0);
+    ck_assert_uint_eq(m->key_len, 2);
+    ck_assert_int_eq(memcmp(m->key, "k1", 2), 0);
+    ck_assert_uint_eq(m->len, strlen(POISON_VALUE));
+    ck_assert_int_eq(memcmp(m->value, POISON_VALUE, m->len), 0);
+    /* The original headers first, in order, then why. */
+    ck_assert_uint_eq(m->nhdrs, 7);
+    ck_assert_str_eq(m->hdrs[0].name, "x-trace");
+    ck_assert_str_eq(m->hdrs[1].name, "x-empty");
+    ck_assert_ptr_null(m->hdrs[1].value);
+    assert_header(m, "x-trace", "abc", 3);
+    assert_header(m, "ksf_dlq_error", "dragon too strong", 17);
+    assert_header(m, "ksf_dlq_topic", "r.bad", 5);
+    assert_header(m, "ksf_dlq_partition", "0", 1);
+    assert_header(m, "ksf_dlq_offset", "0", 1);
+    assert_header(m, "ksf_dlq_attempts", "3", 1);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 1);
+
+    /* A new server in the same group starts after it: the poison event stays done. */
+    ksft_produce(p, "r.bad", 0, NULL, 0, "ok", 2, NULL, 0, true);
+    srv = poison_server(cfg, &s);
+    ck_assert_int_eq(wait_atomic(&ok_runs, 1, WAIT_MS), 1);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(atomic_load(&poison_runs), 3);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 2);
+    ck_assert_uint_eq(ksft_collector_poll(dlq, 300), 1);
+    ksft_collector_destroy(dlq);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- the dead-letter produce fails: tried again, never dropped ------------------ */
+
+START_TEST(test_retry_dead_letter_produce_fails)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "r.bad", 1);
+    ksft_broker_create_topic(b, "r.bad.dlq", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "server.pattern.r.bad.event.retries", "1");
+    atomic_store(&poison_runs, 0); /* shared with dead_letter (CK_FORK=no runs both) */
+    set_ok(cfg, "server.event.retry.backoff.ms", "500");
+    set_ok(cfg, "server.event.retry.backoff.max.ms", "300");
+    ksft_service s = {0};
+    ksf_server *srv = poison_server(cfg, &s);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
+                 true);
+    /* The next Produce request is the dead letter's (after the 500 ms backoff): the
+     * broker refuses it for good (Produce is API key 0). */
+    ck_assert_int_eq(wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    rd_kafka_mock_push_request_errors(ksft_broker_mock(b), 0, 1,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    ksf_server_stats st = WAIT_STAT(srv, dead_lettered, 1);
+    ck_assert_uint_eq(st.dead_lettered, 1);
+    /* One refused delivery; librdkafka may also refuse the next produce at once while
+     * it remembers the topic's error: each is one more failure, tried again. */
+    ck_assert_uint_ge(st.dlq_failures, 1);
+    ck_assert_int_eq(atomic_load(&poison_runs), 2);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 1);
+    ksft_collector *dlq = ksft_collector_new(addr, "r.bad.dlq", 0);
+    ck_assert_uint_eq(ksft_collector_poll(dlq, 1000), 1);
+    assert_header(ksft_collector_at(dlq, 0), "ksf_dlq_attempts", "2", 1);
+    ksft_collector_destroy(dlq);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- a stop during the backoff: abandoned, not committed, run again ------------ */
+
+START_TEST(test_retry_stop_during_backoff)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "r.bad", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "consumer.auto.offset.reset", "earliest");
+    set_ok(cfg, "server.event.retry.backoff.ms", "20000");
+    set_ok(cfg, "server.event.retry.backoff.max.ms", "20000");
+    atomic_store(&poison_runs, 0);
+    ksft_service s = {0};
+    poison_server(cfg, &s);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
+                 true);
+    ck_assert_int_eq(wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    /* The stop does not wait out the backoff (nor its 30 s drain limit)... */
+    int64_t t0 = ksft_now_ms();
+    ksft_service_stop(&s);
+    int64_t took = ksft_now_ms() - t0;
+    ck_assert_msg(took < 8000, "stop took %lld ms", (long long)took);
+    /* ... and commits nothing: the next server runs the event again. */
+    ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), -1001);
+    poison_server(cfg, &s);
+    ck_assert_int_eq(wait_atomic(&poison_runs, 2, WAIT_MS), 2);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(atomic_load(&poison_runs), 2);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* ---- requests are never retried ------------------------------------------------- */
+
+static atomic_int request_runs;
+
+static ksf_err
+h_request_fails(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    atomic_fetch_add(&request_runs, 1);
+    return ksf_ctx_reply_error(ctx, "no");
+}
+
+START_TEST(test_retry_not_requests)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *addr = ksft_broker_address(b);
+    ksft_broker_create_topic(b, "r.req", 1);
+    ksft_broker_create_topic(b, "r.req.reply", 1);
+    ksft_broker_create_topic(b, "r.req.dlq", 1);
+    ksf_config *cfg = ksft_config(b);
+    set_ok(cfg, "server.event.retry.backoff.ms", "10");
+    ksf_server *srv = ksft_server(cfg);
+    ck_assert_int_eq(ksf_server_on_message(srv, "r.req", h_request_fails, NULL, NULL),
+                     KSF_OK);
+    ksft_service s = {0};
+    ksft_service_start(&s, srv, WAIT_MS);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_collector *replies = ksft_collector_new(addr, "r.req.reply", 0);
+    ksft_send_request(p, "r.req", 0, "q-1", "r.req.reply", 0, "{}", 2, true);
+    ck_assert_uint_eq(ksft_collector_wait_id(replies, "q-1", 1, WAIT_MS), 1);
+    ksf_server_stats st = WAIT_STAT(srv, replies, 1);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(atomic_load(&request_runs), 1);
+    ck_assert_uint_eq(st.event_retries, 0);
+    ck_assert_uint_eq(st.dead_lettered, 0);
+    ksft_collector *dlq = ksft_collector_new(addr, "r.req.dlq", 0);
+    ck_assert_uint_eq(ksft_collector_poll(dlq, 300), 0);
+    ksft_collector_destroy(dlq);
+    ksft_collector_destroy(replies);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+int
+main(void)
+{
+    const ksft_case cases[] = {
+        {"then_success", test_retry_then_success, 60},
+        {"dead_letter", test_retry_dead_letter, 60},
+        {"dead_letter_produce_fails", test_retry_dead_letter_produce_fails, 60},
+        {"stop_during_backoff", test_retry_stop_during_backoff, 60},
+        {"not_requests", test_retry_not_requests, 60},
+    };
+    return KSFT_RUN("retry", cases);
+}
