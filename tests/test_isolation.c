@@ -334,7 +334,10 @@ START_TEST(test_isolation_budget)
     assert_header(m, "kafka_correlationId", "b-1", 3);
     assert_header(m, "kafka_nest-err", BUDGET_ERR, strlen(BUDGET_ERR));
     assert_header(m, "kafka_nest-is-disposed", "\0", 1);
-    ck_assert_uint_eq(m->nhdrs, 3);
+    /* ... and the handler span's traceparent, like every reply (docs/tracing.md). */
+    ck_assert_uint_eq(m->nhdrs, 4);
+    ck_assert_str_eq(m->hdrs[3].name, "traceparent");
+    ck_assert_uint_eq(m->hdrs[3].len, 55);
     ck_assert_int_eq(wait_atomic(&budget_returned, 1, WAIT_MS), 1);
 
     /* A ksf client sees the error as KSF_EREMOTE, and nothing after it. */
