@@ -1,8 +1,10 @@
 #include "mock_broker.h"
 
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 struct ksft_broker {
@@ -86,6 +88,26 @@ ksft_config(const ksft_broker *b)
                   "%s", ei.text);
     ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
     return cfg;
+}
+
+bool
+ksft_under_valgrind(void)
+{
+    /* valgrind preloads its vgpreload_*.so into the program it runs. */
+    const char *preload = getenv("LD_PRELOAD");
+    return preload && strstr(preload, "vgpreload");
+}
+
+int
+ksft_scaled_ms(int ms)
+{
+    const char *mult = getenv("CK_TIMEOUT_MULTIPLIER");
+    long scale = ksft_under_valgrind() ? 4 : 1;
+    long m = mult ? strtol(mult, NULL, 10) : 1;
+    if (m > 1 && m <= 10) {
+        scale *= m;
+    }
+    return (int)((long)ms * scale > INT32_MAX ? INT32_MAX : (long)ms * scale);
 }
 
 int64_t

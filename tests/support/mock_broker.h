@@ -42,4 +42,13 @@ ksf_config *ksft_config(const ksft_broker *b);
 /* Milliseconds on a monotonic clock, for deadlines in wait loops. */
 int64_t ksft_now_ms(void);
 
+/* True when this process runs under valgrind. */
+bool ksft_under_valgrind(void);
+
+/* @p ms scaled for the run: x4 under valgrind (everything runs several times slower),
+ * x CK_TIMEOUT_MULTIPLIER when set (CI sets 2). For the support library's waits on a
+ * condition (server ready, answers counted, messages collected): they only bound how
+ * long a test waits before failing, so stretching them cannot hide a wrong result. */
+int ksft_scaled_ms(int ms);
+
 #endif

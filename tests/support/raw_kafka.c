@@ -305,7 +305,7 @@ ksft_collector_get_id(const ksft_collector *c, const char *id, size_t nth)
 size_t
 ksft_collector_wait_id(ksft_collector *c, const char *id, size_t n, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + timeout_ms;
+    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
     size_t seen;
     while ((seen = ksft_collector_count_id(c, id)) < n && ksft_now_ms() < until) {
         ksft_collector_poll(c, 20);

@@ -70,6 +70,7 @@ ksft_service_start(ksft_service *s, ksf_server *srv, int timeout_ms)
     ksf_server_set_ready_cb(srv, on_ready, s);
     ck_assert_int_eq(pthread_create(&s->thread, NULL, run_main, s), 0);
     s->running = true;
+    timeout_ms = ksft_scaled_ms(timeout_ms);
     int64_t until = ksft_now_ms() + timeout_ms;
     while (!atomic_load(&s->ready) && ksft_now_ms() < until) {
         ksft_sleep_ms(10); /* polling a condition with a deadline */
@@ -188,7 +189,7 @@ ksft_tally_finished(ksft_tally *t)
 size_t
 ksft_tally_wait(ksft_tally *t, size_t want, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + timeout_ms;
+    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
     size_t n;
     while ((n = ksft_tally_finished(t)) < want && ksft_now_ms() < until) {
         ksft_sleep_ms(10);
@@ -225,8 +226,6 @@ ksft_rss_meaningful(void)
 #if defined(__SANITIZE_ADDRESS__)
     return false;
 #else
-    /* valgrind preloads its vgpreload_*.so into the program it runs. */
-    const char *preload = getenv("LD_PRELOAD");
-    return !(preload && strstr(preload, "vgpreload"));
+    return !ksft_under_valgrind();
 #endif
 }
