@@ -174,6 +174,22 @@ START_TEST(test_latency_first_call)
 }
 END_TEST
 
+START_TEST(test_latency_first_call_after_idle)
+{
+    /* Nothing consumed yet: where fetching resumes is known only from the partition's
+     * end-of-partition event, which connect() waited for. */
+    world w;
+    world_open(&w, "lat.cold", "static");
+    ck_assert_msg(atomic_load(&fetches) >= 1, "connect returned before the first Fetch");
+    ck_assert_msg(wait_quiet(), "the idle client never stopped fetching");
+    int64_t took = timed_call(w.cli, "lat.cold", 0);
+    ck_assert_msg(took < CALL_BOUND_MS, "the first call, after idle, took %lld ms",
+                  (long long)took);
+    assert_clean(w.cli, 1);
+    world_close(&w);
+}
+END_TEST
+
 static Suite *
 latency_suite(void)
 {
@@ -185,6 +201,10 @@ latency_suite(void)
     tc = tcase_create("first_call");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_latency_first_call);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("first_call_after_idle");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_latency_first_call_after_idle);
     suite_add_tcase(s, tc);
     return s;
 }
