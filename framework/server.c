@@ -307,7 +307,10 @@ ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t pa
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(srv->producer, topic, NULL);
     if (!rkt) {
         rd_kafka_headers_destroy(h);
-        e = ksfi_kafka_fail(ei, rd_kafka_last_error(), "reply topic");
+        char what[300];
+        snprintf(what, sizeof what, "reply topic %s (check the kafka_replyTopic header)",
+                 topic);
+        e = ksfi_kafka_fail(ei, rd_kafka_last_error(), what);
         goto out;
     }
     atomic_fetch_add(&ctx->pending, 1);
