@@ -119,7 +119,9 @@ wait_until(ksf_client *cli, int64_t deadline_ms)
  * rd_kafka_max_block_ms (1 s) before it fetches again (~500 ms per request after idle).
  * A seek to an absolute offset wakes it ("seek done"), and it goes through the same
  * partition op queue as the resume, so it is applied after it. The offset is the one
- * the resume would fetch from anyway: nothing is skipped or fetched twice.
+ * the resume would fetch from anyway: nothing is skipped. (A reply the reply thread has
+ * polled but not yet noted would be read again and counted as a duplicate; only a
+ * stray one can be in that window, since nothing was in flight while paused.)
  */
 static void
 resume_fetch_locked(ksf_client *cli, rd_kafka_topic_partition_list_t *list)
