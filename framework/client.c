@@ -8,7 +8,8 @@
  * Idle cost: once nothing has been in flight for IDLE_PAUSE_MS (LATE_GRACE_MS after a
  * timeout, so late replies are still seen and counted) the reply partitions are paused
  * (rd_kafka_pause_partitions), so an idle client sends no Fetch requests; the next send
- * resumes them before it produces its request.
+ * resumes them before it produces its request, and seeks them to where they stood (see
+ * resume_fetch_locked: a bare resume leaves librdkafka's fetcher asleep for up to 1 s).
  */
 #include "alloc.h"
 #include "codec.h"
@@ -43,6 +44,8 @@ typedef struct reply_slot {
     uint32_t outstanding;   /* requests in flight that advertised it */
     bool revoked;           /* draining: released when outstanding reaches 0 */
     ksfi_pmetrics *metrics; /* its topic's pattern metrics (owned by the topic) */
+    int64_t next_offset;    /* where fetching stands: past the last reply consumed or at
+                             * the last end-of-partition; -1 until the first fetch ends */
 } reply_slot;
 
 typedef enum { TOPIC_NEW, TOPIC_ACQUIRING, TOPIC_READY } topic_state;
@@ -115,6 +118,45 @@ wait_until(ksf_client *cli, int64_t deadline_ms)
 
 /* ---- reply partitions ---------------------------------------------------------- */
 
+/*
+ * Resume @p list and seek each partition whose position we know to that position; under
+ * lock. The seek is what makes the resume prompt: librdkafka 2.0.2's resume only clears
+ * a flag in its main thread and does not wake the broker thread, which sleeps up to
+ * rd_kafka_max_block_ms (1 s) before it fetches again (~500 ms per request after idle).
+ * A seek to an absolute offset wakes it ("seek done"), and it goes through the same
+ * partition op queue as the resume, so it is applied after it. The offset is the one
+ * the resume would fetch from anyway: nothing is skipped. (A reply the reply thread has
+ * polled but not yet noted would be read again and counted as a duplicate; only a
+ * stray one can be in that window, since nothing was in flight while paused.)
+ */
+static void
+resume_fetch_locked(ksf_client *cli, rd_kafka_topic_partition_list_t *list)
+{
+    rd_kafka_resume_partitions(cli->consumer, list);
+    rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(list->cnt);
+    for (int i = 0; seek && i < list->cnt; i++) {
+        for (reply_slot *s = cli->slots; s; s = s->next) {
+            if (s->next_offset >= 0 && s->partition == list->elems[i].partition &&
+                !strcmp(s->topic, list->elems[i].topic)) {
+                rd_kafka_topic_partition_list_add(seek, s->topic, s->partition)->offset =
+                    s->next_offset;
+                break;
+            }
+        }
+    }
+    if (seek && seek->cnt > 0) {
+        rd_kafka_error_t *kerr = rd_kafka_seek_partitions(cli->consumer, seek, 0);
+        if (kerr) { /* the resume still works, only up to 1 s later */
+            ksfi_log(&cli->log, KSF_LOG_WARNING, "client", "seek after resume: %s",
+                     rd_kafka_error_string(kerr));
+            rd_kafka_error_destroy(kerr);
+        }
+    }
+    if (seek) {
+        rd_kafka_topic_partition_list_destroy(seek);
+    }
+}
+
 /* Pause or resume every assigned reply partition (idle handling); under lock. */
 static void
 set_paused_locked(ksf_client *cli, bool pause)
@@ -125,13 +167,39 @@ set_paused_locked(ksf_client *cli, bool pause)
         if (pause) {
             rd_kafka_pause_partitions(cli->consumer, list);
         } else {
-            rd_kafka_resume_partitions(cli->consumer, list);
+            resume_fetch_locked(cli, list);
         }
     }
     if (list) {
         rd_kafka_topic_partition_list_destroy(list);
     }
     cli->paused = pause;
+}
+
+/*
+ * Record where fetching of @p msg's partition stands: past a consumed reply, or at an
+ * end-of-partition event (enable.partition.eof), whose offset is the next one to fetch.
+ * The first such record also tells connect() that the partition's first fetch is done.
+ */
+static void
+note_position(ksf_client *cli, const rd_kafka_message_t *msg)
+{
+    int64_t next = msg->err ? msg->offset : msg->offset + 1;
+    const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : NULL;
+    if (!topic || next < 0) {
+        return;
+    }
+    pthread_mutex_lock(&cli->lock);
+    for (reply_slot *s = cli->slots; s; s = s->next) {
+        if (s->partition == msg->partition && next > s->next_offset &&
+            !strcmp(s->topic, topic)) {
+            if (s->next_offset < 0) {
+                pthread_cond_broadcast(&cli->cond);
+            }
+            s->next_offset = next;
+        }
+    }
+    pthread_mutex_unlock(&cli->lock);
 }
 
 static void
@@ -222,13 +290,17 @@ topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition)
     }
     s->partition = partition;
     s->metrics = t->metrics;
+    s->next_offset = -1;
     s->next = cli->slots;
     cli->slots = s;
     t->slot = s;
     t->state = TOPIC_READY;
+    /* A new partition counts as activity: fetch everything now, so its first fetch
+     * (which connect() waits for) completes, and pause again only after IDLE_PAUSE_MS. */
     if (cli->paused) {
-        set_paused_locked(cli, true); /* a fresh assignment starts unpaused */
+        set_paused_locked(cli, false);
     }
+    cli->idle_since = now_ms();
     return KSF_OK;
 }
 
@@ -552,6 +624,9 @@ reply_main(void *arg)
         if (!msg) {
             continue;
         }
+        if (!msg->err || msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            note_position(cli, msg);
+        }
         if (msg->err && msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             ksfi_log(&cli->log, KSF_LOG_WARNING, "client", "reply consumer: %s",
                      rd_kafka_message_errstr(msg));
@@ -644,6 +719,9 @@ make_handles(ksf_client *cli, ksf_errinfo *ei)
     }
     /* Reply partitions are assigned by hand at explicit offsets: nothing to commit. */
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+    /* End-of-partition events tell where fetching stands (seek after resume) and when a
+     * partition's first fetch is done (connect). */
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err);
     rd_kafka_conf_set_opaque(conf, cli);
     if (!(cli->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err))) {
         rd_kafka_conf_destroy(conf);
@@ -911,6 +989,41 @@ announce_topics(ksf_client *cli, reply_topic *first, int64_t deadline, ksf_errin
     return e;
 }
 
+/*
+ * Wait until every advertised reply partition has completed its first fetch (its first
+ * end-of-partition event). Before that a reply can wait for librdkafka's first Fetch of
+ * the new partition; after it, a reply to a request sent now is fetched promptly.
+ */
+static ksf_err
+wait_first_fetch(ksf_client *cli, int64_t deadline, ksf_errinfo *ei)
+{
+    ksf_err e = KSF_OK;
+    pthread_mutex_lock(&cli->lock);
+    for (;;) {
+        reply_slot *cold = NULL;
+        for (reply_slot *s = cli->slots; s && !cold; s = s->next) {
+            cold = !s->revoked && s->next_offset < 0 ? s : NULL;
+        }
+        if (!cold || cli->closing) {
+            break;
+        }
+        if (cli->paused) { /* paused before its first fetch ended: fetch it now */
+            set_paused_locked(cli, false);
+            cli->idle_since = now_ms();
+        }
+        if (now_ms() >= deadline ||
+            (!wait_until(cli, deadline) && now_ms() >= deadline)) {
+            e = ksfi_fail(ei, KSF_ETIMEDOUT,
+                          "reply partition %s [%d] is assigned but its first fetch has "
+                          "not completed; check the broker, or give connect more time",
+                          cold->topic, (int)cold->partition);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cli->lock);
+    return e;
+}
+
 ksf_err
 ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
 {
@@ -937,7 +1050,7 @@ ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
         }
         pthread_mutex_unlock(&cli->lock);
     }
-    return KSF_OK;
+    return wait_first_fetch(cli, deadline, ei);
 }
 
 /* ---- sending ----------------------------------------------------------------------- */

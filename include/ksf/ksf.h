@@ -742,8 +742,9 @@ KSF_API ksf_err ksf_client_subscribe_to_response_of(ksf_client *cli, const char 
 
 /**
  * Wait until the producer reached the brokers and every subscribed reply topic has a
- * reply partition, for up to @p timeout_ms. Errors: KSF_ETIMEDOUT naming what was not
- * ready, KSF_ENOPARTITION, KSF_EKAFKA, KSF_ECLOSED.
+ * reply partition whose first fetch has completed (so the reply to a request sent next
+ * is fetched promptly), for up to @p timeout_ms. Errors: KSF_ETIMEDOUT naming what was
+ * not ready, KSF_ENOPARTITION, KSF_EKAFKA, KSF_ECLOSED.
  */
 KSF_API ksf_err ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei);
 

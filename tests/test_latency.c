@@ -1,0 +1,234 @@
+/*
+ * Latency after idle and after connect (issue #8's idle cost). A ksf client calls a ksf
+ * echo server through the mock broker (fetch.wait.max.ms=5 everywhere, ksft_config):
+ * - an idle client really stops fetching (its Fetch requests, counted from librdkafka's
+ *   fetch debug log, drop to none), and a call after the idle pause costs what a call
+ *   in a busy stream costs (before the seek after resume: ~500 ms each, librdkafka's
+ *   broker thread slept through the resume);
+ * - the first call after connect is just as prompt (before: 650-950 ms, the server's
+ *   producer waited for its 1 s topic scan to learn the reply topic, and the client's
+ *   reply partition had been paused before its first fetch).
+ * The bounds are against those stalls, not benchmarks: a call takes 5-15 ms here.
+ */
+#include "mock_broker.h"
+#include "service.h"
+
+#include <check.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CALL_BOUND_MS 200      /* far above a busy call, far below the old stalls */
+#define CALL_BOUND_SLOW_MS 400 /* under valgrind or ASan (a call: 100-200 ms) */
+#define IDLE_ROUNDS 3          /* idle pauses, each followed by one call */
+#define QUIET_MS 300           /* no Fetch for this long: the client has paused */
+#define QUIET_WAIT_MS 6000     /* IDLE_PAUSE_MS (1 s) plus plenty */
+#define IDLE_WINDOW_MS 700     /* Fetch requests counted over this idle window */
+#define IDLE_FETCHES_MAX 1     /* busy at fetch.wait.max.ms=5, the window holds ~100 */
+
+/* The call bound: valgrind and ASan slow a call down, the old stall stays >= 500 ms. */
+static int64_t
+call_bound_ms(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return CALL_BOUND_SLOW_MS;
+#else
+    const char *preload = getenv("LD_PRELOAD"); /* valgrind preloads vgpreload_*.so */
+    return preload && strstr(preload, "vgpreload") ? CALL_BOUND_SLOW_MS : CALL_BOUND_MS;
+#endif
+}
+
+/* Fetch requests the client's reply consumer sent ("Fetch n/n/n toppar(s)"). */
+static atomic_uint fetches;
+
+static void
+count_fetches(void *user, ksf_log_level level, const char *component, const char *text)
+{
+    (void)user;
+    (void)level;
+    if (!strcmp(component, "kafka") && strstr(text, "FETCH:") &&
+        strstr(text, "toppar(s)")) {
+        atomic_fetch_add(&fetches, 1);
+    }
+}
+
+typedef struct world {
+    ksft_broker *b;
+    ksft_service service;
+    ksf_client *cli;
+} world;
+
+/* A broker, an echo server on @p pattern (ready), and a client (not connected) that
+ * counts its Fetch requests; @p provider NULL: the default reply provider. */
+static void
+world_open(world *w, const char *pattern, const char *provider)
+{
+    char reply_topic[128];
+    ksf_errinfo ei = {0};
+    memset(w, 0, sizeof *w);
+    w->b = ksft_broker_start();
+    snprintf(reply_topic, sizeof reply_topic, "%s.reply", pattern);
+    ksft_broker_create_topic(w->b, pattern, 4);
+    ksft_broker_create_topic(w->b, reply_topic, 4);
+    ksf_config *scfg = ksft_config(w->b);
+    const char *const patterns[] = {pattern, NULL};
+    ksft_service_start(&w->service, ksft_echo_server(scfg, patterns), 20000);
+    ksf_config_destroy(scfg);
+
+    ksf_config *ccfg = ksft_config(w->b);
+    ck_assert_int_eq(ksf_config_set(ccfg, "consumer.debug", "fetch", &ei), KSF_OK);
+    if (provider) {
+        ck_assert_int_eq(ksf_config_set(ccfg, "client.reply.provider", provider, &ei),
+                         KSF_OK);
+    }
+    ksf_config_set_log(ccfg, count_fetches, NULL, KSF_LOG_DEBUG);
+    w->cli = ksft_client(ccfg);
+    ksf_config_destroy(ccfg);
+    ck_assert_int_eq(ksf_client_subscribe_to_response_of(w->cli, pattern, &ei), KSF_OK);
+    ck_assert_msg(ksf_client_connect(w->cli, 20000, &ei) == KSF_OK, "%s", ei.text);
+}
+
+static void
+world_close(world *w)
+{
+    ksf_client_destroy(w->cli);
+    ksft_service_stop(&w->service);
+    ksft_broker_stop(w->b);
+}
+
+/* One echo call of @p i; returns its latency in ms (fails the test on error). */
+static int64_t
+timed_call(ksf_client *cli, const char *pattern, int i)
+{
+    ksf_errinfo ei = {0};
+    json_t *data = json_pack("{si}", "i", i), *out = NULL;
+    int64_t t0 = ksft_now_ms();
+    ksf_err e = ksf_client_call(cli, pattern, data, 5000, &out, &ei);
+    int64_t took = ksft_now_ms() - t0;
+    ck_assert_msg(e == KSF_OK, "call %d: %s", i, ei.text);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_int_eq(json_integer_value(json_object_get(out, "i")), i);
+    json_decref(data);
+    json_decref(out);
+    return took;
+}
+
+/* Wait until no Fetch request was sent for QUIET_MS; false if that never happened. */
+static bool
+wait_quiet(void)
+{
+    int64_t deadline = ksft_now_ms() + QUIET_WAIT_MS;
+    unsigned last = atomic_load(&fetches);
+    int64_t since = ksft_now_ms();
+    while (ksft_now_ms() < deadline) {
+        ksft_sleep_ms(20);
+        unsigned now = atomic_load(&fetches);
+        if (now != last) {
+            last = now;
+            since = ksft_now_ms();
+        } else if (ksft_now_ms() - since >= QUIET_MS) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+assert_clean(ksf_client *cli, uint64_t calls)
+{
+    ksf_client_stats s;
+    ksf_client_get_stats(cli, &s);
+    ck_assert_uint_eq(s.sent, calls);
+    ck_assert_uint_eq(s.replies, calls);
+    ck_assert_uint_eq(s.timeouts, 0);
+    ck_assert_uint_eq(s.late_replies, 0);
+    ck_assert_uint_eq(s.duplicate_replies, 0);
+    ck_assert_uint_eq(s.unknown_replies, 0);
+}
+
+START_TEST(test_latency_idle_resume)
+{
+    world w;
+    world_open(&w, "lat.idle", "static");
+    timed_call(w.cli, "lat.idle", 0); /* warm: the bound is about idle, not start */
+    unsigned busy0 = atomic_load(&fetches);
+    ksft_sleep_ms(100);
+    unsigned busy = atomic_load(&fetches) - busy0;
+    ck_assert_msg(busy >= 3, "the counter sees Fetch requests (%u in 100 ms busy)", busy);
+    for (int r = 1; r <= IDLE_ROUNDS; r++) {
+        ck_assert_msg(wait_quiet(), "round %d: the idle client never stopped fetching",
+                      r);
+        unsigned before = atomic_load(&fetches);
+        ksft_sleep_ms(IDLE_WINDOW_MS); /* a measurement window, not synchronisation */
+        unsigned idle = atomic_load(&fetches) - before;
+        ck_assert_msg(idle <= IDLE_FETCHES_MAX,
+                      "round %d: %u Fetch requests in %d ms idle", r, idle,
+                      IDLE_WINDOW_MS);
+        int64_t took = timed_call(w.cli, "lat.idle", r);
+        ck_assert_msg(took < call_bound_ms(), "round %d: a call after idle took %lld ms",
+                      r, (long long)took);
+    }
+    assert_clean(w.cli, IDLE_ROUNDS + 1);
+    world_close(&w);
+}
+END_TEST
+
+START_TEST(test_latency_first_call)
+{
+    world w;
+    world_open(&w, "lat.first", NULL); /* the default: the reply group */
+    int64_t first = timed_call(w.cli, "lat.first", 0);
+    ck_assert_msg(first < call_bound_ms(), "the first call after connect took %lld ms",
+                  (long long)first);
+    int64_t second = timed_call(w.cli, "lat.first", 1);
+    ck_assert_msg(second < call_bound_ms(), "the second call took %lld ms",
+                  (long long)second);
+    assert_clean(w.cli, 2);
+    world_close(&w);
+}
+END_TEST
+
+START_TEST(test_latency_first_call_after_idle)
+{
+    /* Nothing consumed yet: where fetching resumes is known only from the partition's
+     * end-of-partition event, which connect() waited for. */
+    world w;
+    world_open(&w, "lat.cold", "static");
+    ck_assert_msg(atomic_load(&fetches) >= 1, "connect returned before the first Fetch");
+    ck_assert_msg(wait_quiet(), "the idle client never stopped fetching");
+    int64_t took = timed_call(w.cli, "lat.cold", 0);
+    ck_assert_msg(took < call_bound_ms(), "the first call, after idle, took %lld ms",
+                  (long long)took);
+    assert_clean(w.cli, 1);
+    world_close(&w);
+}
+END_TEST
+
+static Suite *
+latency_suite(void)
+{
+    Suite *s = suite_create("latency");
+    TCase *tc = tcase_create("idle_resume");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_latency_idle_resume);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("first_call");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_latency_first_call);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("first_call_after_idle");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_latency_first_call_after_idle);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(latency_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
