@@ -140,9 +140,17 @@ budget_ms(size_t count)
 static void
 wait_answered(sender *snd, size_t want, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + timeout_ms;
-    while (answered(snd) < want && ksft_now_ms() < until) {
+    int64_t now = ksft_now_ms(), until = now + timeout_ms, report = now + 10000;
+    size_t last = answered(snd);
+    while (answered(snd) < want && (now = ksft_now_ms()) < until) {
         ksft_sleep_ms(20);
+        if (now >= report) { /* a progress line every 10 s: where a slow run slowed */
+            size_t got = answered(snd);
+            fprintf(stderr, "soak: %zu of %zu answered, %zu/s over the last 10 s\n", got,
+                    want, (got - last) / 10);
+            last = got;
+            report = now + 10000;
+        }
     }
     ck_assert_msg(answered(snd) >= want, "only %zu of %zu answered", answered(snd), want);
 }
