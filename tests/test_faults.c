@@ -18,6 +18,8 @@
 #include <string.h>
 
 #define PATTERN "f.echo"
+#define KEEPER "f.nobody" /* served by nobody: a request to it keeps a client fetching   \
+                           */
 #define REPLY_TOPIC "f.echo.reply"
 #define PARTS 2
 #define GROUP "nestjs-group-server"
@@ -60,7 +62,28 @@ connect_client(ksf_client *cli)
 {
     ksf_errinfo ei = {0};
     ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, PATTERN, &ei), KSF_OK);
+    /* Subscribed up front: a first send to it later would cost a reply-group rebalance.
+     */
+    ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, KEEPER, &ei), KSF_OK);
     ck_assert_msg(ksf_client_connect(cli, 10000, &ei) == KSF_OK, "%s", ei.text);
+}
+
+static void
+on_keeper_any(const ksf_reply *r, void *user)
+{
+    (void)r;
+    (void)user;
+}
+
+/* A client fetches replies only while something is in flight (idle, it pauses its
+ * reply partitions), so a request to KEEPER, which nobody serves, keeps it listening
+ * for late and duplicate replies. It ends with the client (KSF_ECLOSED). */
+static void
+keep_listening(ksf_client *cli)
+{
+    ksf_send_opts keep = {.timeout_ms = 60000};
+    ck_assert_int_eq(ksf_client_send(cli, KEEPER, NULL, &keep, on_keeper_any, NULL, NULL),
+                     KSF_OK);
 }
 
 static void
@@ -128,7 +151,8 @@ assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
     size_t n = ksft_collector_count(replies);
     ksft_collector_destroy(replies);
     ksf_client_stats s;
-    int64_t until = ksft_now_ms() + 10000;
+    keep_listening(cli);
+    int64_t until = ksft_now_ms() + ksft_scaled_ms(15000);
     do {
         ksf_client_get_stats(cli, &s);
         if (callbacks + s.duplicate_replies + s.late_replies + s.unknown_replies >= n) {
@@ -286,7 +310,7 @@ START_TEST(test_faults_rtt)
      * replies only while something is in flight (idle, it pauses its reply
      * partitions), so one request to a pattern nobody serves keeps it listening. */
     ksf_send_opts keep = {.timeout_ms = 15000};
-    ck_assert_int_eq(ksf_client_send(cli, "f.nobody", NULL, &keep, on_keeper, NULL, NULL),
+    ck_assert_int_eq(ksf_client_send(cli, KEEPER, NULL, &keep, on_keeper, NULL, NULL),
                      KSF_OK);
     ksf_client_stats st;
     int64_t until = ksft_now_ms() + 10000;
