@@ -11,110 +11,10 @@
  * resumes them before it produces its request, and seeks them to where they stood (see
  * resume_fetch_locked: a bare resume leaves librdkafka's fetcher asleep for up to 1 s).
  */
-#include "alloc.h"
-#include "codec.h"
-#include "deadline.h"
-#include "errinfo.h"
-#include "inflight.h"
-#include "kafka.h"
-#include "metrics.h"
-#include "reply_provider.h"
-#include "trace.h"
-#include "wire.h"
+#include "client.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <string.h>
-#include <time.h>
-
-#define RECENT_IDS 4096    /* finished ids remembered for late/duplicate counts */
-#define IDLE_PAUSE_MS 1000 /* idle time before the reply partitions are paused */
-#define LATE_GRACE_MS                                                                    \
-    10000                     /* fetching goes on this long after a timeout, so a late   \
-                               * reply is seen and counted in late_replies */
-#define POLL_CAP_MS 1000      /* longest reply-thread sleep */
-#define DESTROY_FLUSH_MS 5000 /* how long destroy waits for queued emits */
-
-/* A reply partition the client advertises, or drains after a revoke. */
-typedef struct reply_slot {
-    struct reply_slot *next;
-    char *topic;
-    int32_t partition;
-    uint32_t outstanding;   /* requests in flight that advertised it */
-    bool revoked;           /* draining: released when outstanding reaches 0 */
-    ksfi_pmetrics *metrics; /* its topic's pattern metrics (owned by the topic) */
-    int64_t next_offset;    /* where fetching stands: past the last reply consumed or at
-                             * the last end-of-partition; -1 until the first fetch ends */
-} reply_slot;
-
-typedef enum { TOPIC_NEW, TOPIC_ACQUIRING, TOPIC_READY } topic_state;
-
-/* A reply topic this client consumes or will consume; never freed before destroy. */
-typedef struct reply_topic {
-    struct reply_topic *next;
-    char *name;
-    topic_state state;
-    reply_slot *slot;       /* READY: the partition advertised in new requests */
-    int32_t revoked_early;  /* ACQUIRING: a partition revoked before it was recorded */
-    ksfi_pmetrics *metrics; /* the pattern's; NULL when it could not be allocated */
-} reply_topic;
-
-/* The msg_opaque of every produced message, freed by its delivery report. */
-typedef struct dr_ticket {
-    bool request;
-    char id[KSFI_ID_SIZE];
-    ksf_emit_fn cb;
-    void *user;
-} dr_ticket;
-
-/* The shared ticket of events without a callback: nothing per event to allocate. */
-static dr_ticket plain_event;
-
-struct ksf_client {
-    ksfi_logger log; /* first: librdkafka's log callback reads it from the opaque */
-    ksf_config *cfg;
-    rd_kafka_t *producer;
-    rd_kafka_t *consumer;
-    rd_kafka_queue_t *consumer_q; /* yielded to wake the reply thread */
-    rd_kafka_queue_t *producer_q; /* the producer's main queue: delivery reports */
-    ksfi_reply_provider *provider;
-    pthread_t reply_thread, dr_thread;
-    bool reply_started, dr_started;
-    /* `lock` guards every field below; `cond` signals topic state changes and
-     * delivery reports (for flush). */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    ksfi_inflight *inflight;
-    reply_topic *topics;
-    reply_slot *slots;
-    bool closing, stop_reply, stop_dr;
-    bool paused;        /* reply partitions paused because idle */
-    int64_t idle_since; /* when in-flight last dropped to 0 */
-    int64_t wake_at;    /* when the reply thread plans to wake up */
-    ksfi_idgen ids;     /* correlation ids: no syscall per request */
-    ksf_client_stats stats;
-    /* Outside the lock: counted per acknowledged event, read by get_stats. */
-    _Atomic uint64_t emitted;
-    _Atomic uint64_t rebalances; /* reply-group assignments received (metrics) */
-};
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wait on cli->cond until @p deadline_ms (monotonic). Returns false on timeout. */
-static bool
-wait_until(ksf_client *cli, int64_t deadline_ms)
-{
-    struct timespec ts = {.tv_sec = deadline_ms / 1000,
-                          .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
-    return pthread_cond_timedwait(&cli->cond, &cli->lock, &ts) == 0;
-}
+/* The ticket of every event emitted without a callback (see client.h). */
+dr_ticket ksfi_plain_event;
 
 /* ---- reply partitions ---------------------------------------------------------- */
 
@@ -158,8 +58,8 @@ resume_fetch_locked(ksf_client *cli, rd_kafka_topic_partition_list_t *list)
 }
 
 /* Pause or resume every assigned reply partition (idle handling); under lock. */
-static void
-set_paused_locked(ksf_client *cli, bool pause)
+void
+ksfi_client_set_paused_locked(ksf_client *cli, bool pause)
 {
     rd_kafka_topic_partition_list_t *list = NULL;
     if (rd_kafka_assignment(cli->consumer, &list) == RD_KAFKA_RESP_ERR_NO_ERROR &&
@@ -298,9 +198,9 @@ topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition)
     /* A new partition counts as activity: fetch everything now, so its first fetch
      * (which connect() waits for) completes, and pause again only after IDLE_PAUSE_MS. */
     if (cli->paused) {
-        set_paused_locked(cli, false);
+        ksfi_client_set_paused_locked(cli, false);
     }
-    cli->idle_since = now_ms();
+    cli->idle_since = ksfi_client_now_ms();
     return KSF_OK;
 }
 
@@ -309,9 +209,9 @@ topic_ready_locked(ksf_client *cli, reply_topic *t, int32_t partition)
  * needed. On KSF_OK returns with cli->lock HELD and *slot set, so the caller can
  * account a request against the slot before a revoke could release it.
  */
-static ksf_err
-reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot **slot,
-               ksf_errinfo *ei)
+ksf_err
+ksfi_client_reply_slot_get(ksf_client *cli, const char *name, int64_t deadline,
+                           reply_slot **slot, ksf_errinfo *ei)
 {
     ksf_err e = KSF_OK;
     pthread_mutex_lock(&cli->lock);
@@ -327,8 +227,9 @@ reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot *
             return KSF_OK;
         }
         if (t->state == TOPIC_ACQUIRING) {
-            if (now_ms() >= deadline ||
-                (!wait_until(cli, deadline) && now_ms() >= deadline)) {
+            if (ksfi_client_now_ms() >= deadline ||
+                (!ksfi_client_wait_until(cli, deadline) &&
+                 ksfi_client_now_ms() >= deadline)) {
                 e = ksfi_fail(ei, KSF_ETIMEDOUT,
                               "reply topic %s: no reply partition yet (another thread is "
                               "still acquiring it)",
@@ -341,7 +242,7 @@ reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot *
         t->revoked_early = -1;
         pthread_mutex_unlock(&cli->lock);
         int32_t partition = -1;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - ksfi_client_now_ms();
         e = cli->provider->ops->acquire(cli->provider, name, left > 0 ? (int)left : 0,
                                         &partition, ei);
         pthread_mutex_lock(&cli->lock);
@@ -368,19 +269,19 @@ reply_slot_get(ksf_client *cli, const char *name, int64_t deadline, reply_slot *
 /* ---- finishing requests ---------------------------------------------------------- */
 
 /* Unlink @p p from the table and its slot; under lock. The caller then delivers. */
-static void
-finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why)
+void
+ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why)
 {
     ksfi_inflight_remove(cli->inflight, p, why);
     slot_put_locked(cli, p->slot);
     p->slot = NULL;
     if (ksfi_inflight_count(cli->inflight) == 0) {
-        cli->idle_since = now_ms();
+        cli->idle_since = ksfi_client_now_ms();
     }
 }
 
-static void
-pending_free(ksfi_pending *p)
+void
+ksfi_client_pending_free(ksfi_pending *p)
 {
     if (p) {
         ksfi_free(p->last_raw);
@@ -394,7 +295,7 @@ deliver_local(ksfi_pending *p, ksf_err err, const char *text)
 {
     ksf_reply r = {.err = err, .done = true, .correlation_id = p->id, .text = text};
     p->cb(&r, p->user);
-    pending_free(p);
+    ksfi_client_pending_free(p);
 }
 
 /* Fail request @p id with @p err unless it already finished (delivery failures). */
@@ -404,7 +305,7 @@ fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text)
     pthread_mutex_lock(&cli->lock);
     ksfi_pending *p = ksfi_inflight_find(cli->inflight, id, strlen(id));
     if (p) {
-        finish_locked(cli, p, KSFI_RECENT_ANSWERED);
+        ksfi_client_finish_locked(cli, p, KSFI_RECENT_ANSWERED);
     }
     pthread_mutex_unlock(&cli->lock);
     if (p) {
@@ -535,7 +436,7 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         ksfi_free(hdrs);
         return;
     }
-    finish_locked(cli, p, KSFI_RECENT_ANSWERED);
+    ksfi_client_finish_locked(cli, p, KSFI_RECENT_ANSWERED);
     if (meta.has_err) {
         cli->stats.remote_errors++;
     } else {
@@ -562,7 +463,7 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         bare_end = false;
     }
     deliver_reply(p->cb, p->user, p->id, &meta, raw, raw_len, bare_end, true);
-    pending_free(p);
+    ksfi_client_pending_free(p);
     ksfi_free(hdrs);
 }
 
@@ -572,7 +473,7 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
 static ksfi_pending *
 reply_tick_locked(ksf_client *cli, int *timeout_ms)
 {
-    int64_t now = now_ms();
+    int64_t now = ksfi_client_now_ms();
     ksfi_pending *expired = NULL, *p;
     while ((p = ksfi_inflight_expire(cli->inflight, now)) != NULL) {
         slot_put_locked(cli, p->slot);
@@ -591,7 +492,7 @@ reply_tick_locked(ksf_client *cli, int *timeout_ms)
             cli->idle_since = now + LATE_GRACE_MS - IDLE_PAUSE_MS;
         }
         if (!cli->paused && now - cli->idle_since >= IDLE_PAUSE_MS) {
-            set_paused_locked(cli, true);
+            ksfi_client_set_paused_locked(cli, true);
         } else if (!cli->paused && cli->idle_since + IDLE_PAUSE_MS < wake) {
             wake = cli->idle_since + IDLE_PAUSE_MS;
         }
@@ -667,7 +568,7 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
             t->cb(msg->err ? KSF_EKAFKA : KSF_OK, text, t->user);
         }
     }
-    if (t != &plain_event) {
+    if (t != &ksfi_plain_event) {
         ksfi_free(t);
     }
 }
@@ -858,7 +759,7 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
         goto fail;
     }
     cli->log = ksfi_logger_from_config(cli->cfg);
-    cli->idle_since = now_ms();
+    cli->idle_since = ksfi_client_now_ms();
     ksfi_idgen_init(&cli->ids);
     if ((e = make_handles(cli, ei))) {
         goto fail;
@@ -900,7 +801,7 @@ ksf_client_destroy(ksf_client *cli)
         pthread_mutex_lock(&cli->lock);
         ksfi_pending *p = ksfi_inflight_any(cli->inflight);
         if (p) {
-            finish_locked(cli, p, KSFI_RECENT_NONE);
+            ksfi_client_finish_locked(cli, p, KSFI_RECENT_NONE);
         }
         pthread_mutex_unlock(&cli->lock);
         if (!p) {
@@ -942,7 +843,7 @@ wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei)
 {
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - ksfi_client_now_ms();
         rd_kafka_resp_err_t err =
             rd_kafka_metadata(cli->producer, 0, NULL, &md, left > 0 ? (int)left : 0);
         if (!err) {
@@ -955,7 +856,7 @@ wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei)
         if (!transient) {
             return ksfi_kafka_fail(ei, err, "connect");
         }
-        if (now_ms() + 100 >= deadline) {
+        if (ksfi_client_now_ms() + 100 >= deadline) {
             return ksfi_fail(ei, KSF_ETIMEDOUT,
                              "no broker of \"%s\" answered in time (%s); check the "
                              "address and that the brokers are up",
@@ -982,7 +883,7 @@ announce_topics(ksf_client *cli, reply_topic *first, int64_t deadline, ksf_errin
     for (reply_topic *t = first; t; t = t->next) {
         names[n++] = t->name;
     }
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - ksfi_client_now_ms();
     ksf_err e = cli->provider->ops->prepare(cli->provider, names, n,
                                             left > 0 ? (int)left : 0, ei);
     ksfi_free(names);
@@ -1008,11 +909,11 @@ wait_first_fetch(ksf_client *cli, int64_t deadline, ksf_errinfo *ei)
             break;
         }
         if (cli->paused) { /* paused before its first fetch ended: fetch it now */
-            set_paused_locked(cli, false);
-            cli->idle_since = now_ms();
+            ksfi_client_set_paused_locked(cli, false);
+            cli->idle_since = ksfi_client_now_ms();
         }
-        if (now_ms() >= deadline ||
-            (!wait_until(cli, deadline) && now_ms() >= deadline)) {
+        if (ksfi_client_now_ms() >= deadline || (!ksfi_client_wait_until(cli, deadline) &&
+                                                 ksfi_client_now_ms() >= deadline)) {
             e = ksfi_fail(ei, KSF_ETIMEDOUT,
                           "reply partition %s [%d] is assigned but its first fetch has "
                           "not completed; check the broker, or give connect more time",
@@ -1031,7 +932,7 @@ ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
         return ksfi_fail(ei, KSF_EINVAL,
                          "ksf_client_connect: NULL client or negative timeout");
     }
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = ksfi_client_now_ms() + timeout_ms;
     ksf_err e = wait_for_brokers(cli, deadline, ei);
     if (e) {
         return e;
@@ -1045,417 +946,12 @@ ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
     }
     for (; t; t = t->next) {
         reply_slot *slot;
-        if ((e = reply_slot_get(cli, t->name, deadline, &slot, ei))) {
+        if ((e = ksfi_client_reply_slot_get(cli, t->name, deadline, &slot, ei))) {
             return e;
         }
         pthread_mutex_unlock(&cli->lock);
     }
     return wait_first_fetch(cli, deadline, ei);
-}
-
-/* ---- sending ----------------------------------------------------------------------- */
-
-/* A message ready to produce: encoded value, headers, key. */
-typedef struct outgoing {
-    char *value; /* owned when encoded */
-    const void *bytes;
-    size_t len;
-    rd_kafka_headers_t *hdrs;
-} outgoing;
-
-static void
-outgoing_clear(outgoing *m)
-{
-    ksfi_free(m->value);
-    if (m->hdrs) {
-        rd_kafka_headers_destroy(m->hdrs);
-    }
-    memset(m, 0, sizeof *m);
-}
-
-/* The caller's extra headers: names not reserved, values strings. */
-static ksf_err
-add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
-{
-    const char *name;
-    json_t *v;
-    if (!user) {
-        return KSF_OK;
-    }
-    if (!json_is_object(user)) {
-        return ksfi_fail(ei, KSF_EINVAL, "opts.headers must be a JSON object of strings");
-    }
-    json_object_foreach ((json_t *)user, name, v) {
-        if (!strncmp(name, KSFI_HDR_RESERVED_PREFIX, strlen(KSFI_HDR_RESERVED_PREFIX))) {
-            return ksfi_fail(ei, KSF_EINVAL,
-                             "header \"%s\": names starting with \"%s\" are reserved for "
-                             "the protocol",
-                             name, KSFI_HDR_RESERVED_PREFIX);
-        }
-        if (!json_is_string(v)) {
-            return ksfi_fail(ei, KSF_EINVAL,
-                             "header \"%s\": the value must be a JSON string", name);
-        }
-        rd_kafka_header_add(hdrs, name, -1, json_string_value(v),
-                            (ssize_t)json_string_length(v));
-    }
-    return KSF_OK;
-}
-
-/* Validate and encode what every send and emit carries. */
-static ksf_err
-outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
-               outgoing *m, ksf_errinfo *ei)
-{
-    ksf_err e;
-    memset(m, 0, sizeof *m);
-    if (opts && opts->raw_value) {
-        m->bytes = opts->raw_value;
-        m->len = opts->raw_len;
-    } else {
-        if ((e = ksfi_encode_value(data, &m->value, &m->len, ei))) {
-            return e;
-        }
-        m->bytes = m->value;
-    }
-    if (m->len > cli->cfg->message_max_bytes) {
-        e = ksfi_fail(ei, KSF_EMSGSIZE,
-                      "the value is %zu bytes, more than message.max.bytes (%zu); send "
-                      "less or raise message.max.bytes",
-                      m->len, cli->cfg->message_max_bytes);
-        goto fail;
-    }
-    if (opts && opts->key && opts->key_len > cli->cfg->message_max_bytes) {
-        e = ksfi_fail(ei, KSF_EMSGSIZE,
-                      "the key is %zu bytes, more than message.max.bytes", opts->key_len);
-        goto fail;
-    }
-    /* An event without extra headers carries none: no header list to allocate. */
-    const json_t *user = opts ? opts->headers : NULL;
-    if (user && (!json_is_object(user) || json_object_size(user) > 0)) {
-        m->hdrs = rd_kafka_headers_new(8);
-        if ((e = add_user_headers(m->hdrs, user, ei))) {
-            goto fail;
-        }
-    }
-    return KSF_OK;
-fail:
-    outgoing_clear(m);
-    return e;
-}
-
-/*
- * The headers of trace.h and deadline.h: ksf_deadline when @p deadline (epoch ms) is
- * set, then traceparent (and tracestate). Errors: KSF_EINVAL for a bad opts.traceparent
- * or opts.tracestate, KSF_EKAFKA.
- */
-static ksf_err
-add_context_headers(outgoing *m, const ksf_send_opts *opts, int64_t deadline,
-                    ksf_errinfo *ei)
-{
-    char tp[KSFI_TRACEPARENT_LEN + 1], dl[21];
-    ksfi_header h[1 + KSFI_TRACE_HEADERS_MAX];
-    size_t n = 0, nt = 0;
-    if (deadline > 0) {
-        h[n++] = (ksfi_header){KSFI_HDR_DEADLINE, dl, ksfi_deadline_format(deadline, dl)};
-    }
-    ksf_err e = ksfi_trace_outgoing(opts ? opts->traceparent : NULL,
-                                    opts ? opts->tracestate : NULL, tp, h + n, &nt, ei);
-    if (e) {
-        return e;
-    }
-    if (!m->hdrs) {
-        m->hdrs = rd_kafka_headers_new(8);
-    }
-    if (ksfi_kafka_add_headers(m->hdrs, h, n + nt)) {
-        return ksfi_fail(ei, KSF_EKAFKA, "could not add the trace headers");
-    }
-    return KSF_OK;
-}
-
-/* Produce @p m to @p topic; on success the headers belong to librdkafka. */
-static ksf_err
-produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *opts,
-        dr_ticket *t, ksf_errinfo *ei)
-{
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        cli->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_VALUE((void *)m->bytes, m->bytes ? m->len : 0),
-        RD_KAFKA_V_KEY(opts ? opts->key : NULL, opts && opts->key ? opts->key_len : 0),
-        RD_KAFKA_V_HEADERS(m->hdrs), RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
-    if (err) {
-        return ksfi_kafka_fail(ei, err,
-                               err == RD_KAFKA_RESP_ERR__QUEUE_FULL
-                                   ? "producer queue full (retry later or flush)"
-                                   : "produce");
-    }
-    m->hdrs = NULL;
-    return KSF_OK;
-}
-
-static ksf_err
-send_check(ksf_client *cli, const char *pattern, const ksf_send_opts *opts,
-           ksf_reply_fn cb, ksf_errinfo *ei)
-{
-    if (!cli || !cb) {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "ksf_client_send: client and callback are required");
-    }
-    if (opts && opts->timeout_ms < 0) {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "timeout_ms %d is negative; use 0 for the default",
-                         opts->timeout_ms);
-    }
-    return ksfi_check_topic(pattern, true, ei);
-}
-
-/* Reserve an in-flight entry for @p p against @p slot; called with the lock held. */
-static ksf_err
-reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *ei)
-{
-    if (cli->closing) {
-        return ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed");
-    }
-    size_t n = ksfi_inflight_count(cli->inflight);
-    if (n >= (size_t)cli->cfg->client_max_in_flight) {
-        return ksfi_fail(ei, KSF_EBUSY,
-                         "%zu requests are in flight, the client.max.in.flight limit; "
-                         "retry when some have finished",
-                         n);
-    }
-    do {
-        ksfi_idgen_next(&cli->ids, p->id);
-    } while (ksfi_inflight_find(cli->inflight, p->id, strlen(p->id)));
-    if (ksfi_inflight_add(cli->inflight, p) != KSF_OK) {
-        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
-    }
-    p->slot = slot;
-    p->reply_partition = slot->partition;
-    p->metrics = slot->metrics;
-    p->sent_us = ksfi_metrics_now_us();
-    slot->outstanding++;
-    if (cli->paused) {
-        set_paused_locked(cli, false);
-    }
-    if (p->deadline_ms < cli->wake_at) {
-        rd_kafka_queue_yield(cli->consumer_q); /* the reply thread sleeps too long */
-    }
-    return KSF_OK;
-}
-
-ksf_err
-ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
-                const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei)
-{
-    char topic[256], pbuf[12];
-    outgoing m;
-    ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
-    reply_slot *slot;
-    int64_t wall_deadline;
-    ksf_err e = send_check(cli, pattern, opts, cb, ei);
-    if (e) {
-        return e;
-    }
-    int timeout =
-        opts && opts->timeout_ms ? opts->timeout_ms : cli->cfg->client_timeout_ms;
-    /* Inside a handler the request gets at most the handler's remaining time. */
-    if ((e = ksfi_deadline_outgoing(timeout, &timeout, &wall_deadline, ei)) ||
-        (e = outgoing_build(cli, data, opts, &m, ei))) {
-        return e;
-    }
-    if ((e = add_context_headers(&m, opts, wall_deadline, ei))) {
-        outgoing_clear(&m);
-        return e;
-    }
-    int64_t deadline = now_ms() + timeout;
-    dr_ticket *t = ksfi_calloc(1, sizeof *t);
-    ksfi_pending *p = ksfi_calloc(1, sizeof *p);
-    if (!t || !p) {
-        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
-        goto fail;
-    }
-    *p = (ksfi_pending){.deadline_ms = deadline,
-                        .cb = cb,
-                        .user = user,
-                        .stream = opts && (opts->flags & KSF_SEND_STREAM)};
-    /* send_check left room for the suffix; snprintf was a visible cost per request. */
-    size_t plen = strlen(pattern);
-    memcpy(topic, pattern, plen);
-    memcpy(topic + plen, KSFI_REPLY_SUFFIX, sizeof KSFI_REPLY_SUFFIX);
-    if ((e = reply_slot_get(cli, topic, deadline, &slot, ei))) {
-        goto fail;
-    }
-    e = reserve_locked(cli, p, slot, ei);
-    pthread_mutex_unlock(&cli->lock);
-    if (e) {
-        goto fail;
-    }
-    t->request = true;
-    memcpy(t->id, p->id, sizeof t->id);
-    size_t n = ksfi_request_headers(p->id, topic, p->reply_partition, pbuf, proto);
-    if (!m.hdrs) {
-        m.hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
-    }
-    ksfi_kafka_add_headers(m.hdrs, proto, n);
-    char id[KSFI_ID_SIZE];
-    memcpy(id, p->id, sizeof id); /* p may be finished and freed once produced */
-    ksfi_pmetrics *pm = p->metrics;
-    if ((e = produce(cli, pattern, &m, opts, t, ei)) == KSF_OK) {
-        ksfi_pmetrics_inc(pm, KSFI_M_SENT);
-        pthread_mutex_lock(&cli->lock);
-        cli->stats.sent++;
-        pthread_mutex_unlock(&cli->lock);
-        outgoing_clear(&m);
-        return KSF_OK;
-    }
-    pthread_mutex_lock(&cli->lock);
-    bool mine = ksfi_inflight_find(cli->inflight, id, strlen(id)) == p;
-    if (mine) {
-        finish_locked(cli, p, KSFI_RECENT_NONE);
-    }
-    pthread_mutex_unlock(&cli->lock);
-    if (!mine) {
-        /* It already timed out and its callback ran: the send did happen, as far as
-         * the caller can tell. */
-        ksfi_free(t);
-        outgoing_clear(&m);
-        return KSF_OK;
-    }
-fail:
-    outgoing_clear(&m);
-    ksfi_free(t);
-    pending_free(p);
-    return e;
-}
-
-/* ---- the blocking call ---------------------------------------------------------------
- */
-
-typedef struct call_wait {
-    pthread_mutex_t m;
-    pthread_cond_t c;
-    bool done;
-    ksf_err err;
-    json_t *value;
-    char text[KSF_ERRINFO_TEXT_SIZE];
-} call_wait;
-
-static void
-call_done(const ksf_reply *r, void *user)
-{
-    call_wait *w = user;
-    pthread_mutex_lock(&w->m);
-    w->err = r->err;
-    w->value = r->value ? json_incref((json_t *)r->value) : NULL;
-    snprintf(w->text, sizeof w->text, "%s", r->text ? r->text : "");
-    w->done = true;
-    pthread_cond_signal(&w->c);
-    pthread_mutex_unlock(&w->m);
-}
-
-ksf_err
-ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data, int timeout_ms,
-                json_t **reply, ksf_errinfo *ei)
-{
-    if (!reply) {
-        return ksfi_fail(ei, KSF_EINVAL, "ksf_client_call: reply must not be NULL");
-    }
-    *reply = NULL;
-    call_wait w = {.done = false};
-    pthread_mutex_init(&w.m, NULL);
-    pthread_cond_init(&w.c, NULL);
-    ksf_send_opts opts = {.timeout_ms = timeout_ms};
-    ksf_err e = ksf_client_send(cli, pattern, data, &opts, call_done, &w, ei);
-    if (e == KSF_OK) {
-        /* The reply thread finishes every request by its deadline, so this ends. */
-        pthread_mutex_lock(&w.m);
-        while (!w.done) {
-            pthread_cond_wait(&w.c, &w.m);
-        }
-        pthread_mutex_unlock(&w.m);
-        e = w.err;
-        if (e == KSF_OK || e == KSF_EREMOTE) {
-            *reply = w.value;
-            w.value = NULL;
-        }
-        json_decref(w.value);
-        if (e) {
-            ksfi_fail(ei, e, "%s: %s", pattern, w.text);
-        }
-    }
-    pthread_cond_destroy(&w.c);
-    pthread_mutex_destroy(&w.m);
-    return e;
-}
-
-/* ---- events, flush, stats ------------------------------------------------------------
- */
-
-ksf_err
-ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
-                const ksf_send_opts *opts, ksf_emit_fn cb, void *user, ksf_errinfo *ei)
-{
-    outgoing m;
-    ksf_err e;
-    if (!cli) {
-        return ksfi_fail(ei, KSF_EINVAL, "ksf_client_emit: client is NULL");
-    }
-    if ((e = ksfi_check_topic(pattern, false, ei)) ||
-        (e = outgoing_build(cli, data, opts, &m, ei))) {
-        return e;
-    }
-    /* An event has no caller waiting: a deadline only when the sender asked for one. */
-    int64_t deadline =
-        opts && opts->timeout_ms > 0 ? ksfi_wall_ms() + opts->timeout_ms : 0;
-    if ((e = add_context_headers(&m, opts, deadline, ei))) {
-        outgoing_clear(&m);
-        return e;
-    }
-    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &plain_event;
-    if (!t) {
-        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
-    } else {
-        pthread_mutex_lock(&cli->lock);
-        bool closing = cli->closing;
-        pthread_mutex_unlock(&cli->lock);
-        if (t != &plain_event) {
-            t->cb = cb;
-            t->user = user;
-        }
-        e = closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
-                    : produce(cli, pattern, &m, opts, t, ei);
-    }
-    if (e && t != &plain_event) {
-        ksfi_free(t);
-    }
-    outgoing_clear(&m);
-    return e;
-}
-
-ksf_err
-ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
-{
-    if (!cli) {
-        return ksfi_fail(ei, KSF_EINVAL, "ksf_client_flush: client is NULL");
-    }
-    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    ksf_err e = KSF_OK;
-    pthread_mutex_lock(&cli->lock);
-    int queued;
-    /* The delivery thread broadcasts after every poll; the short slices also cover
-     * messages leaving between its last broadcast and this check. */
-    while ((queued = rd_kafka_outq_len(cli->producer)) > 0) {
-        int64_t now = now_ms();
-        if (now >= deadline) {
-            e = ksfi_fail(ei, KSF_ETIMEDOUT,
-                          "%d message(s) still queued after %d ms; are the brokers up?",
-                          queued, timeout_ms);
-            break;
-        }
-        wait_until(cli, now + 20 < deadline ? now + 20 : deadline);
-    }
-    pthread_mutex_unlock(&cli->lock);
-    return e;
 }
 
 void
