@@ -18,8 +18,9 @@
 #include <string.h>
 
 #define PATTERN "f.echo"
-#define KEEPER "f.nobody" /* served by nobody: a request to it keeps a client fetching   \
-                           */
+#define KEEPER                                                                           \
+    "f.nobody" /* served by nobody: a request to it keeps a client fetching              \
+                */
 #define REPLY_TOPIC "f.echo.reply"
 #define PARTS 2
 #define GROUP "nestjs-group-server"
