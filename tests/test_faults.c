@@ -18,9 +18,8 @@
 #include <string.h>
 
 #define PATTERN "f.echo"
-#define KEEPER                                                                           \
-    "f.nobody" /* served by nobody: a request to it keeps a client fetching              \
-                */
+/* Served by nobody: a request to it keeps a client fetching (keep_listening). */
+#define KEEPER "f.nobody"
 #define REPLY_TOPIC "f.echo.reply"
 #define PARTS 2
 #define GROUP "nestjs-group-server"
