@@ -26,14 +26,6 @@
 /* ---- the policy keys --------------------------------------------------------------- */
 
 static void
-set_ok(ksf_config *cfg, const char *key, const char *value)
-{
-    ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s: %s", key, value,
-                  ei.text);
-}
-
-static void
 assert_get(const ksf_config *cfg, const char *key, const char *want)
 {
     char buf[128];
@@ -55,13 +47,15 @@ START_TEST(test_isolation_config)
     ck_assert_int_eq(ksf_config_get(cfg, "server.pattern.a.b.concurrency", buf, 64),
                      KSF_ENOENT);
 
-    set_ok(cfg, "server.pattern.concurrency", "2");
-    set_ok(cfg, "server.handler.timeout.ms", "1500");
-    /* A pattern with dots: the setting name is matched at the end of the key. */
-    set_ok(cfg, "server.pattern.hero.kill.concurrency", "1");
-    set_ok(cfg, "server.pattern.hero.kill.handler.timeout.ms", "0");
-    set_ok(cfg, "server.pattern.hero.kill.event.dlq.topic", "dead.{pattern}");
-    set_ok(cfg, "server.pattern.audit.event.dlq.topic", "none");
+    static const char *const policy[][2] = {
+        {"server.pattern.concurrency", "2"},
+        {"server.handler.timeout.ms", "1500"},
+        /* A pattern with dots: the setting name is matched at the end of the key. */
+        {"server.pattern.hero.kill.concurrency", "1"},
+        {"server.pattern.hero.kill.handler.timeout.ms", "0"},
+        {"server.pattern.hero.kill.event.dlq.topic", "dead.{pattern}"},
+        {"server.pattern.audit.event.dlq.topic", "none"}};
+    ksft_config_set_all(cfg, policy, KSFT_NKV(policy));
     assert_get(cfg, "server.pattern.hero.kill.concurrency", "1");
     assert_get(cfg, "server.pattern.audit.event.dlq.topic", "none");
 
@@ -163,10 +157,13 @@ START_TEST(test_isolation_slow_pattern)
     ksft_broker_create_topic(b, "i.fast", 4);
     ksft_broker_create_topic(b, "i.fast.reply", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.workers", "4");
-    set_ok(cfg, "server.pattern.i.slow.concurrency", "1");
-    /* Small fetches, so that what was fetched before the pause took effect is small. */
-    set_ok(cfg, "consumer.max.partition.fetch.bytes", "4096");
+    static const char *const settings[][2] = {
+        {"server.workers", "4"},
+        {"server.pattern.i.slow.concurrency", "1"},
+        /* Small fetches, so that what was fetched before the pause took effect is
+         * small. */
+        {"consumer.max.partition.fetch.bytes", "4096"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.slow", h_slow, NULL, NULL), KSF_OK);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.fast", ksft_echo, NULL, NULL), KSF_OK);
@@ -295,8 +292,10 @@ START_TEST(test_isolation_budget)
     ksft_broker_create_topic(b, "i.budget", 1);
     ksft_broker_create_topic(b, "i.budget.reply", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.handler.timeout.ms", "5000");
-    set_ok(cfg, "server.pattern.i.budget.handler.timeout.ms", "300");
+    static const char *const settings[][2] = {
+        {"server.handler.timeout.ms", "5000"},
+        {"server.pattern.i.budget.handler.timeout.ms", "300"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_oversleeps, NULL, NULL),
                      KSF_OK);
@@ -412,7 +411,8 @@ START_TEST(test_isolation_budget_deferred)
     ksft_broker_create_topic(b, "i.budget", 1);
     ksft_broker_create_topic(b, "i.budget.reply", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.handler.timeout.ms", "300");
+    static const char *const settings[][2] = {{"server.handler.timeout.ms", "300"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_defers, NULL, NULL),
                      KSF_OK);

@@ -19,14 +19,6 @@
 #define WAIT_MS 20000
 #define GROUP "nestjs-group-server"
 
-static void
-set_ok(ksf_config *cfg, const char *key, const char *value)
-{
-    ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s: %s", key, value,
-                  ei.text);
-}
-
 static int
 wait_atomic(atomic_int *counter, int n, int timeout_ms)
 {
@@ -104,7 +96,8 @@ START_TEST(test_retry_then_success)
     ksft_broker_create_topic(b, "r.flaky", 1);
     ksft_broker_create_topic(b, "r.flaky.dlq", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.event.retry.backoff.ms", "50");
+    static const char *const settings[][2] = {{"server.event.retry.backoff.ms", "50"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_event(srv, "r.flaky", h_flaky, NULL, NULL), KSF_OK);
     ksft_service s = {0};
@@ -170,11 +163,12 @@ START_TEST(test_retry_dead_letter)
     ksft_broker_create_topic(b, "r.bad", 1);
     ksft_broker_create_topic(b, "r.bad.dlq", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "consumer.auto.offset.reset", "earliest");
-    set_ok(cfg, "server.event.retries", "2");
+    static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"},
+                                              {"server.event.retries", "2"},
+                                              {"server.event.retry.backoff.ms", "20"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     atomic_store(&poison_runs, 0);
     atomic_store(&ok_runs, 0);
-    set_ok(cfg, "server.event.retry.backoff.ms", "20");
     ksft_service s = {0};
     ksf_server *srv = poison_server(cfg, &s);
 
@@ -234,10 +228,12 @@ START_TEST(test_retry_dead_letter_produce_fails)
     ksft_broker_create_topic(b, "r.bad", 1);
     ksft_broker_create_topic(b, "r.bad.dlq", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.pattern.r.bad.event.retries", "1");
+    static const char *const settings[][2] = {
+        {"server.pattern.r.bad.event.retries", "1"},
+        {"server.event.retry.backoff.ms", "500"},
+        {"server.event.retry.backoff.max.ms", "300"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     atomic_store(&poison_runs, 0); /* shared with dead_letter (CK_FORK=no runs both) */
-    set_ok(cfg, "server.event.retry.backoff.ms", "500");
-    set_ok(cfg, "server.event.retry.backoff.max.ms", "300");
     ksft_service s = {0};
     ksf_server *srv = poison_server(cfg, &s);
     ksft_producer *p = ksft_producer_new(addr);
@@ -274,9 +270,11 @@ START_TEST(test_retry_stop_during_backoff)
     const char *addr = ksft_broker_address(b);
     ksft_broker_create_topic(b, "r.bad", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "consumer.auto.offset.reset", "earliest");
-    set_ok(cfg, "server.event.retry.backoff.ms", "20000");
-    set_ok(cfg, "server.event.retry.backoff.max.ms", "20000");
+    static const char *const settings[][2] = {
+        {"consumer.auto.offset.reset", "earliest"},
+        {"server.event.retry.backoff.ms", "20000"},
+        {"server.event.retry.backoff.max.ms", "20000"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     atomic_store(&poison_runs, 0);
     ksft_service s = {0};
     poison_server(cfg, &s);
@@ -322,7 +320,8 @@ START_TEST(test_retry_not_requests)
     ksft_broker_create_topic(b, "r.req.reply", 1);
     ksft_broker_create_topic(b, "r.req.dlq", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.event.retry.backoff.ms", "10");
+    static const char *const settings[][2] = {{"server.event.retry.backoff.ms", "10"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "r.req", h_request_fails, NULL, NULL),
                      KSF_OK);
