@@ -164,26 +164,6 @@ assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
     ck_assert_uint_eq(callbacks + s.duplicate_replies + s.late_replies, n);
 }
 
-/* Wait until the group's committed offsets on PATTERN add up to @p want (the topic is
- * fresh, so offset = messages below it); returns the last sum seen. */
-static int64_t
-wait_committed(ksft_broker *b, int64_t want, int timeout_ms)
-{
-    int64_t sum = 0, until = ksft_now_ms() + timeout_ms;
-    do {
-        sum = 0;
-        for (int32_t p = 0; p < PARTS; p++) {
-            int64_t c = ksft_committed(ksft_broker_address(b), GROUP, PATTERN, p);
-            sum += c > 0 ? c : 0;
-        }
-        if (sum >= want) {
-            break;
-        }
-        ksft_sleep_ms(100);
-    } while (ksft_now_ms() < until);
-    return sum;
-}
-
 /* ---- broker down and up while requests flow ------------------------------------- */
 
 #define DOWN_N 200
@@ -208,7 +188,9 @@ START_TEST(test_faults_broker_down_up)
     assert_all_ok(&t);
     /* Once the coordinator is back, the periodic commit covers every answered request
      * (the stop's own commit is bounded and may give up while librdkafka reconnects). */
-    ck_assert_int_eq(wait_committed(b, DOWN_N, 30000), DOWN_N);
+    ck_assert_int_eq(
+        ksft_wait_committed(ksft_broker_address(b), GROUP, PATTERN, PARTS, DOWN_N, 30000),
+        DOWN_N);
     ksft_service_stop(&s);
     ck_assert_uint_eq(assert_commits_answered(b), DOWN_N);
     assert_replies_accounted(b, cli, DOWN_N);
@@ -329,7 +311,9 @@ START_TEST(test_faults_rtt)
     ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(ksft_broker_mock(b), 1, 0), 0);
     /* The periodic commit covers every answered request (the stop's own commit is
      * bounded and may give up on a loaded machine, see broker_down_up). */
-    ck_assert_int_eq(wait_committed(b, RTT_N, 30000), RTT_N);
+    ck_assert_int_eq(
+        ksft_wait_committed(ksft_broker_address(b), GROUP, PATTERN, PARTS, RTT_N, 30000),
+        RTT_N);
     ksft_service_stop(&s);
     ck_assert_uint_eq(assert_commits_answered(b), RTT_N);
     ksf_client_destroy(cli);

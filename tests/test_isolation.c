@@ -137,17 +137,6 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-/* Wait until @p counter reaches @p n (or the deadline); returns its value. */
-static int
-wait_atomic(atomic_int *counter, int n, int timeout_ms)
-{
-    int64_t until = ksft_now_ms() + timeout_ms;
-    while (atomic_load(counter) < n && ksft_now_ms() < until) {
-        ksft_sleep_ms(5);
-    }
-    return atomic_load(counter);
-}
-
 START_TEST(test_isolation_slow_pattern)
 {
     ksft_broker *b = ksft_broker_start();
@@ -180,7 +169,7 @@ START_TEST(test_isolation_slow_pattern)
         ksft_send_request(p, "i.slow", parts[i], id, "i.slow.reply", 0, v, (size_t)n,
                           true);
     }
-    ck_assert_int_eq(wait_atomic(&slow_started, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&slow_started, 1, WAIT_MS), 1);
     for (int i = 0; i < FLOOD; i++) {
         char id[16];
         snprintf(id, sizeof id, "flood-%d", i);
@@ -200,12 +189,8 @@ START_TEST(test_isolation_slow_pattern)
     ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
     /* Still exactly one slow handler started: the limit held the other partition. */
     ck_assert_int_eq(atomic_load(&slow_started), 1);
-    ksf_server_stats st;
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    do { /* the broker's acknowledgement of the last replies may still be on its way */
-        ksft_sleep_ms(5);
-        ksf_server_get_stats(srv, &st);
-    } while (st.replies < FAST_N && ksft_now_ms() < until);
+    /* The broker's acknowledgement of the last replies may still be on its way. */
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, replies, FAST_N, WAIT_MS);
     ck_assert_uint_ge(st.throttled, 1);
     ck_assert_uint_eq(st.replies, FAST_N);
     /* The flooded partition was paused near the threshold instead of buffering the
@@ -221,7 +206,7 @@ START_TEST(test_isolation_slow_pattern)
     pthread_cond_broadcast(&gate_cond);
     pthread_mutex_unlock(&gate_lock);
     ksft_collector *replies = ksft_collector_new(addr, "i.slow.reply", 0);
-    until = ksft_now_ms() + WAIT_MS;
+    int64_t until = ksft_now_ms() + WAIT_MS;
     while (ksft_collector_poll(replies, 100) < SLOW_TOTAL && ksft_now_ms() < until) {
     }
     ksft_collector_poll(replies, 200);
@@ -337,7 +322,7 @@ START_TEST(test_isolation_budget)
     ck_assert_uint_eq(m->nhdrs, 4);
     ck_assert_str_eq(m->hdrs[3].name, "traceparent");
     ck_assert_uint_eq(m->hdrs[3].len, 55);
-    ck_assert_int_eq(wait_atomic(&budget_returned, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&budget_returned, 1, WAIT_MS), 1);
 
     /* A ksf client sees the error as KSF_EREMOTE, and nothing after it. */
     ksf_client *cli = ksft_client(cfg);
@@ -349,12 +334,9 @@ START_TEST(test_isolation_budget)
     ck_assert_str_eq(text, BUDGET_ERR);
     free(text);
     json_decref(reply);
-    ck_assert_int_eq(wait_atomic(&budget_returned, 2, WAIT_MS), 2);
-    until = ksft_now_ms() + WAIT_MS;
-    do {
-        ksft_sleep_ms(5); /* the discard is counted just after the handler returns */
-        ksf_server_get_stats(srv, &st);
-    } while (st.late_discarded < 2 && ksft_now_ms() < until);
+    ck_assert_int_eq(ksft_wait_atomic(&budget_returned, 2, WAIT_MS), 2);
+    /* The discard is counted just after the handler returns. */
+    st = KSFT_WAIT_SERVER_STAT(srv, late_discarded, 2, WAIT_MS);
     ck_assert_uint_eq(st.budget_exceeded, 2);
     ck_assert_uint_eq(st.late_discarded, 2);
     ck_assert_uint_eq(st.replies, 2);
@@ -427,12 +409,7 @@ START_TEST(test_isolation_budget_deferred)
     /* The deferred finish still succeeds for the handler, but sends nothing. */
     pthread_join(finisher, NULL);
     ck_assert_int_eq(atomic_load(&finish_result), KSF_OK);
-    ksf_server_stats st;
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    do {
-        ksft_sleep_ms(5);
-        ksf_server_get_stats(srv, &st);
-    } while (st.late_discarded < 1 && ksft_now_ms() < until);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, late_discarded, 1, WAIT_MS);
     ck_assert_uint_eq(st.budget_exceeded, 1);
     ck_assert_uint_eq(st.late_discarded, 1);
     ksft_service_stop(&s);

@@ -19,32 +19,7 @@
 #define WAIT_MS 20000
 #define GROUP "nestjs-group-server"
 
-static int
-wait_atomic(atomic_int *counter, int n, int timeout_ms)
-{
-    int64_t until = ksft_now_ms() + timeout_ms;
-    while (atomic_load(counter) < n && ksft_now_ms() < until) {
-        ksft_sleep_ms(5);
-    }
-    return atomic_load(counter);
-}
-
-static ksf_server_stats
-wait_stat(ksf_server *srv, size_t offset, uint64_t n)
-{
-    ksf_server_stats st;
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    for (;;) {
-        ksf_server_get_stats(srv, &st);
-        uint64_t v;
-        memcpy(&v, (const char *)&st + offset, sizeof v);
-        if (v >= n || ksft_now_ms() >= until) {
-            return st;
-        }
-        ksft_sleep_ms(5);
-    }
-}
-#define WAIT_STAT(srv, field, n) wait_stat((srv), offsetof(ksf_server_stats, field), (n))
+#define WAIT_STAT(srv, field, n) KSFT_WAIT_SERVER_STAT(srv, field, n, WAIT_MS)
 
 static void
 assert_header(const ksft_msg *m, const char *name, const char *want, size_t len)
@@ -106,7 +81,7 @@ START_TEST(test_retry_then_success)
     ksft_producer *p = ksft_producer_new(addr);
     ksft_produce(p, "r.flaky", 0, NULL, 0, "flaky", 5, NULL, 0, false);
     ksft_produce(p, "r.flaky", 0, NULL, 0, "next", 4, NULL, 0, true);
-    ck_assert_int_eq(wait_atomic(&nruns, 4, WAIT_MS), 4);
+    ck_assert_int_eq(ksft_wait_atomic(&nruns, 4, WAIT_MS), 4);
     /* The partition waited for its head: "next" ran after the third "flaky" only. */
     ck_assert_str_eq(runs[0], "flaky");
     ck_assert_str_eq(runs[1], "flaky");
@@ -207,7 +182,7 @@ START_TEST(test_retry_dead_letter)
     /* A new server in the same group starts after it: the poison event stays done. */
     ksft_produce(p, "r.bad", 0, NULL, 0, "ok", 2, NULL, 0, true);
     srv = poison_server(cfg, &s);
-    ck_assert_int_eq(wait_atomic(&ok_runs, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&ok_runs, 1, WAIT_MS), 1);
     ksft_service_stop(&s);
     ck_assert_int_eq(atomic_load(&poison_runs), 3);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 2);
@@ -241,7 +216,7 @@ START_TEST(test_retry_dead_letter_produce_fails)
                  true);
     /* The next Produce request is the dead letter's (after the 500 ms backoff): the
      * broker refuses it for good (Produce is API key 0). */
-    ck_assert_int_eq(wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
     rd_kafka_mock_push_request_errors(ksft_broker_mock(b), 0, 1,
                                       RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     ksf_server_stats st = WAIT_STAT(srv, dead_lettered, 1);
@@ -281,7 +256,7 @@ START_TEST(test_retry_stop_during_backoff)
     ksft_producer *p = ksft_producer_new(addr);
     ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
                  true);
-    ck_assert_int_eq(wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
     /* The stop does not wait out the backoff (nor its 30 s drain limit)... */
     int64_t t0 = ksft_now_ms();
     ksft_service_stop(&s);
@@ -290,7 +265,7 @@ START_TEST(test_retry_stop_during_backoff)
     /* ... and commits nothing: the next server runs the event again. */
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), -1001);
     poison_server(cfg, &s);
-    ck_assert_int_eq(wait_atomic(&poison_runs, 2, WAIT_MS), 2);
+    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 2, WAIT_MS), 2);
     ksft_service_stop(&s);
     ck_assert_int_eq(atomic_load(&poison_runs), 2);
     ksft_producer_destroy(p);
