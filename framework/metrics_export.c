@@ -40,11 +40,18 @@ static const char *const client_json_names[KSFI_M_COUNT] = {
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-/* The server's handlers' records, sorted. Registration is over once run starts and
- * the array is never shrunk, so reading it needs no lock (see server.h). */
+/*
+ * What both server writers start with: the arguments checked (@p out is the writer's
+ * destination, only tested for NULL), the handlers' records sorted into @p v, and the
+ * stats. Registration is over once run starts and the handler array is never shrunk,
+ * so reading it needs no lock (see server.h). On KSF_OK the caller frees @p v.
+ */
 static ksf_err
-server_view(ksf_server *srv, ksfi_metrics_view *v)
+server_begin(ksf_server *srv, const void *out, ksfi_metrics_view *v, ksf_server_stats *st)
 {
+    if (!srv || !out) {
+        return KSF_EINVAL;
+    }
     const ksfi_pmetrics **items =
         ksfi_calloc(srv->nhandlers ? srv->nhandlers : 1, sizeof *items);
     if (!items) {
@@ -55,6 +62,9 @@ server_view(ksf_server *srv, ksfi_metrics_view *v)
     }
     ksf_err e = ksfi_metrics_view_init(v, items, srv->nhandlers);
     ksfi_free(items);
+    if (e == KSF_OK) {
+        ksf_server_get_stats(srv, st);
+    }
     return e;
 }
 
@@ -63,14 +73,10 @@ ksf_server_write_prometheus(ksf_server *srv, FILE *out)
 {
     ksfi_metrics_view v;
     ksf_server_stats st;
-    if (!srv || !out) {
-        return KSF_EINVAL;
-    }
-    ksf_err e = server_view(srv, &v);
+    ksf_err e = server_begin(srv, out, &v, &st);
     if (e) {
         return e;
     }
-    ksf_server_get_stats(srv, &st);
     for (size_t i = 0; i < COUNT_OF(server_counters); i++) {
         ksfi_prom_counters(out, &v, &server_counters[i]);
     }
@@ -94,14 +100,10 @@ ksf_server_metrics_json(ksf_server *srv, json_t **out)
 {
     ksfi_metrics_view v;
     ksf_server_stats st;
-    if (!srv || !out) {
-        return KSF_EINVAL;
-    }
-    ksf_err e = server_view(srv, &v);
+    ksf_err e = server_begin(srv, out, &v, &st);
     if (e) {
         return e;
     }
-    ksf_server_get_stats(srv, &st);
     json_t *patterns =
         ksfi_metrics_patterns_json(&v, server_json_names, "handler_duration");
     ksfi_metrics_view_free(&v);
@@ -129,20 +131,33 @@ client_partitions(FILE *f, const ksfi_client_metrics *m)
     }
 }
 
+/* What both client writers start with: the arguments checked (@p out only tested for
+ * NULL), the client's metrics and their view. On KSF_OK the caller frees both. */
+static ksf_err
+client_begin(ksf_client *cli, const void *out, ksfi_client_metrics *m,
+             ksfi_metrics_view *v)
+{
+    if (!cli || !out) {
+        return KSF_EINVAL;
+    }
+    if (ksfi_client_metrics_collect(cli, m)) {
+        return KSF_ENOMEM;
+    }
+    if (ksfi_metrics_view_init(v, m->patterns, m->npatterns)) {
+        ksfi_client_metrics_free(m);
+        return KSF_ENOMEM;
+    }
+    return KSF_OK;
+}
+
 ksf_err
 ksf_client_write_prometheus(ksf_client *cli, FILE *out)
 {
     ksfi_client_metrics m;
     ksfi_metrics_view v;
-    if (!cli || !out) {
-        return KSF_EINVAL;
-    }
-    if (ksfi_client_metrics_collect(cli, &m)) {
-        return KSF_ENOMEM;
-    }
-    if (ksfi_metrics_view_init(&v, m.patterns, m.npatterns)) {
-        ksfi_client_metrics_free(&m);
-        return KSF_ENOMEM;
+    ksf_err e = client_begin(cli, out, &m, &v);
+    if (e) {
+        return e;
     }
     for (size_t i = 0; i < COUNT_OF(client_counters); i++) {
         ksfi_prom_counters(out, &v, &client_counters[i]);
@@ -191,30 +206,28 @@ ksf_client_metrics_json(ksf_client *cli, json_t **out)
 {
     ksfi_client_metrics m;
     ksfi_metrics_view v;
-    if (!cli || !out) {
-        return KSF_EINVAL;
-    }
-    *out = NULL;
-    if (ksfi_client_metrics_collect(cli, &m)) {
-        return KSF_ENOMEM;
-    }
-    if (ksfi_metrics_view_init(&v, m.patterns, m.npatterns) == KSF_OK) {
-        json_t *patterns =
-            ksfi_metrics_patterns_json(&v, client_json_names, "request_duration");
-        json_t *parts = parts_json(&m);
-        /* "o" steals even on failure, so nothing leaks when pack fails. */
-        *out = json_pack("{s:o?, s:I, s:o?, s:I, s:I, s:I, s:I}", "patterns", patterns,
-                         "in_flight", (json_int_t)m.stats.in_flight, "reply_partitions",
-                         parts, "rebalances", (json_int_t)m.rebalances, "unknown_replies",
-                         (json_int_t)m.stats.unknown_replies, "duplicate_replies",
-                         (json_int_t)m.stats.duplicate_replies, "emitted",
-                         (json_int_t)m.stats.emitted);
-        if (*out && (!patterns || !parts)) {
-            json_decref(*out);
+    ksf_err e = client_begin(cli, out, &m, &v);
+    if (e) {
+        if (e == KSF_ENOMEM) {
             *out = NULL;
         }
-        ksfi_metrics_view_free(&v);
+        return e;
     }
+    json_t *patterns =
+        ksfi_metrics_patterns_json(&v, client_json_names, "request_duration");
+    json_t *parts = parts_json(&m);
+    /* "o" steals even on failure, so nothing leaks when pack fails. */
+    *out = json_pack("{s:o?, s:I, s:o?, s:I, s:I, s:I, s:I}", "patterns", patterns,
+                     "in_flight", (json_int_t)m.stats.in_flight, "reply_partitions",
+                     parts, "rebalances", (json_int_t)m.rebalances, "unknown_replies",
+                     (json_int_t)m.stats.unknown_replies, "duplicate_replies",
+                     (json_int_t)m.stats.duplicate_replies, "emitted",
+                     (json_int_t)m.stats.emitted);
+    if (*out && (!patterns || !parts)) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    ksfi_metrics_view_free(&v);
     ksfi_client_metrics_free(&m);
     return *out ? KSF_OK : KSF_ENOMEM;
 }

@@ -5,6 +5,7 @@
  */
 #include "alloc.h"
 #include "config.h"
+#include "settings.h"
 #include "wire.h"
 
 #include <check.h>
@@ -334,13 +335,12 @@ log_sink(void *user, ksf_log_level level, const char *component, const char *mes
 
 START_TEST(test_config_dup)
 {
-    ksf_config *cfg = new_config(), *copy = NULL;
+    static const char *const kv[][2] = {{"client.id", "hero"},
+                                        {"postfix.id", ""},
+                                        {"server.workers", "9"},
+                                        {"consumer.fetch.wait.max.ms", "5"}};
+    ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv)), *copy = NULL;
     int token;
-    ck_assert_int_eq(ksf_config_set(cfg, "client.id", "hero", NULL), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "postfix.id", "", NULL), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "server.workers", "9", NULL), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", NULL),
-                     KSF_OK);
     ksf_config_set_log(cfg, log_sink, &token, KSF_LOG_DEBUG);
     ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);
     ksf_config_set(cfg, "client.id", "other", NULL); /* the copy is independent */

@@ -24,19 +24,65 @@
 #define PARTS 2
 #define GROUP "nestjs-group-server"
 
-/* Topics, then a configuration whose restarted servers see what nobody committed. */
-static ksf_config *
-world(ksft_broker *b)
+static const char *const patterns[] = {PATTERN, NULL};
+
+static void
+connect_client(ksf_client *cli)
 {
-    ksft_broker_create_topic(b, PATTERN, PARTS);
-    ksft_broker_create_topic(b, REPLY_TOPIC, 1);
-    ksf_config *cfg = ksft_config(b);
-    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", NULL),
-                     KSF_OK);
-    return cfg;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, PATTERN, &ei), KSF_OK);
+    /* Subscribed up front: a first send to it later would cost a reply-group
+     * rebalance. */
+    ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, KEEPER, &ei), KSF_OK);
+    ck_assert_msg(ksf_client_connect(cli, 10000, &ei) == KSF_OK, "%s", ei.text);
 }
 
-static const char *const patterns[] = {PATTERN, NULL};
+/* What most cases run in: the broker, a server on its thread, a connected client and a
+ * tally of its requests. Cases stop the server themselves, where the order matters. */
+typedef struct fault_world {
+    ksft_broker *b;
+    ksf_config *cfg;
+    ksft_service s;
+    ksf_client *cli;
+    ksft_tally t;
+} fault_world;
+
+/* The broker, the topics, and a configuration whose restarted servers see what
+ * nobody committed. */
+static void
+world_open(fault_world *w)
+{
+    static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"}};
+    *w = (fault_world){.b = ksft_broker_start()};
+    ksft_broker_create_topic(w->b, PATTERN, PARTS);
+    ksft_broker_create_topic(w->b, REPLY_TOPIC, 1);
+    w->cfg = ksft_config(w->b);
+    ksft_config_set_all(w->cfg, settings, KSFT_NKV(settings));
+}
+
+/* Then @p srv on its thread (ready within @p ready_ms), a connected client, and a
+ * tally for @p n requests. */
+static void
+world_start(fault_world *w, ksf_server *srv, int ready_ms, size_t n)
+{
+    ksft_service_start(&w->s, srv, ready_ms);
+    w->cli = ksft_client(w->cfg);
+    connect_client(w->cli);
+    ksft_tally_init(&w->t, n);
+}
+
+/* Everything open goes, in order; the client's destroy ends what it still waited for
+ * with KSF_ECLOSED, which must not call any finished request's callback again. */
+static void
+world_close(fault_world *w)
+{
+    ksft_service_stop(&w->s);
+    ksf_client_destroy(w->cli);
+    ck_assert_uint_eq(atomic_load(&w->t.extra_calls), 0);
+    ksft_tally_free(&w->t);
+    ksf_config_destroy(w->cfg);
+    ksft_broker_stop(w->b);
+}
 
 /* Read @p c until nothing new arrived for 300 ms (at least 1 s, at most 10 s): the
  * collector's consumer needs a moment to connect before the first fetch. */
@@ -55,17 +101,6 @@ drain(ksft_collector *c)
         }
     }
     return n;
-}
-
-static void
-connect_client(ksf_client *cli)
-{
-    ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, PATTERN, &ei), KSF_OK);
-    /* Subscribed up front: a first send to it later would cost a reply-group rebalance.
-     */
-    ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, KEEPER, &ei), KSF_OK);
-    ck_assert_msg(ksf_client_connect(cli, 10000, &ei) == KSF_OK, "%s", ei.text);
 }
 
 static void
@@ -92,6 +127,15 @@ send_range(ksft_tally *t, ksf_client *cli, size_t from, size_t to, int timeout_m
     for (size_t i = from; i < to; i++) {
         ck_assert_int_eq(ksft_tally_send(t, cli, PATTERN, i, timeout_ms, 10000), KSF_OK);
     }
+}
+
+/* The group's commits on PATTERN once they add up to @p want (the topic is fresh, so
+ * that is the messages below them), or the sum when 30 s (scaled) passed first. */
+static int64_t
+wait_committed(const fault_world *w, int64_t want)
+{
+    return ksft_wait_committed(ksft_broker_address(w->b), GROUP, PATTERN, PARTS, want,
+                               30000);
 }
 
 /* Every request answered exactly once with its own value. */
@@ -164,59 +208,30 @@ assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
     ck_assert_uint_eq(callbacks + s.duplicate_replies + s.late_replies, n);
 }
 
-/* Wait until the group's committed offsets on PATTERN add up to @p want (the topic is
- * fresh, so offset = messages below it); returns the last sum seen. */
-static int64_t
-wait_committed(ksft_broker *b, int64_t want, int timeout_ms)
-{
-    int64_t sum = 0, until = ksft_now_ms() + timeout_ms;
-    do {
-        sum = 0;
-        for (int32_t p = 0; p < PARTS; p++) {
-            int64_t c = ksft_committed(ksft_broker_address(b), GROUP, PATTERN, p);
-            sum += c > 0 ? c : 0;
-        }
-        if (sum >= want) {
-            break;
-        }
-        ksft_sleep_ms(100);
-    } while (ksft_now_ms() < until);
-    return sum;
-}
-
 /* ---- broker down and up while requests flow ------------------------------------- */
 
 #define DOWN_N 200
 
 START_TEST(test_faults_broker_down_up)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = world(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 20000);
-    ksf_client *cli = ksft_client(cfg);
-    connect_client(cli);
-    ksft_tally t;
-    ksft_tally_init(&t, DOWN_N);
+    fault_world w;
+    world_open(&w);
+    world_start(&w, ksft_echo_server(w.cfg, patterns), 20000, DOWN_N);
 
-    send_range(&t, cli, 0, DOWN_N / 2, 30000);
-    ck_assert_uint_ge(ksft_tally_wait(&t, DOWN_N / 4, 10000), DOWN_N / 4);
-    ksft_broker_set_down(b, true);
-    send_range(&t, cli, DOWN_N / 2, DOWN_N, 30000); /* queued while the broker is down */
-    ksft_sleep_ms(2000);                            /* the outage under test */
-    ksft_broker_set_down(b, false);
-    assert_all_ok(&t);
+    send_range(&w.t, w.cli, 0, DOWN_N / 2, 30000);
+    ck_assert_uint_ge(ksft_tally_wait(&w.t, DOWN_N / 4, 10000), DOWN_N / 4);
+    ksft_broker_set_down(w.b, true);
+    send_range(&w.t, w.cli, DOWN_N / 2, DOWN_N, 30000); /* queued while it is down */
+    ksft_sleep_ms(2000);                                /* the outage under test */
+    ksft_broker_set_down(w.b, false);
+    assert_all_ok(&w.t);
     /* Once the coordinator is back, the periodic commit covers every answered request
      * (the stop's own commit is bounded and may give up while librdkafka reconnects). */
-    ck_assert_int_eq(wait_committed(b, DOWN_N, 30000), DOWN_N);
-    ksft_service_stop(&s);
-    ck_assert_uint_eq(assert_commits_answered(b), DOWN_N);
-    assert_replies_accounted(b, cli, DOWN_N);
-    ksf_client_destroy(cli);
-    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
-    ksft_tally_free(&t);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ck_assert_int_eq(wait_committed(&w, DOWN_N), DOWN_N);
+    ksft_service_stop(&w.s);
+    ck_assert_uint_eq(assert_commits_answered(w.b), DOWN_N);
+    assert_replies_accounted(w.b, w.cli, DOWN_N);
+    world_close(&w);
 }
 END_TEST
 
@@ -226,21 +241,16 @@ END_TEST
 
 START_TEST(test_faults_request_errors)
 {
-    ksft_broker *b = ksft_broker_start();
-    rd_kafka_mock_cluster_t *mc = ksft_broker_mock(b);
-    ksf_config *cfg = world(b);
+    fault_world w;
+    world_open(&w);
+    rd_kafka_mock_cluster_t *mc = ksft_broker_mock(w.b);
     /* API keys (Kafka protocol): Produce 0, Fetch 1, OffsetCommit 8, JoinGroup 11,
      * Heartbeat 12. All retriable: the request path must ride them out. */
     rd_kafka_mock_push_request_errors(mc, 11, 2,
                                       RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
                                       RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 30000);
-    ksf_client *cli = ksft_client(cfg);
-    connect_client(cli);
-    ksft_tally t;
-    ksft_tally_init(&t, ERR_N);
-    send_range(&t, cli, 0, ERR_N / 4, 30000);
+    world_start(&w, ksft_echo_server(w.cfg, patterns), 30000, ERR_N);
+    send_range(&w.t, w.cli, 0, ERR_N / 4, 30000);
     rd_kafka_mock_push_request_errors(
         mc, 0, 3, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
         RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
@@ -252,15 +262,12 @@ START_TEST(test_faults_request_errors)
                                       RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE);
     rd_kafka_mock_push_request_errors(mc, 12, 2, RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
                                       RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE);
-    send_range(&t, cli, ERR_N / 4, ERR_N, 30000);
-    assert_all_ok(&t);
-    ksft_service_stop(&s);
-    ck_assert_uint_le(assert_commits_answered(b), ERR_N);
-    assert_replies_accounted(b, cli, ERR_N);
-    ksf_client_destroy(cli);
-    ksft_tally_free(&t);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    send_range(&w.t, w.cli, ERR_N / 4, ERR_N, 30000);
+    assert_all_ok(&w.t);
+    ksft_service_stop(&w.s);
+    ck_assert_uint_le(assert_commits_answered(w.b), ERR_N);
+    assert_replies_accounted(w.b, w.cli, ERR_N);
+    world_close(&w);
 }
 END_TEST
 
@@ -280,62 +287,54 @@ on_keeper(const ksf_reply *r, void *user)
 
 START_TEST(test_faults_rtt)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = world(b);
+    fault_world w;
+    world_open(&w);
     /* The server must run the requests that time out, so that their replies come late:
      * without this it may skip them as expired (their ksf_deadline passes on the way,
      * docs/deadlines.md), depending on how long the 250 ms round trips take. */
-    ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "60000", NULL),
-                     KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 20000);
-    ksf_client *cli = ksft_client(cfg);
-    connect_client(cli);
-    ksft_tally t;
-    ksft_tally_init(&t, RTT_N);
-    ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(ksft_broker_mock(b), 1, 250), 0);
+    static const char *const skew[][2] = {{"server.deadline.skew.ms", "60000"}};
+    ksft_config_set_all(w.cfg, skew, KSFT_NKV(skew));
+    world_start(&w, ksft_echo_server(w.cfg, patterns), 20000, RTT_N);
+    ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(ksft_broker_mock(w.b), 1, 250), 0);
     /* Even requests may wait 20 s, odd ones 150 ms: less than one round trip. */
     for (size_t i = 0; i < RTT_N; i++) {
-        ck_assert_int_eq(ksft_tally_send(&t, cli, PATTERN, i, i % 2 ? 150 : 20000, 1000),
-                         KSF_OK);
+        ck_assert_int_eq(
+            ksft_tally_send(&w.t, w.cli, PATTERN, i, i % 2 ? 150 : 20000, 1000), KSF_OK);
     }
-    ck_assert_uint_eq(ksft_tally_wait(&t, RTT_N, 40000), RTT_N);
-    ck_assert_uint_eq(atomic_load(&t.ok), RTT_N / 2);
-    ck_assert_uint_eq(atomic_load(&t.timedout), RTT_N / 2);
-    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    ck_assert_uint_eq(ksft_tally_wait(&w.t, RTT_N, 40000), RTT_N);
+    ck_assert_uint_eq(atomic_load(&w.t.ok), RTT_N / 2);
+    ck_assert_uint_eq(atomic_load(&w.t.timedout), RTT_N / 2);
+    ck_assert_uint_eq(atomic_load(&w.t.extra_calls), 0);
     for (size_t i = 0; i < RTT_N; i++) {
-        ck_assert_uint_eq(atomic_load(&t.calls[i]), 1);
+        ck_assert_uint_eq(atomic_load(&w.t.calls[i]), 1);
     }
     /* The late replies arrive and are counted, never delivered. A client fetches
      * replies only while something is in flight (idle, it pauses its reply
      * partitions), so one request to a pattern nobody serves keeps it listening. */
     ksf_send_opts keep = {.timeout_ms = 15000};
-    ck_assert_int_eq(ksf_client_send(cli, KEEPER, NULL, &keep, on_keeper, NULL, NULL),
+    ck_assert_int_eq(ksf_client_send(w.cli, KEEPER, NULL, &keep, on_keeper, NULL, NULL),
                      KSF_OK);
     ksf_client_stats st;
     int64_t until = ksft_now_ms() + 10000;
     do {
-        ksf_client_get_stats(cli, &st);
+        ksf_client_get_stats(w.cli, &st);
         ksft_sleep_ms(20);
     } while (st.late_replies < RTT_N / 2 && ksft_now_ms() < until);
     ck_assert_uint_eq(st.late_replies, RTT_N / 2);
     ck_assert_uint_eq(st.timeouts, RTT_N / 2);
     ck_assert_int_eq(atomic_load(&keeper_calls), 0); /* still waiting: it kept us up */
     ck_assert_uint_eq(st.replies, RTT_N / 2);
-    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    ck_assert_uint_eq(atomic_load(&w.t.extra_calls), 0);
     ksf_server_stats ss;
-    ksf_server_get_stats(s.srv, &ss);
+    ksf_server_get_stats(w.s.srv, &ss);
     ck_assert_uint_eq(ss.expired, 0);
-    ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(ksft_broker_mock(b), 1, 0), 0);
+    ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(ksft_broker_mock(w.b), 1, 0), 0);
     /* The periodic commit covers every answered request (the stop's own commit is
      * bounded and may give up on a loaded machine, see broker_down_up). */
-    ck_assert_int_eq(wait_committed(b, RTT_N, 30000), RTT_N);
-    ksft_service_stop(&s);
-    ck_assert_uint_eq(assert_commits_answered(b), RTT_N);
-    ksf_client_destroy(cli);
-    ksft_tally_free(&t);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ck_assert_int_eq(wait_committed(&w, RTT_N), RTT_N);
+    ksft_service_stop(&w.s);
+    ck_assert_uint_eq(assert_commits_answered(w.b), RTT_N);
+    world_close(&w);
 }
 END_TEST
 
@@ -361,31 +360,23 @@ slowish_server(ksf_config *cfg)
 
 START_TEST(test_faults_server_restart)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = world(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, slowish_server(cfg), 20000);
-    ksf_client *cli = ksft_client(cfg);
-    connect_client(cli);
-    ksft_tally t;
-    ksft_tally_init(&t, RESTART_N);
-    send_range(&t, cli, 0, RESTART_N / 2, 60000);
-    ksft_tally_wait(&t, RESTART_N / 8, 10000);
-    ksft_service_stop(&s); /* mid-stream: some answered, some queued, some not fetched */
-    size_t before = ksft_tally_finished(&t);
+    fault_world w;
+    world_open(&w);
+    world_start(&w, slowish_server(w.cfg), 20000, RESTART_N);
+    send_range(&w.t, w.cli, 0, RESTART_N / 2, 60000);
+    ksft_tally_wait(&w.t, RESTART_N / 8, 10000);
+    ksft_service_stop(
+        &w.s); /* mid-stream: some answered, some queued, some not fetched */
+    size_t before = ksft_tally_finished(&w.t);
     ck_assert_uint_lt(before, RESTART_N / 2);
-    ck_assert_uint_le(assert_commits_answered(b), before);
-    send_range(&t, cli, RESTART_N / 2, RESTART_N, 60000); /* while no server runs */
-    ksft_service_start(&s, slowish_server(cfg), 20000);
-    assert_all_ok(&t);
-    ksft_service_stop(&s);
-    ck_assert_uint_eq(assert_commits_answered(b), RESTART_N);
-    assert_replies_accounted(b, cli, RESTART_N);
-    ksf_client_destroy(cli);
-    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
-    ksft_tally_free(&t);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ck_assert_uint_le(assert_commits_answered(w.b), before);
+    send_range(&w.t, w.cli, RESTART_N / 2, RESTART_N, 60000); /* while no server runs */
+    ksft_service_start(&w.s, slowish_server(w.cfg), 20000);
+    assert_all_ok(&w.t);
+    ksft_service_stop(&w.s);
+    ck_assert_uint_eq(assert_commits_answered(w.b), RESTART_N);
+    assert_replies_accounted(w.b, w.cli, RESTART_N);
+    world_close(&w);
 }
 END_TEST
 
@@ -393,30 +384,24 @@ END_TEST
 
 START_TEST(test_faults_stop_broker_gone)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = world(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 20000);
-    ksf_client *cli = ksft_client(cfg);
-    connect_client(cli);
-    ksft_tally t;
-    ksft_tally_init(&t, 20);
-    send_range(&t, cli, 0, 20, 30000);
-    assert_all_ok(&t);
-    ksft_broker_set_down(b, true);
+    fault_world w;
+    world_open(&w);
+    world_start(&w, ksft_echo_server(w.cfg, patterns), 20000, 20);
+    send_range(&w.t, w.cli, 0, 20, 30000);
+    assert_all_ok(&w.t);
+    ksft_broker_set_down(w.b, true);
     int64_t t0 = ksft_now_ms();
-    ksft_service_stop(&s);
+    ksft_service_stop(&w.s);
     int64_t took = ksft_now_ms() - t0;
     fprintf(stderr, "stop with the broker gone: %lld ms\n", (long long)took);
     ck_assert_msg(took < 9000, "stop took %lld ms with the broker gone", (long long)took);
     t0 = ksft_now_ms();
-    ksf_client_destroy(cli);
+    ksf_client_destroy(w.cli);
+    w.cli = NULL;
     took = ksft_now_ms() - t0;
     ck_assert_msg(took < 8000, "client destroy took %lld ms with the broker gone",
                   (long long)took);
-    ksft_tally_free(&t);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    world_close(&w);
 }
 END_TEST
 
@@ -437,15 +422,15 @@ h_defer_forever(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 START_TEST(test_faults_deferred_revoked)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = world(b);
+    fault_world w;
+    world_open(&w);
     ksf_server *srv = NULL;
-    ck_assert_int_eq(ksf_server_new(&srv, cfg, NULL), KSF_OK);
+    ck_assert_int_eq(ksf_server_new(&srv, w.cfg, NULL), KSF_OK);
     ck_assert_int_eq(ksf_server_on_message(srv, PATTERN, h_defer_forever, NULL, NULL),
                      KSF_OK);
     ksft_service a = {0}, other = {0};
     ksft_service_start(&a, srv, 20000);
-    ksft_producer *p = ksft_producer_new(ksft_broker_address(b));
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(w.b));
     for (int32_t part = 0; part < PARTS; part++) {
         char id[16];
         snprintf(id, sizeof id, "d-%d", (int)part);
@@ -458,14 +443,13 @@ START_TEST(test_faults_deferred_revoked)
     ck_assert_int_ge(atomic_load(&deferred_seen), PARTS);
     /* A second member joins: the first one's partitions are revoked (the revoke waits
      * for the deferred contexts, then gives up on them). */
-    ksft_service_start(&other, ksft_echo_server(cfg, patterns), 40000);
+    ksft_service_start(&other, ksft_echo_server(w.cfg, patterns), 40000);
     /* The first member now holds only the orphans: its stop has nothing to wait for,
      * and its destroy must free them (ASan/valgrind would report the leak). */
     ksft_service_stop(&a);
     ksft_service_stop(&other);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    world_close(&w);
 }
 END_TEST
 

@@ -26,14 +26,6 @@
 /* ---- the policy keys --------------------------------------------------------------- */
 
 static void
-set_ok(ksf_config *cfg, const char *key, const char *value)
-{
-    ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s: %s", key, value,
-                  ei.text);
-}
-
-static void
 assert_get(const ksf_config *cfg, const char *key, const char *want)
 {
     char buf[128];
@@ -55,13 +47,15 @@ START_TEST(test_isolation_config)
     ck_assert_int_eq(ksf_config_get(cfg, "server.pattern.a.b.concurrency", buf, 64),
                      KSF_ENOENT);
 
-    set_ok(cfg, "server.pattern.concurrency", "2");
-    set_ok(cfg, "server.handler.timeout.ms", "1500");
-    /* A pattern with dots: the setting name is matched at the end of the key. */
-    set_ok(cfg, "server.pattern.hero.kill.concurrency", "1");
-    set_ok(cfg, "server.pattern.hero.kill.handler.timeout.ms", "0");
-    set_ok(cfg, "server.pattern.hero.kill.event.dlq.topic", "dead.{pattern}");
-    set_ok(cfg, "server.pattern.audit.event.dlq.topic", "none");
+    static const char *const policy[][2] = {
+        {"server.pattern.concurrency", "2"},
+        {"server.handler.timeout.ms", "1500"},
+        /* A pattern with dots: the setting name is matched at the end of the key. */
+        {"server.pattern.hero.kill.concurrency", "1"},
+        {"server.pattern.hero.kill.handler.timeout.ms", "0"},
+        {"server.pattern.hero.kill.event.dlq.topic", "dead.{pattern}"},
+        {"server.pattern.audit.event.dlq.topic", "none"}};
+    ksft_config_set_all(cfg, policy, KSFT_NKV(policy));
     assert_get(cfg, "server.pattern.hero.kill.concurrency", "1");
     assert_get(cfg, "server.pattern.audit.event.dlq.topic", "none");
 
@@ -143,17 +137,6 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-/* Wait until @p counter reaches @p n (or the deadline); returns its value. */
-static int
-wait_atomic(atomic_int *counter, int n, int timeout_ms)
-{
-    int64_t until = ksft_now_ms() + timeout_ms;
-    while (atomic_load(counter) < n && ksft_now_ms() < until) {
-        ksft_sleep_ms(5);
-    }
-    return atomic_load(counter);
-}
-
 START_TEST(test_isolation_slow_pattern)
 {
     ksft_broker *b = ksft_broker_start();
@@ -163,10 +146,13 @@ START_TEST(test_isolation_slow_pattern)
     ksft_broker_create_topic(b, "i.fast", 4);
     ksft_broker_create_topic(b, "i.fast.reply", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.workers", "4");
-    set_ok(cfg, "server.pattern.i.slow.concurrency", "1");
-    /* Small fetches, so that what was fetched before the pause took effect is small. */
-    set_ok(cfg, "consumer.max.partition.fetch.bytes", "4096");
+    static const char *const settings[][2] = {
+        {"server.workers", "4"},
+        {"server.pattern.i.slow.concurrency", "1"},
+        /* Small fetches, so that what was fetched before the pause took effect is
+         * small. */
+        {"consumer.max.partition.fetch.bytes", "4096"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.slow", h_slow, NULL, NULL), KSF_OK);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.fast", ksft_echo, NULL, NULL), KSF_OK);
@@ -183,7 +169,7 @@ START_TEST(test_isolation_slow_pattern)
         ksft_send_request(p, "i.slow", parts[i], id, "i.slow.reply", 0, v, (size_t)n,
                           true);
     }
-    ck_assert_int_eq(wait_atomic(&slow_started, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&slow_started, 1, WAIT_MS), 1);
     for (int i = 0; i < FLOOD; i++) {
         char id[16];
         snprintf(id, sizeof id, "flood-%d", i);
@@ -203,12 +189,8 @@ START_TEST(test_isolation_slow_pattern)
     ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
     /* Still exactly one slow handler started: the limit held the other partition. */
     ck_assert_int_eq(atomic_load(&slow_started), 1);
-    ksf_server_stats st;
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    do { /* the broker's acknowledgement of the last replies may still be on its way */
-        ksft_sleep_ms(5);
-        ksf_server_get_stats(srv, &st);
-    } while (st.replies < FAST_N && ksft_now_ms() < until);
+    /* The broker's acknowledgement of the last replies may still be on its way. */
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, replies, FAST_N, WAIT_MS);
     ck_assert_uint_ge(st.throttled, 1);
     ck_assert_uint_eq(st.replies, FAST_N);
     /* The flooded partition was paused near the threshold instead of buffering the
@@ -224,7 +206,7 @@ START_TEST(test_isolation_slow_pattern)
     pthread_cond_broadcast(&gate_cond);
     pthread_mutex_unlock(&gate_lock);
     ksft_collector *replies = ksft_collector_new(addr, "i.slow.reply", 0);
-    until = ksft_now_ms() + WAIT_MS;
+    int64_t until = ksft_now_ms() + WAIT_MS;
     while (ksft_collector_poll(replies, 100) < SLOW_TOTAL && ksft_now_ms() < until) {
     }
     ksft_collector_poll(replies, 200);
@@ -295,8 +277,10 @@ START_TEST(test_isolation_budget)
     ksft_broker_create_topic(b, "i.budget", 1);
     ksft_broker_create_topic(b, "i.budget.reply", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.handler.timeout.ms", "5000");
-    set_ok(cfg, "server.pattern.i.budget.handler.timeout.ms", "300");
+    static const char *const settings[][2] = {
+        {"server.handler.timeout.ms", "5000"},
+        {"server.pattern.i.budget.handler.timeout.ms", "300"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_oversleeps, NULL, NULL),
                      KSF_OK);
@@ -338,7 +322,7 @@ START_TEST(test_isolation_budget)
     ck_assert_uint_eq(m->nhdrs, 4);
     ck_assert_str_eq(m->hdrs[3].name, "traceparent");
     ck_assert_uint_eq(m->hdrs[3].len, 55);
-    ck_assert_int_eq(wait_atomic(&budget_returned, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&budget_returned, 1, WAIT_MS), 1);
 
     /* A ksf client sees the error as KSF_EREMOTE, and nothing after it. */
     ksf_client *cli = ksft_client(cfg);
@@ -350,12 +334,9 @@ START_TEST(test_isolation_budget)
     ck_assert_str_eq(text, BUDGET_ERR);
     free(text);
     json_decref(reply);
-    ck_assert_int_eq(wait_atomic(&budget_returned, 2, WAIT_MS), 2);
-    until = ksft_now_ms() + WAIT_MS;
-    do {
-        ksft_sleep_ms(5); /* the discard is counted just after the handler returns */
-        ksf_server_get_stats(srv, &st);
-    } while (st.late_discarded < 2 && ksft_now_ms() < until);
+    ck_assert_int_eq(ksft_wait_atomic(&budget_returned, 2, WAIT_MS), 2);
+    /* The discard is counted just after the handler returns. */
+    st = KSFT_WAIT_SERVER_STAT(srv, late_discarded, 2, WAIT_MS);
     ck_assert_uint_eq(st.budget_exceeded, 2);
     ck_assert_uint_eq(st.late_discarded, 2);
     ck_assert_uint_eq(st.replies, 2);
@@ -412,7 +393,8 @@ START_TEST(test_isolation_budget_deferred)
     ksft_broker_create_topic(b, "i.budget", 1);
     ksft_broker_create_topic(b, "i.budget.reply", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.handler.timeout.ms", "300");
+    static const char *const settings[][2] = {{"server.handler.timeout.ms", "300"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_defers, NULL, NULL),
                      KSF_OK);
@@ -427,12 +409,7 @@ START_TEST(test_isolation_budget_deferred)
     /* The deferred finish still succeeds for the handler, but sends nothing. */
     pthread_join(finisher, NULL);
     ck_assert_int_eq(atomic_load(&finish_result), KSF_OK);
-    ksf_server_stats st;
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    do {
-        ksft_sleep_ms(5);
-        ksf_server_get_stats(srv, &st);
-    } while (st.late_discarded < 1 && ksft_now_ms() < until);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, late_discarded, 1, WAIT_MS);
     ck_assert_uint_eq(st.budget_exceeded, 1);
     ck_assert_uint_eq(st.late_discarded, 1);
     ksft_service_stop(&s);

@@ -29,9 +29,9 @@ START_TEST(test_overload_in_flight_limit)
     ksft_broker_create_topic(b, "o.echo", 2);
     ksft_broker_create_topic(b, "o.echo.reply", 1);
     ksf_config *cfg = ksft_config(b);
-    ck_assert_int_eq(ksf_config_set(cfg, "client.max.in.flight", "50", NULL), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", NULL),
-                     KSF_OK);
+    static const char *const settings[][2] = {{"client.max.in.flight", "50"},
+                                              {"consumer.auto.offset.reset", "earliest"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_client *cli = ksft_client(cfg);
     ksft_tally t;
     ksft_tally_init(&t, LIMIT + OVER);
@@ -120,9 +120,9 @@ START_TEST(test_overload_slow_handlers)
     free(value);
 
     ksf_config *cfg = ksft_config(b);
-    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", NULL),
-                     KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "server.workers", "1", NULL), KSF_OK);
+    static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"},
+                                              {"server.workers", "1"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = NULL;
     ck_assert_int_eq(ksf_server_new(&srv, cfg, NULL), KSF_OK);
     ck_assert_int_eq(ksf_server_on_message(srv, "o.slow", h_slow, NULL, NULL), KSF_OK);

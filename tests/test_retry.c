@@ -19,40 +19,7 @@
 #define WAIT_MS 20000
 #define GROUP "nestjs-group-server"
 
-static void
-set_ok(ksf_config *cfg, const char *key, const char *value)
-{
-    ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s: %s", key, value,
-                  ei.text);
-}
-
-static int
-wait_atomic(atomic_int *counter, int n, int timeout_ms)
-{
-    int64_t until = ksft_now_ms() + timeout_ms;
-    while (atomic_load(counter) < n && ksft_now_ms() < until) {
-        ksft_sleep_ms(5);
-    }
-    return atomic_load(counter);
-}
-
-static ksf_server_stats
-wait_stat(ksf_server *srv, size_t offset, uint64_t n)
-{
-    ksf_server_stats st;
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    for (;;) {
-        ksf_server_get_stats(srv, &st);
-        uint64_t v;
-        memcpy(&v, (const char *)&st + offset, sizeof v);
-        if (v >= n || ksft_now_ms() >= until) {
-            return st;
-        }
-        ksft_sleep_ms(5);
-    }
-}
-#define WAIT_STAT(srv, field, n) wait_stat((srv), offsetof(ksf_server_stats, field), (n))
+#define WAIT_STAT(srv, field, n) KSFT_WAIT_SERVER_STAT(srv, field, n, WAIT_MS)
 
 static void
 assert_header(const ksft_msg *m, const char *name, const char *want, size_t len)
@@ -104,7 +71,8 @@ START_TEST(test_retry_then_success)
     ksft_broker_create_topic(b, "r.flaky", 1);
     ksft_broker_create_topic(b, "r.flaky.dlq", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.event.retry.backoff.ms", "50");
+    static const char *const settings[][2] = {{"server.event.retry.backoff.ms", "50"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_event(srv, "r.flaky", h_flaky, NULL, NULL), KSF_OK);
     ksft_service s = {0};
@@ -113,7 +81,7 @@ START_TEST(test_retry_then_success)
     ksft_producer *p = ksft_producer_new(addr);
     ksft_produce(p, "r.flaky", 0, NULL, 0, "flaky", 5, NULL, 0, false);
     ksft_produce(p, "r.flaky", 0, NULL, 0, "next", 4, NULL, 0, true);
-    ck_assert_int_eq(wait_atomic(&nruns, 4, WAIT_MS), 4);
+    ck_assert_int_eq(ksft_wait_atomic(&nruns, 4, WAIT_MS), 4);
     /* The partition waited for its head: "next" ran after the third "flaky" only. */
     ck_assert_str_eq(runs[0], "flaky");
     ck_assert_str_eq(runs[1], "flaky");
@@ -170,11 +138,12 @@ START_TEST(test_retry_dead_letter)
     ksft_broker_create_topic(b, "r.bad", 1);
     ksft_broker_create_topic(b, "r.bad.dlq", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "consumer.auto.offset.reset", "earliest");
-    set_ok(cfg, "server.event.retries", "2");
+    static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"},
+                                              {"server.event.retries", "2"},
+                                              {"server.event.retry.backoff.ms", "20"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     atomic_store(&poison_runs, 0);
     atomic_store(&ok_runs, 0);
-    set_ok(cfg, "server.event.retry.backoff.ms", "20");
     ksft_service s = {0};
     ksf_server *srv = poison_server(cfg, &s);
 
@@ -213,7 +182,7 @@ START_TEST(test_retry_dead_letter)
     /* A new server in the same group starts after it: the poison event stays done. */
     ksft_produce(p, "r.bad", 0, NULL, 0, "ok", 2, NULL, 0, true);
     srv = poison_server(cfg, &s);
-    ck_assert_int_eq(wait_atomic(&ok_runs, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&ok_runs, 1, WAIT_MS), 1);
     ksft_service_stop(&s);
     ck_assert_int_eq(atomic_load(&poison_runs), 3);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 2);
@@ -234,10 +203,12 @@ START_TEST(test_retry_dead_letter_produce_fails)
     ksft_broker_create_topic(b, "r.bad", 1);
     ksft_broker_create_topic(b, "r.bad.dlq", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.pattern.r.bad.event.retries", "1");
+    static const char *const settings[][2] = {
+        {"server.pattern.r.bad.event.retries", "1"},
+        {"server.event.retry.backoff.ms", "500"},
+        {"server.event.retry.backoff.max.ms", "300"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     atomic_store(&poison_runs, 0); /* shared with dead_letter (CK_FORK=no runs both) */
-    set_ok(cfg, "server.event.retry.backoff.ms", "500");
-    set_ok(cfg, "server.event.retry.backoff.max.ms", "300");
     ksft_service s = {0};
     ksf_server *srv = poison_server(cfg, &s);
     ksft_producer *p = ksft_producer_new(addr);
@@ -245,7 +216,7 @@ START_TEST(test_retry_dead_letter_produce_fails)
                  true);
     /* The next Produce request is the dead letter's (after the 500 ms backoff): the
      * broker refuses it for good (Produce is API key 0). */
-    ck_assert_int_eq(wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
     rd_kafka_mock_push_request_errors(ksft_broker_mock(b), 0, 1,
                                       RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     ksf_server_stats st = WAIT_STAT(srv, dead_lettered, 1);
@@ -274,16 +245,18 @@ START_TEST(test_retry_stop_during_backoff)
     const char *addr = ksft_broker_address(b);
     ksft_broker_create_topic(b, "r.bad", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "consumer.auto.offset.reset", "earliest");
-    set_ok(cfg, "server.event.retry.backoff.ms", "20000");
-    set_ok(cfg, "server.event.retry.backoff.max.ms", "20000");
+    static const char *const settings[][2] = {
+        {"consumer.auto.offset.reset", "earliest"},
+        {"server.event.retry.backoff.ms", "20000"},
+        {"server.event.retry.backoff.max.ms", "20000"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     atomic_store(&poison_runs, 0);
     ksft_service s = {0};
     poison_server(cfg, &s);
     ksft_producer *p = ksft_producer_new(addr);
     ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
                  true);
-    ck_assert_int_eq(wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
     /* The stop does not wait out the backoff (nor its 30 s drain limit)... */
     int64_t t0 = ksft_now_ms();
     ksft_service_stop(&s);
@@ -292,7 +265,7 @@ START_TEST(test_retry_stop_during_backoff)
     /* ... and commits nothing: the next server runs the event again. */
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), -1001);
     poison_server(cfg, &s);
-    ck_assert_int_eq(wait_atomic(&poison_runs, 2, WAIT_MS), 2);
+    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 2, WAIT_MS), 2);
     ksft_service_stop(&s);
     ck_assert_int_eq(atomic_load(&poison_runs), 2);
     ksft_producer_destroy(p);
@@ -322,7 +295,8 @@ START_TEST(test_retry_not_requests)
     ksft_broker_create_topic(b, "r.req.reply", 1);
     ksft_broker_create_topic(b, "r.req.dlq", 1);
     ksf_config *cfg = ksft_config(b);
-    set_ok(cfg, "server.event.retry.backoff.ms", "10");
+    static const char *const settings[][2] = {{"server.event.retry.backoff.ms", "10"}};
+    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     ksf_server *srv = ksft_server(cfg);
     ck_assert_int_eq(ksf_server_on_message(srv, "r.req", h_request_fails, NULL, NULL),
                      KSF_OK);

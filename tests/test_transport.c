@@ -25,21 +25,19 @@
 
 /* ---- client side helpers ----------------------------------------------------------- */
 
-/* Security settings from "key=value" kafka.* pairs, through ksf's configuration. */
+/* Security settings from {property, value} rows set for every librdkafka handle
+ * (ksf_config_set_kafka with KSF_KAFKA_ALL), through ksf's configuration. */
 static ksf_err
-security_from(ksfi_security *sec, ksf_errinfo *ei, const char *const *kv)
+security_from(ksfi_security *sec, ksf_errinfo *ei, const char *const kv[][2], size_t n)
 {
     ksf_config *cfg;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    for (; *kv; kv += 2) {
-        ck_assert_msg(ksf_config_set_kafka(cfg, KSF_KAFKA_ALL, kv[0], kv[1], ei) ==
-                          KSF_OK,
-                      "%s: %s", kv[0], ei->text);
-    }
+    ksft_config_set_kafka_all(cfg, KSF_KAFKA_ALL, kv, n);
     ksf_err e = ksfi_security_from_config(cfg, sec, ei);
     ksf_config_destroy(cfg);
     return e;
 }
+#define SECURITY_FROM(sec, ei, kv) security_from((sec), (ei), (kv), KSFT_NKV(kv))
 
 /* Open a connection to the fake broker at @p host with @p sec; returns the result. */
 static ksf_err
@@ -223,16 +221,11 @@ START_TEST(test_transport_sasl_plain_exchange)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol",
-                        "sasl_plaintext",
-                        "sasl.mechanism",
-                        "PLAIN",
-                        "sasl.username",
-                        "alice",
-                        "sasl.password",
-                        "s3cret",
-                        NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
+                                 {"sasl.mechanism", "PLAIN"},
+                                 {"sasl.username", "alice"},
+                                 {"sasl.password", "s3cret"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     ck_assert_msg(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c) == KSF_OK, "%s",
                   ei.text);
@@ -257,18 +250,12 @@ START_TEST(test_transport_sasl_scram_over_tls_v2)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol",
-                        "SASL_SSL",
-                        "sasl.mechanisms",
-                        "SCRAM-SHA-256",
-                        "sasl.username",
-                        "user",
-                        "sasl.password",
-                        "pencil",
-                        "ssl.ca.location",
-                        tf.server_cert,
-                        NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "SASL_SSL"},
+                                 {"sasl.mechanisms", "SCRAM-SHA-256"},
+                                 {"sasl.username", "user"},
+                                 {"sasl.password", "pencil"},
+                                 {"ssl.ca.location", tf.server_cert}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     sec.scram_nonce = ksfi_strdup(RFC_NONCE);
     ksfi_conn *c = NULL;
     ck_assert_msg(connect_with(&sec, "localhost", fb.port, &ei, &c) == KSF_OK, "%s",
@@ -291,10 +278,11 @@ START_TEST(test_transport_sasl_bad_password)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol", "sasl_plaintext", "sasl.mechanisms",
-                        "SCRAM-SHA-256",     "sasl.username",  "user",
-                        "sasl.password",     "pencil!",        NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
+                                 {"sasl.mechanisms", "SCRAM-SHA-256"},
+                                 {"sasl.username", "user"},
+                                 {"sasl.password", "pencil!"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     sec.scram_nonce = ksfi_strdup(RFC_NONCE);
     ksfi_conn *c = NULL;
     ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
@@ -320,16 +308,11 @@ START_TEST(test_transport_sasl_mechanism_not_enabled)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol",
-                        "sasl_plaintext",
-                        "sasl.mechanisms",
-                        "PLAIN",
-                        "sasl.username",
-                        "u",
-                        "sasl.password",
-                        "p",
-                        NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
+                                 {"sasl.mechanisms", "PLAIN"},
+                                 {"sasl.username", "u"},
+                                 {"sasl.password", "p"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
     ksft_kserver_join(&fb);
@@ -354,18 +337,12 @@ START_TEST(test_transport_tls_verified_and_client_cert)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol",
-                        "ssl",
-                        "ssl.ca.location",
-                        tf.server_cert,
-                        "ssl.certificate.location",
-                        tf.client_cert,
-                        "ssl.key.location",
-                        tf.client_key,
-                        "ssl.key.password",
-                        "hunter2",
-                        NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "ssl"},
+                                 {"ssl.ca.location", tf.server_cert},
+                                 {"ssl.certificate.location", tf.client_cert},
+                                 {"ssl.key.location", tf.client_key},
+                                 {"ssl.key.password", "hunter2"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ck_assert(sec.verify_peer && sec.verify_hostname); /* librdkafka 2's defaults */
     ksfi_conn *c = NULL;
     ck_assert_msg(connect_with(&sec, "localhost", fb.port, &ei, &c) == KSF_OK, "%s",
@@ -394,8 +371,9 @@ START_TEST(test_transport_tls_wrong_ca)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol", "ssl", "ssl.ca.location", tf.other_ca, NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "ssl"},
+                                 {"ssl.ca.location", tf.other_ca}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     ck_assert_int_eq(connect_with(&sec, "localhost", fb.port, &ei, &c), KSF_EKAFKA);
     ksft_kserver_join(&fb);
@@ -420,9 +398,9 @@ START_TEST(test_transport_tls_hostname)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol", "ssl", "ssl.ca.location", tf.server_cert,
-                        NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "ssl"},
+                                 {"ssl.ca.location", tf.server_cert}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     /* The certificate names localhost, not 127.0.0.1. */
     ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
@@ -444,14 +422,10 @@ START_TEST(test_transport_tls_hostname)
     ck_assert_ptr_nonnull(f);
     ck_assert_uint_gt(fread(pem, 1, sizeof pem - 1, f), 100);
     fclose(f);
-    const char *kv2[] = {"security.protocol",
-                         "ssl",
-                         "ssl.ca.pem",
-                         pem,
-                         "ssl.endpoint.identification.algorithm",
-                         "none",
-                         NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv2), KSF_OK);
+    const char *const kv2[][2] = {{"security.protocol", "ssl"},
+                                  {"ssl.ca.pem", pem},
+                                  {"ssl.endpoint.identification.algorithm", "none"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv2), KSF_OK);
     ck_assert_msg(connect_with(&sec, "127.0.0.1", fb2.port, &ei, &c) == KSF_OK, "%s",
                   ei.text);
     ksft_kserver_join(&fb2);
@@ -466,9 +440,9 @@ START_TEST(test_transport_tls_to_plaintext_listener)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol", "ssl", "enable.ssl.certificate.verification",
-                        "false", NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "ssl"},
+                                 {"enable.ssl.certificate.verification", "false"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
     ksft_kserver_join(&fb);
@@ -491,16 +465,11 @@ START_TEST(test_transport_plaintext_to_tls_listener)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol",
-                        "sasl_plaintext",
-                        "sasl.mechanisms",
-                        "PLAIN",
-                        "sasl.username",
-                        "u",
-                        "sasl.password",
-                        "p",
-                        NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
+                                 {"sasl.mechanisms", "PLAIN"},
+                                 {"sasl.username", "u"},
+                                 {"sasl.password", "p"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ksfi_conn *c = NULL;
     /* OpenSSL's server closes on our ApiVersions without answering. */
     ksf_err e = connect_with(&sec, "127.0.0.1", fb.port, &ei, &c);
@@ -532,8 +501,8 @@ START_TEST(test_transport_handshake_deadline_and_cancel)
     ksft_kserver_start(&fb);
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol", "ssl", NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "ssl"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ksfi_transport *t = NULL;
     ck_assert_int_eq(ksfi_transport_new(&t, &sec, &ei), KSF_OK);
     char port[8];
@@ -573,24 +542,30 @@ END_TEST
 START_TEST(test_transport_config_errors)
 {
     static const struct {
-        const char *kv[7];
+        const char *kv[3][2];
+        size_t n;
         const char *text;
     } cases[] = {
-        {{"security.protocol", "sasl_ssl", NULL},
+        {{{"security.protocol", "sasl_ssl"}},
+         1,
          "sasl.mechanisms \"GSSAPI\" (librdkafka's default): the reply-group connection "
          "speaks PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 only; set sasl.mechanisms to one "
          "of them, or set client.reply.provider=static (with client.reply.partition) to "
          "use GSSAPI without the reply group"},
-        {{"security.protocol", "sasl_plaintext", "sasl.mechanisms", "OAUTHBEARER", NULL},
+        {{{"security.protocol", "sasl_plaintext"}, {"sasl.mechanisms", "OAUTHBEARER"}},
+         2,
          "sasl.mechanisms \"OAUTHBEARER\": the reply-group connection speaks PLAIN, "
          "SCRAM-SHA-256 and SCRAM-SHA-512 only; set sasl.mechanisms to one of them, or "
          "set client.reply.provider=static (with client.reply.partition) to use "
          "OAUTHBEARER without the reply group"},
-        {{"security.protocol", "sasl_plaintext", "sasl.mechanisms", "PLAIN",
-          "sasl.username", "u", NULL},
+        {{{"security.protocol", "sasl_plaintext"},
+          {"sasl.mechanisms", "PLAIN"},
+          {"sasl.username", "u"}},
+         3,
          "sasl.mechanisms PLAIN needs sasl.username and sasl.password "
          "(kafka.sasl.username, kafka.sasl.password)"},
-        {{"security.protocol", "ssl", "ssl.keystore.location", "/etc/k.p12", NULL},
+        {{{"security.protocol", "ssl"}, {"ssl.keystore.location", "/etc/k.p12"}},
+         2,
          "ssl.keystore.location \"/etc/k.p12\": the reply-group connection takes PEM "
          "files and strings only (ssl.ca.location, ssl.certificate.location, "
          "ssl.key.location, ssl.*.pem); set client.reply.provider=static (with "
@@ -600,22 +575,22 @@ START_TEST(test_transport_config_errors)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ksfi_security sec;
         ksf_errinfo ei = {0};
-        ck_assert_int_eq(security_from(&sec, &ei, cases[i].kv), KSF_EINVAL);
+        ck_assert_int_eq(security_from(&sec, &ei, cases[i].kv, cases[i].n), KSF_EINVAL);
         ck_assert_str_eq(ei.text, cases[i].text);
         ksfi_security_clear(&sec);
     }
     /* Settings that only matter with TLS/SASL are ignored without them. */
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"ssl.keystore.location", "/etc/k.p12", "sasl.mechanisms",
-                        "GSSAPI", NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"ssl.keystore.location", "/etc/k.p12"},
+                                 {"sasl.mechanisms", "GSSAPI"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     ck_assert_int_eq(sec.protocol, KSFI_SEC_PLAINTEXT);
     ksfi_security_clear(&sec);
     /* A missing CA file fails when the transport loads it. */
-    const char *kv2[] = {"security.protocol", "ssl", "ssl.ca.location",
-                         "/nonexistent/ca.pem", NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv2), KSF_OK);
+    const char *const kv2[][2] = {{"security.protocol", "ssl"},
+                                  {"ssl.ca.location", "/nonexistent/ca.pem"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv2), KSF_OK);
     ksfi_transport *t = NULL;
     ck_assert_int_eq(ksfi_transport_new(&t, &sec, &ei), KSF_EINVAL);
     ck_assert_msg(strncmp(ei.text,
@@ -630,17 +605,14 @@ END_TEST
 /* consumer.* overrides kafka.* for the membership, as for the reply consumer. */
 START_TEST(test_transport_config_consumer_role_wins)
 {
-    ksf_config *cfg;
+    static const char *const kv[][2] = {{"kafka.security.protocol", "sasl_ssl"},
+                                        {"kafka.sasl.mechanism", "SCRAM-SHA-512"},
+                                        {"kafka.sasl.username", "svc"},
+                                        {"kafka.sasl.password", "a"},
+                                        {"consumer.sasl.password", "b"},
+                                        {"producer.sasl.username", "other"}};
+    ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv));
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "kafka.security.protocol", "sasl_ssl", &ei),
-                     KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "kafka.sasl.mechanism", "SCRAM-SHA-512", &ei),
-                     KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "kafka.sasl.username", "svc", &ei), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "kafka.sasl.password", "a", &ei), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "consumer.sasl.password", "b", &ei), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "producer.sasl.username", "other", &ei), KSF_OK);
     ksfi_security sec;
     ck_assert_int_eq(ksfi_security_from_config(cfg, &sec, &ei), KSF_OK);
     ck_assert_int_eq(sec.protocol, KSFI_SEC_SASL_SSL);
@@ -655,18 +627,15 @@ END_TEST
 /* Every allocation of reading, copying and loading the settings may fail cleanly. */
 START_TEST(test_transport_allocation_failures)
 {
-    ksf_config *cfg;
+    static const char *const kv[][2] = {
+        {"kafka.security.protocol", "sasl_ssl"},
+        {"kafka.sasl.mechanisms", "SCRAM-SHA-256"},
+        {"kafka.sasl.username", "user"},
+        {"kafka.sasl.password", "pencil"},
+        {"kafka.ssl.cipher.suites", "HIGH"},
+        {"kafka.enable.ssl.certificate.verification", "false"}};
+    ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv));
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    const char *kv[][2] = {{"kafka.security.protocol", "sasl_ssl"},
-                           {"kafka.sasl.mechanisms", "SCRAM-SHA-256"},
-                           {"kafka.sasl.username", "user"},
-                           {"kafka.sasl.password", "pencil"},
-                           {"kafka.ssl.cipher.suites", "HIGH"},
-                           {"kafka.enable.ssl.certificate.verification", "false"}};
-    for (size_t i = 0; i < 6; i++) {
-        ck_assert_int_eq(ksf_config_set(cfg, kv[i][0], kv[i][1], &ei), KSF_OK);
-    }
     /* Count the allocations of one successful run, then fail each in turn. */
     ksfi_security probe;
     ksfi_transport *pt = NULL;
@@ -707,15 +676,12 @@ END_TEST
 /* Every librdkafka handle ksf builds gets the security properties. */
 START_TEST(test_transport_props_reach_librdkafka_handles)
 {
-    ksf_config *cfg;
+    static const char *const kv[][2] = {{"kafka.security.protocol", "sasl_ssl"},
+                                        {"kafka.sasl.mechanisms", "PLAIN"},
+                                        {"kafka.sasl.username", "svc"},
+                                        {"kafka.ssl.ca.location", "/tmp/ca.pem"}};
+    ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv));
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "kafka.security.protocol", "sasl_ssl", &ei),
-                     KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "kafka.sasl.mechanisms", "PLAIN", &ei), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "kafka.sasl.username", "svc", &ei), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "kafka.ssl.ca.location", "/tmp/ca.pem", &ei),
-                     KSF_OK);
     const ksf_kafka_role roles[] = {KSF_KAFKA_PRODUCER, KSF_KAFKA_CONSUMER};
     for (size_t i = 0; i < 2; i++) {
         rd_kafka_conf_t *conf = NULL;
@@ -742,17 +708,14 @@ END_TEST
 
 START_TEST(test_transport_client_new_rejects_oauthbearer)
 {
-    ksf_config *cfg;
+    static const char *const kv[][2] = {
+        {"brokers", "127.0.0.1:1"},
+        {"kafka.security.protocol", "sasl_plaintext"},
+        {"kafka.sasl.mechanisms", "OAUTHBEARER"},
+        {"kafka.enable.sasl.oauthbearer.unsecure.jwt", "true"},
+        {"kafka.log_level", "0"}};
+    ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv));
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    const char *kv[][2] = {{"brokers", "127.0.0.1:1"},
-                           {"kafka.security.protocol", "sasl_plaintext"},
-                           {"kafka.sasl.mechanisms", "OAUTHBEARER"},
-                           {"kafka.enable.sasl.oauthbearer.unsecure.jwt", "true"},
-                           {"kafka.log_level", "0"}};
-    for (size_t i = 0; i < 5; i++) {
-        ck_assert_int_eq(ksf_config_set(cfg, kv[i][0], kv[i][1], &ei), KSF_OK);
-    }
     ksf_client *cli = NULL;
     ck_assert_msg(ksf_client_new(&cli, cfg, &ei) == KSF_EINVAL, "%s", ei.text);
     ck_assert_ptr_null(cli);
@@ -796,16 +759,11 @@ START_TEST(test_transport_mock_broker_has_no_sasl)
     ksft_broker *b = ksft_broker_start();
     ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol",
-                        "sasl_plaintext",
-                        "sasl.mechanisms",
-                        "SCRAM-SHA-256",
-                        "sasl.username",
-                        "u",
-                        "sasl.password",
-                        "p",
-                        NULL};
-    ck_assert_int_eq(security_from(&sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
+                                 {"sasl.mechanisms", "SCRAM-SHA-256"},
+                                 {"sasl.username", "u"},
+                                 {"sasl.password", "p"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     fatal_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
     ksfi_assignor_topic topic = {"sec.reply", 4};
     ksfi_membership_config mc = {.brokers = ksft_broker_address(b),
@@ -901,18 +859,12 @@ relay_start(relay_env *env, int64_t lifetime_ms)
     fb->lifetime_ms = lifetime_ms;
     ksft_kserver_start(fb);
     ksf_errinfo ei = {0};
-    const char *kv[] = {"security.protocol",
-                        "sasl_ssl",
-                        "sasl.mechanisms",
-                        "SCRAM-SHA-256",
-                        "sasl.username",
-                        "user",
-                        "sasl.password",
-                        "pencil",
-                        "ssl.ca.location",
-                        env->tf.server_cert,
-                        NULL};
-    ck_assert_int_eq(security_from(&env->sec, &ei, kv), KSF_OK);
+    const char *const kv[][2] = {{"security.protocol", "sasl_ssl"},
+                                 {"sasl.mechanisms", "SCRAM-SHA-256"},
+                                 {"sasl.username", "user"},
+                                 {"sasl.password", "pencil"},
+                                 {"ssl.ca.location", env->tf.server_cert}};
+    ck_assert_int_eq(SECURITY_FROM(&env->sec, &ei, kv), KSF_OK);
     env->sec.scram_nonce = ksfi_strdup(RFC_NONCE);
     char brokers[32];
     snprintf(brokers, sizeof brokers, "localhost:%d", fb->port);

@@ -1,4 +1,5 @@
 #include "mock_broker.h"
+#include "settings.h"
 
 #include <check.h>
 #include <stdint.h>
@@ -73,19 +74,11 @@ ksft_broker_set_down(ksft_broker *b, bool down)
 ksf_config *
 ksft_config(const ksft_broker *b)
 {
-    ksf_config *cfg = NULL;
-    ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    ck_assert_msg(ksf_config_set(cfg, "brokers", b->address, &ei) == KSF_OK, "%s",
-                  ei.text);
-    ck_assert_msg(ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", &ei) == KSF_OK,
-                  "%s", ei.text);
-    ck_assert_msg(ksf_config_set(cfg, "consumer.session.timeout.ms", "6000", &ei) ==
-                      KSF_OK,
-                  "%s", ei.text);
-    ck_assert_msg(ksf_config_set(cfg, "consumer.heartbeat.interval.ms", "500", &ei) ==
-                      KSF_OK,
-                  "%s", ei.text);
+    const char *const kv[][2] = {{"brokers", b->address},
+                                 {"consumer.fetch.wait.max.ms", "5"},
+                                 {"consumer.session.timeout.ms", "6000"},
+                                 {"consumer.heartbeat.interval.ms", "500"}};
+    ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv));
     ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
     return cfg;
 }

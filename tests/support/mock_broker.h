@@ -10,6 +10,8 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "settings.h"
+
 typedef struct ksft_broker ksft_broker;
 
 /* Start a one-broker cluster; fails the current test (ck_abort) when it cannot. */

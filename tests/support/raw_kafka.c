@@ -1,6 +1,7 @@
 #include "raw_kafka.h"
 
 #include "mock_broker.h"
+#include "service.h"
 #include "wire.h"
 
 #include <check.h>
@@ -355,4 +356,22 @@ ksft_committed(const char *brokers, const char *group, const char *topic,
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_destroy(rk);
     return offset;
+}
+
+int64_t
+ksft_wait_committed(const char *brokers, const char *group, const char *topic,
+                    int32_t partitions, int64_t want, int timeout_ms)
+{
+    int64_t sum = 0, until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
+    for (;;) {
+        sum = 0;
+        for (int32_t p = 0; p < partitions; p++) {
+            int64_t c = ksft_committed(brokers, group, topic, p);
+            sum += c > 0 ? c : 0; /* RD_KAFKA_OFFSET_INVALID (-1001): nothing yet */
+        }
+        if (sum >= want || ksft_now_ms() >= until) {
+            return sum;
+        }
+        ksft_sleep_ms(100); /* each read is a new consumer handle: do not spin */
+    }
 }

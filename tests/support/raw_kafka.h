@@ -91,4 +91,13 @@ bool ksft_msg_header(const ksft_msg *m, const char *name, const void **value,
 int64_t ksft_committed(const char *brokers, const char *group, const char *topic,
                        int32_t partition);
 
+/*
+ * Wait until @p group's committed offsets on partitions 0 .. @p partitions - 1 of
+ * @p topic add up to @p want or more (a partition without a commit counts 0), for at
+ * most ksft_scaled_ms(@p timeout_ms); returns the last sum read. On a topic that
+ * started empty the sum is the number of messages below the commits.
+ */
+int64_t ksft_wait_committed(const char *brokers, const char *group, const char *topic,
+                            int32_t partitions, int64_t want, int timeout_ms);
+
 #endif

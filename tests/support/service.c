@@ -229,3 +229,31 @@ ksft_rss_meaningful(void)
     return !ksft_under_valgrind();
 #endif
 }
+
+int
+ksft_wait_atomic(atomic_int *counter, int n, int timeout_ms)
+{
+    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
+    while (atomic_load(counter) < n && ksft_now_ms() < until) {
+        ksft_sleep_ms(5);
+    }
+    return atomic_load(counter);
+}
+
+ksf_server_stats
+ksft_wait_server_stat(ksf_server *srv, size_t offset, uint64_t n, int timeout_ms)
+{
+    ksf_server_stats st;
+    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
+    ck_assert(offset + sizeof(uint64_t) <= sizeof st);
+    for (;;) {
+        /* First a pause: the counters that follow the awaited one settle with it. */
+        ksft_sleep_ms(5);
+        ksf_server_get_stats(srv, &st);
+        uint64_t v;
+        memcpy(&v, (const char *)&st + offset, sizeof v);
+        if (v >= n || ksft_now_ms() >= until) {
+            return st;
+        }
+    }
+}

@@ -10,6 +10,7 @@
 #include <ksf/ksf.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 /* ---- a server on a thread ------------------------------------------------------- */
 
@@ -61,6 +62,20 @@ size_t ksft_tally_finished(ksft_tally *t);
 
 /* Wait until @p want requests got a callback or @p timeout_ms passed; returns count. */
 size_t ksft_tally_wait(ksft_tally *t, size_t want, int timeout_ms);
+
+/* ---- waiting on a condition ------------------------------------------------------ */
+
+/* Wait until @p counter reaches @p n, for at most ksft_scaled_ms(@p timeout_ms);
+ * returns its last value. */
+int ksft_wait_atomic(atomic_int *counter, int n, int timeout_ms);
+
+/* Wait until the uint64_t counter at @p offset in @p srv's ksf_server_stats reaches
+ * @p n, for at most ksft_scaled_ms(@p timeout_ms); returns the last stats read. Use
+ * KSFT_WAIT_SERVER_STAT, which names the field. */
+ksf_server_stats ksft_wait_server_stat(ksf_server *srv, size_t offset, uint64_t n,
+                                       int timeout_ms);
+#define KSFT_WAIT_SERVER_STAT(srv, field, n, timeout_ms)                                 \
+    ksft_wait_server_stat((srv), offsetof(ksf_server_stats, field), (n), (timeout_ms))
 
 /* ---- misc ------------------------------------------------------------------------ */
 
