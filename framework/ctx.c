@@ -332,6 +332,10 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         send_error_text(ctx, KSFI_INTERNAL_SERVER_ERROR);
     }
     json_decref(reply);
+    /* The pattern's slot bounds handlers at work, not replies on their way: holding it
+     * until the broker acknowledged capped a pattern at `limit` replies per produce
+     * round trip (about 3,500 requests/s on the embedded broker, whatever the load). */
+    ksfi_dispatch_handler_done(ctx);
     ksfi_ctx_release(ctx); /* the handler's reference */
     return KSF_OK;
 }

@@ -235,9 +235,10 @@ make_ready(ksfi_dispatch *d, ksfi_part *p)
 static void
 update_pause(ksfi_part *p)
 {
-    if (p->queued >= KSFI_DISPATCH_PAUSE_AT) {
+    if (p->queued >= KSFI_DISPATCH_PAUSE_AT || p->pending >= KSFI_DISPATCH_PAUSE_AT) {
         p->want_paused = true;
-    } else if (p->queued <= KSFI_DISPATCH_RESUME_AT) {
+    } else if (p->queued <= KSFI_DISPATCH_RESUME_AT &&
+               p->pending <= KSFI_DISPATCH_RESUME_AT) {
         p->want_paused = false;
     }
 }
@@ -329,6 +330,35 @@ wake_pattern(ksfi_dispatch *d, const ksfi_pattern *pat)
     }
 }
 
+/* Give back @p ctx's slot of its pattern, if it still has one. Lock held. */
+static void
+release_slot(ksfi_dispatch *d, ksf_ctx *ctx)
+{
+    ksfi_part *p = ctx->part;
+    if (!ctx->slot) {
+        return;
+    }
+    /* Only a full pattern can have partitions waiting for a slot. */
+    bool was_full = p->pat->active >= p->pat->limit;
+    ctx->slot = false;
+    p->pat->active--;
+    if (was_full) {
+        wake_pattern(d, p->pat);
+    }
+}
+
+void
+ksfi_dispatch_handler_done(ksf_ctx *ctx)
+{
+    if (!ctx->part) {
+        return;
+    }
+    ksfi_dispatch *d = ctx->dispatch;
+    pthread_mutex_lock(&d->lock);
+    release_slot(d, ctx);
+    pthread_mutex_unlock(&d->lock);
+}
+
 void
 ksfi_dispatch_done(ksf_ctx *ctx)
 {
@@ -340,15 +370,7 @@ ksfi_dispatch_done(ksf_ctx *ctx)
     /* The pool outlives every context: destroy frees those still held. */
     ksfi_dispatch *d = ctx->dispatch;
     pthread_mutex_lock(&d->lock);
-    if (ctx->slot) {
-        /* Only a full pattern can have partitions waiting for a slot. */
-        bool was_full = p->pat->active >= p->pat->limit;
-        ctx->slot = false;
-        p->pat->active--;
-        if (was_full) {
-            wake_pattern(d, p->pat);
-        }
-    }
+    release_slot(d, ctx); /* a retried event's, or a handler that never finished */
     if (ctx->epoch != p->epoch) {
         /* Revoked while it ran: unlinked from the window, kept among the orphans. */
         ksf_ctx **link = &d->orphans;
@@ -366,6 +388,7 @@ ksfi_dispatch_done(ksf_ctx *ctx)
         }
         ctx->done = true;
         p->pending--;
+        update_pause(p);
         advance(d, p);
         make_ready(d, p);
     }

@@ -4,8 +4,9 @@
  * that only the highest contiguous completed offset + 1 is stored for commit.
  *
  * Isolation (docs/isolation.md): each pattern may hold at most its concurrency limit
- * of started, incomplete messages; a watch thread fires request time budgets and
- * makes event retries due (docs/retries.md).
+ * of started messages whose handler has not finished (a reply waiting for the broker's
+ * acknowledgement holds no slot; an event waiting for its retry does); a watch thread
+ * fires request time budgets and makes event retries due (docs/retries.md).
  *
  * Threads: set_policy, submit, assign, revoke, sync_pause, drain and stop are called
  * on the consumer thread only; ksfi_dispatch_done, arm_budget and retry_later from
@@ -21,9 +22,11 @@
 
 typedef struct ksfi_dispatch ksfi_dispatch;
 
-/* Queued (not yet started) messages of one partition at which it is paused. */
+/* Queued (not yet started) messages of one partition at which it is paused; also the
+ * started, incomplete ones (replies the broker has not acknowledged yet, mostly) at
+ * which it is paused, so a slow acknowledgement cannot grow the window without bound. */
 #define KSFI_DISPATCH_PAUSE_AT 256
-/* ... and the queue length at which it is resumed. */
+/* ... and the count both must be down to for it to resume. */
 #define KSFI_DISPATCH_RESUME_AT 64
 
 /* Where a context is in its retry (ksf_ctx.retry_state). */
@@ -79,6 +82,11 @@ void ksfi_dispatch_stop(ksfi_dispatch *d);
 /* The most messages one partition ever had queued (not started): the memory bound the
  * pause/resume hysteresis keeps, for tests and diagnostics. Threads: any. */
 size_t ksfi_dispatch_queued_high(ksfi_dispatch *d);
+
+/* @p ctx's handler is done (returned, or finished when deferred) and nothing will run
+ * it again: its pattern's slot is free for the next message, while the reply may still
+ * be on its way to the broker. Idempotent. Threads: any. */
+void ksfi_dispatch_handler_done(ksf_ctx *ctx);
 
 /* @p ctx is complete: its offset may be stored. Called once per context. */
 void ksfi_dispatch_done(ksf_ctx *ctx);

@@ -2,21 +2,26 @@
  * The embedded broker: a NestJS-style request (kafka_* headers, JSON value) survives a
  * produce/consume round trip through the mock byte for byte, and the `ksf broker` tool
  * (path in $KSF_TOOL, set by meson) starts, serves metadata, honours its flags and
- * stops cleanly on SIGTERM.
+ * stops cleanly on SIGTERM, with Nagle off on the connections it accepts.
  */
+#define _DEFAULT_SOURCE /* syscall(2), for pidfd_open and pidfd_getfd */
+
 #include "mock_broker.h"
 #include "wire.h"
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -268,6 +273,86 @@ START_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm)
 }
 END_TEST
 
+/* The local or peer port of socket @p fd, or -1. */
+static int
+socket_port(int fd, bool peer)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    int rc = peer ? getpeername(fd, (struct sockaddr *)&a, &len)
+                  : getsockname(fd, (struct sockaddr *)&a, &len);
+    return rc == 0 && a.sin_family == AF_INET ? ntohs(a.sin_port) : -1;
+}
+
+/* TCP_NODELAY of the connection process @p pid accepted on @p local_port from
+ * @p peer_port (a copy of its descriptor through pidfd_getfd): 0/1, or -1 when no such
+ * connection was found. */
+static int
+accepted_nodelay(pid_t pid, int local_port, int peer_port)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    ck_assert_msg(pidfd >= 0, "pidfd_open: %s", strerror(errno));
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "%s: %s", dir, strerror(errno));
+    int found = -1;
+    for (struct dirent *e; found < 0 && (e = readdir(d));) {
+        int target = atoi(e->d_name);
+        if (e->d_name[0] == '.' || target < 0) {
+            continue;
+        }
+        int fd = (int)syscall(SYS_pidfd_getfd, pidfd, target, 0);
+        ck_assert_msg(fd >= 0 || errno == EBADF, "pidfd_getfd: %s", strerror(errno));
+        if (fd < 0) {
+            continue; /* closed meanwhile */
+        }
+        if (socket_port(fd, false) == local_port && socket_port(fd, true) == peer_port) {
+            int on = 0;
+            socklen_t len = sizeof on;
+            ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+            found = on != 0;
+        }
+        close(fd);
+    }
+    closedir(d);
+    close(pidfd);
+    return found;
+}
+
+START_TEST(test_broker_tool_nodelay)
+{
+    /* A Kafka broker accepts with Nagle off; librdkafka's mock does not, and a small
+     * response behind an unacknowledged one then waits up to 40 ms for a delayed ACK
+     * (tools/broker_nodelay.c). Look at the tool's own end of one connection. */
+    char line[128];
+    tool t = tool_spawn((const char *[]){NULL});
+    tool_first_line(&t, line, sizeof line, 10000);
+    int port = address_port(line);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+    int mine = socket_port(c, false);
+    int nodelay = -1;
+    /* The mock's thread accepts a moment after connect() returns. */
+    for (int64_t deadline = ksft_now_ms() + 5000;
+         nodelay < 0 && ksft_now_ms() < deadline;) {
+        nodelay = accepted_nodelay(t.pid, port, mine);
+        if (nodelay < 0) {
+            struct timespec tick = {0, 10 * 1000 * 1000};
+            nanosleep(&tick, NULL);
+        }
+    }
+    close(c);
+    ck_assert_msg(nodelay >= 0, "ksf broker never accepted the connection from port %d",
+                  mine);
+    ck_assert_msg(nodelay == 1, "ksf broker accepted a connection with Nagle on");
+    int status = tool_stop(&t);
+    ck_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
 START_TEST(test_broker_tool_bad_flags_exit_2)
 {
     static const char *const cases[][3] = {
@@ -354,6 +439,7 @@ broker_suite(void)
     } cases[] = {
         {"request_headers_roundtrip", test_broker_request_headers_roundtrip},
         {"tool_serves_topics", test_broker_tool_serves_topics_and_stops_on_sigterm},
+        {"tool_nodelay", test_broker_tool_nodelay},
         {"tool_bad_flags", test_broker_tool_bad_flags_exit_2},
         {"tool_port_in_use", test_broker_tool_port_in_use_exit_1},
         {"tool_front_door", test_broker_tool_front_door},

@@ -9,8 +9,14 @@
  *   producer waited for its 1 s topic scan to learn the reply topic, and the client's
  *   reply partition had been paused before its first fetch).
  * The bounds are against those stalls, not benchmarks: a call takes 5-15 ms here.
+ *
+ * And the throughput cap of issue #8: a pattern's concurrency slot is held while its
+ * handler works, not while its reply waits for the broker's acknowledgement (holding it
+ * that long capped a pattern at `limit` replies per produce round trip).
  */
+#include "dispatch.h"
 #include "mock_broker.h"
+#include "raw_kafka.h"
 #include "service.h"
 
 #include "suite.h"
@@ -27,6 +33,11 @@
 #define QUIET_WAIT_MS 6000     /* IDLE_PAUSE_MS (1 s) plus plenty */
 #define IDLE_WINDOW_MS 700     /* Fetch requests counted over this idle window */
 #define IDLE_FETCHES_MAX 1     /* busy at fetch.wait.max.ms=5, the window holds ~100 */
+#define PIPE_REQUESTS 8        /* requests waiting before the server starts */
+#define PIPE_ACK_DELAY_MS 5000 /* each Produce response of the broker held this long */
+#define BACKLOG_REQUESTS 600   /* requests waiting before the server starts */
+#define BACKLOG_DELAYED 5      /* Produce responses held BACKLOG_ACK_DELAY_MS */
+#define BACKLOG_ACK_DELAY_MS 3000
 
 /* The call bound: valgrind and ASan slow a call down, the old stall stays >= 500 ms. */
 static int64_t
@@ -206,6 +217,181 @@ START_TEST(test_latency_first_call_after_idle)
 }
 END_TEST
 
+/* Handler runs of the pipelining test, and the server's replies acknowledged when the
+ * last of them ran. */
+static atomic_uint pipe_runs;
+static atomic_ullong pipe_acked_at_last_run;
+
+static ksf_err
+pipe_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    ksf_server_stats s;
+    ksf_server_get_stats(ksf_ctx_user(ctx), &s);
+    if (atomic_fetch_add(&pipe_runs, 1) + 1 == PIPE_REQUESTS) {
+        atomic_store(&pipe_acked_at_last_run, s.replies);
+    }
+    return ksft_echo(ctx, data, reply);
+}
+
+START_TEST(test_latency_replies_pipelined)
+{
+    /* Concurrency 1 and a broker that holds every Produce response 5 s: a slot held
+     * until the acknowledgement lets the second handler run only ~5 s after the first,
+     * so the last one runs with 7 replies acknowledged. Released when the handler is
+     * done, all 8 run at once, before any acknowledgement. */
+    ksf_errinfo ei = {0};
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "lat.pipe", 1);
+    ksft_broker_create_topic(b, "lat.pipe.reply", 1);
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(b));
+    for (int i = 0; i < PIPE_REQUESTS; i++) {
+        char id[16], value[32];
+        snprintf(id, sizeof id, "pipe-%d", i);
+        int n = snprintf(value, sizeof value, "{\"i\":%d}", i);
+        ksft_send_request(p, "lat.pipe", 0, id, "lat.pipe.reply", 0, value, (size_t)n,
+                          false);
+    }
+    ksft_producer_flush(p, 10000);
+    ksft_producer_destroy(p);
+    /* From here on, the only producer is the server's reply producer. */
+    for (int i = 0; i < PIPE_REQUESTS; i++) {
+        ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                             ksft_broker_mock(b), 1, 0 /* Produce */, 1,
+                             RD_KAFKA_RESP_ERR_NO_ERROR, PIPE_ACK_DELAY_MS),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+
+    ksf_config *cfg = ksft_config(b);
+    ck_assert_int_eq(ksf_config_set(cfg, "server.pattern.concurrency", "1", &ei), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", &ei),
+                     KSF_OK);
+    ksf_server *srv = ksft_server(cfg);
+    ksf_config_destroy(cfg);
+    ck_assert_int_eq(ksf_server_on_message(srv, "lat.pipe", pipe_echo, srv, &ei), KSF_OK);
+    ksft_service service;
+    ksft_service_start(&service, srv, ksft_scaled_ms(20000));
+
+    int64_t deadline = ksft_now_ms() + ksft_scaled_ms(PIPE_ACK_DELAY_MS * 4);
+    while (atomic_load(&pipe_runs) < PIPE_REQUESTS && ksft_now_ms() < deadline) {
+        ksft_sleep_ms(5);
+    }
+    unsigned runs = atomic_load(&pipe_runs);
+    ck_assert_msg(runs == PIPE_REQUESTS,
+                  "%u of %d handlers ran in %d ms: the slot waited for the broker", runs,
+                  PIPE_REQUESTS, ksft_scaled_ms(PIPE_ACK_DELAY_MS * 4));
+    ck_assert_msg(atomic_load(&pipe_acked_at_last_run) == 0,
+                  "the last handler ran after %llu replies were acknowledged: the slot "
+                  "waited for the broker",
+                  (unsigned long long)atomic_load(&pipe_acked_at_last_run));
+
+    /* Every reply arrives once, in order, with its request's value. */
+    ksft_collector *c = ksft_collector_new(ksft_broker_address(b), "lat.pipe.reply", 0);
+    deadline = ksft_now_ms() + ksft_scaled_ms(PIPE_ACK_DELAY_MS * 6);
+    while (ksft_collector_poll(c, 100) < PIPE_REQUESTS && ksft_now_ms() < deadline) {
+    }
+    ck_assert_uint_eq(ksft_collector_count(c), PIPE_REQUESTS);
+    for (size_t i = 0; i < PIPE_REQUESTS; i++) {
+        const ksft_msg *m = ksft_collector_at(c, i);
+        const void *id;
+        size_t id_len;
+        char want_id[16], want_value[32];
+        snprintf(want_id, sizeof want_id, "pipe-%zu", i);
+        snprintf(want_value, sizeof want_value, "{\"i\":%zu}", i);
+        ck_assert(ksft_msg_header(m, "kafka_correlationId", &id, &id_len));
+        ck_assert_uint_eq(id_len, strlen(want_id));
+        ck_assert(!memcmp(id, want_id, id_len));
+        ck_assert_uint_eq(m->len, strlen(want_value));
+        ck_assert(!memcmp(m->value, want_value, m->len));
+    }
+    ksft_collector_destroy(c);
+    ksf_server_stats s;
+    ksf_server_get_stats(srv, &s);
+    ck_assert_uint_eq(s.requests, PIPE_REQUESTS);
+    ck_assert_uint_eq(s.reply_failures, 0);
+    ksft_service_stop(&service);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* Handler runs of the backlog test. */
+static atomic_uint backlog_runs;
+
+static ksf_err
+backlog_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    atomic_fetch_add(&backlog_runs, 1);
+    return ksft_echo(ctx, data, reply);
+}
+
+START_TEST(test_latency_ack_backlog_bounded)
+{
+    /* The other side of releasing the slot early: replies waiting for the broker still
+     * count against the partition's window, which pauses fetching at
+     * KSFI_DISPATCH_PAUSE_AT of them. 600 requests wait on one partition and the
+     * broker holds its Produce responses: the handlers must stop short of 2 x 256
+     * before the first acknowledgement. */
+    ksf_errinfo ei = {0};
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "lat.backlog", 1);
+    ksft_broker_create_topic(b, "lat.backlog.reply", 1);
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(b));
+    for (int i = 0; i < BACKLOG_REQUESTS; i++) {
+        char id[16], value[32];
+        snprintf(id, sizeof id, "b-%d", i);
+        int n = snprintf(value, sizeof value, "{\"i\":%d}", i);
+        /* One message per batch: the mock returns one batch per fetch, so the server
+         * cannot take more than one fetch's worth past its pause. */
+        ksft_send_request(p, "lat.backlog", 0, id, "lat.backlog.reply", 0, value,
+                          (size_t)n, true);
+    }
+    ksft_producer_destroy(p);
+    for (int i = 0; i < BACKLOG_DELAYED; i++) {
+        ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                             ksft_broker_mock(b), 1, 0 /* Produce */, 1,
+                             RD_KAFKA_RESP_ERR_NO_ERROR, BACKLOG_ACK_DELAY_MS),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+
+    ksf_config *cfg = ksft_config(b);
+    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", &ei),
+                     KSF_OK);
+    ksf_server *srv = ksft_server(cfg);
+    ksf_config_destroy(cfg);
+    ck_assert_int_eq(ksf_server_on_message(srv, "lat.backlog", backlog_echo, NULL, &ei),
+                     KSF_OK);
+    ksft_service service;
+    ksft_service_start(&service, srv, ksft_scaled_ms(20000));
+
+    ksf_server_stats s = {0};
+    int64_t deadline = ksft_now_ms() + ksft_scaled_ms(BACKLOG_ACK_DELAY_MS * 4);
+    while (s.replies == 0 && ksft_now_ms() < deadline) {
+        ksft_sleep_ms(2);
+        ksf_server_get_stats(srv, &s);
+    }
+    unsigned before_ack = atomic_load(&backlog_runs);
+    ck_assert_msg(s.replies > 0, "no reply acknowledged in %d ms",
+                  ksft_scaled_ms(BACKLOG_ACK_DELAY_MS * 4));
+    /* Paused at 256 unacknowledged; what was queued then (< 256) still runs. */
+    ck_assert_msg(before_ack >= KSFI_DISPATCH_PAUSE_AT &&
+                      before_ack < 2 * KSFI_DISPATCH_PAUSE_AT,
+                  "%u handlers ran before the first acknowledgement (window %d)",
+                  before_ack, KSFI_DISPATCH_PAUSE_AT);
+
+    /* Then everything is answered, each request once. */
+    deadline = ksft_now_ms() + ksft_scaled_ms(60000);
+    while (s.replies < BACKLOG_REQUESTS && ksft_now_ms() < deadline) {
+        ksft_sleep_ms(20);
+        ksf_server_get_stats(srv, &s);
+    }
+    ck_assert_uint_eq(s.replies, BACKLOG_REQUESTS);
+    ck_assert_uint_eq(s.requests, BACKLOG_REQUESTS);
+    ck_assert_uint_eq(atomic_load(&backlog_runs), BACKLOG_REQUESTS);
+    ck_assert_uint_eq(s.reply_failures, 0);
+    ksft_service_stop(&service);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -213,6 +399,8 @@ main(void)
         {"idle_resume", test_latency_idle_resume, 60},
         {"first_call", test_latency_first_call, 60},
         {"first_call_after_idle", test_latency_first_call_after_idle, 60},
+        {"replies_pipelined", test_latency_replies_pipelined, 90},
+        {"ack_backlog_bounded", test_latency_ack_backlog_bounded, 120},
     };
     return KSFT_RUN("latency", cases);
 }
