@@ -316,6 +316,14 @@ pct(const run *r, double q)
     return r->nlat ? r->lat_us[rank - 1] : 0;
 }
 
+/* Peak resident set in KiB, reported by the process itself (see ksf bench). */
+static long
+peak_rss_kb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
+}
+
 static void
 report(run *r, double connect_ms, double first_ms)
 {
@@ -324,11 +332,12 @@ report(run *r, double connect_ms, double first_ms)
     printf("{\"pattern\":\"%s\",\"mode\":\"%s\",\"concurrency\":%d,\"count\":%ld,"
            "\"ok\":%ld,\"errors\":%ld,\"timeouts\":0,\"p50_us\":%u,\"p90_us\":%u,"
            "\"p99_us\":%u,\"max_us\":%u,\"rps\":%.1f,\"elapsed_s\":%.3f,"
-           "\"connect_ms\":%.1f,\"first_reply_ms\":%.1f,\"cpu_ms\":%.1f}\n",
+           "\"connect_ms\":%.1f,\"first_reply_ms\":%.1f,\"cpu_ms\":%.1f,"
+           "\"peak_rss_kb\":%ld}\n",
            r->o->emit ? EVENT_TOPIC : REQUEST_TOPIC, r->o->emit ? "emit" : "send",
            r->o->concurrency, r->done, r->ok, r->errors, pct(r, 0.5), pct(r, 0.9),
            pct(r, 0.99), pct(r, 1.0), elapsed > 0 ? (double)r->done / elapsed : 0.0,
-           elapsed, connect_ms, first_ms, r->cpu_ms);
+           elapsed, connect_ms, first_ms, r->cpu_ms, peak_rss_kb());
     fflush(stdout);
 }
 

@@ -170,7 +170,7 @@ num(const json_t *j, const char *key)
     return (long)json_number_value(v);
 }
 
-/* count/ok/errors/timeouts exactly, percentiles ordered, a positive rate. */
+/* count/ok/errors/timeouts exactly, percentiles ordered, a positive rate, an RSS. */
 static void
 assert_result(const json_t *j, long count, long ok, long errors, long timeouts)
 {
@@ -183,6 +183,10 @@ assert_result(const json_t *j, long count, long ok, long errors, long timeouts)
     ck_assert_int_le(num(j, "p99_us"), num(j, "max_us"));
     ck_assert_int_gt(num(j, "p50_us"), 0);
     ck_assert(json_number_value(json_object_get(j, "rps")) > 0);
+    /* The process's own peak RSS (bench/run cannot read it after the exit): a process
+     * with librdkafka's threads holds megabytes, and far less than a gigabyte. */
+    ck_assert_int_gt(num(j, "peak_rss_kb"), 1024);
+    ck_assert_int_lt(num(j, "peak_rss_kb"), 1024 * 1024);
 }
 
 START_TEST(test_bench_real_run)

@@ -116,7 +116,8 @@ usage(FILE *out)
         "  --set KEY=VALUE    any ksf configuration key (repeatable)\n"
         "  --json             make the last stdout line one JSON object: count, ok,\n"
         "                     errors, timeouts, p50_us, p90_us, p99_us, max_us, rps,\n"
-        "                     elapsed_s, connect_ms, first_reply_ms\n"
+        "                     elapsed_s, connect_ms, first_reply_ms, cpu_ms,\n"
+        "                     peak_rss_kb\n"
         "  --prometheus       after the report, print the client's metrics in the\n"
         "                     Prometheus text format (before the --json line)\n"
         "  -v, --verbose      log ksf and librdkafka messages to stderr\n"
@@ -438,6 +439,15 @@ percentile(const bench *b, double q)
     return b->lat_us[rank - 1];
 }
 
+/* This process's peak resident set so far, in KiB (Linux reports ru_maxrss in KiB).
+ * Reported by the process itself: bench/run cannot read it once the process exited. */
+static long
+peak_rss_kb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
+}
+
 static void
 report(bench *b, double connect_ms, double first_ms)
 {
@@ -464,10 +474,11 @@ report(bench *b, double connect_ms, double first_ms)
         printf("{\"pattern\":\"%s\",\"mode\":\"%s\",\"concurrency\":%d,\"count\":%ld,"
                "\"ok\":%ld,\"errors\":%ld,\"timeouts\":%ld,\"p50_us\":%u,\"p90_us\":%u,"
                "\"p99_us\":%u,\"max_us\":%u,\"rps\":%.1f,\"elapsed_s\":%.3f,"
-               "\"connect_ms\":%.1f,\"first_reply_ms\":%.1f,\"cpu_ms\":%.1f}\n",
+               "\"connect_ms\":%.1f,\"first_reply_ms\":%.1f,\"cpu_ms\":%.1f,"
+               "\"peak_rss_kb\":%ld}\n",
                b->o->pattern, b->o->emit ? "emit" : "send", b->o->concurrency, b->done,
                b->ok, b->errors, b->timeouts, p50, p90, p99, max, rps, elapsed,
-               connect_ms, first_ms, b->cpu_ms);
+               connect_ms, first_ms, b->cpu_ms, peak_rss_kb());
     }
     fflush(stdout);
 }

@@ -70,6 +70,7 @@ console.log(JSON.stringify({
   timeouts, p50_us: pct(0.5), p90_us: pct(0.9), p99_us: pct(0.99), max_us: pct(1), rps:
   elapsed > 0 ? done / elapsed : 0, elapsed_s: elapsed, connect_ms: connectMs,
   first_reply_ms: (firstWall - startWall) / 1000, cpu_ms: (cpu.user + cpu.system) / 1000,
+  peak_rss_kb: process.resourceUsage().maxRSS,
 }));
 if (o.idle > 0) await new Promise((r) => setTimeout(r, o.idle * 1000));
 await client.close();
