@@ -450,18 +450,23 @@ worker_main(void *arg)
             continue; /* made ready again when a slot frees */
         }
         p->busy = true;
-        pthread_mutex_unlock(&d->lock);
-
-        if (retry) {
-            ksfi_retry_run(c);
-        } else {
-            ksfi_ctx_run(c); /* c may be freed when this returns */
+        /* Go on with the partition's next message while no other partition waits for
+         * a worker: handing it back through the ready list woke another worker for
+         * each message (which found nothing to do), and messages fetched together now
+         * have their replies produced back to back, so they leave in one batch. */
+        while (c) {
+            pthread_mutex_unlock(&d->lock);
+            if (retry) {
+                ksfi_retry_run(c);
+            } else {
+                ksfi_ctx_run(c); /* c may be freed when this returns */
+            }
+            pthread_mutex_lock(&d->lock);
+            pthread_cond_broadcast(&d->idle);
+            c = !d->ready_head && !d->stopping ? take_next(p, &retry) : NULL;
         }
-
-        pthread_mutex_lock(&d->lock);
         p->busy = false;
         make_ready(d, p);
-        pthread_cond_broadcast(&d->idle);
     }
     pthread_mutex_unlock(&d->lock);
     return NULL;

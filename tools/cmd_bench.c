@@ -66,7 +66,7 @@ struct bench {
     int active;       /* lanes with a request in flight */
     uint32_t *lat_us; /* one latency per completion */
     size_t nlat, caplat;
-    char first_error[KSF_ERRINFO_TEXT_SIZE];
+    char first_error[KSF_ERRINFO_TEXT_SIZE + 64]; /* "<error name>: <text>" */
 };
 
 static int64_t
