@@ -1,40 +1,53 @@
 #!/usr/bin/env python3
 """bench/run's report: turn the per-scenario JSON lines into one markdown table with
 ratios, and write it with the raw results. Usage (from bench/run):
-table.py RESULTS.jsonl MACHINE FETCH_WAIT_MS SECONDS OUT.json OUT.md"""
+table.py RESULTS.jsonl MACHINE FETCH_WAIT_MS SECONDS ROUNDS OUT.json OUT.md"""
 import json
 import sys
 
-src, machine, fw, secs, out_json, out_md = sys.argv[1:7]
+src, machine, fw, secs, rounds, out_json, out_md = sys.argv[1:8]
 rows = [json.loads(l) for l in open(src) if l.strip()]
-by = {(r["impl"], r["scenario"]): r for r in rows}
+by = {}  # (impl, scenario) -> that scenario's runs, one per round
+for r in rows:
+    by.setdefault((r["impl"], r["scenario"]), []).append(r)
 IMPLS = ["floor", "ksf", "nest-tuned", "nest-default"]
 NAMES = {"floor": "floor (librdkafka)", "ksf": "ksf", "nest-tuned": "NestJS tuned",
          "nest-default": "NestJS default"}
 
 
+def median(values):
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2.0
+
+
+def over_runs(impl, scen, get):
+    """The median over the rounds of get(run); None without a usable run."""
+    return median(get(r) for r in by.get((impl, scen), []))
+
+
 def client(impl, scen, key):
-    r = by.get((impl, scen))
-    return r["client"].get(key) if r and r.get("client") else None
+    return over_runs(impl, scen,
+                     lambda r: r["client"].get(key) if r.get("client") else None)
 
 
 def field(impl, scen, key):
-    r = by.get((impl, scen))
-    return r.get(key) if r else None
+    return over_runs(impl, scen, lambda r: r.get(key))
 
 
 def idle_pct(impl, who):
-    r = by.get((impl, "cold"))
-    if not r or not r.get("idle_s"):
-        return None
-    return 100.0 * r[who + "_idle_ms"] / 1000.0 / r["idle_s"]
+    return over_runs(impl, "cold", lambda r: 100.0 * r[who + "_idle_ms"] / 1000.0 /
+                     r["idle_s"] if r.get("idle_s") else None)
 
 
 def cpu_per_1000(impl):
-    r = by.get((impl, "c64"))
-    if not r or not r.get("client") or not r["client"]["count"]:
-        return None
-    return (r["client"]["cpu_ms"] + r["server_cpu_ms"]) * 1000.0 / r["client"]["count"]
+    def one(r):
+        if not r.get("client") or not r["client"]["count"]:
+            return None
+        return (r["client"]["cpu_ms"] + r["server_cpu_ms"]) * 1000.0 / r["client"]["count"]
+    return over_runs(impl, "c64", one)
 
 
 def mb(v):
@@ -52,11 +65,13 @@ METRICS = [
      ">= 50"),
     ("64 in flight: p50 (us)", lambda i: client(i, "c64", "p50_us"), True, "<= 1.5",
      ">= 10"),
+    ("64 in flight: p90 (us)", lambda i: client(i, "c64", "p90_us"), True, "", ""),
     ("64 in flight: p99 (us)", lambda i: client(i, "c64", "p99_us"), True, "", ""),
     ("256 in flight: requests/s", lambda i: client(i, "c256", "rps"), False, ">= 0.8",
      ""),
     ("256 in flight: p50 (us)", lambda i: client(i, "c256", "p50_us"), True, "<= 1.5",
      ""),
+    ("256 in flight: p90 (us)", lambda i: client(i, "c256", "p90_us"), True, "", ""),
     ("emit, 1000 in flight: events/s", lambda i: client(i, "emit", "rps"), False, "", ""),
     ("emit: ack p50 (us)", lambda i: client(i, "emit", "p50_us"), True, "", ""),
     ("idle CPU, client (% of a core)", lambda i: idle_pct(i, "client"), True, "", ""),
@@ -85,14 +100,16 @@ def ratio(a, b):
 
 lines = [
     f"Machine: {machine}. Embedded broker (librdkafka mock), loopback, one fresh broker "
-    f"per scenario; C consumers with fetch.wait.max.ms={fw}; {secs} s per throughput run.",
+    f"per scenario; C consumers with fetch.wait.max.ms={fw}; {secs} s per throughput run; "
+    f"floor and ksf: median of {rounds} interleaved rounds (cold start and idle CPU: one "
+    f"run), NestJS: one run.",
     "",
     "| metric | " + " | ".join(NAMES[i] for i in IMPLS)
     + " | ksf / floor (target) | NestJS tuned vs ksf (target) |",
     "| --- | " + " | ".join("---:" for _ in IMPLS) + " | ---: | ---: |",
 ]
 report = {"machine": machine, "fetch_wait_max_ms": int(fw), "seconds": float(secs),
-          "results": rows, "table": []}
+          "rounds": int(rounds), "results": rows, "table": []}
 for label, get, lower, t_floor, t_nest in METRICS:
     vals = {i: get(i) for i in IMPLS}
     r_floor = ratio(vals["ksf"], vals["floor"])
@@ -105,7 +122,7 @@ for label, get, lower, t_floor, t_nest in METRICS:
                  + f" | {rf} | {rn} |")
     report["table"].append({"metric": label, "values": vals, "ksf_over_floor": r_floor,
                             "ksf_advantage_over_nest_tuned": r_nest})
-dflt = by.get(("ksf-defaults", "cold"))
+dflt = (by.get(("ksf-defaults", "cold")) or [None])[0]
 if dflt and dflt.get("idle_s"):
     lines += ["", "ksf at its own defaults (fetch.wait.max.ms=100): idle CPU client "
               f"{100.0 * dflt['client_idle_ms'] / 1000 / dflt['idle_s']:.1f} %, server "
