@@ -130,8 +130,8 @@ if dflt and dflt.get("idle_s"):
               f"cold start {fmt(dflt['client'] and dflt['client']['first_reply_ms'])} ms."]
 lines += ["", "Ratios: \"ksf / floor\" is ksf's value divided by the floor's (latency: "
           "lower is better; rate: higher is better). \"NestJS tuned vs ksf\" is how many "
-          "times better ksf does than NestJS tuned. Figures are from one run on a shared "
-          "2-core machine; see docs/benchmarks.md."]
+          "times better ksf does than NestJS tuned. Figures are from one invocation of "
+          "bench/run on a shared 2-core machine; see docs/benchmarks.md."]
 md = "\n".join(lines) + "\n"
 with open(out_json, "w") as f:
     json.dump(report, f, indent=1)
