@@ -217,6 +217,58 @@ START_TEST(test_latency_first_call_after_idle)
 }
 END_TEST
 
+/* A broker with @p topic and its reply topic (one partition each) already holding @p n
+ * requests {"i": i} with correlation ids "<topic>-<i>" (acknowledged one by one when
+ * @p one_per_batch: the mock then keeps each in its own batch), after which the broker
+ * holds its next @p held Produce responses for @p hold_ms each. */
+static ksft_broker *
+broker_with_requests(const char *topic, int n, bool one_per_batch, int held, int hold_ms)
+{
+    char reply_topic[64];
+    snprintf(reply_topic, sizeof reply_topic, "%s.reply", topic);
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, topic, 1);
+    ksft_broker_create_topic(b, reply_topic, 1);
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(b));
+    for (int i = 0; i < n; i++) {
+        char id[80], value[32];
+        snprintf(id, sizeof id, "%s-%d", topic, i);
+        int len = snprintf(value, sizeof value, "{\"i\":%d}", i);
+        ksft_send_request(p, topic, 0, id, reply_topic, 0, value, (size_t)len,
+                          one_per_batch);
+    }
+    ksft_producer_flush(p, 10000);
+    ksft_producer_destroy(p);
+    /* From here on, the only producer is the server's reply producer. */
+    for (int i = 0; i < held; i++) {
+        ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                             ksft_broker_mock(b), 1, 0 /* Produce */, 1,
+                             RD_KAFKA_RESP_ERR_NO_ERROR, hold_ms),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+    return b;
+}
+
+/* A server on @p b reading @p topic from the start with handler @p fn (its user
+ * pointer is the server), running in @p svc; @p concurrency NULL: the default. */
+static ksf_server *
+start_reader(ksft_service *svc, ksft_broker *b, const char *topic, ksf_handler_fn fn,
+             const char *concurrency)
+{
+    const char *const kv[][2] = {
+        {"consumer.auto.offset.reset", "earliest"},
+        {"server.pattern.concurrency", concurrency ? concurrency : "0"},
+    };
+    ksf_config *cfg = ksft_config(b);
+    ksft_config_set_all(cfg, kv, KSFT_NKV(kv));
+    ksf_server *srv = ksft_server(cfg);
+    ksf_config_destroy(cfg);
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_server_on_message(srv, topic, fn, srv, &ei), KSF_OK);
+    ksft_service_start(svc, srv, ksft_scaled_ms(20000));
+    return srv;
+}
+
 /* Handler runs of the pipelining test, and the server's replies acknowledged when the
  * last of them ran. */
 static atomic_uint pipe_runs;
@@ -239,37 +291,10 @@ START_TEST(test_latency_replies_pipelined)
      * until the acknowledgement lets the second handler run only ~5 s after the first,
      * so the last one runs with 7 replies acknowledged. Released when the handler is
      * done, all 8 run at once, before any acknowledgement. */
-    ksf_errinfo ei = {0};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "lat.pipe", 1);
-    ksft_broker_create_topic(b, "lat.pipe.reply", 1);
-    ksft_producer *p = ksft_producer_new(ksft_broker_address(b));
-    for (int i = 0; i < PIPE_REQUESTS; i++) {
-        char id[16], value[32];
-        snprintf(id, sizeof id, "pipe-%d", i);
-        int n = snprintf(value, sizeof value, "{\"i\":%d}", i);
-        ksft_send_request(p, "lat.pipe", 0, id, "lat.pipe.reply", 0, value, (size_t)n,
-                          false);
-    }
-    ksft_producer_flush(p, 10000);
-    ksft_producer_destroy(p);
-    /* From here on, the only producer is the server's reply producer. */
-    for (int i = 0; i < PIPE_REQUESTS; i++) {
-        ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
-                             ksft_broker_mock(b), 1, 0 /* Produce */, 1,
-                             RD_KAFKA_RESP_ERR_NO_ERROR, PIPE_ACK_DELAY_MS),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-    }
-
-    ksf_config *cfg = ksft_config(b);
-    ck_assert_int_eq(ksf_config_set(cfg, "server.pattern.concurrency", "1", &ei), KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", &ei),
-                     KSF_OK);
-    ksf_server *srv = ksft_server(cfg);
-    ksf_config_destroy(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "lat.pipe", pipe_echo, srv, &ei), KSF_OK);
+    ksft_broker *b = broker_with_requests("lat.pipe", PIPE_REQUESTS, false, PIPE_REQUESTS,
+                                          PIPE_ACK_DELAY_MS);
     ksft_service service;
-    ksft_service_start(&service, srv, ksft_scaled_ms(20000));
+    ksf_server *srv = start_reader(&service, b, "lat.pipe", pipe_echo, "1");
 
     int64_t deadline = ksft_now_ms() + ksft_scaled_ms(PIPE_ACK_DELAY_MS * 4);
     while (atomic_load(&pipe_runs) < PIPE_REQUESTS && ksft_now_ms() < deadline) {
@@ -294,8 +319,8 @@ START_TEST(test_latency_replies_pipelined)
         const ksft_msg *m = ksft_collector_at(c, i);
         const void *id;
         size_t id_len;
-        char want_id[16], want_value[32];
-        snprintf(want_id, sizeof want_id, "pipe-%zu", i);
+        char want_id[32], want_value[32];
+        snprintf(want_id, sizeof want_id, "lat.pipe-%zu", i);
         snprintf(want_value, sizeof want_value, "{\"i\":%zu}", i);
         ck_assert(ksft_msg_header(m, "kafka_correlationId", &id, &id_len));
         ck_assert_uint_eq(id_len, strlen(want_id));
@@ -327,40 +352,15 @@ START_TEST(test_latency_ack_backlog_bounded)
 {
     /* The other side of releasing the slot early: replies waiting for the broker still
      * count against the partition's window, which pauses fetching at
-     * KSFI_DISPATCH_PAUSE_AT of them. 600 requests wait on one partition and the
-     * broker holds its Produce responses: the handlers must stop short of 2 x 256
-     * before the first acknowledgement. */
-    ksf_errinfo ei = {0};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "lat.backlog", 1);
-    ksft_broker_create_topic(b, "lat.backlog.reply", 1);
-    ksft_producer *p = ksft_producer_new(ksft_broker_address(b));
-    for (int i = 0; i < BACKLOG_REQUESTS; i++) {
-        char id[16], value[32];
-        snprintf(id, sizeof id, "b-%d", i);
-        int n = snprintf(value, sizeof value, "{\"i\":%d}", i);
-        /* One message per batch: the mock returns one batch per fetch, so the server
-         * cannot take more than one fetch's worth past its pause. */
-        ksft_send_request(p, "lat.backlog", 0, id, "lat.backlog.reply", 0, value,
-                          (size_t)n, true);
-    }
-    ksft_producer_destroy(p);
-    for (int i = 0; i < BACKLOG_DELAYED; i++) {
-        ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
-                             ksft_broker_mock(b), 1, 0 /* Produce */, 1,
-                             RD_KAFKA_RESP_ERR_NO_ERROR, BACKLOG_ACK_DELAY_MS),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-    }
-
-    ksf_config *cfg = ksft_config(b);
-    ck_assert_int_eq(ksf_config_set(cfg, "consumer.auto.offset.reset", "earliest", &ei),
-                     KSF_OK);
-    ksf_server *srv = ksft_server(cfg);
-    ksf_config_destroy(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "lat.backlog", backlog_echo, NULL, &ei),
-                     KSF_OK);
+     * KSFI_DISPATCH_PAUSE_AT of them. 600 requests wait on one partition, each in its
+     * own batch (the mock returns one batch per fetch, so the server cannot take more
+     * than one fetch's worth past its pause), and the broker holds its Produce
+     * responses: the handlers must stop short of 2 x 256 before the first
+     * acknowledgement. */
+    ksft_broker *b = broker_with_requests("lat.backlog", BACKLOG_REQUESTS, true,
+                                          BACKLOG_DELAYED, BACKLOG_ACK_DELAY_MS);
     ksft_service service;
-    ksft_service_start(&service, srv, ksft_scaled_ms(20000));
+    ksf_server *srv = start_reader(&service, b, "lat.backlog", backlog_echo, NULL);
 
     ksf_server_stats s = {0};
     int64_t deadline = ksft_now_ms() + ksft_scaled_ms(BACKLOG_ACK_DELAY_MS * 4);
