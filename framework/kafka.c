@@ -22,6 +22,10 @@ static const char *const consumer_defaults[][2] = {
     {"enable.auto.offset.store", "false"},
     {"auto.offset.reset", "latest"},
     {"fetch.wait.max.ms", "100"},
+    /* What a rebalance or crash hands to the next owner to run again is what was
+     * answered since the last commit; librdkafka's 5 s default made that up to 5 s of
+     * requests (the commit on revoke is refused by some brokers mid-rebalance). */
+    {"auto.commit.interval.ms", "1000"},
 };
 
 static void

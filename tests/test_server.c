@@ -632,6 +632,44 @@ START_TEST(test_server_events)
 }
 END_TEST
 
+/* ---- commit cadence ---------------------------------------------------------------- */
+
+START_TEST(test_server_commit_cadence)
+{
+    /* Answered offsets are committed about every second (auto.commit.interval.ms
+     * 1000, ksf's default), not every 5 s (librdkafka's): that interval is what a
+     * rebalance or a crash hands to the next owner to run again. Seen as the time from
+     * one observed commit to the next: a request answered right after a commit is
+     * committed by the following one. */
+    static const char *const topics[] = {"t.commit", NULL};
+    running r;
+    setup_world(&r, topics);
+    ksf_config *cfg = ksft_config(r.broker);
+    ksf_server *srv = new_server(cfg);
+    ksf_config_destroy(cfg);
+    on_message(srv, "t.commit", h_echo, NULL);
+    run_server(&r, srv);
+    const char *addr = ksft_broker_address(r.broker);
+    ksft_send_request(r.prod, "t.commit", 0, "c-0", REPLY, 0, "{}", 2, true);
+    WAIT_STAT(&r, replies, 1);
+    ck_assert_int_eq(
+        ksft_wait_committed(addr, "nestjs-group-server", "t.commit", 1, 1, 10000), 1);
+    /* Just after a commit: the next one is a whole interval away. */
+    int64_t t0 = ksft_now_ms();
+    ksft_send_request(r.prod, "t.commit", 0, "c-1", REPLY, 0, "{}", 2, true);
+    WAIT_STAT(&r, replies, 2);
+    int64_t committed =
+        ksft_wait_committed(addr, "nestjs-group-server", "t.commit", 1, 2, 2500);
+    int64_t took = ksft_now_ms() - t0;
+    ck_assert_msg(committed == 2,
+                  "a request answered after a commit was not committed within %d ms "
+                  "(%lld ms; committed %lld)",
+                  ksft_scaled_ms(2500), (long long)took, (long long)committed);
+    stop_server(&r);
+    teardown_world(&r);
+}
+END_TEST
+
 /* ---- malformed input --------------------------------------------------------------- */
 
 START_TEST(test_server_malformed_input)
@@ -970,6 +1008,7 @@ server_suite(void)
         {"reply_shapes", test_server_reply_shapes, 40},
         {"streams_and_deferral", test_server_streams_and_deferral, 40},
         {"events", test_server_events, 40},
+        {"commit_cadence", test_server_commit_cadence, 40},
         {"malformed_input", test_server_malformed_input, 40},
         {"partition_order", test_server_partition_order, 40},
         {"slow_handler", test_server_slow_handler, 40},
