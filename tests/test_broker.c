@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -166,6 +167,9 @@ tool_spawn(const char *const *args)
     tool t = {.pid = fork(), .out = p[0]};
     ck_assert_int_ge(t.pid, 0);
     if (t.pid == 0) {
+        /* A test that fails before stopping its tool must not leave it running: it
+         * holds the test's stderr, and meson waits for that to close. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(p[1], STDOUT_FILENO);
         close(p[0]);
         close(p[1]);
@@ -284,15 +288,20 @@ socket_port(int fd, bool peer)
     return rc == 0 && a.sin_family == AF_INET ? ntohs(a.sin_port) : -1;
 }
 
+#define NODELAY_UNKNOWN (-2) /* pidfd_open is not available (valgrind lacks it) */
+
 /* TCP_NODELAY of the connection process @p pid accepted on @p local_port from
- * @p peer_port (a copy of its descriptor through pidfd_getfd): 0/1, or -1 when no such
- * connection was found. */
+ * @p peer_port (a copy of its descriptor through pidfd_getfd): 0/1, -1 when no such
+ * connection was found, NODELAY_UNKNOWN when it cannot be looked at. */
 static int
 accepted_nodelay(pid_t pid, int local_port, int peer_port)
 {
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0 && errno == ENOSYS && ksft_under_valgrind()) {
+        return NODELAY_UNKNOWN;
+    }
     ck_assert_msg(pidfd >= 0, "pidfd_open: %s", strerror(errno));
     DIR *d = opendir(dir);
     ck_assert_msg(d != NULL, "%s: %s", dir, strerror(errno));
@@ -337,14 +346,22 @@ START_TEST(test_broker_tool_nodelay)
     int nodelay = -1;
     /* The mock's thread accepts a moment after connect() returns. */
     for (int64_t deadline = ksft_now_ms() + 5000;
-         nodelay < 0 && ksft_now_ms() < deadline;) {
+         nodelay == -1 && ksft_now_ms() < deadline;) {
         nodelay = accepted_nodelay(t.pid, port, mine);
-        if (nodelay < 0) {
+        if (nodelay == -1) {
             struct timespec tick = {0, 10 * 1000 * 1000};
             nanosleep(&tick, NULL);
         }
     }
     close(c);
+    if (nodelay == NODELAY_UNKNOWN) {
+        /* The tool itself never runs under valgrind: the plain and sanitizer runs of
+         * this test check it. */
+        fprintf(stderr, "tool_nodelay: pidfd_open unavailable under valgrind; not "
+                        "checked here\n");
+        ck_assert_int_eq(tool_stop(&t) != -1, 1);
+        return;
+    }
     ck_assert_msg(nodelay >= 0, "ksf broker never accepted the connection from port %d",
                   mine);
     ck_assert_msg(nodelay == 1, "ksf broker accepted a connection with Nagle on");

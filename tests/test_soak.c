@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +41,9 @@ broker_child_start(broker_child *b)
     b->pid = fork();
     ck_assert_int_ge(b->pid, 0);
     if (b->pid == 0) {
+        /* Dies with the test: a failed run must not leave a broker holding its
+         * stderr, which meson waits to see closed. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
