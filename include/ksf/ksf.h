@@ -199,6 +199,8 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  * - "server.pattern.concurrency" handlers of one pattern started and unfinished at
  *                           once, 0..1024; 0: all workers but one when the server has
  *                           >= 2 patterns and >= 2 workers, else all    [0]
+ *                           (a reply waiting for the broker's acknowledgement holds
+ *                           no slot; up to 256 per partition may wait)
  * - "server.handler.timeout.ms" a request handler's time budget; past it the caller
  *                           gets an error reply at once, 0 = none       [0]
  * - "server.event.retries"  re-runs of a failed event handler, 0..100  [3]
@@ -577,7 +579,8 @@ KSF_API void ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *use
  * On stop: fetching stops, in-flight handlers finish, replies are flushed, offsets are
  * committed and the group is left; then run returns KSF_OK.
  * Delivery: at least once. A message's offset is committed only after its handler
- * finished and its reply was acknowledged by the broker.
+ * finished and its reply was acknowledged by the broker; stored offsets are committed
+ * about every second (consumer auto.commit.interval.ms, 1000 by default).
  * Errors: KSF_EINVAL when no handler is registered, KSF_ESTATE when already running,
  * KSF_EKAFKA for a fatal Kafka error.
  */
