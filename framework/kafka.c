@@ -217,3 +217,34 @@ ksfi_kafka_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline,
     rd_kafka_topic_destroy(rkt);
     return e;
 }
+
+/* Errors a partition's leader gives while it is being elected or the topic created. */
+static bool
+leader_settling(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+           err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+           err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+           err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__TIMED_OUT;
+}
+
+ksf_err
+ksfi_kafka_high_watermark(rd_kafka_t *rk, const char *topic, int32_t partition,
+                          int64_t deadline, int64_t *hi, ksf_errinfo *ei)
+{
+    for (;;) {
+        int64_t lo = 0;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            rk, topic, partition, &lo, hi,
+            ms_until(deadline) > 0 ? ms_until(deadline) : 1);
+        if (!err) {
+            return KSF_OK;
+        }
+        if (!leader_settling(err) || ms_until(deadline) <= 50) {
+            return ksfi_fail_kafka(ei, (int)err, "%s [%d]: high watermark: %s", topic,
+                                   (int)partition, rd_kafka_err2str(err));
+        }
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+}

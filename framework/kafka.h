@@ -50,4 +50,13 @@ ksf_err ksfi_kafka_fail(ksf_errinfo *ei, rd_kafka_resp_err_t err, const char *wh
 ksf_err ksfi_kafka_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline,
                                    int *count, ksf_errinfo *ei);
 
+/*
+ * The high watermark of @p topic [@p partition]. A new topic's partition answers
+ * NOT_LEADER / LEADER_NOT_AVAILABLE until its leader is elected (on Kafka 4.4, the
+ * first tens of ms after auto-creation): those are retried until @p deadline.
+ * Errors: KSF_EKAFKA naming the partition.
+ */
+ksf_err ksfi_kafka_high_watermark(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                  int64_t deadline, int64_t *hi, ksf_errinfo *ei);
+
 #endif

@@ -10,8 +10,6 @@
 #include "reply_provider.h"
 #include "wire.h"
 
-#include <time.h>
-
 typedef struct static_provider {
     ksfi_reply_provider base;
     int32_t partition;
@@ -23,13 +21,6 @@ ksfi_reply_now_ms(void)
     return ksfi_clock_ms();
 }
 
-static int
-remaining(int64_t deadline)
-{
-    int64_t left = deadline - ksfi_reply_now_ms();
-    return left > 0 ? (int)left : 0;
-}
-
 ksf_err
 ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,
                           int32_t partition, int64_t deadline, ksf_errinfo *ei)
@@ -37,19 +28,17 @@ ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,
     /* Start at the high watermark: every reply to a request sent from now on is at or
      * after it, and nothing older is replayed (no committed offsets are used). */
     rd_kafka_t *rk = host->consumer;
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo,
-                                                               &hi, remaining(deadline));
-    if (err) {
-        return ksfi_kafka_fail(ei, err, "reply partition high watermark");
+    int64_t hi = 0;
+    ksf_err e = ksfi_kafka_high_watermark(rk, topic, partition, deadline, &hi, ei);
+    if (e) {
+        return e;
     }
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, topic, partition)->offset = hi;
     rd_kafka_error_t *kerr = rd_kafka_incremental_assign(rk, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (kerr) {
-        ksf_err e =
-            ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
+        e = ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
         rd_kafka_error_destroy(kerr);
         return e;
     }

@@ -430,11 +430,18 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
 {
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, KSFI_QUERY_TIMEOUT_MS);
+    int64_t deadline = ksfi_clock_ms() + KSFI_QUERY_TIMEOUT_MS;
     for (int i = 0; !err && i < c->cnt; i++) {
-        int64_t lo, hi;
-        if (c->elems[i].offset >= 0 ||
-            rd_kafka_query_watermark_offsets(rk, c->elems[i].topic, c->elems[i].partition,
-                                             &lo, &hi, KSFI_QUERY_TIMEOUT_MS)) {
+        int64_t hi;
+        ksf_errinfo ei = {0};
+        if (c->elems[i].offset >= 0) {
+            continue;
+        }
+        if (ksfi_kafka_high_watermark(rk, c->elems[i].topic, c->elems[i].partition,
+                                      deadline, &hi, &ei)) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                     "%s; the partition starts wherever its end is when fetching starts",
+                     ei.text);
             continue;
         }
         parts->elems[i].offset = hi;

@@ -5,7 +5,7 @@
  * revoked by a rebalance. Each test counts every callback of every request (exactly
  * one each) and checks committed offsets against the replies on the reply topic.
  */
-#include "mock_broker.h"
+#include "broker.h"
 #include "raw_kafka.h"
 #include "service.h"
 #include "wire.h"

@@ -14,8 +14,8 @@
  * handler works, not while its reply waits for the broker's acknowledgement (holding it
  * that long capped a pattern at `limit` replies per produce round trip).
  */
+#include "broker.h"
 #include "dispatch.h"
-#include "mock_broker.h"
 #include "raw_kafka.h"
 #include "service.h"
 

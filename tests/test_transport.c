@@ -5,10 +5,10 @@
  * broker refusing SASL end to end (tests/support/kafka_server.h).
  */
 #include "alloc.h"
+#include "broker.h"
 #include "kafka.h"
 #include "kafka_server.h"
 #include "membership.h"
-#include "mock_broker.h"
 #include "sasl.h"
 #include "transport.h"
 
