@@ -46,6 +46,17 @@ const char *ksft_real_kafka(void);
         }                                                                                \
     } while (0)
 
+/* First thing in a case that needs real Kafka (KSF_TEST_KAFKA set): on the mock, say so
+ * on stdout and return. @p why says what of Kafka it needs. */
+#define KSFT_NEEDS_REAL_KAFKA(why)                                                       \
+    do {                                                                                 \
+        if (!ksft_real_kafka()) {                                                        \
+            printf("%s: skipped: needs real Kafka (%s)\n", __func__, (why));             \
+            fflush(stdout);                                                              \
+            return;                                                                      \
+        }                                                                                \
+    } while (0)
+
 /* Stop it and free everything. NULL is a no-op. */
 void ksft_broker_stop(ksft_broker *b);
 
