@@ -212,7 +212,7 @@ cleanup() {
         stop_pids "${pids[@]}"
         save_cds
         for ((i = 1; i <= nodes; i++)); do
-            rm -f "$state/node-$i.pid" "$state/node-$i.ack"
+            rm -f "$state/node-$i.pid" "$state/node-$i.ack" "$state/node-$i.ack.tmp"
         done
         rm -f "$state/control" "$state/bootstrap"
     fi
@@ -519,12 +519,16 @@ log=\$state/node-$i.log
 kill -0 "\$tool" 2>/dev/null || { echo "node-$i.restart: the tools/dev kafka run (pid \$tool) is not running" >&2; exit 1; }
 lines=\$(wc -l <"\$log" 2>/dev/null || echo 0)
 token=\$\$.\$RANDOM.\$(date +%s%N)
-timeout 5 bash -c 'printf "restart $i %s\n" "\$1" >"\$2"' _ "\$token" "\$state/control" ||
-    { echo "node-$i.restart: the tools/dev kafka run (pid \$tool) did not take the request" >&2; exit 1; }
 deadline=\$((SECONDS + \${KSF_KAFKA_START_TIMEOUT:-60} + ${stop_timeout}))
+# The request goes to the run's FIFO; sent again every 5 s without an acknowledgement.
 until [[ \$(cat "\$state/node-$i.ack" 2>/dev/null) == "\$token" ]]; do
     ((SECONDS < deadline)) && kill -0 "\$tool" 2>/dev/null ||
         { echo "node-$i.restart: node $i was not relaunched" >&2; exit 1; }
+    if ((SECONDS >= \${resend:-0})); then
+        timeout 5 bash -c 'printf "restart $i %s\n" "\$1" >"\$2"' _ "\$token" "\$state/control" ||
+            { echo "node-$i.restart: the tools/dev kafka run (pid \$tool) did not take the request" >&2; exit 1; }
+        resend=\$((SECONDS + 5))
+    fi
     sleep 0.05
 done
 [[ \${1:-} == --wait ]] || exit 0
@@ -548,20 +552,30 @@ tails() {
     done
 }
 
-# handle_request LINE: one line from the control FIFO ("restart ID TOKEN").
+# handle_request LINE: one line from the control FIFO ("restart ID TOKEN"). The restart
+# script sends its request again when no acknowledgement came; a token already handled
+# is only acknowledged again, so a late duplicate does not restart the new JVM.
+declare -A handled # node id -> token of the last restart done
 handle_request() {
     local verb id token
     read -r verb id token <<<"$1"
-    [[ $verb == restart && $id =~ ^[0-9]+$ ]] && ((id >= 1 && id <= nodes)) || return 0
-    local p=${npid[$id]:-}
-    [[ -f $state/node-$id.pid ]] && p=$(<"$state/node-$id.pid")
-    if ours "$p"; then
-        say "restart: stopping node $id (pid $p) first"
-        stop_pids "$p"
+    if ! [[ $verb == restart && $id =~ ^[0-9]+$ && -n $token ]] || ((id < 1 || id > nodes)); then
+        say "ignored a malformed request on $state/control: '$1'"
+        return 0
     fi
-    launch_node "$id"
-    printf '%s\n' "$token" >"$state/node-$id.ack"
-    say "node $id relaunched (pid ${npid[$id]})"
+    if [[ ${handled[$id]:-} != "$token" ]]; then
+        local p=${npid[$id]:-}
+        [[ -f $state/node-$id.pid ]] && p=$(<"$state/node-$id.pid")
+        if ours "$p"; then
+            say "restart: stopping node $id (pid $p) first"
+            stop_pids "$p"
+        fi
+        launch_node "$id"
+        handled[$id]=$token
+        say "node $id relaunched (pid ${npid[$id]})"
+    fi
+    printf '%s\n' "$token" >"$state/node-$id.ack.tmp" &&
+        mv -f "$state/node-$id.ack.tmp" "$state/node-$id.ack"
 }
 
 # ---- main ----------------------------------------------------------------------------
@@ -689,11 +703,14 @@ in_main_loop=1
 for ((i = 1; i <= nodes; i++)); do
     disown "${npid[$i]}" 2>/dev/null
 done
+pending="" # a request line that `read -t` timed out in the middle of
 while ((!stopping)); do
     if read -r -t 0.5 -u "$ctl" line; then
-        handle_request "$line"
+        handle_request "$pending$line"
+        pending=""
         continue
     fi
+    pending+=$line
     for ((i = 1; i <= nodes; i++)); do
         if [[ ${gone[$i]} == 0 ]] && ! alive "${npid[$i]}"; then
             gone[$i]=1
