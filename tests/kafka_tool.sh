@@ -8,9 +8,9 @@
 #
 # Cases: one node (first line, produce/consume, partitions, SIGTERM: exit 0, data removed,
 # no JVM left); bad usage (exit 2); a node that cannot start (exit 5 and its log); no java
-# on PATH (exit 3 and the sentence); three nodes (leaders spread, ISR 3, a node killed
-# with SIGKILL and brought back by node-2.restart, then the tool itself SIGKILLed: no JVM
-# left).
+# on PATH (exit 3 and the sentence); Maven Central unreachable (exit 4); three nodes
+# (leaders spread, ISR 3, a node killed with SIGKILL and brought back by node-2.restart,
+# then the tool itself SIGKILLed: no JVM left).
 set -uo pipefail
 
 root=${1:?usage: kafka_tool.sh SOURCE_ROOT}
@@ -147,6 +147,20 @@ check "no java: exit status" 3 $?
 check "no java: the sentence" "dev kafka: java was not found on PATH; Kafka 4.4.0 needs a Java 17 or newer runtime and JDK (tools/dev deps installs it)." \
     "$(cat "$tmp/nojava.err")"
 check "no java: nothing on stdout" "" "$(cat "$tmp/nojava.out")"
+
+# Maven Central unreachable: an empty cache, an empty local repository (user.home) and a
+# mirror on a closed port, so both the offline and the online attempt fail.
+mkdir -p "$tmp/home/.m2"
+cat >"$tmp/home/.m2/settings.xml" <<'EOF'
+<settings><mirrors><mirror><id>closed</id><mirrorOf>*</mirrorOf>
+<url>http://127.0.0.1:9/</url></mirror></mirrors></settings>
+EOF
+MAVEN_OPTS="-Duser.home=$tmp/home" KSF_CACHE_DIR=$tmp/cache "$dev" kafka \
+    >"$tmp/offline.out" 2>"$tmp/offline.err"
+check "no registry: exit status" 4 $?
+check "no registry: the sentence" "dev kafka: could not download the Kafka 4.4.0 jars from Maven Central (mvn exit 1); is the registry reachable? mvn's output is in $tmp/cache/kafka-4.4.0-mvn.log." \
+    "$(tail -n 1 "$tmp/offline.err")"
+check "no registry: no half-written cache is left" "kafka-4.4.0-mvn.log" "$(ls -A "$tmp/cache")"
 
 # ---- three nodes ---------------------------------------------------------------------
 t0=$SECONDS
