@@ -398,6 +398,9 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         return;
     }
     ksfi_parse_reply_headers(hdrs, nhdrs, &meta);
+    if (cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING) {
+        meta.is_disposed = true; /* Spring answers once and sends no end marker */
+    }
     if (!meta.correlation_id) {
         ksfi_free(hdrs); /* not a reply: NestJS ignores it too */
         return;
