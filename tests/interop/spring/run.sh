@@ -88,7 +88,9 @@ fail() {
     exit 1
 }
 
-spring() { java -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto -jar "$jar" "$@"; }
+# An array, not a function: `"${spring[@]}" ... &` makes $! the JVM itself, which
+# cleanup's TERM then reaches (a backgrounded function would be a subshell around it).
+spring=(java -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto -jar "$jar")
 
 # Every topic exists before anyone subscribes: nobody waits for auto-creation, and no
 # request is sent to a topic a consumer has not yet found.
@@ -102,7 +104,7 @@ for p in object array string number null kafka-null echo error error-plain slow 
 done
 topics+=(spring.event)
 echo "# real Kafka at $broker (t=${SECONDS}s)"
-spring topics "$broker" "${topics[@]}" >"$tmp/topics.log" 2>&1 ||
+"${spring[@]}" topics "$broker" "${topics[@]}" >"$tmp/topics.log" 2>&1 ||
     fail "could not create the topics on $broker"
 
 echo "# 1. Spring client -> ksf services (t=${SECONDS}s)"
@@ -115,14 +117,14 @@ pids+=($!)
 wait_for "$tmp/c_server.log" 'ksf interop server ready' 60 "${pids[-1]}" ||
     fail "the ksf interop server did not become ready"
 echo "# ksf services ready (t=${SECONDS}s)"
-spring client "$broker" >"$tmp/spring_client.out" 2>"$tmp/spring_client.log"
+"${spring[@]}" client "$broker" >"$tmp/spring_client.out" 2>"$tmp/spring_client.log"
 s_rc=$?
 grep -v '^#' "$tmp/spring_client.out" || true
 for i in 1 0; do kill -TERM "${pids[i]}" 2>/dev/null; wait "${pids[i]}" 2>/dev/null; done
 pids=()
 
 echo "# 2. ksf client -> Spring service (t=${SECONDS}s)"
-spring server "$broker" "$tmp/events.jsonl" >"$tmp/spring_service.log" 2>&1 &
+"${spring[@]}" server "$broker" "$tmp/events.jsonl" >"$tmp/spring_service.log" 2>&1 &
 pids+=($!)
 wait_for "$tmp/spring_service.log" 'spring service ready' 120 "${pids[-1]}" ||
     fail "the Spring service did not become ready"

@@ -275,6 +275,21 @@ public class SpringClient {
                 "expected " + want + "; got " + o.describe());
     }
 
+    /** One call through the assigned template: prints the value, or the error on stderr. */
+    boolean callOnce(String pattern, String value) throws Exception {
+        if (!assigned.waitForAssignment(Duration.ofSeconds(60))) {
+            System.err.println("the reply container got no partition in 60 s");
+            return false;
+        }
+        Outcome o = call(assigned, pattern, value);
+        if (o.error != null) {
+            System.err.println(pattern + ": " + o.describe());
+            return false;
+        }
+        System.out.println(o.reply.value());
+        return true;
+    }
+
     void warmUp(ReplyingKafkaTemplate<String, String, String> t) {
         for (int i = 0; i < 20; i++) {
             var req = new ProducerRecord<String, String>("interop.echo", "warm-up");

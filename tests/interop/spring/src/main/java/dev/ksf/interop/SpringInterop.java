@@ -19,6 +19,7 @@ import org.springframework.boot.autoconfigure.SpringBootApplication;
  *   topics  BROKERS TOPIC...   create the topics (4 partitions) the run needs, then exit
  *   server  BROKERS EVENT_LOG  the @KafkaListener + @SendTo handler matrix (SpringService)
  *   client  BROKERS            ReplyingKafkaTemplate calls to ksf services (SpringClient)
+ *   call    BROKERS PATTERN VALUE   one ReplyingKafkaTemplate call; prints the reply value
  * </pre>
  *
  * The server prints "spring service ready" once every listener holds its partitions; the
@@ -41,12 +42,19 @@ public class SpringInterop {
             createTopics(brokers, List.of(args).subList(2, args.length));
             return;
         }
-        if (!mode.equals("server") && !mode.equals("client")) {
-            System.err.println("unknown mode " + mode + "; expected topics, server or client");
+        if (!mode.equals("server") && !mode.equals("client") && !mode.equals("call")) {
+            System.err.println("unknown mode " + mode + "; expected topics, server, client or call");
             System.exit(2);
         }
+        if (mode.equals("call")) {
+            if (args.length != 4) {
+                System.err.println("Usage: ksf-spring-interop call BROKERS PATTERN VALUE");
+                System.exit(2);
+            }
+            createTopics(brokers, List.of(SpringClient.REPLIES, SpringClient.REPLIES_GROUP));
+        }
         List<String> boot = new ArrayList<>();
-        boot.add("--spring.profiles.active=" + mode);
+        boot.add("--spring.profiles.active=" + (mode.equals("call") ? "client" : mode));
         boot.add("--spring.kafka.bootstrap-servers=" + brokers);
         boot.add("--spring.main.web-application-type=none");
         boot.add("--spring.main.banner-mode=off");
@@ -65,6 +73,10 @@ public class SpringInterop {
         if (mode.equals("client")) {
             int failed = ctx.getBean(SpringClient.class).runAll();
             System.exit(SpringApplication.exit(ctx, () -> failed == 0 ? 0 : 1));
+        }
+        if (mode.equals("call")) {
+            boolean ok = ctx.getBean(SpringClient.class).callOnce(args[2], args[3]);
+            System.exit(SpringApplication.exit(ctx, () -> ok ? 0 : 1));
         }
     }
 
@@ -87,6 +99,6 @@ public class SpringInterop {
             }
             admin.describeTopics(topics).allTopicNames().get(30, TimeUnit.SECONDS);
         }
-        System.out.println("topics ready: " + topics.size());
+        System.err.println("topics ready: " + topics.size());
     }
 }
