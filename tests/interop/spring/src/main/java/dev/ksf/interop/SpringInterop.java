@@ -82,6 +82,9 @@ public class SpringInterop {
 
     /** Create @p topics with 4 partitions (existing ones are fine) and wait for them. */
     static void createTopics(String brokers, List<String> topics) throws Exception {
+        // Outside Spring Boot logback logs every client setting at INFO: keep warnings.
+        ((ch.qos.logback.classic.Logger) org.slf4j.LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME))
+                .setLevel(ch.qos.logback.classic.Level.WARN);
         try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, brokers))) {
             List<NewTopic> wanted = new ArrayList<>();
             for (String t : topics) {
