@@ -199,9 +199,10 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *                           (kafka_correlationId as UUID text, kafka_replyPartition as
  *                           decimal text, what NestJS's ServerKafka reads) or "spring"
  *                           (16 raw UUID bytes and a 4-byte big-endian int, what a
- *                           Spring Kafka @KafkaListener + @SendTo reads); replies of
- *                           either kind are matched. Servers need no setting: they read
- *                           both forms and echo the id byte for byte.      [nestjs]
+ *                           Spring Kafka @KafkaListener + @SendTo reads; each reply
+ *                           then ends its request, as Spring sends one with no end
+ *                           marker). Servers need no setting: they read both forms and
+ *                           echo the id byte for byte (docs/interop-spring.md) [nestjs]
  * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
  * - "server.pattern.concurrency" handlers of one pattern started and unfinished at
  *                           once, 0..1024; 0: all workers but one when the server has
