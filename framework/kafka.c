@@ -1,9 +1,11 @@
 #include "kafka.h"
 
 #include "alloc.h"
+#include "clock.h"
 #include "errinfo.h"
 
 #include <string.h>
+#include <time.h>
 
 /* Defaults ksf applies before the user's properties (see docs/configuration.md). */
 static const char *const common_defaults[][2] = {
@@ -26,6 +28,10 @@ static const char *const consumer_defaults[][2] = {
      * answered since the last commit; librdkafka's 5 s default made that up to 5 s of
      * requests (the commit on revoke is refused by some brokers mid-rebalance). */
     {"auto.commit.interval.ms", "1000"},
+    /* kafkajs (so NestJS) lets the broker create the topics a consumer names; so do we.
+     * librdkafka 2.0.2's group subscription never asks for it, whatever this says, so
+     * the server also names its topics in a Metadata request before subscribing. */
+    {"allow.auto.create.topics", "true"},
 };
 
 static void
@@ -148,4 +154,97 @@ ksf_err
 ksfi_kafka_fail(ksf_errinfo *ei, rd_kafka_resp_err_t err, const char *what)
 {
     return ksfi_fail_kafka(ei, (int)err, "%s: %s", what, rd_kafka_err2str(err));
+}
+
+static int
+ms_until(int64_t deadline)
+{
+    int64_t left = deadline - ksfi_clock_ms();
+    return left > 0 ? (int)left : 0;
+}
+
+/*
+ * The partition count of @p topic. A Metadata request naming the topic makes the
+ * broker auto-create it when it does not exist; a real broker may answer
+ * LEADER_NOT_AVAILABLE while it does, so that is retried until the deadline.
+ */
+ksf_err
+ksfi_kafka_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline,
+                           int *count, ksf_errinfo *ei)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt) {
+        return ksfi_kafka_fail(ei, rd_kafka_last_error(), "topic handle");
+    }
+    ksf_err e = KSF_OK;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, ms_until(deadline));
+        bool transient = err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                         err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+                         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+        if (transient && ms_until(deadline) > 0) {
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000},
+                      NULL); /* brokers may return */
+            continue;
+        }
+        if (transient) {
+            e = ksfi_fail(ei, KSF_ETIMEDOUT,
+                          "topic %s: no metadata from the brokers in time (%s); "
+                          "check that the brokers are reachable",
+                          topic, rd_kafka_err2str(err));
+            break;
+        }
+        if (err) {
+            e = ksfi_kafka_fail(ei, err, "topic metadata");
+            break;
+        }
+        rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err : err;
+        *count = md->topic_cnt == 1 ? md->topics[0].partition_cnt : 0;
+        rd_kafka_metadata_destroy(md);
+        if (!terr && *count > 0) {
+            break;
+        }
+        if (ms_until(deadline) == 0) {
+            e = ksfi_fail(ei, KSF_ENOPARTITION,
+                          "topic %s has no partitions yet (%s); create it or "
+                          "enable topic auto-creation on the brokers",
+                          topic, rd_kafka_err2str(terr));
+            break;
+        }
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return e;
+}
+
+/* Errors a partition's leader gives while it is being elected or the topic created. */
+static bool
+leader_settling(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+           err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+           err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+           err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__TIMED_OUT;
+}
+
+ksf_err
+ksfi_kafka_high_watermark(rd_kafka_t *rk, const char *topic, int32_t partition,
+                          int64_t deadline, int64_t *hi, ksf_errinfo *ei)
+{
+    for (;;) {
+        int64_t lo = 0;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            rk, topic, partition, &lo, hi,
+            ms_until(deadline) > 0 ? ms_until(deadline) : 1);
+        if (!err) {
+            return KSF_OK;
+        }
+        if (!leader_settling(err) || ms_until(deadline) <= 50) {
+            return ksfi_fail_kafka(ei, (int)err, "%s [%d]: high watermark: %s", topic,
+                                   (int)partition, rd_kafka_err2str(err));
+        }
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
 }

@@ -40,4 +40,23 @@ ksf_err ksfi_kafka_add_headers(rd_kafka_headers_t *hdrs, const ksfi_header *h, s
 /* A ksf_err for a librdkafka error, with the sentence "<what>: <librdkafka text>". */
 ksf_err ksfi_kafka_fail(ksf_errinfo *ei, rd_kafka_resp_err_t err, const char *what);
 
+/*
+ * The partition count of @p topic, from a Metadata request naming it (which makes a
+ * broker that allows it auto-create the topic: consumers get allow.auto.create.topics
+ * by default, see ksfi_kafka_conf), retried while the brokers are unreachable or the
+ * topic is being created, until @p deadline (ms on ksfi_clock_ms).
+ * Errors: KSF_ETIMEDOUT, KSF_ENOPARTITION, KSF_EKAFKA.
+ */
+ksf_err ksfi_kafka_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline,
+                                   int *count, ksf_errinfo *ei);
+
+/*
+ * The high watermark of @p topic [@p partition]. A new topic's partition answers
+ * NOT_LEADER / LEADER_NOT_AVAILABLE until its leader is elected (on Kafka 4.4, the
+ * first tens of ms after auto-creation): those are retried until @p deadline.
+ * Errors: KSF_EKAFKA naming the partition.
+ */
+ksf_err ksfi_kafka_high_watermark(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                  int64_t deadline, int64_t *hi, ksf_errinfo *ei);
+
 #endif

@@ -233,7 +233,8 @@ adopt(ksfi_membership *m, ksfi_gp_assignment *a, bool leader)
 
 /*
  * One round: JoinGroup, then SyncGroup at once (the mock answers a follower that syncs
- * after the leader with INVALID_REQUEST, so followers must not wait for anything).
+ * after the leader with INVALID_REQUEST, so followers must not wait for anything, and
+ * there the leader waits a little).
  */
 static ksf_err
 join_and_sync(ksfi_membership *m)
@@ -257,11 +258,11 @@ join_and_sync(ksfi_membership *m)
     if (leader && (err = ksfi_membership_plan_build(m, &jr, &lp)) != KSF_OK) {
         goto done; /* logged; rejoin after a backoff */
     }
-    if (leader && jr.member_count > 1) {
-        /* The librdkafka mock answers followers that sync after the leader with
-         * INVALID_REQUEST (KAFKA-GROUP-PROTOCOL.md 7); Java and librdkafka leaders fetch
-         * metadata first and so are naturally later. A real broker only waits a little.
-         */
+    if (leader && jr.member_count > 1 && m->followers_sync_first) {
+        /* Mock only: the librdkafka mock answers followers that sync after the leader
+         * with INVALID_REQUEST (KAFKA-GROUP-PROTOCOL.md 7); Java and librdkafka leaders
+         * fetch metadata first and so are naturally later. A real broker holds every
+         * SyncGroup until the leader's, so there the leader syncs at once. */
         ksfi_membership_nap(m, LEADER_SYNC_DELAY_MS);
     }
     if ((err = send_sync(m, &lp, &sr)) != KSF_OK) {

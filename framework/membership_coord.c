@@ -246,6 +246,8 @@ ksfi_membership_conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t 
             err = KSF_EKAFKA;
         }
     }
+    m->followers_sync_first =
+        ksfi_gp_pick_version(&r, KSFI_GP_API_JOIN_GROUP, 6, INT16_MAX) < 0;
     if (err != KSF_OK) {
         ksfi_membership_conn_close(m);
     }

@@ -50,6 +50,9 @@ struct ksfi_membership {
     size_t next_bootstrap;
     int32_t corr;
     int16_t v_find, v_join, v_sync, v_hb, v_leave;
+    /* The coordinator serves no JoinGroup above v5: librdkafka's mock (every Kafka
+     * since 2.4 serves v6+), whose followers must SyncGroup before the leader. */
+    bool followers_sync_first;
     char *member_id; /* "" until the coordinator names us */
     int32_t generation;
     member_state state;

@@ -9,6 +9,7 @@
  */
 #include "alloc.h"
 #include "errinfo.h"
+#include "kafka.h"
 #include "membership.h"
 #include "reply_provider.h"
 #include "wire.h"
@@ -256,7 +257,7 @@ partition_count_cb(void *user, const char *topic)
     pthread_mutex_unlock(&p->lock);
     if (n < 0) { /* another member's reply topic: ask the brokers (leader only) */
         int count = 0;
-        if (ksfi_reply_partition_count(p->base.host.consumer, topic,
+        if (ksfi_kafka_partition_count(p->base.host.consumer, topic,
                                        ksfi_reply_now_ms() + 5000, &count,
                                        NULL) == KSF_OK) {
             n = count;
@@ -319,7 +320,7 @@ topic_add(group_provider *p, const char *name, int64_t deadline, gtopic **out,
     pthread_mutex_unlock(&p->lock);
     int count = 0;
     ksf_err e =
-        ksfi_reply_partition_count(p->base.host.consumer, name, deadline, &count, ei);
+        ksfi_kafka_partition_count(p->base.host.consumer, name, deadline, &count, ei);
     if (e) {
         return e;
     }

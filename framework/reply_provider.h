@@ -90,12 +90,6 @@ ksf_err ksfi_reply_group_new(const ksf_config *cfg, const ksfi_reply_host *host,
 /* Milliseconds on the monotonic clock; deadlines below are on it. */
 int64_t ksfi_reply_now_ms(void);
 
-/* The partition count of @p topic (a Metadata request, which may auto-create it),
- * retried while the brokers are unreachable until @p deadline.
- * Errors: KSF_ETIMEDOUT, KSF_ENOPARTITION, KSF_EKAFKA. */
-ksf_err ksfi_reply_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline,
-                                   int *count, ksf_errinfo *ei);
-
 /* Start fetching @p partition of @p topic on the host's consumer at its high
  * watermark. Errors: KSF_EKAFKA. */
 ksf_err ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,

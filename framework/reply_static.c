@@ -4,12 +4,11 @@
  * instances that are each given their own partition by configuration.
  */
 #include "alloc.h"
+#include "clock.h"
 #include "errinfo.h"
 #include "kafka.h"
 #include "reply_provider.h"
 #include "wire.h"
-
-#include <time.h>
 
 typedef struct static_provider {
     ksfi_reply_provider base;
@@ -19,71 +18,7 @@ typedef struct static_provider {
 int64_t
 ksfi_reply_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int
-remaining(int64_t deadline)
-{
-    int64_t left = deadline - ksfi_reply_now_ms();
-    return left > 0 ? (int)left : 0;
-}
-
-/*
- * The partition count of @p topic. A Metadata request naming the topic makes the
- * broker auto-create it when it does not exist; a real broker may answer
- * LEADER_NOT_AVAILABLE while it does, so that is retried until the deadline.
- */
-ksf_err
-ksfi_reply_partition_count(rd_kafka_t *rk, const char *topic, int64_t deadline,
-                           int *count, ksf_errinfo *ei)
-{
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    if (!rkt) {
-        return ksfi_kafka_fail(ei, rd_kafka_last_error(), "reply topic handle");
-    }
-    ksf_err e = KSF_OK;
-    for (;;) {
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, remaining(deadline));
-        bool transient = err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
-                         err == RD_KAFKA_RESP_ERR__TRANSPORT ||
-                         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
-        if (transient && remaining(deadline) > 0) {
-            nanosleep(&(struct timespec){0, 100 * 1000 * 1000},
-                      NULL); /* brokers may return */
-            continue;
-        }
-        if (transient) {
-            e = ksfi_fail(ei, KSF_ETIMEDOUT,
-                          "reply topic %s: no metadata from the brokers in time (%s); "
-                          "check that the brokers are reachable",
-                          topic, rd_kafka_err2str(err));
-            break;
-        }
-        if (err) {
-            e = ksfi_kafka_fail(ei, err, "reply topic metadata");
-            break;
-        }
-        rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err : err;
-        *count = md->topic_cnt == 1 ? md->topics[0].partition_cnt : 0;
-        rd_kafka_metadata_destroy(md);
-        if (!terr && *count > 0) {
-            break;
-        }
-        if (remaining(deadline) == 0) {
-            e = ksfi_fail(ei, KSF_ENOPARTITION,
-                          "reply topic %s has no partitions yet (%s); create it or "
-                          "enable topic auto-creation on the brokers",
-                          topic, rd_kafka_err2str(terr));
-            break;
-        }
-        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-    }
-    rd_kafka_topic_destroy(rkt);
-    return e;
+    return ksfi_clock_ms();
 }
 
 ksf_err
@@ -93,19 +28,17 @@ ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,
     /* Start at the high watermark: every reply to a request sent from now on is at or
      * after it, and nothing older is replayed (no committed offsets are used). */
     rd_kafka_t *rk = host->consumer;
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo,
-                                                               &hi, remaining(deadline));
-    if (err) {
-        return ksfi_kafka_fail(ei, err, "reply partition high watermark");
+    int64_t hi = 0;
+    ksf_err e = ksfi_kafka_high_watermark(rk, topic, partition, deadline, &hi, ei);
+    if (e) {
+        return e;
     }
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, topic, partition)->offset = hi;
     rd_kafka_error_t *kerr = rd_kafka_incremental_assign(rk, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (kerr) {
-        ksf_err e =
-            ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
+        e = ksfi_kafka_fail(ei, rd_kafka_error_code(kerr), "assign reply partition");
         rd_kafka_error_destroy(kerr);
         return e;
     }
@@ -136,7 +69,7 @@ static_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
     rd_kafka_t *rk = base->host.consumer;
     int64_t deadline = ksfi_reply_now_ms() + timeout_ms;
     int count = 0;
-    ksf_err e = ksfi_reply_partition_count(rk, topic, deadline, &count, ei);
+    ksf_err e = ksfi_kafka_partition_count(rk, topic, deadline, &count, ei);
     if (e) {
         return e;
     }

@@ -5,6 +5,7 @@
 #include "server.h"
 
 #include "alloc.h"
+#include "clock.h"
 #include "ctx.h"
 #include "errinfo.h"
 #include "metrics.h"
@@ -24,6 +25,8 @@
 #define KSFI_REVOKE_WAIT_MS 10000
 /* Blocking broker queries made while assigning partitions. */
 #define KSFI_QUERY_TIMEOUT_MS 5000
+/* How long start-up waits for its topics to exist (be auto-created) in all. */
+#define KSFI_TOPIC_CREATE_WAIT_MS 5000
 /* How long stop waits for replies still queued in the producer. */
 #define KSFI_FLUSH_MS 5000
 /* How long a commit may wait for the group coordinator (a synchronous commit waits for
@@ -427,11 +430,18 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
 {
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, KSFI_QUERY_TIMEOUT_MS);
+    int64_t deadline = ksfi_clock_ms() + KSFI_QUERY_TIMEOUT_MS;
     for (int i = 0; !err && i < c->cnt; i++) {
-        int64_t lo, hi;
-        if (c->elems[i].offset >= 0 ||
-            rd_kafka_query_watermark_offsets(rk, c->elems[i].topic, c->elems[i].partition,
-                                             &lo, &hi, KSFI_QUERY_TIMEOUT_MS)) {
+        int64_t hi;
+        ksf_errinfo ei = {0};
+        if (c->elems[i].offset >= 0) {
+            continue;
+        }
+        if (ksfi_kafka_high_watermark(rk, c->elems[i].topic, c->elems[i].partition,
+                                      deadline, &hi, &ei)) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                     "%s; the partition starts wherever its end is when fetching starts",
+                     ei.text);
             continue;
         }
         parts->elems[i].offset = hi;
@@ -521,17 +531,6 @@ reset_is_latest(const ksf_config *cfg)
     return !strcmp(v, "latest") || !strcmp(v, "largest") || !strcmp(v, "end");
 }
 
-static bool
-user_set(const ksf_config *cfg, const char *key)
-{
-    for (size_t i = 0; i < cfg->nprops; i++) {
-        if (cfg->props[i].role != KSF_KAFKA_PRODUCER && !strcmp(cfg->props[i].key, key)) {
-            return true;
-        }
-    }
-    return false;
-}
-
 static ksf_err
 create_consumer(ksf_server *srv, ksf_errinfo *ei)
 {
@@ -541,10 +540,6 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
                                 srv->group_id, &conf, ei);
     if (e) {
         return e;
-    }
-    /* NestJS (kafkajs) lets the broker create missing pattern topics; so do we. */
-    if (!user_set(srv->cfg, "allow.auto.create.topics")) {
-        rd_kafka_conf_set(conf, "allow.auto.create.topics", "true", err, sizeof err);
     }
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, srv);
@@ -580,16 +575,36 @@ create_producer(ksf_server *srv, ksf_errinfo *ei)
     return KSF_OK;
 }
 
+/*
+ * Name a topic in a Metadata request so that a broker that creates topics on demand
+ * creates it now: librdkafka 2.0.2's group subscription never asks for that, and a
+ * real broker then leaves the subscription empty until the next metadata refresh
+ * (measured on Kafka 4.4: 30-60 s before the first assignment). Failing here only
+ * costs that wait, which the consumer's "does not exist (yet)" warning reports.
+ */
+static void
+make_topic_exist(ksf_server *srv, const char *topic, int64_t deadline)
+{
+    int count = 0;
+    ksf_errinfo ei = {0};
+    if (ksfi_kafka_partition_count(srv->consumer, topic, deadline, &count, &ei)) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "%s", ei.text);
+    }
+}
+
 static ksf_err
 subscribe(ksf_server *srv, ksf_errinfo *ei)
 {
     rd_kafka_topic_partition_list_t *l =
         rd_kafka_topic_partition_list_new((int)(srv->nhandlers + srv->nextra));
+    int64_t deadline = ksfi_clock_ms() + KSFI_TOPIC_CREATE_WAIT_MS;
     for (size_t i = 0; i < srv->nhandlers; i++) {
+        make_topic_exist(srv, srv->handlers[i].pattern, deadline);
         rd_kafka_topic_partition_list_add(l, srv->handlers[i].pattern,
                                           RD_KAFKA_PARTITION_UA);
     }
     for (size_t i = 0; i < srv->nextra; i++) {
+        make_topic_exist(srv, srv->extra_topics[i], deadline);
         rd_kafka_topic_partition_list_add(l, srv->extra_topics[i], RD_KAFKA_PARTITION_UA);
     }
     rd_kafka_resp_err_t err = rd_kafka_subscribe(srv->consumer, l);

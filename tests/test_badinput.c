@@ -3,8 +3,8 @@
  * 100,000 deep, 10,000 headers, and a fake group coordinator on 127.0.0.1 answering
  * junk. Each gets a clear error or a defined answer, and the process keeps serving.
  */
+#include "broker.h"
 #include "membership.h"
-#include "mock_broker.h"
 #include "raw_kafka.h"
 #include "service.h"
 #include "wire.h"

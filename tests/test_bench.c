@@ -2,7 +2,7 @@
  * `ksf bench`: argument errors, and short real runs against a ksf server on the mock
  * broker with exact counts (the tool is run as a child process through KSF_TOOL).
  */
-#include "mock_broker.h"
+#include "broker.h"
 
 #include "suite.h"
 

@@ -6,7 +6,7 @@
  */
 #define _DEFAULT_SOURCE /* syscall(2), for pidfd_open and pidfd_getfd */
 
-#include "mock_broker.h"
+#include "broker.h"
 #include "wire.h"
 
 #include <arpa/inet.h>

@@ -3,7 +3,7 @@
  * sees, what the reply carries (exact header bytes), propagation through a handler
  * calling a second service, expired work skipped and committed, late replies counted.
  */
-#include "mock_broker.h"
+#include "broker.h"
 #include "raw_kafka.h"
 #include "service.h"
 

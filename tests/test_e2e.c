@@ -3,7 +3,7 @@
  * and client suites test each side against plain librdkafka; this one checks the two
  * halves agree, including a handler that calls another service (nested calls).
  */
-#include "mock_broker.h"
+#include "broker.h"
 #include "service.h"
 
 #include <check.h>

@@ -5,7 +5,7 @@
  * revoked by a rebalance. Each test counts every callback of every request (exactly
  * one each) and checks committed offsets against the replies on the reply topic.
  */
-#include "mock_broker.h"
+#include "broker.h"
 #include "raw_kafka.h"
 #include "service.h"
 #include "wire.h"
@@ -219,6 +219,7 @@ assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
 
 START_TEST(test_faults_broker_down_up)
 {
+    KSFT_NEEDS_MOCK("taking the broker down and up; on real Kafka see tests/kafka_failover");
     fault_world w;
     world_open(&w);
     world_start(&w, ksft_echo_server(w.cfg, patterns), 20000, DOWN_N);
@@ -246,6 +247,7 @@ END_TEST
 
 START_TEST(test_faults_request_errors)
 {
+    KSFT_NEEDS_MOCK("injected request errors");
     fault_world w;
     world_open(&w);
     rd_kafka_mock_cluster_t *mc = ksft_broker_mock(w.b);
@@ -283,6 +285,7 @@ END_TEST
 
 START_TEST(test_faults_produce_errors)
 {
+    KSFT_NEEDS_MOCK("injected Produce errors");
     fault_world w;
     world_open(&w);
     world_start(&w, ksft_echo_server(w.cfg, patterns), 30000, ERR_N);
@@ -322,6 +325,7 @@ on_keeper(const ksf_reply *r, void *user)
 
 START_TEST(test_faults_rtt)
 {
+    KSFT_NEEDS_MOCK("an injected round-trip time");
     fault_world w;
     world_open(&w);
     /* The server must run the requests that time out, so that their replies come late:
@@ -419,6 +423,7 @@ END_TEST
 
 START_TEST(test_faults_stop_broker_gone)
 {
+    KSFT_NEEDS_MOCK("taking the broker down");
     fault_world w;
     world_open(&w);
     world_start(&w, ksft_echo_server(w.cfg, patterns), 20000, 20);

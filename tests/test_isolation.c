@@ -5,9 +5,9 @@
  * late result is discarded. Plus the policy keys themselves.
  */
 #include "alloc.h"
+#include "broker.h"
 #include "config.h"
 #include "dispatch.h"
-#include "mock_broker.h"
 #include "policy.h"
 #include "raw_kafka.h"
 #include "server.h"

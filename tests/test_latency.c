@@ -14,8 +14,8 @@
  * handler works, not while its reply waits for the broker's acknowledgement (holding it
  * that long capped a pattern at `limit` replies per produce round trip).
  */
+#include "broker.h"
 #include "dispatch.h"
-#include "mock_broker.h"
 #include "raw_kafka.h"
 #include "service.h"
 
@@ -161,6 +161,7 @@ assert_clean(ksf_client *cli, uint64_t calls)
 
 START_TEST(test_latency_idle_resume)
 {
+    KSFT_NEEDS_MOCK("its request counters, to see Fetch requests");
     world w;
     world_open(&w, "lat.idle", "static");
     timed_call(w.cli, "lat.idle", 0); /* warm: the bound is about idle, not start */
@@ -291,6 +292,7 @@ START_TEST(test_latency_replies_pipelined)
      * until the acknowledgement lets the second handler run only ~5 s after the first,
      * so the last one runs with 7 replies acknowledged. Released when the handler is
      * done, all 8 run at once, before any acknowledgement. */
+    KSFT_NEEDS_MOCK("a Produce response delay");
     ksft_broker *b = broker_with_requests("lat.pipe", PIPE_REQUESTS, false, PIPE_REQUESTS,
                                           PIPE_ACK_DELAY_MS);
     ksft_service service;
@@ -357,6 +359,7 @@ START_TEST(test_latency_ack_backlog_bounded)
      * than one fetch's worth past its pause), and the broker holds its Produce
      * responses: the handlers must stop short of 2 x 256 before the first
      * acknowledgement. */
+    KSFT_NEEDS_MOCK("a Produce response delay");
     ksft_broker *b = broker_with_requests("lat.backlog", BACKLOG_REQUESTS, true,
                                           BACKLOG_DELAYED, BACKLOG_ACK_DELAY_MS);
     ksft_service service;

@@ -4,8 +4,8 @@
  * on the embedded broker.
  */
 #include "alloc.h"
+#include "broker.h"
 #include "metrics.h"
-#include "mock_broker.h"
 #include "service.h"
 
 #include <check.h>

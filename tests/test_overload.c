@@ -3,8 +3,8 @@
  * the arrival rate (the dispatcher pauses partitions: bounded queue, bounded memory),
  * and a burst of 10,000 requests, every one accounted for.
  */
+#include "broker.h"
 #include "dispatch.h"
-#include "mock_broker.h"
 #include "raw_kafka.h"
 #include "server.h"
 #include "service.h"

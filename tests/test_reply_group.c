@@ -6,7 +6,7 @@
  * errors are injected, and every request of the surviving clients must get exactly one
  * reply on a reply partition that never moves.
  */
-#include "mock_broker.h"
+#include "broker.h"
 
 #include "suite.h"
 
@@ -426,10 +426,14 @@ count(sender *s)
     return t;
 }
 
-/* Make the next @p n requests of @p api (from any client of the broker) fail. */
+/* Make the next @p n requests of @p api (from any client of the broker) fail. Real Kafka
+ * has no such injection: there the storm runs without the errors. */
 static void
 push_errors(ksft_broker *b, int16_t api, rd_kafka_resp_err_t err, size_t n)
 {
+    if (!ksft_broker_is_mock(b)) {
+        return;
+    }
     rd_kafka_resp_err_t errs[8];
     ck_assert_uint_le(n, 8);
     for (size_t i = 0; i < n; i++) {
@@ -536,8 +540,9 @@ START_TEST(test_reply_group_storm)
     int64_t killed_at = ksft_now_ms();
     child_kill(&d);
     ck_assert_msg(wait_generation(alive, 3, gen, 40000), "the child was never evicted");
-    ck_assert_int_ge(ksft_now_ms() - killed_at,
-                     6000); /* evicted by the session timeout */
+    /* Evicted by the session timeout (6000 ms), which runs from the child's last
+     * heartbeat (every 500 ms) before the kill: a real broker evicts it 5.5-6 s after. */
+    ck_assert_int_ge(ksft_now_ms() - killed_at, 6000 - 500);
     for (size_t i = 0; i < 3; i++) {
         ck_assert(wait_ok(alive[i], 20, 20000));
     }
@@ -568,12 +573,14 @@ START_TEST(test_reply_group_storm)
         "partitions).");
     ck_assert_int_lt(atomic_load(&v[E]->max_enopart_ms), 100);
     /* The injected errors reached the memberships (E's first JoinGroup took one). */
-    ck_assert_uint_ge(atomic_load(&v[E]->coordinator_errors), 1);
-    unsigned injected = 0;
-    for (int i = 0; i < N; i++) {
-        injected += atomic_load(&v[i]->coordinator_errors);
+    if (ksft_broker_is_mock(b)) {
+        ck_assert_uint_ge(atomic_load(&v[E]->coordinator_errors), 1);
+        unsigned injected = 0;
+        for (int i = 0; i < N; i++) {
+            injected += atomic_load(&v[i]->coordinator_errors);
+        }
+        ck_assert_uint_ge(injected, 3);
     }
-    ck_assert_uint_ge(injected, 3);
     for (int i = 0; i < N; i++) {
         sender_free(v[i]);
     }
@@ -666,6 +673,7 @@ END_TEST
 
 START_TEST(test_reply_group_acquire_timeout)
 {
+    KSFT_NEEDS_MOCK("its 3 s first join; a real broker joins within the 500 ms");
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
     ksf_client *cli = client_new(b);

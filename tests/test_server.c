@@ -2,7 +2,7 @@
  * ksf_server against the embedded broker, driven by a plain librdkafka producer and a
  * reply collector, asserting the exact reply bytes and headers NestJS would send.
  */
-#include "mock_broker.h"
+#include "broker.h"
 #include "raw_kafka.h"
 #include "server.h"
 #include "wire.h"

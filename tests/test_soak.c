@@ -5,7 +5,7 @@
  * warm-up. The broker runs as a child process (`ksf broker`, KSF_TOOL) so that the
  * messages it stores do not count against this process's memory.
  */
-#include "mock_broker.h"
+#include "broker.h"
 #include "service.h"
 
 #include "suite.h"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# NestJS interoperability, both directions, on a fresh embedded broker:
+# NestJS interoperability, both directions, on a fresh embedded broker (or on the real
+# Kafka of KSF_TEST_KAFKA=host:port, tests/support/broker.h):
 #   1. C -> NestJS: interop_client calls nest_service.mjs's handler matrix and emits an event;
 #   2. NestJS -> C: nest_client.mjs (a NestJS ClientKafka) calls interop_server's matrix;
 #   3. one reply group shared by a NestJS ClientKafka (mixed_client.mjs) and a ksf client
@@ -62,11 +63,25 @@ patterns=(object array string number null echo rpc-string rpc-object plain-error
     stream-sync async context meta event)
 topics=()
 for p in "${patterns[@]}"; do topics+=(--topic "interop.$p" --topic "interop.$p.reply"); done
-"$ksf" broker "${topics[@]}" >"$tmp/broker.out" 2>"$tmp/broker.log" &
-pids+=($!)
-wait_for "$tmp/broker.out" '^127\.0\.0\.1:' 10 "${pids[-1]}" || fail "ksf broker did not start"
-broker=$(head -n1 "$tmp/broker.out")
-echo "# embedded broker at $broker"
+if [[ -n ${KSF_TEST_KAFKA:-} ]]; then
+    # Real Kafka (tools/dev kafka): a Metadata request naming a topic auto-creates it
+    # with the broker's num.partitions (4 there, as on the embedded broker).
+    broker=$KSF_TEST_KAFKA
+    command -v kcat >/dev/null || fail "kcat is needed to create the topics on real Kafka"
+    for ((i = 1; i < ${#topics[@]}; i += 2)); do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kcat -b "$broker" -L -t "${topics[i]}" 2>/dev/null | grep -q 'partition 3,' && break
+            sleep 0.2
+        done
+    done
+    echo "# real Kafka at $broker"
+else
+    "$ksf" broker "${topics[@]}" >"$tmp/broker.out" 2>"$tmp/broker.log" &
+    pids+=($!)
+    wait_for "$tmp/broker.out" '^127\.0\.0\.1:' 10 "${pids[-1]}" || fail "ksf broker did not start"
+    broker=$(head -n1 "$tmp/broker.out")
+    echo "# embedded broker at $broker"
+fi
 
 echo "# 1. C client -> NestJS service (t=${SECONDS}s)"
 KSF_INTEROP_EVENT_LOG=$tmp/events.jsonl node "$here/nest_service.mjs" "$broker" \

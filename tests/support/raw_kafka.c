@@ -1,6 +1,6 @@
 #include "raw_kafka.h"
 
-#include "mock_broker.h"
+#include "broker.h"
 #include "service.h"
 #include "wire.h"
 

@@ -1,6 +1,6 @@
 #include "service.h"
 
-#include "mock_broker.h"
+#include "broker.h"
 
 #include <check.h>
 #include <stdio.h>

@@ -1,4 +1,5 @@
-#include "mock_broker.h"
+#include "broker.h"
+#include "real_kafka.h"
 #include "settings.h"
 
 #include <check.h>
@@ -7,29 +8,62 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct ksft_broker {
-    rd_kafka_t *rk; /* the mock cluster lives inside this handle's threads */
-    rd_kafka_mock_cluster_t *mcluster;
-    char address[64];
+    /* The mock cluster lives inside this handle's threads; on real Kafka it is the
+     * admin handle (metadata, topic creation and deletion). */
+    rd_kafka_t *rk;
+    rd_kafka_mock_cluster_t *mcluster; /* NULL on real Kafka */
+    char address[512];
 };
+
+const char *
+ksft_real_kafka(void)
+{
+    const char *v = getenv("KSF_TEST_KAFKA");
+    return v && *v ? v : NULL;
+}
+
+static rd_kafka_t *
+quiet_handle(const char *bootstrap)
+{
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
+    if (bootstrap) {
+        ck_assert_msg(rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err,
+                                        sizeof err) == RD_KAFKA_CONF_OK,
+                      "KSF_TEST_KAFKA \"%s\": %s", bootstrap, err);
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ck_assert_msg(rk != NULL, "test broker handle: %s", err);
+    return rk;
+}
 
 ksft_broker *
 ksft_broker_start(void)
 {
-    char err[256];
     ksft_broker *b = calloc(1, sizeof *b);
     ck_assert_ptr_nonnull(b);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* The handle only hosts the cluster; keep it quiet. */
-    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
-    b->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    ck_assert_msg(b->rk != NULL, "mock host handle: %s", err);
+    const char *real = ksft_real_kafka();
+    b->rk = quiet_handle(real);
+    if (real) {
+        snprintf(b->address, sizeof b->address, "%s", real);
+        ksft_kafka_delete_user_topics(b->rk);
+        return b;
+    }
     b->mcluster = rd_kafka_mock_cluster_new(b->rk, 1);
     ck_assert_msg(b->mcluster != NULL, "rd_kafka_mock_cluster_new failed");
     snprintf(b->address, sizeof b->address, "%s",
              rd_kafka_mock_cluster_bootstraps(b->mcluster));
     return b;
+}
+
+bool
+ksft_broker_is_mock(const ksft_broker *b)
+{
+    return b->mcluster != NULL;
 }
 
 void
@@ -38,7 +72,9 @@ ksft_broker_stop(ksft_broker *b)
     if (!b) {
         return;
     }
-    rd_kafka_mock_cluster_destroy(b->mcluster);
+    if (b->mcluster) {
+        rd_kafka_mock_cluster_destroy(b->mcluster);
+    }
     rd_kafka_destroy(b->rk);
     free(b);
 }
@@ -52,12 +88,19 @@ ksft_broker_address(const ksft_broker *b)
 rd_kafka_mock_cluster_t *
 ksft_broker_mock(ksft_broker *b)
 {
+    ck_assert_msg(b->mcluster != NULL,
+                  "this case needs the mock's fault injection; on real Kafka it must "
+                  "start with KSFT_NEEDS_MOCK(why)");
     return b->mcluster;
 }
 
 void
 ksft_broker_create_topic(ksft_broker *b, const char *topic, int partitions)
 {
+    if (!b->mcluster) {
+        ksft_kafka_create_topic(b->rk, topic, partitions);
+        return;
+    }
     rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(b->mcluster, topic, partitions, 1);
     ck_assert_msg(e == RD_KAFKA_RESP_ERR_NO_ERROR, "create topic %s: %s", topic,
                   rd_kafka_err2str(e));
@@ -66,6 +109,7 @@ ksft_broker_create_topic(ksft_broker *b, const char *topic, int partitions)
 void
 ksft_broker_set_down(ksft_broker *b, bool down)
 {
+    (void)ksft_broker_mock(b);
     rd_kafka_resp_err_t e = down ? rd_kafka_mock_broker_set_down(b->mcluster, 1)
                                  : rd_kafka_mock_broker_set_up(b->mcluster, 1);
     ck_assert_int_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -75,10 +119,13 @@ ksf_config *
 ksft_config(const ksft_broker *b)
 {
     const char *const kv[][2] = {{"brokers", b->address},
-                                 {"consumer.fetch.wait.max.ms", "5"},
                                  {"consumer.session.timeout.ms", "6000"},
                                  {"consumer.heartbeat.interval.ms", "500"}};
     ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv));
+    if (b->mcluster) {
+        ksft_config_set_all(
+            cfg, (const char *const[][2]){{"consumer.fetch.wait.max.ms", "5"}}, 1);
+    }
     ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
     return cfg;
 }

@@ -1,0 +1,181 @@
+#include "real_kafka.h"
+#include "broker.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ADMIN_TIMEOUT_MS 30000
+
+static const struct rd_kafka_metadata *
+metadata(rd_kafka_t *rk, rd_kafka_topic_t *only)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, only ? 0 : 1, only, &md, 10000);
+    ck_assert_msg(!e, "real Kafka at %s: metadata: %s (is the broker up?)",
+                  ksft_real_kafka(), rd_kafka_err2str(e));
+    return md;
+}
+
+static void
+pause_ms(int ms)
+{
+    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+}
+
+int
+ksft_kafka_broker_count(rd_kafka_t *rk)
+{
+    const struct rd_kafka_metadata *md = metadata(rk, NULL);
+    int n = md->broker_cnt;
+    rd_kafka_metadata_destroy(md);
+    return n;
+}
+
+/* Run one admin request already queued on @p q and return its event (the caller
+ * destroys it). */
+static rd_kafka_event_t *
+admin_result(rd_kafka_queue_t *q, const char *what)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ADMIN_TIMEOUT_MS + 5000);
+    ck_assert_msg(ev != NULL, "real Kafka: %s: no answer within %d ms", what,
+                  ADMIN_TIMEOUT_MS + 5000);
+    ck_assert_msg(!rd_kafka_event_error(ev), "real Kafka: %s: %s", what,
+                  rd_kafka_event_error_string(ev));
+    return ev;
+}
+
+static rd_kafka_AdminOptions_t *
+admin_options(rd_kafka_t *rk, rd_kafka_admin_op_t op)
+{
+    char err[256];
+    rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(rk, op);
+    rd_kafka_AdminOptions_set_operation_timeout(o, ADMIN_TIMEOUT_MS, err, sizeof err);
+    rd_kafka_AdminOptions_set_request_timeout(o, ADMIN_TIMEOUT_MS, err, sizeof err);
+    return o;
+}
+
+/* The user topics in the metadata: names not starting with "__". */
+static size_t
+user_topics(rd_kafka_t *rk, char ***names)
+{
+    const struct rd_kafka_metadata *md = metadata(rk, NULL);
+    *names = calloc((size_t)md->topic_cnt + 1, sizeof **names);
+    size_t n = 0;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strncmp(md->topics[i].topic, "__", 2) != 0) {
+            (*names)[n++] = strdup(md->topics[i].topic);
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    return n;
+}
+
+static void
+free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(names[i]);
+    }
+    free(names);
+}
+
+void
+ksft_kafka_delete_user_topics(rd_kafka_t *rk)
+{
+    char **names;
+    size_t n = user_topics(rk, &names);
+    if (n == 0) {
+        free(names);
+        return;
+    }
+    rd_kafka_DeleteTopic_t **del = calloc(n, sizeof *del);
+    for (size_t i = 0; i < n; i++) {
+        del[i] = rd_kafka_DeleteTopic_new(names[i]);
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *o = admin_options(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
+    rd_kafka_DeleteTopics(rk, del, n, o, q);
+    rd_kafka_event_t *ev = admin_result(q, "deleting the earlier cases' topics");
+    size_t nres = 0;
+    const rd_kafka_topic_result_t **res = rd_kafka_DeleteTopics_result_topics(
+        rd_kafka_event_DeleteTopics_result(ev), &nres);
+    for (size_t i = 0; i < nres; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+        ck_assert_msg(!e || e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+                      "real Kafka: deleting topic %s: %s",
+                      rd_kafka_topic_result_name(res[i]), rd_kafka_err2str(e));
+    }
+    rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(o);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_DeleteTopic_destroy_array(del, n);
+    free(del);
+    free_names(names, n);
+    /* Deletion completes in the controller; wait until no broker lists them. */
+    int64_t deadline = ksft_now_ms() + ADMIN_TIMEOUT_MS;
+    for (;;) {
+        size_t left = user_topics(rk, &names);
+        free_names(names, left);
+        if (left == 0) {
+            return;
+        }
+        ck_assert_msg(ksft_now_ms() < deadline,
+                      "real Kafka: %zu deleted topic(s) still listed after %d ms", left,
+                      ADMIN_TIMEOUT_MS);
+        pause_ms(50);
+    }
+}
+
+/* True when every partition of @p topic has a leader and there are @p partitions. */
+static bool
+topic_ready(rd_kafka_t *rk, const char *topic, int partitions)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = metadata(rk, rkt);
+    bool ready = md->topic_cnt == 1 && !md->topics[0].err &&
+                 md->topics[0].partition_cnt == partitions;
+    for (int i = 0; ready && i < md->topics[0].partition_cnt; i++) {
+        ready =
+            md->topics[0].partitions[i].leader >= 0 && !md->topics[0].partitions[i].err;
+    }
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return ready;
+}
+
+void
+ksft_kafka_create_topic(rd_kafka_t *rk, const char *topic, int partitions)
+{
+    char err[256];
+    int brokers = ksft_kafka_broker_count(rk);
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(
+        topic, partitions, brokers < 3 ? brokers : 3, err, sizeof err);
+    ck_assert_msg(nt != NULL, "topic %s: %s", topic, err);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *o = admin_options(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_CreateTopics(rk, &nt, 1, o, q);
+    rd_kafka_event_t *ev = admin_result(q, "creating a topic");
+    size_t nres = 0;
+    const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(
+        rd_kafka_event_CreateTopics_result(ev), &nres);
+    rd_kafka_resp_err_t e =
+        nres == 1 ? rd_kafka_topic_result_error(res[0]) : RD_KAFKA_RESP_ERR__BAD_MSG;
+    ck_assert_msg(!e || e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS,
+                  "real Kafka: creating topic %s (%d partitions): %s", topic, partitions,
+                  rd_kafka_err2str(e));
+    rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(o);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(nt);
+    int64_t deadline = ksft_now_ms() + ADMIN_TIMEOUT_MS;
+    while (!topic_ready(rk, topic, partitions)) {
+        ck_assert_msg(
+            ksft_now_ms() < deadline,
+            "real Kafka: topic %s has not %d partitions with leaders after %d ms "
+            "(an existing topic with another count?)",
+            topic, partitions, ADMIN_TIMEOUT_MS);
+        pause_ms(50);
+    }
+}
