@@ -398,16 +398,27 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         return;
     }
     ksfi_parse_reply_headers(hdrs, nhdrs, &meta);
+    if (cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING) {
+        meta.is_disposed = true; /* Spring answers once and sends no end marker */
+    }
     if (!meta.correlation_id) {
         ksfi_free(hdrs); /* not a reply: NestJS ignores it too */
         return;
     }
     const char *cid = meta.correlation_id;
+    size_t cid_len = meta.correlation_id_len;
+    char spring_id[KSFI_ID_SIZE];
+    /* A Spring service echoes the 16 id bytes the request carried: the table knows
+     * them by their text. */
+    if (cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING &&
+        ksfi_correlation_id_text(cid, cid_len, spring_id)) {
+        cid = spring_id;
+        cid_len = KSFI_ID_SIZE - 1;
+    }
     pthread_mutex_lock(&cli->lock);
-    ksfi_pending *p = ksfi_inflight_find(cli->inflight, cid, meta.correlation_id_len);
+    ksfi_pending *p = ksfi_inflight_find(cli->inflight, cid, cid_len);
     if (!p) {
-        count_stray_locked(cli, cid, meta.correlation_id_len,
-                           rd_kafka_topic_name(msg->rkt));
+        count_stray_locked(cli, cid, cid_len, rd_kafka_topic_name(msg->rkt));
         pthread_mutex_unlock(&cli->lock);
         ksfi_free(hdrs);
         return;

@@ -245,7 +245,11 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     }
     t->request = true;
     memcpy(t->id, p->id, sizeof t->id);
-    size_t n = ksfi_request_headers(p->id, topic, p->reply_partition, pbuf, proto);
+    unsigned char sbuf[KSFI_SPRING_HEADERS_BUF];
+    size_t n =
+        cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING
+            ? ksfi_request_headers_spring(p->id, topic, p->reply_partition, sbuf, proto)
+            : ksfi_request_headers(p->id, topic, p->reply_partition, pbuf, proto);
     if (!m.hdrs) {
         m.hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
     }

@@ -136,6 +136,28 @@ size_t ksfi_request_headers(const char *correlation_id, const char *reply_topic,
                             int32_t reply_partition, char partition_buf[12],
                             ksfi_header out[KSFI_PROTO_HEADERS_MAX]);
 
+/* Bytes ksfi_request_headers_spring writes into its buffer: 16 of id, 4 of partition. */
+#define KSFI_SPRING_HEADERS_BUF 20
+
+/*
+ * The protocol headers of a request as Spring Kafka's ReplyingKafkaTemplate writes them
+ * (client.wire.dialect "spring"): kafka_correlationId as the 16 raw bytes of the UUID
+ * @p correlation_id (the default CorrelationKey), kafka_replyTopic as text and
+ * kafka_replyPartition as a 4-byte big-endian int, the only form a Spring
+ * @SendTo listener reads. Values point into @p buf. Returns the count written (3), or 0
+ * when @p correlation_id is not a UUID in text form (ksf's ids always are).
+ */
+size_t ksfi_request_headers_spring(const char *correlation_id, const char *reply_topic,
+                                   int32_t reply_partition,
+                                   unsigned char buf[KSFI_SPRING_HEADERS_BUF],
+                                   ksfi_header out[KSFI_PROTO_HEADERS_MAX]);
+
+/*
+ * The text form of a 16-byte correlation id, as ksfi_request_headers_spring sent it:
+ * the UUID in 36 lowercase characters. Returns false (out untouched) unless @p len is 16.
+ */
+bool ksfi_correlation_id_text(const void *bytes, size_t len, char out[37]);
+
 /* "<pattern>.reply" as a new string, or NULL on ENOMEM. */
 char *ksfi_reply_topic_of(const char *pattern);
 

@@ -244,6 +244,42 @@ ksfi_request_headers(const char *correlation_id, const char *reply_topic,
     return 3;
 }
 
+size_t
+ksfi_request_headers_spring(const char *correlation_id, const char *reply_topic,
+                            int32_t reply_partition,
+                            unsigned char buf[KSFI_SPRING_HEADERS_BUF],
+                            ksfi_header out[KSFI_PROTO_HEADERS_MAX])
+{
+    uuid_t id;
+    /* uuid_parse also takes uppercase; ksf's ids are lowercase, so the reply's bytes
+     * map back to the very text that was sent (ksfi_correlation_id_text). */
+    if (strlen(correlation_id) != 36 || uuid_parse(correlation_id, id) != 0) {
+        return 0;
+    }
+    memcpy(buf, id, 16);
+    uint32_t p = (uint32_t)reply_partition;
+    buf[16] = (unsigned char)(p >> 24);
+    buf[17] = (unsigned char)(p >> 16);
+    buf[18] = (unsigned char)(p >> 8);
+    buf[19] = (unsigned char)p;
+    out[0] = (ksfi_header){KSFI_HDR_CORRELATION_ID, buf, 16};
+    out[1] = (ksfi_header){KSFI_HDR_REPLY_TOPIC, reply_topic, strlen(reply_topic)};
+    out[2] = (ksfi_header){KSFI_HDR_REPLY_PARTITION, buf + 16, 4};
+    return 3;
+}
+
+bool
+ksfi_correlation_id_text(const void *bytes, size_t len, char out[37])
+{
+    if (!bytes || len != 16) {
+        return false;
+    }
+    uuid_t id;
+    memcpy(id, bytes, 16);
+    uuid_unparse_lower(id, out);
+    return true;
+}
+
 void
 ksfi_new_correlation_id(char out[37])
 {

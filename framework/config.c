@@ -419,6 +419,24 @@ set_reply_provider(ksf_config *cfg, const char *value, ksf_errinfo *ei)
 }
 
 static ksf_err
+set_wire_dialect(ksf_config *cfg, const char *value, ksf_errinfo *ei)
+{
+    char q[260];
+    if (!strcmp(value, "nestjs")) {
+        cfg->client_wire_dialect = KSFI_WIRE_NESTJS;
+    } else if (!strcmp(value, "spring")) {
+        cfg->client_wire_dialect = KSFI_WIRE_SPRING;
+    } else {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "client.wire.dialect %s: expected \"nestjs\" (NestJS "
+                         "ClientKafka's headers) or \"spring\" (Spring Kafka's "
+                         "ReplyingKafkaTemplate's headers)",
+                         quote(value, q));
+    }
+    return KSF_OK;
+}
+
+static ksf_err
 config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
 {
     if (!strcmp(key, "brokers")) {
@@ -456,6 +474,9 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     if (!strcmp(key, "client.reply.provider")) {
         return set_reply_provider(cfg, value, ei);
     }
+    if (!strcmp(key, "client.wire.dialect")) {
+        return set_wire_dialect(cfg, value, ei);
+    }
     if (!strcmp(key, "message.max.bytes")) {
         int v;
         ksf_err e = set_range(&v, key, value, 1, 1000000000, ei);
@@ -480,7 +501,7 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
         "unknown configuration key %s; expected brokers, client.id, "
         "group.id, postfix.id, server.workers, client.timeout.ms, "
         "client.max.in.flight, client.reply.provider, client.reply.partition, "
-        "message.max.bytes, "
+        "client.wire.dialect, message.max.bytes, "
         "or kafka./consumer./producer.<librdkafka property>",
         quote(key, q));
 }
@@ -531,6 +552,11 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
         return copy_out(buf, size,
                         cfg->client_reply_provider == KSFI_REPLY_STATIC ? "static"
                                                                         : "group");
+    }
+    if (!strcmp(key, "client.wire.dialect")) {
+        return copy_out(buf, size,
+                        cfg->client_wire_dialect == KSFI_WIRE_SPRING ? "spring"
+                                                                     : "nestjs");
     }
     long long v;
     if (!strcmp(key, "server.workers")) {

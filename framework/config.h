@@ -12,6 +12,12 @@ typedef enum ksfi_reply_provider_kind {
     KSFI_REPLY_STATIC,    /* client.reply.partition of every reply topic */
 } ksfi_reply_provider_kind;
 
+/* client.wire.dialect: how a client writes its request headers (codec.h). */
+typedef enum ksfi_wire_dialect {
+    KSFI_WIRE_NESTJS = 0, /* decimal-text partition, UUID text id (the default) */
+    KSFI_WIRE_SPRING,     /* 4-byte big-endian partition, 16 raw id bytes */
+} ksfi_wire_dialect;
+
 /* One librdkafka pass-through property and the handles it applies to. */
 typedef struct ksfi_kprop {
     ksf_kafka_role role;
@@ -29,6 +35,7 @@ struct ksf_config {
     int client_max_in_flight;
     int32_t client_reply_partition;
     ksfi_reply_provider_kind client_reply_provider;
+    ksfi_wire_dialect client_wire_dialect;
     size_t message_max_bytes;
     int server_deadline_skew_ms;
     ksfi_policy_config policy; /* server.pattern.*, server.handler.*, server.event.* */

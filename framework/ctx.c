@@ -216,13 +216,35 @@ send_final(ksf_ctx *ctx, const json_t *reply)
     ksfi_free(value);
 }
 
+/* Spring Kafka's default correlation id: 16 raw UUID bytes, not all printable text. */
+static bool
+spring_binary_id(const void *id, size_t len)
+{
+    const unsigned char *b = id;
+    for (size_t i = 0; len == 16 && i < len; i++) {
+        if (b[i] < 0x20 || b[i] > 0x7e) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Copy the request headers the ctx accessors hand out as text. */
 static ksf_err
 copy_meta(ksf_ctx *ctx)
 {
-    if (ctx->meta.correlation_id_len > 0 &&
-        !(ctx->correlation_id =
-              ksfi_memdup(ctx->meta.correlation_id, ctx->meta.correlation_id_len))) {
+    char uuid_text[37];
+    if (spring_binary_id(ctx->meta.correlation_id, ctx->meta.correlation_id_len) &&
+        ksfi_correlation_id_text(ctx->meta.correlation_id, ctx->meta.correlation_id_len,
+                                 uuid_text)) {
+        /* The reply still echoes the raw bytes (ctx->meta); this is for logs and
+         * ksf_ctx_correlation_id, which promise text. */
+        if (!(ctx->correlation_id = ksfi_strdup(uuid_text))) {
+            return KSF_ENOMEM;
+        }
+    } else if (ctx->meta.correlation_id_len > 0 &&
+               !(ctx->correlation_id = ksfi_memdup(ctx->meta.correlation_id,
+                                                   ctx->meta.correlation_id_len))) {
         return KSF_ENOMEM;
     }
     if (ctx->meta.reply_topic_len > 0 &&

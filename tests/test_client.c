@@ -5,6 +5,7 @@
  * echoed), the way a NestJS server would shape each reply.
  */
 #include "broker.h"
+#include "codec.h"
 #include "wire.h"
 
 #include <check.h>
@@ -22,6 +23,11 @@
 
 typedef struct request {
     char id[128];
+    unsigned char id_raw[128]; /* the kafka_correlationId bytes, as a Spring service sees
+                                * them (id stops at a NUL byte) */
+    size_t id_len;
+    unsigned char partition_raw[16]; /* the kafka_replyPartition bytes */
+    size_t partition_len;
     char reply_topic[256];
     int32_t partition;
     char value[256];
@@ -87,6 +93,19 @@ reply(responder *r, const request *q, const char *id, const char *value, const c
     ck_assert_int_eq(e, 0);
 }
 
+/* A reply as Spring's @SendTo sends it: the raw id bytes echoed, no end marker. */
+static void
+reply_spring(responder *r, const request *q, const char *value)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, KSFI_HDR_CORRELATION_ID, -1, q->id_raw, (ssize_t)q->id_len);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        r->producer, RD_KAFKA_V_TOPIC(q->reply_topic), RD_KAFKA_V_PARTITION(q->partition),
+        RD_KAFKA_V_VALUE((void *)value, strlen(value)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    ck_assert_int_eq(e, 0);
+}
+
 static void
 sleep_ms(int ms)
 {
@@ -100,6 +119,8 @@ behave(responder *r, const request *q)
     const char *v = q->value, *id = q->id;
     if (!strcmp(v, "silent")) {
         return;
+    } else if (!strcmp(v, "spring")) {
+        reply_spring(r, q, "spring reply");
     } else if (!strcmp(v, "null")) {
         reply(r, q, id, NULL, NULL, true);
     } else if (!strcmp(v, "string")) {
@@ -154,7 +175,14 @@ parse_request(const rd_kafka_message_t *msg, request *q)
             if (dst) {
                 snprintf(dst, 128, "%.*s", (int)len, (const char *)val);
             } else if (!strcmp(name, KSFI_HDR_REPLY_PARTITION)) {
-                q->partition = atoi(val);
+                /* decimal text (NestJS) or a 4-byte big-endian int (Spring) */
+                ck_assert(ksfi_parse_reply_partition(val, len, &q->partition));
+                q->partition_len = len < sizeof q->partition_raw ? len : 0;
+                memcpy(q->partition_raw, val, q->partition_len);
+            }
+            if (!strcmp(name, KSFI_HDR_CORRELATION_ID) && len <= sizeof q->id_raw) {
+                memcpy(q->id_raw, val, len);
+                q->id_len = len;
             }
         }
     }
@@ -179,7 +207,7 @@ responder_main(void *arg)
             r->last = q;
             pthread_mutex_unlock(&r->m);
             atomic_fetch_add(&r->requests, 1);
-            if (q.id[0]) {
+            if (q.id_len > 0) {
                 behave(r, &q);
             }
         }
@@ -777,6 +805,44 @@ START_TEST(test_client_request_header_bytes)
 }
 END_TEST
 
+/* client.wire.dialect=spring: the request headers a Spring @SendTo listener reads, and
+ * its single reply (raw id bytes, no kafka_nest-is-disposed) ends the call. */
+START_TEST(test_client_spring_dialect)
+{
+    const char *const extra[] = {"client.wire.dialect", "spring",
+                                 "client.reply.partition", "2", NULL};
+    env v = env_start_with("static", extra);
+    json_t *out = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_msg(call_cmd(v.cli, "spring", 10000, &out, &ei) == KSF_OK, "%s", ei.text);
+    assert_json(out, "\"spring reply\"");
+    json_decref(out);
+    request q;
+    pthread_mutex_lock(&v.r->m);
+    q = v.r->last;
+    pthread_mutex_unlock(&v.r->m);
+    ck_assert_uint_eq(q.id_len, 16);
+    ck_assert_int_eq(q.id_raw[6] >> 4, 4); /* a version-4 UUID, as Spring's default */
+    ck_assert_str_eq(q.reply_topic, PATTERN ".reply");
+    ck_assert_uint_eq(q.partition_len, 4);
+    ck_assert(!memcmp(q.partition_raw, "\0\0\0\x02", 4));
+    ck_assert_int_eq(q.partition, 2);
+    /* A second call gets a new id and its own answer. */
+    unsigned char first[16];
+    memcpy(first, q.id_raw, 16);
+    ck_assert_int_eq(call_cmd(v.cli, "spring", 10000, &out, &ei), KSF_OK);
+    json_decref(out);
+    pthread_mutex_lock(&v.r->m);
+    q = v.r->last;
+    pthread_mutex_unlock(&v.r->m);
+    ck_assert(q.id_len == 16 && memcmp(q.id_raw, first, 16) != 0);
+    ksf_client_stats st = stats(v.cli);
+    ck_assert_uint_eq(st.replies, 2);
+    ck_assert_uint_eq(st.unknown_replies, 0);
+    env_stop(&v);
+}
+END_TEST
+
 typedef struct emit_seen {
     atomic_int n, ok;
 } emit_seen;
@@ -950,6 +1016,7 @@ client_suite(void)
         {"reply_partition_out_of_range", test_client_reply_partition_out_of_range, 30},
         {"broker_down", test_client_broker_down, 30},
         {"request_header_bytes", test_client_request_header_bytes, 30},
+        {"spring_dialect", test_client_spring_dialect, 30},
         {"emit_bytes", test_client_emit_bytes, 30},
         {"idle_pauses", test_client_idle_pauses, 30},
         {"destroy_null", test_client_destroy_null, 5},

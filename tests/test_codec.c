@@ -320,6 +320,15 @@ START_TEST(test_codec_reply_partition_forms)
     ck_assert(ksfi_parse_reply_partition("\0\0\0\x07", 4, &p) && p == 7); /* Spring */
     ck_assert(ksfi_parse_reply_partition("\x7f\xff\xff\xff", 4, &p) && p == INT32_MAX);
     ck_assert(ksfi_parse_reply_partition("\0\0\x01\0", 4, &p) && p == 256);
+    /* The rule for 4 bytes: all ASCII digits is NestJS's decimal text; anything else is
+     * Spring's int. "1234" is partition 1234, not 0x31323334: a Spring int reads as
+     * digits only from 0x30303030 (808464432) up, which no Kafka topic reaches, while
+     * one below 2^24 starts with 0x00 and so is never taken for text. */
+    ck_assert(ksfi_parse_reply_partition("1234", 4, &p) && p == 1234);
+    ck_assert(ksfi_parse_reply_partition("\0\0\x04\xd2", 4, &p) && p == 1234);
+    ck_assert(ksfi_parse_reply_partition("\0\0\0\x31", 4, &p) && p == 49); /* not "1" */
+    ck_assert(ksfi_parse_reply_partition("\0\x31\x32\x33", 4, &p) && p == 0x313233);
+    ck_assert(ksfi_parse_reply_partition("\x30\x30\x30\x30", 4, &p) && p == 0);
     p = -5;
     ck_assert(!ksfi_parse_reply_partition("\x80\0\0\0", 4, &p));
     ck_assert(!ksfi_parse_reply_partition("2147483648", 10, &p));
@@ -329,6 +338,71 @@ START_TEST(test_codec_reply_partition_forms)
     ck_assert(!ksfi_parse_reply_partition("1 ", 2, &p));
     ck_assert(!ksfi_parse_reply_partition("\0\0\0", 3, &p));
     ck_assert_int_eq(p, -5); /* untouched on failure */
+}
+END_TEST
+
+/* client.wire.dialect "spring": what ReplyingKafkaTemplate writes, byte for byte. */
+START_TEST(test_codec_request_headers_spring)
+{
+    static const unsigned char id_bytes[16] = {0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd,
+                                               0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21,
+                                               0x1c, 0x80, 0x31, 0x9c};
+    ksfi_header h[KSFI_PROTO_HEADERS_MAX];
+    unsigned char buf[KSFI_SPRING_HEADERS_BUF];
+    ck_assert_uint_eq(ksfi_request_headers_spring("0af76519-16cd-43dd-8448-eb211c80319c",
+                                                  "math.sum.reply", 2, buf, h),
+                      3);
+    ck_assert_str_eq(h[0].name, "kafka_correlationId");
+    ck_assert_uint_eq(h[0].len, 16);
+    ck_assert(!memcmp(h[0].value, id_bytes, 16));
+    ck_assert_str_eq(h[1].name, "kafka_replyTopic");
+    ck_assert(h[1].len == 14 && !memcmp(h[1].value, "math.sum.reply", 14));
+    ck_assert_str_eq(h[2].name, "kafka_replyPartition");
+    ck_assert(h[2].len == 4 && !memcmp(h[2].value, "\0\0\0\x02", 4));
+    ksfi_request_headers_spring("0af76519-16cd-43dd-8448-eb211c80319c", "t.reply",
+                                0x01020304, buf, h);
+    ck_assert(h[2].len == 4 && !memcmp(h[2].value, "\x01\x02\x03\x04", 4));
+    ksfi_request_headers_spring("0af76519-16cd-43dd-8448-eb211c80319c", "t.reply",
+                                INT32_MAX, buf, h);
+    ck_assert(!memcmp(h[2].value, "\x7f\xff\xff\xff", 4));
+
+    /* The server side reads them back: 16 raw id bytes, partition 2. */
+    ksfi_request_headers_spring("0af76519-16cd-43dd-8448-eb211c80319c", "math.sum.reply",
+                                2, buf, h);
+    ksfi_request_meta m;
+    ck_assert_int_eq(ksfi_parse_request_headers(h, 3, &m, NULL), KSF_OK);
+    ck_assert(m.is_request);
+    ck_assert(m.correlation_id_len == 16 && !memcmp(m.correlation_id, id_bytes, 16));
+    ck_assert_int_eq(m.reply_partition, 2);
+
+    /* The reply's 16 bytes map back to the text the in-flight table holds. */
+    char text[37] = "untouched";
+    ck_assert(ksfi_correlation_id_text(id_bytes, 16, text));
+    ck_assert_str_eq(text, "0af76519-16cd-43dd-8448-eb211c80319c");
+    char id[37];
+    ksfi_idgen g;
+    ksfi_idgen_init(&g);
+    for (int i = 0; i < 3; i++) {
+        ksfi_idgen_next(&g, id);
+        ck_assert_uint_eq(ksfi_request_headers_spring(id, "t.reply", 0, buf, h), 3);
+        ck_assert(ksfi_correlation_id_text(h[0].value, h[0].len, text));
+        ck_assert_str_eq(text, id);
+    }
+
+    /* Not 16 bytes: not a Spring id; not a UUID: no headers. */
+    strcpy(text, "untouched");
+    ck_assert(!ksfi_correlation_id_text(id_bytes, 15, text));
+    ck_assert(
+        !ksfi_correlation_id_text("0af76519-16cd-43dd-8448-eb211c80319c", 36, text));
+    ck_assert(!ksfi_correlation_id_text(NULL, 16, text));
+    ck_assert_str_eq(text, "untouched");
+    ck_assert_uint_eq(ksfi_request_headers_spring("abc-1", "t.reply", 0, buf, h), 0);
+    ck_assert_uint_eq(ksfi_request_headers_spring("0af76519-16cd-43dd-8448-eb211c80319cx",
+                                                  "t", 0, buf, h),
+                      0);
+    ck_assert_uint_eq(ksfi_request_headers_spring("0af76519x16cd-43dd-8448-eb211c80319c",
+                                                  "t", 0, buf, h),
+                      0);
 }
 END_TEST
 
@@ -678,6 +752,7 @@ codec_suite(void)
     tcase_add_test(tcase(s, "request_headers"), test_codec_request_headers_exact);
     tcase_add_test(tcase(s, "request_round_trip"), test_codec_request_headers_round_trip);
     tcase_add_test(tcase(s, "reply_partition"), test_codec_reply_partition_forms);
+    tcase_add_test(tcase(s, "request_spring"), test_codec_request_headers_spring);
     tcase_add_test(tcase(s, "request_garbage"), test_codec_request_headers_garbage);
     tcase_add_test(tcase(s, "last_wins"), test_codec_request_last_occurrence_wins);
     tcase_add_test(tcase(s, "events"), test_codec_event_rules);

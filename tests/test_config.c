@@ -74,6 +74,7 @@ START_TEST(test_config_defaults)
     assert_get(cfg, "client.max.in.flight", "10000");
     assert_get(cfg, "client.reply.partition", "0");
     assert_get(cfg, "client.reply.provider", "group");
+    assert_get(cfg, "client.wire.dialect", "nestjs");
     assert_get(cfg, "message.max.bytes", "1000000");
     char buf[16];
     ck_assert_int_eq(ksf_config_get(cfg, "postfix.id", buf, sizeof buf), KSF_ENOENT);
@@ -201,14 +202,39 @@ START_TEST(test_config_reply_provider)
 }
 END_TEST
 
+START_TEST(test_config_wire_dialect)
+{
+    assert_accepts("client.wire.dialect", "spring", NULL);
+    assert_accepts("client.wire.dialect", "nestjs", NULL);
+    const char *bad[][2] = {{"", "\"\""}, {"Spring", "\"Spring\""}, {"nest", "\"nest\""}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char sentence[256];
+        snprintf(sentence, sizeof sentence,
+                 "client.wire.dialect %s: expected \"nestjs\" (NestJS ClientKafka's "
+                 "headers) or \"spring\" (Spring Kafka's ReplyingKafkaTemplate's "
+                 "headers)",
+                 bad[i][1]);
+        assert_refuses("client.wire.dialect", bad[i][0], KSF_EINVAL, sentence);
+    }
+    /* The choice survives a copy. */
+    ksf_config *cfg = new_config(), *copy = NULL;
+    ck_assert_int_eq(ksf_config_set(cfg, "client.wire.dialect", "spring", NULL), KSF_OK);
+    ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);
+    assert_get(copy, "client.wire.dialect", "spring");
+    ck_assert_int_eq(copy->client_wire_dialect, KSFI_WIRE_SPRING);
+    ksf_config_destroy(copy);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
 START_TEST(test_config_unknown_key)
 {
-    assert_refuses(
-        "brokerz", "x", KSF_ENOENT,
-        "unknown configuration key \"brokerz\"; expected brokers, client.id, "
-        "group.id, postfix.id, server.workers, client.timeout.ms, "
-        "client.max.in.flight, client.reply.provider, client.reply.partition, "
-        "message.max.bytes, or kafka./consumer./producer.<librdkafka property>");
+    assert_refuses("brokerz", "x", KSF_ENOENT,
+                   "unknown configuration key \"brokerz\"; expected brokers, client.id, "
+                   "group.id, postfix.id, server.workers, client.timeout.ms, "
+                   "client.max.in.flight, client.reply.provider, client.reply.partition, "
+                   "client.wire.dialect, message.max.bytes, or "
+                   "kafka./consumer./producer.<librdkafka property>");
     ksf_errinfo ei = {0};
     ksf_config *cfg = new_config();
     ck_assert_int_eq(ksf_config_set(cfg, "kafka.", "1", &ei), KSF_ENOENT);
@@ -526,6 +552,7 @@ config_suite(void)
     tcase_add_test(tcase(s, "integers"), test_config_integers);
     tcase_add_test(tcase(s, "unknown_key"), test_config_unknown_key);
     tcase_add_test(tcase(s, "reply_provider"), test_config_reply_provider);
+    tcase_add_test(tcase(s, "wire_dialect"), test_config_wire_dialect);
     tcase_add_test(tcase(s, "kafka_passthrough"), test_config_kafka_passthrough);
     tcase_add_test(tcase(s, "get_buffer"), test_config_get_buffer);
     tcase_add_test(tcase(s, "env_brokers"), test_config_env_brokers);

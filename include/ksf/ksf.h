@@ -195,6 +195,14 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *                           and consumer.max.poll.interval.ms if set, else 30000,
  *                           3000 and 60000; "static": client.reply.partition  [group]
  * - "client.reply.partition" the static reply partition, 0..2^31-1     [0]
+ * - "client.wire.dialect"   how a client writes its request headers: "nestjs"
+ *                           (kafka_correlationId as UUID text, kafka_replyPartition as
+ *                           decimal text, what NestJS's ServerKafka reads) or "spring"
+ *                           (16 raw UUID bytes and a 4-byte big-endian int, what a
+ *                           Spring Kafka @KafkaListener + @SendTo reads; each reply
+ *                           then ends its request, as Spring sends one with no end
+ *                           marker). Servers need no setting: they read both forms and
+ *                           echo the id byte for byte (docs/interop-spring.md) [nestjs]
  * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
  * - "server.pattern.concurrency" handlers of one pattern started and unfinished at
  *                           once, 0..1024; 0: all workers but one when the server has
@@ -341,7 +349,11 @@ KSF_API bool ksf_ctx_header_at(const ksf_ctx *ctx, size_t idx, const char **name
                                const void **value, size_t *len);
 /** The value of the last header named @p name, or NULL when absent. */
 KSF_API const void *ksf_ctx_header(const ksf_ctx *ctx, const char *name, size_t *len);
-/** The request's correlation id as text, or NULL for an event. */
+/**
+ * The request's correlation id as text, or NULL for an event. Spring Kafka's 16 raw
+ * UUID bytes come as the UUID's 36-character text (the reply still echoes the raw
+ * bytes; ksf_ctx_header(ctx, "kafka_correlationId", &len) gives them).
+ */
 KSF_API const char *ksf_ctx_correlation_id(const ksf_ctx *ctx);
 /** The topic the reply will go to, or NULL for an event. */
 KSF_API const char *ksf_ctx_reply_topic(const ksf_ctx *ctx);

@@ -66,6 +66,19 @@ KSF_MESSAGE_PATTERN("interop.plain-error", plain_error)
                         */
 }
 
+/* What ksf read from the request headers: Spring's callers (tests/interop/spring) check
+ * it against what their ReplyingKafkaTemplate sent. */
+KSF_MESSAGE_PATTERN("interop.meta", meta)
+{
+    size_t id_len = 0;
+    const char *id = ksf_ctx_correlation_id(ctx);
+    ksf_ctx_header(ctx, "kafka_correlationId", &id_len);
+    *reply = json_pack("{s:s?,s:i,s:s?,s:i}", "correlationId", id, "correlationIdBytes",
+                       (int)id_len, "replyTopic", ksf_ctx_reply_topic(ctx),
+                       "replyPartition", (int)ksf_ctx_reply_partition(ctx));
+    return *reply ? KSF_OK : KSF_ENOMEM;
+}
+
 /* Three values, the last one carrying the end-of-stream header. */
 static ksf_err
 stream_from(ksf_ctx *ctx, json_t **reply, int first)
