@@ -219,7 +219,7 @@ assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
 
 START_TEST(test_faults_broker_down_up)
 {
-    KSFT_NEEDS_MOCK("taking the broker down and up; on real Kafka see tests/kafka_failover");
+    KSFT_NEEDS_MOCK("taking the broker down and up; real Kafka: test_failover");
     fault_world w;
     world_open(&w);
     world_start(&w, ksft_echo_server(w.cfg, patterns), 20000, DOWN_N);
