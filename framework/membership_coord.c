@@ -137,10 +137,10 @@ fatal_code(ksfi_membership *m, const char *api, int code)
     case KSFI_GP_ERR_FENCED_INSTANCE_ID:
         ksfi_membership_fatal(
             m, KSF_EKAFKA,
-            "group %s: %s answered FENCED_INSTANCE_ID (82): another member joined with "
-            "group.instance.id \"%s\" and took it over; instance ids are unique per "
-            "group, so two clients (in one process or two) must not share one: this "
-            "member stops; give each instance its own group.instance.id",
+            "group %s: %s answered FENCED_INSTANCE_ID (82): another member took over "
+            "group.instance.id \"%s\"; ids are unique per group (two clients must not "
+            "share one, in one process or two): this member stops; give each instance "
+            "its own id",
             m->group_id, api, m->instance_id ? m->instance_id : "");
         return;
     default:

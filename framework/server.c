@@ -638,10 +638,10 @@ consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
         if (orig == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID) {
             return ksfi_fail_kafka(
                 ei, (int)orig,
-                "group %s: fenced (FENCED_INSTANCE_ID): another server joined with "
-                "group.instance.id \"%s\" and took it over; instance ids are unique per "
-                "group, so two servers (in one process or two) must not share one; give "
-                "each instance its own group.instance.id (%s)",
+                "group %s: fenced (FENCED_INSTANCE_ID): another server took over "
+                "group.instance.id \"%s\"; ids are unique per group (two servers must "
+                "not share one, in one process or two): give each instance its own id "
+                "(%s)",
                 srv->group_id, srv->cfg->group_instance_id, reason);
         }
         return ksfi_fail_kafka(ei, (int)orig,

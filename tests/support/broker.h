@@ -46,6 +46,18 @@ const char *ksft_real_kafka(void);
         }                                                                                \
     } while (0)
 
+/* The opposite: first thing in a case that proves what only a real broker does (the
+ * mock has no static membership, no session expiry worth measuring, ...): on the mock,
+ * say so on stdout and return. @p why names what it needs. */
+#define KSFT_NEEDS_REAL_KAFKA(why)                                                       \
+    do {                                                                                 \
+        if (!ksft_real_kafka()) {                                                        \
+            printf("%s: skipped: needs real Kafka (%s)\n", __func__, (why));             \
+            fflush(stdout);                                                              \
+            return;                                                                      \
+        }                                                                                \
+    } while (0)
+
 /* Stop it and free everything. NULL is a no-op. */
 void ksft_broker_stop(ksft_broker *b);
 
