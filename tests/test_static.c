@@ -11,7 +11,8 @@
  * - client_restart_static: a client in a child process with an instance id makes a
  *   call and is killed with -9; a new process with the same id gets the same reply
  *   partition, in the same group generation (no rebalance), its first call answered
- *   within 2 s of its start.
+ *   within 2 s of its start. client_restart_static_leader: the same when the static
+ *   client was the group's leader.
  * - fenced: two servers, then two clients, with one instance id: the older one stops
  *   with the sentence naming FENCED_INSTANCE_ID, the newer one serves on.
  * The children are this executable run again ("serve" / "call" as argv[1]); they die
@@ -140,6 +141,9 @@ grab_generation(void *user, ksf_log_level level, const char *component,
     const char *g = strstr(message, " in generation ");
     if (g && !strcmp(component, "group")) {
         *(int *)user = atoi(g + strlen(" in generation "));
+        /* Also for the parent, which waits for a holding child's rebalances. */
+        printf("gen=%d leader=%d\n", *(int *)user, strstr(g, "(leader)") != NULL);
+        fflush(stdout);
     }
     if (level <= KSF_LOG_WARNING || getenv("KSFT_STATIC_TRACE")) {
         fprintf(stderr, "child client %lld: %s: %s\n", (long long)ksft_now_ms(),
@@ -197,8 +201,9 @@ child_call(char **argv)
 
 typedef struct child {
     pid_t pid;
-    int out;        /* its stdout */
-    char buf[1024]; /* what it printed so far */
+    int out;         /* its stdout */
+    char buf[1024];  /* what it printed and expect_line has not consumed */
+    char line[1024]; /* the line expect_line returned last */
     size_t len;
     int64_t started_ms;
 } child;
@@ -222,24 +227,23 @@ spawn(child *c, char *const args[])
     c->out = fds[0];
 }
 
-/* Wait up to @p timeout_ms for a whole line starting with @p prefix; returns it
- * (inside c->buf) or fails the test. */
+/* Wait up to @p timeout_ms for a whole line starting with @p prefix, consuming the
+ * lines before it; returns it (in c->line) or fails the test. */
 static const char *
 expect_line(child *c, const char *prefix, int timeout_ms)
 {
     int64_t until = now_ms() + ksft_scaled_ms(timeout_ms);
     for (;;) {
-        for (char *line = c->buf; line < c->buf + c->len;) {
-            char *nl = memchr(line, '\n', (size_t)(c->buf + c->len - line));
-            if (!nl) {
-                break;
+        char *nl;
+        while ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
+            size_t n = (size_t)(nl - c->buf);
+            memcpy(c->line, c->buf, n);
+            c->line[n] = '\0';
+            c->len -= n + 1;
+            memmove(c->buf, nl + 1, c->len);
+            if (!strncmp(c->line, prefix, strlen(prefix))) {
+                return c->line;
             }
-            *nl = '\0';
-            if (!strncmp(line, prefix, strlen(prefix))) {
-                return line;
-            }
-            *nl = '\n';
-            line = nl + 1;
         }
         int64_t left = until - now_ms();
         ck_assert_msg(left > 0,
@@ -564,9 +568,11 @@ count_ready(ksf_server *srv, void *user)
     atomic_store((atomic_int *)user, 1);
 }
 
-START_TEST(test_static_client_restart)
+/* A static client killed with -9 and restarted; @p static_leads: it joins before the
+ * dynamic survivor and is the group's leader. */
+static void
+client_restart(bool static_leads)
 {
-    KSFT_NEEDS_REAL_KAFKA("static membership");
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, PATTERN, 4);
     ksft_broker_create_topic(b, PATTERN ".reply", 4);
@@ -587,27 +593,41 @@ START_TEST(test_static_client_restart)
     ck_assert_int_eq(ksft_wait_atomic(&ready, 1, 60000), 1);
 
     /* A dynamic survivor holds one reply partition, so the static one is not simply
-     * the group's first. */
-    ksf_client *survivor = ksft_client(cfg);
-    int survivor_p = reply_partition(survivor);
-
+     * the group's only member. */
     char a0[] = "test_static", a1[] = "call", hold[] = "hold", leave[] = "exit";
     char *args[] = {a0,   a1,  (char *)ksft_broker_address(b), group, instance, hold,
                     ppid, NULL};
     child a, bee;
-    spawn(&a, args);
-    call_line first = parse_call(&a);
+    ksf_client *survivor = NULL;
+    int survivor_p = -1;
+    call_line first;
+    if (static_leads) {
+        spawn(&a, args);
+        first = parse_call(&a);
+        survivor = ksft_client(cfg);
+        survivor_p = reply_partition(survivor);
+        /* The survivor's join made a new generation, led by the static member. */
+        char want[32];
+        snprintf(want, sizeof want, "gen=%d leader=1", first.generation + 1);
+        expect_line(&a, want, 30000);
+        first.generation++;
+    } else {
+        survivor = ksft_client(cfg);
+        survivor_p = reply_partition(survivor);
+        spawn(&a, args);
+        first = parse_call(&a);
+    }
     kill9(&a);
     args[5] = leave;
     spawn(&bee, args);
     call_line second = parse_call(&bee);
     long long took = second.done_ms - bee.started_ms;
     int survivor_after = reply_partition(survivor);
-    printf("client restart (static): first process partition %d generation %d; "
+    printf("client restart (static%s): first process partition %d generation %d; "
            "restarted process partition %d generation %d, first call answered %lld ms "
            "after its start; survivor partition %d -> %d\n",
-           first.partition, first.generation, second.partition, second.generation, took,
-           survivor_p, survivor_after);
+           static_leads ? ", leader" : "", first.partition, first.generation,
+           second.partition, second.generation, took, survivor_p, survivor_after);
     fflush(stdout);
     ck_assert_int_ne(first.partition, survivor_p);
     ck_assert_int_eq(second.partition, first.partition);
@@ -628,6 +648,19 @@ START_TEST(test_static_client_restart)
     ksf_server_destroy(srv);
     ksf_config_destroy(cfg);
     ksft_broker_stop(b);
+}
+
+START_TEST(test_static_client_restart)
+{
+    KSFT_NEEDS_REAL_KAFKA("static membership");
+    client_restart(false);
+}
+END_TEST
+
+START_TEST(test_static_client_restart_leader)
+{
+    KSFT_NEEDS_REAL_KAFKA("static membership");
+    client_restart(true);
 }
 END_TEST
 
@@ -747,6 +780,7 @@ static_suite(void)
         {"server_restart_static", test_static_server_restart_static, 150},
         {"server_restart_dynamic", test_static_server_restart_dynamic, 150},
         {"client_restart_static", test_static_client_restart, 120},
+        {"client_restart_static_leader", test_static_client_restart_leader, 120},
         {"fenced", test_static_fenced, 150},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
