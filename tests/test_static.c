@@ -106,6 +106,9 @@ child_config(const char *brokers, const char *group, const char *instance, ksf_l
         fprintf(stderr, "child: configuration: %s\n", ei.text);
         exit(1);
     }
+    if (getenv("KSFT_STATIC_DEBUG")) {
+        ksf_config_set(cfg, "kafka.debug", getenv("KSFT_STATIC_DEBUG"), NULL);
+    }
     ksf_config_set_log(cfg, log, log_user,
                        getenv("KSFT_STATIC_TRACE") ? KSF_LOG_DEBUG : KSF_LOG_INFO);
     return cfg;
