@@ -592,12 +592,14 @@ KSF_API void ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *use
 /**
  * Connect, subscribe to the registered patterns and serve until ksf_server_stop().
  * On stop: fetching stops, in-flight handlers finish, replies are flushed, offsets are
- * committed and the group is left; then run returns KSF_OK.
+ * committed and the group is left (not with group.instance.id: a static member's
+ * partitions wait for its restart up to the session timeout); then run returns KSF_OK.
  * Delivery: at least once. A message's offset is committed only after its handler
  * finished and its reply was acknowledged by the broker; stored offsets are committed
  * about every second (consumer auto.commit.interval.ms, 1000 by default).
  * Errors: KSF_EINVAL when no handler is registered, KSF_ESTATE when already running,
- * KSF_EKAFKA for a fatal Kafka error.
+ * KSF_EKAFKA for a fatal Kafka error (also when another server took over this one's
+ * group.instance.id: FENCED_INSTANCE_ID).
  */
 KSF_API ksf_err ksf_server_run(ksf_server *srv, ksf_errinfo *ei);
 
@@ -742,7 +744,9 @@ KSF_API ksf_err ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_erri
 
 /**
  * Fail every pending request with KSF_ECLOSED (each callback runs once, on the calling
- * thread), flush queued emits for up to 5 s, and free the client. NULL is a no-op.
+ * thread), flush queued emits for up to 5 s, leave the reply group (not with
+ * group.instance.id: the partition waits for the same id up to the session timeout),
+ * and free the client. NULL is a no-op.
  * Threads: never call from a reply callback.
  */
 KSF_API void ksf_client_destroy(ksf_client *cli);
