@@ -21,6 +21,8 @@ static const struct {
     {"metadata.broker.list", "\"brokers\""},
     {"client.id", "\"client.id\" and \"postfix.id\""},
     {"group.id", "\"group.id\" and \"postfix.id\""},
+    {"group.instance.id", "\"group.instance.id\" (it also makes the client's reply-group "
+                          "membership static)"},
     {"enable.auto.commit", "nothing: ksf commits after each reply is acknowledged"},
     {"enable.auto.offset.store", "nothing: ksf stores offsets after each reply"},
 };
@@ -107,6 +109,7 @@ ksf_config_destroy(ksf_config *cfg)
     ksfi_free(cfg->client_id);
     ksfi_free(cfg->group_id);
     ksfi_free(cfg->postfix_id);
+    ksfi_free(cfg->group_instance_id);
     for (size_t i = 0; i < cfg->nprops; i++) {
         ksfi_free(cfg->props[i].key);
         ksfi_free(cfg->props[i].value);
@@ -141,6 +144,7 @@ ksf_config_dup(const ksf_config *cfg, ksf_config **out)
     }
     *c = *cfg;
     c->brokers = c->client_id = c->group_id = c->postfix_id = NULL;
+    c->group_instance_id = NULL;
     c->props = NULL;
     c->nprops = 0;
     memset(&c->policy, 0, sizeof c->policy);
@@ -148,7 +152,8 @@ ksf_config_dup(const ksf_config *cfg, ksf_config **out)
         set_string(&c->brokers, cfg->brokers) ||
         set_string(&c->client_id, cfg->client_id) ||
         set_string(&c->group_id, cfg->group_id) ||
-        set_string(&c->postfix_id, cfg->postfix_id)) {
+        set_string(&c->postfix_id, cfg->postfix_id) ||
+        set_string(&c->group_instance_id, cfg->group_instance_id)) {
         goto fail;
     }
     if (cfg->nprops) {
@@ -292,6 +297,41 @@ set_id(char **slot, const char *key, const char *value, bool allow_empty, ksf_er
                          key, quote(value, q), why, allow_empty ? "0" : "1");
     }
     return set_string(slot, value);
+}
+
+/*
+ * group.instance.id (KIP-345): Kafka's Java client accepts 1..249 characters of
+ * [A-Za-z0-9._-] other than "." and ".." (the topic-name rule,
+ * JoinGroupRequest.validateGroupInstanceId); the broker itself checks nothing, so ksf
+ * applies Java's rule and ids stay usable from every client. "" unsets it.
+ */
+static ksf_err
+set_instance_id(ksf_config *cfg, const char *value, ksf_errinfo *ei)
+{
+    const char *why = NULL;
+    char q[260];
+    if (!*value) {
+        return set_string(&cfg->group_instance_id, NULL);
+    }
+    if (strlen(value) > 249) {
+        why = "longer than 249 characters";
+    } else if (!strcmp(value, ".") || !strcmp(value, "..")) {
+        why = "\".\" and \"..\" are not allowed";
+    }
+    for (const char *p = value; *p && !why; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-')) {
+            why = "contains a character other than A-Z a-z 0-9 . _ -";
+        }
+    }
+    if (why) {
+        return ksfi_fail(
+            ei, KSF_EINVAL,
+            "group.instance.id %s: %s; expected 1 to 249 of A-Z a-z 0-9 . _ - "
+            "(Kafka's rule), unique per instance, or \"\" for none",
+            quote(value, q), why);
+    }
+    return set_string(&cfg->group_instance_id, value);
 }
 
 static ksf_err
@@ -451,6 +491,9 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     if (!strcmp(key, "postfix.id")) {
         return set_id(&cfg->postfix_id, key, value, true, ei);
     }
+    if (!strcmp(key, "group.instance.id")) {
+        return set_instance_id(cfg, value, ei);
+    }
     if (!strcmp(key, "server.workers")) {
         return set_range(&cfg->server_workers, key, value, 1, 1024, ei);
     }
@@ -499,7 +542,7 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     return ksfi_fail(
         ei, KSF_ENOENT,
         "unknown configuration key %s; expected brokers, client.id, "
-        "group.id, postfix.id, server.workers, client.timeout.ms, "
+        "group.id, group.instance.id, postfix.id, server.workers, client.timeout.ms, "
         "client.max.in.flight, client.reply.provider, client.reply.partition, "
         "client.wire.dialect, message.max.bytes, "
         "or kafka./consumer./producer.<librdkafka property>",
@@ -548,6 +591,12 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
         }
         return copy_out(buf, size, cfg->postfix_id);
     }
+    if (!strcmp(key, "group.instance.id")) {
+        if (!cfg->group_instance_id) {
+            return KSF_ENOENT; /* unset: dynamic membership */
+        }
+        return copy_out(buf, size, cfg->group_instance_id);
+    }
     if (!strcmp(key, "client.reply.provider")) {
         return copy_out(buf, size,
                         cfg->client_reply_provider == KSFI_REPLY_STATIC ? "static"
@@ -593,17 +642,27 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
 ksf_err
 ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei)
 {
-    const char *brokers = getenv("KSF_BROKERS");
-    if (!brokers || !*brokers) {
-        return KSF_OK;
+    /* A restarted pod typically learns its identity from the environment (e.g. the
+     * StatefulSet pod name), hence KSF_INSTANCE_ID beside KSF_BROKERS. */
+    static const struct {
+        const char *var, *key;
+    } vars[] = {{"KSF_BROKERS", "brokers"}, {"KSF_INSTANCE_ID", "group.instance.id"}};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *value = getenv(vars[i].var);
+        if (!value || !*value) {
+            continue;
+        }
+        ksf_err e = ksf_config_set(cfg, vars[i].key, value, ei);
+        if (e) {
+            if (ei) {
+                char inner[sizeof ei->text];
+                memcpy(inner, ei->text, sizeof inner);
+                ksfi_fail(ei, e, "environment variable %s: %s", vars[i].var, inner);
+            }
+            return e;
+        }
     }
-    ksf_err e = ksf_config_set(cfg, "brokers", brokers, ei);
-    if (e && ei) {
-        char inner[sizeof ei->text];
-        memcpy(inner, ei->text, sizeof inner);
-        ksfi_fail(ei, e, "environment variable KSF_BROKERS: %s", inner);
-    }
-    return e;
+    return KSF_OK;
 }
 
 void

@@ -29,7 +29,8 @@ struct ksf_config {
     char *brokers;
     char *client_id;
     char *group_id;
-    char *postfix_id; /* NULL: the role's default suffix */
+    char *postfix_id;        /* NULL: the role's default suffix */
+    char *group_instance_id; /* KIP-345 static membership; NULL: dynamic */
     int server_workers;
     int client_timeout_ms;
     int client_max_in_flight;

@@ -683,6 +683,9 @@ ksf_err
 ksfi_gp_encode_join_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
                           const ksfi_gp_join_request *r)
 {
+    if (r->group_instance_id && h->api_version < 5) {
+        return KSF_EINVAL; /* would silently make a static member dynamic */
+    }
     size_t at = frame_begin(out, KSFI_GP_API_JOIN_GROUP, h);
     put_str(out, r->group_id);
     put_i32(out, r->session_timeout_ms);
@@ -691,7 +694,7 @@ ksfi_gp_encode_join_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
     }
     put_str(out, r->member_id);
     if (h->api_version >= 5) {
-        put_str(out, NULL); /* group_instance_id: dynamic membership */
+        put_str(out, r->group_instance_id); /* KIP-345; null: a dynamic member */
     }
     put_str(out, r->protocol_type);
     put_i32(out, 1);
@@ -703,14 +706,18 @@ ksfi_gp_encode_join_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
 ksf_err
 ksfi_gp_encode_sync_group(ksfi_gp_buf *out, const ksfi_gp_header *h, const char *group_id,
                           int32_t generation, const char *member_id,
+                          const char *group_instance_id,
                           const ksfi_gp_member_blob *assignments, size_t count)
 {
+    if (group_instance_id && h->api_version < 3) {
+        return KSF_EINVAL;
+    }
     size_t at = frame_begin(out, KSFI_GP_API_SYNC_GROUP, h);
     put_str(out, group_id);
     put_i32(out, generation);
     put_str(out, member_id);
     if (h->api_version >= 3) {
-        put_str(out, NULL); /* group_instance_id */
+        put_str(out, group_instance_id);
     }
     put_i32(out, (int32_t)count);
     for (size_t i = 0; i < count; i++) {
@@ -722,14 +729,18 @@ ksfi_gp_encode_sync_group(ksfi_gp_buf *out, const ksfi_gp_header *h, const char 
 
 ksf_err
 ksfi_gp_encode_heartbeat(ksfi_gp_buf *out, const ksfi_gp_header *h, const char *group_id,
-                         int32_t generation, const char *member_id)
+                         int32_t generation, const char *member_id,
+                         const char *group_instance_id)
 {
+    if (group_instance_id && h->api_version < 3) {
+        return KSF_EINVAL;
+    }
     size_t at = frame_begin(out, KSFI_GP_API_HEARTBEAT, h);
     put_str(out, group_id);
     put_i32(out, generation);
     put_str(out, member_id);
     if (h->api_version >= 3) {
-        put_str(out, NULL); /* group_instance_id */
+        put_str(out, group_instance_id);
     }
     return frame_end(out, at);
 }

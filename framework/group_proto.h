@@ -158,9 +158,11 @@ typedef struct ksfi_gp_join_request {
     const char *protocol_name; /* KSFI_ASSIGNOR_NAME */
     const uint8_t *metadata;
     size_t metadata_len;
+    const char *group_instance_id; /* KIP-345 static member; NULL: dynamic */
 } ksfi_gp_join_request;
 
-/* JoinGroup v2-5 (v5 sends a null group_instance_id: a dynamic member). */
+/* JoinGroup v2-5. v5 carries group_instance_id (null for a dynamic member); an instance
+ * id with v2-4 is refused with KSF_EINVAL rather than silently dropped. */
 ksf_err ksfi_gp_encode_join_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
                                   const ksfi_gp_join_request *r);
 
@@ -171,18 +173,20 @@ typedef struct ksfi_gp_member_blob {
     size_t len;
 } ksfi_gp_member_blob;
 
-/* SyncGroup v1-3 (v3 sends a null group_instance_id); followers pass count 0. */
+/* SyncGroup v1-3; followers pass count 0. v3 carries @p group_instance_id (NULL:
+ * null, a dynamic member); an instance id with v1-2 is refused with KSF_EINVAL. */
 ksf_err ksfi_gp_encode_sync_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
                                   const char *group_id, int32_t generation,
-                                  const char *member_id,
+                                  const char *member_id, const char *group_instance_id,
                                   const ksfi_gp_member_blob *assignments, size_t count);
 
-/* Heartbeat v1-3 (v3 sends a null group_instance_id). */
+/* Heartbeat v1-3; @p group_instance_id as for SyncGroup (v3 carries it). */
 ksf_err ksfi_gp_encode_heartbeat(ksfi_gp_buf *out, const ksfi_gp_header *h,
                                  const char *group_id, int32_t generation,
-                                 const char *member_id);
+                                 const char *member_id, const char *group_instance_id);
 
-/* LeaveGroup v0-2 (we send v1). */
+/* LeaveGroup v0-2 (we send v1: the member id only; a static member does not leave,
+ * see membership.c). */
 ksf_err ksfi_gp_encode_leave_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
                                    const char *group_id, const char *member_id);
 

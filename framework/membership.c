@@ -130,7 +130,7 @@ send_join(ksfi_membership *m, const ksfi_gp_buf *meta, ksfi_gp_join_group_resp *
     ksfi_gp_header h = ksfi_membership_next_header(m, m->v_join);
     ksfi_gp_join_request r = {m->group_id,  m->session_ms, m->rebalance_ms,
                               m->member_id, "consumer",    KSFI_ASSIGNOR_NAME,
-                              meta->data,   meta->len};
+                              meta->data,   meta->len,     m->instance_id};
     ksf_errinfo ei = {0};
     ksf_err err = ksfi_gp_encode_join_group(&req, &h, &r);
     if (err == KSF_OK &&
@@ -148,7 +148,8 @@ send_join(ksfi_membership *m, const ksfi_gp_buf *meta, ksfi_gp_join_group_resp *
     return err;
 }
 
-/* JoinGroup, repeating at once with the given id on MEMBER_ID_REQUIRED (KIP-394). */
+/* JoinGroup, repeating at once with the given id on MEMBER_ID_REQUIRED (KIP-394). A
+ * static member never gets it: the broker names it at once (KIP-345). */
 static ksf_err
 join(ksfi_membership *m, ksfi_gp_join_group_resp *jr)
 {
@@ -185,8 +186,9 @@ send_sync(ksfi_membership *m, const ksfi_membership_plan *lp, ksfi_gp_sync_group
     size_t blen;
     ksfi_gp_header h = ksfi_membership_next_header(m, m->v_sync);
     ksf_errinfo ei = {0};
-    ksf_err err = ksfi_gp_encode_sync_group(&req, &h, m->group_id, m->generation,
-                                            m->member_id, lp->blobs, lp->n);
+    ksf_err err =
+        ksfi_gp_encode_sync_group(&req, &h, m->group_id, m->generation, m->member_id,
+                                  m->instance_id, lp->blobs, lp->n);
     if (err == KSF_OK &&
         (err =
              ksfi_membership_roundtrip(m, &req, h.correlation_id, m->rebalance_ms + 5000,
@@ -303,8 +305,8 @@ heartbeat(ksfi_membership *m)
     const uint8_t *body;
     size_t blen;
     ksfi_gp_header h = ksfi_membership_next_header(m, m->v_hb);
-    if (ksfi_gp_encode_heartbeat(&req, &h, m->group_id, m->generation, m->member_id) ==
-            KSF_OK &&
+    if (ksfi_gp_encode_heartbeat(&req, &h, m->group_id, m->generation, m->member_id,
+                                 m->instance_id) == KSF_OK &&
         ksfi_membership_roundtrip(m, &req, h.correlation_id, m->session_ms, "Heartbeat",
                                   &payload, &body, &blen) == KSF_OK) {
         if (ksfi_gp_decode_heartbeat(body, blen, m->v_hb, &r, NULL) != KSF_OK) {
@@ -428,7 +430,11 @@ run(void *arg)
             heartbeat(m);
         }
     }
-    if (!atomic_load(&m->abandon) && m->member_id[0]) {
+    /* KIP-345: a static member does not leave, so that a restart with the same
+     * instance id within the session timeout takes its partitions back without a
+     * rebalance (Java's consumer and librdkafka do the same). The price: when it does
+     * not come back, its partitions wait out the session timeout. */
+    if (!atomic_load(&m->abandon) && m->member_id[0] && !m->instance_id) {
         leave(m);
     }
     ksfi_membership_conn_close(m);
@@ -448,6 +454,7 @@ membership_free(ksfi_membership *m)
     ksfi_free(m->bootstrap);
     ksfi_free(m->group_id);
     ksfi_free(m->client_id);
+    ksfi_free(m->instance_id);
     ksfi_free(m->member_id);
     ksfi_free(m->coord.host);
     ksfi_gp_assignment_free(&m->assignment);
@@ -470,9 +477,11 @@ copy_config(ksfi_membership *m, const ksfi_membership_config *c, ksf_errinfo *ei
     }
     m->group_id = ksfi_strdup(c->group_id);
     m->client_id = c->client_id ? ksfi_strdup(c->client_id) : NULL;
+    m->instance_id = c->group_instance_id ? ksfi_strdup(c->group_instance_id) : NULL;
     m->member_id = ksfi_strdup("");
     m->topics = ksfi_calloc(c->topic_count, sizeof *m->topics);
-    if (!m->group_id || (c->client_id && !m->client_id) || !m->member_id || !m->topics) {
+    if (!m->group_id || (c->client_id && !m->client_id) ||
+        (c->group_instance_id && !m->instance_id) || !m->member_id || !m->topics) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory creating the group membership");
     }
     for (size_t i = 0; i < c->topic_count; i++) {

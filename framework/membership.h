@@ -56,6 +56,10 @@ typedef struct ksfi_membership_config {
     int64_t launch_time_ns;        /* CLOCK_REALTIME at client start; orders members */
     ksfi_logger logger;            /* component "group" */
     const ksfi_security *security; /* TLS/SASL (copied); NULL: plaintext */
+    /* KIP-345 static membership: this instance's group.instance.id (1..249 bytes), or
+     * NULL for a dynamic member. A static member needs JoinGroup v5, SyncGroup v3 and
+     * Heartbeat v3, and does not send LeaveGroup at close (see ksfi_membership_close). */
+    const char *group_instance_id;
 } ksfi_membership_config;
 
 /*
@@ -69,7 +73,10 @@ ksf_err ksfi_membership_new(ksfi_membership **out, const ksfi_membership_config 
 
 /*
  * Leave the group (LeaveGroup v1, a few seconds at most, so the others rebalance at
- * once rather than after a session timeout), stop the thread and free. NULL is a no-op.
+ * once rather than after a session timeout), stop the thread and free. A static member
+ * (group_instance_id set) does not leave, as Kafka's Java consumer and librdkafka do:
+ * its partitions stay reserved for the same instance id until the session timeout, so
+ * a restart within it gets them back without a rebalance. NULL is a no-op.
  */
 void ksfi_membership_close(ksfi_membership *m);
 

@@ -61,6 +61,11 @@ ksfi_membership_validate(const ksfi_membership_config *c, ksf_errinfo *ei)
     if (c->client_id && strlen(c->client_id) > 32767) {
         return ksfi_fail(ei, KSF_EINVAL, "client id must be at most 32767 bytes");
     }
+    if (c->group_instance_id &&
+        (!*c->group_instance_id || strlen(c->group_instance_id) > 249)) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "group %s: group.instance.id must be 1..249 bytes", c->group_id);
+    }
     if (!c->topics || c->topic_count == 0) {
         return ksfi_fail(ei, KSF_EINVAL, "group %s: no topics to subscribe to",
                          c->group_id);

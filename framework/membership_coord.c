@@ -135,8 +135,14 @@ fatal_code(ksfi_membership *m, const char *api, int code)
         what = "the group is full (group.max.size); stop an instance or raise the limit";
         break;
     case KSFI_GP_ERR_FENCED_INSTANCE_ID:
-        what = "another process holds this member's group.instance.id";
-        break;
+        ksfi_membership_fatal(
+            m, KSF_EKAFKA,
+            "group %s: %s answered FENCED_INSTANCE_ID (82): another member took over "
+            "group.instance.id \"%s\"; ids are unique per group (two clients must not "
+            "share one, in one process or two): this member stops; give each instance "
+            "its own id",
+            m->group_id, api, m->instance_id ? m->instance_id : "");
+        return;
     default:
         what = "a consumer cannot recover from this error";
         break;
@@ -228,11 +234,15 @@ ksfi_membership_conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t 
         r.error_code != 0) {
         err = KSF_EKAFKA;
     }
+    /* A static member (KIP-345) needs the versions that carry group_instance_id:
+     * JoinGroup v5, SyncGroup v3, Heartbeat v3 (Kafka 2.3). Without them it stops
+     * with a sentence rather than quietly joining as a dynamic member. */
+    bool is_static = m->instance_id != NULL;
     const version_need need[] = {
         {KSFI_GP_API_FIND_COORDINATOR, 1, 2, "FindCoordinator", &m->v_find},
-        {KSFI_GP_API_JOIN_GROUP, 2, 5, "JoinGroup", &m->v_join},
-        {KSFI_GP_API_SYNC_GROUP, 1, 3, "SyncGroup", &m->v_sync},
-        {KSFI_GP_API_HEARTBEAT, 1, 3, "Heartbeat", &m->v_hb},
+        {KSFI_GP_API_JOIN_GROUP, is_static ? 5 : 2, 5, "JoinGroup", &m->v_join},
+        {KSFI_GP_API_SYNC_GROUP, is_static ? 3 : 1, 3, "SyncGroup", &m->v_sync},
+        {KSFI_GP_API_HEARTBEAT, is_static ? 3 : 1, 3, "Heartbeat", &m->v_hb},
         {KSFI_GP_API_LEAVE_GROUP, 1, 1, "LeaveGroup", &m->v_leave},
     };
     for (size_t i = 0; err == KSF_OK && i < sizeof need / sizeof need[0]; i++) {
@@ -241,8 +251,11 @@ ksfi_membership_conn_setup(ksfi_membership *m, const ksfi_hostport *hp, int64_t 
             ksfi_membership_fatal(
                 m, KSF_EKAFKA,
                 "group %s: broker %s:%s does not serve %s v%d-%d, which ksf needs "
-                "(the classic group protocol; Kafka 2.3 or later)",
-                m->group_id, hp->host, hp->port, need[i].name, need[i].lo, need[i].hi);
+                "(the classic group protocol; Kafka 2.3 or later)%s",
+                m->group_id, hp->host, hp->port, need[i].name, need[i].lo, need[i].hi,
+                is_static ? " for static membership (group.instance.id); unset "
+                            "group.instance.id to join as a dynamic member"
+                          : "");
             err = KSF_EKAFKA;
         }
     }

@@ -24,6 +24,7 @@ struct ksfi_membership {
     ksfi_hostport *bootstrap;
     size_t bootstrap_count;
     char *group_id, *client_id;
+    char *instance_id;           /* group.instance.id (KIP-345); NULL: a dynamic member */
     ksfi_assignor_topic *topics; /* names owned */
     size_t topic_count;
     int32_t session_ms, rebalance_ms, heartbeat_ms;

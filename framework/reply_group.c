@@ -53,7 +53,7 @@ typedef struct grevoke {
 typedef struct group_provider {
     ksfi_reply_provider base;
     ksfi_membership_config mcfg; /* brokers, group_id, client_id owned below */
-    char *brokers, *group_id, *client_id;
+    char *brokers, *group_id, *client_id, *instance_id;
     ksfi_security sec; /* TLS/SASL of the membership connection (mcfg.security) */
     /* `lock` guards every field below (callbacks come from the membership thread);
      * `cond` signals a new assignment, a revocation, a fatal error or closing. */
@@ -573,7 +573,9 @@ group_destroy(ksfi_reply_provider *base)
     p->m = NULL;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
-    ksfi_membership_close(m); /* LeaveGroup: the others rebalance at once */
+    /* LeaveGroup, so the others rebalance at once; a static member stays (its partition
+     * waits up to the session timeout for the same group.instance.id). */
+    ksfi_membership_close(m);
     while (p->topics) {
         gtopic *t = p->topics;
         p->topics = t->next;
@@ -592,6 +594,7 @@ group_destroy(ksfi_reply_provider *base)
     ksfi_free(p->brokers);
     ksfi_free(p->group_id);
     ksfi_free(p->client_id);
+    ksfi_free(p->instance_id);
     ksfi_security_clear(&p->sec);
     ksfi_free(p);
 }
@@ -643,13 +646,17 @@ group_config(group_provider *p, const ksf_config *cfg, ksf_errinfo *ei)
     p->brokers = ksfi_strdup(cfg->brokers);
     p->group_id = ksfi_config_group_id(cfg, KSFI_CLIENT_POSTFIX);
     p->client_id = ksfi_config_client_id(cfg, KSFI_CLIENT_POSTFIX);
-    if (!p->brokers || !p->group_id || !p->client_id) {
+    /* group.instance.id makes the reply-group membership static (KIP-345). */
+    p->instance_id = cfg->group_instance_id ? ksfi_strdup(cfg->group_instance_id) : NULL;
+    if (!p->brokers || !p->group_id || !p->client_id ||
+        (cfg->group_instance_id && !p->instance_id)) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     }
     ksfi_membership_config *c = &p->mcfg;
     c->brokers = p->brokers;
     c->group_id = p->group_id;
     c->client_id = p->client_id;
+    c->group_instance_id = p->instance_id;
     c->session_timeout_ms = consumer_ms(cfg, "session.timeout.ms", DEFAULT_SESSION_MS);
     c->heartbeat_interval_ms =
         consumer_ms(cfg, "heartbeat.interval.ms", DEFAULT_HEARTBEAT_MS);

@@ -538,6 +538,15 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
     char err[256];
     ksf_err e = ksfi_kafka_conf(srv->cfg, KSF_KAFKA_CONSUMER, srv->client_id,
                                 srv->group_id, &conf, ei);
+    /* KIP-345: librdkafka's group.instance.id makes the server a static member. It
+     * then sends no LeaveGroup at close, so its partitions wait for the same id up to
+     * session.timeout.ms (docs/server.md, "Static membership"). */
+    if (!e && srv->cfg->group_instance_id &&
+        rd_kafka_conf_set(conf, "group.instance.id", srv->cfg->group_instance_id, err,
+                          sizeof err) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        e = ksfi_fail(ei, KSF_EINVAL, "group.instance.id: %s", err);
+    }
     if (e) {
         return e;
     }
@@ -626,6 +635,15 @@ consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
     if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
         rd_kafka_resp_err_t orig =
             rd_kafka_fatal_error(srv->consumer, reason, sizeof reason);
+        if (orig == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID) {
+            return ksfi_fail_kafka(
+                ei, (int)orig,
+                "group %s: fenced (FENCED_INSTANCE_ID): another server took over "
+                "group.instance.id \"%s\"; ids are unique per group (two servers must "
+                "not share one, in one process or two): give each instance its own id "
+                "(%s)",
+                srv->group_id, srv->cfg->group_instance_id, reason);
+        }
         return ksfi_fail_kafka(ei, (int)orig,
                                "fatal Kafka error in the server's consumer: %s", reason);
     }

@@ -10,6 +10,7 @@
 
 #include <check.h>
 #include <ksf/ksf.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,6 +146,97 @@ START_TEST(test_config_ids)
 }
 END_TEST
 
+#define INSTANCE_EXPECT                                                                  \
+    "; expected 1 to 249 of A-Z a-z 0-9 . _ - (Kafka's rule), unique per instance, or "  \
+    "\"\" for none"
+
+/* group.instance.id (KIP-345): Kafka's Java rule, "" unsets, and the librdkafka
+ * pass-through points at the ksf key, which makes server and reply group static. */
+START_TEST(test_config_instance_id)
+{
+    char buf[300];
+    ksf_config *cfg = new_config();
+    ck_assert_int_eq(ksf_config_get(cfg, "group.instance.id", buf, sizeof buf),
+                     KSF_ENOENT); /* unset by default: dynamic membership */
+    ck_assert_ptr_null(cfg->group_instance_id);
+    ksf_config_destroy(cfg);
+    assert_accepts("group.instance.id", "hero-1", NULL);
+    assert_accepts("group.instance.id", "Pod_7.zone-b", NULL);
+    char id[251];
+    memset(id, 'i', 250);
+    id[250] = '\0';
+    assert_refuses("group.instance.id", id, KSF_EINVAL,
+                   "group.instance.id \"iiiiiiiiiiiiiiiiiiiiiiiiiiiiii"
+                   "iiiiiiiiiiiiiiiiiiiiiiiiiiiiii...\": longer than 249 "
+                   "characters" INSTANCE_EXPECT);
+    id[249] = '\0';
+    assert_accepts("group.instance.id", id, NULL);
+    assert_refuses("group.instance.id", "hero 1", KSF_EINVAL,
+                   "group.instance.id \"hero 1\": contains a character other than A-Z "
+                   "a-z 0-9 . _ -" INSTANCE_EXPECT);
+    assert_refuses("group.instance.id", "hero/1", KSF_EINVAL,
+                   "group.instance.id \"hero/1\": contains a character other than A-Z "
+                   "a-z 0-9 . _ -" INSTANCE_EXPECT);
+    assert_refuses("group.instance.id", "h\xc3\xa9ro", KSF_EINVAL,
+                   "group.instance.id \"h\\xc3\\xa9ro\": contains a character other "
+                   "than A-Z a-z 0-9 . _ -" INSTANCE_EXPECT);
+    assert_refuses("group.instance.id", "..", KSF_EINVAL,
+                   "group.instance.id \"..\": \".\" and \"..\" are not "
+                   "allowed" INSTANCE_EXPECT);
+
+    cfg = new_config();
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_set(cfg, "group.instance.id", "hero-1", &ei), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "group.instance.id", "", &ei), KSF_OK);
+    ck_assert_int_eq(ksf_config_get(cfg, "group.instance.id", buf, sizeof buf),
+                     KSF_ENOENT);
+    ck_assert_ptr_null(cfg->group_instance_id);
+    static const char *const roles[] = {"kafka.", "consumer.", "producer."};
+    for (size_t i = 0; i < 3; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%sgroup.instance.id", roles[i]);
+        ck_assert_int_eq(ksf_config_set(cfg, key, "hero-1", &ei), KSF_EINVAL);
+        snprintf(buf, sizeof buf,
+                 "%s: ksf manages this librdkafka property; use \"group.instance.id\" "
+                 "(it also makes the client's reply-group membership static)",
+                 key);
+        ck_assert_str_eq(ei.text, buf);
+    }
+    ck_assert_uint_eq(cfg->nprops, 0);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+/* KSF_INSTANCE_ID: a restarted pod's identity from its environment. */
+START_TEST(test_config_env_instance_id)
+{
+    ksf_config *cfg = new_config();
+    ksf_errinfo ei = {0};
+    char buf[64];
+    unsetenv("KSF_BROKERS");
+    setenv("KSF_INSTANCE_ID", "", 1); /* empty: ignored */
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_config_get(cfg, "group.instance.id", buf, sizeof buf),
+                     KSF_ENOENT);
+    setenv("KSF_INSTANCE_ID", "hero-0", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
+    assert_get(cfg, "group.instance.id", "hero-0");
+    setenv("KSF_INSTANCE_ID", "hero 0", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "environment variable KSF_INSTANCE_ID: group.instance.id "
+                              "\"hero 0\": contains a character other than A-Z a-z 0-9 "
+                              ". _ -" INSTANCE_EXPECT);
+    assert_get(cfg, "group.instance.id", "hero-0"); /* unchanged */
+    setenv("KSF_BROKERS", "nohost", 1); /* a bad KSF_BROKERS stops before the id */
+    setenv("KSF_INSTANCE_ID", "hero-9", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_EINVAL);
+    assert_get(cfg, "group.instance.id", "hero-0");
+    unsetenv("KSF_BROKERS");
+    unsetenv("KSF_INSTANCE_ID");
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
 START_TEST(test_config_integers)
 {
     static const struct {
@@ -229,12 +321,13 @@ END_TEST
 
 START_TEST(test_config_unknown_key)
 {
-    assert_refuses("brokerz", "x", KSF_ENOENT,
-                   "unknown configuration key \"brokerz\"; expected brokers, client.id, "
-                   "group.id, postfix.id, server.workers, client.timeout.ms, "
-                   "client.max.in.flight, client.reply.provider, client.reply.partition, "
-                   "client.wire.dialect, message.max.bytes, or "
-                   "kafka./consumer./producer.<librdkafka property>");
+    assert_refuses(
+        "brokerz", "x", KSF_ENOENT,
+        "unknown configuration key \"brokerz\"; expected brokers, client.id, "
+        "group.id, group.instance.id, postfix.id, server.workers, client.timeout.ms, "
+        "client.max.in.flight, client.reply.provider, client.reply.partition, "
+        "client.wire.dialect, message.max.bytes, or "
+        "kafka./consumer./producer.<librdkafka property>");
     ksf_errinfo ei = {0};
     ksf_config *cfg = new_config();
     ck_assert_int_eq(ksf_config_set(cfg, "kafka.", "1", &ei), KSF_ENOENT);
@@ -363,6 +456,7 @@ START_TEST(test_config_dup)
 {
     static const char *const kv[][2] = {{"client.id", "hero"},
                                         {"postfix.id", ""},
+                                        {"group.instance.id", "hero-3"},
                                         {"server.workers", "9"},
                                         {"consumer.fetch.wait.max.ms", "5"}};
     ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv)), *copy = NULL;
@@ -374,6 +468,7 @@ START_TEST(test_config_dup)
     ksf_config_destroy(cfg);
     assert_get(copy, "client.id", "hero");
     assert_get(copy, "postfix.id", "");
+    assert_get(copy, "group.instance.id", "hero-3");
     assert_get(copy, "server.workers", "9");
     assert_get(copy, "consumer.fetch.wait.max.ms", "5");
     assert_get(copy, "brokers", "localhost:9092");
@@ -549,6 +644,8 @@ config_suite(void)
     tcase_add_test(tcase(s, "defaults"), test_config_defaults);
     tcase_add_test(tcase(s, "brokers"), test_config_brokers);
     tcase_add_test(tcase(s, "ids"), test_config_ids);
+    tcase_add_test(tcase(s, "instance_id"), test_config_instance_id);
+    tcase_add_test(tcase(s, "env_instance_id"), test_config_env_instance_id);
     tcase_add_test(tcase(s, "integers"), test_config_integers);
     tcase_add_test(tcase(s, "unknown_key"), test_config_unknown_key);
     tcase_add_test(tcase(s, "reply_provider"), test_config_reply_provider);

@@ -102,8 +102,8 @@ START_TEST(test_group_proto_group_requests)
     ksfi_gp_buf_free(&b);
 
     ksfi_gp_header hh = {3, 7, "ksf-test"};
-    ck_assert_int_eq(ksfi_gp_encode_heartbeat(&b, &hh, "reply-g", 2, "0x7f91fc002a20"),
-                     KSF_OK);
+    ck_assert_int_eq(
+        ksfi_gp_encode_heartbeat(&b, &hh, "reply-g", 2, "0x7f91fc002a20", NULL), KSF_OK);
     assert_bytes(&b,
                  "00000031 000c 0003 00000007" CLIENT GROUP "00000002" MEMBER_A "ffff");
     ksfi_gp_buf_free(&b);
@@ -116,7 +116,7 @@ START_TEST(test_group_proto_group_requests)
 
     ksfi_gp_header hs = {3, 9, "ksf-test"};
     ck_assert_int_eq(
-        ksfi_gp_encode_sync_group(&b, &hs, "reply-g", 2, "0x7f91fc002a20", NULL, 0),
+        ksfi_gp_encode_sync_group(&b, &hs, "reply-g", 2, "0x7f91fc002a20", NULL, NULL, 0),
         KSF_OK);
     assert_bytes(&b, "00000035 000e 0003 00000009" CLIENT GROUP "00000002" MEMBER_A
                      "ffff 00000000");
@@ -125,11 +125,63 @@ START_TEST(test_group_proto_group_requests)
     uint8_t asg[64];
     ksfi_gp_member_blob blob = {"0x7f91fc002a20", asg, unhex(ASSIGN_38, asg, sizeof asg)};
     hs.api_version = 1;
-    ck_assert_int_eq(
-        ksfi_gp_encode_sync_group(&b, &hs, "reply-g", 2, "0x7f91fc002a20", &blob, 1),
-        KSF_OK);
+    ck_assert_int_eq(ksfi_gp_encode_sync_group(&b, &hs, "reply-g", 2, "0x7f91fc002a20",
+                                               NULL, &blob, 1),
+                     KSF_OK);
     assert_bytes(&b, "0000006d 000e 0001 00000009" CLIENT GROUP "00000002" MEMBER_A
                      "00000001" MEMBER_A "00000026" ASSIGN_38);
+    ksfi_gp_buf_free(&b);
+}
+END_TEST
+
+#define INSTANCE "0006 6865726f2d31" /* "hero-1" */
+
+/* KIP-345: a static member's JoinGroup v5, SyncGroup v3 and Heartbeat v3 carry its
+ * group_instance_id where a dynamic member's carry null (ffff), and no version without
+ * the field accepts one (it would silently make the member dynamic). */
+START_TEST(test_group_proto_static_member)
+{
+    uint8_t meta[64];
+    size_t mlen = unhex(META_51, meta, sizeof meta);
+    ksfi_gp_join_request jr = {"reply-g", 6000,       10000,
+                               "",        "consumer", "NestReplyPartitionAssigner",
+                               meta,      mlen,       "hero-1"};
+    ksfi_gp_buf b = {0};
+    ksfi_gp_header h = {5, 5, "ksf-test"};
+    ck_assert_int_eq(ksfi_gp_encode_join_group(&b, &h, &jr), KSF_OK);
+    assert_bytes(&b, "0000008e 000b 0005 00000005" CLIENT GROUP
+                     "00001770 00002710 0000" INSTANCE
+                     "0008 636f6e73756d6572 00000001" ASSIGNOR "00000033" META_51);
+    ksfi_gp_buf_free(&b);
+
+    ksfi_gp_header hs = {3, 9, "ksf-test"};
+    ck_assert_int_eq(ksfi_gp_encode_sync_group(&b, &hs, "reply-g", 2, "0x7f91fc002a20",
+                                               "hero-1", NULL, 0),
+                     KSF_OK);
+    assert_bytes(&b, "0000003b 000e 0003 00000009" CLIENT GROUP
+                     "00000002" MEMBER_A INSTANCE "00000000");
+    ksfi_gp_buf_free(&b);
+
+    ksfi_gp_header hh = {3, 7, "ksf-test"};
+    ck_assert_int_eq(
+        ksfi_gp_encode_heartbeat(&b, &hh, "reply-g", 2, "0x7f91fc002a20", "hero-1"),
+        KSF_OK);
+    assert_bytes(&b,
+                 "00000037 000c 0003 00000007" CLIENT GROUP "00000002" MEMBER_A INSTANCE);
+    ksfi_gp_buf_free(&b);
+
+    h.api_version = 4;
+    ck_assert_int_eq(ksfi_gp_encode_join_group(&b, &h, &jr), KSF_EINVAL);
+    ck_assert_uint_eq(b.len, 0);
+    hs.api_version = 2;
+    ck_assert_int_eq(ksfi_gp_encode_sync_group(&b, &hs, "reply-g", 2, "0x7f91fc002a20",
+                                               "hero-1", NULL, 0),
+                     KSF_EINVAL);
+    hh.api_version = 2;
+    ck_assert_int_eq(
+        ksfi_gp_encode_heartbeat(&b, &hh, "reply-g", 2, "0x7f91fc002a20", "hero-1"),
+        KSF_EINVAL);
+    ck_assert_uint_eq(b.len, 0);
     ksfi_gp_buf_free(&b);
 }
 END_TEST
@@ -564,6 +616,7 @@ group_proto_suite(void)
     } cases[] = {
         {"requests", test_group_proto_request_vectors},
         {"group_requests", test_group_proto_group_requests},
+        {"static_member", test_group_proto_static_member},
         {"responses", test_group_proto_response_vectors},
         {"api_versions", test_group_proto_api_versions},
         {"error_responses", test_group_proto_error_responses},

@@ -69,8 +69,9 @@ on_fatal(void *user, ksf_err err, const char *sentence)
     pthread_mutex_unlock(&t->lock);
 }
 
+/* Start a member; @p instance: its group.instance.id (NULL: a dynamic member). */
 static void
-start(tmember *t, ksft_broker *b, int64_t launch)
+start_as(tmember *t, ksft_broker *b, int64_t launch, const char *instance)
 {
     static const ksfi_assignor_topic topics[] = {{TOPIC, 4}};
     ksfi_membership_config cfg = {
@@ -85,6 +86,7 @@ start(tmember *t, ksft_broker *b, int64_t launch)
         launch,
         {ksf_log_stderr, NULL,
          getenv("KSFT_GROUP_INFO") ? KSF_LOG_INFO : KSF_LOG_WARNING}};
+    cfg.group_instance_id = instance;
     ksfi_membership_callbacks cb = {on_assigned, on_revoked, on_fatal, NULL, t};
     ksf_errinfo ei = {0};
     memset(t, 0, sizeof *t);
@@ -92,6 +94,12 @@ start(tmember *t, ksft_broker *b, int64_t launch)
     t->lowest = -1;
     pthread_mutex_init(&t->lock, NULL);
     ck_assert_msg(ksfi_membership_new(&t->m, &cfg, &cb, &ei) == KSF_OK, "%s", ei.text);
+}
+
+static void
+start(tmember *t, ksft_broker *b, int64_t launch)
+{
+    start_as(t, b, launch, NULL);
 }
 
 static void
@@ -338,6 +346,51 @@ START_TEST(test_membership_fatal_error)
 }
 END_TEST
 
+/* A static member on a broker without JoinGroup v5 stops with a sentence instead of
+ * joining as a dynamic member; a dynamic member joins there with v4. */
+START_TEST(test_membership_static_needs_v5)
+{
+    KSFT_NEEDS_MOCK("a broker limited to JoinGroup v4");
+    ksft_broker *b = ksft_broker_start();
+    ck_assert_int_eq(
+        rd_kafka_mock_set_apiversion(ksft_broker_mock(b), KSFI_GP_API_JOIN_GROUP, 0, 4),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    tmember a, d;
+    start_as(&a, b, 1000, "hero-0");
+    int64_t deadline = ksft_now_ms() + 5000;
+    for (;;) {
+        pthread_mutex_lock(&a.lock);
+        unsigned f = a.fatal;
+        pthread_mutex_unlock(&a.lock);
+        if (f) {
+            break;
+        }
+        ck_assert_msg(ksft_now_ms() < deadline, "no fatal error reported");
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    char want[KSF_ERRINFO_TEXT_SIZE];
+    snprintf(want, sizeof want,
+             "group " GROUP ": broker %s does not serve JoinGroup v5-5, which ksf needs "
+             "(the classic group protocol; Kafka 2.3 or later) for static membership "
+             "(group.instance.id); unset group.instance.id to join as a dynamic member",
+             ksft_broker_address(b));
+    ck_assert_str_eq(a.fatal_text, want);
+    ksfi_membership_stats st;
+    ksfi_membership_get_stats(a.m, &st);
+    ck_assert(st.fatal);
+    ck_assert_uint_eq(st.joins, 0);
+    finish(&a);
+
+    start(&d, b, 2000);
+    tmember *ms[] = {&d};
+    const char *const want_parts[] = {"0,1,2,3"};
+    wait_stable(ms, 1, 0, want_parts, 15000);
+    finish(&d);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 START_TEST(test_membership_bad_config)
 {
     ksfi_assignor_topic topics[] = {{TOPIC, 4}};
@@ -358,6 +411,10 @@ START_TEST(test_membership_bad_config)
     cfg.topic_count = 0;
     ck_assert_int_eq(ksfi_membership_new(&m, &cfg, NULL, &ei), KSF_EINVAL);
     ck_assert_ptr_nonnull(strstr(ei.text, "no topics"));
+    cfg.topic_count = 1;
+    cfg.group_instance_id = "";
+    ck_assert_int_eq(ksfi_membership_new(&m, &cfg, NULL, &ei), KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "group " GROUP ": group.instance.id must be 1..249 bytes");
     ck_assert_ptr_null(m);
     ksfi_membership_close(NULL);
 }
@@ -369,6 +426,7 @@ main(void)
     const ksft_case cases[] = {
         {"bad_config", test_membership_bad_config, 10},
         {"fatal_error", test_membership_fatal_error, 20},
+        {"static_needs_v5", test_membership_static_needs_v5, 40},
         {"rebalances", test_membership_rebalances, 80},
         {"injected_errors", test_membership_injected_errors, 70},
         {"broker_down", test_membership_broker_down, 50},

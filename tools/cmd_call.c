@@ -389,6 +389,10 @@ call_main(int argc, char **argv, bool emit)
         rc = usage_error(argv[0], "%s", ei.text);
         goto done;
     }
+    /* A tool run beside a service (kubectl exec) must not take the service's place in
+     * its reply group: KSF_INSTANCE_ID is the service's identity, not the tool's (it
+     * would fence the service's client). --set group.instance.id=... still wins. */
+    ksf_config_set(o.cfg, "group.instance.id", "", NULL);
     if ((rc = parse_args(argc, argv, &o)) >= 0) {
         goto done;
     }

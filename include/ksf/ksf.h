@@ -184,6 +184,19 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  * - "client.id"             NestJS client.clientId, before the suffix  [nestjs-consumer]
  * - "group.id"              NestJS consumer.groupId, before the suffix [nestjs-group]
  * - "postfix.id"            suffix for both ids; "" for none  [-server / -client by role]
+ * - "group.instance.id"     static membership (KIP-345): this instance's id, 1..249 of
+ *                           A-Z a-z 0-9 . _ - ; "" for none            [none]
+ *                           It makes both the server's consumer and the client's reply-
+ *                           group membership static: killed and restarted with the same
+ *                           id within the session timeout, the instance gets its
+ *                           partitions back without a rebalance. A static member does
+ *                           not leave its groups at stop/destroy (its partitions wait
+ *                           for it up to the session timeout). Unique per instance: two
+ *                           servers, or two clients, with one id and group.id (in one
+ *                           process or two) fence each other, and the loser stops with
+ *                           KSF_EKAFKA naming FENCED_INSTANCE_ID. A server and a client
+ *                           may share one (their groups differ). Needs JoinGroup v5
+ *                           (Kafka 2.3+); the client refuses an older broker.
  * - "server.workers"        handler threads, 1..1024                   [4]
  * - "server.deadline.skew.ms" how far past its ksf_deadline a request may be and
  *                           still run (clock skew between hosts), 0..3600000 [1000]
@@ -224,8 +237,9 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  * - "consumer.<property>"   a librdkafka property for consumers only (`consumer`)
  * - "producer.<property>"   a librdkafka property for producers only (`producer`)
  * librdkafka properties are validated against librdkafka at set time. Properties ksf
- * manages itself (bootstrap.servers, client.id, group.id, enable.auto.commit,
- * enable.auto.offset.store, the callbacks) are refused with a pointer to the ksf key.
+ * manages itself (bootstrap.servers, client.id, group.id, group.instance.id,
+ * enable.auto.commit, enable.auto.offset.store, the callbacks) are refused with a
+ * pointer to the ksf key.
  * TLS and SASL (security.protocol, ssl.*, sasl.*) set as kafka.* or consumer.* also
  * secure the client's reply-group connection, which supports PEM files and PLAIN,
  * SCRAM-SHA-256 and SCRAM-SHA-512 (docs/security.md).
@@ -271,7 +285,8 @@ KSF_API ksf_err ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role,
                                      const char *key, const char *value, ksf_errinfo *ei);
 
 /**
- * Apply the environment: KSF_BROKERS, when set and non-empty, becomes "brokers".
+ * Apply the environment: KSF_BROKERS, when set and non-empty, becomes "brokers", and
+ * KSF_INSTANCE_ID "group.instance.id" (e.g. a StatefulSet pod's name).
  * Tools and examples call this before parsing their flags, so flags win.
  * Errors: as ksf_config_set(), naming the variable.
  */
@@ -589,12 +604,14 @@ KSF_API void ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *use
 /**
  * Connect, subscribe to the registered patterns and serve until ksf_server_stop().
  * On stop: fetching stops, in-flight handlers finish, replies are flushed, offsets are
- * committed and the group is left; then run returns KSF_OK.
+ * committed and the group is left (not with group.instance.id: a static member's
+ * partitions wait for its restart up to the session timeout); then run returns KSF_OK.
  * Delivery: at least once. A message's offset is committed only after its handler
  * finished and its reply was acknowledged by the broker; stored offsets are committed
  * about every second (consumer auto.commit.interval.ms, 1000 by default).
  * Errors: KSF_EINVAL when no handler is registered, KSF_ESTATE when already running,
- * KSF_EKAFKA for a fatal Kafka error.
+ * KSF_EKAFKA for a fatal Kafka error (also when another server took over this one's
+ * group.instance.id: FENCED_INSTANCE_ID).
  */
 KSF_API ksf_err ksf_server_run(ksf_server *srv, ksf_errinfo *ei);
 
@@ -739,7 +756,9 @@ KSF_API ksf_err ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_erri
 
 /**
  * Fail every pending request with KSF_ECLOSED (each callback runs once, on the calling
- * thread), flush queued emits for up to 5 s, and free the client. NULL is a no-op.
+ * thread), flush queued emits for up to 5 s, leave the reply group (not with
+ * group.instance.id: the partition waits for the same id up to the session timeout),
+ * and free the client. NULL is a no-op.
  * Threads: never call from a reply callback.
  */
 KSF_API void ksf_client_destroy(ksf_client *cli);

@@ -46,8 +46,9 @@ const char *ksft_real_kafka(void);
         }                                                                                \
     } while (0)
 
-/* First thing in a case that needs real Kafka (KSF_TEST_KAFKA set): on the mock, say so
- * on stdout and return. @p why says what of Kafka it needs. */
+/* The opposite: first thing in a case that proves what only a real broker does (the
+ * mock has no static membership, no session expiry worth measuring, ...): on the mock,
+ * say so on stdout and return. @p why names what it needs. */
 #define KSFT_NEEDS_REAL_KAFKA(why)                                                       \
     do {                                                                                 \
         if (!ksft_real_kafka()) {                                                        \
