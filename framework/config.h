@@ -31,6 +31,7 @@ struct ksf_config {
     ksfi_reply_provider_kind client_reply_provider;
     size_t message_max_bytes;
     int server_deadline_skew_ms;
+    int server_deferred_max;   /* deferred handlers awaiting their finish */
     ksfi_policy_config policy; /* server.pattern.*, server.handler.*, server.event.* */
     ksfi_kprop *props; /* in the order set; a later set of the same key replaces */
     size_t nprops;

@@ -687,6 +687,7 @@ start(ksf_server *srv, ksf_errinfo *ei)
     srv->watcher_started = true;
     ksfi_dispatch_set_policy(srv->dispatch, &srv->cfg->policy, srv->cfg->server_workers,
                              srv->nhandlers + srv->nextra);
+    ksfi_dispatch_set_deferred_max(srv->dispatch, srv->cfg->server_deferred_max);
     if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers, srv->consumer,
                                  ei))) {
         return e;

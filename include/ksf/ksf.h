@@ -196,6 +196,8 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *                           3000 and 60000; "static": client.reply.partition  [group]
  * - "client.reply.partition" the static reply partition, 0..2^31-1     [0]
  * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
+ * - "server.deferred.max"   deferred handlers waiting for ksf_ctx_finish,
+ *                           1..1000000; at the limit no new handler starts [10000]
  * - "server.pattern.concurrency" handlers of one pattern started and unfinished at
  *                           once, 0..1024; 0: all workers but one when the server has
  *                           >= 2 patterns and >= 2 workers, else all    [0]
@@ -426,16 +428,22 @@ KSF_API ksf_err ksf_ctx_add_reply_header(ksf_ctx *ctx, const char *name,
  * Keep the context after the handler returns: `return ksf_ctx_defer(ctx);`. The ctx
  * then stays valid until ksf_ctx_finish(), which any thread may call. The message's
  * offset is committed only after the finish and its reply are done. Later messages of
- * the same partition are still dispatched meanwhile.
+ * the same partition are still dispatched meanwhile. Once the handler has returned, a
+ * deferred context holds neither a worker nor its pattern's concurrency slot; at most
+ * "server.deferred.max" contexts wait for their finish (then no new handler starts
+ * until one finishes).
  */
 KSF_API ksf_err ksf_ctx_defer(ksf_ctx *ctx);
 
 /**
  * Finish a deferred handler as if it had returned @p status with @p reply in *reply.
+ * Valid at any time once the handler has decided to defer, including before the
+ * handler returned (even before it called ksf_ctx_defer): the result is then acted on
+ * when the handler returns, and the ctx stays valid until then.
  * Ownership: @p reply (may be NULL) is stolen, whatever the result. The ctx is freed.
  * After the request's time budget (server.handler.timeout.ms) has answered the
  * caller, the finish is accepted and its result discarded (counted in late_discarded).
- * Errors: KSF_ESTATE when the ctx was not deferred or was already finished.
+ * Errors: KSF_ESTATE when the ctx was already finished.
  */
 KSF_API ksf_err ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply);
 
