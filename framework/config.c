@@ -89,6 +89,7 @@ ksf_config_new(ksf_config **out)
     cfg->message_max_bytes = 1000000;
     cfg->server_deadline_skew_ms = KSFI_DEADLINE_SKEW_DEFAULT_MS;
     cfg->server_deferred_max = 10000;
+    cfg->broker_unreachable_ms = 5000;
     cfg->log_max_level = KSF_LOG_INFO;
     if (ksfi_policy_init(&cfg->policy)) {
         ksf_config_destroy(cfg);
@@ -443,6 +444,9 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     if (!strcmp(key, "server.deadline.skew.ms")) {
         return set_range(&cfg->server_deadline_skew_ms, key, value, 0, 3600000, ei);
     }
+    if (!strcmp(key, "broker.unreachable.timeout.ms")) {
+        return set_range(&cfg->broker_unreachable_ms, key, value, 0, 86400000, ei);
+    }
     if (!strcmp(key, "server.deferred.max")) {
         return set_range(&cfg->server_deferred_max, key, value, 1, 1000000, ei);
     }
@@ -481,7 +485,8 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     char q[260];
     return ksfi_fail(
         ei, KSF_ENOENT,
-        "unknown configuration key %s; expected brokers, client.id, "
+        "unknown configuration key %s; expected brokers, broker.unreachable.timeout.ms, "
+        "client.id, "
         "group.id, postfix.id, server.workers, server.deferred.max, client.timeout.ms, "
         "client.max.in.flight, client.reply.provider, client.reply.partition, "
         "message.max.bytes, "
@@ -545,6 +550,8 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
         v = cfg->server_deadline_skew_ms;
     } else if (!strcmp(key, "client.max.in.flight")) {
         v = cfg->client_max_in_flight;
+    } else if (!strcmp(key, "broker.unreachable.timeout.ms")) {
+        v = cfg->broker_unreachable_ms;
     } else if (!strcmp(key, "server.deferred.max")) {
         v = cfg->server_deferred_max;
     } else if (!strcmp(key, "client.reply.partition")) {

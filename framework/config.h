@@ -32,6 +32,7 @@ struct ksf_config {
     size_t message_max_bytes;
     int server_deadline_skew_ms;
     int server_deferred_max;   /* deferred handlers awaiting their finish */
+    int broker_unreachable_ms; /* report unreachable brokers after this; 0: never */
     ksfi_policy_config policy; /* server.pattern.*, server.handler.*, server.event.* */
     ksfi_kprop *props; /* in the order set; a later set of the same key replaces */
     size_t nprops;

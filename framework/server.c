@@ -4,6 +4,8 @@
  */
 #include "server.h"
 
+#include "reach.h"
+
 #include "alloc.h"
 #include "ctx.h"
 #include "errinfo.h"
@@ -691,6 +693,14 @@ start(ksf_server *srv, ksf_errinfo *ei)
     if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers, srv->consumer,
                                  ei))) {
         return e;
+    }
+    /* A wrong address or a broker that is not up is reported now, not never: the
+     * consumer would retry quietly while run waits for a group join. */
+    e = ksfi_reach_brokers(srv->consumer, srv->cfg, srv->cfg->broker_unreachable_ms,
+                           &srv->stop_requested, ei);
+    if (e) {
+        srv->commit_wait_ms = KSFI_GONE_WAIT_MS; /* nothing to commit, nobody to tell */
+        return e == KSF_ECLOSED ? KSF_OK : e;
     }
     return subscribe(srv, ei);
 }

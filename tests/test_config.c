@@ -205,7 +205,8 @@ START_TEST(test_config_unknown_key)
 {
     assert_refuses(
         "brokerz", "x", KSF_ENOENT,
-        "unknown configuration key \"brokerz\"; expected brokers, client.id, "
+        "unknown configuration key \"brokerz\"; expected brokers, "
+        "broker.unreachable.timeout.ms, client.id, "
         "group.id, postfix.id, server.workers, server.deferred.max, client.timeout.ms, "
         "client.max.in.flight, client.reply.provider, client.reply.partition, "
         "message.max.bytes, or kafka./consumer./producer.<librdkafka property>");

@@ -326,8 +326,13 @@ run(call_opts *o, ksf_client *cli, json_t *data, call_state *st)
                         .key_len = o->key ? strlen(o->key) : 0,
                         .headers = o->headers,
                         .flags = KSF_SEND_STREAM};
-    /* Reach the brokers first, so "unreachable" (4) is not reported as a timeout (3). */
-    ksf_err e = ksf_client_connect(cli, o->timeout_ms, &ei);
+    /* Reach the brokers and the reply partition first, so "unreachable" or "no reply
+     * partition" (4) are not reported as a timeout (3). */
+    ksf_err e =
+        o->emit ? KSF_OK : ksf_client_subscribe_to_response_of(cli, o->pattern, &ei);
+    if (!e) {
+        e = ksf_client_connect(cli, o->timeout_ms, &ei);
+    }
     if (!e) {
         e = o->emit ? ksf_client_emit(cli, o->pattern, data, &so, on_emitted, st, &ei)
                     : ksf_client_send(cli, o->pattern, data, &so, on_reply, st, &ei);

@@ -181,6 +181,9 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *
  * Keys accepted by ksf_config_set() (defaults in brackets):
  * - "brokers"               host:port[,host:port...]                   [localhost:9092]
+ * - "broker.unreachable.timeout.ms" how long run, connect and the first sends wait
+ *                           for any broker to answer before they fail with KSF_EKAFKA
+ *                           naming the addresses, 0..86400000; 0: for ever [5000]
  * - "client.id"             NestJS client.clientId, before the suffix  [nestjs-consumer]
  * - "group.id"              NestJS consumer.groupId, before the suffix [nestjs-group]
  * - "postfix.id"            suffix for both ids; "" for none  [-server / -client by role]
@@ -590,7 +593,9 @@ KSF_API void ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *use
  * finished and its reply was acknowledged by the broker; stored offsets are committed
  * about every second (consumer auto.commit.interval.ms, 1000 by default).
  * Errors: KSF_EINVAL when no handler is registered, KSF_ESTATE when already running,
- * KSF_EKAFKA for a fatal Kafka error.
+ * KSF_EKAFKA for a fatal Kafka error, or when no broker answered within
+ * broker.unreachable.timeout.ms of the start (the sentence names the addresses and
+ * what each did).
  */
 KSF_API ksf_err ksf_server_run(ksf_server *srv, ksf_errinfo *ei);
 
@@ -726,8 +731,8 @@ typedef struct ksf_send_opts {
 
 /**
  * Create a client (NestJS ClientKafka). Its ids are "<client.id><postfix.id>" and
- * "<group.id><postfix.id>" with postfix "-client" by default. It starts its reply
- * thread at once but connects lazily. Ownership: @p cfg is copied.
+ * "<group.id><postfix.id>" with postfix "-client" by default. It starts its threads
+ * (sender, reply, delivery) at once but connects lazily. Ownership: @p cfg is copied.
  * Errors: KSF_ENOMEM, KSF_EINVAL (also a TLS/SASL setting the reply-group connection
  * cannot honour, or a TLS file it cannot load, named with the remedy), KSF_EKAFKA.
  */
@@ -755,7 +760,8 @@ KSF_API ksf_err ksf_client_subscribe_to_response_of(ksf_client *cli, const char 
  * Wait until the producer reached the brokers and every subscribed reply topic has a
  * reply partition whose first fetch has completed (so the reply to a request sent next
  * is fetched promptly), for up to @p timeout_ms. Errors: KSF_ETIMEDOUT naming what was
- * not ready, KSF_ENOPARTITION, KSF_EKAFKA, KSF_ECLOSED.
+ * not ready, KSF_EKAFKA (also: no broker answered within broker.unreachable.timeout.ms,
+ * naming the addresses), KSF_ENOPARTITION, KSF_ECLOSED.
  */
 KSF_API ksf_err ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei);
 
@@ -763,14 +769,17 @@ KSF_API ksf_err ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo 
  * Send a request to topic @p pattern and call @p cb with the reply. @p data is encoded
  * as NestJS does (objects and arrays as JSON text, strings raw, numbers and booleans as
  * their text, json null or NULL as a null value) unless opts->raw_value is set.
- * Returns KSF_OK when the request is queued; @p cb then runs exactly once with
- * done == true. On any other return @p cb is never called.
+ * Never waits: returns KSF_OK when the request is queued (also before the reply
+ * partition is acquired or a broker reached: the client's sender thread produces it
+ * then); @p cb then runs exactly once with done == true, and every failure after the
+ * return comes there: KSF_EKAFKA when no broker answered within
+ * broker.unreachable.timeout.ms (naming the addresses), KSF_ENOPARTITION (no reply
+ * partition: the sentence names the topic and its partition count), KSF_ETIMEDOUT
+ * (saying "no service consumes <pattern>" when the pattern's topic did not exist
+ * before the first request to it). On any other return @p cb is never called.
  * Errors: KSF_EINVAL, KSF_EBUSY (client.max.in.flight reached: retry later),
- * KSF_ENOPARTITION (no reply partition: the sentence names the topic and its partition
- * count; with the group provider, fails fast while more instances than partitions
- * share the reply group), KSF_ETIMEDOUT (the reply group assigned no partition in
- * time: the first send of a fresh client waits for its group join), KSF_EMSGSIZE,
- * KSF_EKAFKA, KSF_ECLOSED.
+ * KSF_ENOPARTITION (with the group provider, while more instances than partitions
+ * share the reply group), KSF_EMSGSIZE, KSF_EKAFKA, KSF_ECLOSED.
  * Threads: any thread, including server handlers.
  */
 KSF_API ksf_err ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
