@@ -4,6 +4,7 @@
  * before the handler returned, sends that never block their caller, failures that
  * are reported at once and say what is wrong, and the defaults behind them.
  */
+#include "kafka.h"
 #include "mock_broker.h"
 #include "raw_kafka.h"
 #include "service.h"
@@ -381,6 +382,42 @@ START_TEST(test_usability_nobody_consumes)
 }
 END_TEST
 
+/* ---- the session timeout and the heartbeat go together --------------------------- */
+
+START_TEST(test_usability_session_alone)
+{
+    const char *const kv[][2] = {{"brokers", "127.0.0.1:9"},
+                                 {"consumer.session.timeout.ms", "6000"}};
+    ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv));
+    /* The reply group took kafkajs's 3000 ms heartbeat and refused the pair. */
+    ksf_client *cli = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_client_new(&cli, cfg, &ei) == KSF_OK, "%s", ei.text);
+    ksf_client_destroy(cli);
+    /* The server's consumer gets a third of the session too. */
+    rd_kafka_conf_t *conf = NULL;
+    ck_assert_int_eq(ksfi_kafka_conf(cfg, KSF_KAFKA_CONSUMER, "c", "g", &conf, &ei),
+                     KSF_OK);
+    char v[32];
+    size_t n = sizeof v;
+    ck_assert_int_eq(rd_kafka_conf_get(conf, "heartbeat.interval.ms", v, &n),
+                     RD_KAFKA_CONF_OK);
+    ck_assert_str_eq(v, "2000");
+    rd_kafka_conf_destroy(conf);
+    /* Set explicitly, the heartbeat is the user's. */
+    const char *const hb[][2] = {{"consumer.heartbeat.interval.ms", "500"}};
+    ksft_config_set_all(cfg, hb, KSFT_NKV(hb));
+    ck_assert_int_eq(ksfi_kafka_conf(cfg, KSF_KAFKA_CONSUMER, "c", "g", &conf, &ei),
+                     KSF_OK);
+    n = sizeof v;
+    ck_assert_int_eq(rd_kafka_conf_get(conf, "heartbeat.interval.ms", v, &n),
+                     RD_KAFKA_CONF_OK);
+    ck_assert_str_eq(v, "500");
+    rd_kafka_conf_destroy(conf);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -393,6 +430,7 @@ main(void)
         {"client_unreachable", test_usability_client_unreachable, 60},
         {"server_unreachable", test_usability_server_unreachable, 60},
         {"nobody_consumes", test_usability_nobody_consumes, 60},
+        {"session_alone", test_usability_session_alone, 30},
     };
     return KSFT_RUN("usability", cases);
 }
