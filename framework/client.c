@@ -679,6 +679,16 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         raw_len = p->last_len;
         bare_end = false;
     }
+    if (ksfi_log_enabled(&cli->log, KSF_LOG_DEBUG)) {
+        char part[16], us[24];
+        ksf_log_field f[] = {
+            {"pattern", p->metrics ? p->metrics->pattern : "?"},
+            {"correlation_id", p->id},
+            {"partition", KSFI_LOG_NUM(part, msg->partition)},
+            {"round_trip_us", KSFI_LOG_NUM(us, ksfi_metrics_now_us() - p->sent_us)}};
+        ksfi_logkv(&cli->log, KSF_LOG_DEBUG, "client", f, 4, "%s",
+                   meta.has_err ? "remote error" : "reply");
+    }
     deliver_reply(p->cb, p->user, p->id, &meta, raw, raw_len, bare_end, true);
     ksfi_client_pending_free(p);
     ksfi_free(hdrs);
@@ -762,6 +772,8 @@ reply_main(void *arg)
             ksfi_pending *next = expired->hnext;
             char text[KSF_ERRINFO_TEXT_SIZE];
             timeout_text(expired, text, sizeof text);
+            ksf_log_field f[] = {{"correlation_id", expired->id}};
+            ksfi_logkv(&cli->log, KSF_LOG_DEBUG, "client", f, 1, "timed out: %s", text);
             deliver_local(expired, KSF_ETIMEDOUT, text);
             expired = next;
         }

@@ -577,9 +577,56 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
     return copy_out(buf, size, num);
 }
 
+/* KSF_LOG=level[,format]: stderr at that level, as text (ksf_log_stderr), logfmt or
+ * json lines. Replaces both sinks, so a program's own default does not double it. */
+static ksf_err
+set_log_from_env(ksf_config *cfg, const char *spec, ksf_errinfo *ei)
+{
+    static const char *const levels[] = {"error", "warning", "notice", "info", "debug"};
+    char level[16] = "";
+    const char *comma = strchr(spec, ',');
+    size_t n = comma ? (size_t)(comma - spec) : strlen(spec);
+    const char *format = comma ? comma + 1 : "text";
+    int lv = -1;
+    if (n < sizeof level) {
+        memcpy(level, spec, n);
+        level[n] = '\0';
+        for (int i = 0; i < 5; i++) {
+            lv = !strcmp(level, levels[i]) ? KSF_LOG_ERROR + i : lv;
+        }
+    }
+    bool text = !strcmp(format, "text"), logfmt = !strcmp(format, "logfmt"),
+         json = !strcmp(format, "json");
+    if (lv < 0 || !(text || logfmt || json)) {
+        char q[260];
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "environment variable KSF_LOG %s: expected LEVEL[,FORMAT] with "
+                         "LEVEL error, warning, notice, info or debug and FORMAT text "
+                         "(the default), logfmt or json, e.g. KSF_LOG=debug,logfmt",
+                         quote(spec, q));
+    }
+    ksf_config_set_log(cfg, text ? ksf_log_stderr : NULL, NULL, (ksf_log_level)lv);
+    ksf_config_set_log_structured(cfg,
+                                  logfmt ? ksf_log_logfmt
+                                  : json ? ksf_log_jsonl
+                                         : NULL,
+                                  NULL, (ksf_log_level)lv);
+    return KSF_OK;
+}
+
 ksf_err
 ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei)
 {
+    if (!cfg) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_config_set_from_env: cfg is NULL");
+    }
+    const char *log = getenv("KSF_LOG");
+    if (log && *log) {
+        ksf_err e = set_log_from_env(cfg, log, ei);
+        if (e) {
+            return e;
+        }
+    }
     const char *brokers = getenv("KSF_BROKERS");
     if (!brokers || !*brokers) {
         return KSF_OK;

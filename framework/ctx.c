@@ -288,6 +288,22 @@ prepare(ksf_ctx *ctx)
     return false;
 }
 
+/* The debug line of one handled message (KSF_LOG=debug). */
+static void
+log_handled(const ksf_ctx *ctx, ksf_err status)
+{
+    char part[16], off[24], us[24];
+    ksf_log_field f[] = {
+        {"topic", ctx->topic},
+        {"partition", KSFI_LOG_NUM(part, ctx->msg->partition)},
+        {"offset", KSFI_LOG_NUM(off, ctx->msg->offset)},
+        {"correlation_id", ctx->correlation_id ? ctx->correlation_id : ""},
+        {"status", ksf_strerror(status)},
+        {"handler_us", KSFI_LOG_NUM(us, ksfi_metrics_now_us() - ctx->started_us)}};
+    ksfi_logkv(&ctx->srv->log, KSF_LOG_DEBUG, "server", f, 6, "%s handled",
+               ctx->is_event ? "event" : "request");
+}
+
 /* Act on a handler's result (returned or finished); steals @p reply. */
 static ksf_err
 finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
@@ -307,6 +323,9 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         /* Deferred handlers included: their latency ends at ksf_ctx_finish. */
         ksfi_hist_observe(&ctx->handler->metrics->latency,
                           ksfi_metrics_now_us() - ctx->started_us);
+    }
+    if (ksfi_log_enabled(&srv->log, KSF_LOG_DEBUG)) {
+        log_handled(ctx, status);
     }
     if (late) {
         /* The caller already has the budget error: one answer per request. */

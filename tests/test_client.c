@@ -905,17 +905,23 @@ START_TEST(test_client_cli)
         int rc;
         const char *out;
     } cases[] = {
-        {"call " PATTERN " string --timeout-ms 10000", "2>/dev/null", 0, "\"hello\"\n"},
+        {"call " PATTERN " string --raw --timeout-ms 10000", "2>/dev/null", 0,
+         "\"hello\"\n"},
+        /* Text that is not JSON is refused, not sent as a string by surprise. */
+        {"call " PATTERN " string", "2>&1 >/dev/null", 2,
+         "ksf call: the payload is not valid JSON (invalid token near 'string', at "
+         "line 1 column 6); quote a string as '\"string\"', or pass --raw to send the "
+         "text as it is\n(ksf call --help for usage)\n"},
         {"call " PATTERN " '{\"heroId\":1}'", "2>/dev/null", 0, "{\"heroId\":1}\n"},
-        {"call " PATTERN " stream3", "2>/dev/null", 0,
+        {"call " PATTERN " '\"stream3\"'", "2>/dev/null", 0,
          "{\"i\":1}\n{\"i\":2}\n{\"i\":3}\n"},
-        {"call " PATTERN " errobj", "2>&1 >/dev/null", 1,
+        {"call " PATTERN " errobj --raw", "2>&1 >/dev/null", 1,
          "{\"code\":42,\"message\":\"x\"}\n"},
-        {"call " PATTERN " silent --timeout-ms 300", "2>/dev/null", 3, ""},
+        {"call " PATTERN " '\"silent\"' --timeout-ms 300", "2>/dev/null", 3, ""},
         {"call 'bad topic' x", "2>/dev/null", 2, ""},
         {"call " PATTERN " --bogus", "2>/dev/null", 2, ""},
         {"emit ev.cli '{\"a\":1}'", "2>/dev/null", 0, ""},
-        {"call " PATTERN " x --set client.reply.partition=9", "2>&1 >/dev/null", 4,
+        {"call " PATTERN " x --raw --set client.reply.partition=9", "2>&1 >/dev/null", 4,
          "ksf call: The client consumer did not subscribe to the corresponding reply "
          "topic "
          "(" PATTERN ".reply). It has 4 partitions; client.reply.partition is 9.\n"},

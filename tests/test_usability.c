@@ -4,6 +4,7 @@
  * before the handler returned, sends that never block their caller, failures that
  * are reported at once and say what is wrong, and the defaults behind them.
  */
+#include "config.h"
 #include "kafka.h"
 #include "mock_broker.h"
 #include "raw_kafka.h"
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define WAIT_MS 20000
@@ -418,6 +420,192 @@ START_TEST(test_usability_session_alone)
 }
 END_TEST
 
+/* ---- logging without code: KSF_LOG, one debug line per message ------------------- */
+
+START_TEST(test_usability_ksf_log_env)
+{
+    ksf_config *cfg = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    ksf_config_set_log(cfg, ksf_log_stderr, NULL,
+                       KSF_LOG_ERROR); /* a program's default */
+    setenv("KSF_LOG", "debug,logfmt", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
+    ck_assert(cfg->log_fn == NULL); /* replaced, not doubled */
+    ck_assert(cfg->slog_fn == ksf_log_logfmt);
+    ck_assert_int_eq(cfg->slog_max_level, KSF_LOG_DEBUG);
+    setenv("KSF_LOG", "warning", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
+    ck_assert(cfg->log_fn == ksf_log_stderr);
+    ck_assert_int_eq(cfg->log_max_level, KSF_LOG_WARNING);
+    ck_assert(cfg->slog_fn == NULL);
+    setenv("KSF_LOG", "info,json", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
+    ck_assert(cfg->slog_fn == ksf_log_jsonl);
+    setenv("KSF_LOG", "loud", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "environment variable KSF_LOG \"loud\": expected "
+                              "LEVEL[,FORMAT] with LEVEL error, warning, notice, info or "
+                              "debug and FORMAT text (the default), logfmt or json, e.g. "
+                              "KSF_LOG=debug,logfmt");
+    setenv("KSF_LOG", "debug,xml", 1);
+    ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_EINVAL);
+    unsetenv("KSF_LOG");
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
+static atomic_int handled_lines, reply_lines, other_debug;
+
+static void
+count_debug(void *user, ksf_log_level level, const char *component, const char *message,
+            const ksf_log_field *f, size_t n)
+{
+    (void)user;
+    (void)f;
+    (void)n;
+    if (level != KSF_LOG_DEBUG) {
+        return;
+    }
+    if (!strcmp(component, "server") && !strcmp(message, "request handled")) {
+        atomic_fetch_add(&handled_lines, 1);
+    } else if (!strcmp(component, "client") && !strcmp(message, "reply")) {
+        atomic_fetch_add(&reply_lines, 1);
+    } else if (strcmp(component, "kafka")) {
+        atomic_fetch_add(&other_debug, 1);
+    }
+}
+
+START_TEST(test_usability_debug_line_per_message)
+{
+    static const char *const patterns[] = {"u.log", NULL};
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "u.log", 1);
+    ksft_broker_create_topic(b, "u.log.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    ksf_config_set_log_structured(cfg, count_debug, NULL, KSF_LOG_DEBUG);
+    ksft_service s = {0};
+    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    ksf_client *cli = ksft_client(cfg);
+    for (int i = 0; i < 5; i++) {
+        json_t *out = NULL;
+        ck_assert_int_eq(ksf_client_call(cli, "u.log", NULL, WAIT_MS, &out, NULL),
+                         KSF_OK);
+        json_decref(out);
+    }
+    ck_assert_int_eq(ksft_wait_atomic(&handled_lines, 5, WAIT_MS), 5);
+    ck_assert_int_eq(atomic_load(&reply_lines), 5);
+    ksf_client_destroy(cli);
+    ksft_service_stop(&s);
+    ck_assert_int_eq(atomic_load(&handled_lines), 5);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* Run the ksf tool with @p env in front; its exit status, stderr in @p err. */
+static int
+run_tool(const char *env, const char *args, char *err, size_t size)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s \"%s\" %s 2>&1 >/dev/null", env, getenv("KSF_TOOL"),
+             args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(err, 1, size - 1, p);
+    err[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(test_usability_call_tool)
+{
+    if (!getenv("KSF_TOOL")) {
+        fprintf(stderr, "call_tool: KSF_TOOL not set (run through meson test)\n");
+        return;
+    }
+    static const char *const patterns[] = {"u.tool", NULL};
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "u.tool", 1);
+    ksft_broker_create_topic(b, "u.tool.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    ksft_service s = {0};
+    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    char args[512], err[8192];
+    const char *mock = "--set consumer.fetch.wait.max.ms=5";
+    /* -v: a summary line on success (it printed nothing). */
+    snprintf(args, sizeof args, "call u.tool '{\"a\":1}' -v --brokers %s %s",
+             ksft_broker_address(b), mock);
+    ck_assert_int_eq(run_tool("", args, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "ksf call: u.tool: answered after "), "stderr: %s", err);
+    ck_assert_msg(strstr(err, "ksf debug client: reply pattern=u.tool"), "stderr: %s",
+                  err);
+    /* KSF_LOG without -v. */
+    snprintf(args, sizeof args, "call u.tool 1 --brokers %s %s", ksft_broker_address(b),
+             mock);
+    ck_assert_int_eq(run_tool("KSF_LOG=debug,logfmt", args, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "level=debug component=client msg=reply pattern=u.tool"),
+                  "stderr: %s", err);
+    ck_assert_int_eq(run_tool("KSF_LOG=shout", args, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "environment variable KSF_LOG \"shout\""), "stderr: %s",
+                  err);
+    /* Nothing listens: exit 4 within seconds, naming the address. */
+    char addr[64], want[256];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", dead_port());
+    snprintf(args, sizeof args, "call u.tool 1 --brokers %s", addr);
+    int64_t t0 = ksft_now_ms();
+    ck_assert_int_eq(run_tool("", args, err, sizeof err), 4);
+    ck_assert_int_lt(ksft_now_ms() - t0, ksft_scaled_ms(9000));
+    snprintf(want, sizeof want,
+             "ksf call: no broker of \"%s\" answered within 5000 ms (%s refused", addr,
+             addr);
+    ck_assert_msg(strstr(err, want), "stderr: %s", err);
+    ksft_service_stop(&s);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* An interrupted ksf bench reports what it measured (it printed nothing). */
+START_TEST(test_usability_bench_interrupted)
+{
+    if (!getenv("KSF_TOOL")) {
+        fprintf(stderr, "bench_interrupted: KSF_TOOL not set (run through meson test)\n");
+        return;
+    }
+    static const char *const patterns[] = {"u.bench", NULL};
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "u.bench", 1);
+    ksft_broker_create_topic(b, "u.bench.reply", 1);
+    ksf_config *cfg = ksft_config(b);
+    ksft_service s = {0};
+    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    char dir[] = "/tmp/ksf-bench-XXXXXX", cmd[2048], out[4096];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    /* Interrupt once it reported "running" (bounded: 30 s), after a second of load. */
+    snprintf(cmd, sizeof cmd,
+             "\"%s\" bench u.bench --duration 60 --concurrency 4 --brokers %s "
+             "--set consumer.fetch.wait.max.ms=5 >%s/out 2>%s/err & pid=$!; i=0; "
+             "until grep -q running %s/err || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); "
+             "done; sleep 1; kill -INT $pid; wait $pid; echo \"rc=$?\"; cat %s/out; "
+             "rm -r %s",
+             getenv("KSF_TOOL"), ksft_broker_address(b), dir, dir, dir, dir, dir);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    static const char head[] = "rc=130\nsend u.bench, concurrency 4\n  count     ";
+    ck_assert_msg(!strncmp(out, head, sizeof head - 1), "output: %s", out);
+    long count = atol(out + sizeof head - 1);
+    ck_assert_msg(count > 0, "output: %s", out);
+    ck_assert_ptr_nonnull(strstr(out, "  timeouts  0\n"));
+    ksft_service_stop(&s);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -431,6 +619,10 @@ main(void)
         {"server_unreachable", test_usability_server_unreachable, 60},
         {"nobody_consumes", test_usability_nobody_consumes, 60},
         {"session_alone", test_usability_session_alone, 30},
+        {"ksf_log_env", test_usability_ksf_log_env, 10},
+        {"debug_line_per_message", test_usability_debug_line_per_message, 60},
+        {"call_tool", test_usability_call_tool, 90},
+        {"bench_interrupted", test_usability_bench_interrupted, 90},
     };
     return KSFT_RUN("usability", cases);
 }

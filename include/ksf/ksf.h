@@ -268,9 +268,13 @@ KSF_API ksf_err ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role,
                                      const char *key, const char *value, ksf_errinfo *ei);
 
 /**
- * Apply the environment: KSF_BROKERS, when set and non-empty, becomes "brokers".
- * Tools and examples call this before parsing their flags, so flags win.
- * Errors: as ksf_config_set(), naming the variable.
+ * Apply the environment: KSF_BROKERS, when set and non-empty, becomes "brokers";
+ * KSF_LOG=level[,format] (level error|warning|notice|info|debug, format text|logfmt|json,
+ * default text) replaces both log sinks with one on stderr (ksf_log_stderr,
+ * ksf_log_logfmt, ksf_log_jsonl) at that level. Tools and examples call this after
+ * setting their default sink and before parsing their flags, so the variable wins over
+ * the default and flags win over both.
+ * Errors: as ksf_config_set(), naming the variable; KSF_EINVAL for a bad KSF_LOG.
  */
 KSF_API ksf_err ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei);
 
