@@ -14,8 +14,10 @@
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -606,6 +608,113 @@ START_TEST(test_usability_bench_interrupted)
 }
 END_TEST
 
+/* ---- the README sample, as compiled from README.md --------------------------------- */
+
+typedef struct child {
+    pid_t pid;
+    FILE *out; /* its stdout */
+} child;
+
+/* Start @p path with KSF_BROKERS=@p brokers, stdout to a pipe, stderr to @p err_path. */
+static child
+start_child(const char *path, const char *brokers, const char *err_path)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(e, STDERR_FILENO);
+        close(fds[0]);
+        setenv("KSF_BROKERS", brokers, 1);
+        unsetenv("KSF_LOG");
+        execl(path, path, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    return (child){pid, fdopen(fds[0], "r")};
+}
+
+/* Wait up to @p ms for @p c to exit; its exit status, or -1 (then it is killed). */
+static int
+wait_child(child *c, int ms)
+{
+    int st = 0;
+    int64_t until = ksft_now_ms() + ksft_scaled_ms(ms);
+    while (waitpid(c->pid, &st, WNOHANG) == 0) {
+        if (ksft_now_ms() > until) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &st, 0);
+            fclose(c->out);
+            return -1;
+        }
+        ksft_sleep_ms(20);
+    }
+    fclose(c->out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void
+read_file(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = '\0';
+    if (f) {
+        fclose(f);
+    }
+}
+
+/* It serves, says when it is ready, answers, and stops on SIGTERM with status 0. */
+START_TEST(test_usability_readme_sample)
+{
+    const char *sample = getenv("KSF_README_SAMPLE");
+    if (!sample) {
+        fprintf(stderr,
+                "readme_sample: KSF_README_SAMPLE not set (run through meson test)\n");
+        return;
+    }
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "hero.kill.dragon", 1);
+    ksft_broker_create_topic(b, "hero.kill.dragon.reply", 1);
+    char err_path[] = "/tmp/ksf-readme-XXXXXX", line[128] = "", err[2048];
+    close(mkstemp(err_path));
+    child c = start_child(sample, ksft_broker_address(b), err_path);
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, c.out)); /* blocks until ready */
+    ck_assert_str_eq(line, "hero server: ready\n");
+    ksf_config *cfg = ksft_config(b);
+    ksf_client *cli = ksft_client(cfg);
+    json_t *items = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_call(cli, "hero.kill.dragon", NULL, WAIT_MS, &items, &ei),
+                     KSF_OK);
+    char *text = json_dumps(items, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    ck_assert_str_eq(text, "[{\"id\":1,\"name\":\"Mythical Sword\"}]");
+    free(text);
+    json_decref(items);
+    ksf_client_destroy(cli);
+    kill(c.pid, SIGTERM);
+    ck_assert_int_eq(wait_child(&c, 20000), 0);
+    read_file(err_path, err, sizeof err);
+    ck_assert_str_eq(err, "");
+
+    /* No broker: it says so within broker.unreachable.timeout.ms (5 s) and exits 1. */
+    char addr[64], want[256];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", dead_port());
+    c = start_child(sample, addr, err_path);
+    ck_assert_int_eq(wait_child(&c, 15000), 1);
+    read_file(err_path, err, sizeof err);
+    snprintf(want, sizeof want,
+             "hero server: no broker of \"%s\" answered within 5000 ms", addr);
+    ck_assert_msg(!strncmp(err, want, strlen(want)), "stderr: %s", err);
+    unlink(err_path);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -623,6 +732,7 @@ main(void)
         {"debug_line_per_message", test_usability_debug_line_per_message, 60},
         {"call_tool", test_usability_call_tool, 90},
         {"bench_interrupted", test_usability_bench_interrupted, 90},
+        {"readme_sample", test_usability_readme_sample, 90},
     };
     return KSFT_RUN("usability", cases);
 }

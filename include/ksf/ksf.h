@@ -778,12 +778,12 @@ KSF_API ksf_err ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo 
  * then); @p cb then runs exactly once with done == true, and every failure after the
  * return comes there: KSF_EKAFKA when no broker answered within
  * broker.unreachable.timeout.ms (naming the addresses), KSF_ENOPARTITION (no reply
- * partition: the sentence names the topic and its partition count), KSF_ETIMEDOUT
- * (saying "no service consumes <pattern>" when the pattern's topic did not exist
- * before the first request to it). On any other return @p cb is never called.
- * Errors: KSF_EINVAL, KSF_EBUSY (client.max.in.flight reached: retry later),
- * KSF_ENOPARTITION (with the group provider, while more instances than partitions
- * share the reply group), KSF_EMSGSIZE, KSF_EKAFKA, KSF_ECLOSED.
+ * partition: the sentence names the topic and its partition count; with the group
+ * provider, at once while more instances than partitions share the reply group),
+ * KSF_ETIMEDOUT (saying "no service consumes <pattern>" when the pattern's topic did
+ * not exist before the first request to it). On any other return @p cb is never
+ * called. Errors: KSF_EINVAL, KSF_EBUSY (client.max.in.flight reached: retry later),
+ * KSF_EMSGSIZE, KSF_EKAFKA (the producer's queue is full), KSF_ECLOSED, KSF_ENOMEM.
  * Threads: any thread, including server handlers.
  */
 KSF_API ksf_err ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
