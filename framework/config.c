@@ -430,7 +430,9 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
         return set_id(&cfg->client_id, key, value, false, ei);
     }
     if (!strcmp(key, "group.id")) {
-        return set_id(&cfg->group_id, key, value, false, ei);
+        ksf_err e = set_id(&cfg->group_id, key, value, false, ei);
+        cfg->group_id_set = cfg->group_id_set || !e;
+        return e;
     }
     if (!strcmp(key, "postfix.id")) {
         return set_id(&cfg->postfix_id, key, value, true, ei);
@@ -669,8 +671,20 @@ ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix)
     return join_id(cfg->client_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
 }
 
+/* glibc and musl set it from argv[0] before main (valgrind passes the program's). */
+extern char *program_invocation_short_name;
+
 char *
 ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix)
 {
-    return join_id(cfg->group_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
+    /* Servers of unrelated services must not share a consumer group: every member
+     * that joins or leaves stops them all for a rebalance (44 s on the embedded
+     * broker). Replicas of one service run one program; a NestJS peer that must
+     * share the group is named by setting group.id, as NestJS's groupId. */
+    const char *base = cfg->group_id;
+    if (!cfg->group_id_set && !strcmp(default_postfix, KSFI_SERVER_POSTFIX) &&
+        program_invocation_short_name && *program_invocation_short_name) {
+        base = program_invocation_short_name;
+    }
+    return join_id(base, cfg->postfix_id ? cfg->postfix_id : default_postfix);
 }

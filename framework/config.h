@@ -23,7 +23,8 @@ struct ksf_config {
     char *brokers;
     char *client_id;
     char *group_id;
-    char *postfix_id; /* NULL: the role's default suffix */
+    bool group_id_set; /* group.id was set: servers then use it, else their program */
+    char *postfix_id;  /* NULL: the role's default suffix */
     int server_workers;
     int client_timeout_ms;
     int client_max_in_flight;
@@ -49,7 +50,8 @@ struct ksf_config {
  * (KSFI_SERVER_POSTFIX / KSFI_CLIENT_POSTFIX). Returns a new string or NULL on ENOMEM.
  */
 char *ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix);
-/* "<group.id><postfix>", likewise. */
+/* "<group.id><postfix>", likewise; a server (KSFI_SERVER_POSTFIX) whose group.id was
+ * not set uses its program's name instead of "nestjs-group" (docs/design.md). */
 char *ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix);
 
 #endif

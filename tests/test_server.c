@@ -958,7 +958,7 @@ START_TEST(test_server_lifecycle)
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
     ck_assert_int_eq(ksf_config_set(cfg, "brokers", "127.0.0.1:1", NULL), KSF_OK);
     ck_assert_int_eq(ksf_server_new(&srv, cfg, &ei), KSF_OK);
-    ck_assert_str_eq(srv->group_id, "nestjs-group-server");
+    ck_assert_str_eq(srv->group_id, "test_server-server"); /* its program's */
     ck_assert_str_eq(srv->client_id, "nestjs-consumer-server");
 
     ck_assert_int_eq(ksf_server_run(srv, &ei), KSF_EINVAL); /* nothing registered */

@@ -8,6 +8,7 @@
 #include "kafka.h"
 #include "mock_broker.h"
 #include "raw_kafka.h"
+#include "server.h"
 #include "service.h"
 
 #include "suite.h"
@@ -715,6 +716,62 @@ START_TEST(test_usability_readme_sample)
 }
 END_TEST
 
+/* ---- default group ids keep unrelated services apart --------------------------------
+ */
+
+/* A second, different service starting (the README sample, another program) does not
+ * stop this one: they used to share nestjs-group-server and rebalance together. */
+START_TEST(test_usability_services_apart)
+{
+    const char *sample = getenv("KSF_README_SAMPLE");
+    if (!sample) {
+        fprintf(stderr,
+                "services_apart: KSF_README_SAMPLE not set (run through meson test)\n");
+        return;
+    }
+    static const char *const patterns[] = {"u.one", NULL};
+    ksft_broker *b = ksft_broker_start();
+    ksft_broker_create_topic(b, "u.one", 2);
+    ksft_broker_create_topic(b, "u.one.reply", 1);
+    ksft_broker_create_topic(b, "hero.kill.dragon", 2);
+    const char *const kv[][2] = {{"brokers", ksft_broker_address(b)},
+                                 {"consumer.fetch.wait.max.ms", "5"},
+                                 {"consumer.session.timeout.ms", "6000"}};
+    ksf_config *cfg = ksft_config_from(kv, KSFT_NKV(kv)); /* no group.id: the default */
+    ksf_server *srv = ksft_echo_server(cfg, patterns);
+    ck_assert_str_eq(srv->group_id, "test_usability-server");
+    ksft_service s = {0};
+    ksft_service_start(&s, srv, WAIT_MS);
+    ksf_client *cli = ksft_client(cfg);
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_connect(cli, WAIT_MS, &ei), KSF_OK);
+    json_t *out = NULL;
+    ck_assert_int_eq(ksf_client_call(cli, "u.one", NULL, WAIT_MS, &out, &ei), KSF_OK);
+    json_decref(out);
+    char err_path[] = "/tmp/ksf-apart-XXXXXX", line[128] = "";
+    close(mkstemp(err_path));
+    child c = start_child(sample, ksft_broker_address(b), err_path);
+    /* For 8 s (its join takes ~3 s; a shared group's rebalance 5 s more), every call
+     * is answered within 2 s. */
+    int calls = 0;
+    for (int64_t until = ksft_now_ms() + 8000; ksft_now_ms() < until; calls++) {
+        ksf_err e = ksf_client_call(cli, "u.one", NULL, 2000, &out, &ei);
+        ck_assert_msg(e == KSF_OK, "call %d while another service joined: %s", calls,
+                      ei.text);
+        json_decref(out);
+    }
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, c.out));
+    ck_assert_str_eq(line, "hero server: ready\n");
+    kill(c.pid, SIGTERM);
+    ck_assert_int_eq(wait_child(&c, 20000), 0);
+    unlink(err_path);
+    ksf_client_destroy(cli);
+    ksft_service_stop(&s);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -733,6 +790,7 @@ main(void)
         {"call_tool", test_usability_call_tool, 90},
         {"bench_interrupted", test_usability_bench_interrupted, 90},
         {"readme_sample", test_usability_readme_sample, 90},
+        {"services_apart", test_usability_services_apart, 90},
     };
     return KSFT_RUN("usability", cases);
 }

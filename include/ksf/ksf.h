@@ -185,7 +185,8 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *                           for any broker to answer before they fail with KSF_EKAFKA
  *                           naming the addresses, 0..86400000; 0: for ever [5000]
  * - "client.id"             NestJS client.clientId, before the suffix  [nestjs-consumer]
- * - "group.id"              NestJS consumer.groupId, before the suffix [nestjs-group]
+ * - "group.id"              NestJS consumer.groupId, before the suffix [nestjs-group;
+ *                           a server's program name when unset: docs/design.md]
  * - "postfix.id"            suffix for both ids; "" for none  [-server / -client by role]
  * - "server.workers"        handler threads, 1..1024                   [4]
  * - "server.deadline.skew.ms" how far past its ksf_deadline a request may be and
@@ -549,8 +550,11 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
 
 /**
  * Create a server (NestJS ServerKafka). It consumes the pattern topics in consumer
- * group "<group.id><postfix.id>" (default nestjs-group-server) with client id
- * "<client.id><postfix.id>" (default nestjs-consumer-server). Nothing connects until
+ * group "<group.id><postfix.id>" with client id "<client.id><postfix.id>" (default
+ * nestjs-consumer-server). Without group.id the group is "<program>-server", the
+ * program's name (argv[0]'s), so that unrelated services never share a group; set
+ * group.id to share one with NestJS instances of the same service ("nestjs-group"
+ * gives NestJS's default nestjs-group-server). Nothing connects until
  * ksf_server_run(). Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL,
  * KSF_EKAFKA.
  */

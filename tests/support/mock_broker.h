@@ -36,7 +36,9 @@ void ksft_broker_set_down(ksft_broker *b, bool down);
 /*
  * A configuration pointing at @p b, with settings suited to the mock: short fetch waits
  * (the mock holds an empty Fetch for the whole fetch.wait.max.ms and is not woken by
- * new data) and a 6 s session timeout (the mock's rebalances take session - 1 s).
+ * new data), a 6 s session timeout (the mock's rebalances take session - 1 s) and
+ * group.id "nestjs-group" (servers in nestjs-group-server, clients in
+ * nestjs-group-client).
  * Logs at warning and above go to stderr. The caller destroys it.
  */
 ksf_config *ksft_config(const ksft_broker *b);
