@@ -428,6 +428,9 @@ sender_serve(ksf_client *cli, reply_topic *t)
     int32_t partition = !e ? t->slot->partition : -1;
     queued_send *list = t->waiting;
     t->waiting = NULL;
+    for (queued_send *q = list; q; q = q->next) {
+        cli->in_hand++; /* flush counts them until they are produced */
+    }
     for (queued_send *q = list; q && !e; q = q->next) {
         ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
         if (p) {
@@ -459,6 +462,9 @@ sender_serve(ksf_client *cli, reply_topic *t)
             pthread_mutex_unlock(&cli->lock);
         }
         ksfi_client_queued_free(q);
+        pthread_mutex_lock(&cli->lock);
+        cli->in_hand--;
+        pthread_mutex_unlock(&cli->lock);
     }
 }
 
@@ -1091,6 +1097,16 @@ ksf_client_destroy(ksf_client *cli)
         }
         deliver_local(p, KSF_ECLOSED, "the client was destroyed before the reply came");
     }
+    /* Sends never produced were failed above; flush must not wait for them. */
+    pthread_mutex_lock(&cli->lock);
+    for (reply_topic *t = cli->topics; t; t = t->next) {
+        while (t->waiting) {
+            queued_send *q = t->waiting;
+            t->waiting = q->next;
+            ksfi_client_queued_free(q);
+        }
+    }
+    pthread_mutex_unlock(&cli->lock);
     ksf_client_flush(cli, DESTROY_FLUSH_MS, NULL);
     stop_dr_thread(cli);
     client_free(cli);

@@ -104,6 +104,7 @@ struct ksf_client {
     reply_slot *slots;
     bool closing, stop_reply, stop_dr;
     bool reached;       /* a broker answered once: later sends skip the check */
+    int in_hand;        /* queued sends the sender thread took and has not produced */
     bool paused;        /* reply partitions paused because idle */
     int64_t idle_since; /* when in-flight last dropped to 0 */
     int64_t wake_at;    /* when the reply thread plans to wake up */

@@ -468,6 +468,19 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
     return e;
 }
 
+/* Requests the sender thread has not produced yet; under lock. */
+static int
+waiting_locked(const ksf_client *cli)
+{
+    int n = cli->in_hand;
+    for (const reply_topic *t = cli->topics; t; t = t->next) {
+        for (const queued_send *q = t->waiting; q; q = q->next) {
+            n++;
+        }
+    }
+    return n;
+}
+
 ksf_err
 ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
 {
@@ -480,7 +493,7 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
     int queued;
     /* The delivery thread broadcasts after every poll; the short slices also cover
      * messages leaving between its last broadcast and this check. */
-    while ((queued = rd_kafka_outq_len(cli->producer)) > 0) {
+    while ((queued = rd_kafka_outq_len(cli->producer) + waiting_locked(cli)) > 0) {
         int64_t now = ksfi_client_now_ms();
         if (now >= deadline) {
             e = ksfi_fail(ei, KSF_ETIMEDOUT,
