@@ -368,12 +368,16 @@ waiting_deadline_locked(ksf_client *cli, const reply_topic *t)
     return latest;
 }
 
-/* Acquire @p t's reply partition until @p deadline, in slices so that destroy does
- * not wait for a whole request timeout. On KSF_OK returns with the lock HELD. */
+/* Acquire @p t's reply partition while a waiting send still has time, in slices so
+ * that destroy does not wait for a whole request timeout and sends queued meanwhile
+ * extend the wait. On KSF_OK returns with the lock HELD. */
 static ksf_err
-sender_acquire(ksf_client *cli, reply_topic *t, int64_t deadline, ksf_errinfo *ei)
+sender_acquire(ksf_client *cli, reply_topic *t, ksf_errinfo *ei)
 {
     for (;;) {
+        pthread_mutex_lock(&cli->lock);
+        int64_t deadline = waiting_deadline_locked(cli, t);
+        pthread_mutex_unlock(&cli->lock);
         int64_t now = ksfi_client_now_ms();
         int64_t until = now + 1000 < deadline ? now + 1000 : deadline;
         reply_slot *slot;
@@ -393,7 +397,6 @@ sender_serve(ksf_client *cli, reply_topic *t)
     ksf_err e = KSF_OK;
     pthread_mutex_lock(&cli->lock);
     bool reached = cli->reached, checked = t->checked;
-    int64_t deadline = waiting_deadline_locked(cli, t);
     pthread_mutex_unlock(&cli->lock);
     if (!reached) {
         e = ksfi_reach_brokers(cli->producer, cli->cfg, cli->cfg->broker_unreachable_ms,
@@ -418,13 +421,11 @@ sender_serve(ksf_client *cli, reply_topic *t)
                      pattern);
         }
     }
-    if (!e) {
-        e = sender_acquire(cli, t, deadline, &ei);
-    } else {
+    /* On success sender_acquire returns with the lock held: the sends are taken and
+     * accounted against the slot before a revoke could release it. */
+    if (e || (e = sender_acquire(cli, t, &ei))) {
         pthread_mutex_lock(&cli->lock);
     }
-    /* The lock is held here either way: take the sends and, on success, account each
-     * against the slot before a revoke could release it. */
     int32_t partition = !e ? t->slot->partition : -1;
     queued_send *list = t->waiting;
     t->waiting = NULL;
