@@ -350,12 +350,17 @@ announce(const char *address, bool front)
 {
     printf("%s\n", address);
     fflush(stdout);
-    fprintf(stderr,
-            "ksf broker: development broker (librdkafka mock cluster, in memory, NOT for "
-            "production) listening on %s%s.\n"
-            "ksf broker: point a service at it with KSF_BROKERS=%s (or --brokers %s); "
-            "stop it with Ctrl-C or SIGTERM.\n",
-            address, front ? " (relayed to the mock)" : "", address, address);
+    fprintf(
+        stderr,
+        "ksf broker: development broker (librdkafka mock cluster, in memory, NOT for "
+        "production) listening on %s%s.\n"
+        "ksf broker: point a service at it with KSF_BROKERS=%s (or --brokers %s); "
+        "stop it with Ctrl-C or SIGTERM.\n"
+        "ksf broker: it never wakes a waiting fetch and a rebalance takes the session "
+        "timeout - 1 s, so its clients want: ksf --set consumer.fetch.wait.max.ms=5 "
+        "--set consumer.session.timeout.ms=6000; kafkajs/NestJS consumer: "
+        "{ maxWaitTimeInMs: 5, sessionTimeout: 6000 } (else about 5 s per reply).\n",
+        address, front ? " (relayed to the mock)" : "", address, address);
 }
 
 /* Waits for SIGINT/SIGTERM. */
