@@ -77,10 +77,13 @@ main(int argc, char **argv)
     ksf_config *cfg = NULL;
     ksf_server *srv = NULL;
     int rc = 1;
-    if (ksf_config_new(&cfg) || ksf_config_set_from_env(cfg, &ei)) {
+    if (ksf_config_new(&cfg)) {
         goto done;
     }
-    ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
+    ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING); /* KSF_LOG wins */
+    if (ksf_config_set_from_env(cfg, &ei)) {
+        goto done;
+    }
     if ((rc = parse_flags(cfg, argc, argv, &ei))) {
         goto done;
     }

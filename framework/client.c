@@ -266,6 +266,230 @@ ksfi_client_reply_slot_get(ksf_client *cli, const char *name, int64_t deadline,
     return e;
 }
 
+ksf_err
+ksfi_client_topic_locked(ksf_client *cli, const char *name, reply_topic **out,
+                         ksf_errinfo *ei)
+{
+    pthread_mutex_lock(&cli->lock);
+    reply_topic *t = cli->closing ? NULL : topic_get_locked(cli, name);
+    if (!t) {
+        ksf_err e = cli->closing
+                        ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
+                        : ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+        pthread_mutex_unlock(&cli->lock);
+        return e;
+    }
+    *out = t;
+    return KSF_OK;
+}
+
+/* ---- the sender thread -------------------------------------------------------------
+ *
+ * ksf_client_send never waits: what it cannot produce at once comes here. For each
+ * reply topic with waiting sends, in order: reach the brokers (once per client, for
+ * at most broker.unreachable.timeout.ms, so a wrong address fails the requests within
+ * seconds and names the address), look whether the pattern's topic exists before
+ * the first request to it is produced (the produce would create it; see timeout_text),
+ * acquire the reply partition, then produce the waiting sends. A failure fails them
+ * through their callbacks.
+ */
+
+void
+ksfi_client_queued_free(queued_send *q)
+{
+    if (q) {
+        if (q->hdrs) {
+            rd_kafka_headers_destroy(q->hdrs);
+        }
+        ksfi_free(q->pattern);
+        ksfi_free(q->value);
+        ksfi_free(q->key);
+        ksfi_free(q);
+    }
+}
+
+void
+ksfi_client_queue_locked(ksf_client *cli, reply_topic *t, queued_send *q)
+{
+    q->next = NULL;
+    if (!t->waiting) {
+        t->waiting_tail = &t->waiting;
+    }
+    *t->waiting_tail = q;
+    t->waiting_tail = &q->next;
+    pthread_cond_broadcast(&cli->cond);
+}
+
+/* A topic with sends to do, or NULL; under lock. One another thread acquires (connect)
+ * waits until that ends. */
+static reply_topic *
+sender_next_locked(ksf_client *cli)
+{
+    for (reply_topic *t = cli->topics; t; t = t->next) {
+        if (t->waiting && t->state != TOPIC_ACQUIRING) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* Does @p pattern exist as a topic? A Metadata request for all topics: asking for the
+ * one topic would create it on a broker that auto-creates topics (and on the embedded
+ * broker always), which is exactly what must not happen before the first produce.
+ * Unknown (an error) counts as existing: say nothing rather than something wrong. */
+static bool
+topic_missing(ksf_client *cli, const char *pattern)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(cli->producer, 1, NULL, &md, 2000) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return false;
+    }
+    bool found = false;
+    for (int i = 0; i < md->topic_cnt && !found; i++) {
+        found = !strcmp(md->topics[i].topic, pattern) &&
+                md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    }
+    rd_kafka_metadata_destroy(md);
+    return !found;
+}
+
+/* The latest deadline of @p t's waiting sends still in flight (0: none); under lock. */
+static int64_t
+waiting_deadline_locked(ksf_client *cli, const reply_topic *t)
+{
+    int64_t latest = 0;
+    for (const queued_send *q = t->waiting; q; q = q->next) {
+        ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
+        if (p && p->deadline_ms > latest) {
+            latest = p->deadline_ms;
+        }
+    }
+    return latest;
+}
+
+/* Acquire @p t's reply partition while a waiting send still has time, in slices so
+ * that destroy does not wait for a whole request timeout and sends queued meanwhile
+ * extend the wait. On KSF_OK returns with the lock HELD. */
+static ksf_err
+sender_acquire(ksf_client *cli, reply_topic *t, ksf_errinfo *ei)
+{
+    for (;;) {
+        pthread_mutex_lock(&cli->lock);
+        int64_t deadline = waiting_deadline_locked(cli, t);
+        pthread_mutex_unlock(&cli->lock);
+        int64_t now = ksfi_client_now_ms();
+        int64_t until = now + 1000 < deadline ? now + 1000 : deadline;
+        reply_slot *slot;
+        ksf_err e = ksfi_client_reply_slot_get(cli, t->name, until, &slot, ei);
+        if (e != KSF_ETIMEDOUT || ksfi_client_now_ms() >= deadline ||
+            atomic_load(&cli->stop_sender)) {
+            return e;
+        }
+    }
+}
+
+/* Produce (or fail) every waiting send of @p t. */
+static void
+sender_serve(ksf_client *cli, reply_topic *t)
+{
+    ksf_errinfo ei = {0};
+    ksf_err e = KSF_OK;
+    pthread_mutex_lock(&cli->lock);
+    bool reached = cli->reached, checked = t->checked;
+    pthread_mutex_unlock(&cli->lock);
+    if (!reached) {
+        e = ksfi_reach_brokers(cli->producer, cli->cfg, cli->cfg->broker_unreachable_ms,
+                               &cli->stop_sender, &ei);
+        pthread_mutex_lock(&cli->lock);
+        cli->reached = !e;
+        pthread_mutex_unlock(&cli->lock);
+    }
+    if (!e && !checked) {
+        size_t n = strlen(t->name) - (sizeof KSFI_REPLY_SUFFIX - 1);
+        char pattern[256];
+        snprintf(pattern, sizeof pattern, "%.*s", (int)n, t->name);
+        bool missing = topic_missing(cli, pattern);
+        pthread_mutex_lock(&cli->lock);
+        t->missing = missing;
+        t->checked = true;
+        pthread_mutex_unlock(&cli->lock);
+        if (missing) {
+            ksfi_log(&cli->log, KSF_LOG_WARNING, "client",
+                     "topic %s does not exist: no service consumes it yet (requests "
+                     "to it will time out unless one starts)",
+                     pattern);
+        }
+    }
+    /* On success sender_acquire returns with the lock held: the sends are taken and
+     * accounted against the slot before a revoke could release it. */
+    if (e || (e = sender_acquire(cli, t, &ei))) {
+        pthread_mutex_lock(&cli->lock);
+    }
+    int32_t partition = !e ? t->slot->partition : -1;
+    queued_send *list = t->waiting;
+    t->waiting = NULL;
+    for (queued_send *q = list; q; q = q->next) {
+        cli->in_hand++; /* flush counts them until they are produced */
+    }
+    for (queued_send *q = list; q && !e; q = q->next) {
+        ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
+        if (p) {
+            p->slot = t->slot;
+            p->reply_partition = partition;
+            p->queued = false;
+            p->topic_missing = t->missing;
+            t->slot->outstanding++;
+        }
+    }
+    pthread_mutex_unlock(&cli->lock);
+    while (list) {
+        queued_send *q = list;
+        list = q->next;
+        ksf_errinfo pe = {0};
+        if (e && atomic_load(&cli->stop_sender)) {
+            /* destroy fails them with KSF_ECLOSED, on its own thread as documented */
+        } else if (e) {
+            ksfi_client_fail_request(cli, q->id, e, ei.text);
+        } else if (ksfi_client_produce_queued(cli, q, partition, &pe)) {
+            ksfi_client_fail_request(cli, q->id, pe.code, pe.text);
+        } else {
+            pthread_mutex_lock(&cli->lock);
+            ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
+            if (p) {
+                ksfi_pmetrics_inc(p->metrics, KSFI_M_SENT);
+            }
+            cli->stats.sent++;
+            pthread_mutex_unlock(&cli->lock);
+        }
+        ksfi_client_queued_free(q);
+        pthread_mutex_lock(&cli->lock);
+        cli->in_hand--;
+        pthread_mutex_unlock(&cli->lock);
+    }
+}
+
+static void *
+sender_main(void *arg)
+{
+    ksf_client *cli = arg;
+    pthread_mutex_lock(&cli->lock);
+    for (;;) {
+        reply_topic *t = NULL;
+        while (!cli->closing && !(t = sender_next_locked(cli))) {
+            pthread_cond_wait(&cli->cond, &cli->lock);
+        }
+        if (cli->closing) {
+            break;
+        }
+        pthread_mutex_unlock(&cli->lock);
+        sender_serve(cli, t);
+        pthread_mutex_lock(&cli->lock);
+    }
+    pthread_mutex_unlock(&cli->lock);
+    return NULL;
+}
+
 /* ---- finishing requests ---------------------------------------------------------- */
 
 /* Unlink @p p from the table and its slot; under lock. The caller then delivers. */
@@ -299,8 +523,8 @@ deliver_local(ksfi_pending *p, ksf_err err, const char *text)
 }
 
 /* Fail request @p id with @p err unless it already finished (delivery failures). */
-static void
-fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text)
+void
+ksfi_client_fail_request(ksf_client *cli, const char *id, ksf_err err, const char *text)
 {
     pthread_mutex_lock(&cli->lock);
     ksfi_pending *p = ksfi_inflight_find(cli->inflight, id, strlen(id));
@@ -473,6 +697,16 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         raw_len = p->last_len;
         bare_end = false;
     }
+    if (ksfi_log_enabled(&cli->log, KSF_LOG_DEBUG)) {
+        char part[16], us[24];
+        ksf_log_field f[] = {
+            {"pattern", p->metrics ? p->metrics->pattern : "?"},
+            {"correlation_id", p->id},
+            {"partition", KSFI_LOG_NUM(part, msg->partition)},
+            {"round_trip_us", KSFI_LOG_NUM(us, ksfi_metrics_now_us() - p->sent_us)}};
+        ksfi_logkv(&cli->log, KSF_LOG_DEBUG, "client", f, 4, "%s",
+                   meta.has_err ? "remote error" : "reply");
+    }
     deliver_reply(p->cb, p->user, p->id, &meta, raw, raw_len, bare_end, true);
     ksfi_client_pending_free(p);
     ksfi_free(hdrs);
@@ -513,6 +747,32 @@ reply_tick_locked(ksf_client *cli, int *timeout_ms)
     return expired;
 }
 
+/* Why request @p p timed out, as far as this client can tell. */
+static void
+timeout_text(const ksfi_pending *p, char *buf, size_t size)
+{
+    const char *pattern = p->metrics ? p->metrics->pattern : "its pattern";
+    if (p->queued) {
+        snprintf(buf, size,
+                 "not sent: no reply partition of %s%s was assigned before the "
+                 "request's deadline (are the brokers up? a reply-group join takes "
+                 "seconds; call ksf_client_connect first, or give the request more "
+                 "time)",
+                 pattern, KSFI_REPLY_SUFFIX);
+    } else if (p->topic_missing) {
+        snprintf(buf, size,
+                 "no reply before the request's deadline: no service consumes %s "
+                 "(the topic did not exist when this client first sent to it; start a "
+                 "service with a handler for %s)",
+                 pattern, pattern);
+    } else {
+        snprintf(buf, size,
+                 "no reply before the request's deadline (is a service with a handler "
+                 "for %s running, and answering in time?)",
+                 pattern);
+    }
+}
+
 static void *
 reply_main(void *arg)
 {
@@ -528,8 +788,11 @@ reply_main(void *arg)
         pthread_mutex_unlock(&cli->lock);
         while (expired) {
             ksfi_pending *next = expired->hnext;
-            deliver_local(expired, KSF_ETIMEDOUT,
-                          "no reply before the request's deadline");
+            char text[KSF_ERRINFO_TEXT_SIZE];
+            timeout_text(expired, text, sizeof text);
+            ksf_log_field f[] = {{"correlation_id", expired->id}};
+            ksfi_logkv(&cli->log, KSF_LOG_DEBUG, "client", f, 1, "timed out: %s", text);
+            deliver_local(expired, KSF_ETIMEDOUT, text);
             expired = next;
         }
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(cli->consumer, timeout_ms);
@@ -569,7 +832,7 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
     }
     if (t->request) {
         if (msg->err) {
-            fail_request(cli, t->id, KSF_EKAFKA, text);
+            ksfi_client_fail_request(cli, t->id, KSF_EKAFKA, text);
         }
     } else {
         if (!msg->err) {
@@ -659,7 +922,26 @@ start_threads(ksf_client *cli, ksf_errinfo *ei)
         return ksfi_fail(ei, KSF_ENOMEM, "cannot start the delivery thread");
     }
     cli->dr_started = true;
+    if (pthread_create(&cli->sender_thread, NULL, sender_main, cli) != 0) {
+        return ksfi_fail(ei, KSF_ENOMEM, "cannot start the sender thread");
+    }
+    cli->sender_started = true;
     return KSF_OK;
+}
+
+static void
+stop_sender_thread(ksf_client *cli)
+{
+    if (!cli->sender_started) {
+        return;
+    }
+    atomic_store(&cli->stop_sender, true);
+    pthread_mutex_lock(&cli->lock);
+    cli->closing = true;
+    pthread_cond_broadcast(&cli->cond);
+    pthread_mutex_unlock(&cli->lock);
+    pthread_join(cli->sender_thread, NULL);
+    cli->sender_started = false;
 }
 
 static void
@@ -721,6 +1003,11 @@ client_free(ksf_client *cli)
     while (cli->topics) {
         reply_topic *t = cli->topics;
         cli->topics = t->next;
+        while (t->waiting) {
+            queued_send *q = t->waiting;
+            t->waiting = q->next;
+            ksfi_client_queued_free(q);
+        }
         ksfi_free(t->name);
         ksfi_free(t->metrics);
         ksfi_free(t);
@@ -791,6 +1078,7 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
     *out = cli;
     return KSF_OK;
 fail:
+    stop_sender_thread(cli);
     stop_reply_thread(cli);
     stop_dr_thread(cli);
     client_free(cli);
@@ -807,6 +1095,7 @@ ksf_client_destroy(ksf_client *cli)
     cli->closing = true;
     pthread_cond_broadcast(&cli->cond);
     pthread_mutex_unlock(&cli->lock);
+    stop_sender_thread(cli); /* queued sends are failed below with the rest */
     stop_reply_thread(cli);
     for (;;) {
         pthread_mutex_lock(&cli->lock);
@@ -820,6 +1109,16 @@ ksf_client_destroy(ksf_client *cli)
         }
         deliver_local(p, KSF_ECLOSED, "the client was destroyed before the reply came");
     }
+    /* Sends never produced were failed above; flush must not wait for them. */
+    pthread_mutex_lock(&cli->lock);
+    for (reply_topic *t = cli->topics; t; t = t->next) {
+        while (t->waiting) {
+            queued_send *q = t->waiting;
+            t->waiting = q->next;
+            ksfi_client_queued_free(q);
+        }
+    }
+    pthread_mutex_unlock(&cli->lock);
     ksf_client_flush(cli, DESTROY_FLUSH_MS, NULL);
     stop_dr_thread(cli);
     client_free(cli);
@@ -848,34 +1147,25 @@ ksf_client_subscribe_to_response_of(ksf_client *cli, const char *pattern, ksf_er
 }
 
 /* A Metadata round trip through the producer, retried until @p deadline while the
- * brokers are unreachable. */
+ * brokers are unreachable, but reported as KSF_EKAFKA (naming the addresses) after
+ * broker.unreachable.timeout.ms. */
 static ksf_err
 wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei)
 {
-    for (;;) {
-        const struct rd_kafka_metadata *md = NULL;
-        int64_t left = deadline - ksfi_client_now_ms();
-        rd_kafka_resp_err_t err =
-            rd_kafka_metadata(cli->producer, 0, NULL, &md, left > 0 ? (int)left : 0);
-        if (!err) {
-            rd_kafka_metadata_destroy(md);
-            return KSF_OK;
+    int64_t left = deadline - ksfi_client_now_ms();
+    int limit = cli->cfg->broker_unreachable_ms;
+    bool connect_first = limit == 0 || left < limit;
+    ksf_err e =
+        ksfi_reach_brokers(cli->producer, cli->cfg,
+                           connect_first ? (left > 0 ? (int)left : 1) : limit, NULL, ei);
+    if (e == KSF_EKAFKA && connect_first) {
+        /* The caller's deadline came first: a timeout, with the same sentence. */
+        if (ei) {
+            ei->code = KSF_ETIMEDOUT;
         }
-        bool transient = err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
-                         err == RD_KAFKA_RESP_ERR__TRANSPORT ||
-                         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
-        if (!transient) {
-            return ksfi_kafka_fail(ei, err, "connect");
-        }
-        if (ksfi_client_now_ms() + 100 >= deadline) {
-            return ksfi_fail(ei, KSF_ETIMEDOUT,
-                             "no broker of \"%s\" answered in time (%s); check the "
-                             "address and that the brokers are up",
-                             cli->cfg->brokers, rd_kafka_err2str(err));
-        }
-        nanosleep(&(struct timespec){0, 100 * 1000 * 1000},
-                  NULL); /* brokers may return */
+        return KSF_ETIMEDOUT;
     }
+    return e;
 }
 
 /* Hand every topic from @p first on to the provider's prepare in one call. */
@@ -948,6 +1238,9 @@ ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
     if (e) {
         return e;
     }
+    pthread_mutex_lock(&cli->lock);
+    cli->reached = true;
+    pthread_mutex_unlock(&cli->lock);
     /* Topics are never unlinked before destroy, so the walk may drop the lock. */
     pthread_mutex_lock(&cli->lock);
     reply_topic *t = cli->topics;

@@ -12,6 +12,7 @@
 #include "inflight.h"
 #include "kafka.h"
 #include "metrics.h"
+#include "reach.h"
 #include "reply_provider.h"
 #include "trace.h"
 #include "wire.h"
@@ -44,13 +45,31 @@ typedef struct reply_slot {
 
 typedef enum { TOPIC_NEW, TOPIC_ACQUIRING, TOPIC_READY } topic_state;
 
+/* A request whose send returned before it could be produced: its reply topic had no
+ * partition yet, or it is the first to its pattern (see client.c, the sender thread).
+ * Owns a copy of everything the produce needs; found again by correlation id. */
+typedef struct queued_send {
+    struct queued_send *next;
+    char id[KSFI_ID_SIZE];
+    char *pattern;
+    void *value; /* NULL: a null value */
+    size_t len;
+    void *key;
+    size_t key_len;
+    rd_kafka_headers_t *hdrs; /* user and context headers; the kafka_* come later */
+} queued_send;
+
 /* A reply topic this client consumes or will consume; never freed before destroy. */
 typedef struct reply_topic {
     struct reply_topic *next;
     char *name;
     topic_state state;
-    reply_slot *slot;       /* READY: the partition advertised in new requests */
-    int32_t revoked_early;  /* ACQUIRING: a partition revoked before it was recorded */
+    reply_slot *slot;      /* READY: the partition advertised in new requests */
+    int32_t revoked_early; /* ACQUIRING: a partition revoked before it was recorded */
+    queued_send *waiting, **waiting_tail; /* sends for the sender thread, in order */
+    bool checked;           /* the sender thread looked whether the pattern's topic
+                             * exists (before the first request to it was produced) */
+    bool missing;           /* ...and it did not: nothing had subscribed to it */
     ksfi_pmetrics *metrics; /* the pattern's; NULL when it could not be allocated */
 } reply_topic;
 
@@ -73,8 +92,9 @@ struct ksf_client {
     rd_kafka_queue_t *consumer_q; /* yielded to wake the reply thread */
     rd_kafka_queue_t *producer_q; /* the producer's main queue: delivery reports */
     ksfi_reply_provider *provider;
-    pthread_t reply_thread, dr_thread;
-    bool reply_started, dr_started;
+    pthread_t reply_thread, dr_thread, sender_thread;
+    bool reply_started, dr_started, sender_started;
+    atomic_bool stop_sender; /* also read by ksfi_reach_brokers, outside the lock */
     /* `lock` guards every field below; `cond` signals topic state changes and
      * delivery reports (for flush). */
     pthread_mutex_t lock;
@@ -83,6 +103,8 @@ struct ksf_client {
     reply_topic *topics;
     reply_slot *slots;
     bool closing, stop_reply, stop_dr;
+    bool reached;       /* a broker answered once: later sends skip the check */
+    int in_hand;        /* queued sends the sender thread took and has not produced */
     bool paused;        /* reply partitions paused because idle */
     int64_t idle_since; /* when in-flight last dropped to 0 */
     int64_t wake_at;    /* when the reply thread plans to wake up */
@@ -118,10 +140,31 @@ void ksfi_client_set_paused_locked(ksf_client *cli, bool pause);
 ksf_err ksfi_client_reply_slot_get(ksf_client *cli, const char *name, int64_t deadline,
                                    reply_slot **slot, ksf_errinfo *ei);
 
+/* Lock the client and find or create reply topic @p name. On KSF_OK returns with
+ * cli->lock HELD. Errors: KSF_ECLOSED, KSF_ENOMEM (the lock is then released). */
+ksf_err ksfi_client_topic_locked(ksf_client *cli, const char *name, reply_topic **out,
+                                 ksf_errinfo *ei);
+
 /* Unlink @p p from the table and its slot; under lock. The caller then delivers. */
 void ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why);
 
 /* Free a finished request. */
 void ksfi_client_pending_free(ksfi_pending *p);
+
+/* Hand @p q (owned from now on) to the sender thread, behind @p t's other waiting
+ * sends; under lock. */
+void ksfi_client_queue_locked(ksf_client *cli, reply_topic *t, queued_send *q);
+
+/* Free @p q and what it owns. NULL is a no-op. */
+void ksfi_client_queued_free(queued_send *q);
+
+/* Add the kafka_* request headers for reply partition @p partition and produce @p q
+ * (the sender thread, without the lock). Errors: those of the produce. */
+ksf_err ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
+                                   ksf_errinfo *ei);
+
+/* Fail request @p id with @p err unless it already finished. */
+void ksfi_client_fail_request(ksf_client *cli, const char *id, ksf_err err,
+                              const char *text);
 
 #endif

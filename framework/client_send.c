@@ -171,9 +171,11 @@ send_check(ksf_client *cli, const char *pattern, const ksf_send_opts *opts,
     return ksfi_check_topic(pattern, true, ei);
 }
 
-/* Reserve an in-flight entry for @p p against @p slot; called with the lock held. */
+/* Reserve an in-flight entry for @p p against @p slot (NULL: queued for the sender
+ * thread, which attaches the slot later); called with the lock held. */
 static ksf_err
-reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *ei)
+reserve_locked(ksf_client *cli, ksfi_pending *p, reply_topic *rt, reply_slot *slot,
+               ksf_errinfo *ei)
 {
     if (cli->closing) {
         return ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed");
@@ -192,10 +194,14 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     }
     p->slot = slot;
-    p->reply_partition = slot->partition;
-    p->metrics = slot->metrics;
+    p->reply_partition = slot ? slot->partition : -1;
+    p->metrics = rt->metrics;
     p->sent_us = ksfi_metrics_now_us();
-    slot->outstanding++;
+    p->queued = !slot;
+    p->topic_missing = rt->missing;
+    if (slot) {
+        slot->outstanding++;
+    }
     if (cli->paused) {
         ksfi_client_set_paused_locked(cli, false);
     }
@@ -203,6 +209,65 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_slot *slot, ksf_errinfo *
         rd_kafka_queue_yield(cli->consumer_q); /* the reply thread sleeps too long */
     }
     return KSF_OK;
+}
+
+/* Copy what producing @p m needs into a queued send for @p p's id (under lock). The
+ * headers move; the value and key are copied (a raw value is borrowed from the
+ * caller only for the call). */
+static ksf_err
+queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char *pattern,
+             outgoing *m, const ksf_send_opts *opts, ksf_errinfo *ei)
+{
+    queued_send *q = ksfi_calloc(1, sizeof *q);
+    const void *key = opts ? opts->key : NULL;
+    size_t key_len = key ? opts->key_len : 0;
+    if (!q || !(q->pattern = ksfi_strdup(pattern)) ||
+        (m->bytes && !(q->value = ksfi_malloc(m->len ? m->len : 1))) ||
+        (key && !(q->key = ksfi_malloc(key_len ? key_len : 1)))) {
+        ksfi_client_queued_free(q);
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    }
+    memcpy(q->id, p->id, sizeof q->id);
+    if (m->bytes) {
+        memcpy(q->value, m->bytes, m->len);
+        q->len = m->len;
+    }
+    if (key) {
+        memcpy(q->key, key, key_len);
+        q->key_len = key_len;
+    }
+    q->hdrs = m->hdrs;
+    m->hdrs = NULL;
+    ksfi_client_queue_locked(cli, rt, q);
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
+                           ksf_errinfo *ei)
+{
+    char topic[256], pbuf[12];
+    ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
+    dr_ticket *t = ksfi_calloc(1, sizeof *t);
+    if (!t) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    }
+    t->request = true;
+    memcpy(t->id, q->id, sizeof t->id);
+    snprintf(topic, sizeof topic, "%s%s", q->pattern, KSFI_REPLY_SUFFIX);
+    size_t n = ksfi_request_headers(q->id, topic, partition, pbuf, proto);
+    if (!q->hdrs) {
+        q->hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
+    }
+    ksfi_kafka_add_headers(q->hdrs, proto, n);
+    outgoing m = {.bytes = q->value, .len = q->len, .hdrs = q->hdrs};
+    ksf_send_opts o = {.key = q->key, .key_len = q->key_len};
+    ksf_err e = produce(cli, q->pattern, &m, &o, t, ei);
+    q->hdrs = m.hdrs; /* NULL once librdkafka has them */
+    if (e) {
+        ksfi_free(t);
+    }
+    return e;
 }
 
 ksf_err
@@ -244,10 +309,28 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     size_t plen = strlen(pattern);
     memcpy(topic, pattern, plen);
     memcpy(topic + plen, KSFI_REPLY_SUFFIX, sizeof KSFI_REPLY_SUFFIX);
-    if ((e = ksfi_client_reply_slot_get(cli, topic, deadline, &slot, ei))) {
+    /* Never wait here: a topic without its reply partition yet (a group join takes
+     * seconds) or a pattern's first request (the sender thread first looks whether
+     * its topic exists) goes to the sender thread, and the callback says how it went. */
+    reply_topic *rt;
+    if ((e = ksfi_client_topic_locked(cli, topic, &rt, ei))) {
         goto fail;
     }
-    e = reserve_locked(cli, p, slot, ei);
+    slot = rt->state == TOPIC_READY && rt->checked ? rt->slot : NULL;
+    e = reserve_locked(cli, p, rt, slot, ei);
+    if (!e && !slot) {
+        e = queue_locked(cli, rt, p, pattern, &m, opts, ei);
+        if (e) {
+            ksfi_client_finish_locked(cli, p, KSFI_RECENT_NONE);
+        }
+        pthread_mutex_unlock(&cli->lock);
+        if (e) {
+            goto fail;
+        }
+        ksfi_free(t);
+        outgoing_clear(&m);
+        return KSF_OK;
+    }
     pthread_mutex_unlock(&cli->lock);
     if (e) {
         goto fail;
@@ -398,6 +481,19 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
     return e;
 }
 
+/* Requests the sender thread has not produced yet; under lock. */
+static int
+waiting_locked(const ksf_client *cli)
+{
+    int n = cli->in_hand;
+    for (const reply_topic *t = cli->topics; t; t = t->next) {
+        for (const queued_send *q = t->waiting; q; q = q->next) {
+            n++;
+        }
+    }
+    return n;
+}
+
 ksf_err
 ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
 {
@@ -410,7 +506,7 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
     int queued;
     /* The delivery thread broadcasts after every poll; the short slices also cover
      * messages leaving between its last broadcast and this check. */
-    while ((queued = rd_kafka_outq_len(cli->producer)) > 0) {
+    while ((queued = rd_kafka_outq_len(cli->producer) + waiting_locked(cli)) > 0) {
         int64_t now = ksfi_client_now_ms();
         if (now >= deadline) {
             e = ksfi_fail(ei, KSF_ETIMEDOUT,

@@ -90,6 +90,8 @@ ksf_config_new(ksf_config **out)
     cfg->client_reply_partition = 0;
     cfg->message_max_bytes = 1000000;
     cfg->server_deadline_skew_ms = KSFI_DEADLINE_SKEW_DEFAULT_MS;
+    cfg->server_deferred_max = 10000;
+    cfg->broker_unreachable_ms = 5000;
     cfg->log_max_level = KSF_LOG_INFO;
     if (ksfi_policy_init(&cfg->policy)) {
         ksf_config_destroy(cfg);
@@ -486,7 +488,9 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
         return set_id(&cfg->client_id, key, value, false, ei);
     }
     if (!strcmp(key, "group.id")) {
-        return set_id(&cfg->group_id, key, value, false, ei);
+        ksf_err e = set_id(&cfg->group_id, key, value, false, ei);
+        cfg->group_id_set = cfg->group_id_set || !e;
+        return e;
     }
     if (!strcmp(key, "postfix.id")) {
         return set_id(&cfg->postfix_id, key, value, true, ei);
@@ -502,6 +506,12 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     }
     if (!strcmp(key, "server.deadline.skew.ms")) {
         return set_range(&cfg->server_deadline_skew_ms, key, value, 0, 3600000, ei);
+    }
+    if (!strcmp(key, "broker.unreachable.timeout.ms")) {
+        return set_range(&cfg->broker_unreachable_ms, key, value, 0, 86400000, ei);
+    }
+    if (!strcmp(key, "server.deferred.max")) {
+        return set_range(&cfg->server_deferred_max, key, value, 1, 1000000, ei);
     }
     if (!strcmp(key, "client.max.in.flight")) {
         return set_range(&cfg->client_max_in_flight, key, value, 1, 1000000, ei);
@@ -541,8 +551,9 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     char q[260];
     return ksfi_fail(
         ei, KSF_ENOENT,
-        "unknown configuration key %s; expected brokers, client.id, "
-        "group.id, group.instance.id, postfix.id, server.workers, client.timeout.ms, "
+        "unknown configuration key %s; expected brokers, broker.unreachable.timeout.ms, "
+        "client.id, group.id, group.instance.id, postfix.id, server.workers, "
+        "server.deferred.max, client.timeout.ms, "
         "client.max.in.flight, client.reply.provider, client.reply.partition, "
         "client.wire.dialect, message.max.bytes, "
         "or kafka./consumer./producer.<librdkafka property>",
@@ -616,6 +627,10 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
         v = cfg->server_deadline_skew_ms;
     } else if (!strcmp(key, "client.max.in.flight")) {
         v = cfg->client_max_in_flight;
+    } else if (!strcmp(key, "broker.unreachable.timeout.ms")) {
+        v = cfg->broker_unreachable_ms;
+    } else if (!strcmp(key, "server.deferred.max")) {
+        v = cfg->server_deferred_max;
     } else if (!strcmp(key, "client.reply.partition")) {
         v = cfg->client_reply_partition;
     } else if (!strcmp(key, "message.max.bytes")) {
@@ -639,9 +654,56 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
     return copy_out(buf, size, num);
 }
 
+/* KSF_LOG=level[,format]: stderr at that level, as text (ksf_log_stderr), logfmt or
+ * json lines. Replaces both sinks, so a program's own default does not double it. */
+static ksf_err
+set_log_from_env(ksf_config *cfg, const char *spec, ksf_errinfo *ei)
+{
+    static const char *const levels[] = {"error", "warning", "notice", "info", "debug"};
+    char level[16] = "";
+    const char *comma = strchr(spec, ',');
+    size_t n = comma ? (size_t)(comma - spec) : strlen(spec);
+    const char *format = comma ? comma + 1 : "text";
+    int lv = -1;
+    if (n < sizeof level) {
+        memcpy(level, spec, n);
+        level[n] = '\0';
+        for (int i = 0; i < 5; i++) {
+            lv = !strcmp(level, levels[i]) ? KSF_LOG_ERROR + i : lv;
+        }
+    }
+    bool text = !strcmp(format, "text"), logfmt = !strcmp(format, "logfmt"),
+         json = !strcmp(format, "json");
+    if (lv < 0 || !(text || logfmt || json)) {
+        char q[260];
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "environment variable KSF_LOG %s: expected LEVEL[,FORMAT] with "
+                         "LEVEL error, warning, notice, info or debug and FORMAT text "
+                         "(the default), logfmt or json, e.g. KSF_LOG=debug,logfmt",
+                         quote(spec, q));
+    }
+    ksf_config_set_log(cfg, text ? ksf_log_stderr : NULL, NULL, (ksf_log_level)lv);
+    ksf_config_set_log_structured(cfg,
+                                  logfmt ? ksf_log_logfmt
+                                  : json ? ksf_log_jsonl
+                                         : NULL,
+                                  NULL, (ksf_log_level)lv);
+    return KSF_OK;
+}
+
 ksf_err
 ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei)
 {
+    if (!cfg) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_config_set_from_env: cfg is NULL");
+    }
+    const char *log = getenv("KSF_LOG");
+    if (log && *log) {
+        ksf_err e = set_log_from_env(cfg, log, ei);
+        if (e) {
+            return e;
+        }
+    }
     /* A restarted pod typically learns its identity from the environment (e.g. the
      * StatefulSet pod name), hence KSF_INSTANCE_ID beside KSF_BROKERS. */
     static const struct {
@@ -694,8 +756,20 @@ ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix)
     return join_id(cfg->client_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
 }
 
+/* glibc and musl set it from argv[0] before main (valgrind passes the program's). */
+extern char *program_invocation_short_name;
+
 char *
 ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix)
 {
-    return join_id(cfg->group_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
+    /* Servers of unrelated services must not share a consumer group: every member
+     * that joins or leaves stops them all for a rebalance (44 s on the embedded
+     * broker). Replicas of one service run one program; a NestJS peer that must
+     * share the group is named by setting group.id, as NestJS's groupId. */
+    const char *base = cfg->group_id;
+    if (!cfg->group_id_set && !strcmp(default_postfix, KSFI_SERVER_POSTFIX) &&
+        program_invocation_short_name && *program_invocation_short_name) {
+        base = program_invocation_short_name;
+    }
+    return join_id(base, cfg->postfix_id ? cfg->postfix_id : default_postfix);
 }

@@ -29,7 +29,8 @@ struct ksf_config {
     char *brokers;
     char *client_id;
     char *group_id;
-    char *postfix_id;        /* NULL: the role's default suffix */
+    bool group_id_set; /* group.id was set: servers then use it, else their program */
+    char *postfix_id;  /* NULL: the role's default suffix */
     char *group_instance_id; /* KIP-345 static membership; NULL: dynamic */
     int server_workers;
     int client_timeout_ms;
@@ -39,6 +40,8 @@ struct ksf_config {
     ksfi_wire_dialect client_wire_dialect;
     size_t message_max_bytes;
     int server_deadline_skew_ms;
+    int server_deferred_max;   /* deferred handlers awaiting their finish */
+    int broker_unreachable_ms; /* report unreachable brokers after this; 0: never */
     ksfi_policy_config policy; /* server.pattern.*, server.handler.*, server.event.* */
     ksfi_kprop *props; /* in the order set; a later set of the same key replaces */
     size_t nprops;
@@ -55,7 +58,8 @@ struct ksf_config {
  * (KSFI_SERVER_POSTFIX / KSFI_CLIENT_POSTFIX). Returns a new string or NULL on ENOMEM.
  */
 char *ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix);
-/* "<group.id><postfix>", likewise. */
+/* "<group.id><postfix>", likewise; a server (KSFI_SERVER_POSTFIX) whose group.id was
+ * not set uses its program's name instead of "nestjs-group" (docs/design.md). */
 char *ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix);
 
 #endif

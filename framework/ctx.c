@@ -50,6 +50,7 @@ ksfi_ctx_free(ksf_ctx *ctx)
     ksfi_free(ctx->raw);
     ksfi_free(ctx->key);
     ksfi_free(ctx->error_text);
+    json_decref(ctx->early_reply);
     pthread_mutex_destroy(&ctx->lock);
     rd_kafka_message_destroy(ctx->msg);
     ksfi_free(ctx);
@@ -309,6 +310,22 @@ prepare(ksf_ctx *ctx)
     return false;
 }
 
+/* The debug line of one handled message (KSF_LOG=debug). */
+static void
+log_handled(const ksf_ctx *ctx, ksf_err status)
+{
+    char part[16], off[24], us[24];
+    ksf_log_field f[] = {
+        {"topic", ctx->topic},
+        {"partition", KSFI_LOG_NUM(part, ctx->msg->partition)},
+        {"offset", KSFI_LOG_NUM(off, ctx->msg->offset)},
+        {"correlation_id", ctx->correlation_id ? ctx->correlation_id : ""},
+        {"status", ksf_strerror(status)},
+        {"handler_us", KSFI_LOG_NUM(us, ksfi_metrics_now_us() - ctx->started_us)}};
+    ksfi_logkv(&ctx->srv->log, KSF_LOG_DEBUG, "server", f, 6, "%s handled",
+               ctx->is_event ? "event" : "request");
+}
+
 /* Act on a handler's result (returned or finished); steals @p reply. */
 static ksf_err
 finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
@@ -328,6 +345,9 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         /* Deferred handlers included: their latency ends at ksf_ctx_finish. */
         ksfi_hist_observe(&ctx->handler->metrics->latency,
                           ksfi_metrics_now_us() - ctx->started_us);
+    }
+    if (ksfi_log_enabled(&srv->log, KSF_LOG_DEBUG)) {
+        log_handled(ctx, status);
     }
     if (late) {
         /* The caller already has the budget error: one answer per request. */
@@ -376,12 +396,30 @@ invoke(ksf_ctx *ctx)
         ksfi_scope_enter(NULL);
     }
     json_decref(data);
+    pthread_mutex_lock(&ctx->lock);
+    bool deferred = ctx->deferred, early = ctx->early;
+    ksf_err early_status = ctx->early_status;
+    json_t *early_reply = ctx->early_reply;
+    ctx->early_reply = NULL; /* `early` stays set: a second finish is refused */
+    pthread_mutex_unlock(&ctx->lock);
+    if (early) {
+        /* ksf_ctx_finish came before the handler returned: its result is the answer. */
+        if (status != KSF_DEFERRED) {
+            ksfi_log(&ctx->srv->log, KSF_LOG_WARNING, "server",
+                     "handler for %s called ksf_ctx_finish and then returned \"%s\" "
+                     "instead of ksf_ctx_defer(ctx); the finish's result is used",
+                     ctx->topic, ksf_strerror(status));
+        }
+        json_decref(reply);
+        finish_result(ctx, early_status, early_reply);
+        return;
+    }
     if (status == KSF_DEFERRED) {
-        pthread_mutex_lock(&ctx->lock);
-        bool deferred = ctx->deferred;
-        pthread_mutex_unlock(&ctx->lock);
         if (deferred) {
             json_decref(reply); /* the final reply comes with ksf_ctx_finish */
+            /* The handler is off the worker: its pattern's slot goes to the next
+             * message and the deferral counts against server.deferred.max instead. */
+            ksfi_dispatch_parked(ctx);
             return;
         }
         ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server",
@@ -417,6 +455,7 @@ ksfi_ctx_rerun(ksf_ctx *ctx)
     pthread_mutex_lock(&ctx->lock);
     ctx->phase = KSFI_CTX_RUNNING;
     ctx->deferred = false;
+    ctx->early = false;
     ksfi_free(ctx->error_text);
     ctx->error_text = NULL;
     pthread_mutex_unlock(&ctx->lock);
@@ -460,7 +499,9 @@ ksf_err
 ksf_ctx_defer(ksf_ctx *ctx)
 {
     pthread_mutex_lock(&ctx->lock);
-    if (ctx->phase == KSFI_CTX_RUNNING) {
+    /* After an early finish the result is already in: nothing is left to defer, and
+     * a second finish must still be refused. */
+    if (ctx->phase == KSFI_CTX_RUNNING && !ctx->early) {
         ctx->phase = KSFI_CTX_DEFERRED;
         ctx->deferred = true;
     }
@@ -473,7 +514,19 @@ ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply)
 {
     pthread_mutex_lock(&ctx->lock);
     bool deferred = ctx->phase == KSFI_CTX_DEFERRED;
+    /* Before the handler returned (and maybe before it called ksf_ctx_defer: the
+     * thread it handed the work to can be quicker): keep the result for invoke(),
+     * which acts on it when the handler returns. */
+    bool early = ctx->phase == KSFI_CTX_RUNNING && !ctx->early;
+    if (early) {
+        ctx->early = true;
+        ctx->early_status = status;
+        ctx->early_reply = reply;
+    }
     pthread_mutex_unlock(&ctx->lock);
+    if (early) {
+        return KSF_OK;
+    }
     if (!deferred) {
         json_decref(reply);
         return KSF_ESTATE;

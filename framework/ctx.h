@@ -40,6 +40,12 @@ struct ksf_ctx {
     ksfi_ctx_phase phase;
     bool deferred; /* ksf_ctx_defer was called (never cleared) */
     bool ended;    /* the final (or error) reply was sent: later replies are refused */
+    /* ksf_ctx_finish came while the handler still ran (e.g. from the thread it handed
+     * the work to, before `return ksf_ctx_defer(ctx)`): its result, acted on when the
+     * handler returns. */
+    bool early;
+    ksf_err early_status;
+    json_t *early_reply;
     void *raw;
     size_t raw_len;
     bool has_raw;
@@ -58,12 +64,14 @@ struct ksf_ctx {
     bool started;
     bool done;
     /* Isolation and retries (dispatch.c, retry.c), guarded by the dispatcher's lock. */
-    bool slot;       /* holds one of its pattern's concurrency slots */
-    bool holding;    /* holds its partition: a failed event awaiting its retry */
-    bool throttled;  /* waited for a slot (counted once) */
-    bool abandoned;  /* a retry given up at revoke or stop: never stored */
-    int retry_state; /* KSFI_RETRY_* of dispatch.h */
-    int retry_kind;  /* what to do when due (retry.h) */
+    bool slot;      /* holds one of its pattern's concurrency slots */
+    bool holding;   /* holds its partition: a failed event awaiting its retry */
+    bool throttled; /* waited for a slot (counted once) */
+    bool parked; /* deferred after its handler returned: counts in server.deferred.max */
+    bool handler_done; /* ksfi_dispatch_handler_done ran */
+    bool abandoned;    /* a retry given up at revoke or stop: never stored */
+    int retry_state;   /* KSFI_RETRY_* of dispatch.h */
+    int retry_kind;    /* what to do when due (retry.h) */
     int64_t retry_at_ms;
     ksf_ctx *retry_next;  /* the partition's list of due retries */
     int64_t budget_at_ms; /* the time budget's deadline (monotonic ms); 0: none */

@@ -72,6 +72,10 @@ struct ksfi_dispatch {
     int workers;
     size_t npatterns;
     uint64_t throttled;
+    /* Deferred contexts whose handler returned and whose finish has not come: they
+     * hold no worker and no pattern slot, only memory, so they have their own bound
+     * (server.deferred.max); at it, no new handler starts until one finishes. */
+    int parked, parked_max;
     pthread_cond_t watch; /* CLOCK_MONOTONIC: a budget was armed or a retry scheduled */
     pthread_t watcher;
     int64_t watch_next; /* when the sleeping watch thread wakes; 0 while it scans */
@@ -86,6 +90,7 @@ ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg)
         return KSF_ENOMEM;
     }
     d->log = lg;
+    d->parked_max = INT_MAX;
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->work, NULL);
     pthread_cond_init(&d->idle, NULL);
@@ -200,12 +205,13 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
     return p;
 }
 
-/* May @p p start its next message: one is queued, no retry holds the partition and
- * the pattern has a free slot? */
+/* May @p p start its next message: one is queued, no retry holds the partition, the
+ * pattern has a free slot and the server is below server.deferred.max? */
 static bool
-can_start(const ksfi_part *p)
+can_start(const ksfi_dispatch *d, const ksfi_part *p)
 {
-    return p->next_run && !p->held && p->pat->active < p->pat->limit;
+    return p->next_run && !p->held && p->pat->active < p->pat->limit &&
+           d->parked < d->parked_max;
 }
 
 static void
@@ -214,7 +220,7 @@ make_ready(ksfi_dispatch *d, ksfi_part *p)
     if (p->in_ready || p->busy || !p->assigned || d->stopping) {
         return;
     }
-    if (!p->due_head && !can_start(p)) {
+    if (!p->due_head && !can_start(d, p)) {
         if (p->next_run && !p->held && !p->next_run->throttled) {
             p->next_run->throttled = true; /* waits for its pattern's limit */
             d->throttled++;
@@ -348,6 +354,30 @@ release_slot(ksfi_dispatch *d, ksf_ctx *ctx)
 }
 
 void
+ksfi_dispatch_set_deferred_max(ksfi_dispatch *d, int max)
+{
+    pthread_mutex_lock(&d->lock);
+    d->parked_max = max > 0 ? max : INT_MAX;
+    pthread_mutex_unlock(&d->lock);
+}
+
+void
+ksfi_dispatch_parked(ksf_ctx *ctx)
+{
+    if (!ctx->part) {
+        return;
+    }
+    ksfi_dispatch *d = ctx->dispatch;
+    pthread_mutex_lock(&d->lock);
+    if (!ctx->handler_done && !ctx->parked) { /* else the finish came first */
+        release_slot(d, ctx);
+        ctx->parked = true;
+        d->parked++;
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+void
 ksfi_dispatch_handler_done(ksf_ctx *ctx)
 {
     if (!ctx->part) {
@@ -356,6 +386,15 @@ ksfi_dispatch_handler_done(ksf_ctx *ctx)
     ksfi_dispatch *d = ctx->dispatch;
     pthread_mutex_lock(&d->lock);
     release_slot(d, ctx);
+    ctx->handler_done = true;
+    if (ctx->parked) {
+        ctx->parked = false;
+        if (d->parked-- == d->parked_max) {
+            for (size_t i = 0; i < d->nparts; i++) { /* every pattern waited */
+                make_ready(d, d->parts[i]);
+            }
+        }
+    }
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -399,7 +438,7 @@ ksfi_dispatch_done(ksf_ctx *ctx)
 /* The next context @p p may run (a due retry first), marked started; NULL when none
  * (its pattern filled up since it became ready). Lock held. */
 static ksf_ctx *
-take_next(ksfi_part *p, bool *retry)
+take_next(const ksfi_dispatch *d, ksfi_part *p, bool *retry)
 {
     ksf_ctx *c = p->due_head;
     if (c) {
@@ -411,7 +450,7 @@ take_next(ksfi_part *p, bool *retry)
         *retry = true;
         return c;
     }
-    if (!can_start(p)) {
+    if (!can_start(d, p)) {
         return NULL;
     }
     c = p->next_run;
@@ -445,7 +484,7 @@ worker_main(void *arg)
         }
         p->in_ready = false;
         bool retry = false;
-        ksf_ctx *c = take_next(p, &retry);
+        ksf_ctx *c = take_next(d, p, &retry);
         if (!c) {
             continue; /* made ready again when a slot frees */
         }
@@ -463,7 +502,7 @@ worker_main(void *arg)
             }
             pthread_mutex_lock(&d->lock);
             pthread_cond_broadcast(&d->idle);
-            c = !d->ready_head && !d->stopping ? take_next(p, &retry) : NULL;
+            c = !d->ready_head && !d->stopping ? take_next(d, p, &retry) : NULL;
         }
         p->busy = false;
         make_ready(d, p);

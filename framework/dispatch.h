@@ -88,6 +88,15 @@ size_t ksfi_dispatch_queued_high(ksfi_dispatch *d);
  * be on its way to the broker. Idempotent. Threads: any. */
 void ksfi_dispatch_handler_done(ksf_ctx *ctx);
 
+/* @p ctx's handler returned after ksf_ctx_defer: give its pattern's slot to the next
+ * message and count it against the deferred limit until its finish
+ * (ksfi_dispatch_handler_done). A no-op when the finish already came. Threads: any. */
+void ksfi_dispatch_parked(ksf_ctx *ctx);
+
+/* At most @p max deferred contexts waiting for their finish (server.deferred.max);
+ * before start. 0: no limit. */
+void ksfi_dispatch_set_deferred_max(ksfi_dispatch *d, int max);
+
 /* @p ctx is complete: its offset may be stored. Called once per context. */
 void ksfi_dispatch_done(ksf_ctx *ctx);
 

@@ -4,6 +4,8 @@
 #include "clock.h"
 #include "errinfo.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -60,6 +62,38 @@ conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, ksf_errinfo 
     return KSF_OK;
 }
 
+/* Was librdkafka property @p key set for consumers (kafka.* or consumer.*)? */
+static const char *
+consumer_prop(const ksf_config *cfg, const char *key)
+{
+    const char *v = NULL;
+    for (size_t i = 0; i < cfg->nprops; i++) {
+        if (cfg->props[i].role != KSF_KAFKA_PRODUCER && !strcmp(cfg->props[i].key, key)) {
+            v = cfg->props[i].value;
+        }
+    }
+    return v;
+}
+
+/* A session timeout set without a heartbeat interval brings the heartbeat down to a
+ * third of it when librdkafka's 3000 ms would be more (Kafka's advice; below that a
+ * member can miss its session after two lost heartbeats). */
+static ksf_err
+pair_heartbeat(const ksf_config *cfg, rd_kafka_conf_t *conf, ksf_errinfo *ei)
+{
+    const char *session = consumer_prop(cfg, "session.timeout.ms");
+    if (!session || consumer_prop(cfg, "heartbeat.interval.ms")) {
+        return KSF_OK;
+    }
+    long third = strtol(session, NULL, 10) / 3;
+    if (third >= 3000 || third < 1) {
+        return KSF_OK;
+    }
+    char v[24];
+    snprintf(v, sizeof v, "%ld", third);
+    return conf_set(conf, "heartbeat.interval.ms", v, ei);
+}
+
 ksf_err
 ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *client_id,
                 const char *group_id, rd_kafka_conf_t **out, ksf_errinfo *ei)
@@ -97,6 +131,9 @@ ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *client_i
                 goto fail;
             }
         }
+    }
+    if (role == KSF_KAFKA_CONSUMER && (e = pair_heartbeat(cfg, conf, ei))) {
+        goto fail;
     }
     rd_kafka_conf_set_log_cb(conf, log_cb);
     *out = conf;

@@ -4,6 +4,8 @@
  */
 #include "server.h"
 
+#include "reach.h"
+
 #include "alloc.h"
 #include "clock.h"
 #include "ctx.h"
@@ -720,9 +722,18 @@ start(ksf_server *srv, ksf_errinfo *ei)
     srv->watcher_started = true;
     ksfi_dispatch_set_policy(srv->dispatch, &srv->cfg->policy, srv->cfg->server_workers,
                              srv->nhandlers + srv->nextra);
+    ksfi_dispatch_set_deferred_max(srv->dispatch, srv->cfg->server_deferred_max);
     if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers, srv->consumer,
                                  ei))) {
         return e;
+    }
+    /* A wrong address or a broker that is not up is reported now, not never: the
+     * consumer would retry quietly while run waits for a group join. */
+    e = ksfi_reach_brokers(srv->consumer, srv->cfg, srv->cfg->broker_unreachable_ms,
+                           &srv->stop_requested, ei);
+    if (e) {
+        srv->commit_wait_ms = KSFI_GONE_WAIT_MS; /* nothing to commit, nobody to tell */
+        return e == KSF_ECLOSED ? KSF_OK : e;
     }
     return subscribe(srv, ei);
 }

@@ -323,8 +323,9 @@ START_TEST(test_config_unknown_key)
 {
     assert_refuses(
         "brokerz", "x", KSF_ENOENT,
-        "unknown configuration key \"brokerz\"; expected brokers, client.id, "
-        "group.id, group.instance.id, postfix.id, server.workers, client.timeout.ms, "
+        "unknown configuration key \"brokerz\"; expected brokers, "
+        "broker.unreachable.timeout.ms, client.id, group.id, group.instance.id, "
+        "postfix.id, server.workers, server.deferred.max, client.timeout.ms, "
         "client.max.in.flight, client.reply.provider, client.reply.partition, "
         "client.wire.dialect, message.max.bytes, or "
         "kafka./consumer./producer.<librdkafka property>");
@@ -504,6 +505,11 @@ assert_names(ksf_config *cfg, const char *server_client, const char *server_grou
 START_TEST(test_config_nestjs_names)
 {
     ksf_config *cfg = new_config();
+    /* Unset, a server's group is its program's (unrelated services stay apart); a
+     * client's is NestJS's default. */
+    assert_names(cfg, "nestjs-consumer-server", "test_config-server",
+                 "nestjs-consumer-client", "nestjs-group-client");
+    ksf_config_set(cfg, "group.id", "nestjs-group", NULL); /* share it with NestJS */
     assert_names(cfg, "nestjs-consumer-server", "nestjs-group-server",
                  "nestjs-consumer-client", "nestjs-group-client");
     ksf_config_set(cfg, "client.id", "hero", NULL);

@@ -100,6 +100,7 @@ typedef struct sender sender;
 typedef struct req {
     sender *s;
     uint32_t seq;
+    int64_t sent_ms; /* when ksf_client_send was called */
 } req;
 
 struct sender {
@@ -112,8 +113,9 @@ struct sender {
     atomic_uint coordinator_errors; /* injected errors its membership received */
     atomic_uint sent, ok, failed, bad_value, enopart, send_errors, partition_changes;
     atomic_int partition; /* advertised partition seen in replies; -1 before */
-    atomic_llong first_ok_ms, max_enopart_ms;
+    atomic_llong first_ok_ms, max_enopart_ms, first_enopart_ms;
     atomic_uchar seen[MAX_REQ];
+    atomic_uchar refused[MAX_REQ]; /* failed with KSF_ENOPARTITION: never produced */
     req reqs[MAX_REQ];
     pthread_mutex_t m; /* guards the texts */
     char enopart_text[512], error_text[512];
@@ -139,6 +141,8 @@ sink(void *user, ksf_log_level level, const char *component, const char *message
     }
 }
 
+static void note_failure(sender *s, ksf_err e, const char *text, int64_t sent_ms);
+
 static void
 on_reply(const ksf_reply *r, void *user)
 {
@@ -147,6 +151,12 @@ on_reply(const ksf_reply *r, void *user)
     const json_t *seq =
         r->value ? json_object_get(json_object_get(r->value, "d"), "s") : NULL;
     const json_t *p = r->value ? json_object_get(r->value, "p") : NULL;
+    if (r->err == KSF_ENOPARTITION) {
+        /* send never waits: a member with no reply partition learns it here. */
+        atomic_store(&s->refused[q->seq], 1);
+        note_failure(s, r->err, r->text, q->sent_ms);
+        return;
+    }
     if (r->err != KSF_OK) {
         atomic_fetch_add(&s->failed, 1);
         pthread_mutex_lock(&s->m);
@@ -179,14 +189,20 @@ in_flight(sender *s)
 }
 
 static void
-note_failure(sender *s, ksf_err e, const char *text, int64_t took_ms)
+note_failure(sender *s, ksf_err e, const char *text, int64_t sent_ms)
 {
+    int64_t took_ms = ksft_now_ms() - sent_ms;
     pthread_mutex_lock(&s->m);
     if (e == KSF_ENOPARTITION) {
         atomic_fetch_add(&s->enopart, 1);
         snprintf(s->enopart_text, sizeof s->enopart_text, "%s", text);
-        /* The first waited for the group's first assignment; the rest must be fast. */
-        if (atomic_load(&s->enopart) > 1 && took_ms > atomic_load(&s->max_enopart_ms)) {
+        /* Those sent before the first answer waited for the group's first assignment
+         * (together: send does not wait, the sender thread does); the rest must be
+         * fast. */
+        long long zero = 0;
+        atomic_compare_exchange_strong(&s->first_enopart_ms, &zero, ksft_now_ms());
+        if (sent_ms > atomic_load(&s->first_enopart_ms) &&
+            took_ms > atomic_load(&s->max_enopart_ms)) {
             atomic_store(&s->max_enopart_ms, took_ms);
         }
     } else {
@@ -210,7 +226,7 @@ sender_main(void *arg)
             sleep_ms(2);
             continue;
         }
-        s->reqs[seq] = (req){s, seq};
+        s->reqs[seq] = (req){s, seq, ksft_now_ms()};
         json_t *data = json_pack("{s:s, s:i}", "c", s->name, "s", (int)seq);
         ksf_errinfo ei = {0};
         int64_t t0 = ksft_now_ms();
@@ -220,7 +236,7 @@ sender_main(void *arg)
         if (e == KSF_OK) {
             atomic_fetch_add(&s->sent, 1);
         } else {
-            note_failure(s, e, ei.text, ksft_now_ms() - t0);
+            note_failure(s, e, ei.text, t0);
         }
         sleep_ms(SEND_GAP_MS);
     }
@@ -411,15 +427,20 @@ child_kill(child *c)
  */
 
 typedef struct tally {
-    unsigned sent, lost, dup;
+    unsigned sent, lost, dup; /* sent: requests produced (not refused) */
 } tally;
 
 static tally
 count(sender *s)
 {
-    tally t = {atomic_load(&s->sent), 0, 0};
-    for (unsigned i = 0; i < t.sent; i++) {
+    tally t = {0, 0, 0};
+    unsigned sent = atomic_load(&s->sent);
+    for (unsigned i = 0; i < sent; i++) {
         unsigned char n = atomic_load(&s->seen[i]);
+        if (atomic_load(&s->refused[i])) {
+            continue; /* KSF_ENOPARTITION through the callback: never produced */
+        }
+        t.sent++;
         t.lost += n == 0;
         t.dup += n > 1 ? n - 1u : 0u;
     }
@@ -571,7 +592,9 @@ START_TEST(test_reply_group_storm)
         "of reply group " GROUP " share it, so this client has none; it gets "
         "one as soon as a member leaves (run at most 4 instances, or add "
         "partitions).");
-    ck_assert_int_lt(atomic_load(&v[E]->max_enopart_ms), 100);
+    /* Fast, not a group join: a request queued while the sender thread is busy with
+     * an earlier one waits for that one too (109 ms seen once under load). */
+    ck_assert_int_lt(atomic_load(&v[E]->max_enopart_ms), 250);
     /* The injected errors reached the memberships (E's first JoinGroup took one). */
     if (ksft_broker_is_mock(b)) {
         ck_assert_uint_ge(atomic_load(&v[E]->coordinator_errors), 1);

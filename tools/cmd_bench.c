@@ -9,6 +9,7 @@
 #include "commands.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +24,22 @@ enum {
     EXIT_OK = 0,
     EXIT_FAILED = 1, /* some requests failed or timed out */
     EXIT_USAGE = 2,
-    EXIT_KAFKA = 4, /* could not connect or create the client */
+    EXIT_KAFKA = 4,         /* could not connect or create the client */
+    EXIT_INTERRUPTED = 130, /* SIGINT or SIGTERM: the report covers what was measured */
 };
+
+/* After an interrupt, how long lanes may take to bring their requests home. */
+#define DRAIN_MS 2000
+
+/* Set by SIGINT/SIGTERM while the lanes run. */
+static volatile sig_atomic_t interrupted;
+
+static void
+on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
 
 #define MAX_CONCURRENCY 100000
 #define CONNECT_TIMEOUT_MS 30000
@@ -63,6 +78,7 @@ struct bench {
     pthread_mutex_t m;     /* guards everything below */
     pthread_cond_t c;      /* a lane stopped */
     long issued, done, ok, errors, timeouts;
+    bool stopping;    /* interrupted: lanes stop as their requests come back */
     int active;       /* lanes with a request in flight */
     uint32_t *lat_us; /* one latency per completion */
     size_t nlat, caplat;
@@ -126,7 +142,9 @@ usage(FILE *out)
         "KSF_BENCH_T0_US holds the wall-clock start in microseconds (set by harnesses\n"
         "such as bench/run), else from the start of ksf bench's main.\n\n"
         "Exit status: 0 every request succeeded, 1 some failed or timed out,\n"
-        "2 usage error, 4 client creation or connection failed.\n",
+        "2 usage error, 4 client creation or connection failed, 130 interrupted\n"
+        "(SIGINT or SIGTERM while running: the report covers what was measured, plus\n"
+        "what came back within 2 s).\n",
         MAX_CONCURRENCY);
 }
 
@@ -315,7 +333,7 @@ record(bench *b, lane *l, ksf_err err, const char *text)
     if (b->nlat < b->caplat) {
         b->lat_us[b->nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     }
-    bool more = b->o->count ? b->issued < b->o->count : now < b->end_ns;
+    bool more = !b->stopping && (b->o->count ? b->issued < b->o->count : now < b->end_ns);
     if (more) {
         b->issued++;
     } else {
@@ -399,8 +417,24 @@ run_lanes(bench *b)
         issue(&b->lanes[i]);
     }
     pthread_mutex_lock(&b->m);
-    int64_t next_progress = mono_ns() + 1000000000;
+    int64_t next_progress = mono_ns() + 1000000000, drain_until = 0;
     while (b->active > 0) {
+        if (interrupted && !b->stopping) {
+            /* Stop issuing; what comes back within DRAIN_MS is counted too. */
+            b->stopping = true;
+            b->end_ns = mono_ns();
+            drain_until = b->end_ns + (int64_t)DRAIN_MS * 1000000;
+            fprintf(stderr,
+                    "\nksf bench: interrupted after %.1f s; waiting up to %d ms for the "
+                    "%d request(s) in flight, then reporting\n",
+                    (double)(b->end_ns - b->t0_ns) / 1e9, DRAIN_MS, b->active);
+        }
+        if (b->stopping && mono_ns() >= drain_until) {
+            fprintf(stderr,
+                    "ksf bench: %d request(s) still in flight are not in the report\n",
+                    b->active);
+            break;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 200 * 1000000;
@@ -512,9 +546,21 @@ bench_run(bench *b, int64_t start_us)
     int64_t start_mono_ns = c0 - (c0_real_us - start_us) * 1000;
     fprintf(stderr, "ksf bench: connected in %.1f ms; running\n", connect_ms);
     double cpu0 = cpu_ms_now();
+    struct sigaction sa = {.sa_handler = on_interrupt}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int); /* during the run only: a report is due then */
+    sigaction(SIGTERM, &sa, &old_term);
     run_lanes(b);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     b->cpu_ms = cpu_ms_now() - cpu0;
+    pthread_mutex_lock(&b->m); /* after an interrupt, late replies may still come */
+    bool stopped = b->stopping;
     report(b, connect_ms, (double)(b->first_done_ns - start_mono_ns) / 1e6);
+    pthread_mutex_unlock(&b->m);
+    if (stopped) {
+        return EXIT_INTERRUPTED;
+    }
     if (b->o->idle_s > 0) {
         struct timespec ts = {
             (time_t)b->o->idle_s,
@@ -566,7 +612,9 @@ ksf_cmd_bench(int argc, char **argv)
         snprintf(inflight, sizeof inflight, "%d", o.concurrency);
         ksf_config_set(o.cfg, "client.max.in.flight", inflight, NULL);
     }
-    ksf_config_set_log(o.cfg, o.verbose ? ksf_log_stderr : NULL, NULL, KSF_LOG_INFO);
+    if (o.verbose) { /* else silent, or what KSF_LOG says */
+        ksf_config_set_log(o.cfg, ksf_log_stderr, NULL, KSF_LOG_INFO);
+    }
     if (!(b.data = payload(o.json))) {
         rc = usage_error("cannot read the payload");
         goto done;

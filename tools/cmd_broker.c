@@ -18,6 +18,8 @@
 
 #include "broker_relay.h"
 
+#include <ksf/ksf.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -265,13 +267,34 @@ typedef struct broker {
     char mock_address[64];
 } broker;
 
+/* librdkafka's log_level for KSF_LOG (checked by ksf_config_set_from_env): "3" when
+ * unset. */
+static const char *
+env_log_level(void)
+{
+    static const char *const names[][2] = {
+        {"error", "3"}, {"warning", "4"}, {"notice", "5"}, {"info", "6"}, {"debug", "7"}};
+    const char *spec = getenv("KSF_LOG");
+    for (size_t i = 0; spec && i < sizeof names / sizeof names[0]; i++) {
+        size_t n = strlen(names[i][0]);
+        if (!strncmp(spec, names[i][0], n) && (spec[n] == '\0' || spec[n] == ',')) {
+            return names[i][1];
+        }
+    }
+    return "3";
+}
+
 static int
 broker_start(broker *b)
 {
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* The host handle never connects anywhere; only mock errors are worth showing. */
-    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+    /* The host handle never connects anywhere; only mock errors are worth showing,
+     * unless KSF_LOG asks for more (debug: the mock's line per request). */
+    rd_kafka_conf_set(conf, "log_level", env_log_level(), err, sizeof err);
+    if (!strcmp(env_log_level(), "7")) {
+        rd_kafka_conf_set(conf, "debug", "mock", err, sizeof err);
+    }
     b->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!b->rk) {
         rd_kafka_conf_destroy(conf);
@@ -327,12 +350,17 @@ announce(const char *address, bool front)
 {
     printf("%s\n", address);
     fflush(stdout);
-    fprintf(stderr,
-            "ksf broker: development broker (librdkafka mock cluster, in memory, NOT for "
-            "production) listening on %s%s.\n"
-            "ksf broker: point a service at it with KSF_BROKERS=%s (or --brokers %s); "
-            "stop it with Ctrl-C or SIGTERM.\n",
-            address, front ? " (relayed to the mock)" : "", address, address);
+    fprintf(
+        stderr,
+        "ksf broker: development broker (librdkafka mock cluster, in memory, NOT for "
+        "production) listening on %s%s.\n"
+        "ksf broker: point a service at it with KSF_BROKERS=%s (or --brokers %s); "
+        "stop it with Ctrl-C or SIGTERM.\n"
+        "ksf broker: it never wakes a waiting fetch and a rebalance takes the session "
+        "timeout - 1 s, so its clients want: ksf --set consumer.fetch.wait.max.ms=5 "
+        "--set consumer.session.timeout.ms=6000; kafkajs/NestJS consumer: "
+        "{ maxWaitTimeInMs: 5, sessionTimeout: 6000 } (else about 5 s per reply).\n",
+        address, front ? " (relayed to the mock)" : "", address, address);
 }
 
 /* Waits for SIGINT/SIGTERM. */
@@ -390,6 +418,13 @@ ksf_cmd_broker(int argc, char **argv)
         return 1;
     }
     int rc = parse_flags(o, argc, argv);
+    ksf_config *env = NULL;
+    ksf_errinfo ei = {0};
+    if (rc < 0 && (ksf_config_new(&env) || ksf_config_set_from_env(env, &ei))) {
+        fprintf(stderr, "ksf broker: %s\n", ei.text); /* a bad KSF_LOG or KSF_BROKERS */
+        rc = 2;
+    }
+    ksf_config_destroy(env);
     if (rc < 0) {
         if (install_signals() != 0) {
             fprintf(stderr, "ksf broker: cannot install signal handlers: %s\n",

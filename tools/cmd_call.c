@@ -30,6 +30,7 @@ typedef struct call_opts {
     json_t *headers;
     ksf_config *cfg;
     bool verbose;
+    bool raw; /* --raw: JSON is text, sent as it is */
 } call_opts;
 
 static void
@@ -39,9 +40,10 @@ usage(FILE *out, bool emit)
     fprintf(out,
             "Usage: ksf %s PATTERN [JSON|-] [OPTIONS]\n\n"
             "%s\n\n"
-            "JSON is parsed as JSON when it parses (objects, arrays, numbers, strings,\n"
-            "true/false/null), otherwise it is sent as a plain string; '-' reads stdin.\n"
-            "Without JSON the message has a null value.\n\n"
+            "JSON must be valid JSON (objects, arrays, numbers, \"strings\",\n"
+            "true/false/null); anything else is refused (exit 2) unless --raw is given,\n"
+            "which sends the text as it is (a NestJS handler sees a string). '-' reads\n"
+            "stdin. Without JSON the message has a null value.\n\n"
             "Options:\n"
             "  --brokers B        host:port[,host:port] (default: KSF_BROKERS, else\n"
             "                     localhost:9092)\n"
@@ -52,7 +54,10 @@ usage(FILE *out, bool emit)
             "                     or --set kafka.security.protocol=ssl (repeatable);\n"
             "                     replies come to client.reply.partition (0) unless\n"
             "                     --set client.reply.provider=group\n"
-            "  -v, --verbose      log ksf and librdkafka messages to stderr\n"
+            "  --raw              send JSON's text as it is, not parsed\n"
+            "  -v, --verbose      log ksf and librdkafka messages (debug level, one\n"
+            "                     line per message) and a summary line to stderr;\n"
+            "                     KSF_LOG=level[,text|logfmt|json] also sets logging\n"
             "  -h, --help         this text\n\n"
             "Exit status:\n"
             "  0  success%s\n"
@@ -140,6 +145,8 @@ parse_args(int argc, char **argv, call_opts *o)
             return EXIT_OK;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o->verbose = true;
+        } else if (!strcmp(a, "--raw")) {
+            o->raw = true;
         } else if ((v = flag_value(argc, argv, &i, "--brokers"))) {
             if (ksf_config_set(o->cfg, "brokers", v, &ei) != KSF_OK) {
                 return usage_error(cmd, "%s", ei.text);
@@ -216,24 +223,38 @@ read_stdin(void)
     return buf;
 }
 
-/* The payload: JSON when it parses, else the text as a string; NULL text: null. */
+/* The payload: @p text as JSON (as a string with --raw); NULL text: null. Invalid JSON
+ * is a usage error: sending it as a string silently hid typos like {id:1}. Returns
+ * NULL after printing the error. */
 static json_t *
-payload(const char *text)
+payload(const char *cmd, const char *text, bool raw)
 {
     if (!text) {
         return json_null();
     }
     char *in = !strcmp(text, "-") ? read_stdin() : NULL;
-    const char *s = in ? in : text;
-    json_t *v = json_loads(s, JSON_DECODE_ANY, NULL);
-    if (!v && in) {
-        size_t n = strlen(in);
-        while (n && (in[n - 1] == '\n' || in[n - 1] == '\r')) {
-            in[--n] = '\0'; /* `echo text | ksf call p -` sends "text" */
-        }
+    if (!strcmp(text, "-") && !in) {
+        usage_error(cmd, "%s", "cannot read the payload from stdin");
+        return NULL;
     }
-    if (!v) {
+    const char *s = in ? in : text;
+    json_t *v = NULL;
+    if (raw) {
+        size_t n = strlen(s);
+        while (in && n && (in[n - 1] == '\n' || in[n - 1] == '\r')) {
+            in[--n] = '\0'; /* `echo text | ksf call p - --raw` sends "text" */
+        }
         v = json_string(s);
+    } else {
+        json_error_t err;
+        v = json_loads(s, JSON_DECODE_ANY, &err);
+        if (!v) {
+            usage_error(cmd,
+                        "the payload is not valid JSON (%s, at line %d column %d); "
+                        "quote a string as '\"%.40s\"', or pass --raw to send the text "
+                        "as it is",
+                        err.text, err.line, err.column, s);
+        }
     }
     free(in);
     return v;
@@ -315,6 +336,13 @@ exit_code(ksf_err e)
     }
 }
 
+static long long
+ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (long long)(b->tv_sec - a->tv_sec) * 1000 +
+           (b->tv_nsec - a->tv_nsec) / 1000000;
+}
+
 /* Send (or emit) and wait for the outcome; returns the exit code. */
 static int
 run(call_opts *o, ksf_client *cli, json_t *data, call_state *st)
@@ -326,8 +354,16 @@ run(call_opts *o, ksf_client *cli, json_t *data, call_state *st)
                         .key_len = o->key ? strlen(o->key) : 0,
                         .headers = o->headers,
                         .flags = KSF_SEND_STREAM};
-    /* Reach the brokers first, so "unreachable" (4) is not reported as a timeout (3). */
-    ksf_err e = ksf_client_connect(cli, o->timeout_ms, &ei);
+    struct timespec t0, connected, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Reach the brokers and the reply partition first, so "unreachable" or "no reply
+     * partition" (4) are not reported as a timeout (3). */
+    ksf_err e =
+        o->emit ? KSF_OK : ksf_client_subscribe_to_response_of(cli, o->pattern, &ei);
+    if (!e) {
+        e = ksf_client_connect(cli, o->timeout_ms, &ei);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &connected);
     if (!e) {
         e = o->emit ? ksf_client_emit(cli, o->pattern, data, &so, on_emitted, st, &ei)
                     : ksf_client_send(cli, o->pattern, data, &so, on_reply, st, &ei);
@@ -357,6 +393,15 @@ run(call_opts *o, ksf_client *cli, json_t *data, call_state *st)
     bool done = st->done;
     ksf_err err = st->err;
     pthread_mutex_unlock(&st->m);
+    if (o->verbose) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        fprintf(stderr, "ksf %s: %s: %s after %lld ms (%lld ms connecting)\n", cmd,
+                o->pattern,
+                !done  ? "no outcome"
+                : !err ? (o->emit ? "acknowledged" : "answered")
+                       : ksf_strerror(err),
+                ms_between(&t0, &now), ms_between(&t0, &connected));
+    }
     if (!done) {
         fprintf(stderr, "ksf %s: timed out: no delivery report within %d ms\n", cmd,
                 o->timeout_ms);
@@ -396,9 +441,12 @@ call_main(int argc, char **argv, bool emit)
     if ((rc = parse_args(argc, argv, &o)) >= 0) {
         goto done;
     }
-    ksf_config_set_log(o.cfg, o.verbose ? ksf_log_stderr : NULL, NULL, KSF_LOG_INFO);
-    if (!(data = payload(o.json))) {
-        rc = usage_error(argv[0], "%s", "cannot read the payload");
+    if (o.verbose) { /* else silent, or what KSF_LOG says */
+        ksf_config_set_log(o.cfg, ksf_log_stderr, NULL, KSF_LOG_DEBUG);
+        ksf_config_set_log_structured(o.cfg, NULL, NULL, KSF_LOG_DEBUG);
+    }
+    if (!(data = payload(argv[0], o.json, o.raw))) {
+        rc = EXIT_USAGE;
         goto done;
     }
     if (ksf_client_new(&cli, o.cfg, &ei) != KSF_OK) {

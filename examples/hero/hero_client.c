@@ -75,11 +75,14 @@ main(int argc, char **argv)
     ksf_config *cfg = NULL;
     ksf_client *cli = NULL;
     ksf_err e;
-    if ((e = ksf_config_new(&cfg)) || (e = ksf_config_set_from_env(cfg, &ei))) {
+    if ((e = ksf_config_new(&cfg))) {
+        fatal("configuration", e);
+    }
+    ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_ERROR); /* KSF_LOG overrides */
+    if ((e = ksf_config_set_from_env(cfg, &ei))) {
         fatal("configuration", e);
     }
     int timeout_ms = parse_flags(argc, argv, cfg);
-    ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_ERROR);
     if ((e = ksf_client_new(&cli, cfg, &ei))) {
         fatal("client", e);
     }

@@ -119,11 +119,12 @@ main(int argc, char **argv)
     if (e) {
         fatal("config", e);
     }
+    /* Warnings as logfmt unless KSF_LOG says otherwise (e.g. KSF_LOG=debug). */
+    ksf_config_set_log_structured(cfg, ksf_log_logfmt, NULL, KSF_LOG_WARNING);
     if ((e = ksf_config_set_from_env(cfg, &ei))) {
         fatal("environment", e);
     }
     parse_flags(cfg, argc, argv);
-    ksf_config_set_log_structured(cfg, ksf_log_logfmt, NULL, KSF_LOG_WARNING);
     if ((e = ksf_server_new(&srv, cfg, &ei))) {
         fatal("creating the server", e);
     }

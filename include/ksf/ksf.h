@@ -181,8 +181,12 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *
  * Keys accepted by ksf_config_set() (defaults in brackets):
  * - "brokers"               host:port[,host:port...]                   [localhost:9092]
+ * - "broker.unreachable.timeout.ms" how long run, connect and the first sends wait
+ *                           for any broker to answer before they fail with KSF_EKAFKA
+ *                           naming the addresses, 0..86400000; 0: for ever [5000]
  * - "client.id"             NestJS client.clientId, before the suffix  [nestjs-consumer]
- * - "group.id"              NestJS consumer.groupId, before the suffix [nestjs-group]
+ * - "group.id"              NestJS consumer.groupId, before the suffix [nestjs-group;
+ *                           a server's program name when unset: docs/design.md]
  * - "postfix.id"            suffix for both ids; "" for none  [-server / -client by role]
  * - "group.instance.id"     static membership (KIP-345): this instance's id, 1..249 of
  *                           A-Z a-z 0-9 . _ - ; "" for none            [none]
@@ -217,6 +221,8 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *                           marker). Servers need no setting: they read both forms and
  *                           echo the id byte for byte (docs/interop-spring.md) [nestjs]
  * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
+ * - "server.deferred.max"   deferred handlers waiting for ksf_ctx_finish,
+ *                           1..1000000; at the limit no new handler starts [10000]
  * - "server.pattern.concurrency" handlers of one pattern started and unfinished at
  *                           once, 0..1024; 0: all workers but one when the server has
  *                           >= 2 patterns and >= 2 workers, else all    [0]
@@ -286,9 +292,13 @@ KSF_API ksf_err ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role,
 
 /**
  * Apply the environment: KSF_BROKERS, when set and non-empty, becomes "brokers", and
- * KSF_INSTANCE_ID "group.instance.id" (e.g. a StatefulSet pod's name).
- * Tools and examples call this before parsing their flags, so flags win.
- * Errors: as ksf_config_set(), naming the variable.
+ * KSF_INSTANCE_ID "group.instance.id" (e.g. a StatefulSet pod's name);
+ * KSF_LOG=level[,format] (level error|warning|notice|info|debug, format text|logfmt|json,
+ * default text) replaces both log sinks with one on stderr (ksf_log_stderr,
+ * ksf_log_logfmt, ksf_log_jsonl) at that level. Tools and examples call this after
+ * setting their default sink and before parsing their flags, so the variable wins over
+ * the default and flags win over both.
+ * Errors: as ksf_config_set(), naming the variable; KSF_EINVAL for a bad KSF_LOG.
  */
 KSF_API ksf_err ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei);
 
@@ -453,16 +463,22 @@ KSF_API ksf_err ksf_ctx_add_reply_header(ksf_ctx *ctx, const char *name,
  * Keep the context after the handler returns: `return ksf_ctx_defer(ctx);`. The ctx
  * then stays valid until ksf_ctx_finish(), which any thread may call. The message's
  * offset is committed only after the finish and its reply are done. Later messages of
- * the same partition are still dispatched meanwhile.
+ * the same partition are still dispatched meanwhile. Once the handler has returned, a
+ * deferred context holds neither a worker nor its pattern's concurrency slot; at most
+ * "server.deferred.max" contexts wait for their finish (then no new handler starts
+ * until one finishes).
  */
 KSF_API ksf_err ksf_ctx_defer(ksf_ctx *ctx);
 
 /**
  * Finish a deferred handler as if it had returned @p status with @p reply in *reply.
+ * Valid at any time once the handler has decided to defer, including before the
+ * handler returned (even before it called ksf_ctx_defer): the result is then acted on
+ * when the handler returns, and the ctx stays valid until then.
  * Ownership: @p reply (may be NULL) is stolen, whatever the result. The ctx is freed.
  * After the request's time budget (server.handler.timeout.ms) has answered the
  * caller, the finish is accepted and its result discarded (counted in late_discarded).
- * Errors: KSF_ESTATE when the ctx was not deferred or was already finished.
+ * Errors: KSF_ESTATE when the ctx was already finished.
  */
 KSF_API ksf_err ksf_ctx_finish(ksf_ctx *ctx, ksf_err status, json_t *reply);
 
@@ -561,8 +577,11 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
 
 /**
  * Create a server (NestJS ServerKafka). It consumes the pattern topics in consumer
- * group "<group.id><postfix.id>" (default nestjs-group-server) with client id
- * "<client.id><postfix.id>" (default nestjs-consumer-server). Nothing connects until
+ * group "<group.id><postfix.id>" with client id "<client.id><postfix.id>" (default
+ * nestjs-consumer-server). Without group.id the group is "<program>-server", the
+ * program's name (argv[0]'s), so that unrelated services never share a group; set
+ * group.id to share one with NestJS instances of the same service ("nestjs-group"
+ * gives NestJS's default nestjs-group-server). Nothing connects until
  * ksf_server_run(). Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL,
  * KSF_EKAFKA.
  */
@@ -611,7 +630,9 @@ KSF_API void ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *use
  * about every second (consumer auto.commit.interval.ms, 1000 by default).
  * Errors: KSF_EINVAL when no handler is registered, KSF_ESTATE when already running,
  * KSF_EKAFKA for a fatal Kafka error (also when another server took over this one's
- * group.instance.id: FENCED_INSTANCE_ID).
+ * group.instance.id: FENCED_INSTANCE_ID), or when no broker answered within
+ * broker.unreachable.timeout.ms of the start (the sentence names the addresses and
+ * what each did).
  */
 KSF_API ksf_err ksf_server_run(ksf_server *srv, ksf_errinfo *ei);
 
@@ -747,8 +768,8 @@ typedef struct ksf_send_opts {
 
 /**
  * Create a client (NestJS ClientKafka). Its ids are "<client.id><postfix.id>" and
- * "<group.id><postfix.id>" with postfix "-client" by default. It starts its reply
- * thread at once but connects lazily. Ownership: @p cfg is copied.
+ * "<group.id><postfix.id>" with postfix "-client" by default. It starts its threads
+ * (sender, reply, delivery) at once but connects lazily. Ownership: @p cfg is copied.
  * Errors: KSF_ENOMEM, KSF_EINVAL (also a TLS/SASL setting the reply-group connection
  * cannot honour, or a TLS file it cannot load, named with the remedy), KSF_EKAFKA.
  */
@@ -778,7 +799,8 @@ KSF_API ksf_err ksf_client_subscribe_to_response_of(ksf_client *cli, const char 
  * Wait until the producer reached the brokers and every subscribed reply topic has a
  * reply partition whose first fetch has completed (so the reply to a request sent next
  * is fetched promptly), for up to @p timeout_ms. Errors: KSF_ETIMEDOUT naming what was
- * not ready, KSF_ENOPARTITION, KSF_EKAFKA, KSF_ECLOSED.
+ * not ready, KSF_EKAFKA (also: no broker answered within broker.unreachable.timeout.ms,
+ * naming the addresses), KSF_ENOPARTITION, KSF_ECLOSED.
  */
 KSF_API ksf_err ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo *ei);
 
@@ -786,14 +808,17 @@ KSF_API ksf_err ksf_client_connect(ksf_client *cli, int timeout_ms, ksf_errinfo 
  * Send a request to topic @p pattern and call @p cb with the reply. @p data is encoded
  * as NestJS does (objects and arrays as JSON text, strings raw, numbers and booleans as
  * their text, json null or NULL as a null value) unless opts->raw_value is set.
- * Returns KSF_OK when the request is queued; @p cb then runs exactly once with
- * done == true. On any other return @p cb is never called.
- * Errors: KSF_EINVAL, KSF_EBUSY (client.max.in.flight reached: retry later),
- * KSF_ENOPARTITION (no reply partition: the sentence names the topic and its partition
- * count; with the group provider, fails fast while more instances than partitions
- * share the reply group), KSF_ETIMEDOUT (the reply group assigned no partition in
- * time: the first send of a fresh client waits for its group join), KSF_EMSGSIZE,
- * KSF_EKAFKA, KSF_ECLOSED.
+ * Never waits: returns KSF_OK when the request is queued (also before the reply
+ * partition is acquired or a broker reached: the client's sender thread produces it
+ * then); @p cb then runs exactly once with done == true, and every failure after the
+ * return comes there: KSF_EKAFKA when no broker answered within
+ * broker.unreachable.timeout.ms (naming the addresses), KSF_ENOPARTITION (no reply
+ * partition: the sentence names the topic and its partition count; with the group
+ * provider, at once while more instances than partitions share the reply group),
+ * KSF_ETIMEDOUT (saying "no service consumes <pattern>" when the pattern's topic did
+ * not exist before the first request to it). On any other return @p cb is never
+ * called. Errors: KSF_EINVAL, KSF_EBUSY (client.max.in.flight reached: retry later),
+ * KSF_EMSGSIZE, KSF_EKAFKA (the producer's queue is full), KSF_ECLOSED, KSF_ENOMEM.
  * Threads: any thread, including server handlers.
  */
 KSF_API ksf_err ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,

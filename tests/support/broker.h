@@ -80,8 +80,9 @@ void ksft_broker_set_down(ksft_broker *b, bool down);
  * A configuration pointing at @p b: a 6 s session timeout (the mock's rebalances take
  * session - 1 s; Kafka's smallest allowed) with 500 ms heartbeats, and on the mock
  * short fetch waits (it holds an empty Fetch for the whole fetch.wait.max.ms and is
- * not woken by new data; a real broker is, so ksf's default stays there). Logs at
- * warning and above go to stderr. The caller destroys it.
+ * not woken by new data; a real broker is, so ksf's default stays there), and group.id
+ * "nestjs-group" (servers in nestjs-group-server, clients in nestjs-group-client).
+ * Logs at warning and above go to stderr. The caller destroys it.
  */
 ksf_config *ksft_config(const ksft_broker *b);
 
