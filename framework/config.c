@@ -433,6 +433,80 @@ ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role, const char *key,
 static ksf_err config_set(ksf_config *cfg, const char *key, const char *value,
                           ksf_errinfo *ei);
 
+/* Every key ksf_config_set() knows, for the "did you mean" of an unknown one. */
+static const char *const known_keys[] = {
+    "brokers",
+    "broker.unreachable.timeout.ms",
+    "client.id",
+    "group.id",
+    "group.instance.id",
+    "postfix.id",
+    "server.workers",
+    "server.deferred.max",
+    "server.deadline.skew.ms",
+    "client.timeout.ms",
+    "client.max.in.flight",
+    "client.reply.provider",
+    "client.reply.partition",
+    "client.wire.dialect",
+    "message.max.bytes",
+    "server.pattern.concurrency",
+    "server.handler.timeout.ms",
+    "server.event.retries",
+    "server.event.retry.backoff.ms",
+    "server.event.retry.backoff.max.ms",
+    "server.event.dlq.topic",
+};
+
+/* Edit distance between @p a and @p b, capped: anything above 3 is 4. */
+static int
+edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64 || (la > lb ? la - lb : lb - la) > 3) {
+        return 4;
+    }
+    int row[65];
+    for (size_t j = 0; j <= lb; j++) {
+        row[j] = (int)j;
+    }
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            best = up + 1 < best ? up + 1 : best;
+            best = row[j - 1] + 1 < best ? row[j - 1] + 1 : best;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb] > 3 ? 4 : row[lb];
+}
+
+/* KSF_ENOENT for @p key, suggesting the nearest known key (at most 2 edits away). */
+static ksf_err
+unknown_key(const char *key, ksf_errinfo *ei)
+{
+    const char *near = NULL;
+    int best = 3;
+    for (size_t i = 0; i < sizeof known_keys / sizeof known_keys[0]; i++) {
+        int d = edit_distance(key, known_keys[i]);
+        if (d < best) {
+            best = d;
+            near = known_keys[i];
+        }
+    }
+    char q[260];
+    return ksfi_fail(ei, KSF_ENOENT,
+                     "unknown configuration key %s%s%s%s; the keys are listed in "
+                     "docs/configuration.md, and librdkafka properties go under "
+                     "kafka., consumer. or producer.",
+                     quote(key, q), near ? " (did you mean \"" : "", near ? near : "",
+                     near ? "\"?)" : "");
+}
+
 ksf_err
 ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
 {
@@ -548,16 +622,7 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
             return set_kafka_prop(cfg, role_prefixes[i].role, key + plen, value, ei);
         }
     }
-    char q[260];
-    return ksfi_fail(
-        ei, KSF_ENOENT,
-        "unknown configuration key %s; expected brokers, broker.unreachable.timeout.ms, "
-        "client.id, group.id, group.instance.id, postfix.id, server.workers, "
-        "server.deferred.max, client.timeout.ms, "
-        "client.max.in.flight, client.reply.provider, client.reply.partition, "
-        "client.wire.dialect, message.max.bytes, "
-        "or kafka./consumer./producer.<librdkafka property>",
-        quote(key, q));
+    return unknown_key(key, ei);
 }
 
 static ksf_err

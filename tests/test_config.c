@@ -323,12 +323,18 @@ START_TEST(test_config_unknown_key)
 {
     assert_refuses(
         "brokerz", "x", KSF_ENOENT,
-        "unknown configuration key \"brokerz\"; expected brokers, "
-        "broker.unreachable.timeout.ms, client.id, group.id, group.instance.id, "
-        "postfix.id, server.workers, server.deferred.max, client.timeout.ms, "
-        "client.max.in.flight, client.reply.provider, client.reply.partition, "
-        "client.wire.dialect, message.max.bytes, or "
-        "kafka./consumer./producer.<librdkafka property>");
+        "unknown configuration key \"brokerz\" (did you mean \"brokers\"?); the "
+        "keys are listed in docs/configuration.md, and librdkafka properties go "
+        "under kafka., consumer. or producer.");
+    assert_refuses(
+        "server.worker", "2", KSF_ENOENT,
+        "unknown configuration key \"server.worker\" (did you mean "
+        "\"server.workers\"?); the keys are listed in docs/configuration.md, and "
+        "librdkafka properties go under kafka., consumer. or producer.");
+    assert_refuses("linger.ms", "5", KSF_ENOENT,
+                   "unknown configuration key \"linger.ms\"; the keys are listed in "
+                   "docs/configuration.md, and librdkafka properties go under kafka., "
+                   "consumer. or producer.");
     ksf_errinfo ei = {0};
     ksf_config *cfg = new_config();
     ck_assert_int_eq(ksf_config_set(cfg, "kafka.", "1", &ei), KSF_ENOENT);
