@@ -242,11 +242,24 @@ queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char
     return KSF_OK;
 }
 
+/* The request's protocol headers in the client's wire dialect, written into @p buf
+ * (KSFI_REQUEST_HEADERS_BUF bytes, which must outlive @p proto's use). */
+static size_t
+request_headers(const ksf_client *cli, const char *id, const char *topic,
+                int32_t partition, unsigned char *buf, ksfi_header *proto)
+{
+    if (cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING) {
+        return ksfi_request_headers_spring(id, topic, partition, buf, proto);
+    }
+    return ksfi_request_headers(id, topic, partition, (char *)buf, proto);
+}
+
 ksf_err
 ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
                            ksf_errinfo *ei)
 {
-    char topic[256], pbuf[12];
+    char topic[256];
+    unsigned char pbuf[KSFI_REQUEST_HEADERS_BUF];
     ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
     dr_ticket *t = ksfi_calloc(1, sizeof *t);
     if (!t) {
@@ -255,7 +268,7 @@ ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
     t->request = true;
     memcpy(t->id, q->id, sizeof t->id);
     snprintf(topic, sizeof topic, "%s%s", q->pattern, KSFI_REPLY_SUFFIX);
-    size_t n = ksfi_request_headers(q->id, topic, partition, pbuf, proto);
+    size_t n = request_headers(cli, q->id, topic, partition, pbuf, proto);
     if (!q->hdrs) {
         q->hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
     }
@@ -274,7 +287,8 @@ ksf_err
 ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
                 const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei)
 {
-    char topic[256], pbuf[12];
+    char topic[256];
+    unsigned char pbuf[KSFI_REQUEST_HEADERS_BUF];
     outgoing m;
     ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
     reply_slot *slot;
@@ -337,11 +351,7 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     }
     t->request = true;
     memcpy(t->id, p->id, sizeof t->id);
-    unsigned char sbuf[KSFI_SPRING_HEADERS_BUF];
-    size_t n =
-        cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING
-            ? ksfi_request_headers_spring(p->id, topic, p->reply_partition, sbuf, proto)
-            : ksfi_request_headers(p->id, topic, p->reply_partition, pbuf, proto);
+    size_t n = request_headers(cli, p->id, topic, p->reply_partition, pbuf, proto);
     if (!m.hdrs) {
         m.hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
     }

@@ -138,6 +138,8 @@ size_t ksfi_request_headers(const char *correlation_id, const char *reply_topic,
 
 /* Bytes ksfi_request_headers_spring writes into its buffer: 16 of id, 4 of partition. */
 #define KSFI_SPRING_HEADERS_BUF 20
+/* A buffer that serves either dialect's request headers (NestJS: 12 decimal bytes). */
+#define KSFI_REQUEST_HEADERS_BUF 20
 
 /*
  * The protocol headers of a request as Spring Kafka's ReplyingKafkaTemplate writes them
