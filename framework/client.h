@@ -163,6 +163,9 @@ void ksfi_client_queued_free(queued_send *q);
 ksf_err ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
                                    ksf_errinfo *ei);
 
+/* The sender thread (client_sender.c): produces what ksf_client_send queued. */
+void *ksfi_client_sender_main(void *arg);
+
 /* Fail request @p id with @p err unless it already finished. */
 void ksfi_client_fail_request(ksf_client *cli, const char *id, ksf_err err,
                               const char *text);

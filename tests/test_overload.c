@@ -45,6 +45,8 @@ START_TEST(test_overload_in_flight_limit)
         busy += ksft_tally_send(&t, cli, "o.echo", i, 30000, 0) == KSF_EBUSY;
     }
     ck_assert_uint_eq(busy, OVER);
+    /* send does not wait for the reply partition: flush waits until they are out. */
+    ck_assert_int_eq(ksf_client_flush(cli, 20000, &ei), KSF_OK);
     ksf_client_stats st;
     ksf_client_get_stats(cli, &st);
     ck_assert_uint_eq(st.in_flight, LIMIT);

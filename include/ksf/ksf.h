@@ -730,8 +730,10 @@ typedef struct ksf_reply {
  * streamed value (done == false) and then once with done == true (a final value, or no
  * value when the stream ended with a separate end message: err KSF_OK, value NULL).
  * Threads: runs on the client's reply thread (the delivery thread for KSF_EKAFKA when
- * the request could not be produced, the destroying thread for KSF_ECLOSED); it must
- * not block, must not call ksf_client_call() and must not destroy the client.
+ * the request could not be produced, the sender thread for a failure before it was
+ * produced: no broker reachable, no reply partition; the destroying thread for
+ * KSF_ECLOSED); it must not block, must not call ksf_client_call() and must not
+ * destroy the client.
  */
 typedef void (*ksf_reply_fn)(const ksf_reply *reply, void *user);
 
