@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """bench/run's report: turn the per-scenario JSON lines into one markdown table with
 ratios, and write it with the raw results. Usage (from bench/run):
-table.py RESULTS.jsonl MACHINE FETCH_WAIT_MS SECONDS ROUNDS OUT.json OUT.md"""
+table.py RESULTS.jsonl MACHINE FETCH_WAIT_MS SECONDS ROUNDS OUT.json OUT.md [BROKER SETUP]
+BROKER is mock (default) or kafka; SETUP is the sentence that says which broker ran and
+with which settings (default: the embedded broker's)."""
 import json
 import sys
 
 src, machine, fw, secs, rounds, out_json, out_md = sys.argv[1:8]
+broker = sys.argv[8] if len(sys.argv) > 8 else "mock"
+setup = sys.argv[9] if len(sys.argv) > 9 else (
+    "Embedded broker (librdkafka mock), loopback, one fresh broker per scenario; C "
+    f"consumers with fetch.wait.max.ms={fw}")
 rows = [json.loads(l) for l in open(src) if l.strip()]
 by = {}  # (impl, scenario) -> that scenario's runs, one per round
 for r in rows:
@@ -99,8 +105,7 @@ def ratio(a, b):
 
 
 lines = [
-    f"Machine: {machine}. Embedded broker (librdkafka mock), loopback, one fresh broker "
-    f"per scenario; C consumers with fetch.wait.max.ms={fw}; {secs} s per throughput run; "
+    f"Machine: {machine}. {setup}; {secs} s per throughput run; "
     f"floor and ksf: median of {rounds} interleaved rounds (cold start and idle CPU: one "
     f"run), NestJS: one run.",
     "",
@@ -108,8 +113,10 @@ lines = [
     + " | ksf / floor (target) | NestJS tuned vs ksf (target) |",
     "| --- | " + " | ".join("---:" for _ in IMPLS) + " | ---: | ---: |",
 ]
-report = {"machine": machine, "fetch_wait_max_ms": int(fw), "seconds": float(secs),
+report = {"machine": machine, "broker": broker, "setup": setup, "seconds": float(secs),
           "rounds": int(rounds), "results": rows, "table": []}
+if broker == "mock":
+    report["fetch_wait_max_ms"] = int(fw)
 for label, get, lower, t_floor, t_nest in METRICS:
     vals = {i: get(i) for i in IMPLS}
     r_floor = ratio(vals["ksf"], vals["floor"])
@@ -128,6 +135,27 @@ if dflt and dflt.get("idle_s"):
               f"{100.0 * dflt['client_idle_ms'] / 1000 / dflt['idle_s']:.1f} %, server "
               f"{100.0 * dflt['server_idle_ms'] / 1000 / dflt['idle_s']:.1f} % of a core; "
               f"cold start {fmt(dflt['client'] and dflt['client']['first_reply_ms'])} ms."]
+if broker == "kafka":
+    # The ksf column is ksf at its defaults (fetch.wait.max.ms=100); ksf-fw0 the same
+    # with every fetch answered at once. Equal latencies mean the broker answers a held
+    # fetch when data arrives; holding it would add about half the wait per hop.
+    f0 = [client("ksf-fw0", "seq", k) for k in ("p50_us", "p90_us", "p99_us")]
+    fd = [client("ksf", "seq", k) for k in ("p50_us", "p90_us", "p99_us")]
+    if None not in f0 + fd:
+        # Holding would add about 2 x 50 ms to the median; 10 ms of difference is noise.
+        early = fd[0] < f0[0] + 10000
+        lines += ["", f"Wake-up check: ksf's sequential round trip (p50 / p90 / p99, us) at "
+                  f"its default fetch.wait.max.ms=100 is {' / '.join(fmt(v) for v in fd)}, "
+                  f"with fetch.wait.max.ms=0 {' / '.join(fmt(v) for v in f0)}: "
+                  + ("the broker answers a held fetch when data arrives (holding it would "
+                     "add about 50,000 us per hop, two hops per round trip)." if early else
+                     "the held fetches cost latency here, which a Kafka broker should not "
+                     "do; look at the broker's settings.")]
+        report["wake_check"] = {"ksf_default_seq_us": fd, "ksf_fw0_seq_us": f0,
+                                "answered_early": early}
+    lines += ["", "The ksf column is ksf at its own defaults (on the embedded broker, "
+              "where it runs at fetch.wait.max.ms=0, the separate ksf-defaults line "
+              "says what they cost)."]
 lines += ["", "Ratios: \"ksf / floor\" is ksf's value divided by the floor's (latency: "
           "lower is better; rate: higher is better). \"NestJS tuned vs ksf\" is how many "
           "times better ksf does than NestJS tuned. Figures are from one invocation of "

@@ -1,11 +1,13 @@
 // The NestJS load client of bench/run: ksf bench's loop and JSON line, on a ClientKafka.
-// Usage: node client.mjs BROKER default|tuned (--count N | --duration S) [--concurrency C]
-//                        [--emit] [--idle S] [--timeout-ms N]
+// Usage: node client.mjs BROKER default|tuned [mock|kafka] (--count N | --duration S)
+//                        [--concurrency C] [--emit] [--idle S] [--timeout-ms N]
 import 'reflect-metadata';
 import { ClientKafka } from '@nestjs/microservices';
 import { timeout } from 'rxjs';
+import { settings } from './settings.mjs';
 
 const [broker, mode, ...rest] = process.argv.slice(2);
+const brokerKind = rest[0] === 'mock' || rest[0] === 'kafka' ? rest.shift() : 'mock';
 const o = { count: 0, duration: 0, concurrency: 1, emit: false, idle: 0, timeoutMs: 30000 };
 for (let i = 0; i < rest.length; i++) {
   const a = rest[i];
@@ -18,7 +20,7 @@ for (let i = 0; i < rest.length; i++) {
   else { console.error(`nest client: bad option ${a}`); process.exit(2); }
 }
 const t0us = Number(process.env.KSF_BENCH_T0_US || 0);
-const consumer = mode === 'tuned' ? { groupId: 'bench-nest', maxWaitTimeInMs: 0 } : { groupId: 'bench-nest' };
+const { consumer } = settings(mode, brokerKind);
 const client = new ClientKafka({ client: { clientId: 'bench', brokers: [broker], logLevel: 1 }, consumer });
 const pattern = o.emit ? 'bench.event' : 'bench.echo';
 const payload = { hero: 'bench', n: 42 };
