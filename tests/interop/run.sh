@@ -26,35 +26,9 @@ if [[ ! -d $here/node_modules/@nestjs/microservices ]]; then
     exit 77
 fi
 
-tmp=$(mktemp -d /tmp/ksf-interop.XXXXXX)
-pids=()
-cleanup() {
-    # Newest first: services leave their groups while the broker is still up.
-    local i
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${pids[i]}" 2>/dev/null
-        wait "${pids[i]}" 2>/dev/null
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# wait_for FILE TEXT SECONDS PID: true once TEXT shows up in FILE.
-wait_for() {
-    local deadline=$((SECONDS + $3))
-    while ((SECONDS < deadline)); do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        kill -0 "$4" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-fail() {
-    echo "interop: $*"
-    for f in "$tmp"/*.log; do [[ -s $f ]] && sed "s/^/  $(basename "$f"): /" "$f"; done
-    exit 1
-}
+name=interop
+# shellcheck source=tests/interop/procs.sh
+source "$here/procs.sh"
 
 # Every topic the checks use exists from the start: a topic auto-created mid-run changes
 # the metadata the NestJS consumers watch, and kafkajs answers that with a rebalance,

@@ -59,34 +59,9 @@ if ! diff <(unzip -p "$jar" BOOT-INF/classpath.idx | sed 's/^- "BOOT-INF\/lib\/\
     exit 1
 fi
 
-tmp=$(mktemp -d /tmp/ksf-spring.XXXXXX)
-pids=()
-cleanup() {
-    local i
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${pids[i]}" 2>/dev/null
-        wait "${pids[i]}" 2>/dev/null
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# wait_for FILE TEXT SECONDS PID: true once TEXT shows up in FILE.
-wait_for() {
-    local deadline=$((SECONDS + $3))
-    while ((SECONDS < deadline)); do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        kill -0 "$4" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-fail() {
-    echo "interop_spring: $*"
-    for f in "$tmp"/*.log; do [[ -s $f ]] && sed "s/^/  $(basename "$f"): /" "$f"; done
-    exit 1
-}
+name=interop_spring
+# shellcheck source=tests/interop/procs.sh
+source "$here/../procs.sh"
 
 # An array, not a function: `"${spring[@]}" ... &` makes $! the JVM itself, which
 # cleanup's TERM then reaches (a backgrounded function would be a subshell around it).
