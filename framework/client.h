@@ -6,6 +6,7 @@
 #define KSF_CLIENT_H
 
 #include "alloc.h"
+#include "clock.h"
 #include "codec.h"
 #include "deadline.h"
 #include "errinfo.h"
@@ -118,9 +119,7 @@ struct ksf_client {
 static inline int64_t
 ksfi_client_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return ksfi_clock_ms();
 }
 
 /* Wait on cli->cond until @p deadline_ms (monotonic). Returns false on timeout. */

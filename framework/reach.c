@@ -1,5 +1,6 @@
 #include "reach.h"
 
+#include "clock.h"
 #include "errinfo.h"
 
 #include <errno.h>
@@ -15,14 +16,6 @@
 #define PROBE_MS 1000
 #define PROBE_MAX 3
 #define SLICE_MS 200
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* What connecting to @p host:@p port does: NULL when it connects. */
 static const char *
@@ -102,12 +95,12 @@ ksf_err
 ksfi_reach_brokers(rd_kafka_t *rk, const ksf_config *cfg, int timeout_ms,
                    atomic_bool *stop, ksf_errinfo *ei)
 {
-    int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : INT64_MAX;
+    int64_t deadline = timeout_ms > 0 ? ksfi_clock_ms() + timeout_ms : INT64_MAX;
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - ksfi_clock_ms();
         int slice = left < SLICE_MS ? (int)(left > 0 ? left : 0) : SLICE_MS;
-        int64_t began = mono_ms();
+        int64_t began = ksfi_clock_ms();
         rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, slice);
         if (!err) {
             rd_kafka_metadata_destroy(md);
@@ -124,7 +117,7 @@ ksfi_reach_brokers(rd_kafka_t *rk, const ksf_config *cfg, int timeout_ms,
         if (stop && atomic_load(stop)) {
             return ksfi_fail(ei, KSF_ECLOSED, "stopped while waiting for the brokers");
         }
-        if (mono_ms() >= deadline) {
+        if (ksfi_clock_ms() >= deadline) {
             char why[600];
             ksfi_reach_probe(cfg->brokers, why, sizeof why);
             return ksfi_fail_kafka(
@@ -135,7 +128,7 @@ ksfi_reach_brokers(rd_kafka_t *rk, const ksf_config *cfg, int timeout_ms,
                 cfg->brokers, timeout_ms, why[0] ? why : rd_kafka_err2str(err));
         }
         /* An answer that came at once (all brokers down) must not spin. */
-        int64_t spent = mono_ms() - began;
+        int64_t spent = ksfi_clock_ms() - began;
         if (spent < 50) {
             nanosleep(&(struct timespec){0, (long)(50 - spent) * 1000000}, NULL);
         }

@@ -2,6 +2,7 @@
 #include "transport.h"
 
 #include "alloc.h"
+#include "clock.h"
 #include "errinfo.h"
 #include "group_proto.h"
 #include "kafka.h"
@@ -45,9 +46,7 @@ struct ksfi_conn {
 int64_t
 ksfi_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return ksfi_clock_ms();
 }
 
 bool
