@@ -172,10 +172,17 @@ ours() {
     alive "$1" && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$run_marker"
 }
 
-# stop_pids PID...: SIGTERM, then SIGKILL for whatever is left after stop_timeout.
+# stop_pids PID...: SIGTERM, then SIGKILL for whatever is left after stop_timeout (at
+# least 60 s for a node writing the class-data archive, which takes seconds). The pids
+# that needed SIGKILL are added to `killed`.
+killed=" "
 stop_pids() {
-    local p left deadline=$((SECONDS + stop_timeout))
+    local p left bound=$stop_timeout deadline
     (($#)) || return 0
+    for p; do
+        [[ -n $cds_training && $p == "${npid[$cds_trainer]:-}" ]] && ((bound < 60)) && bound=60
+    done
+    deadline=$((SECONDS + bound))
     kill -TERM "$@" 2>/dev/null
     while ((SECONDS < deadline)); do
         left=0
@@ -185,8 +192,9 @@ stop_pids() {
     done
     for p; do
         if alive "$p"; then
-            ((keep_data)) && say "pid $p did not stop within ${stop_timeout}s of SIGTERM; sending SIGKILL"
+            ((keep_data)) && say "pid $p did not stop within ${bound}s of SIGTERM; sending SIGKILL"
             kill -KILL "$p" 2>/dev/null
+            killed+="$p "
         fi
     done
     deadline=$((SECONDS + 5))
@@ -464,12 +472,20 @@ launch_node() {
         mv -f "$state/node-$i.pid.tmp" "$state/node-$i.pid"
 }
 
-# After the training node stopped: its archive into place (atomically), or away.
+# After the training node stopped: its archive into place (atomically), or away. Only
+# an archive from a JVM that exited by itself is complete (one stopped with SIGKILL
+# leaves a truncated file), and it must map (-Xshare:on fails on an unusable archive).
 save_cds() {
+    local p=${npid[$cds_trainer]:-} rc=1
     [[ -n $cds_training ]] || return 0
-    if [[ -s $cds_training ]] && ! alive "${npid[$cds_trainer]:-}"; then
-        mv -f "$cds_training" "$cds" 2>/dev/null
+    if [[ -s $cds_training && -n $p && $killed != *" $p "* ]] && ! alive "$p"; then
+        # KsfKafkaReady without arguments exits 2 (usage) once the JVM is up; a bad archive
+        # aborts the JVM (its inner shell keeps bash's "Aborted" report off stderr).
+        bash -c '"$@"; exit $?' _ java "-XX:SharedArchiveFile=$cds_training" -Xshare:on \
+            -cp "$classpath" KsfKafkaReady >/dev/null 2>&1 </dev/null
+        rc=$?
     fi
+    ((rc == 2)) && mv -f "$cds_training" "$cds" 2>/dev/null
     rm -f "$cds_training"
 }
 
