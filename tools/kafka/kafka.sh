@@ -48,25 +48,27 @@ state directory (node-<id>.log), not to the terminal.
   --topic NAME:P     create topic NAME with P partitions before printing the address
                      (replication factor: the number of nodes); repeatable
   --state-dir DIR    where node-<id>.{pid,address,restart,log,properties} go (default:
-                     DIR/state under the data directory); node-<id>.restart relaunches
-                     a node on the same ports and data (--wait: until it has started)
+                     state/ in the data directory); node-<id>.restart relaunches a node
+                     on the same ports and data (--wait: until it has started)
   --data-dir DIR     keep the nodes' data in DIR and leave it there after exit (default:
                      a temporary directory, removed on exit); a later run with the same
                      DIR and --nodes continues with its topics and messages
-  --set KEY=VALUE    an extra server.properties line for every node (wins over the
-                     defaults above); repeatable
-  --fetch-only       download the jars into the cache and exit (tools/dev deps does)
+  --set KEY=VALUE    an extra server.properties line for every node, after (so winning
+                     over) the tool's own settings (docs/kafka.md); repeatable
+  --fetch-only       download the jars into the cache, start a node once for its
+                     class-data archive if there is none, and exit (tools/dev deps does)
 
-Environment: KSF_CACHE_DIR (jar cache, default \$XDG_CACHE_HOME/ksf or ~/.cache/ksf),
-KSF_KAFKA_HEAP (-Xmx of each node, default 512m), KSF_KAFKA_START_TIMEOUT (seconds,
+Environment: KSF_CACHE_DIR (jar cache; default \$XDG_CACHE_HOME/ksf or ~/.cache/ksf),
+KSF_KAFKA_HEAP (-Xmx of each node; default 512m), KSF_KAFKA_START_TIMEOUT (seconds;
 default 60), KSF_KAFKA_STOP_TIMEOUT (seconds from SIGTERM to SIGKILL; default 3, or 10
-with --data-dir),
-KSF_KAFKA_STDERR_LEVEL (log4j level of the node log lines copied to stderr, default OFF).
+with --data-dir), KSF_KAFKA_STDERR_LEVEL (log4j level of the node log lines also copied
+to stderr; default OFF).
 
 Exit status: 0 stopped by SIGINT/SIGTERM (or --fetch-only done); 1 internal error;
-2 bad usage; 3 java, javac or mvn missing (tools/dev deps installs them); 4 the jars
-could not be downloaded from Maven Central; 5 the cluster did not start within
-KSF_KAFKA_START_TIMEOUT (the end of the node logs is on stderr).
+2 bad usage; 3 java, javac, jar, mvn, setpriv or python3 missing (tools/dev deps installs
+them); 4 the jars could not be downloaded from Maven Central; 5 the cluster did not
+start (a node exited, or not ready within KSF_KAFKA_START_TIMEOUT; the end of the node
+logs is on stderr).
 EOF
 }
 
@@ -277,8 +279,7 @@ check_java() {
     v=${java_version%%[.+-]*}
     [[ $v =~ ^[0-9]+$ ]] || v=0
     ((v >= 17)) || fail 3 "java is version ${java_version:-unknown}; Kafka $KAFKA_VERSION needs Java 17 or newer (tools/dev deps installs default-jdk-headless)."
-    # The class-data archive (see launch_node) is only valid for the JVM that wrote it.
-    cds=$cache/cds-$(printf '%s %s' "$bin" "$java_version" | sha256sum | cut -c1-16).jsa
+    java_bin=$bin
     command -v setpriv >/dev/null 2>&1 ||
         fail 3 "setpriv (util-linux) was not found on PATH; it ties each broker's life to this tool's."
 }
@@ -342,6 +343,10 @@ ensure_helper() {
     local sum tmp
     sum=$(cat "$here/KsfKafkaReady.java" "$cache/COMPLETE" | sha256sum | cut -c1-16)
     helper_jar=$cache/ksf-kafka-ready-$sum.jar
+    # The class-data archive (launch_node) is only valid for the JVM that wrote it and the
+    # same class path, which names the helper's jar.
+    cds=$cache/cds-$(printf '%s %s %s' "$java_bin" "$java_version" "$helper_jar" |
+        sha256sum | cut -c1-16).jsa
     [[ -f $helper_jar ]] && return 0
     need jar "a Java 17 or newer JDK (jar packs its readiness check)"
     tmp=$(mktemp -d "$cache/.ready.XXXXXX") || fail 1 "cannot write to $cache"
@@ -476,8 +481,8 @@ launch_node() {
 # an archive from a JVM that exited by itself is complete (one stopped with SIGKILL
 # leaves a truncated file), and it must map (-Xshare:on fails on an unusable archive).
 save_cds() {
-    local p=${npid[$cds_trainer]:-} rc=1
     [[ -n $cds_training ]] || return 0
+    local p=${npid[$cds_trainer]:-} rc=1
     if [[ -s $cds_training && -n $p && $killed != *" $p "* ]] && ! alive "$p"; then
         # KsfKafkaReady without arguments exits 2 (usage) once the JVM is up; a bad archive
         # aborts the JVM (its inner shell keeps bash's "Aborted" report off stderr).
