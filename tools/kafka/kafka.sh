@@ -159,6 +159,7 @@ child=""         # a step (mvn, javac, the readiness check) run in the backgroun
 declare -A npid  # node id -> pid of its JVM
 declare -A gone  # node id -> 1 once its exit was reported
 run_marker=""    # -Dksf.kafka.run=<data dir>: names this run's JVMs (pgrep -f finds them)
+state_owned=0    # 1 once this run holds the state directory's lock: cleanup may touch it
 
 # alive PID: the process exists and is not a zombie.
 alive() {
@@ -212,7 +213,7 @@ cleanup() {
     local rc=$? i p pids=()
     trap '' INT TERM
     [[ -n $child ]] && kill -TERM "$child" 2>/dev/null
-    if [[ -n $state && -n $run_marker ]]; then
+    if ((state_owned)); then
         for ((i = 1; i <= nodes; i++)); do
             p=${npid[$i]:-}
             [[ -f $state/node-$i.pid ]] && p=$(<"$state/node-$i.pid")
@@ -639,6 +640,7 @@ fi
 mkdir -p "$state" || bad_usage "cannot create --state-dir $state"
 state=$(cd "$state" && pwd)
 lock_file "$state/.lock" || bad_usage "--state-dir $state is in use by another tools/dev kafka"
+state_owned=1
 printf '%s\n' "$data" >"$state/data-dir"
 printf '%s\n' "$$" >"$state/tool.pid"
 rm -f "$state/control" && mkfifo "$state/control" || fail 1 "cannot create the FIFO $state/control"
@@ -672,7 +674,7 @@ for ((i = 1; i <= nodes; i++)); do
 done
 if [[ -z $cluster_id ]]; then
     # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding.
-    cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
     cluster_id=${cluster_id/#-/A}
 fi
 
