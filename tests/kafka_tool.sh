@@ -7,10 +7,10 @@
 # are not cached and Maven Central cannot be reached.
 #
 # Cases: one node (first line, produce/consume, partitions, SIGTERM: exit 0, data removed,
-# no JVM left); bad usage (exit 2); a node that cannot start (exit 5 and its log); no java
-# on PATH (exit 3 and the sentence); Maven Central unreachable (exit 4); three nodes
-# (leaders spread, ISR 3, a node killed with SIGKILL and brought back by node-2.restart,
-# then the tool itself SIGKILLed: no JVM left).
+# no JVM left); bad usage (exit 2); a node that cannot start or is not ready in time
+# (exit 5 and its log); no java on PATH (exit 3 and the sentence); Maven Central
+# unreachable (exit 4); three nodes (leaders spread, ISR 3, a node killed with SIGKILL and
+# brought back by node-2.restart, then the tool itself SIGKILLed: no JVM left).
 set -uo pipefail
 
 root=${1:?usage: kafka_tool.sh SOURCE_ROOT}
@@ -52,7 +52,7 @@ die() {
 for c in java javac mvn kcat python3 setpriv; do
     command -v "$c" >/dev/null || skip "$c is not installed (tools/dev deps installs it)"
 done
-"$dev" kafka --fetch-only >"$tmp/fetch.out" 2>"$tmp/fetch.err"
+timeout 300 "$dev" kafka --fetch-only >"$tmp/fetch.out" 2>"$tmp/fetch.err"
 case $? in
 0) ;;
 3 | 4) skip "tools/dev kafka --fetch-only: $(tail -n 1 "$tmp/fetch.err")" ;;
@@ -97,6 +97,16 @@ check "node-1.address is the printed address" "$addr" "$(cat "$tmp/one-state/nod
 data=$(cat "$tmp/one-state/data-dir")
 check "node-1.pid names a JVM of this run" "$(cat "$tmp/one-state/node-1.pid") " "$(jvms "$data")"
 
+# The node maps the class-data archive that --fetch-only made (docs/kafka.md: it halves
+# the start-up CPU): -Xshare:on fails unless it fits the node's JVM and class path.
+cmdline=$(tr '\0' '\n' <"/proc/$(cat "$tmp/one-state/node-1.pid")/cmdline")
+archive=$(sed -n 's/^-XX:SharedArchiveFile=//p' <<<"$cmdline")
+classpath=$(grep -A1 -x -- -cp <<<"$cmdline" | tail -n 1)
+[[ -n $archive ]] || fail "node 1 runs without -XX:SharedArchiveFile"
+bash -c '"$@"; exit $?' _ java "-XX:SharedArchiveFile=$archive" -Xshare:on -cp "$classpath" \
+    KsfKafkaReady >/dev/null 2>&1
+check "the node's class-data archive maps (KsfKafkaReady's usage exit)" 2 $?
+
 msg="hello-$RANDOM-$$"
 printf '%s\n' "$msg" | timeout 30 kcat -P -b "$addr" -t t -p 1 -X acks=all ||
     fail "kcat could not produce to t"
@@ -117,15 +127,17 @@ tool_pid=""
 check "the temporary data directory is removed" "no" "$([[ -e $data ]] && echo yes || echo no)"
 check "no JVM of the run is left" "" "$(jvms "$data")"
 check "node-1.pid is removed" "no" "$([[ -e $tmp/one-state/node-1.pid ]] && echo yes || echo no)"
+check "stderr holds the ready line only (lines, ready lines)" "1 1" \
+    "$(wc -l <"$tmp/one.err") $(grep -c '^dev kafka: 1 node(s) of Kafka 4.4.0 ready in [0-9.]* s at ' "$tmp/one.err")"
 
 # ---- bad usage, a node that cannot start, no java -------------------------------------
-"$dev" kafka --nodes 2 >"$tmp/usage.out" 2>"$tmp/usage.err"
+timeout 90 "$dev" kafka --nodes 2 >"$tmp/usage.out" 2>"$tmp/usage.err"
 check "--nodes 2: exit status" 2 $?
 check "--nodes 2: the complaint" "dev kafka: --nodes must be 1 or 3, not '2'" \
     "$(head -n 1 "$tmp/usage.err")"
 check "--nodes 2: nothing on stdout" "" "$(cat "$tmp/usage.out")"
 
-KSF_KAFKA_START_TIMEOUT=60 "$dev" kafka --set num.partitions=many --state-dir "$tmp/bad-state" \
+KSF_KAFKA_START_TIMEOUT=60 timeout 90 "$dev" kafka --set num.partitions=many --state-dir "$tmp/bad-state" \
     >"$tmp/bad.out" 2>"$tmp/bad.err"
 check "a node that cannot start: exit status" 5 $?
 check "a node that cannot start: nothing on stdout" "" "$(cat "$tmp/bad.out")"
@@ -133,6 +145,15 @@ grep -q "^dev kafka: node 1 exited with status 1 while starting" "$tmp/bad.err" 
     fail "a node that cannot start: no 'node 1 exited' line on stderr: $(cat "$tmp/bad.err")"
 grep -q "num.partitions" "$tmp/bad.err" ||
     fail "a node that cannot start: the log's end (naming num.partitions) is not on stderr"
+
+KSF_KAFKA_START_TIMEOUT=1 timeout 90 "$dev" kafka >"$tmp/slow.out" 2>"$tmp/slow.err"
+check "not ready in time: exit status" 5 $?
+check "not ready in time: the sentence" \
+    "dev kafka: the cluster was not ready within 1s (KSF_KAFKA_START_TIMEOUT)" \
+    "$(tail -n 1 "$tmp/slow.err")"
+# The node's log may still be empty after 1 s on a loaded machine; its tail's header is not.
+grep -q '^dev kafka: the last 40 lines of .*/state/node-1\.log:$' "$tmp/slow.err" ||
+    fail "not ready in time: the end of node-1.log is not offered on stderr"
 
 mkdir "$tmp/bin"
 for d in /usr/local/bin /usr/bin /bin; do
@@ -142,7 +163,7 @@ for d in /usr/local/bin /usr/bin /bin; do
         [[ -e $tmp/bin/$b ]] || ln -s "$f" "$tmp/bin/$b"
     done
 done
-PATH=$tmp/bin "$dev" kafka --topic t:1 >"$tmp/nojava.out" 2>"$tmp/nojava.err"
+PATH=$tmp/bin timeout 90 "$dev" kafka --topic t:1 >"$tmp/nojava.out" 2>"$tmp/nojava.err"
 check "no java: exit status" 3 $?
 check "no java: the sentence" "dev kafka: java was not found on PATH; Kafka 4.4.0 needs a Java 17 or newer runtime and JDK (tools/dev deps installs it)." \
     "$(cat "$tmp/nojava.err")"
@@ -155,7 +176,7 @@ cat >"$tmp/home/.m2/settings.xml" <<'EOF'
 <settings><mirrors><mirror><id>closed</id><mirrorOf>*</mirrorOf>
 <url>http://127.0.0.1:9/</url></mirror></mirrors></settings>
 EOF
-MAVEN_OPTS="-Duser.home=$tmp/home" KSF_CACHE_DIR=$tmp/cache "$dev" kafka \
+MAVEN_OPTS="-Duser.home=$tmp/home" KSF_CACHE_DIR=$tmp/cache timeout 300 "$dev" kafka \
     >"$tmp/offline.out" 2>"$tmp/offline.err"
 check "no registry: exit status" 4 $?
 check "no registry: the sentence" "dev kafka: could not download the Kafka 4.4.0 jars from Maven Central (mvn exit 1); is the registry reachable? mvn's output is in $tmp/cache/kafka-4.4.0-mvn.log." \

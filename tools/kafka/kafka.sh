@@ -48,25 +48,27 @@ state directory (node-<id>.log), not to the terminal.
   --topic NAME:P     create topic NAME with P partitions before printing the address
                      (replication factor: the number of nodes); repeatable
   --state-dir DIR    where node-<id>.{pid,address,restart,log,properties} go (default:
-                     DIR/state under the data directory); node-<id>.restart relaunches
-                     a node on the same ports and data (--wait: until it has started)
+                     state/ in the data directory); node-<id>.restart relaunches a node
+                     on the same ports and data (--wait: until it has started)
   --data-dir DIR     keep the nodes' data in DIR and leave it there after exit (default:
                      a temporary directory, removed on exit); a later run with the same
                      DIR and --nodes continues with its topics and messages
-  --set KEY=VALUE    an extra server.properties line for every node (wins over the
-                     defaults above); repeatable
-  --fetch-only       download the jars into the cache and exit (tools/dev deps does)
+  --set KEY=VALUE    an extra server.properties line for every node, after (so winning
+                     over) the tool's own settings (docs/kafka.md); repeatable
+  --fetch-only       download the jars into the cache, start a node once for its
+                     class-data archive if there is none, and exit (tools/dev deps does)
 
-Environment: KSF_CACHE_DIR (jar cache, default \$XDG_CACHE_HOME/ksf or ~/.cache/ksf),
-KSF_KAFKA_HEAP (-Xmx of each node, default 512m), KSF_KAFKA_START_TIMEOUT (seconds,
+Environment: KSF_CACHE_DIR (jar cache; default \$XDG_CACHE_HOME/ksf or ~/.cache/ksf),
+KSF_KAFKA_HEAP (-Xmx of each node; default 512m), KSF_KAFKA_START_TIMEOUT (seconds;
 default 60), KSF_KAFKA_STOP_TIMEOUT (seconds from SIGTERM to SIGKILL; default 3, or 10
-with --data-dir),
-KSF_KAFKA_STDERR_LEVEL (log4j level of the node log lines copied to stderr, default OFF).
+with --data-dir), KSF_KAFKA_STDERR_LEVEL (log4j level of the node log lines also copied
+to stderr; default OFF).
 
 Exit status: 0 stopped by SIGINT/SIGTERM (or --fetch-only done); 1 internal error;
-2 bad usage; 3 java, javac or mvn missing (tools/dev deps installs them); 4 the jars
-could not be downloaded from Maven Central; 5 the cluster did not start within
-KSF_KAFKA_START_TIMEOUT (the end of the node logs is on stderr).
+2 bad usage; 3 java, javac, jar, mvn, setpriv or python3 missing (tools/dev deps installs
+them); 4 the jars could not be downloaded from Maven Central; 5 the cluster did not
+start (a node exited, or not ready within KSF_KAFKA_START_TIMEOUT; the end of the node
+logs is on stderr).
 EOF
 }
 
@@ -157,6 +159,7 @@ child=""         # a step (mvn, javac, the readiness check) run in the backgroun
 declare -A npid  # node id -> pid of its JVM
 declare -A gone  # node id -> 1 once its exit was reported
 run_marker=""    # -Dksf.kafka.run=<data dir>: names this run's JVMs (pgrep -f finds them)
+state_owned=0    # 1 once this run holds the state directory's lock: cleanup may touch it
 
 # alive PID: the process exists and is not a zombie.
 alive() {
@@ -172,10 +175,17 @@ ours() {
     alive "$1" && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$run_marker"
 }
 
-# stop_pids PID...: SIGTERM, then SIGKILL for whatever is left after stop_timeout.
+# stop_pids PID...: SIGTERM, then SIGKILL for whatever is left after stop_timeout (at
+# least 60 s for a node writing the class-data archive, which takes seconds). The pids
+# that needed SIGKILL are added to `killed`.
+killed=" "
 stop_pids() {
-    local p left deadline=$((SECONDS + stop_timeout))
+    local p left bound=$stop_timeout deadline
     (($#)) || return 0
+    for p; do
+        [[ -n $cds_training && $p == "${npid[$cds_trainer]:-}" ]] && ((bound < 60)) && bound=60
+    done
+    deadline=$((SECONDS + bound))
     kill -TERM "$@" 2>/dev/null
     while ((SECONDS < deadline)); do
         left=0
@@ -185,8 +195,9 @@ stop_pids() {
     done
     for p; do
         if alive "$p"; then
-            ((keep_data)) && say "pid $p did not stop within ${stop_timeout}s of SIGTERM; sending SIGKILL"
+            ((keep_data)) && say "pid $p did not stop within ${bound}s of SIGTERM; sending SIGKILL"
             kill -KILL "$p" 2>/dev/null
+            killed+="$p "
         fi
     done
     deadline=$((SECONDS + 5))
@@ -202,7 +213,7 @@ cleanup() {
     local rc=$? i p pids=()
     trap '' INT TERM
     [[ -n $child ]] && kill -TERM "$child" 2>/dev/null
-    if [[ -n $state && -n $run_marker ]]; then
+    if ((state_owned)); then
         for ((i = 1; i <= nodes; i++)); do
             p=${npid[$i]:-}
             [[ -f $state/node-$i.pid ]] && p=$(<"$state/node-$i.pid")
@@ -269,8 +280,7 @@ check_java() {
     v=${java_version%%[.+-]*}
     [[ $v =~ ^[0-9]+$ ]] || v=0
     ((v >= 17)) || fail 3 "java is version ${java_version:-unknown}; Kafka $KAFKA_VERSION needs Java 17 or newer (tools/dev deps installs default-jdk-headless)."
-    # The class-data archive (see launch_node) is only valid for the JVM that wrote it.
-    cds=$cache/cds-$(printf '%s %s' "$bin" "$java_version" | sha256sum | cut -c1-16).jsa
+    java_bin=$bin
     command -v setpriv >/dev/null 2>&1 ||
         fail 3 "setpriv (util-linux) was not found on PATH; it ties each broker's life to this tool's."
 }
@@ -334,6 +344,10 @@ ensure_helper() {
     local sum tmp
     sum=$(cat "$here/KsfKafkaReady.java" "$cache/COMPLETE" | sha256sum | cut -c1-16)
     helper_jar=$cache/ksf-kafka-ready-$sum.jar
+    # The class-data archive (launch_node) is only valid for the JVM that wrote it and the
+    # same class path, which names the helper's jar.
+    cds=$cache/cds-$(printf '%s %s %s' "$java_bin" "$java_version" "$helper_jar" |
+        sha256sum | cut -c1-16).jsa
     [[ -f $helper_jar ]] && return 0
     need jar "a Java 17 or newer JDK (jar packs its readiness check)"
     tmp=$(mktemp -d "$cache/.ready.XXXXXX") || fail 1 "cannot write to $cache"
@@ -439,9 +453,10 @@ jvm_opts() {
 #
 # Class data sharing: the first node that starts without an archive writes one when it
 # exits (-XX:ArchiveClassesAtExit, about 50 MB in the cache); every later JVM maps the
-# classes it lists instead of loading and verifying them, which halves a node's start-up
-# CPU (5.5 s -> 3 s measured; three nodes on two cores start twice as fast). A missing or
-# unusable archive only costs that time: the JVM goes on without it.
+# classes it lists instead of loading and verifying them, which cuts a broker's start-up
+# CPU by about 40% (5.6 s -> 3.2-3.7 s measured, docs/kafka.md); on two cores that is
+# wall time too. A missing or unusable archive only costs that time: the JVM goes on
+# without it.
 launch_node() {
     local i=$1 opts cds_opt=()
     mapfile -t opts < <(jvm_opts "$i")
@@ -464,12 +479,20 @@ launch_node() {
         mv -f "$state/node-$i.pid.tmp" "$state/node-$i.pid"
 }
 
-# After the training node stopped: its archive into place (atomically), or away.
+# After the training node stopped: its archive into place (atomically), or away. Only
+# an archive from a JVM that exited by itself is complete (one stopped with SIGKILL
+# leaves a truncated file), and it must map (-Xshare:on fails on an unusable archive).
 save_cds() {
     [[ -n $cds_training ]] || return 0
-    if [[ -s $cds_training ]] && ! alive "${npid[$cds_trainer]:-}"; then
-        mv -f "$cds_training" "$cds" 2>/dev/null
+    local p=${npid[$cds_trainer]:-} rc=1
+    if [[ -s $cds_training && -n $p && $killed != *" $p "* ]] && ! alive "$p"; then
+        # KsfKafkaReady without arguments exits 2 (usage) once the JVM is up; a bad archive
+        # aborts the JVM (its inner shell keeps bash's "Aborted" report off stderr).
+        bash -c '"$@"; exit $?' _ java "-XX:SharedArchiveFile=$cds_training" -Xshare:on \
+            -cp "$classpath" KsfKafkaReady >/dev/null 2>&1 </dev/null
+        rc=$?
     fi
+    ((rc == 2)) && mv -f "$cds_training" "$cds" 2>/dev/null
     rm -f "$cds_training"
 }
 
@@ -618,6 +641,7 @@ fi
 mkdir -p "$state" || bad_usage "cannot create --state-dir $state"
 state=$(cd "$state" && pwd)
 lock_file "$state/.lock" || bad_usage "--state-dir $state is in use by another tools/dev kafka"
+state_owned=1
 printf '%s\n' "$data" >"$state/data-dir"
 printf '%s\n' "$$" >"$state/tool.pid"
 rm -f "$state/control" && mkfifo "$state/control" || fail 1 "cannot create the FIFO $state/control"
@@ -651,7 +675,7 @@ for ((i = 1; i <= nodes; i++)); do
 done
 if [[ -z $cluster_id ]]; then
     # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding.
-    cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
     cluster_id=${cluster_id/#-/A}
 fi
 
