@@ -39,6 +39,9 @@
 #define KSFI_COMMIT_WAIT_MS 1500
 #define KSFI_CLOSE_WAIT_MS 10000
 #define KSFI_GONE_WAIT_MS 500
+/* Per-message warnings: at most this many lines per kind per window (docs/logging.md). */
+#define KSFI_LOG_BURST 10
+#define KSFI_LOG_BURST_MS 1000
 
 ksf_err
 ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
@@ -62,6 +65,7 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
         goto fail;
     }
     srv->log = ksfi_logger_from_config(srv->cfg);
+    ksfi_log_limiter_init(&srv->log_limit, KSFI_LOG_BURST, KSFI_LOG_BURST_MS, NULL);
     srv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (srv->wake_fd < 0) {
         ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
@@ -130,6 +134,8 @@ ksf_server_destroy(ksf_server *srv)
     }
     ksfi_free(srv->resets.v);
     pthread_mutex_destroy(&srv->resets.lock);
+    ksfi_log_limiter_destroy(&srv->log_limit);
+    ksfi_reply_policy_free(&srv->reply_policy);
     pthread_cond_destroy(&srv->run_cond);
     ksfi_free(srv);
 }
@@ -297,6 +303,7 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     out->dlq_failures = atomic_load(&c->dlq_failures);
     out->offset_resets = atomic_load(&c->offset_resets);
     out->offset_reset_skipped = atomic_load(&c->offset_reset_skipped);
+    out->reply_refused = atomic_load(&c->reply_refused);
 }
 
 /* ---- the reply producer ------------------------------------------------------------ */
@@ -831,11 +838,43 @@ consume(ksf_server *srv, ksf_errinfo *ei)
     return KSF_OK;
 }
 
+/* The reply-topic policy: never the server's own topics (its patterns, the topics it
+ * subscribes to, their dead-letter topics). */
+static ksf_err
+init_reply_policy(ksf_server *srv, ksf_errinfo *ei)
+{
+    size_t n = srv->nhandlers + srv->nextra, k = 0;
+    char **own = ksfi_calloc(2 * n, sizeof *own);
+    ksf_err e = own ? KSF_OK : KSF_ENOMEM;
+    for (size_t i = 0; !e && i < srv->nhandlers; i++) {
+        const char *pattern = srv->handlers[i].pattern;
+        own[k++] = ksfi_strdup(pattern);
+        ksfi_policy pol = ksfi_policy_for(&srv->cfg->policy, pattern);
+        own[k++] = ksfi_policy_dlq_topic(pol.dlq ? pol.dlq : "{pattern}.dlq", pattern);
+        e = own[k - 1] && own[k - 2] ? KSF_OK : KSF_ENOMEM;
+    }
+    for (size_t i = 0; !e && i < srv->nextra; i++) {
+        e = (own[k++] = ksfi_strdup(srv->extra_topics[i])) ? KSF_OK : KSF_ENOMEM;
+    }
+    if (!e) {
+        e = ksfi_reply_policy_init(&srv->reply_policy, srv->cfg->server_reply_topics,
+                                   srv->cfg->server_reply_topics_max,
+                                   (const char *const *)own, k);
+    }
+    for (size_t i = 0; own && i < k; i++) {
+        ksfi_free(own[i]);
+    }
+    ksfi_free(own);
+    return e ? ksfi_fail(ei, KSF_ENOMEM, "out of memory setting up the reply policy")
+             : KSF_OK;
+}
+
 static ksf_err
 start(ksf_server *srv, ksf_errinfo *ei)
 {
     ksf_err e;
-    if ((e = create_producer(srv, ei)) || (e = create_consumer(srv, ei))) {
+    if ((e = init_reply_policy(srv, ei)) || (e = create_producer(srv, ei)) ||
+        (e = create_consumer(srv, ei))) {
         return e;
     }
     pthread_rwlock_wrlock(&srv->replies_lock);
@@ -915,6 +954,7 @@ shut_down(ksf_server *srv)
         }
     }
     ksfi_dispatch_stop(srv->dispatch);
+    ksfi_log_limiter_flush(&srv->log, &srv->log_limit, KSF_LOG_WARNING, "server");
     if (srv->consumer) {
         commit_bounded(srv, srv->consumer, "at stop");
         close_bounded(srv);

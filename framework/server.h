@@ -9,6 +9,7 @@
 #include "deadline.h"
 #include "dispatch.h"
 #include "kafka.h"
+#include "reply_policy.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -33,6 +34,8 @@ typedef struct ksfi_server_counters {
         dlq_failures;
     /* server.md, "Offsets out of range" */
     atomic_uint_least64_t offset_resets, offset_reset_skipped;
+    /* security.md, "What a caller can make a server do" */
+    atomic_uint_least64_t reply_refused;
 } ksfi_server_counters;
 
 /* A partition whose offset librdkafka reset, until its first message says where to. */
@@ -91,6 +94,10 @@ struct ksf_server {
     ksfi_server_counters counters;
     ksfi_ratelimit expired_log; /* the "skipped, deadline passed" debug line */
     ksfi_offset_resets resets;
+    ksfi_reply_policy reply_policy; /* set up by run, before the first message */
+    /* The per-message warnings (malformed, reply refused, no handler): a hostile
+     * producer controls how many there are. */
+    ksfi_log_limiter log_limit;
     /* Guards run_active, which ksf_server_destroy waits on. */
     pthread_mutex_t run_lock;
     pthread_cond_t run_cond;

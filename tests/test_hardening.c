@@ -10,6 +10,7 @@
 #include "suite.h"
 
 #include <check.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,11 +177,176 @@ START_TEST(test_hardening_backlog_restart)
 }
 END_TEST
 
+/* ---- the reply-topic policy -------------------------------------------------------- */
+
+#define ECHO "h.echo"
+
+/* One request on ECHO [0] answered on @p reply_topic [0]. */
+static void
+request_to(ksft_producer *p, const char *reply_topic, int i)
+{
+    char id[32];
+    snprintf(id, sizeof id, "r-%d", i);
+    ksft_send_request(p, ECHO, 0, id, reply_topic, 0, "{\"attack\":true}", 15, true);
+}
+
+/* Counts the server's "reply topic refused" lines and the refusals its count lines say
+ * were held back (the log limiter's, docs/logging.md). */
+typedef struct refusals {
+    atomic_int lines;
+    atomic_int held;
+} refusals;
+
+static void
+count_refusals(void *user, ksf_log_level level, const char *component,
+               const char *message)
+{
+    (void)level, (void)component;
+    refusals *r = user;
+    unsigned long long n = 0;
+    if (sscanf(message, "reply topic refused: %llu similar", &n) == 1) {
+        atomic_fetch_add(&r->held, (int)n);
+    } else if (!strncmp(message, "reply topic refused: ", 21)) {
+        atomic_fetch_add(&r->lines, 1);
+    }
+}
+
+/*
+ * A caller names the reply topic. Before, echo_server wrote the caller's JSON into any
+ * legal topic it was given: another service's event topic, a dead-letter topic, its own
+ * request topic, __consumer_offsets. Now only <pattern>.reply and server.reply.topics
+ * are answered, never internal or the server's own topics, and the distinct names a
+ * glob admits are capped; the rest are counted, not handled, and committed past.
+ */
+START_TEST(test_hardening_reply_policy)
+{
+    ksft_broker *b = ksft_broker_start();
+    const char *brokers = ksft_broker_address(b);
+    static const char *const allowed[] = {ECHO ".reply", "spring.replies", "team-a",
+                                          "team-b", "team-c"};
+    static const char *const refused[] = {
+        "team-d",             /* past server.reply.topics.max (3) */
+        "__consumer_offsets", /* Kafka's own */
+        ECHO,                 /* the server's request topic (matches h.*) */
+        "h.ev",               /* its event topic */
+        ECHO ".dlq",          /* its dead-letter topic */
+        "hero.dragon.killed", /* someone else's event topic */
+    };
+    ksft_broker_create_topic(b, ECHO, 1);
+    ksft_broker_create_topic(b, "h.ev", 1);
+    for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++) {
+        ksft_broker_create_topic(b, allowed[i], 1);
+    }
+    ksft_broker_create_topic(b, "hero.dragon.killed", 1);
+    ksft_broker_create_topic(b, ECHO ".dlq", 1);
+    ksf_config *cfg = ksft_config(b);
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(
+        ksf_config_set(cfg, "server.reply.topics", "spring.replies, team-*,h.*", &ei),
+        KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics.max", "3", &ei), KSF_OK);
+    refusals seen = {0};
+    ksf_config_set_log(cfg, count_refusals, &seen, KSF_LOG_WARNING);
+    static const char *const patterns[] = {ECHO, "h.ev", NULL};
+    ksft_service s = {0};
+    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    ksft_producer *p = ksft_producer_new(brokers);
+
+    /* The allowed ones first, so that the glob's three admissions are team-a..c. */
+    for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++) {
+        request_to(p, allowed[i], (int)i);
+    }
+    KSFT_WAIT_SERVER_STAT(s.srv, replies, 5, WAIT_MS);
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        request_to(p, refused[i], 10 + (int)i);
+    }
+    request_to(p, "team-a", 20); /* admitted before: still answered */
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(s.srv, replies, 6, WAIT_MS);
+    /* A burst of 30 more: the log keeps at most 10 lines a second of them. */
+    for (int i = 0; i < 30; i++) {
+        char id[32], topic[32];
+        snprintf(id, sizeof id, "burst-%d", i);
+        snprintf(topic, sizeof topic, "evil.%d", i);
+        ksft_send_request(p, ECHO, 0, id, topic, 0, "{}", 2, false);
+    }
+    ksft_producer_flush(p, ksft_scaled_ms(WAIT_MS));
+    ck_assert_int_eq(ksft_wait_committed(brokers, GROUP, ECHO, 1, 42, WAIT_MS), 42);
+    st = stats_of(s.srv);
+    ck_assert_uint_eq(st.replies, 6);
+    ck_assert_uint_eq(st.requests, 6);
+    ck_assert_uint_eq(st.reply_refused, 36);
+    ck_assert_uint_eq(st.reply_failures, 0);
+    ck_assert_uint_eq(st.no_handler, 0);
+
+    /* Nothing was written where it was refused. */
+    rd_kafka_t *admin = admin_handle(brokers);
+    int64_t lo, hi;
+    watermarks(admin, ECHO, &lo, &hi);
+    ck_assert_int_eq(hi, 42); /* the requests only */
+    const char *const untouched[] = {"h.ev", ECHO ".dlq", "hero.dragon.killed", "team-d"};
+    for (size_t i = 0; i < sizeof untouched / sizeof *untouched; i++) {
+        if (!strcmp(untouched[i], "team-d") && !ksft_broker_is_mock(b)) {
+            continue; /* never created on real Kafka: no watermarks to read */
+        }
+        watermarks(admin, untouched[i], &lo, &hi);
+        ck_assert_msg(hi == 0, "%s has %lld message(s)", untouched[i], (long long)hi);
+    }
+    watermarks(admin, "team-a", &lo, &hi);
+    ck_assert_int_eq(hi, 2);
+    rd_kafka_destroy(admin);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_int_eq(ksf_server_write_prometheus(s.srv, f), KSF_OK);
+    fclose(f);
+    ck_assert_msg(strstr(text, "\nksf_server_reply_refused_total 36\n"), "%s", text);
+    free(text);
+    ksft_service_stop(&s);
+    /* Every refusal is either a line or in a count line (the last at stop). */
+    ck_assert_int_eq(atomic_load(&seen.lines) + atomic_load(&seen.held), 36);
+    ck_assert_int_lt(atomic_load(&seen.lines), 36);
+    ck_assert_int_ge(atomic_load(&seen.lines), 10);
+    ksft_producer_destroy(p);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+/* server.reply.topics is checked when set. */
+START_TEST(test_hardening_reply_topics_config)
+{
+    ksf_config *cfg = NULL;
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    ksf_errinfo ei = {0};
+    static const char *const bad[] = {"a*b", "x,,y", "bad topic", "*x", ","};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        ck_assert_msg(ksf_config_set(cfg, "server.reply.topics", bad[i], &ei) ==
+                          KSF_EINVAL,
+                      "\"%s\" accepted", bad[i]);
+        ck_assert_ptr_nonnull(strstr(ei.text, "server.reply.topics"));
+    }
+    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics", "a.b, c-*,*", &ei),
+                     KSF_OK);
+    char buf[64];
+    ck_assert_int_eq(ksf_config_get(cfg, "server.reply.topics", buf, sizeof buf), KSF_OK);
+    ck_assert_str_eq(buf, "a.b, c-*,*");
+    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics.max", "0", &ei),
+                     KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_get(cfg, "server.reply.topics.max", buf, sizeof buf),
+                     KSF_OK);
+    ck_assert_str_eq(buf, "1000");
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
 int
 main(void)
 {
     const ksft_case cases[] = {
         {"backlog_restart", test_hardening_backlog_restart, 240},
+        {"reply_policy", test_hardening_reply_policy, 120},
+        {"reply_topics_config", test_hardening_reply_topics_config, 10},
     };
     return KSFT_RUN("hardening", cases);
 }
