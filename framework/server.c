@@ -475,6 +475,10 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
     rd_kafka_topic_partition_list_destroy(c);
 }
 
+/* The reset partitions' first messages are not coming (they were revoked before): an
+ * assignment starts from the committed offset, and a reset after it is noted anew. */
+static void forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts);
+
 static void
 log_partitions(ksf_server *srv, const char *what,
                const rd_kafka_topic_partition_list_t *l)
@@ -501,6 +505,7 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
     rd_kafka_error_t *error = NULL;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        forget_resets(srv, parts);
         if (srv->pin_new) {
             pin_new_partitions(srv, rk, parts);
         }
@@ -616,6 +621,22 @@ consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *bu
         srv->resets.v[srv->resets.n++] = (ksfi_offset_reset){t, partition, at};
         atomic_store(&srv->resets.pending, srv->resets.n);
     }
+    pthread_mutex_unlock(&srv->resets.lock);
+}
+
+static void
+forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
+{
+    pthread_mutex_lock(&srv->resets.lock);
+    for (int i = 0; i < parts->cnt; i++) {
+        ksfi_offset_reset *r =
+            find_reset(srv, parts->elems[i].topic, parts->elems[i].partition);
+        if (r) {
+            ksfi_free(r->topic);
+            *r = srv->resets.v[--srv->resets.n];
+        }
+    }
+    atomic_store(&srv->resets.pending, srv->resets.n);
     pthread_mutex_unlock(&srv->resets.lock);
 }
 
