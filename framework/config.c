@@ -3,6 +3,7 @@
 #include "alloc.h"
 #include "deadline.h"
 #include "errinfo.h"
+#include "reply_policy.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -92,6 +93,7 @@ ksf_config_new(ksf_config **out)
     cfg->server_deadline_skew_ms = KSFI_DEADLINE_SKEW_DEFAULT_MS;
     cfg->server_deferred_max = 10000;
     cfg->broker_unreachable_ms = 5000;
+    cfg->server_reply_topics_max = 1000;
     cfg->log_max_level = KSF_LOG_INFO;
     if (ksfi_policy_init(&cfg->policy)) {
         ksf_config_destroy(cfg);
@@ -112,6 +114,7 @@ ksf_config_destroy(ksf_config *cfg)
     ksfi_free(cfg->group_id);
     ksfi_free(cfg->postfix_id);
     ksfi_free(cfg->group_instance_id);
+    ksfi_free(cfg->server_reply_topics);
     for (size_t i = 0; i < cfg->nprops; i++) {
         ksfi_free(cfg->props[i].key);
         ksfi_free(cfg->props[i].value);
@@ -146,7 +149,7 @@ ksf_config_dup(const ksf_config *cfg, ksf_config **out)
     }
     *c = *cfg;
     c->brokers = c->client_id = c->group_id = c->postfix_id = NULL;
-    c->group_instance_id = NULL;
+    c->group_instance_id = c->server_reply_topics = NULL;
     c->props = NULL;
     c->nprops = 0;
     memset(&c->policy, 0, sizeof c->policy);
@@ -155,7 +158,8 @@ ksf_config_dup(const ksf_config *cfg, ksf_config **out)
         set_string(&c->client_id, cfg->client_id) ||
         set_string(&c->group_id, cfg->group_id) ||
         set_string(&c->postfix_id, cfg->postfix_id) ||
-        set_string(&c->group_instance_id, cfg->group_instance_id)) {
+        set_string(&c->group_instance_id, cfg->group_instance_id) ||
+        set_string(&c->server_reply_topics, cfg->server_reply_topics)) {
         goto fail;
     }
     if (cfg->nprops) {
@@ -456,6 +460,8 @@ static const char *const known_keys[] = {
     "server.event.retry.backoff.ms",
     "server.event.retry.backoff.max.ms",
     "server.event.dlq.topic",
+    "server.reply.topics",
+    "server.reply.topics.max",
 };
 
 /* Edit distance between @p a and @p b, capped: anything above 3 is 4. */
@@ -587,6 +593,13 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     if (!strcmp(key, "server.deferred.max")) {
         return set_range(&cfg->server_deferred_max, key, value, 1, 1000000, ei);
     }
+    if (!strcmp(key, "server.reply.topics")) {
+        ksf_err e = ksfi_reply_topics_check(value, ei);
+        return e ? e : set_string(&cfg->server_reply_topics, value);
+    }
+    if (!strcmp(key, "server.reply.topics.max")) {
+        return set_range(&cfg->server_reply_topics_max, key, value, 1, 1000000, ei);
+    }
     if (!strcmp(key, "client.max.in.flight")) {
         return set_range(&cfg->client_max_in_flight, key, value, 1, 1000000, ei);
     }
@@ -678,6 +691,10 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
                         cfg->client_reply_provider == KSFI_REPLY_STATIC ? "static"
                                                                         : "group");
     }
+    if (!strcmp(key, "server.reply.topics")) {
+        return copy_out(buf, size,
+                        cfg->server_reply_topics ? cfg->server_reply_topics : "");
+    }
     if (!strcmp(key, "client.wire.dialect")) {
         return copy_out(buf, size,
                         cfg->client_wire_dialect == KSFI_WIRE_SPRING ? "spring"
@@ -696,6 +713,8 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
         v = cfg->broker_unreachable_ms;
     } else if (!strcmp(key, "server.deferred.max")) {
         v = cfg->server_deferred_max;
+    } else if (!strcmp(key, "server.reply.topics.max")) {
+        v = cfg->server_reply_topics_max;
     } else if (!strcmp(key, "client.reply.partition")) {
         v = cfg->client_reply_partition;
     } else if (!strcmp(key, "message.max.bytes")) {

@@ -40,9 +40,11 @@ struct ksf_config {
     ksfi_wire_dialect client_wire_dialect;
     size_t message_max_bytes;
     int server_deadline_skew_ms;
-    int server_deferred_max;   /* deferred handlers awaiting their finish */
-    int broker_unreachable_ms; /* report unreachable brokers after this; 0: never */
-    ksfi_policy_config policy; /* server.pattern.*, server.handler.*, server.event.* */
+    int server_deferred_max;     /* deferred handlers awaiting their finish */
+    int broker_unreachable_ms;   /* report unreachable brokers after this; 0: never */
+    char *server_reply_topics;   /* allow-list beyond <pattern>.reply; NULL: none */
+    int server_reply_topics_max; /* distinct reply topics a prefix entry admits */
+    ksfi_policy_config policy;   /* server.pattern.*, server.handler.*, server.event.* */
     ksfi_kprop *props; /* in the order set; a later set of the same key replaces */
     size_t nprops;
     ksf_log_fn log_fn;

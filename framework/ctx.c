@@ -257,6 +257,35 @@ copy_meta(ksf_ctx *ctx)
 }
 
 /*
+ * The reply-topic policy (docs/security.md): a request naming a topic the server must
+ * not write to is not handled at all (its handler's effects would be for an answer
+ * nobody may get), gets no reply (nothing can be sent to that topic safely), and is
+ * counted, logged (rate-limited) and committed past.
+ */
+static bool
+reply_refused(ksf_ctx *ctx)
+{
+    ksf_server *srv = ctx->srv;
+    const char *why =
+        ksfi_reply_policy_check(&srv->reply_policy, ctx->topic, ctx->reply_topic);
+    if (!why) {
+        return false;
+    }
+    atomic_fetch_add(&srv->counters.reply_refused, 1);
+    char pa[16], off[24];
+    ksf_log_field f[] = {{"topic", ctx->topic},
+                         {"partition", KSFI_LOG_NUM(pa, ctx->msg->partition)},
+                         {"offset", KSFI_LOG_NUM(off, ctx->msg->offset)},
+                         {"reply_topic", ctx->reply_topic}};
+    ksfi_logkv_limited(&srv->log, &srv->log_limit, "reply topic refused", KSF_LOG_WARNING,
+                       "server", f, 4,
+                       "reply topic refused: %s; the request is skipped unanswered "
+                       "(allow it with server.reply.topics)",
+                       why);
+    return true;
+}
+
+/*
  * Read the headers and find the handler. Returns false when the message needs nothing
  * more: malformed headers (logged, counted) or no handler (answered or logged).
  */
@@ -274,9 +303,10 @@ prepare(ksf_ctx *ctx)
                              {"partition", KSFI_LOG_NUM(pa, m->partition)},
                              {"offset", KSFI_LOG_NUM(off, m->offset)},
                              {"error", ei.code ? ei.text : "out of memory reading them"}};
-        ksfi_logkv(&srv->log, KSF_LOG_ERROR, "server", f, 4,
-                   "malformed request headers; skipping the message (no reply is "
-                   "possible)");
+        ksfi_logkv_limited(&srv->log, &srv->log_limit, "malformed request headers",
+                           KSF_LOG_ERROR, "server", f, 4,
+                           "malformed request headers; skipping the message (no reply "
+                           "is possible)");
         atomic_fetch_add(&srv->counters.malformed, 1);
         return false;
     }
@@ -287,6 +317,9 @@ prepare(ksf_ctx *ctx)
     if (ksfi_ctx_expired(ctx)) {
         return false; /* counted and logged; nobody waits for the answer any more */
     }
+    if (!ctx->is_event && ctx->reply_topic && reply_refused(ctx)) {
+        return false;
+    }
     atomic_fetch_add(ctx->is_event ? &srv->counters.events : &srv->counters.requests, 1);
     if (ctx->handler) {
         ksfi_pmetrics_inc(ctx->handler->metrics,
@@ -295,13 +328,15 @@ prepare(ksf_ctx *ctx)
     }
     atomic_fetch_add(&srv->counters.no_handler, 1);
     if (ctx->is_event) {
-        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "%s Event pattern: %s",
-                 KSFI_NO_EVENT_HANDLER, ctx->topic);
+        ksfi_logkv_limited(&srv->log, &srv->log_limit, "no handler", KSF_LOG_WARNING,
+                           "server", NULL, 0, "%s Event pattern: %s",
+                           KSFI_NO_EVENT_HANDLER, ctx->topic);
         return false;
     }
     /* NestJS sends the bare text, without is-disposed, straight from handleMessage. */
-    ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "%s Message pattern: %s",
-             KSFI_NO_MESSAGE_HANDLER, ctx->topic);
+    ksfi_logkv_limited(&srv->log, &srv->log_limit, "no handler", KSF_LOG_WARNING,
+                       "server", NULL, 0, "%s Message pattern: %s",
+                       KSFI_NO_MESSAGE_HANDLER, ctx->topic);
     json_t *text = json_string(KSFI_NO_MESSAGE_HANDLER);
     if (text && claim_end(ctx)) {
         send_error(ctx, text, false);

@@ -36,8 +36,8 @@ static const char *const consumer_defaults[][2] = {
     {"allow.auto.create.topics", "true"},
 };
 
-static void
-log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+void
+ksfi_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     const ksfi_logger *lg = rd_kafka_opaque(rk);
     if (!lg) {
@@ -135,7 +135,7 @@ ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *client_i
     if (role == KSF_KAFKA_CONSUMER && (e = pair_heartbeat(cfg, conf, ei))) {
         goto fail;
     }
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, ksfi_kafka_log_cb);
     *out = conf;
     return KSF_OK;
 fail:

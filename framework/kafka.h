@@ -25,6 +25,12 @@ ksf_err ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *
                         const char *group_id, rd_kafka_conf_t **out, ksf_errinfo *ei);
 
 /*
+ * The log callback ksfi_kafka_conf installs: librdkafka's line at the matching ksf level,
+ * component "kafka". A handle that also inspects lines calls it from its own callback.
+ */
+void ksfi_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+/*
  * The headers of @p msg as codec headers in wire order. *out is ksfi_malloc'd (NULL and
  * count 0 when there are none) and borrows from @p msg. Errors: KSF_ENOMEM.
  */

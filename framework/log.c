@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include "clock.h"
 #include "config.h"
 
 #include <stdarg.h>
@@ -359,4 +360,113 @@ ksfi_logkv(const ksfi_logger *lg, ksf_log_level level, const char *component,
     va_start(ap, fmt);
     emit(lg, level, component, fields, n, fmt, ap);
     va_end(ap);
+}
+
+/* ---- rate-limited lines ------------------------------------------------------------ */
+
+static int64_t
+monotonic_ms(void)
+{
+    return ksfi_clock_ms();
+}
+
+void
+ksfi_log_limiter_init(ksfi_log_limiter *l, int burst, int interval_ms,
+                      int64_t (*clock)(void))
+{
+    memset(l, 0, sizeof *l);
+    pthread_mutex_init(&l->lock, NULL);
+    l->clock = clock ? clock : monotonic_ms;
+    l->burst = burst;
+    l->interval_ms = interval_ms;
+}
+
+void
+ksfi_log_limiter_destroy(ksfi_log_limiter *l)
+{
+    pthread_mutex_destroy(&l->lock);
+}
+
+/* The slot of @p key, claiming a free one (lock held). */
+static ksfi_log_limiter_slot *
+limiter_slot(ksfi_log_limiter *l, const char *key)
+{
+    for (size_t i = 0; i < KSFI_LOG_LIMITER_KEYS; i++) {
+        ksfi_log_limiter_slot *s = &l->slots[i];
+        if (!s->key) {
+            s->key = key;
+            s->window_start = l->clock();
+            return s;
+        }
+        if (!strcmp(s->key, key)) {
+            return s;
+        }
+    }
+    return &l->slots[KSFI_LOG_LIMITER_KEYS - 1];
+}
+
+static void
+log_suppressed(const ksfi_logger *lg, ksf_log_level level, const char *component,
+               const char *key, uint64_t n, int64_t ms)
+{
+    char nb[24];
+    ksf_log_field f[] = {{"key", key}, {"suppressed", KSFI_LOG_NUM(nb, n)}};
+    ksfi_logkv(lg, level, component, f, 2,
+               "%s: %llu similar line(s) suppressed in the last %lld ms", key,
+               (unsigned long long)n, (long long)ms);
+}
+
+bool
+ksfi_logkv_limited(const ksfi_logger *lg, ksfi_log_limiter *l, const char *key,
+                   ksf_log_level level, const char *component,
+                   const ksf_log_field *fields, size_t n, const char *fmt, ...)
+{
+    if (!ksfi_log_enabled(lg, level)) {
+        return false;
+    }
+    pthread_mutex_lock(&l->lock);
+    ksfi_log_limiter_slot *s = limiter_slot(l, key);
+    int64_t now = l->clock(), since = now - s->window_start;
+    uint64_t report = 0;
+    if (since >= l->interval_ms) {
+        report = s->suppressed;
+        s->suppressed = 0;
+        s->count = 0;
+        s->window_start = now;
+    }
+    bool pass = s->count < l->burst;
+    if (pass) {
+        s->count++;
+    } else {
+        s->suppressed++;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (report) {
+        log_suppressed(lg, level, component, key, report, since);
+    }
+    if (pass) {
+        va_list ap;
+        va_start(ap, fmt);
+        emit(lg, level, component, fields, n, fmt, ap);
+        va_end(ap);
+    }
+    return pass;
+}
+
+void
+ksfi_log_limiter_flush(const ksfi_logger *lg, ksfi_log_limiter *l, ksf_log_level level,
+                       const char *component)
+{
+    for (size_t i = 0; i < KSFI_LOG_LIMITER_KEYS; i++) {
+        pthread_mutex_lock(&l->lock);
+        ksfi_log_limiter_slot *s = &l->slots[i];
+        const char *key = s->key;
+        uint64_t n = s->suppressed;
+        int64_t ms = l->clock() - s->window_start;
+        s->suppressed = 0;
+        pthread_mutex_unlock(&l->lock);
+        if (key && n) {
+            log_suppressed(lg, level, component, key, n, ms);
+        }
+    }
 }

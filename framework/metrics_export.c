@@ -91,6 +91,18 @@ ksf_server_write_prometheus(ksf_server *srv, FILE *out)
     ksfi_prom_scalar(out, "ksf_server_reply_failures_total",
                      "Reply produces that failed for good.", "counter",
                      st.reply_failures);
+    ksfi_prom_scalar(
+        out, "ksf_server_offset_resets_total",
+        "Partitions whose committed offset was out of range, so the consumer "
+        "resumed elsewhere.",
+        "counter", st.offset_resets);
+    ksfi_prom_scalar(out, "ksf_server_offset_reset_skipped_total",
+                     "Messages skipped by those resets: deleted before they were read.",
+                     "counter", st.offset_reset_skipped);
+    ksfi_prom_scalar(out, "ksf_server_reply_refused_total",
+                     "Requests skipped because the reply policy refused their reply "
+                     "topic.",
+                     "counter", st.reply_refused);
     ksfi_metrics_view_free(&v);
     return ksfi_prom_result(out);
 }
@@ -107,10 +119,13 @@ ksf_server_metrics_json(ksf_server *srv, json_t **out)
     json_t *patterns =
         ksfi_metrics_patterns_json(&v, server_json_names, "handler_duration");
     ksfi_metrics_view_free(&v);
-    *out = patterns ? json_pack("{s:o, s:I, s:I, s:I}", "patterns", patterns,
-                                "no_handler", (json_int_t)st.no_handler, "malformed",
-                                (json_int_t)st.malformed, "reply_failures",
-                                (json_int_t)st.reply_failures)
+    *out = patterns ? json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "patterns",
+                                patterns, "no_handler", (json_int_t)st.no_handler,
+                                "malformed", (json_int_t)st.malformed, "reply_failures",
+                                (json_int_t)st.reply_failures, "offset_resets",
+                                (json_int_t)st.offset_resets, "offset_reset_skipped",
+                                (json_int_t)st.offset_reset_skipped, "reply_refused",
+                                (json_int_t)st.reply_refused)
                     : NULL;
     return *out ? KSF_OK : KSF_ENOMEM;
 }

@@ -14,8 +14,10 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -37,6 +39,9 @@
 #define KSFI_COMMIT_WAIT_MS 1500
 #define KSFI_CLOSE_WAIT_MS 10000
 #define KSFI_GONE_WAIT_MS 500
+/* Per-message warnings: at most this many lines per kind per window (docs/logging.md). */
+#define KSFI_LOG_BURST 10
+#define KSFI_LOG_BURST_MS 1000
 
 ksf_err
 ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
@@ -51,6 +56,7 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
     srv->wake_fd = -1;
     pthread_mutex_init(&srv->run_lock, NULL);
     pthread_rwlock_init(&srv->replies_lock, NULL);
+    pthread_mutex_init(&srv->resets.lock, NULL);
     pthread_cond_init(&srv->run_cond, NULL);
     if (ksf_config_dup(cfg, &srv->cfg) ||
         !(srv->client_id = ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX)) ||
@@ -59,6 +65,7 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
         goto fail;
     }
     srv->log = ksfi_logger_from_config(srv->cfg);
+    ksfi_log_limiter_init(&srv->log_limit, KSFI_LOG_BURST, KSFI_LOG_BURST_MS, NULL);
     srv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (srv->wake_fd < 0) {
         ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
@@ -122,6 +129,13 @@ ksf_server_destroy(ksf_server *srv)
     ksf_config_destroy(srv->cfg);
     pthread_mutex_destroy(&srv->run_lock);
     pthread_rwlock_destroy(&srv->replies_lock);
+    for (size_t i = 0; i < srv->resets.n; i++) {
+        ksfi_free(srv->resets.v[i].topic);
+    }
+    ksfi_free(srv->resets.v);
+    pthread_mutex_destroy(&srv->resets.lock);
+    ksfi_log_limiter_destroy(&srv->log_limit);
+    ksfi_reply_policy_free(&srv->reply_policy);
     pthread_cond_destroy(&srv->run_cond);
     ksfi_free(srv);
 }
@@ -287,6 +301,9 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     out->event_retries = atomic_load(&c->event_retries);
     out->dead_lettered = atomic_load(&c->dead_lettered);
     out->dlq_failures = atomic_load(&c->dlq_failures);
+    out->offset_resets = atomic_load(&c->offset_resets);
+    out->offset_reset_skipped = atomic_load(&c->offset_reset_skipped);
+    out->reply_refused = atomic_load(&c->reply_refused);
 }
 
 /* ---- the reply producer ------------------------------------------------------------ */
@@ -421,10 +438,12 @@ commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when)
 }
 
 /*
- * With auto.offset.reset=latest, a partition without a committed offset would start at
- * whatever the end is when the fetcher gets round to asking, so a request produced just
- * after the ready callback could be skipped. Pin such partitions at their end now,
- * before ready is announced.
+ * A partition without a committed offset (a new group) starts at its end: a new service
+ * does not answer the history of its topics (docs/server.md). librdkafka's
+ * auto.offset.reset cannot say so, since it also decides where an out-of-range offset
+ * goes (ksf: earliest), and with latest a partition would start at whatever the end is
+ * when the fetcher gets round to asking, so a request produced just after the ready
+ * callback could be skipped. Pin such partitions at their end now, before ready.
  */
 static void
 pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
@@ -442,7 +461,8 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
         if (ksfi_kafka_high_watermark(rk, c->elems[i].topic, c->elems[i].partition,
                                       deadline, &hi, &ei)) {
             ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
-                     "%s; the partition starts wherever its end is when fetching starts",
+                     "%s; the partition starts where auto.offset.reset says (ksf: "
+                     "earliest)",
                      ei.text);
             continue;
         }
@@ -454,6 +474,10 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
     }
     rd_kafka_topic_partition_list_destroy(c);
 }
+
+/* The reset partitions' first messages are not coming (they were revoked before): an
+ * assignment starts from the committed offset, and a reset after it is noted anew. */
+static void forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts);
 
 static void
 log_partitions(ksf_server *srv, const char *what,
@@ -481,7 +505,8 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
     rd_kafka_error_t *error = NULL;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        if (srv->auto_reset_latest) {
+        forget_resets(srv, parts);
+        if (srv->pin_new) {
             pin_new_partitions(srv, rk, parts);
         }
         ksfi_dispatch_assign(srv->dispatch, parts);
@@ -516,11 +541,11 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-/* The effective auto.offset.reset: ksf's default (latest) unless the user set it. */
-static bool
-reset_is_latest(const ksf_config *cfg)
+/* The auto.offset.reset the user set for the server's consumer, or NULL. */
+static const char *
+user_reset(const ksf_config *cfg)
 {
-    const char *v = "latest";
+    const char *v = NULL;
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < cfg->nprops; i++) {
             const ksfi_kprop *p = &cfg->props[i];
@@ -530,7 +555,126 @@ reset_is_latest(const ksf_config *cfg)
             }
         }
     }
-    return !strcmp(v, "latest") || !strcmp(v, "largest") || !strcmp(v, "end");
+    return v;
+}
+
+/* The partition @p topic [@p partition] in the pending resets, or NULL (lock held). */
+static ksfi_offset_reset *
+find_reset(ksf_server *srv, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < srv->resets.n; i++) {
+        if (srv->resets.v[i].partition == partition &&
+            !strcmp(srv->resets.v[i].topic, topic)) {
+            return &srv->resets.v[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The consumer's log callback: librdkafka's line as usual, and its report of an offset
+ * reset ("<topic> [<partition>]: offset reset (at offset <n>, ...) to ...", logged at
+ * warning when the reset is due to an error: out of range, log truncation) noted, so
+ * that the first message after it tells how far the partition jumped. librdkafka gives
+ * no other trace of an automatic reset (auto.offset.reset=error would stop the
+ * partition for good: librdkafka 2.0.2 refuses a seek on it). Runs on librdkafka's
+ * threads.
+ */
+static void
+consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    ksfi_kafka_log_cb(rk, level, fac, buf);
+    ksf_server *srv = rd_kafka_opaque(rk);
+    char topic[256];
+    int32_t partition;
+    long long at;
+    if (!srv || strcmp(fac, "OFFSET") || !strstr(buf, "offset reset (at offset ")) {
+        return;
+    }
+    const char *thrd = "[thrd:"; /* librdkafka's prefix, "[thrd:main]: " */
+    if (!strncmp(buf, thrd, strlen(thrd)) && strstr(buf, "]: ")) {
+        buf = strstr(buf, "]: ") + 3;
+    }
+    if (sscanf(buf, "%255s [%" SCNd32 "]: offset reset (at offset %lld", topic,
+               &partition, &at) != 3) {
+        return;
+    }
+    atomic_fetch_add(&srv->counters.offset_resets, 1);
+    pthread_mutex_lock(&srv->resets.lock);
+    ksfi_offset_reset *r = find_reset(srv, topic, partition);
+    if (r) {
+        r->at =
+            at < r->at ? at : r->at; /* reset again before a message: from the first */
+        pthread_mutex_unlock(&srv->resets.lock);
+        return;
+    }
+    if (srv->resets.n == srv->resets.cap) {
+        size_t cap = srv->resets.cap * 2 + 4;
+        ksfi_offset_reset *v = ksfi_realloc(srv->resets.v, cap * sizeof *v);
+        if (v) {
+            srv->resets.v = v;
+            srv->resets.cap = cap;
+        }
+    }
+    char *t = srv->resets.n < srv->resets.cap ? ksfi_strdup(topic) : NULL;
+    if (t) { /* else out of memory: the reset stays counted, its size unknown */
+        srv->resets.v[srv->resets.n++] = (ksfi_offset_reset){t, partition, at};
+        atomic_store(&srv->resets.pending, srv->resets.n);
+    }
+    pthread_mutex_unlock(&srv->resets.lock);
+}
+
+static void
+forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
+{
+    pthread_mutex_lock(&srv->resets.lock);
+    for (int i = 0; i < parts->cnt; i++) {
+        ksfi_offset_reset *r =
+            find_reset(srv, parts->elems[i].topic, parts->elems[i].partition);
+        if (r) {
+            ksfi_free(r->topic);
+            *r = srv->resets.v[--srv->resets.n];
+        }
+    }
+    atomic_store(&srv->resets.pending, srv->resets.n);
+    pthread_mutex_unlock(&srv->resets.lock);
+}
+
+/*
+ * Consumer thread, for each message while resets are pending: the first message of a
+ * reset partition at or past the out-of-range offset says how many were skipped
+ * (offsets are consecutive in a request topic; what lay between is gone: deleted by
+ * retention before anyone read it). Counted and logged once per reset, at error.
+ * Messages below the offset are the ones fetched before the reset, or a reset back
+ * (the committed offset was past the end): nothing was skipped then, and the entry
+ * resolves when the partition reaches the offset again.
+ */
+static void
+resolve_reset(ksf_server *srv, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    pthread_mutex_lock(&srv->resets.lock);
+    ksfi_offset_reset *r = find_reset(srv, topic, m->partition);
+    if (!r || m->offset < r->at) {
+        pthread_mutex_unlock(&srv->resets.lock);
+        return;
+    }
+    int64_t at = r->at, skipped = m->offset - r->at;
+    ksfi_free(r->topic);
+    *r = srv->resets.v[--srv->resets.n];
+    atomic_store(&srv->resets.pending, srv->resets.n);
+    pthread_mutex_unlock(&srv->resets.lock);
+    atomic_fetch_add(&srv->counters.offset_reset_skipped, (uint64_t)skipped);
+    char pa[16], a[24], to[24], sk[24];
+    ksf_log_field f[] = {{"topic", topic},
+                         {"partition", KSFI_LOG_NUM(pa, m->partition)},
+                         {"committed", KSFI_LOG_NUM(a, at)},
+                         {"resumed", KSFI_LOG_NUM(to, m->offset)},
+                         {"skipped", KSFI_LOG_NUM(sk, skipped)}};
+    ksfi_logkv(&srv->log, KSF_LOG_ERROR, "server", f, 5,
+               "offset out of range: %lld message(s) were deleted by the broker "
+               "(retention) before this server read them; they are lost, unanswered",
+               (long long)skipped);
 }
 
 static ksf_err
@@ -552,6 +696,18 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
     if (e) {
         return e;
     }
+    /* An out-of-range offset (retention deleted what this group had not read yet)
+     * resumes at the oldest message still there, not the end: what waits is handled
+     * (or skipped as expired by its deadline), and what was deleted is counted. */
+    const char *reset = user_reset(srv->cfg);
+    if (!reset && rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err,
+                                    sizeof err) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return ksfi_fail(ei, KSF_EINVAL, "auto.offset.reset: %s", err);
+    }
+    srv->pin_new = !reset || !strcmp(reset, "latest") || !strcmp(reset, "largest") ||
+                   !strcmp(reset, "end");
+    rd_kafka_conf_set_log_cb(conf, consumer_log_cb);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, srv);
     srv->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
@@ -561,7 +717,6 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
     }
     rd_kafka_poll_set_consumer(srv->consumer);
     srv->consumer_queue = rd_kafka_queue_get_consumer(srv->consumer);
-    srv->auto_reset_latest = reset_is_latest(srv->cfg);
     srv->commit_wait_ms = KSFI_COMMIT_WAIT_MS;
     return KSF_OK;
 }
@@ -689,6 +844,9 @@ consume(ksf_server *srv, ksf_errinfo *ei)
             }
             continue;
         }
+        if (atomic_load(&srv->resets.pending)) {
+            resolve_reset(srv, m);
+        }
         ksf_ctx *ctx;
         if (ksfi_ctx_new(srv, m, &ctx)) {
             rd_kafka_message_destroy(m);
@@ -701,11 +859,43 @@ consume(ksf_server *srv, ksf_errinfo *ei)
     return KSF_OK;
 }
 
+/* The reply-topic policy: never the server's own topics (its patterns, the topics it
+ * subscribes to, their dead-letter topics). */
+static ksf_err
+init_reply_policy(ksf_server *srv, ksf_errinfo *ei)
+{
+    size_t n = srv->nhandlers + srv->nextra, k = 0;
+    char **own = ksfi_calloc(2 * n, sizeof *own);
+    ksf_err e = own ? KSF_OK : KSF_ENOMEM;
+    for (size_t i = 0; !e && i < srv->nhandlers; i++) {
+        const char *pattern = srv->handlers[i].pattern;
+        own[k++] = ksfi_strdup(pattern);
+        ksfi_policy pol = ksfi_policy_for(&srv->cfg->policy, pattern);
+        own[k++] = ksfi_policy_dlq_topic(pol.dlq ? pol.dlq : "{pattern}.dlq", pattern);
+        e = own[k - 1] && own[k - 2] ? KSF_OK : KSF_ENOMEM;
+    }
+    for (size_t i = 0; !e && i < srv->nextra; i++) {
+        e = (own[k++] = ksfi_strdup(srv->extra_topics[i])) ? KSF_OK : KSF_ENOMEM;
+    }
+    if (!e) {
+        e = ksfi_reply_policy_init(&srv->reply_policy, srv->cfg->server_reply_topics,
+                                   srv->cfg->server_reply_topics_max,
+                                   (const char *const *)own, k);
+    }
+    for (size_t i = 0; own && i < k; i++) {
+        ksfi_free(own[i]);
+    }
+    ksfi_free(own);
+    return e ? ksfi_fail(ei, KSF_ENOMEM, "out of memory setting up the reply policy")
+             : KSF_OK;
+}
+
 static ksf_err
 start(ksf_server *srv, ksf_errinfo *ei)
 {
     ksf_err e;
-    if ((e = create_producer(srv, ei)) || (e = create_consumer(srv, ei))) {
+    if ((e = init_reply_policy(srv, ei)) || (e = create_producer(srv, ei)) ||
+        (e = create_consumer(srv, ei))) {
         return e;
     }
     pthread_rwlock_wrlock(&srv->replies_lock);
@@ -785,6 +975,7 @@ shut_down(ksf_server *srv)
         }
     }
     ksfi_dispatch_stop(srv->dispatch);
+    ksfi_log_limiter_flush(&srv->log, &srv->log_limit, KSF_LOG_WARNING, "server");
     if (srv->consumer) {
         commit_bounded(srv, srv->consumer, "at stop");
         close_bounded(srv);

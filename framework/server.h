@@ -9,6 +9,7 @@
 #include "deadline.h"
 #include "dispatch.h"
 #include "kafka.h"
+#include "reply_policy.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,7 +32,27 @@ typedef struct ksfi_server_counters {
     /* isolation.md and retries.md */
     atomic_uint_least64_t budget_exceeded, late_discarded, event_retries, dead_lettered,
         dlq_failures;
+    /* server.md, "Offsets out of range" */
+    atomic_uint_least64_t offset_resets, offset_reset_skipped;
+    /* security.md, "What a caller can make a server do" */
+    atomic_uint_least64_t reply_refused;
 } ksfi_server_counters;
+
+/* A partition whose offset librdkafka reset, until its first message says where to. */
+typedef struct ksfi_offset_reset {
+    char *topic;
+    int32_t partition;
+    int64_t at; /* the out-of-range offset */
+} ksfi_offset_reset;
+
+/* The resets seen by librdkafka's thread, resolved by the consumer thread. Tiny: one
+ * entry per partition reset and not yet consumed from. */
+typedef struct ksfi_offset_resets {
+    pthread_mutex_t lock;
+    ksfi_offset_reset *v;
+    size_t n, cap;
+    atomic_size_t pending; /* n, read without the lock on every message */
+} ksfi_offset_resets;
 
 enum ksfi_server_state { KSFI_SRV_NEW, KSFI_SRV_RUNNING, KSFI_SRV_DONE };
 
@@ -62,15 +83,21 @@ struct ksf_server {
     rd_kafka_t *consumer;
     rd_kafka_queue_t *consumer_queue;
     rd_kafka_t *producer;
-    bool ready_pending;     /* consumer thread only: call ready_fn after this poll */
-    bool ready_done;        /* consumer thread only */
-    bool auto_reset_latest; /* auto.offset.reset is latest: pin new partitions at the end
-                             */
-    int commit_wait_ms;     /* consumer thread only: shortened once the broker is gone */
-    bool consumer_closed;   /* the group was left within its deadline */
+    bool ready_pending; /* consumer thread only: call ready_fn after this poll */
+    bool ready_done;    /* consumer thread only */
+    /* A partition without a committed offset starts at its end (auto.offset.reset not
+     * set by the user, or latest). */
+    bool pin_new;
+    int commit_wait_ms;   /* consumer thread only: shortened once the broker is gone */
+    bool consumer_closed; /* the group was left within its deadline */
     ksfi_dispatch *dispatch;
     ksfi_server_counters counters;
     ksfi_ratelimit expired_log; /* the "skipped, deadline passed" debug line */
+    ksfi_offset_resets resets;
+    ksfi_reply_policy reply_policy; /* set up by run, before the first message */
+    /* The per-message warnings (malformed, reply refused, no handler): a hostile
+     * producer controls how many there are. */
+    ksfi_log_limiter log_limit;
     /* Guards run_active, which ksf_server_destroy waits on. */
     pthread_mutex_t run_lock;
     pthread_cond_t run_cond;

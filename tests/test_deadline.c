@@ -334,6 +334,9 @@ START_TEST(test_deadline_reply_trace_headers)
     ksft_broker_create_topic(b, "tr.echo", 1);
     ksft_broker_create_topic(b, "tr.reply", 1);
     ksf_config *cfg = ksft_config(b);
+    /* One reply topic for every pattern, as a Spring caller names its own. */
+    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics", "tr.reply", NULL),
+                     KSF_OK);
     ksf_server *srv = ksft_server(cfg);
     on(srv, "tr.echo", h_record, false);
     ksft_service svc;
@@ -454,6 +457,9 @@ START_TEST(test_deadline_expired_is_skipped_and_committed)
     ksft_broker_create_topic(b, "ex.ev", 1);
     ksft_broker_create_topic(b, "tr.reply", 1);
     ksf_config *cfg = ksft_config(b);
+    /* One reply topic for every pattern, as a Spring caller names its own. */
+    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics", "tr.reply", NULL),
+                     KSF_OK);
     inner_client = ksft_client(cfg);
     ksft_producer *p = ksft_producer_new(addr);
     ksft_collector *c = ksft_collector_new(addr, "tr.reply", 0);

@@ -274,6 +274,96 @@ START_TEST(test_log_kafka_records_carry_facility_and_client)
 }
 END_TEST
 
+/* ---- rate-limited lines -------------------------------------------------------------
+ */
+
+static int64_t fake_now;
+
+static int64_t
+fake_clock(void)
+{
+    return fake_now;
+}
+
+/* Every plain line, kept. */
+typedef struct lines {
+    int n;
+    char text[64][256];
+} lines;
+
+static void
+lines_sink(void *user, ksf_log_level level, const char *component, const char *message)
+{
+    (void)level, (void)component;
+    lines *l = user;
+    if (l->n < 64) {
+        snprintf(l->text[l->n], sizeof l->text[0], "%s", message);
+    }
+    l->n++;
+}
+
+START_TEST(test_log_limiter_bursts_and_reports)
+{
+    ksf_config *cfg;
+    ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
+    lines got = {0};
+    ksf_config_set_log(cfg, lines_sink, &got, KSF_LOG_INFO);
+    ksfi_logger lg = ksfi_logger_from_config(cfg);
+    ksfi_log_limiter l;
+    fake_now = 5000;
+    ksfi_log_limiter_init(&l, 3, 1000, fake_clock);
+    /* 10 lines at once: 3 through, 7 held. */
+    int passed = 0;
+    for (int i = 0; i < 10; i++) {
+        passed += ksfi_logkv_limited(&lg, &l, "bad", KSF_LOG_WARNING, "server", NULL, 0,
+                                     "bad message %d", i);
+    }
+    ck_assert_int_eq(passed, 3);
+    ck_assert_int_eq(got.n, 3);
+    ck_assert_str_eq(got.text[2], "bad message 2");
+    /* Another key has its own budget. */
+    ck_assert(ksfi_logkv_limited(&lg, &l, "other", KSF_LOG_WARNING, "server", NULL, 0,
+                                 "other"));
+    ck_assert_int_eq(got.n, 4);
+    /* Still the same window at 999 ms: held. */
+    fake_now = 5999;
+    ck_assert(!ksfi_logkv_limited(&lg, &l, "bad", KSF_LOG_WARNING, "server", NULL, 0,
+                                  "bad message 10"));
+    ck_assert_int_eq(got.n, 4);
+    /* The next window: the count of the 8 held back, then the line. */
+    fake_now = 6000;
+    ck_assert(ksfi_logkv_limited(&lg, &l, "bad", KSF_LOG_WARNING, "server", NULL, 0,
+                                 "bad message 11"));
+    ck_assert_int_eq(got.n, 6);
+    ck_assert_str_eq(got.text[4], "bad: 8 similar line(s) suppressed in the last 1000 ms "
+                                  "key=bad suppressed=8");
+    ck_assert_str_eq(got.text[5], "bad message 11");
+    /* Two more through, two held; the flush reports those. */
+    for (int i = 0; i < 4; i++) {
+        ksfi_logkv_limited(&lg, &l, "bad", KSF_LOG_WARNING, "server", NULL, 0, "more");
+    }
+    ck_assert_int_eq(got.n, 8);
+    fake_now = 6250;
+    ksfi_log_limiter_flush(&lg, &l, KSF_LOG_WARNING, "server");
+    ck_assert_int_eq(got.n, 9);
+    ck_assert_str_eq(got.text[8], "bad: 2 similar line(s) suppressed in the last 250 ms "
+                                  "key=bad suppressed=2");
+    /* Nothing held: the flush says nothing, and the next window reports nothing. */
+    ksfi_log_limiter_flush(&lg, &l, KSF_LOG_WARNING, "server");
+    fake_now = 9000;
+    ck_assert(
+        ksfi_logkv_limited(&lg, &l, "bad", KSF_LOG_WARNING, "server", NULL, 0, "late"));
+    ck_assert_int_eq(got.n, 10);
+    ck_assert_str_eq(got.text[9], "late");
+    /* A filtered-out level is neither logged nor counted. */
+    ck_assert(!ksfi_logkv_limited(&lg, &l, "bad", KSF_LOG_DEBUG, "server", NULL, 0, "x"));
+    ksfi_log_limiter_flush(&lg, &l, KSF_LOG_WARNING, "server");
+    ck_assert_int_eq(got.n, 10);
+    ksfi_log_limiter_destroy(&l);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
 static Suite *
 log_suite(void)
 {
@@ -291,6 +381,7 @@ log_suite(void)
     tcase_add_test(tc, test_log_ready_sink_cuts_long_lines);
     tcase_add_test(tc, test_log_logkv_reaches_both_sinks);
     tcase_add_test(tc, test_log_off_by_default);
+    tcase_add_test(tc, test_log_limiter_bursts_and_reports);
     suite_add_tcase(s, tc);
     tc = tcase_create("kafka");
     tcase_set_timeout(tc, 20);

@@ -81,6 +81,8 @@ new_server(ksf_config *cfg)
 {
     ksf_server *srv = NULL;
     ksf_errinfo ei = {0};
+    /* Every pattern here answers on the one REPLY topic, as a Spring caller would. */
+    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics", REPLY, &ei), KSF_OK);
     ck_assert_msg(ksf_server_new(&srv, cfg, &ei) == KSF_OK, "%s", ei.text);
     return srv;
 }

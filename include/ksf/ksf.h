@@ -235,6 +235,14 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  * - "server.event.retry.backoff.max.ms" the longest retry delay        [5000]
  * - "server.event.dlq.topic" dead-letter topic after the last failure; {pattern} is
  *                           replaced; "none" or "" disables  [{pattern}.dlq]
+ * - "server.reply.topics"   reply topics a request may name besides its own
+ *                           "<pattern>.reply": a comma list of names and "prefix*"
+ *                           globs ("*": any). Never Kafka-internal (__...) topics nor
+ *                           the server's own pattern and dead-letter topics; a request
+ *                           naming another is skipped unanswered and counted in
+ *                           reply_refused (docs/security.md)                 [""]
+ * - "server.reply.topics.max" distinct reply topics the globs admit; later new
+ *                           ones are refused, 1..1000000                   [1000]
  * - "server.pattern.<pattern>.<setting>" one pattern's value of concurrency,
  *                           handler.timeout.ms, event.retries, event.retry.backoff.ms,
  *                           event.retry.backoff.max.ms or event.dlq.topic
@@ -671,6 +679,16 @@ typedef struct ksf_server_stats {
     uint64_t dead_lettered;
     /** dead-letter produces that failed (each is tried again; nothing is dropped) */
     uint64_t dlq_failures;
+    /** partitions whose committed offset was out of range (deleted by retention, or
+     *  past the end), so that the consumer resumed elsewhere (docs/server.md, "Offsets
+     *  out of range"); each is also logged at error */
+    uint64_t offset_resets;
+    /** messages those resets skipped: deleted before this server read them, so never
+     *  handled nor answered */
+    uint64_t offset_reset_skipped;
+    /** requests not handled because their kafka_replyTopic is refused by the reply
+     *  policy (server.reply.topics; docs/security.md); each is committed past */
+    uint64_t reply_refused;
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
@@ -682,8 +700,10 @@ KSF_API void ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out);
  * ksf_server_requests_total, ksf_server_events_total, ksf_server_replies_total,
  * ksf_server_errors_total and the histogram ksf_server_handler_duration_seconds
  * (buckets 0.0001 s to 10 s); unlabelled: ksf_server_no_handler_total,
- * ksf_server_malformed_total, ksf_server_reply_failures_total. docs/metrics.md says
- * what each counts. Use open_memstream() for a buffer.
+ * ksf_server_malformed_total, ksf_server_reply_failures_total,
+ * ksf_server_offset_resets_total, ksf_server_offset_reset_skipped_total,
+ * ksf_server_reply_refused_total. docs/metrics.md says what each counts. Use
+ * open_memstream() for a buffer.
  * Errors: KSF_EINVAL (a NULL argument, or a write to @p out failed), KSF_ENOMEM.
  * Threads: any, but not while handlers are still being registered; the counters are
  * read without stopping the server.
@@ -694,7 +714,8 @@ KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
  * The same metrics as a new JSON object: {"patterns": {"<pattern>": {"requests": n,
  * "events": n, "replies": n, "errors": n, "handler_duration": {"le_seconds": [...],
  * "counts": [cumulative, the +Inf bucket last], "sum_seconds": s, "count": n}}},
- * "no_handler": n, "malformed": n, "reply_failures": n}.
+ * "no_handler": n, "malformed": n, "reply_failures": n, "offset_resets": n,
+ * "offset_reset_skipped": n, "reply_refused": n}.
  * Ownership: *out is a new reference. Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_server_metrics_json(ksf_server *srv, json_t **out);

@@ -174,6 +174,9 @@ main(int argc, char **argv)
     if (!e) {
         e = ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", &ei);
     }
+    if (!e) { /* Spring's ReplyingKafkaTemplate callers name their reply topics */
+        e = ksf_config_set(cfg, "server.reply.topics", "spring-interop.replies*", &ei);
+    }
     if (!e) {
         e = ksf_server_new(&srv, cfg, &ei);
     }

@@ -83,7 +83,10 @@ echo "# real Kafka at $broker (t=${SECONDS}s)"
     fail "could not create the topics on $broker"
 
 echo "# 1. Spring client -> ksf services (t=${SECONDS}s)"
+# ReplyingKafkaTemplate names its own reply topics: the servers allow them
+# (server.reply.topics; by default only <pattern>.reply is answered).
 "$hero_server" --brokers "$broker" --set group.id=spring-interop-hero \
+    --set 'server.reply.topics=spring-interop.replies*' \
     >"$tmp/hero_server.out" 2>"$tmp/hero_server.log" &
 pids+=($!)
 wait_for "$tmp/hero_server.out" 'ready' 60 "${pids[-1]}" || fail "hero_server did not become ready"
