@@ -62,8 +62,9 @@ struct ksf_server {
     rd_kafka_t *consumer;
     rd_kafka_queue_t *consumer_queue;
     rd_kafka_t *producer;
-    bool ready_pending;     /* consumer thread only: call ready_fn after this poll */
-    bool ready_done;        /* consumer thread only */
+    bool ready_pending; /* consumer thread only: call ready_fn after this poll */
+    bool ready_done;    /* consumer thread only */
+    char assignment_strategy[64]; /* the consumer's partition.assignment.strategy */
     bool auto_reset_latest; /* auto.offset.reset is latest: pin new partitions at the end
                              */
     int commit_wait_ms;     /* consumer thread only: shortened once the broker is gone */

@@ -579,11 +579,15 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
  * Create a server (NestJS ServerKafka). It consumes the pattern topics in consumer
  * group "<group.id><postfix.id>" with client id "<client.id><postfix.id>" (default
  * nestjs-consumer-server). Without group.id the group is "<program>-server", the
- * program's name (argv[0]'s), so that unrelated services never share a group; set
- * group.id to share one with NestJS instances of the same service ("nestjs-group"
- * gives NestJS's default nestjs-group-server). Nothing connects until
- * ksf_server_run(). Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL,
- * KSF_EKAFKA.
+ * program's name (argv[0]'s), so that unrelated services never share a group.
+ * Rebalances are cooperative (librdkafka's cooperative-sticky unless
+ * consumer.partition.assignment.strategy is set): a server joining or leaving moves
+ * only the partitions that change owner, the others keep being served. Every member
+ * of a group must use the same assignment protocol: the broker refuses a server
+ * joining a group of NestJS (kafkajs) servers or of eager librdkafka members
+ * (INCONSISTENT_GROUP_PROTOCOL, logged at error; it serves nothing until they leave;
+ * docs/server.md, "Rebalancing"). Nothing connects until ksf_server_run().
+ * Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL, KSF_EKAFKA.
  */
 KSF_API ksf_err ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei);
 
