@@ -281,6 +281,7 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     out->malformed = atomic_load(&c->malformed);
     out->reply_failures = atomic_load(&c->reply_failures);
     out->expired = atomic_load(&c->expired);
+    out->shed = atomic_load(&c->shed);
     out->throttled = ksfi_dispatch_throttled(srv->dispatch);
     out->budget_exceeded = atomic_load(&c->budget_exceeded);
     out->late_discarded = atomic_load(&c->late_discarded);

@@ -392,6 +392,9 @@ KSF_API void *ksf_ctx_user(const ksf_ctx *ctx);
 /**
  * The time the caller stops waiting, in ms since the Unix epoch (the request's
  * ksf_deadline header), or 0 when the message carries none (NestJS callers, events).
+ * A request whose deadline leaves less time than its handler's recent run time is not
+ * run: the server answers it at once with the error "overloaded: request for ...
+ * shed: ..." and counts it in ksf_server_stats.shed (docs/deadlines.md, "Shedding").
  */
 KSF_API int64_t ksf_ctx_deadline_ms(const ksf_ctx *ctx);
 
@@ -675,6 +678,10 @@ typedef struct ksf_server_stats {
     uint64_t dead_lettered;
     /** dead-letter produces that failed (each is tried again; nothing is dropped) */
     uint64_t dlq_failures;
+    /** requests answered at once with the overload error instead of being run: their
+     *  ksf_deadline left less time than the handler's recent run time
+     *  (docs/deadlines.md, "Shedding"); also counted in errors, not in requests */
+    uint64_t shed;
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
