@@ -65,9 +65,8 @@ struct ksf_server {
     rd_kafka_t *consumer;
     rd_kafka_queue_t *consumer_queue;
     rd_kafka_t *producer;
-    bool ready_pending; /* consumer thread only: call ready_fn after this poll */
-    bool ready_done;    /* consumer thread only */
-    char assignment_strategy[64]; /* the consumer's partition.assignment.strategy */
+    bool ready_pending;     /* consumer thread only: call ready_fn after this poll */
+    bool ready_done;        /* consumer thread only */
     bool auto_reset_latest; /* auto.offset.reset is latest: pin new partitions at the end
                              */
     int commit_wait_ms;     /* consumer thread only: shortened once the broker is gone */
@@ -76,6 +75,8 @@ struct ksf_server {
     ksfi_server_counters counters;
     ksfi_ratelimit expired_log; /* the "skipped, deadline passed" debug line */
     ksfi_ratelimit shed_log;    /* the "request shed" warning */
+    /* The consumer's partition.assignment.strategy, named when the group refuses it. */
+    char assignment_strategy[64];
     /* Guards run_active, which ksf_server_destroy waits on. */
     pthread_mutex_t run_lock;
     pthread_cond_t run_cond;
