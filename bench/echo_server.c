@@ -2,19 +2,29 @@
  * The ksf side of the benchmark: a server whose handler "bench.echo" answers with the
  * request's data, so the measured cost is ksf's and the broker's, not the handler's.
  *
- * Usage: echo_server [--brokers B] [--workers N] [--set KEY=VALUE]...
- * Prints "echo server ready" on stdout once it serves; stops on SIGINT/SIGTERM.
+ * Usage: echo_server [--brokers B] [--workers N] [--handler-ms MS] [--set KEY=VALUE]...
+ * --handler-ms makes each request take MS ms (a sleep: the goodput scenario's handler
+ * of known capacity, workers * 1000 / MS requests/s). Prints "echo server ready" on
+ * stdout once it serves; stops on SIGINT/SIGTERM.
  */
 #include <ksf/ksf.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static int handler_ms; /* --handler-ms */
 
 static ksf_err
 echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     size_t len;
     const void *raw = ksf_ctx_value(ctx, &len);
+    if (handler_ms > 0) {
+        struct timespec ts = {handler_ms / 1000, (long)(handler_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+    }
     if (!data && raw) {
         return ksf_ctx_set_reply_raw(ctx, raw, len); /* binary: echo the bytes */
     }
@@ -48,7 +58,7 @@ parse_flags(ksf_config *cfg, int argc, char **argv, ksf_errinfo *ei)
         ksf_err e;
         if (!v) {
             fprintf(stderr, "Usage: echo_server [--brokers B] [--workers N] "
-                            "[--set KEY=VALUE]...\n");
+                            "[--handler-ms MS] [--set KEY=VALUE]...\n");
             return 2;
         }
         i++;
@@ -56,6 +66,11 @@ parse_flags(ksf_config *cfg, int argc, char **argv, ksf_errinfo *ei)
             e = ksf_config_set(cfg, "brokers", v, ei);
         } else if (!strcmp(flag, "--workers")) {
             e = ksf_config_set(cfg, "server.workers", v, ei);
+        } else if (!strcmp(flag, "--handler-ms")) {
+            handler_ms = atoi(v);
+            e = handler_ms >= 0 ? KSF_OK : KSF_EINVAL;
+            snprintf(ei->text, sizeof ei->text, "expected a number of ms >= 0, got %s",
+                     v);
         } else if (!strcmp(flag, "--set") && strchr(v, '=')) {
             snprintf(key, sizeof key, "%.*s", (int)(strchr(v, '=') - v), v);
             e = ksf_config_set(cfg, key, strchr(v, '=') + 1, ei);

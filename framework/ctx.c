@@ -286,6 +286,48 @@ reply_refused(ksf_ctx *ctx)
 }
 
 /*
+ * Overload shedding (docs/deadlines.md, "Shedding"): a request whose deadline leaves
+ * less time than its handler's recent run time would only produce a late reply, which
+ * its caller no longer reads, while the requests behind it wait. Answer it at once
+ * with an error its caller can act on (retry elsewhere, back off) and give the worker
+ * to the next one. Requests without a deadline (NestJS callers) always run. True when
+ * shed.
+ */
+static bool
+shed(ksf_ctx *ctx)
+{
+    int64_t deadline = ctx->scope.deadline_ms;
+    int64_t run_ms = (atomic_load(&ctx->handler->run_us) + 999) / 1000;
+    if (!deadline || run_ms <= 0) {
+        return false;
+    }
+    int64_t left = deadline - ksfi_wall_ms();
+    if (left >= run_ms) {
+        return false;
+    }
+    ksf_server *srv = ctx->srv;
+    atomic_fetch_add(&srv->counters.shed, 1);
+    char text[KSF_ERRINFO_TEXT_SIZE];
+    snprintf(
+        text, sizeof text,
+        "%s: request for '%s' shed: it had %lld ms left before its deadline and the "
+        "handler takes about %lld ms, so it was not run (the server is behind: retry "
+        "later or elsewhere)",
+        KSFI_OVERLOADED, ctx->topic, (long long)(left > 0 ? left : 0), (long long)run_ms);
+    uint64_t held = 0;
+    if (ksfi_ratelimit_take(&srv->shed_log, 1000, &held)) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "%s[%d]@%lld: %s; %llu more shed since the last line", ctx->topic,
+                 (int)ctx->msg->partition, (long long)ctx->msg->offset, text,
+                 (unsigned long long)held);
+    }
+    if (claim_end(ctx)) {
+        send_error_text(ctx, text);
+    }
+    return true;
+}
+
+/*
  * Read the headers and find the handler. Returns false when the message needs nothing
  * more: malformed headers (logged, counted) or no handler (answered or logged).
  */
@@ -319,6 +361,9 @@ prepare(ksf_ctx *ctx)
     }
     if (!ctx->is_event && ctx->reply_topic && reply_refused(ctx)) {
         return false;
+    }
+    if (!ctx->is_event && ctx->handler && shed(ctx)) {
+        return false; /* answered with the overload error */
     }
     atomic_fetch_add(ctx->is_event ? &srv->counters.events : &srv->counters.requests, 1);
     if (ctx->handler) {
@@ -375,6 +420,13 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
     if (already) {
         json_decref(reply);
         return KSF_ESTATE;
+    }
+    if (!ctx->is_event) {
+        /* What shedding expects the next run to take: a moving average (1/4 weight
+         * for the newest run) that follows a slowing handler within a few runs. */
+        int64_t took = (int64_t)(ksfi_metrics_now_us() - ctx->started_us);
+        int64_t avg = atomic_load(&ctx->handler->run_us);
+        atomic_store(&ctx->handler->run_us, avg ? avg + (took - avg) / 4 : took);
     }
     if (ctx->handler->metrics) {
         /* Deferred handlers included: their latency ends at ksf_ctx_finish. */

@@ -22,6 +22,10 @@
 /* The default server.deadline.skew.ms (docs/deadlines.md says why). */
 #define KSFI_DEADLINE_SKEW_DEFAULT_MS 1000
 
+/* The first word of the error a shed request gets (docs/deadlines.md, "Shedding"),
+ * so callers can tell overload from a handler's own errors. */
+#define KSFI_OVERLOADED "overloaded"
+
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME): what ksf_deadline holds. */
 int64_t ksfi_wall_ms(void);
 

@@ -295,6 +295,7 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     out->malformed = atomic_load(&c->malformed);
     out->reply_failures = atomic_load(&c->reply_failures);
     out->expired = atomic_load(&c->expired);
+    out->shed = atomic_load(&c->shed);
     out->throttled = ksfi_dispatch_throttled(srv->dispatch);
     out->budget_exceeded = atomic_load(&c->budget_exceeded);
     out->late_discarded = atomic_load(&c->late_discarded);
@@ -438,6 +439,35 @@ commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when)
 }
 
 /*
+ * Commit the offsets pin_new_partitions chose, at once and bounded: a member that
+ * gives such a partition away before answering anything on it commits nothing, and
+ * the next owner would pin at the end as it is then, skipping what was produced in
+ * between. Cooperative rebalancing does exactly that when a second server joins: the
+ * first one is handed every partition, then gives half away (issue 17).
+ */
+static void
+commit_pins(ksf_server *srv, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *pinned)
+{
+    if (pinned->cnt == 0) {
+        return;
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk, pinned, q, NULL, NULL);
+    if (!err) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KSFI_COMMIT_WAIT_MS);
+        err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
+    if (err) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "committing the start of %d new partition(s): %s; if they move before "
+                 "this server answers on them, the next owner starts at their end then",
+                 pinned->cnt, rd_kafka_err2str(err));
+    }
+}
+
+/*
  * A partition without a committed offset (a new group) starts at its end: a new service
  * does not answer the history of its topics (docs/server.md). librdkafka's
  * auto.offset.reset cannot say so, since it also decides where an out-of-range offset
@@ -450,6 +480,7 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
                    rd_kafka_topic_partition_list_t *parts)
 {
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_topic_partition_list_t *pinned = rd_kafka_topic_partition_list_new(c->cnt);
     rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, KSFI_QUERY_TIMEOUT_MS);
     int64_t deadline = ksfi_clock_ms() + KSFI_QUERY_TIMEOUT_MS;
     for (int i = 0; !err && i < c->cnt; i++) {
@@ -467,11 +498,16 @@ pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
             continue;
         }
         parts->elems[i].offset = hi;
+        rd_kafka_topic_partition_list_add(pinned, c->elems[i].topic,
+                                          c->elems[i].partition)
+            ->offset = hi;
     }
     if (err) {
         ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "reading committed offsets: %s",
                  rd_kafka_err2str(err));
     }
+    commit_pins(srv, rk, pinned);
+    rd_kafka_topic_partition_list_destroy(pinned);
     rd_kafka_topic_partition_list_destroy(c);
 }
 
@@ -497,6 +533,25 @@ log_partitions(ksf_server *srv, const char *what,
     ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 3, "partitions %s", what);
 }
 
+/* The server's partition.assignment.strategy unless the user set one (kafka.* or
+ * consumer.*): librdkafka's cooperative-sticky, so a member joining or leaving moves
+ * only the partitions that change owner and the others keep being served (issue 17;
+ * docs/server.md, "Rebalancing"). librdkafka's own default, range,roundrobin, is eager:
+ * every rebalance revokes every partition of every member first. */
+#define KSFI_SERVER_ASSIGNMENT "cooperative-sticky"
+
+static bool
+strategy_is_set(const ksf_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nprops; i++) {
+        if (cfg->props[i].role != KSF_KAFKA_PRODUCER &&
+            !strcmp(cfg->props[i].key, "partition.assignment.strategy")) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void
 rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
              rd_kafka_topic_partition_list_t *parts, void *opaque)
@@ -506,12 +561,15 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *error = NULL;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         forget_resets(srv, parts);
-        if (srv->pin_new) {
+        /* A cooperative rebalance hands members that keep what they have an empty
+         * list: nothing to look up, and the poll loop waits for this callback. */
+        if (srv->pin_new && parts->cnt > 0) {
             pin_new_partitions(srv, rk, parts);
         }
         ksfi_dispatch_assign(srv->dispatch, parts);
         if (coop) {
             error = rd_kafka_incremental_assign(rk, parts);
+            err = RD_KAFKA_RESP_ERR_NO_ERROR;
         } else {
             err = rd_kafka_assign(rk, parts);
         }
@@ -693,6 +751,17 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
         rd_kafka_conf_destroy(conf);
         e = ksfi_fail(ei, KSF_EINVAL, "group.instance.id: %s", err);
     }
+    if (!e && !strategy_is_set(srv->cfg) &&
+        rd_kafka_conf_set(conf, "partition.assignment.strategy", KSFI_SERVER_ASSIGNMENT,
+                          err, sizeof err) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        e = ksfi_fail(ei, KSF_EINVAL, "partition.assignment.strategy: %s", err);
+    }
+    size_t slen = sizeof srv->assignment_strategy;
+    if (!e && rd_kafka_conf_get(conf, "partition.assignment.strategy",
+                                srv->assignment_strategy, &slen) != RD_KAFKA_CONF_OK) {
+        snprintf(srv->assignment_strategy, sizeof srv->assignment_strategy, "?");
+    }
     if (e) {
         return e;
     }
@@ -810,6 +879,20 @@ consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
                  "pattern topic %s does not exist (yet): create it, or enable "
                  "auto.create.topics.enable on the broker (%s)",
                  m->rkt ? rd_kafka_topic_name(m->rkt) : "?", rd_kafka_message_errstr(m));
+        return KSF_OK;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR_INCONSISTENT_GROUP_PROTOCOL) {
+        /* Measured on Kafka 4.4: a NestJS (kafkajs) server in the group, or a ksf
+         * server with an eager strategy, makes the broker refuse every JoinGroup of
+         * this one, which then serves nothing (docs/server.md, "Rebalancing"). */
+        ksfi_log(
+            &srv->log, KSF_LOG_ERROR, "server",
+            "group %s refused this server (INCONSISTENT_GROUP_PROTOCOL): its members "
+            "use another partition assignment protocol (NestJS/kafkajs servers, or "
+            "servers with another consumer.partition.assignment.strategy than this "
+            "one's %s); it gets no partitions until they leave: give it its own "
+            "group.id, or stop the others (see docs/server.md, Rebalancing)",
+            srv->group_id, srv->assignment_strategy);
         return KSF_OK;
     }
     ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "consumer: %s",

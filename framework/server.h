@@ -23,12 +23,15 @@ typedef struct ksfi_handler {
     const char *file;
     int line;
     struct ksfi_pmetrics *metrics; /* owned; NULL when it could not be allocated */
+    /* The handler's recent run time in microseconds (a moving average; 0 before its
+     * first run): what shedding expects the next run to take (docs/deadlines.md). */
+    _Atomic int64_t run_us;
 } ksfi_handler;
 
 /* The counters behind ksf_server_stats, updated from any thread. */
 typedef struct ksfi_server_counters {
     atomic_uint_least64_t requests, events, replies, errors, no_handler, malformed,
-        reply_failures, expired;
+        reply_failures, expired, shed;
     /* isolation.md and retries.md */
     atomic_uint_least64_t budget_exceeded, late_discarded, event_retries, dead_lettered,
         dlq_failures;
@@ -98,6 +101,9 @@ struct ksf_server {
     /* The per-message warnings (malformed, reply refused, no handler): a hostile
      * producer controls how many there are. */
     ksfi_log_limiter log_limit;
+    ksfi_ratelimit shed_log;    /* the "request shed" warning */
+    /* The consumer's partition.assignment.strategy, named when the group refuses it. */
+    char assignment_strategy[64];
     /* Guards run_active, which ksf_server_destroy waits on. */
     pthread_mutex_t run_lock;
     pthread_cond_t run_cond;

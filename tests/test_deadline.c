@@ -576,6 +576,85 @@ START_TEST(test_deadline_late_reply_is_counted)
 }
 END_TEST
 
+/* ---- shedding (docs/deadlines.md, "Shedding") ------------------------------------- */
+
+static ksf_err
+h_300ms(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    ksft_sleep_ms(300); /* the handler's run time, which shedding learns */
+    *reply = json_string("done");
+    return KSF_OK;
+}
+
+/*
+ * A 300 ms handler, once run: a request with 5 s runs; one with 150 ms left is not run
+ * but answered at once with the overload error (before its caller's timeout: the old
+ * code ran it and the caller timed out); counted in shed and errors, not requests.
+ */
+START_TEST(test_deadline_cannot_finish_is_shed)
+{
+    ksft_broker *b = ksft_broker_start();
+    ksf_config *cfg = ksft_config(b);
+    ksf_client *cli = ksft_client(cfg);
+    ksf_server *srv = ksft_server(cfg);
+    on(srv, "sh.slow", h_300ms, false);
+    ksft_service svc;
+    ksft_service_start(&svc, srv, 20000);
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_client_subscribe_to_response_of(cli, "sh.slow", &ei) == KSF_OK &&
+                      ksf_client_connect(cli, 20000, &ei) == KSF_OK,
+                  "%s", ei.text);
+    json_t *out = NULL;
+    ck_assert_msg(ksf_client_call(cli, "sh.slow", NULL, 5000, &out, &ei) == KSF_OK, "%s",
+                  ei.text);
+    ck_assert_str_eq(json_string_value(out), "done");
+    json_decref(out);
+    out = NULL;
+
+    int64_t t0 = ksft_now_ms();
+    ck_assert_int_eq(ksf_client_call(cli, "sh.slow", NULL, 150, &out, &ei), KSF_EREMOTE);
+    int64_t took = ksft_now_ms() - t0;
+    ck_assert_str_eq(json_string_value(json_object_get(out, "status")), "error");
+    const char *msg = json_string_value(json_object_get(out, "message"));
+    ck_assert_ptr_nonnull(msg);
+    long long left = -1, run = -1;
+    ck_assert_int_eq(sscanf(msg,
+                            "overloaded: request for 'sh.slow' shed: it had %lld ms left "
+                            "before its deadline and the handler takes about %lld ms",
+                            &left, &run),
+                     2);
+    char want[512];
+    snprintf(want, sizeof want,
+             "overloaded: request for 'sh.slow' shed: it had %lld ms left before its "
+             "deadline and the handler takes about %lld ms, so it was not run (the "
+             "server is behind: retry later or elsewhere)",
+             left, run);
+    ck_assert_str_eq(msg, want);
+    ck_assert(left >= 0 && left <= 150);
+    ck_assert(run >= 300 && run < 5000);
+    ck_assert_int_lt(took, 150); /* an answer, not the caller's timeout */
+    json_decref(out);
+
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, replies, 2, WAIT_MS);
+    ck_assert_uint_eq(st.shed, 1);
+    ck_assert_uint_eq(st.errors, 1);
+    ck_assert_uint_eq(st.requests, 1);
+    ck_assert_uint_eq(st.expired, 0);
+    ck_assert_uint_eq(st.replies, 2);
+    ksf_client_stats cs;
+    ksf_client_get_stats(cli, &cs);
+    ck_assert_uint_eq(cs.timeouts, 0);
+    ck_assert_uint_eq(cs.late_replies, 0);
+
+    ksf_client_destroy(cli);
+    ksft_service_stop(&svc);
+    ksf_config_destroy(cfg);
+    ksft_broker_stop(b);
+}
+END_TEST
+
 static Suite *
 deadline_suite(void)
 {
@@ -588,6 +667,7 @@ deadline_suite(void)
         {"expired_is_skipped_and_committed",
          test_deadline_expired_is_skipped_and_committed},
         {"late_reply_is_counted", test_deadline_late_reply_is_counted},
+        {"cannot_finish_is_shed", test_deadline_cannot_finish_is_shed},
     };
     Suite *s = suite_create("deadline");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

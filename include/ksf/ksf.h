@@ -400,6 +400,9 @@ KSF_API void *ksf_ctx_user(const ksf_ctx *ctx);
 /**
  * The time the caller stops waiting, in ms since the Unix epoch (the request's
  * ksf_deadline header), or 0 when the message carries none (NestJS callers, events).
+ * A request whose deadline leaves less time than its handler's recent run time is not
+ * run: the server answers it at once with the error "overloaded: request for ...
+ * shed: ..." and counts it in ksf_server_stats.shed (docs/deadlines.md, "Shedding").
  */
 KSF_API int64_t ksf_ctx_deadline_ms(const ksf_ctx *ctx);
 
@@ -587,11 +590,15 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
  * Create a server (NestJS ServerKafka). It consumes the pattern topics in consumer
  * group "<group.id><postfix.id>" with client id "<client.id><postfix.id>" (default
  * nestjs-consumer-server). Without group.id the group is "<program>-server", the
- * program's name (argv[0]'s), so that unrelated services never share a group; set
- * group.id to share one with NestJS instances of the same service ("nestjs-group"
- * gives NestJS's default nestjs-group-server). Nothing connects until
- * ksf_server_run(). Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL,
- * KSF_EKAFKA.
+ * program's name (argv[0]'s), so that unrelated services never share a group.
+ * Rebalances are cooperative (librdkafka's cooperative-sticky unless
+ * consumer.partition.assignment.strategy is set): a server joining or leaving moves
+ * only the partitions that change owner, the others keep being served. Every member
+ * of a group must use the same assignment protocol: the broker refuses a server
+ * joining a group of NestJS (kafkajs) servers or of eager librdkafka members
+ * (INCONSISTENT_GROUP_PROTOCOL, logged at error; it serves nothing until they leave;
+ * docs/server.md, "Rebalancing"). Nothing connects until ksf_server_run().
+ * Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL, KSF_EKAFKA.
  */
 KSF_API ksf_err ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei);
 
@@ -689,6 +696,10 @@ typedef struct ksf_server_stats {
     /** requests not handled because their kafka_replyTopic is refused by the reply
      *  policy (server.reply.topics; docs/security.md); each is committed past */
     uint64_t reply_refused;
+    /** requests answered at once with the overload error instead of being run: their
+     *  ksf_deadline left less time than the handler's recent run time
+     *  (docs/deadlines.md, "Shedding"); also counted in errors, not in requests */
+    uint64_t shed;
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
