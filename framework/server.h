@@ -101,7 +101,7 @@ struct ksf_server {
     /* The per-message warnings (malformed, reply refused, no handler): a hostile
      * producer controls how many there are. */
     ksfi_log_limiter log_limit;
-    ksfi_ratelimit shed_log;    /* the "request shed" warning */
+    ksfi_ratelimit shed_log; /* the "request shed" warning */
     /* The consumer's partition.assignment.strategy, named when the group refuses it. */
     char assignment_strategy[64];
     /* Guards run_active, which ksf_server_destroy waits on. */
