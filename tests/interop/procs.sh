@@ -8,12 +8,14 @@
 tmp=$(mktemp -d "/tmp/ksf-$name.XXXXXX")
 pids=()
 cleanup() {
-    local i
+    # The exit status stays the script's: an EXIT trap's last status could replace it.
+    local rc=$? i
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         kill -TERM "${pids[i]}" 2>/dev/null
         wait "${pids[i]}" 2>/dev/null
     done
     rm -rf "$tmp"
+    return "$rc"
 }
 trap cleanup EXIT
 
