@@ -14,7 +14,7 @@
  * that name their lane so a reply is matched without a lookup. --set applies a
  * librdkafka property to every handle (bench/run sets fetch.wait.max.ms there).
  */
-#include "../framework/wire.h"
+#include "../framework/codec/wire.h"
 
 #include <librdkafka/rdkafka.h>
 #include <signal.h>

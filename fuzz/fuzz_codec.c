@@ -10,9 +10,9 @@
  *               nest-err, nest-is-disposed, x-other), length (255: null value), bytes
  *   the rest    the Kafka value
  */
-#include "alloc.h"
-#include "codec.h"
-#include "wire.h"
+#include "base/alloc.h"
+#include "codec/codec.h"
+#include "codec/wire.h"
 
 #include <math.h>
 #include <stdint.h>

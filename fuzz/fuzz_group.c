@@ -1,7 +1,7 @@
 /* libFuzzer target: every group-protocol response decoder and the consumer-protocol
  * blobs (member metadata with its userData JSON, assignments). The first byte picks
  * the decoder and version; the rest is the input. */
-#include "group_proto.h"
+#include "group/group_proto.h"
 
 #include <stddef.h>
 #include <stdint.h>

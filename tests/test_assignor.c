@@ -1,7 +1,7 @@
 /* The reply-partition assigner: worked examples (NESTJS-KAFKA-WIRE.md 8.2) and
  * randomized properties. */
-#include "alloc.h"
-#include "assignor.h"
+#include "base/alloc.h"
+#include "group/assignor.h"
 
 #include <check.h>
 #include <stdio.h>

@@ -4,10 +4,10 @@
  * junk. Each gets a clear error or a defined answer, and the process keeps serving.
  */
 #include "broker.h"
-#include "membership.h"
+#include "codec/wire.h"
+#include "group/membership.h"
 #include "raw_kafka.h"
 #include "service.h"
-#include "wire.h"
 
 #include "suite.h"
 #include <arpa/inet.h>

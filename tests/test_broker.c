@@ -7,7 +7,7 @@
 #define _DEFAULT_SOURCE /* syscall(2), for pidfd_open and pidfd_getfd */
 
 #include "broker.h"
-#include "wire.h"
+#include "codec/wire.h"
 
 #include <arpa/inet.h>
 #include <check.h>

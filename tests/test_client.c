@@ -5,8 +5,8 @@
  * echoed), the way a NestJS server would shape each reply.
  */
 #include "broker.h"
-#include "codec.h"
-#include "wire.h"
+#include "codec/codec.h"
+#include "codec/wire.h"
 
 #include <check.h>
 #include <pthread.h>

@@ -3,9 +3,9 @@
  * sections 2, 3, 4 and 7), byte for byte. Expected bytes for the tricky cases were
  * produced by Node 20 (tests/data/gen/); argv[1] is tests/data for numbers.txt.
  */
-#include "alloc.h"
-#include "codec.h"
-#include "wire.h"
+#include "base/alloc.h"
+#include "codec/codec.h"
+#include "codec/wire.h"
 
 #include <check.h>
 #include <stdio.h>

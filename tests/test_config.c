@@ -3,10 +3,10 @@
  * value, expectation), librdkafka pass-through validation, KSF_BROKERS, get/dup, the
  * NestJS client and group ids, and allocation failure at every point.
  */
-#include "alloc.h"
-#include "config.h"
+#include "base/alloc.h"
+#include "base/config.h"
+#include "codec/wire.h"
 #include "settings.h"
-#include "wire.h"
 
 #include <check.h>
 #include <ksf/ksf.h>

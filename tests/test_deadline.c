@@ -7,9 +7,9 @@
 #include "raw_kafka.h"
 #include "service.h"
 
-#include "deadline.h"
-#include "trace.h"
-#include "wire.h"
+#include "codec/wire.h"
+#include "obs/trace.h"
+#include "server/deadline.h"
 
 #include <check.h>
 #include <inttypes.h>

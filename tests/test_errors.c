@@ -1,4 +1,4 @@
-#include "errinfo.h"
+#include "base/errinfo.h"
 
 #include <check.h>
 #include <ksf/ksf.h>

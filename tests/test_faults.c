@@ -6,9 +6,9 @@
  * one each) and checks committed offsets against the replies on the reply topic.
  */
 #include "broker.h"
+#include "codec/wire.h"
 #include "raw_kafka.h"
 #include "service.h"
-#include "wire.h"
 
 #include "suite.h"
 

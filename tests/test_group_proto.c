@@ -1,6 +1,6 @@
 /* Byte vectors: KAFKA-GROUP-PROTOCOL.md sections 3 and 7, NESTJS-KAFKA-WIRE.md 8.3. */
-#include "alloc.h"
-#include "group_proto.h"
+#include "base/alloc.h"
+#include "group/group_proto.h"
 
 #include <check.h>
 #include <ctype.h>

@@ -1,5 +1,5 @@
-#include "alloc.h"
-#include "inflight.h"
+#include "base/alloc.h"
+#include "client/inflight.h"
 
 #include <check.h>
 #include <stdio.h>

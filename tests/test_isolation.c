@@ -4,13 +4,13 @@
  * a request handler past its time budget is answered with an error at once while its
  * late result is discarded. Plus the policy keys themselves.
  */
-#include "alloc.h"
+#include "base/alloc.h"
+#include "base/config.h"
 #include "broker.h"
-#include "config.h"
-#include "dispatch.h"
-#include "policy.h"
 #include "raw_kafka.h"
-#include "server.h"
+#include "server/dispatch.h"
+#include "server/policy.h"
+#include "server/server.h"
 #include "service.h"
 
 #include "suite.h"

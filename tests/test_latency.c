@@ -15,8 +15,8 @@
  * that long capped a pattern at `limit` replies per produce round trip).
  */
 #include "broker.h"
-#include "dispatch.h"
 #include "raw_kafka.h"
+#include "server/dispatch.h"
 #include "service.h"
 
 #include "suite.h"

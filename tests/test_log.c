@@ -1,8 +1,8 @@
 /* Structured logging: the logfmt and JSON renderings, the ready sinks, and how the
  * internal ksfi_logkv reaches the plain and the structured sinks. */
-#include "config.h"
-#include "kafka.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "kafka/kafka.h"
 
 #include <check.h>
 #include <ksf/ksf.h>

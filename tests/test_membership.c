@@ -2,7 +2,7 @@
  * the first join costs session_timeout - 1 s (5 s here): see KAFKA-GROUP-PROTOCOL.md 7.
  */
 #include "broker.h"
-#include "membership.h"
+#include "group/membership.h"
 
 #include "suite.h"
 

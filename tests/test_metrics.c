@@ -3,9 +3,9 @@
  * text (exact lines, label escaping) and a server and a client counting real traffic
  * on the embedded broker.
  */
-#include "alloc.h"
+#include "base/alloc.h"
 #include "broker.h"
-#include "metrics.h"
+#include "obs/metrics.h"
 #include "service.h"
 
 #include <check.h>

@@ -4,9 +4,9 @@
  * and a burst of 10,000 requests, every one accounted for.
  */
 #include "broker.h"
-#include "dispatch.h"
 #include "raw_kafka.h"
-#include "server.h"
+#include "server/dispatch.h"
+#include "server/server.h"
 #include "service.h"
 
 #include "suite.h"

@@ -3,7 +3,7 @@
  * registry_a.c, registry_b.c) and in a static library (registry_lib_*.c), mounted by
  * controller. No broker: mounting only fills the server's handler table.
  */
-#include "server.h"
+#include "server/server.h"
 
 #include <check.h>
 #include <ksf/ksf.h>

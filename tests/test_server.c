@@ -3,9 +3,9 @@
  * reply collector, asserting the exact reply bytes and headers NestJS would send.
  */
 #include "broker.h"
+#include "codec/wire.h"
 #include "raw_kafka.h"
-#include "server.h"
-#include "wire.h"
+#include "server/server.h"
 
 #include <check.h>
 #include <pthread.h>

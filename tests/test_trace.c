@@ -4,8 +4,8 @@
  * random ids, the per-thread scope and what an outgoing message gets from it.
  * The end-to-end behaviour is in tests/test_deadline.c.
  */
-#include "deadline.h"
-#include "trace.h"
+#include "obs/trace.h"
+#include "server/deadline.h"
 
 #include <check.h>
 #include <stdlib.h>

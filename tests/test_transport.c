@@ -1,16 +1,16 @@
 /*
- * The membership's connection (framework/transport.c, sasl.c): TLS and SASL against a
- * small Kafka-speaking server inside the test (librdkafka's mock cluster does neither),
+ * The membership's connection (framework/group/transport.c, sasl.c): TLS and SASL against
+ * a small Kafka-speaking server inside the test (librdkafka's mock cluster does neither),
  * SCRAM byte for byte against RFC 7677's example, the start-up errors, and the mock
  * broker refusing SASL end to end (tests/support/kafka_server.h).
  */
-#include "alloc.h"
+#include "base/alloc.h"
 #include "broker.h"
-#include "kafka.h"
+#include "group/membership.h"
+#include "group/sasl.h"
+#include "group/transport.h"
+#include "kafka/kafka.h"
 #include "kafka_server.h"
-#include "membership.h"
-#include "sasl.h"
-#include "transport.h"
 
 #include "suite.h"
 

@@ -4,11 +4,11 @@
  * before the handler returned, sends that never block their caller, failures that
  * are reported at once and say what is wrong, and the defaults behind them.
  */
+#include "base/config.h"
 #include "broker.h"
-#include "config.h"
-#include "kafka.h"
+#include "kafka/kafka.h"
 #include "raw_kafka.h"
-#include "server.h"
+#include "server/server.h"
 #include "service.h"
 
 #include "suite.h"

@@ -1,8 +1,8 @@
 /* The Kafka-speaking TLS/SASL test server (see kafka_server.h). */
 #include "kafka_server.h"
 
-#include "sasl.h"
-#include "transport.h"
+#include "group/sasl.h"
+#include "group/transport.h"
 
 #include <arpa/inet.h>
 #include <check.h>

@@ -1,8 +1,8 @@
 #include "raw_kafka.h"
 
 #include "broker.h"
+#include "codec/wire.h"
 #include "service.h"
-#include "wire.h"
 
 #include <check.h>
 #include <inttypes.h>

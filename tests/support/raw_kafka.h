@@ -7,7 +7,7 @@
 #ifndef KSF_TEST_RAW_KAFKA_H
 #define KSF_TEST_RAW_KAFKA_H
 
-#include "codec.h"
+#include "codec/codec.h"
 
 #include <librdkafka/rdkafka.h>
 #include <sys/types.h>

@@ -1,0 +1,172 @@
+/*
+ * The ksf_client object shared by client.c (lifecycle, reply partitions, the reply and
+ * delivery threads) and client_send.c (send, call, emit, flush). Private to libksf.
+ */
+#ifndef KSF_CLIENT_H
+#define KSF_CLIENT_H
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/errinfo.h"
+#include "client/inflight.h"
+#include "client/reply_provider.h"
+#include "codec/codec.h"
+#include "codec/wire.h"
+#include "kafka/kafka.h"
+#include "kafka/reach.h"
+#include "obs/metrics.h"
+#include "obs/trace.h"
+#include "server/deadline.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define RECENT_IDS 4096    /* finished ids remembered for late/duplicate counts */
+#define IDLE_PAUSE_MS 1000 /* idle time before the reply partitions are paused */
+#define LATE_GRACE_MS                                                                    \
+    10000                     /* fetching goes on this long after a timeout, so a late   \
+                               * reply is seen and counted in late_replies */
+#define POLL_CAP_MS 1000      /* longest reply-thread sleep */
+#define DESTROY_FLUSH_MS 5000 /* how long destroy waits for queued emits */
+
+/* A reply partition the client advertises, or drains after a revoke. */
+typedef struct reply_slot {
+    struct reply_slot *next;
+    char *topic;
+    int32_t partition;
+    uint32_t outstanding;   /* requests in flight that advertised it */
+    bool revoked;           /* draining: released when outstanding reaches 0 */
+    ksfi_pmetrics *metrics; /* its topic's pattern metrics (owned by the topic) */
+    int64_t next_offset;    /* where fetching stands: past the last reply consumed or at
+                             * the last end-of-partition; -1 until the first fetch ends */
+} reply_slot;
+
+typedef enum { TOPIC_NEW, TOPIC_ACQUIRING, TOPIC_READY } topic_state;
+
+/* A request whose send returned before it could be produced: its reply topic had no
+ * partition yet, or it is the first to its pattern (see client.c, the sender thread).
+ * Owns a copy of everything the produce needs; found again by correlation id. */
+typedef struct queued_send {
+    struct queued_send *next;
+    char id[KSFI_ID_SIZE];
+    char *pattern;
+    void *value; /* NULL: a null value */
+    size_t len;
+    void *key;
+    size_t key_len;
+    rd_kafka_headers_t *hdrs; /* user and context headers; the kafka_* come later */
+} queued_send;
+
+/* A reply topic this client consumes or will consume; never freed before destroy. */
+typedef struct reply_topic {
+    struct reply_topic *next;
+    char *name;
+    topic_state state;
+    reply_slot *slot;      /* READY: the partition advertised in new requests */
+    int32_t revoked_early; /* ACQUIRING: a partition revoked before it was recorded */
+    queued_send *waiting, **waiting_tail; /* sends for the sender thread, in order */
+    bool checked;           /* the sender thread looked whether the pattern's topic
+                             * exists (before the first request to it was produced) */
+    bool missing;           /* ...and it did not: nothing had subscribed to it */
+    ksfi_pmetrics *metrics; /* the pattern's; NULL when it could not be allocated */
+} reply_topic;
+
+/* The msg_opaque of every produced message, freed by its delivery report. */
+typedef struct dr_ticket {
+    bool request;
+    char id[KSFI_ID_SIZE];
+    ksf_emit_fn cb;
+    void *user;
+} dr_ticket;
+
+/* The shared ticket of events without a callback: nothing per event to allocate. */
+extern dr_ticket ksfi_plain_event;
+
+struct ksf_client {
+    ksfi_logger log; /* first: librdkafka's log callback reads it from the opaque */
+    ksf_config *cfg;
+    rd_kafka_t *producer;
+    rd_kafka_t *consumer;
+    rd_kafka_queue_t *consumer_q; /* yielded to wake the reply thread */
+    rd_kafka_queue_t *producer_q; /* the producer's main queue: delivery reports */
+    ksfi_reply_provider *provider;
+    pthread_t reply_thread, dr_thread, sender_thread;
+    bool reply_started, dr_started, sender_started;
+    atomic_bool stop_sender; /* also read by ksfi_reach_brokers, outside the lock */
+    /* `lock` guards every field below; `cond` signals topic state changes and
+     * delivery reports (for flush). */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ksfi_inflight *inflight;
+    reply_topic *topics;
+    reply_slot *slots;
+    bool closing, stop_reply, stop_dr;
+    bool reached;       /* a broker answered once: later sends skip the check */
+    int in_hand;        /* queued sends the sender thread took and has not produced */
+    bool paused;        /* reply partitions paused because idle */
+    int64_t idle_since; /* when in-flight last dropped to 0 */
+    int64_t wake_at;    /* when the reply thread plans to wake up */
+    ksfi_idgen ids;     /* correlation ids: no syscall per request */
+    ksf_client_stats stats;
+    /* Outside the lock: counted per acknowledged event, read by get_stats. */
+    _Atomic uint64_t emitted;
+    _Atomic uint64_t rebalances; /* reply-group assignments received (metrics) */
+};
+
+static inline int64_t
+ksfi_client_now_ms(void)
+{
+    return ksfi_clock_ms();
+}
+
+/* Wait on cli->cond until @p deadline_ms (monotonic). Returns false on timeout. */
+static inline bool
+ksfi_client_wait_until(ksf_client *cli, int64_t deadline_ms)
+{
+    struct timespec ts = {.tv_sec = deadline_ms / 1000,
+                          .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
+    return pthread_cond_timedwait(&cli->cond, &cli->lock, &ts) == 0;
+}
+
+/* Pause or resume every assigned reply partition (idle handling); under lock. */
+void ksfi_client_set_paused_locked(ksf_client *cli, bool pause);
+
+/* The reply slot to advertise on topic @p name, acquiring a partition from the
+ * provider when the topic has none yet (before @p deadline); see client.c. */
+ksf_err ksfi_client_reply_slot_get(ksf_client *cli, const char *name, int64_t deadline,
+                                   reply_slot **slot, ksf_errinfo *ei);
+
+/* Lock the client and find or create reply topic @p name. On KSF_OK returns with
+ * cli->lock HELD. Errors: KSF_ECLOSED, KSF_ENOMEM (the lock is then released). */
+ksf_err ksfi_client_topic_locked(ksf_client *cli, const char *name, reply_topic **out,
+                                 ksf_errinfo *ei);
+
+/* Unlink @p p from the table and its slot; under lock. The caller then delivers. */
+void ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why);
+
+/* Free a finished request. */
+void ksfi_client_pending_free(ksfi_pending *p);
+
+/* Hand @p q (owned from now on) to the sender thread, behind @p t's other waiting
+ * sends; under lock. */
+void ksfi_client_queue_locked(ksf_client *cli, reply_topic *t, queued_send *q);
+
+/* Free @p q and what it owns. NULL is a no-op. */
+void ksfi_client_queued_free(queued_send *q);
+
+/* Add the kafka_* request headers for reply partition @p partition and produce @p q
+ * (the sender thread, without the lock). Errors: those of the produce. */
+ksf_err ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
+                                   ksf_errinfo *ei);
+
+/* The sender thread (client_sender.c): produces what ksf_client_send queued. */
+void *ksfi_client_sender_main(void *arg);
+
+/* Fail request @p id with @p err unless it already finished. */
+void ksfi_client_fail_request(ksf_client *cli, const char *id, ksf_err err,
+                              const char *text);
+
+#endif

@@ -1,0 +1,531 @@
+/*
+ * ksf_client's sending side: requests (send, the blocking call), events (emit) and
+ * flush. Each message is encoded once, gets its headers (user headers, ksf_deadline,
+ * trace context, then NestJS's kafka_* headers) and is produced with a ticket that its
+ * delivery report (client.c) resolves.
+ */
+#include "client/client.h"
+
+/* ---- sending ----------------------------------------------------------------------- */
+
+/* A message ready to produce: encoded value, headers, key. */
+typedef struct outgoing {
+    char *value; /* owned when encoded */
+    const void *bytes;
+    size_t len;
+    rd_kafka_headers_t *hdrs;
+} outgoing;
+
+static void
+outgoing_clear(outgoing *m)
+{
+    ksfi_free(m->value);
+    if (m->hdrs) {
+        rd_kafka_headers_destroy(m->hdrs);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+/* The caller's extra headers: names not reserved, values strings. */
+static ksf_err
+add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
+{
+    const char *name;
+    json_t *v;
+    if (!user) {
+        return KSF_OK;
+    }
+    if (!json_is_object(user)) {
+        return ksfi_fail(ei, KSF_EINVAL, "opts.headers must be a JSON object of strings");
+    }
+    json_object_foreach ((json_t *)user, name, v) {
+        if (!strncmp(name, KSFI_HDR_RESERVED_PREFIX, strlen(KSFI_HDR_RESERVED_PREFIX))) {
+            return ksfi_fail(ei, KSF_EINVAL,
+                             "header \"%s\": names starting with \"%s\" are reserved for "
+                             "the protocol",
+                             name, KSFI_HDR_RESERVED_PREFIX);
+        }
+        if (!json_is_string(v)) {
+            return ksfi_fail(ei, KSF_EINVAL,
+                             "header \"%s\": the value must be a JSON string", name);
+        }
+        rd_kafka_header_add(hdrs, name, -1, json_string_value(v),
+                            (ssize_t)json_string_length(v));
+    }
+    return KSF_OK;
+}
+
+/* Validate and encode what every send and emit carries. */
+static ksf_err
+outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
+               outgoing *m, ksf_errinfo *ei)
+{
+    ksf_err e;
+    memset(m, 0, sizeof *m);
+    if (opts && opts->raw_value) {
+        m->bytes = opts->raw_value;
+        m->len = opts->raw_len;
+    } else {
+        if ((e = ksfi_encode_value(data, &m->value, &m->len, ei))) {
+            return e;
+        }
+        m->bytes = m->value;
+    }
+    if (m->len > cli->cfg->message_max_bytes) {
+        e = ksfi_fail(ei, KSF_EMSGSIZE,
+                      "the value is %zu bytes, more than message.max.bytes (%zu); send "
+                      "less or raise message.max.bytes",
+                      m->len, cli->cfg->message_max_bytes);
+        goto fail;
+    }
+    if (opts && opts->key && opts->key_len > cli->cfg->message_max_bytes) {
+        e = ksfi_fail(ei, KSF_EMSGSIZE,
+                      "the key is %zu bytes, more than message.max.bytes", opts->key_len);
+        goto fail;
+    }
+    /* An event without extra headers carries none: no header list to allocate. */
+    const json_t *user = opts ? opts->headers : NULL;
+    if (user && (!json_is_object(user) || json_object_size(user) > 0)) {
+        m->hdrs = rd_kafka_headers_new(8);
+        if ((e = add_user_headers(m->hdrs, user, ei))) {
+            goto fail;
+        }
+    }
+    return KSF_OK;
+fail:
+    outgoing_clear(m);
+    return e;
+}
+
+/*
+ * The headers of trace.h and deadline.h: ksf_deadline when @p deadline (epoch ms) is
+ * set, then traceparent (and tracestate). Errors: KSF_EINVAL for a bad opts.traceparent
+ * or opts.tracestate, KSF_EKAFKA.
+ */
+static ksf_err
+add_context_headers(outgoing *m, const ksf_send_opts *opts, int64_t deadline,
+                    ksf_errinfo *ei)
+{
+    char tp[KSFI_TRACEPARENT_LEN + 1], dl[21];
+    ksfi_header h[1 + KSFI_TRACE_HEADERS_MAX];
+    size_t n = 0, nt = 0;
+    if (deadline > 0) {
+        h[n++] = (ksfi_header){KSFI_HDR_DEADLINE, dl, ksfi_deadline_format(deadline, dl)};
+    }
+    ksf_err e = ksfi_trace_outgoing(opts ? opts->traceparent : NULL,
+                                    opts ? opts->tracestate : NULL, tp, h + n, &nt, ei);
+    if (e) {
+        return e;
+    }
+    if (!m->hdrs) {
+        m->hdrs = rd_kafka_headers_new(8);
+    }
+    if (ksfi_kafka_add_headers(m->hdrs, h, n + nt)) {
+        return ksfi_fail(ei, KSF_EKAFKA, "could not add the trace headers");
+    }
+    return KSF_OK;
+}
+
+/* Produce @p m to @p topic; on success the headers belong to librdkafka. */
+static ksf_err
+produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *opts,
+        dr_ticket *t, ksf_errinfo *ei)
+{
+    /* rd_kafka_topic_new, unlike producev's lookup by name, asks for an unknown topic's
+     * metadata at once: otherwise a fresh client's first request waits for librdkafka
+     * 2.0.2's 1 s topic scan (measured on Kafka 4.4: a first call took 1.0 s instead of
+     * 0.1 s). The server does the same for replies. */
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(cli->producer, topic, NULL);
+    if (!rkt) {
+        return ksfi_kafka_fail(ei, rd_kafka_last_error(), "request topic");
+    }
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        cli->producer, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_VALUE((void *)m->bytes, m->bytes ? m->len : 0),
+        RD_KAFKA_V_KEY(opts ? opts->key : NULL, opts && opts->key ? opts->key_len : 0),
+        RD_KAFKA_V_HEADERS(m->hdrs), RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
+    rd_kafka_topic_destroy(rkt);
+    if (err) {
+        return ksfi_kafka_fail(ei, err,
+                               err == RD_KAFKA_RESP_ERR__QUEUE_FULL
+                                   ? "producer queue full (retry later or flush)"
+                                   : "produce");
+    }
+    m->hdrs = NULL;
+    return KSF_OK;
+}
+
+static ksf_err
+send_check(ksf_client *cli, const char *pattern, const ksf_send_opts *opts,
+           ksf_reply_fn cb, ksf_errinfo *ei)
+{
+    if (!cli || !cb) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "ksf_client_send: client and callback are required");
+    }
+    if (opts && opts->timeout_ms < 0) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "timeout_ms %d is negative; use 0 for the default",
+                         opts->timeout_ms);
+    }
+    return ksfi_check_topic(pattern, true, ei);
+}
+
+/* Reserve an in-flight entry for @p p against @p slot (NULL: queued for the sender
+ * thread, which attaches the slot later); called with the lock held. */
+static ksf_err
+reserve_locked(ksf_client *cli, ksfi_pending *p, reply_topic *rt, reply_slot *slot,
+               ksf_errinfo *ei)
+{
+    if (cli->closing) {
+        return ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed");
+    }
+    size_t n = ksfi_inflight_count(cli->inflight);
+    if (n >= (size_t)cli->cfg->client_max_in_flight) {
+        return ksfi_fail(ei, KSF_EBUSY,
+                         "%zu requests are in flight, the client.max.in.flight limit; "
+                         "retry when some have finished",
+                         n);
+    }
+    do {
+        ksfi_idgen_next(&cli->ids, p->id);
+    } while (ksfi_inflight_find(cli->inflight, p->id, strlen(p->id)));
+    if (ksfi_inflight_add(cli->inflight, p) != KSF_OK) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    }
+    p->slot = slot;
+    p->reply_partition = slot ? slot->partition : -1;
+    p->metrics = rt->metrics;
+    p->sent_us = ksfi_metrics_now_us();
+    p->queued = !slot;
+    p->topic_missing = rt->missing;
+    if (slot) {
+        slot->outstanding++;
+    }
+    if (cli->paused) {
+        ksfi_client_set_paused_locked(cli, false);
+    }
+    if (p->deadline_ms < cli->wake_at) {
+        rd_kafka_queue_yield(cli->consumer_q); /* the reply thread sleeps too long */
+    }
+    return KSF_OK;
+}
+
+/* Copy what producing @p m needs into a queued send for @p p's id (under lock). The
+ * headers move; the value and key are copied (a raw value is borrowed from the
+ * caller only for the call). */
+static ksf_err
+queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char *pattern,
+             outgoing *m, const ksf_send_opts *opts, ksf_errinfo *ei)
+{
+    queued_send *q = ksfi_calloc(1, sizeof *q);
+    const void *key = opts ? opts->key : NULL;
+    size_t key_len = key ? opts->key_len : 0;
+    if (!q || !(q->pattern = ksfi_strdup(pattern)) ||
+        (m->bytes && !(q->value = ksfi_malloc(m->len ? m->len : 1))) ||
+        (key && !(q->key = ksfi_malloc(key_len ? key_len : 1)))) {
+        ksfi_client_queued_free(q);
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    }
+    memcpy(q->id, p->id, sizeof q->id);
+    if (m->bytes) {
+        memcpy(q->value, m->bytes, m->len);
+        q->len = m->len;
+    }
+    if (key) {
+        memcpy(q->key, key, key_len);
+        q->key_len = key_len;
+    }
+    q->hdrs = m->hdrs;
+    m->hdrs = NULL;
+    ksfi_client_queue_locked(cli, rt, q);
+    return KSF_OK;
+}
+
+/* The request's protocol headers in the client's wire dialect, written into @p buf
+ * (KSFI_REQUEST_HEADERS_BUF bytes, which must outlive @p proto's use). */
+static size_t
+request_headers(const ksf_client *cli, const char *id, const char *topic,
+                int32_t partition, unsigned char *buf, ksfi_header *proto)
+{
+    if (cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING) {
+        return ksfi_request_headers_spring(id, topic, partition, buf, proto);
+    }
+    return ksfi_request_headers(id, topic, partition, (char *)buf, proto);
+}
+
+ksf_err
+ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
+                           ksf_errinfo *ei)
+{
+    char topic[256];
+    unsigned char pbuf[KSFI_REQUEST_HEADERS_BUF];
+    ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
+    dr_ticket *t = ksfi_calloc(1, sizeof *t);
+    if (!t) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    }
+    t->request = true;
+    memcpy(t->id, q->id, sizeof t->id);
+    snprintf(topic, sizeof topic, "%s%s", q->pattern, KSFI_REPLY_SUFFIX);
+    size_t n = request_headers(cli, q->id, topic, partition, pbuf, proto);
+    if (!q->hdrs) {
+        q->hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
+    }
+    ksfi_kafka_add_headers(q->hdrs, proto, n);
+    outgoing m = {.bytes = q->value, .len = q->len, .hdrs = q->hdrs};
+    ksf_send_opts o = {.key = q->key, .key_len = q->key_len};
+    ksf_err e = produce(cli, q->pattern, &m, &o, t, ei);
+    q->hdrs = m.hdrs; /* NULL once librdkafka has them */
+    if (e) {
+        ksfi_free(t);
+    }
+    return e;
+}
+
+ksf_err
+ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
+                const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei)
+{
+    char topic[256];
+    unsigned char pbuf[KSFI_REQUEST_HEADERS_BUF];
+    outgoing m;
+    ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
+    reply_slot *slot;
+    int64_t wall_deadline;
+    ksf_err e = send_check(cli, pattern, opts, cb, ei);
+    if (e) {
+        return e;
+    }
+    int timeout =
+        opts && opts->timeout_ms ? opts->timeout_ms : cli->cfg->client_timeout_ms;
+    /* Inside a handler the request gets at most the handler's remaining time. */
+    if ((e = ksfi_deadline_outgoing(timeout, &timeout, &wall_deadline, ei)) ||
+        (e = outgoing_build(cli, data, opts, &m, ei))) {
+        return e;
+    }
+    if ((e = add_context_headers(&m, opts, wall_deadline, ei))) {
+        outgoing_clear(&m);
+        return e;
+    }
+    int64_t deadline = ksfi_client_now_ms() + timeout;
+    dr_ticket *t = ksfi_calloc(1, sizeof *t);
+    ksfi_pending *p = ksfi_calloc(1, sizeof *p);
+    if (!t || !p) {
+        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+        goto fail;
+    }
+    *p = (ksfi_pending){.deadline_ms = deadline,
+                        .cb = cb,
+                        .user = user,
+                        .stream = opts && (opts->flags & KSF_SEND_STREAM)};
+    /* send_check left room for the suffix; snprintf was a visible cost per request. */
+    size_t plen = strlen(pattern);
+    memcpy(topic, pattern, plen);
+    memcpy(topic + plen, KSFI_REPLY_SUFFIX, sizeof KSFI_REPLY_SUFFIX);
+    /* Never wait here: a topic without its reply partition yet (a group join takes
+     * seconds) or a pattern's first request (the sender thread first looks whether
+     * its topic exists) goes to the sender thread, and the callback says how it went. */
+    reply_topic *rt;
+    if ((e = ksfi_client_topic_locked(cli, topic, &rt, ei))) {
+        goto fail;
+    }
+    slot = rt->state == TOPIC_READY && rt->checked ? rt->slot : NULL;
+    e = reserve_locked(cli, p, rt, slot, ei);
+    if (!e && !slot) {
+        e = queue_locked(cli, rt, p, pattern, &m, opts, ei);
+        if (e) {
+            ksfi_client_finish_locked(cli, p, KSFI_RECENT_NONE);
+        }
+        pthread_mutex_unlock(&cli->lock);
+        if (e) {
+            goto fail;
+        }
+        ksfi_free(t);
+        outgoing_clear(&m);
+        return KSF_OK;
+    }
+    pthread_mutex_unlock(&cli->lock);
+    if (e) {
+        goto fail;
+    }
+    t->request = true;
+    memcpy(t->id, p->id, sizeof t->id);
+    size_t n = request_headers(cli, p->id, topic, p->reply_partition, pbuf, proto);
+    if (!m.hdrs) {
+        m.hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
+    }
+    ksfi_kafka_add_headers(m.hdrs, proto, n);
+    char id[KSFI_ID_SIZE];
+    memcpy(id, p->id, sizeof id); /* p may be finished and freed once produced */
+    ksfi_pmetrics *pm = p->metrics;
+    if ((e = produce(cli, pattern, &m, opts, t, ei)) == KSF_OK) {
+        ksfi_pmetrics_inc(pm, KSFI_M_SENT);
+        pthread_mutex_lock(&cli->lock);
+        cli->stats.sent++;
+        pthread_mutex_unlock(&cli->lock);
+        outgoing_clear(&m);
+        return KSF_OK;
+    }
+    pthread_mutex_lock(&cli->lock);
+    bool mine = ksfi_inflight_find(cli->inflight, id, strlen(id)) == p;
+    if (mine) {
+        ksfi_client_finish_locked(cli, p, KSFI_RECENT_NONE);
+    }
+    pthread_mutex_unlock(&cli->lock);
+    if (!mine) {
+        /* It already timed out and its callback ran: the send did happen, as far as
+         * the caller can tell. */
+        ksfi_free(t);
+        outgoing_clear(&m);
+        return KSF_OK;
+    }
+fail:
+    outgoing_clear(&m);
+    ksfi_free(t);
+    ksfi_client_pending_free(p);
+    return e;
+}
+
+/* ---- the blocking call ---------------------------------------------------------------
+ */
+
+typedef struct call_wait {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    bool done;
+    ksf_err err;
+    json_t *value;
+    char text[KSF_ERRINFO_TEXT_SIZE];
+} call_wait;
+
+static void
+call_done(const ksf_reply *r, void *user)
+{
+    call_wait *w = user;
+    pthread_mutex_lock(&w->m);
+    w->err = r->err;
+    w->value = r->value ? json_incref((json_t *)r->value) : NULL;
+    snprintf(w->text, sizeof w->text, "%s", r->text ? r->text : "");
+    w->done = true;
+    pthread_cond_signal(&w->c);
+    pthread_mutex_unlock(&w->m);
+}
+
+ksf_err
+ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data, int timeout_ms,
+                json_t **reply, ksf_errinfo *ei)
+{
+    if (!reply) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_client_call: reply must not be NULL");
+    }
+    *reply = NULL;
+    call_wait w = {.done = false};
+    pthread_mutex_init(&w.m, NULL);
+    pthread_cond_init(&w.c, NULL);
+    ksf_send_opts opts = {.timeout_ms = timeout_ms};
+    ksf_err e = ksf_client_send(cli, pattern, data, &opts, call_done, &w, ei);
+    if (e == KSF_OK) {
+        /* The reply thread finishes every request by its deadline, so this ends. */
+        pthread_mutex_lock(&w.m);
+        while (!w.done) {
+            pthread_cond_wait(&w.c, &w.m);
+        }
+        pthread_mutex_unlock(&w.m);
+        e = w.err;
+        if (e == KSF_OK || e == KSF_EREMOTE) {
+            *reply = w.value;
+            w.value = NULL;
+        }
+        json_decref(w.value);
+        if (e) {
+            ksfi_fail(ei, e, "%s: %s", pattern, w.text);
+        }
+    }
+    pthread_cond_destroy(&w.c);
+    pthread_mutex_destroy(&w.m);
+    return e;
+}
+
+/* ---- events, flush, stats ------------------------------------------------------------
+ */
+
+ksf_err
+ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
+                const ksf_send_opts *opts, ksf_emit_fn cb, void *user, ksf_errinfo *ei)
+{
+    outgoing m;
+    ksf_err e;
+    if (!cli) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_client_emit: client is NULL");
+    }
+    if ((e = ksfi_check_topic(pattern, false, ei)) ||
+        (e = outgoing_build(cli, data, opts, &m, ei))) {
+        return e;
+    }
+    /* An event has no caller waiting: a deadline only when the sender asked for one. */
+    int64_t deadline =
+        opts && opts->timeout_ms > 0 ? ksfi_wall_ms() + opts->timeout_ms : 0;
+    if ((e = add_context_headers(&m, opts, deadline, ei))) {
+        outgoing_clear(&m);
+        return e;
+    }
+    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &ksfi_plain_event;
+    if (!t) {
+        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    } else {
+        pthread_mutex_lock(&cli->lock);
+        bool closing = cli->closing;
+        pthread_mutex_unlock(&cli->lock);
+        if (t != &ksfi_plain_event) {
+            t->cb = cb;
+            t->user = user;
+        }
+        e = closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
+                    : produce(cli, pattern, &m, opts, t, ei);
+    }
+    if (e && t != &ksfi_plain_event) {
+        ksfi_free(t);
+    }
+    outgoing_clear(&m);
+    return e;
+}
+
+/* Requests the sender thread has not produced yet; under lock. */
+static int
+waiting_locked(const ksf_client *cli)
+{
+    int n = cli->in_hand;
+    for (const reply_topic *t = cli->topics; t; t = t->next) {
+        for (const queued_send *q = t->waiting; q; q = q->next) {
+            n++;
+        }
+    }
+    return n;
+}
+
+ksf_err
+ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
+{
+    if (!cli) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_client_flush: client is NULL");
+    }
+    int64_t deadline = ksfi_client_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    ksf_err e = KSF_OK;
+    pthread_mutex_lock(&cli->lock);
+    int queued;
+    /* The delivery thread broadcasts after every poll; the short slices also cover
+     * messages leaving between its last broadcast and this check. */
+    while ((queued = rd_kafka_outq_len(cli->producer) + waiting_locked(cli)) > 0) {
+        int64_t now = ksfi_client_now_ms();
+        if (now >= deadline) {
+            e = ksfi_fail(ei, KSF_ETIMEDOUT,
+                          "%d message(s) still queued after %d ms; are the brokers up?",
+                          queued, timeout_ms);
+            break;
+        }
+        ksfi_client_wait_until(cli, now + 20 < deadline ? now + 20 : deadline);
+    }
+    pthread_mutex_unlock(&cli->lock);
+    return e;
+}

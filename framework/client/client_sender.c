@@ -1,0 +1,207 @@
+/*
+ * ksf_client's sender thread. ksf_client_send never waits: what it cannot produce at
+ * once comes here. For each reply topic with waiting sends, in order: reach the
+ * brokers (once per client, for at most broker.unreachable.timeout.ms, so that a
+ * wrong address fails the requests within seconds and names the address), look
+ * whether the pattern's topic exists before the first request to it is produced (the
+ * produce would create it; client.c's timeout_text uses the answer), acquire the
+ * reply partition, then produce the waiting sends. A failure fails them through their
+ * callbacks.
+ */
+#include "client/client.h"
+
+void
+ksfi_client_queued_free(queued_send *q)
+{
+    if (q) {
+        if (q->hdrs) {
+            rd_kafka_headers_destroy(q->hdrs);
+        }
+        ksfi_free(q->pattern);
+        ksfi_free(q->value);
+        ksfi_free(q->key);
+        ksfi_free(q);
+    }
+}
+
+void
+ksfi_client_queue_locked(ksf_client *cli, reply_topic *t, queued_send *q)
+{
+    q->next = NULL;
+    if (!t->waiting) {
+        t->waiting_tail = &t->waiting;
+    }
+    *t->waiting_tail = q;
+    t->waiting_tail = &q->next;
+    pthread_cond_broadcast(&cli->cond);
+}
+
+/* A topic with sends to do, or NULL; under lock. One another thread acquires (connect)
+ * waits until that ends. */
+static reply_topic *
+sender_next_locked(ksf_client *cli)
+{
+    for (reply_topic *t = cli->topics; t; t = t->next) {
+        if (t->waiting && t->state != TOPIC_ACQUIRING) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* Does @p pattern exist as a topic? A Metadata request for all topics: asking for the
+ * one topic would create it on a broker that auto-creates topics (and on the embedded
+ * broker always), which is exactly what must not happen before the first produce.
+ * Unknown (an error) counts as existing: say nothing rather than something wrong. */
+static bool
+topic_missing(ksf_client *cli, const char *pattern)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(cli->producer, 1, NULL, &md, 2000) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return false;
+    }
+    bool found = false;
+    for (int i = 0; i < md->topic_cnt && !found; i++) {
+        found = !strcmp(md->topics[i].topic, pattern) &&
+                md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    }
+    rd_kafka_metadata_destroy(md);
+    return !found;
+}
+
+/* The latest deadline of @p t's waiting sends still in flight (0: none); under lock. */
+static int64_t
+waiting_deadline_locked(ksf_client *cli, const reply_topic *t)
+{
+    int64_t latest = 0;
+    for (const queued_send *q = t->waiting; q; q = q->next) {
+        ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
+        if (p && p->deadline_ms > latest) {
+            latest = p->deadline_ms;
+        }
+    }
+    return latest;
+}
+
+/* Acquire @p t's reply partition while a waiting send still has time, in slices so
+ * that destroy does not wait for a whole request timeout and sends queued meanwhile
+ * extend the wait. On KSF_OK returns with the lock HELD. */
+static ksf_err
+sender_acquire(ksf_client *cli, reply_topic *t, ksf_errinfo *ei)
+{
+    for (;;) {
+        pthread_mutex_lock(&cli->lock);
+        int64_t deadline = waiting_deadline_locked(cli, t);
+        pthread_mutex_unlock(&cli->lock);
+        int64_t now = ksfi_client_now_ms();
+        int64_t until = now + 1000 < deadline ? now + 1000 : deadline;
+        reply_slot *slot;
+        ksf_err e = ksfi_client_reply_slot_get(cli, t->name, until, &slot, ei);
+        if (e != KSF_ETIMEDOUT || ksfi_client_now_ms() >= deadline ||
+            atomic_load(&cli->stop_sender)) {
+            return e;
+        }
+    }
+}
+
+/* Produce (or fail) every waiting send of @p t. */
+static void
+sender_serve(ksf_client *cli, reply_topic *t)
+{
+    ksf_errinfo ei = {0};
+    ksf_err e = KSF_OK;
+    pthread_mutex_lock(&cli->lock);
+    bool reached = cli->reached, checked = t->checked;
+    pthread_mutex_unlock(&cli->lock);
+    if (!reached) {
+        e = ksfi_reach_brokers(cli->producer, cli->cfg, cli->cfg->broker_unreachable_ms,
+                               &cli->stop_sender, &ei);
+        pthread_mutex_lock(&cli->lock);
+        cli->reached = !e;
+        pthread_mutex_unlock(&cli->lock);
+    }
+    if (!e && !checked) {
+        size_t n = strlen(t->name) - (sizeof KSFI_REPLY_SUFFIX - 1);
+        char pattern[256];
+        snprintf(pattern, sizeof pattern, "%.*s", (int)n, t->name);
+        bool missing = topic_missing(cli, pattern);
+        pthread_mutex_lock(&cli->lock);
+        t->missing = missing;
+        t->checked = true;
+        pthread_mutex_unlock(&cli->lock);
+        if (missing) {
+            ksfi_log(&cli->log, KSF_LOG_WARNING, "client",
+                     "topic %s does not exist: no service consumes it yet (requests "
+                     "to it will time out unless one starts)",
+                     pattern);
+        }
+    }
+    /* On success sender_acquire returns with the lock held: the sends are taken and
+     * accounted against the slot before a revoke could release it. */
+    if (e || (e = sender_acquire(cli, t, &ei))) {
+        pthread_mutex_lock(&cli->lock);
+    }
+    int32_t partition = !e ? t->slot->partition : -1;
+    queued_send *list = t->waiting;
+    t->waiting = NULL;
+    for (queued_send *q = list; q; q = q->next) {
+        cli->in_hand++; /* flush counts them until they are produced */
+    }
+    for (queued_send *q = list; q && !e; q = q->next) {
+        ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
+        if (p) {
+            p->slot = t->slot;
+            p->reply_partition = partition;
+            p->queued = false;
+            p->topic_missing = t->missing;
+            t->slot->outstanding++;
+        }
+    }
+    pthread_mutex_unlock(&cli->lock);
+    while (list) {
+        queued_send *q = list;
+        list = q->next;
+        ksf_errinfo pe = {0};
+        if (e && atomic_load(&cli->stop_sender)) {
+            /* destroy fails them with KSF_ECLOSED, on its own thread as documented */
+        } else if (e) {
+            ksfi_client_fail_request(cli, q->id, e, ei.text);
+        } else if (ksfi_client_produce_queued(cli, q, partition, &pe)) {
+            ksfi_client_fail_request(cli, q->id, pe.code, pe.text);
+        } else {
+            pthread_mutex_lock(&cli->lock);
+            ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
+            if (p) {
+                ksfi_pmetrics_inc(p->metrics, KSFI_M_SENT);
+            }
+            cli->stats.sent++;
+            pthread_mutex_unlock(&cli->lock);
+        }
+        ksfi_client_queued_free(q);
+        pthread_mutex_lock(&cli->lock);
+        cli->in_hand--;
+        pthread_mutex_unlock(&cli->lock);
+    }
+}
+
+void *
+ksfi_client_sender_main(void *arg)
+{
+    ksf_client *cli = arg;
+    pthread_mutex_lock(&cli->lock);
+    for (;;) {
+        reply_topic *t = NULL;
+        while (!cli->closing && !(t = sender_next_locked(cli))) {
+            pthread_cond_wait(&cli->cond, &cli->lock);
+        }
+        if (cli->closing) {
+            break;
+        }
+        pthread_mutex_unlock(&cli->lock);
+        sender_serve(cli, t);
+        pthread_mutex_lock(&cli->lock);
+    }
+    pthread_mutex_unlock(&cli->lock);
+    return NULL;
+}

@@ -1,0 +1,791 @@
+/*
+ * Payloads as NestJS encodes and parses them: JSON.stringify with JavaScript's number
+ * formatting, KafkaRequestSerializer.encode, Node's UTF-8 repair and KafkaParser's
+ * {/[ sniff with JSON.parse's number and escape rules. Pure functions.
+ */
+#include "codec/codec.h"
+
+#include "base/alloc.h"
+#include "base/errinfo.h"
+#include "codec/wire.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+/* ---- a growable byte buffer ------------------------------------------------------ */
+
+typedef struct sbuf {
+    char *data;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void
+sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1) {
+            cap *= 2;
+        }
+        char *grown = ksfi_realloc(b->data, cap);
+        if (!grown) {
+            b->oom = true;
+            return;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void
+sb_puts(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* Hand the buffer over (an empty string when nothing was written); NULL on ENOMEM. */
+static char *
+sb_finish(sbuf *b, size_t *len)
+{
+    if (!b->oom && !b->data) {
+        sb_put(b, "", 0);
+    }
+    if (b->oom) {
+        ksfi_free(b->data);
+        return NULL;
+    }
+    if (len) {
+        *len = b->len;
+    }
+    return b->data;
+}
+
+/* ---- numbers as JavaScript prints them -------------------------------------------- */
+
+/*
+ * The p+1 significant digits of |d| rounded to nearest by printf, moved by @p bump
+ * units in the last place, into digits[] (no point) and *exp10 (d ~ D.DDD x 10^exp10).
+ * Returns true when that decimal reads back as exactly d.
+ */
+static bool
+digits_round_trip(double d, int prec, int bump, char digits[24], int *exp10)
+{
+    char sci[48];
+    snprintf(sci, sizeof sci, "%.*e", prec, fabs(d));
+    char point = prec > 0 ? sci[1] : '.'; /* the locale's, so strtod agrees */
+    int nd = 0;
+    const char *p = sci;
+    for (; *p != 'e'; p++) {
+        if (*p >= '0' && *p <= '9') {
+            digits[nd++] = *p;
+        }
+    }
+    *exp10 = atoi(p + 1);
+    for (int i = nd - 1; bump && i >= 0; i--) { /* add bump with carry/borrow */
+        int v = digits[i] - '0' + bump;
+        bump = v > 9 ? 1 : v < 0 ? -1 : 0;
+        digits[i] = (char)('0' + (v + 10) % 10);
+    }
+    if (bump > 0) { /* 9.99 + 0.01 = 10.00: renormalise to 1.000 x 10^(e+1) */
+        digits[0] = '1';
+        (*exp10)++;
+    } else if (digits[0] == '0') { /* 1.00 - 0.01 = 0.99: 9.90 x 10^(e-1) */
+        memmove(digits, digits + 1, (size_t)nd - 1);
+        digits[nd - 1] = '0';
+        (*exp10)--;
+    }
+    char text[64];
+    int o = snprintf(text, sizeof text, "%c%c", digits[0], point);
+    memcpy(text + o, digits + 1, (size_t)nd - 1);
+    snprintf(text + o + nd - 1, sizeof text - (size_t)(o + nd - 1), "e%d", *exp10);
+    digits[nd] = '\0';
+    return strtod(text, NULL) == fabs(d);
+}
+
+/*
+ * JavaScript's Number::toString: the fewest significant digits that read back as d
+ * (ECMA-262 6.1.6.1.20); printf's nearest rounding at that length can miss where the
+ * rounding interval is lopsided (powers of two), so the neighbours are tried too.
+ */
+void
+ksfi_format_number(double d, char buf[32])
+{
+    if (!isfinite(d)) {
+        strcpy(buf, "null");
+        return;
+    }
+    if (d == 0) {
+        strcpy(buf, "0"); /* also -0, as Number#toString does */
+        return;
+    }
+    char digits[24];
+    int e10 = 0;
+    for (int prec = 0; prec < 17; prec++) {
+        if (digits_round_trip(d, prec, 0, digits, &e10) ||
+            digits_round_trip(d, prec, 1, digits, &e10) ||
+            digits_round_trip(d, prec, -1, digits, &e10)) {
+            break;
+        }
+    }
+    size_t k = strlen(digits);
+    while (k > 1 && digits[k - 1] == '0') {
+        k--;
+    }
+    int n = e10 + 1; /* value = 0.digits * 10^n */
+    char *o = buf;
+    if (d < 0) {
+        *o++ = '-';
+    }
+    if ((int)k <= n && n <= 21) {
+        memcpy(o, digits, k);
+        o += k;
+        for (int i = 0; i < n - (int)k; i++) {
+            *o++ = '0';
+        }
+    } else if (0 < n && n <= 21) {
+        memcpy(o, digits, (size_t)n);
+        o += n;
+        *o++ = '.';
+        memcpy(o, digits + n, k - (size_t)n);
+        o += k - (size_t)n;
+    } else if (-6 < n && n <= 0) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -n; i++) {
+            *o++ = '0';
+        }
+        memcpy(o, digits, k);
+        o += k;
+    } else {
+        *o++ = digits[0];
+        if (k > 1) {
+            *o++ = '.';
+            memcpy(o, digits + 1, k - 1);
+            o += k - 1;
+        }
+        o += sprintf(o, "e%c%d", n - 1 < 0 ? '-' : '+', abs(n - 1));
+    }
+    *o = '\0';
+}
+
+/* ---- JSON.stringify ---------------------------------------------------------------- */
+
+static void
+stringify_string(sbuf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    sb_put(b, "\"", 1);
+    size_t run = 0; /* bytes copied verbatim, flushed in one go */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        char u[7];
+        switch (c) {
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        default:
+            if (c < 0x20) {
+                u[0] = '\\';
+                u[1] = 'u';
+                u[2] = '0';
+                u[3] = '0';
+                u[4] = hex[c >> 4];
+                u[5] = hex[c & 15];
+                u[6] = '\0';
+                esc = u;
+            }
+        }
+        if (esc) {
+            sb_put(b, s + i - run, run);
+            run = 0;
+            sb_puts(b, esc);
+        } else {
+            run++;
+        }
+    }
+    sb_put(b, s + n - run, run);
+    sb_put(b, "\"", 1);
+}
+
+static void stringify(sbuf *b, const json_t *v);
+
+/*
+ * JavaScript objects enumerate "array index" keys (canonical decimal integers below
+ * 2^32 - 1) first, in ascending order, and only then the other keys in insertion
+ * order; JSON.stringify follows that order, so {"b":1,"1":2} prints as {"1":2,"b":1}.
+ */
+static bool
+array_index_key(const char *k, size_t n, uint32_t *idx)
+{
+    if (n == 0 || n > 10 || (n > 1 && k[0] == '0')) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k[i] < '0' || k[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(k[i] - '0');
+    }
+    if (v >= UINT32_MAX) {
+        return false;
+    }
+    *idx = (uint32_t)v;
+    return true;
+}
+
+typedef struct index_key {
+    uint32_t idx;
+    const char *key;
+    size_t len;
+    const json_t *value;
+} index_key;
+
+static int
+index_key_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const index_key *)a)->idx, y = ((const index_key *)b)->idx;
+    return (x > y) - (x < y);
+}
+
+static void
+stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t *value)
+{
+    if (!*first) {
+        sb_put(b, ",", 1);
+    }
+    *first = false;
+    stringify_string(b, key, len);
+    sb_put(b, ":", 1);
+    stringify(b, value);
+}
+
+static void
+stringify_object(sbuf *b, const json_t *v)
+{
+    const char *key;
+    size_t len, nindex = 0;
+    json_t *item;
+    uint32_t idx;
+    bool first = true;
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+        nindex += array_index_key(key, len, &idx);
+    }
+    index_key *keys = nindex ? ksfi_malloc(nindex * sizeof *keys) : NULL;
+    if (nindex && !keys) {
+        b->oom = true;
+        return;
+    }
+    size_t k = 0;
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+        if (array_index_key(key, len, &idx)) {
+            keys[k++] = (index_key){idx, key, len, item};
+        }
+    }
+    if (nindex > 1) {
+        qsort(keys, nindex, sizeof *keys, index_key_cmp);
+    }
+    sb_put(b, "{", 1);
+    for (k = 0; k < nindex; k++) {
+        stringify_member(b, &first, keys[k].key, keys[k].len, keys[k].value);
+    }
+    ksfi_free(keys);
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+        if (!array_index_key(key, len, &idx)) {
+            stringify_member(b, &first, key, len, item);
+        }
+    }
+    sb_put(b, "}", 1);
+}
+
+/* Decimal text of @p v into @p out (at least 21 bytes); returns its length. Integers
+ * are on every hot path's payload, and snprintf costs several times more. */
+static size_t
+format_integer(json_int_t v, char *out)
+{
+    char tmp[24];
+    size_t n = 0;
+    /* Negate as unsigned so the most negative value does not overflow. */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0) {
+        out[len++] = '-';
+    }
+    while (n) {
+        out[len++] = tmp[--n];
+    }
+    out[len] = '\0';
+    return len;
+}
+
+static void
+stringify(sbuf *b, const json_t *v)
+{
+    char num[32];
+    if (!v) {
+        sb_puts(b, "null"); /* as undefined prints inside an array */
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        stringify_object(b, v);
+        return;
+    case JSON_ARRAY:
+        sb_put(b, "[", 1);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i) {
+                sb_put(b, ",", 1);
+            }
+            stringify(b, json_array_get(v, i));
+        }
+        sb_put(b, "]", 1);
+        return;
+    case JSON_STRING:
+        stringify_string(b, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_INTEGER:
+        sb_put(b, num, format_integer(json_integer_value(v), num));
+        return;
+    case JSON_REAL:
+        ksfi_format_number(json_real_value(v), num);
+        sb_puts(b, num);
+        return;
+    case JSON_TRUE:
+        sb_puts(b, "true");
+        return;
+    case JSON_FALSE:
+        sb_puts(b, "false");
+        return;
+    case JSON_NULL:
+        sb_puts(b, "null");
+        return;
+    }
+}
+
+char *
+ksfi_json_stringify(const json_t *v, size_t *len)
+{
+    sbuf b = {0};
+    stringify(&b, v);
+    return sb_finish(&b, len);
+}
+
+ksf_err
+ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
+{
+    char num[32];
+    const char *text = NULL;
+    size_t n = 0;
+    *out = NULL;
+    *len = 0;
+    if (!v || json_is_null(v)) {
+        return KSF_OK; /* undefined and null both become a null Kafka value */
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+    case JSON_ARRAY:
+        *out = ksfi_json_stringify(v, len);
+        return *out ? KSF_OK
+                    : ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
+    case JSON_STRING:
+        text = json_string_value(v);
+        n = json_string_length(v);
+        break;
+    case JSON_INTEGER:
+        n = format_integer(json_integer_value(v), num);
+        text = num;
+        break;
+    case JSON_REAL:
+        ksfi_format_number(json_real_value(v), num);
+        text = num;
+        n = strlen(num);
+        break;
+    case JSON_TRUE:
+        text = "true";
+        n = 4;
+        break;
+    default:
+        text = "false";
+        n = 5;
+        break;
+    }
+    *out = ksfi_memdup(text, n);
+    if (!*out) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
+    }
+    *len = n;
+    return KSF_OK;
+}
+
+/* ---- UTF-8 repair (WHATWG decoder: one U+FFFD per maximal invalid subpart) ----------
+ */
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 with *bad = bytes to
+ * replace by one U+FFFD. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n, size_t *bad)
+{
+    unsigned char c = s[0];
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c < 0x80) {
+        return 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0) {
+            lo = 0xA0;
+        } else if (c == 0xED) {
+            hi = 0x9F;
+        }
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0) {
+            lo = 0x90;
+        } else if (c == 0xF4) {
+            hi = 0x8F;
+        }
+    } else {
+        *bad = 1;
+        return 0;
+    }
+    for (size_t i = 1; i <= need; i++) {
+        if (i >= n || s[i] < lo || s[i] > hi) {
+            *bad = i;
+            return 0;
+        }
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return need + 1;
+}
+
+char *
+ksfi_utf8_sanitize(const char *s, size_t len, size_t *out_len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    sbuf b = {0};
+    size_t i = 0, start = 0;
+    while (i < len) {
+        size_t bad = 0;
+        size_t n = utf8_seq(u + i, len - i, &bad);
+        if (n) {
+            i += n;
+            continue;
+        }
+        sb_put(&b, s + start, i - start);
+        sb_put(&b, "\xEF\xBF\xBD", 3);
+        i += bad;
+        start = i;
+    }
+    sb_put(&b, s + start, len - start);
+    return sb_finish(&b, out_len);
+}
+
+/* ---- JSON.parse compatibility ------------------------------------------------------ */
+
+/*
+ * JSON.parse accepts three things jansson refuses, and NestJS hands the result to the
+ * handler: escaped lone surrogates ("\ud800"), integers beyond int64, and numbers
+ * beyond the double range (Infinity). Rather than fall back to a string, the text is
+ * rewritten so jansson reads the nearest thing it can hold: U+FFFD for a lone
+ * surrogate (what Buffer.from() makes of one), a double for a huge integer (what JS
+ * holds), and null for an infinite number (what JSON.stringify prints for Infinity).
+ * Only well-formed tokens are rewritten, so invalid JSON stays invalid.
+ */
+
+/* 2^1024 - 2^970, the smallest decimal that rounds to Infinity, without trailing 0s. */
+static const char dbl_overflow_digits[] =
+    "17976931348623158079372897140530341507993413271003782693617377898044496829276475094"
+    "66490179775872070963302864166928879109465555478519404026306574886715058206819089020"
+    "00708383676273854845817711531764475730270069855571366959622842914819860834936475292"
+    "719074168444365510704342711559699508093042880177904174497792";
+
+typedef struct num_token {
+    size_t len;           /* bytes of the token */
+    bool integer;         /* no fraction, no exponent */
+    bool negative;        /* leading '-' */
+    const char *int_part; /* digits before any '.', without the sign */
+    size_t int_len;
+} num_token;
+
+static size_t
+scan_digits(const char *s, size_t i, size_t n)
+{
+    while (i < n && s[i] >= '0' && s[i] <= '9') {
+        i++;
+    }
+    return i;
+}
+
+/* Scan the JSON number grammar at s[0..n); false when the token is malformed. */
+static bool
+scan_number(const char *s, size_t n, num_token *t)
+{
+    size_t i = 0;
+    memset(t, 0, sizeof *t);
+    t->negative = s[0] == '-';
+    i += t->negative;
+    size_t d = scan_digits(s, i, n);
+    if (d == i || (s[i] == '0' && d > i + 1)) {
+        return false; /* no digits, or a leading zero */
+    }
+    t->int_part = s + i;
+    t->int_len = d - i;
+    i = d;
+    t->integer = true;
+    if (i < n && s[i] == '.') {
+        d = scan_digits(s, i + 1, n);
+        if (d == i + 1) {
+            return false;
+        }
+        i = d;
+        t->integer = false;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i += 1 + (i + 1 < n && (s[i + 1] == '+' || s[i + 1] == '-'));
+        d = scan_digits(s, i, n);
+        if (d == i) {
+            return false;
+        }
+        i = d;
+        t->integer = false;
+    }
+    if (i < n && strchr("0123456789.eE+-", s[i])) {
+        return false;
+    }
+    t->len = i;
+    return true;
+}
+
+/* True when the number token @p s (well-formed) is beyond the double range. */
+static bool
+number_overflows(const char *s, size_t n)
+{
+    char digits[sizeof dbl_overflow_digits + 1];
+    size_t nd = 0, i = s[0] == '-';
+    long long exp10 = 0; /* value = 0.digits * 10^exp10 */
+    bool in_frac = false, seen = false;
+    for (; i < n && s[i] != 'e' && s[i] != 'E'; i++) {
+        if (s[i] == '.') {
+            in_frac = true;
+        } else if (s[i] != '0' || seen) {
+            seen = true;
+            exp10 += !in_frac;
+            if (nd < sizeof digits - 1) {
+                digits[nd++] = s[i];
+            }
+        } else if (in_frac) {
+            exp10--; /* a leading zero after the point */
+        }
+    }
+    if (!seen) {
+        return false;
+    }
+    if (i < n) { /* exponent: clamp, anything this large decides on its own */
+        long long e = 0;
+        bool neg = s[i + 1] == '-';
+        for (i += 1 + (s[i + 1] == '+' || s[i + 1] == '-'); i < n; i++) {
+            e = e < 100000 ? e * 10 + (s[i] - '0') : e;
+        }
+        exp10 += neg ? -e : e;
+    }
+    if (exp10 != 309) {
+        return exp10 > 309;
+    }
+    while (nd > 0 && digits[nd - 1] == '0') {
+        nd--;
+    }
+    digits[nd] = '\0';
+    return strcmp(digits, dbl_overflow_digits) >=
+           0; /* both start with a non-zero digit */
+}
+
+/* True when the integer token does not fit jansson's json_int_t (long long). */
+static bool
+integer_overflows(const num_token *t)
+{
+    static const char max[] = "9223372036854775807", min[] = "9223372036854775808";
+    if (t->int_len != sizeof max - 1) {
+        return t->int_len > sizeof max - 1;
+    }
+    return memcmp(t->int_part, t->negative ? min : max, t->int_len) > 0;
+}
+
+static int
+hex4(const char *s)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) {
+            return -1;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* The code unit of a "\uXXXX" escape at s (n bytes left), or -1. */
+static int
+unicode_escape(const char *s, size_t n)
+{
+    return n >= 6 && s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
+}
+
+typedef struct rewriter {
+    sbuf out;
+    const char *src;
+    size_t done; /* src bytes already copied to out */
+} rewriter;
+
+static void
+rewrite(rewriter *w, size_t at, size_t skip, const char *with)
+{
+    sb_put(&w->out, w->src + w->done, at - w->done);
+    sb_puts(&w->out, with);
+    w->done = at + skip;
+}
+
+/* Inside a string at s[i] == '\\': rewrite a lone surrogate escape; the next index. */
+static size_t
+compat_escape(rewriter *w, const char *s, size_t i, size_t n)
+{
+    int u = unicode_escape(s + i, n - i);
+    if (u < 0xD800 || u > 0xDFFF) {
+        return i + 2; /* any other escape (or a malformed one jansson will refuse) */
+    }
+    int low = unicode_escape(s + i + 6, n - i - 6);
+    if (u <= 0xDBFF && low >= 0xDC00 && low <= 0xDFFF) {
+        return i + 12; /* a proper pair */
+    }
+    rewrite(w, i, 6, "\\ufffd");
+    return i + 6;
+}
+
+/* Rewrite @p s for jansson. Returns a new text, or NULL with *oom false when the text
+ * needs no change. */
+static char *
+json_compat(const char *s, size_t n, size_t *out_len, bool *oom)
+{
+    rewriter w = {.src = s};
+    bool in_string = false;
+    size_t i = 0;
+    while (i < n) {
+        char c = s[i];
+        num_token t;
+        if (in_string) {
+            in_string = c != '"';
+            i = c == '\\' ? compat_escape(&w, s, i, n) : i + 1;
+        } else if (c == '"') {
+            in_string = true;
+            i++;
+        } else if ((c == '-' || (c >= '0' && c <= '9')) &&
+                   scan_number(s + i, n - i, &t)) {
+            if (number_overflows(s + i, t.len)) {
+                rewrite(&w, i, t.len, "null");
+            } else if (t.integer && integer_overflows(&t)) {
+                rewrite(&w, i + t.len, 0, ".0");
+            }
+            i += t.len;
+        } else {
+            i++;
+        }
+    }
+    *oom = w.out.oom;
+    if (!w.out.data || w.out.oom) {
+        ksfi_free(w.out.data);
+        return NULL;
+    }
+    sb_put(&w.out, s + w.done, n - w.done);
+    return sb_finish(&w.out, out_len);
+}
+
+/* JSON.parse as NestJS's KafkaParser runs it; NULL when it would throw. */
+static json_t *
+parse_like_js(const char *text, size_t n, bool *oom)
+{
+    size_t m = 0;
+    char *fixed = json_compat(text, n, &m, oom);
+    if (*oom) {
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *parsed = json_loadb(fixed ? fixed : text, fixed ? m : n,
+                                JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    ksfi_free(fixed);
+    if (!parsed && json_error_code(&jerr) == json_error_out_of_memory) {
+        *oom = true;
+    }
+    return parsed;
+}
+
+ksf_err
+ksfi_decode_value(const void *bytes, size_t len, json_t **out)
+{
+    *out = NULL;
+    if (!bytes) {
+        *out = json_null();
+        return KSF_OK;
+    }
+    if (len > 0 && ((const unsigned char *)bytes)[0] == 0x00) {
+        return KSF_OK; /* binary (schema-registry framing): left to the raw accessors */
+    }
+    size_t n;
+    char *text = ksfi_utf8_sanitize(bytes, len, &n);
+    if (!text) {
+        return KSF_ENOMEM;
+    }
+    if (n > 0 && (text[0] == '{' || text[0] == '[')) {
+        bool oom = false;
+        json_t *parsed = parse_like_js(text, n, &oom);
+        if (parsed || oom) {
+            ksfi_free(text);
+            *out = parsed;
+            return parsed ? KSF_OK : KSF_ENOMEM;
+        }
+        /* JSON.parse failed: NestJS keeps the string, and so do we. */
+    }
+    *out = json_stringn(text, n);
+    ksfi_free(text);
+    return *out ? KSF_OK : KSF_ENOMEM;
+}

@@ -1,0 +1,248 @@
+/*
+ * The public metrics calls: a server's and a client's metrics as Prometheus text or
+ * JSON. The families are tables so that the text and the JSON name the same things.
+ */
+#include "base/alloc.h"
+#include "obs/metrics.h"
+#include "server/server.h"
+
+#include <inttypes.h>
+
+static const ksfi_prom_counter server_counters[] = {
+    {"ksf_server_requests_total", "Request messages handed to the pattern's handler.",
+     KSFI_M_REQUESTS},
+    {"ksf_server_events_total", "Event messages handed to the pattern's handler.",
+     KSFI_M_EVENTS},
+    {"ksf_server_replies_total",
+     "Reply messages (values, stream items, errors) acknowledged by the broker.",
+     KSFI_M_REPLIES},
+    {"ksf_server_errors_total",
+     "Error replies sent and event handlers that failed, by pattern.", KSFI_M_ERRORS},
+};
+
+static const char *const server_json_names[KSFI_M_COUNT] = {"requests", "replies",
+                                                            "errors", "events", NULL};
+
+static const ksfi_prom_counter client_counters[] = {
+    {"ksf_client_requests_total", "Requests produced, by pattern.", KSFI_M_SENT},
+    {"ksf_client_replies_total", "Requests answered with a value, by pattern.",
+     KSFI_M_ANSWERED},
+    {"ksf_client_remote_errors_total", "Requests answered with an error, by pattern.",
+     KSFI_M_REMOTE_ERRORS},
+    {"ksf_client_timeouts_total", "Requests that timed out, by pattern.",
+     KSFI_M_TIMEOUTS},
+    {"ksf_client_late_replies_total",
+     "Replies that arrived after their request had timed out, by pattern.", KSFI_M_LATE},
+};
+
+static const char *const client_json_names[KSFI_M_COUNT] = {
+    "sent", "replies", "remote_errors", "timeouts", "late_replies"};
+
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/*
+ * What both server writers start with: the arguments checked (@p out is the writer's
+ * destination, only tested for NULL), the handlers' records sorted into @p v, and the
+ * stats. Registration is over once run starts and the handler array is never shrunk,
+ * so reading it needs no lock (see server.h). On KSF_OK the caller frees @p v.
+ */
+static ksf_err
+server_begin(ksf_server *srv, const void *out, ksfi_metrics_view *v, ksf_server_stats *st)
+{
+    if (!srv || !out) {
+        return KSF_EINVAL;
+    }
+    const ksfi_pmetrics **items =
+        ksfi_calloc(srv->nhandlers ? srv->nhandlers : 1, sizeof *items);
+    if (!items) {
+        return KSF_ENOMEM;
+    }
+    for (size_t i = 0; i < srv->nhandlers; i++) {
+        items[i] = srv->handlers[i].metrics;
+    }
+    ksf_err e = ksfi_metrics_view_init(v, items, srv->nhandlers);
+    ksfi_free(items);
+    if (e == KSF_OK) {
+        ksf_server_get_stats(srv, st);
+    }
+    return e;
+}
+
+ksf_err
+ksf_server_write_prometheus(ksf_server *srv, FILE *out)
+{
+    ksfi_metrics_view v;
+    ksf_server_stats st;
+    ksf_err e = server_begin(srv, out, &v, &st);
+    if (e) {
+        return e;
+    }
+    for (size_t i = 0; i < COUNT_OF(server_counters); i++) {
+        ksfi_prom_counters(out, &v, &server_counters[i]);
+    }
+    ksfi_prom_histogram(out, &v, "ksf_server_handler_duration_seconds",
+                        "Time from handing a message to its handler until the handler "
+                        "returned or finished (deferred), by pattern.");
+    ksfi_prom_scalar(out, "ksf_server_no_handler_total",
+                     "Messages on a topic without a handler.", "counter", st.no_handler);
+    ksfi_prom_scalar(out, "ksf_server_malformed_total",
+                     "Messages skipped because their headers could not be used.",
+                     "counter", st.malformed);
+    ksfi_prom_scalar(out, "ksf_server_reply_failures_total",
+                     "Reply produces that failed for good.", "counter",
+                     st.reply_failures);
+    ksfi_prom_scalar(
+        out, "ksf_server_offset_resets_total",
+        "Partitions whose committed offset was out of range, so the consumer "
+        "resumed elsewhere.",
+        "counter", st.offset_resets);
+    ksfi_prom_scalar(out, "ksf_server_offset_reset_skipped_total",
+                     "Messages skipped by those resets: deleted before they were read.",
+                     "counter", st.offset_reset_skipped);
+    ksfi_prom_scalar(out, "ksf_server_reply_refused_total",
+                     "Requests skipped because the reply policy refused their reply "
+                     "topic.",
+                     "counter", st.reply_refused);
+    ksfi_metrics_view_free(&v);
+    return ksfi_prom_result(out);
+}
+
+ksf_err
+ksf_server_metrics_json(ksf_server *srv, json_t **out)
+{
+    ksfi_metrics_view v;
+    ksf_server_stats st;
+    ksf_err e = server_begin(srv, out, &v, &st);
+    if (e) {
+        return e;
+    }
+    json_t *patterns =
+        ksfi_metrics_patterns_json(&v, server_json_names, "handler_duration");
+    ksfi_metrics_view_free(&v);
+    *out = patterns ? json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "patterns",
+                                patterns, "no_handler", (json_int_t)st.no_handler,
+                                "malformed", (json_int_t)st.malformed, "reply_failures",
+                                (json_int_t)st.reply_failures, "offset_resets",
+                                (json_int_t)st.offset_resets, "offset_reset_skipped",
+                                (json_int_t)st.offset_reset_skipped, "reply_refused",
+                                (json_int_t)st.reply_refused)
+                    : NULL;
+    return *out ? KSF_OK : KSF_ENOMEM;
+}
+
+static void
+client_partitions(FILE *f, const ksfi_client_metrics *m)
+{
+    ksfi_prom_header(
+        f, "ksf_client_reply_partition",
+        "1 for each reply partition this client holds now; state=\"draining\" "
+        "once revoked, until its requests are answered.",
+        "gauge");
+    for (size_t i = 0; i < m->nparts; i++) {
+        fputs("ksf_client_reply_partition{topic=\"", f);
+        ksfi_prom_label_value(f, m->parts[i].topic);
+        fprintf(f, "\",partition=\"%" PRId32 "\",state=\"%s\"} 1\n",
+                m->parts[i].partition, m->parts[i].draining ? "draining" : "owned");
+    }
+}
+
+/* What both client writers start with: the arguments checked (@p out only tested for
+ * NULL), the client's metrics and their view. On KSF_OK the caller frees both. */
+static ksf_err
+client_begin(ksf_client *cli, const void *out, ksfi_client_metrics *m,
+             ksfi_metrics_view *v)
+{
+    if (!cli || !out) {
+        return KSF_EINVAL;
+    }
+    if (ksfi_client_metrics_collect(cli, m)) {
+        return KSF_ENOMEM;
+    }
+    if (ksfi_metrics_view_init(v, m->patterns, m->npatterns)) {
+        ksfi_client_metrics_free(m);
+        return KSF_ENOMEM;
+    }
+    return KSF_OK;
+}
+
+ksf_err
+ksf_client_write_prometheus(ksf_client *cli, FILE *out)
+{
+    ksfi_client_metrics m;
+    ksfi_metrics_view v;
+    ksf_err e = client_begin(cli, out, &m, &v);
+    if (e) {
+        return e;
+    }
+    for (size_t i = 0; i < COUNT_OF(client_counters); i++) {
+        ksfi_prom_counters(out, &v, &client_counters[i]);
+    }
+    ksfi_prom_histogram(out, &v, "ksf_client_request_duration_seconds",
+                        "Round trip from producing a request to its final reply "
+                        "(values and remote errors; not timeouts), by pattern.");
+    ksfi_prom_scalar(out, "ksf_client_in_flight", "Requests awaiting their final reply.",
+                     "gauge", m.stats.in_flight);
+    client_partitions(out, &m);
+    ksfi_prom_scalar(
+        out, "ksf_client_reply_group_rebalances_total",
+        "Assignments received from the reply group (the first join included).", "counter",
+        m.rebalances);
+    ksfi_prom_scalar(out, "ksf_client_unknown_replies_total",
+                     "Replies with a correlation id this client never sent.", "counter",
+                     m.stats.unknown_replies);
+    ksfi_prom_scalar(out, "ksf_client_duplicate_replies_total",
+                     "Replies for requests already answered.", "counter",
+                     m.stats.duplicate_replies);
+    ksfi_prom_scalar(out, "ksf_client_events_emitted_total",
+                     "Events acknowledged by the broker.", "counter", m.stats.emitted);
+    ksfi_metrics_view_free(&v);
+    ksfi_client_metrics_free(&m);
+    return ksfi_prom_result(out);
+}
+
+static json_t *
+parts_json(const ksfi_client_metrics *m)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < m->nparts; i++) {
+        if (json_array_append_new(a,
+                                  json_pack("{s:s, s:i, s:b}", "topic", m->parts[i].topic,
+                                            "partition", (int)m->parts[i].partition,
+                                            "draining", m->parts[i].draining))) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+ksf_err
+ksf_client_metrics_json(ksf_client *cli, json_t **out)
+{
+    ksfi_client_metrics m;
+    ksfi_metrics_view v;
+    ksf_err e = client_begin(cli, out, &m, &v);
+    if (e) {
+        if (e == KSF_ENOMEM) {
+            *out = NULL;
+        }
+        return e;
+    }
+    json_t *patterns =
+        ksfi_metrics_patterns_json(&v, client_json_names, "request_duration");
+    json_t *parts = parts_json(&m);
+    /* "o" steals even on failure, so nothing leaks when pack fails. */
+    *out = json_pack("{s:o?, s:I, s:o?, s:I, s:I, s:I, s:I}", "patterns", patterns,
+                     "in_flight", (json_int_t)m.stats.in_flight, "reply_partitions",
+                     parts, "rebalances", (json_int_t)m.rebalances, "unknown_replies",
+                     (json_int_t)m.stats.unknown_replies, "duplicate_replies",
+                     (json_int_t)m.stats.duplicate_replies, "emitted",
+                     (json_int_t)m.stats.emitted);
+    if (*out && (!patterns || !parts)) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    ksfi_metrics_view_free(&v);
+    ksfi_client_metrics_free(&m);
+    return *out ? KSF_OK : KSF_ENOMEM;
+}

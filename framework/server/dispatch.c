@@ -1,0 +1,1003 @@
+#include "server/dispatch.h"
+
+#include "base/alloc.h"
+#include "base/errinfo.h"
+#include "server/ctx.h"
+#include "server/retry.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+/* The watch thread wakes at least this often (a budget armed meanwhile signals it). */
+#define KSFI_WATCH_IDLE_MS 1000
+/* Budgets fired per scan; the rest wait for the next, immediate, scan. */
+#define KSFI_WATCH_BATCH 16
+
+/* One pattern (topic): its concurrency limit and time budget. */
+typedef struct ksfi_pattern {
+    char *topic;
+    int limit;
+    int active; /* started, incomplete messages (slots taken) */
+    int timeout_ms;
+} ksfi_pattern;
+
+/*
+ * One partition's state. Contexts form a list in offset order from the oldest
+ * incomplete one (head) to the newest (tail); next_run is the first not yet started.
+ * Partitions live until the pool is destroyed, so contexts may point at them safely;
+ * `epoch` changes on every assign/revoke so that late completions of a revoked
+ * generation store nothing.
+ */
+typedef struct ksfi_part {
+    char *topic;
+    ksfi_pattern *pat;
+    int32_t partition;
+    uint64_t epoch;
+    bool assigned;
+    bool busy; /* a worker runs one of its handlers now */
+    bool in_ready;
+    bool paused;         /* as last applied to the consumer */
+    bool want_paused;    /* as decided from the queue length */
+    int64_t next_offset; /* next offset expected from the consumer (dedup on refetch) */
+    ksf_ctx *head, *tail, *next_run;
+    size_t queued;  /* not yet started */
+    size_t pending; /* started and not complete */
+    size_t held;    /* failed events awaiting their retry: nothing new starts */
+    ksf_ctx *due_head, *due_tail; /* retries ready to run, before anything new */
+    struct ksfi_part *next_ready;
+} ksfi_part;
+
+struct ksfi_dispatch {
+    const ksfi_logger *log;
+    pthread_mutex_t lock; /* guards everything below and every ctx's dispatch fields */
+    pthread_cond_t work;  /* a partition became ready, or stopping */
+    pthread_cond_t idle;  /* a context completed or a handler returned */
+    ksfi_part **parts;
+    size_t nparts;
+    ksfi_part *ready_head, *ready_tail;
+    /* Started contexts of revoked partitions, not complete yet (linked by next): a
+     * deferred one may never be finished, and destroy must still free it. */
+    ksf_ctx *orphans;
+    size_t queued_high;   /* the most messages one partition ever had queued */
+    rd_kafka_t *consumer; /* NULL when not running: nothing is stored */
+    pthread_t *threads;
+    int nthreads;
+    bool stopping;
+    ksfi_pattern **pats;
+    size_t npats;
+    const ksfi_policy_config *policy; /* NULL: unlimited, no budgets */
+    int workers;
+    size_t npatterns;
+    uint64_t throttled;
+    /* Deferred contexts whose handler returned and whose finish has not come: they
+     * hold no worker and no pattern slot, only memory, so they have their own bound
+     * (server.deferred.max); at it, no new handler starts until one finishes. */
+    int parked, parked_max;
+    pthread_cond_t watch; /* CLOCK_MONOTONIC: a budget was armed or a retry scheduled */
+    pthread_t watcher;
+    int64_t watch_next; /* when the sleeping watch thread wakes; 0 while it scans */
+    bool watching, watch_exit;
+};
+
+ksf_err
+ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg)
+{
+    ksfi_dispatch *d = ksfi_calloc(1, sizeof *d);
+    if (!d) {
+        return KSF_ENOMEM;
+    }
+    d->log = lg;
+    d->parked_max = INT_MAX;
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->work, NULL);
+    pthread_cond_init(&d->idle, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->watch, &ca);
+    pthread_condattr_destroy(&ca);
+    *out = d;
+    return KSF_OK;
+}
+
+/* Unlink and free every context of @p p (pool teardown or dropped queue). */
+static void
+free_list(ksf_ctx *c)
+{
+    while (c) {
+        ksf_ctx *next = c->next;
+        ksfi_ctx_free(c);
+        c = next;
+    }
+}
+
+void
+ksfi_dispatch_destroy(ksfi_dispatch *d)
+{
+    if (!d) {
+        return;
+    }
+    for (size_t i = 0; i < d->nparts; i++) {
+        free_list(d->parts[i]->head);
+        ksfi_free(d->parts[i]->topic);
+        ksfi_free(d->parts[i]);
+    }
+    free_list(d->orphans);
+    for (size_t i = 0; i < d->npats; i++) {
+        ksfi_free(d->pats[i]->topic);
+        ksfi_free(d->pats[i]);
+    }
+    ksfi_free(d->pats);
+    ksfi_free(d->parts);
+    ksfi_free(d->threads);
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->work);
+    pthread_cond_destroy(&d->idle);
+    pthread_cond_destroy(&d->watch);
+    ksfi_free(d);
+}
+
+void
+ksfi_dispatch_set_policy(ksfi_dispatch *d, const ksfi_policy_config *pc, int workers,
+                         size_t npatterns)
+{
+    pthread_mutex_lock(&d->lock);
+    d->policy = pc;
+    d->workers = workers;
+    d->npatterns = npatterns;
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Find or create the pattern of @p topic; NULL on ENOMEM. Lock held. */
+static ksfi_pattern *
+pattern_get(ksfi_dispatch *d, const char *topic)
+{
+    for (size_t i = 0; i < d->npats; i++) {
+        if (!strcmp(d->pats[i]->topic, topic)) {
+            return d->pats[i];
+        }
+    }
+    ksfi_pattern **grown = ksfi_realloc(d->pats, (d->npats + 1) * sizeof *grown);
+    if (!grown) {
+        return NULL;
+    }
+    d->pats = grown;
+    ksfi_pattern *pat = ksfi_calloc(1, sizeof *pat);
+    if (!pat || !(pat->topic = ksfi_strdup(topic))) {
+        ksfi_free(pat);
+        return NULL;
+    }
+    pat->limit = INT_MAX;
+    if (d->policy) {
+        ksfi_policy pol = ksfi_policy_for(d->policy, topic);
+        pat->limit = ksfi_policy_concurrency(pol.concurrency, d->workers, d->npatterns);
+        pat->timeout_ms = pol.timeout_ms;
+    }
+    d->pats[d->npats++] = pat;
+    return pat;
+}
+
+/* Find or create the partition; NULL on ENOMEM. Lock held. */
+static ksfi_part *
+part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < d->nparts; i++) {
+        if (d->parts[i]->partition == partition && !strcmp(d->parts[i]->topic, topic)) {
+            return d->parts[i];
+        }
+    }
+    ksfi_part **grown = ksfi_realloc(d->parts, (d->nparts + 1) * sizeof *grown);
+    if (!grown) {
+        return NULL;
+    }
+    d->parts = grown;
+    ksfi_part *p = ksfi_calloc(1, sizeof *p);
+    if (!p || !(p->pat = pattern_get(d, topic)) || !(p->topic = ksfi_strdup(topic))) {
+        ksfi_free(p);
+        return NULL;
+    }
+    p->partition = partition;
+    p->next_offset = -1;
+    d->parts[d->nparts++] = p;
+    return p;
+}
+
+/* May @p p start its next message: one is queued, no retry holds the partition, the
+ * pattern has a free slot and the server is below server.deferred.max? */
+static bool
+can_start(const ksfi_dispatch *d, const ksfi_part *p)
+{
+    return p->next_run && !p->held && p->pat->active < p->pat->limit &&
+           d->parked < d->parked_max;
+}
+
+static void
+make_ready(ksfi_dispatch *d, ksfi_part *p)
+{
+    if (p->in_ready || p->busy || !p->assigned || d->stopping) {
+        return;
+    }
+    if (!p->due_head && !can_start(d, p)) {
+        if (p->next_run && !p->held && !p->next_run->throttled) {
+            p->next_run->throttled = true; /* waits for its pattern's limit */
+            d->throttled++;
+        }
+        return;
+    }
+    p->in_ready = true;
+    p->next_ready = NULL;
+    if (d->ready_tail) {
+        d->ready_tail->next_ready = p;
+    } else {
+        d->ready_head = p;
+    }
+    d->ready_tail = p;
+    pthread_cond_signal(&d->work);
+}
+
+static void
+update_pause(ksfi_part *p)
+{
+    if (p->queued >= KSFI_DISPATCH_PAUSE_AT || p->pending >= KSFI_DISPATCH_PAUSE_AT) {
+        p->want_paused = true;
+    } else if (p->queued <= KSFI_DISPATCH_RESUME_AT &&
+               p->pending <= KSFI_DISPATCH_RESUME_AT) {
+        p->want_paused = false;
+    }
+}
+
+void
+ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx)
+{
+    const rd_kafka_message_t *m = ctx->msg;
+    pthread_mutex_lock(&d->lock);
+    ksfi_part *p = part_get(d, ctx->topic, m->partition);
+    /* Not ours (any more), or already seen (a refetch after pause/resume): drop it
+     * unstored; the owner of the partition will get it from the committed offset. */
+    if (!p || !p->assigned || (p->next_offset >= 0 && m->offset < p->next_offset)) {
+        pthread_mutex_unlock(&d->lock);
+        ksfi_log(d->log, KSF_LOG_DEBUG, "server", "dropping %s[%d]@%lld: %s", ctx->topic,
+                 (int)m->partition, (long long)m->offset,
+                 p ? "not assigned or already queued" : "out of memory");
+        ksfi_ctx_free(ctx);
+        return;
+    }
+    p->next_offset = m->offset + 1;
+    ctx->dispatch = d;
+    ctx->part = p;
+    ctx->epoch = p->epoch;
+    ctx->next = NULL;
+    if (p->tail) {
+        p->tail->next = ctx;
+    } else {
+        p->head = ctx;
+    }
+    p->tail = ctx;
+    if (!p->next_run) {
+        p->next_run = ctx;
+    }
+    p->queued++;
+    if (p->queued > d->queued_high) {
+        d->queued_high = p->queued;
+    }
+    update_pause(p);
+    make_ready(d, p);
+    pthread_mutex_unlock(&d->lock);
+}
+
+size_t
+ksfi_dispatch_queued_high(ksfi_dispatch *d)
+{
+    pthread_mutex_lock(&d->lock);
+    size_t n = d->queued_high;
+    pthread_mutex_unlock(&d->lock);
+    return n;
+}
+
+/* Store the offset after the contiguous completed prefix and free that prefix. */
+static void
+advance(ksfi_dispatch *d, ksfi_part *p)
+{
+    int64_t last = -1;
+    while (p->head && p->head->done) {
+        ksf_ctx *c = p->head;
+        last = c->msg->offset;
+        p->head = c->next;
+        if (p->tail == c) {
+            p->tail = NULL;
+        }
+        ksfi_ctx_free(c);
+    }
+    if (last < 0 || !d->consumer) {
+        return;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = last + 1;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(d->consumer, l);
+    if (err) {
+        ksfi_log(d->log, KSF_LOG_WARNING, "server", "storing offset %s[%d]@%lld: %s",
+                 p->topic, (int)p->partition, (long long)(last + 1),
+                 rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* A slot of @p pat was freed: its partitions waiting for one may go. Lock held. */
+static void
+wake_pattern(ksfi_dispatch *d, const ksfi_pattern *pat)
+{
+    for (size_t i = 0; i < d->nparts && pat->active < pat->limit; i++) {
+        if (d->parts[i]->pat == pat) {
+            make_ready(d, d->parts[i]);
+        }
+    }
+}
+
+/* Give back @p ctx's slot of its pattern, if it still has one. Lock held. */
+static void
+release_slot(ksfi_dispatch *d, ksf_ctx *ctx)
+{
+    ksfi_part *p = ctx->part;
+    if (!ctx->slot) {
+        return;
+    }
+    /* Only a full pattern can have partitions waiting for a slot. */
+    bool was_full = p->pat->active >= p->pat->limit;
+    ctx->slot = false;
+    p->pat->active--;
+    if (was_full) {
+        wake_pattern(d, p->pat);
+    }
+}
+
+void
+ksfi_dispatch_set_deferred_max(ksfi_dispatch *d, int max)
+{
+    pthread_mutex_lock(&d->lock);
+    d->parked_max = max > 0 ? max : INT_MAX;
+    pthread_mutex_unlock(&d->lock);
+}
+
+void
+ksfi_dispatch_parked(ksf_ctx *ctx)
+{
+    if (!ctx->part) {
+        return;
+    }
+    ksfi_dispatch *d = ctx->dispatch;
+    pthread_mutex_lock(&d->lock);
+    if (!ctx->handler_done && !ctx->parked) { /* else the finish came first */
+        release_slot(d, ctx);
+        ctx->parked = true;
+        d->parked++;
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+void
+ksfi_dispatch_handler_done(ksf_ctx *ctx)
+{
+    if (!ctx->part) {
+        return;
+    }
+    ksfi_dispatch *d = ctx->dispatch;
+    pthread_mutex_lock(&d->lock);
+    release_slot(d, ctx);
+    ctx->handler_done = true;
+    if (ctx->parked) {
+        ctx->parked = false;
+        if (d->parked-- == d->parked_max) {
+            for (size_t i = 0; i < d->nparts; i++) { /* every pattern waited */
+                make_ready(d, d->parts[i]);
+            }
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+void
+ksfi_dispatch_done(ksf_ctx *ctx)
+{
+    ksfi_part *p = ctx->part;
+    if (!p) { /* never submitted */
+        ksfi_ctx_free(ctx);
+        return;
+    }
+    /* The pool outlives every context: destroy frees those still held. */
+    ksfi_dispatch *d = ctx->dispatch;
+    pthread_mutex_lock(&d->lock);
+    release_slot(d, ctx); /* a retried event's, or a handler that never finished */
+    if (ctx->epoch != p->epoch) {
+        /* Revoked while it ran: unlinked from the window, kept among the orphans. */
+        ksf_ctx **link = &d->orphans;
+        while (*link && *link != ctx) {
+            link = &(*link)->next;
+        }
+        if (*link) {
+            *link = ctx->next;
+        }
+        ksfi_ctx_free(ctx);
+    } else {
+        if (ctx->holding) {
+            ctx->holding = false;
+            p->held--;
+        }
+        ctx->done = true;
+        p->pending--;
+        update_pause(p);
+        advance(d, p);
+        make_ready(d, p);
+    }
+    pthread_cond_broadcast(&d->idle);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* The next context @p p may run (a due retry first), marked started; NULL when none
+ * (its pattern filled up since it became ready). Lock held. */
+static ksf_ctx *
+take_next(const ksfi_dispatch *d, ksfi_part *p, bool *retry)
+{
+    ksf_ctx *c = p->due_head;
+    if (c) {
+        p->due_head = c->retry_next;
+        if (!p->due_head) {
+            p->due_tail = NULL;
+        }
+        c->retry_state = KSFI_RETRY_NONE;
+        *retry = true;
+        return c;
+    }
+    if (!can_start(d, p)) {
+        return NULL;
+    }
+    c = p->next_run;
+    p->next_run = c->next;
+    c->started = true;
+    c->slot = true;
+    p->pat->active++;
+    p->queued--;
+    p->pending++;
+    update_pause(p);
+    *retry = false;
+    return c;
+}
+
+static void *
+worker_main(void *arg)
+{
+    ksfi_dispatch *d = arg;
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        while (!d->ready_head && !d->stopping) {
+            pthread_cond_wait(&d->work, &d->lock);
+        }
+        if (!d->ready_head) {
+            break; /* stopping, and nothing left that may run */
+        }
+        ksfi_part *p = d->ready_head;
+        d->ready_head = p->next_ready;
+        if (!d->ready_head) {
+            d->ready_tail = NULL;
+        }
+        p->in_ready = false;
+        bool retry = false;
+        ksf_ctx *c = take_next(d, p, &retry);
+        if (!c) {
+            continue; /* made ready again when a slot frees */
+        }
+        p->busy = true;
+        /* Go on with the partition's next message while no other partition waits for
+         * a worker: handing it back through the ready list woke another worker for
+         * each message (which found nothing to do), and messages fetched together now
+         * have their replies produced back to back, so they leave in one batch. */
+        while (c) {
+            pthread_mutex_unlock(&d->lock);
+            if (retry) {
+                ksfi_retry_run(c);
+            } else {
+                ksfi_ctx_run(c); /* c may be freed when this returns */
+            }
+            pthread_mutex_lock(&d->lock);
+            pthread_cond_broadcast(&d->idle);
+            c = !d->ready_head && !d->stopping ? take_next(d, p, &retry) : NULL;
+        }
+        p->busy = false;
+        make_ready(d, p);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Take a reference on @p c unless it is already completing. */
+static bool
+take_ref(ksf_ctx *c)
+{
+    int v = atomic_load(&c->pending);
+    while (v > 0 && !atomic_compare_exchange_weak(&c->pending, &v, v + 1)) {
+    }
+    return v > 0;
+}
+
+static void
+push_due(ksfi_part *p, ksf_ctx *c)
+{
+    c->retry_state = KSFI_RETRY_DUE;
+    c->retry_next = NULL;
+    if (p->due_tail) {
+        p->due_tail->retry_next = c;
+    } else {
+        p->due_head = c;
+    }
+    p->due_tail = c;
+}
+
+/*
+ * One pass over the started, incomplete contexts: expired budgets are collected into
+ * @p fired (with a reference each), due retries are queued. Returns the count fired;
+ * *next gets the earliest deadline still ahead. Lock held.
+ */
+static size_t
+watch_scan(ksfi_dispatch *d, int64_t now, int64_t *next, ksf_ctx *fired[KSFI_WATCH_BATCH])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->nparts; i++) {
+        ksfi_part *p = d->parts[i];
+        for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+            if (c->done || c->abandoned) {
+                continue;
+            }
+            if (c->budget_at_ms && !c->budget_sent) {
+                if (c->budget_at_ms > now) {
+                    *next = c->budget_at_ms < *next ? c->budget_at_ms : *next;
+                } else if (n < KSFI_WATCH_BATCH) {
+                    c->budget_sent = true;
+                    if (take_ref(c)) {
+                        fired[n++] = c;
+                    }
+                } else {
+                    *next = now;
+                }
+            }
+            if (c->retry_state == KSFI_RETRY_WAITING) {
+                if (c->retry_at_ms > now) {
+                    *next = c->retry_at_ms < *next ? c->retry_at_ms : *next;
+                } else {
+                    push_due(p, c);
+                    make_ready(d, p);
+                }
+            }
+        }
+    }
+    return n;
+}
+
+/* The watch thread: request time budgets and retry backoffs. */
+static void *
+watch_main(void *arg)
+{
+    ksfi_dispatch *d = arg;
+    ksf_ctx *fired[KSFI_WATCH_BATCH];
+    pthread_mutex_lock(&d->lock);
+    while (!d->watch_exit) {
+        int64_t now = mono_ms(), next = now + KSFI_WATCH_IDLE_MS;
+        size_t n = watch_scan(d, now, &next, fired);
+        if (n) {
+            pthread_mutex_unlock(&d->lock);
+            for (size_t i = 0; i < n; i++) {
+                ksfi_ctx_budget_expired(fired[i]);
+                ksfi_ctx_release(fired[i]);
+            }
+            pthread_mutex_lock(&d->lock);
+            continue;
+        }
+        struct timespec ts = {(time_t)(next / 1000), (long)(next % 1000) * 1000000L};
+        d->watch_next = next;
+        pthread_cond_timedwait(&d->watch, &d->lock, &ts);
+        d->watch_next = 0; /* scanning: anything armed now is seen by this scan */
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+void
+ksfi_dispatch_arm_budget(ksf_ctx *ctx)
+{
+    ksfi_dispatch *d = ctx->dispatch;
+    if (!d) {
+        return;
+    }
+    ksfi_part *p = ctx->part;
+    /* A pattern's budget never changes once created (under the lock, before this
+     * context was queued): most servers have none and skip the lock here. */
+    if (p->pat->timeout_ms <= 0) {
+        return;
+    }
+    pthread_mutex_lock(&d->lock);
+    if (ctx->epoch == p->epoch && !ctx->budget_at_ms) {
+        ctx->budget_ms = p->pat->timeout_ms;
+        ctx->budget_at_ms = mono_ms() + p->pat->timeout_ms;
+        if (ctx->budget_at_ms < d->watch_next) { /* else the watch wakes in time */
+            pthread_cond_signal(&d->watch);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+bool
+ksfi_dispatch_retry_later(ksf_ctx *ctx, int kind, int delay_ms)
+{
+    ksfi_dispatch *d = ctx->dispatch;
+    pthread_mutex_lock(&d->lock);
+    ksfi_part *p = ctx->part;
+    bool ours = ctx->epoch == p->epoch;
+    if (ours) {
+        if (!ctx->holding) {
+            ctx->holding = true;
+            p->held++;
+        }
+        ctx->retry_kind = kind;
+        ctx->retry_at_ms = mono_ms() + delay_ms;
+        ctx->retry_state = KSFI_RETRY_WAITING;
+        pthread_cond_signal(&d->watch);
+        /* A drain or revoke waiting for this partition gives the retry up. */
+        pthread_cond_broadcast(&d->idle);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return ours;
+}
+
+uint64_t
+ksfi_dispatch_throttled(ksfi_dispatch *d)
+{
+    pthread_mutex_lock(&d->lock);
+    uint64_t n = d->throttled;
+    pthread_mutex_unlock(&d->lock);
+    return n;
+}
+
+ksf_err
+ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer, ksf_errinfo *ei)
+{
+    d->threads = ksfi_calloc((size_t)workers, sizeof *d->threads);
+    if (!d->threads) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory starting %d workers", workers);
+    }
+    d->consumer = consumer;
+    d->stopping = false;
+    d->watch_exit = false;
+    int wrc = pthread_create(&d->watcher, NULL, watch_main, d);
+    if (wrc) {
+        ksfi_free(d->threads);
+        d->threads = NULL;
+        return ksfi_fail(ei, KSF_EINVAL, "cannot start the dispatcher's watch thread: %s",
+                         strerror(wrc));
+    }
+    d->watching = true;
+    for (int i = 0; i < workers; i++) {
+        int rc = pthread_create(&d->threads[i], NULL, worker_main, d);
+        if (rc) {
+            ksfi_dispatch_stop(d);
+            return ksfi_fail(ei, KSF_EINVAL, "cannot start worker thread %d of %d: %s",
+                             i + 1, workers, strerror(rc));
+        }
+        d->nthreads = i + 1;
+    }
+    return KSF_OK;
+}
+
+void
+ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts)
+{
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < parts->cnt; i++) {
+        ksfi_part *p = part_get(d, parts->elems[i].topic, parts->elems[i].partition);
+        if (!p) {
+            ksfi_log(d->log, KSF_LOG_ERROR, "server",
+                     "out of memory tracking %s[%d]; its messages will not be served",
+                     parts->elems[i].topic, (int)parts->elems[i].partition);
+            continue;
+        }
+        p->assigned = true;
+        p->epoch++;
+        p->next_offset = -1;
+        p->paused = p->want_paused = false;
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Absolute deadline @p ms from now on CLOCK_REALTIME (pthread_cond_timedwait's). */
+static struct timespec
+deadline_in(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* Forget @p p's window: queued contexts are freed, started ones become orphans, freed
+ * by ksfi_dispatch_done when they complete (their epoch no longer matches) or by
+ * ksfi_dispatch_destroy. */
+static void
+detach(ksfi_dispatch *d, ksfi_part *p)
+{
+    if (p->in_ready) { /* unlink from the ready list */
+        ksfi_part **pp = &d->ready_head, *prev = NULL;
+        while (*pp != p) {
+            prev = *pp;
+            pp = &(*pp)->next_ready;
+        }
+        *pp = p->next_ready;
+        if (d->ready_tail == p) {
+            d->ready_tail = prev;
+        }
+        p->in_ready = false;
+    }
+    ksf_ctx *c = p->head;
+    while (c) {
+        ksf_ctx *next = c->next;
+        if (!c->started || c->done || c->abandoned) {
+            ksfi_ctx_free(c);
+        } else {
+            c->next = d->orphans;
+            d->orphans = c;
+        }
+        c = next;
+    }
+    p->head = p->tail = p->next_run = NULL;
+    p->due_head = p->due_tail = NULL;
+    p->queued = p->pending = p->held = 0;
+    p->assigned = false;
+    p->epoch++;
+}
+
+/* Cut the not-yet-started tail off @p p's window and free it: the next owner of the
+ * partition gets those messages again from the committed offset. */
+static void
+drop_queued(ksfi_part *p)
+{
+    if (!p->next_run) {
+        return;
+    }
+    ksf_ctx *prev = NULL;
+    for (ksf_ctx *c = p->head; c != p->next_run; c = c->next) {
+        prev = c;
+    }
+    if (prev) {
+        prev->next = NULL;
+    } else {
+        p->head = NULL;
+    }
+    p->tail = prev;
+    free_list(p->next_run);
+    p->next_run = NULL;
+    p->queued = 0;
+}
+
+/*
+ * Give up @p p's retries that wait (backoff or due) and hold nothing but the
+ * handler's reference: they stay in the window unstored, so the offset never passes
+ * them, and the message is delivered again after the rebalance or restart. Lock held.
+ */
+static void
+abandon_retries(ksfi_dispatch *d, ksfi_part *p)
+{
+    bool was_full = p->pat->active >= p->pat->limit;
+    for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+        if (c->retry_state == KSFI_RETRY_NONE || c->abandoned ||
+            atomic_load(&c->pending) != 1) {
+            continue; /* running, or its worker has not let go yet */
+        }
+        c->abandoned = true;
+        atomic_store(&c->pending, 0);
+        if (c->slot) {
+            c->slot = false;
+            p->pat->active--;
+        }
+        if (c->holding) {
+            c->holding = false;
+            p->held--;
+        }
+        p->pending--;
+        ksfi_log(d->log, KSF_LOG_NOTICE, "server",
+                 "%s[%d]@%lld: retry abandoned (partition revoked or server stopping); "
+                 "it will be delivered again",
+                 p->topic, (int)p->partition, (long long)c->msg->offset);
+    }
+    ksf_ctx **link = &p->due_head;
+    p->due_tail = NULL;
+    while (*link) {
+        if ((*link)->abandoned) {
+            (*link)->retry_state = KSFI_RETRY_NONE;
+            *link = (*link)->retry_next;
+        } else {
+            p->due_tail = *link;
+            link = &(*link)->retry_next;
+        }
+    }
+    for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+        if (c->abandoned) {
+            c->retry_state = KSFI_RETRY_NONE;
+        }
+    }
+    if (was_full && p->pat->active < p->pat->limit) {
+        wake_pattern(d, p->pat); /* the pattern's other partitions may go on */
+    }
+}
+
+size_t
+ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts,
+                     int timeout_ms)
+{
+    struct timespec until = deadline_in(timeout_ms);
+    size_t left = 0;
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < parts->cnt; i++) {
+        ksfi_part *p = part_get(d, parts->elems[i].topic, parts->elems[i].partition);
+        if (!p || !p->assigned) {
+            continue;
+        }
+        drop_queued(p);
+        int rc = 0;
+        abandon_retries(d, p);
+        while (p->pending > 0 && rc != ETIMEDOUT) {
+            rc = pthread_cond_timedwait(&d->idle, &d->lock, &until);
+            abandon_retries(d, p);
+        }
+        if (p->pending > 0) {
+            ksfi_log(d->log, KSF_LOG_WARNING, "server",
+                     "%s[%d] revoked with %zu message(s) still unfinished; the next "
+                     "owner will handle them again",
+                     p->topic, (int)p->partition, p->pending);
+            left += p->pending;
+        }
+        detach(d, p);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return left;
+}
+
+/*
+ * librdkafka 2.0.2's resume only clears a flag: the broker thread that fetches sleeps
+ * up to 1 s before it looks again, so a paused backlog drained in bursts (a soak after
+ * a server restart ran at a quarter of its speed). A seek to where the partition
+ * stands wakes that thread at once; nothing is skipped or re-run (messages below
+ * next_offset are dropped as refetched, see ksfi_dispatch_submit). Lock held.
+ */
+static void
+wake_fetcher(ksfi_dispatch *d, const ksfi_part *p)
+{
+    if (p->next_offset < 0) {
+        return; /* nothing consumed yet: the first fetch is not delayed */
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->next_offset;
+    rd_kafka_error_t *kerr = rd_kafka_seek_partitions(d->consumer, l, 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (kerr) { /* the resume still works, only up to 1 s later */
+        ksfi_log(d->log, KSF_LOG_DEBUG, "server", "seek after resuming %s[%d]: %s",
+                 p->topic, (int)p->partition, rd_kafka_error_string(kerr));
+        rd_kafka_error_destroy(kerr);
+    }
+}
+
+void
+ksfi_dispatch_sync_pause(ksfi_dispatch *d)
+{
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->nparts; i++) {
+        ksfi_part *p = d->parts[i];
+        if (!p->assigned || p->paused == p->want_paused || !d->consumer) {
+            continue;
+        }
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+        rd_kafka_resp_err_t err = p->want_paused
+                                      ? rd_kafka_pause_partitions(d->consumer, l)
+                                      : rd_kafka_resume_partitions(d->consumer, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (err) {
+            ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s %s[%d]: %s",
+                     p->want_paused ? "pausing" : "resuming", p->topic, (int)p->partition,
+                     rd_kafka_err2str(err));
+            continue;
+        }
+        p->paused = p->want_paused;
+        if (!p->paused) {
+            wake_fetcher(d, p);
+        }
+        ksfi_log(d->log, KSF_LOG_DEBUG, "server", "%s %s[%d] (%zu queued)",
+                 p->paused ? "paused" : "resumed", p->topic, (int)p->partition,
+                 p->queued);
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Messages queued or started and not complete, over all partitions. Lock held. */
+static size_t
+unfinished(const ksfi_dispatch *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->nparts; i++) {
+        n += d->parts[i]->queued + d->parts[i]->pending;
+    }
+    return n;
+}
+
+/* Stop starting handlers: drop every queued message (lock held). */
+static void
+quiesce(ksfi_dispatch *d)
+{
+    d->stopping = true;
+    for (size_t i = 0; i < d->nparts; i++) {
+        drop_queued(d->parts[i]);
+        d->parts[i]->in_ready = false;
+    }
+    d->ready_head = d->ready_tail = NULL;
+    pthread_cond_broadcast(&d->work);
+}
+
+size_t
+ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms)
+{
+    struct timespec until = deadline_in(timeout_ms);
+    pthread_mutex_lock(&d->lock);
+    quiesce(d);
+    int rc = 0;
+    size_t left;
+    for (size_t i = 0; i < d->nparts; i++) {
+        abandon_retries(d, d->parts[i]);
+    }
+    while ((left = unfinished(d)) > 0 && rc != ETIMEDOUT) {
+        rc = pthread_cond_timedwait(&d->idle, &d->lock, &until);
+        for (size_t i = 0; i < d->nparts; i++) {
+            abandon_retries(d, d->parts[i]);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    return left;
+}
+
+void
+ksfi_dispatch_stop(ksfi_dispatch *d)
+{
+    pthread_mutex_lock(&d->lock);
+    quiesce(d);
+    pthread_mutex_unlock(&d->lock);
+    for (int i = 0; i < d->nthreads; i++) {
+        pthread_join(d->threads[i], NULL);
+    }
+    ksfi_free(d->threads);
+    d->threads = NULL;
+    d->nthreads = 0;
+    pthread_mutex_lock(&d->lock);
+    d->watch_exit = true;
+    pthread_cond_signal(&d->watch);
+    pthread_mutex_unlock(&d->lock);
+    if (d->watching) {
+        pthread_join(d->watcher, NULL);
+        d->watching = false;
+    }
+    pthread_mutex_lock(&d->lock);
+    d->consumer = NULL;
+    for (size_t i = 0; i < d->nparts; i++) {
+        d->parts[i]->assigned = false;
+    }
+    pthread_mutex_unlock(&d->lock);
+}

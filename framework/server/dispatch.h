@@ -1,0 +1,118 @@
+/*
+ * The worker pool: runs handlers on N threads while keeping per-partition order, and
+ * tracks which offsets are complete (handler finished and every reply acknowledged) so
+ * that only the highest contiguous completed offset + 1 is stored for commit.
+ *
+ * Isolation (docs/isolation.md): each pattern may hold at most its concurrency limit
+ * of started messages whose handler has not finished (a reply waiting for the broker's
+ * acknowledgement holds no slot; an event waiting for its retry does); a watch thread
+ * fires request time budgets and makes event retries due (docs/retries.md).
+ *
+ * Threads: set_policy, submit, assign, revoke, sync_pause, drain and stop are called
+ * on the consumer thread only; ksfi_dispatch_done, arm_budget and retry_later from
+ * any thread.
+ */
+#ifndef KSF_DISPATCH_H
+#define KSF_DISPATCH_H
+
+#include "base/log.h"
+#include "server/policy.h"
+
+#include <librdkafka/rdkafka.h>
+
+typedef struct ksfi_dispatch ksfi_dispatch;
+
+/* Queued (not yet started) messages of one partition at which it is paused; also the
+ * started, incomplete ones (replies the broker has not acknowledged yet, mostly) at
+ * which it is paused, so a slow acknowledgement cannot grow the window without bound. */
+#define KSFI_DISPATCH_PAUSE_AT 256
+/* ... and the count both must be down to for it to resume. */
+#define KSFI_DISPATCH_RESUME_AT 64
+
+/* Where a context is in its retry (ksf_ctx.retry_state). */
+enum { KSFI_RETRY_NONE, KSFI_RETRY_WAITING, KSFI_RETRY_DUE };
+
+/* Create an idle pool (no threads yet). Errors: KSF_ENOMEM. */
+ksf_err ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg);
+
+/* Free the pool and every context still held (deferred, never finished). NULL ok. */
+void ksfi_dispatch_destroy(ksfi_dispatch *d);
+
+/*
+ * Start @p workers threads serving messages of @p consumer (used to store offsets and
+ * to pause/resume partitions). Errors: KSF_ENOMEM, KSF_EINVAL when a thread cannot start.
+ */
+ksf_err ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer,
+                            ksf_errinfo *ei);
+
+/*
+ * Use @p pc (borrowed; must outlive the pool) for the patterns' concurrency limits and
+ * time budgets, on a server of @p workers threads serving @p npatterns patterns. Before
+ * start; without it patterns are unlimited and have no budget.
+ */
+void ksfi_dispatch_set_policy(ksfi_dispatch *d, const ksfi_policy_config *pc, int workers,
+                              size_t npatterns);
+
+/* Queue @p ctx (owned by the pool from now on) behind its partition's earlier ones. */
+void ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx);
+
+/* The partitions were assigned: start tracking them afresh. */
+void ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts);
+
+/*
+ * The partitions are being revoked: drop their queued messages (another member will
+ * get them), wait up to @p timeout_ms for started ones, store the final offsets and
+ * forget them. Returns the number of messages still unfinished at the deadline.
+ */
+size_t ksfi_dispatch_revoke(ksfi_dispatch *d,
+                            const rd_kafka_topic_partition_list_t *parts, int timeout_ms);
+
+/* Apply pending pause/resume decisions to the consumer (consumer thread). */
+void ksfi_dispatch_sync_pause(ksfi_dispatch *d);
+
+/* Stop starting handlers (queued messages are dropped unstored: they are delivered
+ * again), then wait up to @p timeout_ms until every started one is complete.
+ * Returns the number still unfinished. */
+size_t ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms);
+
+/* Join the workers and stop using the consumer (contexts finished later store
+ * nothing). The pool can be destroyed afterwards. */
+void ksfi_dispatch_stop(ksfi_dispatch *d);
+
+/* The most messages one partition ever had queued (not started): the memory bound the
+ * pause/resume hysteresis keeps, for tests and diagnostics. Threads: any. */
+size_t ksfi_dispatch_queued_high(ksfi_dispatch *d);
+
+/* @p ctx's handler is done (returned, or finished when deferred) and nothing will run
+ * it again: its pattern's slot is free for the next message, while the reply may still
+ * be on its way to the broker. Idempotent. Threads: any. */
+void ksfi_dispatch_handler_done(ksf_ctx *ctx);
+
+/* @p ctx's handler returned after ksf_ctx_defer: give its pattern's slot to the next
+ * message and count it against the deferred limit until its finish
+ * (ksfi_dispatch_handler_done). A no-op when the finish already came. Threads: any. */
+void ksfi_dispatch_parked(ksf_ctx *ctx);
+
+/* At most @p max deferred contexts waiting for their finish (server.deferred.max);
+ * before start. 0: no limit. */
+void ksfi_dispatch_set_deferred_max(ksfi_dispatch *d, int max);
+
+/* @p ctx is complete: its offset may be stored. Called once per context. */
+void ksfi_dispatch_done(ksf_ctx *ctx);
+
+/* @p ctx is a request about to run its handler: start its pattern's time budget. */
+void ksfi_dispatch_arm_budget(ksf_ctx *ctx);
+
+/*
+ * Hold @p ctx's partition and make @p ctx due again in @p delay_ms, when a worker
+ * calls ksfi_retry_run on it. The caller keeps the handler's reference for it. Returns
+ * false when the partition was revoked meanwhile: then nothing is scheduled and the
+ * caller releases that reference (the next owner gets the message again). A retry
+ * still waiting at revoke or stop is abandoned unstored, for the same reason.
+ */
+bool ksfi_dispatch_retry_later(ksf_ctx *ctx, int kind, int delay_ms);
+
+/* Messages that waited for their pattern's concurrency limit. Threads: any. */
+uint64_t ksfi_dispatch_throttled(ksfi_dispatch *d);
+
+#endif

@@ -1,0 +1,1136 @@
+/*
+ * ksf_server: lifecycle, the consumer thread (the thread that calls ksf_server_run),
+ * the reply producer with its poll thread, and the stop machinery.
+ */
+#include "server/server.h"
+
+#include "kafka/reach.h"
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/errinfo.h"
+#include "codec/wire.h"
+#include "obs/metrics.h"
+#include "server/ctx.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long stop waits for in-flight handlers and their replies. */
+#define KSFI_STOP_DRAIN_MS 30000
+/* How long a revoke waits for the revoked partitions' started handlers. */
+#define KSFI_REVOKE_WAIT_MS 10000
+/* Blocking broker queries made while assigning partitions. */
+#define KSFI_QUERY_TIMEOUT_MS 5000
+/* How long start-up waits for its topics to exist (be auto-created) in all. */
+#define KSFI_TOPIC_CREATE_WAIT_MS 5000
+/* How long stop waits for replies still queued in the producer. */
+#define KSFI_FLUSH_MS 5000
+/* How long a commit may wait for the group coordinator (a synchronous commit waits for
+ * as long as the coordinator stays unreachable), and how long leaving the group may
+ * take; once a commit timed out the broker is taken as gone and the rest is short. */
+#define KSFI_COMMIT_WAIT_MS 1500
+#define KSFI_CLOSE_WAIT_MS 10000
+#define KSFI_GONE_WAIT_MS 500
+/* Per-message warnings: at most this many lines per kind per window (docs/logging.md). */
+#define KSFI_LOG_BURST 10
+#define KSFI_LOG_BURST_MS 1000
+
+ksf_err
+ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
+{
+    if (!out || !cfg) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_server_new: out and cfg are required");
+    }
+    ksf_server *srv = ksfi_calloc(1, sizeof *srv);
+    if (!srv) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+    }
+    srv->wake_fd = -1;
+    pthread_mutex_init(&srv->run_lock, NULL);
+    pthread_rwlock_init(&srv->replies_lock, NULL);
+    pthread_mutex_init(&srv->resets.lock, NULL);
+    pthread_cond_init(&srv->run_cond, NULL);
+    if (ksf_config_dup(cfg, &srv->cfg) ||
+        !(srv->client_id = ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX)) ||
+        !(srv->group_id = ksfi_config_group_id(cfg, KSFI_SERVER_POSTFIX))) {
+        ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+        goto fail;
+    }
+    srv->log = ksfi_logger_from_config(srv->cfg);
+    ksfi_log_limiter_init(&srv->log_limit, KSFI_LOG_BURST, KSFI_LOG_BURST_MS, NULL);
+    srv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (srv->wake_fd < 0) {
+        ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
+                  strerror(errno));
+        goto fail;
+    }
+    if (ksfi_dispatch_new(&srv->dispatch, &srv->log)) {
+        ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+        goto fail;
+    }
+    atomic_init(&srv->state, KSFI_SRV_NEW);
+    *out = srv;
+    return KSF_OK;
+fail:
+    ksf_server_destroy(srv);
+    return ei ? ei->code : KSF_ENOMEM;
+}
+
+/* The server signal handlers stop; see ksf_server_stop_on_signals. */
+static _Atomic(ksf_server *) signal_target;
+
+void
+ksf_server_destroy(ksf_server *srv)
+{
+    if (!srv) {
+        return;
+    }
+    ksf_server *self = srv;
+    atomic_compare_exchange_strong(&signal_target, &self, NULL);
+    ksf_server_stop(srv);
+    pthread_mutex_lock(&srv->run_lock);
+    while (srv->run_active) {
+        pthread_cond_wait(&srv->run_cond, &srv->run_lock);
+    }
+    pthread_mutex_unlock(&srv->run_lock);
+    /* Contexts hold consumer messages: free them before the consumer handle. */
+    ksfi_dispatch_destroy(srv->dispatch);
+    if (srv->consumer_queue) {
+        rd_kafka_queue_destroy(srv->consumer_queue);
+    }
+    if (srv->consumer) {
+        /* An unfinished close is not retried: it would block as long as it did. */
+        rd_kafka_destroy_flags(srv->consumer, srv->consumer_closed
+                                                  ? 0
+                                                  : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    }
+    for (size_t i = 0; i < srv->nhandlers; i++) {
+        ksfi_free(srv->handlers[i].pattern);
+        ksfi_free(srv->handlers[i].metrics);
+    }
+    ksfi_free(srv->handlers);
+    for (size_t i = 0; i < srv->nextra; i++) {
+        ksfi_free(srv->extra_topics[i]);
+    }
+    ksfi_free(srv->extra_topics);
+    if (srv->wake_fd >= 0) {
+        close(srv->wake_fd);
+    }
+    ksfi_free(srv->client_id);
+    ksfi_free(srv->group_id);
+    ksf_config_destroy(srv->cfg);
+    pthread_mutex_destroy(&srv->run_lock);
+    pthread_rwlock_destroy(&srv->replies_lock);
+    for (size_t i = 0; i < srv->resets.n; i++) {
+        ksfi_free(srv->resets.v[i].topic);
+    }
+    ksfi_free(srv->resets.v);
+    pthread_mutex_destroy(&srv->resets.lock);
+    ksfi_log_limiter_destroy(&srv->log_limit);
+    ksfi_reply_policy_free(&srv->reply_policy);
+    pthread_cond_destroy(&srv->run_cond);
+    ksfi_free(srv);
+}
+
+const ksfi_handler *
+ksfi_server_find(const ksf_server *srv, const char *topic)
+{
+    for (size_t i = 0; i < srv->nhandlers; i++) {
+        if (!strcmp(srv->handlers[i].pattern, topic)) {
+            return &srv->handlers[i];
+        }
+    }
+    return NULL;
+}
+
+ksf_err
+ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
+                        ksf_handler_fn fn, void *user, const char *file, int line,
+                        ksf_errinfo *ei)
+{
+    if (!srv || !fn) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "registering a handler: srv and fn are required");
+    }
+    if (atomic_load(&srv->state) != KSFI_SRV_NEW) {
+        return ksfi_fail(ei, KSF_ESTATE,
+                         "pattern \"%s\": handlers must be registered "
+                         "before ksf_server_run",
+                         pattern ? pattern : "(null)");
+    }
+    ksf_err e = ksfi_check_topic(pattern, false, ei);
+    if (e) {
+        return e;
+    }
+    const ksfi_handler *old = ksfi_server_find(srv, pattern);
+    if (old) {
+        return ksfi_fail(ei, KSF_EEXIST,
+                         "pattern \"%s\" already has a handler (%s:%d); one "
+                         "pattern, one handler",
+                         pattern, old->file ? old->file : "registered by call",
+                         old->line);
+    }
+    ksfi_handler *grown =
+        ksfi_realloc(srv->handlers, (srv->nhandlers + 1) * sizeof *grown);
+    if (!grown) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering \"%s\"", pattern);
+    }
+    srv->handlers = grown;
+    char *copy = ksfi_strdup(pattern);
+    if (!copy) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering \"%s\"", pattern);
+    }
+    /* Allocated now so that counting never allocates; a failure only costs metrics. */
+    srv->handlers[srv->nhandlers++] =
+        (ksfi_handler){copy, kind, fn, user, file, line, ksfi_pmetrics_new(pattern)};
+    return KSF_OK;
+}
+
+ksf_err
+ksf_server_on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
+                      ksf_errinfo *ei)
+{
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_MESSAGE, fn, user, NULL, 0,
+                                   ei);
+}
+
+ksf_err
+ksf_server_on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
+                    ksf_errinfo *ei)
+{
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_EVENT, fn, user, NULL, 0,
+                                   ei);
+}
+
+ksf_err
+ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei)
+{
+    ksf_err e = ksfi_check_topic(topic, false, ei);
+    if (e) {
+        return e;
+    }
+    char **grown = ksfi_realloc(srv->extra_topics, (srv->nextra + 1) * sizeof *grown);
+    if (!grown) {
+        return KSF_ENOMEM;
+    }
+    srv->extra_topics = grown;
+    if (!(srv->extra_topics[srv->nextra] = ksfi_strdup(topic))) {
+        return KSF_ENOMEM;
+    }
+    srv->nextra++;
+    return KSF_OK;
+}
+
+void
+ksf_server_set_ready_cb(ksf_server *srv, ksf_ready_fn fn, void *user)
+{
+    if (srv) {
+        srv->ready_fn = fn;
+        srv->ready_user = user;
+    }
+}
+
+void
+ksf_server_stop(ksf_server *srv)
+{
+    if (!srv) {
+        return;
+    }
+    /* Only async-signal-safe operations: a lock-free atomic store and write(2). */
+    atomic_store(&srv->stop_requested, true);
+    uint64_t one = 1;
+    ssize_t rc = write(srv->wake_fd, &one, sizeof one);
+    (void)rc; /* EAGAIN means a wake-up is already pending: good enough */
+}
+
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    ksf_server *srv = atomic_load(&signal_target);
+    if (srv) {
+        ksf_server_stop(srv);
+    }
+}
+
+ksf_err
+ksf_server_stop_on_signals(ksf_server *srv, ksf_errinfo *ei)
+{
+    if (!srv) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_server_stop_on_signals: srv is NULL");
+    }
+    atomic_store(&signal_target, srv);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL)) {
+        return ksfi_fail(ei, KSF_EINVAL, "sigaction(SIGINT/SIGTERM): %s",
+                         strerror(errno));
+    }
+    return KSF_OK;
+}
+
+void
+ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
+{
+    if (!srv || !out) {
+        return;
+    }
+    const ksfi_server_counters *c = &srv->counters;
+    out->requests = atomic_load(&c->requests);
+    out->events = atomic_load(&c->events);
+    out->replies = atomic_load(&c->replies);
+    out->errors = atomic_load(&c->errors);
+    out->no_handler = atomic_load(&c->no_handler);
+    out->malformed = atomic_load(&c->malformed);
+    out->reply_failures = atomic_load(&c->reply_failures);
+    out->expired = atomic_load(&c->expired);
+    out->shed = atomic_load(&c->shed);
+    out->throttled = ksfi_dispatch_throttled(srv->dispatch);
+    out->budget_exceeded = atomic_load(&c->budget_exceeded);
+    out->late_discarded = atomic_load(&c->late_discarded);
+    out->event_retries = atomic_load(&c->event_retries);
+    out->dead_lettered = atomic_load(&c->dead_lettered);
+    out->dlq_failures = atomic_load(&c->dlq_failures);
+    out->offset_resets = atomic_load(&c->offset_resets);
+    out->offset_reset_skipped = atomic_load(&c->offset_reset_skipped);
+    out->reply_refused = atomic_load(&c->reply_refused);
+}
+
+/* ---- the reply producer ------------------------------------------------------------ */
+
+static void
+dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    ksfi_ctx_delivered(m->_private, m->err, rd_kafka_topic_name(m->rkt));
+}
+
+ksf_err
+ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t partition,
+                    const void *value, size_t len, const void *key, size_t key_len,
+                    const ksfi_header *hdrs, size_t nhdrs, ksf_errinfo *ei)
+{
+    ksf_err e = KSF_OK;
+    pthread_rwlock_rdlock(&srv->replies_lock);
+    if (!srv->replies_open) {
+        e = ksfi_fail(ei, KSF_ECLOSED, "the server has stopped; reply to %s not sent",
+                      topic);
+        goto out;
+    }
+    rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
+    if (ksfi_kafka_add_headers(h, hdrs, nhdrs)) {
+        rd_kafka_headers_destroy(h);
+        e = ksfi_fail(ei, KSF_EKAFKA, "building the headers of a reply to %s", topic);
+        goto out;
+    }
+    /* rd_kafka_topic_new, unlike producev's own lookup by name, asks for the metadata
+     * of a topic the producer does not know yet at once: otherwise the first reply to a
+     * new reply topic waits for librdkafka's 1 s topic scan (~800 ms cold start). */
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(srv->producer, topic, NULL);
+    if (!rkt) {
+        rd_kafka_headers_destroy(h);
+        char what[300];
+        snprintf(what, sizeof what, "reply topic %s (check the kafka_replyTopic header)",
+                 topic);
+        e = ksfi_kafka_fail(ei, rd_kafka_last_error(), what);
+        goto out;
+    }
+    atomic_fetch_add(&ctx->pending, 1);
+    rd_kafka_resp_err_t err;
+    /* A full queue drains as the poll thread serves delivery reports: back off a bit. */
+    for (int tries = 0;; tries++) {
+        err = rd_kafka_producev(
+            srv->producer, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY((void *)key, key_len),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 500) {
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    rd_kafka_topic_destroy(rkt);
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        atomic_fetch_sub(&ctx->pending, 1);
+        char what[300];
+        snprintf(what, sizeof what, "producing a reply to %s", topic);
+        e = ksfi_kafka_fail(ei, err, what);
+    }
+out:
+    pthread_rwlock_unlock(&srv->replies_lock);
+    return e;
+}
+
+static void *
+producer_poll_main(void *arg)
+{
+    ksf_server *srv = arg;
+    while (!atomic_load(&srv->threads_exit)) {
+        rd_kafka_poll(srv->producer, 100);
+    }
+    return NULL;
+}
+
+/* Turns ksf_server_stop's eventfd write into a wake-up of the consumer poll. */
+static void *
+watcher_main(void *arg)
+{
+    ksf_server *srv = arg;
+    while (!atomic_load(&srv->threads_exit)) {
+        struct pollfd pfd = {.fd = srv->wake_fd, .events = POLLIN};
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+            break;
+        }
+        uint64_t v;
+        ssize_t rc = read(srv->wake_fd, &v, sizeof v);
+        (void)rc;
+        if (atomic_load(&srv->stop_requested)) {
+            rd_kafka_queue_yield(srv->consumer_queue);
+        }
+    }
+    return NULL;
+}
+
+/* ---- the consumer ---------------------------------------------------------------- */
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Commit the stored offsets, waiting at most srv->commit_wait_ms (consumer thread). */
+static void
+commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk, NULL, q, NULL, NULL);
+    if (!err) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, srv->commit_wait_ms);
+        err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
+    /* A slow revoke commit must not shorten a later stop for good: only the latest
+     * outcome counts. */
+    srv->commit_wait_ms =
+        err == RD_KAFKA_RESP_ERR__TIMED_OUT ? KSFI_GONE_WAIT_MS : KSFI_COMMIT_WAIT_MS;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "committing %s: %s; the uncommitted messages will be delivered again",
+                 when, rd_kafka_err2str(err));
+    }
+}
+
+/*
+ * Commit the offsets pin_new_partitions chose, at once and bounded: a member that
+ * gives such a partition away before answering anything on it commits nothing, and
+ * the next owner would pin at the end as it is then, skipping what was produced in
+ * between. Cooperative rebalancing does exactly that when a second server joins: the
+ * first one is handed every partition, then gives half away (issue 17).
+ */
+static void
+commit_pins(ksf_server *srv, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *pinned)
+{
+    if (pinned->cnt == 0) {
+        return;
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk, pinned, q, NULL, NULL);
+    if (!err) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KSFI_COMMIT_WAIT_MS);
+        err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
+    if (err) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "committing the start of %d new partition(s): %s; if they move before "
+                 "this server answers on them, the next owner starts at their end then",
+                 pinned->cnt, rd_kafka_err2str(err));
+    }
+}
+
+/*
+ * A partition without a committed offset (a new group) starts at its end: a new service
+ * does not answer the history of its topics (docs/server.md). librdkafka's
+ * auto.offset.reset cannot say so, since it also decides where an out-of-range offset
+ * goes (ksf: earliest), and with latest a partition would start at whatever the end is
+ * when the fetcher gets round to asking, so a request produced just after the ready
+ * callback could be skipped. Pin such partitions at their end now, before ready.
+ */
+static void
+pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
+                   rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_topic_partition_list_t *pinned = rd_kafka_topic_partition_list_new(c->cnt);
+    rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, KSFI_QUERY_TIMEOUT_MS);
+    int64_t deadline = ksfi_clock_ms() + KSFI_QUERY_TIMEOUT_MS;
+    for (int i = 0; !err && i < c->cnt; i++) {
+        int64_t hi;
+        ksf_errinfo ei = {0};
+        if (c->elems[i].offset >= 0) {
+            continue;
+        }
+        if (ksfi_kafka_high_watermark(rk, c->elems[i].topic, c->elems[i].partition,
+                                      deadline, &hi, &ei)) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                     "%s; the partition starts where auto.offset.reset says (ksf: "
+                     "earliest)",
+                     ei.text);
+            continue;
+        }
+        parts->elems[i].offset = hi;
+        rd_kafka_topic_partition_list_add(pinned, c->elems[i].topic,
+                                          c->elems[i].partition)
+            ->offset = hi;
+    }
+    if (err) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "reading committed offsets: %s",
+                 rd_kafka_err2str(err));
+    }
+    commit_pins(srv, rk, pinned);
+    rd_kafka_topic_partition_list_destroy(pinned);
+    rd_kafka_topic_partition_list_destroy(c);
+}
+
+/* The reset partitions' first messages are not coming (they were revoked before): an
+ * assignment starts from the committed offset, and a reset after it is noted anew. */
+static void forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts);
+
+static void
+log_partitions(ksf_server *srv, const char *what,
+               const rd_kafka_topic_partition_list_t *l)
+{
+    char buf[512];
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < l->cnt && o < sizeof buf - 64; i++) {
+        o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%.40s[%d]", i ? " " : "",
+                              l->elems[i].topic, (int)l->elems[i].partition);
+    }
+    char n[24];
+    ksf_log_field f[] = {{"group", srv->group_id},
+                         {"count", KSFI_LOG_NUM(n, l->cnt)},
+                         {"partitions", buf}};
+    ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 3, "partitions %s", what);
+}
+
+/* The server's partition.assignment.strategy unless the user set one (kafka.* or
+ * consumer.*): librdkafka's cooperative-sticky, so a member joining or leaving moves
+ * only the partitions that change owner and the others keep being served (issue 17;
+ * docs/server.md, "Rebalancing"). librdkafka's own default, range,roundrobin, is eager:
+ * every rebalance revokes every partition of every member first. */
+#define KSFI_SERVER_ASSIGNMENT "cooperative-sticky"
+
+static bool
+strategy_is_set(const ksf_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nprops; i++) {
+        if (cfg->props[i].role != KSF_KAFKA_PRODUCER &&
+            !strcmp(cfg->props[i].key, "partition.assignment.strategy")) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+             rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    ksf_server *srv = opaque;
+    bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    rd_kafka_error_t *error = NULL;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        forget_resets(srv, parts);
+        /* A cooperative rebalance hands members that keep what they have an empty
+         * list: nothing to look up, and the poll loop waits for this callback. */
+        if (srv->pin_new && parts->cnt > 0) {
+            pin_new_partitions(srv, rk, parts);
+        }
+        ksfi_dispatch_assign(srv->dispatch, parts);
+        if (coop) {
+            error = rd_kafka_incremental_assign(rk, parts);
+            err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        } else {
+            err = rd_kafka_assign(rk, parts);
+        }
+        log_partitions(srv, "assigned", parts);
+        srv->ready_pending = !srv->ready_done;
+    } else {
+        if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+            ksfi_log(&srv->log, KSF_LOG_ERROR, "server", "rebalance failed: %s",
+                     rd_kafka_err2str(err));
+        }
+        /* Finish what runs, so its offsets are committed before another member
+         * takes over: that is what keeps a rebalance from answering twice. */
+        ksfi_dispatch_revoke(srv->dispatch, parts, KSFI_REVOKE_WAIT_MS);
+        commit_bounded(srv, rk, "on revoke");
+        if (coop) {
+            error = rd_kafka_incremental_unassign(rk, parts);
+        } else {
+            err = rd_kafka_assign(rk, NULL);
+        }
+        log_partitions(srv, "revoked", parts);
+        err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
+    if (error || err) {
+        ksfi_log(&srv->log, KSF_LOG_ERROR, "server", "applying an assignment: %s",
+                 error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+/* The auto.offset.reset the user set for the server's consumer, or NULL. */
+static const char *
+user_reset(const ksf_config *cfg)
+{
+    const char *v = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < cfg->nprops; i++) {
+            const ksfi_kprop *p = &cfg->props[i];
+            if ((pass == 0 ? p->role == KSF_KAFKA_ALL : p->role == KSF_KAFKA_CONSUMER) &&
+                !strcmp(p->key, "auto.offset.reset")) {
+                v = p->value;
+            }
+        }
+    }
+    return v;
+}
+
+/* The partition @p topic [@p partition] in the pending resets, or NULL (lock held). */
+static ksfi_offset_reset *
+find_reset(ksf_server *srv, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < srv->resets.n; i++) {
+        if (srv->resets.v[i].partition == partition &&
+            !strcmp(srv->resets.v[i].topic, topic)) {
+            return &srv->resets.v[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The consumer's log callback: librdkafka's line as usual, and its report of an offset
+ * reset ("<topic> [<partition>]: offset reset (at offset <n>, ...) to ...", logged at
+ * warning when the reset is due to an error: out of range, log truncation) noted, so
+ * that the first message after it tells how far the partition jumped. librdkafka gives
+ * no other trace of an automatic reset (auto.offset.reset=error would stop the
+ * partition for good: librdkafka 2.0.2 refuses a seek on it). Runs on librdkafka's
+ * threads.
+ */
+static void
+consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    ksfi_kafka_log_cb(rk, level, fac, buf);
+    ksf_server *srv = rd_kafka_opaque(rk);
+    char topic[256];
+    int32_t partition;
+    long long at;
+    if (!srv || strcmp(fac, "OFFSET") || !strstr(buf, "offset reset (at offset ")) {
+        return;
+    }
+    const char *thrd = "[thrd:"; /* librdkafka's prefix, "[thrd:main]: " */
+    if (!strncmp(buf, thrd, strlen(thrd)) && strstr(buf, "]: ")) {
+        buf = strstr(buf, "]: ") + 3;
+    }
+    if (sscanf(buf, "%255s [%" SCNd32 "]: offset reset (at offset %lld", topic,
+               &partition, &at) != 3) {
+        return;
+    }
+    atomic_fetch_add(&srv->counters.offset_resets, 1);
+    pthread_mutex_lock(&srv->resets.lock);
+    ksfi_offset_reset *r = find_reset(srv, topic, partition);
+    if (r) {
+        r->at =
+            at < r->at ? at : r->at; /* reset again before a message: from the first */
+        pthread_mutex_unlock(&srv->resets.lock);
+        return;
+    }
+    if (srv->resets.n == srv->resets.cap) {
+        size_t cap = srv->resets.cap * 2 + 4;
+        ksfi_offset_reset *v = ksfi_realloc(srv->resets.v, cap * sizeof *v);
+        if (v) {
+            srv->resets.v = v;
+            srv->resets.cap = cap;
+        }
+    }
+    char *t = srv->resets.n < srv->resets.cap ? ksfi_strdup(topic) : NULL;
+    if (t) { /* else out of memory: the reset stays counted, its size unknown */
+        srv->resets.v[srv->resets.n++] = (ksfi_offset_reset){t, partition, at};
+        atomic_store(&srv->resets.pending, srv->resets.n);
+    }
+    pthread_mutex_unlock(&srv->resets.lock);
+}
+
+static void
+forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
+{
+    pthread_mutex_lock(&srv->resets.lock);
+    for (int i = 0; i < parts->cnt; i++) {
+        ksfi_offset_reset *r =
+            find_reset(srv, parts->elems[i].topic, parts->elems[i].partition);
+        if (r) {
+            ksfi_free(r->topic);
+            *r = srv->resets.v[--srv->resets.n];
+        }
+    }
+    atomic_store(&srv->resets.pending, srv->resets.n);
+    pthread_mutex_unlock(&srv->resets.lock);
+}
+
+/*
+ * Consumer thread, for each message while resets are pending: the first message of a
+ * reset partition at or past the out-of-range offset says how many were skipped
+ * (offsets are consecutive in a request topic; what lay between is gone: deleted by
+ * retention before anyone read it). Counted and logged once per reset, at error.
+ * Messages below the offset are the ones fetched before the reset, or a reset back
+ * (the committed offset was past the end): nothing was skipped then, and the entry
+ * resolves when the partition reaches the offset again.
+ */
+static void
+resolve_reset(ksf_server *srv, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    pthread_mutex_lock(&srv->resets.lock);
+    ksfi_offset_reset *r = find_reset(srv, topic, m->partition);
+    if (!r || m->offset < r->at) {
+        pthread_mutex_unlock(&srv->resets.lock);
+        return;
+    }
+    int64_t at = r->at, skipped = m->offset - r->at;
+    ksfi_free(r->topic);
+    *r = srv->resets.v[--srv->resets.n];
+    atomic_store(&srv->resets.pending, srv->resets.n);
+    pthread_mutex_unlock(&srv->resets.lock);
+    atomic_fetch_add(&srv->counters.offset_reset_skipped, (uint64_t)skipped);
+    char pa[16], a[24], to[24], sk[24];
+    ksf_log_field f[] = {{"topic", topic},
+                         {"partition", KSFI_LOG_NUM(pa, m->partition)},
+                         {"committed", KSFI_LOG_NUM(a, at)},
+                         {"resumed", KSFI_LOG_NUM(to, m->offset)},
+                         {"skipped", KSFI_LOG_NUM(sk, skipped)}};
+    ksfi_logkv(&srv->log, KSF_LOG_ERROR, "server", f, 5,
+               "offset out of range: %lld message(s) were deleted by the broker "
+               "(retention) before this server read them; they are lost, unanswered",
+               (long long)skipped);
+}
+
+static ksf_err
+create_consumer(ksf_server *srv, ksf_errinfo *ei)
+{
+    rd_kafka_conf_t *conf = NULL;
+    char err[256];
+    ksf_err e = ksfi_kafka_conf(srv->cfg, KSF_KAFKA_CONSUMER, srv->client_id,
+                                srv->group_id, &conf, ei);
+    /* KIP-345: librdkafka's group.instance.id makes the server a static member. It
+     * then sends no LeaveGroup at close, so its partitions wait for the same id up to
+     * session.timeout.ms (docs/server.md, "Static membership"). */
+    if (!e && srv->cfg->group_instance_id &&
+        rd_kafka_conf_set(conf, "group.instance.id", srv->cfg->group_instance_id, err,
+                          sizeof err) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        e = ksfi_fail(ei, KSF_EINVAL, "group.instance.id: %s", err);
+    }
+    if (!e && !strategy_is_set(srv->cfg) &&
+        rd_kafka_conf_set(conf, "partition.assignment.strategy", KSFI_SERVER_ASSIGNMENT,
+                          err, sizeof err) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        e = ksfi_fail(ei, KSF_EINVAL, "partition.assignment.strategy: %s", err);
+    }
+    size_t slen = sizeof srv->assignment_strategy;
+    if (!e && rd_kafka_conf_get(conf, "partition.assignment.strategy",
+                                srv->assignment_strategy, &slen) != RD_KAFKA_CONF_OK) {
+        snprintf(srv->assignment_strategy, sizeof srv->assignment_strategy, "?");
+    }
+    if (e) {
+        return e;
+    }
+    /* An out-of-range offset (retention deleted what this group had not read yet)
+     * resumes at the oldest message still there, not the end: what waits is handled
+     * (or skipped as expired by its deadline), and what was deleted is counted. */
+    const char *reset = user_reset(srv->cfg);
+    if (!reset && rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err,
+                                    sizeof err) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return ksfi_fail(ei, KSF_EINVAL, "auto.offset.reset: %s", err);
+    }
+    srv->pin_new = !reset || !strcmp(reset, "latest") || !strcmp(reset, "largest") ||
+                   !strcmp(reset, "end");
+    rd_kafka_conf_set_log_cb(conf, consumer_log_cb);
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, srv);
+    srv->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!srv->consumer) {
+        rd_kafka_conf_destroy(conf);
+        return ksfi_fail(ei, KSF_EKAFKA, "creating the server's consumer: %s", err);
+    }
+    rd_kafka_poll_set_consumer(srv->consumer);
+    srv->consumer_queue = rd_kafka_queue_get_consumer(srv->consumer);
+    srv->commit_wait_ms = KSFI_COMMIT_WAIT_MS;
+    return KSF_OK;
+}
+
+static ksf_err
+create_producer(ksf_server *srv, ksf_errinfo *ei)
+{
+    rd_kafka_conf_t *conf = NULL;
+    char err[256];
+    ksf_err e =
+        ksfi_kafka_conf(srv->cfg, KSF_KAFKA_PRODUCER, srv->client_id, NULL, &conf, ei);
+    if (e) {
+        return e;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_conf_set_opaque(conf, srv);
+    srv->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!srv->producer) {
+        rd_kafka_conf_destroy(conf);
+        return ksfi_fail(ei, KSF_EKAFKA, "creating the server's reply producer: %s", err);
+    }
+    return KSF_OK;
+}
+
+/*
+ * Name a topic in a Metadata request so that a broker that creates topics on demand
+ * creates it now: librdkafka 2.0.2's group subscription never asks for that, and a
+ * real broker then leaves the subscription empty until the next metadata refresh
+ * (measured on Kafka 4.4: 30-60 s before the first assignment). Failing here only
+ * costs that wait, which the consumer's "does not exist (yet)" warning reports.
+ */
+static void
+make_topic_exist(ksf_server *srv, const char *topic, int64_t deadline)
+{
+    int count = 0;
+    ksf_errinfo ei = {0};
+    if (ksfi_kafka_partition_count(srv->consumer, topic, deadline, &count, &ei)) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "%s", ei.text);
+    }
+}
+
+static ksf_err
+subscribe(ksf_server *srv, ksf_errinfo *ei)
+{
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new((int)(srv->nhandlers + srv->nextra));
+    int64_t deadline = ksfi_clock_ms() + KSFI_TOPIC_CREATE_WAIT_MS;
+    for (size_t i = 0; i < srv->nhandlers; i++) {
+        make_topic_exist(srv, srv->handlers[i].pattern, deadline);
+        rd_kafka_topic_partition_list_add(l, srv->handlers[i].pattern,
+                                          RD_KAFKA_PARTITION_UA);
+    }
+    for (size_t i = 0; i < srv->nextra; i++) {
+        make_topic_exist(srv, srv->extra_topics[i], deadline);
+        rd_kafka_topic_partition_list_add(l, srv->extra_topics[i], RD_KAFKA_PARTITION_UA);
+    }
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(srv->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) {
+        return ksfi_kafka_fail(ei, err, "subscribing to the handler patterns");
+    }
+    return KSF_OK;
+}
+
+/* Handle a consumer error event. Returns KSF_EKAFKA when it is fatal. */
+static ksf_err
+consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
+{
+    char reason[256];
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        return KSF_OK;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+        rd_kafka_resp_err_t orig =
+            rd_kafka_fatal_error(srv->consumer, reason, sizeof reason);
+        if (orig == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID) {
+            return ksfi_fail_kafka(
+                ei, (int)orig,
+                "group %s: fenced (FENCED_INSTANCE_ID): another server took over "
+                "group.instance.id \"%s\"; ids are unique per group (two servers must "
+                "not share one, in one process or two): give each instance its own id "
+                "(%s)",
+                srv->group_id, srv->cfg->group_instance_id, reason);
+        }
+        return ksfi_fail_kafka(ei, (int)orig,
+                               "fatal Kafka error in the server's consumer: %s", reason);
+    }
+    if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "pattern topic %s does not exist (yet): create it, or enable "
+                 "auto.create.topics.enable on the broker (%s)",
+                 m->rkt ? rd_kafka_topic_name(m->rkt) : "?", rd_kafka_message_errstr(m));
+        return KSF_OK;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR_INCONSISTENT_GROUP_PROTOCOL) {
+        /* Measured on Kafka 4.4: a NestJS (kafkajs) server in the group, or a ksf
+         * server with an eager strategy, makes the broker refuse every JoinGroup of
+         * this one, which then serves nothing (docs/server.md, "Rebalancing"). */
+        ksfi_log(
+            &srv->log, KSF_LOG_ERROR, "server",
+            "group %s refused this server (INCONSISTENT_GROUP_PROTOCOL): its members "
+            "use another partition assignment protocol (NestJS/kafkajs servers, or "
+            "servers with another consumer.partition.assignment.strategy than this "
+            "one's %s); it gets no partitions until they leave: give it its own "
+            "group.id, or stop the others (see docs/server.md, Rebalancing)",
+            srv->group_id, srv->assignment_strategy);
+        return KSF_OK;
+    }
+    ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "consumer: %s",
+             rd_kafka_message_errstr(m));
+    return KSF_OK;
+}
+
+/* Poll and dispatch until stopped. Runs on the caller's thread. */
+static ksf_err
+consume(ksf_server *srv, ksf_errinfo *ei)
+{
+    while (!atomic_load(&srv->stop_requested)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(srv->consumer, 100);
+        if (srv->ready_pending) {
+            srv->ready_pending = false;
+            srv->ready_done = true;
+            ksfi_log(&srv->log, KSF_LOG_NOTICE, "server",
+                     "ready: group %s, %zu pattern(s)", srv->group_id, srv->nhandlers);
+            if (srv->ready_fn) {
+                srv->ready_fn(srv, srv->ready_user);
+            }
+        }
+        ksfi_dispatch_sync_pause(srv->dispatch);
+        if (!m) {
+            continue;
+        }
+        if (m->err) {
+            ksf_err e = consumer_error(srv, m, ei);
+            rd_kafka_message_destroy(m);
+            if (e) {
+                return e;
+            }
+            continue;
+        }
+        if (atomic_load(&srv->resets.pending)) {
+            resolve_reset(srv, m);
+        }
+        ksf_ctx *ctx;
+        if (ksfi_ctx_new(srv, m, &ctx)) {
+            rd_kafka_message_destroy(m);
+            return ksfi_fail(ei, KSF_ENOMEM,
+                             "out of memory queueing a message; stopping "
+                             "(it will be delivered again)");
+        }
+        ksfi_dispatch_submit(srv->dispatch, ctx);
+    }
+    return KSF_OK;
+}
+
+/* The reply-topic policy: never the server's own topics (its patterns, the topics it
+ * subscribes to, their dead-letter topics). */
+static ksf_err
+init_reply_policy(ksf_server *srv, ksf_errinfo *ei)
+{
+    size_t n = srv->nhandlers + srv->nextra, k = 0;
+    char **own = ksfi_calloc(2 * n, sizeof *own);
+    ksf_err e = own ? KSF_OK : KSF_ENOMEM;
+    for (size_t i = 0; !e && i < srv->nhandlers; i++) {
+        const char *pattern = srv->handlers[i].pattern;
+        own[k++] = ksfi_strdup(pattern);
+        ksfi_policy pol = ksfi_policy_for(&srv->cfg->policy, pattern);
+        own[k++] = ksfi_policy_dlq_topic(pol.dlq ? pol.dlq : "{pattern}.dlq", pattern);
+        e = own[k - 1] && own[k - 2] ? KSF_OK : KSF_ENOMEM;
+    }
+    for (size_t i = 0; !e && i < srv->nextra; i++) {
+        e = (own[k++] = ksfi_strdup(srv->extra_topics[i])) ? KSF_OK : KSF_ENOMEM;
+    }
+    if (!e) {
+        e = ksfi_reply_policy_init(&srv->reply_policy, srv->cfg->server_reply_topics,
+                                   srv->cfg->server_reply_topics_max,
+                                   (const char *const *)own, k);
+    }
+    for (size_t i = 0; own && i < k; i++) {
+        ksfi_free(own[i]);
+    }
+    ksfi_free(own);
+    return e ? ksfi_fail(ei, KSF_ENOMEM, "out of memory setting up the reply policy")
+             : KSF_OK;
+}
+
+static ksf_err
+start(ksf_server *srv, ksf_errinfo *ei)
+{
+    ksf_err e;
+    if ((e = init_reply_policy(srv, ei)) || (e = create_producer(srv, ei)) ||
+        (e = create_consumer(srv, ei))) {
+        return e;
+    }
+    pthread_rwlock_wrlock(&srv->replies_lock);
+    srv->replies_open = true;
+    pthread_rwlock_unlock(&srv->replies_lock);
+    atomic_store(&srv->threads_exit, false);
+    if (pthread_create(&srv->producer_poll, NULL, producer_poll_main, srv)) {
+        return ksfi_fail(ei, KSF_EINVAL, "cannot start the reply producer's poll thread");
+    }
+    srv->producer_poll_started = true;
+    if (pthread_create(&srv->watcher, NULL, watcher_main, srv)) {
+        return ksfi_fail(ei, KSF_EINVAL, "cannot start the server's stop watcher thread");
+    }
+    srv->watcher_started = true;
+    ksfi_dispatch_set_policy(srv->dispatch, &srv->cfg->policy, srv->cfg->server_workers,
+                             srv->nhandlers + srv->nextra);
+    ksfi_dispatch_set_deferred_max(srv->dispatch, srv->cfg->server_deferred_max);
+    if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers, srv->consumer,
+                                 ei))) {
+        return e;
+    }
+    /* A wrong address or a broker that is not up is reported now, not never: the
+     * consumer would retry quietly while run waits for a group join. */
+    e = ksfi_reach_brokers(srv->consumer, srv->cfg, srv->cfg->broker_unreachable_ms,
+                           &srv->stop_requested, ei);
+    if (e) {
+        srv->commit_wait_ms = KSFI_GONE_WAIT_MS; /* nothing to commit, nobody to tell */
+        return e == KSF_ECLOSED ? KSF_OK : e;
+    }
+    return subscribe(srv, ei);
+}
+
+/* Leave the group (the revoke callback runs here), for a bounded time: with the broker
+ * gone, rd_kafka_consumer_close would wait for it for tens of seconds. */
+static void
+close_bounded(ksf_server *srv)
+{
+    int wait_ms =
+        srv->commit_wait_ms == KSFI_GONE_WAIT_MS ? KSFI_GONE_WAIT_MS : KSFI_CLOSE_WAIT_MS;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(srv->consumer);
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(srv->consumer, q);
+    int64_t until = now_ms() + wait_ms;
+    while (!error && !rd_kafka_consumer_closed(srv->consumer) && now_ms() < until) {
+        /* Events, not callbacks: the queue also carries fetched messages, which
+         * rd_kafka_queue_poll_callback refuses (an assertion in librdkafka). They are
+         * dropped unstored, as the stop drops every queued message. */
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);
+        if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+            rebalance_cb(srv->consumer, rd_kafka_event_error(ev),
+                         rd_kafka_event_topic_partition_list(ev), srv);
+        }
+        rd_kafka_event_destroy(ev);
+    }
+    srv->consumer_closed = !error && rd_kafka_consumer_closed(srv->consumer);
+    if (!srv->consumer_closed) {
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                 "leaving group %s did not finish within %d ms (%s); the group will "
+                 "notice after session.timeout.ms",
+                 srv->group_id, wait_ms,
+                 error ? rd_kafka_error_string(error) : "broker unreachable?");
+    }
+    rd_kafka_error_destroy(error);
+    rd_kafka_queue_destroy(q);
+}
+
+/* Stop in the documented order; safe after a partial start. */
+static void
+shut_down(ksf_server *srv)
+{
+    if (srv->consumer) {
+        size_t left = ksfi_dispatch_drain(srv->dispatch, KSFI_STOP_DRAIN_MS);
+        if (left) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                     "stopping with %zu message(s) unfinished after %d ms; they will be "
+                     "delivered again",
+                     left, KSFI_STOP_DRAIN_MS);
+        }
+    }
+    ksfi_dispatch_stop(srv->dispatch);
+    ksfi_log_limiter_flush(&srv->log, &srv->log_limit, KSF_LOG_WARNING, "server");
+    if (srv->consumer) {
+        commit_bounded(srv, srv->consumer, "at stop");
+        close_bounded(srv);
+    }
+    pthread_rwlock_wrlock(&srv->replies_lock);
+    srv->replies_open = false;
+    pthread_rwlock_unlock(&srv->replies_lock);
+    atomic_store(&srv->threads_exit, true);
+    ksf_server_stop(srv); /* wakes the watcher */
+    if (srv->producer_poll_started) {
+        pthread_join(srv->producer_poll, NULL);
+    }
+    if (srv->watcher_started) {
+        pthread_join(srv->watcher, NULL);
+    }
+    if (srv->producer) {
+        /* Their offsets were not committed when the broker is gone: no long wait. */
+        int flush_ms = srv->consumer_closed ? KSFI_FLUSH_MS : KSFI_GONE_WAIT_MS;
+        if (rd_kafka_flush(srv->producer, flush_ms)) {
+            ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
+                     "%d reply message(s) not delivered within %d ms; dropping them",
+                     rd_kafka_outq_len(srv->producer), flush_ms);
+            rd_kafka_purge(srv->producer,
+                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_poll(srv->producer, 0); /* delivery reports release the contexts */
+        }
+        rd_kafka_destroy(srv->producer);
+        srv->producer = NULL;
+    }
+}
+
+ksf_err
+ksf_server_run(ksf_server *srv, ksf_errinfo *ei)
+{
+    if (!srv) {
+        return ksfi_fail(ei, KSF_EINVAL, "ksf_server_run: srv is NULL");
+    }
+    int expected = KSFI_SRV_NEW;
+    if (!atomic_compare_exchange_strong(&srv->state, &expected, KSFI_SRV_RUNNING)) {
+        return ksfi_fail(ei, KSF_ESTATE, "ksf_server_run: the server %s",
+                         expected == KSFI_SRV_RUNNING
+                             ? "is already running"
+                             : "has already run; create a new one");
+    }
+    pthread_mutex_lock(&srv->run_lock);
+    srv->run_active = true;
+    pthread_mutex_unlock(&srv->run_lock);
+    ksf_err e = KSF_OK;
+    if (atomic_load(&srv->stop_requested)) {
+        goto out;
+    }
+    if (srv->nhandlers + srv->nextra == 0) {
+        e = ksfi_fail(ei, KSF_EINVAL,
+                      "no handler is registered; call ksf_server_mount, "
+                      "ksf_server_on_message or ksf_server_on_event first");
+        goto out;
+    }
+    char nw[24];
+    ksf_log_field f[] = {{"client", srv->client_id},
+                         {"group", srv->group_id},
+                         {"workers", KSFI_LOG_NUM(nw, srv->cfg->server_workers)}};
+    ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 3, "starting");
+    if (!(e = start(srv, ei))) {
+        e = consume(srv, ei);
+    }
+    shut_down(srv);
+    ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 2, "stopped");
+out:
+    atomic_store(&srv->state, KSFI_SRV_DONE);
+    pthread_mutex_lock(&srv->run_lock);
+    srv->run_active = false;
+    pthread_cond_broadcast(&srv->run_cond);
+    pthread_mutex_unlock(&srv->run_lock);
+    return e;
+}

@@ -1,0 +1,140 @@
+/*
+ * The server's innards, shared by server.c (lifecycle, Kafka handles), registry.c
+ * (macro-defined handlers), ctx.c (handler context, replies) and dispatch.c (worker
+ * pool).
+ */
+#ifndef KSF_SERVER_H
+#define KSF_SERVER_H
+
+#include "kafka/kafka.h"
+#include "server/deadline.h"
+#include "server/dispatch.h"
+#include "server/reply_policy.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* One registered handler. file/line say where it was defined ("" / 0 when by call). */
+typedef struct ksfi_handler {
+    char *pattern;
+    ksf_handler_kind kind;
+    ksf_handler_fn fn;
+    void *user;
+    const char *file;
+    int line;
+    struct ksfi_pmetrics *metrics; /* owned; NULL when it could not be allocated */
+    /* The handler's recent run time in microseconds (a moving average; 0 before its
+     * first run): what shedding expects the next run to take (docs/deadlines.md). */
+    _Atomic int64_t run_us;
+} ksfi_handler;
+
+/* The counters behind ksf_server_stats, updated from any thread. */
+typedef struct ksfi_server_counters {
+    atomic_uint_least64_t requests, events, replies, errors, no_handler, malformed,
+        reply_failures, expired, shed;
+    /* isolation.md and retries.md */
+    atomic_uint_least64_t budget_exceeded, late_discarded, event_retries, dead_lettered,
+        dlq_failures;
+    /* server.md, "Offsets out of range" */
+    atomic_uint_least64_t offset_resets, offset_reset_skipped;
+    /* security.md, "What a caller can make a server do" */
+    atomic_uint_least64_t reply_refused;
+} ksfi_server_counters;
+
+/* A partition whose offset librdkafka reset, until its first message says where to. */
+typedef struct ksfi_offset_reset {
+    char *topic;
+    int32_t partition;
+    int64_t at; /* the out-of-range offset */
+} ksfi_offset_reset;
+
+/* The resets seen by librdkafka's thread, resolved by the consumer thread. Tiny: one
+ * entry per partition reset and not yet consumed from. */
+typedef struct ksfi_offset_resets {
+    pthread_mutex_t lock;
+    ksfi_offset_reset *v;
+    size_t n, cap;
+    atomic_size_t pending; /* n, read without the lock on every message */
+} ksfi_offset_resets;
+
+enum ksfi_server_state { KSFI_SRV_NEW, KSFI_SRV_RUNNING, KSFI_SRV_DONE };
+
+struct ksf_server {
+    ksfi_logger log; /* first member: librdkafka's log callback reads it (kafka.h) */
+    ksf_config *cfg;
+    char *client_id;
+    char *group_id;
+    /* Registration happens before run, on one thread; run reads them unlocked. */
+    ksfi_handler *handlers;
+    size_t nhandlers;
+    char **extra_topics; /* subscribed without a handler (tests of the no-handler path) */
+    size_t nextra;
+    ksf_ready_fn ready_fn;
+    void *ready_user;
+
+    atomic_int state;           /* enum ksfi_server_state */
+    atomic_bool stop_requested; /* set by ksf_server_stop, possibly in a signal handler */
+    int wake_fd;                /* eventfd written by ksf_server_stop */
+    /* replies_open: the producer accepts replies (false outside run). Read-held while
+     * producing, write-held while the producer is being shut down. */
+    pthread_rwlock_t replies_lock;
+    bool replies_open;
+    pthread_t producer_poll, watcher;
+    bool producer_poll_started, watcher_started;
+    atomic_bool threads_exit; /* tells the producer poll and watcher threads to end */
+
+    rd_kafka_t *consumer;
+    rd_kafka_queue_t *consumer_queue;
+    rd_kafka_t *producer;
+    bool ready_pending; /* consumer thread only: call ready_fn after this poll */
+    bool ready_done;    /* consumer thread only */
+    /* A partition without a committed offset starts at its end (auto.offset.reset not
+     * set by the user, or latest). */
+    bool pin_new;
+    int commit_wait_ms;   /* consumer thread only: shortened once the broker is gone */
+    bool consumer_closed; /* the group was left within its deadline */
+    ksfi_dispatch *dispatch;
+    ksfi_server_counters counters;
+    ksfi_ratelimit expired_log; /* the "skipped, deadline passed" debug line */
+    ksfi_offset_resets resets;
+    ksfi_reply_policy reply_policy; /* set up by run, before the first message */
+    /* The per-message warnings (malformed, reply refused, no handler): a hostile
+     * producer controls how many there are. */
+    ksfi_log_limiter log_limit;
+    ksfi_ratelimit shed_log; /* the "request shed" warning */
+    /* The consumer's partition.assignment.strategy, named when the group refuses it. */
+    char assignment_strategy[64];
+    /* Guards run_active, which ksf_server_destroy waits on. */
+    pthread_mutex_t run_lock;
+    pthread_cond_t run_cond;
+    bool run_active;
+};
+
+/* The handler for @p topic, or NULL. Threads: any, while the server runs. */
+const ksfi_handler *ksfi_server_find(const ksf_server *srv, const char *topic);
+
+/*
+ * Register a handler; @p file / @p line name its definition for error messages.
+ * Errors: KSF_EEXIST naming the pattern and both definitions, KSF_EINVAL, KSF_ESTATE,
+ * KSF_ENOMEM.
+ */
+ksf_err ksfi_server_add_handler(ksf_server *srv, const char *pattern,
+                                ksf_handler_kind kind, ksf_handler_fn fn, void *user,
+                                const char *file, int line, ksf_errinfo *ei);
+
+/*
+ * Subscribe to @p topic too, without a handler: messages on it take the no-handler
+ * path. A test hook (NestJS meets this only with regex subscriptions). Before run only.
+ */
+ksf_err ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei);
+
+/*
+ * Produce one reply message for @p ctx (the delivery report releases one reference
+ * of ctx, taken here). Errors: KSF_ECLOSED outside run, KSF_EKAFKA.
+ */
+ksf_err ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic,
+                            int32_t partition, const void *value, size_t len,
+                            const void *key, size_t key_len, const ksfi_header *hdrs,
+                            size_t nhdrs, ksf_errinfo *ei);
+
+#endif
