@@ -74,6 +74,7 @@ ksf_config_new(ksf_config **out)
     if (!out) {
         return KSF_EINVAL;
     }
+    *out = NULL;
     ksf_config *cfg = ksfi_calloc(1, sizeof *cfg);
     if (!cfg) {
         return KSF_ENOMEM;
@@ -140,6 +141,9 @@ set_string(char **slot, const char *value)
 ksf_err
 ksf_config_dup(const ksf_config *cfg, ksf_config **out)
 {
+    if (out) {
+        *out = NULL;
+    }
     if (!cfg || !out) {
         return KSF_EINVAL;
     }
@@ -658,6 +662,9 @@ ksf_err
 ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
 {
     char num[32];
+    if (buf && size > 0) {
+        buf[0] = '\0'; /* what a failure leaves, but for a value too long for buf */
+    }
     if (!cfg || !key || !buf) {
         return KSF_EINVAL;
     }

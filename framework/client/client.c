@@ -836,6 +836,9 @@ sync_init(ksf_client *cli)
 ksf_err
 ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
 {
+    if (out) {
+        *out = NULL;
+    }
     if (!out || !cfg) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_client_new: out and cfg must not be NULL");
     }

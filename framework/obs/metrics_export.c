@@ -112,6 +112,9 @@ ksf_server_metrics_json(ksf_server *srv, json_t **out)
 {
     ksfi_metrics_view v;
     ksf_server_stats st;
+    if (out) {
+        *out = NULL; /* also for KSF_EINVAL and KSF_ENOMEM */
+    }
     ksf_err e = server_begin(srv, out, &v, &st);
     if (e) {
         return e;
@@ -221,11 +224,11 @@ ksf_client_metrics_json(ksf_client *cli, json_t **out)
 {
     ksfi_client_metrics m;
     ksfi_metrics_view v;
+    if (out) {
+        *out = NULL; /* also for KSF_EINVAL and KSF_ENOMEM */
+    }
     ksf_err e = client_begin(cli, out, &m, &v);
     if (e) {
-        if (e == KSF_ENOMEM) {
-            *out = NULL;
-        }
         return e;
     }
     json_t *patterns =

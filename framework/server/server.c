@@ -46,9 +46,13 @@
 ksf_err
 ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
 {
+    if (out) {
+        *out = NULL;
+    }
     if (!out || !cfg) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_new: out and cfg are required");
     }
+    ksf_err e;
     ksf_server *srv = ksfi_calloc(1, sizeof *srv);
     if (!srv) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
@@ -61,19 +65,19 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
     if (ksf_config_dup(cfg, &srv->cfg) ||
         !(srv->client_id = ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX)) ||
         !(srv->group_id = ksfi_config_group_id(cfg, KSFI_SERVER_POSTFIX))) {
-        ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
         goto fail;
     }
     srv->log = ksfi_logger_from_config(srv->cfg);
     ksfi_log_limiter_init(&srv->log_limit, KSFI_LOG_BURST, KSFI_LOG_BURST_MS, NULL);
     srv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (srv->wake_fd < 0) {
-        ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
-                  strerror(errno));
+        e = ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
+                      strerror(errno));
         goto fail;
     }
     if (ksfi_dispatch_new(&srv->dispatch, &srv->log)) {
-        ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
         goto fail;
     }
     atomic_init(&srv->state, KSFI_SRV_NEW);
@@ -81,7 +85,7 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
     return KSF_OK;
 fail:
     ksf_server_destroy(srv);
-    return ei ? ei->code : KSF_ENOMEM;
+    return e; /* not ei->code: the same code whether or not the caller passed ei */
 }
 
 /* The server signal handlers stop; see ksf_server_stop_on_signals. */

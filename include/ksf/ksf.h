@@ -15,6 +15,10 @@
  * - JSON follows jansson's vocabulary: `const json_t *` inputs are borrowed; `json_t **`
  *   outputs are new references the caller must json_decref().
  * - Ownership of an argument moves only when the call returns KSF_OK.
+ * - On failure every out-parameter (the object of a *_new or *_dup, a json_t ** result)
+ *   is set to NULL, or to the empty value its function documents, so cleanup code can
+ *   destroy it unconditionally. The result code never depends on whether a
+ *   ksf_errinfo was passed: the errinfo only adds the sentence.
  * - The library never prints and never exits; diagnostics go to the log callback set
  *   with ksf_config_set_log().
  */
@@ -267,13 +271,19 @@ typedef enum ksf_kafka_role {
     KSF_KAFKA_PRODUCER = 2,
 } ksf_kafka_role;
 
-/** Create a configuration holding the defaults. Errors: KSF_ENOMEM, KSF_EINVAL (NULL). */
+/**
+ * Create a configuration holding the defaults. *out is NULL on failure.
+ * Errors: KSF_ENOMEM, KSF_EINVAL (NULL).
+ */
 KSF_API ksf_err ksf_config_new(ksf_config **out);
 
 /** Free a configuration. NULL is a no-op. */
 KSF_API void ksf_config_destroy(ksf_config *cfg);
 
-/** Copy @p cfg into a new configuration. Errors: KSF_ENOMEM, KSF_EINVAL (NULL). */
+/**
+ * Copy @p cfg into a new configuration. *out is NULL on failure.
+ * Errors: KSF_ENOMEM, KSF_EINVAL (NULL).
+ */
 KSF_API ksf_err ksf_config_dup(const ksf_config *cfg, ksf_config **out);
 
 /**
@@ -286,7 +296,8 @@ KSF_API ksf_err ksf_config_set(ksf_config *cfg, const char *key, const char *val
 /**
  * Copy the current value of @p key into @p buf (always NUL-terminated when size > 0).
  * Errors: KSF_ENOENT for a key that is neither known nor set, KSF_EINVAL when @p buf is
- * too small (it then holds a truncated value).
+ * too small (it then holds a truncated value) or an argument is NULL; after any other
+ * failure @p buf holds "".
  */
 KSF_API ksf_err ksf_config_get(const ksf_config *cfg, const char *key, char *buf,
                                size_t size);
@@ -598,7 +609,8 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
  * joining a group of NestJS (kafkajs) servers or of eager librdkafka members
  * (INCONSISTENT_GROUP_PROTOCOL, logged at error; it serves nothing until they leave;
  * docs/server.md, "Rebalancing"). Nothing connects until ksf_server_run().
- * Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL, KSF_EKAFKA.
+ * Ownership: @p cfg is copied. *out is NULL on failure.
+ * Errors: KSF_ENOMEM, KSF_EINVAL, KSF_EKAFKA.
  */
 KSF_API ksf_err ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei);
 
@@ -727,7 +739,7 @@ KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
  * "counts": [cumulative, the +Inf bucket last], "sum_seconds": s, "count": n}}},
  * "no_handler": n, "malformed": n, "reply_failures": n, "offset_resets": n,
  * "offset_reset_skipped": n, "reply_refused": n}.
- * Ownership: *out is a new reference. Errors: KSF_EINVAL, KSF_ENOMEM.
+ * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_server_metrics_json(ksf_server *srv, json_t **out);
 
@@ -804,6 +816,7 @@ typedef struct ksf_send_opts {
  * Create a client (NestJS ClientKafka). Its ids are "<client.id><postfix.id>" and
  * "<group.id><postfix.id>" with postfix "-client" by default. It starts its threads
  * (sender, reply, delivery) at once but connects lazily. Ownership: @p cfg is copied.
+ * *out is NULL on failure.
  * Errors: KSF_ENOMEM, KSF_EINVAL (also a TLS/SASL setting the reply-group connection
  * cannot honour, or a TLS file it cannot load, named with the remedy), KSF_EKAFKA.
  */
@@ -923,7 +936,7 @@ KSF_API ksf_err ksf_client_write_prometheus(ksf_client *cli, FILE *out);
  * "request_duration": {...as in ksf_server_metrics_json}}}, "in_flight": n,
  * "reply_partitions": [{"topic": t, "partition": p, "draining": bool}],
  * "rebalances": n, "unknown_replies": n, "duplicate_replies": n, "emitted": n}.
- * Ownership: *out is a new reference. Errors: KSF_EINVAL, KSF_ENOMEM.
+ * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_client_metrics_json(ksf_client *cli, json_t **out);
 
