@@ -322,6 +322,42 @@ KSF_API ksf_err ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role,
 KSF_API ksf_err ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei);
 
 /**
+ * Apply a program's configuration flags to @p cfg and take them out of its command
+ * line, so that the program then parses only its own flags. The flags:
+ * - `--brokers ADDR` or `--brokers=ADDR`: sets "brokers" (host:port[,host:port...]);
+ * - `--set KEY=VALUE` or `--set=KEY=VALUE`, repeatable: sets any key of the table
+ *   above, librdkafka properties included (`--set kafka.security.protocol=ssl`).
+ * They apply in command-line order, so a later one wins; call this after
+ * ksf_config_set_from_env() so that flags win over the environment.
+ *
+ * argv[0] is skipped. Scanning stops at a "--" argument, which stays in argv with
+ * everything after it. Every other argument stays, in its order: argv is compacted in
+ * place, *argc is updated and, when anything was removed, argv[*argc] is set to NULL.
+ * The helper does not know the program's own flags, so a value that reads
+ * "--set" or "--brokers" (`--key --set`) is taken as a flag: write it `--key=--set`.
+ * Nothing here exits or prints; ksf_config_args_help() has the help lines.
+ *
+ * Example: `prog --brokers k:9092 x --set client.id=a -v` leaves `prog x -v`, *argc 3.
+ *
+ * On failure argv and *argc are unchanged, the flags before the bad one have been
+ * applied, and the sentence names the flag and what to do, e.g.
+ * `flag --set "client.id": expected KEY=VALUE with a configuration key before the '=',
+ * e.g. --set client.id=billing`, `flag --brokers needs a value: ...`, or
+ * `flag --brokers: ` followed by ksf_config_set()'s sentence.
+ * Errors: KSF_EINVAL (a NULL argument, a flag without its value, --set without '=' or
+ * key, a bad value), KSF_ENOENT (an unknown key), KSF_ENOMEM.
+ */
+KSF_API ksf_err ksf_config_set_from_args(ksf_config *cfg, int *argc, char **argv,
+                                         ksf_errinfo *ei);
+
+/**
+ * The help lines of the flags ksf_config_set_from_args() takes, for a program's
+ * --help: two-space indented, the descriptions from column 22, each line ending in a
+ * newline (the style of `ksf call --help`). A static string, never NULL.
+ */
+KSF_API const char *ksf_config_args_help(void);
+
+/**
  * Route logs at or above @p max_level severity (i.e. numerically <= max_level) to
  * @p fn. @p fn NULL turns logging off (the default). librdkafka's own logs are routed
  * to the same sink with component "kafka".
