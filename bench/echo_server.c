@@ -52,9 +52,11 @@ fail(const char *what, const ksf_errinfo *ei)
 static int
 parse_flags(ksf_config *cfg, int argc, char **argv, ksf_errinfo *ei)
 {
+    if (ksf_config_set_from_args(cfg, &argc, argv, ei)) { /* --brokers, --set */
+        return fail("flags", ei);
+    }
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char key[256];
         ksf_err e;
         if (!v) {
             fprintf(stderr, "Usage: echo_server [--brokers B] [--workers N] "
@@ -62,18 +64,13 @@ parse_flags(ksf_config *cfg, int argc, char **argv, ksf_errinfo *ei)
             return 2;
         }
         i++;
-        if (!strcmp(flag, "--brokers")) {
-            e = ksf_config_set(cfg, "brokers", v, ei);
-        } else if (!strcmp(flag, "--workers")) {
+        if (!strcmp(flag, "--workers")) {
             e = ksf_config_set(cfg, "server.workers", v, ei);
         } else if (!strcmp(flag, "--handler-ms")) {
             handler_ms = atoi(v);
             e = handler_ms >= 0 ? KSF_OK : KSF_EINVAL;
             snprintf(ei->text, sizeof ei->text, "expected a number of ms >= 0, got %s",
                      v);
-        } else if (!strcmp(flag, "--set") && strchr(v, '=')) {
-            snprintf(key, sizeof key, "%.*s", (int)(strchr(v, '=') - v), v);
-            e = ksf_config_set(cfg, key, strchr(v, '=') + 1, ei);
         } else {
             fprintf(stderr, "echo_server: unknown flag %s\n", flag);
             return 2;

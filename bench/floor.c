@@ -15,13 +15,13 @@
  * librdkafka property to every handle (bench/run sets fetch.wait.max.ms there).
  */
 #include "../framework/codec/wire.h"
+#include "../tools/measure.h"
 
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #define REQUEST_TOPIC "bench.echo"
@@ -49,23 +49,6 @@ typedef struct lane {
     int64_t start_ns;
     long seq;
 } lane;
-
-static int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static double
-cpu_ms_now(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
-}
 
 static void
 on_signal(int sig)
@@ -246,7 +229,7 @@ issue(run *r, int i)
     char id[48], part[] = "0";
     int n = snprintf(id, sizeof id, "%d:%ld", i, ++l->seq);
     static const char value[] = "{\"hero\":\"bench\",\"n\":42}";
-    l->start_ns = mono_ns();
+    l->start_ns = ksf_tool_mono_ns();
     rd_kafka_resp_err_t err;
     if (r->o->emit) {
         err = rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(EVENT_TOPIC),
@@ -274,7 +257,7 @@ issue(run *r, int i)
 static void
 complete(run *r, int i, int ok)
 {
-    int64_t now = mono_ns();
+    int64_t now = ksf_tool_mono_ns();
     if (!r->first_ns) {
         r->first_ns = now;
     }
@@ -340,33 +323,16 @@ assign_replies(run *r)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static int
-cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static uint32_t
 pct(const run *r, double q)
 {
-    size_t rank = (size_t)(q * (double)r->nlat + 0.999999);
-    rank = rank < 1 ? 1 : rank > r->nlat ? r->nlat : rank;
-    return r->nlat ? r->lat_us[rank - 1] : 0;
-}
-
-/* Peak resident set in KiB, reported by the process itself (see ksf bench). */
-static long
-peak_rss_kb(void)
-{
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
+    return ksf_tool_percentile(r->lat_us, r->nlat, q);
 }
 
 static void
 report(run *r, double connect_ms, double first_ms)
 {
-    qsort(r->lat_us, r->nlat, sizeof *r->lat_us, cmp_u32);
+    qsort(r->lat_us, r->nlat, sizeof *r->lat_us, ksf_tool_cmp_u32);
     double elapsed = (double)(r->end_ns - r->t0_ns) / 1e9;
     printf("{\"pattern\":\"%s\",\"mode\":\"%s\",\"concurrency\":%d,\"count\":%ld,"
            "\"ok\":%ld,\"errors\":%ld,\"timeouts\":0,\"p50_us\":%u,\"p90_us\":%u,"
@@ -376,7 +342,7 @@ report(run *r, double connect_ms, double first_ms)
            r->o->emit ? EVENT_TOPIC : REQUEST_TOPIC, r->o->emit ? "emit" : "send",
            r->o->concurrency, r->done, r->ok, r->errors, pct(r, 0.5), pct(r, 0.9),
            pct(r, 0.99), pct(r, 1.0), elapsed > 0 ? (double)r->done / elapsed : 0.0,
-           elapsed, connect_ms, first_ms, r->cpu_ms, peak_rss_kb());
+           elapsed, connect_ms, first_ms, r->cpu_ms, ksf_tool_peak_rss_kb());
     fflush(stdout);
 }
 
@@ -384,7 +350,7 @@ static int
 client(const opts *o, int64_t t0_real_us)
 {
     run r = {.o = o};
-    int64_t c0 = mono_ns();
+    int64_t c0 = ksf_tool_mono_ns();
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, &r);
@@ -398,28 +364,28 @@ client(const opts *o, int64_t t0_real_us)
     if (rd_kafka_metadata(r.producer, 0, NULL, &md, 10000) == 0) {
         rd_kafka_metadata_destroy(md); /* connected, as ksf_client_connect */
     }
-    double connect_ms = (double)(mono_ns() - c0) / 1e6;
+    double connect_ms = (double)(ksf_tool_mono_ns() - c0) / 1e6;
     r.caplat = o->count ? (size_t)o->count : 1u << 22;
     r.lat_us = malloc(r.caplat * sizeof *r.lat_us);
     r.lanes = calloc((size_t)o->concurrency, sizeof *r.lanes);
     fprintf(stderr, "floor client: connected in %.1f ms; running\n", connect_ms);
-    double cpu0 = cpu_ms_now();
-    r.t0_ns = mono_ns();
+    double cpu0 = ksf_tool_cpu_ms();
+    r.t0_ns = ksf_tool_mono_ns();
     r.end_ns = o->count ? 0 : r.t0_ns + (int64_t)(o->duration_s * 1e9);
     r.active = r.issued = o->concurrency;
     for (int i = 0; i < o->concurrency; i++) {
         issue(&r, i);
     }
-    int64_t last_done = 0, stall_at = mono_ns() + STALL_NS;
+    int64_t last_done = 0, stall_at = ksf_tool_mono_ns() + STALL_NS;
     while (r.active > 0 && !stop) {
         if (r.done != last_done) {
             last_done = r.done;
-            stall_at = mono_ns() + STALL_NS;
-        } else if (mono_ns() > stall_at) {
+            stall_at = ksf_tool_mono_ns() + STALL_NS;
+        } else if (ksf_tool_mono_ns() > stall_at) {
             fprintf(stderr, "floor client: no reply for %d s; giving up\n",
                     (int)(STALL_NS / 1000000000));
             r.errors += r.active;
-            r.end_ns = mono_ns();
+            r.end_ns = ksf_tool_mono_ns();
             break;
         }
         if (o->emit) {
@@ -435,14 +401,14 @@ client(const opts *o, int64_t t0_real_us)
         }
         rd_kafka_poll(r.producer, 0);
     }
-    r.cpu_ms = cpu_ms_now() - cpu0;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
-    int64_t start_ns = mono_ns() - (now_us - t0_real_us) * 1000; /* process start */
+    r.cpu_ms = ksf_tool_cpu_ms() - cpu0;
+    int64_t now_us = ksf_tool_real_us();
+    int64_t start_ns =
+        ksf_tool_mono_ns() - (now_us - t0_real_us) * 1000; /* process start */
     report(&r, connect_ms, (double)(r.first_ns - start_ns) / 1e6);
     /* Idle with the handles open, as an idle client would be (bench/run measures it). */
-    for (int64_t until = mono_ns() + (int64_t)(o->idle_s * 1e9); mono_ns() < until;) {
+    for (int64_t until = ksf_tool_mono_ns() + (int64_t)(o->idle_s * 1e9);
+         ksf_tool_mono_ns() < until;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(r.consumer, 100);
         if (m) {
             rd_kafka_message_destroy(m);
@@ -463,11 +429,9 @@ client(const opts *o, int64_t t0_real_us)
 static int64_t
 start_time_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     const char *s = getenv("KSF_BENCH_T0_US");
     long long v = s ? atoll(s) : 0;
-    return v > 0 ? (int64_t)v : (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return v > 0 ? (int64_t)v : ksf_tool_real_us();
 }
 
 int
