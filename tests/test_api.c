@@ -224,6 +224,91 @@ START_TEST(test_api_out_params_bad_arguments)
 }
 END_TEST
 
+static ksf_err
+dummy_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx, (void)data, (void)reply;
+    return KSF_OK;
+}
+
+/* Call @p fn(args..., ei) with an errinfo and with NULL: both return @p want, and the
+ * errinfo's code and sentence agree. */
+#define BOTH(want, fn, ...)                                                              \
+    do {                                                                                 \
+        ksf_errinfo ei_ = {0};                                                           \
+        ksf_err with_ = fn(__VA_ARGS__, &ei_);                                           \
+        ksf_err without_ = fn(__VA_ARGS__, NULL);                                        \
+        ck_assert_msg(with_ == (want) && without_ == (want),                             \
+                      "%s line %d: %s with ei, %s without, want %s", #fn, __LINE__,      \
+                      ksf_strerror(with_), ksf_strerror(without_), ksf_strerror(want));  \
+        if ((want) != KSF_OK) {                                                          \
+            ck_assert_int_eq(ei_.code, (want));                                          \
+            ck_assert_uint_gt(strlen(ei_.text), 0);                                      \
+        }                                                                                \
+    } while (0)
+
+/* Every function taking an errinfo, on its argument and state errors: the code is the
+ * same with and without one. */
+START_TEST(test_api_codes_without_errinfo)
+{
+    ksf_config *cfg = config_with("client.reply.provider", "static", NULL, NULL);
+    BOTH(KSF_EINVAL, ksf_config_set, NULL, "brokers", "127.0.0.1:1");
+    BOTH(KSF_EINVAL, ksf_config_set, cfg, "brokers", "127.0.0.1");
+    BOTH(KSF_ENOENT, ksf_config_set, cfg, "no.such.key", "1");
+    BOTH(KSF_EINVAL, ksf_config_set_kafka, cfg, (ksf_kafka_role)9, "linger.ms", "1");
+    BOTH(KSF_ENOENT, ksf_config_set_kafka, cfg, KSF_KAFKA_ALL, "no.such.prop", "1");
+    BOTH(KSF_EINVAL, ksf_config_set_kafka, cfg, KSF_KAFKA_ALL, "group.id", "g");
+    BOTH(KSF_EINVAL, ksf_config_set_from_env, NULL);
+    int argc = 2;
+    char a0[] = "prog", a1[] = "--set";
+    char *argv[] = {a0, a1, NULL};
+    BOTH(KSF_EINVAL, ksf_config_set_from_args, cfg, &argc, argv);
+    BOTH(KSF_EINVAL, ksf_config_set_from_args, NULL, &argc, argv);
+
+    BOTH(KSF_EINVAL, ksf_server_on_message, NULL, "p", dummy_handler, NULL);
+    BOTH(KSF_EINVAL, ksf_server_on_event, NULL, "p", dummy_handler, NULL);
+    BOTH(KSF_EINVAL, ksf_server_mount, NULL, NULL);
+    BOTH(KSF_EINVAL, ksf_server_run, NULL);
+    BOTH(KSF_EINVAL, ksf_server_stop_on_signals, NULL);
+    ksf_server *srv = NULL;
+    ck_assert_int_eq(ksf_server_new(&srv, cfg, NULL), KSF_OK);
+    BOTH(KSF_EINVAL, ksf_server_on_message, srv, "bad topic", dummy_handler, NULL);
+    BOTH(KSF_EINVAL, ksf_server_on_message, srv, "p", NULL, NULL);
+    BOTH(KSF_ENOENT, ksf_server_mount, srv, "no-such-controller");
+    ck_assert_int_eq(ksf_server_on_message(srv, "p", dummy_handler, NULL, NULL), KSF_OK);
+    BOTH(KSF_EEXIST, ksf_server_on_event, srv, "p", dummy_handler, NULL);
+    ksf_server_destroy(srv);
+    /* no handler; a server runs once, so each call gets its own */
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_server_new(&srv, cfg, NULL), KSF_OK);
+    ck_assert_int_eq(ksf_server_run(srv, &ei), KSF_EINVAL);
+    ksf_server_destroy(srv);
+    ck_assert_int_eq(ksf_server_new(&srv, cfg, NULL), KSF_OK);
+    ck_assert_int_eq(ksf_server_run(srv, NULL), KSF_EINVAL);
+    BOTH(KSF_ESTATE, ksf_server_run, srv); /* and then it has run */
+    ksf_server_destroy(srv);
+
+    json_t *v = json_string("x");
+    BOTH(KSF_EINVAL, ksf_client_subscribe_to_response_of, NULL, "p");
+    BOTH(KSF_EINVAL, ksf_client_connect, NULL, 10);
+    BOTH(KSF_EINVAL, ksf_client_send, NULL, "p", v, NULL, NULL, NULL);
+    BOTH(KSF_EINVAL, ksf_client_emit, NULL, "p", v, NULL, NULL, NULL);
+    BOTH(KSF_EINVAL, ksf_client_flush, NULL, 10);
+    ksf_client *cli = NULL;
+    ck_assert_int_eq(ksf_client_new(&cli, cfg, NULL), KSF_OK);
+    BOTH(KSF_EINVAL, ksf_client_subscribe_to_response_of, cli, "bad topic");
+    BOTH(KSF_EINVAL, ksf_client_connect, cli, -1);
+    BOTH(KSF_EINVAL, ksf_client_send, cli, "bad topic", v, NULL, NULL, NULL);
+    BOTH(KSF_EINVAL, ksf_client_emit, cli, "", v, NULL, NULL, NULL);
+    ksf_send_opts bad_trace = {.traceparent = "not-a-traceparent"};
+    BOTH(KSF_EINVAL, ksf_client_emit, cli, "p", v, &bad_trace, NULL, NULL);
+    BOTH(KSF_OK, ksf_client_flush, cli, 0); /* nothing queued */
+    ksf_client_destroy(cli);
+    json_decref(v);
+    ksf_config_destroy(cfg);
+}
+END_TEST
+
 typedef enum ctor { CTOR_CONFIG_NEW, CTOR_CONFIG_DUP, CTOR_SERVER, CTOR_CLIENT } ctor;
 
 /* Run constructor @p which once with allocation @p nth failing (sticky or once);
@@ -330,6 +415,7 @@ main(void)
     tcase_add_test(ctors, test_api_server_new_no_fd);
     tcase_add_test(ctors, test_api_out_params_bad_arguments);
     tcase_add_test(ctors, test_api_new_alloc_failures);
+    tcase_add_test(ctors, test_api_codes_without_errinfo);
     suite_add_tcase(s, ctors);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
