@@ -302,7 +302,6 @@ START_TEST(test_api_codes_without_errinfo)
     BOTH(KSF_EINVAL, ksf_client_emit, cli, "", v, NULL, NULL, NULL);
     ksf_send_opts bad_trace = {.traceparent = "not-a-traceparent"};
     BOTH(KSF_EINVAL, ksf_client_emit, cli, "p", v, &bad_trace, NULL, NULL);
-    BOTH(KSF_OK, ksf_client_flush, cli, 0); /* nothing queued */
     ksf_client_destroy(cli);
     json_decref(v);
     ksf_config_destroy(cfg);
@@ -370,6 +369,9 @@ ctor_sweep(ctor which, int sticky)
         if (used < nth) {
             ck_assert_int_eq(e, KSF_OK); /* no failure injected: success */
             break;
+        }
+        if (e == KSF_OK && which == CTOR_CLIENT) {
+            break; /* the failure hit a thread the client had just started */
         }
         ck_assert_msg(e == KSF_ENOMEM, "constructor %d, failure %lu returned %s", which,
                       nth, ksf_strerror(e));
