@@ -89,44 +89,63 @@ config_with(const char *key, const char *value, const char *key2, const char *va
     return cfg;
 }
 
-/* ksf_client_new on @p cfg: its code with an errinfo (whose code and sentence must
- * agree) and without one must be equal and *out NULL on failure. */
+typedef enum ctor { CTOR_CONFIG_NEW, CTOR_CONFIG_DUP, CTOR_SERVER, CTOR_CLIENT } ctor;
+
+/* Run constructor @p which once with allocation @p nth failing (sticky or once; 0:
+ * none);
+ * *used gets the allocations it attempted. Returns its code; *out NULL on failure. */
 static ksf_err
-client_new_both(const ksf_config *cfg)
+ctor_run(ctor which, const ksf_config *cfg, unsigned long nth, int sticky,
+         ksf_errinfo *ei, unsigned long *used)
 {
-    ksf_errinfo ei = {0};
-    ksf_client *with = STALE, *without = STALE;
-    ksf_err e = ksf_client_new(&with, cfg, &ei);
-    ksf_err e2 = ksf_client_new(&without, cfg, NULL);
-    ck_assert_int_eq(e, e2);
-    if (e) {
-        ck_assert_ptr_null(with);
-        ck_assert_ptr_null(without);
-        ck_assert_int_eq(ei.code, e);
-        ck_assert_uint_gt(strlen(ei.text), 0);
+    void *out = STALE;
+    ksf_err e = KSF_EINVAL;
+    ksfi_alloc_fail_after(nth, sticky);
+    switch (which) {
+    case CTOR_CONFIG_NEW:
+        e = ksf_config_new((ksf_config **)&out);
+        break;
+    case CTOR_CONFIG_DUP:
+        e = ksf_config_dup(cfg, (ksf_config **)&out);
+        break;
+    case CTOR_SERVER:
+        e = ksf_server_new((ksf_server **)&out, cfg, ei);
+        break;
+    case CTOR_CLIENT:
+        e = ksf_client_new((ksf_client **)&out, cfg, ei);
+        break;
     }
-    ksf_client_destroy(e ? NULL : with);
-    ksf_client_destroy(e2 ? NULL : without);
+    *used = ksfi_alloc_count();
+    ksfi_alloc_fail_after(0, 0);
+    if (e != KSF_OK) {
+        ck_assert_msg(out == NULL, "constructor %d, failure %lu: *out not NULL", which,
+                      nth);
+        return e;
+    }
+    ck_assert_ptr_nonnull(out);
+    if (which == CTOR_SERVER) {
+        ksf_server_destroy(out);
+    } else if (which == CTOR_CLIENT) {
+        ksf_client_destroy(out);
+    } else {
+        ksf_config_destroy(out);
+    }
     return e;
 }
 
-/* As client_new_both, for ksf_server_new. */
+/* Constructor @p which on @p cfg with an errinfo (whose code and sentence must agree)
+ * and without one: the same code, and *out NULL on failure (ctor_run checks). */
 static ksf_err
-server_new_both(const ksf_config *cfg)
+new_both(ctor which, const ksf_config *cfg)
 {
     ksf_errinfo ei = {0};
-    ksf_server *with = STALE, *without = STALE;
-    ksf_err e = ksf_server_new(&with, cfg, &ei);
-    ksf_err e2 = ksf_server_new(&without, cfg, NULL);
-    ck_assert_int_eq(e, e2);
+    unsigned long used;
+    ksf_err e = ctor_run(which, cfg, 0, 0, &ei, &used);
+    ck_assert_int_eq(ctor_run(which, cfg, 0, 0, NULL, &used), e);
     if (e) {
-        ck_assert_ptr_null(with);
-        ck_assert_ptr_null(without);
         ck_assert_int_eq(ei.code, e);
         ck_assert_uint_gt(strlen(ei.text), 0);
     }
-    ksf_server_destroy(e ? NULL : with);
-    ksf_server_destroy(e2 ? NULL : without);
     return e;
 }
 
@@ -137,8 +156,8 @@ START_TEST(test_api_new_bad_arguments)
     ck_assert_int_eq(ksf_config_dup(NULL, &copy), KSF_EINVAL);
     ck_assert_ptr_null(copy);
     ck_assert_int_eq(ksf_config_dup(cfg, NULL), KSF_EINVAL);
-    ck_assert_int_eq(client_new_both(NULL), KSF_EINVAL);
-    ck_assert_int_eq(server_new_both(NULL), KSF_EINVAL);
+    ck_assert_int_eq(new_both(CTOR_CLIENT, NULL), KSF_EINVAL);
+    ck_assert_int_eq(new_both(CTOR_SERVER, NULL), KSF_EINVAL);
     ksf_errinfo ei = {0};
     ck_assert_int_eq(ksf_client_new(NULL, cfg, &ei), KSF_EINVAL);
     ck_assert_int_eq(ksf_client_new(NULL, cfg, NULL), KSF_EINVAL);
@@ -154,18 +173,18 @@ START_TEST(test_api_new_bad_config)
      * without Kerberos (KSF_EKAFKA), else the reply-group connection (KSF_EINVAL) */
     ksf_config *cfg =
         config_with("kafka.security.protocol", "sasl_plaintext", NULL, NULL);
-    ksf_err e = client_new_both(cfg);
+    ksf_err e = new_both(CTOR_CLIENT, cfg);
     ck_assert_msg(e == KSF_EKAFKA || e == KSF_EINVAL, "%s", ksf_strerror(e));
     ksf_config_destroy(cfg);
     /* a heartbeat as long as the session */
     cfg = config_with("consumer.session.timeout.ms", "6000",
                       "consumer.heartbeat.interval.ms", "6000");
-    ck_assert_int_eq(client_new_both(cfg), KSF_EINVAL);
+    ck_assert_int_eq(new_both(CTOR_CLIENT, cfg), KSF_EINVAL);
     ksf_config_destroy(cfg);
     /* a good configuration makes both, so the failures above were the settings */
     cfg = config_with("consumer.session.timeout.ms", "6000", NULL, NULL);
-    ck_assert_int_eq(client_new_both(cfg), KSF_OK);
-    ck_assert_int_eq(server_new_both(cfg), KSF_OK);
+    ck_assert_int_eq(new_both(CTOR_CLIENT, cfg), KSF_OK);
+    ck_assert_int_eq(new_both(CTOR_SERVER, cfg), KSF_OK);
     ksf_config_destroy(cfg);
 }
 END_TEST
@@ -180,7 +199,7 @@ START_TEST(test_api_server_new_no_fd)
     none = old;
     none.rlim_cur = 0;
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
-    ksf_err e = server_new_both(cfg);
+    ksf_err e = new_both(CTOR_SERVER, cfg);
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
     ck_assert_int_eq(e, KSF_EINVAL);
     ksf_config_destroy(cfg);
@@ -307,49 +326,6 @@ START_TEST(test_api_codes_without_errinfo)
     ksf_config_destroy(cfg);
 }
 END_TEST
-
-typedef enum ctor { CTOR_CONFIG_NEW, CTOR_CONFIG_DUP, CTOR_SERVER, CTOR_CLIENT } ctor;
-
-/* Run constructor @p which once with allocation @p nth failing (sticky or once);
- * *used gets the allocations it attempted. Returns its code; *out NULL on failure. */
-static ksf_err
-ctor_run(ctor which, const ksf_config *cfg, unsigned long nth, int sticky,
-         ksf_errinfo *ei, unsigned long *used)
-{
-    void *out = STALE;
-    ksf_err e = KSF_EINVAL;
-    ksfi_alloc_fail_after(nth, sticky);
-    switch (which) {
-    case CTOR_CONFIG_NEW:
-        e = ksf_config_new((ksf_config **)&out);
-        break;
-    case CTOR_CONFIG_DUP:
-        e = ksf_config_dup(cfg, (ksf_config **)&out);
-        break;
-    case CTOR_SERVER:
-        e = ksf_server_new((ksf_server **)&out, cfg, ei);
-        break;
-    case CTOR_CLIENT:
-        e = ksf_client_new((ksf_client **)&out, cfg, ei);
-        break;
-    }
-    *used = ksfi_alloc_count();
-    ksfi_alloc_fail_after(0, 0);
-    if (e != KSF_OK) {
-        ck_assert_msg(out == NULL, "constructor %d, failure %lu: *out not NULL", which,
-                      nth);
-        return e;
-    }
-    ck_assert_ptr_nonnull(out);
-    if (which == CTOR_SERVER) {
-        ksf_server_destroy(out);
-    } else if (which == CTOR_CLIENT) {
-        ksf_client_destroy(out);
-    } else {
-        ksf_config_destroy(out);
-    }
-    return e;
-}
 
 /*
  * Fail each allocation of constructor @p which in turn (the first failing run returns
