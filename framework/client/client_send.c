@@ -2,9 +2,16 @@
  * ksf_client's sending side: requests (send, the blocking call), events (emit) and
  * flush. Each message is encoded once, gets its headers (user headers, ksf_deadline,
  * trace context, then NestJS's kafka_* headers) and is produced with a ticket that its
- * delivery report (client.c) resolves.
+ * delivery report (client_delivery.c) resolves. A request whose reply partition is not
+ * known yet is queued for the sender thread (client_sender.c) instead.
+ *
+ * Locking: a request is reserved in the in-flight table (and queued, when it must be)
+ * under cli->lock in ksf_client_send itself; encoding and the produce run without it.
  */
-#include "client/client.h"
+#include "client/client_produce.h"
+#include "client/client_requests.h"
+#include "client/client_sender.h"
+#include "client/client_slots.h"
 
 /* ---- sending ----------------------------------------------------------------------- */
 
@@ -131,28 +138,9 @@ static ksf_err
 produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *opts,
         dr_ticket *t, ksf_errinfo *ei)
 {
-    /* rd_kafka_topic_new, unlike producev's lookup by name, asks for an unknown topic's
-     * metadata at once: otherwise a fresh client's first request waits for librdkafka
-     * 2.0.2's 1 s topic scan (measured on Kafka 4.4: a first call took 1.0 s instead of
-     * 0.1 s). The server does the same for replies. */
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(cli->producer, topic, NULL);
-    if (!rkt) {
-        return ksfi_kafka_fail(ei, rd_kafka_last_error(), "request topic");
-    }
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        cli->producer, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_VALUE((void *)m->bytes, m->bytes ? m->len : 0),
-        RD_KAFKA_V_KEY(opts ? opts->key : NULL, opts && opts->key ? opts->key_len : 0),
-        RD_KAFKA_V_HEADERS(m->hdrs), RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
-    rd_kafka_topic_destroy(rkt);
-    if (err) {
-        return ksfi_kafka_fail(ei, err,
-                               err == RD_KAFKA_RESP_ERR__QUEUE_FULL
-                                   ? "producer queue full (retry later or flush)"
-                                   : "produce");
-    }
-    m->hdrs = NULL;
-    return KSF_OK;
+    const void *key = opts ? opts->key : NULL;
+    return ksfi_client_produce(cli, topic, m->bytes, m->len, key, key ? opts->key_len : 0,
+                               &m->hdrs, t, ei);
 }
 
 static ksf_err
@@ -242,55 +230,12 @@ queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char
     return KSF_OK;
 }
 
-/* The request's protocol headers in the client's wire dialect, written into @p buf
- * (KSFI_REQUEST_HEADERS_BUF bytes, which must outlive @p proto's use). */
-static size_t
-request_headers(const ksf_client *cli, const char *id, const char *topic,
-                int32_t partition, unsigned char *buf, ksfi_header *proto)
-{
-    if (cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING) {
-        return ksfi_request_headers_spring(id, topic, partition, buf, proto);
-    }
-    return ksfi_request_headers(id, topic, partition, (char *)buf, proto);
-}
-
-ksf_err
-ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
-                           ksf_errinfo *ei)
-{
-    char topic[256];
-    unsigned char pbuf[KSFI_REQUEST_HEADERS_BUF];
-    ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
-    dr_ticket *t = ksfi_calloc(1, sizeof *t);
-    if (!t) {
-        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
-    }
-    t->request = true;
-    memcpy(t->id, q->id, sizeof t->id);
-    snprintf(topic, sizeof topic, "%s%s", q->pattern, KSFI_REPLY_SUFFIX);
-    size_t n = request_headers(cli, q->id, topic, partition, pbuf, proto);
-    if (!q->hdrs) {
-        q->hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
-    }
-    ksfi_kafka_add_headers(q->hdrs, proto, n);
-    outgoing m = {.bytes = q->value, .len = q->len, .hdrs = q->hdrs};
-    ksf_send_opts o = {.key = q->key, .key_len = q->key_len};
-    ksf_err e = produce(cli, q->pattern, &m, &o, t, ei);
-    q->hdrs = m.hdrs; /* NULL once librdkafka has them */
-    if (e) {
-        ksfi_free(t);
-    }
-    return e;
-}
-
 ksf_err
 ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
                 const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei)
 {
     char topic[256];
-    unsigned char pbuf[KSFI_REQUEST_HEADERS_BUF];
     outgoing m;
-    ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
     reply_slot *slot;
     int64_t wall_deadline;
     ksf_err e = send_check(cli, pattern, opts, cb, ei);
@@ -326,8 +271,12 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     /* Never wait here: a topic without its reply partition yet (a group join takes
      * seconds) or a pattern's first request (the sender thread first looks whether
      * its topic exists) goes to the sender thread, and the callback says how it went. */
-    reply_topic *rt;
-    if ((e = ksfi_client_topic_locked(cli, topic, &rt, ei))) {
+    pthread_mutex_lock(&cli->lock);
+    reply_topic *rt = cli->closing ? NULL : ksfi_client_topic_get_locked(cli, topic);
+    if (!rt) {
+        e = cli->closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
+                         : ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+        pthread_mutex_unlock(&cli->lock);
         goto fail;
     }
     slot = rt->state == TOPIC_READY && rt->checked ? rt->slot : NULL;
@@ -351,11 +300,7 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     }
     t->request = true;
     memcpy(t->id, p->id, sizeof t->id);
-    size_t n = request_headers(cli, p->id, topic, p->reply_partition, pbuf, proto);
-    if (!m.hdrs) {
-        m.hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
-    }
-    ksfi_kafka_add_headers(m.hdrs, proto, n);
+    ksfi_client_add_request_headers(cli, &m.hdrs, p->id, topic, p->reply_partition);
     char id[KSFI_ID_SIZE];
     memcpy(id, p->id, sizeof id); /* p may be finished and freed once produced */
     ksfi_pmetrics *pm = p->metrics;
