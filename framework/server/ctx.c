@@ -9,10 +9,17 @@
 #include "server/retry.h"
 #include "server/server.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* Reply headers beyond the protocol's: the user's extras, capped to keep it simple. */
 #define KSFI_CTX_EXTRA_MAX 64
+
+static void
+on_delivered(ksfi_kafka_delivery *d, const ksfi_kafka_report *r)
+{
+    ksfi_ctx_delivered((ksf_ctx *)((char *)d - offsetof(ksf_ctx, delivery)), r);
+}
 
 ksf_err
 ksfi_ctx_new(ksf_server *srv, rd_kafka_message_t *msg, ksf_ctx **out)
@@ -22,6 +29,7 @@ ksfi_ctx_new(ksf_server *srv, rd_kafka_message_t *msg, ksf_ctx **out)
         return KSF_ENOMEM;
     }
     ctx->srv = srv;
+    ctx->delivery.fn = on_delivered;
     ctx->msg = msg;
     ctx->topic = rd_kafka_topic_name(msg->rkt);
     ctx->meta.reply_partition = -1;
@@ -65,21 +73,21 @@ ksfi_ctx_release(ksf_ctx *ctx)
 }
 
 void
-ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic)
+ksfi_ctx_delivered(ksf_ctx *ctx, const ksfi_kafka_report *r)
 {
     ksf_server *srv = ctx->srv;
     if (ctx->is_event) { /* an event's only produce is its dead letter */
-        ksfi_retry_dead_letter_delivered(ctx, err, topic);
+        ksfi_retry_dead_letter_delivered(ctx, r);
         return;
     }
-    if (err) {
+    if (r->err) {
         char pa[16], off[24];
         ksf_log_field f[] = {{"topic", ctx->topic},
                              {"partition", KSFI_LOG_NUM(pa, ctx->msg->partition)},
                              {"offset", KSFI_LOG_NUM(off, ctx->msg->offset)},
                              {"correlation_id", ctx->correlation_id},
-                             {"reply_topic", topic},
-                             {"error", rd_kafka_err2str(err)}};
+                             {"reply_topic", r->topic},
+                             {"error", r->error}};
         ksfi_logkv(&srv->log, KSF_LOG_ERROR, "server", f, 6, "reply failed for good");
         atomic_fetch_add(&srv->counters.reply_failures, 1);
     } else {
@@ -109,8 +117,8 @@ produce(ksf_ctx *ctx, const void *value, size_t len, const void *key, size_t key
 {
     ksf_errinfo local;
     ksf_errinfo *e = ei ? ei : &local;
-    int32_t partition =
-        ctx->meta.reply_partition < 0 ? RD_KAFKA_PARTITION_UA : ctx->meta.reply_partition;
+    int32_t partition = ctx->meta.reply_partition < 0 ? KSFI_KAFKA_ANY_PARTITION
+                                                      : ctx->meta.reply_partition;
     ksf_err err = ksfi_server_produce(ctx->srv, ctx, ctx->reply_topic, partition, value,
                                       len, key, key_len, hdrs, n, e);
     if (err) {

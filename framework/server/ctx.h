@@ -8,6 +8,7 @@
 #define KSF_CTX_H
 
 #include "kafka/kafka.h"
+#include "kafka/produce.h"
 #include "obs/trace.h"
 
 #include <pthread.h>
@@ -24,6 +25,8 @@ typedef enum ksfi_ctx_phase {
 
 struct ksf_ctx {
     ksf_server *srv;
+    /* Where the delivery reports of this context's produces come (ksfi_ctx_delivered). */
+    ksfi_kafka_delivery delivery;
     rd_kafka_message_t *msg;
     const char *topic; /* borrowed from msg */
     ksfi_header *hdrs;
@@ -97,7 +100,7 @@ void ksfi_ctx_run(ksf_ctx *ctx);
 void ksfi_ctx_release(ksf_ctx *ctx);
 
 /* A reply's delivery report arrived (producer poll thread). */
-void ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic);
+void ksfi_ctx_delivered(ksf_ctx *ctx, const ksfi_kafka_report *r);
 
 /* The request's time budget ran out (the dispatcher's watch thread, holding a
  * reference): send the budget error unless the reply already ended. */

@@ -107,7 +107,7 @@ dead_letter(ksf_ctx *ctx)
     h[n++] = (ksfi_header){KSFI_DLQ_HDR_PARTITION, part, strlen(part)};
     h[n++] = (ksfi_header){KSFI_DLQ_HDR_OFFSET, off, strlen(off)};
     h[n++] = (ksfi_header){KSFI_DLQ_HDR_ATTEMPTS, tries, strlen(tries)};
-    if (ksfi_server_produce(srv, ctx, topic, RD_KAFKA_PARTITION_UA, m->payload, m->len,
+    if (ksfi_server_produce(srv, ctx, topic, KSFI_KAFKA_ANY_PARTITION, m->payload, m->len,
                             m->key, m->key ? m->key_len : 0, h, n, &ei)) {
         goto fail;
     }
@@ -164,17 +164,18 @@ ksfi_retry_run(ksf_ctx *ctx)
 }
 
 void
-ksfi_retry_dead_letter_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic)
+ksfi_retry_dead_letter_delivered(ksf_ctx *ctx, const ksfi_kafka_report *r)
 {
     ksf_server *srv = ctx->srv;
-    if (err) {
+    const char *topic = r->topic;
+    if (r->err) {
         int delay = policy_of(ctx).backoff_max_ms;
         atomic_fetch_add(&srv->counters.dlq_failures, 1);
         ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
                  "dead-lettering %s[%d]@%lld to %s failed: %s; trying again in %d ms "
                  "(the partition waits)",
                  ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset, topic,
-                 rd_kafka_err2str(err), delay);
+                 r->error, delay);
         ksfi_ctx_release(ctx); /* the produce's; the handler's stays for the retry */
         schedule(ctx, KSFI_RETRY_DEAD_LETTER, delay);
         return;

@@ -9,6 +9,7 @@
 #define KSF_RETRY_H
 
 #include "kafka/kafka.h"
+#include "kafka/produce.h"
 
 /* What a due retry does (ksf_ctx.retry_kind). */
 enum { KSFI_RETRY_RERUN = 0, KSFI_RETRY_DEAD_LETTER = 1 };
@@ -31,8 +32,7 @@ void ksfi_retry_event_failed(ksf_ctx *ctx, ksf_err status);
 void ksfi_retry_run(ksf_ctx *ctx);
 
 /* The delivery report of @p ctx's dead-letter produce (producer poll thread). */
-void ksfi_retry_dead_letter_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err,
-                                      const char *topic);
+void ksfi_retry_dead_letter_delivered(ksf_ctx *ctx, const ksfi_kafka_report *r);
 
 /* The delay before re-run @p attempt (1-based): backoff_ms * 2^(attempt-1), capped
  * at @p max_ms, then drawn from [d/2, d] so that many failing partitions spread out. */

@@ -4,6 +4,7 @@
  */
 #include "server/server.h"
 
+#include "kafka/produce.h"
 #include "kafka/reach.h"
 
 #include "base/alloc.h"
@@ -309,14 +310,6 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
 
 /* ---- the reply producer ------------------------------------------------------------ */
 
-static void
-dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-    (void)rk;
-    (void)opaque;
-    ksfi_ctx_delivered(m->_private, m->err, rd_kafka_topic_name(m->rkt));
-}
-
 ksf_err
 ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t partition,
                     const void *value, size_t len, const void *key, size_t key_len,
@@ -329,46 +322,25 @@ ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t pa
                       topic);
         goto out;
     }
-    rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
-    if (ksfi_kafka_add_headers(h, hdrs, nhdrs)) {
-        rd_kafka_headers_destroy(h);
-        e = ksfi_fail(ei, KSF_EKAFKA, "building the headers of a reply to %s", topic);
-        goto out;
-    }
-    /* rd_kafka_topic_new, unlike producev's own lookup by name, asks for the metadata
-     * of a topic the producer does not know yet at once: otherwise the first reply to a
-     * new reply topic waits for librdkafka's 1 s topic scan (~800 ms cold start). */
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(srv->producer, topic, NULL);
-    if (!rkt) {
-        rd_kafka_headers_destroy(h);
-        char what[300];
-        snprintf(what, sizeof what, "reply topic %s (check the kafka_replyTopic header)",
-                 topic);
-        e = ksfi_kafka_fail(ei, rd_kafka_last_error(), what);
-        goto out;
-    }
+    ksfi_kafka_out m = {
+        .topic = topic,
+        .partition = partition,
+        .value = value,
+        .len = len,
+        .key = key,
+        .key_len = key_len,
+        .hdrs = hdrs,
+        .nhdrs = nhdrs,
+        .delivery = &ctx->delivery,
+        /* A full queue drains as the poll thread serves delivery reports: a reply
+         * waits up to 5 s for room rather than being lost. */
+        .queue_full_wait_ms = 5000,
+        .what = ctx->is_event ? "a dead letter" : "a reply",
+    };
     atomic_fetch_add(&ctx->pending, 1);
-    rd_kafka_resp_err_t err;
-    /* A full queue drains as the poll thread serves delivery reports: back off a bit. */
-    for (int tries = 0;; tries++) {
-        err = rd_kafka_producev(
-            srv->producer, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY((void *)key, key_len),
-            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 500) {
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    rd_kafka_topic_destroy(rkt);
-    if (err) {
-        rd_kafka_headers_destroy(h);
+    e = ksfi_kafka_produce(srv->producer, &m, ei);
+    if (e) {
         atomic_fetch_sub(&ctx->pending, 1);
-        char what[300];
-        snprintf(what, sizeof what, "producing a reply to %s", topic);
-        e = ksfi_kafka_fail(ei, err, what);
     }
 out:
     pthread_rwlock_unlock(&srv->replies_lock);
@@ -800,7 +772,7 @@ create_producer(ksf_server *srv, ksf_errinfo *ei)
     if (e) {
         return e;
     }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    ksfi_kafka_conf_delivery(conf);
     rd_kafka_conf_set_opaque(conf, srv);
     srv->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!srv->producer) {
