@@ -29,42 +29,17 @@
 static ksf_err
 make_handles(ksf_client *cli, ksf_errinfo *ei)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = NULL;
     char *client_id = ksfi_config_client_id(cli->cfg, KSFI_CLIENT_POSTFIX);
     char *group_id = ksfi_config_group_id(cli->cfg, KSFI_CLIENT_POSTFIX);
     ksf_err e =
         client_id && group_id ? KSF_OK : ksfi_fail(ei, KSF_ENOMEM, "out of memory");
-    if (e ||
-        (e = ksfi_kafka_conf(cli->cfg, KSF_KAFKA_PRODUCER, client_id, NULL, &conf, ei))) {
-        goto done;
+    if (!e) {
+        e = ksfi_request_producer_new(cli->cfg, client_id, &cli->log, &cli->producer, ei);
     }
-    rd_kafka_conf_set_opaque(conf, cli);
-    rd_kafka_conf_set_dr_msg_cb(conf, ksfi_client_on_delivery);
-    if (!(cli->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err))) {
-        rd_kafka_conf_destroy(conf);
-        e = ksfi_fail(ei, KSF_EKAFKA, "cannot create the request producer: %s", err);
-        goto done;
+    if (!e) {
+        e = ksfi_reply_consumer_new(cli->cfg, client_id, group_id, &cli->log,
+                                    &cli->consumer, ei);
     }
-    cli->producer_q = rd_kafka_queue_get_main(cli->producer);
-    if ((e = ksfi_kafka_conf(cli->cfg, KSF_KAFKA_CONSUMER, client_id, group_id, &conf,
-                             ei))) {
-        goto done;
-    }
-    /* Reply partitions are assigned by hand at explicit offsets: nothing to commit. */
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-    /* End-of-partition events tell where fetching stands (seek after resume) and when a
-     * partition's first fetch is done (connect). */
-    rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err);
-    rd_kafka_conf_set_opaque(conf, cli);
-    if (!(cli->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err))) {
-        rd_kafka_conf_destroy(conf);
-        e = ksfi_fail(ei, KSF_EKAFKA, "cannot create the reply consumer: %s", err);
-        goto done;
-    }
-    rd_kafka_poll_set_consumer(cli->consumer);
-    cli->consumer_q = rd_kafka_queue_get_consumer(cli->consumer);
-done:
     ksfi_free(client_id);
     ksfi_free(group_id);
     return e;
@@ -112,7 +87,7 @@ stop_reply_thread(ksf_client *cli)
     pthread_mutex_lock(&cli->lock);
     cli->stop_reply = true;
     pthread_mutex_unlock(&cli->lock);
-    rd_kafka_queue_yield(cli->consumer_q);
+    ksfi_reply_consumer_wake(cli->consumer);
     pthread_join(cli->reply_thread, NULL);
     cli->reply_started = false;
 }
@@ -126,7 +101,7 @@ stop_dr_thread(ksf_client *cli)
     pthread_mutex_lock(&cli->lock);
     cli->stop_dr = true;
     pthread_mutex_unlock(&cli->lock);
-    rd_kafka_queue_yield(cli->producer_q);
+    ksfi_request_producer_wake(cli->producer);
     pthread_join(cli->dr_thread, NULL);
     cli->dr_started = false;
 }
@@ -137,30 +112,15 @@ stop_dr_thread(ksf_client *cli)
 static void
 client_free(ksf_client *cli)
 {
-    if (cli->producer) {
-        /* Whatever is still queued fails now; its reports free the tickets. */
-        rd_kafka_purge(cli->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_flush(cli->producer, 1000);
-    }
+    /* Whatever is still queued fails now; its reports free the tickets. */
+    ksfi_request_producer_destroy(cli->producer, 1000);
     while (cli->slots) {
         ksfi_client_slot_free_locked(cli, cli->slots);
     }
     if (cli->provider) {
         cli->provider->ops->destroy(cli->provider);
     }
-    if (cli->consumer_q) {
-        rd_kafka_queue_destroy(cli->consumer_q);
-    }
-    if (cli->producer_q) {
-        rd_kafka_queue_destroy(cli->producer_q);
-    }
-    if (cli->consumer) {
-        rd_kafka_consumer_close(cli->consumer);
-        rd_kafka_destroy(cli->consumer);
-    }
-    if (cli->producer) {
-        rd_kafka_destroy(cli->producer);
-    }
+    ksfi_reply_consumer_destroy(cli->consumer);
     while (cli->topics) {
         reply_topic *t = cli->topics;
         cli->topics = t->next;
@@ -218,6 +178,7 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
         goto fail;
     }
     cli->log = ksfi_logger_from_config(cli->cfg);
+    cli->plain_event.cli = cli;
     cli->idle_since = ksfi_client_now_ms();
     ksfi_idgen_init(&cli->ids);
     if ((e = make_handles(cli, ei))) {
@@ -318,9 +279,9 @@ wait_for_brokers(ksf_client *cli, int64_t deadline, ksf_errinfo *ei)
     int64_t left = deadline - ksfi_client_now_ms();
     int limit = cli->cfg->broker_unreachable_ms;
     bool connect_first = limit == 0 || left < limit;
-    ksf_err e =
-        ksfi_reach_brokers(cli->producer, cli->cfg,
-                           connect_first ? (left > 0 ? (int)left : 1) : limit, NULL, ei);
+    ksf_err e = ksfi_request_producer_reach(
+        cli->producer, cli->cfg, connect_first ? (left > 0 ? (int)left : 1) : limit, NULL,
+        ei);
     if (e == KSF_EKAFKA && connect_first) {
         /* The caller's deadline came first: a timeout, with the same sentence. */
         if (ei) {

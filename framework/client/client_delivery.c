@@ -12,37 +12,29 @@
 
 #include "client/client_requests.h"
 
-/* The ticket of every event emitted without a callback (see client_internal.h). */
-dr_ticket ksfi_plain_event;
-
 void
-ksfi_client_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+ksfi_client_on_delivery(ksfi_kafka_delivery *d, const ksfi_kafka_report *r)
 {
-    (void)rk;
-    ksf_client *cli = opaque;
-    dr_ticket *t = msg->_private;
-    if (!t) {
-        return;
-    }
+    dr_ticket *t = (dr_ticket *)d; /* its first member */
+    ksf_client *cli = t->cli;
     char text[KSF_ERRINFO_TEXT_SIZE] = "";
-    if (msg->err) {
+    if (r->err) {
         snprintf(text, sizeof text, "%s to %s failed: %s",
-                 t->request ? "request" : "event", rd_kafka_topic_name(msg->rkt),
-                 rd_kafka_err2str(msg->err));
+                 t->request ? "request" : "event", r->topic, r->error);
     }
     if (t->request) {
-        if (msg->err) {
+        if (r->err) {
             ksfi_client_fail_request(cli, t->id, KSF_EKAFKA, text);
         }
     } else {
-        if (!msg->err) {
+        if (!r->err) {
             atomic_fetch_add_explicit(&cli->emitted, 1, memory_order_relaxed);
         }
         if (t->cb) {
-            t->cb(msg->err ? KSF_EKAFKA : KSF_OK, text, t->user);
+            t->cb(r->err ? KSF_EKAFKA : KSF_OK, text, t->user);
         }
     }
-    if (t != &ksfi_plain_event) {
+    if (t != &cli->plain_event) {
         ksfi_free(t);
     }
 }
@@ -59,7 +51,7 @@ ksfi_client_delivery_main(void *arg)
         if (stop) {
             break;
         }
-        rd_kafka_queue_poll_callback(cli->producer_q, POLL_CAP_MS);
+        ksfi_request_producer_serve(cli->producer, POLL_CAP_MS);
     }
     return NULL;
 }

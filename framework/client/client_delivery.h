@@ -8,9 +8,10 @@
 
 #include "client/client_internal.h"
 
-/* The producer's delivery report callback (its opaque is the client); frees the
- * message's dr_ticket. Runs on the delivery thread. */
-void ksfi_client_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
+/* The delivery report of a message produced with dr_ticket @p d (its first member);
+ * frees the ticket (but the client's plain_event). Runs on the delivery thread, or on
+ * the destroying one for what destroy purges. */
+void ksfi_client_on_delivery(ksfi_kafka_delivery *d, const ksfi_kafka_report *r);
 
 /* The thread's body (pthread_create with the client); returns once cli->stop_dr is set
  * and the producer queue woken. */

@@ -20,8 +20,9 @@
 #include "client/reply_provider.h"
 #include "codec/codec.h"
 #include "codec/wire.h"
-#include "kafka/kafka.h"
-#include "kafka/reach.h"
+#include "kafka/produce.h"
+#include "kafka/reply_consumer.h"
+#include "kafka/request_producer.h"
 #include "obs/metrics.h"
 #include "obs/trace.h"
 #include "server/deadline.h"
@@ -54,6 +55,14 @@ typedef struct reply_slot {
 
 typedef enum { TOPIC_NEW, TOPIC_ACQUIRING, TOPIC_READY } topic_state;
 
+/* The headers a message will carry, in wire order (client_produce.h). Who owns the
+ * bytes depends on the holder: borrowed while a send runs, one owned block in a
+ * queued send. */
+typedef struct ksfi_client_hdrs {
+    ksfi_header *h;
+    size_t n, cap;
+} ksfi_client_hdrs;
+
 /* A request whose send returned before it could be produced: its reply topic had no
  * partition yet, or it is the first to its pattern (see client_sender.c).
  * Owns a copy of everything the produce needs; found again by correlation id. */
@@ -65,7 +74,8 @@ typedef struct queued_send {
     size_t len;
     void *key;
     size_t key_len;
-    rd_kafka_headers_t *hdrs; /* user and context headers; the kafka_* come later */
+    ksfi_client_hdrs hdrs; /* user and context headers, one owned block with room
+                            * for the kafka_* ones, which come later */
 } queued_send;
 
 /* A reply topic this client consumes or will consume; never freed before destroy. */
@@ -82,24 +92,23 @@ typedef struct reply_topic {
     ksfi_pmetrics *metrics; /* the pattern's; NULL when it could not be allocated */
 } reply_topic;
 
-/* The msg_opaque of every produced message, freed by its delivery report. */
+/* What every produced message carries to its delivery report, which frees it (all but
+ * the client's plain_event ticket). */
 typedef struct dr_ticket {
+    ksfi_kafka_delivery delivery; /* first: the report's pointer is the ticket's */
+    ksf_client *cli;
     bool request;
     char id[KSFI_ID_SIZE];
     ksf_emit_fn cb;
     void *user;
 } dr_ticket;
 
-/* The shared ticket of events without a callback: nothing per event to allocate. */
-extern dr_ticket ksfi_plain_event;
-
 struct ksf_client {
-    ksfi_logger log; /* first: librdkafka's log callback reads it from the opaque */
+    ksfi_logger log;
     ksf_config *cfg;
-    rd_kafka_t *producer;
-    rd_kafka_t *consumer;
-    rd_kafka_queue_t *consumer_q; /* yielded to wake the reply thread */
-    rd_kafka_queue_t *producer_q; /* the producer's main queue: delivery reports */
+    ksfi_request_producer *producer;
+    ksfi_reply_consumer *consumer;
+    dr_ticket plain_event; /* shared by events without a callback: nothing to allocate */
     ksfi_reply_provider *provider;
     pthread_t reply_thread, dr_thread, sender_thread;
     bool reply_started, dr_started, sender_started;

@@ -86,24 +86,17 @@ count_stray_locked(ksf_client *cli, const char *id, size_t len, const char *topi
     }
 }
 
+/* Match reply message @p msg (its headers read) to its request and deliver it. */
 static void
-handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
+handle_reply(ksf_client *cli, const ksfi_reply_event *msg)
 {
-    ksfi_header *hdrs = NULL;
-    size_t nhdrs = 0;
     ksfi_reply_meta meta;
-    if (ksfi_kafka_read_headers(msg, &hdrs, &nhdrs) != KSF_OK) {
-        ksfi_log(&cli->log, KSF_LOG_ERROR, "client",
-                 "out of memory reading reply headers");
-        return;
-    }
-    ksfi_parse_reply_headers(hdrs, nhdrs, &meta);
+    ksfi_parse_reply_headers(msg->hdrs, msg->nhdrs, &meta);
     if (cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING) {
         meta.is_disposed = true; /* Spring answers once and sends no end marker */
     }
     if (!meta.correlation_id) {
-        ksfi_free(hdrs); /* not a reply: NestJS ignores it too */
-        return;
+        return; /* not a reply: NestJS ignores it too */
     }
     const char *cid = meta.correlation_id;
     size_t cid_len = meta.correlation_id_len;
@@ -118,12 +111,11 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
     pthread_mutex_lock(&cli->lock);
     ksfi_pending *p = ksfi_inflight_find(cli->inflight, cid, cid_len);
     if (!p) {
-        count_stray_locked(cli, cid, cid_len, rd_kafka_topic_name(msg->rkt));
+        count_stray_locked(cli, cid, cid_len, msg->topic);
         pthread_mutex_unlock(&cli->lock);
-        ksfi_free(hdrs);
         return;
     }
-    const void *raw = msg->payload;
+    const void *raw = msg->value;
     size_t raw_len = msg->len;
     if (!meta.is_disposed) {
         /* An intermediate stream value. */
@@ -144,7 +136,6 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
         if (stream) {
             deliver_reply(cb, user, id, &meta, raw, raw_len, false, false);
         }
-        ksfi_free(hdrs);
         return;
     }
     ksfi_client_finish_locked(cli, p, KSFI_RECENT_ANSWERED);
@@ -185,7 +176,6 @@ handle_reply(ksf_client *cli, const rd_kafka_message_t *msg)
     }
     deliver_reply(p->cb, p->user, p->id, &meta, raw, raw_len, bare_end, true);
     ksfi_client_pending_free(p);
-    ksfi_free(hdrs);
 }
 
 /* ---- the reply thread ------------------------------------------------------------- */
@@ -271,23 +261,24 @@ ksfi_client_reply_main(void *arg)
             ksfi_client_deliver_local(expired, KSF_ETIMEDOUT, text);
             expired = next;
         }
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(cli->consumer, timeout_ms);
-        if (!msg) {
-            continue;
-        }
-        if (!msg->err || msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        ksfi_reply_event ev;
+        ksf_err e = ksfi_reply_consumer_poll(cli->consumer, timeout_ms, &ev);
+        if (ev.kind == KSFI_REPLY_MESSAGE || ev.kind == KSFI_REPLY_END) {
             /* An end-of-partition event's offset is the next one to fetch. */
-            ksfi_client_note_position(
-                cli, msg->rkt ? rd_kafka_topic_name(msg->rkt) : NULL, msg->partition,
-                msg->err ? msg->offset : msg->offset + 1);
+            ksfi_client_note_position(cli, ev.topic, ev.partition,
+                                      ev.kind == KSFI_REPLY_END ? ev.offset
+                                                                : ev.offset + 1);
         }
-        if (msg->err && msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        if (ev.kind == KSFI_REPLY_ERROR) {
             ksfi_log(&cli->log, KSF_LOG_WARNING, "client", "reply consumer: %s",
-                     rd_kafka_message_errstr(msg));
-        } else if (!msg->err) {
-            handle_reply(cli, msg);
+                     ev.error);
+        } else if (ev.kind == KSFI_REPLY_MESSAGE && e) {
+            ksfi_log(&cli->log, KSF_LOG_ERROR, "client",
+                     "out of memory reading reply headers");
+        } else if (ev.kind == KSFI_REPLY_MESSAGE) {
+            handle_reply(cli, &ev);
         }
-        rd_kafka_message_destroy(msg);
+        ksfi_reply_event_release(&ev);
     }
     return NULL;
 }

@@ -15,36 +15,41 @@
 
 /* ---- sending ----------------------------------------------------------------------- */
 
-/* A message ready to produce: encoded value, headers, key. */
+/* Headers of a message with no user headers: deadline, trace, protocol. */
+#define FIXED_HEADERS (1 + KSFI_TRACE_HEADERS_MAX + KSFI_PROTO_HEADERS_MAX)
+
+/* A message ready to produce: encoded value, headers, key. The headers borrow from the
+ * caller's opts and from the buffers below, so an outgoing lives only for one call. */
 typedef struct outgoing {
     char *value; /* owned when encoded */
     const void *bytes;
     size_t len;
-    rd_kafka_headers_t *hdrs;
+    ksfi_client_hdrs hdrs;            /* hdrs.h is fixed[] or, with user headers, owned */
+    ksfi_header fixed[FIXED_HEADERS]; /* no allocation without user headers */
+    char tp[KSFI_TRACEPARENT_LEN + 1];             /* the traceparent value */
+    char dl[21];                                   /* the ksf_deadline value */
+    unsigned char proto[KSFI_REQUEST_HEADERS_BUF]; /* the kafka_* values */
 } outgoing;
 
 static void
 outgoing_clear(outgoing *m)
 {
     ksfi_free(m->value);
-    if (m->hdrs) {
-        rd_kafka_headers_destroy(m->hdrs);
+    if (m->hdrs.h != m->fixed) {
+        ksfi_free(m->hdrs.h);
     }
-    memset(m, 0, sizeof *m);
+    m->value = NULL;
+    m->bytes = NULL;
+    m->len = 0;
+    m->hdrs = (ksfi_client_hdrs){m->fixed, 0, FIXED_HEADERS};
 }
 
-/* The caller's extra headers: names not reserved, values strings. */
+/* The caller's extra headers: names not reserved, values strings (borrowed). */
 static ksf_err
-add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
+add_user_headers(ksfi_client_hdrs *hs, const json_t *user, ksf_errinfo *ei)
 {
     const char *name;
     json_t *v;
-    if (!user) {
-        return KSF_OK;
-    }
-    if (!json_is_object(user)) {
-        return ksfi_fail(ei, KSF_EINVAL, "opts.headers must be a JSON object of strings");
-    }
     json_object_foreach ((json_t *)user, name, v) {
         if (!strncmp(name, KSFI_HDR_RESERVED_PREFIX, strlen(KSFI_HDR_RESERVED_PREFIX))) {
             return ksfi_fail(ei, KSF_EINVAL,
@@ -56,8 +61,7 @@ add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
             return ksfi_fail(ei, KSF_EINVAL,
                              "header \"%s\": the value must be a JSON string", name);
         }
-        rd_kafka_header_add(hdrs, name, -1, json_string_value(v),
-                            (ssize_t)json_string_length(v));
+        ksfi_client_hdrs_add(hs, name, json_string_value(v), json_string_length(v));
     }
     return KSF_OK;
 }
@@ -68,7 +72,8 @@ outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
                outgoing *m, ksf_errinfo *ei)
 {
     ksf_err e;
-    memset(m, 0, sizeof *m);
+    m->value = NULL;
+    m->hdrs = (ksfi_client_hdrs){m->fixed, 0, FIXED_HEADERS};
     if (opts && opts->raw_value) {
         m->bytes = opts->raw_value;
         m->len = opts->raw_len;
@@ -90,11 +95,20 @@ outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
                       "the key is %zu bytes, more than message.max.bytes", opts->key_len);
         goto fail;
     }
-    /* An event without extra headers carries none: no header list to allocate. */
     const json_t *user = opts ? opts->headers : NULL;
-    if (user && (!json_is_object(user) || json_object_size(user) > 0)) {
-        m->hdrs = rd_kafka_headers_new(8);
-        if ((e = add_user_headers(m->hdrs, user, ei))) {
+    if (user && !json_is_object(user)) {
+        e = ksfi_fail(ei, KSF_EINVAL, "opts.headers must be a JSON object of strings");
+        goto fail;
+    }
+    if (user && json_object_size(user) > 0) {
+        size_t cap = json_object_size(user) + FIXED_HEADERS;
+        if (!(m->hdrs.h = ksfi_malloc(cap * sizeof *m->hdrs.h))) {
+            m->hdrs.h = m->fixed;
+            e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+            goto fail;
+        }
+        m->hdrs.cap = cap;
+        if ((e = add_user_headers(&m->hdrs, user, ei))) {
             goto fail;
         }
     }
@@ -107,33 +121,26 @@ fail:
 /*
  * The headers of trace.h and deadline.h: ksf_deadline when @p deadline (epoch ms) is
  * set, then traceparent (and tracestate). Errors: KSF_EINVAL for a bad opts.traceparent
- * or opts.tracestate, KSF_EKAFKA.
+ * or opts.tracestate.
  */
 static ksf_err
 add_context_headers(outgoing *m, const ksf_send_opts *opts, int64_t deadline,
                     ksf_errinfo *ei)
 {
-    char tp[KSFI_TRACEPARENT_LEN + 1], dl[21];
-    ksfi_header h[1 + KSFI_TRACE_HEADERS_MAX];
-    size_t n = 0, nt = 0;
+    ksfi_client_hdrs *hs = &m->hdrs;
     if (deadline > 0) {
-        h[n++] = (ksfi_header){KSFI_HDR_DEADLINE, dl, ksfi_deadline_format(deadline, dl)};
+        ksfi_client_hdrs_add(hs, KSFI_HDR_DEADLINE, m->dl,
+                             ksfi_deadline_format(deadline, m->dl));
     }
+    size_t nt = 0;
     ksf_err e = ksfi_trace_outgoing(opts ? opts->traceparent : NULL,
-                                    opts ? opts->tracestate : NULL, tp, h + n, &nt, ei);
-    if (e) {
-        return e;
-    }
-    if (!m->hdrs) {
-        m->hdrs = rd_kafka_headers_new(8);
-    }
-    if (ksfi_kafka_add_headers(m->hdrs, h, n + nt)) {
-        return ksfi_fail(ei, KSF_EKAFKA, "could not add the trace headers");
-    }
-    return KSF_OK;
+                                    opts ? opts->tracestate : NULL, m->tp, hs->h + hs->n,
+                                    &nt, ei);
+    hs->n += e ? 0 : nt;
+    return e;
 }
 
-/* Produce @p m to @p topic; on success the headers belong to librdkafka. */
+/* Produce @p m to @p topic with ticket @p t. */
 static ksf_err
 produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *opts,
         dr_ticket *t, ksf_errinfo *ei)
@@ -194,14 +201,13 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_topic *rt, reply_slot *sl
         ksfi_client_set_paused_locked(cli, false);
     }
     if (p->deadline_ms < cli->wake_at) {
-        rd_kafka_queue_yield(cli->consumer_q); /* the reply thread sleeps too long */
+        ksfi_reply_consumer_wake(cli->consumer); /* the reply thread sleeps too long */
     }
     return KSF_OK;
 }
 
-/* Copy what producing @p m needs into a queued send for @p p's id (under lock). The
- * headers move; the value and key are copied (a raw value is borrowed from the
- * caller only for the call). */
+/* Copy what producing @p m needs into a queued send for @p p's id (under lock): the
+ * value, key and headers are borrowed from the caller only for the call. */
 static ksf_err
 queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char *pattern,
              outgoing *m, const ksf_send_opts *opts, ksf_errinfo *ei)
@@ -210,6 +216,7 @@ queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char
     const void *key = opts ? opts->key : NULL;
     size_t key_len = key ? opts->key_len : 0;
     if (!q || !(q->pattern = ksfi_strdup(pattern)) ||
+        ksfi_client_hdrs_copy(&m->hdrs, KSFI_PROTO_HEADERS_MAX, &q->hdrs) ||
         (m->bytes && !(q->value = ksfi_malloc(m->len ? m->len : 1))) ||
         (key && !(q->key = ksfi_malloc(key_len ? key_len : 1)))) {
         ksfi_client_queued_free(q);
@@ -224,8 +231,6 @@ queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char
         memcpy(q->key, key, key_len);
         q->key_len = key_len;
     }
-    q->hdrs = m->hdrs;
-    m->hdrs = NULL;
     ksfi_client_queue_locked(cli, rt, q);
     return KSF_OK;
 }
@@ -300,7 +305,8 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     }
     t->request = true;
     memcpy(t->id, p->id, sizeof t->id);
-    ksfi_client_add_request_headers(cli, &m.hdrs, p->id, topic, p->reply_partition);
+    ksfi_client_add_request_headers(cli, &m.hdrs, p->id, topic, p->reply_partition,
+                                    m.proto);
     char id[KSFI_ID_SIZE];
     memcpy(id, p->id, sizeof id); /* p may be finished and freed once produced */
     ksfi_pmetrics *pm = p->metrics;
@@ -415,21 +421,21 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
         outgoing_clear(&m);
         return e;
     }
-    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &ksfi_plain_event;
+    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &cli->plain_event;
     if (!t) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     } else {
         pthread_mutex_lock(&cli->lock);
         bool closing = cli->closing;
         pthread_mutex_unlock(&cli->lock);
-        if (t != &ksfi_plain_event) {
+        if (t != &cli->plain_event) {
             t->cb = cb;
             t->user = user;
         }
         e = closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
                     : produce(cli, pattern, &m, opts, t, ei);
     }
-    if (e && t != &ksfi_plain_event) {
+    if (e && t != &cli->plain_event) {
         ksfi_free(t);
     }
     outgoing_clear(&m);
@@ -461,7 +467,8 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
     int queued;
     /* The delivery thread broadcasts after every poll; the short slices also cover
      * messages leaving between its last broadcast and this check. */
-    while ((queued = rd_kafka_outq_len(cli->producer) + waiting_locked(cli)) > 0) {
+    while ((queued = ksfi_request_producer_queued(cli->producer) + waiting_locked(cli)) >
+           0) {
         int64_t now = ksfi_client_now_ms();
         if (now >= deadline) {
             e = ksfi_fail(ei, KSF_ETIMEDOUT,

@@ -23,9 +23,7 @@ void
 ksfi_client_queued_free(queued_send *q)
 {
     if (q) {
-        if (q->hdrs) {
-            rd_kafka_headers_destroy(q->hdrs);
-        }
+        ksfi_client_hdrs_free(&q->hdrs);
         ksfi_free(q->pattern);
         ksfi_free(q->value);
         ksfi_free(q->key);
@@ -58,27 +56,6 @@ sender_next_locked(ksf_client *cli)
     return NULL;
 }
 
-/* Does @p pattern exist as a topic? A Metadata request for all topics: asking for the
- * one topic would create it on a broker that auto-creates topics (and on the embedded
- * broker always), which is exactly what must not happen before the first produce.
- * Unknown (an error) counts as existing: say nothing rather than something wrong. */
-static bool
-topic_missing(ksf_client *cli, const char *pattern)
-{
-    const struct rd_kafka_metadata *md = NULL;
-    if (rd_kafka_metadata(cli->producer, 1, NULL, &md, 2000) !=
-        RD_KAFKA_RESP_ERR_NO_ERROR) {
-        return false;
-    }
-    bool found = false;
-    for (int i = 0; i < md->topic_cnt && !found; i++) {
-        found = !strcmp(md->topics[i].topic, pattern) &&
-                md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-    }
-    rd_kafka_metadata_destroy(md);
-    return !found;
-}
-
 /* The latest deadline of @p t's waiting sends still in flight (0: none); under lock. */
 static int64_t
 waiting_deadline_locked(ksf_client *cli, const reply_topic *t)
@@ -99,6 +76,7 @@ static ksf_err
 produce_queued(ksf_client *cli, queued_send *q, int32_t partition, ksf_errinfo *ei)
 {
     char topic[256];
+    unsigned char buf[KSFI_REQUEST_HEADERS_BUF];
     dr_ticket *t = ksfi_calloc(1, sizeof *t);
     if (!t) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
@@ -106,8 +84,8 @@ produce_queued(ksf_client *cli, queued_send *q, int32_t partition, ksf_errinfo *
     t->request = true;
     memcpy(t->id, q->id, sizeof t->id);
     snprintf(topic, sizeof topic, "%s%s", q->pattern, KSFI_REPLY_SUFFIX);
-    ksfi_client_add_request_headers(cli, &q->hdrs, q->id, topic, partition);
-    /* q->hdrs is NULL afterwards once librdkafka has them */
+    /* ksfi_client_hdrs_copy left room for them */
+    ksfi_client_add_request_headers(cli, &q->hdrs, q->id, topic, partition, buf);
     ksf_err e = ksfi_client_produce(cli, q->pattern, q->value, q->len, q->key, q->key_len,
                                     &q->hdrs, t, ei);
     if (e) {
@@ -184,8 +162,9 @@ sender_serve(ksf_client *cli, reply_topic *t)
     bool reached = cli->reached, checked = t->checked;
     pthread_mutex_unlock(&cli->lock);
     if (!reached) {
-        e = ksfi_reach_brokers(cli->producer, cli->cfg, cli->cfg->broker_unreachable_ms,
-                               &cli->stop_sender, &ei);
+        e = ksfi_request_producer_reach(cli->producer, cli->cfg,
+                                        cli->cfg->broker_unreachable_ms,
+                                        &cli->stop_sender, &ei);
         pthread_mutex_lock(&cli->lock);
         cli->reached = !e;
         pthread_mutex_unlock(&cli->lock);
@@ -194,7 +173,10 @@ sender_serve(ksf_client *cli, reply_topic *t)
         size_t n = strlen(t->name) - (sizeof KSFI_REPLY_SUFFIX - 1);
         char pattern[256];
         snprintf(pattern, sizeof pattern, "%.*s", (int)n, t->name);
-        bool missing = topic_missing(cli, pattern);
+        /* All topics are listed: asking for the one would create it (see
+         * ksfi_request_producer_topic_exists), which must not happen before the first
+         * produce. */
+        bool missing = !ksfi_request_producer_topic_exists(cli->producer, pattern, 2000);
         pthread_mutex_lock(&cli->lock);
         t->missing = missing;
         t->checked = true;

@@ -8,8 +8,7 @@
  * timeout, so late replies are still seen and counted; client_reply_thread.c decides)
  * the reply partitions are paused, so an idle client sends no Fetch requests; the next
  * send resumes them before it produces its request, and seeks them to where they stood
- * (see resume_fetch_locked: a bare resume leaves librdkafka's fetcher asleep for up to
- * 1 s).
+ * (see slot_position_locked).
  *
  * Locking: everything here runs under cli->lock except the provider's acquire, which
  * ksfi_client_reply_slot_get calls with the lock dropped (it takes seconds in a group
@@ -19,61 +18,29 @@
 
 /* ---- pause and resume -------------------------------------------------------------- */
 
-/*
- * Resume @p list and seek each partition whose position we know to that position; under
- * lock. The seek is what makes the resume prompt: librdkafka 2.0.2's resume only clears
- * a flag in its main thread and does not wake the broker thread, which sleeps up to
- * rd_kafka_max_block_ms (1 s) before it fetches again (~500 ms per request after idle).
- * A seek to an absolute offset wakes it ("seek done"), and it goes through the same
- * partition op queue as the resume, so it is applied after it. The offset is the one
- * the resume would fetch from anyway: nothing is skipped. (A reply the reply thread has
- * polled but not yet noted would be read again and counted as a duplicate; only a
- * stray one can be in that window, since nothing was in flight while paused.)
- */
-static void
-resume_fetch_locked(ksf_client *cli, rd_kafka_topic_partition_list_t *list)
+/* Where fetching of @p topic [@p partition] stands, for the seek after a resume (see
+ * ksfi_reply_consumer_set_paused: a bare resume leaves librdkafka's fetcher asleep for
+ * up to 1 s); -1 when unknown. Runs under lock, inside set_paused_locked. A reply the
+ * reply thread has polled but not yet noted would be read again and counted as a
+ * duplicate; only a stray one can be in that window, since nothing was in flight while
+ * paused. */
+static int64_t
+slot_position_locked(void *arg, const char *topic, int32_t partition)
 {
-    rd_kafka_resume_partitions(cli->consumer, list);
-    rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(list->cnt);
-    for (int i = 0; seek && i < list->cnt; i++) {
-        for (reply_slot *s = cli->slots; s; s = s->next) {
-            if (s->next_offset >= 0 && s->partition == list->elems[i].partition &&
-                !strcmp(s->topic, list->elems[i].topic)) {
-                rd_kafka_topic_partition_list_add(seek, s->topic, s->partition)->offset =
-                    s->next_offset;
-                break;
-            }
+    ksf_client *cli = arg;
+    for (reply_slot *s = cli->slots; s; s = s->next) {
+        if (s->next_offset >= 0 && s->partition == partition &&
+            !strcmp(s->topic, topic)) {
+            return s->next_offset;
         }
     }
-    if (seek && seek->cnt > 0) {
-        rd_kafka_error_t *kerr = rd_kafka_seek_partitions(cli->consumer, seek, 0);
-        if (kerr) { /* the resume still works, only up to 1 s later */
-            ksfi_log(&cli->log, KSF_LOG_WARNING, "client", "seek after resume: %s",
-                     rd_kafka_error_string(kerr));
-            rd_kafka_error_destroy(kerr);
-        }
-    }
-    if (seek) {
-        rd_kafka_topic_partition_list_destroy(seek);
-    }
+    return -1;
 }
 
-/* Pause or resume every assigned reply partition (idle handling); under lock. */
 void
 ksfi_client_set_paused_locked(ksf_client *cli, bool pause)
 {
-    rd_kafka_topic_partition_list_t *list = NULL;
-    if (rd_kafka_assignment(cli->consumer, &list) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        list->cnt > 0) {
-        if (pause) {
-            rd_kafka_pause_partitions(cli->consumer, list);
-        } else {
-            resume_fetch_locked(cli, list);
-        }
-    }
-    if (list) {
-        rd_kafka_topic_partition_list_destroy(list);
-    }
+    ksfi_reply_consumer_set_paused(cli->consumer, pause, slot_position_locked, cli);
     cli->paused = pause;
 }
 

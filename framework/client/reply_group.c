@@ -12,7 +12,6 @@
 #include "client/reply_provider.h"
 #include "codec/wire.h"
 #include "group/membership.h"
-#include "kafka/kafka.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -257,9 +256,9 @@ partition_count_cb(void *user, const char *topic)
     pthread_mutex_unlock(&p->lock);
     if (n < 0) { /* another member's reply topic: ask the brokers (leader only) */
         int count = 0;
-        if (ksfi_kafka_partition_count(p->base.host.consumer, topic,
-                                       ksfi_reply_now_ms() + 5000, &count,
-                                       NULL) == KSF_OK) {
+        if (ksfi_reply_consumer_partition_count(p->base.host.consumer, topic,
+                                                ksfi_reply_now_ms() + 5000, &count,
+                                                NULL) == KSF_OK) {
             n = count;
         }
     }
@@ -317,8 +316,8 @@ topic_partitions(group_provider *p, const char *name, int64_t deadline, int *cou
     *count = t ? (int)t->partitions : 0;
     pthread_mutex_unlock(&p->lock);
     return t ? KSF_OK
-             : ksfi_kafka_partition_count(p->base.host.consumer, name, deadline, count,
-                                          ei);
+             : ksfi_reply_consumer_partition_count(p->base.host.consumer, name, deadline,
+                                                   count, ei);
 }
 
 /* Find @p name, or add it with @p count partitions without announcing it (*added);
@@ -462,13 +461,14 @@ fetch_picked(group_provider *p, gtopic *t, int32_t partition, int64_t deadline,
     ksf_err e = oom ? ksfi_fail(ei, KSF_ENOMEM, "out of memory") : KSF_OK;
     if (!oom && fresh) {
         pthread_mutex_unlock(&p->lock);
-        e = ksfi_reply_fetch_from_end(&p->base.host, t->name, partition, deadline, ei);
+        e = ksfi_reply_consumer_fetch_from_end(p->base.host.consumer, t->name, partition,
+                                               deadline, ei);
         pthread_mutex_lock(&p->lock);
     }
     *lost = !e && t->advertised != partition;
     if (!oom && (e || *lost) && fetch_unref_locked(p, t->name, partition) && !e) {
         pthread_mutex_unlock(&p->lock);
-        ksfi_reply_unfetch(&p->base.host, t->name, partition);
+        ksfi_reply_consumer_unfetch(p->base.host.consumer, t->name, partition);
         pthread_mutex_lock(&p->lock);
     }
     if (e) {
@@ -562,7 +562,7 @@ group_release(ksfi_reply_provider *base, const char *topic, int32_t partition)
     bool last = fetch_unref_locked(p, topic, partition);
     pthread_mutex_unlock(&p->lock);
     if (last) {
-        ksfi_reply_unfetch(&base->host, topic, partition);
+        ksfi_reply_consumer_unfetch(base->host.consumer, topic, partition);
     }
 }
 
