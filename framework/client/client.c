@@ -178,7 +178,7 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
         goto fail;
     }
     cli->log = ksfi_logger_from_config(cli->cfg);
-    cli->plain_event.cli = cli;
+    cli->plain_event = (dr_ticket){.delivery.fn = ksfi_client_on_delivery, .cli = cli};
     cli->idle_since = ksfi_client_now_ms();
     ksfi_idgen_init(&cli->ids);
     if ((e = make_handles(cli, ei))) {

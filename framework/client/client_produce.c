@@ -64,8 +64,10 @@ ksfi_client_produce(ksf_client *cli, const char *topic, const void *value, size_
                     const void *key, size_t key_len, const ksfi_client_hdrs *hs,
                     dr_ticket *t, ksf_errinfo *ei)
 {
-    t->delivery.fn = ksfi_client_on_delivery;
-    t->cli = cli;
+    if (t != &cli->plain_event) { /* shared and set once: never written here */
+        t->delivery.fn = ksfi_client_on_delivery;
+        t->cli = cli;
+    }
     ksfi_kafka_out m = {.topic = topic,
                         .partition = KSFI_KAFKA_ANY_PARTITION,
                         .value = value,
