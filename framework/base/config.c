@@ -3,7 +3,6 @@
 #include "base/alloc.h"
 #include "base/errinfo.h"
 #include "codec/wire.h"
-#include "server/deadline.h"
 #include "server/reply_policy.h"
 
 #include <errno.h>
@@ -856,4 +855,26 @@ ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix)
         base = program_invocation_short_name;
     }
     return join_id(base, cfg->postfix_id ? cfg->postfix_id : default_postfix);
+}
+
+/* ---- the logging settings (log.c reads none of config's fields) ---------------- */
+
+void
+ksf_config_set_log_structured(ksf_config *cfg, ksf_log_structured_fn fn, void *user,
+                              ksf_log_level max_level)
+{
+    if (!cfg) {
+        return;
+    }
+    cfg->slog_fn = fn;
+    cfg->slog_user = user;
+    cfg->slog_max_level = max_level;
+}
+
+ksfi_logger
+ksfi_logger_from_config(const ksf_config *cfg)
+{
+    ksfi_logger lg = {cfg->log_fn,  cfg->log_user,  cfg->log_max_level,
+                      cfg->slog_fn, cfg->slog_user, cfg->slog_max_level};
+    return lg;
 }

@@ -335,6 +335,35 @@ shed(ksf_ctx *ctx)
     return true;
 }
 
+/* At most one "skipped, deadline passed" debug line a second per server. */
+#define EXPIRED_LOG_INTERVAL_MS 1000
+
+/*
+ * True when @p ctx carries a deadline that passed more than server.deadline.skew.ms
+ * ago. The skip is counted in `expired` and logged at debug (rate-limited).
+ */
+static bool
+expired(ksf_ctx *ctx)
+{
+    ksf_server *srv = ctx->srv;
+    int64_t late = 0;
+    if (!ksfi_deadline_passed(ctx->scope.deadline_ms, ksfi_wall_ms(),
+                              srv->cfg->server_deadline_skew_ms, &late)) {
+        return false;
+    }
+    atomic_fetch_add(&srv->counters.expired, 1);
+    uint64_t held = 0;
+    if (ksfi_ratelimit_take(&srv->expired_log, EXPIRED_LOG_INTERVAL_MS, &held)) {
+        /* Debug only: under overload this is every message, and the count says it. */
+        ksfi_log(&srv->log, KSF_LOG_DEBUG, "server",
+                 "%s[%d]@%lld: skipped, its deadline passed %lld ms ago (the caller gave "
+                 "up; no reply); %llu more skipped since the last line",
+                 ctx->topic, (int)ctx->msg->partition, (long long)ctx->msg->offset,
+                 (long long)late, (unsigned long long)held);
+    }
+    return true;
+}
+
 /*
  * Read the headers and find the handler. Returns false when the message needs nothing
  * more: malformed headers (logged, counted) or no handler (answered or logged).
@@ -364,7 +393,7 @@ prepare(ksf_ctx *ctx)
     ctx->handler = ksfi_server_find(srv, ctx->topic);
     ctx->is_event = !ctx->meta.is_request ||
                     (ctx->handler && ctx->handler->kind == KSF_HANDLER_EVENT);
-    if (ksfi_ctx_expired(ctx)) {
+    if (expired(ctx)) {
         return false; /* counted and logged; nobody waits for the answer any more */
     }
     if (!ctx->is_event && ctx->reply_topic && reply_refused(ctx)) {
