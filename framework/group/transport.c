@@ -120,10 +120,8 @@ conf_str(ksfi_kafka_settings *conf, const char *key, char **out)
 static bool
 conf_is(ksfi_kafka_settings *conf, const char *key, const char *value)
 {
-    char *v = NULL;
-    bool is = ksfi_kafka_conf_value(conf, key, &v) == KSF_OK && v && !strcmp(v, value);
-    ksfi_free(v);
-    return is;
+    char v[256];
+    return ksfi_kafka_conf_value_in(conf, key, v, sizeof v) && strcmp(v, value) == 0;
 }
 
 /* Settings the membership connection cannot honour, when TLS is on. */
@@ -142,23 +140,20 @@ static ksf_err
 read_protocol(ksfi_kafka_settings *conf, ksfi_security *s, ksf_errinfo *ei)
 {
     static const char *const names[] = {"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"};
-    char *v = NULL;
-    if (ksfi_kafka_conf_value(conf, "security.protocol", &v) != KSF_OK) {
-        return KSF_ENOMEM;
+    char v[64];
+    if (!ksfi_kafka_conf_value_in(conf, "security.protocol", v, sizeof v)) {
+        v[0] = '\0';
     }
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (v && strcmp(v, names[i]) == 0) {
+        if (strcmp(v, names[i]) == 0) {
             s->protocol = (ksfi_sec_protocol)i;
-            ksfi_free(v);
             return KSF_OK;
         }
     }
-    ksf_err e = ksfi_fail(ei, KSF_EINVAL,
-                          "security.protocol \"%s\": expected plaintext, ssl, "
-                          "sasl_plaintext or sasl_ssl",
-                          v ? v : "");
-    ksfi_free(v);
-    return e;
+    return ksfi_fail(ei, KSF_EINVAL,
+                     "security.protocol \"%s\": expected plaintext, ssl, sasl_plaintext "
+                     "or sasl_ssl",
+                     v);
 }
 
 static ksf_err
@@ -210,12 +205,9 @@ read_sasl(ksfi_kafka_settings *conf, ksfi_security *s, ksf_errinfo *ei)
 {
     static const char *const mechs[] = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"};
     char v[128];
-    char *got = NULL;
-    if (ksfi_kafka_conf_value(conf, "sasl.mechanisms", &got) != KSF_OK) {
-        return KSF_ENOMEM;
+    if (!ksfi_kafka_conf_value_in(conf, "sasl.mechanisms", v, sizeof v)) {
+        snprintf(v, sizeof v, "GSSAPI");
     }
-    snprintf(v, sizeof v, "%s", got ? got : "GSSAPI");
-    ksfi_free(got);
     size_t i = 0;
     while (i < sizeof mechs / sizeof mechs[0] && strcmp(v, mechs[i]) != 0) {
         i++;

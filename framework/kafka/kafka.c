@@ -304,6 +304,14 @@ ksfi_kafka_conf_value(const rd_kafka_conf_t *conf, const char *key, char **out)
     return KSF_OK;
 }
 
+bool
+ksfi_kafka_conf_value_in(const rd_kafka_conf_t *conf, const char *key, char *buf,
+                         size_t size)
+{
+    size_t n = size;
+    return rd_kafka_conf_get(conf, key, buf, &n) == RD_KAFKA_CONF_OK;
+}
+
 void
 ksfi_kafka_conf_free(rd_kafka_conf_t *conf)
 {

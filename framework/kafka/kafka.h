@@ -76,6 +76,13 @@ typedef struct rd_kafka_conf_s ksfi_kafka_settings;
 ksf_err ksfi_kafka_conf_value(const ksfi_kafka_settings *conf, const char *key,
                               char **out);
 
+/*
+ * As ksfi_kafka_conf_value, into @p buf of @p size bytes (no allocation): false when
+ * librdkafka has no value for @p key or it does not fit.
+ */
+bool ksfi_kafka_conf_value_in(const ksfi_kafka_settings *conf, const char *key, char *buf,
+                              size_t size);
+
 /* Free a configuration that was never handed to a handle. NULL is a no-op. */
 void ksfi_kafka_conf_free(ksfi_kafka_settings *conf);
 
