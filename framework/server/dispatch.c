@@ -24,9 +24,9 @@ typedef struct ksfi_pattern {
 } ksfi_pattern;
 
 /*
- * One partition's state. Contexts form a list in offset order from the oldest
+ * One partition's state. Records form a list in offset order from the oldest
  * incomplete one (head) to the newest (tail); next_run is the first not yet started.
- * Partitions live until the pool is destroyed, so contexts may point at them safely;
+ * Partitions live until the pool is destroyed, so records may point at them safely;
  * `epoch` changes on every assign/revoke so that late completions of a revoked
  * generation store nothing.
  */
@@ -54,11 +54,11 @@ struct ksfi_dispatch {
     const ksfi_dispatch_ops *ops;
     pthread_mutex_t lock; /* guards everything below and every rec's dispatch fields */
     pthread_cond_t work;  /* a partition became ready, or stopping */
-    pthread_cond_t idle;  /* a context completed or a handler returned */
+    pthread_cond_t idle;  /* a record completed or a handler returned */
     ksfi_part **parts;
     size_t nparts;
     ksfi_part *ready_head, *ready_tail;
-    /* Started contexts of revoked partitions, not complete yet (linked by next): a
+    /* Started records of revoked partitions, not complete yet (linked by next): a
      * deferred one may never be finished, and destroy must still free it. */
     ksfi_record *orphans;
     size_t queued_high;          /* the most messages one partition ever had queued */
@@ -72,7 +72,7 @@ struct ksfi_dispatch {
     int workers;
     size_t npatterns;
     uint64_t throttled;
-    /* Deferred contexts whose handler returned and whose finish has not come: they
+    /* Deferred records whose handler returned and whose finish has not come: they
      * hold no worker and no pattern slot, only memory, so they have their own bound
      * (server.deferred.max); at it, no new handler starts until one finishes. */
     int parked, parked_max;
@@ -398,7 +398,7 @@ void
 ksfi_dispatch_done(ksfi_record *rec)
 {
     ksfi_part *p = rec->part;
-    /* The pool outlives every context: destroy frees those still held. */
+    /* The pool outlives every record: destroy frees those still held. */
     ksfi_dispatch *d = rec->dispatch;
     pthread_mutex_lock(&d->lock);
     release_slot(d, rec); /* a retried event's, or a handler that never finished */
@@ -427,7 +427,7 @@ ksfi_dispatch_done(ksfi_record *rec)
     pthread_mutex_unlock(&d->lock);
 }
 
-/* The next context @p p may run (a due retry first), marked started; NULL when none
+/* The next record @p p may run (a due retry first), marked started; NULL when none
  * (its pattern filled up since it became ready). Lock held. */
 static ksfi_record *
 take_next(const ksfi_dispatch *d, ksfi_part *p, bool *retry)
@@ -535,7 +535,7 @@ push_due(ksfi_part *p, ksfi_record *c)
 }
 
 /*
- * One pass over the started, incomplete contexts: expired budgets are collected into
+ * One pass over the started, incomplete records: expired budgets are collected into
  * @p fired (with a reference each), due retries are queued. Returns the count fired;
  * *next gets the earliest deadline still ahead. Lock held.
  */
@@ -612,7 +612,7 @@ ksfi_dispatch_arm_budget(ksfi_record *rec)
     }
     ksfi_part *p = rec->part;
     /* A pattern's budget never changes once created (under the lock, before this
-     * context was queued): most servers have none and skip the lock here. */
+     * record was queued): most servers have none and skip the lock here. */
     if (p->pat->timeout_ms <= 0) {
         return;
     }
@@ -725,7 +725,7 @@ deadline_in(int ms)
     return ts;
 }
 
-/* Forget @p p's window: queued contexts are freed, started ones become orphans, freed
+/* Forget @p p's window: queued records are freed, started ones become orphans, freed
  * by ksfi_dispatch_done when they complete (their epoch no longer matches) or by
  * ksfi_dispatch_destroy. */
 static void

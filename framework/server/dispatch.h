@@ -11,6 +11,10 @@
  * Threads: set_policy, submit, assign, revoke, sync_pause, drain and stop are called
  * on the consumer thread only; ksfi_dispatch_done, arm_budget and retry_later from
  * any thread.
+ *
+ * Locking: one lock per pool guards its partitions, patterns and counters and every
+ * record's pool fields (record.h). It is held while ops->free runs (which must not
+ * call the pool) and never while the other ops run, so those may call back in.
  */
 #ifndef KSF_DISPATCH_H
 #define KSF_DISPATCH_H
@@ -54,7 +58,7 @@ typedef struct ksfi_dispatch_ops {
 ksf_err ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg,
                           const ksfi_dispatch_ops *ops);
 
-/* Free the pool and every context still held (deferred, never finished). NULL ok. */
+/* Free the pool and every record still held (deferred, never finished). NULL ok. */
 void ksfi_dispatch_destroy(ksfi_dispatch *d);
 
 /*
@@ -94,7 +98,7 @@ void ksfi_dispatch_sync_pause(ksfi_dispatch *d);
  * Returns the number still unfinished. */
 size_t ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms);
 
-/* Join the workers and stop using the consumer (contexts finished later store
+/* Join the workers and stop using the consumer (records finished later store
  * nothing). The pool can be destroyed afterwards. */
 void ksfi_dispatch_stop(ksfi_dispatch *d);
 
@@ -112,7 +116,7 @@ void ksfi_dispatch_handler_done(ksfi_record *rec);
  * (ksfi_dispatch_handler_done). A no-op when the finish already came. Threads: any. */
 void ksfi_dispatch_parked(ksfi_record *rec);
 
-/* At most @p max deferred contexts waiting for their finish (server.deferred.max);
+/* At most @p max deferred records waiting for their finish (server.deferred.max);
  * before start. 0: no limit. */
 void ksfi_dispatch_set_deferred_max(ksfi_dispatch *d, int max);
 
