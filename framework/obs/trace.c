@@ -2,7 +2,7 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
-#include "server/deadline.h"
+#include "codec/deadline.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -427,5 +427,29 @@ ksfi_trace_outgoing(const char *traceparent, const char *tracestate,
         out[n++] = (ksfi_header){KSFI_HDR_TRACESTATE, state, strlen(state)};
     }
     *count = n;
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_deadline_outgoing(int timeout_ms, int *timeout_out, int64_t *deadline_out,
+                       ksf_errinfo *ei)
+{
+    const ksfi_scope *cur = ksfi_scope_current();
+    int64_t now = ksfi_wall_ms();
+    int timeout = timeout_ms;
+    if (cur && cur->deadline_ms) {
+        int64_t left = cur->deadline_ms - now;
+        if (left <= 0) {
+            return ksfi_fail(ei, KSF_ETIMEDOUT,
+                             "the handler's own deadline passed %lld ms ago; not sending "
+                             "a request whose caller has given up",
+                             (long long)-left);
+        }
+        if (left < timeout) {
+            timeout = (int)left;
+        }
+    }
+    *timeout_out = timeout;
+    *deadline_out = now + timeout;
     return KSF_OK;
 }
