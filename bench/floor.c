@@ -24,6 +24,16 @@
 #include <sys/resource.h>
 #include <time.h>
 
+/* bench/callgrind counts the run alone (as in tools/cmd_bench.c). */
+#if defined(__has_include)
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#endif
+#endif
+#ifndef CALLGRIND_START_INSTRUMENTATION
+#define CALLGRIND_START_INSTRUMENTATION
+#endif
+
 #define REQUEST_TOPIC "bench.echo"
 #define REPLY_TOPIC "bench.echo" KSFI_REPLY_SUFFIX
 #define EVENT_TOPIC "bench.event"
@@ -404,6 +414,7 @@ client(const opts *o, int64_t t0_real_us)
     r.lanes = calloc((size_t)o->concurrency, sizeof *r.lanes);
     fprintf(stderr, "floor client: connected in %.1f ms; running\n", connect_ms);
     double cpu0 = cpu_ms_now();
+    CALLGRIND_START_INSTRUMENTATION;
     r.t0_ns = mono_ns();
     r.end_ns = o->count ? 0 : r.t0_ns + (int64_t)(o->duration_s * 1e9);
     r.active = r.issued = o->concurrency;
