@@ -96,6 +96,12 @@ def main():
     out += ["", "Requests answered: " + ", ".join(
         f"{i} {data[i]['ok']} of {data[i]['n']}" for i in impls) + "."]
     print("\n".join(out))
+    if os.environ.get("CG_JSON"):  # for bench/table.py's instruction rows
+        summary = {i: {p: data[i][p][1] / data[i]["n"] for p in ("client", "server")}
+                   for i in impls}
+        summary["setup"] = out[0]
+        with open(os.environ["CG_JSON"], "w") as f:
+            json.dump(summary, f, indent=1)
 
 
 if __name__ == "__main__":

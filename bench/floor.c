@@ -4,17 +4,20 @@
  *
  *   floor server BROKERS [--set PROP=VALUE]...
  *       consume bench.echo (group floor-server) and answer each request with its own
- *       value on kafka_replyTopic/kafka_replyPartition; prints "floor server ready".
+ *       value on kafka_replyTopic/kafka_replyPartition; prints "floor server ready";
+ *       SIGUSR1 prints its CPU time and requests answered so far (cpu_report.h).
  *   floor client BROKERS (--count N | --duration S) [--concurrency C] [--emit]
  *                [--set PROP=VALUE]...
  *       keep C requests to bench.echo in flight (replies on bench.echo.reply [0]),
  *       or with --emit C events to bench.event, and print ksf bench's JSON line.
  *
  * One thread each, no allocation per message beyond librdkafka's own, correlation ids
- * that name their lane so a reply is matched without a lookup. --set applies a
- * librdkafka property to every handle (bench/run sets fetch.wait.max.ms there).
+ * that name their lane so a reply is matched without a lookup, ksf's librdkafka
+ * settings (see make()). --set applies a librdkafka property to every handle (bench/run
+ * sets fetch.wait.max.ms and its batching settings there).
  */
 #include "../framework/codec/wire.h"
+#include "cpu_report.h"
 
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
@@ -95,20 +98,35 @@ static rd_kafka_t *
 make(const opts *o, rd_kafka_type_t type, const char *group, rd_kafka_conf_t *conf)
 {
     char err[256];
-    /* The settings ksf uses for the same role, so the comparison is like for like. */
-    static const char *const base[][2] = {
+    /* ksf's defaults for the same role (framework/kafka/kafka.c), so the two are
+     * compared like for like: the same batching (linger.ms=0 and librdkafka's sticky
+     * partitioning of keyless requests on both sides), the same idempotent producer
+     * (at most 5 produce requests in flight per connection), the same fetch wait. The
+     * floor commits automatically instead of storing offsets after each reply is
+     * acknowledged as ksf does: a floor may do less. --set overrides any of these. */
+    static const char *const producer[][2] = {
         {"linger.ms", "0"},
+        {"enable.idempotence", "true"},
         {"acks", "all"},
+    };
+    static const char *const consumer[][2] = {
         {"enable.auto.commit", "true"},
-        /* bench/run gives every scenario a fresh broker, so nothing old is replayed,
-         * and no request made right after "ready" can be skipped by a late reset. */
+        {"fetch.wait.max.ms", "100"},
+        {"auto.commit.interval.ms", "1000"},
+        /* bench/run gives every scenario a fresh broker (or fresh topics), so nothing
+         * old is replayed, and no request made right after "ready" can be skipped by
+         * a late reset. */
         {"auto.offset.reset", "earliest"},
     };
     rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, err, sizeof err);
     rd_kafka_conf_set(conf, "socket.nagle.disable", "true", err, sizeof err);
-    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) {
-        if ((type == RD_KAFKA_PRODUCER) == (i < 2)) {
-            rd_kafka_conf_set(conf, base[i][0], base[i][1], err, sizeof err);
+    if (type == RD_KAFKA_PRODUCER) {
+        for (size_t i = 0; i < sizeof producer / sizeof producer[0]; i++) {
+            rd_kafka_conf_set(conf, producer[i][0], producer[i][1], err, sizeof err);
+        }
+    } else {
+        for (size_t i = 0; i < sizeof consumer / sizeof consumer[0]; i++) {
+            rd_kafka_conf_set(conf, consumer[i][0], consumer[i][1], err, sizeof err);
         }
     }
     if (group) {
@@ -222,6 +240,7 @@ serve(const opts *o)
         }
         if (m && !m->err) {
             answer(producer, m);
+            atomic_fetch_add_explicit(&bench_handled, 1, memory_order_relaxed);
         }
         if (m) {
             rd_kafka_message_destroy(m);
@@ -404,9 +423,11 @@ client(const opts *o, int64_t t0_real_us)
     if (!o->emit) {
         assign_replies(&r);
     }
+    /* Connected, as after ksf_client_connect, and every topic known: a topic looked up
+     * on its first produce delays the first request (see serve()). */
     const struct rd_kafka_metadata *md;
-    if (rd_kafka_metadata(r.producer, 0, NULL, &md, 10000) == 0) {
-        rd_kafka_metadata_destroy(md); /* connected, as ksf_client_connect */
+    if (rd_kafka_metadata(r.producer, 1, NULL, &md, 10000) == 0) {
+        rd_kafka_metadata_destroy(md);
     }
     double connect_ms = (double)(mono_ns() - c0) / 1e6;
     r.caplat = o->count ? (size_t)o->count : 1u << 22;
@@ -516,6 +537,7 @@ main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (!strcmp(argv[1], "server")) {
+        bench_cpu_report_install();
         return serve(&o);
     }
     if ((o.count > 0) == (o.duration_s > 0) || o.concurrency < 1) {
