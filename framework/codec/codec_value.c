@@ -495,6 +495,30 @@ utf8_seq(const unsigned char *s, size_t n, size_t *bad)
     return need + 1;
 }
 
+/* True when s[0..len) is valid UTF-8 as it is: ASCII is checked 8 bytes at a time. */
+static bool
+utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        if (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, u + i, 8);
+            if ((w & 0x8080808080808080ull) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        size_t bad = 0, n = utf8_seq(u + i, len - i, &bad);
+        if (!n) {
+            return false;
+        }
+        i += n;
+    }
+    return true;
+}
+
 char *
 ksfi_utf8_sanitize(const char *s, size_t len, size_t *out_len)
 {
@@ -770,22 +794,29 @@ ksfi_decode_value(const void *bytes, size_t len, json_t **out)
     if (len > 0 && ((const unsigned char *)bytes)[0] == 0x00) {
         return KSF_OK; /* binary (schema-registry framing): left to the raw accessors */
     }
-    size_t n;
-    char *text = ksfi_utf8_sanitize(bytes, len, &n);
-    if (!text) {
-        return KSF_ENOMEM;
+    /* Valid UTF-8 (nearly every value) is read where it lies; only a value with bad
+     * sequences is copied with them replaced (as Buffer.toString() does). The copy
+     * cost an allocation, a copy and a free per value on each side of a request. */
+    size_t n = len;
+    const char *text = bytes;
+    char *fixed = NULL;
+    if (!utf8_valid(bytes, len)) {
+        if (!(fixed = ksfi_utf8_sanitize(bytes, len, &n))) {
+            return KSF_ENOMEM;
+        }
+        text = fixed;
     }
     if (n > 0 && (text[0] == '{' || text[0] == '[')) {
         bool oom = false;
         json_t *parsed = parse_like_js(text, n, &oom);
         if (parsed || oom) {
-            ksfi_free(text);
+            ksfi_free(fixed);
             *out = parsed;
             return parsed ? KSF_OK : KSF_ENOMEM;
         }
         /* JSON.parse failed: NestJS keeps the string, and so do we. */
     }
     *out = json_stringn(text, n);
-    ksfi_free(text);
+    ksfi_free(fixed);
     return *out ? KSF_OK : KSF_ENOMEM;
 }
