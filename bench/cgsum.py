@@ -2,8 +2,8 @@
 """bench/callgrind's report: instructions (Ir) per request per process and per thread
 from callgrind's dump files. Usage (from bench/callgrind):
 cgsum.py DIR COUNT CONCURRENCY FETCH_WAIT_MS SETS IMPL...
-DIR/IMPL/{server,client}.cg.1-NN are the dumps taken after the client's run (one file
-per thread, --separate-threads=yes); DIR/IMPL/result.json is the client's result line.
+DIR/IMPL/{server,client}.run-NN are the counts of the client's run (one file per
+thread, --separate-threads=yes); DIR/IMPL/result.json is the client's result line.
 Threads with the same name (see thread_cost) are summed and counted."""
 import glob
 import json
@@ -19,19 +19,37 @@ def thread_cost(path):
     """(name, Ir) of one per-thread dump file. Instrumentation starts mid-run, so the
     dumps have no start_thread frame: a thread is named by the ksf/bench function
     ending in _main it runs (worker_main, reply_main, dr_main, ...), thread 1 is
-    "main", and the rest are librdkafka's own (its library has no symbols)."""
-    ir, mains = 0, set()
-    thread = None
+    "main", and the rest are librdkafka's own (its library has no symbols). The
+    inclusive cost of the calls to qsort is left out: the bench clients sort their
+    latencies once, for the report, after the last reply."""
+    ir, mains, names, sort_ir = 0, set(), {}, 0
+    thread, callee, after_calls = None, None, False
     with open(path) as f:
         for line in f:
+            line = line.rstrip("\n")
+            if after_calls:  # the line after calls=: position and inclusive cost
+                after_calls = False
+                if callee == "qsort":
+                    sort_ir += int(line.split()[1])
+                continue
             if line.startswith("summary:"):
                 ir = int(line.split()[1])
             elif line.startswith("thread:"):
                 thread = int(line.split()[1])
+            elif line.startswith("calls="):
+                after_calls = True
             else:
-                m = FN.match(line.rstrip("\n"))
-                if m and m.group(2) and MAIN.match(m.group(2)):
-                    mains.add(m.group(2))
+                m = FN.match(line)
+                if not m:
+                    continue
+                if m.group(2):
+                    names[m.group(1)] = m.group(2)
+                name = names.get(m.group(1), "?")
+                if line.startswith("cfn="):
+                    callee = name
+                elif MAIN.match(name):
+                    mains.add(name)
+    ir -= sort_ir
     if thread == 1:
         return "main", ir
     if mains:
@@ -40,9 +58,9 @@ def thread_cost(path):
 
 
 def process(d, proc):
-    """{routine: [threads, Ir]} and the process total of DIR/PROC.cg.1-*."""
+    """{name: [threads, Ir]} and the process total of DIR/PROC.run-*."""
     per = {}
-    for path in sorted(glob.glob(os.path.join(d, proc + ".cg.1-*"))):
+    for path in sorted(glob.glob(os.path.join(d, proc + ".run-*"))):
         routine, ir = thread_cost(path)
         t = per.setdefault(routine, [0, 0])
         t[0] += 1

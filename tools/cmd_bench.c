@@ -21,9 +21,8 @@
 #include <ksf/ksf.h>
 
 /* bench/callgrind counts the instructions of the run alone: it starts the client with
- * instrumentation off, this turns it on (for every thread) just before the first
- * request, and the script dumps the counts after the report. Outside valgrind this is
- * a few no-op instructions. */
+ * instrumentation off and this turns it on (for every thread) just before the first
+ * request. Outside valgrind this is a few no-op instructions. */
 #if defined(__has_include)
 #if __has_include(<valgrind/callgrind.h>)
 #include <valgrind/callgrind.h>
