@@ -307,9 +307,11 @@ stringify_object(sbuf *b, const json_t *v)
         return;
     }
     size_t k = 0;
-    json_object_keylen_foreach ((json_t *)v, key, len, item) {
-        if (array_index_key(key, len, &idx)) {
-            keys[k++] = (index_key){idx, key, len, item};
+    if (nindex) { /* most objects have none: no second pass over their members then */
+        json_object_keylen_foreach ((json_t *)v, key, len, item) {
+            if (array_index_key(key, len, &idx)) {
+                keys[k++] = (index_key){idx, key, len, item};
+            }
         }
     }
     if (nindex > 1) {
