@@ -235,12 +235,26 @@ ksfi_request_headers(const char *correlation_id, const char *reply_topic,
                      int32_t reply_partition, char partition_buf[12],
                      ksfi_header out[KSFI_PROTO_HEADERS_MAX])
 {
-    snprintf(partition_buf, 12, "%" PRId32, reply_partition);
+    /* By hand: snprintf was about 500 instructions of every request's send. */
+    char digits[12];
+    size_t nd = 0, o = 0;
+    uint32_t u =
+        reply_partition < 0 ? 0u - (uint32_t)reply_partition : (uint32_t)reply_partition;
+    do {
+        digits[nd++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (reply_partition < 0) {
+        partition_buf[o++] = '-';
+    }
+    while (nd) {
+        partition_buf[o++] = digits[--nd];
+    }
+    partition_buf[o] = '\0';
     out[0] =
         (ksfi_header){KSFI_HDR_CORRELATION_ID, correlation_id, strlen(correlation_id)};
     out[1] = (ksfi_header){KSFI_HDR_REPLY_TOPIC, reply_topic, strlen(reply_topic)};
-    out[2] =
-        (ksfi_header){KSFI_HDR_REPLY_PARTITION, partition_buf, strlen(partition_buf)};
+    out[2] = (ksfi_header){KSFI_HDR_REPLY_PARTITION, partition_buf, o};
     return 3;
 }
 
