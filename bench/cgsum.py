@@ -79,7 +79,8 @@ def main():
         data[impl] = {"n": res["count"], "ok": res["ok"]}
         for proc in ("client", "server"):
             data[impl][proc] = process(d, proc)
-    out = [f"Instructions per request (callgrind Ir, the run only: from the client's "
+    emit = not any(data[i]["server"][0] for i in impls)
+    out = [f"Instructions per {'event' if emit else 'request'} (callgrind Ir, the run only: from the client's "
            f"first request to its result) at {count} requests, {conc} in flight, "
            f"embedded broker, consumer fetch.wait.max.ms={fw}"
            + (f", {sets}" if sets.strip() else "") + ".", ""]
@@ -95,7 +96,9 @@ def main():
         out.append(f"| {label} | " + " | ".join(cells) + " |" + r)
 
     totals = {i: 0 for i in impls}
-    for proc in ("client", "server"):
+    # Events (bench/callgrind --emit) have no server: no server rows then.
+    procs = [p for p in ("client", "server") if any(data[i][p][0] for i in impls)]
+    for proc in procs:
         row(f"**{proc}, whole process**",
             [data[i][proc][1] / data[i]["n"] for i in impls])
         for i in impls:
@@ -110,7 +113,8 @@ def main():
                 vals.append(None if t is None else t[1] / data[i]["n"])
                 counts.append("-" if t is None else str(t[0]))
             row(f"{proc}: {r} ({'/'.join(counts)} threads)", vals)
-    row("**client + server**", [totals[i] for i in impls])
+    if not emit:
+        row("**client + server**", [totals[i] for i in impls])
     out += ["", "Requests answered: " + ", ".join(
         f"{i} {data[i]['ok']} of {data[i]['n']}" for i in impls) + "."]
     print("\n".join(out))

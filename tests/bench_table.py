@@ -181,6 +181,19 @@ with tempfile.TemporaryDirectory() as tmp:
           "cgsum: worker threads not named and summed")
     check(re.search(r"\| client: main \(1 threads\) \| 1,000 \|", out),
           "cgsum: the main thread's qsort not left out")
+    # Events (bench/callgrind --emit): no server process, so no server rows.
+    e = os.path.join(tmp, "cge", "ksf")
+    os.makedirs(e)
+    cgfile(os.path.join(e, "client.run-01"), 1, 300_000, ["main_loop"])
+    cgfile(os.path.join(e, "client.run-02"), 2, 5_000_000, ["dr_main"])
+    with open(os.path.join(e, "result.json"), "w") as f:
+        f.write(json.dumps(client_line(1000.0, 900, 100.0, 1000)) + "\n")
+    out = subprocess.run([sys.executable, os.path.join(root, "bench", "cgsum.py"),
+                          os.path.join(tmp, "cge"), "1000", "64", "10", "", "ksf"],
+                         check=True, capture_output=True, text=True).stdout
+    check("Instructions per event" in out and "server" not in out
+          and "| **client, whole process** | 5,300 |" in out,
+          f"cgsum --emit table wrong:\n{out}")
 
 if failures:
     print("\n".join(failures))
