@@ -63,6 +63,26 @@ START_TEST(test_codec_encode_objects_and_arrays)
     json_object_set_new(o, "02", json_integer(4));
     json_object_set_new(o, "4294967295", json_integer(5));
     ENCODES(o, "{\"2\":3,\"10\":2,\"b\":1,\"02\":4,\"4294967295\":5}");
+    /* The same order for objects of more than 16 members (written in two passes
+     * instead of from one read into an array) and of exactly 16. */
+    for (int members = 16; members <= 20; members += 4) {
+        char want[512] = "{\"3\":3,\"7\":7,";
+        o = json_object();
+        for (int i = 0; i < members - 2; i++) {
+            char k[8];
+            snprintf(k, sizeof k, "k%d", i);
+            json_object_set_new(o, k, json_integer(i));
+            if (i == 5) {
+                json_object_set_new(o, "7", json_integer(7));
+            } else if (i == 9) {
+                json_object_set_new(o, "3", json_integer(3));
+            }
+            snprintf(want + strlen(want), sizeof want - strlen(want), "\"%s\":%d,", k, i);
+        }
+        want[strlen(want) - 1] = '}';
+        ck_assert_uint_eq(json_object_size(o), (size_t)members);
+        assert_encodes(o, want, strlen(want));
+    }
     /* keys holding NUL are kept whole */
     o = json_object();
     json_object_setn_new(o, "a\0b", 3, json_true());

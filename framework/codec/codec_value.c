@@ -290,8 +290,10 @@ stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t
     stringify(b, value);
 }
 
+/* Objects of more than SMALL_OBJECT members: two passes over the members (three with
+ * array-index keys), nothing allocated unless there are such keys. */
 static void
-stringify_object(sbuf *b, const json_t *v)
+stringify_large_object(sbuf *b, const json_t *v)
 {
     const char *key;
     size_t len, nindex = 0;
@@ -325,6 +327,48 @@ stringify_object(sbuf *b, const json_t *v)
     json_object_keylen_foreach ((json_t *)v, key, len, item) {
         if (!array_index_key(key, len, &idx)) {
             stringify_member(b, &first, key, len, item);
+        }
+    }
+    sb_put(b, "}", 1);
+}
+
+/* Up to this many members an object is read once into an array on the stack. */
+#define SMALL_OBJECT 16
+
+static void
+stringify_object(sbuf *b, const json_t *v)
+{
+    /* Each pass over a jansson object costs five library calls per member; a small
+     * object (nearly every payload) is read once, then written from the array. */
+    if (json_object_size(v) > SMALL_OBJECT) {
+        stringify_large_object(b, v);
+        return;
+    }
+    index_key all[SMALL_OBJECT], index[SMALL_OBJECT];
+    bool is_index[SMALL_OBJECT];
+    size_t n = 0, nindex = 0, len;
+    const char *key;
+    json_t *item;
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+        uint32_t idx = 0;
+        is_index[n] = array_index_key(key, len, &idx);
+        all[n] = (index_key){idx, key, len, item};
+        if (is_index[n]) {
+            index[nindex++] = all[n];
+        }
+        n++;
+    }
+    if (nindex > 1) {
+        qsort(index, nindex, sizeof *index, index_key_cmp);
+    }
+    bool first = true;
+    sb_put(b, "{", 1);
+    for (size_t k = 0; k < nindex; k++) {
+        stringify_member(b, &first, index[k].key, index[k].len, index[k].value);
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (!is_index[k]) {
+            stringify_member(b, &first, all[k].key, all[k].len, all[k].value);
         }
     }
     sb_put(b, "}", 1);
