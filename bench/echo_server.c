@@ -5,8 +5,11 @@
  * Usage: echo_server [--brokers B] [--workers N] [--handler-ms MS] [--set KEY=VALUE]...
  * --handler-ms makes each request take MS ms (a sleep: the goodput scenario's handler
  * of known capacity, workers * 1000 / MS requests/s). Prints "echo server ready" on
- * stdout once it serves; stops on SIGINT/SIGTERM.
+ * stdout once it serves; stops on SIGINT/SIGTERM; SIGUSR1 prints its CPU time and
+ * requests answered so far (cpu_report.h).
  */
+#include "cpu_report.h"
+
 #include <ksf/ksf.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@ echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
         while (nanosleep(&ts, &ts) != 0) {
         }
     }
+    atomic_fetch_add_explicit(&bench_handled, 1, memory_order_relaxed);
     if (!data && raw) {
         return ksf_ctx_set_reply_raw(ctx, raw, len); /* binary: echo the bytes */
     }
@@ -106,6 +110,7 @@ main(int argc, char **argv)
         rc = fail("setup", &ei);
         goto done;
     }
+    bench_cpu_report_install();
     ksf_server_set_ready_cb(srv, on_ready, NULL);
     rc = ksf_server_run(srv, &ei) ? fail("run", &ei) : 0;
 done:
