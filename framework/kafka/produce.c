@@ -91,3 +91,50 @@ ksfi_kafka_produce(rd_kafka_t *rk, const ksfi_kafka_out *m, ksf_errinfo *ei)
     }
     return KSF_OK;
 }
+
+ksf_err
+ksfi_kafka_producer_new(const ksf_config *cfg, const char *client_id, void *opaque,
+                        const char *what, rd_kafka_t **out, ksf_errinfo *ei)
+{
+    rd_kafka_conf_t *conf = NULL;
+    char err[256];
+    ksf_err e = ksfi_kafka_conf(cfg, KSF_KAFKA_PRODUCER, client_id, NULL, &conf, ei);
+    if (e) {
+        return e;
+    }
+    ksfi_kafka_conf_delivery(conf);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    *out = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!*out) {
+        rd_kafka_conf_destroy(conf);
+        return ksfi_fail(ei, KSF_EKAFKA, "creating %s: %s", what, err);
+    }
+    return KSF_OK;
+}
+
+void
+ksfi_kafka_poll(rd_kafka_t *rk, int timeout_ms)
+{
+    rd_kafka_poll(rk, timeout_ms);
+}
+
+int
+ksfi_kafka_flush(rd_kafka_t *rk, int timeout_ms)
+{
+    return rd_kafka_flush(rk, timeout_ms) ? rd_kafka_outq_len(rk) : 0;
+}
+
+void
+ksfi_kafka_purge(rd_kafka_t *rk)
+{
+    rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(rk, 0); /* the purged messages' delivery reports */
+}
+
+void
+ksfi_kafka_producer_destroy(rd_kafka_t *rk)
+{
+    if (rk) {
+        rd_kafka_destroy(rk);
+    }
+}

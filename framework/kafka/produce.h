@@ -81,4 +81,30 @@ ksf_err ksfi_kafka_produce(struct rd_kafka_s *rk, const ksfi_kafka_out *m,
  */
 void ksfi_kafka_conf_delivery(struct rd_kafka_conf_s *conf);
 
+/**
+ * A producer for @p cfg's brokers and producer properties, named @p client_id, whose
+ * delivery reports go to each message's ksfi_kafka_delivery. @p opaque must be a struct
+ * whose FIRST member is a ksfi_logger (librdkafka's log lines go there; kafka.h).
+ * @p what names it in the error ("the server's reply producer").
+ * Errors: KSF_EINVAL naming a refused property, KSF_EKAFKA, KSF_ENOMEM.
+ */
+ksf_err ksfi_kafka_producer_new(const ksf_config *cfg, const char *client_id,
+                                void *opaque, const char *what, struct rd_kafka_s **out,
+                                ksf_errinfo *ei);
+
+/** Serve the producer's delivery reports for up to @p timeout_ms (its poll thread). */
+void ksfi_kafka_poll(struct rd_kafka_s *rk, int timeout_ms);
+
+/**
+ * Wait up to @p timeout_ms for every queued message's delivery report. Returns how
+ * many are still not delivered (0: all were).
+ */
+int ksfi_kafka_flush(struct rd_kafka_s *rk, int timeout_ms);
+
+/** Drop what is queued or in flight; their delivery reports (failed) run now. */
+void ksfi_kafka_purge(struct rd_kafka_s *rk);
+
+/** Destroy a producer (after flush or purge). NULL is a no-op. */
+void ksfi_kafka_producer_destroy(struct rd_kafka_s *rk);
+
 #endif

@@ -342,7 +342,7 @@ producer_poll_main(void *arg)
 {
     ksf_server *srv = arg;
     while (!atomic_load(&srv->threads_exit)) {
-        rd_kafka_poll(srv->producer, 100);
+        ksfi_kafka_poll(srv->producer, 100);
     }
     return NULL;
 }
@@ -789,21 +789,8 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
 static ksf_err
 create_producer(ksf_server *srv, ksf_errinfo *ei)
 {
-    rd_kafka_conf_t *conf = NULL;
-    char err[256];
-    ksf_err e =
-        ksfi_kafka_conf(srv->cfg, KSF_KAFKA_PRODUCER, srv->client_id, NULL, &conf, ei);
-    if (e) {
-        return e;
-    }
-    ksfi_kafka_conf_delivery(conf);
-    rd_kafka_conf_set_opaque(conf, srv);
-    srv->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!srv->producer) {
-        rd_kafka_conf_destroy(conf);
-        return ksfi_fail(ei, KSF_EKAFKA, "creating the server's reply producer: %s", err);
-    }
-    return KSF_OK;
+    return ksfi_kafka_producer_new(srv->cfg, srv->client_id, srv,
+                                   "the server's reply producer", &srv->producer, ei);
 }
 
 /*
@@ -1082,15 +1069,14 @@ shut_down(ksf_server *srv)
     if (srv->producer) {
         /* Their offsets were not committed when the broker is gone: no long wait. */
         int flush_ms = srv->consumer_closed ? KSFI_FLUSH_MS : KSFI_GONE_WAIT_MS;
-        if (rd_kafka_flush(srv->producer, flush_ms)) {
+        int left = ksfi_kafka_flush(srv->producer, flush_ms);
+        if (left) {
             ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                      "%d reply message(s) not delivered within %d ms; dropping them",
-                     rd_kafka_outq_len(srv->producer), flush_ms);
-            rd_kafka_purge(srv->producer,
-                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            rd_kafka_poll(srv->producer, 0); /* delivery reports release the contexts */
+                     left, flush_ms);
+            ksfi_kafka_purge(srv->producer); /* delivery reports release the records */
         }
-        rd_kafka_destroy(srv->producer);
+        ksfi_kafka_producer_destroy(srv->producer);
         srv->producer = NULL;
     }
 }
