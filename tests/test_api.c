@@ -3,20 +3,22 @@
  * ksf_server_destroy(NULL) and ksf_client_destroy(NULL) belong here too; they are
  * added with the server and client (see the lead's merge notes).
  */
+#include "suite.h"
+
 #include <check.h>
 #include <ksf/ksf.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-START_TEST(test_api_destroy_null)
+KSFT_TEST(test_api_destroy_null, 30)
 {
     ksf_config_destroy(NULL);
     ksf_config_set_log(NULL, NULL, NULL, KSF_LOG_DEBUG);
 }
 END_TEST
 
-START_TEST(test_api_strerror_total)
+KSFT_TEST(test_api_strerror_total, 30)
 {
     /* every value, known or not, has a non-NULL string; the known ones are distinct */
     int known = 0;
@@ -35,7 +37,7 @@ START_TEST(test_api_strerror_total)
 }
 END_TEST
 
-START_TEST(test_api_log_level_names)
+KSFT_TEST(test_api_log_level_names, 30)
 {
     static const ksf_log_level all[] = {KSF_LOG_ERROR, KSF_LOG_WARNING, KSF_LOG_NOTICE,
                                         KSF_LOG_INFO, KSF_LOG_DEBUG};
@@ -47,7 +49,7 @@ START_TEST(test_api_log_level_names)
 }
 END_TEST
 
-START_TEST(test_api_version)
+KSFT_TEST(test_api_version, 30)
 {
     char want[32];
     snprintf(want, sizeof want, "%d.%d.%d", KSF_VERSION_MAJOR, KSF_VERSION_MINOR,
@@ -57,20 +59,4 @@ START_TEST(test_api_version)
 }
 END_TEST
 
-int
-main(void)
-{
-    Suite *s = suite_create("api");
-    TCase *tc = tcase_create("hygiene");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_api_destroy_null);
-    tcase_add_test(tc, test_api_strerror_total);
-    tcase_add_test(tc, test_api_log_level_names);
-    tcase_add_test(tc, test_api_version);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("api")

@@ -126,7 +126,7 @@ assert_alive(world *w)
 
 /* ---- oversized messages ---------------------------------------------------------- */
 
-START_TEST(test_badinput_oversized)
+KSFT_TEST(test_badinput_oversized, 60)
 {
     world w;
     world_up(&w);
@@ -184,7 +184,7 @@ END_TEST
 
 #define DEPTH 100000
 
-START_TEST(test_badinput_utf8_and_depth)
+KSFT_TEST(test_badinput_utf8_and_depth, 60)
 {
     world w;
     world_up(&w);
@@ -230,7 +230,7 @@ END_TEST
 
 #define NHDRS 10000
 
-START_TEST(test_badinput_many_headers)
+KSFT_TEST(test_badinput_many_headers, 60)
 {
     world w;
     world_up(&w);
@@ -362,7 +362,7 @@ on_fatal(void *user, ksf_err err, const char *sentence)
     atomic_fetch_add(&fatal_calls, 1);
 }
 
-START_TEST(test_badinput_membership_junk)
+KSFT_TEST(test_badinput_membership_junk, 40)
 {
     junk_server j;
     junk_start(&j);
@@ -395,14 +395,4 @@ START_TEST(test_badinput_membership_junk)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"oversized", test_badinput_oversized, 60},
-        {"utf8_and_depth", test_badinput_utf8_and_depth, 60},
-        {"many_headers", test_badinput_many_headers, 60},
-        {"membership_junk", test_badinput_membership_junk, 40},
-    };
-    return KSFT_RUN("badinput", cases);
-}
+KSFT_MAIN("badinput")

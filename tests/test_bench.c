@@ -33,7 +33,7 @@ run_tool(const char *args, char *out, size_t size)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-START_TEST(test_bench_argument_errors)
+KSFT_TEST(test_bench_argument_errors, 30)
 {
     static const struct {
         const char *args;
@@ -189,7 +189,7 @@ assert_result(const json_t *j, long count, long ok, long errors, long timeouts)
     ck_assert_int_lt(num(j, "peak_rss_kb"), 1024 * 1024);
 }
 
-START_TEST(test_bench_real_run)
+KSFT_TEST(test_bench_real_run, 60)
 {
     env v;
     env_start(&v);
@@ -211,7 +211,7 @@ START_TEST(test_bench_real_run)
 }
 END_TEST
 
-START_TEST(test_bench_timeouts_counted)
+KSFT_TEST(test_bench_timeouts_counted, 60)
 {
     env v;
     env_start(&v);
@@ -227,13 +227,4 @@ START_TEST(test_bench_timeouts_counted)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"argument_errors", test_bench_argument_errors, 30},
-        {"real_run", test_bench_real_run, 60},
-        {"timeouts_counted", test_bench_timeouts_counted, 60},
-    };
-    return KSFT_RUN("bench", cases);
-}
+KSFT_MAIN("bench")

@@ -39,7 +39,7 @@ run_reset(const char *args, char *out, size_t size)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-START_TEST(test_bench_reset_argument_errors)
+KSFT_TEST(test_bench_reset_argument_errors, 30)
 {
     static const struct {
         const char *args;
@@ -141,7 +141,7 @@ group_listed(rd_kafka_t *rk, const char *name)
     return found;
 }
 
-START_TEST(test_bench_reset_on_kafka)
+KSFT_TEST(test_bench_reset_on_kafka, 120)
 {
     if (!ksft_real_kafka()) {
         printf("%s: skipped: needs real Kafka (KSF_TEST_KAFKA); the embedded broker has "
@@ -200,12 +200,4 @@ START_TEST(test_bench_reset_on_kafka)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"argument_errors", test_bench_reset_argument_errors, 30},
-        {"on_kafka", test_bench_reset_on_kafka, 120},
-    };
-    return KSFT_RUN("bench_reset", cases);
-}
+KSFT_MAIN("bench_reset")

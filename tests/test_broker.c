@@ -9,7 +9,9 @@
 #include "broker.h"
 #include "codec/wire.h"
 
+#include "suite.h"
 #include <arpa/inet.h>
+
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
@@ -132,7 +134,7 @@ consume_request(const char *address, const char *topic, int32_t partition)
     rd_kafka_destroy(rk);
 }
 
-START_TEST(test_broker_request_headers_roundtrip)
+KSFT_TEST(test_broker_request_headers_roundtrip, 30)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, "hero.kill.dragon", 3);
@@ -261,7 +263,7 @@ topic_partitions(const char *address, const char *topic, int *broker_port)
     return n;
 }
 
-START_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm)
+KSFT_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm, 30)
 {
     char line[128], address[64];
     int broker_port;
@@ -329,7 +331,7 @@ accepted_nodelay(pid_t pid, int local_port, int peer_port)
     return found;
 }
 
-START_TEST(test_broker_tool_nodelay)
+KSFT_TEST(test_broker_tool_nodelay, 30)
 {
     /* A Kafka broker accepts with Nagle off; librdkafka's mock does not, and a small
      * response behind an unacknowledged one then waits up to 40 ms for a delayed ACK
@@ -370,7 +372,7 @@ START_TEST(test_broker_tool_nodelay)
 }
 END_TEST
 
-START_TEST(test_broker_tool_bad_flags_exit_2)
+KSFT_TEST(test_broker_tool_bad_flags_exit_2, 30)
 {
     static const char *const cases[][3] = {
         {"--bogus", NULL},         {"--port", "0", NULL},
@@ -406,7 +408,7 @@ listen_any(int *port)
     return s;
 }
 
-START_TEST(test_broker_tool_port_in_use_exit_1)
+KSFT_TEST(test_broker_tool_port_in_use_exit_1, 30)
 {
     char port_arg[16], line[128];
     int port;
@@ -424,7 +426,7 @@ END_TEST
 
 /* --port and --partitions go through the front door: clients must only ever see its
  * port, topics must auto-create with --partitions, and a request must round-trip. */
-START_TEST(test_broker_tool_front_door)
+KSFT_TEST(test_broker_tool_front_door, 30)
 {
     char port_arg[16], line[128], address[64];
     int port, broker_port;
@@ -446,36 +448,4 @@ START_TEST(test_broker_tool_front_door)
 }
 END_TEST
 
-static Suite *
-broker_suite(void)
-{
-    Suite *s = suite_create("broker");
-    struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
-        {"request_headers_roundtrip", test_broker_request_headers_roundtrip},
-        {"tool_serves_topics", test_broker_tool_serves_topics_and_stops_on_sigterm},
-        {"tool_nodelay", test_broker_tool_nodelay},
-        {"tool_bad_flags", test_broker_tool_bad_flags_exit_2},
-        {"tool_port_in_use", test_broker_tool_port_in_use_exit_1},
-        {"tool_front_door", test_broker_tool_front_door},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 30);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(broker_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("broker")

@@ -22,6 +22,8 @@
 #include "service.h"
 #include "settings.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <jansson.h>
 #include <ksf/ksf.h>
@@ -235,7 +237,7 @@ wait_replies(unsigned n, int timeout_ms)
                   atomic_load(&load.ok), n, timeout_ms, load.failure);
 }
 
-START_TEST(test_churn)
+KSFT_TEST(test_churn, 400)
 {
     ksft_broker *b = ksft_broker_start();
     bool mock = ksft_broker_is_mock(b);
@@ -427,7 +429,7 @@ run_main(void *arg)
  * answer, measured by hand): the broker refuses the newcomer's JoinGroup, and the
  * server says so and what to do. The mock does not check protocols (a mix aborts it).
  */
-START_TEST(test_mixed_protocols)
+KSFT_TEST(test_mixed_protocols, 120)
 {
     KSFT_NEEDS_REAL_KAFKA("the mock's group coordinator does not check protocols");
     ksft_broker *b = ksft_broker_start();
@@ -475,27 +477,4 @@ START_TEST(test_mixed_protocols)
 }
 END_TEST
 
-static Suite *
-churn_suite(void)
-{
-    Suite *s = suite_create("churn");
-    TCase *tc = tcase_create("churn");
-    tcase_set_timeout(tc, 400);
-    tcase_add_test(tc, test_churn);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("mixed_protocols");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_mixed_protocols);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(churn_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("churn")

@@ -8,6 +8,8 @@
 #include "codec/codec.h"
 #include "codec/wire.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -397,7 +399,7 @@ send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, colle
 /* ---- tests
  * ------------------------------------------------------------------------------ */
 
-START_TEST(test_client_reply_shapes)
+KSFT_TEST(test_client_reply_shapes, 30)
 {
     env v = env_start(NULL);
     ksf_errinfo ei = {0};
@@ -441,7 +443,7 @@ START_TEST(test_client_reply_shapes)
 }
 END_TEST
 
-START_TEST(test_client_stream)
+KSFT_TEST(test_client_stream, 30)
 {
     env v = env_start(NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
@@ -467,7 +469,7 @@ START_TEST(test_client_stream)
 }
 END_TEST
 
-START_TEST(test_client_timeouts)
+KSFT_TEST(test_client_timeouts, 30)
 {
     env v = env_start_with("static", NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
@@ -498,7 +500,7 @@ START_TEST(test_client_timeouts)
 }
 END_TEST
 
-START_TEST(test_client_late_unknown_duplicate)
+KSFT_TEST(test_client_late_unknown_duplicate, 30)
 {
     env v = env_start_with("static", NULL);
     json_t *out = NULL;
@@ -524,7 +526,7 @@ START_TEST(test_client_late_unknown_duplicate)
 }
 END_TEST
 
-START_TEST(test_client_destroy_in_flight)
+KSFT_TEST(test_client_destroy_in_flight, 30)
 {
     env v = env_start(NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
@@ -595,7 +597,7 @@ conc_sender(void *arg)
     return NULL;
 }
 
-START_TEST(test_client_concurrent_sends)
+KSFT_TEST(test_client_concurrent_sends, 60)
 {
     env v = env_start(NULL);
     conc *c = calloc(1, sizeof *c);
@@ -649,7 +651,7 @@ never_called(const ksf_reply *r, void *user)
     ck_abort_msg("callback ran for a refused send");
 }
 
-START_TEST(test_client_bad_input)
+KSFT_TEST(test_client_bad_input, 30)
 {
     const char *const extra[] = {"message.max.bytes", "100", "client.max.in.flight", "2",
                                  NULL};
@@ -706,7 +708,7 @@ START_TEST(test_client_bad_input)
 }
 END_TEST
 
-START_TEST(test_client_reply_partition_out_of_range)
+KSFT_TEST(test_client_reply_partition_out_of_range, 30)
 {
     const char *const extra[] = {"client.reply.partition", "7", NULL};
     env v = env_start_with("static", extra);
@@ -731,7 +733,7 @@ START_TEST(test_client_reply_partition_out_of_range)
 }
 END_TEST
 
-START_TEST(test_client_broker_down)
+KSFT_TEST(test_client_broker_down, 30)
 {
     KSFT_NEEDS_MOCK("stopping and restarting the broker");
     env v = env_start_with("static", NULL);
@@ -763,7 +765,7 @@ START_TEST(test_client_broker_down)
 }
 END_TEST
 
-START_TEST(test_client_request_header_bytes)
+KSFT_TEST(test_client_request_header_bytes, 30)
 {
     env v = env_start(NULL);
     json_t *obj = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", 7), *out = NULL;
@@ -809,7 +811,7 @@ END_TEST
 
 /* client.wire.dialect=spring: the request headers a Spring @SendTo listener reads, and
  * its single reply (raw id bytes, no kafka_nest-is-disposed) ends the call. */
-START_TEST(test_client_spring_dialect)
+KSFT_TEST(test_client_spring_dialect, 30)
 {
     const char *const extra[] = {"client.wire.dialect", "spring",
                                  "client.reply.partition", "2", NULL};
@@ -858,7 +860,7 @@ emit_done(ksf_err err, const char *text, void *user)
     atomic_fetch_add(&s->n, 1);
 }
 
-START_TEST(test_client_emit_bytes)
+KSFT_TEST(test_client_emit_bytes, 30)
 {
     env v = env_start_with("static", NULL);
     ksft_broker_create_topic(v.b, "ev.topic", 1);
@@ -916,7 +918,7 @@ START_TEST(test_client_emit_bytes)
 }
 END_TEST
 
-START_TEST(test_client_idle_pauses)
+KSFT_TEST(test_client_idle_pauses, 30)
 {
     env v = env_start_with("static", NULL);
     json_t *out = NULL;
@@ -932,7 +934,7 @@ START_TEST(test_client_idle_pauses)
 }
 END_TEST
 
-START_TEST(test_client_destroy_null)
+KSFT_TEST(test_client_destroy_null, 5)
 {
     ksf_client_destroy(NULL);
     ksf_client_stats s = {.sent = 99};
@@ -956,7 +958,7 @@ run_tool(const char *args, char *out, size_t size)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-START_TEST(test_client_cli)
+KSFT_TEST(test_client_cli, 60)
 {
     if (!getenv("KSF_TOOL")) {
         fprintf(stderr, "test_client_cli: KSF_TOOL not set (run through meson test)\n");
@@ -1005,46 +1007,4 @@ START_TEST(test_client_cli)
 }
 END_TEST
 
-static Suite *
-client_suite(void)
-{
-    Suite *s = suite_create("client");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
-        {"reply_shapes", test_client_reply_shapes, 30},
-        {"stream", test_client_stream, 30},
-        {"timeouts", test_client_timeouts, 30},
-        {"late_unknown_duplicate", test_client_late_unknown_duplicate, 30},
-        {"destroy_in_flight", test_client_destroy_in_flight, 30},
-        {"concurrent_sends", test_client_concurrent_sends, 60},
-        {"bad_input", test_client_bad_input, 30},
-        {"reply_partition_out_of_range", test_client_reply_partition_out_of_range, 30},
-        {"broker_down", test_client_broker_down, 30},
-        {"request_header_bytes", test_client_request_header_bytes, 30},
-        {"spring_dialect", test_client_spring_dialect, 30},
-        {"emit_bytes", test_client_emit_bytes, 30},
-        {"idle_pauses", test_client_idle_pauses, 30},
-        {"destroy_null", test_client_destroy_null, 5},
-        {"cli", test_client_cli, 60},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, cases[i].timeout);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(client_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("client")

@@ -11,6 +11,8 @@
 #include "obs/trace.h"
 #include "server/deadline.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -208,7 +210,7 @@ on_reply(const ksf_reply *r, void *user)
     atomic_fetch_add(&d->n, 1);
 }
 
-START_TEST(test_deadline_propagates_through_a_handler)
+KSFT_TEST(test_deadline_propagates_through_a_handler, 60)
 {
     reset_seen();
     ksft_broker *b = ksft_broker_start();
@@ -326,7 +328,7 @@ raw_request(ksft_producer *p, const char *topic, const char *id, const ksfi_head
     ksft_produce(p, topic, 0, NULL, 0, "{}", 2, h, n + nextra, true);
 }
 
-START_TEST(test_deadline_reply_trace_headers)
+KSFT_TEST(test_deadline_reply_trace_headers, 60)
 {
     reset_seen();
     ksft_broker *b = ksft_broker_start();
@@ -448,7 +450,7 @@ ex_server(const ksf_config *cfg)
     return srv;
 }
 
-START_TEST(test_deadline_expired_is_skipped_and_committed)
+KSFT_TEST(test_deadline_expired_is_skipped_and_committed, 60)
 {
     reset_seen();
     ksft_broker *b = ksft_broker_start();
@@ -533,7 +535,7 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_deadline_late_reply_is_counted)
+KSFT_TEST(test_deadline_late_reply_is_counted, 60)
 {
     reset_seen();
     ksft_broker *b = ksft_broker_start();
@@ -593,7 +595,7 @@ h_300ms(ksf_ctx *ctx, const json_t *data, json_t **reply)
  * but answered at once with the overload error (before its caller's timeout: the old
  * code ran it and the caller timed out); counted in shed and errors, not requests.
  */
-START_TEST(test_deadline_cannot_finish_is_shed)
+KSFT_TEST(test_deadline_cannot_finish_is_shed, 60)
 {
     ksft_broker *b = ksft_broker_start();
     ksf_config *cfg = ksft_config(b);
@@ -655,36 +657,4 @@ START_TEST(test_deadline_cannot_finish_is_shed)
 }
 END_TEST
 
-static Suite *
-deadline_suite(void)
-{
-    const struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
-        {"propagates_through_a_handler", test_deadline_propagates_through_a_handler},
-        {"reply_trace_headers", test_deadline_reply_trace_headers},
-        {"expired_is_skipped_and_committed",
-         test_deadline_expired_is_skipped_and_committed},
-        {"late_reply_is_counted", test_deadline_late_reply_is_counted},
-        {"cannot_finish_is_shed", test_deadline_cannot_finish_is_shed},
-    };
-    Suite *s = suite_create("deadline");
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 60);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(deadline_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("deadline")

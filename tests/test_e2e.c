@@ -6,6 +6,8 @@
 #include "broker.h"
 #include "service.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -138,7 +140,7 @@ make_basic_server(const ksf_config *cfg, void *user)
     return srv;
 }
 
-START_TEST(test_e2e_reply_and_error_shapes)
+KSFT_TEST(test_e2e_reply_and_error_shapes, 60)
 {
     world w;
     world_open(&w, make_basic_server, NULL);
@@ -238,7 +240,7 @@ make_stream_server(const ksf_config *cfg, void *user)
     return srv;
 }
 
-START_TEST(test_e2e_stream)
+KSFT_TEST(test_e2e_stream, 60)
 {
     world w;
     world_open(&w, make_stream_server, NULL);
@@ -300,7 +302,7 @@ make_nested_server(const ksf_config *cfg, void *user)
     return srv;
 }
 
-START_TEST(test_e2e_nested_call)
+KSFT_TEST(test_e2e_nested_call, 60)
 {
     world w;
     world_open(&w, make_nested_server, NULL);
@@ -380,7 +382,7 @@ all_finished(void *arg)
     return atomic_load(&t->finished) >= E2E_THREADS * E2E_PER_THREAD;
 }
 
-START_TEST(test_e2e_concurrent_sends_exact_accounting)
+KSFT_TEST(test_e2e_concurrent_sends_exact_accounting, 120)
 {
     world w;
     world_open(&w, make_basic_server, NULL);
@@ -451,7 +453,7 @@ one_late_reply(void *arg)
     return st.late_replies == 1;
 }
 
-START_TEST(test_e2e_timeout_then_late_reply)
+KSFT_TEST(test_e2e_timeout_then_late_reply, 60)
 {
     world w;
     world_open(&w, make_slow_server, NULL);
@@ -530,7 +532,7 @@ all_events_seen(void *arg)
     return atomic_load(&events_total) >= E2E_EVENTS;
 }
 
-START_TEST(test_e2e_events_each_handled_once)
+KSFT_TEST(test_e2e_events_each_handled_once, 60)
 {
     world w;
     world_open(&w, make_event_server, NULL);
@@ -558,40 +560,4 @@ START_TEST(test_e2e_events_each_handled_once)
 }
 END_TEST
 
-static Suite *
-e2e_suite(void)
-{
-    Suite *s = suite_create("e2e");
-    TCase *tc = tcase_create("shapes");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_e2e_reply_and_error_shapes);
-    tcase_add_test(tc, test_e2e_stream);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("nested");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_e2e_nested_call);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("load");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_e2e_concurrent_sends_exact_accounting);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("timeouts");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_e2e_timeout_then_late_reply);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("events");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_e2e_events_each_handled_once);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(e2e_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("e2e")

@@ -249,7 +249,7 @@ kill_request_leader(void *arg)
     kill_node(c, leader);
 }
 
-START_TEST(test_failover_leader_killed)
+KSFT_TEST(test_failover_leader_killed, 240)
 {
     KSFT_NEEDS_REAL_KAFKA("a 3-node cluster whose nodes can be killed");
     cluster c = {0};
@@ -269,7 +269,7 @@ kill_and_restart_single(void *arg)
     restart_node(c, 1);
 }
 
-START_TEST(test_failover_single_restart)
+KSFT_TEST(test_failover_single_restart, 240)
 {
     KSFT_NEEDS_REAL_KAFKA("a broker that can be killed and restarted on its data");
     cluster c = {0};
@@ -279,12 +279,4 @@ START_TEST(test_failover_single_restart)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"leader_killed", test_failover_leader_killed, 240},
-        {"single_restart", test_failover_single_restart, 240},
-    };
-    return KSFT_RUN("failover", cases);
-}
+KSFT_MAIN("failover")

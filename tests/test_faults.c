@@ -217,7 +217,7 @@ assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
 
 #define DOWN_N 200
 
-START_TEST(test_faults_broker_down_up)
+KSFT_TEST(test_faults_broker_down_up, 60)
 {
     KSFT_NEEDS_MOCK("taking the broker down and up; real Kafka: test_failover");
     fault_world w;
@@ -245,7 +245,7 @@ END_TEST
 
 #define ERR_N 200
 
-START_TEST(test_faults_request_errors)
+KSFT_TEST(test_faults_request_errors, 60)
 {
     KSFT_NEEDS_MOCK("injected request errors");
     fault_world w;
@@ -283,7 +283,7 @@ END_TEST
  * docs/reliability.md); until then this case bounds it instead of asserting all ok. */
 #define PRODUCE_STALL_MAX 3
 
-START_TEST(test_faults_produce_errors)
+KSFT_TEST(test_faults_produce_errors, 90)
 {
     KSFT_NEEDS_MOCK("injected Produce errors");
     fault_world w;
@@ -323,7 +323,7 @@ on_keeper(const ksf_reply *r, void *user)
     atomic_fetch_add(&keeper_calls, 1);
 }
 
-START_TEST(test_faults_rtt)
+KSFT_TEST(test_faults_rtt, 60)
 {
     KSFT_NEEDS_MOCK("an injected round-trip time");
     fault_world w;
@@ -397,7 +397,7 @@ slowish_server(ksf_config *cfg)
     return srv;
 }
 
-START_TEST(test_faults_server_restart)
+KSFT_TEST(test_faults_server_restart, 60)
 {
     fault_world w;
     world_open(&w);
@@ -421,7 +421,7 @@ END_TEST
 
 /* ---- stop when the broker is already gone: bounded --------------------------------- */
 
-START_TEST(test_faults_stop_broker_gone)
+KSFT_TEST(test_faults_stop_broker_gone, 60)
 {
     KSFT_NEEDS_MOCK("taking the broker down");
     fault_world w;
@@ -460,7 +460,7 @@ h_defer_forever(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return ksf_ctx_defer(ctx);
 }
 
-START_TEST(test_faults_deferred_revoked)
+KSFT_TEST(test_faults_deferred_revoked, 60)
 {
     fault_world w;
     world_open(&w);
@@ -493,17 +493,4 @@ START_TEST(test_faults_deferred_revoked)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"broker_down_up", test_faults_broker_down_up, 60},
-        {"request_errors", test_faults_request_errors, 60},
-        {"produce_errors", test_faults_produce_errors, 90},
-        {"rtt", test_faults_rtt, 60},
-        {"server_restart", test_faults_server_restart, 60},
-        {"stop_broker_gone", test_faults_stop_broker_gone, 60},
-        {"deferred_revoked", test_faults_deferred_revoked, 60},
-    };
-    return KSFT_RUN("faults", cases);
-}
+KSFT_MAIN("faults")

@@ -104,7 +104,7 @@ stats_of(ksf_server *srv)
  * restarted server must answer every request still on the broker, and count and log
  * what was deleted; before, it jumped to the end and answered none.
  */
-START_TEST(test_hardening_backlog_restart)
+KSFT_TEST(test_hardening_backlog_restart, 240)
 {
     ksft_broker *b = ksft_broker_start();
     const char *brokers = ksft_broker_address(b);
@@ -218,7 +218,7 @@ count_refusals(void *user, ksf_log_level level, const char *component,
  * are answered, never internal or the server's own topics, and the distinct names a
  * glob admits are capped; the rest are counted, not handled, and committed past.
  */
-START_TEST(test_hardening_reply_policy)
+KSFT_TEST(test_hardening_reply_policy, 120)
 {
     ksft_broker *b = ksft_broker_start();
     const char *brokers = ksft_broker_address(b);
@@ -314,7 +314,7 @@ START_TEST(test_hardening_reply_policy)
 END_TEST
 
 /* server.reply.topics is checked when set. */
-START_TEST(test_hardening_reply_topics_config)
+KSFT_TEST(test_hardening_reply_topics_config, 10)
 {
     ksf_config *cfg = NULL;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
@@ -340,13 +340,4 @@ START_TEST(test_hardening_reply_topics_config)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"backlog_restart", test_hardening_backlog_restart, 240},
-        {"reply_policy", test_hardening_reply_policy, 120},
-        {"reply_topics_config", test_hardening_reply_topics_config, 10},
-    };
-    return KSFT_RUN("hardening", cases);
-}
+KSFT_MAIN("hardening")

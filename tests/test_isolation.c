@@ -33,7 +33,7 @@ assert_get(const ksf_config *cfg, const char *key, const char *want)
     ck_assert_str_eq(buf, want);
 }
 
-START_TEST(test_isolation_config)
+KSFT_TEST(test_isolation_config, 10)
 {
     ksf_config *cfg = NULL;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
@@ -137,7 +137,7 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_isolation_slow_pattern)
+KSFT_TEST(test_isolation_slow_pattern, 60)
 {
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
@@ -274,7 +274,7 @@ assert_header(const ksft_msg *m, const char *name, const char *want, size_t want
                   (int)len, (const char *)v, want);
 }
 
-START_TEST(test_isolation_budget)
+KSFT_TEST(test_isolation_budget, 60)
 {
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
@@ -390,7 +390,7 @@ h_defers(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return e;
 }
 
-START_TEST(test_isolation_budget_deferred)
+KSFT_TEST(test_isolation_budget_deferred, 60)
 {
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
@@ -427,14 +427,4 @@ START_TEST(test_isolation_budget_deferred)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"config", test_isolation_config, 10},
-        {"slow_pattern", test_isolation_slow_pattern, 60},
-        {"budget", test_isolation_budget, 60},
-        {"budget_deferred", test_isolation_budget_deferred, 60},
-    };
-    return KSFT_RUN("isolation", cases);
-}
+KSFT_MAIN("isolation")

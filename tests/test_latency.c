@@ -159,7 +159,7 @@ assert_clean(ksf_client *cli, uint64_t calls)
     ck_assert_uint_eq(s.unknown_replies, 0);
 }
 
-START_TEST(test_latency_idle_resume)
+KSFT_TEST(test_latency_idle_resume, 60)
 {
     KSFT_NEEDS_MOCK("its request counters, to see Fetch requests");
     world w;
@@ -187,7 +187,7 @@ START_TEST(test_latency_idle_resume)
 }
 END_TEST
 
-START_TEST(test_latency_first_call)
+KSFT_TEST(test_latency_first_call, 60)
 {
     world w;
     world_open(&w, "lat.first", NULL); /* the default: the reply group */
@@ -202,7 +202,7 @@ START_TEST(test_latency_first_call)
 }
 END_TEST
 
-START_TEST(test_latency_first_call_after_idle)
+KSFT_TEST(test_latency_first_call_after_idle, 60)
 {
     /* Nothing consumed yet: where fetching resumes is known only from the partition's
      * end-of-partition event, which connect() waited for. */
@@ -286,7 +286,7 @@ pipe_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return ksft_echo(ctx, data, reply);
 }
 
-START_TEST(test_latency_replies_pipelined)
+KSFT_TEST(test_latency_replies_pipelined, 90)
 {
     /* Concurrency 1 and a broker that holds every Produce response 5 s: a slot held
      * until the acknowledgement lets the second handler run only ~5 s after the first,
@@ -350,7 +350,7 @@ backlog_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return ksft_echo(ctx, data, reply);
 }
 
-START_TEST(test_latency_ack_backlog_bounded)
+KSFT_TEST(test_latency_ack_backlog_bounded, 120)
 {
     /* The other side of releasing the slot early: replies waiting for the broker still
      * count against the partition's window, which pauses fetching at
@@ -395,15 +395,4 @@ START_TEST(test_latency_ack_backlog_bounded)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"idle_resume", test_latency_idle_resume, 60},
-        {"first_call", test_latency_first_call, 60},
-        {"first_call_after_idle", test_latency_first_call_after_idle, 60},
-        {"replies_pipelined", test_latency_replies_pipelined, 90},
-        {"ack_backlog_bounded", test_latency_ack_backlog_bounded, 120},
-    };
-    return KSFT_RUN("latency", cases);
-}
+KSFT_MAIN("latency")

@@ -165,7 +165,7 @@ finish(tmember *t)
 }
 
 /* 3 join, a 4th joins, one leaves, one vanishes: nobody's lowest partition moves. */
-START_TEST(test_membership_rebalances)
+KSFT_TEST(test_membership_rebalances, 80)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, TOPIC, 4);
@@ -216,7 +216,7 @@ total(tmember *t, ksfi_membership_stats *st)
 
 /* Coordinator errors injected on every group API are survived without losing a
  * partition. */
-START_TEST(test_membership_injected_errors)
+KSFT_TEST(test_membership_injected_errors, 70)
 {
     KSFT_NEEDS_MOCK("injected coordinator errors");
     ksft_broker *b = ksft_broker_start();
@@ -269,7 +269,7 @@ END_TEST
 
 /* The broker goes away briefly: reconnect, keep the assignment, no revocation. Away for
  * longer than the session: the owner hears it is lost, then it is assigned again. */
-START_TEST(test_membership_broker_down)
+KSFT_TEST(test_membership_broker_down, 50)
 {
     KSFT_NEEDS_MOCK("stopping and restarting the broker");
     ksft_broker *b = ksft_broker_start();
@@ -314,7 +314,7 @@ END_TEST
 
 /* A fatal answer (INVALID_SESSION_TIMEOUT on JoinGroup) reaches the owner once, with a
  * sentence saying what to do, and the membership stops retrying. */
-START_TEST(test_membership_fatal_error)
+KSFT_TEST(test_membership_fatal_error, 20)
 {
     KSFT_NEEDS_MOCK("an injected INVALID_SESSION_TIMEOUT");
     ksft_broker *b = ksft_broker_start();
@@ -348,7 +348,7 @@ END_TEST
 
 /* A static member on a broker without JoinGroup v5 stops with a sentence instead of
  * joining as a dynamic member; a dynamic member joins there with v4. */
-START_TEST(test_membership_static_needs_v5)
+KSFT_TEST(test_membership_static_needs_v5, 40)
 {
     KSFT_NEEDS_MOCK("a broker limited to JoinGroup v4");
     ksft_broker *b = ksft_broker_start();
@@ -391,7 +391,7 @@ START_TEST(test_membership_static_needs_v5)
 }
 END_TEST
 
-START_TEST(test_membership_bad_config)
+KSFT_TEST(test_membership_bad_config, 10)
 {
     ksfi_assignor_topic topics[] = {{TOPIC, 4}};
     ksfi_membership_config cfg = {
@@ -420,16 +420,4 @@ START_TEST(test_membership_bad_config)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"bad_config", test_membership_bad_config, 10},
-        {"fatal_error", test_membership_fatal_error, 20},
-        {"static_needs_v5", test_membership_static_needs_v5, 40},
-        {"rebalances", test_membership_rebalances, 80},
-        {"injected_errors", test_membership_injected_errors, 70},
-        {"broker_down", test_membership_broker_down, 50},
-    };
-    return KSFT_RUN("membership", cases);
-}
+KSFT_MAIN("membership")

@@ -8,13 +8,15 @@
 #include "obs/metrics.h"
 #include "service.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <ksf/ksf.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-START_TEST(test_metrics_bucket_edges)
+KSFT_TEST(test_metrics_bucket_edges, 30)
 {
     /* Bounds are inclusive (Prometheus le): a value on a bound is in that bucket. */
     ck_assert_uint_eq(ksfi_hist_bucket(0), 0);
@@ -50,7 +52,7 @@ hammer(void *arg)
     return NULL;
 }
 
-START_TEST(test_metrics_concurrent_counts_are_exact)
+KSFT_TEST(test_metrics_concurrent_counts_are_exact, 30)
 {
     ksfi_pmetrics *m = ksfi_pmetrics_new("p");
     ck_assert_ptr_nonnull(m);
@@ -99,7 +101,7 @@ mem_close(memout *m)
     return m->text;
 }
 
-START_TEST(test_metrics_prometheus_text_and_escaping)
+KSFT_TEST(test_metrics_prometheus_text_and_escaping, 10)
 {
     ksfi_pmetrics *a = ksfi_pmetrics_new("odd \"quoted\" \\path\\\nnext");
     ksfi_pmetrics *b = ksfi_pmetrics_new("a.plain");
@@ -157,7 +159,7 @@ START_TEST(test_metrics_prometheus_text_and_escaping)
 }
 END_TEST
 
-START_TEST(test_metrics_null_arguments)
+KSFT_TEST(test_metrics_null_arguments, 10)
 {
     json_t *j = NULL;
     ck_assert_int_eq(ksf_server_write_prometheus(NULL, stdout), KSF_EINVAL);
@@ -386,7 +388,7 @@ check_client(ksf_client *cli)
     json_decref(j);
 }
 
-START_TEST(test_metrics_server_and_client_count_traffic)
+KSFT_TEST(test_metrics_server_and_client_count_traffic, 60)
 {
     ksft_broker *b = ksft_broker_start();
     ksf_config *cfg = ksft_config(b);
@@ -421,33 +423,4 @@ START_TEST(test_metrics_server_and_client_count_traffic)
 }
 END_TEST
 
-static Suite *
-metrics_suite(void)
-{
-    Suite *s = suite_create("metrics");
-    TCase *tc = tcase_create("histogram");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_metrics_bucket_edges);
-    tcase_add_test(tc, test_metrics_concurrent_counts_are_exact);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("prometheus");
-    tcase_set_timeout(tc, 10);
-    tcase_add_test(tc, test_metrics_prometheus_text_and_escaping);
-    tcase_add_test(tc, test_metrics_null_arguments);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("traffic");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_metrics_server_and_client_count_traffic);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(metrics_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("metrics")

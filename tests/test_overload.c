@@ -23,7 +23,7 @@ static const char *const patterns[] = {"o.echo", NULL};
 #define LIMIT 50
 #define OVER 20
 
-START_TEST(test_overload_in_flight_limit)
+KSFT_TEST(test_overload_in_flight_limit, 60)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, "o.echo", 2);
@@ -98,7 +98,7 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_overload_slow_handlers)
+KSFT_TEST(test_overload_slow_handlers, 90)
 {
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
@@ -164,7 +164,7 @@ END_TEST
 
 #define BURST 10000
 
-START_TEST(test_overload_burst)
+KSFT_TEST(test_overload_burst, 90)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, "o.echo", 4);
@@ -207,13 +207,4 @@ START_TEST(test_overload_burst)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"in_flight_limit", test_overload_in_flight_limit, 60},
-        {"slow_handlers", test_overload_slow_handlers, 90},
-        {"burst", test_overload_burst, 90},
-    };
-    return KSFT_RUN("overload", cases);
-}
+KSFT_MAIN("overload")

@@ -501,7 +501,7 @@ assert_clean(sender *s, const ksf_client_stats *st)
     ck_assert_uint_eq(st->unknown_replies, 0);
 }
 
-START_TEST(test_reply_group_storm)
+KSFT_TEST(test_reply_group_storm, 150)
 {
     child d = child_fork(); /* first: no thread exists yet */
     ksft_broker *b = ksft_broker_start();
@@ -643,7 +643,7 @@ client_new(ksft_broker *b)
     return cli;
 }
 
-START_TEST(test_reply_group_distinct)
+KSFT_TEST(test_reply_group_distinct, 40)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
@@ -667,7 +667,7 @@ START_TEST(test_reply_group_distinct)
 }
 END_TEST
 
-START_TEST(test_reply_group_restart)
+KSFT_TEST(test_reply_group_restart, 40)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
@@ -694,7 +694,7 @@ START_TEST(test_reply_group_restart)
 }
 END_TEST
 
-START_TEST(test_reply_group_acquire_timeout)
+KSFT_TEST(test_reply_group_acquire_timeout, 30)
 {
     KSFT_NEEDS_MOCK("its 3 s first join; a real broker joins within the 500 ms");
     ksft_broker *b = ksft_broker_start();
@@ -726,14 +726,4 @@ START_TEST(test_reply_group_acquire_timeout)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"storm", test_reply_group_storm, 150},
-        {"distinct", test_reply_group_distinct, 40},
-        {"restart", test_reply_group_restart, 40},
-        {"acquire_timeout", test_reply_group_acquire_timeout, 30},
-    };
-    return KSFT_RUN("reply_group", cases);
-}
+KSFT_MAIN("reply_group")

@@ -64,7 +64,7 @@ h_flaky(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_retry_then_success)
+KSFT_TEST(test_retry_then_success, 60)
 {
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
@@ -131,7 +131,7 @@ poison_server(const ksf_config *cfg, ksft_service *s)
     return srv;
 }
 
-START_TEST(test_retry_dead_letter)
+KSFT_TEST(test_retry_dead_letter, 60)
 {
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
@@ -196,7 +196,7 @@ END_TEST
 
 /* ---- the dead-letter produce fails: tried again, never dropped ------------------ */
 
-START_TEST(test_retry_dead_letter_produce_fails)
+KSFT_TEST(test_retry_dead_letter_produce_fails, 60)
 {
     KSFT_NEEDS_MOCK("injected Produce errors");
     ksft_broker *b = ksft_broker_start();
@@ -240,7 +240,7 @@ END_TEST
 
 /* ---- a stop during the backoff: abandoned, not committed, run again ------------ */
 
-START_TEST(test_retry_stop_during_backoff)
+KSFT_TEST(test_retry_stop_during_backoff, 60)
 {
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
@@ -288,7 +288,7 @@ h_request_fails(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return ksf_ctx_reply_error(ctx, "no");
 }
 
-START_TEST(test_retry_not_requests)
+KSFT_TEST(test_retry_not_requests, 60)
 {
     ksft_broker *b = ksft_broker_start();
     const char *addr = ksft_broker_address(b);
@@ -322,15 +322,4 @@ START_TEST(test_retry_not_requests)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"then_success", test_retry_then_success, 60},
-        {"dead_letter", test_retry_dead_letter, 60},
-        {"dead_letter_produce_fails", test_retry_dead_letter_produce_fails, 60},
-        {"stop_during_backoff", test_retry_stop_during_backoff, 60},
-        {"not_requests", test_retry_not_requests, 60},
-    };
-    return KSFT_RUN("retry", cases);
-}
+KSFT_MAIN("retry")

@@ -87,7 +87,7 @@ park_server(ksft_broker *b, const char *deferred_max, ksft_service *s)
 
 /* 40 requests, 4 workers: all 40 are deferred at once (they hold no worker and no
  * concurrency slot); before, 4 were and the rest waited for a finish. */
-START_TEST(test_usability_deferred_not_bounded_by_workers)
+KSFT_TEST(test_usability_deferred_not_bounded_by_workers, 60)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_service s = {0};
@@ -114,7 +114,7 @@ END_TEST
 
 /* server.deferred.max bounds them: at 8 parked no new handler starts (the rest are
  * throttled) until some finish. */
-START_TEST(test_usability_deferred_max)
+KSFT_TEST(test_usability_deferred_max, 60)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_service s = {0};
@@ -177,7 +177,7 @@ h_early(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return e;
 }
 
-START_TEST(test_usability_finish_before_return)
+KSFT_TEST(test_usability_finish_before_return, 60)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, "u.early", 1);
@@ -269,7 +269,7 @@ dead_config(char *addr, size_t size)
 
 /* The first send of a fresh client returns at once (it used to wait ~3 s for the
  * reply-group join on the calling thread), and its reply still comes. */
-START_TEST(test_usability_send_never_blocks)
+KSFT_TEST(test_usability_send_never_blocks, 60)
 {
     static const char *const patterns[] = {"u.echo", NULL};
     ksft_broker *b = ksft_broker_start();
@@ -310,7 +310,7 @@ END_TEST
 
 /* No broker: send returns at once and the callback says so within
  * broker.unreachable.timeout.ms, naming the address; connect too. */
-START_TEST(test_usability_client_unreachable)
+KSFT_TEST(test_usability_client_unreachable, 60)
 {
     char addr[64], want[256];
     ksf_config *cfg = dead_config(addr, sizeof addr);
@@ -348,7 +348,7 @@ START_TEST(test_usability_client_unreachable)
 END_TEST
 
 /* A server given a dead broker returns from run with the address, in seconds. */
-START_TEST(test_usability_server_unreachable)
+KSFT_TEST(test_usability_server_unreachable, 60)
 {
     char addr[64], want[256];
     ksf_config *cfg = dead_config(addr, sizeof addr);
@@ -367,7 +367,7 @@ END_TEST
 
 /* A request to a pattern whose topic does not exist times out saying that no service
  * consumes it (it used to say only "no reply before the request's deadline"). */
-START_TEST(test_usability_nobody_consumes)
+KSFT_TEST(test_usability_nobody_consumes, 60)
 {
     ksft_broker *b = ksft_broker_start();
     ksf_config *cfg = ksft_config(b);
@@ -394,7 +394,7 @@ END_TEST
 
 /* ---- the session timeout and the heartbeat go together --------------------------- */
 
-START_TEST(test_usability_session_alone)
+KSFT_TEST(test_usability_session_alone, 30)
 {
     const char *const kv[][2] = {{"brokers", "127.0.0.1:9"},
                                  {"consumer.session.timeout.ms", "6000"}};
@@ -430,7 +430,7 @@ END_TEST
 
 /* ---- logging without code: KSF_LOG, one debug line per message ------------------- */
 
-START_TEST(test_usability_ksf_log_env)
+KSFT_TEST(test_usability_ksf_log_env, 10)
 {
     ksf_config *cfg = NULL;
     ksf_errinfo ei = {0};
@@ -484,7 +484,7 @@ count_debug(void *user, ksf_log_level level, const char *component, const char *
     }
 }
 
-START_TEST(test_usability_debug_line_per_message)
+KSFT_TEST(test_usability_debug_line_per_message, 60)
 {
     static const char *const patterns[] = {"u.log", NULL};
     ksft_broker *b = ksft_broker_start();
@@ -526,7 +526,7 @@ run_tool(const char *env, const char *args, char *err, size_t size)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-START_TEST(test_usability_call_tool)
+KSFT_TEST(test_usability_call_tool, 90)
 {
     if (!getenv("KSF_TOOL")) {
         fprintf(stderr, "call_tool: KSF_TOOL not set (run through meson test)\n");
@@ -575,7 +575,7 @@ START_TEST(test_usability_call_tool)
 END_TEST
 
 /* An interrupted ksf bench reports what it measured (it printed nothing). */
-START_TEST(test_usability_bench_interrupted)
+KSFT_TEST(test_usability_bench_interrupted, 90)
 {
     if (!getenv("KSF_TOOL")) {
         fprintf(stderr, "bench_interrupted: KSF_TOOL not set (run through meson test)\n");
@@ -674,7 +674,7 @@ read_file(const char *path, char *buf, size_t size)
 }
 
 /* It serves, says when it is ready, answers, and stops on SIGTERM with status 0. */
-START_TEST(test_usability_readme_sample)
+KSFT_TEST(test_usability_readme_sample, 90)
 {
     const char *sample = getenv("KSF_README_SAMPLE");
     if (!sample) {
@@ -726,7 +726,7 @@ END_TEST
 
 /* A second, different service starting (the README sample, another program) does not
  * stop this one: they used to share nestjs-group-server and rebalance together. */
-START_TEST(test_usability_services_apart)
+KSFT_TEST(test_usability_services_apart, 90)
 {
     const char *sample = getenv("KSF_README_SAMPLE");
     if (!sample) {
@@ -777,25 +777,4 @@ START_TEST(test_usability_services_apart)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"deferred_not_bounded_by_workers",
-         test_usability_deferred_not_bounded_by_workers, 60},
-        {"deferred_max", test_usability_deferred_max, 60},
-        {"finish_before_return", test_usability_finish_before_return, 60},
-        {"send_never_blocks", test_usability_send_never_blocks, 60},
-        {"client_unreachable", test_usability_client_unreachable, 60},
-        {"server_unreachable", test_usability_server_unreachable, 60},
-        {"nobody_consumes", test_usability_nobody_consumes, 60},
-        {"session_alone", test_usability_session_alone, 30},
-        {"ksf_log_env", test_usability_ksf_log_env, 10},
-        {"debug_line_per_message", test_usability_debug_line_per_message, 60},
-        {"call_tool", test_usability_call_tool, 90},
-        {"bench_interrupted", test_usability_bench_interrupted, 90},
-        {"readme_sample", test_usability_readme_sample, 90},
-        {"services_apart", test_usability_services_apart, 90},
-    };
-    return KSFT_RUN("usability", cases);
-}
+KSFT_MAIN("usability")
