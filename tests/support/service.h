@@ -21,6 +21,7 @@ typedef struct ksft_service {
     ksf_err run_err;
     ksf_errinfo ei;
     atomic_int ready;
+    atomic_int exited; /* run returned (a server that fails to start is not waited for) */
 } ksft_service;
 
 /* A new server on @p cfg (fails the test on error). */
