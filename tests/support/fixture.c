@@ -3,6 +3,7 @@
 #include "settings.h"
 
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,8 @@ ksft_world_server(const ksft_world *w, const ksft_handler *handlers)
 void
 ksft_world_serve(ksft_world *w, ksf_server *srv)
 {
-    ck_assert_msg(!w->srv, "ksft_world_serve: the world's server already runs");
+    ck_assert_msg(!w->service.running, "ksft_world_serve: the world's server still runs");
+    ksf_server_destroy(w->srv); /* a stopped one: this is a restart */
     w->srv = srv;
     ksft_service_start(&w->service, srv,
                        world_timeout_ms ? world_timeout_ms : DEFAULT_TIMEOUT_MS);
@@ -85,8 +87,14 @@ ksft_world_open(ksft_world *w, const ksft_world_spec *spec)
 void
 ksft_world_stop_server(ksft_world *w)
 {
-    ksft_service_stop(&w->service); /* stops, joins, asserts run's result, destroys */
-    w->srv = NULL;
+    ksft_service *s = &w->service;
+    if (s->running) {
+        ksf_server_stop(s->srv);
+        pthread_join(s->thread, NULL);
+        s->running = false;
+        ck_assert_msg(s->run_err == KSF_OK, "the world's server: run returned %s: %s",
+                      ksf_strerror(s->run_err), s->ei.text);
+    }
 }
 
 void
@@ -95,6 +103,9 @@ ksft_world_close(ksft_world *w)
     ksf_client_destroy(w->cli);
     w->cli = NULL;
     ksft_world_stop_server(w);
+    ksf_server_destroy(w->srv);
+    w->srv = NULL;
+    w->service.srv = NULL;
     ksf_client_destroy(w->extra);
     w->extra = NULL;
     ksf_config_destroy(w->cfg);

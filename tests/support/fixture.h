@@ -66,8 +66,9 @@ ksf_server *ksft_world_server(const ksft_world *w, const ksft_handler *handlers)
  * it is ready within the spec's timeout. */
 void ksft_world_serve(ksft_world *w, ksf_server *srv);
 
-/* Stop @p w's server (run must have returned KSF_OK) and destroy it; a no-op without
- * one. For cases that restart it or check what a stopped server committed. */
+/* Stop @p w's server and wait for its run to return (it must return KSF_OK); a no-op
+ * when none runs. w->srv stays valid (its stats, what it committed) until the next
+ * ksft_world_serve (a restart) or ksft_world_close destroys it. */
 void ksft_world_stop_server(ksft_world *w);
 
 /* Close the client, stop and destroy the server, then the extra client (the server's

@@ -80,12 +80,12 @@ ksft_deadline ksft_deadline_in(int timeout_ms);
  */
 bool ksft_deadline_wait(const ksft_deadline *d);
 
-/* Wait until the expression @p cond holds, for at most ksft_scaled_ms(@p timeout_ms);
+/* Wait until the expression @p cond holds, for at most ksft_scaled_ms(@p wait_ms);
  * otherwise fail the test with "waited N ms for " and the printf-style @p ... naming
  * what was awaited (and, ideally, what was seen instead). */
-#define KSFT_WAIT_UNTIL(cond, timeout_ms, ...)                                           \
+#define KSFT_WAIT_UNTIL(cond, wait_ms, ...)                                              \
     do {                                                                                 \
-        ksft_deadline ksft_d_ = ksft_deadline_in(timeout_ms);                            \
+        ksft_deadline ksft_d_ = ksft_deadline_in(wait_ms);                               \
         while (!(cond)) {                                                                \
             if (!ksft_deadline_wait(&ksft_d_)) {                                         \
                 ksft_wait_failed_(__FILE__, __LINE__, ksft_d_.timeout_ms, __VA_ARGS__);  \
