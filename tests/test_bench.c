@@ -4,6 +4,7 @@
  */
 #include "broker.h"
 
+#include "proc.h"
 #include "suite.h"
 
 #include <check.h>
@@ -16,22 +17,6 @@
 #include <time.h>
 
 #define PATTERN "bench.echo"
-
-/* Run the ksf tool through the shell; returns its exit status, stdout in @p out. */
-static int
-run_tool(const char *args, char *out, size_t size)
-{
-    const char *tool = getenv("KSF_TOOL");
-    char cmd[1024];
-    ck_assert_ptr_nonnull(tool);
-    snprintf(cmd, sizeof cmd, "\"%s\" %s", tool, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 KSFT_TEST(test_bench_argument_errors, 30)
 {
@@ -55,12 +40,13 @@ KSFT_TEST(test_bench_argument_errors, 30)
     char args[512], out[2048];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(args, sizeof args, "%s 2>&1 >/dev/null", cases[i].args);
-        int rc = run_tool(args, out, sizeof out);
+        int rc = ksft_run_tool("KSF_TOOL", "", args, KSFT_STDOUT, out, sizeof out);
         ck_assert_msg(rc == 2, "ksf %s: exit %d, want 2", cases[i].args, rc);
         ck_assert_msg(strstr(out, cases[i].err), "ksf %s: stderr \"%s\" lacks \"%s\"",
                       cases[i].args, out, cases[i].err);
     }
-    ck_assert_int_eq(run_tool("bench --help", out, sizeof out), 0);
+    ck_assert_int_eq(
+        ksft_run_tool("KSF_TOOL", "", "bench --help", KSFT_STDOUT, out, sizeof out), 0);
     ck_assert_ptr_nonnull(strstr(out, "Usage: ksf bench PATTERN"));
 }
 END_TEST
@@ -149,7 +135,7 @@ bench_json(env *v, const char *args, int want_rc)
         cmd, sizeof cmd,
         "bench %s --json --brokers %s --set consumer.fetch.wait.max.ms=5 2>/dev/null",
         args, ksft_broker_address(v->b));
-    int rc = run_tool(cmd, out, sizeof out);
+    int rc = ksft_run_tool("KSF_TOOL", "", cmd, KSFT_STDOUT, out, sizeof out);
     ck_assert_msg(rc == want_rc, "ksf %s: exit %d, want %d; stdout:\n%s", cmd, rc,
                   want_rc, out);
     size_t n = strlen(out);

@@ -8,6 +8,7 @@
  */
 #include "broker.h"
 
+#include "proc.h"
 #include "suite.h"
 
 #include <check.h>
@@ -21,23 +22,6 @@
 #define TOPIC_A "ksft.reset.a"
 #define TOPIC_B "ksft.reset.b"
 #define GROUP "ksft-reset-group"
-
-/* Run kafka_reset with @p args through the shell; returns its exit status, its stdout
- * (with 2>&1 in args, also its stderr) in @p out. */
-static int
-run_reset(const char *args, char *out, size_t size)
-{
-    const char *tool = getenv("KSF_KAFKA_RESET");
-    char cmd[1024];
-    ck_assert_msg(tool != NULL, "KSF_KAFKA_RESET is not set (meson sets it)");
-    snprintf(cmd, sizeof cmd, "\"%s\" %s", tool, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 KSFT_TEST(test_bench_reset_argument_errors, 30)
 {
@@ -54,7 +38,7 @@ KSFT_TEST(test_bench_reset_argument_errors, 30)
     char args[256], out[1024];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(args, sizeof args, "%s 2>&1", cases[i].args);
-        int rc = run_reset(args, out, sizeof out);
+        int rc = ksft_run_tool("KSF_KAFKA_RESET", "", args, KSFT_STDOUT, out, sizeof out);
         ck_assert_msg(rc == 2, "kafka_reset %s: exit %d, want 2", cases[i].args, rc);
         ck_assert_msg(strstr(out, cases[i].err), "kafka_reset %s: \"%s\" lacks \"%s\"",
                       cases[i].args, out, cases[i].err);
@@ -155,7 +139,8 @@ KSFT_TEST(test_bench_reset_on_kafka, 120)
     snprintf(args, sizeof args, "%s " TOPIC_A ":3 " TOPIC_B ":1", addr);
 
     /* From nothing: both topics are created. */
-    ck_assert_int_eq(run_reset(args, out, sizeof out), 0);
+    ck_assert_int_eq(
+        ksft_run_tool("KSF_KAFKA_RESET", "", args, KSFT_STDOUT, out, sizeof out), 0);
     ck_assert_msg(strstr(out, "2 topic(s) created empty"), "first reset said \"%s\"",
                   out);
 
@@ -181,7 +166,8 @@ KSFT_TEST(test_bench_reset_on_kafka, 120)
     ck_assert_msg(group_listed(p, GROUP), "group %s not listed after its commit", GROUP);
 
     /* The reset deletes the group (at least it) and leaves the topics empty. */
-    ck_assert_int_eq(run_reset(args, out, sizeof out), 0);
+    ck_assert_int_eq(
+        ksft_run_tool("KSF_KAFKA_RESET", "", args, KSFT_STDOUT, out, sizeof out), 0);
     int groups = -1;
     ck_assert_msg(sscanf(out, "reset: %d consumer group(s) deleted", &groups) == 1 &&
                       groups >= 1,

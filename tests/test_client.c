@@ -8,6 +8,7 @@
 #include "codec/codec.h"
 #include "codec/wire.h"
 
+#include "proc.h"
 #include "suite.h"
 
 #include <check.h>
@@ -943,21 +944,6 @@ KSFT_TEST(test_client_destroy_null, 5)
 }
 END_TEST
 
-/* Run the ksf tool through the shell; returns its exit status, output in @p out. */
-static int
-run_tool(const char *args, char *out, size_t size)
-{
-    const char *tool = getenv("KSF_TOOL");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "\"%s\" %s", tool, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 KSFT_TEST(test_client_cli, 60)
 {
     if (!getenv("KSF_TOOL")) {
@@ -998,7 +984,7 @@ KSFT_TEST(test_client_cli, 60)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(args, sizeof args, "%s --brokers %s %s", cases[i].args, b,
                  cases[i].redirect);
-        int rc = run_tool(args, out, sizeof out);
+        int rc = ksft_run_tool("KSF_TOOL", "", args, KSFT_STDOUT, out, sizeof out);
         ck_assert_msg(rc == cases[i].rc, "ksf %s: exit %d, want %d", args, rc,
                       cases[i].rc);
         ck_assert_str_eq(out, cases[i].out);

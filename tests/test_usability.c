@@ -5,12 +5,13 @@
  * are reported at once and say what is wrong, and the defaults behind them.
  */
 #include "base/config.h"
-#include "broker.h"
+#include "fixture.h"
 #include "kafka/kafka.h"
 #include "raw_kafka.h"
 #include "server/server.h"
 #include "service.h"
 
+#include "proc.h"
 #include "suite.h"
 
 #include <arpa/inet.h>
@@ -67,48 +68,38 @@ finish_parked(void)
     return n;
 }
 
-/* A server with one deferring pattern, default workers (4) and concurrency. */
-static ksf_server *
-park_server(ksft_broker *b, const char *deferred_max, ksft_service *s)
+/* The world of the deferral cases: one deferring pattern, default workers (4) and
+ * concurrency, and server.deferred.max as given (NULL: the default). */
+static void
+park_world(ksft_world *w, const char *deferred_max)
 {
-    ksft_broker_create_topic(b, "u.park", 2);
-    ksft_broker_create_topic(b, "u.park.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    if (deferred_max) {
-        const char *const kv[][2] = {{"server.deferred.max", deferred_max}};
-        ksft_config_set_all(cfg, kv, KSFT_NKV(kv));
-    }
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "u.park", h_park, NULL, NULL), KSF_OK);
-    ksf_config_destroy(cfg);
-    ksft_service_start(s, srv, WAIT_MS);
-    return srv;
+    static const char *const topics[] = {"u.park:2", "u.park.reply", NULL};
+    static const ksft_handler park[] = {{"u.park", h_park}, {NULL}};
+    const char *const kv[][2] = {{"server.deferred.max", deferred_max}};
+    ksft_world_open(w, &(ksft_world_spec){.topics = topics,
+                                          .settings = deferred_max ? kv : NULL,
+                                          .nsettings = 1,
+                                          .handlers = park});
 }
 
 /* 40 requests, 4 workers: all 40 are deferred at once (they hold no worker and no
  * concurrency slot); before, 4 were and the rest waited for a finish. */
 KSFT_TEST(test_usability_deferred_not_bounded_by_workers, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksft_service s = {0};
-    park_server(b, NULL, &s);
-    ksf_config *cfg = ksft_config(b);
-    ksf_client *cli = ksft_client(cfg);
+    ksft_world w;
+    park_world(&w, NULL);
     ksft_tally t;
     ksft_tally_init(&t, 40);
     for (size_t i = 0; i < 40; i++) {
-        ck_assert_int_eq(ksft_tally_send(&t, cli, "u.park", i, 30000, 0), KSF_OK);
+        ck_assert_int_eq(ksft_tally_send(&t, w.cli, "u.park", i, 30000, 0), KSF_OK);
     }
     ck_assert_int_eq(ksft_wait_atomic(&nparked, 40, WAIT_MS), 40);
     ck_assert_int_eq(finish_parked(), 40);
     ck_assert_uint_eq(ksft_tally_wait(&t, 40, WAIT_MS), 40);
     ck_assert_uint_eq(atomic_load(&t.ok), 40);
     ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
-    ksf_client_destroy(cli);
     ksft_tally_free(&t);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -116,24 +107,21 @@ END_TEST
  * throttled) until some finish. */
 KSFT_TEST(test_usability_deferred_max, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksft_service s = {0};
-    ksf_server *srv = park_server(b, "8", &s);
-    ksf_config *cfg = ksft_config(b);
+    ksft_world w;
+    park_world(&w, "8");
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_set(cfg, "server.deferred.max", "0", &ei), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_set(w.cfg, "server.deferred.max", "0", &ei), KSF_EINVAL);
     ck_assert_str_eq(ei.text, "server.deferred.max \"0\": expected an integer from 1 to "
                               "1000000");
-    ksf_client *cli = ksft_client(cfg);
     ksft_tally t;
     ksft_tally_init(&t, 20);
     for (size_t i = 0; i < 20; i++) {
-        ck_assert_int_eq(ksft_tally_send(&t, cli, "u.park", i, 30000, 0), KSF_OK);
+        ck_assert_int_eq(ksft_tally_send(&t, w.cli, "u.park", i, 30000, 0), KSF_OK);
     }
     ck_assert_int_ge(ksft_wait_atomic(&nparked, 8, WAIT_MS), 8);
     /* Then nothing new starts (counted as throttled); handlers that were already
      * running when the eighth parked may still defer: at most workers - 1 = 3. */
-    KSFT_WAIT_SERVER_STAT(srv, throttled, 1, WAIT_MS);
+    KSFT_WAIT_SERVER_STAT(w.srv, throttled, 1, WAIT_MS);
     ck_assert_int_le(atomic_load(&nparked), 11);
     int done = finish_parked();
     while (done < 20) {
@@ -143,11 +131,8 @@ KSFT_TEST(test_usability_deferred_max, 60)
     }
     ck_assert_uint_eq(ksft_tally_wait(&t, 20, WAIT_MS), 20);
     ck_assert_uint_eq(atomic_load(&t.ok), 20);
-    ksf_client_destroy(cli);
     ksft_tally_free(&t);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -179,28 +164,22 @@ h_early(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 KSFT_TEST(test_usability_finish_before_return, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.early", 1);
-    ksft_broker_create_topic(b, "u.early.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "u.early", h_early, NULL, NULL), KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, WAIT_MS);
-    ksf_client *cli = ksft_client(cfg);
+    ksft_world w;
+    ksft_world_open(
+        &w, &(ksft_world_spec){
+                .topics = (const char *const[]){"u.early", "u.early.reply", NULL},
+                .handlers = (const ksft_handler[]){{"u.early", h_early}, {NULL}}});
     json_t *reply = NULL;
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_client_call(cli, "u.early", NULL, WAIT_MS, &reply, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_client_call(w.cli, "u.early", NULL, WAIT_MS, &reply, &ei),
+                     KSF_OK);
     ck_assert_str_eq(json_string_value(reply), "early");
     json_decref(reply);
     ck_assert_int_eq(atomic_load(&early_rc), KSF_OK);
     ck_assert_int_eq(atomic_load(&second_rc), KSF_ESTATE);
-    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, replies, 1, WAIT_MS);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, replies, 1, WAIT_MS);
     ck_assert_uint_eq(st.errors, 0);
-    ksf_client_destroy(cli);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -271,40 +250,35 @@ dead_config(char *addr, size_t size)
  * reply-group join on the calling thread), and its reply still comes. */
 KSFT_TEST(test_usability_send_never_blocks, 60)
 {
-    static const char *const patterns[] = {"u.echo", NULL};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.echo", 1);
-    ksft_broker_create_topic(b, "u.echo.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
-    ksf_client *cli = ksft_client(cfg);
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .topics = (const char *const[]){"u.echo", "u.echo.reply", NULL},
+                        .handlers = (const ksft_handler[]){{"u.echo"}, {NULL}},
+                        .lazy_client = true});
     outcome o = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
     json_t *v = json_pack("{s:i}", "n", 7);
     int64_t t0 = ksft_now_ms();
-    ck_assert_int_eq(ksf_client_send(cli, "u.echo", v, NULL, on_outcome, &o, NULL),
+    ck_assert_int_eq(ksf_client_send(w.cli, "u.echo", v, NULL, on_outcome, &o, NULL),
                      KSF_OK);
     int64_t took = ksft_now_ms() - t0;
     ck_assert_msg(took < 500, "the first send blocked its caller for %lld ms",
                   (long long)took);
     /* flush covers the requests the sender thread has not produced yet. */
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_client_flush(cli, WAIT_MS, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_client_flush(w.cli, WAIT_MS, &ei), KSF_OK);
     ksf_client_stats st;
-    ksf_client_get_stats(cli, &st);
+    ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);
     outcome_wait(&o, WAIT_MS);
     ck_assert_int_eq(o.err, KSF_OK);
     ck_assert(json_equal(o.value, v));
     json_decref(o.value);
     json_decref(v);
-    ksf_client_get_stats(cli, &st);
+    ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);
     ck_assert_uint_eq(st.replies, 1);
-    ksf_client_destroy(cli);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -369,12 +343,11 @@ END_TEST
  * consumes it (it used to say only "no reply before the request's deadline"). */
 KSFT_TEST(test_usability_nobody_consumes, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = ksft_config(b);
-    ksf_client *cli = ksft_client(cfg);
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.lazy_client = true});
     outcome o = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
     ksf_send_opts so = {.timeout_ms = 8000};
-    ck_assert_int_eq(ksf_client_send(cli, "u.nobody", NULL, &so, on_outcome, &o, NULL),
+    ck_assert_int_eq(ksf_client_send(w.cli, "u.nobody", NULL, &so, on_outcome, &o, NULL),
                      KSF_OK);
     outcome_wait(&o, WAIT_MS);
     ck_assert_int_eq(o.err, KSF_ETIMEDOUT);
@@ -383,12 +356,10 @@ KSFT_TEST(test_usability_nobody_consumes, 60)
                              "client first sent to it; start a service with a handler "
                              "for u.nobody)");
     ksf_client_stats st;
-    ksf_client_get_stats(cli, &st);
+    ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);
     ck_assert_uint_eq(st.timeouts, 1);
-    ksf_client_destroy(cli);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -486,45 +457,26 @@ count_debug(void *user, ksf_log_level level, const char *component, const char *
 
 KSFT_TEST(test_usability_debug_line_per_message, 60)
 {
-    static const char *const patterns[] = {"u.log", NULL};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.log", 1);
-    ksft_broker_create_topic(b, "u.log.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksf_config_set_log_structured(cfg, count_debug, NULL, KSF_LOG_DEBUG);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
-    ksf_client *cli = ksft_client(cfg);
+    static const char *const topics[] = {"u.log", "u.log.reply", NULL};
+    static const ksft_handler echo[] = {{"u.log"}, {NULL}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics, .no_client = true});
+    ksf_config_set_log_structured(w.cfg, count_debug, NULL, KSF_LOG_DEBUG);
+    ksft_world_serve(&w, ksft_world_server(&w, echo));
+    w.cli = ksft_client(w.cfg);
     for (int i = 0; i < 5; i++) {
         json_t *out = NULL;
-        ck_assert_int_eq(ksf_client_call(cli, "u.log", NULL, WAIT_MS, &out, NULL),
+        ck_assert_int_eq(ksf_client_call(w.cli, "u.log", NULL, WAIT_MS, &out, NULL),
                          KSF_OK);
         json_decref(out);
     }
     ck_assert_int_eq(ksft_wait_atomic(&handled_lines, 5, WAIT_MS), 5);
     ck_assert_int_eq(atomic_load(&reply_lines), 5);
-    ksf_client_destroy(cli);
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(atomic_load(&handled_lines), 5);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
-
-/* Run the ksf tool with @p env in front; its exit status, stderr in @p err. */
-static int
-run_tool(const char *env, const char *args, char *err, size_t size)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s \"%s\" %s 2>&1 >/dev/null", env, getenv("KSF_TOOL"),
-             args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(err, 1, size - 1, p);
-    err[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 KSFT_TEST(test_usability_call_tool, 90)
 {
@@ -532,29 +484,33 @@ KSFT_TEST(test_usability_call_tool, 90)
         fprintf(stderr, "call_tool: KSF_TOOL not set (run through meson test)\n");
         return;
     }
-    static const char *const patterns[] = {"u.tool", NULL};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.tool", 1);
-    ksft_broker_create_topic(b, "u.tool.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .topics = (const char *const[]){"u.tool", "u.tool.reply", NULL},
+                        .handlers = (const ksft_handler[]){{"u.tool"}, {NULL}},
+                        .no_client = true});
     char args[512], err[8192];
     const char *mock = "--set consumer.fetch.wait.max.ms=5";
     /* -v: a summary line on success (it printed nothing). */
     snprintf(args, sizeof args, "call u.tool '{\"a\":1}' -v --brokers %s %s",
-             ksft_broker_address(b), mock);
-    ck_assert_int_eq(run_tool("", args, err, sizeof err), 0);
+             ksft_broker_address(w.broker), mock);
+    ck_assert_int_eq(ksft_run_tool("KSF_TOOL", "", args, KSFT_STDERR, err, sizeof err),
+                     0);
     ck_assert_msg(strstr(err, "ksf call: u.tool: answered after "), "stderr: %s", err);
     ck_assert_msg(strstr(err, "ksf debug client: reply pattern=u.tool"), "stderr: %s",
                   err);
     /* KSF_LOG without -v. */
-    snprintf(args, sizeof args, "call u.tool 1 --brokers %s %s", ksft_broker_address(b),
-             mock);
-    ck_assert_int_eq(run_tool("KSF_LOG=debug,logfmt", args, err, sizeof err), 0);
+    snprintf(args, sizeof args, "call u.tool 1 --brokers %s %s",
+             ksft_broker_address(w.broker), mock);
+    ck_assert_int_eq(ksft_run_tool("KSF_TOOL", "KSF_LOG=debug,logfmt", args, KSFT_STDERR,
+                                   err, sizeof err),
+                     0);
     ck_assert_msg(strstr(err, "level=debug component=client msg=reply pattern=u.tool"),
                   "stderr: %s", err);
-    ck_assert_int_eq(run_tool("KSF_LOG=shout", args, err, sizeof err), 2);
+    ck_assert_int_eq(
+        ksft_run_tool("KSF_TOOL", "KSF_LOG=shout", args, KSFT_STDERR, err, sizeof err),
+        2);
     ck_assert_msg(strstr(err, "environment variable KSF_LOG \"shout\""), "stderr: %s",
                   err);
     /* Nothing listens: exit 4 within seconds, naming the address. */
@@ -562,15 +518,14 @@ KSFT_TEST(test_usability_call_tool, 90)
     snprintf(addr, sizeof addr, "127.0.0.1:%d", dead_port());
     snprintf(args, sizeof args, "call u.tool 1 --brokers %s", addr);
     int64_t t0 = ksft_now_ms();
-    ck_assert_int_eq(run_tool("", args, err, sizeof err), 4);
+    ck_assert_int_eq(ksft_run_tool("KSF_TOOL", "", args, KSFT_STDERR, err, sizeof err),
+                     4);
     ck_assert_int_lt(ksft_now_ms() - t0, ksft_scaled_ms(9000));
     snprintf(want, sizeof want,
              "ksf call: no broker of \"%s\" answered within 5000 ms (%s refused", addr,
              addr);
     ck_assert_msg(strstr(err, want), "stderr: %s", err);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -581,13 +536,12 @@ KSFT_TEST(test_usability_bench_interrupted, 90)
         fprintf(stderr, "bench_interrupted: KSF_TOOL not set (run through meson test)\n");
         return;
     }
-    static const char *const patterns[] = {"u.bench", NULL};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.bench", 1);
-    ksft_broker_create_topic(b, "u.bench.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .topics = (const char *const[]){"u.bench", "u.bench.reply", NULL},
+                        .handlers = (const ksft_handler[]){{"u.bench"}, {NULL}},
+                        .no_client = true});
     char dir[] = "/tmp/ksf-bench-XXXXXX", cmd[2048], out[4096];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     /* Interrupt once it reported "running" (bounded: 30 s), after a second of load. */
@@ -597,7 +551,7 @@ KSFT_TEST(test_usability_bench_interrupted, 90)
              "until grep -q running %s/err || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); "
              "done; sleep 1; kill -INT $pid; wait $pid; echo \"rc=$?\"; cat %s/out; "
              "rm -r %s",
-             getenv("KSF_TOOL"), ksft_broker_address(b), dir, dir, dir, dir, dir);
+             getenv("KSF_TOOL"), ksft_broker_address(w.broker), dir, dir, dir, dir, dir);
     FILE *p = popen(cmd, "r");
     ck_assert_ptr_nonnull(p);
     size_t n = fread(out, 1, sizeof out - 1, p);
@@ -608,9 +562,7 @@ KSFT_TEST(test_usability_bench_interrupted, 90)
     long count = atol(out + sizeof head - 1);
     ck_assert_msg(count > 0, "output: %s", out);
     ck_assert_ptr_nonnull(strstr(out, "  timeouts  0\n"));
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 

@@ -1,0 +1,24 @@
+#include "proc.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+int
+ksft_run_tool(const char *tool_env, const char *env, const char *args, ksft_stream which,
+              char *out, size_t size)
+{
+    const char *tool = getenv(tool_env);
+    ck_assert_msg(tool != NULL, "%s is not set (meson test sets it)", tool_env);
+    char cmd[2048];
+    /* For stderr: 2>&1 first (stderr to the pipe), then stdout away. */
+    snprintf(cmd, sizeof cmd, "%s \"%s\" %s%s", env, tool, args,
+             which == KSFT_STDERR ? " 2>&1 >/dev/null" : "");
+    FILE *p = popen(cmd, "r");
+    ck_assert_msg(p != NULL, "popen %s: failed", cmd);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

@@ -1,0 +1,21 @@
+/*
+ * Running the project's programs from a test: the ksf tool (KSF_TOOL), bench helpers,
+ * the README sample. meson passes their paths in the environment.
+ */
+#ifndef KSF_TEST_PROC_H
+#define KSF_TEST_PROC_H
+
+#include <stddef.h>
+
+/* Which of the program's output streams ksft_run_tool collects. */
+typedef enum ksft_stream { KSFT_STDOUT, KSFT_STDERR } ksft_stream;
+
+/* Run the program named by environment variable @p tool_env (fails the test when it is
+ * unset) through the shell, as `ENV "PROGRAM" ARGS` with @p env (may be "") in front;
+ * the first @p size - 1 bytes of @p which stream go to @p out (NUL-terminated), the
+ * other stream is left as it is (stderr) or discarded (stdout). Returns the exit status,
+ * or -1 when it did not exit normally. */
+int ksft_run_tool(const char *tool_env, const char *env, const char *args,
+                  ksft_stream which, char *out, size_t size);
+
+#endif
