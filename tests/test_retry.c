@@ -5,7 +5,7 @@
  * only then, so a restarted server does not run it again. Requests are never retried.
  */
 #include "fixture.h"
-#include "raw_kafka.h"
+#include "server_probe.h"
 #include "service.h"
 
 #include "suite.h"
@@ -20,16 +20,6 @@
 #define GROUP "nestjs-group-server"
 
 #define WAIT_STAT(srv, field, n) KSFT_WAIT_SERVER_STAT(srv, field, n, WAIT_MS)
-
-static void
-assert_header(const ksft_msg *m, const char *name, const char *want, size_t len)
-{
-    const void *v = NULL;
-    size_t got = 0;
-    ck_assert_msg(ksft_msg_header(m, name, &v, &got), "header %s missing", name);
-    ck_assert_msg(got == len && !memcmp(v, want, len), "%s: '%.*s' != '%.*s'", name,
-                  (int)got, (const char *)v, (int)len, want);
-}
 
 /* ---- fails twice, then succeeds ----------------------------------------------- */
 
@@ -168,12 +158,12 @@ KSFT_TEST(test_retry_dead_letter, 60)
     ck_assert_str_eq(m->hdrs[0].name, "x-trace");
     ck_assert_str_eq(m->hdrs[1].name, "x-empty");
     ck_assert_ptr_null(m->hdrs[1].value);
-    assert_header(m, "x-trace", "abc", 3);
-    assert_header(m, "ksf_dlq_error", "dragon too strong", 17);
-    assert_header(m, "ksf_dlq_topic", "r.bad", 5);
-    assert_header(m, "ksf_dlq_partition", "0", 1);
-    assert_header(m, "ksf_dlq_offset", "0", 1);
-    assert_header(m, "ksf_dlq_attempts", "3", 1);
+    ksft_assert_header(m, "x-trace", "abc", 3);
+    ksft_assert_header(m, "ksf_dlq_error", "dragon too strong", 17);
+    ksft_assert_header(m, "ksf_dlq_topic", "r.bad", 5);
+    ksft_assert_header(m, "ksf_dlq_partition", "0", 1);
+    ksft_assert_header(m, "ksf_dlq_offset", "0", 1);
+    ksft_assert_header(m, "ksf_dlq_attempts", "3", 1);
     ksft_world_stop_server(&w);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 1);
 
@@ -222,7 +212,7 @@ KSFT_TEST(test_retry_dead_letter_produce_fails, 60)
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 1);
     ksft_collector *dlq = ksft_collector_new(addr, "r.bad.dlq", 0);
     ck_assert_uint_eq(ksft_collector_poll(dlq, 1000), 1);
-    assert_header(ksft_collector_at(dlq, 0), "ksf_dlq_attempts", "2", 1);
+    ksft_assert_header(ksft_collector_at(dlq, 0), "ksf_dlq_attempts", "2", 1);
     ksft_collector_destroy(dlq);
     ksft_producer_destroy(p);
     ksft_world_close(&w);

@@ -96,3 +96,12 @@ ksft_assert_error_reply(const ksft_msg *m, const char *id, const char *err)
                           KSFT_DISPOSED};
     ksft_assert_headers(m, want, 3);
 }
+
+void
+ksft_assert_header(const ksft_msg *m, const char *name, const char *want, size_t len)
+{
+    const void *v = NULL;
+    size_t got = 0;
+    ck_assert_msg(ksft_msg_header(m, name, &v, &got), "header %s missing", name);
+    ksft_assert_bytes(v, got, want, len, name);
+}

@@ -60,6 +60,10 @@ void ksft_assert_value_reply(const ksft_msg *m, const char *id, const char *valu
 /* An error reply: null value, kafka_correlationId, kafka_nest-err, is-disposed. */
 void ksft_assert_error_reply(const ksft_msg *m, const char *id, const char *err);
 
+/* The last header @p name of @p m is present and holds the @p len bytes of @p want. */
+void ksft_assert_header(const ksft_msg *m, const char *name, const char *want,
+                        size_t len);
+
 /* Header rows for ksft_assert_headers and ksft_produce. */
 #define KSFT_H(name, text) ((ksfi_header){(name), (text), sizeof(text) - 1})
 #define KSFT_ID(id) KSFT_H(KSFI_HDR_CORRELATION_ID, id)
