@@ -59,9 +59,8 @@ send_raw(ksf_client *cli, const char *pattern, const void *bytes, size_t len, ca
     ksf_errinfo ei = {0};
     ck_assert_msg(ksf_client_send(cli, pattern, NULL, &o, on_capture, c, &ei) == KSF_OK,
                   "%s", ei.text);
-    int64_t until = ksft_now_ms() + 25000;
-    while (atomic_load(&c->calls) == 0 && ksft_now_ms() < until) {
-        ksft_sleep_ms(5);
+    ksft_deadline until = ksft_deadline_in(25000);
+    while (atomic_load(&c->calls) == 0 && ksft_deadline_wait(&until)) {
     }
     ksft_sleep_ms(50); /* a second callback would show up here */
     ck_assert_int_eq(atomic_load(&c->calls), 1);
@@ -160,9 +159,8 @@ KSFT_TEST(test_badinput_oversized, 60)
     o = (ksf_send_opts){.raw_value = big, .raw_len = 1000000, .timeout_ms = 20000};
     ksf_err e = ksf_client_send(w.cli, PATTERN, NULL, &o, on_capture, &c, &ei);
     if (e == KSF_OK) {
-        int64_t until = ksft_now_ms() + 25000;
-        while (atomic_load(&c.calls) == 0 && ksft_now_ms() < until) {
-            ksft_sleep_ms(5);
+        ksft_deadline until = ksft_deadline_in(25000);
+        while (atomic_load(&c.calls) == 0 && ksft_deadline_wait(&until)) {
         }
         ck_assert_int_eq(atomic_load(&c.calls), 1);
         ck_assert_int_eq(c.err, KSF_EKAFKA);
@@ -377,11 +375,10 @@ KSFT_TEST(test_badinput_membership_junk, 40)
     ksf_errinfo ei = {0};
     ck_assert_msg(ksfi_membership_new(&m, &cfg, &cb, &ei) == KSF_OK, "%s", ei.text);
     ksfi_membership_stats st;
-    int64_t until = ksft_now_ms() + 15000;
+    ksft_deadline until = ksft_deadline_in(15000);
     do {
-        ksft_sleep_ms(50);
         ksfi_membership_get_stats(m, &st);
-    } while (st.io_errors < 4 && ksft_now_ms() < until);
+    } while (st.io_errors < 4 && ksft_deadline_wait(&until));
     /* Every junk answer is an error it reports and recovers from by reconnecting. */
     ck_assert_uint_ge(st.io_errors, 4);
     ck_assert_uint_ge(atomic_load(&j.served), 4);

@@ -228,10 +228,9 @@ churn_server(ksf_config *cfg, int id)
 static void
 wait_replies(unsigned n, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
-    while (atomic_load(&load.ok) < n && ksft_now_ms() < until &&
+    ksft_deadline until = ksft_deadline_in(timeout_ms);
+    while (atomic_load(&load.ok) < n && ksft_deadline_wait(&until) &&
            !atomic_load(&load.failed)) {
-        ksft_sleep_ms(10);
     }
     ck_assert_msg(atomic_load(&load.ok) >= n, "%u replies, expected %u within %d ms (%s)",
                   atomic_load(&load.ok), n, timeout_ms, load.failure);
@@ -284,11 +283,10 @@ KSFT_TEST(test_churn, 400)
     /* Both servers answer before the churn starts: with cooperative rebalancing the
      * second one's ready callback comes with its first, empty, assignment and its
      * share follows a rebalance later. What happened until then is not churn. */
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(60000);
+    ksft_deadline until = ksft_deadline_in(60000);
     while (
         (atomic_load(&load.by_server[0]) < 20 || atomic_load(&load.by_server[1]) < 20) &&
-        ksft_now_ms() < until && !atomic_load(&load.failed)) {
-        ksft_sleep_ms(10);
+        ksft_deadline_wait(&until) && !atomic_load(&load.failed)) {
     }
     ck_assert_msg(
         atomic_load(&load.by_server[0]) >= 20 && atomic_load(&load.by_server[1]) >= 20,
@@ -311,9 +309,9 @@ KSFT_TEST(test_churn, 400)
          * share), then stop: a LeaveGroup. */
         unsigned before = atomic_load(&load.by_server[2]);
         ksft_service_start(&s[2], churn_server(cfg, 2 + c), 60000);
-        until = ksft_now_ms() + ksft_scaled_ms(60000);
-        while (atomic_load(&load.by_server[2]) < before + 20 && ksft_now_ms() < until) {
-            ksft_sleep_ms(5);
+        until = ksft_deadline_in(60000);
+        while (atomic_load(&load.by_server[2]) < before + 20 &&
+               ksft_deadline_wait(&until)) {
         }
         ck_assert_msg(atomic_load(&load.by_server[2]) >= before + 20,
                       "cycle %d: the third server answered %u requests in 60 s", c,
@@ -448,12 +446,11 @@ KSFT_TEST(test_mixed_protocols, 120)
     ksf_server *srv = churn_server(coop, 1);
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, run_main, srv), 0);
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(30000);
-    for (bool got = false; !got && ksft_now_ms() < until;) {
+    ksft_deadline until = ksft_deadline_in(30000);
+    for (bool got = false; !got && ksft_deadline_wait(&until);) {
         pthread_mutex_lock(&r.m);
         got = r.text[0] != '\0';
         pthread_mutex_unlock(&r.m);
-        ksft_sleep_ms(20);
     }
     ksf_server_stop(srv);
     pthread_join(t, NULL);

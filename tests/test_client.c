@@ -367,12 +367,11 @@ collected(collector *c)
 static bool
 wait_collected(collector *c, int n, int ms)
 {
-    int64_t end = ksft_now_ms() + ms;
+    ksft_deadline end = ksft_deadline_in(ms);
     while (collected(c) < n) {
-        if (ksft_now_ms() > end) {
+        if (!ksft_deadline_wait(&end)) {
             return false;
         }
-        sleep_ms(5);
     }
     return true;
 }
@@ -390,8 +389,8 @@ send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, colle
 
 #define STAT_WAIT(cli, field, want, ms)                                                  \
     do {                                                                                 \
-        int64_t end_ = ksft_now_ms() + (ms);                                             \
-        while (stats(cli).field != (want) && ksft_now_ms() < end_) {                     \
+        ksft_deadline end_ = ksft_deadline_in(ms);                                       \
+        while (stats(cli).field != (want) && ksft_deadline_wait(&end_)) {                \
             sleep_ms(5);                                                                 \
         }                                                                                \
         ck_assert_uint_eq(stats(cli).field, (want));                                     \
@@ -619,9 +618,8 @@ KSFT_TEST(test_client_concurrent_sends, 60)
         send_errors += args[t].send_errors;
     }
     ck_assert_int_eq(send_errors, 0);
-    int64_t end = ksft_now_ms() + 40000;
-    while (atomic_load(&c->total) < TOTAL && ksft_now_ms() < end) {
-        sleep_ms(10);
+    ksft_deadline end = ksft_deadline_in(40000);
+    while (atomic_load(&c->total) < TOTAL && ksft_deadline_wait(&end)) {
     }
     int lost = 0, duplicated = 0;
     for (int n = 0; n < TOTAL; n++) {
@@ -886,8 +884,8 @@ KSFT_TEST(test_client_emit_bytes, 30)
     rd_kafka_poll_set_consumer(rk);
     assign_from_start(rk, "ev.topic");
     int got = 0;
-    int64_t end = ksft_now_ms() + 10000;
-    while (got < 5 && ksft_now_ms() < end) {
+    ksft_deadline end = ksft_deadline_in(10000);
+    while (got < 5 && ksft_deadline_wait(&end)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m) {
             continue;

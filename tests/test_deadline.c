@@ -178,10 +178,9 @@ h_ev(ksf_ctx *ctx, const json_t *data, json_t **reply)
 static const seen *
 wait_seen_id(const char *id, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + timeout_ms;
+    ksft_deadline until = ksft_deadline_in(timeout_ms);
     const seen *s;
-    while (!(s = find_seen(id)) && ksft_now_ms() < until) {
-        ksft_sleep_ms(10);
+    while (!(s = find_seen(id)) && ksft_deadline_wait(&until)) {
     }
     return s;
 }
@@ -237,9 +236,8 @@ KSFT_TEST(test_deadline_propagates_through_a_handler, 60)
     int64_t sent_at = ksfi_wall_ms();
     ck_assert_msg(ksf_client_send(cli, "dl.a", NULL, &o, on_reply, &d, &ei) == KSF_OK,
                   "%s", ei.text);
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    while (!atomic_load(&d.n) && ksft_now_ms() < until) {
-        ksft_sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(WAIT_MS);
+    while (!atomic_load(&d.n) && ksft_deadline_wait(&until)) {
     }
     ck_assert_int_eq(atomic_load(&d.n), 1);
     ck_assert_int_eq(atomic_load(&d.err), KSF_OK);
@@ -483,10 +481,10 @@ KSFT_TEST(test_deadline_expired_is_skipped_and_committed, 60)
     ck_assert_uint_eq(ksft_collector_wait_id(c, "none", 1, WAIT_MS), 1);
     ck_assert_uint_eq(ksft_collector_wait_id(c, "within-skew", 1, WAIT_MS), 1);
     ksf_server_stats st;
-    int64_t until = ksft_now_ms() + WAIT_MS;
+    ksft_deadline until = ksft_deadline_in(WAIT_MS);
     do { /* the event is on another partition: wait for its verdict */
         ksf_server_get_stats(svc.srv, &st);
-    } while (st.expired < 2 && ksft_now_ms() < until && (ksft_sleep_ms(10), 1));
+    } while (st.expired < 2 && ksft_deadline_wait(&until));
     ck_assert_uint_eq(st.expired, 2);
     ck_assert_uint_eq(st.requests, 2);
     ck_assert_uint_eq(st.events, 0);
@@ -554,10 +552,10 @@ KSFT_TEST(test_deadline_late_reply_is_counted, 60)
                      KSF_ETIMEDOUT);
     ck_assert_ptr_null(out);
     ksf_client_stats cs;
-    int64_t until = ksft_now_ms() + WAIT_MS;
+    ksft_deadline until = ksft_deadline_in(WAIT_MS);
     do {
         ksf_client_get_stats(cli, &cs);
-    } while (cs.late_replies < 1 && ksft_now_ms() < until && (ksft_sleep_ms(10), 1));
+    } while (cs.late_replies < 1 && ksft_deadline_wait(&until));
     ck_assert_uint_eq(cs.timeouts, 1);
     ck_assert_uint_eq(cs.late_replies, 1);
     ck_assert_uint_eq(cs.replies, 0);

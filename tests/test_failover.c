@@ -174,8 +174,8 @@ run_load(load *l, void (*fault)(void *), void *arg)
             KSF_OK);
         watch(l);
     }
-    int64_t until = ksft_now_ms() + REQUEST_TIMEOUT_MS + 10000;
-    while (ksft_tally_finished(&l->tally) < REQUESTS && ksft_now_ms() < until) {
+    ksft_deadline until = ksft_deadline_in(REQUEST_TIMEOUT_MS + 10000);
+    while (ksft_tally_finished(&l->tally) < REQUESTS && ksft_deadline_wait(&until)) {
         watch(l);
         ksft_sleep_ms(1);
     }

@@ -201,14 +201,13 @@ assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
     ksft_collector_destroy(replies);
     ksf_client_stats s;
     keep_listening(cli);
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(15000);
+    ksft_deadline until = ksft_deadline_in(15000);
     do {
         ksf_client_get_stats(cli, &s);
         if (callbacks + s.duplicate_replies + s.late_replies + s.unknown_replies >= n) {
             break;
         }
-        ksft_sleep_ms(20);
-    } while (ksft_now_ms() < until);
+    } while (ksft_deadline_wait(&until));
     ck_assert_uint_eq(s.unknown_replies, 0);
     ck_assert_uint_eq(callbacks + s.duplicate_replies + s.late_replies, n);
 }
@@ -354,11 +353,10 @@ KSFT_TEST(test_faults_rtt, 60)
     ck_assert_int_eq(ksf_client_send(w.cli, KEEPER, NULL, &keep, on_keeper, NULL, NULL),
                      KSF_OK);
     ksf_client_stats st;
-    int64_t until = ksft_now_ms() + 10000;
+    ksft_deadline until = ksft_deadline_in(10000);
     do {
         ksf_client_get_stats(w.cli, &st);
-        ksft_sleep_ms(20);
-    } while (st.late_replies < RTT_N / 2 && ksft_now_ms() < until);
+    } while (st.late_replies < RTT_N / 2 && ksft_deadline_wait(&until));
     ck_assert_uint_eq(st.late_replies, RTT_N / 2);
     ck_assert_uint_eq(st.timeouts, RTT_N / 2);
     ck_assert_int_eq(atomic_load(&keeper_calls), 0); /* still waiting: it kept us up */
@@ -476,9 +474,8 @@ KSFT_TEST(test_faults_deferred_revoked, 60)
         snprintf(id, sizeof id, "d-%d", (int)part);
         ksft_send_request(p, PATTERN, part, id, REPLY_TOPIC, 0, "{}", 2, true);
     }
-    int64_t until = ksft_now_ms() + 10000;
-    while (atomic_load(&deferred_seen) < PARTS && ksft_now_ms() < until) {
-        ksft_sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(10000);
+    while (atomic_load(&deferred_seen) < PARTS && ksft_deadline_wait(&until)) {
     }
     ck_assert_int_ge(atomic_load(&deferred_seen), PARTS);
     /* A second member joins: the first one's partitions are revoked (the revoke waits

@@ -130,11 +130,10 @@ timed_call(ksf_client *cli, const char *pattern, int i)
 static bool
 wait_quiet(void)
 {
-    int64_t deadline = ksft_now_ms() + QUIET_WAIT_MS;
+    ksft_deadline deadline = ksft_deadline_in(QUIET_WAIT_MS);
     unsigned last = atomic_load(&fetches);
     int64_t since = ksft_now_ms();
-    while (ksft_now_ms() < deadline) {
-        ksft_sleep_ms(20);
+    while (ksft_deadline_wait(&deadline)) {
         unsigned now = atomic_load(&fetches);
         if (now != last) {
             last = now;
@@ -298,9 +297,8 @@ KSFT_TEST(test_latency_replies_pipelined, 90)
     ksft_service service;
     ksf_server *srv = start_reader(&service, b, "lat.pipe", pipe_echo, "1");
 
-    int64_t deadline = ksft_now_ms() + ksft_scaled_ms(PIPE_ACK_DELAY_MS * 4);
-    while (atomic_load(&pipe_runs) < PIPE_REQUESTS && ksft_now_ms() < deadline) {
-        ksft_sleep_ms(5);
+    ksft_deadline deadline = ksft_deadline_in(PIPE_ACK_DELAY_MS * 4);
+    while (atomic_load(&pipe_runs) < PIPE_REQUESTS && ksft_deadline_wait(&deadline)) {
     }
     unsigned runs = atomic_load(&pipe_runs);
     ck_assert_msg(runs == PIPE_REQUESTS,
@@ -313,8 +311,8 @@ KSFT_TEST(test_latency_replies_pipelined, 90)
 
     /* Every reply arrives once, in order, with its request's value. */
     ksft_collector *c = ksft_collector_new(ksft_broker_address(b), "lat.pipe.reply", 0);
-    deadline = ksft_now_ms() + ksft_scaled_ms(PIPE_ACK_DELAY_MS * 6);
-    while (ksft_collector_poll(c, 100) < PIPE_REQUESTS && ksft_now_ms() < deadline) {
+    deadline = ksft_deadline_in(PIPE_ACK_DELAY_MS * 6);
+    while (ksft_collector_poll(c, 100) < PIPE_REQUESTS && ksft_deadline_wait(&deadline)) {
     }
     ck_assert_uint_eq(ksft_collector_count(c), PIPE_REQUESTS);
     for (size_t i = 0; i < PIPE_REQUESTS; i++) {
@@ -366,9 +364,8 @@ KSFT_TEST(test_latency_ack_backlog_bounded, 120)
     ksf_server *srv = start_reader(&service, b, "lat.backlog", backlog_echo, NULL);
 
     ksf_server_stats s = {0};
-    int64_t deadline = ksft_now_ms() + ksft_scaled_ms(BACKLOG_ACK_DELAY_MS * 4);
-    while (s.replies == 0 && ksft_now_ms() < deadline) {
-        ksft_sleep_ms(2);
+    ksft_deadline deadline = ksft_deadline_in(BACKLOG_ACK_DELAY_MS * 4);
+    while (s.replies == 0 && ksft_deadline_wait(&deadline)) {
         ksf_server_get_stats(srv, &s);
     }
     unsigned before_ack = atomic_load(&backlog_runs);
@@ -381,9 +378,8 @@ KSFT_TEST(test_latency_ack_backlog_bounded, 120)
                   before_ack, KSFI_DISPATCH_PAUSE_AT);
 
     /* Then everything is answered, each request once. */
-    deadline = ksft_now_ms() + ksft_scaled_ms(60000);
-    while (s.replies < BACKLOG_REQUESTS && ksft_now_ms() < deadline) {
-        ksft_sleep_ms(20);
+    deadline = ksft_deadline_in(60000);
+    while (s.replies < BACKLOG_REQUESTS && ksft_deadline_wait(&deadline)) {
         ksf_server_get_stats(srv, &s);
     }
     ck_assert_uint_eq(s.replies, BACKLOG_REQUESTS);

@@ -121,7 +121,7 @@ static int32_t
 wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
             int timeout_ms)
 {
-    int64_t deadline = ksft_now_ms() + timeout_ms;
+    ksft_deadline deadline = ksft_deadline_in(timeout_ms);
     char got[8][64];
     int32_t gen[8], low;
     unsigned rev;
@@ -135,7 +135,7 @@ wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
         if (ok) {
             return gen[0];
         }
-        if (ksft_now_ms() > deadline) {
+        if (!ksft_deadline_wait(&deadline)) {
             for (size_t i = 0; i < n; i++) {
                 fprintf(stderr,
                         "member %zu: generation %d partitions \"%s\" want \"%s\"\n", i,
@@ -240,11 +240,12 @@ KSFT_TEST(test_membership_injected_errors, 70)
     unsigned lookups = s1.lookups + s2.lookups;
     rd_kafka_mock_push_request_errors(mc, KSFI_GP_API_HEARTBEAT, 1,
                                       RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
-    int64_t deadline = ksft_now_ms() + 5000;
+    ksft_deadline deadline = ksft_deadline_in(5000);
     do {
         total(&a, &s1);
         total(&bb, &s2);
-        ck_assert_msg(ksft_now_ms() < deadline, "no rediscovery after NOT_COORDINATOR");
+        ck_assert_msg(ksft_deadline_wait(&deadline),
+                      "no rediscovery after NOT_COORDINATOR");
     } while (s1.lookups + s2.lookups == lookups);
 
     /* REBALANCE_IN_PROGRESS on a heartbeat, then errors on the rejoin's JoinGroup and
@@ -287,22 +288,20 @@ KSFT_TEST(test_membership_broker_down, 50)
     struct timespec two_s = {2, 0};
     nanosleep(&two_s, NULL); /* the outage itself is what is being tested */
     ksft_broker_set_down(b, false);
-    int64_t deadline = ksft_now_ms() + 8000;
+    ksft_deadline deadline = ksft_deadline_in(8000);
     do {
         total(&a, &st);
-        ck_assert_msg(ksft_now_ms() < deadline, "heartbeats did not resume");
+        ck_assert_msg(ksft_deadline_wait(&deadline), "heartbeats did not resume");
     } while (st.heartbeats < hb + 3);
     ck_assert_uint_gt(st.io_errors, 0);
     ck_assert_uint_eq(revocations(&a), 0);
     ck_assert_int_eq(st.generation, g);
 
     ksft_broker_set_down(b, true);
-    deadline = ksft_now_ms() + 9000;
+    deadline = ksft_deadline_in(9000);
     while (revocations(&a) == 0) {
-        ck_assert_msg(ksft_now_ms() < deadline,
+        ck_assert_msg(ksft_deadline_wait(&deadline),
                       "no revocation after the session expired");
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL);
     }
     ksft_broker_set_down(b, false);
     wait_stable(one, 1, g, want, 15000);
@@ -322,7 +321,7 @@ KSFT_TEST(test_membership_fatal_error, 20)
                                       RD_KAFKA_RESP_ERR_INVALID_SESSION_TIMEOUT);
     tmember a;
     start(&a, b, 1000);
-    int64_t deadline = ksft_now_ms() + 5000;
+    ksft_deadline deadline = ksft_deadline_in(5000);
     for (;;) {
         pthread_mutex_lock(&a.lock);
         unsigned f = a.fatal;
@@ -330,9 +329,7 @@ KSFT_TEST(test_membership_fatal_error, 20)
         if (f) {
             break;
         }
-        ck_assert_msg(ksft_now_ms() < deadline, "no fatal error reported");
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
+        ck_assert_msg(ksft_deadline_wait(&deadline), "no fatal error reported");
     }
     ck_assert_ptr_nonnull(strstr(a.fatal_text, "INVALID_SESSION_TIMEOUT (26)"));
     ck_assert_ptr_nonnull(strstr(a.fatal_text, "session.timeout.ms"));
@@ -357,7 +354,7 @@ KSFT_TEST(test_membership_static_needs_v5, 40)
         RD_KAFKA_RESP_ERR_NO_ERROR);
     tmember a, d;
     start_as(&a, b, 1000, "hero-0");
-    int64_t deadline = ksft_now_ms() + 5000;
+    ksft_deadline deadline = ksft_deadline_in(5000);
     for (;;) {
         pthread_mutex_lock(&a.lock);
         unsigned f = a.fatal;
@@ -365,9 +362,7 @@ KSFT_TEST(test_membership_static_needs_v5, 40)
         if (f) {
             break;
         }
-        ck_assert_msg(ksft_now_ms() < deadline, "no fatal error reported");
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
+        ck_assert_msg(ksft_deadline_wait(&deadline), "no fatal error reported");
     }
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,

@@ -259,14 +259,13 @@ server_text(ksf_server *srv)
 static char *
 server_text_when(ksf_server *srv, const char *line, long long want)
 {
-    int64_t until = ksft_now_ms() + 10000;
+    ksft_deadline until = ksft_deadline_in(10000);
     for (;;) {
         char *text = server_text(srv);
-        if (series(text, line) == want || ksft_now_ms() > until) {
+        if (series(text, line) == want || !ksft_deadline_wait(&until)) {
             return text;
         }
         free(text);
-        ksft_sleep_ms(20);
     }
 }
 
@@ -297,9 +296,8 @@ send_all(ksf_client *cli)
 static void
 check_server(ksf_server *srv)
 {
-    int64_t until = ksft_now_ms() + 10000;
-    while (atomic_load(&events_seen) < 1 && ksft_now_ms() < until) {
-        ksft_sleep_ms(20);
+    ksft_deadline until = ksft_deadline_in(10000);
+    while (atomic_load(&events_seen) < 1 && ksft_deadline_wait(&until)) {
     }
     char *t =
         server_text_when(srv, "ksf_server_replies_total{pattern=\"" P_FAIL "\"}", N_FAIL);
@@ -337,11 +335,10 @@ static void
 check_client(ksf_client *cli)
 {
     ksf_client_stats st;
-    int64_t until = ksft_now_ms() + 10000;
+    ksft_deadline until = ksft_deadline_in(10000);
     do { /* the slow handler's reply comes about 0.4 s after its timeout */
-        ksft_sleep_ms(20);
         ksf_client_get_stats(cli, &st);
-    } while (st.late_replies < 1 && ksft_now_ms() < until);
+    } while (st.late_replies < 1 && ksft_deadline_wait(&until));
     memout m;
     FILE *f = mem_open(&m);
     ck_assert_int_eq(ksf_client_write_prometheus(cli, f), KSF_OK);

@@ -78,9 +78,8 @@ server_start(server *s, ksft_broker *b)
     ck_assert_int_eq(ksf_server_on_message(s->srv, PATTERN, echo, NULL, &ei), KSF_OK);
     ksf_server_set_ready_cb(s->srv, on_ready, s);
     ck_assert_int_eq(pthread_create(&s->thread, NULL, server_main, s), 0);
-    int64_t until = ksft_now_ms() + 20000;
-    while (!atomic_load(&s->ready) && ksft_now_ms() < until) {
-        sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(20000);
+    while (!atomic_load(&s->ready) && ksft_deadline_wait(&until)) {
     }
     ck_assert_msg(atomic_load(&s->ready), "server not ready within 20 s");
 }
@@ -276,9 +275,8 @@ sender_quiesce(sender *s)
         pthread_join(s->thread, NULL);
         s->started = false;
     }
-    int64_t until = ksft_now_ms() + 40000;
-    while (s->cli && in_flight(s) > 0 && ksft_now_ms() < until) {
-        sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(40000);
+    while (s->cli && in_flight(s) > 0 && ksft_deadline_wait(&until)) {
     }
     ck_assert_msg(!s->cli || in_flight(s) == 0, "%s: %u requests still in flight",
                   s->name, in_flight(s));
@@ -297,9 +295,8 @@ static bool
 wait_ok(sender *s, unsigned n, int ms)
 {
     unsigned want = atomic_load(&s->ok) + n;
-    int64_t until = ksft_now_ms() + ms;
-    while (atomic_load(&s->ok) < want && ksft_now_ms() < until) {
-        sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(ms);
+    while (atomic_load(&s->ok) < want && ksft_deadline_wait(&until)) {
     }
     return atomic_load(&s->ok) >= want;
 }
@@ -308,10 +305,9 @@ wait_ok(sender *s, unsigned n, int ms)
 static bool
 wait_generation(sender *const *v, size_t n, int gen, int ms)
 {
-    int64_t until = ksft_now_ms() + ms;
+    ksft_deadline until = ksft_deadline_in(ms);
     for (size_t i = 0; i < n; i++) {
-        while (atomic_load(&v[i]->generation) <= gen && ksft_now_ms() < until) {
-            sleep_ms(10);
+        while (atomic_load(&v[i]->generation) <= gen && ksft_deadline_wait(&until)) {
         }
         if (atomic_load(&v[i]->generation) <= gen) {
             return false;
@@ -361,7 +357,7 @@ child_main(int addr_r, int status_w)
         ksf_client_new(&cli, cfg, NULL) != KSF_OK) {
         _exit(1);
     }
-    int64_t until = ksft_now_ms() + 150000;
+    int64_t until = ksft_now_ms() + 150000; /* paced by SEND_GAP_MS below */
     for (int i = 0; ksft_now_ms() < until && getppid() == parent; i++) {
         json_t *data = json_pack("{s:s, s:i}", "c", "D", "s", i);
         ksf_client_send(cli, PATTERN, data, NULL, child_reply, &status_w, NULL);
@@ -534,9 +530,8 @@ KSFT_TEST(test_reply_group_storm, 150)
     gen = atomic_load(&v[A]->generation);
     push_errors(b, API_JOIN_GROUP, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, 1);
     sender_start(v[E]);
-    int64_t until = ksft_now_ms() + 40000;
-    while (atomic_load(&v[E]->enopart) < 5 && ksft_now_ms() < until) {
-        sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(40000);
+    while (atomic_load(&v[E]->enopart) < 5 && ksft_deadline_wait(&until)) {
     }
     ck_assert_msg(atomic_load(&v[E]->enopart) >= 5, "E never failed with ENOPARTITION");
     ck_assert_uint_eq(atomic_load(&v[E]->ok), 0);
