@@ -9,6 +9,7 @@
 #include "broker.h"
 #include "codec/wire.h"
 
+#include "proc.h"
 #include "suite.h"
 #include <arpa/inet.h>
 
@@ -207,19 +208,9 @@ tool_first_line(tool *t, char *line, size_t size, int timeout_ms)
 static int
 tool_wait(tool *t, int timeout_ms)
 {
-    int status = -1;
-    struct timespec tick = {0, 10 * 1000 * 1000};
-    for (int64_t deadline = ksft_now_ms() + timeout_ms; ksft_now_ms() < deadline;) {
-        if (waitpid(t->pid, &status, WNOHANG) == t->pid) {
-            close(t->out);
-            return status;
-        }
-        nanosleep(&tick, NULL);
-    }
-    kill(t->pid, SIGKILL);
-    waitpid(t->pid, &status, 0);
+    int status = ksft_wait_child(t->pid, timeout_ms);
     close(t->out);
-    return -1;
+    return status;
 }
 
 static int
@@ -347,13 +338,9 @@ KSFT_TEST(test_broker_tool_nodelay, 30)
     int mine = socket_port(c, false);
     int nodelay = -1;
     /* The mock's thread accepts a moment after connect() returns. */
-    for (int64_t deadline = ksft_now_ms() + 5000;
-         nodelay == -1 && ksft_now_ms() < deadline;) {
-        nodelay = accepted_nodelay(t.pid, port, mine);
-        if (nodelay == -1) {
-            struct timespec tick = {0, 10 * 1000 * 1000};
-            nanosleep(&tick, NULL);
-        }
+    ksft_deadline d = ksft_deadline_in(5000);
+    while ((nodelay = accepted_nodelay(t.pid, port, mine)) == -1 &&
+           ksft_deadline_wait(&d)) {
     }
     close(c);
     if (nodelay == NODELAY_UNKNOWN) {

@@ -9,6 +9,7 @@
 #include "codec/wire.h"
 
 #include "proc.h"
+#include "service.h"
 #include "suite.h"
 
 #include <check.h>
@@ -109,12 +110,6 @@ reply_spring(responder *r, const request *q, const char *value)
     ck_assert_int_eq(e, 0);
 }
 
-static void
-sleep_ms(int ms)
-{
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
-}
-
 /* Answer @p q as its value asks. */
 static void
 behave(responder *r, const request *q)
@@ -145,7 +140,7 @@ behave(responder *r, const request *q)
             reply(r, q, id, NULL, NULL, true);
         }
     } else if (!strcmp(v, "late")) {
-        sleep_ms(400); /* a slow server, not synchronisation */
+        ksft_sleep_ms(400); /* a slow server, not synchronisation */
         reply(r, q, id, "\"late\"", NULL, true);
     } else if (!strcmp(v, "dup")) {
         reply(r, q, id, "1", NULL, true);
@@ -391,7 +386,7 @@ send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, colle
     do {                                                                                 \
         ksft_deadline end_ = ksft_deadline_in(ms);                                       \
         while (stats(cli).field != (want) && ksft_deadline_wait(&end_)) {                \
-            sleep_ms(5);                                                                 \
+            ksft_sleep_ms(5);                                                            \
         }                                                                                \
         ck_assert_uint_eq(stats(cli).field, (want));                                     \
     } while (0)
@@ -924,7 +919,7 @@ KSFT_TEST(test_client_idle_pauses, 30)
     ck_assert_int_eq(call_cmd(v.cli, "string", 10000, &out, NULL), KSF_OK);
     json_decref(out);
     /* After the idle delay the reply partition is paused; a send resumes it. */
-    sleep_ms(1500); /* the idle delay itself is what is tested */
+    ksft_sleep_ms(1500); /* the idle delay itself is what is tested */
     ck_assert_int_eq(call_cmd(v.cli, "number", 10000, &out, NULL), KSF_OK);
     assert_json(out, "\"3\"");
     json_decref(out);

@@ -4,6 +4,7 @@
 #include "broker.h"
 #include "group/membership.h"
 
+#include "service.h"
 #include "suite.h"
 
 #include <check.h>
@@ -143,8 +144,6 @@ wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
             }
             ck_abort_msg("the group did not settle within %d ms", timeout_ms);
         }
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL);
     }
 }
 
@@ -285,8 +284,7 @@ KSFT_TEST(test_membership_broker_down, 50)
     unsigned hb = st.heartbeats;
 
     ksft_broker_set_down(b, true);
-    struct timespec two_s = {2, 0};
-    nanosleep(&two_s, NULL); /* the outage itself is what is being tested */
+    ksft_sleep_ms(2000); /* the outage itself is what is being tested */
     ksft_broker_set_down(b, false);
     ksft_deadline deadline = ksft_deadline_in(8000);
     do {

@@ -8,6 +8,7 @@
  */
 #include "broker.h"
 
+#include "service.h"
 #include "suite.h"
 
 #include <check.h>
@@ -31,12 +32,6 @@
 #define SEND_GAP_MS 15 /* pacing between sends: ~60 requests/s per client */
 #define API_JOIN_GROUP 11
 #define API_HEARTBEAT 12
-
-static void
-sleep_ms(int ms)
-{
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
-}
 
 /* ---- the responder: a ksf server -------------------------------------------------- */
 
@@ -222,7 +217,7 @@ sender_main(void *arg)
             break;
         }
         if (in_flight(s) >= WINDOW) {
-            sleep_ms(2);
+            ksft_sleep_ms(2);
             continue;
         }
         s->reqs[seq] = (req){s, seq, ksft_now_ms()};
@@ -237,7 +232,7 @@ sender_main(void *arg)
         } else {
             note_failure(s, e, ei.text, t0);
         }
-        sleep_ms(SEND_GAP_MS);
+        ksft_sleep_ms(SEND_GAP_MS);
     }
     return NULL;
 }
@@ -362,7 +357,7 @@ child_main(int addr_r, int status_w)
         json_t *data = json_pack("{s:s, s:i}", "c", "D", "s", i);
         ksf_client_send(cli, PATTERN, data, NULL, child_reply, &status_w, NULL);
         json_decref(data);
-        sleep_ms(SEND_GAP_MS);
+        ksft_sleep_ms(SEND_GAP_MS);
     }
     _exit(0);
 }

@@ -599,17 +599,7 @@ start_child(const char *path, const char *brokers, const char *err_path)
 static int
 wait_child(child *c, int ms)
 {
-    int st = 0;
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(ms);
-    while (waitpid(c->pid, &st, WNOHANG) == 0) {
-        if (ksft_now_ms() > until) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, &st, 0);
-            fclose(c->out);
-            return -1;
-        }
-        ksft_sleep_ms(20);
-    }
+    int st = ksft_wait_child(c->pid, ms);
     fclose(c->out);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -1,6 +1,9 @@
 #include "proc.h"
 
+#include "suite.h"
+
 #include <check.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -21,4 +24,19 @@ ksft_run_tool(const char *tool_env, const char *env, const char *args, ksft_stre
     out[n] = '\0';
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int
+ksft_wait_child(pid_t pid, int timeout_ms)
+{
+    int status = -1;
+    ksft_deadline d = ksft_deadline_in(timeout_ms);
+    do {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            return status;
+        }
+    } while (ksft_deadline_wait(&d));
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
 }

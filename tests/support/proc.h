@@ -18,4 +18,11 @@ typedef enum ksft_stream { KSFT_STDOUT, KSFT_STDERR } ksft_stream;
 int ksft_run_tool(const char *tool_env, const char *env, const char *args,
                   ksft_stream which, char *out, size_t size);
 
+#include <sys/types.h>
+
+/* Wait up to ksft_scaled_ms(@p timeout_ms) for child @p pid to exit; its raw wait status
+ * (WIFEXITED, ...), or -1 after the timeout, when it is killed (SIGKILL) and reaped so
+ * that nothing outlives the test. */
+int ksft_wait_child(pid_t pid, int timeout_ms);
+
 #endif
