@@ -3,8 +3,8 @@
  * 100,000 deep, 10,000 headers, and a fake group coordinator on 127.0.0.1 answering
  * junk. Each gets a clear error or a defined answer, and the process keeps serving.
  */
-#include "broker.h"
 #include "codec/wire.h"
+#include "fixture.h"
 #include "group/membership.h"
 #include "raw_kafka.h"
 #include "service.h"
@@ -74,47 +74,24 @@ h_header_count(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-typedef struct world {
-    ksft_broker *b;
-    ksf_config *cfg;
-    ksft_service s;
-    ksf_client *cli;
-} world;
-
-/* A server whose message.max.bytes is 300,000 and a client with the default limit. */
+/* A server whose message.max.bytes is 300,000 and a client with the default limit
+ * (the configuration is copied when each is made). */
 static void
-world_up(world *w)
+world_up(ksft_world *w)
 {
-    memset(w, 0, sizeof *w);
-    w->b = ksft_broker_start();
-    ksft_broker_create_topic(w->b, PATTERN, 1);
-    ksft_broker_create_topic(w->b, "b.hdrs", 1);
-    ksft_broker_create_topic(w->b, PATTERN ".reply", 1);
-    ksft_broker_create_topic(w->b, "b.hdrs.reply", 1);
-    w->cfg = ksft_config(w->b);
-    ksf_config *scfg = ksft_config(w->b);
-    ck_assert_int_eq(ksf_config_set(scfg, "message.max.bytes", "300000", NULL), KSF_OK);
-    static const char *const patterns[] = {PATTERN, NULL};
-    ksf_server *srv = ksft_echo_server(scfg, patterns);
-    ck_assert_int_eq(ksf_server_on_message(srv, "b.hdrs", h_header_count, NULL, NULL),
-                     KSF_OK);
-    ksf_config_destroy(scfg);
-    ksft_service_start(&w->s, srv, 20000);
-    w->cli = ksft_client(w->cfg);
-}
-
-static void
-world_down(world *w)
-{
-    ksft_service_stop(&w->s);
-    ksf_client_destroy(w->cli);
-    ksf_config_destroy(w->cfg);
-    ksft_broker_stop(w->b);
+    static const char *const topics[] = {PATTERN, "b.hdrs", PATTERN ".reply",
+                                         "b.hdrs.reply", NULL};
+    static const ksft_handler handlers[] = {
+        {PATTERN}, {"b.hdrs", h_header_count}, {NULL}};
+    static const char *const server_settings[][2] = {{"message.max.bytes", "300000"}};
+    ksft_world_open(w, &(ksft_world_spec){.topics = topics, .lazy_client = true});
+    ksft_config_set_all(w->cfg, server_settings, KSFT_NKV(server_settings));
+    ksft_world_serve(w, ksft_world_server(w, handlers));
 }
 
 /* The service still answers a plain request. */
 static void
-assert_alive(world *w)
+assert_alive(ksft_world *w)
 {
     capture c;
     send_raw(w->cli, PATTERN, "{\"ok\":1}", 8, &c);
@@ -127,11 +104,11 @@ assert_alive(world *w)
 
 KSFT_TEST(test_badinput_oversized, 60)
 {
-    world w;
+    ksft_world w;
     world_up(&w);
     ksf_errinfo ei = {0};
     /* Larger than the client's message.max.bytes: refused at send, no callback. */
-    ksf_config *small = ksft_config(w.b);
+    ksf_config *small = ksft_config(w.broker);
     ck_assert_int_eq(ksf_config_set(small, "message.max.bytes", "1000", NULL), KSF_OK);
     ksf_client *tiny = ksft_client(small);
     ksf_config_destroy(small);
@@ -174,7 +151,7 @@ KSFT_TEST(test_badinput_oversized, 60)
     }
     free(big);
     assert_alive(&w);
-    world_down(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -184,7 +161,7 @@ END_TEST
 
 KSFT_TEST(test_badinput_utf8_and_depth, 60)
 {
-    world w;
+    ksft_world w;
     world_up(&w);
     capture c;
     /* Invalid UTF-8 becomes U+FFFD per bad byte, as JavaScript's decoder does. */
@@ -220,7 +197,7 @@ KSFT_TEST(test_badinput_utf8_and_depth, 60)
     free(c.raw);
     free(deep);
     assert_alive(&w);
-    world_down(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -230,9 +207,9 @@ END_TEST
 
 KSFT_TEST(test_badinput_many_headers, 60)
 {
-    world w;
+    ksft_world w;
     world_up(&w);
-    const char *addr = ksft_broker_address(w.b);
+    const char *addr = ksft_broker_address(w.broker);
     ksfi_header *h = calloc(NHDRS + 3, sizeof *h);
     ck_assert_ptr_nonnull(h);
     for (size_t i = 0; i < NHDRS; i++) {
@@ -252,7 +229,7 @@ KSFT_TEST(test_badinput_many_headers, 60)
     ksft_producer_destroy(p);
     free(h);
     assert_alive(&w);
-    world_down(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 

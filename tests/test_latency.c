@@ -14,7 +14,7 @@
  * handler works, not while its reply waits for the broker's acknowledgement (holding it
  * that long capped a pattern at `limit` replies per produce round trip).
  */
-#include "broker.h"
+#include "fixture.h"
 #include "raw_kafka.h"
 #include "server/dispatch.h"
 #include "service.h"
@@ -65,48 +65,28 @@ count_fetches(void *user, ksf_log_level level, const char *component, const char
     }
 }
 
-typedef struct world {
-    ksft_broker *b;
-    ksft_service service;
-    ksf_client *cli;
-} world;
-
 /* A broker, an echo server on @p pattern (ready), and a client (not connected) that
  * counts its Fetch requests; @p provider NULL: the default reply provider. */
 static void
-world_open(world *w, const char *pattern, const char *provider)
+latency_world(ksft_world *w, const char *pattern, const char *provider)
 {
-    char reply_topic[128];
+    char topic[128], reply_topic[128];
+    snprintf(topic, sizeof topic, "%s:4", pattern);
+    snprintf(reply_topic, sizeof reply_topic, "%s.reply:4", pattern);
+    const ksft_handler echo[] = {{pattern}, {NULL}};
+    ksft_world_open(
+        w, &(ksft_world_spec){.topics = (const char *const[]){topic, reply_topic, NULL},
+                              .handlers = echo,
+                              .no_client = true});
+    /* The client's settings only: the server already copied the configuration. */
+    const char *const kv[][2] = {{"consumer.debug", "fetch"},
+                                 {"client.reply.provider", provider}};
+    ksft_config_set_all(w->cfg, kv, provider ? 2 : 1);
+    ksf_config_set_log(w->cfg, count_fetches, NULL, KSF_LOG_DEBUG);
+    w->cli = ksft_client(w->cfg);
     ksf_errinfo ei = {0};
-    memset(w, 0, sizeof *w);
-    w->b = ksft_broker_start();
-    snprintf(reply_topic, sizeof reply_topic, "%s.reply", pattern);
-    ksft_broker_create_topic(w->b, pattern, 4);
-    ksft_broker_create_topic(w->b, reply_topic, 4);
-    ksf_config *scfg = ksft_config(w->b);
-    const char *const patterns[] = {pattern, NULL};
-    ksft_service_start(&w->service, ksft_echo_server(scfg, patterns), 20000);
-    ksf_config_destroy(scfg);
-
-    ksf_config *ccfg = ksft_config(w->b);
-    ck_assert_int_eq(ksf_config_set(ccfg, "consumer.debug", "fetch", &ei), KSF_OK);
-    if (provider) {
-        ck_assert_int_eq(ksf_config_set(ccfg, "client.reply.provider", provider, &ei),
-                         KSF_OK);
-    }
-    ksf_config_set_log(ccfg, count_fetches, NULL, KSF_LOG_DEBUG);
-    w->cli = ksft_client(ccfg);
-    ksf_config_destroy(ccfg);
     ck_assert_int_eq(ksf_client_subscribe_to_response_of(w->cli, pattern, &ei), KSF_OK);
     ck_assert_msg(ksf_client_connect(w->cli, 20000, &ei) == KSF_OK, "%s", ei.text);
-}
-
-static void
-world_close(world *w)
-{
-    ksf_client_destroy(w->cli);
-    ksft_service_stop(&w->service);
-    ksft_broker_stop(w->b);
 }
 
 /* One echo call of @p i; returns its latency in ms (fails the test on error). */
@@ -161,8 +141,8 @@ assert_clean(ksf_client *cli, uint64_t calls)
 KSFT_TEST(test_latency_idle_resume, 60)
 {
     KSFT_NEEDS_MOCK("its request counters, to see Fetch requests");
-    world w;
-    world_open(&w, "lat.idle", "static");
+    ksft_world w;
+    latency_world(&w, "lat.idle", "static");
     timed_call(w.cli, "lat.idle", 0); /* warm: the bound is about idle, not start */
     unsigned busy0 = atomic_load(&fetches);
     ksft_sleep_ms(100);
@@ -182,14 +162,14 @@ KSFT_TEST(test_latency_idle_resume, 60)
                       r, (long long)took);
     }
     assert_clean(w.cli, IDLE_ROUNDS + 1);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
 KSFT_TEST(test_latency_first_call, 60)
 {
-    world w;
-    world_open(&w, "lat.first", NULL); /* the default: the reply group */
+    ksft_world w;
+    latency_world(&w, "lat.first", NULL); /* the default: the reply group */
     int64_t first = timed_call(w.cli, "lat.first", 0);
     ck_assert_msg(first < call_bound_ms(), "the first call after connect took %lld ms",
                   (long long)first);
@@ -197,7 +177,7 @@ KSFT_TEST(test_latency_first_call, 60)
     ck_assert_msg(second < call_bound_ms(), "the second call took %lld ms",
                   (long long)second);
     assert_clean(w.cli, 2);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -205,15 +185,15 @@ KSFT_TEST(test_latency_first_call_after_idle, 60)
 {
     /* Nothing consumed yet: where fetching resumes is known only from the partition's
      * end-of-partition event, which connect() waited for. */
-    world w;
-    world_open(&w, "lat.cold", "static");
+    ksft_world w;
+    latency_world(&w, "lat.cold", "static");
     ck_assert_msg(atomic_load(&fetches) >= 1, "connect returned before the first Fetch");
     ck_assert_msg(wait_quiet(), "the idle client never stopped fetching");
     int64_t took = timed_call(w.cli, "lat.cold", 0);
     ck_assert_msg(took < call_bound_ms(), "the first call, after idle, took %lld ms",
                   (long long)took);
     assert_clean(w.cli, 1);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 

@@ -4,7 +4,7 @@
  * on the embedded broker.
  */
 #include "base/alloc.h"
-#include "broker.h"
+#include "fixture.h"
 #include "obs/metrics.h"
 #include "service.h"
 
@@ -387,36 +387,30 @@ check_client(ksf_client *cli)
 
 KSFT_TEST(test_metrics_server_and_client_count_traffic, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = ksft_config(b);
+    static const char *const topics[] = {P_ECHO ":4",       P_FAIL ":4",
+                                         P_EVENT ":4",      P_NOBODY ":4",
+                                         P_SLOW ":4",       P_ECHO ".reply:4",
+                                         P_FAIL ".reply:4", P_NOBODY ".reply:4",
+                                         P_SLOW ".reply:4", NULL};
+    static const ksft_handler handlers[] = {{P_ECHO},
+                                            {P_FAIL, fail_handler},
+                                            {P_EVENT, event_handler, NULL, true},
+                                            {P_SLOW, slow_handler},
+                                            {NULL}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){
+                            .topics = topics, .handlers = handlers, .lazy_client = true});
     ksf_errinfo ei = {0};
-    const char *topics[] = {
-        P_ECHO,          P_FAIL,          P_EVENT,           P_NOBODY,       P_SLOW,
-        P_ECHO ".reply", P_FAIL ".reply", P_NOBODY ".reply", P_SLOW ".reply"};
-    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
-        ksft_broker_create_topic(b, topics[i], 4);
-    }
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, P_ECHO, ksft_echo, NULL, &ei), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_message(srv, P_FAIL, fail_handler, NULL, &ei), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_event(srv, P_EVENT, event_handler, NULL, &ei), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_message(srv, P_SLOW, slow_handler, NULL, &ei), KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, 20000);
-    ksf_client *cli = ksft_client(cfg);
     const char *patterns[] = {P_ECHO, P_FAIL, P_NOBODY, P_SLOW};
     for (int i = 0; i < 4; i++) {
-        ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, patterns[i], &ei),
+        ck_assert_int_eq(ksf_client_subscribe_to_response_of(w.cli, patterns[i], &ei),
                          KSF_OK);
     }
-    ck_assert_msg(ksf_client_connect(cli, 20000, &ei) == KSF_OK, "%s", ei.text);
-    send_all(cli);
-    check_server(srv);
-    check_client(cli);
-    ksf_client_destroy(cli);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ck_assert_msg(ksf_client_connect(w.cli, 20000, &ei) == KSF_OK, "%s", ei.text);
+    send_all(w.cli);
+    check_server(w.srv);
+    check_client(w.cli);
+    ksft_world_close(&w);
 }
 END_TEST
 
