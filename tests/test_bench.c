@@ -20,10 +20,8 @@
 
 KSFT_TEST(test_bench_argument_errors, 30)
 {
-    static const struct {
-        const char *args;
-        const char *err; /* a fragment of the stderr sentence */
-    } cases[] = {
+    /* {arguments, a fragment of the stderr sentence} */
+    static const char *const cases[][2] = {
         {"bench", "missing PATTERN"},
         {"bench " PATTERN, "exactly one of --count N and --duration S"},
         {"bench " PATTERN " --count 5 --duration 1", "exactly one of"},
@@ -37,14 +35,8 @@ KSFT_TEST(test_bench_argument_errors, 30)
         {"bench " PATTERN " --count 5 --set nope=1", "nope"},
         {"bench " PATTERN " x y --count 5", "unexpected argument \"y\""},
     };
-    char args[512], out[2048];
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        snprintf(args, sizeof args, "%s 2>&1 >/dev/null", cases[i].args);
-        int rc = ksft_run_tool("KSF_TOOL", "", args, KSFT_STDOUT, out, sizeof out);
-        ck_assert_msg(rc == 2, "ksf %s: exit %d, want 2", cases[i].args, rc);
-        ck_assert_msg(strstr(out, cases[i].err), "ksf %s: stderr \"%s\" lacks \"%s\"",
-                      cases[i].args, out, cases[i].err);
-    }
+    ksft_assert_usage_errors("KSF_TOOL", cases, KSFT_NKV(cases));
+    char out[2048];
     ck_assert_int_eq(
         ksft_run_tool("KSF_TOOL", "", "bench --help", KSFT_STDOUT, out, sizeof out), 0);
     ck_assert_ptr_nonnull(strstr(out, "Usage: ksf bench PATTERN"));

@@ -25,24 +25,14 @@
 
 KSFT_TEST(test_bench_reset_argument_errors, 30)
 {
-    static const struct {
-        const char *args;
-        const char *err;
-    } cases[] = {
+    static const char *const cases[][2] = {
         {"", "Usage: kafka_reset BROKERS NAME:PARTITIONS..."},
         {"127.0.0.1:1", "Usage: kafka_reset BROKERS NAME:PARTITIONS..."},
         {"127.0.0.1:1 topic", "topic: expected NAME:PARTITIONS"},
         {"127.0.0.1:1 topic:0", "topic:0: expected NAME:PARTITIONS"},
         {"127.0.0.1:1 a:1 topic:x", "topic:x: expected NAME:PARTITIONS"},
     };
-    char args[256], out[1024];
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        snprintf(args, sizeof args, "%s 2>&1", cases[i].args);
-        int rc = ksft_run_tool("KSF_KAFKA_RESET", "", args, KSFT_STDOUT, out, sizeof out);
-        ck_assert_msg(rc == 2, "kafka_reset %s: exit %d, want 2", cases[i].args, rc);
-        ck_assert_msg(strstr(out, cases[i].err), "kafka_reset %s: \"%s\" lacks \"%s\"",
-                      cases[i].args, out, cases[i].err);
-    }
+    ksft_assert_usage_errors("KSF_KAFKA_RESET", cases, KSFT_NKV(cases));
 }
 END_TEST
 

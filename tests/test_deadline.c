@@ -499,11 +499,8 @@ KSFT_TEST(test_deadline_late_reply_is_counted, 60)
     ksft_world_open(&w,
                     &(ksft_world_spec){
                         .handlers = (const ksft_handler[]){{"lt.slow", h_slow}, {NULL}},
-                        .lazy_client = true});
+                        .subscribe = (const char *const[]){"lt.slow", NULL}});
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_client_subscribe_to_response_of(w.cli, "lt.slow", &ei) == KSF_OK,
-                  "%s", ei.text);
-    ck_assert_msg(ksf_client_connect(w.cli, 20000, &ei) == KSF_OK, "%s", ei.text);
     json_t *out = NULL;
     ck_assert_int_eq(ksf_client_call(w.cli, "lt.slow", NULL, 400, &out, &ei),
                      KSF_ETIMEDOUT);
@@ -553,11 +550,8 @@ KSFT_TEST(test_deadline_cannot_finish_is_shed, 60)
     ksft_world_open(&w,
                     &(ksft_world_spec){
                         .handlers = (const ksft_handler[]){{"sh.slow", h_300ms}, {NULL}},
-                        .lazy_client = true});
+                        .subscribe = (const char *const[]){"sh.slow", NULL}});
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_client_subscribe_to_response_of(w.cli, "sh.slow", &ei) == KSF_OK &&
-                      ksf_client_connect(w.cli, 20000, &ei) == KSF_OK,
-                  "%s", ei.text);
     json_t *out = NULL;
     ck_assert_msg(ksf_client_call(w.cli, "sh.slow", NULL, 5000, &out, &ei) == KSF_OK,
                   "%s", ei.text);

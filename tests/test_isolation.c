@@ -150,8 +150,7 @@ KSFT_TEST(test_isolation_slow_pattern, 60)
     static const ksft_handler handlers[] = {{"i.slow", h_slow}, {"i.fast"}, {NULL}};
     ksft_world w;
     ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
-                                           .settings = settings,
-                                           .nsettings = KSFT_NKV(settings),
+                                           KSFT_SETTINGS(settings),
                                            .handlers = handlers,
                                            .no_client = true});
     const char *addr = ksft_broker_address(w.broker);

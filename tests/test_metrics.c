@@ -398,15 +398,10 @@ KSFT_TEST(test_metrics_server_and_client_count_traffic, 60)
                                             {P_SLOW, slow_handler},
                                             {NULL}};
     ksft_world w;
-    ksft_world_open(&w, &(ksft_world_spec){
-                            .topics = topics, .handlers = handlers, .lazy_client = true});
-    ksf_errinfo ei = {0};
-    const char *patterns[] = {P_ECHO, P_FAIL, P_NOBODY, P_SLOW};
-    for (int i = 0; i < 4; i++) {
-        ck_assert_int_eq(ksf_client_subscribe_to_response_of(w.cli, patterns[i], &ei),
-                         KSF_OK);
-    }
-    ck_assert_msg(ksf_client_connect(w.cli, 20000, &ei) == KSF_OK, "%s", ei.text);
+    static const char *const replies_of[] = {P_ECHO, P_FAIL, P_NOBODY, P_SLOW, NULL};
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
+                                           .handlers = handlers,
+                                           .subscribe = replies_of});
     send_all(w.cli);
     check_server(w.srv);
     check_client(w.cli);

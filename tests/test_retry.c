@@ -61,8 +61,7 @@ KSFT_TEST(test_retry_then_success, 60)
     static const ksft_handler flaky[] = {{"r.flaky", h_flaky, NULL, true}, {NULL}};
     ksft_world w;
     ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
-                                           .settings = settings,
-                                           .nsettings = KSFT_NKV(settings),
+                                           KSFT_SETTINGS(settings),
                                            .handlers = flaky,
                                            .no_client = true});
     const char *addr = ksft_broker_address(w.broker);
@@ -271,8 +270,7 @@ KSFT_TEST(test_retry_not_requests, 60)
     static const ksft_handler fails[] = {{"r.req", h_request_fails}, {NULL}};
     ksft_world w;
     ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
-                                           .settings = settings,
-                                           .nsettings = KSFT_NKV(settings),
+                                           KSFT_SETTINGS(settings),
                                            .handlers = fails,
                                            .no_client = true});
     const char *addr = ksft_broker_address(w.broker);

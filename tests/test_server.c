@@ -281,8 +281,7 @@ KSFT_TEST(test_server_streams_and_deferral, 40)
         {"t.ctx", h_ctx, user_text}, {"t.defer", h_defer},   {NULL}};
     ksft_probe p;
     ksft_probe_open(&p, &(ksft_world_spec){.topics = topics,
-                                           .settings = settings,
-                                           .nsettings = 1,
+                                           KSFT_SETTINGS(settings),
                                            .handlers = handlers});
 
     /* A stream of three: only the last carries is-disposed. */

@@ -61,9 +61,7 @@ KSFT_TEST(test_server_events, 40)
                                             {"t.msg", h_msg_counting},
                                             {NULL}};
     ksft_probe p;
-    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics,
-                                           .settings = settings,
-                                           .nsettings = KSFT_NKV(settings)});
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
     ksf_server *srv = ksft_world_server(&p.w, handlers);
     ck_assert_int_eq(ksfi_server_add_topic(srv, "t.ev.none", NULL), KSF_OK);
     ksft_world_serve(&p.w, srv);
@@ -146,8 +144,7 @@ KSFT_TEST(test_server_partition_order, 40)
     static const ksft_handler handlers[] = {{"t.order", h_order, NULL, true}, {NULL}};
     ksft_probe p;
     ksft_probe_open(&p, &(ksft_world_spec){.topics = topics,
-                                           .settings = settings,
-                                           .nsettings = 1,
+                                           KSFT_SETTINGS(settings),
                                            .handlers = handlers});
 
     for (int i = 0; i < ORDER_N; i++) {
@@ -209,9 +206,7 @@ KSFT_TEST(test_server_slow_handler, 40)
                                               {"consumer.max.poll.interval.ms", "7000"}};
     static const ksft_handler handlers[] = {{"t.slow", h_slow}, {"t.fast", NULL}, {NULL}};
     ksft_probe p;
-    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics,
-                                           .settings = settings,
-                                           .nsettings = KSFT_NKV(settings)});
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
     ksf_config_set_log(p.w.cfg, count_revocations, NULL, KSF_LOG_INFO);
     ksft_world_serve(&p.w, ksft_world_server(&p.w, handlers));
 

@@ -103,8 +103,7 @@ KSFT_TEST(test_server_stop_in_flight, 60)
     static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"}};
     ksft_probe p;
     ksft_probe_open(&p, &(ksft_world_spec){.topics = topics,
-                                           .settings = settings,
-                                           .nsettings = 1,
+                                           KSFT_SETTINGS(settings),
                                            .handlers = work_handlers});
     for (int i = 0; i < STOP_N; i++) {
         char id[16], v[16];

@@ -76,6 +76,13 @@ ksft_world_open(ksft_world *w, const ksft_world_spec *spec)
     if (!spec->no_client) {
         w->cli = ksft_client(w->cfg);
     }
+    for (size_t i = 0; w->cli && spec->subscribe && spec->subscribe[i]; i++) {
+        ksf_errinfo ei = {0};
+        ck_assert_msg(ksf_client_subscribe_to_response_of(w->cli, spec->subscribe[i],
+                                                          &ei) == KSF_OK,
+                      "the world's client: replies of \"%s\": %s", spec->subscribe[i],
+                      ei.text);
+    }
     if (w->cli && !spec->lazy_client) {
         ksf_errinfo ei = {0};
         ck_assert_msg(ksf_client_connect(w->cli, ksft_scaled_ms(world_timeout_ms), &ei) ==

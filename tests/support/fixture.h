@@ -11,6 +11,7 @@
 
 #include "broker.h"
 #include "service.h"
+#include "settings.h"
 
 #include <ksf/ksf.h>
 #include <stdbool.h>
@@ -39,10 +40,17 @@ typedef struct ksft_world_spec {
     bool no_client;
     /* A client that is not connected first (the case measures its first send). */
     bool lazy_client;
+    /* Patterns whose reply partitions the client takes before it connects
+     * (ksf_client_subscribe_to_response_of), NULL-terminated: the case's first call
+     * then has no group join in its time. */
+    const char *const *subscribe;
     /* Up to how long (ms, scaled) the server may take to be ready and the client to
      * connect; 0: 20 s. */
     int timeout_ms;
 } ksft_world_spec;
+
+/* A spec's settings from an array of {key, value} rows. */
+#define KSFT_SETTINGS(rows) .settings = (rows), .nsettings = KSFT_NKV(rows)
 
 typedef struct ksft_world {
     ksft_broker *broker;

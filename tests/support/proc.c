@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 
 int
@@ -39,4 +40,17 @@ ksft_wait_child(pid_t pid, int timeout_ms)
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
     return -1;
+}
+
+void
+ksft_assert_usage_errors(const char *tool_env, const char *const cases[][2], size_t n)
+{
+    char err[2048];
+    for (size_t i = 0; i < n; i++) {
+        int rc = ksft_run_tool(tool_env, "", cases[i][0], KSFT_STDERR, err, sizeof err);
+        ck_assert_msg(rc == 2, "%s %s: exit %d, want 2 (stderr: %s)", tool_env,
+                      cases[i][0], rc, err);
+        ck_assert_msg(strstr(err, cases[i][1]), "%s %s: stderr \"%s\" lacks \"%s\"",
+                      tool_env, cases[i][0], err, cases[i][1]);
+    }
 }

@@ -18,6 +18,12 @@ typedef enum ksft_stream { KSFT_STDOUT, KSFT_STDERR } ksft_stream;
 int ksft_run_tool(const char *tool_env, const char *env, const char *args,
                   ksft_stream which, char *out, size_t size);
 
+/* For each {arguments, fragment} row of @p cases: the program of @p tool_env with those
+ * arguments exits with status 2 (a usage error) and its stderr contains the fragment;
+ * a failure names the row. */
+void ksft_assert_usage_errors(const char *tool_env, const char *const cases[][2],
+                              size_t n);
+
 #include <sys/types.h>
 
 /* Wait up to ksft_scaled_ms(@p timeout_ms) for child @p pid to exit; its raw wait status
