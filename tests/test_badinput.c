@@ -23,47 +23,18 @@
 
 #define PATTERN "b.echo"
 
-/* ---- one reply, captured --------------------------------------------------------- */
-
-typedef struct capture {
-    atomic_int calls;
-    ksf_err err;
-    char *raw; /* reply bytes (NUL-terminated copy) */
-    size_t raw_len;
-    char text[KSF_ERRINFO_TEXT_SIZE];
-} capture;
-
-static void
-on_capture(const ksf_reply *r, void *user)
-{
-    capture *c = user;
-    if (atomic_load(&c->calls) == 0) {
-        c->err = r->err;
-        c->raw_len = r->raw_len;
-        c->raw = calloc(1, r->raw_len + 1);
-        ck_assert_ptr_nonnull(c->raw);
-        if (r->raw_len) {
-            memcpy(c->raw, r->raw, r->raw_len);
-        }
-        snprintf(c->text, sizeof c->text, "%s", r->text ? r->text : "");
-    }
-    atomic_fetch_add(&c->calls, 1); /* last: the test reads the fields after this */
-}
-
 /* Send raw bytes and wait for the one callback. */
 static void
-send_raw(ksf_client *cli, const char *pattern, const void *bytes, size_t len, capture *c)
+send_raw(ksf_client *cli, const char *pattern, const void *bytes, size_t len,
+         ksft_outcome *c)
 {
     memset(c, 0, sizeof *c);
     ksf_send_opts o = {.timeout_ms = 20000, .raw_value = bytes, .raw_len = len};
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_client_send(cli, pattern, NULL, &o, on_capture, c, &ei) == KSF_OK,
+    ck_assert_msg(ksf_client_send(cli, pattern, NULL, &o, ksft_outcome_cb, c, &ei) ==
+                      KSF_OK,
                   "%s", ei.text);
-    ksft_deadline until = ksft_deadline_in(25000);
-    while (atomic_load(&c->calls) == 0 && ksft_deadline_wait(&until)) {
-    }
-    ksft_sleep_ms(50); /* a second callback would show up here */
-    ck_assert_int_eq(atomic_load(&c->calls), 1);
+    ksft_outcome_wait(c, 25000);
 }
 
 static ksf_err
@@ -93,11 +64,11 @@ world_up(ksft_world *w)
 static void
 assert_alive(ksft_world *w)
 {
-    capture c;
+    ksft_outcome c;
     send_raw(w->cli, PATTERN, "{\"ok\":1}", 8, &c);
     ck_assert_int_eq(c.err, KSF_OK);
     ck_assert_str_eq(c.raw, "{\"ok\":1}");
-    free(c.raw);
+    ksft_outcome_reset(&c);
 }
 
 /* ---- oversized messages ---------------------------------------------------------- */
@@ -116,8 +87,8 @@ KSFT_TEST(test_badinput_oversized, 60)
     ck_assert_ptr_nonnull(big);
     memset(big, 'a', 1000001);
     ksf_send_opts o = {.raw_value = big, .raw_len = 1001};
-    capture c = {0};
-    ck_assert_int_eq(ksf_client_send(tiny, PATTERN, NULL, &o, on_capture, &c, &ei),
+    ksft_outcome c = {0};
+    ck_assert_int_eq(ksf_client_send(tiny, PATTERN, NULL, &o, ksft_outcome_cb, &c, &ei),
                      KSF_EMSGSIZE);
     ck_assert_str_eq(ei.text, "the value is 1001 bytes, more than message.max.bytes "
                               "(1000); send less or raise message.max.bytes");
@@ -128,22 +99,19 @@ KSFT_TEST(test_badinput_oversized, 60)
     send_raw(w.cli, PATTERN, big, 400000, &c);
     ck_assert_int_eq(c.err, KSF_EREMOTE);
     ck_assert_msg(strstr(c.text, "larger than message.max.bytes (300000)"), "%s", c.text);
-    free(c.raw);
+    ksft_outcome_reset(&c);
 
     /* At the client's limit but over Kafka's own (headers included): a clear Kafka
      * error, once, either at send or in the callback. */
     memset(&c, 0, sizeof c);
     o = (ksf_send_opts){.raw_value = big, .raw_len = 1000000, .timeout_ms = 20000};
-    ksf_err e = ksf_client_send(w.cli, PATTERN, NULL, &o, on_capture, &c, &ei);
+    ksf_err e = ksf_client_send(w.cli, PATTERN, NULL, &o, ksft_outcome_cb, &c, &ei);
     if (e == KSF_OK) {
-        ksft_deadline until = ksft_deadline_in(25000);
-        while (atomic_load(&c.calls) == 0 && ksft_deadline_wait(&until)) {
-        }
-        ck_assert_int_eq(atomic_load(&c.calls), 1);
+        ksft_outcome_wait(&c, 25000);
         ck_assert_int_eq(c.err, KSF_EKAFKA);
         ck_assert_msg(strstr(c.text, "too large") || strstr(c.text, "size"), "%s",
                       c.text);
-        free(c.raw);
+        ksft_outcome_reset(&c);
     } else {
         ck_assert_int_eq(e, KSF_EKAFKA);
         ck_assert_msg(strstr(ei.text, "too large") || strstr(ei.text, "size"), "%s",
@@ -163,7 +131,7 @@ KSFT_TEST(test_badinput_utf8_and_depth, 60)
 {
     ksft_world w;
     world_up(&w);
-    capture c;
+    ksft_outcome c;
     /* Invalid UTF-8 becomes U+FFFD per bad byte, as JavaScript's decoder does. */
     send_raw(w.cli, PATTERN,
              "a\xff\xfe"
@@ -176,7 +144,7 @@ KSFT_TEST(test_badinput_utf8_and_depth, 60)
                             "b",
                             8),
                      0);
-    free(c.raw);
+    ksft_outcome_reset(&c);
     /* 100,000 levels: not parsed as JSON (too deep), kept as the string it is. */
     char *deep = malloc(2 * DEPTH);
     ck_assert_ptr_nonnull(deep);
@@ -186,7 +154,7 @@ KSFT_TEST(test_badinput_utf8_and_depth, 60)
     ck_assert_int_eq(c.err, KSF_OK);
     ck_assert_uint_eq(c.raw_len, 2 * DEPTH);
     ck_assert_int_eq(memcmp(c.raw, deep, 2 * DEPTH), 0);
-    free(c.raw);
+    ksft_outcome_reset(&c);
     /* Deep objects, unbalanced. */
     for (size_t i = 0; i < DEPTH; i++) {
         memcpy(deep + 2 * i, i % 2 ? ":{" : "{\"", 2);
@@ -194,7 +162,7 @@ KSFT_TEST(test_badinput_utf8_and_depth, 60)
     send_raw(w.cli, PATTERN, deep, 2 * DEPTH, &c);
     ck_assert_int_eq(c.err, KSF_OK);
     ck_assert_uint_eq(c.raw_len, 2 * DEPTH);
-    free(c.raw);
+    ksft_outcome_reset(&c);
     free(deep);
     assert_alive(&w);
     ksft_world_close(&w);

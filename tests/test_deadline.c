@@ -188,19 +188,6 @@ wait_seen_id(const char *id, int timeout_ms)
 
 /* ---- propagation through a second service -------------------------------------- */
 
-typedef struct done_flag {
-    atomic_int n;
-    atomic_int err;
-} done_flag;
-
-static void
-on_reply(const ksf_reply *r, void *user)
-{
-    done_flag *d = user;
-    atomic_store(&d->err, r->err);
-    atomic_fetch_add(&d->n, 1);
-}
-
 KSFT_TEST(test_deadline_propagates_through_a_handler, 60)
 {
     reset_seen();
@@ -219,16 +206,15 @@ KSFT_TEST(test_deadline_propagates_through_a_handler, 60)
     ck_assert_msg(ksf_client_connect(w.cli, 20000, &ei) == KSF_OK, "%s", ei.text);
 
     /* The caller bridges from its own tracer: it supplies the context. */
-    done_flag d = {0};
+    ksft_outcome d = {0};
     ksf_send_opts o = {.timeout_ms = 12000, .traceparent = TP_SPEC, .tracestate = "k=v"};
     int64_t sent_at = ksfi_wall_ms();
-    ck_assert_msg(ksf_client_send(w.cli, "dl.a", NULL, &o, on_reply, &d, &ei) == KSF_OK,
+    ck_assert_msg(ksf_client_send(w.cli, "dl.a", NULL, &o, ksft_outcome_cb, &d, &ei) ==
+                      KSF_OK,
                   "%s", ei.text);
-    ksft_deadline until = ksft_deadline_in(WAIT_MS);
-    while (!atomic_load(&d.n) && ksft_deadline_wait(&until)) {
-    }
-    ck_assert_int_eq(atomic_load(&d.n), 1);
-    ck_assert_int_eq(atomic_load(&d.err), KSF_OK);
+    ksft_outcome_wait(&d, WAIT_MS);
+    ck_assert_int_eq(d.err, KSF_OK);
+    ksft_outcome_reset(&d);
 
     /* An event the caller emits with a timeout carries a deadline of its own. */
     json_t *timed = json_string("timed");

@@ -199,44 +199,6 @@ dead_port(void)
     return ntohs(a.sin_port);
 }
 
-typedef struct outcome {
-    pthread_mutex_t m;
-    pthread_cond_t c;
-    int calls;
-    ksf_err err;
-    char text[KSF_ERRINFO_TEXT_SIZE];
-    json_t *value;
-    int64_t at_ms;
-} outcome;
-
-static void
-on_outcome(const ksf_reply *r, void *user)
-{
-    outcome *o = user;
-    pthread_mutex_lock(&o->m);
-    o->calls++;
-    o->err = r->err;
-    snprintf(o->text, sizeof o->text, "%s", r->text ? r->text : "");
-    o->value = r->value ? json_incref((json_t *)r->value) : NULL;
-    o->at_ms = ksft_now_ms();
-    pthread_cond_broadcast(&o->c);
-    pthread_mutex_unlock(&o->m);
-}
-
-static void
-outcome_wait(outcome *o, int timeout_ms)
-{
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
-    pthread_mutex_lock(&o->m);
-    while (o->calls == 0 && ksft_now_ms() < until) {
-        pthread_mutex_unlock(&o->m);
-        ksft_sleep_ms(10);
-        pthread_mutex_lock(&o->m);
-    }
-    pthread_mutex_unlock(&o->m);
-    ck_assert_int_eq(o->calls, 1);
-}
-
 static ksf_config *
 dead_config(char *addr, size_t size)
 {
@@ -256,10 +218,10 @@ KSFT_TEST(test_usability_send_never_blocks, 60)
                         .topics = (const char *const[]){"u.echo", "u.echo.reply", NULL},
                         .handlers = (const ksft_handler[]){{"u.echo"}, {NULL}},
                         .lazy_client = true});
-    outcome o = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    ksft_outcome o = {0};
     json_t *v = json_pack("{s:i}", "n", 7);
     int64_t t0 = ksft_now_ms();
-    ck_assert_int_eq(ksf_client_send(w.cli, "u.echo", v, NULL, on_outcome, &o, NULL),
+    ck_assert_int_eq(ksf_client_send(w.cli, "u.echo", v, NULL, ksft_outcome_cb, &o, NULL),
                      KSF_OK);
     int64_t took = ksft_now_ms() - t0;
     ck_assert_msg(took < 500, "the first send blocked its caller for %lld ms",
@@ -270,10 +232,10 @@ KSFT_TEST(test_usability_send_never_blocks, 60)
     ksf_client_stats st;
     ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);
-    outcome_wait(&o, WAIT_MS);
+    ksft_outcome_wait(&o, WAIT_MS);
     ck_assert_int_eq(o.err, KSF_OK);
     ck_assert(json_equal(o.value, v));
-    json_decref(o.value);
+    ksft_outcome_reset(&o);
     json_decref(v);
     ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);
@@ -301,14 +263,15 @@ KSFT_TEST(test_usability_client_unreachable, 60)
              addr, addr);
 
     ksf_client *cli = ksft_client(cfg);
-    outcome o = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    ksft_outcome o = {0};
     int64_t t0 = ksft_now_ms();
-    ck_assert_int_eq(ksf_client_send(cli, "u.any", NULL, NULL, on_outcome, &o, NULL),
+    ck_assert_int_eq(ksf_client_send(cli, "u.any", NULL, NULL, ksft_outcome_cb, &o, NULL),
                      KSF_OK);
     ck_assert_int_lt(ksft_now_ms() - t0, 500);
-    outcome_wait(&o, 10000);
+    ksft_outcome_wait(&o, 10000);
     ck_assert_int_eq(o.err, KSF_EKAFKA);
     ck_assert_msg(strstr(o.text, want), "callback text: %s", o.text);
+    ksft_outcome_reset(&o);
     ck_assert_int_lt(o.at_ms - t0, ksft_scaled_ms(4000));
 
     ksf_errinfo ei = {0};
@@ -345,16 +308,17 @@ KSFT_TEST(test_usability_nobody_consumes, 60)
 {
     ksft_world w;
     ksft_world_open(&w, &(ksft_world_spec){.lazy_client = true});
-    outcome o = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    ksft_outcome o = {0};
     ksf_send_opts so = {.timeout_ms = 8000};
-    ck_assert_int_eq(ksf_client_send(w.cli, "u.nobody", NULL, &so, on_outcome, &o, NULL),
-                     KSF_OK);
-    outcome_wait(&o, WAIT_MS);
+    ck_assert_int_eq(
+        ksf_client_send(w.cli, "u.nobody", NULL, &so, ksft_outcome_cb, &o, NULL), KSF_OK);
+    ksft_outcome_wait(&o, WAIT_MS);
     ck_assert_int_eq(o.err, KSF_ETIMEDOUT);
     ck_assert_str_eq(o.text, "no reply before the request's deadline: no service "
                              "consumes u.nobody (the topic did not exist when this "
                              "client first sent to it; start a service with a handler "
                              "for u.nobody)");
+    ksft_outcome_reset(&o);
     ksf_client_stats st;
     ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);

@@ -93,6 +93,43 @@ ksft_service_stop(ksft_service *s)
     s->srv = NULL;
 }
 
+/* ---- one request's callbacks --------------------------------------------------- */
+
+void
+ksft_outcome_cb(const ksf_reply *r, void *user)
+{
+    ksft_outcome *o = user;
+    if (atomic_load(&o->calls) == 0) {
+        o->err = r->err;
+        snprintf(o->text, sizeof o->text, "%s", r->text ? r->text : "");
+        o->value = r->value ? json_incref((json_t *)r->value) : NULL;
+        o->raw_len = r->raw_len;
+        o->raw = calloc(1, r->raw_len + 1);
+        ck_assert_ptr_nonnull(o->raw);
+        if (r->raw_len) {
+            memcpy(o->raw, r->raw, r->raw_len);
+        }
+        o->at_ms = ksft_now_ms();
+    }
+    atomic_fetch_add(&o->calls, 1); /* last: the test reads the fields after this */
+}
+
+void
+ksft_outcome_wait(ksft_outcome *o, int timeout_ms)
+{
+    KSFT_WAIT_UNTIL(atomic_load(&o->calls) > 0, timeout_ms, "a request's callback");
+    ksft_sleep_ms(50); /* a second callback would show up here */
+    ck_assert_int_eq(atomic_load(&o->calls), 1);
+}
+
+void
+ksft_outcome_reset(ksft_outcome *o)
+{
+    json_decref(o->value);
+    free(o->raw);
+    memset(o, 0, sizeof *o);
+}
+
 /* ---- tally ------------------------------------------------------------------------ */
 
 void
