@@ -2,7 +2,7 @@
  * `ksf bench`: argument errors, and short real runs against a ksf server on the mock
  * broker with exact counts (the tool is run as a child process through KSF_TOOL).
  */
-#include "broker.h"
+#include "fixture.h"
 
 #include "proc.h"
 #include "suite.h"
@@ -45,88 +45,27 @@ END_TEST
 
 /* ---- a real server --------------------------------------------------------------- */
 
-typedef struct env {
-    ksft_broker *b;
-    ksf_server *srv;
-    pthread_t thread;
-    pthread_mutex_t m;
-    pthread_cond_t c;
-    bool ready;
-} env;
-
-static ksf_err
-echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    *reply = data ? json_incref((json_t *)data) : NULL;
-    return KSF_OK;
-}
-
+/* A broker and an echo server on PATTERN (4 partitions), serving; ksf bench is the
+ * client. */
 static void
-on_ready(ksf_server *srv, void *user)
+env_start(ksft_world *v)
 {
-    (void)srv;
-    env *v = user;
-    pthread_mutex_lock(&v->m);
-    v->ready = true;
-    pthread_cond_signal(&v->c);
-    pthread_mutex_unlock(&v->m);
-}
-
-static void *
-serve(void *arg)
-{
-    env *v = arg;
-    ksf_server_run(v->srv, NULL);
-    return NULL;
-}
-
-/* Start a broker and an echo server on PATTERN; returns once it serves. */
-static void
-env_start(env *v)
-{
-    memset(v, 0, sizeof *v);
-    pthread_mutex_init(&v->m, NULL);
-    pthread_cond_init(&v->c, NULL);
-    v->b = ksft_broker_start();
-    ksft_broker_create_topic(v->b, PATTERN, 4);
-    ksft_broker_create_topic(v->b, PATTERN ".reply", 4);
-    ksft_broker_create_topic(v->b, "bench.event", 1);
-    ksf_config *cfg = ksft_config(v->b);
-    ck_assert_int_eq(ksf_server_new(&v->srv, cfg, NULL), KSF_OK);
-    ksf_config_destroy(cfg);
-    ck_assert_int_eq(ksf_server_on_message(v->srv, PATTERN, echo, NULL, NULL), KSF_OK);
-    ksf_server_set_ready_cb(v->srv, on_ready, v);
-    ck_assert_int_eq(pthread_create(&v->thread, NULL, serve, v), 0);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 20;
-    pthread_mutex_lock(&v->m);
-    while (!v->ready && pthread_cond_timedwait(&v->c, &v->m, &until) == 0) {
-    }
-    bool ready = v->ready;
-    pthread_mutex_unlock(&v->m);
-    ck_assert_msg(ready, "the echo server did not get ready in 20 s");
-}
-
-static void
-env_stop(env *v)
-{
-    ksf_server_stop(v->srv);
-    pthread_join(v->thread, NULL);
-    ksf_server_destroy(v->srv);
-    ksft_broker_stop(v->b);
+    static const char *const topics[] = {PATTERN ":4", PATTERN ".reply:4", "bench.event",
+                                         NULL};
+    static const ksft_handler echo[] = {{PATTERN}, {NULL}};
+    ksft_world_open(
+        v, &(ksft_world_spec){.topics = topics, .handlers = echo, .no_client = true});
 }
 
 /* Run ksf bench with @p args against @p v; its last stdout line as JSON. */
 static json_t *
-bench_json(env *v, const char *args, int want_rc)
+bench_json(ksft_world *v, const char *args, int want_rc)
 {
     char cmd[768], out[8192];
     snprintf(
         cmd, sizeof cmd,
         "bench %s --json --brokers %s --set consumer.fetch.wait.max.ms=5 2>/dev/null",
-        args, ksft_broker_address(v->b));
+        args, ksft_broker_address(v->broker));
     int rc = ksft_run_tool("KSF_TOOL", "", cmd, KSFT_STDOUT, out, sizeof out);
     ck_assert_msg(rc == want_rc, "ksf %s: exit %d, want %d; stdout:\n%s", cmd, rc,
                   want_rc, out);
@@ -169,7 +108,7 @@ assert_result(const json_t *j, long count, long ok, long errors, long timeouts)
 
 KSFT_TEST(test_bench_real_run, 60)
 {
-    env v;
+    ksft_world v;
     env_start(&v);
     json_t *j = bench_json(&v, PATTERN " '{\"n\":1}' --count 200 --concurrency 8", 0);
     assert_result(j, 200, 200, 0, 0);
@@ -185,23 +124,23 @@ KSFT_TEST(test_bench_real_run, 60)
     j = bench_json(&v, "bench.event '{\"e\":1}' --emit --count 50 --concurrency 10", 0);
     assert_result(j, 50, 50, 0, 0);
     json_decref(j);
-    env_stop(&v);
+    ksft_world_close(&v);
 }
 END_TEST
 
 KSFT_TEST(test_bench_timeouts_counted, 60)
 {
-    env v;
+    ksft_world v;
     env_start(&v);
     /* Nobody serves bench.nobody: every request times out, and exit status 1 says so. */
-    ksft_broker_create_topic(v.b, "bench.nobody", 1);
-    ksft_broker_create_topic(v.b, "bench.nobody.reply", 1);
+    ksft_broker_create_topic(v.broker, "bench.nobody", 1);
+    ksft_broker_create_topic(v.broker, "bench.nobody.reply", 1);
     json_t *j =
         bench_json(&v, "bench.nobody --count 3 --concurrency 3 --timeout-ms 300", 1);
     assert_result(j, 3, 0, 0, 3);
     ck_assert_int_ge(num(j, "p50_us"), 290000); /* deadlines are kept in whole ms */
     json_decref(j);
-    env_stop(&v);
+    ksft_world_close(&v);
 }
 END_TEST
 

@@ -42,49 +42,15 @@ echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return *reply ? KSF_OK : KSF_ENOMEM;
 }
 
-typedef struct server {
-    ksf_server *srv;
-    pthread_t thread;
-    atomic_int ready;
-} server;
-
+/* An echo server on @p b running on @p s's thread, ready. */
 static void
-on_ready(ksf_server *srv, void *user)
+server_start(ksft_service *s, ksft_broker *b)
 {
-    (void)srv;
-    atomic_store(&((server *)user)->ready, 1);
-}
-
-static void *
-server_main(void *arg)
-{
-    server *s = arg;
-    ksf_server_run(s->srv, NULL);
-    return NULL;
-}
-
-static void
-server_start(server *s, ksft_broker *b)
-{
-    ksf_errinfo ei = {0};
     ksf_config *cfg = ksft_config(b);
-    ck_assert_msg(ksf_server_new(&s->srv, cfg, &ei) == KSF_OK, "%s", ei.text);
+    ksf_server *srv = ksft_server(cfg);
     ksf_config_destroy(cfg);
-    ck_assert_int_eq(ksf_server_on_message(s->srv, PATTERN, echo, NULL, &ei), KSF_OK);
-    ksf_server_set_ready_cb(s->srv, on_ready, s);
-    ck_assert_int_eq(pthread_create(&s->thread, NULL, server_main, s), 0);
-    ksft_deadline until = ksft_deadline_in(20000);
-    while (!atomic_load(&s->ready) && ksft_deadline_wait(&until)) {
-    }
-    ck_assert_msg(atomic_load(&s->ready), "server not ready within 20 s");
-}
-
-static void
-server_stop(server *s)
-{
-    ksf_server_stop(s->srv);
-    pthread_join(s->thread, NULL);
-    ksf_server_destroy(s->srv);
+    ck_assert_int_eq(ksf_server_on_message(srv, PATTERN, echo, NULL, NULL), KSF_OK);
+    ksft_service_start(s, srv, 20000);
 }
 
 /* ---- a sending client ------------------------------------------------------------- */
@@ -498,7 +464,7 @@ KSFT_TEST(test_reply_group_storm, 150)
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, PATTERN, 4);
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
-    server srv = {0};
+    ksft_service srv = {0};
     server_start(&srv, b);
     enum { A, B, C, E, N };
     sender *v[N];
@@ -597,7 +563,7 @@ KSFT_TEST(test_reply_group_storm, 150)
     for (int i = 0; i < N; i++) {
         sender_free(v[i]);
     }
-    server_stop(&srv);
+    ksft_service_stop(&srv);
     ksft_broker_stop(b);
 }
 END_TEST
@@ -637,7 +603,7 @@ KSFT_TEST(test_reply_group_distinct, 40)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
-    server srv = {0};
+    ksft_service srv = {0};
     server_start(&srv, b);
     ksf_client *one = client_new(b), *two = client_new(b);
     /* one joins alone and gets all four partitions, advertising the lowest; two's
@@ -652,7 +618,7 @@ KSFT_TEST(test_reply_group_distinct, 40)
     ck_assert_uint_eq(st.unknown_replies, 0);
     ksf_client_destroy(one);
     ksf_client_destroy(two);
-    server_stop(&srv);
+    ksft_service_stop(&srv);
     ksft_broker_stop(b);
 }
 END_TEST
@@ -661,7 +627,7 @@ KSFT_TEST(test_reply_group_restart, 40)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
-    server srv = {0};
+    ksft_service srv = {0};
     server_start(&srv, b);
     ksf_client *cli = client_new(b);
     for (int i = 0; i < 5; i++) {
@@ -679,7 +645,7 @@ KSFT_TEST(test_reply_group_restart, 40)
     ck_assert_uint_eq(st.unknown_replies, 0);
     ck_assert_uint_eq(st.late_replies + st.duplicate_replies + st.timeouts, 0);
     ksf_client_destroy(cli);
-    server_stop(&srv);
+    ksft_service_stop(&srv);
     ksft_broker_stop(b);
 }
 END_TEST
