@@ -9,6 +9,7 @@
 #include "broker.h"
 
 #include "proc.h"
+#include "raw_kafka.h"
 #include "suite.h"
 
 #include <check.h>
@@ -39,16 +40,8 @@ END_TEST
 static rd_kafka_t *
 client(rd_kafka_type_t type, const char *brokers, const char *group)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-    if (group) {
-        rd_kafka_conf_set(conf, "group.id", group, err, sizeof err);
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-    }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "rd_kafka_new: %s", err);
-    return rk;
+    const char *const kv[][2] = {{"group.id", group}, {"enable.auto.commit", "false"}};
+    return ksft_rd_new(type, ksft_rd_conf(brokers, kv, group ? 2 : 0), "test client");
 }
 
 /* The partition count of @p topic in the cluster's metadata (0: not listed). */

@@ -10,6 +10,7 @@
 #include "codec/wire.h"
 
 #include "proc.h"
+#include "raw_kafka.h"
 #include "suite.h"
 #include <arpa/inet.h>
 
@@ -38,22 +39,15 @@
 static rd_kafka_t *
 new_client(rd_kafka_type_t type, const char *address)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[][2] = {
-        {"bootstrap.servers", address}, {"log_level", "3"},
-        {"group.id", "test-broker"},    {"enable.auto.commit", "false"},
-        {"fetch.wait.max.ms", "5"},     {"enable.partition.eof", "true"},
+    static const char *const kv[][2] = {
+        {"log_level", "3"},
+        {"group.id", "test-broker"},
+        {"enable.auto.commit", "false"},
+        {"fetch.wait.max.ms", "5"},
+        {"enable.partition.eof", "true"},
     };
-    size_t n = type == RD_KAFKA_PRODUCER ? 2 : sizeof kv / sizeof kv[0];
-    for (size_t i = 0; i < n; i++) {
-        ck_assert_msg(rd_kafka_conf_set(conf, kv[i][0], kv[i][1], err, sizeof err) ==
-                          RD_KAFKA_CONF_OK,
-                      "%s: %s", kv[i][0], err);
-    }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "rd_kafka_new: %s", err);
-    return rk;
+    size_t n = type == RD_KAFKA_PRODUCER ? 1 : sizeof kv / sizeof kv[0];
+    return ksft_rd_new(type, ksft_rd_conf(address, kv, n), "test client");
 }
 
 static void

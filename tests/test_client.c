@@ -9,6 +9,7 @@
 #include "codec/wire.h"
 
 #include "proc.h"
+#include "raw_kafka.h"
 #include "service.h"
 #include "suite.h"
 
@@ -52,20 +53,16 @@ typedef struct responder {
 static rd_kafka_t *
 plain_handle(ksft_broker *b, rd_kafka_type_t type)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", ksft_broker_address(b), err, sizeof err);
-    rd_kafka_conf_set(conf, "log_level", "2", err, sizeof err);
-    if (type == RD_KAFKA_PRODUCER) {
-        rd_kafka_conf_set(conf, "linger.ms", "1", err, sizeof err);
-    } else {
-        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "5", err, sizeof err);
-        rd_kafka_conf_set(conf, "group.id", "test-responder", err, sizeof err);
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-    }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "%s", err);
-    return rk;
+    static const char *const producer[][2] = {{"log_level", "2"}, {"linger.ms", "1"}};
+    static const char *const consumer[][2] = {{"log_level", "2"},
+                                              {"fetch.wait.max.ms", "5"},
+                                              {"group.id", "test-responder"},
+                                              {"enable.auto.commit", "false"}};
+    const char *brokers = ksft_broker_address(b);
+    rd_kafka_conf_t *conf = type == RD_KAFKA_PRODUCER
+                                ? ksft_rd_conf(brokers, producer, KSFT_NKV(producer))
+                                : ksft_rd_conf(brokers, consumer, KSFT_NKV(consumer));
+    return ksft_rd_new(type, conf, "test responder");
 }
 
 /* Fetch partition 0 of @p topic from the start. */

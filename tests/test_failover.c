@@ -13,6 +13,7 @@
  * (KSF_TEST_KAFKA set); on the mock it says it is skipped.
  */
 #include "broker.h"
+#include "raw_kafka.h"
 #include "real_kafka.h"
 #include "service.h"
 #include "suite.h"
@@ -71,12 +72,8 @@ cluster_start(cluster *c, const char *nodes)
     c->address[strcspn(c->address, "\n")] = '\0';
     ck_assert_msg(!strncmp(c->address, "127.0.0.1:", 10), "tools/dev kafka said \"%s\"",
                   c->address);
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", c->address, err, sizeof err);
-    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
-    c->admin = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    ck_assert_msg(c->admin != NULL, "%s", err);
+    static const char *const kv[][2] = {{"log_level", "0"}};
+    c->admin = ksft_rd_new(RD_KAFKA_PRODUCER, ksft_rd_conf(c->address, kv, 1), "admin");
 }
 
 static void

@@ -23,13 +23,7 @@
 static rd_kafka_t *
 admin_handle(const char *brokers)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ==
-              RD_KAFKA_CONF_OK);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "%s", err);
-    return rk;
+    return ksft_rd_new(RD_KAFKA_PRODUCER, ksft_rd_conf(brokers, NULL, 0), "admin");
 }
 
 static void

@@ -97,6 +97,16 @@ start_as(tmember *t, ksft_broker *b, int64_t launch, const char *instance)
     ck_assert_msg(ksfi_membership_new(&t->m, &cfg, &cb, &ei) == KSF_OK, "%s", ei.text);
 }
 
+/* How many fatal errors @p t was told of. */
+static unsigned
+fatal_count(tmember *t)
+{
+    pthread_mutex_lock(&t->lock);
+    unsigned f = t->fatal;
+    pthread_mutex_unlock(&t->lock);
+    return f;
+}
+
 static void
 start(tmember *t, ksft_broker *b, int64_t launch)
 {
@@ -319,16 +329,7 @@ KSFT_TEST(test_membership_fatal_error, 20)
                                       RD_KAFKA_RESP_ERR_INVALID_SESSION_TIMEOUT);
     tmember a;
     start(&a, b, 1000);
-    ksft_deadline deadline = ksft_deadline_in(5000);
-    for (;;) {
-        pthread_mutex_lock(&a.lock);
-        unsigned f = a.fatal;
-        pthread_mutex_unlock(&a.lock);
-        if (f) {
-            break;
-        }
-        ck_assert_msg(ksft_deadline_wait(&deadline), "no fatal error reported");
-    }
+    KSFT_WAIT_UNTIL(fatal_count(&a) > 0, 5000, "a fatal error reported");
     ck_assert_ptr_nonnull(strstr(a.fatal_text, "INVALID_SESSION_TIMEOUT (26)"));
     ck_assert_ptr_nonnull(strstr(a.fatal_text, "session.timeout.ms"));
     ksfi_membership_stats st;
@@ -352,16 +353,7 @@ KSFT_TEST(test_membership_static_needs_v5, 40)
         RD_KAFKA_RESP_ERR_NO_ERROR);
     tmember a, d;
     start_as(&a, b, 1000, "hero-0");
-    ksft_deadline deadline = ksft_deadline_in(5000);
-    for (;;) {
-        pthread_mutex_lock(&a.lock);
-        unsigned f = a.fatal;
-        pthread_mutex_unlock(&a.lock);
-        if (f) {
-            break;
-        }
-        ck_assert_msg(ksft_deadline_wait(&deadline), "no fatal error reported");
-    }
+    KSFT_WAIT_UNTIL(fatal_count(&a) > 0, 5000, "a fatal error reported");
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,
              "group " GROUP ": broker %s does not serve JoinGroup v5-5, which ksf needs "

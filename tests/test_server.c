@@ -17,31 +17,14 @@
 
 /* ---- handlers ------------------------------------------------------------------ */
 
+/* A fixed reply: the JSON text in the handler's user pointer (NULL: no reply value). */
 static ksf_err
-h_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
+h_json(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
-    (void)ctx;
     (void)data;
-    *reply = json_pack("{s:i, s:[b, n], s:s}", "a", 1, "b", 1, "c", "x\"y");
-    return KSF_OK;
-}
-
-static ksf_err
-h_array(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    *reply = json_pack("[{s:i, s:s}, {s:i, s:s}]", "id", 1, "name", "Mythical Sword",
-                       "id", 2, "name", "Key to Dungeon");
-    return KSF_OK;
-}
-
-static ksf_err
-h_string(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    *reply = json_string("hello world");
+    const char *text = ksf_ctx_user(ctx);
+    *reply = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    ck_assert_msg(!text || *reply, "h_json: \"%s\" is not JSON", text);
     return KSF_OK;
 }
 
@@ -51,15 +34,6 @@ h_number(ksf_ctx *ctx, const json_t *data, json_t **reply)
     (void)ctx;
     /* 42 for an empty object request, 0.1 (JavaScript's text) otherwise. */
     *reply = json_object_size(data) == 0 ? json_integer(42) : json_real(0.1);
-    return KSF_OK;
-}
-
-static ksf_err
-h_null(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    (void)reply;
     return KSF_OK;
 }
 
@@ -110,15 +84,20 @@ KSFT_TEST(test_server_reply_shapes, 40)
     static const char *const topics[] = {
         "t.object",     "t.array",      "t.string",   "t.number",    "t.null",
         "t.err.string", "t.err.object", "t.internal", "t.nohandler", NULL};
-    static const ksft_handler handlers[] = {{"t.object", h_object},
-                                            {"t.array", h_array},
-                                            {"t.string", h_string},
-                                            {"t.number", h_number},
-                                            {"t.null", h_null},
-                                            {"t.err.string", h_err_string},
-                                            {"t.err.object", h_err_object},
-                                            {"t.internal", h_internal},
-                                            {NULL}};
+    /* Written with spaces: the replies are the server's own compact encoding. */
+    static const ksft_handler handlers[] = {
+        {"t.object", h_json,
+         (void *)"{\"a\": 1, \"b\": [true, null], \"c\": \"x\\\"y\"}"},
+        {"t.array", h_json,
+         (void *)"[{\"id\": 1, \"name\": \"Mythical Sword\"}, {\"id\": 2, \"name\": "
+                 "\"Key to Dungeon\"}]"},
+        {"t.string", h_json, (void *)"\"hello world\""},
+        {"t.number", h_number},
+        {"t.null", h_json},
+        {"t.err.string", h_err_string},
+        {"t.err.object", h_err_object},
+        {"t.internal", h_internal},
+        {NULL}};
     ksft_probe p;
     ksft_probe_open(&p, &(ksft_world_spec){.topics = topics});
     ksf_server *srv = ksft_world_server(&p.w, handlers);
