@@ -97,14 +97,14 @@ start_as(tmember *t, ksft_broker *b, int64_t launch, const char *instance)
     ck_assert_msg(ksfi_membership_new(&t->m, &cfg, &cb, &ei) == KSF_OK, "%s", ei.text);
 }
 
-/* How many fatal errors @p t was told of. */
+/* One of @p t's counters (t->fatal, t->revoked), read under its lock. */
 static unsigned
-fatal_count(tmember *t)
+read_locked(tmember *t, const unsigned *counter)
 {
     pthread_mutex_lock(&t->lock);
-    unsigned f = t->fatal;
+    unsigned v = *counter;
     pthread_mutex_unlock(&t->lock);
-    return f;
+    return v;
 }
 
 static void
@@ -157,15 +157,6 @@ wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
     }
 }
 
-static unsigned
-revocations(tmember *t)
-{
-    pthread_mutex_lock(&t->lock);
-    unsigned r = t->revoked;
-    pthread_mutex_unlock(&t->lock);
-    return r;
-}
-
 static void
 finish(tmember *t)
 {
@@ -205,7 +196,7 @@ KSFT_TEST(test_membership_rebalances, 80)
     /* Eviction waited for the session (6000 ms), which runs from d's last heartbeat
      * (every 500 ms) before it stopped: a real broker evicts it 5.5-6 s later. */
     ck_assert_int_ge(ksft_now_ms() - t0, 6000 - 500);
-    ck_assert_uint_eq(revocations(&a) + revocations(&bb), 0);
+    ck_assert_uint_eq(read_locked(&a, &a.revoked) + read_locked(&bb, &bb.revoked), 0);
     ksfi_membership_stats sa, sb;
     ksfi_membership_get_stats(a.m, &sa);
     ksfi_membership_get_stats(bb.m, &sb);
@@ -269,7 +260,7 @@ KSFT_TEST(test_membership_injected_errors, 70)
     total(&a, &s1);
     total(&bb, &s2);
     ck_assert_uint_ge(s1.group_errors + s2.group_errors, 6);
-    ck_assert_uint_eq(revocations(&a) + revocations(&bb), 0);
+    ck_assert_uint_eq(read_locked(&a, &a.revoked) + read_locked(&bb, &bb.revoked), 0);
     ck_assert(s1.stable && s2.stable);
     finish(&a);
     finish(&bb);
@@ -302,18 +293,15 @@ KSFT_TEST(test_membership_broker_down, 50)
         ck_assert_msg(ksft_deadline_wait(&deadline), "heartbeats did not resume");
     } while (st.heartbeats < hb + 3);
     ck_assert_uint_gt(st.io_errors, 0);
-    ck_assert_uint_eq(revocations(&a), 0);
+    ck_assert_uint_eq(read_locked(&a, &a.revoked), 0);
     ck_assert_int_eq(st.generation, g);
 
     ksft_broker_set_down(b, true);
-    deadline = ksft_deadline_in(9000);
-    while (revocations(&a) == 0) {
-        ck_assert_msg(ksft_deadline_wait(&deadline),
-                      "no revocation after the session expired");
-    }
+    KSFT_WAIT_UNTIL(read_locked(&a, &a.revoked) > 0, 9000,
+                    "a revocation after the session expired");
     ksft_broker_set_down(b, false);
     wait_stable(one, 1, g, want, 15000);
-    ck_assert_uint_eq(revocations(&a), 1);
+    ck_assert_uint_eq(read_locked(&a, &a.revoked), 1);
     finish(&a);
     ksft_broker_stop(b);
 }
@@ -329,7 +317,7 @@ KSFT_TEST(test_membership_fatal_error, 20)
                                       RD_KAFKA_RESP_ERR_INVALID_SESSION_TIMEOUT);
     tmember a;
     start(&a, b, 1000);
-    KSFT_WAIT_UNTIL(fatal_count(&a) > 0, 5000, "a fatal error reported");
+    KSFT_WAIT_UNTIL(read_locked(&a, &a.fatal) > 0, 5000, "a fatal error reported");
     ck_assert_ptr_nonnull(strstr(a.fatal_text, "INVALID_SESSION_TIMEOUT (26)"));
     ck_assert_ptr_nonnull(strstr(a.fatal_text, "session.timeout.ms"));
     ksfi_membership_stats st;
@@ -353,7 +341,7 @@ KSFT_TEST(test_membership_static_needs_v5, 40)
         RD_KAFKA_RESP_ERR_NO_ERROR);
     tmember a, d;
     start_as(&a, b, 1000, "hero-0");
-    KSFT_WAIT_UNTIL(fatal_count(&a) > 0, 5000, "a fatal error reported");
+    KSFT_WAIT_UNTIL(read_locked(&a, &a.fatal) > 0, 5000, "a fatal error reported");
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,
              "group " GROUP ": broker %s does not serve JoinGroup v5-5, which ksf needs "
