@@ -123,6 +123,21 @@ poison_world(ksft_world *w, const char *const (*settings)[2], size_t n)
                                           .no_client = true});
 }
 
+/* poison_world with the poison event produced and its first run seen (the run count
+ * starts at 0: it is shared between cases when CK_FORK=no runs them in one process);
+ * returns the producer. */
+static ksft_producer *
+poisoned(ksft_world *w, const char *const (*settings)[2], size_t n)
+{
+    atomic_store(&poison_runs, 0);
+    poison_world(w, settings, n);
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(w->broker));
+    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
+                 true);
+    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    return p;
+}
+
 KSFT_TEST(test_retry_dead_letter, 60)
 {
     static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"},
@@ -189,16 +204,11 @@ KSFT_TEST(test_retry_dead_letter_produce_fails, 60)
         {"server.pattern.r.bad.event.retries", "1"},
         {"server.event.retry.backoff.ms", "500"},
         {"server.event.retry.backoff.max.ms", "300"}};
-    atomic_store(&poison_runs, 0); /* shared with dead_letter (CK_FORK=no runs both) */
     ksft_world w;
-    poison_world(&w, settings, KSFT_NKV(settings));
+    ksft_producer *p = poisoned(&w, settings, KSFT_NKV(settings));
     const char *addr = ksft_broker_address(w.broker);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
-                 true);
     /* The next Produce request is the dead letter's (after the 500 ms backoff): the
      * broker refuses it for good (Produce is API key 0). */
-    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
     rd_kafka_mock_push_request_errors(ksft_broker_mock(w.broker), 0, 1,
                                       RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     ksf_server_stats st = WAIT_STAT(w.srv, dead_lettered, 1);
@@ -226,14 +236,9 @@ KSFT_TEST(test_retry_stop_during_backoff, 60)
         {"consumer.auto.offset.reset", "earliest"},
         {"server.event.retry.backoff.ms", "20000"},
         {"server.event.retry.backoff.max.ms", "20000"}};
-    atomic_store(&poison_runs, 0);
     ksft_world w;
-    poison_world(&w, settings, KSFT_NKV(settings));
+    ksft_producer *p = poisoned(&w, settings, KSFT_NKV(settings));
     const char *addr = ksft_broker_address(w.broker);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
-                 true);
-    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
     /* The stop does not wait out the backoff (nor its 30 s drain limit)... */
     int64_t t0 = ksft_now_ms();
     ksft_world_stop_server(&w);
