@@ -5,6 +5,7 @@
  * whether or not the caller passed a ksf_errinfo.
  */
 #include "base/alloc.h"
+#include "suite.h"
 
 #include <check.h>
 #include <ksf/ksf.h>
@@ -18,14 +19,14 @@
  * shows (never dereferenced). */
 #define STALE ((void *)(uintptr_t)0x5a5a5a5a)
 
-START_TEST(test_api_destroy_null)
+KSFT_TEST(test_api_destroy_null, 30)
 {
     ksf_config_destroy(NULL);
     ksf_config_set_log(NULL, NULL, NULL, KSF_LOG_DEBUG);
 }
 END_TEST
 
-START_TEST(test_api_strerror_total)
+KSFT_TEST(test_api_strerror_total, 30)
 {
     /* every value, known or not, has a non-NULL string; the known ones are distinct */
     int known = 0;
@@ -44,7 +45,7 @@ START_TEST(test_api_strerror_total)
 }
 END_TEST
 
-START_TEST(test_api_log_level_names)
+KSFT_TEST(test_api_log_level_names, 30)
 {
     static const ksf_log_level all[] = {KSF_LOG_ERROR, KSF_LOG_WARNING, KSF_LOG_NOTICE,
                                         KSF_LOG_INFO, KSF_LOG_DEBUG};
@@ -56,7 +57,7 @@ START_TEST(test_api_log_level_names)
 }
 END_TEST
 
-START_TEST(test_api_version)
+KSFT_TEST(test_api_version, 30)
 {
     char want[32];
     snprintf(want, sizeof want, "%d.%d.%d", KSF_VERSION_MAJOR, KSF_VERSION_MINOR,
@@ -66,7 +67,7 @@ START_TEST(test_api_version)
 }
 END_TEST
 
-START_TEST(test_api_destroy_null_objects)
+KSFT_TEST(test_api_destroy_null_objects, 30)
 {
     ksf_server_destroy(NULL);
     ksf_client_destroy(NULL);
@@ -149,7 +150,7 @@ new_both(ctor which, const ksf_config *cfg)
     return e;
 }
 
-START_TEST(test_api_new_bad_arguments)
+KSFT_TEST(test_api_new_bad_arguments, 60)
 {
     ksf_config *cfg = config_with(NULL, NULL, NULL, NULL), *copy = STALE;
     ck_assert_int_eq(ksf_config_new(NULL), KSF_EINVAL);
@@ -167,7 +168,7 @@ START_TEST(test_api_new_bad_arguments)
 }
 END_TEST
 
-START_TEST(test_api_new_bad_config)
+KSFT_TEST(test_api_new_bad_config, 60)
 {
     /* GSSAPI (librdkafka's default mechanism): librdkafka refuses it when built
      * without Kerberos (KSF_EKAFKA), else the reply-group connection (KSF_EINVAL) */
@@ -191,7 +192,7 @@ END_TEST
 
 /* No file descriptor left: the server's eventfd fails, with the same code either way
  * (KSF_EINVAL; it once returned KSF_ENOMEM when the caller passed no errinfo). */
-START_TEST(test_api_server_new_no_fd)
+KSFT_TEST(test_api_server_new_no_fd, 60)
 {
     ksf_config *cfg = config_with(NULL, NULL, NULL, NULL);
     struct rlimit old, none;
@@ -207,7 +208,7 @@ START_TEST(test_api_server_new_no_fd)
 END_TEST
 
 /* The other out-parameter functions, on their argument errors. */
-START_TEST(test_api_out_params_bad_arguments)
+KSFT_TEST(test_api_out_params_bad_arguments, 60)
 {
     json_t *j = STALE;
     ck_assert_int_eq(ksf_server_metrics_json(NULL, &j), KSF_EINVAL);
@@ -268,7 +269,7 @@ dummy_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 /* Every function taking an errinfo, on its argument and state errors: the code is the
  * same with and without one. */
-START_TEST(test_api_codes_without_errinfo)
+KSFT_TEST(test_api_codes_without_errinfo, 60)
 {
     ksf_config *cfg = config_with("client.reply.provider", "static", NULL, NULL);
     BOTH(KSF_EINVAL, ksf_config_set, NULL, "brokers", "127.0.0.1:1");
@@ -363,7 +364,7 @@ ctor_sweep(ctor which, int sticky)
     return nth - 1;
 }
 
-START_TEST(test_api_new_alloc_failures)
+KSFT_TEST(test_api_new_alloc_failures, 60)
 {
     for (int sticky = 0; sticky <= 1; sticky++) {
         ck_assert_uint_eq(ctor_sweep(CTOR_CONFIG_NEW, sticky), 4);
@@ -373,31 +374,4 @@ START_TEST(test_api_new_alloc_failures)
     }
 }
 END_TEST
-
-int
-main(void)
-{
-    Suite *s = suite_create("api");
-    TCase *tc = tcase_create("hygiene");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_api_destroy_null);
-    tcase_add_test(tc, test_api_strerror_total);
-    tcase_add_test(tc, test_api_log_level_names);
-    tcase_add_test(tc, test_api_version);
-    tcase_add_test(tc, test_api_destroy_null_objects);
-    suite_add_tcase(s, tc);
-    TCase *ctors = tcase_create("constructors");
-    tcase_set_timeout(ctors, 60);
-    tcase_add_test(ctors, test_api_new_bad_arguments);
-    tcase_add_test(ctors, test_api_new_bad_config);
-    tcase_add_test(ctors, test_api_server_new_no_fd);
-    tcase_add_test(ctors, test_api_out_params_bad_arguments);
-    tcase_add_test(ctors, test_api_new_alloc_failures);
-    tcase_add_test(ctors, test_api_codes_without_errinfo);
-    suite_add_tcase(s, ctors);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("api")

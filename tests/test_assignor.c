@@ -3,6 +3,8 @@
 #include "base/alloc.h"
 #include "group/assignor.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,13 +170,15 @@ static const acase cases[] = {
      {"t[0,1]", "t[2]", "t[3]"}},
 };
 
-START_TEST(test_assignor_table)
+static const int ncases = (int)(sizeof cases / sizeof cases[0]);
+
+KSFT_LOOP_TEST(test_assignor_table, 30, ncases)
 {
     run_case(&cases[_i]);
 }
 END_TEST
 
-START_TEST(test_assignor_invalid)
+KSFT_TEST(test_assignor_invalid, 30)
 {
     ksfi_gp_member_meta meta = {0};
     ksfi_assignor_member am[2] = {{"x", &meta}, {"x", &meta}};
@@ -340,7 +344,7 @@ check_properties(const world *w, const ksfi_gp_assignment *out, unsigned round)
     }
 }
 
-START_TEST(test_assignor_properties)
+KSFT_TEST(test_assignor_properties, 60)
 {
     unsigned seed = 20241126;
     for (unsigned round = 0; round < 3000; round++) {
@@ -375,7 +379,7 @@ START_TEST(test_assignor_properties)
 }
 END_TEST
 
-START_TEST(test_assignor_alloc_failures)
+KSFT_TEST(test_assignor_alloc_failures, 30)
 {
     unsigned seed = 7;
     world w;
@@ -399,33 +403,4 @@ START_TEST(test_assignor_alloc_failures)
 }
 END_TEST
 
-static Suite *
-assignor_suite(void)
-{
-    Suite *s = suite_create("assignor");
-    TCase *tc = tcase_create("table");
-    tcase_set_timeout(tc, 30);
-    tcase_add_loop_test(tc, test_assignor_table, 0,
-                        (int)(sizeof cases / sizeof cases[0]));
-    tcase_add_test(tc, test_assignor_invalid);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("properties");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_assignor_properties);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("alloc_failures");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_assignor_alloc_failures);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(assignor_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("assignor")

@@ -3,8 +3,8 @@
  * 100,000 deep, 10,000 headers, and a fake group coordinator on 127.0.0.1 answering
  * junk. Each gets a clear error or a defined answer, and the process keeps serving.
  */
-#include "broker.h"
 #include "codec/wire.h"
+#include "fixture.h"
 #include "group/membership.h"
 #include "raw_kafka.h"
 #include "service.h"
@@ -23,48 +23,18 @@
 
 #define PATTERN "b.echo"
 
-/* ---- one reply, captured --------------------------------------------------------- */
-
-typedef struct capture {
-    atomic_int calls;
-    ksf_err err;
-    char *raw; /* reply bytes (NUL-terminated copy) */
-    size_t raw_len;
-    char text[KSF_ERRINFO_TEXT_SIZE];
-} capture;
-
-static void
-on_capture(const ksf_reply *r, void *user)
-{
-    capture *c = user;
-    if (atomic_load(&c->calls) == 0) {
-        c->err = r->err;
-        c->raw_len = r->raw_len;
-        c->raw = calloc(1, r->raw_len + 1);
-        ck_assert_ptr_nonnull(c->raw);
-        if (r->raw_len) {
-            memcpy(c->raw, r->raw, r->raw_len);
-        }
-        snprintf(c->text, sizeof c->text, "%s", r->text ? r->text : "");
-    }
-    atomic_fetch_add(&c->calls, 1); /* last: the test reads the fields after this */
-}
-
 /* Send raw bytes and wait for the one callback. */
 static void
-send_raw(ksf_client *cli, const char *pattern, const void *bytes, size_t len, capture *c)
+send_raw(ksf_client *cli, const char *pattern, const void *bytes, size_t len,
+         ksft_outcome *c)
 {
     memset(c, 0, sizeof *c);
     ksf_send_opts o = {.timeout_ms = 20000, .raw_value = bytes, .raw_len = len};
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_client_send(cli, pattern, NULL, &o, on_capture, c, &ei) == KSF_OK,
+    ck_assert_msg(ksf_client_send(cli, pattern, NULL, &o, ksft_outcome_cb, c, &ei) ==
+                      KSF_OK,
                   "%s", ei.text);
-    int64_t until = ksft_now_ms() + 25000;
-    while (atomic_load(&c->calls) == 0 && ksft_now_ms() < until) {
-        ksft_sleep_ms(5);
-    }
-    ksft_sleep_ms(50); /* a second callback would show up here */
-    ck_assert_int_eq(atomic_load(&c->calls), 1);
+    ksft_outcome_wait(c, 25000);
 }
 
 static ksf_err
@@ -75,64 +45,41 @@ h_header_count(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-typedef struct world {
-    ksft_broker *b;
-    ksf_config *cfg;
-    ksft_service s;
-    ksf_client *cli;
-} world;
-
-/* A server whose message.max.bytes is 300,000 and a client with the default limit. */
+/* A server whose message.max.bytes is 300,000 and a client with the default limit
+ * (the configuration is copied when each is made). */
 static void
-world_up(world *w)
+world_up(ksft_world *w)
 {
-    memset(w, 0, sizeof *w);
-    w->b = ksft_broker_start();
-    ksft_broker_create_topic(w->b, PATTERN, 1);
-    ksft_broker_create_topic(w->b, "b.hdrs", 1);
-    ksft_broker_create_topic(w->b, PATTERN ".reply", 1);
-    ksft_broker_create_topic(w->b, "b.hdrs.reply", 1);
-    w->cfg = ksft_config(w->b);
-    ksf_config *scfg = ksft_config(w->b);
-    ck_assert_int_eq(ksf_config_set(scfg, "message.max.bytes", "300000", NULL), KSF_OK);
-    static const char *const patterns[] = {PATTERN, NULL};
-    ksf_server *srv = ksft_echo_server(scfg, patterns);
-    ck_assert_int_eq(ksf_server_on_message(srv, "b.hdrs", h_header_count, NULL, NULL),
-                     KSF_OK);
-    ksf_config_destroy(scfg);
-    ksft_service_start(&w->s, srv, 20000);
-    w->cli = ksft_client(w->cfg);
-}
-
-static void
-world_down(world *w)
-{
-    ksft_service_stop(&w->s);
-    ksf_client_destroy(w->cli);
-    ksf_config_destroy(w->cfg);
-    ksft_broker_stop(w->b);
+    static const char *const topics[] = {PATTERN, "b.hdrs", PATTERN ".reply",
+                                         "b.hdrs.reply", NULL};
+    static const ksft_handler handlers[] = {
+        {PATTERN}, {"b.hdrs", h_header_count}, {NULL}};
+    static const char *const server_settings[][2] = {{"message.max.bytes", "300000"}};
+    ksft_world_open(w, &(ksft_world_spec){.topics = topics, .lazy_client = true});
+    ksft_config_set_all(w->cfg, server_settings, KSFT_NKV(server_settings));
+    ksft_world_serve(w, ksft_world_server(w, handlers));
 }
 
 /* The service still answers a plain request. */
 static void
-assert_alive(world *w)
+assert_alive(ksft_world *w)
 {
-    capture c;
+    ksft_outcome c;
     send_raw(w->cli, PATTERN, "{\"ok\":1}", 8, &c);
     ck_assert_int_eq(c.err, KSF_OK);
     ck_assert_str_eq(c.raw, "{\"ok\":1}");
-    free(c.raw);
+    ksft_outcome_reset(&c);
 }
 
 /* ---- oversized messages ---------------------------------------------------------- */
 
-START_TEST(test_badinput_oversized)
+KSFT_TEST(test_badinput_oversized, 60)
 {
-    world w;
+    ksft_world w;
     world_up(&w);
     ksf_errinfo ei = {0};
     /* Larger than the client's message.max.bytes: refused at send, no callback. */
-    ksf_config *small = ksft_config(w.b);
+    ksf_config *small = ksft_config(w.broker);
     ck_assert_int_eq(ksf_config_set(small, "message.max.bytes", "1000", NULL), KSF_OK);
     ksf_client *tiny = ksft_client(small);
     ksf_config_destroy(small);
@@ -140,8 +87,8 @@ START_TEST(test_badinput_oversized)
     ck_assert_ptr_nonnull(big);
     memset(big, 'a', 1000001);
     ksf_send_opts o = {.raw_value = big, .raw_len = 1001};
-    capture c = {0};
-    ck_assert_int_eq(ksf_client_send(tiny, PATTERN, NULL, &o, on_capture, &c, &ei),
+    ksft_outcome c = {0};
+    ck_assert_int_eq(ksf_client_send(tiny, PATTERN, NULL, &o, ksft_outcome_cb, &c, &ei),
                      KSF_EMSGSIZE);
     ck_assert_str_eq(ei.text, "the value is 1001 bytes, more than message.max.bytes "
                               "(1000); send less or raise message.max.bytes");
@@ -152,23 +99,19 @@ START_TEST(test_badinput_oversized)
     send_raw(w.cli, PATTERN, big, 400000, &c);
     ck_assert_int_eq(c.err, KSF_EREMOTE);
     ck_assert_msg(strstr(c.text, "larger than message.max.bytes (300000)"), "%s", c.text);
-    free(c.raw);
+    ksft_outcome_reset(&c);
 
     /* At the client's limit but over Kafka's own (headers included): a clear Kafka
      * error, once, either at send or in the callback. */
     memset(&c, 0, sizeof c);
     o = (ksf_send_opts){.raw_value = big, .raw_len = 1000000, .timeout_ms = 20000};
-    ksf_err e = ksf_client_send(w.cli, PATTERN, NULL, &o, on_capture, &c, &ei);
+    ksf_err e = ksf_client_send(w.cli, PATTERN, NULL, &o, ksft_outcome_cb, &c, &ei);
     if (e == KSF_OK) {
-        int64_t until = ksft_now_ms() + 25000;
-        while (atomic_load(&c.calls) == 0 && ksft_now_ms() < until) {
-            ksft_sleep_ms(5);
-        }
-        ck_assert_int_eq(atomic_load(&c.calls), 1);
+        ksft_outcome_wait(&c, 25000);
         ck_assert_int_eq(c.err, KSF_EKAFKA);
         ck_assert_msg(strstr(c.text, "too large") || strstr(c.text, "size"), "%s",
                       c.text);
-        free(c.raw);
+        ksft_outcome_reset(&c);
     } else {
         ck_assert_int_eq(e, KSF_EKAFKA);
         ck_assert_msg(strstr(ei.text, "too large") || strstr(ei.text, "size"), "%s",
@@ -176,7 +119,7 @@ START_TEST(test_badinput_oversized)
     }
     free(big);
     assert_alive(&w);
-    world_down(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -184,11 +127,11 @@ END_TEST
 
 #define DEPTH 100000
 
-START_TEST(test_badinput_utf8_and_depth)
+KSFT_TEST(test_badinput_utf8_and_depth, 60)
 {
-    world w;
+    ksft_world w;
     world_up(&w);
-    capture c;
+    ksft_outcome c;
     /* Invalid UTF-8 becomes U+FFFD per bad byte, as JavaScript's decoder does. */
     send_raw(w.cli, PATTERN,
              "a\xff\xfe"
@@ -201,7 +144,7 @@ START_TEST(test_badinput_utf8_and_depth)
                             "b",
                             8),
                      0);
-    free(c.raw);
+    ksft_outcome_reset(&c);
     /* 100,000 levels: not parsed as JSON (too deep), kept as the string it is. */
     char *deep = malloc(2 * DEPTH);
     ck_assert_ptr_nonnull(deep);
@@ -211,7 +154,7 @@ START_TEST(test_badinput_utf8_and_depth)
     ck_assert_int_eq(c.err, KSF_OK);
     ck_assert_uint_eq(c.raw_len, 2 * DEPTH);
     ck_assert_int_eq(memcmp(c.raw, deep, 2 * DEPTH), 0);
-    free(c.raw);
+    ksft_outcome_reset(&c);
     /* Deep objects, unbalanced. */
     for (size_t i = 0; i < DEPTH; i++) {
         memcpy(deep + 2 * i, i % 2 ? ":{" : "{\"", 2);
@@ -219,10 +162,10 @@ START_TEST(test_badinput_utf8_and_depth)
     send_raw(w.cli, PATTERN, deep, 2 * DEPTH, &c);
     ck_assert_int_eq(c.err, KSF_OK);
     ck_assert_uint_eq(c.raw_len, 2 * DEPTH);
-    free(c.raw);
+    ksft_outcome_reset(&c);
     free(deep);
     assert_alive(&w);
-    world_down(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -230,11 +173,11 @@ END_TEST
 
 #define NHDRS 10000
 
-START_TEST(test_badinput_many_headers)
+KSFT_TEST(test_badinput_many_headers, 60)
 {
-    world w;
+    ksft_world w;
     world_up(&w);
-    const char *addr = ksft_broker_address(w.b);
+    const char *addr = ksft_broker_address(w.broker);
     ksfi_header *h = calloc(NHDRS + 3, sizeof *h);
     ck_assert_ptr_nonnull(h);
     for (size_t i = 0; i < NHDRS; i++) {
@@ -254,7 +197,7 @@ START_TEST(test_badinput_many_headers)
     ksft_producer_destroy(p);
     free(h);
     assert_alive(&w);
-    world_down(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -362,7 +305,7 @@ on_fatal(void *user, ksf_err err, const char *sentence)
     atomic_fetch_add(&fatal_calls, 1);
 }
 
-START_TEST(test_badinput_membership_junk)
+KSFT_TEST(test_badinput_membership_junk, 40)
 {
     junk_server j;
     junk_start(&j);
@@ -377,11 +320,10 @@ START_TEST(test_badinput_membership_junk)
     ksf_errinfo ei = {0};
     ck_assert_msg(ksfi_membership_new(&m, &cfg, &cb, &ei) == KSF_OK, "%s", ei.text);
     ksfi_membership_stats st;
-    int64_t until = ksft_now_ms() + 15000;
+    ksft_deadline until = ksft_deadline_in(15000);
     do {
-        ksft_sleep_ms(50);
         ksfi_membership_get_stats(m, &st);
-    } while (st.io_errors < 4 && ksft_now_ms() < until);
+    } while (st.io_errors < 4 && ksft_deadline_wait(&until));
     /* Every junk answer is an error it reports and recovers from by reconnecting. */
     ck_assert_uint_ge(st.io_errors, 4);
     ck_assert_uint_ge(atomic_load(&j.served), 4);
@@ -395,14 +337,4 @@ START_TEST(test_badinput_membership_junk)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"oversized", test_badinput_oversized, 60},
-        {"utf8_and_depth", test_badinput_utf8_and_depth, 60},
-        {"many_headers", test_badinput_many_headers, 60},
-        {"membership_junk", test_badinput_membership_junk, 40},
-    };
-    return KSFT_RUN("badinput", cases);
-}
+KSFT_MAIN("badinput")

@@ -8,6 +8,8 @@
  */
 #include "broker.h"
 
+#include "proc.h"
+#include "raw_kafka.h"
 #include "suite.h"
 
 #include <check.h>
@@ -22,59 +24,24 @@
 #define TOPIC_B "ksft.reset.b"
 #define GROUP "ksft-reset-group"
 
-/* Run kafka_reset with @p args through the shell; returns its exit status, its stdout
- * (with 2>&1 in args, also its stderr) in @p out. */
-static int
-run_reset(const char *args, char *out, size_t size)
+KSFT_TEST(test_bench_reset_argument_errors, 30)
 {
-    const char *tool = getenv("KSF_KAFKA_RESET");
-    char cmd[1024];
-    ck_assert_msg(tool != NULL, "KSF_KAFKA_RESET is not set (meson sets it)");
-    snprintf(cmd, sizeof cmd, "\"%s\" %s", tool, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-START_TEST(test_bench_reset_argument_errors)
-{
-    static const struct {
-        const char *args;
-        const char *err;
-    } cases[] = {
+    static const char *const cases[][2] = {
         {"", "Usage: kafka_reset BROKERS NAME:PARTITIONS..."},
         {"127.0.0.1:1", "Usage: kafka_reset BROKERS NAME:PARTITIONS..."},
         {"127.0.0.1:1 topic", "topic: expected NAME:PARTITIONS"},
         {"127.0.0.1:1 topic:0", "topic:0: expected NAME:PARTITIONS"},
         {"127.0.0.1:1 a:1 topic:x", "topic:x: expected NAME:PARTITIONS"},
     };
-    char args[256], out[1024];
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        snprintf(args, sizeof args, "%s 2>&1", cases[i].args);
-        int rc = run_reset(args, out, sizeof out);
-        ck_assert_msg(rc == 2, "kafka_reset %s: exit %d, want 2", cases[i].args, rc);
-        ck_assert_msg(strstr(out, cases[i].err), "kafka_reset %s: \"%s\" lacks \"%s\"",
-                      cases[i].args, out, cases[i].err);
-    }
+    ksft_assert_usage_errors("KSF_KAFKA_RESET", cases, KSFT_NKV(cases));
 }
 END_TEST
 
 static rd_kafka_t *
 client(rd_kafka_type_t type, const char *brokers, const char *group)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-    if (group) {
-        rd_kafka_conf_set(conf, "group.id", group, err, sizeof err);
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-    }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "rd_kafka_new: %s", err);
-    return rk;
+    const char *const kv[][2] = {{"group.id", group}, {"enable.auto.commit", "false"}};
+    return ksft_rd_new(type, ksft_rd_conf(brokers, kv, group ? 2 : 0), "test client");
 }
 
 /* The partition count of @p topic in the cluster's metadata (0: not listed). */
@@ -141,7 +108,7 @@ group_listed(rd_kafka_t *rk, const char *name)
     return found;
 }
 
-START_TEST(test_bench_reset_on_kafka)
+KSFT_TEST(test_bench_reset_on_kafka, 120)
 {
     if (!ksft_real_kafka()) {
         printf("%s: skipped: needs real Kafka (KSF_TEST_KAFKA); the embedded broker has "
@@ -155,7 +122,8 @@ START_TEST(test_bench_reset_on_kafka)
     snprintf(args, sizeof args, "%s " TOPIC_A ":3 " TOPIC_B ":1", addr);
 
     /* From nothing: both topics are created. */
-    ck_assert_int_eq(run_reset(args, out, sizeof out), 0);
+    ck_assert_int_eq(
+        ksft_run_tool("KSF_KAFKA_RESET", "", args, KSFT_STDOUT, out, sizeof out), 0);
     ck_assert_msg(strstr(out, "2 topic(s) created empty"), "first reset said \"%s\"",
                   out);
 
@@ -181,7 +149,8 @@ START_TEST(test_bench_reset_on_kafka)
     ck_assert_msg(group_listed(p, GROUP), "group %s not listed after its commit", GROUP);
 
     /* The reset deletes the group (at least it) and leaves the topics empty. */
-    ck_assert_int_eq(run_reset(args, out, sizeof out), 0);
+    ck_assert_int_eq(
+        ksft_run_tool("KSF_KAFKA_RESET", "", args, KSFT_STDOUT, out, sizeof out), 0);
     int groups = -1;
     ck_assert_msg(sscanf(out, "reset: %d consumer group(s) deleted", &groups) == 1 &&
                       groups >= 1,
@@ -200,12 +169,4 @@ START_TEST(test_bench_reset_on_kafka)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"argument_errors", test_bench_reset_argument_errors, 30},
-        {"on_kafka", test_bench_reset_on_kafka, 120},
-    };
-    return KSFT_RUN("bench_reset", cases);
-}
+KSFT_MAIN("bench_reset")

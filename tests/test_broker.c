@@ -9,7 +9,11 @@
 #include "broker.h"
 #include "codec/wire.h"
 
+#include "proc.h"
+#include "raw_kafka.h"
+#include "suite.h"
 #include <arpa/inet.h>
+
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
@@ -35,22 +39,15 @@
 static rd_kafka_t *
 new_client(rd_kafka_type_t type, const char *address)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[][2] = {
-        {"bootstrap.servers", address}, {"log_level", "3"},
-        {"group.id", "test-broker"},    {"enable.auto.commit", "false"},
-        {"fetch.wait.max.ms", "5"},     {"enable.partition.eof", "true"},
+    static const char *const kv[][2] = {
+        {"log_level", "3"},
+        {"group.id", "test-broker"},
+        {"enable.auto.commit", "false"},
+        {"fetch.wait.max.ms", "5"},
+        {"enable.partition.eof", "true"},
     };
-    size_t n = type == RD_KAFKA_PRODUCER ? 2 : sizeof kv / sizeof kv[0];
-    for (size_t i = 0; i < n; i++) {
-        ck_assert_msg(rd_kafka_conf_set(conf, kv[i][0], kv[i][1], err, sizeof err) ==
-                          RD_KAFKA_CONF_OK,
-                      "%s: %s", kv[i][0], err);
-    }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "rd_kafka_new: %s", err);
-    return rk;
+    size_t n = type == RD_KAFKA_PRODUCER ? 1 : sizeof kv / sizeof kv[0];
+    return ksft_rd_new(type, ksft_rd_conf(address, kv, n), "test client");
 }
 
 static void
@@ -132,7 +129,7 @@ consume_request(const char *address, const char *topic, int32_t partition)
     rd_kafka_destroy(rk);
 }
 
-START_TEST(test_broker_request_headers_roundtrip)
+KSFT_TEST(test_broker_request_headers_roundtrip, 30)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, "hero.kill.dragon", 3);
@@ -205,19 +202,9 @@ tool_first_line(tool *t, char *line, size_t size, int timeout_ms)
 static int
 tool_wait(tool *t, int timeout_ms)
 {
-    int status = -1;
-    struct timespec tick = {0, 10 * 1000 * 1000};
-    for (int64_t deadline = ksft_now_ms() + timeout_ms; ksft_now_ms() < deadline;) {
-        if (waitpid(t->pid, &status, WNOHANG) == t->pid) {
-            close(t->out);
-            return status;
-        }
-        nanosleep(&tick, NULL);
-    }
-    kill(t->pid, SIGKILL);
-    waitpid(t->pid, &status, 0);
+    int status = ksft_wait_child(t->pid, timeout_ms);
     close(t->out);
-    return -1;
+    return status;
 }
 
 static int
@@ -261,7 +248,7 @@ topic_partitions(const char *address, const char *topic, int *broker_port)
     return n;
 }
 
-START_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm)
+KSFT_TEST(test_broker_tool_serves_topics_and_stops_on_sigterm, 30)
 {
     char line[128], address[64];
     int broker_port;
@@ -329,7 +316,7 @@ accepted_nodelay(pid_t pid, int local_port, int peer_port)
     return found;
 }
 
-START_TEST(test_broker_tool_nodelay)
+KSFT_TEST(test_broker_tool_nodelay, 30)
 {
     /* A Kafka broker accepts with Nagle off; librdkafka's mock does not, and a small
      * response behind an unacknowledged one then waits up to 40 ms for a delayed ACK
@@ -345,13 +332,9 @@ START_TEST(test_broker_tool_nodelay)
     int mine = socket_port(c, false);
     int nodelay = -1;
     /* The mock's thread accepts a moment after connect() returns. */
-    for (int64_t deadline = ksft_now_ms() + 5000;
-         nodelay == -1 && ksft_now_ms() < deadline;) {
-        nodelay = accepted_nodelay(t.pid, port, mine);
-        if (nodelay == -1) {
-            struct timespec tick = {0, 10 * 1000 * 1000};
-            nanosleep(&tick, NULL);
-        }
+    ksft_deadline d = ksft_deadline_in(5000);
+    while ((nodelay = accepted_nodelay(t.pid, port, mine)) == -1 &&
+           ksft_deadline_wait(&d)) {
     }
     close(c);
     if (nodelay == NODELAY_UNKNOWN) {
@@ -370,7 +353,7 @@ START_TEST(test_broker_tool_nodelay)
 }
 END_TEST
 
-START_TEST(test_broker_tool_bad_flags_exit_2)
+KSFT_TEST(test_broker_tool_bad_flags_exit_2, 30)
 {
     static const char *const cases[][3] = {
         {"--bogus", NULL},         {"--port", "0", NULL},
@@ -406,7 +389,7 @@ listen_any(int *port)
     return s;
 }
 
-START_TEST(test_broker_tool_port_in_use_exit_1)
+KSFT_TEST(test_broker_tool_port_in_use_exit_1, 30)
 {
     char port_arg[16], line[128];
     int port;
@@ -424,7 +407,7 @@ END_TEST
 
 /* --port and --partitions go through the front door: clients must only ever see its
  * port, topics must auto-create with --partitions, and a request must round-trip. */
-START_TEST(test_broker_tool_front_door)
+KSFT_TEST(test_broker_tool_front_door, 30)
 {
     char port_arg[16], line[128], address[64];
     int port, broker_port;
@@ -446,36 +429,4 @@ START_TEST(test_broker_tool_front_door)
 }
 END_TEST
 
-static Suite *
-broker_suite(void)
-{
-    Suite *s = suite_create("broker");
-    struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
-        {"request_headers_roundtrip", test_broker_request_headers_roundtrip},
-        {"tool_serves_topics", test_broker_tool_serves_topics_and_stops_on_sigterm},
-        {"tool_nodelay", test_broker_tool_nodelay},
-        {"tool_bad_flags", test_broker_tool_bad_flags_exit_2},
-        {"tool_port_in_use", test_broker_tool_port_in_use_exit_1},
-        {"tool_front_door", test_broker_tool_front_door},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 30);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(broker_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("broker")

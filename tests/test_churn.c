@@ -22,6 +22,8 @@
 #include "service.h"
 #include "settings.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <jansson.h>
 #include <ksf/ksf.h>
@@ -226,16 +228,15 @@ churn_server(ksf_config *cfg, int id)
 static void
 wait_replies(unsigned n, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
-    while (atomic_load(&load.ok) < n && ksft_now_ms() < until &&
+    ksft_deadline until = ksft_deadline_in(timeout_ms);
+    while (atomic_load(&load.ok) < n && ksft_deadline_wait(&until) &&
            !atomic_load(&load.failed)) {
-        ksft_sleep_ms(10);
     }
     ck_assert_msg(atomic_load(&load.ok) >= n, "%u replies, expected %u within %d ms (%s)",
                   atomic_load(&load.ok), n, timeout_ms, load.failure);
 }
 
-START_TEST(test_churn)
+KSFT_TEST(test_churn, 400)
 {
     ksft_broker *b = ksft_broker_start();
     bool mock = ksft_broker_is_mock(b);
@@ -282,11 +283,10 @@ START_TEST(test_churn)
     /* Both servers answer before the churn starts: with cooperative rebalancing the
      * second one's ready callback comes with its first, empty, assignment and its
      * share follows a rebalance later. What happened until then is not churn. */
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(60000);
+    ksft_deadline until = ksft_deadline_in(60000);
     while (
         (atomic_load(&load.by_server[0]) < 20 || atomic_load(&load.by_server[1]) < 20) &&
-        ksft_now_ms() < until && !atomic_load(&load.failed)) {
-        ksft_sleep_ms(10);
+        ksft_deadline_wait(&until) && !atomic_load(&load.failed)) {
     }
     ck_assert_msg(
         atomic_load(&load.by_server[0]) >= 20 && atomic_load(&load.by_server[1]) >= 20,
@@ -309,9 +309,9 @@ START_TEST(test_churn)
          * share), then stop: a LeaveGroup. */
         unsigned before = atomic_load(&load.by_server[2]);
         ksft_service_start(&s[2], churn_server(cfg, 2 + c), 60000);
-        until = ksft_now_ms() + ksft_scaled_ms(60000);
-        while (atomic_load(&load.by_server[2]) < before + 20 && ksft_now_ms() < until) {
-            ksft_sleep_ms(5);
+        until = ksft_deadline_in(60000);
+        while (atomic_load(&load.by_server[2]) < before + 20 &&
+               ksft_deadline_wait(&until)) {
         }
         ck_assert_msg(atomic_load(&load.by_server[2]) >= before + 20,
                       "cycle %d: the third server answered %u requests in 60 s", c,
@@ -427,7 +427,7 @@ run_main(void *arg)
  * answer, measured by hand): the broker refuses the newcomer's JoinGroup, and the
  * server says so and what to do. The mock does not check protocols (a mix aborts it).
  */
-START_TEST(test_mixed_protocols)
+KSFT_TEST(test_mixed_protocols, 120)
 {
     KSFT_NEEDS_REAL_KAFKA("the mock's group coordinator does not check protocols");
     ksft_broker *b = ksft_broker_start();
@@ -446,12 +446,11 @@ START_TEST(test_mixed_protocols)
     ksf_server *srv = churn_server(coop, 1);
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, run_main, srv), 0);
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(30000);
-    for (bool got = false; !got && ksft_now_ms() < until;) {
+    ksft_deadline until = ksft_deadline_in(30000);
+    for (bool got = false; !got && ksft_deadline_wait(&until);) {
         pthread_mutex_lock(&r.m);
         got = r.text[0] != '\0';
         pthread_mutex_unlock(&r.m);
-        ksft_sleep_ms(20);
     }
     ksf_server_stop(srv);
     pthread_join(t, NULL);
@@ -475,27 +474,4 @@ START_TEST(test_mixed_protocols)
 }
 END_TEST
 
-static Suite *
-churn_suite(void)
-{
-    Suite *s = suite_create("churn");
-    TCase *tc = tcase_create("churn");
-    tcase_set_timeout(tc, 400);
-    tcase_add_test(tc, test_churn);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("mixed_protocols");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_mixed_protocols);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(churn_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("churn")

@@ -8,6 +8,11 @@
 #include "codec/codec.h"
 #include "codec/wire.h"
 
+#include "proc.h"
+#include "raw_kafka.h"
+#include "service.h"
+#include "suite.h"
+
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -48,20 +53,16 @@ typedef struct responder {
 static rd_kafka_t *
 plain_handle(ksft_broker *b, rd_kafka_type_t type)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", ksft_broker_address(b), err, sizeof err);
-    rd_kafka_conf_set(conf, "log_level", "2", err, sizeof err);
-    if (type == RD_KAFKA_PRODUCER) {
-        rd_kafka_conf_set(conf, "linger.ms", "1", err, sizeof err);
-    } else {
-        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "5", err, sizeof err);
-        rd_kafka_conf_set(conf, "group.id", "test-responder", err, sizeof err);
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-    }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "%s", err);
-    return rk;
+    static const char *const producer[][2] = {{"log_level", "2"}, {"linger.ms", "1"}};
+    static const char *const consumer[][2] = {{"log_level", "2"},
+                                              {"fetch.wait.max.ms", "5"},
+                                              {"group.id", "test-responder"},
+                                              {"enable.auto.commit", "false"}};
+    const char *brokers = ksft_broker_address(b);
+    rd_kafka_conf_t *conf = type == RD_KAFKA_PRODUCER
+                                ? ksft_rd_conf(brokers, producer, KSFT_NKV(producer))
+                                : ksft_rd_conf(brokers, consumer, KSFT_NKV(consumer));
+    return ksft_rd_new(type, conf, "test responder");
 }
 
 /* Fetch partition 0 of @p topic from the start. */
@@ -106,12 +107,6 @@ reply_spring(responder *r, const request *q, const char *value)
     ck_assert_int_eq(e, 0);
 }
 
-static void
-sleep_ms(int ms)
-{
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
-}
-
 /* Answer @p q as its value asks. */
 static void
 behave(responder *r, const request *q)
@@ -142,7 +137,7 @@ behave(responder *r, const request *q)
             reply(r, q, id, NULL, NULL, true);
         }
     } else if (!strcmp(v, "late")) {
-        sleep_ms(400); /* a slow server, not synchronisation */
+        ksft_sleep_ms(400); /* a slow server, not synchronisation */
         reply(r, q, id, "\"late\"", NULL, true);
     } else if (!strcmp(v, "dup")) {
         reply(r, q, id, "1", NULL, true);
@@ -364,12 +359,11 @@ collected(collector *c)
 static bool
 wait_collected(collector *c, int n, int ms)
 {
-    int64_t end = ksft_now_ms() + ms;
+    ksft_deadline end = ksft_deadline_in(ms);
     while (collected(c) < n) {
-        if (ksft_now_ms() > end) {
+        if (!ksft_deadline_wait(&end)) {
             return false;
         }
-        sleep_ms(5);
     }
     return true;
 }
@@ -387,9 +381,9 @@ send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, colle
 
 #define STAT_WAIT(cli, field, want, ms)                                                  \
     do {                                                                                 \
-        int64_t end_ = ksft_now_ms() + (ms);                                             \
-        while (stats(cli).field != (want) && ksft_now_ms() < end_) {                     \
-            sleep_ms(5);                                                                 \
+        ksft_deadline end_ = ksft_deadline_in(ms);                                       \
+        while (stats(cli).field != (want) && ksft_deadline_wait(&end_)) {                \
+            ksft_sleep_ms(5);                                                            \
         }                                                                                \
         ck_assert_uint_eq(stats(cli).field, (want));                                     \
     } while (0)
@@ -397,7 +391,7 @@ send_cmd(ksf_client *cli, const char *cmd, unsigned flags, int timeout_ms, colle
 /* ---- tests
  * ------------------------------------------------------------------------------ */
 
-START_TEST(test_client_reply_shapes)
+KSFT_TEST(test_client_reply_shapes, 30)
 {
     env v = env_start(NULL);
     ksf_errinfo ei = {0};
@@ -441,7 +435,7 @@ START_TEST(test_client_reply_shapes)
 }
 END_TEST
 
-START_TEST(test_client_stream)
+KSFT_TEST(test_client_stream, 30)
 {
     env v = env_start(NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
@@ -467,7 +461,7 @@ START_TEST(test_client_stream)
 }
 END_TEST
 
-START_TEST(test_client_timeouts)
+KSFT_TEST(test_client_timeouts, 30)
 {
     env v = env_start_with("static", NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
@@ -498,7 +492,7 @@ START_TEST(test_client_timeouts)
 }
 END_TEST
 
-START_TEST(test_client_late_unknown_duplicate)
+KSFT_TEST(test_client_late_unknown_duplicate, 30)
 {
     env v = env_start_with("static", NULL);
     json_t *out = NULL;
@@ -524,7 +518,7 @@ START_TEST(test_client_late_unknown_duplicate)
 }
 END_TEST
 
-START_TEST(test_client_destroy_in_flight)
+KSFT_TEST(test_client_destroy_in_flight, 30)
 {
     env v = env_start(NULL);
     collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
@@ -595,7 +589,7 @@ conc_sender(void *arg)
     return NULL;
 }
 
-START_TEST(test_client_concurrent_sends)
+KSFT_TEST(test_client_concurrent_sends, 60)
 {
     env v = env_start(NULL);
     conc *c = calloc(1, sizeof *c);
@@ -616,9 +610,8 @@ START_TEST(test_client_concurrent_sends)
         send_errors += args[t].send_errors;
     }
     ck_assert_int_eq(send_errors, 0);
-    int64_t end = ksft_now_ms() + 40000;
-    while (atomic_load(&c->total) < TOTAL && ksft_now_ms() < end) {
-        sleep_ms(10);
+    ksft_deadline end = ksft_deadline_in(40000);
+    while (atomic_load(&c->total) < TOTAL && ksft_deadline_wait(&end)) {
     }
     int lost = 0, duplicated = 0;
     for (int n = 0; n < TOTAL; n++) {
@@ -649,7 +642,7 @@ never_called(const ksf_reply *r, void *user)
     ck_abort_msg("callback ran for a refused send");
 }
 
-START_TEST(test_client_bad_input)
+KSFT_TEST(test_client_bad_input, 30)
 {
     const char *const extra[] = {"message.max.bytes", "100", "client.max.in.flight", "2",
                                  NULL};
@@ -706,7 +699,7 @@ START_TEST(test_client_bad_input)
 }
 END_TEST
 
-START_TEST(test_client_reply_partition_out_of_range)
+KSFT_TEST(test_client_reply_partition_out_of_range, 30)
 {
     const char *const extra[] = {"client.reply.partition", "7", NULL};
     env v = env_start_with("static", extra);
@@ -731,7 +724,7 @@ START_TEST(test_client_reply_partition_out_of_range)
 }
 END_TEST
 
-START_TEST(test_client_broker_down)
+KSFT_TEST(test_client_broker_down, 30)
 {
     KSFT_NEEDS_MOCK("stopping and restarting the broker");
     env v = env_start_with("static", NULL);
@@ -763,7 +756,7 @@ START_TEST(test_client_broker_down)
 }
 END_TEST
 
-START_TEST(test_client_request_header_bytes)
+KSFT_TEST(test_client_request_header_bytes, 30)
 {
     env v = env_start(NULL);
     json_t *obj = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", 7), *out = NULL;
@@ -811,7 +804,7 @@ END_TEST
  * topic not looked up): the send copies the extra headers, so changing them after it
  * returned changes nothing, and they go out in order before ksf_deadline, traceparent
  * and the protocol headers. */
-START_TEST(test_client_queued_header_bytes)
+KSFT_TEST(test_client_queued_header_bytes, 60)
 {
     env v = env_start(NULL);
     json_t *hdrs = json_pack("{s:s,s:s}", "x-a", "1", "x-bee", "two");
@@ -848,7 +841,7 @@ END_TEST
 
 /* client.wire.dialect=spring: the request headers a Spring @SendTo listener reads, and
  * its single reply (raw id bytes, no kafka_nest-is-disposed) ends the call. */
-START_TEST(test_client_spring_dialect)
+KSFT_TEST(test_client_spring_dialect, 30)
 {
     const char *const extra[] = {"client.wire.dialect", "spring",
                                  "client.reply.partition", "2", NULL};
@@ -897,7 +890,7 @@ emit_done(ksf_err err, const char *text, void *user)
     atomic_fetch_add(&s->n, 1);
 }
 
-START_TEST(test_client_emit_bytes)
+KSFT_TEST(test_client_emit_bytes, 30)
 {
     env v = env_start_with("static", NULL);
     ksft_broker_create_topic(v.b, "ev.topic", 1);
@@ -922,8 +915,8 @@ START_TEST(test_client_emit_bytes)
     rd_kafka_poll_set_consumer(rk);
     assign_from_start(rk, "ev.topic");
     int got = 0;
-    int64_t end = ksft_now_ms() + 10000;
-    while (got < 5 && ksft_now_ms() < end) {
+    ksft_deadline end = ksft_deadline_in(10000);
+    while (got < 5 && ksft_deadline_wait(&end)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m) {
             continue;
@@ -955,14 +948,14 @@ START_TEST(test_client_emit_bytes)
 }
 END_TEST
 
-START_TEST(test_client_idle_pauses)
+KSFT_TEST(test_client_idle_pauses, 30)
 {
     env v = env_start_with("static", NULL);
     json_t *out = NULL;
     ck_assert_int_eq(call_cmd(v.cli, "string", 10000, &out, NULL), KSF_OK);
     json_decref(out);
     /* After the idle delay the reply partition is paused; a send resumes it. */
-    sleep_ms(1500); /* the idle delay itself is what is tested */
+    ksft_sleep_ms(1500); /* the idle delay itself is what is tested */
     ck_assert_int_eq(call_cmd(v.cli, "number", 10000, &out, NULL), KSF_OK);
     assert_json(out, "\"3\"");
     json_decref(out);
@@ -971,7 +964,7 @@ START_TEST(test_client_idle_pauses)
 }
 END_TEST
 
-START_TEST(test_client_destroy_null)
+KSFT_TEST(test_client_destroy_null, 5)
 {
     ksf_client_destroy(NULL);
     ksf_client_stats s = {.sent = 99};
@@ -980,22 +973,7 @@ START_TEST(test_client_destroy_null)
 }
 END_TEST
 
-/* Run the ksf tool through the shell; returns its exit status, output in @p out. */
-static int
-run_tool(const char *args, char *out, size_t size)
-{
-    const char *tool = getenv("KSF_TOOL");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "\"%s\" %s", tool, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-START_TEST(test_client_cli)
+KSFT_TEST(test_client_cli, 60)
 {
     if (!getenv("KSF_TOOL")) {
         fprintf(stderr, "test_client_cli: KSF_TOOL not set (run through meson test)\n");
@@ -1035,7 +1013,7 @@ START_TEST(test_client_cli)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(args, sizeof args, "%s --brokers %s %s", cases[i].args, b,
                  cases[i].redirect);
-        int rc = run_tool(args, out, sizeof out);
+        int rc = ksft_run_tool("KSF_TOOL", "", args, KSFT_STDOUT, out, sizeof out);
         ck_assert_msg(rc == cases[i].rc, "ksf %s: exit %d, want %d", args, rc,
                       cases[i].rc);
         ck_assert_str_eq(out, cases[i].out);
@@ -1044,47 +1022,4 @@ START_TEST(test_client_cli)
 }
 END_TEST
 
-static Suite *
-client_suite(void)
-{
-    Suite *s = suite_create("client");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout;
-    } cases[] = {
-        {"reply_shapes", test_client_reply_shapes, 30},
-        {"stream", test_client_stream, 30},
-        {"timeouts", test_client_timeouts, 30},
-        {"late_unknown_duplicate", test_client_late_unknown_duplicate, 30},
-        {"destroy_in_flight", test_client_destroy_in_flight, 30},
-        {"concurrent_sends", test_client_concurrent_sends, 60},
-        {"bad_input", test_client_bad_input, 30},
-        {"reply_partition_out_of_range", test_client_reply_partition_out_of_range, 30},
-        {"broker_down", test_client_broker_down, 30},
-        {"request_header_bytes", test_client_request_header_bytes, 30},
-        {"queued_header_bytes", test_client_queued_header_bytes, 30},
-        {"spring_dialect", test_client_spring_dialect, 30},
-        {"emit_bytes", test_client_emit_bytes, 30},
-        {"idle_pauses", test_client_idle_pauses, 30},
-        {"destroy_null", test_client_destroy_null, 5},
-        {"cli", test_client_cli, 60},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, cases[i].timeout);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(client_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("client")

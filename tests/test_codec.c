@@ -7,6 +7,8 @@
 #include "codec/codec.h"
 #include "codec/wire.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +49,7 @@ parse(const char *text)
 
 /* ---- request value (section 0 "Request value", section 2.5) ----------------------- */
 
-START_TEST(test_codec_encode_objects_and_arrays)
+KSFT_TEST(test_codec_encode_objects_and_arrays, 30)
 {
     ENCODES(parse("{\"a\":1}"), "{\"a\":1}");
     ENCODES(parse("[1,2]"), "[1,2]");
@@ -90,7 +92,7 @@ START_TEST(test_codec_encode_objects_and_arrays)
 }
 END_TEST
 
-START_TEST(test_codec_encode_string_escaping)
+KSFT_TEST(test_codec_encode_string_escaping, 30)
 {
     /* JSON.stringify escapes '"', '\\', \b \f \n \r \t and other controls as \u00xx
      * (lowercase); '/', DEL, U+2028 and non-ASCII stay as they are. */
@@ -103,7 +105,7 @@ START_TEST(test_codec_encode_string_escaping)
 }
 END_TEST
 
-START_TEST(test_codec_encode_scalars)
+KSFT_TEST(test_codec_encode_scalars, 30)
 {
     ENCODES(json_string("str"), "str");             /* strings raw, no quotes */
     ENCODES(json_string("{\"a\":1}"), "{\"a\":1}"); /* a JSON-looking string too */
@@ -122,7 +124,7 @@ START_TEST(test_codec_encode_scalars)
 }
 END_TEST
 
-START_TEST(test_codec_encode_js_numbers)
+KSFT_TEST(test_codec_encode_js_numbers, 30)
 {
     ENCODES(json_real(0.1), "0.1");
     ENCODES(json_real(1e21), "1e+21");
@@ -144,7 +146,7 @@ START_TEST(test_codec_encode_js_numbers)
 END_TEST
 
 /* ksfi_format_number against 4121 doubles printed by Node (tests/data/numbers.txt). */
-START_TEST(test_codec_format_number_matches_node)
+KSFT_TEST(test_codec_format_number_matches_node, 30)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/numbers.txt", data_dir);
@@ -198,7 +200,7 @@ assert_json(json_t *v, const char *stringified)
     json_decref(v);
 }
 
-START_TEST(test_codec_decode_sniff)
+KSFT_TEST(test_codec_decode_sniff, 30)
 {
     assert_json(DECODE("{\"a\":1}"), "{\"a\":1}");
     assert_json(DECODE("[1,\"x\",{\"b\":null}]"), "[1,\"x\",{\"b\":null}]");
@@ -216,7 +218,7 @@ START_TEST(test_codec_decode_sniff)
 }
 END_TEST
 
-START_TEST(test_codec_decode_null_and_binary)
+KSFT_TEST(test_codec_decode_null_and_binary, 30)
 {
     json_t *v = decode(NULL, 0);
     ck_assert(json_is_null(v));
@@ -227,7 +229,7 @@ START_TEST(test_codec_decode_null_and_binary)
 }
 END_TEST
 
-START_TEST(test_codec_decode_js_parse_quirks)
+KSFT_TEST(test_codec_decode_js_parse_quirks, 30)
 {
     /* What JSON.parse accepts and jansson alone would refuse. */
     assert_json(DECODE("[123456789012345678901]"), "[123456789012345680000]");
@@ -252,7 +254,7 @@ END_TEST
 /* The decoder reads plain values itself and leaves the rest to jansson: whichever path
  * a text takes, the result must be what json_loadb makes of it (same types, same
  * key order, the same refusal), and what it refuses stays a string. */
-START_TEST(test_codec_decode_fast_path_matches_jansson)
+KSFT_TEST(test_codec_decode_fast_path_matches_jansson, 60)
 {
     static const char *const texts[] = {
         "{\"hero\":\"bench\",\"n\":42}",
@@ -328,7 +330,7 @@ START_TEST(test_codec_decode_fast_path_matches_jansson)
 END_TEST
 
 /* Buffer#toString: one U+FFFD per maximal invalid subpart (WHATWG), as Node prints. */
-START_TEST(test_codec_decode_invalid_utf8)
+KSFT_TEST(test_codec_decode_invalid_utf8, 30)
 {
 #define FFFD "\xef\xbf\xbd"
     IS_STRING(DECODE("a\xc3"), "a" FFFD);    /* truncated 2 */
@@ -349,7 +351,7 @@ START_TEST(test_codec_decode_invalid_utf8)
 }
 END_TEST
 
-START_TEST(test_codec_utf8_sanitize)
+KSFT_TEST(test_codec_utf8_sanitize, 30)
 {
     size_t n = 0;
     char *s = ksfi_utf8_sanitize("ok\0\xc3\xa9", 5, &n);
@@ -371,7 +373,7 @@ END_TEST
 
 /* ---- request headers (section 0 "Request headers", section 2.6) -------------------- */
 
-START_TEST(test_codec_request_headers_exact)
+KSFT_TEST(test_codec_request_headers_exact, 30)
 {
     ksfi_header h[KSFI_PROTO_HEADERS_MAX];
     char pbuf[12];
@@ -393,7 +395,7 @@ START_TEST(test_codec_request_headers_exact)
 }
 END_TEST
 
-START_TEST(test_codec_request_headers_round_trip)
+KSFT_TEST(test_codec_request_headers_round_trip, 30)
 {
     ksfi_header h[KSFI_PROTO_HEADERS_MAX];
     char pbuf[12], id[37];
@@ -409,7 +411,7 @@ START_TEST(test_codec_request_headers_round_trip)
 }
 END_TEST
 
-START_TEST(test_codec_reply_partition_forms)
+KSFT_TEST(test_codec_reply_partition_forms, 30)
 {
     int32_t p = -5;
     ck_assert(ksfi_parse_reply_partition("0", 1, &p) && p == 0);
@@ -440,7 +442,7 @@ START_TEST(test_codec_reply_partition_forms)
 END_TEST
 
 /* client.wire.dialect "spring": what ReplyingKafkaTemplate writes, byte for byte. */
-START_TEST(test_codec_request_headers_spring)
+KSFT_TEST(test_codec_request_headers_spring, 30)
 {
     static const unsigned char id_bytes[16] = {0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd,
                                                0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21,
@@ -504,7 +506,7 @@ START_TEST(test_codec_request_headers_spring)
 }
 END_TEST
 
-START_TEST(test_codec_request_headers_garbage)
+KSFT_TEST(test_codec_request_headers_garbage, 30)
 {
     ksfi_header h[] = {{KSFI_HDR_CORRELATION_ID, "id", 2},
                        {KSFI_HDR_REPLY_TOPIC, "r.reply", 7},
@@ -526,7 +528,7 @@ START_TEST(test_codec_request_headers_garbage)
 }
 END_TEST
 
-START_TEST(test_codec_request_last_occurrence_wins)
+KSFT_TEST(test_codec_request_last_occurrence_wins, 30)
 {
     ksfi_header h[] = {{KSFI_HDR_REPLY_PARTITION, "1", 1},
                        {KSFI_HDR_CORRELATION_ID, "a", 1},
@@ -546,7 +548,7 @@ END_TEST
 /* ---- events (section 0 "Events", section 4) ------------------------------------------
  */
 
-START_TEST(test_codec_event_rules)
+KSFT_TEST(test_codec_event_rules, 30)
 {
     ksfi_request_meta m;
     ksfi_header h[3] = {{KSFI_HDR_CORRELATION_ID, "id", 2},
@@ -580,7 +582,7 @@ END_TEST
 /* ---- replies (section 0 "Reply", "Typical single reply", "Error reply") -------------
  */
 
-START_TEST(test_codec_reply_headers_order)
+KSFT_TEST(test_codec_reply_headers_order, 30)
 {
     ksfi_header h[KSFI_PROTO_HEADERS_MAX];
     const char *err = "{\"status\":\"error\",\"message\":\"bad\"}";
@@ -605,7 +607,7 @@ START_TEST(test_codec_reply_headers_order)
 }
 END_TEST
 
-START_TEST(test_codec_reply_parse)
+KSFT_TEST(test_codec_reply_parse, 30)
 {
     ksfi_reply_meta m;
     ksfi_header h[3] = {{KSFI_HDR_CORRELATION_ID, "id", 2},
@@ -642,7 +644,7 @@ assert_error_text(json_t *err, const char *want)
     json_decref(err);
 }
 
-START_TEST(test_codec_error_shapes)
+KSFT_TEST(test_codec_error_shapes, 30)
 {
     /* RpcException('bad') */
     assert_error_text(ksfi_error_shape("bad"),
@@ -677,7 +679,7 @@ START_TEST(test_codec_error_shapes)
 }
 END_TEST
 
-START_TEST(test_codec_wire_names)
+KSFT_TEST(test_codec_wire_names, 30)
 {
     ck_assert_str_eq(
         KSFI_NO_MESSAGE_HANDLER,
@@ -701,7 +703,7 @@ cmp_id(const void *a, const void *b)
     return memcmp(a, b, 37);
 }
 
-START_TEST(test_codec_correlation_ids)
+KSFT_TEST(test_codec_correlation_ids, 30)
 {
     /* What the clients use: several generators (one per client) interleaved, plus
      * libuuid's own ids; every one well-formed and all of them distinct. */
@@ -744,7 +746,7 @@ START_TEST(test_codec_correlation_ids)
 }
 END_TEST
 
-START_TEST(test_codec_topics)
+KSFT_TEST(test_codec_topics, 30)
 {
     ksf_errinfo ei = {0};
     char *r = ksfi_reply_topic_of("math.sum");
@@ -786,7 +788,7 @@ END_TEST
 /* ---- allocation failures
  * ---------------------------------------------------------------- */
 
-START_TEST(test_codec_alloc_failures)
+KSFT_TEST(test_codec_alloc_failures, 30)
 {
     json_t *v = parse("{\"b\":[1,2.5,\"x\"],\"1\":{\"2\":null},\"c\":\"\\u0001\"}");
     for (unsigned long nth = 1; nth < 64; nth++) {
@@ -824,57 +826,11 @@ START_TEST(test_codec_alloc_failures)
 }
 END_TEST
 
-static TCase *
-tcase(Suite *s, const char *name)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, 30);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
-static Suite *
-codec_suite(void)
-{
-    Suite *s = suite_create("codec");
-    tcase_add_test(tcase(s, "encode_containers"), test_codec_encode_objects_and_arrays);
-    tcase_add_test(tcase(s, "decode_fast_path"),
-                   test_codec_decode_fast_path_matches_jansson);
-    tcase_add_test(tcase(s, "encode_escaping"), test_codec_encode_string_escaping);
-    tcase_add_test(tcase(s, "encode_scalars"), test_codec_encode_scalars);
-    tcase_add_test(tcase(s, "encode_numbers"), test_codec_encode_js_numbers);
-    tcase_add_test(tcase(s, "format_number"), test_codec_format_number_matches_node);
-    tcase_add_test(tcase(s, "decode_sniff"), test_codec_decode_sniff);
-    tcase_add_test(tcase(s, "decode_binary"), test_codec_decode_null_and_binary);
-    tcase_add_test(tcase(s, "decode_quirks"), test_codec_decode_js_parse_quirks);
-    tcase_add_test(tcase(s, "decode_utf8"), test_codec_decode_invalid_utf8);
-    tcase_add_test(tcase(s, "sanitize"), test_codec_utf8_sanitize);
-    tcase_add_test(tcase(s, "request_headers"), test_codec_request_headers_exact);
-    tcase_add_test(tcase(s, "request_round_trip"), test_codec_request_headers_round_trip);
-    tcase_add_test(tcase(s, "reply_partition"), test_codec_reply_partition_forms);
-    tcase_add_test(tcase(s, "request_spring"), test_codec_request_headers_spring);
-    tcase_add_test(tcase(s, "request_garbage"), test_codec_request_headers_garbage);
-    tcase_add_test(tcase(s, "last_wins"), test_codec_request_last_occurrence_wins);
-    tcase_add_test(tcase(s, "events"), test_codec_event_rules);
-    tcase_add_test(tcase(s, "reply_headers"), test_codec_reply_headers_order);
-    tcase_add_test(tcase(s, "reply_parse"), test_codec_reply_parse);
-    tcase_add_test(tcase(s, "error_shapes"), test_codec_error_shapes);
-    tcase_add_test(tcase(s, "wire_names"), test_codec_wire_names);
-    tcase_add_test(tcase(s, "correlation_ids"), test_codec_correlation_ids);
-    tcase_add_test(tcase(s, "topics"), test_codec_topics);
-    tcase_add_test(tcase(s, "alloc_failures"), test_codec_alloc_failures);
-    return s;
-}
-
 int
 main(int argc, char **argv)
 {
     if (argc > 1) {
         data_dir = argv[1];
     }
-    SRunner *sr = srunner_create(codec_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ksft_main("codec");
 }

@@ -7,6 +7,8 @@
 #include "base/alloc.h"
 #include "codec/codec.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -202,7 +204,7 @@ free_case(codec_case *c)
     free(c->value.data);
 }
 
-START_TEST(test_codec_data_case)
+KSFT_LOOP_TEST(test_codec_data_case, 30, ncases)
 {
     const char *path = case_paths[_i];
     char *text = read_file(path);
@@ -250,7 +252,7 @@ START_TEST(test_codec_data_case)
 }
 END_TEST
 
-START_TEST(test_codec_data_enough_cases)
+KSFT_TEST(test_codec_data_enough_cases, 30)
 {
     ck_assert_int_ge(nvalid, 30);
     ck_assert_int_ge(ninvalid, 15);
@@ -296,18 +298,9 @@ main(int argc, char **argv)
     }
     collect(argv[1], "valid", false);
     collect(argv[1], "invalid", true);
-    Suite *s = suite_create("codec_data");
-    TCase *tc = tcase_create("cases");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_codec_data_enough_cases);
-    tcase_add_loop_test(tc, test_codec_data_case, 0, ncases);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = ksft_main("codec_data");
     for (int i = 0; i < ncases; i++) {
         free(case_paths[i]);
     }
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

@@ -8,6 +8,8 @@
 #include "codec/wire.h"
 #include "settings.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <ksf/ksf.h>
 #include <stdio.h>
@@ -64,7 +66,7 @@ assert_refuses(const char *key, const char *value, ksf_err code, const char *sen
 #define HOSTPORT "; expected host:port[,host:port...] (e.g. 127.0.0.1:9092)"
 #define IDCHARS " to 200 printable ASCII characters without spaces"
 
-START_TEST(test_config_defaults)
+KSFT_TEST(test_config_defaults, 30)
 {
     ksf_config *cfg = new_config();
     assert_get(cfg, "brokers", "localhost:9092");
@@ -85,7 +87,7 @@ START_TEST(test_config_defaults)
 }
 END_TEST
 
-START_TEST(test_config_brokers)
+KSFT_TEST(test_config_brokers, 30)
 {
     assert_accepts("brokers", "127.0.0.1:9092", NULL);
     assert_accepts("brokers", "a:1,b.example.com:65535", NULL);
@@ -120,7 +122,7 @@ START_TEST(test_config_brokers)
 }
 END_TEST
 
-START_TEST(test_config_ids)
+KSFT_TEST(test_config_ids, 30)
 {
     assert_accepts("client.id", "hero", NULL);
     assert_accepts("group.id", "hero-consumer", NULL);
@@ -152,7 +154,7 @@ END_TEST
 
 /* group.instance.id (KIP-345): Kafka's Java rule, "" unsets, and the librdkafka
  * pass-through points at the ksf key, which makes server and reply group static. */
-START_TEST(test_config_instance_id)
+KSFT_TEST(test_config_instance_id, 30)
 {
     char buf[300];
     ksf_config *cfg = new_config();
@@ -208,7 +210,7 @@ START_TEST(test_config_instance_id)
 END_TEST
 
 /* KSF_INSTANCE_ID: a restarted pod's identity from its environment. */
-START_TEST(test_config_env_instance_id)
+KSFT_TEST(test_config_env_instance_id, 30)
 {
     ksf_config *cfg = new_config();
     ksf_errinfo ei = {0};
@@ -237,7 +239,7 @@ START_TEST(test_config_env_instance_id)
 }
 END_TEST
 
-START_TEST(test_config_integers)
+KSFT_TEST(test_config_integers, 30)
 {
     static const struct {
         const char *key, *min, *max, *below, *above;
@@ -266,7 +268,7 @@ START_TEST(test_config_integers)
 }
 END_TEST
 
-START_TEST(test_config_reply_provider)
+KSFT_TEST(test_config_reply_provider, 30)
 {
     assert_accepts("client.reply.provider", "static", NULL);
     assert_accepts("client.reply.provider", "group", NULL);
@@ -294,7 +296,7 @@ START_TEST(test_config_reply_provider)
 }
 END_TEST
 
-START_TEST(test_config_wire_dialect)
+KSFT_TEST(test_config_wire_dialect, 30)
 {
     assert_accepts("client.wire.dialect", "spring", NULL);
     assert_accepts("client.wire.dialect", "nestjs", NULL);
@@ -319,7 +321,7 @@ START_TEST(test_config_wire_dialect)
 }
 END_TEST
 
-START_TEST(test_config_unknown_key)
+KSFT_TEST(test_config_unknown_key, 30)
 {
     assert_refuses(
         "brokerz", "x", KSF_ENOENT,
@@ -347,7 +349,7 @@ START_TEST(test_config_unknown_key)
 }
 END_TEST
 
-START_TEST(test_config_kafka_passthrough)
+KSFT_TEST(test_config_kafka_passthrough, 30)
 {
     ksf_config *cfg = new_config();
     ksf_errinfo ei = {0};
@@ -406,7 +408,7 @@ START_TEST(test_config_kafka_passthrough)
 }
 END_TEST
 
-START_TEST(test_config_get_buffer)
+KSFT_TEST(test_config_get_buffer, 30)
 {
     ksf_config *cfg = new_config();
     char buf[8];
@@ -422,7 +424,7 @@ START_TEST(test_config_get_buffer)
 }
 END_TEST
 
-START_TEST(test_config_env_brokers)
+KSFT_TEST(test_config_env_brokers, 30)
 {
     ksf_config *cfg = new_config();
     ksf_errinfo ei = {0};
@@ -459,7 +461,7 @@ log_sink(void *user, ksf_log_level level, const char *component, const char *mes
     (void)message;
 }
 
-START_TEST(test_config_dup)
+KSFT_TEST(test_config_dup, 30)
 {
     static const char *const kv[][2] = {{"client.id", "hero"},
                                         {"postfix.id", ""},
@@ -508,7 +510,7 @@ assert_names(ksf_config *cfg, const char *server_client, const char *server_grou
     }
 }
 
-START_TEST(test_config_nestjs_names)
+KSFT_TEST(test_config_nestjs_names, 30)
 {
     ksf_config *cfg = new_config();
     /* Unset, a server's group is its program's (unrelated services stay apart); a
@@ -627,7 +629,7 @@ op_env(ksf_config *cfg, ksf_config **made)
     return e;
 }
 
-START_TEST(test_config_alloc_failures)
+KSFT_TEST(test_config_alloc_failures, 30)
 {
     ck_assert_uint_eq(sweep(op_new, false), 4);
     ck_assert_uint_eq(sweep(op_new, true), 4);
@@ -640,43 +642,4 @@ START_TEST(test_config_alloc_failures)
 }
 END_TEST
 
-static TCase *
-tcase(Suite *s, const char *name)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, 30);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
-static Suite *
-config_suite(void)
-{
-    Suite *s = suite_create("config");
-    tcase_add_test(tcase(s, "defaults"), test_config_defaults);
-    tcase_add_test(tcase(s, "brokers"), test_config_brokers);
-    tcase_add_test(tcase(s, "ids"), test_config_ids);
-    tcase_add_test(tcase(s, "instance_id"), test_config_instance_id);
-    tcase_add_test(tcase(s, "env_instance_id"), test_config_env_instance_id);
-    tcase_add_test(tcase(s, "integers"), test_config_integers);
-    tcase_add_test(tcase(s, "unknown_key"), test_config_unknown_key);
-    tcase_add_test(tcase(s, "reply_provider"), test_config_reply_provider);
-    tcase_add_test(tcase(s, "wire_dialect"), test_config_wire_dialect);
-    tcase_add_test(tcase(s, "kafka_passthrough"), test_config_kafka_passthrough);
-    tcase_add_test(tcase(s, "get_buffer"), test_config_get_buffer);
-    tcase_add_test(tcase(s, "env_brokers"), test_config_env_brokers);
-    tcase_add_test(tcase(s, "dup"), test_config_dup);
-    tcase_add_test(tcase(s, "nestjs_names"), test_config_nestjs_names);
-    tcase_add_test(tcase(s, "alloc_failures"), test_config_alloc_failures);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(config_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("config")

@@ -3,13 +3,16 @@
  * sees, what the reply carries (exact header bytes), propagation through a handler
  * calling a second service, expired work skipped and committed, late replies counted.
  */
-#include "broker.h"
+#include "fixture.h"
 #include "raw_kafka.h"
 #include "service.h"
 
 #include "codec/wire.h"
 #include "obs/trace.h"
 #include "server/deadline.h"
+
+#include "server_probe.h"
+#include "suite.h"
 
 #include <check.h>
 #include <inttypes.h>
@@ -176,77 +179,48 @@ h_ev(ksf_ctx *ctx, const json_t *data, json_t **reply)
 static const seen *
 wait_seen_id(const char *id, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + timeout_ms;
+    ksft_deadline until = ksft_deadline_in(timeout_ms);
     const seen *s;
-    while (!(s = find_seen(id)) && ksft_now_ms() < until) {
-        ksft_sleep_ms(10);
+    while (!(s = find_seen(id)) && ksft_deadline_wait(&until)) {
     }
     return s;
 }
 
-static void
-on(ksf_server *srv, const char *pattern, ksf_handler_fn fn, bool event)
-{
-    ksf_errinfo ei = {0};
-    ksf_err e = event ? ksf_server_on_event(srv, pattern, fn, NULL, &ei)
-                      : ksf_server_on_message(srv, pattern, fn, NULL, &ei);
-    ck_assert_msg(e == KSF_OK, "%s", ei.text);
-}
-
 /* ---- propagation through a second service -------------------------------------- */
 
-typedef struct done_flag {
-    atomic_int n;
-    atomic_int err;
-} done_flag;
-
-static void
-on_reply(const ksf_reply *r, void *user)
-{
-    done_flag *d = user;
-    atomic_store(&d->err, r->err);
-    atomic_fetch_add(&d->n, 1);
-}
-
-START_TEST(test_deadline_propagates_through_a_handler)
+KSFT_TEST(test_deadline_propagates_through_a_handler, 60)
 {
     reset_seen();
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = ksft_config(b);
-    ksf_client *cli = ksft_client(cfg);
-    inner_client = ksft_client(cfg);
-    ksf_server *srv = ksft_server(cfg);
-    ksft_broker_create_topic(b, "dl.ev", 1);
-    on(srv, "dl.a", h_a, false);
-    on(srv, "dl.b", h_b, false);
-    on(srv, "dl.ev", h_ev, true);
-    ksft_service svc;
-    ksft_service_start(&svc, srv, 20000);
+    static const ksft_handler handlers[] = {
+        {"dl.a", h_a}, {"dl.b", h_b}, {"dl.ev", h_ev, NULL, true}, {NULL}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.topics = (const char *const[]){"dl.ev", NULL},
+                                           .lazy_client = true});
+    inner_client = w.extra = ksft_client(w.cfg);
+    ksft_world_serve(&w, ksft_world_server(&w, handlers));
     ksf_errinfo ei = {0};
     /* Reply partitions first, so no group join eats into A's time budget. */
     ck_assert(!ksf_client_subscribe_to_response_of(inner_client, "dl.b", &ei));
-    ck_assert(!ksf_client_subscribe_to_response_of(cli, "dl.a", &ei));
+    ck_assert(!ksf_client_subscribe_to_response_of(w.cli, "dl.a", &ei));
     ck_assert_msg(ksf_client_connect(inner_client, 20000, &ei) == KSF_OK, "%s", ei.text);
-    ck_assert_msg(ksf_client_connect(cli, 20000, &ei) == KSF_OK, "%s", ei.text);
+    ck_assert_msg(ksf_client_connect(w.cli, 20000, &ei) == KSF_OK, "%s", ei.text);
 
     /* The caller bridges from its own tracer: it supplies the context. */
-    done_flag d = {0};
+    ksft_outcome d = {0};
     ksf_send_opts o = {.timeout_ms = 12000, .traceparent = TP_SPEC, .tracestate = "k=v"};
     int64_t sent_at = ksfi_wall_ms();
-    ck_assert_msg(ksf_client_send(cli, "dl.a", NULL, &o, on_reply, &d, &ei) == KSF_OK,
+    ck_assert_msg(ksf_client_send(w.cli, "dl.a", NULL, &o, ksft_outcome_cb, &d, &ei) ==
+                      KSF_OK,
                   "%s", ei.text);
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    while (!atomic_load(&d.n) && ksft_now_ms() < until) {
-        ksft_sleep_ms(10);
-    }
-    ck_assert_int_eq(atomic_load(&d.n), 1);
-    ck_assert_int_eq(atomic_load(&d.err), KSF_OK);
+    ksft_outcome_wait(&d, WAIT_MS);
+    ck_assert_int_eq(d.err, KSF_OK);
+    ksft_outcome_reset(&d);
 
     /* An event the caller emits with a timeout carries a deadline of its own. */
     json_t *timed = json_string("timed");
     ksf_send_opts eo = {.timeout_ms = 60000};
     int64_t emitted_at = ksfi_wall_ms();
-    ck_assert(!ksf_client_emit(cli, "dl.ev", timed, &eo, NULL, NULL, &ei));
+    ck_assert(!ksf_client_emit(w.cli, "dl.ev", timed, &eo, NULL, NULL, &ei));
     json_decref(timed);
     const seen *ev = wait_seen_id("ev.inner", WAIT_MS);
     const seen *ev_timed = wait_seen_id("ev.timed", WAIT_MS);
@@ -302,11 +276,7 @@ START_TEST(test_deadline_propagates_through_a_handler)
     ck_assert(ev_timed->deadline >= emitted_at + 60000 &&
               ev_timed->deadline <= ksfi_wall_ms() + 60000);
 
-    ksf_client_destroy(cli);
-    ksft_service_stop(&svc);
-    ksf_client_destroy(inner_client);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -319,30 +289,24 @@ raw_request(ksft_producer *p, const char *topic, const char *id, const ksfi_head
 {
     ksfi_header h[8];
     char pbuf[12];
-    size_t n = ksfi_request_headers(id, "tr.reply", 0, pbuf, h);
+    size_t n = ksfi_request_headers(id, KSFT_PROBE_REPLY, 0, pbuf, h);
     if (nextra) { /* extra may be NULL: memcpy's source must not be */
         memcpy(h + n, extra, nextra * sizeof *h);
     }
     ksft_produce(p, topic, 0, NULL, 0, "{}", 2, h, n + nextra, true);
 }
 
-START_TEST(test_deadline_reply_trace_headers)
+KSFT_TEST(test_deadline_reply_trace_headers, 60)
 {
     reset_seen();
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "tr.echo", 1);
-    ksft_broker_create_topic(b, "tr.reply", 1);
-    ksf_config *cfg = ksft_config(b);
     /* One reply topic for every pattern, as a Spring caller names its own. */
-    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics", "tr.reply", NULL),
-                     KSF_OK);
-    ksf_server *srv = ksft_server(cfg);
-    on(srv, "tr.echo", h_record, false);
-    ksft_service svc;
-    ksft_service_start(&svc, srv, 20000);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_collector *c = ksft_collector_new(addr, "tr.reply", 0);
+    ksft_probe pr;
+    ksft_probe_open(
+        &pr, &(ksft_world_spec){
+                 .topics = (const char *const[]){"tr.echo", NULL},
+                 .handlers = (const ksft_handler[]){{"tr.echo", h_record}, {NULL}}});
+    ksft_producer *p = pr.prod;
+    ksft_collector *c = pr.replies;
 
     char dl[21];
     int64_t deadline = ksfi_wall_ms() + 30000;
@@ -395,15 +359,11 @@ START_TEST(test_deadline_reply_trace_headers)
     ck_assert_uint_eq(m->nhdrs, 3);
     ck_assert_int_eq(memcmp(m->hdrs[2].value, want, 55), 0);
     ksf_server_stats st;
-    ksf_server_get_stats(srv, &st);
+    ksf_server_get_stats(pr.w.srv, &st);
     ck_assert_uint_eq(st.requests, 2);
     ck_assert_uint_eq(st.expired, 0);
 
-    ksft_service_stop(&svc);
-    ksft_collector_destroy(c);
-    ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_probe_close(&pr);
 }
 END_TEST
 
@@ -439,35 +399,24 @@ h_dispatch_ex(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return h_record(ctx, data, reply);
 }
 
-static ksf_server *
-ex_server(const ksf_config *cfg)
-{
-    ksf_server *srv = ksft_server(cfg);
-    on(srv, "ex.t", h_dispatch_ex, false);
-    on(srv, "ex.ev", h_record, true);
-    return srv;
-}
+static const ksft_handler ex_handlers[] = {
+    {"ex.t", h_dispatch_ex}, {"ex.ev", h_record, NULL, true}, {NULL}};
 
-START_TEST(test_deadline_expired_is_skipped_and_committed)
+KSFT_TEST(test_deadline_expired_is_skipped_and_committed, 60)
 {
     reset_seen();
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "ex.t", 1);
-    ksft_broker_create_topic(b, "ex.ev", 1);
-    ksft_broker_create_topic(b, "tr.reply", 1);
-    ksf_config *cfg = ksft_config(b);
     /* One reply topic for every pattern, as a Spring caller names its own. */
-    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics", "tr.reply", NULL),
-                     KSF_OK);
-    inner_client = ksft_client(cfg);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_collector *c = ksft_collector_new(addr, "tr.reply", 0);
+    ksft_probe pr;
+    ksft_probe_open(
+        &pr, &(ksft_world_spec){.topics = (const char *const[]){"ex.t", "ex.ev", NULL}});
+    const char *addr = ksft_broker_address(pr.w.broker);
+    inner_client = pr.w.extra = ksft_client(pr.w.cfg);
+    ksft_producer *p = pr.prod;
+    ksft_collector *c = pr.replies;
 
     /* A backlog in one partition, handled in order (the server starts at the end of
      * the partitions, as NestJS does, so it must be running first). */
-    ksft_service svc;
-    ksft_service_start(&svc, ex_server(cfg), 20000);
+    ksft_world_serve(&pr.w, ksft_world_server(&pr.w, ex_handlers));
     char past[21], skewed[21];
     size_t plen = ksfi_deadline_format(ksfi_wall_ms() - 5000, past);
     ksfi_header h_past[] = {{"ksf_deadline", past, plen}};
@@ -481,10 +430,10 @@ START_TEST(test_deadline_expired_is_skipped_and_committed)
     ck_assert_uint_eq(ksft_collector_wait_id(c, "none", 1, WAIT_MS), 1);
     ck_assert_uint_eq(ksft_collector_wait_id(c, "within-skew", 1, WAIT_MS), 1);
     ksf_server_stats st;
-    int64_t until = ksft_now_ms() + WAIT_MS;
+    ksft_deadline until = ksft_deadline_in(WAIT_MS);
     do { /* the event is on another partition: wait for its verdict */
-        ksf_server_get_stats(svc.srv, &st);
-    } while (st.expired < 2 && ksft_now_ms() < until && (ksft_sleep_ms(10), 1));
+        ksf_server_get_stats(pr.w.srv, &st);
+    } while (st.expired < 2 && ksft_deadline_wait(&until));
     ck_assert_uint_eq(st.expired, 2);
     ck_assert_uint_eq(st.requests, 2);
     ck_assert_uint_eq(st.events, 0);
@@ -494,7 +443,7 @@ START_TEST(test_deadline_expired_is_skipped_and_committed)
     ck_assert_uint_eq(count_seen("none"), 1);
     ck_assert_int_eq(atomic_load(&refused_inside), 1);
     ck_assert(find_seen("within-skew")->remaining < 0);
-    ksft_service_stop(&svc);
+    ksft_world_stop_server(&pr.w);
     /* Skipped, and committed past: no reply went out, and the offsets moved on. */
     ksft_collector_poll(c, 200);
     ck_assert_uint_eq(ksft_collector_count_id(c, "expired"), 0);
@@ -504,20 +453,16 @@ START_TEST(test_deadline_expired_is_skipped_and_committed)
 
     /* A restarted server resumes after them: the expired request never runs. */
     raw_request(p, "ex.t", "after", NULL, 0);
-    ksft_service_start(&svc, ex_server(cfg), 20000);
+    ksft_world_serve(&pr.w, ksft_world_server(&pr.w, ex_handlers));
     ck_assert_uint_eq(ksft_collector_wait_id(c, "after", 1, WAIT_MS), 1);
-    ksf_server_get_stats(svc.srv, &st);
+    ksf_server_get_stats(pr.w.srv, &st);
     ck_assert_uint_eq(st.requests, 1);
     ck_assert_uint_eq(st.expired, 0);
     ck_assert_uint_eq(count_seen("expired"), 0);
     ck_assert_uint_eq(count_seen("none"), 1);
-    ksft_service_stop(&svc);
+    ksft_world_stop_server(&pr.w);
 
-    ksf_client_destroy(inner_client);
-    ksft_collector_destroy(c);
-    ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_probe_close(&pr);
 }
 END_TEST
 
@@ -533,29 +478,24 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_deadline_late_reply_is_counted)
+KSFT_TEST(test_deadline_late_reply_is_counted, 60)
 {
     reset_seen();
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = ksft_config(b);
-    ksf_client *cli = ksft_client(cfg);
-    ksf_server *srv = ksft_server(cfg);
-    on(srv, "lt.slow", h_slow, false);
-    ksft_service svc;
-    ksft_service_start(&svc, srv, 20000);
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .handlers = (const ksft_handler[]){{"lt.slow", h_slow}, {NULL}},
+                        .subscribe = (const char *const[]){"lt.slow", NULL}});
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_client_subscribe_to_response_of(cli, "lt.slow", &ei) == KSF_OK,
-                  "%s", ei.text);
-    ck_assert_msg(ksf_client_connect(cli, 20000, &ei) == KSF_OK, "%s", ei.text);
     json_t *out = NULL;
-    ck_assert_int_eq(ksf_client_call(cli, "lt.slow", NULL, 400, &out, &ei),
+    ck_assert_int_eq(ksf_client_call(w.cli, "lt.slow", NULL, 400, &out, &ei),
                      KSF_ETIMEDOUT);
     ck_assert_ptr_null(out);
     ksf_client_stats cs;
-    int64_t until = ksft_now_ms() + WAIT_MS;
+    ksft_deadline until = ksft_deadline_in(WAIT_MS);
     do {
-        ksf_client_get_stats(cli, &cs);
-    } while (cs.late_replies < 1 && ksft_now_ms() < until && (ksft_sleep_ms(10), 1));
+        ksf_client_get_stats(w.cli, &cs);
+    } while (cs.late_replies < 1 && ksft_deadline_wait(&until));
     ck_assert_uint_eq(cs.timeouts, 1);
     ck_assert_uint_eq(cs.late_replies, 1);
     ck_assert_uint_eq(cs.replies, 0);
@@ -565,14 +505,11 @@ START_TEST(test_deadline_late_reply_is_counted)
     const seen *s = &seen_log[0];
     ck_assert(s->remaining > 0 && s->remaining <= 400);
     ksf_server_stats st;
-    ksf_server_get_stats(srv, &st);
+    ksf_server_get_stats(w.srv, &st);
     ck_assert_uint_eq(st.expired, 0);
     ck_assert_uint_eq(st.replies, 1);
 
-    ksf_client_destroy(cli);
-    ksft_service_stop(&svc);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -593,28 +530,24 @@ h_300ms(ksf_ctx *ctx, const json_t *data, json_t **reply)
  * but answered at once with the overload error (before its caller's timeout: the old
  * code ran it and the caller timed out); counted in shed and errors, not requests.
  */
-START_TEST(test_deadline_cannot_finish_is_shed)
+KSFT_TEST(test_deadline_cannot_finish_is_shed, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = ksft_config(b);
-    ksf_client *cli = ksft_client(cfg);
-    ksf_server *srv = ksft_server(cfg);
-    on(srv, "sh.slow", h_300ms, false);
-    ksft_service svc;
-    ksft_service_start(&svc, srv, 20000);
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .handlers = (const ksft_handler[]){{"sh.slow", h_300ms}, {NULL}},
+                        .subscribe = (const char *const[]){"sh.slow", NULL}});
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_client_subscribe_to_response_of(cli, "sh.slow", &ei) == KSF_OK &&
-                      ksf_client_connect(cli, 20000, &ei) == KSF_OK,
-                  "%s", ei.text);
     json_t *out = NULL;
-    ck_assert_msg(ksf_client_call(cli, "sh.slow", NULL, 5000, &out, &ei) == KSF_OK, "%s",
-                  ei.text);
+    ck_assert_msg(ksf_client_call(w.cli, "sh.slow", NULL, 5000, &out, &ei) == KSF_OK,
+                  "%s", ei.text);
     ck_assert_str_eq(json_string_value(out), "done");
     json_decref(out);
     out = NULL;
 
     int64_t t0 = ksft_now_ms();
-    ck_assert_int_eq(ksf_client_call(cli, "sh.slow", NULL, 150, &out, &ei), KSF_EREMOTE);
+    ck_assert_int_eq(ksf_client_call(w.cli, "sh.slow", NULL, 150, &out, &ei),
+                     KSF_EREMOTE);
     int64_t took = ksft_now_ms() - t0;
     ck_assert_str_eq(json_string_value(json_object_get(out, "status")), "error");
     const char *msg = json_string_value(json_object_get(out, "message"));
@@ -637,54 +570,19 @@ START_TEST(test_deadline_cannot_finish_is_shed)
     ck_assert_int_lt(took, 150); /* an answer, not the caller's timeout */
     json_decref(out);
 
-    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, replies, 2, WAIT_MS);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, replies, 2, WAIT_MS);
     ck_assert_uint_eq(st.shed, 1);
     ck_assert_uint_eq(st.errors, 1);
     ck_assert_uint_eq(st.requests, 1);
     ck_assert_uint_eq(st.expired, 0);
     ck_assert_uint_eq(st.replies, 2);
     ksf_client_stats cs;
-    ksf_client_get_stats(cli, &cs);
+    ksf_client_get_stats(w.cli, &cs);
     ck_assert_uint_eq(cs.timeouts, 0);
     ck_assert_uint_eq(cs.late_replies, 0);
 
-    ksf_client_destroy(cli);
-    ksft_service_stop(&svc);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
-static Suite *
-deadline_suite(void)
-{
-    const struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
-        {"propagates_through_a_handler", test_deadline_propagates_through_a_handler},
-        {"reply_trace_headers", test_deadline_reply_trace_headers},
-        {"expired_is_skipped_and_committed",
-         test_deadline_expired_is_skipped_and_committed},
-        {"late_reply_is_counted", test_deadline_late_reply_is_counted},
-        {"cannot_finish_is_shed", test_deadline_cannot_finish_is_shed},
-    };
-    Suite *s = suite_create("deadline");
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 60);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(deadline_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("deadline")

@@ -3,8 +3,10 @@
  * and client suites test each side against plain librdkafka; this one checks the two
  * halves agree, including a handler that calls another service (nested calls).
  */
-#include "broker.h"
+#include "fixture.h"
 #include "service.h"
+
+#include "suite.h"
 
 #include <check.h>
 #include <pthread.h>
@@ -12,46 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* One broker, one server on a thread, one client: what every case starts from. */
-typedef struct world {
-    ksft_broker *broker;
-    ksf_config *cfg;
-    ksf_server *srv;
-    ksft_service service;
-    ksf_client *cli;
-    ksf_client *inner; /* a client the server's handlers call through, if any */
-} world;
-
-static void
-world_open(world *w, ksf_server *(*make_server)(const ksf_config *cfg, void *user),
-           void *user)
-{
-    memset(w, 0, sizeof *w);
-    w->broker = ksft_broker_start();
-    w->cfg = ksft_config(w->broker);
-    w->cli = ksft_client(w->cfg);
-    w->srv = make_server(w->cfg, user ? user : w);
-    ksft_service_start(&w->service, w->srv, 20000);
-}
-
-static void
-world_close(world *w)
-{
-    ksf_client_destroy(w->cli);
-    ksft_service_stop(&w->service); /* stops and destroys the server */
-    ksf_client_destroy(w->inner);   /* after the server: its handlers used it */
-    ksf_config_destroy(w->cfg);
-    ksft_broker_stop(w->broker);
-}
-
-static void
-register_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user)
-{
-    ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_server_on_message(srv, pattern, fn, user, &ei) == KSF_OK, "%s",
-                  ei.text);
-}
 
 /* Call and compare the reply (or remote error) with @p want_json exactly. */
 static void
@@ -126,22 +88,17 @@ h_object_error(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return e;
 }
 
-static ksf_server *
-make_basic_server(const ksf_config *cfg, void *user)
-{
-    (void)user;
-    ksf_server *srv = ksft_server(cfg);
-    register_message(srv, "hero.kill.dragon", h_hero, NULL);
-    register_message(srv, "math.sum", h_sum, NULL);
-    register_message(srv, "math.fail", h_fail, NULL);
-    register_message(srv, "dragon.find", h_object_error, NULL);
-    return srv;
-}
+static const ksft_handler basic_handlers[] = {{"hero.kill.dragon", h_hero},
+                                              {"math.sum", h_sum},
+                                              {"math.fail", h_fail},
+                                              {"dragon.find", h_object_error},
+                                              {NULL}};
+static const ksft_world_spec basic = {.handlers = basic_handlers};
 
-START_TEST(test_e2e_reply_and_error_shapes)
+KSFT_TEST(test_e2e_reply_and_error_shapes, 60)
 {
-    world w;
-    world_open(&w, make_basic_server, NULL);
+    ksft_world w;
+    ksft_world_open(&w, &basic);
     expect_call(w.cli, "hero.kill.dragon", "{\"heroId\":1,\"dragonId\":7}", KSF_OK,
                 "[{\"id\":1,\"name\":\"Mythical Sword\"},{\"id\":2,\"name\":\"Key to "
                 "Dungeon\"}]");
@@ -154,7 +111,7 @@ START_TEST(test_e2e_reply_and_error_shapes)
                 "{\"status\":\"error\",\"message\":\"Internal server error\"}");
     expect_call(w.cli, "dragon.find", "{}", KSF_EREMOTE,
                 "{\"code\":404,\"message\":\"no such dragon\"}");
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -209,39 +166,18 @@ collected_done(collected *c)
     return d;
 }
 
-/* Poll @p cond(arg) until it is true or @p timeout_ms passed. */
-static bool
-wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
-{
-    int64_t until = ksft_now_ms() + timeout_ms;
-    while (!cond(arg)) {
-        if (ksft_now_ms() > until) {
-            return false;
-        }
-        ksft_sleep_ms(5);
-    }
-    return true;
-}
-
 static bool
 one_done(void *arg)
 {
     return collected_done(arg) >= 1;
 }
 
-static ksf_server *
-make_stream_server(const ksf_config *cfg, void *user)
-{
-    (void)user;
-    ksf_server *srv = ksft_server(cfg);
-    register_message(srv, "rocket.launch", h_countdown, NULL);
-    return srv;
-}
+static const ksft_handler stream_handlers[] = {{"rocket.launch", h_countdown}, {NULL}};
 
-START_TEST(test_e2e_stream)
+KSFT_TEST(test_e2e_stream, 60)
 {
-    world w;
-    world_open(&w, make_stream_server, NULL);
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.handlers = stream_handlers});
     collected c = {.values = json_array()};
     pthread_mutex_init(&c.lock, NULL);
     ksf_send_opts opts = {.flags = KSF_SEND_STREAM, .timeout_ms = 15000};
@@ -249,7 +185,7 @@ START_TEST(test_e2e_stream)
     ck_assert_int_eq(
         ksf_client_send(w.cli, "rocket.launch", NULL, &opts, collect_reply, &c, &ei),
         KSF_OK);
-    ck_assert_msg(wait_until(one_done, &c, 15000), "the stream did not end");
+    ck_assert_msg(ksft_wait_until(one_done, &c, 15000), "the stream did not end");
     char *got = json_dumps(c.values, JSON_COMPACT);
     ck_assert_str_eq(got, "[\"3\",\"2\",\"liftoff\"]");
     ck_assert_int_eq(c.deliveries, 3);
@@ -260,7 +196,7 @@ START_TEST(test_e2e_stream)
     expect_call(w.cli, "rocket.launch", "null", KSF_OK, "\"liftoff\"");
     json_decref(c.values);
     pthread_mutex_destroy(&c.lock);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -289,28 +225,23 @@ h_order(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-static ksf_server *
-make_nested_server(const ksf_config *cfg, void *user)
+KSFT_TEST(test_e2e_nested_call, 60)
 {
-    world *w = user;
-    w->inner = ksft_client(cfg);
-    ksf_server *srv = ksft_server(cfg);
-    register_message(srv, "math.sum", h_sum, NULL);
-    register_message(srv, "order.create", h_order, w->inner);
-    return srv;
-}
-
-START_TEST(test_e2e_nested_call)
-{
-    world w;
-    world_open(&w, make_nested_server, NULL);
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.no_client = true});
+    w.extra = ksft_client(w.cfg); /* the one order.create calls math.sum through */
+    ksft_world_serve(&w, ksft_world_server(&w, (const ksft_handler[]){
+                                                   {"math.sum", h_sum},
+                                                   {"order.create", h_order, w.extra},
+                                                   {NULL}}));
+    w.cli = ksft_client(w.cfg);
     expect_call(w.cli, "order.create", "{\"prices\":[5,7,30]}", KSF_OK,
                 "{\"total\":\"42\"}");
     /* The inner call's remote error comes back through the outer handler. */
     expect_call(w.cli, "order.create", "{\"prices\":\"free\"}", KSF_EREMOTE,
                 "{\"status\":\"error\",\"message\":\"math.sum expects an array of "
                 "integers\"}");
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -380,10 +311,10 @@ all_finished(void *arg)
     return atomic_load(&t->finished) >= E2E_THREADS * E2E_PER_THREAD;
 }
 
-START_TEST(test_e2e_concurrent_sends_exact_accounting)
+KSFT_TEST(test_e2e_concurrent_sends_exact_accounting, 120)
 {
-    world w;
-    world_open(&w, make_basic_server, NULL);
+    ksft_world w;
+    ksft_world_open(&w, &basic);
     static tally t;
     memset(&t, 0, sizeof t);
     t.cli = w.cli;
@@ -397,7 +328,7 @@ START_TEST(test_e2e_concurrent_sends_exact_accounting)
         pthread_join(threads[i], NULL);
     }
     ck_assert_int_eq(atomic_load(&t.send_errors), 0);
-    ck_assert_msg(wait_until(all_finished, &t, 60000), "only %d of %d finished",
+    ck_assert_msg(ksft_wait_until(all_finished, &t, 60000), "only %d of %d finished",
                   atomic_load(&t.finished), E2E_THREADS * E2E_PER_THREAD);
     int lost = 0, duplicated = 0;
     for (int i = 0; i < E2E_THREADS * E2E_PER_THREAD; i++) {
@@ -417,7 +348,7 @@ START_TEST(test_e2e_concurrent_sends_exact_accounting)
     ck_assert_uint_eq(st.duplicate_replies, 0);
     ck_assert_uint_eq(st.unknown_replies, 0);
     ck_assert_uint_eq(st.in_flight, 0);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -434,15 +365,6 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-static ksf_server *
-make_slow_server(const ksf_config *cfg, void *user)
-{
-    (void)user;
-    ksf_server *srv = ksft_server(cfg);
-    register_message(srv, "slow.op", h_slow, NULL);
-    return srv;
-}
-
 static bool
 one_late_reply(void *arg)
 {
@@ -451,15 +373,16 @@ one_late_reply(void *arg)
     return st.late_replies == 1;
 }
 
-START_TEST(test_e2e_timeout_then_late_reply)
+KSFT_TEST(test_e2e_timeout_then_late_reply, 60)
 {
-    world w;
-    world_open(&w, make_slow_server, NULL);
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .handlers = (const ksft_handler[]){{"slow.op", h_slow}, {NULL}},
+                        /* Replies first: the 300 ms below is for the request alone. */
+                        .subscribe = (const char *const[]){"slow.op", NULL}});
     json_t *got = NULL;
     ksf_errinfo ei = {0};
-    /* Join the reply group first: the 300 ms below is for the request alone. */
-    ck_assert_int_eq(ksf_client_subscribe_to_response_of(w.cli, "slow.op", &ei), KSF_OK);
-    ck_assert_msg(ksf_client_connect(w.cli, 20000, &ei) == KSF_OK, "%s", ei.text);
     int64_t start = ksft_now_ms();
     ck_assert_int_eq(ksf_client_call(w.cli, "slow.op", NULL, 300, &got, &ei),
                      KSF_ETIMEDOUT);
@@ -468,14 +391,14 @@ START_TEST(test_e2e_timeout_then_late_reply)
     ck_assert_msg(took >= 300 && took < 1400, "timed out after %lld ms", (long long)took);
     ck_assert_msg(strstr(ei.text, "slow.op") != NULL, "text names the pattern: %s",
                   ei.text);
-    ck_assert_msg(wait_until(one_late_reply, w.cli, 10000),
+    ck_assert_msg(ksft_wait_until(one_late_reply, w.cli, 10000),
                   "the late reply was not counted");
     ksf_client_stats st;
     ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.timeouts, 1);
     ck_assert_uint_eq(st.replies, 0);
     ck_assert_uint_eq(st.in_flight, 0);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -499,18 +422,6 @@ h_killed(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-static ksf_server *
-make_event_server(const ksf_config *cfg, void *user)
-{
-    (void)user;
-    ksf_server *srv = ksft_server(cfg);
-    ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_server_on_event(srv, "hero.dragon.killed", h_killed, NULL, &ei) ==
-                      KSF_OK,
-                  "%s", ei.text);
-    return srv;
-}
-
 static atomic_int emits_acked;
 
 static void
@@ -530,10 +441,12 @@ all_events_seen(void *arg)
     return atomic_load(&events_total) >= E2E_EVENTS;
 }
 
-START_TEST(test_e2e_events_each_handled_once)
+KSFT_TEST(test_e2e_events_each_handled_once, 60)
 {
-    world w;
-    world_open(&w, make_event_server, NULL);
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){
+                            .handlers = (const ksft_handler[]){
+                                {"hero.dragon.killed", h_killed, NULL, true}, {NULL}}});
     ksf_errinfo ei = {0};
     for (int i = 0; i < E2E_EVENTS; i++) {
         json_t *ev = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", i);
@@ -544,8 +457,8 @@ START_TEST(test_e2e_events_each_handled_once)
     }
     ck_assert_msg(ksf_client_flush(w.cli, 10000, &ei) == KSF_OK, "%s", ei.text);
     ck_assert_int_eq(atomic_load(&emits_acked), E2E_EVENTS);
-    ck_assert_msg(wait_until(all_events_seen, NULL, 15000), "handled %d of %d events",
-                  atomic_load(&events_total), E2E_EVENTS);
+    ck_assert_msg(ksft_wait_until(all_events_seen, NULL, 15000),
+                  "handled %d of %d events", atomic_load(&events_total), E2E_EVENTS);
     for (int i = 0; i < E2E_EVENTS; i++) {
         ck_assert_msg(atomic_load(&events_seen[i]) == 1, "event %d handled %d times", i,
                       atomic_load(&events_seen[i]));
@@ -554,44 +467,8 @@ START_TEST(test_e2e_events_each_handled_once)
     ksf_server_get_stats(w.srv, &st);
     ck_assert_uint_eq(st.events, E2E_EVENTS);
     ck_assert_uint_eq(st.replies, 0);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
-static Suite *
-e2e_suite(void)
-{
-    Suite *s = suite_create("e2e");
-    TCase *tc = tcase_create("shapes");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_e2e_reply_and_error_shapes);
-    tcase_add_test(tc, test_e2e_stream);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("nested");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_e2e_nested_call);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("load");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_e2e_concurrent_sends_exact_accounting);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("timeouts");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_e2e_timeout_then_late_reply);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("events");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_e2e_events_each_handled_once);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(e2e_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("e2e")

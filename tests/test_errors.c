@@ -1,11 +1,13 @@
 #include "base/errinfo.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <ksf/ksf.h>
 #include <stdlib.h>
 #include <string.h>
 
-START_TEST(test_errors_every_code_has_a_string)
+KSFT_TEST(test_errors_every_code_has_a_string, 10)
 {
     static const ksf_err all[] = {
         KSF_OK,           KSF_ENOMEM,  KSF_EINVAL, KSF_ETIMEDOUT, KSF_ECLOSED,
@@ -24,14 +26,14 @@ START_TEST(test_errors_every_code_has_a_string)
 }
 END_TEST
 
-START_TEST(test_errors_unknown_code_is_not_null)
+KSFT_TEST(test_errors_unknown_code_is_not_null, 10)
 {
     ck_assert_str_eq(ksf_strerror((ksf_err)12345), "unknown ksf error");
     ck_assert_str_eq(ksf_strerror((ksf_err)-1), "unknown ksf error");
 }
 END_TEST
 
-START_TEST(test_errors_fail_fills_errinfo)
+KSFT_TEST(test_errors_fail_fills_errinfo, 10)
 {
     ksf_errinfo ei = {0};
     ck_assert_int_eq(ksfi_fail(&ei, KSF_EINVAL, "key %s: %d", "x", 7), KSF_EINVAL);
@@ -45,7 +47,7 @@ START_TEST(test_errors_fail_fills_errinfo)
 }
 END_TEST
 
-START_TEST(test_errors_long_text_is_truncated_and_terminated)
+KSFT_TEST(test_errors_long_text_is_truncated_and_terminated, 10)
 {
     ksf_errinfo ei;
     memset(&ei, 'x', sizeof ei);
@@ -57,34 +59,10 @@ START_TEST(test_errors_long_text_is_truncated_and_terminated)
 }
 END_TEST
 
-START_TEST(test_errors_version)
+KSFT_TEST(test_errors_version, 10)
 {
     ck_assert_str_eq(ksf_version(), KSF_VERSION_STRING);
 }
 END_TEST
 
-static Suite *
-errors_suite(void)
-{
-    Suite *s = suite_create("errors");
-    TCase *tc = tcase_create("strerror");
-    tcase_add_test(tc, test_errors_every_code_has_a_string);
-    tcase_add_test(tc, test_errors_unknown_code_is_not_null);
-    tcase_add_test(tc, test_errors_version);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("errinfo");
-    tcase_add_test(tc, test_errors_fail_fills_errinfo);
-    tcase_add_test(tc, test_errors_long_text_is_truncated_and_terminated);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(errors_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("errors")

@@ -13,6 +13,7 @@
  * (KSF_TEST_KAFKA set); on the mock it says it is skipped.
  */
 #include "broker.h"
+#include "raw_kafka.h"
 #include "real_kafka.h"
 #include "service.h"
 #include "suite.h"
@@ -71,12 +72,8 @@ cluster_start(cluster *c, const char *nodes)
     c->address[strcspn(c->address, "\n")] = '\0';
     ck_assert_msg(!strncmp(c->address, "127.0.0.1:", 10), "tools/dev kafka said \"%s\"",
                   c->address);
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", c->address, err, sizeof err);
-    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
-    c->admin = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    ck_assert_msg(c->admin != NULL, "%s", err);
+    static const char *const kv[][2] = {{"log_level", "0"}};
+    c->admin = ksft_rd_new(RD_KAFKA_PRODUCER, ksft_rd_conf(c->address, kv, 1), "admin");
 }
 
 static void
@@ -174,8 +171,8 @@ run_load(load *l, void (*fault)(void *), void *arg)
             KSF_OK);
         watch(l);
     }
-    int64_t until = ksft_now_ms() + REQUEST_TIMEOUT_MS + 10000;
-    while (ksft_tally_finished(&l->tally) < REQUESTS && ksft_now_ms() < until) {
+    ksft_deadline until = ksft_deadline_in(REQUEST_TIMEOUT_MS + 10000);
+    while (ksft_tally_finished(&l->tally) < REQUESTS && ksft_deadline_wait(&until)) {
         watch(l);
         ksft_sleep_ms(1);
     }
@@ -249,7 +246,7 @@ kill_request_leader(void *arg)
     kill_node(c, leader);
 }
 
-START_TEST(test_failover_leader_killed)
+KSFT_TEST(test_failover_leader_killed, 240)
 {
     KSFT_NEEDS_REAL_KAFKA("a 3-node cluster whose nodes can be killed");
     cluster c = {0};
@@ -269,7 +266,7 @@ kill_and_restart_single(void *arg)
     restart_node(c, 1);
 }
 
-START_TEST(test_failover_single_restart)
+KSFT_TEST(test_failover_single_restart, 240)
 {
     KSFT_NEEDS_REAL_KAFKA("a broker that can be killed and restarted on its data");
     cluster c = {0};
@@ -279,12 +276,4 @@ START_TEST(test_failover_single_restart)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"leader_killed", test_failover_leader_killed, 240},
-        {"single_restart", test_failover_single_restart, 240},
-    };
-    return KSFT_RUN("failover", cases);
-}
+KSFT_MAIN("failover")

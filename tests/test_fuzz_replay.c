@@ -3,6 +3,8 @@
  * every file of the directories given as arguments (--min N: fail unless at least N
  * inputs were found). An invariant failure aborts the input's test.
  */
+#include "suite.h"
+
 #include <check.h>
 #include <dirent.h>
 #include <stdint.h>
@@ -19,7 +21,7 @@ static int ninputs;
 /* The fewest inputs the corpus must hold (--min N), so a lost corpus fails loudly. */
 static int min_inputs = 1;
 
-START_TEST(test_fuzz_replay_input)
+KSFT_LOOP_TEST(test_fuzz_replay_input, 60, ninputs)
 {
     FILE *f = fopen(inputs[_i], "rb");
     ck_assert_msg(f != NULL, "cannot open %s", inputs[_i]);
@@ -36,7 +38,7 @@ START_TEST(test_fuzz_replay_input)
 }
 END_TEST
 
-START_TEST(test_fuzz_replay_corpus_present)
+KSFT_TEST(test_fuzz_replay_corpus_present, 60)
 {
     ck_assert_int_ge(ninputs, min_inputs);
 }
@@ -72,18 +74,9 @@ main(int argc, char **argv)
             collect(argv[i]);
         }
     }
-    Suite *s = suite_create("fuzz_replay");
-    TCase *tc = tcase_create("replay");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_fuzz_replay_corpus_present);
-    tcase_add_loop_test(tc, test_fuzz_replay_input, 0, ninputs);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = ksft_main("fuzz_replay");
     for (int i = 0; i < ninputs; i++) {
         free(inputs[i]);
     }
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

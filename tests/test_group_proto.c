@@ -2,6 +2,8 @@
 #include "base/alloc.h"
 #include "group/group_proto.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <ctype.h>
 #include <stdio.h>
@@ -66,7 +68,7 @@ response_body(const char *hex, uint8_t *frame, size_t cap, const uint8_t **body,
     return blen;
 }
 
-START_TEST(test_group_proto_request_vectors)
+KSFT_TEST(test_group_proto_request_vectors, 30)
 {
     ksfi_gp_buf b = {0};
     ksfi_gp_header h = {0, 1, "groupprobe"};
@@ -82,7 +84,7 @@ START_TEST(test_group_proto_request_vectors)
 }
 END_TEST
 
-START_TEST(test_group_proto_group_requests)
+KSFT_TEST(test_group_proto_group_requests, 30)
 {
     uint8_t meta[64];
     size_t mlen = unhex(META_51, meta, sizeof meta);
@@ -139,7 +141,7 @@ END_TEST
 /* KIP-345: a static member's JoinGroup v5, SyncGroup v3 and Heartbeat v3 carry its
  * group_instance_id where a dynamic member's carry null (ffff), and no version without
  * the field accepts one (it would silently make the member dynamic). */
-START_TEST(test_group_proto_static_member)
+KSFT_TEST(test_group_proto_static_member, 30)
 {
     uint8_t meta[64];
     size_t mlen = unhex(META_51, meta, sizeof meta);
@@ -192,7 +194,7 @@ END_TEST
     "|" MEMBER_A "| 00000002 |" MEMBER_A "ffff 00000033" META_51 "|" MEMBER_B            \
     "ffff 00000033" META_51
 
-START_TEST(test_group_proto_response_vectors)
+KSFT_TEST(test_group_proto_response_vectors, 30)
 {
     uint8_t f[512];
     const uint8_t *body;
@@ -262,7 +264,7 @@ START_TEST(test_group_proto_response_vectors)
 }
 END_TEST
 
-START_TEST(test_group_proto_api_versions)
+KSFT_TEST(test_group_proto_api_versions, 30)
 {
     /* The section 7 head (17 keys, Produce 0-7, Fetch 0-11), then the group APIs the
      * mock serves; the keys in between are illustrative. */
@@ -316,7 +318,7 @@ join_error(const char *code_hex, const char *member_hex, int want_code,
     ksfi_gp_join_group_resp_free(&jr);
 }
 
-START_TEST(test_group_proto_error_responses)
+KSFT_TEST(test_group_proto_error_responses, 30)
 {
     join_error("004f", "0018 6b73662d746573742d31323334353637382d616263646566",
                KSFI_GP_ERR_MEMBER_ID_REQUIRED, "ksf-test-12345678-abcdef");
@@ -347,7 +349,7 @@ START_TEST(test_group_proto_error_responses)
 }
 END_TEST
 
-START_TEST(test_group_proto_member_metadata)
+KSFT_TEST(test_group_proto_member_metadata, 30)
 {
     ksfi_gp_buf b = {0};
     const char *topics[] = {"math.sum.reply"};
@@ -411,7 +413,7 @@ odd_user_data(const char *ud)
     ksfi_gp_member_meta_free(&m);
 }
 
-START_TEST(test_group_proto_user_data_tolerance)
+KSFT_TEST(test_group_proto_user_data_tolerance, 30)
 {
     static const char *odd[] = {
         "",
@@ -445,7 +447,7 @@ START_TEST(test_group_proto_user_data_tolerance)
 }
 END_TEST
 
-START_TEST(test_group_proto_assignment)
+KSFT_TEST(test_group_proto_assignment, 30)
 {
     int32_t parts[] = {0, 2};
     ksfi_gp_topic_parts tp = {(char *)"math.sum.reply", parts, 2};
@@ -508,7 +510,7 @@ decode_any(int which, const uint8_t *p, size_t len, ksf_errinfo *ei)
     }
 }
 
-START_TEST(test_group_proto_truncated)
+KSFT_TEST(test_group_proto_truncated, 30)
 {
     static const char *full[] = {
         JOIN_LEADER,
@@ -540,7 +542,7 @@ START_TEST(test_group_proto_truncated)
 }
 END_TEST
 
-START_TEST(test_group_proto_garbage)
+KSFT_TEST(test_group_proto_garbage, 30)
 {
     /* A huge member count is refused before anything is allocated for it. */
     uint8_t f[128];
@@ -580,7 +582,7 @@ START_TEST(test_group_proto_garbage)
 }
 END_TEST
 
-START_TEST(test_group_proto_alloc_failures)
+KSFT_TEST(test_group_proto_alloc_failures, 30)
 {
     uint8_t f[512];
     const uint8_t *body;
@@ -606,42 +608,4 @@ START_TEST(test_group_proto_alloc_failures)
 }
 END_TEST
 
-static Suite *
-group_proto_suite(void)
-{
-    Suite *s = suite_create("group_proto");
-    struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
-        {"requests", test_group_proto_request_vectors},
-        {"group_requests", test_group_proto_group_requests},
-        {"static_member", test_group_proto_static_member},
-        {"responses", test_group_proto_response_vectors},
-        {"api_versions", test_group_proto_api_versions},
-        {"error_responses", test_group_proto_error_responses},
-        {"member_metadata", test_group_proto_member_metadata},
-        {"user_data_tolerance", test_group_proto_user_data_tolerance},
-        {"assignment", test_group_proto_assignment},
-        {"truncated", test_group_proto_truncated},
-        {"garbage", test_group_proto_garbage},
-        {"alloc_failures", test_group_proto_alloc_failures},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 30);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(group_proto_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("group_proto")

@@ -3,7 +3,7 @@
  * read yet (an out-of-range committed offset), and what a caller can make it do with
  * the reply topic it names.
  */
-#include "broker.h"
+#include "fixture.h"
 #include "raw_kafka.h"
 #include "service.h"
 
@@ -23,13 +23,7 @@
 static rd_kafka_t *
 admin_handle(const char *brokers)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ==
-              RD_KAFKA_CONF_OK);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "%s", err);
-    return rk;
+    return ksft_rd_new(RD_KAFKA_PRODUCER, ksft_rd_conf(brokers, NULL, 0), "admin");
 }
 
 static void
@@ -104,33 +98,31 @@ stats_of(ksf_server *srv)
  * restarted server must answer every request still on the broker, and count and log
  * what was deleted; before, it jumped to the end and answered none.
  */
-START_TEST(test_hardening_backlog_restart)
+KSFT_TEST(test_hardening_backlog_restart, 240)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *brokers = ksft_broker_address(b);
-    ksf_config *cfg = ksft_config(b);
-    ksft_broker_create_topic(b, BACKLOG_TOPIC, 1);
-    ksft_broker_create_topic(b, BACKLOG_TOPIC ".reply", 1);
+    static const char *const topics[] = {BACKLOG_TOPIC, BACKLOG_TOPIC ".reply", NULL};
+    ksft_world w; /* the server starts after the first requests */
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics, .no_client = true});
+    const char *brokers = ksft_broker_address(w.broker);
     ksft_producer *p = ksft_producer_new(brokers);
 
     /* A new group starts at the end: these 5 are history, never handled. */
     send_requests(p, BACKLOG_TOPIC, BACKLOG_TOPIC ".reply", 0, 5, 10);
-    static const char *const patterns[] = {BACKLOG_TOPIC, NULL};
-    ksft_service s1 = {0};
-    ksft_service_start(&s1, ksft_echo_server(cfg, patterns), WAIT_MS);
+    static const ksft_handler echo[] = {{BACKLOG_TOPIC}, {NULL}};
+    ksft_world_serve(&w, ksft_world_server(&w, echo));
     send_requests(p, BACKLOG_TOPIC, BACKLOG_TOPIC ".reply", 5, 10, 10);
-    KSFT_WAIT_SERVER_STAT(s1.srv, replies, 10, WAIT_MS);
+    KSFT_WAIT_SERVER_STAT(w.srv, replies, 10, WAIT_MS);
     ck_assert_int_eq(ksft_wait_committed(brokers, GROUP, BACKLOG_TOPIC, 1, 15, WAIT_MS),
                      15);
-    ksf_server_stats st = stats_of(s1.srv);
+    ksf_server_stats st = stats_of(w.srv);
     ck_assert_uint_eq(st.requests, 10);
     ck_assert_uint_eq(st.offset_resets, 0);
-    ksft_service_stop(&s1);
+    ksft_world_stop_server(&w);
 
     /* The backlog: ~7.5 MB, past the embedded broker's 5 MB cap. */
     send_requests(p, BACKLOG_TOPIC, BACKLOG_TOPIC ".reply", 15, BACKLOG_N, 400);
     rd_kafka_t *admin = admin_handle(brokers);
-    if (!ksft_broker_is_mock(b)) {
+    if (!ksft_broker_is_mock(w.broker)) {
         delete_records(admin, BACKLOG_TOPIC, 15 + 4321);
     }
     int64_t lo, hi;
@@ -140,9 +132,8 @@ START_TEST(test_hardening_backlog_restart)
     ck_assert_int_lt(lo, hi - 1000);
     uint64_t waiting = (uint64_t)(hi - lo);
 
-    ksft_service s2 = {0};
-    ksft_service_start(&s2, ksft_echo_server(cfg, patterns), WAIT_MS);
-    st = KSFT_WAIT_SERVER_STAT(s2.srv, replies, waiting, 120000);
+    ksft_world_serve(&w, ksft_world_server(&w, echo)); /* a restart */
+    st = KSFT_WAIT_SERVER_STAT(w.srv, replies, waiting, 120000);
     ck_assert_uint_eq(st.requests, waiting);
     ck_assert_uint_eq(st.replies, waiting);
     ck_assert_uint_eq(st.expired, 0);
@@ -152,7 +143,7 @@ START_TEST(test_hardening_backlog_restart)
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    ck_assert_int_eq(ksf_server_write_prometheus(s2.srv, f), KSF_OK);
+    ck_assert_int_eq(ksf_server_write_prometheus(w.srv, f), KSF_OK);
     fclose(f);
     char want[128];
     ck_assert_ptr_nonnull(strstr(text, "\nksf_server_offset_resets_total 1\n"));
@@ -161,19 +152,16 @@ START_TEST(test_hardening_backlog_restart)
     ck_assert_msg(strstr(text, want), "no \"%s\" in:\n%s", want + 1, text);
     free(text);
     json_t *j = NULL;
-    ck_assert_int_eq(ksf_server_metrics_json(s2.srv, &j), KSF_OK);
+    ck_assert_int_eq(ksf_server_metrics_json(w.srv, &j), KSF_OK);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "offset_resets")), 1);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "offset_reset_skipped")),
                      lo - 15);
     json_decref(j);
     ck_assert_int_eq(ksft_wait_committed(brokers, GROUP, BACKLOG_TOPIC, 1, hi, WAIT_MS),
                      hi);
-    ksft_service_stop(&s2);
-
     rd_kafka_destroy(admin);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -218,12 +206,10 @@ count_refusals(void *user, ksf_log_level level, const char *component,
  * are answered, never internal or the server's own topics, and the distinct names a
  * glob admits are capped; the rest are counted, not handled, and committed past.
  */
-START_TEST(test_hardening_reply_policy)
+KSFT_TEST(test_hardening_reply_policy, 120)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *brokers = ksft_broker_address(b);
     static const char *const allowed[] = {ECHO ".reply", "spring.replies", "team-a",
-                                          "team-b", "team-c"};
+                                          "team-b",      "team-c",         NULL};
     static const char *const refused[] = {
         "team-d",             /* past server.reply.topics.max (3) */
         "__consumer_offsets", /* Kafka's own */
@@ -232,36 +218,33 @@ START_TEST(test_hardening_reply_policy)
         ECHO ".dlq",          /* its dead-letter topic */
         "hero.dragon.killed", /* someone else's event topic */
     };
-    ksft_broker_create_topic(b, ECHO, 1);
-    ksft_broker_create_topic(b, "h.ev", 1);
-    for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++) {
-        ksft_broker_create_topic(b, allowed[i], 1);
-    }
-    ksft_broker_create_topic(b, "hero.dragon.killed", 1);
-    ksft_broker_create_topic(b, ECHO ".dlq", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksf_errinfo ei = {0};
-    ck_assert_int_eq(
-        ksf_config_set(cfg, "server.reply.topics", "spring.replies, team-*,h.*", &ei),
-        KSF_OK);
-    ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics.max", "3", &ei), KSF_OK);
+    static const char *const topics[] = {ECHO, "h.ev", "hero.dragon.killed", ECHO ".dlq",
+                                         NULL};
+    static const char *const settings[][2] = {
+        {"server.reply.topics", "spring.replies, team-*,h.*"},
+        {"server.reply.topics.max", "3"}};
+    static const ksft_handler echo[] = {{ECHO}, {"h.ev"}, {NULL}};
+    ksft_world w;
+    ksft_world_open(
+        &w,
+        &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings), .no_client = true});
+    ksft_world_topics(&w, allowed);
     refusals seen = {0};
-    ksf_config_set_log(cfg, count_refusals, &seen, KSF_LOG_WARNING);
-    static const char *const patterns[] = {ECHO, "h.ev", NULL};
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    ksf_config_set_log(w.cfg, count_refusals, &seen, KSF_LOG_WARNING);
+    ksft_world_serve(&w, ksft_world_server(&w, echo));
+    const char *brokers = ksft_broker_address(w.broker);
     ksft_producer *p = ksft_producer_new(brokers);
 
     /* The allowed ones first, so that the glob's three admissions are team-a..c. */
-    for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++) {
+    for (size_t i = 0; allowed[i]; i++) {
         request_to(p, allowed[i], (int)i);
     }
-    KSFT_WAIT_SERVER_STAT(s.srv, replies, 5, WAIT_MS);
+    KSFT_WAIT_SERVER_STAT(w.srv, replies, 5, WAIT_MS);
     for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
         request_to(p, refused[i], 10 + (int)i);
     }
     request_to(p, "team-a", 20); /* admitted before: still answered */
-    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(s.srv, replies, 6, WAIT_MS);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, replies, 6, WAIT_MS);
     /* A burst of 30 more: the log keeps at most 10 lines a second of them. */
     for (int i = 0; i < 30; i++) {
         char id[32], topic[32];
@@ -271,7 +254,7 @@ START_TEST(test_hardening_reply_policy)
     }
     ksft_producer_flush(p, ksft_scaled_ms(WAIT_MS));
     ck_assert_int_eq(ksft_wait_committed(brokers, GROUP, ECHO, 1, 42, WAIT_MS), 42);
-    st = stats_of(s.srv);
+    st = stats_of(w.srv);
     ck_assert_uint_eq(st.replies, 6);
     ck_assert_uint_eq(st.requests, 6);
     ck_assert_uint_eq(st.reply_refused, 36);
@@ -285,7 +268,7 @@ START_TEST(test_hardening_reply_policy)
     ck_assert_int_eq(hi, 42); /* the requests only */
     const char *const untouched[] = {"h.ev", ECHO ".dlq", "hero.dragon.killed", "team-d"};
     for (size_t i = 0; i < sizeof untouched / sizeof *untouched; i++) {
-        if (!strcmp(untouched[i], "team-d") && !ksft_broker_is_mock(b)) {
+        if (!strcmp(untouched[i], "team-d") && !ksft_broker_is_mock(w.broker)) {
             continue; /* never created on real Kafka: no watermarks to read */
         }
         watermarks(admin, untouched[i], &lo, &hi);
@@ -298,23 +281,22 @@ START_TEST(test_hardening_reply_policy)
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    ck_assert_int_eq(ksf_server_write_prometheus(s.srv, f), KSF_OK);
+    ck_assert_int_eq(ksf_server_write_prometheus(w.srv, f), KSF_OK);
     fclose(f);
     ck_assert_msg(strstr(text, "\nksf_server_reply_refused_total 36\n"), "%s", text);
     free(text);
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     /* Every refusal is either a line or in a count line (the last at stop). */
     ck_assert_int_eq(atomic_load(&seen.lines) + atomic_load(&seen.held), 36);
     ck_assert_int_lt(atomic_load(&seen.lines), 36);
     ck_assert_int_ge(atomic_load(&seen.lines), 10);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
 /* server.reply.topics is checked when set. */
-START_TEST(test_hardening_reply_topics_config)
+KSFT_TEST(test_hardening_reply_topics_config, 10)
 {
     ksf_config *cfg = NULL;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
@@ -340,13 +322,4 @@ START_TEST(test_hardening_reply_topics_config)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"backlog_restart", test_hardening_backlog_restart, 240},
-        {"reply_policy", test_hardening_reply_policy, 120},
-        {"reply_topics_config", test_hardening_reply_topics_config, 10},
-    };
-    return KSFT_RUN("hardening", cases);
-}
+KSFT_MAIN("hardening")

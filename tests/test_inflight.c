@@ -1,6 +1,8 @@
 #include "base/alloc.h"
 #include "client/inflight.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +26,7 @@ table(size_t memory)
     return t;
 }
 
-START_TEST(test_inflight_add_find_remove)
+KSFT_TEST(test_inflight_add_find_remove, 10)
 {
     ksfi_inflight *t = table(16);
     ksfi_pending *a = entry(1, 100), *b = entry(2, 50);
@@ -54,7 +56,7 @@ START_TEST(test_inflight_add_find_remove)
 }
 END_TEST
 
-START_TEST(test_inflight_deadlines_in_order)
+KSFT_TEST(test_inflight_deadlines_in_order, 10)
 {
     enum { N = 5000 };
     ksfi_inflight *t = table(0);
@@ -90,7 +92,7 @@ START_TEST(test_inflight_deadlines_in_order)
 }
 END_TEST
 
-START_TEST(test_inflight_expire_only_due)
+KSFT_TEST(test_inflight_expire_only_due, 10)
 {
     ksfi_inflight *t = table(8);
     ksfi_pending *a = entry(1, 10), *b = entry(2, 20), *c = entry(3, 30);
@@ -113,7 +115,7 @@ START_TEST(test_inflight_expire_only_due)
 }
 END_TEST
 
-START_TEST(test_inflight_memory_is_bounded)
+KSFT_TEST(test_inflight_memory_is_bounded, 10)
 {
     enum { MEM = 100, N = 350 };
     ksfi_inflight *t = table(MEM);
@@ -141,7 +143,7 @@ START_TEST(test_inflight_memory_is_bounded)
 }
 END_TEST
 
-START_TEST(test_inflight_alloc_failure)
+KSFT_TEST(test_inflight_alloc_failure, 10)
 {
     ksfi_inflight *t = NULL;
     for (unsigned long n = 1; n <= 4; n++) {
@@ -168,35 +170,4 @@ START_TEST(test_inflight_alloc_failure)
 }
 END_TEST
 
-static Suite *
-inflight_suite(void)
-{
-    Suite *s = suite_create("inflight");
-    struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
-        {"add_find_remove", test_inflight_add_find_remove},
-        {"deadlines", test_inflight_deadlines_in_order},
-        {"expire", test_inflight_expire_only_due},
-        {"memory", test_inflight_memory_is_bounded},
-        {"alloc_failure", test_inflight_alloc_failure},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 10);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(inflight_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("inflight")

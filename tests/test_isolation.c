@@ -6,11 +6,11 @@
  */
 #include "base/alloc.h"
 #include "base/config.h"
-#include "broker.h"
-#include "raw_kafka.h"
+#include "fixture.h"
 #include "server/dispatch.h"
 #include "server/policy.h"
 #include "server/server.h"
+#include "server_probe.h"
 #include "service.h"
 
 #include "suite.h"
@@ -33,7 +33,7 @@ assert_get(const ksf_config *cfg, const char *key, const char *want)
     ck_assert_str_eq(buf, want);
 }
 
-START_TEST(test_isolation_config)
+KSFT_TEST(test_isolation_config, 10)
 {
     ksf_config *cfg = NULL;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
@@ -137,27 +137,23 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_isolation_slow_pattern)
+KSFT_TEST(test_isolation_slow_pattern, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "i.slow", 2);
-    ksft_broker_create_topic(b, "i.slow.reply", 1);
-    ksft_broker_create_topic(b, "i.fast", 4);
-    ksft_broker_create_topic(b, "i.fast.reply", 1);
-    ksf_config *cfg = ksft_config(b);
+    static const char *const topics[] = {"i.slow:2", "i.slow.reply", "i.fast:4",
+                                         "i.fast.reply", NULL};
     static const char *const settings[][2] = {
         {"server.workers", "4"},
         {"server.pattern.i.slow.concurrency", "1"},
         /* Small fetches, so that what was fetched before the pause took effect is
          * small. */
         {"consumer.max.partition.fetch.bytes", "4096"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "i.slow", h_slow, NULL, NULL), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_message(srv, "i.fast", ksft_echo, NULL, NULL), KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, WAIT_MS);
+    static const ksft_handler handlers[] = {{"i.slow", h_slow}, {"i.fast"}, {NULL}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
+                                           KSFT_SETTINGS(settings),
+                                           .handlers = handlers,
+                                           .no_client = true});
+    const char *addr = ksft_broker_address(w.broker);
 
     /* Slow requests on both partitions, two each: partition order within each. */
     ksft_producer *p = ksft_producer_new(addr);
@@ -178,11 +174,11 @@ START_TEST(test_isolation_slow_pattern)
     }
 
     /* One slow handler holds one worker; the fast pattern has the other three. */
-    ksf_client *cli = ksft_client(cfg);
+    w.cli = ksft_client(w.cfg);
     ksft_tally t;
     ksft_tally_init(&t, FAST_N);
     for (size_t i = 0; i < FAST_N; i++) {
-        ck_assert_int_eq(ksft_tally_send(&t, cli, "i.fast", i, 15000, 0), KSF_OK);
+        ck_assert_int_eq(ksft_tally_send(&t, w.cli, "i.fast", i, 15000, 0), KSF_OK);
     }
     ck_assert_uint_eq(ksft_tally_wait(&t, FAST_N, WAIT_MS), FAST_N);
     ck_assert_uint_eq(atomic_load(&t.ok), FAST_N);
@@ -190,16 +186,16 @@ START_TEST(test_isolation_slow_pattern)
     /* Still exactly one slow handler started: the limit held the other partition. */
     ck_assert_int_eq(atomic_load(&slow_started), 1);
     /* The broker's acknowledgement of the last replies may still be on its way. */
-    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, replies, FAST_N, WAIT_MS);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, replies, FAST_N, WAIT_MS);
     ck_assert_uint_eq(st.replies, FAST_N);
     /* The other slow partition's first message waits for the pattern's one slot: it is
      * counted when the consumer has fetched it, which under load can come after the
      * fast replies. */
-    st = KSFT_WAIT_SERVER_STAT(srv, throttled, 1, WAIT_MS);
+    st = KSFT_WAIT_SERVER_STAT(w.srv, throttled, 1, WAIT_MS);
     ck_assert_uint_ge(st.throttled, 1);
     /* The flooded partition was paused near the threshold instead of buffering the
      * whole flood. */
-    size_t high = ksfi_dispatch_queued_high(srv->dispatch);
+    size_t high = ksfi_dispatch_queued_high(w.srv->dispatch);
     fprintf(stderr, "slow pattern: queued high-water mark %zu of %d flooded\n", high,
             FLOOD);
     ck_assert_msg(high >= KSFI_DISPATCH_PAUSE_AT && high < FLOOD,
@@ -210,8 +206,8 @@ START_TEST(test_isolation_slow_pattern)
     pthread_cond_broadcast(&gate_cond);
     pthread_mutex_unlock(&gate_lock);
     ksft_collector *replies = ksft_collector_new(addr, "i.slow.reply", 0);
-    int64_t until = ksft_now_ms() + WAIT_MS;
-    while (ksft_collector_poll(replies, 100) < SLOW_TOTAL && ksft_now_ms() < until) {
+    ksft_deadline d = ksft_deadline_in(WAIT_MS);
+    while (ksft_collector_poll(replies, 100) < SLOW_TOTAL && ksft_deadline_wait(&d)) {
     }
     ksft_collector_poll(replies, 200);
     ck_assert_uint_eq(ksft_collector_count(replies), SLOW_TOTAL);
@@ -232,16 +228,16 @@ START_TEST(test_isolation_slow_pattern)
     ck_assert_int_eq(next[0], 2);
     ck_assert_int_eq(next[1], 2 + FLOOD);
 
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "i.slow", 0), 2);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "i.slow", 1), 2 + FLOOD);
-    ksf_client_destroy(cli);
+    ksf_client_destroy(w.cli); /* first: no callback may come after it */
+    w.cli = NULL;
     ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
     ksft_tally_free(&t);
     ksft_collector_destroy(replies);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -252,6 +248,21 @@ END_TEST
     "budget of 300 ms\"}"
 
 static atomic_int budget_returned;
+
+/* A world of i.budget (a request pattern) answered by @p handler. */
+static void
+budget_world(ksft_world *w, const char *const (*settings)[2], size_t n,
+             ksf_handler_fn handler)
+{
+    static const char *const topics[] = {"i.budget", "i.budget.reply", NULL};
+    ksft_world_open(w,
+                    &(ksft_world_spec){
+                        .topics = topics,
+                        .settings = settings,
+                        .nsettings = n,
+                        .handlers = (const ksft_handler[]){{"i.budget", handler}, {NULL}},
+                        .no_client = true});
+}
 
 static ksf_err
 h_oversleeps(ksf_ctx *ctx, const json_t *data, json_t **reply)
@@ -264,32 +275,14 @@ h_oversleeps(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-static void
-assert_header(const ksft_msg *m, const char *name, const char *want, size_t want_len)
+KSFT_TEST(test_isolation_budget, 60)
 {
-    const void *v = NULL;
-    size_t len = 0;
-    ck_assert_msg(ksft_msg_header(m, name, &v, &len), "header %s missing", name);
-    ck_assert_msg(len == want_len && !memcmp(v, want, len), "%s: '%.*s' != '%s'", name,
-                  (int)len, (const char *)v, want);
-}
-
-START_TEST(test_isolation_budget)
-{
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "i.budget", 1);
-    ksft_broker_create_topic(b, "i.budget.reply", 1);
-    ksf_config *cfg = ksft_config(b);
     static const char *const settings[][2] = {
         {"server.handler.timeout.ms", "5000"},
         {"server.pattern.i.budget.handler.timeout.ms", "300"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_oversleeps, NULL, NULL),
-                     KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, WAIT_MS);
+    ksft_world w;
+    budget_world(&w, settings, KSFT_NKV(settings), h_oversleeps);
+    const char *addr = ksft_broker_address(w.broker);
     ksft_collector *replies = ksft_collector_new(addr, "i.budget.reply", 0);
 
     /* A NestJS-style request: the exact error reply, long before the handler ends. */
@@ -297,14 +290,14 @@ START_TEST(test_isolation_budget)
     int64_t t0 = ksft_now_ms();
     ksft_send_request(p, "i.budget", 0, "b-1", "i.budget.reply", 0, "{}", 2, true);
     ksf_server_stats st;
-    int64_t until = t0 + WAIT_MS, fired_ms = 0;
+    int64_t fired_ms = 0;
+    ksft_deadline d = ksft_deadline_in(WAIT_MS);
     do { /* the server's side: the collector adds its own fetch latency */
-        ksft_sleep_ms(2);
-        ksf_server_get_stats(srv, &st);
+        ksf_server_get_stats(w.srv, &st);
         if (st.budget_exceeded && !fired_ms) {
             fired_ms = ksft_now_ms() - t0;
         }
-    } while (st.replies < 1 && ksft_now_ms() < until);
+    } while (st.replies < 1 && ksft_deadline_wait(&d));
     int64_t took = ksft_now_ms() - t0;
     fprintf(stderr,
             "budget: fired after %lld ms, error reply acknowledged after %lld ms\n",
@@ -319,9 +312,9 @@ START_TEST(test_isolation_budget)
     ck_assert_uint_eq(ksft_collector_wait_id(replies, "b-1", 1, WAIT_MS), 1);
     const ksft_msg *m = ksft_collector_get_id(replies, "b-1", 0);
     ck_assert_ptr_null(m->value);
-    assert_header(m, "kafka_correlationId", "b-1", 3);
-    assert_header(m, "kafka_nest-err", BUDGET_ERR, strlen(BUDGET_ERR));
-    assert_header(m, "kafka_nest-is-disposed", "\0", 1);
+    ksft_assert_header(m, "kafka_correlationId", "b-1", 3);
+    ksft_assert_header(m, "kafka_nest-err", BUDGET_ERR, strlen(BUDGET_ERR));
+    ksft_assert_header(m, "kafka_nest-is-disposed", "\0", 1);
     /* ... and the handler span's traceparent, like every reply (docs/tracing.md). */
     ck_assert_uint_eq(m->nhdrs, 4);
     ck_assert_str_eq(m->hdrs[3].name, "traceparent");
@@ -329,10 +322,10 @@ START_TEST(test_isolation_budget)
     ck_assert_int_eq(ksft_wait_atomic(&budget_returned, 1, WAIT_MS), 1);
 
     /* A ksf client sees the error as KSF_EREMOTE, and nothing after it. */
-    ksf_client *cli = ksft_client(cfg);
+    w.cli = ksft_client(w.cfg);
     json_t *reply = NULL;
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_client_call(cli, "i.budget", NULL, 10000, &reply, &ei),
+    ck_assert_int_eq(ksf_client_call(w.cli, "i.budget", NULL, 10000, &reply, &ei),
                      KSF_EREMOTE);
     char *text = json_dumps(reply, JSON_COMPACT | JSON_PRESERVE_ORDER);
     ck_assert_str_eq(text, BUDGET_ERR);
@@ -340,29 +333,27 @@ START_TEST(test_isolation_budget)
     json_decref(reply);
     ck_assert_int_eq(ksft_wait_atomic(&budget_returned, 2, WAIT_MS), 2);
     /* The discard is counted just after the handler returns. */
-    st = KSFT_WAIT_SERVER_STAT(srv, late_discarded, 2, WAIT_MS);
+    st = KSFT_WAIT_SERVER_STAT(w.srv, late_discarded, 2, WAIT_MS);
     ck_assert_uint_eq(st.budget_exceeded, 2);
     ck_assert_uint_eq(st.late_discarded, 2);
     ck_assert_uint_eq(st.replies, 2);
 
     /* Both late results were discarded: exactly two reply messages, one per request,
      * once the server stopped (everything it would send has been sent). */
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ksft_collector_poll(replies, 300);
     ck_assert_uint_eq(ksft_collector_count(replies), 2);
     ck_assert_uint_eq(ksft_collector_count_id(replies, "b-1"), 1);
     ksf_client_stats cs;
-    ksf_client_get_stats(cli, &cs);
+    ksf_client_get_stats(w.cli, &cs);
     ck_assert_uint_eq(cs.remote_errors, 1);
     ck_assert_uint_eq(cs.duplicate_replies, 0);
     ck_assert_uint_eq(cs.late_replies, 0);
     ck_assert_uint_eq(cs.unknown_replies, 0);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "i.budget", 0), 2);
-    ksf_client_destroy(cli);
     ksft_collector_destroy(replies);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -390,51 +381,32 @@ h_defers(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return e;
 }
 
-START_TEST(test_isolation_budget_deferred)
+KSFT_TEST(test_isolation_budget_deferred, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "i.budget", 1);
-    ksft_broker_create_topic(b, "i.budget.reply", 1);
-    ksf_config *cfg = ksft_config(b);
     static const char *const settings[][2] = {{"server.handler.timeout.ms", "300"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "i.budget", h_defers, NULL, NULL),
-                     KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, WAIT_MS);
+    ksft_world w;
+    budget_world(&w, settings, KSFT_NKV(settings), h_defers);
+    const char *addr = ksft_broker_address(w.broker);
     ksft_collector *replies = ksft_collector_new(addr, "i.budget.reply", 0);
     ksft_producer *p = ksft_producer_new(addr);
     ksft_send_request(p, "i.budget", 0, "d-1", "i.budget.reply", 0, "{}", 2, true);
     ck_assert_uint_eq(ksft_collector_wait_id(replies, "d-1", 1, WAIT_MS), 1);
     const ksft_msg *m = ksft_collector_get_id(replies, "d-1", 0);
-    assert_header(m, "kafka_nest-err", BUDGET_ERR, strlen(BUDGET_ERR));
+    ksft_assert_header(m, "kafka_nest-err", BUDGET_ERR, strlen(BUDGET_ERR));
     /* The deferred finish still succeeds for the handler, but sends nothing. */
     pthread_join(finisher, NULL);
     ck_assert_int_eq(atomic_load(&finish_result), KSF_OK);
-    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, late_discarded, 1, WAIT_MS);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, late_discarded, 1, WAIT_MS);
     ck_assert_uint_eq(st.budget_exceeded, 1);
     ck_assert_uint_eq(st.late_discarded, 1);
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ksft_collector_poll(replies, 300);
     ck_assert_uint_eq(ksft_collector_count(replies), 1);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "i.budget", 0), 1);
     ksft_collector_destroy(replies);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"config", test_isolation_config, 10},
-        {"slow_pattern", test_isolation_slow_pattern, 60},
-        {"budget", test_isolation_budget, 60},
-        {"budget_deferred", test_isolation_budget_deferred, 60},
-    };
-    return KSFT_RUN("isolation", cases);
-}
+KSFT_MAIN("isolation")

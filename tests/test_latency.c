@@ -14,7 +14,7 @@
  * handler works, not while its reply waits for the broker's acknowledgement (holding it
  * that long capped a pattern at `limit` replies per produce round trip).
  */
-#include "broker.h"
+#include "fixture.h"
 #include "raw_kafka.h"
 #include "server/dispatch.h"
 #include "service.h"
@@ -65,48 +65,28 @@ count_fetches(void *user, ksf_log_level level, const char *component, const char
     }
 }
 
-typedef struct world {
-    ksft_broker *b;
-    ksft_service service;
-    ksf_client *cli;
-} world;
-
 /* A broker, an echo server on @p pattern (ready), and a client (not connected) that
  * counts its Fetch requests; @p provider NULL: the default reply provider. */
 static void
-world_open(world *w, const char *pattern, const char *provider)
+latency_world(ksft_world *w, const char *pattern, const char *provider)
 {
-    char reply_topic[128];
+    char topic[128], reply_topic[128];
+    snprintf(topic, sizeof topic, "%s:4", pattern);
+    snprintf(reply_topic, sizeof reply_topic, "%s.reply:4", pattern);
+    const ksft_handler echo[] = {{pattern}, {NULL}};
+    ksft_world_open(
+        w, &(ksft_world_spec){.topics = (const char *const[]){topic, reply_topic, NULL},
+                              .handlers = echo,
+                              .no_client = true});
+    /* The client's settings only: the server already copied the configuration. */
+    const char *const kv[][2] = {{"consumer.debug", "fetch"},
+                                 {"client.reply.provider", provider}};
+    ksft_config_set_all(w->cfg, kv, provider ? 2 : 1);
+    ksf_config_set_log(w->cfg, count_fetches, NULL, KSF_LOG_DEBUG);
+    w->cli = ksft_client(w->cfg);
     ksf_errinfo ei = {0};
-    memset(w, 0, sizeof *w);
-    w->b = ksft_broker_start();
-    snprintf(reply_topic, sizeof reply_topic, "%s.reply", pattern);
-    ksft_broker_create_topic(w->b, pattern, 4);
-    ksft_broker_create_topic(w->b, reply_topic, 4);
-    ksf_config *scfg = ksft_config(w->b);
-    const char *const patterns[] = {pattern, NULL};
-    ksft_service_start(&w->service, ksft_echo_server(scfg, patterns), 20000);
-    ksf_config_destroy(scfg);
-
-    ksf_config *ccfg = ksft_config(w->b);
-    ck_assert_int_eq(ksf_config_set(ccfg, "consumer.debug", "fetch", &ei), KSF_OK);
-    if (provider) {
-        ck_assert_int_eq(ksf_config_set(ccfg, "client.reply.provider", provider, &ei),
-                         KSF_OK);
-    }
-    ksf_config_set_log(ccfg, count_fetches, NULL, KSF_LOG_DEBUG);
-    w->cli = ksft_client(ccfg);
-    ksf_config_destroy(ccfg);
     ck_assert_int_eq(ksf_client_subscribe_to_response_of(w->cli, pattern, &ei), KSF_OK);
     ck_assert_msg(ksf_client_connect(w->cli, 20000, &ei) == KSF_OK, "%s", ei.text);
-}
-
-static void
-world_close(world *w)
-{
-    ksf_client_destroy(w->cli);
-    ksft_service_stop(&w->service);
-    ksft_broker_stop(w->b);
 }
 
 /* One echo call of @p i; returns its latency in ms (fails the test on error). */
@@ -130,11 +110,10 @@ timed_call(ksf_client *cli, const char *pattern, int i)
 static bool
 wait_quiet(void)
 {
-    int64_t deadline = ksft_now_ms() + QUIET_WAIT_MS;
+    ksft_deadline deadline = ksft_deadline_in(QUIET_WAIT_MS);
     unsigned last = atomic_load(&fetches);
     int64_t since = ksft_now_ms();
-    while (ksft_now_ms() < deadline) {
-        ksft_sleep_ms(20);
+    while (ksft_deadline_wait(&deadline)) {
         unsigned now = atomic_load(&fetches);
         if (now != last) {
             last = now;
@@ -159,11 +138,11 @@ assert_clean(ksf_client *cli, uint64_t calls)
     ck_assert_uint_eq(s.unknown_replies, 0);
 }
 
-START_TEST(test_latency_idle_resume)
+KSFT_TEST(test_latency_idle_resume, 60)
 {
     KSFT_NEEDS_MOCK("its request counters, to see Fetch requests");
-    world w;
-    world_open(&w, "lat.idle", "static");
+    ksft_world w;
+    latency_world(&w, "lat.idle", "static");
     timed_call(w.cli, "lat.idle", 0); /* warm: the bound is about idle, not start */
     unsigned busy0 = atomic_load(&fetches);
     ksft_sleep_ms(100);
@@ -183,14 +162,14 @@ START_TEST(test_latency_idle_resume)
                       r, (long long)took);
     }
     assert_clean(w.cli, IDLE_ROUNDS + 1);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
-START_TEST(test_latency_first_call)
+KSFT_TEST(test_latency_first_call, 60)
 {
-    world w;
-    world_open(&w, "lat.first", NULL); /* the default: the reply group */
+    ksft_world w;
+    latency_world(&w, "lat.first", NULL); /* the default: the reply group */
     int64_t first = timed_call(w.cli, "lat.first", 0);
     ck_assert_msg(first < call_bound_ms(), "the first call after connect took %lld ms",
                   (long long)first);
@@ -198,23 +177,23 @@ START_TEST(test_latency_first_call)
     ck_assert_msg(second < call_bound_ms(), "the second call took %lld ms",
                   (long long)second);
     assert_clean(w.cli, 2);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
-START_TEST(test_latency_first_call_after_idle)
+KSFT_TEST(test_latency_first_call_after_idle, 60)
 {
     /* Nothing consumed yet: where fetching resumes is known only from the partition's
      * end-of-partition event, which connect() waited for. */
-    world w;
-    world_open(&w, "lat.cold", "static");
+    ksft_world w;
+    latency_world(&w, "lat.cold", "static");
     ck_assert_msg(atomic_load(&fetches) >= 1, "connect returned before the first Fetch");
     ck_assert_msg(wait_quiet(), "the idle client never stopped fetching");
     int64_t took = timed_call(w.cli, "lat.cold", 0);
     ck_assert_msg(took < call_bound_ms(), "the first call, after idle, took %lld ms",
                   (long long)took);
     assert_clean(w.cli, 1);
-    world_close(&w);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -286,7 +265,7 @@ pipe_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return ksft_echo(ctx, data, reply);
 }
 
-START_TEST(test_latency_replies_pipelined)
+KSFT_TEST(test_latency_replies_pipelined, 90)
 {
     /* Concurrency 1 and a broker that holds every Produce response 5 s: a slot held
      * until the acknowledgement lets the second handler run only ~5 s after the first,
@@ -298,9 +277,8 @@ START_TEST(test_latency_replies_pipelined)
     ksft_service service;
     ksf_server *srv = start_reader(&service, b, "lat.pipe", pipe_echo, "1");
 
-    int64_t deadline = ksft_now_ms() + ksft_scaled_ms(PIPE_ACK_DELAY_MS * 4);
-    while (atomic_load(&pipe_runs) < PIPE_REQUESTS && ksft_now_ms() < deadline) {
-        ksft_sleep_ms(5);
+    ksft_deadline deadline = ksft_deadline_in(PIPE_ACK_DELAY_MS * 4);
+    while (atomic_load(&pipe_runs) < PIPE_REQUESTS && ksft_deadline_wait(&deadline)) {
     }
     unsigned runs = atomic_load(&pipe_runs);
     ck_assert_msg(runs == PIPE_REQUESTS,
@@ -313,8 +291,8 @@ START_TEST(test_latency_replies_pipelined)
 
     /* Every reply arrives once, in order, with its request's value. */
     ksft_collector *c = ksft_collector_new(ksft_broker_address(b), "lat.pipe.reply", 0);
-    deadline = ksft_now_ms() + ksft_scaled_ms(PIPE_ACK_DELAY_MS * 6);
-    while (ksft_collector_poll(c, 100) < PIPE_REQUESTS && ksft_now_ms() < deadline) {
+    deadline = ksft_deadline_in(PIPE_ACK_DELAY_MS * 6);
+    while (ksft_collector_poll(c, 100) < PIPE_REQUESTS && ksft_deadline_wait(&deadline)) {
     }
     ck_assert_uint_eq(ksft_collector_count(c), PIPE_REQUESTS);
     for (size_t i = 0; i < PIPE_REQUESTS; i++) {
@@ -350,7 +328,7 @@ backlog_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return ksft_echo(ctx, data, reply);
 }
 
-START_TEST(test_latency_ack_backlog_bounded)
+KSFT_TEST(test_latency_ack_backlog_bounded, 120)
 {
     /* The other side of releasing the slot early: replies waiting for the broker still
      * count against the partition's window, which pauses fetching at
@@ -366,9 +344,8 @@ START_TEST(test_latency_ack_backlog_bounded)
     ksf_server *srv = start_reader(&service, b, "lat.backlog", backlog_echo, NULL);
 
     ksf_server_stats s = {0};
-    int64_t deadline = ksft_now_ms() + ksft_scaled_ms(BACKLOG_ACK_DELAY_MS * 4);
-    while (s.replies == 0 && ksft_now_ms() < deadline) {
-        ksft_sleep_ms(2);
+    ksft_deadline deadline = ksft_deadline_in(BACKLOG_ACK_DELAY_MS * 4);
+    while (s.replies == 0 && ksft_deadline_wait(&deadline)) {
         ksf_server_get_stats(srv, &s);
     }
     unsigned before_ack = atomic_load(&backlog_runs);
@@ -381,9 +358,8 @@ START_TEST(test_latency_ack_backlog_bounded)
                   before_ack, KSFI_DISPATCH_PAUSE_AT);
 
     /* Then everything is answered, each request once. */
-    deadline = ksft_now_ms() + ksft_scaled_ms(60000);
-    while (s.replies < BACKLOG_REQUESTS && ksft_now_ms() < deadline) {
-        ksft_sleep_ms(20);
+    deadline = ksft_deadline_in(60000);
+    while (s.replies < BACKLOG_REQUESTS && ksft_deadline_wait(&deadline)) {
         ksf_server_get_stats(srv, &s);
     }
     ck_assert_uint_eq(s.replies, BACKLOG_REQUESTS);
@@ -395,15 +371,4 @@ START_TEST(test_latency_ack_backlog_bounded)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"idle_resume", test_latency_idle_resume, 60},
-        {"first_call", test_latency_first_call, 60},
-        {"first_call_after_idle", test_latency_first_call_after_idle, 60},
-        {"replies_pipelined", test_latency_replies_pipelined, 90},
-        {"ack_backlog_bounded", test_latency_ack_backlog_bounded, 120},
-    };
-    return KSFT_RUN("latency", cases);
-}
+KSFT_MAIN("latency")

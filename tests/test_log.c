@@ -4,6 +4,8 @@
 #include "base/log.h"
 #include "kafka/kafka.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <ksf/ksf.h>
 #include <pthread.h>
@@ -12,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-START_TEST(test_log_logfmt_plain_values)
+KSFT_TEST(test_log_logfmt_plain_values, 10)
 {
     char buf[256];
     ksf_log_field f[] = {{"topic", "hero.kill"}, {"partition", "3"}};
@@ -24,7 +26,7 @@ START_TEST(test_log_logfmt_plain_values)
 }
 END_TEST
 
-START_TEST(test_log_logfmt_escaping)
+KSFT_TEST(test_log_logfmt_escaping, 10)
 {
     char buf[256];
     ksf_log_field f[] = {
@@ -39,7 +41,7 @@ START_TEST(test_log_logfmt_escaping)
 }
 END_TEST
 
-START_TEST(test_log_logfmt_truncates_like_snprintf)
+KSFT_TEST(test_log_logfmt_truncates_like_snprintf, 10)
 {
     char buf[16];
     size_t n =
@@ -51,7 +53,7 @@ START_TEST(test_log_logfmt_truncates_like_snprintf)
 }
 END_TEST
 
-START_TEST(test_log_json_escaping)
+KSFT_TEST(test_log_json_escaping, 10)
 {
     char buf[256];
     ksf_log_field f[] = {{"correlation_id", "a\"b"}, {"note", "x\\y\nz\x1f"}};
@@ -89,7 +91,7 @@ assert_matches(const char *text, const char *pattern)
     ck_assert_msg(rc == 0, "\"%s\" does not match /%s/", text, pattern);
 }
 
-START_TEST(test_log_ready_sinks_write_one_line)
+KSFT_TEST(test_log_ready_sinks_write_one_line, 10)
 {
     FILE *f = tmpfile();
     ck_assert_ptr_nonnull(f);
@@ -105,7 +107,7 @@ START_TEST(test_log_ready_sinks_write_one_line)
 }
 END_TEST
 
-START_TEST(test_log_ready_sink_cuts_long_lines)
+KSFT_TEST(test_log_ready_sink_cuts_long_lines, 10)
 {
     FILE *f = tmpfile();
     ck_assert_ptr_nonnull(f);
@@ -154,7 +156,7 @@ structured_sink(void *user, ksf_log_level level, const char *component,
     }
 }
 
-START_TEST(test_log_logkv_reaches_both_sinks)
+KSFT_TEST(test_log_logkv_reaches_both_sinks, 10)
 {
     ksf_config *cfg;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
@@ -193,7 +195,7 @@ START_TEST(test_log_logkv_reaches_both_sinks)
 }
 END_TEST
 
-START_TEST(test_log_off_by_default)
+KSFT_TEST(test_log_off_by_default, 10)
 {
     ksf_config *cfg;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
@@ -237,7 +239,7 @@ typedef struct owner {
     ksfi_logger log;
 } owner;
 
-START_TEST(test_log_kafka_records_carry_facility_and_client)
+KSFT_TEST(test_log_kafka_records_carry_facility_and_client, 20)
 {
     kafka_seen k = {.lock = PTHREAD_MUTEX_INITIALIZER};
     ksf_config *cfg;
@@ -302,7 +304,7 @@ lines_sink(void *user, ksf_log_level level, const char *component, const char *m
     l->n++;
 }
 
-START_TEST(test_log_limiter_bursts_and_reports)
+KSFT_TEST(test_log_limiter_bursts_and_reports, 10)
 {
     ksf_config *cfg;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
@@ -364,38 +366,4 @@ START_TEST(test_log_limiter_bursts_and_reports)
 }
 END_TEST
 
-static Suite *
-log_suite(void)
-{
-    Suite *s = suite_create("log");
-    TCase *tc = tcase_create("format");
-    tcase_set_timeout(tc, 10);
-    tcase_add_test(tc, test_log_logfmt_plain_values);
-    tcase_add_test(tc, test_log_logfmt_escaping);
-    tcase_add_test(tc, test_log_logfmt_truncates_like_snprintf);
-    tcase_add_test(tc, test_log_json_escaping);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("sinks");
-    tcase_set_timeout(tc, 10);
-    tcase_add_test(tc, test_log_ready_sinks_write_one_line);
-    tcase_add_test(tc, test_log_ready_sink_cuts_long_lines);
-    tcase_add_test(tc, test_log_logkv_reaches_both_sinks);
-    tcase_add_test(tc, test_log_off_by_default);
-    tcase_add_test(tc, test_log_limiter_bursts_and_reports);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("kafka");
-    tcase_set_timeout(tc, 20);
-    tcase_add_test(tc, test_log_kafka_records_carry_facility_and_client);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(log_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("log")

@@ -4,6 +4,7 @@
 #include "broker.h"
 #include "group/membership.h"
 
+#include "service.h"
 #include "suite.h"
 
 #include <check.h>
@@ -96,6 +97,16 @@ start_as(tmember *t, ksft_broker *b, int64_t launch, const char *instance)
     ck_assert_msg(ksfi_membership_new(&t->m, &cfg, &cb, &ei) == KSF_OK, "%s", ei.text);
 }
 
+/* One of @p t's counters (t->fatal, t->revoked), read under its lock. */
+static unsigned
+read_locked(tmember *t, const unsigned *counter)
+{
+    pthread_mutex_lock(&t->lock);
+    unsigned v = *counter;
+    pthread_mutex_unlock(&t->lock);
+    return v;
+}
+
 static void
 start(tmember *t, ksft_broker *b, int64_t launch)
 {
@@ -121,7 +132,7 @@ static int32_t
 wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
             int timeout_ms)
 {
-    int64_t deadline = ksft_now_ms() + timeout_ms;
+    ksft_deadline deadline = ksft_deadline_in(timeout_ms);
     char got[8][64];
     int32_t gen[8], low;
     unsigned rev;
@@ -135,7 +146,7 @@ wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
         if (ok) {
             return gen[0];
         }
-        if (ksft_now_ms() > deadline) {
+        if (!ksft_deadline_wait(&deadline)) {
             for (size_t i = 0; i < n; i++) {
                 fprintf(stderr,
                         "member %zu: generation %d partitions \"%s\" want \"%s\"\n", i,
@@ -143,18 +154,7 @@ wait_stable(tmember **ms, size_t n, int32_t after, const char *const *want,
             }
             ck_abort_msg("the group did not settle within %d ms", timeout_ms);
         }
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL);
     }
-}
-
-static unsigned
-revocations(tmember *t)
-{
-    pthread_mutex_lock(&t->lock);
-    unsigned r = t->revoked;
-    pthread_mutex_unlock(&t->lock);
-    return r;
 }
 
 static void
@@ -165,7 +165,7 @@ finish(tmember *t)
 }
 
 /* 3 join, a 4th joins, one leaves, one vanishes: nobody's lowest partition moves. */
-START_TEST(test_membership_rebalances)
+KSFT_TEST(test_membership_rebalances, 80)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, TOPIC, 4);
@@ -196,7 +196,7 @@ START_TEST(test_membership_rebalances)
     /* Eviction waited for the session (6000 ms), which runs from d's last heartbeat
      * (every 500 ms) before it stopped: a real broker evicts it 5.5-6 s later. */
     ck_assert_int_ge(ksft_now_ms() - t0, 6000 - 500);
-    ck_assert_uint_eq(revocations(&a) + revocations(&bb), 0);
+    ck_assert_uint_eq(read_locked(&a, &a.revoked) + read_locked(&bb, &bb.revoked), 0);
     ksfi_membership_stats sa, sb;
     ksfi_membership_get_stats(a.m, &sa);
     ksfi_membership_get_stats(bb.m, &sb);
@@ -216,7 +216,7 @@ total(tmember *t, ksfi_membership_stats *st)
 
 /* Coordinator errors injected on every group API are survived without losing a
  * partition. */
-START_TEST(test_membership_injected_errors)
+KSFT_TEST(test_membership_injected_errors, 70)
 {
     KSFT_NEEDS_MOCK("injected coordinator errors");
     ksft_broker *b = ksft_broker_start();
@@ -240,11 +240,12 @@ START_TEST(test_membership_injected_errors)
     unsigned lookups = s1.lookups + s2.lookups;
     rd_kafka_mock_push_request_errors(mc, KSFI_GP_API_HEARTBEAT, 1,
                                       RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
-    int64_t deadline = ksft_now_ms() + 5000;
+    ksft_deadline deadline = ksft_deadline_in(5000);
     do {
         total(&a, &s1);
         total(&bb, &s2);
-        ck_assert_msg(ksft_now_ms() < deadline, "no rediscovery after NOT_COORDINATOR");
+        ck_assert_msg(ksft_deadline_wait(&deadline),
+                      "no rediscovery after NOT_COORDINATOR");
     } while (s1.lookups + s2.lookups == lookups);
 
     /* REBALANCE_IN_PROGRESS on a heartbeat, then errors on the rejoin's JoinGroup and
@@ -259,7 +260,7 @@ START_TEST(test_membership_injected_errors)
     total(&a, &s1);
     total(&bb, &s2);
     ck_assert_uint_ge(s1.group_errors + s2.group_errors, 6);
-    ck_assert_uint_eq(revocations(&a) + revocations(&bb), 0);
+    ck_assert_uint_eq(read_locked(&a, &a.revoked) + read_locked(&bb, &bb.revoked), 0);
     ck_assert(s1.stable && s2.stable);
     finish(&a);
     finish(&bb);
@@ -269,7 +270,7 @@ END_TEST
 
 /* The broker goes away briefly: reconnect, keep the assignment, no revocation. Away for
  * longer than the session: the owner hears it is lost, then it is assigned again. */
-START_TEST(test_membership_broker_down)
+KSFT_TEST(test_membership_broker_down, 50)
 {
     KSFT_NEEDS_MOCK("stopping and restarting the broker");
     ksft_broker *b = ksft_broker_start();
@@ -284,29 +285,23 @@ START_TEST(test_membership_broker_down)
     unsigned hb = st.heartbeats;
 
     ksft_broker_set_down(b, true);
-    struct timespec two_s = {2, 0};
-    nanosleep(&two_s, NULL); /* the outage itself is what is being tested */
+    ksft_sleep_ms(2000); /* the outage itself is what is being tested */
     ksft_broker_set_down(b, false);
-    int64_t deadline = ksft_now_ms() + 8000;
+    ksft_deadline deadline = ksft_deadline_in(8000);
     do {
         total(&a, &st);
-        ck_assert_msg(ksft_now_ms() < deadline, "heartbeats did not resume");
+        ck_assert_msg(ksft_deadline_wait(&deadline), "heartbeats did not resume");
     } while (st.heartbeats < hb + 3);
     ck_assert_uint_gt(st.io_errors, 0);
-    ck_assert_uint_eq(revocations(&a), 0);
+    ck_assert_uint_eq(read_locked(&a, &a.revoked), 0);
     ck_assert_int_eq(st.generation, g);
 
     ksft_broker_set_down(b, true);
-    deadline = ksft_now_ms() + 9000;
-    while (revocations(&a) == 0) {
-        ck_assert_msg(ksft_now_ms() < deadline,
-                      "no revocation after the session expired");
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    KSFT_WAIT_UNTIL(read_locked(&a, &a.revoked) > 0, 9000,
+                    "a revocation after the session expired");
     ksft_broker_set_down(b, false);
     wait_stable(one, 1, g, want, 15000);
-    ck_assert_uint_eq(revocations(&a), 1);
+    ck_assert_uint_eq(read_locked(&a, &a.revoked), 1);
     finish(&a);
     ksft_broker_stop(b);
 }
@@ -314,7 +309,7 @@ END_TEST
 
 /* A fatal answer (INVALID_SESSION_TIMEOUT on JoinGroup) reaches the owner once, with a
  * sentence saying what to do, and the membership stops retrying. */
-START_TEST(test_membership_fatal_error)
+KSFT_TEST(test_membership_fatal_error, 20)
 {
     KSFT_NEEDS_MOCK("an injected INVALID_SESSION_TIMEOUT");
     ksft_broker *b = ksft_broker_start();
@@ -322,18 +317,7 @@ START_TEST(test_membership_fatal_error)
                                       RD_KAFKA_RESP_ERR_INVALID_SESSION_TIMEOUT);
     tmember a;
     start(&a, b, 1000);
-    int64_t deadline = ksft_now_ms() + 5000;
-    for (;;) {
-        pthread_mutex_lock(&a.lock);
-        unsigned f = a.fatal;
-        pthread_mutex_unlock(&a.lock);
-        if (f) {
-            break;
-        }
-        ck_assert_msg(ksft_now_ms() < deadline, "no fatal error reported");
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    KSFT_WAIT_UNTIL(read_locked(&a, &a.fatal) > 0, 5000, "a fatal error reported");
     ck_assert_ptr_nonnull(strstr(a.fatal_text, "INVALID_SESSION_TIMEOUT (26)"));
     ck_assert_ptr_nonnull(strstr(a.fatal_text, "session.timeout.ms"));
     ksfi_membership_stats st;
@@ -348,7 +332,7 @@ END_TEST
 
 /* A static member on a broker without JoinGroup v5 stops with a sentence instead of
  * joining as a dynamic member; a dynamic member joins there with v4. */
-START_TEST(test_membership_static_needs_v5)
+KSFT_TEST(test_membership_static_needs_v5, 40)
 {
     KSFT_NEEDS_MOCK("a broker limited to JoinGroup v4");
     ksft_broker *b = ksft_broker_start();
@@ -357,18 +341,7 @@ START_TEST(test_membership_static_needs_v5)
         RD_KAFKA_RESP_ERR_NO_ERROR);
     tmember a, d;
     start_as(&a, b, 1000, "hero-0");
-    int64_t deadline = ksft_now_ms() + 5000;
-    for (;;) {
-        pthread_mutex_lock(&a.lock);
-        unsigned f = a.fatal;
-        pthread_mutex_unlock(&a.lock);
-        if (f) {
-            break;
-        }
-        ck_assert_msg(ksft_now_ms() < deadline, "no fatal error reported");
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    KSFT_WAIT_UNTIL(read_locked(&a, &a.fatal) > 0, 5000, "a fatal error reported");
     char want[KSF_ERRINFO_TEXT_SIZE];
     snprintf(want, sizeof want,
              "group " GROUP ": broker %s does not serve JoinGroup v5-5, which ksf needs "
@@ -391,7 +364,7 @@ START_TEST(test_membership_static_needs_v5)
 }
 END_TEST
 
-START_TEST(test_membership_bad_config)
+KSFT_TEST(test_membership_bad_config, 10)
 {
     ksfi_assignor_topic topics[] = {{TOPIC, 4}};
     ksfi_membership_config cfg = {
@@ -420,16 +393,4 @@ START_TEST(test_membership_bad_config)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"bad_config", test_membership_bad_config, 10},
-        {"fatal_error", test_membership_fatal_error, 20},
-        {"static_needs_v5", test_membership_static_needs_v5, 40},
-        {"rebalances", test_membership_rebalances, 80},
-        {"injected_errors", test_membership_injected_errors, 70},
-        {"broker_down", test_membership_broker_down, 50},
-    };
-    return KSFT_RUN("membership", cases);
-}
+KSFT_MAIN("membership")

@@ -4,9 +4,11 @@
  * on the embedded broker.
  */
 #include "base/alloc.h"
-#include "broker.h"
+#include "fixture.h"
 #include "obs/metrics.h"
 #include "service.h"
+
+#include "suite.h"
 
 #include <check.h>
 #include <ksf/ksf.h>
@@ -14,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-START_TEST(test_metrics_bucket_edges)
+KSFT_TEST(test_metrics_bucket_edges, 30)
 {
     /* Bounds are inclusive (Prometheus le): a value on a bound is in that bucket. */
     ck_assert_uint_eq(ksfi_hist_bucket(0), 0);
@@ -50,7 +52,7 @@ hammer(void *arg)
     return NULL;
 }
 
-START_TEST(test_metrics_concurrent_counts_are_exact)
+KSFT_TEST(test_metrics_concurrent_counts_are_exact, 30)
 {
     ksfi_pmetrics *m = ksfi_pmetrics_new("p");
     ck_assert_ptr_nonnull(m);
@@ -99,7 +101,7 @@ mem_close(memout *m)
     return m->text;
 }
 
-START_TEST(test_metrics_prometheus_text_and_escaping)
+KSFT_TEST(test_metrics_prometheus_text_and_escaping, 10)
 {
     ksfi_pmetrics *a = ksfi_pmetrics_new("odd \"quoted\" \\path\\\nnext");
     ksfi_pmetrics *b = ksfi_pmetrics_new("a.plain");
@@ -157,7 +159,7 @@ START_TEST(test_metrics_prometheus_text_and_escaping)
 }
 END_TEST
 
-START_TEST(test_metrics_null_arguments)
+KSFT_TEST(test_metrics_null_arguments, 10)
 {
     json_t *j = NULL;
     ck_assert_int_eq(ksf_server_write_prometheus(NULL, stdout), KSF_EINVAL);
@@ -257,14 +259,13 @@ server_text(ksf_server *srv)
 static char *
 server_text_when(ksf_server *srv, const char *line, long long want)
 {
-    int64_t until = ksft_now_ms() + 10000;
+    ksft_deadline until = ksft_deadline_in(10000);
     for (;;) {
         char *text = server_text(srv);
-        if (series(text, line) == want || ksft_now_ms() > until) {
+        if (series(text, line) == want || !ksft_deadline_wait(&until)) {
             return text;
         }
         free(text);
-        ksft_sleep_ms(20);
     }
 }
 
@@ -295,9 +296,8 @@ send_all(ksf_client *cli)
 static void
 check_server(ksf_server *srv)
 {
-    int64_t until = ksft_now_ms() + 10000;
-    while (atomic_load(&events_seen) < 1 && ksft_now_ms() < until) {
-        ksft_sleep_ms(20);
+    ksft_deadline until = ksft_deadline_in(10000);
+    while (atomic_load(&events_seen) < 1 && ksft_deadline_wait(&until)) {
     }
     char *t =
         server_text_when(srv, "ksf_server_replies_total{pattern=\"" P_FAIL "\"}", N_FAIL);
@@ -335,11 +335,10 @@ static void
 check_client(ksf_client *cli)
 {
     ksf_client_stats st;
-    int64_t until = ksft_now_ms() + 10000;
+    ksft_deadline until = ksft_deadline_in(10000);
     do { /* the slow handler's reply comes about 0.4 s after its timeout */
-        ksft_sleep_ms(20);
         ksf_client_get_stats(cli, &st);
-    } while (st.late_replies < 1 && ksft_now_ms() < until);
+    } while (st.late_replies < 1 && ksft_deadline_wait(&until));
     memout m;
     FILE *f = mem_open(&m);
     ck_assert_int_eq(ksf_client_write_prometheus(cli, f), KSF_OK);
@@ -386,68 +385,28 @@ check_client(ksf_client *cli)
     json_decref(j);
 }
 
-START_TEST(test_metrics_server_and_client_count_traffic)
+KSFT_TEST(test_metrics_server_and_client_count_traffic, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = ksft_config(b);
-    ksf_errinfo ei = {0};
-    const char *topics[] = {
-        P_ECHO,          P_FAIL,          P_EVENT,           P_NOBODY,       P_SLOW,
-        P_ECHO ".reply", P_FAIL ".reply", P_NOBODY ".reply", P_SLOW ".reply"};
-    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
-        ksft_broker_create_topic(b, topics[i], 4);
-    }
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, P_ECHO, ksft_echo, NULL, &ei), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_message(srv, P_FAIL, fail_handler, NULL, &ei), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_event(srv, P_EVENT, event_handler, NULL, &ei), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_message(srv, P_SLOW, slow_handler, NULL, &ei), KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, 20000);
-    ksf_client *cli = ksft_client(cfg);
-    const char *patterns[] = {P_ECHO, P_FAIL, P_NOBODY, P_SLOW};
-    for (int i = 0; i < 4; i++) {
-        ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, patterns[i], &ei),
-                         KSF_OK);
-    }
-    ck_assert_msg(ksf_client_connect(cli, 20000, &ei) == KSF_OK, "%s", ei.text);
-    send_all(cli);
-    check_server(srv);
-    check_client(cli);
-    ksf_client_destroy(cli);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    static const char *const topics[] = {P_ECHO ":4",       P_FAIL ":4",
+                                         P_EVENT ":4",      P_NOBODY ":4",
+                                         P_SLOW ":4",       P_ECHO ".reply:4",
+                                         P_FAIL ".reply:4", P_NOBODY ".reply:4",
+                                         P_SLOW ".reply:4", NULL};
+    static const ksft_handler handlers[] = {{P_ECHO},
+                                            {P_FAIL, fail_handler},
+                                            {P_EVENT, event_handler, NULL, true},
+                                            {P_SLOW, slow_handler},
+                                            {NULL}};
+    ksft_world w;
+    static const char *const replies_of[] = {P_ECHO, P_FAIL, P_NOBODY, P_SLOW, NULL};
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
+                                           .handlers = handlers,
+                                           .subscribe = replies_of});
+    send_all(w.cli);
+    check_server(w.srv);
+    check_client(w.cli);
+    ksft_world_close(&w);
 }
 END_TEST
 
-static Suite *
-metrics_suite(void)
-{
-    Suite *s = suite_create("metrics");
-    TCase *tc = tcase_create("histogram");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_metrics_bucket_edges);
-    tcase_add_test(tc, test_metrics_concurrent_counts_are_exact);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("prometheus");
-    tcase_set_timeout(tc, 10);
-    tcase_add_test(tc, test_metrics_prometheus_text_and_escaping);
-    tcase_add_test(tc, test_metrics_null_arguments);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("traffic");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_metrics_server_and_client_count_traffic);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(metrics_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("metrics")

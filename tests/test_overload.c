@@ -3,10 +3,10 @@
  * the arrival rate (the dispatcher pauses partitions: bounded queue, bounded memory),
  * and a burst of 10,000 requests, every one accounted for.
  */
-#include "broker.h"
-#include "raw_kafka.h"
+#include "fixture.h"
 #include "server/dispatch.h"
 #include "server/server.h"
+#include "server_probe.h"
 #include "service.h"
 
 #include "suite.h"
@@ -16,70 +16,68 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const patterns[] = {"o.echo", NULL};
+static const ksft_handler echo[] = {{"o.echo"}, {NULL}};
 
 /* ---- the client's in-flight limit ------------------------------------------------ */
 
 #define LIMIT 50
 #define OVER 20
 
-START_TEST(test_overload_in_flight_limit)
+KSFT_TEST(test_overload_in_flight_limit, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "o.echo", 2);
-    ksft_broker_create_topic(b, "o.echo.reply", 1);
-    ksf_config *cfg = ksft_config(b);
+    static const char *const topics[] = {"o.echo:2", "o.echo.reply", NULL};
     static const char *const settings[][2] = {{"client.max.in.flight", "50"},
                                               {"consumer.auto.offset.reset", "earliest"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    ksf_client *cli = ksft_client(cfg);
+    ksft_world w; /* no server yet */
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
+                                           KSFT_SETTINGS(settings),
+                                           .lazy_client = true});
     ksft_tally t;
     ksft_tally_init(&t, LIMIT + OVER);
     /* No server yet: nothing is answered, so the limit is reached exactly. */
     for (size_t i = 0; i < LIMIT; i++) {
-        ck_assert_int_eq(ksft_tally_send(&t, cli, "o.echo", i, 30000, 0), KSF_OK);
+        ck_assert_int_eq(ksft_tally_send(&t, w.cli, "o.echo", i, 30000, 0), KSF_OK);
     }
     size_t busy = 0;
     ksf_errinfo ei = {0};
     for (size_t i = LIMIT; i < LIMIT + OVER; i++) {
-        busy += ksft_tally_send(&t, cli, "o.echo", i, 30000, 0) == KSF_EBUSY;
+        busy += ksft_tally_send(&t, w.cli, "o.echo", i, 30000, 0) == KSF_EBUSY;
     }
     ck_assert_uint_eq(busy, OVER);
     /* send does not wait for the reply partition: flush waits until they are out. */
-    ck_assert_int_eq(ksf_client_flush(cli, 20000, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_client_flush(w.cli, 20000, &ei), KSF_OK);
     ksf_client_stats st;
-    ksf_client_get_stats(cli, &st);
+    ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.in_flight, LIMIT);
     ck_assert_uint_eq(st.sent, LIMIT);
     /* The sentence says what to do. */
     json_t *v = json_pack("{s:i}", "i", 0);
-    ck_assert_int_eq(ksf_client_call(cli, "o.echo", v, 100, &(json_t *){NULL}, &ei),
+    ck_assert_int_eq(ksf_client_call(w.cli, "o.echo", v, 100, &(json_t *){NULL}, &ei),
                      KSF_EBUSY);
     json_decref(v);
     ck_assert_ptr_nonnull(strstr(ei.text, "client.max.in.flight"));
 
     /* A server comes: the 50 are answered, and room is back. */
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 20000);
+    ksft_world_serve(&w, ksft_world_server(&w, echo));
     ck_assert_uint_eq(ksft_tally_wait(&t, LIMIT, 20000), LIMIT);
     ck_assert_uint_eq(atomic_load(&t.ok), LIMIT);
     ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
     ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
     for (size_t i = LIMIT; i < LIMIT + OVER; i++) {
         ck_assert_uint_eq(atomic_load(&t.calls[i]), 0); /* refused: never called */
-        ck_assert_int_eq(ksft_tally_send(&t, cli, "o.echo", i, 30000, 0), KSF_OK);
+        ck_assert_int_eq(ksft_tally_send(&t, w.cli, "o.echo", i, 30000, 0), KSF_OK);
     }
     ck_assert_uint_eq(ksft_tally_wait(&t, LIMIT + OVER, 20000), LIMIT + OVER);
     ck_assert_uint_eq(atomic_load(&t.ok), LIMIT + OVER);
-    ksf_client_get_stats(cli, &st);
+    ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.in_flight, 0);
     ck_assert_uint_eq(st.replies, LIMIT + OVER);
-    ksft_service_stop(&s);
-    ksf_client_destroy(cli);
+    ksft_world_stop_server(&w);
+    ksf_client_destroy(w.cli); /* first: no callback may come after it */
+    w.cli = NULL;
     ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
     ksft_tally_free(&t);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -98,12 +96,16 @@ h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_overload_slow_handlers)
+KSFT_TEST(test_overload_slow_handlers, 90)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "o.slow", 1);
-    ksft_broker_create_topic(b, "o.slow.reply", 1);
+    static const char *const topics[] = {"o.slow", "o.slow.reply", NULL};
+    static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"},
+                                              {"server.workers", "1"}};
+    ksft_world w;
+    ksft_world_open(
+        &w,
+        &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings), .no_client = true});
+    const char *addr = ksft_broker_address(w.broker);
     /* Everything is in the topic before the server starts: arrival is instant. */
     ksft_producer *p = ksft_producer_new(addr);
     char *value = malloc(SLOW_VALUE);
@@ -121,27 +123,20 @@ START_TEST(test_overload_slow_handlers)
     ksft_producer_destroy(p);
     free(value);
 
-    ksf_config *cfg = ksft_config(b);
-    static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"},
-                                              {"server.workers", "1"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    ksf_server *srv = NULL;
-    ck_assert_int_eq(ksf_server_new(&srv, cfg, NULL), KSF_OK);
-    ck_assert_int_eq(ksf_server_on_message(srv, "o.slow", h_slow, NULL, NULL), KSF_OK);
+    static const ksft_handler slow[] = {{"o.slow", h_slow}, {NULL}};
+    ksf_server *srv = ksft_world_server(&w, slow);
     long rss0 = ksft_rss_kib(), rss_peak = rss0;
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, 20000);
-    int64_t until = ksft_now_ms() + 40000;
+    ksft_world_serve(&w, srv);
+    ksft_deadline d = ksft_deadline_in(40000);
     ksf_server_stats st;
-    do {
-        ksft_sleep_ms(20);
+    do { /* sampling the RSS while the backlog is worked off */
         long rss = ksft_rss_kib();
         rss_peak = rss > rss_peak ? rss : rss_peak;
-        ksf_server_get_stats(srv, &st);
-    } while (st.replies < SLOW_N && ksft_now_ms() < until);
+        ksf_server_get_stats(w.srv, &st);
+    } while (st.replies < SLOW_N && ksft_deadline_wait(&d));
     ck_assert_uint_eq(st.requests, SLOW_N);
     ck_assert_uint_eq(st.replies, SLOW_N);
-    size_t high = ksfi_dispatch_queued_high(srv->dispatch);
+    size_t high = ksfi_dispatch_queued_high(w.srv->dispatch);
     fprintf(stderr, "slow handlers: queued high-water mark %zu, RSS +%ld KiB\n", high,
             rss_peak - rss0);
     /* Paused at KSFI_DISPATCH_PAUSE_AT; what was already fetched may overshoot by one
@@ -153,10 +148,9 @@ START_TEST(test_overload_slow_handlers)
     if (ksft_rss_meaningful()) {
         ck_assert_msg(rss_peak - rss0 < 8 * 1024, "RSS grew by %ld KiB", rss_peak - rss0);
     }
-    ksft_service_stop(&s);
-    ck_assert_int_eq(ksft_committed(addr, "nestjs-group-server", "o.slow", 0), SLOW_N);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_stop_server(&w);
+    ck_assert_int_eq(ksft_committed(addr, KSFT_PROBE_GROUP, "o.slow", 0), SLOW_N);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -164,18 +158,14 @@ END_TEST
 
 #define BURST 10000
 
-START_TEST(test_overload_burst)
+KSFT_TEST(test_overload_burst, 90)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "o.echo", 4);
-    ksft_broker_create_topic(b, "o.echo.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), 20000);
-    ksf_client *cli = ksft_client(cfg);
-    ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_client_subscribe_to_response_of(cli, "o.echo", &ei), KSF_OK);
-    ck_assert_msg(ksf_client_connect(cli, 10000, &ei) == KSF_OK, "%s", ei.text);
+    static const char *const topics[] = {"o.echo:4", "o.echo.reply", NULL};
+    ksft_world w;
+    ksft_world_open(
+        &w, &(ksft_world_spec){.topics = topics,
+                               .handlers = echo,
+                               .subscribe = (const char *const[]){"o.echo", NULL}});
     ksft_tally t;
     ksft_tally_init(&t, BURST);
     int64_t t0 = ksft_now_ms();
@@ -183,7 +173,7 @@ START_TEST(test_overload_burst)
      * timeout grows with the run's slowness (valgrind took 64 s for the burst). */
     int timeout_ms = ksft_scaled_ms(50000);
     for (size_t i = 0; i < BURST; i++) {
-        ck_assert_int_eq(ksft_tally_send(&t, cli, "o.echo", i, timeout_ms, 0), KSF_OK);
+        ck_assert_int_eq(ksft_tally_send(&t, w.cli, "o.echo", i, timeout_ms, 0), KSF_OK);
     }
     ck_assert_uint_eq(ksft_tally_wait(&t, BURST, 50000), BURST);
     fprintf(stderr, "burst: %d requests answered in %lld ms\n", BURST,
@@ -192,28 +182,17 @@ START_TEST(test_overload_burst)
     ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
     ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
     ksf_client_stats cs;
-    ksf_client_get_stats(cli, &cs);
+    ksf_client_get_stats(w.cli, &cs);
     ck_assert_uint_eq(cs.sent, BURST);
     ck_assert_uint_eq(cs.replies, BURST);
     ck_assert_uint_eq(cs.in_flight, 0);
     ksf_server_stats ss;
-    ksf_server_get_stats(s.srv, &ss);
+    ksf_server_get_stats(w.srv, &ss);
     ck_assert_uint_eq(ss.requests, BURST);
-    ksft_service_stop(&s);
-    ksf_client_destroy(cli);
+    ksft_world_stop_server(&w);
     ksft_tally_free(&t);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"in_flight_limit", test_overload_in_flight_limit, 60},
-        {"slow_handlers", test_overload_slow_handlers, 90},
-        {"burst", test_overload_burst, 90},
-    };
-    return KSFT_RUN("overload", cases);
-}
+KSFT_MAIN("overload")

@@ -5,6 +5,8 @@
  */
 #include "server/server.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <ksf/ksf.h>
 #include <stdio.h>
@@ -49,7 +51,7 @@ assert_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
     json_decref(reply);
 }
 
-START_TEST(test_registry_default_controller_spans_translation_units)
+KSFT_TEST(test_registry_default_controller_spans_translation_units, 10)
 {
     ksf_server *srv = server();
     ksf_errinfo ei = {0};
@@ -68,7 +70,7 @@ START_TEST(test_registry_default_controller_spans_translation_units)
 }
 END_TEST
 
-START_TEST(test_registry_named_controller)
+KSFT_TEST(test_registry_named_controller, 10)
 {
     ksf_server *srv = server();
     ksf_errinfo ei = {0};
@@ -82,7 +84,7 @@ START_TEST(test_registry_named_controller)
 }
 END_TEST
 
-START_TEST(test_registry_duplicate_pattern)
+KSFT_TEST(test_registry_duplicate_pattern, 10)
 {
     ksf_server *srv = server();
     ksf_errinfo ei = {0};
@@ -106,7 +108,7 @@ START_TEST(test_registry_duplicate_pattern)
 }
 END_TEST
 
-START_TEST(test_registry_static_library)
+KSFT_TEST(test_registry_static_library, 10)
 {
     ksf_server *srv = server();
     ksf_errinfo ei = {0};
@@ -119,7 +121,7 @@ START_TEST(test_registry_static_library)
 }
 END_TEST
 
-START_TEST(test_registry_add_is_idempotent)
+KSFT_TEST(test_registry_add_is_idempotent, 10)
 {
     static ksf_handler_def def = {"idem", "reg.idem", KSF_HANDLER_EVENT, NULL, "f.c",
                                   1,      NULL};
@@ -135,35 +137,4 @@ START_TEST(test_registry_add_is_idempotent)
 }
 END_TEST
 
-static Suite *
-registry_suite(void)
-{
-    Suite *s = suite_create("registry");
-    struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
-        {"translation_units", test_registry_default_controller_spans_translation_units},
-        {"named_controller", test_registry_named_controller},
-        {"duplicate_pattern", test_registry_duplicate_pattern},
-        {"static_library", test_registry_static_library},
-        {"idempotent_add", test_registry_add_is_idempotent},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, 10);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(registry_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("registry")

@@ -8,6 +8,7 @@
  */
 #include "broker.h"
 
+#include "service.h"
 #include "suite.h"
 
 #include <check.h>
@@ -32,12 +33,6 @@
 #define API_JOIN_GROUP 11
 #define API_HEARTBEAT 12
 
-static void
-sleep_ms(int ms)
-{
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
-}
-
 /* ---- the responder: a ksf server -------------------------------------------------- */
 
 static ksf_err
@@ -47,50 +42,15 @@ echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return *reply ? KSF_OK : KSF_ENOMEM;
 }
 
-typedef struct server {
-    ksf_server *srv;
-    pthread_t thread;
-    atomic_int ready;
-} server;
-
+/* An echo server on @p b running on @p s's thread, ready. */
 static void
-on_ready(ksf_server *srv, void *user)
+server_start(ksft_service *s, ksft_broker *b)
 {
-    (void)srv;
-    atomic_store(&((server *)user)->ready, 1);
-}
-
-static void *
-server_main(void *arg)
-{
-    server *s = arg;
-    ksf_server_run(s->srv, NULL);
-    return NULL;
-}
-
-static void
-server_start(server *s, ksft_broker *b)
-{
-    ksf_errinfo ei = {0};
     ksf_config *cfg = ksft_config(b);
-    ck_assert_msg(ksf_server_new(&s->srv, cfg, &ei) == KSF_OK, "%s", ei.text);
+    ksf_server *srv = ksft_server(cfg);
     ksf_config_destroy(cfg);
-    ck_assert_int_eq(ksf_server_on_message(s->srv, PATTERN, echo, NULL, &ei), KSF_OK);
-    ksf_server_set_ready_cb(s->srv, on_ready, s);
-    ck_assert_int_eq(pthread_create(&s->thread, NULL, server_main, s), 0);
-    int64_t until = ksft_now_ms() + 20000;
-    while (!atomic_load(&s->ready) && ksft_now_ms() < until) {
-        sleep_ms(10);
-    }
-    ck_assert_msg(atomic_load(&s->ready), "server not ready within 20 s");
-}
-
-static void
-server_stop(server *s)
-{
-    ksf_server_stop(s->srv);
-    pthread_join(s->thread, NULL);
-    ksf_server_destroy(s->srv);
+    ck_assert_int_eq(ksf_server_on_message(srv, PATTERN, echo, NULL, NULL), KSF_OK);
+    ksft_service_start(s, srv, 20000);
 }
 
 /* ---- a sending client ------------------------------------------------------------- */
@@ -223,7 +183,7 @@ sender_main(void *arg)
             break;
         }
         if (in_flight(s) >= WINDOW) {
-            sleep_ms(2);
+            ksft_sleep_ms(2);
             continue;
         }
         s->reqs[seq] = (req){s, seq, ksft_now_ms()};
@@ -238,7 +198,7 @@ sender_main(void *arg)
         } else {
             note_failure(s, e, ei.text, t0);
         }
-        sleep_ms(SEND_GAP_MS);
+        ksft_sleep_ms(SEND_GAP_MS);
     }
     return NULL;
 }
@@ -276,9 +236,8 @@ sender_quiesce(sender *s)
         pthread_join(s->thread, NULL);
         s->started = false;
     }
-    int64_t until = ksft_now_ms() + 40000;
-    while (s->cli && in_flight(s) > 0 && ksft_now_ms() < until) {
-        sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(40000);
+    while (s->cli && in_flight(s) > 0 && ksft_deadline_wait(&until)) {
     }
     ck_assert_msg(!s->cli || in_flight(s) == 0, "%s: %u requests still in flight",
                   s->name, in_flight(s));
@@ -297,9 +256,8 @@ static bool
 wait_ok(sender *s, unsigned n, int ms)
 {
     unsigned want = atomic_load(&s->ok) + n;
-    int64_t until = ksft_now_ms() + ms;
-    while (atomic_load(&s->ok) < want && ksft_now_ms() < until) {
-        sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(ms);
+    while (atomic_load(&s->ok) < want && ksft_deadline_wait(&until)) {
     }
     return atomic_load(&s->ok) >= want;
 }
@@ -308,10 +266,9 @@ wait_ok(sender *s, unsigned n, int ms)
 static bool
 wait_generation(sender *const *v, size_t n, int gen, int ms)
 {
-    int64_t until = ksft_now_ms() + ms;
+    ksft_deadline until = ksft_deadline_in(ms);
     for (size_t i = 0; i < n; i++) {
-        while (atomic_load(&v[i]->generation) <= gen && ksft_now_ms() < until) {
-            sleep_ms(10);
+        while (atomic_load(&v[i]->generation) <= gen && ksft_deadline_wait(&until)) {
         }
         if (atomic_load(&v[i]->generation) <= gen) {
             return false;
@@ -361,12 +318,12 @@ child_main(int addr_r, int status_w)
         ksf_client_new(&cli, cfg, NULL) != KSF_OK) {
         _exit(1);
     }
-    int64_t until = ksft_now_ms() + 150000;
+    int64_t until = ksft_now_ms() + 150000; /* paced by SEND_GAP_MS below */
     for (int i = 0; ksft_now_ms() < until && getppid() == parent; i++) {
         json_t *data = json_pack("{s:s, s:i}", "c", "D", "s", i);
         ksf_client_send(cli, PATTERN, data, NULL, child_reply, &status_w, NULL);
         json_decref(data);
-        sleep_ms(SEND_GAP_MS);
+        ksft_sleep_ms(SEND_GAP_MS);
     }
     _exit(0);
 }
@@ -501,13 +458,13 @@ assert_clean(sender *s, const ksf_client_stats *st)
     ck_assert_uint_eq(st->unknown_replies, 0);
 }
 
-START_TEST(test_reply_group_storm)
+KSFT_TEST(test_reply_group_storm, 150)
 {
     child d = child_fork(); /* first: no thread exists yet */
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, PATTERN, 4);
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
-    server srv = {0};
+    ksft_service srv = {0};
     server_start(&srv, b);
     enum { A, B, C, E, N };
     sender *v[N];
@@ -534,9 +491,8 @@ START_TEST(test_reply_group_storm)
     gen = atomic_load(&v[A]->generation);
     push_errors(b, API_JOIN_GROUP, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, 1);
     sender_start(v[E]);
-    int64_t until = ksft_now_ms() + 40000;
-    while (atomic_load(&v[E]->enopart) < 5 && ksft_now_ms() < until) {
-        sleep_ms(10);
+    ksft_deadline until = ksft_deadline_in(40000);
+    while (atomic_load(&v[E]->enopart) < 5 && ksft_deadline_wait(&until)) {
     }
     ck_assert_msg(atomic_load(&v[E]->enopart) >= 5, "E never failed with ENOPARTITION");
     ck_assert_uint_eq(atomic_load(&v[E]->ok), 0);
@@ -607,7 +563,7 @@ START_TEST(test_reply_group_storm)
     for (int i = 0; i < N; i++) {
         sender_free(v[i]);
     }
-    server_stop(&srv);
+    ksft_service_stop(&srv);
     ksft_broker_stop(b);
 }
 END_TEST
@@ -643,11 +599,11 @@ client_new(ksft_broker *b)
     return cli;
 }
 
-START_TEST(test_reply_group_distinct)
+KSFT_TEST(test_reply_group_distinct, 40)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
-    server srv = {0};
+    ksft_service srv = {0};
     server_start(&srv, b);
     ksf_client *one = client_new(b), *two = client_new(b);
     /* one joins alone and gets all four partitions, advertising the lowest; two's
@@ -662,16 +618,16 @@ START_TEST(test_reply_group_distinct)
     ck_assert_uint_eq(st.unknown_replies, 0);
     ksf_client_destroy(one);
     ksf_client_destroy(two);
-    server_stop(&srv);
+    ksft_service_stop(&srv);
     ksft_broker_stop(b);
 }
 END_TEST
 
-START_TEST(test_reply_group_restart)
+KSFT_TEST(test_reply_group_restart, 40)
 {
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, REPLY_TOPIC, 4);
-    server srv = {0};
+    ksft_service srv = {0};
     server_start(&srv, b);
     ksf_client *cli = client_new(b);
     for (int i = 0; i < 5; i++) {
@@ -689,12 +645,12 @@ START_TEST(test_reply_group_restart)
     ck_assert_uint_eq(st.unknown_replies, 0);
     ck_assert_uint_eq(st.late_replies + st.duplicate_replies + st.timeouts, 0);
     ksf_client_destroy(cli);
-    server_stop(&srv);
+    ksft_service_stop(&srv);
     ksft_broker_stop(b);
 }
 END_TEST
 
-START_TEST(test_reply_group_acquire_timeout)
+KSFT_TEST(test_reply_group_acquire_timeout, 30)
 {
     KSFT_NEEDS_MOCK("its 3 s first join; a real broker joins within the 500 ms");
     ksft_broker *b = ksft_broker_start();
@@ -726,14 +682,4 @@ START_TEST(test_reply_group_acquire_timeout)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"storm", test_reply_group_storm, 150},
-        {"distinct", test_reply_group_distinct, 40},
-        {"restart", test_reply_group_restart, 40},
-        {"acquire_timeout", test_reply_group_acquire_timeout, 30},
-    };
-    return KSFT_RUN("reply_group", cases);
-}
+KSFT_MAIN("reply_group")

@@ -4,8 +4,8 @@
  * goes to the dead-letter topic with the ksf_dlq_* headers; its offset is committed
  * only then, so a restarted server does not run it again. Requests are never retried.
  */
-#include "broker.h"
-#include "raw_kafka.h"
+#include "fixture.h"
+#include "server_probe.h"
 #include "service.h"
 
 #include "suite.h"
@@ -22,16 +22,6 @@
 #define GROUP "nestjs-group-server"
 
 #define WAIT_STAT(srv, field, n) KSFT_WAIT_SERVER_STAT(srv, field, n, WAIT_MS)
-
-static void
-assert_header(const ksft_msg *m, const char *name, const char *want, size_t len)
-{
-    const void *v = NULL;
-    size_t got = 0;
-    ck_assert_msg(ksft_msg_header(m, name, &v, &got), "header %s missing", name);
-    ck_assert_msg(got == len && !memcmp(v, want, len), "%s: '%.*s' != '%.*s'", name,
-                  (int)got, (const char *)v, (int)len, want);
-}
 
 /* ---- fails twice, then succeeds ----------------------------------------------- */
 
@@ -66,19 +56,17 @@ h_flaky(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-START_TEST(test_retry_then_success)
+KSFT_TEST(test_retry_then_success, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "r.flaky", 1);
-    ksft_broker_create_topic(b, "r.flaky.dlq", 1);
-    ksf_config *cfg = ksft_config(b);
+    static const char *const topics[] = {"r.flaky", "r.flaky.dlq", NULL};
     static const char *const settings[][2] = {{"server.event.retry.backoff.ms", "50"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_event(srv, "r.flaky", h_flaky, NULL, NULL), KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, WAIT_MS);
+    static const ksft_handler flaky[] = {{"r.flaky", h_flaky, NULL, true}, {NULL}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
+                                           KSFT_SETTINGS(settings),
+                                           .handlers = flaky,
+                                           .no_client = true});
+    const char *addr = ksft_broker_address(w.broker);
 
     ksft_producer *p = ksft_producer_new(addr);
     ksft_produce(p, "r.flaky", 0, NULL, 0, "flaky", 5, NULL, 0, false);
@@ -89,20 +77,19 @@ START_TEST(test_retry_then_success)
     ck_assert_str_eq(runs[1], "flaky");
     ck_assert_str_eq(runs[2], "flaky");
     ck_assert_str_eq(runs[3], "next");
-    ksf_server_stats st = WAIT_STAT(srv, events, 2);
+    ksf_server_stats st = WAIT_STAT(w.srv, events, 2);
     ck_assert_uint_eq(st.events, 2);
     ck_assert_uint_eq(st.event_retries, 2);
     ck_assert_uint_eq(st.dead_lettered, 0);
     ck_assert_uint_eq(st.errors, 0);
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(atomic_load(&nruns), 4);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.flaky", 0), 2);
     ksft_collector *dlq = ksft_collector_new(addr, "r.flaky.dlq", 0);
     ck_assert_uint_eq(ksft_collector_poll(dlq, 500), 0);
     ksft_collector_destroy(dlq);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -124,36 +111,51 @@ h_poison(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 #define POISON_VALUE "{\"dragon\":1}"
 
-static ksf_server *
-poison_server(const ksf_config *cfg, ksft_service *s)
+static const ksft_handler poison[] = {{"r.bad", h_poison, NULL, true}, {NULL}};
+
+/* A world of r.bad and its dead letters, @p settings on the server's configuration. */
+static void
+poison_world(ksft_world *w, const char *const (*settings)[2], size_t n)
 {
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_event(srv, "r.bad", h_poison, NULL, NULL), KSF_OK);
-    ksft_service_start(s, srv, WAIT_MS);
-    return srv;
+    static const char *const topics[] = {"r.bad", "r.bad.dlq", NULL};
+    ksft_world_open(w, &(ksft_world_spec){.topics = topics,
+                                          .settings = settings,
+                                          .nsettings = n,
+                                          .handlers = poison,
+                                          .no_client = true});
 }
 
-START_TEST(test_retry_dead_letter)
+/* poison_world with the poison event produced and its first run seen (the run count
+ * starts at 0: it is shared between cases when CK_FORK=no runs them in one process);
+ * returns the producer. */
+static ksft_producer *
+poisoned(ksft_world *w, const char *const (*settings)[2], size_t n)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "r.bad", 1);
-    ksft_broker_create_topic(b, "r.bad.dlq", 1);
-    ksf_config *cfg = ksft_config(b);
+    atomic_store(&poison_runs, 0);
+    poison_world(w, settings, n);
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(w->broker));
+    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
+                 true);
+    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    return p;
+}
+
+KSFT_TEST(test_retry_dead_letter, 60)
+{
     static const char *const settings[][2] = {{"consumer.auto.offset.reset", "earliest"},
                                               {"server.event.retries", "2"},
                                               {"server.event.retry.backoff.ms", "20"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
     atomic_store(&poison_runs, 0);
     atomic_store(&ok_runs, 0);
-    ksft_service s = {0};
-    ksf_server *srv = poison_server(cfg, &s);
+    ksft_world w;
+    poison_world(&w, settings, KSFT_NKV(settings));
+    const char *addr = ksft_broker_address(w.broker);
 
     ksft_producer *p = ksft_producer_new(addr);
     ksfi_header hdrs[] = {{"x-trace", "abc", 3}, {"x-empty", NULL, 0}};
     ksft_produce(p, "r.bad", 0, "k1", 2, POISON_VALUE, strlen(POISON_VALUE), hdrs, 2,
                  true);
-    ksf_server_stats st = WAIT_STAT(srv, dead_lettered, 1);
+    ksf_server_stats st = WAIT_STAT(w.srv, dead_lettered, 1);
     ck_assert_uint_eq(st.dead_lettered, 1);
     ck_assert_int_eq(atomic_load(&poison_runs), 3); /* retries + 1 */
     ck_assert_uint_eq(st.event_retries, 2);
@@ -172,108 +174,86 @@ START_TEST(test_retry_dead_letter)
     ck_assert_str_eq(m->hdrs[0].name, "x-trace");
     ck_assert_str_eq(m->hdrs[1].name, "x-empty");
     ck_assert_ptr_null(m->hdrs[1].value);
-    assert_header(m, "x-trace", "abc", 3);
-    assert_header(m, "ksf_dlq_error", "dragon too strong", 17);
-    assert_header(m, "ksf_dlq_topic", "r.bad", 5);
-    assert_header(m, "ksf_dlq_partition", "0", 1);
-    assert_header(m, "ksf_dlq_offset", "0", 1);
-    assert_header(m, "ksf_dlq_attempts", "3", 1);
-    ksft_service_stop(&s);
+    ksft_assert_header(m, "x-trace", "abc", 3);
+    ksft_assert_header(m, "ksf_dlq_error", "dragon too strong", 17);
+    ksft_assert_header(m, "ksf_dlq_topic", "r.bad", 5);
+    ksft_assert_header(m, "ksf_dlq_partition", "0", 1);
+    ksft_assert_header(m, "ksf_dlq_offset", "0", 1);
+    ksft_assert_header(m, "ksf_dlq_attempts", "3", 1);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 1);
 
     /* A new server in the same group starts after it: the poison event stays done. */
     ksft_produce(p, "r.bad", 0, NULL, 0, "ok", 2, NULL, 0, true);
-    srv = poison_server(cfg, &s);
+    ksft_world_serve(&w, ksft_world_server(&w, poison));
     ck_assert_int_eq(ksft_wait_atomic(&ok_runs, 1, WAIT_MS), 1);
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(atomic_load(&poison_runs), 3);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 2);
     ck_assert_uint_eq(ksft_collector_poll(dlq, 300), 1);
     ksft_collector_destroy(dlq);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
 /* ---- the dead-letter produce fails: tried again, never dropped ------------------ */
 
-START_TEST(test_retry_dead_letter_produce_fails)
+KSFT_TEST(test_retry_dead_letter_produce_fails, 60)
 {
     KSFT_NEEDS_MOCK("injected Produce errors");
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "r.bad", 1);
-    ksft_broker_create_topic(b, "r.bad.dlq", 1);
-    ksf_config *cfg = ksft_config(b);
     static const char *const settings[][2] = {
         {"server.pattern.r.bad.event.retries", "1"},
         {"server.event.retry.backoff.ms", "500"},
         {"server.event.retry.backoff.max.ms", "300"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    atomic_store(&poison_runs, 0); /* shared with dead_letter (CK_FORK=no runs both) */
-    ksft_service s = {0};
-    ksf_server *srv = poison_server(cfg, &s);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
-                 true);
+    ksft_world w;
+    ksft_producer *p = poisoned(&w, settings, KSFT_NKV(settings));
+    const char *addr = ksft_broker_address(w.broker);
     /* The next Produce request is the dead letter's (after the 500 ms backoff): the
      * broker refuses it for good (Produce is API key 0). */
-    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
-    rd_kafka_mock_push_request_errors(ksft_broker_mock(b), 0, 1,
+    rd_kafka_mock_push_request_errors(ksft_broker_mock(w.broker), 0, 1,
                                       RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-    ksf_server_stats st = WAIT_STAT(srv, dead_lettered, 1);
+    ksf_server_stats st = WAIT_STAT(w.srv, dead_lettered, 1);
     ck_assert_uint_eq(st.dead_lettered, 1);
     /* One refused delivery; librdkafka may also refuse the next produce at once while
      * it remembers the topic's error: each is one more failure, tried again. */
     ck_assert_uint_ge(st.dlq_failures, 1);
     ck_assert_int_eq(atomic_load(&poison_runs), 2);
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 1);
     ksft_collector *dlq = ksft_collector_new(addr, "r.bad.dlq", 0);
     ck_assert_uint_eq(ksft_collector_poll(dlq, 1000), 1);
-    assert_header(ksft_collector_at(dlq, 0), "ksf_dlq_attempts", "2", 1);
+    ksft_assert_header(ksft_collector_at(dlq, 0), "ksf_dlq_attempts", "2", 1);
     ksft_collector_destroy(dlq);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
 /* ---- a stop during the backoff: abandoned, not committed, run again ------------ */
 
-START_TEST(test_retry_stop_during_backoff)
+KSFT_TEST(test_retry_stop_during_backoff, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "r.bad", 1);
-    ksf_config *cfg = ksft_config(b);
     static const char *const settings[][2] = {
         {"consumer.auto.offset.reset", "earliest"},
         {"server.event.retry.backoff.ms", "20000"},
         {"server.event.retry.backoff.max.ms", "20000"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    atomic_store(&poison_runs, 0);
-    ksft_service s = {0};
-    poison_server(cfg, &s);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_produce(p, "r.bad", 0, NULL, 0, POISON_VALUE, strlen(POISON_VALUE), NULL, 0,
-                 true);
-    ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 1, WAIT_MS), 1);
+    ksft_world w;
+    ksft_producer *p = poisoned(&w, settings, KSFT_NKV(settings));
+    const char *addr = ksft_broker_address(w.broker);
     /* The stop does not wait out the backoff (nor its 30 s drain limit)... */
     int64_t t0 = ksft_now_ms();
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     int64_t took = ksft_now_ms() - t0;
     ck_assert_msg(took < 8000, "stop took %lld ms", (long long)took);
     /* ... and commits nothing: the next server runs the event again. */
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), -1001);
-    poison_server(cfg, &s);
+    ksft_world_serve(&w, ksft_world_server(&w, poison));
     ck_assert_int_eq(ksft_wait_atomic(&poison_runs, 2, WAIT_MS), 2);
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(atomic_load(&poison_runs), 2);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -290,27 +270,23 @@ h_request_fails(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return ksf_ctx_reply_error(ctx, "no");
 }
 
-START_TEST(test_retry_not_requests)
+KSFT_TEST(test_retry_not_requests, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    const char *addr = ksft_broker_address(b);
-    ksft_broker_create_topic(b, "r.req", 1);
-    ksft_broker_create_topic(b, "r.req.reply", 1);
-    ksft_broker_create_topic(b, "r.req.dlq", 1);
-    ksf_config *cfg = ksft_config(b);
+    static const char *const topics[] = {"r.req", "r.req.reply", "r.req.dlq", NULL};
     static const char *const settings[][2] = {{"server.event.retry.backoff.ms", "10"}};
-    ksft_config_set_all(cfg, settings, KSFT_NKV(settings));
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "r.req", h_request_fails, NULL, NULL),
-                     KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, WAIT_MS);
+    static const ksft_handler fails[] = {{"r.req", h_request_fails}, {NULL}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
+                                           KSFT_SETTINGS(settings),
+                                           .handlers = fails,
+                                           .no_client = true});
+    const char *addr = ksft_broker_address(w.broker);
     ksft_producer *p = ksft_producer_new(addr);
     ksft_collector *replies = ksft_collector_new(addr, "r.req.reply", 0);
     ksft_send_request(p, "r.req", 0, "q-1", "r.req.reply", 0, "{}", 2, true);
     ck_assert_uint_eq(ksft_collector_wait_id(replies, "q-1", 1, WAIT_MS), 1);
-    ksf_server_stats st = WAIT_STAT(srv, replies, 1);
-    ksft_service_stop(&s);
+    ksf_server_stats st = WAIT_STAT(w.srv, replies, 1);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(atomic_load(&request_runs), 1);
     ck_assert_uint_eq(st.event_retries, 0);
     ck_assert_uint_eq(st.dead_lettered, 0);
@@ -319,13 +295,12 @@ START_TEST(test_retry_not_requests)
     ksft_collector_destroy(dlq);
     ksft_collector_destroy(replies);
     ksft_producer_destroy(p);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
 /* The decisions alone (server/retry.c is pure): no broker. */
-START_TEST(test_retry_decisions)
+KSFT_TEST(test_retry_decisions, 60)
 {
     ksfi_policy pol = {
         .retries = 2, .backoff_ms = 100, .backoff_max_ms = 300, .dlq = "{pattern}.dlq"};
@@ -348,17 +323,4 @@ START_TEST(test_retry_decisions)
     }
 }
 END_TEST
-
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"then_success", test_retry_then_success, 60},
-        {"dead_letter", test_retry_dead_letter, 60},
-        {"dead_letter_produce_fails", test_retry_dead_letter_produce_fails, 60},
-        {"stop_during_backoff", test_retry_stop_during_backoff, 60},
-        {"not_requests", test_retry_not_requests, 60},
-        {"decisions", test_retry_decisions, 10},
-    };
-    return KSFT_RUN("retry", cases);
-}
+KSFT_MAIN("retry")

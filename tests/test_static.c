@@ -26,6 +26,8 @@
 #include "service.h"
 #include "settings.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -502,7 +504,7 @@ server_restart(const char *instance)
     return gap;
 }
 
-START_TEST(test_static_server_restart_static)
+KSFT_TEST(test_static_server_restart_static, 150)
 {
     KSFT_NEEDS_REAL_KAFKA("static membership");
     char instance[96];
@@ -515,7 +517,7 @@ START_TEST(test_static_server_restart_static)
 }
 END_TEST
 
-START_TEST(test_static_server_restart_dynamic)
+KSFT_TEST(test_static_server_restart_dynamic, 150)
 {
     KSFT_NEEDS_REAL_KAFKA("static membership");
     int64_t gap = server_restart("-");
@@ -653,14 +655,14 @@ client_restart(bool static_leads)
     ksft_broker_stop(b);
 }
 
-START_TEST(test_static_client_restart)
+KSFT_TEST(test_static_client_restart, 120)
 {
     KSFT_NEEDS_REAL_KAFKA("static membership");
     client_restart(false);
 }
 END_TEST
 
-START_TEST(test_static_client_restart_leader)
+KSFT_TEST(test_static_client_restart_leader, 120)
 {
     KSFT_NEEDS_REAL_KAFKA("static membership");
     client_restart(true);
@@ -687,7 +689,7 @@ run_main(void *arg)
 
 /* Two servers with one id: the newer takes the place, the older stops with the
  * sentence naming FENCED_INSTANCE_ID. Then two clients likewise. */
-START_TEST(test_static_fenced)
+KSFT_TEST(test_static_fenced, 150)
 {
     KSFT_NEEDS_REAL_KAFKA("static membership");
     ksft_broker *b = ksft_broker_start();
@@ -772,30 +774,6 @@ START_TEST(test_static_fenced)
 }
 END_TEST
 
-static Suite *
-static_suite(void)
-{
-    Suite *s = suite_create("static");
-    struct {
-        const char *name;
-        const TTest *test;
-        int timeout_s;
-    } cases[] = {
-        {"server_restart_static", test_static_server_restart_static, 150},
-        {"server_restart_dynamic", test_static_server_restart_dynamic, 150},
-        {"client_restart_static", test_static_client_restart, 120},
-        {"client_restart_static_leader", test_static_client_restart_leader, 120},
-        {"fenced", test_static_fenced, 150},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, cases[i].timeout_s);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -810,9 +788,5 @@ main(int argc, char **argv)
         perror(argv[0]);
         return EXIT_FAILURE;
     }
-    SRunner *sr = srunner_create(static_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ksft_main("static");
 }

@@ -7,6 +7,8 @@
 #include "obs/trace.h"
 #include "server/deadline.h"
 
+#include "suite.h"
+
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@ parses(const char *s)
     return ksfi_traceparent_parse(s, strlen(s), &tp);
 }
 
-START_TEST(test_trace_parse_valid)
+KSFT_TEST(test_trace_parse_valid, 10)
 {
     ksfi_traceparent tp;
     char out[KSFI_TRACEPARENT_LEN + 1];
@@ -46,7 +48,7 @@ START_TEST(test_trace_parse_valid)
 }
 END_TEST
 
-START_TEST(test_trace_parse_invalid)
+KSFT_TEST(test_trace_parse_invalid, 10)
 {
     static const char *const bad[] = {
         "",
@@ -86,7 +88,7 @@ START_TEST(test_trace_parse_invalid)
 }
 END_TEST
 
-START_TEST(test_trace_tracestate_limits)
+KSFT_TEST(test_trace_tracestate_limits, 10)
 {
     char big[600];
     ck_assert(ksfi_tracestate_valid("congo=t61rcWkgMzE", 17));
@@ -122,7 +124,7 @@ cmp_id(const void *a, const void *b)
     return memcmp(a, b, 8);
 }
 
-START_TEST(test_trace_new_and_child_ids)
+KSFT_TEST(test_trace_new_and_child_ids, 10)
 {
     ksfi_traceparent a, b, c;
     char ta[56], tb[56];
@@ -153,7 +155,7 @@ START_TEST(test_trace_new_and_child_ids)
 }
 END_TEST
 
-START_TEST(test_trace_scope_from_headers)
+KSFT_TEST(test_trace_scope_from_headers, 10)
 {
     char dl[21];
     size_t dlen = ksfi_deadline_format(1700000000123LL, dl);
@@ -203,7 +205,7 @@ START_TEST(test_trace_scope_from_headers)
 }
 END_TEST
 
-START_TEST(test_trace_outgoing_headers)
+KSFT_TEST(test_trace_outgoing_headers, 10)
 {
     char buf[56];
     ksfi_header h[KSFI_TRACE_HEADERS_MAX];
@@ -246,7 +248,7 @@ START_TEST(test_trace_outgoing_headers)
 }
 END_TEST
 
-START_TEST(test_trace_deadline_parse_format)
+KSFT_TEST(test_trace_deadline_parse_format, 10)
 {
     int64_t v = 0;
     char out[21];
@@ -277,7 +279,7 @@ START_TEST(test_trace_deadline_parse_format)
 }
 END_TEST
 
-START_TEST(test_trace_deadline_clamp)
+KSFT_TEST(test_trace_deadline_clamp, 10)
 {
     int t = 0;
     int64_t d = 0;
@@ -305,7 +307,7 @@ START_TEST(test_trace_deadline_clamp)
 END_TEST
 
 /* The server's "deadline passed" rule alone (codec/deadline.c is pure). */
-START_TEST(test_trace_deadline_passed)
+KSFT_TEST(test_trace_deadline_passed, 60)
 {
     int64_t late = -1;
     ck_assert(!ksfi_deadline_passed(0, 1700000005000LL, 1000, &late)); /* no deadline */
@@ -320,7 +322,7 @@ START_TEST(test_trace_deadline_passed)
 }
 END_TEST
 
-START_TEST(test_trace_skew_config)
+KSFT_TEST(test_trace_skew_config, 60)
 {
     ksf_config *cfg = NULL;
     ksf_errinfo ei = {0};
@@ -342,40 +344,4 @@ START_TEST(test_trace_skew_config)
 }
 END_TEST
 
-static Suite *
-trace_suite(void)
-{
-    const struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
-        {"parse_valid", test_trace_parse_valid},
-        {"parse_invalid", test_trace_parse_invalid},
-        {"tracestate_limits", test_trace_tracestate_limits},
-        {"new_and_child_ids", test_trace_new_and_child_ids},
-        {"scope_from_headers", test_trace_scope_from_headers},
-        {"outgoing_headers", test_trace_outgoing_headers},
-        {"deadline_parse_format", test_trace_deadline_parse_format},
-        {"deadline_clamp", test_trace_deadline_clamp},
-        {"deadline_passed", test_trace_deadline_passed},
-        {"skew_config", test_trace_skew_config},
-    };
-    Suite *s = suite_create("trace");
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 10);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int
-main(void)
-{
-    SRunner *sr = srunner_create(trace_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+KSFT_MAIN("trace")

@@ -72,7 +72,7 @@ connect_with(const ksfi_security *sec, const char *host, int port, ksf_errinfo *
 
 /* ---- SCRAM and PLAIN as pure functions --------------------------------------------- */
 
-START_TEST(test_transport_scram_rfc7677)
+KSFT_TEST(test_transport_scram_rfc7677, 10)
 {
     ksfi_scram s = {0};
     char *first = NULL, *final = NULL;
@@ -110,7 +110,7 @@ END_TEST
  * messages computed independently with Python's hashlib.pbkdf2_hmac and hmac (the same
  * script reproduces the SHA-256 example above byte for byte).
  */
-START_TEST(test_transport_scram_sha512_vector)
+KSFT_TEST(test_transport_scram_sha512_vector, 10)
 {
     ksfi_scram s = {0};
     char *first = NULL, *final = NULL;
@@ -139,7 +139,7 @@ START_TEST(test_transport_scram_sha512_vector)
 }
 END_TEST
 
-START_TEST(test_transport_scram_rejects_bad_server_first)
+KSFT_TEST(test_transport_scram_rejects_bad_server_first, 10)
 {
     static const char *const cases[][2] = {
         {"r=someone-else,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", "does not extend ours"},
@@ -167,7 +167,7 @@ START_TEST(test_transport_scram_rejects_bad_server_first)
 }
 END_TEST
 
-START_TEST(test_transport_scram_escapes_user_and_sha512_proof_size)
+KSFT_TEST(test_transport_scram_escapes_user_and_sha512_proof_size, 10)
 {
     ksfi_scram s = {0};
     char *first = NULL, *final = NULL;
@@ -202,7 +202,7 @@ START_TEST(test_transport_scram_escapes_user_and_sha512_proof_size)
 }
 END_TEST
 
-START_TEST(test_transport_plain_message)
+KSFT_TEST(test_transport_plain_message, 10)
 {
     uint8_t *tok = NULL;
     size_t len = 0;
@@ -215,7 +215,7 @@ END_TEST
 
 /* ---- SASL over the wire ------------------------------------------------------------ */
 
-START_TEST(test_transport_sasl_plain_exchange)
+KSFT_TEST(test_transport_sasl_plain_exchange, 20)
 {
     ksft_kserver fb = {.mechanisms = "PLAIN", .auth_max = 1};
     ksft_kserver_start(&fb);
@@ -239,7 +239,7 @@ START_TEST(test_transport_sasl_plain_exchange)
 }
 END_TEST
 
-START_TEST(test_transport_sasl_scram_over_tls_v2)
+KSFT_TEST(test_transport_sasl_scram_over_tls_v2, 20)
 {
     ksft_tls_files tf;
     ksft_tls_files_make(&tf);
@@ -271,7 +271,7 @@ START_TEST(test_transport_sasl_scram_over_tls_v2)
 }
 END_TEST
 
-START_TEST(test_transport_sasl_bad_password)
+KSFT_TEST(test_transport_sasl_bad_password, 20)
 {
     ksft_kserver fb = {
         .mechanisms = "SCRAM-SHA-256", .auth_max = 1, .scram_final = RFC_CLIENT_FINAL};
@@ -302,7 +302,7 @@ START_TEST(test_transport_sasl_bad_password)
 }
 END_TEST
 
-START_TEST(test_transport_sasl_mechanism_not_enabled)
+KSFT_TEST(test_transport_sasl_mechanism_not_enabled, 20)
 {
     ksft_kserver fb = {.mechanisms = "SCRAM-SHA-512", .auth_max = 0};
     ksft_kserver_start(&fb);
@@ -329,7 +329,7 @@ END_TEST
 
 /* ---- TLS --------------------------------------------------------------------------- */
 
-START_TEST(test_transport_tls_verified_and_client_cert)
+KSFT_TEST(test_transport_tls_verified_and_client_cert, 20)
 {
     ksft_tls_files tf;
     ksft_tls_files_make(&tf);
@@ -363,7 +363,7 @@ START_TEST(test_transport_tls_verified_and_client_cert)
 }
 END_TEST
 
-START_TEST(test_transport_tls_wrong_ca)
+KSFT_TEST(test_transport_tls_wrong_ca, 20)
 {
     ksft_tls_files tf;
     ksft_tls_files_make(&tf);
@@ -390,7 +390,7 @@ START_TEST(test_transport_tls_wrong_ca)
 }
 END_TEST
 
-START_TEST(test_transport_tls_hostname)
+KSFT_TEST(test_transport_tls_hostname, 20)
 {
     ksft_tls_files tf;
     ksft_tls_files_make(&tf);
@@ -434,7 +434,7 @@ START_TEST(test_transport_tls_hostname)
 }
 END_TEST
 
-START_TEST(test_transport_tls_to_plaintext_listener)
+KSFT_TEST(test_transport_tls_to_plaintext_listener, 20)
 {
     ksft_kserver fb = {.mechanisms = NULL};
     ksft_kserver_start(&fb);
@@ -457,7 +457,7 @@ START_TEST(test_transport_tls_to_plaintext_listener)
 }
 END_TEST
 
-START_TEST(test_transport_plaintext_to_tls_listener)
+KSFT_TEST(test_transport_plaintext_to_tls_listener, 20)
 {
     ksft_tls_files tf;
     ksft_tls_files_make(&tf);
@@ -495,7 +495,7 @@ stop_now(void *user)
     return *(volatile bool *)user;
 }
 
-START_TEST(test_transport_handshake_deadline_and_cancel)
+KSFT_TEST(test_transport_handshake_deadline_and_cancel, 20)
 {
     ksft_kserver fb = {.silent = true};
     ksft_kserver_start(&fb);
@@ -539,7 +539,7 @@ END_TEST
 
 /* ---- configuration ----------------------------------------------------------------- */
 
-START_TEST(test_transport_config_errors)
+KSFT_TEST(test_transport_config_errors, 10)
 {
     static const struct {
         const char *kv[3][2];
@@ -603,7 +603,7 @@ START_TEST(test_transport_config_errors)
 END_TEST
 
 /* consumer.* overrides kafka.* for the membership, as for the reply consumer. */
-START_TEST(test_transport_config_consumer_role_wins)
+KSFT_TEST(test_transport_config_consumer_role_wins, 10)
 {
     static const char *const kv[][2] = {{"kafka.security.protocol", "sasl_ssl"},
                                         {"kafka.sasl.mechanism", "SCRAM-SHA-512"},
@@ -625,7 +625,7 @@ START_TEST(test_transport_config_consumer_role_wins)
 END_TEST
 
 /* Every allocation of reading, copying and loading the settings may fail cleanly. */
-START_TEST(test_transport_allocation_failures)
+KSFT_TEST(test_transport_allocation_failures, 20)
 {
     static const char *const kv[][2] = {
         {"kafka.security.protocol", "sasl_ssl"},
@@ -674,7 +674,7 @@ START_TEST(test_transport_allocation_failures)
 END_TEST
 
 /* Every librdkafka handle ksf builds gets the security properties. */
-START_TEST(test_transport_props_reach_librdkafka_handles)
+KSFT_TEST(test_transport_props_reach_librdkafka_handles, 10)
 {
     static const char *const kv[][2] = {{"kafka.security.protocol", "sasl_ssl"},
                                         {"kafka.sasl.mechanisms", "PLAIN"},
@@ -706,7 +706,7 @@ END_TEST
 
 /* ---- against the embedded broker --------------------------------------------------- */
 
-START_TEST(test_transport_client_new_rejects_oauthbearer)
+KSFT_TEST(test_transport_client_new_rejects_oauthbearer, 20)
 {
     static const char *const kv[][2] = {
         {"brokers", "127.0.0.1:1"},
@@ -754,7 +754,7 @@ on_fatal(void *user, ksf_err err, const char *sentence)
  * to sasl_plaintext stops at its first connection with a clear sentence (fatal, not
  * retried forever), within a second.
  */
-START_TEST(test_transport_mock_broker_has_no_sasl)
+KSFT_TEST(test_transport_mock_broker_has_no_sasl, 30)
 {
     KSFT_NEEDS_MOCK("it checks what the embedded broker says to SASL");
     ksft_broker *b = ksft_broker_start();
@@ -912,7 +912,7 @@ relay_stop(relay_env *env)
  * every later frame to the mock broker and names itself as the coordinator. The member
  * joins, syncs and gets both partitions of its reply topic.
  */
-START_TEST(test_transport_membership_over_tls_and_scram)
+KSFT_TEST(test_transport_membership_over_tls_and_scram, 40)
 {
     relay_env env = {0};
     relay_start(&env, 0);
@@ -936,7 +936,7 @@ END_TEST
  * KIP-368: the broker grants a 1.5 s session; the member reconnects and logs in again
  * before it ends (at 90 %), keeping its membership: same generation, no revocation.
  */
-START_TEST(test_transport_membership_reauthenticates)
+KSFT_TEST(test_transport_membership_reauthenticates, 40)
 {
     relay_env env = {0};
     relay_start(&env, 1500);
@@ -960,34 +960,4 @@ START_TEST(test_transport_membership_reauthenticates)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"scram", test_transport_scram_rfc7677, 10},
-        {"scram_sha512", test_transport_scram_sha512_vector, 10},
-        {"scram_bad_server_first", test_transport_scram_rejects_bad_server_first, 10},
-        {"scram_escape_sha512", test_transport_scram_escapes_user_and_sha512_proof_size,
-         10},
-        {"plain", test_transport_plain_message, 10},
-        {"sasl_plain", test_transport_sasl_plain_exchange, 20},
-        {"sasl_scram_tls", test_transport_sasl_scram_over_tls_v2, 20},
-        {"sasl_bad_password", test_transport_sasl_bad_password, 20},
-        {"sasl_mechanism", test_transport_sasl_mechanism_not_enabled, 20},
-        {"tls_client_cert", test_transport_tls_verified_and_client_cert, 20},
-        {"tls_wrong_ca", test_transport_tls_wrong_ca, 20},
-        {"tls_hostname", test_transport_tls_hostname, 20},
-        {"tls_plaintext_listener", test_transport_tls_to_plaintext_listener, 20},
-        {"plaintext_tls_listener", test_transport_plaintext_to_tls_listener, 20},
-        {"deadline_cancel", test_transport_handshake_deadline_and_cancel, 20},
-        {"config_errors", test_transport_config_errors, 10},
-        {"config_roles", test_transport_config_consumer_role_wins, 10},
-        {"librdkafka_props", test_transport_props_reach_librdkafka_handles, 10},
-        {"allocation_failures", test_transport_allocation_failures, 20},
-        {"client_new", test_transport_client_new_rejects_oauthbearer, 20},
-        {"mock_broker", test_transport_mock_broker_has_no_sasl, 30},
-        {"membership_tls_scram", test_transport_membership_over_tls_and_scram, 40},
-        {"membership_reauth", test_transport_membership_reauthenticates, 40},
-    };
-    return KSFT_RUN("transport", cases);
-}
+KSFT_MAIN("transport")

@@ -5,12 +5,13 @@
  * are reported at once and say what is wrong, and the defaults behind them.
  */
 #include "base/config.h"
-#include "broker.h"
+#include "fixture.h"
 #include "kafka/kafka.h"
 #include "raw_kafka.h"
 #include "server/server.h"
 #include "service.h"
 
+#include "proc.h"
 #include "suite.h"
 
 #include <arpa/inet.h>
@@ -67,73 +68,60 @@ finish_parked(void)
     return n;
 }
 
-/* A server with one deferring pattern, default workers (4) and concurrency. */
-static ksf_server *
-park_server(ksft_broker *b, const char *deferred_max, ksft_service *s)
+/* The world of the deferral cases: one deferring pattern, default workers (4) and
+ * concurrency, and server.deferred.max as given (NULL: the default). */
+static void
+park_world(ksft_world *w, const char *deferred_max)
 {
-    ksft_broker_create_topic(b, "u.park", 2);
-    ksft_broker_create_topic(b, "u.park.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    if (deferred_max) {
-        const char *const kv[][2] = {{"server.deferred.max", deferred_max}};
-        ksft_config_set_all(cfg, kv, KSFT_NKV(kv));
-    }
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "u.park", h_park, NULL, NULL), KSF_OK);
-    ksf_config_destroy(cfg);
-    ksft_service_start(s, srv, WAIT_MS);
-    return srv;
+    static const char *const topics[] = {"u.park:2", "u.park.reply", NULL};
+    static const ksft_handler park[] = {{"u.park", h_park}, {NULL}};
+    const char *const kv[][2] = {{"server.deferred.max", deferred_max}};
+    ksft_world_open(w, &(ksft_world_spec){.topics = topics,
+                                          .settings = deferred_max ? kv : NULL,
+                                          .nsettings = 1,
+                                          .handlers = park});
 }
 
 /* 40 requests, 4 workers: all 40 are deferred at once (they hold no worker and no
  * concurrency slot); before, 4 were and the rest waited for a finish. */
-START_TEST(test_usability_deferred_not_bounded_by_workers)
+KSFT_TEST(test_usability_deferred_not_bounded_by_workers, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksft_service s = {0};
-    park_server(b, NULL, &s);
-    ksf_config *cfg = ksft_config(b);
-    ksf_client *cli = ksft_client(cfg);
+    ksft_world w;
+    park_world(&w, NULL);
     ksft_tally t;
     ksft_tally_init(&t, 40);
     for (size_t i = 0; i < 40; i++) {
-        ck_assert_int_eq(ksft_tally_send(&t, cli, "u.park", i, 30000, 0), KSF_OK);
+        ck_assert_int_eq(ksft_tally_send(&t, w.cli, "u.park", i, 30000, 0), KSF_OK);
     }
     ck_assert_int_eq(ksft_wait_atomic(&nparked, 40, WAIT_MS), 40);
     ck_assert_int_eq(finish_parked(), 40);
     ck_assert_uint_eq(ksft_tally_wait(&t, 40, WAIT_MS), 40);
     ck_assert_uint_eq(atomic_load(&t.ok), 40);
     ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
-    ksf_client_destroy(cli);
     ksft_tally_free(&t);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
 /* server.deferred.max bounds them: at 8 parked no new handler starts (the rest are
  * throttled) until some finish. */
-START_TEST(test_usability_deferred_max)
+KSFT_TEST(test_usability_deferred_max, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksft_service s = {0};
-    ksf_server *srv = park_server(b, "8", &s);
-    ksf_config *cfg = ksft_config(b);
+    ksft_world w;
+    park_world(&w, "8");
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_set(cfg, "server.deferred.max", "0", &ei), KSF_EINVAL);
+    ck_assert_int_eq(ksf_config_set(w.cfg, "server.deferred.max", "0", &ei), KSF_EINVAL);
     ck_assert_str_eq(ei.text, "server.deferred.max \"0\": expected an integer from 1 to "
                               "1000000");
-    ksf_client *cli = ksft_client(cfg);
     ksft_tally t;
     ksft_tally_init(&t, 20);
     for (size_t i = 0; i < 20; i++) {
-        ck_assert_int_eq(ksft_tally_send(&t, cli, "u.park", i, 30000, 0), KSF_OK);
+        ck_assert_int_eq(ksft_tally_send(&t, w.cli, "u.park", i, 30000, 0), KSF_OK);
     }
     ck_assert_int_ge(ksft_wait_atomic(&nparked, 8, WAIT_MS), 8);
     /* Then nothing new starts (counted as throttled); handlers that were already
      * running when the eighth parked may still defer: at most workers - 1 = 3. */
-    KSFT_WAIT_SERVER_STAT(srv, throttled, 1, WAIT_MS);
+    KSFT_WAIT_SERVER_STAT(w.srv, throttled, 1, WAIT_MS);
     ck_assert_int_le(atomic_load(&nparked), 11);
     int done = finish_parked();
     while (done < 20) {
@@ -143,11 +131,8 @@ START_TEST(test_usability_deferred_max)
     }
     ck_assert_uint_eq(ksft_tally_wait(&t, 20, WAIT_MS), 20);
     ck_assert_uint_eq(atomic_load(&t.ok), 20);
-    ksf_client_destroy(cli);
     ksft_tally_free(&t);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -177,30 +162,24 @@ h_early(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return e;
 }
 
-START_TEST(test_usability_finish_before_return)
+KSFT_TEST(test_usability_finish_before_return, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.early", 1);
-    ksft_broker_create_topic(b, "u.early.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksf_server *srv = ksft_server(cfg);
-    ck_assert_int_eq(ksf_server_on_message(srv, "u.early", h_early, NULL, NULL), KSF_OK);
-    ksft_service s = {0};
-    ksft_service_start(&s, srv, WAIT_MS);
-    ksf_client *cli = ksft_client(cfg);
+    ksft_world w;
+    ksft_world_open(
+        &w, &(ksft_world_spec){
+                .topics = (const char *const[]){"u.early", "u.early.reply", NULL},
+                .handlers = (const ksft_handler[]){{"u.early", h_early}, {NULL}}});
     json_t *reply = NULL;
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_client_call(cli, "u.early", NULL, WAIT_MS, &reply, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_client_call(w.cli, "u.early", NULL, WAIT_MS, &reply, &ei),
+                     KSF_OK);
     ck_assert_str_eq(json_string_value(reply), "early");
     json_decref(reply);
     ck_assert_int_eq(atomic_load(&early_rc), KSF_OK);
     ck_assert_int_eq(atomic_load(&second_rc), KSF_ESTATE);
-    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(srv, replies, 1, WAIT_MS);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, replies, 1, WAIT_MS);
     ck_assert_uint_eq(st.errors, 0);
-    ksf_client_destroy(cli);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -220,44 +199,6 @@ dead_port(void)
     return ntohs(a.sin_port);
 }
 
-typedef struct outcome {
-    pthread_mutex_t m;
-    pthread_cond_t c;
-    int calls;
-    ksf_err err;
-    char text[KSF_ERRINFO_TEXT_SIZE];
-    json_t *value;
-    int64_t at_ms;
-} outcome;
-
-static void
-on_outcome(const ksf_reply *r, void *user)
-{
-    outcome *o = user;
-    pthread_mutex_lock(&o->m);
-    o->calls++;
-    o->err = r->err;
-    snprintf(o->text, sizeof o->text, "%s", r->text ? r->text : "");
-    o->value = r->value ? json_incref((json_t *)r->value) : NULL;
-    o->at_ms = ksft_now_ms();
-    pthread_cond_broadcast(&o->c);
-    pthread_mutex_unlock(&o->m);
-}
-
-static void
-outcome_wait(outcome *o, int timeout_ms)
-{
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
-    pthread_mutex_lock(&o->m);
-    while (o->calls == 0 && ksft_now_ms() < until) {
-        pthread_mutex_unlock(&o->m);
-        ksft_sleep_ms(10);
-        pthread_mutex_lock(&o->m);
-    }
-    pthread_mutex_unlock(&o->m);
-    ck_assert_int_eq(o->calls, 1);
-}
-
 static ksf_config *
 dead_config(char *addr, size_t size)
 {
@@ -269,48 +210,43 @@ dead_config(char *addr, size_t size)
 
 /* The first send of a fresh client returns at once (it used to wait ~3 s for the
  * reply-group join on the calling thread), and its reply still comes. */
-START_TEST(test_usability_send_never_blocks)
+KSFT_TEST(test_usability_send_never_blocks, 60)
 {
-    static const char *const patterns[] = {"u.echo", NULL};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.echo", 1);
-    ksft_broker_create_topic(b, "u.echo.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
-    ksf_client *cli = ksft_client(cfg);
-    outcome o = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .topics = (const char *const[]){"u.echo", "u.echo.reply", NULL},
+                        .handlers = (const ksft_handler[]){{"u.echo"}, {NULL}},
+                        .lazy_client = true});
+    ksft_outcome o = {0};
     json_t *v = json_pack("{s:i}", "n", 7);
     int64_t t0 = ksft_now_ms();
-    ck_assert_int_eq(ksf_client_send(cli, "u.echo", v, NULL, on_outcome, &o, NULL),
+    ck_assert_int_eq(ksf_client_send(w.cli, "u.echo", v, NULL, ksft_outcome_cb, &o, NULL),
                      KSF_OK);
     int64_t took = ksft_now_ms() - t0;
     ck_assert_msg(took < 500, "the first send blocked its caller for %lld ms",
                   (long long)took);
     /* flush covers the requests the sender thread has not produced yet. */
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_client_flush(cli, WAIT_MS, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_client_flush(w.cli, WAIT_MS, &ei), KSF_OK);
     ksf_client_stats st;
-    ksf_client_get_stats(cli, &st);
+    ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);
-    outcome_wait(&o, WAIT_MS);
+    ksft_outcome_wait(&o, WAIT_MS);
     ck_assert_int_eq(o.err, KSF_OK);
     ck_assert(json_equal(o.value, v));
-    json_decref(o.value);
+    ksft_outcome_reset(&o);
     json_decref(v);
-    ksf_client_get_stats(cli, &st);
+    ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);
     ck_assert_uint_eq(st.replies, 1);
-    ksf_client_destroy(cli);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
 /* No broker: send returns at once and the callback says so within
  * broker.unreachable.timeout.ms, naming the address; connect too. */
-START_TEST(test_usability_client_unreachable)
+KSFT_TEST(test_usability_client_unreachable, 60)
 {
     char addr[64], want[256];
     ksf_config *cfg = dead_config(addr, sizeof addr);
@@ -327,14 +263,15 @@ START_TEST(test_usability_client_unreachable)
              addr, addr);
 
     ksf_client *cli = ksft_client(cfg);
-    outcome o = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    ksft_outcome o = {0};
     int64_t t0 = ksft_now_ms();
-    ck_assert_int_eq(ksf_client_send(cli, "u.any", NULL, NULL, on_outcome, &o, NULL),
+    ck_assert_int_eq(ksf_client_send(cli, "u.any", NULL, NULL, ksft_outcome_cb, &o, NULL),
                      KSF_OK);
     ck_assert_int_lt(ksft_now_ms() - t0, 500);
-    outcome_wait(&o, 10000);
+    ksft_outcome_wait(&o, 10000);
     ck_assert_int_eq(o.err, KSF_EKAFKA);
     ck_assert_msg(strstr(o.text, want), "callback text: %s", o.text);
+    ksft_outcome_reset(&o);
     ck_assert_int_lt(o.at_ms - t0, ksft_scaled_ms(4000));
 
     ksf_errinfo ei = {0};
@@ -348,7 +285,7 @@ START_TEST(test_usability_client_unreachable)
 END_TEST
 
 /* A server given a dead broker returns from run with the address, in seconds. */
-START_TEST(test_usability_server_unreachable)
+KSFT_TEST(test_usability_server_unreachable, 60)
 {
     char addr[64], want[256];
     ksf_config *cfg = dead_config(addr, sizeof addr);
@@ -367,34 +304,32 @@ END_TEST
 
 /* A request to a pattern whose topic does not exist times out saying that no service
  * consumes it (it used to say only "no reply before the request's deadline"). */
-START_TEST(test_usability_nobody_consumes)
+KSFT_TEST(test_usability_nobody_consumes, 60)
 {
-    ksft_broker *b = ksft_broker_start();
-    ksf_config *cfg = ksft_config(b);
-    ksf_client *cli = ksft_client(cfg);
-    outcome o = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.lazy_client = true});
+    ksft_outcome o = {0};
     ksf_send_opts so = {.timeout_ms = 8000};
-    ck_assert_int_eq(ksf_client_send(cli, "u.nobody", NULL, &so, on_outcome, &o, NULL),
-                     KSF_OK);
-    outcome_wait(&o, WAIT_MS);
+    ck_assert_int_eq(
+        ksf_client_send(w.cli, "u.nobody", NULL, &so, ksft_outcome_cb, &o, NULL), KSF_OK);
+    ksft_outcome_wait(&o, WAIT_MS);
     ck_assert_int_eq(o.err, KSF_ETIMEDOUT);
     ck_assert_str_eq(o.text, "no reply before the request's deadline: no service "
                              "consumes u.nobody (the topic did not exist when this "
                              "client first sent to it; start a service with a handler "
                              "for u.nobody)");
+    ksft_outcome_reset(&o);
     ksf_client_stats st;
-    ksf_client_get_stats(cli, &st);
+    ksf_client_get_stats(w.cli, &st);
     ck_assert_uint_eq(st.sent, 1);
     ck_assert_uint_eq(st.timeouts, 1);
-    ksf_client_destroy(cli);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
 /* ---- the session timeout and the heartbeat go together --------------------------- */
 
-START_TEST(test_usability_session_alone)
+KSFT_TEST(test_usability_session_alone, 30)
 {
     const char *const kv[][2] = {{"brokers", "127.0.0.1:9"},
                                  {"consumer.session.timeout.ms", "6000"}};
@@ -430,7 +365,7 @@ END_TEST
 
 /* ---- logging without code: KSF_LOG, one debug line per message ------------------- */
 
-START_TEST(test_usability_ksf_log_env)
+KSFT_TEST(test_usability_ksf_log_env, 10)
 {
     ksf_config *cfg = NULL;
     ksf_errinfo ei = {0};
@@ -484,77 +419,62 @@ count_debug(void *user, ksf_log_level level, const char *component, const char *
     }
 }
 
-START_TEST(test_usability_debug_line_per_message)
+KSFT_TEST(test_usability_debug_line_per_message, 60)
 {
-    static const char *const patterns[] = {"u.log", NULL};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.log", 1);
-    ksft_broker_create_topic(b, "u.log.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksf_config_set_log_structured(cfg, count_debug, NULL, KSF_LOG_DEBUG);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
-    ksf_client *cli = ksft_client(cfg);
+    static const char *const topics[] = {"u.log", "u.log.reply", NULL};
+    static const ksft_handler echo[] = {{"u.log"}, {NULL}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics, .no_client = true});
+    ksf_config_set_log_structured(w.cfg, count_debug, NULL, KSF_LOG_DEBUG);
+    ksft_world_serve(&w, ksft_world_server(&w, echo));
+    w.cli = ksft_client(w.cfg);
     for (int i = 0; i < 5; i++) {
         json_t *out = NULL;
-        ck_assert_int_eq(ksf_client_call(cli, "u.log", NULL, WAIT_MS, &out, NULL),
+        ck_assert_int_eq(ksf_client_call(w.cli, "u.log", NULL, WAIT_MS, &out, NULL),
                          KSF_OK);
         json_decref(out);
     }
     ck_assert_int_eq(ksft_wait_atomic(&handled_lines, 5, WAIT_MS), 5);
     ck_assert_int_eq(atomic_load(&reply_lines), 5);
-    ksf_client_destroy(cli);
-    ksft_service_stop(&s);
+    ksft_world_stop_server(&w);
     ck_assert_int_eq(atomic_load(&handled_lines), 5);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
-/* Run the ksf tool with @p env in front; its exit status, stderr in @p err. */
-static int
-run_tool(const char *env, const char *args, char *err, size_t size)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s \"%s\" %s 2>&1 >/dev/null", env, getenv("KSF_TOOL"),
-             args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(err, 1, size - 1, p);
-    err[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-START_TEST(test_usability_call_tool)
+KSFT_TEST(test_usability_call_tool, 90)
 {
     if (!getenv("KSF_TOOL")) {
         fprintf(stderr, "call_tool: KSF_TOOL not set (run through meson test)\n");
         return;
     }
-    static const char *const patterns[] = {"u.tool", NULL};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.tool", 1);
-    ksft_broker_create_topic(b, "u.tool.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .topics = (const char *const[]){"u.tool", "u.tool.reply", NULL},
+                        .handlers = (const ksft_handler[]){{"u.tool"}, {NULL}},
+                        .no_client = true});
     char args[512], err[8192];
     const char *mock = "--set consumer.fetch.wait.max.ms=5";
     /* -v: a summary line on success (it printed nothing). */
     snprintf(args, sizeof args, "call u.tool '{\"a\":1}' -v --brokers %s %s",
-             ksft_broker_address(b), mock);
-    ck_assert_int_eq(run_tool("", args, err, sizeof err), 0);
+             ksft_broker_address(w.broker), mock);
+    ck_assert_int_eq(ksft_run_tool("KSF_TOOL", "", args, KSFT_STDERR, err, sizeof err),
+                     0);
     ck_assert_msg(strstr(err, "ksf call: u.tool: answered after "), "stderr: %s", err);
     ck_assert_msg(strstr(err, "ksf debug client: reply pattern=u.tool"), "stderr: %s",
                   err);
     /* KSF_LOG without -v. */
-    snprintf(args, sizeof args, "call u.tool 1 --brokers %s %s", ksft_broker_address(b),
-             mock);
-    ck_assert_int_eq(run_tool("KSF_LOG=debug,logfmt", args, err, sizeof err), 0);
+    snprintf(args, sizeof args, "call u.tool 1 --brokers %s %s",
+             ksft_broker_address(w.broker), mock);
+    ck_assert_int_eq(ksft_run_tool("KSF_TOOL", "KSF_LOG=debug,logfmt", args, KSFT_STDERR,
+                                   err, sizeof err),
+                     0);
     ck_assert_msg(strstr(err, "level=debug component=client msg=reply pattern=u.tool"),
                   "stderr: %s", err);
-    ck_assert_int_eq(run_tool("KSF_LOG=shout", args, err, sizeof err), 2);
+    ck_assert_int_eq(
+        ksft_run_tool("KSF_TOOL", "KSF_LOG=shout", args, KSFT_STDERR, err, sizeof err),
+        2);
     ck_assert_msg(strstr(err, "environment variable KSF_LOG \"shout\""), "stderr: %s",
                   err);
     /* Nothing listens: exit 4 within seconds, naming the address. */
@@ -562,32 +482,30 @@ START_TEST(test_usability_call_tool)
     snprintf(addr, sizeof addr, "127.0.0.1:%d", dead_port());
     snprintf(args, sizeof args, "call u.tool 1 --brokers %s", addr);
     int64_t t0 = ksft_now_ms();
-    ck_assert_int_eq(run_tool("", args, err, sizeof err), 4);
+    ck_assert_int_eq(ksft_run_tool("KSF_TOOL", "", args, KSFT_STDERR, err, sizeof err),
+                     4);
     ck_assert_int_lt(ksft_now_ms() - t0, ksft_scaled_ms(9000));
     snprintf(want, sizeof want,
              "ksf call: no broker of \"%s\" answered within 5000 ms (%s refused", addr,
              addr);
     ck_assert_msg(strstr(err, want), "stderr: %s", err);
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
 /* An interrupted ksf bench reports what it measured (it printed nothing). */
-START_TEST(test_usability_bench_interrupted)
+KSFT_TEST(test_usability_bench_interrupted, 90)
 {
     if (!getenv("KSF_TOOL")) {
         fprintf(stderr, "bench_interrupted: KSF_TOOL not set (run through meson test)\n");
         return;
     }
-    static const char *const patterns[] = {"u.bench", NULL};
-    ksft_broker *b = ksft_broker_start();
-    ksft_broker_create_topic(b, "u.bench", 1);
-    ksft_broker_create_topic(b, "u.bench.reply", 1);
-    ksf_config *cfg = ksft_config(b);
-    ksft_service s = {0};
-    ksft_service_start(&s, ksft_echo_server(cfg, patterns), WAIT_MS);
+    ksft_world w;
+    ksft_world_open(&w,
+                    &(ksft_world_spec){
+                        .topics = (const char *const[]){"u.bench", "u.bench.reply", NULL},
+                        .handlers = (const ksft_handler[]){{"u.bench"}, {NULL}},
+                        .no_client = true});
     char dir[] = "/tmp/ksf-bench-XXXXXX", cmd[2048], out[4096];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     /* Interrupt once it reported "running" (bounded: 30 s), after a second of load. */
@@ -597,7 +515,7 @@ START_TEST(test_usability_bench_interrupted)
              "until grep -q running %s/err || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); "
              "done; sleep 1; kill -INT $pid; wait $pid; echo \"rc=$?\"; cat %s/out; "
              "rm -r %s",
-             getenv("KSF_TOOL"), ksft_broker_address(b), dir, dir, dir, dir, dir);
+             getenv("KSF_TOOL"), ksft_broker_address(w.broker), dir, dir, dir, dir, dir);
     FILE *p = popen(cmd, "r");
     ck_assert_ptr_nonnull(p);
     size_t n = fread(out, 1, sizeof out - 1, p);
@@ -608,9 +526,7 @@ START_TEST(test_usability_bench_interrupted)
     long count = atol(out + sizeof head - 1);
     ck_assert_msg(count > 0, "output: %s", out);
     ck_assert_ptr_nonnull(strstr(out, "  timeouts  0\n"));
-    ksft_service_stop(&s);
-    ksf_config_destroy(cfg);
-    ksft_broker_stop(b);
+    ksft_world_close(&w);
 }
 END_TEST
 
@@ -647,17 +563,7 @@ start_child(const char *path, const char *brokers, const char *err_path)
 static int
 wait_child(child *c, int ms)
 {
-    int st = 0;
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(ms);
-    while (waitpid(c->pid, &st, WNOHANG) == 0) {
-        if (ksft_now_ms() > until) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, &st, 0);
-            fclose(c->out);
-            return -1;
-        }
-        ksft_sleep_ms(20);
-    }
+    int st = ksft_wait_child(c->pid, ms);
     fclose(c->out);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -674,7 +580,7 @@ read_file(const char *path, char *buf, size_t size)
 }
 
 /* It serves, says when it is ready, answers, and stops on SIGTERM with status 0. */
-START_TEST(test_usability_readme_sample)
+KSFT_TEST(test_usability_readme_sample, 90)
 {
     const char *sample = getenv("KSF_README_SAMPLE");
     if (!sample) {
@@ -726,7 +632,7 @@ END_TEST
 
 /* A second, different service starting (the README sample, another program) does not
  * stop this one: they used to share nestjs-group-server and rebalance together. */
-START_TEST(test_usability_services_apart)
+KSFT_TEST(test_usability_services_apart, 90)
 {
     const char *sample = getenv("KSF_README_SAMPLE");
     if (!sample) {
@@ -777,25 +683,4 @@ START_TEST(test_usability_services_apart)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"deferred_not_bounded_by_workers",
-         test_usability_deferred_not_bounded_by_workers, 60},
-        {"deferred_max", test_usability_deferred_max, 60},
-        {"finish_before_return", test_usability_finish_before_return, 60},
-        {"send_never_blocks", test_usability_send_never_blocks, 60},
-        {"client_unreachable", test_usability_client_unreachable, 60},
-        {"server_unreachable", test_usability_server_unreachable, 60},
-        {"nobody_consumes", test_usability_nobody_consumes, 60},
-        {"session_alone", test_usability_session_alone, 30},
-        {"ksf_log_env", test_usability_ksf_log_env, 10},
-        {"debug_line_per_message", test_usability_debug_line_per_message, 60},
-        {"call_tool", test_usability_call_tool, 90},
-        {"bench_interrupted", test_usability_bench_interrupted, 90},
-        {"readme_sample", test_usability_readme_sample, 90},
-        {"services_apart", test_usability_services_apart, 90},
-    };
-    return KSFT_RUN("usability", cases);
-}
+KSFT_MAIN("usability")

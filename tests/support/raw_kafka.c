@@ -38,23 +38,41 @@ set(rd_kafka_conf_t *conf, const char *k, const char *v)
 {
     char err[256];
     ck_assert_msg(rd_kafka_conf_set(conf, k, v, err, sizeof err) == RD_KAFKA_CONF_OK,
-                  "%s=%s: %s", k, v, err);
+                  "librdkafka property %s \"%s\": %s", k, v, err);
+}
+
+rd_kafka_conf_t *
+ksft_rd_conf(const char *brokers, const char *const kv[][2], size_t n)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (brokers) {
+        set(conf, "bootstrap.servers", brokers);
+    }
+    for (size_t i = 0; i < n; i++) {
+        set(conf, kv[i][0], kv[i][1]);
+    }
+    return conf;
+}
+
+rd_kafka_t *
+ksft_rd_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, const char *what)
+{
+    char err[512];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof err);
+    ck_assert_msg(rk != NULL, "%s: rd_kafka_new: %s", what, err);
+    return rk;
 }
 
 ksft_producer *
 ksft_producer_new(const char *brokers)
 {
-    char err[256];
     ksft_producer *p = calloc(1, sizeof *p);
     ck_assert_ptr_nonnull(p);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    set(conf, "bootstrap.servers", brokers);
-    set(conf, "linger.ms", "0");
-    set(conf, "log_level", "3");
+    static const char *const kv[][2] = {{"linger.ms", "0"}, {"log_level", "3"}};
+    rd_kafka_conf_t *conf = ksft_rd_conf(brokers, kv, 2);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     rd_kafka_conf_set_opaque(conf, p);
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    ck_assert_msg(p->rk != NULL, "test producer: %s", err);
+    p->rk = ksft_rd_new(RD_KAFKA_PRODUCER, conf, "test producer");
     return p;
 }
 
@@ -165,17 +183,13 @@ struct ksft_collector {
 ksft_collector *
 ksft_collector_new(const char *brokers, const char *topic, int32_t partition)
 {
-    char err[256];
     ksft_collector *c = calloc(1, sizeof *c);
     ck_assert_ptr_nonnull(c);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    set(conf, "bootstrap.servers", brokers);
-    set(conf, "group.id", "ksft-collector");
-    set(conf, "enable.auto.commit", "false");
-    set(conf, "fetch.wait.max.ms", "5");
-    set(conf, "log_level", "3");
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    ck_assert_msg(c->rk != NULL, "collector: %s", err);
+    static const char *const kv[][2] = {{"group.id", "ksft-collector"},
+                                        {"enable.auto.commit", "false"},
+                                        {"fetch.wait.max.ms", "5"},
+                                        {"log_level", "3"}};
+    c->rk = ksft_rd_new(RD_KAFKA_CONSUMER, ksft_rd_conf(brokers, kv, 4), "collector");
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, topic, partition)->offset =
         RD_KAFKA_OFFSET_BEGINNING;
@@ -340,13 +354,9 @@ int64_t
 ksft_committed(const char *brokers, const char *group, const char *topic,
                int32_t partition)
 {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    set(conf, "bootstrap.servers", brokers);
-    set(conf, "group.id", group);
-    set(conf, "log_level", "3");
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    ck_assert_msg(rk != NULL, "offset reader: %s", err);
+    const char *const kv[][2] = {{"group.id", group}, {"log_level", "3"}};
+    rd_kafka_t *rk =
+        ksft_rd_new(RD_KAFKA_CONSUMER, ksft_rd_conf(brokers, kv, 2), "offset reader");
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, topic, partition);
     rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 10000);

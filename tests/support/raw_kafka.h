@@ -100,4 +100,13 @@ int64_t ksft_committed(const char *brokers, const char *group, const char *topic
 int64_t ksft_wait_committed(const char *brokers, const char *group, const char *topic,
                             int32_t partitions, int64_t want, int timeout_ms);
 
+/* ---- plain librdkafka handles ---------------------------------------------------- */
+
+/* A configuration with bootstrap.servers @p brokers (NULL: not set) and then the
+ * {property, value} rows of @p kv; a refused row fails the test, naming it. */
+rd_kafka_conf_t *ksft_rd_conf(const char *brokers, const char *const kv[][2], size_t n);
+
+/* rd_kafka_new of @p type on @p conf (consumed); fails the test naming @p what. */
+rd_kafka_t *ksft_rd_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, const char *what);
+
 #endif

@@ -1,6 +1,7 @@
 #include "service.h"
 
 #include "broker.h"
+#include "suite.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ run_main(void *arg)
 {
     ksft_service *s = arg;
     s->run_err = ksf_server_run(s->srv, &s->ei);
+    atomic_store(&s->exited, 1);
     return NULL;
 }
 
@@ -67,16 +69,15 @@ ksft_service_start(ksft_service *s, ksf_server *srv, int timeout_ms)
     s->srv = srv;
     s->run_err = KSF_OK;
     atomic_store(&s->ready, 0);
+    atomic_store(&s->exited, 0);
     ksf_server_set_ready_cb(srv, on_ready, s);
     ck_assert_int_eq(pthread_create(&s->thread, NULL, run_main, s), 0);
     s->running = true;
-    timeout_ms = ksft_scaled_ms(timeout_ms);
-    int64_t until = ksft_now_ms() + timeout_ms;
-    while (!atomic_load(&s->ready) && ksft_now_ms() < until) {
-        ksft_sleep_ms(10); /* polling a condition with a deadline */
-    }
-    ck_assert_msg(atomic_load(&s->ready) == 1, "server not ready within %d ms",
-                  timeout_ms);
+    KSFT_WAIT_UNTIL(atomic_load(&s->ready) || atomic_load(&s->exited), timeout_ms,
+                    "the server's ready callback");
+    ck_assert_msg(atomic_load(&s->ready) == 1,
+                  "the server's run returned %s before it was ready: %s",
+                  ksf_strerror(s->run_err), s->ei.text);
 }
 
 void
@@ -90,6 +91,43 @@ ksft_service_stop(ksft_service *s)
     }
     ksf_server_destroy(s->srv);
     s->srv = NULL;
+}
+
+/* ---- one request's callbacks --------------------------------------------------- */
+
+void
+ksft_outcome_cb(const ksf_reply *r, void *user)
+{
+    ksft_outcome *o = user;
+    if (atomic_load(&o->calls) == 0) {
+        o->err = r->err;
+        snprintf(o->text, sizeof o->text, "%s", r->text ? r->text : "");
+        o->value = r->value ? json_incref((json_t *)r->value) : NULL;
+        o->raw_len = r->raw_len;
+        o->raw = calloc(1, r->raw_len + 1);
+        ck_assert_ptr_nonnull(o->raw);
+        if (r->raw_len) {
+            memcpy(o->raw, r->raw, r->raw_len);
+        }
+        o->at_ms = ksft_now_ms();
+    }
+    atomic_fetch_add(&o->calls, 1); /* last: the test reads the fields after this */
+}
+
+void
+ksft_outcome_wait(ksft_outcome *o, int timeout_ms)
+{
+    KSFT_WAIT_UNTIL(atomic_load(&o->calls) > 0, timeout_ms, "a request's callback");
+    ksft_sleep_ms(50); /* a second callback would show up here */
+    ck_assert_int_eq(atomic_load(&o->calls), 1);
+}
+
+void
+ksft_outcome_reset(ksft_outcome *o)
+{
+    json_decref(o->value);
+    free(o->raw);
+    memset(o, 0, sizeof *o);
 }
 
 /* ---- tally ------------------------------------------------------------------------ */
@@ -189,10 +227,9 @@ ksft_tally_finished(ksft_tally *t)
 size_t
 ksft_tally_wait(ksft_tally *t, size_t want, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
+    ksft_deadline d = ksft_deadline_in(timeout_ms);
     size_t n;
-    while ((n = ksft_tally_finished(t)) < want && ksft_now_ms() < until) {
-        ksft_sleep_ms(10);
+    while ((n = ksft_tally_finished(t)) < want && ksft_deadline_wait(&d)) {
     }
     return n;
 }
@@ -233,9 +270,8 @@ ksft_rss_meaningful(void)
 int
 ksft_wait_atomic(atomic_int *counter, int n, int timeout_ms)
 {
-    int64_t until = ksft_now_ms() + ksft_scaled_ms(timeout_ms);
-    while (atomic_load(counter) < n && ksft_now_ms() < until) {
-        ksft_sleep_ms(5);
+    ksft_deadline d = ksft_deadline_in(timeout_ms);
+    while (atomic_load(counter) < n && ksft_deadline_wait(&d)) {
     }
     return atomic_load(counter);
 }

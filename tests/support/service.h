@@ -21,6 +21,7 @@ typedef struct ksft_service {
     ksf_err run_err;
     ksf_errinfo ei;
     atomic_int ready;
+    atomic_int exited; /* run returned (a server that fails to start is not waited for) */
 } ksft_service;
 
 /* A new server on @p cfg (fails the test on error). */
@@ -62,6 +63,30 @@ size_t ksft_tally_finished(ksft_tally *t);
 
 /* Wait until @p want requests got a callback or @p timeout_ms passed; returns count. */
 size_t ksft_tally_wait(ksft_tally *t, size_t want, int timeout_ms);
+
+/* ---- one request's callbacks ----------------------------------------------------- */
+
+/* What the first callback of one request said, and how many callbacks came. Zero it,
+ * pass ksft_outcome_cb and its address to ksf_client_send, then ksft_outcome_wait. */
+typedef struct ksft_outcome {
+    atomic_int calls; /* set last: the fields below are complete once it is > 0 */
+    ksf_err err;
+    char text[KSF_ERRINFO_TEXT_SIZE];
+    json_t *value; /* a new reference, or NULL */
+    char *raw;     /* a NUL-terminated copy of the reply bytes */
+    size_t raw_len;
+    int64_t at_ms; /* ksft_now_ms() of the first callback */
+} ksft_outcome;
+
+/* The ksf_reply_fn that fills the ksft_outcome at @p user (first callback only). */
+void ksft_outcome_cb(const ksf_reply *r, void *user);
+
+/* Wait up to ksft_scaled_ms(@p timeout_ms) for the first callback, then fail the test
+ * unless exactly one came (a second one would have come with the first). */
+void ksft_outcome_wait(ksft_outcome *o, int timeout_ms);
+
+/* Release its value and bytes and zero it for the next request. */
+void ksft_outcome_reset(ksft_outcome *o);
 
 /* ---- waiting on a condition ------------------------------------------------------ */
 

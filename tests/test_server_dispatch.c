@@ -1,0 +1,231 @@
+/*
+ * ksf_server's dispatch: events against requests, order within a partition under a
+ * multi-worker pool, and a handler slower than the session timeout that does not hold
+ * up other partitions or cost the group membership.
+ */
+#include "server/server.h"
+#include "server_probe.h"
+#include "suite.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- events ------------------------------------------------------------------------ */
+
+static atomic_int ev_seen, ev_bad_ctx, msg_as_event;
+
+static ksf_err
+h_event(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)reply;
+    json_t *want = json_pack("{s:i}", "dragon", 1);
+    bool ok = ksf_ctx_is_event(ctx) && !ksf_ctx_correlation_id(ctx) &&
+              !ksf_ctx_reply_topic(ctx) &&
+              ksf_ctx_stream(ctx, want, NULL) == KSF_ESTATE && json_equal(data, want);
+    json_decref(want);
+    atomic_fetch_add(ok ? &ev_seen : &ev_bad_ctx, 1);
+    return KSF_OK;
+}
+
+static ksf_err
+h_event_fails(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    return ksf_ctx_reply_error(ctx, "poison"); /* logged, counted, committed */
+}
+
+static ksf_err
+h_msg_counting(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    if (ksf_ctx_is_event(ctx)) {
+        atomic_fetch_add(&msg_as_event, 1);
+    }
+    *reply = json_string("ok");
+    return KSF_OK;
+}
+
+KSFT_TEST(test_server_events, 40)
+{
+    static const char *const topics[] = {"t.ev", "t.ev.fail", "t.msg", "t.ev.none", NULL};
+    /* A failing event logged and committed at once (retries: test_retry.c). */
+    static const char *const settings[][2] = {{"server.event.retries", "0"},
+                                              {"server.event.dlq.topic", "none"}};
+    static const ksft_handler handlers[] = {{"t.ev", h_event, NULL, true},
+                                            {"t.ev.fail", h_event_fails, NULL, true},
+                                            {"t.msg", h_msg_counting},
+                                            {NULL}};
+    ksft_probe p;
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
+    ksf_server *srv = ksft_world_server(&p.w, handlers);
+    ck_assert_int_eq(ksfi_server_add_topic(srv, "t.ev.none", NULL), KSF_OK);
+    ksft_world_serve(&p.w, srv);
+
+    const char ev[] = "{\"dragon\":1}";
+    ksft_produce(p.prod, "t.ev", 0, NULL, 0, ev, strlen(ev), NULL, 0, true);
+    /* Request headers on an event pattern: still an event, never answered. */
+    ksft_send_request(p.prod, "t.ev", 0, "ev-req", KSFT_PROBE_REPLY, 0, ev, strlen(ev),
+                      true);
+    ksft_produce(p.prod, "t.ev.fail", 0, NULL, 0, ev, strlen(ev), NULL, 0, true);
+    /* No headers on a message pattern: an event; the handler runs, nothing is sent. */
+    ksft_produce(p.prod, "t.msg", 0, NULL, 0, ev, strlen(ev), NULL, 0, true);
+    /* Correlation id without a reply topic: an event too. */
+    ksfi_header half[] = {KSFT_ID("half")};
+    ksft_produce(p.prod, "t.msg", 0, NULL, 0, ev, strlen(ev), half, 1, true);
+    ksft_produce(p.prod, "t.ev.none", 0, NULL, 0, ev, strlen(ev), NULL, 0, true);
+    KSFT_PROBE_WAIT_STAT(&p, events, 6);
+    /* A request after the events on t.msg's partition: once its reply is here, any
+     * reply the events wrongly caused would be here too. */
+    ksft_assert_value_reply(ksft_probe_request(&p, "t.msg", "after", "{}", 2), "after",
+                            "ok", 2);
+
+    ck_assert_int_eq(atomic_load(&ev_seen), 2);
+    ck_assert_int_eq(atomic_load(&ev_bad_ctx), 0);
+    ck_assert_int_eq(atomic_load(&msg_as_event), 2);
+    ksft_world_stop_server(&p.w);
+    ksft_collector_poll(p.replies, 100);
+    ck_assert_uint_eq(ksft_collector_count(p.replies), 1);
+    ksf_server_stats s = ksft_probe_stats(&p);
+    ck_assert_uint_eq(s.events, 6);
+    ck_assert_uint_eq(s.requests, 1);
+    ck_assert_uint_eq(s.replies, 1);
+    ck_assert_uint_eq(s.errors, 1);
+    ck_assert_uint_eq(s.no_handler, 1);
+    /* Committed past the failed event and the unhandled one: no redelivery loop. */
+    const char *addr = ksft_broker_address(p.w.broker);
+    ck_assert_int_eq(ksft_committed(addr, KSFT_PROBE_GROUP, "t.ev.fail", 0), 1);
+    ck_assert_int_eq(ksft_committed(addr, KSFT_PROBE_GROUP, "t.ev.none", 0), 1);
+    ck_assert_int_eq(ksft_committed(addr, KSFT_PROBE_GROUP, "t.ev", 0), 2);
+    ksft_probe_close(&p);
+}
+END_TEST
+
+/* ---- ordering under a multi-worker pool ----------------------------------------------
+ */
+
+#define ORDER_N 200
+
+static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
+static int order_seen[2][ORDER_N];
+static int order_count[2];
+static atomic_int order_concurrent, order_max_concurrent;
+
+static ksf_err
+h_order(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)reply;
+    int now = atomic_fetch_add(&order_concurrent, 1) + 1;
+    int max = atomic_load(&order_max_concurrent);
+    while (now > max && !atomic_compare_exchange_weak(&order_max_concurrent, &max, now)) {
+    }
+    int i = atoi(json_string_value(data));
+    int p = ksf_ctx_partition(ctx);
+    if (i % 5 == 0) {
+        ksft_sleep_ms(1); /* uneven work, so that a pool that reorders would show it */
+    }
+    pthread_mutex_lock(&order_lock);
+    if (order_count[p] < ORDER_N) {
+        order_seen[p][order_count[p]++] = i;
+    }
+    pthread_mutex_unlock(&order_lock);
+    atomic_fetch_sub(&order_concurrent, 1);
+    return KSF_OK;
+}
+
+KSFT_TEST(test_server_partition_order, 40)
+{
+    static const char *const topics[] = {"t.order:2", NULL};
+    static const char *const settings[][2] = {{"server.workers", "4"}};
+    static const ksft_handler handlers[] = {{"t.order", h_order, NULL, true}, {NULL}};
+    ksft_probe p;
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics,
+                                           KSFT_SETTINGS(settings),
+                                           .handlers = handlers});
+
+    for (int i = 0; i < ORDER_N; i++) {
+        char v[16];
+        int n = snprintf(v, sizeof v, "%d", i);
+        ksft_produce(p.prod, "t.order", 0, NULL, 0, v, (size_t)n, NULL, 0, false);
+        ksft_produce(p.prod, "t.order", 1, NULL, 0, v, (size_t)n, NULL, 0, false);
+    }
+    ksft_producer_flush(p.prod, KSFT_PROBE_WAIT_MS);
+    KSFT_PROBE_WAIT_STAT(&p, events, 2 * ORDER_N);
+    ksft_world_stop_server(&p.w);
+    for (int part = 0; part < 2; part++) {
+        ck_assert_int_eq(order_count[part], ORDER_N);
+        for (int i = 0; i < ORDER_N; i++) {
+            ck_assert_msg(order_seen[part][i] == i, "partition %d: position %d holds %d",
+                          part, i, order_seen[part][i]);
+        }
+        ck_assert_int_eq(ksft_committed(ksft_broker_address(p.w.broker), KSFT_PROBE_GROUP,
+                                        "t.order", part),
+                         ORDER_N);
+    }
+    /* At most one handler per partition at a time: two partitions, so at most two. */
+    ck_assert_int_le(atomic_load(&order_max_concurrent), 2);
+    ksft_probe_close(&p);
+}
+END_TEST
+
+/* ---- a handler slower than the session timeout ------------------------------------- */
+
+static atomic_int revocations;
+
+static void
+count_revocations(void *user, ksf_log_level level, const char *component,
+                  const char *message)
+{
+    if (strstr(message, "partitions revoked")) {
+        atomic_fetch_add(&revocations, 1);
+    }
+    if (level <= KSF_LOG_WARNING) {
+        ksf_log_stderr(user, level, component, message);
+    }
+}
+
+static ksf_err
+h_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    ksft_sleep_ms(
+        9000); /* the behaviour under test: longer than session and poll interval */
+    *reply = json_string("slow");
+    return KSF_OK;
+}
+
+KSFT_TEST(test_server_slow_handler, 40)
+{
+    static const char *const topics[] = {"t.slow", "t.fast", NULL};
+    static const char *const settings[][2] = {{"consumer.session.timeout.ms", "6000"},
+                                              {"consumer.max.poll.interval.ms", "7000"}};
+    static const ksft_handler handlers[] = {{"t.slow", h_slow}, {"t.fast", NULL}, {NULL}};
+    ksft_probe p;
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
+    ksf_config_set_log(p.w.cfg, count_revocations, NULL, KSF_LOG_INFO);
+    ksft_world_serve(&p.w, ksft_world_server(&p.w, handlers));
+
+    int64_t t0 = ksft_now_ms();
+    ksft_send_request(p.prod, "t.slow", 0, "slow", KSFT_PROBE_REPLY, 0, "{}", 2, true);
+    /* Other partitions are served while the slow handler runs. */
+    ksft_assert_value_reply(ksft_probe_request(&p, "t.fast", "fast", "{}", 2), "fast",
+                            "{}", 2);
+    ck_assert_int_lt(ksft_now_ms() - t0, 3000);
+    ck_assert_uint_eq(ksft_collector_wait_id(p.replies, "slow", 1, 15000), 1);
+    ksft_assert_value_reply(ksft_collector_get_id(p.replies, "slow", 0), "slow", "slow",
+                            4);
+    ck_assert_int_eq(atomic_load(&revocations), 0); /* never evicted, never rebalanced */
+    ksft_world_stop_server(&p.w);
+    ksft_collector_poll(p.replies, 100);
+    ck_assert_uint_eq(ksft_collector_count_id(p.replies, "slow"), 1);
+    ck_assert_uint_eq(ksft_probe_stats(&p).requests, 2);
+    ksft_probe_close(&p);
+}
+END_TEST
+
+KSFT_MAIN("server_dispatch")
