@@ -6,10 +6,10 @@
  */
 #include "base/alloc.h"
 #include "base/config.h"
+#include "base/policy.h"
 #include "broker.h"
 #include "raw_kafka.h"
 #include "server/dispatch.h"
-#include "server/policy.h"
 #include "server/server.h"
 #include "service.h"
 

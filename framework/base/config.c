@@ -2,9 +2,9 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
-#include "codec/wire.h"
+#include "base/nest_defaults.h"
+#include "base/topic.h"
 #include "kafka/property.h"
-#include "server/reply_policy.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -3,7 +3,7 @@
 #define KSF_CONFIG_H
 
 #include "base/log.h"
-#include "server/policy.h"
+#include "base/policy.h"
 
 #include <ksf/ksf.h>
 
