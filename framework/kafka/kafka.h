@@ -9,6 +9,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "codec/codec.h"
+#include "kafka/consumer.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -30,12 +31,7 @@ ksf_err ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *
  */
 void ksfi_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 
-/*
- * The headers of @p msg as codec headers in wire order. *out is ksfi_malloc'd (NULL and
- * count 0 when there are none) and borrows from @p msg. Errors: KSF_ENOMEM.
- */
-ksf_err ksfi_kafka_read_headers(const rd_kafka_message_t *msg, ksfi_header **out,
-                                size_t *count);
+/* ksfi_kafka_read_headers, the headers of a consumed message: kafka/consumer.h. */
 
 /*
  * Append codec headers to @p hdrs (created by the caller with rd_kafka_headers_new).
