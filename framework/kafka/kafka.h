@@ -1,7 +1,8 @@
 /*
  * The transport seam: building librdkafka handles' configuration from a ksf_config,
  * routing librdkafka's logs, and converting headers between librdkafka and the codec.
- * Only the server, the client and the reply-group code include this (and so rdkafka.h).
+ * Only kafka/ itself and group/transport.c (TLS settings) include this, and so
+ * rdkafka.h; the server and the client reach librdkafka through kafka/'s other headers.
  */
 #ifndef KSF_KAFKA_H
 #define KSF_KAFKA_H
