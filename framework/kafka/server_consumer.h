@@ -24,15 +24,14 @@
 
 typedef struct ksfi_server_consumer ksfi_server_consumer;
 
-/** One partition of an assignment and where it starts (KSFI_SC_OFFSET_STORED: where
- * the group's committed offset, or auto.offset.reset, says). */
+/** One partition of an assignment and where it starts: a negative offset is one of
+ * librdkafka's logical offsets (as handed over: the committed offset, else where
+ * auto.offset.reset says; from ksfi_sc_committed: none committed). */
 typedef struct ksfi_sc_part {
     const char *topic; /* borrowed for the duration of the op */
     int32_t partition;
     int64_t offset;
 } ksfi_sc_part;
-
-#define KSFI_SC_OFFSET_STORED (-1000) /* librdkafka's RD_KAFKA_OFFSET_INVALID */
 
 /**
  * What the server decides, called by the adapter. @p user is ksfi_sc_config.user.
@@ -129,8 +128,8 @@ ksf_err ksfi_sc_subscribe(ksfi_server_consumer *c, const char *const *topics, si
 void ksfi_sc_poll(ksfi_server_consumer *c, int timeout_ms, ksfi_sc_event *ev);
 
 /**
- * The committed offsets of @p parts into parts[i].offset (KSFI_SC_OFFSET_STORED or
- * below: none), waiting at most @p timeout_ms. Errors: KSF_EKAFKA.
+ * The committed offsets of @p parts into parts[i].offset (negative: none), waiting at
+ * most @p timeout_ms. Errors: KSF_EKAFKA.
  */
 ksf_err ksfi_sc_committed(ksfi_server_consumer *c, ksfi_sc_part *parts, size_t n,
                           int timeout_ms, ksf_errinfo *ei);
