@@ -10,7 +10,6 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "codec/codec.h"
-#include "kafka/consumer.h"
 
 #include <librdkafka/rdkafka.h>
 
