@@ -6,9 +6,9 @@
  */
 #include "base/alloc.h"
 #include "base/config.h"
+#include "base/policy.h"
 #include "fixture.h"
 #include "server/dispatch.h"
-#include "server/policy.h"
 #include "server/server.h"
 #include "server_probe.h"
 #include "service.h"

@@ -4,7 +4,9 @@
 A module is a .c file together with the .h of the same name; module A uses module B
 when A's .c or .h includes B's header. A circle is a strongly connected set of two or
 more modules. Prints each circle and exits 1 when there is one; exits 0 when there are
-none. Usage: tools/layers.py [framework-dir] [--graph]
+none. With --layers, also checks the layer order (LAYERS, lowest first): an include
+from a folder to a higher one, or between server/ and client/, is printed and makes
+the exit status 1. Usage: tools/layers.py [framework-dir] [--graph] [--layers]
 """
 import os
 import re
@@ -81,6 +83,32 @@ def circles(edges):
     return out
 
 
+# The layer folders, lowest first; folders of one rank must not include each other.
+LAYERS = [['base'], ['codec'], ['obs'], ['kafka'], ['group'], ['server', 'client']]
+
+
+def rank(mod):
+    """The layer of a module (its folder), or None outside the layer folders."""
+    top = mod.split(os.sep)[0]
+    for i, folders in enumerate(LAYERS):
+        if top in folders:
+            return i
+    return None
+
+
+def upward(edges):
+    """Includes against the layer order: (module, included module), sorted."""
+    bad = []
+    for mod in sorted(edges):
+        for dep in sorted(edges[mod]):
+            a, b = rank(mod), rank(dep)
+            if a is None or b is None:
+                continue
+            if b > a or (a == b and mod.split(os.sep)[0] != dep.split(os.sep)[0]):
+                bad.append((mod, dep))
+    return bad
+
+
 def main(argv):
     args = [a for a in argv if not a.startswith('--')]
     root = args[0] if args else os.path.join(os.path.dirname(__file__), '..', 'framework')
@@ -95,7 +123,13 @@ def main(argv):
         for e in inner:
             print(f"    {e}")
     print(f"{len(found)} circle(s) among {len(edges)} modules")
-    return 1 if found else 0
+    bad = upward(edges) if '--layers' in argv else []
+    if '--layers' in argv:
+        for mod, dep in bad:
+            print(f"upward include: {mod} -> {dep}")
+        order = ' < '.join('/'.join(f) for f in LAYERS)
+        print(f"{len(bad)} include(s) against the layer order ({order})")
+    return 1 if found or bad else 0
 
 
 if __name__ == '__main__':

@@ -2,12 +2,12 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
-#include "codec/wire.h"
-#include "kafka/property.h"
-#include "server/reply_policy.h"
+#include "base/nest_defaults.h"
+#include "base/topic.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,6 +357,15 @@ set_range(int *slot, const char *key, const char *value, long long min, long lon
     return KSF_OK;
 }
 
+/* The pass-through property check the kafka/ layer installed (config.h). */
+static _Atomic(ksfi_prop_check_fn) prop_check;
+
+void
+ksfi_config_set_prop_check(ksfi_prop_check_fn fn)
+{
+    atomic_store(&prop_check, fn);
+}
+
 /* Validate a librdkafka property against librdkafka itself, then store it. */
 static ksf_err
 set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char *value,
@@ -377,14 +386,15 @@ set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char
         }
     }
     char err[256];
-    ksfi_kafka_prop res = ksfi_kafka_property_check(key, value, err, sizeof err);
-    if (res == KSFI_KAFKA_PROP_UNKNOWN) {
+    ksfi_prop_check_fn check = atomic_load(&prop_check);
+    ksfi_prop_verdict res = check ? check(key, value, err, sizeof err) : KSFI_PROP_OK;
+    if (res == KSFI_PROP_UNKNOWN) {
         return ksfi_fail(ei, KSF_ENOENT,
                          "%s.%s: librdkafka has no such property (see librdkafka's "
                          "CONFIGURATION.md)",
                          role_names[role], key);
     }
-    if (res != KSFI_KAFKA_PROP_OK) {
+    if (res != KSFI_PROP_OK) {
         char q[260];
         return ksfi_fail(ei, KSF_EINVAL, "%s.%s %s: %s", role_names[role], key,
                          quote(value, q), err);

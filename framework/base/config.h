@@ -3,7 +3,7 @@
 #define KSF_CONFIG_H
 
 #include "base/log.h"
-#include "server/policy.h"
+#include "base/policy.h"
 
 #include <ksf/ksf.h>
 
@@ -67,6 +67,27 @@ char *ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix);
 /* "<group.id><postfix>", likewise; a server (KSFI_SERVER_POSTFIX) whose group.id was
  * not set uses its program's name instead of "nestjs-group" (docs/design.md). */
 char *ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix);
+
+/** What a property check says of a pass-through librdkafka property. */
+typedef enum ksfi_prop_verdict {
+    KSFI_PROP_OK,      /* known, and the value is accepted */
+    KSFI_PROP_UNKNOWN, /* no such property */
+    KSFI_PROP_INVALID, /* known, but the value is refused: the check's @p why says why */
+} ksfi_prop_verdict;
+
+/** Checks @p key = @p value; writes why not into @p why (@p why_size bytes). */
+typedef ksfi_prop_verdict (*ksfi_prop_check_fn)(const char *key, const char *value,
+                                                char *why, size_t why_size);
+
+/**
+ * Install the check ksf_config_set runs on "kafka."/"consumer."/"producer." properties,
+ * so that a typo fails there rather than when a handle is created. The kafka/ layer
+ * installs librdkafka's when the library is loaded (kafka/property.c): base/ asks
+ * through this hook instead of including the layer above it. Without a check the
+ * property is stored as given and librdkafka refuses a bad one at handle creation.
+ * Threads: any (an atomic store).
+ */
+void ksfi_config_set_prop_check(ksfi_prop_check_fn fn);
 
 /* A logger taking its sinks from @p cfg (config.c: the logger reads no config). */
 ksfi_logger ksfi_logger_from_config(const ksf_config *cfg);

@@ -19,13 +19,13 @@
 #include "client/inflight.h"
 #include "client/reply_provider.h"
 #include "codec/codec.h"
+#include "codec/deadline.h"
 #include "codec/wire.h"
 #include "kafka/produce.h"
 #include "kafka/reply_consumer.h"
 #include "kafka/request_producer.h"
 #include "obs/metrics.h"
 #include "obs/trace.h"
-#include "server/deadline.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

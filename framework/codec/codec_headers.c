@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
+#include "base/topic.h"
 #include "codec/wire.h"
 
 #include <inttypes.h>
@@ -15,44 +16,12 @@
 
 /* ---- topics --------------------------------------------------------------------- */
 
-#define KSFI_TOPIC_MAX 249
-
 ksf_err
 ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei)
 {
-    if (!topic || !*topic) {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "pattern is empty; a Kafka pattern is a topic "
-                         "name such as \"hero.kill.dragon\"");
-    }
-    size_t n = strlen(topic);
-    size_t max =
-        need_reply_room ? KSFI_TOPIC_MAX - strlen(KSFI_REPLY_SUFFIX) : KSFI_TOPIC_MAX;
-    if (n > max) {
-        return ksfi_fail(
-            ei, KSF_EINVAL,
-            "pattern \"%.60s...\" is %zu characters; at most %zu fit a Kafka "
-            "topic%s",
-            topic, n, max, need_reply_room ? " with its \".reply\" suffix" : "");
-    }
-    if (!strcmp(topic, ".") || !strcmp(topic, "..")) {
-        return ksfi_fail(ei, KSF_EINVAL, "pattern \"%s\" is not a legal Kafka topic name",
-                         topic);
-    }
-    for (const char *p = topic; *p; p++) {
-        char c = *p;
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-        if (!ok) {
-            return ksfi_fail(
-                ei, KSF_EINVAL,
-                "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "
-                "topic names allow only A-Z a-z 0-9 . _ -",
-                topic, (c >= ' ' && c <= '~') ? c : '?', (unsigned char)c,
-                (size_t)(p - topic));
-        }
-    }
-    return KSF_OK;
+    return need_reply_room ? ksfi_topic_check(topic, strlen(KSFI_REPLY_SUFFIX),
+                                              " with its \".reply\" suffix", ei)
+                           : ksfi_topic_check(topic, 0, "", ei);
 }
 
 char *

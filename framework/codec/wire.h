@@ -1,6 +1,7 @@
 /*
  * Wire names shared with NestJS's Kafka transport. This is the only place they are
- * spelled; see shared NESTJS-KAFKA-WIRE.md sections 0-4 for where each comes from.
+ * spelled (but for the defaults in base/nest_defaults.h, included here); see shared
+ * NESTJS-KAFKA-WIRE.md sections 0-4 for where each comes from.
  */
 #ifndef KSF_WIRE_H
 #define KSF_WIRE_H
@@ -17,12 +18,9 @@
 /* Reply topic = pattern + this (ClientKafka.getResponsePatternName). */
 #define KSFI_REPLY_SUFFIX ".reply"
 
-/* Id suffixes (postfixId defaults) and defaults (constants.ts). */
-#define KSFI_SERVER_POSTFIX "-server"
-#define KSFI_CLIENT_POSTFIX "-client"
-#define KSFI_DEFAULT_BROKERS "localhost:9092"
-#define KSFI_DEFAULT_CLIENT_ID "nestjs-consumer"
-#define KSFI_DEFAULT_GROUP_ID "nestjs-group"
+/* Id suffixes (postfixId defaults) and defaults (constants.ts), spelled in base/ for
+ * the configuration. */
+#include "../base/nest_defaults.h" /* relative: bench/ includes wire.h alone */
 
 /* Error texts, byte for byte (constants.ts, core/constants.ts). */
 #define KSFI_NO_MESSAGE_HANDLER                                                          \

@@ -1,7 +1,9 @@
 #include "kafka/consumer.h"
 
 #include "base/alloc.h"
-#include "kafka/kafka.h"
+#include "base/errinfo.h"
+
+#include <librdkafka/rdkafka.h>
 
 ksfi_kafka_in
 ksfi_kafka_in_of(const rd_kafka_message_t *m)

@@ -2,8 +2,8 @@
  * The consumer side of the librdkafka adapter, for callers that must not see
  * librdkafka's types: a consumed message as plain fields, partition lists as arrays,
  * and the per-partition calls the dispatcher makes (store an offset, pause or resume,
- * seek). The consumer's creation, subscription and rebalance callback stay with the
- * server, which passes what it gets through these.
+ * seek). The server's consumer itself (creation, subscription, polling, rebalances)
+ * is kafka/server_consumer.h.
  *
  * Threads: librdkafka's consumer calls are thread-safe; each function says where it is
  * meant to be called only when that matters.
@@ -12,6 +12,7 @@
 #define KSF_KAFKA_CONSUMER_H
 
 #include "base/errinfo.h"
+#include "codec/codec.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -42,6 +43,13 @@ typedef struct ksfi_kafka_in {
 
 /** The fields of @p m (borrowed from it). */
 ksfi_kafka_in ksfi_kafka_in_of(const ksfi_kafka_msg *m);
+
+/**
+ * The headers of @p msg as codec headers in wire order. *out is ksfi_malloc'd (NULL and
+ * count 0 when there are none) and borrows from @p msg. Errors: KSF_ENOMEM.
+ */
+ksf_err ksfi_kafka_read_headers(const ksfi_kafka_msg *msg, ksfi_header **out,
+                                size_t *count);
 
 /** Free a consumed message. NULL is a no-op. */
 void ksfi_kafka_message_free(ksfi_kafka_msg *m);

@@ -1,5 +1,7 @@
 #include "kafka/kafka.h"
 
+#include "kafka/consumer.h"
+
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/errinfo.h"

@@ -1,7 +1,8 @@
 /*
  * The transport seam: building librdkafka handles' configuration from a ksf_config,
  * routing librdkafka's logs, and converting headers between librdkafka and the codec.
- * Only the server, the client and the reply-group code include this (and so rdkafka.h).
+ * Only kafka/ itself and group/transport.c (TLS settings) include this, and so
+ * rdkafka.h; the server and the client reach librdkafka through kafka/'s other headers.
  */
 #ifndef KSF_KAFKA_H
 #define KSF_KAFKA_H
@@ -30,12 +31,7 @@ ksf_err ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *
  */
 void ksfi_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 
-/*
- * The headers of @p msg as codec headers in wire order. *out is ksfi_malloc'd (NULL and
- * count 0 when there are none) and borrows from @p msg. Errors: KSF_ENOMEM.
- */
-ksf_err ksfi_kafka_read_headers(const rd_kafka_message_t *msg, ksfi_header **out,
-                                size_t *count);
+/* ksfi_kafka_read_headers, the headers of a consumed message: kafka/consumer.h. */
 
 /*
  * Append codec headers to @p hdrs (created by the caller with rd_kafka_headers_new).

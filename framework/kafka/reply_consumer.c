@@ -7,6 +7,7 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
+#include "kafka/consumer.h"
 #include "kafka/kafka.h"
 
 #include <string.h>

@@ -20,8 +20,8 @@
 #define KSF_DISPATCH_H
 
 #include "base/log.h"
+#include "base/policy.h"
 #include "kafka/consumer.h"
-#include "server/policy.h"
 #include "server/record.h"
 
 typedef struct ksfi_dispatch ksfi_dispatch;

@@ -10,7 +10,6 @@
 #include "codec/deadline.h"
 #include "codec/wire.h"
 #include "kafka/consumer.h"
-#include "kafka/kafka.h"
 #include "obs/metrics.h"
 #include "server/deadline.h"
 #include "server/retry.h"

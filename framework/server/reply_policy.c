@@ -2,86 +2,12 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
+#include "base/topic.h"
 #include "codec/codec.h"
 #include "codec/wire.h"
 
 #include <stdint.h>
 #include <string.h>
-
-/* Kafka's longest topic name. */
-#define KSFI_TOPIC_MAX 249
-
-/* Calls f(entry, len, user) for each comma-separated entry of @p list (spaces around
- * entries ignored); stops at the first non-OK result. */
-static ksf_err
-each_entry(const char *list, ksf_err (*f)(const char *, size_t, void *), void *user)
-{
-    const char *p = list;
-    for (;;) {
-        while (*p == ' ') {
-            p++;
-        }
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        while (n > 0 && p[n - 1] == ' ') {
-            n--;
-        }
-        ksf_err e = f(p, n, user);
-        if (e || !end) {
-            return e;
-        }
-        p = end + 1;
-    }
-}
-
-static ksf_err
-check_entry(const char *s, size_t n, void *user)
-{
-    ksf_errinfo *ei = user;
-    char name[KSFI_TOPIC_MAX + 2];
-    if (n == 0) {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "server.reply.topics: an empty entry; write a comma list of "
-                         "topic names and prefix* globs, e.g. \"spring.replies,team-*\"");
-    }
-    if (n == 1 && s[0] == '*') {
-        return KSF_OK;
-    }
-    if (n > KSFI_TOPIC_MAX + 1) {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "server.reply.topics: entry \"%.40s...\" is longer than a "
-                         "topic name",
-                         s);
-    }
-    memcpy(name, s, n);
-    name[n] = '\0';
-    if (name[n - 1] == '*') {
-        name[--n] = '\0';
-    }
-    if (strchr(name, '*')) {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "server.reply.topics: entry \"%s\" has a '*' that is not "
-                         "last; only prefix globs (\"prefix*\") are supported",
-                         name);
-    }
-    ksf_errinfo sub = {0};
-    if (ksfi_check_topic(name, false, &sub)) {
-        return ksfi_fail(ei, KSF_EINVAL, "server.reply.topics: %s", sub.text);
-    }
-    return KSF_OK;
-}
-
-ksf_err
-ksfi_reply_topics_check(const char *list, ksf_errinfo *ei)
-{
-    if (!list) {
-        return ksfi_fail(ei, KSF_EINVAL, "server.reply.topics: value is NULL");
-    }
-    if (!*list) {
-        return KSF_OK; /* no entries: only <pattern>.reply */
-    }
-    return each_entry(list, check_entry, ei);
-}
 
 static ksf_err
 add_entry(const char *s, size_t n, void *user)
@@ -113,7 +39,7 @@ ksfi_reply_policy_init(ksfi_reply_policy *p, const char *list, int max,
         !(p->seen = ksfi_calloc(p->slots, sizeof *p->seen))) {
         return KSF_ENOMEM;
     }
-    if (list && *list && each_entry(list, add_entry, p)) {
+    if (list && *list && ksfi_topic_list_each(list, add_entry, p)) {
         return KSF_ENOMEM;
     }
     for (size_t i = 0; i < nown; i++) {

@@ -33,12 +33,6 @@ typedef struct ksfi_reply_policy {
 } ksfi_reply_policy;
 
 /*
- * Check a server.reply.topics value: a comma list of topic names and "prefix*" globs
- * ("*" alone: any name). Errors: KSF_EINVAL naming the bad entry.
- */
-ksf_err ksfi_reply_topics_check(const char *list, ksf_errinfo *ei);
-
-/*
  * Set up @p p from the allow-list @p list (NULL: none), the cap @p max and the
  * server's own topics @p own (copied). Errors: KSF_ENOMEM.
  */

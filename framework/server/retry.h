@@ -10,7 +10,7 @@
 #ifndef KSF_RETRY_H
 #define KSF_RETRY_H
 
-#include "server/policy.h"
+#include "base/policy.h"
 
 /* Headers added to a dead-lettered message (after the original ones). */
 #define KSFI_DLQ_HDR_ERROR "ksf_dlq_error"

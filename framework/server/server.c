@@ -6,7 +6,7 @@
 
 #include "kafka/consumer.h"
 #include "kafka/produce.h"
-#include "kafka/reach.h"
+#include "kafka/server_consumer.h"
 
 #include "base/alloc.h"
 #include "base/clock.h"
@@ -131,15 +131,7 @@ ksf_server_destroy(ksf_server *srv)
     pthread_mutex_unlock(&srv->run_lock);
     /* Contexts hold consumer messages: free them before the consumer handle. */
     ksfi_dispatch_destroy(srv->dispatch);
-    if (srv->consumer_queue) {
-        rd_kafka_queue_destroy(srv->consumer_queue);
-    }
-    if (srv->consumer) {
-        /* An unfinished close is not retried: it would block as long as it did. */
-        rd_kafka_destroy_flags(srv->consumer, srv->consumer_closed
-                                                  ? 0
-                                                  : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    }
+    ksfi_sc_destroy(srv->consumer);
     for (size_t i = 0; i < srv->nhandlers; i++) {
         ksfi_free(srv->handlers[i].pattern);
         ksfi_free(srv->handlers[i].metrics);
@@ -361,7 +353,7 @@ watcher_main(void *arg)
         ssize_t rc = read(srv->wake_fd, &v, sizeof v);
         (void)rc;
         if (atomic_load(&srv->stop_requested)) {
-            rd_kafka_queue_yield(srv->consumer_queue);
+            ksfi_sc_wake(srv->consumer);
         }
     }
     return NULL;
@@ -369,34 +361,19 @@ watcher_main(void *arg)
 
 /* ---- the consumer ---------------------------------------------------------------- */
 
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Commit the stored offsets, waiting at most srv->commit_wait_ms (consumer thread). */
 static void
-commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when)
+commit_bounded(ksf_server *srv, const char *when)
 {
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk, NULL, q, NULL, NULL);
-    if (!err) {
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, srv->commit_wait_ms);
-        err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
-        rd_kafka_event_destroy(ev);
-    }
-    rd_kafka_queue_destroy(q);
+    ksf_errinfo ei = {0};
+    ksf_err e = ksfi_sc_commit(srv->consumer, NULL, 0, srv->commit_wait_ms, &ei);
     /* A slow revoke commit must not shorten a later stop for good: only the latest
      * outcome counts. */
-    srv->commit_wait_ms =
-        err == RD_KAFKA_RESP_ERR__TIMED_OUT ? KSFI_GONE_WAIT_MS : KSFI_COMMIT_WAIT_MS;
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+    srv->commit_wait_ms = e == KSF_ETIMEDOUT ? KSFI_GONE_WAIT_MS : KSFI_COMMIT_WAIT_MS;
+    if (e) {
         ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                  "committing %s: %s; the uncommitted messages will be delivered again",
-                 when, rd_kafka_err2str(err));
+                 when, ei.text);
     }
 }
 
@@ -408,24 +385,17 @@ commit_bounded(ksf_server *srv, rd_kafka_t *rk, const char *when)
  * first one is handed every partition, then gives half away (issue 17).
  */
 static void
-commit_pins(ksf_server *srv, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *pinned)
+commit_pins(ksf_server *srv, const ksfi_sc_part *pinned, size_t n)
 {
-    if (pinned->cnt == 0) {
+    if (n == 0) {
         return;
     }
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk, pinned, q, NULL, NULL);
-    if (!err) {
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KSFI_COMMIT_WAIT_MS);
-        err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
-        rd_kafka_event_destroy(ev);
-    }
-    rd_kafka_queue_destroy(q);
-    if (err) {
+    ksf_errinfo ei = {0};
+    if (ksfi_sc_commit(srv->consumer, pinned, n, KSFI_COMMIT_WAIT_MS, &ei)) {
         ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
-                 "committing the start of %d new partition(s): %s; if they move before "
+                 "committing the start of %zu new partition(s): %s; if they move before "
                  "this server answers on them, the next owner starts at their end then",
-                 pinned->cnt, rd_kafka_err2str(err));
+                 n, ei.text);
     }
 }
 
@@ -435,63 +405,66 @@ commit_pins(ksf_server *srv, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *pi
  * auto.offset.reset cannot say so, since it also decides where an out-of-range offset
  * goes (ksf: earliest), and with latest a partition would start at whatever the end is
  * when the fetcher gets round to asking, so a request produced just after the ready
- * callback could be skipped. Pin such partitions at their end now, before ready.
+ * callback could be skipped. Pin such partitions at their end now, before ready:
+ * parts[i].offset is where the adapter starts them.
  */
 static void
-pin_new_partitions(ksf_server *srv, rd_kafka_t *rk,
-                   rd_kafka_topic_partition_list_t *parts)
+pin_new_partitions(ksf_server *srv, ksfi_sc_part *parts, size_t n)
 {
-    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
-    rd_kafka_topic_partition_list_t *pinned = rd_kafka_topic_partition_list_new(c->cnt);
-    rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, KSFI_QUERY_TIMEOUT_MS);
+    ksfi_sc_part *c = ksfi_calloc(n, sizeof *c);
+    ksfi_sc_part *pinned = ksfi_calloc(n, sizeof *pinned);
+    size_t npinned = 0;
+    ksf_errinfo ei = {0};
+    ksf_err err = KSF_ENOMEM;
+    if (c && pinned) {
+        memcpy(c, parts, n * sizeof *c);
+        err = ksfi_sc_committed(srv->consumer, c, n, KSFI_QUERY_TIMEOUT_MS, &ei);
+    } else {
+        ksfi_fail(&ei, KSF_ENOMEM, "reading committed offsets: out of memory");
+    }
     int64_t deadline = ksfi_clock_ms() + KSFI_QUERY_TIMEOUT_MS;
-    for (int i = 0; !err && i < c->cnt; i++) {
+    for (size_t i = 0; !err && i < n; i++) {
         int64_t hi;
-        ksf_errinfo ei = {0};
-        if (c->elems[i].offset >= 0) {
+        ksf_errinfo hei = {0};
+        if (c[i].offset >= 0) {
             continue;
         }
-        if (ksfi_kafka_high_watermark(rk, c->elems[i].topic, c->elems[i].partition,
-                                      deadline, &hi, &ei)) {
+        if (ksfi_sc_high_watermark(srv->consumer, c[i].topic, c[i].partition, deadline,
+                                   &hi, &hei)) {
             ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                      "%s; the partition starts where auto.offset.reset says (ksf: "
                      "earliest)",
-                     ei.text);
+                     hei.text);
             continue;
         }
-        parts->elems[i].offset = hi;
-        rd_kafka_topic_partition_list_add(pinned, c->elems[i].topic,
-                                          c->elems[i].partition)
-            ->offset = hi;
+        parts[i].offset = hi;
+        pinned[npinned++] = (ksfi_sc_part){c[i].topic, c[i].partition, hi};
     }
     if (err) {
-        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "reading committed offsets: %s",
-                 rd_kafka_err2str(err));
+        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "%s", ei.text);
     }
-    commit_pins(srv, rk, pinned);
-    rd_kafka_topic_partition_list_destroy(pinned);
-    rd_kafka_topic_partition_list_destroy(c);
+    commit_pins(srv, pinned, npinned);
+    ksfi_free(pinned);
+    ksfi_free(c);
 }
 
 /* The reset partitions' first messages are not coming (they were revoked before): an
  * assignment starts from the committed offset, and a reset after it is noted anew. */
-static void forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts);
+static void forget_resets(ksf_server *srv, const ksfi_sc_part *parts, size_t n);
 
 static void
-log_partitions(ksf_server *srv, const char *what,
-               const rd_kafka_topic_partition_list_t *l)
+log_partitions(ksf_server *srv, const char *what, const ksfi_sc_part *parts, size_t n)
 {
     char buf[512];
     size_t o = 0;
     buf[0] = '\0';
-    for (int i = 0; i < l->cnt && o < sizeof buf - 64; i++) {
+    for (size_t i = 0; i < n && o < sizeof buf - 64; i++) {
         o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%.40s[%d]", i ? " " : "",
-                              l->elems[i].topic, (int)l->elems[i].partition);
+                              parts[i].topic, (int)parts[i].partition);
     }
-    char n[24];
-    ksf_log_field f[] = {{"group", srv->group_id},
-                         {"count", KSFI_LOG_NUM(n, l->cnt)},
-                         {"partitions", buf}};
+    char nb[24];
+    ksf_log_field f[] = {
+        {"group", srv->group_id}, {"count", KSFI_LOG_NUM(nb, n)}, {"partitions", buf}};
     ksfi_logkv(&srv->log, KSF_LOG_INFO, "server", f, 3, "partitions %s", what);
 }
 
@@ -514,85 +487,66 @@ strategy_is_set(const ksf_config *cfg)
     return false;
 }
 
-/* The pool gets the partitions as plain (topic, partition) pairs (kafka/consumer.h). */
-static void
-assign_to_pool(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
+/* The partitions as plain (topic, partition) pairs for the pool (kafka/consumer.h),
+ * or NULL when out of memory. */
+static ksfi_kafka_tp *
+pool_tps(const ksfi_sc_part *parts, size_t n)
 {
-    ksfi_kafka_tp *tps;
-    size_t n;
-    if (ksfi_kafka_tps_of(parts, &tps, &n)) {
-        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
-                 "out of memory tracking %d assigned partition(s); their messages will "
-                 "not be served",
-                 parts->cnt);
-        return;
+    ksfi_kafka_tp *tps = ksfi_calloc(n ? n : 1, sizeof *tps);
+    if (!tps) {
+        return NULL;
     }
-    ksfi_dispatch_assign(srv->dispatch, tps, n);
-    ksfi_free(tps);
+    for (size_t i = 0; i < n; i++) {
+        tps[i] = (ksfi_kafka_tp){parts[i].topic, parts[i].partition};
+    }
+    return tps;
 }
 
-/* Finish what runs on the revoked partitions (bounded) and forget them. */
+/* The adapter's assigned op (kafka/server_consumer.h), on the consumer thread. */
 static void
-revoke_from_pool(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
+on_assigned(void *user, ksfi_sc_part *parts, size_t n)
 {
-    ksfi_kafka_tp *tps;
-    size_t n;
-    if (ksfi_kafka_tps_of(parts, &tps, &n)) {
-        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
-                 "out of memory revoking %d partition(s); their unfinished messages "
-                 "are handled again by the next owner",
-                 parts->cnt);
-        return;
+    ksf_server *srv = user;
+    forget_resets(srv, parts, n);
+    /* A cooperative rebalance hands members that keep what they have an empty
+     * list: nothing to look up, and the poll loop waits for this callback. */
+    if (srv->pin_new && n > 0) {
+        pin_new_partitions(srv, parts, n);
     }
-    ksfi_dispatch_revoke(srv->dispatch, tps, n, KSFI_REVOKE_WAIT_MS);
-    ksfi_free(tps);
-}
-
-static void
-rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-             rd_kafka_topic_partition_list_t *parts, void *opaque)
-{
-    ksf_server *srv = opaque;
-    bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
-    rd_kafka_error_t *error = NULL;
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        forget_resets(srv, parts);
-        /* A cooperative rebalance hands members that keep what they have an empty
-         * list: nothing to look up, and the poll loop waits for this callback. */
-        if (srv->pin_new && parts->cnt > 0) {
-            pin_new_partitions(srv, rk, parts);
-        }
-        assign_to_pool(srv, parts);
-        if (coop) {
-            error = rd_kafka_incremental_assign(rk, parts);
-            err = RD_KAFKA_RESP_ERR_NO_ERROR;
-        } else {
-            err = rd_kafka_assign(rk, parts);
-        }
-        log_partitions(srv, "assigned", parts);
-        srv->ready_pending = !srv->ready_done;
+    ksfi_kafka_tp *tps = pool_tps(parts, n);
+    if (tps) {
+        ksfi_dispatch_assign(srv->dispatch, tps, n);
+        ksfi_free(tps);
     } else {
-        if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-            ksfi_log(&srv->log, KSF_LOG_ERROR, "server", "rebalance failed: %s",
-                     rd_kafka_err2str(err));
-        }
-        /* Finish what runs, so its offsets are committed before another member
-         * takes over: that is what keeps a rebalance from answering twice. */
-        revoke_from_pool(srv, parts);
-        commit_bounded(srv, rk, "on revoke");
-        if (coop) {
-            error = rd_kafka_incremental_unassign(rk, parts);
-        } else {
-            err = rd_kafka_assign(rk, NULL);
-        }
-        log_partitions(srv, "revoked", parts);
-        err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
+                 "out of memory tracking %zu assigned partition(s); their messages will "
+                 "not be served",
+                 n);
     }
-    if (error || err) {
-        ksfi_log(&srv->log, KSF_LOG_ERROR, "server", "applying an assignment: %s",
-                 error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
-        rd_kafka_error_destroy(error);
+    log_partitions(srv, "assigned", parts, n);
+    srv->ready_pending = !srv->ready_done;
+}
+
+/* The adapter's revoked (and lost) op: finish what runs on the partitions (bounded)
+ * and forget them, so their offsets are committed before another member takes over:
+ * that is what keeps a rebalance from answering twice. Lost partitions are treated
+ * alike; their commit is refused by the group, and logged. */
+static void
+on_revoked(void *user, const ksfi_sc_part *parts, size_t n)
+{
+    ksf_server *srv = user;
+    ksfi_kafka_tp *tps = pool_tps(parts, n);
+    if (tps) {
+        ksfi_dispatch_revoke(srv->dispatch, tps, n, KSFI_REVOKE_WAIT_MS);
+        ksfi_free(tps);
+    } else {
+        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
+                 "out of memory revoking %zu partition(s); their unfinished messages are "
+                 "handled again by the next owner",
+                 n);
     }
+    commit_bounded(srv, "on revoke");
+    log_partitions(srv, "revoked", parts, n);
 }
 
 /* The auto.offset.reset the user set for the server's consumer, or NULL. */
@@ -626,33 +580,14 @@ find_reset(ksf_server *srv, const char *topic, int32_t partition)
 }
 
 /*
- * The consumer's log callback: librdkafka's line as usual, and its report of an offset
- * reset ("<topic> [<partition>]: offset reset (at offset <n>, ...) to ...", logged at
- * warning when the reset is due to an error: out of range, log truncation) noted, so
- * that the first message after it tells how far the partition jumped. librdkafka gives
- * no other trace of an automatic reset (auto.offset.reset=error would stop the
- * partition for good: librdkafka 2.0.2 refuses a seek on it). Runs on librdkafka's
- * threads.
+ * The adapter's offset_reset op (librdkafka's threads): librdkafka reset
+ * @p topic [@p partition] from the out-of-range offset @p at. Noted, so that the first
+ * message after it tells how far the partition jumped (resolve_reset).
  */
 static void
-consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+on_offset_reset(void *user, const char *topic, int32_t partition, int64_t at)
 {
-    ksfi_kafka_log_cb(rk, level, fac, buf);
-    ksf_server *srv = rd_kafka_opaque(rk);
-    char topic[256];
-    int32_t partition;
-    long long at;
-    if (!srv || strcmp(fac, "OFFSET") || !strstr(buf, "offset reset (at offset ")) {
-        return;
-    }
-    const char *thrd = "[thrd:"; /* librdkafka's prefix, "[thrd:main]: " */
-    if (!strncmp(buf, thrd, strlen(thrd)) && strstr(buf, "]: ")) {
-        buf = strstr(buf, "]: ") + 3;
-    }
-    if (sscanf(buf, "%255s [%" SCNd32 "]: offset reset (at offset %lld", topic,
-               &partition, &at) != 3) {
-        return;
-    }
+    ksf_server *srv = user;
     atomic_fetch_add(&srv->counters.offset_resets, 1);
     pthread_mutex_lock(&srv->resets.lock);
     ksfi_offset_reset *r = find_reset(srv, topic, partition);
@@ -679,12 +614,11 @@ consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *bu
 }
 
 static void
-forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
+forget_resets(ksf_server *srv, const ksfi_sc_part *parts, size_t n)
 {
     pthread_mutex_lock(&srv->resets.lock);
-    for (int i = 0; i < parts->cnt; i++) {
-        ksfi_offset_reset *r =
-            find_reset(srv, parts->elems[i].topic, parts->elems[i].partition);
+    for (size_t i = 0; i < n; i++) {
+        ksfi_offset_reset *r = find_reset(srv, parts[i].topic, parts[i].partition);
         if (r) {
             ksfi_free(r->topic);
             *r = srv->resets.v[--srv->resets.n];
@@ -704,16 +638,17 @@ forget_resets(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
  * resolves when the partition reaches the offset again.
  */
 static void
-resolve_reset(ksf_server *srv, const rd_kafka_message_t *m)
+resolve_reset(ksf_server *srv, const ksfi_kafka_msg *msg)
 {
-    const char *topic = rd_kafka_topic_name(m->rkt);
+    ksfi_kafka_in m = ksfi_kafka_in_of(msg);
+    const char *topic = m.topic;
     pthread_mutex_lock(&srv->resets.lock);
-    ksfi_offset_reset *r = find_reset(srv, topic, m->partition);
-    if (!r || m->offset < r->at) {
+    ksfi_offset_reset *r = find_reset(srv, topic, m.partition);
+    if (!r || m.offset < r->at) {
         pthread_mutex_unlock(&srv->resets.lock);
         return;
     }
-    int64_t at = r->at, skipped = m->offset - r->at;
+    int64_t at = r->at, skipped = m.offset - r->at;
     ksfi_free(r->topic);
     *r = srv->resets.v[--srv->resets.n];
     atomic_store(&srv->resets.pending, srv->resets.n);
@@ -721,9 +656,9 @@ resolve_reset(ksf_server *srv, const rd_kafka_message_t *m)
     atomic_fetch_add(&srv->counters.offset_reset_skipped, (uint64_t)skipped);
     char pa[16], a[24], to[24], sk[24];
     ksf_log_field f[] = {{"topic", topic},
-                         {"partition", KSFI_LOG_NUM(pa, m->partition)},
+                         {"partition", KSFI_LOG_NUM(pa, m.partition)},
                          {"committed", KSFI_LOG_NUM(a, at)},
-                         {"resumed", KSFI_LOG_NUM(to, m->offset)},
+                         {"resumed", KSFI_LOG_NUM(to, m.offset)},
                          {"skipped", KSFI_LOG_NUM(sk, skipped)}};
     ksfi_logkv(&srv->log, KSF_LOG_ERROR, "server", f, 5,
                "offset out of range: %lld message(s) were deleted by the broker "
@@ -731,57 +666,42 @@ resolve_reset(ksf_server *srv, const rd_kafka_message_t *m)
                (long long)skipped);
 }
 
+static const ksfi_sc_ops server_consumer_ops = {
+    .assigned = on_assigned,
+    .revoked = on_revoked,
+    .lost = on_revoked,
+    .offset_reset = on_offset_reset,
+};
+
 static ksf_err
 create_consumer(ksf_server *srv, ksf_errinfo *ei)
 {
-    rd_kafka_conf_t *conf = NULL;
-    char err[256];
-    ksf_err e = ksfi_kafka_conf(srv->cfg, KSF_KAFKA_CONSUMER, srv->client_id,
-                                srv->group_id, &conf, ei);
-    /* KIP-345: librdkafka's group.instance.id makes the server a static member. It
-     * then sends no LeaveGroup at close, so its partitions wait for the same id up to
-     * session.timeout.ms (docs/server.md, "Static membership"). */
-    if (!e && srv->cfg->group_instance_id &&
-        rd_kafka_conf_set(conf, "group.instance.id", srv->cfg->group_instance_id, err,
-                          sizeof err) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        e = ksfi_fail(ei, KSF_EINVAL, "group.instance.id: %s", err);
-    }
-    if (!e && !strategy_is_set(srv->cfg) &&
-        rd_kafka_conf_set(conf, "partition.assignment.strategy", KSFI_SERVER_ASSIGNMENT,
-                          err, sizeof err) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        e = ksfi_fail(ei, KSF_EINVAL, "partition.assignment.strategy: %s", err);
-    }
-    size_t slen = sizeof srv->assignment_strategy;
-    if (!e && rd_kafka_conf_get(conf, "partition.assignment.strategy",
-                                srv->assignment_strategy, &slen) != RD_KAFKA_CONF_OK) {
-        snprintf(srv->assignment_strategy, sizeof srv->assignment_strategy, "?");
-    }
-    if (e) {
-        return e;
-    }
     /* An out-of-range offset (retention deleted what this group had not read yet)
      * resumes at the oldest message still there, not the end: what waits is handled
      * (or skipped as expired by its deadline), and what was deleted is counted. */
     const char *reset = user_reset(srv->cfg);
-    if (!reset && rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err,
-                                    sizeof err) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return ksfi_fail(ei, KSF_EINVAL, "auto.offset.reset: %s", err);
-    }
     srv->pin_new = !reset || !strcmp(reset, "latest") || !strcmp(reset, "largest") ||
                    !strcmp(reset, "end");
-    rd_kafka_conf_set_log_cb(conf, consumer_log_cb);
-    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    rd_kafka_conf_set_opaque(conf, srv);
-    srv->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!srv->consumer) {
-        rd_kafka_conf_destroy(conf);
-        return ksfi_fail(ei, KSF_EKAFKA, "creating the server's consumer: %s", err);
+    ksfi_sc_config sc = {
+        .cfg = srv->cfg,
+        .client_id = srv->client_id,
+        .group_id = srv->group_id,
+        /* KIP-345: group.instance.id makes the server a static member. It then sends
+         * no LeaveGroup at close, so its partitions wait for the same id up to
+         * session.timeout.ms (docs/server.md, "Static membership"). */
+        .group_instance_id = srv->cfg->group_instance_id,
+        .assignment_strategy = strategy_is_set(srv->cfg) ? NULL : KSFI_SERVER_ASSIGNMENT,
+        .offset_reset = reset ? NULL : "earliest",
+        .log = &srv->log,
+        .ops = &server_consumer_ops,
+        .user = srv,
+    };
+    ksf_err e = ksfi_sc_new(&sc, &srv->consumer, ei);
+    if (e) {
+        return e;
     }
-    rd_kafka_poll_set_consumer(srv->consumer);
-    srv->consumer_queue = rd_kafka_queue_get_consumer(srv->consumer);
+    snprintf(srv->assignment_strategy, sizeof srv->assignment_strategy, "%s",
+             ksfi_sc_strategy(srv->consumer));
     srv->commit_wait_ms = KSFI_COMMIT_WAIT_MS;
     return KSF_OK;
 }
@@ -793,78 +713,53 @@ create_producer(ksf_server *srv, ksf_errinfo *ei)
                                    "the server's reply producer", &srv->producer, ei);
 }
 
-/*
- * Name a topic in a Metadata request so that a broker that creates topics on demand
- * creates it now: librdkafka 2.0.2's group subscription never asks for that, and a
- * real broker then leaves the subscription empty until the next metadata refresh
- * (measured on Kafka 4.4: 30-60 s before the first assignment). Failing here only
- * costs that wait, which the consumer's "does not exist (yet)" warning reports.
- */
-static void
-make_topic_exist(ksf_server *srv, const char *topic, int64_t deadline)
-{
-    int count = 0;
-    ksf_errinfo ei = {0};
-    if (ksfi_kafka_partition_count(srv->consumer, topic, deadline, &count, &ei)) {
-        ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "%s", ei.text);
-    }
-}
-
 static ksf_err
 subscribe(ksf_server *srv, ksf_errinfo *ei)
 {
-    rd_kafka_topic_partition_list_t *l =
-        rd_kafka_topic_partition_list_new((int)(srv->nhandlers + srv->nextra));
-    int64_t deadline = ksfi_clock_ms() + KSFI_TOPIC_CREATE_WAIT_MS;
+    size_t n = srv->nhandlers + srv->nextra;
+    const char **topics = ksfi_calloc(n, sizeof *topics);
+    if (!topics) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory subscribing");
+    }
     for (size_t i = 0; i < srv->nhandlers; i++) {
-        make_topic_exist(srv, srv->handlers[i].pattern, deadline);
-        rd_kafka_topic_partition_list_add(l, srv->handlers[i].pattern,
-                                          RD_KAFKA_PARTITION_UA);
+        topics[i] = srv->handlers[i].pattern;
     }
     for (size_t i = 0; i < srv->nextra; i++) {
-        make_topic_exist(srv, srv->extra_topics[i], deadline);
-        rd_kafka_topic_partition_list_add(l, srv->extra_topics[i], RD_KAFKA_PARTITION_UA);
+        topics[srv->nhandlers + i] = srv->extra_topics[i];
     }
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(srv->consumer, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (err) {
-        return ksfi_kafka_fail(ei, err, "subscribing to the handler patterns");
-    }
-    return KSF_OK;
+    /* The topics are named to the broker first, so that one that creates topics on
+     * demand does so now rather than at the next metadata refresh (the adapter says
+     * why). */
+    ksf_err e = ksfi_sc_subscribe(srv->consumer, topics, n,
+                                  ksfi_clock_ms() + KSFI_TOPIC_CREATE_WAIT_MS, ei);
+    ksfi_free(topics);
+    return e;
 }
 
 /* Handle a consumer error event. Returns KSF_EKAFKA when it is fatal. */
 static ksf_err
-consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
+consumer_error(ksf_server *srv, const ksfi_sc_event *ev, ksf_errinfo *ei)
 {
-    char reason[256];
-    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        return KSF_OK;
-    }
-    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
-        rd_kafka_resp_err_t orig =
-            rd_kafka_fatal_error(srv->consumer, reason, sizeof reason);
-        if (orig == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID) {
-            return ksfi_fail_kafka(
-                ei, (int)orig,
-                "group %s: fenced (FENCED_INSTANCE_ID): another server took over "
-                "group.instance.id \"%s\"; ids are unique per group (two servers must "
-                "not share one, in one process or two): give each instance its own id "
-                "(%s)",
-                srv->group_id, srv->cfg->group_instance_id, reason);
-        }
-        return ksfi_fail_kafka(ei, (int)orig,
-                               "fatal Kafka error in the server's consumer: %s", reason);
-    }
-    if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-        m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+    switch (ev->error) {
+    case KSFI_SC_ERR_FENCED:
+        return ksfi_fail_kafka(
+            ei, ev->kafka_err,
+            "group %s: fenced (FENCED_INSTANCE_ID): another server took over "
+            "group.instance.id \"%s\"; ids are unique per group (two servers must "
+            "not share one, in one process or two): give each instance its own id "
+            "(%s)",
+            srv->group_id, srv->cfg->group_instance_id, ev->text);
+    case KSFI_SC_ERR_FATAL:
+        return ksfi_fail_kafka(ei, ev->kafka_err,
+                               "fatal Kafka error in the server's consumer: %s",
+                               ev->text);
+    case KSFI_SC_ERR_UNKNOWN_TOPIC:
         ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                  "pattern topic %s does not exist (yet): create it, or enable "
                  "auto.create.topics.enable on the broker (%s)",
-                 m->rkt ? rd_kafka_topic_name(m->rkt) : "?", rd_kafka_message_errstr(m));
+                 ev->topic, ev->text);
         return KSF_OK;
-    }
-    if (m->err == RD_KAFKA_RESP_ERR_INCONSISTENT_GROUP_PROTOCOL) {
+    case KSFI_SC_ERR_INCONSISTENT_PROTOCOL:
         /* Measured on Kafka 4.4: a NestJS (kafkajs) server in the group, or a ksf
          * server with an eager strategy, makes the broker refuse every JoinGroup of
          * this one, which then serves nothing (docs/server.md, "Rebalancing"). */
@@ -877,9 +772,10 @@ consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
             "group.id, or stop the others (see docs/server.md, Rebalancing)",
             srv->group_id, srv->assignment_strategy);
         return KSF_OK;
+    case KSFI_SC_ERR_OTHER:
+        break;
     }
-    ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "consumer: %s",
-             rd_kafka_message_errstr(m));
+    ksfi_log(&srv->log, KSF_LOG_WARNING, "server", "consumer: %s", ev->text);
     return KSF_OK;
 }
 
@@ -887,8 +783,9 @@ consumer_error(ksf_server *srv, const rd_kafka_message_t *m, ksf_errinfo *ei)
 static ksf_err
 consume(ksf_server *srv, ksf_errinfo *ei)
 {
+    ksfi_sc_event ev;
     while (!atomic_load(&srv->stop_requested)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(srv->consumer, 100);
+        ksfi_sc_poll(srv->consumer, 100, &ev);
         if (srv->ready_pending) {
             srv->ready_pending = false;
             srv->ready_done = true;
@@ -899,23 +796,22 @@ consume(ksf_server *srv, ksf_errinfo *ei)
             }
         }
         ksfi_dispatch_sync_pause(srv->dispatch);
-        if (!m) {
+        if (ev.kind == KSFI_SC_NOTHING) {
             continue;
         }
-        if (m->err) {
-            ksf_err e = consumer_error(srv, m, ei);
-            rd_kafka_message_destroy(m);
+        if (ev.kind == KSFI_SC_ERROR) {
+            ksf_err e = consumer_error(srv, &ev, ei);
             if (e) {
                 return e;
             }
             continue;
         }
         if (atomic_load(&srv->resets.pending)) {
-            resolve_reset(srv, m);
+            resolve_reset(srv, ev.msg);
         }
         ksfi_record *rec;
-        if (ksfi_msg_new(&srv->env, m, &rec)) {
-            rd_kafka_message_destroy(m);
+        if (ksfi_msg_new(&srv->env, ev.msg, &rec)) {
+            ksfi_kafka_message_free(ev.msg);
             return ksfi_fail(ei, KSF_ENOMEM,
                              "out of memory queueing a message; stopping "
                              "(it will be delivered again)");
@@ -988,14 +884,14 @@ start(ksf_server *srv, ksf_errinfo *ei)
     ksfi_dispatch_set_policy(srv->dispatch, &srv->cfg->policy, srv->cfg->server_workers,
                              srv->nhandlers + srv->nextra);
     ksfi_dispatch_set_deferred_max(srv->dispatch, srv->cfg->server_deferred_max);
-    if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers, srv->consumer,
-                                 ei))) {
+    if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers,
+                                 ksfi_sc_handle(srv->consumer), ei))) {
         return e;
     }
     /* A wrong address or a broker that is not up is reported now, not never: the
      * consumer would retry quietly while run waits for a group join. */
-    e = ksfi_reach_brokers(srv->consumer, srv->cfg, srv->cfg->broker_unreachable_ms,
-                           &srv->stop_requested, ei);
+    e = ksfi_sc_reach(srv->consumer, srv->cfg, srv->cfg->broker_unreachable_ms,
+                      &srv->stop_requested, ei);
     if (e) {
         srv->commit_wait_ms = KSFI_GONE_WAIT_MS; /* nothing to commit, nobody to tell */
         return e == KSF_ECLOSED ? KSF_OK : e;
@@ -1003,37 +899,22 @@ start(ksf_server *srv, ksf_errinfo *ei)
     return subscribe(srv, ei);
 }
 
-/* Leave the group (the revoke callback runs here), for a bounded time: with the broker
- * gone, rd_kafka_consumer_close would wait for it for tens of seconds. */
+/* Leave the group (the revoked op runs here), for a bounded time: with the broker
+ * gone, leaving would wait for it for tens of seconds. */
 static void
 close_bounded(ksf_server *srv)
 {
     int wait_ms =
         srv->commit_wait_ms == KSFI_GONE_WAIT_MS ? KSFI_GONE_WAIT_MS : KSFI_CLOSE_WAIT_MS;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(srv->consumer);
-    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(srv->consumer, q);
-    int64_t until = now_ms() + wait_ms;
-    while (!error && !rd_kafka_consumer_closed(srv->consumer) && now_ms() < until) {
-        /* Events, not callbacks: the queue also carries fetched messages, which
-         * rd_kafka_queue_poll_callback refuses (an assertion in librdkafka). They are
-         * dropped unstored, as the stop drops every queued message. */
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);
-        if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
-            rebalance_cb(srv->consumer, rd_kafka_event_error(ev),
-                         rd_kafka_event_topic_partition_list(ev), srv);
-        }
-        rd_kafka_event_destroy(ev);
-    }
-    srv->consumer_closed = !error && rd_kafka_consumer_closed(srv->consumer);
+    const char *why;
+    char buf[256];
+    srv->consumer_closed = ksfi_sc_close(srv->consumer, wait_ms, &why, buf, sizeof buf);
     if (!srv->consumer_closed) {
         ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                  "leaving group %s did not finish within %d ms (%s); the group will "
                  "notice after session.timeout.ms",
-                 srv->group_id, wait_ms,
-                 error ? rd_kafka_error_string(error) : "broker unreachable?");
+                 srv->group_id, wait_ms, why);
     }
-    rd_kafka_error_destroy(error);
-    rd_kafka_queue_destroy(q);
 }
 
 /* Stop in the documented order; safe after a partial start. */
@@ -1052,7 +933,7 @@ shut_down(ksf_server *srv)
     ksfi_dispatch_stop(srv->dispatch);
     ksfi_log_limiter_flush(&srv->log, &srv->log_limit, KSF_LOG_WARNING, "server");
     if (srv->consumer) {
-        commit_bounded(srv, srv->consumer, "at stop");
+        commit_bounded(srv, "at stop");
         close_bounded(srv);
     }
     pthread_rwlock_wrlock(&srv->replies_lock);

@@ -11,7 +11,10 @@
 #ifndef KSF_SERVER_H
 #define KSF_SERVER_H
 
-#include "kafka/kafka.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "kafka/produce.h"
+#include "kafka/server_consumer.h"
 #include "server/handler.h"
 #include "server/message.h"
 
@@ -37,7 +40,7 @@ typedef struct ksfi_offset_resets {
 enum ksfi_server_state { KSFI_SRV_NEW, KSFI_SRV_RUNNING, KSFI_SRV_DONE };
 
 struct ksf_server {
-    ksfi_logger log; /* first member: librdkafka's log callback reads it (kafka.h) */
+    ksfi_logger log; /* first member: the reply producer's log callback reads it */
     ksf_config *cfg;
     char *client_id;
     char *group_id;
@@ -60,9 +63,8 @@ struct ksf_server {
     bool producer_poll_started, watcher_started;
     atomic_bool threads_exit; /* tells the producer poll and watcher threads to end */
 
-    rd_kafka_t *consumer;
-    rd_kafka_queue_t *consumer_queue;
-    rd_kafka_t *producer;
+    ksfi_server_consumer *consumer; /* kafka/server_consumer.h */
+    ksfi_kafka_handle *producer;
     bool ready_pending; /* consumer thread only: call ready_fn after this poll */
     bool ready_done;    /* consumer thread only */
     /* A partition without a committed offset starts at its end (auto.offset.reset not

@@ -1,8 +1,8 @@
-#include "server/policy.h"
+#include "base/policy.h"
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
-#include "codec/codec.h"
+#include "base/topic.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -95,7 +95,7 @@ check_dlq(const char *key, const char *value, ksf_errinfo *ei)
         return KSF_ENOMEM;
     }
     ksf_errinfo inner = {0};
-    ksf_err e = ksfi_check_topic(sample, false, &inner);
+    ksf_err e = ksfi_topic_check(sample, 0, "", &inner);
     ksfi_free(sample);
     if (e) {
         return ksfi_fail(ei, KSF_EINVAL,

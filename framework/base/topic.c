@@ -1,0 +1,115 @@
+#include "base/topic.h"
+
+#include "base/errinfo.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+ksf_err
+ksfi_topic_check(const char *topic, size_t reserve, const char *reserve_for,
+                 ksf_errinfo *ei)
+{
+    if (!topic || !*topic) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "pattern is empty; a Kafka pattern is a topic "
+                         "name such as \"hero.kill.dragon\"");
+    }
+    size_t n = strlen(topic);
+    size_t max = reserve < KSFI_TOPIC_MAX ? KSFI_TOPIC_MAX - reserve : 0;
+    if (n > max) {
+        return ksfi_fail(
+            ei, KSF_EINVAL,
+            "pattern \"%.60s...\" is %zu characters; at most %zu fit a Kafka "
+            "topic%s",
+            topic, n, max, reserve_for);
+    }
+    if (!strcmp(topic, ".") || !strcmp(topic, "..")) {
+        return ksfi_fail(ei, KSF_EINVAL, "pattern \"%s\" is not a legal Kafka topic name",
+                         topic);
+    }
+    for (const char *p = topic; *p; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+        if (!ok) {
+            return ksfi_fail(
+                ei, KSF_EINVAL,
+                "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "
+                "topic names allow only A-Z a-z 0-9 . _ -",
+                topic, (c >= ' ' && c <= '~') ? c : '?', (unsigned char)c,
+                (size_t)(p - topic));
+        }
+    }
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_topic_list_each(const char *list, ksf_err (*f)(const char *, size_t, void *),
+                     void *user)
+{
+    const char *p = list;
+    for (;;) {
+        while (*p == ' ') {
+            p++;
+        }
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        while (n > 0 && p[n - 1] == ' ') {
+            n--;
+        }
+        ksf_err e = f(p, n, user);
+        if (e || !end) {
+            return e;
+        }
+        p = end + 1;
+    }
+}
+
+static ksf_err
+check_entry(const char *s, size_t n, void *user)
+{
+    ksf_errinfo *ei = user;
+    char name[KSFI_TOPIC_MAX + 2];
+    if (n == 0) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "server.reply.topics: an empty entry; write a comma list of "
+                         "topic names and prefix* globs, e.g. \"spring.replies,team-*\"");
+    }
+    if (n == 1 && s[0] == '*') {
+        return KSF_OK;
+    }
+    if (n > KSFI_TOPIC_MAX + 1) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "server.reply.topics: entry \"%.40s...\" is longer than a "
+                         "topic name",
+                         s);
+    }
+    memcpy(name, s, n);
+    name[n] = '\0';
+    if (name[n - 1] == '*') {
+        name[--n] = '\0';
+    }
+    if (strchr(name, '*')) {
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "server.reply.topics: entry \"%s\" has a '*' that is not "
+                         "last; only prefix globs (\"prefix*\") are supported",
+                         name);
+    }
+    ksf_errinfo sub = {0};
+    if (ksfi_topic_check(name, 0, "", &sub)) {
+        return ksfi_fail(ei, KSF_EINVAL, "server.reply.topics: %s", sub.text);
+    }
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_reply_topics_check(const char *list, ksf_errinfo *ei)
+{
+    if (!list) {
+        return ksfi_fail(ei, KSF_EINVAL, "server.reply.topics: value is NULL");
+    }
+    if (!*list) {
+        return KSF_OK; /* no entries: only <pattern>.reply */
+    }
+    return ksfi_topic_list_each(list, check_entry, ei);
+}
