@@ -478,7 +478,10 @@ worker_main(void *arg)
         bool retry = false;
         ksfi_record *c = take_next(d, p, &retry);
         if (!c) {
-            continue; /* made ready again when a slot frees */
+            /* Its pattern filled up since it became ready: make_ready counts it as
+             * throttled, and it is made ready again when a slot frees. */
+            make_ready(d, p);
+            continue;
         }
         p->busy = true;
         /* Go on with the partition's next message while no other partition waits for
