@@ -259,8 +259,8 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
         return e;
     }
     int64_t deadline = ksfi_client_now_ms() + timeout;
-    dr_ticket *t = ksfi_calloc(1, sizeof *t);
-    ksfi_pending *p = ksfi_calloc(1, sizeof *p);
+    dr_ticket *t = ksfi_client_ticket_new(cli);
+    ksfi_pending *p = ksfi_client_pending_new(cli);
     if (!t || !p) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
         goto fail;
@@ -295,7 +295,7 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
         if (e) {
             goto fail;
         }
-        ksfi_free(t);
+        ksfi_client_ticket_free(cli, t);
         outgoing_clear(&m);
         return KSF_OK;
     }
@@ -327,14 +327,14 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     if (!mine) {
         /* It already timed out and its callback ran: the send did happen, as far as
          * the caller can tell. */
-        ksfi_free(t);
+        ksfi_client_ticket_free(cli, t);
         outgoing_clear(&m);
         return KSF_OK;
     }
 fail:
     outgoing_clear(&m);
-    ksfi_free(t);
-    ksfi_client_pending_free(p);
+    ksfi_client_ticket_free(cli, t);
+    ksfi_client_pending_free(cli, p);
     return e;
 }
 
@@ -421,7 +421,7 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
         outgoing_clear(&m);
         return e;
     }
-    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &cli->plain_event;
+    dr_ticket *t = cb ? ksfi_client_ticket_new(cli) : &cli->plain_event;
     if (!t) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     } else {
@@ -435,8 +435,8 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
         e = closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
                     : produce(cli, pattern, &m, opts, t, ei);
     }
-    if (e && t != &cli->plain_event) {
-        ksfi_free(t);
+    if (e) {
+        ksfi_client_ticket_free(cli, t);
     }
     outgoing_clear(&m);
     return e;
