@@ -182,10 +182,13 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_topic *rt, reply_slot *sl
                          "retry when some have finished",
                          n);
     }
+    /* The add itself refuses an id in flight (a generated id repeats only by chance):
+     * a lookup before it hashed the id a second time per request. */
+    ksf_err e;
     do {
         ksfi_idgen_next(&cli->ids, p->id);
-    } while (ksfi_inflight_find(cli->inflight, p->id, strlen(p->id)));
-    if (ksfi_inflight_add(cli->inflight, p) != KSF_OK) {
+    } while ((e = ksfi_inflight_add(cli->inflight, p)) == KSF_EEXIST);
+    if (e) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     }
     p->slot = slot;
