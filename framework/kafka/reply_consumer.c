@@ -9,7 +9,6 @@
 #include "base/errinfo.h"
 #include "kafka/kafka.h"
 
-#include <stddef.h>
 #include <string.h>
 
 struct ksfi_reply_consumer {
@@ -67,40 +66,10 @@ ksfi_reply_consumer_destroy(ksfi_reply_consumer *rc)
     ksfi_free(rc);
 }
 
-/* @p msg's headers into ev->inline_hdrs when they fit, else into an allocated array
- * (ksfi_kafka_read_headers). Errors: KSF_ENOMEM. */
-static ksf_err
-read_headers(rd_kafka_message_t *msg, ksfi_reply_event *ev)
-{
-    rd_kafka_headers_t *hdrs = NULL;
-    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR || !hdrs) {
-        return KSF_OK;
-    }
-    size_t n = rd_kafka_header_cnt(hdrs);
-    if (n > KSFI_REPLY_INLINE_HEADERS) {
-        return ksfi_kafka_read_headers(msg, &ev->hdrs, &ev->nhdrs);
-    }
-    ksfi_header *h = ev->inline_hdrs;
-    for (size_t i = 0; i < n; i++) {
-        const void *value;
-        size_t len;
-        if (rd_kafka_header_get_all(hdrs, i, &h[i].name, &value, &len)) {
-            n = i;
-            break;
-        }
-        h[i].value = value;
-        h[i].len = value ? len : 0;
-    }
-    ev->hdrs = n ? h : NULL;
-    ev->nhdrs = n;
-    return KSF_OK;
-}
-
 ksf_err
 ksfi_reply_consumer_poll(ksfi_reply_consumer *rc, int timeout_ms, ksfi_reply_event *ev)
 {
-    /* Everything but the inline array, which only read_headers fills. */
-    memset(ev, 0, offsetof(ksfi_reply_event, inline_hdrs));
+    memset(ev, 0, sizeof *ev);
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(rc->rk, timeout_ms);
     if (!msg) {
         return KSF_OK;
@@ -121,19 +90,17 @@ ksfi_reply_consumer_poll(ksfi_reply_consumer *rc, int timeout_ms, ksfi_reply_eve
     ev->kind = KSFI_REPLY_MESSAGE;
     ev->value = msg->payload;
     ev->len = msg->len;
-    return read_headers(msg, ev);
+    return ksfi_kafka_read_headers(msg, &ev->hdrs, &ev->nhdrs);
 }
 
 void
 ksfi_reply_event_release(ksfi_reply_event *ev)
 {
-    if (ev->hdrs != ev->inline_hdrs) {
-        ksfi_free(ev->hdrs);
-    }
+    ksfi_free(ev->hdrs);
     if (ev->impl) {
         rd_kafka_message_destroy(ev->impl);
     }
-    memset(ev, 0, offsetof(ksfi_reply_event, inline_hdrs));
+    memset(ev, 0, sizeof *ev);
 }
 
 void

@@ -42,9 +42,6 @@ typedef enum {
     KSFI_REPLY_ERROR,       /* a consumer error: error says what */
 } ksfi_reply_event_kind;
 
-/** Headers a reply's event holds without an allocation (NestJS replies carry 2-4). */
-#define KSFI_REPLY_INLINE_HEADERS 8
-
 /** One polled event; valid until ksfi_reply_event_release. */
 typedef struct ksfi_reply_event {
     ksfi_reply_event_kind kind;
@@ -57,8 +54,6 @@ typedef struct ksfi_reply_event {
     size_t nhdrs;
     const char *error; /* KSFI_REPLY_ERROR: librdkafka's sentence */
     void *impl;        /* the underlying message */
-    /* hdrs points here when they fit: no calloc and free per reply (~370 instructions) */
-    ksfi_header inline_hdrs[KSFI_REPLY_INLINE_HEADERS];
 } ksfi_reply_event;
 
 /**
