@@ -135,7 +135,9 @@ client_free(ksf_client *cli)
     }
     ksfi_inflight_destroy(cli->inflight);
     ksf_config_destroy(cli->cfg);
+    ksfi_client_pools_free(cli); /* after the producer: its last reports free tickets */
     pthread_cond_destroy(&cli->cond);
+    pthread_mutex_destroy(&cli->pool_lock);
     pthread_mutex_destroy(&cli->lock);
     ksfi_free(cli);
 }
@@ -154,6 +156,11 @@ sync_init(ksf_client *cli)
         return KSF_ENOMEM;
     }
     if (pthread_mutex_init(&cli->lock, NULL) != 0) {
+        pthread_cond_destroy(&cli->cond);
+        return KSF_ENOMEM;
+    }
+    if (pthread_mutex_init(&cli->pool_lock, NULL) != 0) {
+        pthread_mutex_destroy(&cli->lock);
         pthread_cond_destroy(&cli->cond);
         return KSF_ENOMEM;
     }
@@ -233,7 +240,7 @@ ksf_client_destroy(ksf_client *cli)
         if (!p) {
             break;
         }
-        ksfi_client_deliver_local(p, KSF_ECLOSED,
+        ksfi_client_deliver_local(cli, p, KSF_ECLOSED,
                                   "the client was destroyed before the reply came");
     }
     /* Sends never produced were failed above; flush must not wait for them. */

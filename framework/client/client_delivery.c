@@ -34,9 +34,7 @@ ksfi_client_on_delivery(ksfi_kafka_delivery *d, const ksfi_kafka_report *r)
             t->cb(r->err ? KSF_EKAFKA : KSF_OK, text, t->user);
         }
     }
-    if (t != &cli->plain_event) {
-        ksfi_free(t);
-    }
+    ksfi_client_ticket_free(cli, t); /* back to the pool; plain_event stays */
 }
 
 void *

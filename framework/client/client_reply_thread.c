@@ -175,7 +175,7 @@ handle_reply(ksf_client *cli, const ksfi_reply_event *msg)
                    meta.has_err ? "remote error" : "reply");
     }
     deliver_reply(p->cb, p->user, p->id, &meta, raw, raw_len, bare_end, true);
-    ksfi_client_pending_free(p);
+    ksfi_client_pending_free(cli, p);
 }
 
 /* ---- the reply thread ------------------------------------------------------------- */
@@ -258,7 +258,7 @@ ksfi_client_reply_main(void *arg)
             timeout_text(expired, text, sizeof text);
             ksf_log_field f[] = {{"correlation_id", expired->id}};
             ksfi_logkv(&cli->log, KSF_LOG_DEBUG, "client", f, 1, "timed out: %s", text);
-            ksfi_client_deliver_local(expired, KSF_ETIMEDOUT, text);
+            ksfi_client_deliver_local(cli, expired, KSF_ETIMEDOUT, text);
             expired = next;
         }
         ksfi_reply_event ev;

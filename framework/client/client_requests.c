@@ -18,21 +18,100 @@ ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why)
     }
 }
 
-void
-ksfi_client_pending_free(ksfi_pending *p)
+/* ---- pools: a request's record and ticket are reused, not allocated per request ---- */
+
+ksfi_pending *
+ksfi_client_pending_new(ksf_client *cli)
 {
+    pthread_mutex_lock(&cli->pool_lock);
+    ksfi_pending *p = cli->free_pending;
     if (p) {
-        ksfi_free(p->last_raw);
-        ksfi_free(p);
+        cli->free_pending = p->hnext;
+        cli->n_free_pending--;
     }
+    pthread_mutex_unlock(&cli->pool_lock);
+    if (!p) {
+        return ksfi_calloc(1, sizeof *p);
+    }
+    *p = (ksfi_pending){0};
+    return p;
 }
 
 void
-ksfi_client_deliver_local(ksfi_pending *p, ksf_err err, const char *text)
+ksfi_client_pending_free(ksf_client *cli, ksfi_pending *p)
+{
+    if (!p) {
+        return;
+    }
+    ksfi_free(p->last_raw);
+    p->last_raw = NULL;
+    pthread_mutex_lock(&cli->pool_lock);
+    if (cli->n_free_pending < POOL_MAX) {
+        p->hnext = cli->free_pending;
+        cli->free_pending = p;
+        cli->n_free_pending++;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&cli->pool_lock);
+    ksfi_free(p); /* the pool was full */
+}
+
+dr_ticket *
+ksfi_client_ticket_new(ksf_client *cli)
+{
+    pthread_mutex_lock(&cli->pool_lock);
+    dr_ticket *t = cli->free_tickets;
+    if (t) {
+        cli->free_tickets = t->next;
+        cli->n_free_tickets--;
+    }
+    pthread_mutex_unlock(&cli->pool_lock);
+    if (!t) {
+        return ksfi_calloc(1, sizeof *t);
+    }
+    *t = (dr_ticket){0};
+    return t;
+}
+
+void
+ksfi_client_ticket_free(ksf_client *cli, dr_ticket *t)
+{
+    if (!t || t == &cli->plain_event) {
+        return;
+    }
+    pthread_mutex_lock(&cli->pool_lock);
+    if (cli->n_free_tickets < POOL_MAX) {
+        t->next = cli->free_tickets;
+        cli->free_tickets = t;
+        cli->n_free_tickets++;
+        t = NULL;
+    }
+    pthread_mutex_unlock(&cli->pool_lock);
+    ksfi_free(t); /* the pool was full */
+}
+
+void
+ksfi_client_pools_free(ksf_client *cli)
+{
+    while (cli->free_pending) {
+        ksfi_pending *p = cli->free_pending;
+        cli->free_pending = p->hnext;
+        ksfi_free(p);
+    }
+    while (cli->free_tickets) {
+        dr_ticket *t = cli->free_tickets;
+        cli->free_tickets = t->next;
+        ksfi_free(t);
+    }
+    cli->n_free_pending = cli->n_free_tickets = 0;
+}
+
+void
+ksfi_client_deliver_local(ksf_client *cli, ksfi_pending *p, ksf_err err, const char *text)
 {
     ksf_reply r = {.err = err, .done = true, .correlation_id = p->id, .text = text};
     p->cb(&r, p->user);
-    ksfi_client_pending_free(p);
+    ksfi_client_pending_free(cli, p);
 }
 
 void
@@ -45,6 +124,6 @@ ksfi_client_fail_request(ksf_client *cli, const char *id, ksf_err err, const cha
     }
     pthread_mutex_unlock(&cli->lock);
     if (p) {
-        ksfi_client_deliver_local(p, err, text);
+        ksfi_client_deliver_local(cli, p, err, text);
     }
 }

@@ -14,12 +14,29 @@
  * (after dropping the lock) and frees it. */
 void ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why);
 
-/* Free a finished request. NULL is a no-op. */
-void ksfi_client_pending_free(ksfi_pending *p);
+/* A zeroed request record, reused from the client's pool when it has one. Any thread;
+ * takes pool_lock. NULL when out of memory. */
+ksfi_pending *ksfi_client_pending_new(ksf_client *cli);
+
+/* Give a finished request back to the pool (or free it when the pool is full). NULL is
+ * a no-op. Any thread; takes pool_lock. */
+void ksfi_client_pending_free(ksf_client *cli, ksfi_pending *p);
+
+/* A zeroed ticket, reused from the client's pool when it has one; NULL when out of
+ * memory. Any thread; takes pool_lock. */
+dr_ticket *ksfi_client_ticket_new(ksf_client *cli);
+
+/* Give ticket @p t back to the pool (or free it). The shared plain_event ticket and
+ * NULL are no-ops. Any thread; takes pool_lock. */
+void ksfi_client_ticket_free(ksf_client *cli, dr_ticket *t);
+
+/* Free the pools' contents; at destruction, once no thread uses them. */
+void ksfi_client_pools_free(ksf_client *cli);
 
 /* Run finished request @p p's callback once with @p err and @p text (a local outcome),
  * then free @p p. Without the lock. */
-void ksfi_client_deliver_local(ksfi_pending *p, ksf_err err, const char *text);
+void ksfi_client_deliver_local(ksf_client *cli, ksfi_pending *p, ksf_err err,
+                               const char *text);
 
 /* Fail request @p id with @p err unless it already finished. Takes the lock. */
 void ksfi_client_fail_request(ksf_client *cli, const char *id, ksf_err err,

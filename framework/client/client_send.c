@@ -182,10 +182,13 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_topic *rt, reply_slot *sl
                          "retry when some have finished",
                          n);
     }
+    /* The add itself refuses an id in flight (a generated id repeats only by chance):
+     * a lookup before it hashed the id a second time per request. */
+    ksf_err e;
     do {
         ksfi_idgen_next(&cli->ids, p->id);
-    } while (ksfi_inflight_find(cli->inflight, p->id, strlen(p->id)));
-    if (ksfi_inflight_add(cli->inflight, p) != KSF_OK) {
+    } while ((e = ksfi_inflight_add(cli->inflight, p)) == KSF_EEXIST);
+    if (e) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     }
     p->slot = slot;
@@ -259,8 +262,8 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
         return e;
     }
     int64_t deadline = ksfi_client_now_ms() + timeout;
-    dr_ticket *t = ksfi_calloc(1, sizeof *t);
-    ksfi_pending *p = ksfi_calloc(1, sizeof *p);
+    dr_ticket *t = ksfi_client_ticket_new(cli);
+    ksfi_pending *p = ksfi_client_pending_new(cli);
     if (!t || !p) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
         goto fail;
@@ -295,7 +298,7 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
         if (e) {
             goto fail;
         }
-        ksfi_free(t);
+        ksfi_client_ticket_free(cli, t);
         outgoing_clear(&m);
         return KSF_OK;
     }
@@ -327,14 +330,14 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     if (!mine) {
         /* It already timed out and its callback ran: the send did happen, as far as
          * the caller can tell. */
-        ksfi_free(t);
+        ksfi_client_ticket_free(cli, t);
         outgoing_clear(&m);
         return KSF_OK;
     }
 fail:
     outgoing_clear(&m);
-    ksfi_free(t);
-    ksfi_client_pending_free(p);
+    ksfi_client_ticket_free(cli, t);
+    ksfi_client_pending_free(cli, p);
     return e;
 }
 
@@ -421,7 +424,7 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
         outgoing_clear(&m);
         return e;
     }
-    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &cli->plain_event;
+    dr_ticket *t = cb ? ksfi_client_ticket_new(cli) : &cli->plain_event;
     if (!t) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     } else {
@@ -435,8 +438,8 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
         e = closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
                     : produce(cli, pattern, &m, opts, t, ei);
     }
-    if (e && t != &cli->plain_event) {
-        ksfi_free(t);
+    if (e) {
+        ksfi_client_ticket_free(cli, t);
     }
     outgoing_clear(&m);
     return e;

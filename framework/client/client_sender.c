@@ -77,7 +77,7 @@ produce_queued(ksf_client *cli, queued_send *q, int32_t partition, ksf_errinfo *
 {
     char topic[256];
     unsigned char buf[KSFI_REQUEST_HEADERS_BUF];
-    dr_ticket *t = ksfi_calloc(1, sizeof *t);
+    dr_ticket *t = ksfi_client_ticket_new(cli);
     if (!t) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     }
@@ -89,7 +89,7 @@ produce_queued(ksf_client *cli, queued_send *q, int32_t partition, ksf_errinfo *
     ksf_err e = ksfi_client_produce(cli, q->pattern, q->value, q->len, q->key, q->key_len,
                                     &q->hdrs, t, ei);
     if (e) {
-        ksfi_free(t);
+        ksfi_client_ticket_free(cli, t);
     }
     return e;
 }
