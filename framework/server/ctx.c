@@ -51,6 +51,7 @@ ksfi_ctx_free(ksf_ctx *ctx)
     ksfi_free(ctx->key);
     ksfi_free(ctx->error_text);
     json_decref(ctx->early_reply);
+    ksfi_pipeline_ctx_clear(&ctx->pl); /* pipeline */
     pthread_mutex_destroy(&ctx->lock);
     rd_kafka_message_destroy(ctx->msg);
     ksfi_free(ctx);
@@ -421,6 +422,10 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         json_decref(reply);
         return KSF_ESTATE;
     }
+    json_t *error = NULL; /* pipeline: the afters see, and may change, the outcome */
+    if (ctx->pl.chain) {
+        ksfi_pipeline_after(ctx, &status, &reply, &error);
+    }
     if (!ctx->is_event) {
         /* What shedding expects the next run to take: a moving average (1/4 weight
          * for the newest run) that follows a slowing handler within a few runs. */
@@ -450,6 +455,10 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         return KSF_OK;
     } else if (ctx->is_event) {
         /* A handled event: nothing to send (failures went to retry.c above). */
+    } else if (!ended && error) { /* pipeline: the error the afters left */
+        if (claim_end(ctx)) {
+            send_error(ctx, error, true);
+        }
     } else if (!ended && status == KSF_OK) {
         send_final(ctx, reply);
     } else if (!ended && claim_end(ctx)) {
@@ -461,6 +470,7 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         send_error_text(ctx, KSFI_INTERNAL_SERVER_ERROR);
     }
     json_decref(reply);
+    json_decref(error);
     /* The pattern's slot bounds handlers at work, not replies on their way: holding it
      * until the broker acknowledged capped a pattern at `limit` replies per produce
      * round trip (about 3,500 requests/s on the embedded broker, whatever the load). */
@@ -478,8 +488,11 @@ invoke(ksf_ctx *ctx)
     ctx->started_us = ksfi_metrics_now_us();
     ksf_err status = ksfi_decode_value(m->payload, m->len, &data);
     if (status == KSF_OK) {
-        ksfi_scope_enter(&ctx->scope); /* sends from the handler continue its trace */
-        status = ctx->handler->fn(ctx, data, &reply);
+        ksfi_scope_enter(&ctx->scope);  /* sends from the handler continue its trace */
+        ksfi_pipeline_begin(ctx, data); /* pipeline: befores, then the handler */
+        status = ctx->pl.chain ? ksfi_pipeline_invoke(ctx, &data, &reply)
+                               : ctx->handler->fn(ctx, data, &reply);
+        ksfi_pipeline_end_call(ctx);
         ksfi_scope_enter(NULL);
     }
     json_decref(data);
@@ -545,6 +558,7 @@ ksfi_ctx_rerun(ksf_ctx *ctx)
     ctx->early = false;
     ksfi_free(ctx->error_text);
     ctx->error_text = NULL;
+    ksfi_pipeline_ctx_clear(&ctx->pl); /* pipeline: the chain runs again */
     pthread_mutex_unlock(&ctx->lock);
     invoke(ctx);
     ksfi_ctx_release(ctx);
@@ -640,6 +654,11 @@ ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error)
     if (!shape) {
         return KSF_ENOMEM;
     }
+    ksf_err kept;
+    if (ksfi_pipeline_capture(ctx, shape, &kept)) { /* pipeline: for the afters */
+        json_decref(shape);
+        return kept;
+    }
     if (!claim_end(ctx)) {
         json_decref(shape);
         return KSF_ESTATE;
@@ -692,6 +711,9 @@ ksf_ctx_stream(ksf_ctx *ctx, const json_t *value, ksf_errinfo *ei)
     n += ksfi_scope_reply_headers(&ctx->scope, h + n);
     e = produce(ctx, out, len, NULL, 0, h, n, ei);
     ksfi_free(out);
+    if (!e && ctx->pl.chain) {
+        ksfi_pipeline_streamed(ctx); /* pipeline: counted for the outcome */
+    }
     return e;
 }
 

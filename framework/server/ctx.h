@@ -9,6 +9,7 @@
 
 #include "kafka/kafka.h"
 #include "obs/trace.h"
+#include "server/pipeline.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -84,6 +85,8 @@ struct ksf_ctx {
      * and whether the time-budget error reply was sent. */
     char *error_text;
     bool budget_fired;
+    /* pipeline: the message's walk through its middleware chain (pipeline.h). */
+    ksfi_pipeline_ctx pl;
 };
 
 /* Wrap a consumed message (ownership moves on success). Errors: KSF_ENOMEM. */

@@ -6,6 +6,7 @@
  */
 #include "base/alloc.h"
 #include "base/errinfo.h"
+#include "server/pipeline.h"
 #include "server/server.h"
 
 #include <string.h>
@@ -71,8 +72,22 @@ check_selection(ksf_server *srv, const char *controller, size_t *count, ksf_erri
     return KSF_OK;
 }
 
-ksf_err
-ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
+/* pipeline: per-controller middlewares find a handler's controller here. */
+const char *
+ksfi_registry_controller(ksf_handler_fn fn)
+{
+    const char *name = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (const ksf_handler_def *d = registry_head; d && !name; d = d->next) {
+        name = d->fn == fn ? d->controller : NULL;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return name;
+}
+
+/* pipeline: @p state becomes the handlers' user pointer (ksf_ctx_controller). */
+static ksf_err
+mount(ksf_server *srv, const char *controller, void *state, ksf_errinfo *ei)
 {
     if (!srv) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_mount: srv is NULL");
@@ -93,7 +108,7 @@ ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
     }
     for (const ksf_handler_def *d = registry_head; d && !e; d = d->next) {
         if (selected(d, controller)) {
-            e = ksfi_server_add_handler(srv, d->pattern, d->kind, d->fn, NULL, d->file,
+            e = ksfi_server_add_handler(srv, d->pattern, d->kind, d->fn, state, d->file,
                                         d->line, ei);
         }
     }
@@ -102,4 +117,17 @@ ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
     }
     pthread_mutex_unlock(&registry_lock);
     return e;
+}
+
+ksf_err
+ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
+{
+    return mount(srv, controller, NULL, ei);
+}
+
+ksf_err
+ksf_server_mount_controller(ksf_server *srv, const char *controller, void *state,
+                            ksf_errinfo *ei)
+{
+    return mount(srv, controller, state, ei);
 }

@@ -12,6 +12,7 @@
 #include "codec/wire.h"
 #include "obs/metrics.h"
 #include "server/ctx.h"
+#include "server/pipeline.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -117,6 +118,7 @@ ksf_server_destroy(ksf_server *srv)
         ksfi_free(srv->handlers[i].metrics);
     }
     ksfi_free(srv->handlers);
+    ksfi_pipeline_free(srv->pipeline); /* pipeline: registrations and chains */
     for (size_t i = 0; i < srv->nextra; i++) {
         ksfi_free(srv->extra_topics[i]);
     }
@@ -1114,6 +1116,10 @@ ksf_server_run(ksf_server *srv, ksf_errinfo *ei)
         e = ksfi_fail(ei, KSF_EINVAL,
                       "no handler is registered; call ksf_server_mount, "
                       "ksf_server_on_message or ksf_server_on_event first");
+        goto out;
+    }
+    /* pipeline: the handlers are final now; resolve their middleware chains. */
+    if ((e = ksfi_pipeline_freeze(srv, ei))) {
         goto out;
     }
     char nw[24];

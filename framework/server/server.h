@@ -108,6 +108,8 @@ struct ksf_server {
     pthread_mutex_t run_lock;
     pthread_cond_t run_cond;
     bool run_active;
+    /* pipeline: the ksf_server_use* registrations and, from run on, the chains. */
+    struct ksfi_pipeline *pipeline;
 };
 
 /* The handler for @p topic, or NULL. Threads: any, while the server runs. */
