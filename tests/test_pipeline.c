@@ -15,11 +15,15 @@
 #include "suite.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define WAIT_MS 20000
 
@@ -911,6 +915,190 @@ START_TEST(test_pipeline_call_other_service)
 }
 END_TEST
 
+/* ---- the examples (examples/pipeline), run as their users would ------------------- */
+
+typedef struct example {
+    pid_t pid;
+    FILE *out; /* its stdout */
+    char err_path[64];
+} example;
+
+/* Start example program @p name against @p b; wait for its "<name>: ready" line.
+ * False (and a line on stdout) when the examples are not built. */
+static bool
+example_start(example *x, ksft_broker *b, const char *name, const char *arg)
+{
+    const char *dir = getenv("KSF_EXAMPLES_DIR");
+    if (!dir || !*dir) {
+        printf("%s: skipped: KSF_EXAMPLES_DIR not set (built with -Dexamples=false?)\n",
+               name);
+        return false;
+    }
+    char path[512], line[128], want[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(x->err_path, sizeof x->err_path, "/tmp/ksf-example-XXXXXX");
+    close(mkstemp(x->err_path));
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    x->pid = fork();
+    ck_assert_int_ge(x->pid, 0);
+    if (x->pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        int e = open(x->err_path, O_WRONLY | O_TRUNC);
+        dup2(e, STDERR_FILENO);
+        close(fds[0]);
+        setenv("KSF_BROKERS", ksft_broker_address(b), 1);
+        unsetenv("KSF_LOG");
+        execl(path, path, arg, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    x->out = fdopen(fds[0], "r");
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, x->out)); /* blocks until ready */
+    snprintf(want, sizeof want, "%s: ready\n", name);
+    ck_assert_str_eq(line, want);
+    return true;
+}
+
+/* SIGTERM it; it must exit 0 with nothing on stderr. Its remaining stdout goes to
+ * @p rest (may be NULL). */
+static void
+example_stop(example *x, char *rest, size_t size)
+{
+    kill(x->pid, SIGTERM);
+    size_t n = rest ? fread(rest, 1, size - 1, x->out) : 0;
+    if (rest) {
+        rest[n] = '\0';
+    }
+    int st = 0;
+    ck_assert_int_eq(waitpid(x->pid, &st, 0), x->pid);
+    fclose(x->out);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    char err[1024] = "";
+    FILE *f = fopen(x->err_path, "r");
+    size_t e = f ? fread(err, 1, sizeof err - 1, f) : 0;
+    err[e] = '\0';
+    if (f) {
+        fclose(f);
+    }
+    unlink(x->err_path);
+    ck_assert_msg(!err[0], "stderr: %s", err);
+}
+
+/* Call with one extra header and a traceparent (both optional). */
+static void
+call_with(ksf_client *cli, const char *pattern, const char *request, const char *header,
+          const char *value, const char *traceparent, ksf_err want, const char *want_json)
+{
+    json_t *req = request ? json_loads(request, JSON_DECODE_ANY, NULL) : NULL;
+    json_t *hdrs = header ? json_pack("{s:s}", header, value) : NULL;
+    ksf_send_opts opts = {
+        .timeout_ms = WAIT_MS, .headers = hdrs, .traceparent = traceparent};
+    stream_seen s = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    ck_assert_int_eq(ksf_client_send(cli, pattern, req, &opts, on_stream, &s, NULL),
+                     KSF_OK);
+    ck_assert_int_eq(ksft_wait_atomic(&s.done, 1, WAIT_MS + 5000), 1);
+    char expect[512];
+    snprintf(expect, sizeof expect, "%s(done)|", want_json);
+    ck_assert_msg(!strcmp(s.text, expect), "%s: got %s, want %s (%s)", pattern, s.text,
+                  expect, ksf_strerror(want));
+    json_decref(hdrs);
+    json_decref(req);
+}
+
+START_TEST(test_pipeline_example_guard)
+{
+    ksft_broker *b = ksft_broker_start();
+    example x;
+    if (example_start(&x, b, "pipeline_guard", NULL)) {
+        ksf_config *cfg = ksft_config(b);
+        ksf_client *cli = ksft_client(cfg);
+        call_expect(cli, "orders.get", NULL, KSF_EREMOTE,
+                    "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
+        call_with(cli, "orders.get", NULL, "x-api-key", "wrong", NULL, KSF_EREMOTE,
+                  "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
+        call_with(cli, "orders.get", NULL, "x-api-key", "s3cret", NULL, KSF_OK,
+                  "{\"id\":1,\"status\":\"shipped\"}");
+        ksf_client_destroy(cli);
+        ksf_config_destroy(cfg);
+        example_stop(&x, NULL, 0);
+    }
+    ksft_broker_stop(b);
+}
+END_TEST
+
+START_TEST(test_pipeline_example_timing)
+{
+    ksft_broker *b = ksft_broker_start();
+    example x;
+    if (example_start(&x, b, "pipeline_timing", NULL)) {
+        ksf_config *cfg = ksft_config(b);
+        ksf_client *cli = ksft_client(cfg);
+        call_expect(cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
+        call_expect(cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
+        call_expect(cli, "orders.cancel", NULL, KSF_EREMOTE,
+                    "{\"status\":\"error\",\"message\":\"orders cannot be cancelled\"}");
+        ksf_client_destroy(cli);
+        ksf_config_destroy(cfg);
+        char out[1024];
+        example_stop(&x, out, sizeof out);
+        const char *want = "# TYPE orders_handler_calls_total counter\n"
+                           "orders_handler_calls_total{status=\"ok\"} 2\n"
+                           "orders_handler_calls_total{status=\"error\"} 1\n"
+                           "# TYPE orders_handler_duration_seconds_sum counter\n"
+                           "orders_handler_duration_seconds_sum ";
+        ck_assert_msg(!strncmp(out, want, strlen(want)), "metrics: %s", out);
+    }
+    ksft_broker_stop(b);
+}
+END_TEST
+
+START_TEST(test_pipeline_example_validate)
+{
+    ksft_broker *b = ksft_broker_start();
+    example x;
+    if (example_start(&x, b, "pipeline_validate", NULL)) {
+        ksf_config *cfg = ksft_config(b);
+        ksf_client *cli = ksft_client(cfg);
+        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_OK,
+                    "{\"created\":\"axe\",\"validated\":true}");
+        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}", KSF_EREMOTE,
+                    "{\"status\":\"error\",\"message\":\"invalid payload: qty: Expected "
+                    "integer, got string\"}");
+        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":2,\"rush\":true}",
+                    KSF_EREMOTE,
+                    "{\"status\":\"error\",\"message\":\"invalid payload: $: 1 object "
+                    "item(s) left unpacked: rush\"}");
+        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":0}", KSF_EREMOTE,
+                    "{\"status\":\"error\",\"message\":\"invalid payload: qty: must be "
+                    "positive\"}");
+        ksf_client_destroy(cli);
+        ksf_config_destroy(cfg);
+        example_stop(&x, NULL, 0);
+    }
+    ksft_broker_stop(b);
+}
+END_TEST
+
+START_TEST(test_pipeline_example_call)
+{
+    ksft_broker *b = ksft_broker_start();
+    example x;
+    if (example_start(&x, b, "pipeline_call", NULL)) {
+        ksf_config *cfg = ksft_config(b);
+        ksf_client *cli = ksft_client(cfg);
+        call_with(cli, "orders.quote", "{\"qty\":2}", NULL, NULL,
+                  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", KSF_OK,
+                  "{\"quote\":{\"price\":30,\"trace\":"
+                  "\"4bf92f3577b34da6a3ce929d0e0e4736\"}}");
+        ksf_client_destroy(cli);
+        ksf_config_destroy(cfg);
+        example_stop(&x, NULL, 0);
+    }
+    ksft_broker_stop(b);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -924,6 +1112,10 @@ main(void)
         {"controller_state", test_pipeline_controller_state, 90},
         {"unused_scope", test_pipeline_unused_scope, 30},
         {"call_other_service", test_pipeline_call_other_service, 90},
+        {"example_guard", test_pipeline_example_guard, 90},
+        {"example_timing", test_pipeline_example_timing, 90},
+        {"example_validate", test_pipeline_example_validate, 90},
+        {"example_call", test_pipeline_example_call, 120},
     };
     return KSFT_RUN("pipeline", cases);
 }
