@@ -1099,6 +1099,49 @@ START_TEST(test_pipeline_example_call)
 }
 END_TEST
 
+/* The orders service with the pipeline and without it: the same answers. */
+static void
+orders_service(const char *program)
+{
+    ksft_broker *b = ksft_broker_start();
+    example x;
+    if (example_start(&x, b, program, NULL)) {
+        ksf_config *cfg = ksft_config(b);
+        ksf_client *cli = ksft_client(cfg);
+        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_EREMOTE,
+                    "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
+        call_with(cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", "x-api-key",
+                  "s3cret", NULL, KSF_OK, "{\"id\":1,\"item\":\"axe\",\"qty\":2}");
+        call_with(cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}", "x-api-key",
+                  "s3cret", NULL, KSF_EREMOTE,
+                  "{\"status\":\"error\",\"message\":\"invalid payload: qty: Expected "
+                  "integer, got string\"}");
+        call_with(cli, "orders.get", "{\"id\":1}", "x-api-key", "s3cret", NULL, KSF_OK,
+                  "{\"id\":1,\"item\":\"axe\",\"qty\":2}");
+        call_with(cli, "orders.get", "{\"id\":9}", "x-api-key", "s3cret", NULL,
+                  KSF_EREMOTE,
+                  "{\"status\":\"error\",\"message\":\"order 9 not found\"}");
+        ksf_client_destroy(cli);
+        ksf_config_destroy(cfg);
+        char out[256];
+        example_stop(&x, out, sizeof out);
+        ck_assert_str_eq(out, "orders_calls_total 2\norders_failures_total 3\n");
+    }
+    ksft_broker_stop(b);
+}
+
+START_TEST(test_pipeline_example_orders)
+{
+    orders_service("pipeline_orders");
+}
+END_TEST
+
+START_TEST(test_pipeline_example_orders_before)
+{
+    orders_service("pipeline_orders_before");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1116,6 +1159,8 @@ main(void)
         {"example_timing", test_pipeline_example_timing, 90},
         {"example_validate", test_pipeline_example_validate, 90},
         {"example_call", test_pipeline_example_call, 120},
+        {"example_orders", test_pipeline_example_orders, 90},
+        {"example_orders_before", test_pipeline_example_orders_before, 90},
     };
     return KSFT_RUN("pipeline", cases);
 }

@@ -55,7 +55,7 @@ main(void)
         fatal("pipeline_call", "creating the client", e);
     }
     ksf_config_destroy(cfg);
-    int status = example_run("pipeline_call", NULL);
+    int status = example_run("pipeline_call", true, NULL);
     ksf_client_destroy(pricing); /* after the server: no handler uses it any more */
     return status;
 }

@@ -29,10 +29,12 @@ example_ready(ksf_server *srv, void *user)
     fflush(stdout);
 }
 
-/* Run the example server @p name; @p setup adds its middlewares (may be NULL).
+/* Run the example server @p name with every macro handler (unless @p setup mounts
+ * them itself: @p mount_all false); @p setup adds its middlewares (may be NULL).
  * Returns main()'s exit status. */
 static int
-example_run(const char *name, ksf_err (*setup)(ksf_server *srv, ksf_errinfo *ei))
+example_run(const char *name, bool mount_all,
+            ksf_err (*setup)(ksf_server *srv, ksf_errinfo *ei))
 {
     ksf_config *cfg = NULL;
     ksf_server *srv = NULL;
@@ -46,7 +48,7 @@ example_run(const char *name, ksf_err (*setup)(ksf_server *srv, ksf_errinfo *ei)
         fatal(name, "creating the server", e);
     }
     ksf_config_destroy(cfg);
-    if ((e = ksf_server_mount(srv, NULL, &example_ei)) ||
+    if ((mount_all && (e = ksf_server_mount(srv, NULL, &example_ei))) ||
         (setup && (e = setup(srv, &example_ei))) ||
         (e = ksf_server_stop_on_signals(srv, &example_ei))) {
         fatal(name, "setting up", e);

@@ -42,5 +42,5 @@ main(int argc, char **argv)
     if (argc > 1) {
         key = argv[1];
     }
-    return example_run("pipeline_guard", setup);
+    return example_run("pipeline_guard", true, setup);
 }

@@ -44,7 +44,7 @@ setup(ksf_server *srv, ksf_errinfo *ei)
 int
 main(void)
 {
-    int status = example_run("pipeline_timing", setup);
+    int status = example_run("pipeline_timing", true, setup);
     printf("# TYPE orders_handler_calls_total counter\n"
            "orders_handler_calls_total{status=\"ok\"} %llu\n"
            "orders_handler_calls_total{status=\"error\"} %llu\n"

@@ -56,5 +56,5 @@ setup(ksf_server *srv, ksf_errinfo *ei)
 int
 main(void)
 {
-    return example_run("pipeline_validate", setup);
+    return example_run("pipeline_validate", true, setup);
 }
