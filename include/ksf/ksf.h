@@ -890,7 +890,12 @@ KSF_API ksf_err ksf_ctx_forbid(ksf_ctx *ctx);
  * (`order.items[1].sku`; `$` for the payload itself), and KSF_EREMOTE is returned, so
  * `if ((e = ksf_ctx_unpack(...))) return e;` works in a handler and in a before
  * callback alike. On an event the error is logged and KSF_EREMOTE returned (retries and
- * dead letter). Errors: KSF_ESTATE outside the before callbacks and the handler call.
+ * dead letter). Errors: KSF_ESTATE outside the before callbacks and the handler call
+ * (the payload is gone once the handler returned: unpack before deferring);
+ * KSF_EINVAL, logged and not answered, when @p fmt or its arguments are wrong
+ * (jansson's <format> and <args> errors: the service's bug, so the caller gets the
+ * Internal server error when it is returned).
+ * Threads: the worker running the befores and the handler.
  */
 KSF_API ksf_err ksf_ctx_unpack(ksf_ctx *ctx, size_t flags, const char *fmt, ...);
 
