@@ -653,6 +653,16 @@ h_event(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
+/* Without any middleware: a handler's own KSF_SKIP drops the event too. */
+static ksf_err
+h_event_skips(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    atomic_fetch_add(&event_runs, 1);
+    return ksf_ctx_forbid(ctx);
+}
+
 START_TEST(test_pipeline_events)
 {
     rig r;
@@ -661,6 +671,7 @@ START_TEST(test_pipeline_events)
     atomic_store(&event_befores, 0);
     ksft_broker_create_topic(r.b, "pl.ev", 1);
     ksft_broker_create_topic(r.b, "pl.ev.dlq", 1);
+    ksft_broker_create_topic(r.b, "pl.ev2", 1);
     static const char *const settings[][2] = {{"server.event.retries", "1"},
                                               {"server.event.retry.backoff.ms", "20"}};
     ksft_config_set_all(r.cfg, settings, KSFT_NKV(settings));
@@ -670,6 +681,15 @@ START_TEST(test_pipeline_events)
     ksf_errinfo ei = {0};
     ck_assert_int_eq(ksf_server_on_event(r.srv, "pl.ev", h_event, NULL, &ei), KSF_OK);
     rig_start(&r);
+    /* A second server, no middleware, whose handler skips: no retry, no dead letter. */
+    ksf_config *cfg2 = NULL;
+    ck_assert_int_eq(ksf_config_dup(r.cfg, &cfg2), KSF_OK);
+    ck_assert_int_eq(ksf_config_set(cfg2, "group.id", "pl-skipper", &ei), KSF_OK);
+    ksf_server *srv2 = ksft_server(cfg2);
+    ck_assert_int_eq(ksf_server_on_event(srv2, "pl.ev2", h_event_skips, NULL, &ei),
+                     KSF_OK);
+    ksft_service s2 = {0};
+    ksft_service_start(&s2, srv2, WAIT_MS);
     const char *addr = ksft_broker_address(r.b);
     ksft_producer *p = ksft_producer_new(addr);
     ksft_produce(p, "pl.ev", 0, NULL, 0, "skip", 4, NULL, 0, true);
@@ -694,6 +714,16 @@ START_TEST(test_pipeline_events)
     ck_assert_int_eq(memcmp(m->value, "poison", 6), 0);
     assert_header(m, "ksf_dlq_error", "poison refused");
     ksft_collector_destroy(dlq);
+    ksft_produce(p, "pl.ev2", 0, NULL, 0, "x", 1, NULL, 0, true);
+    ck_assert_int_eq(ksft_wait_atomic(&event_runs, 2, WAIT_MS), 2);
+    ck_assert_int_eq(
+        ksft_wait_committed(addr, "pl-skipper-server", "pl.ev2", 1, 1, WAIT_MS), 1);
+    ksf_server_stats st2 = KSFT_WAIT_SERVER_STAT(srv2, events, 1, WAIT_MS);
+    ck_assert_uint_eq(st2.event_retries, 0);
+    ck_assert_uint_eq(st2.errors, 0);
+    ck_assert_int_eq(atomic_load(&event_runs), 2);
+    ksft_service_stop(&s2);
+    ksf_config_destroy(cfg2);
     ksft_producer_destroy(p);
     rig_close(&r);
 }

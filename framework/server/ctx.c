@@ -423,7 +423,7 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         return KSF_ESTATE;
     }
     json_t *error = NULL; /* pipeline: the afters see, and may change, the outcome */
-    if (ctx->pl.chain) {
+    if (ctx->pl.chain || status == KSF_SKIP) {
         ksfi_pipeline_after(ctx, &status, &reply, &error);
     }
     if (!ctx->is_event) {

@@ -309,7 +309,7 @@ ksfi_pipeline_after(ksf_ctx *ctx, ksf_err *status, json_t **reply, json_t **erro
                      (int64_t)(ksfi_metrics_now_us() - ctx->started_us),
                      pc->refused,
                      streamed};
-    for (size_t i = pc->passed; i > 0; i--) {
+    for (size_t i = pc->chain ? pc->passed : 0; i > 0; i--) {
         const ksfi_link *l = &pc->chain->link[i - 1];
         if (l->mw->after) {
             l->mw->after(ctx, &o, l->user);

@@ -70,7 +70,9 @@ void ksfi_pipeline_end_call(ksf_ctx *ctx);
 bool ksfi_pipeline_capture(ksf_ctx *ctx, const json_t *shape, ksf_err *result);
 
 /*
- * The final result is made (finish_result, once per run): run the afters over
+ * The final result is made (finish_result, once per run, also without a chain for a
+ * KSF_SKIP status, so that a handler's skip means what a before's does): run the
+ * afters over
  * *status and *reply (owned, may be replaced) and hand back the error to send in
  * *error (new reference; NULL unless *status is KSF_EREMOTE with a kept error).
  * Maps KSF_SKIP: an event's to KSF_OK; a request's to the Forbidden resource error.

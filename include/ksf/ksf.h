@@ -70,8 +70,9 @@ typedef enum ksf_err {
     KSF_ESTATE = 12,       /**< The call is not valid in the object's current state. */
     KSF_EMSGSIZE = 13,     /**< A message is larger than the configured limit. */
     KSF_DEFERRED = 100,    /**< Not an error: a handler will finish its reply later. */
-    /** Not an error: a middleware's before callback dropped the message (an event is
-     *  committed without running its handler; a request is refused as a guard does). */
+    /** Not an error: a middleware's before callback (or a handler) dropped the
+     *  message: an event is committed without running its handler and without a
+     *  retry; a request is refused as a NestJS guard does ("Forbidden resource"). */
     KSF_SKIP = 101,
 } ksf_err;
 
