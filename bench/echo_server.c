@@ -5,8 +5,11 @@
  * Usage: echo_server [--brokers B] [--workers N] [--handler-ms MS] [--set KEY=VALUE]...
  * --handler-ms makes each request take MS ms (a sleep: the goodput scenario's handler
  * of known capacity, workers * 1000 / MS requests/s). Prints "echo server ready" on
- * stdout once it serves; stops on SIGINT/SIGTERM.
+ * stdout once it serves; stops on SIGINT/SIGTERM; SIGUSR1 prints its CPU time and
+ * requests answered so far (cpu_report.h).
  */
+#include "cpu_report.h"
+
 #include <ksf/ksf.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@ echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
         while (nanosleep(&ts, &ts) != 0) {
         }
     }
+    atomic_fetch_add_explicit(&bench_handled, 1, memory_order_relaxed);
     if (!data && raw) {
         return ksf_ctx_set_reply_raw(ctx, raw, len); /* binary: echo the bytes */
     }
@@ -52,9 +56,11 @@ fail(const char *what, const ksf_errinfo *ei)
 static int
 parse_flags(ksf_config *cfg, int argc, char **argv, ksf_errinfo *ei)
 {
+    if (ksf_config_set_from_args(cfg, &argc, argv, ei)) { /* --brokers, --set */
+        return fail("flags", ei);
+    }
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char key[256];
         ksf_err e;
         if (!v) {
             fprintf(stderr, "Usage: echo_server [--brokers B] [--workers N] "
@@ -62,18 +68,13 @@ parse_flags(ksf_config *cfg, int argc, char **argv, ksf_errinfo *ei)
             return 2;
         }
         i++;
-        if (!strcmp(flag, "--brokers")) {
-            e = ksf_config_set(cfg, "brokers", v, ei);
-        } else if (!strcmp(flag, "--workers")) {
+        if (!strcmp(flag, "--workers")) {
             e = ksf_config_set(cfg, "server.workers", v, ei);
         } else if (!strcmp(flag, "--handler-ms")) {
             handler_ms = atoi(v);
             e = handler_ms >= 0 ? KSF_OK : KSF_EINVAL;
             snprintf(ei->text, sizeof ei->text, "expected a number of ms >= 0, got %s",
                      v);
-        } else if (!strcmp(flag, "--set") && strchr(v, '=')) {
-            snprintf(key, sizeof key, "%.*s", (int)(strchr(v, '=') - v), v);
-            e = ksf_config_set(cfg, key, strchr(v, '=') + 1, ei);
         } else {
             fprintf(stderr, "echo_server: unknown flag %s\n", flag);
             return 2;
@@ -109,6 +110,7 @@ main(int argc, char **argv)
         rc = fail("setup", &ei);
         goto done;
     }
+    bench_cpu_report_install();
     ksf_server_set_ready_cb(srv, on_ready, NULL);
     rc = ksf_server_run(srv, &ei) ? fail("run", &ei) : 0;
 done:

@@ -4,25 +4,38 @@
  *
  *   floor server BROKERS [--set PROP=VALUE]...
  *       consume bench.echo (group floor-server) and answer each request with its own
- *       value on kafka_replyTopic/kafka_replyPartition; prints "floor server ready".
+ *       value on kafka_replyTopic/kafka_replyPartition; prints "floor server ready";
+ *       SIGUSR1 prints its CPU time and requests answered so far (cpu_report.h).
  *   floor client BROKERS (--count N | --duration S) [--concurrency C] [--emit]
  *                [--set PROP=VALUE]...
  *       keep C requests to bench.echo in flight (replies on bench.echo.reply [0]),
  *       or with --emit C events to bench.event, and print ksf bench's JSON line.
  *
  * One thread each, no allocation per message beyond librdkafka's own, correlation ids
- * that name their lane so a reply is matched without a lookup. --set applies a
- * librdkafka property to every handle (bench/run sets fetch.wait.max.ms there).
+ * that name their lane so a reply is matched without a lookup, ksf's librdkafka
+ * settings (see make()). --set applies a librdkafka property to every handle (bench/run
+ * sets fetch.wait.max.ms and its batching settings there).
  */
 #include "../framework/codec/wire.h"
+#include "../tools/measure.h"
+#include "cpu_report.h"
 
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
+
+/* bench/callgrind counts the run alone (as in tools/cmd_bench.c). */
+#if defined(__has_include)
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#endif
+#endif
+#ifndef CALLGRIND_START_INSTRUMENTATION
+#define CALLGRIND_START_INSTRUMENTATION
+#endif
 
 #define REQUEST_TOPIC "bench.echo"
 #define REPLY_TOPIC "bench.echo" KSFI_REPLY_SUFFIX
@@ -50,23 +63,6 @@ typedef struct lane {
     long seq;
 } lane;
 
-static int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static double
-cpu_ms_now(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
-}
-
 static void
 on_signal(int sig)
 {
@@ -85,20 +81,35 @@ static rd_kafka_t *
 make(const opts *o, rd_kafka_type_t type, const char *group, rd_kafka_conf_t *conf)
 {
     char err[256];
-    /* The settings ksf uses for the same role, so the comparison is like for like. */
-    static const char *const base[][2] = {
+    /* ksf's defaults for the same role (framework/kafka/kafka.c), so the two are
+     * compared like for like: the same batching (linger.ms=0 and librdkafka's sticky
+     * partitioning of keyless requests on both sides), the same idempotent producer
+     * (at most 5 produce requests in flight per connection), the same fetch wait. The
+     * floor commits automatically instead of storing offsets after each reply is
+     * acknowledged as ksf does: a floor may do less. --set overrides any of these. */
+    static const char *const producer[][2] = {
         {"linger.ms", "0"},
+        {"enable.idempotence", "true"},
         {"acks", "all"},
+    };
+    static const char *const consumer[][2] = {
         {"enable.auto.commit", "true"},
-        /* bench/run gives every scenario a fresh broker, so nothing old is replayed,
-         * and no request made right after "ready" can be skipped by a late reset. */
+        {"fetch.wait.max.ms", "100"},
+        {"auto.commit.interval.ms", "1000"},
+        /* bench/run gives every scenario a fresh broker (or fresh topics), so nothing
+         * old is replayed, and no request made right after "ready" can be skipped by
+         * a late reset. */
         {"auto.offset.reset", "earliest"},
     };
     rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, err, sizeof err);
     rd_kafka_conf_set(conf, "socket.nagle.disable", "true", err, sizeof err);
-    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) {
-        if ((type == RD_KAFKA_PRODUCER) == (i < 2)) {
-            rd_kafka_conf_set(conf, base[i][0], base[i][1], err, sizeof err);
+    if (type == RD_KAFKA_PRODUCER) {
+        for (size_t i = 0; i < sizeof producer / sizeof producer[0]; i++) {
+            rd_kafka_conf_set(conf, producer[i][0], producer[i][1], err, sizeof err);
+        }
+    } else {
+        for (size_t i = 0; i < sizeof consumer / sizeof consumer[0]; i++) {
+            rd_kafka_conf_set(conf, consumer[i][0], consumer[i][1], err, sizeof err);
         }
     }
     if (group) {
@@ -121,6 +132,41 @@ make(const opts *o, rd_kafka_type_t type, const char *group, rd_kafka_conf_t *co
 
 /* ---- server ------------------------------------------------------------------------ */
 
+/* The decimal value of s[0..len) (digits only), or -1. Formatting and parsing by hand:
+ * snprintf/atoi cost the floor about 1,700 instructions per request, more than a
+ * careful implementation pays. */
+static long
+parse_decimal(const char *s, size_t len)
+{
+    long v = 0;
+    if (len == 0 || len > 18) {
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* Writes the decimal digits of @p v (>= 0) at @p p; returns the end. */
+static char *
+put_decimal(char *p, long v)
+{
+    char d[24];
+    int n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    while (n > 0) {
+        *p++ = d[--n];
+    }
+    return p;
+}
+
 static void
 answer(rd_kafka_t *producer, const rd_kafka_message_t *m)
 {
@@ -133,14 +179,18 @@ answer(rd_kafka_t *producer, const rd_kafka_message_t *m)
         rd_kafka_header_get_last(in, KSFI_HDR_REPLY_PARTITION, &part, &part_len)) {
         return;
     }
-    char tname[256], pbuf[16];
-    snprintf(tname, sizeof tname, "%.*s", (int)topic_len, (const char *)topic);
-    snprintf(pbuf, sizeof pbuf, "%.*s", (int)part_len, (const char *)part);
+    char tname[256];
+    long partition = parse_decimal(part, part_len);
+    if (topic_len >= sizeof tname || partition < 0) {
+        return;
+    }
+    memcpy(tname, topic, topic_len);
+    tname[topic_len] = '\0';
     rd_kafka_headers_t *out = rd_kafka_headers_new(2);
     rd_kafka_header_add(out, KSFI_HDR_CORRELATION_ID, -1, id, (ssize_t)id_len);
     rd_kafka_header_add(out, KSFI_HDR_NEST_IS_DISPOSED, -1, "1", 1);
     if (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(tname),
-                          RD_KAFKA_V_PARTITION(atoi(pbuf)),
+                          RD_KAFKA_V_PARTITION((int32_t)partition),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                           RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_HEADERS(out),
                           RD_KAFKA_V_END)) {
@@ -212,6 +262,7 @@ serve(const opts *o)
         }
         if (m && !m->err) {
             answer(producer, m);
+            atomic_fetch_add_explicit(&bench_handled, 1, memory_order_relaxed);
         }
         if (m) {
             rd_kafka_message_destroy(m);
@@ -244,9 +295,12 @@ issue(run *r, int i)
 {
     lane *l = &r->lanes[i];
     char id[48], part[] = "0";
-    int n = snprintf(id, sizeof id, "%d:%ld", i, ++l->seq);
+    char *end = put_decimal(id, i);
+    *end++ = ':';
+    end = put_decimal(end, ++l->seq);
+    int n = (int)(end - id);
     static const char value[] = "{\"hero\":\"bench\",\"n\":42}";
-    l->start_ns = mono_ns();
+    l->start_ns = ksf_tool_mono_ns();
     rd_kafka_resp_err_t err;
     if (r->o->emit) {
         err = rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(EVENT_TOPIC),
@@ -274,7 +328,7 @@ issue(run *r, int i)
 static void
 complete(run *r, int i, int ok)
 {
-    int64_t now = mono_ns();
+    int64_t now = ksf_tool_mono_ns();
     if (!r->first_ns) {
         r->first_ns = now;
     }
@@ -309,19 +363,17 @@ on_reply(run *r, const rd_kafka_message_t *m)
     rd_kafka_headers_t *h;
     const void *id;
     size_t len;
-    char buf[48];
     if (rd_kafka_message_headers(m, &h) ||
-        rd_kafka_header_get_last(h, KSFI_HDR_CORRELATION_ID, &id, &len) ||
-        len >= sizeof buf) {
+        rd_kafka_header_get_last(h, KSFI_HDR_CORRELATION_ID, &id, &len) || len >= 48) {
         return;
     }
-    snprintf(buf, sizeof buf, "%.*s", (int)len, (const char *)id);
-    int i = atoi(buf);
-    const char *colon = strchr(buf, ':');
-    if (i < 0 || i >= r->o->concurrency || !colon || atol(colon + 1) != r->lanes[i].seq) {
+    const char *text = id, *colon = memchr(text, ':', len);
+    long i = colon ? parse_decimal(text, (size_t)(colon - text)) : -1;
+    if (i < 0 || i >= r->o->concurrency ||
+        parse_decimal(colon + 1, len - (size_t)(colon + 1 - text)) != r->lanes[i].seq) {
         return; /* not a reply to a request in flight */
     }
-    complete(r, i, 1);
+    complete(r, (int)i, 1);
 }
 
 /* Assign the reply partition at its current end, so no reply can be missed. */
@@ -340,33 +392,16 @@ assign_replies(run *r)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static int
-cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static uint32_t
 pct(const run *r, double q)
 {
-    size_t rank = (size_t)(q * (double)r->nlat + 0.999999);
-    rank = rank < 1 ? 1 : rank > r->nlat ? r->nlat : rank;
-    return r->nlat ? r->lat_us[rank - 1] : 0;
-}
-
-/* Peak resident set in KiB, reported by the process itself (see ksf bench). */
-static long
-peak_rss_kb(void)
-{
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
+    return ksf_tool_percentile(r->lat_us, r->nlat, q);
 }
 
 static void
 report(run *r, double connect_ms, double first_ms)
 {
-    qsort(r->lat_us, r->nlat, sizeof *r->lat_us, cmp_u32);
+    qsort(r->lat_us, r->nlat, sizeof *r->lat_us, ksf_tool_cmp_u32);
     double elapsed = (double)(r->end_ns - r->t0_ns) / 1e9;
     printf("{\"pattern\":\"%s\",\"mode\":\"%s\",\"concurrency\":%d,\"count\":%ld,"
            "\"ok\":%ld,\"errors\":%ld,\"timeouts\":0,\"p50_us\":%u,\"p90_us\":%u,"
@@ -376,7 +411,7 @@ report(run *r, double connect_ms, double first_ms)
            r->o->emit ? EVENT_TOPIC : REQUEST_TOPIC, r->o->emit ? "emit" : "send",
            r->o->concurrency, r->done, r->ok, r->errors, pct(r, 0.5), pct(r, 0.9),
            pct(r, 0.99), pct(r, 1.0), elapsed > 0 ? (double)r->done / elapsed : 0.0,
-           elapsed, connect_ms, first_ms, r->cpu_ms, peak_rss_kb());
+           elapsed, connect_ms, first_ms, r->cpu_ms, ksf_tool_peak_rss_kb());
     fflush(stdout);
 }
 
@@ -384,7 +419,7 @@ static int
 client(const opts *o, int64_t t0_real_us)
 {
     run r = {.o = o};
-    int64_t c0 = mono_ns();
+    int64_t c0 = ksf_tool_mono_ns();
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, &r);
@@ -394,32 +429,35 @@ client(const opts *o, int64_t t0_real_us)
     if (!o->emit) {
         assign_replies(&r);
     }
+    /* Connected, as after ksf_client_connect, and every topic known: a topic looked up
+     * on its first produce delays the first request (see serve()). */
     const struct rd_kafka_metadata *md;
-    if (rd_kafka_metadata(r.producer, 0, NULL, &md, 10000) == 0) {
-        rd_kafka_metadata_destroy(md); /* connected, as ksf_client_connect */
+    if (rd_kafka_metadata(r.producer, 1, NULL, &md, 10000) == 0) {
+        rd_kafka_metadata_destroy(md);
     }
-    double connect_ms = (double)(mono_ns() - c0) / 1e6;
+    double connect_ms = (double)(ksf_tool_mono_ns() - c0) / 1e6;
     r.caplat = o->count ? (size_t)o->count : 1u << 22;
     r.lat_us = malloc(r.caplat * sizeof *r.lat_us);
     r.lanes = calloc((size_t)o->concurrency, sizeof *r.lanes);
     fprintf(stderr, "floor client: connected in %.1f ms; running\n", connect_ms);
-    double cpu0 = cpu_ms_now();
-    r.t0_ns = mono_ns();
+    double cpu0 = ksf_tool_cpu_ms();
+    CALLGRIND_START_INSTRUMENTATION;
+    r.t0_ns = ksf_tool_mono_ns();
     r.end_ns = o->count ? 0 : r.t0_ns + (int64_t)(o->duration_s * 1e9);
     r.active = r.issued = o->concurrency;
     for (int i = 0; i < o->concurrency; i++) {
         issue(&r, i);
     }
-    int64_t last_done = 0, stall_at = mono_ns() + STALL_NS;
+    int64_t last_done = 0, stall_at = ksf_tool_mono_ns() + STALL_NS;
     while (r.active > 0 && !stop) {
         if (r.done != last_done) {
             last_done = r.done;
-            stall_at = mono_ns() + STALL_NS;
-        } else if (mono_ns() > stall_at) {
+            stall_at = ksf_tool_mono_ns() + STALL_NS;
+        } else if (ksf_tool_mono_ns() > stall_at) {
             fprintf(stderr, "floor client: no reply for %d s; giving up\n",
                     (int)(STALL_NS / 1000000000));
             r.errors += r.active;
-            r.end_ns = mono_ns();
+            r.end_ns = ksf_tool_mono_ns();
             break;
         }
         if (o->emit) {
@@ -435,14 +473,14 @@ client(const opts *o, int64_t t0_real_us)
         }
         rd_kafka_poll(r.producer, 0);
     }
-    r.cpu_ms = cpu_ms_now() - cpu0;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
-    int64_t start_ns = mono_ns() - (now_us - t0_real_us) * 1000; /* process start */
+    r.cpu_ms = ksf_tool_cpu_ms() - cpu0;
+    int64_t now_us = ksf_tool_real_us();
+    int64_t start_ns =
+        ksf_tool_mono_ns() - (now_us - t0_real_us) * 1000; /* process start */
     report(&r, connect_ms, (double)(r.first_ns - start_ns) / 1e6);
     /* Idle with the handles open, as an idle client would be (bench/run measures it). */
-    for (int64_t until = mono_ns() + (int64_t)(o->idle_s * 1e9); mono_ns() < until;) {
+    for (int64_t until = ksf_tool_mono_ns() + (int64_t)(o->idle_s * 1e9);
+         ksf_tool_mono_ns() < until;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(r.consumer, 100);
         if (m) {
             rd_kafka_message_destroy(m);
@@ -463,11 +501,9 @@ client(const opts *o, int64_t t0_real_us)
 static int64_t
 start_time_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     const char *s = getenv("KSF_BENCH_T0_US");
     long long v = s ? atoll(s) : 0;
-    return v > 0 ? (int64_t)v : (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return v > 0 ? (int64_t)v : ksf_tool_real_us();
 }
 
 int
@@ -505,6 +541,7 @@ main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (!strcmp(argv[1], "server")) {
+        bench_cpu_report_install();
         return serve(&o);
     }
     if ((o.count > 0) == (o.duration_s > 0) || o.concurrency < 1) {

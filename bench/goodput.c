@@ -8,6 +8,8 @@
  *
  * Usage: goodput --rate R --seconds S [--timeout-ms T] [--brokers B] [--set K=V]...
  */
+#include "../tools/measure.h"
+
 #include <ksf/ksf.h>
 
 #include <stdatomic.h>
@@ -17,14 +19,6 @@
 #include <time.h>
 
 static atomic_ulong on_time, shed, timeouts, other, done;
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 on_reply(const ksf_reply *r, void *user)
@@ -62,31 +56,20 @@ main(int argc, char **argv)
         return 1;
     }
     ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_ERROR);
+    if (ksf_config_set_from_args(cfg, &argc, argv, &ei)) { /* --brokers, --set */
+        fprintf(stderr, "goodput: %s\n", ei.text);
+        return 2;
+    }
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *f = argv[i], *v = argv[i + 1];
-        ksf_err e = KSF_OK;
         if (!strcmp(f, "--rate")) {
             rate = atof(v);
         } else if (!strcmp(f, "--seconds")) {
             seconds = atof(v);
         } else if (!strcmp(f, "--timeout-ms")) {
             timeout_ms = atoi(v);
-        } else if (!strcmp(f, "--brokers")) {
-            e = ksf_config_set(cfg, "brokers", v, &ei);
-        } else if (!strcmp(f, "--set") && strchr(v, '=') &&
-                   (size_t)(strchr(v, '=') - v) < 256) {
-            /* memcpy, not "%.*s": GCC's -O2 with ASan flags a null argument there. */
-            char key[256];
-            size_t klen = (size_t)(strchr(v, '=') - v);
-            memcpy(key, v, klen);
-            key[klen] = '\0';
-            e = ksf_config_set(cfg, key, v + klen + 1, &ei);
         } else {
             return usage();
-        }
-        if (e) {
-            fprintf(stderr, "goodput: %s: %s\n", f, ei.text);
-            return 2;
         }
     }
     if (rate <= 0 || seconds <= 0 || timeout_ms <= 0 || argc % 2 == 0) {
@@ -101,8 +84,8 @@ main(int argc, char **argv)
     json_t *v = json_pack("{s:s, s:i}", "hero", "bench", "n", 42);
     ksf_send_opts o = {.timeout_ms = timeout_ms};
     unsigned long sent = 0, refused = 0;
-    int64_t start = now_ms(), end = start + (int64_t)(seconds * 1000);
-    for (int64_t t = start; t < end; t = now_ms()) {
+    int64_t start = ksf_tool_mono_ms(), end = start + (int64_t)(seconds * 1000);
+    for (int64_t t = start; t < end; t = ksf_tool_mono_ms()) {
         unsigned long due = (unsigned long)((double)(t - start) * rate / 1000.0) + 1;
         for (; sent < due; sent++) {
             if (ksf_client_send(cli, "bench.echo", v, &o, on_reply, NULL, &ei)) {
@@ -111,14 +94,12 @@ main(int argc, char **argv)
                 atomic_fetch_add(&done, 1);
             }
         }
-        struct timespec ts = {0, 1000000L}; /* pacing the open loop, 1 ms ticks */
-        nanosleep(&ts, NULL);
+        ksf_tool_sleep_ms(1); /* pacing the open loop, 1 ms ticks */
     }
-    double sending_s = (double)(now_ms() - start) / 1000.0;
-    int64_t until = now_ms() + timeout_ms + 5000;
-    while (atomic_load(&done) < sent && now_ms() < until) {
-        struct timespec ts = {0, 10000000L};
-        nanosleep(&ts, NULL);
+    double sending_s = (double)(ksf_tool_mono_ms() - start) / 1000.0;
+    int64_t until = ksf_tool_mono_ms() + timeout_ms + 5000;
+    while (atomic_load(&done) < sent && ksf_tool_mono_ms() < until) {
+        ksf_tool_sleep_ms(10);
     }
     printf("{\"rate\": %.0f, \"seconds\": %.1f, \"timeout_ms\": %d, \"sent\": %lu, "
            "\"on_time\": %lu, \"shed\": %lu, \"timeouts\": %lu, \"other\": %lu, "

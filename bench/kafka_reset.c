@@ -11,6 +11,8 @@
  * and waits until every partition has a leader; prints "reset: ..." and exits 0, or
  * names what failed and exits 1. Bounded: each step gives up after 30 s.
  */
+#include "../tools/measure.h"
+
 #include <librdkafka/rdkafka.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,20 +33,6 @@ die(const char *what, const char *why)
 {
     fprintf(stderr, "kafka_reset: %s: %s\n", what, why);
     exit(1);
-}
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-pause_ms(int ms)
-{
-    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
 }
 
 static rd_kafka_AdminOptions_t *
@@ -149,11 +137,12 @@ listed(rd_kafka_t *rk, const topic *t, int nt, bool with_leaders)
 static void
 wait_listed(rd_kafka_t *rk, const topic *t, int nt, int want, const char *what)
 {
-    for (int64_t deadline = now_ms() + STEP_MS; listed(rk, t, nt, want > 0) != want;) {
-        if (now_ms() > deadline) {
+    for (int64_t deadline = ksf_tool_mono_ms() + STEP_MS;
+         listed(rk, t, nt, want > 0) != want;) {
+        if (ksf_tool_mono_ms() > deadline) {
             die(what, "not done after 30 s");
         }
-        pause_ms(20);
+        ksf_tool_sleep_ms(20);
     }
 }
 
@@ -248,15 +237,15 @@ main(int argc, char **argv)
         /* Deleted and no longer listed, yet "already exists": something named it in a
          * Metadata request in between, which auto-creates it (seen once in a 3-round
          * run on Kafka 4.4). Delete it again rather than wait for nothing. */
-        for (int64_t deadline = now_ms() + STEP_MS; !create_topic(rk, &t[i]);) {
-            if (now_ms() > deadline) {
+        for (int64_t deadline = ksf_tool_mono_ms() + STEP_MS; !create_topic(rk, &t[i]);) {
+            if (ksf_tool_mono_ms() > deadline) {
                 die(t[i].name, "still exists 30 s after its deletion");
             }
             fprintf(stderr,
                     "kafka_reset: warning: %s was created again after its "
                     "deletion; deleting it once more\n",
                     t[i].name);
-            pause_ms(50);
+            ksf_tool_sleep_ms(50);
             delete_topics(rk, &t[i], 1);
         }
     }

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """bench/run's report: turn the per-scenario JSON lines into one markdown table with
 ratios, and write it with the raw results. Usage (from bench/run):
-table.py RESULTS.jsonl MACHINE FETCH_WAIT_MS SECONDS ROUNDS OUT.json OUT.md [BROKER SETUP]
+table.py RESULTS.jsonl MACHINE FETCH_WAIT_MS SECONDS ROUNDS OUT.json OUT.md [BROKER SETUP
+[CALLGRIND.json]]
 BROKER is mock (default) or kafka; SETUP is the sentence that says which broker ran and
-with which settings (default: the embedded broker's)."""
+with which settings (default: the embedded broker's); CALLGRIND.json is bench/cgsum.py's
+--json output (instructions per request per process), added as rows when given."""
 import json
 import sys
 
 src, machine, fw, secs, rounds, out_json, out_md = sys.argv[1:8]
 broker = sys.argv[8] if len(sys.argv) > 8 else "mock"
+callgrind = sys.argv[10] if len(sys.argv) > 10 else ""
 setup = sys.argv[9] if len(sys.argv) > 9 else (
     "Embedded broker (librdkafka mock), loopback, one fresh broker per scenario; C "
     f"consumers with fetch.wait.max.ms={fw}")
@@ -34,59 +37,72 @@ def over_runs(impl, scen, get):
     return median(get(r) for r in by.get((impl, scen), []))
 
 
-def client(impl, scen, key):
-    return over_runs(impl, scen,
-                     lambda r: r["client"].get(key) if r.get("client") else None)
+def cl(key):
+    """A figure of the client's result line."""
+    return lambda r: r["client"].get(key) if r.get("client") else None
 
 
-def field(impl, scen, key):
-    return over_runs(impl, scen, lambda r: r.get(key))
+def fd(key):
+    return lambda r: r.get(key)
 
 
-def idle_pct(impl, who):
-    return over_runs(impl, "cold", lambda r: 100.0 * r[who + "_idle_ms"] / 1000.0 /
-                     r["idle_s"] if r.get("idle_s") else None)
+def idle_pct(who):
+    return lambda r: (100.0 * r[who + "_idle_ms"] / 1000.0 / r["idle_s"]
+                      if r.get("idle_s") else None)
 
 
-def cpu_per_1000(impl):
+def cpu_us(who):
+    """CPU per request of one process (us): its own CPU during the run / requests."""
     def one(r):
-        if not r.get("client") or not r["client"]["count"]:
+        c = r.get("client")
+        if not c or not c.get("count"):
             return None
-        return (r["client"]["cpu_ms"] + r["server_cpu_ms"]) * 1000.0 / r["client"]["count"]
-    return over_runs(impl, "c64", one)
+        ms = c.get("cpu_ms") if who == "client" else r.get("server_cpu_ms")
+        if who == "both":
+            ms = c.get("cpu_ms", 0) + r.get("server_cpu_ms", 0)
+        return None if ms is None else ms * 1000.0 / c["count"]
+    return one
 
 
-def mb(v):
-    return None if v is None else v / 1024.0
+def mb(get):
+    return lambda r: None if get(r) is None else get(r) / 1024.0
 
 
-# (label, getter, lower_is_better, target text for ksf/floor, target for nest/ksf)
+# (label, scenario, figure of one run, lower_is_better, target for ksf/floor, target
+# for NestJS tuned vs ksf). The table shows each figure's median over the rounds, and
+# the "every run" table below it each round's figure of the same function.
 METRICS = [
-    ("cold start: process start to first reply (ms)",
-     lambda i: client(i, "cold", "first_reply_ms"), True, "", ""),
-    ("sequential p50 (us)", lambda i: client(i, "seq", "p50_us"), True, "<= 1.2", ""),
-    ("sequential p99 (us)", lambda i: client(i, "seq", "p99_us"), True, "<= 1.5", ">= 10"),
-    ("sequential requests/s", lambda i: client(i, "seq", "rps"), False, "", ""),
-    ("64 in flight: requests/s", lambda i: client(i, "c64", "rps"), False, ">= 0.8",
-     ">= 50"),
-    ("64 in flight: p50 (us)", lambda i: client(i, "c64", "p50_us"), True, "<= 1.5",
-     ">= 10"),
-    ("64 in flight: p90 (us)", lambda i: client(i, "c64", "p90_us"), True, "", ""),
-    ("64 in flight: p99 (us)", lambda i: client(i, "c64", "p99_us"), True, "", ""),
-    ("256 in flight: requests/s", lambda i: client(i, "c256", "rps"), False, ">= 0.8",
+    ("cold start: process start to first reply (ms)", "cold", cl("first_reply_ms"), True,
+     "", ""),
+    ("sequential p50 (us)", "seq", cl("p50_us"), True, "<= 1.1", ""),
+    ("sequential p99 (us)", "seq", cl("p99_us"), True, "", ">= 10"),
+    ("sequential requests/s", "seq", cl("rps"), False, "", ""),
+    ("64 in flight: requests/s", "c64", cl("rps"), False, ">= 0.95", ">= 50"),
+    ("64 in flight: p50 (us)", "c64", cl("p50_us"), True, "", ">= 10"),
+    ("64 in flight: p90 (us)", "c64", cl("p90_us"), True, "", ""),
+    ("64 in flight: p99 (us)", "c64", cl("p99_us"), True, "", ""),
+    ("64 in flight: CPU per request, client (us)", "c64", cpu_us("client"), True, "", ""),
+    ("64 in flight: CPU per request, server (us)", "c64", cpu_us("server"), True, "", ""),
+    ("64 in flight: CPU per request, client + server (us)", "c64", cpu_us("both"), True,
+     "<= 1.3", ">= 10"),
+    ("256 in flight: requests/s", "c256", cl("rps"), False, ">= 0.95", ""),
+    ("256 in flight: p50 (us)", "c256", cl("p50_us"), True, "", ""),
+    ("256 in flight: p90 (us)", "c256", cl("p90_us"), True, "", ""),
+    ("256 in flight: CPU per request, client (us)", "c256", cpu_us("client"), True, "",
      ""),
-    ("256 in flight: p50 (us)", lambda i: client(i, "c256", "p50_us"), True, "<= 1.5",
+    ("256 in flight: CPU per request, server (us)", "c256", cpu_us("server"), True, "",
      ""),
-    ("256 in flight: p90 (us)", lambda i: client(i, "c256", "p90_us"), True, "", ""),
-    ("emit, 1000 in flight: events/s", lambda i: client(i, "emit", "rps"), False, "", ""),
-    ("emit: ack p50 (us)", lambda i: client(i, "emit", "p50_us"), True, "", ""),
-    ("idle CPU, client (% of a core)", lambda i: idle_pct(i, "client"), True, "", ""),
-    ("idle CPU, server (% of a core)", lambda i: idle_pct(i, "server"), True, "", ""),
-    ("RSS client, peak at 64 in flight (MB)",
-     lambda i: mb(field(i, "c64", "client_rss_kb")), True, "", ""),
-    ("RSS server, peak at 64 in flight (MB)",
-     lambda i: mb(field(i, "c64", "server_rss_kb")), True, "", ">= 5"),
-    ("CPU per 1,000 requests, client + server (ms)", cpu_per_1000, True, "", ">= 10"),
+    ("256 in flight: CPU per request, client + server (us)", "c256", cpu_us("both"), True,
+     "<= 1.3", ""),
+    ("emit, 1000 in flight: events/s", "emit", cl("rps"), False, ">= 0.8", ""),
+    ("emit: ack p50 (us)", "emit", cl("p50_us"), True, "", ""),
+    ("emit: CPU per event, client (us)", "emit", cpu_us("client"), True, "", ""),
+    ("idle CPU, client (% of a core)", "cold", idle_pct("client"), True, "", ""),
+    ("idle CPU, server (% of a core)", "cold", idle_pct("server"), True, "", ""),
+    ("RSS client, peak at 64 in flight (MB)", "c64", mb(fd("client_rss_kb")), True, "",
+     ""),
+    ("RSS server, peak at 64 in flight (MB)", "c64", mb(fd("server_rss_kb")), True, "",
+     ">= 5"),
 ]
 
 
@@ -107,7 +123,7 @@ def ratio(a, b):
 lines = [
     f"Machine: {machine}. {setup}; {secs} s per throughput run; "
     f"floor and ksf: median of {rounds} interleaved rounds (cold start and idle CPU: one "
-    f"run), NestJS: one run.",
+    f"run; every round's figure is in the second table), NestJS: one run.",
     "",
     "| metric | " + " | ".join(NAMES[i] for i in IMPLS)
     + " | ksf / floor (target) | NestJS tuned vs ksf (target) |",
@@ -117,8 +133,8 @@ report = {"machine": machine, "broker": broker, "setup": setup, "seconds": float
           "rounds": int(rounds), "results": rows, "table": []}
 if broker == "mock":
     report["fetch_wait_max_ms"] = int(fw)
-for label, get, lower, t_floor, t_nest in METRICS:
-    vals = {i: get(i) for i in IMPLS}
+for label, scen, get, lower, t_floor, t_nest in METRICS:
+    vals = {i: over_runs(i, scen, get) for i in IMPLS}
     r_floor = ratio(vals["ksf"], vals["floor"])
     # "NestJS vs ksf" is how many times better ksf is: nest/ksf when lower is better.
     r_nest = ratio(vals["nest-tuned"], vals["ksf"]) if lower else ratio(
@@ -129,6 +145,38 @@ for label, get, lower, t_floor, t_nest in METRICS:
                  + f" | {rf} | {rn} |")
     report["table"].append({"metric": label, "values": vals, "ksf_over_floor": r_floor,
                             "ksf_advantage_over_nest_tuned": r_nest})
+# Instructions per request from bench/callgrind (run by bench/run after the rounds).
+cg = json.load(open(callgrind)) if callgrind else None
+if cg:
+    for who in ("client", "server", "both"):
+        vals = {i: (cg[i]["client"] + cg[i]["server"] if who == "both" else cg[i][who])
+                if i in cg else None for i in IMPLS}
+        r_floor = ratio(vals["ksf"], vals["floor"])
+        label = ("instructions per request, " + ("client + server" if who == "both" else
+                                                 who) + " (callgrind)")
+        lines.append(f"| {label} | " + " | ".join(fmt(vals[i]) for i in IMPLS)
+                     + " | " + ("-" if r_floor is None else f"{r_floor:.2f}x")
+                     + (" (<= 1.3)" if who == "both" and r_floor is not None else "")
+                     + " | - |")
+        report["table"].append({"metric": label, "values": vals,
+                                "ksf_over_floor": r_floor})
+    lines += ["", f"Instructions: {cg.get('setup', '')}"]
+# Every round's figure of the floor and ksf, so the medians above can be checked.
+nrounds = max([r["round"] for r in rows if r["impl"] in ("floor", "ksf")] or [0])
+every = ["", "Every run (floor and ksf; the table above shows the median of these):", "",
+          "| metric | impl | " + " | ".join(f"round {k}" for k in range(1, nrounds + 1))
+          + " | median |",
+          "| --- | --- |" + " ---: |" * (nrounds + 1)]
+for label, scen, get, lower, t_floor, t_nest in METRICS:
+    if scen == "cold":
+        continue  # one run only
+    for i in ("floor", "ksf"):
+        runs = {r["round"]: get(r) for r in by.get((i, scen), [])}
+        if not runs:
+            continue
+        every.append(f"| {label} | {i} | " + " | ".join(
+            fmt(runs.get(k)) for k in range(1, nrounds + 1))
+            + f" | {fmt(over_runs(i, scen, get))} |")
 dflt = (by.get(("ksf-defaults", "cold")) or [None])[0]
 if dflt and dflt.get("idle_s"):
     lines += ["", "ksf at its own defaults (fetch.wait.max.ms=100): idle CPU client "
@@ -139,8 +187,8 @@ if broker == "kafka":
     # The ksf column is ksf at its defaults (fetch.wait.max.ms=100); ksf-fw0 the same
     # with every fetch answered at once. Equal latencies mean the broker answers a held
     # fetch when data arrives; holding it would add about half the wait per hop.
-    f0 = [client("ksf-fw0", "seq", k) for k in ("p50_us", "p90_us", "p99_us")]
-    fd = [client("ksf", "seq", k) for k in ("p50_us", "p90_us", "p99_us")]
+    f0 = [over_runs("ksf-fw0", "seq", cl(k)) for k in ("p50_us", "p90_us", "p99_us")]
+    fd = [over_runs("ksf", "seq", cl(k)) for k in ("p50_us", "p90_us", "p99_us")]
     if None not in f0 + fd:
         # Holding would add about 2 x 50 ms to the median; 10 ms of difference is noise.
         early = fd[0] < f0[0] + 10000
@@ -160,7 +208,7 @@ lines += ["", "Ratios: \"ksf / floor\" is ksf's value divided by the floor's (la
           "lower is better; rate: higher is better). \"NestJS tuned vs ksf\" is how many "
           "times better ksf does than NestJS tuned. Figures are from one invocation of "
           "bench/run on a shared 2-core machine; see docs/benchmarks.md."]
-md = "\n".join(lines) + "\n"
+md = "\n".join(lines + every) + "\n"
 with open(out_json, "w") as f:
     json.dump(report, f, indent=1)
 with open(out_md, "w") as f:

@@ -50,6 +50,11 @@ START_TEST(test_bench_argument_errors)
         {"bench " PATTERN " --count 5 --bogus",
          "unknown option or missing value: --bogus"},
         {"bench " PATTERN " --count 5 --set nope=1", "nope"},
+        /* the --brokers/--set flags are ksf_config_set_from_args()'s */
+        {"bench " PATTERN " --count 5 --set",
+         "ksf bench: flag --set needs a value: --set KEY=VALUE"},
+        {"bench " PATTERN " --count 5 --brokers=kafka",
+         "ksf bench: flag --brokers: brokers \"kafka\": missing :port"},
         {"bench " PATTERN " x y --count 5", "unexpected argument \"y\""},
     };
     char args[512], out[2048];

@@ -807,6 +807,45 @@ START_TEST(test_client_request_header_bytes)
 }
 END_TEST
 
+/* A fresh client's first send waits for the sender thread (no reply partition yet, its
+ * topic not looked up): the send copies the extra headers, so changing them after it
+ * returned changes nothing, and they go out in order before ksf_deadline, traceparent
+ * and the protocol headers. */
+START_TEST(test_client_queued_header_bytes)
+{
+    env v = env_start(NULL);
+    json_t *hdrs = json_pack("{s:s,s:s}", "x-a", "1", "x-bee", "two");
+    json_t *data = json_string("queued");
+    ksf_send_opts o = {.headers = hdrs, .timeout_ms = 20000};
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, data, &o, collect, &c, &ei), KSF_OK);
+    /* A reply-group join takes seconds: the request is still queued here. */
+    ck_assert_int_eq(atomic_load(&v.r->requests), 0);
+    json_string_set(json_object_get(hdrs, "x-a"), "changed after the send");
+    json_decref(hdrs);
+    json_decref(data);
+    ck_assert(wait_collected(&c, 1, 20000));
+    ck_assert_int_eq(c.d[0].err, KSF_OK);
+    ck_assert_str_eq(c.d[0].value, "\"queued\"");
+    request q;
+    pthread_mutex_lock(&v.r->m);
+    q = v.r->last;
+    pthread_mutex_unlock(&v.r->m);
+    ck_assert_ptr_eq(strstr(q.headers, "x-a=1\nx-bee=two\nksf_deadline="), q.headers);
+    char want[512];
+    snprintf(want, sizeof want,
+             "\nkafka_correlationId=%s\nkafka_replyTopic=" PATTERN ".reply\n"
+             "kafka_replyPartition=0",
+             q.id);
+    size_t hl = strlen(q.headers), wl = strlen(want);
+    ck_assert_uint_gt(hl, wl);
+    ck_assert_str_eq(q.headers + hl - wl, want);
+    ck_assert_ptr_nonnull(strstr(q.headers, "\ntraceparent=00-"));
+    env_stop(&v);
+}
+END_TEST
+
 /* client.wire.dialect=spring: the request headers a Spring @SendTo listener reads, and
  * its single reply (raw id bytes, no kafka_nest-is-disposed) ends the call. */
 START_TEST(test_client_spring_dialect)
@@ -1024,6 +1063,7 @@ client_suite(void)
         {"reply_partition_out_of_range", test_client_reply_partition_out_of_range, 30},
         {"broker_down", test_client_broker_down, 30},
         {"request_header_bytes", test_client_request_header_bytes, 30},
+        {"queued_header_bytes", test_client_queued_header_bytes, 30},
         {"spring_dialect", test_client_spring_dialect, 30},
         {"emit_bytes", test_client_emit_bytes, 30},
         {"idle_pauses", test_client_idle_pauses, 30},

@@ -63,6 +63,26 @@ START_TEST(test_codec_encode_objects_and_arrays)
     json_object_set_new(o, "02", json_integer(4));
     json_object_set_new(o, "4294967295", json_integer(5));
     ENCODES(o, "{\"2\":3,\"10\":2,\"b\":1,\"02\":4,\"4294967295\":5}");
+    /* The same order for objects of more than 16 members (written in two passes
+     * instead of from one read into an array) and of exactly 16. */
+    for (int members = 16; members <= 20; members += 4) {
+        char want[512] = "{\"3\":3,\"7\":7,";
+        o = json_object();
+        for (int i = 0; i < members - 2; i++) {
+            char k[8];
+            snprintf(k, sizeof k, "k%d", i);
+            json_object_set_new(o, k, json_integer(i));
+            if (i == 5) {
+                json_object_set_new(o, "7", json_integer(7));
+            } else if (i == 9) {
+                json_object_set_new(o, "3", json_integer(3));
+            }
+            snprintf(want + strlen(want), sizeof want - strlen(want), "\"%s\":%d,", k, i);
+        }
+        want[strlen(want) - 1] = '}';
+        ck_assert_uint_eq(json_object_size(o), (size_t)members);
+        assert_encodes(o, want, strlen(want));
+    }
     /* keys holding NUL are kept whole */
     o = json_object();
     json_object_setn_new(o, "a\0b", 3, json_true());
@@ -226,6 +246,84 @@ START_TEST(test_codec_decode_js_parse_quirks)
     IS_STRING(DECODE("[01e999]"), "[01e999]");
     IS_STRING(DECODE("[1e999x]"), "[1e999x]");
     IS_STRING(DECODE("[\"\\ud800]"), "[\"\\ud800]");
+}
+END_TEST
+
+/* The decoder reads plain values itself and leaves the rest to jansson: whichever path
+ * a text takes, the result must be what json_loadb makes of it (same types, same
+ * key order, the same refusal), and what it refuses stays a string. */
+START_TEST(test_codec_decode_fast_path_matches_jansson)
+{
+    static const char *const texts[] = {
+        "{\"hero\":\"bench\",\"n\":42}",
+        "{}",
+        "[]",
+        "[ ] ",
+        "{ \"a\" : [ 1 , -2 , 0 , -0 ] ,\n\"b\":{\"c\":{}},\r\"d\":\t[[]] }",
+        "[true,false,null,\"\",\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"]",
+        "{\"a\":1,\"b\":2,\"a\":3}",
+        "{\"\":0,\"\xc3\xa9\":1}",
+        "[123456789012345678,-123456789012345678]",
+        "[1234567890123456789,-1234567890123456789]",
+        "[9223372036854775807,-9223372036854775808]",
+        "[1.5,-0.0,1e5,1E+5,2e-3,0.1]",
+        "[\"a\\\"b\",\"\\n\",\"\\u00e9\",\"\\/\"]",
+        "{\"k\\u0041\":1}",
+        "[\"a\\u0000b\"]",
+        "[\"tab\there\"]",
+        "[\"nul\0here\"]",
+        "{}x",
+        "[1,]",
+        "[,1]",
+        "{\"a\"1}",
+        "{\"a\":}",
+        "{\"a\":1,}",
+        "{,}",
+        "{1:2}",
+        "[tru]",
+        "[truex]",
+        "[nul]",
+        "[-]",
+        "[01]",
+        "[1.]",
+        "[1-2]",
+        "[\"unterminated]",
+        "[1 2]",
+        "{\"a\":1 \"b\":2}",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]"
+        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        size_t len = strlen(texts[i]);
+        if (i == 16) {
+            len = sizeof "[\"nul\0here\"]" - 1; /* the raw NUL is part of the text */
+        }
+        json_error_t jerr;
+        json_t *want = json_loadb(texts[i], len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        json_t *got = decode(texts[i], len);
+        if (!want) { /* jansson refuses: the text stays a string, byte for byte */
+            ck_assert_msg(json_is_string(got), "text %zu: expected a string", i);
+            ck_assert_uint_eq(json_string_length(got), len);
+            ck_assert(!memcmp(json_string_value(got), texts[i], len));
+            json_decref(got);
+            continue;
+        }
+        ck_assert_msg(json_equal(got, want), "text %zu (%s): not what jansson reads", i,
+                      texts[i]);
+        char *a = ksfi_json_stringify(got, NULL), *b = ksfi_json_stringify(want, NULL);
+        ck_assert_str_eq(a, b); /* the same key order too */
+        ksfi_free(a);
+        ksfi_free(b);
+        json_decref(got);
+        json_decref(want);
+    }
+    /* Types, not only values: an integer stays an integer, a real a real. */
+    json_t *v = DECODE("[1,1.0,-0]");
+    ck_assert(json_is_integer(json_array_get(v, 0)));
+    ck_assert(json_is_real(json_array_get(v, 1)));
+    ck_assert(json_is_integer(json_array_get(v, 2)));
+    ck_assert_int_eq(json_integer_value(json_array_get(v, 2)), 0);
+    json_decref(v);
 }
 END_TEST
 
@@ -740,6 +838,8 @@ codec_suite(void)
 {
     Suite *s = suite_create("codec");
     tcase_add_test(tcase(s, "encode_containers"), test_codec_encode_objects_and_arrays);
+    tcase_add_test(tcase(s, "decode_fast_path"),
+                   test_codec_decode_fast_path_matches_jansson);
     tcase_add_test(tcase(s, "encode_escaping"), test_codec_encode_string_escaping);
     tcase_add_test(tcase(s, "encode_scalars"), test_codec_encode_scalars);
     tcase_add_test(tcase(s, "encode_numbers"), test_codec_encode_js_numbers);

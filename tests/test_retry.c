@@ -10,6 +10,8 @@
 
 #include "suite.h"
 
+#include "server/retry.h"
+
 #include <check.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -322,6 +324,31 @@ START_TEST(test_retry_not_requests)
 }
 END_TEST
 
+/* The decisions alone (server/retry.c is pure): no broker. */
+START_TEST(test_retry_decisions)
+{
+    ksfi_policy pol = {
+        .retries = 2, .backoff_ms = 100, .backoff_max_ms = 300, .dlq = "{pattern}.dlq"};
+    int delay = -1;
+    ck_assert_int_eq(ksfi_retry_next(&pol, 1, &delay), KSFI_RETRY_STEP_RERUN);
+    ck_assert(delay >= 50 && delay <= 100);
+    ck_assert_int_eq(ksfi_retry_next(&pol, 2, &delay), KSFI_RETRY_STEP_RERUN);
+    ck_assert(delay >= 100 && delay <= 200);
+    ck_assert_int_eq(ksfi_retry_next(&pol, 3, &delay), KSFI_RETRY_STEP_DEAD_LETTER);
+    ck_assert_int_eq(delay, 0);
+    pol.dlq = NULL;
+    ck_assert_int_eq(ksfi_retry_next(&pol, 3, &delay), KSFI_RETRY_STEP_GIVE_UP);
+    ck_assert_int_eq(delay, 0);
+    pol.retries = 0;
+    ck_assert_int_eq(ksfi_retry_next(&pol, 1, &delay), KSFI_RETRY_STEP_GIVE_UP);
+    /* The cap holds however many attempts: 100 * 2^9 is far above 300. */
+    for (int i = 0; i < 50; i++) {
+        int d = ksfi_retry_backoff_ms(100, 300, 10);
+        ck_assert(d >= 150 && d <= 300);
+    }
+}
+END_TEST
+
 int
 main(void)
 {
@@ -331,6 +358,7 @@ main(void)
         {"dead_letter_produce_fails", test_retry_dead_letter_produce_fails, 60},
         {"stop_during_backoff", test_retry_stop_during_backoff, 60},
         {"not_requests", test_retry_not_requests, 60},
+        {"decisions", test_retry_decisions, 10},
     };
     return KSFT_RUN("retry", cases);
 }

@@ -304,6 +304,22 @@ START_TEST(test_trace_deadline_clamp)
 }
 END_TEST
 
+/* The server's "deadline passed" rule alone (codec/deadline.c is pure). */
+START_TEST(test_trace_deadline_passed)
+{
+    int64_t late = -1;
+    ck_assert(!ksfi_deadline_passed(0, 1700000005000LL, 1000, &late)); /* no deadline */
+    ck_assert_int_eq(late, -1);
+    ck_assert(!ksfi_deadline_passed(1700000004000LL, 1700000005000LL, 1000, &late));
+    ck_assert_int_eq(late, -1); /* exactly the skew late: still within it */
+    ck_assert(ksfi_deadline_passed(1700000004000LL, 1700000005001LL, 1000, &late));
+    ck_assert_int_eq(late, 1001);
+    ck_assert(!ksfi_deadline_passed(1700000009000LL, 1700000005000LL, 0, &late));
+    ck_assert(ksfi_deadline_passed(1700000004999LL, 1700000005000LL, 0, &late));
+    ck_assert_int_eq(late, 1);
+}
+END_TEST
+
 START_TEST(test_trace_skew_config)
 {
     ksf_config *cfg = NULL;
@@ -341,6 +357,7 @@ trace_suite(void)
         {"outgoing_headers", test_trace_outgoing_headers},
         {"deadline_parse_format", test_trace_deadline_parse_format},
         {"deadline_clamp", test_trace_deadline_clamp},
+        {"deadline_passed", test_trace_deadline_passed},
         {"skew_config", test_trace_skew_config},
     };
     Suite *s = suite_create("trace");

@@ -7,23 +7,35 @@
  * reply and the next request.
  */
 #include "commands.h"
+#include "flags.h"
+#include "measure.h"
 
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <ksf/ksf.h>
 
+/* bench/callgrind counts the instructions of the run alone: it starts the client with
+ * instrumentation off and this turns it on (for every thread) just before the first
+ * request. Outside valgrind this is a few no-op instructions. */
+#if defined(__has_include)
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#endif
+#endif
+#ifndef CALLGRIND_START_INSTRUMENTATION
+#define CALLGRIND_START_INSTRUMENTATION
+#endif
+
 enum {
     EXIT_OK = 0,
     EXIT_FAILED = 1, /* some requests failed or timed out */
-    EXIT_USAGE = 2,
+    EXIT_USAGE = KSF_TOOL_EXIT_USAGE,
     EXIT_KAFKA = 4,         /* could not connect or create the client */
     EXIT_INTERRUPTED = 130, /* SIGINT or SIGTERM: the report covers what was measured */
 };
@@ -85,32 +97,6 @@ struct bench {
     char first_error[KSF_ERRINFO_TEXT_SIZE + 64]; /* "<error name>: <text>" */
 };
 
-static int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t
-real_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* User plus system CPU time of this process so far, in milliseconds. */
-static double
-cpu_ms_now(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
-}
-
 static void
 usage(FILE *out)
 {
@@ -126,10 +112,8 @@ usage(FILE *out)
         "                     the requests still in flight\n"
         "  --concurrency C    requests in flight at once, 1..%d (default 1)\n"
         "  --emit             emit events instead; latency is the broker's ack\n"
-        "  --brokers B        host:port[,host:port] (default: KSF_BROKERS, else\n"
-        "                     localhost:9092)\n"
+        "%s"
         "  --timeout-ms N     per-request timeout (default 30000)\n"
-        "  --set KEY=VALUE    any ksf configuration key (repeatable)\n"
         "  --json             make the last stdout line one JSON object: count, ok,\n"
         "                     errors, timeouts, p50_us, p90_us, p99_us, max_us, rps,\n"
         "                     elapsed_s, connect_ms, first_reply_ms, cpu_ms,\n"
@@ -145,39 +129,11 @@ usage(FILE *out)
         "2 usage error, 4 client creation or connection failed, 130 interrupted\n"
         "(SIGINT or SIGTERM while running: the report covers what was measured, plus\n"
         "what came back within 2 s).\n",
-        MAX_CONCURRENCY);
+        MAX_CONCURRENCY, ksf_config_args_help());
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
-usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ksf bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(ksf bench --help for usage)\n");
-    va_end(ap);
-    return EXIT_USAGE;
-}
-
-/* The value of flag @p name at argv[*i] ("--name V" or "--name=V"), or NULL. */
-static const char *
-flag_value(int argc, char **argv, int *i, const char *name)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) {
-        return NULL;
-    }
-    if (argv[*i][n] == '=') {
-        return argv[*i] + n + 1;
-    }
-    if (argv[*i][n] == '\0' && *i + 1 < argc) {
-        return argv[++*i];
-    }
-    return NULL;
-}
+/* The subcommand's usage errors all start "ksf bench: ". */
+#define usage_error(...) ksf_tool_usage_error("bench", __VA_ARGS__)
 
 static bool
 parse_long(const char *s, long min, long max, long *out)
@@ -196,7 +152,6 @@ static int
 parse_one(int argc, char **argv, int *i, bench_opts *o, int *npos)
 {
     const char *a = argv[*i], *v;
-    ksf_errinfo ei = {0};
     long n;
     if (!strcmp(a, "--emit")) {
         o->emit = true;
@@ -206,47 +161,33 @@ parse_one(int argc, char **argv, int *i, bench_opts *o, int *npos)
         o->prometheus = true;
     } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
         o->verbose = true;
-    } else if ((v = flag_value(argc, argv, i, "--count"))) {
+    } else if ((v = ksf_tool_flag_value(argc, argv, i, "--count"))) {
         if (!parse_long(v, 1, 1000000000L, &o->count)) {
             return usage_error("--count \"%s\": expected 1..1000000000", v);
         }
-    } else if ((v = flag_value(argc, argv, i, "--duration"))) {
+    } else if ((v = ksf_tool_flag_value(argc, argv, i, "--duration"))) {
         char *end;
         o->duration_s = strtod(v, &end);
         if (!*v || *end || !(o->duration_s > 0 && o->duration_s <= 86400)) {
             return usage_error("--duration \"%s\": expected seconds, 0 < S <= 86400", v);
         }
-    } else if ((v = flag_value(argc, argv, i, "--idle"))) {
+    } else if ((v = ksf_tool_flag_value(argc, argv, i, "--idle"))) {
         char *end;
         o->idle_s = strtod(v, &end);
         if (!*v || *end || !(o->idle_s >= 0 && o->idle_s <= 86400)) {
             return usage_error("--idle \"%s\": expected seconds, 0 <= S <= 86400", v);
         }
-    } else if ((v = flag_value(argc, argv, i, "--concurrency"))) {
+    } else if ((v = ksf_tool_flag_value(argc, argv, i, "--concurrency"))) {
         if (!parse_long(v, 1, MAX_CONCURRENCY, &n)) {
             return usage_error("--concurrency \"%s\": expected 1..%d", v,
                                MAX_CONCURRENCY);
         }
         o->concurrency = (int)n;
-    } else if ((v = flag_value(argc, argv, i, "--timeout-ms"))) {
+    } else if ((v = ksf_tool_flag_value(argc, argv, i, "--timeout-ms"))) {
         if (!parse_long(v, 1, 86400000L, &n)) {
             return usage_error("--timeout-ms \"%s\": expected 1..86400000", v);
         }
         o->timeout_ms = (int)n;
-    } else if ((v = flag_value(argc, argv, i, "--brokers"))) {
-        if (ksf_config_set(o->cfg, "brokers", v, &ei) != KSF_OK) {
-            return usage_error("%s", ei.text);
-        }
-    } else if ((v = flag_value(argc, argv, i, "--set"))) {
-        const char *eq = strchr(v, '=');
-        char key[256];
-        if (!eq || eq == v || eq - v >= (long)sizeof key) {
-            return usage_error("--set \"%s\": expected KEY=VALUE", v);
-        }
-        snprintf(key, sizeof key, "%.*s", (int)(eq - v), v);
-        if (ksf_config_set(o->cfg, key, eq + 1, &ei) != KSF_OK) {
-            return usage_error("%s", ei.text);
-        }
     } else if (a[0] == '-' && a[1] != '\0') {
         return usage_error("unknown option or missing value: %s", a);
     } else if (*npos < 2) {
@@ -275,13 +216,8 @@ parse_args(int argc, char **argv, bench_opts *o)
     if (!o->pattern) {
         return usage_error("missing PATTERN");
     }
-    size_t len = strlen(o->pattern);
-    if (len == 0 || len > 243 ||
-        strspn(o->pattern, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                           "0123456789._-") != len) {
-        return usage_error("PATTERN \"%s\" is not a Kafka topic name: use 1..243 "
-                           "characters of [A-Za-z0-9._-]",
-                           o->pattern);
+    if (ksf_tool_check_pattern("bench", o->pattern)) {
+        return EXIT_USAGE;
     }
     if ((o->count > 0) == (o->duration_s > 0)) {
         return usage_error("give exactly one of --count N and --duration S");
@@ -312,7 +248,7 @@ static void issue(lane *l);
 static bool
 record(bench *b, lane *l, ksf_err err, const char *text)
 {
-    int64_t now = mono_ns();
+    int64_t now = ksf_tool_mono_ns();
     uint64_t us = (uint64_t)(now - l->start_ns) / 1000;
     pthread_mutex_lock(&b->m);
     b->done++;
@@ -371,7 +307,7 @@ issue(lane *l)
     ksf_errinfo ei = {0};
     ksf_send_opts so = {.timeout_ms = b->o->timeout_ms};
     for (;;) {
-        l->start_ns = mono_ns();
+        l->start_ns = ksf_tool_mono_ns();
         ksf_err e =
             b->o->emit
                 ? ksf_client_emit(b->cli, b->o->pattern, b->data, &so, on_emitted, l, &ei)
@@ -394,7 +330,7 @@ reserve_latencies(bench *b, size_t n)
 static void
 progress(bench *b, bool tty, bool last)
 {
-    double s = (double)(mono_ns() - b->t0_ns) / 1e9;
+    double s = (double)(ksf_tool_mono_ns() - b->t0_ns) / 1e9;
     fprintf(stderr, "%s[%5.1fs] %ld done, %ld ok, %ld errors, %ld timeouts, %.0f/s%s",
             tty ? "\r" : "", s, b->done, b->ok, b->errors, b->timeouts,
             s > 0 ? (double)b->done / s : 0.0, tty && !last ? "   " : "\n");
@@ -407,7 +343,7 @@ run_lanes(bench *b)
 {
     bool tty = isatty(STDERR_FILENO);
     pthread_mutex_lock(&b->m);
-    b->t0_ns = mono_ns();
+    b->t0_ns = ksf_tool_mono_ns();
     b->end_ns = b->o->count ? 0 : b->t0_ns + (int64_t)(b->o->duration_s * 1e9);
     b->active = b->o->concurrency;
     b->issued = b->o->concurrency;
@@ -417,19 +353,19 @@ run_lanes(bench *b)
         issue(&b->lanes[i]);
     }
     pthread_mutex_lock(&b->m);
-    int64_t next_progress = mono_ns() + 1000000000, drain_until = 0;
+    int64_t next_progress = ksf_tool_mono_ns() + 1000000000, drain_until = 0;
     while (b->active > 0) {
         if (interrupted && !b->stopping) {
             /* Stop issuing; what comes back within DRAIN_MS is counted too. */
             b->stopping = true;
-            b->end_ns = mono_ns();
+            b->end_ns = ksf_tool_mono_ns();
             drain_until = b->end_ns + (int64_t)DRAIN_MS * 1000000;
             fprintf(stderr,
                     "\nksf bench: interrupted after %.1f s; waiting up to %d ms for the "
                     "%d request(s) in flight, then reporting\n",
                     (double)(b->end_ns - b->t0_ns) / 1e9, DRAIN_MS, b->active);
         }
-        if (b->stopping && mono_ns() >= drain_until) {
+        if (b->stopping && ksf_tool_mono_ns() >= drain_until) {
             fprintf(stderr,
                     "ksf bench: %d request(s) still in flight are not in the report\n",
                     b->active);
@@ -443,7 +379,7 @@ run_lanes(bench *b)
             ts.tv_nsec -= 1000000000;
         }
         pthread_cond_timedwait(&b->c, &b->m, &ts);
-        if (mono_ns() >= next_progress) {
+        if (ksf_tool_mono_ns() >= next_progress) {
             progress(b, tty, false);
             next_progress += 1000000000;
         }
@@ -454,42 +390,16 @@ run_lanes(bench *b)
     pthread_mutex_unlock(&b->m);
 }
 
-static int
-cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The nearest-rank percentile @p q (0..1] of the sorted latencies. */
-static uint32_t
-percentile(const bench *b, double q)
-{
-    if (b->nlat == 0) {
-        return 0;
-    }
-    size_t rank = (size_t)(q * (double)b->nlat + 0.999999);
-    rank = rank < 1 ? 1 : rank > b->nlat ? b->nlat : rank;
-    return b->lat_us[rank - 1];
-}
-
-/* This process's peak resident set so far, in KiB (Linux reports ru_maxrss in KiB).
- * Reported by the process itself: bench/run cannot read it once the process exited. */
-static long
-peak_rss_kb(void)
-{
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
-}
-
 static void
 report(bench *b, double connect_ms, double first_ms)
 {
-    qsort(b->lat_us, b->nlat, sizeof *b->lat_us, cmp_u32);
+    qsort(b->lat_us, b->nlat, sizeof *b->lat_us, ksf_tool_cmp_u32);
     double elapsed = (double)(b->end_ns - b->t0_ns) / 1e9;
     double rps = elapsed > 0 ? (double)b->done / elapsed : 0;
-    uint32_t p50 = percentile(b, 0.50), p90 = percentile(b, 0.90);
-    uint32_t p99 = percentile(b, 0.99), max = percentile(b, 1.0);
+    uint32_t p50 = ksf_tool_percentile(b->lat_us, b->nlat, 0.50);
+    uint32_t p90 = ksf_tool_percentile(b->lat_us, b->nlat, 0.90);
+    uint32_t p99 = ksf_tool_percentile(b->lat_us, b->nlat, 0.99);
+    uint32_t max = ksf_tool_percentile(b->lat_us, b->nlat, 1.0);
     printf("%s %s, concurrency %d\n"
            "  count     %ld\n  ok        %ld\n  errors    %ld\n  timeouts  %ld\n"
            "  latency   p50 %u us, p90 %u us, p99 %u us, max %u us\n"
@@ -512,7 +422,7 @@ report(bench *b, double connect_ms, double first_ms)
                "\"peak_rss_kb\":%ld}\n",
                b->o->pattern, b->o->emit ? "emit" : "send", b->o->concurrency, b->done,
                b->ok, b->errors, b->timeouts, p50, p90, p99, max, rps, elapsed,
-               connect_ms, first_ms, b->cpu_ms, peak_rss_kb());
+               connect_ms, first_ms, b->cpu_ms, ksf_tool_peak_rss_kb());
     }
     fflush(stdout);
 }
@@ -522,9 +432,9 @@ static int
 bench_run(bench *b, int64_t start_us)
 {
     ksf_errinfo ei = {0};
-    int64_t c0 = mono_ns();
+    int64_t c0 = ksf_tool_mono_ns();
     /* Both clocks read together: process start is c0 minus (c0_real_us - start_us). */
-    int64_t c0_real_us = real_us();
+    int64_t c0_real_us = ksf_tool_real_us();
     ksf_err e = KSF_OK;
     if (!b->o->emit) {
         e = ksf_client_subscribe_to_response_of(b->cli, b->o->pattern, &ei);
@@ -536,7 +446,7 @@ bench_run(bench *b, int64_t start_us)
         fprintf(stderr, "ksf bench: %s\n", ei.text);
         return e == KSF_EINVAL ? EXIT_USAGE : EXIT_KAFKA;
     }
-    double connect_ms = (double)(mono_ns() - c0) / 1e6;
+    double connect_ms = (double)(ksf_tool_mono_ns() - c0) / 1e6;
     size_t want = b->o->count ? (size_t)b->o->count : 1u << 22;
     if (!(b->lanes = calloc((size_t)b->o->concurrency, sizeof *b->lanes)) ||
         !reserve_latencies(b, want)) {
@@ -545,15 +455,16 @@ bench_run(bench *b, int64_t start_us)
     }
     int64_t start_mono_ns = c0 - (c0_real_us - start_us) * 1000;
     fprintf(stderr, "ksf bench: connected in %.1f ms; running\n", connect_ms);
-    double cpu0 = cpu_ms_now();
+    double cpu0 = ksf_tool_cpu_ms();
     struct sigaction sa = {.sa_handler = on_interrupt}, old_int, old_term;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int); /* during the run only: a report is due then */
     sigaction(SIGTERM, &sa, &old_term);
+    CALLGRIND_START_INSTRUMENTATION;
     run_lanes(b);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    b->cpu_ms = cpu_ms_now() - cpu0;
+    b->cpu_ms = ksf_tool_cpu_ms() - cpu0;
     pthread_mutex_lock(&b->m); /* after an interrupt, late replies may still come */
     bool stopped = b->stopping;
     report(b, connect_ms, (double)(b->first_done_ns - start_mono_ns) / 1e6);
@@ -578,7 +489,7 @@ start_time_us(void)
     const char *s = getenv("KSF_BENCH_T0_US");
     char *end;
     long long v = s ? strtoll(s, &end, 10) : 0;
-    return s && *s && !*end && v > 0 ? (int64_t)v : real_us();
+    return s && *s && !*end && v > 0 ? (int64_t)v : ksf_tool_real_us();
 }
 
 int
@@ -594,15 +505,8 @@ ksf_cmd_bench(int argc, char **argv)
         fprintf(stderr, "ksf bench: out of memory\n");
         return EXIT_KAFKA;
     }
-    if (ksf_config_set_from_env(o.cfg, &ei) != KSF_OK) {
-        rc = usage_error("%s", ei.text);
-        goto done;
-    }
-    /* A tool run beside a service (kubectl exec) must not take the service's place in
-     * its reply group: KSF_INSTANCE_ID is the service's identity, not the tool's (it
-     * would fence the service's client). --set group.instance.id=... still wins. */
-    ksf_config_set(o.cfg, "group.instance.id", "", NULL);
-    if ((rc = parse_args(argc, argv, &o)) >= 0) {
+    if ((rc = ksf_tool_configure("bench", o.cfg, &argc, argv)) >= 0 ||
+        (rc = parse_args(argc, argv, &o)) >= 0) {
         goto done;
     }
     /* Room for every lane, unless the user asked for a limit explicitly. */

@@ -17,6 +17,7 @@
 #include "commands.h"
 
 #include "broker_relay.h"
+#include "flags.h"
 
 #include <ksf/ksf.h>
 
@@ -28,7 +29,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -128,19 +128,8 @@ broker_usage(FILE *out)
         "options. See docs/broker.md.\n");
 }
 
-static int bad_flag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
-bad_flag(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ksf broker: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nRun `ksf broker --help` for the options.\n");
-    va_end(ap);
-    return 2;
-}
+/* The subcommand's usage errors all start "ksf broker: ". */
+#define bad_flag(...) ksf_tool_usage_error("broker", __VA_ARGS__)
 
 /* Parses a whole decimal integer in [lo, hi]. */
 static bool
@@ -199,28 +188,6 @@ parse_topic(broker_opts *o, const char *arg)
     return 0;
 }
 
-/* Splits "--flag=value" and "--flag value"; returns the value or NULL if missing. */
-static const char *
-flag_value(int argc, char **argv, int *i, const char *flag)
-{
-    size_t n = strlen(flag);
-    const char *a = argv[*i];
-    if (a[n] == '=') {
-        return a + n + 1;
-    }
-    if (*i + 1 >= argc) {
-        return NULL;
-    }
-    return argv[++*i];
-}
-
-static bool
-is_flag(const char *arg, const char *flag)
-{
-    size_t n = strlen(flag);
-    return !strncmp(arg, flag, n) && (arg[n] == '\0' || arg[n] == '=');
-}
-
 /* Returns -1 to go on, else the exit status (0 for --help, 2 for bad flags). */
 static int
 parse_flags(broker_opts *o, int argc, char **argv)
@@ -230,21 +197,21 @@ parse_flags(broker_opts *o, int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             broker_usage(stdout);
             return 0;
-        } else if (is_flag(a, "--port")) {
-            if (!(v = flag_value(argc, argv, &i, "--port")) ||
+        } else if (ksf_tool_is_flag(a, "--port")) {
+            if (!(v = ksf_tool_flag_value(argc, argv, &i, "--port")) ||
                 !parse_int(v, 1, 65535, &o->port)) {
                 return bad_flag("--port needs a port number from 1 to 65535 (got %s)",
                                 v ? v : "nothing");
             }
-        } else if (is_flag(a, "--partitions")) {
-            if (!(v = flag_value(argc, argv, &i, "--partitions")) ||
+        } else if (ksf_tool_is_flag(a, "--partitions")) {
+            if (!(v = ksf_tool_flag_value(argc, argv, &i, "--partitions")) ||
                 !parse_int(v, 1, BROKER_MAX_PARTITIONS, &o->partitions)) {
                 return bad_flag("--partitions needs a whole number from 1 to 10000 "
                                 "(got %s)",
                                 v ? v : "nothing");
             }
-        } else if (is_flag(a, "--topic")) {
-            if (!(v = flag_value(argc, argv, &i, "--topic"))) {
+        } else if (ksf_tool_is_flag(a, "--topic")) {
+            if (!(v = ksf_tool_flag_value(argc, argv, &i, "--topic"))) {
                 return bad_flag("%s needs NAME or NAME:PARTITIONS", a);
             }
             if (parse_topic(o, v) != 0) {

@@ -3,10 +3,10 @@
  * the command line and print what comes back.
  */
 #include "commands.h"
+#include "flags.h"
 
 #include <ksf/ksf.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +15,10 @@
 /* Exit codes (documented in --help and docs/client.md). */
 enum {
     EXIT_OK = 0,
-    EXIT_REMOTE = 1,  /* the handler answered with an error */
-    EXIT_USAGE = 2,   /* bad flags, bad pattern, bad configuration */
-    EXIT_TIMEOUT = 3, /* no reply (or delivery report) in time */
-    EXIT_KAFKA = 4,   /* brokers unreachable, no reply partition, Kafka errors */
+    EXIT_REMOTE = 1,                  /* the handler answered with an error */
+    EXIT_USAGE = KSF_TOOL_EXIT_USAGE, /* bad flags, pattern or configuration */
+    EXIT_TIMEOUT = 3,                 /* no reply (or delivery report) in time */
+    EXIT_KAFKA = 4, /* brokers unreachable, no reply partition, Kafka errors */
 };
 
 typedef struct call_opts {
@@ -45,15 +45,10 @@ usage(FILE *out, bool emit)
             "which sends the text as it is (a NestJS handler sees a string). '-' reads\n"
             "stdin. Without JSON the message has a null value.\n\n"
             "Options:\n"
-            "  --brokers B        host:port[,host:port] (default: KSF_BROKERS, else\n"
-            "                     localhost:9092)\n"
+            "%s"
             "  --timeout-ms N     %s (default 30000)\n"
             "  --key K            message key\n"
             "  --header K=V       extra header (repeatable; kafka_* names are reserved)\n"
-            "  --set KEY=VALUE    any ksf configuration key, e.g. --set client.id=cli\n"
-            "                     or --set kafka.security.protocol=ssl (repeatable);\n"
-            "                     replies come to client.reply.partition (0) unless\n"
-            "                     --set client.reply.provider=group\n"
             "  --raw              send JSON's text as it is, not parsed\n"
             "  -v, --verbose      log ksf and librdkafka messages (debug level, one\n"
             "                     line per message) and a summary line to stderr;\n"
@@ -64,69 +59,33 @@ usage(FILE *out, bool emit)
             "  1  the remote handler answered with an error (error JSON on stderr)\n"
             "  2  usage error: bad flag, pattern, JSON or configuration value\n"
             "  3  timeout: %s\n"
-            "  4  Kafka or connection error (brokers unreachable, no reply partition)\n",
+            "  4  Kafka or connection error (brokers unreachable, no reply partition)\n"
+            "\nReplies come to client.reply.partition (0) unless --set\n"
+            "client.reply.provider=group.\n",
             cmd,
             emit ? "Emit an event to PATTERN (no reply) and wait for the broker's ack."
                  : "Send a request to PATTERN and print the reply JSON on stdout\n"
                    "(a streamed reply prints one value per line).",
+            ksf_config_args_help(),
             emit ? "how long to wait for the delivery report" : "request timeout",
             emit ? " (the broker acknowledged the event)" : " (reply printed)",
             emit ? "no delivery report in time" : "no reply in time");
 }
 
-static int usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
+/* --header NAME=VALUE */
 static int
-usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ksf %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(ksf %s --help for usage)\n", cmd);
-    va_end(ap);
-    return EXIT_USAGE;
-}
-
-/* The value of flag @p name at argv[*i] ("--name V" or "--name=V"), or NULL. */
-static const char *
-flag_value(int argc, char **argv, int *i, const char *name)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) {
-        return NULL;
-    }
-    if (argv[*i][n] == '=') {
-        return argv[*i] + n + 1;
-    }
-    if (argv[*i][n] == '\0' && *i + 1 < argc) {
-        return argv[++*i];
-    }
-    return NULL;
-}
-
-static int
-set_kv(call_opts *o, const char *cmd, const char *kv, bool header)
+add_header(call_opts *o, const char *cmd, const char *kv)
 {
     const char *eq = strchr(kv, '=');
     if (!eq || eq == kv) {
-        return usage_error(cmd, "--%s \"%s\": expected %s=VALUE",
-                           header ? "header" : "set", kv, header ? "NAME" : "KEY");
+        return ksf_tool_usage_error(cmd, "--header \"%s\": expected NAME=VALUE", kv);
     }
     char key[256];
     snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
-    if (header) {
-        if (!o->headers) {
-            o->headers = json_object();
-        }
-        json_object_set_new(o->headers, key, json_string(eq + 1));
-        return EXIT_OK;
+    if (!o->headers) {
+        o->headers = json_object();
     }
-    ksf_errinfo ei = {0};
-    if (ksf_config_set(o->cfg, key, eq + 1, &ei) != KSF_OK) {
-        return usage_error(cmd, "%s", ei.text);
-    }
+    json_object_set_new(o->headers, key, json_string(eq + 1));
     return EXIT_OK;
 }
 
@@ -136,7 +95,6 @@ parse_args(int argc, char **argv, call_opts *o)
 {
     const char *cmd = argv[0];
     int npos = 0;
-    ksf_errinfo ei = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         int rc = EXIT_OK;
@@ -147,25 +105,20 @@ parse_args(int argc, char **argv, call_opts *o)
             o->verbose = true;
         } else if (!strcmp(a, "--raw")) {
             o->raw = true;
-        } else if ((v = flag_value(argc, argv, &i, "--brokers"))) {
-            if (ksf_config_set(o->cfg, "brokers", v, &ei) != KSF_OK) {
-                return usage_error(cmd, "%s", ei.text);
-            }
-        } else if ((v = flag_value(argc, argv, &i, "--timeout-ms"))) {
+        } else if ((v = ksf_tool_flag_value(argc, argv, &i, "--timeout-ms"))) {
             char *end;
             long n = strtol(v, &end, 10);
             if (*end || n <= 0 || n > 86400000) {
-                return usage_error(cmd, "--timeout-ms \"%s\": expected 1..86400000", v);
+                return ksf_tool_usage_error(
+                    cmd, "--timeout-ms \"%s\": expected 1..86400000", v);
             }
             o->timeout_ms = (int)n;
-        } else if ((v = flag_value(argc, argv, &i, "--key"))) {
+        } else if ((v = ksf_tool_flag_value(argc, argv, &i, "--key"))) {
             o->key = v;
-        } else if ((v = flag_value(argc, argv, &i, "--header"))) {
-            rc = set_kv(o, cmd, v, true);
-        } else if ((v = flag_value(argc, argv, &i, "--set"))) {
-            rc = set_kv(o, cmd, v, false);
+        } else if ((v = ksf_tool_flag_value(argc, argv, &i, "--header"))) {
+            rc = add_header(o, cmd, v);
         } else if (a[0] == '-' && a[1] != '\0') {
-            return usage_error(cmd, "unknown option or missing value: %s", a);
+            return ksf_tool_usage_error(cmd, "unknown option or missing value: %s", a);
         } else if (npos == 0) {
             o->pattern = a;
             npos++;
@@ -173,27 +126,16 @@ parse_args(int argc, char **argv, call_opts *o)
             o->json = a;
             npos++;
         } else {
-            return usage_error(cmd, "unexpected argument \"%s\"", a);
+            return ksf_tool_usage_error(cmd, "unexpected argument \"%s\"", a);
         }
         if (rc) {
             return rc;
         }
     }
     if (!o->pattern) {
-        return usage_error(cmd, "%s", "missing PATTERN");
+        return ksf_tool_usage_error(cmd, "%s", "missing PATTERN");
     }
-    size_t len = strlen(o->pattern);
-    if (len == 0 || len > 243 ||
-        strspn(o->pattern,
-               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-            len) {
-        return usage_error(
-            cmd,
-            "PATTERN \"%s\" is not a Kafka topic name: use 1..243 characters "
-            "of [A-Za-z0-9._-]",
-            o->pattern);
-    }
-    return -1;
+    return ksf_tool_check_pattern(cmd, o->pattern) ? KSF_TOOL_EXIT_USAGE : -1;
 }
 
 /* Read all of stdin; NULL on failure. */
@@ -234,7 +176,7 @@ payload(const char *cmd, const char *text, bool raw)
     }
     char *in = !strcmp(text, "-") ? read_stdin() : NULL;
     if (!strcmp(text, "-") && !in) {
-        usage_error(cmd, "%s", "cannot read the payload from stdin");
+        ksf_tool_usage_error(cmd, "%s", "cannot read the payload from stdin");
         return NULL;
     }
     const char *s = in ? in : text;
@@ -249,11 +191,12 @@ payload(const char *cmd, const char *text, bool raw)
         json_error_t err;
         v = json_loads(s, JSON_DECODE_ANY, &err);
         if (!v) {
-            usage_error(cmd,
-                        "the payload is not valid JSON (%s, at line %d column %d); "
-                        "quote a string as '\"%.40s\"', or pass --raw to send the text "
-                        "as it is",
-                        err.text, err.line, err.column, s);
+            ksf_tool_usage_error(
+                cmd,
+                "the payload is not valid JSON (%s, at line %d column %d); "
+                "quote a string as '\"%.40s\"', or pass --raw to send the text "
+                "as it is",
+                err.text, err.line, err.column, s);
         }
     }
     free(in);
@@ -430,15 +373,8 @@ call_main(int argc, char **argv, bool emit)
     /* A one-shot call needs no reply group: joining one costs seconds and makes the
      * group's long-lived members rebalance. --set client.reply.provider=group wins. */
     ksf_config_set(o.cfg, "client.reply.provider", "static", NULL);
-    if (ksf_config_set_from_env(o.cfg, &ei) != KSF_OK) {
-        rc = usage_error(argv[0], "%s", ei.text);
-        goto done;
-    }
-    /* A tool run beside a service (kubectl exec) must not take the service's place in
-     * its reply group: KSF_INSTANCE_ID is the service's identity, not the tool's (it
-     * would fence the service's client). --set group.instance.id=... still wins. */
-    ksf_config_set(o.cfg, "group.instance.id", "", NULL);
-    if ((rc = parse_args(argc, argv, &o)) >= 0) {
+    if ((rc = ksf_tool_configure(argv[0], o.cfg, &argc, argv)) >= 0 ||
+        (rc = parse_args(argc, argv, &o)) >= 0) {
         goto done;
     }
     if (o.verbose) { /* else silent, or what KSF_LOG says */

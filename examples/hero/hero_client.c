@@ -23,9 +23,11 @@ fatal(const char *what, ksf_err err)
 static void
 usage(void)
 {
-    fprintf(stderr, "Usage: hero_client [--brokers HOST:PORT] [--timeout-ms N] "
-                    "[--set KEY=VALUE]...\n"
-                    "Brokers default to KSF_BROKERS, else localhost:9092.\n");
+    fprintf(stderr,
+            "Usage: hero_client [--brokers HOST:PORT] [--timeout-ms N] "
+            "[--set KEY=VALUE]...\n%s"
+            "  --timeout-ms N     request timeout (default 5000)\n",
+            ksf_config_args_help());
     exit(2);
 }
 
@@ -35,27 +37,15 @@ parse_flags(int argc, char **argv, ksf_config *cfg)
 {
     ksf_err e;
     int timeout_ms = 5000;
+    if ((e = ksf_config_set_from_args(cfg, &argc, argv, &ei))) { /* --brokers, --set */
+        fatal("flags", e);
+    }
     for (int i = 1; i < argc; i++) {
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(argv[i], "--brokers") && v) {
-            if ((e = ksf_config_set(cfg, "brokers", v, &ei))) {
-                fatal("--brokers", e);
-            }
-        } else if (!strcmp(argv[i], "--timeout-ms") && v) {
-            timeout_ms = atoi(v);
-            if (timeout_ms <= 0) {
-                usage();
-            }
-        } else if (!strcmp(argv[i], "--set") && v && strchr(v, '=')) {
-            char key[128];
-            snprintf(key, sizeof key, "%.*s", (int)(strchr(v, '=') - v), v);
-            if ((e = ksf_config_set(cfg, key, strchr(v, '=') + 1, &ei))) {
-                fatal("--set", e);
-            }
-        } else {
-            usage();
+        if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc &&
+            (timeout_ms = atoi(argv[++i])) > 0) {
+            continue;
         }
-        i++;
+        usage();
     }
     return timeout_ms;
 }

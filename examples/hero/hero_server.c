@@ -30,11 +30,13 @@ KSF_EVENT_PATTERN("hero.dragon.killed", dragon_killed)
 static void
 usage(FILE *out)
 {
-    fprintf(out, "Usage: hero_server [--brokers HOST:PORT] [--workers N] "
-                 "[--set KEY=VALUE]... [--metrics FILE]\n"
-                 "--metrics: write Prometheus metrics to FILE on exit.\n"
-                 "Serves hero.kill.dragon and hero.dragon.killed. Brokers default to "
-                 "KSF_BROKERS, then localhost:9092.\n");
+    fprintf(out,
+            "Usage: hero_server [--brokers HOST:PORT] [--workers N] "
+            "[--set KEY=VALUE]... [--metrics FILE]\n%s"
+            "  --workers N        handler threads (server.workers)\n"
+            "  --metrics FILE     write Prometheus metrics to FILE on exit\n"
+            "Serves hero.kill.dragon and hero.dragon.killed.\n",
+            ksf_config_args_help());
 }
 
 /* The details of the last failure, filled by the ksf calls below. */
@@ -58,27 +60,13 @@ on_ready(ksf_server *srv, void *user)
     fflush(stdout);
 }
 
-/* Apply one --set KEY=VALUE (any ksf_config key). */
-static void
-set_pair(ksf_config *cfg, const char *pair)
-{
-    const char *eq = strchr(pair, '=');
-    if (!eq) {
-        fprintf(stderr, "hero server: --set %s: expected KEY=VALUE\n", pair);
-        exit(2);
-    }
-    char key[256];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - pair), pair);
-    ksf_err e = ksf_config_set(cfg, key, eq + 1, &ei);
-    if (e) {
-        fatal("--set", e);
-    }
-}
-
 static void
 parse_flags(ksf_config *cfg, int argc, char **argv)
 {
     ksf_err e;
+    if ((e = ksf_config_set_from_args(cfg, &argc, argv, &ei))) { /* --brokers, --set */
+        fatal("flags", e);
+    }
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) {
@@ -90,22 +78,15 @@ parse_flags(ksf_config *cfg, int argc, char **argv)
             exit(2);
         }
         const char *value = argv[++i];
-        if (!strcmp(flag, "--brokers")) {
-            e = ksf_config_set(cfg, "brokers", value, &ei);
-        } else if (!strcmp(flag, "--workers")) {
-            e = ksf_config_set(cfg, "server.workers", value, &ei);
-        } else if (!strcmp(flag, "--set")) {
-            set_pair(cfg, value);
-            continue;
+        if (!strcmp(flag, "--workers")) {
+            if ((e = ksf_config_set(cfg, "server.workers", value, &ei))) {
+                fatal(flag, e);
+            }
         } else if (!strcmp(flag, "--metrics")) {
             metrics_path = value;
-            continue;
         } else {
             usage(stderr);
             exit(2);
-        }
-        if (e) {
-            fatal(flag, e);
         }
     }
 }

@@ -23,7 +23,8 @@ void ksfi_free(void *ptr);
  */
 void ksfi_alloc_fail_after(unsigned long nth, int sticky);
 
-/* Allocations attempted since the hook was last armed (for sweeping failure points). */
+/* Allocations attempted since the hook was last armed, while it stays armed (for
+ * sweeping failure points; arm it with a large @p nth to count without failing). */
 unsigned long ksfi_alloc_count(void);
 
 #endif

@@ -3,11 +3,10 @@
 #include "base/alloc.h"
 #include "base/errinfo.h"
 #include "codec/wire.h"
-#include "server/deadline.h"
+#include "kafka/property.h"
 #include "server/reply_policy.h"
 
 #include <errno.h>
-#include <librdkafka/rdkafka.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +73,7 @@ ksf_config_new(ksf_config **out)
     if (!out) {
         return KSF_EINVAL;
     }
+    *out = NULL;
     ksf_config *cfg = ksfi_calloc(1, sizeof *cfg);
     if (!cfg) {
         return KSF_ENOMEM;
@@ -140,6 +140,9 @@ set_string(char **slot, const char *value)
 ksf_err
 ksf_config_dup(const ksf_config *cfg, ksf_config **out)
 {
+    if (out) {
+        *out = NULL;
+    }
     if (!cfg || !out) {
         return KSF_EINVAL;
     }
@@ -373,17 +376,15 @@ set_kafka_prop(ksf_config *cfg, ksf_kafka_role role, const char *key, const char
                              role_names[role], key, managed_props[i].instead);
         }
     }
-    rd_kafka_conf_t *scratch = rd_kafka_conf_new();
     char err[256];
-    rd_kafka_conf_res_t res = rd_kafka_conf_set(scratch, key, value, err, sizeof err);
-    rd_kafka_conf_destroy(scratch);
-    if (res == RD_KAFKA_CONF_UNKNOWN) {
+    ksfi_kafka_prop res = ksfi_kafka_property_check(key, value, err, sizeof err);
+    if (res == KSFI_KAFKA_PROP_UNKNOWN) {
         return ksfi_fail(ei, KSF_ENOENT,
                          "%s.%s: librdkafka has no such property (see librdkafka's "
                          "CONFIGURATION.md)",
                          role_names[role], key);
     }
-    if (res != RD_KAFKA_CONF_OK) {
+    if (res != KSFI_KAFKA_PROP_OK) {
         char q[260];
         return ksfi_fail(ei, KSF_EINVAL, "%s.%s %s: %s", role_names[role], key,
                          quote(value, q), err);
@@ -658,6 +659,9 @@ ksf_err
 ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
 {
     char num[32];
+    if (buf && size > 0) {
+        buf[0] = '\0'; /* what a failure leaves, but for a value too long for buf */
+    }
     if (!cfg || !key || !buf) {
         return KSF_EINVAL;
     }
@@ -856,4 +860,26 @@ ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix)
         base = program_invocation_short_name;
     }
     return join_id(base, cfg->postfix_id ? cfg->postfix_id : default_postfix);
+}
+
+/* ---- the logging settings (log.c reads none of config's fields) ---------------- */
+
+void
+ksf_config_set_log_structured(ksf_config *cfg, ksf_log_structured_fn fn, void *user,
+                              ksf_log_level max_level)
+{
+    if (!cfg) {
+        return;
+    }
+    cfg->slog_fn = fn;
+    cfg->slog_user = user;
+    cfg->slog_max_level = max_level;
+}
+
+ksfi_logger
+ksfi_logger_from_config(const ksf_config *cfg)
+{
+    ksfi_logger lg = {cfg->log_fn,  cfg->log_user,  cfg->log_max_level,
+                      cfg->slog_fn, cfg->slog_user, cfg->slog_max_level};
+    return lg;
 }

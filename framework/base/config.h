@@ -2,9 +2,13 @@
 #ifndef KSF_CONFIG_H
 #define KSF_CONFIG_H
 
+#include "base/log.h"
 #include "server/policy.h"
 
 #include <ksf/ksf.h>
+
+/* The default server.deadline.skew.ms (docs/deadlines.md says why). */
+#define KSFI_DEADLINE_SKEW_DEFAULT_MS 1000
 
 /* client.reply.provider: where a client's reply partitions come from. */
 typedef enum ksfi_reply_provider_kind {
@@ -63,5 +67,8 @@ char *ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix);
 /* "<group.id><postfix>", likewise; a server (KSFI_SERVER_POSTFIX) whose group.id was
  * not set uses its program's name instead of "nestjs-group" (docs/design.md). */
 char *ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix);
+
+/* A logger taking its sinks from @p cfg (config.c: the logger reads no config). */
+ksfi_logger ksfi_logger_from_config(const ksf_config *cfg);
 
 #endif

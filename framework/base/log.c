@@ -1,7 +1,6 @@
 #include "base/log.h"
 
 #include "base/clock.h"
-#include "base/config.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -272,26 +271,6 @@ ksf_log_jsonl(void *user, ksf_log_level level, const char *component, const char
 /* ---- the internal entry points ------------------------------------------------------
  */
 
-void
-ksf_config_set_log_structured(ksf_config *cfg, ksf_log_structured_fn fn, void *user,
-                              ksf_log_level max_level)
-{
-    if (!cfg) {
-        return;
-    }
-    cfg->slog_fn = fn;
-    cfg->slog_user = user;
-    cfg->slog_max_level = max_level;
-}
-
-ksfi_logger
-ksfi_logger_from_config(const ksf_config *cfg)
-{
-    ksfi_logger lg = {cfg->log_fn,  cfg->log_user,  cfg->log_max_level,
-                      cfg->slog_fn, cfg->slog_user, cfg->slog_max_level};
-    return lg;
-}
-
 bool
 ksfi_log_enabled(const ksfi_logger *lg, ksf_log_level level)
 {
@@ -469,4 +448,18 @@ ksfi_log_limiter_flush(const ksfi_logger *lg, ksfi_log_limiter *l, ksf_log_level
             log_suppressed(lg, level, component, key, n, ms);
         }
     }
+}
+
+bool
+ksfi_ratelimit_take(ksfi_ratelimit *rl, int interval_ms, uint64_t *held)
+{
+    int64_t now = ksfi_clock_ms();
+    int64_t next = atomic_load(&rl->next_ms);
+    if (now < next ||
+        !atomic_compare_exchange_strong(&rl->next_ms, &next, now + interval_ms)) {
+        atomic_fetch_add(&rl->held, 1);
+        return false;
+    }
+    *held = atomic_exchange(&rl->held, 0);
+    return true;
 }

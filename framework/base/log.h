@@ -8,6 +8,7 @@
 
 #include <ksf/ksf.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 typedef struct ksfi_logger {
@@ -21,9 +22,6 @@ typedef struct ksfi_logger {
 
 /* The most fields one record carries; extra ones are dropped. */
 #define KSFI_LOG_FIELDS_MAX 16
-
-/* A logger taking its sinks from @p cfg. */
-ksfi_logger ksfi_logger_from_config(const ksf_config *cfg);
 
 /* True when a record at @p level would reach a sink: skip building costly fields. */
 bool ksfi_log_enabled(const ksfi_logger *lg, ksf_log_level level);
@@ -91,5 +89,18 @@ bool ksfi_logkv_limited(const ksfi_logger *lg, ksfi_log_limiter *l, const char *
  * (at stop, so a burst's count is never lost). */
 void ksfi_log_limiter_flush(const ksfi_logger *lg, ksfi_log_limiter *l,
                             ksf_log_level level, const char *component);
+
+/* At most one log line per interval, counting what it held back (a single kind of
+ * line; ksfi_log_limiter is for several). */
+typedef struct ksfi_ratelimit {
+    _Atomic int64_t next_ms;    /* monotonic ms before which lines are held */
+    atomic_uint_least64_t held; /* lines held back since the last one */
+} ksfi_ratelimit;
+
+/*
+ * True when a line may be logged now (then *held gets how many were held back since
+ * the previous one); false when it must be held (and is counted). Threads: any.
+ */
+bool ksfi_ratelimit_take(ksfi_ratelimit *rl, int interval_ms, uint64_t *held);
 
 #endif

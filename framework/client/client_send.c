@@ -2,42 +2,54 @@
  * ksf_client's sending side: requests (send, the blocking call), events (emit) and
  * flush. Each message is encoded once, gets its headers (user headers, ksf_deadline,
  * trace context, then NestJS's kafka_* headers) and is produced with a ticket that its
- * delivery report (client.c) resolves.
+ * delivery report (client_delivery.c) resolves. A request whose reply partition is not
+ * known yet is queued for the sender thread (client_sender.c) instead.
+ *
+ * Locking: a request is reserved in the in-flight table (and queued, when it must be)
+ * under cli->lock in ksf_client_send itself; encoding and the produce run without it.
  */
-#include "client/client.h"
+#include "client/client_produce.h"
+#include "client/client_requests.h"
+#include "client/client_sender.h"
+#include "client/client_slots.h"
 
 /* ---- sending ----------------------------------------------------------------------- */
 
-/* A message ready to produce: encoded value, headers, key. */
+/* Headers of a message with no user headers: deadline, trace, protocol. */
+#define FIXED_HEADERS (1 + KSFI_TRACE_HEADERS_MAX + KSFI_PROTO_HEADERS_MAX)
+
+/* A message ready to produce: encoded value, headers, key. The headers borrow from the
+ * caller's opts and from the buffers below, so an outgoing lives only for one call. */
 typedef struct outgoing {
     char *value; /* owned when encoded */
     const void *bytes;
     size_t len;
-    rd_kafka_headers_t *hdrs;
+    ksfi_client_hdrs hdrs;            /* hdrs.h is fixed[] or, with user headers, owned */
+    ksfi_header fixed[FIXED_HEADERS]; /* no allocation without user headers */
+    char tp[KSFI_TRACEPARENT_LEN + 1];             /* the traceparent value */
+    char dl[21];                                   /* the ksf_deadline value */
+    unsigned char proto[KSFI_REQUEST_HEADERS_BUF]; /* the kafka_* values */
 } outgoing;
 
 static void
 outgoing_clear(outgoing *m)
 {
     ksfi_free(m->value);
-    if (m->hdrs) {
-        rd_kafka_headers_destroy(m->hdrs);
+    if (m->hdrs.h != m->fixed) {
+        ksfi_free(m->hdrs.h);
     }
-    memset(m, 0, sizeof *m);
+    m->value = NULL;
+    m->bytes = NULL;
+    m->len = 0;
+    m->hdrs = (ksfi_client_hdrs){m->fixed, 0, FIXED_HEADERS};
 }
 
-/* The caller's extra headers: names not reserved, values strings. */
+/* The caller's extra headers: names not reserved, values strings (borrowed). */
 static ksf_err
-add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
+add_user_headers(ksfi_client_hdrs *hs, const json_t *user, ksf_errinfo *ei)
 {
     const char *name;
     json_t *v;
-    if (!user) {
-        return KSF_OK;
-    }
-    if (!json_is_object(user)) {
-        return ksfi_fail(ei, KSF_EINVAL, "opts.headers must be a JSON object of strings");
-    }
     json_object_foreach ((json_t *)user, name, v) {
         if (!strncmp(name, KSFI_HDR_RESERVED_PREFIX, strlen(KSFI_HDR_RESERVED_PREFIX))) {
             return ksfi_fail(ei, KSF_EINVAL,
@@ -49,8 +61,7 @@ add_user_headers(rd_kafka_headers_t *hdrs, const json_t *user, ksf_errinfo *ei)
             return ksfi_fail(ei, KSF_EINVAL,
                              "header \"%s\": the value must be a JSON string", name);
         }
-        rd_kafka_header_add(hdrs, name, -1, json_string_value(v),
-                            (ssize_t)json_string_length(v));
+        ksfi_client_hdrs_add(hs, name, json_string_value(v), json_string_length(v));
     }
     return KSF_OK;
 }
@@ -61,7 +72,8 @@ outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
                outgoing *m, ksf_errinfo *ei)
 {
     ksf_err e;
-    memset(m, 0, sizeof *m);
+    m->value = NULL;
+    m->hdrs = (ksfi_client_hdrs){m->fixed, 0, FIXED_HEADERS};
     if (opts && opts->raw_value) {
         m->bytes = opts->raw_value;
         m->len = opts->raw_len;
@@ -83,11 +95,20 @@ outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
                       "the key is %zu bytes, more than message.max.bytes", opts->key_len);
         goto fail;
     }
-    /* An event without extra headers carries none: no header list to allocate. */
     const json_t *user = opts ? opts->headers : NULL;
-    if (user && (!json_is_object(user) || json_object_size(user) > 0)) {
-        m->hdrs = rd_kafka_headers_new(8);
-        if ((e = add_user_headers(m->hdrs, user, ei))) {
+    if (user && !json_is_object(user)) {
+        e = ksfi_fail(ei, KSF_EINVAL, "opts.headers must be a JSON object of strings");
+        goto fail;
+    }
+    if (user && json_object_size(user) > 0) {
+        size_t cap = json_object_size(user) + FIXED_HEADERS;
+        if (!(m->hdrs.h = ksfi_malloc(cap * sizeof *m->hdrs.h))) {
+            m->hdrs.h = m->fixed;
+            e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+            goto fail;
+        }
+        m->hdrs.cap = cap;
+        if ((e = add_user_headers(&m->hdrs, user, ei))) {
             goto fail;
         }
     }
@@ -100,59 +121,33 @@ fail:
 /*
  * The headers of trace.h and deadline.h: ksf_deadline when @p deadline (epoch ms) is
  * set, then traceparent (and tracestate). Errors: KSF_EINVAL for a bad opts.traceparent
- * or opts.tracestate, KSF_EKAFKA.
+ * or opts.tracestate.
  */
 static ksf_err
 add_context_headers(outgoing *m, const ksf_send_opts *opts, int64_t deadline,
                     ksf_errinfo *ei)
 {
-    char tp[KSFI_TRACEPARENT_LEN + 1], dl[21];
-    ksfi_header h[1 + KSFI_TRACE_HEADERS_MAX];
-    size_t n = 0, nt = 0;
+    ksfi_client_hdrs *hs = &m->hdrs;
     if (deadline > 0) {
-        h[n++] = (ksfi_header){KSFI_HDR_DEADLINE, dl, ksfi_deadline_format(deadline, dl)};
+        ksfi_client_hdrs_add(hs, KSFI_HDR_DEADLINE, m->dl,
+                             ksfi_deadline_format(deadline, m->dl));
     }
+    size_t nt = 0;
     ksf_err e = ksfi_trace_outgoing(opts ? opts->traceparent : NULL,
-                                    opts ? opts->tracestate : NULL, tp, h + n, &nt, ei);
-    if (e) {
-        return e;
-    }
-    if (!m->hdrs) {
-        m->hdrs = rd_kafka_headers_new(8);
-    }
-    if (ksfi_kafka_add_headers(m->hdrs, h, n + nt)) {
-        return ksfi_fail(ei, KSF_EKAFKA, "could not add the trace headers");
-    }
-    return KSF_OK;
+                                    opts ? opts->tracestate : NULL, m->tp, hs->h + hs->n,
+                                    &nt, ei);
+    hs->n += e ? 0 : nt;
+    return e;
 }
 
-/* Produce @p m to @p topic; on success the headers belong to librdkafka. */
+/* Produce @p m to @p topic with ticket @p t. */
 static ksf_err
 produce(ksf_client *cli, const char *topic, outgoing *m, const ksf_send_opts *opts,
         dr_ticket *t, ksf_errinfo *ei)
 {
-    /* rd_kafka_topic_new, unlike producev's lookup by name, asks for an unknown topic's
-     * metadata at once: otherwise a fresh client's first request waits for librdkafka
-     * 2.0.2's 1 s topic scan (measured on Kafka 4.4: a first call took 1.0 s instead of
-     * 0.1 s). The server does the same for replies. */
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(cli->producer, topic, NULL);
-    if (!rkt) {
-        return ksfi_kafka_fail(ei, rd_kafka_last_error(), "request topic");
-    }
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        cli->producer, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_VALUE((void *)m->bytes, m->bytes ? m->len : 0),
-        RD_KAFKA_V_KEY(opts ? opts->key : NULL, opts && opts->key ? opts->key_len : 0),
-        RD_KAFKA_V_HEADERS(m->hdrs), RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
-    rd_kafka_topic_destroy(rkt);
-    if (err) {
-        return ksfi_kafka_fail(ei, err,
-                               err == RD_KAFKA_RESP_ERR__QUEUE_FULL
-                                   ? "producer queue full (retry later or flush)"
-                                   : "produce");
-    }
-    m->hdrs = NULL;
-    return KSF_OK;
+    const void *key = opts ? opts->key : NULL;
+    return ksfi_client_produce(cli, topic, m->bytes, m->len, key, key ? opts->key_len : 0,
+                               &m->hdrs, t, ei);
 }
 
 static ksf_err
@@ -206,14 +201,13 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_topic *rt, reply_slot *sl
         ksfi_client_set_paused_locked(cli, false);
     }
     if (p->deadline_ms < cli->wake_at) {
-        rd_kafka_queue_yield(cli->consumer_q); /* the reply thread sleeps too long */
+        ksfi_reply_consumer_wake(cli->consumer); /* the reply thread sleeps too long */
     }
     return KSF_OK;
 }
 
-/* Copy what producing @p m needs into a queued send for @p p's id (under lock). The
- * headers move; the value and key are copied (a raw value is borrowed from the
- * caller only for the call). */
+/* Copy what producing @p m needs into a queued send for @p p's id (under lock): the
+ * value, key and headers are borrowed from the caller only for the call. */
 static ksf_err
 queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char *pattern,
              outgoing *m, const ksf_send_opts *opts, ksf_errinfo *ei)
@@ -222,6 +216,7 @@ queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char
     const void *key = opts ? opts->key : NULL;
     size_t key_len = key ? opts->key_len : 0;
     if (!q || !(q->pattern = ksfi_strdup(pattern)) ||
+        ksfi_client_hdrs_copy(&m->hdrs, KSFI_PROTO_HEADERS_MAX, &q->hdrs) ||
         (m->bytes && !(q->value = ksfi_malloc(m->len ? m->len : 1))) ||
         (key && !(q->key = ksfi_malloc(key_len ? key_len : 1)))) {
         ksfi_client_queued_free(q);
@@ -236,51 +231,8 @@ queue_locked(ksf_client *cli, reply_topic *rt, const ksfi_pending *p, const char
         memcpy(q->key, key, key_len);
         q->key_len = key_len;
     }
-    q->hdrs = m->hdrs;
-    m->hdrs = NULL;
     ksfi_client_queue_locked(cli, rt, q);
     return KSF_OK;
-}
-
-/* The request's protocol headers in the client's wire dialect, written into @p buf
- * (KSFI_REQUEST_HEADERS_BUF bytes, which must outlive @p proto's use). */
-static size_t
-request_headers(const ksf_client *cli, const char *id, const char *topic,
-                int32_t partition, unsigned char *buf, ksfi_header *proto)
-{
-    if (cli->cfg->client_wire_dialect == KSFI_WIRE_SPRING) {
-        return ksfi_request_headers_spring(id, topic, partition, buf, proto);
-    }
-    return ksfi_request_headers(id, topic, partition, (char *)buf, proto);
-}
-
-ksf_err
-ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
-                           ksf_errinfo *ei)
-{
-    char topic[256];
-    unsigned char pbuf[KSFI_REQUEST_HEADERS_BUF];
-    ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
-    dr_ticket *t = ksfi_calloc(1, sizeof *t);
-    if (!t) {
-        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
-    }
-    t->request = true;
-    memcpy(t->id, q->id, sizeof t->id);
-    snprintf(topic, sizeof topic, "%s%s", q->pattern, KSFI_REPLY_SUFFIX);
-    size_t n = request_headers(cli, q->id, topic, partition, pbuf, proto);
-    if (!q->hdrs) {
-        q->hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
-    }
-    ksfi_kafka_add_headers(q->hdrs, proto, n);
-    outgoing m = {.bytes = q->value, .len = q->len, .hdrs = q->hdrs};
-    ksf_send_opts o = {.key = q->key, .key_len = q->key_len};
-    ksf_err e = produce(cli, q->pattern, &m, &o, t, ei);
-    q->hdrs = m.hdrs; /* NULL once librdkafka has them */
-    if (e) {
-        ksfi_free(t);
-    }
-    return e;
 }
 
 ksf_err
@@ -288,9 +240,7 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
                 const ksf_send_opts *opts, ksf_reply_fn cb, void *user, ksf_errinfo *ei)
 {
     char topic[256];
-    unsigned char pbuf[KSFI_REQUEST_HEADERS_BUF];
     outgoing m;
-    ksfi_header proto[KSFI_PROTO_HEADERS_MAX];
     reply_slot *slot;
     int64_t wall_deadline;
     ksf_err e = send_check(cli, pattern, opts, cb, ei);
@@ -326,8 +276,12 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     /* Never wait here: a topic without its reply partition yet (a group join takes
      * seconds) or a pattern's first request (the sender thread first looks whether
      * its topic exists) goes to the sender thread, and the callback says how it went. */
-    reply_topic *rt;
-    if ((e = ksfi_client_topic_locked(cli, topic, &rt, ei))) {
+    pthread_mutex_lock(&cli->lock);
+    reply_topic *rt = cli->closing ? NULL : ksfi_client_topic_get_locked(cli, topic);
+    if (!rt) {
+        e = cli->closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
+                         : ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+        pthread_mutex_unlock(&cli->lock);
         goto fail;
     }
     slot = rt->state == TOPIC_READY && rt->checked ? rt->slot : NULL;
@@ -351,11 +305,8 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     }
     t->request = true;
     memcpy(t->id, p->id, sizeof t->id);
-    size_t n = request_headers(cli, p->id, topic, p->reply_partition, pbuf, proto);
-    if (!m.hdrs) {
-        m.hdrs = rd_kafka_headers_new(KSFI_PROTO_HEADERS_MAX);
-    }
-    ksfi_kafka_add_headers(m.hdrs, proto, n);
+    ksfi_client_add_request_headers(cli, &m.hdrs, p->id, topic, p->reply_partition,
+                                    m.proto);
     char id[KSFI_ID_SIZE];
     memcpy(id, p->id, sizeof id); /* p may be finished and freed once produced */
     ksfi_pmetrics *pm = p->metrics;
@@ -470,21 +421,21 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
         outgoing_clear(&m);
         return e;
     }
-    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &ksfi_plain_event;
+    dr_ticket *t = cb ? ksfi_calloc(1, sizeof *t) : &cli->plain_event;
     if (!t) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     } else {
         pthread_mutex_lock(&cli->lock);
         bool closing = cli->closing;
         pthread_mutex_unlock(&cli->lock);
-        if (t != &ksfi_plain_event) {
+        if (t != &cli->plain_event) {
             t->cb = cb;
             t->user = user;
         }
         e = closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
                     : produce(cli, pattern, &m, opts, t, ei);
     }
-    if (e && t != &ksfi_plain_event) {
+    if (e && t != &cli->plain_event) {
         ksfi_free(t);
     }
     outgoing_clear(&m);
@@ -516,7 +467,8 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
     int queued;
     /* The delivery thread broadcasts after every poll; the short slices also cover
      * messages leaving between its last broadcast and this check. */
-    while ((queued = rd_kafka_outq_len(cli->producer) + waiting_locked(cli)) > 0) {
+    while ((queued = ksfi_request_producer_queued(cli->producer) + waiting_locked(cli)) >
+           0) {
         int64_t now = ksfi_client_now_ms();
         if (now >= deadline) {
             e = ksfi_fail(ei, KSF_ETIMEDOUT,

@@ -4,19 +4,26 @@
  * brokers (once per client, for at most broker.unreachable.timeout.ms, so that a
  * wrong address fails the requests within seconds and names the address), look
  * whether the pattern's topic exists before the first request to it is produced (the
- * produce would create it; client.c's timeout_text uses the answer), acquire the
- * reply partition, then produce the waiting sends. A failure fails them through their
+ * produce would create it; client_reply_thread.c's timeout_text uses the answer), acquire
+ * the reply partition, then produce the waiting sends. A failure fails them through their
  * callbacks.
+ *
+ * Locking: the waiting sends are taken off their topic, and accounted against its reply
+ * slot, under cli->lock in the same critical section in which the slot is found (see
+ * take_waiting_locked), so a revoke cannot release the slot in between; the broker
+ * check, the Metadata request, the acquire and the produces run without the lock.
  */
-#include "client/client.h"
+#include "client/client_sender.h"
+
+#include "client/client_produce.h"
+#include "client/client_requests.h"
+#include "client/client_slots.h"
 
 void
 ksfi_client_queued_free(queued_send *q)
 {
     if (q) {
-        if (q->hdrs) {
-            rd_kafka_headers_destroy(q->hdrs);
-        }
+        ksfi_client_hdrs_free(&q->hdrs);
         ksfi_free(q->pattern);
         ksfi_free(q->value);
         ksfi_free(q->key);
@@ -49,27 +56,6 @@ sender_next_locked(ksf_client *cli)
     return NULL;
 }
 
-/* Does @p pattern exist as a topic? A Metadata request for all topics: asking for the
- * one topic would create it on a broker that auto-creates topics (and on the embedded
- * broker always), which is exactly what must not happen before the first produce.
- * Unknown (an error) counts as existing: say nothing rather than something wrong. */
-static bool
-topic_missing(ksf_client *cli, const char *pattern)
-{
-    const struct rd_kafka_metadata *md = NULL;
-    if (rd_kafka_metadata(cli->producer, 1, NULL, &md, 2000) !=
-        RD_KAFKA_RESP_ERR_NO_ERROR) {
-        return false;
-    }
-    bool found = false;
-    for (int i = 0; i < md->topic_cnt && !found; i++) {
-        found = !strcmp(md->topics[i].topic, pattern) &&
-                md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-    }
-    rd_kafka_metadata_destroy(md);
-    return !found;
-}
-
 /* The latest deadline of @p t's waiting sends still in flight (0: none); under lock. */
 static int64_t
 waiting_deadline_locked(ksf_client *cli, const reply_topic *t)
@@ -84,11 +70,72 @@ waiting_deadline_locked(ksf_client *cli, const reply_topic *t)
     return latest;
 }
 
+/* Produce queued send @p q to reply partition @p partition of its pattern's reply
+ * topic. Errors: those of the produce. */
+static ksf_err
+produce_queued(ksf_client *cli, queued_send *q, int32_t partition, ksf_errinfo *ei)
+{
+    char topic[256];
+    unsigned char buf[KSFI_REQUEST_HEADERS_BUF];
+    dr_ticket *t = ksfi_calloc(1, sizeof *t);
+    if (!t) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+    }
+    t->request = true;
+    memcpy(t->id, q->id, sizeof t->id);
+    snprintf(topic, sizeof topic, "%s%s", q->pattern, KSFI_REPLY_SUFFIX);
+    /* ksfi_client_hdrs_copy left room for them */
+    ksfi_client_add_request_headers(cli, &q->hdrs, q->id, topic, partition, buf);
+    ksf_err e = ksfi_client_produce(cli, q->pattern, q->value, q->len, q->key, q->key_len,
+                                    &q->hdrs, t, ei);
+    if (e) {
+        ksfi_free(t);
+    }
+    return e;
+}
+
+/* What sender_serve took off a topic: its waiting sends and the partition they
+ * advertise (-1 when there is none: they are failed). */
+typedef struct taken {
+    queued_send *list;
+    int32_t partition;
+} taken;
+
+/* Take @p t's waiting sends into @p out and, with @p slot (NULL: they are to be
+ * failed), account them against it; under lock. */
+static void
+take_waiting_locked(ksf_client *cli, reply_topic *t, reply_slot *slot, taken *out)
+{
+    out->list = t->waiting;
+    out->partition = slot ? slot->partition : -1;
+    t->waiting = NULL;
+    for (queued_send *q = out->list; q; q = q->next) {
+        cli->in_hand++; /* flush counts them until they are produced */
+    }
+    for (queued_send *q = out->list; q && slot; q = q->next) {
+        ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
+        if (p) {
+            p->slot = slot;
+            p->reply_partition = slot->partition;
+            p->queued = false;
+            p->topic_missing = t->missing;
+            slot->outstanding++;
+        }
+    }
+}
+
+/* ksfi_client_reply_slot_get's callback: the slot is there, take the sends. */
+static void
+take_with_slot(ksf_client *cli, reply_topic *t, void *arg)
+{
+    take_waiting_locked(cli, t, t->slot, arg);
+}
+
 /* Acquire @p t's reply partition while a waiting send still has time, in slices so
  * that destroy does not wait for a whole request timeout and sends queued meanwhile
- * extend the wait. On KSF_OK returns with the lock HELD. */
+ * extend the wait; on KSF_OK the waiting sends are in @p out. */
 static ksf_err
-sender_acquire(ksf_client *cli, reply_topic *t, ksf_errinfo *ei)
+sender_acquire(ksf_client *cli, reply_topic *t, taken *out, ksf_errinfo *ei)
 {
     for (;;) {
         pthread_mutex_lock(&cli->lock);
@@ -96,8 +143,8 @@ sender_acquire(ksf_client *cli, reply_topic *t, ksf_errinfo *ei)
         pthread_mutex_unlock(&cli->lock);
         int64_t now = ksfi_client_now_ms();
         int64_t until = now + 1000 < deadline ? now + 1000 : deadline;
-        reply_slot *slot;
-        ksf_err e = ksfi_client_reply_slot_get(cli, t->name, until, &slot, ei);
+        ksf_err e =
+            ksfi_client_reply_slot_get(cli, t->name, until, take_with_slot, out, ei);
         if (e != KSF_ETIMEDOUT || ksfi_client_now_ms() >= deadline ||
             atomic_load(&cli->stop_sender)) {
             return e;
@@ -115,8 +162,9 @@ sender_serve(ksf_client *cli, reply_topic *t)
     bool reached = cli->reached, checked = t->checked;
     pthread_mutex_unlock(&cli->lock);
     if (!reached) {
-        e = ksfi_reach_brokers(cli->producer, cli->cfg, cli->cfg->broker_unreachable_ms,
-                               &cli->stop_sender, &ei);
+        e = ksfi_request_producer_reach(cli->producer, cli->cfg,
+                                        cli->cfg->broker_unreachable_ms,
+                                        &cli->stop_sender, &ei);
         pthread_mutex_lock(&cli->lock);
         cli->reached = !e;
         pthread_mutex_unlock(&cli->lock);
@@ -125,7 +173,10 @@ sender_serve(ksf_client *cli, reply_topic *t)
         size_t n = strlen(t->name) - (sizeof KSFI_REPLY_SUFFIX - 1);
         char pattern[256];
         snprintf(pattern, sizeof pattern, "%.*s", (int)n, t->name);
-        bool missing = topic_missing(cli, pattern);
+        /* All topics are listed: asking for the one would create it (see
+         * ksfi_request_producer_topic_exists), which must not happen before the first
+         * produce. */
+        bool missing = !ksfi_request_producer_topic_exists(cli->producer, pattern, 2000);
         pthread_mutex_lock(&cli->lock);
         t->missing = missing;
         t->checked = true;
@@ -137,28 +188,13 @@ sender_serve(ksf_client *cli, reply_topic *t)
                      pattern);
         }
     }
-    /* On success sender_acquire returns with the lock held: the sends are taken and
-     * accounted against the slot before a revoke could release it. */
-    if (e || (e = sender_acquire(cli, t, &ei))) {
+    taken got = {NULL, -1};
+    if (e || (e = sender_acquire(cli, t, &got, &ei))) {
         pthread_mutex_lock(&cli->lock);
+        take_waiting_locked(cli, t, NULL, &got);
+        pthread_mutex_unlock(&cli->lock);
     }
-    int32_t partition = !e ? t->slot->partition : -1;
-    queued_send *list = t->waiting;
-    t->waiting = NULL;
-    for (queued_send *q = list; q; q = q->next) {
-        cli->in_hand++; /* flush counts them until they are produced */
-    }
-    for (queued_send *q = list; q && !e; q = q->next) {
-        ksfi_pending *p = ksfi_inflight_find(cli->inflight, q->id, strlen(q->id));
-        if (p) {
-            p->slot = t->slot;
-            p->reply_partition = partition;
-            p->queued = false;
-            p->topic_missing = t->missing;
-            t->slot->outstanding++;
-        }
-    }
-    pthread_mutex_unlock(&cli->lock);
+    queued_send *list = got.list;
     while (list) {
         queued_send *q = list;
         list = q->next;
@@ -167,7 +203,7 @@ sender_serve(ksf_client *cli, reply_topic *t)
             /* destroy fails them with KSF_ECLOSED, on its own thread as documented */
         } else if (e) {
             ksfi_client_fail_request(cli, q->id, e, ei.text);
-        } else if (ksfi_client_produce_queued(cli, q, partition, &pe)) {
+        } else if (produce_queued(cli, q, got.partition, &pe)) {
             ksfi_client_fail_request(cli, q->id, pe.code, pe.text);
         } else {
             pthread_mutex_lock(&cli->lock);

@@ -11,6 +11,7 @@ typedef struct recent_slot {
     char id[KSFI_ID_SIZE];
     unsigned char why; /* ksfi_recent; NONE marks an empty slot */
     int32_t next;      /* next slot in the same bucket, -1 at the end */
+    size_t hash;       /* of id: an evicted slot is unlinked without hashing again */
 } recent_slot;
 
 struct ksfi_inflight {
@@ -24,14 +25,26 @@ struct ksfi_inflight {
     size_t memory, nrbuckets, rpos;
 };
 
-/* FNV-1a: ids are random UUIDs, so any cheap spread will do. */
+/* FNV-1a over 8-byte words, then a final mix so the low bits (the bucket) depend on
+ * every byte: ids are usually random UUIDs, but any id must spread. A request's id was
+ * hashed up to four times, byte by byte (about 600 instructions per request in the
+ * client); now once, a word at a time. */
 static size_t
 hash_id(const char *id, size_t len)
 {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) {
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, id + i, 8);
+        h = (h ^ w) * 1099511628211ull;
+    }
+    for (; i < len; i++) {
         h = (h ^ (unsigned char)id[i]) * 1099511628211ull;
     }
+    h ^= h >> 32;
+    h *= 0x9e3779b97f4a7c15ull;
+    h ^= h >> 29;
     return (size_t)h;
 }
 
@@ -147,7 +160,7 @@ grow_buckets(ksfi_inflight *t)
         ksfi_pending *p = t->buckets[i];
         while (p) {
             ksfi_pending *next = p->hnext;
-            size_t h = hash_id(p->id, strlen(p->id)) & (n - 1);
+            size_t h = p->hash & (n - 1);
             p->hnext = b[h];
             b[h] = p;
             p = next;
@@ -158,11 +171,26 @@ grow_buckets(ksfi_inflight *t)
     t->nbuckets = n;
 }
 
+/* The live entry for @p id of @p len bytes whose hash is @p h, or NULL. */
+static ksfi_pending *
+find_hashed(const ksfi_inflight *t, const char *id, size_t len, size_t h)
+{
+    ksfi_pending *p = t->buckets[h & (t->nbuckets - 1)];
+    while (p && !id_eq(p->id, id, len)) {
+        p = p->hnext;
+    }
+    return p;
+}
+
 ksf_err
 ksfi_inflight_add(ksfi_inflight *t, ksfi_pending *p)
 {
     size_t len = strnlen(p->id, KSFI_ID_SIZE);
-    if (len == KSFI_ID_SIZE || ksfi_inflight_find(t, p->id, len)) {
+    if (len == KSFI_ID_SIZE) {
+        return KSF_EEXIST;
+    }
+    p->hash = hash_id(p->id, len);
+    if (find_hashed(t, p->id, len, p->hash)) {
         return KSF_EEXIST;
     }
     if (t->count == t->heap_cap) {
@@ -177,7 +205,7 @@ ksfi_inflight_add(ksfi_inflight *t, ksfi_pending *p)
     if (t->count >= t->nbuckets) {
         grow_buckets(t);
     }
-    size_t b = hash_id(p->id, len) & (t->nbuckets - 1);
+    size_t b = p->hash & (t->nbuckets - 1);
     p->hnext = t->buckets[b];
     t->buckets[b] = p;
     t->heap[t->count] = p;
@@ -190,11 +218,7 @@ ksfi_inflight_add(ksfi_inflight *t, ksfi_pending *p)
 ksfi_pending *
 ksfi_inflight_find(const ksfi_inflight *t, const char *id, size_t len)
 {
-    ksfi_pending *p = t->buckets[hash_id(id, len) & (t->nbuckets - 1)];
-    while (p && !id_eq(p->id, id, len)) {
-        p = p->hnext;
-    }
-    return p;
+    return find_hashed(t, id, len, hash_id(id, len));
 }
 
 /* ---- recent ids -------------------------------------------------------------------- */
@@ -203,7 +227,7 @@ static void
 recent_unlink(ksfi_inflight *t, int32_t slot)
 {
     recent_slot *s = &t->ring[slot];
-    int32_t *link = &t->rbuckets[hash_id(s->id, strlen(s->id)) & (t->nrbuckets - 1)];
+    int32_t *link = &t->rbuckets[s->hash & (t->nrbuckets - 1)];
     while (*link != -1 && *link != slot) {
         link = &t->ring[*link].next;
     }
@@ -213,7 +237,7 @@ recent_unlink(ksfi_inflight *t, int32_t slot)
 }
 
 static void
-remember(ksfi_inflight *t, const char *id, ksfi_recent why)
+remember(ksfi_inflight *t, const char *id, size_t hash, ksfi_recent why)
 {
     if (!t->memory || why == KSFI_RECENT_NONE) {
         return;
@@ -226,7 +250,8 @@ remember(ksfi_inflight *t, const char *id, ksfi_recent why)
     }
     memcpy(s->id, id, KSFI_ID_SIZE);
     s->why = (unsigned char)why;
-    int32_t *head = &t->rbuckets[hash_id(s->id, strlen(s->id)) & (t->nrbuckets - 1)];
+    s->hash = hash;
+    int32_t *head = &t->rbuckets[hash & (t->nrbuckets - 1)];
     s->next = *head;
     *head = slot;
 }
@@ -252,7 +277,7 @@ ksfi_inflight_recent(const ksfi_inflight *t, const char *id, size_t len)
 void
 ksfi_inflight_remove(ksfi_inflight *t, ksfi_pending *p, ksfi_recent why)
 {
-    ksfi_pending **link = &t->buckets[hash_id(p->id, strlen(p->id)) & (t->nbuckets - 1)];
+    ksfi_pending **link = &t->buckets[p->hash & (t->nbuckets - 1)];
     while (*link && *link != p) {
         link = &(*link)->hnext;
     }
@@ -268,7 +293,7 @@ ksfi_inflight_remove(ksfi_inflight *t, ksfi_pending *p, ksfi_recent why)
         heap_down(t, i);
         heap_up(t, t->heap[i]->heap_idx);
     }
-    remember(t, p->id, why);
+    remember(t, p->id, p->hash, why);
 }
 
 ksfi_pending *

@@ -43,6 +43,7 @@ typedef struct ksfi_pending {
     /* Owned by the table. */
     struct ksfi_pending *hnext;
     size_t heap_idx;
+    size_t hash; /* of id, computed once on add: removal and memory reuse it */
 } ksfi_pending;
 
 typedef struct ksfi_inflight ksfi_inflight;

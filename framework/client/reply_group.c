@@ -12,7 +12,6 @@
 #include "client/reply_provider.h"
 #include "codec/wire.h"
 #include "group/membership.h"
-#include "kafka/kafka.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -257,9 +256,9 @@ partition_count_cb(void *user, const char *topic)
     pthread_mutex_unlock(&p->lock);
     if (n < 0) { /* another member's reply topic: ask the brokers (leader only) */
         int count = 0;
-        if (ksfi_kafka_partition_count(p->base.host.consumer, topic,
-                                       ksfi_reply_now_ms() + 5000, &count,
-                                       NULL) == KSF_OK) {
+        if (ksfi_reply_consumer_partition_count(p->base.host.consumer, topic,
+                                                ksfi_reply_now_ms() + 5000, &count,
+                                                NULL) == KSF_OK) {
             n = count;
         }
     }
@@ -306,43 +305,42 @@ subscribe_locked(group_provider *p, ksf_errinfo *ei)
     return e;
 }
 
-/* Find or add @p name (asking the brokers for its partition count first) without
- * announcing it; *added says whether it is new. Returns with the lock held on KSF_OK. */
+/* The partition count of @p name: the subscription's when it lists the topic, else
+ * from a Metadata request (made without the lock). */
 static ksf_err
-topic_add(group_provider *p, const char *name, int64_t deadline, gtopic **out,
-          bool *added, ksf_errinfo *ei)
+topic_partitions(group_provider *p, const char *name, int64_t deadline, int *count,
+                 ksf_errinfo *ei)
 {
-    *added = false;
     pthread_mutex_lock(&p->lock);
-    if ((*out = topic_find(p, name))) {
-        return KSF_OK;
-    }
+    gtopic *t = topic_find(p, name);
+    *count = t ? (int)t->partitions : 0;
     pthread_mutex_unlock(&p->lock);
-    int count = 0;
-    ksf_err e =
-        ksfi_kafka_partition_count(p->base.host.consumer, name, deadline, &count, ei);
-    if (e) {
-        return e;
+    return t ? KSF_OK
+             : ksfi_reply_consumer_partition_count(p->base.host.consumer, name, deadline,
+                                                   count, ei);
+}
+
+/* Find @p name, or add it with @p count partitions without announcing it (*added);
+ * under lock. NULL: out of memory. */
+static gtopic *
+topic_add_locked(group_provider *p, const char *name, int count, bool *added)
+{
+    gtopic *t = topic_find(p, name); /* maybe added meanwhile by a concurrent prepare */
+    *added = false;
+    if (t) {
+        return t;
     }
-    gtopic *t = ksfi_calloc(1, sizeof *t);
-    if (!t || !(t->name = ksfi_strdup(name))) {
+    if (!(t = ksfi_calloc(1, sizeof *t)) || !(t->name = ksfi_strdup(name))) {
         ksfi_free(t);
-        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+        return NULL;
     }
     t->partitions = count;
     t->advertised = -1;
-    pthread_mutex_lock(&p->lock);
-    if ((*out = topic_find(p, name))) { /* added meanwhile by a concurrent prepare */
-        ksfi_free(t->name);
-        ksfi_free(t);
-        return KSF_OK;
-    }
     t->next = p->topics;
     p->topics = t;
     p->topic_count++;
-    *out = t;
     *added = true;
-    return KSF_OK;
+    return t;
 }
 
 /* Unlink and free the newest topic @p t (an announcement of it failed); under lock. */
@@ -355,25 +353,21 @@ topic_drop_newest_locked(group_provider *p, gtopic *t)
     ksfi_free(t);
 }
 
-/* Find or add @p name and announce it to the group when new. Returns with the lock
- * held on KSF_OK. */
+/* Find or add @p name (its partition count is @p count) and announce it to the group
+ * when new; under lock. */
 static ksf_err
-topic_get(group_provider *p, const char *name, int64_t deadline, gtopic **out,
-          ksf_errinfo *ei)
+topic_get_locked(group_provider *p, const char *name, int count, gtopic **out,
+                 ksf_errinfo *ei)
 {
     bool added;
-    ksf_err e = topic_add(p, name, deadline, out, &added, ei);
-    if (e || !added) {
-        return e;
+    if (!(*out = topic_add_locked(p, name, count, &added))) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     }
-    if ((e = subscribe_locked(p, ei))) {
-        if (p->topics == *out) {
-            topic_drop_newest_locked(p, *out);
-        }
-        pthread_mutex_unlock(&p->lock);
-        return e;
+    ksf_err e = added ? subscribe_locked(p, ei) : KSF_OK;
+    if (e && p->topics == *out) {
+        topic_drop_newest_locked(p, *out);
     }
-    return KSF_OK;
+    return e;
 }
 
 /* Learn every topic, then announce the new ones in one subscription. */
@@ -385,14 +379,19 @@ group_prepare(ksfi_reply_provider *base, const char *const *topics, size_t count
     int64_t deadline = ksfi_reply_now_ms() + timeout_ms;
     bool any_added = false;
     for (size_t i = 0; i < count; i++) {
-        gtopic *t;
+        int partitions;
         bool added;
-        ksf_err e = topic_add(p, topics[i], deadline, &t, &added, ei);
+        ksf_err e = topic_partitions(p, topics[i], deadline, &partitions, ei);
         if (e) {
             return e;
         }
-        any_added |= added;
+        pthread_mutex_lock(&p->lock);
+        gtopic *t = topic_add_locked(p, topics[i], partitions, &added);
         pthread_mutex_unlock(&p->lock);
+        if (!t) {
+            return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
+        }
+        any_added |= added;
     }
     if (!any_added) {
         return KSF_OK;
@@ -462,13 +461,14 @@ fetch_picked(group_provider *p, gtopic *t, int32_t partition, int64_t deadline,
     ksf_err e = oom ? ksfi_fail(ei, KSF_ENOMEM, "out of memory") : KSF_OK;
     if (!oom && fresh) {
         pthread_mutex_unlock(&p->lock);
-        e = ksfi_reply_fetch_from_end(&p->base.host, t->name, partition, deadline, ei);
+        e = ksfi_reply_consumer_fetch_from_end(p->base.host.consumer, t->name, partition,
+                                               deadline, ei);
         pthread_mutex_lock(&p->lock);
     }
     *lost = !e && t->advertised != partition;
     if (!oom && (e || *lost) && fetch_unref_locked(p, t->name, partition) && !e) {
         pthread_mutex_unlock(&p->lock);
-        ksfi_reply_unfetch(&p->base.host, t->name, partition);
+        ksfi_reply_consumer_unfetch(p->base.host.consumer, t->name, partition);
         pthread_mutex_lock(&p->lock);
     }
     if (e) {
@@ -519,11 +519,14 @@ group_acquire(ksfi_reply_provider *base, const char *topic, int timeout_ms,
     group_provider *p = (group_provider *)base;
     int64_t deadline = ksfi_reply_now_ms() + timeout_ms;
     gtopic *t;
-    ksf_err e = topic_get(p, topic, deadline, &t, ei);
+    int count;
+    ksf_err e = topic_partitions(p, topic, deadline, &count, ei);
     if (e) {
         return e;
     }
-    for (;;) {
+    pthread_mutex_lock(&p->lock);
+    e = topic_get_locked(p, topic, count, &t, ei);
+    while (!e) {
         int32_t pick_p = pick(p, t);
         bool lost = false;
         if (p->closing) {
@@ -559,7 +562,7 @@ group_release(ksfi_reply_provider *base, const char *topic, int32_t partition)
     bool last = fetch_unref_locked(p, topic, partition);
     pthread_mutex_unlock(&p->lock);
     if (last) {
-        ksfi_reply_unfetch(&base->host, topic, partition);
+        ksfi_reply_consumer_unfetch(base->host.consumer, topic, partition);
     }
 }
 

@@ -4,7 +4,7 @@
  * A client advertises one partition of "<pattern>.reply" in kafka_replyPartition and
  * must keep fetching it while requests that advertised it are in flight. A provider
  * decides which partition that is and makes the client's reply consumer fetch it (with
- * rd_kafka_incremental_assign at an explicit offset: no subscribe, no commits).
+ * ksfi_reply_consumer_fetch_from_end: no subscribe, no commits).
  *
  * The contract, in both directions:
  * - acquire(topic): called by the client (on a sending thread, never under the client
@@ -33,11 +33,11 @@
 #include "base/config.h"
 #include "base/log.h"
 
-#include <librdkafka/rdkafka.h>
+#include "kafka/reply_consumer.h"
 
 /* What a provider may use of its client. */
 typedef struct ksfi_reply_host {
-    rd_kafka_t *consumer; /* the reply consumer: assign partitions on it */
+    ksfi_reply_consumer *consumer; /* the reply consumer: assign partitions on it */
     const ksfi_logger *log;
     /* Give up @p partition of @p topic (see above). */
     void (*revoked)(void *opaque, const char *topic, int32_t partition);
@@ -85,18 +85,10 @@ ksf_err ksfi_reply_static_new(const ksf_config *cfg, const ksfi_reply_host *host
 ksf_err ksfi_reply_group_new(const ksf_config *cfg, const ksfi_reply_host *host,
                              ksfi_reply_provider **out, ksf_errinfo *ei);
 
-/* ---- helpers shared by the providers (reply_static.c) ------------------------------ */
+/* ---- shared by the providers (reply_static.c) ---------------------------------------
+ */
 
-/* Milliseconds on the monotonic clock; deadlines below are on it. */
+/* Milliseconds on the monotonic clock; the providers' deadlines are on it. */
 int64_t ksfi_reply_now_ms(void);
-
-/* Start fetching @p partition of @p topic on the host's consumer at its high
- * watermark. Errors: KSF_EKAFKA. */
-ksf_err ksfi_reply_fetch_from_end(const ksfi_reply_host *host, const char *topic,
-                                  int32_t partition, int64_t deadline, ksf_errinfo *ei);
-
-/* Stop fetching @p partition of @p topic (failures are logged). */
-void ksfi_reply_unfetch(const ksfi_reply_host *host, const char *topic,
-                        int32_t partition);
 
 #endif

@@ -290,8 +290,10 @@ stringify_member(sbuf *b, bool *first, const char *key, size_t len, const json_t
     stringify(b, value);
 }
 
+/* Objects of more than SMALL_OBJECT members: two passes over the members (three with
+ * array-index keys), nothing allocated unless there are such keys. */
 static void
-stringify_object(sbuf *b, const json_t *v)
+stringify_large_object(sbuf *b, const json_t *v)
 {
     const char *key;
     size_t len, nindex = 0;
@@ -307,9 +309,11 @@ stringify_object(sbuf *b, const json_t *v)
         return;
     }
     size_t k = 0;
-    json_object_keylen_foreach ((json_t *)v, key, len, item) {
-        if (array_index_key(key, len, &idx)) {
-            keys[k++] = (index_key){idx, key, len, item};
+    if (nindex) { /* most objects have none: no second pass over their members then */
+        json_object_keylen_foreach ((json_t *)v, key, len, item) {
+            if (array_index_key(key, len, &idx)) {
+                keys[k++] = (index_key){idx, key, len, item};
+            }
         }
     }
     if (nindex > 1) {
@@ -323,6 +327,48 @@ stringify_object(sbuf *b, const json_t *v)
     json_object_keylen_foreach ((json_t *)v, key, len, item) {
         if (!array_index_key(key, len, &idx)) {
             stringify_member(b, &first, key, len, item);
+        }
+    }
+    sb_put(b, "}", 1);
+}
+
+/* Up to this many members an object is read once into an array on the stack. */
+#define SMALL_OBJECT 16
+
+static void
+stringify_object(sbuf *b, const json_t *v)
+{
+    /* Each pass over a jansson object costs five library calls per member; a small
+     * object (nearly every payload) is read once, then written from the array. */
+    if (json_object_size(v) > SMALL_OBJECT) {
+        stringify_large_object(b, v);
+        return;
+    }
+    index_key all[SMALL_OBJECT], index[SMALL_OBJECT];
+    bool is_index[SMALL_OBJECT];
+    size_t n = 0, nindex = 0, len;
+    const char *key;
+    json_t *item;
+    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+        uint32_t idx = 0;
+        is_index[n] = array_index_key(key, len, &idx);
+        all[n] = (index_key){idx, key, len, item};
+        if (is_index[n]) {
+            index[nindex++] = all[n];
+        }
+        n++;
+    }
+    if (nindex > 1) {
+        qsort(index, nindex, sizeof *index, index_key_cmp);
+    }
+    bool first = true;
+    sb_put(b, "{", 1);
+    for (size_t k = 0; k < nindex; k++) {
+        stringify_member(b, &first, index[k].key, index[k].len, index[k].value);
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (!is_index[k]) {
+            stringify_member(b, &first, all[k].key, all[k].len, all[k].value);
         }
     }
     sb_put(b, "}", 1);
@@ -493,6 +539,30 @@ utf8_seq(const unsigned char *s, size_t n, size_t *bad)
         hi = 0xBF;
     }
     return need + 1;
+}
+
+/* True when s[0..len) is valid UTF-8 as it is: ASCII is checked 8 bytes at a time. */
+static bool
+utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        if (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, u + i, 8);
+            if ((w & 0x8080808080808080ull) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        size_t bad = 0, n = utf8_seq(u + i, len - i, &bad);
+        if (!n) {
+            return false;
+        }
+        i += n;
+    }
+    return true;
 }
 
 char *
@@ -740,10 +810,237 @@ json_compat(const char *s, size_t n, size_t *out_len, bool *oom)
     return sb_finish(&w.out, out_len);
 }
 
+/* ---- the common case, without jansson's reader ------------------------------------ */
+
+/*
+ * jansson's reader took about 5,900 instructions for {"hero":"bench","n":42}, a
+ * quarter of a server worker's cost per request, and the same again in the client for
+ * the reply. Most values are plain: objects, arrays, strings without escapes, integers
+ * that fit, true/false/null. This reader builds the same jansson values for those (keys
+ * in order, the last duplicate wins, as json_loadb does) and gives up on anything else
+ * (an escape, a fraction or exponent, an integer near int64's limits, a control
+ * character, deep nesting, any syntax error), which then takes the full path below
+ * (json_compat + json_loadb): every text gets jansson's answer, only sooner.
+ */
+#define FAST_MAX_DEPTH 64
+
+typedef struct fast_reader {
+    const char *s;
+    size_t i, n;
+    bool oom; /* an allocation failed: the result is out of memory, not "give up" */
+} fast_reader;
+
+static void
+fast_ws(fast_reader *r)
+{
+    while (r->i < r->n && (r->s[r->i] == ' ' || r->s[r->i] == '\t' ||
+                           r->s[r->i] == '\n' || r->s[r->i] == '\r')) {
+        r->i++;
+    }
+}
+
+/* A string without escapes or control characters at s[i] == '"'; its bytes. */
+static bool
+fast_string(fast_reader *r, const char **start, size_t *len)
+{
+    size_t i = r->i + 1;
+    while (i < r->n) {
+        unsigned char c = (unsigned char)r->s[i];
+        if (c == '"') {
+            *start = r->s + r->i + 1;
+            *len = i - r->i - 1;
+            r->i = i + 1;
+            return true;
+        }
+        if (c == '\\' || c < 0x20) {
+            return false;
+        }
+        i++;
+    }
+    return false;
+}
+
+static json_t *fast_value(fast_reader *r, int depth);
+
+static json_t *
+fast_object(fast_reader *r, int depth)
+{
+    json_t *o = json_object();
+    if (!o) {
+        r->oom = true;
+        return NULL;
+    }
+    r->i++; /* '{' */
+    fast_ws(r);
+    if (r->i < r->n && r->s[r->i] == '}') {
+        r->i++;
+        return o;
+    }
+    for (;;) {
+        const char *key;
+        size_t klen;
+        json_t *v;
+        if (r->i >= r->n || r->s[r->i] != '"' || !fast_string(r, &key, &klen)) {
+            break;
+        }
+        fast_ws(r);
+        if (r->i >= r->n || r->s[r->i] != ':') {
+            break;
+        }
+        r->i++;
+        if (!(v = fast_value(r, depth + 1))) {
+            break;
+        }
+        if (json_object_setn_new_nocheck(o, key, klen, v)) {
+            r->oom = true;
+            break;
+        }
+        fast_ws(r);
+        if (r->i < r->n && r->s[r->i] == ',') {
+            r->i++;
+            fast_ws(r);
+            continue;
+        }
+        if (r->i < r->n && r->s[r->i] == '}') {
+            r->i++;
+            return o;
+        }
+        break;
+    }
+    json_decref(o);
+    return NULL;
+}
+
+static json_t *
+fast_array(fast_reader *r, int depth)
+{
+    json_t *a = json_array();
+    if (!a) {
+        r->oom = true;
+        return NULL;
+    }
+    r->i++; /* '[' */
+    fast_ws(r);
+    if (r->i < r->n && r->s[r->i] == ']') {
+        r->i++;
+        return a;
+    }
+    for (;;) {
+        json_t *v = fast_value(r, depth + 1);
+        if (!v) {
+            break;
+        }
+        if (json_array_append_new(a, v)) {
+            r->oom = true;
+            break;
+        }
+        fast_ws(r);
+        if (r->i < r->n && r->s[r->i] == ',') {
+            r->i++;
+            continue;
+        }
+        if (r->i < r->n && r->s[r->i] == ']') {
+            r->i++;
+            return a;
+        }
+        break;
+    }
+    json_decref(a);
+    return NULL;
+}
+
+/* An integer of at most 18 digits (it fits json_int_t whatever they are). */
+static json_t *
+fast_integer(fast_reader *r)
+{
+    size_t i = r->i;
+    bool neg = r->s[i] == '-';
+    i += neg;
+    size_t d = scan_digits(r->s, i, r->n);
+    if (d == i || d - i > 18 || (r->s[i] == '0' && d > i + 1)) {
+        return NULL;
+    }
+    if (d < r->n && strchr(".eE+-", r->s[d]) && r->s[d] != '\0') {
+        return NULL; /* a fraction or exponent: the full path */
+    }
+    json_int_t v = 0;
+    for (size_t k = i; k < d; k++) {
+        v = v * 10 + (r->s[k] - '0');
+    }
+    r->i = d;
+    json_t *j = json_integer(neg ? -v : v);
+    r->oom = !j;
+    return j;
+}
+
+static json_t *
+fast_literal(fast_reader *r, const char *word, size_t len, json_t *value)
+{
+    if (r->n - r->i < len || memcmp(r->s + r->i, word, len)) {
+        return NULL;
+    }
+    r->i += len;
+    return value;
+}
+
+/* One value after optional whitespace; NULL to give up (or on ENOMEM, r->oom). */
+static json_t *
+fast_value(fast_reader *r, int depth)
+{
+    fast_ws(r);
+    if (r->i >= r->n || depth > FAST_MAX_DEPTH) {
+        return NULL;
+    }
+    char c = r->s[r->i];
+    const char *str;
+    size_t len;
+    json_t *v;
+    switch (c) {
+    case '{':
+        return fast_object(r, depth);
+    case '[':
+        return fast_array(r, depth);
+    case '"':
+        if (!fast_string(r, &str, &len)) {
+            return NULL;
+        }
+        v = json_stringn_nocheck(str, len); /* the value was checked as UTF-8 */
+        r->oom = !v;
+        return v;
+    case 't':
+        return fast_literal(r, "true", 4, json_true());
+    case 'f':
+        return fast_literal(r, "false", 5, json_false());
+    case 'n':
+        return fast_literal(r, "null", 4, json_null());
+    default:
+        return c == '-' || (c >= '0' && c <= '9') ? fast_integer(r) : NULL;
+    }
+}
+
+/* The value of the whole text @p s, or NULL: give up (*oom false) or out of memory. */
+static json_t *
+fast_parse(const char *s, size_t n, bool *oom)
+{
+    fast_reader r = {.s = s, .n = n};
+    json_t *v = fast_value(&r, 0);
+    fast_ws(&r);
+    *oom = r.oom;
+    if (v && r.i != n) {
+        json_decref(v); /* something after the value: jansson decides */
+        v = NULL;
+    }
+    return v;
+}
+
 /* JSON.parse as NestJS's KafkaParser runs it; NULL when it would throw. */
 static json_t *
 parse_like_js(const char *text, size_t n, bool *oom)
 {
+    json_t *fast = fast_parse(text, n, oom);
+    if (fast || *oom) {
+        return fast;
+    }
     size_t m = 0;
     char *fixed = json_compat(text, n, &m, oom);
     if (*oom) {
@@ -770,22 +1067,29 @@ ksfi_decode_value(const void *bytes, size_t len, json_t **out)
     if (len > 0 && ((const unsigned char *)bytes)[0] == 0x00) {
         return KSF_OK; /* binary (schema-registry framing): left to the raw accessors */
     }
-    size_t n;
-    char *text = ksfi_utf8_sanitize(bytes, len, &n);
-    if (!text) {
-        return KSF_ENOMEM;
+    /* Valid UTF-8 (nearly every value) is read where it lies; only a value with bad
+     * sequences is copied with them replaced (as Buffer.toString() does). The copy
+     * cost an allocation, a copy and a free per value on each side of a request. */
+    size_t n = len;
+    const char *text = bytes;
+    char *fixed = NULL;
+    if (!utf8_valid(bytes, len)) {
+        if (!(fixed = ksfi_utf8_sanitize(bytes, len, &n))) {
+            return KSF_ENOMEM;
+        }
+        text = fixed;
     }
     if (n > 0 && (text[0] == '{' || text[0] == '[')) {
         bool oom = false;
         json_t *parsed = parse_like_js(text, n, &oom);
         if (parsed || oom) {
-            ksfi_free(text);
+            ksfi_free(fixed);
             *out = parsed;
             return parsed ? KSF_OK : KSF_ENOMEM;
         }
         /* JSON.parse failed: NestJS keeps the string, and so do we. */
     }
     *out = json_stringn(text, n);
-    ksfi_free(text);
+    ksfi_free(fixed);
     return *out ? KSF_OK : KSF_ENOMEM;
 }

@@ -3,6 +3,7 @@
  * LeaveGroup, the membership thread and its creation and teardown. The coordinator
  * connection is in membership_coord.c, the leader's plan in membership_plan.c.
  */
+#include "group/membership.h"
 #include "group/membership_internal.h"
 
 #include "base/alloc.h"

@@ -1,13 +1,14 @@
 /* Checking and copying a membership's configuration (the broker list, timeouts). */
+#include "group/membership_config.h"
+
 #include "base/alloc.h"
 #include "base/errinfo.h"
-#include "group/membership.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* See membership.h. */
+/* See membership_config.h. */
 ksf_err
 ksfi_membership_parse_brokers(const char *list, ksfi_hostport **out, size_t *count,
                               ksf_errinfo *ei)

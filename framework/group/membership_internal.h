@@ -8,7 +8,7 @@
 #ifndef KSF_MEMBERSHIP_INTERNAL_H
 #define KSF_MEMBERSHIP_INTERNAL_H
 
-#include "group/membership.h"
+#include "group/membership_config.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

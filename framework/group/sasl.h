@@ -1,15 +1,22 @@
 /*
  * SASL for the membership connection: the mechanisms as pure functions (PLAIN, RFC
- * 4616; SCRAM-SHA-256/512, RFC 5802 and RFC 7677, with OpenSSL's PBKDF2 and HMAC) and
- * the Kafka exchange that carries them: ApiVersions v0, SaslHandshake v1, then
- * SaslAuthenticate v0-2 (KIP-152; v2 is a flexible version) as the broker advertises.
+ * 4616; SCRAM-SHA-256/512, RFC 5802 and RFC 7677, with OpenSSL's PBKDF2 and HMAC). The
+ * Kafka exchange that carries them (ApiVersions v0, SaslHandshake v1, SaslAuthenticate
+ * v0-2; KIP-152) is the transport's: ksfi_sasl_authenticate in transport.h.
  */
 #ifndef KSF_SASL_H
 #define KSF_SASL_H
 
-#include "group/transport.h"
+#include <ksf/ksf.h>
 
 #include <stdint.h>
+
+/* sasl.mechanisms (only those the membership connection implements) */
+typedef enum ksfi_sasl_mech {
+    KSFI_SASL_PLAIN = 0,
+    KSFI_SASL_SCRAM_SHA_256,
+    KSFI_SASL_SCRAM_SHA_512,
+} ksfi_sasl_mech;
 
 #define KSFI_API_SASL_HANDSHAKE 17
 #define KSFI_API_SASL_AUTHENTICATE 36
@@ -61,17 +68,5 @@ ksf_err ksfi_scram_verify(const ksfi_scram *s, const uint8_t *server_final, size
                           ksf_errinfo *ei);
 
 void ksfi_scram_clear(ksfi_scram *s);
-
-/*
- * Authenticate @p c (connected, TLS done when configured) with @p sec's mechanism,
- * before @p deadline_ms. @p peer names the broker in sentences. Records the session
- * lifetime the broker grants on the connection.
- * Errors: KSF_EKAFKA (the broker refused: the sentence names mechanism, user and the
- * broker's message; the broker does not serve SASL; mechanism not enabled),
- * KSF_EPROTO, KSF_ETIMEDOUT, KSF_ECLOSED, KSF_ENOMEM.
- */
-ksf_err ksfi_sasl_authenticate(ksfi_conn *c, const ksfi_security *sec,
-                               const char *client_id, const char *peer,
-                               int64_t deadline_ms, ksf_errinfo *ei);
 
 #endif

@@ -110,33 +110,18 @@ ksfi_security_clear(ksfi_security *s)
     memset(s, 0, sizeof *s);
 }
 
-/* The value librdkafka resolved for @p key (its default when unset), or NULL. PEM text
- * can be long: ask for the size first. */
+/* The value librdkafka resolved for @p key (its default when unset), or NULL. */
 static ksf_err
-conf_str(rd_kafka_conf_t *conf, const char *key, char **out)
+conf_str(ksfi_kafka_settings *conf, const char *key, char **out)
 {
-    size_t n = 0;
-    *out = NULL;
-    if (rd_kafka_conf_get(conf, key, NULL, &n) != RD_KAFKA_CONF_OK || n <= 1) {
-        return KSF_OK;
-    }
-    if (!(*out = ksfi_malloc(n))) {
-        return KSF_ENOMEM;
-    }
-    if (rd_kafka_conf_get(conf, key, *out, &n) != RD_KAFKA_CONF_OK) {
-        ksfi_free(*out);
-        *out = NULL;
-    }
-    return KSF_OK;
+    return ksfi_kafka_conf_value(conf, key, out);
 }
 
 static bool
-conf_is(rd_kafka_conf_t *conf, const char *key, const char *value)
+conf_is(ksfi_kafka_settings *conf, const char *key, const char *value)
 {
     char v[256];
-    size_t n = sizeof v;
-    return rd_kafka_conf_get(conf, key, v, &n) == RD_KAFKA_CONF_OK &&
-           strcmp(v, value) == 0;
+    return ksfi_kafka_conf_value_in(conf, key, v, sizeof v) && strcmp(v, value) == 0;
 }
 
 /* Settings the membership connection cannot honour, when TLS is on. */
@@ -152,12 +137,11 @@ static const char *const tls_unsupported[] = {
     "without the reply group, whose connection ksf opens itself"
 
 static ksf_err
-read_protocol(rd_kafka_conf_t *conf, ksfi_security *s, ksf_errinfo *ei)
+read_protocol(ksfi_kafka_settings *conf, ksfi_security *s, ksf_errinfo *ei)
 {
     static const char *const names[] = {"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"};
     char v[64];
-    size_t n = sizeof v;
-    if (rd_kafka_conf_get(conf, "security.protocol", v, &n) != RD_KAFKA_CONF_OK) {
+    if (!ksfi_kafka_conf_value_in(conf, "security.protocol", v, sizeof v)) {
         v[0] = '\0';
     }
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -173,7 +157,7 @@ read_protocol(rd_kafka_conf_t *conf, ksfi_security *s, ksf_errinfo *ei)
 }
 
 static ksf_err
-read_tls(rd_kafka_conf_t *conf, ksfi_security *s, ksf_errinfo *ei)
+read_tls(ksfi_kafka_settings *conf, ksfi_security *s, ksf_errinfo *ei)
 {
     for (size_t i = 0; i < sizeof tls_unsupported / sizeof tls_unsupported[0]; i++) {
         char *v = NULL;
@@ -217,12 +201,11 @@ read_tls(rd_kafka_conf_t *conf, ksfi_security *s, ksf_errinfo *ei)
 }
 
 static ksf_err
-read_sasl(rd_kafka_conf_t *conf, ksfi_security *s, ksf_errinfo *ei)
+read_sasl(ksfi_kafka_settings *conf, ksfi_security *s, ksf_errinfo *ei)
 {
     static const char *const mechs[] = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"};
     char v[128];
-    size_t n = sizeof v;
-    if (rd_kafka_conf_get(conf, "sasl.mechanisms", v, &n) != RD_KAFKA_CONF_OK) {
+    if (!ksfi_kafka_conf_value_in(conf, "sasl.mechanisms", v, sizeof v)) {
         snprintf(v, sizeof v, "GSSAPI");
     }
     size_t i = 0;
@@ -255,7 +238,7 @@ read_sasl(rd_kafka_conf_t *conf, ksfi_security *s, ksf_errinfo *ei)
 ksf_err
 ksfi_security_from_config(const ksf_config *cfg, ksfi_security *out, ksf_errinfo *ei)
 {
-    rd_kafka_conf_t *conf = NULL;
+    ksfi_kafka_settings *conf = NULL;
     memset(out, 0, sizeof *out);
     /* librdkafka resolves aliases, case and defaults exactly as the reply consumer will
      * see them; the membership reads the result. */
@@ -269,7 +252,7 @@ ksfi_security_from_config(const ksf_config *cfg, ksfi_security *out, ksf_errinfo
     if (e == KSF_OK && ksfi_security_sasl(out)) {
         e = read_sasl(conf, out, ei);
     }
-    rd_kafka_conf_destroy(conf);
+    ksfi_kafka_conf_free(conf);
     if (e == KSF_ENOMEM) {
         return ksfi_fail(ei, e, "out of memory reading the security settings");
     }

@@ -11,6 +11,8 @@
 #ifndef KSF_TRANSPORT_H
 #define KSF_TRANSPORT_H
 
+#include "group/sasl.h"
+
 #include <ksf/ksf.h>
 
 /* security.protocol */
@@ -20,13 +22,6 @@ typedef enum ksfi_sec_protocol {
     KSFI_SEC_SASL_PLAINTEXT,
     KSFI_SEC_SASL_SSL,
 } ksfi_sec_protocol;
-
-/* sasl.mechanisms (only those this connection implements) */
-typedef enum ksfi_sasl_mech {
-    KSFI_SASL_PLAIN = 0,
-    KSFI_SASL_SCRAM_SHA_256,
-    KSFI_SASL_SCRAM_SHA_512,
-} ksfi_sasl_mech;
 
 /* The settings of one secured connection; every string owned, NULL when unset. */
 typedef struct ksfi_security {
@@ -135,5 +130,19 @@ void ksfi_conn_set_session_lifetime(ksfi_conn *c, int64_t lifetime_ms);
 
 /* Milliseconds on the monotonic clock. */
 int64_t ksfi_now_ms(void);
+
+/* ---- transport_sasl.c: the SASL exchange --------------------------------------- */
+
+/*
+ * Authenticate @p c (connected, TLS done when configured) with @p sec's mechanism,
+ * before @p deadline_ms. @p peer names the broker in sentences. Records the session
+ * lifetime the broker grants on the connection.
+ * Errors: KSF_EKAFKA (the broker refused: the sentence names mechanism, user and the
+ * broker's message; the broker does not serve SASL; mechanism not enabled),
+ * KSF_EPROTO, KSF_ETIMEDOUT, KSF_ECLOSED, KSF_ENOMEM.
+ */
+ksf_err ksfi_sasl_authenticate(ksfi_conn *c, const ksfi_security *sec,
+                               const char *client_id, const char *peer,
+                               int64_t deadline_ms, ksf_errinfo *ei);
 
 #endif

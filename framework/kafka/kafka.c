@@ -285,3 +285,37 @@ ksfi_kafka_high_watermark(rd_kafka_t *rk, const char *topic, int32_t partition,
         nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
     }
 }
+
+ksf_err
+ksfi_kafka_conf_value(const rd_kafka_conf_t *conf, const char *key, char **out)
+{
+    size_t n = 0;
+    *out = NULL;
+    if (rd_kafka_conf_get(conf, key, NULL, &n) != RD_KAFKA_CONF_OK || n <= 1) {
+        return KSF_OK;
+    }
+    if (!(*out = ksfi_malloc(n))) {
+        return KSF_ENOMEM;
+    }
+    if (rd_kafka_conf_get(conf, key, *out, &n) != RD_KAFKA_CONF_OK) {
+        ksfi_free(*out);
+        *out = NULL;
+    }
+    return KSF_OK;
+}
+
+bool
+ksfi_kafka_conf_value_in(const rd_kafka_conf_t *conf, const char *key, char *buf,
+                         size_t size)
+{
+    size_t n = size;
+    return rd_kafka_conf_get(conf, key, buf, &n) == RD_KAFKA_CONF_OK;
+}
+
+void
+ksfi_kafka_conf_free(rd_kafka_conf_t *conf)
+{
+    if (conf) {
+        rd_kafka_conf_destroy(conf);
+    }
+}

@@ -65,4 +65,25 @@ ksf_err ksfi_kafka_partition_count(rd_kafka_t *rk, const char *topic, int64_t de
 ksf_err ksfi_kafka_high_watermark(rd_kafka_t *rk, const char *topic, int32_t partition,
                                   int64_t deadline, int64_t *hi, ksf_errinfo *ei);
 
+/* A librdkafka configuration, named so that callers need not spell librdkafka. */
+typedef struct rd_kafka_conf_s ksfi_kafka_settings;
+
+/*
+ * The value librdkafka resolved for @p key in @p conf (its default when unset) as a
+ * new string in *out (ksfi_malloc'd; PEM text can be long); NULL when it has none or
+ * it is empty. Errors: KSF_ENOMEM.
+ */
+ksf_err ksfi_kafka_conf_value(const ksfi_kafka_settings *conf, const char *key,
+                              char **out);
+
+/*
+ * As ksfi_kafka_conf_value, into @p buf of @p size bytes (no allocation): false when
+ * librdkafka has no value for @p key or it does not fit.
+ */
+bool ksfi_kafka_conf_value_in(const ksfi_kafka_settings *conf, const char *key, char *buf,
+                              size_t size);
+
+/* Free a configuration that was never handed to a handle. NULL is a no-op. */
+void ksfi_kafka_conf_free(ksfi_kafka_settings *conf);
+
 #endif

@@ -110,7 +110,7 @@ json_t *ksfi_metrics_patterns_json(const ksfi_metrics_view *v,
                                    const char *const names[KSFI_M_COUNT],
                                    const char *hist_key);
 
-/* ---- what the client shows (client.c fills it, metrics_export.c renders it) ----------
+/* ---- what the client shows (client.c fills it, client_metrics_export.c renders it) -
  */
 
 typedef struct ksfi_client_part {

@@ -2,7 +2,7 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
-#include "server/deadline.h"
+#include "codec/deadline.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -133,16 +133,19 @@ ksfi_trace_child(const ksfi_traceparent *parent, ksfi_traceparent *out)
 /* ---- traceparent --------------------------------------------------------------------
  */
 
-static int
-hexval(unsigned char c)
+/* Each byte's value as a lowercase hex digit, 0xff for anything else (uppercase is
+ * invalid too: the spec says lowercase only). A table: the traceparent of every
+ * request is parsed, 50 digits, and two range tests per digit cost twice as much. */
+static const uint8_t hexval[256] = {
+    ['0'] = 0,  ['1'] = 1,  ['2'] = 2,  ['3'] = 3,  ['4'] = 4,  ['5'] = 5,
+    ['6'] = 6,  ['7'] = 7,  ['8'] = 8,  ['9'] = 9,  ['a'] = 10, ['b'] = 11,
+    ['c'] = 12, ['d'] = 13, ['e'] = 14, ['f'] = 15,
+};
+
+static bool
+is_hex(unsigned char c)
 {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    return -1; /* uppercase is invalid too: the spec says lowercase only */
+    return hexval[c] != 0 || c == '0';
 }
 
 /* Parse 2 * @p len lowercase hex characters into @p out. */
@@ -150,11 +153,11 @@ static bool
 parse_hex(const unsigned char *s, uint8_t *out, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
-        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
+        unsigned char hi = s[2 * i], lo = s[2 * i + 1];
+        if (!is_hex(hi) || !is_hex(lo)) {
             return false;
         }
-        out[i] = (uint8_t)(hi << 4 | lo);
+        out[i] = (uint8_t)(hexval[hi] << 4 | hexval[lo]);
     }
     return true;
 }
@@ -268,12 +271,6 @@ ksfi_scope_current(void)
     return current_scope;
 }
 
-static bool
-header_is(const ksfi_header *h, const char *name)
-{
-    return h->name && !strcmp(h->name, name);
-}
-
 /* Quote at most 60 bytes of a header value for a log line, as printable ASCII. */
 static void
 shown(const void *value, size_t len, char out[64])
@@ -284,19 +281,6 @@ shown(const void *value, size_t len, char out[64])
         out[i] = v[i] >= 0x20 && v[i] < 0x7f ? (char)v[i] : '?';
     }
     out[n] = '\0';
-}
-
-/* The last header named @p name, or NULL. */
-static const ksfi_header *
-last_header(const ksfi_header *hdrs, size_t n, const char *name)
-{
-    const ksfi_header *found = NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (header_is(&hdrs[i], name)) {
-            found = &hdrs[i];
-        }
-    }
-    return found;
 }
 
 /* Take the tracestate when there is a valid traceparent to go with it. */
@@ -327,12 +311,29 @@ ksfi_scope_init(ksfi_scope *s, const ksfi_header *hdrs, size_t n, const ksfi_log
     char q[64];
     ksfi_traceparent parent;
     memset(s, 0, sizeof *s);
-    const ksfi_header *tp = last_header(hdrs, n, KSFI_HDR_TRACEPARENT);
-    const ksfi_header *dl = last_header(hdrs, n, KSFI_HDR_DEADLINE);
+    /* One pass for the three headers (the last of each wins); it was three passes with
+     * a strcmp per header each. Their names start with 't' or "ks"; the kafka_*
+     * headers a request mostly carries are passed over on their second letter. */
+    const ksfi_header *tp = NULL, *ts = NULL, *dl = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = hdrs[i].name;
+        if (!name || !(name[0] == 't' || (name[0] == 'k' && name[1] == 's'))) {
+            continue;
+        }
+        if (!strcmp(name, KSFI_HDR_TRACEPARENT)) {
+            tp = &hdrs[i];
+        } else if (!strcmp(name, KSFI_HDR_TRACESTATE)) {
+            ts = &hdrs[i];
+        } else if (!strcmp(name, KSFI_HDR_DEADLINE)) {
+            dl = &hdrs[i];
+        }
+    }
     if (tp && tp->value && ksfi_traceparent_parse(tp->value, tp->len, &parent)) {
         s->has_parent = true;
         memcpy(s->parent_id, parent.span_id, sizeof s->parent_id);
-        ksfi_hex(s->parent_id, sizeof s->parent_id, s->parent_span_id);
+        /* The parent-id as it arrived: checked lowercase hex, so no need to re-print. */
+        memcpy(s->parent_span_id, (const char *)tp->value + 36, 16);
+        s->parent_span_id[16] = '\0';
         ksfi_trace_child(&parent, &s->span);
     } else {
         if (tp) {
@@ -342,10 +343,13 @@ ksfi_scope_init(ksfi_scope *s, const ksfi_header *hdrs, size_t n, const ksfi_log
         }
         ksfi_trace_new(&s->span);
     }
-    scope_tracestate(s, last_header(hdrs, n, KSFI_HDR_TRACESTATE), lg, where);
+    scope_tracestate(s, ts, lg, where);
     ksfi_traceparent_format(&s->span, s->traceparent);
-    ksfi_hex(s->span.trace_id, sizeof s->span.trace_id, s->trace_id);
-    ksfi_hex(s->span.span_id, sizeof s->span.span_id, s->span_id);
+    /* The ids' hex are parts of the traceparent just printed. */
+    memcpy(s->trace_id, s->traceparent + 3, 32);
+    s->trace_id[32] = '\0';
+    memcpy(s->span_id, s->traceparent + 36, 16);
+    s->span_id[16] = '\0';
     if (dl && !(dl->value && ksfi_deadline_parse(dl->value, dl->len, &s->deadline_ms))) {
         shown(dl->value, dl->value ? dl->len : 0, q);
         ksfi_log(lg, KSF_LOG_DEBUG, "trace",
@@ -427,5 +431,29 @@ ksfi_trace_outgoing(const char *traceparent, const char *tracestate,
         out[n++] = (ksfi_header){KSFI_HDR_TRACESTATE, state, strlen(state)};
     }
     *count = n;
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_deadline_outgoing(int timeout_ms, int *timeout_out, int64_t *deadline_out,
+                       ksf_errinfo *ei)
+{
+    const ksfi_scope *cur = ksfi_scope_current();
+    int64_t now = ksfi_wall_ms();
+    int timeout = timeout_ms;
+    if (cur && cur->deadline_ms) {
+        int64_t left = cur->deadline_ms - now;
+        if (left <= 0) {
+            return ksfi_fail(ei, KSF_ETIMEDOUT,
+                             "the handler's own deadline passed %lld ms ago; not sending "
+                             "a request whose caller has given up",
+                             (long long)-left);
+        }
+        if (left < timeout) {
+            timeout = (int)left;
+        }
+    }
+    *timeout_out = timeout;
+    *deadline_out = now + timeout;
     return KSF_OK;
 }

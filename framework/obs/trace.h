@@ -115,4 +115,14 @@ ksf_err ksfi_trace_outgoing(const char *traceparent, const char *tracestate,
                             ksfi_header out[KSFI_TRACE_HEADERS_MAX], size_t *count,
                             ksf_errinfo *ei);
 
+/*
+ * The timeout and deadline of an outgoing request: @p timeout_ms (> 0), shortened to
+ * the current handler's remaining time (ksfi_scope_current) when that is less
+ * (deadline propagation). *deadline_out gets wall now + the result. Errors:
+ * KSF_ETIMEDOUT when the handler's own deadline has already passed (sending would only
+ * make work nobody waits for).
+ */
+ksf_err ksfi_deadline_outgoing(int timeout_ms, int *timeout_out, int64_t *deadline_out,
+                               ksf_errinfo *ei);
+
 #endif

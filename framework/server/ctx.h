@@ -1,21 +1,27 @@
 /*
- * The handler context (struct ksf_ctx): one consumed message on its way through a
- * handler to its replies. A context is complete when its handler finished (or the
- * deferred finish came) and every reply it produced was acknowledged; completion is
- * counted in `pending`, and at zero the dispatcher may store the offset.
+ * The handler context (struct ksf_ctx): what a handler sees of one consumed message
+ * (its topic, partition, offset, key, value, headers, trace and deadline) and the
+ * reply it builds (value, raw bytes, key, extra headers, stream items, errors).
+ *
+ * The message's life (dispatching, retries, budgets, delivery reports, offsets) is
+ * not here: it belongs to the dispatcher's record (record.h, message.c), which holds
+ * the ctx. The ctx reaches its owner only through the ksfi_ctx_ops it was given, so
+ * this file calls nothing above it.
+ *
+ * Locking: the view fields are written once before the handler runs and read-only
+ * afterwards; the reply state is guarded by `lock`, because a deferred ctx is replied
+ * to from any thread.
  */
 #ifndef KSF_CTX_H
 #define KSF_CTX_H
 
-#include "kafka/kafka.h"
+#include "base/log.h"
+#include "codec/codec.h"
+#include "kafka/produce.h"
 #include "obs/trace.h"
-#include "server/pipeline.h"
+#include "server/handler.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
-
-struct ksfi_part;
-struct ksfi_handler;
 
 typedef enum ksfi_ctx_phase {
     KSFI_CTX_RUNNING,  /* the handler has not returned */
@@ -23,23 +29,49 @@ typedef enum ksfi_ctx_phase {
     KSFI_CTX_FINISHED, /* the handler's result has been processed */
 } ksfi_ctx_phase;
 
+/* What a ctx asks of its owner (the message lifecycle). Threads: any. */
+typedef struct ksfi_ctx_ops {
+    /* Produce one reply message @p m of @p ctx (m->delivery is the owner's to set);
+     * @p error: an error reply (counted as one). Failures are logged and counted by
+     * the owner; the error is returned for the handler. */
+    ksf_err (*reply)(ksf_ctx *ctx, ksfi_kafka_out *m, bool error, ksf_errinfo *ei);
+    /* ksf_ctx_finish of a deferred handler: act on its result (steals @p reply). */
+    ksf_err (*finished)(ksf_ctx *ctx, ksf_err status, json_t *reply);
+    /* pipeline: an error reply @p shape (borrowed) is about to be sent on a request;
+     * the owner may keep it for its middleware afters instead. True when kept or
+     * refused, with what the handler gets in *result; false: send it now. */
+    bool (*keep_error)(ksf_ctx *ctx, const json_t *shape, ksf_err *result);
+} ksfi_ctx_ops;
+
 struct ksf_ctx {
-    ksf_server *srv;
-    rd_kafka_message_t *msg;
-    const char *topic; /* borrowed from msg */
+    /* ---- the owner, set by ksfi_ctx_init ---- */
+    const ksfi_ctx_ops *ops;
+    const ksfi_logger *log;
+    size_t max_bytes; /* message.max.bytes: the largest reply value */
+    /* ---- the handler's view: written before the handler runs, then read-only ---- */
+    const char *topic; /* borrowed from the message (owned by the record) */
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* -1: not available */
+    const void *key, *value;
+    size_t key_len, value_len;
     ksfi_header *hdrs;
     size_t nhdrs;
     ksfi_request_meta meta;
     char *correlation_id; /* NUL-terminated copies of the request headers */
     char *reply_topic;
     ksfi_scope scope; /* trace position and deadline, read from the headers */
-    const struct ksfi_handler *handler;
+    const ksfi_handler *handler;
     bool is_event;
-    uint64_t started_us; /* when the handler was called: its latency metric */
-    /* Reply state; guarded by lock because a deferred ctx is used from any thread. */
+    /* pipeline: the payload as the middleware befores left it, and whether the
+     * handler's call is under way (ksf_ctx_data, ksf_ctx_unpack). Set by the owner
+     * around each call, on the thread running it. */
+    const json_t *data;
+    bool in_call;
+    /* ---- reply state, guarded by lock ---- */
     pthread_mutex_t lock;
     ksfi_ctx_phase phase;
-    bool deferred; /* ksf_ctx_defer was called (never cleared) */
+    bool deferred; /* ksf_ctx_defer was called (cleared for a re-run only) */
     bool ended;    /* the final (or error) reply was sent: later replies are refused */
     /* ksf_ctx_finish came while the handler still ran (e.g. from the thread it handed
      * the work to, before `return ksf_ctx_defer(ctx)`): its result, acted on when the
@@ -50,66 +82,61 @@ struct ksf_ctx {
     void *raw;
     size_t raw_len;
     bool has_raw;
-    void *key;
-    size_t key_len;
+    void *reply_key;
+    size_t reply_key_len;
     ksfi_header *extra; /* the user's extra reply headers, names and values owned */
     size_t nextra;
-    /* References: the handler (until it returns or finishes), the worker running it,
-     * and one per reply in flight. At zero the context is complete. */
-    atomic_int pending;
-    /* The dispatcher's bookkeeping, guarded by its lock. */
-    struct ksfi_dispatch *dispatch;
-    struct ksfi_part *part;
-    uint64_t epoch;
-    ksf_ctx *next;
-    bool started;
-    bool done;
-    /* Isolation and retries (dispatch.c, retry.c), guarded by the dispatcher's lock. */
-    bool slot;      /* holds one of its pattern's concurrency slots */
-    bool holding;   /* holds its partition: a failed event awaiting its retry */
-    bool throttled; /* waited for a slot (counted once) */
-    bool parked; /* deferred after its handler returned: counts in server.deferred.max */
-    bool handler_done; /* ksfi_dispatch_handler_done ran */
-    bool abandoned;    /* a retry given up at revoke or stop: never stored */
-    int retry_state;   /* KSFI_RETRY_* of dispatch.h */
-    int retry_kind;    /* what to do when due (retry.h) */
-    int64_t retry_at_ms;
-    ksf_ctx *retry_next;  /* the partition's list of due retries */
-    int64_t budget_at_ms; /* the time budget's deadline (monotonic ms); 0: none */
-    int budget_ms;
-    bool budget_sent; /* the dispatcher fired the budget (or found it moot) */
-    /* retry.c's count of handler runs, touched only by the thread finishing a run
-     * (runs of one context never overlap). */
-    int attempts;
-    /* Guarded by lock: the event handler's last error (for the dead-letter header)
-     * and whether the time-budget error reply was sent. */
-    char *error_text;
-    bool budget_fired;
-    /* pipeline: the message's walk through its middleware chain (pipeline.h). */
-    ksfi_pipeline_ctx pl;
+    char *error_text;  /* an event handler's last error (for the dead-letter header) */
+    bool budget_fired; /* the time budget's error reply was sent */
+    /* pipeline: ksf_ctx_stream values sent, for the middleware afters' outcome. */
+    atomic_uint_least64_t streamed;
 };
 
-/* Wrap a consumed message (ownership moves on success). Errors: KSF_ENOMEM. */
-ksf_err ksfi_ctx_new(ksf_server *srv, rd_kafka_message_t *msg, ksf_ctx **out);
+/* Set up @p ctx (zeroed by the caller) for an owner. */
+void ksfi_ctx_init(ksf_ctx *ctx, const ksfi_ctx_ops *ops, const ksfi_logger *log,
+                   size_t max_bytes);
 
-/* Run the message through its handler (a worker thread) and release the worker's
- * and (unless deferred) the handler's references. */
-void ksfi_ctx_run(ksf_ctx *ctx);
+/* Free what @p ctx owns (not the ctx itself, which lives in its record). */
+void ksfi_ctx_clear(ksf_ctx *ctx);
 
-/* Drop one reference; the last one tells the dispatcher the context is complete. */
-void ksfi_ctx_release(ksf_ctx *ctx);
+/* Claim the right to send the final reply; false when it was already sent. */
+bool ksfi_ctx_claim_end(ksf_ctx *ctx);
 
-/* A reply's delivery report arrived (producer poll thread). */
-void ksfi_ctx_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err, const char *topic);
+/* Claim the time budget's error reply: false when the reply already ended. */
+bool ksfi_ctx_claim_budget(ksf_ctx *ctx);
 
-/* The request's time budget ran out (the dispatcher's watch thread, holding a
- * reference): send the budget error unless the reply already ended. */
-void ksfi_ctx_budget_expired(ksf_ctx *ctx);
+/* Send @p error (borrowed) as the final reply: null value, kafka_nest-err, disposed.
+ * The caller claimed the end. */
+ksf_err ksfi_ctx_send_error(ksf_ctx *ctx, const json_t *error, bool disposed);
 
-/* Run the handler of an already prepared context again (an event retry; a worker). */
-void ksfi_ctx_rerun(ksf_ctx *ctx);
+/* Send {"status":"error","message":<text>} as the final reply (end claimed). */
+void ksfi_ctx_send_error_text(ksf_ctx *ctx, const char *text);
 
-/* Free the context and its message (the dispatcher, once complete or dropped). */
-void ksfi_ctx_free(ksf_ctx *ctx);
+/* Send the handler's final reply (@p reply borrowed; raw bytes win), unless ended. */
+void ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply);
+
+/* The handler's result as seen when it returned (ksfi_ctx_returned) ... */
+typedef struct ksfi_ctx_outcome {
+    bool deferred; /* ksf_ctx_defer was called */
+    bool early;    /* ksf_ctx_finish came before the return */
+    ksf_err early_status;
+    json_t *early_reply; /* owned by the caller now */
+} ksfi_ctx_outcome;
+
+/* ... taken under the lock. */
+ksfi_ctx_outcome ksfi_ctx_returned(ksf_ctx *ctx);
+
+/* Mark the handler's result processed. *ended: a final reply was already sent;
+ * *late: the budget's error reply was. Returns false when it already was. */
+bool ksfi_ctx_mark_finished(ksf_ctx *ctx, bool *ended, bool *late);
+
+/* Ready @p ctx for another run of its handler (an event retry). */
+void ksfi_ctx_rearm(ksf_ctx *ctx);
+
+/* The event handler's last error text (a copy, ksfi_malloc'd; NULL when none). */
+char *ksfi_ctx_error_text(ksf_ctx *ctx);
+
+/* Record @p status as the event handler's error unless it reported one itself. */
+void ksfi_ctx_note_error(ksf_ctx *ctx, ksf_err status);
 
 #endif

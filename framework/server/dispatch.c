@@ -2,8 +2,7 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
-#include "server/ctx.h"
-#include "server/retry.h"
+#include "kafka/consumer.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -25,9 +24,9 @@ typedef struct ksfi_pattern {
 } ksfi_pattern;
 
 /*
- * One partition's state. Contexts form a list in offset order from the oldest
+ * One partition's state. Records form a list in offset order from the oldest
  * incomplete one (head) to the newest (tail); next_run is the first not yet started.
- * Partitions live until the pool is destroyed, so contexts may point at them safely;
+ * Partitions live until the pool is destroyed, so records may point at them safely;
  * `epoch` changes on every assign/revoke so that late completions of a revoked
  * generation store nothing.
  */
@@ -42,27 +41,28 @@ typedef struct ksfi_part {
     bool paused;         /* as last applied to the consumer */
     bool want_paused;    /* as decided from the queue length */
     int64_t next_offset; /* next offset expected from the consumer (dedup on refetch) */
-    ksf_ctx *head, *tail, *next_run;
+    ksfi_record *head, *tail, *next_run;
     size_t queued;  /* not yet started */
     size_t pending; /* started and not complete */
     size_t held;    /* failed events awaiting their retry: nothing new starts */
-    ksf_ctx *due_head, *due_tail; /* retries ready to run, before anything new */
+    ksfi_record *due_head, *due_tail; /* retries ready to run, before anything new */
     struct ksfi_part *next_ready;
 } ksfi_part;
 
 struct ksfi_dispatch {
     const ksfi_logger *log;
-    pthread_mutex_t lock; /* guards everything below and every ctx's dispatch fields */
+    const ksfi_dispatch_ops *ops;
+    pthread_mutex_t lock; /* guards everything below and every rec's dispatch fields */
     pthread_cond_t work;  /* a partition became ready, or stopping */
-    pthread_cond_t idle;  /* a context completed or a handler returned */
+    pthread_cond_t idle;  /* a record completed or a handler returned */
     ksfi_part **parts;
     size_t nparts;
     ksfi_part *ready_head, *ready_tail;
-    /* Started contexts of revoked partitions, not complete yet (linked by next): a
+    /* Started records of revoked partitions, not complete yet (linked by next): a
      * deferred one may never be finished, and destroy must still free it. */
-    ksf_ctx *orphans;
-    size_t queued_high;   /* the most messages one partition ever had queued */
-    rd_kafka_t *consumer; /* NULL when not running: nothing is stored */
+    ksfi_record *orphans;
+    size_t queued_high;          /* the most messages one partition ever had queued */
+    ksfi_kafka_handle *consumer; /* NULL when not running: nothing is stored */
     pthread_t *threads;
     int nthreads;
     bool stopping;
@@ -72,7 +72,7 @@ struct ksfi_dispatch {
     int workers;
     size_t npatterns;
     uint64_t throttled;
-    /* Deferred contexts whose handler returned and whose finish has not come: they
+    /* Deferred records whose handler returned and whose finish has not come: they
      * hold no worker and no pattern slot, only memory, so they have their own bound
      * (server.deferred.max); at it, no new handler starts until one finishes. */
     int parked, parked_max;
@@ -83,13 +83,15 @@ struct ksfi_dispatch {
 };
 
 ksf_err
-ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg)
+ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg,
+                  const ksfi_dispatch_ops *ops)
 {
     ksfi_dispatch *d = ksfi_calloc(1, sizeof *d);
     if (!d) {
         return KSF_ENOMEM;
     }
     d->log = lg;
+    d->ops = ops;
     d->parked_max = INT_MAX;
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->work, NULL);
@@ -103,13 +105,13 @@ ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg)
     return KSF_OK;
 }
 
-/* Unlink and free every context of @p p (pool teardown or dropped queue). */
+/* Free the records of list @p c (pool teardown or dropped queue). */
 static void
-free_list(ksf_ctx *c)
+free_list(ksfi_dispatch *d, ksfi_record *c)
 {
     while (c) {
-        ksf_ctx *next = c->next;
-        ksfi_ctx_free(c);
+        ksfi_record *next = c->next;
+        d->ops->free(c);
         c = next;
     }
 }
@@ -121,11 +123,11 @@ ksfi_dispatch_destroy(ksfi_dispatch *d)
         return;
     }
     for (size_t i = 0; i < d->nparts; i++) {
-        free_list(d->parts[i]->head);
+        free_list(d, d->parts[i]->head);
         ksfi_free(d->parts[i]->topic);
         ksfi_free(d->parts[i]);
     }
-    free_list(d->orphans);
+    free_list(d, d->orphans);
     for (size_t i = 0; i < d->npats; i++) {
         ksfi_free(d->pats[i]->topic);
         ksfi_free(d->pats[i]);
@@ -250,34 +252,33 @@ update_pause(ksfi_part *p)
 }
 
 void
-ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx)
+ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec)
 {
-    const rd_kafka_message_t *m = ctx->msg;
     pthread_mutex_lock(&d->lock);
-    ksfi_part *p = part_get(d, ctx->topic, m->partition);
+    ksfi_part *p = part_get(d, rec->topic, rec->partition);
     /* Not ours (any more), or already seen (a refetch after pause/resume): drop it
      * unstored; the owner of the partition will get it from the committed offset. */
-    if (!p || !p->assigned || (p->next_offset >= 0 && m->offset < p->next_offset)) {
+    if (!p || !p->assigned || (p->next_offset >= 0 && rec->offset < p->next_offset)) {
         pthread_mutex_unlock(&d->lock);
-        ksfi_log(d->log, KSF_LOG_DEBUG, "server", "dropping %s[%d]@%lld: %s", ctx->topic,
-                 (int)m->partition, (long long)m->offset,
+        ksfi_log(d->log, KSF_LOG_DEBUG, "server", "dropping %s[%d]@%lld: %s", rec->topic,
+                 (int)rec->partition, (long long)rec->offset,
                  p ? "not assigned or already queued" : "out of memory");
-        ksfi_ctx_free(ctx);
+        d->ops->free(rec);
         return;
     }
-    p->next_offset = m->offset + 1;
-    ctx->dispatch = d;
-    ctx->part = p;
-    ctx->epoch = p->epoch;
-    ctx->next = NULL;
+    p->next_offset = rec->offset + 1;
+    rec->dispatch = d;
+    rec->part = p;
+    rec->epoch = p->epoch;
+    rec->next = NULL;
     if (p->tail) {
-        p->tail->next = ctx;
+        p->tail->next = rec;
     } else {
-        p->head = ctx;
+        p->head = rec;
     }
-    p->tail = ctx;
+    p->tail = rec;
     if (!p->next_run) {
-        p->next_run = ctx;
+        p->next_run = rec;
     }
     p->queued++;
     if (p->queued > d->queued_high) {
@@ -303,26 +304,21 @@ advance(ksfi_dispatch *d, ksfi_part *p)
 {
     int64_t last = -1;
     while (p->head && p->head->done) {
-        ksf_ctx *c = p->head;
-        last = c->msg->offset;
+        ksfi_record *c = p->head;
+        last = c->offset;
         p->head = c->next;
         if (p->tail == c) {
             p->tail = NULL;
         }
-        ksfi_ctx_free(c);
+        d->ops->free(c);
     }
     if (last < 0 || !d->consumer) {
         return;
     }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = last + 1;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_store(d->consumer, l);
-    if (err) {
-        ksfi_log(d->log, KSF_LOG_WARNING, "server", "storing offset %s[%d]@%lld: %s",
-                 p->topic, (int)p->partition, (long long)(last + 1),
-                 rd_kafka_err2str(err));
+    ksf_errinfo ei = {0};
+    if (ksfi_kafka_store_offset(d->consumer, p->topic, p->partition, last + 1, &ei)) {
+        ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s", ei.text);
     }
-    rd_kafka_topic_partition_list_destroy(l);
 }
 
 /* A slot of @p pat was freed: its partitions waiting for one may go. Lock held. */
@@ -336,17 +332,17 @@ wake_pattern(ksfi_dispatch *d, const ksfi_pattern *pat)
     }
 }
 
-/* Give back @p ctx's slot of its pattern, if it still has one. Lock held. */
+/* Give back @p rec's slot of its pattern, if it still has one. Lock held. */
 static void
-release_slot(ksfi_dispatch *d, ksf_ctx *ctx)
+release_slot(ksfi_dispatch *d, ksfi_record *rec)
 {
-    ksfi_part *p = ctx->part;
-    if (!ctx->slot) {
+    ksfi_part *p = rec->part;
+    if (!rec->slot) {
         return;
     }
     /* Only a full pattern can have partitions waiting for a slot. */
     bool was_full = p->pat->active >= p->pat->limit;
-    ctx->slot = false;
+    rec->slot = false;
     p->pat->active--;
     if (was_full) {
         wake_pattern(d, p->pat);
@@ -362,33 +358,33 @@ ksfi_dispatch_set_deferred_max(ksfi_dispatch *d, int max)
 }
 
 void
-ksfi_dispatch_parked(ksf_ctx *ctx)
+ksfi_dispatch_parked(ksfi_record *rec)
 {
-    if (!ctx->part) {
+    if (!rec->part) {
         return;
     }
-    ksfi_dispatch *d = ctx->dispatch;
+    ksfi_dispatch *d = rec->dispatch;
     pthread_mutex_lock(&d->lock);
-    if (!ctx->handler_done && !ctx->parked) { /* else the finish came first */
-        release_slot(d, ctx);
-        ctx->parked = true;
+    if (!rec->handler_done && !rec->parked) { /* else the finish came first */
+        release_slot(d, rec);
+        rec->parked = true;
         d->parked++;
     }
     pthread_mutex_unlock(&d->lock);
 }
 
 void
-ksfi_dispatch_handler_done(ksf_ctx *ctx)
+ksfi_dispatch_handler_done(ksfi_record *rec)
 {
-    if (!ctx->part) {
+    if (!rec->part) {
         return;
     }
-    ksfi_dispatch *d = ctx->dispatch;
+    ksfi_dispatch *d = rec->dispatch;
     pthread_mutex_lock(&d->lock);
-    release_slot(d, ctx);
-    ctx->handler_done = true;
-    if (ctx->parked) {
-        ctx->parked = false;
+    release_slot(d, rec);
+    rec->handler_done = true;
+    if (rec->parked) {
+        rec->parked = false;
         if (d->parked-- == d->parked_max) {
             for (size_t i = 0; i < d->nparts; i++) { /* every pattern waited */
                 make_ready(d, d->parts[i]);
@@ -399,33 +395,29 @@ ksfi_dispatch_handler_done(ksf_ctx *ctx)
 }
 
 void
-ksfi_dispatch_done(ksf_ctx *ctx)
+ksfi_dispatch_done(ksfi_record *rec)
 {
-    ksfi_part *p = ctx->part;
-    if (!p) { /* never submitted */
-        ksfi_ctx_free(ctx);
-        return;
-    }
-    /* The pool outlives every context: destroy frees those still held. */
-    ksfi_dispatch *d = ctx->dispatch;
+    ksfi_part *p = rec->part;
+    /* The pool outlives every record: destroy frees those still held. */
+    ksfi_dispatch *d = rec->dispatch;
     pthread_mutex_lock(&d->lock);
-    release_slot(d, ctx); /* a retried event's, or a handler that never finished */
-    if (ctx->epoch != p->epoch) {
+    release_slot(d, rec); /* a retried event's, or a handler that never finished */
+    if (rec->epoch != p->epoch) {
         /* Revoked while it ran: unlinked from the window, kept among the orphans. */
-        ksf_ctx **link = &d->orphans;
-        while (*link && *link != ctx) {
+        ksfi_record **link = &d->orphans;
+        while (*link && *link != rec) {
             link = &(*link)->next;
         }
         if (*link) {
-            *link = ctx->next;
+            *link = rec->next;
         }
-        ksfi_ctx_free(ctx);
+        d->ops->free(rec);
     } else {
-        if (ctx->holding) {
-            ctx->holding = false;
+        if (rec->holding) {
+            rec->holding = false;
             p->held--;
         }
-        ctx->done = true;
+        rec->done = true;
         p->pending--;
         update_pause(p);
         advance(d, p);
@@ -435,12 +427,12 @@ ksfi_dispatch_done(ksf_ctx *ctx)
     pthread_mutex_unlock(&d->lock);
 }
 
-/* The next context @p p may run (a due retry first), marked started; NULL when none
+/* The next record @p p may run (a due retry first), marked started; NULL when none
  * (its pattern filled up since it became ready). Lock held. */
-static ksf_ctx *
+static ksfi_record *
 take_next(const ksfi_dispatch *d, ksfi_part *p, bool *retry)
 {
-    ksf_ctx *c = p->due_head;
+    ksfi_record *c = p->due_head;
     if (c) {
         p->due_head = c->retry_next;
         if (!p->due_head) {
@@ -484,7 +476,7 @@ worker_main(void *arg)
         }
         p->in_ready = false;
         bool retry = false;
-        ksf_ctx *c = take_next(d, p, &retry);
+        ksfi_record *c = take_next(d, p, &retry);
         if (!c) {
             continue; /* made ready again when a slot frees */
         }
@@ -496,9 +488,9 @@ worker_main(void *arg)
         while (c) {
             pthread_mutex_unlock(&d->lock);
             if (retry) {
-                ksfi_retry_run(c);
+                d->ops->run_due(c);
             } else {
-                ksfi_ctx_run(c); /* c may be freed when this returns */
+                d->ops->run(c); /* c may be freed when this returns */
             }
             pthread_mutex_lock(&d->lock);
             pthread_cond_broadcast(&d->idle);
@@ -521,7 +513,7 @@ mono_ms(void)
 
 /* Take a reference on @p c unless it is already completing. */
 static bool
-take_ref(ksf_ctx *c)
+take_ref(ksfi_record *c)
 {
     int v = atomic_load(&c->pending);
     while (v > 0 && !atomic_compare_exchange_weak(&c->pending, &v, v + 1)) {
@@ -530,7 +522,7 @@ take_ref(ksf_ctx *c)
 }
 
 static void
-push_due(ksfi_part *p, ksf_ctx *c)
+push_due(ksfi_part *p, ksfi_record *c)
 {
     c->retry_state = KSFI_RETRY_DUE;
     c->retry_next = NULL;
@@ -543,17 +535,18 @@ push_due(ksfi_part *p, ksf_ctx *c)
 }
 
 /*
- * One pass over the started, incomplete contexts: expired budgets are collected into
+ * One pass over the started, incomplete records: expired budgets are collected into
  * @p fired (with a reference each), due retries are queued. Returns the count fired;
  * *next gets the earliest deadline still ahead. Lock held.
  */
 static size_t
-watch_scan(ksfi_dispatch *d, int64_t now, int64_t *next, ksf_ctx *fired[KSFI_WATCH_BATCH])
+watch_scan(ksfi_dispatch *d, int64_t now, int64_t *next,
+           ksfi_record *fired[KSFI_WATCH_BATCH])
 {
     size_t n = 0;
     for (size_t i = 0; i < d->nparts; i++) {
         ksfi_part *p = d->parts[i];
-        for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+        for (ksfi_record *c = p->head; c && c != p->next_run; c = c->next) {
             if (c->done || c->abandoned) {
                 continue;
             }
@@ -587,7 +580,7 @@ static void *
 watch_main(void *arg)
 {
     ksfi_dispatch *d = arg;
-    ksf_ctx *fired[KSFI_WATCH_BATCH];
+    ksfi_record *fired[KSFI_WATCH_BATCH];
     pthread_mutex_lock(&d->lock);
     while (!d->watch_exit) {
         int64_t now = mono_ms(), next = now + KSFI_WATCH_IDLE_MS;
@@ -595,8 +588,8 @@ watch_main(void *arg)
         if (n) {
             pthread_mutex_unlock(&d->lock);
             for (size_t i = 0; i < n; i++) {
-                ksfi_ctx_budget_expired(fired[i]);
-                ksfi_ctx_release(fired[i]);
+                d->ops->budget_expired(fired[i]);
+                d->ops->release(fired[i]);
             }
             pthread_mutex_lock(&d->lock);
             continue;
@@ -611,23 +604,23 @@ watch_main(void *arg)
 }
 
 void
-ksfi_dispatch_arm_budget(ksf_ctx *ctx)
+ksfi_dispatch_arm_budget(ksfi_record *rec)
 {
-    ksfi_dispatch *d = ctx->dispatch;
+    ksfi_dispatch *d = rec->dispatch;
     if (!d) {
         return;
     }
-    ksfi_part *p = ctx->part;
+    ksfi_part *p = rec->part;
     /* A pattern's budget never changes once created (under the lock, before this
-     * context was queued): most servers have none and skip the lock here. */
+     * record was queued): most servers have none and skip the lock here. */
     if (p->pat->timeout_ms <= 0) {
         return;
     }
     pthread_mutex_lock(&d->lock);
-    if (ctx->epoch == p->epoch && !ctx->budget_at_ms) {
-        ctx->budget_ms = p->pat->timeout_ms;
-        ctx->budget_at_ms = mono_ms() + p->pat->timeout_ms;
-        if (ctx->budget_at_ms < d->watch_next) { /* else the watch wakes in time */
+    if (rec->epoch == p->epoch && !rec->budget_at_ms) {
+        rec->budget_ms = p->pat->timeout_ms;
+        rec->budget_at_ms = mono_ms() + p->pat->timeout_ms;
+        if (rec->budget_at_ms < d->watch_next) { /* else the watch wakes in time */
             pthread_cond_signal(&d->watch);
         }
     }
@@ -635,20 +628,20 @@ ksfi_dispatch_arm_budget(ksf_ctx *ctx)
 }
 
 bool
-ksfi_dispatch_retry_later(ksf_ctx *ctx, int kind, int delay_ms)
+ksfi_dispatch_retry_later(ksfi_record *rec, int kind, int delay_ms)
 {
-    ksfi_dispatch *d = ctx->dispatch;
+    ksfi_dispatch *d = rec->dispatch;
     pthread_mutex_lock(&d->lock);
-    ksfi_part *p = ctx->part;
-    bool ours = ctx->epoch == p->epoch;
+    ksfi_part *p = rec->part;
+    bool ours = rec->epoch == p->epoch;
     if (ours) {
-        if (!ctx->holding) {
-            ctx->holding = true;
+        if (!rec->holding) {
+            rec->holding = true;
             p->held++;
         }
-        ctx->retry_kind = kind;
-        ctx->retry_at_ms = mono_ms() + delay_ms;
-        ctx->retry_state = KSFI_RETRY_WAITING;
+        rec->retry_kind = kind;
+        rec->retry_at_ms = mono_ms() + delay_ms;
+        rec->retry_state = KSFI_RETRY_WAITING;
         pthread_cond_signal(&d->watch);
         /* A drain or revoke waiting for this partition gives the retry up. */
         pthread_cond_broadcast(&d->idle);
@@ -667,7 +660,8 @@ ksfi_dispatch_throttled(ksfi_dispatch *d)
 }
 
 ksf_err
-ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer, ksf_errinfo *ei)
+ksfi_dispatch_start(ksfi_dispatch *d, int workers, ksfi_kafka_handle *consumer,
+                    ksf_errinfo *ei)
 {
     d->threads = ksfi_calloc((size_t)workers, sizeof *d->threads);
     if (!d->threads) {
@@ -697,15 +691,15 @@ ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer, ksf_err
 }
 
 void
-ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts)
+ksfi_dispatch_assign(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n)
 {
     pthread_mutex_lock(&d->lock);
-    for (int i = 0; i < parts->cnt; i++) {
-        ksfi_part *p = part_get(d, parts->elems[i].topic, parts->elems[i].partition);
+    for (size_t i = 0; i < n; i++) {
+        ksfi_part *p = part_get(d, parts[i].topic, parts[i].partition);
         if (!p) {
             ksfi_log(d->log, KSF_LOG_ERROR, "server",
                      "out of memory tracking %s[%d]; its messages will not be served",
-                     parts->elems[i].topic, (int)parts->elems[i].partition);
+                     parts[i].topic, (int)parts[i].partition);
             continue;
         }
         p->assigned = true;
@@ -731,7 +725,7 @@ deadline_in(int ms)
     return ts;
 }
 
-/* Forget @p p's window: queued contexts are freed, started ones become orphans, freed
+/* Forget @p p's window: queued records are freed, started ones become orphans, freed
  * by ksfi_dispatch_done when they complete (their epoch no longer matches) or by
  * ksfi_dispatch_destroy. */
 static void
@@ -749,11 +743,11 @@ detach(ksfi_dispatch *d, ksfi_part *p)
         }
         p->in_ready = false;
     }
-    ksf_ctx *c = p->head;
+    ksfi_record *c = p->head;
     while (c) {
-        ksf_ctx *next = c->next;
+        ksfi_record *next = c->next;
         if (!c->started || c->done || c->abandoned) {
-            ksfi_ctx_free(c);
+            d->ops->free(c);
         } else {
             c->next = d->orphans;
             d->orphans = c;
@@ -770,13 +764,13 @@ detach(ksfi_dispatch *d, ksfi_part *p)
 /* Cut the not-yet-started tail off @p p's window and free it: the next owner of the
  * partition gets those messages again from the committed offset. */
 static void
-drop_queued(ksfi_part *p)
+drop_queued(ksfi_dispatch *d, ksfi_part *p)
 {
     if (!p->next_run) {
         return;
     }
-    ksf_ctx *prev = NULL;
-    for (ksf_ctx *c = p->head; c != p->next_run; c = c->next) {
+    ksfi_record *prev = NULL;
+    for (ksfi_record *c = p->head; c != p->next_run; c = c->next) {
         prev = c;
     }
     if (prev) {
@@ -785,7 +779,7 @@ drop_queued(ksfi_part *p)
         p->head = NULL;
     }
     p->tail = prev;
-    free_list(p->next_run);
+    free_list(d, p->next_run);
     p->next_run = NULL;
     p->queued = 0;
 }
@@ -799,7 +793,7 @@ static void
 abandon_retries(ksfi_dispatch *d, ksfi_part *p)
 {
     bool was_full = p->pat->active >= p->pat->limit;
-    for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+    for (ksfi_record *c = p->head; c && c != p->next_run; c = c->next) {
         if (c->retry_state == KSFI_RETRY_NONE || c->abandoned ||
             atomic_load(&c->pending) != 1) {
             continue; /* running, or its worker has not let go yet */
@@ -818,9 +812,9 @@ abandon_retries(ksfi_dispatch *d, ksfi_part *p)
         ksfi_log(d->log, KSF_LOG_NOTICE, "server",
                  "%s[%d]@%lld: retry abandoned (partition revoked or server stopping); "
                  "it will be delivered again",
-                 p->topic, (int)p->partition, (long long)c->msg->offset);
+                 p->topic, (int)p->partition, (long long)c->offset);
     }
-    ksf_ctx **link = &p->due_head;
+    ksfi_record **link = &p->due_head;
     p->due_tail = NULL;
     while (*link) {
         if ((*link)->abandoned) {
@@ -831,7 +825,7 @@ abandon_retries(ksfi_dispatch *d, ksfi_part *p)
             link = &(*link)->retry_next;
         }
     }
-    for (ksf_ctx *c = p->head; c && c != p->next_run; c = c->next) {
+    for (ksfi_record *c = p->head; c && c != p->next_run; c = c->next) {
         if (c->abandoned) {
             c->retry_state = KSFI_RETRY_NONE;
         }
@@ -842,18 +836,18 @@ abandon_retries(ksfi_dispatch *d, ksfi_part *p)
 }
 
 size_t
-ksfi_dispatch_revoke(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts,
+ksfi_dispatch_revoke(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n,
                      int timeout_ms)
 {
     struct timespec until = deadline_in(timeout_ms);
     size_t left = 0;
     pthread_mutex_lock(&d->lock);
-    for (int i = 0; i < parts->cnt; i++) {
-        ksfi_part *p = part_get(d, parts->elems[i].topic, parts->elems[i].partition);
+    for (size_t i = 0; i < n; i++) {
+        ksfi_part *p = part_get(d, parts[i].topic, parts[i].partition);
         if (!p || !p->assigned) {
             continue;
         }
-        drop_queued(p);
+        drop_queued(d, p);
         int rc = 0;
         abandon_retries(d, p);
         while (p->pending > 0 && rc != ETIMEDOUT) {
@@ -886,14 +880,10 @@ wake_fetcher(ksfi_dispatch *d, const ksfi_part *p)
     if (p->next_offset < 0) {
         return; /* nothing consumed yet: the first fetch is not delayed */
     }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->next_offset;
-    rd_kafka_error_t *kerr = rd_kafka_seek_partitions(d->consumer, l, 0);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (kerr) { /* the resume still works, only up to 1 s later */
-        ksfi_log(d->log, KSF_LOG_DEBUG, "server", "seek after resuming %s[%d]: %s",
-                 p->topic, (int)p->partition, rd_kafka_error_string(kerr));
-        rd_kafka_error_destroy(kerr);
+    ksf_errinfo ei = {0};
+    if (ksfi_kafka_seek(d->consumer, p->topic, p->partition, p->next_offset, &ei)) {
+        /* the resume still works, only up to 1 s later */
+        ksfi_log(d->log, KSF_LOG_DEBUG, "server", "after resuming: %s", ei.text);
     }
 }
 
@@ -906,16 +896,9 @@ ksfi_dispatch_sync_pause(ksfi_dispatch *d)
         if (!p->assigned || p->paused == p->want_paused || !d->consumer) {
             continue;
         }
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-        rd_kafka_resp_err_t err = p->want_paused
-                                      ? rd_kafka_pause_partitions(d->consumer, l)
-                                      : rd_kafka_resume_partitions(d->consumer, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        if (err) {
-            ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s %s[%d]: %s",
-                     p->want_paused ? "pausing" : "resuming", p->topic, (int)p->partition,
-                     rd_kafka_err2str(err));
+        ksf_errinfo ei = {0};
+        if (ksfi_kafka_pause(d->consumer, p->topic, p->partition, p->want_paused, &ei)) {
+            ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s", ei.text);
             continue;
         }
         p->paused = p->want_paused;
@@ -946,7 +929,7 @@ quiesce(ksfi_dispatch *d)
 {
     d->stopping = true;
     for (size_t i = 0; i < d->nparts; i++) {
-        drop_queued(d->parts[i]);
+        drop_queued(d, d->parts[i]);
         d->parts[i]->in_ready = false;
     }
     d->ready_head = d->ready_tail = NULL;

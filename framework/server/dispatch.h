@@ -11,14 +11,18 @@
  * Threads: set_policy, submit, assign, revoke, sync_pause, drain and stop are called
  * on the consumer thread only; ksfi_dispatch_done, arm_budget and retry_later from
  * any thread.
+ *
+ * Locking: one lock per pool guards its partitions, patterns and counters and every
+ * record's pool fields (record.h). It is held while ops->free runs (which must not
+ * call the pool) and never while the other ops run, so those may call back in.
  */
 #ifndef KSF_DISPATCH_H
 #define KSF_DISPATCH_H
 
 #include "base/log.h"
+#include "kafka/consumer.h"
 #include "server/policy.h"
-
-#include <librdkafka/rdkafka.h>
+#include "server/record.h"
 
 typedef struct ksfi_dispatch ksfi_dispatch;
 
@@ -29,20 +33,39 @@ typedef struct ksfi_dispatch ksfi_dispatch;
 /* ... and the count both must be down to for it to resume. */
 #define KSFI_DISPATCH_RESUME_AT 64
 
-/* Where a context is in its retry (ksf_ctx.retry_state). */
-enum { KSFI_RETRY_NONE, KSFI_RETRY_WAITING, KSFI_RETRY_DUE };
+/*
+ * What the pool does with a record, supplied by its owner (message.c): the pool keeps
+ * order, slots, offsets and timers, and never looks inside a message. The single
+ * place a handler is run for a record is ops->run (and ops->run_due for a retry).
+ */
+typedef struct ksfi_dispatch_ops {
+    /* A worker starts @p rec: run its handler and release the worker's reference and
+     * (unless deferred) the handler's. @p rec may be freed when this returns. */
+    void (*run)(ksfi_record *rec);
+    /* A worker runs a due retry of @p rec (ksfi_dispatch_retry_later). */
+    void (*run_due)(ksfi_record *rec);
+    /* @p rec's time budget ran out (the watch thread, holding a reference, which the
+     * pool drops with ops->release afterwards). */
+    void (*budget_expired)(ksfi_record *rec);
+    /* Drop one reference of @p rec (its last calls ksfi_dispatch_done). */
+    void (*release)(ksfi_record *rec);
+    /* Free @p rec (complete, dropped, or left at destroy). */
+    void (*free)(ksfi_record *rec);
+} ksfi_dispatch_ops;
 
-/* Create an idle pool (no threads yet). Errors: KSF_ENOMEM. */
-ksf_err ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg);
+/* Create an idle pool (no threads yet) calling @p ops (borrowed: it must outlive the
+ * pool). Errors: KSF_ENOMEM. */
+ksf_err ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg,
+                          const ksfi_dispatch_ops *ops);
 
-/* Free the pool and every context still held (deferred, never finished). NULL ok. */
+/* Free the pool and every record still held (deferred, never finished). NULL ok. */
 void ksfi_dispatch_destroy(ksfi_dispatch *d);
 
 /*
  * Start @p workers threads serving messages of @p consumer (used to store offsets and
  * to pause/resume partitions). Errors: KSF_ENOMEM, KSF_EINVAL when a thread cannot start.
  */
-ksf_err ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer,
+ksf_err ksfi_dispatch_start(ksfi_dispatch *d, int workers, ksfi_kafka_handle *consumer,
                             ksf_errinfo *ei);
 
 /*
@@ -53,19 +76,19 @@ ksf_err ksfi_dispatch_start(ksfi_dispatch *d, int workers, rd_kafka_t *consumer,
 void ksfi_dispatch_set_policy(ksfi_dispatch *d, const ksfi_policy_config *pc, int workers,
                               size_t npatterns);
 
-/* Queue @p ctx (owned by the pool from now on) behind its partition's earlier ones. */
-void ksfi_dispatch_submit(ksfi_dispatch *d, ksf_ctx *ctx);
+/* Queue @p rec (owned by the pool from now on) behind its partition's earlier ones. */
+void ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec);
 
 /* The partitions were assigned: start tracking them afresh. */
-void ksfi_dispatch_assign(ksfi_dispatch *d, const rd_kafka_topic_partition_list_t *parts);
+void ksfi_dispatch_assign(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n);
 
 /*
  * The partitions are being revoked: drop their queued messages (another member will
  * get them), wait up to @p timeout_ms for started ones, store the final offsets and
  * forget them. Returns the number of messages still unfinished at the deadline.
  */
-size_t ksfi_dispatch_revoke(ksfi_dispatch *d,
-                            const rd_kafka_topic_partition_list_t *parts, int timeout_ms);
+size_t ksfi_dispatch_revoke(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n,
+                            int timeout_ms);
 
 /* Apply pending pause/resume decisions to the consumer (consumer thread). */
 void ksfi_dispatch_sync_pause(ksfi_dispatch *d);
@@ -75,7 +98,7 @@ void ksfi_dispatch_sync_pause(ksfi_dispatch *d);
  * Returns the number still unfinished. */
 size_t ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms);
 
-/* Join the workers and stop using the consumer (contexts finished later store
+/* Join the workers and stop using the consumer (records finished later store
  * nothing). The pool can be destroyed afterwards. */
 void ksfi_dispatch_stop(ksfi_dispatch *d);
 
@@ -83,34 +106,34 @@ void ksfi_dispatch_stop(ksfi_dispatch *d);
  * pause/resume hysteresis keeps, for tests and diagnostics. Threads: any. */
 size_t ksfi_dispatch_queued_high(ksfi_dispatch *d);
 
-/* @p ctx's handler is done (returned, or finished when deferred) and nothing will run
+/* @p rec's handler is done (returned, or finished when deferred) and nothing will run
  * it again: its pattern's slot is free for the next message, while the reply may still
  * be on its way to the broker. Idempotent. Threads: any. */
-void ksfi_dispatch_handler_done(ksf_ctx *ctx);
+void ksfi_dispatch_handler_done(ksfi_record *rec);
 
-/* @p ctx's handler returned after ksf_ctx_defer: give its pattern's slot to the next
+/* @p rec's handler returned after ksf_ctx_defer: give its pattern's slot to the next
  * message and count it against the deferred limit until its finish
  * (ksfi_dispatch_handler_done). A no-op when the finish already came. Threads: any. */
-void ksfi_dispatch_parked(ksf_ctx *ctx);
+void ksfi_dispatch_parked(ksfi_record *rec);
 
-/* At most @p max deferred contexts waiting for their finish (server.deferred.max);
+/* At most @p max deferred records waiting for their finish (server.deferred.max);
  * before start. 0: no limit. */
 void ksfi_dispatch_set_deferred_max(ksfi_dispatch *d, int max);
 
-/* @p ctx is complete: its offset may be stored. Called once per context. */
-void ksfi_dispatch_done(ksf_ctx *ctx);
+/* @p rec (submitted) is complete: its offset may be stored. Called once per record. */
+void ksfi_dispatch_done(ksfi_record *rec);
 
-/* @p ctx is a request about to run its handler: start its pattern's time budget. */
-void ksfi_dispatch_arm_budget(ksf_ctx *ctx);
+/* @p rec is a request about to run its handler: start its pattern's time budget. */
+void ksfi_dispatch_arm_budget(ksfi_record *rec);
 
 /*
- * Hold @p ctx's partition and make @p ctx due again in @p delay_ms, when a worker
- * calls ksfi_retry_run on it. The caller keeps the handler's reference for it. Returns
+ * Hold @p rec's partition and make @p rec due again in @p delay_ms, when a worker
+ * calls ops->run_due on it. The caller keeps the handler's reference for it. Returns
  * false when the partition was revoked meanwhile: then nothing is scheduled and the
  * caller releases that reference (the next owner gets the message again). A retry
  * still waiting at revoke or stop is abandoned unstored, for the same reason.
  */
-bool ksfi_dispatch_retry_later(ksf_ctx *ctx, int kind, int delay_ms);
+bool ksfi_dispatch_retry_later(ksfi_record *rec, int kind, int delay_ms);
 
 /* Messages that waited for their pattern's concurrency limit. Threads: any. */
 uint64_t ksfi_dispatch_throttled(ksfi_dispatch *d);

@@ -1,24 +1,21 @@
+/*
+ * The request pipeline (pipeline.h): registrations, chains, and a message's walk
+ * through its chain. Depends only downward (the ctx, the handlers, the codec).
+ */
 #include "server/pipeline.h"
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
 #include "codec/codec.h"
-#include "obs/metrics.h"
-#include "server/ctx.h"
-#include "server/server.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 /* NestJS's FORBIDDEN_MESSAGE (packages/core/guards/constants.ts). */
 #define KSFI_FORBIDDEN_MESSAGE "Forbidden resource"
 
-enum ksfi_use_scope { KSFI_USE_GLOBAL, KSFI_USE_CONTROLLER, KSFI_USE_PATTERN };
-
 /* One ksf_server_use* call, in registration order. */
 typedef struct ksfi_use {
-    enum ksfi_use_scope scope;
+    ksfi_use_scope scope;
     char *name; /* the controller or pattern; NULL for global */
     const ksf_middleware *mw;
     void *user;
@@ -38,13 +35,13 @@ struct ksfi_chain {
 struct ksfi_pipeline {
     ksfi_use *uses;
     size_t nuses;
-    /* Set by freeze: one per handler (srv->handlers' index), NULL for an empty one. */
+    /* Set by freeze: one per handler, NULL for an empty one (handlers point here). */
     struct ksfi_chain **chains;
     size_t nchains;
 };
 
 void
-ksfi_pipeline_free(struct ksfi_pipeline *pl)
+ksfi_pipeline_free(ksfi_pipeline *pl)
 {
     if (!pl) {
         return;
@@ -60,14 +57,12 @@ ksfi_pipeline_free(struct ksfi_pipeline *pl)
     ksfi_free(pl);
 }
 
-static ksf_err
-add_use(ksf_server *srv, enum ksfi_use_scope scope, const char *name,
-        const ksf_middleware *mw, void *user, ksf_errinfo *ei)
+ksf_err
+ksfi_pipeline_add(ksfi_pipeline **plp, bool open, ksfi_use_scope scope, const char *name,
+                  const ksf_middleware *mw, void *user, const char *what, ksf_errinfo *ei)
 {
-    static const char *const what[] = {"ksf_server_use", "ksf_server_use_controller",
-                                       "ksf_server_use_pattern"};
-    if (!srv || !mw || (scope != KSFI_USE_GLOBAL && (!name || !*name))) {
-        return ksfi_fail(ei, KSF_EINVAL, "%s: srv, mw%s are required", what[scope],
+    if (!mw || (scope != KSFI_USE_GLOBAL && (!name || !*name))) {
+        return ksfi_fail(ei, KSF_EINVAL, "%s: srv, mw%s are required", what,
                          scope == KSFI_USE_CONTROLLER ? " and a controller name"
                          : scope == KSFI_USE_PATTERN  ? " and a pattern"
                                                       : "");
@@ -76,18 +71,18 @@ add_use(ksf_server *srv, enum ksfi_use_scope scope, const char *name,
         return ksfi_fail(ei, KSF_EINVAL,
                          "%s: middleware \"%s\" has neither a before nor an after "
                          "callback; set at least one",
-                         what[scope], mw->name ? mw->name : "(unnamed)");
+                         what, mw->name ? mw->name : "(unnamed)");
     }
-    if (atomic_load(&srv->state) != KSFI_SRV_NEW) {
+    if (!open) {
         return ksfi_fail(ei, KSF_ESTATE,
                          "%s: middleware \"%s\" must be registered before "
                          "ksf_server_run",
-                         what[scope], mw->name ? mw->name : "(unnamed)");
+                         what, mw->name ? mw->name : "(unnamed)");
     }
-    if (!srv->pipeline && !(srv->pipeline = ksfi_calloc(1, sizeof *srv->pipeline))) {
+    if (!*plp && !(*plp = ksfi_calloc(1, sizeof **plp))) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering a middleware");
     }
-    struct ksfi_pipeline *pl = srv->pipeline;
+    ksfi_pipeline *pl = *plp;
     ksfi_use *grown = ksfi_realloc(pl->uses, (pl->nuses + 1) * sizeof *grown);
     if (!grown) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering a middleware");
@@ -99,26 +94,6 @@ add_use(ksf_server *srv, enum ksfi_use_scope scope, const char *name,
     }
     pl->uses[pl->nuses++] = (ksfi_use){scope, copy, mw, user};
     return KSF_OK;
-}
-
-ksf_err
-ksf_server_use(ksf_server *srv, const ksf_middleware *mw, void *user, ksf_errinfo *ei)
-{
-    return add_use(srv, KSFI_USE_GLOBAL, NULL, mw, user, ei);
-}
-
-ksf_err
-ksf_server_use_controller(ksf_server *srv, const char *controller,
-                          const ksf_middleware *mw, void *user, ksf_errinfo *ei)
-{
-    return add_use(srv, KSFI_USE_CONTROLLER, controller, mw, user, ei);
-}
-
-ksf_err
-ksf_server_use_pattern(ksf_server *srv, const char *pattern, const ksf_middleware *mw,
-                       void *user, ksf_errinfo *ei)
-{
-    return add_use(srv, KSFI_USE_PATTERN, pattern, mw, user, ei);
 }
 
 /* Does @p u apply to handler @p h (whose controller is @p controller, or NULL)? */
@@ -139,10 +114,9 @@ applies(const ksfi_use *u, const ksfi_handler *h, const char *controller)
 /* Build @p h's chain: global, then controller, then pattern middlewares, each in
  * registration order (NestJS's global -> controller -> method scopes). */
 static ksf_err
-build_chain(const struct ksfi_pipeline *pl, const ksfi_handler *h,
+build_chain(const ksfi_pipeline *pl, const ksfi_handler *h, const char *controller,
             struct ksfi_chain **out)
 {
-    const char *controller = h->file ? ksfi_registry_controller(h->fn) : NULL;
     size_t n = 0;
     for (size_t i = 0; i < pl->nuses; i++) {
         n += applies(&pl->uses[i], h, controller);
@@ -171,14 +145,14 @@ build_chain(const struct ksfi_pipeline *pl, const ksfi_handler *h,
 /* A controller or pattern middleware that no handler uses is a typo or a forgotten
  * mount: say so at run rather than serve unguarded. */
 static ksf_err
-check_used(const ksf_server *srv, const struct ksfi_pipeline *pl, ksf_errinfo *ei)
+check_used(const ksfi_pipeline *pl, const ksfi_handler *handlers, size_t n,
+           const char *const *controllers, ksf_errinfo *ei)
 {
     for (size_t i = 0; i < pl->nuses; i++) {
         const ksfi_use *u = &pl->uses[i];
         bool used = u->scope == KSFI_USE_GLOBAL;
-        for (size_t j = 0; j < srv->nhandlers && !used; j++) {
-            const ksfi_handler *h = &srv->handlers[j];
-            used = applies(u, h, h->file ? ksfi_registry_controller(h->fn) : NULL);
+        for (size_t j = 0; j < n && !used; j++) {
+            used = applies(u, &handlers[j], controllers[j]);
         }
         if (!used) {
             return ksfi_fail(ei, KSF_ENOENT,
@@ -193,65 +167,52 @@ check_used(const ksf_server *srv, const struct ksfi_pipeline *pl, ksf_errinfo *e
 }
 
 ksf_err
-ksfi_pipeline_freeze(ksf_server *srv, ksf_errinfo *ei)
+ksfi_pipeline_freeze(ksfi_pipeline *pl, ksfi_handler *handlers, size_t n,
+                     const char *const *controllers, ksf_errinfo *ei)
 {
-    struct ksfi_pipeline *pl = srv->pipeline;
     if (!pl) {
         return KSF_OK; /* no middleware: every chain is empty */
     }
-    ksf_err e = check_used(srv, pl, ei);
-    if (e) {
+    ksf_err e = check_used(pl, handlers, n, controllers, ei);
+    if (e || n == 0) {
         return e;
     }
-    if (srv->nhandlers == 0) {
-        return KSF_OK;
-    }
-    pl->chains = ksfi_calloc(srv->nhandlers, sizeof *pl->chains);
+    pl->chains = ksfi_calloc(n, sizeof *pl->chains);
     if (!pl->chains) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory building middleware chains");
     }
-    pl->nchains = srv->nhandlers;
-    for (size_t i = 0; i < srv->nhandlers; i++) {
-        if (build_chain(pl, &srv->handlers[i], &pl->chains[i])) {
+    pl->nchains = n;
+    for (size_t i = 0; i < n; i++) {
+        if (build_chain(pl, &handlers[i], controllers[i], &pl->chains[i])) {
             return ksfi_fail(ei, KSF_ENOMEM, "out of memory building middleware chains");
         }
+        handlers[i].chain = pl->chains[i];
     }
     return KSF_OK;
 }
 
 void
-ksfi_pipeline_begin(ksf_ctx *ctx, const json_t *data)
+ksfi_pipeline_begin(ksfi_pipeline_run *pr, ksf_ctx *ctx)
 {
-    const struct ksfi_pipeline *pl = ctx->srv->pipeline;
-    ksfi_pipeline_ctx *pc = &ctx->pl;
-    size_t idx = (size_t)(ctx->handler - ctx->srv->handlers);
-    pc->chain = pl && idx < pl->nchains ? pl->chains[idx] : NULL;
-    pc->data = data;
-    pc->in_call = true;
+    ksfi_pipeline_run_clear(pr); /* an event's re-run walks the chain again */
+    const struct ksfi_chain *c = ctx->handler->chain;
     /* No other thread knows the ctx before its handler runs: no lock needed yet. */
-    pc->capturing = pc->chain && pc->chain->has_after;
-}
-
-void
-ksfi_pipeline_end_call(ksf_ctx *ctx)
-{
-    ctx->pl.data = NULL;
-    ctx->pl.in_call = false;
+    pr->capturing = c && c->has_after;
 }
 
 ksf_err
-ksfi_pipeline_invoke(ksf_ctx *ctx, json_t **data, json_t **reply)
+ksfi_pipeline_invoke(ksfi_pipeline_run *pr, ksf_ctx *ctx, json_t **data, json_t **reply)
 {
-    const struct ksfi_chain *c = ctx->pl.chain;
+    const struct ksfi_chain *c = ctx->handler->chain;
     for (size_t i = 0; i < c->n; i++) {
         const ksf_middleware *mw = c->link[i].mw;
         if (mw->before) {
             ksf_err e = mw->before(ctx, data, c->link[i].user);
-            ctx->pl.data = *data;
+            ctx->data = *data;
             if (e != KSF_OK) {
-                ctx->pl.refused = true;
+                pr->refused = true;
                 if (e == KSF_DEFERRED) {
-                    ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server",
+                    ksfi_log(ctx->log, KSF_LOG_ERROR, "server",
                              "middleware \"%s\" deferred in its before callback on %s; "
                              "only handlers may defer",
                              mw->name ? mw->name : "(unnamed)", ctx->topic);
@@ -263,21 +224,22 @@ ksfi_pipeline_invoke(ksf_ctx *ctx, json_t **data, json_t **reply)
                 return e;
             }
         }
-        ctx->pl.passed = i + 1;
+        pr->passed = i + 1;
     }
     return ctx->handler->fn(ctx, *data, reply);
 }
 
 bool
-ksfi_pipeline_capture(ksf_ctx *ctx, const json_t *shape, ksf_err *result)
+ksfi_pipeline_capture(ksfi_pipeline_run *pr, ksf_ctx *ctx, const json_t *shape,
+                      ksf_err *result)
 {
     pthread_mutex_lock(&ctx->lock);
-    bool keep = ctx->pl.capturing;
+    bool keep = pr->capturing;
     if (keep) {
-        if (ctx->pl.error || ctx->ended) {
+        if (pr->error || ctx->ended) {
             *result = KSF_ESTATE; /* one error per request, as when it is sent */
         } else {
-            ctx->pl.error = json_incref((json_t *)shape);
+            pr->error = json_incref((json_t *)shape);
             *result = KSF_EREMOTE;
         }
     }
@@ -286,40 +248,29 @@ ksfi_pipeline_capture(ksf_ctx *ctx, const json_t *shape, ksf_err *result)
 }
 
 void
-ksfi_pipeline_streamed(ksf_ctx *ctx)
+ksfi_pipeline_after(ksfi_pipeline_run *pr, ksf_ctx *ctx, int64_t took_us, ksf_err *status,
+                    json_t **reply, json_t **error)
 {
+    const struct ksfi_chain *c = ctx->handler->chain;
     pthread_mutex_lock(&ctx->lock);
-    ctx->pl.streamed++;
+    pr->capturing = false; /* from here on the ksf_ctx_reply_* calls send */
+    json_t *kept = pr->error;
+    pr->error = NULL;
     pthread_mutex_unlock(&ctx->lock);
-}
-
-void
-ksfi_pipeline_after(ksf_ctx *ctx, ksf_err *status, json_t **reply, json_t **error)
-{
-    ksfi_pipeline_ctx *pc = &ctx->pl;
-    pthread_mutex_lock(&ctx->lock);
-    pc->capturing = false; /* from here on the ksf_ctx_reply_* calls send */
-    json_t *kept = pc->error;
-    pc->error = NULL;
-    uint64_t streamed = pc->streamed;
-    pthread_mutex_unlock(&ctx->lock);
-    ksf_outcome o = {kept ? KSF_EREMOTE : *status,
-                     *reply,
-                     kept,
-                     (int64_t)(ksfi_metrics_now_us() - ctx->started_us),
-                     pc->refused,
-                     streamed};
-    for (size_t i = pc->chain ? pc->passed : 0; i > 0; i--) {
-        const ksfi_link *l = &pc->chain->link[i - 1];
+    ksf_outcome o = {
+        kept ? KSF_EREMOTE : *status,         *reply, kept, took_us, pr->refused,
+        (uint64_t)atomic_load(&ctx->streamed)};
+    for (size_t i = c ? pr->passed : 0; i > 0; i--) {
+        const ksfi_link *l = &c->link[i - 1];
         if (l->mw->after) {
             l->mw->after(ctx, &o, l->user);
         }
     }
     if (o.status == KSF_SKIP && ctx->is_event) {
         o.status = KSF_OK; /* dropped on purpose: committed, no retry */
-        ksfi_log(&ctx->srv->log, KSF_LOG_DEBUG, "server",
+        ksfi_log(ctx->log, KSF_LOG_DEBUG, "server",
                  "event %s[%d]@%lld skipped by a middleware", ctx->topic,
-                 (int)ctx->msg->partition, (long long)ctx->msg->offset);
+                 (int)ctx->partition, (long long)ctx->offset);
     } else if (o.status == KSF_SKIP) { /* a request must get an answer */
         json_t *text = json_string(KSFI_FORBIDDEN_MESSAGE);
         if (!text || ksf_outcome_set_error(&o, text)) {
@@ -337,10 +288,10 @@ ksfi_pipeline_after(ksf_ctx *ctx, ksf_err *status, json_t **reply, json_t **erro
 }
 
 void
-ksfi_pipeline_ctx_clear(ksfi_pipeline_ctx *pc)
+ksfi_pipeline_run_clear(ksfi_pipeline_run *pr)
 {
-    json_decref(pc->error);
-    *pc = (ksfi_pipeline_ctx){0};
+    json_decref(pr->error);
+    *pr = (ksfi_pipeline_run){0};
 }
 
 /* ---- the public helpers ---------------------------------------------------------- */
@@ -355,7 +306,7 @@ ksf_ctx_controller(const ksf_ctx *ctx)
 const json_t *
 ksf_ctx_data(const ksf_ctx *ctx)
 {
-    return ctx->pl.data;
+    return ctx->data;
 }
 
 ksf_err

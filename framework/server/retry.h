@@ -1,17 +1,16 @@
 /*
- * Event retries and dead letters (docs/retries.md). A failing event handler is run
- * again in place on its partition, which is held meanwhile, with exponential backoff;
- * after the last failure the original message goes to the pattern's dead-letter
- * topic and its offset is committed once the broker acknowledged that produce.
- * Requests are never retried here: the caller owns that decision.
+ * Event retries and dead letters (docs/retries.md): the decisions, as pure functions.
+ * A failing event handler is run again in place on its partition, which is held
+ * meanwhile, with exponential backoff; after the last failure the original message
+ * goes to the pattern's dead-letter topic and its offset is committed once the broker
+ * acknowledged that produce. Requests are never retried here: the caller owns that
+ * decision. Carrying the decisions out (holding the partition, producing the dead
+ * letter) is the message lifecycle's (message.c) and the dispatcher's.
  */
 #ifndef KSF_RETRY_H
 #define KSF_RETRY_H
 
-#include "kafka/kafka.h"
-
-/* What a due retry does (ksf_ctx.retry_kind). */
-enum { KSFI_RETRY_RERUN = 0, KSFI_RETRY_DEAD_LETTER = 1 };
+#include "server/policy.h"
 
 /* Headers added to a dead-lettered message (after the original ones). */
 #define KSFI_DLQ_HDR_ERROR "ksf_dlq_error"
@@ -20,19 +19,19 @@ enum { KSFI_RETRY_RERUN = 0, KSFI_RETRY_DEAD_LETTER = 1 };
 #define KSFI_DLQ_HDR_OFFSET "ksf_dlq_offset"
 #define KSFI_DLQ_HDR_ATTEMPTS "ksf_dlq_attempts"
 
+/* What to do after an event handler's failure. */
+typedef enum ksfi_retry_step {
+    KSFI_RETRY_STEP_RERUN,       /* run it again after the delay */
+    KSFI_RETRY_STEP_DEAD_LETTER, /* produce it to the pattern's dead-letter topic */
+    KSFI_RETRY_STEP_GIVE_UP,     /* both off: log it and commit past it */
+} ksfi_retry_step;
+
 /*
- * An event handler finished with @p status != KSF_OK; the handler's reference of
- * @p ctx is still held. Schedules a re-run, starts dead-lettering, or (both off) logs
- * and releases it so the event is committed. The reference is taken over either way.
+ * The step after failed run @p attempts (1-based) under @p pol: a re-run while
+ * attempts <= pol->retries (*delay_ms gets its backoff), else the dead letter when
+ * pol->dlq is set, else giving up (*delay_ms 0 for both).
  */
-void ksfi_retry_event_failed(ksf_ctx *ctx, ksf_err status);
-
-/* A worker runs a due retry of @p ctx (a re-run or a dead-letter produce). */
-void ksfi_retry_run(ksf_ctx *ctx);
-
-/* The delivery report of @p ctx's dead-letter produce (producer poll thread). */
-void ksfi_retry_dead_letter_delivered(ksf_ctx *ctx, rd_kafka_resp_err_t err,
-                                      const char *topic);
+ksfi_retry_step ksfi_retry_next(const ksfi_policy *pol, int attempts, int *delay_ms);
 
 /* The delay before re-run @p attempt (1-based): backoff_ms * 2^(attempt-1), capped
  * at @p max_ms, then drawn from [d/2, d] so that many failing partitions spread out. */

@@ -4,6 +4,8 @@
  */
 #include "server/server.h"
 
+#include "kafka/consumer.h"
+#include "kafka/produce.h"
 #include "kafka/reach.h"
 
 #include "base/alloc.h"
@@ -11,8 +13,6 @@
 #include "base/errinfo.h"
 #include "codec/wire.h"
 #include "obs/metrics.h"
-#include "server/ctx.h"
-#include "server/pipeline.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -44,12 +44,38 @@
 #define KSFI_LOG_BURST 10
 #define KSFI_LOG_BURST_MS 1000
 
+/* The reply sink (reply_sink.h): replies and dead letters on the reply producer,
+ * refused once the server stopped taking them. */
+static ksf_err
+sink_produce(ksfi_reply_sink *self, const ksfi_kafka_out *m, ksf_errinfo *ei)
+{
+    ksf_server *srv = (ksf_server *)(void *)((char *)self - offsetof(ksf_server, sink));
+    ksf_err e;
+    pthread_rwlock_rdlock(&srv->replies_lock);
+    if (!srv->replies_open) {
+        e = ksfi_fail(ei, KSF_ECLOSED, "the server has stopped; reply to %s not sent",
+                      m->topic);
+    } else {
+        ksfi_kafka_out out = *m;
+        /* A full queue drains as the poll thread serves delivery reports: a reply
+         * waits up to 5 s for room rather than being lost. */
+        out.queue_full_wait_ms = 5000;
+        e = ksfi_kafka_produce(srv->producer, &out, ei);
+    }
+    pthread_rwlock_unlock(&srv->replies_lock);
+    return e;
+}
+
 ksf_err
 ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
 {
+    if (out) {
+        *out = NULL;
+    }
     if (!out || !cfg) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_new: out and cfg are required");
     }
+    ksf_err e;
     ksf_server *srv = ksfi_calloc(1, sizeof *srv);
     if (!srv) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
@@ -62,19 +88,20 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
     if (ksf_config_dup(cfg, &srv->cfg) ||
         !(srv->client_id = ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX)) ||
         !(srv->group_id = ksfi_config_group_id(cfg, KSFI_SERVER_POSTFIX))) {
-        ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
         goto fail;
     }
     srv->log = ksfi_logger_from_config(srv->cfg);
     ksfi_log_limiter_init(&srv->log_limit, KSFI_LOG_BURST, KSFI_LOG_BURST_MS, NULL);
     srv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (srv->wake_fd < 0) {
-        ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
-                  strerror(errno));
+        e = ksfi_fail(ei, KSF_EINVAL, "eventfd for the server's stop signal: %s",
+                      strerror(errno));
         goto fail;
     }
-    if (ksfi_dispatch_new(&srv->dispatch, &srv->log)) {
-        ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
+    srv->sink.produce = sink_produce;
+    if (ksfi_dispatch_new(&srv->dispatch, &srv->log, &ksfi_msg_dispatch_ops)) {
+        e = ksfi_fail(ei, KSF_ENOMEM, "out of memory creating a server");
         goto fail;
     }
     atomic_init(&srv->state, KSFI_SRV_NEW);
@@ -82,7 +109,7 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
     return KSF_OK;
 fail:
     ksf_server_destroy(srv);
-    return ei ? ei->code : KSF_ENOMEM;
+    return e; /* not ei->code: the same code whether or not the caller passed ei */
 }
 
 /* The server signal handlers stop; see ksf_server_stop_on_signals. */
@@ -311,78 +338,12 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
 
 /* ---- the reply producer ------------------------------------------------------------ */
 
-static void
-dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-    (void)rk;
-    (void)opaque;
-    ksfi_ctx_delivered(m->_private, m->err, rd_kafka_topic_name(m->rkt));
-}
-
-ksf_err
-ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic, int32_t partition,
-                    const void *value, size_t len, const void *key, size_t key_len,
-                    const ksfi_header *hdrs, size_t nhdrs, ksf_errinfo *ei)
-{
-    ksf_err e = KSF_OK;
-    pthread_rwlock_rdlock(&srv->replies_lock);
-    if (!srv->replies_open) {
-        e = ksfi_fail(ei, KSF_ECLOSED, "the server has stopped; reply to %s not sent",
-                      topic);
-        goto out;
-    }
-    rd_kafka_headers_t *h = rd_kafka_headers_new(nhdrs);
-    if (ksfi_kafka_add_headers(h, hdrs, nhdrs)) {
-        rd_kafka_headers_destroy(h);
-        e = ksfi_fail(ei, KSF_EKAFKA, "building the headers of a reply to %s", topic);
-        goto out;
-    }
-    /* rd_kafka_topic_new, unlike producev's own lookup by name, asks for the metadata
-     * of a topic the producer does not know yet at once: otherwise the first reply to a
-     * new reply topic waits for librdkafka's 1 s topic scan (~800 ms cold start). */
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(srv->producer, topic, NULL);
-    if (!rkt) {
-        rd_kafka_headers_destroy(h);
-        char what[300];
-        snprintf(what, sizeof what, "reply topic %s (check the kafka_replyTopic header)",
-                 topic);
-        e = ksfi_kafka_fail(ei, rd_kafka_last_error(), what);
-        goto out;
-    }
-    atomic_fetch_add(&ctx->pending, 1);
-    rd_kafka_resp_err_t err;
-    /* A full queue drains as the poll thread serves delivery reports: back off a bit. */
-    for (int tries = 0;; tries++) {
-        err = rd_kafka_producev(
-            srv->producer, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY((void *)key, key_len),
-            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 500) {
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    rd_kafka_topic_destroy(rkt);
-    if (err) {
-        rd_kafka_headers_destroy(h);
-        atomic_fetch_sub(&ctx->pending, 1);
-        char what[300];
-        snprintf(what, sizeof what, "producing a reply to %s", topic);
-        e = ksfi_kafka_fail(ei, err, what);
-    }
-out:
-    pthread_rwlock_unlock(&srv->replies_lock);
-    return e;
-}
-
 static void *
 producer_poll_main(void *arg)
 {
     ksf_server *srv = arg;
     while (!atomic_load(&srv->threads_exit)) {
-        rd_kafka_poll(srv->producer, 100);
+        ksfi_kafka_poll(srv->producer, 100);
     }
     return NULL;
 }
@@ -554,6 +515,40 @@ strategy_is_set(const ksf_config *cfg)
     return false;
 }
 
+/* The pool gets the partitions as plain (topic, partition) pairs (kafka/consumer.h). */
+static void
+assign_to_pool(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
+{
+    ksfi_kafka_tp *tps;
+    size_t n;
+    if (ksfi_kafka_tps_of(parts, &tps, &n)) {
+        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
+                 "out of memory tracking %d assigned partition(s); their messages will "
+                 "not be served",
+                 parts->cnt);
+        return;
+    }
+    ksfi_dispatch_assign(srv->dispatch, tps, n);
+    ksfi_free(tps);
+}
+
+/* Finish what runs on the revoked partitions (bounded) and forget them. */
+static void
+revoke_from_pool(ksf_server *srv, const rd_kafka_topic_partition_list_t *parts)
+{
+    ksfi_kafka_tp *tps;
+    size_t n;
+    if (ksfi_kafka_tps_of(parts, &tps, &n)) {
+        ksfi_log(&srv->log, KSF_LOG_ERROR, "server",
+                 "out of memory revoking %d partition(s); their unfinished messages "
+                 "are handled again by the next owner",
+                 parts->cnt);
+        return;
+    }
+    ksfi_dispatch_revoke(srv->dispatch, tps, n, KSFI_REVOKE_WAIT_MS);
+    ksfi_free(tps);
+}
+
 static void
 rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
              rd_kafka_topic_partition_list_t *parts, void *opaque)
@@ -568,7 +563,7 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (srv->pin_new && parts->cnt > 0) {
             pin_new_partitions(srv, rk, parts);
         }
-        ksfi_dispatch_assign(srv->dispatch, parts);
+        assign_to_pool(srv, parts);
         if (coop) {
             error = rd_kafka_incremental_assign(rk, parts);
             err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -584,7 +579,7 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         /* Finish what runs, so its offsets are committed before another member
          * takes over: that is what keeps a rebalance from answering twice. */
-        ksfi_dispatch_revoke(srv->dispatch, parts, KSFI_REVOKE_WAIT_MS);
+        revoke_from_pool(srv, parts);
         commit_bounded(srv, rk, "on revoke");
         if (coop) {
             error = rd_kafka_incremental_unassign(rk, parts);
@@ -795,21 +790,8 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
 static ksf_err
 create_producer(ksf_server *srv, ksf_errinfo *ei)
 {
-    rd_kafka_conf_t *conf = NULL;
-    char err[256];
-    ksf_err e =
-        ksfi_kafka_conf(srv->cfg, KSF_KAFKA_PRODUCER, srv->client_id, NULL, &conf, ei);
-    if (e) {
-        return e;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-    rd_kafka_conf_set_opaque(conf, srv);
-    srv->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!srv->producer) {
-        rd_kafka_conf_destroy(conf);
-        return ksfi_fail(ei, KSF_EKAFKA, "creating the server's reply producer: %s", err);
-    }
-    return KSF_OK;
+    return ksfi_kafka_producer_new(srv->cfg, srv->client_id, srv,
+                                   "the server's reply producer", &srv->producer, ei);
 }
 
 /*
@@ -932,14 +914,14 @@ consume(ksf_server *srv, ksf_errinfo *ei)
         if (atomic_load(&srv->resets.pending)) {
             resolve_reset(srv, m);
         }
-        ksf_ctx *ctx;
-        if (ksfi_ctx_new(srv, m, &ctx)) {
+        ksfi_record *rec;
+        if (ksfi_msg_new(&srv->env, m, &rec)) {
             rd_kafka_message_destroy(m);
             return ksfi_fail(ei, KSF_ENOMEM,
                              "out of memory queueing a message; stopping "
                              "(it will be delivered again)");
         }
-        ksfi_dispatch_submit(srv->dispatch, ctx);
+        ksfi_dispatch_submit(srv->dispatch, rec);
     }
     return KSF_OK;
 }
@@ -983,6 +965,15 @@ start(ksf_server *srv, ksf_errinfo *ei)
         (e = create_consumer(srv, ei))) {
         return e;
     }
+    /* Registration is over: the message lifecycle may read the handlers unlocked. */
+    srv->env.log = &srv->log;
+    srv->env.cfg = srv->cfg;
+    srv->env.handlers = srv->handlers;
+    srv->env.nhandlers = srv->nhandlers;
+    srv->env.counters = &srv->counters;
+    srv->env.reply_policy = &srv->reply_policy;
+    srv->env.log_limit = &srv->log_limit;
+    srv->env.sink = &srv->sink;
     pthread_rwlock_wrlock(&srv->replies_lock);
     srv->replies_open = true;
     pthread_rwlock_unlock(&srv->replies_lock);
@@ -1079,15 +1070,14 @@ shut_down(ksf_server *srv)
     if (srv->producer) {
         /* Their offsets were not committed when the broker is gone: no long wait. */
         int flush_ms = srv->consumer_closed ? KSFI_FLUSH_MS : KSFI_GONE_WAIT_MS;
-        if (rd_kafka_flush(srv->producer, flush_ms)) {
+        int left = ksfi_kafka_flush(srv->producer, flush_ms);
+        if (left) {
             ksfi_log(&srv->log, KSF_LOG_WARNING, "server",
                      "%d reply message(s) not delivered within %d ms; dropping them",
-                     rd_kafka_outq_len(srv->producer), flush_ms);
-            rd_kafka_purge(srv->producer,
-                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            rd_kafka_poll(srv->producer, 0); /* delivery reports release the contexts */
+                     left, flush_ms);
+            ksfi_kafka_purge(srv->producer); /* delivery reports release the records */
         }
-        rd_kafka_destroy(srv->producer);
+        ksfi_kafka_producer_destroy(srv->producer);
         srv->producer = NULL;
     }
 }
@@ -1119,7 +1109,7 @@ ksf_server_run(ksf_server *srv, ksf_errinfo *ei)
         goto out;
     }
     /* pipeline: the handlers are final now; resolve their middleware chains. */
-    if ((e = ksfi_pipeline_freeze(srv, ei))) {
+    if ((e = ksfi_server_freeze_pipeline(srv, ei))) {
         goto out;
     }
     char nw[24];

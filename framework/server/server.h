@@ -1,45 +1,23 @@
 /*
- * The server's innards, shared by server.c (lifecycle, Kafka handles), registry.c
- * (macro-defined handlers), ctx.c (handler context, replies) and dispatch.c (worker
- * pool).
+ * The server's innards, shared by server.c (lifecycle, Kafka handles, the reply
+ * sink), registry.c (macro-defined handlers) and server_metrics_export.c. Nothing
+ * below the server includes this: the message lifecycle gets what it needs through
+ * struct ksfi_msg_env (message.h).
+ *
+ * Locking: registration fields are written before run on one thread and read
+ * unlocked afterwards; `replies_open` under replies_lock; run_active under run_lock;
+ * the consumer-thread-only fields are marked so; counters are atomic.
  */
 #ifndef KSF_SERVER_H
 #define KSF_SERVER_H
 
 #include "kafka/kafka.h"
-#include "server/deadline.h"
-#include "server/dispatch.h"
-#include "server/reply_policy.h"
+#include "server/handler.h"
+#include "server/message.h"
+#include "server/pipeline.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
-
-/* One registered handler. file/line say where it was defined ("" / 0 when by call). */
-typedef struct ksfi_handler {
-    char *pattern;
-    ksf_handler_kind kind;
-    ksf_handler_fn fn;
-    void *user;
-    const char *file;
-    int line;
-    struct ksfi_pmetrics *metrics; /* owned; NULL when it could not be allocated */
-    /* The handler's recent run time in microseconds (a moving average; 0 before its
-     * first run): what shedding expects the next run to take (docs/deadlines.md). */
-    _Atomic int64_t run_us;
-} ksfi_handler;
-
-/* The counters behind ksf_server_stats, updated from any thread. */
-typedef struct ksfi_server_counters {
-    atomic_uint_least64_t requests, events, replies, errors, no_handler, malformed,
-        reply_failures, expired, shed;
-    /* isolation.md and retries.md */
-    atomic_uint_least64_t budget_exceeded, late_discarded, event_retries, dead_lettered,
-        dlq_failures;
-    /* server.md, "Offsets out of range" */
-    atomic_uint_least64_t offset_resets, offset_reset_skipped;
-    /* security.md, "What a caller can make a server do" */
-    atomic_uint_least64_t reply_refused;
-} ksfi_server_counters;
 
 /* A partition whose offset librdkafka reset, until its first message says where to. */
 typedef struct ksfi_offset_reset {
@@ -95,13 +73,15 @@ struct ksf_server {
     bool consumer_closed; /* the group was left within its deadline */
     ksfi_dispatch *dispatch;
     ksfi_server_counters counters;
-    ksfi_ratelimit expired_log; /* the "skipped, deadline passed" debug line */
     ksfi_offset_resets resets;
     ksfi_reply_policy reply_policy; /* set up by run, before the first message */
     /* The per-message warnings (malformed, reply refused, no handler): a hostile
      * producer controls how many there are. */
     ksfi_log_limiter log_limit;
-    ksfi_ratelimit shed_log; /* the "request shed" warning */
+    /* Where replies and dead letters leave (server.c, on the producer). */
+    ksfi_reply_sink sink;
+    /* What the message lifecycle sees of this server (set up by run). */
+    ksfi_msg_env env;
     /* The consumer's partition.assignment.strategy, named when the group refuses it. */
     char assignment_strategy[64];
     /* Guards run_active, which ksf_server_destroy waits on. */
@@ -109,7 +89,7 @@ struct ksf_server {
     pthread_cond_t run_cond;
     bool run_active;
     /* pipeline: the ksf_server_use* registrations and, from run on, the chains. */
-    struct ksfi_pipeline *pipeline;
+    ksfi_pipeline *pipeline;
 };
 
 /* The handler for @p topic, or NULL. Threads: any, while the server runs. */
@@ -131,12 +111,10 @@ ksf_err ksfi_server_add_handler(ksf_server *srv, const char *pattern,
 ksf_err ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei);
 
 /*
- * Produce one reply message for @p ctx (the delivery report releases one reference
- * of ctx, taken here). Errors: KSF_ECLOSED outside run, KSF_EKAFKA.
+ * pipeline: resolve every handler's middleware chain (registry.c, at ksf_server_run
+ * once the handlers are final). Errors: KSF_ENOENT for a controller or pattern
+ * middleware without a handler, KSF_ENOMEM.
  */
-ksf_err ksfi_server_produce(ksf_server *srv, ksf_ctx *ctx, const char *topic,
-                            int32_t partition, const void *value, size_t len,
-                            const void *key, size_t key_len, const ksfi_header *hdrs,
-                            size_t nhdrs, ksf_errinfo *ei);
+ksf_err ksfi_server_freeze_pipeline(ksf_server *srv, ksf_errinfo *ei);
 
 #endif

@@ -6,7 +6,6 @@
  */
 #include "base/errinfo.h"
 #include "server/ctx.h"
-#include "server/server.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -151,7 +150,7 @@ path_at(const char *fmt, int pos, size_t flags, va_list *ap, char *path, size_t 
 ksf_err
 ksf_ctx_unpack(ksf_ctx *ctx, size_t flags, const char *fmt, ...)
 {
-    if (!ctx || !fmt || !ctx->pl.in_call) {
+    if (!ctx || !fmt || !ctx->in_call) {
         return KSF_ESTATE;
     }
     va_list ap, again;
@@ -162,22 +161,22 @@ ksf_ctx_unpack(ksf_ctx *ctx, size_t flags, const char *fmt, ...)
     int r = -1;
     char path[KSFI_PATH_MAX] = "";
     char message[KSF_ERRINFO_TEXT_SIZE];
-    if (!ctx->pl.data) {
+    if (!ctx->data) {
         snprintf(message, sizeof message,
                  "invalid payload: $: Expected JSON, got a binary value");
-    } else if ((r = json_vunpack_ex((json_t *)ctx->pl.data, &jerr, flags, fmt, ap))) {
+    } else if ((r = json_vunpack_ex((json_t *)ctx->data, &jerr, flags, fmt, ap))) {
         path_at(fmt, jerr.position, flags, &again, path, sizeof path);
         snprintf(message, sizeof message, "invalid payload: %s: %s", path[0] ? path : "$",
                  jerr.text);
     }
     va_end(again);
     va_end(ap);
-    if (ctx->pl.data && r == 0) {
+    if (ctx->data && r == 0) {
         return KSF_OK;
     }
-    if (ctx->pl.data && strcmp(jerr.source, "<validation>") != 0) {
+    if (ctx->data && strcmp(jerr.source, "<validation>") != 0) {
         /* The format or its arguments are wrong: the service's bug, not the caller's. */
-        ksfi_log(&ctx->srv->log, KSF_LOG_ERROR, "server",
+        ksfi_log(ctx->log, KSF_LOG_ERROR, "server",
                  "ksf_ctx_unpack on %s: %s (%s, format position %d); fix the format",
                  ctx->topic, jerr.text, jerr.source, jerr.position);
         return KSF_EINVAL;

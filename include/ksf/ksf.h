@@ -15,6 +15,10 @@
  * - JSON follows jansson's vocabulary: `const json_t *` inputs are borrowed; `json_t **`
  *   outputs are new references the caller must json_decref().
  * - Ownership of an argument moves only when the call returns KSF_OK.
+ * - On failure every out-parameter (the object of a *_new or *_dup, a json_t ** result)
+ *   is set to NULL, or to the empty value its function documents, so cleanup code can
+ *   destroy it unconditionally. The result code never depends on whether a
+ *   ksf_errinfo was passed: the errinfo only adds the sentence.
  * - The library never prints and never exits; diagnostics go to the log callback set
  *   with ksf_config_set_log().
  */
@@ -271,13 +275,19 @@ typedef enum ksf_kafka_role {
     KSF_KAFKA_PRODUCER = 2,
 } ksf_kafka_role;
 
-/** Create a configuration holding the defaults. Errors: KSF_ENOMEM, KSF_EINVAL (NULL). */
+/**
+ * Create a configuration holding the defaults. *out is NULL on failure.
+ * Errors: KSF_ENOMEM, KSF_EINVAL (NULL).
+ */
 KSF_API ksf_err ksf_config_new(ksf_config **out);
 
 /** Free a configuration. NULL is a no-op. */
 KSF_API void ksf_config_destroy(ksf_config *cfg);
 
-/** Copy @p cfg into a new configuration. Errors: KSF_ENOMEM, KSF_EINVAL (NULL). */
+/**
+ * Copy @p cfg into a new configuration. *out is NULL on failure.
+ * Errors: KSF_ENOMEM, KSF_EINVAL (NULL).
+ */
 KSF_API ksf_err ksf_config_dup(const ksf_config *cfg, ksf_config **out);
 
 /**
@@ -290,7 +300,8 @@ KSF_API ksf_err ksf_config_set(ksf_config *cfg, const char *key, const char *val
 /**
  * Copy the current value of @p key into @p buf (always NUL-terminated when size > 0).
  * Errors: KSF_ENOENT for a key that is neither known nor set, KSF_EINVAL when @p buf is
- * too small (it then holds a truncated value).
+ * too small (it then holds a truncated value) or an argument is NULL; after any other
+ * failure @p buf holds "".
  */
 KSF_API ksf_err ksf_config_get(const ksf_config *cfg, const char *key, char *buf,
                                size_t size);
@@ -313,6 +324,42 @@ KSF_API ksf_err ksf_config_set_kafka(ksf_config *cfg, ksf_kafka_role role,
  * Errors: as ksf_config_set(), naming the variable; KSF_EINVAL for a bad KSF_LOG.
  */
 KSF_API ksf_err ksf_config_set_from_env(ksf_config *cfg, ksf_errinfo *ei);
+
+/**
+ * Apply a program's configuration flags to @p cfg and take them out of its command
+ * line, so that the program then parses only its own flags. The flags:
+ * - `--brokers ADDR` or `--brokers=ADDR`: sets "brokers" (host:port[,host:port...]);
+ * - `--set KEY=VALUE` or `--set=KEY=VALUE`, repeatable: sets any key of the table
+ *   above, librdkafka properties included (`--set kafka.security.protocol=ssl`).
+ * They apply in command-line order, so a later one wins; call this after
+ * ksf_config_set_from_env() so that flags win over the environment.
+ *
+ * argv[0] is skipped. Scanning stops at a "--" argument, which stays in argv with
+ * everything after it. Every other argument stays, in its order: argv is compacted in
+ * place, *argc is updated and, when anything was removed, argv[*argc] is set to NULL.
+ * The helper does not know the program's own flags, so a value that reads
+ * "--set" or "--brokers" (`--key --set`) is taken as a flag: write it `--key=--set`.
+ * Nothing here exits or prints; ksf_config_args_help() has the help lines.
+ *
+ * Example: `prog --brokers k:9092 x --set client.id=a -v` leaves `prog x -v`, *argc 3.
+ *
+ * On failure argv and *argc are unchanged, the flags before the bad one have been
+ * applied, and the sentence names the flag and what to do, e.g.
+ * `flag --set "client.id": expected KEY=VALUE with a configuration key before the '=',
+ * e.g. --set client.id=billing`, `flag --brokers needs a value: ...`, or
+ * `flag --brokers: ` followed by ksf_config_set()'s sentence.
+ * Errors: KSF_EINVAL (a NULL argument, a flag without its value, --set without '=' or
+ * key, a bad value), KSF_ENOENT (an unknown key), KSF_ENOMEM.
+ */
+KSF_API ksf_err ksf_config_set_from_args(ksf_config *cfg, int *argc, char **argv,
+                                         ksf_errinfo *ei);
+
+/**
+ * The help lines of the flags ksf_config_set_from_args() takes, for a program's
+ * --help: two-space indented, the descriptions from column 22, each line ending in a
+ * newline (the style of `ksf call --help`). A static string, never NULL.
+ */
+KSF_API const char *ksf_config_args_help(void);
 
 /**
  * Route logs at or above @p max_level severity (i.e. numerically <= max_level) to
@@ -614,7 +661,8 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
  * joining a group of NestJS (kafkajs) servers or of eager librdkafka members
  * (INCONSISTENT_GROUP_PROTOCOL, logged at error; it serves nothing until they leave;
  * docs/server.md, "Rebalancing"). Nothing connects until ksf_server_run().
- * Ownership: @p cfg is copied. Errors: KSF_ENOMEM, KSF_EINVAL, KSF_EKAFKA.
+ * Ownership: @p cfg is copied. *out is NULL on failure.
+ * Errors: KSF_ENOMEM, KSF_EINVAL, KSF_EKAFKA.
  */
 KSF_API ksf_err ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei);
 
@@ -753,7 +801,7 @@ KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
  * "counts": [cumulative, the +Inf bucket last], "sum_seconds": s, "count": n}}},
  * "no_handler": n, "malformed": n, "reply_failures": n, "offset_resets": n,
  * "offset_reset_skipped": n, "reply_refused": n}.
- * Ownership: *out is a new reference. Errors: KSF_EINVAL, KSF_ENOMEM.
+ * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_server_metrics_json(ksf_server *srv, json_t **out);
 
@@ -985,6 +1033,7 @@ typedef struct ksf_send_opts {
  * Create a client (NestJS ClientKafka). Its ids are "<client.id><postfix.id>" and
  * "<group.id><postfix.id>" with postfix "-client" by default. It starts its threads
  * (sender, reply, delivery) at once but connects lazily. Ownership: @p cfg is copied.
+ * *out is NULL on failure.
  * Errors: KSF_ENOMEM, KSF_EINVAL (also a TLS/SASL setting the reply-group connection
  * cannot honour, or a TLS file it cannot load, named with the remedy), KSF_EKAFKA.
  */
@@ -1104,7 +1153,7 @@ KSF_API ksf_err ksf_client_write_prometheus(ksf_client *cli, FILE *out);
  * "request_duration": {...as in ksf_server_metrics_json}}}, "in_flight": n,
  * "reply_partitions": [{"topic": t, "partition": p, "draining": bool}],
  * "rebalances": n, "unknown_replies": n, "duplicate_replies": n, "emitted": n}.
- * Ownership: *out is a new reference. Errors: KSF_EINVAL, KSF_ENOMEM.
+ * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_client_metrics_json(ksf_client *cli, json_t **out);
 

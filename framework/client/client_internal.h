@@ -1,9 +1,17 @@
 /*
- * The ksf_client object shared by client.c (lifecycle, reply partitions, the reply and
- * delivery threads) and client_send.c (send, call, emit, flush). Private to libksf.
+ * The ksf_client object and the types its files share. Private to libksf; included by
+ * every client_*.c, and it includes none of their headers (so the files form layers,
+ * not a circle: see client.c's comment for which file does what).
+ *
+ * Locking: one mutex, cli->lock, guards the fields below it in struct ksf_client and
+ * everything reachable from them (topics, slots, the in-flight table, queued sends);
+ * cli->cond signals topic state changes, new queued sends, first fetches and delivery
+ * reports. Every function takes and releases the lock itself, or is named *_locked and
+ * is called with it held; none returns holding a lock it took. Callbacks to the user
+ * (reply, emit) and calls into librdkafka that may block run without it.
  */
-#ifndef KSF_CLIENT_H
-#define KSF_CLIENT_H
+#ifndef KSF_CLIENT_INTERNAL_H
+#define KSF_CLIENT_INTERNAL_H
 
 #include "base/alloc.h"
 #include "base/clock.h"
@@ -12,8 +20,9 @@
 #include "client/reply_provider.h"
 #include "codec/codec.h"
 #include "codec/wire.h"
-#include "kafka/kafka.h"
-#include "kafka/reach.h"
+#include "kafka/produce.h"
+#include "kafka/reply_consumer.h"
+#include "kafka/request_producer.h"
 #include "obs/metrics.h"
 #include "obs/trace.h"
 #include "server/deadline.h"
@@ -46,8 +55,16 @@ typedef struct reply_slot {
 
 typedef enum { TOPIC_NEW, TOPIC_ACQUIRING, TOPIC_READY } topic_state;
 
+/* The headers a message will carry, in wire order (client_produce.h). Who owns the
+ * bytes depends on the holder: borrowed while a send runs, one owned block in a
+ * queued send. */
+typedef struct ksfi_client_hdrs {
+    ksfi_header *h;
+    size_t n, cap;
+} ksfi_client_hdrs;
+
 /* A request whose send returned before it could be produced: its reply topic had no
- * partition yet, or it is the first to its pattern (see client.c, the sender thread).
+ * partition yet, or it is the first to its pattern (see client_sender.c).
  * Owns a copy of everything the produce needs; found again by correlation id. */
 typedef struct queued_send {
     struct queued_send *next;
@@ -57,7 +74,8 @@ typedef struct queued_send {
     size_t len;
     void *key;
     size_t key_len;
-    rd_kafka_headers_t *hdrs; /* user and context headers; the kafka_* come later */
+    ksfi_client_hdrs hdrs; /* user and context headers, one owned block with room
+                            * for the kafka_* ones, which come later */
 } queued_send;
 
 /* A reply topic this client consumes or will consume; never freed before destroy. */
@@ -74,24 +92,23 @@ typedef struct reply_topic {
     ksfi_pmetrics *metrics; /* the pattern's; NULL when it could not be allocated */
 } reply_topic;
 
-/* The msg_opaque of every produced message, freed by its delivery report. */
+/* What every produced message carries to its delivery report, which frees it (all but
+ * the client's plain_event ticket). */
 typedef struct dr_ticket {
+    ksfi_kafka_delivery delivery; /* first: the report's pointer is the ticket's */
+    ksf_client *cli;
     bool request;
     char id[KSFI_ID_SIZE];
     ksf_emit_fn cb;
     void *user;
 } dr_ticket;
 
-/* The shared ticket of events without a callback: nothing per event to allocate. */
-extern dr_ticket ksfi_plain_event;
-
 struct ksf_client {
-    ksfi_logger log; /* first: librdkafka's log callback reads it from the opaque */
+    ksfi_logger log;
     ksf_config *cfg;
-    rd_kafka_t *producer;
-    rd_kafka_t *consumer;
-    rd_kafka_queue_t *consumer_q; /* yielded to wake the reply thread */
-    rd_kafka_queue_t *producer_q; /* the producer's main queue: delivery reports */
+    ksfi_request_producer *producer;
+    ksfi_reply_consumer *consumer;
+    dr_ticket plain_event; /* shared by events without a callback: nothing to allocate */
     ksfi_reply_provider *provider;
     pthread_t reply_thread, dr_thread, sender_thread;
     bool reply_started, dr_started, sender_started;
@@ -130,43 +147,5 @@ ksfi_client_wait_until(ksf_client *cli, int64_t deadline_ms)
                           .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
     return pthread_cond_timedwait(&cli->cond, &cli->lock, &ts) == 0;
 }
-
-/* Pause or resume every assigned reply partition (idle handling); under lock. */
-void ksfi_client_set_paused_locked(ksf_client *cli, bool pause);
-
-/* The reply slot to advertise on topic @p name, acquiring a partition from the
- * provider when the topic has none yet (before @p deadline); see client.c. */
-ksf_err ksfi_client_reply_slot_get(ksf_client *cli, const char *name, int64_t deadline,
-                                   reply_slot **slot, ksf_errinfo *ei);
-
-/* Lock the client and find or create reply topic @p name. On KSF_OK returns with
- * cli->lock HELD. Errors: KSF_ECLOSED, KSF_ENOMEM (the lock is then released). */
-ksf_err ksfi_client_topic_locked(ksf_client *cli, const char *name, reply_topic **out,
-                                 ksf_errinfo *ei);
-
-/* Unlink @p p from the table and its slot; under lock. The caller then delivers. */
-void ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why);
-
-/* Free a finished request. */
-void ksfi_client_pending_free(ksfi_pending *p);
-
-/* Hand @p q (owned from now on) to the sender thread, behind @p t's other waiting
- * sends; under lock. */
-void ksfi_client_queue_locked(ksf_client *cli, reply_topic *t, queued_send *q);
-
-/* Free @p q and what it owns. NULL is a no-op. */
-void ksfi_client_queued_free(queued_send *q);
-
-/* Add the kafka_* request headers for reply partition @p partition and produce @p q
- * (the sender thread, without the lock). Errors: those of the produce. */
-ksf_err ksfi_client_produce_queued(ksf_client *cli, queued_send *q, int32_t partition,
-                                   ksf_errinfo *ei);
-
-/* The sender thread (client_sender.c): produces what ksf_client_send queued. */
-void *ksfi_client_sender_main(void *arg);
-
-/* Fail request @p id with @p err unless it already finished. */
-void ksfi_client_fail_request(ksf_client *cli, const char *id, ksf_err err,
-                              const char *text);
 
 #endif

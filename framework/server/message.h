@@ -1,0 +1,69 @@
+/*
+ * One message's life on the server: consumed -> record (record.h) -> dispatcher queue
+ * -> headers read, checks (malformed, deadline passed, reply topic refused, shed, no
+ * handler) -> the handler runs with its ctx -> replies through the reply sink ->
+ * delivery reports -> complete -> the dispatcher stores the offset. Event failures
+ * take the retry/dead-letter road (retry.h decides, this file acts).
+ *
+ * This is the single owner of that life: the ctx (ctx.h) only builds replies and
+ * asks this file through its ops; the dispatcher (dispatch.h) only orders records and
+ * calls this file through its ops; the server (server.h) only creates records and
+ * provides the environment below, including the reply sink.
+ */
+#ifndef KSF_MESSAGE_H
+#define KSF_MESSAGE_H
+
+#include "base/config.h"
+#include "base/log.h"
+#include "kafka/consumer.h"
+#include "server/dispatch.h"
+#include "server/record.h"
+#include "server/reply_policy.h"
+#include "server/reply_sink.h"
+
+#include <stdatomic.h>
+
+/* The counters behind ksf_server_stats, updated from any thread. */
+typedef struct ksfi_server_counters {
+    atomic_uint_least64_t requests, events, replies, errors, no_handler, malformed,
+        reply_failures, expired, shed;
+    /* isolation.md and retries.md */
+    atomic_uint_least64_t budget_exceeded, late_discarded, event_retries, dead_lettered,
+        dlq_failures;
+    /* server.md, "Offsets out of range" */
+    atomic_uint_least64_t offset_resets, offset_reset_skipped;
+    /* security.md, "What a caller can make a server do" */
+    atomic_uint_least64_t reply_refused;
+    /* pipeline.md: messages a middleware's before refused (guards, pipes) */
+    atomic_uint_least64_t refused;
+} ksfi_server_counters;
+
+/*
+ * What the message lifecycle needs of its server, handed over once. Everything is
+ * borrowed from the server (which outlives its records); fields are set before the
+ * first record and not changed while the server runs, except the counters (atomic)
+ * and the rate limits (atomic) and limiter (its own lock).
+ */
+typedef struct ksfi_msg_env {
+    const ksfi_logger *log;
+    const ksf_config *cfg;
+    const ksfi_handler *handlers; /* registration is over when records exist */
+    size_t nhandlers;
+    ksfi_server_counters *counters;
+    ksfi_reply_policy *reply_policy;
+    ksfi_log_limiter *log_limit; /* malformed, reply refused, no handler */
+    ksfi_reply_sink *sink;       /* replies and dead letters leave here */
+    ksfi_ratelimit expired_log;  /* the "skipped, deadline passed" debug line */
+    ksfi_ratelimit shed_log;     /* the "request shed" warning */
+} ksfi_msg_env;
+
+/* The pool operations of the lifecycle: ksfi_dispatch_new takes them. */
+extern const ksfi_dispatch_ops ksfi_msg_dispatch_ops;
+
+/*
+ * Wrap a consumed message into a record (ownership of @p msg moves on success); the
+ * caller submits it to the dispatcher. Errors: KSF_ENOMEM.
+ */
+ksf_err ksfi_msg_new(ksfi_msg_env *env, ksfi_kafka_msg *msg, ksfi_record **out);
+
+#endif
