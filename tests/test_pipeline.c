@@ -310,8 +310,25 @@ START_TEST(test_pipeline_guard_refusal_bytes)
     ck_assert_int_eq(atomic_load(&guarded_runs), 1);
     ck_assert_uint_eq(ksft_collector_count(c), 3);
     ksf_server_stats st = KSFT_WAIT_SERVER_STAT(r.srv, replies, 3, WAIT_MS);
+    /* The worker counts a refusal once the before returned, which may be after the
+     * broker acknowledged the Forbidden reply: wait for it, then check it exactly. */
+    st = KSFT_WAIT_SERVER_STAT(r.srv, refused, 2, WAIT_MS);
     ck_assert_uint_eq(st.requests, 3);
     ck_assert_uint_eq(st.errors, 2);
+    ck_assert_uint_eq(st.refused, 2); /* g-1 and g-2; g-3 passed */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_int_eq(ksf_server_write_prometheus(r.srv, f), KSF_OK);
+    fclose(f);
+    ck_assert_msg(strstr(text, "\n# TYPE ksf_server_refused_total counter\n"
+                               "ksf_server_refused_total 2\n"),
+                  "%s", text);
+    free(text);
+    json_t *j = NULL;
+    ck_assert_int_eq(ksf_server_metrics_json(r.srv, &j), KSF_OK);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "refused")), 2);
+    json_decref(j);
     ksft_collector_destroy(c);
     ksft_producer_destroy(p);
     rig_close(&r);
@@ -703,7 +720,8 @@ START_TEST(test_pipeline_events)
     ck_assert_uint_eq(st.events, 3);
     ck_assert_uint_eq(st.event_retries, 1); /* the poison only: skip is not a failure */
     ck_assert_uint_eq(st.dead_lettered, 1);
-    ck_assert_uint_eq(st.errors, 1); /* the dead letter, as without a pipeline */
+    ck_assert_uint_eq(st.errors, 1);  /* the dead letter, as without a pipeline */
+    ck_assert_uint_eq(st.refused, 3); /* skip once, poison on its run and its retry */
     /* skip once, poison twice (run and retry), fine once. */
     ck_assert_int_eq(atomic_load(&event_befores), 4);
     ck_assert_int_eq(atomic_load(&event_runs), 1);
@@ -721,6 +739,7 @@ START_TEST(test_pipeline_events)
     ksf_server_stats st2 = KSFT_WAIT_SERVER_STAT(srv2, events, 1, WAIT_MS);
     ck_assert_uint_eq(st2.event_retries, 0);
     ck_assert_uint_eq(st2.errors, 0);
+    ck_assert_uint_eq(st2.refused, 0); /* the handler's own skip: no before refused */
     ck_assert_int_eq(atomic_load(&event_runs), 2);
     ksft_service_stop(&s2);
     ksf_config_destroy(cfg2);

@@ -334,6 +334,7 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     out->offset_resets = atomic_load(&c->offset_resets);
     out->offset_reset_skipped = atomic_load(&c->offset_reset_skipped);
     out->reply_refused = atomic_load(&c->reply_refused);
+    out->refused = atomic_load(&c->refused);
 }
 
 /* ---- the reply producer ------------------------------------------------------------ */

@@ -774,6 +774,11 @@ typedef struct ksf_server_stats {
      *  ksf_deadline left less time than the handler's recent run time
      *  (docs/deadlines.md, "Shedding"); also counted in errors, not in requests */
     uint64_t shed;
+    /** messages a middleware's before callback refused, so that their handler did not
+     *  run (a guard's ksf_ctx_forbid or KSF_SKIP, a pipe's validation error, any other
+     *  status; docs/pipeline.md); counted once per handler run, so an event refused on
+     *  each of its retries counts each time. Also in requests or events */
+    uint64_t refused;
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
@@ -787,11 +792,10 @@ KSF_API void ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out);
  * (buckets 0.0001 s to 10 s); unlabelled: ksf_server_no_handler_total,
  * ksf_server_malformed_total, ksf_server_reply_failures_total,
  * ksf_server_offset_resets_total, ksf_server_offset_reset_skipped_total,
- * ksf_server_reply_refused_total. docs/metrics.md says what each counts. Use
- * open_memstream() for a buffer.
- * Errors: KSF_EINVAL (a NULL argument, or a write to @p out failed), KSF_ENOMEM.
- * Threads: any, but not while handlers are still being registered; the counters are
- * read without stopping the server.
+ * ksf_server_reply_refused_total, ksf_server_refused_total. docs/metrics.md says what
+ * each counts. Use open_memstream() for a buffer. Errors: KSF_EINVAL (a NULL argument, or
+ * a write to @p out failed), KSF_ENOMEM. Threads: any, but not while handlers are still
+ * being registered; the counters are read without stopping the server.
  */
 KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
 
@@ -800,7 +804,7 @@ KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
  * "events": n, "replies": n, "errors": n, "handler_duration": {"le_seconds": [...],
  * "counts": [cumulative, the +Inf bucket last], "sum_seconds": s, "count": n}}},
  * "no_handler": n, "malformed": n, "reply_failures": n, "offset_resets": n,
- * "offset_reset_skipped": n, "reply_refused": n}.
+ * "offset_reset_skipped": n, "reply_refused": n, "refused": n}.
  * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_server_metrics_json(ksf_server *srv, json_t **out);
