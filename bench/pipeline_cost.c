@@ -5,7 +5,7 @@
  * Meant to run under callgrind, counting only what the server does for a request:
  *
  *   ksf broker &    # prints 127.0.0.1:PORT
- *   valgrind --tool=callgrind --toggle-collect=ksfi_ctx_run --collect-atstart=no \
+ *   valgrind --tool=callgrind --toggle-collect=op_run --collect-atstart=no \
  *       build/bench/pipeline_cost 127.0.0.1:PORT 500 0
  *
  * and dividing "Collected" by COUNT; N = 0 is the empty chain.
