@@ -61,7 +61,7 @@ new_config(void)
     return cfg;
 }
 
-START_TEST(test_config_args_forms)
+KSFT_TEST(test_config_args_forms, 30)
 {
     static const char *const args[] = {"prog",
                                        "--brokers",
@@ -92,7 +92,7 @@ START_TEST(test_config_args_forms)
 }
 END_TEST
 
-START_TEST(test_config_args_others_untouched)
+KSFT_TEST(test_config_args_others_untouched, 30)
 {
     /* names that only start like ours, single dashes, "--" and what follows it */
     static const char *const args[] = {"prog",      "--brokersx=1", "--settings",  "-set",
@@ -128,7 +128,7 @@ START_TEST(test_config_args_others_untouched)
 }
 END_TEST
 
-START_TEST(test_config_args_errors)
+KSFT_TEST(test_config_args_errors, 30)
 {
     static const struct {
         const char *args[5];
@@ -202,7 +202,7 @@ START_TEST(test_config_args_errors)
 END_TEST
 
 /* Each allocation failing in turn: KSF_ENOMEM with a sentence, argv unchanged. */
-START_TEST(test_config_args_alloc_failures)
+KSFT_TEST(test_config_args_alloc_failures, 30)
 {
     static const char *const args[] = {"prog", "--set", "client.id=a", "x", NULL};
     static const char *const left[] = {"prog", "x", NULL};
@@ -232,7 +232,7 @@ START_TEST(test_config_args_alloc_failures)
 }
 END_TEST
 
-START_TEST(test_config_args_help)
+KSFT_TEST(test_config_args_help, 30)
 {
     const char *h = ksf_config_args_help();
     ck_assert_ptr_nonnull(h);
@@ -260,15 +260,4 @@ START_TEST(test_config_args_help)
 }
 END_TEST
 
-int
-main(void)
-{
-    const ksft_case cases[] = {
-        {"forms", test_config_args_forms, 30},
-        {"others_untouched", test_config_args_others_untouched, 30},
-        {"errors", test_config_args_errors, 30},
-        {"alloc_failures", test_config_args_alloc_failures, 30},
-        {"help", test_config_args_help, 30},
-    };
-    return KSFT_RUN("config_args", cases);
-}
+KSFT_MAIN("config_args")

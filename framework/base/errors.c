@@ -43,6 +43,8 @@ ksf_strerror(ksf_err err)
         return "message too large";
     case KSF_DEFERRED:
         return "reply deferred";
+    case KSF_SKIP:
+        return "skipped by a middleware";
     }
     return "unknown ksf error";
 }

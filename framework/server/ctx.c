@@ -286,6 +286,11 @@ ksf_ctx_reply_error_json(ksf_ctx *ctx, const json_t *error)
     if (!shape) {
         return KSF_ENOMEM;
     }
+    ksf_err kept;
+    if (ctx->ops->keep_error && ctx->ops->keep_error(ctx, shape, &kept)) {
+        json_decref(shape); /* pipeline: kept for the afters (or refused) */
+        return kept;
+    }
     if (!ksfi_ctx_claim_end(ctx)) {
         json_decref(shape);
         return KSF_ESTATE;
@@ -338,6 +343,9 @@ ksf_ctx_stream(ksf_ctx *ctx, const json_t *value, ksf_errinfo *ei)
     n += ksfi_scope_reply_headers(&ctx->scope, h + n);
     e = produce(ctx, out, len, NULL, 0, h, n, false, ei);
     ksfi_free(out);
+    if (!e) {
+        atomic_fetch_add(&ctx->streamed, 1); /* pipeline: for the afters' outcome */
+    }
     return e;
 }
 

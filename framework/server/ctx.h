@@ -37,6 +37,10 @@ typedef struct ksfi_ctx_ops {
     ksf_err (*reply)(ksf_ctx *ctx, ksfi_kafka_out *m, bool error, ksf_errinfo *ei);
     /* ksf_ctx_finish of a deferred handler: act on its result (steals @p reply). */
     ksf_err (*finished)(ksf_ctx *ctx, ksf_err status, json_t *reply);
+    /* pipeline: an error reply @p shape (borrowed) is about to be sent on a request;
+     * the owner may keep it for its middleware afters instead. True when kept or
+     * refused, with what the handler gets in *result; false: send it now. */
+    bool (*keep_error)(ksf_ctx *ctx, const json_t *shape, ksf_err *result);
 } ksfi_ctx_ops;
 
 struct ksf_ctx {
@@ -59,6 +63,11 @@ struct ksf_ctx {
     ksfi_scope scope; /* trace position and deadline, read from the headers */
     const ksfi_handler *handler;
     bool is_event;
+    /* pipeline: the payload as the middleware befores left it, and whether the
+     * handler's call is under way (ksf_ctx_data, ksf_ctx_unpack). Set by the owner
+     * around each call, on the thread running it. */
+    const json_t *data;
+    bool in_call;
     /* ---- reply state, guarded by lock ---- */
     pthread_mutex_t lock;
     ksfi_ctx_phase phase;
@@ -79,6 +88,8 @@ struct ksf_ctx {
     size_t nextra;
     char *error_text;  /* an event handler's last error (for the dead-letter header) */
     bool budget_fired; /* the time budget's error reply was sent */
+    /* pipeline: ksf_ctx_stream values sent, for the middleware afters' outcome. */
+    atomic_uint_least64_t streamed;
 };
 
 /* Set up @p ctx (zeroed by the caller) for an owner. */

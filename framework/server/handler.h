@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct ksfi_pmetrics;
+struct ksfi_chain;
 
 /* One registered handler. file/line say where it was defined ("" / 0 when by call). */
 typedef struct ksfi_handler {
@@ -25,6 +26,9 @@ typedef struct ksfi_handler {
     /* The handler's recent run time in microseconds (a moving average; 0 before its
      * first run): what shedding expects the next run to take (docs/deadlines.md). */
     _Atomic int64_t run_us;
+    /* Its middleware chain (pipeline.h), set at run; NULL when it has none, so that
+     * an empty chain costs one test per message. */
+    const struct ksfi_chain *chain;
 } ksfi_handler;
 
 #endif

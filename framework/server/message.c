@@ -12,6 +12,7 @@
 #include "kafka/consumer.h"
 #include "obs/metrics.h"
 #include "server/deadline.h"
+#include "server/pipeline.h"
 #include "server/retry.h"
 
 #include <stdio.h>
@@ -23,8 +24,9 @@
 static ksf_err ctx_reply(ksf_ctx *ctx, ksfi_kafka_out *m, bool error, ksf_errinfo *ei);
 static ksf_err finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply);
 static void on_delivered(ksfi_kafka_delivery *d, const ksfi_kafka_report *r);
+static bool ctx_keep_error(ksf_ctx *ctx, const json_t *shape, ksf_err *result);
 
-static const ksfi_ctx_ops ctx_ops = {ctx_reply, finish_result};
+static const ksfi_ctx_ops ctx_ops = {ctx_reply, finish_result, ctx_keep_error};
 
 static ksfi_record *
 rec_of_delivery(ksfi_kafka_delivery *d)
@@ -69,6 +71,7 @@ rec_free(ksfi_record *rec)
         return;
     }
     ksfi_ctx_clear(&rec->ctx);
+    ksfi_pipeline_run_clear(&rec->pl); /* pipeline: an error kept for the afters */
     ksfi_kafka_message_free(rec->msg);
     ksfi_free(rec);
 }
@@ -129,6 +132,17 @@ ctx_reply(ksf_ctx *ctx, ksfi_kafka_out *m, bool error, ksf_errinfo *ei)
         atomic_fetch_add(&env->counters->reply_failures, 1);
     }
     return err;
+}
+
+/* pipeline: the ctx's keep_error op: with middleware afters, an error reply waits
+ * for them at the final result instead of being sent now. */
+static bool
+ctx_keep_error(ksf_ctx *ctx, const json_t *shape, ksf_err *result)
+{
+    if (!ctx->handler || !ctx->handler->chain) {
+        return false;
+    }
+    return ksfi_pipeline_capture(&ksfi_record_of(ctx)->pl, ctx, shape, result);
 }
 
 static void dead_letter_delivered(ksfi_record *rec, const ksfi_kafka_report *r);
@@ -561,6 +575,12 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         json_decref(reply);
         return KSF_ESTATE;
     }
+    json_t *error = NULL; /* pipeline: the afters see, and may change, the outcome */
+    if (ctx->handler->chain || status == KSF_SKIP) {
+        ksfi_pipeline_after(&rec->pl, ctx,
+                            (int64_t)(ksfi_metrics_now_us() - rec->started_us), &status,
+                            &reply, &error);
+    }
     if (!ctx->is_event) {
         /* What shedding expects the next run to take: a moving average (1/4 weight
          * for the newest run) that follows a slowing handler within a few runs. */
@@ -591,6 +611,10 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         return KSF_OK;
     } else if (ctx->is_event) {
         /* A handled event: nothing to send (failures took the retry road above). */
+    } else if (!ended && error) { /* pipeline: the error the afters left */
+        if (ksfi_ctx_claim_end(ctx)) {
+            ksfi_ctx_send_error(ctx, error, true);
+        }
     } else if (!ended && status == KSF_OK) {
         ksfi_ctx_send_final(ctx, reply);
     } else if (!ended && ksfi_ctx_claim_end(ctx)) {
@@ -602,6 +626,7 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
         ksfi_ctx_send_error_text(ctx, KSFI_INTERNAL_SERVER_ERROR);
     }
     json_decref(reply);
+    json_decref(error);
     /* The pattern's slot bounds handlers at work, not replies on their way: holding it
      * until the broker acknowledged capped a pattern at `limit` replies per produce
      * round trip (about 3,500 requests/s on the embedded broker, whatever the load). */
@@ -613,7 +638,8 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
 /*
  * Run the handler for this record: decode the value, call the handler inside the
  * message's trace scope, and act on its result (or deferral). The one place a handler
- * is called; a middleware chain around the handler belongs here.
+ * is called, behind its middleware befores when it has a chain (pipeline.h); the
+ * afters run at the final result (finish_result).
  */
 static void
 run_handler(ksfi_record *rec)
@@ -624,7 +650,19 @@ run_handler(ksfi_record *rec)
     ksf_err status = ksfi_decode_value(ctx->value, ctx->value_len, &data);
     if (status == KSF_OK) {
         ksfi_scope_enter(&ctx->scope); /* sends from the handler continue its trace */
-        status = ctx->handler->fn(ctx, data, &reply);
+        ctx->data = data;              /* ksf_ctx_data, ksf_ctx_unpack */
+        ctx->in_call = true;
+        if (ctx->handler->chain) { /* pipeline: befores, then the handler */
+            ksfi_pipeline_begin(&rec->pl, ctx);
+            status = ksfi_pipeline_invoke(&rec->pl, ctx, &data, &reply);
+            if (rec->pl.refused) {
+                atomic_fetch_add(&rec->env->counters->refused, 1);
+            }
+        } else {
+            status = ctx->handler->fn(ctx, data, &reply);
+        }
+        ctx->data = NULL; /* freed below */
+        ctx->in_call = false;
         ksfi_scope_enter(NULL);
     }
     json_decref(data);

@@ -34,6 +34,8 @@ typedef struct ksfi_server_counters {
     atomic_uint_least64_t offset_resets, offset_reset_skipped;
     /* security.md, "What a caller can make a server do" */
     atomic_uint_least64_t reply_refused;
+    /* pipeline.md: messages a middleware's before refused (guards, pipes) */
+    atomic_uint_least64_t refused;
 } ksfi_server_counters;
 
 /*

@@ -19,6 +19,7 @@
 
 #include "kafka/consumer.h"
 #include "server/ctx.h"
+#include "server/pipeline.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -73,6 +74,9 @@ typedef struct ksfi_record {
     /* ---- the message's life (message.c) ---- */
     uint64_t started_us; /* when the handler was called: its latency metric */
     int attempts;        /* handler runs so far; see the locking note above */
+    /* pipeline: this run's walk through its handler's middleware chain (pipeline.h,
+     * which documents its locking). */
+    ksfi_pipeline_run pl;
 } ksfi_record;
 
 /* The record holding @p ctx (every server ctx is a record's). */

@@ -6,6 +6,7 @@
  */
 #include "base/alloc.h"
 #include "base/errinfo.h"
+#include "server/pipeline.h"
 #include "server/server.h"
 
 #include <string.h>
@@ -71,8 +72,22 @@ check_selection(ksf_server *srv, const char *controller, size_t *count, ksf_erri
     return KSF_OK;
 }
 
-ksf_err
-ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
+/* pipeline: per-controller middlewares find a handler's controller here. */
+static const char *
+registry_controller(ksf_handler_fn fn)
+{
+    const char *name = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (const ksf_handler_def *d = registry_head; d && !name; d = d->next) {
+        name = d->fn == fn ? d->controller : NULL;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return name;
+}
+
+/* pipeline: @p state becomes the handlers' user pointer (ksf_ctx_controller). */
+static ksf_err
+mount(ksf_server *srv, const char *controller, void *state, ksf_errinfo *ei)
 {
     if (!srv) {
         return ksfi_fail(ei, KSF_EINVAL, "ksf_server_mount: srv is NULL");
@@ -93,7 +108,7 @@ ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
     }
     for (const ksf_handler_def *d = registry_head; d && !e; d = d->next) {
         if (selected(d, controller)) {
-            e = ksfi_server_add_handler(srv, d->pattern, d->kind, d->fn, NULL, d->file,
+            e = ksfi_server_add_handler(srv, d->pattern, d->kind, d->fn, state, d->file,
                                         d->line, ei);
         }
     }
@@ -101,5 +116,75 @@ ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
         ksfi_free(srv->handlers[--srv->nhandlers].pattern);
     }
     pthread_mutex_unlock(&registry_lock);
+    return e;
+}
+
+ksf_err
+ksf_server_mount(ksf_server *srv, const char *controller, ksf_errinfo *ei)
+{
+    return mount(srv, controller, NULL, ei);
+}
+
+ksf_err
+ksf_server_mount_controller(ksf_server *srv, const char *controller, void *state,
+                            ksf_errinfo *ei)
+{
+    return mount(srv, controller, state, ei);
+}
+
+/* ---- pipeline: middleware registration and the chains (pipeline.h) ---------------- */
+
+static ksf_err
+use(ksf_server *srv, ksfi_use_scope scope, const char *name, const ksf_middleware *mw,
+    void *user, ksf_errinfo *ei)
+{
+    static const char *const what[] = {"ksf_server_use", "ksf_server_use_controller",
+                                       "ksf_server_use_pattern"};
+    if (!srv) {
+        return ksfi_fail(ei, KSF_EINVAL, "%s: srv is NULL", what[scope]);
+    }
+    bool open = atomic_load(&srv->state) == KSFI_SRV_NEW;
+    return ksfi_pipeline_add(&srv->pipeline, open, scope, name, mw, user, what[scope],
+                             ei);
+}
+
+ksf_err
+ksf_server_use(ksf_server *srv, const ksf_middleware *mw, void *user, ksf_errinfo *ei)
+{
+    return use(srv, KSFI_USE_GLOBAL, NULL, mw, user, ei);
+}
+
+ksf_err
+ksf_server_use_controller(ksf_server *srv, const char *controller,
+                          const ksf_middleware *mw, void *user, ksf_errinfo *ei)
+{
+    return use(srv, KSFI_USE_CONTROLLER, controller, mw, user, ei);
+}
+
+ksf_err
+ksf_server_use_pattern(ksf_server *srv, const char *pattern, const ksf_middleware *mw,
+                       void *user, ksf_errinfo *ei)
+{
+    return use(srv, KSFI_USE_PATTERN, pattern, mw, user, ei);
+}
+
+ksf_err
+ksfi_server_freeze_pipeline(ksf_server *srv, ksf_errinfo *ei)
+{
+    if (!srv->pipeline) {
+        return KSF_OK; /* no middleware: every chain is empty */
+    }
+    const char **controllers = ksfi_calloc(srv->nhandlers + 1, sizeof *controllers);
+    if (!controllers) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory building middleware chains");
+    }
+    for (size_t i = 0; i < srv->nhandlers; i++) {
+        const ksfi_handler *h = &srv->handlers[i];
+        /* Macro handlers (those with a file) belong to their controller. */
+        controllers[i] = h->file ? registry_controller(h->fn) : NULL;
+    }
+    ksf_err e = ksfi_pipeline_freeze(srv->pipeline, srv->handlers, srv->nhandlers,
+                                     controllers, ei);
+    ksfi_free(controllers);
     return e;
 }

@@ -137,6 +137,7 @@ ksf_server_destroy(ksf_server *srv)
         ksfi_free(srv->handlers[i].metrics);
     }
     ksfi_free(srv->handlers);
+    ksfi_pipeline_free(srv->pipeline); /* pipeline: registrations and chains */
     for (size_t i = 0; i < srv->nextra; i++) {
         ksfi_free(srv->extra_topics[i]);
     }
@@ -325,6 +326,7 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     out->offset_resets = atomic_load(&c->offset_resets);
     out->offset_reset_skipped = atomic_load(&c->offset_reset_skipped);
     out->reply_refused = atomic_load(&c->reply_refused);
+    out->refused = atomic_load(&c->refused);
 }
 
 /* ---- the reply producer ------------------------------------------------------------ */
@@ -986,6 +988,10 @@ ksf_server_run(ksf_server *srv, ksf_errinfo *ei)
         e = ksfi_fail(ei, KSF_EINVAL,
                       "no handler is registered; call ksf_server_mount, "
                       "ksf_server_on_message or ksf_server_on_event first");
+        goto out;
+    }
+    /* pipeline: the handlers are final now; resolve their middleware chains. */
+    if ((e = ksfi_server_freeze_pipeline(srv, ei))) {
         goto out;
     }
     char nw[24];

@@ -17,6 +17,7 @@
 #include "kafka/server_consumer.h"
 #include "server/handler.h"
 #include "server/message.h"
+#include "server/pipeline.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -89,6 +90,8 @@ struct ksf_server {
     pthread_mutex_t run_lock;
     pthread_cond_t run_cond;
     bool run_active;
+    /* pipeline: the ksf_server_use* registrations and, from run on, the chains. */
+    ksfi_pipeline *pipeline;
 };
 
 /* The handler for @p topic, or NULL. Threads: any, while the server runs. */
@@ -108,5 +111,12 @@ ksf_err ksfi_server_add_handler(ksf_server *srv, const char *pattern,
  * path. A test hook (NestJS meets this only with regex subscriptions). Before run only.
  */
 ksf_err ksfi_server_add_topic(ksf_server *srv, const char *topic, ksf_errinfo *ei);
+
+/*
+ * pipeline: resolve every handler's middleware chain (registry.c, at ksf_server_run
+ * once the handlers are final). Errors: KSF_ENOENT for a controller or pattern
+ * middleware without a handler, KSF_ENOMEM.
+ */
+ksf_err ksfi_server_freeze_pipeline(ksf_server *srv, ksf_errinfo *ei);
 
 #endif

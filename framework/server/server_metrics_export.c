@@ -90,6 +90,10 @@ ksf_server_write_prometheus(ksf_server *srv, FILE *out)
                      "Requests skipped because the reply policy refused their reply "
                      "topic.",
                      "counter", st.reply_refused);
+    ksfi_prom_scalar(out, "ksf_server_refused_total",
+                     "Messages a middleware's before callback refused: their handler "
+                     "did not run.",
+                     "counter", st.refused);
     ksfi_metrics_view_free(&v);
     return ksfi_prom_result(out);
 }
@@ -109,13 +113,14 @@ ksf_server_metrics_json(ksf_server *srv, json_t **out)
     json_t *patterns =
         ksfi_metrics_patterns_json(&v, server_json_names, "handler_duration");
     ksfi_metrics_view_free(&v);
-    *out = patterns ? json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "patterns",
+    *out = patterns ? json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "patterns",
                                 patterns, "no_handler", (json_int_t)st.no_handler,
                                 "malformed", (json_int_t)st.malformed, "reply_failures",
                                 (json_int_t)st.reply_failures, "offset_resets",
                                 (json_int_t)st.offset_resets, "offset_reset_skipped",
                                 (json_int_t)st.offset_reset_skipped, "reply_refused",
-                                (json_int_t)st.reply_refused)
+                                (json_int_t)st.reply_refused, "refused",
+                                (json_int_t)st.refused)
                     : NULL;
     return *out ? KSF_OK : KSF_ENOMEM;
 }

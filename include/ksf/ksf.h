@@ -74,6 +74,10 @@ typedef enum ksf_err {
     KSF_ESTATE = 12,       /**< The call is not valid in the object's current state. */
     KSF_EMSGSIZE = 13,     /**< A message is larger than the configured limit. */
     KSF_DEFERRED = 100,    /**< Not an error: a handler will finish its reply later. */
+    /** Not an error: a middleware's before callback (or a handler) dropped the
+     *  message: an event is committed without running its handler and without a
+     *  retry; a request is refused as a NestJS guard does ("Forbidden resource"). */
+    KSF_SKIP = 101,
 } ksf_err;
 
 /** A short English description of @p err. Never NULL, also for unknown codes. */
@@ -441,8 +445,20 @@ KSF_API const char *ksf_ctx_reply_topic(const ksf_ctx *ctx);
 KSF_API int32_t ksf_ctx_reply_partition(const ksf_ctx *ctx);
 /** True when the message is an event: no reply will be sent. */
 KSF_API bool ksf_ctx_is_event(const ksf_ctx *ctx);
-/** The @p user pointer given when the handler was registered (NULL for macros). */
+/**
+ * The @p user pointer given when the handler was registered; for macro handlers the
+ * controller state given to ksf_server_mount_controller (NULL with ksf_server_mount).
+ */
 KSF_API void *ksf_ctx_user(const ksf_ctx *ctx);
+
+/**
+ * The state of the controller this macro handler was mounted from with
+ * ksf_server_mount_controller() (NestJS's injected controller members), or NULL for a
+ * handler registered by ksf_server_on_message / on_event or mounted without state.
+ * Each server has its own: one controller mounted on two servers with two states gives
+ * each server's handlers their own. Threads: the pointer is the user's to guard.
+ */
+KSF_API void *ksf_ctx_controller(const ksf_ctx *ctx);
 
 /**
  * The time the caller stops waiting, in ms since the Unix epoch (the request's
@@ -677,6 +693,16 @@ KSF_API ksf_err ksf_server_on_event(ksf_server *srv, const char *pattern,
 KSF_API ksf_err ksf_server_mount(ksf_server *srv, const char *controller,
                                  ksf_errinfo *ei);
 
+/**
+ * As ksf_server_mount(), with @p state for the controller's handlers to read through
+ * ksf_ctx_controller() (and ksf_ctx_user()): mount one controller on several servers
+ * with a state each. @p controller NULL mounts every controller with that state.
+ * Ownership: @p state is borrowed; it must outlive the server.
+ * Errors: as ksf_server_mount(); KSF_ESTATE once the server runs.
+ */
+KSF_API ksf_err ksf_server_mount_controller(ksf_server *srv, const char *controller,
+                                            void *state, ksf_errinfo *ei);
+
 /** Called once the server has joined its group and is consuming (see set_ready_cb). */
 typedef void (*ksf_ready_fn)(ksf_server *srv, void *user);
 
@@ -748,6 +774,11 @@ typedef struct ksf_server_stats {
      *  ksf_deadline left less time than the handler's recent run time
      *  (docs/deadlines.md, "Shedding"); also counted in errors, not in requests */
     uint64_t shed;
+    /** messages a middleware's before callback refused, so that their handler did not
+     *  run (a guard's ksf_ctx_forbid or KSF_SKIP, a pipe's validation error, any other
+     *  status; docs/pipeline.md); counted once per handler run, so an event refused on
+     *  each of its retries counts each time. Also in requests or events */
+    uint64_t refused;
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
@@ -761,11 +792,10 @@ KSF_API void ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out);
  * (buckets 0.0001 s to 10 s); unlabelled: ksf_server_no_handler_total,
  * ksf_server_malformed_total, ksf_server_reply_failures_total,
  * ksf_server_offset_resets_total, ksf_server_offset_reset_skipped_total,
- * ksf_server_reply_refused_total. docs/metrics.md says what each counts. Use
- * open_memstream() for a buffer.
- * Errors: KSF_EINVAL (a NULL argument, or a write to @p out failed), KSF_ENOMEM.
- * Threads: any, but not while handlers are still being registered; the counters are
- * read without stopping the server.
+ * ksf_server_reply_refused_total, ksf_server_refused_total. docs/metrics.md says what
+ * each counts. Use open_memstream() for a buffer. Errors: KSF_EINVAL (a NULL argument, or
+ * a write to @p out failed), KSF_ENOMEM. Threads: any, but not while handlers are still
+ * being registered; the counters are read without stopping the server.
  */
 KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
 
@@ -774,10 +804,165 @@ KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
  * "events": n, "replies": n, "errors": n, "handler_duration": {"le_seconds": [...],
  * "counts": [cumulative, the +Inf bucket last], "sum_seconds": s, "count": n}}},
  * "no_handler": n, "malformed": n, "reply_failures": n, "offset_resets": n,
- * "offset_reset_skipped": n, "reply_refused": n}.
+ * "offset_reset_skipped": n, "reply_refused": n, "refused": n}.
  * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_server_metrics_json(ksf_server *srv, json_t **out);
+
+/* ------------------------------------------------------------------------------------ */
+/* Server: the request pipeline (guards, pipes, interceptors, exception filters)        */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * What a message's handling came to, as the middlewares' after callbacks see it and may
+ * change it (NestJS's interceptor Observable and exception filter in one struct).
+ *
+ * Ownership: the outcome owns @p reply and @p error. A callback that replaces one
+ * json_decref()s the old value and stores a new reference (or uses
+ * ksf_outcome_set_reply / ksf_outcome_set_error, which do that); after the last after
+ * callback ksf sends what is there and frees it.
+ */
+typedef struct ksf_outcome {
+    /** KSF_OK: @p reply is sent. KSF_EREMOTE: @p error is sent. KSF_SKIP (events):
+     *  nothing more happens. Any other value: a request gets NestJS's
+     *  {"status":"error","message":"Internal server error"}, an event goes to its
+     *  retries and dead-letter topic (docs/retries.md), as a handler's return would. */
+    ksf_err status;
+    /** The final reply value (new reference, NULL for a null value). Raw bytes set
+     *  with ksf_ctx_set_reply_raw still win over it, as for handlers. */
+    json_t *reply;
+    /** With KSF_EREMOTE on a request: the error as it goes on the wire (the
+     *  RpcException shape, e.g. {"status":"error","message":"..."}). NULL otherwise,
+     *  also for events (their error text is logged and dead-lettered). */
+    json_t *error;
+    /** Microseconds from the first before callback to now (for a deferred handler,
+     *  to its ksf_ctx_finish): what a timing interceptor reports. */
+    int64_t duration_us;
+    /** True when a before callback stopped the message: the handler did not run. */
+    bool refused;
+    /** The number of values sent with ksf_ctx_stream() before this final one. */
+    uint64_t streamed;
+} ksf_outcome;
+
+/**
+ * One middleware: NestJS's guard, pipe, interceptor and exception filter as one
+ * C-shaped pair of optional callbacks. Register it with ksf_server_use() (every
+ * handler), ksf_server_use_controller() or ksf_server_use_pattern().
+ *
+ * before(ctx, data, user), guard and pipe, runs on the worker thread just before the
+ * handler, with the handler's trace scope entered. It returns:
+ * - KSF_OK to go on. It may transform the payload: json_decref(*data) and store a new
+ *   reference (or NULL); the next before and the handler get that. *data is NULL for a
+ *   binary value (read it with ksf_ctx_value()).
+ * - what ksf_ctx_reply_error() / ksf_ctx_reply_error_json() / ksf_ctx_unpack() /
+ *   ksf_ctx_forbid() returned, to refuse with that error: a request's caller gets it
+ *   (an RpcException-shaped error NestJS callers understand); an event fails into its
+ *   retries and dead-letter topic as configured (server.event.retries,
+ *   server.event.dlq.topic), except ksf_ctx_forbid's KSF_SKIP, which drops it.
+ * - KSF_SKIP: an event is committed without running its handler (counted nowhere but
+ *   the debug log); a request is refused with {"status":"error","message":"Forbidden
+ *   resource"}, what NestJS sends when a guard returns false.
+ * - any other error: as a handler's (Internal server error; event retries).
+ * The befores after a refusing one and the handler do not run.
+ *
+ * after(ctx, outcome, user), interceptor and exception filter, runs once per message
+ * when its final result is made: when the handler returned, or for a deferred handler
+ * at ksf_ctx_finish(), on the thread that called it (any thread: a ksf_client reply
+ * callback, so it must not block). It sees the status, reply, error and duration, and
+ * may change them: replace the reply, map an error to a reply (status KSF_OK and a
+ * reply), or a reply to an error. Streamed values (ksf_ctx_stream) are sent as they
+ * come; the after sees the final one. It runs for events too (a filter setting
+ * KSF_OK ends an event's failure without retries). Inside it, change the outcome
+ * rather than calling the ksf_ctx_reply_* functions.
+ *
+ * Order: befores in registration order, the server's global middlewares first, then
+ * its controller's, then its pattern's; afters in the exact reverse order, like
+ * NestJS's nested interceptors. The after of a middleware runs only when its own
+ * before (if any) returned KSF_OK, so a filter registered before a guard sees the
+ * guard's refusal and one registered after it does not. An event retry runs the whole
+ * chain again. Messages that never reach a handler (no handler, expired deadline,
+ * shed, refused reply topic, the time-budget error) bypass the chain.
+ *
+ * Threads: the callbacks of one message never overlap; those of different messages
+ * run concurrently on the worker pool, so shared state in @p user needs its own lock.
+ * Ownership: the struct and @p user are borrowed and must outlive the server.
+ */
+typedef struct ksf_middleware {
+    /** A name for the logs (may be NULL). */
+    const char *name;
+    /** Guard / pipe; may be NULL. */
+    ksf_err (*before)(ksf_ctx *ctx, json_t **data, void *user);
+    /** Interceptor / exception filter; may be NULL. */
+    void (*after)(ksf_ctx *ctx, ksf_outcome *outcome, void *user);
+} ksf_middleware;
+
+/**
+ * Add @p mw to every handler of @p srv (NestJS's app.useGlobalGuards/Interceptors/...).
+ * Errors: KSF_EINVAL (NULL @p srv or @p mw, or a middleware with neither callback),
+ * KSF_ESTATE once ksf_server_run() was called, KSF_ENOMEM.
+ * Threads: the registration thread, before run.
+ */
+KSF_API ksf_err ksf_server_use(ksf_server *srv, const ksf_middleware *mw, void *user,
+                               ksf_errinfo *ei);
+
+/**
+ * Add @p mw to the handlers of @p controller, the name given in the
+ * KSF_CONTROLLER_*_PATTERN macros (@UseGuards on a controller class). ksf_server_run
+ * fails with KSF_ENOENT when no handler of that controller is registered.
+ * Errors: as ksf_server_use().
+ */
+KSF_API ksf_err ksf_server_use_controller(ksf_server *srv, const char *controller,
+                                          const ksf_middleware *mw, void *user,
+                                          ksf_errinfo *ei);
+
+/**
+ * Add @p mw to the handler of @p pattern only (@UseGuards on a method). ksf_server_run
+ * fails with KSF_ENOENT when @p pattern has no handler then.
+ * Errors: as ksf_server_use().
+ */
+KSF_API ksf_err ksf_server_use_pattern(ksf_server *srv, const char *pattern,
+                                       const ksf_middleware *mw, void *user,
+                                       ksf_errinfo *ei);
+
+/**
+ * Refuse the message as a NestJS guard returning false does: a request's caller gets
+ * {"status":"error","message":"Forbidden resource"} and KSF_EREMOTE is returned; an
+ * event is dropped: KSF_SKIP is returned. Use as `return ksf_ctx_forbid(ctx);` from a
+ * before callback (or a handler).
+ */
+KSF_API ksf_err ksf_ctx_forbid(ksf_ctx *ctx);
+
+/**
+ * Validate and unpack the payload (as transformed by the befores so far) with a
+ * jansson format, json_unpack_ex() semantics (@p flags: JSON_STRICT, JSON_VALIDATE_ONLY):
+ * `ksf_ctx_unpack(ctx, JSON_STRICT, "{s:s, s:i}", "item", &item, "qty", &qty)`. Strings
+ * and objects unpacked are borrowed from the payload, valid until the handler returns. On
+ * a mismatch nothing reaches the handler: the caller is answered with
+ * {"status":"error","message":"invalid payload: <field>: <what jansson expected>"},
+ * e.g. `invalid payload: qty: Expected integer, got string`, the field as a path
+ * (`order.items[1].sku`; `$` for the payload itself), and KSF_EREMOTE is returned, so
+ * `if ((e = ksf_ctx_unpack(...))) return e;` works in a handler and in a before
+ * callback alike. On an event the error is logged and KSF_EREMOTE returned (retries and
+ * dead letter). Errors: KSF_ESTATE outside the before callbacks and the handler call
+ * (the payload is gone once the handler returned: unpack before deferring);
+ * KSF_EINVAL, logged and not answered, when @p fmt or its arguments are wrong
+ * (jansson's <format> and <args> errors: the service's bug, so the caller gets the
+ * Internal server error when it is returned).
+ * Threads: the worker running the befores and the handler.
+ */
+KSF_API ksf_err ksf_ctx_unpack(ksf_ctx *ctx, size_t flags, const char *fmt, ...);
+
+/** The payload as the befores so far left it (borrowed), or NULL outside them and
+ *  the handler call and for a binary value. */
+KSF_API const json_t *ksf_ctx_data(const ksf_ctx *ctx);
+
+/** Make @p reply (stolen; NULL: a null value) the reply sent: status KSF_OK, any
+ *  error dropped. */
+KSF_API void ksf_outcome_set_reply(ksf_outcome *outcome, json_t *reply);
+
+/** Make @p error (borrowed) the error sent, shaped as ksf_ctx_reply_error_json() does:
+ *  status KSF_EREMOTE, any reply dropped. Errors: KSF_ENOMEM (outcome unchanged). */
+KSF_API ksf_err ksf_outcome_set_error(ksf_outcome *outcome, const json_t *error);
 
 /* ------------------------------------------------------------------------------------ */
 /* Client: send (request/reply) and emit (events)                                      */

@@ -143,6 +143,24 @@ KSF_MESSAGE_PATTERN("interop.async", async_result)
     return e;
 }
 
+/* interop.guarded: behind a guard that wants an x-token header, which the NestJS
+ * client does not send: it must read the refusal as NestJS's own guard refusal. */
+KSF_MESSAGE_PATTERN("interop.guarded", guarded)
+{
+    *reply = json_string("the guard let it through");
+    return *reply ? KSF_OK : KSF_ENOMEM;
+}
+
+static ksf_err
+token_guard(ksf_ctx *ctx, json_t **data, void *user)
+{
+    (void)data;
+    (void)user;
+    return ksf_ctx_header(ctx, "x-token", NULL) ? KSF_OK : ksf_ctx_forbid(ctx);
+}
+
+static const ksf_middleware token = {"token", token_guard, NULL};
+
 static void
 on_ready(ksf_server *srv, void *user)
 {
@@ -182,6 +200,9 @@ main(int argc, char **argv)
     }
     if (!e) {
         e = ksf_server_mount(srv, NULL, &ei);
+    }
+    if (!e) {
+        e = ksf_server_use_pattern(srv, "interop.guarded", &token, NULL, &ei);
     }
     if (!e) {
         ksf_server_set_ready_cb(srv, on_ready, NULL);

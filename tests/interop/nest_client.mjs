@@ -25,6 +25,8 @@ const cases = [
   ['interop.rpc-string', {}, { error: { status: 'error', message: 'hero not found' } }],
   ['interop.rpc-object', {}, { error: { code: 42, message: 'bad dragon' } }],
   ['interop.plain-error', {}, { error: { status: 'error', message: 'Internal server error' } }],
+  // A ksf guard (ksf_ctx_forbid) refuses as a NestJS guard returning false does.
+  ['interop.guarded', {}, { error: { status: 'error', message: 'Forbidden resource' } }],
   ['interop.stream', {}, { values: ['0', '1', '2'] }],
   ['interop.async', { n: 7 }, { values: [{ async: true, got: { n: 7 } }] }],
 ];

@@ -34,7 +34,7 @@ source "$here/procs.sh"
 # the metadata the NestJS consumers watch, and kafkajs answers that with a rebalance,
 # after which it redelivers the rest of its current batch (a streamed value twice).
 patterns=(object array string number null echo rpc-string rpc-object plain-error stream
-    stream-sync async context meta event)
+    stream-sync async context meta event guarded)
 topics=()
 for p in "${patterns[@]}"; do topics+=(--topic "interop.$p" --topic "interop.$p.reply"); done
 if [[ -n ${KSF_TEST_KAFKA:-} ]]; then
