@@ -4,6 +4,8 @@
  * Usage: interop_client BROKER EVENT_LOG      Prints "N passed, N failed"; exit 0 if none
  * failed.
  */
+#include "interop_check.h"
+
 #include <ksf/ksf.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -37,21 +39,6 @@ on_reply(const ksf_reply *r, void *user)
         pthread_cond_signal(&o->done_cv);
     }
     pthread_mutex_unlock(&o->lock);
-}
-
-static int passed, failed;
-
-static void
-check(const char *name, bool ok, const char *detail)
-{
-    if (ok) {
-        passed++;
-        printf("ok %s\n", name);
-    } else {
-        failed++;
-        printf("not ok %s: %s\n", name, detail);
-    }
-    fflush(stdout);
 }
 
 /* Send @p payload_json to @p pattern (streaming) and compare with @p expect_json:
@@ -168,29 +155,6 @@ check_context(ksf_client *cli)
     json_decref(o.error);
     pthread_mutex_destroy(&o.lock);
     pthread_cond_destroy(&o.done_cv);
-}
-
-/* Wait (up to 15 s) until @p path holds a line equal to @p line. */
-static bool
-wait_for_line(const char *path, const char *line)
-{
-    struct timespec pause = {0, 50 * 1000 * 1000};
-    for (int i = 0; i < 300; i++) {
-        FILE *f = fopen(path, "r");
-        char buf[4096];
-        while (f && fgets(buf, sizeof buf, f)) {
-            buf[strcspn(buf, "\n")] = '\0';
-            if (!strcmp(buf, line)) {
-                fclose(f);
-                return true;
-            }
-        }
-        if (f) {
-            fclose(f);
-        }
-        nanosleep(&pause, NULL); /* polling a file another process writes */
-    }
-    return false;
 }
 
 int
