@@ -58,13 +58,7 @@ ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei)
 char *
 ksfi_reply_topic_of(const char *pattern)
 {
-    size_t a = strlen(pattern), b = strlen(KSFI_REPLY_SUFFIX);
-    char *s = ksfi_malloc(a + b + 1);
-    if (s) {
-        memcpy(s, pattern, a);
-        memcpy(s + a, KSFI_REPLY_SUFFIX, b + 1);
-    }
-    return s;
+    return ksfi_strcat2(pattern, KSFI_REPLY_SUFFIX);
 }
 
 /* ---- headers ----------------------------------------------------------------------- */
