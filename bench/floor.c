@@ -27,16 +27,6 @@
 #include <string.h>
 #include <time.h>
 
-/* bench/callgrind counts the run alone (as in tools/cmd_bench.c). */
-#if defined(__has_include)
-#if __has_include(<valgrind/callgrind.h>)
-#include <valgrind/callgrind.h>
-#endif
-#endif
-#ifndef CALLGRIND_START_INSTRUMENTATION
-#define CALLGRIND_START_INSTRUMENTATION
-#endif
-
 #define REQUEST_TOPIC "bench.echo"
 #define REPLY_TOPIC "bench.echo" KSFI_REPLY_SUFFIX
 #define EVENT_TOPIC "bench.event"
@@ -149,22 +139,6 @@ parse_decimal(const char *s, size_t len)
         v = v * 10 + (s[i] - '0');
     }
     return v;
-}
-
-/* Writes the decimal digits of @p v (>= 0) at @p p; returns the end. */
-static char *
-put_decimal(char *p, long v)
-{
-    char d[24];
-    int n = 0;
-    do {
-        d[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    while (n > 0) {
-        *p++ = d[--n];
-    }
-    return p;
 }
 
 static void
@@ -295,9 +269,9 @@ issue(run *r, int i)
 {
     lane *l = &r->lanes[i];
     char id[48], part[] = "0";
-    char *end = put_decimal(id, i);
+    char *end = bench_put_long(id, i);
     *end++ = ':';
-    end = put_decimal(end, ++l->seq);
+    end = bench_put_long(end, ++l->seq);
     int n = (int)(end - id);
     static const char value[] = "{\"hero\":\"bench\",\"n\":42}";
     l->start_ns = ksf_tool_mono_ns();

@@ -122,13 +122,9 @@ static ksf_err
 h_countdown(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)data;
-    for (int i = 3; i > 1; i--) {
-        json_t *v = json_integer(i);
-        ksf_err e = ksf_ctx_stream(ctx, v, NULL);
-        json_decref(v);
-        if (e) {
-            return e;
-        }
+    ksf_err e = ksft_stream_ints(ctx, 3, -1, 2);
+    if (e) {
+        return e;
     }
     *reply = json_string("liftoff");
     return KSF_OK;

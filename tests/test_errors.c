@@ -1,9 +1,11 @@
+#include "base/alloc.h"
 #include "base/errinfo.h"
 
 #include "suite.h"
 
 #include <check.h>
 #include <ksf/ksf.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +65,43 @@ END_TEST
 KSFT_TEST(test_errors_version, 10)
 {
     ck_assert_str_eq(ksf_version(), KSF_VERSION_STRING);
+}
+END_TEST
+
+/* The base/alloc.h helpers the growable buffers and id strings share (#18). */
+KSFT_TEST(test_alloc_grow_doubles_and_keeps_data_on_oom, 10)
+{
+    size_t cap = 0;
+    char *p = ksfi_grow(NULL, &cap, 5, 4); /* 4 -> 8 */
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(cap, 8);
+    memcpy(p, "abcdefg", 8);
+    char *q = ksfi_grow(p, &cap, 33, 4); /* 8 -> 16 -> 32 -> 64 */
+    ck_assert_ptr_nonnull(q);
+    ck_assert_uint_eq(cap, 64);
+    ck_assert_str_eq(q, "abcdefg");
+    ksfi_alloc_fail_after(1, 0);
+    ck_assert_ptr_null(ksfi_grow(q, &cap, 65, 4));
+    ksfi_alloc_fail_after(0, 0);
+    ck_assert_uint_eq(cap, 64); /* unchanged, and q still the caller's */
+    ck_assert_str_eq(q, "abcdefg");
+    ck_assert_ptr_null(ksfi_grow(q, &cap, SIZE_MAX, 4)); /* beyond doubling */
+    ck_assert_uint_eq(cap, 64);
+    ksfi_free(q);
+}
+END_TEST
+
+KSFT_TEST(test_alloc_strcat2, 10)
+{
+    char *s = ksfi_strcat2("orders.create", ".reply");
+    ck_assert_str_eq(s, "orders.create.reply");
+    ksfi_free(s);
+    s = ksfi_strcat2("", "");
+    ck_assert_str_eq(s, "");
+    ksfi_free(s);
+    ksfi_alloc_fail_after(1, 0);
+    ck_assert_ptr_null(ksfi_strcat2("a", "b"));
+    ksfi_alloc_fail_after(0, 0);
 }
 END_TEST
 

@@ -211,10 +211,13 @@ failover_config(const cluster *c)
     return cfg;
 }
 
-/* Server and client on @p c, the load with @p fault at KILL_AT, exact checks. */
+/* A cluster of @p nodes nodes, server and client on it, the load with @p fault (given
+ * the cluster) at KILL_AT, exact checks; the cluster stops after. */
 static void
-failover_case(cluster *c, const char *what, void (*fault)(void *))
+failover_case(const char *nodes, const char *what, void (*fault)(void *))
 {
+    cluster cl = {0}, *c = &cl;
+    cluster_start(c, nodes);
     ksf_config *cfg = failover_config(c);
     static const char *const patterns[] = {PATTERN, NULL};
     ksft_service svc = {0};
@@ -232,6 +235,7 @@ failover_case(cluster *c, const char *what, void (*fault)(void *))
     ksft_tally_free(&l.tally);
     ksft_service_stop(&svc);
     ksf_config_destroy(cfg);
+    cluster_stop(c);
 }
 
 /* ---- cases ------------------------------------------------------------------------- */
@@ -249,10 +253,7 @@ kill_request_leader(void *arg)
 KSFT_TEST(test_failover_leader_killed, 240)
 {
     KSFT_NEEDS_REAL_KAFKA("a 3-node cluster whose nodes can be killed");
-    cluster c = {0};
-    cluster_start(&c, "3");
-    failover_case(&c, "3 nodes, leader killed", kill_request_leader);
-    cluster_stop(&c);
+    failover_case("3", "3 nodes, leader killed", kill_request_leader);
 }
 END_TEST
 
@@ -269,10 +270,7 @@ kill_and_restart_single(void *arg)
 KSFT_TEST(test_failover_single_restart, 240)
 {
     KSFT_NEEDS_REAL_KAFKA("a broker that can be killed and restarted on its data");
-    cluster c = {0};
-    cluster_start(&c, "1");
-    failover_case(&c, "1 node, killed and restarted", kill_and_restart_single);
-    cluster_stop(&c);
+    failover_case("1", "1 node, killed and restarted", kill_and_restart_single);
 }
 END_TEST
 

@@ -6,6 +6,7 @@
  */
 #include "server/server.h"
 #include "server_probe.h"
+#include "service.h"
 #include "suite.h"
 
 #include <check.h>
@@ -153,13 +154,9 @@ static ksf_err
 h_stream(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)data;
-    for (int i = 1; i <= 2; i++) {
-        json_t *v = json_integer(i);
-        ksf_err e = ksf_ctx_stream(ctx, v, NULL);
-        json_decref(v);
-        if (e) {
-            return e;
-        }
+    ksf_err e = ksft_stream_ints(ctx, 1, 1, 2);
+    if (e) {
+        return e;
     }
     *reply = json_integer(3);
     return KSF_OK;

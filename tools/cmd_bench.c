@@ -20,18 +20,6 @@
 
 #include <ksf/ksf.h>
 
-/* bench/callgrind counts the instructions of the run alone: it starts the client with
- * instrumentation off and this turns it on (for every thread) just before the first
- * request. Outside valgrind this is a few no-op instructions. */
-#if defined(__has_include)
-#if __has_include(<valgrind/callgrind.h>)
-#include <valgrind/callgrind.h>
-#endif
-#endif
-#ifndef CALLGRIND_START_INSTRUMENTATION
-#define CALLGRIND_START_INSTRUMENTATION
-#endif
-
 enum {
     EXIT_OK = 0,
     EXIT_FAILED = 1, /* some requests failed or timed out */

@@ -13,6 +13,19 @@
 #include <sys/resource.h>
 #include <time.h>
 
+/* bench/callgrind counts the instructions of the run alone: it starts the client (ksf
+ * bench, bench/floor) with instrumentation off and CALLGRIND_START_INSTRUMENTATION turns
+ * it on (for every thread) just before the first request. Outside valgrind, or without
+ * valgrind's headers, it is a few no-op instructions or nothing. */
+#if defined(__has_include)
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#endif
+#endif
+#ifndef CALLGRIND_START_INSTRUMENTATION
+#define CALLGRIND_START_INSTRUMENTATION
+#endif
+
 /* CLOCK_MONOTONIC in nanoseconds: for durations. */
 static inline int64_t
 ksf_tool_mono_ns(void)

@@ -1,6 +1,7 @@
 #include "base/alloc.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,6 +79,35 @@ char *
 ksfi_strdup(const char *s)
 {
     return ksfi_memdup(s, strlen(s));
+}
+
+void *
+ksfi_grow(void *data, size_t *cap, size_t need, size_t first)
+{
+    size_t c = *cap ? *cap : first;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) {
+            return NULL;
+        }
+        c *= 2;
+    }
+    void *grown = ksfi_realloc(data, c);
+    if (grown) {
+        *cap = c;
+    }
+    return grown;
+}
+
+char *
+ksfi_strcat2(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    char *s = ksfi_malloc(na + nb + 1);
+    if (s) {
+        memcpy(s, a, na);
+        memcpy(s + na, b, nb + 1);
+    }
+    return s;
 }
 
 void

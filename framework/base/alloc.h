@@ -14,6 +14,15 @@ void *ksfi_realloc(void *ptr, size_t size);
 char *ksfi_strdup(const char *s);
 char *ksfi_strndup(const char *s, size_t len);
 void *ksfi_memdup(const void *p, size_t len);
+/*
+ * For growable buffers, when @p need bytes are more than the capacity *cap: @p data
+ * reallocated to *cap doubled (@p first when 0) until it holds @p need, *cap updated.
+ * NULL when out of memory (or @p need is beyond doubling): then @p data and *cap stay
+ * as they were, and the caller still owns and frees @p data.
+ */
+void *ksfi_grow(void *data, size_t *cap, size_t need, size_t first);
+/* @p a followed by @p b in a new string (NULL when out of memory). */
+char *ksfi_strcat2(const char *a, const char *b);
 void ksfi_free(void *ptr);
 
 /*

@@ -836,22 +836,11 @@ ksf_config_set_log(ksf_config *cfg, ksf_log_fn fn, void *user, ksf_log_level max
     cfg->log_max_level = max_level;
 }
 
-static char *
-join_id(const char *base, const char *postfix)
-{
-    size_t a = strlen(base), b = strlen(postfix);
-    char *s = ksfi_malloc(a + b + 1);
-    if (s) {
-        memcpy(s, base, a);
-        memcpy(s + a, postfix, b + 1);
-    }
-    return s;
-}
-
 char *
 ksfi_config_client_id(const ksf_config *cfg, const char *default_postfix)
 {
-    return join_id(cfg->client_id, cfg->postfix_id ? cfg->postfix_id : default_postfix);
+    return ksfi_strcat2(cfg->client_id,
+                        cfg->postfix_id ? cfg->postfix_id : default_postfix);
 }
 
 /* glibc and musl set it from argv[0] before main (valgrind passes the program's). */
@@ -869,7 +858,7 @@ ksfi_config_group_id(const ksf_config *cfg, const char *default_postfix)
         program_invocation_short_name && *program_invocation_short_name) {
         base = program_invocation_short_name;
     }
-    return join_id(base, cfg->postfix_id ? cfg->postfix_id : default_postfix);
+    return ksfi_strcat2(base, cfg->postfix_id ? cfg->postfix_id : default_postfix);
 }
 
 /* ---- the logging settings (log.c reads none of config's fields) ---------------- */

@@ -27,13 +27,7 @@ ksfi_check_topic(const char *topic, bool need_reply_room, ksf_errinfo *ei)
 char *
 ksfi_reply_topic_of(const char *pattern)
 {
-    size_t a = strlen(pattern), b = strlen(KSFI_REPLY_SUFFIX);
-    char *s = ksfi_malloc(a + b + 1);
-    if (s) {
-        memcpy(s, pattern, a);
-        memcpy(s + a, KSFI_REPLY_SUFFIX, b + 1);
-    }
-    return s;
+    return ksfi_strcat2(pattern, KSFI_REPLY_SUFFIX);
 }
 
 /* ---- headers ----------------------------------------------------------------------- */
@@ -144,6 +138,22 @@ legal_reply_topic(const char *value, size_t len)
     return ksfi_check_topic(topic, false, NULL) == KSF_OK;
 }
 
+/*
+ * wire_header_of(h), and if h is the correlation id, takes it into *id / *id_len (a
+ * NULL value counts as empty): requests and replies read the id alike, and the last
+ * copy of a repeated header wins in both.
+ */
+static wire_header
+wire_header_take_id(const ksfi_header *h, const void **id, size_t *id_len)
+{
+    wire_header w = wire_header_of(h);
+    if (w == WIRE_CORRELATION_ID) {
+        *id = h->value;
+        *id_len = h->value ? h->len : 0;
+    }
+    return w;
+}
+
 ksf_err
 ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_meta *meta,
                            ksf_errinfo *ei)
@@ -154,11 +164,9 @@ ksfi_parse_request_headers(const ksfi_header *hdrs, size_t count, ksfi_request_m
     meta->reply_partition = -1;
     for (size_t i = 0; i < count; i++) {
         const ksfi_header *h = &hdrs[i];
-        wire_header w = wire_header_of(h);
-        if (w == WIRE_CORRELATION_ID) {
-            meta->correlation_id = h->value;
-            meta->correlation_id_len = h->value ? h->len : 0;
-        } else if (w == WIRE_REPLY_TOPIC) {
+        wire_header w =
+            wire_header_take_id(h, &meta->correlation_id, &meta->correlation_id_len);
+        if (w == WIRE_REPLY_TOPIC) {
             meta->reply_topic = h->value;
             meta->reply_topic_len = h->value ? h->len : 0;
         } else if (w == WIRE_REPLY_PARTITION) {
@@ -211,11 +219,9 @@ ksfi_parse_reply_headers(const ksfi_header *hdrs, size_t count, ksfi_reply_meta 
     memset(meta, 0, sizeof *meta);
     for (size_t i = 0; i < count; i++) {
         const ksfi_header *h = &hdrs[i];
-        wire_header w = wire_header_of(h);
-        if (w == WIRE_CORRELATION_ID) {
-            meta->correlation_id = h->value;
-            meta->correlation_id_len = h->value ? h->len : 0;
-        } else if (w == WIRE_NEST_ERR) {
+        wire_header w =
+            wire_header_take_id(h, &meta->correlation_id, &meta->correlation_id_len);
+        if (w == WIRE_NEST_ERR) {
             err = h;
         } else if (w == WIRE_NEST_IS_DISPOSED) {
             meta->is_disposed = true;

@@ -31,17 +31,12 @@ sb_put(sbuf *b, const char *s, size_t n)
         return;
     }
     if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) {
-            cap *= 2;
-        }
-        char *grown = ksfi_realloc(b->data, cap);
+        char *grown = ksfi_grow(b->data, &b->cap, b->len + n + 1, 64);
         if (!grown) {
             b->oom = true;
             return;
         }
         b->data = grown;
-        b->cap = cap;
     }
     memcpy(b->data + b->len, s, n);
     b->len += n;

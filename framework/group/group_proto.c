@@ -60,8 +60,8 @@ ksfi_gp_buf_free(ksfi_gp_buf *b)
     memset(b, 0, sizeof *b);
 }
 
-static void
-put(ksfi_gp_buf *b, const void *p, size_t n)
+void
+ksfi_gp_buf_put(ksfi_gp_buf *b, const void *p, size_t n)
 {
     if (b->oom) {
         return;
@@ -71,17 +71,12 @@ put(ksfi_gp_buf *b, const void *p, size_t n)
         return;
     }
     if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 128;
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        uint8_t *grown = ksfi_realloc(b->data, cap);
+        uint8_t *grown = ksfi_grow(b->data, &b->cap, b->len + n, 128);
         if (!grown) {
             b->oom = true;
             return;
         }
         b->data = grown;
-        b->cap = cap;
     }
     if (n) {
         memcpy(b->data + b->len, p, n);
@@ -92,7 +87,7 @@ put(ksfi_gp_buf *b, const void *p, size_t n)
 static void
 put_i8(ksfi_gp_buf *b, int8_t v)
 {
-    put(b, &v, 1);
+    ksfi_gp_buf_put(b, &v, 1);
 }
 
 static void
@@ -100,7 +95,7 @@ put_i16(ksfi_gp_buf *b, int16_t v)
 {
     uint16_t u = (uint16_t)v;
     uint8_t x[2] = {(uint8_t)(u >> 8), (uint8_t)u};
-    put(b, x, 2);
+    ksfi_gp_buf_put(b, x, 2);
 }
 
 static void
@@ -109,7 +104,7 @@ put_i32(ksfi_gp_buf *b, int32_t v)
     uint32_t u = (uint32_t)v;
     uint8_t x[4] = {(uint8_t)(u >> 24), (uint8_t)(u >> 16), (uint8_t)(u >> 8),
                     (uint8_t)u};
-    put(b, x, 4);
+    ksfi_gp_buf_put(b, x, 4);
 }
 
 /* STRING / NULLABLE_STRING; NULL writes length -1. Longer than int16 cannot be sent. */
@@ -126,7 +121,7 @@ put_str(ksfi_gp_buf *b, const char *s)
         return;
     }
     put_i16(b, (int16_t)n);
-    put(b, s, n);
+    ksfi_gp_buf_put(b, s, n);
 }
 
 static void
@@ -137,7 +132,7 @@ put_bytes(ksfi_gp_buf *b, const void *p, size_t n)
         return;
     }
     put_i32(b, (int32_t)n);
-    put(b, p, n);
+    ksfi_gp_buf_put(b, p, n);
 }
 
 /* Start a frame: a size placeholder and request header v1. Returns the size offset. */

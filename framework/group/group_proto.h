@@ -59,6 +59,10 @@ typedef struct ksfi_gp_buf {
 
 void ksfi_gp_buf_free(ksfi_gp_buf *b);
 
+/* Append @p n bytes of @p p (the SASL frames of transport_sasl.c use it too); on
+ * failure b->oom is set and every later append does nothing. */
+void ksfi_gp_buf_put(ksfi_gp_buf *b, const void *p, size_t n);
+
 /* ---- consumer-protocol blobs ----------------------------------------------------- */
 
 /* One topic's partitions. */

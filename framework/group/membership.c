@@ -121,32 +121,48 @@ build_metadata(ksfi_membership *m, ksfi_gp_buf *out)
     return err;
 }
 
+/*
+ * Send @p req (encoded with result @p encoded; freed here) and decode its response
+ * into @p jr for a JoinGroup or @p sr for a SyncGroup (the other one NULL). A
+ * response that does not decode is an I/O error and ends the connection, since the
+ * stream is no longer in step.
+ */
 static ksf_err
-send_join(ksfi_membership *m, const ksfi_gp_buf *meta, ksfi_gp_join_group_resp *jr)
+join_or_sync(ksfi_membership *m, ksfi_gp_buf *req, ksf_err encoded, int32_t corr,
+             ksfi_gp_join_group_resp *jr, ksfi_gp_sync_group_resp *sr)
 {
-    ksfi_gp_buf req = {0};
     uint8_t *payload = NULL;
     const uint8_t *body;
     size_t blen;
-    ksfi_gp_header h = ksfi_membership_next_header(m, m->v_join);
-    ksfi_gp_join_request r = {m->group_id,  m->session_ms, m->rebalance_ms,
-                              m->member_id, "consumer",    KSFI_ASSIGNOR_NAME,
-                              meta->data,   meta->len,     m->instance_id};
     ksf_errinfo ei = {0};
-    ksf_err err = ksfi_gp_encode_join_group(&req, &h, &r);
+    ksf_err err = encoded;
     if (err == KSF_OK &&
-        (err =
-             ksfi_membership_roundtrip(m, &req, h.correlation_id, m->rebalance_ms + 5000,
-                                       "JoinGroup", &payload, &body, &blen)) == KSF_OK &&
-        (err = ksfi_gp_decode_join_group(body, blen, m->v_join, jr, &ei)) != KSF_OK) {
+        (err = ksfi_membership_roundtrip(m, req, corr, m->rebalance_ms + 5000,
+                                         jr ? "JoinGroup" : "SyncGroup", &payload, &body,
+                                         &blen)) == KSF_OK &&
+        (err = jr ? ksfi_gp_decode_join_group(body, blen, m->v_join, jr, &ei)
+                  : ksfi_gp_decode_sync_group(body, blen, m->v_sync, sr, &ei)) !=
+            KSF_OK) {
         ksfi_log(&m->log, KSF_LOG_WARNING, COMPONENT, "group %s: %s", m->group_id,
                  ei.text);
         STAT_ADD(m, io_errors);
         ksfi_membership_conn_close(m);
     }
     ksfi_free(payload);
-    ksfi_gp_buf_free(&req);
+    ksfi_gp_buf_free(req);
     return err;
+}
+
+static ksf_err
+send_join(ksfi_membership *m, const ksfi_gp_buf *meta, ksfi_gp_join_group_resp *jr)
+{
+    ksfi_gp_buf req = {0};
+    ksfi_gp_header h = ksfi_membership_next_header(m, m->v_join);
+    ksfi_gp_join_request r = {m->group_id,  m->session_ms, m->rebalance_ms,
+                              m->member_id, "consumer",    KSFI_ASSIGNOR_NAME,
+                              meta->data,   meta->len,     m->instance_id};
+    return join_or_sync(m, &req, ksfi_gp_encode_join_group(&req, &h, &r),
+                        h.correlation_id, jr, NULL);
 }
 
 /* JoinGroup, repeating at once with the given id on MEMBER_ID_REQUIRED (KIP-394). A
@@ -182,27 +198,11 @@ static ksf_err
 send_sync(ksfi_membership *m, const ksfi_membership_plan *lp, ksfi_gp_sync_group_resp *sr)
 {
     ksfi_gp_buf req = {0};
-    uint8_t *payload = NULL;
-    const uint8_t *body;
-    size_t blen;
     ksfi_gp_header h = ksfi_membership_next_header(m, m->v_sync);
-    ksf_errinfo ei = {0};
-    ksf_err err =
+    ksf_err encoded =
         ksfi_gp_encode_sync_group(&req, &h, m->group_id, m->generation, m->member_id,
                                   m->instance_id, lp->blobs, lp->n);
-    if (err == KSF_OK &&
-        (err =
-             ksfi_membership_roundtrip(m, &req, h.correlation_id, m->rebalance_ms + 5000,
-                                       "SyncGroup", &payload, &body, &blen)) == KSF_OK &&
-        (err = ksfi_gp_decode_sync_group(body, blen, m->v_sync, sr, &ei)) != KSF_OK) {
-        ksfi_log(&m->log, KSF_LOG_WARNING, COMPONENT, "group %s: %s", m->group_id,
-                 ei.text);
-        STAT_ADD(m, io_errors);
-        ksfi_membership_conn_close(m);
-    }
-    ksfi_free(payload);
-    ksfi_gp_buf_free(&req);
-    return err;
+    return join_or_sync(m, &req, encoded, h.correlation_id, NULL, sr);
 }
 
 /* A new assignment arrived: keep it and tell the owner. */

@@ -19,58 +19,32 @@
 
 /* ---- Kafka framing for the SASL requests ------------------------------------------- */
 
-typedef struct wbuf {
-    uint8_t *p;
-    size_t len, cap;
-    bool oom;
-} wbuf;
-
 static void
-put(wbuf *b, const void *p, size_t n)
-{
-    if (b->oom) {
-        return;
-    }
-    if (b->len + n > b->cap) {
-        size_t cap = (b->len + n) * 2 + 64;
-        uint8_t *q = ksfi_realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
-static void
-put_be(wbuf *b, uint64_t v, int bytes)
+put_be(ksfi_gp_buf *b, uint64_t v, int bytes)
 {
     uint8_t x[8];
     for (int i = 0; i < bytes; i++) {
         x[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
     }
-    put(b, x, (size_t)bytes);
+    ksfi_gp_buf_put(b, x, (size_t)bytes);
 }
 
 static void
-put_uvarint(wbuf *b, uint64_t v)
+put_uvarint(ksfi_gp_buf *b, uint64_t v)
 {
     while (v >= 0x80) {
         uint8_t c = (uint8_t)(v | 0x80);
-        put(b, &c, 1);
+        ksfi_gp_buf_put(b, &c, 1);
         v >>= 7;
     }
     uint8_t c = (uint8_t)v;
-    put(b, &c, 1);
+    ksfi_gp_buf_put(b, &c, 1);
 }
 
 /* int32 size, then request header v1 (v2 adds empty tagged fields when @p flexible). */
 static void
-frame_header(wbuf *b, int16_t api, int16_t version, int32_t corr, const char *client_id,
-             bool flexible)
+frame_header(ksfi_gp_buf *b, int16_t api, int16_t version, int32_t corr,
+             const char *client_id, bool flexible)
 {
     put_be(b, 0, 4);
     put_be(b, (uint16_t)api, 2);
@@ -78,7 +52,7 @@ frame_header(wbuf *b, int16_t api, int16_t version, int32_t corr, const char *cl
     put_be(b, (uint32_t)corr, 4);
     if (client_id) {
         put_be(b, (uint16_t)strlen(client_id), 2);
-        put(b, client_id, strlen(client_id));
+        ksfi_gp_buf_put(b, client_id, strlen(client_id));
     } else {
         put_be(b, 0xffff, 2);
     }
@@ -88,14 +62,14 @@ frame_header(wbuf *b, int16_t api, int16_t version, int32_t corr, const char *cl
 }
 
 static void
-frame_size(wbuf *b)
+frame_size(ksfi_gp_buf *b)
 {
     if (!b->oom) {
         uint32_t n = (uint32_t)(b->len - 4);
-        b->p[0] = (uint8_t)(n >> 24);
-        b->p[1] = (uint8_t)(n >> 16);
-        b->p[2] = (uint8_t)(n >> 8);
-        b->p[3] = (uint8_t)n;
+        b->data[0] = (uint8_t)(n >> 24);
+        b->data[1] = (uint8_t)(n >> 16);
+        b->data[2] = (uint8_t)(n >> 8);
+        b->data[3] = (uint8_t)n;
     }
 }
 
@@ -167,7 +141,7 @@ typedef struct sasl_session {
 
 /* Send @p b (a whole frame) and read the answer; *r spans the body after the header. */
 static ksf_err
-exchange(sasl_session *ss, wbuf *b, bool flexible, uint8_t **payload, rbuf *r,
+exchange(sasl_session *ss, ksfi_gp_buf *b, bool flexible, uint8_t **payload, rbuf *r,
          ksf_errinfo *ei)
 {
     size_t len = 0;
@@ -175,7 +149,7 @@ exchange(sasl_session *ss, wbuf *b, bool flexible, uint8_t **payload, rbuf *r,
     if (b->oom) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a SASL request");
     }
-    ksf_err e = ksfi_conn_write(ss->c, b->p, b->len, ss->deadline, ei);
+    ksf_err e = ksfi_conn_write(ss->c, b->data, b->len, ss->deadline, ei);
     if (e == KSF_OK) {
         e = ksfi_conn_read_frame(ss->c, payload, &len, ss->deadline, ei);
     }
@@ -204,8 +178,7 @@ sasl_versions(sasl_session *ss, ksf_errinfo *ei)
     rbuf r;
     ksf_err e = ksfi_gp_encode_api_versions(&req, &h);
     if (e == KSF_OK) {
-        wbuf f = {req.data, req.len, req.cap, req.oom}; /* a whole frame already */
-        e = exchange(ss, &f, false, &payload, &r, ei);
+        e = exchange(ss, &req, false, &payload, &r, ei); /* a whole frame already */
     }
     if (e == KSF_OK) {
         e = ksfi_gp_decode_api_versions(r.p + r.off, r.len - r.off, 0, &av, ei);
@@ -232,12 +205,12 @@ sasl_versions(sasl_session *ss, ksf_errinfo *ei)
 static ksf_err
 sasl_handshake(sasl_session *ss, const char *mech, ksf_errinfo *ei)
 {
-    wbuf b = {0};
+    ksfi_gp_buf b = {0};
     uint8_t *payload = NULL;
     rbuf r;
     frame_header(&b, KSFI_API_SASL_HANDSHAKE, 1, ++ss->corr, ss->client_id, false);
     put_be(&b, strlen(mech), 2);
-    put(&b, mech, strlen(mech));
+    ksfi_gp_buf_put(&b, mech, strlen(mech));
     ksf_err e = exchange(ss, &b, false, &payload, &r, ei);
     if (e == KSF_OK) {
         int16_t code = (int16_t)get_be(&r, 2);
@@ -262,7 +235,7 @@ sasl_handshake(sasl_session *ss, const char *mech, ksf_errinfo *ei)
                 ss->peer, mech, code, offered[0] ? offered : "none");
         }
     }
-    ksfi_free(b.p);
+    ksfi_free(b.data);
     ksfi_free(payload);
     return e;
 }
@@ -276,7 +249,7 @@ sasl_round(sasl_session *ss, const uint8_t *tok, size_t len, uint8_t **out,
            size_t *out_len, int16_t *code, char *msg, size_t msg_size, ksf_errinfo *ei)
 {
     bool flex = ss->v_auth >= 2;
-    wbuf b = {0};
+    ksfi_gp_buf b = {0};
     uint8_t *payload = NULL;
     rbuf r;
     frame_header(&b, KSFI_API_SASL_AUTHENTICATE, ss->v_auth, ++ss->corr, ss->client_id,
@@ -286,13 +259,13 @@ sasl_round(sasl_session *ss, const uint8_t *tok, size_t len, uint8_t **out,
     } else {
         put_be(&b, len, 4);
     }
-    put(&b, tok, len);
+    ksfi_gp_buf_put(&b, tok, len);
     if (flex) {
         put_uvarint(&b, 0);
     }
     ksf_err e = exchange(ss, &b, flex, &payload, &r, ei);
-    OPENSSL_cleanse(b.p, b.len);
-    ksfi_free(b.p);
+    OPENSSL_cleanse(b.data, b.len);
+    ksfi_free(b.data);
     *out = NULL;
     if (e != KSF_OK) {
         ksfi_free(payload);

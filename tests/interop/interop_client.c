@@ -4,6 +4,8 @@
  * Usage: interop_client BROKER EVENT_LOG      Prints "N passed, N failed"; exit 0 if none
  * failed.
  */
+#include "interop_check.h"
+
 #include <ksf/ksf.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,19 +41,36 @@ on_reply(const ksf_reply *r, void *user)
     pthread_mutex_unlock(&o->lock);
 }
 
-static int passed, failed;
+/* Send @p payload to @p pattern with @p opts (a 15 s timeout) and, when the send
+ * succeeded, wait for its last callback. @p o is set up here; outcome_clear it after,
+ * whatever this returned. */
+static ksf_err
+send_and_wait(ksf_client *cli, const char *pattern, json_t *payload, ksf_send_opts opts,
+              outcome *o, ksf_errinfo *ei)
+{
+    *o = (outcome){.err = KSF_OK};
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_cond_init(&o->done_cv, NULL);
+    o->values = json_array();
+    opts.timeout_ms = 15000;
+    ksf_err e = ksf_client_send(cli, pattern, payload, &opts, on_reply, o, ei);
+    if (e == KSF_OK) {
+        pthread_mutex_lock(&o->lock);
+        while (!o->done) {
+            pthread_cond_wait(&o->done_cv, &o->lock);
+        }
+        pthread_mutex_unlock(&o->lock);
+    }
+    return e;
+}
 
 static void
-check(const char *name, bool ok, const char *detail)
+outcome_clear(outcome *o)
 {
-    if (ok) {
-        passed++;
-        printf("ok %s\n", name);
-    } else {
-        failed++;
-        printf("not ok %s: %s\n", name, detail);
-    }
-    fflush(stdout);
+    json_decref(o->values);
+    json_decref(o->error);
+    pthread_mutex_destroy(&o->lock);
+    pthread_cond_destroy(&o->done_cv);
 }
 
 /* Send @p payload_json to @p pattern (streaming) and compare with @p expect_json:
@@ -60,28 +79,18 @@ static void
 expect_call(ksf_client *cli, const char *pattern, const char *payload_json,
             const ksf_send_opts *extra, const char *expect_json)
 {
-    outcome o = {.err = KSF_OK};
-    pthread_mutex_init(&o.lock, NULL);
-    pthread_cond_init(&o.done_cv, NULL);
-    o.values = json_array();
+    outcome o;
     json_t *payload = json_loads(payload_json, JSON_DECODE_ANY, NULL);
     json_t *expect = json_loads(expect_json, 0, NULL);
     ksf_send_opts opts = extra ? *extra : (ksf_send_opts){0};
     opts.flags |= KSF_SEND_STREAM;
-    opts.timeout_ms = 15000;
     ksf_errinfo ei = {0};
     char detail[2048];
-    ksf_err e = ksf_client_send(cli, pattern, payload, &opts, on_reply, &o, &ei);
-    if (e) {
+    if (send_and_wait(cli, pattern, payload, opts, &o, &ei) != KSF_OK) {
         snprintf(detail, sizeof detail, "send: %s", ei.text);
         check(pattern, false, detail);
         goto out;
     }
-    pthread_mutex_lock(&o.lock);
-    while (!o.done) {
-        pthread_cond_wait(&o.done_cv, &o.lock);
-    }
-    pthread_mutex_unlock(&o.lock);
     json_t *got = o.error ? json_pack("{s:O}", "error", o.error)
                           : json_pack("{s:O}", "values", o.values);
     char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS);
@@ -95,10 +104,7 @@ expect_call(ksf_client *cli, const char *pattern, const char *payload_json,
 out:
     json_decref(payload);
     json_decref(expect);
-    json_decref(o.values);
-    json_decref(o.error);
-    pthread_mutex_destroy(&o.lock);
-    pthread_cond_destroy(&o.done_cv);
+    outcome_clear(&o);
 }
 
 static bool
@@ -126,19 +132,9 @@ check_context(ksf_client *cli)
     ksf_errinfo ei = {0};
     char detail[2048] = "";
     /* ksf_client_call takes no options: use send and wait through an outcome. */
-    outcome o = {.err = KSF_OK};
-    pthread_mutex_init(&o.lock, NULL);
-    pthread_cond_init(&o.done_cv, NULL);
-    o.values = json_array();
-    opts.timeout_ms = 15000;
-    ksf_err e =
-        ksf_client_send(cli, "interop.context", payload, &opts, on_reply, &o, &ei);
+    outcome o;
+    ksf_err e = send_and_wait(cli, "interop.context", payload, opts, &o, &ei);
     if (e == KSF_OK) {
-        pthread_mutex_lock(&o.lock);
-        while (!o.done) {
-            pthread_cond_wait(&o.done_cv, &o.lock);
-        }
-        pthread_mutex_unlock(&o.lock);
         got = json_array_get(o.values, 0);
     }
     json_t *h = json_object_get(got, "msgHeaders");
@@ -164,33 +160,7 @@ check_context(ksf_client *cli)
     free(g);
     json_decref(payload);
     json_decref(hdrs);
-    json_decref(o.values);
-    json_decref(o.error);
-    pthread_mutex_destroy(&o.lock);
-    pthread_cond_destroy(&o.done_cv);
-}
-
-/* Wait (up to 15 s) until @p path holds a line equal to @p line. */
-static bool
-wait_for_line(const char *path, const char *line)
-{
-    struct timespec pause = {0, 50 * 1000 * 1000};
-    for (int i = 0; i < 300; i++) {
-        FILE *f = fopen(path, "r");
-        char buf[4096];
-        while (f && fgets(buf, sizeof buf, f)) {
-            buf[strcspn(buf, "\n")] = '\0';
-            if (!strcmp(buf, line)) {
-                fclose(f);
-                return true;
-            }
-        }
-        if (f) {
-            fclose(f);
-        }
-        nanosleep(&pause, NULL); /* polling a file another process writes */
-    }
-    return false;
+    outcome_clear(&o);
 }
 
 int

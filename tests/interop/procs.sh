@@ -3,6 +3,13 @@
 # background processes to stop, oldest first) and:
 #   wait_for FILE TEXT SECONDS PID   true once TEXT shows up in FILE (false if PID died)
 #   fail MESSAGE...                  print it and every non-empty log in $tmp, exit 1
+#   start_ready WHAT LOG TEXT SECONDS CMD...
+#                                    start CMD in the background (stdout and stderr to
+#                                    LOG, its pid onto pids) and wait for TEXT in LOG;
+#                                    fail "the WHAT did not become ready" otherwise
+#   sum_results OUT...               sets passed/failed to the sums of the last
+#                                    "N passed, N failed" line of each OUT (an OUT
+#                                    without one counts as one failure)
 # On exit the processes stop newest first (services leave their groups while the broker
 # is still up) and $tmp is removed.
 tmp=$(mktemp -d "/tmp/ksf-$name.XXXXXX")
@@ -33,4 +40,23 @@ fail() {
     echo "$name: $*"
     for f in "$tmp"/*.log; do [[ -s $f ]] && sed "s/^/  $(basename "$f"): /" "$f"; done
     exit 1
+}
+
+start_ready() {
+    local what=$1 log=$2 text=$3 seconds=$4
+    shift 4
+    "$@" >"$log" 2>&1 &
+    pids+=($!)
+    wait_for "$log" "$text" "$seconds" "${pids[-1]}" || fail "the $what did not become ready"
+}
+
+sum_results() {
+    local out line p f
+    passed=0 failed=0
+    for out; do
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1)
+        [[ -n $line ]] || { failed=$((failed + 1)); continue; }
+        read -r p _ f _ <<<"${line//,/}"
+        passed=$((passed + p)) failed=$((failed + f))
+    done
 }

@@ -58,11 +58,8 @@ else
 fi
 
 echo "# 1. C client -> NestJS service (t=${SECONDS}s)"
-KSF_INTEROP_EVENT_LOG=$tmp/events.jsonl node "$here/nest_service.mjs" "$broker" \
-    >"$tmp/nest_service.log" 2>&1 &
-pids+=($!)
-wait_for "$tmp/nest_service.log" 'nest service ready' 60 "${pids[-1]}" ||
-    fail "the NestJS service did not become ready"
+start_ready "NestJS service" "$tmp/nest_service.log" 'nest service ready' 60 \
+    env KSF_INTEROP_EVENT_LOG="$tmp/events.jsonl" node "$here/nest_service.mjs" "$broker"
 echo "# NestJS service ready (t=${SECONDS}s)"
 "$c_client" "$broker" "$tmp/events.jsonl" | tee "$tmp/c_client.out"
 c_rc=${PIPESTATUS[0]}
@@ -74,10 +71,8 @@ wait "${pids[-1]}" 2>/dev/null
 unset 'pids[-1]'
 
 echo "# 2. NestJS client -> C service (t=${SECONDS}s)"
-"$c_server" "$broker" >"$tmp/c_server.log" 2>&1 &
-pids+=($!)
-wait_for "$tmp/c_server.log" 'ksf interop server ready' 60 "${pids[-1]}" ||
-    fail "the ksf interop server did not become ready"
+start_ready "ksf interop server" "$tmp/c_server.log" 'ksf interop server ready' 60 \
+    "$c_server" "$broker"
 echo "# ksf server ready (t=${SECONDS}s)"
 node "$here/nest_client.mjs" "$broker" | tee "$tmp/nest_client.out"
 n_rc=${PIPESTATUS[0]}
@@ -101,13 +96,7 @@ tail -n 4 "$tmp/mixed_bench.out"
 if ((b_rc == 0)); then echo "1 passed, 0 failed" >"$tmp/mixed_ksf.out"; else
     echo "0 passed, 1 failed" >"$tmp/mixed_ksf.out"; fi
 
-passed=0 failed=0
-for out in "$tmp/c_client.out" "$tmp/nest_client.out" "$tmp/mixed.out" "$tmp/mixed_ksf.out"; do
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1)
-    [[ -n $line ]] || { failed=$((failed + 1)); continue; }
-    read -r p _ f _ <<<"${line//,/}"
-    passed=$((passed + p)) failed=$((failed + f))
-done
+sum_results "$tmp/c_client.out" "$tmp/nest_client.out" "$tmp/mixed.out" "$tmp/mixed_ksf.out"
 echo "# done (t=${SECONDS}s)"
 echo "interop: $passed passed, $failed failed"
 ((c_rc == 0 && n_rc == 0 && m_rc == 0 && b_rc == 0 && failed == 0)) ||

@@ -25,6 +25,20 @@ ksft_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
+ksf_err
+ksft_stream_ints(ksf_ctx *ctx, int first, int step, int count)
+{
+    for (int i = 0; i < count; i++) {
+        json_t *v = json_integer(first + i * step);
+        ksf_err e = ksf_ctx_stream(ctx, v, NULL);
+        json_decref(v);
+        if (e) {
+            return e;
+        }
+    }
+    return KSF_OK;
+}
+
 ksf_server *
 ksft_server(const ksf_config *cfg)
 {

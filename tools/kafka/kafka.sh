@@ -175,24 +175,32 @@ ours() {
     alive "$1" && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$run_marker"
 }
 
-# stop_pids PID...: SIGTERM, then SIGKILL for whatever is left after stop_timeout (at
-# least 60 s for a node writing the class-data archive, which takes seconds). The pids
-# that needed SIGKILL are added to `killed`.
-killed=" "
-stop_pids() {
-    local p left bound=$stop_timeout deadline
-    (($#)) || return 0
-    for p; do
-        [[ -n $cds_training && $p == "${npid[$cds_trainer]:-}" ]] && ((bound < 60)) && bound=60
-    done
-    deadline=$((SECONDS + bound))
-    kill -TERM "$@" 2>/dev/null
+# wait_gone SECONDS PID...: succeeds once none of the PIDs is alive, fails if one
+# still is after SECONDS (stop_pids waits so after SIGTERM and again after SIGKILL).
+wait_gone() {
+    local p left deadline=$((SECONDS + $1))
+    shift
     while ((SECONDS < deadline)); do
         left=0
         for p; do alive "$p" && left=1; done
         ((left)) || return 0
         sleep 0.1
     done
+    return 1
+}
+
+# stop_pids PID...: SIGTERM, then SIGKILL for whatever is left after stop_timeout (at
+# least 60 s for a node writing the class-data archive, which takes seconds). The pids
+# that needed SIGKILL are added to `killed`.
+killed=" "
+stop_pids() {
+    local p bound=$stop_timeout
+    (($#)) || return 0
+    for p; do
+        [[ -n $cds_training && $p == "${npid[$cds_trainer]:-}" ]] && ((bound < 60)) && bound=60
+    done
+    kill -TERM "$@" 2>/dev/null
+    wait_gone "$bound" "$@" && return 0
     for p; do
         if alive "$p"; then
             ((keep_data)) && say "pid $p did not stop within ${bound}s of SIGTERM; sending SIGKILL"
@@ -200,13 +208,7 @@ stop_pids() {
             killed+="$p "
         fi
     done
-    deadline=$((SECONDS + 5))
-    while ((SECONDS < deadline)); do
-        left=0
-        for p; do alive "$p" && left=1; done
-        ((left)) || return 0
-        sleep 0.1
-    done
+    wait_gone 5 "$@" || true
 }
 
 cleanup() {

@@ -90,10 +90,8 @@ echo "# 1. Spring client -> ksf services (t=${SECONDS}s)"
     >"$tmp/hero_server.out" 2>"$tmp/hero_server.log" &
 pids+=($!)
 wait_for "$tmp/hero_server.out" 'ready' 60 "${pids[-1]}" || fail "hero_server did not become ready"
-"$c_server" "$broker" >"$tmp/c_server.log" 2>&1 &
-pids+=($!)
-wait_for "$tmp/c_server.log" 'ksf interop server ready' 60 "${pids[-1]}" ||
-    fail "the ksf interop server did not become ready"
+start_ready "ksf interop server" "$tmp/c_server.log" 'ksf interop server ready' 60 \
+    "$c_server" "$broker"
 echo "# ksf services ready (t=${SECONDS}s)"
 "${spring[@]}" client "$broker" >"$tmp/spring_client.out" 2>"$tmp/spring_client.log"
 s_rc=$?
@@ -102,21 +100,13 @@ for i in 1 0; do kill -TERM "${pids[i]}" 2>/dev/null; wait "${pids[i]}" 2>/dev/n
 pids=()
 
 echo "# 2. ksf client -> Spring service (t=${SECONDS}s)"
-"${spring[@]}" server "$broker" "$tmp/events.jsonl" >"$tmp/spring_service.log" 2>&1 &
-pids+=($!)
-wait_for "$tmp/spring_service.log" 'spring service ready' 120 "${pids[-1]}" ||
-    fail "the Spring service did not become ready"
+start_ready "Spring service" "$tmp/spring_service.log" 'spring service ready' 120 \
+    "${spring[@]}" server "$broker" "$tmp/events.jsonl"
 echo "# Spring service ready (t=${SECONDS}s)"
 "$c_client" "$broker" "$tmp/events.jsonl" | tee "$tmp/c_client.out"
 c_rc=${PIPESTATUS[0]}
 
-passed=0 failed=0
-for out in "$tmp/spring_client.out" "$tmp/c_client.out"; do
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1)
-    [[ -n $line ]] || { failed=$((failed + 1)); continue; }
-    read -r p _ f _ <<<"${line//,/}"
-    passed=$((passed + p)) failed=$((failed + f))
-done
+sum_results "$tmp/spring_client.out" "$tmp/c_client.out"
 echo "# done (t=${SECONDS}s)"
 echo "interop_spring: $passed passed, $failed failed"
 ((s_rc == 0 && c_rc == 0 && failed == 0)) || fail "see the failures above"

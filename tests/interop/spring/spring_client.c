@@ -5,27 +5,14 @@
  * Usage: spring_client BROKER EVENT_LOG     Prints "N passed, N failed"; exit 0 if none
  * failed.
  */
+#include "../interop_check.h"
+
 #include <ksf/ksf.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int passed, failed;
-
-static void
-check(const char *name, bool ok, const char *detail)
-{
-    if (ok) {
-        passed++;
-        printf("ok %s\n", name);
-    } else {
-        failed++;
-        printf("not ok %s: %s\n", name, detail);
-    }
-    fflush(stdout);
-}
 
 /* Call @p pattern and compare: @p want_err, and the value (KSF_OK) or the remote error
  * JSON (KSF_EREMOTE) with @p want_json; anything else has no value to compare. */
@@ -107,28 +94,6 @@ check_late_reply(ksf_client *cli)
              (unsigned long long)after.late_replies);
     check("spring.slow late reply counted", after.late_replies == before.late_replies + 1,
           detail);
-}
-
-/* Wait (up to 15 s) until @p path holds a line equal to @p line. */
-static bool
-wait_for_line(const char *path, const char *line)
-{
-    for (int i = 0; i < 300; i++) {
-        FILE *f = fopen(path, "r");
-        char buf[4096];
-        while (f && fgets(buf, sizeof buf, f)) {
-            buf[strcspn(buf, "\n")] = '\0';
-            if (!strcmp(buf, line)) {
-                fclose(f);
-                return true;
-            }
-        }
-        if (f) {
-            fclose(f);
-        }
-        pause_ms(50); /* polling a file another process writes */
-    }
-    return false;
 }
 
 static const char *const patterns[] = {
