@@ -1034,6 +1034,38 @@ example_stop(example *x, char *rest, size_t size)
     ck_assert_msg(!err[0], "stderr: %s", err);
 }
 
+/* One example's world: a broker, the example program, a connected client. */
+typedef struct example_run {
+    ksft_broker *b;
+    example x;
+    ksf_config *cfg;
+    ksf_client *cli;
+} example_run;
+
+/* Start it all; false (everything stopped again) when the examples are not built. */
+static bool
+run_open(example_run *r, const char *name)
+{
+    r->b = ksft_broker_start();
+    if (!example_start(&r->x, r->b, name, NULL)) {
+        ksft_broker_stop(r->b);
+        return false;
+    }
+    r->cfg = ksft_config(r->b);
+    r->cli = ksft_client(r->cfg);
+    return true;
+}
+
+/* Stop it all; the example's remaining stdout goes to @p rest (may be NULL). */
+static void
+run_close(example_run *r, char *rest, size_t size)
+{
+    ksf_client_destroy(r->cli);
+    ksf_config_destroy(r->cfg);
+    example_stop(&r->x, rest, size);
+    ksft_broker_stop(r->b);
+}
+
 /* Call with one extra header and a traceparent (both optional). */
 static void
 call_with(ksf_client *cli, const char *pattern, const char *request, const char *header,
@@ -1057,40 +1089,29 @@ call_with(ksf_client *cli, const char *pattern, const char *request, const char 
 
 KSFT_TEST(test_pipeline_example_guard, 90)
 {
-    ksft_broker *b = ksft_broker_start();
-    example x;
-    if (example_start(&x, b, "pipeline_guard", NULL)) {
-        ksf_config *cfg = ksft_config(b);
-        ksf_client *cli = ksft_client(cfg);
-        call_expect(cli, "orders.get", NULL, KSF_EREMOTE,
+    example_run r;
+    if (run_open(&r, "pipeline_guard")) {
+        call_expect(r.cli, "orders.get", NULL, KSF_EREMOTE,
                     "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
-        call_with(cli, "orders.get", NULL, "x-api-key", "wrong", NULL, KSF_EREMOTE,
+        call_with(r.cli, "orders.get", NULL, "x-api-key", "wrong", NULL, KSF_EREMOTE,
                   "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
-        call_with(cli, "orders.get", NULL, "x-api-key", "s3cret", NULL, KSF_OK,
+        call_with(r.cli, "orders.get", NULL, "x-api-key", "s3cret", NULL, KSF_OK,
                   "{\"id\":1,\"status\":\"shipped\"}");
-        ksf_client_destroy(cli);
-        ksf_config_destroy(cfg);
-        example_stop(&x, NULL, 0);
+        run_close(&r, NULL, 0);
     }
-    ksft_broker_stop(b);
 }
 END_TEST
 
 KSFT_TEST(test_pipeline_example_timing, 90)
 {
-    ksft_broker *b = ksft_broker_start();
-    example x;
-    if (example_start(&x, b, "pipeline_timing", NULL)) {
-        ksf_config *cfg = ksft_config(b);
-        ksf_client *cli = ksft_client(cfg);
-        call_expect(cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
-        call_expect(cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
-        call_expect(cli, "orders.cancel", NULL, KSF_EREMOTE,
+    example_run r;
+    if (run_open(&r, "pipeline_timing")) {
+        call_expect(r.cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
+        call_expect(r.cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
+        call_expect(r.cli, "orders.cancel", NULL, KSF_EREMOTE,
                     "{\"status\":\"error\",\"message\":\"orders cannot be cancelled\"}");
-        ksf_client_destroy(cli);
-        ksf_config_destroy(cfg);
         char out[1024];
-        example_stop(&x, out, sizeof out);
+        run_close(&r, out, sizeof out);
         const char *want = "# TYPE orders_handler_calls_total counter\n"
                            "orders_handler_calls_total{status=\"ok\"} 2\n"
                            "orders_handler_calls_total{status=\"error\"} 1\n"
@@ -1098,53 +1119,41 @@ KSFT_TEST(test_pipeline_example_timing, 90)
                            "orders_handler_duration_seconds_sum ";
         ck_assert_msg(!strncmp(out, want, strlen(want)), "metrics: %s", out);
     }
-    ksft_broker_stop(b);
 }
 END_TEST
 
 KSFT_TEST(test_pipeline_example_validate, 90)
 {
-    ksft_broker *b = ksft_broker_start();
-    example x;
-    if (example_start(&x, b, "pipeline_validate", NULL)) {
-        ksf_config *cfg = ksft_config(b);
-        ksf_client *cli = ksft_client(cfg);
-        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_OK,
+    example_run r;
+    if (run_open(&r, "pipeline_validate")) {
+        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_OK,
                     "{\"created\":\"axe\",\"validated\":true}");
-        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}", KSF_EREMOTE,
+        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}",
+                    KSF_EREMOTE,
                     "{\"status\":\"error\",\"message\":\"invalid payload: qty: Expected "
                     "integer, got string\"}");
-        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":2,\"rush\":true}",
+        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2,\"rush\":true}",
                     KSF_EREMOTE,
                     "{\"status\":\"error\",\"message\":\"invalid payload: $: 1 object "
                     "item(s) left unpacked: rush\"}");
-        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":0}", KSF_EREMOTE,
+        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":0}", KSF_EREMOTE,
                     "{\"status\":\"error\",\"message\":\"invalid payload: qty: must be "
                     "positive\"}");
-        ksf_client_destroy(cli);
-        ksf_config_destroy(cfg);
-        example_stop(&x, NULL, 0);
+        run_close(&r, NULL, 0);
     }
-    ksft_broker_stop(b);
 }
 END_TEST
 
 KSFT_TEST(test_pipeline_example_call, 120)
 {
-    ksft_broker *b = ksft_broker_start();
-    example x;
-    if (example_start(&x, b, "pipeline_call", NULL)) {
-        ksf_config *cfg = ksft_config(b);
-        ksf_client *cli = ksft_client(cfg);
-        call_with(cli, "orders.quote", "{\"qty\":2}", NULL, NULL,
+    example_run r;
+    if (run_open(&r, "pipeline_call")) {
+        call_with(r.cli, "orders.quote", "{\"qty\":2}", NULL, NULL,
                   "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", KSF_OK,
                   "{\"quote\":{\"price\":30,\"trace\":"
                   "\"4bf92f3577b34da6a3ce929d0e0e4736\"}}");
-        ksf_client_destroy(cli);
-        ksf_config_destroy(cfg);
-        example_stop(&x, NULL, 0);
+        run_close(&r, NULL, 0);
     }
-    ksft_broker_stop(b);
 }
 END_TEST
 
@@ -1152,31 +1161,25 @@ END_TEST
 static void
 orders_service(const char *program)
 {
-    ksft_broker *b = ksft_broker_start();
-    example x;
-    if (example_start(&x, b, program, NULL)) {
-        ksf_config *cfg = ksft_config(b);
-        ksf_client *cli = ksft_client(cfg);
-        call_expect(cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_EREMOTE,
+    example_run r;
+    if (run_open(&r, program)) {
+        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_EREMOTE,
                     "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
-        call_with(cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", "x-api-key",
+        call_with(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", "x-api-key",
                   "s3cret", NULL, KSF_OK, "{\"id\":1,\"item\":\"axe\",\"qty\":2}");
-        call_with(cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}", "x-api-key",
+        call_with(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}", "x-api-key",
                   "s3cret", NULL, KSF_EREMOTE,
                   "{\"status\":\"error\",\"message\":\"invalid payload: qty: Expected "
                   "integer, got string\"}");
-        call_with(cli, "orders.get", "{\"id\":1}", "x-api-key", "s3cret", NULL, KSF_OK,
+        call_with(r.cli, "orders.get", "{\"id\":1}", "x-api-key", "s3cret", NULL, KSF_OK,
                   "{\"id\":1,\"item\":\"axe\",\"qty\":2}");
-        call_with(cli, "orders.get", "{\"id\":9}", "x-api-key", "s3cret", NULL,
+        call_with(r.cli, "orders.get", "{\"id\":9}", "x-api-key", "s3cret", NULL,
                   KSF_EREMOTE,
                   "{\"status\":\"error\",\"message\":\"order 9 not found\"}");
-        ksf_client_destroy(cli);
-        ksf_config_destroy(cfg);
         char out[256];
-        example_stop(&x, out, sizeof out);
+        run_close(&r, out, sizeof out);
         ck_assert_str_eq(out, "orders_calls_total 2\norders_failures_total 3\n");
     }
-    ksft_broker_stop(b);
 }
 
 KSFT_TEST(test_pipeline_example_orders, 90)
