@@ -28,22 +28,60 @@ ksfi_ctx_init(ksf_ctx *ctx, const ksfi_ctx_ops *ops, const ksfi_logger *log,
 }
 
 void
-ksfi_ctx_clear(ksf_ctx *ctx)
+ksfi_ctx_reset(ksf_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->nextra; i++) {
         ksfi_free((void *)ctx->extra[i].name);
         ksfi_free((void *)ctx->extra[i].value);
     }
     ksfi_free(ctx->extra);
-    ksfi_free(ctx->hdrs);
-    ksfi_free(ctx->correlation_id);
-    ksfi_free(ctx->reply_topic);
     ksfi_scope_clear(&ctx->scope);
     ksfi_free(ctx->raw);
     ksfi_free(ctx->reply_key);
     ksfi_free(ctx->error_text);
     json_decref(ctx->early_reply);
     pthread_mutex_destroy(&ctx->lock);
+}
+
+void
+ksfi_ctx_clear(ksf_ctx *ctx)
+{
+    ksfi_ctx_reset(ctx);
+    ksfi_free(ctx->hdrs);
+    ksfi_free(ctx->text);
+}
+
+ksf_err
+ksfi_ctx_set_text(ksf_ctx *ctx, const char *id, size_t id_len, const char *topic,
+                  size_t topic_len)
+{
+    size_t need = id_len + 1 + topic_len + 1;
+    if (need > ctx->text_cap) {
+        /* Grown to the high-water mark and kept: no allocation once the pool's
+         * records have seen the usual id and topic lengths. */
+        char *grown = ksfi_malloc(need < 128 ? 128 : need);
+        if (!grown) {
+            return KSF_ENOMEM;
+        }
+        ksfi_free(ctx->text);
+        ctx->text = grown;
+        ctx->text_cap = need < 128 ? 128 : need;
+    }
+    char *p = ctx->text;
+    ctx->correlation_id = NULL;
+    ctx->reply_topic = NULL;
+    if (id_len > 0) {
+        memcpy(p, id, id_len);
+        p[id_len] = '\0';
+        ctx->correlation_id = p;
+        p += id_len + 1;
+    }
+    if (topic_len > 0) {
+        memcpy(p, topic, topic_len);
+        p[topic_len] = '\0';
+        ctx->reply_topic = p;
+    }
+    return KSF_OK;
 }
 
 bool
