@@ -4,6 +4,7 @@
  * produced by Node 20 (tests/data/gen/); argv[1] is tests/data for numbers.txt.
  */
 #include "base/alloc.h"
+#include "base/topic.h"
 #include "codec/codec.h"
 #include "codec/wire.h"
 
@@ -525,6 +526,48 @@ KSFT_TEST(test_codec_request_headers_garbage, 30)
     ck_assert_str_eq(ei.text, "header kafka_replyTopic \"bad topic\\x01\" is not a legal "
                               "Kafka topic name; the reply cannot be sent");
     ck_assert_int_eq(ksfi_parse_request_headers(h, 3, &m, NULL), KSF_EPROTO);
+}
+END_TEST
+
+/* The reply topic's check (a byte table in the codec) agrees with ksfi_check_topic,
+ * the rule topics are created by, on every byte, on "." and "..", and on the length. */
+KSFT_TEST(test_codec_request_reply_topic_rule, 30)
+{
+    char t[KSFI_TOPIC_MAX + 2];
+    ksfi_header h[] = {{KSFI_HDR_CORRELATION_ID, "id", 2}, {KSFI_HDR_REPLY_TOPIC, t, 3}};
+    ksfi_request_meta m;
+    int legal = 0;
+    for (int b = 0; b < 256; b++) {
+        t[0] = 'a';
+        t[1] = (char)b;
+        t[2] = 'z';
+        t[3] = '\0';
+        ksf_err want =
+            b && ksfi_check_topic(t, false, NULL) == KSF_OK ? KSF_OK : KSF_EPROTO;
+        ck_assert_msg(ksfi_parse_request_headers(h, 2, &m, NULL) == want,
+                      "byte 0x%02x: expected %s", b, ksf_strerror(want));
+        legal += want == KSF_OK;
+    }
+    ck_assert_int_eq(legal, 26 + 26 + 10 + 3);
+    const char *const dots[] = {".", "..", "...", ".a", "a."};
+    const ksf_err want_dots[] = {KSF_EPROTO, KSF_EPROTO, KSF_OK, KSF_OK, KSF_OK};
+    for (size_t i = 0; i < 5; i++) {
+        h[1] = (ksfi_header){KSFI_HDR_REPLY_TOPIC, dots[i], strlen(dots[i])};
+        ck_assert_int_eq(ksfi_parse_request_headers(h, 2, &m, NULL), want_dots[i]);
+    }
+    memset(t, 'x', sizeof t);
+    h[1] = (ksfi_header){KSFI_HDR_REPLY_TOPIC, t, KSFI_TOPIC_MAX};
+    ck_assert_int_eq(ksfi_parse_request_headers(h, 2, &m, NULL), KSF_OK);
+    h[1].len = KSFI_TOPIC_MAX + 1;
+    ck_assert_int_eq(ksfi_parse_request_headers(h, 2, &m, NULL), KSF_EPROTO);
+    /* Names that only start like the protocol's are not read as them. */
+    ksfi_header near[] = {{"kafka", "x", 1},
+                          {"kafka_correlationI", "x", 1},
+                          {"kafkacorrelationId", "x", 1},
+                          {"k", "x", 1}};
+    ck_assert_int_eq(ksfi_parse_request_headers(near, 4, &m, NULL), KSF_OK);
+    ck_assert_ptr_null(m.correlation_id);
+    ck_assert(!m.is_request);
 }
 END_TEST
 

@@ -202,6 +202,21 @@ KSFT_TEST(test_trace_scope_from_headers, 10)
     ck_assert_int_eq(s.deadline_ms, 0);
     ck_assert_uint_eq(ksfi_scope_reply_headers(&s, r), 1);
     ksfi_scope_clear(&s);
+
+    /* The scope's traceparent is built from the parent's text (trace-id and flags as
+     * they came): version 00 even from a later version's longer header, unsampled
+     * flags kept, and the new span's bytes printed in it. */
+    const char later[] = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-more";
+    ksfi_header v1[] = {{KSFI_HDR_TRACEPARENT, later, sizeof later - 1}};
+    ksfi_scope_init(&s, v1, 1, NULL, "t");
+    ck_assert(s.has_parent);
+    char span_hex[17];
+    ksfi_hex(s.span.span_id, 8, span_hex);
+    snprintf(want, sizeof want, "00-0af7651916cd43dd8448eb211c80319c-%s-00", span_hex);
+    ck_assert_str_eq(s.traceparent, want);
+    ck_assert_str_eq(s.span_id, span_hex);
+    ck_assert_uint_eq(s.span.flags, 0);
+    ksfi_scope_clear(&s);
 }
 END_TEST
 
