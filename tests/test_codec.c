@@ -35,6 +35,24 @@ assert_encodes(json_t *v, const char *want, size_t want_len)
         ck_assert_int_eq(out[len], '\0');
     }
     ksfi_free(out);
+    /* The server's form, into a kept buffer (one for the whole suite, so that it is
+     * reused at every size): the same bytes; a string's borrowed from the value. */
+    static char *kept;
+    static size_t kept_cap;
+    const void *in = (const void *)"sentinel";
+    len = 99;
+    ck_assert_int_eq(ksfi_encode_value_in(v, &kept, &kept_cap, &in, &len, NULL), KSF_OK);
+    if (!want) {
+        ck_assert_ptr_null(in);
+        ck_assert_uint_eq(len, 0);
+    } else {
+        ck_assert_msg(len == want_len && !memcmp(in, want, len),
+                      "encoded in place \"%.*s\" (%zu bytes), expected \"%.*s\"",
+                      (int)len, (const char *)in, len, (int)want_len, want);
+        ck_assert_ptr_eq(in, json_is_string(v) ? (const void *)json_string_value(v)
+                                               : (const void *)kept);
+        ck_assert_uint_ge(kept_cap, json_is_string(v) ? 0 : len + 1);
+    }
     json_decref(v);
 }
 #define ENCODES(v, lit) assert_encodes((v), (lit), sizeof(lit) - 1)
@@ -848,6 +866,28 @@ KSFT_TEST(test_codec_alloc_failures, 30)
             break;
         }
     }
+    /* Into a kept buffer: after ENOMEM the buffer is still the caller's (freed once,
+     * here: valgrind and ASan see a double free or a leak otherwise). */
+    size_t want_len = 0;
+    char *want = NULL;
+    ck_assert_int_eq(ksfi_encode_value(v, &want, &want_len, NULL), KSF_OK);
+    for (unsigned long nth = 1; nth < 64; nth++) {
+        char *buf = NULL;
+        size_t cap = 0, len = 0;
+        const void *out = NULL;
+        ksfi_alloc_fail_after(nth, 0);
+        ksf_err e = ksfi_encode_value_in(v, &buf, &cap, &out, &len, NULL);
+        unsigned long used = ksfi_alloc_count();
+        ksfi_alloc_fail_after(0, 0);
+        ck_assert(e == KSF_OK || e == KSF_ENOMEM);
+        ck_assert(e == KSF_OK ? out == buf && len == want_len && !memcmp(out, want, len)
+                              : out == NULL);
+        ksfi_free(buf);
+        if (nth > used) {
+            break;
+        }
+    }
+    ksfi_free(want);
     json_decref(v);
     static const char *inputs[] = {"[1e999,\"\\ud800\",123456789012345678901]", "\xff{",
                                    "{\"a\":1}"};

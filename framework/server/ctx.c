@@ -49,6 +49,7 @@ ksfi_ctx_clear(ksf_ctx *ctx)
     ksfi_ctx_reset(ctx);
     ksfi_free(ctx->hdrs);
     ksfi_free(ctx->text);
+    ksfi_free(ctx->enc);
 }
 
 ksf_err
@@ -214,21 +215,22 @@ ksfi_ctx_send_error_text(ksf_ctx *ctx, const char *text)
     json_decref(shape);
 }
 
-/* Encode a reply value (raw bytes win over JSON); checks message.max.bytes. */
+/* Encode a reply value (raw bytes win over JSON) into the ctx's kept buffer, or
+ * borrow it (raw bytes, a string's bytes); checks message.max.bytes. The caller
+ * claimed the end: nothing else writes the buffer or the raw bytes any more. */
 static ksf_err
-encode_reply(ksf_ctx *ctx, const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
+encode_reply(ksf_ctx *ctx, const json_t *v, const void **out, size_t *len,
+             ksf_errinfo *ei)
 {
-    ksf_err e;
+    ksf_err e = KSF_OK;
     if (ctx->has_raw) {
-        *out = ksfi_memdup(ctx->raw, ctx->raw_len);
+        *out = ctx->raw;
         *len = ctx->raw_len;
-        e = *out ? KSF_OK : ksfi_fail(ei, KSF_ENOMEM, "out of memory copying a reply");
     } else {
-        e = ksfi_encode_value(v, out, len, ei);
+        e = ksfi_encode_value_in(v, &ctx->enc, &ctx->enc_cap, out, len, ei);
     }
     size_t max = ctx->max_bytes;
     if (!e && *len > max) {
-        ksfi_free(*out);
         *out = NULL;
         return ksfi_fail(ei, KSF_EMSGSIZE,
                          "reply value for %s is %zu bytes, larger than message.max.bytes "
@@ -242,7 +244,7 @@ void
 ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply)
 {
     ksf_errinfo ei = {0};
-    char *value = NULL;
+    const void *value = NULL;
     size_t len = 0;
     if (!ksfi_ctx_claim_end(ctx)) {
         return;
@@ -262,8 +264,9 @@ ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply)
     n += ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len, NULL,
                             0, true, h + n);
     n += ksfi_scope_reply_headers(&ctx->scope, h + n);
+    /* The value is copied by the produce (librdkafka's F_COPY): the buffer is free
+     * again when it returns. */
     produce(ctx, value, len, ctx->reply_key, ctx->reply_key_len, h, n, false, NULL);
-    ksfi_free(value);
 }
 
 ksf_err

@@ -68,6 +68,10 @@ struct ksf_ctx {
     char *reply_topic;
     char *text;
     size_t text_cap;
+    /* The final reply's encoded value, `enc_cap` bytes kept across reuse like `hdrs`
+     * (written only by the thread that claimed the reply's end). */
+    char *enc;
+    size_t enc_cap;
     ksfi_scope scope; /* trace position and deadline, read from the headers */
     const ksfi_handler *handler;
     bool is_event;
@@ -100,13 +104,14 @@ struct ksf_ctx {
     atomic_uint_least64_t streamed;
 };
 
-/* Set up @p ctx (zeroed by the caller, except the reusable buffers `hdrs`/`hdrs_cap`
- * and `text`/`text_cap`, which may be kept from a previous message) for an owner. */
+/* Set up @p ctx (zeroed by the caller, except the reusable buffers `hdrs`, `text` and
+ * `enc` with their capacities, which may be kept from a previous message) for an
+ * owner. */
 void ksfi_ctx_init(ksf_ctx *ctx, const ksfi_ctx_ops *ops, const ksfi_logger *log,
                    size_t max_bytes);
 
 /* Free what @p ctx owns for its message (the reply state, the trace scope, the lock),
- * keeping the reusable buffers (`hdrs`, `text`) for the next message; the caller
+ * keeping the reusable buffers (`hdrs`, `text`, `enc`) for the next message; the caller
  * then zeroes everything else before ksfi_ctx_init. */
 void ksfi_ctx_reset(ksf_ctx *ctx);
 

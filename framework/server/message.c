@@ -34,11 +34,12 @@ rec_of_delivery(ksfi_kafka_delivery *d)
     return (ksfi_record *)(void *)((char *)d - offsetof(ksfi_record, delivery));
 }
 
-/* Larger header arrays and text buffers than these are freed with their message
+/* Larger header arrays, text and encoding buffers than these are freed with their message
  * rather than kept in a pooled record (a rare message must not pin its size in up to
  * KSFI_MSG_POOL_MAX records). */
 #define POOL_KEEP_HDRS 64
 #define POOL_KEEP_TEXT 1024
+#define POOL_KEEP_ENC 4096
 
 void
 ksfi_msg_pool_init(ksfi_msg_pool *pool)
@@ -54,6 +55,7 @@ rec_dispose(ksfi_record *rec)
 {
     ksfi_free(rec->ctx.hdrs);
     ksfi_free(rec->ctx.text);
+    ksfi_free(rec->ctx.enc);
     ksfi_free(rec);
 }
 
@@ -92,8 +94,8 @@ rec_take(ksfi_msg_pool *pool)
 /*
  * Return @p rec (its message's state already freed) to the pool: zeroed as a new
  * record is, so that nothing of this message (headers, trace, deadline, reply state,
- * pipeline run) reaches the next one, except its header array and text buffer, whose
- * contents the next message overwrites before anything reads them.
+ * pipeline run) reaches the next one, except its header array, text and encoding
+ * buffers, whose contents the next message overwrites before anything reads them.
  */
 static void
 rec_recycle(ksfi_msg_pool *pool, ksfi_record *rec)
@@ -112,11 +114,20 @@ rec_recycle(ksfi_msg_pool *pool, ksfi_record *rec)
         text = NULL;
         text_cap = 0;
     }
+    char *enc = rec->ctx.enc;
+    size_t enc_cap = rec->ctx.enc_cap;
+    if (enc_cap > POOL_KEEP_ENC) {
+        ksfi_free(enc);
+        enc = NULL;
+        enc_cap = 0;
+    }
     memset(rec, 0, sizeof *rec);
     rec->ctx.hdrs = hdrs;
     rec->ctx.hdrs_cap = hdrs_cap;
     rec->ctx.text = text;
     rec->ctx.text_cap = text_cap;
+    rec->ctx.enc = enc;
+    rec->ctx.enc_cap = enc_cap;
     pthread_mutex_lock(&pool->lock);
     bool kept = pool->count < KSFI_MSG_POOL_MAX;
     if (kept) {

@@ -40,12 +40,12 @@ typedef struct ksfi_server_counters {
 } ksfi_server_counters;
 
 /*
- * Finished records kept for the next messages (message.c): a record, its ctx's header
- * array and text buffer are allocated once and reused, instead of a calloc and about
- * five frees per message. Records come back from whichever thread completes them (a
- * delivery report, a worker, the consumer dropping one) and leave on the consumer
- * thread, hence the lock; at most KSFI_MSG_POOL_MAX are kept. Every field is the
- * pool's own: ksfi_msg_pool_init / ksfi_msg_pool_free.
+ * Finished records kept for the next messages (message.c): a record and its ctx's
+ * header array, text and reply-encoding buffers are allocated once and reused, instead
+ * of about five allocations and frees per message. Records come back from whichever
+ * thread completes them (a delivery report, a worker, the consumer dropping one) and
+ * leave on the consumer thread, hence the lock; at most KSFI_MSG_POOL_MAX are kept. Every
+ * field is the pool's own: ksfi_msg_pool_init / ksfi_msg_pool_free.
  */
 typedef struct ksfi_msg_pool {
     pthread_mutex_t lock;
