@@ -43,15 +43,6 @@ ksfi_ctx_reset(ksf_ctx *ctx)
     pthread_mutex_destroy(&ctx->lock);
 }
 
-void
-ksfi_ctx_clear(ksf_ctx *ctx)
-{
-    ksfi_ctx_reset(ctx);
-    ksfi_free(ctx->hdrs);
-    ksfi_free(ctx->text);
-    ksfi_free(ctx->enc);
-}
-
 ksf_err
 ksfi_ctx_set_text(ksf_ctx *ctx, const char *id, size_t id_len, const char *topic,
                   size_t topic_len)

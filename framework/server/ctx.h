@@ -112,12 +112,9 @@ void ksfi_ctx_init(ksf_ctx *ctx, const ksfi_ctx_ops *ops, const ksfi_logger *log
 
 /* Free what @p ctx owns for its message (the reply state, the trace scope, the lock),
  * keeping the reusable buffers (`hdrs`, `text`, `enc`) for the next message; the caller
- * then zeroes everything else before ksfi_ctx_init. */
+ * then zeroes everything else before ksfi_ctx_init, or frees the buffers with the
+ * record that holds the ctx (message.c). */
 void ksfi_ctx_reset(ksf_ctx *ctx);
-
-/* ksfi_ctx_reset, and free the reusable buffers too (not the ctx itself, which lives
- * in its record). */
-void ksfi_ctx_clear(ksf_ctx *ctx);
 
 /* Copy the correlation id (@p id_len bytes; text, already converted when binary) and
  * the reply topic (@p topic_len bytes; NULL for none) into the ctx's text buffer, and
