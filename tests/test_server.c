@@ -473,6 +473,18 @@ h_pooled(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
+/* The after of t.pool.mw's middleware: counts the runs of that chain. */
+static atomic_int pooled_afters;
+
+static void
+pooled_after(ksf_ctx *ctx, ksf_outcome *outcome, void *user)
+{
+    (void)ctx;
+    (void)outcome;
+    (void)user;
+    atomic_fetch_add(&pooled_afters, 1);
+}
+
 static pooled_seen
 pooled_take(void)
 {
@@ -485,20 +497,29 @@ pooled_take(void)
 /*
  * A finished message's record (its ctx, header array and text buffers) is reused for
  * a later message: nothing of the first may show through the second's ctx or reply.
- * Messages go one at a time, so the second usually gets the first's record; the case
- * repeats until it did (the first's delivery report can come after the second).
+ * Messages go one at a time, so the second usually gets the first's record (the
+ * first's delivery report can come after the second: 2 reuses in 6 rounds are asked).
  */
 KSFT_TEST(test_server_pooled_ctx_is_fresh, 40)
 {
-    static const char *const topics[] = {"t.pool", NULL};
-    static const ksft_handler handlers[] = {{"t.pool", h_pooled}, {NULL}};
+    static const char *const topics[] = {"t.pool", "t.pool.mw", NULL};
+    static const ksft_handler handlers[] = {
+        {"t.pool", h_pooled}, {"t.pool.mw", h_pooled}, {NULL}};
+    static const ksf_middleware mw = {.name = "count", .after = pooled_after};
     ksft_probe p;
-    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, .handlers = handlers});
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics});
+    ksf_server *srv = ksft_world_server(&p.w, handlers);
+    ck_assert_int_eq(ksf_server_use_pattern(srv, "t.pool.mw", &mw, NULL, NULL), KSF_OK);
+    ksft_world_serve(&p.w, srv);
+    atomic_store(&pooled_afters, 0);
     const char tp[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     char deadline[24];
     snprintf(deadline, sizeof deadline, "%lld", (long long)time(NULL) * 1000 + 600000);
     int reused = 0;
-    for (int round = 0; round < 10 && reused < 2; round++) {
+    for (int round = 0; round < 6; round++) {
+        /* Odd rounds: the first message runs through a middleware chain (its record's
+         * pipeline state), the second, on the plain pattern, must not. */
+        const char *a_topic = round % 2 ? "t.pool.mw" : "t.pool";
         char a_id[16], b_id[16];
         snprintf(a_id, sizeof a_id, "dirty-%d", round);
         snprintf(b_id, sizeof b_id, "clean-%d", round);
@@ -511,7 +532,7 @@ KSFT_TEST(test_server_pooled_ctx_is_fresh, 40)
                            KSFT_H("traceparent", tp),
                            KSFT_H("tracestate", "k=v"),
                            {"ksf_deadline", deadline, strlen(deadline)}};
-        ksft_produce(p.prod, "t.pool", 0, "kk", 2, "dirty", 5, h, 7, true);
+        ksft_produce(p.prod, a_topic, 0, "kk", 2, "dirty", 5, h, 7, true);
         ck_assert_uint_eq(ksft_collector_wait_id(p.replies, a_id, 1, KSFT_PROBE_WAIT_MS),
                           1);
         pooled_seen a = pooled_take();
@@ -535,10 +556,11 @@ KSFT_TEST(test_server_pooled_ctx_is_fresh, 40)
         ck_assert_ptr_null(rb->key);
         ksft_assert_value_reply(rb, b_id, "clean", 5); /* no raw value, no x-r */
         reused += b.ctx == a.ctx;
+        ck_assert_int_eq(atomic_load(&pooled_afters), (round + 1) / 2);
     }
     ck_assert_msg(reused >= 2,
-                  "a finished message's ctx was reused %d time(s) in 10 "
-                  "rounds; expected at least 2",
+                  "a finished message's ctx was reused %d time(s) in 6 rounds; "
+                  "expected at least 2",
                   reused);
     ksft_world_stop_server(&p.w);
     ksft_probe_close(&p);
