@@ -4,6 +4,7 @@
  * produced by Node 20 (tests/data/gen/); argv[1] is tests/data for numbers.txt.
  */
 #include "base/alloc.h"
+#include "base/topic.h"
 #include "codec/codec.h"
 #include "codec/wire.h"
 
@@ -34,6 +35,24 @@ assert_encodes(json_t *v, const char *want, size_t want_len)
         ck_assert_int_eq(out[len], '\0');
     }
     ksfi_free(out);
+    /* The server's form, into a kept buffer (one for the whole suite, so that it is
+     * reused at every size): the same bytes; a string's borrowed from the value. */
+    static char *kept;
+    static size_t kept_cap;
+    const void *in = (const void *)"sentinel";
+    len = 99;
+    ck_assert_int_eq(ksfi_encode_value_in(v, &kept, &kept_cap, &in, &len, NULL), KSF_OK);
+    if (!want) {
+        ck_assert_ptr_null(in);
+        ck_assert_uint_eq(len, 0);
+    } else {
+        ck_assert_msg(len == want_len && !memcmp(in, want, len),
+                      "encoded in place \"%.*s\" (%zu bytes), expected \"%.*s\"",
+                      (int)len, (const char *)in, len, (int)want_len, want);
+        ck_assert_ptr_eq(in, json_is_string(v) ? (const void *)json_string_value(v)
+                                               : (const void *)kept);
+        ck_assert_uint_ge(kept_cap, json_is_string(v) ? 0 : len + 1);
+    }
     json_decref(v);
 }
 #define ENCODES(v, lit) assert_encodes((v), (lit), sizeof(lit) - 1)
@@ -528,6 +547,48 @@ KSFT_TEST(test_codec_request_headers_garbage, 30)
 }
 END_TEST
 
+/* The reply topic's check (a byte table in the codec) agrees with ksfi_check_topic,
+ * the rule topics are created by, on every byte, on "." and "..", and on the length. */
+KSFT_TEST(test_codec_request_reply_topic_rule, 30)
+{
+    char t[KSFI_TOPIC_MAX + 2];
+    ksfi_header h[] = {{KSFI_HDR_CORRELATION_ID, "id", 2}, {KSFI_HDR_REPLY_TOPIC, t, 3}};
+    ksfi_request_meta m;
+    int legal = 0;
+    for (int b = 0; b < 256; b++) {
+        t[0] = 'a';
+        t[1] = (char)b;
+        t[2] = 'z';
+        t[3] = '\0';
+        ksf_err want =
+            b && ksfi_check_topic(t, false, NULL) == KSF_OK ? KSF_OK : KSF_EPROTO;
+        ck_assert_msg(ksfi_parse_request_headers(h, 2, &m, NULL) == want,
+                      "byte 0x%02x: expected %s", b, ksf_strerror(want));
+        legal += want == KSF_OK;
+    }
+    ck_assert_int_eq(legal, 26 + 26 + 10 + 3);
+    const char *const dots[] = {".", "..", "...", ".a", "a."};
+    const ksf_err want_dots[] = {KSF_EPROTO, KSF_EPROTO, KSF_OK, KSF_OK, KSF_OK};
+    for (size_t i = 0; i < 5; i++) {
+        h[1] = (ksfi_header){KSFI_HDR_REPLY_TOPIC, dots[i], strlen(dots[i])};
+        ck_assert_int_eq(ksfi_parse_request_headers(h, 2, &m, NULL), want_dots[i]);
+    }
+    memset(t, 'x', sizeof t);
+    h[1] = (ksfi_header){KSFI_HDR_REPLY_TOPIC, t, KSFI_TOPIC_MAX};
+    ck_assert_int_eq(ksfi_parse_request_headers(h, 2, &m, NULL), KSF_OK);
+    h[1].len = KSFI_TOPIC_MAX + 1;
+    ck_assert_int_eq(ksfi_parse_request_headers(h, 2, &m, NULL), KSF_EPROTO);
+    /* Names that only start like the protocol's are not read as them. */
+    ksfi_header near[] = {{"kafka", "x", 1},
+                          {"kafka_correlationI", "x", 1},
+                          {"kafkacorrelationId", "x", 1},
+                          {"k", "x", 1}};
+    ck_assert_int_eq(ksfi_parse_request_headers(near, 4, &m, NULL), KSF_OK);
+    ck_assert_ptr_null(m.correlation_id);
+    ck_assert(!m.is_request);
+}
+END_TEST
+
 KSFT_TEST(test_codec_request_last_occurrence_wins, 30)
 {
     ksfi_header h[] = {{KSFI_HDR_REPLY_PARTITION, "1", 1},
@@ -805,6 +866,28 @@ KSFT_TEST(test_codec_alloc_failures, 30)
             break;
         }
     }
+    /* Into a kept buffer: after ENOMEM the buffer is still the caller's (freed once,
+     * here: valgrind and ASan see a double free or a leak otherwise). */
+    size_t want_len = 0;
+    char *want = NULL;
+    ck_assert_int_eq(ksfi_encode_value(v, &want, &want_len, NULL), KSF_OK);
+    for (unsigned long nth = 1; nth < 64; nth++) {
+        char *buf = NULL;
+        size_t cap = 0, len = 0;
+        const void *out = NULL;
+        ksfi_alloc_fail_after(nth, 0);
+        ksf_err e = ksfi_encode_value_in(v, &buf, &cap, &out, &len, NULL);
+        unsigned long used = ksfi_alloc_count();
+        ksfi_alloc_fail_after(0, 0);
+        ck_assert(e == KSF_OK || e == KSF_ENOMEM);
+        ck_assert(e == KSF_OK ? out == buf && len == want_len && !memcmp(out, want, len)
+                              : out == NULL);
+        ksfi_free(buf);
+        if (nth > used) {
+            break;
+        }
+    }
+    ksfi_free(want);
     json_decref(v);
     static const char *inputs[] = {"[1e999,\"\\ud800\",123456789012345678901]", "\xff{",
                                    "{\"a\":1}"};

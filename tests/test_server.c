@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- handlers ------------------------------------------------------------------ */
 
@@ -424,6 +425,144 @@ KSFT_TEST(test_server_malformed_input, 40)
     ck_assert_uint_eq(s.replies, 6);
     ck_assert_uint_eq(s.malformed, 2);
     ck_assert_uint_eq(s.errors + s.reply_failures, 0);
+    ksft_probe_close(&p);
+}
+END_TEST
+
+/* ---- pooled contexts -----------------------------------------------------------------
+ */
+
+/* What h_pooled saw of one message: its ctx's address (a reused record has the same)
+ * and everything a previous message could have left behind. */
+typedef struct pooled_seen {
+    const ksf_ctx *ctx;
+    size_t nhdrs;
+    bool has_x_a, has_key;
+    int64_t deadline_ms;
+    bool has_tracestate, has_parent;
+    char trace_id[33];
+    char id[16];
+} pooled_seen;
+
+static pthread_mutex_t pooled_lock = PTHREAD_MUTEX_INITIALIZER;
+static pooled_seen pooled_last;
+
+/* "dirty" leaves every piece of reply state a ctx has (raw value, key, extra header);
+ * anything else is echoed as JSON. Either way, what the ctx shows is kept. */
+static ksf_err
+h_pooled(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    pooled_seen s = {.ctx = ctx,
+                     .nhdrs = ksf_ctx_header_count(ctx),
+                     .has_x_a = ksf_ctx_header(ctx, "x-a", NULL) != NULL,
+                     .has_key = ksf_ctx_key(ctx, NULL) != NULL,
+                     .deadline_ms = ksf_ctx_deadline_ms(ctx),
+                     .has_tracestate = ksf_ctx_tracestate(ctx) != NULL,
+                     .has_parent = ksf_ctx_parent_span_id(ctx) != NULL};
+    snprintf(s.trace_id, sizeof s.trace_id, "%s", ksf_ctx_trace_id(ctx));
+    snprintf(s.id, sizeof s.id, "%s", ksf_ctx_correlation_id(ctx));
+    pthread_mutex_lock(&pooled_lock);
+    pooled_last = s;
+    pthread_mutex_unlock(&pooled_lock);
+    if (json_is_string(data) && !strcmp(json_string_value(data), "dirty")) {
+        ck_assert_int_eq(ksf_ctx_set_reply_key(ctx, "rk", 2), KSF_OK);
+        ck_assert_int_eq(ksf_ctx_add_reply_header(ctx, "x-r", "v", 1), KSF_OK);
+        return ksf_ctx_set_reply_raw(ctx, "RAW", 3);
+    }
+    *reply = json_incref((json_t *)data);
+    return KSF_OK;
+}
+
+/* The after of t.pool.mw's middleware: counts the runs of that chain. */
+static atomic_int pooled_afters;
+
+static void
+pooled_after(ksf_ctx *ctx, ksf_outcome *outcome, void *user)
+{
+    (void)ctx;
+    (void)outcome;
+    (void)user;
+    atomic_fetch_add(&pooled_afters, 1);
+}
+
+static pooled_seen
+pooled_take(void)
+{
+    pthread_mutex_lock(&pooled_lock);
+    pooled_seen s = pooled_last;
+    pthread_mutex_unlock(&pooled_lock);
+    return s;
+}
+
+/*
+ * A finished message's record (its ctx, header array and text buffers) is reused for
+ * a later message: nothing of the first may show through the second's ctx or reply.
+ * Messages go one at a time, so the second usually gets the first's record (the
+ * first's delivery report can come after the second: 2 reuses in 6 rounds are asked).
+ */
+KSFT_TEST(test_server_pooled_ctx_is_fresh, 40)
+{
+    static const char *const topics[] = {"t.pool", "t.pool.mw", NULL};
+    static const ksft_handler handlers[] = {
+        {"t.pool", h_pooled}, {"t.pool.mw", h_pooled}, {NULL}};
+    static const ksf_middleware mw = {.name = "count", .after = pooled_after};
+    ksft_probe p;
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics});
+    ksf_server *srv = ksft_world_server(&p.w, handlers);
+    ck_assert_int_eq(ksf_server_use_pattern(srv, "t.pool.mw", &mw, NULL, NULL), KSF_OK);
+    ksft_world_serve(&p.w, srv);
+    atomic_store(&pooled_afters, 0);
+    const char tp[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    char deadline[24];
+    snprintf(deadline, sizeof deadline, "%lld", (long long)time(NULL) * 1000 + 600000);
+    int reused = 0;
+    for (int round = 0; round < 6; round++) {
+        /* Odd rounds: the first message runs through a middleware chain (its record's
+         * pipeline state), the second, on the plain pattern, must not. */
+        const char *a_topic = round % 2 ? "t.pool.mw" : "t.pool";
+        char a_id[16], b_id[16];
+        snprintf(a_id, sizeof a_id, "dirty-%d", round);
+        snprintf(b_id, sizeof b_id, "clean-%d", round);
+        /* The first message: every header a ctx reads, a key, and a reply that
+         * sets a raw value, a key and an extra header. */
+        ksfi_header h[] = {{KSFI_HDR_CORRELATION_ID, a_id, strlen(a_id)},
+                           KSFT_H(KSFI_HDR_REPLY_TOPIC, KSFT_PROBE_REPLY),
+                           KSFT_H(KSFI_HDR_REPLY_PARTITION, "0"),
+                           KSFT_H("x-a", "1"),
+                           KSFT_H("traceparent", tp),
+                           KSFT_H("tracestate", "k=v"),
+                           {"ksf_deadline", deadline, strlen(deadline)}};
+        ksft_produce(p.prod, a_topic, 0, "kk", 2, "dirty", 5, h, 7, true);
+        ck_assert_uint_eq(ksft_collector_wait_id(p.replies, a_id, 1, KSFT_PROBE_WAIT_MS),
+                          1);
+        pooled_seen a = pooled_take();
+        ck_assert_str_eq(a.id, a_id);
+        ck_assert_uint_eq(a.nhdrs, 7);
+        ck_assert(a.has_x_a && a.has_key && a.has_tracestate && a.has_parent);
+        ck_assert_str_eq(a.trace_id, "0af7651916cd43dd8448eb211c80319c");
+        ck_assert_int_eq(a.deadline_ms, strtoll(deadline, NULL, 10));
+        const ksft_msg *ra = ksft_collector_get_id(p.replies, a_id, 0);
+        ksft_assert_bytes(ra->value, ra->len, "RAW", 3, "dirty reply");
+        ksft_assert_bytes(ra->key, ra->key_len, "rk", 2, "dirty reply key");
+
+        /* The second: protocol headers only, no key, a JSON value. */
+        const ksft_msg *rb = ksft_probe_request(&p, "t.pool", b_id, "clean", 5);
+        pooled_seen b = pooled_take();
+        ck_assert_str_eq(b.id, b_id);
+        ck_assert_uint_eq(b.nhdrs, 3);
+        ck_assert(!b.has_x_a && !b.has_key && !b.has_tracestate && !b.has_parent);
+        ck_assert_str_ne(b.trace_id, a.trace_id);
+        ck_assert_int_eq(b.deadline_ms, 0);
+        ck_assert_ptr_null(rb->key);
+        ksft_assert_value_reply(rb, b_id, "clean", 5); /* no raw value, no x-r */
+        reused += b.ctx == a.ctx;
+        ck_assert_int_eq(atomic_load(&pooled_afters), (round + 1) / 2);
+    }
+    ck_assert_msg(reused >= 2,
+                  "a finished message's ctx was reused %d time(s) in 6 rounds; "
+                  "expected at least 2",
+                  reused);
+    ksft_world_stop_server(&p.w);
     ksft_probe_close(&p);
 }
 END_TEST

@@ -48,6 +48,42 @@ KSFT_TEST(test_trace_parse_valid, 10)
 }
 END_TEST
 
+/* Every byte value at every id position: accepted exactly when it is a lowercase hex
+ * digit, and then read as that digit's value into the right nibble. */
+KSFT_TEST(test_trace_parse_every_byte, 10)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tp[56];
+    for (size_t pos = 3; pos < 52; pos++) {
+        if (pos == 35) {
+            continue; /* the '-' between the ids */
+        }
+        for (int b = 0; b < 256; b++) {
+            memcpy(tp, TP_SPEC, sizeof tp);
+            tp[pos] = (char)b;
+            const char *d = b ? strchr(digits, b) : NULL;
+            ksfi_traceparent got;
+            bool ok = ksfi_traceparent_parse(tp, 55, &got);
+            ck_assert_msg(ok == (d != NULL), "byte 0x%02x at %zu: %s", b, pos,
+                          ok ? "accepted" : "refused");
+            if (!ok) {
+                continue;
+            }
+            /* Nibble k of the ids (trace-id then parent-id) is character pos. */
+            size_t k = pos < 35 ? pos - 3 : 32 + pos - 36;
+            const uint8_t *ids = k < 32 ? got.trace_id : got.span_id;
+            size_t nib = k < 32 ? k : k - 32;
+            uint8_t byte = ids[nib / 2];
+            int v = nib % 2 ? byte & 0xf : byte >> 4;
+            ck_assert_int_eq(v, (int)(d - digits));
+            char back[56];
+            ksfi_traceparent_format(&got, back);
+            ck_assert_str_eq(back, tp);
+        }
+    }
+}
+END_TEST
+
 KSFT_TEST(test_trace_parse_invalid, 10)
 {
     static const char *const bad[] = {
@@ -201,6 +237,21 @@ KSFT_TEST(test_trace_scope_from_headers, 10)
     ck_assert_ptr_null(s.tracestate);
     ck_assert_int_eq(s.deadline_ms, 0);
     ck_assert_uint_eq(ksfi_scope_reply_headers(&s, r), 1);
+    ksfi_scope_clear(&s);
+
+    /* The scope's traceparent is built from the parent's text (trace-id and flags as
+     * they came): version 00 even from a later version's longer header, unsampled
+     * flags kept, and the new span's bytes printed in it. */
+    const char later[] = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-more";
+    ksfi_header v1[] = {{KSFI_HDR_TRACEPARENT, later, sizeof later - 1}};
+    ksfi_scope_init(&s, v1, 1, NULL, "t");
+    ck_assert(s.has_parent);
+    char span_hex[17];
+    ksfi_hex(s.span.span_id, 8, span_hex);
+    snprintf(want, sizeof want, "00-0af7651916cd43dd8448eb211c80319c-%s-00", span_hex);
+    ck_assert_str_eq(s.traceparent, want);
+    ck_assert_str_eq(s.span_id, span_hex);
+    ck_assert_uint_eq(s.span.flags, 0);
     ksfi_scope_clear(&s);
 }
 END_TEST

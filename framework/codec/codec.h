@@ -28,6 +28,15 @@ typedef struct ksfi_header {
 ksf_err ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei);
 
 /*
+ * ksfi_encode_value without an allocation per value: the bytes are written into the
+ * caller's buffer *buf of *cap bytes (grown with ksfi_realloc and still the caller's,
+ * with *cap updated, also after an error), except a string's, which *out borrows from
+ * @p v itself. *out is NULL with *len 0 for a null value. Errors: KSF_ENOMEM.
+ */
+ksf_err ksfi_encode_value_in(const json_t *v, char **buf, size_t *cap, const void **out,
+                             size_t *len, ksf_errinfo *ei);
+
+/*
  * JSON.stringify of @p v: compact; object keys in JavaScript's enumeration order
  * (array-index keys such as "2" first, ascending, then insertion order); only '"',
  * '\\' and control characters escaped; numbers as JavaScript prints them (integers

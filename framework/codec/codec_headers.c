@@ -83,8 +83,12 @@ static wire_header
 wire_header_of(const ksfi_header *h)
 {
     static const size_t plen = sizeof KSFI_HDR_RESERVED_PREFIX - 1;
+    _Static_assert(sizeof KSFI_HDR_RESERVED_PREFIX == 7, "the test below spells kafka_");
     const char *n = h->name;
-    if (!n || strncmp(n, KSFI_HDR_RESERVED_PREFIX, plen)) {
+    /* "kafka_" letter by letter (stops at a shorter name's NUL): a strncmp call per
+     * header cost more than the compares it makes. */
+    if (!n || n[0] != 'k' || n[1] != 'a' || n[2] != 'f' || n[3] != 'k' || n[4] != 'a' ||
+        n[5] != '_') {
         return WIRE_OTHER;
     }
     switch (n[plen]) { /* the letter after "kafka_" tells the candidates apart */
@@ -126,16 +130,36 @@ quote_bytes(const void *value, size_t len, char out[200])
     memcpy(out + o, len > n ? "...\"" : "\"", len > n ? 5 : 2);
 }
 
+/* The bytes a Kafka topic name may hold (ksfi_topic_check's rule: A-Z a-z 0-9 . _ -),
+ * for the reply topic every request names: a lookup per byte where ksfi_topic_check
+ * needed a NUL-terminated copy, its strlen and six range tests per byte.
+ * tests/test_codec.c checks both agree on every byte. */
+static const bool topic_byte[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+    ['7'] = 1, ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1,
+    ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
+    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1,
+    ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1,
+    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1, ['.'] = 1,
+    ['_'] = 1, ['-'] = 1};
+
 static bool
 legal_reply_topic(const char *value, size_t len)
 {
-    char topic[KSFI_TOPIC_MAX + 1];
-    if (len > KSFI_TOPIC_MAX || memchr(value, '\0', len)) {
+    const unsigned char *v = (const unsigned char *)value;
+    if (len == 0 || len > KSFI_TOPIC_MAX ||
+        (v[0] == '.' && (len == 1 || (len == 2 && v[1] == '.')))) {
         return false;
     }
-    memcpy(topic, value, len);
-    topic[len] = '\0';
-    return ksfi_check_topic(topic, false, NULL) == KSF_OK;
+    for (size_t i = 0; i < len; i++) {
+        if (!topic_byte[v[i]]) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /*

@@ -492,6 +492,48 @@ ksfi_encode_value(const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
     return KSF_OK;
 }
 
+ksf_err
+ksfi_encode_value_in(const json_t *v, char **buf, size_t *cap, const void **out,
+                     size_t *len, ksf_errinfo *ei)
+{
+    char num[32];
+    *out = NULL;
+    *len = 0;
+    if (!v || json_is_null(v)) {
+        return KSF_OK;
+    }
+    if (json_is_string(v)) { /* its bytes as they are: nothing to copy */
+        *out = json_string_value(v);
+        *len = json_string_length(v);
+        return KSF_OK;
+    }
+    sbuf b = {*buf, 0, *cap, false};
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+    case JSON_ARRAY:
+        stringify(&b, v);
+        break;
+    case JSON_INTEGER:
+        sb_put(&b, num, format_integer(json_integer_value(v), num));
+        break;
+    case JSON_REAL:
+        ksfi_format_number(json_real_value(v), num);
+        sb_puts(&b, num);
+        break;
+    default:
+        sb_puts(&b, json_is_true(v) ? "true" : "false");
+        break;
+    }
+    *buf = b.data; /* grown or not, still the caller's (also after ENOMEM) */
+    *cap = b.cap;
+    if (b.oom) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
+    }
+    *out = b.data;
+    *len = b.len;
+    return KSF_OK;
+}
+
 /* ---- UTF-8 repair (WHATWG decoder: one U+FFFD per maximal invalid subpart) ----------
  */
 

@@ -14,23 +14,21 @@ bool
 ksfi_deadline_parse(const void *value, size_t len, int64_t *out)
 {
     const unsigned char *v = value;
-    int64_t n = 0;
+    uint64_t n = 0; /* 19 decimal digits fit: no overflow test per digit */
     if (!v || len == 0 || len > 19) {
         return false;
     }
     for (size_t i = 0; i < len; i++) {
-        if (v[i] < '0' || v[i] > '9') {
+        unsigned d = (unsigned)v[i] - '0'; /* wraps above 9 for anything below '0' */
+        if (d > 9) {
             return false;
         }
-        if (n > KSFI_DEADLINE_MAX_MS) {
-            return false; /* stop before 19 digits could overflow int64 */
-        }
-        n = n * 10 + (v[i] - '0');
+        n = n * 10 + d;
     }
-    if (n < KSFI_DEADLINE_MIN_MS || n >= KSFI_DEADLINE_MAX_MS) {
+    if (n < (uint64_t)KSFI_DEADLINE_MIN_MS || n >= (uint64_t)KSFI_DEADLINE_MAX_MS) {
         return false;
     }
-    *out = n;
+    *out = (int64_t)n;
     return true;
 }
 

@@ -51,6 +51,16 @@ ksfi_kafka_in ksfi_kafka_in_of(const ksfi_kafka_msg *m);
 ksf_err ksfi_kafka_read_headers(const ksfi_kafka_msg *msg, ksfi_header **out,
                                 size_t *count);
 
+/**
+ * The headers of @p msg as views in wire order into a caller-kept array: *buf has *cap
+ * entries and is replaced by a larger ksfi_malloc'd one (the old one freed, *cap
+ * updated) only when @p msg has more headers; *count gets their number. Names and
+ * values point into @p msg, valid until it is freed. Errors: KSF_ENOMEM (*buf and
+ * *cap unchanged, *count 0).
+ */
+ksf_err ksfi_kafka_header_views(const ksfi_kafka_msg *msg, ksfi_header **buf, size_t *cap,
+                                size_t *count);
+
 /** Free a consumed message. NULL is a no-op. */
 void ksfi_kafka_message_free(ksfi_kafka_msg *m);
 

@@ -146,10 +146,10 @@ fail:
 }
 
 ksf_err
-ksfi_kafka_read_headers(const rd_kafka_message_t *msg, ksfi_header **out, size_t *count)
+ksfi_kafka_header_views(const rd_kafka_message_t *msg, ksfi_header **buf, size_t *cap,
+                        size_t *count)
 {
     rd_kafka_headers_t *hdrs = NULL;
-    *out = NULL;
     *count = 0;
     if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR || !hdrs) {
         return KSF_OK;
@@ -158,10 +158,17 @@ ksfi_kafka_read_headers(const rd_kafka_message_t *msg, ksfi_header **out, size_t
     if (n == 0) {
         return KSF_OK;
     }
-    ksfi_header *h = ksfi_calloc(n, sizeof *h);
-    if (!h) {
-        return KSF_ENOMEM;
+    if (n > *cap) {
+        /* realloc would copy views nobody reads any more: a fresh array instead. */
+        ksfi_header *grown = ksfi_malloc(n * sizeof *grown);
+        if (!grown) {
+            return KSF_ENOMEM;
+        }
+        ksfi_free(*buf);
+        *buf = grown;
+        *cap = n;
     }
+    ksfi_header *h = *buf;
     for (size_t i = 0; i < n; i++) {
         const void *value;
         size_t len;
@@ -172,9 +179,21 @@ ksfi_kafka_read_headers(const rd_kafka_message_t *msg, ksfi_header **out, size_t
         h[i].value = value;
         h[i].len = value ? len : 0;
     }
-    *out = h;
     *count = n;
     return KSF_OK;
+}
+
+ksf_err
+ksfi_kafka_read_headers(const rd_kafka_message_t *msg, ksfi_header **out, size_t *count)
+{
+    size_t cap = 0;
+    *out = NULL;
+    ksf_err e = ksfi_kafka_header_views(msg, out, &cap, count);
+    if (!*count) { /* NULL when there are none, as promised */
+        ksfi_free(*out);
+        *out = NULL;
+    }
+    return e;
 }
 
 ksf_err

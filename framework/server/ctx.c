@@ -28,22 +28,52 @@ ksfi_ctx_init(ksf_ctx *ctx, const ksfi_ctx_ops *ops, const ksfi_logger *log,
 }
 
 void
-ksfi_ctx_clear(ksf_ctx *ctx)
+ksfi_ctx_reset(ksf_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->nextra; i++) {
         ksfi_free((void *)ctx->extra[i].name);
         ksfi_free((void *)ctx->extra[i].value);
     }
     ksfi_free(ctx->extra);
-    ksfi_free(ctx->hdrs);
-    ksfi_free(ctx->correlation_id);
-    ksfi_free(ctx->reply_topic);
     ksfi_scope_clear(&ctx->scope);
     ksfi_free(ctx->raw);
     ksfi_free(ctx->reply_key);
     ksfi_free(ctx->error_text);
     json_decref(ctx->early_reply);
     pthread_mutex_destroy(&ctx->lock);
+}
+
+ksf_err
+ksfi_ctx_set_text(ksf_ctx *ctx, const char *id, size_t id_len, const char *topic,
+                  size_t topic_len)
+{
+    size_t need = id_len + 1 + topic_len + 1;
+    if (need > ctx->text_cap) {
+        /* Grown to the high-water mark and kept: no allocation once the pool's
+         * records have seen the usual id and topic lengths. */
+        char *grown = ksfi_malloc(need < 128 ? 128 : need);
+        if (!grown) {
+            return KSF_ENOMEM;
+        }
+        ksfi_free(ctx->text);
+        ctx->text = grown;
+        ctx->text_cap = need < 128 ? 128 : need;
+    }
+    char *p = ctx->text;
+    ctx->correlation_id = NULL;
+    ctx->reply_topic = NULL;
+    if (id_len > 0) {
+        memcpy(p, id, id_len);
+        p[id_len] = '\0';
+        ctx->correlation_id = p;
+        p += id_len + 1;
+    }
+    if (topic_len > 0) {
+        memcpy(p, topic, topic_len);
+        p[topic_len] = '\0';
+        ctx->reply_topic = p;
+    }
+    return KSF_OK;
 }
 
 bool
@@ -176,21 +206,22 @@ ksfi_ctx_send_error_text(ksf_ctx *ctx, const char *text)
     json_decref(shape);
 }
 
-/* Encode a reply value (raw bytes win over JSON); checks message.max.bytes. */
+/* Encode a reply value (raw bytes win over JSON) into the ctx's kept buffer, or
+ * borrow it (raw bytes, a string's bytes); checks message.max.bytes. The caller
+ * claimed the end: nothing else writes the buffer or the raw bytes any more. */
 static ksf_err
-encode_reply(ksf_ctx *ctx, const json_t *v, char **out, size_t *len, ksf_errinfo *ei)
+encode_reply(ksf_ctx *ctx, const json_t *v, const void **out, size_t *len,
+             ksf_errinfo *ei)
 {
-    ksf_err e;
+    ksf_err e = KSF_OK;
     if (ctx->has_raw) {
-        *out = ksfi_memdup(ctx->raw, ctx->raw_len);
+        *out = ctx->raw;
         *len = ctx->raw_len;
-        e = *out ? KSF_OK : ksfi_fail(ei, KSF_ENOMEM, "out of memory copying a reply");
     } else {
-        e = ksfi_encode_value(v, out, len, ei);
+        e = ksfi_encode_value_in(v, &ctx->enc, &ctx->enc_cap, out, len, ei);
     }
     size_t max = ctx->max_bytes;
     if (!e && *len > max) {
-        ksfi_free(*out);
         *out = NULL;
         return ksfi_fail(ei, KSF_EMSGSIZE,
                          "reply value for %s is %zu bytes, larger than message.max.bytes "
@@ -204,7 +235,7 @@ void
 ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply)
 {
     ksf_errinfo ei = {0};
-    char *value = NULL;
+    const void *value = NULL;
     size_t len = 0;
     if (!ksfi_ctx_claim_end(ctx)) {
         return;
@@ -224,8 +255,9 @@ ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply)
     n += ksfi_reply_headers(ctx->meta.correlation_id, ctx->meta.correlation_id_len, NULL,
                             0, true, h + n);
     n += ksfi_scope_reply_headers(&ctx->scope, h + n);
+    /* The value is copied by the produce (librdkafka's F_COPY): the buffer is free
+     * again when it returns. */
     produce(ctx, value, len, ctx->reply_key, ctx->reply_key_len, h, n, false, NULL);
-    ksfi_free(value);
 }
 
 ksf_err

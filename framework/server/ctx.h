@@ -55,11 +55,23 @@ struct ksf_ctx {
     int64_t timestamp_ms; /* -1: not available */
     const void *key, *value;
     size_t key_len, value_len;
+    /* The message's headers as views: names and values point into the consumed
+     * message (valid while its record holds it); the array itself is `hdrs_cap`
+     * entries kept across reuse of the record (message.c's pool). */
     ksfi_header *hdrs;
     size_t nhdrs;
+    size_t hdrs_cap;
     ksfi_request_meta meta;
-    char *correlation_id; /* NUL-terminated copies of the request headers */
+    /* NUL-terminated copies of the request headers the accessors hand out as text,
+     * both in `text`, a buffer of `text_cap` bytes kept across reuse like `hdrs`. */
+    char *correlation_id;
     char *reply_topic;
+    char *text;
+    size_t text_cap;
+    /* The final reply's encoded value, `enc_cap` bytes kept across reuse like `hdrs`
+     * (written only by the thread that claimed the reply's end). */
+    char *enc;
+    size_t enc_cap;
     ksfi_scope scope; /* trace position and deadline, read from the headers */
     const ksfi_handler *handler;
     bool is_event;
@@ -92,12 +104,24 @@ struct ksf_ctx {
     atomic_uint_least64_t streamed;
 };
 
-/* Set up @p ctx (zeroed by the caller) for an owner. */
+/* Set up @p ctx (zeroed by the caller, except the reusable buffers `hdrs`, `text` and
+ * `enc` with their capacities, which may be kept from a previous message) for an
+ * owner. */
 void ksfi_ctx_init(ksf_ctx *ctx, const ksfi_ctx_ops *ops, const ksfi_logger *log,
                    size_t max_bytes);
 
-/* Free what @p ctx owns (not the ctx itself, which lives in its record). */
-void ksfi_ctx_clear(ksf_ctx *ctx);
+/* Free what @p ctx owns for its message (the reply state, the trace scope, the lock),
+ * keeping the reusable buffers (`hdrs`, `text`, `enc`) for the next message; the caller
+ * then zeroes everything else before ksfi_ctx_init, or frees the buffers with the
+ * record that holds the ctx (message.c). */
+void ksfi_ctx_reset(ksf_ctx *ctx);
+
+/* Copy the correlation id (@p id_len bytes; text, already converted when binary) and
+ * the reply topic (@p topic_len bytes; NULL for none) into the ctx's text buffer, and
+ * point ctx->correlation_id / ctx->reply_topic at them (NULL when empty). Errors:
+ * KSF_ENOMEM. */
+ksf_err ksfi_ctx_set_text(ksf_ctx *ctx, const char *id, size_t id_len, const char *topic,
+                          size_t topic_len);
 
 /* Claim the right to send the final reply; false when it was already sent. */
 bool ksfi_ctx_claim_end(ksf_ctx *ctx);

@@ -34,10 +34,117 @@ rec_of_delivery(ksfi_kafka_delivery *d)
     return (ksfi_record *)(void *)((char *)d - offsetof(ksfi_record, delivery));
 }
 
+/* Larger header arrays, text and encoding buffers than these are freed with their message
+ * rather than kept in a pooled record (a rare message must not pin its size in up to
+ * KSFI_MSG_POOL_MAX records). */
+#define POOL_KEEP_HDRS 64
+#define POOL_KEEP_TEXT 1024
+#define POOL_KEEP_ENC 4096
+
+void
+ksfi_msg_pool_init(ksfi_msg_pool *pool)
+{
+    pthread_mutex_init(&pool->lock, NULL);
+    pool->free = NULL;
+    pool->count = 0;
+}
+
+/* Free @p rec and the buffers it kept (a zeroed record, as the pool holds them). */
+static void
+rec_dispose(ksfi_record *rec)
+{
+    ksfi_free(rec->ctx.hdrs);
+    ksfi_free(rec->ctx.text);
+    ksfi_free(rec->ctx.enc);
+    ksfi_free(rec);
+}
+
+void
+ksfi_msg_pool_free(ksfi_msg_pool *pool)
+{
+    ksfi_record *rec = pool->free;
+    while (rec) {
+        ksfi_record *next = rec->next;
+        rec_dispose(rec);
+        rec = next;
+    }
+    pool->free = NULL;
+    pool->count = 0;
+    pthread_mutex_destroy(&pool->lock);
+}
+
+/* A zeroed record (its buffers kept) from the pool, or a new one; NULL on ENOMEM. */
+static ksfi_record *
+rec_take(ksfi_msg_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    ksfi_record *rec = pool->free;
+    if (rec) {
+        pool->free = rec->next;
+        pool->count--;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (rec) {
+        rec->next = NULL;
+        return rec;
+    }
+    return ksfi_calloc(1, sizeof *rec);
+}
+
+/*
+ * Return @p rec (its message's state already freed) to the pool: zeroed as a new
+ * record is, so that nothing of this message (headers, trace, deadline, reply state,
+ * pipeline run) reaches the next one, except its header array, text and encoding
+ * buffers, whose contents the next message overwrites before anything reads them.
+ */
+static void
+rec_recycle(ksfi_msg_pool *pool, ksfi_record *rec)
+{
+    ksfi_header *hdrs = rec->ctx.hdrs;
+    size_t hdrs_cap = rec->ctx.hdrs_cap;
+    char *text = rec->ctx.text;
+    size_t text_cap = rec->ctx.text_cap;
+    if (hdrs_cap > POOL_KEEP_HDRS) {
+        ksfi_free(hdrs);
+        hdrs = NULL;
+        hdrs_cap = 0;
+    }
+    if (text_cap > POOL_KEEP_TEXT) {
+        ksfi_free(text);
+        text = NULL;
+        text_cap = 0;
+    }
+    char *enc = rec->ctx.enc;
+    size_t enc_cap = rec->ctx.enc_cap;
+    if (enc_cap > POOL_KEEP_ENC) {
+        ksfi_free(enc);
+        enc = NULL;
+        enc_cap = 0;
+    }
+    memset(rec, 0, sizeof *rec);
+    rec->ctx.hdrs = hdrs;
+    rec->ctx.hdrs_cap = hdrs_cap;
+    rec->ctx.text = text;
+    rec->ctx.text_cap = text_cap;
+    rec->ctx.enc = enc;
+    rec->ctx.enc_cap = enc_cap;
+    pthread_mutex_lock(&pool->lock);
+    bool kept = pool->count < KSFI_MSG_POOL_MAX;
+    if (kept) {
+        rec->next = pool->free;
+        pool->free = rec;
+        pool->count++;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (!kept) {
+        rec_dispose(rec);
+    }
+}
+
 ksf_err
 ksfi_msg_new(ksfi_msg_env *env, ksfi_kafka_msg *msg, ksfi_record **out)
 {
-    ksfi_record *rec = ksfi_calloc(1, sizeof *rec);
+    ksfi_record *rec = rec_take(&env->pool);
     if (!rec) {
         return KSF_ENOMEM;
     }
@@ -70,10 +177,10 @@ rec_free(ksfi_record *rec)
     if (!rec) {
         return;
     }
-    ksfi_ctx_clear(&rec->ctx);
+    ksfi_ctx_reset(&rec->ctx);
     ksfi_pipeline_run_clear(&rec->pl); /* pipeline: an error kept for the afters */
     ksfi_kafka_message_free(rec->msg);
-    ksfi_free(rec);
+    rec_recycle(&rec->env->pool, rec);
 }
 
 /* Drop one reference; the last one tells the dispatcher the record is complete. */
@@ -196,25 +303,16 @@ static ksf_err
 copy_meta(ksf_ctx *ctx)
 {
     char uuid_text[37];
-    if (spring_binary_id(ctx->meta.correlation_id, ctx->meta.correlation_id_len) &&
-        ksfi_correlation_id_text(ctx->meta.correlation_id, ctx->meta.correlation_id_len,
-                                 uuid_text)) {
+    const char *id = ctx->meta.correlation_id;
+    size_t id_len = ctx->meta.correlation_id_len;
+    if (spring_binary_id(id, id_len) && ksfi_correlation_id_text(id, id_len, uuid_text)) {
         /* The reply still echoes the raw bytes (ctx->meta); this is for logs and
          * ksf_ctx_correlation_id, which promise text. */
-        if (!(ctx->correlation_id = ksfi_strdup(uuid_text))) {
-            return KSF_ENOMEM;
-        }
-    } else if (ctx->meta.correlation_id_len > 0 &&
-               !(ctx->correlation_id = ksfi_memdup(ctx->meta.correlation_id,
-                                                   ctx->meta.correlation_id_len))) {
-        return KSF_ENOMEM;
+        id = uuid_text;
+        id_len = strlen(uuid_text);
     }
-    if (ctx->meta.reply_topic_len > 0 &&
-        !(ctx->reply_topic =
-              ksfi_strndup(ctx->meta.reply_topic, ctx->meta.reply_topic_len))) {
-        return KSF_ENOMEM;
-    }
-    return KSF_OK;
+    return ksfi_ctx_set_text(ctx, id, id_len, ctx->meta.reply_topic,
+                             ctx->meta.reply_topic_len);
 }
 
 /*
@@ -337,7 +435,7 @@ prepare(ksfi_record *rec)
     ksfi_msg_env *env = rec->env;
     ksf_ctx *ctx = &rec->ctx;
     ksf_errinfo ei = {0};
-    if (ksfi_kafka_read_headers(rec->msg, &ctx->hdrs, &ctx->nhdrs) ||
+    if (ksfi_kafka_header_views(rec->msg, &ctx->hdrs, &ctx->hdrs_cap, &ctx->nhdrs) ||
         ksfi_parse_request_headers(ctx->hdrs, ctx->nhdrs, &ctx->meta, &ei) ||
         copy_meta(ctx)) {
         char pa[16], off[24];

@@ -21,6 +21,7 @@
 #include "server/reply_policy.h"
 #include "server/reply_sink.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* The counters behind ksf_server_stats, updated from any thread. */
@@ -39,6 +40,23 @@ typedef struct ksfi_server_counters {
 } ksfi_server_counters;
 
 /*
+ * Finished records kept for the next messages (message.c): a record and its ctx's
+ * header array, text and reply-encoding buffers are allocated once and reused, instead
+ * of about five allocations and frees per message. Records come back from whichever
+ * thread completes them (a delivery report, a worker, the consumer dropping one) and
+ * leave on the consumer thread, hence the lock; at most KSFI_MSG_POOL_MAX are kept. Every
+ * field is the pool's own: ksfi_msg_pool_init / ksfi_msg_pool_free.
+ */
+typedef struct ksfi_msg_pool {
+    pthread_mutex_t lock;
+    struct ksfi_record *free; /* linked through `next` */
+    size_t count;
+} ksfi_msg_pool;
+
+/* Records the pool keeps at most (more in flight are freed when they finish). */
+#define KSFI_MSG_POOL_MAX 1024
+
+/*
  * What the message lifecycle needs of its server, handed over once. Everything is
  * borrowed from the server (which outlives its records); fields are set before the
  * first record and not changed while the server runs, except the counters (atomic)
@@ -55,7 +73,14 @@ typedef struct ksfi_msg_env {
     ksfi_reply_sink *sink;       /* replies and dead letters leave here */
     ksfi_ratelimit expired_log;  /* the "skipped, deadline passed" debug line */
     ksfi_ratelimit shed_log;     /* the "request shed" warning */
+    ksfi_msg_pool pool;          /* set up at server creation, freed at its destroy */
 } ksfi_msg_env;
+
+/* Set up @p pool, empty (at server creation). */
+void ksfi_msg_pool_init(ksfi_msg_pool *pool);
+
+/* Free the records @p pool keeps (at server destroy, once no record is in use). */
+void ksfi_msg_pool_free(ksfi_msg_pool *pool);
 
 /* The pool operations of the lifecycle: ksfi_dispatch_new takes them. */
 extern const ksfi_dispatch_ops ksfi_msg_dispatch_ops;

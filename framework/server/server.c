@@ -85,6 +85,7 @@ ksf_server_new(ksf_server **out, const ksf_config *cfg, ksf_errinfo *ei)
     pthread_rwlock_init(&srv->replies_lock, NULL);
     pthread_mutex_init(&srv->resets.lock, NULL);
     pthread_cond_init(&srv->run_cond, NULL);
+    ksfi_msg_pool_init(&srv->env.pool);
     if (ksf_config_dup(cfg, &srv->cfg) ||
         !(srv->client_id = ksfi_config_client_id(cfg, KSFI_SERVER_POSTFIX)) ||
         !(srv->group_id = ksfi_config_group_id(cfg, KSFI_SERVER_POSTFIX))) {
@@ -131,6 +132,7 @@ ksf_server_destroy(ksf_server *srv)
     pthread_mutex_unlock(&srv->run_lock);
     /* Contexts hold consumer messages: free them before the consumer handle. */
     ksfi_dispatch_destroy(srv->dispatch);
+    ksfi_msg_pool_free(&srv->env.pool); /* the records the dispatcher freed */
     ksfi_sc_destroy(srv->consumer);
     for (size_t i = 0; i < srv->nhandlers; i++) {
         ksfi_free(srv->handlers[i].pattern);

@@ -388,6 +388,9 @@ typedef struct ksf_server ksf_server;
 /**
  * The per-message context handed to a handler (NestJS's KafkaContext analogue). It is
  * valid until the handler returns, or, for a deferred handler, until ksf_ctx_finish().
+ * After that the server reuses its memory for a later message: a pointer kept past
+ * then (and pointers from its accessors) must not be used, or it acts on that other
+ * message.
  */
 typedef struct ksf_ctx ksf_ctx;
 
