@@ -17,6 +17,7 @@
 #include "base/errinfo.h"
 #include "codec/codec.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /** Let librdkafka's partitioner (or the key's hash) choose the partition. */
@@ -57,6 +58,10 @@ typedef struct ksfi_kafka_out {
     /* How long to keep retrying while librdkafka's queue is full (it drains as the
      * poll thread serves reports); 0: fail at once with the "queue full" sentence. */
     int queue_full_wait_ms;
+    /* The waiting thread serves the producer's delivery reports itself meanwhile (for a
+     * producer whose reports are served by the threads that produce, not by a poll
+     * thread of its own: nobody else may be free to drain the queue). */
+    bool serve_while_full;
     /* What the message is, for error sentences: "a reply", "a dead letter". */
     const char *what;
 } ksfi_kafka_out;
@@ -94,6 +99,25 @@ ksf_err ksfi_kafka_producer_new(const ksf_config *cfg, const char *client_id,
 
 /** Serve the producer's delivery reports for up to @p timeout_ms (its poll thread). */
 void ksfi_kafka_poll(struct rd_kafka_s *rk, int timeout_ms);
+
+/** Where "delivery reports are waiting" goes: embed it in the object that serves them
+ * and recover that with container-of arithmetic (as ksfi_kafka_delivery). */
+typedef struct ksfi_kafka_reports_hook ksfi_kafka_reports_hook;
+struct ksfi_kafka_reports_hook {
+    /* Called on one of librdkafka's threads, with one of its locks held, when a report
+     * (or another event) is queued while none was waiting: it must only note it and
+     * wake whoever serves the reports (ksfi_kafka_poll with 0), never call librdkafka
+     * nor wait for long. */
+    void (*fn)(ksfi_kafka_reports_hook *hook);
+};
+
+/**
+ * Call @p hook whenever @p rk's delivery reports go from none to some waiting, so that
+ * the threads that produce can serve them (ksfi_kafka_poll with 0) without a poll
+ * thread of their own. @p hook NULL turns it off; it must stay valid until then, and
+ * be turned off before the producer is destroyed. Threads: any.
+ */
+void ksfi_kafka_on_reports(struct rd_kafka_s *rk, ksfi_kafka_reports_hook *hook);
 
 /**
  * Wait up to @p timeout_ms for every queued message's delivery report. Returns how
