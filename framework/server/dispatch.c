@@ -78,7 +78,9 @@ struct ksfi_dispatch {
     void *serve_user;
     bool reports_ready; /* the hook said reports wait; a worker serves them */
     bool store_dirty;   /* some partition's store_dirty is set */
-    bool pause_dirty;   /* some partition's want_paused changed: sync_pause has work */
+    /* Some partition's want_paused changed: sync_pause has work. Written under the
+     * lock, read first without it (sync_pause runs after every poll). */
+    atomic_bool pause_dirty;
     ksfi_pattern **pats;
     size_t npats;
     const ksfi_policy_config *policy; /* NULL: unlimited, no budgets */
@@ -264,7 +266,7 @@ update_pause(ksfi_dispatch *d, ksfi_part *p)
         p->want_paused = false;
     }
     if (p->want_paused != was) {
-        d->pause_dirty = true;
+        atomic_store_explicit(&d->pause_dirty, true, memory_order_relaxed);
     }
 }
 
@@ -1030,13 +1032,14 @@ wake_fetcher(ksfi_dispatch *d, const ksfi_part *p)
 void
 ksfi_dispatch_sync_pause(ksfi_dispatch *d)
 {
-    pthread_mutex_lock(&d->lock);
-    /* Called after every poll: most of the time no decision changed. */
-    if (!d->pause_dirty) {
-        pthread_mutex_unlock(&d->lock);
+    /* Called after every poll: most of the time no decision changed. One set just
+     * after this read is applied after the next poll, as one made just after the
+     * loop below always was. */
+    if (!atomic_load_explicit(&d->pause_dirty, memory_order_relaxed)) {
         return;
     }
-    d->pause_dirty = false;
+    pthread_mutex_lock(&d->lock);
+    atomic_store_explicit(&d->pause_dirty, false, memory_order_relaxed);
     for (size_t i = 0; i < d->nparts; i++) {
         ksfi_part *p = d->parts[i];
         if (!p->assigned || p->paused == p->want_paused || !d->consumer) {
@@ -1045,7 +1048,8 @@ ksfi_dispatch_sync_pause(ksfi_dispatch *d)
         ksf_errinfo ei = {0};
         if (ksfi_kafka_pause(d->consumer, p->topic, p->partition, p->want_paused, &ei)) {
             ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s", ei.text);
-            d->pause_dirty = true; /* tried again after the next poll */
+            /* tried again after the next poll */
+            atomic_store_explicit(&d->pause_dirty, true, memory_order_relaxed);
             continue;
         }
         p->paused = p->want_paused;
