@@ -247,6 +247,53 @@ KSFT_TEST(test_server_run_one_thread, 40)
 }
 END_TEST
 
+/* ---- delivery reports while every worker is in a handler ------------------------------
+ */
+
+static atomic_int busy_slow_started, busy_slow_done;
+
+static ksf_err
+h_busy(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    if (!strcmp(ksf_ctx_correlation_id(ctx), "slow")) {
+        atomic_fetch_add(&busy_slow_started, 1);
+        ksft_sleep_ms(3000); /* the one worker is in this handler meanwhile */
+        atomic_fetch_add(&busy_slow_done, 1);
+    }
+    *reply = json_incref((json_t *)data);
+    return KSF_OK;
+}
+
+KSFT_TEST(test_server_reports_while_busy, 40)
+{
+    /* The workers serve the reply producer's delivery reports; with the only worker
+     * inside a slow handler, the fast reply before it is still acknowledged (counted,
+     * its offset stored) long before that handler returns: the watch thread serves
+     * reports no worker got to within KSFI_REPORTS_STALE_MS. */
+    static const char *const topics[] = {"t.busy", NULL};
+    static const char *const settings[][2] = {{"server.workers", "1"},
+                                              {"consumer.auto.offset.reset", "earliest"}};
+    static const ksft_handler handlers[] = {{"t.busy", h_busy}, {NULL}};
+    ksft_probe p;
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
+    ksft_send_request(p.prod, "t.busy", 0, "fast", KSFT_PROBE_REPLY, 0, "1", 1, false);
+    ksft_send_request(p.prod, "t.busy", 0, "slow", KSFT_PROBE_REPLY, 0, "2", 1, false);
+    ksft_producer_flush(p.prod, KSFT_PROBE_WAIT_MS);
+    ksft_world_serve(&p.w, ksft_world_server(&p.w, handlers));
+    ck_assert_int_eq(ksft_wait_atomic(&busy_slow_started, 1, KSFT_PROBE_WAIT_MS), 1);
+    KSFT_PROBE_WAIT_STAT(&p, replies, 1);
+    ck_assert_msg(atomic_load(&busy_slow_done) == 0,
+                  "the fast reply was acknowledged only after the slow handler returned");
+    ck_assert_uint_eq(ksft_probe_stats(&p).replies, 1);
+    KSFT_PROBE_WAIT_STAT(&p, replies, 2);
+    ksft_world_stop_server(&p.w);
+    ck_assert_int_eq(
+        ksft_committed(ksft_broker_address(p.w.broker), KSFT_PROBE_GROUP, "t.busy", 0),
+        2);
+    ksft_probe_close(&p);
+}
+END_TEST
+
 /* ---- a handler slower than the session timeout ------------------------------------- */
 
 static atomic_int revocations;

@@ -12,6 +12,10 @@
 
 /* The watch thread wakes at least this often (a budget armed meanwhile signals it). */
 #define KSFI_WATCH_IDLE_MS 1000
+/* Delivery reports that waited this long while every worker was inside a handler
+ * are served by the watch thread instead (a slow handler on every worker must not
+ * hold back other replies' acknowledgements, their offsets and the pause window). */
+#define KSFI_REPORTS_STALE_MS 20
 /* Budgets fired per scan; the rest wait for the next, immediate, scan. */
 #define KSFI_WATCH_BATCH 16
 
@@ -77,6 +81,8 @@ struct ksfi_dispatch {
     void (*serve)(void *user);
     void *serve_user;
     bool reports_ready; /* the hook said reports wait; a worker serves them */
+    int64_t reports_at; /* when reports_ready was set (monotonic ms) */
+    int running;        /* workers in a run (between taking a partition and its end) */
     bool store_dirty;   /* some partition's store_dirty is set */
     /* Some partition's want_paused changed: sync_pause has work. Written under the
      * lock, read first without it (sync_pause runs after every poll). */
@@ -597,6 +603,7 @@ worker_main(void *arg)
             continue;
         }
         p->busy = true;
+        d->running++;
         /* The partition's run: its next messages on this thread, their replies
          * produced back to back (one produce batch), without handing each message
          * through the ready list and another worker's wake-up. Bounded while other
@@ -623,6 +630,7 @@ worker_main(void *arg)
             c = run_goes_on(d, ++ran, begun) ? take_next(d, p, &retry) : NULL;
         }
         p->busy = false;
+        d->running--;
         make_ready(d, p);
     }
     pthread_mutex_unlock(&d->lock);
@@ -712,6 +720,19 @@ watch_main(void *arg)
             pthread_mutex_lock(&d->lock);
             continue;
         }
+        if (d->reports_ready) {
+            if (now - d->reports_at >= KSFI_REPORTS_STALE_MS) {
+                serve_reports(d); /* no worker got to them: all in handlers */
+                continue;
+            }
+            int64_t due = d->reports_at + KSFI_REPORTS_STALE_MS;
+            next = due < next ? due : next;
+        } else if (d->nthreads && d->running >= d->nthreads) {
+            /* Every worker in a run: look again within the stale bound rather than be
+             * signalled for every batch of reports while they stay busy. */
+            next =
+                now + KSFI_REPORTS_STALE_MS < next ? now + KSFI_REPORTS_STALE_MS : next;
+        }
         struct timespec ts = {(time_t)(next / 1000), (long)(next % 1000) * 1000000L};
         d->watch_next = next;
         pthread_cond_timedwait(&d->watch, &d->lock, &ts);
@@ -783,8 +804,15 @@ ksfi_dispatch_reports_ready(ksfi_dispatch *d)
     pthread_mutex_lock(&d->lock);
     if (!d->reports_ready) {
         d->reports_ready = true;
+        d->reports_at = mono_ms();
         /* One idle worker serves them; a busy one sees the flag after its message. */
         pthread_cond_signal(&d->work);
+        /* Every worker inside a handler: the watch thread serves them if none is done
+         * within KSFI_REPORTS_STALE_MS (it is told only when it sleeps longer). */
+        if (d->nthreads && d->running >= d->nthreads &&
+            d->watch_next > d->reports_at + KSFI_REPORTS_STALE_MS) {
+            pthread_cond_signal(&d->watch);
+        }
     }
     pthread_mutex_unlock(&d->lock);
 }
