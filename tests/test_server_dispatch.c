@@ -4,6 +4,7 @@
  * replies in order, and a handler slower than the session timeout that does not hold
  * up other partitions or cost the group membership.
  */
+#include "server/dispatch.h"
 #include "server/server.h"
 #include "server_probe.h"
 #include "suite.h"
@@ -182,10 +183,23 @@ static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t run_thread[RUN_N];
 static int64_t run_offset[RUN_N];
 static int run_count;
+static ksf_server *run_srv;
+static atomic_bool run_all_queued;
 
 static ksf_err
 h_run(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
+    if (ksf_ctx_offset(ctx) == 0) {
+        /* Hold the first handler until the consumer queued the rest: the run is what
+         * waits in the partition's queue (under valgrind a worker can otherwise empty
+         * the queue between two polls, and the partition then starts a new run). */
+        ksft_deadline d = ksft_deadline_in(KSFT_PROBE_WAIT_MS);
+        while (ksfi_dispatch_queued_high(run_srv->dispatch) < RUN_N - 1 &&
+               ksft_deadline_wait(&d)) {
+        }
+        atomic_store(&run_all_queued,
+                     ksfi_dispatch_queued_high(run_srv->dispatch) >= RUN_N - 1);
+    }
     pthread_mutex_lock(&run_lock);
     if (run_count < RUN_N) {
         run_thread[run_count] = pthread_self();
@@ -199,10 +213,11 @@ h_run(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 KSFT_TEST(test_server_run_one_thread, 40)
 {
-    /* RUN_N requests wait on one partition before the server starts, so they are
-     * fetched together; four workers could take them. The partition's run stays on
-     * the worker that started it (no hand-off per message): every handler on one
-     * thread, in offset order, and the replies leave in that order. */
+    /* RUN_N requests wait on one partition before the server starts, and the first
+     * handler holds until the rest are queued behind it; four workers could take them.
+     * The partition's run stays on the worker that started it (no hand-off per
+     * message): every handler on one thread, in offset order, and the replies leave in
+     * that order. */
     static const char *const topics[] = {"t.run", NULL};
     static const char *const settings[][2] = {{"server.workers", "4"},
                                               {"consumer.auto.offset.reset", "earliest"}};
@@ -217,8 +232,10 @@ KSFT_TEST(test_server_run_one_thread, 40)
                           false);
     }
     ksft_producer_flush(p.prod, KSFT_PROBE_WAIT_MS);
-    ksft_world_serve(&p.w, ksft_world_server(&p.w, handlers));
+    run_srv = ksft_world_server(&p.w, handlers);
+    ksft_world_serve(&p.w, run_srv);
     KSFT_PROBE_WAIT_STAT(&p, replies, RUN_N);
+    ck_assert_msg(atomic_load(&run_all_queued), "the requests were never all queued");
 
     pthread_mutex_lock(&run_lock);
     ck_assert_int_eq(run_count, RUN_N);
