@@ -3,10 +3,11 @@
  * partition), with a delivery report that reaches the caller's own object, never a
  * librdkafka type. Server replies, dead letters and client requests all go through it.
  *
- * Delivery: a producer built with ksfi_kafka_conf_delivery calls, on its poll thread,
- * the ksfi_kafka_delivery a message was produced with, once per message that was
- * accepted (ksfi_kafka_produce returned KSF_OK). Embed the ksfi_kafka_delivery in the
- * object the report is about and recover it with container-of arithmetic.
+ * Delivery: a producer built with ksfi_kafka_conf_delivery calls, on the thread that
+ * polls it (ksfi_kafka_poll, or inside ksfi_kafka_flush), the ksfi_kafka_delivery a
+ * message was produced with, once per message that was accepted (ksfi_kafka_produce
+ * returned KSF_OK). Embed the ksfi_kafka_delivery in the object the report is about and
+ * recover it with container-of arithmetic.
  *
  * Threads: ksfi_kafka_produce may be called from any thread (librdkafka's producer is
  * thread-safe); reports run on whichever thread polls the producer.
@@ -34,7 +35,8 @@ typedef struct ksfi_kafka_report {
 
 typedef struct ksfi_kafka_delivery ksfi_kafka_delivery;
 
-/** Called once per accepted message with its outcome (the producer's poll thread). */
+/** Called once per accepted message with its outcome (the thread polling the producer).
+ */
 typedef void (*ksfi_kafka_delivered_fn)(ksfi_kafka_delivery *d,
                                         const ksfi_kafka_report *r);
 
@@ -55,8 +57,8 @@ typedef struct ksfi_kafka_out {
     size_t nhdrs;
     /* Where the delivery report goes; NULL: nobody wants it. */
     ksfi_kafka_delivery *delivery;
-    /* How long to keep retrying while librdkafka's queue is full (it drains as the
-     * poll thread serves reports); 0: fail at once with the "queue full" sentence. */
+    /* How long to keep retrying while librdkafka's queue is full (it drains as
+     * reports are served); 0: fail at once with the "queue full" sentence. */
     int queue_full_wait_ms;
     /* The waiting thread serves the producer's delivery reports itself meanwhile (for a
      * producer whose reports are served by the threads that produce, not by a poll
@@ -97,7 +99,7 @@ ksf_err ksfi_kafka_producer_new(const ksf_config *cfg, const char *client_id,
                                 void *opaque, const char *what, struct rd_kafka_s **out,
                                 ksf_errinfo *ei);
 
-/** Serve the producer's delivery reports for up to @p timeout_ms (its poll thread). */
+/** Serve the producer's delivery reports for up to @p timeout_ms (0: what waits now). */
 void ksfi_kafka_poll(struct rd_kafka_s *rk, int timeout_ms);
 
 /** Where "delivery reports are waiting" goes: embed it in the object that serves them
