@@ -1,6 +1,7 @@
 /*
  * Isolation: a pattern's concurrency limit keeps a slow pattern from taking every
- * worker (the others keep flowing, its own messages keep their partition order), and
+ * worker (the others keep flowing, its own messages keep their partition order), a
+ * slow handler hands the rest of its partition's run back to the pool, and
  * a request handler past its time budget is answered with an error at once while its
  * late result is discarded. Plus the policy keys themselves.
  */
@@ -16,6 +17,7 @@
 #include "suite.h"
 
 #include <check.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,6 +240,81 @@ KSFT_TEST(test_isolation_slow_pattern, 60)
     ksft_collector_destroy(replies);
     ksft_producer_destroy(p);
     ksft_world_close(&w);
+}
+END_TEST
+
+/* ---- a slow run hands the rest back --------------------------------------------------
+ */
+
+#define HANDBACK_N 20       /* i.run requests fetched together */
+#define HANDBACK_SLOW_MS 50 /* each of their handlers */
+
+static atomic_int handback_started, handback_at_other;
+
+static ksf_err
+h_run_slow(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    atomic_fetch_add(&handback_started, 1);
+    ksft_sleep_ms(HANDBACK_SLOW_MS); /* the slow pattern under test */
+    *reply = json_incref((json_t *)data);
+    return KSF_OK;
+}
+
+static ksf_err
+h_other(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    atomic_store(&handback_at_other, atomic_load(&handback_started));
+    *reply = json_incref((json_t *)data);
+    return KSF_OK;
+}
+
+KSFT_TEST(test_isolation_run_handback, 60)
+{
+    /* One worker; HANDBACK_N slow requests of i.run fetched together (one run), then a
+     * request of i.other. A worker goes on with its partition's run without handing
+     * each message back, but only while nobody else waits or within its slice: a
+     * handler slower than the slice hands the rest of the run back, so i.other runs
+     * after the i.run handler that was running when it came, not after the whole run
+     * (HANDBACK_N x HANDBACK_SLOW_MS). */
+    static const char *const topics[] = {"i.run", "i.other", NULL};
+    static const char *const settings[][2] = {{"server.workers", "1"},
+                                              {"consumer.auto.offset.reset", "earliest"}};
+    static const ksft_handler handlers[] = {
+        {"i.run", h_run_slow}, {"i.other", h_other}, {NULL}};
+    ksft_probe p;
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
+    for (int i = 0; i < HANDBACK_N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "run-%d", i);
+        ksft_send_request(p.prod, "i.run", 0, id, KSFT_PROBE_REPLY, 0, "{}", 2, false);
+    }
+    ksft_producer_flush(p.prod, KSFT_PROBE_WAIT_MS);
+    ksft_world_serve(&p.w, ksft_world_server(&p.w, handlers));
+    ck_assert_int_eq(ksft_wait_atomic(&handback_started, 1, WAIT_MS), 1);
+    int at_send = atomic_load(&handback_started);
+    int64_t t0 = ksft_now_ms();
+    ksft_assert_value_reply(ksft_probe_request(&p, "i.other", "other", "{}", 2), "other",
+                            "{}", 2);
+    int64_t took = ksft_now_ms() - t0;
+    int at_other = atomic_load(&handback_at_other);
+    fprintf(stderr,
+            "i.other answered in %lld ms, after %d of %d i.run handlers (%d when "
+            "sent)\n",
+            (long long)took, at_other, HANDBACK_N, at_send);
+    ck_assert_msg(at_other < HANDBACK_N,
+                  "i.other ran only after the whole i.run run (%d handlers)", at_other);
+    ck_assert_int_ge(at_other, at_send);
+    KSFT_PROBE_WAIT_STAT(&p, replies, HANDBACK_N + 1);
+    ksft_world_stop_server(&p.w);
+    /* The run was handed back, not dropped: every i.run request answered and
+     * committed. */
+    ck_assert_int_eq(atomic_load(&handback_started), HANDBACK_N);
+    const char *addr = ksft_broker_address(p.w.broker);
+    ck_assert_int_eq(ksft_committed(addr, KSFT_PROBE_GROUP, "i.run", 0), HANDBACK_N);
+    ck_assert_int_eq(ksft_committed(addr, KSFT_PROBE_GROUP, "i.other", 0), 1);
+    ksft_probe_close(&p);
 }
 END_TEST
 

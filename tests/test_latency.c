@@ -38,6 +38,8 @@
 #define BACKLOG_REQUESTS 600   /* requests waiting before the server starts */
 #define BACKLOG_DELAYED 5      /* Produce responses held BACKLOG_ACK_DELAY_MS */
 #define BACKLOG_ACK_DELAY_MS 3000
+#define ACKS_REQUESTS 8   /* requests waiting before the server starts */
+#define ACKS_HOLD_MS 3000 /* the first Produce response held this long */
 
 /* The call bound: valgrind and ASan slow a call down, the old stall stays >= 500 ms. */
 static int64_t
@@ -367,6 +369,66 @@ KSFT_TEST(test_latency_ack_backlog_bounded, 120)
     ck_assert_uint_eq(atomic_load(&backlog_runs), BACKLOG_REQUESTS);
     ck_assert_uint_eq(s.reply_failures, 0);
     ksft_service_stop(&service);
+    ksft_broker_stop(b);
+}
+END_TEST
+
+KSFT_TEST(test_latency_offsets_follow_acks, 90)
+{
+    /* At-least-once with reports served by the workers and offsets stored once per
+     * batch of reports: a request's offset is committed only once its reply was
+     * acknowledged. The broker holds the server's first Produce response (the first
+     * reply, and whatever went with it) ACKS_HOLD_MS; the consumer commits every
+     * 100 ms. Until that acknowledgement nothing may be committed (not even for the
+     * later requests whose replies went out and were acknowledged in later Produce
+     * requests), afterwards exactly ACKS_REQUESTS. */
+    KSFT_NEEDS_MOCK("a Produce response delay");
+    ksft_broker *b =
+        broker_with_requests("lat.acks", ACKS_REQUESTS, false, 1, ACKS_HOLD_MS);
+    const char *const kv[][2] = {
+        {"consumer.auto.offset.reset", "earliest"},
+        {"consumer.auto.commit.interval.ms", "100"},
+    };
+    ksf_config *cfg = ksft_config(b);
+    ksft_config_set_all(cfg, kv, KSFT_NKV(kv));
+    ksf_server *srv = ksft_server(cfg);
+    ksf_config_destroy(cfg);
+    const char *group = "nestjs-group-server"; /* the default group.id's server group */
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_server_on_message(srv, "lat.acks", ksft_echo, NULL, &ei),
+                     KSF_OK);
+    ksft_service service;
+    ksft_service_start(&service, srv, ksft_scaled_ms(20000));
+    const char *addr = ksft_broker_address(b);
+
+    /* Replies are acknowledged in order (one reply partition, produced in offset
+     * order): the committed offset never passes the replies acknowledged so far, and
+     * is none at all while the first one is held. */
+    ksf_server_stats s = {0};
+    int held_checks = 0;
+    ksft_deadline deadline = ksft_deadline_in(ACKS_HOLD_MS * 4);
+    do {
+        int64_t committed = ksft_committed(addr, group, "lat.acks", 0);
+        ksf_server_get_stats(srv, &s); /* after: acknowledgements can only have grown */
+        ck_assert_msg(committed <= (int64_t)s.replies,
+                      "offset %lld committed with %llu repl%s acknowledged",
+                      (long long)committed, (unsigned long long)s.replies,
+                      s.replies == 1 ? "y" : "ies");
+        held_checks += s.replies == 0;
+    } while (s.replies < ACKS_REQUESTS && ksft_deadline_wait(&deadline));
+    fprintf(stderr, "%d commit checks while the first reply was held\n", held_checks);
+    ck_assert_int_gt(held_checks, 0);
+
+    /* Then exactly every request, each answered once. */
+    ck_assert_uint_eq(s.replies, ACKS_REQUESTS);
+    ck_assert_int_eq(
+        ksft_wait_committed(addr, group, "lat.acks", 1, ACKS_REQUESTS, 20000),
+        ACKS_REQUESTS);
+    ksf_server_get_stats(srv, &s);
+    ck_assert_uint_eq(s.requests, ACKS_REQUESTS);
+    ck_assert_uint_eq(s.reply_failures, 0);
+    ksft_service_stop(&service); /* destroys srv */
+    ck_assert_int_eq(ksft_committed(addr, group, "lat.acks", 0), ACKS_REQUESTS);
     ksft_broker_stop(b);
 }
 END_TEST

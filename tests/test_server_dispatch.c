@@ -1,8 +1,10 @@
 /*
  * ksf_server's dispatch: events against requests, order within a partition under a
- * multi-worker pool, and a handler slower than the session timeout that does not hold
+ * multi-worker pool, a fetched run of one partition handled on one thread with its
+ * replies in order, and a handler slower than the session timeout that does not hold
  * up other partitions or cost the group membership.
  */
+#include "server/dispatch.h"
 #include "server/server.h"
 #include "server_probe.h"
 #include "suite.h"
@@ -168,6 +170,143 @@ KSFT_TEST(test_server_partition_order, 40)
     }
     /* At most one handler per partition at a time: two partitions, so at most two. */
     ck_assert_int_le(atomic_load(&order_max_concurrent), 2);
+    ksft_probe_close(&p);
+}
+END_TEST
+
+/* ---- a fetched run on one thread ----------------------------------------------------
+ */
+
+#define RUN_N 50
+
+static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t run_thread[RUN_N];
+static int64_t run_offset[RUN_N];
+static int run_count;
+static ksf_server *run_srv;
+static atomic_bool run_all_queued;
+
+static ksf_err
+h_run(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    if (ksf_ctx_offset(ctx) == 0) {
+        /* Hold the first handler until the consumer queued the rest: the run is what
+         * waits in the partition's queue (under valgrind a worker can otherwise empty
+         * the queue between two polls, and the partition then starts a new run). */
+        ksft_deadline d = ksft_deadline_in(KSFT_PROBE_WAIT_MS);
+        while (ksfi_dispatch_queued_high(run_srv->dispatch) < RUN_N - 1 &&
+               ksft_deadline_wait(&d)) {
+        }
+        atomic_store(&run_all_queued,
+                     ksfi_dispatch_queued_high(run_srv->dispatch) >= RUN_N - 1);
+    }
+    pthread_mutex_lock(&run_lock);
+    if (run_count < RUN_N) {
+        run_thread[run_count] = pthread_self();
+        run_offset[run_count] = ksf_ctx_offset(ctx);
+        run_count++;
+    }
+    pthread_mutex_unlock(&run_lock);
+    *reply = json_incref((json_t *)data);
+    return KSF_OK;
+}
+
+KSFT_TEST(test_server_run_one_thread, 40)
+{
+    /* RUN_N requests wait on one partition before the server starts, and the first
+     * handler holds until the rest are queued behind it; four workers could take them.
+     * The partition's run stays on the worker that started it (no hand-off per
+     * message): every handler on one thread, in offset order, and the replies leave in
+     * that order. */
+    static const char *const topics[] = {"t.run", NULL};
+    static const char *const settings[][2] = {{"server.workers", "4"},
+                                              {"consumer.auto.offset.reset", "earliest"}};
+    static const ksft_handler handlers[] = {{"t.run", h_run}, {NULL}};
+    ksft_probe p;
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
+    for (int i = 0; i < RUN_N; i++) {
+        char id[16], v[16];
+        snprintf(id, sizeof id, "run-%d", i);
+        int n = snprintf(v, sizeof v, "%d", i);
+        ksft_send_request(p.prod, "t.run", 0, id, KSFT_PROBE_REPLY, 0, v, (size_t)n,
+                          false);
+    }
+    ksft_producer_flush(p.prod, KSFT_PROBE_WAIT_MS);
+    run_srv = ksft_world_server(&p.w, handlers);
+    ksft_world_serve(&p.w, run_srv);
+    KSFT_PROBE_WAIT_STAT(&p, replies, RUN_N);
+    ck_assert_msg(atomic_load(&run_all_queued), "the requests were never all queued");
+
+    pthread_mutex_lock(&run_lock);
+    ck_assert_int_eq(run_count, RUN_N);
+    for (int i = 0; i < RUN_N; i++) {
+        ck_assert_int_eq(run_offset[i], i);
+        ck_assert_msg(pthread_equal(run_thread[i], run_thread[0]),
+                      "offset %d ran on another thread than offset 0", i);
+    }
+    pthread_mutex_unlock(&run_lock);
+    ksft_deadline d = ksft_deadline_in(KSFT_PROBE_WAIT_MS);
+    while (ksft_collector_poll(p.replies, 100) < RUN_N && ksft_deadline_wait(&d)) {
+    }
+    ck_assert_uint_eq(ksft_collector_count(p.replies), RUN_N);
+    for (int i = 0; i < RUN_N; i++) {
+        char id[16], v[16];
+        snprintf(id, sizeof id, "run-%d", i);
+        int n = snprintf(v, sizeof v, "%d", i);
+        ksft_assert_value_reply(ksft_collector_at(p.replies, (size_t)i), id, v,
+                                (size_t)n);
+    }
+    ksft_world_stop_server(&p.w);
+    ck_assert_int_eq(
+        ksft_committed(ksft_broker_address(p.w.broker), KSFT_PROBE_GROUP, "t.run", 0),
+        RUN_N);
+    ksft_probe_close(&p);
+}
+END_TEST
+
+/* ---- delivery reports while every worker is in a handler ------------------------------
+ */
+
+static atomic_int busy_slow_started, busy_slow_done;
+
+static ksf_err
+h_busy(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    if (!strcmp(ksf_ctx_correlation_id(ctx), "slow")) {
+        atomic_fetch_add(&busy_slow_started, 1);
+        ksft_sleep_ms(3000); /* the one worker is in this handler meanwhile */
+        atomic_fetch_add(&busy_slow_done, 1);
+    }
+    *reply = json_incref((json_t *)data);
+    return KSF_OK;
+}
+
+KSFT_TEST(test_server_reports_while_busy, 40)
+{
+    /* The workers serve the reply producer's delivery reports; with the only worker
+     * inside a slow handler, the fast reply before it is still acknowledged (counted,
+     * its offset stored) long before that handler returns: the watch thread serves
+     * reports no worker got to within KSFI_REPORTS_STALE_MS. */
+    static const char *const topics[] = {"t.busy", NULL};
+    static const char *const settings[][2] = {{"server.workers", "1"},
+                                              {"consumer.auto.offset.reset", "earliest"}};
+    static const ksft_handler handlers[] = {{"t.busy", h_busy}, {NULL}};
+    ksft_probe p;
+    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
+    ksft_send_request(p.prod, "t.busy", 0, "fast", KSFT_PROBE_REPLY, 0, "1", 1, false);
+    ksft_send_request(p.prod, "t.busy", 0, "slow", KSFT_PROBE_REPLY, 0, "2", 1, false);
+    ksft_producer_flush(p.prod, KSFT_PROBE_WAIT_MS);
+    ksft_world_serve(&p.w, ksft_world_server(&p.w, handlers));
+    ck_assert_int_eq(ksft_wait_atomic(&busy_slow_started, 1, KSFT_PROBE_WAIT_MS), 1);
+    KSFT_PROBE_WAIT_STAT(&p, replies, 1);
+    ck_assert_msg(atomic_load(&busy_slow_done) == 0,
+                  "the fast reply was acknowledged only after the slow handler returned");
+    ck_assert_uint_eq(ksft_probe_stats(&p).replies, 1);
+    KSFT_PROBE_WAIT_STAT(&p, replies, 2);
+    ksft_world_stop_server(&p.w);
+    ck_assert_int_eq(
+        ksft_committed(ksft_broker_address(p.w.broker), KSFT_PROBE_GROUP, "t.busy", 0),
+        2);
     ksft_probe_close(&p);
 }
 END_TEST

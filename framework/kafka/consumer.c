@@ -53,18 +53,36 @@ ksfi_kafka_tps_of(const rd_kafka_topic_partition_list_t *l, ksfi_kafka_tp **out,
 }
 
 ksf_err
-ksfi_kafka_store_offset(rd_kafka_t *rk, const char *topic, int32_t partition,
-                        int64_t offset, ksf_errinfo *ei)
+ksfi_kafka_store_offsets(rd_kafka_t *rk, const ksfi_kafka_tpo *v, size_t n,
+                         ksf_errinfo *ei)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_store(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (err) {
-        return ksfi_fail_kafka(ei, err, "storing offset %s[%d]@%lld: %s", topic,
-                               (int)partition, (long long)offset, rd_kafka_err2str(err));
+    if (n == 0) {
+        return KSF_OK;
     }
-    return KSF_OK;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_topic_partition_list_add(l, v[i].topic, v[i].partition)->offset =
+            v[i].offset;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(rk, l);
+    ksf_err e = KSF_OK;
+    /* The call's own error is the first failed partition's; name that partition. */
+    for (int i = 0; err && i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *t = &l->elems[i];
+        if (t->err) {
+            e = ksfi_fail_kafka(ei, t->err, "storing offset %s[%d]@%lld: %s", t->topic,
+                                (int)t->partition, (long long)t->offset,
+                                rd_kafka_err2str(t->err));
+            break;
+        }
+    }
+    if (err && !e) {
+        e = ksfi_fail_kafka(ei, err,
+                            "storing offsets of %zu partition(s) (%s[%d]...): %s", n,
+                            v[0].topic, (int)v[0].partition, rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return e;
 }
 
 ksf_err

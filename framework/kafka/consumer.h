@@ -70,12 +70,21 @@ void ksfi_kafka_message_free(ksfi_kafka_msg *m);
  */
 ksf_err ksfi_kafka_tps_of(const ksfi_kafka_tplist *l, ksfi_kafka_tp **out, size_t *n);
 
+/** One partition of one topic and an offset in it. */
+typedef struct ksfi_kafka_tpo {
+    const char *topic; /* borrowed */
+    int32_t partition;
+    int64_t offset;
+} ksfi_kafka_tpo;
+
 /**
- * Store @p offset (the next to consume) of @p topic [@p partition] for the consumer's
- * next commit. Errors: KSF_EKAFKA naming the partition and librdkafka's reason.
+ * Store the @p n offsets @p v (each the next to consume of its partition) for the
+ * consumer's next commit, in one call with one partition list.
+ * Errors: KSF_EKAFKA naming the first partition librdkafka refused and its reason (the
+ * others are stored).
  */
-ksf_err ksfi_kafka_store_offset(ksfi_kafka_handle *rk, const char *topic,
-                                int32_t partition, int64_t offset, ksf_errinfo *ei);
+ksf_err ksfi_kafka_store_offsets(ksfi_kafka_handle *rk, const ksfi_kafka_tpo *v, size_t n,
+                                 ksf_errinfo *ei);
 
 /**
  * Pause (@p pause true) or resume fetching @p topic [@p partition].

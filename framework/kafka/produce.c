@@ -74,8 +74,13 @@ ksfi_kafka_produce(rd_kafka_t *rk, const ksfi_kafka_out *m, ksf_errinfo *ei)
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries_left-- <= 0) {
             break;
         }
-        struct timespec ts = {0, QUEUE_FULL_PAUSE_MS * 1000000L};
-        nanosleep(&ts, NULL);
+        if (m->serve_while_full) {
+            /* Returns as soon as reports were served: the queue has room again. */
+            rd_kafka_poll(rk, QUEUE_FULL_PAUSE_MS);
+        } else {
+            struct timespec ts = {0, QUEUE_FULL_PAUSE_MS * 1000000L};
+            nanosleep(&ts, NULL);
+        }
     }
     rd_kafka_topic_destroy(rkt);
     if (err) {
@@ -116,6 +121,24 @@ void
 ksfi_kafka_poll(rd_kafka_t *rk, int timeout_ms)
 {
     rd_kafka_poll(rk, timeout_ms);
+}
+
+static void
+on_queue_event(rd_kafka_t *rk, void *qev_opaque)
+{
+    (void)rk;
+    ksfi_kafka_reports_hook *hook = qev_opaque;
+    hook->fn(hook);
+}
+
+void
+ksfi_kafka_on_reports(rd_kafka_t *rk, ksfi_kafka_reports_hook *hook)
+{
+    /* The main queue is where a producer's delivery reports wait for rd_kafka_poll;
+     * librdkafka 2.0.2 calls the event when an op lands in it while it is empty. */
+    rd_kafka_queue_t *q = rd_kafka_queue_get_main(rk);
+    rd_kafka_queue_cb_event_enable(q, hook ? on_queue_event : NULL, hook);
+    rd_kafka_queue_destroy(q);
 }
 
 int

@@ -3,10 +3,11 @@
  * partition), with a delivery report that reaches the caller's own object, never a
  * librdkafka type. Server replies, dead letters and client requests all go through it.
  *
- * Delivery: a producer built with ksfi_kafka_conf_delivery calls, on its poll thread,
- * the ksfi_kafka_delivery a message was produced with, once per message that was
- * accepted (ksfi_kafka_produce returned KSF_OK). Embed the ksfi_kafka_delivery in the
- * object the report is about and recover it with container-of arithmetic.
+ * Delivery: a producer built with ksfi_kafka_conf_delivery calls, on the thread that
+ * polls it (ksfi_kafka_poll, or inside ksfi_kafka_flush), the ksfi_kafka_delivery a
+ * message was produced with, once per message that was accepted (ksfi_kafka_produce
+ * returned KSF_OK). Embed the ksfi_kafka_delivery in the object the report is about and
+ * recover it with container-of arithmetic.
  *
  * Threads: ksfi_kafka_produce may be called from any thread (librdkafka's producer is
  * thread-safe); reports run on whichever thread polls the producer.
@@ -17,6 +18,7 @@
 #include "base/errinfo.h"
 #include "codec/codec.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /** Let librdkafka's partitioner (or the key's hash) choose the partition. */
@@ -33,7 +35,8 @@ typedef struct ksfi_kafka_report {
 
 typedef struct ksfi_kafka_delivery ksfi_kafka_delivery;
 
-/** Called once per accepted message with its outcome (the producer's poll thread). */
+/** Called once per accepted message with its outcome (the thread polling the producer).
+ */
 typedef void (*ksfi_kafka_delivered_fn)(ksfi_kafka_delivery *d,
                                         const ksfi_kafka_report *r);
 
@@ -54,9 +57,13 @@ typedef struct ksfi_kafka_out {
     size_t nhdrs;
     /* Where the delivery report goes; NULL: nobody wants it. */
     ksfi_kafka_delivery *delivery;
-    /* How long to keep retrying while librdkafka's queue is full (it drains as the
-     * poll thread serves reports); 0: fail at once with the "queue full" sentence. */
+    /* How long to keep retrying while librdkafka's queue is full (it drains as
+     * reports are served); 0: fail at once with the "queue full" sentence. */
     int queue_full_wait_ms;
+    /* The waiting thread serves the producer's delivery reports itself meanwhile (for a
+     * producer whose reports are served by the threads that produce, not by a poll
+     * thread of its own: nobody else may be free to drain the queue). */
+    bool serve_while_full;
     /* What the message is, for error sentences: "a reply", "a dead letter". */
     const char *what;
 } ksfi_kafka_out;
@@ -92,8 +99,27 @@ ksf_err ksfi_kafka_producer_new(const ksf_config *cfg, const char *client_id,
                                 void *opaque, const char *what, struct rd_kafka_s **out,
                                 ksf_errinfo *ei);
 
-/** Serve the producer's delivery reports for up to @p timeout_ms (its poll thread). */
+/** Serve the producer's delivery reports for up to @p timeout_ms (0: what waits now). */
 void ksfi_kafka_poll(struct rd_kafka_s *rk, int timeout_ms);
+
+/** Where "delivery reports are waiting" goes: embed it in the object that serves them
+ * and recover that with container-of arithmetic (as ksfi_kafka_delivery). */
+typedef struct ksfi_kafka_reports_hook ksfi_kafka_reports_hook;
+struct ksfi_kafka_reports_hook {
+    /* Called on one of librdkafka's threads, with one of its locks held, when a report
+     * (or another event) is queued while none was waiting: it must only note it and
+     * wake whoever serves the reports (ksfi_kafka_poll with 0), never call librdkafka
+     * nor wait for long. */
+    void (*fn)(ksfi_kafka_reports_hook *hook);
+};
+
+/**
+ * Call @p hook whenever @p rk's delivery reports go from none to some waiting, so that
+ * the threads that produce can serve them (ksfi_kafka_poll with 0) without a poll
+ * thread of their own. @p hook NULL turns it off; it must stay valid until then, and
+ * be turned off before the producer is destroyed. Threads: any.
+ */
+void ksfi_kafka_on_reports(struct rd_kafka_s *rk, ksfi_kafka_reports_hook *hook);
 
 /**
  * Wait up to @p timeout_ms for every queued message's delivery report. Returns how

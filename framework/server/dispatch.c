@@ -12,8 +12,16 @@
 
 /* The watch thread wakes at least this often (a budget armed meanwhile signals it). */
 #define KSFI_WATCH_IDLE_MS 1000
+/* Delivery reports that waited this long while every worker was inside a handler
+ * are served by the watch thread instead (a slow handler on every worker must not
+ * hold back other replies' acknowledgements, their offsets and the pause window). */
+#define KSFI_REPORTS_STALE_MS 20
 /* Budgets fired per scan; the rest wait for the next, immediate, scan. */
 #define KSFI_WATCH_BATCH 16
+
+/* Set on a worker thread to its pool: offsets completed there are stored together
+ * after the reports or run that completed them (store_offsets), not one by one. */
+static _Thread_local const struct ksfi_dispatch *batching;
 
 /* One pattern (topic): its concurrency limit and time budget. */
 typedef struct ksfi_pattern {
@@ -41,6 +49,8 @@ typedef struct ksfi_part {
     bool paused;         /* as last applied to the consumer */
     bool want_paused;    /* as decided from the queue length */
     int64_t next_offset; /* next offset expected from the consumer (dedup on refetch) */
+    int64_t store_at;    /* the offset to store next (store_dirty) */
+    bool store_dirty;    /* store_at advanced since the last store */
     ksfi_record *head, *tail, *next_run;
     size_t queued;  /* not yet started */
     size_t pending; /* started and not complete */
@@ -65,7 +75,18 @@ struct ksfi_dispatch {
     ksfi_kafka_handle *consumer; /* NULL when not running: nothing is stored */
     pthread_t *threads;
     int nthreads;
-    bool stopping;
+    bool stopping; /* no handler starts any more (drain, stop) */
+    bool exiting;  /* the workers leave (stop) */
+    /* Delivery reports, served by the workers (set_serve). */
+    void (*serve)(void *user);
+    void *serve_user;
+    bool reports_ready; /* the hook said reports wait; a worker serves them */
+    int64_t reports_at; /* when reports_ready was set (monotonic ms) */
+    int running;        /* workers in a run (between taking a partition and its end) */
+    bool store_dirty;   /* some partition's store_dirty is set */
+    /* Some partition's want_paused changed: sync_pause has work. Written under the
+     * lock, read first without it (sync_pause runs after every poll). */
+    atomic_bool pause_dirty;
     ksfi_pattern **pats;
     size_t npats;
     const ksfi_policy_config *policy; /* NULL: unlimited, no budgets */
@@ -241,13 +262,17 @@ make_ready(ksfi_dispatch *d, ksfi_part *p)
 }
 
 static void
-update_pause(ksfi_part *p)
+update_pause(ksfi_dispatch *d, ksfi_part *p)
 {
+    bool was = p->want_paused;
     if (p->queued >= KSFI_DISPATCH_PAUSE_AT || p->pending >= KSFI_DISPATCH_PAUSE_AT) {
         p->want_paused = true;
     } else if (p->queued <= KSFI_DISPATCH_RESUME_AT &&
                p->pending <= KSFI_DISPATCH_RESUME_AT) {
         p->want_paused = false;
+    }
+    if (p->want_paused != was) {
+        atomic_store_explicit(&d->pause_dirty, true, memory_order_relaxed);
     }
 }
 
@@ -284,7 +309,7 @@ ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec)
     if (p->queued > d->queued_high) {
         d->queued_high = p->queued;
     }
-    update_pause(p);
+    update_pause(d, p);
     make_ready(d, p);
     pthread_mutex_unlock(&d->lock);
 }
@@ -298,7 +323,56 @@ ksfi_dispatch_queued_high(ksfi_dispatch *d)
     return n;
 }
 
-/* Store the offset after the contiguous completed prefix and free that prefix. */
+/* Partitions whose offsets one store call takes from the stack; more allocate. */
+#define KSFI_STORE_STACK 16
+
+/*
+ * Store every partition's advanced offset (store_dirty) in one call with one partition
+ * list: per message this was a one-entry list built, stored and destroyed, on the
+ * delivery-report thread (1.4k instructions per request). Lock held, so that a revoke
+ * or a drain that found the partition complete stores before it forgets it.
+ */
+static void
+store_offsets(ksfi_dispatch *d)
+{
+    if (!d->store_dirty) {
+        return;
+    }
+    d->store_dirty = false;
+    ksfi_kafka_tpo stack[KSFI_STORE_STACK], *v = stack;
+    size_t n = 0;
+    for (size_t i = 0; i < d->nparts; i++) {
+        n += d->parts[i]->store_dirty;
+    }
+    if (n > KSFI_STORE_STACK && !(v = ksfi_calloc(n, sizeof *v))) {
+        v = stack; /* out of memory: store in slices of the stack's size */
+    }
+    size_t k = 0, cap = v == stack ? KSFI_STORE_STACK : n;
+    for (size_t i = 0; i < d->nparts; i++) {
+        ksfi_part *p = d->parts[i];
+        if (!p->store_dirty) {
+            continue;
+        }
+        p->store_dirty = false;
+        v[k++] = (ksfi_kafka_tpo){p->topic, p->partition, p->store_at};
+        bool last = --n == 0;
+        if ((k == cap || last) && d->consumer) {
+            ksf_errinfo ei = {0};
+            if (ksfi_kafka_store_offsets(d->consumer, v, k, &ei)) {
+                ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s", ei.text);
+            }
+        }
+        if (k == cap || last) {
+            k = 0;
+        }
+    }
+    if (v != stack) {
+        ksfi_free(v);
+    }
+}
+
+/* Free the contiguous completed prefix and note the offset after it for the next
+ * store: at once, unless a worker is completing records (it stores after them). */
 static void
 advance(ksfi_dispatch *d, ksfi_part *p)
 {
@@ -315,9 +389,11 @@ advance(ksfi_dispatch *d, ksfi_part *p)
     if (last < 0 || !d->consumer) {
         return;
     }
-    ksf_errinfo ei = {0};
-    if (ksfi_kafka_store_offset(d->consumer, p->topic, p->partition, last + 1, &ei)) {
-        ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s", ei.text);
+    p->store_at = last + 1;
+    p->store_dirty = true;
+    d->store_dirty = true;
+    if (batching != d) {
+        store_offsets(d);
     }
 }
 
@@ -419,7 +495,7 @@ ksfi_dispatch_done(ksfi_record *rec)
         }
         rec->done = true;
         p->pending--;
-        update_pause(p);
+        update_pause(d, p);
         advance(d, p);
         make_ready(d, p);
     }
@@ -430,7 +506,7 @@ ksfi_dispatch_done(ksfi_record *rec)
 /* The next record @p p may run (a due retry first), marked started; NULL when none
  * (its pattern filled up since it became ready). Lock held. */
 static ksfi_record *
-take_next(const ksfi_dispatch *d, ksfi_part *p, bool *retry)
+take_next(ksfi_dispatch *d, ksfi_part *p, bool *retry)
 {
     ksfi_record *c = p->due_head;
     if (c) {
@@ -452,22 +528,65 @@ take_next(const ksfi_dispatch *d, ksfi_part *p, bool *retry)
     p->pat->active++;
     p->queued--;
     p->pending++;
-    update_pause(p);
+    update_pause(d, p);
     *retry = false;
     return c;
+}
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Serve the delivery reports waiting, then store the offsets they completed. Lock
+ * held (released while serving). */
+static void
+serve_reports(ksfi_dispatch *d)
+{
+    d->reports_ready = false;
+    if (d->serve) {
+        pthread_mutex_unlock(&d->lock);
+        d->serve(d->serve_user);
+        pthread_mutex_lock(&d->lock);
+    }
+    store_offsets(d);
+}
+
+/* Does @p p's run go on after @p ran messages since @p begun_ms? While no other
+ * partition waits, as long as it has work; else within its bounds. Lock held. */
+static bool
+run_goes_on(const ksfi_dispatch *d, int ran, int64_t begun_ms)
+{
+    if (d->stopping) {
+        return false;
+    }
+    if (!d->ready_head) {
+        return true;
+    }
+    return ran < KSFI_DISPATCH_RUN_MAX &&
+           mono_ms() - begun_ms < KSFI_DISPATCH_RUN_SLICE_MS;
 }
 
 static void *
 worker_main(void *arg)
 {
     ksfi_dispatch *d = arg;
+    batching = d;
     pthread_mutex_lock(&d->lock);
     for (;;) {
-        while (!d->ready_head && !d->stopping) {
+        store_offsets(d); /* what the last run completed without a report (events) */
+        while (!d->ready_head && !d->reports_ready && !d->exiting) {
             pthread_cond_wait(&d->work, &d->lock);
         }
+        if (d->reports_ready) {
+            serve_reports(d);
+            continue;
+        }
         if (!d->ready_head) {
-            break; /* stopping, and nothing left that may run */
+            break; /* exiting (stop): drain is over */
         }
         ksfi_part *p = d->ready_head;
         d->ready_head = p->next_ready;
@@ -484,10 +603,13 @@ worker_main(void *arg)
             continue;
         }
         p->busy = true;
-        /* Go on with the partition's next message while no other partition waits for
-         * a worker: handing it back through the ready list woke another worker for
-         * each message (which found nothing to do), and messages fetched together now
-         * have their replies produced back to back, so they leave in one batch. */
+        d->running++;
+        /* The partition's run: its next messages on this thread, their replies
+         * produced back to back (one produce batch), without handing each message
+         * through the ready list and another worker's wake-up. Bounded while other
+         * partitions wait (run_goes_on), so a slow handler hands the rest back. */
+        int64_t begun = d->ready_head ? mono_ms() : 0;
+        int ran = 0;
         while (c) {
             pthread_mutex_unlock(&d->lock);
             if (retry) {
@@ -497,21 +619,22 @@ worker_main(void *arg)
             }
             pthread_mutex_lock(&d->lock);
             pthread_cond_broadcast(&d->idle);
-            c = !d->ready_head && !d->stopping ? take_next(d, p, &retry) : NULL;
+            if (d->reports_ready) {
+                serve_reports(d);
+            } else if (ran % KSFI_DISPATCH_RUN_MAX == KSFI_DISPATCH_RUN_MAX - 1) {
+                store_offsets(d); /* a long run of events: no report stores them */
+            }
+            if (d->ready_head && !begun) {
+                begun = mono_ms(); /* the slice counts from when others wait */
+            }
+            c = run_goes_on(d, ++ran, begun) ? take_next(d, p, &retry) : NULL;
         }
         p->busy = false;
+        d->running--;
         make_ready(d, p);
     }
     pthread_mutex_unlock(&d->lock);
     return NULL;
-}
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Take a reference on @p c unless it is already completing. */
@@ -597,6 +720,19 @@ watch_main(void *arg)
             pthread_mutex_lock(&d->lock);
             continue;
         }
+        if (d->reports_ready) {
+            if (now - d->reports_at >= KSFI_REPORTS_STALE_MS) {
+                serve_reports(d); /* no worker got to them: all in handlers */
+                continue;
+            }
+            int64_t due = d->reports_at + KSFI_REPORTS_STALE_MS;
+            next = due < next ? due : next;
+        } else if (d->nthreads && d->running >= d->nthreads) {
+            /* Every worker in a run: look again within the stale bound rather than be
+             * signalled for every batch of reports while they stay busy. */
+            next =
+                now + KSFI_REPORTS_STALE_MS < next ? now + KSFI_REPORTS_STALE_MS : next;
+        }
         struct timespec ts = {(time_t)(next / 1000), (long)(next % 1000) * 1000000L};
         d->watch_next = next;
         pthread_cond_timedwait(&d->watch, &d->lock, &ts);
@@ -653,6 +789,34 @@ ksfi_dispatch_retry_later(ksfi_record *rec, int kind, int delay_ms)
     return ours;
 }
 
+void
+ksfi_dispatch_set_serve(ksfi_dispatch *d, void (*fn)(void *user), void *user)
+{
+    pthread_mutex_lock(&d->lock);
+    d->serve = fn;
+    d->serve_user = user;
+    pthread_mutex_unlock(&d->lock);
+}
+
+void
+ksfi_dispatch_reports_ready(ksfi_dispatch *d)
+{
+    pthread_mutex_lock(&d->lock);
+    if (!d->reports_ready) {
+        d->reports_ready = true;
+        d->reports_at = mono_ms();
+        /* One idle worker serves them; a busy one sees the flag after its message. */
+        pthread_cond_signal(&d->work);
+        /* Every worker inside a handler: the watch thread serves them if none is done
+         * within KSFI_REPORTS_STALE_MS (it is told only when it sleeps longer). */
+        if (d->nthreads && d->running >= d->nthreads &&
+            d->watch_next > d->reports_at + KSFI_REPORTS_STALE_MS) {
+            pthread_cond_signal(&d->watch);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
 uint64_t
 ksfi_dispatch_throttled(ksfi_dispatch *d)
 {
@@ -672,6 +836,7 @@ ksfi_dispatch_start(ksfi_dispatch *d, int workers, ksfi_kafka_handle *consumer,
     }
     d->consumer = consumer;
     d->stopping = false;
+    d->exiting = false;
     d->watch_exit = false;
     int wrc = pthread_create(&d->watcher, NULL, watch_main, d);
     if (wrc) {
@@ -709,6 +874,7 @@ ksfi_dispatch_assign(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n)
         p->epoch++;
         p->next_offset = -1;
         p->paused = p->want_paused = false;
+        p->store_dirty = false;
     }
     pthread_mutex_unlock(&d->lock);
 }
@@ -864,6 +1030,7 @@ ksfi_dispatch_revoke(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n,
                      p->topic, (int)p->partition, p->pending);
             left += p->pending;
         }
+        store_offsets(d); /* what completed, before the commit that follows */
         detach(d, p);
     }
     pthread_mutex_unlock(&d->lock);
@@ -893,7 +1060,14 @@ wake_fetcher(ksfi_dispatch *d, const ksfi_part *p)
 void
 ksfi_dispatch_sync_pause(ksfi_dispatch *d)
 {
+    /* Called after every poll: most of the time no decision changed. One set just
+     * after this read is applied after the next poll, as one made just after the
+     * loop below always was. */
+    if (!atomic_load_explicit(&d->pause_dirty, memory_order_relaxed)) {
+        return;
+    }
     pthread_mutex_lock(&d->lock);
+    atomic_store_explicit(&d->pause_dirty, false, memory_order_relaxed);
     for (size_t i = 0; i < d->nparts; i++) {
         ksfi_part *p = d->parts[i];
         if (!p->assigned || p->paused == p->want_paused || !d->consumer) {
@@ -902,6 +1076,8 @@ ksfi_dispatch_sync_pause(ksfi_dispatch *d)
         ksf_errinfo ei = {0};
         if (ksfi_kafka_pause(d->consumer, p->topic, p->partition, p->want_paused, &ei)) {
             ksfi_log(d->log, KSF_LOG_WARNING, "server", "%s", ei.text);
+            /* tried again after the next poll */
+            atomic_store_explicit(&d->pause_dirty, true, memory_order_relaxed);
             continue;
         }
         p->paused = p->want_paused;
@@ -956,6 +1132,7 @@ ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms)
             abandon_retries(d, d->parts[i]);
         }
     }
+    store_offsets(d); /* before the commit at stop */
     pthread_mutex_unlock(&d->lock);
     return left;
 }
@@ -965,6 +1142,9 @@ ksfi_dispatch_stop(ksfi_dispatch *d)
 {
     pthread_mutex_lock(&d->lock);
     quiesce(d);
+    store_offsets(d);
+    d->exiting = true;
+    pthread_cond_broadcast(&d->work);
     pthread_mutex_unlock(&d->lock);
     for (int i = 0; i < d->nthreads; i++) {
         pthread_join(d->threads[i], NULL);
@@ -981,6 +1161,7 @@ ksfi_dispatch_stop(ksfi_dispatch *d)
         d->watching = false;
     }
     pthread_mutex_lock(&d->lock);
+    store_offsets(d); /* what the workers completed on their way out */
     d->consumer = NULL;
     for (size_t i = 0; i < d->nparts; i++) {
         d->parts[i]->assigned = false;

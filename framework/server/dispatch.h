@@ -8,9 +8,22 @@
  * acknowledgement holds no slot; an event waiting for its retry does); a watch thread
  * fires request time budgets and makes event retries due (docs/retries.md).
  *
+ * Runs: a worker that starts a partition goes on with that partition's next messages
+ * (its run: what was fetched together), so their replies are produced back to back
+ * from one thread, without a hand-off per message. A run ends when the partition has
+ * nothing more that may start, or, when other partitions wait for a worker, after
+ * KSFI_DISPATCH_RUN_MAX messages or KSFI_DISPATCH_RUN_SLICE_MS: a slow handler thus
+ * hands the rest of its partition's run back at once (docs/isolation.md).
+ *
+ * Delivery reports: the workers serve them (ksfi_dispatch_set_serve), after a run,
+ * between messages when reports are waiting, and when woken idle for them
+ * (ksfi_dispatch_reports_ready); the offsets completed meanwhile are stored once,
+ * with one partition list, after the reports served together. Completions on other
+ * threads (a deferred handler's finish, a budget) store at once, as before.
+ *
  * Threads: set_policy, submit, assign, revoke, sync_pause, drain and stop are called
- * on the consumer thread only; ksfi_dispatch_done, arm_budget and retry_later from
- * any thread.
+ * on the consumer thread only; ksfi_dispatch_done, arm_budget, retry_later and
+ * reports_ready from any thread.
  *
  * Locking: one lock per pool guards its partitions, patterns and counters and every
  * record's pool fields (record.h). It is held while ops->free runs (which must not
@@ -32,6 +45,12 @@ typedef struct ksfi_dispatch ksfi_dispatch;
 #define KSFI_DISPATCH_PAUSE_AT 256
 /* ... and the count both must be down to for it to resume. */
 #define KSFI_DISPATCH_RESUME_AT 64
+
+/* A run goes on while other partitions wait for a worker for at most this many
+ * messages... */
+#define KSFI_DISPATCH_RUN_MAX 64
+/* ... and this long (a handler that takes longer ends its run on its own). */
+#define KSFI_DISPATCH_RUN_SLICE_MS 2
 
 /*
  * What the pool does with a record, supplied by its owner (message.c): the pool keeps
@@ -76,6 +95,18 @@ ksf_err ksfi_dispatch_start(ksfi_dispatch *d, int workers, ksfi_kafka_handle *co
 void ksfi_dispatch_set_policy(ksfi_dispatch *d, const ksfi_policy_config *pc, int workers,
                               size_t npatterns);
 
+/*
+ * Serve delivery reports with @p fn (@p user): the workers call it (unlocked) after a
+ * run and whenever ksfi_dispatch_reports_ready said reports wait; records completed by
+ * the reports it serves have their offsets stored together afterwards. Before start;
+ * without it the workers serve nothing (the owner polls its producer elsewhere).
+ */
+void ksfi_dispatch_set_serve(ksfi_dispatch *d, void (*fn)(void *user), void *user);
+
+/* Delivery reports are waiting: an idle worker (or the next one between messages)
+ * serves them. Threads: any, including librdkafka's (it only takes the pool's lock). */
+void ksfi_dispatch_reports_ready(ksfi_dispatch *d);
+
 /* Queue @p rec (owned by the pool from now on) behind its partition's earlier ones. */
 void ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec);
 
@@ -94,12 +125,13 @@ size_t ksfi_dispatch_revoke(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t
 void ksfi_dispatch_sync_pause(ksfi_dispatch *d);
 
 /* Stop starting handlers (queued messages are dropped unstored: they are delivered
- * again), then wait up to @p timeout_ms until every started one is complete.
+ * again), then wait up to @p timeout_ms until every started one is complete (the
+ * workers go on serving delivery reports meanwhile) and store their offsets.
  * Returns the number still unfinished. */
 size_t ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms);
 
-/* Join the workers and stop using the consumer (records finished later store
- * nothing). The pool can be destroyed afterwards. */
+/* Store what completed, join the workers and stop using the consumer (records
+ * finished later store nothing). The pool can be destroyed afterwards. */
 void ksfi_dispatch_stop(ksfi_dispatch *d);
 
 /* The most messages one partition ever had queued (not started): the memory bound the

@@ -1,6 +1,7 @@
 /*
  * ksf_server: lifecycle, the consumer thread (the thread that calls ksf_server_run),
- * the reply producer with its poll thread, and the stop machinery.
+ * the reply producer (its delivery reports served by the dispatcher's workers), and
+ * the stop machinery.
  */
 #include "server/server.h"
 
@@ -57,9 +58,11 @@ sink_produce(ksfi_reply_sink *self, const ksfi_kafka_out *m, ksf_errinfo *ei)
                       m->topic);
     } else {
         ksfi_kafka_out out = *m;
-        /* A full queue drains as the poll thread serves delivery reports: a reply
-         * waits up to 5 s for room rather than being lost. */
+        /* A full queue drains as delivery reports are served: a reply waits up to 5 s
+         * for room rather than being lost, serving reports itself meanwhile (the
+         * workers that serve them may all be producing). */
         out.queue_full_wait_ms = 5000;
+        out.serve_while_full = true;
         e = ksfi_kafka_produce(srv->producer, &out, ei);
     }
     pthread_rwlock_unlock(&srv->replies_lock);
@@ -333,14 +336,22 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
 
 /* ---- the reply producer ------------------------------------------------------------ */
 
-static void *
-producer_poll_main(void *arg)
+/* The dispatcher's serve op: the reply producer's delivery reports, on a worker
+ * after its run (the floor's loop polls its producer the same way). */
+static void
+serve_reports(void *user)
 {
-    ksf_server *srv = arg;
-    while (!atomic_load(&srv->threads_exit)) {
-        ksfi_kafka_poll(srv->producer, 100);
-    }
-    return NULL;
+    ksf_server *srv = user;
+    ksfi_kafka_poll(srv->producer, 0);
+}
+
+/* librdkafka's thread: reports wait (the producer's queue was empty). */
+static void
+reports_waiting(ksfi_kafka_reports_hook *hook)
+{
+    ksf_server *srv =
+        (ksf_server *)(void *)((char *)hook - offsetof(ksf_server, reports_hook));
+    ksfi_dispatch_reports_ready(srv->dispatch);
 }
 
 /* Turns ksf_server_stop's eventfd write into a wake-up of the consumer poll. */
@@ -877,10 +888,13 @@ start(ksf_server *srv, ksf_errinfo *ei)
     srv->replies_open = true;
     pthread_rwlock_unlock(&srv->replies_lock);
     atomic_store(&srv->threads_exit, false);
-    if (pthread_create(&srv->producer_poll, NULL, producer_poll_main, srv)) {
-        return ksfi_fail(ei, KSF_EINVAL, "cannot start the reply producer's poll thread");
-    }
-    srv->producer_poll_started = true;
+    /* Delivery reports are served by the workers, from the loop that produced the
+     * replies: no poll thread to wake per report, and the offsets they complete are
+     * stored once per batch of reports. */
+    ksfi_dispatch_set_serve(srv->dispatch, serve_reports, srv);
+    srv->reports_hook.fn = reports_waiting;
+    ksfi_kafka_on_reports(srv->producer, &srv->reports_hook);
+    srv->reports_hooked = true;
     if (pthread_create(&srv->watcher, NULL, watcher_main, srv)) {
         return ksfi_fail(ei, KSF_EINVAL, "cannot start the server's stop watcher thread");
     }
@@ -945,8 +959,10 @@ shut_down(ksf_server *srv)
     pthread_rwlock_unlock(&srv->replies_lock);
     atomic_store(&srv->threads_exit, true);
     ksf_server_stop(srv); /* wakes the watcher */
-    if (srv->producer_poll_started) {
-        pthread_join(srv->producer_poll, NULL);
+    if (srv->reports_hooked) {
+        /* The workers are gone: flush below serves what is left. */
+        ksfi_kafka_on_reports(srv->producer, NULL);
+        srv->reports_hooked = false;
     }
     if (srv->watcher_started) {
         pthread_join(srv->watcher, NULL);

@@ -60,9 +60,13 @@ struct ksf_server {
      * producing, write-held while the producer is being shut down. */
     pthread_rwlock_t replies_lock;
     bool replies_open;
-    pthread_t producer_poll, watcher;
-    bool producer_poll_started, watcher_started;
-    atomic_bool threads_exit; /* tells the producer poll and watcher threads to end */
+    pthread_t watcher;
+    bool watcher_started;
+    atomic_bool threads_exit; /* tells the watcher thread to end */
+    /* The reply producer's "delivery reports wait" hook: the dispatcher's workers
+     * serve them (no poll thread of its own); on while the workers run. */
+    ksfi_kafka_reports_hook reports_hook;
+    bool reports_hooked;
 
     ksfi_server_consumer *consumer; /* kafka/server_consumer.h */
     ksfi_kafka_handle *producer;
