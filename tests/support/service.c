@@ -144,6 +144,51 @@ ksft_outcome_reset(ksft_outcome *o)
     memset(o, 0, sizeof *o);
 }
 
+/* ---- calls with exact answers --------------------------------------------------- */
+
+char *
+ksft_json_text(const json_t *v)
+{
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER)
+                   : strdup("(null)");
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+void
+ksft_call_expect(ksf_client *cli, const char *pattern, const char *request, ksf_err want,
+                 const char *want_json, int timeout_ms)
+{
+    json_t *req = request ? json_loads(request, JSON_DECODE_ANY, NULL) : NULL;
+    ck_assert_msg(!request || req, "%s: the request is not JSON: %s", pattern, request);
+    json_t *out = NULL;
+    ksf_errinfo ei = {0};
+    ksf_err e = ksf_client_call(cli, pattern, req, timeout_ms, &out, &ei);
+    ck_assert_msg(e == want, "%s: %s (%s), want %s", pattern, ksf_strerror(e), ei.text,
+                  ksf_strerror(want));
+    char *text = ksft_json_text(out);
+    ck_assert_msg(!strcmp(text, want_json), "%s: got %s, want %s", pattern, text,
+                  want_json);
+    free(text);
+    json_decref(out);
+    json_decref(req);
+}
+
+void
+ksft_stream_text_cb(const ksf_reply *r, void *user)
+{
+    ksft_stream_text *s = user;
+    char *t = ksft_json_text(r->value);
+    pthread_mutex_lock(&s->lock);
+    size_t len = strlen(s->text);
+    snprintf(s->text + len, sizeof s->text - len, "%s%s|", t, r->done ? "(done)" : "");
+    pthread_mutex_unlock(&s->lock);
+    free(t);
+    if (r->done) {
+        atomic_store(&s->done, 1);
+    }
+}
+
 /* ---- tally ------------------------------------------------------------------------ */
 
 void

@@ -92,6 +92,29 @@ void ksft_outcome_wait(ksft_outcome *o, int timeout_ms);
 /* Release its value and bytes and zero it for the next request. */
 void ksft_outcome_reset(ksft_outcome *o);
 
+/* ---- calls with exact answers --------------------------------------------------- */
+
+/* The compact JSON text of @p v, keys in their order ("(null)" for NULL); free() it. */
+char *ksft_json_text(const json_t *v);
+
+/* ksf_client_call @p pattern with the JSON text @p request (NULL: no value), waiting
+ * up to @p timeout_ms; fail the test unless the result is @p want and the reply (or the
+ * remote error) is exactly the JSON text @p want_json. */
+void ksft_call_expect(ksf_client *cli, const char *pattern, const char *request,
+                      ksf_err want, const char *want_json, int timeout_ms);
+
+/* Every reply of one streamed request as text, "value|value|last(done)|": zero it but
+ * for the lock (PTHREAD_MUTEX_INITIALIZER), pass ksft_stream_text_cb and its address to
+ * ksf_client_send, then wait for done. */
+typedef struct ksft_stream_text {
+    pthread_mutex_t lock;
+    char text[256];
+    atomic_int done; /* the last reply came */
+} ksft_stream_text;
+
+/* The ksf_reply_fn that appends each reply to the ksft_stream_text at @p user. */
+void ksft_stream_text_cb(const ksf_reply *r, void *user);
+
 /* ---- waiting on a condition ------------------------------------------------------ */
 
 /* Wait until @p counter reaches @p n, for at most ksft_scaled_ms(@p timeout_ms);
