@@ -4,8 +4,10 @@
  * on the embedded broker.
  */
 #include "base/alloc.h"
+#include "codec/deadline.h"
 #include "fixture.h"
 #include "obs/metrics.h"
+#include "raw_kafka.h"
 #include "service.h"
 
 #include "suite.h"
@@ -405,6 +407,107 @@ KSFT_TEST(test_metrics_server_and_client_count_traffic, 60)
     send_all(w.cli);
     check_server(w.srv);
     check_client(w.cli);
+    ksft_world_close(&w);
+}
+END_TEST
+
+/* ---- the server's shedding and deadline counters ----------------------------------- */
+
+/* The handler's run time, which shedding learns. */
+static ksf_err
+h_300ms(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    ksft_sleep_ms(300);
+    *reply = json_string("done");
+    return KSF_OK;
+}
+
+KSFT_TEST(test_metrics_server_shed_and_expired, 60)
+{
+    static const ksft_handler handlers[] = {
+        {"mx.slow", h_300ms}, {"mx.ev", event_handler, NULL, true}, {NULL}};
+    ksft_world w;
+    ksft_world_open(
+        &w, &(ksft_world_spec){.topics = (const char *const[]){"mx.slow", "mx.ev", NULL},
+                               .handlers = handlers,
+                               .subscribe = (const char *const[]){"mx.slow", NULL}});
+    /* Shed: once the server knows the handler takes 300 ms, a request with 150 ms left
+     * is answered with the overload error instead of being run. */
+    ksft_call_expect(w.cli, "mx.slow", NULL, KSF_OK, "\"done\"", 5000);
+    json_t *out = NULL;
+    ck_assert_int_eq(ksf_client_call(w.cli, "mx.slow", NULL, 150, &out, NULL),
+                     KSF_EREMOTE);
+    json_decref(out);
+    /* Expired: two events whose ksf_deadline passed 5 s ago are skipped unhandled. */
+    char past[21];
+    size_t plen = ksfi_deadline_format(ksfi_wall_ms() - 5000, past);
+    ksfi_header h_past[] = {{"ksf_deadline", past, plen}};
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(w.broker));
+    ksft_produce(p, "mx.ev", 0, NULL, 0, "{}", 2, h_past, 1, false);
+    ksft_produce(p, "mx.ev", 0, NULL, 0, "{}", 2, h_past, 1, true);
+    ksft_producer_destroy(p);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, expired, 2, 10000);
+    ck_assert_uint_eq(st.expired, 2);
+    ck_assert_uint_eq(st.shed, 1);
+    ck_assert_uint_eq(st.events, 0);
+
+    /* The unlabelled families, byte for byte, in their order. */
+    char *t = server_text(w.srv);
+    const char *tail = strstr(t, "# HELP ksf_server_no_handler_total");
+    ck_assert_ptr_nonnull(tail);
+    ck_assert_str_eq(
+        tail,
+        "# HELP ksf_server_no_handler_total Messages on a topic without a handler.\n"
+        "# TYPE ksf_server_no_handler_total counter\n"
+        "ksf_server_no_handler_total 0\n"
+        "# HELP ksf_server_malformed_total Messages skipped because their headers could "
+        "not be used.\n"
+        "# TYPE ksf_server_malformed_total counter\n"
+        "ksf_server_malformed_total 0\n"
+        "# HELP ksf_server_reply_failures_total Reply produces that failed for good.\n"
+        "# TYPE ksf_server_reply_failures_total counter\n"
+        "ksf_server_reply_failures_total 0\n"
+        "# HELP ksf_server_offset_resets_total Partitions whose committed offset was out "
+        "of range, so the consumer resumed elsewhere.\n"
+        "# TYPE ksf_server_offset_resets_total counter\n"
+        "ksf_server_offset_resets_total 0\n"
+        "# HELP ksf_server_offset_reset_skipped_total Messages skipped by those resets: "
+        "deleted before they were read.\n"
+        "# TYPE ksf_server_offset_reset_skipped_total counter\n"
+        "ksf_server_offset_reset_skipped_total 0\n"
+        "# HELP ksf_server_reply_refused_total Requests skipped because the reply policy "
+        "refused their reply topic.\n"
+        "# TYPE ksf_server_reply_refused_total counter\n"
+        "ksf_server_reply_refused_total 0\n"
+        "# HELP ksf_server_refused_total Messages a middleware's before callback "
+        "refused: "
+        "their handler did not run.\n"
+        "# TYPE ksf_server_refused_total counter\n"
+        "ksf_server_refused_total 0\n"
+        "# HELP ksf_server_expired_total Messages skipped unhandled because their "
+        "ksf_deadline had passed.\n"
+        "# TYPE ksf_server_expired_total counter\n"
+        "ksf_server_expired_total 2\n"
+        "# HELP ksf_server_shed_total Requests answered at once with the overload error: "
+        "their deadline left less time than the handler's recent run time.\n"
+        "# TYPE ksf_server_shed_total counter\n"
+        "ksf_server_shed_total 1\n");
+    free(t);
+
+    /* The JSON names the same values, in the same order, after "patterns". */
+    json_t *j = NULL;
+    ck_assert_int_eq(ksf_server_metrics_json(w.srv, &j), KSF_OK);
+    json_t *slow = json_object_get(json_object_get(j, "patterns"), "mx.slow");
+    ck_assert_int_eq(json_integer_value(json_object_get(slow, "requests")), 1);
+    ck_assert_int_eq(json_object_del(j, "patterns"), 0);
+    char *text = ksft_json_text(j);
+    ck_assert_str_eq(text, "{\"no_handler\":0,\"malformed\":0,\"reply_failures\":0,"
+                           "\"offset_resets\":0,\"offset_reset_skipped\":0,"
+                           "\"reply_refused\":0,\"refused\":0,\"expired\":2,\"shed\":1}");
+    free(text);
+    json_decref(j);
     ksft_world_close(&w);
 }
 END_TEST
