@@ -413,29 +413,18 @@ END_TEST
 
 /* ---- the server's shedding and deadline counters ----------------------------------- */
 
-/* The handler's run time, which shedding learns. */
-static ksf_err
-h_300ms(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    ksft_sleep_ms(300);
-    *reply = json_string("done");
-    return KSF_OK;
-}
-
 KSFT_TEST(test_metrics_server_shed_and_expired, 60)
 {
     static const ksft_handler handlers[] = {
-        {"mx.slow", h_300ms}, {"mx.ev", event_handler, NULL, true}, {NULL}};
+        {"mx.slow", slow_handler}, {"mx.ev", event_handler, NULL, true}, {NULL}};
     ksft_world w;
     ksft_world_open(
         &w, &(ksft_world_spec){.topics = (const char *const[]){"mx.slow", "mx.ev", NULL},
                                .handlers = handlers,
                                .subscribe = (const char *const[]){"mx.slow", NULL}});
-    /* Shed: once the server knows the handler takes 300 ms, a request with 150 ms left
+    /* Shed: once the server knows the handler takes 600 ms, a request with 150 ms left
      * is answered with the overload error instead of being run. */
-    ksft_call_expect(w.cli, "mx.slow", NULL, KSF_OK, "\"done\"", 5000);
+    ksft_call_expect(w.cli, "mx.slow", NULL, KSF_OK, "\"late\"", 5000);
     json_t *out = NULL;
     ck_assert_int_eq(ksf_client_call(w.cli, "mx.slow", NULL, 150, &out, NULL),
                      KSF_EREMOTE);

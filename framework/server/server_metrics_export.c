@@ -29,43 +29,40 @@ static const char *const server_json_names[KSFI_M_COUNT] = {"requests", "replies
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The server's unlabelled values, in their output order: the one place that names
- * them, for the text and the JSON alike. */
+ * them, for the text and the JSON alike. Each is the ksf_server_stats field of the same
+ * name: ksf_server_<field>_total in the text, "<field>" in the JSON. */
 enum { SERVER_SCALARS = 9 };
+
+#define STAT(field, help)                                                                \
+    {                                                                                    \
+        "ksf_server_" #field "_total", help, "counter", #field, st->field                \
+    }
 
 static void
 server_scalars(const ksf_server_stats *st, ksfi_scalar out[SERVER_SCALARS])
 {
     const ksfi_scalar s[SERVER_SCALARS] = {
-        {"ksf_server_no_handler_total", "Messages on a topic without a handler.",
-         "counter", "no_handler", st->no_handler},
-        {"ksf_server_malformed_total",
-         "Messages skipped because their headers could not be used.", "counter",
-         "malformed", st->malformed},
-        {"ksf_server_reply_failures_total", "Reply produces that failed for good.",
-         "counter", "reply_failures", st->reply_failures},
-        {"ksf_server_offset_resets_total",
-         "Partitions whose committed offset was out of range, so the consumer "
-         "resumed elsewhere.",
-         "counter", "offset_resets", st->offset_resets},
-        {"ksf_server_offset_reset_skipped_total",
-         "Messages skipped by those resets: deleted before they were read.", "counter",
-         "offset_reset_skipped", st->offset_reset_skipped},
-        {"ksf_server_reply_refused_total",
-         "Requests skipped because the reply policy refused their reply topic.",
-         "counter", "reply_refused", st->reply_refused},
-        {"ksf_server_refused_total",
-         "Messages a middleware's before callback refused: their handler did not run.",
-         "counter", "refused", st->refused},
-        {"ksf_server_expired_total",
-         "Messages skipped unhandled because their ksf_deadline had passed.", "counter",
-         "expired", st->expired},
-        {"ksf_server_shed_total",
-         "Requests answered at once with the overload error: their deadline left less "
-         "time than the handler's recent run time.",
-         "counter", "shed", st->shed},
+        STAT(no_handler, "Messages on a topic without a handler."),
+        STAT(malformed, "Messages skipped because their headers could not be used."),
+        STAT(reply_failures, "Reply produces that failed for good."),
+        STAT(offset_resets, "Partitions whose committed offset was out of range, so the "
+                            "consumer resumed elsewhere."),
+        STAT(offset_reset_skipped,
+             "Messages skipped by those resets: deleted before they were read."),
+        STAT(reply_refused,
+             "Requests skipped because the reply policy refused their reply topic."),
+        STAT(refused, "Messages a middleware's before callback refused: their handler "
+                      "did not run."),
+        STAT(expired,
+             "Messages skipped unhandled because their ksf_deadline had passed."),
+        STAT(shed,
+             "Requests answered at once with the overload error: their deadline left "
+             "less time than the handler's recent run time."),
     };
     memcpy(out, s, sizeof s);
 }
+
+#undef STAT
 
 /*
  * What both server writers start with: the arguments checked (@p out is the writer's
