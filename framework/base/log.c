@@ -89,31 +89,19 @@ static void
 put_escaped(out *o, const char *v)
 {
     static const char hex[] = "0123456789abcdef";
+    /* The characters with a short escape, and that escape's letter, at the same index. */
+    static const char shorts[] = "\"\\\n\t\r", letters[] = "\"\\ntr";
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        switch (*p) {
-        case '"':
-            put_str(o, "\\\"");
-            break;
-        case '\\':
-            put_str(o, "\\\\");
-            break;
-        case '\n':
-            put_str(o, "\\n");
-            break;
-        case '\t':
-            put_str(o, "\\t");
-            break;
-        case '\r':
-            put_str(o, "\\r");
-            break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) {
-                put_str(o, "\\u00");
-                put_char(o, hex[*p >> 4]);
-                put_char(o, hex[*p & 15]);
-            } else {
-                put_char(o, (char)*p);
-            }
+        const char *s = strchr(shorts, *p);
+        if (s) {
+            put_char(o, '\\');
+            put_char(o, letters[s - shorts]);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            put_str(o, "\\u00");
+            put_char(o, hex[*p >> 4]);
+            put_char(o, hex[*p & 15]);
+        } else {
+            put_char(o, (char)*p);
         }
     }
 }
