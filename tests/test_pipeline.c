@@ -587,13 +587,9 @@ KSFT_TEST(test_pipeline_deferred_streamed, 90)
     /* The after ran on the thread that finished, not on the worker. */
     ck_assert(!pthread_equal(worker_thread, after_thread));
 
-    ksft_stream_text s = {.lock = PTHREAD_MUTEX_INITIALIZER};
     ksf_send_opts opts = {.flags = KSF_SEND_STREAM};
-    ck_assert_int_eq(
-        ksf_client_send(r.cli, "pl.stream", NULL, &opts, ksft_stream_text_cb, &s, NULL),
-        KSF_OK);
-    ck_assert_int_eq(ksft_wait_atomic(&s.done, 1, WAIT_MS), 1);
-    ck_assert_str_eq(s.text, "\"1\"|\"2\"|{\"last\":3,\"streamed\":2}(done)|");
+    ksft_stream_expect(r.cli, "pl.stream", NULL, &opts, KSF_OK,
+                       "\"1\"|\"2\"|{\"last\":3,\"streamed\":2}(done)|", WAIT_MS);
     rig_close(&r);
 }
 END_TEST
@@ -907,12 +903,8 @@ KSFT_TEST(test_pipeline_call_other_service, 90)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t wall = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    ksft_stream_text s = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    ck_assert_int_eq(
-        ksf_client_send(r.cli, "pl.front", req, &opts, ksft_stream_text_cb, &s, NULL),
-        KSF_OK);
-    ck_assert_int_eq(ksft_wait_atomic(&s.done, 1, WAIT_MS), 1);
-    ck_assert_str_eq(s.text, "{\"data\":{\"quote\":{\"price\":15}}}(done)|");
+    ksft_stream_expect(r.cli, "pl.front", req, &opts, KSF_OK,
+                       "{\"data\":{\"quote\":{\"price\":15}}}(done)|", WAIT_MS);
     ck_assert_int_eq(atomic_load(&seen.calls), 1);
     /* The backend ran in the caller's trace, within the caller's deadline. */
     ck_assert_str_eq(seen.trace_id, "0af7651916cd43dd8448eb211c80319c");

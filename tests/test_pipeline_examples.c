@@ -121,7 +121,8 @@ run_close(example_run *r, char *rest, size_t size)
     ksft_broker_stop(r->b);
 }
 
-/* Call with one extra header and a traceparent (both optional). */
+/* Call with one extra header and a traceparent (both optional); the answer must be
+ * @p want with the JSON text @p want_json. */
 static void
 call_with(ksf_client *cli, const char *pattern, const char *request, const char *header,
           const char *value, const char *traceparent, ksf_err want, const char *want_json)
@@ -130,14 +131,9 @@ call_with(ksf_client *cli, const char *pattern, const char *request, const char 
     json_t *hdrs = header ? json_pack("{s:s}", header, value) : NULL;
     ksf_send_opts opts = {
         .timeout_ms = WAIT_MS, .headers = hdrs, .traceparent = traceparent};
-    ksft_stream_text s = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    ck_assert_int_eq(
-        ksf_client_send(cli, pattern, req, &opts, ksft_stream_text_cb, &s, NULL), KSF_OK);
-    ck_assert_int_eq(ksft_wait_atomic(&s.done, 1, WAIT_MS + 5000), 1);
-    char expect[512];
-    snprintf(expect, sizeof expect, "%s(done)|", want_json);
-    ck_assert_msg(!strcmp(s.text, expect), "%s: got %s, want %s (%s)", pattern, s.text,
-                  expect, ksf_strerror(want));
+    char text[512];
+    snprintf(text, sizeof text, "%s(done)|", want_json);
+    ksft_stream_expect(cli, pattern, req, &opts, want, text, WAIT_MS + 5000);
     json_decref(hdrs);
     json_decref(req);
 }

@@ -229,15 +229,22 @@ write_line(void *user, out *o)
     fputs(o->buf, user ? (FILE *)user : stderr);
 }
 
+/* The time field a line starts with: @p before, the time, @p after. */
+static void
+put_time_field(out *o, const char *before, const char *after)
+{
+    put_str(o, before);
+    put_time(o);
+    put_str(o, after);
+}
+
 void
 ksf_log_logfmt(void *user, ksf_log_level level, const char *component,
                const char *message, const ksf_log_field *fields, size_t nfields)
 {
     char line[KSFI_LOG_LINE_MAX];
     out o = {line, sizeof line, 0};
-    put_str(&o, "time=");
-    put_time(&o);
-    put_char(&o, ' ');
+    put_time_field(&o, "time=", " ");
     logfmt_body(&o, level, component, message, fields, nfields);
     write_line(user, &o);
 }
@@ -248,9 +255,7 @@ ksf_log_jsonl(void *user, ksf_log_level level, const char *component, const char
 {
     char line[KSFI_LOG_LINE_MAX];
     out o = {line, sizeof line, 0};
-    put_str(&o, "{\"time\":\"");
-    put_time(&o);
-    put_str(&o, "\",");
+    put_time_field(&o, "{\"time\":\"", "\",");
     json_body(&o, level, component, message, fields, nfields);
     put_char(&o, '}');
     write_line(user, &o);

@@ -174,10 +174,18 @@ ksft_call_expect(ksf_client *cli, const char *pattern, const char *request, ksf_
     json_decref(req);
 }
 
-void
-ksft_stream_text_cb(const ksf_reply *r, void *user)
+/* Every reply of one streamed request as text, and whether the last one came. */
+typedef struct stream_text {
+    pthread_mutex_t lock;
+    char text[1024];
+    ksf_err last_err; /* the last reply's */
+    atomic_int done;
+} stream_text;
+
+static void
+stream_text_cb(const ksf_reply *r, void *user)
 {
-    ksft_stream_text *s = user;
+    stream_text *s = user;
     char *t = ksft_json_text(r->value);
     pthread_mutex_lock(&s->lock);
     size_t len = strlen(s->text);
@@ -185,8 +193,26 @@ ksft_stream_text_cb(const ksf_reply *r, void *user)
     pthread_mutex_unlock(&s->lock);
     free(t);
     if (r->done) {
-        atomic_store(&s->done, 1);
+        s->last_err = r->err;
+        atomic_store(&s->done, 1); /* last: the test reads last_err after it */
     }
+}
+
+void
+ksft_stream_expect(ksf_client *cli, const char *pattern, json_t *request,
+                   const ksf_send_opts *opts, ksf_err want_err, const char *want,
+                   int timeout_ms)
+{
+    stream_text s = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    ksf_errinfo ei = {0};
+    ksf_err e = ksf_client_send(cli, pattern, request, opts, stream_text_cb, &s, &ei);
+    ck_assert_msg(e == KSF_OK, "%s: %s (%s)", pattern, ksf_strerror(e), ei.text);
+    KSFT_WAIT_UNTIL(atomic_load(&s.done), timeout_ms, "the last reply of %s", pattern);
+    pthread_mutex_lock(&s.lock);
+    ck_assert_msg(!strcmp(s.text, want), "%s: got %s, want %s", pattern, s.text, want);
+    ck_assert_msg(s.last_err == want_err, "%s: %s, want %s", pattern,
+                  ksf_strerror(s.last_err), ksf_strerror(want_err));
+    pthread_mutex_unlock(&s.lock);
 }
 
 /* ---- tally ------------------------------------------------------------------------ */

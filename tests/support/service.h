@@ -103,17 +103,14 @@ char *ksft_json_text(const json_t *v);
 void ksft_call_expect(ksf_client *cli, const char *pattern, const char *request,
                       ksf_err want, const char *want_json, int timeout_ms);
 
-/* Every reply of one streamed request as text, "value|value|last(done)|": zero it but
- * for the lock (PTHREAD_MUTEX_INITIALIZER), pass ksft_stream_text_cb and its address to
- * ksf_client_send, then wait for done. */
-typedef struct ksft_stream_text {
-    pthread_mutex_t lock;
-    char text[256];
-    atomic_int done; /* the last reply came */
-} ksft_stream_text;
-
-/* The ksf_reply_fn that appends each reply to the ksft_stream_text at @p user. */
-void ksft_stream_text_cb(const ksf_reply *r, void *user);
+/* ksf_client_send @p pattern with @p request (borrowed; NULL: no value) and @p opts,
+ * wait up to @p timeout_ms for its last reply, and fail the test unless that reply's
+ * err is @p want_err and all its replies, as text "value|value|last(done)|"
+ * (ksft_json_text of each, "(done)" after the last), are exactly @p want. For streamed
+ * replies, and for headers or a traceparent that ksf_client_call cannot send. */
+void ksft_stream_expect(ksf_client *cli, const char *pattern, json_t *request,
+                        const ksf_send_opts *opts, ksf_err want_err, const char *want,
+                        int timeout_ms);
 
 /* ---- waiting on a condition ------------------------------------------------------ */
 
