@@ -246,6 +246,23 @@ assert_disposed(const ksft_msg *m)
     ck_assert_int_eq(*(const char *)v, 0);
 }
 
+/* Send request @p id to @p topic with a plain producer (replies on "<topic>.reply",
+ * partition 0) and wait for its @p n replies: the collector holding them, which the
+ * case destroys. For checks on the exact reply bytes. */
+static ksft_collector *
+raw_call(rig *r, const char *topic, const char *id, const char *value, size_t n)
+{
+    const char *addr = ksft_broker_address(r->b);
+    char reply[96];
+    snprintf(reply, sizeof reply, "%s.reply", topic);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_collector *c = ksft_collector_new(addr, reply, 0);
+    ksft_send_request(p, topic, 0, id, reply, 0, value, strlen(value), true);
+    ck_assert_uint_eq(ksft_collector_wait_id(c, id, n, WAIT_MS), n);
+    ksft_producer_destroy(p);
+    return c;
+}
+
 static void
 send_with_token(ksft_producer *p, const char *topic, const char *id, const char *token)
 {
@@ -375,12 +392,7 @@ KSFT_TEST(test_pipeline_validation, 90)
                 "Expected string, got integer\"}");
 
     /* The exact reply bytes of one validation error, as a NestJS caller reads them. */
-    const char *addr = ksft_broker_address(r.b);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_collector *c = ksft_collector_new(addr, "pl.valid.reply", 0);
-    ksft_send_request(p, "pl.valid", 0, "v-1", "pl.valid.reply", 0, "{\"qty\":1}", 9,
-                      true);
-    ck_assert_uint_eq(ksft_collector_wait_id(c, "v-1", 1, WAIT_MS), 1);
+    ksft_collector *c = raw_call(&r, "pl.valid", "v-1", "{\"qty\":1}", 1);
     const ksft_msg *m = ksft_collector_get_id(c, "v-1", 0);
     ck_assert_ptr_null(m->value);
     assert_header(m, "kafka_nest-err",
@@ -388,7 +400,6 @@ KSFT_TEST(test_pipeline_validation, 90)
                   "item not found: item\"}");
     assert_disposed(m);
     ksft_collector_destroy(c);
-    ksft_producer_destroy(p);
     rig_close(&r);
 }
 END_TEST
@@ -775,12 +786,7 @@ KSFT_TEST(test_pipeline_controller_state, 90)
     ksft_service_start(&s2, srv2, WAIT_MS);
     rig_start(&r);
 
-    const char *addr = ksft_broker_address(r.b);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_collector *c = ksft_collector_new(addr, "pl.shop.name.reply", 0);
-    ksft_send_request(p, "pl.shop.name", 0, "c-1", "pl.shop.name.reply", 0, "{}", 2,
-                      true);
-    ck_assert_uint_eq(ksft_collector_wait_id(c, "c-1", 2, WAIT_MS), 2);
+    ksft_collector *c = raw_call(&r, "pl.shop.name", "c-1", "{}", 2);
     char got[2][64];
     for (size_t i = 0; i < 2; i++) {
         const ksft_msg *m = ksft_collector_get_id(c, "c-1", i);
@@ -799,7 +805,6 @@ KSFT_TEST(test_pipeline_controller_state, 90)
     /* "true" is text on the wire, which NestJS's parser reads as a string. */
     call_expect(r.cli, "pl.plain", NULL, KSF_OK, "\"true\"");
     ksft_collector_destroy(c);
-    ksft_producer_destroy(p);
     ksft_service_stop(&s2);
     ksf_config_destroy(cfg2);
     rig_close(&r);

@@ -7,19 +7,15 @@
  * configured with -Dexamples=false) the suite exits 77, which meson reports as skipped.
  */
 #include "broker.h"
+#include "proc.h"
 #include "service.h"
 
 #include "suite.h"
 
 #include <check.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define WAIT_MS 20000
 
@@ -32,92 +28,41 @@ call_expect(ksf_client *cli, const char *pattern, const char *request, ksf_err w
     ksft_call_expect(cli, pattern, request, want, want_json, WAIT_MS);
 }
 
-typedef struct example {
-    pid_t pid;
-    FILE *out; /* its stdout */
-    char err_path[64];
-} example;
-
-/* Start example program @p name against @p b; wait for its "<name>: ready" line. */
-static void
-example_start(example *x, ksft_broker *b, const char *name, const char *arg)
-{
-    const char *dir = getenv("KSF_EXAMPLES_DIR"); /* main checked it is set */
-    char path[512], line[128], want[128];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(x->err_path, sizeof x->err_path, "/tmp/ksf-example-XXXXXX");
-    close(mkstemp(x->err_path));
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    x->pid = fork();
-    ck_assert_int_ge(x->pid, 0);
-    if (x->pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        int e = open(x->err_path, O_WRONLY | O_TRUNC);
-        dup2(e, STDERR_FILENO);
-        close(fds[0]);
-        setenv("KSF_BROKERS", ksft_broker_address(b), 1);
-        unsetenv("KSF_LOG");
-        execl(path, path, arg, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    x->out = fdopen(fds[0], "r");
-    ck_assert_ptr_nonnull(fgets(line, sizeof line, x->out)); /* blocks until ready */
-    snprintf(want, sizeof want, "%s: ready\n", name);
-    ck_assert_str_eq(line, want);
-}
-
-/* SIGTERM it; it must exit 0 with nothing on stderr. Its remaining stdout goes to
- * @p rest (may be NULL). */
-static void
-example_stop(example *x, char *rest, size_t size)
-{
-    kill(x->pid, SIGTERM);
-    size_t n = rest ? fread(rest, 1, size - 1, x->out) : 0;
-    if (rest) {
-        rest[n] = '\0';
-    }
-    int st = 0;
-    ck_assert_int_eq(waitpid(x->pid, &st, 0), x->pid);
-    fclose(x->out);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
-    char err[1024] = "";
-    FILE *f = fopen(x->err_path, "r");
-    size_t e = f ? fread(err, 1, sizeof err - 1, f) : 0;
-    err[e] = '\0';
-    if (f) {
-        fclose(f);
-    }
-    unlink(x->err_path);
-    ck_assert_msg(!err[0], "stderr: %s", err);
-}
-
 /* One example's world: a broker, the example program, a connected client. */
 typedef struct example_run {
     ksft_broker *b;
-    example x;
+    ksft_program x;
     ksf_config *cfg;
     ksf_client *cli;
 } example_run;
 
-/* Start it all. */
+/* Start it all: the broker, example program @p name (once it printed "<name>: ready"),
+ * a connected client. */
 static void
 run_open(example_run *r, const char *name)
 {
+    const char *dir = getenv("KSF_EXAMPLES_DIR"); /* main checked it is set */
+    char path[512], ready[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(ready, sizeof ready, "%s: ready\n", name);
     r->b = ksft_broker_start();
-    example_start(&r->x, r->b, name, NULL);
+    ksft_program_start(&r->x, path, NULL, ksft_broker_address(r->b));
+    ksft_program_expect_line(&r->x, ready);
     r->cfg = ksft_config(r->b);
     r->cli = ksft_client(r->cfg);
 }
 
-/* Stop it all; the example's remaining stdout goes to @p rest (may be NULL). */
+/* Stop it all; the example, on SIGTERM, must exit 0 with nothing on stderr. Its
+ * remaining stdout goes to @p rest (may be NULL). */
 static void
 run_close(example_run *r, char *rest, size_t size)
 {
     ksf_client_destroy(r->cli);
     ksf_config_destroy(r->cfg);
-    example_stop(&r->x, rest, size);
+    char err[1024];
+    int status = ksft_program_stop(&r->x, true, 20000, rest, size, err, sizeof err);
+    ck_assert_msg(status == 0, "exit status %d (stderr: %s)", status, err);
+    ck_assert_msg(!err[0], "stderr: %s", err);
     ksft_broker_stop(r->b);
 }
 
