@@ -19,15 +19,6 @@
 
 #define WAIT_MS 20000
 
-/* Call @p pattern with the JSON text @p request; assert the result code and the exact
- * reply (or error) JSON text. */
-static void
-call_expect(ksf_client *cli, const char *pattern, const char *request, ksf_err want,
-            const char *want_json)
-{
-    ksft_call_expect(cli, pattern, request, want, want_json, WAIT_MS);
-}
-
 /* One example's world: a broker, the example program, a connected client. */
 typedef struct example_run {
     ksft_broker *b;
@@ -87,8 +78,9 @@ KSFT_TEST(test_pipeline_examples_guard, 90)
 {
     example_run r;
     run_open(&r, "pipeline_guard");
-    call_expect(r.cli, "orders.get", NULL, KSF_EREMOTE,
-                "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
+    ksft_call_expect(r.cli, "orders.get", NULL, KSF_EREMOTE,
+                     "{\"status\":\"error\",\"message\":\"Forbidden resource\"}",
+                     WAIT_MS);
     call_with(r.cli, "orders.get", NULL, "x-api-key", "wrong", NULL, KSF_EREMOTE,
               "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
     call_with(r.cli, "orders.get", NULL, "x-api-key", "s3cret", NULL, KSF_OK,
@@ -101,10 +93,11 @@ KSFT_TEST(test_pipeline_examples_timing, 90)
 {
     example_run r;
     run_open(&r, "pipeline_timing");
-    call_expect(r.cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
-    call_expect(r.cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
-    call_expect(r.cli, "orders.cancel", NULL, KSF_EREMOTE,
-                "{\"status\":\"error\",\"message\":\"orders cannot be cancelled\"}");
+    ksft_call_expect(r.cli, "orders.get", NULL, KSF_OK, "{\"id\":1}", WAIT_MS);
+    ksft_call_expect(r.cli, "orders.get", NULL, KSF_OK, "{\"id\":1}", WAIT_MS);
+    ksft_call_expect(r.cli, "orders.cancel", NULL, KSF_EREMOTE,
+                     "{\"status\":\"error\",\"message\":\"orders cannot be cancelled\"}",
+                     WAIT_MS);
     char out[1024];
     run_close(&r, out, sizeof out);
     const char *want = "# TYPE orders_handler_calls_total counter\n"
@@ -120,18 +113,22 @@ KSFT_TEST(test_pipeline_examples_validate, 90)
 {
     example_run r;
     run_open(&r, "pipeline_validate");
-    call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_OK,
-                "{\"created\":\"axe\",\"validated\":true}");
-    call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}", KSF_EREMOTE,
-                "{\"status\":\"error\",\"message\":\"invalid payload: qty: Expected "
-                "integer, got string\"}");
-    call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2,\"rush\":true}",
-                KSF_EREMOTE,
-                "{\"status\":\"error\",\"message\":\"invalid payload: $: 1 object "
-                "item(s) left unpacked: rush\"}");
-    call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":0}", KSF_EREMOTE,
-                "{\"status\":\"error\",\"message\":\"invalid payload: qty: must be "
-                "positive\"}");
+    ksft_call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_OK,
+                     "{\"created\":\"axe\",\"validated\":true}", WAIT_MS);
+    ksft_call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}",
+                     KSF_EREMOTE,
+                     "{\"status\":\"error\",\"message\":\"invalid payload: qty: Expected "
+                     "integer, got string\"}",
+                     WAIT_MS);
+    ksft_call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2,\"rush\":true}",
+                     KSF_EREMOTE,
+                     "{\"status\":\"error\",\"message\":\"invalid payload: $: 1 object "
+                     "item(s) left unpacked: rush\"}",
+                     WAIT_MS);
+    ksft_call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":0}", KSF_EREMOTE,
+                     "{\"status\":\"error\",\"message\":\"invalid payload: qty: must be "
+                     "positive\"}",
+                     WAIT_MS);
     run_close(&r, NULL, 0);
 }
 END_TEST
@@ -154,8 +151,9 @@ orders_service(const char *program)
 {
     example_run r;
     run_open(&r, program);
-    call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_EREMOTE,
-                "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
+    ksft_call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_EREMOTE,
+                     "{\"status\":\"error\",\"message\":\"Forbidden resource\"}",
+                     WAIT_MS);
     call_with(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", "x-api-key",
               "s3cret", NULL, KSF_OK, "{\"id\":1,\"item\":\"axe\",\"qty\":2}");
     call_with(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}", "x-api-key",

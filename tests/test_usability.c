@@ -316,10 +316,7 @@ KSFT_TEST(test_usability_nobody_consumes, 60)
                              "client first sent to it; start a service with a handler "
                              "for u.nobody)");
     ksft_outcome_reset(&o);
-    ksf_client_stats st;
-    ksf_client_get_stats(w.cli, &st);
-    ck_assert_uint_eq(st.sent, 1);
-    ck_assert_uint_eq(st.timeouts, 1);
+    KSFT_ASSERT_CLIENT_STATS(w.cli, .sent = 1, .timeouts = 1);
     ksft_world_close(&w);
 }
 END_TEST
@@ -439,14 +436,25 @@ KSFT_TEST(test_usability_debug_line_per_message, 60)
 }
 END_TEST
 
+/* The path meson passes in environment variable @p var; NULL, after a line saying why
+ * case @p name stops there, when the test runs outside meson test. */
+static const char *
+meson_path(const char *var, const char *name)
+{
+    const char *path = getenv(var);
+    if (!path) {
+        fprintf(stderr, "%s: %s not set (run through meson test)\n", name, var);
+    }
+    return path;
+}
+
 /* A server echoing @p pattern (its reply topic made too) and no client, for a case that
  * runs the ksf tool against it. False, after a line saying why, when meson did not set
  * KSF_TOOL. */
 static bool
 tool_world(ksft_world *w, const char *pattern)
 {
-    if (!getenv("KSF_TOOL")) {
-        fprintf(stderr, "%s: KSF_TOOL not set (run through meson test)\n", pattern);
+    if (!meson_path("KSF_TOOL", pattern)) {
         return false;
     }
     char reply[64];
@@ -539,10 +547,8 @@ END_TEST
 /* It serves, says when it is ready, answers, and stops on SIGTERM with status 0. */
 KSFT_TEST(test_usability_readme_sample, 90)
 {
-    const char *sample = getenv("KSF_README_SAMPLE");
+    const char *sample = meson_path("KSF_README_SAMPLE", "readme_sample");
     if (!sample) {
-        fprintf(stderr,
-                "readme_sample: KSF_README_SAMPLE not set (run through meson test)\n");
         return;
     }
     ksft_broker *b = ksft_broker_start();
@@ -586,10 +592,8 @@ END_TEST
  * stop this one: they used to share nestjs-group-server and rebalance together. */
 KSFT_TEST(test_usability_services_apart, 90)
 {
-    const char *sample = getenv("KSF_README_SAMPLE");
+    const char *sample = meson_path("KSF_README_SAMPLE", "services_apart");
     if (!sample) {
-        fprintf(stderr,
-                "services_apart: KSF_README_SAMPLE not set (run through meson test)\n");
         return;
     }
     static const char *const patterns[] = {"u.one", NULL};

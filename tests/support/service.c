@@ -4,6 +4,7 @@
 #include "suite.h"
 
 #include <check.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,4 +378,86 @@ ksft_wait_server_stat(ksf_server *srv, size_t offset, uint64_t n, int timeout_ms
             return st;
         }
     }
+}
+
+/* ---- counters, exactly ------------------------------------------------------------ */
+
+/* One counter of a stats struct: its name and where it is. */
+typedef struct stat_field {
+    const char *name;
+    size_t offset;
+    bool narrow; /* uint32_t, not uint64_t */
+} stat_field;
+
+#define CLIENT_STAT(f, narrow)                                                           \
+    {                                                                                    \
+#f, offsetof(ksf_client_stats, f), narrow                                        \
+    }
+#define SERVER_STAT(f)                                                                   \
+    {                                                                                    \
+#f, offsetof(ksf_server_stats, f), false                                         \
+    }
+
+static uint64_t
+stat_at(const void *stats, const stat_field *f)
+{
+    const char *at = (const char *)stats + f->offset;
+    return f->narrow ? *(const uint32_t *)(const void *)at
+                     : *(const uint64_t *)(const void *)at;
+}
+
+/* Every counter of @p fields equal in @p got and @p want; else one failure naming all
+ * that differ. */
+static void
+assert_stats(const char *what, const char *where, const stat_field *fields, size_t n,
+             const void *got, const void *want)
+{
+    char diff[1024] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t g = stat_at(got, &fields[i]), w = stat_at(want, &fields[i]);
+        if (g != w && len < sizeof diff) {
+            len += (size_t)snprintf(diff + len, sizeof diff - len,
+                                    " %s %llu (want %llu);", fields[i].name,
+                                    (unsigned long long)g, (unsigned long long)w);
+        }
+    }
+    ck_assert_msg(!diff[0], "%s counters, expected {%s} (others 0):%s", what, where,
+                  diff);
+}
+
+void
+ksft_assert_client_stats(ksf_client *cli, ksf_client_stats want, const char *where)
+{
+    static const stat_field fields[] = {CLIENT_STAT(sent, false),
+                                        CLIENT_STAT(replies, false),
+                                        CLIENT_STAT(remote_errors, false),
+                                        CLIENT_STAT(timeouts, false),
+                                        CLIENT_STAT(late_replies, false),
+                                        CLIENT_STAT(unknown_replies, false),
+                                        CLIENT_STAT(duplicate_replies, false),
+                                        CLIENT_STAT(emitted, false),
+                                        CLIENT_STAT(in_flight, true)};
+    ksf_client_stats got;
+    ksf_client_get_stats(cli, &got);
+    assert_stats("client", where, fields, sizeof fields / sizeof fields[0], &got, &want);
+}
+
+void
+ksft_assert_server_stats(ksf_server *srv, ksf_server_stats want, const char *where)
+{
+    static const stat_field fields[] = {
+        SERVER_STAT(requests),       SERVER_STAT(events),
+        SERVER_STAT(replies),        SERVER_STAT(errors),
+        SERVER_STAT(no_handler),     SERVER_STAT(malformed),
+        SERVER_STAT(reply_failures), SERVER_STAT(expired),
+        SERVER_STAT(throttled),      SERVER_STAT(budget_exceeded),
+        SERVER_STAT(late_discarded), SERVER_STAT(event_retries),
+        SERVER_STAT(dead_lettered),  SERVER_STAT(dlq_failures),
+        SERVER_STAT(offset_resets),  SERVER_STAT(offset_reset_skipped),
+        SERVER_STAT(reply_refused),  SERVER_STAT(shed),
+        SERVER_STAT(refused)};
+    ksf_server_stats got;
+    ksf_server_get_stats(srv, &got);
+    assert_stats("server", where, fields, sizeof fields / sizeof fields[0], &got, &want);
 }

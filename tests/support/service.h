@@ -126,6 +126,19 @@ ksf_server_stats ksft_wait_server_stat(ksf_server *srv, size_t offset, uint64_t 
 #define KSFT_WAIT_SERVER_STAT(srv, field, n, timeout_ms)                                 \
     ksft_wait_server_stat((srv), offsetof(ksf_server_stats, field), (n), (timeout_ms))
 
+/* ---- counters, exactly ------------------------------------------------------------ */
+
+/* Fail the test unless every counter of @p cli is the one in @p want (a counter @p want
+ * does not name is 0), naming each that differs. Use KSFT_ASSERT_CLIENT_STATS. */
+void ksft_assert_client_stats(ksf_client *cli, ksf_client_stats want, const char *where);
+#define KSFT_ASSERT_CLIENT_STATS(cli, ...)                                               \
+    ksft_assert_client_stats((cli), (ksf_client_stats){__VA_ARGS__}, #__VA_ARGS__)
+
+/* The same for a server's counters. Use KSFT_ASSERT_SERVER_STATS. */
+void ksft_assert_server_stats(ksf_server *srv, ksf_server_stats want, const char *where);
+#define KSFT_ASSERT_SERVER_STATS(srv, ...)                                               \
+    ksft_assert_server_stats((srv), (ksf_server_stats){__VA_ARGS__}, #__VA_ARGS__)
+
 /* ---- misc ------------------------------------------------------------------------ */
 
 void ksft_sleep_ms(int ms);
