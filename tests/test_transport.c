@@ -122,34 +122,45 @@ connect_to(ksft_kserver *fb, const ksft_tls_files *tf, const char *const kv[MAX_
 
 /* ---- SCRAM and PLAIN as pure functions --------------------------------------------- */
 
+/* RFC 7677's exchange with @p mech: user "user" with its client nonce (the client-first
+ * must be RFC 7677's), then @p server_first with password "pencil". Returns
+ * ksfi_scram_final's result; the client-final is in *final (the case frees it). */
+static ksf_err
+rfc_exchange(ksfi_scram *s, ksfi_sasl_mech mech, const char *server_first, char **final,
+             ksf_errinfo *ei)
+{
+    char *first = NULL;
+    ck_assert_int_eq(ksfi_scram_first(s, mech, "user", RFC_NONCE, &first, ei), KSF_OK);
+    ck_assert_str_eq(first, RFC_CLIENT_FIRST);
+    ksfi_free(first);
+    return ksfi_scram_final(s, "pencil", (const uint8_t *)server_first,
+                            strlen(server_first), final, ei);
+}
+
+/* ksfi_scram_verify of the text @p server_final. */
+static ksf_err
+verify(const ksfi_scram *s, const char *server_final, ksf_errinfo *ei)
+{
+    return ksfi_scram_verify(s, (const uint8_t *)server_final, strlen(server_final), ei);
+}
+
 KSFT_TEST(test_transport_scram_rfc7677, 10)
 {
     ksfi_scram s = {0};
-    char *first = NULL, *final = NULL;
+    char *final = NULL;
     ksf_errinfo ei = {0};
     ck_assert_int_eq(
-        ksfi_scram_first(&s, KSFI_SASL_SCRAM_SHA_256, "user", RFC_NONCE, &first, &ei),
-        KSF_OK);
-    ck_assert_str_eq(first, RFC_CLIENT_FIRST);
-    const char *sf = RFC_SERVER_FIRST;
-    ck_assert_int_eq(
-        ksfi_scram_final(&s, "pencil", (const uint8_t *)sf, strlen(sf), &final, &ei),
-        KSF_OK);
+        rfc_exchange(&s, KSFI_SASL_SCRAM_SHA_256, RFC_SERVER_FIRST, &final, &ei), KSF_OK);
     ck_assert_str_eq(final, RFC_CLIENT_FINAL);
-    const char *ok = RFC_SERVER_FINAL;
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)ok, strlen(ok), &ei), KSF_OK);
+    ck_assert_int_eq(verify(&s, RFC_SERVER_FINAL, &ei), KSF_OK);
     /* One changed byte of the server's signature: refused. */
     char bad[] = RFC_SERVER_FINAL;
     bad[5] ^= 1;
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)bad, strlen(bad), &ei),
-                     KSF_EPROTO);
+    ck_assert_int_eq(verify(&s, bad, &ei), KSF_EPROTO);
     ck_assert_str_eq(ei.text, "SCRAM: the server's signature is wrong: it does not know "
                               "the password (a man in the middle?)");
-    const char *e = "e=invalid-proof";
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)e, strlen(e), &ei),
-                     KSF_EPROTO);
+    ck_assert_int_eq(verify(&s, "e=invalid-proof", &ei), KSF_EPROTO);
     ck_assert_str_eq(ei.text, "SCRAM: the server refused: invalid-proof");
-    ksfi_free(first);
     ksfi_free(final);
     ksfi_scram_clear(&s);
 }
@@ -163,27 +174,18 @@ END_TEST
 KSFT_TEST(test_transport_scram_sha512_vector, 10)
 {
     ksfi_scram s = {0};
-    char *first = NULL, *final = NULL;
+    char *final = NULL;
     ksf_errinfo ei = {0};
     ck_assert_int_eq(
-        ksfi_scram_first(&s, KSFI_SASL_SCRAM_SHA_512, "user", RFC_NONCE, &first, &ei),
-        KSF_OK);
-    ck_assert_str_eq(first, RFC_CLIENT_FIRST);
-    const char *sf = RFC_SERVER_FIRST;
-    ck_assert_int_eq(
-        ksfi_scram_final(&s, "pencil", (const uint8_t *)sf, strlen(sf), &final, &ei),
-        KSF_OK);
+        rfc_exchange(&s, KSFI_SASL_SCRAM_SHA_512, RFC_SERVER_FIRST, &final, &ei), KSF_OK);
     ck_assert_str_eq(final, "c=biws,r=" RFC_NONCE "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=gMGX"
                             "RcevScNtxZ6/8lQYpGtnsNAc3mGcmNomv+xnoOMw+3R2xNJdMNnzMlTN8PPC"
                             "6wdp6dybEmDYXYTxwnYPJQ==");
     const char *ok = "v=ZQnYEgWQMFmmsM8aQMF0nDDCy/AgCzkwk8CmMZYcMg0vSVlKDanekLtifDSeVGT4"
                      "+5ZxXnJq199RVG2rR7N7Zw==";
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)ok, strlen(ok), &ei), KSF_OK);
+    ck_assert_int_eq(verify(&s, ok, &ei), KSF_OK);
     /* The SHA-256 signature is refused for a SHA-512 exchange. */
-    const char *other = RFC_SERVER_FINAL;
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)other, strlen(other), &ei),
-                     KSF_EPROTO);
-    ksfi_free(first);
+    ck_assert_int_eq(verify(&s, RFC_SERVER_FINAL, &ei), KSF_EPROTO);
     ksfi_free(final);
     ksfi_scram_clear(&s);
 }
@@ -201,17 +203,13 @@ KSFT_TEST(test_transport_scram_rejects_bad_server_first, 10)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ksfi_scram s = {0};
-        char *first = NULL, *final = NULL;
+        char *final = NULL;
         ksf_errinfo ei = {0};
         ck_assert_int_eq(
-            ksfi_scram_first(&s, KSFI_SASL_SCRAM_SHA_512, "user", RFC_NONCE, &first, &ei),
-            KSF_OK);
-        ck_assert_int_eq(ksfi_scram_final(&s, "pencil", (const uint8_t *)cases[i][0],
-                                          strlen(cases[i][0]), &final, &ei),
-                         KSF_EPROTO);
+            rfc_exchange(&s, KSFI_SASL_SCRAM_SHA_512, cases[i][0], &final, &ei),
+            KSF_EPROTO);
         ck_assert_ptr_null(final);
         ck_assert_msg(strstr(ei.text, cases[i][1]), "case %zu: %s", i, ei.text);
-        ksfi_free(first);
         ksfi_scram_clear(&s);
     }
 }
@@ -312,6 +310,16 @@ END_TEST
 
 typedef enum { NO_TLS, SERVER_TLS } server_tls;
 
+/* A client logging in with PLAIN as "u" / "p", without TLS. */
+#define PLAIN_U_P                                                                        \
+    {                                                                                    \
+        {"security.protocol", "sasl_plaintext"}, {"sasl.mechanisms", "PLAIN"},           \
+            {"sasl.username", "u"},                                                      \
+        {                                                                                \
+            "sasl.password", "p"                                                         \
+        }                                                                                \
+    }
+
 /* One connection attempt to a fresh in-test server that must fail. */
 typedef struct conn_failure {
     const char *name;
@@ -349,10 +357,7 @@ static const conn_failure conn_failures[] = {
      .rounds = 2},
     {.name = "mechanism not enabled",
      .mechanisms = "SCRAM-SHA-512",
-     .kv = {{"security.protocol", "sasl_plaintext"},
-            {"sasl.mechanisms", "PLAIN"},
-            {"sasl.username", "u"},
-            {"sasl.password", "p"}},
+     .kv = PLAIN_U_P,
      .host = "127.0.0.1",
      .want = KSF_EKAFKA,
      .text = "127.0.0.1:%d does not enable SASL mechanism PLAIN (error 33); it offers: "
@@ -390,10 +395,7 @@ static const conn_failure conn_failures[] = {
     {.name = "plaintext to a TLS listener",
      .tls = SERVER_TLS,
      .mechanisms = "PLAIN",
-     .kv = {{"security.protocol", "sasl_plaintext"},
-            {"sasl.mechanisms", "PLAIN"},
-            {"sasl.username", "u"},
-            {"sasl.password", "p"}},
+     .kv = PLAIN_U_P,
      .host = "127.0.0.1",
      .want = KSF_EKAFKA,
      .text = "receiving from 127.0.0.1:%d: the connection was closed before any answer "
@@ -745,6 +747,29 @@ KSFT_TEST(test_transport_client_new_rejects_oauthbearer, 20)
 }
 END_TEST
 
+/* The membership of group "sec-client" in @p brokers, for the one reply topic
+ * "sec.reply" of @p partitions partitions, with @p sec; fails the test unless it starts.
+ * @p topic holds the topic for as long as the membership reads it. */
+static ksfi_membership *
+sec_membership(const char *brokers, ksfi_assignor_topic *topic, int32_t partitions,
+               const ksfi_security *sec, const ksfi_membership_callbacks *cb)
+{
+    *topic = (ksfi_assignor_topic){"sec.reply", partitions};
+    ksfi_membership_config mc = {.brokers = brokers,
+                                 .group_id = "sec-client",
+                                 .client_id = "sec",
+                                 .topics = topic,
+                                 .topic_count = 1,
+                                 .session_timeout_ms = 6000,
+                                 .rebalance_timeout_ms = 6000,
+                                 .heartbeat_interval_ms = 500,
+                                 .security = sec};
+    ksfi_membership *m = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksfi_membership_new(&m, &mc, cb, &ei) == KSF_OK, "%s", ei.text);
+    return m;
+}
+
 typedef struct fatal_seen {
     pthread_mutex_t lock;
     bool fatal;
@@ -779,19 +804,9 @@ KSFT_TEST(test_transport_mock_broker_has_no_sasl, 30)
                                  {"sasl.password", "p"}};
     ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     fatal_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    ksfi_assignor_topic topic = {"sec.reply", 4};
-    ksfi_membership_config mc = {.brokers = ksft_broker_address(b),
-                                 .group_id = "sec-client",
-                                 .client_id = "sec",
-                                 .topics = &topic,
-                                 .topic_count = 1,
-                                 .session_timeout_ms = 6000,
-                                 .rebalance_timeout_ms = 6000,
-                                 .heartbeat_interval_ms = 500,
-                                 .security = &sec};
+    ksfi_assignor_topic topic;
     ksfi_membership_callbacks cb = {.on_fatal = on_fatal, .user = &seen};
-    ksfi_membership *m = NULL;
-    ck_assert_int_eq(ksfi_membership_new(&m, &mc, &cb, &ei), KSF_OK);
+    ksfi_membership *m = sec_membership(ksft_broker_address(b), &topic, 4, &sec, &cb);
     int64_t deadline = ksft_now_ms() + 3000;
     bool fatal = false;
     while (!fatal && ksft_now_ms() < deadline) {
@@ -854,6 +869,7 @@ typedef struct relay_env {
     ksft_kserver fb;
     ksfi_security sec;
     assigned_seen seen;
+    ksfi_assignor_topic topic;
     ksfi_membership *m;
 } relay_env;
 
@@ -884,18 +900,8 @@ relay_start(relay_env *env, int64_t lifetime_ms)
     snprintf(brokers, sizeof brokers, "localhost:%d", fb->port);
     pthread_mutex_init(&env->seen.lock, NULL);
     env->seen.generation = -1;
-    ksfi_assignor_topic topic = {"sec.reply", 2};
-    ksfi_membership_config mc = {.brokers = brokers,
-                                 .group_id = "sec-client",
-                                 .client_id = "sec",
-                                 .topics = &topic,
-                                 .topic_count = 1,
-                                 .session_timeout_ms = 6000,
-                                 .rebalance_timeout_ms = 6000,
-                                 .heartbeat_interval_ms = 500,
-                                 .security = &env->sec};
     ksfi_membership_callbacks cb = {.on_assigned = on_assigned, .user = &env->seen};
-    ck_assert_int_eq(ksfi_membership_new(&env->m, &mc, &cb, &ei), KSF_OK);
+    env->m = sec_membership(brokers, &env->topic, 2, &env->sec, &cb);
     int64_t deadline = ksft_now_ms() + 15000;
     size_t parts = 0;
     while (parts == 0 && ksft_now_ms() < deadline) {
