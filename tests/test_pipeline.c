@@ -9,6 +9,7 @@
  */
 #include "broker.h"
 #include "raw_kafka.h"
+#include "server_probe.h"
 #include "service.h"
 #include "settings.h"
 
@@ -225,27 +226,6 @@ h_guarded(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-static void
-assert_header(const ksft_msg *m, const char *name, const char *want)
-{
-    const void *v = NULL;
-    size_t len = 0;
-    ck_assert_msg(ksft_msg_header(m, name, &v, &len), "header %s missing", name);
-    ck_assert_msg(len == strlen(want) && !memcmp(v, want, len), "%s: '%.*s' != '%s'",
-                  name, (int)len, (const char *)v, want);
-}
-
-/* kafka_nest-is-disposed: one 0x00 byte, as NestJS's serializer writes it. */
-static void
-assert_disposed(const ksft_msg *m)
-{
-    const void *v = NULL;
-    size_t len = 0;
-    ck_assert(ksft_msg_header(m, "kafka_nest-is-disposed", &v, &len));
-    ck_assert_uint_eq(len, 1);
-    ck_assert_int_eq(*(const char *)v, 0);
-}
-
 /* Send request @p id to @p topic with a plain producer (replies on "<topic>.reply",
  * partition 0) and wait for its @p n replies: the collector holding them, which the
  * case destroys. For checks on the exact reply bytes. */
@@ -294,11 +274,10 @@ KSFT_TEST(test_pipeline_guard_refusal_bytes, 90)
     ck_assert_uint_eq(ksft_collector_wait_id(c, "g-1", 1, WAIT_MS), 1);
     /* What NestJS's ServerKafka sends when a guard returns false. */
     for (int i = 1; i <= 2; i++) {
-        const ksft_msg *m = ksft_collector_get_id(c, i == 1 ? "g-1" : "g-2", 0);
-        ck_assert_ptr_null(m->value);
-        assert_header(m, "kafka_nest-err",
-                      "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
-        assert_disposed(m);
+        const char *id = i == 1 ? "g-1" : "g-2";
+        ksft_assert_error_reply(
+            ksft_collector_get_id(c, id, 0), id,
+            "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
     }
     const ksft_msg *ok = ksft_collector_get_id(c, "g-3", 0);
     ck_assert_uint_eq(ok->len, 2);
@@ -393,12 +372,9 @@ KSFT_TEST(test_pipeline_validation, 90)
 
     /* The exact reply bytes of one validation error, as a NestJS caller reads them. */
     ksft_collector *c = raw_call(&r, "pl.valid", "v-1", "{\"qty\":1}", 1);
-    const ksft_msg *m = ksft_collector_get_id(c, "v-1", 0);
-    ck_assert_ptr_null(m->value);
-    assert_header(m, "kafka_nest-err",
-                  "{\"status\":\"error\",\"message\":\"invalid payload: item: Object "
-                  "item not found: item\"}");
-    assert_disposed(m);
+    ksft_assert_error_reply(ksft_collector_get_id(c, "v-1", 0), "v-1",
+                            "{\"status\":\"error\",\"message\":\"invalid payload: item: "
+                            "Object item not found: item\"}");
     ksft_collector_destroy(c);
     rig_close(&r);
 }
@@ -696,7 +672,7 @@ KSFT_TEST(test_pipeline_events, 90)
     const ksft_msg *m = ksft_collector_at(dlq, 0);
     ck_assert_uint_eq(m->len, 6);
     ck_assert_int_eq(memcmp(m->value, "poison", 6), 0);
-    assert_header(m, "ksf_dlq_error", "poison refused");
+    ksft_assert_header(m, "ksf_dlq_error", "poison refused", 14);
     ksft_collector_destroy(dlq);
     ksft_produce(p, "pl.ev2", 0, NULL, 0, "x", 1, NULL, 0, true);
     ck_assert_int_eq(ksft_wait_atomic(&event_runs, 2, WAIT_MS), 2);
