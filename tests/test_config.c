@@ -268,56 +268,55 @@ KSFT_TEST(test_config_integers, 30)
 }
 END_TEST
 
+/*
+ * A setting that takes one of a few words: each of @p words (NULL-terminated) is
+ * accepted, each of @p bad refused with "<key> "<bad>": expected <expected>", and the
+ * last word is kept by a copy, which is returned for the case's own checks.
+ */
+static ksf_config *
+assert_word_setting(const char *key, const char *const *words, const char *const *bad,
+                    const char *expected)
+{
+    size_t last = 0;
+    for (size_t i = 0; words[i]; i++) {
+        assert_accepts(key, words[i], NULL);
+        last = i;
+    }
+    for (size_t i = 0; bad[i]; i++) {
+        char sentence[256];
+        snprintf(sentence, sizeof sentence, "%s \"%s\": expected %s", key, bad[i],
+                 expected);
+        assert_refuses(key, bad[i], KSF_EINVAL, sentence);
+    }
+    ksf_config *cfg = new_config(), *copy = NULL;
+    ck_assert_int_eq(ksf_config_set(cfg, key, words[last], NULL), KSF_OK);
+    ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);
+    assert_get(copy, key, words[last]);
+    ksf_config_destroy(cfg);
+    return copy;
+}
+
+/* The group provider is a client's default (test_config_defaults). */
 KSFT_TEST(test_config_reply_provider, 30)
 {
-    assert_accepts("client.reply.provider", "static", NULL);
-    assert_accepts("client.reply.provider", "group", NULL);
-    const char *bad[][2] = {{"", "\"\""},
-                            {"Group", "\"Group\""},
-                            {"static ", "\"static \""},
-                            {"groups", "\"groups\""}};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char sentence[256];
-        snprintf(sentence, sizeof sentence,
-                 "client.reply.provider %s: expected \"group\" (a reply-group "
-                 "membership) or \"static\" (client.reply.partition)",
-                 bad[i][1]);
-        assert_refuses("client.reply.provider", bad[i][0], KSF_EINVAL, sentence);
-    }
-    /* The choice survives a copy, and the group provider is a client's default. */
-    ksf_config *cfg = new_config(), *copy = NULL;
-    ck_assert_int_eq(ksf_config_set(cfg, "client.reply.provider", "static", NULL),
-                     KSF_OK);
-    ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);
-    assert_get(copy, "client.reply.provider", "static");
+    ksf_config *copy = assert_word_setting(
+        "client.reply.provider", (const char *const[]){"group", "static", NULL},
+        (const char *const[]){"", "Group", "static ", "groups", NULL},
+        "\"group\" (a reply-group membership) or \"static\" (client.reply.partition)");
     ck_assert_int_eq(copy->client_reply_provider, KSFI_REPLY_STATIC);
     ksf_config_destroy(copy);
-    ksf_config_destroy(cfg);
 }
 END_TEST
 
 KSFT_TEST(test_config_wire_dialect, 30)
 {
-    assert_accepts("client.wire.dialect", "spring", NULL);
-    assert_accepts("client.wire.dialect", "nestjs", NULL);
-    const char *bad[][2] = {{"", "\"\""}, {"Spring", "\"Spring\""}, {"nest", "\"nest\""}};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char sentence[256];
-        snprintf(sentence, sizeof sentence,
-                 "client.wire.dialect %s: expected \"nestjs\" (NestJS ClientKafka's "
-                 "headers) or \"spring\" (Spring Kafka's ReplyingKafkaTemplate's "
-                 "headers)",
-                 bad[i][1]);
-        assert_refuses("client.wire.dialect", bad[i][0], KSF_EINVAL, sentence);
-    }
-    /* The choice survives a copy. */
-    ksf_config *cfg = new_config(), *copy = NULL;
-    ck_assert_int_eq(ksf_config_set(cfg, "client.wire.dialect", "spring", NULL), KSF_OK);
-    ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);
-    assert_get(copy, "client.wire.dialect", "spring");
+    ksf_config *copy = assert_word_setting(
+        "client.wire.dialect", (const char *const[]){"nestjs", "spring", NULL},
+        (const char *const[]){"", "Spring", "nest", NULL},
+        "\"nestjs\" (NestJS ClientKafka's headers) or \"spring\" (Spring Kafka's "
+        "ReplyingKafkaTemplate's headers)");
     ck_assert_int_eq(copy->client_wire_dialect, KSFI_WIRE_SPRING);
     ksf_config_destroy(copy);
-    ksf_config_destroy(cfg);
 }
 END_TEST
 

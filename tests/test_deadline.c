@@ -496,19 +496,12 @@ KSFT_TEST(test_deadline_late_reply_is_counted, 60)
     do {
         ksf_client_get_stats(w.cli, &cs);
     } while (cs.late_replies < 1 && ksft_deadline_wait(&until));
-    ck_assert_uint_eq(cs.timeouts, 1);
-    ck_assert_uint_eq(cs.late_replies, 1);
-    ck_assert_uint_eq(cs.replies, 0);
-    ck_assert_uint_eq(cs.unknown_replies + cs.duplicate_replies, 0);
+    KSFT_ASSERT_CLIENT_STATS(w.cli, .sent = 1, .timeouts = 1, .late_replies = 1);
     /* The handler started in time and knew it had at most 400 ms. */
     ck_assert_int_eq(atomic_load(&seen_count), 1);
     const seen *s = &seen_log[0];
     ck_assert(s->remaining > 0 && s->remaining <= 400);
-    ksf_server_stats st;
-    ksf_server_get_stats(w.srv, &st);
-    ck_assert_uint_eq(st.expired, 0);
-    ck_assert_uint_eq(st.replies, 1);
-
+    KSFT_ASSERT_SERVER_STATS(w.srv, .requests = 1, .replies = 1);
     ksft_world_close(&w);
 }
 END_TEST
@@ -570,17 +563,9 @@ KSFT_TEST(test_deadline_cannot_finish_is_shed, 60)
     ck_assert_int_lt(took, 150); /* an answer, not the caller's timeout */
     json_decref(out);
 
-    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, replies, 2, WAIT_MS);
-    ck_assert_uint_eq(st.shed, 1);
-    ck_assert_uint_eq(st.errors, 1);
-    ck_assert_uint_eq(st.requests, 1);
-    ck_assert_uint_eq(st.expired, 0);
-    ck_assert_uint_eq(st.replies, 2);
-    ksf_client_stats cs;
-    ksf_client_get_stats(w.cli, &cs);
-    ck_assert_uint_eq(cs.timeouts, 0);
-    ck_assert_uint_eq(cs.late_replies, 0);
-
+    KSFT_WAIT_SERVER_STAT(w.srv, replies, 2, WAIT_MS);
+    KSFT_ASSERT_SERVER_STATS(w.srv, .requests = 1, .replies = 2, .errors = 1, .shed = 1);
+    KSFT_ASSERT_CLIENT_STATS(w.cli, .sent = 2, .replies = 1, .remote_errors = 1);
     ksft_world_close(&w);
 }
 END_TEST

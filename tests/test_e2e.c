@@ -336,14 +336,8 @@ KSFT_TEST(test_e2e_concurrent_sends_exact_accounting, 120)
     ck_assert_int_eq(duplicated, 0);
     ck_assert_int_eq(atomic_load(&t.failed), 0);
     ck_assert_int_eq(atomic_load(&t.wrong), 0);
-    ksf_client_stats st;
-    ksf_client_get_stats(w.cli, &st);
-    ck_assert_uint_eq(st.sent, E2E_THREADS * E2E_PER_THREAD);
-    ck_assert_uint_eq(st.replies, E2E_THREADS * E2E_PER_THREAD);
-    ck_assert_uint_eq(st.timeouts, 0);
-    ck_assert_uint_eq(st.duplicate_replies, 0);
-    ck_assert_uint_eq(st.unknown_replies, 0);
-    ck_assert_uint_eq(st.in_flight, 0);
+    KSFT_ASSERT_CLIENT_STATS(w.cli, .sent = E2E_THREADS * E2E_PER_THREAD,
+                             .replies = E2E_THREADS * E2E_PER_THREAD);
     ksft_world_close(&w);
 }
 END_TEST

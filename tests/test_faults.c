@@ -71,6 +71,14 @@ world_start(fault_world *w, ksf_server *srv, int ready_ms, size_t n)
     ksft_tally_init(&w->t, n);
 }
 
+/* world_open and world_start with an echo server on the patterns: the usual world. */
+static void
+echo_world(fault_world *w, int ready_ms, size_t n)
+{
+    world_open(w);
+    world_start(w, ksft_echo_server(w->cfg, patterns), ready_ms, n);
+}
+
 /* Everything open goes, in order; the client's destroy ends what it still waited for
  * with KSF_ECLOSED, which must not call any finished request's callback again. */
 static void
@@ -212,6 +220,19 @@ assert_replies_accounted(ksft_broker *b, ksf_client *cli, size_t callbacks)
     ck_assert_uint_eq(callbacks + s.duplicate_replies + s.late_replies, n);
 }
 
+/* Stop the server, check that every one of the @p n requests' replies is accounted
+ * for, and close the world. Returns how many answered requests had their offsets
+ * committed (assert_commits_answered), which each case bounds its own way. */
+static size_t
+world_finish(fault_world *w, size_t n)
+{
+    ksft_service_stop(&w->s);
+    size_t committed = assert_commits_answered(w->b);
+    assert_replies_accounted(w->b, w->cli, n);
+    world_close(w);
+    return committed;
+}
+
 /* ---- broker down and up while requests flow ------------------------------------- */
 
 #define DOWN_N 200
@@ -220,8 +241,7 @@ KSFT_TEST(test_faults_broker_down_up, 60)
 {
     KSFT_NEEDS_MOCK("taking the broker down and up; real Kafka: test_failover");
     fault_world w;
-    world_open(&w);
-    world_start(&w, ksft_echo_server(w.cfg, patterns), 20000, DOWN_N);
+    echo_world(&w, 20000, DOWN_N);
 
     send_range(&w.t, w.cli, 0, DOWN_N / 2, 30000);
     ck_assert_uint_ge(ksft_tally_wait(&w.t, DOWN_N / 4, 10000), DOWN_N / 4);
@@ -233,10 +253,7 @@ KSFT_TEST(test_faults_broker_down_up, 60)
     /* Once the coordinator is back, the periodic commit covers every answered request
      * (the stop's own commit is bounded and may give up while librdkafka reconnects). */
     ck_assert_int_eq(wait_committed(&w, DOWN_N), DOWN_N);
-    ksft_service_stop(&w.s);
-    ck_assert_uint_eq(assert_commits_answered(w.b), DOWN_N);
-    assert_replies_accounted(w.b, w.cli, DOWN_N);
-    world_close(&w);
+    ck_assert_uint_eq(world_finish(&w, DOWN_N), DOWN_N);
 }
 END_TEST
 
@@ -267,10 +284,7 @@ KSFT_TEST(test_faults_request_errors, 60)
                                       RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE);
     send_range(&w.t, w.cli, ERR_N / 4, ERR_N, 30000);
     assert_all_ok(&w.t);
-    ksft_service_stop(&w.s);
-    ck_assert_uint_le(assert_commits_answered(w.b), ERR_N);
-    assert_replies_accounted(w.b, w.cli, ERR_N);
-    world_close(&w);
+    ck_assert_uint_le(world_finish(&w, ERR_N), ERR_N);
 }
 END_TEST
 
@@ -286,8 +300,7 @@ KSFT_TEST(test_faults_produce_errors, 90)
 {
     KSFT_NEEDS_MOCK("injected Produce errors");
     fault_world w;
-    world_open(&w);
-    world_start(&w, ksft_echo_server(w.cfg, patterns), 30000, ERR_N);
+    echo_world(&w, 30000, ERR_N);
     send_range(&w.t, w.cli, 0, ERR_N / 4, 30000);
     rd_kafka_mock_push_request_errors(ksft_broker_mock(w.b), 0 /* Produce */, 3,
                                       RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
@@ -410,10 +423,7 @@ KSFT_TEST(test_faults_server_restart, 60)
     send_range(&w.t, w.cli, RESTART_N / 2, RESTART_N, 60000); /* while no server runs */
     ksft_service_start(&w.s, slowish_server(w.cfg), 20000);
     assert_all_ok(&w.t);
-    ksft_service_stop(&w.s);
-    ck_assert_uint_eq(assert_commits_answered(w.b), RESTART_N);
-    assert_replies_accounted(w.b, w.cli, RESTART_N);
-    world_close(&w);
+    ck_assert_uint_eq(world_finish(&w, RESTART_N), RESTART_N);
 }
 END_TEST
 
@@ -423,8 +433,7 @@ KSFT_TEST(test_faults_stop_broker_gone, 60)
 {
     KSFT_NEEDS_MOCK("taking the broker down");
     fault_world w;
-    world_open(&w);
-    world_start(&w, ksft_echo_server(w.cfg, patterns), 20000, 20);
+    echo_world(&w, 20000, 20);
     send_range(&w.t, w.cli, 0, 20, 30000);
     assert_all_ok(&w.t);
     ksft_broker_set_down(w.b, true);

@@ -4,8 +4,10 @@
  * on the embedded broker.
  */
 #include "base/alloc.h"
+#include "codec/deadline.h"
 #include "fixture.h"
 #include "obs/metrics.h"
+#include "raw_kafka.h"
 #include "service.h"
 
 #include "suite.h"
@@ -225,6 +227,25 @@ series(const char *text, const char *prefix)
     return -1;
 }
 
+/* One series line and the value it must have. */
+typedef struct want_series {
+    const char *series;
+    long long value;
+} want_series;
+
+/* Each of the @p n series of @p want has exactly its value in @p text. */
+static void
+expect_series(const char *text, const want_series *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(series(text, want[i].series) == want[i].value,
+                      "%s: %lld, want %lld", want[i].series, series(text, want[i].series),
+                      want[i].value);
+    }
+}
+
+#define PAT(name, pattern) name "{pattern=\"" pattern "\"}"
+
 /* Every bucket line of @p pattern's histogram @p name is >= the one before, and the
  * +Inf one equals _count. Returns _count. */
 static long long
@@ -301,18 +322,17 @@ check_server(ksf_server *srv)
     }
     char *t =
         server_text_when(srv, "ksf_server_replies_total{pattern=\"" P_FAIL "\"}", N_FAIL);
-    ck_assert_int_eq(series(t, "ksf_server_requests_total{pattern=\"" P_ECHO "\"}"),
-                     N_ECHO);
-    ck_assert_int_eq(series(t, "ksf_server_requests_total{pattern=\"" P_FAIL "\"}"),
-                     N_FAIL);
-    ck_assert_int_eq(series(t, "ksf_server_requests_total{pattern=\"" P_EVENT "\"}"), 0);
-    ck_assert_int_eq(series(t, "ksf_server_events_total{pattern=\"" P_EVENT "\"}"), 1);
-    ck_assert_int_eq(series(t, "ksf_server_errors_total{pattern=\"" P_ECHO "\"}"), 0);
-    ck_assert_int_eq(series(t, "ksf_server_errors_total{pattern=\"" P_FAIL "\"}"),
-                     N_FAIL);
-    ck_assert_int_eq(series(t, "ksf_server_replies_total{pattern=\"" P_ECHO "\"}"),
-                     N_ECHO);
-    ck_assert_int_eq(series(t, "ksf_server_no_handler_total"), 0);
+    static const want_series want[] = {
+        {PAT("ksf_server_requests_total", P_ECHO), N_ECHO},
+        {PAT("ksf_server_requests_total", P_FAIL), N_FAIL},
+        {PAT("ksf_server_requests_total", P_EVENT), 0},
+        {PAT("ksf_server_events_total", P_EVENT), 1},
+        {PAT("ksf_server_errors_total", P_ECHO), 0},
+        {PAT("ksf_server_errors_total", P_FAIL), N_FAIL},
+        {PAT("ksf_server_replies_total", P_ECHO), N_ECHO},
+        {"ksf_server_no_handler_total", 0},
+    };
+    expect_series(t, want, sizeof want / sizeof want[0]);
     long long n = check_histogram(t, "ksf_server_handler_duration_seconds", P_ECHO) +
                   check_histogram(t, "ksf_server_handler_duration_seconds", P_FAIL);
     ck_assert_int_eq(n, N_ECHO + N_FAIL);
@@ -343,28 +363,26 @@ check_client(ksf_client *cli)
     FILE *f = mem_open(&m);
     ck_assert_int_eq(ksf_client_write_prometheus(cli, f), KSF_OK);
     char *t = mem_close(&m);
-    ck_assert_int_eq(series(t, "ksf_client_requests_total{pattern=\"" P_ECHO "\"}"),
-                     N_ECHO);
-    ck_assert_int_eq(series(t, "ksf_client_replies_total{pattern=\"" P_ECHO "\"}"),
-                     N_ECHO);
-    ck_assert_int_eq(series(t, "ksf_client_remote_errors_total{pattern=\"" P_FAIL "\"}"),
-                     N_FAIL);
-    ck_assert_int_eq(series(t, "ksf_client_replies_total{pattern=\"" P_FAIL "\"}"), 0);
-    ck_assert_int_eq(series(t, "ksf_client_timeouts_total{pattern=\"" P_NOBODY "\"}"), 1);
-    ck_assert_int_eq(series(t, "ksf_client_timeouts_total{pattern=\"" P_ECHO "\"}"), 0);
-    ck_assert_int_eq(series(t, "ksf_client_late_replies_total{pattern=\"" P_ECHO "\"}"),
-                     0);
-    ck_assert_int_eq(series(t, "ksf_client_late_replies_total{pattern=\"" P_SLOW "\"}"),
-                     1);
-    ck_assert_int_eq(series(t, "ksf_client_timeouts_total{pattern=\"" P_SLOW "\"}"), 1);
+    static const want_series want[] = {
+        {PAT("ksf_client_requests_total", P_ECHO), N_ECHO},
+        {PAT("ksf_client_replies_total", P_ECHO), N_ECHO},
+        {PAT("ksf_client_remote_errors_total", P_FAIL), N_FAIL},
+        {PAT("ksf_client_replies_total", P_FAIL), 0},
+        {PAT("ksf_client_timeouts_total", P_NOBODY), 1},
+        {PAT("ksf_client_timeouts_total", P_ECHO), 0},
+        {PAT("ksf_client_late_replies_total", P_ECHO), 0},
+        {PAT("ksf_client_late_replies_total", P_SLOW), 1},
+        {PAT("ksf_client_timeouts_total", P_SLOW), 1},
+        {"ksf_client_in_flight", 0},
+        {"ksf_client_events_emitted_total", 1},
+    };
+    expect_series(t, want, sizeof want / sizeof want[0]);
     ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_ECHO),
                      N_ECHO);
     ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_FAIL),
                      N_FAIL);
     ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_NOBODY),
                      0);
-    ck_assert_int_eq(series(t, "ksf_client_in_flight"), 0);
-    ck_assert_int_eq(series(t, "ksf_client_events_emitted_total"), 1);
     ck_assert_int_ge(series(t, "ksf_client_reply_group_rebalances_total"), 1);
     /* One owned partition of each of the four reply topics (4 partitions each). */
     int owned = 0;
@@ -405,6 +423,96 @@ KSFT_TEST(test_metrics_server_and_client_count_traffic, 60)
     send_all(w.cli);
     check_server(w.srv);
     check_client(w.cli);
+    ksft_world_close(&w);
+}
+END_TEST
+
+/* ---- the server's shedding and deadline counters ----------------------------------- */
+
+KSFT_TEST(test_metrics_server_shed_and_expired, 60)
+{
+    static const ksft_handler handlers[] = {
+        {"mx.slow", slow_handler}, {"mx.ev", event_handler, NULL, true}, {NULL}};
+    ksft_world w;
+    ksft_world_open(
+        &w, &(ksft_world_spec){.topics = (const char *const[]){"mx.slow", "mx.ev", NULL},
+                               .handlers = handlers,
+                               .subscribe = (const char *const[]){"mx.slow", NULL}});
+    /* Shed: once the server knows the handler takes 600 ms, a request with 150 ms left
+     * is answered with the overload error instead of being run. */
+    ksft_call_expect(w.cli, "mx.slow", NULL, KSF_OK, "\"late\"", 5000);
+    json_t *out = NULL;
+    ck_assert_int_eq(ksf_client_call(w.cli, "mx.slow", NULL, 150, &out, NULL),
+                     KSF_EREMOTE);
+    json_decref(out);
+    /* Expired: two events whose ksf_deadline passed 5 s ago are skipped unhandled. */
+    char past[21];
+    size_t plen = ksfi_deadline_format(ksfi_wall_ms() - 5000, past);
+    ksfi_header h_past[] = {{"ksf_deadline", past, plen}};
+    ksft_producer *p = ksft_producer_new(ksft_broker_address(w.broker));
+    ksft_produce(p, "mx.ev", 0, NULL, 0, "{}", 2, h_past, 1, false);
+    ksft_produce(p, "mx.ev", 0, NULL, 0, "{}", 2, h_past, 1, true);
+    ksft_producer_destroy(p);
+    ksf_server_stats st = KSFT_WAIT_SERVER_STAT(w.srv, expired, 2, 10000);
+    ck_assert_uint_eq(st.expired, 2);
+    ck_assert_uint_eq(st.shed, 1);
+    ck_assert_uint_eq(st.events, 0);
+
+    /* The unlabelled families, byte for byte, in their order. */
+    char *t = server_text(w.srv);
+    const char *tail = strstr(t, "# HELP ksf_server_no_handler_total");
+    ck_assert_ptr_nonnull(tail);
+    ck_assert_str_eq(
+        tail,
+        "# HELP ksf_server_no_handler_total Messages on a topic without a handler.\n"
+        "# TYPE ksf_server_no_handler_total counter\n"
+        "ksf_server_no_handler_total 0\n"
+        "# HELP ksf_server_malformed_total Messages skipped because their headers could "
+        "not be used.\n"
+        "# TYPE ksf_server_malformed_total counter\n"
+        "ksf_server_malformed_total 0\n"
+        "# HELP ksf_server_reply_failures_total Reply produces that failed for good.\n"
+        "# TYPE ksf_server_reply_failures_total counter\n"
+        "ksf_server_reply_failures_total 0\n"
+        "# HELP ksf_server_offset_resets_total Partitions whose committed offset was out "
+        "of range, so the consumer resumed elsewhere.\n"
+        "# TYPE ksf_server_offset_resets_total counter\n"
+        "ksf_server_offset_resets_total 0\n"
+        "# HELP ksf_server_offset_reset_skipped_total Messages skipped by those resets: "
+        "deleted before they were read.\n"
+        "# TYPE ksf_server_offset_reset_skipped_total counter\n"
+        "ksf_server_offset_reset_skipped_total 0\n"
+        "# HELP ksf_server_reply_refused_total Requests skipped because the reply policy "
+        "refused their reply topic.\n"
+        "# TYPE ksf_server_reply_refused_total counter\n"
+        "ksf_server_reply_refused_total 0\n"
+        "# HELP ksf_server_refused_total Messages a middleware's before callback "
+        "refused: "
+        "their handler did not run.\n"
+        "# TYPE ksf_server_refused_total counter\n"
+        "ksf_server_refused_total 0\n"
+        "# HELP ksf_server_expired_total Messages skipped unhandled because their "
+        "ksf_deadline had passed.\n"
+        "# TYPE ksf_server_expired_total counter\n"
+        "ksf_server_expired_total 2\n"
+        "# HELP ksf_server_shed_total Requests answered at once with the overload error: "
+        "their deadline left less time than the handler's recent run time.\n"
+        "# TYPE ksf_server_shed_total counter\n"
+        "ksf_server_shed_total 1\n");
+    free(t);
+
+    /* The JSON names the same values, in the same order, after "patterns". */
+    json_t *j = NULL;
+    ck_assert_int_eq(ksf_server_metrics_json(w.srv, &j), KSF_OK);
+    json_t *slow = json_object_get(json_object_get(j, "patterns"), "mx.slow");
+    ck_assert_int_eq(json_integer_value(json_object_get(slow, "requests")), 1);
+    ck_assert_int_eq(json_object_del(j, "patterns"), 0);
+    char *text = ksft_json_text(j);
+    ck_assert_str_eq(text, "{\"no_handler\":0,\"malformed\":0,\"reply_failures\":0,"
+                           "\"offset_resets\":0,\"offset_reset_skipped\":0,"
+                           "\"reply_refused\":0,\"refused\":0,\"expired\":2,\"shed\":1}");
+    free(text);
+    json_decref(j);
     ksft_world_close(&w);
 }
 END_TEST

@@ -9,19 +9,17 @@
  */
 #include "broker.h"
 #include "raw_kafka.h"
+#include "server_probe.h"
 #include "service.h"
 #include "settings.h"
 
 #include "suite.h"
 
 #include <check.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,31 +48,13 @@ trail_reset(void)
     pthread_mutex_unlock(&trail_lock);
 }
 
-static char *
-dump(const json_t *v)
-{
-    return v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER)
-             : strdup("(null)");
-}
-
 /* Call @p pattern with the JSON text @p request; assert the result code and the exact
  * reply (or error) JSON text. */
 static void
 call_expect(ksf_client *cli, const char *pattern, const char *request, ksf_err want,
             const char *want_json)
 {
-    json_t *req = request ? json_loads(request, JSON_DECODE_ANY, NULL) : NULL;
-    json_t *out = NULL;
-    ksf_errinfo ei = {0};
-    ksf_err e = ksf_client_call(cli, pattern, req, WAIT_MS, &out, &ei);
-    ck_assert_msg(e == want, "%s: %s (%s), want %s", pattern, ksf_strerror(e), ei.text,
-                  ksf_strerror(want));
-    char *text = dump(out);
-    ck_assert_msg(!strcmp(text, want_json), "%s: got %s, want %s", pattern, text,
-                  want_json);
-    free(text);
-    json_decref(out);
-    json_decref(req);
+    ksft_call_expect(cli, pattern, request, want, want_json, WAIT_MS);
 }
 
 typedef struct rig {
@@ -246,25 +226,21 @@ h_guarded(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-static void
-assert_header(const ksft_msg *m, const char *name, const char *want)
+/* Send request @p id to @p topic with a plain producer (replies on "<topic>.reply",
+ * partition 0) and wait for its @p n replies: the collector holding them, which the
+ * case destroys. For checks on the exact reply bytes. */
+static ksft_collector *
+raw_call(rig *r, const char *topic, const char *id, const char *value, size_t n)
 {
-    const void *v = NULL;
-    size_t len = 0;
-    ck_assert_msg(ksft_msg_header(m, name, &v, &len), "header %s missing", name);
-    ck_assert_msg(len == strlen(want) && !memcmp(v, want, len), "%s: '%.*s' != '%s'",
-                  name, (int)len, (const char *)v, want);
-}
-
-/* kafka_nest-is-disposed: one 0x00 byte, as NestJS's serializer writes it. */
-static void
-assert_disposed(const ksft_msg *m)
-{
-    const void *v = NULL;
-    size_t len = 0;
-    ck_assert(ksft_msg_header(m, "kafka_nest-is-disposed", &v, &len));
-    ck_assert_uint_eq(len, 1);
-    ck_assert_int_eq(*(const char *)v, 0);
+    const char *addr = ksft_broker_address(r->b);
+    char reply[96];
+    snprintf(reply, sizeof reply, "%s.reply", topic);
+    ksft_producer *p = ksft_producer_new(addr);
+    ksft_collector *c = ksft_collector_new(addr, reply, 0);
+    ksft_send_request(p, topic, 0, id, reply, 0, value, strlen(value), true);
+    ck_assert_uint_eq(ksft_collector_wait_id(c, id, n, WAIT_MS), n);
+    ksft_producer_destroy(p);
+    return c;
 }
 
 static void
@@ -298,11 +274,10 @@ KSFT_TEST(test_pipeline_guard_refusal_bytes, 90)
     ck_assert_uint_eq(ksft_collector_wait_id(c, "g-1", 1, WAIT_MS), 1);
     /* What NestJS's ServerKafka sends when a guard returns false. */
     for (int i = 1; i <= 2; i++) {
-        const ksft_msg *m = ksft_collector_get_id(c, i == 1 ? "g-1" : "g-2", 0);
-        ck_assert_ptr_null(m->value);
-        assert_header(m, "kafka_nest-err",
-                      "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
-        assert_disposed(m);
+        const char *id = i == 1 ? "g-1" : "g-2";
+        ksft_assert_error_reply(
+            ksft_collector_get_id(c, id, 0), id,
+            "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
     }
     const ksft_msg *ok = ksft_collector_get_id(c, "g-3", 0);
     ck_assert_uint_eq(ok->len, 2);
@@ -396,20 +371,11 @@ KSFT_TEST(test_pipeline_validation, 90)
                 "Expected string, got integer\"}");
 
     /* The exact reply bytes of one validation error, as a NestJS caller reads them. */
-    const char *addr = ksft_broker_address(r.b);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_collector *c = ksft_collector_new(addr, "pl.valid.reply", 0);
-    ksft_send_request(p, "pl.valid", 0, "v-1", "pl.valid.reply", 0, "{\"qty\":1}", 9,
-                      true);
-    ck_assert_uint_eq(ksft_collector_wait_id(c, "v-1", 1, WAIT_MS), 1);
-    const ksft_msg *m = ksft_collector_get_id(c, "v-1", 0);
-    ck_assert_ptr_null(m->value);
-    assert_header(m, "kafka_nest-err",
-                  "{\"status\":\"error\",\"message\":\"invalid payload: item: Object "
-                  "item not found: item\"}");
-    assert_disposed(m);
+    ksft_collector *c = raw_call(&r, "pl.valid", "v-1", "{\"qty\":1}", 1);
+    ksft_assert_error_reply(ksft_collector_get_id(c, "v-1", 0), "v-1",
+                            "{\"status\":\"error\",\"message\":\"invalid payload: item: "
+                            "Object item not found: item\"}");
     ksft_collector_destroy(c);
-    ksft_producer_destroy(p);
     rig_close(&r);
 }
 END_TEST
@@ -592,27 +558,6 @@ count_streamed(ksf_ctx *ctx, ksf_outcome *o, void *user)
 
 static const ksf_middleware stream_mw = {"streamed", NULL, count_streamed};
 
-typedef struct stream_seen {
-    pthread_mutex_t lock;
-    char text[256];
-    atomic_int done;
-} stream_seen;
-
-static void
-on_stream(const ksf_reply *r, void *user)
-{
-    stream_seen *s = user;
-    char *t = dump(r->value);
-    pthread_mutex_lock(&s->lock);
-    size_t len = strlen(s->text);
-    snprintf(s->text + len, sizeof s->text - len, "%s%s|", t, r->done ? "(done)" : "");
-    pthread_mutex_unlock(&s->lock);
-    free(t);
-    if (r->done) {
-        atomic_store(&s->done, 1);
-    }
-}
-
 KSFT_TEST(test_pipeline_deferred_streamed, 90)
 {
     rig r;
@@ -629,12 +574,9 @@ KSFT_TEST(test_pipeline_deferred_streamed, 90)
     /* The after ran on the thread that finished, not on the worker. */
     ck_assert(!pthread_equal(worker_thread, after_thread));
 
-    stream_seen s = {.lock = PTHREAD_MUTEX_INITIALIZER};
     ksf_send_opts opts = {.flags = KSF_SEND_STREAM};
-    ck_assert_int_eq(
-        ksf_client_send(r.cli, "pl.stream", NULL, &opts, on_stream, &s, NULL), KSF_OK);
-    ck_assert_int_eq(ksft_wait_atomic(&s.done, 1, WAIT_MS), 1);
-    ck_assert_str_eq(s.text, "\"1\"|\"2\"|{\"last\":3,\"streamed\":2}(done)|");
+    ksft_stream_expect(r.cli, "pl.stream", NULL, &opts, KSF_OK,
+                       "\"1\"|\"2\"|{\"last\":3,\"streamed\":2}(done)|", WAIT_MS);
     rig_close(&r);
 }
 END_TEST
@@ -730,7 +672,7 @@ KSFT_TEST(test_pipeline_events, 90)
     const ksft_msg *m = ksft_collector_at(dlq, 0);
     ck_assert_uint_eq(m->len, 6);
     ck_assert_int_eq(memcmp(m->value, "poison", 6), 0);
-    assert_header(m, "ksf_dlq_error", "poison refused");
+    ksft_assert_header(m, "ksf_dlq_error", "poison refused", 14);
     ksft_collector_destroy(dlq);
     ksft_produce(p, "pl.ev2", 0, NULL, 0, "x", 1, NULL, 0, true);
     ck_assert_int_eq(ksft_wait_atomic(&event_runs, 2, WAIT_MS), 2);
@@ -820,12 +762,7 @@ KSFT_TEST(test_pipeline_controller_state, 90)
     ksft_service_start(&s2, srv2, WAIT_MS);
     rig_start(&r);
 
-    const char *addr = ksft_broker_address(r.b);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_collector *c = ksft_collector_new(addr, "pl.shop.name.reply", 0);
-    ksft_send_request(p, "pl.shop.name", 0, "c-1", "pl.shop.name.reply", 0, "{}", 2,
-                      true);
-    ck_assert_uint_eq(ksft_collector_wait_id(c, "c-1", 2, WAIT_MS), 2);
+    ksft_collector *c = raw_call(&r, "pl.shop.name", "c-1", "{}", 2);
     char got[2][64];
     for (size_t i = 0; i < 2; i++) {
         const ksft_msg *m = ksft_collector_get_id(c, "c-1", i);
@@ -844,7 +781,6 @@ KSFT_TEST(test_pipeline_controller_state, 90)
     /* "true" is text on the wire, which NestJS's parser reads as a string. */
     call_expect(r.cli, "pl.plain", NULL, KSF_OK, "\"true\"");
     ksft_collector_destroy(c);
-    ksft_producer_destroy(p);
     ksft_service_stop(&s2);
     ksf_config_destroy(cfg2);
     rig_close(&r);
@@ -948,11 +884,8 @@ KSFT_TEST(test_pipeline_call_other_service, 90)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t wall = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    stream_seen s = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    ck_assert_int_eq(ksf_client_send(r.cli, "pl.front", req, &opts, on_stream, &s, NULL),
-                     KSF_OK);
-    ck_assert_int_eq(ksft_wait_atomic(&s.done, 1, WAIT_MS), 1);
-    ck_assert_str_eq(s.text, "{\"data\":{\"quote\":{\"price\":15}}}(done)|");
+    ksft_stream_expect(r.cli, "pl.front", req, &opts, KSF_OK,
+                       "{\"data\":{\"quote\":{\"price\":15}}}(done)|", WAIT_MS);
     ck_assert_int_eq(atomic_load(&seen.calls), 1);
     /* The backend ran in the caller's trace, within the caller's deadline. */
     ck_assert_str_eq(seen.trace_id, "0af7651916cd43dd8448eb211c80319c");
@@ -961,236 +894,6 @@ KSFT_TEST(test_pipeline_call_other_service, 90)
     json_decref(req);
     ksf_client_destroy(front_client);
     rig_close(&r);
-}
-END_TEST
-
-/* ---- the examples (examples/pipeline), run as their users would ------------------- */
-
-typedef struct example {
-    pid_t pid;
-    FILE *out; /* its stdout */
-    char err_path[64];
-} example;
-
-/* Start example program @p name against @p b; wait for its "<name>: ready" line.
- * False (and a line on stdout) when the examples are not built. */
-static bool
-example_start(example *x, ksft_broker *b, const char *name, const char *arg)
-{
-    const char *dir = getenv("KSF_EXAMPLES_DIR");
-    if (!dir || !*dir) {
-        printf("%s: skipped: KSF_EXAMPLES_DIR not set (built with -Dexamples=false?)\n",
-               name);
-        return false;
-    }
-    char path[512], line[128], want[128];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(x->err_path, sizeof x->err_path, "/tmp/ksf-example-XXXXXX");
-    close(mkstemp(x->err_path));
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    x->pid = fork();
-    ck_assert_int_ge(x->pid, 0);
-    if (x->pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        int e = open(x->err_path, O_WRONLY | O_TRUNC);
-        dup2(e, STDERR_FILENO);
-        close(fds[0]);
-        setenv("KSF_BROKERS", ksft_broker_address(b), 1);
-        unsetenv("KSF_LOG");
-        execl(path, path, arg, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    x->out = fdopen(fds[0], "r");
-    ck_assert_ptr_nonnull(fgets(line, sizeof line, x->out)); /* blocks until ready */
-    snprintf(want, sizeof want, "%s: ready\n", name);
-    ck_assert_str_eq(line, want);
-    return true;
-}
-
-/* SIGTERM it; it must exit 0 with nothing on stderr. Its remaining stdout goes to
- * @p rest (may be NULL). */
-static void
-example_stop(example *x, char *rest, size_t size)
-{
-    kill(x->pid, SIGTERM);
-    size_t n = rest ? fread(rest, 1, size - 1, x->out) : 0;
-    if (rest) {
-        rest[n] = '\0';
-    }
-    int st = 0;
-    ck_assert_int_eq(waitpid(x->pid, &st, 0), x->pid);
-    fclose(x->out);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
-    char err[1024] = "";
-    FILE *f = fopen(x->err_path, "r");
-    size_t e = f ? fread(err, 1, sizeof err - 1, f) : 0;
-    err[e] = '\0';
-    if (f) {
-        fclose(f);
-    }
-    unlink(x->err_path);
-    ck_assert_msg(!err[0], "stderr: %s", err);
-}
-
-/* One example's world: a broker, the example program, a connected client. */
-typedef struct example_run {
-    ksft_broker *b;
-    example x;
-    ksf_config *cfg;
-    ksf_client *cli;
-} example_run;
-
-/* Start it all; false (everything stopped again) when the examples are not built. */
-static bool
-run_open(example_run *r, const char *name)
-{
-    r->b = ksft_broker_start();
-    if (!example_start(&r->x, r->b, name, NULL)) {
-        ksft_broker_stop(r->b);
-        return false;
-    }
-    r->cfg = ksft_config(r->b);
-    r->cli = ksft_client(r->cfg);
-    return true;
-}
-
-/* Stop it all; the example's remaining stdout goes to @p rest (may be NULL). */
-static void
-run_close(example_run *r, char *rest, size_t size)
-{
-    ksf_client_destroy(r->cli);
-    ksf_config_destroy(r->cfg);
-    example_stop(&r->x, rest, size);
-    ksft_broker_stop(r->b);
-}
-
-/* Call with one extra header and a traceparent (both optional). */
-static void
-call_with(ksf_client *cli, const char *pattern, const char *request, const char *header,
-          const char *value, const char *traceparent, ksf_err want, const char *want_json)
-{
-    json_t *req = request ? json_loads(request, JSON_DECODE_ANY, NULL) : NULL;
-    json_t *hdrs = header ? json_pack("{s:s}", header, value) : NULL;
-    ksf_send_opts opts = {
-        .timeout_ms = WAIT_MS, .headers = hdrs, .traceparent = traceparent};
-    stream_seen s = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    ck_assert_int_eq(ksf_client_send(cli, pattern, req, &opts, on_stream, &s, NULL),
-                     KSF_OK);
-    ck_assert_int_eq(ksft_wait_atomic(&s.done, 1, WAIT_MS + 5000), 1);
-    char expect[512];
-    snprintf(expect, sizeof expect, "%s(done)|", want_json);
-    ck_assert_msg(!strcmp(s.text, expect), "%s: got %s, want %s (%s)", pattern, s.text,
-                  expect, ksf_strerror(want));
-    json_decref(hdrs);
-    json_decref(req);
-}
-
-KSFT_TEST(test_pipeline_example_guard, 90)
-{
-    example_run r;
-    if (run_open(&r, "pipeline_guard")) {
-        call_expect(r.cli, "orders.get", NULL, KSF_EREMOTE,
-                    "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
-        call_with(r.cli, "orders.get", NULL, "x-api-key", "wrong", NULL, KSF_EREMOTE,
-                  "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
-        call_with(r.cli, "orders.get", NULL, "x-api-key", "s3cret", NULL, KSF_OK,
-                  "{\"id\":1,\"status\":\"shipped\"}");
-        run_close(&r, NULL, 0);
-    }
-}
-END_TEST
-
-KSFT_TEST(test_pipeline_example_timing, 90)
-{
-    example_run r;
-    if (run_open(&r, "pipeline_timing")) {
-        call_expect(r.cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
-        call_expect(r.cli, "orders.get", NULL, KSF_OK, "{\"id\":1}");
-        call_expect(r.cli, "orders.cancel", NULL, KSF_EREMOTE,
-                    "{\"status\":\"error\",\"message\":\"orders cannot be cancelled\"}");
-        char out[1024];
-        run_close(&r, out, sizeof out);
-        const char *want = "# TYPE orders_handler_calls_total counter\n"
-                           "orders_handler_calls_total{status=\"ok\"} 2\n"
-                           "orders_handler_calls_total{status=\"error\"} 1\n"
-                           "# TYPE orders_handler_duration_seconds_sum counter\n"
-                           "orders_handler_duration_seconds_sum ";
-        ck_assert_msg(!strncmp(out, want, strlen(want)), "metrics: %s", out);
-    }
-}
-END_TEST
-
-KSFT_TEST(test_pipeline_example_validate, 90)
-{
-    example_run r;
-    if (run_open(&r, "pipeline_validate")) {
-        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_OK,
-                    "{\"created\":\"axe\",\"validated\":true}");
-        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}",
-                    KSF_EREMOTE,
-                    "{\"status\":\"error\",\"message\":\"invalid payload: qty: Expected "
-                    "integer, got string\"}");
-        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2,\"rush\":true}",
-                    KSF_EREMOTE,
-                    "{\"status\":\"error\",\"message\":\"invalid payload: $: 1 object "
-                    "item(s) left unpacked: rush\"}");
-        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":0}", KSF_EREMOTE,
-                    "{\"status\":\"error\",\"message\":\"invalid payload: qty: must be "
-                    "positive\"}");
-        run_close(&r, NULL, 0);
-    }
-}
-END_TEST
-
-KSFT_TEST(test_pipeline_example_call, 120)
-{
-    example_run r;
-    if (run_open(&r, "pipeline_call")) {
-        call_with(r.cli, "orders.quote", "{\"qty\":2}", NULL, NULL,
-                  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", KSF_OK,
-                  "{\"quote\":{\"price\":30,\"trace\":"
-                  "\"4bf92f3577b34da6a3ce929d0e0e4736\"}}");
-        run_close(&r, NULL, 0);
-    }
-}
-END_TEST
-
-/* The orders service with the pipeline and without it: the same answers. */
-static void
-orders_service(const char *program)
-{
-    example_run r;
-    if (run_open(&r, program)) {
-        call_expect(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", KSF_EREMOTE,
-                    "{\"status\":\"error\",\"message\":\"Forbidden resource\"}");
-        call_with(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":2}", "x-api-key",
-                  "s3cret", NULL, KSF_OK, "{\"id\":1,\"item\":\"axe\",\"qty\":2}");
-        call_with(r.cli, "orders.create", "{\"item\":\"axe\",\"qty\":\"2\"}", "x-api-key",
-                  "s3cret", NULL, KSF_EREMOTE,
-                  "{\"status\":\"error\",\"message\":\"invalid payload: qty: Expected "
-                  "integer, got string\"}");
-        call_with(r.cli, "orders.get", "{\"id\":1}", "x-api-key", "s3cret", NULL, KSF_OK,
-                  "{\"id\":1,\"item\":\"axe\",\"qty\":2}");
-        call_with(r.cli, "orders.get", "{\"id\":9}", "x-api-key", "s3cret", NULL,
-                  KSF_EREMOTE,
-                  "{\"status\":\"error\",\"message\":\"order 9 not found\"}");
-        char out[256];
-        run_close(&r, out, sizeof out);
-        ck_assert_str_eq(out, "orders_calls_total 2\norders_failures_total 3\n");
-    }
-}
-
-KSFT_TEST(test_pipeline_example_orders, 90)
-{
-    orders_service("pipeline_orders");
-}
-END_TEST
-
-KSFT_TEST(test_pipeline_example_orders_before, 90)
-{
-    orders_service("pipeline_orders_before");
 }
 END_TEST
 

@@ -35,6 +35,16 @@ server(void)
     return srv;
 }
 
+/* A new server with @p controller's handlers mounted (KSF_OK, or the test fails). */
+static ksf_server *
+mounted(const char *controller)
+{
+    ksf_server *srv = server();
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_server_mount(srv, controller, &ei) == KSF_OK, "%s", ei.text);
+    return srv;
+}
+
 /* Call the mounted handler of @p pattern and compare its string reply. */
 static void
 assert_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
@@ -53,10 +63,8 @@ assert_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
 
 KSFT_TEST(test_registry_default_controller_spans_translation_units, 10)
 {
-    ksf_server *srv = server();
+    ksf_server *srv = mounted(KSF_DEFAULT_CONTROLLER);
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_server_mount(srv, KSF_DEFAULT_CONTROLLER, &ei) == KSF_OK, "%s",
-                  ei.text);
     ck_assert_uint_eq(srv->nhandlers, 4);
     assert_handler(srv, "reg.main", KSF_HANDLER_MESSAGE, "main");
     assert_handler(srv, "reg.a1", KSF_HANDLER_MESSAGE, "a1");
@@ -72,9 +80,8 @@ END_TEST
 
 KSFT_TEST(test_registry_named_controller, 10)
 {
-    ksf_server *srv = server();
+    ksf_server *srv = mounted("ctl.x");
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_server_mount(srv, "ctl.x", &ei) == KSF_OK, "%s", ei.text);
     ck_assert_uint_eq(srv->nhandlers, 2);
     assert_handler(srv, "reg.x1", KSF_HANDLER_MESSAGE, "x1");
     assert_handler(srv, "reg.x2", KSF_HANDLER_EVENT, NULL);
@@ -110,9 +117,8 @@ END_TEST
 
 KSFT_TEST(test_registry_static_library, 10)
 {
-    ksf_server *srv = server();
+    ksf_server *srv = mounted("heroes");
     ksf_errinfo ei = {0};
-    ck_assert_msg(ksf_server_mount(srv, "heroes", &ei) == KSF_OK, "%s", ei.text);
     assert_handler(srv, "lib.hero", KSF_HANDLER_MESSAGE, "hero");
     /* The un-anchored member was never linked: its constructor never ran. */
     ck_assert_int_eq(ksf_server_mount(srv, "orphans", &ei), KSF_ENOENT);

@@ -272,30 +272,25 @@ h_request_fails(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 KSFT_TEST(test_retry_not_requests, 60)
 {
-    static const char *const topics[] = {"r.req", "r.req.reply", "r.req.dlq", NULL};
+    static const char *const topics[] = {"r.req", "r.req.dlq", NULL};
     static const char *const settings[][2] = {{"server.event.retry.backoff.ms", "10"}};
     static const ksft_handler fails[] = {{"r.req", h_request_fails}, {NULL}};
-    ksft_world w;
-    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
-                                           KSFT_SETTINGS(settings),
-                                           .handlers = fails,
-                                           .no_client = true});
-    const char *addr = ksft_broker_address(w.broker);
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_collector *replies = ksft_collector_new(addr, "r.req.reply", 0);
-    ksft_send_request(p, "r.req", 0, "q-1", "r.req.reply", 0, "{}", 2, true);
-    ck_assert_uint_eq(ksft_collector_wait_id(replies, "q-1", 1, WAIT_MS), 1);
-    ksf_server_stats st = WAIT_STAT(w.srv, replies, 1);
-    ksft_world_stop_server(&w);
+    ksft_probe pr;
+    ksft_probe_open(
+        &pr,
+        &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings), .handlers = fails});
+    ksft_assert_error_reply(ksft_probe_request(&pr, "r.req", "q-1", "{}", 2), "q-1",
+                            "{\"status\":\"error\",\"message\":\"no\"}");
+    ksf_server_stats st = WAIT_STAT(pr.w.srv, replies, 1);
+    ksft_world_stop_server(&pr.w);
     ck_assert_int_eq(atomic_load(&request_runs), 1);
     ck_assert_uint_eq(st.event_retries, 0);
     ck_assert_uint_eq(st.dead_lettered, 0);
-    ksft_collector *dlq = ksft_collector_new(addr, "r.req.dlq", 0);
+    ksft_collector *dlq =
+        ksft_collector_new(ksft_broker_address(pr.w.broker), "r.req.dlq", 0);
     ck_assert_uint_eq(ksft_collector_poll(dlq, 300), 0);
     ksft_collector_destroy(dlq);
-    ksft_collector_destroy(replies);
-    ksft_producer_destroy(p);
-    ksft_world_close(&w);
+    ksft_probe_close(&pr);
 }
 END_TEST
 

@@ -70,36 +70,97 @@ connect_with(const ksfi_security *sec, const char *host, int port, ksf_errinfo *
     return e;
 }
 
+/* The TLS files by name ("$server_cert", "$client_cert", "$client_key", "$other_ca"),
+ * for settings written before the files exist; any other value as it is. */
+static const char *
+tls_path(const ksft_tls_files *tf, const char *v)
+{
+    const struct {
+        const char *name;
+        const char *path;
+    } files[] = {{"$server_cert", tf->server_cert},
+                 {"$client_cert", tf->client_cert},
+                 {"$client_key", tf->client_key},
+                 {"$other_ca", tf->other_ca}};
+    for (size_t i = 0; v && i < KSFT_NKV(files); i++) {
+        if (!strcmp(v, files[i].name)) {
+            return files[i].path;
+        }
+    }
+    return v;
+}
+
+#define MAX_ROWS 6
+
+/* Start @p fb, connect to it by @p host with the settings @p kv (up to MAX_ROWS rows,
+ * a NULL name ends them; TLS file names as tls_path takes them) and RFC 7677's client
+ * nonce when @p rfc_nonce, and join it. Returns the connection's result, its sentence
+ * in @p ei. */
+static ksf_err
+connect_to(ksft_kserver *fb, const ksft_tls_files *tf, const char *const kv[MAX_ROWS][2],
+           const char *host, bool rfc_nonce, ksf_errinfo *ei)
+{
+    const char *rows[MAX_ROWS][2];
+    size_t n = 0;
+    for (; n < MAX_ROWS && kv[n][0]; n++) {
+        rows[n][0] = kv[n][0];
+        rows[n][1] = tls_path(tf, kv[n][1]);
+    }
+    ksft_kserver_start(fb);
+    ksfi_security sec;
+    ck_assert_msg(security_from(&sec, ei, (const char *const(*)[2])rows, n) == KSF_OK,
+                  "%s", ei->text);
+    if (rfc_nonce) {
+        sec.scram_nonce = ksfi_strdup(RFC_NONCE);
+    }
+    ksfi_conn *c = NULL;
+    ksf_err e = connect_with(&sec, host, fb->port, ei, &c);
+    ksft_kserver_join(fb);
+    ksfi_security_clear(&sec);
+    return e;
+}
+
 /* ---- SCRAM and PLAIN as pure functions --------------------------------------------- */
+
+/* RFC 7677's exchange with @p mech: user "user" with its client nonce (the client-first
+ * must be RFC 7677's), then @p server_first with password "pencil". Returns
+ * ksfi_scram_final's result; the client-final is in *final (the case frees it). */
+static ksf_err
+rfc_exchange(ksfi_scram *s, ksfi_sasl_mech mech, const char *server_first, char **final,
+             ksf_errinfo *ei)
+{
+    char *first = NULL;
+    ck_assert_int_eq(ksfi_scram_first(s, mech, "user", RFC_NONCE, &first, ei), KSF_OK);
+    ck_assert_str_eq(first, RFC_CLIENT_FIRST);
+    ksfi_free(first);
+    return ksfi_scram_final(s, "pencil", (const uint8_t *)server_first,
+                            strlen(server_first), final, ei);
+}
+
+/* ksfi_scram_verify of the text @p server_final. */
+static ksf_err
+verify(const ksfi_scram *s, const char *server_final, ksf_errinfo *ei)
+{
+    return ksfi_scram_verify(s, (const uint8_t *)server_final, strlen(server_final), ei);
+}
 
 KSFT_TEST(test_transport_scram_rfc7677, 10)
 {
     ksfi_scram s = {0};
-    char *first = NULL, *final = NULL;
+    char *final = NULL;
     ksf_errinfo ei = {0};
     ck_assert_int_eq(
-        ksfi_scram_first(&s, KSFI_SASL_SCRAM_SHA_256, "user", RFC_NONCE, &first, &ei),
-        KSF_OK);
-    ck_assert_str_eq(first, RFC_CLIENT_FIRST);
-    const char *sf = RFC_SERVER_FIRST;
-    ck_assert_int_eq(
-        ksfi_scram_final(&s, "pencil", (const uint8_t *)sf, strlen(sf), &final, &ei),
-        KSF_OK);
+        rfc_exchange(&s, KSFI_SASL_SCRAM_SHA_256, RFC_SERVER_FIRST, &final, &ei), KSF_OK);
     ck_assert_str_eq(final, RFC_CLIENT_FINAL);
-    const char *ok = RFC_SERVER_FINAL;
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)ok, strlen(ok), &ei), KSF_OK);
+    ck_assert_int_eq(verify(&s, RFC_SERVER_FINAL, &ei), KSF_OK);
     /* One changed byte of the server's signature: refused. */
     char bad[] = RFC_SERVER_FINAL;
     bad[5] ^= 1;
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)bad, strlen(bad), &ei),
-                     KSF_EPROTO);
+    ck_assert_int_eq(verify(&s, bad, &ei), KSF_EPROTO);
     ck_assert_str_eq(ei.text, "SCRAM: the server's signature is wrong: it does not know "
                               "the password (a man in the middle?)");
-    const char *e = "e=invalid-proof";
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)e, strlen(e), &ei),
-                     KSF_EPROTO);
+    ck_assert_int_eq(verify(&s, "e=invalid-proof", &ei), KSF_EPROTO);
     ck_assert_str_eq(ei.text, "SCRAM: the server refused: invalid-proof");
-    ksfi_free(first);
     ksfi_free(final);
     ksfi_scram_clear(&s);
 }
@@ -113,27 +174,18 @@ END_TEST
 KSFT_TEST(test_transport_scram_sha512_vector, 10)
 {
     ksfi_scram s = {0};
-    char *first = NULL, *final = NULL;
+    char *final = NULL;
     ksf_errinfo ei = {0};
     ck_assert_int_eq(
-        ksfi_scram_first(&s, KSFI_SASL_SCRAM_SHA_512, "user", RFC_NONCE, &first, &ei),
-        KSF_OK);
-    ck_assert_str_eq(first, RFC_CLIENT_FIRST);
-    const char *sf = RFC_SERVER_FIRST;
-    ck_assert_int_eq(
-        ksfi_scram_final(&s, "pencil", (const uint8_t *)sf, strlen(sf), &final, &ei),
-        KSF_OK);
+        rfc_exchange(&s, KSFI_SASL_SCRAM_SHA_512, RFC_SERVER_FIRST, &final, &ei), KSF_OK);
     ck_assert_str_eq(final, "c=biws,r=" RFC_NONCE "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=gMGX"
                             "RcevScNtxZ6/8lQYpGtnsNAc3mGcmNomv+xnoOMw+3R2xNJdMNnzMlTN8PPC"
                             "6wdp6dybEmDYXYTxwnYPJQ==");
     const char *ok = "v=ZQnYEgWQMFmmsM8aQMF0nDDCy/AgCzkwk8CmMZYcMg0vSVlKDanekLtifDSeVGT4"
                      "+5ZxXnJq199RVG2rR7N7Zw==";
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)ok, strlen(ok), &ei), KSF_OK);
+    ck_assert_int_eq(verify(&s, ok, &ei), KSF_OK);
     /* The SHA-256 signature is refused for a SHA-512 exchange. */
-    const char *other = RFC_SERVER_FINAL;
-    ck_assert_int_eq(ksfi_scram_verify(&s, (const uint8_t *)other, strlen(other), &ei),
-                     KSF_EPROTO);
-    ksfi_free(first);
+    ck_assert_int_eq(verify(&s, RFC_SERVER_FINAL, &ei), KSF_EPROTO);
     ksfi_free(final);
     ksfi_scram_clear(&s);
 }
@@ -151,17 +203,13 @@ KSFT_TEST(test_transport_scram_rejects_bad_server_first, 10)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ksfi_scram s = {0};
-        char *first = NULL, *final = NULL;
+        char *final = NULL;
         ksf_errinfo ei = {0};
         ck_assert_int_eq(
-            ksfi_scram_first(&s, KSFI_SASL_SCRAM_SHA_512, "user", RFC_NONCE, &first, &ei),
-            KSF_OK);
-        ck_assert_int_eq(ksfi_scram_final(&s, "pencil", (const uint8_t *)cases[i][0],
-                                          strlen(cases[i][0]), &final, &ei),
-                         KSF_EPROTO);
+            rfc_exchange(&s, KSFI_SASL_SCRAM_SHA_512, cases[i][0], &final, &ei),
+            KSF_EPROTO);
         ck_assert_ptr_null(final);
         ck_assert_msg(strstr(ei.text, cases[i][1]), "case %zu: %s", i, ei.text);
-        ksfi_free(first);
         ksfi_scram_clear(&s);
     }
 }
@@ -218,24 +266,18 @@ END_TEST
 KSFT_TEST(test_transport_sasl_plain_exchange, 20)
 {
     ksft_kserver fb = {.mechanisms = "PLAIN", .auth_max = 1};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
-                                 {"sasl.mechanism", "PLAIN"},
-                                 {"sasl.username", "alice"},
-                                 {"sasl.password", "s3cret"}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    ksfi_conn *c = NULL;
-    ck_assert_msg(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c) == KSF_OK, "%s",
+    const char *const kv[MAX_ROWS][2] = {{"security.protocol", "sasl_plaintext"},
+                                         {"sasl.mechanism", "PLAIN"},
+                                         {"sasl.username", "alice"},
+                                         {"sasl.password", "s3cret"}};
+    ck_assert_msg(connect_to(&fb, NULL, kv, "127.0.0.1", false, &ei) == KSF_OK, "%s",
                   ei.text);
-    ksft_kserver_join(&fb);
     ck_assert_str_eq(fb.mechanism, "PLAIN");
     ck_assert_int_eq(fb.rounds, 1);
     ck_assert_int_eq(fb.auth_version, 1); /* the highest both serve */
     ck_assert_str_eq(fb.tokens[0], "|alice|s3cret");
     ck_assert_int_eq(fb.after_auth, 1);
-    ksfi_security_clear(&sec);
 }
 END_TEST
 
@@ -247,83 +289,156 @@ KSFT_TEST(test_transport_sasl_scram_over_tls_v2, 20)
                        .mechanisms = "SCRAM-SHA-256,SCRAM-SHA-512",
                        .auth_max = 2,
                        .scram_final = RFC_CLIENT_FINAL};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "SASL_SSL"},
-                                 {"sasl.mechanisms", "SCRAM-SHA-256"},
-                                 {"sasl.username", "user"},
-                                 {"sasl.password", "pencil"},
-                                 {"ssl.ca.location", tf.server_cert}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    sec.scram_nonce = ksfi_strdup(RFC_NONCE);
-    ksfi_conn *c = NULL;
-    ck_assert_msg(connect_with(&sec, "localhost", fb.port, &ei, &c) == KSF_OK, "%s",
+    const char *const kv[MAX_ROWS][2] = {{"security.protocol", "SASL_SSL"},
+                                         {"sasl.mechanisms", "SCRAM-SHA-256"},
+                                         {"sasl.username", "user"},
+                                         {"sasl.password", "pencil"},
+                                         {"ssl.ca.location", "$server_cert"}};
+    ck_assert_msg(connect_to(&fb, &tf, kv, "localhost", true, &ei) == KSF_OK, "%s",
                   ei.text);
-    ksft_kserver_join(&fb);
     ck_assert_int_eq(fb.auth_version, 2); /* the flexible version */
     ck_assert_int_eq(fb.rounds, 2);
     ck_assert_str_eq(fb.tokens[0], RFC_CLIENT_FIRST);
     ck_assert_str_eq(fb.tokens[1], RFC_CLIENT_FINAL);
     ck_assert_int_eq(fb.after_auth, 1);
-    ksfi_security_clear(&sec);
     ksft_tls_files_remove(&tf);
 }
 END_TEST
 
-KSFT_TEST(test_transport_sasl_bad_password, 20)
-{
-    ksft_kserver fb = {
-        .mechanisms = "SCRAM-SHA-256", .auth_max = 1, .scram_final = RFC_CLIENT_FINAL};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
-    ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
-                                 {"sasl.mechanisms", "SCRAM-SHA-256"},
-                                 {"sasl.username", "user"},
-                                 {"sasl.password", "pencil!"}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    sec.scram_nonce = ksfi_strdup(RFC_NONCE);
-    ksfi_conn *c = NULL;
-    ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
-    ksft_kserver_join(&fb);
-    char want[KSF_ERRINFO_TEXT_SIZE];
-    snprintf(want, sizeof want,
-             "SASL SCRAM-SHA-256 authentication of user \"user\" with 127.0.0.1:%d "
+/* ---- connections that fail, each with its sentence --------------------------------- */
+
+typedef enum { NO_TLS, SERVER_TLS } server_tls;
+
+/* A client logging in with PLAIN as "u" / "p", without TLS. */
+#define PLAIN_U_P                                                                        \
+    {                                                                                    \
+        {"security.protocol", "sasl_plaintext"}, {"sasl.mechanisms", "PLAIN"},           \
+            {"sasl.username", "u"},                                                      \
+        {                                                                                \
+            "sasl.password", "p"                                                         \
+        }                                                                                \
+    }
+
+/* One connection attempt to a fresh in-test server that must fail. */
+typedef struct conn_failure {
+    const char *name;
+    /* the server: TLS or not, its SASL mechanisms and highest SaslAuthenticate version,
+     * and whether it expects RFC 7677's client-final (the client then sends its nonce) */
+    server_tls tls;
+    const char *mechanisms;
+    int auth_max;
+    bool scram;
+    const char *kv[MAX_ROWS][2]; /* the client's settings */
+    const char *host;            /* to connect by */
+    ksf_err want;
+    const char *text;     /* the sentence, with the port for %d */
+    bool prefix;          /* text is only its start ... */
+    const char *contains; /* ... and this stands in it (NULL: not checked) */
+    int permanent; /* 1 or 0: what ksfi_transport_error_permanent says; -1: not asked */
+    int rounds;    /* SASL rounds the server saw */
+} conn_failure;
+
+static const conn_failure conn_failures[] = {
+    {.name = "bad password",
+     .mechanisms = "SCRAM-SHA-256",
+     .auth_max = 1,
+     .scram = true,
+     .kv = {{"security.protocol", "sasl_plaintext"},
+            {"sasl.mechanisms", "SCRAM-SHA-256"},
+            {"sasl.username", "user"},
+            {"sasl.password", "pencil!"}},
+     .host = "127.0.0.1",
+     .want = KSF_EKAFKA,
+     .text = "SASL SCRAM-SHA-256 authentication of user \"user\" with 127.0.0.1:%d "
              "failed: SASL_AUTHENTICATION_FAILED (error 58): " BAD_CREDENTIALS
              "; check sasl.username and sasl.password",
-             fb.port);
-    ck_assert_str_eq(ei.text, want);
-    ck_assert_int_eq(ei.kafka_err, RD_KAFKA_RESP_ERR__AUTHENTICATION);
-    ck_assert(ksfi_transport_error_permanent(&ei));
-    ck_assert_int_eq(fb.rounds, 2);
-    ck_assert_int_eq(fb.after_auth, 0);
-    ksfi_security_clear(&sec);
-}
-END_TEST
-
-KSFT_TEST(test_transport_sasl_mechanism_not_enabled, 20)
-{
-    ksft_kserver fb = {.mechanisms = "SCRAM-SHA-512", .auth_max = 0};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
-    ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
-                                 {"sasl.mechanisms", "PLAIN"},
-                                 {"sasl.username", "u"},
-                                 {"sasl.password", "p"}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    ksfi_conn *c = NULL;
-    ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
-    ksft_kserver_join(&fb);
-    char want[KSF_ERRINFO_TEXT_SIZE];
-    snprintf(want, sizeof want,
-             "127.0.0.1:%d does not enable SASL mechanism PLAIN (error 33); it offers: "
+     .permanent = 1,
+     .rounds = 2},
+    {.name = "mechanism not enabled",
+     .mechanisms = "SCRAM-SHA-512",
+     .kv = PLAIN_U_P,
+     .host = "127.0.0.1",
+     .want = KSF_EKAFKA,
+     .text = "127.0.0.1:%d does not enable SASL mechanism PLAIN (error 33); it offers: "
              "SCRAM-SHA-512; set sasl.mechanisms to one of them",
-             fb.port);
-    ck_assert_str_eq(ei.text, want);
-    ck_assert_int_eq(fb.rounds, 0);
-    ksfi_security_clear(&sec);
+     .permanent = -1},
+    {.name = "wrong CA",
+     .tls = SERVER_TLS,
+     .kv = {{"security.protocol", "ssl"}, {"ssl.ca.location", "$other_ca"}},
+     .host = "localhost",
+     .want = KSF_EKAFKA,
+     .text = "TLS: the certificate of localhost:%d failed verification: self-signed "
+             "certificate; set ssl.ca.location to the CA that signed the broker's "
+             "certificate",
+     .permanent = 1},
+    /* The certificate names localhost, not 127.0.0.1. */
+    {.name = "hostname",
+     .tls = SERVER_TLS,
+     .kv = {{"security.protocol", "ssl"}, {"ssl.ca.location", "$server_cert"}},
+     .host = "127.0.0.1",
+     .want = KSF_EKAFKA,
+     .text = "TLS: the certificate of 127.0.0.1:%d does not name host \"127.0.0.1\" "
+             "(ssl.endpoint.identification.algorithm=https); connect by a name the "
+             "certificate lists, or set ssl.endpoint.identification.algorithm=none",
+     .permanent = -1},
+    {.name = "TLS to a plaintext listener",
+     .kv = {{"security.protocol", "ssl"},
+            {"enable.ssl.certificate.verification", "false"}},
+     .host = "127.0.0.1",
+     .want = KSF_EKAFKA,
+     .text = "TLS handshake with 127.0.0.1:%d failed: ",
+     .prefix = true,
+     .contains = "is the listener TLS (security.protocol ssl/sasl_ssl)?",
+     .permanent = 0},
+    /* OpenSSL's server closes on our ApiVersions without answering. */
+    {.name = "plaintext to a TLS listener",
+     .tls = SERVER_TLS,
+     .mechanisms = "PLAIN",
+     .kv = PLAIN_U_P,
+     .host = "127.0.0.1",
+     .want = KSF_EKAFKA,
+     .text = "receiving from 127.0.0.1:%d: the connection was closed before any answer "
+             "(a TLS or SASL listener closes clients that do not speak it: check "
+             "security.protocol)",
+     .permanent = -1},
+};
+
+KSFT_TEST(test_transport_connect_failures, 60)
+{
+    for (size_t i = 0; i < KSFT_NKV(conn_failures); i++) {
+        const conn_failure *c = &conn_failures[i];
+        ksft_tls_files tf;
+        ksft_tls_files_make(&tf);
+        ksft_kserver fb = {.tls =
+                               c->tls == SERVER_TLS ? ksft_server_tls(&tf, false) : NULL,
+                           .mechanisms = c->mechanisms,
+                           .auth_max = c->auth_max,
+                           .scram_final = c->scram ? RFC_CLIENT_FINAL : NULL};
+        ksf_errinfo ei = {0};
+        ksf_err e = connect_to(&fb, &tf, c->kv, c->host, c->scram, &ei);
+        ck_assert_msg(e == c->want, "%s: %s (%s)", c->name, ksf_strerror(e), ei.text);
+        char want[KSF_ERRINFO_TEXT_SIZE];
+        const char *at = strstr(c->text, "%d"); /* the port goes there */
+        snprintf(want, sizeof want, "%.*s%d%s", (int)(at - c->text), c->text, fb.port,
+                 at + 2);
+        ck_assert_msg(c->prefix ? !strncmp(ei.text, want, strlen(want))
+                                : !strcmp(ei.text, want),
+                      "%s: got \"%s\", want \"%s\"%s", c->name, ei.text, want,
+                      c->prefix ? " at its start" : "");
+        ck_assert_msg(!c->contains || strstr(ei.text, c->contains), "%s: %s", c->name,
+                      ei.text);
+        if (c->permanent >= 0) {
+            ck_assert_msg(ksfi_transport_error_permanent(&ei) == (c->permanent == 1),
+                          "%s: permanent should be %d", c->name, c->permanent);
+        }
+        if (c->want == KSF_EKAFKA && c->scram) {
+            ck_assert_int_eq(ei.kafka_err, RD_KAFKA_RESP_ERR__AUTHENTICATION);
+        }
+        ck_assert_msg(fb.rounds == c->rounds, "%s: %d SASL rounds", c->name, fb.rounds);
+        ck_assert_int_eq(fb.after_auth, 0);
+        ksft_tls_files_remove(&tf);
+    }
 }
 END_TEST
 
@@ -334,26 +449,27 @@ KSFT_TEST(test_transport_tls_verified_and_client_cert, 20)
     ksft_tls_files tf;
     ksft_tls_files_make(&tf);
     ksft_kserver fb = {.tls = ksft_server_tls(&tf, true)};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
     ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "ssl"},
-                                 {"ssl.ca.location", tf.server_cert},
-                                 {"ssl.certificate.location", tf.client_cert},
-                                 {"ssl.key.location", tf.client_key},
-                                 {"ssl.key.password", "hunter2"}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    ck_assert(sec.verify_peer && sec.verify_hostname); /* librdkafka 2's defaults */
-    ksfi_conn *c = NULL;
-    ck_assert_msg(connect_with(&sec, "localhost", fb.port, &ei, &c) == KSF_OK, "%s",
+    const char *const kv[MAX_ROWS][2] = {{"security.protocol", "ssl"},
+                                         {"ssl.ca.location", "$server_cert"},
+                                         {"ssl.certificate.location", "$client_cert"},
+                                         {"ssl.key.location", "$client_key"},
+                                         {"ssl.key.password", "hunter2"}};
+    ck_assert_msg(connect_to(&fb, &tf, kv, "localhost", false, &ei) == KSF_OK, "%s",
                   ei.text);
-    ksft_kserver_join(&fb);
     ck_assert_str_eq(fb.client_cn, "ksf-client");
     ck_assert_int_eq(fb.rounds, 0);
-    /* The wrong key password fails at start-up, naming the setting. */
+    /* librdkafka 2's defaults verify the peer and its name; the wrong key password
+     * fails at start-up, naming the setting. */
+    ksfi_security sec;
+    const char *const wrong[][2] = {{"security.protocol", "ssl"},
+                                    {"ssl.ca.location", tf.server_cert},
+                                    {"ssl.certificate.location", tf.client_cert},
+                                    {"ssl.key.location", tf.client_key},
+                                    {"ssl.key.password", "wrong"}};
+    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, wrong), KSF_OK);
+    ck_assert(sec.verify_peer && sec.verify_hostname);
     ksfi_transport *t = NULL;
-    ksfi_free(sec.key_password);
-    sec.key_password = ksfi_strdup("wrong");
     ck_assert_int_eq(ksfi_transport_new(&t, &sec, &ei), KSF_EINVAL);
     char want[200];
     snprintf(want, sizeof want, "ssl.key.location \"%s\": cannot load: ", tf.client_key);
@@ -363,126 +479,25 @@ KSFT_TEST(test_transport_tls_verified_and_client_cert, 20)
 }
 END_TEST
 
-KSFT_TEST(test_transport_tls_wrong_ca, 20)
+/* Identification off accepts a certificate that does not name the host (the
+ * "hostname" failure above); the CA is given as PEM text (ssl.ca.pem), not a file. */
+KSFT_TEST(test_transport_tls_hostname_check_off_and_ca_pem, 20)
 {
     ksft_tls_files tf;
     ksft_tls_files_make(&tf);
     ksft_kserver fb = {.tls = ksft_server_tls(&tf, false)};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
-    ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "ssl"},
-                                 {"ssl.ca.location", tf.other_ca}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    ksfi_conn *c = NULL;
-    ck_assert_int_eq(connect_with(&sec, "localhost", fb.port, &ei, &c), KSF_EKAFKA);
-    ksft_kserver_join(&fb);
-    char want[KSF_ERRINFO_TEXT_SIZE];
-    snprintf(want, sizeof want,
-             "TLS: the certificate of localhost:%d failed verification: self-signed "
-             "certificate; set ssl.ca.location to the CA that signed the broker's "
-             "certificate",
-             fb.port);
-    ck_assert_str_eq(ei.text, want);
-    ck_assert(ksfi_transport_error_permanent(&ei));
-    ksfi_security_clear(&sec);
-    ksft_tls_files_remove(&tf);
-}
-END_TEST
-
-KSFT_TEST(test_transport_tls_hostname, 20)
-{
-    ksft_tls_files tf;
-    ksft_tls_files_make(&tf);
-    ksft_kserver fb = {.tls = ksft_server_tls(&tf, false)};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
-    ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "ssl"},
-                                 {"ssl.ca.location", tf.server_cert}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    ksfi_conn *c = NULL;
-    /* The certificate names localhost, not 127.0.0.1. */
-    ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
-    ksft_kserver_join(&fb);
-    char want[KSF_ERRINFO_TEXT_SIZE];
-    snprintf(want, sizeof want,
-             "TLS: the certificate of 127.0.0.1:%d does not name host \"127.0.0.1\" "
-             "(ssl.endpoint.identification.algorithm=https); connect by a name the "
-             "certificate lists, or set ssl.endpoint.identification.algorithm=none",
-             fb.port);
-    ck_assert_str_eq(ei.text, want);
-    ksfi_security_clear(&sec);
-    /* Identification off: the same connection is accepted. */
-    ksft_kserver fb2 = {.tls = ksft_server_tls(&tf, false)};
-    ksft_kserver_start(&fb2);
-    /* ... and the CA given as PEM text (ssl.ca.pem) instead of a file. */
     char pem[4096] = "";
     FILE *f = fopen(tf.server_cert, "r");
     ck_assert_ptr_nonnull(f);
     ck_assert_uint_gt(fread(pem, 1, sizeof pem - 1, f), 100);
     fclose(f);
-    const char *const kv2[][2] = {{"security.protocol", "ssl"},
-                                  {"ssl.ca.pem", pem},
-                                  {"ssl.endpoint.identification.algorithm", "none"}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv2), KSF_OK);
-    ck_assert_msg(connect_with(&sec, "127.0.0.1", fb2.port, &ei, &c) == KSF_OK, "%s",
+    ksf_errinfo ei = {0};
+    const char *const kv[MAX_ROWS][2] = {
+        {"security.protocol", "ssl"},
+        {"ssl.ca.pem", pem},
+        {"ssl.endpoint.identification.algorithm", "none"}};
+    ck_assert_msg(connect_to(&fb, &tf, kv, "127.0.0.1", false, &ei) == KSF_OK, "%s",
                   ei.text);
-    ksft_kserver_join(&fb2);
-    ksfi_security_clear(&sec);
-    ksft_tls_files_remove(&tf);
-}
-END_TEST
-
-KSFT_TEST(test_transport_tls_to_plaintext_listener, 20)
-{
-    ksft_kserver fb = {.mechanisms = NULL};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
-    ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "ssl"},
-                                 {"enable.ssl.certificate.verification", "false"}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    ksfi_conn *c = NULL;
-    ck_assert_int_eq(connect_with(&sec, "127.0.0.1", fb.port, &ei, &c), KSF_EKAFKA);
-    ksft_kserver_join(&fb);
-    char want[100];
-    snprintf(want, sizeof want, "TLS handshake with 127.0.0.1:%d failed: ", fb.port);
-    ck_assert_msg(strncmp(ei.text, want, strlen(want)) == 0, "%s", ei.text);
-    ck_assert_msg(
-        strstr(ei.text, "is the listener TLS (security.protocol ssl/sasl_ssl)?"), "%s",
-        ei.text);
-    ck_assert(!ksfi_transport_error_permanent(&ei));
-    ksfi_security_clear(&sec);
-}
-END_TEST
-
-KSFT_TEST(test_transport_plaintext_to_tls_listener, 20)
-{
-    ksft_tls_files tf;
-    ksft_tls_files_make(&tf);
-    ksft_kserver fb = {.tls = ksft_server_tls(&tf, false), .mechanisms = "PLAIN"};
-    ksft_kserver_start(&fb);
-    ksfi_security sec;
-    ksf_errinfo ei = {0};
-    const char *const kv[][2] = {{"security.protocol", "sasl_plaintext"},
-                                 {"sasl.mechanisms", "PLAIN"},
-                                 {"sasl.username", "u"},
-                                 {"sasl.password", "p"}};
-    ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
-    ksfi_conn *c = NULL;
-    /* OpenSSL's server closes on our ApiVersions without answering. */
-    ksf_err e = connect_with(&sec, "127.0.0.1", fb.port, &ei, &c);
-    ck_assert_int_eq(e, KSF_EKAFKA);
-    ksft_kserver_join(&fb);
-    char want[KSF_ERRINFO_TEXT_SIZE];
-    snprintf(want, sizeof want,
-             "receiving from 127.0.0.1:%d: the connection was closed before any answer "
-             "(a TLS or SASL listener closes clients that do not speak it: check "
-             "security.protocol)",
-             fb.port);
-    ck_assert_str_eq(ei.text, want);
-    ksfi_security_clear(&sec);
     ksft_tls_files_remove(&tf);
 }
 END_TEST
@@ -732,6 +747,29 @@ KSFT_TEST(test_transport_client_new_rejects_oauthbearer, 20)
 }
 END_TEST
 
+/* The membership of group "sec-client" in @p brokers, for the one reply topic
+ * "sec.reply" of @p partitions partitions, with @p sec; fails the test unless it starts.
+ * @p topic holds the topic for as long as the membership reads it. */
+static ksfi_membership *
+sec_membership(const char *brokers, ksfi_assignor_topic *topic, int32_t partitions,
+               const ksfi_security *sec, const ksfi_membership_callbacks *cb)
+{
+    *topic = (ksfi_assignor_topic){"sec.reply", partitions};
+    ksfi_membership_config mc = {.brokers = brokers,
+                                 .group_id = "sec-client",
+                                 .client_id = "sec",
+                                 .topics = topic,
+                                 .topic_count = 1,
+                                 .session_timeout_ms = 6000,
+                                 .rebalance_timeout_ms = 6000,
+                                 .heartbeat_interval_ms = 500,
+                                 .security = sec};
+    ksfi_membership *m = NULL;
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksfi_membership_new(&m, &mc, cb, &ei) == KSF_OK, "%s", ei.text);
+    return m;
+}
+
 typedef struct fatal_seen {
     pthread_mutex_t lock;
     bool fatal;
@@ -766,19 +804,9 @@ KSFT_TEST(test_transport_mock_broker_has_no_sasl, 30)
                                  {"sasl.password", "p"}};
     ck_assert_int_eq(SECURITY_FROM(&sec, &ei, kv), KSF_OK);
     fatal_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    ksfi_assignor_topic topic = {"sec.reply", 4};
-    ksfi_membership_config mc = {.brokers = ksft_broker_address(b),
-                                 .group_id = "sec-client",
-                                 .client_id = "sec",
-                                 .topics = &topic,
-                                 .topic_count = 1,
-                                 .session_timeout_ms = 6000,
-                                 .rebalance_timeout_ms = 6000,
-                                 .heartbeat_interval_ms = 500,
-                                 .security = &sec};
+    ksfi_assignor_topic topic;
     ksfi_membership_callbacks cb = {.on_fatal = on_fatal, .user = &seen};
-    ksfi_membership *m = NULL;
-    ck_assert_int_eq(ksfi_membership_new(&m, &mc, &cb, &ei), KSF_OK);
+    ksfi_membership *m = sec_membership(ksft_broker_address(b), &topic, 4, &sec, &cb);
     int64_t deadline = ksft_now_ms() + 3000;
     bool fatal = false;
     while (!fatal && ksft_now_ms() < deadline) {
@@ -841,6 +869,7 @@ typedef struct relay_env {
     ksft_kserver fb;
     ksfi_security sec;
     assigned_seen seen;
+    ksfi_assignor_topic topic;
     ksfi_membership *m;
 } relay_env;
 
@@ -871,18 +900,8 @@ relay_start(relay_env *env, int64_t lifetime_ms)
     snprintf(brokers, sizeof brokers, "localhost:%d", fb->port);
     pthread_mutex_init(&env->seen.lock, NULL);
     env->seen.generation = -1;
-    ksfi_assignor_topic topic = {"sec.reply", 2};
-    ksfi_membership_config mc = {.brokers = brokers,
-                                 .group_id = "sec-client",
-                                 .client_id = "sec",
-                                 .topics = &topic,
-                                 .topic_count = 1,
-                                 .session_timeout_ms = 6000,
-                                 .rebalance_timeout_ms = 6000,
-                                 .heartbeat_interval_ms = 500,
-                                 .security = &env->sec};
     ksfi_membership_callbacks cb = {.on_assigned = on_assigned, .user = &env->seen};
-    ck_assert_int_eq(ksfi_membership_new(&env->m, &mc, &cb, &ei), KSF_OK);
+    env->m = sec_membership(brokers, &env->topic, 2, &env->sec, &cb);
     int64_t deadline = ksft_now_ms() + 15000;
     size_t parts = 0;
     while (parts == 0 && ksft_now_ms() < deadline) {

@@ -16,15 +16,12 @@
 
 #include <arpa/inet.h>
 #include <check.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define WAIT_MS 20000
@@ -319,10 +316,7 @@ KSFT_TEST(test_usability_nobody_consumes, 60)
                              "client first sent to it; start a service with a handler "
                              "for u.nobody)");
     ksft_outcome_reset(&o);
-    ksf_client_stats st;
-    ksf_client_get_stats(w.cli, &st);
-    ck_assert_uint_eq(st.sent, 1);
-    ck_assert_uint_eq(st.timeouts, 1);
+    KSFT_ASSERT_CLIENT_STATS(w.cli, .sent = 1, .timeouts = 1);
     ksft_world_close(&w);
 }
 END_TEST
@@ -442,18 +436,42 @@ KSFT_TEST(test_usability_debug_line_per_message, 60)
 }
 END_TEST
 
+/* The path meson passes in environment variable @p var; NULL, after a line saying why
+ * case @p name stops there, when the test runs outside meson test. */
+static const char *
+meson_path(const char *var, const char *name)
+{
+    const char *path = getenv(var);
+    if (!path) {
+        fprintf(stderr, "%s: %s not set (run through meson test)\n", name, var);
+    }
+    return path;
+}
+
+/* A server echoing @p pattern (its reply topic made too) and no client, for a case that
+ * runs the ksf tool against it. False, after a line saying why, when meson did not set
+ * KSF_TOOL. */
+static bool
+tool_world(ksft_world *w, const char *pattern)
+{
+    if (!meson_path("KSF_TOOL", pattern)) {
+        return false;
+    }
+    char reply[64];
+    snprintf(reply, sizeof reply, "%s.reply", pattern);
+    const char *const topics[] = {pattern, reply, NULL};
+    const ksft_handler handlers[] = {{pattern}, {NULL}};
+    ksft_world_open(
+        w, &(ksft_world_spec){.topics = topics, .handlers = handlers, .no_client = true});
+    return true;
+}
+
 KSFT_TEST(test_usability_call_tool, 90)
 {
-    if (!getenv("KSF_TOOL")) {
-        fprintf(stderr, "call_tool: KSF_TOOL not set (run through meson test)\n");
+    ksft_world w;
+    if (!tool_world(&w, "u.tool")) {
         return;
     }
-    ksft_world w;
-    ksft_world_open(&w,
-                    &(ksft_world_spec){
-                        .topics = (const char *const[]){"u.tool", "u.tool.reply", NULL},
-                        .handlers = (const ksft_handler[]){{"u.tool"}, {NULL}},
-                        .no_client = true});
     char args[512], err[8192];
     const char *mock = "--set consumer.fetch.wait.max.ms=5";
     /* -v: a summary line on success (it printed nothing). */
@@ -496,16 +514,10 @@ END_TEST
 /* An interrupted ksf bench reports what it measured (it printed nothing). */
 KSFT_TEST(test_usability_bench_interrupted, 90)
 {
-    if (!getenv("KSF_TOOL")) {
-        fprintf(stderr, "bench_interrupted: KSF_TOOL not set (run through meson test)\n");
+    ksft_world w;
+    if (!tool_world(&w, "u.bench")) {
         return;
     }
-    ksft_world w;
-    ksft_world_open(&w,
-                    &(ksft_world_spec){
-                        .topics = (const char *const[]){"u.bench", "u.bench.reply", NULL},
-                        .handlers = (const ksft_handler[]){{"u.bench"}, {NULL}},
-                        .no_client = true});
     char dir[] = "/tmp/ksf-bench-XXXXXX", cmd[2048], out[4096];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     /* Interrupt once it reported "running" (bounded: 30 s), after a second of load. */
@@ -532,70 +544,20 @@ END_TEST
 
 /* ---- the README sample, as compiled from README.md --------------------------------- */
 
-typedef struct child {
-    pid_t pid;
-    FILE *out; /* its stdout */
-} child;
-
-/* Start @p path with KSF_BROKERS=@p brokers, stdout to a pipe, stderr to @p err_path. */
-static child
-start_child(const char *path, const char *brokers, const char *err_path)
-{
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(e, STDERR_FILENO);
-        close(fds[0]);
-        setenv("KSF_BROKERS", brokers, 1);
-        unsetenv("KSF_LOG");
-        execl(path, path, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    return (child){pid, fdopen(fds[0], "r")};
-}
-
-/* Wait up to @p ms for @p c to exit; its exit status, or -1 (then it is killed). */
-static int
-wait_child(child *c, int ms)
-{
-    int st = ksft_wait_child(c->pid, ms);
-    fclose(c->out);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void
-read_file(const char *path, char *buf, size_t size)
-{
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) {
-        fclose(f);
-    }
-}
-
 /* It serves, says when it is ready, answers, and stops on SIGTERM with status 0. */
 KSFT_TEST(test_usability_readme_sample, 90)
 {
-    const char *sample = getenv("KSF_README_SAMPLE");
+    const char *sample = meson_path("KSF_README_SAMPLE", "readme_sample");
     if (!sample) {
-        fprintf(stderr,
-                "readme_sample: KSF_README_SAMPLE not set (run through meson test)\n");
         return;
     }
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, "hero.kill.dragon", 1);
     ksft_broker_create_topic(b, "hero.kill.dragon.reply", 1);
-    char err_path[] = "/tmp/ksf-readme-XXXXXX", line[128] = "", err[2048];
-    close(mkstemp(err_path));
-    child c = start_child(sample, ksft_broker_address(b), err_path);
-    ck_assert_ptr_nonnull(fgets(line, sizeof line, c.out)); /* blocks until ready */
-    ck_assert_str_eq(line, "hero server: ready\n");
+    char err[2048];
+    ksft_program c;
+    ksft_program_start(&c, sample, NULL, ksft_broker_address(b));
+    ksft_program_expect_line(&c, "hero server: ready\n"); /* blocks until ready */
     ksf_config *cfg = ksft_config(b);
     ksf_client *cli = ksft_client(cfg);
     json_t *items = NULL;
@@ -607,21 +569,17 @@ KSFT_TEST(test_usability_readme_sample, 90)
     free(text);
     json_decref(items);
     ksf_client_destroy(cli);
-    kill(c.pid, SIGTERM);
-    ck_assert_int_eq(wait_child(&c, 20000), 0);
-    read_file(err_path, err, sizeof err);
+    ck_assert_int_eq(ksft_program_stop(&c, true, 20000, NULL, 0, err, sizeof err), 0);
     ck_assert_str_eq(err, "");
 
     /* No broker: it says so within broker.unreachable.timeout.ms (5 s) and exits 1. */
     char addr[64], want[256];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", dead_port());
-    c = start_child(sample, addr, err_path);
-    ck_assert_int_eq(wait_child(&c, 15000), 1);
-    read_file(err_path, err, sizeof err);
+    ksft_program_start(&c, sample, NULL, addr);
+    ck_assert_int_eq(ksft_program_stop(&c, false, 15000, NULL, 0, err, sizeof err), 1);
     snprintf(want, sizeof want,
              "hero server: no broker of \"%s\" answered within 5000 ms", addr);
     ck_assert_msg(!strncmp(err, want, strlen(want)), "stderr: %s", err);
-    unlink(err_path);
     ksf_config_destroy(cfg);
     ksft_broker_stop(b);
 }
@@ -634,10 +592,8 @@ END_TEST
  * stop this one: they used to share nestjs-group-server and rebalance together. */
 KSFT_TEST(test_usability_services_apart, 90)
 {
-    const char *sample = getenv("KSF_README_SAMPLE");
+    const char *sample = meson_path("KSF_README_SAMPLE", "services_apart");
     if (!sample) {
-        fprintf(stderr,
-                "services_apart: KSF_README_SAMPLE not set (run through meson test)\n");
         return;
     }
     static const char *const patterns[] = {"u.one", NULL};
@@ -659,9 +615,8 @@ KSFT_TEST(test_usability_services_apart, 90)
     json_t *out = NULL;
     ck_assert_int_eq(ksf_client_call(cli, "u.one", NULL, WAIT_MS, &out, &ei), KSF_OK);
     json_decref(out);
-    char err_path[] = "/tmp/ksf-apart-XXXXXX", line[128] = "";
-    close(mkstemp(err_path));
-    child c = start_child(sample, ksft_broker_address(b), err_path);
+    ksft_program c;
+    ksft_program_start(&c, sample, NULL, ksft_broker_address(b));
     /* For 8 s (its join takes ~3 s; a shared group's rebalance 5 s more), every call
      * is answered within 2 s. */
     int calls = 0;
@@ -671,11 +626,8 @@ KSFT_TEST(test_usability_services_apart, 90)
                       ei.text);
         json_decref(out);
     }
-    ck_assert_ptr_nonnull(fgets(line, sizeof line, c.out));
-    ck_assert_str_eq(line, "hero server: ready\n");
-    kill(c.pid, SIGTERM);
-    ck_assert_int_eq(wait_child(&c, 20000), 0);
-    unlink(err_path);
+    ksft_program_expect_line(&c, "hero server: ready\n");
+    ck_assert_int_eq(ksft_program_stop(&c, true, 20000, NULL, 0, NULL, 0), 0);
     ksf_client_destroy(cli);
     ksft_service_stop(&s);
     ksf_config_destroy(cfg);

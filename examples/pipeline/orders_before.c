@@ -1,8 +1,8 @@
 /*
  * The orders service of issue #19 as it had to be written before the pipeline: each
  * handler checks the API key, validates its payload and counts its outcome itself,
- * and the store is a global. Behaves exactly as orders.c (test_pipeline runs both
- * through the same calls); docs/pipeline.md compares the two.
+ * and the store is a global. Behaves exactly as orders.c (test_pipeline_examples runs
+ * both through the same calls); docs/pipeline.md compares the two.
  *
  * Usage: pipeline_orders_before   (brokers from KSF_BROKERS; the key is s3cret)
  */

@@ -534,38 +534,50 @@ ksf_config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo 
     return oom_sentence(config_set(cfg, key, value, ei), key, ei);
 }
 
+/* The index in @p names (NULL-terminated) of @p value; -1 after the sentence
+ * "<key> "<value>": expected <expected>" in @p ei. For settings that take one of a few
+ * words. */
+static int
+pick_word(const char *key, const char *value, const char *const *names,
+          const char *expected, ksf_errinfo *ei)
+{
+    for (int i = 0; names[i]; i++) {
+        if (!strcmp(value, names[i])) {
+            return i;
+        }
+    }
+    char q[260];
+    ksfi_fail(ei, KSF_EINVAL, "%s %s: expected %s", key, quote(value, q), expected);
+    return -1;
+}
+
 static ksf_err
 set_reply_provider(ksf_config *cfg, const char *value, ksf_errinfo *ei)
 {
-    char q[260];
-    if (!strcmp(value, "group")) {
-        cfg->client_reply_provider = KSFI_REPLY_GROUP;
-    } else if (!strcmp(value, "static")) {
-        cfg->client_reply_provider = KSFI_REPLY_STATIC;
-    } else {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "client.reply.provider %s: expected \"group\" (a reply-group "
-                         "membership) or \"static\" (client.reply.partition)",
-                         quote(value, q));
+    static const char *const names[] = {"group", "static", NULL};
+    int i = pick_word("client.reply.provider", value, names,
+                      "\"group\" (a reply-group membership) or \"static\" "
+                      "(client.reply.partition)",
+                      ei);
+    if (i < 0) {
+        return KSF_EINVAL;
     }
+    cfg->client_reply_provider = i == 0 ? KSFI_REPLY_GROUP : KSFI_REPLY_STATIC;
     return KSF_OK;
 }
 
 static ksf_err
 set_wire_dialect(ksf_config *cfg, const char *value, ksf_errinfo *ei)
 {
-    char q[260];
-    if (!strcmp(value, "nestjs")) {
-        cfg->client_wire_dialect = KSFI_WIRE_NESTJS;
-    } else if (!strcmp(value, "spring")) {
-        cfg->client_wire_dialect = KSFI_WIRE_SPRING;
-    } else {
-        return ksfi_fail(ei, KSF_EINVAL,
-                         "client.wire.dialect %s: expected \"nestjs\" (NestJS "
-                         "ClientKafka's headers) or \"spring\" (Spring Kafka's "
-                         "ReplyingKafkaTemplate's headers)",
-                         quote(value, q));
+    static const char *const names[] = {"nestjs", "spring", NULL};
+    int i = pick_word("client.wire.dialect", value, names,
+                      "\"nestjs\" (NestJS ClientKafka's headers) or \"spring\" (Spring "
+                      "Kafka's ReplyingKafkaTemplate's headers)",
+                      ei);
+    if (i < 0) {
+        return KSF_EINVAL;
     }
+    cfg->client_wire_dialect = i == 0 ? KSFI_WIRE_NESTJS : KSFI_WIRE_SPRING;
     return KSF_OK;
 }
 

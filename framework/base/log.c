@@ -89,31 +89,19 @@ static void
 put_escaped(out *o, const char *v)
 {
     static const char hex[] = "0123456789abcdef";
+    /* The characters with a short escape, and that escape's letter, at the same index. */
+    static const char shorts[] = "\"\\\n\t\r", letters[] = "\"\\ntr";
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        switch (*p) {
-        case '"':
-            put_str(o, "\\\"");
-            break;
-        case '\\':
-            put_str(o, "\\\\");
-            break;
-        case '\n':
-            put_str(o, "\\n");
-            break;
-        case '\t':
-            put_str(o, "\\t");
-            break;
-        case '\r':
-            put_str(o, "\\r");
-            break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) {
-                put_str(o, "\\u00");
-                put_char(o, hex[*p >> 4]);
-                put_char(o, hex[*p & 15]);
-            } else {
-                put_char(o, (char)*p);
-            }
+        const char *s = strchr(shorts, *p);
+        if (s) {
+            put_char(o, '\\');
+            put_char(o, letters[s - shorts]);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            put_str(o, "\\u00");
+            put_char(o, hex[*p >> 4]);
+            put_char(o, hex[*p & 15]);
+        } else {
+            put_char(o, (char)*p);
         }
     }
 }
@@ -241,15 +229,22 @@ write_line(void *user, out *o)
     fputs(o->buf, user ? (FILE *)user : stderr);
 }
 
+/* The time field a line starts with: @p before, the time, @p after. */
+static void
+put_time_field(out *o, const char *before, const char *after)
+{
+    put_str(o, before);
+    put_time(o);
+    put_str(o, after);
+}
+
 void
 ksf_log_logfmt(void *user, ksf_log_level level, const char *component,
                const char *message, const ksf_log_field *fields, size_t nfields)
 {
     char line[KSFI_LOG_LINE_MAX];
     out o = {line, sizeof line, 0};
-    put_str(&o, "time=");
-    put_time(&o);
-    put_char(&o, ' ');
+    put_time_field(&o, "time=", " ");
     logfmt_body(&o, level, component, message, fields, nfields);
     write_line(user, &o);
 }
@@ -260,9 +255,7 @@ ksf_log_jsonl(void *user, ksf_log_level level, const char *component, const char
 {
     char line[KSFI_LOG_LINE_MAX];
     out o = {line, sizeof line, 0};
-    put_str(&o, "{\"time\":\"");
-    put_time(&o);
-    put_str(&o, "\",");
+    put_time_field(&o, "{\"time\":\"", "\",");
     json_body(&o, level, component, message, fields, nfields);
     put_char(&o, '}');
     write_line(user, &o);

@@ -8,6 +8,7 @@
 #include "obs/metrics.h"
 
 #include <inttypes.h>
+#include <string.h>
 
 static const ksfi_prom_counter client_counters[] = {
     {"ksf_client_requests_total", "Requests produced, by pattern.", KSFI_M_SENT},
@@ -61,6 +62,30 @@ client_begin(ksf_client *cli, const void *out, ksfi_client_metrics *m,
     return KSF_OK;
 }
 
+/* The client's unlabelled values, in their output order (the reply partitions stand
+ * after the first): the one place that names them, for the text and the JSON alike. */
+enum { CLIENT_SCALARS = 5 };
+
+static void
+client_scalars(const ksfi_client_metrics *m, ksfi_scalar out[CLIENT_SCALARS])
+{
+    const ksfi_scalar s[CLIENT_SCALARS] = {
+        {"ksf_client_in_flight", "Requests awaiting their final reply.", "gauge",
+         "in_flight", m->stats.in_flight},
+        {"ksf_client_reply_group_rebalances_total",
+         "Assignments received from the reply group (the first join included).",
+         "counter", "rebalances", m->rebalances},
+        {"ksf_client_unknown_replies_total",
+         "Replies with a correlation id this client never sent.", "counter",
+         "unknown_replies", m->stats.unknown_replies},
+        {"ksf_client_duplicate_replies_total", "Replies for requests already answered.",
+         "counter", "duplicate_replies", m->stats.duplicate_replies},
+        {"ksf_client_events_emitted_total", "Events acknowledged by the broker.",
+         "counter", "emitted", m->stats.emitted},
+    };
+    memcpy(out, s, sizeof s);
+}
+
 ksf_err
 ksf_client_write_prometheus(ksf_client *cli, FILE *out)
 {
@@ -70,27 +95,15 @@ ksf_client_write_prometheus(ksf_client *cli, FILE *out)
     if (e) {
         return e;
     }
-    for (size_t i = 0; i < COUNT_OF(client_counters); i++) {
-        ksfi_prom_counters(out, &v, &client_counters[i]);
-    }
-    ksfi_prom_histogram(out, &v, "ksf_client_request_duration_seconds",
-                        "Round trip from producing a request to its final reply "
-                        "(values and remote errors; not timeouts), by pattern.");
-    ksfi_prom_scalar(out, "ksf_client_in_flight", "Requests awaiting their final reply.",
-                     "gauge", m.stats.in_flight);
+    ksfi_scalar scalars[CLIENT_SCALARS];
+    client_scalars(&m, scalars);
+    ksfi_prom_patterns(out, &v, client_counters, COUNT_OF(client_counters),
+                       "ksf_client_request_duration_seconds",
+                       "Round trip from producing a request to its final reply "
+                       "(values and remote errors; not timeouts), by pattern.");
+    ksfi_prom_scalars(out, scalars, 1);
     client_partitions(out, &m);
-    ksfi_prom_scalar(
-        out, "ksf_client_reply_group_rebalances_total",
-        "Assignments received from the reply group (the first join included).", "counter",
-        m.rebalances);
-    ksfi_prom_scalar(out, "ksf_client_unknown_replies_total",
-                     "Replies with a correlation id this client never sent.", "counter",
-                     m.stats.unknown_replies);
-    ksfi_prom_scalar(out, "ksf_client_duplicate_replies_total",
-                     "Replies for requests already answered.", "counter",
-                     m.stats.duplicate_replies);
-    ksfi_prom_scalar(out, "ksf_client_events_emitted_total",
-                     "Events acknowledged by the broker.", "counter", m.stats.emitted);
+    ksfi_prom_scalars(out, scalars + 1, CLIENT_SCALARS - 1);
     ksfi_metrics_view_free(&v);
     ksfi_client_metrics_free(&m);
     return ksfi_prom_result(out);
@@ -124,17 +137,18 @@ ksf_client_metrics_json(ksf_client *cli, json_t **out)
     if (e) {
         return e;
     }
+    ksfi_scalar scalars[CLIENT_SCALARS];
+    client_scalars(&m, scalars);
     json_t *patterns =
         ksfi_metrics_patterns_json(&v, client_json_names, "request_duration");
     json_t *parts = parts_json(&m);
-    /* "o" steals even on failure, so nothing leaks when pack fails. */
-    *out = json_pack("{s:o?, s:I, s:o?, s:I, s:I, s:I, s:I}", "patterns", patterns,
-                     "in_flight", (json_int_t)m.stats.in_flight, "reply_partitions",
-                     parts, "rebalances", (json_int_t)m.rebalances, "unknown_replies",
-                     (json_int_t)m.stats.unknown_replies, "duplicate_replies",
-                     (json_int_t)m.stats.duplicate_replies, "emitted",
-                     (json_int_t)m.stats.emitted);
-    if (*out && (!patterns || !parts)) {
+    /* "o" steals even on failure; parts is released here whatever happened. */
+    *out = json_pack("{s:o?}", "patterns", patterns);
+    bool ok = *out && patterns && parts && !ksfi_scalars_json(*out, scalars, 1) &&
+              !json_object_set_new(*out, "reply_partitions", json_incref(parts)) &&
+              !ksfi_scalars_json(*out, scalars + 1, CLIENT_SCALARS - 1);
+    json_decref(parts);
+    if (!ok) {
         json_decref(*out);
         *out = NULL;
     }

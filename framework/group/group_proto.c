@@ -225,33 +225,54 @@ rd_i32(reader *r, const char *field, int32_t *v)
     return true;
 }
 
+/* A nullable run of bytes behind a 16-bit (strings) or 32-bit (bytes) length, borrowed
+ * from the input: *p NULL for null (-1); a length below -1 or past the end fails. */
+static bool
+rd_span(reader *r, const char *field, bool wide, const uint8_t **p, size_t *n)
+{
+    int16_t n16 = 0;
+    int32_t len = 0;
+    *p = NULL;
+    *n = 0;
+    if (wide ? !rd_i32(r, field, &len) : !rd_i16(r, field, &n16)) {
+        return false;
+    }
+    len = wide ? len : n16;
+    if (len == -1) {
+        return true;
+    }
+    if (len < 0) {
+        return rd_fail(r, KSF_EPROTO, field, "has a negative length");
+    }
+    if (!rd_need(r, field, (size_t)len)) {
+        return false;
+    }
+    *p = r->p + r->off;
+    *n = (size_t)len;
+    r->off += (size_t)len;
+    return true;
+}
+
 /* A (nullable) string as a new C string; null gives NULL. A NUL inside is refused,
  * since two member ids that differ after a NUL would otherwise compare equal. */
 static bool
 rd_str(reader *r, const char *field, char **out)
 {
-    int16_t n;
+    const uint8_t *p;
+    size_t n;
     *out = NULL;
-    if (!rd_i16(r, field, &n)) {
+    if (!rd_span(r, field, false, &p, &n)) {
         return false;
     }
-    if (n == -1) {
+    if (!p) {
         return true;
     }
-    if (n < 0) {
-        return rd_fail(r, KSF_EPROTO, field, "has a negative length");
-    }
-    if (!rd_need(r, field, (size_t)n)) {
-        return false;
-    }
-    if (memchr(r->p + r->off, 0, (size_t)n)) {
+    if (memchr(p, 0, n)) {
         return rd_fail(r, KSF_EPROTO, field, "contains a NUL byte");
     }
-    *out = ksfi_strndup((const char *)r->p + r->off, (size_t)n);
-    if (!*out) {
+    if (!(*out = ksfi_strndup((const char *)p, n))) {
         return rd_fail(r, KSF_ENOMEM, field, "");
     }
-    r->off += (size_t)n;
     return true;
 }
 
@@ -268,38 +289,13 @@ rd_str_nn(reader *r, const char *field, char **out)
     return true;
 }
 
-/* (Nullable) bytes, borrowed from the input: *p NULL for null. */
-static bool
-rd_bytes_ref(reader *r, const char *field, const uint8_t **p, size_t *n)
-{
-    int32_t len;
-    *p = NULL;
-    *n = 0;
-    if (!rd_i32(r, field, &len)) {
-        return false;
-    }
-    if (len == -1) {
-        return true;
-    }
-    if (len < 0) {
-        return rd_fail(r, KSF_EPROTO, field, "has a negative length");
-    }
-    if (!rd_need(r, field, (size_t)len)) {
-        return false;
-    }
-    *p = r->p + r->off;
-    *n = (size_t)len;
-    r->off += (size_t)len;
-    return true;
-}
-
 /* (Nullable) bytes as an owned copy; null and empty give NULL. */
 static bool
 rd_bytes(reader *r, const char *field, uint8_t **out, size_t *n)
 {
     const uint8_t *p;
     *out = NULL;
-    if (!rd_bytes_ref(r, field, &p, n)) {
+    if (!rd_span(r, field, true, &p, n)) {
         return false;
     }
     if (p && *n && !(*out = ksfi_memdup(p, *n))) {
@@ -353,6 +349,24 @@ reader_init(reader *r, const uint8_t *p, size_t len, const char *what, ksf_errin
     r->what = what;
     r->ei = ei;
     r->err = KSF_OK;
+}
+
+/* Start decoding a response into @p out (@p size bytes, zeroed first). */
+static void
+reader_open(reader *r, void *out, size_t size, const uint8_t *p, size_t len,
+            const char *what, ksf_errinfo *ei)
+{
+    memset(out, 0, size);
+    reader_init(r, p, len, what, ei);
+}
+
+/* What the group responses start with: throttle_time_ms (from version @p since on),
+ * then error_code. */
+static bool
+rd_head(reader *r, int16_t version, int16_t since, int32_t *throttle, int16_t *error_code)
+{
+    return (version < since || rd_i32(r, "throttle_time_ms", throttle)) &&
+           rd_i16(r, "error_code", error_code);
 }
 
 /* ---- consumer-protocol blobs (ConsumerProtocolSubscription/Assignment, kafkajs) ---- */
@@ -569,7 +583,7 @@ ksfi_gp_decode_member_meta(const uint8_t *p, size_t len, ksfi_gp_member_meta *ou
             out->topics[out->topic_count++] = t;
         }
     }
-    if (!rd_bytes_ref(&r, "user_data", &ud, &ud_len)) {
+    if (!rd_span(&r, "user_data", true, &ud, &ud_len)) {
         goto fail;
     }
     /* Trailing bytes (owned_partitions, generation, rack of newer layouts) are ignored.
@@ -698,21 +712,37 @@ ksfi_gp_encode_join_group(ksfi_gp_buf *out, const ksfi_gp_header *h,
     return frame_end(out, at);
 }
 
+/* SyncGroup's and Heartbeat's common start: the frame's header, then the member's
+ * group, generation, id and (from v3 on, KIP-345) instance id. Returns the frame's
+ * start for frame_end; (size_t)-1 when an instance id is given to an older version. */
+static size_t
+member_frame_begin(ksfi_gp_buf *out, int16_t api, const ksfi_gp_header *h,
+                   const char *group_id, int32_t generation, const char *member_id,
+                   const char *group_instance_id)
+{
+    if (group_instance_id && h->api_version < 3) {
+        return (size_t)-1;
+    }
+    size_t at = frame_begin(out, api, h);
+    put_str(out, group_id);
+    put_i32(out, generation);
+    put_str(out, member_id);
+    if (h->api_version >= 3) {
+        put_str(out, group_instance_id);
+    }
+    return at;
+}
+
 ksf_err
 ksfi_gp_encode_sync_group(ksfi_gp_buf *out, const ksfi_gp_header *h, const char *group_id,
                           int32_t generation, const char *member_id,
                           const char *group_instance_id,
                           const ksfi_gp_member_blob *assignments, size_t count)
 {
-    if (group_instance_id && h->api_version < 3) {
+    size_t at = member_frame_begin(out, KSFI_GP_API_SYNC_GROUP, h, group_id, generation,
+                                   member_id, group_instance_id);
+    if (at == (size_t)-1) {
         return KSF_EINVAL;
-    }
-    size_t at = frame_begin(out, KSFI_GP_API_SYNC_GROUP, h);
-    put_str(out, group_id);
-    put_i32(out, generation);
-    put_str(out, member_id);
-    if (h->api_version >= 3) {
-        put_str(out, group_instance_id);
     }
     put_i32(out, (int32_t)count);
     for (size_t i = 0; i < count; i++) {
@@ -727,17 +757,9 @@ ksfi_gp_encode_heartbeat(ksfi_gp_buf *out, const ksfi_gp_header *h, const char *
                          int32_t generation, const char *member_id,
                          const char *group_instance_id)
 {
-    if (group_instance_id && h->api_version < 3) {
-        return KSF_EINVAL;
-    }
-    size_t at = frame_begin(out, KSFI_GP_API_HEARTBEAT, h);
-    put_str(out, group_id);
-    put_i32(out, generation);
-    put_str(out, member_id);
-    if (h->api_version >= 3) {
-        put_str(out, group_instance_id);
-    }
-    return frame_end(out, at);
+    size_t at = member_frame_begin(out, KSFI_GP_API_HEARTBEAT, h, group_id, generation,
+                                   member_id, group_instance_id);
+    return at == (size_t)-1 ? KSF_EINVAL : frame_end(out, at);
 }
 
 ksf_err
@@ -781,8 +803,7 @@ ksfi_gp_decode_api_versions(const uint8_t *p, size_t len, int16_t version,
 {
     reader r;
     size_t n;
-    memset(out, 0, sizeof *out);
-    reader_init(&r, p, len, "ApiVersions response", ei);
+    reader_open(&r, out, sizeof *out, p, len, "ApiVersions response", ei);
     if (!rd_i16(&r, "error_code", &out->error_code) || !rd_count(&r, "api_keys", 6, &n) ||
         !(out->apis = rd_alloc(&r, "api_keys", n, sizeof *out->apis))) {
         goto fail;
@@ -836,10 +857,8 @@ ksfi_gp_decode_find_coordinator(const uint8_t *p, size_t len, int16_t version,
                                 ksfi_gp_find_coordinator_resp *out, ksf_errinfo *ei)
 {
     reader r;
-    memset(out, 0, sizeof *out);
-    reader_init(&r, p, len, "FindCoordinator response", ei);
-    if ((version >= 1 && !rd_i32(&r, "throttle_time_ms", &out->throttle_time_ms)) ||
-        !rd_i16(&r, "error_code", &out->error_code) ||
+    reader_open(&r, out, sizeof *out, p, len, "FindCoordinator response", ei);
+    if (!rd_head(&r, version, 1, &out->throttle_time_ms, &out->error_code) ||
         (version >= 1 && !rd_str(&r, "error_message", &out->error_message)) ||
         !rd_i32(&r, "node_id", &out->node_id) || !rd_str(&r, "host", &out->host) ||
         !rd_i32(&r, "port", &out->port)) {
@@ -873,10 +892,8 @@ ksfi_gp_decode_join_group(const uint8_t *p, size_t len, int16_t version,
 {
     reader r;
     size_t n;
-    memset(out, 0, sizeof *out);
-    reader_init(&r, p, len, "JoinGroup response", ei);
-    if ((version >= 2 && !rd_i32(&r, "throttle_time_ms", &out->throttle_time_ms)) ||
-        !rd_i16(&r, "error_code", &out->error_code) ||
+    reader_open(&r, out, sizeof *out, p, len, "JoinGroup response", ei);
+    if (!rd_head(&r, version, 2, &out->throttle_time_ms, &out->error_code) ||
         !rd_i32(&r, "generation_id", &out->generation_id) ||
         !rd_str_nn(&r, "protocol_name", &out->protocol_name) ||
         !rd_str_nn(&r, "leader", &out->leader) ||
@@ -914,10 +931,8 @@ ksfi_gp_decode_sync_group(const uint8_t *p, size_t len, int16_t version,
                           ksfi_gp_sync_group_resp *out, ksf_errinfo *ei)
 {
     reader r;
-    memset(out, 0, sizeof *out);
-    reader_init(&r, p, len, "SyncGroup response", ei);
-    if ((version >= 1 && !rd_i32(&r, "throttle_time_ms", &out->throttle_time_ms)) ||
-        !rd_i16(&r, "error_code", &out->error_code) ||
+    reader_open(&r, out, sizeof *out, p, len, "SyncGroup response", ei);
+    if (!rd_head(&r, version, 1, &out->throttle_time_ms, &out->error_code) ||
         !rd_bytes(&r, "assignment", &out->assignment, &out->assignment_len)) {
         ksfi_gp_sync_group_resp_free(out);
         return r.err;
@@ -930,12 +945,8 @@ decode_simple(const uint8_t *p, size_t len, int16_t version, const char *what,
               ksfi_gp_simple_resp *out, ksf_errinfo *ei)
 {
     reader r;
-    memset(out, 0, sizeof *out);
-    reader_init(&r, p, len, what, ei);
-    if (version >= 1 && !rd_i32(&r, "throttle_time_ms", &out->throttle_time_ms)) {
-        return r.err;
-    }
-    rd_i16(&r, "error_code", &out->error_code);
+    reader_open(&r, out, sizeof *out, p, len, what, ei);
+    rd_head(&r, version, 1, &out->throttle_time_ms, &out->error_code);
     return r.err;
 }
 

@@ -198,6 +198,24 @@ ksfi_prom_scalar(FILE *f, const char *name, const char *help, const char *type,
     fprintf(f, "%s %" PRIu64 "\n", name, value);
 }
 
+void
+ksfi_prom_patterns(FILE *f, const ksfi_metrics_view *v, const ksfi_prom_counter *counters,
+                   size_t n, const char *hist_name, const char *hist_help)
+{
+    for (size_t i = 0; i < n; i++) {
+        ksfi_prom_counters(f, v, &counters[i]);
+    }
+    ksfi_prom_histogram(f, v, hist_name, hist_help);
+}
+
+void
+ksfi_prom_scalars(FILE *f, const ksfi_scalar *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ksfi_prom_scalar(f, s[i].name, s[i].help, s[i].type, s[i].value);
+    }
+}
+
 ksf_err
 ksfi_prom_result(FILE *f)
 {
@@ -256,4 +274,16 @@ ksfi_metrics_patterns_json(const ksfi_metrics_view *v,
         }
     }
     return all;
+}
+
+int
+ksfi_scalars_json(json_t *obj, const ksfi_scalar *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (json_object_set_new(obj, s[i].json_key,
+                                json_integer((json_int_t)s[i].value))) {
+            return -1;
+        }
+    }
+    return 0;
 }

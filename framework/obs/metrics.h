@@ -101,6 +101,29 @@ void ksfi_prom_histogram(FILE *f, const ksfi_metrics_view *v, const char *name,
 void ksfi_prom_scalar(FILE *f, const char *name, const char *help, const char *type,
                       uint64_t value);
 
+/* The per-pattern part of a writer: each counter family of @p counters (@p n of them),
+ * then the latency histogram @p hist_name. */
+void ksfi_prom_patterns(FILE *f, const ksfi_metrics_view *v,
+                        const ksfi_prom_counter *counters, size_t n,
+                        const char *hist_name, const char *hist_help);
+
+/* One unlabelled value of a writer, named once for the text and the JSON: its family
+ * name, help and type ("counter" or "gauge"), its JSON key, and the value read now. */
+typedef struct ksfi_scalar {
+    const char *name;
+    const char *help;
+    const char *type;
+    const char *json_key;
+    uint64_t value;
+} ksfi_scalar;
+
+/* Each of the @p n values of @p s as a single-value family, in order. */
+void ksfi_prom_scalars(FILE *f, const ksfi_scalar *s, size_t n);
+
+/* Set each of the @p n values of @p s in @p obj under its JSON key, in order. Returns
+ * 0, or -1 when one could not be set (ENOMEM). */
+int ksfi_scalars_json(json_t *obj, const ksfi_scalar *s, size_t n);
+
 /*
  * {"<pattern>": {"<counter name>": n, ..., "<hist_key>": {"le_seconds": [...],
  * "counts": [cumulative, +Inf last], "sum_seconds": s, "count": n}}} for @p v, with

@@ -9,6 +9,7 @@
 #include "server/server.h"
 
 #include <inttypes.h>
+#include <string.h>
 
 static const ksfi_prom_counter server_counters[] = {
     {"ksf_server_requests_total", "Request messages handed to the pattern's handler.",
@@ -27,14 +28,52 @@ static const char *const server_json_names[KSFI_M_COUNT] = {"requests", "replies
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The server's unlabelled values, in their output order: the one place that names
+ * them, for the text and the JSON alike. Each is the ksf_server_stats field of the same
+ * name: ksf_server_<field>_total in the text, "<field>" in the JSON. */
+enum { SERVER_SCALARS = 9 };
+
+#define STAT(field, help)                                                                \
+    {                                                                                    \
+        "ksf_server_" #field "_total", help, "counter", #field, st->field                \
+    }
+
+static void
+server_scalars(const ksf_server_stats *st, ksfi_scalar out[SERVER_SCALARS])
+{
+    const ksfi_scalar s[SERVER_SCALARS] = {
+        STAT(no_handler, "Messages on a topic without a handler."),
+        STAT(malformed, "Messages skipped because their headers could not be used."),
+        STAT(reply_failures, "Reply produces that failed for good."),
+        STAT(offset_resets, "Partitions whose committed offset was out of range, so the "
+                            "consumer resumed elsewhere."),
+        STAT(offset_reset_skipped,
+             "Messages skipped by those resets: deleted before they were read."),
+        STAT(reply_refused,
+             "Requests skipped because the reply policy refused their reply topic."),
+        STAT(refused, "Messages a middleware's before callback refused: their handler "
+                      "did not run."),
+        STAT(expired,
+             "Messages skipped unhandled because their ksf_deadline had passed."),
+        STAT(shed,
+             "Requests answered at once with the overload error: their deadline left "
+             "less time than the handler's recent run time."),
+    };
+    memcpy(out, s, sizeof s);
+}
+
+#undef STAT
+
 /*
  * What both server writers start with: the arguments checked (@p out is the writer's
  * destination, only tested for NULL), the handlers' records sorted into @p v, and the
- * stats. Registration is over once run starts and the handler array is never shrunk,
- * so reading it needs no lock (see server.h). On KSF_OK the caller frees @p v.
+ * unlabelled values. Registration is over once run starts and the handler array is
+ * never shrunk, so reading it needs no lock (see server.h). On KSF_OK the caller frees
+ * @p v.
  */
 static ksf_err
-server_begin(ksf_server *srv, const void *out, ksfi_metrics_view *v, ksf_server_stats *st)
+server_begin(ksf_server *srv, const void *out, ksfi_metrics_view *v,
+             ksfi_scalar scalars[SERVER_SCALARS])
 {
     if (!srv || !out) {
         return KSF_EINVAL;
@@ -50,7 +89,9 @@ server_begin(ksf_server *srv, const void *out, ksfi_metrics_view *v, ksf_server_
     ksf_err e = ksfi_metrics_view_init(v, items, srv->nhandlers);
     ksfi_free(items);
     if (e == KSF_OK) {
-        ksf_server_get_stats(srv, st);
+        ksf_server_stats st;
+        ksf_server_get_stats(srv, &st);
+        server_scalars(&st, scalars);
     }
     return e;
 }
@@ -59,41 +100,16 @@ ksf_err
 ksf_server_write_prometheus(ksf_server *srv, FILE *out)
 {
     ksfi_metrics_view v;
-    ksf_server_stats st;
-    ksf_err e = server_begin(srv, out, &v, &st);
+    ksfi_scalar scalars[SERVER_SCALARS];
+    ksf_err e = server_begin(srv, out, &v, scalars);
     if (e) {
         return e;
     }
-    for (size_t i = 0; i < COUNT_OF(server_counters); i++) {
-        ksfi_prom_counters(out, &v, &server_counters[i]);
-    }
-    ksfi_prom_histogram(out, &v, "ksf_server_handler_duration_seconds",
-                        "Time from handing a message to its handler until the handler "
-                        "returned or finished (deferred), by pattern.");
-    ksfi_prom_scalar(out, "ksf_server_no_handler_total",
-                     "Messages on a topic without a handler.", "counter", st.no_handler);
-    ksfi_prom_scalar(out, "ksf_server_malformed_total",
-                     "Messages skipped because their headers could not be used.",
-                     "counter", st.malformed);
-    ksfi_prom_scalar(out, "ksf_server_reply_failures_total",
-                     "Reply produces that failed for good.", "counter",
-                     st.reply_failures);
-    ksfi_prom_scalar(
-        out, "ksf_server_offset_resets_total",
-        "Partitions whose committed offset was out of range, so the consumer "
-        "resumed elsewhere.",
-        "counter", st.offset_resets);
-    ksfi_prom_scalar(out, "ksf_server_offset_reset_skipped_total",
-                     "Messages skipped by those resets: deleted before they were read.",
-                     "counter", st.offset_reset_skipped);
-    ksfi_prom_scalar(out, "ksf_server_reply_refused_total",
-                     "Requests skipped because the reply policy refused their reply "
-                     "topic.",
-                     "counter", st.reply_refused);
-    ksfi_prom_scalar(out, "ksf_server_refused_total",
-                     "Messages a middleware's before callback refused: their handler "
-                     "did not run.",
-                     "counter", st.refused);
+    ksfi_prom_patterns(out, &v, server_counters, COUNT_OF(server_counters),
+                       "ksf_server_handler_duration_seconds",
+                       "Time from handing a message to its handler until the handler "
+                       "returned or finished (deferred), by pattern.");
+    ksfi_prom_scalars(out, scalars, SERVER_SCALARS);
     ksfi_metrics_view_free(&v);
     return ksfi_prom_result(out);
 }
@@ -102,25 +118,22 @@ ksf_err
 ksf_server_metrics_json(ksf_server *srv, json_t **out)
 {
     ksfi_metrics_view v;
-    ksf_server_stats st;
+    ksfi_scalar scalars[SERVER_SCALARS];
     if (out) {
         *out = NULL; /* also for KSF_EINVAL and KSF_ENOMEM */
     }
-    ksf_err e = server_begin(srv, out, &v, &st);
+    ksf_err e = server_begin(srv, out, &v, scalars);
     if (e) {
         return e;
     }
     json_t *patterns =
         ksfi_metrics_patterns_json(&v, server_json_names, "handler_duration");
     ksfi_metrics_view_free(&v);
-    *out = patterns ? json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "patterns",
-                                patterns, "no_handler", (json_int_t)st.no_handler,
-                                "malformed", (json_int_t)st.malformed, "reply_failures",
-                                (json_int_t)st.reply_failures, "offset_resets",
-                                (json_int_t)st.offset_resets, "offset_reset_skipped",
-                                (json_int_t)st.offset_reset_skipped, "reply_refused",
-                                (json_int_t)st.reply_refused, "refused",
-                                (json_int_t)st.refused)
-                    : NULL;
+    /* "o" steals even on failure, so nothing leaks when pack fails. */
+    *out = json_pack("{s:o?}", "patterns", patterns);
+    if (*out && (!patterns || ksfi_scalars_json(*out, scalars, SERVER_SCALARS))) {
+        json_decref(*out);
+        *out = NULL;
+    }
     return *out ? KSF_OK : KSF_ENOMEM;
 }

@@ -182,18 +182,16 @@ main(int argc, char **argv)
     ksf_errinfo ei = {0};
     ksf_config_new(&cfg);
     ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
-    ksf_err e = ksf_config_set(cfg, "brokers", argv[1], &ei);
-    if (!e) {
-        e = ksf_config_set(cfg, "client.id", "interop", &ei);
-    }
-    if (!e) {
-        e = ksf_config_set(cfg, "group.id", "interop-c", &ei);
-    }
-    if (!e) {
-        e = ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", &ei);
-    }
-    if (!e) { /* Spring's ReplyingKafkaTemplate callers name their reply topics */
-        e = ksf_config_set(cfg, "server.reply.topics", "spring-interop.replies*", &ei);
+    const char *const settings[][2] = {
+        {"brokers", argv[1]},
+        {"client.id", "interop"},
+        {"group.id", "interop-c"},
+        {"consumer.fetch.wait.max.ms", "5"},
+        /* Spring's ReplyingKafkaTemplate callers name their reply topics. */
+        {"server.reply.topics", "spring-interop.replies*"}};
+    ksf_err e = KSF_OK;
+    for (size_t i = 0; !e && i < sizeof settings / sizeof settings[0]; i++) {
+        e = ksf_config_set(cfg, settings[i][0], settings[i][1], &ei);
     }
     if (!e) {
         e = ksf_server_new(&srv, cfg, &ei);

@@ -3,11 +3,13 @@
 #include "suite.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 int
 ksft_run_tool(const char *tool_env, const char *env, const char *args, ksft_stream which,
@@ -53,4 +55,70 @@ ksft_assert_usage_errors(const char *tool_env, const char *const cases[][2], siz
         ck_assert_msg(strstr(err, cases[i][1]), "%s %s: stderr \"%s\" lacks \"%s\"",
                       tool_env, cases[i][0], err, cases[i][1]);
     }
+}
+
+void
+ksft_program_start(ksft_program *p, const char *path, const char *arg,
+                   const char *brokers)
+{
+    snprintf(p->err_path, sizeof p->err_path, "/tmp/ksft-program-XXXXXX");
+    int e = mkstemp(p->err_path);
+    ck_assert_msg(e >= 0, "mkstemp %s failed", p->err_path);
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    p->pid = fork();
+    ck_assert_int_ge(p->pid, 0);
+    if (p->pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        dup2(e, STDERR_FILENO);
+        close(fds[0]);
+        setenv("KSF_BROKERS", brokers, 1);
+        unsetenv("KSF_LOG");
+        execl(path, path, arg, (char *)NULL);
+        _exit(127);
+    }
+    close(e);
+    close(fds[1]);
+    p->out = fdopen(fds[0], "r");
+    ck_assert_ptr_nonnull(p->out);
+}
+
+void
+ksft_program_expect_line(ksft_program *p, const char *want)
+{
+    char line[256] = "";
+    ck_assert_msg(fgets(line, sizeof line, p->out) != NULL, "no line on stdout; want %s",
+                  want);
+    ck_assert_str_eq(line, want);
+}
+
+/* The first @p size - 1 bytes of @p f (NUL-terminated). */
+static void
+read_all(FILE *f, char *buf, size_t size)
+{
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = '\0';
+}
+
+int
+ksft_program_stop(ksft_program *p, bool term, int timeout_ms, char *rest,
+                  size_t rest_size, char *err, size_t err_size)
+{
+    if (term) {
+        kill(p->pid, SIGTERM);
+    }
+    if (rest) {
+        read_all(p->out, rest, rest_size); /* to its end: until it exits */
+    }
+    int st = ksft_wait_child(p->pid, timeout_ms);
+    fclose(p->out);
+    if (err) {
+        FILE *f = fopen(p->err_path, "r");
+        read_all(f, err, err_size);
+        if (f) {
+            fclose(f);
+        }
+    }
+    unlink(p->err_path);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -5,6 +5,7 @@
 #ifndef KSF_TEST_PROC_H
 #define KSF_TEST_PROC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Which of the program's output streams ksft_run_tool collects. */
@@ -30,5 +31,31 @@ void ksft_assert_usage_errors(const char *tool_env, const char *const cases[][2]
  * (WIFEXITED, ...), or -1 after the timeout, when it is killed (SIGKILL) and reaped so
  * that nothing outlives the test. */
 int ksft_wait_child(pid_t pid, int timeout_ms);
+
+/* ---- a program run as its users run it (the README sample, the examples) ---------- */
+
+#include <stdio.h>
+
+typedef struct ksft_program {
+    pid_t pid;
+    FILE *out;         /* its stdout, through a pipe */
+    char err_path[64]; /* its stderr, a temporary file */
+} ksft_program;
+
+/* Start @p path (with the one argument @p arg, or none when NULL) with
+ * KSF_BROKERS=@p brokers and KSF_LOG unset. */
+void ksft_program_start(ksft_program *p, const char *path, const char *arg,
+                        const char *brokers);
+
+/* Read its next stdout line (blocking until it prints one) and fail the test unless it
+ * is @p want, newline included. */
+void ksft_program_expect_line(ksft_program *p, const char *want);
+
+/* SIGTERM it when @p term, read the rest of its stdout into @p rest (NULL: not read),
+ * wait up to @p timeout_ms for it to exit (ksft_wait_child), and put its stderr into
+ * @p err (NULL: not read; the file is removed either way). Returns its exit status, or
+ * -1 when it did not exit normally. */
+int ksft_program_stop(ksft_program *p, bool term, int timeout_ms, char *rest,
+                      size_t rest_size, char *err, size_t err_size);
 
 #endif

@@ -4,6 +4,7 @@
 #include "suite.h"
 
 #include <check.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,77 @@ ksft_outcome_reset(ksft_outcome *o)
     json_decref(o->value);
     free(o->raw);
     memset(o, 0, sizeof *o);
+}
+
+/* ---- calls with exact answers --------------------------------------------------- */
+
+char *
+ksft_json_text(const json_t *v)
+{
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER)
+                   : strdup("(null)");
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+void
+ksft_call_expect(ksf_client *cli, const char *pattern, const char *request, ksf_err want,
+                 const char *want_json, int timeout_ms)
+{
+    json_t *req = request ? json_loads(request, JSON_DECODE_ANY, NULL) : NULL;
+    ck_assert_msg(!request || req, "%s: the request is not JSON: %s", pattern, request);
+    json_t *out = NULL;
+    ksf_errinfo ei = {0};
+    ksf_err e = ksf_client_call(cli, pattern, req, timeout_ms, &out, &ei);
+    ck_assert_msg(e == want, "%s: %s (%s), want %s", pattern, ksf_strerror(e), ei.text,
+                  ksf_strerror(want));
+    char *text = ksft_json_text(out);
+    ck_assert_msg(!strcmp(text, want_json), "%s: got %s, want %s", pattern, text,
+                  want_json);
+    free(text);
+    json_decref(out);
+    json_decref(req);
+}
+
+/* Every reply of one streamed request as text, and whether the last one came. */
+typedef struct stream_text {
+    pthread_mutex_t lock;
+    char text[1024];
+    ksf_err last_err; /* the last reply's */
+    atomic_int done;
+} stream_text;
+
+static void
+stream_text_cb(const ksf_reply *r, void *user)
+{
+    stream_text *s = user;
+    char *t = ksft_json_text(r->value);
+    pthread_mutex_lock(&s->lock);
+    size_t len = strlen(s->text);
+    snprintf(s->text + len, sizeof s->text - len, "%s%s|", t, r->done ? "(done)" : "");
+    pthread_mutex_unlock(&s->lock);
+    free(t);
+    if (r->done) {
+        s->last_err = r->err;
+        atomic_store(&s->done, 1); /* last: the test reads last_err after it */
+    }
+}
+
+void
+ksft_stream_expect(ksf_client *cli, const char *pattern, json_t *request,
+                   const ksf_send_opts *opts, ksf_err want_err, const char *want,
+                   int timeout_ms)
+{
+    stream_text s = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    ksf_errinfo ei = {0};
+    ksf_err e = ksf_client_send(cli, pattern, request, opts, stream_text_cb, &s, &ei);
+    ck_assert_msg(e == KSF_OK, "%s: %s (%s)", pattern, ksf_strerror(e), ei.text);
+    KSFT_WAIT_UNTIL(atomic_load(&s.done), timeout_ms, "the last reply of %s", pattern);
+    pthread_mutex_lock(&s.lock);
+    ck_assert_msg(!strcmp(s.text, want), "%s: got %s, want %s", pattern, s.text, want);
+    ck_assert_msg(s.last_err == want_err, "%s: %s, want %s", pattern,
+                  ksf_strerror(s.last_err), ksf_strerror(want_err));
+    pthread_mutex_unlock(&s.lock);
 }
 
 /* ---- tally ------------------------------------------------------------------------ */
@@ -306,4 +378,86 @@ ksft_wait_server_stat(ksf_server *srv, size_t offset, uint64_t n, int timeout_ms
             return st;
         }
     }
+}
+
+/* ---- counters, exactly ------------------------------------------------------------ */
+
+/* One counter of a stats struct: its name and where it is. */
+typedef struct stat_field {
+    const char *name;
+    size_t offset;
+    bool narrow; /* uint32_t, not uint64_t */
+} stat_field;
+
+#define CLIENT_STAT(f, narrow)                                                           \
+    {                                                                                    \
+#f, offsetof(ksf_client_stats, f), narrow                                        \
+    }
+#define SERVER_STAT(f)                                                                   \
+    {                                                                                    \
+#f, offsetof(ksf_server_stats, f), false                                         \
+    }
+
+static uint64_t
+stat_at(const void *stats, const stat_field *f)
+{
+    const char *at = (const char *)stats + f->offset;
+    return f->narrow ? *(const uint32_t *)(const void *)at
+                     : *(const uint64_t *)(const void *)at;
+}
+
+/* Every counter of @p fields equal in @p got and @p want; else one failure naming all
+ * that differ. */
+static void
+assert_stats(const char *what, const char *where, const stat_field *fields, size_t n,
+             const void *got, const void *want)
+{
+    char diff[1024] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t g = stat_at(got, &fields[i]), w = stat_at(want, &fields[i]);
+        if (g != w && len < sizeof diff) {
+            len += (size_t)snprintf(diff + len, sizeof diff - len,
+                                    " %s %llu (want %llu);", fields[i].name,
+                                    (unsigned long long)g, (unsigned long long)w);
+        }
+    }
+    ck_assert_msg(!diff[0], "%s counters, expected {%s} (others 0):%s", what, where,
+                  diff);
+}
+
+void
+ksft_assert_client_stats(ksf_client *cli, ksf_client_stats want, const char *where)
+{
+    static const stat_field fields[] = {CLIENT_STAT(sent, false),
+                                        CLIENT_STAT(replies, false),
+                                        CLIENT_STAT(remote_errors, false),
+                                        CLIENT_STAT(timeouts, false),
+                                        CLIENT_STAT(late_replies, false),
+                                        CLIENT_STAT(unknown_replies, false),
+                                        CLIENT_STAT(duplicate_replies, false),
+                                        CLIENT_STAT(emitted, false),
+                                        CLIENT_STAT(in_flight, true)};
+    ksf_client_stats got;
+    ksf_client_get_stats(cli, &got);
+    assert_stats("client", where, fields, sizeof fields / sizeof fields[0], &got, &want);
+}
+
+void
+ksft_assert_server_stats(ksf_server *srv, ksf_server_stats want, const char *where)
+{
+    static const stat_field fields[] = {
+        SERVER_STAT(requests),       SERVER_STAT(events),
+        SERVER_STAT(replies),        SERVER_STAT(errors),
+        SERVER_STAT(no_handler),     SERVER_STAT(malformed),
+        SERVER_STAT(reply_failures), SERVER_STAT(expired),
+        SERVER_STAT(throttled),      SERVER_STAT(budget_exceeded),
+        SERVER_STAT(late_discarded), SERVER_STAT(event_retries),
+        SERVER_STAT(dead_lettered),  SERVER_STAT(dlq_failures),
+        SERVER_STAT(offset_resets),  SERVER_STAT(offset_reset_skipped),
+        SERVER_STAT(reply_refused),  SERVER_STAT(shed),
+        SERVER_STAT(refused)};
+    ksf_server_stats got;
+    ksf_server_get_stats(srv, &got);
+    assert_stats("server", where, fields, sizeof fields / sizeof fields[0], &got, &want);
 }

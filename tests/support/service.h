@@ -92,6 +92,26 @@ void ksft_outcome_wait(ksft_outcome *o, int timeout_ms);
 /* Release its value and bytes and zero it for the next request. */
 void ksft_outcome_reset(ksft_outcome *o);
 
+/* ---- calls with exact answers --------------------------------------------------- */
+
+/* The compact JSON text of @p v, keys in their order ("(null)" for NULL); free() it. */
+char *ksft_json_text(const json_t *v);
+
+/* ksf_client_call @p pattern with the JSON text @p request (NULL: no value), waiting
+ * up to @p timeout_ms; fail the test unless the result is @p want and the reply (or the
+ * remote error) is exactly the JSON text @p want_json. */
+void ksft_call_expect(ksf_client *cli, const char *pattern, const char *request,
+                      ksf_err want, const char *want_json, int timeout_ms);
+
+/* ksf_client_send @p pattern with @p request (borrowed; NULL: no value) and @p opts,
+ * wait up to @p timeout_ms for its last reply, and fail the test unless that reply's
+ * err is @p want_err and all its replies, as text "value|value|last(done)|"
+ * (ksft_json_text of each, "(done)" after the last), are exactly @p want. For streamed
+ * replies, and for headers or a traceparent that ksf_client_call cannot send. */
+void ksft_stream_expect(ksf_client *cli, const char *pattern, json_t *request,
+                        const ksf_send_opts *opts, ksf_err want_err, const char *want,
+                        int timeout_ms);
+
 /* ---- waiting on a condition ------------------------------------------------------ */
 
 /* Wait until @p counter reaches @p n, for at most ksft_scaled_ms(@p timeout_ms);
@@ -105,6 +125,19 @@ ksf_server_stats ksft_wait_server_stat(ksf_server *srv, size_t offset, uint64_t 
                                        int timeout_ms);
 #define KSFT_WAIT_SERVER_STAT(srv, field, n, timeout_ms)                                 \
     ksft_wait_server_stat((srv), offsetof(ksf_server_stats, field), (n), (timeout_ms))
+
+/* ---- counters, exactly ------------------------------------------------------------ */
+
+/* Fail the test unless every counter of @p cli is the one in @p want (a counter @p want
+ * does not name is 0), naming each that differs. Use KSFT_ASSERT_CLIENT_STATS. */
+void ksft_assert_client_stats(ksf_client *cli, ksf_client_stats want, const char *where);
+#define KSFT_ASSERT_CLIENT_STATS(cli, ...)                                               \
+    ksft_assert_client_stats((cli), (ksf_client_stats){__VA_ARGS__}, #__VA_ARGS__)
+
+/* The same for a server's counters. Use KSFT_ASSERT_SERVER_STATS. */
+void ksft_assert_server_stats(ksf_server *srv, ksf_server_stats want, const char *where);
+#define KSFT_ASSERT_SERVER_STATS(srv, ...)                                               \
+    ksft_assert_server_stats((srv), (ksf_server_stats){__VA_ARGS__}, #__VA_ARGS__)
 
 /* ---- misc ------------------------------------------------------------------------ */
 

@@ -108,15 +108,13 @@ connect_client(const char *brokers)
     ksf_client *cli = NULL;
     ksf_errinfo ei = {0};
     ksf_config_new(&cfg);
-    ksf_err e = ksf_config_set(cfg, "brokers", brokers, &ei);
-    if (!e) {
-        e = ksf_config_set(cfg, "client.id", "spring-interop-c", &ei);
-    }
-    if (!e) {
-        e = ksf_config_set(cfg, "client.wire.dialect", "spring", &ei);
-    }
-    if (!e) {
-        e = ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", &ei);
+    const char *const settings[][2] = {{"brokers", brokers},
+                                       {"client.id", "spring-interop-c"},
+                                       {"client.wire.dialect", "spring"},
+                                       {"consumer.fetch.wait.max.ms", "5"}};
+    ksf_err e = KSF_OK;
+    for (size_t i = 0; !e && i < sizeof settings / sizeof settings[0]; i++) {
+        e = ksf_config_set(cfg, settings[i][0], settings[i][1], &ei);
     }
     if (!e) {
         e = ksf_client_new(&cli, cfg, &ei);
