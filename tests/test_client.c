@@ -136,6 +136,14 @@ behave(responder *r, const request *q)
         if (end) {
             reply(r, q, id, NULL, NULL, true);
         }
+    } else if (!strcmp(v, "stream40")) {
+        /* produced back to back: fetched together, more than one poll's batch */
+        for (int i = 1; i <= 40; i++) {
+            char val[16];
+            snprintf(val, sizeof val, "{\"i\":%d}", i);
+            reply(r, q, id, val, NULL, false);
+        }
+        reply(r, q, id, NULL, NULL, true);
     } else if (!strcmp(v, "late")) {
         ksft_sleep_ms(400); /* a slow server, not synchronisation */
         reply(r, q, id, "\"late\"", NULL, true);
@@ -457,6 +465,29 @@ KSFT_TEST(test_client_stream, 30)
     /* Nothing more arrives for either request. */
     ck_assert_uint_eq(stats(v.cli).in_flight, 0);
     ck_assert_int_eq(collected(&c), 7);
+    env_stop(&v);
+}
+END_TEST
+
+/* 40 stream values and the end arrive together: the reply consumer hands them out in
+ * batches (kafka/reply_consumer.c); every one must come once, in order. */
+KSFT_TEST(test_client_stream_batch, 30)
+{
+    env v = env_start_with("static", NULL);
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    send_cmd(v.cli, "stream40", KSF_SEND_STREAM, 10000, &c);
+    ck_assert(wait_collected(&c, 41, 10000));
+    for (int i = 0; i < 40; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "{\"i\":%d}", i + 1);
+        ck_assert_int_eq(c.d[i].err, KSF_OK);
+        ck_assert_int_eq(c.d[i].done, false);
+        ck_assert_str_eq(c.d[i].value, want);
+    }
+    ck_assert_int_eq(c.d[40].done, true);
+    ck_assert_str_eq(c.d[40].value, "(none)");
+    ck_assert_uint_eq(stats(v.cli).in_flight, 0);
+    ck_assert_int_eq(collected(&c), 41);
     env_stop(&v);
 }
 END_TEST
