@@ -136,6 +136,14 @@ behave(responder *r, const request *q)
         if (end) {
             reply(r, q, id, NULL, NULL, true);
         }
+    } else if (!strcmp(v, "stream40")) {
+        /* produced back to back: fetched together, more than one poll's batch */
+        for (int i = 1; i <= 40; i++) {
+            char val[16];
+            snprintf(val, sizeof val, "{\"i\":%d}", i);
+            reply(r, q, id, val, NULL, false);
+        }
+        reply(r, q, id, NULL, NULL, true);
     } else if (!strcmp(v, "late")) {
         ksft_sleep_ms(400); /* a slow server, not synchronisation */
         reply(r, q, id, "\"late\"", NULL, true);
@@ -457,6 +465,29 @@ KSFT_TEST(test_client_stream, 30)
     /* Nothing more arrives for either request. */
     ck_assert_uint_eq(stats(v.cli).in_flight, 0);
     ck_assert_int_eq(collected(&c), 7);
+    env_stop(&v);
+}
+END_TEST
+
+/* 40 stream values and the end arrive together: the reply consumer hands them out in
+ * batches (kafka/reply_consumer.c); every one must come once, in order. */
+KSFT_TEST(test_client_stream_batch, 30)
+{
+    env v = env_start_with("static", NULL);
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    send_cmd(v.cli, "stream40", KSF_SEND_STREAM, 10000, &c);
+    ck_assert(wait_collected(&c, 41, 10000));
+    for (int i = 0; i < 40; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "{\"i\":%d}", i + 1);
+        ck_assert_int_eq(c.d[i].err, KSF_OK);
+        ck_assert_int_eq(c.d[i].done, false);
+        ck_assert_str_eq(c.d[i].value, want);
+    }
+    ck_assert_int_eq(c.d[40].done, true);
+    ck_assert_str_eq(c.d[40].value, "(none)");
+    ck_assert_uint_eq(stats(v.cli).in_flight, 0);
+    ck_assert_int_eq(collected(&c), 41);
     env_stop(&v);
 }
 END_TEST
@@ -944,6 +975,84 @@ KSFT_TEST(test_client_emit_bytes, 30)
     ck_assert_int_eq(got, 5);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+    env_stop(&v);
+}
+END_TEST
+
+/* Delivery reports are served by the reply thread, which an idle client leaves asleep
+ * in its consumer poll for up to a second: a report must wake it. Five events one
+ * after another on an idle client, each acknowledged before the next is emitted; a
+ * report served only when the poll times out would take ~0.5 s each. */
+KSFT_TEST(test_client_reports_wake_reply_thread, 30)
+{
+    env v = env_start_with("static", NULL);
+    ksft_broker_create_topic(v.b, "ev.topic", 1);
+    emit_seen seen = {0};
+    ksf_errinfo ei = {0};
+    json_t *d = json_pack("{s:i}", "n", 1);
+    /* the first one also looks the topic up */
+    ck_assert_int_eq(ksf_client_emit(v.cli, "ev.topic", d, NULL, emit_done, &seen, &ei),
+                     KSF_OK);
+    ck_assert_int_eq(ksft_wait_atomic(&seen.n, 1, 10000), 1);
+    ksft_sleep_ms(300); /* the reply thread is asleep again */
+    int64_t t0 = ksft_now_ms();
+    for (int i = 2; i <= 6; i++) {
+        ck_assert_int_eq(
+            ksf_client_emit(v.cli, "ev.topic", d, NULL, emit_done, &seen, &ei), KSF_OK);
+        ck_assert_int_eq(ksft_wait_atomic(&seen.n, i, 10000), i);
+    }
+    int64_t took = ksft_now_ms() - t0;
+    ck_assert_msg(took < ksft_scaled_ms(1500), "5 acknowledgements took %lld ms",
+                  (long long)took);
+    ck_assert_int_eq(atomic_load(&seen.ok), 6);
+    ck_assert_uint_eq(stats(v.cli).emitted, 6);
+    json_decref(d);
+    env_stop(&v);
+}
+END_TEST
+
+typedef struct flush_in_cb {
+    ksf_client *cli;
+    emit_seen seen;
+    ksf_err emit_err, flush_err;
+    int acked_at_flush; /* emit callbacks run when the flush returned */
+    atomic_int done;
+} flush_in_cb;
+
+static void
+emit_then_flush(const ksf_reply *r, void *user)
+{
+    flush_in_cb *f = user;
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(r->err, KSF_OK);
+    json_t *d = json_string("from a reply callback");
+    f->emit_err = ksf_client_emit(f->cli, "ev.topic", d, NULL, emit_done, &f->seen, &ei);
+    json_decref(d);
+    /* On the reply thread, which serves the reports: the flush must serve them. */
+    f->flush_err = ksf_client_flush(f->cli, 10000, &ei);
+    f->acked_at_flush = atomic_load(&f->seen.n);
+    atomic_store(&f->done, 1);
+}
+
+/* ksf_client_flush inside a reply callback: the reply thread serves the delivery
+ * reports, so the flush serves them itself instead of waiting for itself. */
+KSFT_TEST(test_client_flush_in_reply_callback, 30)
+{
+    env v = env_start_with("static", NULL);
+    ksft_broker_create_topic(v.b, "ev.topic", 1);
+    flush_in_cb f = {.cli = v.cli, .emit_err = -1, .flush_err = -1};
+    ksf_errinfo ei = {0};
+    json_t *d = json_string("null");
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, d,
+                                     &(ksf_send_opts){.timeout_ms = 10000},
+                                     emit_then_flush, &f, &ei),
+                     KSF_OK);
+    json_decref(d);
+    ck_assert_int_eq(ksft_wait_atomic(&f.done, 1, 20000), 1);
+    ck_assert_int_eq(f.emit_err, KSF_OK);
+    ck_assert_int_eq(f.flush_err, KSF_OK);
+    ck_assert_int_eq(f.acked_at_flush, 1);
+    ck_assert_int_eq(atomic_load(&f.seen.ok), 1);
     env_stop(&v);
 }
 END_TEST

@@ -7,8 +7,9 @@
  * The other files, each one concern, in layers (a file includes only those below it):
  *   client_send.c          send, call, emit, flush (the caller's thread)
  *   client_sender.c        the sender thread: sends that could not be produced at once
- *   client_reply_thread.c  the reply thread: poll, match replies, expire deadlines
- *   client_delivery.c      the delivery thread: the producer's delivery reports
+ *   client_reply_thread.c  the reply thread: poll, match replies, expire deadlines,
+ *                          serve the producer's delivery reports
+ *   client_delivery.c      what a delivery report does (a failed request, an event)
  *   client_produce.c       request headers and the produce itself
  *   client_requests.c      finishing in-flight requests (exactly one callback each)
  *   client_slots.c         reply topics, their partitions (slots), drain, idle pause
@@ -48,14 +49,11 @@ make_handles(ksf_client *cli, ksf_errinfo *ei)
 static ksf_err
 start_threads(ksf_client *cli, ksf_errinfo *ei)
 {
+    cli->reply_started = true; /* before it runs: it reads it (a flush in a callback) */
     if (pthread_create(&cli->reply_thread, NULL, ksfi_client_reply_main, cli) != 0) {
+        cli->reply_started = false;
         return ksfi_fail(ei, KSF_ENOMEM, "cannot start the reply thread");
     }
-    cli->reply_started = true;
-    if (pthread_create(&cli->dr_thread, NULL, ksfi_client_delivery_main, cli) != 0) {
-        return ksfi_fail(ei, KSF_ENOMEM, "cannot start the delivery thread");
-    }
-    cli->dr_started = true;
     if (pthread_create(&cli->sender_thread, NULL, ksfi_client_sender_main, cli) != 0) {
         return ksfi_fail(ei, KSF_ENOMEM, "cannot start the sender thread");
     }
@@ -89,21 +87,20 @@ stop_reply_thread(ksf_client *cli)
     pthread_mutex_unlock(&cli->lock);
     ksfi_reply_consumer_wake(cli->consumer);
     pthread_join(cli->reply_thread, NULL);
+    /* From now on a flush serves the delivery reports itself (ksf_client_flush). */
+    pthread_mutex_lock(&cli->lock);
     cli->reply_started = false;
+    pthread_mutex_unlock(&cli->lock);
 }
 
+/* The request producer's callback when delivery reports arrive: the reply thread,
+ * which serves them, may be asleep in its consumer poll. */
 static void
-stop_dr_thread(ksf_client *cli)
+wake_reply_thread(void *arg)
 {
-    if (!cli->dr_started) {
-        return;
-    }
-    pthread_mutex_lock(&cli->lock);
-    cli->stop_dr = true;
-    pthread_mutex_unlock(&cli->lock);
-    ksfi_request_producer_wake(cli->producer);
-    pthread_join(cli->dr_thread, NULL);
-    cli->dr_started = false;
+    ksf_client *cli = arg;
+    atomic_store(&cli->reports, true);
+    ksfi_reply_consumer_wake(cli->consumer);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */
@@ -194,6 +191,7 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
     if ((e = make_handles(cli, ei))) {
         goto fail;
     }
+    ksfi_request_producer_on_report(cli->producer, wake_reply_thread, cli);
     ksfi_reply_host host = {cli->consumer, &cli->log, ksfi_client_on_revoked, cli,
                             &cli->rebalances};
     if (cli->cfg->client_reply_provider == KSFI_REPLY_STATIC) {
@@ -213,7 +211,6 @@ ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei)
 fail:
     stop_sender_thread(cli);
     stop_reply_thread(cli);
-    stop_dr_thread(cli);
     client_free(cli);
     return e;
 }
@@ -253,8 +250,7 @@ ksf_client_destroy(ksf_client *cli)
         }
     }
     pthread_mutex_unlock(&cli->lock);
-    ksf_client_flush(cli, DESTROY_FLUSH_MS, NULL);
-    stop_dr_thread(cli);
+    ksf_client_flush(cli, DESTROY_FLUSH_MS, NULL); /* serves the reports itself */
     client_free(cli);
 }
 

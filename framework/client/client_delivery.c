@@ -1,9 +1,11 @@
 /*
- * The client's delivery thread (client_delivery.h): it serves the producer's delivery
- * reports. Every produced message carries a dr_ticket: a request's fails the request
- * when it could not be delivered (its reply callback gets KSF_EKAFKA); an event's counts
- * it and runs the emit callback. After each poll it wakes ksf_client_flush, which waits
- * for the producer's queue to empty.
+ * The client's delivery reports (client_delivery.h). Every produced message carries a
+ * dr_ticket: a request's fails the request when it could not be delivered (its reply
+ * callback gets KSF_EKAFKA); an event's counts it and runs the emit callback. The
+ * reply thread serves them between its polls: a thread of their own cost a wake-up per
+ * batch of reports, and librdkafka frees a message's headers on the thread that serves
+ * its report, which was then never the one that allocated them (the sending thread,
+ * in a reply callback, is the reply thread).
  *
  * Locking: the report callback takes cli->lock only to fail a request
  * (ksfi_client_fail_request); user callbacks run without it.
@@ -35,21 +37,4 @@ ksfi_client_on_delivery(ksfi_kafka_delivery *d, const ksfi_kafka_report *r)
         }
     }
     ksfi_client_ticket_free(cli, t); /* back to the pool; plain_event stays */
-}
-
-void *
-ksfi_client_delivery_main(void *arg)
-{
-    ksf_client *cli = arg;
-    for (;;) {
-        pthread_mutex_lock(&cli->lock);
-        bool stop = cli->stop_dr;
-        pthread_cond_broadcast(&cli->cond); /* flush() re-checks the queue length */
-        pthread_mutex_unlock(&cli->lock);
-        if (stop) {
-            break;
-        }
-        ksfi_request_producer_serve(cli->producer, POLL_CAP_MS);
-    }
-    return NULL;
 }

@@ -5,10 +5,11 @@
  *
  * Locking: one mutex, cli->lock, guards the fields below it in struct ksf_client and
  * everything reachable from them (topics, slots, the in-flight table, queued sends);
- * cli->cond signals topic state changes, new queued sends, first fetches and delivery
- * reports. Every function takes and releases the lock itself, or is named *_locked and
- * is called with it held; none returns holding a lock it took. Callbacks to the user
- * (reply, emit) and calls into librdkafka that may block run without it.
+ * cli->cond signals topic state changes, new queued sends, first fetches and (while a
+ * flush waits) delivery reports served. Every function takes and releases the lock
+ * itself, or is named *_locked and is called with it held; none returns holding a lock it
+ * took. Callbacks to the user (reply, emit) and calls into librdkafka that may block run
+ * without it.
  */
 #ifndef KSF_CLIENT_INTERNAL_H
 #define KSF_CLIENT_INTERNAL_H
@@ -112,17 +113,22 @@ struct ksf_client {
     ksfi_reply_consumer *consumer;
     dr_ticket plain_event; /* shared by events without a callback: nothing to allocate */
     ksfi_reply_provider *provider;
-    pthread_t reply_thread, dr_thread, sender_thread;
-    bool reply_started, dr_started, sender_started;
+    pthread_t reply_thread, sender_thread;
+    bool sender_started;
     atomic_bool stop_sender; /* also read by ksfi_reach_brokers, outside the lock */
+    atomic_int flushing;     /* flushes waiting: the reply thread signals `cond` after it
+                              * served delivery reports only while one does */
+    atomic_bool reports;     /* delivery reports arrived since the reply thread last
+                              * served them (set by the producer's on_report callback) */
     /* `lock` guards every field below; `cond` signals topic state changes and
-     * delivery reports (for flush). */
+     * (while a flush waits) delivery reports served. */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     ksfi_inflight *inflight;
     reply_topic *topics;
     reply_slot *slots;
-    bool closing, stop_reply, stop_dr;
+    bool closing, stop_reply;
+    bool reply_started; /* the reply thread runs: it serves the delivery reports */
     bool reached;       /* a broker answered once: later sends skip the check */
     int in_hand;        /* queued sends the sender thread took and has not produced */
     bool paused;        /* reply partitions paused because idle */
@@ -135,8 +141,9 @@ struct ksf_client {
     _Atomic uint64_t rebalances; /* reply-group assignments received (metrics) */
     /* Finished requests' records and tickets kept for the next requests: a calloc and
      * a free each cost about 700 instructions per request (client_requests.c). Their
-     * own lock: a ticket comes back on the delivery thread, a record on the reply
-     * thread, neither holding `lock`. */
+     * own lock: a ticket comes back with its delivery report, a record with its reply
+     * (both on the reply thread, or a ticket on a destroying or flushing one), neither
+     * holding `lock`. */
     pthread_mutex_t pool_lock;
     ksfi_pending *free_pending; /* linked by hnext */
     dr_ticket *free_tickets;

@@ -2,11 +2,12 @@
  * The client's reply thread (client_reply_thread.h): it polls the reply consumer,
  * matches each reply to its request by kafka_correlationId (NestJS's rules: stream
  * values, the kafka_nest-is-disposed end, kafka_nest-err; Spring's echoed id bytes),
- * runs reply callbacks, counts strays (late, duplicate, unknown), expires deadlines
- * and pauses the reply partitions once the client is idle.
+ * runs reply callbacks, counts strays (late, duplicate, unknown), expires deadlines,
+ * serves the request producer's delivery reports (client_delivery.c) and pauses the
+ * reply partitions once the client is idle.
  *
  * Locking: a reply is matched and taken out of the in-flight table under cli->lock;
- * its callback runs after the lock is dropped. The poll runs without the lock.
+ * its callback runs after the lock is dropped. The polls run without the lock.
  */
 #include "client/client_reply_thread.h"
 
@@ -243,6 +244,7 @@ void *
 ksfi_client_reply_main(void *arg)
 {
     ksf_client *cli = arg;
+    bool idle = false; /* the last poll returned nothing */
     for (;;) {
         int timeout_ms;
         pthread_mutex_lock(&cli->lock);
@@ -261,8 +263,22 @@ ksfi_client_reply_main(void *arg)
             ksfi_client_deliver_local(cli, expired, KSF_ETIMEDOUT, text);
             expired = next;
         }
+        /* The producer's delivery reports, before the consumer poll sleeps. The
+         * producer's on_report callback sets `reports` and wakes the poll when a
+         * report arrives at an empty queue (every time the serve below emptied it), so
+         * an iteration without reports costs no poll of the producer's queue; a poll
+         * that returned nothing serves anyway, as a backstop. */
+        if (atomic_exchange(&cli->reports, false) || idle) {
+            ksfi_request_producer_serve(cli->producer, 0);
+            if (atomic_load_explicit(&cli->flushing, memory_order_relaxed) > 0) {
+                pthread_mutex_lock(&cli->lock);
+                pthread_cond_broadcast(&cli->cond); /* a flush re-checks the queue */
+                pthread_mutex_unlock(&cli->lock);
+            }
+        }
         ksfi_reply_event ev;
         ksf_err e = ksfi_reply_consumer_poll(cli->consumer, timeout_ms, &ev);
+        idle = ev.kind == KSFI_REPLY_NOTHING;
         if (ev.kind == KSFI_REPLY_MESSAGE || ev.kind == KSFI_REPLY_END) {
             /* An end-of-partition event's offset is the next one to fetch. */
             ksfi_client_note_position(cli, ev.topic, ev.partition,

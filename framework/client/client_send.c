@@ -467,9 +467,13 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
     int64_t deadline = ksfi_client_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     ksf_err e = KSF_OK;
     pthread_mutex_lock(&cli->lock);
+    /* The reply thread serves the delivery reports: a flush on it (in a callback), or
+     * once it stopped (destroy), serves them itself, or it would wait for nothing. */
+    bool serve = !cli->reply_started || pthread_equal(pthread_self(), cli->reply_thread);
+    atomic_fetch_add(&cli->flushing, 1);
     int queued;
-    /* The delivery thread broadcasts after every poll; the short slices also cover
-     * messages leaving between its last broadcast and this check. */
+    /* The reply thread broadcasts after serving reports while a flush waits; the short
+     * slices also cover messages leaving between its last broadcast and this check. */
     while ((queued = ksfi_request_producer_queued(cli->producer) + waiting_locked(cli)) >
            0) {
         int64_t now = ksfi_client_now_ms();
@@ -479,8 +483,16 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
                           queued, timeout_ms);
             break;
         }
-        ksfi_client_wait_until(cli, now + 20 < deadline ? now + 20 : deadline);
+        int64_t until = now + 20 < deadline ? now + 20 : deadline;
+        if (serve) { /* callbacks run without the lock */
+            pthread_mutex_unlock(&cli->lock);
+            ksfi_request_producer_serve(cli->producer, (int)(until - now));
+            pthread_mutex_lock(&cli->lock);
+        } else {
+            ksfi_client_wait_until(cli, until);
+        }
     }
+    atomic_fetch_sub(&cli->flushing, 1);
     pthread_mutex_unlock(&cli->lock);
     return e;
 }

@@ -12,10 +12,17 @@
 
 #include <string.h>
 
+/* Messages taken from the queue at once after a poll returned one. */
+#define BATCH 32
+
 struct ksfi_reply_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q; /* the consumer queue: yielded to wake the poller */
     const ksfi_logger *log;
+    /* What the last poll took beyond its first message, handed out by the next polls
+     * before the queue is asked again (the poller's thread only). */
+    rd_kafka_message_t *batch[BATCH];
+    size_t nbatch, next;
 };
 
 ksf_err
@@ -59,6 +66,9 @@ ksfi_reply_consumer_destroy(ksfi_reply_consumer *rc)
     if (!rc) {
         return;
     }
+    while (rc->next < rc->nbatch) {
+        rd_kafka_message_destroy(rc->batch[rc->next++]);
+    }
     if (rc->q) {
         rd_kafka_queue_destroy(rc->q);
     }
@@ -71,9 +81,19 @@ ksf_err
 ksfi_reply_consumer_poll(ksfi_reply_consumer *rc, int timeout_ms, ksfi_reply_event *ev)
 {
     memset(ev, 0, sizeof *ev);
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(rc->rk, timeout_ms);
-    if (!msg) {
-        return KSF_OK;
+    rd_kafka_message_t *msg;
+    if (rc->next < rc->nbatch) {
+        msg = rc->batch[rc->next++];
+    } else {
+        msg = rd_kafka_consumer_poll(rc->rk, timeout_ms);
+        if (!msg) {
+            return KSF_OK;
+        }
+        /* What else is waiting, in one go and without waiting: a poll per message
+         * locks and signals the queue each time. */
+        ssize_t n = rd_kafka_consume_batch_queue(rc->q, 0, rc->batch, BATCH);
+        rc->nbatch = n > 0 ? (size_t)n : 0;
+        rc->next = 0;
     }
     ev->impl = msg;
     ev->topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : NULL;

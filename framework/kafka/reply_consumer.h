@@ -58,7 +58,9 @@ typedef struct ksfi_reply_event {
 
 /**
  * Wait up to @p timeout_ms for the next event of the assigned partitions. Release
- * every event, whatever the result.
+ * every event, whatever the result. A poll that returns a message also takes what else
+ * is waiting (up to 32), which the next polls return at once, in order, without
+ * asking librdkafka's queue again.
  * Errors: KSF_ENOMEM reading a message's headers (*ev is still the message, for its
  * position, but without headers).
  */

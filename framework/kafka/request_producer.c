@@ -15,6 +15,8 @@
 struct ksfi_request_producer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q; /* the main queue: delivery reports; yielded to wake serve */
+    void (*on_report)(void *arg); /* ksfi_request_producer_on_report's */
+    void *on_report_arg;
 };
 
 ksf_err
@@ -52,6 +54,8 @@ ksfi_request_producer_destroy(ksfi_request_producer *p, int flush_ms)
     if (!p) {
         return;
     }
+    /* The reports that follow are served here, by the flush: nobody is to be woken. */
+    rd_kafka_queue_cb_event_enable(p->q, NULL, NULL);
     /* Whatever is still queued fails now; its reports free what they carry. */
     rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_flush(p->rk, flush_ms);
@@ -77,6 +81,24 @@ void
 ksfi_request_producer_serve(ksfi_request_producer *p, int timeout_ms)
 {
     rd_kafka_queue_poll_callback(p->q, timeout_ms);
+}
+
+/* librdkafka's queue event: the main queue was empty and has an event now. */
+static void
+report_event(rd_kafka_t *rk, void *opaque)
+{
+    (void)rk;
+    ksfi_request_producer *p = opaque;
+    p->on_report(p->on_report_arg);
+}
+
+void
+ksfi_request_producer_on_report(ksfi_request_producer *p, void (*fn)(void *arg),
+                                void *arg)
+{
+    p->on_report = fn;
+    p->on_report_arg = arg;
+    rd_kafka_queue_cb_event_enable(p->q, fn ? report_event : NULL, fn ? p : NULL);
 }
 
 void

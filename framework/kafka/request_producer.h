@@ -1,11 +1,12 @@
 /*
  * The client's request producer: a librdkafka producer for requests and events whose
  * delivery reports go to each message's ksfi_kafka_delivery (produce.h) and are served
- * by one thread of the client's (ksfi_request_producer_serve). No librdkafka type
+ * by one thread of the client's (ksfi_request_producer_serve), which a callback
+ * (ksfi_request_producer_on_report) wakes when reports arrive. No librdkafka type
  * crosses this header.
  *
  * Threads: produce, queued, wake and the Metadata helpers from any thread; serve from
- * one thread; destroy after that thread stopped.
+ * one thread at a time; destroy after that thread stopped.
  */
 #ifndef KSF_KAFKA_REQUEST_PRODUCER_H
 #define KSF_KAFKA_REQUEST_PRODUCER_H
@@ -43,6 +44,18 @@ int ksfi_request_producer_queued(ksfi_request_producer *p);
 
 /** Serve delivery reports for up to @p timeout_ms (returns early when woken). */
 void ksfi_request_producer_serve(ksfi_request_producer *p, int timeout_ms);
+
+/**
+ * Have @p fn(@p arg) called whenever a delivery report (or another event of the
+ * producer) arrives while none was waiting to be served, so that a thread that sleeps
+ * elsewhere (the client's reply thread, in its consumer poll) can be woken to serve it.
+ * @p fn runs on one of librdkafka's threads, or on a producing one, while librdkafka
+ * holds the producer queue's lock: it must only wake (ksfi_reply_consumer_wake) and
+ * must not call into this producer. NULL @p fn: no more calls. Call it before the
+ * first produce or while nothing produces.
+ */
+void ksfi_request_producer_on_report(ksfi_request_producer *p, void (*fn)(void *arg),
+                                     void *arg);
 
 /** Make a serve in progress (or the next one) return at once. Any thread. */
 void ksfi_request_producer_wake(ksfi_request_producer *p);

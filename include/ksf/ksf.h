@@ -999,11 +999,11 @@ typedef struct ksf_reply {
  * KSF_ECLOSED when the client is destroyed first. With KSF_SEND_STREAM it runs once per
  * streamed value (done == false) and then once with done == true (a final value, or no
  * value when the stream ended with a separate end message: err KSF_OK, value NULL).
- * Threads: runs on the client's reply thread (the delivery thread for KSF_EKAFKA when
- * the request could not be produced, the sender thread for a failure before it was
- * produced: no broker reachable, no reply partition; the destroying thread for
- * KSF_ECLOSED); it must not block, must not call ksf_client_call() and must not
- * destroy the client.
+ * Threads: runs on the client's reply thread (also KSF_EKAFKA when the request could
+ * not be delivered: the reply thread serves the producer's delivery reports; the
+ * sender thread for a failure before it was produced: no broker reachable, no reply
+ * partition; the destroying thread for KSF_ECLOSED); it must not block, must not call
+ * ksf_client_call() and must not destroy the client.
  */
 typedef void (*ksf_reply_fn)(const ksf_reply *reply, void *user);
 
@@ -1041,10 +1041,10 @@ typedef struct ksf_send_opts {
 /**
  * Create a client (NestJS ClientKafka). Its ids are "<client.id><postfix.id>" and
  * "<group.id><postfix.id>" with postfix "-client" by default. It starts its threads
- * (sender, reply, delivery) at once but connects lazily. Ownership: @p cfg is copied.
- * *out is NULL on failure.
- * Errors: KSF_ENOMEM, KSF_EINVAL (also a TLS/SASL setting the reply-group connection
- * cannot honour, or a TLS file it cannot load, named with the remedy), KSF_EKAFKA.
+ * (sender; reply, which also serves delivery reports) at once but connects lazily.
+ * Ownership: @p cfg is copied. *out is NULL on failure. Errors: KSF_ENOMEM, KSF_EINVAL
+ * (also a TLS/SASL setting the reply-group connection cannot honour, or a TLS file it
+ * cannot load, named with the remedy), KSF_EKAFKA.
  */
 KSF_API ksf_err ksf_client_new(ksf_client **out, const ksf_config *cfg, ksf_errinfo *ei);
 
@@ -1113,8 +1113,11 @@ typedef void (*ksf_emit_fn)(ksf_err err, const char *text, void *user);
 
 /**
  * Emit an event to topic @p pattern: no correlation headers, no reply. @p cb (optional)
- * runs once, on a client thread, when the broker acknowledged the event or it failed
- * for good. Errors: KSF_EINVAL, KSF_EMSGSIZE, KSF_EKAFKA (queue full), KSF_ECLOSED.
+ * runs once when the broker acknowledged the event or it failed for good, on the
+ * client's reply thread (the destroying thread for what destroy flushes), under the
+ * rules of a reply callback: it must not block, must not call ksf_client_call() and
+ * must not destroy the client (it may emit and send).
+ * Errors: KSF_EINVAL, KSF_EMSGSIZE, KSF_EKAFKA (queue full), KSF_ECLOSED.
  */
 KSF_API ksf_err ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
                                 const ksf_send_opts *opts, ksf_emit_fn cb, void *user,
@@ -1122,7 +1125,9 @@ KSF_API ksf_err ksf_client_emit(ksf_client *cli, const char *pattern, const json
 
 /**
  * Wait up to @p timeout_ms until every emitted event and sent request left the
- * producer. Errors: KSF_ETIMEDOUT with the count still queued.
+ * producer. From a reply or emit callback it serves the delivery reports itself
+ * (their callbacks then run inside it). Errors: KSF_ETIMEDOUT with the count still
+ * queued.
  */
 KSF_API ksf_err ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei);
 
