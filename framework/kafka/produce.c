@@ -1,8 +1,12 @@
 #include "kafka/produce.h"
 
+#include "base/alloc.h"
 #include "kafka/kafka.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 /* The pause between tries while librdkafka's queue is full. */
@@ -27,6 +31,108 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     d->fn(d, &r);
 }
 
+struct ksfi_kafka_topics {
+    pthread_mutex_t lock; /* serialises additions; lookups take no lock */
+    /* Entries [0, n) are complete and never change until ksfi_kafka_topics_free: an
+     * addition writes its entry, then publishes it by a release store of n. */
+    atomic_size_t n;
+    struct {
+        char *name;
+        rd_kafka_topic_t *rkt;
+    } kept[KSFI_KAFKA_TOPICS_MAX];
+};
+
+ksf_err
+ksfi_kafka_topics_new(ksfi_kafka_topics **out, ksf_errinfo *ei)
+{
+    ksfi_kafka_topics *t = ksfi_calloc(1, sizeof *t);
+    if (!t) {
+        *out = NULL;
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory keeping a producer's topics");
+    }
+    pthread_mutex_init(&t->lock, NULL);
+    atomic_init(&t->n, 0);
+    *out = t;
+    return KSF_OK;
+}
+
+size_t
+ksfi_kafka_topics_kept(ksfi_kafka_topics *t)
+{
+    return atomic_load_explicit(&t->n, memory_order_acquire);
+}
+
+void
+ksfi_kafka_topics_free(ksfi_kafka_topics *t)
+{
+    if (!t) {
+        return;
+    }
+    size_t n = atomic_load_explicit(&t->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_topic_destroy(t->kept[i].rkt);
+        ksfi_free(t->kept[i].name);
+    }
+    pthread_mutex_destroy(&t->lock);
+    ksfi_free(t);
+}
+
+static rd_kafka_topic_t *
+kept_topic(ksfi_kafka_topics *t, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(t->kept[i].name, name) == 0) {
+            return t->kept[i].rkt;
+        }
+    }
+    return NULL;
+}
+
+/* Keep @p rkt (just created for @p name) in @p t. Returns false when it was not kept
+ * (the set is full, out of memory, or another thread kept one first): the caller then
+ * releases it after use. */
+static bool
+keep_topic(ksfi_kafka_topics *t, const char *name, rd_kafka_topic_t *rkt)
+{
+    bool kept = false;
+    pthread_mutex_lock(&t->lock);
+    size_t n = atomic_load_explicit(&t->n, memory_order_relaxed);
+    if (n < KSFI_KAFKA_TOPICS_MAX && !kept_topic(t, n, name)) {
+        char *copy = ksfi_strdup(name);
+        if (copy) {
+            t->kept[n].name = copy;
+            t->kept[n].rkt = rkt;
+            atomic_store_explicit(&t->n, n + 1, memory_order_release);
+            kept = true;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return kept;
+}
+
+/* The topic handle for @p name: a kept one, or a new one (*release set: the caller
+ * releases it after producing). NULL: librdkafka refused the topic. */
+static rd_kafka_topic_t *
+topic_handle(rd_kafka_t *rk, ksfi_kafka_topics *t, const char *name, bool *release)
+{
+    *release = false;
+    if (t) {
+        rd_kafka_topic_t *rkt =
+            kept_topic(t, atomic_load_explicit(&t->n, memory_order_acquire), name);
+        if (rkt) {
+            return rkt;
+        }
+    }
+    /* rd_kafka_topic_new, unlike producev's own lookup by name, asks for the metadata
+     * of a topic the producer does not know yet at once: otherwise the first message to
+     * a new topic waits for librdkafka 2.0.2's 1 s topic scan (~800 ms cold start). */
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, name, NULL);
+    if (rkt && !(t && keep_topic(t, name, rkt))) {
+        *release = true;
+    }
+    return rkt;
+}
+
 void
 ksfi_kafka_conf_delivery(rd_kafka_conf_t *conf)
 {
@@ -49,10 +155,8 @@ ksfi_kafka_produce(rd_kafka_t *rk, const ksfi_kafka_out *m, ksf_errinfo *ei)
                              m->topic);
         }
     }
-    /* rd_kafka_topic_new, unlike producev's own lookup by name, asks for the metadata
-     * of a topic the producer does not know yet at once: otherwise the first message to
-     * a new topic waits for librdkafka 2.0.2's 1 s topic scan (~800 ms cold start). */
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, m->topic, NULL);
+    bool release;
+    rd_kafka_topic_t *rkt = topic_handle(rk, m->topics, m->topic, &release);
     char why[300];
     if (!rkt) {
         if (h) {
@@ -82,7 +186,9 @@ ksfi_kafka_produce(rd_kafka_t *rk, const ksfi_kafka_out *m, ksf_errinfo *ei)
             nanosleep(&ts, NULL);
         }
     }
-    rd_kafka_topic_destroy(rkt);
+    if (release) {
+        rd_kafka_topic_destroy(rkt);
+    }
     if (err) {
         /* On failure the headers stay ours. */
         if (h) {

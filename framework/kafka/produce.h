@@ -45,6 +45,29 @@ struct ksfi_kafka_delivery {
     ksfi_kafka_delivered_fn fn;
 };
 
+/**
+ * A producer's topic handles, kept between messages: librdkafka's own lookup of a topic
+ * handle by name (rd_kafka_topic_new, then rd_kafka_topic_destroy) costs ~300
+ * instructions per message; a kept handle is found by a lock-free scan of the names
+ * produced to so far. Bounded (KSFI_KAFKA_TOPICS_MAX names: a server answering many
+ * reply topics looks the rest up per message as before). One per producer: never
+ * share one between producers.
+ */
+typedef struct ksfi_kafka_topics ksfi_kafka_topics;
+
+/** How many topic handles a ksfi_kafka_topics keeps. */
+#define KSFI_KAFKA_TOPICS_MAX 32
+
+/** A new, empty set of kept topic handles. Errors: KSF_ENOMEM. */
+ksf_err ksfi_kafka_topics_new(ksfi_kafka_topics **out, ksf_errinfo *ei);
+
+/** How many topic handles @p t keeps now (at most KSFI_KAFKA_TOPICS_MAX). */
+size_t ksfi_kafka_topics_kept(ksfi_kafka_topics *t);
+
+/** Release the kept handles; call it BEFORE destroying the producer they belong to
+ * (librdkafka wants every topic handle released first). NULL is a no-op. */
+void ksfi_kafka_topics_free(ksfi_kafka_topics *t);
+
 /** One message to produce. Everything is borrowed and copied by the call. */
 typedef struct ksfi_kafka_out {
     const char *topic;
@@ -66,6 +89,8 @@ typedef struct ksfi_kafka_out {
     bool serve_while_full;
     /* What the message is, for error sentences: "a reply", "a dead letter". */
     const char *what;
+    /* The producer's kept topic handles; NULL: the handle is looked up per message. */
+    ksfi_kafka_topics *topics;
 } ksfi_kafka_out;
 
 /* Opaque here so that callers need not include rdkafka.h. */

@@ -14,6 +14,7 @@
 
 struct ksfi_request_producer {
     rd_kafka_t *rk;
+    ksfi_kafka_topics *topics; /* kept topic handles (produce.h) */
     rd_kafka_queue_t *q; /* the main queue: delivery reports; yielded to wake serve */
     void (*on_report)(void *arg); /* ksfi_request_producer_on_report's */
     void *on_report_arg;
@@ -43,6 +44,11 @@ ksfi_request_producer_new(const ksf_config *cfg, const char *client_id,
         ksfi_free(p);
         return ksfi_fail(ei, KSF_EKAFKA, "cannot create the request producer: %s", err);
     }
+    if ((e = ksfi_kafka_topics_new(&p->topics, ei))) {
+        rd_kafka_destroy(p->rk);
+        ksfi_free(p);
+        return e;
+    }
     p->q = rd_kafka_queue_get_main(p->rk);
     *out = p;
     return KSF_OK;
@@ -60,6 +66,7 @@ ksfi_request_producer_destroy(ksfi_request_producer *p, int flush_ms)
     rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_flush(p->rk, flush_ms);
     rd_kafka_queue_destroy(p->q);
+    ksfi_kafka_topics_free(p->topics);
     rd_kafka_destroy(p->rk);
     ksfi_free(p);
 }
@@ -68,7 +75,9 @@ ksf_err
 ksfi_request_producer_produce(ksfi_request_producer *p, const ksfi_kafka_out *m,
                               ksf_errinfo *ei)
 {
-    return ksfi_kafka_produce(p->rk, m, ei);
+    ksfi_kafka_out out = *m;
+    out.topics = p->topics;
+    return ksfi_kafka_produce(p->rk, &out, ei);
 }
 
 int

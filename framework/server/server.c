@@ -63,6 +63,7 @@ sink_produce(ksfi_reply_sink *self, const ksfi_kafka_out *m, ksf_errinfo *ei)
          * workers that serve them may all be producing). */
         out.queue_full_wait_ms = 5000;
         out.serve_while_full = true;
+        out.topics = srv->reply_topics;
         e = ksfi_kafka_produce(srv->producer, &out, ei);
     }
     pthread_rwlock_unlock(&srv->replies_lock);
@@ -724,8 +725,9 @@ create_consumer(ksf_server *srv, ksf_errinfo *ei)
 static ksf_err
 create_producer(ksf_server *srv, ksf_errinfo *ei)
 {
-    return ksfi_kafka_producer_new(srv->cfg, srv->client_id, srv,
-                                   "the server's reply producer", &srv->producer, ei);
+    ksf_err e = ksfi_kafka_producer_new(
+        srv->cfg, srv->client_id, srv, "the server's reply producer", &srv->producer, ei);
+    return e ? e : ksfi_kafka_topics_new(&srv->reply_topics, ei);
 }
 
 static ksf_err
@@ -977,6 +979,8 @@ shut_down(ksf_server *srv)
                      left, flush_ms);
             ksfi_kafka_purge(srv->producer); /* delivery reports release the records */
         }
+        ksfi_kafka_topics_free(srv->reply_topics);
+        srv->reply_topics = NULL;
         ksfi_kafka_producer_destroy(srv->producer);
         srv->producer = NULL;
     }

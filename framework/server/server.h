@@ -70,6 +70,7 @@ struct ksf_server {
 
     ksfi_server_consumer *consumer; /* kafka/server_consumer.h */
     ksfi_kafka_handle *producer;
+    ksfi_kafka_topics *reply_topics; /* the producer's kept topic handles */
     bool ready_pending; /* consumer thread only: call ready_fn after this poll */
     bool ready_done;    /* consumer thread only */
     /* A partition without a committed offset starts at its end (auto.offset.reset not
