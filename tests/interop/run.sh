@@ -52,7 +52,13 @@ if [[ -n ${KSF_TEST_KAFKA:-} ]]; then
 else
     "$ksf" broker "${topics[@]}" >"$tmp/broker.out" 2>"$tmp/broker.log" &
     pids+=($!)
-    wait_for "$tmp/broker.out" '^127\.0\.0\.1:' 10 "${pids[-1]}" || fail "ksf broker did not start"
+    # Bounded at 60 s, not 10: on a loaded 2-core machine (the whole suite beside it)
+    # creating the 34 topics took longer than 10 s twice. wait_for returns as soon as
+    # the address is printed, or at once when the broker exits.
+    if ! wait_for "$tmp/broker.out" '^127\.0\.0\.1:' 60 "${pids[-1]}"; then
+        kill -0 "${pids[-1]}" 2>/dev/null && fail "ksf broker printed no address within 60 s"
+        fail "ksf broker exited before printing its address (its log is below)"
+    fi
     broker=$(head -n1 "$tmp/broker.out")
     echo "# embedded broker at $broker"
 fi
