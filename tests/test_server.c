@@ -59,15 +59,6 @@ h_err_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return rc;
 }
 
-static ksf_err
-h_internal(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    (void)reply;
-    return KSF_EINVAL;
-}
-
 /* Echo: JSON data as is; binary data (NULL) as the same raw bytes. */
 static ksf_err
 h_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
@@ -98,7 +89,7 @@ KSFT_TEST(test_server_reply_shapes, 40)
         {"t.null", h_json},
         {"t.err.string", h_err_string},
         {"t.err.object", h_err_object},
-        {"t.internal", h_internal},
+        {"t.internal", ksft_crash},
         {NULL}};
     ksft_probe p;
     ksft_probe_open(&p, &(ksft_world_spec){.topics = topics});
