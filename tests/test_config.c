@@ -26,14 +26,6 @@ new_config(void)
 }
 
 static void
-assert_get(const ksf_config *cfg, const char *key, const char *want)
-{
-    char buf[256];
-    ck_assert_int_eq(ksf_config_get(cfg, key, buf, sizeof buf), KSF_OK);
-    ck_assert_str_eq(buf, want);
-}
-
-static void
 assert_accepts(const char *key, const char *value, const char *stored)
 {
     ksf_config *cfg = new_config();
@@ -41,7 +33,7 @@ assert_accepts(const char *key, const char *value, const char *stored)
     ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s refused: %s",
                   key, value, ei.text);
     ck_assert_str_eq(ei.text, "untouched"); /* errinfo is left alone on success */
-    assert_get(cfg, key, stored ? stored : value);
+    ksft_assert_config_get(cfg, key, stored ? stored : value);
     ksf_config_destroy(cfg);
 }
 
@@ -68,17 +60,15 @@ assert_refuses(const char *key, const char *value, ksf_err code, const char *sen
 
 KSFT_TEST(test_config_defaults, 30)
 {
+    static const char *const defaults[][2] = {
+        {"brokers", "localhost:9092"},     {"client.id", "nestjs-consumer"},
+        {"group.id", "nestjs-group"},      {"server.workers", "4"},
+        {"client.timeout.ms", "30000"},    {"client.max.in.flight", "10000"},
+        {"client.reply.partition", "0"},   {"client.reply.provider", "group"},
+        {"client.wire.dialect", "nestjs"}, {"message.max.bytes", "1000000"},
+    };
     ksf_config *cfg = new_config();
-    assert_get(cfg, "brokers", "localhost:9092");
-    assert_get(cfg, "client.id", "nestjs-consumer");
-    assert_get(cfg, "group.id", "nestjs-group");
-    assert_get(cfg, "server.workers", "4");
-    assert_get(cfg, "client.timeout.ms", "30000");
-    assert_get(cfg, "client.max.in.flight", "10000");
-    assert_get(cfg, "client.reply.partition", "0");
-    assert_get(cfg, "client.reply.provider", "group");
-    assert_get(cfg, "client.wire.dialect", "nestjs");
-    assert_get(cfg, "message.max.bytes", "1000000");
+    ksft_assert_config_all(cfg, defaults, KSFT_NKV(defaults));
     char buf[16];
     ck_assert_int_eq(ksf_config_get(cfg, "postfix.id", buf, sizeof buf), KSF_ENOENT);
     ck_assert_int_eq(ksf_config_get(cfg, "kafka.acks", buf, sizeof buf), KSF_ENOENT);
@@ -222,17 +212,17 @@ KSFT_TEST(test_config_env_instance_id, 30)
                      KSF_ENOENT);
     setenv("KSF_INSTANCE_ID", "hero-0", 1);
     ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
-    assert_get(cfg, "group.instance.id", "hero-0");
+    ksft_assert_config_get(cfg, "group.instance.id", "hero-0");
     setenv("KSF_INSTANCE_ID", "hero 0", 1);
     ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_EINVAL);
     ck_assert_str_eq(ei.text, "environment variable KSF_INSTANCE_ID: group.instance.id "
                               "\"hero 0\": contains a character other than A-Z a-z 0-9 "
                               ". _ -" INSTANCE_EXPECT);
-    assert_get(cfg, "group.instance.id", "hero-0"); /* unchanged */
+    ksft_assert_config_get(cfg, "group.instance.id", "hero-0"); /* unchanged */
     setenv("KSF_BROKERS", "nohost", 1); /* a bad KSF_BROKERS stops before the id */
     setenv("KSF_INSTANCE_ID", "hero-9", 1);
     ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_EINVAL);
-    assert_get(cfg, "group.instance.id", "hero-0");
+    ksft_assert_config_get(cfg, "group.instance.id", "hero-0");
     unsetenv("KSF_BROKERS");
     unsetenv("KSF_INSTANCE_ID");
     ksf_config_destroy(cfg);
@@ -291,7 +281,7 @@ assert_word_setting(const char *key, const char *const *words, const char *const
     ksf_config *cfg = new_config(), *copy = NULL;
     ck_assert_int_eq(ksf_config_set(cfg, key, words[last], NULL), KSF_OK);
     ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);
-    assert_get(copy, key, words[last]);
+    ksft_assert_config_get(copy, key, words[last]);
     ksf_config_destroy(cfg);
     return copy;
 }
@@ -358,9 +348,9 @@ KSFT_TEST(test_config_kafka_passthrough, 30)
     ck_assert_int_eq(ksf_config_set_kafka(cfg, KSF_KAFKA_PRODUCER, "linger.ms", "5", &ei),
                      KSF_OK);
     ck_assert_int_eq(ksf_config_set(cfg, "producer.linger.ms", "7", &ei), KSF_OK);
-    assert_get(cfg, "kafka.socket.timeout.ms", "5000");
-    assert_get(cfg, "consumer.auto.offset.reset", "earliest");
-    assert_get(cfg, "producer.linger.ms", "7"); /* replaced, not duplicated */
+    ksft_assert_config_get(cfg, "kafka.socket.timeout.ms", "5000");
+    ksft_assert_config_get(cfg, "consumer.auto.offset.reset", "earliest");
+    ksft_assert_config_get(cfg, "producer.linger.ms", "7"); /* replaced, not duplicated */
     ck_assert_uint_eq(cfg->nprops, 3);
     char buf[16];
     ck_assert_int_eq(ksf_config_get(cfg, "consumer.linger.ms", buf, sizeof buf),
@@ -376,7 +366,7 @@ KSFT_TEST(test_config_kafka_passthrough, 30)
                               "configuration property \"socket.timeout.ms\"");
     ck_assert_int_eq(ksf_config_set(cfg, "producer.acks", "maybe", &ei), KSF_EINVAL);
     ck_assert_ptr_nonnull(strstr(ei.text, "producer.acks \"maybe\": "));
-    assert_get(cfg, "kafka.socket.timeout.ms", "5000");
+    ksft_assert_config_get(cfg, "kafka.socket.timeout.ms", "5000");
     /* managed properties point at the ksf key */
     ck_assert_int_eq(ksf_config_set(cfg, "kafka.bootstrap.servers", "a:1", &ei),
                      KSF_EINVAL);
@@ -429,23 +419,23 @@ KSFT_TEST(test_config_env_brokers, 30)
     ksf_errinfo ei = {0};
     unsetenv("KSF_BROKERS");
     ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
-    assert_get(cfg, "brokers", "localhost:9092");
+    ksft_assert_config_get(cfg, "brokers", "localhost:9092");
     setenv("KSF_BROKERS", "", 1); /* empty: ignored */
     ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
-    assert_get(cfg, "brokers", "localhost:9092");
+    ksft_assert_config_get(cfg, "brokers", "localhost:9092");
     setenv("KSF_BROKERS", "127.0.0.1:39092,127.0.0.1:39093", 1);
     ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_OK);
-    assert_get(cfg, "brokers", "127.0.0.1:39092,127.0.0.1:39093");
+    ksft_assert_config_get(cfg, "brokers", "127.0.0.1:39092,127.0.0.1:39093");
     ck_assert_int_eq(ksf_config_set(cfg, "brokers", "flag:1", NULL),
                      KSF_OK); /* flags win */
-    assert_get(cfg, "brokers", "flag:1");
+    ksft_assert_config_get(cfg, "brokers", "flag:1");
     setenv("KSF_BROKERS", "nohost", 1);
     ck_assert_int_eq(ksf_config_set_from_env(cfg, &ei), KSF_EINVAL);
     ck_assert_int_eq(ei.code, KSF_EINVAL);
     ck_assert_str_eq(ei.text, "environment variable KSF_BROKERS: brokers \"nohost\": "
                               "missing :port" HOSTPORT);
     ck_assert_int_eq(ksf_config_set_from_env(cfg, NULL), KSF_EINVAL);
-    assert_get(cfg, "brokers", "flag:1");
+    ksft_assert_config_get(cfg, "brokers", "flag:1");
     unsetenv("KSF_BROKERS");
     ksf_config_destroy(cfg);
 }
@@ -474,12 +464,15 @@ KSFT_TEST(test_config_dup, 30)
     ksf_config_set(cfg, "client.id", "other", NULL); /* the copy is independent */
     ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "50", NULL);
     ksf_config_destroy(cfg);
-    assert_get(copy, "client.id", "hero");
-    assert_get(copy, "postfix.id", "");
-    assert_get(copy, "group.instance.id", "hero-3");
-    assert_get(copy, "server.workers", "9");
-    assert_get(copy, "consumer.fetch.wait.max.ms", "5");
-    assert_get(copy, "brokers", "localhost:9092");
+    static const char *const copied[][2] = {
+        {"client.id", "hero"},
+        {"postfix.id", ""},
+        {"group.instance.id", "hero-3"},
+        {"server.workers", "9"},
+        {"consumer.fetch.wait.max.ms", "5"},
+        {"brokers", "localhost:9092"},
+    };
+    ksft_assert_config_all(copy, copied, KSFT_NKV(copied));
     ck_assert(copy->log_fn == log_sink);
     ck_assert_ptr_eq(copy->log_user, &token);
     ck_assert_int_eq(copy->log_max_level, KSF_LOG_DEBUG);
@@ -601,7 +594,7 @@ op_set_all(ksf_config *cfg, ksf_config **made)
             }
             return e;
         }
-        assert_get(cfg, kv[i][0], kv[i][1]);
+        ksft_assert_config_get(cfg, kv[i][0], kv[i][1]);
     }
     return KSF_OK;
 }

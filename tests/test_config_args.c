@@ -3,6 +3,7 @@
  * values it sets and the sentences of its failures.
  */
 #include "base/alloc.h"
+#include "settings.h"
 #include "suite.h"
 
 #include <check.h>
@@ -45,14 +46,6 @@ assert_argv(const cmdline *c, const char *const *want)
     ck_assert_ptr_null(c->argv[n]);
 }
 
-static void
-assert_get(const ksf_config *cfg, const char *key, const char *want)
-{
-    char buf[256];
-    ck_assert_int_eq(ksf_config_get(cfg, key, buf, sizeof buf), KSF_OK);
-    ck_assert_str_eq(buf, want);
-}
-
 static ksf_config *
 new_config(void)
 {
@@ -83,10 +76,11 @@ KSFT_TEST(test_config_args_forms, 30)
     ksf_errinfo ei = {0};
     ck_assert_int_eq(ksf_config_set_from_args(cfg, &c.argc, c.argv, &ei), KSF_OK);
     assert_argv(&c, left);
-    assert_get(cfg, "brokers", "127.0.0.1:9093,127.0.0.1:9094"); /* the later wins */
-    assert_get(cfg, "client.id", "a");
-    assert_get(cfg, "group.id", "g");
-    assert_get(cfg, "kafka.linger.ms", "7");
+    ksft_assert_config_get(cfg, "brokers",
+                           "127.0.0.1:9093,127.0.0.1:9094"); /* the later wins */
+    ksft_assert_config_get(cfg, "client.id", "a");
+    ksft_assert_config_get(cfg, "group.id", "g");
+    ksft_assert_config_get(cfg, "kafka.linger.ms", "7");
     ck_assert_str_eq(ei.text, ""); /* untouched on success */
     ksf_config_destroy(cfg);
 }
@@ -107,8 +101,9 @@ KSFT_TEST(test_config_args_others_untouched, 30)
     cmdline_init(&c, args);
     ck_assert_int_eq(ksf_config_set_from_args(cfg, &c.argc, c.argv, NULL), KSF_OK);
     assert_argv(&c, left);
-    assert_get(cfg, "brokers", "localhost:9092"); /* the one after "--" is not a flag */
-    assert_get(cfg, "postfix.id", "");            /* an empty value is a value */
+    ksft_assert_config_get(cfg, "brokers",
+                           "localhost:9092");      /* the one after "--" is not a flag */
+    ksft_assert_config_get(cfg, "postfix.id", ""); /* an empty value is a value */
     /* nothing of ours: the same array, the same count */
     static const char *const none[] = {"prog", "p", "--timeout-ms", "5", NULL};
     cmdline_init(&c, none);
@@ -178,7 +173,8 @@ KSFT_TEST(test_config_args_errors, 30)
         ck_assert_int_eq(ksf_config_set_from_args(cfg, &c2.argc, c2.argv, NULL),
                          cases[i].code);
         assert_argv(&c2, cases[i].args);
-        assert_get(cfg, "brokers", "localhost:9092"); /* the bad flags set nothing */
+        ksft_assert_config_get(cfg, "brokers",
+                               "localhost:9092"); /* the bad flags set nothing */
         ksf_config_destroy(cfg);
     }
     /* flags before the bad one are applied */
@@ -188,7 +184,7 @@ KSFT_TEST(test_config_args_errors, 30)
     cmdline c;
     cmdline_init(&c, partial);
     ck_assert_int_eq(ksf_config_set_from_args(cfg, &c.argc, c.argv, NULL), KSF_EINVAL);
-    assert_get(cfg, "client.id", "first");
+    ksft_assert_config_get(cfg, "client.id", "first");
     assert_argv(&c, partial);
     /* NULL arguments */
     ksf_errinfo ei = {0};

@@ -68,16 +68,6 @@ h_sum(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_fail(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    (void)reply;
-    return KSF_EPROTO; /* an unexpected failure: the caller sees "Internal server error"
-                        */
-}
-
-static ksf_err
 h_object_error(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)reply;
@@ -90,7 +80,7 @@ h_object_error(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 static const ksft_handler basic_handlers[] = {{"hero.kill.dragon", h_hero},
                                               {"math.sum", h_sum},
-                                              {"math.fail", h_fail},
+                                              {"math.fail", ksft_crash},
                                               {"dragon.find", h_object_error},
                                               {NULL}};
 static const ksft_world_spec basic = {.handlers = basic_handlers};

@@ -310,14 +310,10 @@ KSFT_TEST(test_hardening_reply_topics_config, 10)
     }
     ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics", "a.b, c-*,*", &ei),
                      KSF_OK);
-    char buf[64];
-    ck_assert_int_eq(ksf_config_get(cfg, "server.reply.topics", buf, sizeof buf), KSF_OK);
-    ck_assert_str_eq(buf, "a.b, c-*,*");
+    ksft_assert_config_get(cfg, "server.reply.topics", "a.b, c-*,*");
     ck_assert_int_eq(ksf_config_set(cfg, "server.reply.topics.max", "0", &ei),
                      KSF_EINVAL);
-    ck_assert_int_eq(ksf_config_get(cfg, "server.reply.topics.max", buf, sizeof buf),
-                     KSF_OK);
-    ck_assert_str_eq(buf, "1000");
+    ksft_assert_config_get(cfg, "server.reply.topics.max", "1000");
     ksf_config_destroy(cfg);
 }
 END_TEST

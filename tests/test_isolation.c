@@ -27,24 +27,18 @@
 
 /* ---- the policy keys --------------------------------------------------------------- */
 
-static void
-assert_get(const ksf_config *cfg, const char *key, const char *want)
-{
-    char buf[128];
-    ck_assert_int_eq(ksf_config_get(cfg, key, buf, sizeof buf), KSF_OK);
-    ck_assert_str_eq(buf, want);
-}
-
 KSFT_TEST(test_isolation_config, 10)
 {
     ksf_config *cfg = NULL;
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    assert_get(cfg, "server.pattern.concurrency", "0");
-    assert_get(cfg, "server.handler.timeout.ms", "0");
-    assert_get(cfg, "server.event.retries", "3");
-    assert_get(cfg, "server.event.retry.backoff.ms", "200");
-    assert_get(cfg, "server.event.retry.backoff.max.ms", "5000");
-    assert_get(cfg, "server.event.dlq.topic", "{pattern}.dlq");
+    static const char *const defaults[][2] = {
+        {"server.pattern.concurrency", "0"},
+        {"server.handler.timeout.ms", "0"},
+        {"server.event.retries", "3"},
+        {"server.event.retry.backoff.ms", "200"},
+        {"server.event.retry.backoff.max.ms", "5000"},
+        {"server.event.dlq.topic", "{pattern}.dlq"}};
+    ksft_assert_config_all(cfg, defaults, KSFT_NKV(defaults));
     char buf[64];
     ck_assert_int_eq(ksf_config_get(cfg, "server.pattern.a.b.concurrency", buf, 64),
                      KSF_ENOENT);
@@ -58,8 +52,8 @@ KSFT_TEST(test_isolation_config, 10)
         {"server.pattern.hero.kill.event.dlq.topic", "dead.{pattern}"},
         {"server.pattern.audit.event.dlq.topic", "none"}};
     ksft_config_set_all(cfg, policy, KSFT_NKV(policy));
-    assert_get(cfg, "server.pattern.hero.kill.concurrency", "1");
-    assert_get(cfg, "server.pattern.audit.event.dlq.topic", "none");
+    ksft_assert_config_get(cfg, "server.pattern.hero.kill.concurrency", "1");
+    ksft_assert_config_get(cfg, "server.pattern.audit.event.dlq.topic", "none");
 
     ksf_config *copy = NULL;
     ck_assert_int_eq(ksf_config_dup(cfg, &copy), KSF_OK);

@@ -108,6 +108,15 @@ timed_call(ksf_client *cli, const char *pattern, int i)
     return took;
 }
 
+/* timed_call of @p i that must finish within call_bound_ms(); @p what names it. */
+static void
+assert_fast_call(ksf_client *cli, const char *pattern, int i, const char *what)
+{
+    int64_t took = timed_call(cli, pattern, i);
+    ck_assert_msg(took < call_bound_ms(), "%s (call %d) took %lld ms, over %lld ms", what,
+                  i, (long long)took, (long long)call_bound_ms());
+}
+
 /* Wait until no Fetch request was sent for QUIET_MS; false if that never happened. */
 static bool
 wait_quiet(void)
@@ -159,9 +168,7 @@ KSFT_TEST(test_latency_idle_resume, 60)
         ck_assert_msg(idle <= IDLE_FETCHES_MAX,
                       "round %d: %u Fetch requests in %d ms idle", r, idle,
                       IDLE_WINDOW_MS);
-        int64_t took = timed_call(w.cli, "lat.idle", r);
-        ck_assert_msg(took < call_bound_ms(), "round %d: a call after idle took %lld ms",
-                      r, (long long)took);
+        assert_fast_call(w.cli, "lat.idle", r, "a call after idle");
     }
     assert_clean(w.cli, IDLE_ROUNDS + 1);
     ksft_world_close(&w);
@@ -172,12 +179,8 @@ KSFT_TEST(test_latency_first_call, 60)
 {
     ksft_world w;
     latency_world(&w, "lat.first", NULL); /* the default: the reply group */
-    int64_t first = timed_call(w.cli, "lat.first", 0);
-    ck_assert_msg(first < call_bound_ms(), "the first call after connect took %lld ms",
-                  (long long)first);
-    int64_t second = timed_call(w.cli, "lat.first", 1);
-    ck_assert_msg(second < call_bound_ms(), "the second call took %lld ms",
-                  (long long)second);
+    assert_fast_call(w.cli, "lat.first", 0, "the first call after connect");
+    assert_fast_call(w.cli, "lat.first", 1, "the second call");
     assert_clean(w.cli, 2);
     ksft_world_close(&w);
 }
@@ -191,9 +194,7 @@ KSFT_TEST(test_latency_first_call_after_idle, 60)
     latency_world(&w, "lat.cold", "static");
     ck_assert_msg(atomic_load(&fetches) >= 1, "connect returned before the first Fetch");
     ck_assert_msg(wait_quiet(), "the idle client never stopped fetching");
-    int64_t took = timed_call(w.cli, "lat.cold", 0);
-    ck_assert_msg(took < call_bound_ms(), "the first call, after idle, took %lld ms",
-                  (long long)took);
+    assert_fast_call(w.cli, "lat.cold", 0, "the first call, after idle");
     assert_clean(w.cli, 1);
     ksft_world_close(&w);
 }

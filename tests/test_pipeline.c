@@ -435,15 +435,6 @@ h_fail(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static ksf_err
-h_crash(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    (void)reply;
-    return KSF_EPROTO;
-}
-
-static ksf_err
 h_value(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)ctx;
@@ -461,7 +452,7 @@ KSFT_TEST(test_pipeline_replace_reply, 90)
     use_pattern(r.srv, "pl.fail", &recover_mw, NULL);
     on_message(r.srv, "pl.fail", h_fail);
     use_pattern(r.srv, "pl.crash", &recover_mw, NULL);
-    on_message(r.srv, "pl.crash", h_crash);
+    on_message(r.srv, "pl.crash", ksft_crash);
     /* The filter registered before the guard sees its refusal... */
     use_pattern(r.srv, "pl.guarded", &recover_mw, NULL);
     use_pattern(r.srv, "pl.guarded", &guard_mw, "never sent");

@@ -89,15 +89,9 @@ KSFT_TEST(test_server_events, 40)
     ck_assert_int_eq(atomic_load(&ev_seen), 2);
     ck_assert_int_eq(atomic_load(&ev_bad_ctx), 0);
     ck_assert_int_eq(atomic_load(&msg_as_event), 2);
-    ksft_world_stop_server(&p.w);
-    ksft_collector_poll(p.replies, 100);
-    ck_assert_uint_eq(ksft_collector_count(p.replies), 1);
-    ksf_server_stats s = ksft_probe_stats(&p);
-    ck_assert_uint_eq(s.events, 6);
-    ck_assert_uint_eq(s.requests, 1);
-    ck_assert_uint_eq(s.replies, 1);
-    ck_assert_uint_eq(s.errors, 1);
-    ck_assert_uint_eq(s.no_handler, 1);
+    ksft_probe_stop(&p, 1);
+    KSFT_ASSERT_SERVER_STATS(p.w.srv, .events = 6, .requests = 1, .replies = 1,
+                             .errors = 1, .no_handler = 1);
     /* Committed past the failed event and the unhandled one: no redelivery loop. */
     const char *addr = ksft_broker_address(p.w.broker);
     ck_assert_int_eq(ksft_committed(addr, KSFT_PROBE_GROUP, "t.ev.fail", 0), 1);

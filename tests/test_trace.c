@@ -7,6 +7,7 @@
 #include "obs/trace.h"
 #include "server/deadline.h"
 
+#include "settings.h"
 #include "suite.h"
 
 #include <check.h>
@@ -377,15 +378,10 @@ KSFT_TEST(test_trace_skew_config, 60)
 {
     ksf_config *cfg = NULL;
     ksf_errinfo ei = {0};
-    char buf[32];
     ck_assert_int_eq(ksf_config_new(&cfg), KSF_OK);
-    ck_assert_int_eq(ksf_config_get(cfg, "server.deadline.skew.ms", buf, sizeof buf),
-                     KSF_OK);
-    ck_assert_str_eq(buf, "1000");
+    ksft_assert_config_get(cfg, "server.deadline.skew.ms", "1000");
     ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "0", &ei), KSF_OK);
-    ck_assert_int_eq(ksf_config_get(cfg, "server.deadline.skew.ms", buf, sizeof buf),
-                     KSF_OK);
-    ck_assert_str_eq(buf, "0");
+    ksft_assert_config_get(cfg, "server.deadline.skew.ms", "0");
     ck_assert_int_eq(ksf_config_set(cfg, "server.deadline.skew.ms", "-1", &ei),
                      KSF_EINVAL);
     ck_assert_ptr_nonnull(strstr(ei.text, "server.deadline.skew.ms"));

@@ -248,11 +248,8 @@ KSFT_TEST(test_usability_client_unreachable, 60)
     char addr[64], want[256];
     ksf_config *cfg = dead_config(addr, sizeof addr);
     ksf_config *defaults = NULL;
-    char buf[32];
     ck_assert_int_eq(ksf_config_new(&defaults), KSF_OK);
-    ck_assert_int_eq(ksf_config_get(defaults, "broker.unreachable.timeout.ms", buf, 32),
-                     KSF_OK);
-    ck_assert_str_eq(buf, "5000");
+    ksft_assert_config_get(defaults, "broker.unreachable.timeout.ms", "5000");
     ksf_config_destroy(defaults);
     snprintf(want, sizeof want,
              "no broker of \"%s\" answered within 1500 ms (%s refused the connection "

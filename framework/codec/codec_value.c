@@ -897,92 +897,83 @@ fast_string(fast_reader *r, const char **start, size_t *len)
     return false;
 }
 
-static json_t *fast_value(fast_reader *r, int depth);
-
-static json_t *
-fast_object(fast_reader *r, int depth)
+/* Takes @p c if it is the next byte: the objects' and arrays' punctuation. */
+static inline bool
+fast_take(fast_reader *r, char c)
 {
-    json_t *o = json_object();
-    if (!o) {
-        r->oom = true;
-        return NULL;
-    }
-    r->i++; /* '{' */
-    fast_ws(r);
-    if (r->i < r->n && r->s[r->i] == '}') {
+    if (r->i < r->n && r->s[r->i] == c) {
         r->i++;
-        return o;
+        return true;
     }
-    for (;;) {
-        const char *key;
-        size_t klen;
-        json_t *v;
-        if (r->i >= r->n || r->s[r->i] != '"' || !fast_string(r, &key, &klen)) {
-            break;
-        }
-        fast_ws(r);
-        if (r->i >= r->n || r->s[r->i] != ':') {
-            break;
-        }
-        r->i++;
-        if (!(v = fast_value(r, depth + 1))) {
-            break;
-        }
-        if (json_object_setn_new_nocheck(o, key, klen, v)) {
-            r->oom = true;
-            break;
-        }
-        fast_ws(r);
-        if (r->i < r->n && r->s[r->i] == ',') {
-            r->i++;
-            fast_ws(r);
-            continue;
-        }
-        if (r->i < r->n && r->s[r->i] == '}') {
-            r->i++;
-            return o;
-        }
-        break;
-    }
-    json_decref(o);
-    return NULL;
+    return false;
 }
 
-static json_t *
-fast_array(fast_reader *r, int depth)
+static json_t *fast_value(fast_reader *r, int depth);
+
+/* One object member at r->i ("key": value) into @p o; false where it is not one. */
+static bool
+fast_member(fast_reader *r, json_t *o, int depth)
 {
-    json_t *a = json_array();
-    if (!a) {
+    const char *key;
+    size_t klen;
+    if (r->i >= r->n || r->s[r->i] != '"' || !fast_string(r, &key, &klen)) {
+        return false;
+    }
+    fast_ws(r);
+    if (!fast_take(r, ':')) {
+        return false;
+    }
+    json_t *v = fast_value(r, depth + 1);
+    if (v && json_object_setn_new_nocheck(o, key, klen, v)) {
+        r->oom = true;
+        return false;
+    }
+    return v != NULL;
+}
+
+/* One array element at r->i into @p a; false where it is not one. */
+static bool
+fast_element(fast_reader *r, json_t *a, int depth)
+{
+    json_t *v = fast_value(r, depth + 1);
+    if (v && json_array_append_new(a, v)) {
+        r->oom = true;
+        return false;
+    }
+    return v != NULL;
+}
+
+/* The object or array opened at r->i: its members or elements, comma separated,
+ * up to its closing byte. */
+static json_t *
+fast_container(fast_reader *r, int depth, bool object)
+{
+    json_t *c = object ? json_object() : json_array();
+    char close = object ? '}' : ']';
+    if (!c) {
         r->oom = true;
         return NULL;
     }
-    r->i++; /* '[' */
+    r->i++; /* the opening byte */
     fast_ws(r);
-    if (r->i < r->n && r->s[r->i] == ']') {
-        r->i++;
-        return a;
+    if (fast_take(r, close)) {
+        return c;
     }
     for (;;) {
-        json_t *v = fast_value(r, depth + 1);
-        if (!v) {
-            break;
-        }
-        if (json_array_append_new(a, v)) {
-            r->oom = true;
+        if (!(object ? fast_member(r, c, depth) : fast_element(r, c, depth))) {
             break;
         }
         fast_ws(r);
-        if (r->i < r->n && r->s[r->i] == ',') {
-            r->i++;
+        if (fast_take(r, ',')) {
+            fast_ws(r); /* before a member's key (fast_value skips its own) */
             continue;
         }
-        if (r->i < r->n && r->s[r->i] == ']') {
-            r->i++;
-            return a;
+        if (fast_take(r, close)) {
+            return c;
         }
         break;
     }
-    json_decref(a);
+    json_decref(c);
     return NULL;
 }
 
@@ -1034,9 +1025,8 @@ fast_value(fast_reader *r, int depth)
     json_t *v;
     switch (c) {
     case '{':
-        return fast_object(r, depth);
     case '[':
-        return fast_array(r, depth);
+        return fast_container(r, depth, c == '{');
     case '"':
         if (!fast_string(r, &str, &len)) {
             return NULL;

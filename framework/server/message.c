@@ -91,6 +91,19 @@ rec_take(ksfi_msg_pool *pool)
     return ksfi_calloc(1, sizeof *rec);
 }
 
+/* @p buf, kept for the next message when its capacity *@p cap is at most @p keep;
+ * else freed (NULL, *@p cap 0), so that one large message does not pin its memory. */
+static void *
+pool_keep(void *buf, size_t *cap, size_t keep)
+{
+    if (*cap > keep) {
+        ksfi_free(buf);
+        *cap = 0;
+        return NULL;
+    }
+    return buf;
+}
+
 /*
  * Return @p rec (its message's state already freed) to the pool: zeroed as a new
  * record is, so that nothing of this message (headers, trace, deadline, reply state,
@@ -100,27 +113,12 @@ rec_take(ksfi_msg_pool *pool)
 static void
 rec_recycle(ksfi_msg_pool *pool, ksfi_record *rec)
 {
-    ksfi_header *hdrs = rec->ctx.hdrs;
     size_t hdrs_cap = rec->ctx.hdrs_cap;
-    char *text = rec->ctx.text;
     size_t text_cap = rec->ctx.text_cap;
-    if (hdrs_cap > POOL_KEEP_HDRS) {
-        ksfi_free(hdrs);
-        hdrs = NULL;
-        hdrs_cap = 0;
-    }
-    if (text_cap > POOL_KEEP_TEXT) {
-        ksfi_free(text);
-        text = NULL;
-        text_cap = 0;
-    }
-    char *enc = rec->ctx.enc;
     size_t enc_cap = rec->ctx.enc_cap;
-    if (enc_cap > POOL_KEEP_ENC) {
-        ksfi_free(enc);
-        enc = NULL;
-        enc_cap = 0;
-    }
+    ksfi_header *hdrs = pool_keep(rec->ctx.hdrs, &hdrs_cap, POOL_KEEP_HDRS);
+    char *text = pool_keep(rec->ctx.text, &text_cap, POOL_KEEP_TEXT);
+    char *enc = pool_keep(rec->ctx.enc, &enc_cap, POOL_KEEP_ENC);
     memset(rec, 0, sizeof *rec);
     rec->ctx.hdrs = hdrs;
     rec->ctx.hdrs_cap = hdrs_cap;
@@ -211,6 +209,23 @@ rec_produce(ksfi_record *rec, ksfi_kafka_out *m, ksf_errinfo *ei)
     return e;
 }
 
+/* A reply of @p rec that did not reach @p reply_topic: logged with the request's
+ * place and counted, in one shape whether the produce call or its report failed. */
+static void
+reply_failed(ksfi_record *rec, const char *reply_topic, const char *error,
+             const char *what)
+{
+    char pa[16], off[24];
+    ksf_log_field f[] = {{"topic", rec->topic},
+                         {"partition", KSFI_LOG_NUM(pa, rec->partition)},
+                         {"offset", KSFI_LOG_NUM(off, rec->offset)},
+                         {"correlation_id", rec->ctx.correlation_id},
+                         {"reply_topic", reply_topic},
+                         {"error", error}};
+    ksfi_logkv(rec->env->log, KSF_LOG_ERROR, "server", f, 6, "%s", what);
+    atomic_fetch_add(&rec->env->counters->reply_failures, 1);
+}
+
 /* The ctx's reply op: one reply message; failures are logged and counted (nobody
  * else can act on them). */
 static ksf_err
@@ -228,15 +243,7 @@ ctx_reply(ksf_ctx *ctx, ksfi_kafka_out *m, bool error, ksf_errinfo *ei)
     }
     ksf_err err = rec_produce(rec, m, e);
     if (err) {
-        char pa[16], off[24];
-        ksf_log_field f[] = {{"topic", rec->topic},
-                             {"partition", KSFI_LOG_NUM(pa, rec->partition)},
-                             {"offset", KSFI_LOG_NUM(off, rec->offset)},
-                             {"correlation_id", ctx->correlation_id},
-                             {"reply_topic", ctx->reply_topic},
-                             {"error", e->text}};
-        ksfi_logkv(env->log, KSF_LOG_ERROR, "server", f, 6, "reply not produced");
-        atomic_fetch_add(&env->counters->reply_failures, 1);
+        reply_failed(rec, ctx->reply_topic, e->text, "reply not produced");
     }
     return err;
 }
@@ -265,15 +272,7 @@ on_delivered(ksfi_kafka_delivery *d, const ksfi_kafka_report *r)
         return;
     }
     if (r->err) {
-        char pa[16], off[24];
-        ksf_log_field f[] = {{"topic", rec->topic},
-                             {"partition", KSFI_LOG_NUM(pa, rec->partition)},
-                             {"offset", KSFI_LOG_NUM(off, rec->offset)},
-                             {"correlation_id", ctx->correlation_id},
-                             {"reply_topic", r->topic},
-                             {"error", r->error}};
-        ksfi_logkv(env->log, KSF_LOG_ERROR, "server", f, 6, "reply failed for good");
-        atomic_fetch_add(&env->counters->reply_failures, 1);
+        reply_failed(rec, r->topic, r->error, "reply failed for good");
     } else {
         atomic_fetch_add(&env->counters->replies, 1);
         if (ctx->handler) {

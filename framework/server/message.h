@@ -24,19 +24,40 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* The counters behind ksf_server_stats, updated from any thread. */
+/*
+ * The counters behind ksf_server_stats, each named as its ksf_server_stats field: the
+ * one list that declares them and that ksf_server_get_stats copies (throttled is the
+ * dispatcher's, not a counter here).
+ */
+#define KSFI_SERVER_COUNTERS(X)                                                          \
+    X(requests)                                                                          \
+    X(events)                                                                            \
+    X(replies)                                                                           \
+    X(errors)                                                                            \
+    X(no_handler)                                                                        \
+    X(malformed)                                                                         \
+    X(reply_failures)                                                                    \
+    X(expired)                                                                           \
+    X(shed)                                                                              \
+    /* isolation.md and retries.md */                                                    \
+    X(budget_exceeded)                                                                   \
+    X(late_discarded)                                                                    \
+    X(event_retries)                                                                     \
+    X(dead_lettered)                                                                     \
+    X(dlq_failures)                                                                      \
+    /* server.md, "Offsets out of range" */                                              \
+    X(offset_resets)                                                                     \
+    X(offset_reset_skipped)                                                              \
+    /* security.md, "What a caller can make a server do" */                              \
+    X(reply_refused)                                                                     \
+    /* pipeline.md: messages a middleware's before refused (guards, pipes) */            \
+    X(refused)
+
+/* Updated from any thread. */
 typedef struct ksfi_server_counters {
-    atomic_uint_least64_t requests, events, replies, errors, no_handler, malformed,
-        reply_failures, expired, shed;
-    /* isolation.md and retries.md */
-    atomic_uint_least64_t budget_exceeded, late_discarded, event_retries, dead_lettered,
-        dlq_failures;
-    /* server.md, "Offsets out of range" */
-    atomic_uint_least64_t offset_resets, offset_reset_skipped;
-    /* security.md, "What a caller can make a server do" */
-    atomic_uint_least64_t reply_refused;
-    /* pipeline.md: messages a middleware's before refused (guards, pipes) */
-    atomic_uint_least64_t refused;
+#define KSFI_COUNTER_FIELD(name) atomic_uint_least64_t name;
+    KSFI_SERVER_COUNTERS(KSFI_COUNTER_FIELD)
+#undef KSFI_COUNTER_FIELD
 } ksfi_server_counters;
 
 /*

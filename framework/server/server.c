@@ -314,25 +314,10 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
         return;
     }
     const ksfi_server_counters *c = &srv->counters;
-    out->requests = atomic_load(&c->requests);
-    out->events = atomic_load(&c->events);
-    out->replies = atomic_load(&c->replies);
-    out->errors = atomic_load(&c->errors);
-    out->no_handler = atomic_load(&c->no_handler);
-    out->malformed = atomic_load(&c->malformed);
-    out->reply_failures = atomic_load(&c->reply_failures);
-    out->expired = atomic_load(&c->expired);
-    out->shed = atomic_load(&c->shed);
+#define COPY_COUNTER(name) out->name = atomic_load(&c->name);
+    KSFI_SERVER_COUNTERS(COPY_COUNTER)
+#undef COPY_COUNTER
     out->throttled = ksfi_dispatch_throttled(srv->dispatch);
-    out->budget_exceeded = atomic_load(&c->budget_exceeded);
-    out->late_discarded = atomic_load(&c->late_discarded);
-    out->event_retries = atomic_load(&c->event_retries);
-    out->dead_lettered = atomic_load(&c->dead_lettered);
-    out->dlq_failures = atomic_load(&c->dlq_failures);
-    out->offset_resets = atomic_load(&c->offset_resets);
-    out->offset_reset_skipped = atomic_load(&c->offset_reset_skipped);
-    out->reply_refused = atomic_load(&c->reply_refused);
-    out->refused = atomic_load(&c->refused);
 }
 
 /* ---- the reply producer ------------------------------------------------------------ */

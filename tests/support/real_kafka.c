@@ -117,13 +117,22 @@ ksft_kafka_delete_user_topics(rd_kafka_t *rk)
     int64_t deadline = ksft_now_ms() + ADMIN_TIMEOUT_MS;
     for (;;) {
         size_t left = user_topics(rk, &names);
-        free_names(names, left);
         if (left == 0) {
+            free(names);
             return;
         }
-        ck_assert_msg(ksft_now_ms() < deadline,
-                      "real Kafka: %zu deleted topic(s) still listed after %d ms", left,
-                      ADMIN_TIMEOUT_MS);
+        if (ksft_now_ms() >= deadline) {
+            char listed[512] = "";
+            for (size_t i = 0, used = 0; i < left && used < sizeof listed; i++) {
+                int w = snprintf(listed + used, sizeof listed - used, "%s%s",
+                                 i ? ", " : "", names[i]);
+                used += w > 0 ? (size_t)w : 0;
+            }
+            free_names(names, left);
+            ck_abort_msg("real Kafka: %zu deleted topic(s) still listed after %d ms: %s",
+                         left, ADMIN_TIMEOUT_MS, listed);
+        }
+        free_names(names, left);
         pause_ms(50);
     }
 }

@@ -55,6 +55,14 @@ ksft_probe_stats(const ksft_probe *p)
 }
 
 void
+ksft_probe_stop(ksft_probe *p, size_t replies)
+{
+    ksft_world_stop_server(&p->w);
+    ksft_collector_poll(p->replies, 100);
+    ck_assert_uint_eq(ksft_collector_count(p->replies), replies);
+}
+
+void
 ksft_assert_bytes(const void *got, size_t got_len, const void *want, size_t want_len,
                   const char *what)
 {

@@ -38,6 +38,11 @@ const ksft_msg *ksft_probe_request(ksft_probe *p, const char *topic, const char 
 /* The server's counters now. */
 ksf_server_stats ksft_probe_stats(const ksft_probe *p);
 
+/* Stop the server and read what is left of its replies: exactly @p replies in all
+ * (none answered twice), or the test fails. The server's counters are final then
+ * (KSFT_ASSERT_SERVER_STATS(p->w.srv, ...)). */
+void ksft_probe_stop(ksft_probe *p, size_t replies);
+
 /* Wait until the server counter @p field reaches at least @p n; fails the test if not. */
 #define KSFT_PROBE_WAIT_STAT(p, field, n)                                                \
     KSFT_WAIT_UNTIL(ksft_probe_stats(p).field >= (uint64_t)(n), KSFT_PROBE_WAIT_MS,      \

@@ -27,6 +27,15 @@ ksft_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 ksf_err
+ksft_crash(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    (void)data;
+    (void)reply;
+    return KSF_EPROTO;
+}
+
+ksf_err
 ksft_stream_ints(ksf_ctx *ctx, int first, int step, int count)
 {
     for (int i = 0; i < count; i++) {

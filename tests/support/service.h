@@ -34,6 +34,10 @@ ksf_server *ksft_echo_server(const ksf_config *cfg, const char *const *patterns)
 /* The echo handler itself, for tests registering their own mix. */
 ksf_err ksft_echo(ksf_ctx *ctx, const json_t *data, json_t **reply);
 
+/* A handler that fails unexpectedly: it returns KSF_EPROTO without replying, so the
+ * caller sees {"status":"error","message":"Internal server error"}. */
+ksf_err ksft_crash(ksf_ctx *ctx, const json_t *data, json_t **reply);
+
 /* For stream handlers: ksf_ctx_stream @p count integers, @p first, first + @p step,
  * ...; returns the first error ksf_ctx_stream gave (the rest are then not sent). */
 ksf_err ksft_stream_ints(ksf_ctx *ctx, int first, int step, int count);

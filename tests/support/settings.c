@@ -1,6 +1,7 @@
 #include "settings.h"
 
 #include <check.h>
+#include <string.h>
 
 void
 ksft_config_set_all(ksf_config *cfg, const char *const kv[][2], size_t n)
@@ -22,6 +23,23 @@ ksft_config_set_kafka_all(ksf_config *cfg, ksf_kafka_role role, const char *cons
         ksf_err e = ksf_config_set_kafka(cfg, role, kv[i][0], kv[i][1], &ei);
         ck_assert_msg(e == KSF_OK, "setting librdkafka %s=%s: %s (%s)", kv[i][0],
                       kv[i][1], ksf_strerror(e), ei.text);
+    }
+}
+
+void
+ksft_assert_config_get(const ksf_config *cfg, const char *key, const char *want)
+{
+    char buf[256];
+    ksf_err e = ksf_config_get(cfg, key, buf, sizeof buf);
+    ck_assert_msg(e == KSF_OK, "getting %s: %s", key, ksf_strerror(e));
+    ck_assert_msg(!strcmp(buf, want), "%s is \"%s\", expected \"%s\"", key, buf, want);
+}
+
+void
+ksft_assert_config_all(const ksf_config *cfg, const char *const kv[][2], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ksft_assert_config_get(cfg, kv[i][0], kv[i][1]);
     }
 }
 

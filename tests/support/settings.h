@@ -19,6 +19,14 @@ void ksft_config_set_all(ksf_config *cfg, const char *const kv[][2], size_t n);
 void ksft_config_set_kafka_all(ksf_config *cfg, ksf_kafka_role role,
                                const char *const kv[][2], size_t n);
 
+/* @p cfg's value of @p key is exactly @p want (ksf_config_get); else the test fails,
+ * naming the key. */
+void ksft_assert_config_get(const ksf_config *cfg, const char *key, const char *want);
+
+/* ksft_assert_config_get for each {key, want} row of @p kv: a test's expected values
+ * (defaults, a copy) as a table. */
+void ksft_assert_config_all(const ksf_config *cfg, const char *const kv[][2], size_t n);
+
 /* A new configuration (ksf's defaults) with @p kv set on it. The caller destroys it. */
 ksf_config *ksft_config_from(const char *const kv[][2], size_t n);
 
