@@ -2,11 +2,16 @@
 #include "broker.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define ADMIN_TIMEOUT_MS 30000
+/* How often topics still listed after their deletion are deleted again, and how many
+ * times a topic found with the wrong partition count is deleted and created again. */
+#define RE_DELETE_MS 5000
+#define RECREATE_TRIES 3
 
 static const struct rd_kafka_metadata *
 metadata(rd_kafka_t *rk, rd_kafka_topic_t *only)
@@ -81,15 +86,34 @@ free_names(char **names, size_t n)
     free(names);
 }
 
-void
-ksft_kafka_delete_user_topics(rd_kafka_t *rk)
+/* How many partitions @p topic has, all with a leader (-1: not listed; -2: listed but
+ * some partition has no leader or an error yet). From a metadata request for ALL
+ * topics: a request naming a topic would make the broker auto-create it
+ * (auto.create.topics.enable, with num.partitions) if it does not exist yet. */
+static int
+topic_partitions(rd_kafka_t *rk, const char *topic)
 {
-    char **names;
-    size_t n = user_topics(rk, &names);
-    if (n == 0) {
-        free(names);
-        return;
+    const struct rd_kafka_metadata *md = metadata(rk, NULL);
+    int found = -1;
+    for (int t = 0; t < md->topic_cnt && found == -1; t++) {
+        const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+        if (strcmp(mt->topic, topic) != 0) {
+            continue;
+        }
+        found = mt->err ? -2 : mt->partition_cnt;
+        for (int i = 0; found >= 0 && i < mt->partition_cnt; i++) {
+            if (mt->partitions[i].leader < 0 || mt->partitions[i].err) {
+                found = -2;
+            }
+        }
     }
+    rd_kafka_metadata_destroy(md);
+    return found;
+}
+
+static void
+delete_topics(rd_kafka_t *rk, char **names, size_t n, const char *what)
+{
     rd_kafka_DeleteTopic_t **del = calloc(n, sizeof *del);
     for (size_t i = 0; i < n; i++) {
         del[i] = rd_kafka_DeleteTopic_new(names[i]);
@@ -97,7 +121,7 @@ ksft_kafka_delete_user_topics(rd_kafka_t *rk)
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *o = admin_options(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
     rd_kafka_DeleteTopics(rk, del, n, o, q);
-    rd_kafka_event_t *ev = admin_result(q, "deleting the earlier cases' topics");
+    rd_kafka_event_t *ev = admin_result(q, what);
     size_t nres = 0;
     const rd_kafka_topic_result_t **res = rd_kafka_DeleteTopics_result_topics(
         rd_kafka_event_DeleteTopics_result(ev), &nres);
@@ -112,14 +136,38 @@ ksft_kafka_delete_user_topics(rd_kafka_t *rk)
     rd_kafka_queue_destroy(q);
     rd_kafka_DeleteTopic_destroy_array(del, n);
     free(del);
+}
+
+void
+ksft_kafka_delete_user_topics(rd_kafka_t *rk)
+{
+    char **names;
+    size_t n = user_topics(rk, &names);
+    if (n == 0) {
+        free(names);
+        return;
+    }
+    delete_topics(rk, names, n, "deleting the earlier cases' topics");
     free_names(names, n);
-    /* Deletion completes in the controller; wait until no broker lists them. */
+    /* Deletion completes in the controller; wait until no broker lists them. A topic
+     * listed again after a while was re-created since (a metadata request naming it,
+     * from a client that had not seen the deletion yet, auto-creates it): delete what
+     * is listed again every RE_DELETE_MS. */
     int64_t deadline = ksft_now_ms() + ADMIN_TIMEOUT_MS;
+    int64_t re_delete = ksft_now_ms() + RE_DELETE_MS;
     for (;;) {
         size_t left = user_topics(rk, &names);
         if (left == 0) {
             free(names);
             return;
+        }
+        if (ksft_now_ms() >= re_delete && ksft_now_ms() < deadline) {
+            fprintf(stderr,
+                    "real Kafka: %zu topic(s) listed again after deletion (first: %s); "
+                    "deleting them again\n",
+                    left, names[0]);
+            delete_topics(rk, names, left, "deleting re-created topics");
+            re_delete = ksft_now_ms() + RE_DELETE_MS;
         }
         if (ksft_now_ms() >= deadline) {
             char listed[512] = "";
@@ -137,25 +185,9 @@ ksft_kafka_delete_user_topics(rd_kafka_t *rk)
     }
 }
 
-/* True when every partition of @p topic has a leader and there are @p partitions. */
-static bool
-topic_ready(rd_kafka_t *rk, const char *topic, int partitions)
-{
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = metadata(rk, rkt);
-    bool ready = md->topic_cnt == 1 && !md->topics[0].err &&
-                 md->topics[0].partition_cnt == partitions;
-    for (int i = 0; ready && i < md->topics[0].partition_cnt; i++) {
-        ready =
-            md->topics[0].partitions[i].leader >= 0 && !md->topics[0].partitions[i].err;
-    }
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(rkt);
-    return ready;
-}
-
-void
-ksft_kafka_create_topic(rd_kafka_t *rk, const char *topic, int partitions)
+/* Send one CreateTopics for @p topic; an existing topic is not an error here. */
+static void
+create_once(rd_kafka_t *rk, const char *topic, int partitions)
 {
     char err[256];
     int brokers = ksft_kafka_broker_count(rk);
@@ -178,13 +210,44 @@ ksft_kafka_create_topic(rd_kafka_t *rk, const char *topic, int partitions)
     rd_kafka_AdminOptions_destroy(o);
     rd_kafka_queue_destroy(q);
     rd_kafka_NewTopic_destroy(nt);
+}
+
+void
+ksft_kafka_create_topic(rd_kafka_t *rk, const char *topic, int partitions)
+{
+    create_once(rk, topic, partitions);
+    /* A topic listed with another partition count was auto-created (num.partitions)
+     * by a metadata request naming it before our CreateTopics: delete it and create
+     * it again, at most RECREATE_TRIES times, saying so. */
     int64_t deadline = ksft_now_ms() + ADMIN_TIMEOUT_MS;
-    while (!topic_ready(rk, topic, partitions)) {
+    int tries = 0;
+    for (;;) {
+        int have = topic_partitions(rk, topic);
+        if (have == partitions) {
+            return;
+        }
         ck_assert_msg(
             ksft_now_ms() < deadline,
             "real Kafka: topic %s has not %d partitions with leaders after %d ms "
-            "(an existing topic with another count?)",
-            topic, partitions, ADMIN_TIMEOUT_MS);
+            "(listed with %d; -1: not listed, -2: partitions without a leader)",
+            topic, partitions, ADMIN_TIMEOUT_MS, have);
+        if (have > 0 && tries < RECREATE_TRIES) {
+            tries++;
+            fprintf(stderr,
+                    "real Kafka: topic %s exists with %d partitions, not %d "
+                    "(auto-created by someone's metadata request); creating it again\n",
+                    topic, have, partitions);
+            char *name = (char *)topic;
+            delete_topics(rk, &name, 1, "deleting an auto-created topic");
+            while (topic_partitions(rk, topic) != -1) {
+                ck_assert_msg(ksft_now_ms() < deadline,
+                              "real Kafka: topic %s still listed after its deletion",
+                              topic);
+                pause_ms(50);
+            }
+            create_once(rk, topic, partitions);
+            continue;
+        }
         pause_ms(50);
     }
 }
