@@ -170,12 +170,26 @@ KSFT_TEST(test_membership_rebalances, 80)
     ksft_broker *b = ksft_broker_start();
     ksft_broker_create_topic(b, TOPIC, 4);
     tmember a, bb, c, d;
+    /* One member at a time, each settled before the next starts: a member keeps its
+     * previous partition (docs/reply-partitions.md), so what the three hold depends on
+     * which generations they joined in. Started together, a real broker
+     * (group.initial.rebalance.delay.ms=0) may form a first generation of whichever
+     * joined first; the mock's initial delay always gathered all three. */
     start(&a, b, 1000);
+    tmember *one[] = {&a};
+    const char *w1[] = {"0,1,2,3"};
+    int32_t g = wait_stable(one, 1, -1, w1, 15000);
+
     start(&bb, b, 2000);
+    tmember *pair[] = {&a, &bb};
+    const char *wp[] = {"0,2",
+                        "1,3"}; /* a keeps 0, bb takes the first free, 2 and 3 dealt */
+    g = wait_stable(pair, 2, g, wp, 15000);
+
     start(&c, b, 3000);
     tmember *three[] = {&a, &bb, &c};
     const char *w3[] = {"0,3", "1", "2"};
-    int32_t g = wait_stable(three, 3, -1, w3, 15000);
+    g = wait_stable(three, 3, g, w3, 15000);
 
     start(&d, b, 4000);
     tmember *four[] = {&a, &bb, &c, &d};
