@@ -214,6 +214,22 @@ ksfi_kafka_fail(ksf_errinfo *ei, rd_kafka_resp_err_t err, const char *what)
     return ksfi_fail_kafka(ei, (int)err, "%s: %s", what, rd_kafka_err2str(err));
 }
 
+ksf_err
+ksfi_kafka_consumer_new(rd_kafka_conf_t *conf, const char *what, rd_kafka_t **rk,
+                        rd_kafka_queue_t **queue, ksf_errinfo *ei)
+{
+    char err[256];
+    *queue = NULL;
+    /* rd_kafka_new owns the configuration only when it succeeds. */
+    if (!(*rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err))) {
+        rd_kafka_conf_destroy(conf);
+        return ksfi_fail(ei, KSF_EKAFKA, "%s: %s", what, err);
+    }
+    rd_kafka_poll_set_consumer(*rk);
+    *queue = rd_kafka_queue_get_consumer(*rk);
+    return KSF_OK;
+}
+
 static int
 ms_until(int64_t deadline)
 {

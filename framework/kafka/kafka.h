@@ -31,6 +31,15 @@ ksf_err ksfi_kafka_conf(const ksf_config *cfg, ksf_kafka_role role, const char *
  */
 void ksfi_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 
+/*
+ * A consumer handle from @p conf, set up the way both of ksf's consumers read: its main
+ * queue forwarded to the consumer queue (rd_kafka_poll_set_consumer), and that queue
+ * in @p queue. @p conf is the handle's from then on; on failure it is destroyed and the
+ * sentence is "<what>: <librdkafka's reason>". Errors: KSF_EKAFKA.
+ */
+ksf_err ksfi_kafka_consumer_new(rd_kafka_conf_t *conf, const char *what, rd_kafka_t **rk,
+                                rd_kafka_queue_t **queue, ksf_errinfo *ei);
+
 /* ksfi_kafka_read_headers, the headers of a consumed message: kafka/consumer.h. */
 
 /*

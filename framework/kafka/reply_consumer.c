@@ -49,13 +49,12 @@ ksfi_reply_consumer_new(const ksf_config *cfg, const char *client_id,
     rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err);
     /* ksfi_kafka_log_cb reads the logger from the opaque. */
     rd_kafka_conf_set_opaque(conf, (void *)log);
-    if (!(rc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err))) {
-        rd_kafka_conf_destroy(conf);
+    e = ksfi_kafka_consumer_new(conf, "cannot create the reply consumer", &rc->rk, &rc->q,
+                                ei);
+    if (e) {
         ksfi_free(rc);
-        return ksfi_fail(ei, KSF_EKAFKA, "cannot create the reply consumer: %s", err);
+        return e;
     }
-    rd_kafka_poll_set_consumer(rc->rk);
-    rc->q = rd_kafka_queue_get_consumer(rc->rk);
     *out = rc;
     return KSF_OK;
 }

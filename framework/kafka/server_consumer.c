@@ -173,7 +173,6 @@ ksfi_sc_new(const ksfi_sc_config *sc, ksfi_server_consumer **out, ksf_errinfo *e
     c->ops = sc->ops;
     c->user = sc->user;
     rd_kafka_conf_t *conf = NULL;
-    char err[256];
     ksf_err e = ksfi_kafka_conf(sc->cfg, KSF_KAFKA_CONSUMER, sc->client_id, sc->group_id,
                                 &conf, ei);
     /* KIP-345: librdkafka's group.instance.id makes the server a static member. */
@@ -201,14 +200,12 @@ ksfi_sc_new(const ksfi_sc_config *sc, ksfi_server_consumer **out, ksf_errinfo *e
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, c);
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!c->rk) {
-        rd_kafka_conf_destroy(conf);
+    e = ksfi_kafka_consumer_new(conf, "creating the server's consumer", &c->rk, &c->queue,
+                                ei);
+    if (e) {
         ksfi_free(c);
-        return ksfi_fail(ei, KSF_EKAFKA, "creating the server's consumer: %s", err);
+        return e;
     }
-    rd_kafka_poll_set_consumer(c->rk);
-    c->queue = rd_kafka_queue_get_consumer(c->rk);
     *out = c;
     return KSF_OK;
 }
