@@ -25,36 +25,6 @@ new_config(void)
     return cfg;
 }
 
-static void
-assert_accepts(const char *key, const char *value, const char *stored)
-{
-    ksf_config *cfg = new_config();
-    ksf_errinfo ei = {.code = KSF_EPROTO, .text = "untouched"};
-    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s refused: %s",
-                  key, value, ei.text);
-    ck_assert_str_eq(ei.text, "untouched"); /* errinfo is left alone on success */
-    ksft_assert_config_get(cfg, key, stored ? stored : value);
-    ksf_config_destroy(cfg);
-}
-
-static void
-assert_refuses(const char *key, const char *value, ksf_err code, const char *sentence)
-{
-    ksf_config *cfg = new_config();
-    char before[256], after[256];
-    ksf_err had = ksf_config_get(cfg, key, before, sizeof before);
-    ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_set(cfg, key, value, &ei), code);
-    ck_assert_int_eq(ei.code, code);
-    ck_assert_str_eq(ei.text, sentence);
-    ck_assert_int_eq(ksf_config_set(cfg, key, value, NULL), code); /* ei optional */
-    ck_assert_int_eq(ksf_config_get(cfg, key, after, sizeof after), had);
-    if (had == KSF_OK) {
-        ck_assert_str_eq(after, before); /* a refused value changes nothing */
-    }
-    ksf_config_destroy(cfg);
-}
-
 #define HOSTPORT "; expected host:port[,host:port...] (e.g. 127.0.0.1:9092)"
 #define IDCHARS " to 200 printable ASCII characters without spaces"
 
@@ -79,62 +49,68 @@ END_TEST
 
 KSFT_TEST(test_config_brokers, 30)
 {
-    assert_accepts("brokers", "127.0.0.1:9092", NULL);
-    assert_accepts("brokers", "a:1,b.example.com:65535", NULL);
-    assert_accepts("brokers", "[::1]:9092", NULL);
-    assert_refuses("brokers", "", KSF_EINVAL, "brokers \"\": empty list" HOSTPORT);
-    assert_refuses("brokers", "kafka", KSF_EINVAL,
-                   "brokers \"kafka\": missing :port" HOSTPORT);
-    assert_refuses("brokers", ":9092", KSF_EINVAL,
-                   "brokers \":9092\": empty host" HOSTPORT);
-    assert_refuses("brokers", "h:", KSF_EINVAL, "brokers \"h:\": invalid port" HOSTPORT);
-    assert_refuses("brokers", "h:9x", KSF_EINVAL,
-                   "brokers \"h:9x\": invalid port" HOSTPORT);
-    assert_refuses("brokers", "h:123456", KSF_EINVAL,
-                   "brokers \"h:123456\": invalid port" HOSTPORT);
-    assert_refuses("brokers", "h:0", KSF_EINVAL,
-                   "brokers \"h:0\": port out of range 1-65535" HOSTPORT);
-    assert_refuses("brokers", "h:65536", KSF_EINVAL,
-                   "brokers \"h:65536\": port out of range 1-65535" HOSTPORT);
-    assert_refuses("brokers", "a:1,,b:2", KSF_EINVAL,
-                   "brokers \"a:1,,b:2\": empty entry" HOSTPORT);
-    assert_refuses("brokers", "a:1,", KSF_EINVAL,
-                   "brokers \"a:1,\": empty entry" HOSTPORT);
-    assert_refuses(
+    ksft_assert_config_accepts("brokers", "127.0.0.1:9092", NULL);
+    ksft_assert_config_accepts("brokers", "a:1,b.example.com:65535", NULL);
+    ksft_assert_config_accepts("brokers", "[::1]:9092", NULL);
+    ksft_assert_config_refuses("brokers", "", KSF_EINVAL,
+                               "brokers \"\": empty list" HOSTPORT);
+    ksft_assert_config_refuses("brokers", "kafka", KSF_EINVAL,
+                               "brokers \"kafka\": missing :port" HOSTPORT);
+    ksft_assert_config_refuses("brokers", ":9092", KSF_EINVAL,
+                               "brokers \":9092\": empty host" HOSTPORT);
+    ksft_assert_config_refuses("brokers", "h:", KSF_EINVAL,
+                               "brokers \"h:\": invalid port" HOSTPORT);
+    ksft_assert_config_refuses("brokers", "h:9x", KSF_EINVAL,
+                               "brokers \"h:9x\": invalid port" HOSTPORT);
+    ksft_assert_config_refuses("brokers", "h:123456", KSF_EINVAL,
+                               "brokers \"h:123456\": invalid port" HOSTPORT);
+    ksft_assert_config_refuses("brokers", "h:0", KSF_EINVAL,
+                               "brokers \"h:0\": port out of range 1-65535" HOSTPORT);
+    ksft_assert_config_refuses("brokers", "h:65536", KSF_EINVAL,
+                               "brokers \"h:65536\": port out of range 1-65535" HOSTPORT);
+    ksft_assert_config_refuses("brokers", "a:1,,b:2", KSF_EINVAL,
+                               "brokers \"a:1,,b:2\": empty entry" HOSTPORT);
+    ksft_assert_config_refuses("brokers", "a:1,", KSF_EINVAL,
+                               "brokers \"a:1,\": empty entry" HOSTPORT);
+    ksft_assert_config_refuses(
         "brokers", "a b:1", KSF_EINVAL,
         "brokers \"a b:1\": space or non-printable character in host" HOSTPORT);
-    assert_refuses("brokers", "h\x01\"x:1", KSF_EINVAL,
-                   "brokers \"h\\x01\\\"x:1\": space or non-printable character in "
-                   "host" HOSTPORT);
-    assert_refuses("brokers", "h\xc3\xa9:1", KSF_EINVAL,
-                   "brokers \"h\\xc3\\xa9:1\": space or non-printable character in "
-                   "host" HOSTPORT);
+    ksft_assert_config_refuses(
+        "brokers", "h\x01\"x:1", KSF_EINVAL,
+        "brokers \"h\\x01\\\"x:1\": space or non-printable character in "
+        "host" HOSTPORT);
+    ksft_assert_config_refuses(
+        "brokers", "h\xc3\xa9:1", KSF_EINVAL,
+        "brokers \"h\\xc3\\xa9:1\": space or non-printable character in "
+        "host" HOSTPORT);
 }
 END_TEST
 
 KSFT_TEST(test_config_ids, 30)
 {
-    assert_accepts("client.id", "hero", NULL);
-    assert_accepts("group.id", "hero-consumer", NULL);
-    assert_accepts("postfix.id", "-x", NULL);
-    assert_accepts("postfix.id", "", NULL);
-    assert_refuses("client.id", "", KSF_EINVAL,
-                   "client.id \"\": empty; expected 1" IDCHARS);
-    assert_refuses("group.id", "a b", KSF_EINVAL,
-                   "group.id \"a b\": contains a space or non-printable character; "
-                   "expected 1" IDCHARS);
-    assert_refuses("postfix.id", "-\xc3\xa9", KSF_EINVAL,
-                   "postfix.id \"-\\xc3\\xa9\": contains a space or non-printable "
-                   "character; expected 0" IDCHARS);
+    ksft_assert_config_accepts("client.id", "hero", NULL);
+    ksft_assert_config_accepts("group.id", "hero-consumer", NULL);
+    ksft_assert_config_accepts("postfix.id", "-x", NULL);
+    ksft_assert_config_accepts("postfix.id", "", NULL);
+    ksft_assert_config_refuses("client.id", "", KSF_EINVAL,
+                               "client.id \"\": empty; expected 1" IDCHARS);
+    ksft_assert_config_refuses(
+        "group.id", "a b", KSF_EINVAL,
+        "group.id \"a b\": contains a space or non-printable character; "
+        "expected 1" IDCHARS);
+    ksft_assert_config_refuses(
+        "postfix.id", "-\xc3\xa9", KSF_EINVAL,
+        "postfix.id \"-\\xc3\\xa9\": contains a space or non-printable "
+        "character; expected 0" IDCHARS);
     char longid[202];
     memset(longid, 'a', 201);
     longid[201] = '\0';
-    assert_refuses(
+    ksft_assert_config_refuses(
         "client.id", longid, KSF_EINVAL,
         "client.id \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         "...\": longer than 200 characters; expected 1" IDCHARS);
     longid[200] = '\0';
-    assert_accepts("client.id", longid, NULL);
+    ksft_assert_config_accepts("client.id", longid, NULL);
 }
 END_TEST
 
@@ -152,29 +128,32 @@ KSFT_TEST(test_config_instance_id, 30)
                      KSF_ENOENT); /* unset by default: dynamic membership */
     ck_assert_ptr_null(cfg->group_instance_id);
     ksf_config_destroy(cfg);
-    assert_accepts("group.instance.id", "hero-1", NULL);
-    assert_accepts("group.instance.id", "Pod_7.zone-b", NULL);
+    ksft_assert_config_accepts("group.instance.id", "hero-1", NULL);
+    ksft_assert_config_accepts("group.instance.id", "Pod_7.zone-b", NULL);
     char id[251];
     memset(id, 'i', 250);
     id[250] = '\0';
-    assert_refuses("group.instance.id", id, KSF_EINVAL,
-                   "group.instance.id \"iiiiiiiiiiiiiiiiiiiiiiiiiiiiii"
-                   "iiiiiiiiiiiiiiiiiiiiiiiiiiiiii...\": longer than 249 "
-                   "characters" INSTANCE_EXPECT);
+    ksft_assert_config_refuses("group.instance.id", id, KSF_EINVAL,
+                               "group.instance.id \"iiiiiiiiiiiiiiiiiiiiiiiiiiiiii"
+                               "iiiiiiiiiiiiiiiiiiiiiiiiiiiiii...\": longer than 249 "
+                               "characters" INSTANCE_EXPECT);
     id[249] = '\0';
-    assert_accepts("group.instance.id", id, NULL);
-    assert_refuses("group.instance.id", "hero 1", KSF_EINVAL,
-                   "group.instance.id \"hero 1\": contains a character other than A-Z "
-                   "a-z 0-9 . _ -" INSTANCE_EXPECT);
-    assert_refuses("group.instance.id", "hero/1", KSF_EINVAL,
-                   "group.instance.id \"hero/1\": contains a character other than A-Z "
-                   "a-z 0-9 . _ -" INSTANCE_EXPECT);
-    assert_refuses("group.instance.id", "h\xc3\xa9ro", KSF_EINVAL,
-                   "group.instance.id \"h\\xc3\\xa9ro\": contains a character other "
-                   "than A-Z a-z 0-9 . _ -" INSTANCE_EXPECT);
-    assert_refuses("group.instance.id", "..", KSF_EINVAL,
-                   "group.instance.id \"..\": \".\" and \"..\" are not "
-                   "allowed" INSTANCE_EXPECT);
+    ksft_assert_config_accepts("group.instance.id", id, NULL);
+    ksft_assert_config_refuses(
+        "group.instance.id", "hero 1", KSF_EINVAL,
+        "group.instance.id \"hero 1\": contains a character other than A-Z "
+        "a-z 0-9 . _ -" INSTANCE_EXPECT);
+    ksft_assert_config_refuses(
+        "group.instance.id", "hero/1", KSF_EINVAL,
+        "group.instance.id \"hero/1\": contains a character other than A-Z "
+        "a-z 0-9 . _ -" INSTANCE_EXPECT);
+    ksft_assert_config_refuses(
+        "group.instance.id", "h\xc3\xa9ro", KSF_EINVAL,
+        "group.instance.id \"h\\xc3\\xa9ro\": contains a character other "
+        "than A-Z a-z 0-9 . _ -" INSTANCE_EXPECT);
+    ksft_assert_config_refuses("group.instance.id", "..", KSF_EINVAL,
+                               "group.instance.id \"..\": \".\" and \"..\" are not "
+                               "allowed" INSTANCE_EXPECT);
 
     cfg = new_config();
     ksf_errinfo ei = {0};
@@ -244,15 +223,15 @@ KSFT_TEST(test_config_integers, 30)
                                        "+5", "0x10", "1.5", "99999999999999999999"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char want[256];
-        assert_accepts(keys[i].key, keys[i].min, NULL);
-        assert_accepts(keys[i].key, keys[i].max, NULL);
-        assert_accepts(keys[i].key, "007", "7");
+        ksft_assert_config_accepts(keys[i].key, keys[i].min, NULL);
+        ksft_assert_config_accepts(keys[i].key, keys[i].max, NULL);
+        ksft_assert_config_accepts(keys[i].key, "007", "7");
         const char *bad[] = {keys[i].below, keys[i].above};
         for (size_t b = 0; b < 2 + sizeof junk / sizeof junk[0]; b++) {
             const char *v = b < 2 ? bad[b] : junk[b - 2];
             snprintf(want, sizeof want, "%s \"%s\": expected an integer from %s to %s",
                      keys[i].key, v, keys[i].min, keys[i].max);
-            assert_refuses(keys[i].key, v, KSF_EINVAL, want);
+            ksft_assert_config_refuses(keys[i].key, v, KSF_EINVAL, want);
         }
     }
 }
@@ -269,14 +248,14 @@ assert_word_setting(const char *key, const char *const *words, const char *const
 {
     size_t last = 0;
     for (size_t i = 0; words[i]; i++) {
-        assert_accepts(key, words[i], NULL);
+        ksft_assert_config_accepts(key, words[i], NULL);
         last = i;
     }
     for (size_t i = 0; bad[i]; i++) {
         char sentence[256];
         snprintf(sentence, sizeof sentence, "%s \"%s\": expected %s", key, bad[i],
                  expected);
-        assert_refuses(key, bad[i], KSF_EINVAL, sentence);
+        ksft_assert_config_refuses(key, bad[i], KSF_EINVAL, sentence);
     }
     ksf_config *cfg = new_config(), *copy = NULL;
     ck_assert_int_eq(ksf_config_set(cfg, key, words[last], NULL), KSF_OK);
@@ -312,20 +291,21 @@ END_TEST
 
 KSFT_TEST(test_config_unknown_key, 30)
 {
-    assert_refuses(
+    ksft_assert_config_refuses(
         "brokerz", "x", KSF_ENOENT,
         "unknown configuration key \"brokerz\" (did you mean \"brokers\"?); the "
         "keys are listed in docs/configuration.md, and librdkafka properties go "
         "under kafka., consumer. or producer.");
-    assert_refuses(
+    ksft_assert_config_refuses(
         "server.worker", "2", KSF_ENOENT,
         "unknown configuration key \"server.worker\" (did you mean "
         "\"server.workers\"?); the keys are listed in docs/configuration.md, and "
         "librdkafka properties go under kafka., consumer. or producer.");
-    assert_refuses("linger.ms", "5", KSF_ENOENT,
-                   "unknown configuration key \"linger.ms\"; the keys are listed in "
-                   "docs/configuration.md, and librdkafka properties go under kafka., "
-                   "consumer. or producer.");
+    ksft_assert_config_refuses(
+        "linger.ms", "5", KSF_ENOENT,
+        "unknown configuration key \"linger.ms\"; the keys are listed in "
+        "docs/configuration.md, and librdkafka properties go under kafka., "
+        "consumer. or producer.");
     ksf_errinfo ei = {0};
     ksf_config *cfg = new_config();
     ck_assert_int_eq(ksf_config_set(cfg, "kafka.", "1", &ei), KSF_ENOENT);

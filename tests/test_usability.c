@@ -106,10 +106,9 @@ KSFT_TEST(test_usability_deferred_max, 60)
 {
     ksft_world w;
     park_world(&w, "8");
-    ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_config_set(w.cfg, "server.deferred.max", "0", &ei), KSF_EINVAL);
-    ck_assert_str_eq(ei.text, "server.deferred.max \"0\": expected an integer from 1 to "
-                              "1000000");
+    ksft_assert_config_refuses("server.deferred.max", "0", KSF_EINVAL,
+                               "server.deferred.max \"0\": expected an integer from 1 to "
+                               "1000000");
     ksft_tally t;
     ksft_tally_init(&t, 20);
     for (size_t i = 0; i < 20; i++) {

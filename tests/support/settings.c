@@ -51,3 +51,34 @@ ksft_config_from(const char *const kv[][2], size_t n)
     ksft_config_set_all(cfg, kv, n);
     return cfg;
 }
+
+void
+ksft_assert_config_accepts(const char *key, const char *value, const char *stored)
+{
+    ksf_config *cfg = ksft_config_from(NULL, 0);
+    ksf_errinfo ei = {.code = KSF_EPROTO, .text = "untouched"};
+    ck_assert_msg(ksf_config_set(cfg, key, value, &ei) == KSF_OK, "%s=%s refused: %s",
+                  key, value, ei.text);
+    ck_assert_str_eq(ei.text, "untouched"); /* errinfo is left alone on success */
+    ksft_assert_config_get(cfg, key, stored ? stored : value);
+    ksf_config_destroy(cfg);
+}
+
+void
+ksft_assert_config_refuses(const char *key, const char *value, ksf_err code,
+                           const char *sentence)
+{
+    ksf_config *cfg = ksft_config_from(NULL, 0);
+    char before[256], after[256];
+    ksf_err had = ksf_config_get(cfg, key, before, sizeof before);
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_config_set(cfg, key, value, &ei), code);
+    ck_assert_int_eq(ei.code, code);
+    ck_assert_str_eq(ei.text, sentence);
+    ck_assert_int_eq(ksf_config_set(cfg, key, value, NULL), code); /* ei optional */
+    ck_assert_int_eq(ksf_config_get(cfg, key, after, sizeof after), had);
+    if (had == KSF_OK) {
+        ck_assert_str_eq(after, before); /* a refused value changes nothing */
+    }
+    ksf_config_destroy(cfg);
+}

@@ -30,4 +30,14 @@ void ksft_assert_config_all(const ksf_config *cfg, const char *const kv[][2], si
 /* A new configuration (ksf's defaults) with @p kv set on it. The caller destroys it. */
 ksf_config *ksft_config_from(const char *const kv[][2], size_t n);
 
+/* On a new configuration, ksf_config_set(@p key, @p value) succeeds and leaves the
+ * errinfo alone, and ksf_config_get then gives @p stored (NULL: @p value). */
+void ksft_assert_config_accepts(const char *key, const char *value, const char *stored);
+
+/* On a new configuration, ksf_config_set(@p key, @p value) returns @p code with exactly
+ * @p sentence (and the same code without an errinfo), and the key's value is unchanged:
+ * a refused value changes nothing. */
+void ksft_assert_config_refuses(const char *key, const char *value, ksf_err code,
+                                const char *sentence);
+
 #endif
