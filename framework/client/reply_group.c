@@ -246,14 +246,23 @@ on_fatal(void *user, ksf_err err, const char *sentence)
     pthread_mutex_unlock(&p->lock);
 }
 
+/* One of our reply topics' partition count (@p advertised: the count last advertised
+ * to the group), read under the lock; -1 for a topic that is not ours. */
+static int32_t
+topic_count(group_provider *p, const char *topic, bool advertised)
+{
+    pthread_mutex_lock(&p->lock);
+    const gtopic *t = topic_find(p, topic);
+    int32_t n = !t ? -1 : advertised ? t->advertised : t->partitions;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
 static int32_t
 partition_count_cb(void *user, const char *topic)
 {
     group_provider *p = user;
-    pthread_mutex_lock(&p->lock);
-    gtopic *t = topic_find(p, topic);
-    int32_t n = t ? t->partitions : -1;
-    pthread_mutex_unlock(&p->lock);
+    int32_t n = topic_count(p, topic, false);
     if (n < 0) { /* another member's reply topic: ask the brokers (leader only) */
         int count = 0;
         if (ksfi_reply_consumer_partition_count(p->base.host.consumer, topic,
@@ -268,12 +277,7 @@ partition_count_cb(void *user, const char *topic)
 static int32_t
 previous_cb(void *user, const char *topic)
 {
-    group_provider *p = user;
-    pthread_mutex_lock(&p->lock);
-    gtopic *t = topic_find(p, topic);
-    int32_t n = t ? t->advertised : -1;
-    pthread_mutex_unlock(&p->lock);
-    return n;
+    return topic_count(user, topic, true);
 }
 
 /* ---- subscription ------------------------------------------------------------------ */
