@@ -32,31 +32,31 @@ ksfi_reply_consumer_new(const ksf_config *cfg, const char *client_id,
 {
     char err[256];
     rd_kafka_conf_t *conf = NULL;
+    *out = NULL;
     ksfi_reply_consumer *rc = ksfi_calloc(1, sizeof *rc);
     if (!rc) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     }
     rc->log = log;
     ksf_err e = ksfi_kafka_conf(cfg, KSF_KAFKA_CONSUMER, client_id, group_id, &conf, ei);
-    if (e) {
-        ksfi_free(rc);
-        return e;
+    if (!e) {
+        /* Reply partitions are assigned by hand at explicit offsets: nothing to commit.
+         */
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+        /* End-of-partition events tell where fetching stands (seek after resume) and
+         * when a partition's first fetch is done (connect). */
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err);
+        /* ksfi_kafka_log_cb reads the logger from the opaque. */
+        rd_kafka_conf_set_opaque(conf, (void *)log);
+        e = ksfi_kafka_consumer_new(conf, "cannot create the reply consumer", &rc->rk,
+                                    &rc->q, ei);
     }
-    /* Reply partitions are assigned by hand at explicit offsets: nothing to commit. */
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-    /* End-of-partition events tell where fetching stands (seek after resume) and when a
-     * partition's first fetch is done (connect). */
-    rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err);
-    /* ksfi_kafka_log_cb reads the logger from the opaque. */
-    rd_kafka_conf_set_opaque(conf, (void *)log);
-    e = ksfi_kafka_consumer_new(conf, "cannot create the reply consumer", &rc->rk, &rc->q,
-                                ei);
-    if (e) {
+    if (e) { /* either step failed: nothing else holds rc yet */
         ksfi_free(rc);
-        return e;
+        rc = NULL;
     }
     *out = rc;
-    return KSF_OK;
+    return e;
 }
 
 void

@@ -5,6 +5,7 @@
  * failed.
  */
 #include "interop_check.h"
+#include "interop_config.h"
 
 #include <ksf/ksf.h>
 #include <pthread.h>
@@ -170,40 +171,28 @@ main(int argc, char **argv)
         fprintf(stderr, "Usage: interop_client BROKER EVENT_LOG\n");
         return 2;
     }
-    ksf_config *cfg;
-    ksf_client *cli;
-    ksf_errinfo ei = {0};
-    ksf_config_new(&cfg);
-    if (ksf_config_set(cfg, "brokers", argv[1], &ei) ||
-        ksf_config_set(cfg, "client.id", "interop-c", &ei) ||
-        ksf_config_set(cfg, "consumer.fetch.wait.max.ms", "5", &ei) ||
+    const char *const settings[][2] = {
+        {"brokers", argv[1]},
+        {"client.id", "interop-c"},
+        {"consumer.fetch.wait.max.ms", "5"},
         /* The embedded broker finishes a rebalance only after session.timeout.ms - 1 s.
          */
-        ksf_config_set(cfg, "consumer.session.timeout.ms", "6000", &ei) ||
-        ksf_config_set(cfg, "consumer.heartbeat.interval.ms", "500", &ei) ||
-        ksf_client_new(&cli, cfg, &ei)) {
-        fprintf(stderr, "interop_client: %s\n", ei.text);
+        {"consumer.session.timeout.ms", "6000"},
+        {"consumer.heartbeat.interval.ms", "500"}};
+    static const char *const patterns[] = {"interop.object",      "interop.array",
+                                           "interop.string",      "interop.number",
+                                           "interop.null",        "interop.echo",
+                                           "interop.rpc-string",  "interop.rpc-object",
+                                           "interop.plain-error", "interop.stream",
+                                           "interop.stream-sync", "interop.async",
+                                           "interop.context",     NULL};
+    ksf_client *cli =
+        interop_client_connect("interop_client", settings,
+                               sizeof settings / sizeof settings[0], patterns, 30000);
+    if (!cli) {
         return 2;
     }
-    ksf_config_destroy(cfg);
-    /* As with NestJS's subscribeToResponseOf: every reply topic before connect, so the
-     * reply group is joined once rather than once per pattern. */
-    static const char *const patterns[] = {
-        "interop.object",     "interop.array",       "interop.string",
-        "interop.number",     "interop.null",        "interop.echo",
-        "interop.rpc-string", "interop.rpc-object",  "interop.plain-error",
-        "interop.stream",     "interop.stream-sync", "interop.async",
-        "interop.context"};
-    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
-        if (ksf_client_subscribe_to_response_of(cli, patterns[i], &ei)) {
-            fprintf(stderr, "interop_client: %s\n", ei.text);
-            return 2;
-        }
-    }
-    if (ksf_client_connect(cli, 30000, &ei)) {
-        fprintf(stderr, "interop_client: connect: %s\n", ei.text);
-        return 2;
-    }
+    ksf_errinfo ei = {0};
 
     expect_call(cli, "interop.object", "{\"heroId\":1}", NULL,
                 "{\"values\":[{\"id\":1,\"name\":\"Mythical Sword\"}]}");

@@ -4,6 +4,8 @@
  * and error shapes a NestJS service gives.
  * Usage: interop_server BROKER      Prints "ksf interop server ready" when serving.
  */
+#include "interop_config.h"
+
 #include <ksf/ksf.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -177,11 +179,9 @@ main(int argc, char **argv)
         fprintf(stderr, "Usage: interop_server BROKER\n");
         return 2;
     }
-    ksf_config *cfg;
+    ksf_config *cfg = NULL;
     ksf_server *srv = NULL;
     ksf_errinfo ei = {0};
-    ksf_config_new(&cfg);
-    ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
     const char *const settings[][2] = {
         {"brokers", argv[1]},
         {"client.id", "interop"},
@@ -189,9 +189,9 @@ main(int argc, char **argv)
         {"consumer.fetch.wait.max.ms", "5"},
         /* Spring's ReplyingKafkaTemplate callers name their reply topics. */
         {"server.reply.topics", "spring-interop.replies*"}};
-    ksf_err e = KSF_OK;
-    for (size_t i = 0; !e && i < sizeof settings / sizeof settings[0]; i++) {
-        e = ksf_config_set(cfg, settings[i][0], settings[i][1], &ei);
+    ksf_err e = interop_config(settings, sizeof settings / sizeof settings[0], &cfg, &ei);
+    if (!e) {
+        ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
     }
     if (!e) {
         e = ksf_server_new(&srv, cfg, &ei);

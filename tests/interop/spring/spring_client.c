@@ -6,6 +6,7 @@
  * failed.
  */
 #include "../interop_check.h"
+#include "../interop_config.h"
 
 #include <ksf/ksf.h>
 #include <pthread.h>
@@ -97,42 +98,9 @@ check_late_reply(ksf_client *cli)
 }
 
 static const char *const patterns[] = {
-    "spring.object", "spring.array",       "spring.string", "spring.number",
-    "spring.null",   "spring.kafka-null",  "spring.echo",   "spring.error",
-    "spring.slow",   "spring.error-plain", "spring.headers"};
-
-static ksf_client *
-connect_client(const char *brokers)
-{
-    ksf_config *cfg;
-    ksf_client *cli = NULL;
-    ksf_errinfo ei = {0};
-    ksf_config_new(&cfg);
-    const char *const settings[][2] = {{"brokers", brokers},
-                                       {"client.id", "spring-interop-c"},
-                                       {"client.wire.dialect", "spring"},
-                                       {"consumer.fetch.wait.max.ms", "5"}};
-    ksf_err e = KSF_OK;
-    for (size_t i = 0; !e && i < sizeof settings / sizeof settings[0]; i++) {
-        e = ksf_config_set(cfg, settings[i][0], settings[i][1], &ei);
-    }
-    if (!e) {
-        e = ksf_client_new(&cli, cfg, &ei);
-    }
-    ksf_config_destroy(cfg);
-    for (size_t i = 0; !e && i < sizeof patterns / sizeof patterns[0]; i++) {
-        e = ksf_client_subscribe_to_response_of(cli, patterns[i], &ei);
-    }
-    if (!e) {
-        e = ksf_client_connect(cli, 60000, &ei);
-    }
-    if (e) {
-        fprintf(stderr, "spring_client: %s: %s\n", ksf_strerror(e), ei.text);
-        ksf_client_destroy(cli);
-        return NULL;
-    }
-    return cli;
-}
+    "spring.object", "spring.array",       "spring.string",  "spring.number",
+    "spring.null",   "spring.kafka-null",  "spring.echo",    "spring.error",
+    "spring.slow",   "spring.error-plain", "spring.headers", NULL};
 
 int
 main(int argc, char **argv)
@@ -141,7 +109,12 @@ main(int argc, char **argv)
         fprintf(stderr, "Usage: spring_client BROKER EVENT_LOG\n");
         return 2;
     }
-    ksf_client *cli = connect_client(argv[1]);
+    const char *const settings[][2] = {{"brokers", argv[1]},
+                                       {"client.id", "spring-interop-c"},
+                                       {"client.wire.dialect", "spring"},
+                                       {"consumer.fetch.wait.max.ms", "5"}};
+    ksf_client *cli = interop_client_connect(
+        "spring_client", settings, sizeof settings / sizeof settings[0], patterns, 60000);
     if (!cli) {
         return 2;
     }
