@@ -482,10 +482,7 @@ KSFT_TEST(test_deadline_late_reply_is_counted, 60)
 {
     reset_seen();
     ksft_world w;
-    ksft_world_open(&w,
-                    &(ksft_world_spec){
-                        .handlers = (const ksft_handler[]){{"lt.slow", h_slow}, {NULL}},
-                        .subscribe = (const char *const[]){"lt.slow", NULL}});
+    ksft_world_open_one(&w, "lt.slow", h_slow);
     ksf_errinfo ei = {0};
     json_t *out = NULL;
     ck_assert_int_eq(ksf_client_call(w.cli, "lt.slow", NULL, 400, &out, &ei),
@@ -526,10 +523,7 @@ h_300ms(ksf_ctx *ctx, const json_t *data, json_t **reply)
 KSFT_TEST(test_deadline_cannot_finish_is_shed, 60)
 {
     ksft_world w;
-    ksft_world_open(&w,
-                    &(ksft_world_spec){
-                        .handlers = (const ksft_handler[]){{"sh.slow", h_300ms}, {NULL}},
-                        .subscribe = (const char *const[]){"sh.slow", NULL}});
+    ksft_world_open_one(&w, "sh.slow", h_300ms);
     ksf_errinfo ei = {0};
     json_t *out = NULL;
     ck_assert_msg(ksf_client_call(w.cli, "sh.slow", NULL, 5000, &out, &ei) == KSF_OK,

@@ -356,11 +356,8 @@ one_late_reply(void *arg)
 KSFT_TEST(test_e2e_timeout_then_late_reply, 60)
 {
     ksft_world w;
-    ksft_world_open(&w,
-                    &(ksft_world_spec){
-                        .handlers = (const ksft_handler[]){{"slow.op", h_slow}, {NULL}},
-                        /* Replies first: the 300 ms below is for the request alone. */
-                        .subscribe = (const char *const[]){"slow.op", NULL}});
+    /* Replies first: the 300 ms below is for the request alone. */
+    ksft_world_open_one(&w, "slow.op", h_slow);
     json_t *got = NULL;
     ksf_errinfo ei = {0};
     int64_t start = ksft_now_ms();

@@ -92,6 +92,14 @@ ksft_world_open(ksft_world *w, const ksft_world_spec *spec)
 }
 
 void
+ksft_world_open_one(ksft_world *w, const char *pattern, ksf_handler_fn fn)
+{
+    const ksft_handler handlers[] = {{pattern, fn}, {NULL}};
+    const char *const subscribe[] = {pattern, NULL};
+    ksft_world_open(w, &(ksft_world_spec){.handlers = handlers, .subscribe = subscribe});
+}
+
+void
 ksft_world_stop_server(ksft_world *w)
 {
     ksft_service *s = &w->service;

@@ -64,6 +64,11 @@ typedef struct ksft_world {
 /* Build @p w from @p spec (NULL: a broker and configuration only). */
 void ksft_world_open(ksft_world *w, const ksft_world_spec *spec);
 
+/* The world of a timed call to one handler: @p fn serves @p pattern, and the client took
+ * the pattern's reply partitions before it connected, so the call's time has no group
+ * join in it. */
+void ksft_world_open_one(ksft_world *w, const char *pattern, ksf_handler_fn fn);
+
 /* Create the topics of @p topics (the spec's format) on @p w's broker. */
 void ksft_world_topics(ksft_world *w, const char *const *topics);
 
