@@ -172,9 +172,7 @@ main(int argc, char **argv)
         return 2;
     }
     const char *const settings[][2] = {
-        {"brokers", argv[1]},
         {"client.id", "interop-c"},
-        {"consumer.fetch.wait.max.ms", "5"},
         /* The embedded broker finishes a rebalance only after session.timeout.ms - 1 s.
          */
         {"consumer.session.timeout.ms", "6000"},
@@ -187,7 +185,7 @@ main(int argc, char **argv)
                                            "interop.stream-sync", "interop.async",
                                            "interop.context",     NULL};
     ksf_client *cli =
-        interop_client_connect("interop_client", settings,
+        interop_client_connect("interop_client", argv[1], settings,
                                sizeof settings / sizeof settings[0], patterns, 30000);
     if (!cli) {
         return 2;

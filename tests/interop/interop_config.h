@@ -11,15 +11,22 @@
 #include <stddef.h>
 #include <stdio.h>
 
-/* A new configuration with the @p n rows of @p kv set in order, in @p out; on an error
- * (a refused row: @p ei names it) *out is NULL. */
+/* A new configuration for the brokers @p brokers with what every interop program sets
+ * (a 5 ms fetch wait: the matrices are many short calls), then the @p n rows of @p kv
+ * in order, in @p out; on an error (a refused row: @p ei names it) *out is NULL. */
 static inline ksf_err
-interop_config(const char *const kv[][2], size_t n, ksf_config **out, ksf_errinfo *ei)
+interop_config(const char *brokers, const char *const kv[][2], size_t n, ksf_config **out,
+               ksf_errinfo *ei)
 {
+    const char *const common[][2] = {{"brokers", brokers},
+                                     {"consumer.fetch.wait.max.ms", "5"}};
     ksf_config *cfg = NULL;
     ksf_err e = ksf_config_new(&cfg);
     if (e) {
         snprintf(ei->text, sizeof ei->text, "out of memory creating a configuration");
+    }
+    for (size_t i = 0; !e && i < 2; i++) {
+        e = ksf_config_set(cfg, common[i][0], common[i][1], ei);
     }
     for (size_t i = 0; !e && i < n; i++) {
         e = ksf_config_set(cfg, kv[i][0], kv[i][1], ei);
@@ -32,18 +39,18 @@ interop_config(const char *const kv[][2], size_t n, ksf_config **out, ksf_errinf
     return e;
 }
 
-/* A client on the @p n rows of @p kv that takes the reply topics of @p patterns
- * (NULL-terminated) before it connects, as NestJS's subscribeToResponseOf does, so the
- * reply group is joined once rather than once per pattern; then connected within
+/* A client on interop_config(@p brokers, @p kv, @p n) that takes the reply topics of @p
+ * patterns (NULL-terminated) before it connects, as NestJS's subscribeToResponseOf does,
+ * so the reply group is joined once rather than once per pattern; then connected within
  * @p timeout_ms. NULL, with "PROG: error: sentence" on stderr, on any error. */
 static inline ksf_client *
-interop_client_connect(const char *prog, const char *const kv[][2], size_t n,
-                       const char *const *patterns, int timeout_ms)
+interop_client_connect(const char *prog, const char *brokers, const char *const kv[][2],
+                       size_t n, const char *const *patterns, int timeout_ms)
 {
     ksf_config *cfg = NULL;
     ksf_client *cli = NULL;
     ksf_errinfo ei = {0};
-    ksf_err e = interop_config(kv, n, &cfg, &ei);
+    ksf_err e = interop_config(brokers, kv, n, &cfg, &ei);
     if (!e) {
         e = ksf_client_new(&cli, cfg, &ei);
     }

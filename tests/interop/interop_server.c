@@ -183,13 +183,12 @@ main(int argc, char **argv)
     ksf_server *srv = NULL;
     ksf_errinfo ei = {0};
     const char *const settings[][2] = {
-        {"brokers", argv[1]},
         {"client.id", "interop"},
         {"group.id", "interop-c"},
-        {"consumer.fetch.wait.max.ms", "5"},
         /* Spring's ReplyingKafkaTemplate callers name their reply topics. */
         {"server.reply.topics", "spring-interop.replies*"}};
-    ksf_err e = interop_config(settings, sizeof settings / sizeof settings[0], &cfg, &ei);
+    ksf_err e = interop_config(argv[1], settings, sizeof settings / sizeof settings[0],
+                               &cfg, &ei);
     if (!e) {
         ksf_config_set_log(cfg, ksf_log_stderr, NULL, KSF_LOG_WARNING);
     }

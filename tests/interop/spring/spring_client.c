@@ -109,12 +109,11 @@ main(int argc, char **argv)
         fprintf(stderr, "Usage: spring_client BROKER EVENT_LOG\n");
         return 2;
     }
-    const char *const settings[][2] = {{"brokers", argv[1]},
-                                       {"client.id", "spring-interop-c"},
-                                       {"client.wire.dialect", "spring"},
-                                       {"consumer.fetch.wait.max.ms", "5"}};
-    ksf_client *cli = interop_client_connect(
-        "spring_client", settings, sizeof settings / sizeof settings[0], patterns, 60000);
+    const char *const settings[][2] = {{"client.id", "spring-interop-c"},
+                                       {"client.wire.dialect", "spring"}};
+    ksf_client *cli =
+        interop_client_connect("spring_client", argv[1], settings,
+                               sizeof settings / sizeof settings[0], patterns, 60000);
     if (!cli) {
         return 2;
     }
