@@ -72,10 +72,7 @@ h_object_error(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)reply;
     (void)data;
-    json_t *err = json_pack("{s:i,s:s}", "code", 404, "message", "no such dragon");
-    ksf_err e = ksf_ctx_reply_error_json(ctx, err);
-    json_decref(err);
-    return e;
+    return ksft_reply_error_object(ctx, 404, "no such dragon");
 }
 
 static const ksft_handler basic_handlers[] = {{"hero.kill.dragon", h_hero},

@@ -183,14 +183,6 @@ END_TEST
 #define N_ECHO 3
 #define N_FAIL 2
 
-static ksf_err
-fail_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)data;
-    (void)reply;
-    return ksf_ctx_reply_error(ctx, "refused");
-}
-
 /* Answers after the caller gave up: a late reply. */
 static ksf_err
 slow_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
@@ -203,16 +195,6 @@ slow_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 static atomic_int events_seen;
-
-static ksf_err
-event_handler(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    (void)reply;
-    atomic_fetch_add(&events_seen, 1);
-    return KSF_OK;
-}
 
 /* The value of the line starting with @p prefix (the whole series name), or -1. */
 static long long
@@ -411,8 +393,8 @@ KSFT_TEST(test_metrics_server_and_client_count_traffic, 60)
                                          P_FAIL ".reply:4", P_NOBODY ".reply:4",
                                          P_SLOW ".reply:4", NULL};
     static const ksft_handler handlers[] = {{P_ECHO},
-                                            {P_FAIL, fail_handler},
-                                            {P_EVENT, event_handler, NULL, true},
+                                            {P_FAIL, ksft_refuse},
+                                            {P_EVENT, ksft_count, &events_seen, true},
                                             {P_SLOW, slow_handler},
                                             {NULL}};
     ksft_world w;
@@ -432,7 +414,7 @@ END_TEST
 KSFT_TEST(test_metrics_server_shed_and_expired, 60)
 {
     static const ksft_handler handlers[] = {
-        {"mx.slow", slow_handler}, {"mx.ev", event_handler, NULL, true}, {NULL}};
+        {"mx.slow", slow_handler}, {"mx.ev", ksft_count, &events_seen, true}, {NULL}};
     ksft_world w;
     ksft_world_open(
         &w, &(ksft_world_spec){.topics = (const char *const[]){"mx.slow", "mx.ev", NULL},

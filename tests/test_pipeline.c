@@ -427,14 +427,6 @@ deny_after(ksf_ctx *ctx, ksf_outcome *o, void *user)
 static const ksf_middleware deny_mw = {"deny", NULL, deny_after};
 
 static ksf_err
-h_fail(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)data;
-    (void)reply;
-    return ksf_ctx_reply_error(ctx, "boom");
-}
-
-static ksf_err
 h_value(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)ctx;
@@ -450,7 +442,7 @@ KSFT_TEST(test_pipeline_replace_reply, 90)
     use_pattern(r.srv, "pl.wrap", &wrap_mw, NULL);
     on_message(r.srv, "pl.wrap", h_value);
     use_pattern(r.srv, "pl.fail", &recover_mw, NULL);
-    on_message(r.srv, "pl.fail", h_fail);
+    on_message(r.srv, "pl.fail", ksft_refuse);
     use_pattern(r.srv, "pl.crash", &recover_mw, NULL);
     on_message(r.srv, "pl.crash", ksft_crash);
     /* The filter registered before the guard sees its refusal... */
@@ -465,7 +457,7 @@ KSFT_TEST(test_pipeline_replace_reply, 90)
     on_message(r.srv, "pl.deny", h_value);
     rig_start(&r);
     call_expect(r.cli, "pl.wrap", NULL, KSF_OK, "{\"data\":7}");
-    call_expect(r.cli, "pl.fail", NULL, KSF_OK, "{\"recovered\":\"boom\"}");
+    call_expect(r.cli, "pl.fail", NULL, KSF_OK, "{\"recovered\":\"refused\"}");
     call_expect(r.cli, "pl.crash", NULL, KSF_OK, "\"internal, recovered\"");
     call_expect(r.cli, "pl.guarded", NULL, KSF_OK,
                 "{\"recovered\":\"Forbidden resource\"}");
@@ -593,16 +585,6 @@ event_guard(ksf_ctx *ctx, json_t **data, void *user)
 
 static const ksf_middleware event_guard_mw = {"event_guard", event_guard, NULL};
 
-static ksf_err
-h_event(ksf_ctx *ctx, const json_t *data, json_t **reply)
-{
-    (void)ctx;
-    (void)data;
-    (void)reply;
-    atomic_fetch_add(&event_runs, 1);
-    return KSF_OK;
-}
-
 /* Without any middleware: a handler's own KSF_SKIP drops the event too. */
 static ksf_err
 h_event_skips(ksf_ctx *ctx, const json_t *data, json_t **reply)
@@ -629,7 +611,8 @@ KSFT_TEST(test_pipeline_events, 90)
     r.srv = ksft_server(r.cfg);
     use(r.srv, &event_guard_mw, NULL);
     ksf_errinfo ei = {0};
-    ck_assert_int_eq(ksf_server_on_event(r.srv, "pl.ev", h_event, NULL, &ei), KSF_OK);
+    ck_assert_int_eq(ksf_server_on_event(r.srv, "pl.ev", ksft_count, &event_runs, &ei),
+                     KSF_OK);
     rig_start(&r);
     /* A second server, no middleware, whose handler skips: no retry, no dead letter. */
     ksf_config *cfg2 = NULL;

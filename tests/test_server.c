@@ -52,9 +52,7 @@ h_err_object(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     (void)data;
     (void)reply;
-    json_t *e = json_pack("{s:i, s:s}", "code", 42, "message", "x");
-    ksf_err rc = ksf_ctx_reply_error_json(ctx, e);
-    json_decref(e);
+    ksf_err rc = ksft_reply_error_object(ctx, 42, "x");
     ck_assert_int_eq(ksf_ctx_reply_error(ctx, "second"), KSF_ESTATE);
     return rc;
 }

@@ -36,6 +36,32 @@ ksft_crash(ksf_ctx *ctx, const json_t *data, json_t **reply)
 }
 
 ksf_err
+ksft_refuse(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    return ksf_ctx_reply_error(ctx, "refused");
+}
+
+ksf_err
+ksft_count(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    atomic_fetch_add((atomic_int *)ksf_ctx_user(ctx), 1);
+    return KSF_OK;
+}
+
+ksf_err
+ksft_reply_error_object(ksf_ctx *ctx, int code, const char *message)
+{
+    json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
+    ksf_err e = ksf_ctx_reply_error_json(ctx, err);
+    json_decref(err);
+    return e;
+}
+
+ksf_err
 ksft_stream_ints(ksf_ctx *ctx, int first, int step, int count)
 {
     for (int i = 0; i < count; i++) {

@@ -38,6 +38,19 @@ ksf_err ksft_echo(ksf_ctx *ctx, const json_t *data, json_t **reply);
  * caller sees {"status":"error","message":"Internal server error"}. */
 ksf_err ksft_crash(ksf_ctx *ctx, const json_t *data, json_t **reply);
 
+/* A handler that refuses every request: it replies the error "refused", so the caller
+ * sees {"status":"error","message":"refused"}. */
+ksf_err ksft_refuse(ksf_ctx *ctx, const json_t *data, json_t **reply);
+
+/* A handler that adds one to the atomic_int its user pointer names (ksf_ctx_user) and
+ * replies nothing: an event handler, or a request answered with null, that a test
+ * counts. */
+ksf_err ksft_count(ksf_ctx *ctx, const json_t *data, json_t **reply);
+
+/* For handlers: ksf_ctx_reply_error_json with the object {"code": @p code,
+ * "message": @p message} (NestJS's RpcException with an object); its result. */
+ksf_err ksft_reply_error_object(ksf_ctx *ctx, int code, const char *message);
+
 /* For stream handlers: ksf_ctx_stream @p count integers, @p first, first + @p step,
  * ...; returns the first error ksf_ctx_stream gave (the rest are then not sent). */
 ksf_err ksft_stream_ints(ksf_ctx *ctx, int first, int step, int count);
