@@ -117,68 +117,17 @@ h_countdown(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return KSF_OK;
 }
 
-typedef struct collected {
-    pthread_mutex_t lock;
-    json_t *values;
-    int deliveries, done;
-    ksf_err final_err;
-} collected;
-
-static void
-collect_reply(const ksf_reply *r, void *user)
-{
-    collected *c = user;
-    pthread_mutex_lock(&c->lock);
-    c->deliveries++;
-    if (r->value) {
-        json_array_append_new(c->values, json_deep_copy(r->value));
-    }
-    if (r->done) {
-        c->done++;
-        c->final_err = r->err;
-    }
-    pthread_mutex_unlock(&c->lock);
-}
-
-static int
-collected_done(collected *c)
-{
-    pthread_mutex_lock(&c->lock);
-    int d = c->done;
-    pthread_mutex_unlock(&c->lock);
-    return d;
-}
-
-static bool
-one_done(void *arg)
-{
-    return collected_done(arg) >= 1;
-}
-
 static const ksft_handler stream_handlers[] = {{"rocket.launch", h_countdown}, {NULL}};
 
 KSFT_TEST(test_e2e_stream, 60)
 {
     ksft_world w;
     ksft_world_open(&w, &(ksft_world_spec){.handlers = stream_handlers});
-    collected c = {.values = json_array()};
-    pthread_mutex_init(&c.lock, NULL);
     ksf_send_opts opts = {.flags = KSF_SEND_STREAM, .timeout_ms = 15000};
-    ksf_errinfo ei = {0};
-    ck_assert_int_eq(
-        ksf_client_send(w.cli, "rocket.launch", NULL, &opts, collect_reply, &c, &ei),
-        KSF_OK);
-    ck_assert_msg(ksft_wait_until(one_done, &c, 15000), "the stream did not end");
-    char *got = json_dumps(c.values, JSON_COMPACT);
-    ck_assert_str_eq(got, "[\"3\",\"2\",\"liftoff\"]");
-    ck_assert_int_eq(c.deliveries, 3);
-    ck_assert_int_eq(c.done, 1);
-    ck_assert_int_eq(c.final_err, KSF_OK);
-    free(got);
+    ksft_stream_expect(w.cli, "rocket.launch", NULL, &opts, KSF_OK,
+                       "\"3\"|\"2\"|\"liftoff\"(done)|", 15000);
     /* Without the stream flag only the last value arrives. */
     expect_call(w.cli, "rocket.launch", "null", KSF_OK, "\"liftoff\"");
-    json_decref(c.values);
-    pthread_mutex_destroy(&c.lock);
     ksft_world_close(&w);
 }
 END_TEST
