@@ -569,99 +569,30 @@ KSFT_TEST(test_client_destroy_in_flight, 30)
 }
 END_TEST
 
-enum { THREADS = 8, PER_THREAD = 1000, TOTAL = THREADS * PER_THREAD };
-
-typedef struct conc {
-    ksf_client *cli;
-    int base;
-    atomic_int calls[TOTAL];
-    atomic_int wrong, failed, total;
-} conc;
-
-typedef struct conc_req {
-    conc *c;
-    int n;
-} conc_req;
-
-static void
-conc_done(const ksf_reply *r, void *user)
-{
-    conc_req *q = user;
-    atomic_fetch_add(&q->c->calls[q->n], 1);
-    if (r->err != KSF_OK || !r->done) {
-        atomic_fetch_add(&q->c->failed, 1);
-    } else if (json_integer_value(json_object_get(r->value, "n")) != q->n) {
-        atomic_fetch_add(&q->c->wrong, 1);
-    }
-    atomic_fetch_add(&q->c->total, 1);
-}
-
-typedef struct conc_arg {
-    conc *c;
-    conc_req *reqs;
-    int thread;
-    int send_errors;
-} conc_arg;
-
-static void *
-conc_sender(void *arg)
-{
-    conc_arg *a = arg;
-    for (int i = 0; i < PER_THREAD; i++) {
-        int n = a->thread * PER_THREAD + i;
-        a->reqs[n] = (conc_req){a->c, n};
-        json_t *data = json_pack("{s:i}", "n", n);
-        if (ksf_client_send(a->c->cli, PATTERN, data, NULL, conc_done, &a->reqs[n],
-                            NULL)) {
-            a->send_errors++;
-        }
-        json_decref(data);
-    }
-    return NULL;
-}
+enum { THREADS = 8, TOTAL = THREADS * 1000 };
 
 KSFT_TEST(test_client_concurrent_sends, 60)
 {
     env v = env_start(NULL);
-    conc *c = calloc(1, sizeof *c);
-    conc_req *reqs = calloc(TOTAL, sizeof *reqs);
-    c->cli = v.cli;
     ck_assert_int_eq(ksf_client_connect(v.cli, 10000, NULL), KSF_OK);
     ck_assert_int_eq(ksf_client_subscribe_to_response_of(v.cli, PATTERN, NULL), KSF_OK);
     ck_assert_int_eq(ksf_client_connect(v.cli, 10000, NULL), KSF_OK);
-    pthread_t th[THREADS];
-    conc_arg args[THREADS];
-    for (int t = 0; t < THREADS; t++) {
-        args[t] = (conc_arg){c, reqs, t, 0};
-        ck_assert_int_eq(pthread_create(&th[t], NULL, conc_sender, &args[t]), 0);
-    }
-    int send_errors = 0;
-    for (int t = 0; t < THREADS; t++) {
-        pthread_join(th[t], NULL);
-        send_errors += args[t].send_errors;
-    }
-    ck_assert_int_eq(send_errors, 0);
-    ksft_deadline end = ksft_deadline_in(40000);
-    while (atomic_load(&c->total) < TOTAL && ksft_deadline_wait(&end)) {
-    }
-    int lost = 0, duplicated = 0;
-    for (int n = 0; n < TOTAL; n++) {
-        int k = atomic_load(&c->calls[n]);
-        lost += k == 0;
-        duplicated += k > 1;
-    }
-    ck_assert_int_eq(lost, 0);
-    ck_assert_int_eq(duplicated, 0);
-    ck_assert_int_eq(atomic_load(&c->failed), 0);
-    ck_assert_int_eq(atomic_load(&c->wrong), 0);
+    /* The responder echoes each {"i": n}: the tally checks every value is its own. */
+    ksft_tally t;
+    ksft_tally_init(&t, TOTAL);
+    ck_assert_uint_eq(ksft_tally_send_threads(&t, v.cli, PATTERN, THREADS, 0), 0);
+    ck_assert_uint_eq(ksft_tally_wait(&t, TOTAL, 40000), TOTAL);
+    ck_assert_uint_eq(atomic_load(&t.ok), TOTAL);
+    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
+    ck_assert_uint_eq(atomic_load(&t.other), 0);
     ksf_client_stats s = stats(v.cli);
     ck_assert_uint_eq(s.sent, TOTAL);
     ck_assert_uint_eq(s.replies, TOTAL);
     ck_assert_uint_eq(s.in_flight, 0);
     ck_assert_uint_eq(s.unknown_replies + s.duplicate_replies + s.late_replies, 0);
     env_stop(&v);
-    free(reqs);
-    free(c);
+    ksft_tally_free(&t);
 }
 END_TEST
 

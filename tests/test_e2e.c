@@ -77,6 +77,7 @@ h_object_error(ksf_ctx *ctx, const json_t *data, json_t **reply)
 
 static const ksft_handler basic_handlers[] = {{"hero.kill.dragon", h_hero},
                                               {"math.sum", h_sum},
+                                              {"math.echo"},
                                               {"math.fail", ksft_crash},
                                               {"dragon.find", h_object_error},
                                               {NULL}};
@@ -164,6 +165,7 @@ KSFT_TEST(test_e2e_nested_call, 60)
     w.extra = ksft_client(w.cfg); /* the one order.create calls math.sum through */
     ksft_world_serve(&w, ksft_world_server(&w, (const ksft_handler[]){
                                                    {"math.sum", h_sum},
+                                                   {"math.echo"},
                                                    {"order.create", h_order, w.extra},
                                                    {NULL}}));
     w.cli = ksft_client(w.cfg);
@@ -180,100 +182,25 @@ END_TEST
 /* ---- many threads at once ---------------------------------------------------------- */
 
 #define E2E_THREADS 4
-#define E2E_PER_THREAD 500
-
-typedef struct tally {
-    atomic_int calls[E2E_THREADS * E2E_PER_THREAD]; /* callbacks per request */
-    atomic_int wrong;                               /* replies with the wrong value */
-    atomic_int failed;                              /* callbacks with err != OK */
-    atomic_int finished;
-    ksf_client *cli;
-    atomic_int send_errors;
-} tally;
-
-typedef struct ticket {
-    tally *t;
-    int index;
-} ticket;
-
-static ticket tickets[E2E_THREADS * E2E_PER_THREAD];
-
-static void
-tally_reply(const ksf_reply *r, void *user)
-{
-    ticket *k = user;
-    char want[32];
-    snprintf(want, sizeof want, "%d", k->index * 2 + 1); /* sum of [index, index + 1] */
-    atomic_fetch_add(&k->t->calls[k->index], 1);
-    if (r->err != KSF_OK) {
-        atomic_fetch_add(&k->t->failed, 1);
-    } else if (!json_is_string(r->value) || strcmp(json_string_value(r->value), want)) {
-        atomic_fetch_add(&k->t->wrong, 1);
-    }
-    atomic_fetch_add(&k->t->finished, 1);
-}
-
-typedef struct sender_arg {
-    tally *t;
-    int thread;
-} sender_arg;
-
-static void *
-sender(void *arg)
-{
-    sender_arg *a = arg;
-    for (int i = 0; i < E2E_PER_THREAD; i++) {
-        int index = a->thread * E2E_PER_THREAD + i;
-        tickets[index] = (ticket){a->t, index};
-        json_t *data = json_pack("[i,i]", index, index + 1);
-        ksf_send_opts opts = {.timeout_ms = 30000};
-        if (ksf_client_send(a->t->cli, "math.sum", data, &opts, tally_reply,
-                            &tickets[index], NULL) != KSF_OK) {
-            atomic_fetch_add(&a->t->send_errors, 1);
-        }
-        json_decref(data);
-    }
-    return NULL;
-}
-
-static bool
-all_finished(void *arg)
-{
-    tally *t = arg;
-    return atomic_load(&t->finished) >= E2E_THREADS * E2E_PER_THREAD;
-}
+#define E2E_TOTAL (E2E_THREADS * 500)
 
 KSFT_TEST(test_e2e_concurrent_sends_exact_accounting, 120)
 {
     ksft_world w;
     ksft_world_open(&w, &basic);
-    static tally t;
-    memset(&t, 0, sizeof t);
-    t.cli = w.cli;
-    pthread_t threads[E2E_THREADS];
-    sender_arg args[E2E_THREADS];
-    for (int i = 0; i < E2E_THREADS; i++) {
-        args[i] = (sender_arg){&t, i};
-        ck_assert_int_eq(pthread_create(&threads[i], NULL, sender, &args[i]), 0);
-    }
-    for (int i = 0; i < E2E_THREADS; i++) {
-        pthread_join(threads[i], NULL);
-    }
-    ck_assert_int_eq(atomic_load(&t.send_errors), 0);
-    ck_assert_msg(ksft_wait_until(all_finished, &t, 60000), "only %d of %d finished",
-                  atomic_load(&t.finished), E2E_THREADS * E2E_PER_THREAD);
-    int lost = 0, duplicated = 0;
-    for (int i = 0; i < E2E_THREADS * E2E_PER_THREAD; i++) {
-        int n = atomic_load(&t.calls[i]);
-        lost += n == 0;
-        duplicated += n > 1;
-    }
-    ck_assert_int_eq(lost, 0);
-    ck_assert_int_eq(duplicated, 0);
-    ck_assert_int_eq(atomic_load(&t.failed), 0);
-    ck_assert_int_eq(atomic_load(&t.wrong), 0);
-    KSFT_ASSERT_CLIENT_STATS(w.cli, .sent = E2E_THREADS * E2E_PER_THREAD,
-                             .replies = E2E_THREADS * E2E_PER_THREAD);
+    /* math.echo answers each {"i": n} with itself: the tally checks every value is its
+     * own, and that every request got exactly one callback. */
+    ksft_tally t;
+    ksft_tally_init(&t, E2E_TOTAL);
+    ck_assert_uint_eq(ksft_tally_send_threads(&t, w.cli, "math.echo", E2E_THREADS, 30000),
+                      0);
+    ck_assert_uint_eq(ksft_tally_wait(&t, E2E_TOTAL, 60000), E2E_TOTAL);
+    ck_assert_uint_eq(atomic_load(&t.ok), E2E_TOTAL);
+    ck_assert_uint_eq(atomic_load(&t.extra_calls), 0);
+    ck_assert_uint_eq(atomic_load(&t.wrong_value), 0);
+    ck_assert_uint_eq(atomic_load(&t.other), 0);
+    KSFT_ASSERT_CLIENT_STATS(w.cli, .sent = E2E_TOTAL, .replies = E2E_TOTAL);
+    ksft_tally_free(&t);
     ksft_world_close(&w);
 }
 END_TEST

@@ -339,6 +339,55 @@ ksft_tally_send(ksft_tally *t, ksf_client *cli, const char *pattern, size_t i,
     return e;
 }
 
+/* One sender thread of ksft_tally_send_threads: indexes [from, to). */
+typedef struct tally_sender {
+    ksft_tally *t;
+    ksf_client *cli;
+    const char *pattern;
+    size_t from, to;
+    int timeout_ms;
+    size_t failed;
+    pthread_t thread;
+} tally_sender;
+
+static void *
+tally_sender_main(void *arg)
+{
+    tally_sender *s = arg;
+    for (size_t i = s->from; i < s->to; i++) {
+        s->failed +=
+            ksft_tally_send(s->t, s->cli, s->pattern, i, s->timeout_ms, 0) != KSF_OK;
+    }
+    return NULL;
+}
+
+size_t
+ksft_tally_send_threads(ksft_tally *t, ksf_client *cli, const char *pattern, int threads,
+                        int timeout_ms)
+{
+    ck_assert_int_gt(threads, 0);
+    tally_sender *s = calloc((size_t)threads, sizeof *s);
+    ck_assert_ptr_nonnull(s);
+    size_t share = (t->n + (size_t)threads - 1) / (size_t)threads;
+    for (int k = 0; k < threads; k++) {
+        size_t from = (size_t)k * share, to = from + share;
+        s[k] = (tally_sender){.t = t,
+                              .cli = cli,
+                              .pattern = pattern,
+                              .from = from < t->n ? from : t->n,
+                              .to = to < t->n ? to : t->n,
+                              .timeout_ms = timeout_ms};
+        ck_assert_int_eq(pthread_create(&s[k].thread, NULL, tally_sender_main, &s[k]), 0);
+    }
+    size_t failed = 0;
+    for (int k = 0; k < threads; k++) {
+        pthread_join(s[k].thread, NULL);
+        failed += s[k].failed;
+    }
+    free(s);
+    return failed;
+}
+
 size_t
 ksft_tally_finished(ksft_tally *t)
 {

@@ -79,6 +79,12 @@ void ksft_tally_free(ksft_tally *t);
 ksf_err ksft_tally_send(ksft_tally *t, ksf_client *cli, const char *pattern, size_t i,
                         int timeout_ms, int give_up_ms);
 
+/* Send all t->n requests of @p t (ksft_tally_send, no retry on KSF_EBUSY) from
+ * @p threads threads at once, each its own contiguous share of the indexes, and join
+ * them: many callers on one client. Returns how many sends failed. */
+size_t ksft_tally_send_threads(ksft_tally *t, ksf_client *cli, const char *pattern,
+                               int threads, int timeout_ms);
+
 /* Requests that got at least one callback. */
 size_t ksft_tally_finished(ksft_tally *t);
 
