@@ -61,35 +61,32 @@ KSFT_TEST(test_retry_then_success, 60)
     static const char *const topics[] = {"r.flaky", "r.flaky.dlq", NULL};
     static const char *const settings[][2] = {{"server.event.retry.backoff.ms", "50"}};
     static const ksft_handler flaky[] = {{"r.flaky", h_flaky, NULL, true}, {NULL}};
-    ksft_world w;
-    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
-                                           KSFT_SETTINGS(settings),
-                                           .handlers = flaky,
-                                           .no_client = true});
-    const char *addr = ksft_broker_address(w.broker);
-
-    ksft_producer *p = ksft_producer_new(addr);
-    ksft_produce(p, "r.flaky", 0, NULL, 0, "flaky", 5, NULL, 0, false);
-    ksft_produce(p, "r.flaky", 0, NULL, 0, "next", 4, NULL, 0, true);
+    /* The server tests' world: no client, a raw producer sends the events. */
+    ksft_probe pr;
+    ksft_probe_open(
+        &pr,
+        &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings), .handlers = flaky});
+    const char *addr = ksft_broker_address(pr.w.broker);
+    ksft_produce(pr.prod, "r.flaky", 0, NULL, 0, "flaky", 5, NULL, 0, false);
+    ksft_produce(pr.prod, "r.flaky", 0, NULL, 0, "next", 4, NULL, 0, true);
     ck_assert_int_eq(ksft_wait_atomic(&nruns, 4, WAIT_MS), 4);
     /* The partition waited for its head: "next" ran after the third "flaky" only. */
     ck_assert_str_eq(runs[0], "flaky");
     ck_assert_str_eq(runs[1], "flaky");
     ck_assert_str_eq(runs[2], "flaky");
     ck_assert_str_eq(runs[3], "next");
-    ksf_server_stats st = WAIT_STAT(w.srv, events, 2);
+    ksf_server_stats st = WAIT_STAT(pr.w.srv, events, 2);
     ck_assert_uint_eq(st.events, 2);
     ck_assert_uint_eq(st.event_retries, 2);
     ck_assert_uint_eq(st.dead_lettered, 0);
     ck_assert_uint_eq(st.errors, 0);
-    ksft_world_stop_server(&w);
+    ksft_world_stop_server(&pr.w);
     ck_assert_int_eq(atomic_load(&nruns), 4);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.flaky", 0), 2);
     ksft_collector *dlq = ksft_collector_new(addr, "r.flaky.dlq", 0);
     ck_assert_uint_eq(ksft_collector_poll(dlq, 500), 0);
     ksft_collector_destroy(dlq);
-    ksft_producer_destroy(p);
-    ksft_world_close(&w);
+    ksft_probe_close(&pr);
 }
 END_TEST
 
