@@ -53,6 +53,36 @@ assert_encodes(json_t *v, const char *want, size_t want_len)
                                                : (const void *)kept);
         ck_assert_uint_ge(kept_cap, json_is_string(v) ? 0 : len + 1);
     }
+    /* The client's form, into a stack buffer: what fits stays there, the rest moves to
+     * the heap (8 bytes here, so that across the suite both happen). */
+    char stack[8];
+    char *heap = (char *)"sentinel";
+    in = (const void *)"sentinel";
+    len = 99;
+    ck_assert_int_eq(
+        ksfi_encode_value_stack(v, stack, sizeof stack, &heap, &in, &len, NULL), KSF_OK);
+    if (!want) {
+        ck_assert_ptr_null(in);
+        ck_assert_uint_eq(len, 0);
+        ck_assert_ptr_null(heap);
+    } else {
+        ck_assert_msg(len == want_len && !memcmp(in, want, len),
+                      "encoded on the stack \"%.*s\" (%zu bytes), expected \"%.*s\"",
+                      (int)len, (const char *)in, len, (int)want_len, want);
+        if (json_is_string(v)) {
+            ck_assert_ptr_eq(in, json_string_value(v));
+            ck_assert_ptr_null(heap);
+        } else if (len < sizeof stack) {
+            ck_assert_ptr_eq(in, stack);
+            ck_assert_ptr_null(heap);
+            ck_assert_int_eq(stack[len], '\0');
+        } else {
+            ck_assert_ptr_nonnull(heap);
+            ck_assert_ptr_eq(in, heap);
+            ck_assert_int_eq(heap[len], '\0');
+        }
+    }
+    ksfi_free(heap);
     json_decref(v);
 }
 #define ENCODES(v, lit) assert_encodes((v), (lit), sizeof(lit) - 1)
@@ -883,6 +913,26 @@ KSFT_TEST(test_codec_alloc_failures, 30)
         ck_assert(e == KSF_OK ? out == buf && len == want_len && !memcmp(out, want, len)
                               : out == NULL);
         ksfi_free(buf);
+        if (nth > used) {
+            break;
+        }
+    }
+    /* Into a stack buffer too small for it: after ENOMEM *heap is NULL or the caller's
+     * to free. */
+    for (unsigned long nth = 1; nth < 64; nth++) {
+        char stack[4];
+        char *heap = NULL;
+        size_t len = 0;
+        const void *out = NULL;
+        ksfi_alloc_fail_after(nth, 0);
+        ksf_err e =
+            ksfi_encode_value_stack(v, stack, sizeof stack, &heap, &out, &len, NULL);
+        unsigned long used = ksfi_alloc_count();
+        ksfi_alloc_fail_after(0, 0);
+        ck_assert(e == KSF_OK || e == KSF_ENOMEM);
+        ck_assert(e == KSF_OK ? out == heap && len == want_len && !memcmp(out, want, len)
+                              : out == NULL);
+        ksfi_free(heap);
         if (nth > used) {
             break;
         }

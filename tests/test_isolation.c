@@ -414,6 +414,7 @@ KSFT_TEST(test_isolation_budget, 60)
     ck_assert_uint_eq(st.budget_exceeded, 2);
     ck_assert_uint_eq(st.late_discarded, 2);
     ck_assert_uint_eq(st.replies, 2);
+    ksft_assert_server_export(w.srv); /* budget_exceeded 2, late_discarded 2 */
 
     /* Both late results were discarded: exactly two reply messages, one per request,
      * once the server stopped (everything it would send has been sent). */

@@ -480,7 +480,32 @@ KSFT_TEST(test_metrics_server_shed_and_expired, 60)
         "# HELP ksf_server_shed_total Requests answered at once with the overload error: "
         "their deadline left less time than the handler's recent run time.\n"
         "# TYPE ksf_server_shed_total counter\n"
-        "ksf_server_shed_total 1\n");
+        "ksf_server_shed_total 1\n"
+        "# HELP ksf_server_throttled_total Messages that waited because their pattern "
+        "was "
+        "at its concurrency limit.\n"
+        "# TYPE ksf_server_throttled_total counter\n"
+        "ksf_server_throttled_total 0\n"
+        "# HELP ksf_server_budget_exceeded_total Requests answered with the time-budget "
+        "error: their handler ran past server.handler.timeout.ms.\n"
+        "# TYPE ksf_server_budget_exceeded_total counter\n"
+        "ksf_server_budget_exceeded_total 0\n"
+        "# HELP ksf_server_late_discarded_total Handler results discarded because they "
+        "came after their time-budget error.\n"
+        "# TYPE ksf_server_late_discarded_total counter\n"
+        "ksf_server_late_discarded_total 0\n"
+        "# HELP ksf_server_event_retries_total Event handler runs repeated after a "
+        "failure.\n"
+        "# TYPE ksf_server_event_retries_total counter\n"
+        "ksf_server_event_retries_total 0\n"
+        "# HELP ksf_server_dead_lettered_total Failed events produced to their "
+        "dead-letter topic and acknowledged.\n"
+        "# TYPE ksf_server_dead_lettered_total counter\n"
+        "ksf_server_dead_lettered_total 0\n"
+        "# HELP ksf_server_dlq_failures_total Dead-letter produces that failed; each is "
+        "tried again, nothing dropped.\n"
+        "# TYPE ksf_server_dlq_failures_total counter\n"
+        "ksf_server_dlq_failures_total 0\n");
     free(t);
 
     /* The JSON names the same values, in the same order, after "patterns". */
@@ -492,7 +517,10 @@ KSFT_TEST(test_metrics_server_shed_and_expired, 60)
     char *text = ksft_json_text(j);
     ck_assert_str_eq(text, "{\"no_handler\":0,\"malformed\":0,\"reply_failures\":0,"
                            "\"offset_resets\":0,\"offset_reset_skipped\":0,"
-                           "\"reply_refused\":0,\"refused\":0,\"expired\":2,\"shed\":1}");
+                           "\"reply_refused\":0,\"refused\":0,\"expired\":2,\"shed\":1,"
+                           "\"throttled\":0,\"budget_exceeded\":0,"
+                           "\"late_discarded\":0,\"event_retries\":0,"
+                           "\"dead_lettered\":0,\"dlq_failures\":0}");
     free(text);
     json_decref(j);
     ksft_world_close(&w);

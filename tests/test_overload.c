@@ -144,9 +144,13 @@ KSFT_TEST(test_overload_slow_handlers, 90)
     ck_assert_msg(high >= KSFI_DISPATCH_PAUSE_AT &&
                       high <= 2 * KSFI_DISPATCH_PAUSE_AT + 64,
                   "queued high-water mark %zu", high);
-    /* A sanity bound; the queue's high-water mark above is the proof. */
+    /* A sanity bound against runaway growth; the queue's high-water mark above is the
+     * proof of the bound. Most of the growth is not the queue (the whole backlog is
+     * 3 MB): the workers' malloc arenas, librdkafka's fetch buffers and the in-process
+     * mock broker's responses; it measured up to 8.5 MiB on a loaded machine. */
     if (ksft_rss_meaningful()) {
-        ck_assert_msg(rss_peak - rss0 < 8 * 1024, "RSS grew by %ld KiB", rss_peak - rss0);
+        ck_assert_msg(rss_peak - rss0 < 16 * 1024, "RSS grew by %ld KiB",
+                      rss_peak - rss0);
     }
     ksft_world_stop_server(&w);
     ck_assert_int_eq(ksft_committed(addr, KSFT_PROBE_GROUP, "o.slow", 0), SLOW_N);

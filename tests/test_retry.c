@@ -158,6 +158,7 @@ KSFT_TEST(test_retry_dead_letter, 60)
     ck_assert_uint_eq(st.event_retries, 2);
     ck_assert_uint_eq(st.dlq_failures, 0);
     ck_assert_uint_eq(st.errors, 1);
+    ksft_assert_server_export(w.srv); /* dead_lettered 1, event_retries 2 */
 
     ksft_collector *dlq = ksft_collector_new(addr, "r.bad.dlq", 0);
     ck_assert_uint_eq(ksft_collector_poll(dlq, 1000), 1);
@@ -216,6 +217,7 @@ KSFT_TEST(test_retry_dead_letter_produce_fails, 60)
      * it remembers the topic's error: each is one more failure, tried again. */
     ck_assert_uint_ge(st.dlq_failures, 1);
     ck_assert_int_eq(atomic_load(&poison_runs), 2);
+    ksft_assert_server_export(w.srv); /* dlq_failures >= 1 */
     ksft_world_stop_server(&w);
     ck_assert_int_eq(ksft_committed(addr, GROUP, "r.bad", 0), 1);
     ksft_collector *dlq = ksft_collector_new(addr, "r.bad.dlq", 0);

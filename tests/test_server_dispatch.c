@@ -184,15 +184,18 @@ static ksf_err
 h_run(ksf_ctx *ctx, const json_t *data, json_t **reply)
 {
     if (ksf_ctx_offset(ctx) == 0) {
-        /* Hold the first handler until the consumer queued the rest: the run is what
-         * waits in the partition's queue (under valgrind a worker can otherwise empty
-         * the queue between two polls, and the partition then starts a new run). */
+        /* Hold the first handler until the consumer queued the rest behind it: the run
+         * is what waits in the partition's queue (under valgrind a worker can otherwise
+         * empty the queue between two polls, and the partition then starts a new run).
+         * Counted now, not as the high-water mark, which offsets 0-48 reach before this
+         * one starts when they come in one fetch (seen under load: offset 49 came later,
+         * ran on another thread). */
         ksft_deadline d = ksft_deadline_in(KSFT_PROBE_WAIT_MS);
-        while (ksfi_dispatch_queued_high(run_srv->dispatch) < RUN_N - 1 &&
+        while (ksfi_dispatch_queued_now(run_srv->dispatch) < RUN_N - 1 &&
                ksft_deadline_wait(&d)) {
         }
         atomic_store(&run_all_queued,
-                     ksfi_dispatch_queued_high(run_srv->dispatch) >= RUN_N - 1);
+                     ksfi_dispatch_queued_now(run_srv->dispatch) >= RUN_N - 1);
     }
     pthread_mutex_lock(&run_lock);
     if (run_count < RUN_N) {

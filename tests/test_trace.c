@@ -11,6 +11,8 @@
 #include "suite.h"
 
 #include <check.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -308,6 +310,30 @@ KSFT_TEST(test_trace_deadline_parse_format, 10)
     ck_assert_int_eq(v, 1700000000123LL);
     ck_assert_uint_eq(ksfi_deadline_format(v, out), 13);
     ck_assert_str_eq(out, "1700000000123");
+    /* Two digits per step: every length, odd and even, each pair's both digits. */
+    static const int64_t vals[] = {0,
+                                   1,
+                                   9,
+                                   10,
+                                   42,
+                                   99,
+                                   100,
+                                   109,
+                                   999,
+                                   1000,
+                                   12345,
+                                   907050301,
+                                   99999999999,
+                                   946684800000LL,
+                                   4102444799999LL,
+                                   INT64_MAX,
+                                   -5};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        char want[24];
+        snprintf(want, sizeof want, "%lld", (long long)(vals[i] < 0 ? 0 : vals[i]));
+        ck_assert_uint_eq(ksfi_deadline_format(vals[i], out), strlen(want));
+        ck_assert_str_eq(out, want);
+    }
     static const char *const bad[] = {
         "",
         "-1700000000123",

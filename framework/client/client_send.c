@@ -18,10 +18,15 @@
 /* Headers of a message with no user headers: deadline, trace, protocol. */
 #define FIXED_HEADERS (1 + KSFI_TRACE_HEADERS_MAX + KSFI_PROTO_HEADERS_MAX)
 
+/* Encoded values up to this size (with their NUL) stay in the outgoing itself, on the
+ * sender's stack: the bench payload's malloc and free cost the client ~0.2k
+ * instructions per request. librdkafka copies the value when it is produced. */
+#define ENC_STACK 256
+
 /* A message ready to produce: encoded value, headers, key. The headers borrow from the
  * caller's opts and from the buffers below, so an outgoing lives only for one call. */
 typedef struct outgoing {
-    char *value; /* owned when encoded */
+    char *value; /* owned: an encoded value too large for enc[] */
     const void *bytes;
     size_t len;
     ksfi_client_hdrs hdrs;            /* hdrs.h is fixed[] or, with user headers, owned */
@@ -29,6 +34,7 @@ typedef struct outgoing {
     char tp[KSFI_TRACEPARENT_LEN + 1];             /* the traceparent value */
     char dl[21];                                   /* the ksf_deadline value */
     unsigned char proto[KSFI_REQUEST_HEADERS_BUF]; /* the kafka_* values */
+    char enc[ENC_STACK];                           /* a small encoded value */
 } outgoing;
 
 static void
@@ -78,10 +84,12 @@ outgoing_build(ksf_client *cli, const json_t *data, const ksf_send_opts *opts,
         m->bytes = opts->raw_value;
         m->len = opts->raw_len;
     } else {
-        if ((e = ksfi_encode_value(data, &m->value, &m->len, ei))) {
+        e = ksfi_encode_value_stack(data, m->enc, sizeof m->enc, &m->value, &m->bytes,
+                                    &m->len, ei);
+        if (e) {
+            ksfi_free(m->value);
             return e;
         }
-        m->bytes = m->value;
     }
     if (m->len > cli->cfg->message_max_bytes) {
         e = ksfi_fail(ei, KSF_EMSGSIZE,

@@ -37,6 +37,18 @@ ksf_err ksfi_encode_value_in(const json_t *v, char **buf, size_t *cap, const voi
                              size_t *len, ksf_errinfo *ei);
 
 /*
+ * ksfi_encode_value into the caller's @p stack buffer (@p stack_cap bytes, at least 1)
+ * while the text fits, so a small value costs no allocation; a larger one moves to a
+ * ksfi_malloc'd buffer returned in *heap (NULL when it fit), which the caller frees
+ * with ksfi_free once *out is no longer read, also after an error. A string's bytes
+ * are borrowed from @p v itself. *out is NULL with *len 0 for a null value.
+ * Errors: KSF_ENOMEM.
+ */
+ksf_err ksfi_encode_value_stack(const json_t *v, char *stack, size_t stack_cap,
+                                char **heap, const void **out, size_t *len,
+                                ksf_errinfo *ei);
+
+/*
  * JSON.stringify of @p v: compact; object keys in JavaScript's enumeration order
  * (array-index keys such as "2" first, ascending, then insertion order); only '"',
  * '\\' and control characters escaped; numbers as JavaScript prints them (integers

@@ -22,21 +22,33 @@ typedef struct sbuf {
     char *data;
     size_t len, cap;
     bool oom;
+    bool borrowed; /* data is the caller's (a stack buffer): never realloc'd or freed */
 } sbuf;
 
-static void
+/* Make room for @p n more bytes and a NUL; false (and b->oom) when out of memory. Kept
+ * out of line so that sb_put's common case, a copy into room there is, stays small
+ * enough to be inlined into the stringify loops. */
+__attribute__((noinline)) static bool
+sb_grow(sbuf *b, size_t n)
+{
+    char *grown = ksfi_grow(b->borrowed ? NULL : b->data, &b->cap, b->len + n + 1, 64);
+    if (!grown) {
+        b->oom = true;
+        return false;
+    }
+    if (b->borrowed) { /* what the caller's buffer holds moves to the heap */
+        memcpy(grown, b->data, b->len);
+        b->borrowed = false;
+    }
+    b->data = grown;
+    return true;
+}
+
+static inline void
 sb_put(sbuf *b, const char *s, size_t n)
 {
-    if (b->oom) {
+    if (b->oom || (b->len + n + 1 > b->cap && !sb_grow(b, n))) {
         return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        char *grown = ksfi_grow(b->data, &b->cap, b->len + n + 1, 64);
-        if (!grown) {
-            b->oom = true;
-            return;
-        }
-        b->data = grown;
     }
     memcpy(b->data + b->len, s, n);
     b->len += n;
@@ -507,7 +519,7 @@ ksfi_encode_value_in(const json_t *v, char **buf, size_t *cap, const void **out,
         *len = json_string_length(v);
         return KSF_OK;
     }
-    sbuf b = {*buf, 0, *cap, false};
+    sbuf b = {*buf, 0, *cap, false, false};
     switch (json_typeof(v)) {
     case JSON_OBJECT:
     case JSON_ARRAY:
@@ -526,6 +538,50 @@ ksfi_encode_value_in(const json_t *v, char **buf, size_t *cap, const void **out,
     }
     *buf = b.data; /* grown or not, still the caller's (also after ENOMEM) */
     *cap = b.cap;
+    if (b.oom) {
+        return ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
+    }
+    *out = b.data;
+    *len = b.len;
+    return KSF_OK;
+}
+
+ksf_err
+ksfi_encode_value_stack(const json_t *v, char *stack, size_t stack_cap, char **heap,
+                        const void **out, size_t *len, ksf_errinfo *ei)
+{
+    *heap = NULL;
+    *out = NULL;
+    *len = 0;
+    if (!v || json_is_null(v)) {
+        return KSF_OK;
+    }
+    if (json_is_string(v)) { /* its bytes as they are: nothing to copy */
+        *out = json_string_value(v);
+        *len = json_string_length(v);
+        return KSF_OK;
+    }
+    char num[32];
+    sbuf b = {stack, 0, stack_cap, false, true};
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+    case JSON_ARRAY:
+        stringify(&b, v);
+        break;
+    case JSON_INTEGER:
+        sb_put(&b, num, format_integer(json_integer_value(v), num));
+        break;
+    case JSON_REAL:
+        ksfi_format_number(json_real_value(v), num);
+        sb_puts(&b, num);
+        break;
+    default:
+        sb_puts(&b, json_is_true(v) ? "true" : "false");
+        break;
+    }
+    if (!b.borrowed) {
+        *heap = b.data; /* the caller frees it, also after ENOMEM */
+    }
     if (b.oom) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
     }

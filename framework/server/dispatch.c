@@ -323,6 +323,18 @@ ksfi_dispatch_queued_high(ksfi_dispatch *d)
     return n;
 }
 
+size_t
+ksfi_dispatch_queued_now(ksfi_dispatch *d)
+{
+    pthread_mutex_lock(&d->lock);
+    size_t n = 0;
+    for (size_t i = 0; i < d->nparts; i++) {
+        n += d->parts[i]->queued;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return n;
+}
+
 /* Partitions whose offsets one store call takes from the stack; more allocate. */
 #define KSFI_STORE_STACK 16
 

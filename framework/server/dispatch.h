@@ -138,6 +138,9 @@ void ksfi_dispatch_stop(ksfi_dispatch *d);
  * pause/resume hysteresis keeps, for tests and diagnostics. Threads: any. */
 size_t ksfi_dispatch_queued_high(ksfi_dispatch *d);
 
+/* The messages queued (not started) on all partitions now. Threads: any. */
+size_t ksfi_dispatch_queued_now(ksfi_dispatch *d);
+
 /* @p rec's handler is done (returned, or finished when deferred) and nothing will run
  * it again: its pattern's slot is free for the next message, while the reply may still
  * be on its way to the broker. Idempotent. Threads: any. */

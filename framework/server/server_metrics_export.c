@@ -31,7 +31,7 @@ static const char *const server_json_names[KSFI_M_COUNT] = {"requests", "replies
 /* The server's unlabelled values, in their output order: the one place that names
  * them, for the text and the JSON alike. Each is the ksf_server_stats field of the same
  * name: ksf_server_<field>_total in the text, "<field>" in the JSON. */
-enum { SERVER_SCALARS = 9 };
+enum { SERVER_SCALARS = 15 };
 
 #define STAT(field, help)                                                                \
     {                                                                                    \
@@ -58,6 +58,18 @@ server_scalars(const ksf_server_stats *st, ksfi_scalar out[SERVER_SCALARS])
         STAT(shed,
              "Requests answered at once with the overload error: their deadline left "
              "less time than the handler's recent run time."),
+        STAT(throttled, "Messages that waited because their pattern was at its "
+                        "concurrency limit."),
+        STAT(budget_exceeded,
+             "Requests answered with the time-budget error: their handler ran past "
+             "server.handler.timeout.ms."),
+        STAT(late_discarded, "Handler results discarded because they came after their "
+                             "time-budget error."),
+        STAT(event_retries, "Event handler runs repeated after a failure."),
+        STAT(dead_lettered,
+             "Failed events produced to their dead-letter topic and acknowledged."),
+        STAT(dlq_failures,
+             "Dead-letter produces that failed; each is tried again, nothing dropped."),
     };
     memcpy(out, s, sizeof s);
 }

@@ -796,10 +796,13 @@ KSF_API void ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out);
  * ksf_server_malformed_total, ksf_server_reply_failures_total,
  * ksf_server_offset_resets_total, ksf_server_offset_reset_skipped_total,
  * ksf_server_reply_refused_total, ksf_server_refused_total, ksf_server_expired_total,
- * ksf_server_shed_total. docs/metrics.md says what each counts. Use open_memstream() for
- * a buffer. Errors: KSF_EINVAL (a NULL argument, or a write to @p out failed),
- * KSF_ENOMEM. Threads: any, but not while handlers are still being registered; the
- * counters are read without stopping the server.
+ * ksf_server_shed_total, ksf_server_throttled_total, ksf_server_budget_exceeded_total,
+ * ksf_server_late_discarded_total, ksf_server_event_retries_total,
+ * ksf_server_dead_lettered_total, ksf_server_dlq_failures_total: each unlabelled one is
+ * the ksf_server_stats field of its name. docs/metrics.md says what each counts. Use
+ * open_memstream() for a buffer. Errors: KSF_EINVAL (a NULL argument, or a write to @p
+ * out failed), KSF_ENOMEM. Threads: any, but not while handlers are still being
+ * registered; the counters are read without stopping the server.
  */
 KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
 
@@ -809,7 +812,8 @@ KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
  * "counts": [cumulative, the +Inf bucket last], "sum_seconds": s, "count": n}}},
  * "no_handler": n, "malformed": n, "reply_failures": n, "offset_resets": n,
  * "offset_reset_skipped": n, "reply_refused": n, "refused": n, "expired": n,
- * "shed": n}.
+ * "shed": n, "throttled": n, "budget_exceeded": n, "late_discarded": n,
+ * "event_retries": n, "dead_lettered": n, "dlq_failures": n}.
  * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_server_metrics_json(ksf_server *srv, json_t **out);

@@ -544,4 +544,51 @@ ksft_assert_server_stats(ksf_server *srv, ksf_server_stats want, const char *whe
     ksf_server_stats got;
     ksf_server_get_stats(srv, &got);
     assert_stats("server", where, fields, sizeof fields / sizeof fields[0], &got, &want);
+    ksft_assert_server_export(srv);
+}
+
+void
+ksft_assert_server_export(ksf_server *srv)
+{
+    /* Every counter the metrics export without a pattern label (ksf.h). */
+    static const stat_field fields[] = {SERVER_STAT(no_handler),
+                                        SERVER_STAT(malformed),
+                                        SERVER_STAT(reply_failures),
+                                        SERVER_STAT(offset_resets),
+                                        SERVER_STAT(offset_reset_skipped),
+                                        SERVER_STAT(reply_refused),
+                                        SERVER_STAT(refused),
+                                        SERVER_STAT(expired),
+                                        SERVER_STAT(shed),
+                                        SERVER_STAT(throttled),
+                                        SERVER_STAT(budget_exceeded),
+                                        SERVER_STAT(late_discarded),
+                                        SERVER_STAT(event_retries),
+                                        SERVER_STAT(dead_lettered),
+                                        SERVER_STAT(dlq_failures)};
+    ksf_server_stats st;
+    ksf_server_get_stats(srv, &st);
+    json_t *j = NULL;
+    ck_assert_int_eq(ksf_server_metrics_json(srv, &j), KSF_OK);
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(ksf_server_write_prometheus(srv, f), KSF_OK);
+    ck_assert_int_eq(fclose(f), 0);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        unsigned long long want = (unsigned long long)stat_at(&st, &fields[i]);
+        const json_t *v = json_object_get(j, fields[i].name);
+        ck_assert_msg(json_is_integer(v) &&
+                          (unsigned long long)json_integer_value(v) == want,
+                      "metrics JSON \"%s\": want %llu", fields[i].name, want);
+        char line[96];
+        snprintf(line, sizeof line, "\nksf_server_%s_total %llu\n", fields[i].name, want);
+        ck_assert_msg(strstr(text, line), "Prometheus text has no line \"%.*s\"",
+                      (int)strlen(line) - 2, line + 1);
+    }
+    /* Nothing unlabelled beyond them, and the per-pattern values under "patterns". */
+    ck_assert_uint_eq(json_object_size(j), sizeof fields / sizeof fields[0] + 1);
+    free(text);
+    json_decref(j);
 }

@@ -162,6 +162,11 @@ void ksft_assert_server_stats(ksf_server *srv, ksf_server_stats want, const char
 #define KSFT_ASSERT_SERVER_STATS(srv, ...)                                               \
     ksft_assert_server_stats((srv), (ksf_server_stats){__VA_ARGS__}, #__VA_ARGS__)
 
+/* Fail the test unless the server's metrics export (JSON and Prometheus text) shows each
+ * unlabelled counter with its ksf_server_stats value now. The server must be quiet (no
+ * counter may move between the reads). KSFT_ASSERT_SERVER_STATS also runs it. */
+void ksft_assert_server_export(ksf_server *srv);
+
 /* ---- misc ------------------------------------------------------------------------ */
 
 void ksft_sleep_ms(int ms);
