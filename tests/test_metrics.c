@@ -15,6 +15,7 @@
 #include <check.h>
 #include <ksf/ksf.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -357,6 +358,8 @@ check_client(ksf_client *cli)
         {PAT("ksf_client_timeouts_total", P_SLOW), 1},
         {"ksf_client_in_flight", 0},
         {"ksf_client_events_emitted_total", 1},
+        {"ksf_client_send_failures_total", 0},
+        {"ksf_client_emit_failures_total", 0},
     };
     expect_series(t, want, sizeof want / sizeof want[0]);
     ck_assert_int_eq(check_histogram(t, "ksf_client_request_duration_seconds", P_ECHO),
@@ -523,6 +526,80 @@ KSFT_TEST(test_metrics_server_shed_and_expired, 60)
                            "\"dead_lettered\":0,\"dlq_failures\":0}");
     free(text);
     json_decref(j);
+    ksft_world_close(&w);
+}
+END_TEST
+
+/* ---- the client's failures ------------------------------------------------------- */
+
+typedef struct emit_result {
+    atomic_int calls;
+    ksf_err err;
+    char text[KSF_ERRINFO_TEXT_SIZE];
+} emit_result;
+
+static void
+on_emit(ksf_err err, const char *text, void *user)
+{
+    emit_result *r = user;
+    r->err = err;
+    snprintf(r->text, sizeof r->text, "%s", text ? text : "");
+    atomic_fetch_add(&r->calls, 1);
+}
+
+KSFT_TEST(test_metrics_client_failures, 60)
+{
+    KSFT_NEEDS_MOCK("Produce refused by the broker");
+    static const char *const topics[] = {"mf.ev", "mf.call", "mf.call.reply", NULL};
+    static const ksft_handler handlers[] = {{"mf.call"}, {NULL}};
+    ksft_world w;
+    ksft_world_open(
+        &w, &(ksft_world_spec){.topics = topics,
+                               .handlers = handlers,
+                               .subscribe = (const char *const[]){"mf.call", NULL}});
+    rd_kafka_mock_cluster_t *mc = ksft_broker_mock(w.broker);
+    /* The next Produce request (the event's) is refused for good. */
+    rd_kafka_mock_push_request_errors(mc, 0, 1,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    emit_result ev = {0};
+    ck_assert_int_eq(ksf_client_emit(w.cli, "mf.ev", NULL, NULL, on_emit, &ev, NULL),
+                     KSF_OK);
+    ck_assert_int_eq(ksft_wait_atomic(&ev.calls, 1, 10000), 1);
+    ck_assert_int_eq(ev.err, KSF_EKAFKA);
+    ck_assert_msg(strstr(ev.text, "event to mf.ev failed: "), "%s", ev.text);
+    /* Then the request's. */
+    rd_kafka_mock_push_request_errors(mc, 0, 1,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    ksft_outcome o = {0};
+    ck_assert_int_eq(
+        ksf_client_send(w.cli, "mf.call", NULL, NULL, ksft_outcome_cb, &o, NULL), KSF_OK);
+    ksft_outcome_wait(&o, 10000);
+    ck_assert_int_eq(o.err, KSF_EKAFKA);
+    ck_assert_msg(strstr(o.text, "request to mf.call failed: "), "%s", o.text);
+    ksft_outcome_reset(&o);
+    /* The counters say what happened (librdkafka refuses the next produce to a
+     * refused topic at once for a while, so nothing more is sent there). */
+    ksf_client_stats st;
+    ksf_client_get_stats(w.cli, &st);
+    ck_assert_uint_eq(st.emit_failures, 1);
+    ck_assert_uint_eq(st.emitted, 0);
+    ck_assert_uint_eq(st.send_failures, 1);
+    ck_assert_uint_eq(st.replies, 0);
+    ck_assert_uint_eq(st.in_flight, 0);
+    json_t *j = NULL;
+    ck_assert_int_eq(ksf_client_metrics_json(w.cli, &j), KSF_OK);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "send_failures")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "emit_failures")), 1);
+    json_decref(j);
+    memout m;
+    FILE *f = mem_open(&m);
+    ck_assert_int_eq(ksf_client_write_prometheus(w.cli, f), KSF_OK);
+    char *t = mem_close(&m);
+    static const want_series want[] = {{"ksf_client_send_failures_total", 1},
+                                       {"ksf_client_emit_failures_total", 1},
+                                       {"ksf_client_events_emitted_total", 0}};
+    expect_series(t, want, sizeof want / sizeof want[0]);
+    free(t);
     ksft_world_close(&w);
 }
 END_TEST

@@ -29,9 +29,8 @@ ksfi_client_on_delivery(ksfi_kafka_delivery *d, const ksfi_kafka_report *r)
             ksfi_client_fail_request(cli, t->id, KSF_EKAFKA, text);
         }
     } else {
-        if (!r->err) {
-            atomic_fetch_add_explicit(&cli->emitted, 1, memory_order_relaxed);
-        }
+        atomic_fetch_add_explicit(r->err ? &cli->emit_failures : &cli->emitted, 1,
+                                  memory_order_relaxed);
         if (t->cb) {
             t->cb(r->err ? KSF_EKAFKA : KSF_OK, text, t->user);
         }

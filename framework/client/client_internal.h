@@ -138,7 +138,8 @@ struct ksf_client {
     ksf_client_stats stats;
     /* Outside the lock: counted per acknowledged event, read by get_stats. */
     _Atomic uint64_t emitted;
-    _Atomic uint64_t rebalances; /* reply-group assignments received (metrics) */
+    _Atomic uint64_t emit_failures; /* events whose delivery report was an error */
+    _Atomic uint64_t rebalances;    /* reply-group assignments received (metrics) */
     /* Finished requests' records and tickets kept for the next requests: a calloc and
      * a free each cost about 700 instructions per request (client_requests.c). Their
      * own lock: a ticket comes back with its delivery report, a record with its reply

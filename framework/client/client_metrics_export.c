@@ -64,7 +64,7 @@ client_begin(ksf_client *cli, const void *out, ksfi_client_metrics *m,
 
 /* The client's unlabelled values, in their output order (the reply partitions stand
  * after the first): the one place that names them, for the text and the JSON alike. */
-enum { CLIENT_SCALARS = 5 };
+enum { CLIENT_SCALARS = 7 };
 
 static void
 client_scalars(const ksfi_client_metrics *m, ksfi_scalar out[CLIENT_SCALARS])
@@ -82,6 +82,12 @@ client_scalars(const ksfi_client_metrics *m, ksfi_scalar out[CLIENT_SCALARS])
          "counter", "duplicate_replies", m->stats.duplicate_replies},
         {"ksf_client_events_emitted_total", "Events acknowledged by the broker.",
          "counter", "emitted", m->stats.emitted},
+        {"ksf_client_send_failures_total",
+         "Requests ended by a local error instead of a reply: not produced or not "
+         "delivered.",
+         "counter", "send_failures", m->stats.send_failures},
+        {"ksf_client_emit_failures_total", "Events whose delivery failed.", "counter",
+         "emit_failures", m->stats.emit_failures},
     };
     memcpy(out, s, sizeof s);
 }

@@ -121,6 +121,7 @@ ksfi_client_fail_request(ksf_client *cli, const char *id, ksf_err err, const cha
     ksfi_pending *p = ksfi_inflight_find(cli->inflight, id, strlen(id));
     if (p) {
         ksfi_client_finish_locked(cli, p, KSFI_RECENT_ANSWERED);
+        cli->stats.send_failures++;
     }
     pthread_mutex_unlock(&cli->lock);
     if (p) {

@@ -1145,7 +1145,14 @@ typedef struct ksf_client_stats {
     uint64_t unknown_replies;   /**< replies with an id this client never sent */
     uint64_t duplicate_replies; /**< replies for requests already finished */
     uint64_t emitted;           /**< events acknowledged */
-    uint32_t in_flight;         /**< requests awaiting their final reply now */
+    /** requests ended by a local error instead of a reply: not produced (no reply
+     *  partition, brokers unreachable, a produce refused) or not delivered; each
+     *  callback got that error (KSF_EKAFKA or the cause's code). Requests refused by
+     *  ksf_client_send's return code are not counted */
+    uint64_t send_failures;
+    /** events whose delivery failed: their emit callback got KSF_EKAFKA */
+    uint64_t emit_failures;
+    uint32_t in_flight; /**< requests awaiting their final reply now */
 } ksf_client_stats;
 
 /** Copy the client's counters into @p out. */
@@ -1160,7 +1167,8 @@ KSF_API void ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out);
  * ksf_client_reply_partition{topic,partition,state="owned"|"draining"} (1 per reply
  * partition held now), ksf_client_reply_group_rebalances_total,
  * ksf_client_unknown_replies_total, ksf_client_duplicate_replies_total,
- * ksf_client_events_emitted_total.
+ * ksf_client_events_emitted_total, ksf_client_send_failures_total,
+ * ksf_client_emit_failures_total (each the ksf_client_stats field of its name).
  * Errors: KSF_EINVAL (a NULL argument or a failed write), KSF_ENOMEM. Threads: any.
  */
 KSF_API ksf_err ksf_client_write_prometheus(ksf_client *cli, FILE *out);
@@ -1170,7 +1178,8 @@ KSF_API ksf_err ksf_client_write_prometheus(ksf_client *cli, FILE *out);
  * "replies": n, "remote_errors": n, "timeouts": n, "late_replies": n,
  * "request_duration": {...as in ksf_server_metrics_json}}}, "in_flight": n,
  * "reply_partitions": [{"topic": t, "partition": p, "draining": bool}],
- * "rebalances": n, "unknown_replies": n, "duplicate_replies": n, "emitted": n}.
+ * "rebalances": n, "unknown_replies": n, "duplicate_replies": n, "emitted": n,
+ * "send_failures": n, "emit_failures": n}.
  * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_client_metrics_json(ksf_client *cli, json_t **out);

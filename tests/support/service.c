@@ -521,6 +521,8 @@ ksft_assert_client_stats(ksf_client *cli, ksf_client_stats want, const char *whe
                                         CLIENT_STAT(unknown_replies, false),
                                         CLIENT_STAT(duplicate_replies, false),
                                         CLIENT_STAT(emitted, false),
+                                        CLIENT_STAT(send_failures, false),
+                                        CLIENT_STAT(emit_failures, false),
                                         CLIENT_STAT(in_flight, true)};
     ksf_client_stats got;
     ksf_client_get_stats(cli, &got);
