@@ -579,13 +579,7 @@ KSFT_TEST(test_metrics_client_failures, 60)
     ksft_outcome_reset(&o);
     /* The counters say what happened (librdkafka refuses the next produce to a
      * refused topic at once for a while, so nothing more is sent there). */
-    ksf_client_stats st;
-    ksf_client_get_stats(w.cli, &st);
-    ck_assert_uint_eq(st.emit_failures, 1);
-    ck_assert_uint_eq(st.emitted, 0);
-    ck_assert_uint_eq(st.send_failures, 1);
-    ck_assert_uint_eq(st.replies, 0);
-    ck_assert_uint_eq(st.in_flight, 0);
+    KSFT_ASSERT_CLIENT_STATS(w.cli, .sent = 1, .send_failures = 1, .emit_failures = 1);
     json_t *j = NULL;
     ck_assert_int_eq(ksf_client_metrics_json(w.cli, &j), KSF_OK);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "send_failures")), 1);
