@@ -84,15 +84,18 @@ def main():
            f"first request to its result) at {count} requests, {conc} in flight, "
            f"embedded broker, consumer fetch.wait.max.ms={fw}"
            + (f", {sets}" if sets.strip() else "") + ".", ""]
-    hdr = "| process / thread | " + " | ".join(impls) + (
-        " | ksf / floor |" if impls == ["floor", "ksf"] else " |")
-    out += [hdr, "| --- |" + " ---: |" * (len(impls) + (impls == ["floor", "ksf"]))]
+    # With the floor first, each other implementation gets a ratio column against it.
+    over = impls[1:] if impls[0] == "floor" else []
+    hdr = "| process / thread | " + " | ".join(impls) + " |" + "".join(
+        f" {i} / floor |" for i in over)
+    out += [hdr, "| --- |" + " ---: |" * (len(impls) + len(over))]
 
     def row(label, vals):
         cells = [("-" if v is None else f"{v:,.0f}") for v in vals]
         r = ""
-        if impls == ["floor", "ksf"]:
-            r = f" {vals[1] / vals[0]:.2f}x |" if None not in vals and vals[0] else " - |"
+        for k in range(1, 1 + len(over)):
+            r += (f" {vals[k] / vals[0]:.2f}x |" if vals[k] is not None and vals[0]
+                  else " - |")
         out.append(f"| {label} | " + " | ".join(cells) + " |" + r)
 
     totals = {i: 0 for i in impls}

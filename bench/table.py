@@ -19,9 +19,13 @@ rows = [json.loads(l) for l in open(src) if l.strip()]
 by = {}  # (impl, scenario) -> that scenario's runs, one per round
 for r in rows:
     by.setdefault((r["impl"], r["scenario"]), []).append(r)
-IMPLS = ["floor", "ksf", "nest-tuned", "nest-default"]
-NAMES = {"floor": "floor (librdkafka)", "ksf": "ksf", "nest-tuned": "NestJS tuned",
-         "nest-default": "NestJS default"}
+# ksf-lean (ksf with its lean settings: raw handler and replies, no trace or deadline
+# headers; docs/benchmarks.md) gets its own column and ratio when the run has it.
+LEAN = any(r["impl"] == "ksf-lean" for r in rows)
+C_IMPLS = ["floor", "ksf"] + (["ksf-lean"] if LEAN else [])  # the interleaved rounds
+IMPLS = C_IMPLS + ["nest-tuned", "nest-default"]
+NAMES = {"floor": "floor (librdkafka)", "ksf": "ksf", "ksf-lean": "ksf lean",
+         "nest-tuned": "NestJS tuned", "nest-default": "NestJS default"}
 
 
 def median(values):
@@ -122,12 +126,14 @@ def ratio(a, b):
 
 lines = [
     f"Machine: {machine}. {setup}; {secs} s per throughput run; "
-    f"floor and ksf: median of {rounds} interleaved rounds (cold start and idle CPU: one "
+    f"{', '.join(NAMES[i] for i in C_IMPLS)}: median of {rounds} interleaved rounds "
+    "(cold start and idle CPU: one "
     f"run; every round's figure is in the second table), NestJS: one run.",
     "",
-    "| metric | " + " | ".join(NAMES[i] for i in IMPLS)
-    + " | ksf / floor (target) | NestJS tuned vs ksf (target) |",
-    "| --- | " + " | ".join("---:" for _ in IMPLS) + " | ---: | ---: |",
+    "| metric | " + " | ".join(NAMES[i] for i in IMPLS) + " | ksf / floor (target) |"
+    + (" ksf lean / floor (target) |" if LEAN else "") + " NestJS tuned vs ksf (target) |",
+    "| --- | " + " | ".join("---:" for _ in IMPLS) + " | ---: |" + (" ---: |" if LEAN else "")
+    + " ---: |",
 ]
 report = {"machine": machine, "broker": broker, "setup": setup, "seconds": float(secs),
           "rounds": int(rounds), "results": rows, "table": []}
@@ -136,41 +142,55 @@ if broker == "mock":
 for label, scen, get, lower, t_floor, t_nest in METRICS:
     vals = {i: over_runs(i, scen, get) for i in IMPLS}
     r_floor = ratio(vals["ksf"], vals["floor"])
+    r_lean = ratio(vals.get("ksf-lean"), vals["floor"])
     # "NestJS vs ksf" is how many times better ksf is: nest/ksf when lower is better.
     r_nest = ratio(vals["nest-tuned"], vals["ksf"]) if lower else ratio(
         vals["ksf"], vals["nest-tuned"])
-    rf = "-" if r_floor is None else f"{r_floor:.2f}x" + (f" ({t_floor})" if t_floor else "")
+
+    def shown(r):
+        return "-" if r is None else f"{r:.2f}x" + (f" ({t_floor})" if t_floor else "")
     rn = "-" if r_nest is None else f"{r_nest:.1f}x" + (f" ({t_nest})" if t_nest else "")
     lines.append(f"| {label} | " + " | ".join(fmt(vals[i]) for i in IMPLS)
-                 + f" | {rf} | {rn} |")
-    report["table"].append({"metric": label, "values": vals, "ksf_over_floor": r_floor,
-                            "ksf_advantage_over_nest_tuned": r_nest})
+                 + f" | {shown(r_floor)} |" + (f" {shown(r_lean)} |" if LEAN else "")
+                 + f" {rn} |")
+    entry = {"metric": label, "values": vals, "ksf_over_floor": r_floor,
+             "ksf_advantage_over_nest_tuned": r_nest}
+    if LEAN:
+        entry["ksf_lean_over_floor"] = r_lean
+    report["table"].append(entry)
 # Instructions per request from bench/callgrind (run by bench/run after the rounds).
 cg = json.load(open(callgrind)) if callgrind else None
 if cg:
     for who in ("client", "server", "both"):
         vals = {i: (cg[i]["client"] + cg[i]["server"] if who == "both" else cg[i][who])
                 if i in cg else None for i in IMPLS}
-        r_floor = ratio(vals["ksf"], vals["floor"])
         label = ("instructions per request, " + ("client + server" if who == "both" else
                                                  who) + " (callgrind)")
+
+        def shown(r):
+            return ("-" if r is None else f"{r:.2f}x"
+                    + (" (<= 1.3)" if who == "both" else ""))
+        r_floor = ratio(vals["ksf"], vals["floor"])
+        r_lean = ratio(vals.get("ksf-lean"), vals["floor"])
         lines.append(f"| {label} | " + " | ".join(fmt(vals[i]) for i in IMPLS)
-                     + " | " + ("-" if r_floor is None else f"{r_floor:.2f}x")
-                     + (" (<= 1.3)" if who == "both" and r_floor is not None else "")
-                     + " | - |")
-        report["table"].append({"metric": label, "values": vals,
-                                "ksf_over_floor": r_floor})
+                     + f" | {shown(r_floor)} |" + (f" {shown(r_lean)} |" if LEAN else "")
+                     + " - |")
+        entry = {"metric": label, "values": vals, "ksf_over_floor": r_floor}
+        if LEAN:
+            entry["ksf_lean_over_floor"] = r_lean
+        report["table"].append(entry)
     lines += ["", f"Instructions: {cg.get('setup', '')}"]
 # Every round's figure of the floor and ksf, so the medians above can be checked.
-nrounds = max([r["round"] for r in rows if r["impl"] in ("floor", "ksf")] or [0])
-every = ["", "Every run (floor and ksf; the table above shows the median of these):", "",
+nrounds = max([r["round"] for r in rows if r["impl"] in C_IMPLS] or [0])
+every = ["", f"Every run ({', '.join(NAMES[i] for i in C_IMPLS)}; the table above shows "
+         "the median of these):", "",
           "| metric | impl | " + " | ".join(f"round {k}" for k in range(1, nrounds + 1))
           + " | median |",
           "| --- | --- |" + " ---: |" * (nrounds + 1)]
 for label, scen, get, lower, t_floor, t_nest in METRICS:
     if scen == "cold":
         continue  # one run only
-    for i in ("floor", "ksf"):
+    for i in C_IMPLS:
         runs = {r["round"]: get(r) for r in by.get((i, scen), [])}
         if not runs:
             continue
@@ -206,8 +226,11 @@ if broker == "kafka":
               "says what they cost)."]
 lines += ["", "Ratios: \"ksf / floor\" is ksf's value divided by the floor's (latency: "
           "lower is better; rate: higher is better). \"NestJS tuned vs ksf\" is how many "
-          "times better ksf does than NestJS tuned. Figures are from one invocation of "
-          "bench/run on a shared 2-core machine; see docs/benchmarks.md."]
+          "times better ksf does than NestJS tuned."
+          + (" \"ksf lean / floor\" is the same for ksf with its lean settings (raw "
+             "handler and replies, no traceparent or ksf_deadline headers)." if LEAN else "")
+          + " Figures are from one invocation of bench/run on a shared 2-core machine; "
+          "see docs/benchmarks.md."]
 md = "\n".join(lines + every) + "\n"
 with open(out_json, "w") as f:
     json.dump(report, f, indent=1)

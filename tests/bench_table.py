@@ -129,6 +129,47 @@ with tempfile.TemporaryDirectory() as tmp:
                   f"{metric}: ratio {r}, but {cells[2]} / {cells[1]} = {want:.3f}")
     check(len(report["results"]) == len(rows), "the JSON report lacks raw results")
 
+    # With ksf-lean in the rounds: its own column and ratio, and its rows in the every-run
+    # table (its requests/s per round: the ksf figures + 4,000, median 20,750).
+    lean_src = os.path.join(tmp, "lean.jsonl")
+    with open(lean_src, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+            if r["impl"] == "ksf":
+                lr = json.loads(json.dumps(r))
+                lr["impl"] = "ksf-lean"
+                lr["client"]["rps"] += 4000
+                f.write(json.dumps(lr) + "\n")
+    cg_lean = dict(cg, **{"ksf-lean": {"client": 20000.0, "server": 19000.0}})
+    with open(cgj, "w") as f:
+        json.dump(cg_lean, f)
+    subprocess.run([sys.executable, os.path.join(root, "bench", "table.py"), lean_src,
+                    "machine", "0", "3", str(ROUNDS), out_json, out_md, "mock",
+                    "setup", cgj], check=True)
+    lmd = open(out_md).read()
+    lmain, levery = {}, {}
+    for line in lmd.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0] not in ("metric", "---"):
+            lmain[cells[0]] = cells
+        elif len(cells) == ROUNDS + 3 and cells[1] == "ksf-lean":
+            levery[cells[0]] = cells
+    lrps = lmain.get("64 in flight: requests/s")
+    check(lrps is not None and num(lrps[1]) == 22500 and num(lrps[2]) == 16750
+          and num(lrps[3]) == 20750 and lrps[6].startswith("0.74x")
+          and lrps[7].startswith("0.92x (>= 0.95)"),
+          f"lean table c64 requests/s row {lrps}, want 22,500 / 16,750 / 20,750, "
+          "0.74x, 0.92x (>= 0.95)")
+    lins = lmain.get("instructions per request, client + server (callgrind)")
+    check(lins is not None and num(lins[3]) == 39000 and lins[7].startswith("1.18x"),
+          f"lean instruction row {lins}, want 39,000 and 1.18x (39,000 / 33,000)")
+    lev = levery.get("64 in flight: requests/s")
+    check(lev is not None and [num(c) for c in lev[2:2 + ROUNDS]]
+          == [k + 4000 for k in KSF_RPS] and num(lev[-1]) == 20750,
+          f"lean every-run row {lev}, want every ksf round + 4,000, median 20,750")
+    with open(cgj, "w") as f:
+        json.dump(cg, f)
+
     # The real-Kafka variant: the wake-up check compares ksf with ksf-fw0.
     with open(src, "a") as f:
         for r in range(1, ROUNDS + 1):
