@@ -216,16 +216,16 @@ ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind k
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering \"%s\"", pattern);
     }
     /* Allocated now so that counting never allocates; a failure only costs metrics. */
-    srv->handlers[srv->nhandlers++] = (ksfi_handler){copy,
-                                                     kind,
-                                                     fn,
-                                                     user,
-                                                     file,
-                                                     line,
-                                                     ksfi_pmetrics_new(pattern),
-                                                     0,
-                                                     NULL,
-                                                     (flags & KSF_HANDLER_RAW) != 0};
+    srv->handlers[srv->nhandlers++] = (ksfi_handler){
+        .pattern = copy,
+        .kind = kind,
+        .fn = fn,
+        .user = user,
+        .file = file,
+        .line = line,
+        .metrics = ksfi_pmetrics_new(pattern),
+        .raw = (flags & KSF_HANDLER_RAW) != 0,
+    };
     return KSF_OK;
 }
 
