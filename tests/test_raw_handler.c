@@ -10,6 +10,7 @@
  * White box: the handlers look at the ctx's decode state (server/ctx.h: `lazy`,
  * `decoded`) to prove that nothing decoded the value before they asked.
  */
+#include "base/alloc.h"
 #include "server/ctx.h"
 #include "server/server.h"
 #include "server_probe.h"
@@ -18,6 +19,7 @@
 
 #include <check.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -459,6 +461,59 @@ KSFT_TEST(test_raw_handler_macros, 60)
     ASSERT_COUNT(bad_eager, 0);
     ASSERT_COUNT(bad_cache, 0);
     ksft_probe_close(&p);
+}
+END_TEST
+
+/* ---- the lazy decode on its own: out of memory ------------------------------------ */
+
+static char last_log[512];
+
+static void
+keep_log(void *user, ksf_log_level level, const char *component, const char *message)
+{
+    (void)user;
+    snprintf(last_log, sizeof last_log, "%d %s: %s", (int)level, component, message);
+}
+
+/* A failed decode (the sanitizer's copy of a non-UTF-8 value refused) is KSF_ENOMEM,
+ * logged, and leaves the value to decode on a later ask; the next ask decodes it once. */
+KSFT_TEST(test_raw_handler_decode_out_of_memory, 10)
+{
+    ksfi_logger log = {.fn = keep_log, .max_level = KSF_LOG_DEBUG};
+    ksf_ctx ctx = {0};
+    ksfi_ctx_init(&ctx, NULL, &log, 1000);
+    ctx.topic = "raw.oom";
+    ctx.partition = 2;
+    ctx.offset = 7;
+    ctx.value = "caf\xe9";
+    ctx.value_len = 4;
+    ctx.lazy = true;
+    ctx.in_call = true;
+
+    ksfi_alloc_fail_after(1, 1);
+    ck_assert_int_eq(ksfi_ctx_decode(&ctx), KSF_ENOMEM);
+    ck_assert_ptr_null(ksf_ctx_data(&ctx));
+    int qty = 0;
+    ck_assert_int_eq(ksf_ctx_unpack(&ctx, 0, "{s:i}", "qty", &qty), KSF_ENOMEM);
+    ksfi_alloc_fail_after(0, 0);
+    ck_assert_str_eq(last_log, "3 server: out of memory decoding the value of "
+                               "raw.oom[2]@7 for its raw handler");
+    ck_assert(ctx.lazy);
+    ck_assert_ptr_null(ctx.decoded);
+
+    const json_t *d = ksf_ctx_data(&ctx);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_str_eq(json_string_value(d), "caf\xef\xbf\xbd"); /* U+FFFD */
+    ck_assert_ptr_eq(ctx.decoded, d);
+    ck_assert(!ctx.lazy);
+    ck_assert_ptr_eq(ksf_ctx_data(&ctx), d);
+    ck_assert_int_eq(ksfi_ctx_decode(&ctx), KSF_OK); /* no-op once decoded */
+    ck_assert_ptr_eq(ctx.decoded, d);
+    ksfi_ctx_drop_decoded(&ctx);
+    ck_assert_ptr_null(ctx.decoded);
+    ck_assert_ptr_null(ctx.data);
+    ck_assert(!ctx.lazy);
+    ksfi_ctx_reset(&ctx);
 }
 END_TEST
 
