@@ -2,9 +2,12 @@
  * The ksf side of the benchmark: a server whose handler "bench.echo" answers with the
  * request's data, so the measured cost is ksf's and the broker's, not the handler's.
  *
- * Usage: echo_server [--brokers B] [--workers N] [--handler-ms MS] [--set KEY=VALUE]...
+ * Usage: echo_server [--brokers B] [--workers N] [--handler-ms MS] [--raw]
+ *                    [--set KEY=VALUE]...
  * --handler-ms makes each request take MS ms (a sleep: the goodput scenario's handler
- * of known capacity, workers * 1000 / MS requests/s). Prints "echo server ready" on
+ * of known capacity, workers * 1000 / MS requests/s). --raw registers the handler raw
+ * (ksf_server_on_message_raw): the request is not decoded, its bytes are echoed with
+ * ksf_ctx_set_reply_raw (a service that forwards payloads). Prints "echo server ready" on
  * stdout once it serves; stops on SIGINT/SIGTERM; SIGUSR1 prints its CPU time and
  * requests answered so far (cpu_report.h).
  */
@@ -16,19 +19,40 @@
 #include <string.h>
 #include <time.h>
 
-static int handler_ms; /* --handler-ms */
+static int handler_ms;   /* --handler-ms */
+static bool raw_handler; /* --raw */
 
-static ksf_err
-echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
+/* The handler's simulated work (--handler-ms) and the count SIGUSR1 reports. */
+static void
+work(void)
 {
-    size_t len;
-    const void *raw = ksf_ctx_value(ctx, &len);
     if (handler_ms > 0) {
         struct timespec ts = {handler_ms / 1000, (long)(handler_ms % 1000) * 1000000L};
         while (nanosleep(&ts, &ts) != 0) {
         }
     }
     atomic_fetch_add_explicit(&bench_handled, 1, memory_order_relaxed);
+}
+
+/* --raw: the bytes as they came (data is NULL: nothing was decoded); a null value
+ * gets a null reply. */
+static ksf_err
+echo_raw(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    (void)reply;
+    size_t len;
+    const void *raw = ksf_ctx_value(ctx, &len);
+    work();
+    return raw ? ksf_ctx_set_reply_raw(ctx, raw, len) : KSF_OK;
+}
+
+static ksf_err
+echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    size_t len;
+    const void *raw = ksf_ctx_value(ctx, &len);
+    work();
     if (!data && raw) {
         return ksf_ctx_set_reply_raw(ctx, raw, len); /* binary: echo the bytes */
     }
@@ -62,9 +86,13 @@ parse_flags(ksf_config *cfg, int argc, char **argv, ksf_errinfo *ei)
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         ksf_err e;
+        if (!strcmp(flag, "--raw")) {
+            raw_handler = true;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "Usage: echo_server [--brokers B] [--workers N] "
-                            "[--handler-ms MS] [--set KEY=VALUE]...\n");
+                            "[--handler-ms MS] [--raw] [--set KEY=VALUE]...\n");
             return 2;
         }
         i++;
@@ -105,7 +133,8 @@ main(int argc, char **argv)
     }
     rc = 1;
     if (ksf_server_new(&srv, cfg, &ei) ||
-        ksf_server_on_message(srv, "bench.echo", echo, NULL, &ei) ||
+        (raw_handler ? ksf_server_on_message_raw(srv, "bench.echo", echo_raw, NULL, &ei)
+                     : ksf_server_on_message(srv, "bench.echo", echo, NULL, &ei)) ||
         ksf_server_stop_on_signals(srv, &ei)) {
         rc = fail("setup", &ei);
         goto done;

@@ -30,4 +30,17 @@ KSF_CONTROLLER_EVENT_PATTERN("cxx", "cxx.note", cxx_note)
     return KSF_OK;
 }
 
+// Raw handlers (KSF_HANDLER_RAW): data is NULL, the bytes come from ksf_ctx_value.
+KSF_MESSAGE_PATTERN_RAW("cxx.raw", cxx_raw)
+{
+    size_t len = 0;
+    const void *v = ksf_ctx_value(ctx, &len);
+    return v ? ksf_ctx_set_reply_raw(ctx, v, len) : KSF_OK;
+}
+
+KSF_CONTROLLER_EVENT_PATTERN_RAW("cxx", "cxx.raw.note", cxx_raw_note)
+{
+    return data == nullptr ? KSF_OK : KSF_EINVAL;
+}
+
 KSF_CONTROLLER_ANCHOR(cxx_handlers);

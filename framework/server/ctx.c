@@ -76,6 +76,34 @@ ksfi_ctx_set_text(ksf_ctx *ctx, const char *id, size_t id_len, const char *topic
     return KSF_OK;
 }
 
+ksf_err
+ksfi_ctx_decode(ksf_ctx *ctx)
+{
+    if (!ctx->lazy) {
+        return KSF_OK;
+    }
+    json_t *v = NULL;
+    if (ksfi_decode_value(ctx->value, ctx->value_len, &v)) {
+        ksfi_log(ctx->log, KSF_LOG_ERROR, "server",
+                 "out of memory decoding the value of %s[%d]@%lld for its raw handler",
+                 ctx->topic, (int)ctx->partition, (long long)ctx->offset);
+        return KSF_ENOMEM;
+    }
+    ctx->decoded = v;
+    ctx->data = v;
+    ctx->lazy = false;
+    return KSF_OK;
+}
+
+void
+ksfi_ctx_drop_decoded(ksf_ctx *ctx)
+{
+    ctx->data = NULL;
+    ctx->lazy = false;
+    json_decref(ctx->decoded);
+    ctx->decoded = NULL;
+}
+
 bool
 ksfi_ctx_claim_end(ksf_ctx *ctx)
 {

@@ -80,6 +80,12 @@ struct ksf_ctx {
      * around each call, on the thread running it. */
     const json_t *data;
     bool in_call;
+    /* A raw handler's call (ksfi_handler.raw): the value is not decoded yet, and
+     * ksf_ctx_data / ksf_ctx_unpack / a before decode it on first use into `decoded`
+     * (owned; `data` then points at it until a before replaces it). The owner drops
+     * both after the call (ksfi_ctx_drop_decoded). Same thread as `data`. */
+    bool lazy;
+    json_t *decoded;
     /* ---- reply state, guarded by lock ---- */
     pthread_mutex_t lock;
     ksfi_ctx_phase phase;
@@ -122,6 +128,14 @@ void ksfi_ctx_reset(ksf_ctx *ctx);
  * KSF_ENOMEM. */
 ksf_err ksfi_ctx_set_text(ksf_ctx *ctx, const char *id, size_t id_len, const char *topic,
                           size_t topic_len);
+
+/* A raw handler's payload, on first use (ctx->lazy): decode the value once into
+ * ctx->decoded and point ctx->data at it (NULL for a binary value). No-op when not
+ * lazy. Errors: KSF_ENOMEM (logged; still lazy, so a later call tries again). */
+ksf_err ksfi_ctx_decode(ksf_ctx *ctx);
+
+/* After a raw handler's call: forget the payload and free what ksfi_ctx_decode made. */
+void ksfi_ctx_drop_decoded(ksf_ctx *ctx);
 
 /* Claim the right to send the final reply; false when it was already sent. */
 bool ksfi_ctx_claim_end(ksf_ctx *ctx);

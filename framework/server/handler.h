@@ -29,6 +29,9 @@ typedef struct ksfi_handler {
     /* Its middleware chain (pipeline.h), set at run; NULL when it has none, so that
      * an empty chain costs one test per message. */
     const struct ksfi_chain *chain;
+    /* KSF_HANDLER_RAW: the value is not decoded before the call; the handler's `data`
+     * is NULL and ksf_ctx_data / ksf_ctx_unpack decode it on first use (ctx.h). */
+    bool raw;
 } ksfi_handler;
 
 #endif

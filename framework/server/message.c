@@ -744,10 +744,14 @@ run_handler(ksfi_record *rec)
     ksf_ctx *ctx = &rec->ctx;
     json_t *data = NULL, *reply = NULL;
     rec->started_us = ksfi_metrics_now_us();
-    ksf_err status = ksfi_decode_value(ctx->value, ctx->value_len, &data);
+    /* A raw handler's value is decoded only when something asks for the tree
+     * (ksf_ctx_data, ksf_ctx_unpack, a before): forwarding it costs no jansson tree. */
+    bool raw = ctx->handler->raw;
+    ksf_err status = raw ? KSF_OK : ksfi_decode_value(ctx->value, ctx->value_len, &data);
     if (status == KSF_OK) {
         ksfi_scope_enter(&ctx->scope); /* sends from the handler continue its trace */
         ctx->data = data;              /* ksf_ctx_data, ksf_ctx_unpack */
+        ctx->lazy = raw;
         ctx->in_call = true;
         if (ctx->handler->chain) { /* pipeline: befores, then the handler */
             ksfi_pipeline_begin(&rec->pl, ctx);
@@ -760,6 +764,9 @@ run_handler(ksfi_record *rec)
         }
         ctx->data = NULL; /* freed below */
         ctx->in_call = false;
+        if (raw) {
+            ksfi_ctx_drop_decoded(ctx);
+        }
         ksfi_scope_enter(NULL);
     }
     json_decref(data);

@@ -207,6 +207,15 @@ ksfi_pipeline_invoke(ksfi_pipeline_run *pr, ksf_ctx *ctx, json_t **data, json_t 
     for (size_t i = 0; i < c->n; i++) {
         const ksf_middleware *mw = c->link[i].mw;
         if (mw->before) {
+            if (ctx->lazy) {
+                /* A raw handler's befores get the payload as any handler's do (a
+                 * validating or transforming before must not mistake it for binary). */
+                ksf_err d = ksfi_ctx_decode(ctx);
+                if (d) {
+                    return d;
+                }
+                *data = json_incref((json_t *)ctx->data);
+            }
             ksf_err e = mw->before(ctx, data, c->link[i].user);
             ctx->data = *data;
             if (e != KSF_OK) {
@@ -226,7 +235,8 @@ ksfi_pipeline_invoke(ksfi_pipeline_run *pr, ksf_ctx *ctx, json_t **data, json_t 
         }
         pr->passed = i + 1;
     }
-    return ctx->handler->fn(ctx, *data, reply);
+    /* A raw handler's data is NULL even after the befores: ksf_ctx_data has theirs. */
+    return ctx->handler->fn(ctx, ctx->handler->raw ? NULL : *data, reply);
 }
 
 bool
@@ -306,6 +316,12 @@ ksf_ctx_controller(const ksf_ctx *ctx)
 const json_t *
 ksf_ctx_data(const ksf_ctx *ctx)
 {
+    if (ctx->lazy) {
+        /* A raw handler's first ask. The ctx is never const storage (its record owns
+         * it); const is the accessor's promise to the caller, and decoding once is
+         * invisible to it. On KSF_ENOMEM (logged) the answer is NULL. */
+        ksfi_ctx_decode((ksf_ctx *)ctx);
+    }
     return ctx->data;
 }
 

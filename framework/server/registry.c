@@ -108,8 +108,8 @@ mount(ksf_server *srv, const char *controller, void *state, ksf_errinfo *ei)
     }
     for (const ksf_handler_def *d = registry_head; d && !e; d = d->next) {
         if (selected(d, controller)) {
-            e = ksfi_server_add_handler(srv, d->pattern, d->kind, d->fn, state, d->file,
-                                        d->line, ei);
+            e = ksfi_server_add_handler(srv, d->pattern, d->kind, d->flags, d->fn, state,
+                                        d->file, d->line, ei);
         }
     }
     while (e && srv->nhandlers > before) { /* roll back a partial mount */

@@ -180,8 +180,8 @@ ksfi_server_find(const ksf_server *srv, const char *topic)
 
 ksf_err
 ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind kind,
-                        ksf_handler_fn fn, void *user, const char *file, int line,
-                        ksf_errinfo *ei)
+                        unsigned flags, ksf_handler_fn fn, void *user, const char *file,
+                        int line, ksf_errinfo *ei)
 {
     if (!srv || !fn) {
         return ksfi_fail(ei, KSF_EINVAL,
@@ -216,8 +216,16 @@ ksfi_server_add_handler(ksf_server *srv, const char *pattern, ksf_handler_kind k
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory registering \"%s\"", pattern);
     }
     /* Allocated now so that counting never allocates; a failure only costs metrics. */
-    srv->handlers[srv->nhandlers++] =
-        (ksfi_handler){copy, kind, fn, user, file, line, ksfi_pmetrics_new(pattern)};
+    srv->handlers[srv->nhandlers++] = (ksfi_handler){
+        .pattern = copy,
+        .kind = kind,
+        .fn = fn,
+        .user = user,
+        .file = file,
+        .line = line,
+        .metrics = ksfi_pmetrics_new(pattern),
+        .raw = (flags & KSF_HANDLER_RAW) != 0,
+    };
     return KSF_OK;
 }
 
@@ -225,16 +233,32 @@ ksf_err
 ksf_server_on_message(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
                       ksf_errinfo *ei)
 {
-    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_MESSAGE, fn, user, NULL, 0,
-                                   ei);
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_MESSAGE, 0, fn, user, NULL,
+                                   0, ei);
 }
 
 ksf_err
 ksf_server_on_event(ksf_server *srv, const char *pattern, ksf_handler_fn fn, void *user,
                     ksf_errinfo *ei)
 {
-    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_EVENT, fn, user, NULL, 0,
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_EVENT, 0, fn, user, NULL, 0,
                                    ei);
+}
+
+ksf_err
+ksf_server_on_message_raw(ksf_server *srv, const char *pattern, ksf_handler_fn fn,
+                          void *user, ksf_errinfo *ei)
+{
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_MESSAGE, KSF_HANDLER_RAW, fn,
+                                   user, NULL, 0, ei);
+}
+
+ksf_err
+ksf_server_on_event_raw(ksf_server *srv, const char *pattern, ksf_handler_fn fn,
+                        void *user, ksf_errinfo *ei)
+{
+    return ksfi_server_add_handler(srv, pattern, KSF_HANDLER_EVENT, KSF_HANDLER_RAW, fn,
+                                   user, NULL, 0, ei);
 }
 
 ksf_err

@@ -103,13 +103,14 @@ struct ksf_server {
 const ksfi_handler *ksfi_server_find(const ksf_server *srv, const char *topic);
 
 /*
- * Register a handler; @p file / @p line name its definition for error messages.
+ * Register a handler; @p flags are ksf_handler_flag bits (KSF_HANDLER_RAW); @p file /
+ * @p line name its definition for error messages.
  * Errors: KSF_EEXIST naming the pattern and both definitions, KSF_EINVAL, KSF_ESTATE,
  * KSF_ENOMEM.
  */
 ksf_err ksfi_server_add_handler(ksf_server *srv, const char *pattern,
-                                ksf_handler_kind kind, ksf_handler_fn fn, void *user,
-                                const char *file, int line, ksf_errinfo *ei);
+                                ksf_handler_kind kind, unsigned flags, ksf_handler_fn fn,
+                                void *user, const char *file, int line, ksf_errinfo *ei);
 
 /*
  * Subscribe to @p topic too, without a handler: messages on it take the no-handler

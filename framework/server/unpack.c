@@ -153,6 +153,10 @@ ksf_ctx_unpack(ksf_ctx *ctx, size_t flags, const char *fmt, ...)
     if (!ctx || !fmt || !ctx->in_call) {
         return KSF_ESTATE;
     }
+    ksf_err d = ksfi_ctx_decode(ctx); /* a raw handler's payload, on first use */
+    if (d) {
+        return d;
+    }
     va_list ap, again;
     va_start(ap, fmt);
     va_copy(again, ap);

@@ -399,7 +399,9 @@ typedef struct ksf_ctx ksf_ctx;
  * parsing rules: a value starting with '{' or '[' that parses as JSON is that JSON; any
  * other text is a JSON string (invalid UTF-8 replaced by U+FFFD); a null Kafka value is
  * json null; a value whose first byte is 0x00 is binary and @p data is NULL (read the
- * bytes with ksf_ctx_value()).
+ * bytes with ksf_ctx_value()). A raw handler (KSF_HANDLER_RAW: the *_PATTERN_RAW
+ * macros, ksf_server_on_message_raw()) always gets @p data NULL: the value is not
+ * decoded unless it calls ksf_ctx_data() or ksf_ctx_unpack().
  *
  * A message handler answers by setting @p *reply to a new reference (or leaving it
  * NULL for a null reply value) and returning KSF_OK. It reports an error to the caller
@@ -568,6 +570,22 @@ typedef enum ksf_handler_kind {
 } ksf_handler_kind;
 
 /**
+ * Flags of a registered handler (ksf_handler_def.flags, a bit set).
+ *
+ * KSF_HANDLER_RAW: the request value is not decoded before the handler runs, and its
+ * @p data argument is always NULL. For handlers that forward payloads or parse them
+ * themselves: they read the bytes with ksf_ctx_value() and may answer with
+ * ksf_ctx_set_reply_raw() (or *reply as usual), and skip building and freeing a
+ * jansson tree per message. ksf_ctx_data() and ksf_ctx_unpack() still work: they
+ * decode the value on their first use in the call (once, by NestJS's rules, as
+ * ksf_handler_fn describes). Registered with the *_RAW macros or
+ * ksf_server_on_message_raw() / ksf_server_on_event_raw().
+ */
+typedef enum ksf_handler_flag {
+    KSF_HANDLER_RAW = 1u << 0,
+} ksf_handler_flag;
+
+/**
  * A handler definition as the macros below create it: static storage in the user's
  * module, linked into a library-owned list by a constructor before main() runs.
  * Not meant to be filled in by hand (use ksf_server_on_message instead).
@@ -580,6 +598,7 @@ typedef struct ksf_handler_def {
     const char *file;
     int line;
     struct ksf_handler_def *next; /**< owned by the registry */
+    unsigned flags;               /**< ksf_handler_flag bits; 0 for the plain macros */
 } ksf_handler_def;
 
 /** Add @p def to the global handler registry (called by the macros' constructors). */
@@ -589,9 +608,12 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
 #define KSF_DEFAULT_CONTROLLER "default"
 
 #define KSF__HANDLER(controller_, pattern_, kind_, fn_)                                  \
+    KSF__HANDLER_FLAGS(controller_, pattern_, kind_, fn_, 0u)
+
+#define KSF__HANDLER_FLAGS(controller_, pattern_, kind_, fn_, flags_)                    \
     static ksf_err fn_(ksf_ctx *ctx, const json_t *data, json_t **reply);                \
-    static ksf_handler_def ksf__def_##fn_ = {(controller_), (pattern_), (kind_), fn_,    \
-                                             __FILE__,      __LINE__,   NULL};           \
+    static ksf_handler_def ksf__def_##fn_ = {                                            \
+        (controller_), (pattern_), (kind_), fn_, __FILE__, __LINE__, NULL, (flags_)};    \
     __attribute__((constructor)) static void ksf__register_##fn_(void)                   \
     {                                                                                    \
         ksf_registry_add(&ksf__def_##fn_);                                               \
@@ -631,6 +653,37 @@ KSF_API void ksf_registry_add(ksf_handler_def *def);
 /** As KSF_EVENT_PATTERN, inside the named controller. */
 #define KSF_CONTROLLER_EVENT_PATTERN(controller, pattern, fn)                            \
     KSF__HANDLER(controller, pattern, KSF_HANDLER_EVENT, fn)
+
+/**
+ * As KSF_MESSAGE_PATTERN, for a raw handler (KSF_HANDLER_RAW): the value is not
+ * decoded and `data` is always NULL. Read the bytes with ksf_ctx_value(); answer with
+ * ksf_ctx_set_reply_raw() or *reply:
+ *
+ *     KSF_MESSAGE_PATTERN_RAW("blob.echo", blob_echo)
+ *     {
+ *         size_t len;
+ *         const void *v = ksf_ctx_value(ctx, &len);
+ *         return ksf_ctx_set_reply_raw(ctx, v, len);
+ *     }
+ *
+ * ksf_ctx_data() / ksf_ctx_unpack() decode the value when the handler asks for it.
+ */
+#define KSF_MESSAGE_PATTERN_RAW(pattern, fn)                                             \
+    KSF__HANDLER_FLAGS(KSF_DEFAULT_CONTROLLER, pattern, KSF_HANDLER_MESSAGE, fn,         \
+                       KSF_HANDLER_RAW)
+
+/** As KSF_EVENT_PATTERN, for a raw handler (see KSF_MESSAGE_PATTERN_RAW). */
+#define KSF_EVENT_PATTERN_RAW(pattern, fn)                                               \
+    KSF__HANDLER_FLAGS(KSF_DEFAULT_CONTROLLER, pattern, KSF_HANDLER_EVENT, fn,           \
+                       KSF_HANDLER_RAW)
+
+/** As KSF_CONTROLLER_MESSAGE_PATTERN, for a raw handler (KSF_MESSAGE_PATTERN_RAW). */
+#define KSF_CONTROLLER_MESSAGE_PATTERN_RAW(controller, pattern, fn)                      \
+    KSF__HANDLER_FLAGS(controller, pattern, KSF_HANDLER_MESSAGE, fn, KSF_HANDLER_RAW)
+
+/** As KSF_CONTROLLER_EVENT_PATTERN, for a raw handler (KSF_MESSAGE_PATTERN_RAW). */
+#define KSF_CONTROLLER_EVENT_PATTERN_RAW(controller, pattern, fn)                        \
+    KSF__HANDLER_FLAGS(controller, pattern, KSF_HANDLER_EVENT, fn, KSF_HANDLER_RAW)
 
 /**
  * Static-library remedy. An archive member nothing references is not linked, and its
@@ -687,6 +740,19 @@ KSF_API ksf_err ksf_server_on_message(ksf_server *srv, const char *pattern,
 /** Register an event handler for @p pattern. Errors: as ksf_server_on_message(). */
 KSF_API ksf_err ksf_server_on_event(ksf_server *srv, const char *pattern,
                                     ksf_handler_fn fn, void *user, ksf_errinfo *ei);
+
+/**
+ * As ksf_server_on_message(), for a raw handler (KSF_HANDLER_RAW): the request value
+ * is not decoded and @p fn's @p data is always NULL. The handler reads the bytes with
+ * ksf_ctx_value() and may answer with ksf_ctx_set_reply_raw(); ksf_ctx_data() and
+ * ksf_ctx_unpack() decode the value on first use. Errors: as ksf_server_on_message().
+ */
+KSF_API ksf_err ksf_server_on_message_raw(ksf_server *srv, const char *pattern,
+                                          ksf_handler_fn fn, void *user, ksf_errinfo *ei);
+
+/** As ksf_server_on_event(), for a raw handler (see ksf_server_on_message_raw()). */
+KSF_API ksf_err ksf_server_on_event_raw(ksf_server *srv, const char *pattern,
+                                        ksf_handler_fn fn, void *user, ksf_errinfo *ei);
 
 /**
  * Register every macro-defined handler of @p controller (NULL: of all controllers).
@@ -862,7 +928,10 @@ typedef struct ksf_outcome {
  * handler, with the handler's trace scope entered. It returns:
  * - KSF_OK to go on. It may transform the payload: json_decref(*data) and store a new
  *   reference (or NULL); the next before and the handler get that. *data is NULL for a
- *   binary value (read it with ksf_ctx_value()).
+ *   binary value (read it with ksf_ctx_value()). On a raw handler (KSF_HANDLER_RAW)
+ *   the befores get the decoded payload too (a chain with a before pays the decode a
+ *   raw handler saves; afters alone do not), and the handler finds what they left
+ *   through ksf_ctx_data(), its @p data being NULL.
  * - what ksf_ctx_reply_error() / ksf_ctx_reply_error_json() / ksf_ctx_unpack() /
  *   ksf_ctx_forbid() returned, to refuse with that error: a request's caller gets it
  *   (an RpcException-shaped error NestJS callers understand); an event fails into its
@@ -956,13 +1025,22 @@ KSF_API ksf_err ksf_ctx_forbid(ksf_ctx *ctx);
  * (the payload is gone once the handler returned: unpack before deferring);
  * KSF_EINVAL, logged and not answered, when @p fmt or its arguments are wrong
  * (jansson's <format> and <args> errors: the service's bug, so the caller gets the
- * Internal server error when it is returned).
+ * Internal server error when it is returned). On a raw handler (KSF_HANDLER_RAW) the
+ * value is decoded on first use, as by ksf_ctx_data() (KSF_ENOMEM when that fails).
  * Threads: the worker running the befores and the handler.
  */
 KSF_API ksf_err ksf_ctx_unpack(ksf_ctx *ctx, size_t flags, const char *fmt, ...);
 
-/** The payload as the befores so far left it (borrowed), or NULL outside them and
- *  the handler call and for a binary value. */
+/**
+ * The payload as the befores so far left it (borrowed), or NULL outside them and the
+ * handler call and for a binary value.
+ *
+ * For a raw handler (KSF_HANDLER_RAW) the value is decoded here on the first call
+ * (once per handler call, kept until the handler returns), by the same rules as a
+ * handler's @p data; NULL also when that ran out of memory (logged). When a before
+ * replaced the payload, this is the replacement (the raw handler's @p data stays
+ * NULL). Threads: the worker running the befores and the handler.
+ */
 KSF_API const json_t *ksf_ctx_data(const ksf_ctx *ctx);
 
 /** Make @p reply (stolen; NULL: a null value) the reply sent: status KSF_OK, any
