@@ -464,6 +464,89 @@ KSFT_TEST(test_client_stream, 30)
 }
 END_TEST
 
+/* ---- KSF_SEND_RAW_REPLY ------------------------------------------------------------ */
+
+/* Every delivery of a raw-reply request as text: "<err>:<value>:<raw>" with "-" for a
+ * NULL value and "~" for NULL raw bytes, "(done)" on the last, each ending in '|'. */
+typedef struct raw_log {
+    pthread_mutex_t m;
+    char text[1024];
+    atomic_int done;
+} raw_log;
+
+static void
+raw_collect(const ksf_reply *r, void *user)
+{
+    raw_log *l = user;
+    char *v = r->value ? json_dumps(r->value,
+                                    JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER)
+                       : NULL;
+    pthread_mutex_lock(&l->m);
+    size_t used = strlen(l->text);
+    if (r->raw) {
+        snprintf(l->text + used, sizeof l->text - used, "%d:%s:%.*s%s|", (int)r->err,
+                 v ? v : "-", (int)r->raw_len, (const char *)r->raw,
+                 r->done ? "(done)" : "");
+    } else {
+        snprintf(l->text + used, sizeof l->text - used, "%d:%s:~%s|", (int)r->err,
+                 v ? v : "-", r->done ? "(done)" : "");
+    }
+    pthread_mutex_unlock(&l->m);
+    atomic_fetch_add(&l->done, r->done); /* last: the test reads l once it is set */
+    free(v);
+}
+
+/* Send @p data (or the text @p cmd) with @p flags | KSF_SEND_RAW_REPLY and compare
+ * every delivery with @p want (raw_collect's format). */
+static void
+raw_expect(env *v, const json_t *data, const char *cmd, unsigned flags, const char *want)
+{
+    raw_log l = {.m = PTHREAD_MUTEX_INITIALIZER};
+    json_t *text = cmd ? json_string(cmd) : NULL;
+    ksf_send_opts o = {.timeout_ms = 10000, .flags = flags | KSF_SEND_RAW_REPLY};
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_client_send(v->cli, PATTERN, cmd ? text : data, &o, raw_collect, &l,
+                                  &ei) == KSF_OK,
+                  "%s", ei.text);
+    json_decref(text);
+    KSFT_WAIT_UNTIL(atomic_load(&l.done) == 1, 10000, "the final delivery of %s",
+                    cmd ? cmd : "an object");
+    pthread_mutex_lock(&l.m);
+    ck_assert_str_eq(l.text, want);
+    pthread_mutex_unlock(&l.m);
+}
+
+KSFT_TEST(test_client_raw_reply, 30)
+{
+    env v = env_start_with("static", NULL);
+    /* An object reply: its JSON text exactly as the server produced it, no tree. */
+    json_t *obj = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", 7);
+    raw_expect(&v, obj, NULL, 0, "0:-:{\"heroId\":1,\"dragonId\":7}(done)|");
+    json_decref(obj);
+    /* A string reply: its bytes unquoted (NestJS's encoding); a null reply: none. */
+    raw_expect(&v, NULL, "string", 0, "0:-:hello(done)|");
+    raw_expect(&v, NULL, "number", 0, "0:-:3(done)|");
+    raw_expect(&v, NULL, "null", 0, "0:-:~(done)|");
+    /* A remote error is still decoded; raw holds the kafka_nest-err bytes. */
+    raw_expect(&v, NULL, "errobj", 0,
+               "6:{\"code\":42,\"message\":\"x\"}:{\"code\":42,\"message\":\"x\"}"
+               "(done)|");
+    /* Streams: every value raw; without KSF_SEND_STREAM the last one, also when a bare
+     * end follows it. */
+    raw_expect(&v, NULL, "stream3", KSF_SEND_STREAM,
+               "0:-:{\"i\":1}|0:-:{\"i\":2}|0:-:{\"i\":3}(done)|");
+    raw_expect(&v, NULL, "stream3end", KSF_SEND_STREAM,
+               "0:-:{\"i\":1}|0:-:{\"i\":2}|0:-:{\"i\":3}|0:-:~(done)|");
+    raw_expect(&v, NULL, "stream3end", 0, "0:-:{\"i\":3}(done)|");
+    ksf_client_stats s = stats(v.cli);
+    ck_assert_uint_eq(s.sent, 8);
+    ck_assert_uint_eq(s.replies, 7);
+    ck_assert_uint_eq(s.remote_errors, 1);
+    ck_assert_uint_eq(s.in_flight, 0);
+    env_stop(&v);
+}
+END_TEST
+
 /* 40 stream values and the end arrive together: the reply consumer hands them out in
  * batches (kafka/reply_consumer.c); every one must come once, in order. */
 KSFT_TEST(test_client_stream_batch, 30)

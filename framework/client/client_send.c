@@ -279,7 +279,8 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     *p = (ksfi_pending){.deadline_ms = deadline,
                         .cb = cb,
                         .user = user,
-                        .stream = opts && (opts->flags & KSF_SEND_STREAM)};
+                        .stream = opts && (opts->flags & KSF_SEND_STREAM),
+                        .raw = opts && (opts->flags & KSF_SEND_RAW_REPLY)};
     /* send_check left room for the suffix; snprintf was a visible cost per request. */
     size_t plen = strlen(pattern);
     memcpy(topic, pattern, plen);
