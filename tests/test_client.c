@@ -6,7 +6,9 @@
  */
 #include "broker.h"
 #include "codec/codec.h"
+#include "codec/deadline.h"
 #include "codec/wire.h"
+#include "obs/trace.h"
 
 #include "proc.h"
 #include "raw_kafka.h"
@@ -829,6 +831,131 @@ KSFT_TEST(test_client_request_header_bytes, 30)
     ck_assert_ptr_eq(strstr(q.headers, "x-trace=abc\nksf_deadline="), q.headers);
     json_decref(hdrs);
     json_decref(data);
+    env_stop(&v);
+}
+END_TEST
+
+/* ---- trace.headers=false, client.deadline.header=false ------------------------------
+ */
+
+#define TP_SPEC "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+/* The headers of the last message the responder saw, once it saw @p n in all. */
+static request
+nth_request(env *v, int n)
+{
+    KSFT_WAIT_UNTIL(atomic_load(&v->r->requests) >= n, 10000, "%d messages (saw %d)", n,
+                    atomic_load(&v->r->requests));
+    ck_assert_int_eq(atomic_load(&v->r->requests), n);
+    pthread_mutex_lock(&v->r->m);
+    request q = v->r->last;
+    pthread_mutex_unlock(&v->r->m);
+    return q;
+}
+
+/* NestJS's three request headers for @p q, in ClientKafka's order, after @p before. */
+static void
+assert_request_headers(const request *q, const char *before)
+{
+    char want[512];
+    snprintf(want, sizeof want,
+             "%skafka_correlationId=%s\nkafka_replyTopic=" PATTERN ".reply\n"
+             "kafka_replyPartition=0",
+             before, q->id);
+    ck_assert_str_eq(q->headers, want);
+}
+
+/* An echo call of "x" (echoed as x), and the request it sent. */
+static request
+lean_call(env *v, const ksf_send_opts *o, int n)
+{
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    ksf_errinfo ei = {0};
+    json_t *data = json_string("x");
+    ck_assert_msg(ksf_client_send(v->cli, PATTERN, data, o, collect, &c, &ei) == KSF_OK,
+                  "%s", ei.text);
+    json_decref(data);
+    ck_assert(wait_collected(&c, 1, 10000));
+    ck_assert_int_eq(c.d[0].err, KSF_OK);
+    ck_assert_str_eq(c.d[0].value, "\"x\"");
+    return nth_request(v, n);
+}
+
+/* Both off: a request carries exactly NestJS's headers; the caller's own trace context
+ * still goes as given; an event carries nothing, or only the deadline it asked for. */
+KSFT_TEST(test_client_lean_headers, 30)
+{
+    const char *const lean[] = {"trace.headers", "false", "client.deadline.header",
+                                "false", NULL};
+    env v = env_start_with("static", lean);
+    request q = lean_call(&v, NULL, 1);
+    assert_request_headers(&q, "");
+    ksf_send_opts own = {.traceparent = TP_SPEC};
+    q = lean_call(&v, &own, 2);
+    assert_request_headers(&q, "traceparent=" TP_SPEC "\n");
+    ksf_send_opts own_state = {.traceparent = TP_SPEC, .tracestate = "k=v"};
+    q = lean_call(&v, &own_state, 3);
+    assert_request_headers(&q, "traceparent=" TP_SPEC "\ntracestate=k=v\n");
+    /* A tracestate alone is refused as ever. */
+    ksf_send_opts bad = {.tracestate = "k=v"};
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, NULL, &bad, collect, NULL, &ei),
+                     KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "opts.tracestate needs opts.traceparent: a tracestate "
+                              "belongs to one trace position");
+    /* Events (the responder records them, without answering): no headers at all; one
+     * with an explicit timeout still carries its ksf_deadline (the caller asked). */
+    json_t *ev = json_string("event");
+    ck_assert_int_eq(ksf_client_emit(v.cli, PATTERN, ev, NULL, NULL, NULL, &ei), KSF_OK);
+    q = nth_request(&v, 4);
+    ck_assert_str_eq(q.value, "event");
+    ck_assert_str_eq(q.headers, "");
+    ksf_send_opts timed = {.timeout_ms = 60000};
+    int64_t t0 = ksfi_wall_ms();
+    ck_assert_int_eq(ksf_client_emit(v.cli, PATTERN, ev, &timed, NULL, NULL, &ei),
+                     KSF_OK);
+    q = nth_request(&v, 5);
+    ck_assert_int_eq(strncmp(q.headers, "ksf_deadline=", 13), 0);
+    int64_t dl = strtoll(q.headers + 13, NULL, 10);
+    ck_assert_uint_eq(strlen(q.headers), 13 + 13);
+    ck_assert(dl >= t0 + 60000 && dl <= ksfi_wall_ms() + 60000);
+    json_decref(ev);
+    ksf_client_stats st = stats(v.cli);
+    ck_assert_uint_eq(st.sent, 3);
+    ck_assert_uint_eq(st.replies, 3);
+    env_stop(&v);
+}
+END_TEST
+
+/* Each switch alone takes away only its own header. */
+KSFT_TEST(test_client_lean_header_each, 30)
+{
+    const char *const no_trace[] = {"trace.headers", "false", NULL};
+    env v = env_start_with("static", no_trace);
+    int64_t t0 = ksfi_wall_ms();
+    request q = lean_call(&v, NULL, 1);
+    ck_assert_int_eq(strncmp(q.headers, "ksf_deadline=", 13), 0);
+    int64_t dl = strtoll(q.headers + 13, NULL, 10);
+    ck_assert(dl >= t0 + 30000 && dl <= ksfi_wall_ms() + 30000); /* client.timeout.ms */
+    char before[48];
+    snprintf(before, sizeof before, "ksf_deadline=%lld\n", (long long)dl);
+    assert_request_headers(&q, before);
+    env_stop(&v);
+
+    const char *const no_deadline[] = {"client.deadline.header", "false", NULL};
+    v = env_start_with("static", no_deadline);
+    q = lean_call(&v, NULL, 1);
+    ck_assert_int_eq(strncmp(q.headers, "traceparent=00-", 15), 0);
+    ksfi_traceparent tp;
+    ck_assert(ksfi_traceparent_parse(q.headers + 12, 55, &tp));
+    char tp_text[128];
+    snprintf(tp_text, sizeof tp_text, "traceparent=%.55s\n", q.headers + 12);
+    assert_request_headers(&q, tp_text);
+    /* The client's own timeout still ends a request nobody answers. */
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    send_cmd(v.cli, "silent", 0, 300, &c);
+    ck_assert(wait_collected(&c, 1, 10000));
+    ck_assert_int_eq(c.d[0].err, KSF_ETIMEDOUT);
     env_stop(&v);
 }
 END_TEST
