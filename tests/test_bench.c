@@ -39,6 +39,8 @@ KSFT_TEST(test_bench_argument_errors, 30)
         {"bench " PATTERN " --count 5 --brokers=kafka",
          "ksf bench: flag --brokers: brokers \"kafka\": missing :port"},
         {"bench " PATTERN " x y --count 5", "unexpected argument \"y\""},
+        {"bench " PATTERN " --count 5 --emit --raw-reply",
+         "--raw-reply is for requests: an event has no reply"},
     };
     ksft_assert_usage_errors("KSF_TOOL", cases, KSFT_NKV(cases));
     char out[2048];
@@ -129,6 +131,32 @@ KSFT_TEST(test_bench_real_run, 60)
     j = bench_json(&v, "bench.event '{\"e\":1}' --emit --count 50 --concurrency 10", 0);
     assert_result(j, 50, 50, 0, 0);
     json_decref(j);
+    ksft_world_close(&v);
+}
+END_TEST
+
+/* --raw-reply: replies undecoded, the payload sent as bytes; an object, a string and
+ * a null payload all come back OK, each request handled once. */
+KSFT_TEST(test_bench_raw_reply, 60)
+{
+    ksft_world v;
+    env_start(&v);
+    static const char *const payloads[] = {"'{\"n\":1}'", "plain", ""};
+    for (int i = 0; i < 3; i++) {
+        char args[160];
+        /* The static reply partition: a reply-group rebalance per run would cost the
+         * mock's session timeout each. */
+        snprintf(args, sizeof args,
+                 PATTERN " %s --count 100 --concurrency 8 --raw-reply --set "
+                         "client.reply.provider=static",
+                 payloads[i]);
+        json_t *j = bench_json(&v, args, 0);
+        assert_result(j, 100, 100, 0, 0);
+        json_decref(j);
+        ksf_server_stats st;
+        ksf_server_get_stats(v.srv, &st);
+        ck_assert_uint_eq(st.requests, 100 * (uint64_t)(i + 1));
+    }
     ksft_world_close(&v);
 }
 END_TEST

@@ -6,7 +6,9 @@
  */
 #include "broker.h"
 #include "codec/codec.h"
+#include "codec/deadline.h"
 #include "codec/wire.h"
+#include "obs/trace.h"
 
 #include "proc.h"
 #include "raw_kafka.h"
@@ -464,6 +466,89 @@ KSFT_TEST(test_client_stream, 30)
 }
 END_TEST
 
+/* ---- KSF_SEND_RAW_REPLY ------------------------------------------------------------ */
+
+/* Every delivery of a raw-reply request as text: "<err>:<value>:<raw>" with "-" for a
+ * NULL value and "~" for NULL raw bytes, "(done)" on the last, each ending in '|'. */
+typedef struct raw_log {
+    pthread_mutex_t m;
+    char text[1024];
+    atomic_int done;
+} raw_log;
+
+static void
+raw_collect(const ksf_reply *r, void *user)
+{
+    raw_log *l = user;
+    char *v = r->value ? json_dumps(r->value,
+                                    JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER)
+                       : NULL;
+    pthread_mutex_lock(&l->m);
+    size_t used = strlen(l->text);
+    if (r->raw) {
+        snprintf(l->text + used, sizeof l->text - used, "%d:%s:%.*s%s|", (int)r->err,
+                 v ? v : "-", (int)r->raw_len, (const char *)r->raw,
+                 r->done ? "(done)" : "");
+    } else {
+        snprintf(l->text + used, sizeof l->text - used, "%d:%s:~%s|", (int)r->err,
+                 v ? v : "-", r->done ? "(done)" : "");
+    }
+    pthread_mutex_unlock(&l->m);
+    atomic_fetch_add(&l->done, r->done); /* last: the test reads l once it is set */
+    free(v);
+}
+
+/* Send @p data (or the text @p cmd) with @p flags | KSF_SEND_RAW_REPLY and compare
+ * every delivery with @p want (raw_collect's format). */
+static void
+raw_expect(env *v, const json_t *data, const char *cmd, unsigned flags, const char *want)
+{
+    raw_log l = {.m = PTHREAD_MUTEX_INITIALIZER};
+    json_t *text = cmd ? json_string(cmd) : NULL;
+    ksf_send_opts o = {.timeout_ms = 10000, .flags = flags | KSF_SEND_RAW_REPLY};
+    ksf_errinfo ei = {0};
+    ck_assert_msg(ksf_client_send(v->cli, PATTERN, cmd ? text : data, &o, raw_collect, &l,
+                                  &ei) == KSF_OK,
+                  "%s", ei.text);
+    json_decref(text);
+    KSFT_WAIT_UNTIL(atomic_load(&l.done) == 1, 10000, "the final delivery of %s",
+                    cmd ? cmd : "an object");
+    pthread_mutex_lock(&l.m);
+    ck_assert_str_eq(l.text, want);
+    pthread_mutex_unlock(&l.m);
+}
+
+KSFT_TEST(test_client_raw_reply, 30)
+{
+    env v = env_start_with("static", NULL);
+    /* An object reply: its JSON text exactly as the server produced it, no tree. */
+    json_t *obj = json_pack("{s:i,s:i}", "heroId", 1, "dragonId", 7);
+    raw_expect(&v, obj, NULL, 0, "0:-:{\"heroId\":1,\"dragonId\":7}(done)|");
+    json_decref(obj);
+    /* A string reply: its bytes unquoted (NestJS's encoding); a null reply: none. */
+    raw_expect(&v, NULL, "string", 0, "0:-:hello(done)|");
+    raw_expect(&v, NULL, "number", 0, "0:-:3(done)|");
+    raw_expect(&v, NULL, "null", 0, "0:-:~(done)|");
+    /* A remote error is still decoded; raw holds the kafka_nest-err bytes. */
+    raw_expect(&v, NULL, "errobj", 0,
+               "6:{\"code\":42,\"message\":\"x\"}:{\"code\":42,\"message\":\"x\"}"
+               "(done)|");
+    /* Streams: every value raw; without KSF_SEND_STREAM the last one, also when a bare
+     * end follows it. */
+    raw_expect(&v, NULL, "stream3", KSF_SEND_STREAM,
+               "0:-:{\"i\":1}|0:-:{\"i\":2}|0:-:{\"i\":3}(done)|");
+    raw_expect(&v, NULL, "stream3end", KSF_SEND_STREAM,
+               "0:-:{\"i\":1}|0:-:{\"i\":2}|0:-:{\"i\":3}|0:-:~(done)|");
+    raw_expect(&v, NULL, "stream3end", 0, "0:-:{\"i\":3}(done)|");
+    ksf_client_stats s = stats(v.cli);
+    ck_assert_uint_eq(s.sent, 8);
+    ck_assert_uint_eq(s.replies, 7);
+    ck_assert_uint_eq(s.remote_errors, 1);
+    ck_assert_uint_eq(s.in_flight, 0);
+    env_stop(&v);
+}
+END_TEST
+
 /* 40 stream values and the end arrive together: the reply consumer hands them out in
  * batches (kafka/reply_consumer.c); every one must come once, in order. */
 KSFT_TEST(test_client_stream_batch, 30)
@@ -746,6 +831,131 @@ KSFT_TEST(test_client_request_header_bytes, 30)
     ck_assert_ptr_eq(strstr(q.headers, "x-trace=abc\nksf_deadline="), q.headers);
     json_decref(hdrs);
     json_decref(data);
+    env_stop(&v);
+}
+END_TEST
+
+/* ---- trace.headers=false, client.deadline.header=false ------------------------------
+ */
+
+#define TP_SPEC "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+/* The headers of the last message the responder saw, once it saw @p n in all. */
+static request
+nth_request(env *v, int n)
+{
+    KSFT_WAIT_UNTIL(atomic_load(&v->r->requests) >= n, 10000, "%d messages (saw %d)", n,
+                    atomic_load(&v->r->requests));
+    ck_assert_int_eq(atomic_load(&v->r->requests), n);
+    pthread_mutex_lock(&v->r->m);
+    request q = v->r->last;
+    pthread_mutex_unlock(&v->r->m);
+    return q;
+}
+
+/* NestJS's three request headers for @p q, in ClientKafka's order, after @p before. */
+static void
+assert_request_headers(const request *q, const char *before)
+{
+    char want[512];
+    snprintf(want, sizeof want,
+             "%skafka_correlationId=%s\nkafka_replyTopic=" PATTERN ".reply\n"
+             "kafka_replyPartition=0",
+             before, q->id);
+    ck_assert_str_eq(q->headers, want);
+}
+
+/* An echo call of "x" (echoed as x), and the request it sent. */
+static request
+lean_call(env *v, const ksf_send_opts *o, int n)
+{
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    ksf_errinfo ei = {0};
+    json_t *data = json_string("x");
+    ck_assert_msg(ksf_client_send(v->cli, PATTERN, data, o, collect, &c, &ei) == KSF_OK,
+                  "%s", ei.text);
+    json_decref(data);
+    ck_assert(wait_collected(&c, 1, 10000));
+    ck_assert_int_eq(c.d[0].err, KSF_OK);
+    ck_assert_str_eq(c.d[0].value, "\"x\"");
+    return nth_request(v, n);
+}
+
+/* Both off: a request carries exactly NestJS's headers; the caller's own trace context
+ * still goes as given; an event carries nothing, or only the deadline it asked for. */
+KSFT_TEST(test_client_lean_headers, 30)
+{
+    const char *const lean[] = {"trace.headers", "false", "client.deadline.header",
+                                "false", NULL};
+    env v = env_start_with("static", lean);
+    request q = lean_call(&v, NULL, 1);
+    assert_request_headers(&q, "");
+    ksf_send_opts own = {.traceparent = TP_SPEC};
+    q = lean_call(&v, &own, 2);
+    assert_request_headers(&q, "traceparent=" TP_SPEC "\n");
+    ksf_send_opts own_state = {.traceparent = TP_SPEC, .tracestate = "k=v"};
+    q = lean_call(&v, &own_state, 3);
+    assert_request_headers(&q, "traceparent=" TP_SPEC "\ntracestate=k=v\n");
+    /* A tracestate alone is refused as ever. */
+    ksf_send_opts bad = {.tracestate = "k=v"};
+    ksf_errinfo ei = {0};
+    ck_assert_int_eq(ksf_client_send(v.cli, PATTERN, NULL, &bad, collect, NULL, &ei),
+                     KSF_EINVAL);
+    ck_assert_str_eq(ei.text, "opts.tracestate needs opts.traceparent: a tracestate "
+                              "belongs to one trace position");
+    /* Events (the responder records them, without answering): no headers at all; one
+     * with an explicit timeout still carries its ksf_deadline (the caller asked). */
+    json_t *ev = json_string("event");
+    ck_assert_int_eq(ksf_client_emit(v.cli, PATTERN, ev, NULL, NULL, NULL, &ei), KSF_OK);
+    q = nth_request(&v, 4);
+    ck_assert_str_eq(q.value, "event");
+    ck_assert_str_eq(q.headers, "");
+    ksf_send_opts timed = {.timeout_ms = 60000};
+    int64_t t0 = ksfi_wall_ms();
+    ck_assert_int_eq(ksf_client_emit(v.cli, PATTERN, ev, &timed, NULL, NULL, &ei),
+                     KSF_OK);
+    q = nth_request(&v, 5);
+    ck_assert_int_eq(strncmp(q.headers, "ksf_deadline=", 13), 0);
+    int64_t dl = strtoll(q.headers + 13, NULL, 10);
+    ck_assert_uint_eq(strlen(q.headers), 13 + 13);
+    ck_assert(dl >= t0 + 60000 && dl <= ksfi_wall_ms() + 60000);
+    json_decref(ev);
+    ksf_client_stats st = stats(v.cli);
+    ck_assert_uint_eq(st.sent, 3);
+    ck_assert_uint_eq(st.replies, 3);
+    env_stop(&v);
+}
+END_TEST
+
+/* Each switch alone takes away only its own header. */
+KSFT_TEST(test_client_lean_header_each, 30)
+{
+    const char *const no_trace[] = {"trace.headers", "false", NULL};
+    env v = env_start_with("static", no_trace);
+    int64_t t0 = ksfi_wall_ms();
+    request q = lean_call(&v, NULL, 1);
+    ck_assert_int_eq(strncmp(q.headers, "ksf_deadline=", 13), 0);
+    int64_t dl = strtoll(q.headers + 13, NULL, 10);
+    ck_assert(dl >= t0 + 30000 && dl <= ksfi_wall_ms() + 30000); /* client.timeout.ms */
+    char before[48];
+    snprintf(before, sizeof before, "ksf_deadline=%lld\n", (long long)dl);
+    assert_request_headers(&q, before);
+    env_stop(&v);
+
+    const char *const no_deadline[] = {"client.deadline.header", "false", NULL};
+    v = env_start_with("static", no_deadline);
+    q = lean_call(&v, NULL, 1);
+    ck_assert_int_eq(strncmp(q.headers, "traceparent=00-", 15), 0);
+    ksfi_traceparent tp;
+    ck_assert(ksfi_traceparent_parse(q.headers + 12, 55, &tp));
+    char tp_text[128];
+    snprintf(tp_text, sizeof tp_text, "traceparent=%.55s\n", q.headers + 12);
+    assert_request_headers(&q, tp_text);
+    /* The client's own timeout still ends a request nobody answers. */
+    collector c = {.m = PTHREAD_MUTEX_INITIALIZER};
+    send_cmd(v.cli, "silent", 0, 300, &c);
+    ck_assert(wait_collected(&c, 1, 10000));
+    ck_assert_int_eq(c.d[0].err, KSF_ETIMEDOUT);
     env_stop(&v);
 }
 END_TEST

@@ -36,6 +36,7 @@ KSFT_TEST(test_config_defaults, 30)
         {"client.timeout.ms", "30000"},    {"client.max.in.flight", "10000"},
         {"client.reply.partition", "0"},   {"client.reply.provider", "group"},
         {"client.wire.dialect", "nestjs"}, {"message.max.bytes", "1000000"},
+        {"trace.headers", "true"},         {"client.deadline.header", "true"},
     };
     ksf_config *cfg = new_config();
     ksft_assert_config_all(cfg, defaults, KSFT_NKV(defaults));
@@ -286,6 +287,35 @@ KSFT_TEST(test_config_wire_dialect, 30)
         "ReplyingKafkaTemplate's headers)");
     ck_assert_int_eq(copy->client_wire_dialect, KSFI_WIRE_SPRING);
     ksf_config_destroy(copy);
+}
+END_TEST
+
+/* The two switches of lean requests (docs/configuration.md): "true" or "false" only,
+ * as librdkafka spells its booleans. */
+KSFT_TEST(test_config_switches, 30)
+{
+    static const char *const keys[] = {"trace.headers", "client.deadline.header"};
+    for (size_t k = 0; k < 2; k++) {
+        ksf_config *copy = assert_word_setting(
+            keys[k], (const char *const[]){"true", "false", NULL},
+            (const char *const[]){"", "1", "0", "yes", "TRUE", "False", "true ", NULL},
+            "\"true\" or \"false\"");
+        ck_assert(k == 0 ? !copy->trace_headers && copy->client_deadline_header
+                         : copy->trace_headers && !copy->client_deadline_header);
+        ksf_config_destroy(copy);
+    }
+    /* The sentence names the key, the value and what is accepted, exactly. */
+    ksft_assert_config_refuses("trace.headers", "off", KSF_EINVAL,
+                               "trace.headers \"off\": expected \"true\" or \"false\"");
+    ksft_assert_config_refuses("client.deadline.header", "no", KSF_EINVAL,
+                               "client.deadline.header \"no\": expected \"true\" or "
+                               "\"false\"");
+    /* A near miss suggests the key. */
+    ksft_assert_config_refuses(
+        "trace.header", "false", KSF_ENOENT,
+        "unknown configuration key \"trace.header\" (did you mean \"trace.headers\"?); "
+        "the keys are listed in docs/configuration.md, and librdkafka properties go "
+        "under kafka., consumer. or producer.");
 }
 END_TEST
 

@@ -367,6 +367,85 @@ KSFT_TEST(test_deadline_reply_trace_headers, 60)
 }
 END_TEST
 
+/* ---- trace.headers=false on the server ------------------------------------------- */
+
+/* Records what it sees, then emits "lean.ev" through inner_client (trace.headers=false
+ * there too): that event must carry no trace context of the handler's. */
+static ksf_err
+h_lean(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)data;
+    json_t *ev = json_string(ksf_ctx_correlation_id(ctx));
+    seen s = {.inner_err =
+                  ksf_client_emit(inner_client, "lean.ev", ev, NULL, NULL, NULL, NULL)};
+    json_decref(ev);
+    record(ctx, &s);
+    *reply = json_string("ok");
+    return KSF_OK;
+}
+
+/* The reply carries exactly NestJS's headers; the handler still sees the incoming
+ * trace continued (or a new one), never NULL; its own sends carry no traceparent. */
+KSFT_TEST(test_deadline_trace_headers_off, 60)
+{
+    reset_seen();
+    static const char *const off[][2] = {{"trace.headers", "false"}};
+    ksft_probe pr;
+    ksft_probe_open(&pr, &(ksft_world_spec){
+                             .topics = (const char *const[]){"tr.lean", "lean.ev", NULL},
+                             KSFT_SETTINGS(off)});
+    inner_client = pr.w.extra = ksft_client(pr.w.cfg);
+    ksft_world_serve(&pr.w, ksft_world_server(&pr.w, (const ksft_handler[]){
+                                                         {"tr.lean", h_lean}, {NULL}}));
+    ksft_collector *events =
+        ksft_collector_new(ksft_broker_address(pr.w.broker), "lean.ev", 0);
+    ksfi_header traced[] = {{"traceparent", TP_SPEC, 55}, {"tracestate", "k=v", 3}};
+    raw_request(pr.prod, "tr.lean", "traced", traced, 2);
+    raw_request(pr.prod, "tr.lean", "untraced", NULL, 0);
+    ck_assert_uint_eq(ksft_collector_wait_id(pr.replies, "traced", 1, WAIT_MS), 1);
+    ck_assert_uint_eq(ksft_collector_wait_id(pr.replies, "untraced", 1, WAIT_MS), 1);
+    for (int i = 0; i < 2; i++) {
+        const char *id = i ? "untraced" : "traced";
+        const ksft_msg *m = ksft_collector_get_id(pr.replies, id, 0);
+        ksft_assert_bytes(m->value, m->len, "ok", 2, "value");
+        ck_assert_uint_eq(m->nhdrs, 2);
+        ck_assert_str_eq(m->hdrs[0].name, KSFI_HDR_CORRELATION_ID);
+        ksft_assert_bytes(m->hdrs[0].value, m->hdrs[0].len, id, strlen(id), id);
+        ck_assert_str_eq(m->hdrs[1].name, KSFI_HDR_NEST_IS_DISPOSED);
+        ksft_assert_bytes(m->hdrs[1].value, m->hdrs[1].len, "\0", 1, "is-disposed");
+    }
+    const seen *t = find_seen("traced"), *u = find_seen("untraced");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_ptr_nonnull(u);
+    ck_assert_int_eq(t->inner_err, KSF_OK);
+    ck_assert_str_eq(t->trace_id, TRACE_SPEC);
+    ck_assert(t->has_parent);
+    ck_assert_str_eq(t->parent, "b7ad6b7169203331");
+    ck_assert_str_eq(t->tracestate, "k=v");
+    char want[56];
+    snprintf(want, sizeof want, "00-" TRACE_SPEC "-%s-01", t->span_id);
+    ck_assert_str_eq(t->traceparent, want);
+    ck_assert_str_ne(t->span_id, "b7ad6b7169203331");
+    ck_assert(!u->has_parent);
+    ck_assert(!u->has_state);
+    ksfi_traceparent tp;
+    ck_assert(ksfi_traceparent_parse(u->traceparent, strlen(u->traceparent), &tp));
+    ck_assert_str_ne(u->trace_id, TRACE_SPEC);
+    /* The handlers' events: no headers at all (no deadline: an event without a
+     * timeout). */
+    ksft_deadline end = ksft_deadline_in(WAIT_MS);
+    while (ksft_collector_count(events) < 2 && ksft_deadline_wait(&end)) {
+        ksft_collector_poll(events, 50);
+    }
+    ck_assert_uint_eq(ksft_collector_count(events), 2);
+    for (size_t i = 0; i < 2; i++) {
+        ck_assert_uint_eq(ksft_collector_at(events, i)->nhdrs, 0);
+    }
+    ksft_collector_destroy(events);
+    ksft_probe_close(&pr);
+}
+END_TEST
+
 /* ---- expired work is skipped, counted and committed ------------------------------ */
 
 static atomic_int refused_inside; /* nested sends refused for a passed deadline */

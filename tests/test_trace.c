@@ -11,6 +11,8 @@
 #include "suite.h"
 
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,7 +207,11 @@ KSFT_TEST(test_trace_scope_from_headers, 10)
         {KSFI_HDR_DEADLINE, dl, dlen},
     };
     ksfi_scope s;
-    ksfi_scope_init(&s, h, 4, NULL, "t");
+    ksfi_scope_init(&s, h, 4, NULL, "t", true);
+    ck_assert_int_eq(s.deadline_ms, 1700000000123LL); /* read at once */
+    ck_assert_int_eq(atomic_load(&s.resolved), 0);    /* the trace part not yet */
+    ck_assert_ptr_eq(ksfi_scope_resolve(&s), &s);
+    ck_assert_int_eq(atomic_load(&s.resolved), 2);
     ck_assert(s.has_parent);
     ck_assert_str_eq(s.trace_id, "0af7651916cd43dd8448eb211c80319c");
     ck_assert_str_eq(s.parent_span_id, "b7ad6b7169203331");
@@ -233,7 +239,9 @@ KSFT_TEST(test_trace_scope_from_headers, 10)
         {KSFI_HDR_TRACESTATE, "congo=t61rcWkgMzE", 17},
         {KSFI_HDR_DEADLINE, "12abc", 5},
     };
-    ksfi_scope_init(&s, bad, 3, NULL, "t");
+    ksfi_scope_init(&s, bad, 3, NULL, "t", true);
+    ck_assert_int_eq(s.deadline_ms, 0);
+    ksfi_scope_resolve(&s);
     ck_assert(!s.has_parent);
     ck_assert_str_ne(s.trace_id, "0af7651916cd43dd8448eb211c80319c");
     ck_assert_str_eq(s.parent_span_id, "");
@@ -247,7 +255,8 @@ KSFT_TEST(test_trace_scope_from_headers, 10)
      * flags kept, and the new span's bytes printed in it. */
     const char later[] = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-more";
     ksfi_header v1[] = {{KSFI_HDR_TRACEPARENT, later, sizeof later - 1}};
-    ksfi_scope_init(&s, v1, 1, NULL, "t");
+    ksfi_scope_init(&s, v1, 1, NULL, "t", true);
+    ksfi_scope_resolve(&s);
     ck_assert(s.has_parent);
     char span_hex[17];
     ksfi_hex(s.span.span_id, 8, span_hex);
@@ -256,6 +265,78 @@ KSFT_TEST(test_trace_scope_from_headers, 10)
     ck_assert_str_eq(s.span_id, span_hex);
     ck_assert_uint_eq(s.span.flags, 0);
     ksfi_scope_clear(&s);
+}
+END_TEST
+
+/* Threads resolving one scope at once (a deferred handler's ctx read from two). */
+typedef struct resolver {
+    const ksfi_scope *s;
+    pthread_barrier_t *go;
+    char span_id[17];
+} resolver;
+
+static void *
+resolve_main(void *arg)
+{
+    resolver *r = arg;
+    pthread_barrier_wait(r->go);
+    snprintf(r->span_id, sizeof r->span_id, "%s", ksfi_scope_resolve(r->s)->span_id);
+    return NULL;
+}
+
+/* The trace part is worked out on first use only, once, and not at all for a reply
+ * without trace headers (trace.headers=false). */
+KSFT_TEST(test_trace_scope_lazy, 10)
+{
+    ksfi_header h[] = {{KSFI_HDR_TRACEPARENT, TP_SPEC, 55},
+                       {KSFI_HDR_TRACESTATE, "k=v", 3}};
+    ksfi_header r[KSFI_TRACE_HEADERS_MAX];
+    ksfi_scope s;
+    ksfi_scope_init(&s, h, 2, NULL, "t", false);
+    ck_assert_uint_eq(ksfi_scope_reply_headers(&s, r), 0);
+    ck_assert_int_eq(atomic_load(&s.resolved), 0);
+    ck_assert_ptr_null(s.tracestate);
+    /* Asked for later, it still continues the incoming trace. */
+    ksfi_scope_resolve(&s);
+    ck_assert(s.has_parent);
+    ck_assert_str_eq(s.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    ck_assert_str_eq(s.parent_span_id, "b7ad6b7169203331");
+    ck_assert_str_eq(s.tracestate, "k=v");
+    ck_assert_uint_eq(ksfi_scope_reply_headers(&s, r), 0);
+    ksfi_scope_clear(&s);
+
+    /* With reply headers: resolved by the reply, and a later resolve keeps its span. */
+    ksfi_scope_init(&s, h, 2, NULL, "t", true);
+    ck_assert_int_eq(atomic_load(&s.resolved), 0);
+    ck_assert_uint_eq(ksfi_scope_reply_headers(&s, r), 2);
+    ck_assert_int_eq(atomic_load(&s.resolved), 2);
+    char first[56];
+    memcpy(first, r[0].value, 55);
+    first[55] = '\0';
+    ck_assert_str_eq(ksfi_scope_resolve(&s)->traceparent, first);
+    ksfi_scope_clear(&s);
+
+    /* Eight threads at once: one span id among them. */
+    for (int round = 0; round < 20; round++) {
+        enum { N = 8 };
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, N);
+        resolver rs[N];
+        pthread_t t[N];
+        ksfi_scope_init(&s, h, 2, NULL, "t", true);
+        for (int i = 0; i < N; i++) {
+            rs[i] = (resolver){.s = &s, .go = &go};
+            ck_assert_int_eq(pthread_create(&t[i], NULL, resolve_main, &rs[i]), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            pthread_join(t[i], NULL);
+        }
+        for (int i = 0; i < N; i++) {
+            ck_assert_str_eq(rs[i].span_id, s.span_id);
+        }
+        ksfi_scope_clear(&s);
+        pthread_barrier_destroy(&go);
+    }
 }
 END_TEST
 
@@ -286,7 +367,7 @@ KSFT_TEST(test_trace_outgoing_headers, 10)
     ksfi_header in[] = {{KSFI_HDR_TRACEPARENT, TP_SPEC, 55},
                         {KSFI_HDR_TRACESTATE, "x=1", 3}};
     ksfi_scope s;
-    ksfi_scope_init(&s, in, 2, NULL, "t");
+    ksfi_scope_init(&s, in, 2, NULL, "t", true);
     ksfi_scope_enter(&s);
     ck_assert_ptr_eq(ksfi_scope_current(), &s);
     ck_assert_int_eq(ksfi_trace_outgoing(NULL, NULL, buf, h, &n, &ei), KSF_OK);

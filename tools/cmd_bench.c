@@ -53,6 +53,7 @@ typedef struct bench_opts {
     int timeout_ms;
     double idle_s; /* stay connected and idle this long after the report */
     bool emit;
+    bool raw_reply; /* KSF_SEND_RAW_REPLY, the payload sent as bytes encoded once */
     bool json_out;
     bool prometheus;
     bool verbose;
@@ -71,6 +72,8 @@ struct bench {
     const bench_opts *o;
     ksf_client *cli;
     json_t *data;
+    char *raw; /* --raw-reply: the payload's bytes (NULL: a null payload, sent as data) */
+    size_t raw_len;
     lane *lanes;
     int64_t t0_ns, end_ns; /* run start; for --duration the time to stop issuing */
     int64_t first_done_ns; /* first completion, for the cold-start figure */
@@ -100,6 +103,9 @@ usage(FILE *out)
         "                     the requests still in flight\n"
         "  --concurrency C    requests in flight at once, 1..%d (default 1)\n"
         "  --emit             emit events instead; latency is the broker's ack\n"
+        "  --raw-reply        take replies undecoded (KSF_SEND_RAW_REPLY) and send the\n"
+        "                     payload as bytes encoded once (opts.raw_value): what a\n"
+        "                     service forwarding JSON text pays, without jansson trees\n"
         "%s"
         "  --timeout-ms N     per-request timeout (default 30000)\n"
         "  --json             make the last stdout line one JSON object: count, ok,\n"
@@ -143,6 +149,8 @@ parse_one(int argc, char **argv, int *i, bench_opts *o, int *npos)
     long n;
     if (!strcmp(a, "--emit")) {
         o->emit = true;
+    } else if (!strcmp(a, "--raw-reply")) {
+        o->raw_reply = true;
     } else if (!strcmp(a, "--json")) {
         o->json_out = true;
     } else if (!strcmp(a, "--prometheus")) {
@@ -210,6 +218,9 @@ parse_args(int argc, char **argv, bench_opts *o)
     if ((o->count > 0) == (o->duration_s > 0)) {
         return usage_error("give exactly one of --count N and --duration S");
     }
+    if (o->raw_reply && o->emit) {
+        return usage_error("--raw-reply is for requests: an event has no reply");
+    }
     if (o->count > 0 && o->concurrency > o->count) {
         o->concurrency = (int)o->count; /* more lanes than requests would idle */
     }
@@ -226,6 +237,21 @@ payload(const char *text)
     json_t *v = !strcmp(text, "-") ? json_loadf(stdin, JSON_DECODE_ANY, NULL)
                                    : json_loads(text, JSON_DECODE_ANY, NULL);
     return v ? v : json_string(text);
+}
+
+/* The payload's bytes as ksf would encode them (NestJS's rules: a string raw, anything
+ * else as compact JSON text), once, for --raw-reply; a null payload stays NULL. */
+static bool
+payload_bytes(bench *b)
+{
+    if (json_is_null(b->data)) {
+        return true;
+    }
+    b->raw = json_is_string(b->data)
+                 ? strdup(json_string_value(b->data))
+                 : json_dumps(b->data, JSON_COMPACT | JSON_ENCODE_ANY);
+    b->raw_len = b->raw ? strlen(b->raw) : 0;
+    return b->raw != NULL;
 }
 
 /* ---- the run ---------------------------------------------------------------------- */
@@ -294,6 +320,11 @@ issue(lane *l)
     bench *b = l->b;
     ksf_errinfo ei = {0};
     ksf_send_opts so = {.timeout_ms = b->o->timeout_ms};
+    if (b->o->raw_reply) {
+        so.flags = KSF_SEND_RAW_REPLY;
+        so.raw_value = b->raw;
+        so.raw_len = b->raw_len;
+    }
     for (;;) {
         l->start_ns = ksf_tool_mono_ns();
         ksf_err e =
@@ -511,6 +542,11 @@ ksf_cmd_bench(int argc, char **argv)
         rc = usage_error("cannot read the payload");
         goto done;
     }
+    if (o.raw_reply && !payload_bytes(&b)) {
+        fprintf(stderr, "ksf bench: out of memory\n");
+        rc = EXIT_KAFKA;
+        goto done;
+    }
     if (ksf_client_new(&b.cli, o.cfg, &ei) != KSF_OK) {
         fprintf(stderr, "ksf bench: %s\n", ei.text);
         rc = ei.code == KSF_EINVAL ? EXIT_USAGE : EXIT_KAFKA;
@@ -520,6 +556,7 @@ ksf_cmd_bench(int argc, char **argv)
 done:
     ksf_client_destroy(b.cli);
     json_decref(b.data);
+    free(b.raw);
     free(b.lanes);
     free(b.lat_us);
     ksf_config_destroy(o.cfg);

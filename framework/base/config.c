@@ -94,6 +94,8 @@ ksf_config_new(ksf_config **out)
     cfg->server_deferred_max = 10000;
     cfg->broker_unreachable_ms = 5000;
     cfg->server_reply_topics_max = 1000;
+    cfg->trace_headers = true;
+    cfg->client_deadline_header = true;
     cfg->log_max_level = KSF_LOG_INFO;
     if (ksfi_policy_init(&cfg->policy)) {
         ksf_config_destroy(cfg);
@@ -464,6 +466,8 @@ static const char *const known_keys[] = {
     "client.reply.provider",
     "client.reply.partition",
     "client.wire.dialect",
+    "client.deadline.header",
+    "trace.headers",
     "message.max.bytes",
     "server.pattern.concurrency",
     "server.handler.timeout.ms",
@@ -581,6 +585,20 @@ set_wire_dialect(ksf_config *cfg, const char *value, ksf_errinfo *ei)
     return KSF_OK;
 }
 
+/* A switch: "true" or "false", as librdkafka spells its booleans (ksf has no other
+ * boolean setting, so no 1/0 or yes/no convention to follow). */
+static ksf_err
+set_bool(bool *slot, const char *key, const char *value, ksf_errinfo *ei)
+{
+    static const char *const names[] = {"true", "false", NULL};
+    int i = pick_word(key, value, names, "\"true\" or \"false\"", ei);
+    if (i < 0) {
+        return KSF_EINVAL;
+    }
+    *slot = i == 0;
+    return KSF_OK;
+}
+
 static ksf_err
 config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
 {
@@ -639,6 +657,12 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     }
     if (!strcmp(key, "client.wire.dialect")) {
         return set_wire_dialect(cfg, value, ei);
+    }
+    if (!strcmp(key, "trace.headers")) {
+        return set_bool(&cfg->trace_headers, key, value, ei);
+    }
+    if (!strcmp(key, "client.deadline.header")) {
+        return set_bool(&cfg->client_deadline_header, key, value, ei);
     }
     if (!strcmp(key, "message.max.bytes")) {
         int v;
@@ -725,6 +749,12 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
         return copy_out(buf, size,
                         cfg->client_wire_dialect == KSFI_WIRE_SPRING ? "spring"
                                                                      : "nestjs");
+    }
+    if (!strcmp(key, "trace.headers")) {
+        return copy_out(buf, size, cfg->trace_headers ? "true" : "false");
+    }
+    if (!strcmp(key, "client.deadline.header")) {
+        return copy_out(buf, size, cfg->client_deadline_header ? "true" : "false");
     }
     long long v;
     if (!strcmp(key, "server.workers")) {

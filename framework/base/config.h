@@ -42,6 +42,8 @@ struct ksf_config {
     int32_t client_reply_partition;
     ksfi_reply_provider_kind client_reply_provider;
     ksfi_wire_dialect client_wire_dialect;
+    bool trace_headers;          /* trace.headers: traceparent/tracestate added */
+    bool client_deadline_header; /* client.deadline.header: ksf_deadline on requests */
     size_t message_max_bytes;
     int server_deadline_skew_ms;
     int server_deferred_max;     /* deferred handlers awaiting their finish */

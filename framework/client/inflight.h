@@ -30,6 +30,7 @@ typedef struct ksfi_pending {
     ksf_reply_fn cb;
     void *user;
     bool stream;                   /* deliver every value (KSF_SEND_STREAM) */
+    bool raw;                      /* OK values undecoded (KSF_SEND_RAW_REPLY) */
     int32_t reply_partition;       /* the partition advertised in kafka_replyPartition */
     void *slot;                    /* the client's record of that reply partition */
     struct ksfi_pmetrics *metrics; /* the pattern's metrics (client-owned), or NULL */

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/random.h>
@@ -278,32 +279,34 @@ shown(const void *value, size_t len, char out[64])
 
 /* Take the tracestate when there is a valid traceparent to go with it. */
 static void
-scope_tracestate(ksfi_scope *s, const ksfi_header *h, const ksfi_logger *lg,
-                 const char *where)
+scope_tracestate(ksfi_scope *s)
 {
     char q[64];
-    if (!h || !h->value) {
+    if (!s->has_ts || !s->in_ts) {
         return;
     }
-    if (!s->has_parent || !ksfi_tracestate_valid(h->value, h->len)) {
-        shown(h->value, h->len, q);
-        ksfi_log(lg, KSF_LOG_DEBUG, "trace", "%s: ignoring tracestate \"%s\" (%s)", where,
-                 q, s->has_parent ? "invalid" : "no valid traceparent");
+    if (!s->has_parent || !ksfi_tracestate_valid(s->in_ts, s->in_ts_len)) {
+        shown(s->in_ts, s->in_ts_len, q);
+        ksfi_log(s->lg, KSF_LOG_DEBUG, "trace", "%s: ignoring tracestate \"%s\" (%s)",
+                 s->where, q, s->has_parent ? "invalid" : "no valid traceparent");
         return;
     }
-    if (!(s->tracestate = ksfi_strndup(h->value, h->len))) {
-        ksfi_log(lg, KSF_LOG_WARNING, "trace",
-                 "%s: out of memory copying tracestate; dropping it", where);
+    if (!(s->tracestate = ksfi_strndup(s->in_ts, s->in_ts_len))) {
+        ksfi_log(s->lg, KSF_LOG_WARNING, "trace",
+                 "%s: out of memory copying tracestate; dropping it", s->where);
     }
 }
 
 void
 ksfi_scope_init(ksfi_scope *s, const ksfi_header *hdrs, size_t n, const ksfi_logger *lg,
-                const char *where)
+                const char *where, bool reply_headers)
 {
     char q[64];
-    ksfi_traceparent parent;
     memset(s, 0, sizeof *s);
+    atomic_init(&s->resolved, 0);
+    s->lg = lg;
+    s->where = where;
+    s->reply_headers = reply_headers;
     /* One pass for the three headers (the last of each wins); it was three passes with
      * a strcmp per header each. Their names start with 't' or "ks"; the kafka_*
      * headers a request mostly carries are passed over on their second letter. */
@@ -321,26 +324,51 @@ ksfi_scope_init(ksfi_scope *s, const ksfi_header *hdrs, size_t n, const ksfi_log
             dl = &hdrs[i];
         }
     }
-    if (tp && tp->value && ksfi_traceparent_parse(tp->value, tp->len, &parent)) {
+    if (tp) {
+        s->has_tp = true;
+        s->in_tp = tp->value;
+        s->in_tp_len = tp->value ? tp->len : 0;
+    }
+    if (ts) {
+        s->has_ts = true;
+        s->in_ts = ts->value;
+        s->in_ts_len = ts->value ? ts->len : 0;
+    }
+    if (dl && !(dl->value && ksfi_deadline_parse(dl->value, dl->len, &s->deadline_ms))) {
+        shown(dl->value, dl->value ? dl->len : 0, q);
+        ksfi_log(lg, KSF_LOG_DEBUG, "trace",
+                 "%s: ignoring malformed %s \"%s\" (expected epoch milliseconds)", where,
+                 KSFI_HDR_DEADLINE, q);
+        s->deadline_ms = 0;
+    }
+}
+
+/* The trace part of ksfi_scope_resolve, on the one thread that resolves. */
+static void
+scope_trace(ksfi_scope *s)
+{
+    char q[64];
+    ksfi_traceparent parent;
+    const char *in = s->in_tp;
+    if (in && ksfi_traceparent_parse(in, s->in_tp_len, &parent)) {
         s->has_parent = true;
         memcpy(s->parent_id, parent.span_id, sizeof s->parent_id);
         /* The parent-id as it arrived: checked lowercase hex, so no need to re-print. */
-        memcpy(s->parent_span_id, (const char *)tp->value + 36, 16);
+        memcpy(s->parent_span_id, in + 36, 16);
         s->parent_span_id[16] = '\0';
         ksfi_trace_child(&parent, &s->span);
     } else {
-        if (tp) {
-            shown(tp->value, tp->value ? tp->len : 0, q);
-            ksfi_log(lg, KSF_LOG_DEBUG, "trace",
-                     "%s: invalid traceparent \"%s\"; starting a new trace", where, q);
+        if (s->has_tp) {
+            shown(in, s->in_tp_len, q);
+            ksfi_log(s->lg, KSF_LOG_DEBUG, "trace",
+                     "%s: invalid traceparent \"%s\"; starting a new trace", s->where, q);
         }
         ksfi_trace_new(&s->span);
     }
-    scope_tracestate(s, ts, lg, where);
+    scope_tracestate(s);
     if (s->has_parent) {
         /* Same trace-id and flags as the parent's traceparent, which was checked to be
          * lowercase hex: copied as they arrived; only the new span id is printed. */
-        const char *in = tp->value;
         memcpy(s->traceparent, "00-", 3);
         memcpy(s->traceparent + 3, in + 3, 33); /* trace-id and its '-' */
         ksfi_hex(s->span.span_id, sizeof s->span.span_id, s->traceparent + 36);
@@ -355,13 +383,30 @@ ksfi_scope_init(ksfi_scope *s, const ksfi_header *hdrs, size_t n, const ksfi_log
     s->trace_id[32] = '\0';
     memcpy(s->span_id, s->traceparent + 36, 16);
     s->span_id[16] = '\0';
-    if (dl && !(dl->value && ksfi_deadline_parse(dl->value, dl->len, &s->deadline_ms))) {
-        shown(dl->value, dl->value ? dl->len : 0, q);
-        ksfi_log(lg, KSF_LOG_DEBUG, "trace",
-                 "%s: ignoring malformed %s \"%s\" (expected epoch milliseconds)", where,
-                 KSFI_HDR_DEADLINE, q);
-        s->deadline_ms = 0;
+}
+
+const ksfi_scope *
+ksfi_scope_resolve(const ksfi_scope *cs)
+{
+    /* A cache filled once: the scope lives in a ctx that is not itself const, the
+     * accessors only see it through const pointers. */
+    ksfi_scope *s = (ksfi_scope *)cs;
+    if (atomic_load_explicit(&s->resolved, memory_order_acquire) == 2) {
+        return s;
     }
+    int expect = 0;
+    if (atomic_compare_exchange_strong_explicit(
+            &s->resolved, &expect, 1, memory_order_acq_rel, memory_order_acquire)) {
+        scope_trace(s);
+        atomic_store_explicit(&s->resolved, 2, memory_order_release);
+        return s;
+    }
+    /* Another thread is resolving it (a deferred handler's ctx read from two threads
+     * at once): it takes a microsecond; the random span id must be one. */
+    while (atomic_load_explicit(&s->resolved, memory_order_acquire) != 2) {
+        sched_yield();
+    }
+    return s;
 }
 
 void
@@ -374,6 +419,10 @@ ksfi_scope_clear(ksfi_scope *s)
 size_t
 ksfi_scope_reply_headers(const ksfi_scope *s, ksfi_header out[KSFI_TRACE_HEADERS_MAX])
 {
+    if (!s->reply_headers) {
+        return 0;
+    }
+    s = ksfi_scope_resolve(s);
     size_t n = 0;
     out[n++] = (ksfi_header){KSFI_HDR_TRACEPARENT, s->traceparent, KSFI_TRACEPARENT_LEN};
     if (s->tracestate) {
@@ -409,6 +458,7 @@ ksfi_trace_outgoing(const char *traceparent, const char *tracestate,
                          "opts.tracestate needs opts.traceparent: a tracestate belongs "
                          "to one trace position");
     } else if (cur) {
+        cur = ksfi_scope_resolve(cur);
         ksfi_trace_child(&cur->span, &tp); /* continue the handler's trace */
         state = cur->tracestate;
     } else {

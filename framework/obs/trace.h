@@ -12,6 +12,8 @@
 #include "base/log.h"
 #include "codec/codec.h"
 
+#include <stdatomic.h>
+
 /* The header names (not kafka_*: NestJS neither reserves nor interprets them). */
 #define KSFI_HDR_TRACEPARENT "traceparent"
 #define KSFI_HDR_TRACESTATE "tracestate"
@@ -65,13 +67,33 @@ void ksfi_trace_child(const ksfi_traceparent *parent, ksfi_traceparent *out);
  * headers when it arrives (ksfi_scope_init), and current on the handler's thread while
  * the handler runs (ksfi_scope_enter), so sends from there continue the trace and
  * inherit the deadline.
+ *
+ * The deadline is read at once (it decides whether the handler runs); the trace part
+ * is worked out on first use (ksfi_scope_resolve: the traceparent parsed, a new random
+ * span id, the tracestate copied, ~1.1k instructions), which a reply with its trace
+ * headers, a ksf_ctx_trace* accessor or a traced send from the handler asks for. A
+ * handler that replies without trace headers (trace.headers=false), or an event
+ * handler, and asks for none of it pays nothing.
+ *
+ * Threads: resolving is once-only and safe from any thread (a deferred handler's ctx
+ * may be read by several); the fields below `resolved` are valid after it, read-only.
  */
 typedef struct ksfi_scope {
+    int64_t deadline_ms; /* absolute, Unix epoch ms; 0: none */
+    bool reply_headers;  /* replies carry traceparent/tracestate (trace.headers) */
+    /* The incoming headers' values, borrowed from the message (valid while it is held):
+     * NULL with has_* false when absent. */
+    const void *in_tp, *in_ts;
+    size_t in_tp_len, in_ts_len;
+    bool has_tp, has_ts;
+    const ksfi_logger *lg; /* borrowed, for resolve's debug lines */
+    const char *where;     /* borrowed, names the message in them */
+    atomic_int resolved;   /* 0 not yet, 1 being resolved, 2 resolved */
+    /* ---- valid once resolved ---- */
     ksfi_traceparent span; /* the receiving span: the incoming trace-id, a new span id */
     bool has_parent;       /* a valid traceparent arrived (else a new trace began) */
     uint8_t parent_id[8];  /* its parent-id when has_parent */
     char *tracestate;      /* owned copy, NULL when none (or dropped as invalid) */
-    int64_t deadline_ms;   /* absolute, Unix epoch ms; 0: none */
     char traceparent[KSFI_TRACEPARENT_LEN + 1]; /* span, formatted */
     char trace_id[33];
     char span_id[17];
@@ -79,19 +101,31 @@ typedef struct ksfi_scope {
 } ksfi_scope;
 
 /*
- * Read traceparent, tracestate and ksf_deadline from @p hdrs (the last of each wins).
- * Anything invalid is treated as absent and logged at debug, naming @p where; this
- * never fails (an out-of-memory tracestate copy is dropped with a log line).
+ * Read ksf_deadline from @p hdrs and note where traceparent and tracestate are (the
+ * last of each wins); @p hdrs' values must outlive @p s, @p lg and @p where too. An
+ * invalid deadline is treated as absent and logged at debug, naming @p where.
+ * @p reply_headers: whether ksfi_scope_reply_headers writes any (trace.headers).
+ * Never fails.
  */
 void ksfi_scope_init(ksfi_scope *s, const ksfi_header *hdrs, size_t n,
-                     const ksfi_logger *lg, const char *where);
+                     const ksfi_logger *lg, const char *where, bool reply_headers);
 
-/* Free what ksfi_scope_init allocated. */
+/*
+ * Work out @p s's trace part once (later calls return at once): the incoming
+ * traceparent continued with a new span id, or a new trace when it is absent or
+ * invalid (logged at debug); the tracestate copied when valid and with a valid
+ * traceparent (an out-of-memory copy is dropped with a log line). Returns @p s. The
+ * scope is logically const: this fills a cache. Threads: any.
+ */
+const ksfi_scope *ksfi_scope_resolve(const ksfi_scope *s);
+
+/* Free what ksfi_scope_init and ksfi_scope_resolve allocated. */
 void ksfi_scope_clear(ksfi_scope *s);
 
 /*
- * The trace headers of a reply in @p s's span (traceparent, then tracestate if any).
- * Values borrow @p s. Returns the count written.
+ * The trace headers of a reply in @p s's span (traceparent, then tracestate if any;
+ * none when trace.headers is false, without resolving). Values borrow @p s. Returns
+ * the count written.
  */
 size_t ksfi_scope_reply_headers(const ksfi_scope *s,
                                 ksfi_header out[KSFI_TRACE_HEADERS_MAX]);

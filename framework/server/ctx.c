@@ -614,29 +614,30 @@ ksf_ctx_remaining_ms(const ksf_ctx *ctx)
 const char *
 ksf_ctx_traceparent(const ksf_ctx *ctx)
 {
-    return ctx->scope.traceparent;
+    return ksfi_scope_resolve(&ctx->scope)->traceparent;
 }
 
 const char *
 ksf_ctx_tracestate(const ksf_ctx *ctx)
 {
-    return ctx->scope.tracestate;
+    return ksfi_scope_resolve(&ctx->scope)->tracestate;
 }
 
 const char *
 ksf_ctx_trace_id(const ksf_ctx *ctx)
 {
-    return ctx->scope.trace_id;
+    return ksfi_scope_resolve(&ctx->scope)->trace_id;
 }
 
 const char *
 ksf_ctx_span_id(const ksf_ctx *ctx)
 {
-    return ctx->scope.span_id;
+    return ksfi_scope_resolve(&ctx->scope)->span_id;
 }
 
 const char *
 ksf_ctx_parent_span_id(const ksf_ctx *ctx)
 {
-    return ctx->scope.has_parent ? ctx->scope.parent_span_id : NULL;
+    const ksfi_scope *s = ksfi_scope_resolve(&ctx->scope);
+    return s->has_parent ? s->parent_span_id : NULL;
 }

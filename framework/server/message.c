@@ -449,7 +449,8 @@ prepare(ksfi_record *rec)
         atomic_fetch_add(&env->counters->malformed, 1);
         return false;
     }
-    ksfi_scope_init(&ctx->scope, ctx->hdrs, ctx->nhdrs, env->log, rec->topic);
+    ksfi_scope_init(&ctx->scope, ctx->hdrs, ctx->nhdrs, env->log, rec->topic,
+                    env->cfg->trace_headers);
     ctx->handler = find_handler(env, rec->topic);
     ctx->is_event = !ctx->meta.is_request ||
                     (ctx->handler && ctx->handler->kind == KSF_HANDLER_EVENT);
