@@ -36,7 +36,6 @@ ksfi_ctx_reset(ksf_ctx *ctx)
     }
     ksfi_free(ctx->extra);
     ksfi_scope_clear(&ctx->scope);
-    ksfi_free(ctx->raw);
     ksfi_free(ctx->reply_key);
     ksfi_free(ctx->error_text);
     json_decref(ctx->early_reply);
@@ -243,7 +242,7 @@ encode_reply(ksf_ctx *ctx, const json_t *v, const void **out, size_t *len,
 {
     ksf_err e = KSF_OK;
     if (ctx->has_raw) {
-        *out = ctx->raw;
+        *out = ctx->raw_len ? ctx->enc : "";
         *len = ctx->raw_len;
     } else {
         e = ksfi_encode_value_in(v, &ctx->enc, &ctx->enc_cap, out, len, ei);
@@ -435,12 +434,33 @@ set_bytes(ksf_ctx *ctx, void **slot, size_t *slot_len, const void *bytes, size_t
 ksf_err
 ksf_ctx_set_reply_raw(ksf_ctx *ctx, const void *bytes, size_t len)
 {
-    ksf_err e = set_bytes(ctx, &ctx->raw, &ctx->raw_len, bytes, len);
-    if (!e) {
-        pthread_mutex_lock(&ctx->lock);
-        ctx->has_raw = true;
-        pthread_mutex_unlock(&ctx->lock);
+    /* Copied into the encoding buffer the pooled record keeps (`enc`): a raw reply is
+     * the reply's encoding, so nothing else writes that buffer for this message, and
+     * an echo or forwarding handler then allocates nothing per request. Under the lock,
+     * as the end's claim is: once ended, the bytes are being produced. */
+    size_t n = bytes ? len : 0;
+    ksf_err e = KSF_OK;
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->ended) {
+        e = KSF_ESTATE;
+    } else if (n > ctx->enc_cap) {
+        char *grown = ksfi_malloc(n);
+        if (grown) {
+            ksfi_free(ctx->enc);
+            ctx->enc = grown;
+            ctx->enc_cap = n;
+        } else {
+            e = KSF_ENOMEM;
+        }
     }
+    if (!e) {
+        if (n) {
+            memcpy(ctx->enc, bytes, n);
+        }
+        ctx->raw_len = n;
+        ctx->has_raw = true;
+    }
+    pthread_mutex_unlock(&ctx->lock);
     return e;
 }
 

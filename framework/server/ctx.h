@@ -69,7 +69,8 @@ struct ksf_ctx {
     char *text;
     size_t text_cap;
     /* The final reply's encoded value, `enc_cap` bytes kept across reuse like `hdrs`
-     * (written only by the thread that claimed the reply's end). */
+     * (written only by the thread that claimed the reply's end, or, before the end,
+     * under `lock` by ksf_ctx_set_reply_raw). */
     char *enc;
     size_t enc_cap;
     ksfi_scope scope; /* trace position and deadline, read from the headers */
@@ -97,7 +98,7 @@ struct ksf_ctx {
     bool early;
     ksf_err early_status;
     json_t *early_reply;
-    void *raw;
+    /* ksf_ctx_set_reply_raw's bytes: the first raw_len bytes of `enc`. */
     size_t raw_len;
     bool has_raw;
     void *reply_key;
