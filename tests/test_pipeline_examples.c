@@ -145,6 +145,23 @@ KSFT_TEST(test_pipeline_examples_call, 120)
 }
 END_TEST
 
+/* The raw gateway: the backend's answer passed through (as the caller decodes it), the
+ * backend's error as it sent it, and the gateway's own refusal of a null body. */
+KSFT_TEST(test_pipeline_examples_forward, 120)
+{
+    example_run r;
+    run_open(&r, "pipeline_forward");
+    call_with(r.cli, "gateway.stock", "{\"sku\":\"axe\"}", NULL, NULL, NULL, KSF_OK,
+              "{\"sku\":\"axe\",\"stock\":21}");
+    call_with(r.cli, "gateway.stock", "{\"item\":\"axe\"}", NULL, NULL, NULL, KSF_EREMOTE,
+              "{\"status\":\"error\",\"message\":\"sku (a string) is required\"}");
+    call_with(r.cli, "gateway.stock", NULL, NULL, NULL, NULL, KSF_EREMOTE,
+              "{\"status\":\"error\",\"message\":\"gateway: a request body is "
+              "required\"}");
+    run_close(&r, NULL, 0);
+}
+END_TEST
+
 /* The orders service with the pipeline and without it: the same answers. */
 static void
 orders_service(const char *program)
