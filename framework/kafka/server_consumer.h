@@ -151,8 +151,10 @@ ksf_err ksfi_sc_commit(ksfi_server_consumer *c, const ksfi_sc_part *parts, size_
 void ksfi_sc_wake(ksfi_server_consumer *c);
 
 /**
- * Leave the group within @p wait_ms, running the revoke op. Returns true when the
- * consumer closed in time; else *why (static text or @p buf) says why not.
+ * Leave the group within @p wait_ms, running the revoke op: the rebalance events queued
+ * while nobody polled are served first (as in a poll), then the close's own. Fetched
+ * messages still queued are dropped unstored. Returns true when the consumer closed in
+ * time; else *why (static text or @p buf) says why not.
  */
 bool ksfi_sc_close(ksfi_server_consumer *c, int wait_ms, const char **why, char *buf,
                    size_t size);
