@@ -20,8 +20,8 @@ struct ksfi_server_consumer {
     char strategy[64];
 };
 
-/* How long the close waits for more of the rebalance events queued before it (an event
- * served may bring the next one at once: a cooperative revoke is followed by an assign). */
+/* How long the close waits for more of the rebalance events queued before it: serving
+ * one may bring the next at once (a cooperative revoke is followed by an assign). */
 #define KSFI_SC_SETTLE_MS 100
 
 static int64_t
