@@ -20,8 +20,8 @@ struct ksfi_server_consumer {
     char strategy[64];
 };
 
-/* How long the close waits for more of the rebalance events queued before it: serving
- * one may bring the next at once (a cooperative revoke is followed by an assign). */
+/* How long the close waits for more rebalance events before it leaves: serving one may
+ * bring the next at once (a cooperative revoke is followed by an assign). */
 #define KSFI_SC_SETTLE_MS 100
 
 static int64_t
@@ -358,39 +358,23 @@ ksfi_sc_wake(ksfi_server_consumer *c)
 }
 
 /*
- * Serve the events waiting in @p q until none came for @p quiet_ms (0: until @p until):
- * rebalance events through rebalance_cb, fetched messages and other events dropped
- * (unstored: a stopping server drops every queued message; the next owner gets them).
- * Events, not callbacks: the queue also carries fetched messages, which
- * rd_kafka_queue_poll_callback refuses (an assertion in librdkafka). @p done, when
- * non-NULL, ends the wait early.
+ * Serve one event of @p q, waiting at most @p wait_ms: a rebalance through rebalance_cb;
+ * fetched messages and other events are dropped (unstored: a stopping server drops
+ * every queued message, the next owner gets them). Events, not callbacks: the queue
+ * also carries fetched messages, which rd_kafka_queue_poll_callback refuses (an
+ * assertion in librdkafka). Returns true when it served a rebalance.
  */
-static void
-serve_events(ksfi_server_consumer *c, rd_kafka_queue_t *q, int quiet_ms, int64_t until,
-             int (*done)(rd_kafka_t *))
+static bool
+serve_event(ksfi_server_consumer *c, rd_kafka_queue_t *q, int64_t wait_ms)
 {
-    while (!(done && done(c->rk))) {
-        int64_t left = until - now_ms();
-        if (left <= 0) {
-            return;
-        }
-        int wait = quiet_ms > 0 ? quiet_ms : 50;
-        if (left < wait) {
-            wait = (int)left;
-        }
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, wait);
-        if (!ev) {
-            if (quiet_ms > 0) {
-                return;
-            }
-            continue;
-        }
-        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
-            rebalance_cb(c->rk, rd_kafka_event_error(ev),
-                         rd_kafka_event_topic_partition_list(ev), c);
-        }
-        rd_kafka_event_destroy(ev);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, wait_ms > 0 ? (int)wait_ms : 0);
+    bool rebalance = ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE;
+    if (rebalance) {
+        rebalance_cb(c->rk, rd_kafka_event_error(ev),
+                     rd_kafka_event_topic_partition_list(ev), c);
     }
+    rd_kafka_event_destroy(ev);
+    return rebalance;
 }
 
 bool
@@ -404,11 +388,16 @@ ksfi_sc_close(ksfi_server_consumer *c, int wait_ms, const char **why, char *buf,
      * close turns a waiting assign into a full unassign, the group terminates on it,
      * and the incremental_unassign of the revoke that follows never returns (seen when
      * the member's assignment was lost meanwhile; tests/test_server_consumer.c). */
-    serve_events(c, c->queue, KSFI_SC_SETTLE_MS, until, NULL);
+    int64_t settled = now_ms() + KSFI_SC_SETTLE_MS; /* fetched messages do not count */
+    for (int64_t t = now_ms(); t < settled && t < until; t = now_ms()) {
+        if (serve_event(c, c->queue, (settled < until ? settled : until) - t)) {
+            settled = now_ms() + KSFI_SC_SETTLE_MS;
+        }
+    }
     rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
     rd_kafka_error_t *error = rd_kafka_consumer_close_queue(c->rk, q);
-    if (!error) {
-        serve_events(c, q, 0, until, rd_kafka_consumer_closed);
+    while (!error && !rd_kafka_consumer_closed(c->rk) && now_ms() < until) {
+        serve_event(c, q, 50);
     }
     c->closed = !error && rd_kafka_consumer_closed(c->rk);
     *why = "broker unreachable?";
