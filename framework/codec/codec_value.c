@@ -508,7 +508,6 @@ ksf_err
 ksfi_encode_value_in(const json_t *v, char **buf, size_t *cap, const void **out,
                      size_t *len, ksf_errinfo *ei)
 {
-    char num[32];
     *out = NULL;
     *len = 0;
     if (!v || json_is_null(v)) {
@@ -520,23 +519,8 @@ ksfi_encode_value_in(const json_t *v, char **buf, size_t *cap, const void **out,
         return KSF_OK;
     }
     sbuf b = {*buf, 0, *cap, false, false};
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-    case JSON_ARRAY:
-        stringify(&b, v);
-        break;
-    case JSON_INTEGER:
-        sb_put(&b, num, format_integer(json_integer_value(v), num));
-        break;
-    case JSON_REAL:
-        ksfi_format_number(json_real_value(v), num);
-        sb_puts(&b, num);
-        break;
-    default:
-        sb_puts(&b, json_is_true(v) ? "true" : "false");
-        break;
-    }
-    *buf = b.data; /* grown or not, still the caller's (also after ENOMEM) */
+    stringify(&b, v); /* an object, array, number or boolean */
+    *buf = b.data;    /* grown or not, still the caller's (also after ENOMEM) */
     *cap = b.cap;
     if (b.oom) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory encoding a value");
@@ -561,24 +545,8 @@ ksfi_encode_value_stack(const json_t *v, char *stack, size_t stack_cap, char **h
         *len = json_string_length(v);
         return KSF_OK;
     }
-    char num[32];
     sbuf b = {stack, 0, stack_cap, false, true};
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-    case JSON_ARRAY:
-        stringify(&b, v);
-        break;
-    case JSON_INTEGER:
-        sb_put(&b, num, format_integer(json_integer_value(v), num));
-        break;
-    case JSON_REAL:
-        ksfi_format_number(json_real_value(v), num);
-        sb_puts(&b, num);
-        break;
-    default:
-        sb_puts(&b, json_is_true(v) ? "true" : "false");
-        break;
-    }
+    stringify(&b, v); /* an object, array, number or boolean */
     if (!b.borrowed) {
         *heap = b.data; /* the caller frees it, also after ENOMEM */
     }
