@@ -5,6 +5,7 @@
 #include "fixture.h"
 
 #include "proc.h"
+#include "raw_kafka.h"
 #include "suite.h"
 
 #include <check.h>
@@ -157,6 +158,51 @@ KSFT_TEST(test_bench_raw_reply, 60)
         ksf_server_get_stats(v.srv, &st);
         ck_assert_uint_eq(st.requests, 100 * (uint64_t)(i + 1));
     }
+    ksft_world_close(&v);
+}
+END_TEST
+
+/* Events as a default ksf_client_emit sends them: no ksf_deadline unless --timeout-ms
+ * was given; --raw-value sends the payload's bytes as they were encoded once. Read back
+ * from the topic: the exact value and the headers of every event. */
+KSFT_TEST(test_bench_event_headers, 60)
+{
+    ksft_world v;
+    env_start(&v);
+    json_t *j = bench_json(
+        &v, "bench.event '{\"e\":1}' --emit --raw-value --count 20 --concurrency 4", 0);
+    assert_result(j, 20, 20, 0, 0);
+    json_decref(j);
+    j = bench_json(&v, "bench.event '{\"e\":2}' --emit --count 10 --timeout-ms 60000", 0);
+    assert_result(j, 10, 10, 0, 0);
+    json_decref(j);
+    ksft_collector *c =
+        ksft_collector_new(ksft_broker_address(v.broker), "bench.event", 0);
+    for (int i = 0; i < 100 && ksft_collector_count(c) < 30; i++) {
+        ksft_collector_poll(c, 100);
+    }
+    ck_assert_uint_eq(ksft_collector_count(c), 30);
+    int64_t now = (int64_t)time(NULL) * 1000;
+    for (size_t i = 0; i < 30; i++) {
+        const ksft_msg *m = ksft_collector_at(c, i);
+        const char *want = i < 20 ? "{\"e\":1}" : "{\"e\":2}";
+        ck_assert_uint_eq(m->len, strlen(want));
+        ck_assert_mem_eq(m->value, want, m->len);
+        const void *dv;
+        size_t dl;
+        bool has = ksft_msg_header(m, "ksf_deadline", &dv, &dl);
+        ck_assert_msg(has == (i >= 20), "event %zu: ksf_deadline %s", i,
+                      has ? "present" : "missing");
+        if (has) { /* now + 60 s when sent, in epoch ms */
+            char text[24] = {0};
+            ck_assert_uint_lt(dl, sizeof text);
+            memcpy(text, dv, dl);
+            long long at = atoll(text);
+            ck_assert_int_gt(at, now + 50000);
+            ck_assert_int_le(at, now + 61000);
+        }
+    }
+    ksft_collector_destroy(c);
     ksft_world_close(&v);
 }
 END_TEST

@@ -51,9 +51,11 @@ typedef struct bench_opts {
     double duration_s; /* 0: use count */
     int concurrency;
     int timeout_ms;
-    double idle_s; /* stay connected and idle this long after the report */
+    bool timeout_given; /* --timeout-ms was given: events carry it as their deadline */
+    double idle_s;      /* stay connected and idle this long after the report */
     bool emit;
     bool raw_reply; /* KSF_SEND_RAW_REPLY, the payload sent as bytes encoded once */
+    bool raw_value; /* the payload sent as bytes encoded once (implied by raw_reply) */
     bool json_out;
     bool prometheus;
     bool verbose;
@@ -72,7 +74,7 @@ struct bench {
     const bench_opts *o;
     ksf_client *cli;
     json_t *data;
-    char *raw; /* --raw-reply: the payload's bytes (NULL: a null payload, sent as data) */
+    char *raw; /* --raw-value: the payload's bytes (NULL: a null payload, sent as data) */
     size_t raw_len;
     lane *lanes;
     int64_t t0_ns, end_ns; /* run start; for --duration the time to stop issuing */
@@ -106,8 +108,12 @@ usage(FILE *out)
         "  --raw-reply        take replies undecoded (KSF_SEND_RAW_REPLY) and send the\n"
         "                     payload as bytes encoded once (opts.raw_value): what a\n"
         "                     service forwarding JSON text pays, without jansson trees\n"
+        "  --raw-value        send the payload as bytes encoded once (opts.raw_value),\n"
+        "                     for requests and events (--raw-reply implies it)\n"
         "%s"
-        "  --timeout-ms N     per-request timeout (default 30000)\n"
+        "  --timeout-ms N     per-request timeout (default 30000); events carry a\n"
+        "                     deadline (ksf_deadline) only when it is given, as\n"
+        "                     ksf_client_emit does without opts.timeout_ms\n"
         "  --json             make the last stdout line one JSON object: count, ok,\n"
         "                     errors, timeouts, p50_us, p90_us, p99_us, max_us, rps,\n"
         "                     elapsed_s, connect_ms, first_reply_ms, cpu_ms,\n"
@@ -150,7 +156,9 @@ parse_one(int argc, char **argv, int *i, bench_opts *o, int *npos)
     if (!strcmp(a, "--emit")) {
         o->emit = true;
     } else if (!strcmp(a, "--raw-reply")) {
-        o->raw_reply = true;
+        o->raw_reply = o->raw_value = true;
+    } else if (!strcmp(a, "--raw-value")) {
+        o->raw_value = true;
     } else if (!strcmp(a, "--json")) {
         o->json_out = true;
     } else if (!strcmp(a, "--prometheus")) {
@@ -184,6 +192,7 @@ parse_one(int argc, char **argv, int *i, bench_opts *o, int *npos)
             return usage_error("--timeout-ms \"%s\": expected 1..86400000", v);
         }
         o->timeout_ms = (int)n;
+        o->timeout_given = true;
     } else if (a[0] == '-' && a[1] != '\0') {
         return usage_error("unknown option or missing value: %s", a);
     } else if (*npos < 2) {
@@ -240,7 +249,7 @@ payload(const char *text)
 }
 
 /* The payload's bytes as ksf would encode them (NestJS's rules: a string raw, anything
- * else as compact JSON text), once, for --raw-reply; a null payload stays NULL. */
+ * else as compact JSON text), once, for --raw-value; a null payload stays NULL. */
 static bool
 payload_bytes(bench *b)
 {
@@ -319,9 +328,14 @@ issue(lane *l)
 {
     bench *b = l->b;
     ksf_errinfo ei = {0};
-    ksf_send_opts so = {.timeout_ms = b->o->timeout_ms};
+    /* An event gets a deadline only when asked for one (ksf_client_emit's default is
+     * none, as NestJS's emit): it would add a ksf_deadline header to every event. */
+    ksf_send_opts so = {.timeout_ms =
+                            !b->o->emit || b->o->timeout_given ? b->o->timeout_ms : 0};
     if (b->o->raw_reply) {
         so.flags = KSF_SEND_RAW_REPLY;
+    }
+    if (b->o->raw_value) {
         so.raw_value = b->raw;
         so.raw_len = b->raw_len;
     }
@@ -542,7 +556,7 @@ ksf_cmd_bench(int argc, char **argv)
         rc = usage_error("cannot read the payload");
         goto done;
     }
-    if (o.raw_reply && !payload_bytes(&b)) {
+    if (o.raw_value && !payload_bytes(&b)) {
         fprintf(stderr, "ksf bench: out of memory\n");
         rc = EXIT_KAFKA;
         goto done;

@@ -188,13 +188,36 @@ ksfi_format_number(double d, char buf[32])
 
 /* ---- JSON.stringify ---------------------------------------------------------------- */
 
+/* A byte JSON.stringify escapes in a string: a control, '"' or '\\'. */
+static inline bool
+escaped_byte(unsigned char c)
+{
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
 static void
 stringify_string(sbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    size_t plain = 0;
+    while (plain < n && !escaped_byte((unsigned char)s[plain])) {
+        plain++;
+    }
+    if (plain == n) { /* nearly every key and value: quotes and bytes in one copy */
+        if (b->oom || (b->len + n + 3 > b->cap && !sb_grow(b, n + 2))) {
+            return;
+        }
+        char *o = b->data + b->len;
+        o[0] = '"';
+        memcpy(o + 1, s, n);
+        o[n + 1] = '"';
+        o[n + 2] = '\0';
+        b->len += n + 2;
+        return;
+    }
     sb_put(b, "\"", 1);
-    size_t run = 0; /* bytes copied verbatim, flushed in one go */
-    for (size_t i = 0; i < n; i++) {
+    size_t run = plain; /* bytes copied verbatim, flushed in one go */
+    for (size_t i = plain; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         const char *esc = NULL;
         char u[7];
@@ -353,10 +376,14 @@ stringify_object(sbuf *b, const json_t *v)
     }
     index_key all[SMALL_OBJECT], index[SMALL_OBJECT];
     bool is_index[SMALL_OBJECT];
-    size_t n = 0, nindex = 0, len;
-    const char *key;
-    json_t *item;
-    json_object_keylen_foreach ((json_t *)v, key, len, item) {
+    size_t n = 0, nindex = 0;
+    /* The iterator itself, not json_object_keylen_foreach: that macro looks each key
+     * up again to find the next member. */
+    for (void *it = json_object_iter((json_t *)v); it;
+         it = json_object_iter_next((json_t *)v, it)) {
+        const char *key = json_object_iter_key(it);
+        size_t len = json_object_iter_key_len(it);
+        json_t *item = json_object_iter_value(it);
         uint32_t idx = 0;
         is_index[n] = array_index_key(key, len, &idx);
         all[n] = (index_key){idx, key, len, item};
