@@ -214,7 +214,7 @@ KSFT_TEST(test_config_integers, 30)
     static const struct {
         const char *key, *min, *max, *below, *above;
     } keys[] = {
-        {"server.workers", "1", "1024", "0", "1025"},
+        {"server.workers", "0", "1024", "-1", "1025"},
         {"client.timeout.ms", "1", "86400000", "0", "86400001"},
         {"client.max.in.flight", "1", "1000000", "0", "1000001"},
         {"client.reply.partition", "0", "2147483647", "-1", "2147483648"},

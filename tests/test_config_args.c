@@ -154,9 +154,9 @@ KSFT_TEST(test_config_args_errors, 30)
          KSF_EINVAL,
          "flag --brokers: brokers \"kafka\": missing :port; expected "
          "host:port[,host:port...] (e.g. 127.0.0.1:9092)"},
-        {{"prog", "--set", "server.workers=0", "--brokers=h:1"},
+        {{"prog", "--set", "server.workers=-1", "--brokers=h:1"},
          KSF_EINVAL,
-         "flag --set: server.workers \"0\": expected an integer from 1 to 1024"},
+         "flag --set: server.workers \"-1\": expected an integer from 0 to 1024"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ksf_config *cfg = new_config();

@@ -7,6 +7,7 @@
 #include "server/dispatch.h"
 #include "server/server.h"
 #include "server_probe.h"
+#include "service.h"
 #include "suite.h"
 
 #include <check.h>
@@ -361,6 +362,175 @@ KSFT_TEST(test_server_slow_handler, 40)
     ck_assert_uint_eq(ksft_collector_count_id(p.replies, "slow"), 1);
     ck_assert_uint_eq(ksft_probe_stats(&p).requests, 2);
     ksft_probe_close(&p);
+}
+END_TEST
+
+/* ---- inline mode: the handlers on the consumer thread ------------------------------ */
+
+#define INLINE_N 400
+
+/* What one inline server saw: the threads its handlers ran on and, per partition, the
+ * last offset handled (order within a partition). */
+typedef struct inline_seen {
+    pthread_mutex_t lock;
+    pthread_t first;
+    int handled, other_threads, out_of_order;
+    int64_t last[4];
+} inline_seen;
+
+static ksf_err
+h_inline(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    inline_seen *s = ksf_ctx_user(ctx);
+    int32_t part = ksf_ctx_partition(ctx);
+    pthread_mutex_lock(&s->lock);
+    if (s->handled++ == 0) {
+        s->first = pthread_self();
+    } else if (!pthread_equal(s->first, pthread_self())) {
+        s->other_threads++;
+    }
+    if (part >= 0 && part < 4) {
+        s->out_of_order += ksf_ctx_offset(ctx) <= s->last[part];
+        s->last[part] = ksf_ctx_offset(ctx);
+    }
+    pthread_mutex_unlock(&s->lock);
+    *reply = json_incref((json_t *)data);
+    return KSF_OK;
+}
+
+static ksf_server *
+inline_server(const ksft_world *w, inline_seen *s)
+{
+    *s = (inline_seen){.last = {-1, -1, -1, -1}};
+    pthread_mutex_init(&s->lock, NULL);
+    const ksft_handler handlers[] = {{"t.inl", h_inline, s}, {NULL}};
+    return ksft_world_server(w, handlers);
+}
+
+static void
+send_all(ksft_tally *t, ksf_client *cli)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        ck_assert_int_eq(ksft_tally_send(t, cli, "t.inl", i, 60000, 10000), KSF_OK);
+    }
+}
+
+static int64_t
+committed_total(const ksft_world *w)
+{
+    int64_t n = 0;
+    for (int32_t part = 0; part < 4; part++) {
+        int64_t at = ksft_committed(ksft_broker_address(w->broker), KSFT_PROBE_GROUP,
+                                    "t.inl", part);
+        n += at > 0 ? at : 0;
+    }
+    return n;
+}
+
+KSFT_TEST(test_server_inline, 120)
+{
+    /* server.workers=0: every handler of a server runs on one thread (its consumer
+     * thread, never the test's), in offset order per partition; requests are answered
+     * exactly once while a second inline server joins the group and the first stops
+     * (its revoke and drain serve the delivery reports themselves: no worker does),
+     * and the committed offsets cover every request. */
+    static const char *const topics[] = {"t.inl:4", "t.inl.reply:4", NULL};
+    static const char *const settings[][2] = {{"server.workers", "0"}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics, KSFT_SETTINGS(settings)});
+    static inline_seen a, b;
+    ksft_service sa = {0}, sb = {0};
+    ksft_service_start(&sa, inline_server(&w, &a), 20000);
+
+    ksft_tally t1;
+    ksft_tally_init(&t1, INLINE_N);
+    send_all(&t1, w.cli);
+    ck_assert_uint_eq(ksft_tally_wait(&t1, INLINE_N, 30000), INLINE_N);
+    ck_assert_uint_eq(atomic_load(&t1.ok), INLINE_N);
+    ck_assert_uint_eq(atomic_load(&t1.extra_calls), 0);
+    ck_assert_uint_eq(atomic_load(&t1.wrong_value), 0);
+
+    /* b joins while the second batch is sent; a stops halfway through it. */
+    ksft_service_start(&sb, inline_server(&w, &b), 20000);
+    ksft_tally t2;
+    ksft_tally_init(&t2, INLINE_N);
+    for (size_t i = 0; i < INLINE_N; i++) {
+        ck_assert_int_eq(ksft_tally_send(&t2, w.cli, "t.inl", i, 60000, 10000), KSF_OK);
+        if (i == INLINE_N / 2) {
+            ksft_service_stop(&sa);
+        }
+    }
+    ck_assert_uint_eq(ksft_tally_wait(&t2, INLINE_N, 60000), INLINE_N);
+    ck_assert_uint_eq(atomic_load(&t2.ok), INLINE_N);
+    ck_assert_uint_eq(atomic_load(&t2.extra_calls), 0);
+    ck_assert_uint_eq(atomic_load(&t2.wrong_value), 0);
+    ksft_service_stop(&sb);
+
+    inline_seen *seen[] = {&a, &b};
+    for (int k = 0; k < 2; k++) {
+        ck_assert_msg(seen[k]->handled > 0, "server %c handled nothing", 'a' + k);
+        ck_assert_int_eq(seen[k]->other_threads, 0);
+        ck_assert_int_eq(seen[k]->out_of_order, 0);
+        ck_assert_msg(!pthread_equal(seen[k]->first, pthread_self()),
+                      "server %c ran a handler on the test's thread", 'a' + k);
+        pthread_mutex_destroy(&seen[k]->lock);
+    }
+    /* Redelivered after the revoke at most what a had not committed; none lost. */
+    ck_assert_int_ge(a.handled + b.handled, 2 * INLINE_N);
+    ck_assert_int_eq(committed_total(&w), 2 * INLINE_N);
+    ksft_tally_free(&t1);
+    ksft_tally_free(&t2);
+    ksft_world_close(&w);
+}
+END_TEST
+
+/* A handler of an inline server calling a pattern of that same server: the call can
+ * only time out, and its error says why. */
+static ksf_client *self_cli;
+
+static ksf_err
+h_self_call(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    (void)ctx;
+    json_t *r = NULL;
+    ksf_errinfo ei = {0};
+    ksf_err e = ksf_client_call(self_cli, "t.self", data, 500, &r, &ei);
+    json_decref(r);
+    *reply = json_pack("{s:i,s:s}", "err", (int)e, "text", ei.text);
+    return KSF_OK;
+}
+
+KSFT_TEST(test_server_inline_self_call, 60)
+{
+    static const char *const topics[] = {"t.nest", "t.nest.reply", "t.self",
+                                         "t.self.reply", NULL};
+    static const char *const settings[][2] = {{"server.workers", "0"}};
+    static const ksft_handler handlers[] = {{"t.nest", h_self_call}, {"t.self"}, {NULL}};
+    ksft_world w;
+    ksft_world_open(&w, &(ksft_world_spec){.topics = topics,
+                                           KSFT_SETTINGS(settings),
+                                           .handlers = handlers});
+    self_cli = w.cli;
+    json_t *r = NULL;
+    ksf_errinfo ei = {0};
+    json_t *req = json_pack("{s:i}", "n", 1);
+    ck_assert_msg(ksf_client_call(w.cli, "t.nest", req, 20000, &r, &ei) == KSF_OK, "%s",
+                  ei.text);
+    json_decref(req);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "err")), KSF_ETIMEDOUT);
+    const char *text = json_string_value(json_object_get(r, "text"));
+    ck_assert_msg(text && strstr(text, "t.self: ") == text &&
+                      strstr(text, "(called from a handler of a server with "
+                                   "server.workers=0: that server runs nothing else"),
+                  "%s", text ? text : "(no text)");
+    json_decref(r);
+    /* The same call from the test's own thread is answered: the hint is not there. */
+    req = json_pack("{s:i}", "n", 2);
+    ck_assert_msg(ksf_client_call(w.cli, "t.self", req, 20000, &r, &ei) == KSF_OK, "%s",
+                  ei.text);
+    json_decref(req);
+    json_decref(r);
+    ksft_world_close(&w);
 }
 END_TEST
 

@@ -620,7 +620,7 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
         return set_instance_id(cfg, value, ei);
     }
     if (!strcmp(key, "server.workers")) {
-        return set_range(&cfg->server_workers, key, value, 1, 1024, ei);
+        return set_range(&cfg->server_workers, key, value, 0, 1024, ei);
     }
     if (!strcmp(key, "client.timeout.ms")) {
         return set_range(&cfg->client_timeout_ms, key, value, 1, 86400000, ei);

@@ -298,7 +298,11 @@ ksfi_policy_concurrency(int configured, int workers, size_t npatterns)
         return configured;
     }
     /* One pattern alone has nobody to starve; with several, one worker always stays
-     * free for the others, whatever one pattern does. */
+     * free for the others, whatever one pattern does. Inline (no workers): one
+     * handler at a time runs anyway. */
+    if (workers < 1) {
+        return 1;
+    }
     return workers >= 2 && npatterns >= 2 ? workers - 1 : workers;
 }
 

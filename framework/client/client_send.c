@@ -13,6 +13,8 @@
 #include "client/client_sender.h"
 #include "client/client_slots.h"
 
+#include "base/thread_role.h"
+
 /* ---- sending ----------------------------------------------------------------------- */
 
 /* Headers of a message with no user headers: deadline, trace, protocol. */
@@ -411,7 +413,14 @@ ksf_client_call(ksf_client *cli, const char *pattern, const json_t *data, int ti
             w.value = NULL;
         }
         json_decref(w.value);
-        if (e) {
+        if (e == KSF_ETIMEDOUT && ksfi_thread_runs_inline_handlers()) {
+            ksfi_fail(ei, e,
+                      "%s: %s (called from a handler of a server with server.workers=0: "
+                      "that server runs nothing else until the call returns, so a "
+                      "pattern it serves itself cannot answer; use ksf_client_send with "
+                      "a callback, or workers)",
+                      pattern, w.text);
+        } else if (e) {
             ksfi_fail(ei, e, "%s: %s", pattern, w.text);
         }
     }

@@ -2,6 +2,7 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
+#include "base/thread_role.h"
 #include "kafka/consumer.h"
 
 #include <errno.h>
@@ -101,6 +102,14 @@ struct ksfi_dispatch {
     pthread_t watcher;
     int64_t watch_next; /* when the sleeping watch thread wakes; 0 while it scans */
     bool watching, watch_exit;
+    /* No workers (server.workers=0): the consumer thread runs the handlers itself
+     * (ksfi_dispatch_run_inline); work made ready on another thread wakes its poll
+     * through @c wake. */
+    bool inline_mode;
+    bool inline_known;       /* inline_thread is set: run_inline ran once */
+    pthread_t inline_thread; /* the thread that calls run_inline */
+    void (*wake)(void *user);
+    void *wake_user;
 };
 
 ksf_err
@@ -228,6 +237,18 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
     return p;
 }
 
+/* Inline mode: work for the consumer thread came from another thread (a deferred
+ * handler's finish, a due retry, delivery reports): its poll returns at once rather
+ * than at its timeout. Lock held. */
+static void
+wake_inline(ksfi_dispatch *d)
+{
+    if (d->inline_mode && d->wake &&
+        !(d->inline_known && pthread_equal(pthread_self(), d->inline_thread))) {
+        d->wake(d->wake_user);
+    }
+}
+
 /* May @p p start its next message: one is queued, no retry holds the partition, the
  * pattern has a free slot and the server is below server.deferred.max? */
 static bool
@@ -259,6 +280,7 @@ make_ready(ksfi_dispatch *d, ksfi_part *p)
     }
     d->ready_tail = p;
     pthread_cond_signal(&d->work);
+    wake_inline(d);
 }
 
 static void
@@ -582,6 +604,56 @@ run_goes_on(const ksfi_dispatch *d, int ran, int64_t begun_ms)
            mono_ms() - begun_ms < KSFI_DISPATCH_RUN_SLICE_MS;
 }
 
+/* Run the partition at the head of the ready list: its next messages on this thread
+ * (its run), their replies produced back to back (one produce batch), without handing
+ * each message through the ready list and another worker's wake-up. Bounded while
+ * other partitions wait (run_goes_on), so a slow handler hands the rest back. Lock
+ * held (released while handlers run). */
+static void
+run_ready(ksfi_dispatch *d)
+{
+    ksfi_part *p = d->ready_head;
+    d->ready_head = p->next_ready;
+    if (!d->ready_head) {
+        d->ready_tail = NULL;
+    }
+    p->in_ready = false;
+    bool retry = false;
+    ksfi_record *c = take_next(d, p, &retry);
+    if (!c) {
+        /* Its pattern filled up since it became ready: make_ready counts it as
+         * throttled, and it is made ready again when a slot frees. */
+        make_ready(d, p);
+        return;
+    }
+    p->busy = true;
+    d->running++;
+    int64_t begun = d->ready_head ? mono_ms() : 0;
+    int ran = 0;
+    while (c) {
+        pthread_mutex_unlock(&d->lock);
+        if (retry) {
+            d->ops->run_due(c);
+        } else {
+            d->ops->run(c); /* c may be freed when this returns */
+        }
+        pthread_mutex_lock(&d->lock);
+        pthread_cond_broadcast(&d->idle);
+        if (d->reports_ready) {
+            serve_reports(d);
+        } else if (ran % KSFI_DISPATCH_RUN_MAX == KSFI_DISPATCH_RUN_MAX - 1) {
+            store_offsets(d); /* a long run of events: no report stores them */
+        }
+        if (d->ready_head && !begun) {
+            begun = mono_ms(); /* the slice counts from when others wait */
+        }
+        c = run_goes_on(d, ++ran, begun) ? take_next(d, p, &retry) : NULL;
+    }
+    p->busy = false;
+    d->running--;
+    make_ready(d, p);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -600,53 +672,44 @@ worker_main(void *arg)
         if (!d->ready_head) {
             break; /* exiting (stop): drain is over */
         }
-        ksfi_part *p = d->ready_head;
-        d->ready_head = p->next_ready;
-        if (!d->ready_head) {
-            d->ready_tail = NULL;
-        }
-        p->in_ready = false;
-        bool retry = false;
-        ksfi_record *c = take_next(d, p, &retry);
-        if (!c) {
-            /* Its pattern filled up since it became ready: make_ready counts it as
-             * throttled, and it is made ready again when a slot frees. */
-            make_ready(d, p);
-            continue;
-        }
-        p->busy = true;
-        d->running++;
-        /* The partition's run: its next messages on this thread, their replies
-         * produced back to back (one produce batch), without handing each message
-         * through the ready list and another worker's wake-up. Bounded while other
-         * partitions wait (run_goes_on), so a slow handler hands the rest back. */
-        int64_t begun = d->ready_head ? mono_ms() : 0;
-        int ran = 0;
-        while (c) {
-            pthread_mutex_unlock(&d->lock);
-            if (retry) {
-                d->ops->run_due(c);
-            } else {
-                d->ops->run(c); /* c may be freed when this returns */
-            }
-            pthread_mutex_lock(&d->lock);
-            pthread_cond_broadcast(&d->idle);
-            if (d->reports_ready) {
-                serve_reports(d);
-            } else if (ran % KSFI_DISPATCH_RUN_MAX == KSFI_DISPATCH_RUN_MAX - 1) {
-                store_offsets(d); /* a long run of events: no report stores them */
-            }
-            if (d->ready_head && !begun) {
-                begun = mono_ms(); /* the slice counts from when others wait */
-            }
-            c = run_goes_on(d, ++ran, begun) ? take_next(d, p, &retry) : NULL;
-        }
-        p->busy = false;
-        d->running--;
-        make_ready(d, p);
+        run_ready(d);
     }
     pthread_mutex_unlock(&d->lock);
     return NULL;
+}
+
+bool
+ksfi_dispatch_run_inline(ksfi_dispatch *d)
+{
+    batching = d;
+    ksfi_thread_set_inline_handlers(true);
+    pthread_mutex_lock(&d->lock);
+    d->inline_thread = pthread_self();
+    d->inline_known = true;
+    int64_t begun = mono_ms();
+    while ((d->reports_ready || (d->ready_head && !d->stopping)) &&
+           mono_ms() - begun < KSFI_DISPATCH_INLINE_PASS_MS) {
+        if (d->reports_ready) {
+            serve_reports(d);
+        } else {
+            run_ready(d);
+        }
+    }
+    store_offsets(d);
+    bool more = d->reports_ready || (d->ready_head && !d->stopping);
+    pthread_mutex_unlock(&d->lock);
+    ksfi_thread_set_inline_handlers(false);
+    batching = NULL;
+    return more;
+}
+
+void
+ksfi_dispatch_set_wake(ksfi_dispatch *d, void (*fn)(void *user), void *user)
+{
+    pthread_mutex_lock(&d->lock);
+    d->wake = fn;
+    d->wake_user = user;
+    pthread_mutex_unlock(&d->lock);
 }
 
 /* Take a reference on @p c unless it is already completing. */
@@ -817,8 +880,13 @@ ksfi_dispatch_reports_ready(ksfi_dispatch *d)
     if (!d->reports_ready) {
         d->reports_ready = true;
         d->reports_at = mono_ms();
-        /* One idle worker serves them; a busy one sees the flag after its message. */
+        /* One idle worker serves them; a busy one sees the flag after its message.
+         * Inline: the consumer thread, also while it waits in revoke or drain. */
         pthread_cond_signal(&d->work);
+        if (d->inline_mode) {
+            pthread_cond_broadcast(&d->idle);
+            wake_inline(d);
+        }
         /* Every worker inside a handler: the watch thread serves them if none is done
          * within KSFI_REPORTS_STALE_MS (it is told only when it sleeps longer). */
         if (d->nthreads && d->running >= d->nthreads &&
@@ -842,7 +910,9 @@ ksf_err
 ksfi_dispatch_start(ksfi_dispatch *d, int workers, ksfi_kafka_handle *consumer,
                     ksf_errinfo *ei)
 {
-    d->threads = ksfi_calloc((size_t)workers, sizeof *d->threads);
+    d->inline_mode = workers == 0;
+    d->inline_known = false;
+    d->threads = ksfi_calloc(workers ? (size_t)workers : 1, sizeof *d->threads);
     if (!d->threads) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory starting %d workers", workers);
     }
@@ -889,6 +959,19 @@ ksfi_dispatch_assign(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n)
         p->store_dirty = false;
     }
     pthread_mutex_unlock(&d->lock);
+}
+
+/* Wait until a record completes or @p until; ETIMEDOUT at the deadline. Inline mode:
+ * no worker serves the delivery reports that complete the records, so serve them
+ * here first (reports_ready broadcasts idle). Lock held. */
+static int
+wait_idle(ksfi_dispatch *d, const struct timespec *until)
+{
+    if (d->inline_mode && d->reports_ready) {
+        serve_reports(d);
+        return 0;
+    }
+    return pthread_cond_timedwait(&d->idle, &d->lock, until);
 }
 
 /* Absolute deadline @p ms from now on CLOCK_REALTIME (pthread_cond_timedwait's). */
@@ -1032,7 +1115,7 @@ ksfi_dispatch_revoke(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n,
         int rc = 0;
         abandon_retries(d, p);
         while (p->pending > 0 && rc != ETIMEDOUT) {
-            rc = pthread_cond_timedwait(&d->idle, &d->lock, &until);
+            rc = wait_idle(d, &until);
             abandon_retries(d, p);
         }
         if (p->pending > 0) {
@@ -1139,7 +1222,7 @@ ksfi_dispatch_drain(ksfi_dispatch *d, int timeout_ms)
         abandon_retries(d, d->parts[i]);
     }
     while ((left = unfinished(d)) > 0 && rc != ETIMEDOUT) {
-        rc = pthread_cond_timedwait(&d->idle, &d->lock, &until);
+        rc = wait_idle(d, &until);
         for (size_t i = 0; i < d->nparts; i++) {
             abandon_retries(d, d->parts[i]);
         }
@@ -1156,6 +1239,7 @@ ksfi_dispatch_stop(ksfi_dispatch *d)
     quiesce(d);
     store_offsets(d);
     d->exiting = true;
+    d->wake = NULL; /* the consumer is about to close */
     pthread_cond_broadcast(&d->work);
     pthread_mutex_unlock(&d->lock);
     for (int i = 0; i < d->nthreads; i++) {

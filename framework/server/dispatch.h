@@ -21,8 +21,14 @@
  * with one partition list, after the reports served together. Completions on other
  * threads (a deferred handler's finish, a budget) store at once, as before.
  *
- * Threads: set_policy, submit, assign, revoke, sync_pause, drain and stop are called
- * on the consumer thread only; ksfi_dispatch_done, arm_budget, retry_later and
+ * Inline mode (no workers, server.workers=0): the consumer thread runs the ready
+ * partitions' runs and serves the reports itself, in ksfi_dispatch_run_inline after
+ * each batch it polled; what becomes ready on another thread (a deferred finish, a
+ * due retry, reports) calls the wake hook (ksfi_dispatch_set_wake) so that its poll
+ * returns at once. Revoke and drain serve the reports they wait for.
+ *
+ * Threads: set_policy, submit, assign, revoke, sync_pause, run_inline, drain and stop
+ * are called on the consumer thread only; ksfi_dispatch_done, arm_budget, retry_later and
  * reports_ready from any thread.
  *
  * Locking: one lock per pool guards its partitions, patterns and counters and every
@@ -51,6 +57,9 @@ typedef struct ksfi_dispatch ksfi_dispatch;
 #define KSFI_DISPATCH_RUN_MAX 64
 /* ... and this long (a handler that takes longer ends its run on its own). */
 #define KSFI_DISPATCH_RUN_SLICE_MS 2
+/* Inline mode: the consumer thread goes back to polling after running handlers for
+ * this long (rebalances and pauses wait for it meanwhile). */
+#define KSFI_DISPATCH_INLINE_PASS_MS 50
 
 /*
  * What the pool does with a record, supplied by its owner (message.c): the pool keeps
@@ -82,7 +91,9 @@ void ksfi_dispatch_destroy(ksfi_dispatch *d);
 
 /*
  * Start @p workers threads serving messages of @p consumer (used to store offsets and
- * to pause/resume partitions). Errors: KSF_ENOMEM, KSF_EINVAL when a thread cannot start.
+ * to pause/resume partitions); 0: inline mode, the consumer thread runs the handlers
+ * in ksfi_dispatch_run_inline (only the watch thread starts). Errors: KSF_ENOMEM,
+ * KSF_EINVAL when a thread cannot start.
  */
 ksf_err ksfi_dispatch_start(ksfi_dispatch *d, int workers, ksfi_kafka_handle *consumer,
                             ksf_errinfo *ei);
@@ -106,6 +117,20 @@ void ksfi_dispatch_set_serve(ksfi_dispatch *d, void (*fn)(void *user), void *use
 /* Delivery reports are waiting: an idle worker (or the next one between messages)
  * serves them. Threads: any, including librdkafka's (it only takes the pool's lock). */
 void ksfi_dispatch_reports_ready(ksfi_dispatch *d);
+
+/*
+ * Inline mode: run what is ready (partitions' runs, due retries) and serve waiting
+ * delivery reports on this thread, for up to KSFI_DISPATCH_INLINE_PASS_MS, then store
+ * the offsets completed. Returns true when work is left (the pass ran out of time):
+ * the caller polls without waiting and comes back. Consumer thread; a no-op when
+ * nothing waits.
+ */
+bool ksfi_dispatch_run_inline(ksfi_dispatch *d);
+
+/* Inline mode: call @p fn (@p user), under the pool's lock, when work becomes ready on
+ * a thread other than the consumer thread's; it must only wake that thread's poll
+ * (and not call the pool). Cleared by stop. NULL: none. */
+void ksfi_dispatch_set_wake(ksfi_dispatch *d, void (*fn)(void *user), void *user);
 
 /* Queue @p rec (owned by the pool from now on) behind its partition's earlier ones. */
 void ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec);

@@ -29,6 +29,9 @@
 #define KSFI_STOP_DRAIN_MS 30000
 /* How long a revoke waits for the revoked partitions' started handlers. */
 #define KSFI_REVOKE_WAIT_MS 10000
+/* Inline mode (server.workers=0): messages polled without waiting before the handlers
+ * run, so that a fetched batch's replies leave together. */
+#define KSFI_INLINE_GATHER 64
 /* Blocking broker queries made while assigning partitions. */
 #define KSFI_QUERY_TIMEOUT_MS 5000
 /* How long start-up waits for its topics to exist (be auto-created) in all. */
@@ -805,13 +808,19 @@ consumer_error(ksf_server *srv, const ksfi_sc_event *ev, ksf_errinfo *ei)
     return KSF_OK;
 }
 
-/* Poll and dispatch until stopped. Runs on the caller's thread. */
+/* Poll and dispatch until stopped. Runs on the caller's thread; in inline mode
+ * (server.workers=0) it also runs the handlers, after each batch of messages that
+ * were waiting, and whenever a poll returns nothing (woken for a due retry, a
+ * deferred finish or delivery reports, or at its timeout). */
 static ksf_err
 consume(ksf_server *srv, ksf_errinfo *ei)
 {
     ksfi_sc_event ev;
+    bool run_inline = srv->cfg->server_workers == 0;
+    int gathered = 0;  /* inline: messages submitted since the handlers last ran */
+    bool more = false; /* inline: the last pass left work for the next */
     while (!atomic_load(&srv->stop_requested)) {
-        ksfi_sc_poll(srv->consumer, 100, &ev);
+        ksfi_sc_poll(srv->consumer, gathered || more ? 0 : 100, &ev);
         if (srv->ready_pending) {
             srv->ready_pending = false;
             srv->ready_done = true;
@@ -823,6 +832,10 @@ consume(ksf_server *srv, ksf_errinfo *ei)
         }
         ksfi_dispatch_sync_pause(srv->dispatch);
         if (ev.kind == KSFI_SC_NOTHING) {
+            if (run_inline) {
+                more = ksfi_dispatch_run_inline(srv->dispatch);
+                gathered = 0;
+            }
             continue;
         }
         if (ev.kind == KSFI_SC_ERROR) {
@@ -843,8 +856,20 @@ consume(ksf_server *srv, ksf_errinfo *ei)
                              "(it will be delivered again)");
         }
         ksfi_dispatch_submit(srv->dispatch, rec);
+        if (run_inline && ++gathered >= KSFI_INLINE_GATHER) {
+            more = ksfi_dispatch_run_inline(srv->dispatch);
+            gathered = 0;
+        }
     }
     return KSF_OK;
+}
+
+/* Inline mode: the dispatcher has work from another thread; end the poll now. */
+static void
+wake_consumer(void *user)
+{
+    ksf_server *srv = user;
+    ksfi_sc_wake(srv->consumer);
 }
 
 /* The reply-topic policy: never the server's own topics (its patterns, the topics it
@@ -903,6 +928,9 @@ start(ksf_server *srv, ksf_errinfo *ei)
      * replies: no poll thread to wake per report, and the offsets they complete are
      * stored once per batch of reports. */
     ksfi_dispatch_set_serve(srv->dispatch, serve_reports, srv);
+    if (srv->cfg->server_workers == 0) {
+        ksfi_dispatch_set_wake(srv->dispatch, wake_consumer, srv);
+    }
     srv->reports_hook.fn = reports_waiting;
     ksfi_kafka_on_reports(srv->producer, &srv->reports_hook);
     srv->reports_hooked = true;

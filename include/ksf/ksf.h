@@ -209,7 +209,11 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  *                           KSF_EKAFKA naming FENCED_INSTANCE_ID. A server and a client
  *                           may share one (their groups differ). Needs JoinGroup v5
  *                           (Kafka 2.3+); the client refuses an older broker.
- * - "server.workers"        handler threads, 1..1024                   [4]
+ * - "server.workers"        handler threads, 0..1024                   [4]
+ *                           0: no pool; the thread in ksf_server_run runs the
+ *                           handlers between its polls (less CPU per request, no
+ *                           isolation: one handler at a time, none may block or wait
+ *                           for this server's own patterns; docs/server.md)
  * - "server.deadline.skew.ms" how far past its ksf_deadline a request may be and
  *                           still run (clock skew between hosts), 0..3600000 [1000]
  * - "client.timeout.ms"     default request timeout, 1..86400000       [30000]
