@@ -103,11 +103,10 @@ struct ksfi_dispatch {
     int64_t watch_next; /* when the sleeping watch thread wakes; 0 while it scans */
     bool watching, watch_exit;
     /* No workers (server.workers=0): the consumer thread runs the handlers itself
-     * (ksfi_dispatch_run_inline); work made ready on another thread wakes its poll
-     * through @c wake. */
+     * (ksfi_dispatch_run_inline). Its poll is woken through @c wake for work made
+     * ready on another thread (inline mode) and for a partition to resume (both). */
     bool inline_mode;
-    bool inline_known;       /* inline_thread is set: run_inline ran once */
-    pthread_t inline_thread; /* the thread that calls run_inline */
+    pthread_t consumer_thread; /* the thread that called start: the consumer's */
     void (*wake)(void *user);
     void *wake_user;
 };
@@ -237,14 +236,13 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
     return p;
 }
 
-/* Inline mode: work for the consumer thread came from another thread (a deferred
- * handler's finish, a due retry, delivery reports): its poll returns at once rather
- * than at its timeout. Lock held. */
+/* The consumer thread has work that came from another thread: its poll returns at
+ * once rather than at its timeout (the thread itself polls again soon anyway). Lock
+ * held. */
 static void
-wake_inline(ksfi_dispatch *d)
+wake_consumer(ksfi_dispatch *d)
 {
-    if (d->inline_mode && d->wake &&
-        !(d->inline_known && pthread_equal(pthread_self(), d->inline_thread))) {
+    if (d->wake && !pthread_equal(pthread_self(), d->consumer_thread)) {
         d->wake(d->wake_user);
     }
 }
@@ -280,7 +278,9 @@ make_ready(ksfi_dispatch *d, ksfi_part *p)
     }
     d->ready_tail = p;
     pthread_cond_signal(&d->work);
-    wake_inline(d);
+    if (d->inline_mode) { /* a deferred finish, a due retry: the consumer runs it */
+        wake_consumer(d);
+    }
 }
 
 static void
@@ -295,6 +295,11 @@ update_pause(ksfi_dispatch *d, ksfi_part *p)
     }
     if (p->want_paused != was) {
         atomic_store_explicit(&d->pause_dirty, true, memory_order_relaxed);
+        if (!p->want_paused) {
+            /* A paused partition fetches nothing that would end the consumer's poll:
+             * without this its resume waited for the poll's timeout (100 ms). */
+            wake_consumer(d);
+        }
     }
 }
 
@@ -684,8 +689,6 @@ ksfi_dispatch_run_inline(ksfi_dispatch *d)
     batching = d;
     ksfi_thread_set_inline_handlers(true);
     pthread_mutex_lock(&d->lock);
-    d->inline_thread = pthread_self();
-    d->inline_known = true;
     int64_t begun = mono_ms();
     while ((d->reports_ready || (d->ready_head && !d->stopping)) &&
            mono_ms() - begun < KSFI_DISPATCH_INLINE_PASS_MS) {
@@ -885,7 +888,7 @@ ksfi_dispatch_reports_ready(ksfi_dispatch *d)
         pthread_cond_signal(&d->work);
         if (d->inline_mode) {
             pthread_cond_broadcast(&d->idle);
-            wake_inline(d);
+            wake_consumer(d);
         }
         /* Every worker inside a handler: the watch thread serves them if none is done
          * within KSFI_REPORTS_STALE_MS (it is told only when it sleeps longer). */
@@ -911,7 +914,7 @@ ksfi_dispatch_start(ksfi_dispatch *d, int workers, ksfi_kafka_handle *consumer,
                     ksf_errinfo *ei)
 {
     d->inline_mode = workers == 0;
-    d->inline_known = false;
+    d->consumer_thread = pthread_self();
     d->threads = ksfi_calloc(workers ? (size_t)workers : 1, sizeof *d->threads);
     if (!d->threads) {
         return ksfi_fail(ei, KSF_ENOMEM, "out of memory starting %d workers", workers);

@@ -25,7 +25,8 @@
  * partitions' runs and serves the reports itself, in ksfi_dispatch_run_inline after
  * each batch it polled; what becomes ready on another thread (a deferred finish, a
  * due retry, reports) calls the wake hook (ksfi_dispatch_set_wake) so that its poll
- * returns at once. Revoke and drain serve the reports they wait for.
+ * returns at once, as a partition that may resume does in both modes. Revoke and
+ * drain serve the reports they wait for.
  *
  * Threads: set_policy, submit, assign, revoke, sync_pause, run_inline, drain and stop
  * are called on the consumer thread only; ksfi_dispatch_done, arm_budget, retry_later and
@@ -127,9 +128,10 @@ void ksfi_dispatch_reports_ready(ksfi_dispatch *d);
  */
 bool ksfi_dispatch_run_inline(ksfi_dispatch *d);
 
-/* Inline mode: call @p fn (@p user), under the pool's lock, when work becomes ready on
- * a thread other than the consumer thread's; it must only wake that thread's poll
- * (and not call the pool). Cleared by stop. NULL: none. */
+/* Call @p fn (@p user), under the pool's lock, when the consumer thread has work that
+ * came from another thread: a partition to resume (any mode), anything made ready or
+ * reports (inline mode). It must only end that thread's poll (and not call the pool).
+ * Cleared by stop. NULL: none. */
 void ksfi_dispatch_set_wake(ksfi_dispatch *d, void (*fn)(void *user), void *user);
 
 /* Queue @p rec (owned by the pool from now on) behind its partition's earlier ones. */

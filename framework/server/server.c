@@ -835,6 +835,9 @@ consume(ksf_server *srv, ksf_errinfo *ei)
             if (run_inline) {
                 more = ksfi_dispatch_run_inline(srv->dispatch);
                 gathered = 0;
+                /* Its reports may have made a paused partition resumable: a paused
+                 * one fetches nothing that would end the next poll early. */
+                ksfi_dispatch_sync_pause(srv->dispatch);
             }
             continue;
         }
@@ -859,12 +862,14 @@ consume(ksf_server *srv, ksf_errinfo *ei)
         if (run_inline && ++gathered >= KSFI_INLINE_GATHER) {
             more = ksfi_dispatch_run_inline(srv->dispatch);
             gathered = 0;
+            ksfi_dispatch_sync_pause(srv->dispatch);
         }
     }
     return KSF_OK;
 }
 
-/* Inline mode: the dispatcher has work from another thread; end the poll now. */
+/* The dispatcher has work for the consumer thread from another thread (a partition
+ * to resume; inline: anything ready); end the poll now. */
 static void
 wake_consumer(void *user)
 {
@@ -928,9 +933,7 @@ start(ksf_server *srv, ksf_errinfo *ei)
      * replies: no poll thread to wake per report, and the offsets they complete are
      * stored once per batch of reports. */
     ksfi_dispatch_set_serve(srv->dispatch, serve_reports, srv);
-    if (srv->cfg->server_workers == 0) {
-        ksfi_dispatch_set_wake(srv->dispatch, wake_consumer, srv);
-    }
+    ksfi_dispatch_set_wake(srv->dispatch, wake_consumer, srv);
     srv->reports_hook.fn = reports_waiting;
     ksfi_kafka_on_reports(srv->producer, &srv->reports_hook);
     srv->reports_hooked = true;
