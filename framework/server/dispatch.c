@@ -109,6 +109,11 @@ struct ksfi_dispatch {
     pthread_t consumer_thread; /* the thread that called start: the consumer's */
     void (*wake)(void *user);
     void *wake_user;
+    /* ksfi_dispatch_submit_many: partitions made ready while the lock is held are
+     * counted here and their workers signalled once it is released, so that a woken
+     * worker does not at once wait for the lock the submitting thread still holds. */
+    bool defer_wakes;
+    int wakes_owed;
 };
 
 ksf_err
@@ -277,7 +282,11 @@ make_ready(ksfi_dispatch *d, ksfi_part *p)
         d->ready_head = p;
     }
     d->ready_tail = p;
-    pthread_cond_signal(&d->work);
+    if (d->defer_wakes) {
+        d->wakes_owed++;
+    } else {
+        pthread_cond_signal(&d->work);
+    }
     if (d->inline_mode) { /* a deferred finish, a due retry: the consumer runs it */
         wake_consumer(d);
     }
@@ -303,20 +312,20 @@ update_pause(ksfi_dispatch *d, ksfi_part *p)
     }
 }
 
-void
-ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec)
+/* Queue @p rec behind its partition's earlier ones; false when it is not taken (its
+ * partition is not assigned, or it was queued before: a refetch after a pause), and
+ * the caller frees it. Lock held. */
+static bool
+enqueue(ksfi_dispatch *d, ksfi_record *rec)
 {
-    pthread_mutex_lock(&d->lock);
     ksfi_part *p = part_get(d, rec->topic, rec->partition);
     /* Not ours (any more), or already seen (a refetch after pause/resume): drop it
      * unstored; the owner of the partition will get it from the committed offset. */
     if (!p || !p->assigned || (p->next_offset >= 0 && rec->offset < p->next_offset)) {
-        pthread_mutex_unlock(&d->lock);
         ksfi_log(d->log, KSF_LOG_DEBUG, "server", "dropping %s[%d]@%lld: %s", rec->topic,
                  (int)rec->partition, (long long)rec->offset,
                  p ? "not assigned or already queued" : "out of memory");
-        d->ops->free(rec);
-        return;
+        return false;
     }
     p->next_offset = rec->offset + 1;
     rec->dispatch = d;
@@ -338,7 +347,41 @@ ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec)
     }
     update_pause(d, p);
     make_ready(d, p);
+    return true;
+}
+
+void
+ksfi_dispatch_submit_many(ksfi_dispatch *d, ksfi_record **recs, size_t n)
+{
+    ksfi_record *dropped = NULL;
+    pthread_mutex_lock(&d->lock);
+    d->defer_wakes = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!enqueue(d, recs[i])) {
+            recs[i]->next = dropped;
+            dropped = recs[i];
+        }
+    }
+    d->defer_wakes = false;
+    int wakes = d->wakes_owed < d->nthreads ? d->wakes_owed : d->nthreads;
+    d->wakes_owed = 0;
     pthread_mutex_unlock(&d->lock);
+    /* Signalled after the unlock: each signal meets a worker that can take the lock.
+     * The ready list changed under the lock, so no waiting worker misses it. */
+    for (int i = 0; i < wakes; i++) {
+        pthread_cond_signal(&d->work);
+    }
+    while (dropped) {
+        ksfi_record *next = dropped->next;
+        d->ops->free(dropped);
+        dropped = next;
+    }
+}
+
+void
+ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec)
+{
+    ksfi_dispatch_submit_many(d, &rec, 1);
 }
 
 size_t

@@ -137,6 +137,11 @@ void ksfi_dispatch_set_wake(ksfi_dispatch *d, void (*fn)(void *user), void *user
 /* Queue @p rec (owned by the pool from now on) behind its partition's earlier ones. */
 void ksfi_dispatch_submit(ksfi_dispatch *d, ksfi_record *rec);
 
+/* Queue @p n records (owned by the pool from now on) in their order, under one
+ * acquisition of the pool's lock, and wake the workers they need once it is released:
+ * what the consumer thread does with the messages of one poll batch. */
+void ksfi_dispatch_submit_many(ksfi_dispatch *d, ksfi_record **recs, size_t n);
+
 /* The partitions were assigned: start tracking them afresh. */
 void ksfi_dispatch_assign(ksfi_dispatch *d, const ksfi_kafka_tp *parts, size_t n);
 

@@ -29,9 +29,6 @@
 #define KSFI_STOP_DRAIN_MS 30000
 /* How long a revoke waits for the revoked partitions' started handlers. */
 #define KSFI_REVOKE_WAIT_MS 10000
-/* Inline mode (server.workers=0): messages polled without waiting before the handlers
- * run, so that a fetched batch's replies leave together. */
-#define KSFI_INLINE_GATHER 64
 /* Blocking broker queries made while assigning partitions. */
 #define KSFI_QUERY_TIMEOUT_MS 5000
 /* How long start-up waits for its topics to exist (be auto-created) in all. */
@@ -530,11 +527,24 @@ pool_tps(const ksfi_sc_part *parts, size_t n)
     return tps;
 }
 
+/* Hand the messages gathered since the last call to the dispatcher, in their order.
+ * Consumer thread; also before a rebalance is applied, so that what was polled before
+ * it is queued (or dropped, for a revoked partition) as it would have been at once. */
+static void
+submit_gathered(ksf_server *srv)
+{
+    if (srv->ngathered) {
+        ksfi_dispatch_submit_many(srv->dispatch, srv->gathered, srv->ngathered);
+        srv->ngathered = 0;
+    }
+}
+
 /* The adapter's assigned op (kafka/server_consumer.h), on the consumer thread. */
 static void
 on_assigned(void *user, ksfi_sc_part *parts, size_t n)
 {
     ksf_server *srv = user;
+    submit_gathered(srv);
     forget_resets(srv, parts, n);
     /* A cooperative rebalance hands members that keep what they have an empty
      * list: nothing to look up, and the poll loop waits for this callback. */
@@ -563,6 +573,7 @@ static void
 on_revoked(void *user, const ksfi_sc_part *parts, size_t n)
 {
     ksf_server *srv = user;
+    submit_gathered(srv);
     ksfi_kafka_tp *tps = pool_tps(parts, n);
     if (tps) {
         ksfi_dispatch_revoke(srv->dispatch, tps, n, KSFI_REVOKE_WAIT_MS);
@@ -808,19 +819,20 @@ consumer_error(ksf_server *srv, const ksfi_sc_event *ev, ksf_errinfo *ei)
     return KSF_OK;
 }
 
-/* Poll and dispatch until stopped. Runs on the caller's thread; in inline mode
- * (server.workers=0) it also runs the handlers, after each batch of messages that
- * were waiting, and whenever a poll returns nothing (woken for a due retry, a
- * deferred finish or delivery reports, or at its timeout). */
+/* Poll and dispatch until stopped. Runs on the caller's thread. The messages of one
+ * fetched batch (polled without waiting, up to KSFI_GATHER_MAX) are queued together;
+ * in inline mode (server.workers=0) the handlers then run on this thread, and also
+ * whenever a poll returns nothing (woken for a due retry, a deferred finish or
+ * delivery reports, or at its timeout). */
 static ksf_err
 consume(ksf_server *srv, ksf_errinfo *ei)
 {
     ksfi_sc_event ev;
     bool run_inline = srv->cfg->server_workers == 0;
-    int gathered = 0;  /* inline: messages submitted since the handlers last ran */
     bool more = false; /* inline: the last pass left work for the next */
-    while (!atomic_load(&srv->stop_requested)) {
-        ksfi_sc_poll(srv->consumer, gathered || more ? 0 : 100, &ev);
+    ksf_err e = KSF_OK;
+    while (!e && !atomic_load(&srv->stop_requested)) {
+        ksfi_sc_poll(srv->consumer, srv->ngathered || more ? 0 : 100, &ev);
         if (srv->ready_pending) {
             srv->ready_pending = false;
             srv->ready_done = true;
@@ -830,42 +842,38 @@ consume(ksf_server *srv, ksf_errinfo *ei)
                 srv->ready_fn(srv, srv->ready_user);
             }
         }
+        if (ev.kind == KSFI_SC_MESSAGE) {
+            if (atomic_load(&srv->resets.pending)) {
+                resolve_reset(srv, ev.msg);
+            }
+            ksfi_record *rec;
+            if (ksfi_msg_new(&srv->env, ev.msg, &rec)) {
+                ksfi_kafka_message_free(ev.msg);
+                e = ksfi_fail(ei, KSF_ENOMEM,
+                              "out of memory queueing a message; stopping "
+                              "(it will be delivered again)");
+                break;
+            }
+            srv->gathered[srv->ngathered++] = rec;
+            if (srv->ngathered < KSFI_GATHER_MAX) {
+                continue; /* the rest of the batch first */
+            }
+        }
+        submit_gathered(srv);
         ksfi_dispatch_sync_pause(srv->dispatch);
-        if (ev.kind == KSFI_SC_NOTHING) {
-            if (run_inline) {
-                more = ksfi_dispatch_run_inline(srv->dispatch);
-                gathered = 0;
-                /* Its reports may have made a paused partition resumable: a paused
-                 * one fetches nothing that would end the next poll early. */
-                ksfi_dispatch_sync_pause(srv->dispatch);
-            }
-            continue;
-        }
         if (ev.kind == KSFI_SC_ERROR) {
-            ksf_err e = consumer_error(srv, &ev, ei);
-            if (e) {
-                return e;
-            }
-            continue;
-        }
-        if (atomic_load(&srv->resets.pending)) {
-            resolve_reset(srv, ev.msg);
-        }
-        ksfi_record *rec;
-        if (ksfi_msg_new(&srv->env, ev.msg, &rec)) {
-            ksfi_kafka_message_free(ev.msg);
-            return ksfi_fail(ei, KSF_ENOMEM,
-                             "out of memory queueing a message; stopping "
-                             "(it will be delivered again)");
-        }
-        ksfi_dispatch_submit(srv->dispatch, rec);
-        if (run_inline && ++gathered >= KSFI_INLINE_GATHER) {
+            e = consumer_error(srv, &ev, ei);
+        } else if (run_inline) {
             more = ksfi_dispatch_run_inline(srv->dispatch);
-            gathered = 0;
+            /* Its reports may have made a paused partition resumable: a paused one
+             * fetches nothing that would end the next poll early. */
             ksfi_dispatch_sync_pause(srv->dispatch);
         }
     }
-    return KSF_OK;
+    /* Stopping: what was polled is queued, and the drain decides its fate as it
+     * does for what was queued before. */
+    submit_gathered(srv);
+    return e;
 }
 
 /* The dispatcher has work for the consumer thread from another thread (a partition

@@ -38,6 +38,11 @@ typedef struct ksfi_offset_resets {
     atomic_size_t pending; /* n, read without the lock on every message */
 } ksfi_offset_resets;
 
+/* Messages polled without waiting before they are queued together (one acquisition
+ * of the pool's lock, one wake-up per partition); inline (server.workers=0), before
+ * the handlers run, so that a fetched batch's replies leave together. */
+#define KSFI_GATHER_MAX 64
+
 enum ksfi_server_state { KSFI_SRV_NEW, KSFI_SRV_RUNNING, KSFI_SRV_DONE };
 
 struct ksf_server {
@@ -71,6 +76,10 @@ struct ksf_server {
     ksfi_server_consumer *consumer; /* kafka/server_consumer.h */
     ksfi_kafka_handle *producer;
     ksfi_kafka_topics *reply_topics; /* the producer's kept topic handles */
+    /* Consumer thread only: messages polled and not yet handed to the dispatcher
+     * (consume gathers a fetched batch, up to KSFI_GATHER_MAX). */
+    ksfi_record *gathered[KSFI_GATHER_MAX];
+    size_t ngathered;
     bool ready_pending; /* consumer thread only: call ready_fn after this poll */
     bool ready_done;    /* consumer thread only */
     /* A partition without a committed offset starts at its end (auto.offset.reset not
