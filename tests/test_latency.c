@@ -233,14 +233,17 @@ broker_with_requests(const char *topic, int n, bool one_per_batch, int held, int
 }
 
 /* A server on @p b reading @p topic from the start with handler @p fn (its user
- * pointer is the server), running in @p svc; @p concurrency NULL: the default. */
+ * pointer is the server), running in @p svc; @p concurrency, @p window and
+ * @p window_bytes (server.partition.window[.bytes]) NULL: the default. */
 static ksf_server *
 start_reader(ksft_service *svc, ksft_broker *b, const char *topic, ksf_handler_fn fn,
-             const char *concurrency)
+             const char *concurrency, const char *window, const char *window_bytes)
 {
     const char *const kv[][2] = {
         {"consumer.auto.offset.reset", "earliest"},
         {"server.pattern.concurrency", concurrency ? concurrency : "0"},
+        {"server.partition.window", window ? window : "4096"},
+        {"server.partition.window.bytes", window_bytes ? window_bytes : "67108864"},
     };
     ksf_config *cfg = ksft_config(b);
     ksft_config_set_all(cfg, kv, KSFT_NKV(kv));
@@ -278,7 +281,7 @@ KSFT_TEST(test_latency_replies_pipelined, 90)
     ksft_broker *b = broker_with_requests("lat.pipe", PIPE_REQUESTS, false, PIPE_REQUESTS,
                                           PIPE_ACK_DELAY_MS);
     ksft_service service;
-    ksf_server *srv = start_reader(&service, b, "lat.pipe", pipe_echo, "1");
+    ksf_server *srv = start_reader(&service, b, "lat.pipe", pipe_echo, "1", NULL, NULL);
 
     ksft_deadline deadline = ksft_deadline_in(PIPE_ACK_DELAY_MS * 4);
     while (atomic_load(&pipe_runs) < PIPE_REQUESTS && ksft_deadline_wait(&deadline)) {
@@ -331,34 +334,34 @@ backlog_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
     return ksft_echo(ctx, data, reply);
 }
 
-KSFT_TEST(test_latency_ack_backlog_bounded, 120)
+/*
+ * The other side of releasing the slot early: replies waiting for the broker still
+ * count against the partition's window (server.partition.window and .bytes), which
+ * pauses fetching when it is full. BACKLOG_REQUESTS requests wait on one partition,
+ * each in its own batch (the mock returns one batch per fetch, so the server cannot
+ * take more than one fetch's worth past its pause), and the broker holds its Produce
+ * responses for @p hold_ms. Returns how many handlers ran before the first
+ * acknowledgement; afterwards every request must be answered once.
+ */
+static unsigned
+backlog_runs_before_ack(const char *topic, const char *window, const char *window_bytes,
+                        int hold_ms)
 {
-    /* The other side of releasing the slot early: replies waiting for the broker still
-     * count against the partition's window, which pauses fetching at
-     * KSFI_DISPATCH_PAUSE_AT of them. 600 requests wait on one partition, each in its
-     * own batch (the mock returns one batch per fetch, so the server cannot take more
-     * than one fetch's worth past its pause), and the broker holds its Produce
-     * responses: the handlers must stop short of 2 x 256 before the first
-     * acknowledgement. */
-    KSFT_NEEDS_MOCK("a Produce response delay");
-    ksft_broker *b = broker_with_requests("lat.backlog", BACKLOG_REQUESTS, true,
-                                          BACKLOG_DELAYED, BACKLOG_ACK_DELAY_MS);
+    atomic_store(&backlog_runs, 0);
+    ksft_broker *b =
+        broker_with_requests(topic, BACKLOG_REQUESTS, true, BACKLOG_DELAYED, hold_ms);
     ksft_service service;
-    ksf_server *srv = start_reader(&service, b, "lat.backlog", backlog_echo, NULL);
+    ksf_server *srv =
+        start_reader(&service, b, topic, backlog_echo, NULL, window, window_bytes);
 
     ksf_server_stats s = {0};
-    ksft_deadline deadline = ksft_deadline_in(BACKLOG_ACK_DELAY_MS * 4);
+    ksft_deadline deadline = ksft_deadline_in(hold_ms * 4);
     while (s.replies == 0 && ksft_deadline_wait(&deadline)) {
         ksf_server_get_stats(srv, &s);
     }
     unsigned before_ack = atomic_load(&backlog_runs);
     ck_assert_msg(s.replies > 0, "no reply acknowledged in %d ms",
-                  ksft_scaled_ms(BACKLOG_ACK_DELAY_MS * 4));
-    /* Paused at 256 unacknowledged; what was queued then (< 256) still runs. */
-    ck_assert_msg(before_ack >= KSFI_DISPATCH_PAUSE_AT &&
-                      before_ack < 2 * KSFI_DISPATCH_PAUSE_AT,
-                  "%u handlers ran before the first acknowledgement (window %d)",
-                  before_ack, KSFI_DISPATCH_PAUSE_AT);
+                  ksft_scaled_ms(hold_ms * 4));
 
     /* Then everything is answered, each request once. */
     deadline = ksft_deadline_in(60000);
@@ -371,6 +374,48 @@ KSFT_TEST(test_latency_ack_backlog_bounded, 120)
     ck_assert_uint_eq(s.reply_failures, 0);
     ksft_service_stop(&service);
     ksft_broker_stop(b);
+    return before_ack;
+}
+
+KSFT_TEST(test_latency_ack_backlog_bounded, 120)
+{
+    /* A window of 256 messages: the handlers stop short of 2 x 256 before the first
+     * acknowledgement (paused at 256 unacknowledged; what was queued then still
+     * runs). */
+    KSFT_NEEDS_MOCK("a Produce response delay");
+    unsigned before_ack =
+        backlog_runs_before_ack("lat.backlog", "256", NULL, BACKLOG_ACK_DELAY_MS);
+    ck_assert_msg(before_ack >= 256 && before_ack < 2 * 256,
+                  "%u handlers ran before the first acknowledgement (window 256)",
+                  before_ack);
+}
+END_TEST
+
+KSFT_TEST(test_latency_ack_backlog_bytes, 120)
+{
+    /* A window of 1024 bytes: the values are {"i":N}, 7 bytes for N < 10, 8 below
+     * 100, 9 above, so the first 126 hold exactly 1024 bytes and the partition pauses
+     * there, well before its 4096 messages. */
+    KSFT_NEEDS_MOCK("a Produce response delay");
+    unsigned before_ack =
+        backlog_runs_before_ack("lat.bytes", NULL, "1024", BACKLOG_ACK_DELAY_MS);
+    ck_assert_msg(before_ack >= 126 && before_ack < 2 * 126,
+                  "%u handlers ran before the first acknowledgement (1024 bytes)",
+                  before_ack);
+}
+END_TEST
+
+KSFT_TEST(test_latency_ack_backlog_default_window, 120)
+{
+    /* At the default window (4096) the whole backlog runs before the first
+     * acknowledgement: a client with hundreds of requests in flight on one partition
+     * (sticky partitioning puts them there) must not pause it. The old fixed window
+     * of 256 paused it about 400 times a second under 256 requests in flight, each
+     * resume refetching what had been fetched (issue 20). */
+    KSFT_NEEDS_MOCK("a Produce response delay");
+    unsigned before_ack = backlog_runs_before_ack("lat.default", NULL, NULL,
+                                                  ksft_scaled_ms(BACKLOG_ACK_DELAY_MS));
+    ck_assert_uint_eq(before_ack, BACKLOG_REQUESTS);
 }
 END_TEST
 

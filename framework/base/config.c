@@ -92,6 +92,8 @@ ksf_config_new(ksf_config **out)
     cfg->message_max_bytes = 1000000;
     cfg->server_deadline_skew_ms = KSFI_DEADLINE_SKEW_DEFAULT_MS;
     cfg->server_deferred_max = 10000;
+    cfg->server_partition_window = 4096;
+    cfg->server_partition_window_bytes = 64 * 1024 * 1024;
     cfg->broker_unreachable_ms = 5000;
     cfg->server_reply_topics_max = 1000;
     cfg->trace_headers = true;
@@ -460,6 +462,8 @@ static const char *const known_keys[] = {
     "postfix.id",
     "server.workers",
     "server.deferred.max",
+    "server.partition.window",
+    "server.partition.window.bytes",
     "server.deadline.skew.ms",
     "client.timeout.ms",
     "client.max.in.flight",
@@ -634,6 +638,13 @@ config_set(ksf_config *cfg, const char *key, const char *value, ksf_errinfo *ei)
     if (!strcmp(key, "server.deferred.max")) {
         return set_range(&cfg->server_deferred_max, key, value, 1, 1000000, ei);
     }
+    if (!strcmp(key, "server.partition.window")) {
+        return set_range(&cfg->server_partition_window, key, value, 4, 1000000, ei);
+    }
+    if (!strcmp(key, "server.partition.window.bytes")) {
+        return set_range(&cfg->server_partition_window_bytes, key, value, 1024,
+                         1073741824, ei);
+    }
     if (!strcmp(key, "server.reply.topics")) {
         ksf_err e = ksfi_reply_topics_check(value, ei);
         return e ? e : set_string(&cfg->server_reply_topics, value);
@@ -769,6 +780,10 @@ ksf_config_get(const ksf_config *cfg, const char *key, char *buf, size_t size)
         v = cfg->broker_unreachable_ms;
     } else if (!strcmp(key, "server.deferred.max")) {
         v = cfg->server_deferred_max;
+    } else if (!strcmp(key, "server.partition.window")) {
+        v = cfg->server_partition_window;
+    } else if (!strcmp(key, "server.partition.window.bytes")) {
+        v = cfg->server_partition_window_bytes;
     } else if (!strcmp(key, "server.reply.topics.max")) {
         v = cfg->server_reply_topics_max;
     } else if (!strcmp(key, "client.reply.partition")) {

@@ -46,7 +46,9 @@ struct ksf_config {
     bool client_deadline_header; /* client.deadline.header: ksf_deadline on requests */
     size_t message_max_bytes;
     int server_deadline_skew_ms;
-    int server_deferred_max;     /* deferred handlers awaiting their finish */
+    int server_deferred_max;           /* deferred handlers awaiting their finish */
+    int server_partition_window;       /* a partition's unfinished messages: pause at */
+    int server_partition_window_bytes; /* ... and their bytes (keys and values) */
     int broker_unreachable_ms;   /* report unreachable brokers after this; 0: never */
     char *server_reply_topics;   /* allow-list beyond <pattern>.reply; NULL: none */
     int server_reply_topics_max; /* distinct reply topics a prefix entry admits */

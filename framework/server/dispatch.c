@@ -55,6 +55,7 @@ typedef struct ksfi_part {
     ksfi_record *head, *tail, *next_run;
     size_t queued;  /* not yet started */
     size_t pending; /* started and not complete */
+    size_t bytes;   /* keys and values of the queued and pending ones */
     size_t held;    /* failed events awaiting their retry: nothing new starts */
     ksfi_record *due_head, *due_tail; /* retries ready to run, before anything new */
     struct ksfi_part *next_ready;
@@ -98,6 +99,9 @@ struct ksfi_dispatch {
      * hold no worker and no pattern slot, only memory, so they have their own bound
      * (server.deferred.max); at it, no new handler starts until one finishes. */
     int parked, parked_max;
+    /* A partition's window (KSFI_DISPATCH_WINDOW_DEFAULT): paused at window messages
+     * or window_bytes, resumed at a quarter of both. */
+    size_t window, window_bytes;
     pthread_cond_t watch; /* CLOCK_MONOTONIC: a budget was armed or a retry scheduled */
     pthread_t watcher;
     int64_t watch_next; /* when the sleeping watch thread wakes; 0 while it scans */
@@ -127,6 +131,8 @@ ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg,
     d->log = lg;
     d->ops = ops;
     d->parked_max = INT_MAX;
+    d->window = KSFI_DISPATCH_WINDOW_DEFAULT;
+    d->window_bytes = KSFI_DISPATCH_WINDOW_BYTES_DEFAULT;
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->work, NULL);
     pthread_cond_init(&d->idle, NULL);
@@ -296,10 +302,10 @@ static void
 update_pause(ksfi_dispatch *d, ksfi_part *p)
 {
     bool was = p->want_paused;
-    if (p->queued >= KSFI_DISPATCH_PAUSE_AT || p->pending >= KSFI_DISPATCH_PAUSE_AT) {
+    size_t n = p->queued + p->pending;
+    if (n >= d->window || p->bytes >= d->window_bytes) {
         p->want_paused = true;
-    } else if (p->queued <= KSFI_DISPATCH_RESUME_AT &&
-               p->pending <= KSFI_DISPATCH_RESUME_AT) {
+    } else if (n <= d->window / 4 && p->bytes <= d->window_bytes / 4) {
         p->want_paused = false;
     }
     if (p->want_paused != was) {
@@ -342,6 +348,7 @@ enqueue(ksfi_dispatch *d, ksfi_record *rec)
         p->next_run = rec;
     }
     p->queued++;
+    p->bytes += rec->bytes;
     if (p->queued > d->queued_high) {
         d->queued_high = p->queued;
     }
@@ -508,6 +515,15 @@ release_slot(ksfi_dispatch *d, ksfi_record *rec)
 }
 
 void
+ksfi_dispatch_set_window(ksfi_dispatch *d, size_t count, size_t bytes)
+{
+    pthread_mutex_lock(&d->lock);
+    d->window = count ? count : d->window;
+    d->window_bytes = bytes ? bytes : d->window_bytes;
+    pthread_mutex_unlock(&d->lock);
+}
+
+void
 ksfi_dispatch_set_deferred_max(ksfi_dispatch *d, int max)
 {
     pthread_mutex_lock(&d->lock);
@@ -577,6 +593,7 @@ ksfi_dispatch_done(ksfi_record *rec)
         }
         rec->done = true;
         p->pending--;
+        p->bytes -= rec->bytes;
         update_pause(d, p);
         advance(d, p);
         make_ready(d, p);
@@ -1066,7 +1083,7 @@ detach(ksfi_dispatch *d, ksfi_part *p)
     }
     p->head = p->tail = p->next_run = NULL;
     p->due_head = p->due_tail = NULL;
-    p->queued = p->pending = p->held = 0;
+    p->queued = p->pending = p->held = p->bytes = 0;
     p->assigned = false;
     p->epoch++;
 }
@@ -1089,6 +1106,9 @@ drop_queued(ksfi_dispatch *d, ksfi_part *p)
         p->head = NULL;
     }
     p->tail = prev;
+    for (ksfi_record *c = p->next_run; c; c = c->next) {
+        p->bytes -= c->bytes;
+    }
     free_list(d, p->next_run);
     p->next_run = NULL;
     p->queued = 0;
@@ -1119,6 +1139,7 @@ abandon_retries(ksfi_dispatch *d, ksfi_part *p)
             p->held--;
         }
         p->pending--;
+        p->bytes -= c->bytes;
         ksfi_log(d->log, KSF_LOG_NOTICE, "server",
                  "%s[%d]@%lld: retry abandoned (partition revoked or server stopping); "
                  "it will be delivered again",

@@ -46,12 +46,17 @@
 
 typedef struct ksfi_dispatch ksfi_dispatch;
 
-/* Queued (not yet started) messages of one partition at which it is paused; also the
- * started, incomplete ones (replies the broker has not acknowledged yet, mostly) at
- * which it is paused, so a slow acknowledgement cannot grow the window without bound. */
-#define KSFI_DISPATCH_PAUSE_AT 256
-/* ... and the count both must be down to for it to resume. */
-#define KSFI_DISPATCH_RESUME_AT 64
+/* A partition's window: its messages queued (fetched, not started) or started and not
+ * complete (handlers running or deferred, replies the broker has not acknowledged).
+ * At this many messages, or this many bytes of keys and values, the partition is
+ * paused, and resumed when it is down to a quarter of both (server.partition.window
+ * and server.partition.window.bytes set them). A pause is cheap for a stalled
+ * partition and dear for a busy one: the resume refetches what the consumer had
+ * already fetched past the pause, so the defaults sit well above what a client's
+ * requests in flight keep there (256 paused a partition under a single client with
+ * 256 requests in flight about 400 times a second; issue 20). */
+#define KSFI_DISPATCH_WINDOW_DEFAULT 4096
+#define KSFI_DISPATCH_WINDOW_BYTES_DEFAULT (64 * 1024 * 1024)
 
 /* A run goes on while other partitions wait for a worker for at most this many
  * messages... */
@@ -182,6 +187,10 @@ void ksfi_dispatch_handler_done(ksfi_record *rec);
  * message and count it against the deferred limit until its finish
  * (ksfi_dispatch_handler_done). A no-op when the finish already came. Threads: any. */
 void ksfi_dispatch_parked(ksfi_record *rec);
+
+/* Pause a partition at @p count unfinished messages or @p bytes of them, resume at a
+ * quarter of both (KSFI_DISPATCH_WINDOW_DEFAULT); 0 keeps the current value. */
+void ksfi_dispatch_set_window(ksfi_dispatch *d, size_t count, size_t bytes);
 
 /* At most @p max deferred records waiting for their finish (server.deferred.max);
  * before start. 0: no limit. */

@@ -152,6 +152,7 @@ ksfi_msg_new(ksfi_msg_env *env, ksfi_kafka_msg *msg, ksfi_record **out)
     rec->topic = in.topic;
     rec->partition = in.partition;
     rec->offset = in.offset;
+    rec->bytes = in.key_len + in.len;
     rec->delivery.fn = on_delivered;
     ksf_ctx *ctx = &rec->ctx;
     ksfi_ctx_init(ctx, &ctx_ops, env->log, env->cfg->message_max_bytes);

@@ -44,6 +44,7 @@ typedef struct ksfi_record {
     const char *topic;   /* borrowed from msg */
     int32_t partition;
     int64_t offset;
+    size_t bytes; /* key and value: what the partition's window counts */
     /* Delivery reports of this record's produces (replies, its dead letter). */
     ksfi_kafka_delivery delivery;
     /* References: the handler (until it returns or finishes), the worker running it,

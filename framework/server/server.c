@@ -952,6 +952,8 @@ start(ksf_server *srv, ksf_errinfo *ei)
     ksfi_dispatch_set_policy(srv->dispatch, &srv->cfg->policy, srv->cfg->server_workers,
                              srv->nhandlers + srv->nextra);
     ksfi_dispatch_set_deferred_max(srv->dispatch, srv->cfg->server_deferred_max);
+    ksfi_dispatch_set_window(srv->dispatch, (size_t)srv->cfg->server_partition_window,
+                             (size_t)srv->cfg->server_partition_window_bytes);
     if ((e = ksfi_dispatch_start(srv->dispatch, srv->cfg->server_workers,
                                  ksfi_sc_handle(srv->consumer), ei))) {
         return e;

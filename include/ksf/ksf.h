@@ -249,11 +249,22 @@ KSF_API void ksf_log_jsonl(void *user, ksf_log_level level, const char *componen
  * - "message.max.bytes"     largest encoded value accepted, 1..1e9     [1000000]
  * - "server.deferred.max"   deferred handlers waiting for ksf_ctx_finish,
  *                           1..1000000; at the limit no new handler starts [10000]
+ * - "server.partition.window" a partition's unfinished messages (fetched and not
+ *                           started, or started and not complete: handlers running or
+ *                           deferred, replies the broker has not acknowledged) at which
+ *                           it is paused, 4..1000000; resumed at a quarter. Bounds
+ *                           memory when handlers or acknowledgements are slower than
+ *                           arrivals; a resume refetches what was fetched past the
+ *                           pause, so keep it above the requests in flight one
+ *                           partition sees (docs/isolation.md)            [4096]
+ * - "server.partition.window.bytes" the same bound in bytes of keys and values,
+ *                           1024..1073741824; whichever is reached first pauses
+ *                           [67108864 = 64 MiB]
  * - "server.pattern.concurrency" handlers of one pattern started and unfinished at
  *                           once, 0..1024; 0: all workers but one when the server has
  *                           >= 2 patterns and >= 2 workers, else all    [0]
  *                           (a reply waiting for the broker's acknowledgement holds
- *                           no slot; up to 256 per partition may wait)
+ *                           no slot; it counts in server.partition.window)
  * - "server.handler.timeout.ms" a request handler's time budget; past it the caller
  *                           gets an error reply at once, 0 = none       [0]
  * - "server.event.retries"  re-runs of a failed event handler, 0..100  [3]
