@@ -345,7 +345,7 @@ backlog_echo(ksf_ctx *ctx, const json_t *data, json_t **reply)
  */
 static unsigned
 backlog_runs_before_ack(const char *topic, const char *window, const char *window_bytes,
-                        int hold_ms)
+                        int hold_ms, uint64_t *pauses)
 {
     atomic_store(&backlog_runs, 0);
     ksft_broker *b =
@@ -372,6 +372,7 @@ backlog_runs_before_ack(const char *topic, const char *window, const char *windo
     ck_assert_uint_eq(s.requests, BACKLOG_REQUESTS);
     ck_assert_uint_eq(atomic_load(&backlog_runs), BACKLOG_REQUESTS);
     ck_assert_uint_eq(s.reply_failures, 0);
+    *pauses = s.partition_pauses;
     ksft_service_stop(&service);
     ksft_broker_stop(b);
     return before_ack;
@@ -383,11 +384,16 @@ KSFT_TEST(test_latency_ack_backlog_bounded, 120)
      * acknowledgement (paused at 256 unacknowledged; what was queued then still
      * runs). */
     KSFT_NEEDS_MOCK("a Produce response delay");
-    unsigned before_ack =
-        backlog_runs_before_ack("lat.backlog", "256", NULL, BACKLOG_ACK_DELAY_MS);
+    uint64_t pauses = 0;
+    unsigned before_ack = backlog_runs_before_ack("lat.backlog", "256", NULL,
+                                                  BACKLOG_ACK_DELAY_MS, &pauses);
     ck_assert_msg(before_ack >= 256 && before_ack < 2 * 256,
                   "%u handlers ran before the first acknowledgement (window 256)",
                   before_ack);
+    /* 600 messages through a window of 256 that resumes at 64: at least one pause,
+     * and no more than one per 192 messages that left the window. */
+    ck_assert_msg(pauses >= 1 && pauses <= BACKLOG_REQUESTS / 192,
+                  "%llu pauses of the partition", (unsigned long long)pauses);
 }
 END_TEST
 
@@ -397,11 +403,13 @@ KSFT_TEST(test_latency_ack_backlog_bytes, 120)
      * 100, 9 above, so the first 126 hold exactly 1024 bytes and the partition pauses
      * there, well before its 4096 messages. */
     KSFT_NEEDS_MOCK("a Produce response delay");
+    uint64_t pauses = 0;
     unsigned before_ack =
-        backlog_runs_before_ack("lat.bytes", NULL, "1024", BACKLOG_ACK_DELAY_MS);
+        backlog_runs_before_ack("lat.bytes", NULL, "1024", BACKLOG_ACK_DELAY_MS, &pauses);
     ck_assert_msg(before_ack >= 126 && before_ack < 2 * 126,
                   "%u handlers ran before the first acknowledgement (1024 bytes)",
                   before_ack);
+    ck_assert_uint_ge(pauses, 1);
 }
 END_TEST
 
@@ -413,9 +421,11 @@ KSFT_TEST(test_latency_ack_backlog_default_window, 120)
      * of 256 paused it about 400 times a second under 256 requests in flight, each
      * resume refetching what had been fetched (issue 20). */
     KSFT_NEEDS_MOCK("a Produce response delay");
-    unsigned before_ack = backlog_runs_before_ack("lat.default", NULL, NULL,
-                                                  ksft_scaled_ms(BACKLOG_ACK_DELAY_MS));
+    uint64_t pauses = 0;
+    unsigned before_ack = backlog_runs_before_ack(
+        "lat.default", NULL, NULL, ksft_scaled_ms(BACKLOG_ACK_DELAY_MS), &pauses);
     ck_assert_uint_eq(before_ack, BACKLOG_REQUESTS);
+    ck_assert_uint_eq(pauses, 0);
 }
 END_TEST
 

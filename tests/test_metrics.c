@@ -508,7 +508,11 @@ KSFT_TEST(test_metrics_server_shed_and_expired, 60)
         "# HELP ksf_server_dlq_failures_total Dead-letter produces that failed; each is "
         "tried again, nothing dropped.\n"
         "# TYPE ksf_server_dlq_failures_total counter\n"
-        "ksf_server_dlq_failures_total 0\n");
+        "ksf_server_dlq_failures_total 0\n"
+        "# HELP ksf_server_partition_pauses_total Times a partition was paused because "
+        "its window of unfinished messages was full.\n"
+        "# TYPE ksf_server_partition_pauses_total counter\n"
+        "ksf_server_partition_pauses_total 0\n");
     free(t);
 
     /* The JSON names the same values, in the same order, after "patterns". */
@@ -523,7 +527,8 @@ KSFT_TEST(test_metrics_server_shed_and_expired, 60)
                            "\"reply_refused\":0,\"refused\":0,\"expired\":2,\"shed\":1,"
                            "\"throttled\":0,\"budget_exceeded\":0,"
                            "\"late_discarded\":0,\"event_retries\":0,"
-                           "\"dead_lettered\":0,\"dlq_failures\":0}");
+                           "\"dead_lettered\":0,\"dlq_failures\":0,"
+                           "\"partition_pauses\":0}");
     free(text);
     json_decref(j);
     ksft_world_close(&w);

@@ -1,8 +1,8 @@
 /*
  * Soak: 3 ksf servers and 3 ksf clients in this process, N requests (KSF_SOAK_REQUESTS,
  * default 60,000), one server stopped and replaced half-way. Reports lost = 0,
- * duplicated replies delivered = 0, and RSS at the end within 10% of RSS once the
- * restart is behind (60% of the requests) and within 20% of RSS after warm-up (20%).
+ * duplicated replies delivered = 0, and RSS at the end within 10% of RSS after warm-up
+ * (20% of the requests) and within 20% of RSS once the restart is behind (60%).
  * The broker runs as a child process (`ksf broker`, KSF_TOOL) so that the
  * messages it stores do not count against this process's memory.
  */
@@ -245,15 +245,21 @@ START_TEST(test_soak_restart)
     ck_assert_uint_eq(dup_delivered, 0);
     ck_assert_uint_eq(wrong, 0);
     if (ksft_rss_meaningful()) {
-        /* Traffic alone must not grow memory: 10% over the last 40% of the requests.
-         * The restart's new server (its own librdkafka handles, threads and pools)
-         * costs a one-time ~2 MB on a ~18 MB process, so the bound across it is 20%. */
-        ck_assert_msg(rss_end <= rss_restarted + rss_restarted / 10,
+        /* Traffic alone must not grow memory: at the end within 10% of RSS after
+         * warm-up, over the last 80% of the requests. The restart replaces one server
+         * by another of the same size: the stopped one's memory is freed (RSS just
+         * after the restart is 3-13% below the warm-up's), and the new one grows back
+         * to its share of the clients' windows (2,000 requests in flight each, held in
+         * its partitions' windows of up to server.partition.window messages) over the
+         * following requests, so across the restart alone the bound is 20%. */
+        ck_assert_msg(rss_end <= rss_warm + rss_warm / 10,
+                      "RSS %ld KiB at the end, %ld KiB after warm-up (20%% of the "
+                      "requests)",
+                      rss_end, rss_warm);
+        ck_assert_msg(rss_end <= rss_restarted + rss_restarted / 5,
                       "RSS %ld KiB at the end, %ld KiB after the restart (60%% of the "
                       "requests)",
                       rss_end, rss_restarted);
-        ck_assert_msg(rss_end <= rss_warm + rss_warm / 5,
-                      "RSS %ld KiB at the end, %ld KiB after warm-up", rss_end, rss_warm);
     } else {
         fprintf(stderr, "soak: RSS bound not checked (ASan or valgrind)\n");
     }

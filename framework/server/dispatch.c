@@ -95,6 +95,7 @@ struct ksfi_dispatch {
     int workers;
     size_t npatterns;
     uint64_t throttled;
+    uint64_t pauses; /* pauses applied: a partition's window was full */
     /* Deferred records whose handler returned and whose finish has not come: they
      * hold no worker and no pattern slot, only memory, so they have their own bound
      * (server.deferred.max); at it, no new handler starts until one finishes. */
@@ -969,6 +970,15 @@ ksfi_dispatch_throttled(ksfi_dispatch *d)
     return n;
 }
 
+uint64_t
+ksfi_dispatch_pauses(ksfi_dispatch *d)
+{
+    pthread_mutex_lock(&d->lock);
+    uint64_t n = d->pauses;
+    pthread_mutex_unlock(&d->lock);
+    return n;
+}
+
 ksf_err
 ksfi_dispatch_start(ksfi_dispatch *d, int workers, ksfi_kafka_handle *consumer,
                     ksf_errinfo *ei)
@@ -1243,7 +1253,9 @@ ksfi_dispatch_sync_pause(ksfi_dispatch *d)
             continue;
         }
         p->paused = p->want_paused;
-        if (!p->paused) {
+        if (p->paused) {
+            d->pauses++;
+        } else {
             wake_fetcher(d, p);
         }
         ksfi_log(d->log, KSF_LOG_DEBUG, "server", "%s %s[%d] (%zu queued)",

@@ -213,5 +213,7 @@ bool ksfi_dispatch_retry_later(ksfi_record *rec, int kind, int delay_ms);
 
 /* Messages that waited for their pattern's concurrency limit. Threads: any. */
 uint64_t ksfi_dispatch_throttled(ksfi_dispatch *d);
+/* Pauses applied because a partition's window was full (ksf_server_stats). */
+uint64_t ksfi_dispatch_pauses(ksfi_dispatch *d);
 
 #endif

@@ -342,6 +342,7 @@ ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out)
     KSFI_SERVER_COUNTERS(COPY_COUNTER)
 #undef COPY_COUNTER
     out->throttled = ksfi_dispatch_throttled(srv->dispatch);
+    out->partition_pauses = ksfi_dispatch_pauses(srv->dispatch);
 }
 
 /* ---- the reply producer ------------------------------------------------------------ */

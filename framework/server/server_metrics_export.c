@@ -31,7 +31,7 @@ static const char *const server_json_names[KSFI_M_COUNT] = {"requests", "replies
 /* The server's unlabelled values, in their output order: the one place that names
  * them, for the text and the JSON alike. Each is the ksf_server_stats field of the same
  * name: ksf_server_<field>_total in the text, "<field>" in the JSON. */
-enum { SERVER_SCALARS = 15 };
+enum { SERVER_SCALARS = 16 };
 
 #define STAT(field, help)                                                                \
     {                                                                                    \
@@ -70,6 +70,8 @@ server_scalars(const ksf_server_stats *st, ksfi_scalar out[SERVER_SCALARS])
              "Failed events produced to their dead-letter topic and acknowledged."),
         STAT(dlq_failures,
              "Dead-letter produces that failed; each is tried again, nothing dropped."),
+        STAT(partition_pauses, "Times a partition was paused because its window of "
+                               "unfinished messages was full."),
     };
     memcpy(out, s, sizeof s);
 }

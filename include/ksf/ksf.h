@@ -879,6 +879,11 @@ typedef struct ksf_server_stats {
      *  status; docs/pipeline.md); counted once per handler run, so an event refused on
      *  each of its retries counts each time. Also in requests or events */
     uint64_t refused;
+    /** times a partition was paused because its window of unfinished messages was
+     *  full (server.partition.window or server.partition.window.bytes; it resumes at
+     *  a quarter). A steady count under normal load means the window is too small
+     *  for the requests in flight: each resume refetches what was fetched past it */
+    uint64_t partition_pauses;
 } ksf_server_stats;
 
 /** Copy the server's counters into @p out. */
@@ -895,7 +900,8 @@ KSF_API void ksf_server_get_stats(ksf_server *srv, ksf_server_stats *out);
  * ksf_server_reply_refused_total, ksf_server_refused_total, ksf_server_expired_total,
  * ksf_server_shed_total, ksf_server_throttled_total, ksf_server_budget_exceeded_total,
  * ksf_server_late_discarded_total, ksf_server_event_retries_total,
- * ksf_server_dead_lettered_total, ksf_server_dlq_failures_total: each unlabelled one is
+ * ksf_server_dead_lettered_total, ksf_server_dlq_failures_total,
+ * ksf_server_partition_pauses_total: each unlabelled one is
  * the ksf_server_stats field of its name. docs/metrics.md says what each counts. Use
  * open_memstream() for a buffer. Errors: KSF_EINVAL (a NULL argument, or a write to @p
  * out failed), KSF_ENOMEM. Threads: any, but not while handlers are still being
@@ -910,7 +916,7 @@ KSF_API ksf_err ksf_server_write_prometheus(ksf_server *srv, FILE *out);
  * "no_handler": n, "malformed": n, "reply_failures": n, "offset_resets": n,
  * "offset_reset_skipped": n, "reply_refused": n, "refused": n, "expired": n,
  * "shed": n, "throttled": n, "budget_exceeded": n, "late_discarded": n,
- * "event_retries": n, "dead_lettered": n, "dlq_failures": n}.
+ * "event_retries": n, "dead_lettered": n, "dlq_failures": n, "partition_pauses": n}.
  * Ownership: *out is a new reference (NULL on failure). Errors: KSF_EINVAL, KSF_ENOMEM.
  */
 KSF_API ksf_err ksf_server_metrics_json(ksf_server *srv, json_t **out);

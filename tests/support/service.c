@@ -542,7 +542,7 @@ ksft_assert_server_stats(ksf_server *srv, ksf_server_stats want, const char *whe
         SERVER_STAT(dead_lettered),  SERVER_STAT(dlq_failures),
         SERVER_STAT(offset_resets),  SERVER_STAT(offset_reset_skipped),
         SERVER_STAT(reply_refused),  SERVER_STAT(shed),
-        SERVER_STAT(refused)};
+        SERVER_STAT(refused),        SERVER_STAT(partition_pauses)};
     ksf_server_stats got;
     ksf_server_get_stats(srv, &got);
     assert_stats("server", where, fields, sizeof fields / sizeof fields[0], &got, &want);
@@ -567,7 +567,8 @@ ksft_assert_server_export(ksf_server *srv)
                                         SERVER_STAT(late_discarded),
                                         SERVER_STAT(event_retries),
                                         SERVER_STAT(dead_lettered),
-                                        SERVER_STAT(dlq_failures)};
+                                        SERVER_STAT(dlq_failures),
+                                        SERVER_STAT(partition_pauses)};
     ksf_server_stats st;
     ksf_server_get_stats(srv, &st);
     json_t *j = NULL;
