@@ -5,6 +5,18 @@
 #include <stdbool.h>
 #include <string.h>
 
+const bool ksfi_topic_byte[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+    ['7'] = 1, ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1,
+    ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
+    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1,
+    ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1,
+    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1, ['.'] = 1,
+    ['_'] = 1, ['-'] = 1};
+
 ksf_err
 ksfi_topic_check(const char *topic, size_t reserve, const char *reserve_for,
                  ksf_errinfo *ei)
@@ -23,15 +35,13 @@ ksfi_topic_check(const char *topic, size_t reserve, const char *reserve_for,
             "topic%s",
             topic, n, max, reserve_for);
     }
-    if (!strcmp(topic, ".") || !strcmp(topic, "..")) {
+    if (topic[0] == '.' && (n == 1 || (n == 2 && topic[1] == '.'))) { /* "." or ".." */
         return ksfi_fail(ei, KSF_EINVAL, "pattern \"%s\" is not a legal Kafka topic name",
                          topic);
     }
     for (const char *p = topic; *p; p++) {
         char c = *p;
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-        if (!ok) {
+        if (!ksfi_topic_byte[(unsigned char)c]) {
             return ksfi_fail(
                 ei, KSF_EINVAL,
                 "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "

@@ -8,10 +8,15 @@
 
 #include <ksf/ksf.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Kafka's longest topic name. */
 #define KSFI_TOPIC_MAX 249
+
+/* The bytes a Kafka topic name may hold (A-Z a-z 0-9 . _ -) are true: a lookup per
+ * byte, for checks on every request's pattern and reply topic. */
+extern const bool ksfi_topic_byte[256];
 
 /**
  * Is @p topic a legal Kafka topic name with @p reserve characters to spare (for a

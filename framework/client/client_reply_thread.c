@@ -90,7 +90,8 @@ count_stray_locked(ksf_client *cli, const char *id, size_t len, const char *topi
     }
 }
 
-/* Match reply message @p msg (its headers read) to its request and deliver it. */
+/* Match reply message @p msg (its headers read) to its request and deliver it; notes
+ * the fetch position past it (ksfi_client_note_position). */
 static void
 handle_reply(ksf_client *cli, const ksfi_reply_event *msg)
 {
@@ -100,6 +101,7 @@ handle_reply(ksf_client *cli, const ksfi_reply_event *msg)
         meta.is_disposed = true; /* Spring answers once and sends no end marker */
     }
     if (!meta.correlation_id) {
+        ksfi_client_note_position(cli, msg->topic, msg->partition, msg->offset + 1);
         return; /* not a reply: NestJS ignores it too */
     }
     const char *cid = meta.correlation_id;
@@ -113,6 +115,8 @@ handle_reply(ksf_client *cli, const ksfi_reply_event *msg)
         cid_len = KSFI_ID_SIZE - 1;
     }
     pthread_mutex_lock(&cli->lock);
+    /* Noted here, in the lock round the reply takes anyway. */
+    ksfi_client_note_position_locked(cli, msg->topic, msg->partition, msg->offset + 1);
     ksfi_pending *p = ksfi_inflight_find(cli->inflight, cid, cid_len);
     if (!p) {
         count_stray_locked(cli, cid, cid_len, msg->topic);
@@ -282,7 +286,8 @@ ksfi_client_reply_main(void *arg)
         ksfi_reply_event ev;
         ksf_err e = ksfi_reply_consumer_poll(cli->consumer, timeout_ms, &ev);
         idle = ev.kind == KSFI_REPLY_NOTHING;
-        if (ev.kind == KSFI_REPLY_MESSAGE || ev.kind == KSFI_REPLY_END) {
+        bool handled = ev.kind == KSFI_REPLY_MESSAGE && !e; /* handle_reply notes it */
+        if (!handled && (ev.kind == KSFI_REPLY_MESSAGE || ev.kind == KSFI_REPLY_END)) {
             /* An end-of-partition event's offset is the next one to fetch. */
             ksfi_client_note_position(cli, ev.topic, ev.partition,
                                       ev.kind == KSFI_REPLY_END ? ev.offset
@@ -294,7 +299,7 @@ ksfi_client_reply_main(void *arg)
         } else if (ev.kind == KSFI_REPLY_MESSAGE && e) {
             ksfi_log(&cli->log, KSF_LOG_ERROR, "client",
                      "out of memory reading reply headers");
-        } else if (ev.kind == KSFI_REPLY_MESSAGE) {
+        } else if (handled) {
             handle_reply(cli, &ev);
         }
         ksfi_reply_event_release(&ev);

@@ -20,21 +20,60 @@ ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why)
 
 /* ---- pools: a request's record and ticket are reused, not allocated per request ---- */
 
-ksfi_pending *
-ksfi_client_pending_new(ksf_client *cli)
+/* Pop a pooled record / ticket, or NULL when that pool is empty; pool_lock held. */
+static ksfi_pending *
+pending_pop(ksf_client *cli)
 {
-    pthread_mutex_lock(&cli->pool_lock);
     ksfi_pending *p = cli->free_pending;
     if (p) {
         cli->free_pending = p->hnext;
         cli->n_free_pending--;
     }
-    pthread_mutex_unlock(&cli->pool_lock);
+    return p;
+}
+
+static dr_ticket *
+ticket_pop(ksf_client *cli)
+{
+    dr_ticket *t = cli->free_tickets;
+    if (t) {
+        cli->free_tickets = t->next;
+        cli->n_free_tickets--;
+    }
+    return t;
+}
+
+/* A popped record zeroed, or a new one (NULL when out of memory). */
+static ksfi_pending *
+pending_ready(ksfi_pending *p)
+{
     if (!p) {
         return ksfi_calloc(1, sizeof *p);
     }
     *p = (ksfi_pending){0};
     return p;
+}
+
+static dr_ticket *
+ticket_ready(dr_ticket *t)
+{
+    if (!t) {
+        return ksfi_calloc(1, sizeof *t);
+    }
+    *t = (dr_ticket){0};
+    return t;
+}
+
+bool
+ksfi_client_request_new(ksf_client *cli, dr_ticket **t, ksfi_pending **p)
+{
+    pthread_mutex_lock(&cli->pool_lock);
+    dr_ticket *pt = ticket_pop(cli);
+    ksfi_pending *pp = pending_pop(cli);
+    pthread_mutex_unlock(&cli->pool_lock);
+    *t = ticket_ready(pt);
+    *p = pending_ready(pp);
+    return *t && *p;
 }
 
 void
@@ -60,17 +99,9 @@ dr_ticket *
 ksfi_client_ticket_new(ksf_client *cli)
 {
     pthread_mutex_lock(&cli->pool_lock);
-    dr_ticket *t = cli->free_tickets;
-    if (t) {
-        cli->free_tickets = t->next;
-        cli->n_free_tickets--;
-    }
+    dr_ticket *t = ticket_pop(cli);
     pthread_mutex_unlock(&cli->pool_lock);
-    if (!t) {
-        return ksfi_calloc(1, sizeof *t);
-    }
-    *t = (dr_ticket){0};
-    return t;
+    return ticket_ready(t);
 }
 
 void

@@ -14,10 +14,6 @@
  * (after dropping the lock) and frees it. */
 void ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why);
 
-/* A zeroed request record, reused from the client's pool when it has one. Any thread;
- * takes pool_lock. NULL when out of memory. */
-ksfi_pending *ksfi_client_pending_new(ksf_client *cli);
-
 /* Give a finished request back to the pool (or free it when the pool is full). NULL is
  * a no-op. Any thread; takes pool_lock. */
 void ksfi_client_pending_free(ksf_client *cli, ksfi_pending *p);
@@ -25,6 +21,11 @@ void ksfi_client_pending_free(ksf_client *cli, ksfi_pending *p);
 /* A zeroed ticket, reused from the client's pool when it has one; NULL when out of
  * memory. Any thread; takes pool_lock. */
 dr_ticket *ksfi_client_ticket_new(ksf_client *cli);
+
+/* A request's ticket and record, zeroed, reused from the client's pools when they have
+ * them: in one round of pool_lock (a request takes both). Any thread. Either may be NULL
+ * when out of memory (then false); give back what was taken. */
+bool ksfi_client_request_new(ksf_client *cli, dr_ticket **t, ksfi_pending **p);
 
 /* Give ticket @p t back to the pool (or free it). The shared plain_event ticket and
  * NULL are no-ops. Any thread; takes pool_lock. */

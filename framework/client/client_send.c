@@ -282,9 +282,9 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
         return e;
     }
     int64_t deadline = ksfi_client_now_ms() + timeout;
-    dr_ticket *t = ksfi_client_ticket_new(cli);
-    ksfi_pending *p = ksfi_client_pending_new(cli);
-    if (!t || !p) {
+    dr_ticket *t;
+    ksfi_pending *p;
+    if (!ksfi_client_request_new(cli, &t, &p)) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
         goto fail;
     }

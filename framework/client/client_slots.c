@@ -53,6 +53,17 @@ ksfi_client_note_position(ksf_client *cli, const char *topic, int32_t partition,
         return;
     }
     pthread_mutex_lock(&cli->lock);
+    ksfi_client_note_position_locked(cli, topic, partition, next);
+    pthread_mutex_unlock(&cli->lock);
+}
+
+void
+ksfi_client_note_position_locked(ksf_client *cli, const char *topic, int32_t partition,
+                                 int64_t next)
+{
+    if (!topic || next < 0) {
+        return;
+    }
     for (reply_slot *s = cli->slots; s; s = s->next) {
         if (s->partition == partition && next > s->next_offset &&
             !strcmp(s->topic, topic)) {
@@ -62,7 +73,6 @@ ksfi_client_note_position(ksf_client *cli, const char *topic, int32_t partition,
             s->next_offset = next;
         }
     }
-    pthread_mutex_unlock(&cli->lock);
 }
 
 /* ---- slots ------------------------------------------------------------------------- */

@@ -57,9 +57,11 @@ void ksfi_client_set_paused_locked(ksf_client *cli, bool pause);
 /*
  * Fetching of @p topic [@p partition] now stands at offset @p next (past a consumed
  * reply, or at an end-of-partition event). The first such note of a slot wakes
- * ksfi_client_wait_first_fetch. Takes the lock.
+ * ksfi_client_wait_first_fetch. Takes the lock; _locked: under it.
  */
 void ksfi_client_note_position(ksf_client *cli, const char *topic, int32_t partition,
                                int64_t next);
+void ksfi_client_note_position_locked(ksf_client *cli, const char *topic,
+                                      int32_t partition, int64_t next);
 
 #endif

@@ -94,14 +94,16 @@ wire_header_of(const ksfi_header *h)
     switch (n[plen]) { /* the letter after "kafka_" tells the candidates apart */
     case 'c':
         return !strcmp(n, KSFI_HDR_CORRELATION_ID) ? WIRE_CORRELATION_ID : WIRE_OTHER;
-    case 'r':
-        return !strcmp(n, KSFI_HDR_REPLY_TOPIC)       ? WIRE_REPLY_TOPIC
-               : !strcmp(n, KSFI_HDR_REPLY_PARTITION) ? WIRE_REPLY_PARTITION
-                                                      : WIRE_OTHER;
-    case 'n':
-        return !strcmp(n, KSFI_HDR_NEST_ERR)           ? WIRE_NEST_ERR
-               : !strcmp(n, KSFI_HDR_NEST_IS_DISPOSED) ? WIRE_NEST_IS_DISPOSED
-                                                       : WIRE_OTHER;
+    case 'r': /* "kafka_reply" then 'T'opic or 'P'artition: one strcmp either way */
+        return n[11] == 'T' && !strcmp(n, KSFI_HDR_REPLY_TOPIC) ? WIRE_REPLY_TOPIC
+               : n[11] == 'P' && !strcmp(n, KSFI_HDR_REPLY_PARTITION)
+                   ? WIRE_REPLY_PARTITION
+                   : WIRE_OTHER;
+    case 'n': /* "kafka_nest-" then 'e'rr or 'i's-disposed */
+        return n[11] == 'e' && !strcmp(n, KSFI_HDR_NEST_ERR) ? WIRE_NEST_ERR
+               : n[11] == 'i' && !strcmp(n, KSFI_HDR_NEST_IS_DISPOSED)
+                   ? WIRE_NEST_IS_DISPOSED
+                   : WIRE_OTHER;
     default:
         return WIRE_OTHER;
     }
@@ -130,22 +132,8 @@ quote_bytes(const void *value, size_t len, char out[200])
     memcpy(out + o, len > n ? "...\"" : "\"", len > n ? 5 : 2);
 }
 
-/* The bytes a Kafka topic name may hold (ksfi_topic_check's rule: A-Z a-z 0-9 . _ -),
- * for the reply topic every request names: a lookup per byte where ksfi_topic_check
- * needed a NUL-terminated copy, its strlen and six range tests per byte.
- * tests/test_codec.c checks both agree on every byte. */
-static const bool topic_byte[256] = {
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
-    ['7'] = 1, ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1,
-    ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
-    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
-    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1,
-    ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
-    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1,
-    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
-    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1, ['.'] = 1,
-    ['_'] = 1, ['-'] = 1};
-
+/* The reply topic every request names, checked a lookup per byte (ksfi_topic_byte)
+ * where ksfi_topic_check also wants a NUL-terminated name. */
 static bool
 legal_reply_topic(const char *value, size_t len)
 {
@@ -155,7 +143,7 @@ legal_reply_topic(const char *value, size_t len)
         return false;
     }
     for (size_t i = 0; i < len; i++) {
-        if (!topic_byte[v[i]]) {
+        if (!ksfi_topic_byte[v[i]]) {
             return false;
         }
     }

@@ -127,11 +127,21 @@ ksfi_ctx_claim_budget(ksf_ctx *ctx)
 }
 
 ksfi_ctx_outcome
-ksfi_ctx_returned(ksf_ctx *ctx)
+ksfi_ctx_returned(ksf_ctx *ctx, ksf_err status, bool claim)
 {
     pthread_mutex_lock(&ctx->lock);
     ksfi_ctx_outcome o = {ctx->deferred, ctx->early, ctx->early_status, ctx->early_reply};
     ctx->early_reply = NULL; /* `early` stays set: a second finish is refused */
+    if (!o.early && status != KSF_DEFERRED && ctx->phase != KSFI_CTX_FINISHED) {
+        o.finished = true;
+        ctx->phase = KSFI_CTX_FINISHED;
+        o.ended = ctx->ended;
+        o.late = ctx->budget_fired;
+        if (claim && !ctx->ended) {
+            ctx->ended = true;
+            o.claimed = true;
+        }
+    }
     pthread_mutex_unlock(&ctx->lock);
     return o;
 }
@@ -259,12 +269,12 @@ encode_reply(ksf_ctx *ctx, const json_t *v, const void **out, size_t *len,
 }
 
 void
-ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply)
+ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply, bool claimed)
 {
     ksf_errinfo ei = {0};
     const void *value = NULL;
     size_t len = 0;
-    if (!ksfi_ctx_claim_end(ctx)) {
+    if (!claimed && !ksfi_ctx_claim_end(ctx)) {
         return;
     }
     ksf_err e = encode_reply(ctx, reply, &value, &len, &ei);

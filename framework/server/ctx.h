@@ -151,8 +151,9 @@ ksf_err ksfi_ctx_send_error(ksf_ctx *ctx, const json_t *error, bool disposed);
 /* Send {"status":"error","message":<text>} as the final reply (end claimed). */
 void ksfi_ctx_send_error_text(ksf_ctx *ctx, const char *text);
 
-/* Send the handler's final reply (@p reply borrowed; raw bytes win), unless ended. */
-void ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply);
+/* Send the handler's final reply (@p reply borrowed; raw bytes win), unless ended;
+ * @p claimed: the caller already claimed the end (ksfi_ctx_returned's `claimed`). */
+void ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply, bool claimed);
 
 /* The handler's result as seen when it returned (ksfi_ctx_returned) ... */
 typedef struct ksfi_ctx_outcome {
@@ -160,10 +161,17 @@ typedef struct ksfi_ctx_outcome {
     bool early;    /* ksf_ctx_finish came before the return */
     ksf_err early_status;
     json_t *early_reply; /* owned by the caller now */
+    /* A final result (neither early nor deferred) was marked finished in the same
+     * critical section, as ksfi_ctx_mark_finished does (`ended`, `late` as it reports
+     * them), and with `claim` the end was claimed for its reply (`claimed`): one lock
+     * round where a synchronous handler's return took three. */
+    bool finished, ended, late, claimed;
 } ksfi_ctx_outcome;
 
-/* ... taken under the lock. */
-ksfi_ctx_outcome ksfi_ctx_returned(ksf_ctx *ctx);
+/* ... taken under the lock. @p status is what the handler returned; @p claim asks to
+ * claim the end for the reply too (nothing may change the result any more: no
+ * middleware afters, not an event). */
+ksfi_ctx_outcome ksfi_ctx_returned(ksf_ctx *ctx, ksf_err status, bool claim);
 
 /* Mark the handler's result processed. *ended: a final reply was already sent;
  * *late: the budget's error reply was. Returns false when it already was. */

@@ -67,6 +67,7 @@ struct ksfi_dispatch {
     pthread_mutex_t lock; /* guards everything below and every rec's dispatch fields */
     pthread_cond_t work;  /* a partition became ready, or stopping */
     pthread_cond_t idle;  /* a record completed or a handler returned */
+    int idle_waiters;     /* threads in wait_idle: idle_wake skips the broadcast at 0 */
     ksfi_part **parts;
     size_t nparts;
     ksfi_part *ready_head, *ready_tail;
@@ -120,6 +121,17 @@ struct ksfi_dispatch {
     bool defer_wakes;
     int wakes_owed;
 };
+
+/* A record completed, a handler returned or reports wait: wake whoever waits in
+ * wait_idle (a drain or revoke). Most calls find nobody: the broadcast is skipped then,
+ * two per request on the hot path. Lock held. */
+static void
+idle_wake(ksfi_dispatch *d)
+{
+    if (d->idle_waiters) {
+        pthread_cond_broadcast(&d->idle);
+    }
+}
 
 ksf_err
 ksfi_dispatch_new(ksfi_dispatch **out, const ksfi_logger *lg,
@@ -599,7 +611,7 @@ ksfi_dispatch_done(ksfi_record *rec)
         advance(d, p);
         make_ready(d, p);
     }
-    pthread_cond_broadcast(&d->idle);
+    idle_wake(d);
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -704,7 +716,7 @@ run_ready(ksfi_dispatch *d)
             d->ops->run(c); /* c may be freed when this returns */
         }
         pthread_mutex_lock(&d->lock);
-        pthread_cond_broadcast(&d->idle);
+        idle_wake(d);
         if (d->reports_ready) {
             serve_reports(d);
         } else if (ran % KSFI_DISPATCH_RUN_MAX == KSFI_DISPATCH_RUN_MAX - 1) {
@@ -922,7 +934,7 @@ ksfi_dispatch_retry_later(ksfi_record *rec, int kind, int delay_ms)
         rec->retry_state = KSFI_RETRY_WAITING;
         pthread_cond_signal(&d->watch);
         /* A drain or revoke waiting for this partition gives the retry up. */
-        pthread_cond_broadcast(&d->idle);
+        idle_wake(d);
     }
     pthread_mutex_unlock(&d->lock);
     return ours;
@@ -948,7 +960,7 @@ ksfi_dispatch_reports_ready(ksfi_dispatch *d)
          * Inline: the consumer thread, also while it waits in revoke or drain. */
         pthread_cond_signal(&d->work);
         if (d->inline_mode) {
-            pthread_cond_broadcast(&d->idle);
+            idle_wake(d);
             wake_consumer(d);
         }
         /* Every worker inside a handler: the watch thread serves them if none is done
@@ -1044,7 +1056,10 @@ wait_idle(ksfi_dispatch *d, const struct timespec *until)
         serve_reports(d);
         return 0;
     }
-    return pthread_cond_timedwait(&d->idle, &d->lock, until);
+    d->idle_waiters++;
+    int rc = pthread_cond_timedwait(&d->idle, &d->lock, until);
+    d->idle_waiters--;
+    return rc;
 }
 
 /* Absolute deadline @p ms from now on CLOCK_REALTIME (pthread_cond_timedwait's). */

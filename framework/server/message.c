@@ -22,11 +22,11 @@
 #define EXPIRED_LOG_INTERVAL_MS 1000
 
 static ksf_err ctx_reply(ksf_ctx *ctx, ksfi_kafka_out *m, bool error, ksf_errinfo *ei);
-static ksf_err finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply);
+static ksf_err ctx_finished(ksf_ctx *ctx, ksf_err status, json_t *reply);
 static void on_delivered(ksfi_kafka_delivery *d, const ksfi_kafka_report *r);
 static bool ctx_keep_error(ksf_ctx *ctx, const json_t *shape, ksf_err *result);
 
-static const ksfi_ctx_ops ctx_ops = {ctx_reply, finish_result, ctx_keep_error};
+static const ksfi_ctx_ops ctx_ops = {ctx_reply, ctx_finished, ctx_keep_error};
 
 static ksfi_record *
 rec_of_delivery(ksfi_kafka_delivery *d)
@@ -663,14 +663,19 @@ log_handled(const ksfi_record *rec, ksf_err status)
 }
 
 /* Act on a handler's result (returned, or finished when deferred: the ctx's
- * `finished` op); steals @p reply. */
+ * `finished` op); steals @p reply. @p marked: ksfi_ctx_returned already marked it
+ * finished (and maybe claimed the end); NULL to mark it here. */
 static ksf_err
-finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
+finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply, const ksfi_ctx_outcome *marked)
 {
     ksfi_record *rec = ksfi_record_of(ctx);
     ksfi_msg_env *env = rec->env;
-    bool ended = false, late = false;
-    if (!ksfi_ctx_mark_finished(ctx, &ended, &late)) {
+    bool ended = false, late = false, claimed = false;
+    if (marked) {
+        ended = marked->ended;
+        late = marked->late;
+        claimed = marked->claimed;
+    } else if (!ksfi_ctx_mark_finished(ctx, &ended, &late)) {
         json_decref(reply);
         return KSF_ESTATE;
     }
@@ -711,12 +716,12 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
     } else if (ctx->is_event) {
         /* A handled event: nothing to send (failures took the retry road above). */
     } else if (!ended && error) { /* pipeline: the error the afters left */
-        if (ksfi_ctx_claim_end(ctx)) {
+        if (claimed || ksfi_ctx_claim_end(ctx)) {
             ksfi_ctx_send_error(ctx, error, true);
         }
     } else if (!ended && status == KSF_OK) {
-        ksfi_ctx_send_final(ctx, reply);
-    } else if (!ended && ksfi_ctx_claim_end(ctx)) {
+        ksfi_ctx_send_final(ctx, reply, claimed);
+    } else if (!ended && (claimed || ksfi_ctx_claim_end(ctx))) {
         ksfi_log(env->log, KSF_LOG_WARNING, "server",
                  "handler for %s[%d]@%lld returned \"%s\" without a reply error; sending "
                  "\"%s\"",
@@ -732,6 +737,13 @@ finish_result(ksf_ctx *ctx, ksf_err status, json_t *reply)
     ksfi_dispatch_handler_done(rec);
     rec_release(rec); /* the handler's reference */
     return KSF_OK;
+}
+
+/* The ctx's `finished` op: a deferred handler's ksf_ctx_finish. */
+static ksf_err
+ctx_finished(ksf_ctx *ctx, ksf_err status, json_t *reply)
+{
+    return finish_result(ctx, status, reply, NULL);
 }
 
 /*
@@ -772,7 +784,10 @@ run_handler(ksfi_record *rec)
         ksfi_scope_enter(NULL);
     }
     json_decref(data);
-    ksfi_ctx_outcome o = ksfi_ctx_returned(ctx);
+    /* Nothing but the afters can change a request's result once its handler returned:
+     * without them the reply's end is claimed in the same critical section. */
+    bool settled = !ctx->is_event && !ctx->handler->chain && status != KSF_SKIP;
+    ksfi_ctx_outcome o = ksfi_ctx_returned(ctx, status, settled);
     if (o.early) {
         /* ksf_ctx_finish came before the handler returned: its result is the answer. */
         if (status != KSF_DEFERRED) {
@@ -782,7 +797,7 @@ run_handler(ksfi_record *rec)
                      rec->topic, ksf_strerror(status));
         }
         json_decref(reply);
-        finish_result(ctx, o.early_status, o.early_reply);
+        finish_result(ctx, o.early_status, o.early_reply, NULL);
         return;
     }
     if (status == KSF_DEFERRED) {
@@ -798,7 +813,7 @@ run_handler(ksfi_record *rec)
                  rec->topic);
         status = KSF_ESTATE;
     }
-    finish_result(ctx, status, reply);
+    finish_result(ctx, status, reply, o.finished ? &o : NULL);
 }
 
 /* ---- the pool's operations --------------------------------------------------------- */

@@ -36,6 +36,7 @@ ksfi_reply_policy_init(ksfi_reply_policy *p, const char *list, int max,
     p->slots = (size_t)max * 2;
     if (!(p->allow = ksfi_calloc(entries, sizeof *p->allow)) ||
         !(p->forbidden = ksfi_calloc(nown ? nown : 1, sizeof *p->forbidden)) ||
+        !(p->forbidden_len = ksfi_calloc(nown ? nown : 1, sizeof *p->forbidden_len)) ||
         !(p->seen = ksfi_calloc(p->slots, sizeof *p->seen))) {
         return KSF_ENOMEM;
     }
@@ -46,6 +47,7 @@ ksfi_reply_policy_init(ksfi_reply_policy *p, const char *list, int max,
         if (!(p->forbidden[p->nforbidden] = ksfi_strdup(own[i]))) {
             return KSF_ENOMEM;
         }
+        p->forbidden_len[p->nforbidden] = strlen(own[i]);
         p->nforbidden++;
     }
     return KSF_OK;
@@ -65,6 +67,7 @@ ksfi_reply_policy_free(ksfi_reply_policy *p)
     }
     ksfi_free(p->allow);
     ksfi_free(p->forbidden);
+    ksfi_free(p->forbidden_len);
     ksfi_free(p->seen);
     if (p->slots) {
         pthread_mutex_destroy(&p->lock);
@@ -107,14 +110,15 @@ ksfi_reply_policy_check(ksfi_reply_policy *p, const char *request_topic,
     if (!strncmp(reply, "__", 2)) {
         return "a Kafka-internal topic (__...)";
     }
+    size_t rl = strlen(reply);
     for (size_t i = 0; i < p->nforbidden; i++) {
-        if (!strcmp(reply, p->forbidden[i])) {
+        if (p->forbidden_len[i] == rl && !memcmp(reply, p->forbidden[i], rl)) {
             return "one of the server's own request, event or dead-letter topics";
         }
     }
     size_t n = strlen(request_topic), sl = sizeof KSFI_REPLY_SUFFIX - 1;
-    if (strlen(reply) == n + sl && !strncmp(reply, request_topic, n) &&
-        !strcmp(reply + n, KSFI_REPLY_SUFFIX)) {
+    if (rl == n + sl && !memcmp(reply, request_topic, n) &&
+        !memcmp(reply + n, KSFI_REPLY_SUFFIX, sl)) {
         return NULL; /* <pattern>.reply: what NestJS and ksf clients send */
     }
     for (size_t i = 0; i < p->nallow; i++) {

@@ -22,7 +22,8 @@ typedef struct ksfi_reply_allow {
 typedef struct ksfi_reply_policy {
     ksfi_reply_allow *allow; /* server.reply.topics, parsed */
     size_t nallow;
-    char **forbidden; /* the server's own topics: subscribed and dead-letter */
+    char **forbidden;      /* the server's own topics: subscribed and dead-letter */
+    size_t *forbidden_len; /* their lengths: most compares end at a length */
     size_t nforbidden;
     /* Distinct reply topics admitted through a prefix entry, at most `max`: each name
      * costs the producer a topic object librdkafka keeps for the handle's life. */
