@@ -212,8 +212,8 @@ ksfi_scram_final(ksfi_scram *s, const char *password, const uint8_t *server_firs
 {
     char *msg = ksfi_strndup((const char *)server_first, len);
     char *without = NULL, *auth = NULL, *proof64 = NULL;
-    const char *nonce;
-    size_t nonce_len;
+    const char *nonce = NULL;
+    size_t nonce_len = 0; /* set by parse_server_first; -O2 cannot tell */
     uint8_t salt[128], proof[64];
     int salt_len = 0;
     long iter = 0;
