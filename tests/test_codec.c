@@ -873,6 +873,19 @@ KSFT_TEST(test_codec_topics, 30)
     name[249] = 'x';
     name[250] = '\0';
     ck_assert_int_eq(ksfi_check_topic(name, false, NULL), KSF_EINVAL);
+    /* One scan finds the length and the first bad byte: the length still counts the
+     * bytes past a bad one, a name too long says so before naming its bad byte, and
+     * a bad last byte or a high byte is placed exactly. */
+    name[10] = ' ';
+    ck_assert_int_eq(ksfi_check_topic(name, false, &ei), KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "is 250 characters; at most 249 fit"));
+    name[100] = '\0';
+    ck_assert_int_eq(ksfi_check_topic(name, false, &ei), KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "has character ' ' (byte 0x20) at 10;"));
+    ck_assert_int_eq(ksfi_check_topic("abc\xff", false, &ei), KSF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.text, "'?' (byte 0xff) at 3;"));
+    ck_assert_int_eq(ksfi_check_topic("ab.", false, &ei), KSF_OK);
+    ck_assert_int_eq(ksfi_check_topic("..a", false, &ei), KSF_OK);
 }
 END_TEST
 

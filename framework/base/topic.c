@@ -26,7 +26,15 @@ ksfi_topic_check(const char *topic, size_t reserve, const char *reserve_for,
                          "pattern is empty; a Kafka pattern is a topic "
                          "name such as \"hero.kill.dragon\"");
     }
-    size_t n = strlen(topic);
+    /* One pass finds both the length and the first illegal byte: NUL is not a legal
+     * byte, so the scan stops at the end or at the first byte Kafka refuses (this
+     * runs on every send and emit; it was strlen and a second loop). */
+    const unsigned char *u = (const unsigned char *)topic;
+    while (ksfi_topic_byte[*u]) {
+        u++;
+    }
+    size_t legal = (size_t)(u - (const unsigned char *)topic);
+    size_t n = *u ? legal + strlen(topic + legal) : legal;
     size_t max = reserve < KSFI_TOPIC_MAX ? KSFI_TOPIC_MAX - reserve : 0;
     if (n > max) {
         return ksfi_fail(
@@ -39,16 +47,13 @@ ksfi_topic_check(const char *topic, size_t reserve, const char *reserve_for,
         return ksfi_fail(ei, KSF_EINVAL, "pattern \"%s\" is not a legal Kafka topic name",
                          topic);
     }
-    for (const char *p = topic; *p; p++) {
-        char c = *p;
-        if (!ksfi_topic_byte[(unsigned char)c]) {
-            return ksfi_fail(
-                ei, KSF_EINVAL,
-                "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "
-                "topic names allow only A-Z a-z 0-9 . _ -",
-                topic, (c >= ' ' && c <= '~') ? c : '?', (unsigned char)c,
-                (size_t)(p - topic));
-        }
+    if (*u) {
+        char c = (char)*u;
+        return ksfi_fail(ei, KSF_EINVAL,
+                         "pattern \"%s\" has character '%c' (byte 0x%02x) at %zu; Kafka "
+                         "topic names allow only A-Z a-z 0-9 . _ -",
+                         topic, (c >= ' ' && c <= '~') ? c : '?', (unsigned char)c,
+                         legal);
     }
     return KSF_OK;
 }
