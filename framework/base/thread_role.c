@@ -1,7 +1,7 @@
 /* The calling thread's role (thread_role.h). */
 #include "base/thread_role.h"
 
-static _Thread_local bool inline_handlers;
+static _Thread_local bool inline_handlers KSFI_TLS_FAST;
 
 void
 ksfi_thread_set_inline_handlers(bool on)

@@ -9,6 +9,17 @@
 
 #include <stdbool.h>
 
+/*
+ * For libksf's small per-thread words that the per-message path reads (the thread's
+ * role, the scope of the message it runs, the pool it owns): the initial-exec model
+ * makes each access one load off the thread pointer, where the default model for a
+ * shared library calls __tls_get_addr (about 10 instructions, several times per
+ * message). glibc keeps spare static TLS for libraries loaded with dlopen, far more
+ * than these few pointers. Write it after the declarator:
+ * `static _Thread_local T *name KSFI_TLS_FAST;`. Not for large per-thread buffers.
+ */
+#define KSFI_TLS_FAST __attribute__((tls_model("initial-exec")))
+
 /* Set (on this thread only) while an inline server runs handlers on it. */
 void ksfi_thread_set_inline_handlers(bool on);
 

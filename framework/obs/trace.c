@@ -2,6 +2,7 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
+#include "base/thread_role.h"
 #include "codec/deadline.h"
 
 #include <errno.h>
@@ -251,7 +252,7 @@ ksfi_tracestate_valid(const void *value, size_t len)
 /* ---- the scope of a received message ------------------------------------------------
  */
 
-static _Thread_local const ksfi_scope *current_scope;
+static _Thread_local const ksfi_scope *current_scope KSFI_TLS_FAST;
 
 void
 ksfi_scope_enter(const ksfi_scope *s)
