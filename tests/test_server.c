@@ -482,14 +482,17 @@ pooled_take(void)
  * Messages go one at a time, so the second usually gets the first's record (the
  * first's delivery report can come after the second: 2 reuses in 6 rounds are asked).
  */
-KSFT_TEST(test_server_pooled_ctx_is_fresh, 40)
+static void
+pooled_ctx_rounds(const char *workers)
 {
     static const char *const topics[] = {"t.pool", "t.pool.mw", NULL};
     static const ksft_handler handlers[] = {
         {"t.pool", h_pooled}, {"t.pool.mw", h_pooled}, {NULL}};
     static const ksf_middleware mw = {.name = "count", .after = pooled_after};
+    const char *const settings[][2] = {{"server.workers", workers}};
     ksft_probe p;
-    ksft_probe_open(&p, &(ksft_world_spec){.topics = topics});
+    ksft_probe_open(
+        &p, &(ksft_world_spec){.topics = topics, .settings = settings, .nsettings = 1});
     ksf_server *srv = ksft_world_server(&p.w, handlers);
     ck_assert_int_eq(ksf_server_use_pattern(srv, "t.pool.mw", &mw, NULL, NULL), KSF_OK);
     ksft_world_serve(&p.w, srv);
@@ -541,11 +544,24 @@ KSFT_TEST(test_server_pooled_ctx_is_fresh, 40)
         ck_assert_int_eq(atomic_load(&pooled_afters), (round + 1) / 2);
     }
     ck_assert_msg(reused >= 2,
-                  "a finished message's ctx was reused %d time(s) in 6 rounds; "
-                  "expected at least 2",
-                  reused);
+                  "server.workers=%s: a finished message's ctx was reused %d time(s) in "
+                  "6 rounds; expected at least 2",
+                  workers, reused);
     ksft_world_stop_server(&p.w);
     ksft_probe_close(&p);
+}
+
+KSFT_TEST(test_server_pooled_ctx_is_fresh, 40)
+{
+    pooled_ctx_rounds("4"); /* records come back on the workers: the shared list */
+}
+END_TEST
+
+/* Inline, the consumer thread takes and gives back records on its own list: the same
+ * reuse, and nothing of the first message in the second. */
+KSFT_TEST(test_server_pooled_ctx_is_fresh_inline, 40)
+{
+    pooled_ctx_rounds("0");
 }
 END_TEST
 

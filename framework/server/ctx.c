@@ -271,7 +271,8 @@ encode_reply(ksf_ctx *ctx, const json_t *v, const void **out, size_t *len,
 void
 ksfi_ctx_send_final(ksf_ctx *ctx, const json_t *reply, bool claimed)
 {
-    ksf_errinfo ei = {0};
+    ksf_errinfo ei;
+    ksfi_errinfo_clear(&ei);
     const void *value = NULL;
     size_t len = 0;
     if (!claimed && !ksfi_ctx_claim_end(ctx)) {

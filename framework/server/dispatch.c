@@ -22,7 +22,7 @@
 
 /* Set on a worker thread to its pool: offsets completed there are stored together
  * after the reports or run that completed them (store_offsets), not one by one. */
-static _Thread_local const struct ksfi_dispatch *batching;
+static _Thread_local const struct ksfi_dispatch *batching KSFI_TLS_FAST;
 
 /* One pattern (topic): its concurrency limit and time budget. */
 typedef struct ksfi_pattern {
@@ -70,6 +70,7 @@ struct ksfi_dispatch {
     int idle_waiters;     /* threads in wait_idle: idle_wake skips the broadcast at 0 */
     ksfi_part **parts;
     size_t nparts;
+    ksfi_part *last_part; /* the one part_get found last (parts live until destroy) */
     ksfi_part *ready_head, *ready_tail;
     /* Started records of revoked partitions, not complete yet (linked by next): a
      * deferred one may never be finished, and destroy must still free it. */
@@ -239,9 +240,14 @@ pattern_get(ksfi_dispatch *d, const char *topic)
 static ksfi_part *
 part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
 {
+    /* A fetched batch is mostly one partition's run: the last one found first. */
+    ksfi_part *last = d->last_part;
+    if (last && last->partition == partition && !strcmp(last->topic, topic)) {
+        return last;
+    }
     for (size_t i = 0; i < d->nparts; i++) {
         if (d->parts[i]->partition == partition && !strcmp(d->parts[i]->topic, topic)) {
-            return d->parts[i];
+            return d->last_part = d->parts[i];
         }
     }
     ksfi_part **grown = ksfi_realloc(d->parts, (d->nparts + 1) * sizeof *grown);
@@ -257,7 +263,7 @@ part_get(ksfi_dispatch *d, const char *topic, int32_t partition)
     p->partition = partition;
     p->next_offset = -1;
     d->parts[d->nparts++] = p;
-    return p;
+    return d->last_part = p;
 }
 
 /* The consumer thread has work that came from another thread: its poll returns at

@@ -7,6 +7,7 @@
 
 #include "base/alloc.h"
 #include "base/errinfo.h"
+#include "base/thread_role.h"
 #include "codec/deadline.h"
 #include "codec/wire.h"
 #include "kafka/consumer.h"
@@ -59,31 +60,73 @@ rec_dispose(ksfi_record *rec)
     ksfi_free(rec);
 }
 
-void
-ksfi_msg_pool_free(ksfi_msg_pool *pool)
+static void
+dispose_list(ksfi_record *rec)
 {
-    ksfi_record *rec = pool->free;
     while (rec) {
         ksfi_record *next = rec->next;
         rec_dispose(rec);
         rec = next;
     }
-    pool->free = NULL;
-    pool->count = 0;
+}
+
+void
+ksfi_msg_pool_free(ksfi_msg_pool *pool)
+{
+    dispose_list(pool->free);
+    dispose_list(pool->own_free);
+    pool->free = pool->own_free = NULL;
+    pool->count = pool->own_count = 0;
     pthread_mutex_destroy(&pool->lock);
+}
+
+/* The pool whose own list this thread uses (ksfi_msg_pool_enter), if any. */
+static _Thread_local ksfi_msg_pool *owned_pool KSFI_TLS_FAST;
+
+void
+ksfi_msg_pool_enter(ksfi_msg_pool *pool)
+{
+    owned_pool = pool;
+}
+
+void
+ksfi_msg_pool_leave(ksfi_msg_pool *pool)
+{
+    owned_pool = NULL;
+    /* To the shared list (what does not fit is freed): whichever thread consumes next
+     * starts from there, under the lock. */
+    pthread_mutex_lock(&pool->lock);
+    while (pool->own_free && pool->count < KSFI_MSG_POOL_MAX) {
+        ksfi_record *rec = pool->own_free;
+        pool->own_free = rec->next;
+        rec->next = pool->free;
+        pool->free = rec;
+        pool->count++;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    dispose_list(pool->own_free);
+    pool->own_free = NULL;
+    pool->own_count = 0;
 }
 
 /* A zeroed record (its buffers kept) from the pool, or a new one; NULL on ENOMEM. */
 static ksfi_record *
 rec_take(ksfi_msg_pool *pool)
 {
-    pthread_mutex_lock(&pool->lock);
-    ksfi_record *rec = pool->free;
-    if (rec) {
-        pool->free = rec->next;
-        pool->count--;
+    ksfi_record *rec = NULL;
+    if (owned_pool == pool && pool->own_free) {
+        rec = pool->own_free;
+        pool->own_free = rec->next;
+        pool->own_count--;
+    } else {
+        pthread_mutex_lock(&pool->lock);
+        rec = pool->free;
+        if (rec) {
+            pool->free = rec->next;
+            pool->count--;
+        }
+        pthread_mutex_unlock(&pool->lock);
     }
-    pthread_mutex_unlock(&pool->lock);
     if (rec) {
         rec->next = NULL;
         return rec;
@@ -126,6 +169,12 @@ rec_recycle(ksfi_msg_pool *pool, ksfi_record *rec)
     rec->ctx.text_cap = text_cap;
     rec->ctx.enc = enc;
     rec->ctx.enc_cap = enc_cap;
+    if (owned_pool == pool && pool->own_count < KSFI_MSG_POOL_MAX) {
+        rec->next = pool->own_free;
+        pool->own_free = rec;
+        pool->own_count++;
+        return;
+    }
     pthread_mutex_lock(&pool->lock);
     bool kept = pool->count < KSFI_MSG_POOL_MAX;
     if (kept) {
@@ -434,7 +483,8 @@ prepare(ksfi_record *rec)
 {
     ksfi_msg_env *env = rec->env;
     ksf_ctx *ctx = &rec->ctx;
-    ksf_errinfo ei = {0};
+    ksf_errinfo ei;
+    ksfi_errinfo_clear(&ei);
     if (ksfi_kafka_header_views(rec->msg, &ctx->hdrs, &ctx->hdrs_cap, &ctx->nhdrs) ||
         ksfi_parse_request_headers(ctx->hdrs, ctx->nhdrs, &ctx->meta, &ei) ||
         copy_meta(ctx)) {

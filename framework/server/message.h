@@ -72,6 +72,11 @@ typedef struct ksfi_msg_pool {
     pthread_mutex_t lock;
     struct ksfi_record *free; /* linked through `next` */
     size_t count;
+    /* The consumer thread's own list, between ksfi_msg_pool_enter and _leave: it takes
+     * every record, and in inline mode (server.workers=0) also gives them back, without
+     * a round of `lock` each. Only that thread touches it. */
+    struct ksfi_record *own_free;
+    size_t own_count;
 } ksfi_msg_pool;
 
 /* Records the pool keeps at most (more in flight are freed when they finish). */
@@ -102,6 +107,12 @@ void ksfi_msg_pool_init(ksfi_msg_pool *pool);
 
 /* Free the records @p pool keeps (at server destroy, once no record is in use). */
 void ksfi_msg_pool_free(ksfi_msg_pool *pool);
+
+/* The calling thread, the server's consumer thread, takes records from @p pool (and
+ * gives back those it completes) on the pool's own list until ksfi_msg_pool_leave,
+ * which hands that list to the shared one. Called by the consume loop around itself. */
+void ksfi_msg_pool_enter(ksfi_msg_pool *pool);
+void ksfi_msg_pool_leave(ksfi_msg_pool *pool);
 
 /* The pool operations of the lifecycle: ksfi_dispatch_new takes them. */
 extern const ksfi_dispatch_ops ksfi_msg_dispatch_ops;

@@ -832,6 +832,7 @@ consume(ksf_server *srv, ksf_errinfo *ei)
     bool run_inline = srv->cfg->server_workers == 0;
     bool more = false; /* inline: the last pass left work for the next */
     ksf_err e = KSF_OK;
+    ksfi_msg_pool_enter(&srv->env.pool);
     while (!e && !atomic_load(&srv->stop_requested)) {
         ksfi_sc_poll(srv->consumer, srv->ngathered || more ? 0 : 100, &ev);
         if (srv->ready_pending) {
@@ -874,6 +875,7 @@ consume(ksf_server *srv, ksf_errinfo *ei)
     /* Stopping: what was polled is queued, and the drain decides its fate as it
      * does for what was queued before. */
     submit_gathered(srv);
+    ksfi_msg_pool_leave(&srv->env.pool);
     return e;
 }
 
