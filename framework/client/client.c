@@ -359,6 +359,7 @@ ksf_client_get_stats(ksf_client *cli, ksf_client_stats *out)
     }
     pthread_mutex_lock(&cli->lock);
     *out = cli->stats;
+    out->sent = atomic_load_explicit(&cli->sent, memory_order_relaxed);
     out->emitted = atomic_load_explicit(&cli->emitted, memory_order_relaxed);
     out->emit_failures = atomic_load_explicit(&cli->emit_failures, memory_order_relaxed);
     out->in_flight = (uint32_t)ksfi_inflight_count(cli->inflight);

@@ -19,7 +19,8 @@ ksfi_client_on_delivery(ksfi_kafka_delivery *d, const ksfi_kafka_report *r)
 {
     dr_ticket *t = (dr_ticket *)d; /* its first member */
     ksf_client *cli = t->cli;
-    char text[KSF_ERRINFO_TEXT_SIZE] = "";
+    char text[KSF_ERRINFO_TEXT_SIZE];
+    text[0] = '\0'; /* not "" as an initialiser: that zeroes all 320 bytes each time */
     if (r->err) {
         snprintf(text, sizeof text, "%s to %s failed: %s",
                  t->request ? "request" : "event", r->topic, r->error);

@@ -120,6 +120,8 @@ struct ksf_client {
                               * served delivery reports only while one does */
     atomic_bool reports;     /* delivery reports arrived since the reply thread last
                               * served them (set by the producer's on_report callback) */
+    atomic_bool closing;     /* destroy began; written under `lock`, and read under it
+                              * too except by emit, which takes no other lock round */
     /* `lock` guards every field below; `cond` signals topic state changes and
      * (while a flush waits) delivery reports served. */
     pthread_mutex_t lock;
@@ -127,7 +129,7 @@ struct ksf_client {
     ksfi_inflight *inflight;
     reply_topic *topics;
     reply_slot *slots;
-    bool closing, stop_reply;
+    bool stop_reply;
     bool reply_started; /* the reply thread runs: it serves the delivery reports */
     bool reached;       /* a broker answered once: later sends skip the check */
     int in_hand;        /* queued sends the sender thread took and has not produced */
@@ -137,6 +139,8 @@ struct ksf_client {
     ksfi_idgen ids;     /* correlation ids: no syscall per request */
     ksf_client_stats stats;
     /* Outside the lock: counted per acknowledged event, read by get_stats. */
+    _Atomic uint64_t sent; /* requests produced (stats.sent): a lock round each was
+                            * a visible cost per request */
     _Atomic uint64_t emitted;
     _Atomic uint64_t emit_failures; /* events whose delivery report was an error */
     _Atomic uint64_t rebalances;    /* reply-group assignments received (metrics) */
@@ -149,6 +153,12 @@ struct ksf_client {
     ksfi_pending *free_pending; /* linked by hnext */
     dr_ticket *free_tickets;
     size_t n_free_pending, n_free_tickets;
+    /* The reply thread's own lists, without pool_lock: it frees most records and
+     * tickets, and sends from reply and delivery callbacks take them back there. Only
+     * the reply thread touches them (and destroy, once it has been joined). */
+    ksfi_pending *rt_free_pending;
+    dr_ticket *rt_free_tickets;
+    size_t rt_n_free_pending, rt_n_free_tickets;
 };
 
 static inline int64_t

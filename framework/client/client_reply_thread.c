@@ -39,7 +39,8 @@ static void
 deliver_reply(ksf_reply_fn cb, void *user, const char *id, const ksfi_reply_meta *meta,
               const void *raw, size_t raw_len, bool bare_end, bool final, bool undecoded)
 {
-    char text[KSF_ERRINFO_TEXT_SIZE] = "";
+    char text[KSF_ERRINFO_TEXT_SIZE];
+    text[0] = '\0'; /* not "" as an initialiser: that zeroes all 320 bytes each time */
     json_t *value = NULL;
     ksf_reply r = {.err = KSF_OK, .done = final, .correlation_id = id, .text = text};
     if (meta->has_err) {
@@ -251,16 +252,23 @@ void *
 ksfi_client_reply_main(void *arg)
 {
     ksf_client *cli = arg;
+    ksfi_client_mark_reply_thread(cli);
     bool idle = false; /* the last poll returned nothing */
     for (;;) {
-        int timeout_ms;
-        pthread_mutex_lock(&cli->lock);
-        if (cli->stop_reply) {
+        int timeout_ms = 0;
+        ksfi_pending *expired = NULL;
+        /* While the last poll's batch lasts, the next poll returns at once: the tick
+         * (the client's lock and the clock) waits for the batch's end, which delays a
+         * timeout or a stop by at most the batch's handling. */
+        if (!ksfi_reply_consumer_buffered(cli->consumer)) {
+            pthread_mutex_lock(&cli->lock);
+            if (cli->stop_reply) {
+                pthread_mutex_unlock(&cli->lock);
+                break;
+            }
+            expired = reply_tick_locked(cli, &timeout_ms);
             pthread_mutex_unlock(&cli->lock);
-            break;
         }
-        ksfi_pending *expired = reply_tick_locked(cli, &timeout_ms);
-        pthread_mutex_unlock(&cli->lock);
         while (expired) {
             ksfi_pending *next = expired->hnext;
             char text[KSF_ERRINFO_TEXT_SIZE];
@@ -275,7 +283,11 @@ ksfi_client_reply_main(void *arg)
          * report arrives at an empty queue (every time the serve below emptied it), so
          * an iteration without reports costs no poll of the producer's queue; a poll
          * that returned nothing serves anyway, as a backstop. */
-        if (atomic_exchange(&cli->reports, false) || idle) {
+        /* Loaded first: the exchange is a locked instruction, and most iterations
+         * (a reply from the batch) find no report. */
+        if ((atomic_load_explicit(&cli->reports, memory_order_relaxed) &&
+             atomic_exchange(&cli->reports, false)) ||
+            idle) {
             ksfi_request_producer_serve(cli->producer, 0);
             if (atomic_load_explicit(&cli->flushing, memory_order_relaxed) > 0) {
                 pthread_mutex_lock(&cli->lock);

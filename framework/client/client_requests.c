@@ -5,6 +5,7 @@
  */
 #include "client/client_requests.h"
 
+#include "base/thread_role.h"
 #include "client/client_slots.h"
 
 void
@@ -20,27 +21,64 @@ ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why)
 
 /* ---- pools: a request's record and ticket are reused, not allocated per request ---- */
 
-/* Pop a pooled record / ticket, or NULL when that pool is empty; pool_lock held. */
-static ksfi_pending *
-pending_pop(ksf_client *cli)
+/* Which client's reply thread this thread is, if any (ksfi_client_mark_reply_thread):
+ * that thread takes and returns records and tickets on its own lists, without a round
+ * of pool_lock each. */
+static _Thread_local const ksf_client *reply_thread_of KSFI_TLS_FAST;
+
+void
+ksfi_client_mark_reply_thread(const ksf_client *cli)
 {
-    ksfi_pending *p = cli->free_pending;
+    reply_thread_of = cli;
+}
+
+/* Pop a pooled record / ticket from a list, or NULL when it is empty; push one unless
+ * the list holds POOL_MAX already (false: the caller frees it). The shared lists need
+ * pool_lock, the reply thread's own nothing. */
+static ksfi_pending *
+pending_pop(ksfi_pending **list, size_t *n)
+{
+    ksfi_pending *p = *list;
     if (p) {
-        cli->free_pending = p->hnext;
-        cli->n_free_pending--;
+        *list = p->hnext;
+        (*n)--;
     }
     return p;
 }
 
-static dr_ticket *
-ticket_pop(ksf_client *cli)
+static bool
+pending_push(ksfi_pending **list, size_t *n, ksfi_pending *p)
 {
-    dr_ticket *t = cli->free_tickets;
+    if (*n >= POOL_MAX) {
+        return false;
+    }
+    p->hnext = *list;
+    *list = p;
+    (*n)++;
+    return true;
+}
+
+static dr_ticket *
+ticket_pop(dr_ticket **list, size_t *n)
+{
+    dr_ticket *t = *list;
     if (t) {
-        cli->free_tickets = t->next;
-        cli->n_free_tickets--;
+        *list = t->next;
+        (*n)--;
     }
     return t;
+}
+
+static bool
+ticket_push(dr_ticket **list, size_t *n, dr_ticket *t)
+{
+    if (*n >= POOL_MAX) {
+        return false;
+    }
+    t->next = *list;
+    *list = t;
+    (*n)++;
+    return true;
 }
 
 /* A popped record zeroed, or a new one (NULL when out of memory). */
@@ -67,10 +105,18 @@ ticket_ready(dr_ticket *t)
 bool
 ksfi_client_request_new(ksf_client *cli, dr_ticket **t, ksfi_pending **p)
 {
-    pthread_mutex_lock(&cli->pool_lock);
-    dr_ticket *pt = ticket_pop(cli);
-    ksfi_pending *pp = pending_pop(cli);
-    pthread_mutex_unlock(&cli->pool_lock);
+    dr_ticket *pt = NULL;
+    ksfi_pending *pp = NULL;
+    if (reply_thread_of == cli) {
+        pt = ticket_pop(&cli->rt_free_tickets, &cli->rt_n_free_tickets);
+        pp = pending_pop(&cli->rt_free_pending, &cli->rt_n_free_pending);
+    }
+    if (!pt || !pp) {
+        pthread_mutex_lock(&cli->pool_lock);
+        pt = pt ? pt : ticket_pop(&cli->free_tickets, &cli->n_free_tickets);
+        pp = pp ? pp : pending_pop(&cli->free_pending, &cli->n_free_pending);
+        pthread_mutex_unlock(&cli->pool_lock);
+    }
     *t = ticket_ready(pt);
     *p = pending_ready(pp);
     return *t && *p;
@@ -84,23 +130,30 @@ ksfi_client_pending_free(ksf_client *cli, ksfi_pending *p)
     }
     ksfi_free(p->last_raw);
     p->last_raw = NULL;
-    pthread_mutex_lock(&cli->pool_lock);
-    if (cli->n_free_pending < POOL_MAX) {
-        p->hnext = cli->free_pending;
-        cli->free_pending = p;
-        cli->n_free_pending++;
-        p = NULL;
+    if (reply_thread_of == cli &&
+        pending_push(&cli->rt_free_pending, &cli->rt_n_free_pending, p)) {
+        return;
     }
+    pthread_mutex_lock(&cli->pool_lock);
+    bool kept = pending_push(&cli->free_pending, &cli->n_free_pending, p);
     pthread_mutex_unlock(&cli->pool_lock);
-    ksfi_free(p); /* the pool was full */
+    if (!kept) {
+        ksfi_free(p); /* the pool was full */
+    }
 }
 
 dr_ticket *
 ksfi_client_ticket_new(ksf_client *cli)
 {
-    pthread_mutex_lock(&cli->pool_lock);
-    dr_ticket *t = ticket_pop(cli);
-    pthread_mutex_unlock(&cli->pool_lock);
+    dr_ticket *t = NULL;
+    if (reply_thread_of == cli) {
+        t = ticket_pop(&cli->rt_free_tickets, &cli->rt_n_free_tickets);
+    }
+    if (!t) {
+        pthread_mutex_lock(&cli->pool_lock);
+        t = ticket_pop(&cli->free_tickets, &cli->n_free_tickets);
+        pthread_mutex_unlock(&cli->pool_lock);
+    }
     return ticket_ready(t);
 }
 
@@ -110,31 +163,39 @@ ksfi_client_ticket_free(ksf_client *cli, dr_ticket *t)
     if (!t || t == &cli->plain_event) {
         return;
     }
-    pthread_mutex_lock(&cli->pool_lock);
-    if (cli->n_free_tickets < POOL_MAX) {
-        t->next = cli->free_tickets;
-        cli->free_tickets = t;
-        cli->n_free_tickets++;
-        t = NULL;
+    if (reply_thread_of == cli &&
+        ticket_push(&cli->rt_free_tickets, &cli->rt_n_free_tickets, t)) {
+        return;
     }
+    pthread_mutex_lock(&cli->pool_lock);
+    bool kept = ticket_push(&cli->free_tickets, &cli->n_free_tickets, t);
     pthread_mutex_unlock(&cli->pool_lock);
-    ksfi_free(t); /* the pool was full */
+    if (!kept) {
+        ksfi_free(t); /* the pool was full */
+    }
 }
 
 void
 ksfi_client_pools_free(ksf_client *cli)
 {
-    while (cli->free_pending) {
-        ksfi_pending *p = cli->free_pending;
-        cli->free_pending = p->hnext;
-        ksfi_free(p);
+    ksfi_pending *plists[] = {cli->free_pending, cli->rt_free_pending};
+    dr_ticket *tlists[] = {cli->free_tickets, cli->rt_free_tickets};
+    for (size_t i = 0; i < 2; i++) {
+        while (plists[i]) {
+            ksfi_pending *p = plists[i];
+            plists[i] = p->hnext;
+            ksfi_free(p);
+        }
+        while (tlists[i]) {
+            dr_ticket *t = tlists[i];
+            tlists[i] = t->next;
+            ksfi_free(t);
+        }
     }
-    while (cli->free_tickets) {
-        dr_ticket *t = cli->free_tickets;
-        cli->free_tickets = t->next;
-        ksfi_free(t);
-    }
+    cli->free_pending = cli->rt_free_pending = NULL;
+    cli->free_tickets = cli->rt_free_tickets = NULL;
     cli->n_free_pending = cli->n_free_tickets = 0;
+    cli->rt_n_free_pending = cli->rt_n_free_tickets = 0;
 }
 
 void

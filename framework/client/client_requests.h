@@ -15,21 +15,29 @@
 void ksfi_client_finish_locked(ksf_client *cli, ksfi_pending *p, ksfi_recent why);
 
 /* Give a finished request back to the pool (or free it when the pool is full). NULL is
- * a no-op. Any thread; takes pool_lock. */
+ * a no-op. Any thread; takes pool_lock, except on the client's reply thread while its
+ * own list has room. */
 void ksfi_client_pending_free(ksf_client *cli, ksfi_pending *p);
 
 /* A zeroed ticket, reused from the client's pool when it has one; NULL when out of
- * memory. Any thread; takes pool_lock. */
+ * memory. Any thread; takes pool_lock, except on the reply thread while its own list
+ * has one. */
 dr_ticket *ksfi_client_ticket_new(ksf_client *cli);
 
 /* A request's ticket and record, zeroed, reused from the client's pools when they have
- * them: in one round of pool_lock (a request takes both). Any thread. Either may be NULL
- * when out of memory (then false); give back what was taken. */
+ * them: in one round of pool_lock (a request takes both), or none on the reply thread
+ * while its own lists have both. Any thread. Either may be NULL when out of memory
+ * (then false); give back what was taken. */
 bool ksfi_client_request_new(ksf_client *cli, dr_ticket **t, ksfi_pending **p);
 
 /* Give ticket @p t back to the pool (or free it). The shared plain_event ticket and
- * NULL are no-ops. Any thread; takes pool_lock. */
+ * NULL are no-ops. Any thread; takes pool_lock, except on the reply thread while its
+ * own list has room. */
 void ksfi_client_ticket_free(ksf_client *cli, dr_ticket *t);
+
+/* Mark the calling thread as @p cli's reply thread: its record and ticket pool calls
+ * use lists of its own. Called once, first thing, by the reply thread. */
+void ksfi_client_mark_reply_thread(const ksf_client *cli);
 
 /* Free the pools' contents; at destruction, once no thread uses them. */
 void ksfi_client_pools_free(ksf_client *cli);

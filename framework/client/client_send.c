@@ -211,7 +211,6 @@ reserve_locked(ksf_client *cli, ksfi_pending *p, reply_topic *rt, reply_slot *sl
     p->slot = slot;
     p->reply_partition = slot ? slot->partition : -1;
     p->metrics = rt->metrics;
-    p->sent_us = ksfi_metrics_now_us();
     p->queued = !slot;
     p->topic_missing = rt->missing;
     if (slot) {
@@ -281,7 +280,10 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
         outgoing_clear(&m);
         return e;
     }
-    int64_t deadline = ksfi_client_now_ms() + timeout;
+    /* One clock read for the deadline (ms) and the round trip's start (us): both
+     * are CLOCK_MONOTONIC, and ms = us / 1000 exactly as ksfi_client_now_ms has it. */
+    uint64_t now_us = ksfi_metrics_now_us();
+    int64_t deadline = (int64_t)(now_us / 1000u) + timeout;
     dr_ticket *t;
     ksfi_pending *p;
     if (!ksfi_client_request_new(cli, &t, &p)) {
@@ -289,6 +291,7 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
         goto fail;
     }
     *p = (ksfi_pending){.deadline_ms = deadline,
+                        .sent_us = now_us,
                         .cb = cb,
                         .user = user,
                         .stream = opts && (opts->flags & KSF_SEND_STREAM),
@@ -336,9 +339,7 @@ ksf_client_send(ksf_client *cli, const char *pattern, const json_t *data,
     ksfi_pmetrics *pm = p->metrics;
     if ((e = produce(cli, pattern, &m, opts, t, ei)) == KSF_OK) {
         ksfi_pmetrics_inc(pm, KSFI_M_SENT);
-        pthread_mutex_lock(&cli->lock);
-        cli->stats.sent++;
-        pthread_mutex_unlock(&cli->lock);
+        atomic_fetch_add_explicit(&cli->sent, 1, memory_order_relaxed);
         outgoing_clear(&m);
         return KSF_OK;
     }
@@ -457,9 +458,7 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
     if (!t) {
         e = ksfi_fail(ei, KSF_ENOMEM, "out of memory");
     } else {
-        pthread_mutex_lock(&cli->lock);
-        bool closing = cli->closing;
-        pthread_mutex_unlock(&cli->lock);
+        bool closing = atomic_load_explicit(&cli->closing, memory_order_acquire);
         if (t != &cli->plain_event) {
             t->cb = cb;
             t->user = user;

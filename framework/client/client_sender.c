@@ -211,8 +211,8 @@ sender_serve(ksf_client *cli, reply_topic *t)
             if (p) {
                 ksfi_pmetrics_inc(p->metrics, KSFI_M_SENT);
             }
-            cli->stats.sent++;
             pthread_mutex_unlock(&cli->lock);
+            atomic_fetch_add_explicit(&cli->sent, 1, memory_order_relaxed);
         }
         ksfi_client_queued_free(q);
         pthread_mutex_lock(&cli->lock);

@@ -34,7 +34,7 @@ typedef struct ksfi_pending {
     int32_t reply_partition;       /* the partition advertised in kafka_replyPartition */
     void *slot;                    /* the client's record of that reply partition */
     struct ksfi_pmetrics *metrics; /* the pattern's metrics (client-owned), or NULL */
-    uint64_t sent_us;              /* when it was reserved: its round-trip metric */
+    uint64_t sent_us;              /* when the send began: its round-trip metric  */
     bool queued;                   /* waiting for its reply partition: not produced yet */
     bool topic_missing; /* its topic did not exist before the client first sent to it */
     /* Non-stream requests keep the last streamed value for the final delivery. */

@@ -45,13 +45,6 @@ typedef struct ksfi_kafka_in {
 ksfi_kafka_in ksfi_kafka_in_of(const ksfi_kafka_msg *m);
 
 /**
- * The headers of @p msg as codec headers in wire order. *out is ksfi_malloc'd (NULL and
- * count 0 when there are none) and borrows from @p msg. Errors: KSF_ENOMEM.
- */
-ksf_err ksfi_kafka_read_headers(const ksfi_kafka_msg *msg, ksfi_header **out,
-                                size_t *count);
-
-/**
  * The headers of @p msg as views in wire order into a caller-kept array: *buf has *cap
  * entries and is replaced by a larger ksfi_malloc'd one (the old one freed, *cap
  * updated) only when @p msg has more headers; *count gets their number. Names and

@@ -184,19 +184,6 @@ ksfi_kafka_header_views(const rd_kafka_message_t *msg, ksfi_header **buf, size_t
 }
 
 ksf_err
-ksfi_kafka_read_headers(const rd_kafka_message_t *msg, ksfi_header **out, size_t *count)
-{
-    size_t cap = 0;
-    *out = NULL;
-    ksf_err e = ksfi_kafka_header_views(msg, out, &cap, count);
-    if (!*count) { /* NULL when there are none, as promised */
-        ksfi_free(*out);
-        *out = NULL;
-    }
-    return e;
-}
-
-ksf_err
 ksfi_kafka_add_headers(rd_kafka_headers_t *hdrs, const ksfi_header *h, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

@@ -40,7 +40,7 @@ void ksfi_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const c
 ksf_err ksfi_kafka_consumer_new(rd_kafka_conf_t *conf, const char *what, rd_kafka_t **rk,
                                 rd_kafka_queue_t **queue, ksf_errinfo *ei);
 
-/* ksfi_kafka_read_headers, the headers of a consumed message: kafka/consumer.h. */
+/* ksfi_kafka_header_views, the headers of a consumed message: kafka/consumer.h. */
 
 /*
  * Append codec headers to @p hdrs (created by the caller with rd_kafka_headers_new).

@@ -14,6 +14,7 @@
 
 /* Messages taken from the queue at once after a poll returned one. */
 #define BATCH 32
+#define HDRS_KEEP 64 /* header views kept between polls, at most */
 
 struct ksfi_reply_consumer {
     rd_kafka_t *rk;
@@ -23,6 +24,8 @@ struct ksfi_reply_consumer {
      * before the queue is asked again (the poller's thread only). */
     rd_kafka_message_t *batch[BATCH];
     size_t nbatch, next;
+    ksfi_header *hdrs; /* the current event's header views, reused by every poll */
+    size_t hdrs_cap;
 };
 
 ksf_err
@@ -73,6 +76,7 @@ ksfi_reply_consumer_destroy(ksfi_reply_consumer *rc)
     }
     rd_kafka_consumer_close(rc->rk);
     rd_kafka_destroy(rc->rk);
+    ksfi_free(rc->hdrs);
     ksfi_free(rc);
 }
 
@@ -110,13 +114,28 @@ ksfi_reply_consumer_poll(ksfi_reply_consumer *rc, int timeout_ms, ksfi_reply_eve
     ev->kind = KSFI_REPLY_MESSAGE;
     ev->value = msg->payload;
     ev->len = msg->len;
-    return ksfi_kafka_read_headers(msg, &ev->hdrs, &ev->nhdrs);
+    /* Into the consumer's own array, grown as needed and kept: an allocation and a
+     * free per reply were about 150 instructions of the reply thread. One reply with
+     * many headers does not pin its array: past HDRS_KEEP it is made anew each time. */
+    if (rc->hdrs_cap > HDRS_KEEP) {
+        ksfi_free(rc->hdrs);
+        rc->hdrs = NULL;
+        rc->hdrs_cap = 0;
+    }
+    ksf_err e = ksfi_kafka_header_views(msg, &rc->hdrs, &rc->hdrs_cap, &ev->nhdrs);
+    ev->hdrs = ev->nhdrs ? rc->hdrs : NULL;
+    return e;
+}
+
+bool
+ksfi_reply_consumer_buffered(const ksfi_reply_consumer *rc)
+{
+    return rc->next < rc->nbatch;
 }
 
 void
 ksfi_reply_event_release(ksfi_reply_event *ev)
 {
-    ksfi_free(ev->hdrs);
     if (ev->impl) {
         rd_kafka_message_destroy(ev->impl);
     }

@@ -42,7 +42,7 @@ typedef enum {
     KSFI_REPLY_ERROR,       /* a consumer error: error says what */
 } ksfi_reply_event_kind;
 
-/** One polled event; valid until ksfi_reply_event_release. */
+/** One polled event; valid until ksfi_reply_event_release or the next poll. */
 typedef struct ksfi_reply_event {
     ksfi_reply_event_kind kind;
     const char *topic; /* NULL when the event names no topic */
@@ -50,7 +50,8 @@ typedef struct ksfi_reply_event {
     int64_t offset;
     const void *value; /* NULL: a null value */
     size_t len;
-    ksfi_header *hdrs; /* in wire order, borrowing from the message */
+    ksfi_header *hdrs; /* in wire order, borrowing from the message; the array is
+                          the consumer's and is reused by its next poll */
     size_t nhdrs;
     const char *error; /* KSFI_REPLY_ERROR: librdkafka's sentence */
     void *impl;        /* the underlying message */
@@ -69,6 +70,13 @@ ksf_err ksfi_reply_consumer_poll(ksfi_reply_consumer *rc, int timeout_ms,
 
 /** Free what @p ev holds. Safe on a KSFI_REPLY_NOTHING event. */
 void ksfi_reply_event_release(ksfi_reply_event *ev);
+
+/**
+ * Whether the next poll returns an event at once from the batch the last one took,
+ * without asking librdkafka's queue (and so without waiting). Only the polling
+ * thread may ask.
+ */
+bool ksfi_reply_consumer_buffered(const ksfi_reply_consumer *rc);
 
 /** Make a poll in progress (or the next one) return at once. Any thread. */
 void ksfi_reply_consumer_wake(ksfi_reply_consumer *rc);
