@@ -189,11 +189,13 @@ handle_reply(ksf_client *cli, const ksfi_reply_event *msg)
 
 /* ---- the reply thread ------------------------------------------------------------- */
 
-/* Expire due requests and plan the next poll; under lock. Returns the expired list. */
+/* Expire due requests and plan the next poll; under lock. Returns the expired list;
+ * *now_ms gets the time it went by. */
 static ksfi_pending *
-reply_tick_locked(ksf_client *cli, int *timeout_ms)
+reply_tick_locked(ksf_client *cli, int *timeout_ms, int64_t *now_ms)
 {
     int64_t now = ksfi_client_now_ms();
+    *now_ms = now;
     ksfi_pending *expired = NULL, *p;
     while ((p = ksfi_inflight_expire(cli->inflight, now)) != NULL) {
         ksfi_client_slot_put_locked(cli, p->slot);
@@ -253,21 +255,26 @@ ksfi_client_reply_main(void *arg)
 {
     ksf_client *cli = arg;
     ksfi_client_mark_reply_thread(cli);
-    bool idle = false; /* the last poll returned nothing */
+    bool idle = false;     /* the last poll returned nothing */
+    int64_t next_tick = 0; /* while a fetched batch lasts: the next tick's time (ms) */
     for (;;) {
         int timeout_ms = 0;
         ksfi_pending *expired = NULL;
-        /* While the last poll's batch lasts, the next poll returns at once: the tick
-         * (the client's lock and the clock) waits for the batch's end, which delays a
-         * timeout or a stop by at most the batch's handling. */
-        if (!ksfi_reply_consumer_buffered(cli->consumer)) {
+        /* While the last poll's batch lasts, the next poll returns at once and its
+         * timeout does not matter: the tick (the client's lock, expiry) then runs at
+         * most once a millisecond, not once per reply, so a timeout or a stop is still
+         * seen within about a millisecond plus one callback. */
+        if (!ksfi_reply_consumer_buffered(cli->consumer) ||
+            ksfi_client_now_ms() >= next_tick) {
+            int64_t now;
             pthread_mutex_lock(&cli->lock);
             if (cli->stop_reply) {
                 pthread_mutex_unlock(&cli->lock);
                 break;
             }
-            expired = reply_tick_locked(cli, &timeout_ms);
+            expired = reply_tick_locked(cli, &timeout_ms, &now);
             pthread_mutex_unlock(&cli->lock);
+            next_tick = now + 1;
         }
         while (expired) {
             ksfi_pending *next = expired->hnext;
