@@ -41,6 +41,7 @@
                                * reply is seen and counted in late_replies */
 #define POLL_CAP_MS 1000      /* longest reply-thread sleep */
 #define POOL_MAX 1024         /* finished requests and tickets kept for reuse, each */
+#define POOL_RT_MAX 256       /* of POOL_MAX, on the reply thread's own lists */
 #define DESTROY_FLUSH_MS 5000 /* how long destroy waits for queued emits */
 
 /* A reply partition the client advertises, or drains after a revoke. */

@@ -33,8 +33,9 @@ ksfi_client_mark_reply_thread(const ksf_client *cli)
 }
 
 /* Pop a pooled record / ticket from a list, or NULL when it is empty; push one unless
- * the list holds POOL_MAX already (false: the caller frees it). The shared lists need
- * pool_lock, the reply thread's own nothing. */
+ * the list holds @p max already (false: the caller frees it). The shared lists need
+ * pool_lock and keep POOL_MAX - POOL_RT_MAX, the reply thread's own need nothing and
+ * keep POOL_RT_MAX: together no more than before the reply thread had its own. */
 static ksfi_pending *
 pending_pop(ksfi_pending **list, size_t *n)
 {
@@ -47,9 +48,9 @@ pending_pop(ksfi_pending **list, size_t *n)
 }
 
 static bool
-pending_push(ksfi_pending **list, size_t *n, ksfi_pending *p)
+pending_push(ksfi_pending **list, size_t *n, size_t max, ksfi_pending *p)
 {
-    if (*n >= POOL_MAX) {
+    if (*n >= max) {
         return false;
     }
     p->hnext = *list;
@@ -70,9 +71,9 @@ ticket_pop(dr_ticket **list, size_t *n)
 }
 
 static bool
-ticket_push(dr_ticket **list, size_t *n, dr_ticket *t)
+ticket_push(dr_ticket **list, size_t *n, size_t max, dr_ticket *t)
 {
-    if (*n >= POOL_MAX) {
+    if (*n >= max) {
         return false;
     }
     t->next = *list;
@@ -131,11 +132,12 @@ ksfi_client_pending_free(ksf_client *cli, ksfi_pending *p)
     ksfi_free(p->last_raw);
     p->last_raw = NULL;
     if (reply_thread_of == cli &&
-        pending_push(&cli->rt_free_pending, &cli->rt_n_free_pending, p)) {
+        pending_push(&cli->rt_free_pending, &cli->rt_n_free_pending, POOL_RT_MAX, p)) {
         return;
     }
     pthread_mutex_lock(&cli->pool_lock);
-    bool kept = pending_push(&cli->free_pending, &cli->n_free_pending, p);
+    bool kept =
+        pending_push(&cli->free_pending, &cli->n_free_pending, POOL_MAX - POOL_RT_MAX, p);
     pthread_mutex_unlock(&cli->pool_lock);
     if (!kept) {
         ksfi_free(p); /* the pool was full */
@@ -164,11 +166,12 @@ ksfi_client_ticket_free(ksf_client *cli, dr_ticket *t)
         return;
     }
     if (reply_thread_of == cli &&
-        ticket_push(&cli->rt_free_tickets, &cli->rt_n_free_tickets, t)) {
+        ticket_push(&cli->rt_free_tickets, &cli->rt_n_free_tickets, POOL_RT_MAX, t)) {
         return;
     }
     pthread_mutex_lock(&cli->pool_lock);
-    bool kept = ticket_push(&cli->free_tickets, &cli->n_free_tickets, t);
+    bool kept =
+        ticket_push(&cli->free_tickets, &cli->n_free_tickets, POOL_MAX - POOL_RT_MAX, t);
     pthread_mutex_unlock(&cli->pool_lock);
     if (!kept) {
         ksfi_free(t); /* the pool was full */

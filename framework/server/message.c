@@ -42,6 +42,10 @@ rec_of_delivery(ksfi_kafka_delivery *d)
 #define POOL_KEEP_TEXT 1024
 #define POOL_KEEP_ENC 4096
 
+/* The shared list's share of KSFI_MSG_POOL_MAX: with the consumer's own list, no more
+ * records are kept than before that list existed. */
+#define SHARED_MAX (KSFI_MSG_POOL_MAX - KSFI_MSG_POOL_OWN_MAX)
+
 void
 ksfi_msg_pool_init(ksfi_msg_pool *pool)
 {
@@ -96,7 +100,7 @@ ksfi_msg_pool_leave(ksfi_msg_pool *pool)
     /* To the shared list (what does not fit is freed): whichever thread consumes next
      * starts from there, under the lock. */
     pthread_mutex_lock(&pool->lock);
-    while (pool->own_free && pool->count < KSFI_MSG_POOL_MAX) {
+    while (pool->own_free && pool->count < SHARED_MAX) {
         ksfi_record *rec = pool->own_free;
         pool->own_free = rec->next;
         rec->next = pool->free;
@@ -169,14 +173,14 @@ rec_recycle(ksfi_msg_pool *pool, ksfi_record *rec)
     rec->ctx.text_cap = text_cap;
     rec->ctx.enc = enc;
     rec->ctx.enc_cap = enc_cap;
-    if (owned_pool == pool && pool->own_count < KSFI_MSG_POOL_MAX) {
+    if (owned_pool == pool && pool->own_count < KSFI_MSG_POOL_OWN_MAX) {
         rec->next = pool->own_free;
         pool->own_free = rec;
         pool->own_count++;
         return;
     }
     pthread_mutex_lock(&pool->lock);
-    bool kept = pool->count < KSFI_MSG_POOL_MAX;
+    bool kept = pool->count < SHARED_MAX;
     if (kept) {
         rec->next = pool->free;
         pool->free = rec;

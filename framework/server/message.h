@@ -79,8 +79,11 @@ typedef struct ksfi_msg_pool {
     size_t own_count;
 } ksfi_msg_pool;
 
-/* Records the pool keeps at most (more in flight are freed when they finish). */
+/* Records the pool keeps at most (more in flight are freed when they finish), the
+ * consumer thread's own list included: it keeps up to KSFI_MSG_POOL_OWN_MAX of them,
+ * the shared list the rest. */
 #define KSFI_MSG_POOL_MAX 1024
+#define KSFI_MSG_POOL_OWN_MAX 256
 
 /*
  * What the message lifecycle needs of its server, handed over once. Everything is
