@@ -4,6 +4,7 @@
  * NestJS would send, and the offsets committed once they are answered. Dispatch and
  * ordering: test_server_dispatch.c; start, stop and drain: test_server_lifecycle.c.
  */
+#include "broker.h"
 #include "server/server.h"
 #include "server_probe.h"
 #include "service.h"
@@ -562,6 +563,109 @@ END_TEST
 KSFT_TEST(test_server_pooled_ctx_is_fresh_inline, 40)
 {
     pooled_ctx_rounds("0");
+}
+END_TEST
+
+/* ---- a reply lost after its request's message was freed ------------------------- */
+
+static atomic_int lost_entered, lost_release;
+
+/* Echo, once the case has told the broker to refuse the next produce. */
+static ksf_err
+h_lost(ksf_ctx *ctx, const json_t *data, json_t **reply)
+{
+    atomic_store(&lost_entered, 1);
+    ck_assert_int_eq(ksft_wait_atomic(&lost_release, 1, KSFT_PROBE_WAIT_MS), 1);
+    return h_echo(ctx, data, reply);
+}
+
+/* The server's "reply failed for good" lines. */
+typedef struct lost_log {
+    pthread_mutex_t lock;
+    int lines;
+    char last[1024];
+} lost_log;
+
+static void
+lost_log_fn(void *user, ksf_log_level level, const char *component, const char *message)
+{
+    lost_log *l = user;
+    if (level == KSF_LOG_ERROR && strstr(message, "reply failed for good")) {
+        pthread_mutex_lock(&l->lock);
+        l->lines++;
+        snprintf(l->last, sizeof l->last, "%s: %s", component, message);
+        pthread_mutex_unlock(&l->lock);
+    }
+}
+
+/*
+ * A request's message is freed once its reply is produced, before the reply's delivery
+ * report. When that report says the reply was lost (the broker refused it for good),
+ * the server still names the request's place (topic, partition, offset, correlation
+ * id) from what outlives the message, counts the failure once, and serves on.
+ */
+static void
+lost_reply_round(const char *workers)
+{
+    KSFT_NEEDS_MOCK("injected Produce errors");
+    static const char *const topics[] = {"t.lost", NULL};
+    static const ksft_handler handlers[] = {{"t.lost", h_lost}, {NULL}};
+    const char *const settings[][2] = {{"server.workers", workers}};
+    ksft_probe p;
+    ksft_probe_open(
+        &p, &(ksft_world_spec){.topics = topics, .settings = settings, .nsettings = 1});
+    lost_log log = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    ksf_config_set_log(p.w.cfg, lost_log_fn, &log, KSF_LOG_ERROR);
+    ksft_world_serve(&p.w, ksft_world_server(&p.w, handlers));
+
+    atomic_store(&lost_release, 1);
+    ksft_assert_value_reply(ksft_probe_request(&p, "t.lost", "kept-1", "a", 1), "kept-1",
+                            "a", 1);
+    atomic_store(&lost_entered, 0);
+    atomic_store(&lost_release, 0);
+    ksft_send_request(p.prod, "t.lost", 0, "lost-1", KSFT_PROBE_REPLY, 0, "b", 1, true);
+    ck_assert_int_eq(ksft_wait_atomic(&lost_entered, 1, KSFT_PROBE_WAIT_MS), 1);
+    /* The handler is running: the next Produce request is its reply's (API key 0). */
+    rd_kafka_mock_push_request_errors(ksft_broker_mock(p.w.broker), 0, 1,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    atomic_store(&lost_release, 1);
+    ksf_server_stats st =
+        KSFT_WAIT_SERVER_STAT(p.w.srv, reply_failures, 1, KSFT_PROBE_WAIT_MS);
+    ck_assert_uint_eq(st.reply_failures, 1);
+    pthread_mutex_lock(&log.lock);
+    ck_assert_int_eq(log.lines, 1);
+    char last[sizeof log.last];
+    memcpy(last, log.last, sizeof last);
+    pthread_mutex_unlock(&log.lock);
+    /* The second message of t.lost[0]: offset 1. */
+    ck_assert_msg(
+        strstr(last, "topic=t.lost") && strstr(last, "partition=0") &&
+            strstr(last, "offset=1") && strstr(last, "correlation_id=lost-1") &&
+            strstr(last, "reply_topic=" KSFT_PROBE_REPLY),
+        "server.workers=%s: the lost reply's line does not name its request: %s", workers,
+        last);
+    ck_assert_uint_eq(ksft_collector_wait_id(p.replies, "lost-1", 1, 300), 0);
+
+    /* The server serves on, and counts the lost reply once. */
+    ksft_assert_value_reply(ksft_probe_request(&p, "t.lost", "kept-2", "c", 1), "kept-2",
+                            "c", 1);
+    st = KSFT_WAIT_SERVER_STAT(p.w.srv, replies, 2, KSFT_PROBE_WAIT_MS);
+    ck_assert_uint_eq(st.replies, 2);
+    ck_assert_uint_eq(st.reply_failures, 1);
+    ck_assert_uint_eq(st.requests, 3);
+    ksft_world_stop_server(&p.w);
+    ksft_probe_close(&p);
+}
+
+KSFT_TEST(test_server_reply_lost_inline, 40)
+{
+    lost_reply_round("0");
+}
+END_TEST
+
+KSFT_TEST(test_server_reply_lost_workers, 40)
+{
+    lost_reply_round("4");
 }
 END_TEST
 

@@ -344,6 +344,14 @@ ksfi_scope_init(ksfi_scope *s, const ksfi_header *hdrs, size_t n, const ksfi_log
     }
 }
 
+void
+ksfi_scope_forget_headers(ksfi_scope *s)
+{
+    s->in_tp = s->in_ts = NULL;
+    s->in_tp_len = s->in_ts_len = 0;
+    s->has_tp = s->has_ts = false;
+}
+
 /* The trace part of ksfi_scope_resolve, on the one thread that resolves. */
 static void
 scope_trace(ksfi_scope *s)

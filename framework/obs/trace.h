@@ -119,6 +119,11 @@ void ksfi_scope_init(ksfi_scope *s, const ksfi_header *hdrs, size_t n,
  */
 const ksfi_scope *ksfi_scope_resolve(const ksfi_scope *s);
 
+/* Forget the incoming traceparent and tracestate values @p s points at, before the
+ * message holding them is freed: a scope resolved already keeps what it resolved; one
+ * resolved later begins a new trace, as for a message without them. */
+void ksfi_scope_forget_headers(ksfi_scope *s);
+
 /* Free what ksfi_scope_init and ksfi_scope_resolve allocated. */
 void ksfi_scope_clear(ksfi_scope *s);
 

@@ -42,6 +42,28 @@ ksfi_ctx_reset(ksf_ctx *ctx)
     pthread_mutex_destroy(&ctx->lock);
 }
 
+bool
+ksfi_ctx_settled(ksf_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    bool settled = !ctx->is_event && ctx->ended && ctx->phase == KSFI_CTX_FINISHED;
+    pthread_mutex_unlock(&ctx->lock);
+    return settled;
+}
+
+void
+ksfi_ctx_forget_message(ksf_ctx *ctx)
+{
+    ctx->key = ctx->value = NULL;
+    ctx->key_len = ctx->value_len = 0;
+    ctx->nhdrs = 0; /* the array itself is kept for the record's next message */
+    ctx->meta.correlation_id = NULL;
+    ctx->meta.correlation_id_len = 0;
+    ctx->meta.reply_topic = NULL;
+    ctx->meta.reply_topic_len = 0;
+    ksfi_scope_forget_headers(&ctx->scope);
+}
+
 ksf_err
 ksfi_ctx_set_text(ksf_ctx *ctx, const char *id, size_t id_len, const char *topic,
                   size_t topic_len)

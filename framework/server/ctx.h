@@ -48,8 +48,9 @@ struct ksf_ctx {
     const ksfi_ctx_ops *ops;
     const ksfi_logger *log;
     size_t max_bytes; /* message.max.bytes: the largest reply value */
-    /* ---- the handler's view: written before the handler runs, then read-only ---- */
-    const char *topic; /* borrowed from the message (owned by the record) */
+    /* ---- the handler's view: written before the handler runs, read-only after
+     * (ksfi_ctx_forget_message clears the message's part once the request settled) */
+    const char *topic; /* borrowed from the record (a name that outlives its message) */
     int32_t partition;
     int64_t offset;
     int64_t timestamp_ms; /* -1: not available */
@@ -122,6 +123,22 @@ void ksfi_ctx_init(ksf_ctx *ctx, const ksfi_ctx_ops *ops, const ksfi_logger *log
  * then zeroes everything else before ksfi_ctx_init, or frees the buffers with the
  * record that holds the ctx (message.c). */
 void ksfi_ctx_reset(ksf_ctx *ctx);
+
+/*
+ * True once a request is settled: its handler returned (not deferred, or finished
+ * since), its result was acted on and its final or error reply was produced. Nothing
+ * then reads the request's message through @p ctx: no reply can follow, a time budget
+ * finds the reply ended, and handlers may not keep the ctx past that point.
+ */
+bool ksfi_ctx_settled(ksf_ctx *ctx);
+
+/*
+ * Forget @p ctx's views into the request's message (value, key, headers and what was
+ * read from them: the request meta, the trace headers) so that the owner may free the
+ * message before the ctx itself goes (ksfi_ctx_settled first). The text copies
+ * (correlation id, reply topic), the handler and the reply state stay.
+ */
+void ksfi_ctx_forget_message(ksf_ctx *ctx);
 
 /* Copy the correlation id (@p id_len bytes; text, already converted when binary) and
  * the reply topic (@p topic_len bytes; NULL for none) into the ctx's text buffer, and

@@ -353,6 +353,7 @@ enqueue(ksfi_dispatch *d, ksfi_record *rec)
         return false;
     }
     p->next_offset = rec->offset + 1;
+    rec->topic = p->topic; /* the same name, kept to the end: the message may go first */
     rec->dispatch = d;
     rec->part = p;
     rec->epoch = p->epoch;

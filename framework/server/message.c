@@ -489,6 +489,7 @@ prepare(ksfi_record *rec)
     ksf_ctx *ctx = &rec->ctx;
     ksf_errinfo ei;
     ksfi_errinfo_clear(&ei);
+    ctx->topic = rec->topic; /* the dispatcher's copy now: it outlives the message */
     if (ksfi_kafka_header_views(rec->msg, &ctx->hdrs, &ctx->hdrs_cap, &ctx->nhdrs) ||
         ksfi_parse_request_headers(ctx->hdrs, ctx->nhdrs, &ctx->meta, &ei) ||
         copy_meta(ctx)) {
@@ -886,6 +887,15 @@ op_run(ksfi_record *rec)
         ksfi_dispatch_arm_budget(rec);
     }
     run_handler(rec);
+    /* A settled request's message goes now, while it is still in the cache, instead of
+     * when its reply's delivery report comes, a produce round trip and up to a few
+     * hundred messages later (its payload and headers no longer held meanwhile); the
+     * record stays until then, for the offset. */
+    if (ksfi_ctx_settled(&rec->ctx)) {
+        ksfi_ctx_forget_message(&rec->ctx);
+        ksfi_kafka_message_free(rec->msg);
+        rec->msg = NULL;
+    }
     rec_release(rec);
 }
 

@@ -40,8 +40,12 @@ typedef struct ksfi_record {
     ksf_ctx ctx;
     /* The server this message came to (message.c), set at creation. */
     struct ksfi_msg_env *env;
-    ksfi_kafka_msg *msg; /* owned; freed with the record */
-    const char *topic;   /* borrowed from msg */
+    /* Owned; freed with the record, or before it once a request is settled (the
+     * handler's result acted on and its reply produced: op_run in message.c). */
+    ksfi_kafka_msg *msg;
+    /* Borrowed: from msg, then, once queued, the dispatcher's copy of the partition's
+     * topic, which outlives every record (so it stays valid after msg is freed). */
+    const char *topic;
     int32_t partition;
     int64_t offset;
     size_t bytes; /* key and value: what the partition's window counts */
