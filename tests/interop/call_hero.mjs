@@ -7,6 +7,9 @@ import { lastValueFrom, timeout } from 'rxjs';
 const client = new ClientKafka({
   client: { clientId: 'hero', brokers: [process.argv[2] ?? 'localhost:9092'], logLevel: 1 },
   consumer: { groupId: 'hero-consumer', maxWaitTimeInMs: 5 },
+  // Without it the first reply can be skipped: kafkajs looks up a new reply consumer's
+  // start (latest) only at its first fetch, after connect() returned (README.md).
+  subscribe: { fromBeginning: true },
 });
 client.subscribeToResponseOf('hero.kill.dragon');
 await client.connect();

@@ -34,6 +34,13 @@ const cases = [
 const client = new ClientKafka({
   client: { clientId: 'interop', brokers: [broker], logLevel: 1 },
   consumer: { groupId: 'interop-nest', maxWaitTimeInMs: 5, sessionTimeout: 6000, heartbeatInterval: 500 },
+  // connect() returns once the reply consumer has joined its group, but kafkajs looks up
+  // where a partition without a committed offset starts (latest, by default) only at its
+  // first fetch, after that. A reply that lands before that lookup is skipped, and its
+  // request times out: CI saw the first case fail so, on a loaded machine. Reading from
+  // the earliest offset when nothing is committed closes that window; replies read again
+  // carry ids NestJS no longer waits for, and it ignores them.
+  subscribe: { fromBeginning: true },
 });
 for (const p of new Set(cases.map((c) => c[0]))) {
   client.subscribeToResponseOf(p);
