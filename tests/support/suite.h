@@ -4,7 +4,8 @@
  * file has no case table to keep in step with its tests, and main is KSFT_MAIN("suite")
  * (or a main that parses its arguments and then returns ksft_main("suite")). Each case
  * is its own TCase (its own timeout and, with CK_FORK, its own process), named after the
- * function without "test_<suite>_" (CK_RUN_CASE=name runs one). The runner prints, once,
+ * function without "test_<suite>_" (CK_RUN_CASE=name runs one; KSFT_EXCLUDE_CASES=a,b
+ * leaves those out of a run of all registered cases). The runner prints, once,
  * which broker the integration cases talk to (broker.h: the mock, or KSF_TEST_KAFKA).
  */
 #ifndef KSF_TEST_SUITE_H
