@@ -83,6 +83,11 @@ const app = await NestFactory.createMicroservice(AppModule, {
     client: { clientId: 'interop', brokers: [broker], logLevel: 1 },
     consumer: { groupId: 'interop-nest', maxWaitTimeInMs: 5, sessionTimeout: 6000,
                 heartbeatInterval: 500 },
+    // listen() returns once the group is joined; kafkajs looks up where a partition
+    // without a committed offset starts (latest) only at its first fetch after that,
+    // so a request sent at once could be skipped (as nest_client.mjs's replies could).
+    // Each run's broker is fresh: nothing older is there to be answered.
+    subscribe: { fromBeginning: true },
   },
 });
 await app.listen();
