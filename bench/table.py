@@ -124,11 +124,15 @@ def ratio(a, b):
     return a / b
 
 
+# bench/run's sequential scenario may have more rounds than the others (BENCH_SEQ_ROUNDS).
+seq_rounds = len(by.get(("floor", "seq"), []))
+seq_note = (f"; the sequential scenario: {seq_rounds} rounds"
+            if seq_rounds and seq_rounds != int(rounds) else "")
 lines = [
     f"Machine: {machine}. {setup}; {secs} s per throughput run; "
     f"{', '.join(NAMES[i] for i in C_IMPLS)}: median of {rounds} interleaved rounds "
-    "(cold start and idle CPU: one "
-    f"run; every round's figure is in the second table), NestJS: one run.",
+    f"(cold start and idle CPU: one run{seq_note}; every round's figure is in the "
+    "second table), NestJS: one run.",
     "",
     "| metric | " + " | ".join(NAMES[i] for i in IMPLS) + " | ksf / floor (target) |"
     + (" ksf lean / floor (target) |" if LEAN else "") + " NestJS tuned vs ksf (target) |",
@@ -136,7 +140,8 @@ lines = [
     + " ---: |",
 ]
 report = {"machine": machine, "broker": broker, "setup": setup, "seconds": float(secs),
-          "rounds": int(rounds), "results": rows, "table": []}
+          "rounds": int(rounds), "seq_rounds": seq_rounds or int(rounds), "results": rows,
+          "table": []}
 if broker == "mock":
     report["fetch_wait_max_ms"] = int(fw)
 for label, scen, get, lower, t_floor, t_nest in METRICS:

@@ -170,6 +170,58 @@ with tempfile.TemporaryDirectory() as tmp:
     with open(cgj, "w") as f:
         json.dump(cg, f)
 
+    # More sequential rounds than throughput ones (BENCH_SEQ_ROUNDS=12, rounds 8): the
+    # every-run table has 12 round columns, the sequential rows a figure in each and
+    # their median over all 12 (floor p50 1,000 + 10 * round: 1,065; ksf 1,100 + 10 *
+    # round: 1,165), the throughput rows "-" after round 8 and their median over 8.
+    SEQ_ROUNDS = 12
+    seq_src = os.path.join(tmp, "seq.jsonl")
+    with open(seq_src, "w") as f:
+        for r in rows:  # the floor's first 8 sequential runs are rows' own
+            if not (r["impl"] == "ksf" and r["scenario"] == "seq"):
+                f.write(json.dumps(r) + "\n")
+        for r in range(1, SEQ_ROUNDS + 1):
+            for impl, base in (("floor", 1000), ("ksf", 1100)):
+                if impl == "floor" and r <= ROUNDS:
+                    continue
+                f.write(json.dumps({"impl": impl, "scenario": "seq", "round": r,
+                                    "client": client_line(300.0, base + 10 * r, 10.0,
+                                                          2000),
+                                    "server_cpu_ms": 5.0}) + "\n")
+    subprocess.run([sys.executable, os.path.join(root, "bench", "table.py"), seq_src,
+                    "machine", "0", "3", str(ROUNDS), out_json, out_md, "mock",
+                    "setup", cgj], check=True)
+    smd = open(out_md).read()
+    smain, severy = {}, {}
+    for line in smd.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0] not in ("metric", "---"):
+            smain[cells[0]] = cells
+        elif len(cells) == SEQ_ROUNDS + 3 and cells[1] in ("floor", "ksf"):
+            severy[(cells[0], cells[1])] = cells
+    sheader = [l for l in smd.splitlines() if l.startswith("| metric | impl |")]
+    check(sheader and sheader[0].count("round ") == SEQ_ROUNDS,
+          f"every-run table does not have {SEQ_ROUNDS} round columns with extra "
+          "sequential rounds")
+    check("median of 8 interleaved rounds (cold start and idle CPU: one run; the "
+          "sequential scenario: 12 rounds;" in smd,
+          "the table's first sentence does not give the sequential rounds")
+    sp50 = smain.get("sequential p50 (us)")
+    check(sp50 is not None and num(sp50[1]) == 1065 and num(sp50[2]) == 1165
+          and sp50[5].startswith("1.09x"),
+          f"sequential p50 row {sp50}, want 1,065 / 1,165 / 1.09x (medians of 12)")
+    fseq = severy.get(("sequential p50 (us)", "floor"))
+    check(fseq is not None and [num(c) for c in fseq[2:2 + SEQ_ROUNDS]]
+          == [1000 + 10 * r for r in range(1, SEQ_ROUNDS + 1)],
+          f"floor's sequential every-run row {fseq}, want 1,010 .. 1,120")
+    frps = severy.get(("64 in flight: requests/s", "floor"))
+    check(frps is not None and [num(c) for c in frps[2:2 + SEQ_ROUNDS]]
+          == FLOOR_RPS + [None] * (SEQ_ROUNDS - ROUNDS) and num(frps[-1]) == 22500,
+          f"floor's c64 every-run row {frps}, want its 8 rounds, '-' after, median "
+          "22,500")
+    check(json.load(open(out_json)).get("seq_rounds") == SEQ_ROUNDS,
+          "the JSON report lacks seq_rounds")
+
     # The real-Kafka variant: the wake-up check compares ksf with ksf-fw0.
     with open(src, "a") as f:
         for r in range(1, ROUNDS + 1):
