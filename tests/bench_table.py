@@ -288,6 +288,59 @@ with tempfile.TemporaryDirectory() as tmp:
           and "| **client, whole process** | 5,300 |" in out,
           f"cgsum --emit table wrong:\n{out}")
 
+    # legs.py (bench/legs): 300 made-up round trips, one at a time, with known legs:
+    # request 150..152 us (by k % 3), server 2, reply 140, client 5 between a reply and
+    # the next request. The first 100 are skipped.
+    def legs_files(name, n, drop_server_receive=False):
+        cl, sv, t = [], [], 1_000_000
+        for k in range(n):
+            cl.append(f"P {t}")
+            t += 150 + k % 3
+            if not (drop_server_receive and k == 7):
+                sv.append(f"C {t}")
+            t += 2
+            sv.append(f"P {t}")
+            t += 140
+            cl.append(f"C {t}")
+            t += 5
+        paths = (os.path.join(tmp, name + ".client"), os.path.join(tmp, name + ".server"))
+        for path, lines in zip(paths, (cl, sv)):
+            with open(path, "w") as f:
+                f.write("\n".join(lines) + "\n")
+        return paths
+
+    def legs_round(paths):
+        out = subprocess.run([sys.executable, os.path.join(root, "bench", "legs.py"),
+                              "round", paths[0], paths[1], "100"], check=True,
+                             capture_output=True, text=True).stdout
+        return json.loads(out)
+    got = legs_round(legs_files("good", 300))
+    check(got == {"request": 151, "server": 2, "reply": 140, "client": 5,
+                  "round_trip": 293, "count": 200},
+          f"legs.py round {got}, want request 151, server 2, reply 140, client 5, "
+          "round trip 293 over 200")
+    got = legs_round(legs_files("short", 300, drop_server_receive=True))
+    check("unequal counts" in got.get("error", "") and "[300, 299, 300, 300]"
+          in got.get("error", ""), f"legs.py with a receipt missing: {got}, want an "
+          "error naming the counts [300, 299, 300, 300]")
+    lsrc = os.path.join(tmp, "legs.jsonl")
+    with open(lsrc, "w") as f:
+        for r, (req, srv) in enumerate([(150, 2), (170, 3), (160, 9)], 1):
+            f.write(json.dumps({"impl": "floor", "round": r, "request": req,
+                                "server": srv, "reply": 140, "client": 1,
+                                "round_trip": req + srv + 140, "count": 200}) + "\n")
+        f.write(json.dumps({"impl": "ksf", "round": 1, "error": "x"}) + "\n")
+    lmd_path = os.path.join(tmp, "legs.md")
+    subprocess.run([sys.executable, os.path.join(root, "bench", "legs.py"), "table",
+                    lsrc, lmd_path, "setup line"], check=True, capture_output=True)
+    lmd = open(lmd_path).read()
+    check(lmd.startswith("setup line\n")
+          and "| the server's own time: receive -> reply produced | 3 | - |" in lmd
+          and "| request through the broker: client produce -> server receive | 160 | - |"
+          in lmd and "| rounds used (of run) | 3 of 3 | 0 of 1 |" in lmd
+          and "Left out: ksf round 1: x" in lmd,
+          f"legs.py table wrong:\n{lmd}")
+
 if failures:
     print("\n".join(failures))
     sys.exit(1)
