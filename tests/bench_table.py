@@ -27,6 +27,24 @@ def num(cell):
     return None if cell in ("-", "") else float(cell.replace(",", ""))
 
 
+def run_table(root, src, out_json, out_md, cgj, main_cols, nrounds, impls):
+    """bench/table.py on SRC; returns its markdown, the main table's rows with
+    MAIN_COLS cells by metric, and the every-run rows of IMPLS with NROUNDS rounds by
+    (metric, impl)."""
+    subprocess.run([sys.executable, os.path.join(root, "bench", "table.py"), src,
+                    "machine", "0", "3", str(ROUNDS), out_json, out_md, "mock",
+                    "setup", cgj], check=True)
+    md = open(out_md).read()
+    main, every = {}, {}
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == main_cols and cells[0] not in ("metric", "---"):
+            main[cells[0]] = cells
+        elif len(cells) == nrounds + 3 and cells[1] in impls:
+            every[(cells[0], cells[1])] = cells
+    return md, main, every
+
+
 def client_line(rps, p50, cpu_ms, count):
     return {"pattern": "bench.echo", "mode": "send", "concurrency": 64, "count": count,
             "ok": count, "errors": 0, "timeouts": 0, "p50_us": p50, "p90_us": p50 * 2,
@@ -66,20 +84,10 @@ with tempfile.TemporaryDirectory() as tmp:
     with open(cgj, "w") as f:
         json.dump(cg, f)
     out_json, out_md = os.path.join(tmp, "t.json"), os.path.join(tmp, "t.md")
-    subprocess.run([sys.executable, os.path.join(root, "bench", "table.py"), src,
-                    "machine", "0", "3", str(ROUNDS), out_json, out_md, "mock",
-                    "setup", cgj], check=True)
-    md = open(out_md).read()
-    report = json.load(open(out_json))
-
     # The main table: metric -> cells; the every-run table: (metric, impl) -> runs.
-    main, every = {}, {}
-    for line in md.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 7 and cells[0] not in ("metric", "---"):
-            main[cells[0]] = cells
-        elif len(cells) == ROUNDS + 3 and cells[1] in ("floor", "ksf"):
-            every[(cells[0], cells[1])] = cells
+    md, main, every = run_table(root, src, out_json, out_md, cgj, 7, ROUNDS,
+                                ("floor", "ksf"))
+    report = json.load(open(out_json))
     check(len(every) > 0, "no every-run table")
     header = [l for l in md.splitlines() if l.startswith("| metric | impl |")]
     check(header and header[0].count("round ") == ROUNDS,
@@ -143,17 +151,9 @@ with tempfile.TemporaryDirectory() as tmp:
     cg_lean = dict(cg, **{"ksf-lean": {"client": 20000.0, "server": 19000.0}})
     with open(cgj, "w") as f:
         json.dump(cg_lean, f)
-    subprocess.run([sys.executable, os.path.join(root, "bench", "table.py"), lean_src,
-                    "machine", "0", "3", str(ROUNDS), out_json, out_md, "mock",
-                    "setup", cgj], check=True)
-    lmd = open(out_md).read()
-    lmain, levery = {}, {}
-    for line in lmd.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 9 and cells[0] not in ("metric", "---"):
-            lmain[cells[0]] = cells
-        elif len(cells) == ROUNDS + 3 and cells[1] == "ksf-lean":
-            levery[cells[0]] = cells
+    _, lmain, lev_rows = run_table(root, lean_src, out_json, out_md, cgj, 9, ROUNDS,
+                                   ("ksf-lean",))
+    levery = {metric: cells for (metric, _), cells in lev_rows.items()}
     lrps = lmain.get("64 in flight: requests/s")
     check(lrps is not None and num(lrps[1]) == 22500 and num(lrps[2]) == 16750
           and num(lrps[3]) == 20750 and lrps[6].startswith("0.74x")
@@ -188,17 +188,8 @@ with tempfile.TemporaryDirectory() as tmp:
                                     "client": client_line(300.0, base + 10 * r, 10.0,
                                                           2000),
                                     "server_cpu_ms": 5.0}) + "\n")
-    subprocess.run([sys.executable, os.path.join(root, "bench", "table.py"), seq_src,
-                    "machine", "0", "3", str(ROUNDS), out_json, out_md, "mock",
-                    "setup", cgj], check=True)
-    smd = open(out_md).read()
-    smain, severy = {}, {}
-    for line in smd.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 7 and cells[0] not in ("metric", "---"):
-            smain[cells[0]] = cells
-        elif len(cells) == SEQ_ROUNDS + 3 and cells[1] in ("floor", "ksf"):
-            severy[(cells[0], cells[1])] = cells
+    smd, smain, severy = run_table(root, seq_src, out_json, out_md, cgj, 7, SEQ_ROUNDS,
+                                   ("floor", "ksf"))
     sheader = [l for l in smd.splitlines() if l.startswith("| metric | impl |")]
     check(sheader and sheader[0].count("round ") == SEQ_ROUNDS,
           f"every-run table does not have {SEQ_ROUNDS} round columns with extra "
