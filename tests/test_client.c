@@ -1140,6 +1140,56 @@ KSFT_TEST(test_client_reports_wake_reply_thread, 30)
 }
 END_TEST
 
+/* An event emitted from an emit callback (the reply thread) is acknowledged at once:
+ * a request's report does not wake that thread, which then sleeps up to 10 ms while
+ * reports are owed, but one an emit callback waits for does. 40 events, each emitted
+ * by the previous one's callback: without that wake-up at least 0.4 s. */
+#define CHAIN_N 40
+
+typedef struct emit_chain {
+    ksf_client *cli;
+    json_t *d;
+    atomic_int n, ok;
+} emit_chain;
+
+static void
+chain_next(ksf_err err, const char *text, void *user)
+{
+    emit_chain *c = user;
+    (void)text;
+    atomic_fetch_add(&c->ok, err == KSF_OK);
+    if (atomic_fetch_add(&c->n, 1) + 1 < CHAIN_N) {
+        ksf_errinfo ei = {0};
+        ck_assert_int_eq(
+            ksf_client_emit(c->cli, "ev.topic", c->d, NULL, chain_next, c, &ei), KSF_OK);
+    }
+}
+
+KSFT_TEST(test_client_emit_chain_in_callbacks, 30)
+{
+    env v = env_start_with("static", NULL);
+    ksft_broker_create_topic(v.b, "ev.topic", 1);
+    emit_seen seen = {0};
+    ksf_errinfo ei = {0};
+    emit_chain c = {.cli = v.cli, .d = json_pack("{s:i}", "n", 1)};
+    /* the first one also looks the topic up */
+    ck_assert_int_eq(ksf_client_emit(v.cli, "ev.topic", c.d, NULL, emit_done, &seen, &ei),
+                     KSF_OK);
+    ck_assert_int_eq(ksft_wait_atomic(&seen.n, 1, 10000), 1);
+    int64_t t0 = ksft_now_ms();
+    ck_assert_int_eq(ksf_client_emit(v.cli, "ev.topic", c.d, NULL, chain_next, &c, &ei),
+                     KSF_OK);
+    ck_assert_int_eq(ksft_wait_atomic(&c.n, CHAIN_N, 10000), CHAIN_N);
+    int64_t took = ksft_now_ms() - t0;
+    ck_assert_msg(took < ksft_scaled_ms(250), "%d chained events took %lld ms", CHAIN_N,
+                  (long long)took);
+    ck_assert_int_eq(atomic_load(&c.ok), CHAIN_N);
+    ck_assert_uint_eq(stats(v.cli).emitted, CHAIN_N + 1);
+    json_decref(c.d);
+    env_stop(&v);
+}
+END_TEST
+
 typedef struct flush_in_cb {
     ksf_client *cli;
     emit_seen seen;

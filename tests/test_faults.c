@@ -288,6 +288,53 @@ KSFT_TEST(test_faults_request_errors, 60)
 }
 END_TEST
 
+/* ---- a request the broker refuses: its delivery report fails it ----------------- */
+
+/* A request's delivery report does not wake the client's reply thread (the reply
+ * will); one that says the request was refused must still fail it at once, not at the
+ * thread's next wake-up: it sleeps no longer than reports may wait (REPORT_WAIT_MS).
+ * The only request in flight, so no reply wakes the thread earlier. */
+KSFT_TEST(test_faults_refused_request, 60)
+{
+    KSFT_NEEDS_MOCK("an injected Produce error");
+    fault_world w;
+    echo_world(&w, 30000, 1);
+    ksf_errinfo ei = {0};
+    ksft_outcome c = {0};
+    ksf_send_opts o = {.raw_value = "{}", .raw_len = 2, .timeout_ms = 30000};
+    /* One round trip first: the producer knows the topic, the thread sleeps. */
+    ck_assert_int_eq(ksf_client_send(w.cli, PATTERN, NULL, &o, ksft_outcome_cb, &c, &ei),
+                     KSF_OK);
+    ksft_outcome_wait(&c, 10000);
+    ck_assert_int_eq(c.err, KSF_OK);
+    ksft_outcome_reset(&c);
+    /* A permanent error for this message only (not retried, nothing cached for the
+     * topic): the report carries it. */
+    rd_kafka_mock_push_request_errors(ksft_broker_mock(w.b), 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    int64_t sent = ksft_now_ms();
+    ck_assert_int_eq(ksf_client_send(w.cli, PATTERN, NULL, &o, ksft_outcome_cb, &c, &ei),
+                     KSF_OK);
+    ksft_outcome_wait(&c,
+                      10000); /* a third of its deadline: fails if only that ends it */
+    ck_assert_int_eq(c.err, KSF_EKAFKA);
+    ck_assert_str_eq(c.text, "request to " PATTERN " failed: Broker: Message size too "
+                             "large");
+    /* Well inside the reply thread's longest sleep (1 s), which would end it too. */
+    int64_t took = c.at_ms - sent;
+    ck_assert_msg(took < ksft_scaled_ms(400), "the refused request failed after %lld ms",
+                  (long long)took);
+    ksft_outcome_reset(&c);
+    /* The client goes on. */
+    ksf_err e = ksf_client_send(w.cli, PATTERN, NULL, &o, ksft_outcome_cb, &c, &ei);
+    ck_assert_msg(e == KSF_OK, "%s: %s", ksf_strerror(e), ei.text);
+    ksft_outcome_wait(&c, 10000);
+    ck_assert_int_eq(c.err, KSF_OK);
+    ksft_outcome_reset(&c);
+    world_close(&w);
+}
+END_TEST
+
 /* Where the requests of a run are on the broker: how many reached the request topic
  * (all partitions) and how many of those have a reply on the reply topic. */
 typedef struct topic_census {

@@ -33,6 +33,7 @@ ksfi_client_on_delivery(ksfi_kafka_delivery *d, const ksfi_kafka_report *r)
         atomic_fetch_add_explicit(r->err ? &cli->emit_failures : &cli->emitted, 1,
                                   memory_order_relaxed);
         if (t->cb) {
+            atomic_fetch_sub_explicit(&cli->callbacks_owed, 1, memory_order_relaxed);
             t->cb(r->err ? KSF_EKAFKA : KSF_OK, text, t->user);
         }
     }

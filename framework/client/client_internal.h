@@ -43,6 +43,9 @@
 #define POOL_MAX 1024         /* finished requests and tickets kept for reuse, each */
 #define POOL_RT_MAX 256       /* of POOL_MAX, on the reply thread's own lists */
 #define DESTROY_FLUSH_MS 5000 /* how long destroy waits for queued emits */
+/* The longest reply-thread sleep while delivery reports are owed: a request's report
+ * does not wake it (client.c, on_reports). */
+#define REPORT_WAIT_MS 10
 
 /* A reply partition the client advertises, or drains after a revoke. */
 typedef struct reply_slot {
@@ -121,8 +124,10 @@ struct ksf_client {
                               * served delivery reports only while one does */
     atomic_bool reports;     /* delivery reports arrived since the reply thread last
                               * served them (set by the producer's on_report callback) */
-    atomic_bool closing;     /* destroy began; written under `lock`, and read under it
-                              * too except by emit, which takes no other lock round */
+    atomic_int callbacks_owed; /* events with an emit callback whose delivery report is
+                                * not served yet: reports then wake the reply thread */
+    atomic_bool closing;       /* destroy began; written under `lock`, and read under it
+                                * too except by emit, which takes no other lock round */
     /* `lock` guards every field below; `cond` signals topic state changes and
      * (while a flush waits) delivery reports served. */
     pthread_mutex_t lock;
@@ -136,8 +141,9 @@ struct ksf_client {
     int in_hand;        /* queued sends the sender thread took and has not produced */
     bool paused;        /* reply partitions paused because idle */
     int64_t idle_since; /* when in-flight last dropped to 0 */
-    int64_t wake_at;    /* when the reply thread plans to wake up */
-    ksfi_idgen ids;     /* correlation ids: no syscall per request */
+    _Atomic int64_t wake_at; /* when the reply thread plans to wake up (ms); written
+                              * under the lock, also read without it (on_reports) */
+    ksfi_idgen ids;          /* correlation ids: no syscall per request */
     ksf_client_stats stats;
     /* Outside the lock: counted per acknowledged event, read by get_stats. */
     _Atomic uint64_t sent; /* requests produced (stats.sent): a lock round each was

@@ -275,6 +275,15 @@ ksfi_client_reply_main(void *arg)
             expired = reply_tick_locked(cli, &timeout_ms, &now);
             pthread_mutex_unlock(&cli->lock);
             next_tick = now + 1;
+            /* Reports owed (messages produced, not yet reported) do not wake this
+             * thread (client.c, on_reports): sleep no longer than they may wait. The
+             * plan is published first: a report arriving after this check finds it
+             * and wakes the thread. */
+            if (timeout_ms > REPORT_WAIT_MS &&
+                ksfi_request_producer_queued(cli->producer) > 0) {
+                timeout_ms = REPORT_WAIT_MS;
+                atomic_store(&cli->wake_at, now + REPORT_WAIT_MS);
+            }
         }
         while (expired) {
             ksfi_pending *next = expired->hnext;
@@ -286,10 +295,10 @@ ksfi_client_reply_main(void *arg)
             expired = next;
         }
         /* The producer's delivery reports, before the consumer poll sleeps. The
-         * producer's on_report callback sets `reports` and wakes the poll when a
-         * report arrives at an empty queue (every time the serve below emptied it), so
-         * an iteration without reports costs no poll of the producer's queue; a poll
-         * that returned nothing serves anyway, as a backstop. */
+         * producer's on_report callback sets `reports` when a report arrives at an
+         * empty queue (every time the serve below emptied it), so an iteration without
+         * reports costs no poll of the producer's queue; a poll that returned nothing
+         * (the REPORT_WAIT_MS bound above) serves anyway, as a backstop. */
         /* Loaded first: the exchange is a locked instruction, and most iterations
          * (a reply from the batch) find no report. */
         if ((atomic_load_explicit(&cli->reports, memory_order_relaxed) &&

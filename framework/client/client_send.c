@@ -463,8 +463,16 @@ ksf_client_emit(ksf_client *cli, const char *pattern, const json_t *data,
             t->cb = cb;
             t->user = user;
         }
+        if (t != &cli->plain_event) {
+            /* Its report wakes the reply thread (client.c, on_reports); counted before
+             * the report can come. */
+            atomic_fetch_add(&cli->callbacks_owed, 1);
+        }
         e = closing ? ksfi_fail(ei, KSF_ECLOSED, "the client is being destroyed")
                     : produce(cli, pattern, &m, opts, t, ei);
+        if (e && t != &cli->plain_event) {
+            atomic_fetch_sub(&cli->callbacks_owed, 1);
+        }
     }
     if (e) {
         ksfi_client_ticket_free(cli, t);
@@ -499,6 +507,9 @@ ksf_client_flush(ksf_client *cli, int timeout_ms, ksf_errinfo *ei)
      * once it stopped (destroy), serves them itself, or it would wait for nothing. */
     bool serve = !cli->reply_started || pthread_equal(pthread_self(), cli->reply_thread);
     atomic_fetch_add(&cli->flushing, 1);
+    if (!serve) { /* reports that came before the flush did not wake it (on_reports) */
+        ksfi_reply_consumer_wake(cli->consumer);
+    }
     int queued;
     /* The reply thread broadcasts after serving reports while a flush waits; the short
      * slices also cover messages leaving between its last broadcast and this check. */

@@ -248,6 +248,12 @@ ksfi_kafka_on_reports(rd_kafka_t *rk, ksfi_kafka_reports_hook *hook)
 }
 
 int
+ksfi_kafka_queued(rd_kafka_t *rk)
+{
+    return rd_kafka_outq_len(rk);
+}
+
+int
 ksfi_kafka_flush(rd_kafka_t *rk, int timeout_ms)
 {
     return rd_kafka_flush(rk, timeout_ms) ? rd_kafka_outq_len(rk) : 0;

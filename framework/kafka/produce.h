@@ -150,6 +150,9 @@ void ksfi_kafka_on_reports(struct rd_kafka_s *rk, ksfi_kafka_reports_hook *hook)
  * Wait up to @p timeout_ms for every queued message's delivery report. Returns how
  * many are still not delivered (0: all were).
  */
+/* Messages produced whose delivery report is not served yet. */
+int ksfi_kafka_queued(struct rd_kafka_s *rk);
+
 int ksfi_kafka_flush(struct rd_kafka_s *rk, int timeout_ms);
 
 /** Drop what is queued or in flight; their delivery reports (failed) run now. */

@@ -956,6 +956,19 @@ ksfi_dispatch_set_serve(ksfi_dispatch *d, void (*fn)(void *user), void *user)
     pthread_mutex_unlock(&d->lock);
 }
 
+/* An assigned partition is paused, or to be. Lock held. */
+static bool
+any_paused_locked(const ksfi_dispatch *d)
+{
+    for (size_t i = 0; i < d->nparts; i++) {
+        const ksfi_part *p = d->parts[i];
+        if (p->assigned && (p->paused || p->want_paused)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void
 ksfi_dispatch_reports_ready(ksfi_dispatch *d)
 {
@@ -968,7 +981,15 @@ ksfi_dispatch_reports_ready(ksfi_dispatch *d)
         pthread_cond_signal(&d->work);
         if (d->inline_mode) {
             idle_wake(d);
-            wake_consumer(d);
+            /* The consumer thread serves them after its poll, which the next request
+             * ends anyway and which is bounded while reports are owed (server.c,
+             * consume): a wake-up per batch of reports was half that thread's wake-ups
+             * one request at a time. At once only where serving them lets fetching go
+             * on: a partition paused on its window resumes once its records are
+             * acknowledged. */
+            if (any_paused_locked(d)) {
+                wake_consumer(d);
+            }
         }
         /* Every worker inside a handler: the watch thread serves them if none is done
          * within KSFI_REPORTS_STALE_MS (it is told only when it sleeps longer). */

@@ -25,6 +25,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The consumer poll's longest wait; inline (server.workers=0), while replies wait for
+ * their delivery reports, the longest those wait to be served and their offsets stored
+ * (a report does not end the poll there: dispatch.c, reports_ready). */
+#define POLL_MS 100
+#define INLINE_REPORT_WAIT_MS 10
 /* How long stop waits for in-flight handlers and their replies. */
 #define KSFI_STOP_DRAIN_MS 30000
 /* How long a revoke waits for the revoked partitions' started handlers. */
@@ -834,7 +839,13 @@ consume(ksf_server *srv, ksf_errinfo *ei)
     ksf_err e = KSF_OK;
     ksfi_msg_pool_enter(&srv->env.pool);
     while (!e && !atomic_load(&srv->stop_requested)) {
-        ksfi_sc_poll(srv->consumer, srv->ngathered || more ? 0 : 100, &ev);
+        int wait_ms = srv->ngathered || more ? 0 : POLL_MS;
+        /* Inline, delivery reports do not end the poll (dispatch.c, reports_ready):
+         * while replies wait for theirs, it is as long as the reports may wait. */
+        if (wait_ms && run_inline && ksfi_kafka_queued(srv->producer) > 0) {
+            wait_ms = INLINE_REPORT_WAIT_MS;
+        }
+        ksfi_sc_poll(srv->consumer, wait_ms, &ev);
         if (srv->ready_pending) {
             srv->ready_pending = false;
             srv->ready_done = true;

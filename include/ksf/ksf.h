@@ -1122,10 +1122,11 @@ typedef struct ksf_reply {
  * streamed value (done == false) and then once with done == true (a final value, or no
  * value when the stream ended with a separate end message: err KSF_OK, value NULL).
  * Threads: runs on the client's reply thread (also KSF_EKAFKA when the request could
- * not be delivered: the reply thread serves the producer's delivery reports; the
- * sender thread for a failure before it was produced: no broker reachable, no reply
- * partition; the destroying thread for KSF_ECLOSED); it must not block, must not call
- * ksf_client_call() and must not destroy the client.
+ * not be delivered: the reply thread serves the producer's delivery reports, within
+ * about 10 ms of their arrival; the sender thread for a failure before it was
+ * produced: no broker reachable, no reply partition; the destroying thread for
+ * KSF_ECLOSED); it must not block, must not call ksf_client_call() and must not
+ * destroy the client.
  */
 typedef void (*ksf_reply_fn)(const ksf_reply *reply, void *user);
 
