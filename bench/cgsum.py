@@ -122,8 +122,16 @@ def main():
         f"{i} {data[i]['ok']} of {data[i]['n']}" for i in impls) + "."]
     print("\n".join(out))
     if os.environ.get("CG_JSON"):  # for bench/table.py's instruction rows
+        # "own": the process's own threads (what the floor or ksf runs: its loop, the
+        # reply thread, workers), without librdkafka's: the per-message work that
+        # waits for a CPU beside librdkafka's threads (docs/benchmarks.md).
         summary = {i: {p: data[i][p][1] / data[i]["n"] for p in ("client", "server")}
                    for i in impls}
+        for i in impls:
+            for p in ("client", "server"):
+                summary[i][p + "_own"] = sum(
+                    ir for r, (_, ir) in data[i][p][0].items()
+                    if r != "librdkafka internal") / data[i]["n"]
         summary["setup"] = out[0]
         with open(os.environ["CG_JSON"], "w") as f:
             json.dump(summary, f, indent=1)

@@ -2,12 +2,12 @@
  * The floor: the least a request/reply pair over librdkafka can do, written by hand
  * with the same wire headers as ksf and NestJS. bench/run compares ksf against it.
  *
- *   floor server BROKERS [--set PROP=VALUE]...
+ *   floor server BROKERS [--work-ns N] [--set PROP=VALUE]...
  *       consume bench.echo (group floor-server) and answer each request with its own
  *       value on kafka_replyTopic/kafka_replyPartition; prints "floor server ready";
  *       SIGUSR1 prints its CPU time and requests answered so far (cpu_report.h).
  *   floor client BROKERS (--count N | --duration S) [--concurrency C] [--emit]
- *                [--set PROP=VALUE]...
+ *                [--work-ns N] [--set PROP=VALUE]...
  *       keep C requests to bench.echo in flight (replies on bench.echo.reply [0]),
  *       or with --emit C events to bench.event, and print ksf bench's JSON line.
  *
@@ -15,6 +15,11 @@
  * that name their lane so a reply is matched without a lookup, ksf's librdkafka
  * settings (see make()). --set applies a librdkafka property to every handle (bench/run
  * sets fetch.wait.max.ms and its batching settings there).
+ *
+ * --work-ns N adds N ns of busy work (a loop on the monotonic clock) to every request
+ * the server answers or every reply the client takes, on the thread that handles it:
+ * a measuring tool, not part of the floor. It shows how much a side's cost per message
+ * moves requests/s (docs/benchmarks.md, "What 256 in flight on Kafka is bound by").
  */
 #include "../framework/codec/wire.h"
 #include "../tools/measure.h"
@@ -46,12 +51,24 @@ typedef struct opts {
     int concurrency;
     int emit;
     double idle_s;
+    long work_ns;
 } opts;
 
 typedef struct lane {
     int64_t start_ns;
     long seq;
 } lane;
+
+/* --work-ns: spin for @p ns on this thread (0: nothing). */
+static void
+busy_work(long ns)
+{
+    if (ns > 0) {
+        int64_t until = ksf_tool_mono_ns() + ns;
+        while (ksf_tool_mono_ns() < until) {
+        }
+    }
+}
 
 static void
 on_signal(int sig)
@@ -235,6 +252,7 @@ serve(const opts *o)
             rd_kafka_topic_partition_list_destroy(a);
         }
         if (m && !m->err) {
+            busy_work(o->work_ns);
             answer(producer, m);
             atomic_fetch_add_explicit(&bench_handled, 1, memory_order_relaxed);
         }
@@ -347,6 +365,7 @@ on_reply(run *r, const rd_kafka_message_t *m)
         parse_decimal(colon + 1, len - (size_t)(colon + 1 - text)) != r->lanes[i].seq) {
         return; /* not a reply to a request in flight */
     }
+    busy_work(r->o->work_ns);
     complete(r, (int)i, 1);
 }
 
@@ -503,6 +522,8 @@ main(int argc, char **argv)
             o.duration_s = atof(v);
         } else if (!strcmp(a, "--idle")) {
             o.idle_s = atof(v);
+        } else if (!strcmp(a, "--work-ns") && atol(v) >= 0) {
+            o.work_ns = atol(v);
         } else if (!strcmp(a, "--concurrency")) {
             o.concurrency = atoi(v);
         } else if (!strcmp(a, "--set") && strchr(v, '=') && o.nsets < MAX_SETS) {

@@ -2,16 +2,19 @@
 """bench/run's report: turn the per-scenario JSON lines into one markdown table with
 ratios, and write it with the raw results. Usage (from bench/run):
 table.py RESULTS.jsonl MACHINE FETCH_WAIT_MS SECONDS ROUNDS OUT.json OUT.md [BROKER SETUP
-[CALLGRIND.json]]
+[CALLGRIND.json [CALLGRIND256.json]]]
 BROKER is mock (default) or kafka; SETUP is the sentence that says which broker ran and
 with which settings (default: the embedded broker's); CALLGRIND.json is bench/cgsum.py's
---json output (instructions per request per process), added as rows when given."""
+--json output (instructions per request per process), added as rows when given;
+CALLGRIND256.json the same at 256 in flight (with each process's own threads apart).
+Either may be an empty string."""
 import json
 import sys
 
 src, machine, fw, secs, rounds, out_json, out_md = sys.argv[1:8]
 broker = sys.argv[8] if len(sys.argv) > 8 else "mock"
 callgrind = sys.argv[10] if len(sys.argv) > 10 else ""
+callgrind256 = sys.argv[11] if len(sys.argv) > 11 else ""
 setup = sys.argv[9] if len(sys.argv) > 9 else (
     "Embedded broker (librdkafka mock), loopback, one fresh broker per scenario; C "
     f"consumers with fetch.wait.max.ms={fw}")
@@ -185,6 +188,34 @@ if cg:
             entry["ksf_lean_over_floor"] = r_lean
         report["table"].append(entry)
     lines += ["", f"Instructions: {cg.get('setup', '')}"]
+# The same at 256 in flight, with the processes' own threads apart: at 256 in flight
+# on Kafka the requests/s wait for them (docs/benchmarks.md).
+cg256 = json.load(open(callgrind256)) if callgrind256 else None
+if cg256:
+    insert_at = len(lines) - 2 if cg else len(lines)
+    extra = []
+    for label, get in (
+            ("instructions per request, client + server, 256 in flight (callgrind)",
+             lambda c: c["client"] + c["server"]),
+            ("instructions per request at 256 in flight, client's own threads "
+             "(not librdkafka's)", lambda c: c.get("client_own")),
+            ("instructions per request at 256 in flight, server's own threads "
+             "(not librdkafka's)", lambda c: c.get("server_own"))):
+        vals = {i: get(cg256[i]) if i in cg256 else None for i in IMPLS}
+        r_floor = ratio(vals["ksf"], vals["floor"])
+        r_lean = ratio(vals.get("ksf-lean"), vals["floor"])
+
+        def shown256(r):
+            return "-" if r is None else f"{r:.2f}x"
+        extra.append(f"| {label} | " + " | ".join(fmt(vals[i]) for i in IMPLS)
+                     + f" | {shown256(r_floor)} |"
+                     + (f" {shown256(r_lean)} |" if LEAN else "") + " - |")
+        entry = {"metric": label, "values": vals, "ksf_over_floor": r_floor}
+        if LEAN:
+            entry["ksf_lean_over_floor"] = r_lean
+        report["table"].append(entry)
+    lines[insert_at:insert_at] = extra
+    lines += ["", f"At 256 in flight: {cg256.get('setup', '')}"]
 # Every round's figure of the floor and ksf, so the medians above can be checked.
 nrounds = max([r["round"] for r in rows if r["impl"] in C_IMPLS] or [0])
 every = ["", f"Every run ({', '.join(NAMES[i] for i in C_IMPLS)}; the table above shows "
