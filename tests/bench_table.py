@@ -27,13 +27,13 @@ def num(cell):
     return None if cell in ("-", "") else float(cell.replace(",", ""))
 
 
-def run_table(root, src, out_json, out_md, cgj, main_cols, nrounds, impls):
+def run_table(root, src, out_json, out_md, cgj, main_cols, nrounds, impls, cg256=""):
     """bench/table.py on SRC; returns its markdown, the main table's rows with
     MAIN_COLS cells by metric, and the every-run rows of IMPLS with NROUNDS rounds by
     (metric, impl)."""
     subprocess.run([sys.executable, os.path.join(root, "bench", "table.py"), src,
                     "machine", "0", "3", str(ROUNDS), out_json, out_md, "mock",
-                    "setup", cgj], check=True)
+                    "setup", cgj, cg256], check=True)
     md = open(out_md).read()
     main, every = {}, {}
     for line in md.splitlines():
@@ -151,8 +151,32 @@ with tempfile.TemporaryDirectory() as tmp:
     cg_lean = dict(cg, **{"ksf-lean": {"client": 20000.0, "server": 19000.0}})
     with open(cgj, "w") as f:
         json.dump(cg_lean, f)
-    _, lmain, lev_rows = run_table(root, lean_src, out_json, out_md, cgj, 9, ROUNDS,
-                                   ("ksf-lean",))
+    # At 256 in flight (bench/run's second bench/callgrind): whole processes and their
+    # own threads, each row with ksf's and ksf-lean's ratio over the floor's.
+    cg256 = os.path.join(tmp, "cg256.json")
+    with open(cg256, "w") as f:
+        json.dump({"floor": {"client": 13000.0, "server": 12000.0, "client_own": 8000.0,
+                             "server_own": 7000.0},
+                   "ksf": {"client": 22000.0, "server": 23000.0, "client_own": 16000.0,
+                           "server_own": 17500.0},
+                   "ksf-lean": {"client": 16000.0, "server": 15500.0,
+                                "client_own": 10400.0, "server_own": 11200.0},
+                   "setup": "made up, 256 in flight"}, f)
+    lmd, lmain, lev_rows = run_table(root, lean_src, out_json, out_md, cgj, 9, ROUNDS,
+                                     ("ksf-lean",), cg256)
+    for metric, want in (
+            ("instructions per request, client + server, 256 in flight (callgrind)",
+             (25000, 45000, 31500, "1.80x", "1.26x")),
+            ("instructions per request at 256 in flight, client's own threads "
+             "(not librdkafka's)", (8000, 16000, 10400, "2.00x", "1.30x")),
+            ("instructions per request at 256 in flight, server's own threads "
+             "(not librdkafka's)", (7000, 17500, 11200, "2.50x", "1.60x"))):
+        row = lmain.get(metric)
+        check(row is not None and [num(c) for c in row[1:4]] == list(want[:3])
+              and row[6] == want[3] and row[7] == want[4],
+              f"256 instruction row {metric}: {row}, want {want}")
+    check("At 256 in flight: made up, 256 in flight" in lmd,
+          "the 256-in-flight instruction counts' setup line is missing")
     levery = {metric: cells for (metric, _), cells in lev_rows.items()}
     lrps = lmain.get("64 in flight: requests/s")
     check(lrps is not None and num(lrps[1]) == 22500 and num(lrps[2]) == 16750
@@ -257,8 +281,10 @@ with tempfile.TemporaryDirectory() as tmp:
                           os.path.join(tmp, "cg"), "1000", "64", "10", "", "ksf"],
                          check=True, capture_output=True, text=True, env=env).stdout
     got = json.load(open(env["CG_JSON"]))["ksf"]
-    check(got == {"client": 5200.0, "server": 4200.0},
-          f"cgsum per request {got}, want client 5,200 (sort left out), server 4,200")
+    check(got == {"client": 5200.0, "server": 4200.0, "client_own": 4000.0,
+                  "server_own": 4200.0},
+          f"cgsum per request {got}, want client 5,200 (sort left out), server 4,200, "
+          "own threads (all but librdkafka's) 4,000 and 4,200")
     check(re.search(r"\| client: librdkafka internal \(2 threads\) \| 1,200 \|", out),
           "cgsum: librdkafka's threads not summed as one line")
     check(re.search(r"\| server: worker_main \(2 threads\) \| 4,000 \|", out),
